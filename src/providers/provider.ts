@@ -1,0 +1,56 @@
+/**
+ * The small interface every model backend implements. The pipeline never knows which SDK serves
+ * a call: it hands a provider-neutral request to `complete` or `stream` and gets text and usage back.
+ */
+
+export interface ChatMessage {
+  role: 'user' | 'assistant';
+  content: string;
+}
+
+/** Provider-neutral completion request; `model` is the provider's own model id. */
+export interface CompletionRequest {
+  model: string;
+  system?: string;
+  messages: ChatMessage[];
+  maxTokens: number;
+  temperature?: number;
+  /** Aborting it must abort the upstream HTTP request. */
+  signal?: AbortSignal;
+}
+
+/** Token usage as the provider reported it. */
+export interface Usage {
+  inputTokens: number;
+  outputTokens: number;
+  /** Input tokens served from the provider's prompt cache, already included in inputTokens. */
+  cachedInputTokens?: number;
+}
+
+export interface CompletionResult {
+  text: string;
+  /** The model id the provider says served the call. */
+  model: string;
+  usage: Usage;
+  stopReason?: string;
+}
+
+/** Called with each text delta as a stream arrives. */
+export type TextListener = (delta: string) => void;
+
+/**
+ * A model backend. Errors are thrown as GatewayError: PROVIDER_UNAVAILABLE for what another
+ * provider or a retry may fix (429, 5xx, timeout, cut stream), PROVIDER_ERROR otherwise,
+ * CANCELLED when the signal aborted. When tokens were consumed before the failure, the error's
+ * details carry `usage` so the pipeline charges what was used.
+ */
+export interface Provider {
+  /** The provider's name in the policy (`anthropic`, `openai`, `demo`, ...). */
+  readonly name: string;
+  /** The adapter kind (`anthropic`, `openai`, `bedrock`, `demo`). */
+  readonly kind: string;
+  /** The base URL calls go to, checked against the egress allowlist; undefined for offline providers. */
+  readonly baseUrl?: string;
+  complete(req: CompletionRequest): Promise<CompletionResult>;
+  stream(req: CompletionRequest, onText: TextListener): Promise<CompletionResult>;
+}
