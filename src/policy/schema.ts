@@ -1,0 +1,152 @@
+/**
+ * The policy file's shape, validated once at load. The JSON Schema published for editors is
+ * generated from these same zod schemas (tools/gen-schema.ts), so the two cannot drift.
+ */
+import { z } from 'zod';
+import { isValidTimezone } from '../quota/windows.js';
+
+const id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, 'ids use letters, digits and _ . : -');
+/** `provider/model`, e.g. `anthropic/claude-sonnet-4-5`. */
+export const modelRefSchema = z.string().regex(/^[a-z0-9][a-z0-9_-]*\/\S+$/, 'a model is named provider/model-id');
+const timezone = z.string().refine(isValidTimezone, { message: 'not an IANA timezone name (e.g. Europe/Paris)' });
+const positiveInt = z.number().int().positive();
+
+const common = {
+  baseUrl: z.url().optional(),
+  timeoutMs: positiveInt.default(60_000),
+  maxRetries: z.number().int().min(0).max(5).default(0),
+};
+
+export const providerSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('demo'), latencyMs: z.number().int().min(0).default(0) }).strict(),
+  z.object({ kind: z.literal('anthropic'), apiKey: z.string().min(1), ...common }).strict(),
+  z.object({ kind: z.literal('openai'), apiKey: z.string().min(1), organization: z.string().optional(), ...common }).strict(),
+  z
+    .object({
+      kind: z.literal('bedrock'),
+      region: z.string().min(1),
+      accessKeyId: z.string().optional(),
+      secretAccessKey: z.string().optional(),
+      sessionToken: z.string().optional(),
+      ...common,
+    })
+    .strict(),
+]);
+export type ProviderConfig = z.infer<typeof providerSchema>;
+
+export const priceSchema = z
+  .object({
+    inputPerMTok: z.number().nonnegative(),
+    outputPerMTok: z.number().nonnegative(),
+    cachedInputPerMTok: z.number().nonnegative().optional(),
+  })
+  .strict();
+
+const modelSchema = z
+  .object({
+    price: priceSchema.optional(),
+    maxOutputTokens: positiveInt.default(8192),
+  })
+  .strict();
+
+const percent = z.union([
+  z.number().min(0).max(100),
+  z.string().regex(/^\d+(\.\d+)?%$/, 'a percentage like "20%"').transform((s) => Number(s.slice(0, -1))),
+]);
+
+const windowSchema = z.union([
+  z.object({ calendar: z.enum(['day', 'week', 'month']), timezone: timezone.default('UTC') }).strict(),
+  z
+    .object({
+      rolling: z
+        .object({ hours: positiveInt.optional(), days: positiveInt.optional() })
+        .strict()
+        .refine((r) => (r.hours ?? 0) + (r.days ?? 0) > 0, 'give hours or days'),
+      buckets: z.number().int().min(1).max(168).default(24),
+    })
+    .strict(),
+]);
+
+const budgetSchema = z
+  .object({
+    id,
+    description: z.string().optional(),
+    scope: z.enum(['user', 'team', 'costCenter', 'global']),
+    /** CEL over `principal`: the budget applies only where it is true. */
+    when: z.string().optional(),
+    window: windowSchema,
+    limit: z.union([
+      z.object({ tokens: positiveInt }).strict(),
+      z.object({ usd: z.number().positive() }).strict(),
+    ]),
+    /** Under this share of the limit left, calls are served one tier down. */
+    tierDown: z.object({ below: percent }).strict().optional(),
+    /** What happens when the quota store is unreachable. */
+    failMode: z.enum(['closed', 'open']).default('closed'),
+  })
+  .strict();
+export type BudgetConfig = z.infer<typeof budgetSchema>;
+
+const ruleSchema = z
+  .object({
+    id,
+    description: z.string().optional(),
+    /** CEL over `principal`, `request`, `budgets` and `now`. */
+    when: z.string().min(1),
+    effect: z.enum(['deny', 'allow', 'cap_tier']),
+    message: z.string().optional(),
+    /** For cap_tier: the most capable tier allowed when the rule matches. */
+    tier: z.string().optional(),
+  })
+  .strict()
+  .refine((r) => r.effect !== 'cap_tier' || r.tier, { message: 'cap_tier needs a tier', path: ['tier'] });
+export type RuleConfig = z.infer<typeof ruleSchema>;
+
+const apiKeySchema = z
+  .object({
+    id,
+    /** Hex SHA-256 of the key; the key itself never sits in the file (`tollgate hash-key`). */
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, '64 lowercase hex characters'),
+    user: z.string().min(1),
+    teams: z.array(z.string()).default([]),
+    costCenter: z.string().optional(),
+    groups: z.array(z.string()).default([]),
+    roles: z.array(z.string()).default([]),
+    disabled: z.boolean().default(false),
+  })
+  .strict();
+export type ApiKeyConfig = z.infer<typeof apiKeySchema>;
+
+export const policySchema = z
+  .object({
+    version: z.literal(1),
+    name: z.string().default('unnamed'),
+    bindings: z.record(z.string(), z.string()).default({}),
+    providers: z.record(id, providerSchema),
+    egress: z
+      .object({ allow: z.array(z.string().min(1)).default([]), proxy: z.string().optional() })
+      .strict()
+      .default({ allow: [] }),
+    models: z.record(modelRefSchema, modelSchema).default({}),
+    tiers: z.record(id, z.array(modelRefSchema).min(1)),
+    defaultTier: id.optional(),
+    apiKeys: z.array(apiKeySchema).default([]),
+    budgets: z.array(budgetSchema).default([]),
+    rules: z.array(ruleSchema).default([]),
+    limits: z
+      .object({
+        maxTokensCeiling: positiveInt.default(32_768),
+        maxInputChars: positiveInt.default(400_000),
+        reservationTtlSeconds: positiveInt.default(600),
+      })
+      .strict()
+      .default({ maxTokensCeiling: 32_768, maxInputChars: 400_000, reservationTtlSeconds: 600 }),
+    metering: z
+      .object({ logPrompts: z.boolean().default(false) })
+      .strict()
+      .default({ logPrompts: false }),
+  })
+  .strict();
+
+export type PolicyInput = z.input<typeof policySchema>;
+export type PolicyConfig = z.infer<typeof policySchema>;

@@ -1,0 +1,36 @@
+/**
+ * List prices per million tokens, in USD. A model with no price here or in the policy is refused,
+ * never served free. `checked` is the day the row was compared with the provider's public price page.
+ */
+import type { Usage } from './provider.js';
+
+export interface Price {
+  inputPerMTok: number;
+  outputPerMTok: number;
+  /** Price of input tokens read from the prompt cache; defaults to the input price. */
+  cachedInputPerMTok?: number;
+}
+
+export interface ShippedPrice extends Price {
+  checked: string;
+}
+
+/** Keyed by `provider/model`. Policy `models.<ref>.price` overrides a row. */
+export const SHIPPED_PRICES: Readonly<Record<string, ShippedPrice>> = Object.freeze({
+  'demo/large': { inputPerMTok: 15, outputPerMTok: 75, checked: 'n/a (offline demo)' },
+  'demo/medium': { inputPerMTok: 3, outputPerMTok: 15, checked: 'n/a (offline demo)' },
+  'demo/small': { inputPerMTok: 1, outputPerMTok: 5, checked: 'n/a (offline demo)' },
+});
+
+/**
+ * Cost of a call in micro-dollars (1e-6 USD), rounded up. A price per million tokens is exactly
+ * micro-dollars per token, so the arithmetic stays in integers until the final ceiling.
+ */
+export function costMicroUsd(price: Price, usage: Usage): number {
+  const cached = Math.min(usage.cachedInputTokens ?? 0, usage.inputTokens);
+  const fresh = usage.inputTokens - cached;
+  const raw =
+    fresh * price.inputPerMTok + cached * (price.cachedInputPerMTok ?? price.inputPerMTok) + usage.outputTokens * price.outputPerMTok;
+  // Guard against float noise such as 0.1 * 3 = 0.30000000000000004 pushing a whole micro-dollar up.
+  return Math.ceil(Number(raw.toFixed(6)));
+}
