@@ -1,0 +1,92 @@
+/**
+ * Which budgets a call is charged to, and how much. One principal can fall under several lines of
+ * one budget (a user in two teams is charged to both teams' budgets).
+ */
+import { principalView, type Principal } from '../identity/principal.js';
+import type { CompiledBudget, ModelInfo } from '../policy/load.js';
+import { costMicroUsd } from '../providers/prices.js';
+import type { Usage } from '../providers/provider.js';
+import type { LedgerLine } from '../quota/store.js';
+import { resolveWindow } from '../quota/windows.js';
+
+/** A budget line for the current window, amount still unset. */
+export interface BudgetLine {
+  budget: CompiledBudget;
+  subject: string;
+  resetsAt: number;
+  line: Omit<LedgerLine, 'amount'>;
+}
+
+function subjectsOf(budget: CompiledBudget, p: Principal): string[] {
+  switch (budget.config.scope) {
+    case 'user':
+      return [p.user];
+    case 'team':
+      return p.teams;
+    case 'costCenter':
+      return p.costCenter ? [p.costCenter] : [];
+    case 'global':
+      return ['*'];
+  }
+}
+
+/**
+ * Keys of one budget line. Everything one line touches shares the `{budget|subject}` hash tag,
+ * so on Redis Cluster a line's script stays within one slot.
+ */
+export function lineKeys(prefix: string, budgetId: string, subject: string, windowStarts: number[], current: number) {
+  const tag = `${prefix}{${budgetId}|${encodeURIComponent(subject)}}`;
+  return {
+    usageKey: `${tag}:u:${current}`,
+    readKeys: windowStarts.map((s) => `${tag}:u:${s}`),
+    reservedKey: `${tag}:r`,
+  };
+}
+
+/** The budget lines that apply to `principal` now. A `when` that fails to evaluate applies the budget (fail safe). */
+export function applicableLines(budgets: readonly CompiledBudget[], principal: Principal, now: number, prefix: string): BudgetLine[] {
+  const out: BudgetLine[] = [];
+  const view = { principal: principalView(principal) };
+  for (const budget of budgets) {
+    if (budget.appliesTo) {
+      let applies = true;
+      try {
+        applies = budget.appliesTo(view);
+      } catch {
+        applies = true;
+      }
+      if (!applies) continue;
+    }
+    const w = resolveWindow(budget.config.window, now);
+    for (const subject of subjectsOf(budget, principal)) {
+      out.push({
+        budget,
+        subject,
+        resetsAt: w.resetsAt,
+        line: { budgetId: budget.config.id, subject, limit: budget.limit, expiresAt: w.expiresAt, ...lineKeys(prefix, budget.config.id, subject, w.readStarts, w.start) },
+      });
+    }
+  }
+  return out;
+}
+
+/** What a call costs in one budget's unit: tokens, or micro-dollars. */
+export function amountFor(budget: CompiledBudget, model: ModelInfo, usage: Usage): number {
+  return budget.unit === 'tokens' ? usage.inputTokens + usage.outputTokens : costMicroUsd(model.price, usage);
+}
+
+/** Ledger lines carrying the amount this usage costs on each line. */
+export function chargeLines(lines: BudgetLine[], model: ModelInfo, usage: Usage): LedgerLine[] {
+  return lines.map((l) => ({ ...l.line, amount: amountFor(l.budget, model, usage) }));
+}
+
+/**
+ * A conservative input-token estimate made before the call: one token per 3 UTF-8 bytes plus a
+ * small per-message overhead. Real tokenizers average about 4 characters per token for English,
+ * so this over-reserves a little and the settle releases the difference.
+ */
+export function estimateInputTokens(texts: string[]): number {
+  let n = 0;
+  for (const t of texts) n += Math.ceil(Buffer.byteLength(t, 'utf8') / 3) + 4;
+  return n;
+}

@@ -1,0 +1,87 @@
+import { asGatewayError, GatewayError, isRetryable } from '../../errors.js';
+import { costMicroUsd } from '../../providers/prices.js';
+import type { Provider, Usage } from '../../providers/provider.js';
+import type { Middleware } from '../compose.js';
+import type { CallContext } from '../context.js';
+import { outputCap } from './reserve.js';
+
+export interface DispatchStepOptions {
+  /** Looks the provider up per call, so a hot-reloaded policy's providers serve new calls. */
+  providerFor: (name: string) => Provider | undefined;
+  now: () => number;
+}
+
+function addUsage(a: Usage | undefined, b: Usage): Usage {
+  if (!a) return { ...b };
+  return {
+    inputTokens: a.inputTokens + b.inputTokens,
+    outputTokens: a.outputTokens + b.outputTokens,
+    cachedInputTokens: (a.cachedInputTokens ?? 0) + (b.cachedInputTokens ?? 0),
+  };
+}
+
+/**
+ * Sends the call to the tier's models in order, failing over on errors another provider may fix
+ * (429, 5xx, timeout). Once text has reached the caller it does not fail over, since a second
+ * answer would be spliced onto the first. Tokens consumed by failed attempts are still charged.
+ */
+export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallContext> {
+  return async function dispatch(ctx) {
+    // The reserve step rewrites the decision when it stepped down, so candidates are the reserved tier's.
+    const chosen = ctx.decision && ctx.decision.effect !== 'deny' ? ctx.decision.candidates : [];
+    const started = opts.now();
+    let streamed = false;
+    try {
+      for (const model of chosen) {
+        const provider = opts.providerFor(model.provider);
+        if (!provider) throw new GatewayError('INTERNAL', `provider ${model.provider} is not built`);
+        const t0 = opts.now();
+        const req = {
+          model: model.modelId,
+          system: ctx.request.system,
+          messages: ctx.request.messages,
+          maxTokens: outputCap(ctx, model),
+          temperature: ctx.request.temperature,
+          signal: ctx.signal,
+        };
+        try {
+          const onText = ctx.onText;
+          const result = onText
+            ? await provider.stream(req, (d) => {
+                streamed = true;
+                onText(d);
+              })
+            : await provider.complete(req);
+          ctx.attempts.push({ model: model.ref, provider: provider.name, ok: true, ms: opts.now() - t0 });
+          ctx.usage = addUsage(ctx.usage, result.usage);
+          ctx.served = { model, responseModel: result.model, text: result.text, stopReason: result.stopReason };
+          ctx.costMicroUsd = costMicroUsd(model.price, ctx.usage);
+          return;
+        } catch (err) {
+          const ge = asGatewayError(err);
+          const partial = ge.details.usage as Usage | undefined;
+          if (partial) {
+            ctx.usage = addUsage(ctx.usage, partial);
+            ctx.costMicroUsd = costMicroUsd(model.price, ctx.usage);
+          }
+          ctx.attempts.push({
+            model: model.ref,
+            provider: provider.name,
+            ok: false,
+            errorCode: ge.code,
+            status: typeof ge.details.status === 'number' ? ge.details.status : undefined,
+            reason: ge.message,
+            ms: opts.now() - t0,
+          });
+          if (ctx.signal.aborted) throw new GatewayError('CANCELLED', 'The call was cancelled by the caller.');
+          if (!isRetryable(ge) || streamed) throw ge;
+        }
+      }
+      throw new GatewayError('PROVIDER_UNAVAILABLE', `Every provider for tier ${ctx.reservation?.tier} failed; see attempts.`, {
+        attempts: ctx.attempts.map(({ model, provider, errorCode, status, reason }) => ({ model, provider, errorCode, status, reason })),
+      });
+    } finally {
+      ctx.upstreamMs = opts.now() - started;
+    }
+  };
+}

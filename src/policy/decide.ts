@@ -1,0 +1,184 @@
+/**
+ * The policy decision: pure, no I/O. Given who calls, what they ask for and the budgets' current
+ * state, it says allow, tier_down or deny, which model serves and which rule or budget decided.
+ * The pipeline acts on the decision; deciding never touches the store or a provider.
+ */
+import { GatewayError } from '../errors.js';
+import { principalView, type Principal } from '../identity/principal.js';
+import type { ChatMessage } from '../providers/provider.js';
+import type { CompiledBudget, ModelInfo, Policy } from './load.js';
+
+/** A validated completion request, whatever transport it came from. */
+export interface CompletionInput {
+  messages: ChatMessage[];
+  system?: string;
+  /** `provider/model`, or a bare model id when unambiguous. */
+  model?: string;
+  tier?: string;
+  maxTokens: number;
+  temperature?: number;
+}
+
+/** One applicable budget line with its current state, read before deciding. */
+export interface BudgetState {
+  budget: CompiledBudget;
+  subject: string;
+  used: number;
+  reserved: number;
+  resetsAt: number;
+}
+
+export interface DecideInput {
+  policy: Policy;
+  principal: Principal;
+  request: CompletionInput;
+  estimatedInputTokens: number;
+  budgets: BudgetState[];
+  now: number;
+}
+
+interface Served {
+  tier: string;
+  requestedTier: string;
+  requestedModel?: string;
+  /** Models to try in order within the tier (failover). */
+  candidates: ModelInfo[];
+  /** Less capable tiers to fall back to when a reservation is refused. */
+  fallbackTiers: string[];
+  ruleId?: string;
+  budgetId?: string;
+  reason: string;
+}
+
+export type Decision =
+  | ({ effect: 'allow' | 'tier_down' } & Served)
+  | {
+      effect: 'deny';
+      code: 'POLICY_DENIED' | 'BUDGET_EXHAUSTED';
+      requestedTier: string;
+      requestedModel?: string;
+      ruleId?: string;
+      budgetId?: string;
+      resetsAt?: number;
+      reason: string;
+    };
+
+/** Finds a model by `provider/model` or, when only one provider serves it, by bare model id. */
+export function findModel(policy: Policy, name: string): ModelInfo | undefined {
+  const exact = policy.models.get(name);
+  if (exact) return exact;
+  const matches = [...policy.models.values()].filter((m) => m.modelId === name);
+  return matches.length === 1 ? matches[0] : undefined;
+}
+
+/** Remaining share of a budget line, in percent. */
+export function remainingPct(b: BudgetState): number {
+  return Math.max(0, ((b.budget.limit - b.used - b.reserved) / b.budget.limit) * 100);
+}
+
+function budgetsView(budgets: BudgetState[]): Record<string, unknown> {
+  const out: Record<string, { used: number; reserved: number; limit: number; remaining: number; remainingPct: number }> = {};
+  for (const b of budgets) {
+    const view = { used: b.used, reserved: b.reserved, limit: b.budget.limit, remaining: b.budget.limit - b.used - b.reserved, remainingPct: remainingPct(b) };
+    const prev = out[b.budget.config.id];
+    if (!prev || view.remainingPct < prev.remainingPct) out[b.budget.config.id] = view;
+  }
+  return out;
+}
+
+/** Decides one call. Throws UNKNOWN_MODEL for a model or tier the policy does not know. */
+export function decide(input: DecideInput): Decision {
+  const { policy, request } = input;
+  let requestedTier: string;
+  let requestedModel: ModelInfo | undefined;
+  if (request.model) {
+    requestedModel = findModel(policy, request.model);
+    if (!requestedModel) {
+      throw new GatewayError('UNKNOWN_MODEL', `Model "${request.model}" is not configured. Use list_models to see the models you may use.`, { model: request.model });
+    }
+    requestedTier = request.tier && requestedModel.tiers.includes(request.tier) ? request.tier : requestedModel.tiers[0]!;
+  } else {
+    requestedTier = request.tier ?? policy.defaultTier;
+    if (!policy.config.tiers[requestedTier]) {
+      throw new GatewayError('UNKNOWN_MODEL', `Tier "${requestedTier}" is not configured; tiers are ${policy.tiers.join(', ')}.`, { tier: requestedTier });
+    }
+  }
+  const denyBase = { requestedTier, requestedModel: requestedModel?.ref };
+  const vars = {
+    principal: principalView(input.principal),
+    request: {
+      model: requestedModel?.ref ?? policy.config.tiers[requestedTier]![0]!,
+      tier: requestedTier,
+      provider: (requestedModel ?? policy.models.get(policy.config.tiers[requestedTier]![0]!))!.provider,
+      maxTokens: request.maxTokens,
+      inputTokens: input.estimatedInputTokens,
+      text: [request.system ?? '', ...request.messages.map((m) => m.content)].join('\n'),
+    },
+    budgets: budgetsView(input.budgets),
+    now: new Date(input.now),
+  };
+
+  let tierIndex = policy.tiers.indexOf(requestedTier);
+  let ruleId: string | undefined;
+  let budgetId: string | undefined;
+  let reason = 'within policy and budget';
+  for (const rule of policy.rules) {
+    let matched: boolean;
+    try {
+      matched = rule.matches(vars);
+    } catch (err) {
+      // A rule that cannot be evaluated fails closed for deny rules and is skipped otherwise.
+      if (rule.config.effect !== 'deny') continue;
+      return { effect: 'deny', code: 'POLICY_DENIED', ...denyBase, ruleId: rule.config.id, reason: `Rule ${rule.config.id} could not be evaluated (${(err as Error).message.split('\n')[0]}); denied to be safe.` };
+    }
+    if (!matched) continue;
+    if (rule.config.effect === 'deny') {
+      return { effect: 'deny', code: 'POLICY_DENIED', ...denyBase, ruleId: rule.config.id, reason: rule.config.message ?? `Denied by rule ${rule.config.id}.` };
+    }
+    if (rule.config.effect === 'allow') break;
+    const cap = policy.tiers.indexOf(rule.config.tier!);
+    if (cap > tierIndex) {
+      tierIndex = cap;
+      ruleId = rule.config.id;
+      reason = rule.config.message ?? `Rule ${rule.config.id} limits this caller to tier ${rule.config.tier}.`;
+    }
+    break;
+  }
+
+  let lowest: BudgetState | undefined;
+  for (const b of input.budgets) {
+    if (b.budget.limit - b.used - b.reserved <= 0) {
+      return {
+        effect: 'deny',
+        code: 'BUDGET_EXHAUSTED',
+        ...denyBase,
+        budgetId: b.budget.config.id,
+        resetsAt: b.resetsAt,
+        reason: `Budget ${b.budget.config.id} (${b.budget.config.scope} ${b.subject}) is exhausted; it resets at ${new Date(b.resetsAt).toISOString()}.`,
+      };
+    }
+    const below = b.budget.config.tierDown?.below;
+    if (below !== undefined && remainingPct(b) < below && (!lowest || remainingPct(b) < remainingPct(lowest))) lowest = b;
+  }
+  if (lowest && tierIndex < policy.tiers.length - 1) {
+    tierIndex += 1;
+    ruleId = undefined;
+    budgetId = lowest.budget.config.id;
+    reason = `Budget ${budgetId} has ${remainingPct(lowest).toFixed(1)}% left (under ${lowest.budget.config.tierDown!.below}%), so the call is served one tier down.`;
+  }
+
+  const tier = policy.tiers[tierIndex]!;
+  const members = policy.config.tiers[tier]!.map((ref) => policy.models.get(ref)!);
+  const candidates = tier === requestedTier && requestedModel ? [requestedModel, ...members.filter((m) => m !== requestedModel)] : members;
+  return {
+    effect: tier === requestedTier ? 'allow' : 'tier_down',
+    tier,
+    requestedTier,
+    requestedModel: requestedModel?.ref,
+    candidates,
+    fallbackTiers: policy.tiers.slice(tierIndex + 1),
+    ruleId,
+    budgetId,
+    reason,
+  };
+}

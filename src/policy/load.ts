@@ -1,0 +1,208 @@
+/**
+ * Loads a policy file: YAML -> bindings -> zod -> cross-checks -> a compiled, frozen Policy.
+ * Every problem is collected and reported at once, each with its YAML path and line:column,
+ * so a bad policy fails start-up with the whole list rather than one error per restart.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
+import { GatewayError } from '../errors.js';
+import { SHIPPED_PRICES, type Price } from '../providers/prices.js';
+import { resolveBindings, defaultSources, type BindingSources } from './bindings.js';
+import { compilePredicate, type CelPredicate } from './cel.js';
+import { policySchema, type ApiKeyConfig, type BudgetConfig, type PolicyConfig, type RuleConfig } from './schema.js';
+
+export interface PolicyIssue {
+  /** Dotted path into the YAML, e.g. `budgets[0].window.timezone`. */
+  path: string;
+  line?: number;
+  column?: number;
+  message: string;
+}
+
+export interface ModelInfo {
+  ref: string;
+  provider: string;
+  modelId: string;
+  price: Price;
+  maxOutputTokens: number;
+  /** Tiers listing this model, most capable first. */
+  tiers: string[];
+}
+
+export interface CompiledBudget {
+  config: BudgetConfig;
+  unit: 'tokens' | 'usd';
+  /** Limit in ledger units: tokens, or micro-dollars for usd budgets. */
+  limit: number;
+  appliesTo?: CelPredicate;
+}
+
+export interface CompiledRule {
+  config: RuleConfig;
+  matches: CelPredicate;
+}
+
+/** A validated policy, frozen: safe to share between concurrent calls and to swap atomically. */
+export interface Policy {
+  readonly config: PolicyConfig;
+  /** Content hash of the file, recorded in every decision event. */
+  readonly version: string;
+  readonly source: string;
+  /** Tier names, most capable first. */
+  readonly tiers: readonly string[];
+  readonly defaultTier: string;
+  readonly models: ReadonlyMap<string, ModelInfo>;
+  readonly budgets: readonly CompiledBudget[];
+  readonly rules: readonly CompiledRule[];
+  /** API keys by SHA-256 hex. */
+  readonly apiKeys: ReadonlyMap<string, ApiKeyConfig>;
+}
+
+/** Thrown when a policy is invalid; `details.issues` lists every problem. */
+export class PolicyError extends GatewayError {
+  constructor(source: string, readonly issues: PolicyIssue[]) {
+    const lines = issues.map((i) => `  - ${i.path || '(root)'}${i.line ? ` (line ${i.line}, col ${i.column})` : ''}: ${i.message}`);
+    super('POLICY_INVALID', `Policy ${source} is invalid (${issues.length} error${issues.length === 1 ? '' : 's'}):\n${lines.join('\n')}`, { issues });
+  }
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+
+function locate(doc: Document, counter: LineCounter, path: readonly PropertyKey[]): { line?: number; column?: number } {
+  // Walk up to the deepest node that exists: a missing field is reported where its parent is.
+  for (let n = path.length; n >= 0; n--) {
+    const node = doc.getIn(path.slice(0, n) as (string | number)[], true);
+    if (isNode(node) && node.range) {
+      const pos = counter.linePos(node.range[0]);
+      return { line: pos.line, column: pos.col };
+    }
+  }
+  return {};
+}
+
+export interface LoadOptions {
+  sources?: BindingSources;
+}
+
+/** Reads and compiles a policy file; throws PolicyError listing every issue. */
+export function loadPolicyFile(path: string, opts: LoadOptions = {}): Policy {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new PolicyError(path, [{ path: '', message: `cannot read policy file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
+  }
+  return parsePolicy(text, path, opts);
+}
+
+/** Compiles policy text; `source` names it in errors. */
+export function parsePolicy(text: string, source: string, opts: LoadOptions = {}): Policy {
+  const counter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: counter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new PolicyError(
+      source,
+      doc.errors.map((e) => {
+        const pos = counter.linePos(e.pos[0]);
+        return { path: '', line: pos.line, column: pos.col, message: e.message.split('\n')[0]! };
+      }),
+    );
+  }
+  const issues: PolicyIssue[] = [];
+  const at = (path: readonly PropertyKey[], message: string) => issues.push({ path: formatPath(path), ...locate(doc, counter, path), message });
+
+  const bound = resolveBindings(doc.toJS(), opts.sources ?? defaultSources);
+  for (const b of bound.issues) at(b.path, b.message);
+  const parsed = policySchema.safeParse(bound.value);
+  if (!parsed.success) {
+    for (const i of parsed.error.issues) at(i.path, i.message);
+    throw new PolicyError(source, issues);
+  }
+  const config = parsed.data;
+  const policy = compile(config, at);
+  if (issues.length > 0) throw new PolicyError(source, issues);
+  return Object.freeze({ ...policy, source, version: createHash('sha256').update(text).digest('hex').slice(0, 12) });
+}
+
+function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], message: string) => void): Omit<Policy, 'source' | 'version'> {
+  const tiers = Object.keys(config.tiers);
+  const models = new Map<string, ModelInfo>();
+  for (const [tier, refs] of Object.entries(config.tiers)) {
+    refs.forEach((ref, i) => {
+      const slash = ref.indexOf('/');
+      const provider = ref.slice(0, slash);
+      if (!config.providers[provider]) at(['tiers', tier, i], `provider "${provider}" is not declared under providers`);
+      const known = models.get(ref);
+      if (known) {
+        known.tiers.push(tier);
+        return;
+      }
+      const declared = config.models[ref];
+      const price = declared?.price ?? SHIPPED_PRICES[ref];
+      if (!price) at(['tiers', tier, i], `model ${ref} has no price: add models."${ref}".price (a model is never served free)`);
+      models.set(ref, {
+        ref,
+        provider,
+        modelId: ref.slice(slash + 1),
+        price: price ?? { inputPerMTok: 0, outputPerMTok: 0 },
+        maxOutputTokens: declared?.maxOutputTokens ?? 8192,
+        tiers: [tier],
+      });
+    });
+  }
+  for (const ref of Object.keys(config.models)) {
+    if (!models.has(ref)) at(['models', ref], `model ${ref} is priced but listed in no tier`);
+  }
+  const defaultTier = config.defaultTier ?? tiers[0] ?? '';
+  if (config.defaultTier && !config.tiers[config.defaultTier]) at(['defaultTier'], `tier "${config.defaultTier}" is not declared under tiers`);
+
+  const budgets: CompiledBudget[] = [];
+  const seenBudgets = new Set<string>();
+  config.budgets.forEach((b, i) => {
+    if (seenBudgets.has(b.id)) at(['budgets', i, 'id'], `duplicate budget id "${b.id}"`);
+    seenBudgets.add(b.id);
+    const unit = 'tokens' in b.limit ? 'tokens' : 'usd';
+    const limit = 'tokens' in b.limit ? b.limit.tokens : Math.round(b.limit.usd * 1e6);
+    budgets.push({ config: b, unit, limit, appliesTo: b.when ? celOrIssue(b.when, ['budgets', i, 'when'], at) : undefined });
+  });
+
+  const rules: CompiledRule[] = [];
+  const seenRules = new Set<string>();
+  config.rules.forEach((r, i) => {
+    if (seenRules.has(r.id)) at(['rules', i, 'id'], `duplicate rule id "${r.id}"`);
+    seenRules.add(r.id);
+    if (r.tier && !config.tiers[r.tier]) at(['rules', i, 'tier'], `tier "${r.tier}" is not declared under tiers`);
+    const matches = celOrIssue(r.when, ['rules', i, 'when'], at);
+    if (matches) rules.push({ config: r, matches });
+  });
+
+  const apiKeys = new Map<string, ApiKeyConfig>();
+  config.apiKeys.forEach((k, i) => {
+    if (apiKeys.has(k.sha256)) at(['apiKeys', i, 'sha256'], 'the same key hash is listed twice');
+    apiKeys.set(k.sha256, Object.freeze(k));
+  });
+
+  return { config: deepFreeze(config), tiers, defaultTier, models, budgets, rules, apiKeys };
+}
+
+function celOrIssue(src: string, path: PropertyKey[], at: (path: readonly PropertyKey[], message: string) => void): CelPredicate | undefined {
+  try {
+    return compilePredicate(src);
+  } catch (err) {
+    at(path, `invalid CEL expression: ${(err as Error).message.split('\n')[0]}`);
+    return undefined;
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
