@@ -20,7 +20,8 @@ export interface DecideStepOptions {
 export function enforcePolicy(opts: DecideStepOptions): Middleware<CallContext> {
   return async function enforce(ctx, next) {
     const { request, policy } = ctx;
-    ctx.estimatedInputTokens = estimateInputTokens([request.system ?? '', ...request.messages.map((m) => m.content)]);
+    const texts = request.messages.map((m) => m.content);
+    ctx.estimatedInputTokens = estimateInputTokens(request.system === undefined ? texts : [request.system, ...texts]);
     ctx.lines = applicableLines(policy.budgets, ctx.principal!, opts.now(), opts.keyPrefix);
     const states = await withStore(ctx, opts, (s) => s.read(ctx.lines.map((l) => l.line)));
     ctx.budgets = ctx.lines.map((l, i) => ({ budget: l.budget, subject: l.subject, resetsAt: l.resetsAt, ...states[i]! }));

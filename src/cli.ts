@@ -1,0 +1,116 @@
+#!/usr/bin/env node
+/**
+ * The `tollgate` command: one entry, subcommands for serving and for operators.
+ */
+import { createHash } from 'node:crypto';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { GatewayError } from './errors.js';
+import { buildRuntime, settingsFromEnv, startHttp, VERSION, type Settings } from './main.js';
+import { serveStdio, stdioPrincipal } from './mcp/stdio.js';
+import { loadPolicyFile } from './policy/load.js';
+
+const HELP = `tollgate ${VERSION} — enforcement gateway for enterprise AI consumption
+
+Usage:
+  tollgate [serve] [options]      Serve MCP over streamable HTTP (default ${'http://127.0.0.1:8787/mcp'})
+  tollgate stdio [options]        Serve MCP over stdio; the caller's key comes from TOLLGATE_API_KEY
+  tollgate check <policy.yaml>    Validate a policy file and list every error with its line
+  tollgate hash-key <api-key>     Print the sha256 to put under apiKeys[].sha256 in the policy
+  tollgate --help | --version
+
+Options (each also settable by the environment variable shown):
+  --policy <file>        Policy file                      TOLLGATE_POLICY (default: policy/default.yaml)
+  --host <addr>          HTTP bind address                TOLLGATE_HOST (default 127.0.0.1)
+  --port <n>             HTTP port                        TOLLGATE_PORT (default 8787)
+  --redis <url>          Shared quota store               REDIS_URL (default: embedded in-memory store)
+  --events <file>        Decision events (JSON lines)     TOLLGATE_EVENTS_FILE (default: stderr)
+  Also: TOLLGATE_ALLOWED_HOSTS, TOLLGATE_ALLOWED_ORIGINS, TOLLGATE_MAX_BODY_BYTES,
+        TOLLGATE_MAX_SESSIONS, TOLLGATE_SESSION_IDLE_SECONDS, TOLLGATE_KEY_PREFIX, TOLLGATE_LOG_LEVEL
+`;
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`tollgate: ${message}\n`);
+  process.exit(code);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+      stdio: { type: 'boolean' },
+      policy: { type: 'string' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      redis: { type: 'string' },
+      events: { type: 'string' },
+    },
+  });
+  if (values.help) return void process.stdout.write(HELP);
+  if (values.version) return void process.stdout.write(`${VERSION}\n`);
+  const [command = values.stdio ? 'stdio' : 'serve', ...rest] = positionals;
+
+  const settings: Settings = settingsFromEnv(process.env);
+  if (values.policy) settings.policyPath = resolve(values.policy);
+  if (values.host) settings.http.host = values.host;
+  if (values.port) settings.http.port = Number(values.port);
+  if (values.redis) settings.redisUrl = values.redis;
+  if (values.events) settings.eventsFile = values.events;
+  if (!Number.isInteger(settings.http.port) || settings.http.port < 0 || settings.http.port > 65535) fail(`invalid port ${settings.http.port}`);
+
+  switch (command) {
+    case 'serve': {
+      const runtime = await buildRuntime(settings);
+      const http = await startHttp(runtime, settings);
+      process.stderr.write(`tollgate ${VERSION} serving MCP at ${http.url}/mcp (policy ${settings.policyPath}, store ${runtime.gateway.store.kind})\n`);
+      const stop = async () => {
+        await http.close();
+        await runtime.close();
+        process.exit(0);
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      return;
+    }
+    case 'stdio': {
+      const runtime = await buildRuntime(settings);
+      let principal;
+      try {
+        principal = stdioPrincipal(runtime.gateway, process.env);
+      } catch (err) {
+        await runtime.close();
+        fail(err instanceof GatewayError ? `${err.code}: ${err.message}` : String(err), 3);
+      }
+      const { closed } = await serveStdio(runtime.gateway, principal, VERSION);
+      await closed;
+      await runtime.close();
+      process.exit(0);
+    }
+    // falls through (unreachable: process.exit above)
+    case 'check': {
+      const file = rest[0] ?? settings.policyPath;
+      const policy = loadPolicyFile(resolve(file));
+      process.stdout.write(
+        `${file}: valid (version ${policy.version}; ${policy.tiers.length} tiers, ${policy.models.size} models, ${policy.budgets.length} budgets, ${policy.rules.length} rules, ${policy.apiKeys.size} API keys)\n`,
+      );
+      return;
+    }
+    case 'hash-key': {
+      const key = rest[0];
+      if (!key) fail('usage: tollgate hash-key <api-key>');
+      process.stdout.write(`${createHash('sha256').update(key, 'utf8').digest('hex')}\n`);
+      return;
+    }
+    default:
+      fail(`unknown command "${command}"; see tollgate --help`);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof GatewayError) fail(`${err.code}: ${err.message}`, 1);
+  if (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS')) fail(`${err.message}; see tollgate --help`);
+  fail(err instanceof Error ? (err.stack ?? err.message) : String(err), 1);
+});

@@ -1,0 +1,169 @@
+/**
+ * The HTTP edge: MCP over streamable HTTP at /mcp, behind bearer authentication, Host and Origin
+ * checks and a body size limit, plus /healthz. Transport concerns only; every call goes to the gateway.
+ */
+import type { Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { requireBearerAuth } from '@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js';
+import { InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js';
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
+import { hostHeaderValidation, localhostHostValidation } from '@modelcontextprotocol/sdk/server/middleware/hostHeaderValidation.js';
+import { isInitializeRequest, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { GatewayError } from '../errors.js';
+import type { Gateway } from '../gateway.js';
+import type { Principal } from '../identity/principal.js';
+import { createMcpServer } from '../mcp/server.js';
+import { SessionTable } from './sessions.js';
+
+export interface HttpOptions {
+  host: string;
+  port: number;
+  /** Extra Host header values accepted besides localhost (DNS-rebinding protection). */
+  allowedHosts?: string[];
+  /** Origins allowed to call from a browser; requests with any other Origin get 403. */
+  allowedOrigins?: string[];
+  maxBodyBytes: number;
+  maxSessions: number;
+  sessionIdleMs: number;
+  version: string;
+}
+
+/** How long a verified API key is trusted before it is looked up again. */
+const API_KEY_AUTH_TTL_S = 300;
+
+function sendError(res: Response, err: GatewayError): void {
+  res.status(err.status).json({ error: err.toJSON() });
+}
+
+function ownerOf(p: Principal): string {
+  return `${p.authMethod}:${p.credentialId ?? ''}:${p.user}`;
+}
+
+/** Builds the express app; `listen` starts it. */
+export function createHttpApp(gateway: Gateway, opts: HttpOptions) {
+  const app = express();
+  app.disable('x-powered-by');
+  const local = ['127.0.0.1', 'localhost', '::1'].includes(opts.host);
+  if (opts.allowedHosts?.length) app.use(hostHeaderValidation([...opts.allowedHosts, ...(local ? ['127.0.0.1', 'localhost', '[::1]'] : [])]));
+  else if (local) app.use(localhostHostValidation());
+
+  app.use((req, res, next) => {
+    const origin = req.headers.origin;
+    if (origin && !(opts.allowedOrigins ?? []).includes(origin)) {
+      sendError(res, new GatewayError('FORBIDDEN', `Origin ${origin} is not allowed to call this gateway.`));
+      return;
+    }
+    next();
+  });
+
+  const sessions = new SessionTable({ maxSessions: opts.maxSessions, idleMs: opts.sessionIdleMs });
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok', store: gateway.store.kind, policyVersion: gateway.policy.version, sessions: sessions.size });
+  });
+
+  const verifier = {
+    async verifyAccessToken(token: string): Promise<AuthInfo> {
+      try {
+        const principal = gateway.authenticateApiKey(token);
+        return { token, clientId: principal.credentialId ?? principal.user, scopes: [], expiresAt: Math.floor(Date.now() / 1000) + API_KEY_AUTH_TTL_S, extra: { principal } };
+      } catch (err) {
+        throw new InvalidTokenError(err instanceof GatewayError ? err.message : 'The credential could not be verified.');
+      }
+    },
+  };
+  const auth = requireBearerAuth({ verifier });
+  const json = express.json({ limit: opts.maxBodyBytes, type: ['application/json', 'application/*+json'] });
+  const principalOf = (req: Request) => (req.auth?.extra?.principal as Principal | undefined);
+
+  app.post('/mcp', auth, json, async (req, res) => {
+    const principal = principalOf(req)!;
+    const sid = req.header('mcp-session-id');
+    let session = sid ? sessions.get(sid) : undefined;
+    if (sid && !session) {
+      res.status(404).json({ jsonrpc: '2.0', error: { code: -32001, message: 'Session not found; initialize a new one.' }, id: null });
+      return;
+    }
+    if (session && session.owner !== ownerOf(principal)) {
+      sendError(res, new GatewayError('FORBIDDEN', 'This session belongs to another caller.'));
+      return;
+    }
+    if (!session) {
+      if (!isInitializeRequest(req.body)) {
+        res.status(400).json({ jsonrpc: '2.0', error: { code: -32000, message: 'No mcp-session-id header: send initialize first.' }, id: null });
+        return;
+      }
+      session = await sessions.open(ownerOf(principal), () =>
+        createMcpServer({
+          gateway,
+          transport: 'http',
+          version: opts.version,
+          principalFor: (extra) => extra.authInfo?.extra?.principal as Principal | undefined,
+        }),
+      );
+      if (!session) {
+        res.status(503).json({ jsonrpc: '2.0', error: { code: -32000, message: 'Too many open sessions; try again later.' }, id: null });
+        return;
+      }
+    }
+    cancelOnDisconnect(req, res, session.transport.onmessage?.bind(session.transport));
+    await session.transport.handleRequest(req, res, req.body);
+  });
+
+  const forward = async (req: Request, res: Response) => {
+    const sid = req.header('mcp-session-id');
+    const session = sid ? sessions.get(sid) : undefined;
+    if (!session) {
+      res.status(404).json({ jsonrpc: '2.0', error: { code: -32001, message: 'Session not found.' }, id: null });
+      return;
+    }
+    if (session.owner !== ownerOf(principalOf(req)!)) {
+      sendError(res, new GatewayError('FORBIDDEN', 'This session belongs to another caller.'));
+      return;
+    }
+    await session.transport.handleRequest(req, res);
+  };
+  app.get('/mcp', auth, forward);
+  app.delete('/mcp', auth, forward);
+
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const e = err as { type?: string; status?: number };
+    if (e.type === 'entity.too.large') sendError(res, new GatewayError('PAYLOAD_TOO_LARGE', `The request body exceeds ${opts.maxBodyBytes} bytes.`));
+    else if (e.type === 'entity.parse.failed') res.status(400).json({ jsonrpc: '2.0', error: { code: -32700, message: 'Parse error: the body is not valid JSON.' }, id: null });
+    else if (e.status && e.status >= 400 && e.status < 500) sendError(res, new GatewayError('INVALID_REQUEST', 'The request could not be read.'));
+    else sendError(res, new GatewayError('INTERNAL', 'Internal error in tollgate; see the gateway log.'));
+  });
+
+  return {
+    app,
+    sessions,
+    /** Starts listening; resolves with the bound address. */
+    listen(): Promise<{ server: HttpServer; url: string }> {
+      return new Promise((resolve, reject) => {
+        const server = app.listen(opts.port, opts.host, () => {
+          const { port } = server.address() as AddressInfo;
+          const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+          resolve({ server, url: `http://${host}:${port}` });
+        });
+        server.once('error', reject);
+      });
+    },
+  };
+}
+
+/**
+ * In a stateful session a client that disconnects does not abort the tool handler by itself. When
+ * the response closes before it was finished, feed the session a notifications/cancelled for each
+ * request in the body, which aborts the handler's signal and with it the upstream call.
+ */
+function cancelOnDisconnect(req: Request, res: Response, deliver: ((msg: JSONRPCMessage) => void) | undefined): void {
+  if (!deliver) return;
+  const body: unknown[] = Array.isArray(req.body) ? req.body : [req.body];
+  const ids = body.flatMap((m) => (m && typeof m === 'object' && 'id' in m && 'method' in m ? [(m as { id: string | number }).id] : []));
+  if (ids.length === 0) return;
+  res.on('close', () => {
+    if (res.writableFinished) return;
+    for (const requestId of ids) deliver({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId, reason: 'client disconnected' } });
+  });
+}

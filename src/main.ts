@@ -1,0 +1,118 @@
+/**
+ * Composition root: reads settings, loads the policy, builds the store, the gateway and the
+ * transports. The CLI and the tests both start tollgate through here.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino, type Logger } from 'pino';
+import { Gateway } from './gateway.js';
+import { createHttpApp, type HttpOptions } from './http/app.js';
+import type { EventSink } from './metering/events.js';
+import { pinoSink } from './metering/sink.js';
+import { loadPolicyFile, type Policy } from './policy/load.js';
+import { MemoryQuotaStore } from './quota/memory.js';
+import type { QuotaStore } from './quota/store.js';
+
+/** The directory holding package.json, found from this file whether run from src/ or dist/. */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('package.json not found above ' + dir);
+    dir = up;
+  }
+  return dir;
+}
+
+export const VERSION: string = (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+
+export function defaultPolicyPath(): string {
+  return join(packageRoot(), 'policy', 'default.yaml');
+}
+
+export interface Settings {
+  policyPath: string;
+  http: HttpOptions;
+  redisUrl?: string;
+  keyPrefix: string;
+  eventsFile?: string;
+  logLevel: string;
+}
+
+/** Settings from the environment, each overridable by a CLI flag. */
+export function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
+  const list = (v?: string) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
+  return {
+    policyPath: resolve(env.TOLLGATE_POLICY ?? defaultPolicyPath()),
+    http: {
+      host: env.TOLLGATE_HOST ?? '127.0.0.1',
+      port: Number(env.TOLLGATE_PORT ?? 8787),
+      allowedHosts: list(env.TOLLGATE_ALLOWED_HOSTS),
+      allowedOrigins: list(env.TOLLGATE_ALLOWED_ORIGINS),
+      maxBodyBytes: Number(env.TOLLGATE_MAX_BODY_BYTES ?? 1024 * 1024),
+      maxSessions: Number(env.TOLLGATE_MAX_SESSIONS ?? 10_000),
+      sessionIdleMs: Number(env.TOLLGATE_SESSION_IDLE_SECONDS ?? 1800) * 1000,
+      version: VERSION,
+    },
+    redisUrl: env.REDIS_URL || undefined,
+    keyPrefix: env.TOLLGATE_KEY_PREFIX ?? 'tollgate:',
+    eventsFile: env.TOLLGATE_EVENTS_FILE || undefined,
+    logLevel: env.TOLLGATE_LOG_LEVEL ?? 'info',
+  };
+}
+
+export interface Runtime {
+  gateway: Gateway;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export interface BuildOptions {
+  policy?: Policy;
+  store?: QuotaStore;
+  sink?: EventSink;
+  now?: () => number;
+}
+
+/** Builds the gateway (no transport). Logs go to stderr: stdout is the stdio transport's. */
+export async function buildRuntime(settings: Settings, opts: BuildOptions = {}): Promise<Runtime> {
+  const logger = pino({ name: 'tollgate', level: settings.logLevel }, pino.destination({ dest: 2, sync: false }));
+  const policy = opts.policy ?? loadPolicyFile(settings.policyPath);
+  const store = opts.store ?? (await createStore(settings, opts.now));
+  const gateway = new Gateway({
+    policy,
+    store,
+    logger,
+    sink: opts.sink ?? pinoSink(settings.eventsFile),
+    keyPrefix: settings.keyPrefix,
+    now: opts.now,
+    providerOptions: { proxy: policy.config.egress.proxy },
+  });
+  logger.info({ event: 'started', policy: policy.source, policyVersion: policy.version, store: store.kind }, 'tollgate ready');
+  return { gateway, logger, close: () => gateway.close() };
+}
+
+async function createStore(settings: Settings, now?: () => number): Promise<QuotaStore> {
+  if (settings.redisUrl) {
+    const { RedisQuotaStore } = await import('./quota/redis.js');
+    return new RedisQuotaStore({ url: settings.redisUrl, prefix: settings.keyPrefix, now });
+  }
+  return new MemoryQuotaStore(now);
+}
+
+/** Starts the HTTP transport; resolves once listening. */
+export async function startHttp(runtime: Runtime, settings: Settings) {
+  const http = createHttpApp(runtime.gateway, settings.http);
+  const { server, url } = await http.listen();
+  return {
+    url,
+    server,
+    sessions: http.sessions,
+    async close() {
+      await http.sessions.closeAll();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}

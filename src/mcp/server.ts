@@ -1,0 +1,121 @@
+/**
+ * The MCP face of the gateway: tools `complete`, `list_models` and `my_budget`. One Server is made
+ * per client session (never shared: sharing leaks responses between clients). Refusals come back
+ * as tool errors (`isError`) with the stable code first in the text and in `_meta`.
+ */
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import {
+  CallToolRequestSchema,
+  ErrorCode,
+  ListToolsRequestSchema,
+  McpError,
+  type CallToolResult,
+  type ServerNotification,
+  type ServerRequest,
+  type Tool,
+} from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
+import { asGatewayError, GatewayError } from '../errors.js';
+import type { Gateway } from '../gateway.js';
+import type { Principal } from '../identity/principal.js';
+import type { TransportName } from '../pipeline/context.js';
+import { completeArgs, completeResult, listModelsResult, myBudgetResult, parseCompleteArgs } from './tools/schemas.js';
+
+export type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
+
+export interface McpServerOptions {
+  gateway: Gateway;
+  transport: TransportName;
+  /** Who is calling: from the verified bearer token (HTTP) or the start-up credential (stdio). */
+  principalFor: (extra: ToolExtra) => Principal | undefined;
+  version: string;
+}
+
+/** `_meta` key carrying the machine-readable error of a refused call. */
+export const ERROR_META_KEY = 'io.tollgate/error';
+
+function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): Tool['inputSchema'] {
+  const out = z.toJSONSchema(schema, { target: 'draft-7', io }) as Record<string, unknown>;
+  delete out.$schema;
+  return out as Tool['inputSchema'];
+}
+
+const TOOLS: Tool[] = [
+  {
+    name: 'complete',
+    title: 'Complete with a governed model',
+    description:
+      'Sends messages to a model through the company gateway. The call is charged to your budgets; when a budget runs low it is served one tier down, and it is refused when a budget is exhausted or a policy rule forbids it. Returns the text with the model served, usage, cost and budget remaining.',
+    inputSchema: jsonSchema(completeArgs, 'input'),
+    outputSchema: jsonSchema(completeResult, 'output'),
+  },
+  {
+    name: 'list_models',
+    title: 'List models and tiers',
+    description: 'Lists the model tiers, which ones you may use, and each model\'s price per million tokens.',
+    inputSchema: { type: 'object', properties: {} },
+    outputSchema: jsonSchema(listModelsResult, 'output'),
+  },
+  {
+    name: 'my_budget',
+    title: 'Show my budgets',
+    description: 'Shows every budget charged for your calls: used, reserved, remaining, and when the window resets.',
+    inputSchema: { type: 'object', properties: {} },
+    outputSchema: jsonSchema(myBudgetResult, 'output'),
+  },
+];
+
+/** A tool result for a refused or failed call. */
+export function toolError(err: GatewayError): CallToolResult {
+  return {
+    isError: true,
+    content: [{ type: 'text', text: `${err.code}: ${err.message}` }],
+    _meta: { [ERROR_META_KEY]: err.toJSON() },
+  };
+}
+
+function ok(data: Record<string, unknown>, text: string): CallToolResult {
+  return { content: [{ type: 'text', text }], structuredContent: data };
+}
+
+/** Builds a fresh MCP Server bound to the gateway. */
+export function createMcpServer(opts: McpServerOptions): Server {
+  const server = new Server({ name: 'tollgate', version: opts.version }, { capabilities: { tools: {} } });
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: TOOLS }));
+  server.setRequestHandler(CallToolRequestSchema, async (req, extra): Promise<CallToolResult> => {
+    const name = req.params.name;
+    if (!TOOLS.some((t) => t.name === name)) throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${name}`);
+    try {
+      const principal = opts.principalFor(extra);
+      if (!principal) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
+      if (name === 'list_models') {
+        const tiers = opts.gateway.listModels(principal);
+        const lines = tiers.map((t) => `${t.tier}${t.allowed ? '' : ' (not for you)'}: ${t.models.map((m) => m.model).join(', ')}`);
+        return ok({ tiers }, lines.join('\n'));
+      }
+      if (name === 'my_budget') {
+        const budgets = await opts.gateway.myBudget(principal);
+        const lines = budgets.map((b) => `${b.id} (${b.scope} ${b.subject}): ${b.remaining} of ${b.limit} ${b.unit} left, resets ${b.resetsAt}`);
+        return ok({ user: principal.user, budgets }, lines.length ? lines.join('\n') : 'No budget applies to you.');
+      }
+      const request = parseCompleteArgs(req.params.arguments, opts.gateway.policy.config.limits);
+      const progressToken = extra._meta?.progressToken;
+      let progress = 0;
+      const onText =
+        progressToken === undefined
+          ? undefined
+          : (delta: string) => {
+              progress += 1;
+              void extra
+                .sendNotification({ method: 'notifications/progress', params: { progressToken, progress, message: delta } })
+                .catch(() => undefined);
+            };
+      const result = await opts.gateway.complete({ principal, transport: opts.transport, request, signal: extra.signal, onText });
+      return ok({ ...result }, result.text);
+    } catch (err) {
+      return toolError(asGatewayError(err));
+    }
+  });
+  return server;
+}
