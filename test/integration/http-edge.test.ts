@@ -1,0 +1,129 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KEYS, basicPolicy } from '../fixtures/policies.js';
+import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+
+const INIT = {
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'initialize',
+  params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'raw', version: '1' } },
+};
+
+function post(gw: TestGateway, body: unknown, headers: Record<string, string> = {}) {
+  return fetch(gw.mcpUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+describe('HTTP edge', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startTestGateway(basicPolicy(), { maxBodyBytes: 64 * 1024 });
+  });
+  afterAll(() => gw.close());
+
+  it('answers 401 with a WWW-Authenticate challenge and a clear message when no key is sent', async () => {
+    const res = await post(gw, INIT);
+    expect(res.status).toBe(401);
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer error="invalid_token"/);
+    expect(await res.json()).toEqual({ error: 'invalid_token', error_description: 'Missing Authorization header' });
+  });
+
+  it('answers 401 naming the problem, without a stack trace, for an unknown key', async () => {
+    const res = await post(gw, INIT, { authorization: 'Bearer not-a-key' });
+    expect(res.status).toBe(401);
+    const text = await res.text();
+    expect(JSON.parse(text)).toEqual({ error: 'invalid_token', error_description: 'The API key is not recognised (unknown, revoked or disabled).' });
+    expect(text).not.toContain('    at ');
+  });
+
+  it('refuses a body over the size limit with 413 PAYLOAD_TOO_LARGE', async () => {
+    const big = { ...INIT, params: { ...INIT.params, pad: 'x'.repeat(70 * 1024) } };
+    const res = await post(gw, big, { authorization: `Bearer ${KEYS.alice}` });
+    expect(res.status).toBe(413);
+    expect((await res.json()).error.code).toBe('PAYLOAD_TOO_LARGE');
+  });
+
+  it('answers a JSON-RPC parse error for a body that is not JSON', async () => {
+    const res = await post(gw, '{"jsonrpc": ', { authorization: `Bearer ${KEYS.alice}` });
+    expect(res.status).toBe(400);
+    expect((await res.json()).error.code).toBe(-32700);
+  });
+
+  it('refuses a browser Origin that is not allowed with 403', async () => {
+    const res = await post(gw, INIT, { authorization: `Bearer ${KEYS.alice}`, origin: 'https://evil.example' });
+    expect(res.status).toBe(403);
+    expect((await res.json()).error.code).toBe('FORBIDDEN');
+  });
+
+  it('refuses a Host header other than localhost (DNS rebinding) with 403', async () => {
+    const { request } = await import('node:http');
+    const url = new URL(gw.mcpUrl);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request({ host: url.hostname, port: url.port, path: '/mcp', method: 'POST', headers: { host: 'attacker.example', 'content-type': 'application/json' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify(INIT));
+    });
+    expect(status).toBe(403);
+  });
+
+  it('does not let one caller use a session opened by another', async () => {
+    const init = await post(gw, INIT, { authorization: `Bearer ${KEYS.alice}` });
+    const sid = init.headers.get('mcp-session-id')!;
+    expect(sid).toBeTruthy();
+    const res = await post(gw, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, { authorization: `Bearer ${KEYS.bob}`, 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' });
+    expect(res.status).toBe(403);
+    expect((await res.json()).error.message).toBe('This session belongs to another caller.');
+  });
+
+  it('reports health with the store kind and policy version', async () => {
+    const res = await fetch(`${gw.url}/healthz`);
+    expect(await res.json()).toMatchObject({ status: 'ok', store: 'memory', policyVersion: gw.runtime.gateway.policy.version });
+  });
+
+  it('streams text as MCP progress notifications when the client sends a progress token', async () => {
+    const client = await connectHttp(gw.mcpUrl, KEYS.carol);
+    const deltas: string[] = [];
+    const r = await client.callTool({ name: 'complete', arguments: { prompt: 'stream me please', max_tokens: 50 } }, undefined, {
+      onprogress: (p) => deltas.push(String(p.message)),
+    });
+    expect(deltas).toEqual(['[medium] ', 'You ', 'said: ', 'stream ', 'me ', 'please']);
+    expect((r.structuredContent as { text: string }).text).toBe(deltas.join(''));
+    await client.close();
+  });
+
+  it('emits one decision event per call with the principal, models, usage and cost', async () => {
+    const client = await connectHttp(gw.mcpUrl, KEYS.carol);
+    const before = gw.events.length;
+    const r = await client.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 10 } });
+    const id = (r.structuredContent as { requestId: string }).requestId;
+    await client.callTool({ name: 'complete', arguments: { prompt: 'hello', tier: 'gold' } });
+    expect(gw.events.length).toBe(before + 2);
+    const ok = gw.events.find((e) => e['request.id'] === id)!;
+    expect(ok).toMatchObject({
+      event: 'tollgate.decision',
+      transport: 'http',
+      effect: 'allow',
+      outcome: 'success',
+      'user.id': 'carol',
+      'user.teams': ['data'],
+      'gen_ai.provider.name': 'demo',
+      'gen_ai.response.model': 'medium',
+      'gen_ai.usage.input_tokens': 2,
+      'gen_ai.usage.output_tokens': 4,
+      'tollgate.tier.requested': 'standard',
+      'tollgate.tier.served': 'standard',
+      'tollgate.reserved': [{ budget: 'user-weekly', subject: 'carol', amount: 16 }],
+      'tollgate.charged': [{ budget: 'user-weekly', subject: 'carol', amount: 6, unit: 'tokens' }],
+      'tollgate.cost_usd': 66 / 1e6,
+    });
+    expect(ok).not.toHaveProperty('gen_ai.prompt');
+    expect(gw.events.at(-1)).toMatchObject({ effect: 'error', outcome: 'failed', 'error.code': 'UNKNOWN_MODEL' });
+    await client.close();
+  });
+});
