@@ -107,7 +107,8 @@ export function parsePolicy(text: string, source: string, opts: LoadOptions = {}
   if (doc.errors.length > 0) {
     throw new PolicyError(
       source,
-      doc.errors.map((e) => {
+      // The first few syntax errors matter; the rest are usually the parser losing its footing.
+      doc.errors.slice(0, 5).map((e) => {
         const pos = counter.linePos(e.pos[0]);
         return { path: '', line: pos.line, column: pos.col, message: e.message.split('\n')[0]! };
       }),
@@ -136,7 +137,8 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
     refs.forEach((ref, i) => {
       const slash = ref.indexOf('/');
       const provider = ref.slice(0, slash);
-      if (!config.providers[provider]) at(['tiers', tier, i], `provider "${provider}" is not declared under providers`);
+      const declaredProvider = Boolean(config.providers[provider]);
+      if (!declaredProvider) at(['tiers', tier, i], `provider "${provider}" is not declared under providers`);
       const known = models.get(ref);
       if (known) {
         known.tiers.push(tier);
@@ -144,7 +146,7 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
       }
       const declared = config.models[ref];
       const price = declared?.price ?? SHIPPED_PRICES[ref];
-      if (!price) at(['tiers', tier, i], `model ${ref} has no price: add models."${ref}".price (a model is never served free)`);
+      if (!price && declaredProvider) at(['tiers', tier, i], `model ${ref} has no price: add models."${ref}".price (a model is never served free)`);
       models.set(ref, {
         ref,
         provider,
