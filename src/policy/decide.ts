@@ -164,7 +164,7 @@ export function decide(input: DecideInput): Decision {
     tierIndex += 1;
     ruleId = undefined;
     budgetId = lowest.budget.config.id;
-    reason = `Budget ${budgetId} has ${remainingPct(lowest).toFixed(1)}% left (under ${lowest.budget.config.tierDown!.below}%), so the call is served one tier down.`;
+    reason = `Budget ${budgetId} has ${(Math.floor(remainingPct(lowest) * 10) / 10).toFixed(1)}% left (under ${lowest.budget.config.tierDown!.below}%), so the call is served one tier down.`;
   }
 
   const tier = policy.tiers[tierIndex]!;
