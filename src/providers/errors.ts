@@ -1,0 +1,45 @@
+/**
+ * Maps what an upstream answered to the gateway's error codes, the same way for every adapter:
+ * statuses another provider or a later retry may fix become PROVIDER_UNAVAILABLE (so the pipeline
+ * fails over); everything else is PROVIDER_ERROR. The upstream message is kept short and never
+ * carries the request or credentials.
+ */
+import { GatewayError } from '../errors.js';
+import type { Usage } from './provider.js';
+
+/** 408 timeout, 409 conflict, 425, 429 rate limit, every 5xx (incl. Anthropic's 529 overloaded). */
+export function isRetryableStatus(status: number): boolean {
+  return status === 408 || status === 409 || status === 425 || status === 429 || status >= 500;
+}
+
+export interface UpstreamFailure {
+  provider: string;
+  /** HTTP status, when the upstream answered. */
+  status?: number;
+  /** Upstream error type, e.g. `rate_limit_error` or `ThrottlingException`. */
+  type?: string;
+  message: string;
+  /** Tokens consumed before the failure (a stream cut midway), so they are still charged. */
+  usage?: Usage;
+  /** A timeout or connection failure rather than an answer. */
+  network?: boolean;
+}
+
+export function upstreamError(f: UpstreamFailure, cause?: unknown): GatewayError {
+  const retryable = f.network === true || (f.status !== undefined && isRetryableStatus(f.status));
+  const what = f.status !== undefined ? `HTTP ${f.status}${f.type ? ` ${f.type}` : ''}` : (f.type ?? 'network error');
+  const details: Record<string, unknown> = { provider: f.provider };
+  if (f.status !== undefined) details.status = f.status;
+  if (f.type) details.upstreamType = f.type;
+  if (f.usage) details.usage = f.usage;
+  return new GatewayError(
+    retryable ? 'PROVIDER_UNAVAILABLE' : 'PROVIDER_ERROR',
+    `Provider ${f.provider} failed (${what}): ${f.message.slice(0, 300)}`,
+    details,
+    { cause },
+  );
+}
+
+export function cancelledError(provider: string, usage?: Usage): GatewayError {
+  return new GatewayError('CANCELLED', 'The call was cancelled by the caller.', usage ? { provider, usage } : { provider });
+}

@@ -1,0 +1,64 @@
+/**
+ * What every fake provider server offers tests, benchmarks and the drills: a base URL for the real
+ * SDK, a record of each request it saw (including whether the client aborted it), and faults to
+ * inject on the next calls.
+ *
+ * Every fake answers deterministically so usage can be asserted exactly:
+ * - input tokens  = whitespace-separated words in the system prompt and every message;
+ * - reply         = `fake <kind> reply to: <last user message>`, one output token per word;
+ * - output tokens = reply words emitted, capped at the request's max tokens.
+ * `replyTokens(text, maxTokens)` and `promptTokens(...)` below compute the same numbers for tests.
+ */
+
+export type FakeFault =
+  /** Answer with this HTTP status and the provider's own error body (429, 500, 503, 529...). */
+  | { kind: 'status'; status: number }
+  /** Accept the request and never answer, until the client aborts or the server closes. */
+  | { kind: 'hang' }
+  /** Stream `afterWords` words of the reply, then destroy the socket (streamed calls only). */
+  | { kind: 'cut'; afterWords: number }
+  /** Answer 200 with a body that is not valid JSON (or, streamed, a garbage event). */
+  | { kind: 'malformed' };
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  body: unknown;
+  /** True once the client closed the connection before the fake finished answering. */
+  aborted: boolean;
+  /** True once the fake wrote its last byte for this request. */
+  completed: boolean;
+}
+
+export interface FakeProviderServer {
+  readonly kind: 'anthropic' | 'openai' | 'bedrock';
+  /** The base URL to hand the SDK (OpenAI's ends in /v1; Anthropic's and Bedrock's do not). */
+  readonly url: string;
+  readonly port: number;
+  readonly requests: RecordedRequest[];
+  /** Applies `fault` to the next `times` requests (default 1), in order. */
+  failNext(fault: FakeFault, times?: number): void;
+  /** Delay before answering each request, ms (default 0). */
+  setLatency(ms: number): void;
+  /** Clears recorded requests, queued faults and latency. */
+  reset(): void;
+  close(): Promise<void>;
+}
+
+/** Words in a text, the fakes' token unit. */
+export function countWords(text: string): number {
+  const t = text.trim();
+  return t === '' ? 0 : t.split(/\s+/).length;
+}
+
+/** Input tokens a fake reports for a prompt. */
+export function promptTokens(system: string | undefined, messages: { content: string }[]): number {
+  return messages.reduce((n, m) => n + countWords(m.content), system ? countWords(system) : 0);
+}
+
+/** The reply words a fake of `kind` sends for `lastUserText`, capped at `maxTokens`; each ends in a space except the last. */
+export function replyWords(kind: FakeProviderServer['kind'], lastUserText: string, maxTokens: number): string[] {
+  const words = `fake ${kind} reply to: ${lastUserText}`.trim().split(/\s+/).slice(0, maxTokens);
+  return words.map((w, i) => (i < words.length - 1 ? `${w} ` : w));
+}
