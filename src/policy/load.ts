@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { GatewayError } from '../errors.js';
+import { isEgressAllowed, providerEndpoint } from '../providers/egress.js';
 import { SHIPPED_PRICES, type Price } from '../providers/prices.js';
 import { resolveBindings, defaultSources, type BindingSources } from './bindings.js';
 import { compilePredicate, type CelPredicate } from './cel.js';
@@ -182,6 +183,15 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
     const matches = celOrIssue(r.when, ['rules', i, 'when'], at);
     if (matches) rules.push({ config: r, matches });
   });
+
+  for (const [name, provider] of Object.entries(config.providers)) {
+    const endpoint = providerEndpoint(provider);
+    if (!endpoint) continue;
+    const path = provider.kind !== 'demo' && provider.baseUrl ? ['providers', name, 'baseUrl'] : ['providers', name];
+    if (!isEgressAllowed(endpoint, config.egress.allow)) {
+      at(path, `${new URL(endpoint).host} is not on egress.allow; add it there to let ${name} traffic leave`);
+    }
+  }
 
   const apiKeys = new Map<string, ApiKeyConfig>();
   config.apiKeys.forEach((k, i) => {

@@ -63,7 +63,7 @@ describe('policy loading', () => {
   });
 
   it('names a missing environment binding and where it is used', () => {
-    const text = basicPolicy().replace('demo: { kind: demo }', 'anthropic: { kind: anthropic, apiKey: "${env:ANTHROPIC_API_KEY}" }\n  demo: { kind: demo }');
+    const text = basicPolicy().replace('demo: { kind: demo }', 'anthropic: { kind: anthropic, apiKey: "${env:ANTHROPIC_API_KEY}" }\n  demo: { kind: demo }').replace('\ntiers:', '\negress: { allow: [api.anthropic.com] }\ntiers:');
     expect(issuesOf(text)).toEqual([{ path: 'providers.anthropic.apiKey', line: 4, column: 41, message: 'environment variable ANTHROPIC_API_KEY is not set' }]);
   });
 

@@ -1,0 +1,74 @@
+/**
+ * The egress allowlist: model traffic may leave only for hosts the policy names. Checked when a
+ * policy loads (a provider whose endpoint is not allowed fails start-up) and again on every
+ * outbound request by the network adapters, so a redirect or a mistyped base URL cannot leak.
+ *
+ * Patterns are host names, optionally with a port (`host:8443`); `*` stands for exactly one DNS
+ * label (`bedrock-runtime.*.amazonaws.com`). Matching is case-insensitive. A pattern without a
+ * port allows any port.
+ */
+import { GatewayError } from '../errors.js';
+import type { ProviderConfig } from '../policy/schema.js';
+
+/** Where each kind sends traffic when the policy gives no baseUrl. */
+export function defaultEndpoint(config: ProviderConfig): string | undefined {
+  switch (config.kind) {
+    case 'demo':
+      return undefined;
+    case 'anthropic':
+      return 'https://api.anthropic.com';
+    case 'openai':
+      return 'https://api.openai.com/v1';
+    case 'bedrock':
+      return `https://bedrock-runtime.${config.region}.amazonaws.com`;
+  }
+}
+
+/** The endpoint a provider really calls: its baseUrl, else the kind's public endpoint. */
+export function providerEndpoint(config: ProviderConfig): string | undefined {
+  return config.kind === 'demo' ? undefined : (config.baseUrl ?? defaultEndpoint(config));
+}
+
+function labelsMatch(pattern: string, host: string): boolean {
+  const p = pattern.split('.');
+  const h = host.split('.');
+  if (p.length !== h.length) return false;
+  return p.every((label, i) => label === '*' || label === h[i]);
+}
+
+/** True when `url`'s host (and port, if the pattern has one) matches a pattern of `allow`. */
+export function isEgressAllowed(url: string | URL, allow: readonly string[]): boolean {
+  const u = typeof url === 'string' ? new URL(url) : url;
+  const host = u.hostname.toLowerCase().replace(/^\[|\]$/g, '');
+  const port = u.port || (u.protocol === 'https:' ? '443' : u.protocol === 'http:' ? '80' : '');
+  return allow.some((raw) => {
+    const pattern = raw.trim().toLowerCase();
+    const m = /^(.*?)(?::(\d+))?$/.exec(pattern.startsWith('[') ? pattern.replace(/^\[|\](?=:|$)/g, '') : pattern)!;
+    const [, hostPattern = '', portPattern] = m;
+    if (portPattern && portPattern !== port) return false;
+    return labelsMatch(hostPattern, host);
+  });
+}
+
+/** Throws EGRESS_DENIED unless `url` is allowed; the adapters call it before each request leaves. */
+export function assertEgress(provider: string, url: string | URL, allow: readonly string[]): void {
+  if (!isEgressAllowed(url, allow)) {
+    const host = (typeof url === 'string' ? new URL(url) : url).host;
+    throw new GatewayError('EGRESS_DENIED', `Provider ${provider} tried to reach ${host}, which is not on the policy's egress.allow list.`, {
+      provider,
+      host,
+    });
+  }
+}
+
+/**
+ * A fetch that refuses hosts off the allowlist before any byte leaves. The Anthropic and OpenAI
+ * SDKs accept a `fetch` option, so their every request (retries and redirects included) passes here.
+ */
+export function guardedFetch(provider: string, allow: readonly string[], inner: typeof fetch = fetch): typeof fetch {
+  return async (input, init) => {
+    const url = typeof input === 'string' || input instanceof URL ? input : input.url;
+    assertEgress(provider, url, allow);
+    return inner(input, init);
+  };
+}
