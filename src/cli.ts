@@ -15,6 +15,8 @@ const HELP = `tollgate ${VERSION} — enforcement gateway for enterprise AI cons
 Usage:
   tollgate [serve] [options]      Serve MCP over streamable HTTP (default ${'http://127.0.0.1:8787/mcp'})
   tollgate stdio [options]        Serve MCP over stdio; the caller's key comes from TOLLGATE_API_KEY
+  tollgate call [opts] <prompt>   Call a running gateway's complete tool (--key, --tier, --model, --max-tokens,
+                                  --url, --json); \`call --budget\` and \`call --models\` show my_budget and list_models
   tollgate check <policy.yaml>    Validate a policy file and list every error with its line
   tollgate hash-key <api-key>     Print the sha256 to put under apiKeys[].sha256 in the policy
   tollgate --help | --version
@@ -47,6 +49,14 @@ async function main(argv: string[]): Promise<void> {
       port: { type: 'string' },
       redis: { type: 'string' },
       events: { type: 'string' },
+      key: { type: 'string' },
+      url: { type: 'string' },
+      tier: { type: 'string' },
+      model: { type: 'string' },
+      'max-tokens': { type: 'string' },
+      json: { type: 'boolean' },
+      budget: { type: 'boolean' },
+      models: { type: 'boolean' },
     },
   });
   if (values.help) return void process.stdout.write(HELP);
@@ -98,6 +108,20 @@ async function main(argv: string[]): Promise<void> {
       );
       return;
     }
+    case 'call': {
+      const apiKey = values.key ?? process.env.TOLLGATE_API_KEY;
+      if (!apiKey) fail('call needs an API key: --key <key> or TOLLGATE_API_KEY');
+      const tool = values.budget ? 'my_budget' : values.models ? 'list_models' : 'complete';
+      const prompt = rest.join(' ');
+      if (tool === 'complete' && !prompt) fail('usage: tollgate call [--key K] [--tier T | --model M] [--max-tokens N] <prompt>');
+      const maxTokens = values['max-tokens'] ? Number(values['max-tokens']) : undefined;
+      const url = values.url ?? `http://${settings.http.host}:${settings.http.port}/mcp`;
+      const { callGateway } = await import('./client.js');
+      const { out, code } = await callGateway({ url, apiKey, tool, prompt, tier: values.tier, model: values.model, maxTokens, json: values.json ?? false });
+      (code === 0 ? process.stdout : process.stderr).write(`${out}\n`);
+      process.exit(code);
+    }
+    // falls through (unreachable: process.exit above)
     case 'hash-key': {
       const key = rest[0];
       if (!key) fail('usage: tollgate hash-key <api-key>');
