@@ -1,0 +1,262 @@
+/**
+ * Amazon Bedrock through the official SDK's Converse and ConverseStream commands, so one adapter
+ * serves every Bedrock model that speaks messages. Requests go over HTTP/1.1 (NodeHttpHandler):
+ * the SDK's HTTP/2 default is spoken by neither a node:http fake nor many corporate proxies.
+ *
+ * Usage: Bedrock's `inputTokens` counts only the input that was neither read from nor written to
+ * the prompt cache (AWS prompt-caching guide: total input = inputTokens + cacheReadInputTokens +
+ * cacheWriteInputTokens). The gateway's `inputTokens` is the whole prompt, so the cache fields are
+ * added back, and `cachedInputTokens` is the cache reads.
+ */
+import { Agent as HttpAgent, type ClientRequestArgs } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { connect as netConnect, isIP, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
+import {
+  BedrockRuntimeClient,
+  BedrockRuntimeServiceException,
+  ConverseCommand,
+  ConverseStreamCommand,
+  type ConverseRequest,
+  type TokenUsage,
+} from '@aws-sdk/client-bedrock-runtime';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { GatewayError } from '../errors.js';
+import type { ProviderConfig } from '../policy/schema.js';
+import { providerEndpoint } from './egress.js';
+import { cancelledError, upstreamError } from './errors.js';
+import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage } from './provider.js';
+import type { ProviderBuildOptions } from './registry.js';
+
+export type BedrockConfig = Extract<ProviderConfig, { kind: 'bedrock' }>;
+
+/**
+ * HTTP statuses Bedrock documents for its errors. An exception that arrives as an event inside a
+ * 200 stream has no status of its own, so it is given the one the same error has as a response.
+ * A model stream error is a cut stream by another name, hence retryable like one.
+ */
+const STATUS_OF: Record<string, number> = {
+  AccessDeniedException: 403,
+  ValidationException: 400,
+  ResourceNotFoundException: 404,
+  ModelTimeoutException: 408,
+  ThrottlingException: 429,
+  ModelNotReadyException: 429,
+  InternalServerException: 500,
+  ModelStreamErrorException: 503,
+  ServiceUnavailableException: 503,
+};
+
+/** Socket-level failures: the upstream never answered, or stopped answering. */
+const NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ERR_STREAM_PREMATURE_CLOSE']);
+
+/**
+ * Input tokens charged for a stream that failed before Bedrock's metadata event told the real
+ * count: one token per four characters of system prompt and messages (the usual rule of thumb for
+ * English text), at least one per message. It errs on the high side for short words.
+ */
+export function estimateInputTokens(req: CompletionRequest): number {
+  const count = (text: string): number => Math.max(1, Math.ceil(text.length / 4));
+  return req.messages.reduce((n, m) => n + count(m.content), req.system ? count(req.system) : 0);
+}
+
+function toUsage(u: TokenUsage | undefined): Usage | undefined {
+  if (u?.inputTokens === undefined || u.outputTokens === undefined) return undefined;
+  const read = u.cacheReadInputTokens ?? 0;
+  const usage: Usage = { inputTokens: u.inputTokens + read + (u.cacheWriteInputTokens ?? 0), outputTokens: u.outputTokens };
+  if (read > 0) usage.cachedInputTokens = read;
+  return usage;
+}
+
+function converseInput(req: CompletionRequest): ConverseRequest {
+  return {
+    modelId: req.model,
+    ...(req.system ? { system: [{ text: req.system }] } : {}),
+    messages: req.messages.map((m) => ({ role: m.role, content: [{ text: m.content }] })),
+    inferenceConfig: { maxTokens: req.maxTokens, ...(req.temperature !== undefined ? { temperature: req.temperature } : {}) },
+  };
+}
+
+export function createBedrockProvider(name: string, config: BedrockConfig, opts: ProviderBuildOptions = {}): Provider {
+  const { accessKeyId, secretAccessKey, sessionToken } = config;
+  if ((accessKeyId === undefined) !== (secretAccessKey === undefined)) {
+    throw new GatewayError('POLICY_INVALID', `Provider "${name}": accessKeyId and secretAccessKey must be given together.`);
+  }
+  const agents = opts.proxy ? proxyAgents(opts.proxy) : undefined;
+  const client = new BedrockRuntimeClient({
+    region: config.region,
+    // Without keys in the policy the SDK's default chain applies (env, profile, SSO, instance role).
+    ...(accessKeyId && secretAccessKey ? { credentials: { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) } } : {}),
+    ...(config.baseUrl ? { endpoint: config.baseUrl } : {}),
+    maxAttempts: config.maxRetries + 1,
+    requestHandler: new NodeHttpHandler({
+      connectionTimeout: config.timeoutMs,
+      // requestTimeout bounds the wait for response headers; without throwOnRequestTimeout this
+      // SDK version only logs a warning. socketTimeout bounds silence inside a long stream.
+      requestTimeout: config.timeoutMs,
+      throwOnRequestTimeout: true,
+      socketTimeout: config.timeoutMs,
+      ...(agents ?? {}),
+    }),
+  });
+
+  function fail(err: unknown, req: CompletionRequest, usage?: Usage): GatewayError {
+    if (err instanceof GatewayError) return err;
+    if (req.signal?.aborted) return cancelledError(name, usage);
+    const e = err as { name?: string; message?: string; code?: string };
+    const message = (e.message ?? String(err)).split('\n')[0] ?? '';
+    if (err instanceof BedrockRuntimeServiceException) {
+      const status = err.$metadata?.httpStatusCode ?? STATUS_OF[err.name];
+      return upstreamError({ provider: name, status, type: err.name, message, usage }, err);
+    }
+    if (e.name === 'TimeoutError' || (e.code !== undefined && NETWORK_CODES.has(e.code)) || message === 'aborted') {
+      return upstreamError({ provider: name, network: true, type: e.name === 'TimeoutError' ? 'timeout' : (e.code ?? 'connection lost'), message, usage }, err);
+    }
+    // Anything else means Bedrock answered with something the SDK could not read. Another
+    // provider may well answer, so it is reported as unavailable rather than a client fault.
+    return upstreamError({ provider: name, network: true, type: 'MalformedResponse', message: `unreadable response from Bedrock: ${message}`, usage }, err);
+  }
+
+  function checkNotAborted(req: CompletionRequest): void {
+    if (req.signal?.aborted) throw cancelledError(name);
+  }
+
+  return {
+    name,
+    kind: 'bedrock',
+    baseUrl: providerEndpoint(config),
+
+    async complete(req): Promise<CompletionResult> {
+      checkNotAborted(req);
+      let out;
+      try {
+        out = await client.send(new ConverseCommand(converseInput(req)), { abortSignal: req.signal });
+      } catch (err) {
+        throw fail(err, req);
+      }
+      const usage = toUsage(out.usage);
+      const blocks = out.output?.message?.content;
+      if (!blocks || !usage) throw fail(new Error('the Converse answer has no output message or usage'), req);
+      return {
+        text: blocks.map((b) => b.text ?? '').join(''),
+        model: req.model,
+        usage,
+        // Bedrock already spells the shared stop reasons `end_turn` and `max_tokens`.
+        stopReason: out.stopReason,
+      };
+    },
+
+    async stream(req, onText: TextListener): Promise<CompletionResult> {
+      checkNotAborted(req);
+      let opened = false;
+      let text = '';
+      let deltas = 0;
+      let stopReason: string | undefined;
+      let usage: Usage | undefined;
+      let listenerError: unknown;
+      // What was consumed so far: nothing before the stream opened; afterwards the input (as
+      // reported, else estimated) and one output token per delta received.
+      const partial = (): Usage | undefined =>
+        opened ? (usage ?? { inputTokens: estimateInputTokens(req), outputTokens: deltas }) : undefined;
+      try {
+        const out = await client.send(new ConverseStreamCommand(converseInput(req)), { abortSignal: req.signal });
+        opened = true;
+        if (!out.stream) throw new Error('the ConverseStream answer has no event stream');
+        for await (const event of out.stream) {
+          const delta = event.contentBlockDelta?.delta?.text;
+          if (delta !== undefined) {
+            text += delta;
+            deltas++;
+            try {
+              onText(delta);
+            } catch (err) {
+              listenerError = err;
+              throw err;
+            }
+          } else if (event.messageStop) {
+            stopReason = event.messageStop.stopReason;
+          } else if (event.metadata) {
+            usage = toUsage(event.metadata.usage);
+          }
+        }
+      } catch (err) {
+        if (listenerError !== undefined && err === listenerError) throw err;
+        throw fail(err, req, partial());
+      }
+      if (stopReason === undefined || usage === undefined) {
+        throw upstreamError({ provider: name, network: true, type: 'IncompleteStream', message: 'the stream ended before its messageStop and metadata events', usage: partial() });
+      }
+      return { text, model: req.model, usage, stopReason };
+    },
+  };
+}
+
+/**
+ * Agents that reach Bedrock through an HTTP proxy (HTTPS_PROXY style, `http://user:pass@host:port`)
+ * by opening a CONNECT tunnel per connection; TLS to Bedrock then runs inside the tunnel, so the
+ * proxy never sees the request or the credentials that sign it.
+ */
+export function proxyAgents(proxyUrl: string): { httpAgent: HttpAgent; httpsAgent: HttpsAgent } {
+  const proxy = new URL(proxyUrl);
+  if (proxy.protocol !== 'http:') {
+    throw new GatewayError('POLICY_INVALID', `The proxy must be an http:// URL (CONNECT tunnel); got ${proxy.protocol}//${proxy.host}.`);
+  }
+  const tunnel = (options: ClientRequestArgs, done: (err: Error | null, socket: Socket) => void): void =>
+    openTunnel(proxy, options.host ?? options.hostname ?? 'localhost', Number(options.port), done);
+
+  class TunnelHttpAgent extends HttpAgent {
+    override createConnection(options: ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): undefined {
+      tunnel(options, (err, socket) => callback?.(err, socket));
+      return undefined;
+    }
+  }
+  class TunnelHttpsAgent extends HttpsAgent {
+    override createConnection(options: ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): undefined {
+      tunnel(options, (err, socket) => {
+        if (err) return callback?.(err, socket);
+        const host = options.host ?? options.hostname ?? 'localhost';
+        callback?.(null, tlsConnect({ ...(options as object), socket, servername: isIP(host) ? undefined : host }));
+      });
+      return undefined;
+    }
+  }
+  return {
+    httpAgent: new TunnelHttpAgent({ keepAlive: true, maxSockets: 50 }),
+    httpsAgent: new TunnelHttpsAgent({ keepAlive: true, maxSockets: 50 }),
+  };
+}
+
+function openTunnel(proxy: URL, host: string, port: number, done: (err: Error | null, socket: Socket) => void): void {
+  const target = `${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
+  const socket = netConnect({ host: proxy.hostname.replace(/^\[|\]$/g, ''), port: Number(proxy.port || 80) });
+  const auth = proxy.username
+    ? `Proxy-Authorization: Basic ${Buffer.from(`${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`).toString('base64')}\r\n`
+    : '';
+  let head = Buffer.alloc(0);
+  const finish = (err: Error | null): void => {
+    socket.off('data', onData);
+    socket.off('error', finish);
+    socket.off('close', onClose);
+    if (err) socket.destroy();
+    done(err, socket);
+  };
+  const onClose = (): void => finish(Object.assign(new Error(`proxy ${proxy.host} closed the connection during CONNECT`), { code: 'ECONNRESET' }));
+  const onData = (chunk: Buffer): void => {
+    head = Buffer.concat([head, chunk]);
+    const end = head.indexOf('\r\n\r\n');
+    if (end === -1) return;
+    const status = /^HTTP\/1\.[01] (\d{3})/.exec(head.subarray(0, end).toString('latin1'))?.[1];
+    const rest = head.subarray(end + 4);
+    if (status !== '200') {
+      // The proxy's status only: its URL may carry a password.
+      return finish(Object.assign(new Error(`proxy ${proxy.host} refused CONNECT to ${target} (HTTP ${status ?? 'garbled'})`), { code: 'ECONNREFUSED' }));
+    }
+    if (rest.length > 0) socket.unshift(rest);
+    finish(null);
+  };
+  socket.once('connect', () => socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${auth}\r\n`));
+  socket.on('data', onData);
+  socket.on('error', finish);
+  socket.on('close', onClose);
+}
