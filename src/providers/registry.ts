@@ -4,6 +4,7 @@
  */
 import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from '../policy/schema.js';
+import { createBedrockProvider } from './bedrock.js';
 import { createDemoProvider } from './demo.js';
 import type { Provider } from './provider.js';
 
@@ -13,10 +14,12 @@ export interface ProviderBuildOptions {
   proxy?: string;
 }
 
-export function createProvider(name: string, config: ProviderConfig, _opts: ProviderBuildOptions = {}): Provider {
+export function createProvider(name: string, config: ProviderConfig, opts: ProviderBuildOptions = {}): Provider {
   switch (config.kind) {
     case 'demo':
       return createDemoProvider(name, { latencyMs: config.latencyMs });
+    case 'bedrock':
+      return createBedrockProvider(name, config, opts);
     default:
       throw new GatewayError('POLICY_INVALID', `Provider kind "${config.kind}" (provider "${name}") is not available in this build.`);
   }
