@@ -1,0 +1,340 @@
+/**
+ * The shared quota ledger on Redis, so every gateway replica enforces one budget exactly.
+ *
+ * Design (docs/quota.md has the long form):
+ * - Counters change only inside Lua scripts (check-and-add is atomic; never get-then-set). Each
+ *   script touches one budget line, whose keys share the `{budget|subject}` hash tag, so no
+ *   script spans Redis Cluster slots.
+ * - reserve() goes line by line in a fixed order (sorted by reservedKey). When a line refuses, the
+ *   lines this call already reserved are released again, so a reservation covers all lines or none.
+ * - A reservation is a per-request entry on its line (hash requestId -> amount, sorted set
+ *   requestId -> expiry). Every script purges expired entries first, using the `now` the store
+ *   passes in, so a crashed replica's reservations lapse after their TTL.
+ * - settle() charges each line once: a per-line, per-request marker (kept a day) makes a repeated
+ *   or replayed settle a no-op, and a reserve after settle returns ok without reserving.
+ * - Outage: offline commands are rejected at once (no offline queue), commands time out after
+ *   `commandTimeoutMs`, and the client reconnects by itself. Reserve, release and read then throw
+ *   QUOTA_STORE_UNAVAILABLE; the pipeline applies the budget's fail mode. A settle that cannot be
+ *   written is queued in process (bounded) and replayed when the connection is ready again.
+ * - Keyv (@keyv/redis) is the store's face for plain records: which reservedKeys a request holds,
+ *   so release(requestId) works from any replica. Lua runs through the client it exposes.
+ */
+import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
+import { pino, type Logger } from 'pino';
+import { GatewayError } from '../errors.js';
+import { ADJUST, READ, RELEASE, RESERVE, SETTLE, type LuaScript } from './redisScripts.js';
+import type { LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
+
+type RedisClient = ReturnType<typeof createClient>;
+
+export interface RedisQuotaStoreOptions {
+  /** `redis://` or `rediss://` URL of a single Redis node. */
+  url: string;
+  /** Prefix of the store's own keys (ledger keys arrive with the prefix already applied). */
+  prefix: string;
+  /** The clock that decides reservation expiry; injectable for tests. */
+  now?: () => number;
+  /** A command without a reply after this long fails as QUOTA_STORE_UNAVAILABLE. Default 1000. */
+  commandTimeoutMs?: number;
+  /** Most settlements kept for replay during an outage; the oldest is dropped beyond it. Default 10000. */
+  maxPendingReplays?: number;
+  logger?: Pick<Logger, 'info' | 'warn' | 'error'>;
+}
+
+interface Replay {
+  requestId: string;
+  lines: LedgerLine[];
+}
+
+/** How long a settled marker is kept: a replayed or repeated settle within it counts once. */
+const SETTLED_MARKER_MS = 24 * 3600_000;
+/** Request records outlive their reservation by this much, so a late release still finds them. */
+const RECORD_SLACK_MS = 60_000;
+/** Requests whose reserved lines are remembered in process; beyond this the Keyv record is used. */
+const LOCAL_RECORDS_MAX = 100_000;
+/** Redis error replies that mean "not available now" rather than a bug in a script. */
+const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'CLUSTERDOWN', 'TRYAGAIN', 'NOREPLICAS', 'OOM', 'MISCONF']);
+
+/** The code of a Redis error reply (`NOSCRIPT No matching script`), or undefined for client-side errors. */
+function replyCode(err: unknown): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  return /^([A-Z][A-Z_]+) /.exec(err.message)?.[1];
+}
+
+/** True when an error means the store cannot be reached now (as opposed to a script or usage bug). */
+function isOutage(err: unknown): boolean {
+  if (err instanceof GatewayError) return err.code === 'QUOTA_STORE_UNAVAILABLE';
+  const code = replyCode(err);
+  return code === undefined || UNAVAILABLE_REPLIES.has(code);
+}
+
+function assertAmount(n: number, what: string): void {
+  if (!Number.isSafeInteger(n)) throw new RangeError(`${what} must be a safe integer, got ${n}`);
+}
+
+export class RedisQuotaStore implements QuotaStore {
+  readonly kind = 'redis';
+  private readonly client: RedisClient;
+  private readonly records: Keyv<string[]>;
+  private readonly now: () => number;
+  private readonly timeoutMs: number;
+  private readonly maxReplays: number;
+  private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>;
+  private readonly replays: Replay[] = [];
+  private readonly held = new Map<string, string[]>();
+  private connecting: Promise<void> | undefined;
+  private flushing: Promise<void> | undefined;
+  private healthy = false;
+  private closed = false;
+  private droppedReplays = 0;
+
+  constructor(opts: RedisQuotaStoreOptions) {
+    this.now = opts.now ?? Date.now;
+    this.timeoutMs = opts.commandTimeoutMs ?? 1000;
+    this.maxReplays = opts.maxPendingReplays ?? 10_000;
+    this.log = opts.logger ?? pino({ name: 'tollgate-quota', level: 'warn' }, pino.destination({ dest: 2, sync: false }));
+    const client = createClient({
+      url: opts.url,
+      // Fail fast while disconnected instead of queueing; the pipeline decides open or closed.
+      disableOfflineQueue: true,
+      commandOptions: { timeout: this.timeoutMs },
+      socket: {
+        connectTimeout: Math.max(this.timeoutMs, 1000),
+        // Never give up: back off to 2 s between attempts, with jitter so replicas do not stampede.
+        reconnectStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 2000) + Math.floor(Math.random() * 100),
+      },
+    });
+    const adapter = new KeyvRedis<string[]>(client, { namespace: `${opts.prefix}kv`, throwOnErrors: true, throwOnConnectError: true });
+    this.records = new Keyv<string[]>({ store: adapter, useKeyPrefix: false, throwOnErrors: true });
+    // Scripts run on the very client the Keyv adapter exposes.
+    this.client = adapter.client as RedisClient;
+    this.client.on('error', (err: unknown) => {
+      if (this.healthy) this.log.warn({ err, event: 'quota_store_down' }, 'quota store connection lost; reconnecting');
+      this.healthy = false;
+    });
+    this.client.on('ready', () => {
+      if (!this.healthy && this.connecting === undefined) this.log.info({ event: 'quota_store_up' }, 'quota store reconnected');
+      this.healthy = true;
+      if (this.replays.length > 0) {
+        this.flushReplays().catch((err: unknown) => this.log.warn({ err, event: 'quota_replay_deferred' }, 'settlement replay deferred'));
+      }
+    });
+    this.records.on('error', () => {
+      // Reported through the client's own error event and the thrown error; nothing to add here.
+    });
+    this.connecting = this.client.connect().then(
+      () => {
+        this.connecting = undefined;
+      },
+      (err: unknown) => {
+        this.connecting = undefined;
+        if (!this.closed) this.log.error({ err, event: 'quota_store_connect_failed' }, 'quota store connection failed');
+      },
+    );
+  }
+
+  async reserve(requestId: string, lines: LedgerLine[], ttlMs: number): Promise<ReserveOutcome> {
+    for (const l of lines) {
+      assertAmount(l.amount, 'amount');
+      if (!Number.isFinite(l.limit)) throw new RangeError(`limit must be finite, got ${l.limit}`);
+    }
+    const now = this.now();
+    const ordered = [...lines].sort((a, b) => (a.reservedKey < b.reservedKey ? -1 : a.reservedKey > b.reservedKey ? 1 : 0));
+    const taken: LedgerLine[] = [];
+    try {
+      for (const line of ordered) {
+        const [state, used, reserved] = (await this.run(
+          RESERVE,
+          [line.reservedKey, `${line.reservedKey}:x`, markerKey(line.reservedKey, requestId), ...line.readKeys],
+          [requestId, line.amount, line.limit, now, now + ttlMs],
+        )) as [number, number, number];
+        if (state === 0) {
+          await this.releaseLines(requestId, taken.map((l) => l.reservedKey), now);
+          return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount };
+        }
+        if (state === 1) taken.push(line);
+      }
+      if (taken.length > 0) {
+        const keys = ordered.map((l) => l.reservedKey);
+        await this.records.set(recordKey(requestId), keys, ttlMs + RECORD_SLACK_MS);
+        this.remember(requestId, keys);
+      }
+      return { ok: true };
+    } catch (err) {
+      // What this call reserved would lapse by TTL anyway; give it back now if the store allows.
+      await this.releaseLines(requestId, taken.map((l) => l.reservedKey), now).catch(() => undefined);
+      throw this.asStoreError(err);
+    }
+  }
+
+  async settle(requestId: string, lines: LedgerLine[]): Promise<void> {
+    for (const l of lines) assertAmount(l.amount, 'amount');
+    try {
+      await this.settleNow(requestId, lines);
+    } catch (err) {
+      if (!isOutage(err)) throw err;
+      this.enqueue({ requestId, lines });
+      this.log.warn({ err, requestId, event: 'quota_settle_queued', pending: this.replays.length }, 'settlement queued for replay');
+    }
+  }
+
+  async release(requestId: string): Promise<void> {
+    try {
+      const keys = this.held.get(requestId) ?? (await this.records.get(recordKey(requestId))) ?? [];
+      await this.releaseLines(requestId, keys, this.now());
+      this.held.delete(requestId);
+      await this.records.delete(recordKey(requestId));
+    } catch (err) {
+      throw this.asStoreError(err);
+    }
+  }
+
+  async read(lines: Pick<LedgerLine, 'readKeys' | 'reservedKey'>[]): Promise<LineState[]> {
+    const now = this.now();
+    try {
+      return await Promise.all(
+        lines.map(async (l) => {
+          const [used, reserved] = (await this.run(READ, [l.reservedKey, `${l.reservedKey}:x`, ...l.readKeys], [now])) as [number, number];
+          return { used, reserved };
+        }),
+      );
+    } catch (err) {
+      throw this.asStoreError(err);
+    }
+  }
+
+  /**
+   * Adds `delta` (negative for a credit) to a usage counter outside any request, e.g. an admin
+   * correction. Returns the counter's new value. Not idempotent: call it once per correction.
+   */
+  async adjust(usageKey: string, delta: number, expiresAt: number): Promise<number> {
+    assertAmount(delta, 'delta');
+    try {
+      return (await this.run(ADJUST, [usageKey], [delta, expiresAt - this.now()])) as number;
+    } catch (err) {
+      throw this.asStoreError(err);
+    }
+  }
+
+  /** Settlements waiting for the store to come back. */
+  pendingReplays(): number {
+    return this.replays.length;
+  }
+
+  /** Settlements dropped because the replay queue was full (also logged as they happen). */
+  droppedReplayCount(): number {
+    return this.droppedReplays;
+  }
+
+  /**
+   * Writes queued settlements in order, each exactly once thanks to the settled markers. Concurrent
+   * calls share one pass. Rejects with QUOTA_STORE_UNAVAILABLE (keeping the rest) if the store drops again.
+   */
+  flushReplays(): Promise<void> {
+    this.flushing ??= this.drain().finally(() => {
+      this.flushing = undefined;
+    });
+    return this.flushing;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    if (this.replays.length > 0 && this.client.isReady) await this.flushReplays().catch(() => undefined);
+    this.closed = true;
+    if (this.replays.length > 0) {
+      this.log.error({ event: 'quota_replay_lost', pending: this.replays.length }, 'closing with settlements that could not be written');
+    }
+    if (this.client.isReady) await this.client.close();
+    else if (this.client.isOpen) this.client.destroy();
+  }
+
+  private async drain(): Promise<void> {
+    while (this.replays.length > 0) {
+      const next = this.replays[0]!;
+      try {
+        await this.settleNow(next.requestId, next.lines);
+      } catch (err) {
+        if (isOutage(err)) throw this.asStoreError(err);
+        this.log.error({ err, requestId: next.requestId, event: 'quota_replay_failed' }, 'settlement replay failed and was dropped');
+      }
+      this.replays.shift();
+    }
+  }
+
+  private async settleNow(requestId: string, lines: LedgerLine[]): Promise<void> {
+    const now = this.now();
+    await Promise.all(
+      lines.map((l) =>
+        this.run(
+          SETTLE,
+          [l.reservedKey, `${l.reservedKey}:x`, markerKey(l.reservedKey, requestId), l.usageKey],
+          [requestId, l.amount, now, l.expiresAt - now, Math.max(SETTLED_MARKER_MS, l.expiresAt - now)],
+        ),
+      ),
+    );
+    // Lines reserved but not charged (not normally the case) are released, as the memory store does.
+    const charged = new Set(lines.map((l) => l.reservedKey));
+    const rest = (this.held.get(requestId) ?? []).filter((k) => !charged.has(k));
+    await this.releaseLines(requestId, rest, now);
+    this.held.delete(requestId);
+    await this.records.delete(recordKey(requestId)).catch(() => undefined);
+  }
+
+  private async releaseLines(requestId: string, reservedKeys: string[], now: number): Promise<void> {
+    await Promise.all(reservedKeys.map((k) => this.run(RELEASE, [k, `${k}:x`], [requestId, now])));
+  }
+
+  private enqueue(replay: Replay): void {
+    this.replays.push(replay);
+    if (this.replays.length > this.maxReplays) {
+      const dropped = this.replays.shift()!;
+      this.droppedReplays += 1;
+      this.log.error(
+        { event: 'quota_replay_overflow', requestId: dropped.requestId, dropped: this.droppedReplays, max: this.maxReplays },
+        'settlement replay queue full; oldest settlement dropped uncharged',
+      );
+    }
+  }
+
+  private remember(requestId: string, keys: string[]): void {
+    this.held.set(requestId, keys);
+    if (this.held.size > LOCAL_RECORDS_MAX) this.held.delete(this.held.keys().next().value!);
+  }
+
+  /** Runs a script by SHA, loading it with EVAL when the server does not know it (first use, restart). */
+  private async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
+    await this.ready();
+    const options = { keys, arguments: args.map(String) };
+    try {
+      return await this.client.evalSha(script.sha, options);
+    } catch (err) {
+      if (replyCode(err) !== 'NOSCRIPT') throw err;
+      return await this.client.eval(script.source, options);
+    }
+  }
+
+  /** Waits for the first connection (bounded by the command timeout); afterwards never waits. */
+  private async ready(): Promise<void> {
+    if (this.client.isReady) return;
+    if (this.connecting) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.connecting, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.timeoutMs)))]);
+      clearTimeout(timer);
+      if (this.client.isReady) return;
+    }
+    throw new GatewayError('QUOTA_STORE_UNAVAILABLE', 'The quota store is not connected.');
+  }
+
+  private asStoreError(err: unknown): unknown {
+    if (err instanceof GatewayError || !isOutage(err)) return err;
+    return new GatewayError('QUOTA_STORE_UNAVAILABLE', 'The quota store is unreachable.', {}, { cause: err });
+  }
+}
+
+function markerKey(reservedKey: string, requestId: string): string {
+  return `${reservedKey}:s:${requestId}`;
+}
+
+function recordKey(requestId: string): string {
+  return `req:${requestId}`;
+}

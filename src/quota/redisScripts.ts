@@ -1,0 +1,145 @@
+/**
+ * The Lua scripts of the Redis quota ledger. Each script touches the keys of exactly one budget
+ * line, all of which share that line's `{budget|subject}` hash tag, so every script runs in one
+ * Redis Cluster slot. Every script first purges reservations whose expiry (a score in the line's
+ * expiry sorted set) is at or before the `now` it is given, so the caller's clock decides expiry.
+ *
+ * Keys of one line (R is the line's reservedKey):
+ * - R          hash        requestId -> reserved amount
+ * - R:x        sorted set  requestId -> reservation expiry, epoch ms
+ * - R:s:<id>   string      settled marker of request <id> on this line
+ * - usage keys string      settled usage counters (INCRBY)
+ */
+import { createHash } from 'node:crypto';
+
+/** A Lua script with its SHA1, so it can be run by EVALSHA and fall back to EVAL after a restart. */
+export interface LuaScript {
+  readonly name: string;
+  readonly source: string;
+  readonly sha: string;
+}
+
+function script(name: string, body: string): LuaScript {
+  const source = `${PRELUDE}\n${body}`;
+  return { name, source, sha: createHash('sha1').update(source).digest('hex') };
+}
+
+/** Helpers shared by every script. HDEL is batched to stay far below Lua's unpack limit. */
+const PRELUDE = `
+local function purge(res, exp, now)
+  local dead = redis.call('ZRANGEBYSCORE', exp, '-inf', now)
+  if #dead == 0 then return end
+  for i = 1, #dead, 500 do
+    redis.call('HDEL', res, unpack(dead, i, math.min(i + 499, #dead)))
+  end
+  redis.call('ZREMRANGEBYSCORE', exp, '-inf', now)
+end
+
+local function reservedSum(res)
+  local total = 0
+  for _, v in ipairs(redis.call('HVALS', res)) do total = total + tonumber(v) end
+  return total
+end
+
+-- The reservation keys live as long as their latest entry (plus a minute), and go when empty.
+local function tidy(res, exp, now)
+  local last = redis.call('ZRANGE', exp, -1, -1, 'WITHSCORES')
+  if #last == 0 then
+    redis.call('DEL', res, exp)
+    return
+  end
+  local ttl = math.max(1, math.floor(tonumber(last[2]) - now)) + 60000
+  redis.call('PEXPIRE', res, ttl)
+  redis.call('PEXPIRE', exp, ttl)
+end
+
+-- Adds to a usage counter and extends (never shortens) its life to ttl ms from now.
+local function charge(key, amount, ttl)
+  if ttl > 0 then
+    redis.call('INCRBY', key, amount)
+    if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  elseif redis.call('EXISTS', key) == 1 then
+    redis.call('INCRBY', key, amount)
+  end
+end
+`;
+
+/**
+ * KEYS: R, R:x, R:s:<id>, readKeys...  ARGV: requestId, amount, limit, now, reservation expiry.
+ * Returns {state, used, reserved}: state 1 reserved now, 2 already reserved or settled, 0 refused.
+ */
+export const RESERVE = script(
+  'reserve',
+  `
+local now = tonumber(ARGV[4])
+purge(KEYS[1], KEYS[2], now)
+if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  return {2, 0, 0}
+end
+local used = 0
+for i = 4, #KEYS do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
+local reserved = reservedSum(KEYS[1])
+if used + reserved + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
+  tidy(KEYS[1], KEYS[2], now)
+  return {0, used, reserved}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+tidy(KEYS[1], KEYS[2], now)
+return {1, used, reserved}
+`,
+);
+
+/**
+ * KEYS: R, R:x, R:s:<id>, usageKey  ARGV: requestId, amount, now, usage ttl ms, marker ttl ms.
+ * Returns 1 when charged, 0 when the marker shows this request was already settled on this line.
+ */
+export const SETTLE = script(
+  'settle',
+  `
+local now = tonumber(ARGV[3])
+purge(KEYS[1], KEYS[2], now)
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+tidy(KEYS[1], KEYS[2], now)
+charge(KEYS[4], tonumber(ARGV[2]), tonumber(ARGV[4]))
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
+return 1
+`,
+);
+
+/** KEYS: R, R:x  ARGV: requestId, now. Returns 1 when a live reservation was dropped. */
+export const RELEASE = script(
+  'release',
+  `
+local now = tonumber(ARGV[2])
+purge(KEYS[1], KEYS[2], now)
+local dropped = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+tidy(KEYS[1], KEYS[2], now)
+return dropped
+`,
+);
+
+/** KEYS: R, R:x, readKeys...  ARGV: now. Returns {used, reserved}. */
+export const READ = script(
+  'read',
+  `
+local now = tonumber(ARGV[1])
+purge(KEYS[1], KEYS[2], now)
+tidy(KEYS[1], KEYS[2], now)
+local used = 0
+for i = 3, #KEYS do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
+return {used, reservedSum(KEYS[1])}
+`,
+);
+
+/** KEYS: usageKey  ARGV: delta (may be negative), ttl ms. Returns the counter after the change. */
+export const ADJUST = script(
+  'adjust',
+  `
+charge(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+return tonumber(redis.call('GET', KEYS[1]) or '0')
+`,
+);

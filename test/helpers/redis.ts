@@ -1,0 +1,124 @@
+/**
+ * Real Redis for tests: REDIS_URL when set, else a server already answering on 127.0.0.1:6379,
+ * else a private `redis-server` on a free port. Outage tests always get a private server they
+ * may stop and start again on the same port. Tests write under `uniquePrefix()` and remove only
+ * their own keys (SCAN + DEL), never FLUSHALL/FLUSHDB.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { connect, createServer } from 'node:net';
+import { createClient } from '@keyv/redis';
+
+export interface TestRedis {
+  url: string;
+  stop(): Promise<void>;
+}
+
+export interface PrivateRedis extends TestRedis {
+  port: number;
+  /** Ends the server at once (SIGKILL), as a crash would. */
+  kill(): Promise<void>;
+  /** Starts the server again on the same port; resolves once it answers PING. */
+  restart(): Promise<void>;
+}
+
+/** True when something on host:port answers a RESP PING within `timeoutMs`. */
+export function answersPing(host: string, port: number, timeoutMs = 300): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('error', () => done(false));
+    socket.once('connect', () => socket.write('PING\r\n'));
+    socket.once('data', (data) => done(data.toString().startsWith('+PONG')));
+  });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** Spawns a throw-away redis-server (no persistence) on its own port. */
+export async function startPrivateRedis(): Promise<PrivateRedis> {
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  const launch = async () => {
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: 'ignore',
+    });
+    child = proc;
+    const failed = new Promise<never>((_, reject) => proc.once('error', (err) => reject(new Error(`redis-server did not start: ${err.message}`))));
+    await Promise.race([waitFor(() => answersPing('127.0.0.1', port), 5000, `redis-server on port ${port}`), failed]);
+  };
+  const end = async (signal: NodeJS.Signals) => {
+    const proc = child;
+    child = undefined;
+    if (!proc) return;
+    proc.kill(signal);
+    await exited(proc);
+  };
+  await launch();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    stop: () => end('SIGTERM'),
+    kill: () => end('SIGKILL'),
+    async restart() {
+      await end('SIGTERM');
+      await launch();
+    },
+  };
+}
+
+/** A Redis for ordinary tests; `stop()` only stops a server this helper started. */
+export async function startRedis(): Promise<TestRedis> {
+  if (process.env.REDIS_URL) return { url: process.env.REDIS_URL, stop: async () => {} };
+  if (await answersPing('127.0.0.1', 6379)) return { url: 'redis://127.0.0.1:6379', stop: async () => {} };
+  return startPrivateRedis();
+}
+
+/** A key prefix unique to this process and call, e.g. `tgtest:store:4242:9f3a1c:`. */
+export function uniquePrefix(name: string): string {
+  return `tgtest:${name}:${process.pid}:${randomBytes(4).toString('hex')}:`;
+}
+
+/** Deletes every key under `prefix` (SCAN + DEL); returns how many were deleted. */
+export async function deleteKeys(url: string, prefix: string): Promise<number> {
+  const client = createClient({ url });
+  client.on('error', () => {});
+  await client.connect();
+  let deleted = 0;
+  try {
+    for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 500 })) {
+      if (keys.length > 0) deleted += await client.del(keys);
+    }
+  } finally {
+    client.destroy();
+  }
+  return deleted;
+}

@@ -1,0 +1,196 @@
+/**
+ * One behaviour suite for every QuotaStore. A harness opens stores on a shared ledger: for Redis
+ * each open() is a separate replica (its own connection); the memory store has one ledger per
+ * process, so its harness hands out the same store.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { lineKeys } from '../../src/pipeline/budgets.js';
+import type { LedgerLine, QuotaStore } from '../../src/quota/store.js';
+
+export interface StoreHarness {
+  /** Opens `count` stores over one shared ledger, all using the clock `now`. */
+  open(now: () => number, count: number): QuotaStore[];
+  /** A key prefix no other test uses. */
+  prefix(): string;
+}
+
+const HOUR = 3600_000;
+const TTL = 60_000;
+
+export function quotaStoreContract(harness: StoreHarness): void {
+  let clock: number;
+  let prefix: string;
+  let opened: QuotaStore[];
+  const now = () => clock;
+
+  const open = (count = 1) => {
+    const stores = harness.open(now, count);
+    opened.push(...stores);
+    return stores;
+  };
+  const line = (budgetId: string, limit: number, amount: number, subject = 'ada'): LedgerLine => {
+    const start = Math.floor(clock / HOUR) * HOUR;
+    return { budgetId, subject, limit, amount, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, budgetId, subject, [start], start) };
+  };
+
+  beforeEach(() => {
+    clock = Date.now();
+    prefix = harness.prefix();
+    opened = [];
+  });
+
+  afterEach(async () => {
+    await Promise.all([...new Set(opened)].map((s) => s.close()));
+  });
+
+  describe('reserve', () => {
+    it('reserves every line and shows the amounts as reserved', async () => {
+      const [store] = open();
+      const a = line('alpha', 100, 30);
+      const b = line('beta', 100, 45);
+      expect(await store!.reserve('r1', [a, b], TTL)).toEqual({ ok: true });
+      expect(await store!.read([a, b])).toEqual([
+        { used: 0, reserved: 30 },
+        { used: 0, reserved: 45 },
+      ]);
+    });
+
+    it('reserves nothing when the second line refuses, leaving the first line untouched', async () => {
+      const [store] = open();
+      const a = line('alpha', 100, 30);
+      const b = line('beta', 10, 30);
+      const outcome = await store!.reserve('r1', [a, b], TTL);
+      expect(outcome.ok).toBe(false);
+      expect(await store!.read([a, b])).toEqual([
+        { used: 0, reserved: 0 },
+        { used: 0, reserved: 0 },
+      ]);
+    });
+
+    it('reserves again under the same request id after a refusal, as a tier-down retry does', async () => {
+      const [store] = open();
+      expect((await store!.reserve('r1', [line('alpha', 100, 30), line('beta', 10, 30)], TTL)).ok).toBe(false);
+      expect(await store!.reserve('r1', [line('alpha', 100, 8), line('beta', 10, 8)], TTL)).toEqual({ ok: true });
+      expect(await store!.read([line('alpha', 100, 0), line('beta', 10, 0)])).toEqual([
+        { used: 0, reserved: 8 },
+        { used: 0, reserved: 8 },
+      ]);
+    });
+
+    it('refuses with the budget, subject, used, reserved, limit and requested amount', async () => {
+      const [store] = open();
+      await store!.reserve('spent', [line('team-weekly', 100, 60, 'data')], TTL);
+      await store!.settle('spent', [line('team-weekly', 100, 60, 'data')]);
+      await store!.reserve('running', [line('team-weekly', 100, 30, 'data')], TTL);
+      expect(await store!.reserve('r3', [line('team-weekly', 100, 20, 'data')], TTL)).toEqual({
+        ok: false,
+        budgetId: 'team-weekly',
+        subject: 'data',
+        used: 60,
+        reserved: 30,
+        limit: 100,
+        requested: 20,
+      });
+    });
+
+    it('admits a reservation that exactly reaches the limit', async () => {
+      const [store] = open();
+      await store!.reserve('r1', [line('alpha', 100, 60)], TTL);
+      expect(await store!.reserve('r2', [line('alpha', 100, 40)], TTL)).toEqual({ ok: true });
+      expect(await store!.read([line('alpha', 100, 0)])).toEqual([{ used: 0, reserved: 100 }]);
+    });
+
+    it('reserves once when the same request id is reserved twice', async () => {
+      const [store] = open();
+      expect(await store!.reserve('r1', [line('alpha', 100, 40)], TTL)).toEqual({ ok: true });
+      expect(await store!.reserve('r1', [line('alpha', 100, 40)], TTL)).toEqual({ ok: true });
+      expect(await store!.read([line('alpha', 100, 0)])).toEqual([{ used: 0, reserved: 40 }]);
+    });
+
+    it('returns ok without reserving for a request id that was already settled', async () => {
+      const [store] = open();
+      await store!.reserve('r1', [line('alpha', 100, 40)], TTL);
+      await store!.settle('r1', [line('alpha', 100, 25)]);
+      expect(await store!.reserve('r1', [line('alpha', 100, 40)], TTL)).toEqual({ ok: true });
+      expect(await store!.read([line('alpha', 100, 0)])).toEqual([{ used: 25, reserved: 0 }]);
+    });
+
+    it('lets a reservation lapse after its TTL, so a crashed replica cannot pin the budget', async () => {
+      const [store] = open();
+      await store!.reserve('crashed', [line('alpha', 100, 100)], 1000);
+      expect((await store!.reserve('r2', [line('alpha', 100, 1)], TTL)).ok).toBe(false);
+      clock += 1001;
+      expect(await store!.read([line('alpha', 100, 0)])).toEqual([{ used: 0, reserved: 0 }]);
+      expect(await store!.reserve('r3', [line('alpha', 100, 100)], TTL)).toEqual({ ok: true });
+    });
+  });
+
+  describe('settle and release', () => {
+    it('charges the actual amount and frees the reservation', async () => {
+      const [store] = open();
+      await store!.reserve('r1', [line('alpha', 100, 50), line('beta', 1000, 50)], TTL);
+      await store!.settle('r1', [line('alpha', 100, 20), line('beta', 1000, 35)]);
+      expect(await store!.read([line('alpha', 100, 0), line('beta', 1000, 0)])).toEqual([
+        { used: 20, reserved: 0 },
+        { used: 35, reserved: 0 },
+      ]);
+    });
+
+    it('counts a request settled twice once', async () => {
+      const [store] = open();
+      await store!.reserve('r1', [line('alpha', 100, 50)], TTL);
+      await store!.settle('r1', [line('alpha', 100, 20)]);
+      await store!.settle('r1', [line('alpha', 100, 20)]);
+      expect(await store!.read([line('alpha', 100, 0)])).toEqual([{ used: 20, reserved: 0 }]);
+    });
+
+    it('releases a reservation without charging, and a second release changes nothing', async () => {
+      const [store] = open();
+      await store!.reserve('r1', [line('alpha', 100, 40)], TTL);
+      await store!.reserve('r2', [line('alpha', 100, 15)], TTL);
+      await store!.release('r1');
+      await store!.release('r1');
+      await store!.release('never-reserved');
+      expect(await store!.read([line('alpha', 100, 0)])).toEqual([{ used: 0, reserved: 15 }]);
+    });
+  });
+
+  describe('read', () => {
+    it('sums every bucket of a rolling window and drops buckets that left it', async () => {
+      const [store] = open();
+      const bucket = HOUR;
+      const t0 = Math.floor(clock / bucket) * bucket;
+      const rolling = (current: number, starts: number[], amount: number): LedgerLine => ({
+        budgetId: 'rolling-3h',
+        subject: 'ada',
+        limit: 1000,
+        amount,
+        expiresAt: current + 5 * HOUR,
+        ...lineKeys(prefix, 'rolling-3h', 'ada', starts, current),
+      });
+      await store!.settle('b0', [rolling(t0, [t0], 10)]);
+      await store!.settle('b1', [rolling(t0 + bucket, [t0, t0 + bucket], 20)]);
+      await store!.settle('b2', [rolling(t0 + 2 * bucket, [t0, t0 + bucket, t0 + 2 * bucket], 40)]);
+      const window = (current: number) => rolling(current, [current - 2 * bucket, current - bucket, current], 0);
+      expect(await store!.read([window(t0 + 2 * bucket)])).toEqual([{ used: 70, reserved: 0 }]);
+      expect(await store!.read([window(t0 + 3 * bucket)])).toEqual([{ used: 60, reserved: 0 }]);
+      expect((await store!.reserve('r', [{ ...window(t0 + 3 * bucket), limit: 100, amount: 41 }], TTL)).ok).toBe(false);
+      expect(await store!.reserve('r', [{ ...window(t0 + 3 * bucket), limit: 100, amount: 40 }], TTL)).toEqual({ ok: true });
+    });
+  });
+
+  describe('concurrency', () => {
+    it('admits exactly 10 of 200 concurrent reservations of 10 against a limit of 100, across replicas', async () => {
+      const replicas = open(2);
+      const ids = Array.from({ length: 200 }, (_, i) => `c${i}`);
+      const outcomes = await Promise.all(ids.map((id, i) => replicas[i % 2]!.reserve(id, [line('shared', 100, 10)], TTL)));
+      const admitted = ids.filter((_, i) => outcomes[i]!.ok);
+      expect(admitted).toHaveLength(10);
+      expect(await replicas[0]!.read([line('shared', 100, 0)])).toEqual([{ used: 0, reserved: 100 }]);
+
+      // Each admitted call used 1..10 of its 10: 55 in all.
+      await Promise.all(admitted.map((id, i) => replicas[i % 2]!.settle(id, [line('shared', 100, i + 1)])));
+      expect(await replicas[1]!.read([line('shared', 100, 0)])).toEqual([{ used: 55, reserved: 0 }]);
+    });
+  });
+}
