@@ -4,8 +4,10 @@
  */
 import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from '../policy/schema.js';
+import { createAnthropicProvider } from './anthropic.js';
 import { createBedrockProvider } from './bedrock.js';
 import { createDemoProvider } from './demo.js';
+import { createOpenAIProvider } from './openai.js';
 import type { Provider } from './provider.js';
 
 /** Options shared by every network adapter. */
@@ -18,9 +20,14 @@ export function createProvider(name: string, config: ProviderConfig, opts: Provi
   switch (config.kind) {
     case 'demo':
       return createDemoProvider(name, { latencyMs: config.latencyMs });
+    case 'anthropic':
+      return createAnthropicProvider(name, config, opts);
+    case 'openai':
+      return createOpenAIProvider(name, config, opts);
     case 'bedrock':
       return createBedrockProvider(name, config, opts);
     default:
-      throw new GatewayError('POLICY_INVALID', `Provider kind "${config.kind}" (provider "${name}") is not available in this build.`);
+      // Unreachable while every kind has a case; kept for a policy written for a newer build.
+      throw new GatewayError('POLICY_INVALID', `Provider kind "${(config as { kind: string }).kind}" (provider "${name}") is not available in this build.`);
   }
 }

@@ -1,0 +1,207 @@
+/**
+ * The Anthropic adapter: the Messages API through the official @anthropic-ai/sdk. It turns the
+ * provider-neutral request into `messages.create`, reads usage the way Anthropic bills it (cache
+ * reads and writes are input tokens too) and maps every failure through errors.ts, charging what a
+ * stream consumed before it broke.
+ */
+import Anthropic, { type ClientOptions } from '@anthropic-ai/sdk';
+import { fetch as undiciFetch, ProxyAgent } from 'undici';
+import { GatewayError } from '../errors.js';
+import type { ProviderConfig } from '../policy/schema.js';
+import { providerEndpoint } from './egress.js';
+import { cancelledError, upstreamError } from './errors.js';
+import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage } from './provider.js';
+import type { ProviderBuildOptions } from './registry.js';
+
+export type AnthropicConfig = Extract<ProviderConfig, { kind: 'anthropic' }>;
+
+/**
+ * The HTTP status Anthropic uses for an error `type`. An error that arrives as an SSE `error` event
+ * after a 200 has no status of its own; this gives it the one Anthropic would have answered with,
+ * so an `overloaded_error` mid-stream fails over like a 529 does.
+ */
+const STATUS_OF_TYPE: Record<string, number> = {
+  invalid_request_error: 400,
+  authentication_error: 401,
+  billing_error: 402,
+  permission_error: 403,
+  not_found_error: 404,
+  request_too_large: 413,
+  rate_limit_error: 429,
+  api_error: 500,
+  timeout_error: 504,
+  overloaded_error: 529,
+};
+
+type MessageParams = Anthropic.MessageCreateParamsNonStreaming;
+
+export function createAnthropicProvider(name: string, config: AnthropicConfig, opts: ProviderBuildOptions = {}): Provider {
+  // The endpoint the egress allowlist checked at policy load (always defined for a network kind).
+  const baseUrl = providerEndpoint(config)!;
+  const client = new Anthropic({
+    apiKey: config.apiKey,
+    // Explicit so ANTHROPIC_BASE_URL / ANTHROPIC_AUTH_TOKEN in the environment cannot redirect a call
+    // away from the URL the egress allowlist checked.
+    authToken: null,
+    baseURL: baseUrl,
+    timeout: config.timeoutMs,
+    maxRetries: config.maxRetries,
+    ...(opts.proxy ? proxied(opts.proxy) : {}),
+  });
+
+  function params(req: CompletionRequest): MessageParams {
+    const p: MessageParams = {
+      model: req.model,
+      max_tokens: req.maxTokens,
+      messages: req.messages.map((m) => ({ role: m.role, content: m.content })),
+    };
+    if (req.system !== undefined) p.system = req.system;
+    // `temperature` is deliberately not sent: API version 2026-10-21 (what SDK 1.x speaks) answers
+    // 400 "Extra inputs are not permitted" to temperature, top_p and top_k, even at their defaults.
+    return p;
+  }
+
+  /** Keeps the key out of anything a caller or a log may see. */
+  function redact(text: string): string {
+    return text.split(config.apiKey).join('[redacted]');
+  }
+
+  function toGatewayError(err: unknown, signal: AbortSignal | undefined, usage?: Usage): GatewayError {
+    if (err instanceof GatewayError) return err;
+    if (signal?.aborted) return cancelledError(name, usage);
+    if (err instanceof Anthropic.APIConnectionTimeoutError) {
+      return upstreamError({ provider: name, network: true, type: 'timeout', message: `no answer within ${config.timeoutMs} ms`, usage }, err);
+    }
+    if (err instanceof Anthropic.APIConnectionError || err instanceof Anthropic.APIUserAbortError) {
+      return upstreamError({ provider: name, network: true, type: 'connection_error', message: redact(err.message), usage }, err);
+    }
+    if (err instanceof Anthropic.APIError) {
+      const type = err.type ?? undefined;
+      const status = err.status ?? (type ? STATUS_OF_TYPE[type] : undefined);
+      const message = redact(err.apiMessage ?? err.message);
+      if (status === undefined) return upstreamError({ provider: name, network: true, type: type ?? 'stream_error', message, usage }, err);
+      return upstreamError({ provider: name, status, type, message, usage }, err);
+    }
+    if (err instanceof SyntaxError) {
+      return upstreamError({ provider: name, network: true, type: 'malformed_response', message: 'the upstream answer is not valid JSON', usage }, err);
+    }
+    // A socket reset mid-body surfaces from fetch as a bare TypeError ("terminated").
+    const what = err instanceof Error ? redact(err.message) : 'unknown failure';
+    return upstreamError({ provider: name, network: true, type: 'unexpected_response', message: what, usage }, err);
+  }
+
+  function malformed(what: string): GatewayError {
+    return upstreamError({ provider: name, network: true, type: 'malformed_response', message: what });
+  }
+
+  return {
+    name,
+    kind: 'anthropic',
+    baseUrl,
+
+    async complete(req) {
+      if (req.signal?.aborted) throw cancelledError(name);
+      let message: Anthropic.Message;
+      try {
+        message = await client.messages.create(params(req), { signal: req.signal });
+      } catch (err) {
+        throw toGatewayError(err, req.signal);
+      }
+      // The SDK returns whatever parsed; a proxy or a look-alike server may send another shape.
+      if (typeof message !== 'object' || message === null || !Array.isArray(message.content) || typeof message.usage !== 'object') {
+        throw malformed('the answer is not a Messages API message');
+      }
+      return {
+        text: message.content.map((b) => (b.type === 'text' ? b.text : '')).join(''),
+        model: message.model,
+        usage: usageOf(message.usage),
+        stopReason: message.stop_reason ?? undefined,
+      };
+    },
+
+    async stream(req, onText: TextListener): Promise<CompletionResult> {
+      if (req.signal?.aborted) throw cancelledError(name);
+      let model = req.model;
+      let text = '';
+      let input: Usage | undefined;
+      let reportedOutput = 0;
+      let deltas = 0;
+      let stopReason: string | undefined;
+      let stopped = false;
+      let listenerError: unknown;
+      // Output is the larger of what Anthropic last reported and the deltas we saw, so a cut stream
+      // is never charged less than what reached the caller.
+      const consumed = (): Usage | undefined => input && { ...input, outputTokens: Math.max(reportedOutput, deltas) };
+
+      try {
+        const events = await client.messages.create({ ...params(req), stream: true }, { signal: req.signal });
+        for await (const event of events) {
+          // Events already buffered keep coming after an abort; none of them reached the caller.
+          if (req.signal?.aborted) break;
+          if (event.type === 'message_start') {
+            model = event.message.model;
+            input = usageOf(event.message.usage);
+            reportedOutput = event.message.usage.output_tokens;
+          } else if (event.type === 'content_block_delta' && event.delta.type === 'text_delta') {
+            text += event.delta.text;
+            deltas += 1;
+            try {
+              onText(event.delta.text);
+            } catch (err) {
+              listenerError = err;
+              throw err;
+            }
+          } else if (event.type === 'message_delta') {
+            stopReason = event.delta.stop_reason ?? stopReason;
+            reportedOutput = event.usage.output_tokens;
+            // Newer API versions may restate input usage at the end; prefer it when present.
+            if (event.usage.input_tokens != null && input) {
+              input = usageOf({
+                input_tokens: event.usage.input_tokens,
+                cache_read_input_tokens: event.usage.cache_read_input_tokens ?? input.cachedInputTokens ?? 0,
+                cache_creation_input_tokens: event.usage.cache_creation_input_tokens,
+                output_tokens: reportedOutput,
+              });
+            }
+          } else if (event.type === 'message_stop') {
+            stopped = true;
+          }
+        }
+      } catch (err) {
+        if (err === listenerError) throw err;
+        throw toGatewayError(err, req.signal, consumed());
+      }
+      // The SDK ends the iteration quietly when the signal aborts mid-stream.
+      if (req.signal?.aborted) throw cancelledError(name, consumed());
+      const usage = consumed();
+      if (!stopped || !usage) {
+        throw upstreamError({ provider: name, network: true, type: 'stream_incomplete', message: 'the stream ended before message_stop', usage });
+      }
+      return { text, model, usage, stopReason };
+    },
+  };
+}
+
+/** Anthropic reports cache reads and writes apart from `input_tokens`; tollgate counts them as input. */
+function usageOf(u: {
+  input_tokens: number;
+  output_tokens: number;
+  cache_read_input_tokens?: number | null;
+  cache_creation_input_tokens?: number | null;
+}): Usage {
+  const cached = u.cache_read_input_tokens ?? 0;
+  const usage: Usage = {
+    inputTokens: u.input_tokens + cached + (u.cache_creation_input_tokens ?? 0),
+    outputTokens: u.output_tokens,
+  };
+  if (cached > 0) usage.cachedInputTokens = cached;
+  return usage;
+}
+
+/** Client options that send every call through an HTTP(S) proxy (undici's fetch, to match its dispatcher). */
+function proxied(proxy: string): Pick<ClientOptions, 'fetch' | 'fetchOptions'> {
+  return {
+    fetch: undiciFetch as unknown as ClientOptions['fetch'],
+    fetchOptions: { dispatcher: new ProxyAgent(proxy) } as ClientOptions['fetchOptions'],
+  };
+}

@@ -1,0 +1,200 @@
+/**
+ * The OpenAI adapter: Chat Completions through the official openai SDK. It also serves
+ * OpenAI-compatible servers (vLLM, Ollama, LM Studio) through `baseUrl`, which speak the same wire
+ * format. Usage comes from the provider; only when a server reports none (a cut stream, a server
+ * ignoring `stream_options`) is it estimated, and the estimate rule is written down below.
+ */
+import OpenAI from 'openai';
+import { fetch as undiciFetch, ProxyAgent } from 'undici';
+import { GatewayError } from '../errors.js';
+import type { ProviderConfig } from '../policy/schema.js';
+import { providerEndpoint } from './egress.js';
+import { cancelledError, upstreamError } from './errors.js';
+import type { ChatMessage, CompletionRequest, CompletionResult, Provider, TextListener, Usage } from './provider.js';
+import type { ProviderBuildOptions } from './registry.js';
+
+export type OpenAIConfig = Extract<ProviderConfig, { kind: 'openai' }>;
+
+type ChatParams = OpenAI.Chat.ChatCompletionCreateParamsNonStreaming;
+
+/**
+ * Input tokens for a prompt whose usage the server never reported: one token per 4 characters of
+ * every message (the usual rule of thumb for English with OpenAI's tokenizers), plus 3 per message
+ * for the chat framing tokens, at least 1 per message. It only fills a gap so a cut stream is still
+ * charged; a reported count always wins.
+ */
+export function estimatePromptTokens(system: string | undefined, messages: ChatMessage[]): number {
+  const all = system !== undefined ? [system, ...messages.map((m) => m.content)] : messages.map((m) => m.content);
+  return all.reduce((n, text) => n + Math.max(1, Math.ceil(text.length / 4)) + 3, 0);
+}
+
+/**
+ * The output cap fields to send. `max_completion_tokens` is what OpenAI documents today: `max_tokens`
+ * is deprecated there and refused by reasoning models (o-series, gpt-5), which also count hidden
+ * reasoning tokens against the newer field. Some OpenAI-compatible servers (Ollama, LM Studio) still
+ * read only `max_tokens` and would silently ignore the cap, letting a call run past the budget
+ * reserved for it, so for a base URL that is not OpenAI's own the same value goes in both fields.
+ */
+export function outputCapFields(baseUrl: string, maxTokens: number): { max_completion_tokens: number; max_tokens?: number } {
+  const host = new URL(baseUrl).hostname;
+  const isOpenAI = host === 'api.openai.com' || host.endsWith('.openai.azure.com');
+  return isOpenAI ? { max_completion_tokens: maxTokens } : { max_completion_tokens: maxTokens, max_tokens: maxTokens };
+}
+
+/** 'length' and 'stop' in OpenAI's words become the gateway's; anything else is kept as sent. */
+function stopReasonOf(finish: string | null | undefined): string | undefined {
+  if (finish === 'length') return 'max_tokens';
+  if (finish === 'stop') return 'end_turn';
+  return finish ?? undefined;
+}
+
+function usageOf(u: OpenAI.CompletionUsage): Usage {
+  const usage: Usage = { inputTokens: u.prompt_tokens, outputTokens: u.completion_tokens };
+  const cached = u.prompt_tokens_details?.cached_tokens ?? 0;
+  // OpenAI's prompt_tokens already include the cached ones, as Usage wants.
+  if (cached > 0) usage.cachedInputTokens = cached;
+  return usage;
+}
+
+export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: ProviderBuildOptions = {}): Provider {
+  // The endpoint the egress allowlist checked at policy load (always defined for a network kind).
+  const baseUrl = providerEndpoint(config)!;
+  const client = new OpenAI({
+    apiKey: config.apiKey,
+    // Explicit values so OPENAI_BASE_URL / OPENAI_ORG_ID / OPENAI_ADMIN_KEY in the environment
+    // cannot redirect or re-attribute a call the policy configured.
+    baseURL: baseUrl,
+    organization: config.organization ?? null,
+    project: null,
+    adminAPIKey: null,
+    timeout: config.timeoutMs,
+    maxRetries: config.maxRetries,
+    ...(opts.proxy ? proxied(opts.proxy) : {}),
+  });
+
+  function params(req: CompletionRequest): ChatParams {
+    const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [];
+    if (req.system !== undefined) messages.push({ role: 'system', content: req.system });
+    for (const m of req.messages) messages.push({ role: m.role, content: m.content });
+    const p: ChatParams = { model: req.model, messages, ...outputCapFields(baseUrl, req.maxTokens) };
+    if (req.temperature !== undefined) p.temperature = req.temperature;
+    return p;
+  }
+
+  function redact(text: string): string {
+    return text.split(config.apiKey).join('[redacted]');
+  }
+
+  function toGatewayError(err: unknown, signal: AbortSignal | undefined, usage?: Usage): GatewayError {
+    if (err instanceof GatewayError) return err;
+    if (signal?.aborted) return cancelledError(name, usage);
+    if (err instanceof OpenAI.APIConnectionTimeoutError) {
+      return upstreamError({ provider: name, network: true, type: 'timeout', message: `no answer within ${config.timeoutMs} ms`, usage }, err);
+    }
+    if (err instanceof OpenAI.APIConnectionError || err instanceof OpenAI.APIUserAbortError) {
+      return upstreamError({ provider: name, network: true, type: 'connection_error', message: redact(err.message), usage }, err);
+    }
+    if (err instanceof OpenAI.APIError) {
+      const body = err.error as { message?: unknown } | undefined;
+      const message = redact(typeof body?.message === 'string' ? body.message : err.message);
+      const type = err.type ?? err.code ?? undefined;
+      // An `error` object inside a 200 stream has no status: treat it as the upstream failing midway.
+      if (err.status === undefined) return upstreamError({ provider: name, network: true, type: type ?? 'stream_error', message, usage }, err);
+      return upstreamError({ provider: name, status: err.status, type, message, usage }, err);
+    }
+    if (err instanceof SyntaxError) {
+      return upstreamError({ provider: name, network: true, type: 'malformed_response', message: 'the upstream answer is not valid JSON', usage }, err);
+    }
+    // A socket reset mid-body surfaces from fetch as a bare TypeError ("terminated").
+    const what = err instanceof Error ? redact(err.message) : 'unknown failure';
+    return upstreamError({ provider: name, network: true, type: 'unexpected_response', message: what, usage }, err);
+  }
+
+  return {
+    name,
+    kind: 'openai',
+    baseUrl,
+
+    async complete(req) {
+      if (req.signal?.aborted) throw cancelledError(name);
+      let completion: OpenAI.Chat.ChatCompletion;
+      try {
+        completion = await client.chat.completions.create(params(req), { signal: req.signal });
+      } catch (err) {
+        throw toGatewayError(err, req.signal);
+      }
+      // The SDK returns whatever parsed; a proxy or a look-alike server may send another shape.
+      const choice = typeof completion === 'object' && completion !== null && Array.isArray(completion.choices) ? completion.choices[0] : undefined;
+      if (!choice || typeof choice.message !== 'object') {
+        throw upstreamError({ provider: name, network: true, type: 'malformed_response', message: 'the answer is not a chat completion' });
+      }
+      const text = choice.message.content ?? '';
+      return {
+        text,
+        model: completion.model,
+        usage: completion.usage
+          ? usageOf(completion.usage)
+          : { inputTokens: estimatePromptTokens(req.system, req.messages), outputTokens: Math.max(1, Math.ceil(text.length / 4)) },
+        stopReason: stopReasonOf(choice.finish_reason),
+      };
+    },
+
+    async stream(req, onText: TextListener): Promise<CompletionResult> {
+      if (req.signal?.aborted) throw cancelledError(name);
+      let model = req.model;
+      let text = '';
+      let deltas = 0;
+      let finish: string | null | undefined;
+      let reported: Usage | undefined;
+      let started = false;
+      let listenerError: unknown;
+      // Without a usage chunk, input is estimated from the prompt and output is one token per delta.
+      const consumed = (): Usage => reported ?? { inputTokens: estimatePromptTokens(req.system, req.messages), outputTokens: deltas };
+
+      try {
+        const chunks = await client.chat.completions.create(
+          { ...params(req), stream: true, stream_options: { include_usage: true } },
+          { signal: req.signal },
+        );
+        started = true;
+        for await (const chunk of chunks) {
+          // Chunks already buffered keep coming after an abort; none of them reached the caller.
+          if (req.signal?.aborted) break;
+          if (chunk.model) model = chunk.model;
+          if (chunk.usage) reported = usageOf(chunk.usage);
+          const choice = chunk.choices[0];
+          if (!choice) continue;
+          const delta = choice.delta?.content;
+          if (delta) {
+            text += delta;
+            deltas += 1;
+            try {
+              onText(delta);
+            } catch (err) {
+              listenerError = err;
+              throw err;
+            }
+          }
+          if (choice.finish_reason) finish = choice.finish_reason;
+        }
+      } catch (err) {
+        if (err === listenerError) throw err;
+        throw toGatewayError(err, req.signal, started ? consumed() : undefined);
+      }
+      // The SDK ends the iteration quietly when the signal aborts mid-stream.
+      if (req.signal?.aborted) throw cancelledError(name, consumed());
+      if (!finish) {
+        throw upstreamError({ provider: name, network: true, type: 'stream_incomplete', message: 'the stream ended without a finish_reason', usage: consumed() });
+      }
+      return { text, model, usage: consumed(), stopReason: stopReasonOf(finish) };
+    },
+  };
+}
+
+/** Client options that send every call through an HTTP(S) proxy (undici's fetch, to match its dispatcher). */
+function proxied(proxy: string): Pick<NonNullable<ConstructorParameters<typeof OpenAI>[0]>, 'fetch' | 'fetchOptions'> {
+  return {
+    fetch: undiciFetch as unknown as typeof globalThis.fetch,
+    fetchOptions: { dispatcher: new ProxyAgent(proxy) } as NonNullable<ConstructorParameters<typeof OpenAI>[0]>['fetchOptions'],
+  };
+}

@@ -1,0 +1,181 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { GatewayError } from '../../src/errors.js';
+import { createAnthropicProvider, type AnthropicConfig } from '../../src/providers/anthropic.js';
+import type { CompletionRequest } from '../../src/providers/provider.js';
+import { startFakeAnthropic } from '../../tools/fake-providers/anthropic.js';
+import { startFakeProxy } from '../../tools/fake-providers/http.js';
+import type { FakeProviderServer } from '../../tools/fake-providers/types.js';
+import { providerContract } from './contract.js';
+
+const KEY = 'sk-ant-test-0123456789';
+const MODEL = 'claude-sonnet-4-5';
+
+function config(fake: FakeProviderServer, over: Partial<AnthropicConfig> = {}): AnthropicConfig {
+  return { kind: 'anthropic', apiKey: KEY, baseUrl: fake.url, timeoutMs: 1500, maxRetries: 0, ...over };
+}
+
+providerContract({
+  kind: 'anthropic',
+  model: MODEL,
+  startFake: () => startFakeAnthropic({ apiKey: KEY }),
+  makeProvider: (fake, { timeoutMs }) => createAnthropicProvider('anthropic', config(fake, { timeoutMs })),
+});
+
+async function failure(p: Promise<unknown>): Promise<GatewayError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(GatewayError);
+  return err as GatewayError;
+}
+
+const request: CompletionRequest = {
+  model: MODEL,
+  system: 'Answer in French.',
+  messages: [{ role: 'user', content: 'Name a colour' }],
+  maxTokens: 50,
+  temperature: 0.7,
+};
+
+describe('Anthropic adapter specifics', () => {
+  let fake: FakeProviderServer;
+  beforeAll(async () => {
+    fake = await startFakeAnthropic({ apiKey: KEY });
+  });
+  afterAll(() => fake.close());
+  beforeEach(() => fake.reset());
+
+  it('sends the model, system prompt, messages and max_tokens, and leaves temperature out (API 2026-10-21 refuses it)', async () => {
+    await createAnthropicProvider('anthropic', config(fake)).complete(request);
+    expect(fake.requests[0]!.path).toBe('/v1/messages');
+    expect(fake.requests[0]!.body).toEqual({
+      model: MODEL,
+      system: 'Answer in French.',
+      messages: [{ role: 'user', content: 'Name a colour' }],
+      max_tokens: 50,
+    });
+  });
+
+  it('fake refuses sampling parameters on API version 2026-10-21 and accepts them on 2023-06-01', async () => {
+    const send = (version: string): Promise<Response> =>
+      fetch(`${fake.url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'x-api-key': KEY, 'anthropic-version': version, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: MODEL, max_tokens: 2, temperature: 0.2, messages: [{ role: 'user', content: 'hi' }] }),
+      });
+    const refused = await send('2026-10-21');
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toEqual({
+      type: 'error',
+      error: { type: 'invalid_request_error', message: 'temperature: Extra inputs are not permitted' },
+      request_id: expect.stringMatching(/^req_/),
+    });
+    expect((await send('2023-06-01')).status).toBe(200);
+  });
+
+  it('authenticates with a Bearer key and an anthropic-version header, as SDK 1.x does', async () => {
+    await createAnthropicProvider('anthropic', config(fake)).complete(request);
+    expect(fake.requests[0]!.headers.authorization).toBe(`Bearer ${KEY}`);
+    expect(fake.requests[0]!.headers['anthropic-version']).toEqual(expect.any(String));
+  });
+
+  it('fake also accepts the x-api-key header that older SDKs and curl users send', async () => {
+    const res = await fetch(`${fake.url}/v1/messages`, {
+      method: 'POST',
+      headers: { 'x-api-key': KEY, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, max_tokens: 2, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({
+      id: expect.stringMatching(/^msg_/),
+      type: 'message',
+      role: 'assistant',
+      model: MODEL,
+      content: [{ type: 'text', text: 'fake anthropic' }],
+      stop_reason: 'max_tokens',
+      stop_sequence: null,
+      usage: { input_tokens: 1, output_tokens: 2, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, service_tier: 'standard' },
+    });
+  });
+
+  it('fake answers a request without any key with an authentication_error body', async () => {
+    const res = await fetch(`${fake.url}/v1/messages`, { method: 'POST', headers: { 'anthropic-version': '2023-06-01' }, body: '{}' });
+    expect(res.status).toBe(401);
+    const body = (await res.json()) as { type: string; error: { type: string } };
+    expect(body.type).toBe('error');
+    expect(body.error.type).toBe('authentication_error');
+  });
+
+  it('reports a wrong key as PROVIDER_ERROR with status 401, without echoing the key', async () => {
+    const wrong = 'sk-ant-wrong-key-987';
+    const err = await failure(createAnthropicProvider('anthropic', config(fake, { apiKey: wrong })).complete(request));
+    expect(err.code).toBe('PROVIDER_ERROR');
+    expect(err.details.status).toBe(401);
+    expect(err.details.upstreamType).toBe('authentication_error');
+    expect(err.message).not.toContain(wrong);
+  });
+
+  it('maps 529 overloaded to PROVIDER_UNAVAILABLE', async () => {
+    fake.failNext({ kind: 'status', status: 529 });
+    const err = await failure(createAnthropicProvider('anthropic', config(fake)).complete(request));
+    expect(err.code).toBe('PROVIDER_UNAVAILABLE');
+    expect(err.details.status).toBe(529);
+    expect(err.details.upstreamType).toBe('overloaded_error');
+  });
+
+  it('charges the cut stream with the input from message_start and every delta received', async () => {
+    fake.failNext({ kind: 'cut', afterWords: 2 });
+    const err = await failure(createAnthropicProvider('anthropic', config(fake)).stream(request, () => {}));
+    expect(err.details.usage).toEqual({ inputTokens: 6, outputTokens: 2 });
+  });
+
+  it('says CANCELLED and charges what streamed when the caller aborts midway', async () => {
+    const controller = new AbortController();
+    const deltas: string[] = [];
+    const err = await failure(
+      createAnthropicProvider('anthropic', config(fake)).stream({ ...request, signal: controller.signal }, (d) => {
+        deltas.push(d);
+        if (deltas.length === 2) controller.abort();
+      }),
+    );
+    expect(err.code).toBe('CANCELLED');
+    expect(err.details.usage).toEqual({ inputTokens: 6, outputTokens: 2 });
+  });
+});
+
+describe('Anthropic prompt-cache accounting', () => {
+  let fake: FakeProviderServer;
+  beforeAll(async () => {
+    fake = await startFakeAnthropic({ apiKey: KEY, cacheReadTokens: 4 });
+  });
+  afterAll(() => fake.close());
+
+  it('counts cache reads inside inputTokens and reports them as cachedInputTokens', async () => {
+    const result = await createAnthropicProvider('anthropic', config(fake)).complete(request);
+    expect(result.usage).toEqual({ inputTokens: 6, cachedInputTokens: 4, outputTokens: 7 });
+  });
+
+  it('does the same for a streamed call', async () => {
+    const result = await createAnthropicProvider('anthropic', config(fake)).stream(request, () => {});
+    expect(result.usage).toEqual({ inputTokens: 6, cachedInputTokens: 4, outputTokens: 7 });
+    expect(result.stopReason).toBe('end_turn');
+  });
+});
+
+describe('Anthropic adapter behind a corporate proxy', () => {
+  it('sends its calls through the proxy it was given', async () => {
+    const fake = await startFakeAnthropic({ apiKey: KEY });
+    const proxy = await startFakeProxy();
+    try {
+      const provider = createAnthropicProvider('anthropic', config(fake), { proxy: proxy.url });
+      const result = await provider.complete(request);
+      expect(result.text).toBe('fake anthropic reply to: Name a colour');
+      expect(proxy.targets).toEqual([`127.0.0.1:${fake.port}`]);
+      expect(fake.requests).toHaveLength(1);
+    } finally {
+      await proxy.close();
+      await fake.close();
+    }
+  });
+});

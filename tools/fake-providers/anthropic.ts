@@ -1,0 +1,158 @@
+/**
+ * A local Anthropic Messages API (`POST /v1/messages`) that the real @anthropic-ai/sdk talks to over
+ * HTTP: the same JSON and SSE shapes, error bodies and headers as the real service, with the
+ * deterministic token rules of types.ts so tests can assert usage exactly.
+ */
+import type { ServerResponse } from 'node:http';
+import { bearerToken, openEventStream, sendJson, sendMalformedJson, startFakeHttpServer, writeFlushed, type FakeCall } from './http.js';
+import { countWords, replyWords, type FakeProviderServer } from './types.js';
+
+export interface FakeAnthropicOptions {
+  /** The only key accepted; when unset, any non-empty key is. */
+  apiKey?: string;
+  /** Input tokens to report as read from the prompt cache (capped at the prompt's tokens). */
+  cacheReadTokens?: number;
+}
+
+/** Anthropic's error `type` for each HTTP status it documents. */
+export function anthropicErrorType(status: number): string {
+  const types: Record<number, string> = {
+    400: 'invalid_request_error',
+    401: 'authentication_error',
+    402: 'billing_error',
+    403: 'permission_error',
+    404: 'not_found_error',
+    413: 'request_too_large',
+    429: 'rate_limit_error',
+    504: 'timeout_error',
+    529: 'overloaded_error',
+  };
+  return types[status] ?? (status >= 500 ? 'api_error' : 'invalid_request_error');
+}
+
+let sequence = 0;
+
+function sendError(res: ServerResponse, status: number, message: string, requestId: string): void {
+  sendJson(res, status, { type: 'error', error: { type: anthropicErrorType(status), message }, request_id: requestId }, { 'request-id': requestId });
+}
+
+/** Text of a string or of an array of content blocks (only text blocks count). */
+function textOf(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content
+    .map((b: unknown) => (typeof b === 'object' && b !== null && (b as { type?: unknown }).type === 'text' ? String((b as { text?: unknown }).text ?? '') : ''))
+    .join(' ');
+}
+
+interface MessagesBody {
+  model: string;
+  max_tokens: number;
+  messages: { role: string; content: unknown }[];
+  system?: unknown;
+  stream?: boolean;
+}
+
+/** The API version that stopped accepting sampling parameters; older versions still take them. */
+const NO_SAMPLING_SINCE = '2026-10-21';
+
+function validate(body: unknown, version: string): MessagesBody | string {
+  if (typeof body !== 'object' || body === null) return 'request body must be a JSON object';
+  const b = body as Record<string, unknown>;
+  if (version >= NO_SAMPLING_SINCE) {
+    for (const field of ['temperature', 'top_p', 'top_k']) if (field in b) return `${field}: Extra inputs are not permitted`;
+  }
+  if (typeof b.model !== 'string' || b.model === '') return 'model: Field required';
+  if (typeof b.max_tokens !== 'number' || !Number.isInteger(b.max_tokens) || b.max_tokens < 1) return 'max_tokens: Field required';
+  if (!Array.isArray(b.messages) || b.messages.length === 0) return 'messages: at least one message is required';
+  return b as unknown as MessagesBody;
+}
+
+export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promise<FakeProviderServer> {
+  const base = await startFakeHttpServer(handle);
+
+  async function handle(call: FakeCall): Promise<void> {
+    const { req, res, fault } = call;
+    const n = ++sequence;
+    const requestId = `req_fake${n}`;
+    if (req.method !== 'POST' || call.path !== '/v1/messages') return sendError(res, 404, `${req.method} ${call.path} not found`, requestId);
+    // SDK 1.x sends `Authorization: Bearer`, 0.x and curl users `x-api-key`; with both, x-api-key wins.
+    const header = req.headers['x-api-key'];
+    const key = (Array.isArray(header) ? header[0] : header) ?? bearerToken(req);
+    if (!key || (opts.apiKey !== undefined && key !== opts.apiKey)) return sendError(res, 401, 'invalid x-api-key', requestId);
+    const version = req.headers['anthropic-version'];
+    if (typeof version !== 'string' || version === '') return sendError(res, 400, 'anthropic-version: header is required', requestId);
+    if (fault?.kind === 'status') return sendError(res, fault.status, `fake fault: HTTP ${fault.status}`, requestId);
+    const body = validate(call.record.body, version);
+    if (typeof body === 'string') return sendError(res, 400, body, requestId);
+
+    const lastUser = [...body.messages].reverse().find((m) => m.role === 'user');
+    const fullLength = replyWords('anthropic', textOf(lastUser?.content), Number.MAX_SAFE_INTEGER).length;
+    const words = replyWords('anthropic', textOf(lastUser?.content), body.max_tokens);
+    const stopReason = fullLength > body.max_tokens ? 'max_tokens' : 'end_turn';
+    const promptWords = body.messages.reduce((sum, m) => sum + countWords(textOf(m.content)), countWords(textOf(body.system)));
+    const cacheRead = Math.min(opts.cacheReadTokens ?? 0, promptWords);
+    const usageIn = { input_tokens: promptWords - cacheRead, cache_creation_input_tokens: 0, cache_read_input_tokens: cacheRead };
+    const id = `msg_fake${String(n).padStart(6, '0')}`;
+    const headers = { 'request-id': requestId };
+
+    if (!body.stream) {
+      if (fault?.kind === 'malformed') return sendMalformedJson(res, headers);
+      if (fault?.kind === 'cut') {
+        res.writeHead(200, { 'content-type': 'application/json', ...headers });
+        return call.cut();
+      }
+      return sendJson(
+        res,
+        200,
+        {
+          id,
+          type: 'message',
+          role: 'assistant',
+          model: body.model,
+          content: [{ type: 'text', text: words.join('') }],
+          stop_reason: stopReason,
+          stop_sequence: null,
+          usage: { ...usageIn, output_tokens: words.length, service_tier: 'standard' },
+        },
+        headers,
+      );
+    }
+
+    openEventStream(res, headers);
+    const frame = (event: string, data: unknown): Promise<boolean> => writeFlushed(res, `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    const message = { id, type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, stop_sequence: null };
+    await frame('message_start', { type: 'message_start', message: { ...message, usage: { ...usageIn, output_tokens: 1, service_tier: 'standard' } } });
+    await frame('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
+    await frame('ping', { type: 'ping' });
+    if (fault?.kind === 'malformed') {
+      await writeFlushed(res, 'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":\n\n');
+      res.end();
+      return;
+    }
+    const sent = fault?.kind === 'cut' ? words.slice(0, fault.afterWords) : words;
+    for (const text of sent) {
+      if (!(await frame('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } }))) return;
+    }
+    if (fault?.kind === 'cut') return call.cut();
+    await frame('content_block_stop', { type: 'content_block_stop', index: 0 });
+    await frame('message_delta', {
+      type: 'message_delta',
+      delta: { stop_reason: stopReason, stop_sequence: null },
+      usage: { output_tokens: words.length },
+    });
+    await frame('message_stop', { type: 'message_stop' });
+    res.end();
+  }
+
+  return {
+    kind: 'anthropic',
+    url: base.origin,
+    port: base.port,
+    requests: base.requests,
+    failNext: (fault, times) => base.failNext(fault, times),
+    setLatency: (ms) => base.setLatency(ms),
+    reset: () => base.reset(),
+    close: () => base.close(),
+  };
+}
