@@ -37,6 +37,8 @@ export interface DecisionEvent {
   'tollgate.reserved'?: { budget: string; subject: string; amount: number }[];
   'tollgate.charged'?: { budget: string; subject: string; amount: number; unit: string }[];
   'tollgate.estimated_input_tokens': number;
+  /** Max tokens sent upstream after lowering it to what the budget named can pay for. */
+  'tollgate.output_clamp'?: { max_tokens: number; budget: string };
   'tollgate.cost_usd': number;
   'tollgate.attempts': { model: string; provider: string; ok: boolean; error?: string; ms: number }[];
   'tollgate.latency_ms': number;
@@ -82,6 +84,7 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
     'tollgate.reserved': ctx.reservation?.amounts.length
       ? ctx.lines.map((l, i) => ({ budget: l.budget.config.id, subject: l.subject, amount: ctx.reservation!.amounts[i]! }))
       : undefined,
+    'tollgate.output_clamp': ctx.outputClamp ? { max_tokens: ctx.outputClamp.tokens, budget: ctx.outputClamp.budgetId } : undefined,
     'tollgate.charged': ctx.charged?.map((amount, i) => ({
       budget: ctx.lines[i]!.budget.config.id,
       subject: ctx.lines[i]!.subject,

@@ -43,6 +43,8 @@ export interface CallContext {
   decision?: Decision;
   /** The model and amounts reserved; set once the reservation holds. */
   reservation?: { model: ModelInfo; tier: string; amounts: number[] };
+  /** Max tokens lowered to what the remaining budget can pay for, and the budget that set it. */
+  outputClamp?: { tokens: number; budgetId: string };
   attempts: Attempt[];
   /** The model that served the call and what it returned. */
   served?: { model: ModelInfo; responseModel: string; text: string; stopReason?: string };

@@ -138,9 +138,11 @@ export const policySchema = z
         maxTokensCeiling: positiveInt.default(32_768),
         maxInputChars: positiveInt.default(400_000),
         reservationTtlSeconds: positiveInt.default(600),
+        /** When the budgets left can pay for fewer output tokens than asked, max tokens is lowered to fit, but not below this. */
+        minOutputTokens: positiveInt.default(16),
       })
       .strict()
-      .default({ maxTokensCeiling: 32_768, maxInputChars: 400_000, reservationTtlSeconds: 600 }),
+      .default({ maxTokensCeiling: 32_768, maxInputChars: 400_000, reservationTtlSeconds: 600, minOutputTokens: 16 }),
     metering: z
       .object({ logPrompts: z.boolean().default(false) })
       .strict()

@@ -1,6 +1,6 @@
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { applicableLines } from '../../src/pipeline/budgets.js';
+import { applicableLines, estimateInputTokens } from '../../src/pipeline/budgets.js';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 
@@ -126,5 +126,29 @@ describe('budgets through the MCP client', () => {
     const a = (await alice.callTool({ name: 'complete', arguments: { prompt: 'hi', max_tokens: 10 } })).structuredContent as { tier: string };
     const c = (await carol.callTool({ name: 'complete', arguments: { prompt: 'hi', max_tokens: 10 } })).structuredContent as { tier: string };
     expect([a.tier, c.tier]).toEqual(['economy', 'standard']);
+  });
+
+  it('lowers max_tokens to what the budget can still pay for instead of refusing', async () => {
+    gw = await startTestGateway(basicPolicy({ userTokens: 1000, tierDownBelow: 1 }));
+    const prompt = Array.from({ length: 30 }, (_, i) => `w${i}`).join(' ');
+    const estimate = estimateInputTokens([prompt]);
+    await precharge(gw, KEYS.alice, 1000 - estimate - 20); // room for the estimated input and 20 output tokens
+    const alice = await connect(KEYS.alice);
+    const r = (await alice.callTool({ name: 'complete', arguments: { prompt, max_tokens: 500 } })).structuredContent as {
+      usage: { outputTokens: number };
+      decision: { effect: string; reason: string };
+    };
+    expect(r.usage.outputTokens).toBe(20);
+    expect(r.decision).toMatchObject({ effect: 'allow', reason: 'within policy and budget; max_tokens lowered to 20, all that budget user-weekly can pay for' });
+    expect(gw.events.at(-1)).toMatchObject({ 'tollgate.output_clamp': { max_tokens: 20, budget: 'user-weekly' }, 'gen_ai.request.max_tokens': 500 });
+  });
+
+  it('refuses rather than clamp below limits.minOutputTokens', async () => {
+    gw = await startTestGateway(basicPolicy({ userTokens: 1000, tierDownBelow: 1 }));
+    await precharge(gw, KEYS.alice, 1000 - estimateInputTokens(['hi']) - 15); // room for 15 output tokens, under the default 16
+    const alice = await connect(KEYS.alice);
+    const e = errorOf(await alice.callTool({ name: 'complete', arguments: { prompt: 'hi', max_tokens: 500 } }));
+    expect(e.code).toBe('BUDGET_EXHAUSTED');
+    expect(e.details).toMatchObject({ budgetId: 'user-weekly', remaining: estimateInputTokens(['hi']) + 15, requested: estimateInputTokens(['hi']) + 500 });
   });
 });

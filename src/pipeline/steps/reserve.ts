@@ -11,9 +11,33 @@ export interface ReserveStepOptions {
   fallbackStore: QuotaStore;
 }
 
-/** The output tokens a call may produce on `model`: what was asked, within the model's own ceiling. */
+/**
+ * The output tokens a call may produce on `model`: what was asked, within the model's own ceiling
+ * and within what the remaining budgets can pay for (the clamp).
+ */
 export function outputCap(ctx: CallContext, model: ModelInfo): number {
-  return Math.min(ctx.request.maxTokens, model.maxOutputTokens);
+  return Math.min(ctx.request.maxTokens, model.maxOutputTokens, ctx.outputClamp?.tokens ?? Number.POSITIVE_INFINITY);
+}
+
+/**
+ * The most output tokens every line's remaining budget can pay for on every model of a tier, given
+ * the estimated input, from the snapshot read before deciding. Undefined when no line constrains.
+ */
+function affordableOutput(ctx: CallContext, models: ModelInfo[]): { tokens: number; budgetId: string } | undefined {
+  let best: { tokens: number; budgetId: string } | undefined;
+  ctx.budgets.forEach((b) => {
+    const remaining = b.budget.limit - b.used - b.reserved;
+    for (const m of models) {
+      const tokens =
+        b.budget.unit === 'tokens'
+          ? remaining - ctx.estimatedInputTokens
+          : m.price.outputPerMTok > 0
+            ? Math.floor((remaining - ctx.estimatedInputTokens * m.price.inputPerMTok) / m.price.outputPerMTok)
+            : Number.POSITIVE_INFINITY;
+      if (!best || tokens < best.tokens) best = { tokens, budgetId: b.budget.config.id };
+    }
+  });
+  return best && Number.isFinite(best.tokens) ? best : undefined;
 }
 
 /**
@@ -35,8 +59,24 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
     const tiers = [decision.tier, ...decision.fallbackTiers];
     let refusal: Extract<ReserveOutcome, { ok: false }> | undefined;
     let holder: QuotaStore | undefined;
+    // First every tier at the max tokens asked for (a cheaper tier keeps the answer whole), then, if
+    // none fits, every tier again with max tokens lowered to what the budgets can still pay for,
+    // unless that leaves fewer than limits.minOutputTokens: then the caller is told the budget is exhausted.
+    const tierModels = (tier: string) =>
+      tier === decision.tier ? decision.candidates : ctx.policy.config.tiers[tier]!.map((r) => ctx.policy.models.get(r)!);
+    const plans: { tier: string; clamp?: { tokens: number; budgetId: string } }[] = tiers.map((tier) => ({ tier }));
     for (const tier of tiers) {
-      const models = tier === decision.tier ? decision.candidates : ctx.policy.config.tiers[tier]!.map((r) => ctx.policy.models.get(r)!);
+      const models = tierModels(tier);
+      const affordable = affordableOutput(ctx, models);
+      const wanted = Math.max(...models.map((m) => outputCap(ctx, m)));
+      if (affordable && affordable.tokens < wanted && affordable.tokens >= ctx.policy.config.limits.minOutputTokens) {
+        plans.push({ tier, clamp: affordable });
+      }
+    }
+    for (const plan of plans) {
+      const { tier } = plan;
+      const models = tierModels(tier);
+      ctx.outputClamp = plan.clamp;
       const amounts = ctx.lines.map((l) =>
         Math.max(...models.map((m) => amountFor(l.budget, m, { inputTokens: ctx.estimatedInputTokens, outputTokens: outputCap(ctx, m) }))),
       );
@@ -57,10 +97,17 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
             reason: `Budget ${refusal?.budgetId} cannot cover a ${decision.tier} call; served by tier ${tier}.`,
           };
         }
+        if (ctx.outputClamp && ctx.decision) {
+          ctx.decision = {
+            ...ctx.decision,
+            reason: `${ctx.decision.reason}; max_tokens lowered to ${ctx.outputClamp.tokens}, all that budget ${ctx.outputClamp.budgetId} can pay for`,
+          };
+        }
         ctx.reservation = { model: models[0]!, tier, amounts };
         break;
       }
       refusal ??= outcome;
+      ctx.outputClamp = undefined;
     }
     if (!ctx.reservation || !holder) {
       const line = ctx.lines.find((l) => l.budget.config.id === refusal?.budgetId && l.subject === refusal?.subject);
