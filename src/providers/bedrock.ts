@@ -32,19 +32,20 @@ import type { ProviderBuildOptions } from './registry.js';
 export type BedrockConfig = Extract<ProviderConfig, { kind: 'bedrock' }>;
 
 /**
- * HTTP statuses Bedrock documents for its errors. An exception that arrives as an event inside a
- * 200 stream has no status of its own, so it is given the one the same error has as a response.
- * A model stream error is a cut stream by another name, hence retryable like one.
+ * The HTTP status the Bedrock API reference gives each error. An exception that arrives as an
+ * event inside a 200 stream carries no status of its own, so it gets the documented one.
+ * ModelStreamErrorException (documented 424, "retry your request") is left out on purpose: it
+ * is a stream that broke midway and is reported like a cut stream, which the pipeline retries.
  */
 const STATUS_OF: Record<string, number> = {
   AccessDeniedException: 403,
   ValidationException: 400,
   ResourceNotFoundException: 404,
   ModelTimeoutException: 408,
+  ModelErrorException: 424,
   ThrottlingException: 429,
   ModelNotReadyException: 429,
   InternalServerException: 500,
-  ModelStreamErrorException: 503,
   ServiceUnavailableException: 503,
 };
 
@@ -108,7 +109,7 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
     const message = (e.message ?? String(err)).split('\n')[0] ?? '';
     if (err instanceof BedrockRuntimeServiceException) {
       const status = err.$metadata?.httpStatusCode ?? STATUS_OF[err.name];
-      return upstreamError({ provider: name, status, type: err.name, message, usage }, err);
+      return upstreamError({ provider: name, status, network: status === undefined, type: err.name, message, usage }, err);
     }
     if (e.name === 'TimeoutError' || (e.code !== undefined && NETWORK_CODES.has(e.code)) || message === 'aborted') {
       return upstreamError({ provider: name, network: true, type: e.name === 'TimeoutError' ? 'timeout' : (e.code ?? 'connection lost'), message, usage }, err);
@@ -164,6 +165,8 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
         opened = true;
         if (!out.stream) throw new Error('the ConverseStream answer has no event stream');
         for await (const event of out.stream) {
+          // Events already buffered would otherwise still be read after the caller gave up.
+          if (req.signal?.aborted) throw cancelledError(name, partial());
           const delta = event.contentBlockDelta?.delta?.text;
           if (delta !== undefined) {
             text += delta;

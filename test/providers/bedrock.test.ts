@@ -40,6 +40,14 @@ async function rejection(p: Promise<unknown>): Promise<GatewayError> {
   return err as GatewayError;
 }
 
+async function until(check: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 const request = (over: Partial<CompletionRequest> = {}): CompletionRequest => ({
   model: MODEL,
   system: 'You are terse.',
@@ -106,6 +114,15 @@ describe('Bedrock adapter specifics', () => {
     expect(body.inferenceConfig).toEqual({ maxTokens: 50 });
   });
 
+  it('counts prompt-cache reads and writes as input, since Bedrock leaves them out of inputTokens', async () => {
+    fake.setPromptCache({ readTokens: 4, writeTokens: 2 });
+    const total = promptTokens('You are terse.', request().messages);
+    const result = await provider().complete(request());
+    expect(result.usage).toEqual({ inputTokens: total, outputTokens: 7, cachedInputTokens: 4 });
+    const streamed = await provider().stream(request(), () => {});
+    expect(streamed.usage).toEqual({ inputTokens: total, outputTokens: 7, cachedInputTokens: 4 });
+  });
+
   it('maps ThrottlingException to PROVIDER_UNAVAILABLE with status 429', async () => {
     fake.failNext({ kind: 'status', status: 429 });
     const err = await rejection(provider().complete(request()));
@@ -155,7 +172,51 @@ describe('Bedrock adapter specifics', () => {
     const err = await rejection(provider().stream(request(), () => {}));
     expect(err.code).toBe('PROVIDER_UNAVAILABLE');
     expect(err.details.upstreamType).toBe('ModelStreamErrorException');
+    expect(err.details.status).toBeUndefined();
+    expect(err.message).toBe('Provider bedrock-eu failed (ModelStreamErrorException): The model stopped.');
     expect(err.details.usage).toEqual({ inputTokens: estimateInputTokens(request()), outputTokens: 1 });
+  });
+
+  it('closes the upstream stream when the caller cancels midway, and charges what was streamed', async () => {
+    fake.setWordDelay(50);
+    const controller = new AbortController();
+    const deltas: string[] = [];
+    const pending = provider().stream(request({ signal: controller.signal }), (d) => {
+      deltas.push(d);
+      if (deltas.length === 2) controller.abort();
+    });
+    const err = await rejection(pending);
+    expect(err.code).toBe('CANCELLED');
+    expect(err.details).toEqual({ provider: 'bedrock-eu', usage: { inputTokens: estimateInputTokens(request()), outputTokens: 2 } });
+    expect(deltas).toEqual(['fake ', 'bedrock ']);
+    await until(() => fake.requests[0]!.aborted);
+    expect(fake.requests[0]!.completed).toBe(false);
+  });
+
+  it('times out a stream that goes silent after it opened, charging the input', async () => {
+    fake.setWordDelay(1000);
+    const quick = createBedrockProvider('bedrock-eu', bedrockConfig(fake, { timeoutMs: 300 }));
+    const err = await rejection(quick.stream(request(), () => {}));
+    expect(err.code).toBe('PROVIDER_UNAVAILABLE');
+    expect(err.details).toEqual({
+      provider: 'bedrock-eu',
+      upstreamType: 'timeout',
+      usage: { inputTokens: estimateInputTokens(request()), outputTokens: 0 },
+    });
+    await until(() => fake.requests[0]!.aborted);
+  });
+
+  it('stops reading events already received once the caller cancels', async () => {
+    const controller = new AbortController();
+    const deltas: string[] = [];
+    const err = await rejection(
+      provider().stream(request({ signal: controller.signal }), (d) => {
+        deltas.push(d);
+        controller.abort();
+      }),
+    );
+    expect(err.code).toBe('CANCELLED');
+    expect(deltas).toEqual(['fake ']);
   });
 
   it('estimates the input of a failed stream at one token per four characters, at least one per message', () => {

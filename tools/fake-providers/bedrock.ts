@@ -23,6 +23,13 @@ export interface StreamException {
 export interface FakeBedrockServer extends FakeProviderServer {
   /** The next streamed call sends `afterWords` deltas, then this exception event, then ends. */
   failNextStreamWith(exception: StreamException): void;
+  /** Pause between streamed deltas, ms (default 0), so a test can act in the middle of a stream. */
+  setWordDelay(ms: number): void;
+  /**
+   * Reports this many prompt tokens as read from / written to the prompt cache. As Bedrock does,
+   * they are then left out of `inputTokens`, which counts only the rest of the prompt.
+   */
+  setPromptCache(cache: { readTokens: number; writeTokens: number }): void;
 }
 
 /** The error type Bedrock names in `x-amzn-errortype` for each status the fake can be asked for. */
@@ -72,6 +79,8 @@ export async function startFakeBedrock(opts: { latencyMs?: number } = {}): Promi
   const faults: FakeFault[] = [];
   const streamExceptions: StreamException[] = [];
   let latencyMs = opts.latencyMs ?? 0;
+  let wordDelayMs = 0;
+  let cache = { readTokens: 0, writeTokens: 0 };
   const sockets = new Set<Socket>();
   const codec = new EventStreamCodec(toUtf8, fromUtf8);
   const cutByFake = new WeakSet<ServerResponse>();
@@ -139,7 +148,13 @@ export async function startFakeBedrock(opts: { latencyMs?: number } = {}): Promi
     const inputTokens = promptTokens(call.system, call.messages);
     const words = replyWords('bedrock', lastUser, call.maxTokens);
     const stopReason = words.length >= call.maxTokens ? 'max_tokens' : 'end_turn';
-    const usage = { inputTokens, outputTokens: words.length, totalTokens: inputTokens + words.length };
+    const cached = cache.readTokens + cache.writeTokens;
+    const usage = {
+      inputTokens: inputTokens - cached,
+      outputTokens: words.length,
+      totalTokens: inputTokens + words.length,
+      ...(cached > 0 ? { cacheReadInputTokens: cache.readTokens, cacheWriteInputTokens: cache.writeTokens } : {}),
+    };
     const metrics = { latencyMs: latencyMs + 1 };
     const requestId = randomUUID();
 
@@ -167,6 +182,7 @@ export async function startFakeBedrock(opts: { latencyMs?: number } = {}): Promi
     }
     const stopAfter = fault?.kind === 'cut' ? fault.afterWords : exception ? exception.afterWords : words.length;
     for (const text of words.slice(0, stopAfter)) {
+      if (wordDelayMs > 0) await new Promise((r) => setTimeout(r, wordDelayMs));
       if (rec.aborted) return;
       await write(res, frame('contentBlockDelta', { contentBlockIndex: 0, delta: { text } }));
     }
@@ -234,11 +250,19 @@ export async function startFakeBedrock(opts: { latencyMs?: number } = {}): Promi
     setLatency(ms) {
       latencyMs = ms;
     },
+    setWordDelay(ms) {
+      wordDelayMs = ms;
+    },
+    setPromptCache(c) {
+      cache = { ...c };
+    },
     reset() {
       requests.length = 0;
       faults.length = 0;
       streamExceptions.length = 0;
       latencyMs = 0;
+      wordDelayMs = 0;
+      cache = { readTokens: 0, writeTokens: 0 };
     },
     close() {
       for (const s of sockets) s.destroy();
