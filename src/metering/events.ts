@@ -40,7 +40,7 @@ export interface DecisionEvent {
   /** Max tokens sent upstream after lowering it to what the budget named can pay for. */
   'tollgate.output_clamp'?: { max_tokens: number; budget: string };
   'tollgate.cost_usd': number;
-  'tollgate.attempts': { model: string; provider: string; ok: boolean; error?: string; ms: number }[];
+  'tollgate.attempts': { model: string; provider: string; ok: boolean; error?: string; status?: number; ms: number }[];
   'tollgate.latency_ms': number;
   'tollgate.upstream_ms'?: number;
   'gen_ai.prompt'?: unknown;
@@ -93,7 +93,7 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
     })),
     'tollgate.estimated_input_tokens': ctx.estimatedInputTokens,
     'tollgate.cost_usd': (ctx.costMicroUsd ?? 0) / 1e6,
-    'tollgate.attempts': ctx.attempts.map((a) => ({ model: a.model, provider: a.provider, ok: a.ok, error: a.errorCode, ms: a.ms })),
+    'tollgate.attempts': ctx.attempts.map((a) => ({ model: a.model, provider: a.provider, ok: a.ok, error: a.errorCode, status: a.status, ms: a.ms })),
     'tollgate.latency_ms': now - ctx.startedAt,
     'tollgate.upstream_ms': ctx.upstreamMs,
   };
