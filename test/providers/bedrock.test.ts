@@ -1,8 +1,13 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer as createHttpsServer, get as httpsGet } from 'node:https';
 import { connect, type AddressInfo, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
-import { createBedrockProvider, estimateInputTokens, type BedrockConfig } from '../../src/providers/bedrock.js';
+import { createBedrockProvider, estimateInputTokens, proxyAgents, type BedrockConfig } from '../../src/providers/bedrock.js';
 import type { CompletionRequest } from '../../src/providers/provider.js';
 import { startFakeBedrock, type FakeBedrockServer } from '../../tools/fake-providers/bedrock.js';
 import { promptTokens, replyWords } from '../../tools/fake-providers/types.js';
@@ -270,7 +275,7 @@ async function startConnectProxy(refuse = false): Promise<{ url: string; connect
     connects.push({ target: req.url ?? '', auth: req.headers['proxy-authorization'] });
     if (refuse) return void client.end('HTTP/1.1 407 Proxy Authentication Required\r\n\r\n');
     const [host, port] = (req.url ?? '').split(':');
-    const upstream = connect(Number(port), host, () => {
+    const upstream = connect(Number(port), host === 'localhost' ? '127.0.0.1' : host, () => {
       client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
       upstream.write(head);
       upstream.pipe(client);
@@ -330,5 +335,46 @@ describe('Bedrock adapter through a corporate proxy', () => {
     } finally {
       await proxy.close();
     }
+  });
+
+  let hasOpenssl = true;
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+  } catch {
+    hasOpenssl = false;
+  }
+
+  it.skipIf(!hasOpenssl)('runs TLS end to end inside the tunnel, checking the certificate of the real host', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-tls-'));
+    const proxy = await startConnectProxy();
+    let server: ReturnType<typeof createHttpsServer> | undefined;
+    try {
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
+        '-addext', 'subjectAltName=DNS:localhost', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+      const cert = readFileSync(join(dir, 'cert.pem'));
+      server = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert }, (req, res) => res.end(`tls ok ${req.url}`));
+      await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+      const port = (server.address() as AddressInfo).port;
+      const { httpsAgent } = proxyAgents(proxy.url);
+      const body = await new Promise<string>((resolve, reject) => {
+        httpsGet({ host: 'localhost', port, path: '/model/x/converse', agent: httpsAgent, ca: cert }, (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve(text));
+        }).on('error', reject);
+      });
+      httpsAgent.destroy();
+      expect(body).toBe('tls ok /model/x/converse');
+      expect(proxy.connects.map((c) => c.target)).toEqual([`localhost:${port}`]);
+    } finally {
+      server?.closeAllConnections();
+      await new Promise((r) => (server ? server.close(r) : r(undefined)));
+      await proxy.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('accepts only an http:// proxy URL', () => {
+    expect(() => proxyAgents('socks5://127.0.0.1:1080')).toThrow('The proxy must be an http:// URL (CONNECT tunnel); got socks5://127.0.0.1:1080.');
   });
 });
