@@ -22,7 +22,7 @@
 import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
 import { pino, type Logger } from 'pino';
 import { GatewayError } from '../errors.js';
-import { ADJUST, READ, RELEASE, RESERVE, SETTLE, type LuaScript } from './redisScripts.js';
+import { ADJUST, ALL_SCRIPTS, READ, RELEASE, RESERVE, SETTLE, type LuaScript } from './redisScripts.js';
 import type { LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
 
 type RedisClient = ReturnType<typeof createClient>;
@@ -115,9 +115,11 @@ export class RedisQuotaStore implements QuotaStore {
     this.client.on('ready', () => {
       if (!this.healthy && this.connecting === undefined) this.log.info({ event: 'quota_store_up' }, 'quota store reconnected');
       this.healthy = true;
-      if (this.replays.length > 0) {
-        this.flushReplays().catch((err: unknown) => this.log.warn({ err, event: 'quota_replay_deferred' }, 'settlement replay deferred'));
-      }
+      // Loaded ahead of use: a NOSCRIPT that arrives after a command timed out could not fall back to EVAL.
+      Promise.all(ALL_SCRIPTS.map((s) => this.client.scriptLoad(s.source))).catch((err: unknown) =>
+        this.log.warn({ err, event: 'quota_script_load_failed' }, 'could not preload quota scripts'),
+      );
+      if (this.replays.length > 0) this.flushInBackground();
     });
     this.records.on('error', () => {
       // Reported through the client's own error event and the thrown error; nothing to add here.
@@ -141,8 +143,10 @@ export class RedisQuotaStore implements QuotaStore {
     const now = this.now();
     const ordered = [...lines].sort((a, b) => (a.reservedKey < b.reservedKey ? -1 : a.reservedKey > b.reservedKey ? 1 : 0));
     const taken: LedgerLine[] = [];
+    let inFlight: LedgerLine | undefined;
     try {
       for (const line of ordered) {
+        inFlight = line;
         const [state, used, reserved] = (await this.run(
           RESERVE,
           [line.reservedKey, `${line.reservedKey}:x`, markerKey(line.reservedKey, requestId), ...line.readKeys],
@@ -153,16 +157,20 @@ export class RedisQuotaStore implements QuotaStore {
           return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount };
         }
         if (state === 1) taken.push(line);
+        inFlight = undefined;
       }
       if (taken.length > 0) {
         const keys = ordered.map((l) => l.reservedKey);
-        await this.records.set(recordKey(requestId), keys, ttlMs + RECORD_SLACK_MS);
+        await this.timed(this.records.set(recordKey(requestId), keys, ttlMs + RECORD_SLACK_MS));
         this.remember(requestId, keys);
       }
       return { ok: true };
     } catch (err) {
-      // What this call reserved would lapse by TTL anyway; give it back now if the store allows.
-      await this.releaseLines(requestId, taken.map((l) => l.reservedKey), now).catch(() => undefined);
+      // What this call reserved lapses by TTL anyway; give it back now without making the caller wait.
+      // The line in flight is included: a timed-out script may still run, and a release sent later
+      // on the same connection runs after it.
+      const undo = [...taken, ...(inFlight ? [inFlight] : [])].map((l) => l.reservedKey);
+      this.releaseLines(requestId, undo, now).catch(() => undefined);
       throw this.asStoreError(err);
     }
   }
@@ -180,10 +188,10 @@ export class RedisQuotaStore implements QuotaStore {
 
   async release(requestId: string): Promise<void> {
     try {
-      const keys = this.held.get(requestId) ?? (await this.records.get(recordKey(requestId))) ?? [];
+      const keys = this.held.get(requestId) ?? (await this.timed(this.records.get(recordKey(requestId)))) ?? [];
       await this.releaseLines(requestId, keys, this.now());
       this.held.delete(requestId);
-      await this.records.delete(recordKey(requestId));
+      await this.timed(this.records.delete(recordKey(requestId)));
     } catch (err) {
       throw this.asStoreError(err);
     }
@@ -277,7 +285,7 @@ export class RedisQuotaStore implements QuotaStore {
     const rest = (this.held.get(requestId) ?? []).filter((k) => !charged.has(k));
     await this.releaseLines(requestId, rest, now);
     this.held.delete(requestId);
-    await this.records.delete(recordKey(requestId)).catch(() => undefined);
+    await this.timed(this.records.delete(recordKey(requestId))).catch(() => undefined);
   }
 
   private async releaseLines(requestId: string, reservedKeys: string[], now: number): Promise<void> {
@@ -305,12 +313,39 @@ export class RedisQuotaStore implements QuotaStore {
   private async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
     await this.ready();
     const options = { keys, arguments: args.map(String) };
+    let reply: unknown;
     try {
-      return await this.client.evalSha(script.sha, options);
+      reply = await this.timed(this.client.evalSha(script.sha, options));
     } catch (err) {
       if (replyCode(err) !== 'NOSCRIPT') throw err;
-      return await this.client.eval(script.source, options);
+      reply = await this.timed(this.client.eval(script.source, options));
     }
+    // A hung server that recovers never fires 'ready' again; the first answer is the cue to replay.
+    if (this.replays.length > 0 && !this.flushing) this.flushInBackground();
+    return reply;
+  }
+
+  /**
+   * Bounds a command by the command timeout. node-redis's own `timeout` only covers a command
+   * until it is written, so a server that accepts the bytes and never answers needs this.
+   */
+  private async timed<T>(command: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new GatewayError('QUOTA_STORE_UNAVAILABLE', `The quota store did not answer within ${this.timeoutMs} ms.`)),
+        this.timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([command, expired]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private flushInBackground(): void {
+    this.flushReplays().catch((err: unknown) => this.log.warn({ err, event: 'quota_replay_deferred' }, 'settlement replay deferred'));
   }
 
   /** Waits for the first connection (bounded by the command timeout); afterwards never waits. */

@@ -143,3 +143,6 @@ charge(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
 return tonumber(redis.call('GET', KEYS[1]) or '0')
 `,
 );
+
+/** Every script, loaded on each (re)connection so EVALSHA finds them even when an answer comes late. */
+export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, SETTLE, RELEASE, READ, ADJUST];

@@ -20,6 +20,10 @@ export interface PrivateRedis extends TestRedis {
   kill(): Promise<void>;
   /** Starts the server again on the same port; resolves once it answers PING. */
   restart(): Promise<void>;
+  /** Suspends the server (SIGSTOP): connections stay open but nothing answers, like a hung host. */
+  freeze(): void;
+  /** Resumes a frozen server (SIGCONT). */
+  thaw(): void;
 }
 
 /** True when something on host:port answers a RESP PING within `timeoutMs`. */
@@ -79,6 +83,7 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     const proc = child;
     child = undefined;
     if (!proc) return;
+    proc.kill('SIGCONT');
     proc.kill(signal);
     await exited(proc);
   };
@@ -92,6 +97,8 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
       await end('SIGTERM');
       await launch();
     },
+    freeze: () => void child?.kill('SIGSTOP'),
+    thaw: () => void child?.kill('SIGCONT'),
   };
 }
 

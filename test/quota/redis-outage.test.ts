@@ -1,0 +1,162 @@
+/**
+ * The Redis ledger against a private redis-server that the tests stop, freeze and restart on the
+ * same port: calls fail fast as QUOTA_STORE_UNAVAILABLE, the same store reconnects by itself, and
+ * settlements made meanwhile are replayed exactly once.
+ */
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { GatewayError } from '../../src/errors.js';
+import { lineKeys } from '../../src/pipeline/budgets.js';
+import { RedisQuotaStore } from '../../src/quota/redis.js';
+import type { LedgerLine } from '../../src/quota/store.js';
+import { startPrivateRedis, uniquePrefix, type PrivateRedis } from '../helpers/redis.js';
+
+const HOUR = 3600_000;
+const TTL = 60_000;
+
+function captureLog() {
+  const entries: Record<string, unknown>[] = [];
+  const logger = pino({ level: 'info' }, { write: (s: string) => void entries.push(JSON.parse(s) as Record<string, unknown>) });
+  return { logger, entries };
+}
+
+async function rejection(p: Promise<unknown>): Promise<{ error: unknown; ms: number }> {
+  const started = Date.now();
+  try {
+    await p;
+  } catch (error) {
+    return { error, ms: Date.now() - started };
+  }
+  throw new Error('expected the call to fail');
+}
+
+function expectUnavailable(error: unknown): void {
+  expect(error).toBeInstanceOf(GatewayError);
+  expect((error as GatewayError).code).toBe('QUOTA_STORE_UNAVAILABLE');
+}
+
+describe('RedisQuotaStore when Redis goes away', () => {
+  let redis: PrivateRedis;
+  let prefix: string;
+  let log: ReturnType<typeof captureLog>;
+  const stores: RedisQuotaStore[] = [];
+  const now = () => Date.now();
+
+  const open = (opts: { maxPendingReplays?: number } = {}) => {
+    const store = new RedisQuotaStore({ url: redis.url, prefix, now, commandTimeoutMs: 500, logger: log.logger, ...opts });
+    stores.push(store);
+    return store;
+  };
+  const line = (amount: number, limit = 100): LedgerLine => {
+    const start = Math.floor(Date.now() / HOUR) * HOUR;
+    return { budgetId: 'weekly', subject: 'ada', limit, amount, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, 'weekly', 'ada', [start], start) };
+  };
+  /** Waits until the store answers again, without opening a new store. */
+  const reachable = async (store: RedisQuotaStore) => {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        return await store.read([line(0)]);
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  };
+
+  beforeEach(async () => {
+    redis = await startPrivateRedis();
+    prefix = uniquePrefix('outage');
+    log = captureLog();
+  });
+
+  afterEach(async () => {
+    await Promise.all(stores.splice(0).map((s) => s.close()));
+    await redis.stop();
+  });
+
+  it('fails reserve, release and read with QUOTA_STORE_UNAVAILABLE in under 2 s once Redis stops', async () => {
+    const store = open();
+    expect(await store.reserve('r1', [line(10)], TTL)).toEqual({ ok: true });
+    await redis.stop();
+
+    for (const call of [store.reserve('r2', [line(10)], TTL), store.release('r1'), store.read([line(0)])]) {
+      const { error, ms } = await rejection(call);
+      expectUnavailable(error);
+      expect(ms).toBeLessThan(2000);
+    }
+  });
+
+  it('queues a settle made during the outage and applies it exactly once after Redis restarts on the same port', async () => {
+    const store = open();
+    expect(await store.reserve('r1', [line(40)], TTL)).toEqual({ ok: true });
+    await redis.stop();
+
+    await store.settle('r1', [line(25)]);
+    expect(store.pendingReplays()).toBe(1);
+
+    await redis.restart();
+    await reachable(store);
+    await store.flushReplays();
+    await store.flushReplays();
+    await store.settle('r1', [line(25)]);
+
+    expect(store.pendingReplays()).toBe(0);
+    // The restarted server kept no data (no persistence): what it holds is the replayed settle alone.
+    expect(await store.read([line(0)])).toEqual([{ used: 25, reserved: 0 }]);
+    expect(await store.reserve('r2', [line(75)], TTL)).toEqual({ ok: true });
+    expect(await store.reserve('r3', [line(1)], TTL)).toMatchObject({ ok: false, used: 25, reserved: 75 });
+  });
+
+  it('treats a hung server as unavailable after the command timeout and counts its late settle once', async () => {
+    const store = open();
+    expect(await store.reserve('r1', [line(40)], TTL)).toEqual({ ok: true });
+    redis.freeze();
+
+    const { error, ms } = await rejection(store.reserve('r2', [line(10)], TTL));
+    expectUnavailable(error);
+    expect(ms).toBeLessThan(1500);
+    await store.settle('r1', [line(25)]);
+    expect(store.pendingReplays()).toBe(1);
+
+    // On thaw Redis runs the settle it had already received; the replay then finds the marker.
+    redis.thaw();
+    await reachable(store);
+    await store.flushReplays();
+    expect(store.pendingReplays()).toBe(0);
+    // r2's timed-out reserve ran late too, and the release sent after it on the same connection undid it.
+    expect(await store.read([line(0)])).toEqual([{ used: 25, reserved: 0 }]);
+  });
+
+  it('keeps at most maxPendingReplays settlements and logs every one it drops', async () => {
+    const store = open({ maxPendingReplays: 2 });
+    await reachable(store);
+    await redis.stop();
+
+    await store.settle('a', [line(1)]);
+    await store.settle('b', [line(2)]);
+    await store.settle('c', [line(4)]);
+
+    expect(store.pendingReplays()).toBe(2);
+    expect(store.droppedReplayCount()).toBe(1);
+    expect(log.entries.filter((e) => e.event === 'quota_replay_overflow').map((e) => [e.requestId, e.dropped, e.max])).toEqual([['a', 1, 2]]);
+
+    await redis.restart();
+    await reachable(store);
+    await store.flushReplays();
+    expect(await store.read([line(0)])).toEqual([{ used: 6, reserved: 0 }]);
+  });
+
+  it('starts while Redis is down, refuses quickly, and connects by itself once Redis is up', async () => {
+    await redis.stop();
+    const store = open();
+
+    const { error, ms } = await rejection(store.reserve('r1', [line(10)], TTL));
+    expectUnavailable(error);
+    expect(ms).toBeLessThan(2000);
+
+    await redis.restart();
+    await reachable(store);
+    expect(await store.reserve('r1', [line(10)], TTL)).toEqual({ ok: true });
+  });
+});
