@@ -8,7 +8,7 @@ import type { FakeProviderServer } from '../../tools/fake-providers/types.js';
 import { providerContract } from './contract.js';
 
 const KEY = 'sk-ant-test-0123456789';
-const MODEL = 'claude-sonnet-4-5';
+const MODEL = 'claude-sonnet-5-5';
 
 function config(fake: FakeProviderServer, over: Partial<AnthropicConfig> = {}): AnthropicConfig {
   return { kind: 'anthropic', apiKey: KEY, baseUrl: fake.url, timeoutMs: 1500, maxRetries: 0, ...over };

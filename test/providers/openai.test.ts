@@ -1,0 +1,169 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { GatewayError } from '../../src/errors.js';
+import { createOpenAIProvider, estimatePromptTokens, outputCapFields, type OpenAIConfig } from '../../src/providers/openai.js';
+import type { CompletionRequest } from '../../src/providers/provider.js';
+import { startFakeProxy } from '../../tools/fake-providers/http.js';
+import { startFakeOpenAI } from '../../tools/fake-providers/openai.js';
+import type { FakeProviderServer } from '../../tools/fake-providers/types.js';
+import { providerContract } from './contract.js';
+
+const KEY = 'sk-proj-test-0123456789';
+const MODEL = 'gpt-4.1-mini';
+
+function config(fake: FakeProviderServer, over: Partial<OpenAIConfig> = {}): OpenAIConfig {
+  return { kind: 'openai', apiKey: KEY, baseUrl: fake.url, timeoutMs: 1500, maxRetries: 0, ...over };
+}
+
+providerContract({
+  kind: 'openai',
+  model: MODEL,
+  startFake: () => startFakeOpenAI({ apiKey: KEY }),
+  makeProvider: (fake, { timeoutMs }) => createOpenAIProvider('openai', config(fake, { timeoutMs })),
+});
+
+async function failure(p: Promise<unknown>): Promise<GatewayError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(GatewayError);
+  return err as GatewayError;
+}
+
+const request: CompletionRequest = {
+  model: MODEL,
+  system: 'Answer in French.',
+  messages: [{ role: 'user', content: 'Name a colour' }],
+  maxTokens: 50,
+  temperature: 0.7,
+};
+
+describe('OpenAI adapter specifics', () => {
+  let fake: FakeProviderServer;
+  beforeAll(async () => {
+    fake = await startFakeOpenAI({ apiKey: KEY });
+  });
+  afterAll(() => fake.close());
+  beforeEach(() => fake.reset());
+
+  it('sends the system prompt as a system message, with the model, cap and temperature', async () => {
+    await createOpenAIProvider('openai', config(fake)).complete(request);
+    expect(fake.requests[0]!.path).toBe('/v1/chat/completions');
+    expect(fake.requests[0]!.headers.authorization).toBe(`Bearer ${KEY}`);
+    expect(fake.requests[0]!.body).toEqual({
+      model: MODEL,
+      messages: [
+        { role: 'system', content: 'Answer in French.' },
+        { role: 'user', content: 'Name a colour' },
+      ],
+      // The fake is not api.openai.com, so the cap also goes in max_tokens for Ollama-style servers.
+      max_completion_tokens: 50,
+      max_tokens: 50,
+      temperature: 0.7,
+    });
+  });
+
+  it('asks for usage in the stream and takes it from the last chunk', async () => {
+    const result = await createOpenAIProvider('openai', config(fake)).stream(request, () => {});
+    expect(fake.requests[0]!.body).toMatchObject({ stream: true, stream_options: { include_usage: true } });
+    expect(result.usage).toEqual({ inputTokens: 6, outputTokens: 7 });
+    expect(result.stopReason).toBe('end_turn');
+  });
+
+  it('sends only max_completion_tokens to OpenAI itself and both fields elsewhere', () => {
+    expect(outputCapFields('https://api.openai.com/v1', 64)).toEqual({ max_completion_tokens: 64 });
+    expect(outputCapFields('https://corp.openai.azure.com/openai/v1', 64)).toEqual({ max_completion_tokens: 64 });
+    expect(outputCapFields('http://127.0.0.1:11434/v1', 64)).toEqual({ max_completion_tokens: 64, max_tokens: 64 });
+  });
+
+  it('fake streams no usage chunk when include_usage is not asked for', async () => {
+    const res = await fetch(`${fake.url}/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, max_tokens: 2, stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    const events = (await res.text()).split('\n\n').filter((e) => e !== '');
+    expect(events.at(-1)).toBe('data: [DONE]');
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e.slice('data: '.length)) as { choices: unknown[]; usage?: unknown });
+    expect(chunks.map((c) => c.choices.length)).toEqual([1, 1, 1, 1]);
+    expect(chunks.every((c) => !('usage' in c))).toBe(true);
+  });
+
+  it('reports a wrong key as PROVIDER_ERROR with status 401, without echoing the key', async () => {
+    const wrong = 'sk-proj-wrong-key-987';
+    const err = await failure(createOpenAIProvider('openai', config(fake, { apiKey: wrong })).complete(request));
+    expect(err.code).toBe('PROVIDER_ERROR');
+    expect(err.details.status).toBe(401);
+    expect(err.details.upstreamType).toBe('invalid_request_error');
+    expect(err.message).not.toContain(wrong);
+  });
+
+  it('maps 503 to PROVIDER_UNAVAILABLE', async () => {
+    fake.failNext({ kind: 'status', status: 503 });
+    const err = await failure(createOpenAIProvider('openai', config(fake)).complete(request));
+    expect(err.code).toBe('PROVIDER_UNAVAILABLE');
+    expect(err.details.status).toBe(503);
+    expect(err.details.upstreamType).toBe('server_error');
+  });
+
+  it('charges a cut stream with the estimated prompt and one token per delta received', async () => {
+    fake.failNext({ kind: 'cut', afterWords: 2 });
+    const err = await failure(createOpenAIProvider('openai', config(fake)).stream(request, () => {}));
+    expect(err.code).toBe('PROVIDER_UNAVAILABLE');
+    // "Answer in French." is 17 characters (5 + 3), "Name a colour" 13 (4 + 3).
+    expect(err.details.usage).toEqual({ inputTokens: 15, outputTokens: 2 });
+  });
+
+  it('estimates a prompt as one token per 4 characters plus 3 per message', () => {
+    expect(estimatePromptTokens('Answer in French.', [{ role: 'user', content: 'Name a colour' }])).toBe(15);
+    expect(estimatePromptTokens(undefined, [{ role: 'user', content: '' }])).toBe(4);
+  });
+
+  it('says CANCELLED and charges what streamed when the caller aborts midway', async () => {
+    const controller = new AbortController();
+    const deltas: string[] = [];
+    const err = await failure(
+      createOpenAIProvider('openai', config(fake)).stream({ ...request, signal: controller.signal }, (d) => {
+        deltas.push(d);
+        if (deltas.length === 2) controller.abort();
+      }),
+    );
+    expect(err.code).toBe('CANCELLED');
+    expect(err.details.usage).toEqual({ inputTokens: 15, outputTokens: 2 });
+  });
+});
+
+describe('OpenAI prompt-cache accounting', () => {
+  let fake: FakeProviderServer;
+  beforeAll(async () => {
+    fake = await startFakeOpenAI({ apiKey: KEY, cachedTokens: 4 });
+  });
+  afterAll(() => fake.close());
+
+  it('keeps cached tokens inside inputTokens and reports them as cachedInputTokens', async () => {
+    const result = await createOpenAIProvider('openai', config(fake)).complete(request);
+    expect(result.usage).toEqual({ inputTokens: 6, cachedInputTokens: 4, outputTokens: 7 });
+  });
+
+  it('does the same for a streamed call', async () => {
+    const result = await createOpenAIProvider('openai', config(fake)).stream(request, () => {});
+    expect(result.usage).toEqual({ inputTokens: 6, cachedInputTokens: 4, outputTokens: 7 });
+  });
+});
+
+describe('OpenAI adapter behind a corporate proxy', () => {
+  it('sends its calls through the proxy it was given', async () => {
+    const fake = await startFakeOpenAI({ apiKey: KEY });
+    const proxy = await startFakeProxy();
+    try {
+      const provider = createOpenAIProvider('openai', config(fake), { proxy: proxy.url });
+      const result = await provider.complete(request);
+      expect(result.text).toBe('fake openai reply to: Name a colour');
+      expect(proxy.targets).toEqual([`127.0.0.1:${fake.port}`]);
+      expect(fake.requests).toHaveLength(1);
+    } finally {
+      await proxy.close();
+      await fake.close();
+    }
+  });
+});
