@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { GatewayError } from '../errors.js';
 import { isEgressAllowed, providerEndpoint } from '../providers/egress.js';
-import { SHIPPED_PRICES, type Price } from '../providers/prices.js';
+import { shippedPrice, type Price } from '../providers/prices.js';
 import { resolveBindings, defaultSources, type BindingSources } from './bindings.js';
 import { compilePredicate, type CelPredicate } from './cel.js';
 import { policySchema, type ApiKeyConfig, type BudgetConfig, type PolicyConfig, type RuleConfig } from './schema.js';
@@ -146,7 +146,8 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
         return;
       }
       const declared = config.models[ref];
-      const price = declared?.price ?? SHIPPED_PRICES[ref];
+      const kind = config.providers[provider]?.kind;
+      const price = declared?.price ?? (kind ? shippedPrice(kind, ref.slice(slash + 1)) : undefined);
       if (!price && declaredProvider) at(['tiers', tier, i], `model ${ref} has no price: add models."${ref}".price (a model is never served free)`);
       models.set(ref, {
         ref,

@@ -15,12 +15,29 @@ export interface ShippedPrice extends Price {
   checked: string;
 }
 
-/** Keyed by `provider/model`. Policy `models.<ref>.price` overrides a row. */
+const OFFICIAL = '2026-11-26 against a stored copy of Anthropic\'s pricing page (platform.claude.com/docs/en/about-claude/pricing)';
+const SECONDARY = '2026-11-26 against secondary price tables only; confirm on the provider\'s page before relying on it';
+
+/**
+ * Keyed by `<adapter kind>/<model id>` (a policy provider named `claude` of kind `anthropic` uses the
+ * `anthropic/...` rows). Policy `models.<ref>.price` overrides a row; a model in neither is refused at
+ * load. Only rows that could be checked are shipped: declare OpenAI and Bedrock prices in the policy.
+ */
 export const SHIPPED_PRICES: Readonly<Record<string, ShippedPrice>> = Object.freeze({
   'demo/large': { inputPerMTok: 15, outputPerMTok: 75, checked: 'n/a (offline demo)' },
   'demo/medium': { inputPerMTok: 3, outputPerMTok: 15, checked: 'n/a (offline demo)' },
   'demo/small': { inputPerMTok: 1, outputPerMTok: 5, checked: 'n/a (offline demo)' },
+  'anthropic/claude-opus-4-5': { inputPerMTok: 5, outputPerMTok: 25, cachedInputPerMTok: 0.5, checked: OFFICIAL },
+  'anthropic/claude-opus-4-1': { inputPerMTok: 15, outputPerMTok: 75, cachedInputPerMTok: 1.5, checked: OFFICIAL },
+  'anthropic/claude-sonnet-4-0': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, checked: OFFICIAL },
+  'anthropic/claude-sonnet-4-5': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, checked: SECONDARY },
+  'anthropic/claude-haiku-4-5': { inputPerMTok: 1, outputPerMTok: 5, cachedInputPerMTok: 0.1, checked: SECONDARY },
 });
+
+/** The shipped price of `modelId` on an adapter of `kind`, if there is one. */
+export function shippedPrice(kind: string, modelId: string): ShippedPrice | undefined {
+  return SHIPPED_PRICES[`${kind}/${modelId}`];
+}
 
 /**
  * Cost of a call in micro-dollars (1e-6 USD), rounded up. A price per million tokens is exactly
