@@ -248,6 +248,12 @@ describe('Bedrock adapter specifics', () => {
     expect(await res.json()).toEqual({ message: 'Missing or invalid SigV4 Authorization header.' });
   });
 
+  it('gets a ValidationException back for a request Bedrock would refuse (maxTokens 0)', async () => {
+    const err = await rejection(provider().complete(request({ maxTokens: 0 })));
+    expect(err.code).toBe('PROVIDER_ERROR');
+    expect(err.details).toEqual({ provider: 'bedrock-eu', status: 400, upstreamType: 'ValidationException' });
+  });
+
   it('requires the access key and secret together', () => {
     expect(() => createBedrockProvider('b', bedrockConfig(fake, { secretAccessKey: undefined }))).toThrow(
       'Provider "b": accessKeyId and secretAccessKey must be given together.',

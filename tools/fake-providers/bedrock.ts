@@ -32,7 +32,7 @@ export interface FakeBedrockServer extends FakeProviderServer {
   setPromptCache(cache: { readTokens: number; writeTokens: number }): void;
 }
 
-/** The error type Bedrock names in `x-amzn-errortype` for each status the fake can be asked for. */
+/** The error Bedrock names in `x-amzn-errortype` for each status (API reference); others fall back by class. */
 const ERROR_TYPES: Record<number, string> = {
   400: 'ValidationException',
   403: 'AccessDeniedException',
@@ -66,6 +66,7 @@ function parseConverse(body: unknown): ConverseBody | undefined {
     content: text(m?.content),
   }));
   const maxTokens = b.inferenceConfig?.maxTokens;
+  if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && (maxTokens as number) >= 1)) return undefined;
   return {
     system: Array.isArray(b.system) ? text(b.system) : undefined,
     messages,
@@ -127,13 +128,23 @@ export async function startFakeBedrock(opts: { latencyMs?: number } = {}): Promi
     return new Promise((resolve) => res.write(chunk, () => resolve()));
   }
 
-  async function answer(req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, streamed: boolean): Promise<void> {
+  async function answer(req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, rawModelId: string, streamed: boolean): Promise<void> {
     const auth = req.headers.authorization;
     if (typeof auth !== 'string' || !auth.startsWith('AWS4-HMAC-SHA256')) {
       return sendError(res, rec, 403, 'Missing or invalid SigV4 Authorization header.');
     }
+    let modelId = '';
+    try {
+      // The SDK percent-encodes the label: `:` in model ids, `/` in inference-profile ARNs.
+      modelId = decodeURIComponent(rawModelId);
+    } catch {
+      // Left empty: rejected below like any invalid model id.
+    }
+    if (modelId.trim() === '') return sendError(res, rec, 400, `The model id "${rawModelId}" is not valid.`);
     const call = parseConverse(rec.body);
-    if (!call) return sendError(res, rec, 400, 'The request body is not a Converse request with at least one message.');
+    if (!call) {
+      return sendError(res, rec, 400, 'The request body is not a Converse request with at least one message and a positive maxTokens.');
+    }
 
     const fault = faults.shift();
     const exception = streamed ? streamExceptions.shift() : undefined;
@@ -225,7 +236,7 @@ export async function startFakeBedrock(opts: { latencyMs?: number } = {}): Promi
       if (req.method !== 'POST' || !match) {
         return sendError(res, rec, 404, `No route for ${req.method} ${url.pathname}.`);
       }
-      answer(req, res, rec, match[2] === 'converse-stream').catch(() => res.destroy());
+      answer(req, res, rec, match[1]!, match[2] === 'converse-stream').catch(() => res.destroy());
     });
   });
   server.on('connection', (socket) => {
