@@ -160,8 +160,11 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       // reported, else estimated) and one output token per delta received.
       const partial = (): Usage | undefined =>
         opened ? (usage ?? { inputTokens: estimateInputTokens(req), outputTokens: deltas }) : undefined;
+      // Our own abort as well as the caller's: a listener that throws must not leave Bedrock generating.
+      const ours = new AbortController();
+      const abortSignal = req.signal ? AbortSignal.any([req.signal, ours.signal]) : ours.signal;
       try {
-        const out = await client.send(new ConverseStreamCommand(converseInput(req)), { abortSignal: req.signal });
+        const out = await client.send(new ConverseStreamCommand(converseInput(req)), { abortSignal });
         opened = true;
         if (!out.stream) throw new Error('the ConverseStream answer has no event stream');
         for await (const event of out.stream) {
@@ -175,6 +178,7 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
               onText(delta);
             } catch (err) {
               listenerError = err;
+              ours.abort();
               throw err;
             }
           } else if (event.messageStop) {

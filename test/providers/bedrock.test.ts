@@ -198,6 +198,18 @@ describe('Bedrock adapter specifics', () => {
     expect(fake.requests[0]!.completed).toBe(false);
   });
 
+  it("passes a failing text listener's error through unchanged and closes the upstream stream", async () => {
+    fake.setWordDelay(20);
+    const boom = new Error('listener failed');
+    const err = await provider()
+      .stream(request(), () => {
+        throw boom;
+      })
+      .catch((e: unknown) => e);
+    expect(err).toBe(boom);
+    await until(() => fake.requests[0]!.aborted);
+  });
+
   it('times out a stream that goes silent after it opened, charging the input', async () => {
     fake.setWordDelay(1000);
     const quick = createBedrockProvider('bedrock-eu', bedrockConfig(fake, { timeoutMs: 300 }));
