@@ -21,11 +21,8 @@
  */
 import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
 import { pino, type Logger } from 'pino';
-import { GatewayError } from '../errors.js';
-import { ADJUST, ALL_SCRIPTS, READ, RELEASE, RESERVE, SETTLE, type LuaScript } from './redisScripts.js';
+import { ADJUST, READ, RELEASE, RESERVE, SETTLE, ScriptRunner, asStoreError, isOutage, type LuaScript, type RedisClient } from './redisScripts.js';
 import type { LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
-
-type RedisClient = ReturnType<typeof createClient>;
 
 export interface RedisQuotaStoreOptions {
   /** `redis://` or `rediss://` URL of a single Redis node. */
@@ -52,22 +49,6 @@ const SETTLED_MARKER_MS = 24 * 3600_000;
 const RECORD_SLACK_MS = 60_000;
 /** Requests whose reserved lines are remembered in process; beyond this the Keyv record is used. */
 const LOCAL_RECORDS_MAX = 100_000;
-/** Redis error replies that mean "not available now" rather than a bug in a script. */
-const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'CLUSTERDOWN', 'TRYAGAIN', 'NOREPLICAS', 'OOM', 'MISCONF']);
-
-/** The code of a Redis error reply (`NOSCRIPT No matching script`), or undefined for client-side errors. */
-function replyCode(err: unknown): string | undefined {
-  if (!(err instanceof Error)) return undefined;
-  return /^([A-Z][A-Z_]+) /.exec(err.message)?.[1];
-}
-
-/** True when an error means the store cannot be reached now (as opposed to a script or usage bug). */
-function isOutage(err: unknown): boolean {
-  if (err instanceof GatewayError) return err.code === 'QUOTA_STORE_UNAVAILABLE';
-  const code = replyCode(err);
-  return code === undefined || UNAVAILABLE_REPLIES.has(code);
-}
-
 function assertAmount(n: number, what: string): void {
   if (!Number.isSafeInteger(n)) throw new RangeError(`${what} must be a safe integer, got ${n}`);
 }
@@ -75,31 +56,31 @@ function assertAmount(n: number, what: string): void {
 export class RedisQuotaStore implements QuotaStore {
   readonly kind = 'redis';
   private readonly client: RedisClient;
+  private readonly scripts: ScriptRunner;
   private readonly records: Keyv<string[]>;
   private readonly now: () => number;
-  private readonly timeoutMs: number;
   private readonly maxReplays: number;
   private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>;
   private readonly replays: Replay[] = [];
   private readonly held = new Map<string, string[]>();
-  private connecting: Promise<void> | undefined;
   private flushing: Promise<void> | undefined;
-  private healthy = false;
+  private connectedOnce = false;
+  private reportedDown = false;
   private closed = false;
   private droppedReplays = 0;
 
   constructor(opts: RedisQuotaStoreOptions) {
     this.now = opts.now ?? Date.now;
-    this.timeoutMs = opts.commandTimeoutMs ?? 1000;
+    const timeoutMs = opts.commandTimeoutMs ?? 1000;
     this.maxReplays = opts.maxPendingReplays ?? 10_000;
     this.log = opts.logger ?? pino({ name: 'tollgate-quota', level: 'warn' }, pino.destination({ dest: 2, sync: false }));
     const client = createClient({
       url: opts.url,
       // Fail fast while disconnected instead of queueing; the pipeline decides open or closed.
       disableOfflineQueue: true,
-      commandOptions: { timeout: this.timeoutMs },
+      commandOptions: { timeout: timeoutMs },
       socket: {
-        connectTimeout: Math.max(this.timeoutMs, 1000),
+        connectTimeout: Math.max(timeoutMs, 1000),
         // Never give up: back off to 2 s between attempts, with jitter so replicas do not stampede.
         reconnectStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 2000) + Math.floor(Math.random() * 100),
       },
@@ -108,31 +89,23 @@ export class RedisQuotaStore implements QuotaStore {
     this.records = new Keyv<string[]>({ store: adapter, useKeyPrefix: false, throwOnErrors: true });
     // Scripts run on the very client the Keyv adapter exposes.
     this.client = adapter.client as RedisClient;
+    this.scripts = new ScriptRunner(this.client, timeoutMs);
     this.client.on('error', (err: unknown) => {
-      if (this.healthy) this.log.warn({ err, event: 'quota_store_down' }, 'quota store connection lost; reconnecting');
-      this.healthy = false;
+      // node-redis reports every failed reconnect attempt; one line per outage is enough.
+      if (!this.reportedDown) this.log.warn({ err, event: 'quota_store_down' }, 'quota store unreachable; reconnecting');
+      this.reportedDown = true;
     });
     this.client.on('ready', () => {
-      if (!this.healthy && this.connecting === undefined) this.log.info({ event: 'quota_store_up' }, 'quota store reconnected');
-      this.healthy = true;
-      // Loaded ahead of use: a NOSCRIPT that arrives after a command timed out could not fall back to EVAL.
-      Promise.all(ALL_SCRIPTS.map((s) => this.client.scriptLoad(s.source))).catch((err: unknown) =>
-        this.log.warn({ err, event: 'quota_script_load_failed' }, 'could not preload quota scripts'),
-      );
+      if (this.connectedOnce) this.log.info({ event: 'quota_store_up' }, 'quota store reconnected');
+      this.connectedOnce = true;
+      this.reportedDown = false;
+      this.scripts.preload().catch((err: unknown) => this.log.warn({ err, event: 'quota_script_load_failed' }, 'could not preload quota scripts'));
       if (this.replays.length > 0) this.flushInBackground();
     });
     this.records.on('error', () => {
       // Reported through the client's own error event and the thrown error; nothing to add here.
     });
-    this.connecting = this.client.connect().then(
-      () => {
-        this.connecting = undefined;
-      },
-      (err: unknown) => {
-        this.connecting = undefined;
-        if (!this.closed) this.log.error({ err, event: 'quota_store_connect_failed' }, 'quota store connection failed');
-      },
-    );
+    this.scripts.start((err) => this.log.error({ err, event: 'quota_store_connect_failed' }, 'quota store connection failed'));
   }
 
   async reserve(requestId: string, lines: LedgerLine[], ttlMs: number): Promise<ReserveOutcome> {
@@ -161,7 +134,7 @@ export class RedisQuotaStore implements QuotaStore {
       }
       if (taken.length > 0) {
         const keys = ordered.map((l) => l.reservedKey);
-        await this.timed(this.records.set(recordKey(requestId), keys, ttlMs + RECORD_SLACK_MS));
+        await this.scripts.timed(this.records.set(recordKey(requestId), keys, ttlMs + RECORD_SLACK_MS));
         this.remember(requestId, keys);
       }
       return { ok: true };
@@ -171,7 +144,7 @@ export class RedisQuotaStore implements QuotaStore {
       // on the same connection runs after it.
       const undo = [...taken, ...(inFlight ? [inFlight] : [])].map((l) => l.reservedKey);
       this.releaseLines(requestId, undo, now).catch(() => undefined);
-      throw this.asStoreError(err);
+      throw asStoreError(err);
     }
   }
 
@@ -188,12 +161,13 @@ export class RedisQuotaStore implements QuotaStore {
 
   async release(requestId: string): Promise<void> {
     try {
-      const keys = this.held.get(requestId) ?? (await this.timed(this.records.get(recordKey(requestId)))) ?? [];
+      await this.scripts.ready();
+      const keys = this.held.get(requestId) ?? (await this.scripts.timed(this.records.get(recordKey(requestId)))) ?? [];
       await this.releaseLines(requestId, keys, this.now());
       this.held.delete(requestId);
-      await this.timed(this.records.delete(recordKey(requestId)));
+      await this.scripts.timed(this.records.delete(recordKey(requestId)));
     } catch (err) {
-      throw this.asStoreError(err);
+      throw asStoreError(err);
     }
   }
 
@@ -207,7 +181,7 @@ export class RedisQuotaStore implements QuotaStore {
         }),
       );
     } catch (err) {
-      throw this.asStoreError(err);
+      throw asStoreError(err);
     }
   }
 
@@ -220,8 +194,34 @@ export class RedisQuotaStore implements QuotaStore {
     try {
       return (await this.run(ADJUST, [usageKey], [delta, expiresAt - this.now()])) as number;
     } catch (err) {
-      throw this.asStoreError(err);
+      throw asStoreError(err);
     }
+  }
+
+  /**
+   * Settled usage counters whose key matches the Redis glob `pattern`, e.g.
+   * `tollgate:{team-weekly|*}:u:*`, sorted by key. SCAN-based, so its cost grows with the key
+   * space: for reports and admin views, not the call path.
+   */
+  async listUsage(pattern: string): Promise<{ key: string; used: number }[]> {
+    const found: { key: string; used: number }[] = [];
+    try {
+      await this.scripts.ready();
+      let cursor = '0';
+      do {
+        const page = await this.scripts.timed(this.client.scan(cursor, { MATCH: pattern, COUNT: 1000, TYPE: 'string' }));
+        cursor = String(page.cursor);
+        const keys = page.keys.map(String).filter((k) => /:u:-?\d+$/.test(k));
+        const values = await Promise.all(keys.map((k) => this.scripts.timed(this.client.get(k))));
+        keys.forEach((key, i) => {
+          const v = values[i];
+          if (v !== null && v !== undefined) found.push({ key, used: Number(v) });
+        });
+      } while (cursor !== '0');
+    } catch (err) {
+      throw asStoreError(err);
+    }
+    return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
   /** Settlements waiting for the store to come back. */
@@ -247,13 +247,12 @@ export class RedisQuotaStore implements QuotaStore {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    if (this.replays.length > 0 && this.client.isReady) await this.flushReplays().catch(() => undefined);
     this.closed = true;
+    if (this.replays.length > 0 && this.client.isReady) await this.flushReplays().catch(() => undefined);
     if (this.replays.length > 0) {
       this.log.error({ event: 'quota_replay_lost', pending: this.replays.length }, 'closing with settlements that could not be written');
     }
-    if (this.client.isReady) await this.client.close();
-    else if (this.client.isOpen) this.client.destroy();
+    await this.scripts.stop();
   }
 
   private async drain(): Promise<void> {
@@ -262,7 +261,7 @@ export class RedisQuotaStore implements QuotaStore {
       try {
         await this.settleNow(next.requestId, next.lines);
       } catch (err) {
-        if (isOutage(err)) throw this.asStoreError(err);
+        if (isOutage(err)) throw asStoreError(err);
         this.log.error({ err, requestId: next.requestId, event: 'quota_replay_failed' }, 'settlement replay failed and was dropped');
       }
       this.replays.shift();
@@ -285,7 +284,7 @@ export class RedisQuotaStore implements QuotaStore {
     const rest = (this.held.get(requestId) ?? []).filter((k) => !charged.has(k));
     await this.releaseLines(requestId, rest, now);
     this.held.delete(requestId);
-    await this.timed(this.records.delete(recordKey(requestId))).catch(() => undefined);
+    await this.scripts.timed(this.records.delete(recordKey(requestId))).catch(() => undefined);
   }
 
   private async releaseLines(requestId: string, reservedKeys: string[], now: number): Promise<void> {
@@ -309,61 +308,17 @@ export class RedisQuotaStore implements QuotaStore {
     if (this.held.size > LOCAL_RECORDS_MAX) this.held.delete(this.held.keys().next().value!);
   }
 
-  /** Runs a script by SHA, loading it with EVAL when the server does not know it (first use, restart). */
   private async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
-    await this.ready();
-    const options = { keys, arguments: args.map(String) };
-    let reply: unknown;
-    try {
-      reply = await this.timed(this.client.evalSha(script.sha, options));
-    } catch (err) {
-      if (replyCode(err) !== 'NOSCRIPT') throw err;
-      reply = await this.timed(this.client.eval(script.source, options));
-    }
+    const reply = await this.scripts.run(script, keys, args);
     // A hung server that recovers never fires 'ready' again; the first answer is the cue to replay.
-    if (this.replays.length > 0 && !this.flushing) this.flushInBackground();
+    if (this.replays.length > 0 && !this.flushing && !this.closed) this.flushInBackground();
     return reply;
-  }
-
-  /**
-   * Bounds a command by the command timeout. node-redis's own `timeout` only covers a command
-   * until it is written, so a server that accepts the bytes and never answers needs this.
-   */
-  private async timed<T>(command: Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new GatewayError('QUOTA_STORE_UNAVAILABLE', `The quota store did not answer within ${this.timeoutMs} ms.`)),
-        this.timeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([command, expired]);
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   private flushInBackground(): void {
     this.flushReplays().catch((err: unknown) => this.log.warn({ err, event: 'quota_replay_deferred' }, 'settlement replay deferred'));
   }
 
-  /** Waits for the first connection (bounded by the command timeout); afterwards never waits. */
-  private async ready(): Promise<void> {
-    if (this.client.isReady) return;
-    if (this.connecting) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.connecting, new Promise<void>((resolve) => (timer = setTimeout(resolve, this.timeoutMs)))]);
-      clearTimeout(timer);
-      if (this.client.isReady) return;
-    }
-    throw new GatewayError('QUOTA_STORE_UNAVAILABLE', 'The quota store is not connected.');
-  }
-
-  private asStoreError(err: unknown): unknown {
-    if (err instanceof GatewayError || !isOutage(err)) return err;
-    return new GatewayError('QUOTA_STORE_UNAVAILABLE', 'The quota store is unreachable.', {}, { cause: err });
-  }
 }
 
 function markerKey(reservedKey: string, requestId: string): string {

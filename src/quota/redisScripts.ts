@@ -1,5 +1,6 @@
 /**
- * The Lua scripts of the Redis quota ledger. Each script touches the keys of exactly one budget
+ * The Lua scripts of the Redis quota ledger, and the runner that executes them with a deadline.
+ * Each script touches the keys of exactly one budget
  * line, all of which share that line's `{budget|subject}` hash tag, so every script runs in one
  * Redis Cluster slot. Every script first purges reservations whose expiry (a score in the line's
  * expiry sorted set) is at or before the `now` it is given, so the caller's clock decides expiry.
@@ -11,6 +12,10 @@
  * - usage keys string      settled usage counters (INCRBY)
  */
 import { createHash } from 'node:crypto';
+import type { createClient } from '@keyv/redis';
+import { GatewayError } from '../errors.js';
+
+export type RedisClient = ReturnType<typeof createClient>;
 
 /** A Lua script with its SHA1, so it can be run by EVALSHA and fall back to EVAL after a restart. */
 export interface LuaScript {
@@ -146,3 +151,112 @@ return tonumber(redis.call('GET', KEYS[1]) or '0')
 
 /** Every script, loaded on each (re)connection so EVALSHA finds them even when an answer comes late. */
 export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, SETTLE, RELEASE, READ, ADJUST];
+
+/** Redis error replies that mean "not available now" rather than a bug in a script. */
+const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'CLUSTERDOWN', 'TRYAGAIN', 'NOREPLICAS', 'OOM', 'MISCONF']);
+
+/** The code of a Redis error reply (`NOSCRIPT No matching script`), or undefined for client-side errors. */
+function replyCode(err: unknown): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  return /^([A-Z][A-Z_]+) /.exec(err.message)?.[1];
+}
+
+/**
+ * True when an error means the store cannot be reached now: the client is offline or closed, a
+ * command timed out, or Redis answered with a transient error. Other error replies are bugs.
+ */
+export function isOutage(err: unknown): boolean {
+  if (err instanceof GatewayError) return err.code === 'QUOTA_STORE_UNAVAILABLE';
+  const code = replyCode(err);
+  return code === undefined || UNAVAILABLE_REPLIES.has(code);
+}
+
+/** An outage as the GatewayError callers see; anything else is returned unchanged. */
+export function asStoreError(err: unknown): unknown {
+  if (err instanceof GatewayError || !isOutage(err)) return err;
+  return new GatewayError('QUOTA_STORE_UNAVAILABLE', 'The quota store is unreachable.', {}, { cause: err });
+}
+
+/**
+ * Runs scripts on one node-redis client: EVALSHA with an EVAL fallback, every command bounded by a
+ * deadline, and no waiting while disconnected except for the very first connection.
+ */
+export class ScriptRunner {
+  private connecting: Promise<void> | undefined;
+  private waitUntil = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly client: RedisClient,
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** Starts connecting (node-redis keeps retrying by itself); the first commands wait for it up to the timeout. */
+  start(onFailure: (err: unknown) => void): void {
+    this.waitUntil = Date.now() + this.timeoutMs;
+    this.connecting = this.client.connect().then(
+      () => {
+        this.connecting = undefined;
+      },
+      (err: unknown) => {
+        this.connecting = undefined;
+        if (!this.stopped) onFailure(err);
+      },
+    );
+  }
+
+  /** Loads every script, so EVALSHA finds them even when a late NOSCRIPT could no longer fall back. */
+  async preload(): Promise<void> {
+    await Promise.all(ALL_SCRIPTS.map((s) => this.timed(this.client.scriptLoad(s.source))));
+  }
+
+  async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
+    await this.ready();
+    const options = { keys, arguments: args.map(String) };
+    try {
+      return await this.timed(this.client.evalSha(script.sha, options));
+    } catch (err) {
+      if (replyCode(err) !== 'NOSCRIPT') throw err;
+      return await this.timed(this.client.eval(script.source, options));
+    }
+  }
+
+  /**
+   * Bounds a command by the timeout. node-redis's own `timeout` only covers a command until it is
+   * written, so a server that accepts the bytes and never answers needs this.
+   */
+  async timed<T>(command: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new GatewayError('QUOTA_STORE_UNAVAILABLE', `The quota store did not answer within ${this.timeoutMs} ms.`)),
+        this.timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([command, expired]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Throws QUOTA_STORE_UNAVAILABLE unless connected; only the first connection is waited for. */
+  async ready(): Promise<void> {
+    if (this.client.isReady) return;
+    const wait = this.waitUntil - Date.now();
+    if (this.connecting && !this.stopped && wait > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.connecting, new Promise<void>((resolve) => (timer = setTimeout(resolve, wait)))]);
+      clearTimeout(timer);
+      if (this.client.isReady) return;
+    }
+    throw new GatewayError('QUOTA_STORE_UNAVAILABLE', 'The quota store is not connected.');
+  }
+
+  /** Closes the connection: gracefully when connected, at once otherwise. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.client.isReady) await this.client.close();
+    else if (this.client.isOpen) this.client.destroy();
+  }
+}

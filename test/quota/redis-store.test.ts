@@ -1,8 +1,15 @@
+import { createClient } from '@keyv/redis';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { lineKeys } from '../../src/pipeline/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
+import type { LedgerLine } from '../../src/quota/store.js';
 import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
 import { quotaStoreContract } from './store-contract.js';
+
+const HOUR = 3600_000;
+const DAY = 24 * HOUR;
+const silent = pino({ level: 'silent' });
 
 describe('RedisQuotaStore', () => {
   let redis: TestRedis;
@@ -20,22 +27,89 @@ describe('RedisQuotaStore', () => {
 
   // Each open() is its own replica: a separate client on the same Redis.
   quotaStoreContract({
-    open: (now, count) =>
-      Array.from({ length: count }, () => new RedisQuotaStore({ url: redis.url, prefix: root, now, logger: pino({ level: 'silent' }) })),
+    open: (now, count) => Array.from({ length: count }, () => new RedisQuotaStore({ url: redis.url, prefix: root, now, logger: silent })),
     prefix: () => `${root}${++n}:`,
   });
 
-  it('keeps every key of a line in the line\'s hash-tag slot', async () => {
-    const { createClient } = await import('@keyv/redis');
-    const client = createClient({ url: redis.url });
-    await client.connect();
-    try {
+  describe('on the wire', () => {
+    let prefix: string;
+    let raw: ReturnType<typeof createClient>;
+    const stores: RedisQuotaStore[] = [];
+    const open = () => {
+      const store = new RedisQuotaStore({ url: redis.url, prefix: root, logger: silent });
+      stores.push(store);
+      return store;
+    };
+    const line = (amount: number, subject = 'ada'): LedgerLine => {
+      const start = Math.floor(Date.now() / HOUR) * HOUR;
+      return { budgetId: 'weekly', subject, limit: 1000, amount, expiresAt: Date.now() + 2 * HOUR, ...lineKeys(prefix, 'weekly', subject, [start], start) };
+    };
+
+    beforeEach(async () => {
+      prefix = `${root}${++n}:`;
+      raw = createClient({ url: redis.url });
+      await raw.connect();
+    });
+
+    afterEach(async () => {
+      await Promise.all(stores.splice(0).map((s) => s.close()));
+      raw.destroy();
+    });
+
+    it('keeps a line\'s reservation, usage and settled marker under its hash tag, with their TTLs', async () => {
+      const store = open();
+      const l = line(10);
+      await store.reserve('r1', [l], 60_000);
+      await store.settle('r1', [{ ...l, amount: 7 }]);
+      await store.reserve('r2', [{ ...l, amount: 5 }], 60_000);
+
+      const tag = `${prefix}{weekly|ada}`;
       const keys: string[] = [];
-      for await (const batch of client.scanIterator({ MATCH: `${root}*{*`, COUNT: 500 })) keys.push(...batch);
-      expect(keys.length).toBeGreaterThan(0);
-      for (const key of keys) expect(key).toMatch(/^[^{]*\{[^}]+\}/);
-    } finally {
-      client.destroy();
-    }
+      for await (const batch of raw.scanIterator({ MATCH: `${prefix}*`, COUNT: 500 })) keys.push(...batch);
+      expect(keys.filter((k) => k.startsWith(tag)).sort()).toEqual([`${tag}:r`, `${tag}:r:s:r1`, `${tag}:r:x`, l.usageKey].sort());
+      expect(await raw.get(l.usageKey)).toBe('7');
+      expect(await raw.hGetAll(`${tag}:r`)).toEqual({ r2: '5' });
+      expect(Math.abs((await raw.pTTL(l.usageKey)) - (l.expiresAt - Date.now()))).toBeLessThan(5000);
+      expect(await raw.pTTL(`${tag}:r:s:r1`)).toBeGreaterThan(DAY - 5000);
+      expect(await raw.pTTL(`${tag}:r`)).toBeGreaterThan(60_000);
+    });
+
+    it('releases from another replica, which finds the request\'s lines in the Keyv record', async () => {
+      const [a, b] = [open(), open()];
+      await a.reserve('r1', [line(40), line(40, 'bob')], 60_000);
+      await b.release('r1');
+      expect(await a.read([line(0), line(0, 'bob')])).toEqual([
+        { used: 0, reserved: 0 },
+        { used: 0, reserved: 0 },
+      ]);
+    });
+
+    it('applies an admin credit and debit to a usage counter', async () => {
+      const store = open();
+      const l = line(50);
+      await store.settle('r1', [l]);
+      expect(await store.adjust(l.usageKey, -20, l.expiresAt)).toBe(30);
+      expect(await store.adjust(l.usageKey, 5, l.expiresAt)).toBe(35);
+      expect(await store.read([l])).toEqual([{ used: 35, reserved: 0 }]);
+    });
+
+    it('lists settled usage of every subject of a budget', async () => {
+      const store = open();
+      const [ada, bob] = [line(12), line(30, 'bob')];
+      await store.settle('r1', [ada]);
+      await store.settle('r2', [bob]);
+      await store.reserve('r3', [line(5, 'cy')], 60_000);
+      expect(await store.listUsage(`${prefix}{weekly|*}:u:*`)).toEqual([
+        { key: ada.usageKey, used: 12 },
+        { key: bob.usageKey, used: 30 },
+      ]);
+    });
+
+    it('settles a line whose window has already ended without creating a counter', async () => {
+      const store = open();
+      const l = { ...line(9), expiresAt: Date.now() - 1000 };
+      await store.settle('late', [l]);
+      expect(await raw.exists(l.usageKey)).toBe(0);
+    });
   });
 });
