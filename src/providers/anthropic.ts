@@ -121,9 +121,10 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
 
     async stream(req, onText: TextListener): Promise<CompletionResult> {
       if (req.signal?.aborted) throw cancelledError(name);
+      const idle = idleGuard(config.timeoutMs, req.signal);
       let model = req.model;
       let text = '';
-      let input: Usage | undefined;
+      let input: InputCounts | undefined;
       let reportedOutput = 0;
       let deltas = 0;
       let stopReason: string | undefined;
@@ -131,16 +132,20 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       let listenerError: unknown;
       // Output is the larger of what Anthropic last reported and the deltas we saw, so a cut stream
       // is never charged less than what reached the caller.
-      const consumed = (): Usage | undefined => input && { ...input, outputTokens: Math.max(reportedOutput, deltas) };
+      const consumed = (): Usage | undefined => input && usageOf({ ...input, output_tokens: Math.max(reportedOutput, deltas) });
+      const stalled = (): GatewayError =>
+        upstreamError({ provider: name, network: true, type: 'timeout', message: `no stream event within ${config.timeoutMs} ms`, usage: consumed() });
 
       try {
-        const events = await client.messages.create({ ...params(req), stream: true }, { signal: req.signal });
+        const events = await client.messages.create({ ...params(req), stream: true }, { signal: idle.signal });
+        idle.touch();
         for await (const event of events) {
+          idle.touch();
           // Events already buffered keep coming after an abort; none of them reached the caller.
-          if (req.signal?.aborted) break;
+          if (idle.signal.aborted) break;
           if (event.type === 'message_start') {
             model = event.message.model;
-            input = usageOf(event.message.usage);
+            input = event.message.usage;
             reportedOutput = event.message.usage.output_tokens;
           } else if (event.type === 'content_block_delta' && event.delta.type === 'text_delta') {
             text += event.delta.text;
@@ -154,14 +159,13 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
           } else if (event.type === 'message_delta') {
             stopReason = event.delta.stop_reason ?? stopReason;
             reportedOutput = event.usage.output_tokens;
-            // Newer API versions may restate input usage at the end; prefer it when present.
-            if (event.usage.input_tokens != null && input) {
-              input = usageOf({
-                input_tokens: event.usage.input_tokens,
-                cache_read_input_tokens: event.usage.cache_read_input_tokens ?? input.cachedInputTokens ?? 0,
-                cache_creation_input_tokens: event.usage.cache_creation_input_tokens,
-                output_tokens: reportedOutput,
-              });
+            // The final event may restate input counts; a restated count wins over message_start's.
+            if (input) {
+              input = {
+                input_tokens: event.usage.input_tokens ?? input.input_tokens,
+                cache_read_input_tokens: event.usage.cache_read_input_tokens ?? input.cache_read_input_tokens,
+                cache_creation_input_tokens: event.usage.cache_creation_input_tokens ?? input.cache_creation_input_tokens,
+              };
             }
           } else if (event.type === 'message_stop') {
             stopped = true;
@@ -169,10 +173,14 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
         }
       } catch (err) {
         if (err === listenerError) throw err;
+        if (idle.fired && !req.signal?.aborted) throw stalled();
         throw toGatewayError(err, req.signal, consumed());
+      } finally {
+        idle.stop();
       }
-      // The SDK ends the iteration quietly when the signal aborts mid-stream.
+      // The SDK ends the iteration quietly when its signal aborts mid-stream.
       if (req.signal?.aborted) throw cancelledError(name, consumed());
+      if (idle.fired) throw stalled();
       const usage = consumed();
       if (!stopped || !usage) {
         throw upstreamError({ provider: name, network: true, type: 'stream_incomplete', message: 'the stream ended before message_stop', usage });
@@ -182,13 +190,14 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
   };
 }
 
-/** Anthropic reports cache reads and writes apart from `input_tokens`; tollgate counts them as input. */
-function usageOf(u: {
+interface InputCounts {
   input_tokens: number;
-  output_tokens: number;
   cache_read_input_tokens?: number | null;
   cache_creation_input_tokens?: number | null;
-}): Usage {
+}
+
+/** Anthropic reports cache reads and writes apart from `input_tokens`; tollgate counts them as input. */
+function usageOf(u: InputCounts & { output_tokens: number }): Usage {
   const cached = u.cache_read_input_tokens ?? 0;
   const usage: Usage = {
     inputTokens: u.input_tokens + cached + (u.cache_creation_input_tokens ?? 0),
@@ -196,6 +205,28 @@ function usageOf(u: {
   };
   if (cached > 0) usage.cachedInputTokens = cached;
   return usage;
+}
+
+/**
+ * Aborts a stream that goes quiet for `ms`. The SDK's own timeout stops counting once the response
+ * headers arrive, so without this a stream stalled midway would hold its budget reservation forever.
+ */
+function idleGuard(ms: number, outer: AbortSignal | undefined) {
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    signal: outer ? AbortSignal.any([outer, controller.signal]) : controller.signal,
+    get fired(): boolean {
+      return controller.signal.aborted;
+    },
+    touch(): void {
+      clearTimeout(timer);
+      timer = setTimeout(() => controller.abort(), ms);
+    },
+    stop(): void {
+      clearTimeout(timer);
+    },
+  };
 }
 
 /** Client options that send every call through an HTTP(S) proxy (undici's fetch, to match its dispatcher). */

@@ -148,18 +148,23 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
       let reported: Usage | undefined;
       let started = false;
       let listenerError: unknown;
+      const idle = idleGuard(config.timeoutMs, req.signal);
       // Without a usage chunk, input is estimated from the prompt and output is one token per delta.
       const consumed = (): Usage => reported ?? { inputTokens: estimatePromptTokens(req.system, req.messages), outputTokens: deltas };
+      const stalled = (): GatewayError =>
+        upstreamError({ provider: name, network: true, type: 'timeout', message: `no stream chunk within ${config.timeoutMs} ms`, usage: consumed() });
 
       try {
         const chunks = await client.chat.completions.create(
           { ...params(req), stream: true, stream_options: { include_usage: true } },
-          { signal: req.signal },
+          { signal: idle.signal },
         );
         started = true;
+        idle.touch();
         for await (const chunk of chunks) {
+          idle.touch();
           // Chunks already buffered keep coming after an abort; none of them reached the caller.
-          if (req.signal?.aborted) break;
+          if (idle.signal.aborted) break;
           if (chunk.model) model = chunk.model;
           if (chunk.usage) reported = usageOf(chunk.usage);
           const choice = chunk.choices[0];
@@ -179,14 +184,40 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
         }
       } catch (err) {
         if (err === listenerError) throw err;
+        if (idle.fired && !req.signal?.aborted) throw stalled();
         throw toGatewayError(err, req.signal, started ? consumed() : undefined);
+      } finally {
+        idle.stop();
       }
-      // The SDK ends the iteration quietly when the signal aborts mid-stream.
+      // The SDK ends the iteration quietly when its signal aborts mid-stream.
       if (req.signal?.aborted) throw cancelledError(name, consumed());
+      if (idle.fired) throw stalled();
       if (!finish) {
         throw upstreamError({ provider: name, network: true, type: 'stream_incomplete', message: 'the stream ended without a finish_reason', usage: consumed() });
       }
       return { text, model, usage: consumed(), stopReason: stopReasonOf(finish) };
+    },
+  };
+}
+
+/**
+ * Aborts a stream that goes quiet for `ms`. The SDK's own timeout stops counting once the response
+ * headers arrive, so without this a stream stalled midway would hold its budget reservation forever.
+ */
+function idleGuard(ms: number, outer: AbortSignal | undefined) {
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    signal: outer ? AbortSignal.any([outer, controller.signal]) : controller.signal,
+    get fired(): boolean {
+      return controller.signal.aborted;
+    },
+    touch(): void {
+      clearTimeout(timer);
+      timer = setTimeout(() => controller.abort(), ms);
+    },
+    stop(): void {
+      clearTimeout(timer);
     },
   };
 }

@@ -1,3 +1,5 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
 import { createAnthropicProvider, type AnthropicConfig } from '../../src/providers/anthropic.js';
@@ -176,6 +178,33 @@ describe('Anthropic adapter behind a corporate proxy', () => {
     } finally {
       await proxy.close();
       await fake.close();
+    }
+  });
+});
+
+describe('Anthropic stream that stalls after the headers', () => {
+  it('gives up after timeoutMs without an event, charges what arrived and closes the connection', async () => {
+    let closed = false;
+    // The fakes' faults cannot stall midway, so this one-off server sends two events and goes quiet.
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const start = { type: 'message', id: 'msg_1', role: 'assistant', model: MODEL, content: [], stop_reason: null, stop_sequence: null };
+      res.write(`event: message_start\ndata: ${JSON.stringify({ type: 'message_start', message: { ...start, usage: { input_tokens: 9, output_tokens: 1 } } })}\n\n`);
+      res.write(`event: content_block_delta\ndata: ${JSON.stringify({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Hel' } })}\n\n`);
+      res.on('close', () => (closed = true));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const provider = createAnthropicProvider('anthropic', { kind: 'anthropic', apiKey: KEY, baseUrl: url, timeoutMs: 300, maxRetries: 0 });
+      const err = await failure(provider.stream(request, () => {}));
+      expect(err.code).toBe('PROVIDER_UNAVAILABLE');
+      expect(err.details.upstreamType).toBe('timeout');
+      expect(err.details.usage).toEqual({ inputTokens: 9, outputTokens: 1 });
+      await expect.poll(() => closed).toBe(true);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
     }
   });
 });

@@ -1,3 +1,5 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
 import { createOpenAIProvider, estimatePromptTokens, outputCapFields, type OpenAIConfig } from '../../src/providers/openai.js';
@@ -164,6 +166,32 @@ describe('OpenAI adapter behind a corporate proxy', () => {
     } finally {
       await proxy.close();
       await fake.close();
+    }
+  });
+});
+
+describe('OpenAI stream that stalls after the headers', () => {
+  it('gives up after timeoutMs without a chunk, charges what arrived and closes the connection', async () => {
+    let closed = false;
+    // The fakes' faults cannot stall midway, so this one-off server sends one delta and goes quiet.
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = { id: 'c1', object: 'chat.completion.chunk', created: 1, model: MODEL, choices: [{ index: 0, delta: { content: 'Hel' }, finish_reason: null }] };
+      res.write(`data: ${JSON.stringify(chunk)}\n\n`);
+      res.on('close', () => (closed = true));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+      const provider = createOpenAIProvider('openai', { kind: 'openai', apiKey: KEY, baseUrl: url, timeoutMs: 300, maxRetries: 0 });
+      const err = await failure(provider.stream(request, () => {}));
+      expect(err.code).toBe('PROVIDER_UNAVAILABLE');
+      expect(err.details.upstreamType).toBe('timeout');
+      expect(err.details.usage).toEqual({ inputTokens: 15, outputTokens: 1 });
+      await expect.poll(() => closed).toBe(true);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
     }
   });
 });
