@@ -266,6 +266,27 @@ describe('Bedrock adapter specifics', () => {
     expect(err.details).toEqual({ provider: 'bedrock-eu', status: 400, upstreamType: 'ValidationException' });
   });
 
+  it('sends the session token of temporary credentials', async () => {
+    await createBedrockProvider('b', bedrockConfig(fake, { sessionToken: 'session-token-1' })).complete(request());
+    expect(fake.requests[0]!.headers['x-amz-security-token']).toBe('session-token-1');
+  });
+
+  it('signs with the default AWS credential chain when the policy gives no keys', async () => {
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    process.env.AWS_ACCESS_KEY_ID = 'AKIDFROMENVIRONMENT';
+    process.env.AWS_SECRET_ACCESS_KEY = 'environment-secret';
+    try {
+      const fromChain = createBedrockProvider('b', bedrockConfig(fake, { accessKeyId: undefined, secretAccessKey: undefined }));
+      await fromChain.complete(request());
+      expect(String(fake.requests[0]!.headers.authorization)).toContain('Credential=AKIDFROMENVIRONMENT/');
+    } finally {
+      for (const [key, value] of [['AWS_ACCESS_KEY_ID', saved.id], ['AWS_SECRET_ACCESS_KEY', saved.secret]] as const) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
+    }
+  });
+
   it('requires the access key and secret together', () => {
     expect(() => createBedrockProvider('b', bedrockConfig(fake, { secretAccessKey: undefined }))).toThrow(
       'Provider "b": accessKeyId and secretAccessKey must be given together.',
