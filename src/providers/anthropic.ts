@@ -63,7 +63,8 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
 
   /** Keeps the key out of anything a caller or a log may see. */
   function redact(text: string): string {
-    return text.split(config.apiKey).join('[redacted]');
+    // A key too short to be a secret (a test key) would only mangle the text.
+    return config.apiKey.length < 8 ? text : text.split(config.apiKey).join('[redacted]');
   }
 
   function toGatewayError(err: unknown, signal: AbortSignal | undefined, usage?: Usage): GatewayError {
@@ -85,7 +86,10 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
     if (err instanceof SyntaxError) {
       return upstreamError({ provider: name, network: true, type: 'malformed_response', message: 'the upstream answer is not valid JSON', usage }, err);
     }
-    // A socket reset mid-body surfaces from fetch as a bare TypeError ("terminated").
+    // undici reports a connection reset mid-body as a bare TypeError("terminated").
+    if (err instanceof TypeError && err.message === 'terminated') {
+      return upstreamError({ provider: name, network: true, type: 'connection_lost', message: 'the connection closed mid-answer', usage }, err);
+    }
     const what = err instanceof Error ? redact(err.message) : 'unknown failure';
     return upstreamError({ provider: name, network: true, type: 'unexpected_response', message: what, usage }, err);
   }

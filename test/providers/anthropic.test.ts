@@ -4,6 +4,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
 import { createAnthropicProvider, type AnthropicConfig } from '../../src/providers/anthropic.js';
 import type { CompletionRequest } from '../../src/providers/provider.js';
+import { createProvider } from '../../src/providers/registry.js';
 import { startFakeAnthropic } from '../../tools/fake-providers/anthropic.js';
 import { startFakeProxy } from '../../tools/fake-providers/http.js';
 import type { FakeProviderServer } from '../../tools/fake-providers/types.js';
@@ -76,6 +77,11 @@ describe('Anthropic adapter specifics', () => {
     expect((await send('2023-06-01')).status).toBe(200);
   });
 
+  it('is what the registry builds for kind anthropic, pointed at its baseUrl', () => {
+    const provider = createProvider('claude', config(fake));
+    expect([provider.name, provider.kind, provider.baseUrl]).toEqual(['claude', 'anthropic', fake.url]);
+  });
+
   it('authenticates with a Bearer key and an anthropic-version header, as SDK 1.x does', async () => {
     await createAnthropicProvider('anthropic', config(fake)).complete(request);
     expect(fake.requests[0]!.headers.authorization).toBe(`Bearer ${KEY}`);
@@ -129,6 +135,7 @@ describe('Anthropic adapter specifics', () => {
   it('charges the cut stream with the input from message_start and every delta received', async () => {
     fake.failNext({ kind: 'cut', afterWords: 2 });
     const err = await failure(createAnthropicProvider('anthropic', config(fake)).stream(request, () => {}));
+    expect(err.details.upstreamType).toBe('connection_lost');
     expect(err.details.usage).toEqual({ inputTokens: 6, outputTokens: 2 });
   });
 

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
 import { createOpenAIProvider, estimatePromptTokens, outputCapFields, type OpenAIConfig } from '../../src/providers/openai.js';
 import type { CompletionRequest } from '../../src/providers/provider.js';
+import { createProvider } from '../../src/providers/registry.js';
 import { startFakeProxy } from '../../tools/fake-providers/http.js';
 import { startFakeOpenAI } from '../../tools/fake-providers/openai.js';
 import type { FakeProviderServer } from '../../tools/fake-providers/types.js';
@@ -65,6 +66,11 @@ describe('OpenAI adapter specifics', () => {
     });
   });
 
+  it('is what the registry builds for kind openai, pointed at its baseUrl', () => {
+    const provider = createProvider('gpt', config(fake));
+    expect([provider.name, provider.kind, provider.baseUrl]).toEqual(['gpt', 'openai', fake.url]);
+  });
+
   it('asks for usage in the stream and takes it from the last chunk', async () => {
     const result = await createOpenAIProvider('openai', config(fake)).stream(request, () => {});
     expect(fake.requests[0]!.body).toMatchObject({ stream: true, stream_options: { include_usage: true } });
@@ -112,6 +118,7 @@ describe('OpenAI adapter specifics', () => {
     fake.failNext({ kind: 'cut', afterWords: 2 });
     const err = await failure(createOpenAIProvider('openai', config(fake)).stream(request, () => {}));
     expect(err.code).toBe('PROVIDER_UNAVAILABLE');
+    expect(err.details.upstreamType).toBe('connection_lost');
     // "Answer in French." is 17 characters (5 + 3), "Name a colour" 13 (4 + 3).
     expect(err.details.usage).toEqual({ inputTokens: 15, outputTokens: 2 });
   });
