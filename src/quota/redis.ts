@@ -73,11 +73,13 @@ export class RedisQuotaStore implements QuotaStore {
     this.now = opts.now ?? Date.now;
     const timeoutMs = opts.commandTimeoutMs ?? 1000;
     this.maxReplays = opts.maxPendingReplays ?? 10_000;
-    this.log = opts.logger ?? pino({ name: 'tollgate-quota', level: 'warn' }, pino.destination({ dest: 2, sync: false }));
+    this.log = opts.logger ?? pino({ name: 'tollgate-quota', level: 'info' }, pino.destination({ dest: 2, sync: false }));
     const client = createClient({
       url: opts.url,
       // Fail fast while disconnected instead of queueing; the pipeline decides open or closed.
       disableOfflineQueue: true,
+      // While a server hangs, unanswered commands pile up; beyond this they fail at once.
+      commandsQueueMaxLength: 10_000,
       commandOptions: { timeout: timeoutMs },
       socket: {
         connectTimeout: Math.max(timeoutMs, 1000),

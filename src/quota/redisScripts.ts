@@ -253,10 +253,17 @@ export class ScriptRunner {
     throw new GatewayError('QUOTA_STORE_UNAVAILABLE', 'The quota store is not connected.');
   }
 
-  /** Closes the connection: gracefully when connected, at once otherwise. */
+  /** Closes the connection: gracefully when Redis answers in time, at once otherwise. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.client.isReady) await this.client.close();
-    else if (this.client.isOpen) this.client.destroy();
+    if (this.client.isReady) {
+      try {
+        await this.timed(this.client.close());
+        return;
+      } catch {
+        // A hung server would hold close() forever.
+      }
+    }
+    if (this.client.isOpen) this.client.destroy();
   }
 }

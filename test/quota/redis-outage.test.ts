@@ -128,6 +128,16 @@ describe('RedisQuotaStore when Redis goes away', () => {
     expect(await store.read([line(0)])).toEqual([{ used: 25, reserved: 0 }]);
   });
 
+  it('closes within the command timeout while Redis hangs', async () => {
+    const store = open();
+    await reachable(store);
+    redis.freeze();
+    const started = Date.now();
+    await store.close();
+    expect(Date.now() - started).toBeLessThan(1500);
+    redis.thaw();
+  });
+
   it('keeps at most maxPendingReplays settlements and logs every one it drops', async () => {
     const store = open({ maxPendingReplays: 2 });
     await reachable(store);
