@@ -134,6 +134,7 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       try {
         out = await client.send(new ConverseCommand(converseInput(req)), { abortSignal: req.signal });
       } catch (err) {
+        // No usage on a failed Converse call: Bedrock reports usage only inside a whole answer.
         throw fail(err, req);
       }
       const usage = toUsage(out.usage);

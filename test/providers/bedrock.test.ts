@@ -256,7 +256,7 @@ describe('Bedrock adapter specifics', () => {
       body: JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'hi' }] }] }),
     });
     expect(res.status).toBe(403);
-    expect(res.headers.get('x-amzn-errortype')).toBe('AccessDeniedException');
+    expect(res.headers.get('x-amzn-errortype')).toBe('AccessDeniedException:http://internal.amazon.com/coral/com.amazon.bedrock/');
     expect(await res.json()).toEqual({ message: 'Missing or invalid SigV4 Authorization header.' });
   });
 

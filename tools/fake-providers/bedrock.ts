@@ -114,10 +114,10 @@ export async function startFakeBedrock(opts: { latencyMs?: number } = {}): Promi
   }
 
   function sendError(res: ServerResponse, rec: RecordedRequest, status: number, message: string): void {
-    const type = errorType(status);
     res.writeHead(status, {
       'content-type': 'application/json',
-      'x-amzn-errortype': type,
+      // Bedrock suffixes the type with its service namespace; the SDK keeps what precedes the ':'.
+      'x-amzn-errortype': `${errorType(status)}:http://internal.amazon.com/coral/com.amazon.bedrock/`,
       'x-amzn-requestid': randomUUID(),
     });
     res.end(JSON.stringify({ message }), () => (rec.completed = true));
