@@ -112,7 +112,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
         throw toGatewayError(err, req.signal);
       }
       // The SDK returns whatever parsed; a proxy or a look-alike server may send another shape.
-      if (typeof message !== 'object' || message === null || !Array.isArray(message.content) || typeof message.usage !== 'object') {
+      if (typeof message !== 'object' || message === null || !Array.isArray(message.content) || typeof message.usage?.input_tokens !== 'number') {
         throw malformed('the answer is not a Messages API message');
       }
       return {

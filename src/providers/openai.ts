@@ -171,7 +171,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
           if (idle.signal.aborted) break;
           if (chunk.model) model = chunk.model;
           if (chunk.usage) reported = usageOf(chunk.usage);
-          const choice = chunk.choices[0];
+          const choice = chunk.choices?.[0];
           if (!choice) continue;
           const delta = choice.delta?.content;
           if (delta) {
