@@ -287,6 +287,11 @@ describe('Bedrock adapter specifics', () => {
     }
   });
 
+  it("names the endpoint it calls: the policy baseUrl, else the region's public Bedrock runtime", () => {
+    expect(provider().baseUrl).toBe(fake.url);
+    expect(createBedrockProvider('b', bedrockConfig(fake, { baseUrl: undefined })).baseUrl).toBe('https://bedrock-runtime.eu-west-1.amazonaws.com');
+  });
+
   it('requires the access key and secret together', () => {
     expect(() => createBedrockProvider('b', bedrockConfig(fake, { secretAccessKey: undefined }))).toThrow(
       'Provider "b": accessKeyId and secretAccessKey must be given together.',
