@@ -35,6 +35,7 @@ export interface RedisQuotaStoreOptions {
   commandTimeoutMs?: number;
   /** Most settlements kept for replay during an outage; the oldest is dropped beyond it. Default 10000. */
   maxPendingReplays?: number;
+  /** Where connection changes, queued and dropped settlements are reported. Default: stderr at info. */
   logger?: Pick<Logger, 'info' | 'warn' | 'error'>;
 }
 
@@ -49,10 +50,13 @@ const SETTLED_MARKER_MS = 24 * 3600_000;
 const RECORD_SLACK_MS = 60_000;
 /** Requests whose reserved lines are remembered in process; beyond this the Keyv record is used. */
 const LOCAL_RECORDS_MAX = 100_000;
-function assertAmount(n: number, what: string): void {
-  if (!Number.isSafeInteger(n)) throw new RangeError(`${what} must be a safe integer, got ${n}`);
+
+/** Amounts go into INCRBY and Lua arithmetic: whole numbers only, and never negative outside adjust(). */
+function assertAmount(n: number, what: string, signed = false): void {
+  if (!Number.isSafeInteger(n) || (!signed && n < 0)) throw new RangeError(`${what} must be a ${signed ? '' : 'non-negative '}safe integer, got ${n}`);
 }
 
+/** The QuotaStore shared by every replica; see the design notes at the top of this file. */
 export class RedisQuotaStore implements QuotaStore {
   readonly kind = 'redis';
   private readonly client: RedisClient;
@@ -192,7 +196,7 @@ export class RedisQuotaStore implements QuotaStore {
    * correction. Returns the counter's new value. Not idempotent: call it once per correction.
    */
   async adjust(usageKey: string, delta: number, expiresAt: number): Promise<number> {
-    assertAmount(delta, 'delta');
+    assertAmount(delta, 'delta', true);
     try {
       return (await this.run(ADJUST, [usageKey], [delta, expiresAt - this.now()])) as number;
     } catch (err) {
