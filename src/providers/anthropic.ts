@@ -35,6 +35,10 @@ const STATUS_OF_TYPE: Record<string, number> = {
 
 type MessageParams = Anthropic.MessageCreateParamsNonStreaming;
 
+/**
+ * An Anthropic provider for one policy entry. SDK retries follow `maxRetries` (the pipeline's own
+ * failover usually wants 0); `opts.proxy` sends every call through a corporate proxy.
+ */
 export function createAnthropicProvider(name: string, config: AnthropicConfig, opts: ProviderBuildOptions = {}): Provider {
   // The endpoint the egress allowlist checked at policy load (always defined for a network kind).
   const baseUrl = providerEndpoint(config)!;

@@ -56,6 +56,10 @@ function usageOf(u: OpenAI.CompletionUsage): Usage {
   return usage;
 }
 
+/**
+ * An OpenAI (or OpenAI-compatible, via `baseUrl`) provider for one policy entry. SDK retries follow
+ * `maxRetries`; `opts.proxy` sends every call through a corporate proxy.
+ */
 export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: ProviderBuildOptions = {}): Provider {
   // The endpoint the egress allowlist checked at policy load (always defined for a network kind).
   const baseUrl = providerEndpoint(config)!;

@@ -68,6 +68,7 @@ function validate(body: unknown, version: string): MessagesBody | string {
   return b as unknown as MessagesBody;
 }
 
+/** Starts the fake on 127.0.0.1 (a free port); its `url` is the SDK's `baseURL` (no /v1). */
 export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promise<FakeProviderServer> {
   const base = await startFakeHttpServer(handle);
 

@@ -40,6 +40,7 @@ export interface FakeHttpServer {
 /** How long a cut waits after the last flushed write, so the client reads it before the reset. */
 const CUT_GRACE_MS = 40;
 
+/** Starts a fake on 127.0.0.1 (a free port) that records every request and hands it to `handle`. */
 export async function startFakeHttpServer(handle: FakeHandler): Promise<FakeHttpServer> {
   const requests: RecordedRequest[] = [];
   let faults: FakeFault[] = [];
@@ -200,6 +201,7 @@ export interface FakeProxy {
   close(): Promise<void>;
 }
 
+/** Starts the proxy on 127.0.0.1 (a free port). */
 export async function startFakeProxy(): Promise<FakeProxy> {
   const targets: string[] = [];
   const sockets = new Set<net.Socket>();

@@ -63,6 +63,7 @@ function validate(body: unknown): ChatBody | { message: string; param: string } 
   return b as unknown as ChatBody;
 }
 
+/** Starts the fake on 127.0.0.1 (a free port); its `url` ends in /v1, as the SDK's `baseURL` must. */
 export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<FakeProviderServer> {
   const base = await startFakeHttpServer(handle);
 
