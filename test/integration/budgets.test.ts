@@ -83,8 +83,8 @@ describe('budgets through the MCP client', () => {
 
   it('lets exactly 10 of 100 parallel calls through when the budget fits 10 reservations', async () => {
     // Each call reserves 6 estimated input + 100 output = 106 tokens; 1,060 fit exactly ten. The demo
-    // provider holds each call for 1.5 s so every reservation is made before any settles.
-    gw = await startTestGateway(basicPolicy({ userTokens: 1060, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 1500 }'));
+    // provider holds each call for 4 s so every reservation is made before any settles, even on a loaded machine.
+    gw = await startTestGateway(basicPolicy({ userTokens: 1060, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 4000 }'));
     const alice = await connect(KEYS.alice);
     const results = await Promise.all(
       Array.from({ length: 100 }, () => alice.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } })),
