@@ -215,3 +215,26 @@ describe('Anthropic stream that stalls after the headers', () => {
     }
   });
 });
+
+describe('Anthropic error event in the middle of a stream', () => {
+  it('fails over on overloaded_error as it would on a 529, charging what arrived', async () => {
+    // Anthropic can answer 200 and then send `event: error`; no fake fault produces that.
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const start = { type: 'message', id: 'msg_1', role: 'assistant', model: MODEL, content: [], stop_reason: null, stop_sequence: null };
+      res.write(`event: message_start\ndata: ${JSON.stringify({ type: 'message_start', message: { ...start, usage: { input_tokens: 9, output_tokens: 1 } } })}\n\n`);
+      res.end(`event: error\ndata: ${JSON.stringify({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } })}\n\n`);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const provider = createAnthropicProvider('anthropic', { kind: 'anthropic', apiKey: KEY, baseUrl: url, timeoutMs: 1500, maxRetries: 0 });
+      const err = await failure(provider.stream(request, () => {}));
+      expect(err.code).toBe('PROVIDER_UNAVAILABLE');
+      expect(err.details).toEqual({ provider: 'anthropic', status: 529, upstreamType: 'overloaded_error', usage: { inputTokens: 9, outputTokens: 1 } });
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});

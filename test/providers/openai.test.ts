@@ -202,3 +202,26 @@ describe('OpenAI stream that stalls after the headers', () => {
     }
   });
 });
+
+describe('OpenAI error object in the middle of a stream', () => {
+  it('fails over, keeping the upstream type and charging what arrived', async () => {
+    // OpenAI can answer 200 and then send `data: {"error": ...}`; no fake fault produces that.
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = { id: 'c1', object: 'chat.completion.chunk', created: 1, model: MODEL, choices: [{ index: 0, delta: { content: 'Hel' }, finish_reason: null }] };
+      res.write(`data: ${JSON.stringify(chunk)}\n\n`);
+      res.end(`data: ${JSON.stringify({ error: { message: 'The server had an error', type: 'server_error', param: null, code: null } })}\n\n`);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+      const provider = createOpenAIProvider('openai', { kind: 'openai', apiKey: KEY, baseUrl: url, timeoutMs: 1500, maxRetries: 0 });
+      const err = await failure(provider.stream(request, () => {}));
+      expect(err.code).toBe('PROVIDER_UNAVAILABLE');
+      expect(err.details).toEqual({ provider: 'openai', upstreamType: 'server_error', usage: { inputTokens: 15, outputTokens: 1 } });
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
