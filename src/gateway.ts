@@ -6,6 +6,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { GatewayError } from './errors.js';
+import { Authenticator, type AuthenticateOptions, type Authenticated } from './identity/authenticate.js';
 import type { Principal } from './identity/principal.js';
 import type { EventSink } from './metering/events.js';
 import { decide, type CompletionInput } from './policy/decide.js';
@@ -17,6 +18,7 @@ import type { QuotaStore } from './quota/store.js';
 import { applicableLines } from './pipeline/budgets.js';
 import { compose } from './pipeline/compose.js';
 import type { CallContext, TransportName } from './pipeline/context.js';
+import { checkRelationships } from './pipeline/steps/authorize.js';
 import { enforcePolicy } from './pipeline/steps/decide.js';
 import { dispatchToProvider } from './pipeline/steps/dispatch.js';
 import { requirePrincipal } from './pipeline/steps/identify.js';
@@ -80,6 +82,8 @@ export class Gateway {
   private readonly keyPrefix: string;
   readonly store: QuotaStore;
   private readonly fallbackStore: QuotaStore;
+  /** One authenticator per policy: it holds that policy's JWKS caches. */
+  private readonly authenticators = new WeakMap<Policy, Authenticator>();
 
   constructor(private readonly opts: GatewayOptions) {
     this.now = opts.now ?? Date.now;
@@ -91,6 +95,7 @@ export class Gateway {
     this.run = compose<CallContext>([
       meter({ sink: opts.sink, now: this.now }),
       requirePrincipal(),
+      checkRelationships({ now: this.now }),
       enforcePolicy({ ...stores, keyPrefix: this.keyPrefix, now: this.now }),
       reserveAndSettle(stores),
       dispatchToProvider({ providerFor: (name) => this.state.providers.get(name), now: this.now }),
@@ -193,6 +198,20 @@ export class Gateway {
     };
   }
 
+  /**
+   * Proves who presents a bearer credential (API key, or JWT from a trusted issuer) and checks the
+   * policy's gateway-wide rights. Throws AUTH_INVALID, or FORBIDDEN for a caller who lacks them.
+   */
+  async authenticate(credential: string, opts?: AuthenticateOptions): Promise<Authenticated> {
+    const policy = this.state.policy;
+    let authn = this.authenticators.get(policy);
+    if (!authn) {
+      authn = new Authenticator(policy, { now: this.now });
+      this.authenticators.set(policy, authn);
+    }
+    return authn.authenticate(credential, opts);
+  }
+
   async close(): Promise<void> {
     await this.store.close();
     await this.fallbackStore.close();
@@ -216,6 +235,8 @@ function view(id: string, scope: string, subject: string, unit: 'tokens' | 'usd'
 /** Builds one provider per policy entry. */
 export function buildProviders(policy: Policy, opts?: ProviderBuildOptions): Map<string, Provider> {
   const out = new Map<string, Provider>();
-  for (const [name, cfg] of Object.entries(policy.config.providers)) out.set(name, createProvider(name, cfg, opts));
+  // The policy's egress section applies to every adapter it builds, so a reloaded policy's allowlist and proxy take effect.
+  const merged: ProviderBuildOptions = { ...opts, proxy: policy.config.egress.proxy ?? opts?.proxy, egressAllow: policy.config.egress.allow };
+  for (const [name, cfg] of Object.entries(policy.config.providers)) out.set(name, createProvider(name, cfg, merged));
   return out;
 }

@@ -24,7 +24,7 @@ import {
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from '../policy/schema.js';
-import { providerEndpoint } from './egress.js';
+import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
 import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage } from './provider.js';
 import type { ProviderBuildOptions } from './registry.js';
@@ -101,6 +101,20 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       ...(agents ?? {}),
     }),
   });
+
+  const allow = opts.egressAllow;
+  if (allow) {
+    // Checked on the signed request about to leave, so an endpoint resolved by the SDK (region,
+    // FIPS, dual-stack variants) is held to the allowlist as well as the configured one.
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        const r = args.request as { protocol?: string; hostname?: string; port?: number };
+        if (r.hostname) assertEgress(name, `${r.protocol ?? 'https:'}//${r.hostname}${r.port ? `:${r.port}` : ''}`, allow);
+        return next(args);
+      },
+      { step: 'finalizeRequest', name: 'tollgateEgressGuard' },
+    );
+  }
 
   function fail(err: unknown, req: CompletionRequest, usage?: Usage): GatewayError {
     if (err instanceof GatewayError) return err;

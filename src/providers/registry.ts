@@ -14,6 +14,8 @@ import type { Provider } from './provider.js';
 export interface ProviderBuildOptions {
   /** Corporate proxy URL for outbound calls (HTTPS_PROXY style). */
   proxy?: string;
+  /** The policy's egress.allow patterns; adapters refuse any request to another host before it leaves. */
+  egressAllow?: readonly string[];
 }
 
 export function createProvider(name: string, config: ProviderConfig, opts: ProviderBuildOptions = {}): Provider {
