@@ -76,6 +76,10 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
       stdio: 'ignore',
     });
     child = proc;
+    // Test workers end by signal, skipping afterEach and 'exit' handlers; this watchdog ends the
+    // server once this process is gone, so no redis-server outlives its test run.
+    const watchdog = `while kill -0 ${process.pid} 2>/dev/null && kill -0 ${proc.pid} 2>/dev/null; do sleep 0.5; done; kill -9 ${proc.pid} 2>/dev/null`;
+    spawn('sh', ['-c', watchdog], { detached: true, stdio: 'ignore' }).unref();
     const failed = new Promise<never>((_, reject) => proc.once('error', (err) => reject(new Error(`redis-server did not start: ${err.message}`))));
     await Promise.race([waitFor(() => answersPing('127.0.0.1', port), 5000, `redis-server on port ${port}`), failed]);
   };
