@@ -8,7 +8,8 @@ import { parseArgs } from 'node:util';
 import { GatewayError } from './errors.js';
 import { buildRuntime, settingsFromEnv, startHttp, VERSION, type Settings } from './main.js';
 import { serveStdio, stdioPrincipal } from './mcp/stdio.js';
-import { loadPolicyFile } from './policy/load.js';
+import { loadPolicyFile, PolicyError, type PolicyIssue } from './policy/load.js';
+import { watchPolicy } from './policy/reload.js';
 
 const HELP = `tollgate ${VERSION} — enforcement gateway for enterprise AI consumption
 
@@ -17,7 +18,11 @@ Usage:
   tollgate stdio [options]        Serve MCP over stdio; the caller's key comes from TOLLGATE_API_KEY
   tollgate call [opts] <prompt>   Call a running gateway's complete tool (--key, --tier, --model, --max-tokens,
                                   --url, --json); \`call --budget\` and \`call --models\` show my_budget and list_models
-  tollgate check <policy.yaml>    Validate a policy file and list every error with its line
+  tollgate check <policy.yaml>    Validate a policy file and list every error with its line:column
+  tollgate test-policy <t.yaml>.. Run policy tests (YAML cases: principal + usage + request -> decision)
+  tollgate explain --as <principal JSON | API key> [--tier T | --model M] [--prompt P] [--max-tokens N]
+                   [--usage budget=used,...] [--now ISO]
+                                  Show the decision for one call, what decided it and what would change it
   tollgate hash-key <api-key>     Print the sha256 to put under apiKeys[].sha256 in the policy
   tollgate --help | --version
 
@@ -27,9 +32,17 @@ Options (each also settable by the environment variable shown):
   --port <n>             HTTP port                        TOLLGATE_PORT (default 8787)
   --redis <url>          Shared quota store               REDIS_URL (default: embedded in-memory store)
   --events <file>        Decision events (JSON lines)     TOLLGATE_EVENTS_FILE (default: stderr)
+  --no-watch             Do not reload the policy when its file changes or on SIGHUP
+                                                          TOLLGATE_POLICY_WATCH=0
   Also: TOLLGATE_ALLOWED_HOSTS, TOLLGATE_ALLOWED_ORIGINS, TOLLGATE_MAX_BODY_BYTES,
         TOLLGATE_MAX_SESSIONS, TOLLGATE_SESSION_IDLE_SECONDS, TOLLGATE_KEY_PREFIX, TOLLGATE_LOG_LEVEL
 `;
+
+/** One line per issue, `file:line:col: path: message`, the form editors and CI annotate. */
+function formatIssues(file: string, issues: PolicyIssue[]): string {
+  const lines = issues.map((i) => `${file}${i.line ? `:${i.line}:${i.column}` : ''}: ${i.path ? `${i.path}: ` : ''}${i.message}`);
+  return `${lines.join('\n')}\n${file}: ${issues.length} error${issues.length === 1 ? '' : 's'}\n`;
+}
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`tollgate: ${message}\n`);
@@ -57,6 +70,11 @@ async function main(argv: string[]): Promise<void> {
       json: { type: 'boolean' },
       budget: { type: 'boolean' },
       models: { type: 'boolean' },
+      'no-watch': { type: 'boolean' },
+      as: { type: 'string' },
+      prompt: { type: 'string' },
+      usage: { type: 'string' },
+      now: { type: 'string' },
     },
   });
   if (values.help) return void process.stdout.write(HELP);
@@ -69,14 +87,17 @@ async function main(argv: string[]): Promise<void> {
   if (values.port) settings.http.port = Number(values.port);
   if (values.redis) settings.redisUrl = values.redis;
   if (values.events) settings.eventsFile = values.events;
+  const watch = !values['no-watch'] && process.env.TOLLGATE_POLICY_WATCH !== '0';
   if (!Number.isInteger(settings.http.port) || settings.http.port < 0 || settings.http.port > 65535) fail(`invalid port ${settings.http.port}`);
 
   switch (command) {
     case 'serve': {
       const runtime = await buildRuntime(settings);
+      const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
       const http = await startHttp(runtime, settings);
       process.stderr.write(`tollgate ${VERSION} serving MCP at ${http.url}/mcp (policy ${settings.policyPath}, store ${runtime.gateway.store.kind})\n`);
       const stop = async () => {
+        reloader?.close();
         await http.close();
         await runtime.close();
         process.exit(0);
@@ -94,15 +115,24 @@ async function main(argv: string[]): Promise<void> {
         await runtime.close();
         fail(err instanceof GatewayError ? `${err.code}: ${err.message}` : String(err), 3);
       }
+      const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
       const { closed } = await serveStdio(runtime.gateway, principal, VERSION);
       await closed;
+      reloader?.close();
       await runtime.close();
       process.exit(0);
     }
     // falls through (unreachable: process.exit above)
     case 'check': {
       const file = rest[0] ?? settings.policyPath;
-      const policy = loadPolicyFile(resolve(file));
+      let policy;
+      try {
+        policy = loadPolicyFile(resolve(file));
+      } catch (err) {
+        if (!(err instanceof PolicyError)) throw err;
+        process.stderr.write(formatIssues(file, err.issues));
+        process.exit(1);
+      }
       process.stdout.write(
         `${file}: valid (version ${policy.version}; ${policy.tiers.length} tiers, ${policy.models.size} models, ${policy.budgets.length} budgets, ${policy.rules.length} rules, ${policy.apiKeys.size} API keys)\n`,
       );
@@ -122,6 +152,32 @@ async function main(argv: string[]): Promise<void> {
       process.exit(code);
     }
     // falls through (unreachable: process.exit above)
+    case 'test-policy': {
+      if (rest.length === 0) fail('usage: tollgate test-policy <tests.yaml>...');
+      const { runPolicyTestFile, formatResults } = await import('./policy/policyTest.js');
+      const { text, failed } = formatResults(rest.map(runPolicyTestFile));
+      process.stdout.write(text);
+      process.exit(failed > 0 ? 1 : 0);
+    }
+    // falls through (unreachable: process.exit above)
+    case 'explain': {
+      if (!values.as) fail('usage: tollgate explain [--policy p.yaml] --as <principal JSON | API key> [--tier T | --model M] [--prompt P] [--usage id=used,...] [--now ISO]');
+      const { explainCall, explainRequest, formatExplanation, parseUsageArg, principalFromArg } = await import('./policy/explain.js');
+      const now = values.now ? Date.parse(values.now) : Date.now();
+      const maxTokens = values['max-tokens'] ? Number(values['max-tokens']) : undefined;
+      if (Number.isNaN(now)) fail(`--now ${values.now} is not an ISO 8601 time`);
+      if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens > 0)) fail('--max-tokens must be a positive integer');
+      const policy = loadPolicyFile(settings.policyPath);
+      const report = explainCall({
+        policy,
+        principal: principalFromArg(policy, values.as),
+        request: explainRequest({ tier: values.tier, model: values.model, prompt: values.prompt, maxTokens }),
+        usage: values.usage ? parseUsageArg(values.usage) : {},
+        now,
+      });
+      process.stdout.write(formatExplanation(report));
+      return;
+    }
     case 'hash-key': {
       const key = rest[0];
       if (!key) fail('usage: tollgate hash-key <api-key>');

@@ -1,0 +1,203 @@
+/**
+ * `tollgate explain`: for one caller and one request, the decision a real call would get, the rule
+ * or budget that decided it, the budgets that apply, and what would change the outcome. Pure: it
+ * runs the same decision and reservation replay as the policy tests (simulate.ts), several times
+ * with one thing changed, and describes the differences.
+ */
+import { createHash } from 'node:crypto';
+import { GatewayError } from '../errors.js';
+import type { Principal } from '../identity/principal.js';
+import type { CompletionInput, Decision } from './decide.js';
+import { remainingPct } from './decide.js';
+import type { Policy } from './load.js';
+import { principalInputSchema } from './policyTest.js';
+import { simulate, type SimulateInput, type UsageMap } from './simulate.js';
+
+export interface BudgetReport {
+  id: string;
+  scope: string;
+  subject: string;
+  unit: 'tokens' | 'usd';
+  /** Amounts in display units: tokens, or USD. */
+  limit: number;
+  used: number;
+  reserved: number;
+  remaining: number;
+  remainingPct: number;
+  tierDownBelow?: number;
+  resetsAt: string;
+}
+
+export interface Explanation {
+  principal: Principal;
+  request: { tier?: string; model?: string; maxTokens: number };
+  decision: Decision;
+  /** `rule <id>`, `budget <id>`, or a sentence when nothing limited the call. */
+  decidedBy: string;
+  budgets: BudgetReport[];
+  /** What would change the outcome, one sentence each. */
+  changes: string[];
+}
+
+const display = (unit: 'tokens' | 'usd', n: number) => (unit === 'usd' ? n / 1e6 : n);
+
+/** `1640000 tokens`, `$12.50`. */
+function amount(unit: 'tokens' | 'usd', n: number): string {
+  return unit === 'usd' ? `$${n.toFixed(2)}` : `${Math.round(n).toLocaleString('en-US')} tokens`;
+}
+
+/** 18, 19.9: one decimal, rounded down so "under 20%" never prints as 20%. */
+function pct(n: number): string {
+  return `${Math.floor(n * 10) / 10}%`;
+}
+
+function servedTier(d: Decision): string | undefined {
+  return d.effect === 'deny' ? undefined : d.tier;
+}
+
+/** Explains one call. Throws UNKNOWN_MODEL for a model or tier the policy does not know. */
+export function explainCall(input: SimulateInput): Explanation {
+  const { policy } = input;
+  const sim = simulate(input);
+  const d = sim.decision;
+  const budgets: BudgetReport[] = sim.budgets.map((b) => ({
+    id: b.budget.config.id,
+    scope: b.budget.config.scope,
+    subject: b.subject,
+    unit: b.budget.unit,
+    limit: display(b.budget.unit, b.budget.limit),
+    used: display(b.budget.unit, b.used),
+    reserved: display(b.budget.unit, b.reserved),
+    remaining: display(b.budget.unit, Math.max(0, b.budget.limit - b.used - b.reserved)),
+    remainingPct: remainingPct(b),
+    tierDownBelow: b.budget.config.tierDown?.below,
+    resetsAt: new Date(b.resetsAt).toISOString(),
+  }));
+  const decidedBy = d.ruleId ? `rule ${d.ruleId}` : d.budgetId ? `budget ${d.budgetId}` : 'no rule or budget limited this call';
+
+  const changes: string[] = [];
+  const withTier = (tier: string) => simulate({ ...input, request: { ...input.request, model: undefined, tier } }).decision;
+
+  if (d.effect === 'deny' && d.code === 'POLICY_DENIED') {
+    const others = policy.tiers.filter((t) => t !== d.requestedTier).map((t) => ({ tier: t, decision: withTier(t) }));
+    const open = others.filter((o) => o.decision.effect !== 'deny');
+    changes.push(
+      open.length > 0
+        ? `${d.requestedTier} is denied by rule ${d.ruleId}; ${open.map((o) => (servedTier(o.decision) === o.tier ? o.tier : `${o.tier} (served by ${servedTier(o.decision)})`)).join(', ')} would be allowed`
+        : `${d.requestedTier} is denied by rule ${d.ruleId}, and every other tier is denied too for this caller${others.length ? ` (${others.map((o) => `${o.tier}: ${o.decision.ruleId ? `rule ${o.decision.ruleId}` : `budget ${o.decision.budgetId}`}`).join(', ')})` : ''}`,
+    );
+  }
+  if (d.effect === 'tier_down' && d.ruleId) {
+    changes.push(`rule ${d.ruleId} caps this caller at ${d.tier}: asking for ${d.requestedTier} is served by ${d.tier}`);
+  }
+
+  for (const b of sim.budgets) {
+    const r = budgets.find((x) => x.id === b.budget.config.id && x.subject === b.subject)!;
+    const label = `budget ${r.id}${sim.budgets.filter((x) => x.budget === b.budget).length > 1 ? ` (${r.scope} ${r.subject})` : ''}`;
+    if (r.remaining <= 0 || (d.effect === 'deny' && d.code === 'BUDGET_EXHAUSTED' && d.budgetId === r.id)) {
+      changes.push(`${label} has ${amount(r.unit, r.remaining)} left, not enough for this call; calls are refused until it resets at ${r.resetsAt}`);
+      continue;
+    }
+    const below = r.tierDownBelow;
+    if (below === undefined) {
+      changes.push(`${label} has ${pct(r.remainingPct)} left (${amount(r.unit, r.remaining)}); no tier-down threshold: calls are refused once it cannot cover one (resets ${r.resetsAt})`);
+      continue;
+    }
+    // The tier a call at the requested tier (after rules) ends up on once this budget crosses its threshold.
+    const from = d.effect === 'deny' ? d.requestedTier : d.tier;
+    const idx = policy.tiers.indexOf(from);
+    const lower = policy.tiers[idx + 1];
+    const next = lower ? `calls go to ${lower}` : `calls stay on ${from}, the last tier`;
+    if (r.remainingPct < below) {
+      const lowered = d.effect === 'tier_down' && d.budgetId === r.id;
+      changes.push(`${label} has ${pct(r.remainingPct)} left; tier-down threshold ${below}%: under it ${lowered ? `calls go to ${d.tier}` : next} (resets ${r.resetsAt})`);
+    } else {
+      const room = r.remaining - (below / 100) * r.limit;
+      changes.push(`${label} has ${pct(r.remainingPct)} left; tier-down threshold ${below}%: after another ${amount(r.unit, room)}, ${next}`);
+    }
+  }
+
+  if (d.effect !== 'deny' && d.effect === 'tier_down' && !d.ruleId && d.budgetId && sim.decided.effect !== 'deny' && sim.decided.tier !== d.tier) {
+    changes.push(`budget ${d.budgetId} cannot cover a ${sim.decided.tier} call at max_tokens ${input.request.maxTokens}; ${d.tier} fits`);
+  }
+  if (sim.clamp) {
+    changes.push(`max_tokens was lowered from ${input.request.maxTokens} to ${sim.clamp.tokens}, all budget ${sim.clamp.budgetId} can pay for`);
+  }
+  if (sim.budgets.length === 0) changes.push('no budget applies to this caller');
+
+  return {
+    principal: input.principal,
+    request: { tier: input.request.tier, model: input.request.model, maxTokens: input.request.maxTokens },
+    decision: d,
+    decidedBy,
+    budgets,
+    changes,
+  };
+}
+
+/** Formats an explanation for a terminal. */
+export function formatExplanation(e: Explanation): string {
+  const d = e.decision;
+  const p = e.principal;
+  const out: string[] = [];
+  out.push(`caller:     ${p.user}${p.teams.length ? ` teams=[${p.teams.join(',')}]` : ''}${p.costCenter ? ` costCenter=${p.costCenter}` : ''}${p.groups.length ? ` groups=[${p.groups.join(',')}]` : ''}${p.roles.length ? ` roles=[${p.roles.join(',')}]` : ''}`);
+  out.push(`request:    ${d.requestedModel ? `model ${d.requestedModel} (tier ${d.requestedTier})` : `tier ${d.requestedTier}`}, max_tokens ${e.request.maxTokens}`);
+  out.push(
+    d.effect === 'deny'
+      ? `decision:   deny ${d.code}`
+      : `decision:   ${d.effect} -> tier ${d.tier} (${d.candidates.map((m) => m.ref).join(', ')})`,
+  );
+  out.push(`decided by: ${e.decidedBy}`);
+  out.push(`reason:     ${d.reason}`);
+  out.push('budgets:');
+  if (e.budgets.length === 0) out.push('  (none apply)');
+  for (const b of e.budgets) {
+    out.push(
+      `  ${b.id} (${b.scope} ${b.subject}): ${amount(b.unit, b.remaining)} of ${amount(b.unit, b.limit)} left (${pct(b.remainingPct)}); used ${amount(b.unit, b.used)}, reserved ${amount(b.unit, b.reserved)}` +
+        `${b.tierDownBelow !== undefined ? `; tier-down under ${b.tierDownBelow}%` : ''}; resets ${b.resetsAt}`,
+    );
+  }
+  out.push('what would change it:');
+  for (const c of e.changes) out.push(`  - ${c}`);
+  return out.join('\n') + '\n';
+}
+
+/** `--as`: a principal as JSON (`{"user":"bob","groups":["contractors"]}`) or an API key listed in the policy. */
+export function principalFromArg(policy: Policy, arg: string): Principal {
+  const text = arg.trim();
+  if (text.startsWith('{')) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch (err) {
+      throw new GatewayError('INVALID_REQUEST', `--as is not valid JSON: ${(err as Error).message}`);
+    }
+    const parsed = principalInputSchema.safeParse(raw);
+    if (!parsed.success) {
+      throw new GatewayError('INVALID_REQUEST', `--as: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
+    }
+    return { ...parsed.data, authMethod: 'api_key' };
+  }
+  const entry = policy.apiKeys.get(createHash('sha256').update(text, 'utf8').digest('hex'));
+  if (!entry || entry.disabled) throw new GatewayError('AUTH_INVALID', '--as: the API key is not listed (or is disabled) in this policy; pass a principal as JSON instead.');
+  return { user: entry.user, teams: [...entry.teams], costCenter: entry.costCenter, groups: [...entry.groups], roles: [...entry.roles], authMethod: 'api_key', credentialId: entry.id };
+}
+
+/** `--usage employee-weekly=1640000,team_monthly@data=12000`: used amounts (tokens, or USD for dollar budgets). */
+export function parseUsageArg(arg: string): UsageMap {
+  const out: Record<string, { used: number }> = {};
+  for (const part of arg.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const eq = part.lastIndexOf('=');
+    const used = Number(part.slice(eq + 1));
+    if (eq <= 0 || part.slice(eq + 1).trim() === '' || !Number.isFinite(used) || used < 0) {
+      throw new GatewayError('INVALID_REQUEST', `--usage: "${part}" is not budgetId=amount (a number, tokens or USD)`);
+    }
+    out[part.slice(0, eq)] = { used };
+  }
+  return out;
+}
+
+/** The request `explain` describes, from its flags. */
+export function explainRequest(opts: { tier?: string; model?: string; prompt?: string; maxTokens?: number }): CompletionInput {
+  return { messages: [{ role: 'user', content: opts.prompt ?? 'Hello' }], tier: opts.tier, model: opts.model, maxTokens: opts.maxTokens ?? 1024 };
+}

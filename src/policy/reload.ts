@@ -1,0 +1,127 @@
+/**
+ * Hot reload of the policy file, on change or on SIGHUP. A valid new policy replaces the old one
+ * atomically (budget counters live in the quota store, so none is lost; a call in flight keeps
+ * the policy it started with). An invalid one is refused: the old policy keeps serving and the
+ * refusal is logged with every issue.
+ *
+ * The directory is watched, not the file: editors that save by writing a temporary file and
+ * renaming it over the original replace the inode, and a watch on the file itself goes deaf after
+ * the first such save. Kubernetes ConfigMap mounts swap a `..data` symlink in the same directory,
+ * which the filter below lets through. Events come in bursts, so reloads are debounced; a change
+ * event whose content hashes to the version already serving (or to the last refused text) is
+ * ignored. SIGHUP always reloads, so rotated `${file:...}` or `${env:...}` secrets are re-read.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import type { Logger } from 'pino';
+import { parsePolicy, PolicyError, type Policy, type PolicyIssue } from './load.js';
+
+/** What a reload swaps the policy on: the Gateway. */
+export interface ReloadTarget {
+  readonly policy: Policy;
+  replacePolicy(policy: Policy): void;
+}
+
+export type ReloadTrigger = 'file' | 'sighup';
+
+export type ReloadOutcome =
+  | { status: 'reloaded'; oldVersion: string; newVersion: string }
+  | { status: 'unchanged'; version: string }
+  | { status: 'failed'; version: string; issues: PolicyIssue[] };
+
+export interface PolicyReloaderOptions {
+  path: string;
+  target: ReloadTarget;
+  logger: Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>;
+  /** Quiet time after the last file event before reloading. */
+  debounceMs?: number;
+  /** Watch the file's directory for changes (default true). */
+  watchFile?: boolean;
+  /** Where SIGHUP is listened for (default: the process); null to not listen. */
+  signals?: Pick<NodeJS.EventEmitter, 'on' | 'off'> | null;
+  /** Compiles policy text (default: parsePolicy with the process's bindings). */
+  parse?: (text: string, source: string) => Policy;
+}
+
+export interface PolicyReloader {
+  /** Re-reads the file now and swaps the policy in if it is valid. */
+  reload(trigger: ReloadTrigger): ReloadOutcome;
+  /** The function registered for SIGHUP. */
+  onSighup(): void;
+  close(): void;
+}
+
+const hash = (text: string) => createHash('sha256').update(text).digest('hex');
+
+/** Starts watching `path` (and SIGHUP) and reloading `target`'s policy from it. */
+export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
+  const { path, target, logger } = opts;
+  const parse = opts.parse ?? ((text: string, source: string) => parsePolicy(text, source));
+  const debounceMs = opts.debounceMs ?? 200;
+  const signals = opts.signals === undefined ? process : opts.signals;
+  let lastRefused: string | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let watcher: FSWatcher | undefined;
+
+  function reload(trigger: ReloadTrigger): ReloadOutcome {
+    const oldVersion = target.policy.version;
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (err) {
+      const issues = [{ path: '', message: `cannot read policy file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }];
+      logger.error({ event: 'policy_reload_failed', trigger, policy: path, version: oldVersion, issues }, 'policy reload refused; the current policy stays');
+      return { status: 'failed', version: oldVersion, issues };
+    }
+    const textHash = hash(text);
+    // A policy's version is the head of its text's SHA-256 (load.ts), so equal text is the policy serving now.
+    if (trigger === 'file' && (textHash.startsWith(oldVersion) || textHash === lastRefused)) {
+      return { status: 'unchanged', version: oldVersion };
+    }
+    let next: Policy;
+    try {
+      next = parse(text, path);
+    } catch (err) {
+      lastRefused = textHash;
+      const issues = err instanceof PolicyError ? err.issues : [{ path: '', message: (err as Error).message }];
+      logger.error({ event: 'policy_reload_failed', trigger, policy: path, version: oldVersion, issues }, 'policy reload refused; the current policy stays');
+      return { status: 'failed', version: oldVersion, issues };
+    }
+    lastRefused = undefined;
+    target.replacePolicy(next);
+    logger.info({ event: 'policy_reloaded', trigger, policy: path, oldVersion, newVersion: next.version }, 'policy reloaded');
+    return { status: 'reloaded', oldVersion, newVersion: next.version };
+  }
+
+  function schedule(): void {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => {
+      timer = undefined;
+      reload('file');
+    }, debounceMs);
+    timer.unref();
+  }
+
+  if (opts.watchFile ?? true) {
+    const file = basename(path);
+    watcher = watch(dirname(path), { persistent: false }, (_event, name) => {
+      // Some platforms give no name; `..data` is the Kubernetes ConfigMap symlink swap.
+      if (name === null || name === file || name.startsWith('..')) schedule();
+    });
+    watcher.on('error', (err) => logger.warn({ event: 'policy_watch_failed', policy: path, err }, 'policy file watch stopped; SIGHUP still reloads'));
+  }
+
+  const onSighup = () => void reload('sighup');
+  signals?.on('SIGHUP', onSighup);
+
+  return {
+    reload,
+    onSighup,
+    close() {
+      if (timer) clearTimeout(timer);
+      watcher?.close();
+      signals?.off('SIGHUP', onSighup);
+    },
+  };
+}
