@@ -38,7 +38,7 @@ export interface FakeHttpServer {
 }
 
 /** How long a cut waits after the last flushed write, so the client reads it before the reset. */
-const CUT_GRACE_MS = 40;
+const CUT_GRACE_MS = 100;
 
 /** Starts a fake on 127.0.0.1 (a free port) that records every request and hands it to `handle`. */
 export async function startFakeHttpServer(handle: FakeHandler): Promise<FakeHttpServer> {
