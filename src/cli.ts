@@ -110,7 +110,7 @@ async function main(argv: string[]): Promise<void> {
       const runtime = await buildRuntime(settings);
       let principal;
       try {
-        principal = stdioPrincipal(runtime.gateway, process.env);
+        principal = await stdioPrincipal(runtime.gateway, process.env);
       } catch (err) {
         await runtime.close();
         fail(err instanceof GatewayError ? `${err.code}: ${err.message}` : String(err), 3);

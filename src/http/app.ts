@@ -5,15 +5,13 @@
 import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { requireBearerAuth } from '@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js';
-import { InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js';
-import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { hostHeaderValidation, localhostHostValidation } from '@modelcontextprotocol/sdk/server/middleware/hostHeaderValidation.js';
 import { isInitializeRequest, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import { createMcpServer } from '../mcp/server.js';
+import { authEdge } from './authMetadata.js';
 import { SessionTable } from './sessions.js';
 
 export interface HttpOptions {
@@ -29,15 +27,12 @@ export interface HttpOptions {
   version: string;
 }
 
-/** How long a verified API key is trusted before it is looked up again. */
-const API_KEY_AUTH_TTL_S = 300;
-
 function sendError(res: Response, err: GatewayError): void {
   res.status(err.status).json({ error: err.toJSON() });
 }
 
 function ownerOf(p: Principal): string {
-  return `${p.authMethod}:${p.credentialId ?? ''}:${p.user}`;
+  return `${p.authMethod}:${p.credentialId ?? ''}:${p.user}:${(p.actors ?? []).join('>')}`;
 }
 
 /** Builds the express app; `listen` starts it. */
@@ -47,6 +42,10 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions) {
   const local = ['127.0.0.1', 'localhost', '::1'].includes(opts.host);
   if (opts.allowedHosts?.length) app.use(hostHeaderValidation([...opts.allowedHosts, ...(local ? ['127.0.0.1', 'localhost', '[::1]'] : [])]));
   else if (local) app.use(localhostHostValidation());
+
+  // Protected resource metadata is public and CORS-enabled, so it is served before the Origin check.
+  const edge = authEdge(gateway);
+  app.use(edge.metadata);
 
   app.use((req, res, next) => {
     const origin = req.headers.origin;
@@ -63,17 +62,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions) {
     res.json({ status: 'ok', store: gateway.store.kind, policyVersion: gateway.policy.version, sessions: sessions.size });
   });
 
-  const verifier = {
-    async verifyAccessToken(token: string): Promise<AuthInfo> {
-      try {
-        const principal = gateway.authenticateApiKey(token);
-        return { token, clientId: principal.credentialId ?? principal.user, scopes: [], expiresAt: Math.floor(Date.now() / 1000) + API_KEY_AUTH_TTL_S, extra: { principal } };
-      } catch (err) {
-        throw new InvalidTokenError(err instanceof GatewayError ? err.message : 'The credential could not be verified.');
-      }
-    },
-  };
-  const auth = requireBearerAuth({ verifier });
+  const auth = edge.requireAuth;
   const json = express.json({ limit: opts.maxBodyBytes, type: ['application/json', 'application/*+json'] });
   const principalOf = (req: Request) => (req.auth?.extra?.principal as Principal | undefined);
 

@@ -9,11 +9,27 @@ import type { Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import { createMcpServer } from './server.js';
 
-/** Resolves the stdio caller from TOLLGATE_API_KEY; throws AUTH_REQUIRED or AUTH_INVALID. */
-export function stdioPrincipal(gateway: Gateway, env: NodeJS.ProcessEnv): Principal {
+/**
+ * Resolves the stdio caller from TOLLGATE_API_KEY or TOLLGATE_TOKEN (a JWT from a trusted issuer,
+ * verified like an HTTP bearer token). Throws AUTH_REQUIRED, AUTH_INVALID or FORBIDDEN with a
+ * message naming the variable. A token is checked once, at start: the process serves under it
+ * until it exits, so start it with a token that outlives the session (or restart it).
+ */
+export async function stdioPrincipal(gateway: Gateway, env: NodeJS.ProcessEnv): Promise<Principal> {
   const key = env.TOLLGATE_API_KEY;
-  if (!key) throw new GatewayError('AUTH_REQUIRED', 'TOLLGATE_API_KEY is not set: stdio mode needs the caller\'s API key in the environment.');
-  return { ...gateway.authenticateApiKey(key), authMethod: 'stdio_env' };
+  const token = env.TOLLGATE_TOKEN;
+  if (key && token) throw new GatewayError('AUTH_INVALID', 'Both TOLLGATE_API_KEY and TOLLGATE_TOKEN are set: set only one, so it is clear who is charged.');
+  if (!key && !token) {
+    throw new GatewayError('AUTH_REQUIRED', 'Neither TOLLGATE_API_KEY nor TOLLGATE_TOKEN is set: stdio mode needs the caller\'s API key or token in the environment.');
+  }
+  const name = key ? 'TOLLGATE_API_KEY' : 'TOLLGATE_TOKEN';
+  try {
+    const { principal } = await gateway.authenticate((key ?? token)!, { only: key ? 'api_key' : 'jwt' });
+    return key ? { ...principal, authMethod: 'stdio_env' } : principal;
+  } catch (err) {
+    if (err instanceof GatewayError) throw new GatewayError(err.code, `${name} was rejected: ${err.message}`, { ...err.details }, { cause: err });
+    throw err;
+  }
 }
 
 /** Serves MCP on stdin/stdout until stdin closes. */

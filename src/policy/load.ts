@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { GatewayError } from '../errors.js';
+import { checkIdentity } from '../identity/policyChecks.js';
 import { isEgressAllowed, providerEndpoint } from '../providers/egress.js';
 import { shippedPrice, type Price } from '../providers/prices.js';
 import { resolveBindings, defaultSources, type BindingSources } from './bindings.js';
@@ -193,6 +194,8 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
       at(path, `${new URL(endpoint).host} is not on egress.allow; add it there to let ${name} traffic leave`);
     }
   }
+
+  checkIdentity(config, at);
 
   const apiKeys = new Map<string, ApiKeyConfig>();
   config.apiKeys.forEach((k, i) => {

@@ -3,6 +3,7 @@
  * generated from these same zod schemas (tools/gen-schema.ts), so the two cannot drift.
  */
 import { z } from 'zod';
+import { DEFAULT_IDENTITY, identitySchema } from '../identity/config.js';
 import { isValidTimezone } from '../quota/windows.js';
 
 const id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, 'ids use letters, digits and _ . : -');
@@ -131,6 +132,8 @@ export const policySchema = z
     tiers: z.record(id, z.array(modelRefSchema).min(1)),
     defaultTier: id.optional(),
     apiKeys: z.array(apiKeySchema).default([]),
+    /** OIDC issuers, protected resource metadata, delegation and OpenFGA (src/identity/config.ts). */
+    identity: identitySchema.default(DEFAULT_IDENTITY),
     budgets: z.array(budgetSchema).default([]),
     rules: z.array(ruleSchema).default([]),
     limits: z

@@ -1,0 +1,38 @@
+/**
+ * API keys: the caller presents the key, the gateway keeps only its SHA-256. Where the hashes live
+ * is behind ApiKeyResolver: today the policy file's `apiKeys` list; a resolver over the shared
+ * store (keys issued and revoked by the admin CLI, seen by every replica) plugs in here.
+ */
+import { createHash } from 'node:crypto';
+import type { Policy } from '../policy/load.js';
+import type { ApiKeyConfig } from '../policy/schema.js';
+import type { Principal } from './principal.js';
+
+/** Looks a key up by the hex SHA-256 of its value. */
+export interface ApiKeyResolver {
+  resolve(sha256Hex: string): ApiKeyConfig | undefined | Promise<ApiKeyConfig | undefined>;
+}
+
+/** Hex SHA-256 of a presented key, as stored under `apiKeys[].sha256`. */
+export function hashApiKey(key: string): string {
+  return createHash('sha256').update(key, 'utf8').digest('hex');
+}
+
+/** The keys listed in the policy file. */
+export function policyApiKeys(policy: Policy): ApiKeyResolver {
+  return { resolve: (hash) => policy.apiKeys.get(hash) };
+}
+
+/** The principal an API key stands for. */
+export function principalFromApiKey(entry: ApiKeyConfig): Principal {
+  const p: Principal = {
+    user: entry.user,
+    teams: [...entry.teams],
+    groups: [...entry.groups],
+    roles: [...entry.roles],
+    authMethod: 'api_key',
+    credentialId: entry.id,
+  };
+  if (entry.costCenter !== undefined) p.costCenter = entry.costCenter;
+  return p;
+}

@@ -1,0 +1,85 @@
+/**
+ * One entry for every credential a transport receives: an API key (looked up by hash) or, when
+ * the policy trusts an OIDC issuer, a JWT. After proving who the caller is, checks the policy's
+ * gateway-wide requirements (a required role or group) and, for a delegated token, that the
+ * acting agent is allowed to act for users. Transports map AUTH_* to 401 and FORBIDDEN to 403.
+ */
+import { GatewayError } from '../errors.js';
+import type { Policy } from '../policy/load.js';
+import { hashApiKey, policyApiKeys, principalFromApiKey, type ApiKeyResolver } from './apiKey.js';
+import type { Actor } from './claims.js';
+import type { IdentityConfig } from './config.js';
+import { JwtVerifier, looksLikeJwt } from './jwt.js';
+import type { Principal } from './principal.js';
+
+export interface Authenticated {
+  principal: Principal;
+  /** Seconds since the epoch after which the credential must be presented again; none for API keys. */
+  expiresAt?: number;
+}
+
+export interface AuthenticateOptions {
+  /** Accept only this kind of credential (stdio's TOLLGATE_TOKEN must be a JWT). */
+  only?: 'api_key' | 'jwt';
+}
+
+export interface AuthenticatorOptions {
+  /** Where API key hashes are looked up; default: the policy's `apiKeys`. */
+  apiKeys?: ApiKeyResolver;
+  now?: () => number;
+}
+
+const UNKNOWN_KEY = 'The API key is not recognised (unknown, revoked or disabled).';
+
+/** Authenticates credentials under one policy. Build one per policy: it holds the JWKS caches. */
+export class Authenticator {
+  private readonly identity: IdentityConfig;
+  private readonly apiKeys: ApiKeyResolver;
+  private readonly jwt: JwtVerifier;
+
+  constructor(policy: Policy, opts: AuthenticatorOptions = {}) {
+    this.identity = policy.config.identity;
+    this.apiKeys = opts.apiKeys ?? policyApiKeys(policy);
+    this.jwt = new JwtVerifier(this.identity, { now: opts.now });
+  }
+
+  /** Proves who presents `credential`. Throws AUTH_INVALID (unknown/bad) or FORBIDDEN (not allowed). */
+  async authenticate(credential: string, opts: AuthenticateOptions = {}): Promise<Authenticated> {
+    const result = await this.identify(credential, opts);
+    this.authorize(result.principal, result.actors);
+    return { principal: result.principal, expiresAt: result.expiresAt };
+  }
+
+  private async identify(credential: string, opts: AuthenticateOptions): Promise<Authenticated & { actors: Actor[] }> {
+    if (opts.only !== 'jwt') {
+      const entry = await this.apiKeys.resolve(hashApiKey(credential));
+      if (entry && !entry.disabled) return { principal: principalFromApiKey(entry), actors: [] };
+      if (entry || opts.only === 'api_key' || !this.jwt.enabled || !looksLikeJwt(credential)) throw new GatewayError('AUTH_INVALID', UNKNOWN_KEY);
+    }
+    if (!this.jwt.enabled) throw new GatewayError('AUTH_INVALID', 'No OIDC issuer is configured (identity.oidc), so tokens cannot be verified.');
+    const token = await this.jwt.verify(credential);
+    return { principal: token.principal, expiresAt: token.expiresAt, actors: token.actors };
+  }
+
+  /** Gateway-wide rights: required roles and groups, and who may act for whom. */
+  private authorize(p: Principal, actors: Actor[]): void {
+    const { requiredRoles, requiredGroups, delegation } = this.identity;
+    if (requiredRoles.length > 0 && !requiredRoles.some((r) => p.roles.includes(r))) {
+      throw new GatewayError('FORBIDDEN', `${p.user} lacks a required role: this gateway needs one of ${requiredRoles.join(', ')}.`, { user: p.user, requiredRoles });
+    }
+    if (requiredGroups.length > 0 && !requiredGroups.some((g) => p.groups.includes(g))) {
+      throw new GatewayError('FORBIDDEN', `${p.user} is in none of the groups allowed to use this gateway (${requiredGroups.join(', ')}).`, {
+        user: p.user,
+        requiredGroups,
+      });
+    }
+    const current = actors[0];
+    // Only the current actor is checked: RFC 8693 says prior actors in a nested act are informational.
+    if (current && !delegation.allowedActors.some((a) => a === current.id || a === current.clientId)) {
+      throw new GatewayError('FORBIDDEN', `Actor ${current.id} may not act on behalf of users (not in identity.delegation.allowedActors).`, {
+        actor: current.id,
+        user: p.user,
+      });
+    }
+  }
+}

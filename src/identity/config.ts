@@ -1,0 +1,133 @@
+/**
+ * The `identity` section of the policy: which OIDC issuers are trusted and how their claims become
+ * a Principal, what the HTTP edge advertises (RFC 9728), who may act for users (RFC 8693), what
+ * every caller must hold, and an optional OpenFGA check. Kept apart from policy/schema.ts so the
+ * identity rules read in one place; the policy schema embeds it.
+ */
+import { z } from 'zod';
+
+/**
+ * Asymmetric JWS algorithms only. `none` and the HS* family are not representable: an HMAC key
+ * would have to be a secret shared with the issuer, and accepting HS256 next to a JWKS is how the
+ * classic RS/HS confusion lets a caller sign with the public key.
+ */
+export const JWS_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+export const DEFAULT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512'] as const;
+
+const claimName = z.string().min(1);
+
+const claimsSchema = z
+  .object({
+    /** Claim naming the user budgets are keyed by: `sub`, `preferred_username`, `email`, ... */
+    user: claimName.default('sub'),
+    /** Claim holding the caller's teams (a list or a single string). */
+    teams: claimName.default('groups'),
+    /** Claim holding the caller's groups. */
+    groups: claimName.default('groups'),
+    /**
+     * How a Keycloak full-path group such as `/eng/platform` is read: `last` keeps `platform`,
+     * `full` keeps `eng/platform` (leading slash dropped). Names without a slash are kept as they are.
+     */
+    groupPath: z.enum(['last', 'full']).default('last'),
+    /** Claim holding the cost centre, e.g. a custom `cost_center` mapper. */
+    costCenter: claimName.optional(),
+    roles: z
+      .object({
+        /** A plain roles claim (Entra ID, Auth0), when the issuer has one. */
+        claim: claimName.optional(),
+        /** Keycloak realm roles: `realm_access.roles`. */
+        realm: z.boolean().default(true),
+        /** Keycloak client roles: `resource_access.<client>.roles` for each client named. */
+        clients: z.array(z.string().min(1)).default([]),
+      })
+      .strict()
+      .default({ realm: true, clients: [] }),
+  })
+  .strict();
+export type ClaimsConfig = z.infer<typeof claimsSchema>;
+
+const issuerSchema = z
+  .object({
+    /** Exact `iss` value of the tokens, e.g. `https://sso.example.com/realms/acme`. */
+    issuer: z.url(),
+    /** Where the signing keys are; default: `jwks_uri` from the issuer's OpenID configuration. */
+    jwksUri: z.url().optional(),
+    /** Accepted `aud` values; default: `identity.resource`. */
+    audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
+    algorithms: z.array(z.enum(JWS_ALGORITHMS)).min(1).default([...DEFAULT_ALGORITHMS]),
+    /** Allowed clock skew on exp/nbf/iat. */
+    clockToleranceSeconds: z.number().int().min(0).max(300).default(30),
+    /** How long fetched keys are trusted before they are fetched again. */
+    jwksCacheSeconds: z.number().int().min(0).default(600),
+    /** After a fetch, an unknown `kid` triggers another fetch only once this has passed. */
+    jwksCooldownSeconds: z.number().int().min(0).default(30),
+    claims: claimsSchema.default({ user: 'sub', teams: 'groups', groups: 'groups', groupPath: 'last', roles: { realm: true, clients: [] } }),
+  })
+  .strict();
+export type IssuerConfig = z.infer<typeof issuerSchema>;
+
+const template = z.string().min(1);
+
+const openFgaSchema = z
+  .object({
+    apiUrl: z.url(),
+    /** OpenFGA ids are ULIDs. */
+    storeId: z.string().regex(/^[0-7][0-9A-HJKMNP-TV-Z]{25}$/, 'an OpenFGA store id (ULID)'),
+    authorizationModelId: z
+      .string()
+      .regex(/^[0-7][0-9A-HJKMNP-TV-Z]{25}$/, 'an OpenFGA model id (ULID)')
+      .optional(),
+    /** Bearer token for the OpenFGA API, when it requires one (use a binding, not the literal). */
+    apiToken: z.string().min(1).optional(),
+    /** Templates over `principal.*` and `request.tier` / `request.model`, e.g. `user:${principal.user}`. */
+    check: z
+      .object({
+        user: template.default('user:${principal.user}'),
+        relation: template.default('can_use'),
+        object: template.default('model_tier:${request.tier}'),
+      })
+      .strict()
+      .default({ user: 'user:${principal.user}', relation: 'can_use', object: 'model_tier:${request.tier}' }),
+    /** How long an answer is reused for the same user, relation and object. */
+    cacheSeconds: z.number().int().min(0).max(3600).default(10),
+    /** When OpenFGA cannot be reached: refuse (closed) or let policy and budgets decide (open). */
+    failMode: z.enum(['closed', 'open']).default('closed'),
+    timeoutMs: z.number().int().positive().max(60_000).default(2000),
+  })
+  .strict();
+export type OpenFgaConfig = z.infer<typeof openFgaSchema>;
+
+export const identitySchema = z
+  .object({
+    oidc: z.array(issuerSchema).default([]),
+    /** This gateway's resource identifier (RFC 8707/9728), e.g. `https://ai.example.com/mcp`. */
+    resource: z.url().optional(),
+    /** Authorization servers named in the protected resource metadata; default: the OIDC issuers. */
+    authorizationServers: z.array(z.url()).optional(),
+    /** Scopes listed in the protected resource metadata. */
+    scopesSupported: z.array(z.string().min(1)).optional(),
+    resourceName: z.string().optional(),
+    /** Every caller must hold at least one of these roles (any credential kind). */
+    requiredRoles: z.array(z.string().min(1)).default([]),
+    /** Every caller must belong to at least one of these groups (any credential kind). */
+    requiredGroups: z.array(z.string().min(1)).default([]),
+    delegation: z
+      .object({
+        /** `sub` or `client_id` values of agents allowed to act for a user (the current `act`). */
+        allowedActors: z.array(z.string().min(1)).default([]),
+      })
+      .strict()
+      .default({ allowedActors: [] }),
+    openfga: openFgaSchema.optional(),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    v.oidc.forEach((iss, i) => {
+      if (!iss.audience && !v.resource) {
+        ctx.addIssue({ code: 'custom', path: ['oidc', i, 'audience'], message: 'give an audience, or identity.resource to use as the audience' });
+      }
+    });
+  });
+export type IdentityConfig = z.infer<typeof identitySchema>;
+
+export const DEFAULT_IDENTITY: IdentityConfig = { oidc: [], requiredRoles: [], requiredGroups: [], delegation: { allowedActors: [] } };

@@ -1,0 +1,170 @@
+/**
+ * OIDC bearer tokens verified with jose against each trusted issuer's JWKS. Keys are fetched on
+ * first use and cached; a token whose `kid` is unknown makes jose fetch the set again (at most once
+ * per cooldown), which is how key rotation is picked up. Only asymmetric algorithms from the
+ * issuer's allowed list are accepted, so neither `none` nor an HS256 token signed with the public
+ * key gets through. Every failure becomes AUTH_INVALID with a message a person can act on.
+ */
+import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { GatewayError } from '../errors.js';
+import { principalFromClaims, actorChain, type Actor } from './claims.js';
+import type { IdentityConfig, IssuerConfig } from './config.js';
+import type { Principal } from './principal.js';
+
+/** A verified token: who it names, until when, and the delegation chain it carries. */
+export interface VerifiedToken {
+  principal: Principal;
+  /** `exp`, in seconds since the epoch. */
+  expiresAt: number;
+  /** Current actor first; empty when the token is not delegated. */
+  actors: Actor[];
+  issuer: string;
+}
+
+export interface JwtVerifierOptions {
+  /** Clock for exp/nbf checks (the JWKS cache keeps wall time). */
+  now?: () => number;
+  /** Timeout for fetching discovery documents and key sets. */
+  fetchTimeoutMs?: number;
+}
+
+interface TrustedIssuer {
+  config: IssuerConfig;
+  audience: string[];
+  keys?: JWTVerifyGetKey;
+  pending?: Promise<JWTVerifyGetKey>;
+}
+
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+/** True when `token` has the three base64url parts of a compact JWS. */
+export function looksLikeJwt(token: string): boolean {
+  return JWT_SHAPE.test(token);
+}
+
+function invalid(message: string, cause?: unknown): GatewayError {
+  return new GatewayError('AUTH_INVALID', message, {}, { cause });
+}
+
+/** Verifies bearer tokens from the issuers listed under `identity.oidc`. */
+export class JwtVerifier {
+  private readonly issuers = new Map<string, TrustedIssuer>();
+  private readonly now: () => number;
+  private readonly fetchTimeoutMs: number;
+
+  constructor(config: IdentityConfig, opts: JwtVerifierOptions = {}) {
+    this.now = opts.now ?? Date.now;
+    this.fetchTimeoutMs = opts.fetchTimeoutMs ?? 5000;
+    for (const iss of config.oidc) {
+      const aud = iss.audience ?? config.resource!;
+      this.issuers.set(iss.issuer, { config: iss, audience: Array.isArray(aud) ? aud : [aud] });
+    }
+  }
+
+  /** False when no issuer is configured: bearer values are then API keys only. */
+  get enabled(): boolean {
+    return this.issuers.size > 0;
+  }
+
+  /** Verifies signature, issuer, audience, exp and nbf, then maps the claims. Throws AUTH_INVALID. */
+  async verify(token: string): Promise<VerifiedToken> {
+    if (!looksLikeJwt(token)) throw invalid('The token is not a JWT.');
+    let unverified: JWTPayload;
+    try {
+      unverified = decodeJwt(token);
+    } catch (err) {
+      throw invalid('The token is malformed: its payload cannot be decoded.', err);
+    }
+    const iss = unverified.iss;
+    const trusted = typeof iss === 'string' ? this.issuers.get(iss) : undefined;
+    if (!trusted) throw invalid(typeof iss === 'string' ? `Tokens from issuer ${iss} are not accepted here.` : 'The token names no issuer (iss).');
+    const keys = await this.keysOf(trusted);
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, keys, {
+        issuer: trusted.config.issuer,
+        audience: trusted.audience,
+        algorithms: trusted.config.algorithms,
+        clockTolerance: trusted.config.clockToleranceSeconds,
+        currentDate: new Date(this.now()),
+        requiredClaims: ['exp'],
+      }));
+    } catch (err) {
+      throw explain(err, trusted);
+    }
+    return {
+      principal: principalFromClaims(payload, trusted.config.claims, trusted.config.issuer),
+      expiresAt: payload.exp!,
+      actors: actorChain(payload),
+      issuer: trusted.config.issuer,
+    };
+  }
+
+  private async keysOf(t: TrustedIssuer): Promise<JWTVerifyGetKey> {
+    if (t.keys) return t.keys;
+    // One discovery at a time per issuer; a failed one is forgotten so the next call retries.
+    t.pending ??= this.jwksUri(t.config)
+      .then((uri) =>
+        createRemoteJWKSet(new URL(uri), {
+          cacheMaxAge: t.config.jwksCacheSeconds * 1000,
+          cooldownDuration: t.config.jwksCooldownSeconds * 1000,
+          timeoutDuration: this.fetchTimeoutMs,
+        }),
+      )
+      .finally(() => {
+        t.pending = undefined;
+      });
+    t.keys = await t.pending;
+    return t.keys;
+  }
+
+  private async jwksUri(cfg: IssuerConfig): Promise<string> {
+    if (cfg.jwksUri) return cfg.jwksUri;
+    const url = `${cfg.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
+    let doc: { jwks_uri?: unknown };
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(this.fetchTimeoutMs), redirect: 'error', headers: { accept: 'application/json' } });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      doc = (await res.json()) as { jwks_uri?: unknown };
+    } catch (err) {
+      throw invalid(`The token cannot be checked now: the OpenID configuration of ${cfg.issuer} could not be fetched.`, err);
+    }
+    if (typeof doc.jwks_uri !== 'string') throw invalid(`The OpenID configuration of ${cfg.issuer} names no jwks_uri.`);
+    return doc.jwks_uri;
+  }
+}
+
+/** Turns a jose failure into the sentence the caller sees. */
+function explain(err: unknown, t: TrustedIssuer): GatewayError {
+  if (err instanceof GatewayError) return err;
+  const e = err as { code?: string; claim?: string; reason?: string; message?: string };
+  switch (e.code) {
+    case 'ERR_JWT_EXPIRED':
+      return invalid('The token has expired.', err);
+    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
+      if (e.claim === 'nbf') return invalid('The token is not valid yet (nbf is in the future).', err);
+      if (e.claim === 'aud') return invalid(`The token was not issued for this gateway: its audience is not ${t.audience.join(' or ')}.`, err);
+      if (e.claim === 'iss') return invalid(`The token was not issued by ${t.config.issuer}.`, err);
+      if (e.reason === 'missing') return invalid(`The token has no ${e.claim} claim.`, err);
+      return invalid(`The token's ${e.claim} claim is not acceptable.`, err);
+    case 'ERR_JOSE_ALG_NOT_ALLOWED':
+      return invalid(`The token's signing algorithm is not accepted; allowed: ${t.config.algorithms.join(', ')}.`, err);
+    case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
+      return invalid('The token signature does not verify.', err);
+    case 'ERR_JWKS_NO_MATCHING_KEY':
+    case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
+      return invalid(`No signing key of ${t.config.issuer} matches the token (unknown kid).`, err);
+    case 'ERR_JWKS_TIMEOUT':
+      return invalid(`The token cannot be checked now: the keys of ${t.config.issuer} could not be fetched in time.`, err);
+    case 'ERR_JWKS_INVALID':
+    case 'ERR_JOSE_GENERIC':
+      return invalid(`The token cannot be checked now: the keys of ${t.config.issuer} could not be fetched.`, err);
+    case 'ERR_JWS_INVALID':
+    case 'ERR_JWT_INVALID':
+    case 'ERR_JOSE_NOT_SUPPORTED':
+      return invalid('The token is malformed or uses an unsupported algorithm.', err);
+    default:
+      // A network failure while fetching keys surfaces as a plain fetch error.
+      return invalid(`The token cannot be checked now: the keys of ${t.config.issuer} could not be fetched.`, err);
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * Optional relationship check against OpenFGA before a call is decided: "may user:alice can_use
+ * model_tier:premium?". The tuple is built from templates in the policy; answers are cached for a
+ * few seconds per tuple; when OpenFGA cannot be reached the policy's failMode decides.
+ */
+import { CredentialsMethod, FgaApiError, FgaValidationError, OpenFgaClient } from '@openfga/sdk';
+import { GatewayError } from '../errors.js';
+import { isEgressAllowed } from '../providers/egress.js';
+import type { OpenFgaConfig } from './config.js';
+import type { Principal } from './principal.js';
+
+/** The one relationship asked about. */
+export interface FgaTuple {
+  user: string;
+  relation: string;
+  object: string;
+}
+
+export interface FgaOutcome {
+  allowed: boolean;
+  tuple: FgaTuple;
+  /** Where the answer came from: OpenFGA itself, the decision cache, or failMode open. */
+  source: 'openfga' | 'cache' | 'fail_open';
+}
+
+/** What a template may name. */
+export interface FgaVars {
+  principal: Principal;
+  request: { tier: string; model?: string; provider?: string };
+}
+
+const VARIABLES = ['principal.user', 'principal.costCenter', 'principal.authMethod', 'request.tier', 'request.model', 'request.provider'] as const;
+const PLACEHOLDER = /\$\{([^}]*)\}/g;
+
+/** Placeholders in `template` that no call can fill; the loader reports them. */
+export function unknownPlaceholders(template: string): string[] {
+  return [...template.matchAll(PLACEHOLDER)].map((m) => m[1]!.trim()).filter((v) => !(VARIABLES as readonly string[]).includes(v));
+}
+
+function valueOf(name: string, vars: FgaVars): string | undefined {
+  switch (name) {
+    case 'principal.user':
+      return vars.principal.user;
+    case 'principal.costCenter':
+      return vars.principal.costCenter;
+    case 'principal.authMethod':
+      return vars.principal.authMethod;
+    case 'request.tier':
+      return vars.request.tier;
+    case 'request.model':
+      return vars.request.model;
+    case 'request.provider':
+      return vars.request.provider;
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Fills a template. A value that is empty or could change the tuple's meaning (whitespace, or `#`
+ * which would turn a user into a userset) is refused rather than sent.
+ */
+export function renderTemplate(template: string, vars: FgaVars): string {
+  return template.replace(PLACEHOLDER, (_m, raw: string) => {
+    const name = raw.trim();
+    const value = valueOf(name, vars);
+    if (!value || /[\s#]/.test(value)) {
+      throw new GatewayError('FORBIDDEN', `The OpenFGA check cannot be formed: ${name} is ${value ? `"${value}", which it cannot contain` : 'empty'}.`);
+    }
+    return value;
+  });
+}
+
+export interface FgaAuthorizerOptions {
+  /** The policy's egress.allow: OpenFGA's host must be on it. */
+  egressAllow: readonly string[];
+  now?: () => number;
+  /** Most cached answers kept; the oldest go first. */
+  maxCacheEntries?: number;
+}
+
+/** Checks tuples against one OpenFGA store, with a short decision cache. */
+export class FgaAuthorizer {
+  private readonly client: OpenFgaClient;
+  private readonly cache = new Map<string, { allowed: boolean; until: number }>();
+  private readonly now: () => number;
+  private readonly maxEntries: number;
+
+  constructor(
+    private readonly config: OpenFgaConfig,
+    opts: FgaAuthorizerOptions,
+  ) {
+    if (!isEgressAllowed(config.apiUrl, opts.egressAllow)) {
+      throw new GatewayError('EGRESS_DENIED', `OpenFGA at ${new URL(config.apiUrl).host} is not on the policy's egress.allow list.`);
+    }
+    this.now = opts.now ?? Date.now;
+    this.maxEntries = opts.maxCacheEntries ?? 10_000;
+    this.client = new OpenFgaClient({
+      apiUrl: config.apiUrl,
+      storeId: config.storeId,
+      authorizationModelId: config.authorizationModelId,
+      credentials: config.apiToken ? { method: CredentialsMethod.ApiToken, config: { token: config.apiToken } } : undefined,
+      // One quick try: a slow authorizer must not hold the call; failMode says what happens next.
+      retryParams: { maxRetry: 0, minWaitInMs: 0 },
+      baseOptions: { timeout: config.timeoutMs, maxRedirects: 0 },
+    });
+  }
+
+  /** Asks whether the templated tuple holds. Throws AUTHZ_UNAVAILABLE when unreachable and failing closed. */
+  async check(vars: FgaVars): Promise<FgaOutcome> {
+    const tuple: FgaTuple = {
+      user: renderTemplate(this.config.check.user, vars),
+      relation: renderTemplate(this.config.check.relation, vars),
+      object: renderTemplate(this.config.check.object, vars),
+    };
+    const key = `${tuple.user}\n${tuple.relation}\n${tuple.object}`;
+    const hit = this.cache.get(key);
+    if (hit && hit.until > this.now()) return { allowed: hit.allowed, tuple, source: 'cache' };
+    let allowed: boolean;
+    try {
+      const res = await this.client.check(tuple);
+      allowed = res.allowed === true;
+    } catch (err) {
+      // failMode covers an outage only; a rejected check (bad tuple, wrong store, bad token) is a
+      // configuration fault and never lets a call through.
+      if (!isOutage(err)) throw new GatewayError('AUTHZ_UNAVAILABLE', 'The authorization service (OpenFGA) rejected the check; see the gateway log.', {}, { cause: err });
+      if (this.config.failMode === 'open') return { allowed: true, tuple, source: 'fail_open' };
+      throw new GatewayError('AUTHZ_UNAVAILABLE', 'The authorization service (OpenFGA) could not be reached, and its check fails closed.', { failMode: 'closed' }, { cause: err });
+    }
+    this.remember(key, allowed);
+    return { allowed, tuple, source: 'openfga' };
+  }
+
+  private remember(key: string, allowed: boolean): void {
+    if (this.config.cacheSeconds === 0) return;
+    this.cache.delete(key);
+    this.cache.set(key, { allowed, until: this.now() + this.config.cacheSeconds * 1000 });
+    if (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
+  }
+}
+
+/** Unreachable, timed out, overloaded or failing: the cases a fail mode is declared for. */
+function isOutage(err: unknown): boolean {
+  if (err instanceof FgaApiError) return err.statusCode === undefined || err.statusCode === 429 || err.statusCode >= 500;
+  return !(err instanceof FgaValidationError);
+}
