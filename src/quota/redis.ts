@@ -135,8 +135,14 @@ export class RedisQuotaStore implements QuotaStore {
           await this.releaseLines(requestId, taken.map((l) => l.reservedKey), now);
           return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount };
         }
-        if (state === 1) taken.push(line);
         inFlight = undefined;
+        if (state === 2) {
+          // The request already holds (or has settled) a reservation: like the memory store, the
+          // repeat is a no-op, so whatever this call took on other lines is given back.
+          await this.releaseLines(requestId, taken.map((l) => l.reservedKey), now);
+          return { ok: true };
+        }
+        taken.push(line);
       }
       if (taken.length > 0) {
         const keys = ordered.map((l) => l.reservedKey);

@@ -1,9 +1,11 @@
 import { createClient } from '@keyv/redis';
+import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { lineKeys } from '../../src/pipeline/budgets.js';
+import { MemoryQuotaStore } from '../../src/quota/memory.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
-import type { LedgerLine } from '../../src/quota/store.js';
+import type { LedgerLine, QuotaStore } from '../../src/quota/store.js';
 import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
 import { quotaStoreContract } from './store-contract.js';
 
@@ -29,6 +31,72 @@ describe('RedisQuotaStore', () => {
   quotaStoreContract({
     open: (now, count) => Array.from({ length: count }, () => new RedisQuotaStore({ url: redis.url, prefix: root, now, logger: silent })),
     prefix: () => `${root}${++n}:`,
+  });
+
+  it('answers exactly like the memory store over random sequences of calls', async () => {
+    type Op =
+      | { kind: 'reserve'; id: number; amounts: [number, number] }
+      | { kind: 'settle'; id: number; amounts: [number, number] }
+      | { kind: 'release'; id: number }
+      | { kind: 'tick'; ms: number }
+      | { kind: 'read' };
+    const id = fc.integer({ min: 0, max: 4 });
+    // Round amounts, so sums often land exactly on a limit (100 and 150).
+    const amount = fc.constantFrom(0, 5, 25, 50, 75, 100, 150);
+    const amounts = fc.tuple(amount, amount);
+    const op: fc.Arbitrary<Op> = fc.oneof(
+      fc.record({ kind: fc.constant('reserve' as const), id, amounts }),
+      fc.record({ kind: fc.constant('settle' as const), id, amounts }),
+      fc.record({ kind: fc.constant('release' as const), id }),
+      fc.record({ kind: fc.constant('tick' as const), ms: fc.constantFrom(1000, 2000) }),
+      fc.record({ kind: fc.constant('read' as const) }),
+    );
+    // Which lines every call of one run is charged to: one line, or both.
+    const shape = fc.constantFrom([0], [1], [0, 1]);
+
+    let clock = Date.now();
+    const now = () => clock;
+    const redisStore = new RedisQuotaStore({ url: redis.url, prefix: root, now, logger: silent });
+    try {
+      await fc.assert(
+        fc.asyncProperty(shape, fc.array(op, { maxLength: 25 }), async (which, ops) => {
+          const prefix = `${root}${++n}:`;
+          const memory = new MemoryQuotaStore(now);
+          const start = Math.floor(clock / HOUR) * HOUR;
+          const lines = (a: [number, number]): LedgerLine[] =>
+            which.map((i) => ({
+              budgetId: i === 0 ? 'alpha' : 'beta',
+              subject: 'ada',
+              limit: i === 0 ? 100 : 150,
+              amount: a[i]!,
+              expiresAt: start + 2 * HOUR,
+              ...lineKeys(prefix, i === 0 ? 'alpha' : 'beta', 'ada', [start], start),
+            }));
+          const apply = async (store: QuotaStore, o: Op): Promise<unknown> => {
+            switch (o.kind) {
+              case 'reserve':
+                return store.reserve(`q${o.id}`, lines(o.amounts), 3000);
+              case 'settle':
+                return store.settle(`q${o.id}`, lines(o.amounts));
+              case 'release':
+                return store.release(`q${o.id}`);
+              case 'read':
+                return store.read(lines([0, 0]));
+              case 'tick':
+                return undefined;
+            }
+          };
+          for (const o of ops) {
+            if (o.kind === 'tick') clock += o.ms;
+            expect(await apply(redisStore, o)).toEqual(await apply(memory, o));
+          }
+          expect(await redisStore.read(lines([0, 0]))).toEqual(await memory.read(lines([0, 0])));
+        }),
+        { numRuns: 60 },
+      );
+    } finally {
+      await redisStore.close();
+    }
   });
 
   describe('on the wire', () => {
