@@ -236,7 +236,7 @@ export class RedisQuotaStore implements QuotaStore {
     return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
-  /** Settlements waiting for the store to come back. */
+  /** Settlements waiting for the store to come back (one being replayed right now is not counted). */
   pendingReplays(): number {
     return this.replays.length;
   }
@@ -268,15 +268,17 @@ export class RedisQuotaStore implements QuotaStore {
   }
 
   private async drain(): Promise<void> {
-    while (this.replays.length > 0) {
-      const next = this.replays[0]!;
+    // Taken off the queue while in flight, so an overflow meanwhile drops a waiting entry, not this one.
+    for (let next = this.replays.shift(); next; next = this.replays.shift()) {
       try {
         await this.settleNow(next.requestId, next.lines);
       } catch (err) {
-        if (isOutage(err)) throw asStoreError(err);
+        if (isOutage(err)) {
+          this.replays.unshift(next);
+          throw asStoreError(err);
+        }
         this.log.error({ err, requestId: next.requestId, event: 'quota_replay_failed' }, 'settlement replay failed and was dropped');
       }
-      this.replays.shift();
     }
   }
 
@@ -330,7 +332,6 @@ export class RedisQuotaStore implements QuotaStore {
   private flushInBackground(): void {
     this.flushReplays().catch((err: unknown) => this.log.warn({ err, event: 'quota_replay_deferred' }, 'settlement replay deferred'));
   }
-
 }
 
 function markerKey(reservedKey: string, requestId: string): string {
