@@ -1,0 +1,151 @@
+import { EventEmitter } from 'node:events';
+import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { Principal } from '../../src/identity/principal.js';
+import { buildRuntime, settingsFromEnv, type Runtime } from '../../src/main.js';
+import { memorySink } from '../../src/metering/sink.js';
+import { parsePolicy } from '../../src/policy/load.js';
+import { watchPolicy, type PolicyReloader } from '../../src/policy/reload.js';
+
+const policyText = (tokens: number, latencyMs = 0) => `version: 1
+providers:
+  demo: { kind: demo, latencyMs: ${latencyMs} }
+tiers:
+  standard: [demo/medium]
+  economy: [demo/small]
+budgets:
+  - id: user-weekly
+    scope: user
+    window: { calendar: week, timezone: Europe/Paris }
+    limit: { tokens: ${tokens} }
+`;
+const versionOf = (text: string) => parsePolicy(text, 'v.yaml').version;
+const alice: Principal = { user: 'alice', teams: [], groups: [], roles: [], authMethod: 'api_key' };
+const ask = { messages: [{ role: 'user' as const, content: 'Hello there' }], maxTokens: 20 };
+
+let runtime: Runtime | undefined;
+let reloader: PolicyReloader | undefined;
+afterEach(async () => {
+  reloader?.close();
+  await runtime?.close();
+  reloader = undefined;
+  runtime = undefined;
+});
+
+async function start(text: string, opts: { watchFile?: boolean; signals?: EventEmitter } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-reload-'));
+  const path = join(dir, 'policy.yaml');
+  writeFileSync(path, text);
+  const sink = memorySink();
+  const settings = { ...settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'silent' }), policyPath: path };
+  runtime = await buildRuntime(settings, { sink });
+  const logs: Record<string, unknown>[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line)) });
+  reloader = watchPolicy({ path, target: runtime.gateway, logger, debounceMs: 20, watchFile: opts.watchFile, signals: opts.signals ?? null });
+  const gateway = runtime.gateway;
+  return { dir, path, gateway, events: sink.events, logs, reloader };
+}
+
+const V1 = policyText(10_000);
+const V2 = policyText(20_000);
+const waitOpts = { timeout: 5000, interval: 20 };
+
+describe('policy hot reload', () => {
+  it('serves the next call under a changed file, with the budget counters intact', async () => {
+    const t = await start(V1);
+    await t.gateway.complete({ principal: alice, transport: 'cli', request: ask });
+    const [before] = await t.gateway.myBudget(alice);
+    expect(before).toMatchObject({ limit: 10_000 });
+    expect(before!.used).toBeGreaterThan(0);
+
+    writeFileSync(t.path, V2);
+    await vi.waitFor(() => expect(t.gateway.policy.version).toBe(versionOf(V2)), waitOpts);
+
+    const [after] = await t.gateway.myBudget(alice);
+    expect(after).toMatchObject({ limit: 20_000, used: before!.used });
+    await t.gateway.complete({ principal: alice, transport: 'cli', request: ask });
+    expect(t.events.map((e) => e['policy.version'])).toEqual([versionOf(V1), versionOf(V2)]);
+    expect(t.logs.filter((l) => l.event === 'policy_reloaded')).toEqual([
+      expect.objectContaining({ event: 'policy_reloaded', trigger: 'file', policy: t.path, oldVersion: versionOf(V1), newVersion: versionOf(V2) }),
+    ]);
+  });
+
+  it('refuses an invalid file, keeps the old policy serving and logs every issue', async () => {
+    const t = await start(V1);
+    writeFileSync(t.path, V1.replace('tokens: 10000', 'tokens: -1').replace('timezone: Europe/Paris', 'timezone: Mars/Base'));
+    await vi.waitFor(() => expect(t.logs.some((l) => l.event === 'policy_reload_failed')).toBe(true), waitOpts);
+
+    expect(t.gateway.policy.version).toBe(versionOf(V1));
+    const failed = t.logs.find((l) => l.event === 'policy_reload_failed')!;
+    expect(failed).toMatchObject({ trigger: 'file', policy: t.path, version: versionOf(V1), level: 50 });
+    expect(failed.issues).toEqual([
+      { path: 'budgets[0].window.timezone', line: 10, column: 41, message: 'not an IANA timezone name (e.g. Europe/Paris)' },
+      { path: 'budgets[0].limit.tokens', line: 11, column: 22, message: 'Too small: expected number to be >0' },
+    ]);
+    const r = await t.gateway.complete({ principal: alice, transport: 'cli', request: ask });
+    expect(r.budgets[0]).toMatchObject({ limit: 10_000 });
+    expect(t.events.at(-1)!['policy.version']).toBe(versionOf(V1));
+  });
+
+  it('follows an editor that saves by renaming a new file over the old one, save after save', async () => {
+    const t = await start(V1);
+    writeFileSync(join(t.dir, '.policy.yaml.swp'), V2);
+    renameSync(join(t.dir, '.policy.yaml.swp'), t.path);
+    await vi.waitFor(() => expect(t.gateway.policy.version).toBe(versionOf(V2)), waitOpts);
+
+    const V3 = policyText(30_000);
+    writeFileSync(join(t.dir, '.policy.yaml.swp'), V3);
+    renameSync(join(t.dir, '.policy.yaml.swp'), t.path);
+    await vi.waitFor(() => expect(t.gateway.policy.version).toBe(versionOf(V3)), waitOpts);
+  });
+
+  it('ignores changes to other files in the directory', async () => {
+    const t = await start(V1);
+    writeFileSync(join(t.dir, 'other.yaml'), 'not: a policy');
+    await new Promise((r) => setTimeout(r, 150));
+    expect(t.logs).toEqual([]);
+    expect(t.reloader.reload('file')).toEqual({ status: 'unchanged', version: versionOf(V1) });
+  });
+
+  it('reloads on SIGHUP, even when the text is the same (rotated secrets are re-read)', async () => {
+    const signals = new EventEmitter();
+    const t = await start(V1, { watchFile: false, signals });
+    writeFileSync(t.path, V2);
+    expect(t.gateway.policy.version).toBe(versionOf(V1));
+
+    signals.emit('SIGHUP');
+    expect(t.gateway.policy.version).toBe(versionOf(V2));
+    expect(t.logs.at(-1)).toMatchObject({ event: 'policy_reloaded', trigger: 'sighup', oldVersion: versionOf(V1), newVersion: versionOf(V2) });
+
+    t.reloader.onSighup();
+    expect(t.logs.at(-1)).toMatchObject({ event: 'policy_reloaded', trigger: 'sighup', oldVersion: versionOf(V2), newVersion: versionOf(V2) });
+    expect(t.reloader.reload('sighup')).toEqual({ status: 'reloaded', oldVersion: versionOf(V2), newVersion: versionOf(V2) });
+
+    t.reloader.close();
+    expect(signals.listenerCount('SIGHUP')).toBe(0);
+  });
+
+  it('lets a call in flight finish under the policy it started with', async () => {
+    const slow = policyText(10_000, 300);
+    const t = await start(slow, { watchFile: false });
+    const inFlight = t.gateway.complete({ principal: alice, transport: 'cli', request: ask });
+    await new Promise((r) => setTimeout(r, 50));
+    writeFileSync(t.path, V2);
+    expect(t.reloader.reload('file')).toEqual({ status: 'reloaded', oldVersion: versionOf(slow), newVersion: versionOf(V2) });
+
+    const first = await inFlight;
+    expect(first.budgets[0]).toMatchObject({ limit: 10_000 });
+    await t.gateway.complete({ principal: alice, transport: 'cli', request: ask });
+    expect(t.events.map((e) => e['policy.version'])).toEqual([versionOf(slow), versionOf(V2)]);
+  });
+
+  it('reports a missing file as a refused reload', async () => {
+    const t = await start(V1, { watchFile: false });
+    renameSync(t.path, join(t.dir, 'moved.yaml'));
+    expect(t.reloader.reload('sighup')).toEqual({ status: 'failed', version: versionOf(V1), issues: [{ path: '', message: 'cannot read policy file: ENOENT' }] });
+    expect(t.gateway.policy.version).toBe(versionOf(V1));
+  });
+});
