@@ -8,7 +8,7 @@ import Anthropic, { type ClientOptions } from '@anthropic-ai/sdk';
 import { fetch as undiciFetch, ProxyAgent } from 'undici';
 import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from '../policy/schema.js';
-import { providerEndpoint } from './egress.js';
+import { assertEgress, guardedFetch, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
 import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage } from './provider.js';
 import type { ProviderBuildOptions } from './registry.js';
@@ -50,7 +50,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
     baseURL: baseUrl,
     timeout: config.timeoutMs,
     maxRetries: config.maxRetries,
-    ...(opts.proxy ? proxied(opts.proxy) : {}),
+    ...transport(name, opts),
   });
 
   function params(req: CompletionRequest): MessageParams {
@@ -73,6 +73,8 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
 
   function toGatewayError(err: unknown, signal: AbortSignal | undefined, usage?: Usage): GatewayError {
     if (err instanceof GatewayError) return err;
+    // The egress guard throws inside fetch; the SDK hands that on as the cause of a connection error.
+    if (err instanceof Error && err.cause instanceof GatewayError) return err.cause;
     if (signal?.aborted) return cancelledError(name, usage);
     if (err instanceof Anthropic.APIConnectionTimeoutError) {
       return upstreamError({ provider: name, network: true, type: 'timeout', message: `no answer within ${config.timeoutMs} ms`, usage }, err);
@@ -102,6 +104,11 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
     return upstreamError({ provider: name, network: true, type: 'malformed_response', message: what });
   }
 
+  /** Fails fast, before the SDK and its retries, when the endpoint itself is off the allowlist. */
+  function checkEgress(): void {
+    if (opts.egressAllow) assertEgress(name, baseUrl, opts.egressAllow);
+  }
+
   return {
     name,
     kind: 'anthropic',
@@ -109,6 +116,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
 
     async complete(req) {
       if (req.signal?.aborted) throw cancelledError(name);
+      checkEgress();
       let message: Anthropic.Message;
       try {
         message = await client.messages.create(params(req), { signal: req.signal });
@@ -129,6 +137,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
 
     async stream(req, onText: TextListener): Promise<CompletionResult> {
       if (req.signal?.aborted) throw cancelledError(name);
+      checkEgress();
       const idle = idleGuard(config.timeoutMs, req.signal);
       let model = req.model;
       let text = '';
@@ -237,10 +246,16 @@ function idleGuard(ms: number, outer: AbortSignal | undefined) {
   };
 }
 
-/** Client options that send every call through an HTTP(S) proxy (undici's fetch, to match its dispatcher). */
-function proxied(proxy: string): Pick<ClientOptions, 'fetch' | 'fetchOptions'> {
+/**
+ * How the SDK reaches the network: through the proxy's dispatcher when one is set (with undici's own
+ * fetch, which that dispatcher belongs to), refusing hosts off the egress allowlist, and never
+ * following a redirect, which would otherwise leave without the allowlist seeing where it goes.
+ */
+function transport(name: string, opts: ProviderBuildOptions): Pick<ClientOptions, 'fetch' | 'fetchOptions'> {
+  const dispatcher = opts.proxy ? new ProxyAgent(opts.proxy) : undefined;
+  const base = dispatcher ? (undiciFetch as unknown as typeof fetch) : fetch;
   return {
-    fetch: undiciFetch as unknown as ClientOptions['fetch'],
-    fetchOptions: { dispatcher: new ProxyAgent(proxy) } as ClientOptions['fetchOptions'],
+    fetch: opts.egressAllow ? guardedFetch(name, opts.egressAllow, base) : base,
+    fetchOptions: { redirect: 'manual', ...(dispatcher ? { dispatcher } : {}) } as ClientOptions['fetchOptions'],
   };
 }

@@ -4,11 +4,11 @@
  * format. Usage comes from the provider; only when a server reports none (a cut stream, a server
  * ignoring `stream_options`) is it estimated, and the estimate rule is written down below.
  */
-import OpenAI from 'openai';
+import OpenAI, { type ClientOptions as OpenAIClientOptions } from 'openai';
 import { fetch as undiciFetch, ProxyAgent } from 'undici';
 import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from '../policy/schema.js';
-import { providerEndpoint } from './egress.js';
+import { assertEgress, guardedFetch, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
 import type { ChatMessage, CompletionRequest, CompletionResult, Provider, TextListener, Usage } from './provider.js';
 import type { ProviderBuildOptions } from './registry.js';
@@ -73,7 +73,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
     adminAPIKey: null,
     timeout: config.timeoutMs,
     maxRetries: config.maxRetries,
-    ...(opts.proxy ? proxied(opts.proxy) : {}),
+    ...transport(name, opts),
   });
 
   function params(req: CompletionRequest): ChatParams {
@@ -92,6 +92,8 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
 
   function toGatewayError(err: unknown, signal: AbortSignal | undefined, usage?: Usage): GatewayError {
     if (err instanceof GatewayError) return err;
+    // The egress guard throws inside fetch; the SDK hands that on as the cause of a connection error.
+    if (err instanceof Error && err.cause instanceof GatewayError) return err.cause;
     if (signal?.aborted) return cancelledError(name, usage);
     if (err instanceof OpenAI.APIConnectionTimeoutError) {
       return upstreamError({ provider: name, network: true, type: 'timeout', message: `no answer within ${config.timeoutMs} ms`, usage }, err);
@@ -118,6 +120,11 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
     return upstreamError({ provider: name, network: true, type: 'unexpected_response', message: what, usage }, err);
   }
 
+  /** Fails fast, before the SDK and its retries, when the endpoint itself is off the allowlist. */
+  function checkEgress(): void {
+    if (opts.egressAllow) assertEgress(name, baseUrl, opts.egressAllow);
+  }
+
   return {
     name,
     kind: 'openai',
@@ -125,6 +132,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
 
     async complete(req) {
       if (req.signal?.aborted) throw cancelledError(name);
+      checkEgress();
       let completion: OpenAI.Chat.ChatCompletion;
       try {
         completion = await client.chat.completions.create(params(req), { signal: req.signal });
@@ -149,6 +157,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
 
     async stream(req, onText: TextListener): Promise<CompletionResult> {
       if (req.signal?.aborted) throw cancelledError(name);
+      checkEgress();
       let model = req.model;
       let text = '';
       let deltas = 0;
@@ -230,10 +239,16 @@ function idleGuard(ms: number, outer: AbortSignal | undefined) {
   };
 }
 
-/** Client options that send every call through an HTTP(S) proxy (undici's fetch, to match its dispatcher). */
-function proxied(proxy: string): Pick<NonNullable<ConstructorParameters<typeof OpenAI>[0]>, 'fetch' | 'fetchOptions'> {
+/**
+ * How the SDK reaches the network: through the proxy's dispatcher when one is set (with undici's own
+ * fetch, which that dispatcher belongs to), refusing hosts off the egress allowlist, and never
+ * following a redirect, which would otherwise leave without the allowlist seeing where it goes.
+ */
+function transport(name: string, opts: ProviderBuildOptions): Pick<OpenAIClientOptions, 'fetch' | 'fetchOptions'> {
+  const dispatcher = opts.proxy ? new ProxyAgent(opts.proxy) : undefined;
+  const base = dispatcher ? (undiciFetch as unknown as typeof fetch) : fetch;
   return {
-    fetch: undiciFetch as unknown as typeof globalThis.fetch,
-    fetchOptions: { dispatcher: new ProxyAgent(proxy) } as NonNullable<ConstructorParameters<typeof OpenAI>[0]>['fetchOptions'],
+    fetch: opts.egressAllow ? guardedFetch(name, opts.egressAllow, base) : base,
+    fetchOptions: { redirect: 'manual', ...(dispatcher ? { dispatcher } : {}) } as OpenAIClientOptions['fetchOptions'],
   };
 }

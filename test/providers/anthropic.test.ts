@@ -238,3 +238,46 @@ describe('Anthropic error event in the middle of a stream', () => {
     }
   });
 });
+
+describe('Anthropic adapter egress allowlist', () => {
+  let fake: FakeProviderServer;
+  beforeAll(async () => {
+    fake = await startFakeAnthropic({ apiKey: KEY });
+  });
+  afterAll(() => fake.close());
+  beforeEach(() => fake.reset());
+
+  it('refuses a host off the allowlist with EGRESS_DENIED and sends nothing', async () => {
+    const provider = createAnthropicProvider('anthropic', config(fake), { egressAllow: ['api.example.com'] });
+    for (const call of [() => provider.complete(request), () => provider.stream(request, () => {})]) {
+      const err = await failure(call());
+      expect(err.code).toBe('EGRESS_DENIED');
+      expect(err.details).toEqual({ provider: 'anthropic', host: `127.0.0.1:${fake.port}` });
+    }
+    expect(fake.requests).toHaveLength(0);
+  });
+
+  it('serves when the host is allowed', async () => {
+    const result = await createAnthropicProvider('anthropic', config(fake), { egressAllow: ['127.0.0.1'] }).complete(request);
+    expect(result.usage.inputTokens).toBe(6);
+    expect(fake.requests).toHaveLength(1);
+  });
+
+  it('does not follow a redirect, which would leave without the allowlist seeing where', async () => {
+    const server = http.createServer((_req, res) => {
+      res.writeHead(307, { location: `${fake.url}/v1/messages` });
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const err = await failure(createAnthropicProvider('anthropic', config(fake, { baseUrl: url })).complete(request));
+      expect(err.code).toBe('PROVIDER_ERROR');
+      expect(err.details.status).toBe(307);
+      expect(fake.requests).toHaveLength(0);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});

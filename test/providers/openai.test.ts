@@ -225,3 +225,28 @@ describe('OpenAI error object in the middle of a stream', () => {
     }
   });
 });
+
+describe('OpenAI adapter egress allowlist', () => {
+  let fake: FakeProviderServer;
+  beforeAll(async () => {
+    fake = await startFakeOpenAI({ apiKey: KEY });
+  });
+  afterAll(() => fake.close());
+  beforeEach(() => fake.reset());
+
+  it('refuses a host off the allowlist with EGRESS_DENIED and sends nothing', async () => {
+    const provider = createOpenAIProvider('openai', config(fake), { egressAllow: ['api.example.com'] });
+    for (const call of [() => provider.complete(request), () => provider.stream(request, () => {})]) {
+      const err = await failure(call());
+      expect(err.code).toBe('EGRESS_DENIED');
+      expect(err.details).toEqual({ provider: 'openai', host: `127.0.0.1:${fake.port}` });
+    }
+    expect(fake.requests).toHaveLength(0);
+  });
+
+  it('serves when the host is allowed', async () => {
+    const result = await createOpenAIProvider('openai', config(fake), { egressAllow: ['127.0.0.1'] }).complete(request);
+    expect(result.usage.inputTokens).toBe(6);
+    expect(fake.requests).toHaveLength(1);
+  });
+});
