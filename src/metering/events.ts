@@ -58,7 +58,7 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
     time: new Date(ctx.startedAt).toISOString(),
     transport: ctx.transport,
     effect,
-    outcome: ctx.error ? (d?.effect === 'deny' || ctx.error.code === 'BUDGET_EXHAUSTED' ? 'refused' : 'failed') : 'success',
+    outcome: ctx.error ? (d?.effect === 'deny' || ctx.error.code === 'BUDGET_EXHAUSTED' || ctx.error.code === 'FORBIDDEN' ? 'refused' : 'failed') : 'success',
     'error.code': ctx.error?.code,
     'policy.version': ctx.policy.version,
     'policy.rule_id': d?.ruleId,

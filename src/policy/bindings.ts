@@ -83,6 +83,8 @@ export function resolveBindings(raw: unknown, sources: BindingSources = defaultS
   }
 
   function walk(node: unknown, path: (string | number)[]): unknown {
+    // OpenFGA check templates use the same ${...} form for per-call values; they are not bindings.
+    if (path.length === 3 && path[0] === 'identity' && path[1] === 'openfga' && path[2] === 'check') return node;
     if (typeof node === 'string') {
       const single = /^\$\{[^}]+\}$/.test(node);
       const out = substitute(node, named, sources, path, issues);
