@@ -1,0 +1,98 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestIssuer, type TestIssuer } from '../helpers/jwks.js';
+
+const AUD = 'tollgate';
+
+function policy(idp: TestIssuer): string {
+  return `
+version: 1
+providers:
+  demo: { kind: demo }
+tiers:
+  standard: [demo/medium]
+identity:
+  oidc:
+    - issuer: ${idp.issuer}
+      jwksUri: ${idp.jwksUri}
+      audience: ${AUD}
+      claims: { user: preferred_username }
+budgets:
+  - id: user-weekly
+    scope: user
+    window: { calendar: week }
+    limit: { tokens: 5000 }
+`;
+}
+
+/** Runs `tollgate stdio` with the given credential variables and stdin closed; resolves on exit. */
+function runStdio(policyPath: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'stdio', '--policy', policyPath], {
+      env: { PATH: process.env.PATH ?? '', TOLLGATE_LOG_LEVEL: 'silent', ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end();
+  });
+}
+
+describe('stdio credentials from the environment', () => {
+  let idp: TestIssuer;
+  let dir: string;
+  let policyPath: string;
+  beforeAll(async () => {
+    idp = await startTestIssuer();
+    dir = mkdtempSync(join(tmpdir(), 'tollgate-auth-stdio-'));
+    policyPath = join(dir, 'policy.yaml');
+    writeFileSync(policyPath, policy(idp));
+  });
+  afterAll(async () => {
+    rmSync(dir, { recursive: true, force: true });
+    await idp.close();
+  });
+
+  it('serves a caller whose TOLLGATE_TOKEN verifies, charging the user it names', async () => {
+    const token = await idp.sign({ sub: 'id-1', aud: AUD, preferred_username: 'erin' });
+    const client = new Client({ name: 'tollgate-test', version: '1.0.0' });
+    await client.connect(
+      new StdioClientTransport({
+        command: process.execPath,
+        args: ['--import', 'tsx', 'src/cli.ts', 'stdio', '--policy', policyPath],
+        env: { PATH: process.env.PATH ?? '', TOLLGATE_TOKEN: token, TOLLGATE_LOG_LEVEL: 'silent', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl') },
+        stderr: 'ignore',
+      }),
+    );
+    await client.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 10 } });
+    const budget = (await client.callTool({ name: 'my_budget', arguments: {} })).structuredContent as { user: string; budgets: { subject: string; used: number }[] };
+    expect(budget).toMatchObject({ user: 'erin', budgets: [{ subject: 'erin', used: 6 }] });
+    await client.close();
+  });
+
+  it.concurrent('exits 3 before serving, with a clear message and nothing on stdout, for an expired token', async () => {
+    const token = await idp.sign({ sub: 'id-1', aud: AUD, preferred_username: 'erin', iat: idp.nowS() - 900, exp: idp.nowS() - 600 });
+    expect(await runStdio(policyPath, { TOLLGATE_TOKEN: token })).toEqual({
+      code: 3,
+      stdout: '',
+      stderr: 'tollgate: AUTH_INVALID: TOLLGATE_TOKEN was rejected: The token has expired.\n',
+    });
+  });
+
+  it.concurrent('exits 3 when neither TOLLGATE_API_KEY nor TOLLGATE_TOKEN is set', async () => {
+    expect(await runStdio(policyPath, {})).toEqual({
+      code: 3,
+      stdout: '',
+      stderr: "tollgate: AUTH_REQUIRED: Neither TOLLGATE_API_KEY nor TOLLGATE_TOKEN is set: stdio mode needs the caller's API key or token in the environment.\n",
+    });
+  });
+});
