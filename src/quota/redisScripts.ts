@@ -1,8 +1,7 @@
 /**
  * The Lua scripts of the Redis quota ledger, and the runner that executes them with a deadline.
- * Each script touches the keys of exactly one budget
- * line, all of which share that line's `{budget|subject}` hash tag, so every script runs in one
- * Redis Cluster slot. Every script first purges reservations whose expiry (a score in the line's
+ * Each script touches the keys of exactly one budget line, all of which share that line's
+ * `{budget|subject}` hash tag, so every script runs in one Redis Cluster slot. Every script first purges reservations whose expiry (a score in the line's
  * expiry sorted set) is at or before the `now` it is given, so the caller's clock decides expiry.
  *
  * Keys of one line (R is the line's reservedKey):
