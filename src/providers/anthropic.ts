@@ -37,7 +37,8 @@ type MessageParams = Anthropic.MessageCreateParamsNonStreaming;
 
 /**
  * An Anthropic provider for one policy entry. SDK retries follow `maxRetries` (the pipeline's own
- * failover usually wants 0); `opts.proxy` sends every call through a corporate proxy.
+ * failover usually wants 0); `opts.proxy` sends every call through a corporate proxy and
+ * `opts.egressAllow` holds every request to the policy's allowlist.
  */
 export function createAnthropicProvider(name: string, config: AnthropicConfig, opts: ProviderBuildOptions = {}): Provider {
   // The endpoint the egress allowlist checked at policy load (always defined for a network kind).

@@ -58,7 +58,8 @@ function usageOf(u: OpenAI.CompletionUsage): Usage {
 
 /**
  * An OpenAI (or OpenAI-compatible, via `baseUrl`) provider for one policy entry. SDK retries follow
- * `maxRetries`; `opts.proxy` sends every call through a corporate proxy.
+ * `maxRetries`; `opts.proxy` sends every call through a corporate proxy and `opts.egressAllow` holds
+ * every request to the policy's allowlist.
  */
 export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: ProviderBuildOptions = {}): Provider {
   // The endpoint the egress allowlist checked at policy load (always defined for a network kind).
