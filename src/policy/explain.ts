@@ -7,6 +7,7 @@
 import { createHash } from 'node:crypto';
 import { GatewayError } from '../errors.js';
 import type { Principal } from '../identity/principal.js';
+import { DEFAULT_MAX_TOKENS } from '../mcp/tools/schemas.js';
 import type { CompletionInput, Decision } from './decide.js';
 import { remainingPct } from './decide.js';
 import type { Policy } from './load.js';
@@ -197,7 +198,7 @@ export function parseUsageArg(arg: string): UsageMap {
   return out;
 }
 
-/** The request `explain` describes, from its flags. */
+/** The request `explain` describes, from its flags; max tokens defaults as in the complete tool. */
 export function explainRequest(opts: { tier?: string; model?: string; prompt?: string; maxTokens?: number }): CompletionInput {
-  return { messages: [{ role: 'user', content: opts.prompt ?? 'Hello' }], tier: opts.tier, model: opts.model, maxTokens: opts.maxTokens ?? 1024 };
+  return { messages: [{ role: 'user', content: opts.prompt ?? 'Hello' }], tier: opts.tier, model: opts.model, maxTokens: opts.maxTokens ?? DEFAULT_MAX_TOKENS };
 }

@@ -12,11 +12,10 @@ import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import type { Principal } from '../identity/principal.js';
+import { DEFAULT_MAX_TOKENS } from '../mcp/tools/schemas.js';
 import type { Decision } from './decide.js';
 import { loadPolicyFile, PolicyError, type Policy } from './load.js';
 import { simulate } from './simulate.js';
-
-const DEFAULT_MAX_TOKENS = 1024;
 
 const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'an ISO 8601 time, e.g. 2026-11-25T10:00:00Z');
 
