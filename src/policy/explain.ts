@@ -42,9 +42,10 @@ export interface Explanation {
 
 const display = (unit: 'tokens' | 'usd', n: number) => (unit === 'usd' ? n / 1e6 : n);
 
-/** `1640000 tokens`, `$12.50`. */
+/** `1,640,000 tokens`, `$12.50`; under a dollar, to the hundredth of a cent (`$0.0150`). */
 function amount(unit: 'tokens' | 'usd', n: number): string {
-  return unit === 'usd' ? `$${n.toFixed(2)}` : `${Math.round(n).toLocaleString('en-US')} tokens`;
+  if (unit === 'tokens') return `${Math.round(n).toLocaleString('en-US')} tokens`;
+  return `$${n.toFixed(n > 0 && n < 1 ? 4 : 2)}`;
 }
 
 /** 18, 19.9: one decimal, rounded down so "under 20%" never prints as 20%. */
@@ -92,6 +93,11 @@ export function explainCall(input: SimulateInput): Explanation {
     changes.push(`rule ${d.ruleId} caps this caller at ${d.tier}: asking for ${d.requestedTier} is served by ${d.tier}`);
   }
 
+  // The tier after rules and before any budget stepped it down: a threshold moves calls one tier below it.
+  const decided = sim.decided;
+  const ruled = decided.effect === 'deny' ? decided.requestedTier : decided.budgetId ? policy.tiers[policy.tiers.indexOf(decided.tier) - 1]! : decided.tier;
+  const lower = policy.tiers[policy.tiers.indexOf(ruled) + 1];
+  const next = lower ? `calls go to ${lower}` : `calls stay on ${ruled}, the last tier`;
   for (const b of sim.budgets) {
     const r = budgets.find((x) => x.id === b.budget.config.id && x.subject === b.subject)!;
     const label = `budget ${r.id}${sim.budgets.filter((x) => x.budget === b.budget).length > 1 ? ` (${r.scope} ${r.subject})` : ''}`;
@@ -104,22 +110,16 @@ export function explainCall(input: SimulateInput): Explanation {
       changes.push(`${label} has ${pct(r.remainingPct)} left (${amount(r.unit, r.remaining)}); no tier-down threshold: calls are refused once it cannot cover one (resets ${r.resetsAt})`);
       continue;
     }
-    // The tier a call at the requested tier (after rules) ends up on once this budget crosses its threshold.
-    const from = d.effect === 'deny' ? d.requestedTier : d.tier;
-    const idx = policy.tiers.indexOf(from);
-    const lower = policy.tiers[idx + 1];
-    const next = lower ? `calls go to ${lower}` : `calls stay on ${from}, the last tier`;
     if (r.remainingPct < below) {
-      const lowered = d.effect === 'tier_down' && d.budgetId === r.id;
-      changes.push(`${label} has ${pct(r.remainingPct)} left; tier-down threshold ${below}%: under it ${lowered ? `calls go to ${d.tier}` : next} (resets ${r.resetsAt})`);
+      changes.push(`${label} has ${pct(r.remainingPct)} left; tier-down threshold ${below}%: under it ${next} (resets ${r.resetsAt})`);
     } else {
       const room = r.remaining - (below / 100) * r.limit;
       changes.push(`${label} has ${pct(r.remainingPct)} left; tier-down threshold ${below}%: after another ${amount(r.unit, room)}, ${next}`);
     }
   }
 
-  if (d.effect !== 'deny' && d.effect === 'tier_down' && !d.ruleId && d.budgetId && sim.decided.effect !== 'deny' && sim.decided.tier !== d.tier) {
-    changes.push(`budget ${d.budgetId} cannot cover a ${sim.decided.tier} call at max_tokens ${input.request.maxTokens}; ${d.tier} fits`);
+  if (d.effect === 'tier_down' && decided.effect !== 'deny' && decided.tier !== d.tier) {
+    changes.push(`budget ${d.budgetId} cannot cover a ${decided.tier} call at max_tokens ${input.request.maxTokens}; ${d.tier} fits`);
   }
   if (sim.clamp) {
     changes.push(`max_tokens was lowered from ${input.request.maxTokens} to ${sim.clamp.tokens}, all budget ${sim.clamp.budgetId} can pay for`);

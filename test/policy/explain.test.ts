@@ -76,6 +76,24 @@ describe('explain', () => {
     ]);
   });
 
+  it('explains a step down because the asked tier cannot be paid for', () => {
+    const small = parsePolicy(
+      `version: 1
+providers: { demo: { kind: demo } }
+tiers: { standard: [demo/medium], economy: [demo/small] }
+budgets:
+  - { id: pocket, scope: user, window: { calendar: day }, limit: { usd: 0.05 } }
+`,
+      'small.yaml',
+    );
+    const e = explain(small, who(), 'standard', { pocket: { used: 0.035 } });
+    expect(e.decision).toMatchObject({ effect: 'tier_down', tier: 'economy', budgetId: 'pocket', reason: 'Budget pocket cannot cover a standard call; served by tier economy.' });
+    expect(e.changes).toEqual([
+      'budget pocket has 30% left ($0.0150); no tier-down threshold: calls are refused once it cannot cover one (resets 2026-11-26T00:00:00.000Z)',
+      'budget pocket cannot cover a standard call at max_tokens 1024; economy fits',
+    ]);
+  });
+
   it('says when no budget applies', () => {
     const e = explain(ladder, who(), 'premium');
     expect(e.budgets).toEqual([]);
