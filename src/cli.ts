@@ -23,6 +23,8 @@ Usage:
   tollgate explain --as <principal JSON | API key> [--tier T | --model M] [--prompt P] [--max-tokens N]
                    [--usage budget=used,...] [--now ISO]
                                   Show the decision for one call, what decided it and what would change it
+  tollgate usage [show|top|adjust] Shared-ledger usage per budget and subject, top consumers, credits
+                                  (--budget, --subject, --limit, --amount, --json; needs --redis or REDIS_URL)
   tollgate hash-key <api-key>     Print the sha256 to put under apiKeys[].sha256 in the policy
   tollgate --help | --version
 
@@ -50,6 +52,11 @@ function fail(message: string, code = 2): never {
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'usage') {
+    // Operator commands parse their own options (see src/admin/cli.ts).
+    const { runUsageCommand } = await import('./admin/cli.js');
+    return void process.stdout.write(await runUsageCommand(argv.slice(1), process.env));
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,

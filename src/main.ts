@@ -36,6 +36,8 @@ export interface Settings {
   http: HttpOptions;
   redisUrl?: string;
   keyPrefix: string;
+  /** A Redis command without a reply after this long counts as a store outage. */
+  storeTimeoutMs: number;
   eventsFile?: string;
   logLevel: string;
 }
@@ -57,6 +59,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
     },
     redisUrl: env.REDIS_URL || undefined,
     keyPrefix: env.TOLLGATE_KEY_PREFIX ?? 'tollgate:',
+    storeTimeoutMs: Number(env.TOLLGATE_STORE_TIMEOUT_MS ?? 2000),
     eventsFile: env.TOLLGATE_EVENTS_FILE || undefined,
     logLevel: env.TOLLGATE_LOG_LEVEL ?? 'info',
   };
@@ -79,7 +82,7 @@ export interface BuildOptions {
 export async function buildRuntime(settings: Settings, opts: BuildOptions = {}): Promise<Runtime> {
   const logger = pino({ name: 'tollgate', level: settings.logLevel }, pino.destination({ dest: 2, sync: false }));
   const policy = opts.policy ?? loadPolicyFile(settings.policyPath);
-  const store = opts.store ?? (await createStore(settings, opts.now));
+  const store = opts.store ?? (await createStore(settings, opts.now, logger));
   const gateway = new Gateway({
     policy,
     store,
@@ -87,16 +90,16 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
     sink: opts.sink ?? pinoSink(settings.eventsFile),
     keyPrefix: settings.keyPrefix,
     now: opts.now,
-    providerOptions: { proxy: policy.config.egress.proxy },
   });
   logger.info({ event: 'started', policy: policy.source, policyVersion: policy.version, store: store.kind }, 'tollgate ready');
   return { gateway, logger, close: () => gateway.close() };
 }
 
-async function createStore(settings: Settings, now?: () => number): Promise<QuotaStore> {
+/** The shared Redis ledger when a URL is set, else the embedded in-memory one. */
+export async function createStore(settings: Settings, now?: () => number, logger?: Logger): Promise<QuotaStore> {
   if (settings.redisUrl) {
     const { RedisQuotaStore } = await import('./quota/redis.js');
-    return new RedisQuotaStore({ url: settings.redisUrl, prefix: settings.keyPrefix, now });
+    return new RedisQuotaStore({ url: settings.redisUrl, prefix: settings.keyPrefix, now, commandTimeoutMs: settings.storeTimeoutMs, logger });
   }
   return new MemoryQuotaStore(now);
 }

@@ -7,7 +7,9 @@ import { GatewayError } from '../../src/errors.js';
 import { createProvider } from '../../src/providers/registry.js';
 import type { Provider } from '../../src/providers/provider.js';
 import type { ProviderConfig } from '../../src/policy/schema.js';
+import { startFakeAnthropic } from '../../tools/fake-providers/anthropic.js';
 import { startFakeBedrock } from '../../tools/fake-providers/bedrock.js';
+import { startFakeOpenAI } from '../../tools/fake-providers/openai.js';
 import type { FakeProviderServer } from '../../tools/fake-providers/types.js';
 
 const request = { model: 'm-1', messages: [{ role: 'user' as const, content: 'hello' }], maxTokens: 5 };
@@ -15,8 +17,20 @@ const request = { model: 'm-1', messages: [{ role: 'user' as const, content: 'he
 function cases(): { kind: string; start: () => Promise<FakeProviderServer>; config: (url: string) => ProviderConfig; model: string }[] {
   return [
     {
+      kind: 'anthropic',
+      start: () => startFakeAnthropic(),
+      config: (url) => ({ kind: 'anthropic', apiKey: 'sk-test', baseUrl: url, timeoutMs: 2000, maxRetries: 0 }),
+      model: 'claude-sonnet-4-5',
+    },
+    {
+      kind: 'openai',
+      start: () => startFakeOpenAI(),
+      config: (url) => ({ kind: 'openai', apiKey: 'sk-test', baseUrl: url, timeoutMs: 2000, maxRetries: 0 }),
+      model: 'gpt-5-mini',
+    },
+    {
       kind: 'bedrock',
-      start: startFakeBedrock,
+      start: () => startFakeBedrock(),
       config: (url) => ({ kind: 'bedrock', region: 'us-east-1', accessKeyId: 'AKIDTEST', secretAccessKey: 's', baseUrl: url, timeoutMs: 2000, maxRetries: 0 }),
       model: 'anthropic.claude-sonnet-4-5-v1:0',
     },

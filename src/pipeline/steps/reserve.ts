@@ -125,6 +125,12 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
       await next();
     } finally {
       await settle(ctx, store);
+      // A call served fail-open on the local ledger is also charged to the shared one, which keeps
+      // it for replay until the store is back, so the outage's usage is not lost from the books.
+      if (store === opts.fallbackStore && opts.store !== opts.fallbackStore && ctx.charged) {
+        const lines = chargeLines(ctx.lines, ctx.served?.model ?? ctx.reservation!.model, ctx.usage!);
+        await opts.store.settle(ctx.id, lines).catch((err: unknown) => ctx.log.error({ err, event: 'settle_failed' }, 'fail-open usage could not be queued'));
+      }
     }
   };
 }

@@ -1,0 +1,76 @@
+/**
+ * `tollgate usage`: operator commands on the shared ledger.
+ *
+ *   tollgate usage [show] [--budget B] [--subject S] [--json]   usage in the current window
+ *   tollgate usage top [--budget B] [--limit N] [--json]        the biggest consumers
+ *   tollgate usage adjust --budget B --subject S --amount N     add N (negative: credit), in the budget's unit
+ *
+ * They need the shared store (`--redis` or REDIS_URL): the embedded store lives inside one server
+ * process and cannot be reached from another.
+ */
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { GatewayError } from '../errors.js';
+import { settingsFromEnv } from '../main.js';
+import { loadPolicyFile } from '../policy/load.js';
+import { RedisQuotaStore } from '../quota/redis.js';
+import { adjustUsage, topConsumers, usageRows, type UsageRow } from './usage.js';
+
+function table(rows: UsageRow[]): string {
+  if (rows.length === 0) return 'no usage in the current window\n';
+  const fmt = (r: UsageRow, n: number) => (r.unit === 'usd' ? `$${n.toFixed(4)}` : String(n));
+  const lines = rows.map((r) => [r.budgetId, r.scope, r.subject, fmt(r, r.used), fmt(r, r.reserved), fmt(r, r.remaining), fmt(r, r.limit), r.resetsAt]);
+  const head = ['budget', 'scope', 'subject', 'used', 'reserved', 'remaining', 'limit', 'resets'];
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  return [head, ...lines].map((l) => l.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+/** Runs a usage subcommand; returns what to print. Throws GatewayError on bad input or store trouble. */
+export async function runUsageCommand(argv: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      policy: { type: 'string' },
+      redis: { type: 'string' },
+      budget: { type: 'string' },
+      subject: { type: 'string' },
+      limit: { type: 'string' },
+      amount: { type: 'string' },
+      now: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+  });
+  const settings = settingsFromEnv(env);
+  const policy = loadPolicyFile(values.policy ? resolve(values.policy) : settings.policyPath);
+  const url = values.redis ?? settings.redisUrl;
+  if (!url) throw new GatewayError('INVALID_REQUEST', 'tollgate usage reads the shared ledger: pass --redis <url> or set REDIS_URL.');
+  const now = values.now ? Date.parse(values.now) : Date.now();
+  if (Number.isNaN(now)) throw new GatewayError('INVALID_REQUEST', `--now ${values.now} is not an ISO date`);
+  const store = new RedisQuotaStore({ url, prefix: settings.keyPrefix, commandTimeoutMs: settings.storeTimeoutMs, logger: { info() {}, warn() {}, error() {} } });
+  const out = (rows: UsageRow[]) => (values.json ? `${JSON.stringify(rows, null, 2)}\n` : table(rows));
+  try {
+    const [verb = 'show'] = positionals;
+    switch (verb) {
+      case 'show':
+        return out(await usageRows(policy, store, settings.keyPrefix, now, { budgetId: values.budget, subject: values.subject }));
+      case 'top': {
+        const limit = Number(values.limit ?? 10);
+        if (!Number.isInteger(limit) || limit < 1) throw new GatewayError('INVALID_REQUEST', `--limit must be a positive whole number, got ${values.limit}`);
+        return out(await topConsumers(policy, store, settings.keyPrefix, now, values.budget, limit));
+      }
+      case 'adjust': {
+        if (!values.budget || values.subject === undefined || values.amount === undefined) {
+          throw new GatewayError('INVALID_REQUEST', 'usage: tollgate usage adjust --budget <id> --subject <subject> --amount <n> (negative to credit)');
+        }
+        const amount = Number(values.amount);
+        if (!Number.isFinite(amount)) throw new GatewayError('INVALID_REQUEST', `--amount must be a number, got ${values.amount}`);
+        return out([await adjustUsage(policy, store, settings.keyPrefix, now, values.budget, values.subject, amount)]);
+      }
+      default:
+        throw new GatewayError('INVALID_REQUEST', `unknown usage command "${verb}": show, top or adjust`);
+    }
+  } finally {
+    await store.close();
+  }
+}

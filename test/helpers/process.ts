@@ -1,0 +1,64 @@
+/**
+ * A tollgate server in its own process, as a replica runs in production: `tollgate serve` on a
+ * free port, its decision events in a file the test reads back.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+export interface GatewayProcess {
+  mcpUrl: string;
+  child: ChildProcess;
+  events(): Record<string, unknown>[];
+  stop(): Promise<void>;
+  /** Ends the process at once, as a crash would: no settle, no release. */
+  kill(): Promise<void>;
+}
+
+export async function spawnGateway(opts: { policyFile: string; eventsFile: string; env?: Record<string, string> }): Promise<GatewayProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--policy', opts.policyFile, '--events', opts.eventsFile], {
+    env: { PATH: process.env.PATH ?? '', TOLLGATE_LOG_LEVEL: 'warn', ...opts.env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  const mcpUrl = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${stderr}`)), 20_000);
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      const m = /serving MCP at (\S+)/.exec(stderr);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`gateway exited with ${code}:\n${stderr}`));
+    });
+  });
+  const exited = () => (child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => child.once('exit', () => r())));
+  return {
+    mcpUrl,
+    child,
+    events() {
+      let text = '';
+      try {
+        text = readFileSync(opts.eventsFile, 'utf8');
+      } catch {
+        return [];
+      }
+      return text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((e) => e.event === 'tollgate.decision');
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await exited();
+    },
+    async kill() {
+      child.kill('SIGKILL');
+      await exited();
+    },
+  };
+}

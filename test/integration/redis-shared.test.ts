@@ -1,0 +1,116 @@
+/**
+ * One budget enforced by several replicas through the shared Redis ledger: separate gateway
+ * processes, real Redis, the real MCP client.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { applicableLines } from '../../src/pipeline/budgets.js';
+import { parsePolicy } from '../../src/policy/load.js';
+import { RedisQuotaStore } from '../../src/quota/redis.js';
+import { KEYS, basicPolicy } from '../fixtures/policies.js';
+import { connectHttp } from '../helpers/gateway.js';
+import { spawnGateway, type GatewayProcess } from '../helpers/process.js';
+import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
+
+type ErrorMeta = { code: string };
+type Charged = { budget: string; subject: string; amount: number }[];
+
+describe('two gateway processes sharing one Redis ledger', () => {
+  let redis: TestRedis;
+  let dir: string;
+  const prefix = uniquePrefix('shared');
+  const procs: GatewayProcess[] = [];
+  const clients: Client[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    dir = mkdtempSync(join(tmpdir(), 'tollgate-shared-'));
+  });
+  afterEach(async () => {
+    for (const c of clients.splice(0)) await c.close().catch(() => {});
+    for (const p of procs.splice(0)) await p.stop();
+  });
+  afterAll(async () => {
+    await deleteKeys(redis.url, prefix);
+    await redis.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  let started = 0;
+  const start = async (name: string, policyText: string) => {
+    const n = ++started;
+    const policyFile = join(dir, `${name}-${n}.yaml`);
+    writeFileSync(policyFile, policyText);
+    // A generous store timeout: these tests are about exactness under load, not about outages.
+    const env = { REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: `${prefix}${name}:`, TOLLGATE_STORE_TIMEOUT_MS: '10000' };
+    const p = await spawnGateway({ policyFile, eventsFile: join(dir, `${name}-${n}.jsonl`), env });
+    procs.push(p);
+    return p;
+  };
+  const connect = async (p: GatewayProcess, key: string) => {
+    const c = await connectHttp(p.mcpUrl, key);
+    clients.push(c);
+    return c;
+  };
+
+  it('lets exactly N of 200 concurrent calls through across both replicas, and the ledger equals the settled events', async () => {
+    // Each call reserves 6 estimated input + 100 output = 106 tokens; 1,272 fit exactly twelve.
+    // The demo provider holds each call 4 s, so every reservation is made before any settles.
+    const text = basicPolicy({ userTokens: 1272, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 4000 }');
+    const [a, b] = await Promise.all([start('race', text), start('race', text)]);
+    const [ca, cb] = await Promise.all([connect(a, KEYS.alice), connect(b, KEYS.alice)]);
+    const call = (c: Client) => c.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } });
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => call(i % 2 === 0 ? ca : cb)));
+
+    const served = results.filter((r) => !r.isError);
+    const refused = results.filter((r) => r.isError).map((r) => (r._meta as Record<string, ErrorMeta>)['io.tollgate/error']!.code);
+    expect(served).toHaveLength(12);
+    expect(refused).toEqual(Array(188).fill('BUDGET_EXHAUSTED'));
+
+    const usage = served.map((r) => (r.structuredContent as { usage: { inputTokens: number; outputTokens: number } }).usage);
+    const used = usage.reduce((n, u) => n + u.inputTokens + u.outputTokens, 0);
+    const budget = ((await ca.callTool({ name: 'my_budget', arguments: {} })).structuredContent as { budgets: { used: number; reserved: number }[] }).budgets[0]!;
+    expect(budget).toMatchObject({ used, reserved: 0 });
+    expect(used).toBeLessThanOrEqual(1272);
+
+    // Both replicas served some calls, and the events they wrote add up to the ledger.
+    const events = [...a.events(), ...b.events()];
+    expect(events).toHaveLength(200);
+    const charged = events.flatMap((e) => (e['tollgate.charged'] as Charged | undefined) ?? []).reduce((n, c) => n + c.amount, 0);
+    expect(charged).toBe(used);
+    expect(a.events().filter((e) => e.outcome === 'success').length).toBeGreaterThan(0);
+    expect(b.events().filter((e) => e.outcome === 'success').length).toBeGreaterThan(0);
+  });
+
+  it('expires the reservation of a replica killed mid-call, charging nothing', async () => {
+    const text = basicPolicy({ userTokens: 10_000 })
+      .replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 30000 }')
+      .concat('limits: { reservationTtlSeconds: 2 }\n');
+    const p = await start('crash', text);
+    const c = await connect(p, KEYS.alice);
+    const store = new RedisQuotaStore({ url: redis.url, prefix: `${prefix}crash:` });
+    try {
+      const policy = parsePolicy(text, 'crash.yaml');
+      const lines = applicableLines(policy.budgets, { user: 'alice', teams: ['platform'], costCenter: 'cc-1', groups: ['employees'], roles: [], authMethod: 'api_key' }, Date.now(), `${prefix}crash:`);
+      const state = async () => (await store.read(lines.map((l) => l.line)))[0]!;
+
+      void c.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } }).catch(() => {});
+      const deadline = Date.now() + 10_000;
+      while ((await state()).reserved === 0) {
+        if (Date.now() > deadline) throw new Error('the call never reserved');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(await state()).toEqual({ used: 0, reserved: 106 });
+      await p.kill();
+      procs.splice(procs.indexOf(p), 1);
+      clients.splice(clients.indexOf(c), 1);
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(await state()).toEqual({ used: 0, reserved: 0 });
+    } finally {
+      await store.close();
+    }
+  });
+});
