@@ -23,11 +23,9 @@ const PRM_ROOT = '/.well-known/oauth-protected-resource';
 export function protectedResourceMetadata(policy: Policy): OAuthProtectedResourceMetadata | undefined {
   const id = policy.config.identity;
   if (!id.resource) return undefined;
-  const doc: OAuthProtectedResourceMetadata = {
-    resource: id.resource,
-    authorization_servers: id.authorizationServers ?? id.oidc.map((i) => i.issuer),
-    bearer_methods_supported: ['header'],
-  };
+  const servers = id.authorizationServers ?? id.oidc.map((i) => i.issuer);
+  const doc: OAuthProtectedResourceMetadata = { resource: id.resource, bearer_methods_supported: ['header'] };
+  if (servers.length > 0) doc.authorization_servers = servers;
   if (id.scopesSupported) doc.scopes_supported = id.scopesSupported;
   if (id.resourceName) doc.resource_name = id.resourceName;
   return doc;

@@ -151,6 +151,38 @@ describe('JWKS caching and key rotation', () => {
   });
 });
 
+describe('several trusted issuers', () => {
+  let a: TestIssuer;
+  let b: TestIssuer;
+  let verifier: JwtVerifier;
+  beforeAll(async () => {
+    [a, b] = await Promise.all([startTestIssuer('staff'), startTestIssuer('partners')]);
+    verifier = new JwtVerifier(
+      identitySchema.parse({
+        resource: AUD,
+        oidc: [
+          { issuer: a.issuer, jwksUri: a.jwksUri },
+          { issuer: b.issuer, jwksUri: b.jwksUri, audience: 'partner-gateway', claims: { user: 'email' } },
+        ],
+      }),
+    );
+  });
+  afterAll(() => Promise.all([a.close(), b.close()]));
+
+  it('verifies each token against its own issuer, audience and claim mapping', async () => {
+    expect((await verifier.verify(await a.sign({ sub: 'alice', aud: AUD }))).principal).toMatchObject({ user: 'alice', credentialId: a.issuer });
+    expect((await verifier.verify(await b.sign({ sub: 'p-1', email: 'pat@partner.test', aud: 'partner-gateway' }))).principal).toMatchObject({
+      user: 'pat@partner.test',
+      credentialId: b.issuer,
+    });
+  });
+
+  it('rejects a token naming one issuer but signed with the other\'s key', async () => {
+    const token = await a.sign({ sub: 'alice', aud: AUD }, { key: b.current });
+    expect(await rejection(verifier.verify(token))).toBe(`No signing key of ${a.issuer} matches the token (unknown kid).`);
+  });
+});
+
 describe('Keycloak-shaped claims', () => {
   let idp: TestIssuer;
   beforeAll(async () => {
