@@ -23,7 +23,7 @@ Usage:
   tollgate explain --as <principal JSON | API key> [--tier T | --model M] [--prompt P] [--max-tokens N]
                    [--usage budget=used,...] [--now ISO]
                                   Show the decision for one call, what decided it and what would change it
-  tollgate usage [show|top|adjust] Shared-ledger usage per budget and subject, top consumers, credits
+  tollgate usage show|top|adjust|credit  Shared-ledger usage per budget and subject, top consumers, credits
                                   (--budget, --subject, --limit, --amount, --json; needs --redis or REDIS_URL)
   tollgate hash-key <api-key>     Print the sha256 to put under apiKeys[].sha256 in the policy
   tollgate --help | --version

@@ -3,7 +3,8 @@
  *
  *   tollgate usage [show] [--budget B] [--subject S] [--json]   usage in the current window
  *   tollgate usage top [--budget B] [--limit N] [--json]        the biggest consumers
- *   tollgate usage adjust --budget B --subject S --amount N     add N (negative: credit), in the budget's unit
+ *   tollgate usage adjust --budget B --subject S --amount N     add N to usage, in the budget's unit (--amount=-N subtracts)
+ *   tollgate usage credit --budget B --subject S --amount N     give N back (same as adjust with -N)
  *
  * They need the shared store (`--redis` or REDIS_URL): the embedded store lives inside one server
  * process and cannot be reached from another.
@@ -59,16 +60,18 @@ export async function runUsageCommand(argv: string[], env: NodeJS.ProcessEnv): P
         if (!Number.isInteger(limit) || limit < 1) throw new GatewayError('INVALID_REQUEST', `--limit must be a positive whole number, got ${values.limit}`);
         return out(await topConsumers(policy, store, settings.keyPrefix, now, values.budget, limit));
       }
-      case 'adjust': {
+      case 'adjust':
+      case 'credit': {
         if (!values.budget || values.subject === undefined || values.amount === undefined) {
-          throw new GatewayError('INVALID_REQUEST', 'usage: tollgate usage adjust --budget <id> --subject <subject> --amount <n> (negative to credit)');
+          throw new GatewayError('INVALID_REQUEST', `usage: tollgate usage ${verb} --budget <id> --subject <subject> --amount <n>`);
         }
         const amount = Number(values.amount);
         if (!Number.isFinite(amount)) throw new GatewayError('INVALID_REQUEST', `--amount must be a number, got ${values.amount}`);
-        return out([await adjustUsage(policy, store, settings.keyPrefix, now, values.budget, values.subject, amount)]);
+        const delta = verb === 'credit' ? -amount : amount;
+        return out([await adjustUsage(policy, store, settings.keyPrefix, now, values.budget, values.subject, delta)]);
       }
       default:
-        throw new GatewayError('INVALID_REQUEST', `unknown usage command "${verb}": show, top or adjust`);
+        throw new GatewayError('INVALID_REQUEST', `unknown usage command "${verb}": show, top, adjust or credit`);
     }
   } finally {
     await store.close();
