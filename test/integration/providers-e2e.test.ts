@@ -151,4 +151,37 @@ describe('tollgate in front of the real SDKs and their fakes', () => {
     expect(await budget()).toMatchObject({ used: 0, reserved: 0 });
     expect(bedrock.requests).toHaveLength(0);
   });
+
+  it('aborts the upstream request when the HTTP client disconnects mid-call, and releases the reservation', async () => {
+    anthropic.setLatency(5000);
+    // A raw request on the client's session, so the test can drop the connection itself.
+    const sessionId = (client.transport as { sessionId?: string }).sessionId!;
+    const controller = new AbortController();
+    const pending = fetch(gw.mcpUrl, {
+      method: 'POST',
+      signal: controller.signal,
+      headers: {
+        authorization: `Bearer ${KEY}`,
+        'content-type': 'application/json',
+        accept: 'application/json, text/event-stream',
+        'mcp-session-id': sessionId,
+        'mcp-protocol-version': '2025-06-18',
+      },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 99, method: 'tools/call', params: { name: 'complete', arguments: { prompt, max_tokens: 50 } } }),
+    }).then(async (r) => r.text());
+    const until = async (check: () => boolean) => {
+      const end = Date.now() + 3000;
+      while (!check()) {
+        if (Date.now() > end) throw new Error('condition not met in time');
+        await new Promise((res) => setTimeout(res, 10));
+      }
+    };
+    await until(() => anthropic.requests.length === 1);
+    controller.abort();
+    await expect(pending).rejects.toThrow();
+    await until(() => anthropic.requests[0]!.aborted);
+    await until(() => gw.events.length > 0);
+    expect(gw.events.at(-1)).toMatchObject({ 'error.code': 'CANCELLED', outcome: 'failed' });
+    expect(await budget()).toMatchObject({ used: 0, reserved: 0 });
+  });
 });
