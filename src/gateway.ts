@@ -66,7 +66,8 @@ export interface CallRequest {
   transport: TransportName;
   request: CompletionInput;
   signal?: AbortSignal;
-  onText?: (delta: string) => void;
+  /** Text deltas as they arrive, with the model ref serving them (known before the first byte is sent on). */
+  onText?: (delta: string, model: string) => void;
   requestId?: string;
 }
 

@@ -12,6 +12,7 @@ import type { Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import { createMcpServer } from '../mcp/server.js';
 import { authEdge } from './authMetadata.js';
+import { openaiCompatRouter } from './openaiCompat.js';
 import { SessionTable } from './sessions.js';
 
 export interface HttpOptions {
@@ -65,6 +66,10 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions) {
   const auth = edge.requireAuth;
   const json = express.json({ limit: opts.maxBodyBytes, type: ['application/json', 'application/*+json'] });
   const principalOf = (req: Request) => (req.auth?.extra?.principal as Principal | undefined);
+
+  // Every other way in: same bearer middleware, same body limit, same gateway (one store, one policy).
+  const compat = { requireAuth: auth, json, maxBodyBytes: opts.maxBodyBytes };
+  app.use(openaiCompatRouter(gateway, compat));
 
   app.post('/mcp', auth, json, async (req, res) => {
     const principal = principalOf(req)!;

@@ -33,8 +33,8 @@ export interface CallContext {
   readonly request: CompletionInput;
   /** Aborted when the caller cancels or disconnects; wired to the upstream request. */
   readonly signal: AbortSignal;
-  /** Set when the caller wants text as it arrives (MCP progress, SSE). */
-  readonly onText?: (delta: string) => void;
+  /** Set when the caller wants text as it arrives (MCP progress, SSE); `model` is the ref serving it. */
+  readonly onText?: (delta: string, model: string) => void;
   log: Logger;
 
   estimatedInputTokens: number;

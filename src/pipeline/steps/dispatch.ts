@@ -49,7 +49,7 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
           const result = onText
             ? await provider.stream(req, (d) => {
                 streamed = true;
-                onText(d);
+                onText(d, model.ref);
               })
             : await provider.complete(req);
           ctx.attempts.push({ model: model.ref, provider: provider.name, ok: true, ms: opts.now() - t0 });

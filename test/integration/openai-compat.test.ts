@@ -1,0 +1,145 @@
+import OpenAI, { APIError } from 'openai';
+import { afterEach, describe, expect, it } from 'vitest';
+import { applicableLines } from '../../src/pipeline/budgets.js';
+import { KEYS, basicPolicy } from '../fixtures/policies.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+
+const NOW = Date.parse('2026-11-25T10:00:00Z'); // a Wednesday; the weekly budget resets Monday 00:00 Paris
+
+/** Charges `amount` tokens to every budget line of `key`, as if earlier calls had used them. */
+async function precharge(gw: TestGateway, key: string, amount: number): Promise<void> {
+  const g = gw.runtime.gateway;
+  const lines = applicableLines(g.policy.budgets, g.authenticateApiKey(key), NOW, 'tollgate:');
+  await g.store.settle(`seed-${key}-${amount}`, lines.map((l) => ({ ...l.line, amount })));
+}
+
+async function failure(p: Promise<unknown>): Promise<APIError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(APIError);
+  return err as APIError;
+}
+
+describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
+  let gw: TestGateway | undefined;
+  afterEach(async () => {
+    await gw?.close();
+    gw = undefined;
+  });
+  const start = async (policy = basicPolicy()) => {
+    gw = await startTestGateway(policy, { now: () => NOW });
+    return gw;
+  };
+  const client = (key: string) => new OpenAI({ baseURL: `${gw!.url}/v1`, apiKey: key, maxRetries: 0 });
+
+  it('answers a plain call with the served model, exact usage and budget headers', async () => {
+    await start();
+    const { data, response } = await client(KEYS.alice)
+      .chat.completions.create({ model: 'standard', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello' }], max_tokens: 50 })
+      .withResponse();
+    expect(data.model).toBe('demo/medium');
+    expect(data.object).toBe('chat.completion');
+    expect(data.choices).toEqual([{ index: 0, message: { role: 'assistant', content: '[medium] You said: Hello', refusal: null }, logprobs: null, finish_reason: 'stop' }]);
+    // "Be brief." is 3 tokens and "Hello" 2 in the demo's count; the reply is 4 words.
+    expect(data.usage).toEqual({ prompt_tokens: 5, completion_tokens: 4, total_tokens: 9, prompt_tokens_details: { cached_tokens: 0 } });
+    expect(data.id).toBe(`chatcmpl-${response.headers.get('x-request-id')}`);
+    expect(response.headers.get('x-tollgate-budget-remaining')).toBe('9991 tokens');
+    expect(response.headers.get('x-tollgate-budget-reset')).toBe('2026-11-29T23:00:00.000Z');
+    expect(response.headers.get('x-tollgate-decision')).toBe('allow');
+    expect(gw!.events.at(-1)).toMatchObject({ effect: 'allow', outcome: 'success', transport: 'openai' });
+  });
+
+  it('accepts a full model ref, a bare model id and text-part content', async () => {
+    await start();
+    const openai = client(KEYS.alice);
+    const byRef = await openai.chat.completions.create({ model: 'demo/large', messages: [{ role: 'user', content: [{ type: 'text', text: 'Hi' }] }] });
+    expect(byRef.model).toBe('demo/large');
+    expect(byRef.choices[0]!.message.content).toBe('[large] You said: Hi');
+    const byId = await openai.chat.completions.create({ model: 'small', messages: [{ role: 'user', content: 'Hi' }], max_completion_tokens: 2 });
+    expect(byId.model).toBe('demo/small');
+    expect(byId.choices[0]!.message.content).toBe('[small] You ');
+    expect(byId.choices[0]!.finish_reason).toBe('length');
+  });
+
+  it('streams text chunks, a final usage chunk with no choices, then [DONE]', async () => {
+    await start();
+    const stream = await client(KEYS.alice).chat.completions.create({
+      model: 'standard',
+      messages: [{ role: 'user', content: 'Hello there' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const chunks = [];
+    for await (const c of stream) chunks.push(c);
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? null)).toEqual(['', '[medium] ', 'You ', 'said: ', 'Hello ', 'there', null, null]);
+    expect(chunks.every((c) => c.model === 'demo/medium')).toBe(true);
+    expect(chunks.at(-2)!.choices[0]!.finish_reason).toBe('stop');
+    expect(chunks.at(-1)!.choices).toEqual([]);
+    expect(chunks.at(-1)!.usage).toEqual({ prompt_tokens: 3, completion_tokens: 5, total_tokens: 8, prompt_tokens_details: { cached_tokens: 0 } });
+    expect(gw!.events.at(-1)).toMatchObject({ effect: 'allow', outcome: 'success', transport: 'openai' });
+  });
+
+  it('makes tier-down visible in the response model', async () => {
+    await start();
+    await precharge(gw!, KEYS.alice, 8500); // 15% left, under the 20% threshold
+    const r = await client(KEYS.alice).chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 20 });
+    expect(r.model).toBe('demo/small');
+    expect(r.choices[0]!.message.content).toBe('[small] You said: Hello');
+  });
+
+  it('refuses an exhausted budget with 429 and BUDGET_EXHAUSTED in the message and code', async () => {
+    await start();
+    await precharge(gw!, KEYS.alice, 10000);
+    const err = await failure(client(KEYS.alice).chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }] }));
+    expect(err.status).toBe(429);
+    expect(err.code).toBe('BUDGET_EXHAUSTED');
+    expect(err.type).toBe('insufficient_quota');
+    expect(err.message).toBe('429 BUDGET_EXHAUSTED: Budget user-weekly (user alice) is exhausted; it resets at 2026-11-29T23:00:00.000Z.');
+    expect(err.headers?.get('x-should-retry')).toBe('false');
+    expect(err.headers?.get('x-tollgate-budget-remaining')).toBe('0 tokens');
+    expect(err.headers?.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('refuses a streamed call on an exhausted budget with 429 before any chunk', async () => {
+    await start();
+    await precharge(gw!, KEYS.alice, 10000);
+    const err = await failure(client(KEYS.alice).chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], stream: true }));
+    expect(err.status).toBe(429);
+    expect(err.code).toBe('BUDGET_EXHAUSTED');
+  });
+
+  it('refuses a policy rule with 403 naming the rule message', async () => {
+    await start();
+    const err = await failure(client(KEYS.bob).chat.completions.create({ model: 'premium', messages: [{ role: 'user', content: 'Hello' }] }));
+    expect(err.status).toBe(403);
+    expect(err.code).toBe('POLICY_DENIED');
+    expect(err.type).toBe('permission_error');
+    expect(err.message).toBe('403 POLICY_DENIED: Contractors may use standard and economy models only.');
+    expect(err.headers?.get('x-tollgate-budget-remaining')).toBe('10000 tokens');
+  });
+
+  it('refuses an unknown key with 401 in the OpenAI error shape', async () => {
+    await start();
+    const err = await failure(client('not-a-key').chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }] }));
+    expect(err.status).toBe(401);
+    expect(err.error).toEqual({
+      message: 'AUTH_INVALID: The API key is not recognised (unknown, revoked or disabled).',
+      type: 'authentication_error',
+      param: null,
+      code: 'AUTH_INVALID',
+      details: {},
+    });
+  });
+
+  it('refuses an unknown model and an over-ceiling max_tokens with 400', async () => {
+    await start();
+    const openai = client(KEYS.alice);
+    const unknown = await failure(openai.chat.completions.create({ model: 'gpt-nope', messages: [{ role: 'user', content: 'Hello' }] }));
+    expect([unknown.status, unknown.code, unknown.param]).toEqual([400, 'UNKNOWN_MODEL', 'model']);
+    const big = await failure(openai.chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1_000_000 }));
+    expect([big.status, big.code]).toEqual([400, 'INVALID_REQUEST']);
+    expect(big.message).toContain('exceeds the gateway ceiling');
+  });
+});
