@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { policyTestJsonSchema } from '../../src/policy/jsonSchema.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { runCase, runPolicyTestFile } from '../../src/policy/policyTest.js';
 
@@ -39,6 +40,9 @@ describe('policy library', () => {
 for (const name of testFiles) {
   const result = runPolicyTestFile(join(LIBRARY, name));
   describe(`policy tests in ${name}`, () => {
+    it('starts with the test-file schema header', () => {
+      expect(readFileSync(join(LIBRARY, name), 'utf8').split('\n')[0]).toBe('# yaml-language-server: $schema=../policy-test.schema.json');
+    });
     it('the test file and its policy load', () => {
       expect(result.error).toBeUndefined();
       expect(result.cases.length).toBeGreaterThan(0);
@@ -53,6 +57,11 @@ for (const name of testFiles) {
 }
 
 describe('policy test runner', () => {
+  it('publishes a JSON Schema for test files that is current (run npm run gen-schema after changing it)', () => {
+    const onDisk = JSON.parse(readFileSync(new URL('../../policy/policy-test.schema.json', import.meta.url), 'utf8'));
+    expect(onDisk).toEqual(policyTestJsonSchema());
+  });
+
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-ptest-'));
   writeFileSync(join(dir, 'p.yaml'), readFileSync(join(LIBRARY, 'contractors-economy.yaml'), 'utf8'));
 
