@@ -56,7 +56,7 @@ describe('two gateway processes sharing one Redis ledger', () => {
     return c;
   };
 
-  it('lets exactly N of 200 concurrent calls through across both replicas, and the ledger equals the settled events', async () => {
+  it('lets exactly N of 200 concurrent calls through across both replicas, and the ledger equals the settled events', { timeout: 120_000 }, async () => {
     // Each call reserves 6 estimated input + 100 output = 106 tokens; 1,272 fit exactly twelve.
     // The demo provider holds each call 4 s, so every reservation is made before any settles.
     const text = basicPolicy({ userTokens: 1272, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 4000 }');
@@ -76,16 +76,17 @@ describe('two gateway processes sharing one Redis ledger', () => {
     expect(budget).toMatchObject({ used, reserved: 0 });
     expect(used).toBeLessThanOrEqual(1272);
 
-    // Both replicas served some calls, and the events they wrote add up to the ledger.
+    // The events both replicas wrote add up to the ledger.
     const events = [...a.events(), ...b.events()];
     expect(events).toHaveLength(200);
     const charged = events.flatMap((e) => (e['tollgate.charged'] as Charged | undefined) ?? []).reduce((n, c) => n + c.amount, 0);
     expect(charged).toBe(used);
-    expect(a.events().filter((e) => e.outcome === 'success').length).toBeGreaterThan(0);
-    expect(b.events().filter((e) => e.outcome === 'success').length).toBeGreaterThan(0);
+    // Each replica decided its own half; which of them won the budget depends on timing.
+    expect(a.events()).toHaveLength(100);
+    expect(b.events()).toHaveLength(100);
   });
 
-  it('expires the reservation of a replica killed mid-call, charging nothing', async () => {
+  it('expires the reservation of a replica killed mid-call, charging nothing', { timeout: 60_000 }, async () => {
     const text = basicPolicy({ userTokens: 10_000 })
       .replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 30000 }')
       .concat('limits: { reservationTtlSeconds: 2 }\n');

@@ -171,7 +171,8 @@ describe('tollgate usage (operator commands)', () => {
       encoding: 'utf8',
     });
 
-  it('shows usage per subject, lists top consumers and applies a credit', async () => {
+  // Spawns the CLI five times; on a loaded two-core machine each start can take seconds.
+  it('shows usage per subject, lists top consumers and applies a credit', { timeout: 180_000 }, async () => {
     writeFileSync(join(dir, 'p.yaml'), policy());
     const now = Date.parse('2026-11-25T12:00:00Z');
     const store = new RedisQuotaStore({ url: redis.url, prefix, now: () => now });

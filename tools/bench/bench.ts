@@ -1,0 +1,275 @@
+/**
+ * tollgate benchmark: the same MCP load against a bare passthrough server and against tollgate
+ * (in-memory ledger, then Redis), all calling the same fake OpenAI server over loopback.
+ * Prints latency percentiles, throughput, server RSS and the overhead of enforcement.
+ *
+ *   npm run bench -- [--clients 32] [--seconds 10] [--sequential 2000] [--sessions 10000]
+ *                    [--targets passthrough,memory,redis]
+ *
+ * Every server runs in its own process; the load runs in this one.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+
+const { values } = parseArgs({
+  options: {
+    clients: { type: 'string', default: '32' },
+    seconds: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '2' },
+    sequential: { type: 'string', default: '2000' },
+    sessions: { type: 'string', default: '0' },
+    targets: { type: 'string', default: 'passthrough,memory,redis' },
+  },
+});
+const CLIENTS = Number(values.clients);
+const SECONDS = Number(values.seconds);
+const WARMUP = Number(values.warmup);
+const SEQUENTIAL = Number(values.sequential);
+const SESSIONS = Number(values.sessions);
+const TARGETS = values.targets.split(',');
+const KEY = 'tg-bench-key';
+const children: ChildProcess[] = [];
+
+function startChild(args: string[], env: Record<string, string>, ready: RegExp, stream: 'stdout' | 'stderr'): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let seen = '';
+  return new Promise((resolve, reject) => {
+    child[stream]!.on('data', (d: Buffer) => {
+      seen += d.toString();
+      const m = ready.exec(seen);
+      if (m) resolve({ child, match: m });
+    });
+    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${seen}`)));
+  });
+}
+
+function rssMb(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
+}
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function client(url: string): Promise<Client> {
+  const c = new Client({ name: 'bench', version: '1' });
+  await c.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${KEY}` } } }));
+  return c;
+}
+
+const ARGS = { prompt: 'Summarise the quarterly report in three lines', max_tokens: 64 };
+
+interface LoadResult {
+  calls: number;
+  errors: number;
+  callsPerSec: number;
+  p50: number;
+  p99: number;
+  mean: number;
+}
+
+/** `n` clients calling back to back for `seconds` after a warm-up; latency in ms per call. */
+async function load(url: string, n: number, seconds: number): Promise<LoadResult> {
+  const clients = await Promise.all(Array.from({ length: n }, () => client(url)));
+  const lat: number[] = [];
+  let errors = 0;
+  let measuring = false;
+  let stop = false;
+  const loop = async (c: Client) => {
+    while (!stop) {
+      const t0 = performance.now();
+      const r = await c.callTool({ name: 'complete', arguments: ARGS }).catch(() => ({ isError: true }));
+      const ms = performance.now() - t0;
+      if (!measuring) continue;
+      if (r.isError) errors++;
+      else lat.push(ms);
+    }
+  };
+  const running = clients.map(loop);
+  await new Promise((r) => setTimeout(r, WARMUP * 1000));
+  measuring = true;
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  measuring = false;
+  const elapsed = (performance.now() - t0) / 1000;
+  stop = true;
+  await Promise.all(running);
+  await Promise.all(clients.map((c) => c.close()));
+  lat.sort((a, b) => a - b);
+  return { calls: lat.length, errors, callsPerSec: lat.length / elapsed, p50: pct(lat, 50), p99: pct(lat, 99), mean: lat.reduce((a, b) => a + b, 0) / lat.length };
+}
+
+/** One client, `count` calls one after another: the added latency of a single call. */
+async function sequential(url: string, count: number): Promise<LoadResult> {
+  const c = await client(url);
+  for (let i = 0; i < 200; i++) await c.callTool({ name: 'complete', arguments: ARGS });
+  const lat: number[] = [];
+  let errors = 0;
+  const t0 = performance.now();
+  for (let i = 0; i < count; i++) {
+    const s = performance.now();
+    const r = await c.callTool({ name: 'complete', arguments: ARGS });
+    if (r.isError) errors++;
+    else lat.push(performance.now() - s);
+  }
+  const elapsed = (performance.now() - t0) / 1000;
+  await c.close();
+  lat.sort((a, b) => a - b);
+  return { calls: lat.length, errors, callsPerSec: lat.length / elapsed, p50: pct(lat, 50), p99: pct(lat, 99), mean: lat.reduce((a, b) => a + b, 0) / lat.length };
+}
+
+/** Opens `count` MCP sessions (initialize only, as idle agents would) and reports the server's RSS. */
+async function openSessions(url: string, count: number): Promise<number> {
+  let opened = 0;
+  const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'bench', version: '1' } } });
+  const worker = async () => {
+    while (opened < count) {
+      opened++;
+      const r = await fetch(url, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body,
+      });
+      await r.text();
+      if (!r.headers.get('mcp-session-id')) throw new Error(`session ${opened} not opened: HTTP ${r.status}`);
+    }
+  };
+  await Promise.all(Array.from({ length: 32 }, worker));
+  return opened;
+}
+
+function answersPing(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(300, () => done(false));
+    s.once('error', () => done(false));
+    s.once('connect', () => s.write('PING\r\n'));
+    s.once('data', (d) => done(d.toString().startsWith('+PONG')));
+  });
+}
+
+function policyText(openaiUrl: string): string {
+  const sha = createHash('sha256').update(KEY).digest('hex');
+  return `version: 1
+name: bench
+providers:
+  openai: { kind: openai, apiKey: bench, baseUrl: "${openaiUrl}", maxRetries: 0 }
+egress: { allow: ["127.0.0.1"] }
+models:
+  openai/gpt-bench: { price: { inputPerMTok: 1, outputPerMTok: 2 } }
+tiers:
+  standard: [openai/gpt-bench]
+apiKeys:
+  - { id: bench, sha256: ${sha}, user: bench-user, teams: [bench-team], costCenter: cc-bench, groups: [employees] }
+budgets:
+  - { id: user-weekly, scope: user, window: { calendar: week, timezone: Europe/Paris }, limit: { tokens: 1000000000000 }, tierDown: { below: 20% } }
+  - { id: team-monthly, scope: team, window: { calendar: month }, limit: { usd: 1000000000 } }
+  - { id: cc-monthly, scope: costCenter, window: { calendar: month }, limit: { usd: 1000000000 } }
+rules:
+  - id: no-credentials
+    when: "request.text.matches('AKIA[0-9A-Z]{16}')"
+    effect: deny
+    message: no credentials in prompts
+`;
+}
+
+function row(name: string, r: LoadResult, rss?: { rss: number; peak: number }): string {
+  const f = (n: number, d = 2) => n.toFixed(d).padStart(9);
+  return `${name.padEnd(22)}${f(r.p50)}${f(r.p99)}${f(r.mean)}${f(r.callsPerSec, 0)}${String(r.errors).padStart(7)}${rss ? f(rss.rss, 0) + f(rss.peak, 0) : ''}`;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-'));
+  try {
+    const fakes = await startChild(['tools/fake-providers/main.ts'], {}, /openai\s+(http\S+)/, 'stdout');
+    const openaiUrl = fakes.match[1]!;
+    const policyFile = join(dir, 'bench.yaml');
+    writeFileSync(policyFile, policyText(openaiUrl));
+
+    const servers: { name: string; url: string; pid: number }[] = [];
+    if (TARGETS.includes('passthrough')) {
+      const p = await startChild(['tools/bench/passthrough.ts', openaiUrl], {}, /serving MCP at (\S+)/, 'stderr');
+      servers.push({ name: 'passthrough (no policy)', url: p.match[1]!, pid: p.child.pid! });
+    }
+    const gatewayEnv = { TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl') };
+    if (TARGETS.includes('memory')) {
+      const g = await startChild(['src/cli.ts', 'serve', '--port', '0', '--policy', policyFile], gatewayEnv, /serving MCP at (\S+)/, 'stderr');
+      servers.push({ name: 'tollgate (memory)', url: g.match[1]!, pid: g.child.pid! });
+    }
+    if (TARGETS.includes('redis')) {
+      const redisUrl = process.env.REDIS_URL ?? ((await answersPing(6379)) ? 'redis://127.0.0.1:6379' : undefined);
+      if (!redisUrl) process.stdout.write('redis: no REDIS_URL and nothing on 127.0.0.1:6379; skipping the Redis target\n');
+      else {
+        const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
+        const g = await startChild(['src/cli.ts', 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl], { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, 'events-redis.jsonl') }, /serving MCP at (\S+)/, 'stderr');
+        servers.push({ name: 'tollgate (redis)', url: g.match[1]!, pid: g.child.pid! });
+      }
+    }
+
+    const head = `${'target'.padEnd(22)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'mean ms'.padStart(9)}${'calls/s'.padStart(9)}${'errors'.padStart(7)}`;
+    process.stdout.write(`node ${process.version}, ${CLIENTS} clients x ${SECONDS}s (after ${WARMUP}s warm-up); sequential ${SEQUENTIAL} calls\n\n`);
+    const seq: Record<string, LoadResult> = {};
+    if (SEQUENTIAL > 0) {
+      process.stdout.write(`sequential (one client)\n${head}\n`);
+      for (const s of servers) {
+        seq[s.name] = await sequential(s.url, SEQUENTIAL);
+        process.stdout.write(`${row(s.name, seq[s.name]!)}\n`);
+      }
+    }
+    const conc: Record<string, LoadResult> = {};
+    if (SECONDS > 0) {
+      process.stdout.write(`\nconcurrent (${CLIENTS} clients)\n${head}${'RSS MB'.padStart(9)}${'peak MB'.padStart(9)}\n`);
+      for (const s of servers) {
+        conc[s.name] = await load(s.url, CLIENTS, SECONDS);
+        process.stdout.write(`${row(s.name, conc[s.name]!, rssMb(s.pid))}\n`);
+      }
+    }
+    const base = servers.find((s) => s.name.startsWith('passthrough'));
+    if (base) {
+      process.stdout.write('\noverhead of enforcement over the passthrough\n');
+      for (const s of servers.filter((x) => x !== base)) {
+        const a = seq[s.name];
+        const b = seq[base.name];
+        if (a && b) process.stdout.write(`${s.name.padEnd(22)} sequential: +${(a.p50 - b.p50).toFixed(3)} ms p50, +${(a.p99 - b.p99).toFixed(3)} ms p99\n`);
+        const c = conc[s.name];
+        const d = conc[base.name];
+        if (c && d) process.stdout.write(`${s.name.padEnd(22)} concurrent: +${(c.p50 - d.p50).toFixed(2)} ms p50, +${(c.p99 - d.p99).toFixed(2)} ms p99, throughput x${(c.callsPerSec / d.callsPerSec).toFixed(2)}\n`);
+      }
+    }
+    if (SESSIONS > 0) {
+      const g = servers.find((s) => s.name === 'tollgate (memory)');
+      if (g) {
+        const before = rssMb(g.pid);
+        const opened = await openSessions(g.url, SESSIONS);
+        const after = rssMb(g.pid);
+        process.stdout.write(`\nsessions: ${opened} open on tollgate (memory): RSS ${before.rss.toFixed(0)} MB -> ${after.rss.toFixed(0)} MB (peak ${after.peak.toFixed(0)} MB)\n`);
+      }
+    }
+  } finally {
+    for (const c of children) c.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    for (const c of children) c.kill('SIGKILL');
+    process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,61 @@
+/**
+ * The baseline for the benchmark: a bare MCP server with the same `complete` tool and the same
+ * provider adapter as tollgate, but no authentication, policy, ledger or metering. The difference
+ * between the two is what enforcement costs.
+ *
+ *   node --import tsx tools/bench/passthrough.ts <openai-base-url>
+ */
+import { randomUUID } from 'node:crypto';
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import express from 'express';
+import { createOpenAIProvider } from '../../src/providers/openai.js';
+
+const baseUrl = process.argv[2];
+if (!baseUrl) throw new Error('usage: passthrough.ts <openai-base-url>');
+const provider = createOpenAIProvider('openai', { kind: 'openai', apiKey: 'bench', baseUrl, timeoutMs: 30_000, maxRetries: 0 }, { egressAllow: ['127.0.0.1'] });
+
+function newServer(): Server {
+  const server = new Server({ name: 'passthrough', version: '1' }, { capabilities: { tools: {} } });
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({
+    tools: [{ name: 'complete', description: 'complete', inputSchema: { type: 'object', properties: { prompt: { type: 'string' } } } }],
+  }));
+  server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
+    const args = (req.params.arguments ?? {}) as { prompt?: string; max_tokens?: number; model?: string };
+    const result = await provider.complete({
+      model: 'gpt-bench',
+      messages: [{ role: 'user', content: String(args.prompt ?? '') }],
+      maxTokens: args.max_tokens ?? 64,
+      signal: extra.signal,
+    });
+    return { content: [{ type: 'text', text: result.text }], structuredContent: { usage: result.usage, model: result.model } };
+  });
+  return server;
+}
+
+const sessions = new Map<string, StreamableHTTPServerTransport>();
+const app = express();
+app.use(express.json({ limit: '1mb' }));
+app.post('/mcp', async (req, res) => {
+  const sid = req.header('mcp-session-id');
+  let transport = sid ? sessions.get(sid) : undefined;
+  if (!transport) {
+    const t = new StreamableHTTPServerTransport({ sessionIdGenerator: () => randomUUID(), onsessioninitialized: (id) => void sessions.set(id, t) });
+    t.onclose = () => {
+      if (t.sessionId) sessions.delete(t.sessionId);
+    };
+    await newServer().connect(t);
+    transport = t;
+  }
+  await transport.handleRequest(req, res, req.body);
+});
+app.delete('/mcp', async (req, res) => {
+  const t = sessions.get(req.header('mcp-session-id') ?? '');
+  if (t) await t.handleRequest(req, res);
+  else res.status(404).end();
+});
+const listener = app.listen(0, '127.0.0.1', () => {
+  const addr = listener.address() as { port: number };
+  process.stderr.write(`passthrough serving MCP at http://127.0.0.1:${addr.port}/mcp\n`);
+});
