@@ -20,7 +20,7 @@ Usage:
                                   --url, --json); \`call --budget\` and \`call --models\` show my_budget and list_models
   tollgate check <policy.yaml>    Validate a policy file and list every error with its line:column
   tollgate test-policy <t.yaml>.. Run policy tests (YAML cases: principal + usage + request -> decision)
-  tollgate explain --as <principal JSON | API key> [--tier T | --model M] [--prompt P] [--max-tokens N]
+  tollgate explain --as <principal JSON | API key | JWT> [--tier T | --model M] [--prompt P] [--max-tokens N]
                    [--usage budget=used,...] [--now ISO]
                                   Show the decision for one call, what decided it and what would change it
   tollgate usage show|top|adjust|credit  Shared-ledger usage per budget and subject, top consumers, credits
@@ -168,7 +168,7 @@ async function main(argv: string[]): Promise<void> {
     }
     // falls through (unreachable: process.exit above)
     case 'explain': {
-      if (!values.as) fail('usage: tollgate explain [--policy p.yaml] --as <principal JSON | API key> [--tier T | --model M] [--prompt P] [--usage id=used,...] [--now ISO]');
+      if (!values.as) fail('usage: tollgate explain [--policy p.yaml] --as <principal JSON | API key | JWT> [--tier T | --model M] [--prompt P] [--usage id=used,...] [--now ISO]');
       const { explainCall, explainRequest, formatExplanation, parseUsageArg, principalFromArg } = await import('./policy/explain.js');
       const now = values.now ? Date.parse(values.now) : Date.now();
       const maxTokens = values['max-tokens'] ? Number(values['max-tokens']) : undefined;

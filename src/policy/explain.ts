@@ -5,7 +5,10 @@
  * with one thing changed, and describes the differences.
  */
 import { createHash } from 'node:crypto';
+import { decodeJwt, type JWTPayload } from 'jose';
 import { GatewayError } from '../errors.js';
+import { principalFromClaims } from '../identity/claims.js';
+import { looksLikeJwt } from '../identity/jwt.js';
 import type { Principal } from '../identity/principal.js';
 import { DEFAULT_MAX_TOKENS } from '../mcp/tools/schemas.js';
 import type { CompletionInput, Decision } from './decide.js';
@@ -141,7 +144,8 @@ export function formatExplanation(e: Explanation): string {
   const d = e.decision;
   const p = e.principal;
   const out: string[] = [];
-  out.push(`caller:     ${p.user}${p.teams.length ? ` teams=[${p.teams.join(',')}]` : ''}${p.costCenter ? ` costCenter=${p.costCenter}` : ''}${p.groups.length ? ` groups=[${p.groups.join(',')}]` : ''}${p.roles.length ? ` roles=[${p.roles.join(',')}]` : ''}`);
+  const via = p.authMethod === 'jwt' ? ` (claims of a token from ${p.credentialId}; signature not checked)` : '';
+  out.push(`caller:     ${p.user}${p.teams.length ? ` teams=[${p.teams.join(',')}]` : ''}${p.costCenter ? ` costCenter=${p.costCenter}` : ''}${p.groups.length ? ` groups=[${p.groups.join(',')}]` : ''}${p.roles.length ? ` roles=[${p.roles.join(',')}]` : ''}${via}`);
   out.push(`request:    ${d.requestedModel ? `model ${d.requestedModel} (tier ${d.requestedTier})` : `tier ${d.requestedTier}`}, max_tokens ${e.request.maxTokens}`);
   out.push(
     d.effect === 'deny'
@@ -163,7 +167,12 @@ export function formatExplanation(e: Explanation): string {
   return out.join('\n') + '\n';
 }
 
-/** `--as`: a principal as JSON (`{"user":"bob","groups":["contractors"]}`) or an API key listed in the policy. */
+/**
+ * `--as`: a principal as JSON (`{"user":"bob","groups":["contractors"]}`), an API key listed in the
+ * policy, or a JWT from an issuer under `identity.oidc`. The JWT's claims are mapped as the gateway
+ * maps them, but its signature and expiry are not checked: explain is offline and answers "what
+ * would this caller get", not "is this token valid".
+ */
 export function principalFromArg(policy: Policy, arg: string): Principal {
   const text = arg.trim();
   if (text.startsWith('{')) {
@@ -180,8 +189,21 @@ export function principalFromArg(policy: Policy, arg: string): Principal {
     return { ...parsed.data, authMethod: 'api_key' };
   }
   const entry = policy.apiKeys.get(createHash('sha256').update(text, 'utf8').digest('hex'));
+  if ((!entry || entry.disabled) && looksLikeJwt(text)) return principalFromToken(policy, text);
   if (!entry || entry.disabled) throw new GatewayError('AUTH_INVALID', '--as: the API key is not listed (or is disabled) in this policy; pass a principal as JSON instead.');
   return { user: entry.user, teams: [...entry.teams], costCenter: entry.costCenter, groups: [...entry.groups], roles: [...entry.roles], authMethod: 'api_key', credentialId: entry.id };
+}
+
+function principalFromToken(policy: Policy, token: string): Principal {
+  let payload: JWTPayload;
+  try {
+    payload = decodeJwt(token);
+  } catch (err) {
+    throw new GatewayError('INVALID_REQUEST', `--as: the token cannot be decoded: ${(err as Error).message}`);
+  }
+  const issuer = policy.config.identity.oidc.find((i) => i.issuer === payload.iss);
+  if (!issuer) throw new GatewayError('AUTH_INVALID', `--as: the token's issuer ${String(payload.iss)} is not listed under identity.oidc in this policy.`);
+  return principalFromClaims(payload, issuer.claims, issuer.issuer);
 }
 
 /** `--usage employee-weekly=1640000,team_monthly@data=12000`: used amounts (tokens, or USD for dollar budgets). */

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import type { Principal } from '../../src/identity/principal.js';
 import { explainCall, explainRequest, formatExplanation, parseUsageArg, principalFromArg } from '../../src/policy/explain.js';
@@ -136,6 +137,40 @@ describe('explain arguments', () => {
       authMethod: 'api_key',
       credentialId: 'k-alice',
     });
+  });
+
+  it('takes a token from a listed issuer, mapping its claims as the gateway does', async () => {
+    const withIssuer = parsePolicy(
+      `${basicPolicy()}
+identity:
+  oidc:
+    - issuer: https://sso.example.com/realms/acme
+      audience: tollgate
+      claims: { user: preferred_username, costCenter: cost_center }
+`,
+      'oidc.yaml',
+    );
+    const claims = { preferred_username: 'dana', groups: ['/eng/platform', 'contractors'], cost_center: 'cc-7', realm_access: { roles: ['dev'] } };
+    const token = await new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setIssuer('https://sso.example.com/realms/acme').sign(new TextEncoder().encode('not-checked'));
+    const principal = principalFromArg(withIssuer, token);
+    expect(principal).toEqual({
+      user: 'dana',
+      teams: ['platform', 'contractors'],
+      groups: ['platform', 'contractors'],
+      costCenter: 'cc-7',
+      roles: ['dev'],
+      authMethod: 'jwt',
+      credentialId: 'https://sso.example.com/realms/acme',
+    });
+    const text = formatExplanation(explainCall({ policy: withIssuer, principal, request: explainRequest({ tier: 'premium' }), now: NOW }));
+    expect(text.split('\n').slice(0, 4)).toEqual([
+      'caller:     dana teams=[platform,contractors] costCenter=cc-7 groups=[platform,contractors] roles=[dev] (claims of a token from https://sso.example.com/realms/acme; signature not checked)',
+      'request:    tier premium, max_tokens 1024',
+      'decision:   deny POLICY_DENIED',
+      'decided by: rule contractors-no-premium',
+    ]);
+    const stranger = await new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setIssuer('https://evil.example.com').sign(new TextEncoder().encode('x'));
+    expect(() => principalFromArg(withIssuer, stranger)).toThrowError(expect.objectContaining({ code: 'AUTH_INVALID' }));
   });
 
   it('refuses an unknown key and malformed JSON', () => {
