@@ -14,6 +14,9 @@ export function pinoSink(path?: string): EventSink & { logger: Logger } {
     emit(event: DecisionEvent) {
       logger.info(event);
     },
+    async close() {
+      await new Promise<void>((resolve) => logger.flush(() => resolve()));
+    },
   };
 }
 
@@ -24,6 +27,27 @@ export function memorySink(): EventSink & { events: DecisionEvent[] } {
     events,
     emit(event) {
       events.push(event);
+    },
+  };
+}
+
+/**
+ * Sends each event to every sink in turn. A sink that throws is logged and skipped: the others
+ * still get the event and the call it describes is not affected. `close` closes every sink.
+ */
+export function compositeSink(sinks: EventSink[], log: Pick<Logger, 'error'>): EventSink {
+  return {
+    emit(event) {
+      for (const sink of sinks) {
+        try {
+          sink.emit(event);
+        } catch (err) {
+          log.error({ err, event: 'event_sink_failed', requestId: event['request.id'] }, 'an event sink failed');
+        }
+      }
+    },
+    async close() {
+      await Promise.all(sinks.map((s) => s.close?.().catch((err: unknown) => log.error({ err, event: 'event_sink_close_failed' }, 'an event sink failed to close'))));
     },
   };
 }

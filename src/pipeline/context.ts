@@ -54,5 +54,7 @@ export interface CallContext {
   charged?: number[];
   costMicroUsd?: number;
   upstreamMs?: number;
+  /** Set when the quota store failed during the call: refused (closed), served on the local ledger (open), or a settlement queued. */
+  storeError?: 'unavailable' | 'fail_open' | 'settle_failed';
   error?: GatewayError;
 }

@@ -196,6 +196,9 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
   }
 
   checkIdentity(config, at);
+  if (config.metering.siem && !isEgressAllowed(config.metering.siem.url, config.egress.allow)) {
+    at(['metering', 'siem', 'url'], `${new URL(config.metering.siem.url).host} is not on egress.allow; add it there to let decision events leave`);
+  }
 
   const apiKeys = new Map<string, ApiKeyConfig>();
   config.apiKeys.forEach((k, i) => {

@@ -118,6 +118,25 @@ const apiKeySchema = z
   .strict();
 export type ApiKeyConfig = z.infer<typeof apiKeySchema>;
 
+/** A SIEM that receives every decision event (Splunk HTTP Event Collector format). Its host must be on egress.allow. */
+const siemSchema = z
+  .object({
+    /** The collector's base URL (`https://splunk.example.com:8088`) or its full event endpoint. */
+    url: z.url(),
+    /** The HEC token, sent as `Authorization: Splunk <token>`; bind it from a secret. */
+    token: z.string().min(1),
+    batchSize: positiveInt.max(10_000).default(100),
+    flushIntervalMs: positiveInt.default(1000),
+    /** Events held while the SIEM is unreachable; beyond it the oldest are dropped, counted and logged. */
+    maxBuffer: positiveInt.default(10_000),
+    source: z.string().default('tollgate'),
+    sourcetype: z.string().default('tollgate:decision'),
+    index: z.string().optional(),
+  })
+  .strict()
+  .refine((s) => s.maxBuffer >= s.batchSize, { message: 'maxBuffer must be at least batchSize', path: ['maxBuffer'] });
+export type SiemConfig = z.infer<typeof siemSchema>;
+
 export const policySchema = z
   .object({
     version: z.literal(1),
@@ -147,7 +166,7 @@ export const policySchema = z
       .strict()
       .default({ maxTokensCeiling: 32_768, maxInputChars: 400_000, reservationTtlSeconds: 600, minOutputTokens: 16 }),
     metering: z
-      .object({ logPrompts: z.boolean().default(false) })
+      .object({ logPrompts: z.boolean().default(false), siem: siemSchema.optional() })
       .strict()
       .default({ logPrompts: false }),
   })

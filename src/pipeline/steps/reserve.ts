@@ -147,6 +147,7 @@ async function settle(ctx: CallContext, store: QuotaStore): Promise<void> {
     }
   } catch (err) {
     // The store queues what it could not write and replays it; the caller's result stands.
+    ctx.storeError ??= 'settle_failed';
     ctx.log.error({ err, event: 'settle_failed' }, 'settlement could not be written now');
   }
 }

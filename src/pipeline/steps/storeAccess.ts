@@ -20,10 +20,12 @@ export async function withStore<T>(
     if (!unavailable) throw err;
     const closed = ctx.lines.find((l) => l.budget.config.failMode === 'closed');
     if (closed) {
+      ctx.storeError = 'unavailable';
       throw new GatewayError('QUOTA_STORE_UNAVAILABLE', `The quota store is unreachable and budget ${closed.budget.config.id} fails closed; try again shortly.`, {
         budgetId: closed.budget.config.id,
       });
     }
+    ctx.storeError = 'fail_open';
     ctx.log.warn({ event: 'quota_store_fail_open' }, 'quota store unreachable; enforcing open budgets on the local ledger');
     return op(opts.fallbackStore);
   }

@@ -1,0 +1,117 @@
+/**
+ * Secrets never reach a log line or a decision event. Two layers:
+ * - pino `redact` paths for structured fields that carry credentials (Authorization headers,
+ *   API keys, tokens), for the gateway logger;
+ * - a scrub of free text (error messages, reasons, and prompts when `metering.logPrompts` is on)
+ *   that replaces what looks like a credential, and every secret the policy itself holds
+ *   (provider keys, the SIEM token), with `[REDACTED]`.
+ */
+import { pino, type DestinationStream, type Logger } from 'pino';
+import type { Policy } from '../policy/load.js';
+
+export const REDACTED = '[REDACTED]';
+
+/** Structured fields pino censors in every gateway log line. */
+export const LOG_REDACT_PATHS: readonly string[] = [
+  'authorization',
+  'headers.authorization',
+  'req.headers.authorization',
+  'request.headers.authorization',
+  '*.headers.authorization',
+  'headers["x-api-key"]',
+  'req.headers["x-api-key"]',
+  '*.headers["x-api-key"]',
+  'apiKey',
+  '*.apiKey',
+  'token',
+  '*.token',
+  'secretAccessKey',
+  '*.secretAccessKey',
+  'sessionToken',
+  '*.sessionToken',
+  'password',
+  '*.password',
+];
+
+/**
+ * Shapes of credentials seen in provider error messages and prompts. Each keeps a short prefix
+ * where that tells a reader what kind of secret was there.
+ */
+const PATTERNS: readonly [RegExp, string][] = [
+  [/\b(Bearer|Splunk|Basic)\s+[A-Za-z0-9\-._~+/]{8,}=*/gi, `$1 ${REDACTED}`],
+  [/\beyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*/g, REDACTED],
+  [/\bsk-[A-Za-z0-9_-]{12,}/g, REDACTED],
+  [/\b(?:AKIA|ASIA|AIDA|AROA)[0-9A-Z]{16}\b/g, REDACTED],
+  [/\bAIza[0-9A-Za-z_-]{35}\b/g, REDACTED],
+  [/\bgh[pousr]_[A-Za-z0-9]{30,}\b/g, REDACTED],
+  [/\bxox[abprs]-[A-Za-z0-9-]{10,}/g, REDACTED],
+  [/-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)/g, REDACTED],
+  [/\b(api[_-]?key|x-api-key|apikey|access[_-]?token|secret[_-]?access[_-]?key|client[_-]?secret|password|passwd|secret|token)(["']?\s*[:=]\s*["']?)[^\s"',;&]{4,}/gi, `$1$2${REDACTED}`],
+];
+
+/** Replaces credentials in `text`: known secrets first (exact), then the shapes above. */
+export function scrubSecrets(text: string, known: readonly string[] = []): string {
+  let out = text;
+  for (const secret of known) if (secret.length >= 6) out = out.split(secret).join(REDACTED);
+  for (const [re, replacement] of PATTERNS) out = out.replace(re, replacement);
+  return out;
+}
+
+/** Scrubs every string inside a JSON-like value (prompts are arrays of message objects). */
+export function scrubValue<T>(value: T, known: readonly string[] = []): T {
+  if (typeof value === 'string') return scrubSecrets(value, known) as T;
+  if (Array.isArray(value)) return value.map((v) => scrubValue(v, known)) as T;
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, scrubValue(v, known)])) as T;
+  }
+  return value;
+}
+
+const secretsByPolicy = new WeakMap<Policy, readonly string[]>();
+
+/** The secret values a policy holds after its bindings were resolved, for exact-match scrubbing. */
+export function policySecrets(policy: Policy): readonly string[] {
+  const cached = secretsByPolicy.get(policy);
+  if (cached) return cached;
+  const found: string[] = [];
+  for (const p of Object.values(policy.config.providers)) {
+    if (p.kind === 'anthropic' || p.kind === 'openai') found.push(p.apiKey);
+    if (p.kind === 'bedrock') for (const s of [p.secretAccessKey, p.sessionToken, p.accessKeyId]) if (s) found.push(s);
+  }
+  const fgaToken = policy.config.identity.openfga?.apiToken;
+  if (fgaToken) found.push(fgaToken);
+  const siemToken = policy.config.metering.siem?.token;
+  if (siemToken) found.push(siemToken);
+  // Longest first, so a secret that contains another is replaced whole.
+  const secrets = Object.freeze([...new Set(found)].sort((a, b) => b.length - a.length));
+  secretsByPolicy.set(policy, secrets);
+  return secrets;
+}
+
+/**
+ * The gateway logger: JSON lines with credential fields censored and error messages scrubbed.
+ * `dest` defaults to stderr (stdout belongs to the stdio transport).
+ */
+export function createLogger(level: string, dest: DestinationStream = pino.destination({ dest: 2, sync: false })): Logger {
+  return pino(
+    {
+      name: 'tollgate',
+      level,
+      redact: { paths: [...LOG_REDACT_PATHS], censor: REDACTED },
+      serializers: {
+        err: (err: unknown) => {
+          const s = pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown>;
+          return scrubValue(s);
+        },
+      },
+      hooks: {
+        // A message string is free text too: scrub it as well.
+        logMethod(args, method) {
+          const scrubbed = args.map((a) => (typeof a === 'string' ? scrubSecrets(a) : a));
+          return method.apply(this, scrubbed as Parameters<typeof method>);
+        },
+      },
+    },
+    dest,
+  );
+}
