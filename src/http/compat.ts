@@ -61,12 +61,17 @@ export function mostConstrained(budgets: readonly BudgetView[]): BudgetView | un
   return low;
 }
 
-/** Sets `x-tollgate-budget-*` from the most constrained budget; nothing when none applies. */
+/**
+ * Sets `x-tollgate-budget-*` from the most constrained budget, named and valued as on /mcp
+ * (remaining and limit in the budget's unit, reset as ISO 8601); nothing when none applies.
+ */
 export function setBudgetHeaders(res: Response, budgets: readonly BudgetView[]): void {
   const b = mostConstrained(budgets);
   if (!b || res.headersSent) return;
   res.setHeader('x-tollgate-budget-id', b.id);
-  res.setHeader('x-tollgate-budget-remaining', `${b.remaining} ${b.unit}`);
+  res.setHeader('x-tollgate-budget-remaining', String(b.remaining));
+  res.setHeader('x-tollgate-budget-unit', b.unit);
+  res.setHeader('x-tollgate-budget-limit', String(b.limit));
   res.setHeader('x-tollgate-budget-reset', b.resetsAt);
 }
 

@@ -50,7 +50,7 @@ describe('Anthropic-compatible /v1/messages with @anthropic-ai/sdk', () => {
       usage: { input_tokens: 5, output_tokens: 4, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
     });
     expect(response.headers.get('x-request-id')).toBe(response.headers.get('request-id'));
-    expect(response.headers.get('x-tollgate-budget-remaining')).toBe('9991 tokens');
+    expect(response.headers.get('x-tollgate-budget-remaining')).toBe('9991');
     expect(response.headers.get('x-tollgate-budget-reset')).toBe('2026-11-29T23:00:00.000Z');
     expect(gw!.events.at(-1)).toMatchObject({ effect: 'allow', outcome: 'success', transport: 'anthropic' });
   });
@@ -90,7 +90,7 @@ describe('Anthropic-compatible /v1/messages with @anthropic-ai/sdk', () => {
     expect(err.type).toBe('rate_limit_error');
     expect(err.apiMessage).toBe('BUDGET_EXHAUSTED: Budget user-weekly (user alice) is exhausted; it resets at 2026-11-29T23:00:00.000Z.');
     expect(err.details).toEqual({ error_code: 'BUDGET_EXHAUSTED', budgetId: 'user-weekly', resetsAt: '2026-11-29T23:00:00.000Z' });
-    expect(err.headers?.get('x-tollgate-budget-remaining')).toBe('0 tokens');
+    expect(err.headers?.get('x-tollgate-budget-remaining')).toBe('0');
   });
 
   it('refuses a streamed call on an exhausted budget with 429 before any event', async () => {

@@ -45,7 +45,7 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     // "Be brief." is 3 tokens and "Hello" 2 in the demo's count; the reply is 4 words.
     expect(data.usage).toEqual({ prompt_tokens: 5, completion_tokens: 4, total_tokens: 9, prompt_tokens_details: { cached_tokens: 0 } });
     expect(data.id).toBe(`chatcmpl-${response.headers.get('x-request-id')}`);
-    expect(response.headers.get('x-tollgate-budget-remaining')).toBe('9991 tokens');
+    expect(response.headers.get('x-tollgate-budget-remaining')).toBe('9991');
     expect(response.headers.get('x-tollgate-budget-reset')).toBe('2026-11-29T23:00:00.000Z');
     expect(response.headers.get('x-tollgate-decision')).toBe('allow');
     expect(gw!.events.at(-1)).toMatchObject({ effect: 'allow', outcome: 'success', transport: 'openai' });
@@ -98,7 +98,7 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     expect(err.type).toBe('insufficient_quota');
     expect(err.message).toBe('429 BUDGET_EXHAUSTED: Budget user-weekly (user alice) is exhausted; it resets at 2026-11-29T23:00:00.000Z.');
     expect(err.headers?.get('x-should-retry')).toBe('false');
-    expect(err.headers?.get('x-tollgate-budget-remaining')).toBe('0 tokens');
+    expect(err.headers?.get('x-tollgate-budget-remaining')).toBe('0');
     expect(err.headers?.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
   });
 
@@ -117,7 +117,7 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     expect(err.code).toBe('POLICY_DENIED');
     expect(err.type).toBe('permission_error');
     expect(err.message).toBe('403 POLICY_DENIED: Contractors may use standard and economy models only.');
-    expect(err.headers?.get('x-tollgate-budget-remaining')).toBe('10000 tokens');
+    expect(err.headers?.get('x-tollgate-budget-remaining')).toBe('10000');
   });
 
   it('refuses an unknown key with 401 in the OpenAI error shape', async () => {

@@ -1,0 +1,193 @@
+/**
+ * tollgate as an A2A v1.0 agent: an Agent Card at /.well-known/agent-card.json and JSON-RPC at
+ * /a2a (SendMessage, SendStreamingMessage, GetTask, CancelTask). Each message is one completion
+ * through the same gateway as MCP, charged to the caller named by the bearer credential. The
+ * reply is a task whose artifact is the text; a refusal is a failed task whose status message
+ * starts with the tollgate code and whose metadata carries the error.
+ */
+import { AgentCard, Role, TaskState, type Message, type Part, type Task } from '@a2a-js/sdk';
+import { AgentEvent, DefaultRequestHandler, type AgentExecutor, type ExecutionEventBus, type RequestContext, type User } from '@a2a-js/sdk/server';
+import { jsonRpcHandler } from '@a2a-js/sdk/server/express';
+import { Router, type Request } from 'express';
+import { randomUUID } from 'node:crypto';
+import { asGatewayError, GatewayError } from '../errors.js';
+import type { CallResult, Gateway } from '../gateway.js';
+import type { Principal } from '../identity/principal.js';
+import { parseCompleteArgs } from '../mcp/tools/schemas.js';
+import type { Policy } from '../policy/load.js';
+import { abortOnClose, modelOrTier, principalOf, type CompatRouteOptions } from '../http/compat.js';
+import { BoundedTaskStore } from './taskStore.js';
+
+/** Where the JSON-RPC endpoint is mounted. */
+export const A2A_PATH = '/a2a';
+/** Metadata keys on a task: the call's result, or the refusal. */
+export const RESULT_META_KEY = 'io.tollgate/result';
+export const ERROR_META_KEY = 'io.tollgate/error';
+
+export interface A2AOptions extends CompatRouteOptions {
+  version: string;
+}
+
+/** The verified caller, handed by the express layer to the executor through the SDK's context. */
+class GatewayUser implements User {
+  constructor(
+    readonly principal: Principal,
+    /** Aborted when the HTTP client goes away before its response is finished. */
+    readonly disconnected: AbortSignal,
+  ) {}
+
+  get isAuthenticated(): boolean {
+    return true;
+  }
+
+  /** Tasks are stored per credential and user, so one caller never reads another's. */
+  get userName(): string {
+    const p = this.principal;
+    return `${p.authMethod}:${p.credentialId ?? ''}:${p.user}`;
+  }
+}
+
+/** The Agent Card for this gateway, served at `baseUrl`. */
+export function agentCard(policy: Policy, baseUrl: string, version: string): AgentCard {
+  const issuers = policy.config.identity.oidc.map((i) => i.issuer);
+  const securitySchemes: AgentCard['securitySchemes'] = {
+    bearer: {
+      scheme: {
+        $case: 'httpAuthSecurityScheme',
+        value: { scheme: 'Bearer', bearerFormat: '', description: 'A tollgate API key, or an access token from an issuer the gateway trusts.' },
+      },
+    },
+  };
+  if (issuers[0]) {
+    const url = `${issuers[0].replace(/\/$/, '')}/.well-known/openid-configuration`;
+    securitySchemes.oidc = { scheme: { $case: 'openIdConnectSecurityScheme', value: { openIdConnectUrl: url, description: 'Sign in with the company identity provider.' } } };
+  }
+  const text = ['text/plain'];
+  return {
+    name: 'tollgate',
+    description: 'Enterprise AI gateway: completes text with a governed model, charged to your budgets, stepped down a tier when a budget runs low and refused with the reason when a budget or policy says no.',
+    supportedInterfaces: [{ url: `${baseUrl}${A2A_PATH}`, protocolBinding: 'JSONRPC', tenant: '', protocolVersion: '1.0' }],
+    provider: undefined,
+    version,
+    capabilities: { streaming: true, pushNotifications: false, extensions: [], extendedAgentCard: false },
+    securitySchemes,
+    // Requirements are alternatives: any one scheme is enough.
+    securityRequirements: Object.keys(securitySchemes).map((name) => ({ schemes: { [name]: { list: [] } } })),
+    defaultInputModes: text,
+    defaultOutputModes: text,
+    skills: [
+      {
+        id: 'complete',
+        name: 'Complete with a governed model',
+        description: `The text parts of the message are the prompt. Optional message metadata: model (a model such as ${policy.config.tiers[policy.defaultTier]![0]} or a tier: ${policy.tiers.join(', ')}), tier, max_tokens, temperature, system. The reply is a task whose artifact is the text; its metadata "${RESULT_META_KEY}" has the model served, usage, cost and budgets left.`,
+        tags: ['completion', 'llm', 'governed'],
+        examples: ['Summarise this incident report in three bullet points.'],
+        inputModes: text,
+        outputModes: text,
+        securityRequirements: [],
+      },
+    ],
+    signatures: [],
+  };
+}
+
+function textPart(text: string): Part {
+  return { content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: 'text/plain' };
+}
+
+function agentMessage(text: string, taskId: string, contextId: string): Message {
+  return { messageId: randomUUID(), contextId, taskId, role: Role.ROLE_AGENT, parts: [textPart(text)], metadata: undefined, extensions: [], referenceTaskIds: [] };
+}
+
+/** The prompt (text parts) and call options (metadata) of an A2A message. */
+function completionInput(ctx: RequestContext, policy: Policy) {
+  const message = ctx.userMessage;
+  const text = message.parts.flatMap((p) => (p.content?.$case === 'text' ? [p.content.value] : [])).join('\n');
+  if (!text.trim()) throw new GatewayError('INVALID_REQUEST', 'The message has no text part to complete.');
+  const meta: Record<string, unknown> = { ...ctx.request.metadata, ...message.metadata };
+  const model = typeof meta.model === 'string' ? meta.model : undefined;
+  return parseCompleteArgs(
+    { prompt: text, system: meta.system, ...modelOrTier(policy, model), ...(meta.tier !== undefined ? { tier: meta.tier } : {}), max_tokens: meta.max_tokens, temperature: meta.temperature },
+    policy.config.limits,
+  );
+}
+
+/** Runs each A2A message through the gateway and reports it as task events. */
+class CompletionExecutor implements AgentExecutor {
+  private readonly running = new Map<string, AbortController>();
+
+  constructor(private readonly gateway: Gateway) {}
+
+  cancelTask = async (taskId: string): Promise<void> => {
+    this.running.get(taskId)?.abort();
+  };
+
+  execute = async (ctx: RequestContext, bus: ExecutionEventBus): Promise<void> => {
+    const { taskId, contextId } = ctx;
+    const now = () => new Date().toISOString();
+    const status = (state: TaskState, metadata?: Record<string, unknown>, text?: string) =>
+      bus.publish(
+        AgentEvent.statusUpdate({ taskId, contextId, status: { state, message: text === undefined ? undefined : agentMessage(text, taskId, contextId), timestamp: now() }, metadata }),
+      );
+    if (!ctx.task) {
+      const task: Task = { id: taskId, contextId, status: { state: TaskState.TASK_STATE_SUBMITTED, message: undefined, timestamp: now() }, artifacts: [], history: [ctx.userMessage], metadata: undefined };
+      bus.publish(AgentEvent.task(task));
+    }
+    const cancel = new AbortController();
+    this.running.set(taskId, cancel);
+    try {
+      const user = ctx.context.user;
+      if (!(user instanceof GatewayUser)) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
+      const request = completionInput(ctx, this.gateway.policy);
+      status(TaskState.TASK_STATE_WORKING);
+      const artifactId = randomUUID();
+      let chunks = 0;
+      const result: CallResult = await this.gateway.complete({
+        principal: user.principal,
+        transport: 'a2a',
+        request,
+        signal: AbortSignal.any([user.disconnected, cancel.signal]),
+        onText: (delta) => {
+          const artifact = { artifactId, name: 'completion', description: '', parts: [textPart(delta)], metadata: undefined, extensions: [] };
+          bus.publish(AgentEvent.artifactUpdate({ taskId, contextId, artifact, append: chunks++ > 0, lastChunk: false, metadata: undefined }));
+        },
+      });
+      // The last update replaces the streamed pieces with the whole text, so the stored task holds one part.
+      const artifact = { artifactId, name: 'completion', description: '', parts: [textPart(result.text)], metadata: undefined, extensions: [] };
+      bus.publish(AgentEvent.artifactUpdate({ taskId, contextId, artifact, append: false, lastChunk: true, metadata: undefined }));
+      const { text: _text, ...summary } = result;
+      status(TaskState.TASK_STATE_COMPLETED, { [RESULT_META_KEY]: summary });
+    } catch (err) {
+      const ge = asGatewayError(err);
+      const state = ge.code === 'CANCELLED' ? TaskState.TASK_STATE_CANCELED : TaskState.TASK_STATE_FAILED;
+      status(state, { [ERROR_META_KEY]: ge.toJSON() }, `${ge.code}: ${ge.message}`);
+    } finally {
+      this.running.delete(taskId);
+    }
+  };
+}
+
+/** The card's base URL: the address the caller used (Host is checked by the app before this). */
+function baseUrlOf(req: Request): string {
+  return `${req.protocol}://${req.get('host')}`;
+}
+
+/** Serves the Agent Card (public) and the JSON-RPC endpoint (behind the app's bearer middleware). */
+export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router {
+  const handler = new DefaultRequestHandler(agentCard(gateway.policy, '', opts.version), new BoundedTaskStore(), new CompletionExecutor(gateway));
+  const router = Router();
+  router.get('/.well-known/agent-card.json', (req, res) => {
+    res.setHeader('cache-control', 'public, max-age=300');
+    res.json(AgentCard.toJSON(agentCard(gateway.policy, baseUrlOf(req), opts.version)));
+  });
+  router.use(
+    A2A_PATH,
+    opts.requireAuth,
+    opts.json,
+    jsonRpcHandler({
+      requestHandler: handler,
+      userBuilder: async (req) => new GatewayUser(principalOf(req), abortOnClose(req.res!)),
+    }),
+  );
+  return router;
+}

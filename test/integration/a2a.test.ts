@@ -1,0 +1,148 @@
+import { Role, TaskState, type Message, type Task } from '@a2a-js/sdk';
+import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory, type Client } from '@a2a-js/sdk/client';
+import { afterEach, describe, expect, it } from 'vitest';
+import { applicableLines } from '../../src/pipeline/budgets.js';
+import { KEYS, basicPolicy } from '../fixtures/policies.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+
+const NOW = Date.parse('2026-11-25T10:00:00Z'); // a Wednesday; the weekly budget resets Monday 00:00 Paris
+
+async function precharge(gw: TestGateway, key: string, amount: number): Promise<void> {
+  const g = gw.runtime.gateway;
+  const lines = applicableLines(g.policy.budgets, g.authenticateApiKey(key), NOW, 'tollgate:');
+  await g.store.settle(`seed-${key}-${amount}`, lines.map((l) => ({ ...l.line, amount })));
+}
+
+/** The A2A SDK client, found from the gateway's Agent Card, sending `key` as a bearer token. */
+async function a2aClient(url: string, key?: string): Promise<Client> {
+  const fetchImpl: typeof fetch = (input, init) => {
+    const headers = new Headers(init?.headers);
+    if (key) headers.set('authorization', `Bearer ${key}`);
+    return fetch(input, { ...init, headers });
+  };
+  const factory = new ClientFactory(ClientFactoryOptions.createFrom(ClientFactoryOptions.default, { transports: [new JsonRpcTransportFactory({ fetchImpl })] }));
+  return factory.createFromUrl(url);
+}
+
+function userMessage(text: string, metadata?: Record<string, unknown>): Message {
+  return {
+    messageId: crypto.randomUUID(),
+    contextId: '',
+    taskId: '',
+    role: Role.ROLE_USER,
+    parts: [{ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: 'text/plain' }],
+    metadata,
+    extensions: [],
+    referenceTaskIds: [],
+  };
+}
+
+const send = (client: Client, text: string, metadata?: Record<string, unknown>) =>
+  client.sendMessage({ tenant: '', message: userMessage(text, metadata), configuration: undefined, metadata: undefined });
+
+const textOf = (m: Message | undefined) => m?.parts.map((p) => (p.content?.$case === 'text' ? p.content.value : '')).join('');
+
+describe('A2A agent with the A2A SDK client', () => {
+  let gw: TestGateway | undefined;
+  afterEach(async () => {
+    await gw?.close();
+    gw = undefined;
+  });
+  const start = async () => {
+    gw = await startTestGateway(basicPolicy(), { now: () => NOW, env: { TOLLGATE_LOG_LEVEL: 'silent' } });
+    return gw;
+  };
+
+  it('publishes an Agent Card with the completion skill, the JSON-RPC URL, protocol 1.0 and a bearer scheme', async () => {
+    await start();
+    const res = await fetch(`${gw!.url}/.well-known/agent-card.json`);
+    expect(res.status).toBe(200);
+    const card = await res.json();
+    expect(card.name).toBe('tollgate');
+    expect(card.supportedInterfaces).toEqual([{ url: `${gw!.url}/a2a`, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }]);
+    expect(card.capabilities).toEqual({ streaming: true, pushNotifications: false, extendedAgentCard: false });
+    expect(card.securitySchemes).toEqual({
+      bearer: { httpAuthSecurityScheme: { scheme: 'Bearer', description: 'A tollgate API key, or an access token from an issuer the gateway trusts.' } },
+    });
+    expect(card.securityRequirements).toEqual([{ schemes: { bearer: {} } }]);
+    expect(card.defaultInputModes).toEqual(['text/plain']);
+    expect(card.skills.map((s: { id: string }) => s.id)).toEqual(['complete']);
+    expect(card.skills[0].description).toContain('premium, standard, economy');
+  });
+
+  it('answers SendMessage with a completed task holding the text and the call result', async () => {
+    await start();
+    const client = await a2aClient(gw!.url, KEYS.alice);
+    const task = (await send(client, 'Hello')) as Task;
+    expect(task.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    expect(task.artifacts).toHaveLength(1);
+    expect(task.artifacts[0]!.parts.map((p) => p.content)).toEqual([{ $case: 'text', value: '[medium] You said: Hello' }]);
+    expect(task.metadata?.['io.tollgate/result']).toMatchObject({
+      model: 'demo/medium',
+      tier: 'standard',
+      usage: { inputTokens: 2, outputTokens: 4 },
+      decision: { effect: 'allow' },
+      budgets: [{ id: 'user-weekly', subject: 'alice', remaining: 9994 }],
+    });
+    expect(gw!.events.at(-1)).toMatchObject({ effect: 'allow', outcome: 'success', transport: 'a2a', 'user.id': 'alice' });
+  });
+
+  it('takes model, tier and max_tokens from the message metadata', async () => {
+    await start();
+    const client = await a2aClient(gw!.url, KEYS.alice);
+    const task = (await send(client, 'Hello', { model: 'economy', max_tokens: 2 })) as Task;
+    expect(task.metadata?.['io.tollgate/result']).toMatchObject({ model: 'demo/small', usage: { outputTokens: 2 } });
+    expect(task.artifacts[0]!.parts.map((p) => p.content)).toEqual([{ $case: 'text', value: '[small] You ' }]);
+  });
+
+  it('streams SendStreamingMessage as task, working, text artifact pieces, the whole text, completed', async () => {
+    await start();
+    const client = await a2aClient(gw!.url, KEYS.alice);
+    const events = [];
+    for await (const e of client.sendMessageStream({ tenant: '', message: userMessage('Hello there'), configuration: undefined, metadata: undefined })) events.push(e.payload);
+    expect(events.map((e) => e?.$case)).toEqual(['task', 'statusUpdate', 'artifactUpdate', 'artifactUpdate', 'artifactUpdate', 'artifactUpdate', 'artifactUpdate', 'artifactUpdate', 'statusUpdate']);
+    const pieces = events.flatMap((e) => (e?.$case === 'artifactUpdate' ? [e.value] : []));
+    expect(pieces.map((a) => [textOf(a.artifact as unknown as Message), a.append, a.lastChunk])).toEqual([
+      ['[medium] ', false, false],
+      ['You ', true, false],
+      ['said: ', true, false],
+      ['Hello ', true, false],
+      ['there', true, false],
+      ['[medium] You said: Hello there', false, true],
+    ]);
+    const last = events.at(-1);
+    expect(last?.$case === 'statusUpdate' && last.value.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+  });
+
+  it('fails the task on an exhausted budget, with the code and reason in the status message', async () => {
+    await start();
+    await precharge(gw!, KEYS.alice, 10000);
+    const client = await a2aClient(gw!.url, KEYS.alice);
+    const task = (await send(client, 'Hello')) as Task;
+    expect(task.status?.state).toBe(TaskState.TASK_STATE_FAILED);
+    expect(textOf(task.status?.message)).toBe('BUDGET_EXHAUSTED: Budget user-weekly (user alice) is exhausted; it resets at 2026-11-29T23:00:00.000Z.');
+    expect(task.metadata?.['io.tollgate/error']).toEqual({
+      code: 'BUDGET_EXHAUSTED',
+      message: 'Budget user-weekly (user alice) is exhausted; it resets at 2026-11-29T23:00:00.000Z.',
+      details: { budgetId: 'user-weekly', resetsAt: '2026-11-29T23:00:00.000Z' },
+    });
+    expect(task.artifacts).toEqual([]);
+  });
+
+  it('fails the task when a policy rule denies, naming the rule message', async () => {
+    await start();
+    const client = await a2aClient(gw!.url, KEYS.bob);
+    const task = (await send(client, 'Hello', { tier: 'premium' })) as Task;
+    expect(task.status?.state).toBe(TaskState.TASK_STATE_FAILED);
+    expect(textOf(task.status?.message)).toBe('POLICY_DENIED: Contractors may use standard and economy models only.');
+  });
+
+  it('refuses a call without a token and with an unknown one (HTTP 401)', async () => {
+    await start();
+    const anonymous = await a2aClient(gw!.url);
+    await expect(send(anonymous, 'Hello')).rejects.toThrow(/Status: 401.*Missing Authorization header/);
+    const stranger = await a2aClient(gw!.url, 'not-a-key');
+    await expect(send(stranger, 'Hello')).rejects.toThrow(/Status: 401.*The API key is not recognised/);
+    expect(gw!.events).toEqual([]);
+  });
+});
