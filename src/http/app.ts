@@ -2,10 +2,13 @@
  * The HTTP edge: MCP over streamable HTTP at /mcp, behind bearer authentication, Host and Origin
  * checks and a body size limit, plus /healthz. Transport concerns only; every call goes to the gateway.
  */
+import { isUtf8 } from 'node:buffer';
 import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { hostHeaderValidation, localhostHostValidation } from '@modelcontextprotocol/sdk/server/middleware/hostHeaderValidation.js';
+import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
 import { isInitializeRequest, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
@@ -66,7 +69,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions) {
   });
 
   const auth = edge.requireAuth;
-  const json = express.json({ limit: opts.maxBodyBytes, type: ['application/json', 'application/*+json'] });
+  const json = express.json({ limit: opts.maxBodyBytes, type: ['application/json', 'application/*+json'], verify: rejectInvalidUtf8 });
   const principalOf = (req: Request) => (req.auth?.extra?.principal as Principal | undefined);
 
   // Every other way in: same bearer middleware, same body limit, same gateway (one store, one policy).
@@ -76,6 +79,11 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions) {
   app.use(a2aRouter(gateway, { ...compat, version: opts.version }));
 
   app.post('/mcp', auth, json, async (req, res) => {
+    // Without this, a non-JSON body reaches the session check unparsed and gets a misleading answer.
+    if (!isJsonContentType(req.headers['content-type'])) {
+      res.status(415).json({ jsonrpc: '2.0', error: { code: -32000, message: 'Unsupported Media Type: Content-Type must be application/json' }, id: null });
+      return;
+    }
     const principal = principalOf(req)!;
     const sid = req.header('mcp-session-id');
     let session = sid ? sessions.get(sid) : undefined;
@@ -126,10 +134,14 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions) {
   app.delete('/mcp', auth, forward);
 
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    const e = err as { type?: string; status?: number };
+    const e = err as { type?: string; status?: number; expose?: boolean; message?: string };
     if (e.type === 'entity.too.large') sendError(res, new GatewayError('PAYLOAD_TOO_LARGE', `The request body exceeds ${opts.maxBodyBytes} bytes.`));
     else if (e.type === 'entity.parse.failed') res.status(400).json({ jsonrpc: '2.0', error: { code: -32700, message: 'Parse error: the body is not valid JSON.' }, id: null });
-    else if (e.status && e.status >= 400 && e.status < 500) sendError(res, new GatewayError('INVALID_REQUEST', 'The request could not be read.'));
+    else if (e.type === INVALID_UTF8) sendError(res, new GatewayError('INVALID_REQUEST', 'The request body is not valid UTF-8.'));
+    else if (e.status && e.status >= 400 && e.status < 500) {
+      // body-parser's own client errors (unsupported charset, aborted upload) carry a safe message.
+      sendError(res, new GatewayError('INVALID_REQUEST', `The request could not be read${e.expose && e.message ? `: ${e.message}` : ''}.`));
+    }
     else sendError(res, new GatewayError('INTERNAL', 'Internal error in tollgate; see the gateway log.'));
   });
 
@@ -145,9 +157,42 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions) {
           resolve({ server, url: `http://${host}:${port}` });
         });
         server.once('error', reject);
+        server.on('clientError', answerUnparseableRequest);
       });
     },
   };
+}
+
+const INVALID_UTF8 = 'encoding.invalid';
+
+/**
+ * JSON text between systems must be UTF-8 (RFC 8259); the body parser would otherwise replace bad
+ * bytes with U+FFFD and send a prompt the caller never wrote. Only UTF-8 bodies are checked.
+ */
+function rejectInvalidUtf8(_req: unknown, _res: unknown, buf: Buffer, encoding: string): void {
+  if (/^utf-?8$/i.test(encoding) && !isUtf8(buf)) throw Object.assign(new Error('The request body is not valid UTF-8.'), { status: 400, type: INVALID_UTF8 });
+}
+
+/**
+ * Requests Node cannot parse (CR or LF inside a header, oversized headers, conflicting framing) never
+ * reach express. Node's default answer is a bare 400/431; this one carries a code in the usual body.
+ */
+function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex): void {
+  // Bytes already written on this connection belong to an earlier response: hang up rather than
+  // splice an error into it, as Node itself does.
+  const written = (socket as Duplex & { bytesWritten?: number }).bytesWritten ?? 0;
+  if (err.code === 'ECONNRESET' || !socket.writable || written > 0) {
+    socket.destroy();
+    return;
+  }
+  const [status, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? ['431 Request Header Fields Too Large', 'The request headers are too large.']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? ['408 Request Timeout', 'The request was not received in time.']
+        : ['400 Bad Request', 'The request is not valid HTTP/1.1.'];
+  const body = JSON.stringify({ error: new GatewayError('INVALID_REQUEST', message).toJSON() });
+  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 
 /**
