@@ -5,11 +5,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { Gateway } from './gateway.js';
 import { createHttpApp, type HttpOptions } from './http/app.js';
 import type { EventSink } from './metering/events.js';
-import { pinoSink } from './metering/sink.js';
+import { createMetrics, type GatewayMetrics } from './metering/metrics.js';
+import { createLogger } from './metering/redact.js';
+import { splunkHecSink } from './metering/siem.js';
+import { compositeSink, pinoSink } from './metering/sink.js';
 import { loadPolicyFile, type Policy } from './policy/load.js';
 import { MemoryQuotaStore } from './quota/memory.js';
 import type { QuotaStore } from './quota/store.js';
@@ -39,6 +42,8 @@ export interface Settings {
   /** A Redis command without a reply after this long counts as a store outage. */
   storeTimeoutMs: number;
   eventsFile?: string;
+  /** A Splunk HEC collector for decision events when the policy names none (TOLLGATE_SIEM_URL, TOLLGATE_SIEM_TOKEN). */
+  siem?: { url: string; token: string };
   logLevel: string;
 }
 
@@ -55,12 +60,14 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
       maxBodyBytes: Number(env.TOLLGATE_MAX_BODY_BYTES ?? 1024 * 1024),
       maxSessions: Number(env.TOLLGATE_MAX_SESSIONS ?? 10_000),
       sessionIdleMs: Number(env.TOLLGATE_SESSION_IDLE_SECONDS ?? 1800) * 1000,
+      metricsToken: env.TOLLGATE_METRICS_TOKEN || undefined,
       version: VERSION,
     },
     redisUrl: env.REDIS_URL || undefined,
     keyPrefix: env.TOLLGATE_KEY_PREFIX ?? 'tollgate:',
     storeTimeoutMs: Number(env.TOLLGATE_STORE_TIMEOUT_MS ?? 2000),
     eventsFile: env.TOLLGATE_EVENTS_FILE || undefined,
+    siem: env.TOLLGATE_SIEM_URL ? { url: env.TOLLGATE_SIEM_URL, token: env.TOLLGATE_SIEM_TOKEN ?? '' } : undefined,
     logLevel: env.TOLLGATE_LOG_LEVEL ?? 'info',
   };
 }
@@ -68,6 +75,8 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
 export interface Runtime {
   gateway: Gateway;
   logger: Logger;
+  /** Prometheus metrics fed by the decision events; served at /metrics. */
+  metrics: GatewayMetrics;
   close(): Promise<void>;
 }
 
@@ -80,19 +89,34 @@ export interface BuildOptions {
 
 /** Builds the gateway (no transport). Logs go to stderr: stdout is the stdio transport's. */
 export async function buildRuntime(settings: Settings, opts: BuildOptions = {}): Promise<Runtime> {
-  const logger = pino({ name: 'tollgate', level: settings.logLevel }, pino.destination({ dest: 2, sync: false }));
+  const logger = createLogger(settings.logLevel);
   const policy = opts.policy ?? loadPolicyFile(settings.policyPath);
   const store = opts.store ?? (await createStore(settings, opts.now, logger));
+  // Every event goes to the event log, the metrics and, when configured, the SIEM; the SIEM is
+  // configured from the policy at start-up (a reload does not move it).
+  const metrics = createMetrics();
+  const siemConfig = policy.config.metering.siem ?? settings.siem;
+  const sinks = [opts.sink ?? pinoSink(settings.eventsFile), metrics.sink];
+  if (siemConfig) sinks.push(splunkHecSink({ ...siemConfig, egressAllow: policy.config.egress.allow, logger }));
+  const sink = compositeSink(sinks, logger);
   const gateway = new Gateway({
     policy,
     store,
     logger,
-    sink: opts.sink ?? pinoSink(settings.eventsFile),
+    sink,
     keyPrefix: settings.keyPrefix,
     now: opts.now,
   });
   logger.info({ event: 'started', policy: policy.source, policyVersion: policy.version, store: store.kind }, 'tollgate ready');
-  return { gateway, logger, close: () => gateway.close() };
+  return {
+    gateway,
+    logger,
+    metrics,
+    async close() {
+      await gateway.close();
+      await sink.close?.();
+    },
+  };
 }
 
 /** The shared Redis ledger when a URL is set, else the embedded in-memory one. */
@@ -106,7 +130,7 @@ export async function createStore(settings: Settings, now?: () => number, logger
 
 /** Starts the HTTP transport; resolves once listening. */
 export async function startHttp(runtime: Runtime, settings: Settings) {
-  const http = createHttpApp(runtime.gateway, settings.http);
+  const http = createHttpApp(runtime.gateway, settings.http, runtime.metrics);
   const { server, url } = await http.listen();
   return {
     url,

@@ -15,8 +15,10 @@ import type { Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import { a2aRouter } from '../a2a/agent.js';
 import { createMcpServer } from '../mcp/server.js';
+import { metricsAuthorized, type GatewayMetrics } from '../metering/metrics.js';
 import { anthropicCompatRouter } from './anthropicCompat.js';
 import { authEdge } from './authMetadata.js';
+import { budgetHeaders, hasToolCall } from './budgetHeaders.js';
 import { openaiCompatRouter } from './openaiCompat.js';
 import { SessionTable } from './sessions.js';
 
@@ -31,6 +33,8 @@ export interface HttpOptions {
   maxSessions: number;
   sessionIdleMs: number;
   version: string;
+  /** When set, GET /metrics needs `Authorization: Bearer <token>` (TOLLGATE_METRICS_TOKEN). */
+  metricsToken?: string;
 }
 
 function sendError(res: Response, err: GatewayError): void {
@@ -42,7 +46,7 @@ function ownerOf(p: Principal): string {
 }
 
 /** Builds the express app; `listen` starts it. */
-export function createHttpApp(gateway: Gateway, opts: HttpOptions) {
+export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: GatewayMetrics) {
   const app = express();
   app.disable('x-powered-by');
   const local = ['127.0.0.1', 'localhost', '::1'].includes(opts.host);
@@ -67,6 +71,17 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions) {
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok', store: gateway.store.kind, policyVersion: gateway.policy.version, sessions: sessions.size });
   });
+
+  if (metrics) {
+    app.get('/metrics', async (req, res) => {
+      if (!metricsAuthorized(req.headers.authorization, opts.metricsToken)) {
+        res.set('WWW-Authenticate', 'Bearer realm="tollgate-metrics"');
+        sendError(res, new GatewayError(req.headers.authorization ? 'AUTH_INVALID' : 'AUTH_REQUIRED', 'GET /metrics needs the metrics bearer token.'));
+        return;
+      }
+      res.set('Content-Type', metrics.registry.contentType).send(await metrics.registry.metrics());
+    });
+  }
 
   const auth = edge.requireAuth;
   const json = express.json({ limit: opts.maxBodyBytes, type: ['application/json', 'application/*+json'], verify: rejectInvalidUtf8 });
@@ -114,6 +129,11 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions) {
       }
     }
     cancelOnDisconnect(req, res, session.transport.onmessage?.bind(session.transport));
+    if (hasToolCall(req.body)) {
+      // Set before the transport writes its head, so they go out with the SSE or JSON answer.
+      const budgets = await gateway.myBudget(principal).catch(() => []);
+      for (const [name, value] of Object.entries(budgetHeaders(budgets))) res.setHeader(name, value);
+    }
     await session.transport.handleRequest(req, res, req.body);
   });
 

@@ -1,0 +1,51 @@
+/**
+ * Budget headers on MCP HTTP responses, so a client sees how much it has left without calling
+ * `my_budget`. They describe the caller's most constrained budget (the smallest share of its limit
+ * left) as read just before the request is handled: a tool call in this very request is not yet
+ * counted in them; its result's `budgets` are.
+ *
+ *   X-Tollgate-Budget-Id         the budget's id, e.g. `employee-weekly`
+ *   X-Tollgate-Budget-Remaining  what is left in the current window, in the budget's unit
+ *   X-Tollgate-Budget-Unit       `tokens` or `usd`
+ *   X-Tollgate-Budget-Limit      the budget's limit in the same unit
+ *   X-Tollgate-Budget-Reset      when the window resets (ISO 8601, UTC)
+ */
+import type { BudgetView } from '../gateway.js';
+
+export const BUDGET_HEADERS = {
+  id: 'X-Tollgate-Budget-Id',
+  remaining: 'X-Tollgate-Budget-Remaining',
+  unit: 'X-Tollgate-Budget-Unit',
+  limit: 'X-Tollgate-Budget-Limit',
+  reset: 'X-Tollgate-Budget-Reset',
+} as const;
+
+/** The budget with the smallest share of its limit left; ties go to the earliest reset. */
+export function mostConstrained(budgets: readonly BudgetView[]): BudgetView | undefined {
+  let best: BudgetView | undefined;
+  for (const b of budgets) {
+    const share = b.limit > 0 ? b.remaining / b.limit : 0;
+    const bestShare = best ? (best.limit > 0 ? best.remaining / best.limit : 0) : Number.POSITIVE_INFINITY;
+    if (!best || share < bestShare || (share === bestShare && b.resetsAt < best.resetsAt)) best = b;
+  }
+  return best;
+}
+
+/** Header values for a caller's budgets; empty when no budget applies. */
+export function budgetHeaders(budgets: readonly BudgetView[]): Record<string, string> {
+  const b = mostConstrained(budgets);
+  if (!b) return {};
+  return {
+    [BUDGET_HEADERS.id]: b.id,
+    [BUDGET_HEADERS.remaining]: String(b.remaining),
+    [BUDGET_HEADERS.unit]: b.unit,
+    [BUDGET_HEADERS.limit]: String(b.limit),
+    [BUDGET_HEADERS.reset]: b.resetsAt,
+  };
+}
+
+/** True when a JSON-RPC body (one message or a batch) holds a tools/call request. */
+export function hasToolCall(body: unknown): boolean {
+  const messages: unknown[] = Array.isArray(body) ? body : [body];
+  return messages.some((m) => !!m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/call');
+}

@@ -1,0 +1,126 @@
+/**
+ * Prometheus metrics, fed by the decision events through a sink rather than by instrumenting the
+ * pipeline: whatever an event says, the metrics say. Each gateway has its own Registry (not
+ * prom-client's global one), so two gateways in one process, as in the tests, never mix counts.
+ *
+ * The OpenTelemetry metric `gen_ai.client.token.usage` (histogram, unit `{token}`) is exposed under
+ * its Prometheus form `gen_ai_client_token_usage`: dots become underscores, the annotation unit
+ * `{token}` is dropped, and attributes become labels the same way (`gen_ai.token.type` ->
+ * `gen_ai_token_type`). Buckets are the ones the GenAI conventions recommend.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import { Counter, Histogram, Registry } from 'prom-client';
+import type { DecisionEvent, EventSink } from './events.js';
+
+/** The OpenTelemetry GenAI conventions' advised bucket boundaries for token usage. */
+export const TOKEN_USAGE_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864];
+/** Seconds; from a few milliseconds of gateway work up to long completions. */
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+const OVERHEAD_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+
+/** Label value for a principal with no cost centre. */
+export const NO_COST_CENTER = 'none';
+
+export interface GatewayMetrics {
+  registry: Registry;
+  /** Feeds the metrics; compose it next to the event log sink. */
+  sink: EventSink;
+}
+
+export function createMetrics(): GatewayMetrics {
+  const registry = new Registry();
+  const registers = [registry];
+  const tokens = new Counter({
+    name: 'tollgate_tokens_total',
+    help: 'Tokens consumed, as reported by the provider, by cost centre, model, tier and direction (input or output).',
+    labelNames: ['cost_center', 'model', 'tier', 'direction'] as const,
+    registers,
+  });
+  const cost = new Counter({
+    name: 'tollgate_cost_usd_total',
+    help: 'Cost in USD at the configured list prices, by cost centre, model and tier.',
+    labelNames: ['cost_center', 'model', 'tier'] as const,
+    registers,
+  });
+  const decisions = new Counter({
+    name: 'tollgate_decisions_total',
+    help: 'Decision events by effect, outcome, deciding rule or budget, and error code ("" when none).',
+    labelNames: ['effect', 'outcome', 'rule_id', 'budget_id', 'error_code'] as const,
+    registers,
+  });
+  const upstream = new Histogram({
+    name: 'tollgate_upstream_latency_seconds',
+    help: 'Time spent waiting on providers per call (every failover attempt included), by provider and served model.',
+    labelNames: ['provider', 'model'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers,
+  });
+  const overhead = new Histogram({
+    name: 'tollgate_gateway_overhead_seconds',
+    help: 'Time tollgate adds to a call: total latency minus upstream time, by transport.',
+    labelNames: ['transport'] as const,
+    buckets: OVERHEAD_BUCKETS,
+    registers,
+  });
+  const storeErrors = new Counter({
+    name: 'tollgate_store_errors_total',
+    help: 'Calls that met a quota store failure: unavailable (refused), fail_open (local ledger), settle_failed (queued).',
+    labelNames: ['kind'] as const,
+    registers,
+  });
+  const tokenUsage = new Histogram({
+    name: 'gen_ai_client_token_usage',
+    help: 'OpenTelemetry gen_ai.client.token.usage: input and output tokens per call.',
+    labelNames: ['gen_ai_operation_name', 'gen_ai_provider_name', 'gen_ai_request_model', 'gen_ai_response_model', 'gen_ai_token_type'] as const,
+    buckets: TOKEN_USAGE_BUCKETS,
+    registers,
+  });
+
+  function record(e: DecisionEvent): void {
+    decisions.inc({
+      effect: e.effect,
+      outcome: e.outcome,
+      rule_id: e['policy.rule_id'] ?? '',
+      budget_id: e['policy.budget_id'] ?? '',
+      error_code: e['error.code'] ?? '',
+    });
+    if (e['tollgate.store_error']) storeErrors.inc({ kind: e['tollgate.store_error'] });
+    const upstreamMs = e['tollgate.upstream_ms'];
+    overhead.observe({ transport: e.transport }, Math.max(0, e['tollgate.latency_ms'] - (upstreamMs ?? 0)) / 1000);
+
+    const model = e['tollgate.model.served'] ?? e['tollgate.attempts'].at(-1)?.model;
+    if (upstreamMs !== undefined && model) upstream.observe({ provider: e['gen_ai.provider.name'] ?? '', model }, upstreamMs / 1000);
+
+    const input = e['gen_ai.usage.input_tokens'];
+    const output = e['gen_ai.usage.output_tokens'];
+    if (!model || (input === 0 && output === 0)) return;
+    const cc = e['user.cost_center'] ?? NO_COST_CENTER;
+    const tier = e['tollgate.tier.served'] ?? '';
+    tokens.inc({ cost_center: cc, model, tier, direction: 'input' }, input);
+    tokens.inc({ cost_center: cc, model, tier, direction: 'output' }, output);
+    cost.inc({ cost_center: cc, model, tier }, e['tollgate.cost_usd']);
+    const otel = {
+      gen_ai_operation_name: e['gen_ai.operation.name'],
+      gen_ai_provider_name: e['gen_ai.provider.name'] ?? '',
+      gen_ai_request_model: e['gen_ai.request.model'] ?? model,
+      gen_ai_response_model: e['gen_ai.response.model'] ?? '',
+    };
+    tokenUsage.observe({ ...otel, gen_ai_token_type: 'input' }, input);
+    tokenUsage.observe({ ...otel, gen_ai_token_type: 'output' }, output);
+  }
+
+  return { registry, sink: { emit: record } };
+}
+
+/**
+ * True when `/metrics` may be served to this request: always without a configured token, else
+ * only with `Authorization: Bearer <token>` (compared in constant time).
+ */
+export function metricsAuthorized(authorization: string | undefined, token: string | undefined): boolean {
+  if (!token) return true;
+  const m = /^Bearer\s+(.+)$/i.exec(authorization ?? '');
+  if (!m) return false;
+  const given = Buffer.from(m[1]!.trim());
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
+}

@@ -1,0 +1,108 @@
+/**
+ * /metrics as Prometheus scrapes it, after a known set of calls: every counter exact.
+ */
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { KEYS, basicPolicy } from '../fixtures/policies.js';
+import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+
+const NOW = Date.parse('2026-11-25T10:00:00.000Z');
+
+/** The sample lines of one metric family, without HELP/TYPE comments. */
+function samples(text: string, name: string): string[] {
+  return text.split('\n').filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
+}
+
+describe('Prometheus /metrics', () => {
+  let gw: TestGateway | undefined;
+  const clients: Client[] = [];
+  afterEach(async () => {
+    for (const c of clients.splice(0)) await c.close();
+    await gw?.close();
+    gw = undefined;
+  });
+  const connect = async (key: string) => {
+    const c = await connectHttp(gw!.mcpUrl, key);
+    clients.push(c);
+    return c;
+  };
+
+  it('counts tokens, cost, decisions and latencies of known calls exactly', async () => {
+    gw = await startTestGateway(basicPolicy(), { now: () => NOW });
+    const alice = await connect(KEYS.alice);
+    const bob = await connect(KEYS.bob);
+    const carol = await connect(KEYS.carol);
+    await alice.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } }); // demo/medium: 2 in, 4 out, $0.000066
+    await alice.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } });
+    await carol.callTool({ name: 'complete', arguments: { prompt: 'hi', tier: 'economy' } }); // demo/small: 1 in, 4 out, $0.000021
+    await bob.callTool({ name: 'complete', arguments: { prompt: 'hi', tier: 'premium' } }); // denied by rule
+    await alice.callTool({ name: 'complete', arguments: { prompt: 'hi', model: 'demo/nope' } }); // UNKNOWN_MODEL
+
+    const res = await fetch(`${gw.url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
+    const text = await res.text();
+
+    expect(samples(text, 'tollgate_tokens_total')).toEqual([
+      'tollgate_tokens_total{cost_center="cc-1",model="demo/medium",tier="standard",direction="input"} 4',
+      'tollgate_tokens_total{cost_center="cc-1",model="demo/medium",tier="standard",direction="output"} 8',
+      'tollgate_tokens_total{cost_center="none",model="demo/small",tier="economy",direction="input"} 1',
+      'tollgate_tokens_total{cost_center="none",model="demo/small",tier="economy",direction="output"} 4',
+    ]);
+    expect(samples(text, 'tollgate_cost_usd_total')).toEqual([
+      'tollgate_cost_usd_total{cost_center="cc-1",model="demo/medium",tier="standard"} 0.000132',
+      'tollgate_cost_usd_total{cost_center="none",model="demo/small",tier="economy"} 0.000021',
+    ]);
+    expect(samples(text, 'tollgate_decisions_total')).toEqual([
+      'tollgate_decisions_total{effect="allow",outcome="success",rule_id="",budget_id="",error_code=""} 3',
+      'tollgate_decisions_total{effect="deny",outcome="refused",rule_id="contractors-no-premium",budget_id="",error_code="POLICY_DENIED"} 1',
+      'tollgate_decisions_total{effect="error",outcome="failed",rule_id="",budget_id="",error_code="UNKNOWN_MODEL"} 1',
+    ]);
+    expect(samples(text, 'tollgate_upstream_latency_seconds_count')).toEqual([
+      'tollgate_upstream_latency_seconds_count{provider="demo",model="demo/medium"} 2',
+      'tollgate_upstream_latency_seconds_count{provider="demo",model="demo/small"} 1',
+    ]);
+    // The clock is frozen, so every call adds exactly 0 s of overhead: all five sit in the first bucket.
+    expect(samples(text, 'tollgate_gateway_overhead_seconds_bucket').slice(0, 1)).toEqual(['tollgate_gateway_overhead_seconds_bucket{le="0.0005",transport="http"} 5']);
+    expect(samples(text, 'tollgate_gateway_overhead_seconds_sum')).toEqual(['tollgate_gateway_overhead_seconds_sum{transport="http"} 0']);
+    expect(samples(text, 'gen_ai_client_token_usage_sum')).toEqual([
+      'gen_ai_client_token_usage_sum{gen_ai_operation_name="chat",gen_ai_provider_name="demo",gen_ai_request_model="demo/medium",gen_ai_response_model="medium",gen_ai_token_type="input"} 4',
+      'gen_ai_client_token_usage_sum{gen_ai_operation_name="chat",gen_ai_provider_name="demo",gen_ai_request_model="demo/medium",gen_ai_response_model="medium",gen_ai_token_type="output"} 8',
+      'gen_ai_client_token_usage_sum{gen_ai_operation_name="chat",gen_ai_provider_name="demo",gen_ai_request_model="demo/small",gen_ai_response_model="small",gen_ai_token_type="input"} 1',
+      'gen_ai_client_token_usage_sum{gen_ai_operation_name="chat",gen_ai_provider_name="demo",gen_ai_request_model="demo/small",gen_ai_response_model="small",gen_ai_token_type="output"} 4',
+    ]);
+    expect(samples(text, 'gen_ai_client_token_usage_bucket').filter((l) => l.includes('token_type="output"') && l.includes('le="4"'))).toEqual([
+      'gen_ai_client_token_usage_bucket{le="4",gen_ai_operation_name="chat",gen_ai_provider_name="demo",gen_ai_request_model="demo/medium",gen_ai_response_model="medium",gen_ai_token_type="output"} 2',
+      'gen_ai_client_token_usage_bucket{le="4",gen_ai_operation_name="chat",gen_ai_provider_name="demo",gen_ai_request_model="demo/small",gen_ai_response_model="small",gen_ai_token_type="output"} 1',
+    ]);
+    expect(samples(text, 'tollgate_store_errors_total')).toEqual([]);
+  });
+
+  it('counts a call refused because the store is down as a store error', async () => {
+    const { MemoryQuotaStore } = await import('../../src/quota/memory.js');
+    const { GatewayError } = await import('../../src/errors.js');
+    // A real store whose reserve answers as an unreachable Redis does.
+    class DownStore extends MemoryQuotaStore {
+      override async reserve(): Promise<never> {
+        throw new GatewayError('QUOTA_STORE_UNAVAILABLE', 'store down');
+      }
+    }
+    gw = await startTestGateway(basicPolicy(), { now: () => NOW, store: new DownStore() });
+    const alice = await connect(KEYS.alice);
+    await alice.callTool({ name: 'complete', arguments: { prompt: 'hi' } });
+    const text = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(samples(text, 'tollgate_store_errors_total')).toEqual(['tollgate_store_errors_total{kind="unavailable"} 1']);
+    expect(samples(text, 'tollgate_decisions_total')).toEqual([
+      'tollgate_decisions_total{effect="allow",outcome="failed",rule_id="",budget_id="user-weekly",error_code="QUOTA_STORE_UNAVAILABLE"} 1',
+    ]);
+  });
+
+  it('asks for the metrics token when TOLLGATE_METRICS_TOKEN is set', async () => {
+    gw = await startTestGateway(basicPolicy(), { env: { TOLLGATE_METRICS_TOKEN: 'scrape-secret-1' } });
+    expect((await fetch(`${gw.url}/metrics`)).status).toBe(401);
+    expect((await fetch(`${gw.url}/metrics`, { headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
+    const ok = await fetch(`${gw.url}/metrics`, { headers: { authorization: 'Bearer scrape-secret-1' } });
+    expect(ok.status).toBe(200);
+    expect(await ok.text()).toContain('# TYPE tollgate_decisions_total counter');
+  });
+});
