@@ -18,15 +18,24 @@
  *   written is queued in process (bounded) and replayed when the connection is ready again.
  * - Keyv (@keyv/redis) is the store's face for plain records: which reservedKeys a request holds,
  *   so release(requestId) works from any replica. Lua runs through the client it exposes.
+ * - Redis Cluster (`clusterNodes`): the same scripts, each routed to its line's master by the first
+ *   key; scripts are loaded and SCAN runs on every master; a node error triggers a rediscovery so a
+ *   failover is followed (src/quota/redisCluster.ts).
  */
 import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
 import { pino, type Logger } from 'pino';
-import { ADJUST, READ, RELEASE, RESERVE, SETTLE, ScriptRunner, asStoreError, isOutage, type LuaScript, type RedisClient } from './redisScripts.js';
+import { createClusterClient, watchCluster, type NodeDefaults } from './redisCluster.js';
+import { ADJUST, READ, RELEASE, RESERVE, SETTLE, ScriptRunner, asStoreError, isOutage, type LuaScript, type RedisConnection, type RedisNode } from './redisScripts.js';
 import type { LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
 
 export interface RedisQuotaStoreOptions {
-  /** `redis://` or `rediss://` URL of a single Redis node. */
-  url: string;
+  /** `redis://` or `rediss://` URL of a single Redis node. Ignored when `clusterNodes` is set. */
+  url?: string;
+  /**
+   * URLs of some nodes of a Redis Cluster (one is enough, several survive one being down); the rest
+   * of the cluster is discovered. Credentials and TLS of the first URL apply to every node.
+   */
+  clusterNodes?: string[];
   /** Prefix of the store's own keys (ledger keys arrive with the prefix already applied). */
   prefix: string;
   /** The clock that decides reservation expiry; injectable for tests. */
@@ -59,7 +68,7 @@ function assertAmount(n: number, what: string, signed = false): void {
 /** The QuotaStore shared by every replica; see the design notes at the top of this file. */
 export class RedisQuotaStore implements QuotaStore {
   readonly kind = 'redis';
-  private readonly client: RedisClient;
+  private readonly client: RedisConnection;
   private readonly scripts: ScriptRunner;
   private readonly records: Keyv<string[]>;
   private readonly now: () => number;
@@ -78,36 +87,29 @@ export class RedisQuotaStore implements QuotaStore {
     const timeoutMs = opts.commandTimeoutMs ?? 1000;
     this.maxReplays = opts.maxPendingReplays ?? 10_000;
     this.log = opts.logger ?? pino({ name: 'tollgate-quota', level: 'info' }, pino.destination({ dest: 2, sync: false }));
-    const client = createClient({
-      url: opts.url,
+    // Never give up: back off to 2 s between attempts, with jitter so replicas do not stampede.
+    const backoff = (attempt: number) => Math.min(50 * 2 ** attempt, 2000) + Math.floor(Math.random() * 100);
+    const defaults: NodeDefaults = {
       // Fail fast while disconnected instead of queueing; the pipeline decides open or closed.
       disableOfflineQueue: true,
       // While a server hangs, unanswered commands pile up; beyond this they fail at once.
       commandsQueueMaxLength: 10_000,
-      commandOptions: { timeout: timeoutMs },
-      socket: {
-        connectTimeout: Math.max(timeoutMs, 1000),
-        // Never give up: back off to 2 s between attempts, with jitter so replicas do not stampede.
-        reconnectStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 2000) + Math.floor(Math.random() * 100),
-      },
-    });
+      socket: { connectTimeout: Math.max(timeoutMs, 1000), reconnectStrategy: backoff },
+    };
+    const cluster = opts.clusterNodes?.length ? createClusterClient(opts.clusterNodes, defaults, timeoutMs) : undefined;
+    if (!cluster && !opts.url) throw new RangeError('RedisQuotaStore needs a url or clusterNodes');
+    const client = cluster ?? createClient({ url: opts.url, ...defaults, commandOptions: { timeout: timeoutMs } });
     const adapter = new KeyvRedis<string[]>(client, { namespace: `${opts.prefix}kv`, throwOnErrors: true, throwOnConnectError: true });
     this.records = new Keyv<string[]>({ store: adapter, useKeyPrefix: false, throwOnErrors: true });
     // Scripts run on the very client the Keyv adapter exposes.
-    this.client = adapter.client as RedisClient;
-    this.scripts = new ScriptRunner(this.client, timeoutMs);
-    this.client.on('error', (err: unknown) => {
-      // node-redis reports every failed reconnect attempt; one line per outage is enough.
-      if (!this.reportedDown) this.log.warn({ err, event: 'quota_store_down' }, 'quota store unreachable; reconnecting');
-      this.reportedDown = true;
-    });
-    this.client.on('ready', () => {
-      if (this.connectedOnce) this.log.info({ event: 'quota_store_up' }, 'quota store reconnected');
-      this.connectedOnce = true;
-      this.reportedDown = false;
-      this.scripts.preload().catch((err: unknown) => this.log.warn({ err, event: 'quota_script_load_failed' }, 'could not preload quota scripts'));
-      if (this.replays.length > 0) this.flushInBackground();
-    });
+    this.client = adapter.client as RedisConnection;
+    this.scripts = new ScriptRunner(this.client, timeoutMs, backoff);
+    if (cluster) {
+      watchCluster(cluster, { down: (err) => this.down(err), nodeReady: (node) => this.up(node), stopped: () => this.closed });
+    } else {
+      this.client.on('error', (err: unknown) => this.down(err));
+      this.client.on('ready', () => this.up());
+    }
     this.records.on('error', () => {
       // Reported through the client's own error event and the thrown error; nothing to add here.
     });
@@ -218,18 +220,20 @@ export class RedisQuotaStore implements QuotaStore {
   async listUsage(pattern: string): Promise<{ key: string; used: number }[]> {
     const found: { key: string; used: number }[] = [];
     try {
-      await this.scripts.ready();
-      let cursor = '0';
-      do {
-        const page = await this.scripts.timed(this.client.scan(cursor, { MATCH: pattern, COUNT: 1000, TYPE: 'string' }));
-        cursor = String(page.cursor);
-        const keys = page.keys.map(String).filter((k) => /:u:-?\d+$/.test(k));
-        const values = await Promise.all(keys.map((k) => this.scripts.timed(this.client.get(k))));
-        keys.forEach((key, i) => {
-          const v = values[i];
-          if (v !== null && v !== undefined) found.push({ key, used: Number(v) });
-        });
-      } while (cursor !== '0');
+      // On a cluster every master holds its own share of the keys: each is scanned in turn.
+      for (const node of await this.scripts.nodes()) {
+        let cursor = '0';
+        do {
+          const page = await this.scripts.timed(node.scan(cursor, { MATCH: pattern, COUNT: 1000, TYPE: 'string' }));
+          cursor = String(page.cursor);
+          const keys = page.keys.map(String).filter((k) => /:u:-?\d+$/.test(k));
+          const values = await Promise.all(keys.map((k) => this.scripts.get(k)));
+          keys.forEach((key, i) => {
+            const v = values[i];
+            if (v !== null && v !== undefined) found.push({ key, used: Number(v) });
+          });
+        } while (cursor !== '0');
+      }
     } catch (err) {
       throw asStoreError(err);
     }
@@ -260,11 +264,26 @@ export class RedisQuotaStore implements QuotaStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.replays.length > 0 && this.client.isReady) await this.flushReplays().catch(() => undefined);
+    if (this.replays.length > 0 && this.scripts.isReady()) await this.flushReplays().catch(() => undefined);
     if (this.replays.length > 0) {
       this.log.error({ event: 'quota_replay_lost', pending: this.replays.length }, 'closing with settlements that could not be written');
     }
     await this.scripts.stop();
+  }
+
+  /** A connection failed; node-redis reports every failed reconnect attempt, one line per outage is enough. */
+  private down(err: unknown): void {
+    if (!this.reportedDown) this.log.warn({ err, event: 'quota_store_down' }, 'quota store unreachable; reconnecting');
+    this.reportedDown = true;
+  }
+
+  /** The node (or one cluster master, `node`) is ready again: reload scripts there and replay. */
+  private up(node?: RedisNode): void {
+    if (this.connectedOnce && (this.reportedDown || !node)) this.log.info({ event: 'quota_store_up' }, 'quota store reconnected');
+    this.connectedOnce = true;
+    this.reportedDown = false;
+    this.scripts.preload(node).catch((err: unknown) => this.log.warn({ err, event: 'quota_script_load_failed' }, 'could not preload quota scripts'));
+    if (this.replays.length > 0) this.flushInBackground();
   }
 
   private async drain(): Promise<void> {

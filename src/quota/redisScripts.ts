@@ -13,8 +13,15 @@
 import { createHash } from 'node:crypto';
 import type { createClient } from '@keyv/redis';
 import { GatewayError } from '../errors.js';
+import { connectCluster, isCluster, masterClients, openNodeClients, type ClusterNodeClient, type RedisCluster } from './redisCluster.js';
 
 export type RedisClient = ReturnType<typeof createClient>;
+
+/** What the ledger talks to: one node, or a cluster that routes each command by its first key. */
+export type RedisConnection = RedisClient | RedisCluster;
+
+/** One node's connection: the single node itself, or a cluster master. */
+export type RedisNode = RedisClient | ClusterNodeClient;
 
 /** A Lua script with its SHA1, so it can be run by EVALSHA and fall back to EVAL after a restart. */
 export interface LuaScript {
@@ -177,8 +184,9 @@ export function asStoreError(err: unknown): unknown {
 }
 
 /**
- * Runs scripts on one node-redis client: EVALSHA with an EVAL fallback, every command bounded by a
- * deadline, and no waiting while disconnected except for the very first connection.
+ * Runs scripts on a node-redis client or cluster client: EVALSHA with an EVAL fallback, every
+ * command bounded by a deadline, and no waiting while disconnected except for the very first
+ * connection. On a cluster each script goes to the master of its line's slot (the first key).
  */
 export class ScriptRunner {
   private connecting: Promise<void> | undefined;
@@ -186,38 +194,66 @@ export class ScriptRunner {
   private stopped = false;
 
   constructor(
-    private readonly client: RedisClient,
+    private readonly client: RedisConnection,
     private readonly timeoutMs: number,
+    /** Pause before the next attempt at a cluster's first discovery (a single node retries by itself). */
+    private readonly retryDelay: (attempt: number) => number,
   ) {}
 
-  /** Starts connecting (node-redis keeps retrying by itself); the first commands wait for it up to the timeout. */
+  /** Starts connecting and keeps retrying; the first commands wait for it up to the timeout. */
   start(onFailure: (err: unknown) => void): void {
     this.waitUntil = Date.now() + this.timeoutMs;
-    this.connecting = this.client.connect().then(
-      () => {
-        this.connecting = undefined;
-      },
-      (err: unknown) => {
-        this.connecting = undefined;
-        if (!this.stopped) onFailure(err);
-      },
-    );
+    const client = this.client;
+    const connected = isCluster(client)
+      ? connectCluster(client, this.retryDelay, () => this.stopped, onFailure)
+      : client.connect().then(
+          () => undefined,
+          (err: unknown) => {
+            if (!this.stopped) onFailure(err);
+          },
+        );
+    this.connecting = connected.finally(() => {
+      this.connecting = undefined;
+    });
   }
 
-  /** Loads every script, so EVALSHA finds them even when a late NOSCRIPT could no longer fall back. */
-  async preload(): Promise<void> {
-    await Promise.all(ALL_SCRIPTS.map((s) => this.timed(this.client.scriptLoad(s.source))));
+  /**
+   * Loads every script on `node`, or on every node (each cluster master), so EVALSHA finds them
+   * even when a late NOSCRIPT could no longer fall back.
+   */
+  async preload(node?: RedisNode): Promise<void> {
+    const targets = node ? [node] : await this.nodes();
+    await Promise.all(targets.flatMap((n) => ALL_SCRIPTS.map((s) => this.timed(n.scriptLoad(s.source)))));
+  }
+
+  /** The connection of every node that holds data: the single node, or every cluster master. */
+  async nodes(): Promise<RedisNode[]> {
+    await this.ready();
+    return isCluster(this.client) ? this.timed(masterClients(this.client)) : [this.client];
   }
 
   async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
     await this.ready();
     const options = { keys, arguments: args.map(String) };
+    // A master that never saw the script (new after a failover, or restarted) answers NOSCRIPT;
+    // EVAL, routed by the same first key, runs it there and caches it for the next EVALSHA.
     try {
       return await this.timed(this.client.evalSha(script.sha, options));
     } catch (err) {
       if (replyCode(err) !== 'NOSCRIPT') throw err;
       return await this.timed(this.client.eval(script.source, options));
     }
+  }
+
+  /** The value of a plain string key, from whichever node holds it. */
+  get(key: string): Promise<string | null> {
+    return this.timed(this.client.get(key));
+  }
+
+  /** True while commands can be sent: the node is connected, or the cluster's slot map is known. */
+  isReady(): boolean {
+    // A cluster is open from the start of its first discovery, before it knows any slot.
+    return isCluster(this.client) ? this.client.isOpen && this.client.masters.length > 0 : this.client.isReady;
   }
 
   /**
@@ -241,28 +277,32 @@ export class ScriptRunner {
 
   /** Throws QUOTA_STORE_UNAVAILABLE unless connected; only the first connection is waited for. */
   async ready(): Promise<void> {
-    if (this.client.isReady) return;
+    if (this.isReady()) return;
     const wait = this.waitUntil - Date.now();
     if (this.connecting && !this.stopped && wait > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([this.connecting, new Promise<void>((resolve) => (timer = setTimeout(resolve, wait)))]);
       clearTimeout(timer);
-      if (this.client.isReady) return;
+      if (this.isReady()) return;
     }
     throw new GatewayError('QUOTA_STORE_UNAVAILABLE', 'The quota store is not connected.');
   }
 
-  /** Closes the connection: gracefully when Redis answers in time, at once otherwise. */
+  /** Closes the connection(s): gracefully when Redis answers in time, at once otherwise. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.client.isReady) {
+    const client = this.client;
+    // Listed first: closing a cluster forgets its nodes, and a hung one must still be destroyed.
+    const nodes: RedisNode[] = isCluster(client) ? openNodeClients(client) : [client];
+    if (client.isOpen && nodes.every((n) => n.isReady)) {
       try {
-        await this.timed(this.client.close());
+        await this.timed(client.close());
         return;
       } catch {
         // A hung server would hold close() forever.
       }
     }
-    if (this.client.isOpen) this.client.destroy();
+    if (isCluster(client) && client.isOpen) client.destroy();
+    for (const n of nodes) if (n.isOpen) n.destroy();
   }
 }

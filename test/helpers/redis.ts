@@ -2,11 +2,16 @@
  * Real Redis for tests: REDIS_URL when set, else a server already answering on 127.0.0.1:6379,
  * else a private `redis-server` on a free port. Outage tests always get a private server they
  * may stop and start again on the same port. Tests write under `uniquePrefix()` and remove only
- * their own keys (SCAN + DEL), never FLUSHALL/FLUSHDB.
+ * their own keys (SCAN + DEL), never FLUSHALL/FLUSHDB. Cluster tests get a private cluster of
+ * their own (`startPrivateCluster`), removed with its files when they stop it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { createClient } from '@keyv/redis';
 
 export interface TestRedis {
@@ -132,4 +137,83 @@ export async function deleteKeys(url: string, prefix: string): Promise<number> {
     client.destroy();
   }
   return deleted;
+}
+
+export interface PrivateCluster {
+  /** `redis://127.0.0.1:<port>` of every node, masters first. */
+  nodes: string[];
+  /** Ports of the masters, then of the replicas. */
+  ports: number[];
+  /** Kills one node at once (SIGKILL), as a crash would. */
+  kill(port: number): Promise<void>;
+  /** Runs `redis-cli -p <port> <args>` and returns its output, trimmed. */
+  cli(port: number, ...args: string[]): Promise<string>;
+  /** Kills every node and removes the cluster's files. */
+  stop(): Promise<void>;
+}
+
+const run = promisify(execFile);
+
+/** True when `redis-cli` can be run; cluster tests need it to create the cluster. */
+export function hasRedisCli(): boolean {
+  return spawnSync('redis-cli', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * A throw-away Redis Cluster of `masters` masters (each with `replicas` replicas) on free ports,
+ * no persistence, its node files in a temporary directory. Resolves once every node reports
+ * `cluster_state:ok`. A short node timeout lets tests see a failover within seconds.
+ */
+export async function startPrivateCluster(masters = 3, opts: { replicas?: number } = {}): Promise<PrivateCluster> {
+  const replicas = opts.replicas ?? 0;
+  const dir = await mkdtemp(join(tmpdir(), 'tollgate-cluster-'));
+  const ports: number[] = [];
+  const children = new Map<number, ChildProcess>();
+  const cli = async (port: number, ...args: string[]) => (await run('redis-cli', ['-p', String(port), ...args])).stdout.trim();
+  const stop = async () => {
+    await Promise.all([...children.values()].map(async (proc) => {
+      proc.kill('SIGKILL');
+      await exited(proc);
+    }));
+    children.clear();
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < masters * (1 + replicas); i++) {
+      // Ports are picked one at a time while the previous servers hold theirs, so none repeats.
+      const port = await freePort();
+      const proc = spawn(
+        'redis-server',
+        ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${port}.conf`),
+          '--cluster-node-timeout', '1000', '--save', '', '--appendonly', 'no'],
+        { stdio: 'ignore' },
+      );
+      children.set(port, proc);
+      ports.push(port);
+      const watchdog = `while kill -0 ${process.pid} 2>/dev/null && kill -0 ${proc.pid} 2>/dev/null; do sleep 0.5; done; kill -9 ${proc.pid} 2>/dev/null`;
+      spawn('sh', ['-c', watchdog], { detached: true, stdio: 'ignore' }).unref();
+      await waitFor(() => answersPing('127.0.0.1', port), 5000, `cluster node on port ${port}`);
+    }
+    await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes']);
+    const ok = async () => (await Promise.all(ports.map((p) => cli(p, 'cluster', 'info')))).every((info) => info.includes('cluster_state:ok'));
+    await waitFor(ok, 15_000, 'cluster_state:ok on every node');
+    // `--cluster create` gives the first `masters` ports the slots; list them in that order.
+    const roles = await Promise.all(ports.map(async (p) => ({ p, master: (await cli(p, 'role')).startsWith('master') })));
+    const ordered = [...roles.filter((r) => r.master), ...roles.filter((r) => !r.master)].map((r) => r.p);
+    return {
+      nodes: ordered.map((p) => `redis://127.0.0.1:${p}`),
+      ports: ordered,
+      async kill(port) {
+        const proc = children.get(port);
+        children.delete(port);
+        proc?.kill('SIGKILL');
+        if (proc) await exited(proc);
+      },
+      cli,
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }

@@ -1,0 +1,171 @@
+/**
+ * The Redis ledger on a real Redis Cluster: a private cluster of three masters per suite (killed
+ * afterwards, never flushed), so lines of one call land on different shards.
+ */
+import { createClient } from '@keyv/redis';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { lineKeys } from '../../src/pipeline/budgets.js';
+import { RedisQuotaStore } from '../../src/quota/redis.js';
+import type { LedgerLine } from '../../src/quota/store.js';
+import { hasRedisCli, startPrivateCluster, uniquePrefix, type PrivateCluster } from '../helpers/redis.js';
+import { quotaStoreContract } from './store-contract.js';
+
+const HOUR = 3600_000;
+const TTL = 60_000;
+const silent = pino({ level: 'silent' });
+const cliPresent = hasRedisCli();
+if (!cliPresent) console.warn('Skipping the Redis Cluster tests: redis-cli (needed to create the cluster) is not installed.');
+
+/** Which master (by port) serves each key, asked of the cluster itself with CLUSTER KEYSLOT and CLUSTER SLOTS. */
+async function ownersOf(cluster: PrivateCluster, keys: string[]): Promise<number[]> {
+  const raw = createClient({ url: cluster.nodes[0] });
+  await raw.connect();
+  try {
+    const ranges = await raw.clusterSlots();
+    return await Promise.all(
+      keys.map(async (key) => {
+        const slot = await raw.clusterKeySlot(key);
+        const range = ranges.find((r) => r.from <= slot && slot <= r.to);
+        if (!range) throw new Error(`slot ${slot} of ${key} is not served`);
+        return range.master.port;
+      }),
+    );
+  } finally {
+    raw.destroy();
+  }
+}
+
+describe.skipIf(!cliPresent)('RedisQuotaStore on Redis Cluster', () => {
+  let cluster: PrivateCluster;
+  const root = uniquePrefix('cluster');
+  let n = 0;
+
+  beforeAll(async () => {
+    cluster = await startPrivateCluster(3);
+  });
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  // Each open() is its own replica: a separate cluster client on the same cluster.
+  quotaStoreContract({
+    open: (now, count) => Array.from({ length: count }, () => new RedisQuotaStore({ clusterNodes: cluster.nodes, prefix: root, now, logger: silent })),
+    prefix: () => `${root}${++n}:`,
+  });
+
+  describe('across shards', () => {
+    let prefix: string;
+    const stores: RedisQuotaStore[] = [];
+    const open = () => {
+      const store = new RedisQuotaStore({ clusterNodes: cluster.nodes, prefix: root, logger: silent });
+      stores.push(store);
+      return store;
+    };
+    const line = (budgetId: string, limit: number, amount: number, subject = 'ada'): LedgerLine => {
+      const start = Math.floor(Date.now() / HOUR) * HOUR;
+      return { budgetId, subject, limit, amount, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, budgetId, subject, [start], start) };
+    };
+    /** Two budget ids whose lines (for `subject`) are served by different masters. */
+    const onTwoMasters = async (subject = 'ada'): Promise<[string, string]> => {
+      const ids = Array.from({ length: 12 }, (_, i) => `budget${i}`);
+      const owners = await ownersOf(cluster, ids.map((id) => line(id, 0, 0, subject).reservedKey));
+      const other = owners.findIndex((o) => o !== owners[0]);
+      expect(other).toBeGreaterThan(0);
+      return [ids[0]!, ids[other]!];
+    };
+
+    beforeEach(() => {
+      prefix = `${root}${++n}:`;
+    });
+
+    afterEach(async () => {
+      await Promise.all(stores.splice(0).map((s) => s.close()));
+    });
+
+    it('reserves nothing when a line on another master refuses, and both lines when both fit', async () => {
+      const store = open();
+      const [x, y] = await onTwoMasters();
+      const [ownerX, ownerY] = await ownersOf(cluster, [line(x, 0, 0).reservedKey, line(y, 0, 0).reservedKey]);
+      expect(ownerX).not.toBe(ownerY);
+
+      expect(await store.reserve('r1', [line(x, 100, 30), line(y, 40, 45)], TTL)).toEqual({
+        ok: false,
+        budgetId: y,
+        subject: 'ada',
+        used: 0,
+        reserved: 0,
+        limit: 40,
+        requested: 45,
+      });
+      expect(await store.read([line(x, 100, 0), line(y, 40, 0)])).toEqual([
+        { used: 0, reserved: 0 },
+        { used: 0, reserved: 0 },
+      ]);
+
+      expect(await store.reserve('r2', [line(x, 100, 30), line(y, 40, 35)], TTL)).toEqual({ ok: true });
+      // Each line's reservation really sits on its own master.
+      const hashOn = async (port: number, key: string) => cluster.cli(port, 'hget', key, 'r2');
+      expect(await hashOn(ownerX!, line(x, 0, 0).reservedKey)).toBe('30');
+      expect(await hashOn(ownerY!, line(y, 0, 0).reservedKey)).toBe('35');
+    });
+
+    it('allows exactly N of 200 concurrent calls over two replicas when the limit fits N', async () => {
+      const [a, b] = [open(), open()];
+      const [team, org] = await onTwoMasters();
+      // 37 calls of 10 fit the team line; the org line has room for all of them.
+      const lines = [line(team, 370, 10), line(org, 5000, 10)];
+      const outcomes = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? a : b).reserve(`c${i}`, lines, TTL)));
+      expect(outcomes.filter((o) => o.ok)).toHaveLength(37);
+      expect(await a.read(lines)).toEqual([
+        { used: 0, reserved: 370 },
+        { used: 0, reserved: 370 },
+      ]);
+
+      const admitted = outcomes.flatMap((o, i) => (o.ok ? [`c${i}`] : []));
+      await Promise.all(admitted.map((id, i) => (i % 2 === 0 ? b : a).settle(id, lines.map((l) => ({ ...l, amount: 7 })))));
+      expect(await b.read(lines)).toEqual([
+        { used: 37 * 7, reserved: 0 },
+        { used: 37 * 7, reserved: 0 },
+      ]);
+    });
+
+    it('lists settled usage held by every master', async () => {
+      const store = open();
+      const subjects = Array.from({ length: 24 }, (_, i) => `user${i}`);
+      const lines = subjects.map((s, i) => line('weekly', 1000, i + 1, s));
+      expect(new Set(await ownersOf(cluster, lines.map((l) => l.usageKey))).size).toBe(3);
+
+      await Promise.all(lines.map((l, i) => store.settle(`s${i}`, [l])));
+      await store.reserve('pending', [line('weekly', 1000, 5, 'someone-else')], TTL);
+      const expected = lines.map((l, i) => ({ key: l.usageKey, used: i + 1 })).sort((p, q) => (p.key < q.key ? -1 : 1));
+      expect(await store.listUsage(`${prefix}{weekly|*}:u:*`)).toEqual(expected);
+    });
+
+    it('runs its scripts again after every master has forgotten them (EVAL on NOSCRIPT)', async () => {
+      const store = open();
+      const [x, y] = await onTwoMasters();
+      expect(await store.reserve('r1', [line(x, 100, 10), line(y, 100, 10)], TTL)).toEqual({ ok: true });
+      await Promise.all(cluster.ports.map((p) => cluster.cli(p, 'script', 'flush')));
+
+      expect(await store.reserve('r2', [line(x, 100, 20), line(y, 100, 20)], TTL)).toEqual({ ok: true });
+      await store.settle('r1', [line(x, 100, 4), line(y, 100, 4)]);
+      expect(await store.read([line(x, 100, 0), line(y, 100, 0)])).toEqual([
+        { used: 4, reserved: 20 },
+        { used: 4, reserved: 20 },
+      ]);
+    });
+
+    it('releases from another replica, which finds the request\'s lines in the Keyv record on any shard', async () => {
+      const [a, b] = [open(), open()];
+      const [x, y] = await onTwoMasters();
+      await a.reserve('r1', [line(x, 100, 40), line(y, 100, 40)], TTL);
+      await b.release('r1');
+      expect(await a.read([line(x, 100, 0), line(y, 100, 0)])).toEqual([
+        { used: 0, reserved: 0 },
+        { used: 0, reserved: 0 },
+      ]);
+    });
+  });
+});
