@@ -5,6 +5,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
@@ -273,5 +274,253 @@ describe('invalid UTF-8', () => {
     expect(msg.result.isError).toBeUndefined();
     expect(msg.result.structuredContent.text).toContain('héllo ✓ 😀');
     await expectStillServing();
+  });
+});
+
+describe('tool arguments', () => {
+  let client: Client;
+  beforeAll(async () => {
+    client = await connectHttp(gw.mcpUrl, KEYS.alice);
+  });
+  afterAll(() => client.close());
+
+  /** Calls `complete` and returns the refusal carried in `_meta`. */
+  async function refusal(args: unknown): Promise<{ code: string; message: string }> {
+    const r = await client.callTool({ name: 'complete', arguments: args as Record<string, unknown> });
+    expect(r.isError).toBe(true);
+    return (r._meta as Record<string, { code: string; message: string }>)['io.tollgate/error']!;
+  }
+
+  it('answers an unknown tool with JSON-RPC -32602 naming it', async () => {
+    const session = await openSession();
+    for (const name of ['drop_tables', '', '__proto__', 'complete\u0000']) {
+      const res = await post(callTool(10, {}, name), session);
+      expect(res.status).toBe(200);
+      const [msg] = rpcMessages(res) as { error: { code: number; message: string } }[];
+      expect(msg!.error.code).toBe(-32602);
+      expect(msg!.error.message).toContain(`Unknown tool: ${name}`);
+    }
+  });
+
+  it.each([
+    ['a number as prompt', { prompt: 42 }, 'prompt: Invalid input: expected string, received number'],
+    ['an array as prompt', { prompt: ['hi'] }, 'prompt: Invalid input: expected string, received array'],
+    ['an empty prompt', { prompt: '' }, 'prompt: '],
+    ['max_tokens as a string', { prompt: 'hi', max_tokens: '100' }, 'max_tokens: Invalid input: expected number, received string'],
+    ['max_tokens "NaN"', { prompt: 'hi', max_tokens: 'NaN' }, 'max_tokens: '],
+    ['a negative max_tokens', { prompt: 'hi', max_tokens: -1 }, 'max_tokens: '],
+    ['a zero max_tokens', { prompt: 'hi', max_tokens: 0 }, 'max_tokens: '],
+    ['a fractional max_tokens', { prompt: 'hi', max_tokens: 1.5 }, 'max_tokens: '],
+    ['a null max_tokens', { prompt: 'hi', max_tokens: null }, 'max_tokens: '],
+    ['max_tokens past the safe integers', { prompt: 'hi', max_tokens: 2 ** 60 }, 'max_tokens: '],
+    ['max_tokens over the ceiling', { prompt: 'hi', max_tokens: 1_000_000 }, 'max_tokens 1000000 exceeds the gateway ceiling of 32768'],
+    ['a temperature out of range', { prompt: 'hi', temperature: 3 }, 'temperature: '],
+    ['a temperature as a string', { prompt: 'hi', temperature: 'hot' }, 'temperature: '],
+    ['messages as a string', { messages: 'hi' }, 'messages: '],
+    ['no messages at all', { messages: [] }, 'messages: '],
+    ['a system role message', { messages: [{ role: 'system', content: 'obey' }] }, 'messages.0.role: '],
+    ['a numeric message content', { messages: [{ role: 'user', content: 5 }] }, 'messages.0.content: '],
+    ['an extra key in a message', { messages: [{ role: 'user', content: 'x', name: 'y' }] }, 'Unrecognized key: "name"'],
+    ['a numeric model', { prompt: 'hi', model: 7 }, 'model: '],
+    ['an array as tier', { prompt: 'hi', tier: ['premium'] }, 'tier: '],
+    ['an extra field', { prompt: 'hi', stream: true }, 'Unrecognized key: "stream"'],
+    ['prompt and messages together', { prompt: 'hi', messages: [{ role: 'user', content: 'x' }] }, 'give messages or prompt, not both'],
+    ['no arguments', {}, 'give messages or prompt'],
+  ])('refuses %s as INVALID_REQUEST naming the field', async (_what, args, named) => {
+    const err = await refusal(args);
+    expect(err.code).toBe('INVALID_REQUEST');
+    expect(err.message).toContain(named);
+  });
+
+  it('refuses constructor and nested __proto__ keys, naming them, without polluting Object.prototype', async () => {
+    const hostile = [
+      ['{"prompt":"hi","constructor":{"prototype":{"polluted":"yes"}}}', '(arguments): Unrecognized key: "constructor"'],
+      ['{"messages":[{"role":"user","content":"x","__proto__":{"polluted":"yes"}}]}', 'messages.0: Unrecognized key: "__proto__"'],
+    ] as const;
+    for (const [text, named] of hostile) {
+      const err = await refusal(JSON.parse(text));
+      expect(err.code).toBe('INVALID_REQUEST');
+      expect(err.message).toContain(named);
+    }
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('drops a top-level __proto__ key in arguments before tollgate sees it (the SDK request schema), and pollutes nothing', async () => {
+    const session = await openSession();
+    const body = (id: number, params: string) => `{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":${params}}`;
+    const res = await post(body(11, '{"name":"complete","arguments":{"prompt":"hi","max_tokens":5,"__proto__":{"max_tokens":999999,"polluted":"yes"}}}'), session);
+    const [msg] = rpcMessages(res) as { result: { isError?: boolean; structuredContent: { usage: { outputTokens: number } } } }[];
+    expect(msg!.result.isError).toBeUndefined();
+    expect(msg!.result.structuredContent.usage.outputTokens).toBeLessThanOrEqual(5);
+    const around = await post(body(12, '{"name":"list_models","arguments":{},"__proto__":{"polluted":"yes"},"_meta":{"__proto__":{"polluted":"yes"}}}'), session);
+    expect(around.status).toBe(200);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(Object.prototype).not.toHaveProperty('polluted');
+  });
+
+  it('refuses non-finite numbers sent as raw JSON (1e400 parses to Infinity)', async () => {
+    const session = await openSession();
+    const res = await post('{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"complete","arguments":{"prompt":"hi","max_tokens":1e400}}}', session);
+    const msg = rpcMessages(res)[0] as { result: { isError: boolean; _meta: Record<string, { code: string; message: string }> } };
+    expect(msg.result.isError).toBe(true);
+    expect(msg.result._meta['io.tollgate/error']).toMatchObject({ code: 'INVALID_REQUEST' });
+    expect(msg.result._meta['io.tollgate/error']!.message).toContain('max_tokens: ');
+    await expectStillServing();
+  });
+});
+
+describe('header injection and malformed HTTP', () => {
+  const port = () => new URL(gw.url).port;
+  const get = (headerLines: string) => `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port()}\r\n${headerLines}Connection: close\r\n\r\n`;
+  const badRequest = { error: { code: 'INVALID_REQUEST', message: 'The request is not valid HTTP/1.1.', details: {} } };
+
+  it.each([
+    ['a bare CR inside a header value', () => get('X-Note: a\rSet-Cookie: session=stolen\r\n')],
+    ['a bare LF inside a header value', () => get('X-Note: a\nSet-Cookie: session=stolen\r\n')],
+    ['a NUL byte inside a header value', () => get('X-Note: a\u0000b\r\n')],
+    ['a space before the colon', () => get('X-Note : a\r\n')],
+    ['a header name with a bracket', () => get('X(Note): a\r\n')],
+    ['both Content-Length and chunked framing', () => `POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:${port()}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`],
+    ['two different Content-Length values', () => `POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:${port()}\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}`],
+    ['a garbled request line', () => 'GET /healthz HTTP/1.1 extra\r\n\r\n'],
+  ])('answers %s with 400 INVALID_REQUEST and closes the connection', async (_what, request) => {
+    const answer = parseRawResponse(await sendOnSocket(gw.url, request()));
+    expect(answer.status).toBe(400);
+    expect(answer.body).toEqual(badRequest);
+    expect(answer.headers).not.toMatch(/set-cookie/i);
+  });
+
+  it('leaves an HTTP/1.1 request without Host to Node, which answers 400 as RFC 9112 requires', async () => {
+    const raw = await sendOnSocket(gw.url, 'GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n');
+    expect(parseRawResponse(raw).status).toBe(400);
+    expect(raw).toMatch(/\r\nConnection: close\r\n/i);
+  });
+
+  it('answers headers over the size limit with 431', async () => {
+    const answer = parseRawResponse(await sendOnSocket(gw.url, get(`X-Big: ${'a'.repeat(64 * 1024)}\r\n`)));
+    expect(answer.status).toBe(431);
+    expect(answer.body).toEqual({ error: { code: 'INVALID_REQUEST', message: 'The request headers are too large.', details: {} } });
+  });
+
+  it('answers a bearer token with bytes outside ASCII as 401, not a crash', async () => {
+    const body = JSON.stringify(INIT);
+    const request = Buffer.concat([
+      Buffer.from(`POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:${port()}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: Bearer key-`),
+      Buffer.from([0xff, 0xfe, 0x80]),
+      Buffer.from(`\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`),
+    ]);
+    const answer = parseRawResponse(await sendOnSocket(gw.url, request));
+    expect(answer.status).toBe(401);
+    expect(answer.body).toMatchObject({ error: 'invalid_token' });
+    await expectStillServing();
+  });
+});
+
+describe('DNS rebinding: Host and Origin', () => {
+  it.each([
+    ['evil.example', 'evil.example'],
+    ['localhost.evil.example', 'localhost.evil.example'],
+    ['127.0.0.1@evil.example', 'evil.example'],
+    ['evil.example:80', 'evil.example'],
+  ])('refuses Host %s with 403 -32000 naming the host, on /mcp and /healthz', async (host, named) => {
+    for (const [method, path] of [['POST', '/mcp'], ['GET', '/healthz']] as const) {
+      const res = await sendRaw(gw.url, { method, path, headers: { ...JSON_HEADERS, ...AUTH, host }, body: method === 'POST' ? JSON.stringify(INIT) : undefined });
+      expect(res.status).toBe(403);
+      expect(JSON.parse(res.text)).toEqual({ jsonrpc: '2.0', error: { code: -32000, message: `Invalid Host: ${named}` }, id: null });
+    }
+  });
+
+  it('refuses an HTTP/1.0 request without a Host header with 403', async () => {
+    const answer = parseRawResponse(await sendOnSocket(gw.url, 'GET /healthz HTTP/1.0\r\n\r\n'));
+    expect(answer.status).toBe(403);
+    expect(answer.body).toEqual({ jsonrpc: '2.0', error: { code: -32000, message: 'Missing Host header' }, id: null });
+  });
+
+  it('accepts a loopback Host on any port', async () => {
+    const res = await sendRaw(gw.url, { method: 'GET', path: '/healthz', headers: { host: 'localhost:1' } });
+    expect(res.status).toBe(200);
+  });
+
+  it.each(['https://evil.example', 'null', 'http://127.0.0.1.evil.example'])('refuses Origin %s with 403 FORBIDDEN', async (origin) => {
+    const res = await post(INIT, { origin });
+    expect(res.status).toBe(403);
+    expect(JSON.parse(res.text)).toEqual({ error: { code: 'FORBIDDEN', message: `Origin ${origin} is not allowed to call this gateway.`, details: {} } });
+  });
+
+  describe('with TOLLGATE_ALLOWED_ORIGINS and TOLLGATE_ALLOWED_HOSTS set', () => {
+    let allowed: TestGateway;
+    beforeAll(async () => {
+      allowed = await startTestGateway(basicPolicy(), { env: { TOLLGATE_ALLOWED_ORIGINS: 'https://app.example.com', TOLLGATE_ALLOWED_HOSTS: 'ai.example.com' } });
+    });
+    afterAll(() => allowed.close());
+    const init = (headers: Record<string, string>) => sendRaw(allowed.mcpUrl, { headers: { ...JSON_HEADERS, ...AUTH, ...headers }, body: JSON.stringify(INIT) });
+
+    it('serves the allowed Origin and the allowed Host', async () => {
+      const res = await init({ origin: 'https://app.example.com', host: 'ai.example.com' });
+      expect(res.status).toBe(200);
+      expect(res.headers['mcp-session-id']).toBeTruthy();
+    });
+
+    it('refuses an Origin that only looks like the allowed one', async () => {
+      for (const origin of ['https://app.example.com.evil.example', 'http://app.example.com', 'https://app.example.com:8443']) {
+        const res = await init({ origin });
+        expect(res.status).toBe(403);
+        expect(errorOf(res).code).toBe('FORBIDDEN');
+      }
+    });
+
+    it('refuses a Host outside the list', async () => {
+      const res = await init({ host: 'evil.example' });
+      expect(res.status).toBe(403);
+      expect(JSON.parse(res.text)).toEqual({ jsonrpc: '2.0', error: { code: -32000, message: 'Invalid Host: evil.example' }, id: null });
+    });
+  });
+});
+
+describe('a tollgate serve process under hostile input', () => {
+  let dir: string;
+  let child: GatewayProcess;
+  const CHILD_LIMIT = 64 * 1024;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'tollgate-hostile-'));
+    writeFileSync(join(dir, 'policy.yaml'), basicPolicy());
+    child = await spawnGateway({ policyFile: join(dir, 'policy.yaml'), eventsFile: join(dir, 'events.jsonl'), env: { TOLLGATE_MAX_BODY_BYTES: String(CHILD_LIMIT) } });
+  }, 60_000);
+  afterAll(async () => {
+    await child?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('answers every kind of hostile request with a code and is still running afterwards', async () => {
+    const base = child.mcpUrl.replace(/\/mcp$/, '');
+    const send = (headers: Record<string, string>, extra: Partial<RawRequest>) => sendRaw(child.mcpUrl, { headers: { ...JSON_HEADERS, ...AUTH, ...headers }, ...extra });
+
+    const garbage = await send({}, { body: '{"jsonrpc":' });
+    expect([garbage.status, errorOf(garbage).code]).toEqual([400, -32700]);
+
+    const chunked = await send({}, { chunks: ['{"pad":"', ...Array.from({ length: 8 }, () => 'x'.repeat(16 * 1024)), '"}'] });
+    expect([chunked.status, errorOf(chunked).code]).toEqual([413, 'PAYLOAD_TOO_LARGE']);
+
+    const init = await send({}, { body: JSON.stringify(INIT) });
+    const session = { 'mcp-session-id': String(init.headers['mcp-session-id']), 'mcp-protocol-version': PROTOCOL };
+    const deep = await send(session, { body: `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"complete","arguments":{"prompt":${'['.repeat(20_000)}${']'.repeat(20_000)}}}}` });
+    expect((rpcMessages(deep)[0] as { result: { _meta: Record<string, { code: string }> } }).result._meta['io.tollgate/error']!.code).toBe('INVALID_REQUEST');
+
+    const utf8 = await send(session, { body: Buffer.concat([Buffer.from('{"jsonrpc":"2.0","id":3,"method":"ping","params":{"_meta":{"x":"'), Buffer.from([0xff]), Buffer.from('"}}}')]) });
+    expect([utf8.status, errorOf(utf8).code]).toEqual([400, 'INVALID_REQUEST']);
+
+    const host = `127.0.0.1:${new URL(base).port}`;
+    expect(parseRawResponse(await sendOnSocket(base, `GET /healthz HTTP/1.1\r\nHost: ${host}\r\nX-Note: a\rInjected: b\r\n\r\n`)).status).toBe(400);
+    expect(parseRawResponse(await sendOnSocket(base, `GET /healthz HTTP/1.1\r\nHost: ${host}\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`)).status).toBe(431);
+
+    const rebinding = await sendRaw(base, { method: 'GET', path: '/healthz', headers: { host: 'evil.example' } });
+    expect(rebinding.status).toBe(403);
+    const origin = await send({ origin: 'https://evil.example' }, { body: JSON.stringify(INIT) });
+    expect([origin.status, errorOf(origin).code]).toEqual([403, 'FORBIDDEN']);
+
+    expect(child.child.exitCode).toBeNull();
+    expect(child.child.signalCode).toBeNull();
+    const health = await sendRaw(base, { method: 'GET', path: '/healthz' });
+    expect(health.status).toBe(200);
   });
 });
