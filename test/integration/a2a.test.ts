@@ -137,6 +137,23 @@ describe('A2A agent with the A2A SDK client', () => {
     expect(textOf(task.status?.message)).toBe('POLICY_DENIED: Contractors may use standard and economy models only.');
   });
 
+  it('cancels the call and releases its reservation when a streaming client disconnects', async () => {
+    gw = await startTestGateway(basicPolicy().replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 10000 }'), { now: () => NOW });
+    const g = gw.runtime.gateway;
+    const budget = async () => (await g.myBudget(g.authenticateApiKey(KEYS.alice)))[0]!;
+    const client = await a2aClient(gw.url, KEYS.alice);
+    const ac = new AbortController();
+    const consumed = (async () => {
+      for await (const _ of client.sendMessageStream({ tenant: '', message: userMessage('Hello'), configuration: undefined, metadata: undefined }, { signal: ac.signal }));
+    })().catch((e: unknown) => e);
+    while ((await budget()).reserved === 0) await new Promise((r) => setTimeout(r, 20));
+    ac.abort();
+    expect(await consumed).toBeInstanceOf(Error);
+    while (gw.events.length === 0) await new Promise((r) => setTimeout(r, 20));
+    expect(gw.events[0]).toMatchObject({ transport: 'a2a', outcome: 'failed', 'error.code': 'CANCELLED' });
+    expect(await budget()).toMatchObject({ used: 0, reserved: 0 });
+  });
+
   it('refuses a call without a token and with an unknown one (HTTP 401)', async () => {
     await start();
     const anonymous = await a2aClient(gw!.url);
