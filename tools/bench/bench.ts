@@ -8,15 +8,14 @@
  *
  * Every server runs in its own process; the load runs in this one.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { answersPing, killChildren, pct, rssMb, startChild } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -35,32 +34,6 @@ const SEQUENTIAL = Number(values.sequential);
 const SESSIONS = Number(values.sessions);
 const TARGETS = values.targets.split(',');
 const KEY = 'tg-bench-key';
-const children: ChildProcess[] = [];
-
-function startChild(args: string[], env: Record<string, string>, ready: RegExp, stream: 'stdout' | 'stderr'): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let seen = '';
-  return new Promise((resolve, reject) => {
-    child[stream]!.on('data', (d: Buffer) => {
-      seen += d.toString();
-      const m = ready.exec(seen);
-      if (m) resolve({ child, match: m });
-    });
-    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${seen}`)));
-  });
-}
-
-function rssMb(pid: number): { rss: number; peak: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
-  return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
-}
-
-function pct(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
 async function client(url: string): Promise<Client> {
   const c = new Client({ name: 'bench', version: '1' });
   await c.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${KEY}` } } }));
@@ -146,20 +119,6 @@ async function openSessions(url: string, count: number): Promise<number> {
   };
   await Promise.all(Array.from({ length: 32 }, worker));
   return opened;
-}
-
-function answersPing(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean) => {
-      s.destroy();
-      resolve(ok);
-    };
-    s.setTimeout(300, () => done(false));
-    s.once('error', () => done(false));
-    s.once('connect', () => s.write('PING\r\n'));
-    s.once('data', (d) => done(d.toString().startsWith('+PONG')));
-  });
 }
 
 function policyText(openaiUrl: string): string {
@@ -260,7 +219,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    for (const c of children) c.kill('SIGTERM');
+    killChildren();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -268,7 +227,7 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (err: unknown) => {
-    for (const c of children) c.kill('SIGKILL');
+    killChildren('SIGKILL');
     process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
     process.exit(1);
   },

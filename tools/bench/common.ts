@@ -1,0 +1,73 @@
+/**
+ * Pieces shared by the benchmark and the fault drills: child processes that announce readiness on
+ * a stream, RSS readings, percentiles, a Redis liveness probe and free ports.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+
+export const children: ChildProcess[] = [];
+
+/** Runs `node --import tsx <args>` and resolves once `ready` matches what it printed. */
+export function startChild(
+  args: string[],
+  env: Record<string, string>,
+  ready: RegExp,
+  stream: 'stdout' | 'stderr',
+): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let seen = '';
+  return new Promise((resolve, reject) => {
+    child[stream]!.on('data', (d: Buffer) => {
+      seen += d.toString();
+      const m = ready.exec(seen);
+      if (m) resolve({ child, match: m });
+    });
+    child.stdout!.resume();
+    child.stderr!.resume();
+    child.once('exit', (code, signal) => reject(new Error(`${args.join(' ')} exited (${code ?? signal}): ${seen.slice(-2000)}`)));
+  });
+}
+
+export function killChildren(signal: NodeJS.Signals = 'SIGTERM'): void {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill(signal);
+}
+
+/** Resident and peak resident memory of a process, in MB (Linux /proc). */
+export function rssMb(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
+}
+
+export function pct(sorted: number[], p: number): number {
+  return sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+export function answersPing(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port });
+    const done = (ok: boolean) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(300, () => done(false));
+    s.once('error', () => done(false));
+    s.once('connect', () => s.write('PING\r\n'));
+    s.once('data', (d) => done(d.toString().startsWith('+PONG')));
+  });
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
