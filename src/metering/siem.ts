@@ -60,7 +60,7 @@ export function hecEndpoint(url: string): string {
 /** Statuses after which the same batch will never be accepted. */
 const permanent = (status: number) => status === 400 || status === 413;
 
-export function splunkHecSink(opts: SplunkHecOptions): EventSink & { stats(): SiemStats; flush(): Promise<void> } {
+export function splunkHecSink(opts: SplunkHecOptions): EventSink & { stats(): SiemStats; flush(): Promise<void>; close(): Promise<void> } {
   const endpoint = hecEndpoint(opts.url);
   if (!isEgressAllowed(endpoint, opts.egressAllow)) throw new Error(`SIEM host ${new URL(endpoint).host} is not on egress.allow`);
   const batchSize = opts.batchSize ?? 100;
@@ -120,34 +120,34 @@ export function splunkHecSink(opts: SplunkHecOptions): EventSink & { stats(): Si
   /** Sends batches while there is something to send and the backoff allows; one loop at a time. */
   function pump(force = false): Promise<void> {
     if (sending) return sending;
-    sending = (async () => {
-      try {
-        while (true) {
-          if (!force && Date.now() < retryAt) return;
-          if (inflight.length === 0) {
-            if (buffer.length === 0) return;
-            inflight = buffer.slice(0, batchSize);
-            buffer = buffer.slice(inflight.length);
-          }
-          const outcome = await send(inflight);
-          if (outcome === 'retry') {
-            failures++;
-            retryAt = Date.now() + Math.min(maxBackoffMs, backoffMs * 2 ** (failures - 1));
-            if (!closed) setTimeout(() => void pump(), retryAt - Date.now()).unref();
-            return;
-          }
-          if (outcome === 'ok') stats.delivered += inflight.length;
-          else stats.rejected += inflight.length;
-          inflight = [];
-          failures = 0;
-          retryAt = 0;
-          reportDrops();
-          if (!force && buffer.length < batchSize) return;
+    const run = (async () => {
+      while (true) {
+        if (!force && Date.now() < retryAt) return;
+        if (inflight.length === 0) {
+          if (buffer.length === 0) return;
+          inflight = buffer.slice(0, batchSize);
+          buffer = buffer.slice(inflight.length);
         }
-      } finally {
-        sending = undefined;
+        const outcome = await send(inflight);
+        if (outcome === 'retry') {
+          failures++;
+          retryAt = Date.now() + Math.min(maxBackoffMs, backoffMs * 2 ** (failures - 1));
+          if (!closed) setTimeout(() => void pump(), retryAt - Date.now()).unref();
+          return;
+        }
+        if (outcome === 'ok') stats.delivered += inflight.length;
+        else stats.rejected += inflight.length;
+        inflight = [];
+        failures = 0;
+        retryAt = 0;
+        reportDrops();
+        if (!force && buffer.length < batchSize) return;
       }
     })();
+    // Cleared after the loop ends (which may be before `run` is even assigned when it ends at once).
+    sending = run.finally(() => {
+      sending = undefined;
+    });
     return sending;
   }
 
