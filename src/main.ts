@@ -38,6 +38,8 @@ export interface Settings {
   policyPath: string;
   http: HttpOptions;
   redisUrl?: string;
+  /** Seed nodes of a Redis Cluster (`REDIS_CLUSTER_NODES`); when set, the ledger uses the cluster, not `redisUrl`. */
+  redisClusterNodes?: string[];
   keyPrefix: string;
   /** A Redis command without a reply after this long counts as a store outage. */
   storeTimeoutMs: number;
@@ -64,6 +66,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
       version: VERSION,
     },
     redisUrl: env.REDIS_URL || undefined,
+    redisClusterNodes: list(env.REDIS_CLUSTER_NODES),
     keyPrefix: env.TOLLGATE_KEY_PREFIX ?? 'tollgate:',
     storeTimeoutMs: Number(env.TOLLGATE_STORE_TIMEOUT_MS ?? 2000),
     eventsFile: env.TOLLGATE_EVENTS_FILE || undefined,
@@ -119,11 +122,12 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
   };
 }
 
-/** The shared Redis ledger when a URL is set, else the embedded in-memory one. */
+/** The shared Redis ledger (a cluster's, or one node's) when configured, else the embedded in-memory one. */
 export async function createStore(settings: Settings, now?: () => number, logger?: Logger): Promise<QuotaStore> {
-  if (settings.redisUrl) {
+  if (settings.redisClusterNodes || settings.redisUrl) {
     const { RedisQuotaStore } = await import('./quota/redis.js');
-    return new RedisQuotaStore({ url: settings.redisUrl, prefix: settings.keyPrefix, now, commandTimeoutMs: settings.storeTimeoutMs, logger });
+    const target = { url: settings.redisUrl, clusterNodes: settings.redisClusterNodes };
+    return new RedisQuotaStore({ ...target, prefix: settings.keyPrefix, now, commandTimeoutMs: settings.storeTimeoutMs, logger });
   }
   return new MemoryQuotaStore(now);
 }

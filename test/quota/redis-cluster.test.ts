@@ -5,6 +5,7 @@
 import { createClient } from '@keyv/redis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createStore, settingsFromEnv } from '../../src/main.js';
 import { lineKeys } from '../../src/pipeline/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
@@ -154,6 +155,19 @@ describe.skipIf(!cliPresent)('RedisQuotaStore on Redis Cluster', () => {
       expect(await store.read([line(x, 100, 0), line(y, 100, 0)])).toEqual([
         { used: 4, reserved: 20 },
         { used: 4, reserved: 20 },
+      ]);
+    });
+
+    it('is the ledger the gateway builds when REDIS_CLUSTER_NODES lists the cluster', async () => {
+      const settings = settingsFromEnv({ REDIS_CLUSTER_NODES: cluster.nodes.join(', '), TOLLGATE_KEY_PREFIX: root });
+      const store = await createStore(settings, undefined, silent);
+      stores.push(store as RedisQuotaStore);
+      const [x, y] = await onTwoMasters();
+      expect(store.kind).toBe('redis');
+      expect(await store.reserve('r1', [line(x, 100, 60), line(y, 100, 70)], TTL)).toEqual({ ok: true });
+      expect(await open().read([line(x, 100, 0), line(y, 100, 0)])).toEqual([
+        { used: 0, reserved: 60 },
+        { used: 0, reserved: 70 },
       ]);
     });
 
