@@ -41,7 +41,7 @@ const chatRequest = z.looseObject({
 });
 
 /** Fields tollgate cannot honour; refused rather than silently dropped. */
-const UNSUPPORTED = ['tools', 'tool_choice', 'functions', 'function_call', 'audio', 'prediction'] as const;
+const UNSUPPORTED = ['tools', 'tool_choice', 'functions', 'function_call', 'audio', 'prediction', 'stop'] as const;
 
 interface ChatCall {
   input: CompletionInput;

@@ -154,6 +154,22 @@ describe('A2A agent with the A2A SDK client', () => {
     expect(await budget()).toMatchObject({ used: 0, reserved: 0 });
   });
 
+  it('cancels a running task on CancelTask and releases its reservation', async () => {
+    gw = await startTestGateway(basicPolicy().replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 10000 }'), { now: () => NOW });
+    const g = gw.runtime.gateway;
+    const budget = async () => (await g.myBudget(g.authenticateApiKey(KEYS.alice)))[0]!;
+    const client = await a2aClient(gw.url, KEYS.alice);
+    const configuration = { acceptedOutputModes: [], taskPushNotificationConfig: undefined, returnImmediately: true };
+    const started = (await client.sendMessage({ tenant: '', message: userMessage('Hello'), configuration, metadata: undefined })) as Task;
+    while ((await budget()).reserved === 0) await new Promise((r) => setTimeout(r, 20));
+    const cancelled = await client.cancelTask({ tenant: '', id: started.id, metadata: undefined });
+    expect(cancelled.status?.state).toBe(TaskState.TASK_STATE_CANCELED);
+    expect(textOf(cancelled.status?.message)).toBe('CANCELLED: The call was cancelled by the caller.');
+    while (gw.events.length === 0) await new Promise((r) => setTimeout(r, 20));
+    expect(gw.events[0]).toMatchObject({ transport: 'a2a', 'error.code': 'CANCELLED' });
+    expect(await budget()).toMatchObject({ used: 0, reserved: 0 });
+  });
+
   it('refuses a call without a token and with an unknown one (HTTP 401)', async () => {
     await start();
     const anonymous = await a2aClient(gw!.url);

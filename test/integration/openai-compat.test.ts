@@ -133,7 +133,7 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     });
   });
 
-  it('refuses an unknown model and an over-ceiling max_tokens with 400', async () => {
+  it('refuses an unknown model, an over-ceiling max_tokens and stop sequences with 400', async () => {
     await start();
     const openai = client(KEYS.alice);
     const unknown = await failure(openai.chat.completions.create({ model: 'gpt-nope', messages: [{ role: 'user', content: 'Hello' }] }));
@@ -141,5 +141,7 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     const big = await failure(openai.chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1_000_000 }));
     expect([big.status, big.code]).toEqual([400, 'INVALID_REQUEST']);
     expect(big.message).toContain('exceeds the gateway ceiling');
+    const stop = await failure(openai.chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], stop: ['\n'] }));
+    expect([stop.status, stop.code, stop.param, stop.message]).toEqual([400, 'INVALID_REQUEST', 'stop', '400 INVALID_REQUEST: Invalid request: stop is not supported by tollgate.']);
   });
 });
