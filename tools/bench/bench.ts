@@ -25,8 +25,10 @@ const { values } = parseArgs({
     sequential: { type: 'string', default: '2000' },
     sessions: { type: 'string', default: '0' },
     targets: { type: 'string', default: 'passthrough,memory,redis' },
+    soak: { type: 'string', default: '0' },
   },
 });
+const SOAK = Number(values.soak);
 const CLIENTS = Number(values.clients);
 const SECONDS = Number(values.seconds);
 const WARMUP = Number(values.warmup);
@@ -99,6 +101,51 @@ async function sequential(url: string, count: number): Promise<LoadResult> {
   await c.close();
   lat.sort((a, b) => a - b);
   return { calls: lat.length, errors, callsPerSec: lat.length / elapsed, p50: pct(lat, 50), p99: pct(lat, 99), mean: lat.reduce((a, b) => a + b, 0) / lat.length };
+}
+
+/**
+ * Steady load for `seconds` on one gateway: clients open a session, make 50 calls and close it,
+ * over and over. Prints RSS and open sessions every 30 s; at the end every session must be gone
+ * and nothing may stay reserved.
+ */
+async function soak(url: string, pid: number, seconds: number, n: number): Promise<void> {
+  const healthz = async () => (await (await fetch(url.replace(/\/mcp$/, '/healthz'))).json()) as { sessions: number };
+  let calls = 0;
+  let errors = 0;
+  let stop = false;
+  const worker = async () => {
+    while (!stop) {
+      const c = await client(url);
+      for (let i = 0; i < 50 && !stop; i++) {
+        const r = await c.callTool({ name: 'complete', arguments: ARGS }).catch(() => ({ isError: true }));
+        if (r.isError) errors++;
+        else calls++;
+      }
+      await (c.transport as StreamableHTTPClientTransport).terminateSession();
+      await c.close();
+    }
+  };
+  const t0 = Date.now();
+  const running = Array.from({ length: n }, worker);
+  process.stdout.write(`\nsoak: ${n} clients for ${seconds}s on ${url}\n${'elapsed s'.padStart(10)}${'calls'.padStart(10)}${'errors'.padStart(8)}${'sessions'.padStart(10)}${'RSS MB'.padStart(9)}\n`);
+  const tick = async () => {
+    const m = rssMb(pid);
+    const h = await healthz();
+    process.stdout.write(`${String(Math.round((Date.now() - t0) / 1000)).padStart(10)}${String(calls).padStart(10)}${String(errors).padStart(8)}${String(h.sessions).padStart(10)}${m.rss.toFixed(0).padStart(9)}\n`);
+  };
+  while (Date.now() - t0 < seconds * 1000) {
+    await new Promise((r) => setTimeout(r, Math.min(30_000, seconds * 1000 - (Date.now() - t0))));
+    await tick();
+  }
+  stop = true;
+  await Promise.all(running);
+  await tick();
+  const c = await client(url);
+  const budget = (await c.callTool({ name: 'my_budget', arguments: {} })).structuredContent as { budgets: { id: string; reserved: number }[] };
+  await (c.transport as StreamableHTTPClientTransport).terminateSession();
+  await c.close();
+  const h = await healthz();
+  process.stdout.write(`after the soak: ${h.sessions} sessions open; reserved ${budget.budgets.map((b) => `${b.id}=${b.reserved}`).join(', ')}\n`);
 }
 
 /** Opens `count` MCP sessions (initialize only, as idle agents would) and reports the server's RSS. */
@@ -208,6 +255,10 @@ async function main(): Promise<void> {
         const d = conc[base.name];
         if (c && d) process.stdout.write(`${s.name.padEnd(22)} concurrent: +${(c.p50 - d.p50).toFixed(2)} ms p50, +${(c.p99 - d.p99).toFixed(2)} ms p99, throughput x${(c.callsPerSec / d.callsPerSec).toFixed(2)}\n`);
       }
+    }
+    if (SOAK > 0) {
+      const g = servers.find((x) => x.name === 'tollgate (memory)');
+      if (g) await soak(g.url, g.pid, SOAK, CLIENTS);
     }
     if (SESSIONS > 0) {
       const g = servers.find((s) => s.name === 'tollgate (memory)');
