@@ -97,7 +97,11 @@ export function resolveBindings(raw: unknown, sources: BindingSources = defaultS
     if (Array.isArray(node)) return node.map((v, i) => walk(v, [...path, i]));
     if (node && typeof node === 'object') {
       const out: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(node)) out[k] = path.length === 0 && k === 'bindings' ? named : walk(v, [...path, k]);
+      for (const [k, v] of Object.entries(node)) {
+        // Assigning __proto__ would set the copy's prototype and slip its fields past the strict schema.
+        if (k === '__proto__') issues.push({ path: [...path, k], message: 'the key __proto__ is not allowed' });
+        else out[k] = path.length === 0 && k === 'bindings' ? named : walk(v, [...path, k]);
+      }
       return out;
     }
     return node;

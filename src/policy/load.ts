@@ -119,7 +119,14 @@ export function parsePolicy(text: string, source: string, opts: LoadOptions = {}
   const issues: PolicyIssue[] = [];
   const at = (path: readonly PropertyKey[], message: string) => issues.push({ path: formatPath(path), ...locate(doc, counter, path), message });
 
-  const bound = resolveBindings(doc.toJS(), opts.sources ?? defaultSources);
+  let bound: ReturnType<typeof resolveBindings>;
+  try {
+    bound = resolveBindings(doc.toJS(), opts.sources ?? defaultSources);
+  } catch (err) {
+    // yaml refuses alias bombs (ReferenceError); an alias inside its own anchor makes a cycle (RangeError).
+    const why = err instanceof RangeError ? 'an alias refers to a node that contains it, or the document nests too deeply' : (err as Error).message;
+    throw new PolicyError(source, [{ path: '', message: `the YAML cannot be read as data: ${why}` }]);
+  }
   for (const b of bound.issues) at(b.path, b.message);
   const parsed = policySchema.safeParse(bound.value);
   if (!parsed.success) {
