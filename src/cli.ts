@@ -25,6 +25,9 @@ Usage:
                                   Show the decision for one call, what decided it and what would change it
   tollgate usage show|top|adjust|credit  Shared-ledger usage per budget and subject, top consumers, credits
                                   (--budget, --subject, --limit, --amount, --json; needs --redis or REDIS_URL)
+  tollgate usage export --events <file>... --from <ISO> --to <ISO> [--format csv|focus] [--granularity day|month]
+                        [--user U] [--team T] [--cost-center C] [--json]
+                                  Usage and cost per period, model and principal from decision events (FOCUS 1.2)
   tollgate hash-key <api-key>     Print the sha256 to put under apiKeys[].sha256 in the policy
   tollgate --help | --version
 
