@@ -99,6 +99,9 @@ async function main(argv: string[]): Promise<void> {
   if (values.events) settings.eventsFile = values.events;
   const watch = !values['no-watch'] && process.env.TOLLGATE_POLICY_WATCH !== '0';
   if (!Number.isInteger(settings.http.port) || settings.http.port < 0 || settings.http.port > 65535) fail(`invalid port ${settings.http.port}`);
+  if (!Number.isSafeInteger(settings.http.maxBodyBytes) || settings.http.maxBodyBytes < 1) {
+    fail(`invalid TOLLGATE_MAX_BODY_BYTES ${process.env.TOLLGATE_MAX_BODY_BYTES}: give a whole number of bytes, e.g. 1048576`);
+  }
 
   switch (command) {
     case 'serve': {

@@ -2,6 +2,7 @@
  * Hostile input on the HTTP transport: whatever bytes arrive, the gateway answers with a status
  * and a code, never a 500, a hang or a crash, and keeps serving the next caller.
  */
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -523,4 +524,16 @@ describe('a tollgate serve process under hostile input', () => {
     const health = await sendRaw(base, { method: 'GET', path: '/healthz' });
     expect(health.status).toBe(200);
   });
+
+  it('refuses to start with a size limit that is not a whole number of bytes', async () => {
+    const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--policy', join(dir, 'policy.yaml')], {
+      env: { PATH: process.env.PATH ?? '', TOLLGATE_MAX_BODY_BYTES: '1mb' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((resolve) => proc.once('exit', resolve));
+    expect(code).toBe(2);
+    expect(stderr).toBe('tollgate: invalid TOLLGATE_MAX_BODY_BYTES 1mb: give a whole number of bytes, e.g. 1048576\n');
+  }, 60_000);
 });
