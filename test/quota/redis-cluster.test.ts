@@ -183,3 +183,71 @@ describe.skipIf(!cliPresent)('RedisQuotaStore on Redis Cluster', () => {
     });
   });
 });
+
+describe.skipIf(!cliPresent)('RedisQuotaStore when a Redis Cluster master fails over', () => {
+  let cluster: PrivateCluster;
+  const prefix = uniquePrefix('failover');
+  const stores: RedisQuotaStore[] = [];
+  const open = (nodes = cluster.nodes) => {
+    const store = new RedisQuotaStore({ clusterNodes: nodes, prefix, logger: silent, commandTimeoutMs: 500 });
+    stores.push(store);
+    return store;
+  };
+  const line = (budgetId: string, amount: number): LedgerLine => {
+    const start = Math.floor(Date.now() / HOUR) * HOUR;
+    return { budgetId, subject: 'ada', limit: 1000, amount, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, budgetId, 'ada', [start], start) };
+  };
+  /** Retries `attempt` until it stops failing as QUOTA_STORE_UNAVAILABLE (a failover takes a few seconds). */
+  const once = async <T>(attempt: () => Promise<T>, timeoutMs = 20_000): Promise<T> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        return await attempt();
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'QUOTA_STORE_UNAVAILABLE' || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  };
+
+  beforeAll(async () => {
+    cluster = await startPrivateCluster(3, { replicas: 1 });
+  });
+
+  afterAll(async () => {
+    await Promise.all(stores.splice(0).map((s) => s.close()));
+    await cluster?.stop();
+  });
+
+  it('connects through whichever seed node answers', async () => {
+    const store = open(['redis://127.0.0.1:1', ...cluster.nodes.slice(0, 1)]);
+    expect(await store.reserve('seed', [line('seeded', 1)], TTL)).toEqual({ ok: true });
+  });
+
+  it('refuses while a master is down, then follows the promoted replica, replaying a queued settlement once', async () => {
+    const store = open();
+    const l = line('weekly', 10);
+    expect(await store.reserve('r1', [l], TTL)).toEqual({ ok: true });
+    await store.settle('r1', [{ ...l, amount: 6 }]);
+    expect(await store.reserve('r2', [l], TTL)).toEqual({ ok: true });
+    // Let the replica copy what the master holds before the master dies.
+    const [owner] = await ownersOf(cluster, [l.reservedKey]);
+    await cluster.cli(owner!, 'wait', '1', '2000');
+
+    await cluster.kill(owner!);
+    const started = Date.now();
+    await expect(store.reserve('r3', [l], TTL)).rejects.toMatchObject({ code: 'QUOTA_STORE_UNAVAILABLE' });
+    expect(Date.now() - started).toBeLessThan(1500);
+    await store.settle('r2', [{ ...l, amount: 4 }]);
+    expect(store.pendingReplays()).toBe(1);
+
+    // The replica takes over the slot; the store finds it without a restart and replays by itself.
+    await once(() => store.read([l]));
+    await expect.poll(() => store.pendingReplays(), { timeout: 5000 }).toBe(0);
+    expect(await store.read([l])).toEqual([{ used: 10, reserved: 0 }]);
+    await store.settle('r2', [{ ...l, amount: 4 }]);
+    expect(await store.read([l])).toEqual([{ used: 10, reserved: 0 }]);
+    expect(await store.reserve('r4', [l], TTL)).toEqual({ ok: true });
+    expect(await open().read([l])).toEqual([{ used: 10, reserved: 10 }]);
+  });
+});
