@@ -7,11 +7,13 @@ import fc from 'fast-check';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
+import { buildRuntime, settingsFromEnv } from '../../src/main.js';
+import { memorySink } from '../../src/metering/sink.js';
 import type { Principal } from '../../src/identity/principal.js';
 import { DEFAULT_MAX_TOKENS, parseCompleteArgs } from '../../src/mcp/tools/schemas.js';
 import { decide, type BudgetState, type CompletionInput, type Decision } from '../../src/policy/decide.js';
 import { parsePolicy, PolicyError, type Policy } from '../../src/policy/load.js';
-import { basicPolicy } from '../fixtures/policies.js';
+import { basicPolicy, KEYS } from '../fixtures/policies.js';
 
 const RUNS = { numRuns: 200 };
 const policyText = basicPolicy({
@@ -298,5 +300,42 @@ describe('decide', () => {
       }),
       RUNS,
     );
+  });
+});
+
+describe('the pipeline', () => {
+  it('charges and reserves nothing for a refused call, whatever the sequence of calls', async () => {
+    const small = parsePolicy(basicPolicy({ userTokens: 1500 }), 'small.yaml');
+    const runtime = await buildRuntime(settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'silent' }), { policy: small, sink: memorySink() });
+    const call = fc.record({
+      key: fc.constantFrom(...Object.values(KEYS)),
+      tier: fc.constantFrom(...small.tiers),
+      maxTokens: fc.integer({ min: 1, max: 600 }),
+      words: fc.integer({ min: 1, max: 200 }),
+    });
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.array(call, { minLength: 1, maxLength: 6 }), async (calls) => {
+          for (const c of calls) {
+            const { principal } = await runtime.gateway.authenticate(c.key);
+            const before = await runtime.gateway.myBudget(principal);
+            const request: CompletionInput = { messages: [{ role: 'user', content: 'word '.repeat(c.words) }], tier: c.tier, maxTokens: c.maxTokens };
+            const refused = await runtime.gateway.complete({ principal, transport: 'http', request }).then(
+              () => undefined,
+              (err: unknown) => err,
+            );
+            const after = await runtime.gateway.myBudget(principal);
+            for (const b of after) expect(b.reserved).toBe(0);
+            if (refused === undefined) continue;
+            expect(refused).toBeInstanceOf(GatewayError);
+            expect(['POLICY_DENIED', 'BUDGET_EXHAUSTED']).toContain((refused as GatewayError).code);
+            expect(after.map((b) => b.used)).toEqual(before.map((b) => b.used));
+          }
+        }),
+        { numRuns: 50 },
+      );
+    } finally {
+      await runtime.close();
+    }
   });
 });
