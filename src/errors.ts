@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   BUDGET_EXHAUSTED: { status: 429, summary: 'A budget that applies cannot cover the call; the budget and its reset time are returned.' },
   INVALID_REQUEST: { status: 400, summary: 'The arguments are missing, of the wrong type or out of range.' },
   UNKNOWN_MODEL: { status: 400, summary: 'The requested model or tier is not configured.' },
+  NOT_FOUND: { status: 404, summary: 'There is no such endpoint on this gateway.' },
   PAYLOAD_TOO_LARGE: { status: 413, summary: 'The request body exceeds the configured size limit.' },
   PROVIDER_UNAVAILABLE: { status: 502, summary: 'Every provider that could serve the call failed; the attempts are returned.' },
   PROVIDER_ERROR: { status: 502, summary: 'The provider rejected the call in a way retrying will not fix.' },

@@ -153,6 +153,12 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   app.get('/mcp', auth, forward);
   app.delete('/mcp', auth, forward);
 
+  // Keep these after every route: what no route answered gets a code rather than express's HTML page.
+  app.all('/mcp', (_req, res) => {
+    res.status(405).set('Allow', 'GET, POST, DELETE').json({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed.' }, id: null });
+  });
+  app.use((_req, res) => sendError(res, new GatewayError('NOT_FOUND', 'There is no such endpoint on this gateway; MCP is served at /mcp.')));
+
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
     const e = err as { type?: string; status?: number; expose?: boolean; message?: string };
     if (e.type === 'entity.too.large') sendError(res, new GatewayError('PAYLOAD_TOO_LARGE', `The request body exceeds ${opts.maxBodyBytes} bytes.`));

@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
@@ -117,6 +118,36 @@ describe('malformed JSON-RPC', () => {
     expect((rpcMessages(list)[0] as { result: { tools: { name: string }[] } }).result.tools.map((t) => t.name)).toEqual(['complete', 'list_models', 'my_budget']);
   });
 
+  it('answers an unsupported MCP-Protocol-Version header with 400 -32000', async () => {
+    const session = await openSession();
+    const res = await post({ jsonrpc: '2.0', id: 2, method: 'tools/list' }, { ...session, 'mcp-protocol-version': '1999-01-01' });
+    expect(res.status).toBe(400);
+    expect(errorOf(res).code).toBe(-32000);
+    expect(errorOf(res).message).toMatch(/^Bad Request: Unsupported protocol version: 1999-01-01/);
+  });
+
+  it('answers an unknown or oversized session id with 404 -32001', async () => {
+    for (const sid of ['nope', 'x'.repeat(8000)]) {
+      const res = await post({ jsonrpc: '2.0', id: 2, method: 'tools/list' }, { 'mcp-session-id': sid, 'mcp-protocol-version': PROTOCOL });
+      expect(res.status).toBe(404);
+      expect(errorOf(res)).toEqual({ code: -32001, message: 'Session not found; initialize a new one.' });
+    }
+  });
+
+  it('answers other methods on /mcp with 405 and Allow, and unknown paths with 404 NOT_FOUND', async () => {
+    for (const method of ['PUT', 'PATCH']) {
+      const res = await sendRaw(gw.mcpUrl, { method, headers: { ...JSON_HEADERS, ...AUTH }, body: JSON.stringify(INIT) });
+      expect(res.status).toBe(405);
+      expect(res.headers.allow).toBe('GET, POST, DELETE');
+      expect(JSON.parse(res.text)).toEqual({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed.' }, id: null });
+    }
+    for (const path of ['/nope', '/../../etc/passwd', '/mcp/extra', '/%00']) {
+      const res = await sendRaw(gw.url, { method: 'GET', path });
+      expect(res.status, path).toBe(404);
+      expect(JSON.parse(res.text)).toEqual({ error: { code: 'NOT_FOUND', message: 'There is no such endpoint on this gateway; MCP is served at /mcp.', details: {} } });
+    }
+  });
+
   it('refuses a batch larger than the transport allows with -32600', async () => {
     const session = await openSession();
     const batch = Array.from({ length: 1001 }, (_, i) => ({ jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: i, progress: 1 } }));
@@ -197,6 +228,21 @@ describe('body size', () => {
     const res = await sendRaw(gw.mcpUrl, { headers: { ...JSON_HEADERS, ...AUTH, ...session }, chunks: ['{"jsonrpc":"2.0","id":1,"method":"tools/list",', ...chunks, '"x":1}'] });
     expect(res.status).toBe(413);
     expect(JSON.parse(res.text)).toEqual(tooLarge);
+  });
+
+  it('refuses a gzip body that inflates past the limit (a zip bomb) with 413', async () => {
+    const bomb = gzipSync(Buffer.alloc(20 * LIMIT, 0x20));
+    expect(bomb.length).toBeLessThan(LIMIT / 10);
+    const res = await post(bomb, { 'content-encoding': 'gzip' });
+    expect(res.status).toBe(413);
+    expect(JSON.parse(res.text)).toEqual(tooLarge);
+  });
+
+  it('refuses a body that is not what its Content-Encoding says, or an unknown encoding, with 400 INVALID_REQUEST', async () => {
+    const garbled = await post('not gzip at all', { 'content-encoding': 'gzip' });
+    expect([garbled.status, errorOf(garbled)]).toEqual([400, { code: 'INVALID_REQUEST', message: 'The request could not be read: incorrect header check.', details: {} }]);
+    const unknown = await post(JSON.stringify(INIT), { 'content-encoding': 'compress' });
+    expect([unknown.status, errorOf(unknown)]).toEqual([400, { code: 'INVALID_REQUEST', message: 'The request could not be read: unsupported content encoding "compress".', details: {} }]);
   });
 
   it('refuses an oversized first request before any session exists, and keeps serving', async () => {
@@ -401,6 +447,18 @@ describe('header injection and malformed HTTP', () => {
     const answer = parseRawResponse(await sendOnSocket(gw.url, get(`X-Big: ${'a'.repeat(64 * 1024)}\r\n`)));
     expect(answer.status).toBe(431);
     expect(answer.body).toEqual({ error: { code: 'INVALID_REQUEST', message: 'The request headers are too large.', details: {} } });
+  });
+
+  it('keeps serving other callers while a client holds a request open without sending its body', async () => {
+    const { connect } = await import('node:net');
+    const stalled = connect(Number(port()), '127.0.0.1');
+    stalled.on('error', () => undefined);
+    stalled.write(`POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:${port()}\r\nAuthorization: Bearer ${KEYS.alice}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{"jsonrpc":`);
+    try {
+      await expectStillServing();
+    } finally {
+      stalled.destroy();
+    }
   });
 
   it('answers a bearer token with bytes outside ASCII as 401, not a crash', async () => {
