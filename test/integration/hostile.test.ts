@@ -536,6 +536,30 @@ describe('DNS rebinding: Host and Origin', () => {
   });
 });
 
+describe('a burst of hostile requests at once', () => {
+  it('answers 200 mixed hostile requests in parallel with 4xx codes, never a 5xx, and keeps serving', async () => {
+    const session = await openSession();
+    const kinds: (() => Promise<RawResponse>)[] = [
+      () => post('{"jsonrpc":'),
+      () => post([1, 2, 3], session),
+      () => post(JSON.stringify(INIT), { 'content-type': 'text/plain' }),
+      () => post(Buffer.from([0x7b, 0xff, 0x7d]), session),
+      () => post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"complete","arguments":{"prompt":${'['.repeat(50_000)}${']'.repeat(50_000)}}}}`, session),
+      () => post(callTool(1, { prompt: 'hi', max_tokens: '9' }), session),
+      () => post({ jsonrpc: '2.0', id: 1, method: 'tools/list' }, { 'mcp-session-id': 'nope', 'mcp-protocol-version': PROTOCOL }),
+      () => post(INIT, { origin: 'https://evil.example' }),
+      () => post(INIT, { authorization: 'Bearer nope' }),
+      () => sendRaw(gw.url, { method: 'GET', path: '/healthz', headers: { host: 'evil.example' } }),
+    ];
+    const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => kinds[i % kinds.length]!()));
+    for (const a of answers) {
+      expect(a.status).toBeLessThan(500);
+      expect(a.text.length).toBeGreaterThan(0);
+    }
+    await expectStillServing();
+  });
+});
+
 describe('a tollgate serve process under hostile input', () => {
   let dir: string;
   let child: GatewayProcess;
