@@ -28,6 +28,8 @@ Usage:
   tollgate usage export --events <file>... --from <ISO> --to <ISO> [--format csv|focus] [--granularity day|month]
                         [--user U] [--team T] [--cost-center C] [--json]
                                   Usage and cost per period, model and principal from decision events (FOCUS 1.2)
+  tollgate keys issue|revoke|list   API keys in the shared store, seen by every replica (--user, --id,
+                                  --teams, --cost-center, --groups, --roles; needs --redis or REDIS_URL)
   tollgate hash-key <api-key>     Print the sha256 to put under apiKeys[].sha256 in the policy
   tollgate --help | --version
 
@@ -55,6 +57,10 @@ function fail(message: string, code = 2): never {
 }
 
 async function main(argv: string[]): Promise<void> {
+  if (argv[0] === 'keys') {
+    const { runKeysCommand } = await import('./admin/keys.js');
+    return void process.stdout.write(await runKeysCommand(argv.slice(1), process.env));
+  }
   if (argv[0] === 'usage') {
     // Operator commands parse their own options (see src/admin/cli.ts).
     const { runUsageCommand } = await import('./admin/cli.js');

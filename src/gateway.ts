@@ -6,7 +6,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { GatewayError } from './errors.js';
+import { policyApiKeys, type ApiKeyResolver } from './identity/apiKey.js';
 import { Authenticator, type AuthenticateOptions, type Authenticated } from './identity/authenticate.js';
+import { chainResolvers } from './identity/storedKeys.js';
 import type { Principal } from './identity/principal.js';
 import type { EventSink } from './metering/events.js';
 import { decide, type CompletionInput } from './policy/decide.js';
@@ -34,6 +36,8 @@ export interface GatewayOptions {
   keyPrefix?: string;
   now?: () => number;
   providerOptions?: ProviderBuildOptions;
+  /** API keys issued at run time (shared store), looked up after the policy's own keys. */
+  issuedKeys?: ApiKeyResolver & { close?: () => Promise<void> };
 }
 
 /** A budget line as a caller sees it. */
@@ -207,13 +211,15 @@ export class Gateway {
     const policy = this.state.policy;
     let authn = this.authenticators.get(policy);
     if (!authn) {
-      authn = new Authenticator(policy, { now: this.now });
+      const issued = this.opts.issuedKeys;
+      authn = new Authenticator(policy, { now: this.now, ...(issued ? { apiKeys: chainResolvers(policyApiKeys(policy), issued) } : {}) });
       this.authenticators.set(policy, authn);
     }
     return authn.authenticate(credential, opts);
   }
 
   async close(): Promise<void> {
+    await this.opts.issuedKeys?.close?.();
     await this.store.close();
     await this.fallbackStore.close();
   }

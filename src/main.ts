@@ -109,6 +109,7 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
     sink,
     keyPrefix: settings.keyPrefix,
     now: opts.now,
+    issuedKeys: settings.redisUrl ? await issuedKeys(settings) : undefined,
   });
   logger.info({ event: 'started', policy: policy.source, policyVersion: policy.version, store: store.kind }, 'tollgate ready');
   return {
@@ -120,6 +121,12 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
       await sink.close?.();
     },
   };
+}
+
+/** API keys issued with `tollgate keys`, kept in the shared store next to the ledger. */
+async function issuedKeys(settings: Settings) {
+  const { StoredApiKeys } = await import('./identity/storedKeys.js');
+  return new StoredApiKeys({ url: settings.redisUrl!, prefix: settings.keyPrefix });
 }
 
 /** The shared Redis ledger (a cluster's, or one node's) when configured, else the embedded in-memory one. */

@@ -1,0 +1,69 @@
+/**
+ * `tollgate keys`: issue, revoke and list API keys in the shared store, seen by every replica.
+ *
+ *   tollgate keys issue --user U [--id ID] [--teams a,b] [--cost-center C] [--groups g,h] [--roles r]
+ *   tollgate keys revoke --id ID
+ *   tollgate keys list [--json]
+ *
+ * The key is printed once, at issue; only its SHA-256 is stored.
+ */
+import { parseArgs } from 'node:util';
+import { GatewayError } from '../errors.js';
+import { StoredApiKeys } from '../identity/storedKeys.js';
+import { settingsFromEnv } from '../main.js';
+
+const list = (v?: string) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
+
+export async function runKeysCommand(argv: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      redis: { type: 'string' },
+      id: { type: 'string' },
+      user: { type: 'string' },
+      teams: { type: 'string' },
+      'cost-center': { type: 'string' },
+      groups: { type: 'string' },
+      roles: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+  });
+  const settings = settingsFromEnv(env);
+  const url = values.redis ?? settings.redisUrl;
+  if (!url) throw new GatewayError('INVALID_REQUEST', 'tollgate keys writes to the shared store: pass --redis <url> or set REDIS_URL.');
+  const keys = new StoredApiKeys({ url, prefix: settings.keyPrefix });
+  try {
+    const [verb] = positionals;
+    switch (verb) {
+      case 'issue': {
+        if (!values.user) throw new GatewayError('INVALID_REQUEST', 'usage: tollgate keys issue --user <user> [--id ID] [--teams a,b] [--cost-center C] [--groups g] [--roles r]');
+        const { key, record } = await keys.issue({
+          id: values.id,
+          user: values.user,
+          teams: list(values.teams),
+          costCenter: values['cost-center'],
+          groups: list(values.groups),
+          roles: list(values.roles),
+        });
+        if (values.json) return `${JSON.stringify({ key, ...record }, null, 2)}\n`;
+        return `${key}\n# id ${record.id} for ${record.user}; shown once, store it now. Revoke with: tollgate keys revoke --id ${record.id}\n`;
+      }
+      case 'revoke': {
+        if (!values.id) throw new GatewayError('INVALID_REQUEST', 'usage: tollgate keys revoke --id <id>');
+        const r = await keys.revoke(values.id);
+        return values.json ? `${JSON.stringify(r, null, 2)}\n` : `revoked ${r.id} (${r.user}) at ${r.revokedAt}; replicas refuse it within seconds\n`;
+      }
+      case 'list': {
+        const all = await keys.list();
+        if (values.json) return `${JSON.stringify(all, null, 2)}\n`;
+        if (all.length === 0) return 'no issued keys\n';
+        return all.map((k) => `${k.id}\t${k.user}\tteams=${k.teams.join(',')}\tcostCenter=${k.costCenter ?? '-'}\t${k.revokedAt ? `revoked ${k.revokedAt}` : 'active'}`).join('\n') + '\n';
+      }
+      default:
+        throw new GatewayError('INVALID_REQUEST', `unknown keys command "${verb ?? ''}": issue, revoke or list`);
+    }
+  } finally {
+    await keys.close();
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * API keys issued and revoked at run time (`tollgate keys`), kept in the shared store so every
+ * replica sees them. Only the SHA-256 of a key is stored; the key itself is printed once, at issue.
+ *
+ * Lookups are cached per replica for `cacheMs` (default 5 s), so a revocation takes effect on every
+ * replica within that time. Records live in Keyv under `<prefix>apikeys`.
+ */
+import { randomBytes } from 'node:crypto';
+import KeyvRedis from '@keyv/redis';
+import Keyv from 'keyv';
+import { GatewayError } from '../errors.js';
+import type { ApiKeyConfig } from '../policy/schema.js';
+import { hashApiKey, type ApiKeyResolver } from './apiKey.js';
+
+export interface StoredKey extends ApiKeyConfig {
+  createdAt: string;
+  revokedAt?: string;
+}
+
+export interface IssueRequest {
+  id?: string;
+  user: string;
+  teams?: string[];
+  costCenter?: string;
+  groups?: string[];
+  roles?: string[];
+}
+
+function storeError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  return new GatewayError('QUOTA_STORE_UNAVAILABLE', 'The shared store holding issued API keys is unreachable.', {}, { cause: err });
+}
+
+export class StoredApiKeys implements ApiKeyResolver {
+  private readonly keyv: Keyv<StoredKey | string>;
+  private readonly cache = new Map<string, { entry: StoredKey | undefined; until: number }>();
+  private readonly cacheMs: number;
+  private readonly now: () => number;
+
+  constructor(opts: { url: string; prefix: string; cacheMs?: number; now?: () => number }) {
+    const adapter = new KeyvRedis<StoredKey | string>(opts.url, { throwOnErrors: true, throwOnConnectError: true, connectionTimeout: 2000 });
+    this.keyv = new Keyv<StoredKey | string>({ store: adapter, namespace: `${opts.prefix}apikeys`, throwOnErrors: true });
+    this.keyv.on('error', () => {
+      // Surfaced as thrown errors on the call that needed the store.
+    });
+    this.cacheMs = opts.cacheMs ?? 5000;
+    this.now = opts.now ?? Date.now;
+  }
+
+  async resolve(sha256Hex: string): Promise<ApiKeyConfig | undefined> {
+    const hit = this.cache.get(sha256Hex);
+    if (hit && hit.until > this.now()) return hit.entry && !hit.entry.revokedAt ? hit.entry : undefined;
+    let entry: StoredKey | undefined;
+    try {
+      const v = await this.keyv.get(`key:${sha256Hex}`);
+      entry = typeof v === 'object' && v !== null ? v : undefined;
+    } catch (err) {
+      throw storeError(err);
+    }
+    if (this.cache.size > 50_000) this.cache.clear();
+    this.cache.set(sha256Hex, { entry, until: this.now() + this.cacheMs });
+    return entry && !entry.revokedAt ? entry : undefined;
+  }
+
+  /** Creates a key for `req`; returns the key (shown once) and its record. */
+  async issue(req: IssueRequest): Promise<{ key: string; record: StoredKey }> {
+    const key = `tg_${randomBytes(24).toString('base64url')}`;
+    const sha256 = hashApiKey(key);
+    const id = req.id ?? `key-${sha256.slice(0, 12)}`;
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/.test(id)) throw new GatewayError('INVALID_REQUEST', `Key id "${id}" must use letters, digits and _ . : -`);
+    const record: StoredKey = {
+      id,
+      sha256,
+      user: req.user,
+      teams: req.teams ?? [],
+      groups: req.groups ?? [],
+      roles: req.roles ?? [],
+      disabled: false,
+      createdAt: new Date(this.now()).toISOString(),
+      ...(req.costCenter ? { costCenter: req.costCenter } : {}),
+    };
+    try {
+      if (await this.keyv.get(`id:${id}`)) throw new GatewayError('INVALID_REQUEST', `A key with id "${id}" already exists; revoke it or choose another id.`);
+      await this.keyv.set(`key:${sha256}`, record);
+      await this.keyv.set(`id:${id}`, sha256);
+    } catch (err) {
+      throw storeError(err);
+    }
+    return { key, record };
+  }
+
+  /** Marks the key with `id` revoked; every replica refuses it once its cache entry expires. */
+  async revoke(id: string): Promise<StoredKey> {
+    try {
+      const sha = await this.keyv.get(`id:${id}`);
+      const record = typeof sha === 'string' ? await this.keyv.get(`key:${sha}`) : undefined;
+      if (typeof record !== 'object' || record === null) throw new GatewayError('INVALID_REQUEST', `No issued key with id "${id}".`);
+      const revoked: StoredKey = { ...record, revokedAt: record.revokedAt ?? new Date(this.now()).toISOString() };
+      await this.keyv.set(`key:${record.sha256}`, revoked);
+      this.cache.delete(record.sha256);
+      return revoked;
+    } catch (err) {
+      throw storeError(err);
+    }
+  }
+
+  /** Every issued key record (hashes only), revoked ones included. */
+  async list(): Promise<StoredKey[]> {
+    const out: StoredKey[] = [];
+    try {
+      for await (const [k, v] of this.keyv.iterator!(undefined)) {
+        // The adapter returns keys with (part of) the namespace in front; match the record suffix.
+        if (/(?:^|:)key:[0-9a-f]{64}$/.test(String(k)) && typeof v === 'object' && v !== null) out.push(v as StoredKey);
+      }
+    } catch (err) {
+      throw storeError(err);
+    }
+    return out.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  async close(): Promise<void> {
+    await this.keyv.disconnect().catch(() => {});
+  }
+}
+
+/** Policy keys first, then issued keys: a key listed in the policy cannot be shadowed by the store. */
+export function chainResolvers(...resolvers: ApiKeyResolver[]): ApiKeyResolver {
+  return {
+    async resolve(hash) {
+      for (const r of resolvers) {
+        const entry = await r.resolve(hash);
+        if (entry) return entry;
+      }
+      return undefined;
+    },
+  };
+}

@@ -1,0 +1,74 @@
+/**
+ * API keys issued at run time into the shared store: every replica accepts one as soon as it is
+ * issued, and refuses it within the lookup cache time once revoked.
+ */
+import { spawnSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { basicPolicy } from '../fixtures/policies.js';
+import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
+
+describe('API keys issued into the shared store', () => {
+  let redis: TestRedis;
+  const prefix = uniquePrefix('keys');
+  let a: TestGateway;
+  let b: TestGateway;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    const env = { REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: prefix };
+    [a, b] = await Promise.all([startTestGateway(basicPolicy(), { env }), startTestGateway(basicPolicy(), { env })]);
+  });
+  afterAll(async () => {
+    await a.close();
+    await b.close();
+    await deleteKeys(redis.url, prefix);
+    await redis.stop();
+  });
+
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'keys', ...args], {
+      env: { PATH: process.env.PATH ?? '', REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: prefix },
+      encoding: 'utf8',
+    });
+
+  it('is accepted by every replica once issued, charged to its principal, and refused after revocation', { timeout: 120_000 }, async () => {
+    const issued = cli('issue', '--user', 'dana', '--teams', 'research', '--cost-center', 'cc-9', '--id', 'dana-ci', '--json');
+    expect(issued.status).toBe(0);
+    const { key, sha256, id } = JSON.parse(issued.stdout) as { key: string; sha256: string; id: string };
+    expect(key).toMatch(/^tg_[A-Za-z0-9_-]{32}$/);
+    expect(id).toBe('dana-ci');
+    expect(issued.stdout).not.toContain('"revokedAt"');
+
+    for (const gw of [a, b]) {
+      const c = await connectHttp(gw.mcpUrl, key);
+      const r = await c.callTool({ name: 'complete', arguments: { prompt: 'hi', max_tokens: 5 } });
+      expect(r.isError).toBeFalsy();
+      expect(gw.events.at(-1)).toMatchObject({ 'user.id': 'dana', 'user.teams': ['research'], 'user.cost_center': 'cc-9', 'auth.method': 'api_key' });
+      await c.close();
+    }
+
+    const listed = JSON.parse(cli('list', '--json').stdout) as { id: string; sha256: string; user: string }[];
+    expect(listed.map((k) => [k.id, k.sha256, k.user])).toEqual([['dana-ci', sha256, 'dana']]);
+    expect(JSON.stringify(listed)).not.toContain(key);
+
+    expect(cli('revoke', '--id', 'dana-ci').status).toBe(0);
+    await new Promise((r) => setTimeout(r, 5500)); // the replicas' lookup cache
+    for (const gw of [a, b]) {
+      const res = await fetch(gw.mcpUrl, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }),
+      });
+      expect(res.status).toBe(401);
+      expect(await res.text()).toContain('not recognised');
+    }
+  });
+
+  it('refuses to issue a second key under an id in use', { timeout: 60_000 }, () => {
+    expect(cli('issue', '--user', 'eve', '--id', 'eve-1').status).toBe(0);
+    const again = cli('issue', '--user', 'eve', '--id', 'eve-1');
+    expect(again.status).toBe(1);
+    expect(again.stderr).toContain('INVALID_REQUEST: A key with id "eve-1" already exists');
+  });
+});
