@@ -6,9 +6,8 @@
  * starts with the tollgate code and whose metadata carries the error.
  */
 import { AgentCard, Role, TaskState, type Message, type Part, type Task } from '@a2a-js/sdk';
-import { AgentEvent, DefaultRequestHandler, type AgentExecutor, type ExecutionEventBus, type RequestContext, type User } from '@a2a-js/sdk/server';
-import { jsonRpcHandler } from '@a2a-js/sdk/server/express';
-import { Router, type Request } from 'express';
+import type { AgentExecutionEvent, AgentExecutor, ExecutionEventBus, RequestContext, User } from '@a2a-js/sdk/server';
+import { Router, type Request, type RequestHandler } from 'express';
 import { randomUUID } from 'node:crypto';
 import { asGatewayError, GatewayError } from '../errors.js';
 import type { CallResult, Gateway } from '../gateway.js';
@@ -91,6 +90,13 @@ export function agentCard(policy: Policy, baseUrl: string, version: string): Age
   };
 }
 
+/** Execution events as the SDK's `AgentEvent` factories build them (kept local so the SDK's server loads lazily). */
+const event = {
+  task: (data: Task): AgentExecutionEvent => ({ kind: 'task', data }),
+  statusUpdate: (data: Extract<AgentExecutionEvent, { kind: 'statusUpdate' }>['data']): AgentExecutionEvent => ({ kind: 'statusUpdate', data }),
+  artifactUpdate: (data: Extract<AgentExecutionEvent, { kind: 'artifactUpdate' }>['data']): AgentExecutionEvent => ({ kind: 'artifactUpdate', data }),
+};
+
 function textPart(text: string): Part {
   return { content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: 'text/plain' };
 }
@@ -127,11 +133,11 @@ class CompletionExecutor implements AgentExecutor {
     const now = () => new Date().toISOString();
     const status = (state: TaskState, metadata?: Record<string, unknown>, text?: string) =>
       bus.publish(
-        AgentEvent.statusUpdate({ taskId, contextId, status: { state, message: text === undefined ? undefined : agentMessage(text, taskId, contextId), timestamp: now() }, metadata }),
+        event.statusUpdate({ taskId, contextId, status: { state, message: text === undefined ? undefined : agentMessage(text, taskId, contextId), timestamp: now() }, metadata }),
       );
     if (!ctx.task) {
       const task: Task = { id: taskId, contextId, status: { state: TaskState.TASK_STATE_SUBMITTED, message: undefined, timestamp: now() }, artifacts: [], history: [ctx.userMessage], metadata: undefined };
-      bus.publish(AgentEvent.task(task));
+      bus.publish(event.task(task));
     }
     const cancel = new AbortController();
     this.running.set(taskId, cancel);
@@ -149,12 +155,12 @@ class CompletionExecutor implements AgentExecutor {
         signal: AbortSignal.any([user.disconnected, cancel.signal]),
         onText: (delta) => {
           const artifact = { artifactId, name: 'completion', description: '', parts: [textPart(delta)], metadata: undefined, extensions: [] };
-          bus.publish(AgentEvent.artifactUpdate({ taskId, contextId, artifact, append: chunks++ > 0, lastChunk: false, metadata: undefined }));
+          bus.publish(event.artifactUpdate({ taskId, contextId, artifact, append: chunks++ > 0, lastChunk: false, metadata: undefined }));
         },
       });
       // The last update replaces the streamed pieces with the whole text, so the stored task holds one part.
       const artifact = { artifactId, name: 'completion', description: '', parts: [textPart(result.text)], metadata: undefined, extensions: [] };
-      bus.publish(AgentEvent.artifactUpdate({ taskId, contextId, artifact, append: false, lastChunk: true, metadata: undefined }));
+      bus.publish(event.artifactUpdate({ taskId, contextId, artifact, append: false, lastChunk: true, metadata: undefined }));
       const { text: _text, ...summary } = result;
       status(TaskState.TASK_STATE_COMPLETED, { [RESULT_META_KEY]: summary });
     } catch (err) {
@@ -172,22 +178,28 @@ function baseUrlOf(req: Request): string {
   return `${req.protocol}://${req.get('host')}`;
 }
 
+/** The SDK's JSON-RPC handler over our executor; its server code (about a second to load) is imported on first use. */
+async function jsonRpc(gateway: Gateway, version: string): Promise<RequestHandler> {
+  const [{ DefaultRequestHandler }, { jsonRpcHandler }] = await Promise.all([import('@a2a-js/sdk/server'), import('@a2a-js/sdk/server/express')]);
+  const handler = new DefaultRequestHandler(agentCard(gateway.policy, '', version), new BoundedTaskStore(), new CompletionExecutor(gateway));
+  return jsonRpcHandler({
+    requestHandler: handler,
+    userBuilder: async (req) => new GatewayUser(principalOf(req), abortOnClose(req.res!)),
+  });
+}
+
 /** Serves the Agent Card (public) and the JSON-RPC endpoint (behind the app's bearer middleware). */
 export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router {
-  const handler = new DefaultRequestHandler(agentCard(gateway.policy, '', opts.version), new BoundedTaskStore(), new CompletionExecutor(gateway));
+  let rpc: Promise<RequestHandler> | undefined;
+  const lazyRpc: RequestHandler = (req, res, next) => {
+    rpc ??= jsonRpc(gateway, opts.version);
+    rpc.then((h) => h(req, res, next), next);
+  };
   const router = Router();
   router.get('/.well-known/agent-card.json', (req, res) => {
     res.setHeader('cache-control', 'public, max-age=300');
     res.json(AgentCard.toJSON(agentCard(gateway.policy, baseUrlOf(req), opts.version)));
   });
-  router.use(
-    A2A_PATH,
-    opts.requireAuth,
-    opts.json,
-    jsonRpcHandler({
-      requestHandler: handler,
-      userBuilder: async (req) => new GatewayUser(principalOf(req), abortOnClose(req.res!)),
-    }),
-  );
+  router.use(A2A_PATH, opts.requireAuth, opts.json, lazyRpc);
   return router;
 }
