@@ -619,3 +619,51 @@ describe('a tollgate serve process under hostile input', () => {
     expect(stderr).toBe('tollgate: invalid TOLLGATE_MAX_BODY_BYTES 1mb: give a whole number of bytes, e.g. 1048576\n');
   }, 60_000);
 });
+
+describe('the stdio transport under hostile input', () => {
+  it('skips lines that are not JSON-RPC, refuses bad arguments with a code, writes only JSON-RPC to stdout, and keeps running', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-hostile-stdio-'));
+    writeFileSync(join(dir, 'policy.yaml'), basicPolicy());
+    const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'stdio', '--policy', join(dir, 'policy.yaml')], {
+      env: { PATH: process.env.PATH ?? '', TOLLGATE_API_KEY: KEYS.alice, TOLLGATE_LOG_LEVEL: 'silent', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl') },
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    const answered = (id: number) =>
+      new Promise<Record<string, unknown>>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no answer to id ${id}; stdout so far:\n${out}`)), 30_000);
+        const look = () => {
+          // Only whole lines: the last piece may still be arriving.
+          const msg = out.split('\n').slice(0, -1).map((l) => JSON.parse(l) as Record<string, unknown>).find((m) => m.id === id);
+          if (!msg) return;
+          clearTimeout(timer);
+          proc.stdout!.off('data', look);
+          resolve(msg);
+        };
+        proc.stdout!.on('data', look);
+        look();
+      });
+    try {
+      const write = (line: string | Buffer) => proc.stdin!.write(Buffer.concat([Buffer.from(line), Buffer.from('\n')]));
+      for (const garbage of ['not json', '{"jsonrpc":', '42', '[1,2,3]', '{"jsonrpc":"2.0","id":{"x":1},"method":"ping"}', '['.repeat(100_000) + ']'.repeat(100_000)]) write(garbage);
+      write(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]));
+      write(JSON.stringify({ ...INIT, id: 100 }));
+      expect(await answered(100)).toMatchObject({ result: { serverInfo: { name: 'tollgate' } } });
+      write(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
+      write(JSON.stringify(callTool(101, { prompt: ['not', 'a', 'string'] })));
+      const refused = (await answered(101)) as { result: { isError: boolean; _meta: Record<string, { code: string; message: string }> } };
+      expect(refused.result.isError).toBe(true);
+      expect(refused.result._meta['io.tollgate/error']!.code).toBe('INVALID_REQUEST');
+      expect(refused.result._meta['io.tollgate/error']!.message).toContain('prompt: ');
+      write(JSON.stringify(callTool(102, { prompt: 'still there?', max_tokens: 10 })));
+      expect(((await answered(102)) as { result: { isError?: boolean } }).result.isError).toBeUndefined();
+      expect(proc.exitCode).toBeNull();
+      expect(out.endsWith('\n')).toBe(true);
+      for (const line of out.split('\n').slice(0, -1)) expect(JSON.parse(line)).toHaveProperty('jsonrpc', '2.0');
+    } finally {
+      proc.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
