@@ -81,6 +81,8 @@ export class RedisQuotaStore implements QuotaStore {
   private reportedDown = false;
   private closed = false;
   private droppedReplays = 0;
+  /** On a cluster: checks the slot map (throttled) when a command finds no working master. */
+  private readonly refreshSlots: (() => void) | undefined;
 
   constructor(opts: RedisQuotaStoreOptions) {
     this.now = opts.now ?? Date.now;
@@ -105,7 +107,7 @@ export class RedisQuotaStore implements QuotaStore {
     this.client = adapter.client as RedisConnection;
     this.scripts = new ScriptRunner(this.client, timeoutMs, backoff);
     if (cluster) {
-      watchCluster(cluster, { down: (err) => this.down(err), nodeReady: (node) => this.up(node), stopped: () => this.closed });
+      this.refreshSlots = watchCluster(cluster, { down: (err) => this.down(err), nodeReady: (node) => this.up(node), stopped: () => this.closed, timeoutMs });
     } else {
       this.client.on('error', (err: unknown) => this.down(err));
       this.client.on('ready', () => this.up());
@@ -342,7 +344,14 @@ export class RedisQuotaStore implements QuotaStore {
   }
 
   private async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
-    const reply = await this.scripts.run(script, keys, args);
+    let reply: unknown;
+    try {
+      reply = await this.scripts.run(script, keys, args);
+    } catch (err) {
+      // A hung master reports nothing; if a replica replaced it, only a new slot map shows that.
+      if (this.refreshSlots && isOutage(err)) this.refreshSlots();
+      throw err;
+    }
     // A hung server that recovers never fires 'ready' again; the first answer is the cue to replay.
     if (this.replays.length > 0 && !this.flushing && !this.closed) this.flushInBackground();
     return reply;

@@ -5,8 +5,9 @@
  * node-redis routes a command by its first key (EVAL and EVALSHA included: a script's keys are one
  * line's, all in one slot) and follows MOVED and ASK. Three things it leaves to us:
  * - a first discovery that finds no seed node is not retried (`connectCluster` keeps trying);
- * - the slot map is refreshed only on MOVED or ASK, which a dead master never sends, so a failover
- *   would go unnoticed: every node error asks for a (throttled) rediscovery (`watchCluster`);
+ * - the slot map is refreshed only on MOVED or ASK, which a dead or hung master never sends, so a
+ *   failover would go unnoticed: node errors and failed commands ask for a (throttled) check of
+ *   the slot map (`watchCluster`);
  * - SCRIPT LOAD and SCAN reach one node: `masterClients` lists every master for them.
  */
 import { createCluster, type RedisClientOptions } from '@keyv/redis';
@@ -21,8 +22,8 @@ export type NodeDefaults = Pick<RedisClientOptions, 'disableOfflineQueue' | 'com
   socket: { connectTimeout: number; reconnectStrategy: (attempt: number) => number };
 };
 
-/** At most one rediscovery per this interval, however many node errors arrive. */
-const REDISCOVER_EVERY_MS = 1000;
+/** At most one slot-map refresh per this interval, however many node errors arrive. */
+const REFRESH_EVERY_MS = 1000;
 
 /**
  * A cluster client seeded by `nodes` (`redis://` or `rediss://` URLs of some of its nodes).
@@ -59,6 +60,8 @@ export async function connectCluster(cluster: RedisCluster, delay: (attempt: num
   for (let attempt = 0; !stopped(); attempt++) {
     try {
       await cluster.connect();
+      // Closed while discovering: the nodes it just connected to would otherwise stay open.
+      if (stopped()) cluster.destroy();
       return;
     } catch (err) {
       if (stopped()) return;
@@ -84,15 +87,18 @@ export interface ClusterWatch {
   /** A master's connection is ready: after the first discovery, a reconnect or a failover. */
   nodeReady(node: ClusterNodeClient): void;
   stopped(): boolean;
+  /** How long a master may take to answer CLUSTER SLOTS before the next one is asked. */
+  timeoutMs: number;
 }
 
 /**
- * Reports node failures and node readiness, and rediscovers the slot map after a node error so a
- * replica promoted by a failover takes over its slots without a restart.
+ * Reports node failures and node readiness, and refreshes the slot map after a node error so a
+ * replica promoted by a failover takes over its slots without a restart. Returns the (throttled)
+ * refresh, for failures no node reports, such as a command timing out on a hung master.
  */
-export function watchCluster(cluster: RedisCluster, watch: ClusterWatch): void {
+export function watchCluster(cluster: RedisCluster, watch: ClusterWatch): () => void {
   const seen = new WeakSet<object>();
-  let lastRediscovery = 0;
+  let lastRefresh = 0;
   // node-redis announces a node connection's first 'ready' only; later ones come from the node itself.
   const track = () => {
     for (const master of cluster.masters) {
@@ -103,18 +109,45 @@ export function watchCluster(cluster: RedisCluster, watch: ClusterWatch): void {
       if (node.isReady) watch.nodeReady(node);
     }
   };
-  const rediscover = () => {
-    if (watch.stopped() || !cluster.isOpen || Date.now() - lastRediscovery < REDISCOVER_EVERY_MS) return;
-    lastRediscovery = Date.now();
-    const start = cluster.masters.find((m) => m.client?.isReady)?.client ?? cluster.masters[0]?.client;
-    // `_slots.rediscover` is the refresh node-redis runs on MOVED; no public method exposes it.
-    if (start) cluster._slots.rediscover(start).then(track, () => undefined);
+  const refresh = () => {
+    if (watch.stopped() || !cluster.isOpen || Date.now() - lastRefresh < REFRESH_EVERY_MS) return;
+    lastRefresh = Date.now();
+    refreshSlots(cluster, watch.timeoutMs).then(track, () => undefined);
   };
   cluster.on('connect', track);
   cluster.on('node-ready', track);
   cluster.on('error', (err: unknown) => watch.down(err));
   cluster.on('node-error', (err: unknown) => {
     watch.down(err);
-    rediscover();
+    refresh();
   });
+  return refresh;
+}
+
+/**
+ * Asks the masters, one at a time and each within `timeoutMs`, who serves which slots; when the
+ * first to answer names a master the client does not route to, the client rediscovers from that
+ * node. Starting from a node that has just answered matters: node-redis runs one rediscovery at a
+ * time, and one stuck on a hung node would block every later one.
+ */
+async function refreshSlots(cluster: RedisCluster, timeoutMs: number): Promise<void> {
+  const candidates = cluster.masters.flatMap((m) => (m.client?.isReady ? [m.client] : []));
+  for (const node of candidates.sort(() => Math.random() - 0.5)) {
+    let shards: Awaited<ReturnType<ClusterNodeClient['clusterSlots']>>;
+    try {
+      shards = await withDeadline(node.clusterSlots(), timeoutMs);
+    } catch {
+      continue;
+    }
+    const moved = shards.some((s) => cluster.slots[s.from]?.master.address !== `${s.master.host}:${s.master.port}`);
+    // `_slots.rediscover` is the refresh node-redis itself runs on MOVED; no public method exposes it.
+    if (moved) await withDeadline(cluster._slots.rediscover(node), timeoutMs * 2);
+    return;
+  }
+}
+
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)));
+  return Promise.race([work, expired]).finally(() => clearTimeout(timer));
 }

@@ -146,6 +146,10 @@ export interface PrivateCluster {
   ports: number[];
   /** Kills one node at once (SIGKILL), as a crash would. */
   kill(port: number): Promise<void>;
+  /** Suspends one node (SIGSTOP): its connections stay open but nothing answers, like a hung host. */
+  freeze(port: number): void;
+  /** Resumes a frozen node (SIGCONT). */
+  thaw(port: number): void;
   /** Runs `redis-cli -p <port> <args>` and returns its output, trimmed. */
   cli(port: number, ...args: string[]): Promise<string>;
   /** Kills every node and removes the cluster's files. */
@@ -209,6 +213,8 @@ export async function startPrivateCluster(masters = 3, opts: { replicas?: number
         proc?.kill('SIGKILL');
         if (proc) await exited(proc);
       },
+      freeze: (port) => void children.get(port)?.kill('SIGSTOP'),
+      thaw: (port) => void children.get(port)?.kill('SIGCONT'),
       cli,
       stop,
     };

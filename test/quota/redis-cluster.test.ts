@@ -224,9 +224,19 @@ describe.skipIf(!cliPresent)('RedisQuotaStore when a Redis Cluster master fails 
     expect(await store.reserve('seed', [line('seeded', 1)], TTL)).toEqual({ ok: true });
   });
 
+  /** A line whose master has a replica in sync, so it can fail over. */
+  const failoverable = async (): Promise<LedgerLine> => {
+    for (let i = 0; i < 40; i++) {
+      const l = line(`budget${i}`, 10);
+      const [owner] = await ownersOf(cluster, [l.reservedKey]);
+      if ((await cluster.cli(owner!, 'info', 'replication')).includes('connected_slaves:1')) return l;
+    }
+    throw new Error('no master with a replica');
+  };
+
   it('refuses while a master is down, then follows the promoted replica, replaying a queued settlement once', async () => {
     const store = open();
-    const l = line('weekly', 10);
+    const l = await failoverable();
     expect(await store.reserve('r1', [l], TTL)).toEqual({ ok: true });
     await store.settle('r1', [{ ...l, amount: 6 }]);
     expect(await store.reserve('r2', [l], TTL)).toEqual({ ok: true });
@@ -249,5 +259,22 @@ describe.skipIf(!cliPresent)('RedisQuotaStore when a Redis Cluster master fails 
     expect(await store.read([l])).toEqual([{ used: 10, reserved: 0 }]);
     expect(await store.reserve('r4', [l], TTL)).toEqual({ ok: true });
     expect(await open().read([l])).toEqual([{ used: 10, reserved: 10 }]);
+  });
+
+  it('follows a failover away from a hung master, which reports no error at all', async () => {
+    const store = open();
+    const l = await failoverable();
+    expect(await store.reserve('h1', [l], TTL)).toEqual({ ok: true });
+    const [owner] = await ownersOf(cluster, [l.reservedKey]);
+    await cluster.cli(owner!, 'wait', '1', '2000');
+
+    cluster.freeze(owner!);
+    try {
+      await expect(store.reserve('h2', [l], TTL)).rejects.toMatchObject({ code: 'QUOTA_STORE_UNAVAILABLE' });
+      expect(await once(() => store.reserve('h3', [l], TTL))).toEqual({ ok: true });
+      expect(await store.read([l])).toEqual([{ used: 0, reserved: 20 }]);
+    } finally {
+      cluster.thaw(owner!);
+    }
   });
 });
