@@ -1,6 +1,6 @@
 /**
- * Hostile input on the HTTP transport: whatever bytes arrive, the gateway answers with a status
- * and a code, never a 500, a hang or a crash, and keeps serving the next caller.
+ * Hostile input on the HTTP and stdio transports: whatever bytes arrive, the gateway answers with a
+ * status and a code, never a 500, a hang or a crash, and keeps serving the next caller.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
