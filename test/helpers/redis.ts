@@ -146,6 +146,10 @@ export interface PrivateCluster {
   ports: number[];
   /** Kills one node at once (SIGKILL), as a crash would. */
   kill(port: number): Promise<void>;
+  /** Starts a killed node again on its port, with its cluster config (its data is gone). */
+  restart(port: number): Promise<void>;
+  /** Resolves once every running node reports `cluster_state:ok`. */
+  waitUntilOk(): Promise<void>;
   /** Suspends one node (SIGSTOP): its connections stay open but nothing answers, like a hung host. */
   freeze(port: number): void;
   /** Resumes a frozen node (SIGCONT). */
@@ -174,6 +178,20 @@ export async function startPrivateCluster(masters = 3, opts: { replicas?: number
   const ports: number[] = [];
   const children = new Map<number, ChildProcess>();
   const cli = async (port: number, ...args: string[]) => (await run('redis-cli', ['-p', String(port), ...args])).stdout.trim();
+  // A node's cluster config lives in its own file, so a node launched again rejoins as it was.
+  const launch = async (port: number) => {
+    const proc = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${port}.conf`),
+        '--cluster-node-timeout', '1000', '--save', '', '--appendonly', 'no'],
+      { stdio: 'ignore' },
+    );
+    children.set(port, proc);
+    const watchdog = `while kill -0 ${process.pid} 2>/dev/null && kill -0 ${proc.pid} 2>/dev/null; do sleep 0.5; done; kill -9 ${proc.pid} 2>/dev/null`;
+    spawn('sh', ['-c', watchdog], { detached: true, stdio: 'ignore' }).unref();
+    await waitFor(() => answersPing('127.0.0.1', port), 5000, `cluster node on port ${port}`);
+  };
+  const ok = async () => (await Promise.all([...children.keys()].map((p) => cli(p, 'cluster', 'info')))).every((info) => info.includes('cluster_state:ok'));
   const stop = async () => {
     await Promise.all([...children.values()].map(async (proc) => {
       proc.kill('SIGKILL');
@@ -186,20 +204,10 @@ export async function startPrivateCluster(masters = 3, opts: { replicas?: number
     for (let i = 0; i < masters * (1 + replicas); i++) {
       // Ports are picked one at a time while the previous servers hold theirs, so none repeats.
       const port = await freePort();
-      const proc = spawn(
-        'redis-server',
-        ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${port}.conf`),
-          '--cluster-node-timeout', '1000', '--save', '', '--appendonly', 'no'],
-        { stdio: 'ignore' },
-      );
-      children.set(port, proc);
       ports.push(port);
-      const watchdog = `while kill -0 ${process.pid} 2>/dev/null && kill -0 ${proc.pid} 2>/dev/null; do sleep 0.5; done; kill -9 ${proc.pid} 2>/dev/null`;
-      spawn('sh', ['-c', watchdog], { detached: true, stdio: 'ignore' }).unref();
-      await waitFor(() => answersPing('127.0.0.1', port), 5000, `cluster node on port ${port}`);
+      await launch(port);
     }
     await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes']);
-    const ok = async () => (await Promise.all(ports.map((p) => cli(p, 'cluster', 'info')))).every((info) => info.includes('cluster_state:ok'));
     await waitFor(ok, 15_000, 'cluster_state:ok on every node');
     // `--cluster create` gives the first `masters` ports the slots; list them in that order.
     const roles = await Promise.all(ports.map(async (p) => ({ p, master: (await cli(p, 'role')).startsWith('master') })));
@@ -213,6 +221,11 @@ export async function startPrivateCluster(masters = 3, opts: { replicas?: number
         proc?.kill('SIGKILL');
         if (proc) await exited(proc);
       },
+      async restart(port) {
+        if (children.has(port)) throw new Error(`node ${port} is still running`);
+        await launch(port);
+      },
+      waitUntilOk: () => waitFor(ok, 20_000, 'cluster_state:ok on every running node'),
       freeze: (port) => void children.get(port)?.kill('SIGSTOP'),
       thaw: (port) => void children.get(port)?.kill('SIGCONT'),
       cli,

@@ -278,3 +278,35 @@ describe.skipIf(!cliPresent)('RedisQuotaStore when a Redis Cluster master fails 
     }
   });
 });
+
+describe.skipIf(!cliPresent)('RedisQuotaStore when the whole Redis Cluster is down', () => {
+  let cluster: PrivateCluster;
+  const prefix = uniquePrefix('clusterdown');
+
+  beforeAll(async () => {
+    cluster = await startPrivateCluster(3);
+  });
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('starts while no node answers, refuses quickly, and connects by itself once the cluster is back', async () => {
+    await Promise.all(cluster.ports.map((p) => cluster.kill(p)));
+    const store = new RedisQuotaStore({ clusterNodes: cluster.nodes, prefix, logger: silent, commandTimeoutMs: 500 });
+    try {
+      const start = Math.floor(Date.now() / HOUR) * HOUR;
+      const l: LedgerLine = { budgetId: 'weekly', subject: 'ada', limit: 100, amount: 10, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, 'weekly', 'ada', [start], start) };
+      const started = Date.now();
+      await expect(store.reserve('r1', [l], TTL)).rejects.toMatchObject({ code: 'QUOTA_STORE_UNAVAILABLE' });
+      expect(Date.now() - started).toBeLessThan(1500);
+
+      for (const p of cluster.ports) await cluster.restart(p);
+      await cluster.waitUntilOk();
+      await expect.poll(() => store.reserve('r1', [l], TTL).catch((err: { code?: string }) => err.code), { timeout: 10_000, interval: 200 }).toEqual({ ok: true });
+      expect(await store.read([l])).toEqual([{ used: 0, reserved: 10 }]);
+    } finally {
+      await store.close();
+    }
+  });
+});
