@@ -120,6 +120,12 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     expect(err.headers?.get('x-tollgate-budget-remaining')).toBe('10000');
   });
 
+  it('refuses a body over the size limit with 413 PAYLOAD_TOO_LARGE in the OpenAI error shape', async () => {
+    gw = await startTestGateway(basicPolicy(), { now: () => NOW, maxBodyBytes: 1024 });
+    const err = await failure(client(KEYS.alice).chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'x'.repeat(2048) }] }));
+    expect([err.status, err.code, err.type, err.message]).toEqual([413, 'PAYLOAD_TOO_LARGE', 'invalid_request_error', '413 PAYLOAD_TOO_LARGE: The request body exceeds 1024 bytes.']);
+  });
+
   it('refuses an unknown key with 401 in the OpenAI error shape', async () => {
     await start();
     const err = await failure(client('not-a-key').chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }] }));
