@@ -19,8 +19,8 @@
  * - Keyv (@keyv/redis) is the store's face for plain records: which reservedKeys a request holds,
  *   so release(requestId) works from any replica. Lua runs through the client it exposes.
  * - Redis Cluster (`clusterNodes`): the same scripts, each routed to its line's master by the first
- *   key; scripts are loaded and SCAN runs on every master; a node error triggers a rediscovery so a
- *   failover is followed (src/quota/redisCluster.ts).
+ *   key; scripts are loaded and SCAN runs on every master; node errors and failed scripts trigger a
+ *   check of the slot map, so a failover is followed (src/quota/redisCluster.ts).
  */
 import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
 import { pino, type Logger } from 'pino';
