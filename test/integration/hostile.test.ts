@@ -443,6 +443,20 @@ describe('header injection and malformed HTTP', () => {
     expect(raw).toMatch(/\r\nConnection: close\r\n/i);
   });
 
+  it('hangs up, without a second status line, on a malformed request after an answered one on the same connection', async () => {
+    const { connect } = await import('node:net');
+    const socket = connect(Number(port()), '127.0.0.1');
+    socket.on('error', () => undefined);
+    let raw = '';
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    const firstAnswer = new Promise<void>((resolve) => socket.on('data', (d: Buffer) => ((raw += d.toString('latin1')), raw.includes('"status":"ok"') && resolve())));
+    socket.write(`GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:${port()}\r\n\r\n`);
+    await firstAnswer;
+    socket.write(get('X-Note: a\rb\r\n'));
+    await closed;
+    expect(raw.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200']);
+  });
+
   it('answers headers over the size limit with 431', async () => {
     const answer = parseRawResponse(await sendOnSocket(gw.url, get(`X-Big: ${'a'.repeat(64 * 1024)}\r\n`)));
     expect(answer.status).toBe(431);
