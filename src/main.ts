@@ -100,7 +100,11 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
   const metrics = createMetrics();
   const siemConfig = policy.config.metering.siem ?? settings.siem;
   const sinks = [opts.sink ?? pinoSink(settings.eventsFile), metrics.sink];
-  if (siemConfig) sinks.push(splunkHecSink({ ...siemConfig, egressAllow: policy.config.egress.allow, logger }));
+  if (siemConfig) {
+    const siem = splunkHecSink({ ...siemConfig, egressAllow: policy.config.egress.allow, logger });
+    metrics.trackSiem(siem.stats);
+    sinks.push(siem);
+  }
   const sink = compositeSink(sinks, logger);
   const gateway = new Gateway({
     policy,

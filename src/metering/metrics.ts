@@ -9,8 +9,9 @@
  * `gen_ai_token_type`). Buckets are the ones the GenAI conventions recommend.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { DecisionEvent, EventSink } from './events.js';
+import type { SiemStats } from './siem.js';
 
 /** The OpenTelemetry GenAI conventions' advised bucket boundaries for token usage. */
 export const TOKEN_USAGE_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864];
@@ -25,6 +26,8 @@ export interface GatewayMetrics {
   registry: Registry;
   /** Feeds the metrics; compose it next to the event log sink. */
   sink: EventSink;
+  /** Exposes a SIEM sink's delivery counts (delivered, dropped, rejected, buffered). */
+  trackSiem(stats: () => SiemStats): void;
 }
 
 export function createMetrics(): GatewayMetrics {
@@ -109,7 +112,31 @@ export function createMetrics(): GatewayMetrics {
     tokenUsage.observe({ ...otel, gen_ai_token_type: 'output' }, output);
   }
 
-  return { registry, sink: { emit: record } };
+  function trackSiem(stats: () => SiemStats): void {
+    new Counter({
+      name: 'tollgate_siem_events_total',
+      help: 'Decision events handed to the SIEM sink, by what became of them: delivered, dropped (buffer full, oldest first) or rejected (400/413).',
+      labelNames: ['result'] as const,
+      registers,
+      collect() {
+        const s = stats();
+        this.reset();
+        this.inc({ result: 'delivered' }, s.delivered);
+        this.inc({ result: 'dropped' }, s.dropped);
+        this.inc({ result: 'rejected' }, s.rejected);
+      },
+    });
+    new Gauge({
+      name: 'tollgate_siem_buffered_events',
+      help: 'Decision events waiting to be sent to the SIEM.',
+      registers,
+      collect() {
+        this.set(stats().buffered);
+      },
+    });
+  }
+
+  return { registry, sink: { emit: record }, trackSiem };
 }
 
 /**

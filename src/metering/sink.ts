@@ -15,7 +15,20 @@ export function pinoSink(path?: string): EventSink & { logger: Logger } {
       logger.info(event);
     },
     async close() {
-      await new Promise<void>((resolve) => logger.flush(() => resolve()));
+      if (!path) {
+        // stderr stays open for the rest of the process: write out what is pending, do not close it.
+        try {
+          dest.flushSync();
+        } catch {
+          // nothing pending, or stderr is gone: neither is worth failing shutdown for
+        }
+        return;
+      }
+      // Ending a file waits for it to open and for every pending write before closing it.
+      await new Promise<void>((resolve) => {
+        dest.once('close', () => resolve());
+        dest.end();
+      });
     },
   };
 }

@@ -2,13 +2,14 @@
  * `tollgate usage export` over the decision events of known calls: the FOCUS rows reconcile with
  * the events to the micro-dollar and with the ledger to the token.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runUsageCommand } from '../../src/admin/cli.js';
 import { aggregateUsage, FOCUS_COLUMNS, parseEventLines, toFocusRows, type FocusRow } from '../../src/metering/focus.js';
+import { pinoSink } from '../../src/metering/sink.js';
 import type { BudgetView } from '../../src/gateway.js';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
@@ -155,6 +156,16 @@ describe('usage export (CSV and FOCUS 1.2)', () => {
       '0.000066,tollgate,tollgate,USD,2026-11-01T00:00:00.000Z,2026-12-01T00:00:00.000Z,Usage,,6 tokens on demo/medium (1 request) for alice,Usage-Based,2026-11-26T00:00:00.000Z,2026-11-27T00:00:00.000Z,6,Tokens,0.000066,0.000066,demo,0.000066,,Standard,6,Tokens,tollgate,demo,AI and Machine Learning,Generative AI,demo models via tollgate,demo/medium,"{""user"":""alice"",""team"":""platform"",""costCenter"":""cc-1""}",2,4,0,1,standard',
       '0.000081,tollgate,tollgate,USD,2026-11-01T00:00:00.000Z,2026-12-01T00:00:00.000Z,Usage,,7 tokens on demo/medium (1 request) for carol,Usage-Based,2026-11-26T00:00:00.000Z,2026-11-27T00:00:00.000Z,7,Tokens,0.000081,0.000081,demo,0.000081,,Standard,7,Tokens,tollgate,demo,AI and Machine Learning,Generative AI,demo models via tollgate,demo/medium,"{""user"":""carol"",""team"":""data"",""costCenter"":""""}",2,5,0,1,standard',
     ]);
+  });
+
+  it('reads back exactly what the event log sink wrote', async () => {
+    const path = join(dir, 'pino.jsonl');
+    const sink = pinoSink(path);
+    for (const e of gw.events) sink.emit(e);
+    await sink.close!();
+    const parsed = parseEventLines(readFileSync(path, 'utf8'));
+    expect(parsed.malformed).toEqual([]);
+    expect(parsed.events.map((e) => ({ ...e, level: undefined }))).toEqual(JSON.parse(JSON.stringify(gw.events)));
   });
 
   it('refuses an export without a window', async () => {

@@ -191,6 +191,14 @@ describe('Splunk HEC sink', () => {
     expect(budget.map((b) => b.used)).toEqual([6]);
     await until(() => hec.requests() >= 1);
     hec.recover();
+    await until(() => hec.ids().length === 1);
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(metrics.split('\n').filter((l) => l.startsWith('tollgate_siem_'))).toEqual([
+      'tollgate_siem_events_total{result="delivered"} 1',
+      'tollgate_siem_events_total{result="dropped"} 0',
+      'tollgate_siem_events_total{result="rejected"} 0',
+      'tollgate_siem_buffered_events 0',
+    ]);
     await alice.close();
     await gw.close();
     closed = true;
