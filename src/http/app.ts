@@ -18,7 +18,7 @@ import { createMcpServer } from '../mcp/server.js';
 import { metricsAuthorized, type GatewayMetrics } from '../metering/metrics.js';
 import { anthropicCompatRouter } from './anthropicCompat.js';
 import { authEdge } from './authMetadata.js';
-import { budgetHeaders, hasToolCall } from './budgetHeaders.js';
+import { hasToolCall, readBudgetHeaders } from './budgetHeaders.js';
 import { openaiCompatRouter } from './openaiCompat.js';
 import { SessionTable } from './sessions.js';
 
@@ -131,8 +131,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     cancelOnDisconnect(req, res, session.transport.onmessage?.bind(session.transport));
     if (hasToolCall(req.body)) {
       // Set before the transport writes its head, so they go out with the SSE or JSON answer.
-      const budgets = await gateway.myBudget(principal).catch(() => []);
-      for (const [name, value] of Object.entries(budgetHeaders(budgets))) res.setHeader(name, value);
+      for (const [name, value] of Object.entries(await readBudgetHeaders(gateway, principal))) res.setHeader(name, value);
     }
     await session.transport.handleRequest(req, res, req.body);
   });

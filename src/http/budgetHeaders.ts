@@ -9,8 +9,12 @@
  *   X-Tollgate-Budget-Unit       `tokens` or `usd`
  *   X-Tollgate-Budget-Limit      the budget's limit in the same unit
  *   X-Tollgate-Budget-Reset      when the window resets (ISO 8601, UTC)
+ *
+ * The read is bounded: a slow or unreachable store leaves the headers out rather than delaying
+ * the call (the call itself then meets the store's own fail mode).
  */
-import type { BudgetView } from '../gateway.js';
+import type { BudgetView, Gateway } from '../gateway.js';
+import type { Principal } from '../identity/principal.js';
 
 export const BUDGET_HEADERS = {
   id: 'X-Tollgate-Budget-Id',
@@ -48,4 +52,17 @@ export function budgetHeaders(budgets: readonly BudgetView[]): Record<string, st
 export function hasToolCall(body: unknown): boolean {
   const messages: unknown[] = Array.isArray(body) ? body : [body];
   return messages.some((m) => !!m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/call');
+}
+
+/** Reads the caller's budgets within `timeoutMs` and returns the headers; none on timeout or store error. */
+export async function readBudgetHeaders(gateway: Gateway, principal: Principal, timeoutMs = 250): Promise<Record<string, string>> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<BudgetView[]>((resolve) => {
+    timer = setTimeout(() => resolve([]), timeoutMs);
+  });
+  try {
+    return budgetHeaders(await Promise.race([gateway.myBudget(principal).catch(() => []), timeout]));
+  } finally {
+    clearTimeout(timer);
+  }
 }
