@@ -61,10 +61,11 @@ export async function runUsageCommand(argv: string[], env: NodeJS.ProcessEnv): P
   const settings = settingsFromEnv(env);
   const policy = loadPolicyFile(values.policy ? resolve(values.policy) : settings.policyPath);
   const url = values.redis ?? settings.redisUrl;
-  if (!url) throw new GatewayError('INVALID_REQUEST', 'tollgate usage reads the shared ledger: pass --redis <url> or set REDIS_URL.');
+  const clusterNodes = values.redis ? undefined : settings.redisClusterNodes;
+  if (!url && !clusterNodes) throw new GatewayError('INVALID_REQUEST', 'tollgate usage reads the shared ledger: pass --redis <url> or set REDIS_URL or REDIS_CLUSTER_NODES.');
   const now = values.now ? Date.parse(values.now) : Date.now();
   if (Number.isNaN(now)) throw new GatewayError('INVALID_REQUEST', `--now ${values.now} is not an ISO date`);
-  const store = new RedisQuotaStore({ url, prefix: settings.keyPrefix, commandTimeoutMs: settings.storeTimeoutMs, logger: { info() {}, warn() {}, error() {} } });
+  const store = new RedisQuotaStore({ url, clusterNodes, prefix: settings.keyPrefix, commandTimeoutMs: settings.storeTimeoutMs, logger: { info() {}, warn() {}, error() {} } });
   const out = (rows: UsageRow[]) => (values.json ? `${JSON.stringify(rows, null, 2)}\n` : table(rows));
   try {
     const [verb = 'show'] = positionals;
