@@ -11,6 +11,7 @@ import type { CallResult, Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import { parseCompleteArgs } from '../mcp/tools/schemas.js';
 import type { CompletionInput } from '../policy/decide.js';
+import { readBudgetHeaders } from './budgetHeaders.js';
 import {
   abortOnClose,
   authInApiShape,
@@ -20,6 +21,7 @@ import {
   principalOf,
   setBudgetHeaders,
   setBudgetHeadersFor,
+  setHeaders,
   startRequest,
   type CompatRouteOptions,
 } from './compat.js';
@@ -119,14 +121,14 @@ const apiKeyAsBearer: RequestHandler = (req, _res, next) => {
  * any output still arrives as a plain error response with its own status.
  */
 async function streamMessage(res: Response, gateway: Gateway, principal: Principal, call: MessagesCall, requestId: string): Promise<void> {
-  const before = await gateway.myBudget(principal).catch(() => []);
+  const before = await readBudgetHeaders(gateway, principal);
   const signal = abortOnClose(res);
   let started = false;
   const send = (event: string, data: Record<string, unknown>) => res.write(`event: ${event}\ndata: ${JSON.stringify({ type: event, ...data })}\n\n`);
   const begin = (model: string) => {
     if (started) return;
     started = true;
-    setBudgetHeaders(res, before);
+    setHeaders(res, before);
     res.status(200).setHeader('content-type', 'text/event-stream; charset=utf-8');
     res.setHeader('cache-control', 'no-cache');
     res.flushHeaders();

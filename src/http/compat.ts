@@ -9,6 +9,7 @@ import { asGatewayError, GatewayError } from '../errors.js';
 import type { BudgetView, Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import type { Policy } from '../policy/load.js';
+import { budgetHeaders, readBudgetHeaders } from './budgetHeaders.js';
 
 /** Writes a GatewayError in one API's error shape (status included). */
 export type ErrorRenderer = (res: Response, err: GatewayError) => void;
@@ -53,33 +54,21 @@ export function principalOf(req: Request): Principal {
   return principal;
 }
 
-/** The budget with the smallest share left: the one a caller runs into first. */
-export function mostConstrained(budgets: readonly BudgetView[]): BudgetView | undefined {
-  let low: BudgetView | undefined;
-  const share = (b: BudgetView) => (b.limit > 0 ? b.remaining / b.limit : 0);
-  for (const b of budgets) if (!low || share(b) < share(low)) low = b;
-  return low;
+/** Sets the `X-Tollgate-Budget-*` headers (the same ones /mcp sends) unless the head is already out. */
+export function setHeaders(res: Response, headers: Record<string, string>): void {
+  if (res.headersSent) return;
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
 }
 
-/**
- * Sets `x-tollgate-budget-*` from the most constrained budget, named and valued as on /mcp
- * (remaining and limit in the budget's unit, reset as ISO 8601); nothing when none applies.
- */
+/** Budget headers from a call's result: its budgets after it was charged. */
 export function setBudgetHeaders(res: Response, budgets: readonly BudgetView[]): void {
-  const b = mostConstrained(budgets);
-  if (!b || res.headersSent) return;
-  res.setHeader('x-tollgate-budget-id', b.id);
-  res.setHeader('x-tollgate-budget-remaining', String(b.remaining));
-  res.setHeader('x-tollgate-budget-unit', b.unit);
-  res.setHeader('x-tollgate-budget-limit', String(b.limit));
-  res.setHeader('x-tollgate-budget-reset', b.resetsAt);
+  setHeaders(res, budgetHeaders(budgets));
 }
 
-/** Budget headers for a refusal: the caller's budgets as they stand now (best effort). */
+/** Budget headers for a refusal: the caller's budgets as they stand now (bounded read, best effort). */
 export async function setBudgetHeadersFor(res: Response, gateway: Gateway, principal: Principal | undefined): Promise<void> {
   if (!principal || res.headersSent) return;
-  const budgets = await gateway.myBudget(principal).catch(() => []);
-  setBudgetHeaders(res, budgets);
+  setHeaders(res, await readBudgetHeaders(gateway, principal));
 }
 
 /** Gives the call its request id, echoed as `x-request-id` (also on auth refusals) and kept in `res.locals.requestId`. */

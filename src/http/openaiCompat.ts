@@ -10,6 +10,7 @@ import type { CallResult, Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import { parseCompleteArgs } from '../mcp/tools/schemas.js';
 import type { CompletionInput } from '../policy/decide.js';
+import { readBudgetHeaders } from './budgetHeaders.js';
 import {
   abortOnClose,
   authInApiShape,
@@ -19,6 +20,7 @@ import {
   principalOf,
   setBudgetHeaders,
   setBudgetHeadersFor,
+  setHeaders,
   startRequest,
   type CompatRouteOptions,
 } from './compat.js';
@@ -144,7 +146,7 @@ function sendCompletion(res: Response, result: CallResult, input: CompletionInpu
  * before any output still arrives as a plain error response with its own status.
  */
 async function streamCompletion(res: Response, gateway: Gateway, principal: Principal, call: ChatCall, requestId: string, created: number): Promise<void> {
-  const before = await gateway.myBudget(principal).catch(() => []);
+  const before = await readBudgetHeaders(gateway, principal);
   const signal = abortOnClose(res);
   let model: string | undefined;
   const chunk = (delta: Record<string, unknown>, finish: string | null) => ({
@@ -159,7 +161,7 @@ async function streamCompletion(res: Response, gateway: Gateway, principal: Prin
   const begin = (served: string) => {
     if (model) return;
     model = served;
-    setBudgetHeaders(res, before);
+    setHeaders(res, before);
     res.status(200).setHeader('content-type', 'text/event-stream; charset=utf-8');
     res.setHeader('cache-control', 'no-cache');
     res.flushHeaders();
