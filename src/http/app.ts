@@ -18,7 +18,7 @@ import { createMcpServer } from '../mcp/server.js';
 import { metricsAuthorized, type GatewayMetrics } from '../metering/metrics.js';
 import { anthropicCompatRouter } from './anthropicCompat.js';
 import { authEdge } from './authMetadata.js';
-import { hasToolCall, readBudgetHeaders } from './budgetHeaders.js';
+import { BudgetHeaderReader, hasToolCall } from './budgetHeaders.js';
 import { openaiCompatRouter } from './openaiCompat.js';
 import { SessionTable } from './sessions.js';
 
@@ -67,6 +67,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   });
 
   const sessions = new SessionTable({ maxSessions: opts.maxSessions, idleMs: opts.sessionIdleMs });
+  const budgetReader = new BudgetHeaderReader(gateway);
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok', store: gateway.store.kind, policyVersion: gateway.policy.version, sessions: sessions.size });
@@ -131,7 +132,8 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     cancelOnDisconnect(req, res, session.transport.onmessage?.bind(session.transport));
     if (hasToolCall(req.body)) {
       // Set before the transport writes its head, so they go out with the SSE or JSON answer.
-      for (const [name, value] of Object.entries(await readBudgetHeaders(gateway, principal))) res.setHeader(name, value);
+      for (const [name, value] of Object.entries(await budgetReader.read(principal))) res.setHeader(name, value);
+      res.once('finish', () => budgetReader.forget(principal));
     }
     await session.transport.handleRequest(req, res, req.body);
   });

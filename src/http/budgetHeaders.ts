@@ -11,7 +11,9 @@
  *   X-Tollgate-Budget-Reset      when the window resets (ISO 8601, UTC)
  *
  * The read is bounded: a slow or unreachable store leaves the headers out rather than delaying
- * the call (the call itself then meets the store's own fail mode).
+ * the call (the call itself then meets the store's own fail mode). Concurrent tool calls of one
+ * caller share one read, kept for up to a second and dropped as soon as one of that caller's
+ * calls finishes, so a caller's next call sees what its previous one charged.
  */
 import type { BudgetView, Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
@@ -64,5 +66,36 @@ export async function readBudgetHeaders(gateway: Gateway, principal: Principal, 
     return budgetHeaders(await Promise.race([gateway.myBudget(principal).catch(() => []), timeout]));
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/** Shares budget-header reads between concurrent calls of the same caller (see the file comment). */
+export class BudgetHeaderReader {
+  private readonly cache = new Map<string, { at: number; value: Promise<Record<string, string>> }>();
+
+  constructor(
+    private readonly gateway: Gateway,
+    private readonly opts: { ttlMs: number; timeoutMs: number; maxEntries: number } = { ttlMs: 1000, timeoutMs: 250, maxEntries: 10_000 },
+  ) {}
+
+  private key(p: Principal): string {
+    return JSON.stringify([p.user, p.teams, p.costCenter ?? '', p.groups, p.roles]);
+  }
+
+  read(principal: Principal): Promise<Record<string, string>> {
+    const key = this.key(principal);
+    const now = Date.now();
+    const hit = this.cache.get(key);
+    if (hit && now - hit.at < this.opts.ttlMs) return hit.value;
+    const value = readBudgetHeaders(this.gateway, principal, this.opts.timeoutMs);
+    this.cache.delete(key);
+    this.cache.set(key, { at: now, value });
+    if (this.cache.size > this.opts.maxEntries) this.cache.delete(this.cache.keys().next().value!);
+    return value;
+  }
+
+  /** Drops the caller's cached read, once a call of theirs has finished and been charged. */
+  forget(principal: Principal): void {
+    this.cache.delete(this.key(principal));
   }
 }
