@@ -42,7 +42,9 @@ Options (each also settable by the environment variable shown):
   --no-watch             Do not reload the policy when its file changes or on SIGHUP
                                                           TOLLGATE_POLICY_WATCH=0
   Also: TOLLGATE_ALLOWED_HOSTS, TOLLGATE_ALLOWED_ORIGINS, TOLLGATE_MAX_BODY_BYTES,
-        TOLLGATE_MAX_SESSIONS, TOLLGATE_SESSION_IDLE_SECONDS, TOLLGATE_KEY_PREFIX, TOLLGATE_LOG_LEVEL
+        TOLLGATE_MAX_SESSIONS, TOLLGATE_SESSION_IDLE_SECONDS, TOLLGATE_KEY_PREFIX, TOLLGATE_LOG_LEVEL,
+        TOLLGATE_METRICS_TOKEN (bearer token for GET /metrics), TOLLGATE_SIEM_URL and TOLLGATE_SIEM_TOKEN
+        (Splunk HEC collector for decision events when the policy has no metering.siem)
 `;
 
 /** One line per issue, `file:line:col: path: message`, the form editors and CI annotate. */
