@@ -183,7 +183,9 @@ export async function startPrivateCluster(masters = 3, opts: { replicas?: number
     const proc = spawn(
       'redis-server',
       ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, `nodes-${port}.conf`),
-        '--cluster-node-timeout', '1000', '--save', '', '--appendonly', 'no'],
+        '--cluster-node-timeout', '1000', '--save', '', '--appendonly', 'no',
+        // Redis 7 waits 5 s before a diskless full sync; a replica must hold the data before it can take over.
+        '--repl-diskless-sync-delay', '0'],
       { stdio: 'ignore' },
     );
     children.set(port, proc);

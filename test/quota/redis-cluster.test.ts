@@ -226,12 +226,17 @@ describe.skipIf(!cliPresent)('RedisQuotaStore when a Redis Cluster master fails 
 
   /** A line whose master has a replica in sync, so it can fail over. */
   const failoverable = async (): Promise<LedgerLine> => {
-    for (let i = 0; i < 40; i++) {
-      const l = line(`budget${i}`, 10);
-      const [owner] = await ownersOf(cluster, [l.reservedKey]);
-      if ((await cluster.cli(owner!, 'info', 'replication')).includes('connected_slaves:1')) return l;
+    // A replica is only promoted once it holds the master's data: wait for its initial sync.
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      for (let i = 0; i < 40; i++) {
+        const l = line(`budget${i}`, 10);
+        const [owner] = await ownersOf(cluster, [l.reservedKey]);
+        if (/slave0:.*state=online/.test(await cluster.cli(owner!, 'info', 'replication'))) return l;
+      }
+      await new Promise((r) => setTimeout(r, 250));
     }
-    throw new Error('no master with a replica');
+    throw new Error('no master with a replica in sync');
   };
 
   it('refuses while a master is down, then follows the promoted replica, replaying a queued settlement once', async () => {
