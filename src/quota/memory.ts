@@ -5,8 +5,13 @@ interface Reservation {
   expiresAt: number;
 }
 
-/** How long a settled request id is remembered so a repeated settle is not counted twice. */
-const SETTLED_MEMORY_MS = 24 * 3600_000;
+/**
+ * How long a settled request id is remembered so a repeated settle is not counted twice, and how
+ * many are kept at most. In one process a repeat can only come from the same call's own retry, so a
+ * short window is enough; an unbounded one grows by every call ever made.
+ */
+const SETTLED_MEMORY_MS = 15 * 60_000;
+const SETTLED_MAX = 200_000;
 
 /**
  * The embedded single-process ledger. Each operation runs synchronously inside one event-loop
@@ -54,6 +59,11 @@ export class MemoryQuotaStore implements QuotaStore {
       }
     }
     this.settled.set(requestId, this.now() + SETTLED_MEMORY_MS);
+    if (this.settled.size > SETTLED_MAX) {
+      // Maps iterate in insertion order: the first entry is the oldest.
+      const oldest = this.settled.keys().next();
+      if (!oldest.done) this.settled.delete(oldest.value);
+    }
   }
 
   async release(requestId: string): Promise<void> {
