@@ -78,9 +78,29 @@ const HOUR = 3600_000;
 /** Counters outlive their window by this much so a late settle still lands in the right window. */
 const EXPIRY_SLACK_MS = 2 * HOUR;
 
+/**
+ * The last calendar window resolved per (calendar, timezone). Resolving one takes several
+ * Intl.DateTimeFormat calls, and every call of every budget asks for it; the window stays the same
+ * until its end, so it is reused while `now` lies inside it.
+ */
+const calendarCache = new Map<string, ResolvedWindow>();
+
 /** Resolves the window containing `now`. */
 export function resolveWindow(spec: WindowSpec, now: number): ResolvedWindow {
   if ('calendar' in spec) {
+    const key = `${spec.calendar}|${spec.timezone}`;
+    const hit = calendarCache.get(key);
+    if (hit && hit.start <= now && now < hit.resetsAt) return hit;
+    const resolved = resolveCalendar(spec, now);
+    if (calendarCache.size > 1000) calendarCache.clear();
+    calendarCache.set(key, resolved);
+    return resolved;
+  }
+  return resolveRolling(spec, now);
+}
+
+function resolveCalendar(spec: Extract<WindowSpec, { calendar: string }>, now: number): ResolvedWindow {
+  {
     const { year, month, day } = localParts(now, spec.timezone);
     let start: number;
     let end: number;
@@ -95,8 +115,11 @@ export function resolveWindow(spec: WindowSpec, now: number): ResolvedWindow {
       start = localMidnight(year, month, 1, spec.timezone);
       end = localMidnight(year, month + 1, 1, spec.timezone);
     }
-    return { start, resetsAt: end, readStarts: [start], expiresAt: end + EXPIRY_SLACK_MS };
+    return Object.freeze({ start, resetsAt: end, readStarts: Object.freeze([start]) as number[], expiresAt: end + EXPIRY_SLACK_MS });
   }
+}
+
+function resolveRolling(spec: Extract<WindowSpec, { rolling: unknown }>, now: number): ResolvedWindow {
   const spanMs = ((spec.rolling.days ?? 0) * 24 + (spec.rolling.hours ?? 0)) * HOUR;
   const bucketMs = Math.max(1000, Math.floor(spanMs / spec.buckets));
   const current = Math.floor(now / bucketMs) * bucketMs;
