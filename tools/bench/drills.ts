@@ -153,7 +153,7 @@ async function gateway(dir: string, name: string, policyText: string, env: Recor
 
 async function redisDrill(dir: string): Promise<boolean> {
   const redis = await privateRedis(dir);
-  const limit = 60_000;
+  const limit = 12_000;
   const ttl = 4;
   const policy = `version: 1\nproviders:\n  demo: { kind: demo, latencyMs: 20 }\ntiers:\n  standard: [demo/medium]\n${budgetsYaml(limit, ttl)}`;
   const prefix = 'drill:redis:';
@@ -185,7 +185,7 @@ async function redisDrill(dir: string): Promise<boolean> {
 
 async function providerDrill(dir: string, redisUrl: string): Promise<boolean> {
   const [anthropic, bedrock] = await Promise.all([startFakeAnthropic(), startFakeBedrock()]);
-  const limit = 40_000;
+  const limit = 12_000;
   const policy = `version: 1
 providers:
   anthropic: { kind: anthropic, apiKey: k, baseUrl: "${anthropic.url}", timeoutMs: 800 }
