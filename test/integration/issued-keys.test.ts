@@ -2,7 +2,7 @@
  * API keys issued at run time into the shared store: every replica accepts one as soon as it is
  * issued, and refuses it within the lookup cache time once revoked.
  */
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
@@ -26,14 +26,20 @@ describe('API keys issued into the shared store', () => {
     await redis.stop();
   });
 
+  // Asynchronous on purpose: a spawnSync would stall this process's event loop, and with it the
+  // in-process gateways' Redis connections, for as long as the CLI runs.
   const cli = (...args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'keys', ...args], {
-      env: { PATH: process.env.PATH ?? '', REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: prefix },
-      encoding: 'utf8',
+    new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        ['--import', 'tsx', 'src/cli.ts', 'keys', ...args],
+        { env: { PATH: process.env.PATH ?? '', REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: prefix }, encoding: 'utf8' },
+        (err, stdout, stderr) => resolve({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      );
     });
 
   it('is accepted by every replica once issued, charged to its principal, and refused after revocation', { timeout: 120_000 }, async () => {
-    const issued = cli('issue', '--user', 'dana', '--teams', 'research', '--cost-center', 'cc-9', '--id', 'dana-ci', '--json');
+    const issued = await cli('issue', '--user', 'dana', '--teams', 'research', '--cost-center', 'cc-9', '--id', 'dana-ci', '--json');
     expect(issued.status).toBe(0);
     const { key, sha256, id } = JSON.parse(issued.stdout) as { key: string; sha256: string; id: string };
     expect(key).toMatch(/^tg_[A-Za-z0-9_-]{32}$/);
@@ -48,11 +54,11 @@ describe('API keys issued into the shared store', () => {
       await c.close();
     }
 
-    const listed = JSON.parse(cli('list', '--json').stdout) as { id: string; sha256: string; user: string }[];
+    const listed = JSON.parse((await cli('list', '--json')).stdout) as { id: string; sha256: string; user: string }[];
     expect(listed.map((k) => [k.id, k.sha256, k.user])).toEqual([['dana-ci', sha256, 'dana']]);
     expect(JSON.stringify(listed)).not.toContain(key);
 
-    expect(cli('revoke', '--id', 'dana-ci').status).toBe(0);
+    expect((await cli('revoke', '--id', 'dana-ci')).status).toBe(0);
     await new Promise((r) => setTimeout(r, 5500)); // the replicas' lookup cache
     for (const gw of [a, b]) {
       const res = await fetch(gw.mcpUrl, {
@@ -65,9 +71,9 @@ describe('API keys issued into the shared store', () => {
     }
   });
 
-  it('refuses to issue a second key under an id in use', { timeout: 60_000 }, () => {
-    expect(cli('issue', '--user', 'eve', '--id', 'eve-1').status).toBe(0);
-    const again = cli('issue', '--user', 'eve', '--id', 'eve-1');
+  it('refuses to issue a second key under an id in use', { timeout: 60_000 }, async () => {
+    expect((await cli('issue', '--user', 'eve', '--id', 'eve-1')).status).toBe(0);
+    const again = await cli('issue', '--user', 'eve', '--id', 'eve-1');
     expect(again.status).toBe(1);
     expect(again.stderr).toContain('INVALID_REQUEST: A key with id "eve-1" already exists');
   });
