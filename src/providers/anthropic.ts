@@ -5,11 +5,11 @@
  * stream consumed before it broke.
  */
 import Anthropic, { type ClientOptions } from '@anthropic-ai/sdk';
-import { fetch as undiciFetch, ProxyAgent } from 'undici';
 import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from '../policy/schema.js';
-import { assertEgress, guardedFetch, providerEndpoint } from './egress.js';
+import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
+import { idleGuard, sdkTransport } from './fetchSdk.js';
 import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage } from './provider.js';
 import type { ProviderBuildOptions } from './registry.js';
 
@@ -51,7 +51,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
     baseURL: baseUrl,
     timeout: config.timeoutMs,
     maxRetries: config.maxRetries,
-    ...transport(name, opts),
+    ...(sdkTransport(name, opts) as Pick<ClientOptions, 'fetch' | 'fetchOptions'>),
   });
 
   function params(req: CompletionRequest): MessageParams {
@@ -223,40 +223,4 @@ function usageOf(u: InputCounts & { output_tokens: number }): Usage {
   };
   if (cached > 0) usage.cachedInputTokens = cached;
   return usage;
-}
-
-/**
- * Aborts a stream that goes quiet for `ms`. The SDK's own timeout stops counting once the response
- * headers arrive, so without this a stream stalled midway would hold its budget reservation forever.
- */
-function idleGuard(ms: number, outer: AbortSignal | undefined) {
-  const controller = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
-  return {
-    signal: outer ? AbortSignal.any([outer, controller.signal]) : controller.signal,
-    get fired(): boolean {
-      return controller.signal.aborted;
-    },
-    touch(): void {
-      clearTimeout(timer);
-      timer = setTimeout(() => controller.abort(), ms);
-    },
-    stop(): void {
-      clearTimeout(timer);
-    },
-  };
-}
-
-/**
- * How the SDK reaches the network: through the proxy's dispatcher when one is set (with undici's own
- * fetch, which that dispatcher belongs to), refusing hosts off the egress allowlist, and never
- * following a redirect, which would otherwise leave without the allowlist seeing where it goes.
- */
-function transport(name: string, opts: ProviderBuildOptions): Pick<ClientOptions, 'fetch' | 'fetchOptions'> {
-  const dispatcher = opts.proxy ? new ProxyAgent(opts.proxy) : undefined;
-  const base = dispatcher ? (undiciFetch as unknown as typeof fetch) : fetch;
-  return {
-    fetch: opts.egressAllow ? guardedFetch(name, opts.egressAllow, base) : base,
-    fetchOptions: { redirect: 'manual', ...(dispatcher ? { dispatcher } : {}) } as ClientOptions['fetchOptions'],
-  };
 }
