@@ -39,6 +39,14 @@ budgets:
     limit: { tokens: 100000 }
 `;
 
+async function until(check: () => boolean): Promise<void> {
+  const end = Date.now() + 3000;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((res) => setTimeout(res, 10));
+  }
+}
+
 describe('tollgate in front of the real SDKs and their fakes', () => {
   let anthropic: FakeProviderServer;
   let openai: FakeProviderServer;
@@ -135,13 +143,6 @@ describe('tollgate in front of the real SDKs and their fakes', () => {
     anthropic.setLatency(5000);
     const controller = new AbortController();
     const pending = client.callTool({ name: 'complete', arguments: { prompt, max_tokens: 50 } }, undefined, { signal: controller.signal });
-    const until = async (check: () => boolean) => {
-      const end = Date.now() + 3000;
-      while (!check()) {
-        if (Date.now() > end) throw new Error('condition not met in time');
-        await new Promise((res) => setTimeout(res, 10));
-      }
-    };
     await until(() => anthropic.requests.length === 1);
     controller.abort();
     await expect(pending).rejects.toThrow();
@@ -169,13 +170,6 @@ describe('tollgate in front of the real SDKs and their fakes', () => {
       },
       body: JSON.stringify({ jsonrpc: '2.0', id: 99, method: 'tools/call', params: { name: 'complete', arguments: { prompt, max_tokens: 50 } } }),
     }).then(async (r) => r.text());
-    const until = async (check: () => boolean) => {
-      const end = Date.now() + 3000;
-      while (!check()) {
-        if (Date.now() > end) throw new Error('condition not met in time');
-        await new Promise((res) => setTimeout(res, 10));
-      }
-    };
     await until(() => anthropic.requests.length === 1);
     controller.abort();
     await expect(pending).rejects.toThrow();
