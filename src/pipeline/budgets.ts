@@ -3,6 +3,7 @@
  * one budget (a user in two teams is charged to both teams' budgets).
  */
 import { principalView, type Principal } from '../identity/principal.js';
+import type { BudgetState } from '../policy/decide.js';
 import type { CompiledBudget, ModelInfo } from '../policy/load.js';
 import { costMicroUsd } from '../providers/prices.js';
 import type { Usage } from '../providers/provider.js';
@@ -89,4 +90,30 @@ export function estimateInputTokens(texts: string[]): number {
   let n = 0;
   for (const t of texts) n += Math.ceil(Buffer.byteLength(t, 'utf8') / 3) + 4;
   return n;
+}
+
+/** The output tokens a call may produce on `model`: what was asked, within the model's own ceiling and the clamp, if any. */
+export function outputTokensFor(maxTokens: number, model: ModelInfo, clamp?: number): number {
+  return Math.min(maxTokens, model.maxOutputTokens, clamp ?? Number.POSITIVE_INFINITY);
+}
+
+/**
+ * The most output tokens every budget's remaining amount can pay for on every model of a tier,
+ * given the estimated input, and the budget that sets that bound. Undefined when no budget bounds it.
+ */
+export function affordableOutput(budgets: readonly BudgetState[], models: readonly ModelInfo[], inputTokens: number): { tokens: number; budgetId: string } | undefined {
+  let best: { tokens: number; budgetId: string } | undefined;
+  for (const b of budgets) {
+    const remaining = b.budget.limit - b.used - b.reserved;
+    for (const m of models) {
+      const tokens =
+        b.budget.unit === 'tokens'
+          ? remaining - inputTokens
+          : m.price.outputPerMTok > 0
+            ? Math.floor((remaining - inputTokens * m.price.inputPerMTok) / m.price.outputPerMTok)
+            : Number.POSITIVE_INFINITY;
+      if (!best || tokens < best.tokens) best = { tokens, budgetId: b.budget.config.id };
+    }
+  }
+  return best && Number.isFinite(best.tokens) ? best : undefined;
 }

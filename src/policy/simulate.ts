@@ -10,9 +10,9 @@
  * the quota store's own check.
  */
 import type { Principal } from '../identity/principal.js';
-import { amountFor, applicableLines, estimateInputTokens } from '../pipeline/budgets.js';
+import { affordableOutput, amountFor, applicableLines, estimateInputTokens, outputTokensFor } from '../pipeline/budgets.js';
 import { decide, type BudgetState, type CompletionInput, type Decision } from './decide.js';
-import type { ModelInfo, Policy } from './load.js';
+import type { Policy } from './load.js';
 
 /** Usage of one budget in the current window, in the budget's display unit (tokens, or USD for dollar budgets). */
 export interface UsageInput {
@@ -65,27 +65,6 @@ export function budgetStates(policy: Policy, principal: Principal, now: number, 
   });
 }
 
-function outputCap(request: CompletionInput, model: ModelInfo, clamp?: number): number {
-  return Math.min(request.maxTokens, model.maxOutputTokens, clamp ?? Number.POSITIVE_INFINITY);
-}
-
-function affordable(budgets: BudgetState[], models: ModelInfo[], input: number): { tokens: number; budgetId: string } | undefined {
-  let best: { tokens: number; budgetId: string } | undefined;
-  for (const b of budgets) {
-    const remaining = b.budget.limit - b.used - b.reserved;
-    for (const m of models) {
-      const tokens =
-        b.budget.unit === 'tokens'
-          ? remaining - input
-          : m.price.outputPerMTok > 0
-            ? Math.floor((remaining - input * m.price.inputPerMTok) / m.price.outputPerMTok)
-            : Number.POSITIVE_INFINITY;
-      if (!best || tokens < best.tokens) best = { tokens, budgetId: b.budget.config.id };
-    }
-  }
-  return best && Number.isFinite(best.tokens) ? best : undefined;
-}
-
 /** Decides one call and replays the reservation against the usage given. */
 export function simulate(input: SimulateInput): Simulation {
   const { policy, request } = input;
@@ -101,8 +80,8 @@ export function simulate(input: SimulateInput): Simulation {
   const plans: { tier: string; clamp?: { tokens: number; budgetId: string } }[] = tiers.map((tier) => ({ tier }));
   for (const tier of tiers) {
     const models = tierModels(tier);
-    const fit = affordable(budgets, models, estimatedInputTokens);
-    const wanted = Math.max(...models.map((m) => outputCap(request, m)));
+    const fit = affordableOutput(budgets, models, estimatedInputTokens);
+    const wanted = Math.max(...models.map((m) => outputTokensFor(request.maxTokens, m)));
     if (fit && fit.tokens < wanted && fit.tokens >= policy.config.limits.minOutputTokens) plans.push({ tier, clamp: fit });
   }
 
@@ -110,7 +89,7 @@ export function simulate(input: SimulateInput): Simulation {
   for (const plan of plans) {
     const models = tierModels(plan.tier);
     const short = budgets.find((b) => {
-      const amount = Math.max(...models.map((m) => amountFor(b.budget, m, { inputTokens: estimatedInputTokens, outputTokens: outputCap(request, m, plan.clamp?.tokens) })));
+      const amount = Math.max(...models.map((m) => amountFor(b.budget, m, { inputTokens: estimatedInputTokens, outputTokens: outputTokensFor(request.maxTokens, m, plan.clamp?.tokens) })));
       const over = b.used + b.reserved + amount > b.budget.limit;
       if (over) refusal ??= { budget: b, requested: amount };
       return over;

@@ -1,7 +1,7 @@
 import { GatewayError } from '../../errors.js';
 import type { ModelInfo } from '../../policy/load.js';
 import type { QuotaStore, ReserveOutcome } from '../../quota/store.js';
-import { amountFor, chargeLines } from '../budgets.js';
+import { affordableOutput, amountFor, chargeLines, outputTokensFor } from '../budgets.js';
 import type { Middleware } from '../compose.js';
 import type { CallContext } from '../context.js';
 import { withStore } from './storeAccess.js';
@@ -16,28 +16,7 @@ export interface ReserveStepOptions {
  * and within what the remaining budgets can pay for (the clamp).
  */
 export function outputCap(ctx: CallContext, model: ModelInfo): number {
-  return Math.min(ctx.request.maxTokens, model.maxOutputTokens, ctx.outputClamp?.tokens ?? Number.POSITIVE_INFINITY);
-}
-
-/**
- * The most output tokens every line's remaining budget can pay for on every model of a tier, given
- * the estimated input, from the snapshot read before deciding. Undefined when no line constrains.
- */
-function affordableOutput(ctx: CallContext, models: ModelInfo[]): { tokens: number; budgetId: string } | undefined {
-  let best: { tokens: number; budgetId: string } | undefined;
-  ctx.budgets.forEach((b) => {
-    const remaining = b.budget.limit - b.used - b.reserved;
-    for (const m of models) {
-      const tokens =
-        b.budget.unit === 'tokens'
-          ? remaining - ctx.estimatedInputTokens
-          : m.price.outputPerMTok > 0
-            ? Math.floor((remaining - ctx.estimatedInputTokens * m.price.inputPerMTok) / m.price.outputPerMTok)
-            : Number.POSITIVE_INFINITY;
-      if (!best || tokens < best.tokens) best = { tokens, budgetId: b.budget.config.id };
-    }
-  });
-  return best && Number.isFinite(best.tokens) ? best : undefined;
+  return outputTokensFor(ctx.request.maxTokens, model, ctx.outputClamp?.tokens);
 }
 
 /**
@@ -67,7 +46,7 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
     const plans: { tier: string; clamp?: { tokens: number; budgetId: string } }[] = tiers.map((tier) => ({ tier }));
     for (const tier of tiers) {
       const models = tierModels(tier);
-      const affordable = affordableOutput(ctx, models);
+      const affordable = affordableOutput(ctx.budgets, models, ctx.estimatedInputTokens);
       const wanted = Math.max(...models.map((m) => outputCap(ctx, m)));
       if (affordable && affordable.tokens < wanted && affordable.tokens >= ctx.policy.config.limits.minOutputTokens) {
         plans.push({ tier, clamp: affordable });
