@@ -5,6 +5,8 @@ import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { RedisQuotaStore } from '../../src/quota/redis.js';
+import { startPrivateRedis, uniquePrefix } from '../helpers/redis.js';
 
 const NOW = Date.parse('2026-11-25T10:00:00.000Z');
 
@@ -79,22 +81,23 @@ describe('Prometheus /metrics', () => {
   });
 
   it('counts a call refused because the store is down as a store error', async () => {
-    const { MemoryQuotaStore } = await import('../../src/quota/memory.js');
-    const { GatewayError } = await import('../../src/errors.js');
-    // A real store whose reserve answers as an unreachable Redis does.
-    class DownStore extends MemoryQuotaStore {
-      override async reserve(): Promise<never> {
-        throw new GatewayError('QUOTA_STORE_UNAVAILABLE', 'store down');
-      }
+    // A real Redis ledger whose server has stopped: the call fails closed.
+    const redis = await startPrivateRedis();
+    const store = new RedisQuotaStore({ url: redis.url, prefix: uniquePrefix('metrics'), commandTimeoutMs: 500, logger: { info() {}, warn() {}, error() {} } });
+    try {
+      gw = await startTestGateway(basicPolicy(), { now: () => NOW, store });
+      const alice = await connect(KEYS.alice);
+      await redis.stop();
+      await alice.callTool({ name: 'complete', arguments: { prompt: 'hi' } });
+      const text = await (await fetch(`${gw.url}/metrics`)).text();
+      expect(samples(text, 'tollgate_store_errors_total')).toEqual(['tollgate_store_errors_total{kind="unavailable"} 1']);
+      // The budget snapshot cannot be read, so no policy decision is reached: effect "error".
+      expect(samples(text, 'tollgate_decisions_total')).toEqual([
+        'tollgate_decisions_total{effect="error",outcome="failed",rule_id="",budget_id="user-weekly",error_code="QUOTA_STORE_UNAVAILABLE"} 1',
+      ]);
+    } finally {
+      await redis.stop();
     }
-    gw = await startTestGateway(basicPolicy(), { now: () => NOW, store: new DownStore() });
-    const alice = await connect(KEYS.alice);
-    await alice.callTool({ name: 'complete', arguments: { prompt: 'hi' } });
-    const text = await (await fetch(`${gw.url}/metrics`)).text();
-    expect(samples(text, 'tollgate_store_errors_total')).toEqual(['tollgate_store_errors_total{kind="unavailable"} 1']);
-    expect(samples(text, 'tollgate_decisions_total')).toEqual([
-      'tollgate_decisions_total{effect="allow",outcome="failed",rule_id="",budget_id="user-weekly",error_code="QUOTA_STORE_UNAVAILABLE"} 1',
-    ]);
   });
 
   it('asks for the metrics token when TOLLGATE_METRICS_TOKEN is set', async () => {
