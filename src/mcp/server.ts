@@ -5,6 +5,7 @@
  */
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import {
   CallToolRequestSchema,
   ErrorCode,
@@ -79,9 +80,17 @@ function ok(data: Record<string, unknown>, text: string): CallToolResult {
   return { content: [{ type: 'text', text }], structuredContent: data };
 }
 
+/**
+ * The SDK's Server builds its own Ajv instance unless given one: about 90 µs and several KB per
+ * session, for a validator a tools-only server never uses (it checks elicitation schemas). One is
+ * shared by every session.
+ */
+let sharedValidator: AjvJsonSchemaValidator | undefined;
+
 /** Builds a fresh MCP Server bound to the gateway. */
 export function createMcpServer(opts: McpServerOptions): Server {
-  const server = new Server({ name: 'tollgate', version: opts.version }, { capabilities: { tools: {} } });
+  sharedValidator ??= new AjvJsonSchemaValidator();
+  const server = new Server({ name: 'tollgate', version: opts.version }, { capabilities: { tools: {} }, jsonSchemaValidator: sharedValidator });
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: TOOLS }));
   server.setRequestHandler(CallToolRequestSchema, async (req, extra): Promise<CallToolResult> => {
     const name = req.params.name;

@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { answersPing, killChildren, pct, rssMb, startChild } from './common.js';
+import { closeRawClient, cpuMs, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
 
 const { values } = parseArgs({
   options: {
@@ -26,6 +27,7 @@ const { values } = parseArgs({
     sessions: { type: 'string', default: '0' },
     targets: { type: 'string', default: 'passthrough,memory,redis' },
     soak: { type: 'string', default: '0' },
+    'cpu-prof': { type: 'string' },
   },
 });
 const SOAK = Number(values.soak);
@@ -36,6 +38,8 @@ const SEQUENTIAL = Number(values.sequential);
 const SESSIONS = Number(values.sessions);
 const TARGETS = values.targets.split(',');
 const KEY = 'tg-bench-key';
+/** With --cpu-prof <dir>, every server writes a V8 CPU profile there when it stops. */
+const PROF = values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}`] : [];
 /** Ends a client's session on the server (DELETE) and closes it. */
 async function done(c: Client): Promise<void> {
   await (c.transport as StreamableHTTPClientTransport).terminateSession().catch(() => {});
@@ -57,60 +61,75 @@ interface LoadResult {
   p50: number;
   p99: number;
   mean: number;
+  /** CPU ms per call of the server and of the fake provider, in that order (concurrent runs only). */
+  cpuPerCall?: number[];
+  /** CPU ms per call of this load generator. */
+  loadCpuPerCall?: number;
 }
 
 /** `n` clients calling back to back for `seconds` after a warm-up; latency in ms per call. */
-async function load(url: string, n: number, seconds: number): Promise<LoadResult> {
-  const clients = await Promise.all(Array.from({ length: n }, () => client(url)));
+async function load(url: string, n: number, seconds: number, pids: number[]): Promise<LoadResult> {
+  const t = rawTarget(url, KEY, n);
+  const clients = await Promise.all(Array.from({ length: n }, () => openRawClient(t)));
   const lat: number[] = [];
   let errors = 0;
   let measuring = false;
   let stop = false;
-  const loop = async (c: Client) => {
+  const loop = async (c: RawClient) => {
     while (!stop) {
       const t0 = performance.now();
-      const r = await c.callTool({ name: 'complete', arguments: ARGS }).catch(() => ({ isError: true }));
+      const ok = await rawCall(t, c, 'complete', ARGS).catch(() => false);
       const ms = performance.now() - t0;
       if (!measuring) continue;
-      if (r.isError) errors++;
+      if (!ok) errors++;
       else lat.push(ms);
     }
   };
   const running = clients.map(loop);
   await new Promise((r) => setTimeout(r, WARMUP * 1000));
   measuring = true;
+  const cpu0 = pids.map(cpuMs);
+  const self0 = process.cpuUsage();
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, seconds * 1000));
   measuring = false;
   const elapsed = (performance.now() - t0) / 1000;
+  const cpu = pids.map((p, i) => cpuMs(p) - cpu0[i]!);
+  const self = process.cpuUsage(self0);
   stop = true;
   await Promise.all(running);
-  await Promise.all(clients.map(done));
+  await Promise.all(clients.map((c) => closeRawClient(t, c)));
+  t.agent.destroy();
   lat.sort((a, b) => a - b);
-  return { calls: lat.length, errors, callsPerSec: lat.length / elapsed, p50: pct(lat, 50), p99: pct(lat, 99), mean: lat.reduce((a, b) => a + b, 0) / lat.length };
+  return {
+    calls: lat.length,
+    errors,
+    callsPerSec: lat.length / elapsed,
+    p50: pct(lat, 50),
+    p99: pct(lat, 99),
+    mean: lat.reduce((a, b) => a + b, 0) / lat.length,
+    cpuPerCall: cpu.map((ms) => ms / Math.max(1, lat.length)),
+    loadCpuPerCall: (self.user + self.system) / 1000 / Math.max(1, lat.length),
+  };
 }
 
 /** One client, `count` calls one after another: the added latency of a single call. */
 async function sequential(url: string, count: number): Promise<LoadResult> {
-  // The SDK client's transport adds an abort listener per request that it never removes, so a
-  // client is replaced every 500 calls to keep the client's own cost flat.
-  let c = await client(url);
-  for (let i = 0; i < 200; i++) await c.callTool({ name: 'complete', arguments: ARGS });
+  const t = rawTarget(url, KEY, 1);
+  const c = await openRawClient(t);
+  for (let i = 0; i < 200; i++) await rawCall(t, c, 'complete', ARGS);
   const lat: number[] = [];
   let errors = 0;
   const t0 = performance.now();
   for (let i = 0; i < count; i++) {
-    if (i > 0 && i % 500 === 0) {
-      await done(c);
-      c = await client(url);
-    }
     const s = performance.now();
-    const r = await c.callTool({ name: 'complete', arguments: ARGS });
-    if (r.isError) errors++;
+    const ok = await rawCall(t, c, 'complete', ARGS);
+    if (!ok) errors++;
     else lat.push(performance.now() - s);
   }
   const elapsed = (performance.now() - t0) / 1000;
-  await done(c);
+  await closeRawClient(t, c);
+  t.agent.destroy();
   lat.sort((a, b) => a - b);
   return { calls: lat.length, errors, callsPerSec: lat.length / elapsed, p50: pct(lat, 50), p99: pct(lat, 99), mean: lat.reduce((a, b) => a + b, 0) / lat.length };
 }
@@ -207,7 +226,8 @@ rules:
 
 function row(name: string, r: LoadResult, rss?: { rss: number; peak: number }): string {
   const f = (n: number, d = 2) => n.toFixed(d).padStart(9);
-  return `${name.padEnd(22)}${f(r.p50)}${f(r.p99)}${f(r.mean)}${f(r.callsPerSec, 0)}${String(r.errors).padStart(7)}${rss ? f(rss.rss, 0) + f(rss.peak, 0) : ''}`;
+  const cpu = r.cpuPerCall ? `${f(r.cpuPerCall[0]!, 3)}${f(r.cpuPerCall[1]!, 3)}${f(r.loadCpuPerCall!, 3)}` : '';
+  return `${name.padEnd(22)}${f(r.p50)}${f(r.p99)}${f(r.mean)}${f(r.callsPerSec, 0)}${String(r.errors).padStart(7)}${rss ? f(rss.rss, 0) + f(rss.peak, 0) : ''}${cpu}`;
 }
 
 async function main(): Promise<void> {
@@ -220,12 +240,12 @@ async function main(): Promise<void> {
 
     const servers: { name: string; url: string; pid: number }[] = [];
     if (TARGETS.includes('passthrough')) {
-      const p = await startChild(['tools/bench/passthrough.ts', openaiUrl], {}, /serving MCP at (\S+)/, 'stderr');
+      const p = await startChild(['tools/bench/passthrough.ts', openaiUrl], {}, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'passthrough (no policy)', url: p.match[1]!, pid: p.child.pid! });
     }
     const gatewayEnv = { TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_MAX_SESSIONS: String(Math.max(10_000, SESSIONS + 1000)) };
     if (TARGETS.includes('memory')) {
-      const g = await startChild(['src/cli.ts', 'serve', '--port', '0', '--policy', policyFile], gatewayEnv, /serving MCP at (\S+)/, 'stderr');
+      const g = await startChild(['src/cli.ts', 'serve', '--port', '0', '--policy', policyFile], gatewayEnv, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'tollgate (memory)', url: g.match[1]!, pid: g.child.pid! });
     }
     if (TARGETS.includes('redis')) {
@@ -233,7 +253,7 @@ async function main(): Promise<void> {
       if (!redisUrl) process.stdout.write('redis: no REDIS_URL and nothing on 127.0.0.1:6379; skipping the Redis target\n');
       else {
         const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
-        const g = await startChild(['src/cli.ts', 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl], { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, 'events-redis.jsonl') }, /serving MCP at (\S+)/, 'stderr');
+        const g = await startChild(['src/cli.ts', 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl], { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, 'events-redis.jsonl') }, /serving MCP at (\S+)/, 'stderr', PROF);
         servers.push({ name: 'tollgate (redis)', url: g.match[1]!, pid: g.child.pid! });
       }
     }
@@ -250,9 +270,9 @@ async function main(): Promise<void> {
     }
     const conc: Record<string, LoadResult> = {};
     if (SECONDS > 0) {
-      process.stdout.write(`\nconcurrent (${CLIENTS} clients)\n${head}${'RSS MB'.padStart(9)}${'peak MB'.padStart(9)}\n`);
+      process.stdout.write(`\nconcurrent (${CLIENTS} clients)\n${head}${'RSS MB'.padStart(9)}${'peak MB'.padStart(9)}${'srv cpu'.padStart(9)}${'fake cpu'.padStart(9)}${'load cpu'.padStart(9)}\n`);
       for (const s of servers) {
-        conc[s.name] = await load(s.url, CLIENTS, SECONDS);
+        conc[s.name] = await load(s.url, CLIENTS, SECONDS, [s.pid, fakes.child.pid!]);
         process.stdout.write(`${row(s.name, conc[s.name]!, rssMb(s.pid))}\n`);
       }
     }

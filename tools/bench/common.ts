@@ -14,8 +14,9 @@ export function startChild(
   env: Record<string, string>,
   ready: RegExp,
   stream: 'stdout' | 'stderr',
+  nodeFlags: string[] = [],
 ): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let seen = '';
   return new Promise((resolve, reject) => {

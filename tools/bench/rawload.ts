@@ -1,0 +1,94 @@
+/**
+ * A light load generator for the benchmark: MCP over streamable HTTP spoken with node:http and
+ * pre-built request bodies, so that the generator spends as little of the machine's CPU as it can
+ * and the servers get the rest. Each virtual client opens its own MCP session (initialize, then
+ * notifications/initialized) and calls tools/call back to back on a kept-alive connection.
+ */
+import { Agent, request } from 'node:http';
+import { readFileSync } from 'node:fs';
+
+export interface RawClient {
+  sessionId: string;
+  nextId: number;
+}
+
+export interface RawTarget {
+  url: URL;
+  agent: Agent;
+  key: string;
+}
+
+export function rawTarget(url: string, key: string, sockets: number): RawTarget {
+  return { url: new URL(url), agent: new Agent({ keepAlive: true, maxSockets: sockets }), key };
+}
+
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+function post(t: RawTarget, body: string, sessionId?: string, method = 'POST'): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = {
+      authorization: `Bearer ${t.key}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': '2025-06-18',
+    };
+    if (sessionId) headers['mcp-session-id'] = sessionId;
+    if (body) headers['content-length'] = String(Buffer.byteLength(body));
+    const req = request({ host: t.url.hostname, port: t.url.port, path: t.url.pathname, method, headers, agent: t.agent }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The JSON-RPC message in a reply that is either application/json or one SSE event. */
+function message(r: Reply): { result?: { isError?: boolean }; error?: unknown } {
+  const ct = String(r.headers['content-type'] ?? '');
+  if (ct.startsWith('text/event-stream')) {
+    const line = r.body.split('\n').filter((l) => l.startsWith('data:')).pop();
+    return line ? JSON.parse(line.slice(5)) : {};
+  }
+  return r.body ? JSON.parse(r.body) : {};
+}
+
+export async function openRawClient(t: RawTarget): Promise<RawClient> {
+  const init = await post(
+    t,
+    JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'bench-raw', version: '1' } } }),
+  );
+  const sessionId = init.headers['mcp-session-id'];
+  if (init.status !== 200 || typeof sessionId !== 'string') throw new Error(`initialize failed: HTTP ${init.status} ${init.body.slice(0, 300)}`);
+  const note = await post(t, JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }), sessionId);
+  if (note.status !== 202) throw new Error(`notifications/initialized failed: HTTP ${note.status}`);
+  return { sessionId, nextId: 1 };
+}
+
+export async function closeRawClient(t: RawTarget, c: RawClient): Promise<void> {
+  await post(t, '', c.sessionId, 'DELETE').catch(() => undefined);
+}
+
+/** One tools/call; resolves true when the tool answered without isError. */
+export async function rawCall(t: RawTarget, c: RawClient, name: string, args: Record<string, unknown>): Promise<boolean> {
+  const body = `{"jsonrpc":"2.0","id":${c.nextId++},"method":"tools/call","params":{"name":${JSON.stringify(name)},"arguments":${JSON.stringify(args)}}}`;
+  const r = await post(t, body, c.sessionId);
+  if (r.status !== 200) return false;
+  const m = message(r);
+  return !m.error && m.result !== undefined && m.result.isError !== true;
+}
+
+/** CPU time (user + system) a process has used so far, in ms (Linux /proc, clock ticks of 10 ms). */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields after the command name start at field 3 (state); utime and stime are fields 14 and 15.
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
