@@ -62,6 +62,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
       maxBodyBytes: Number(env.TOLLGATE_MAX_BODY_BYTES ?? 1024 * 1024),
       maxSessions: Number(env.TOLLGATE_MAX_SESSIONS ?? 10_000),
       sessionIdleMs: Number(env.TOLLGATE_SESSION_IDLE_SECONDS ?? 1800) * 1000,
+      sessionSecret: env.TOLLGATE_SESSION_SECRET || undefined,
       metricsToken: env.TOLLGATE_METRICS_TOKEN || undefined,
       version: VERSION,
     },
@@ -152,7 +153,7 @@ export async function startHttp(runtime: Runtime, settings: Settings) {
     server,
     sessions: http.sessions,
     async close() {
-      await http.sessions.closeAll();
+      http.sessions.closeAll();
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
     },

@@ -9,7 +9,8 @@ import type { Duplex } from 'node:stream';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { hostHeaderValidation, localhostHostValidation } from '@modelcontextprotocol/sdk/server/middleware/hostHeaderValidation.js';
 import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
-import { isInitializeRequest, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { CancelledNotificationSchema, isInitializeRequest, type CancelledNotification, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
@@ -20,7 +21,7 @@ import { anthropicCompatRouter } from './anthropicCompat.js';
 import { authEdge } from './authMetadata.js';
 import { BudgetHeaderReader, hasToolCall } from './budgetHeaders.js';
 import { openaiCompatRouter } from './openaiCompat.js';
-import { SessionTable } from './sessions.js';
+import { SessionTable, type Session } from './sessions.js';
 
 export interface HttpOptions {
   host: string;
@@ -32,6 +33,8 @@ export interface HttpOptions {
   maxBodyBytes: number;
   maxSessions: number;
   sessionIdleMs: number;
+  /** Shared by replicas or workers so that each accepts sessions the others opened. */
+  sessionSecret?: string;
   version: string;
   /** When set, GET /metrics needs `Authorization: Bearer <token>` (TOLLGATE_METRICS_TOKEN). */
   metricsToken?: string;
@@ -66,7 +69,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     next();
   });
 
-  const sessions = new SessionTable({ maxSessions: opts.maxSessions, idleMs: opts.sessionIdleMs });
+  const sessions = new SessionTable({ maxSessions: opts.maxSessions, idleMs: opts.sessionIdleMs, secret: opts.sessionSecret });
   const budgetReader = new BudgetHeaderReader(gateway);
 
   app.get('/healthz', (_req, res) => {
@@ -94,6 +97,43 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   app.use(anthropicCompatRouter(gateway, compat));
   app.use(a2aRouter(gateway, { ...compat, version: opts.version }));
 
+  const newServer = () =>
+    createMcpServer({
+      gateway,
+      transport: 'http',
+      version: opts.version,
+      principalFor: (extra) => extra.authInfo?.extra?.principal as Principal | undefined,
+    });
+
+  /**
+   * Serves one HTTP request of a session with a fresh SDK Server and stateless transport, closed
+   * when the response ends. Its requests are tracked on the session so that a notifications/cancelled
+   * sent in a later POST reaches them, and a client that hangs up cancels them.
+   */
+  const serve = async (req: Request, res: Response, session: Session) => {
+    const server = newServer();
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+    await server.connect(transport);
+    const deliver = (msg: JSONRPCMessage) => transport.onmessage?.(msg);
+    const ids = requestIds(req.body);
+    const untrack = ids.map((id) => sessions.track(session, id, deliver));
+    res.on('close', () => {
+      if (!res.writableFinished) for (const requestId of ids) sessions.cancel(session, requestId, 'client disconnected');
+      for (const u of untrack) u();
+      void server.close().catch(() => undefined);
+    });
+    await transport.handleRequest(req, res, req.body);
+  };
+
+  /** The session a request names, or an answer already sent (404 unknown, 403 someone else's). */
+  const sessionOf = (req: Request, res: Response, sid: string): Session | undefined => {
+    const found = sessions.lookup(sid, ownerOf(principalOf(req)!));
+    if ('session' in found) return found.session;
+    if (found.error === 'forbidden') sendError(res, new GatewayError('FORBIDDEN', 'This session belongs to another caller.'));
+    else res.status(404).json({ jsonrpc: '2.0', error: { code: -32001, message: 'Session not found; initialize a new one.' }, id: null });
+    return undefined;
+  };
+
   app.post('/mcp', auth, json, async (req, res) => {
     // Without this, a non-JSON body reaches the session check unparsed and gets a misleading answer.
     if (!isJsonContentType(req.headers['content-type'])) {
@@ -101,62 +141,68 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
       return;
     }
     const principal = principalOf(req)!;
+    const messages: unknown[] = Array.isArray(req.body) ? req.body : [req.body];
     const sid = req.header('mcp-session-id');
-    let session = sid ? sessions.get(sid) : undefined;
-    if (sid && !session) {
-      res.status(404).json({ jsonrpc: '2.0', error: { code: -32001, message: 'Session not found; initialize a new one.' }, id: null });
-      return;
-    }
-    if (session && session.owner !== ownerOf(principal)) {
-      sendError(res, new GatewayError('FORBIDDEN', 'This session belongs to another caller.'));
-      return;
-    }
-    if (!session) {
+    let session: Session | undefined;
+    if (sid) {
+      session = sessionOf(req, res, sid);
+      if (!session) return;
+      if (messages.some(isInitializeRequest)) {
+        res.status(400).json({ jsonrpc: '2.0', error: { code: -32600, message: 'Invalid Request: Server already initialized' }, id: null });
+        return;
+      }
+      for (const m of messages) {
+        if (CancelledNotificationSchema.safeParse(m).success) {
+          const { requestId, reason } = (m as CancelledNotification).params;
+          if (requestId !== undefined) sessions.cancel(session, requestId, reason);
+        }
+      }
+    } else {
       if (!isInitializeRequest(req.body)) {
         res.status(400).json({ jsonrpc: '2.0', error: { code: -32000, message: 'No mcp-session-id header: send initialize first.' }, id: null });
         return;
       }
-      session = await sessions.open(ownerOf(principal), () =>
-        createMcpServer({
-          gateway,
-          transport: 'http',
-          version: opts.version,
-          principalFor: (extra) => extra.authInfo?.extra?.principal as Principal | undefined,
-        }),
-      );
+      session = sessions.open(ownerOf(principal));
       if (!session) {
         res.status(503).json({ jsonrpc: '2.0', error: { code: -32000, message: 'Too many open sessions; try again later.' }, id: null });
         return;
       }
+      const opened = session;
+      res.setHeader('mcp-session-id', opened.id);
+      // An initialize the transport refused (bad params, wrong Accept) leaves no session behind.
+      res.once('finish', () => {
+        if (res.statusCode !== 200) sessions.close(opened.id);
+      });
     }
-    cancelOnDisconnect(req, res, session.transport.onmessage?.bind(session.transport));
     if (hasToolCall(req.body)) {
       // Set before the transport writes its head, so they go out with the SSE or JSON answer.
       for (const [name, value] of Object.entries(await budgetReader.read(principal))) res.setHeader(name, value);
       res.once('finish', () => budgetReader.forget(principal));
     }
-    await session.transport.handleRequest(req, res, req.body);
+    await serve(req, res, session);
   });
 
-  const forward = async (req: Request, res: Response) => {
+  // tollgate sends nothing outside the response to a request, so it offers no standalone SSE stream:
+  // the MCP transport spec's answer for that is 405 on GET.
+  app.get('/mcp', auth, (req, res) => {
     const sid = req.header('mcp-session-id');
-    const session = sid ? sessions.get(sid) : undefined;
-    if (!session) {
-      res.status(404).json({ jsonrpc: '2.0', error: { code: -32001, message: 'Session not found.' }, id: null });
+    if (sid && !sessionOf(req, res, sid)) return;
+    res.status(405).set('Allow', 'POST, DELETE').json({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this server offers no standalone SSE stream.' }, id: null });
+  });
+  app.delete('/mcp', auth, (req, res) => {
+    const sid = req.header('mcp-session-id');
+    if (!sid) {
+      res.status(400).json({ jsonrpc: '2.0', error: { code: -32000, message: 'No mcp-session-id header: nothing to end.' }, id: null });
       return;
     }
-    if (session.owner !== ownerOf(principalOf(req)!)) {
-      sendError(res, new GatewayError('FORBIDDEN', 'This session belongs to another caller.'));
-      return;
-    }
-    await session.transport.handleRequest(req, res);
-  };
-  app.get('/mcp', auth, forward);
-  app.delete('/mcp', auth, forward);
+    if (!sessionOf(req, res, sid)) return;
+    sessions.close(sid);
+    res.status(200).end();
+  });
 
   // Keep these after every route: what no route answered gets a code rather than express's HTML page.
   app.all('/mcp', (_req, res) => {
-    res.status(405).set('Allow', 'GET, POST, DELETE').json({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed.' }, id: null });
+    res.status(405).set('Allow', 'POST, DELETE').json({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed.' }, id: null });
   });
   app.use((_req, res) => sendError(res, new GatewayError('NOT_FOUND', 'There is no such endpoint on this gateway; MCP is served at /mcp.')));
 
@@ -222,18 +268,8 @@ function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex): v
   socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 
-/**
- * In a stateful session a client that disconnects does not abort the tool handler by itself. When
- * the response closes before it was finished, feed the session a notifications/cancelled for each
- * request in the body, which aborts the handler's signal and with it the upstream call.
- */
-function cancelOnDisconnect(req: Request, res: Response, deliver: ((msg: JSONRPCMessage) => void) | undefined): void {
-  if (!deliver) return;
-  const body: unknown[] = Array.isArray(req.body) ? req.body : [req.body];
-  const ids = body.flatMap((m) => (m && typeof m === 'object' && 'id' in m && 'method' in m ? [(m as { id: string | number }).id] : []));
-  if (ids.length === 0) return;
-  res.on('close', () => {
-    if (res.writableFinished) return;
-    for (const requestId of ids) deliver({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId, reason: 'client disconnected' } });
-  });
+/** The ids of the JSON-RPC requests (not notifications or responses) in a POST body. */
+function requestIds(body: unknown): (string | number)[] {
+  const messages: unknown[] = Array.isArray(body) ? body : [body];
+  return messages.flatMap((m) => (m && typeof m === 'object' && 'id' in m && 'method' in m ? [(m as { id: string | number }).id] : []));
 }

@@ -127,3 +127,83 @@ describe('HTTP edge', () => {
     await client.close();
   });
 });
+
+describe('MCP sessions on HTTP', () => {
+  const SECRET = 'shared-by-both-replicas-0123456789abcdef';
+  const call = { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'complete', arguments: { prompt: 'hello there', max_tokens: 16 } } };
+  const open = async (gw: TestGateway, key: string = KEYS.alice) => {
+    const init = await post(gw, INIT, { authorization: `Bearer ${key}` });
+    expect(init.status).toBe(200);
+    await init.text();
+    return { authorization: `Bearer ${key}`, 'mcp-session-id': init.headers.get('mcp-session-id')!, 'mcp-protocol-version': '2025-11-25' };
+  };
+  const sessionCount = async (gw: TestGateway) => ((await (await fetch(`${gw.url}/healthz`)).json()) as { sessions: number }).sessions;
+
+  it('ends a session on DELETE; the id is then unknown', async () => {
+    const gw = await startTestGateway(basicPolicy());
+    try {
+      const headers = await open(gw);
+      expect(await sessionCount(gw)).toBe(1);
+      const del = await fetch(gw.mcpUrl, { method: 'DELETE', headers });
+      expect(del.status).toBe(200);
+      expect(await sessionCount(gw)).toBe(0);
+      const after = await post(gw, call, headers);
+      expect(after.status).toBe(404);
+      expect((await after.json()).error).toEqual({ code: -32001, message: 'Session not found; initialize a new one.' });
+      expect((await fetch(gw.mcpUrl, { method: 'DELETE', headers })).status).toBe(404);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('answers GET with 405 (no standalone stream), after checking the session', async () => {
+    const gw = await startTestGateway(basicPolicy());
+    try {
+      const headers = await open(gw);
+      const res = await fetch(gw.mcpUrl, { headers: { ...headers, accept: 'text/event-stream' } });
+      expect(res.status).toBe(405);
+      expect(res.headers.get('allow')).toBe('POST, DELETE');
+      const unknown = await fetch(gw.mcpUrl, { headers: { ...headers, 'mcp-session-id': 'nope', accept: 'text/event-stream' } });
+      expect(unknown.status).toBe(404);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('refuses a second initialize on an open session with -32600', async () => {
+    const gw = await startTestGateway(basicPolicy());
+    try {
+      const headers = await open(gw);
+      const res = await post(gw, INIT, headers);
+      expect(res.status).toBe(400);
+      expect((await res.json()).error).toEqual({ code: -32600, message: 'Invalid Request: Server already initialized' });
+      expect(await sessionCount(gw)).toBe(1);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('serves a session on any replica that shares TOLLGATE_SESSION_SECRET, and on no other', async () => {
+    const a = await startTestGateway(basicPolicy(), { env: { TOLLGATE_SESSION_SECRET: SECRET } });
+    const b = await startTestGateway(basicPolicy(), { env: { TOLLGATE_SESSION_SECRET: SECRET } });
+    const c = await startTestGateway(basicPolicy());
+    try {
+      const headers = await open(a);
+      const onB = await post(b, call, headers);
+      expect(onB.status).toBe(200);
+      expect(await onB.text()).toContain('"structuredContent"');
+      expect(b.events.at(-1)).toMatchObject({ 'user.id': 'alice', outcome: 'success' });
+      // The id is bound to the caller who opened it, on every replica.
+      expect((await post(b, call, { ...headers, authorization: `Bearer ${KEYS.bob}` })).status).toBe(403);
+      expect((await post(c, call, headers)).status).toBe(404);
+      // The official client works across the pair: its session opened on A, its calls on B.
+      const client = await connectHttp(a.mcpUrl, KEYS.carol);
+      const sid = (client.transport as { sessionId?: string }).sessionId!;
+      const onBAgain = await post(b, { ...call, id: 3 }, { authorization: `Bearer ${KEYS.carol}`, 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' });
+      expect(onBAgain.status).toBe(200);
+      await client.close();
+    } finally {
+      await Promise.all([a.close(), b.close(), c.close()]);
+    }
+  });
+});

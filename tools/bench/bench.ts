@@ -6,8 +6,10 @@
  *   npm run bench -- [--clients 32] [--seconds 10] [--sequential 2000] [--sessions 10000]
  *                    [--targets passthrough,memory,redis]
  *
- * Every server runs in its own process; the load runs in this one.
+ * Every server runs in its own process; the load runs in this one. tollgate is built first and run
+ * from dist/, as `npm start` runs it.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -230,7 +232,11 @@ function row(name: string, r: LoadResult, rss?: { rss: number; peak: number }): 
   return `${name.padEnd(22)}${f(r.p50)}${f(r.p99)}${f(r.mean)}${f(r.callsPerSec, 0)}${String(r.errors).padStart(7)}${rss ? f(rss.rss, 0) + f(rss.peak, 0) : ''}${cpu}`;
 }
 
+/** tollgate runs as deployed: the JavaScript `npm run build` writes, not the TypeScript sources. */
+const GATEWAY = 'dist/src/cli.js';
+
 async function main(): Promise<void> {
+  if (TARGETS.some((t) => t !== 'passthrough')) execFileSync('npm', ['run', 'build', '--silent'], { stdio: 'inherit' });
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-'));
   try {
     const fakes = await startChild(['tools/fake-providers/main.ts'], {}, /openai\s+(http\S+)/, 'stdout');
@@ -245,7 +251,7 @@ async function main(): Promise<void> {
     }
     const gatewayEnv = { TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_MAX_SESSIONS: String(Math.max(10_000, SESSIONS + 1000)) };
     if (TARGETS.includes('memory')) {
-      const g = await startChild(['src/cli.ts', 'serve', '--port', '0', '--policy', policyFile], gatewayEnv, /serving MCP at (\S+)/, 'stderr', PROF);
+      const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], gatewayEnv, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'tollgate (memory)', url: g.match[1]!, pid: g.child.pid! });
     }
     if (TARGETS.includes('redis')) {
@@ -253,7 +259,7 @@ async function main(): Promise<void> {
       if (!redisUrl) process.stdout.write('redis: no REDIS_URL and nothing on 127.0.0.1:6379; skipping the Redis target\n');
       else {
         const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
-        const g = await startChild(['src/cli.ts', 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl], { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, 'events-redis.jsonl') }, /serving MCP at (\S+)/, 'stderr', PROF);
+        const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl], { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, 'events-redis.jsonl') }, /serving MCP at (\S+)/, 'stderr', PROF);
         servers.push({ name: 'tollgate (redis)', url: g.match[1]!, pid: g.child.pid! });
       }
     }

@@ -8,7 +8,10 @@ import { connect, createServer } from 'node:net';
 
 export const children: ChildProcess[] = [];
 
-/** Runs `node --import tsx <args>` and resolves once `ready` matches what it printed. */
+/**
+ * Runs `node --import tsx <args>` (plain `node <args>` for built JavaScript, `.js`) and resolves
+ * once `ready` matches what it printed.
+ */
 export function startChild(
   args: string[],
   env: Record<string, string>,
@@ -16,7 +19,8 @@ export function startChild(
   stream: 'stdout' | 'stderr',
   nodeFlags: string[] = [],
 ): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
-  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const loader = args[0]?.endsWith('.js') ? [] : ['--import', 'tsx'];
+  const child = spawn(process.execPath, [...nodeFlags, ...loader, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let seen = '';
   return new Promise((resolve, reject) => {
