@@ -2,23 +2,95 @@
  * Network plumbing shared by the adapters whose SDKs take a `fetch` (Anthropic, OpenAI): how a
  * request leaves, and a guard for streams that go quiet.
  */
-import { fetch as undiciFetch, ProxyAgent } from 'undici';
+import { Readable } from 'node:stream';
+import { getGlobalDispatcher, ProxyAgent, request, type Dispatcher } from 'undici';
 import { guardedFetch } from './egress.js';
 import type { ProviderBuildOptions } from './registry.js';
 
 /**
- * How the SDK reaches the network: through the proxy's dispatcher when one is set (with undici's own
- * fetch, which that dispatcher belongs to), refusing hosts off the egress allowlist, and never
- * following a redirect, which would otherwise leave without the allowlist seeing where it goes.
- * The result is spread into the SDK's client options.
+ * How the SDK reaches the network: through the proxy when one is set, refusing hosts off the egress
+ * allowlist, and never following a redirect, which would otherwise leave without the allowlist
+ * seeing where it goes. The result is spread into the SDK's client options.
  */
 export function sdkTransport(name: string, opts: ProviderBuildOptions): { fetch: typeof fetch; fetchOptions: RequestInit } {
-  const dispatcher = opts.proxy ? new ProxyAgent(opts.proxy) : undefined;
-  const base = dispatcher ? (undiciFetch as unknown as typeof fetch) : fetch;
+  const base = requestFetch(opts.proxy ? new ProxyAgent(opts.proxy) : undefined);
   return {
     fetch: opts.egressAllow ? guardedFetch(name, opts.egressAllow, base) : base,
-    fetchOptions: { redirect: 'manual', ...(dispatcher ? { dispatcher } : {}) } as RequestInit,
+    fetchOptions: { redirect: 'manual' },
   };
+}
+
+const NO_BODY = new Set([101, 204, 205, 304]);
+
+/**
+ * A `fetch` for the SDKs on undici's `request`, which costs about a quarter of the CPU of the
+ * WHATWG fetch for the same call (measured in the benchmark: fetch spends most of its time in spec
+ * bookkeeping the SDKs do not need). It takes what the SDKs send, a URL with a string or byte body,
+ * and answers a standard Response whose body streams as it arrives; anything else (a Request
+ * object, a form or stream body) goes to the global fetch. It never follows a redirect.
+ */
+export function requestFetch(dispatcher?: Dispatcher): typeof fetch {
+  return async (input, init) => {
+    const body = init?.body;
+    const simpleBody = body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array;
+    if (input instanceof Request || !simpleBody || init?.redirect === 'follow') return fetch(input, init);
+    const signal = init?.signal ?? undefined;
+    const headers: Record<string, string> = {};
+    new Headers(init?.headers).forEach((value, key) => {
+      headers[key] = value;
+    });
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(String(input), {
+        method: (init?.method ?? 'GET') as Dispatcher.HttpMethod,
+        headers,
+        body: body ?? undefined,
+        signal,
+        dispatcher: dispatcher ?? getGlobalDispatcher(),
+      });
+    } catch (err) {
+      // What fetch throws: the abort reason when aborted, else TypeError("fetch failed") with a cause.
+      throw signal?.aborted ? abortReason(signal) : new TypeError('fetch failed', { cause: err });
+    }
+    const out = new Headers();
+    for (const [key, value] of Object.entries(res.headers)) {
+      if (Array.isArray(value)) for (const v of value) out.append(key, v);
+      else if (value !== undefined) out.append(key, value);
+    }
+    if (NO_BODY.has(res.statusCode)) {
+      res.body.resume();
+      return new Response(null, { status: res.statusCode, headers: out });
+    }
+    return new Response(webBody(res.body, signal), { status: res.statusCode, headers: out });
+  };
+}
+
+function abortReason(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+}
+
+/**
+ * The response body as a web stream that fails the way fetch's does: with the abort reason when
+ * the caller aborted, else with TypeError("terminated") when the connection drops mid-body, which is
+ * what the adapters recognise as a lost connection.
+ */
+function webBody(body: Readable, signal: AbortSignal | undefined): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      body.on('data', (chunk: Buffer) => {
+        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        if ((controller.desiredSize ?? 0) <= 0) body.pause();
+      });
+      body.once('end', () => controller.close());
+      body.once('error', (err) => controller.error(signal?.aborted ? abortReason(signal) : new TypeError('terminated', { cause: err })));
+    },
+    pull() {
+      body.resume();
+    },
+    cancel(reason) {
+      body.destroy(reason instanceof Error ? reason : undefined);
+    },
+  });
 }
 
 /**
