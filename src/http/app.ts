@@ -118,8 +118,11 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     const ids = requestIds(req.body);
     const untrack = ids.map((id) => sessions.track(session, id, deliver));
     res.on('close', () => {
-      if (!res.writableFinished) for (const requestId of ids) sessions.cancel(session, requestId, 'client disconnected');
       for (const u of untrack) u();
+      // A finished response leaves nothing open: the pair is garbage. Closing it anyway would build
+      // a "connection closed" error per request for the SDK to hand to no one.
+      if (res.writableFinished) return;
+      for (const requestId of ids) deliver({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId, reason: 'client disconnected' } });
       void server.close().catch(() => undefined);
     });
     await transport.handleRequest(req, res, req.body);

@@ -36,9 +36,28 @@ function labelsMatch(pattern: string, host: string): boolean {
   return p.every((label, i) => label === '*' || label === h[i]);
 }
 
+/**
+ * Answers per allowlist and URL string: the SDKs call the same few URLs over and over, and parsing
+ * each one cost more than the rest of the check. A new policy brings a new list, hence a new cache.
+ */
+const verdicts = new WeakMap<readonly string[], Map<string, boolean>>();
+const MAX_VERDICTS = 1000;
+
 /** True when `url`'s host (and port, if the pattern has one) matches a pattern of `allow`. */
 export function isEgressAllowed(url: string | URL, allow: readonly string[]): boolean {
-  const u = typeof url === 'string' ? new URL(url) : url;
+  if (typeof url !== 'string') return egressAllowed(url, allow);
+  let cache = verdicts.get(allow);
+  if (!cache) verdicts.set(allow, (cache = new Map()));
+  let verdict = cache.get(url);
+  if (verdict === undefined) {
+    verdict = egressAllowed(new URL(url), allow);
+    if (cache.size >= MAX_VERDICTS) cache.clear();
+    cache.set(url, verdict);
+  }
+  return verdict;
+}
+
+function egressAllowed(u: URL, allow: readonly string[]): boolean {
   const host = u.hostname.toLowerCase().replace(/^\[|\]$/g, '');
   const port = u.port || (u.protocol === 'https:' ? '443' : u.protocol === 'http:' ? '80' : '');
   return allow.some((raw) => {
