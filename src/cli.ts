@@ -3,6 +3,7 @@
  * The `tollgate` command: one entry, subcommands for serving and for operators.
  */
 import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GatewayError } from './errors.js';
@@ -39,6 +40,8 @@ Options (each also settable by the environment variable shown):
   --port <n>             HTTP port                        TOLLGATE_PORT (default 8787)
   --redis <url>          Shared quota store               REDIS_URL (default: embedded in-memory store)
   --events <file>        Decision events (JSON lines)     TOLLGATE_EVENTS_FILE (default: stderr)
+  --workers <n|auto>     Gateway processes on the port    TOLLGATE_WORKERS (default 1; more than 1 needs
+                         (one per core with auto)         --redis, as every worker charges the same ledger)
   --no-watch             Do not reload the policy when its file changes or on SIGHUP
                                                           TOLLGATE_POLICY_WATCH=0
   Also: TOLLGATE_ALLOWED_HOSTS, TOLLGATE_ALLOWED_ORIGINS, TOLLGATE_MAX_BODY_BYTES,
@@ -52,6 +55,15 @@ Options (each also settable by the environment variable shown):
 function formatIssues(file: string, issues: PolicyIssue[]): string {
   const lines = issues.map((i) => `${file}${i.line ? `:${i.line}:${i.column}` : ''}: ${i.path ? `${i.path}: ` : ''}${i.message}`);
   return `${lines.join('\n')}\n${file}: ${issues.length} error${issues.length === 1 ? '' : 's'}\n`;
+}
+
+/** --workers / TOLLGATE_WORKERS: a count, or `auto` for one per core. Default 1 (no cluster). */
+function workerCount(raw: string | undefined): number {
+  if (raw === undefined || raw === '') return 1;
+  if (raw === 'auto') return availableParallelism();
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 256) fail(`invalid --workers ${raw}: give a whole number from 1 to 256, or auto`);
+  return n;
 }
 
 function fail(message: string, code = 2): never {
@@ -81,6 +93,7 @@ async function main(argv: string[]): Promise<void> {
       port: { type: 'string' },
       redis: { type: 'string' },
       events: { type: 'string' },
+      workers: { type: 'string' },
       key: { type: 'string' },
       url: { type: 'string' },
       tier: { type: 'string' },
@@ -117,10 +130,25 @@ async function main(argv: string[]): Promise<void> {
 
   switch (command) {
     case 'serve': {
+      const workers = workerCount(values.workers ?? process.env.TOLLGATE_WORKERS);
+      const { isWorker, runPrimary, workerMetrics } = await import('./cluster.js');
+      if (workers > 1 && !isWorker()) {
+        if (!settings.redisUrl && !settings.redisClusterNodes) {
+          fail(`--workers ${workers} needs the shared Redis store (--redis or REDIS_URL): with the embedded store each worker would keep budgets of its own`);
+        }
+        return runPrimary({
+          workers,
+          sessionSecret: settings.http.sessionSecret,
+          log: (line) => process.stderr.write(`${line}\n`),
+          onReady: (url) =>
+            process.stderr.write(`tollgate ${VERSION} serving MCP at ${url}/mcp (policy ${settings.policyPath}, store redis, ${workers} workers)\n`),
+        });
+      }
       const runtime = await buildRuntime(settings);
+      if (isWorker()) runtime.metrics.text = workerMetrics(runtime.metrics.registry);
       const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
       const http = await startHttp(runtime, settings);
-      process.stderr.write(`tollgate ${VERSION} serving MCP at ${http.url}/mcp (policy ${settings.policyPath}, store ${runtime.gateway.store.kind})\n`);
+      if (!isWorker()) process.stderr.write(`tollgate ${VERSION} serving MCP at ${http.url}/mcp (policy ${settings.policyPath}, store ${runtime.gateway.store.kind})\n`);
       const stop = async () => {
         reloader?.close();
         await http.close();

@@ -83,7 +83,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
         sendError(res, new GatewayError(req.headers.authorization ? 'AUTH_INVALID' : 'AUTH_REQUIRED', 'GET /metrics needs the metrics bearer token.'));
         return;
       }
-      res.set('Content-Type', metrics.registry.contentType).send(await metrics.registry.metrics());
+      res.set('Content-Type', metrics.registry.contentType).send(await metrics.text());
     });
   }
 

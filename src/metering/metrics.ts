@@ -24,6 +24,8 @@ export const NO_COST_CENTER = 'none';
 
 export interface GatewayMetrics {
   registry: Registry;
+  /** The exposition text /metrics serves: this registry's, or every worker's summed in a cluster. */
+  text(): Promise<string>;
   /** Feeds the metrics; compose it next to the event log sink. */
   sink: EventSink;
   /** Exposes a SIEM sink's delivery counts (delivered, dropped, rejected, buffered). */
@@ -136,7 +138,7 @@ export function createMetrics(): GatewayMetrics {
     });
   }
 
-  return { registry, sink: { emit: record }, trackSiem };
+  return { registry, text: () => registry.metrics(), sink: { emit: record }, trackSiem };
 }
 
 /**

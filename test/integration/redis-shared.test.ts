@@ -1,8 +1,9 @@
 /**
  * One budget enforced by several replicas through the shared Redis ledger: separate gateway
- * processes, real Redis, the real MCP client.
+ * processes (or one gateway's cluster workers), real Redis, the real MCP client.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -114,4 +115,63 @@ describe('two gateway processes sharing one Redis ledger', () => {
       await store.close();
     }
   });
+
+  it('runs as one gateway of two workers (--workers 2): one budget, any worker serves a session, /metrics sums both', { timeout: 120_000 }, async () => {
+    const text = basicPolicy({ userTokens: 1272, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 3000 }');
+    const n = ++started;
+    const policyFile = join(dir, `workers-${n}.yaml`);
+    writeFileSync(policyFile, text);
+    const env = { REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: `${prefix}workers:`, TOLLGATE_STORE_TIMEOUT_MS: '10000', TOLLGATE_WORKERS: '2' };
+    const g = await spawnGateway({ policyFile, eventsFile: join(dir, `workers-${n}.jsonl`), env });
+    procs.push(g);
+
+    // A session opened on one connection, then used on fresh connections: the kernel hands new
+    // connections to the workers in turn, so some of these calls reach the worker that did not open it.
+    const headers = { authorization: `Bearer ${KEYS.bob}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+    const init = await rawPost(g.mcpUrl, headers, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } });
+    expect(init.status).toBe(200);
+    const session = { ...headers, 'mcp-session-id': String(init.headers['mcp-session-id']), 'mcp-protocol-version': '2025-06-18' };
+    const lists = await Promise.all(Array.from({ length: 6 }, (_, i) => rawPost(g.mcpUrl, session, { jsonrpc: '2.0', id: i + 1, method: 'tools/list' })));
+    expect(lists.map((r) => r.status)).toEqual(Array(6).fill(200));
+
+    // 40 calls at once through two clients: exactly twelve fit the budget, whichever worker takes them.
+    const [ca, cb] = await Promise.all([connect(g, KEYS.alice), connect(g, KEYS.alice)]);
+    const call = (c: Client) => c.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } });
+    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => call(i % 2 === 0 ? ca : cb)));
+    expect(results.filter((r) => !r.isError)).toHaveLength(12);
+    const budget = ((await ca.callTool({ name: 'my_budget', arguments: {} })).structuredContent as { budgets: { used: number; reserved: number }[] }).budgets[0]!;
+    const events = g.events();
+    expect(events).toHaveLength(40);
+    const charged = events.flatMap((e) => (e['tollgate.charged'] as Charged | undefined) ?? []).reduce((sum, c) => sum + c.amount, 0);
+    expect(budget).toMatchObject({ used: charged, reserved: 0 });
+
+    // Every worker's counters, summed, whichever worker answers the scrape.
+    for (let i = 0; i < 2; i++) {
+      const metrics = await (await fetch(g.mcpUrl.replace(/\/mcp$/, '/metrics'))).text();
+      const decided = [...metrics.matchAll(/^tollgate_decisions_total\{[^}]*\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+      expect(decided).toBe(40);
+    }
+  });
+
+  it('refuses --workers above 1 without the shared Redis store', async () => {
+    const policyFile = join(dir, 'workers-memory.yaml');
+    writeFileSync(policyFile, basicPolicy());
+    await expect(spawnGateway({ policyFile, eventsFile: join(dir, 'workers-memory.jsonl'), env: { TOLLGATE_WORKERS: '2' } })).rejects.toThrow(
+      /exited with 2:\ntollgate: --workers 2 needs the shared Redis store \(--redis or REDIS_URL\)/,
+    );
+  });
 });
+
+/** One POST on a connection of its own (no keep-alive), as a new client connection would be. */
+function rawPost(url: string, headers: Record<string, string>, body: unknown): Promise<{ status: number; headers: Record<string, unknown>; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: 'POST', headers, agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
