@@ -4,7 +4,7 @@
  * Prints latency percentiles, throughput, server RSS and the overhead of enforcement.
  *
  *   npm run bench -- [--clients 32] [--seconds 10] [--sequential 2000] [--sessions 10000]
- *                    [--targets passthrough,memory,redis]
+ *                    [--targets passthrough,memory,redis,redis-2w]   (redis-Nw: N cluster workers)
  *
  * Every server runs in its own process; the load runs in this one. tollgate is built first and run
  * from dist/, as `npm start` runs it.
@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { answersPing, killChildren, pct, rssMb, startChild } from './common.js';
+import { deleteKeys } from '../../test/helpers/redis.js';
 import { closeRawClient, cpuMs, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
 
 const { values } = parseArgs({
@@ -27,7 +28,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '2' },
     sequential: { type: 'string', default: '2000' },
     sessions: { type: 'string', default: '0' },
-    targets: { type: 'string', default: 'passthrough,memory,redis' },
+    targets: { type: 'string', default: 'passthrough,memory,redis,redis-2w' },
     soak: { type: 'string', default: '0' },
     'cpu-prof': { type: 'string' },
   },
@@ -229,11 +230,12 @@ rules:
 function row(name: string, r: LoadResult, rss?: { rss: number; peak: number }): string {
   const f = (n: number, d = 2) => n.toFixed(d).padStart(9);
   const cpu = r.cpuPerCall ? `${f(r.cpuPerCall[0]!, 3)}${f(r.cpuPerCall[1]!, 3)}${f(r.loadCpuPerCall!, 3)}` : '';
-  return `${name.padEnd(22)}${f(r.p50)}${f(r.p99)}${f(r.mean)}${f(r.callsPerSec, 0)}${String(r.errors).padStart(7)}${rss ? f(rss.rss, 0) + f(rss.peak, 0) : ''}${cpu}`;
+  return `${name.padEnd(25)}${f(r.p50)}${f(r.p99)}${f(r.mean)}${f(r.callsPerSec, 0)}${String(r.errors).padStart(7)}${rss ? f(rss.rss, 0) + f(rss.peak, 0) : ''}${cpu}`;
 }
 
 /** tollgate runs as deployed: the JavaScript `npm run build` writes, not the TypeScript sources. */
 const GATEWAY = 'dist/src/cli.js';
+const cleanup: (() => Promise<unknown>)[] = [];
 
 async function main(): Promise<void> {
   if (TARGETS.some((t) => t !== 'passthrough')) execFileSync('npm', ['run', 'build', '--silent'], { stdio: 'inherit' });
@@ -259,12 +261,25 @@ async function main(): Promise<void> {
       if (!redisUrl) process.stdout.write('redis: no REDIS_URL and nothing on 127.0.0.1:6379; skipping the Redis target\n');
       else {
         const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
+        cleanup.push(() => deleteKeys(redisUrl, prefix));
         const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl], { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, 'events-redis.jsonl') }, /serving MCP at (\S+)/, 'stderr', PROF);
         servers.push({ name: 'tollgate (redis)', url: g.match[1]!, pid: g.child.pid! });
       }
     }
+    const clustered = TARGETS.find((t) => /^redis-\d+w$/.test(t));
+    if (clustered) {
+      const workers = clustered.slice(6, -1);
+      const redisUrl = process.env.REDIS_URL ?? ((await answersPing(6379)) ? 'redis://127.0.0.1:6379' : undefined);
+      if (redisUrl) {
+        const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
+        cleanup.push(() => deleteKeys(redisUrl, prefix));
+        const env = { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, 'events-cluster.jsonl'), TOLLGATE_WORKERS: workers };
+        const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl], env, /serving MCP at (\S+)/, 'stderr', PROF);
+        servers.push({ name: `tollgate (redis, ${workers}w)`, url: g.match[1]!, pid: g.child.pid! });
+      }
+    }
 
-    const head = `${'target'.padEnd(22)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'mean ms'.padStart(9)}${'calls/s'.padStart(9)}${'errors'.padStart(7)}`;
+    const head = `${'target'.padEnd(25)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'mean ms'.padStart(9)}${'calls/s'.padStart(9)}${'errors'.padStart(7)}`;
     process.stdout.write(`node ${process.version}, ${CLIENTS} clients x ${SECONDS}s (after ${WARMUP}s warm-up); sequential ${SEQUENTIAL} calls\n\n`);
     const seq: Record<string, LoadResult> = {};
     if (SEQUENTIAL > 0) {
@@ -288,10 +303,10 @@ async function main(): Promise<void> {
       for (const s of servers.filter((x) => x !== base)) {
         const a = seq[s.name];
         const b = seq[base.name];
-        if (a && b) process.stdout.write(`${s.name.padEnd(22)} sequential: +${(a.p50 - b.p50).toFixed(3)} ms p50, +${(a.p99 - b.p99).toFixed(3)} ms p99\n`);
+        if (a && b) process.stdout.write(`${s.name.padEnd(25)} sequential: +${(a.p50 - b.p50).toFixed(3)} ms p50, +${(a.p99 - b.p99).toFixed(3)} ms p99\n`);
         const c = conc[s.name];
         const d = conc[base.name];
-        if (c && d) process.stdout.write(`${s.name.padEnd(22)} concurrent: +${(c.p50 - d.p50).toFixed(2)} ms p50, +${(c.p99 - d.p99).toFixed(2)} ms p99, throughput x${(c.callsPerSec / d.callsPerSec).toFixed(2)}\n`);
+        if (c && d) process.stdout.write(`${s.name.padEnd(25)} concurrent: +${(c.p50 - d.p50).toFixed(2)} ms p50, +${(c.p99 - d.p99).toFixed(2)} ms p99, throughput x${(c.callsPerSec / d.callsPerSec).toFixed(2)}\n`);
       }
     }
     if (SOAK > 0) {
@@ -309,6 +324,9 @@ async function main(): Promise<void> {
     }
   } finally {
     killChildren();
+    // The ledger keys this run wrote go with it, once the gateways have stopped writing.
+    await new Promise((r) => setTimeout(r, 500));
+    for (const c of cleanup) await c().catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -3,7 +3,7 @@
  * a stream, RSS readings, percentiles, a Redis liveness probe and free ports.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 
 export const children: ChildProcess[] = [];
@@ -39,11 +39,35 @@ export function killChildren(signal: NodeJS.Signals = 'SIGTERM'): void {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill(signal);
 }
 
-/** Resident and peak resident memory of a process, in MB (Linux /proc). */
+/** A process and its descendants (a cluster primary and its workers), from Linux /proc. */
+export function processTree(pid: number): number[] {
+  const parents = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      parents.set(ppid, [...(parents.get(ppid) ?? []), Number(entry)]);
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) out.push(...(parents.get(out[i]!) ?? []));
+  return out;
+}
+
+/** Resident and peak resident memory of a process and its descendants, in MB (Linux /proc). */
 export function rssMb(pid: number): { rss: number; peak: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
-  return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
+  let rss = 0;
+  let peak = 0;
+  for (const p of processTree(pid)) {
+    const status = readFileSync(`/proc/${p}/status`, 'utf8');
+    const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+    rss += kb('VmRSS') / 1024;
+    peak += kb('VmHWM') / 1024;
+  }
+  return { rss, peak };
 }
 
 export function pct(sorted: number[], p: number): number {

@@ -6,6 +6,7 @@
  */
 import { Agent, request } from 'node:http';
 import { readFileSync } from 'node:fs';
+import { processTree } from './common.js';
 
 export interface RawClient {
   sessionId: string;
@@ -85,10 +86,17 @@ export async function rawCall(t: RawTarget, c: RawClient, name: string, args: Re
   return !m.error && m.result !== undefined && m.result.isError !== true;
 }
 
-/** CPU time (user + system) a process has used so far, in ms (Linux /proc, clock ticks of 10 ms). */
+/**
+ * CPU time (user + system) a process and its descendants have used so far, in ms (Linux /proc,
+ * clock ticks of 10 ms).
+ */
 export function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // Fields after the command name start at field 3 (state); utime and stime are fields 14 and 15.
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+  let ms = 0;
+  for (const p of processTree(pid)) {
+    const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields after the command name start at field 3 (state); utime and stime are fields 14 and 15.
+    ms += (Number(fields[11]) + Number(fields[12])) * 10;
+  }
+  return ms;
 }

@@ -1,0 +1,86 @@
+/**
+ * The enforcement pipeline alone, in process: identify, policy, reserve, the offline demo provider,
+ * settle and one decision event to a file, with no HTTP or MCP around it. Prints the CPU time per
+ * enforced call, the part of a call's cost that is tollgate's own.
+ *
+ *   npm run bench:pipeline -- [--calls 20000] [--concurrency 32] [--redis redis://127.0.0.1:6379]
+ *
+ * Profile it with: node --cpu-prof --import tsx tools/bench/pipeline.ts
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { buildRuntime, settingsFromEnv } from '../../src/main.js';
+import { parseCompleteArgs } from '../../src/mcp/tools/schemas.js';
+import { parsePolicy } from '../../src/policy/load.js';
+import { deleteKeys } from '../../test/helpers/redis.js';
+
+const { values } = parseArgs({
+  options: {
+    calls: { type: 'string', default: '20000' },
+    concurrency: { type: 'string', default: '32' },
+    redis: { type: 'string' },
+  },
+});
+const CALLS = Number(values.calls);
+const CONCURRENCY = Number(values.concurrency);
+
+const POLICY = `version: 1
+name: pipeline-bench
+providers:
+  demo: { kind: demo }
+tiers:
+  standard: [demo/medium]
+  economy: [demo/small]
+models:
+  demo/medium: { price: { inputPerMTok: 1, outputPerMTok: 2 } }
+  demo/small: { price: { inputPerMTok: 0.1, outputPerMTok: 0.2 } }
+budgets:
+  - { id: user-weekly, scope: user, window: { calendar: week, timezone: Europe/Paris }, limit: { tokens: 1000000000000 }, tierDown: { below: 20% } }
+  - { id: team-monthly, scope: team, window: { calendar: month }, limit: { usd: 1000000000 } }
+  - { id: cc-monthly, scope: costCenter, window: { rolling: { days: 30 } }, limit: { usd: 1000000000 } }
+rules:
+  - id: no-credentials
+    when: "request.text.matches('AKIA[0-9A-Z]{16}')"
+    effect: deny
+    message: no credentials in prompts
+`;
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-pipeline-'));
+  const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
+  const settings = settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_KEY_PREFIX: prefix, ...(values.redis ? { REDIS_URL: values.redis } : {}) });
+  const runtime = await buildRuntime(settings, { policy: parsePolicy(POLICY, 'pipeline-bench.yaml') });
+  const gateway = runtime.gateway;
+  const principal = { user: 'bench-user', teams: ['bench-team'], costCenter: 'cc-bench', groups: ['employees'], roles: [], authMethod: 'api_key' as const, credentialId: 'bench' };
+  const args = { prompt: 'Summarise the quarterly report in three lines', max_tokens: 64 };
+  const one = () => gateway.complete({ principal, transport: 'http', request: parseCompleteArgs(args, gateway.policy.config.limits) });
+  try {
+    for (let i = 0; i < 2000; i++) await one();
+    for (const [label, width] of [['sequential', 1], [`${CONCURRENCY} at once`, CONCURRENCY]] as const) {
+      let next = 0;
+      const cpu0 = process.cpuUsage();
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: width }, async () => {
+        while (next++ < CALLS) await one();
+      }));
+      const cpu = process.cpuUsage(cpu0);
+      const wall = performance.now() - t0;
+      process.stdout.write(`${label.padEnd(14)} ${CALLS} calls (${runtime.gateway.store.kind} store): ${(((cpu.user + cpu.system) / CALLS)).toFixed(1)} µs CPU per call, ${((wall * 1000) / CALLS).toFixed(1)} µs wall per call\n`);
+    }
+  } finally {
+    await runtime.close();
+    if (values.redis) await deleteKeys(values.redis, prefix);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`pipeline bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);
