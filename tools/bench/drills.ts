@@ -21,6 +21,7 @@ import { RedisQuotaStore } from '../../src/quota/redis.js';
 import { startFakeAnthropic } from '../fake-providers/anthropic.js';
 import { startFakeBedrock } from '../fake-providers/bedrock.js';
 import { answersPing, freePort, killChildren, sleep, startChild } from './common.js';
+import { deleteKeys } from '../../test/helpers/redis.js';
 
 const KEY = 'tg-drill-key';
 const SHA = createHash('sha256').update(KEY).digest('hex');
@@ -220,6 +221,8 @@ ${budgetsYaml(limit)}`;
   const ok = report('provider 429/529/503/hang/cut/malformed under load', limit, o, l, eventsCharged([g.events]), `upstream requests: anthropic ${anthropic.requests.length}, bedrock ${bedrock.requests.length}`);
   g.child.kill('SIGTERM');
   await Promise.all([anthropic.close(), bedrock.close()]);
+  await sleep(300);
+  await deleteKeys(redisUrl, prefix);
   return ok;
 }
 
@@ -250,6 +253,8 @@ async function killDrill(dir: string, redisUrl: string): Promise<boolean> {
     `right after the kill ${killedWith.reserved} tokens were reserved (in-flight calls of both replicas); ${ttl} s later the killed replica's expired`,
   );
   a.child.kill('SIGTERM');
+  await sleep(300);
+  await deleteKeys(redisUrl, prefix);
   return ok;
 }
 
