@@ -112,7 +112,9 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
    */
   const serve = async (req: Request, res: Response, session: Session) => {
     const server = newServer();
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+    // Without a progress token nothing is sent before the answer, so it goes out as one JSON body:
+    // cheaper than an SSE stream, and the spec lets the server choose either.
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: !wantsProgress(req.body) });
     await server.connect(transport);
     const deliver = (msg: JSONRPCMessage) => transport.onmessage?.(msg);
     const ids = requestIds(req.body);
@@ -269,6 +271,15 @@ function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex): v
         : ['400 Bad Request', 'The request is not valid HTTP/1.1.'];
   const body = JSON.stringify({ error: new GatewayError('INVALID_REQUEST', message).toJSON() });
   socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+}
+
+/** Whether any request in a POST body asked for progress notifications (params._meta.progressToken). */
+function wantsProgress(body: unknown): boolean {
+  const messages: unknown[] = Array.isArray(body) ? body : [body];
+  return messages.some((m) => {
+    const meta = (m as { params?: { _meta?: { progressToken?: unknown } } } | null)?.params?._meta;
+    return meta?.progressToken !== undefined;
+  });
 }
 
 /** The ids of the JSON-RPC requests (not notifications or responses) in a POST body. */

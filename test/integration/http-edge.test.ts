@@ -170,6 +170,24 @@ describe('MCP sessions on HTTP', () => {
     }
   });
 
+  it('answers a call as one JSON body, or as an SSE stream with progress when the client sends a progress token', async () => {
+    const gw = await startTestGateway(basicPolicy());
+    try {
+      const headers = await open(gw);
+      const plain = await post(gw, call, headers);
+      expect(plain.headers.get('content-type')).toMatch(/^application\/json/);
+      expect((await plain.json()).result.structuredContent).toMatchObject({ model: expect.any(String) });
+      const withProgress = { ...call, id: 3, params: { ...call.params, _meta: { progressToken: 'p1' } } };
+      const streamed = await post(gw, withProgress, headers);
+      expect(streamed.headers.get('content-type')).toBe('text/event-stream');
+      const events = (await streamed.text()).split('\n').filter((l) => l.startsWith('data: ')).map((l) => JSON.parse(l.slice(6)));
+      expect(events.filter((e) => e.method === 'notifications/progress').length).toBeGreaterThan(0);
+      expect(events.at(-1)).toMatchObject({ id: 3, result: { structuredContent: expect.any(Object) } });
+    } finally {
+      await gw.close();
+    }
+  });
+
   it('refuses a second initialize on an open session with -32600', async () => {
     const gw = await startTestGateway(basicPolicy());
     try {

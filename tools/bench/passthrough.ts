@@ -41,7 +41,8 @@ app.post('/mcp', async (req, res) => {
   const sid = req.header('mcp-session-id');
   let transport = sid ? sessions.get(sid) : undefined;
   if (!transport) {
-    const t = new StreamableHTTPServerTransport({ sessionIdGenerator: () => randomUUID(), onsessioninitialized: (id) => void sessions.set(id, t) });
+    // JSON answers, as tollgate gives when no progress token is sent: the SDK's cheapest mode.
+    const t = new StreamableHTTPServerTransport({ sessionIdGenerator: () => randomUUID(), enableJsonResponse: true, onsessioninitialized: (id) => void sessions.set(id, t) });
     t.onclose = () => {
       if (t.sessionId) sessions.delete(t.sessionId);
     };
