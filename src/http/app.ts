@@ -12,14 +12,14 @@ import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CancelledNotificationSchema, isInitializeRequest, type CancelledNotification, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { GatewayError } from '../errors.js';
-import type { Gateway } from '../gateway.js';
+import type { BudgetView, Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import { a2aRouter } from '../a2a/agent.js';
 import { createMcpServer } from '../mcp/server.js';
 import { metricsAuthorized, type GatewayMetrics } from '../metering/metrics.js';
 import { anthropicCompatRouter } from './anthropicCompat.js';
 import { authEdge } from './authMetadata.js';
-import { BudgetHeaderReader, hasToolCall } from './budgetHeaders.js';
+import { BudgetHeaderReader, budgetHeaders, hasToolCall } from './budgetHeaders.js';
 import { openaiCompatRouter } from './openaiCompat.js';
 import { SessionTable, type Session } from './sessions.js';
 
@@ -97,12 +97,13 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   app.use(anthropicCompatRouter(gateway, compat));
   app.use(a2aRouter(gateway, { ...compat, version: opts.version }));
 
-  const newServer = () =>
+  const newServer = (onCallDone?: (budgets: BudgetView[] | undefined) => Promise<void>) =>
     createMcpServer({
       gateway,
       transport: 'http',
       version: opts.version,
       principalFor: (extra) => extra.authInfo?.extra?.principal as Principal | undefined,
+      onCallDone,
     });
 
   /**
@@ -111,10 +112,24 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
    * sent in a later POST reaches them, and a client that hangs up cancels them.
    */
   const serve = async (req: Request, res: Response, session: Session) => {
-    const server = newServer();
     // Without a progress token nothing is sent before the answer, so it goes out as one JSON body:
     // cheaper than an SSE stream, and the spec lets the server choose either.
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: !wantsProgress(req.body) });
+    const json = !wantsProgress(req.body);
+    const principal = principalOf(req)!;
+    const toolCall = hasToolCall(req.body);
+    // Budget headers: a JSON answer's head is written after the call, so they come from the call's
+    // own result (this call counted); a stream's head goes first, so they are read before.
+    if (toolCall && !json) {
+      for (const [name, value] of Object.entries(await budgetReader.read(principal))) res.setHeader(name, value);
+    }
+    if (toolCall) res.once('finish', () => budgetReader.forget(principal));
+    const afterCall = async (budgets: BudgetView[] | undefined) => {
+      if (res.headersSent) return;
+      const headers = budgets ? budgetHeaders(budgets) : await budgetReader.read(principal);
+      if (!res.headersSent) for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+    };
+    const server = newServer(toolCall && json ? afterCall : undefined);
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: json });
     await server.connect(transport);
     const deliver = (msg: JSONRPCMessage) => transport.onmessage?.(msg);
     const ids = requestIds(req.body);
@@ -178,11 +193,6 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
       res.once('finish', () => {
         if (res.statusCode !== 200) sessions.close(opened.id);
       });
-    }
-    if (hasToolCall(req.body)) {
-      // Set before the transport writes its head, so they go out with the SSE or JSON answer.
-      for (const [name, value] of Object.entries(await budgetReader.read(principal))) res.setHeader(name, value);
-      res.once('finish', () => budgetReader.forget(principal));
     }
     await serve(req, res, session);
   });

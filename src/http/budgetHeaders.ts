@@ -1,8 +1,10 @@
 /**
  * Budget headers on MCP HTTP responses, so a client sees how much it has left without calling
  * `my_budget`. They describe the caller's most constrained budget (the smallest share of its limit
- * left) as read just before the request is handled: a tool call in this very request is not yet
- * counted in them; its result's `budgets` are.
+ * left). A tool call answered as one JSON body gets them after the call, from its own result (this
+ * call counted; a refused call or list_models reads the store). A call answered as an SSE stream
+ * (the client sent a progress token) must send its head first, so it gets them as read just before
+ * the call: that call is not yet counted in them; its result's `budgets` are.
  *
  *   X-Tollgate-Budget-Id         the budget's id, e.g. `employee-weekly`
  *   X-Tollgate-Budget-Remaining  what is left in the current window, in the budget's unit
@@ -10,7 +12,7 @@
  *   X-Tollgate-Budget-Limit      the budget's limit in the same unit
  *   X-Tollgate-Budget-Reset      when the window resets (ISO 8601, UTC)
  *
- * The read is bounded: a slow or unreachable store leaves the headers out rather than delaying
+ * A read is bounded: a slow or unreachable store leaves the headers out rather than delaying
  * the call (the call itself then meets the store's own fail mode). Concurrent tool calls of one
  * caller share one read, kept for up to a second and dropped as soon as one of that caller's
  * calls finishes, so a caller's next call sees what its previous one charged.

@@ -18,7 +18,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { asGatewayError, GatewayError } from '../errors.js';
-import type { Gateway } from '../gateway.js';
+import type { BudgetView, Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import type { TransportName } from '../pipeline/context.js';
 import { completeArgs, completeResult, listModelsResult, myBudgetResult, parseCompleteArgs } from './tools/schemas.js';
@@ -31,6 +31,11 @@ export interface McpServerOptions {
   /** Who is calling: from the verified bearer token (HTTP) or the start-up credential (stdio). */
   principalFor: (extra: ToolExtra) => Principal | undefined;
   version: string;
+  /**
+   * Called when a tool call has finished, before its answer is sent: with the budgets its result
+   * reports (`complete`, `my_budget`), else undefined. The HTTP edge sets budget headers here.
+   */
+  onCallDone?: (budgets: BudgetView[] | undefined) => Promise<void>;
 }
 
 /** `_meta` key carrying the machine-readable error of a refused call. */
@@ -95,6 +100,8 @@ export function createMcpServer(opts: McpServerOptions): Server {
   server.setRequestHandler(CallToolRequestSchema, async (req, extra): Promise<CallToolResult> => {
     const name = req.params.name;
     if (!TOOLS.some((t) => t.name === name)) throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${name}`);
+    // The budgets the answer reports, when it reports any; handed to onCallDone before answering.
+    let budgets: BudgetView[] | undefined;
     try {
       const principal = opts.principalFor(extra);
       if (!principal) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
@@ -104,7 +111,7 @@ export function createMcpServer(opts: McpServerOptions): Server {
         return ok({ tiers }, lines.join('\n'));
       }
       if (name === 'my_budget') {
-        const budgets = await opts.gateway.myBudget(principal);
+        budgets = await opts.gateway.myBudget(principal);
         const lines = budgets.map((b) => `${b.id} (${b.scope} ${b.subject}): ${b.remaining} of ${b.limit} ${b.unit} left, resets ${b.resetsAt}`);
         return ok({ user: principal.user, budgets }, lines.length ? lines.join('\n') : 'No budget applies to you.');
       }
@@ -121,9 +128,12 @@ export function createMcpServer(opts: McpServerOptions): Server {
                 .catch(() => undefined);
             };
       const result = await opts.gateway.complete({ principal, transport: opts.transport, request, signal: extra.signal, onText });
+      budgets = result.budgets;
       return ok({ ...result }, result.text);
     } catch (err) {
       return toolError(asGatewayError(err));
+    } finally {
+      await opts.onCallDone?.(budgets).catch(() => undefined);
     }
   });
   return server;

@@ -36,20 +36,45 @@ describe('budget headers', () => {
     gw = undefined;
   });
 
-  it('names the most constrained budget on each tool call, as it stood before the call', async () => {
-    gw = await startTestGateway(
-      basicPolicy({
-        extraBudgets: `
+  const twoBudgets = () =>
+    basicPolicy({
+      extraBudgets: `
   - id: team-usd
     scope: team
     window: { calendar: month, timezone: UTC }
     limit: { usd: 0.01 }`,
-      }),
-      { now: () => NOW },
-    );
+    });
+  const teamUsdAfterOneCall = {
+    'x-tollgate-budget-id': 'team-usd',
+    'x-tollgate-budget-remaining': '0.009934',
+    'x-tollgate-budget-unit': 'usd',
+    'x-tollgate-budget-limit': '0.01',
+    'x-tollgate-budget-reset': '2026-12-01T00:00:00.000Z',
+  };
+
+  it('names the most constrained budget on each tool call answered as JSON, this call counted', async () => {
+    gw = await startTestGateway(twoBudgets(), { now: () => NOW });
     const rpc = await session(gw.mcpUrl, KEYS.alice);
     const first = await rpc('tools/call', { name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } });
     expect(first.status).toBe(200);
+    // The call cost 6 tokens (0.06% of the week) and $0.000066 (0.66% of the month): the month is tighter.
+    expect(first.budget).toEqual(teamUsdAfterOneCall);
+    const second = await rpc('tools/call', { name: 'my_budget', arguments: {} });
+    expect(second.budget).toEqual(teamUsdAfterOneCall);
+    expect(second.body).toContain('"remaining":9994');
+    // A refused call still says where the caller stands.
+    const refused = await rpc('tools/call', { name: 'complete', arguments: { prompt: 'hello', tier: 'no-such-tier' } });
+    expect(refused.body).toContain('"isError":true');
+    expect(refused.budget).toEqual(teamUsdAfterOneCall);
+    const models = await rpc('tools/call', { name: 'list_models', arguments: {} });
+    expect(models.budget).toEqual(teamUsdAfterOneCall);
+  });
+
+  it('on a streamed (SSE) answer, whose head goes first, gives the budgets as they stood before the call', async () => {
+    gw = await startTestGateway(twoBudgets(), { now: () => NOW });
+    const rpc = await session(gw.mcpUrl, KEYS.alice);
+    const first = await rpc('tools/call', { name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 }, _meta: { progressToken: 1 } });
+    expect(first.body).toContain('notifications/progress');
     // Nothing used yet: both budgets are whole, and the one resetting first (the week, in Paris) is named.
     expect(first.budget).toEqual({
       'x-tollgate-budget-id': 'user-weekly',
@@ -58,16 +83,8 @@ describe('budget headers', () => {
       'x-tollgate-budget-limit': '10000',
       'x-tollgate-budget-reset': '2026-11-29T23:00:00.000Z',
     });
-    // The first call cost 6 tokens (0.06% of the week) and $0.000066 (0.66% of the month): the month is tighter.
-    const second = await rpc('tools/call', { name: 'my_budget', arguments: {} });
-    expect(second.budget).toEqual({
-      'x-tollgate-budget-id': 'team-usd',
-      'x-tollgate-budget-remaining': '0.009934',
-      'x-tollgate-budget-unit': 'usd',
-      'x-tollgate-budget-limit': '0.01',
-      'x-tollgate-budget-reset': '2026-12-01T00:00:00.000Z',
-    });
-    expect(second.body).toContain('"remaining":9994');
+    const second = await rpc('tools/call', { name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 }, _meta: { progressToken: 2 } });
+    expect(second.budget).toEqual(teamUsdAfterOneCall);
   });
 
   it('adds no budget headers to requests that are not tool calls', async () => {
