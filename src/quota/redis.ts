@@ -132,13 +132,18 @@ export class RedisQuotaStore implements QuotaStore {
     const scripts = ordered.map((line) =>
       this.run(RESERVE, [line.reservedKey, `${line.reservedKey}:x`, markerKey(line.reservedKey, requestId), ...line.readKeys], [requestId, line.amount, line.limit, now, now + ttlMs]),
     );
-    const settled = await Promise.allSettled(scripts);
+    // The request record, which lets another replica release this reservation, goes in the same
+    // flight; on a refusal it is deleted again (and would lapse with the reservation's TTL anyway).
+    const record = this.scripts.ready().then(() => this.scripts.timed(this.records.set(recordKey(requestId), keys, ttlMs + RECORD_SLACK_MS)));
+    const settled = await Promise.allSettled([...scripts, record]);
+    const dropRecord = () => void this.scripts.timed(this.records.delete(recordKey(requestId))).catch(() => undefined);
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
       // What this call reserved lapses by TTL anyway; give it back now without making the caller
       // wait. Every line is included: a timed-out script may still run, and a release sent later
       // on the same connection runs after it.
       this.releaseLines(requestId, keys, now).catch(() => undefined);
+      dropRecord();
       throw asStoreError(failed.reason);
     }
     const states = settled.slice(0, ordered.length).map((r) => (r as PromiseFulfilledResult<unknown>).value as [number, number, number]);
@@ -148,17 +153,11 @@ export class RedisQuotaStore implements QuotaStore {
       // A refusal, or a request that already holds (or has settled) a reservation: like the memory
       // store, the repeat is a no-op, so whatever this call took is given back.
       await this.releaseLines(requestId, taken, now);
+      dropRecord();
       if (refusedAt < 0) return { ok: true };
       const line = ordered[refusedAt]!;
       const [, used, reserved] = states[refusedAt]!;
       return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount };
-    }
-    try {
-      // The request record lets another replica release this reservation.
-      await this.scripts.timed(this.records.set(recordKey(requestId), keys, ttlMs + RECORD_SLACK_MS));
-    } catch (err) {
-      this.releaseLines(requestId, keys, now).catch(() => undefined);
-      throw asStoreError(err);
     }
     this.remember(requestId, keys);
     return { ok: true };
@@ -305,21 +304,28 @@ export class RedisQuotaStore implements QuotaStore {
 
   private async settleNow(requestId: string, lines: LedgerLine[]): Promise<void> {
     const now = this.now();
-    await Promise.all(
-      lines.map((l) =>
+    // Lines reserved but not charged (not normally the case) are released, as the memory store does.
+    const charged = new Set(lines.map((l) => l.reservedKey));
+    const rest = (this.held.get(requestId) ?? []).filter((k) => !charged.has(k));
+    // One flight: the settle scripts, the releases and the record's deletion. Settling is idempotent
+    // (per-request markers), so a settle that fails here and is replayed later still counts once;
+    // until then its reservation lapses by TTL whether or not the record is still there.
+    const record = this.scripts
+      .ready()
+      .then(() => this.scripts.timed(this.records.delete(recordKey(requestId))))
+      .catch(() => undefined);
+    await Promise.all([
+      ...lines.map((l) =>
         this.run(
           SETTLE,
           [l.reservedKey, `${l.reservedKey}:x`, markerKey(l.reservedKey, requestId), l.usageKey],
           [requestId, l.amount, now, l.expiresAt - now, Math.max(SETTLED_MARKER_MS, l.expiresAt - now)],
         ),
       ),
-    );
-    // Lines reserved but not charged (not normally the case) are released, as the memory store does.
-    const charged = new Set(lines.map((l) => l.reservedKey));
-    const rest = (this.held.get(requestId) ?? []).filter((k) => !charged.has(k));
-    await this.releaseLines(requestId, rest, now);
+      this.releaseLines(requestId, rest, now),
+      record,
+    ]);
     this.held.delete(requestId);
-    await this.scripts.timed(this.records.delete(recordKey(requestId))).catch(() => undefined);
   }
 
   private async releaseLines(requestId: string, reservedKeys: string[], now: number): Promise<void> {
