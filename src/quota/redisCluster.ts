@@ -30,7 +30,7 @@ const REFRESH_EVERY_MS = 1000;
  * Discovered nodes are dialled by host and port alone, so credentials and TLS are taken from the
  * first URL and applied to every node.
  */
-export function createClusterClient(nodes: string[], defaults: NodeDefaults, timeoutMs: number): RedisCluster {
+export function createClusterClient(nodes: string[], defaults: NodeDefaults): RedisCluster {
   const [first] = nodes;
   if (first === undefined) throw new RangeError('clusterNodes needs at least one node URL');
   const seed = new URL(first);
@@ -43,7 +43,6 @@ export function createClusterClient(nodes: string[], defaults: NodeDefaults, tim
       ...(seed.password ? { password: decodeURIComponent(seed.password) } : {}),
       socket: tls ? { ...defaults.socket, tls: true } : defaults.socket,
     },
-    commandOptions: { timeout: timeoutMs },
   });
 }
 
