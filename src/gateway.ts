@@ -128,12 +128,13 @@ export class Gateway {
       request: call.request,
       signal: call.signal ?? new AbortController().signal,
       onText: call.onText,
-      log: this.opts.logger.child({ requestId: id, transport: call.transport }),
+      log: this.opts.logger,
       estimatedInputTokens: 0,
       lines: [],
       budgets: [],
       attempts: [],
     };
+    lazyLog(ctx, this.opts.logger);
     await this.run(ctx);
     const d = ctx.decision;
     if (!d || d.effect === 'deny' || !ctx.served || !ctx.usage) throw new GatewayError('INTERNAL', 'pipeline finished without a result');
@@ -223,6 +224,22 @@ export class Gateway {
     await this.store.close();
     await this.fallbackStore.close();
   }
+}
+
+/**
+ * The call's logger, a child bound to its request id, transport and user, is made the first time a
+ * step logs: most calls never log, and making a pino child for each cost more than the policy check.
+ */
+function lazyLog(ctx: CallContext, parent: Logger): void {
+  let log: Logger | undefined;
+  Object.defineProperty(ctx, 'log', {
+    enumerable: true,
+    configurable: true,
+    get: () => (log ??= parent.child({ requestId: ctx.id, transport: ctx.transport, ...(ctx.principal ? { user: ctx.principal.user } : {}) })),
+    set: (value: Logger) => {
+      log = value;
+    },
+  });
 }
 
 function view(id: string, scope: string, subject: string, unit: 'tokens' | 'usd', limit: number, used: number, reserved: number, resetsAt: number): BudgetView {

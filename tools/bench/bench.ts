@@ -116,25 +116,33 @@ async function load(url: string, n: number, seconds: number, pids: number[]): Pr
   };
 }
 
-/** One client, `count` calls one after another: the added latency of a single call. */
-async function sequential(url: string, count: number): Promise<LoadResult> {
-  const t = rawTarget(url, KEY, 1);
-  const c = await openRawClient(t);
-  for (let i = 0; i < 200; i++) await rawCall(t, c, 'complete', ARGS);
-  const lat: number[] = [];
-  let errors = 0;
-  const t0 = performance.now();
+/**
+ * One client per target, `count` calls one after another: the added latency of a single call. The
+ * targets take turns call by call (in rotating order), so a noisy moment on a shared machine lands
+ * on all of them alike instead of on whichever target was being measured then.
+ */
+async function sequential(urls: string[], count: number): Promise<LoadResult[]> {
+  const targets = urls.map((url) => rawTarget(url, KEY, 1));
+  const clients = await Promise.all(targets.map((t) => openRawClient(t)));
+  for (let i = 0; i < 200; i++) for (let j = 0; j < targets.length; j++) await rawCall(targets[j]!, clients[j]!, 'complete', ARGS);
+  const lat: number[][] = urls.map(() => []);
+  const errors = urls.map(() => 0);
   for (let i = 0; i < count; i++) {
-    const s = performance.now();
-    const ok = await rawCall(t, c, 'complete', ARGS);
-    if (!ok) errors++;
-    else lat.push(performance.now() - s);
+    for (let k = 0; k < targets.length; k++) {
+      const j = (i + k) % targets.length;
+      const s = performance.now();
+      const ok = await rawCall(targets[j]!, clients[j]!, 'complete', ARGS);
+      if (!ok) errors[j]!++;
+      else lat[j]!.push(performance.now() - s);
+    }
   }
-  const elapsed = (performance.now() - t0) / 1000;
-  await closeRawClient(t, c);
-  t.agent.destroy();
-  lat.sort((a, b) => a - b);
-  return { calls: lat.length, errors, callsPerSec: lat.length / elapsed, p50: pct(lat, 50), p99: pct(lat, 99), mean: lat.reduce((a, b) => a + b, 0) / lat.length };
+  await Promise.all(targets.map((t, j) => closeRawClient(t, clients[j]!)));
+  for (const t of targets) t.agent.destroy();
+  return lat.map((l, j) => {
+    l.sort((a, b) => a - b);
+    const mean = l.reduce((a, b) => a + b, 0) / l.length;
+    return { calls: l.length, errors: errors[j]!, callsPerSec: 1000 / mean, p50: pct(l, 50), p99: pct(l, 99), mean };
+  });
 }
 
 /**
@@ -283,11 +291,12 @@ async function main(): Promise<void> {
     process.stdout.write(`node ${process.version}, ${CLIENTS} clients x ${SECONDS}s (after ${WARMUP}s warm-up); sequential ${SEQUENTIAL} calls\n\n`);
     const seq: Record<string, LoadResult> = {};
     if (SEQUENTIAL > 0) {
-      process.stdout.write(`sequential (one client)\n${head}\n`);
-      for (const s of servers) {
-        seq[s.name] = await sequential(s.url, SEQUENTIAL);
-        process.stdout.write(`${row(s.name, seq[s.name]!)}\n`);
-      }
+      process.stdout.write(`sequential (one client per target, targets taking turns call by call; calls/s = 1000 / mean)\n${head}\n`);
+      const results = await sequential(servers.map((x) => x.url), SEQUENTIAL);
+      servers.forEach((x, i) => {
+        seq[x.name] = results[i]!;
+        process.stdout.write(`${row(x.name, results[i]!)}\n`);
+      });
     }
     const conc: Record<string, LoadResult> = {};
     if (SECONDS > 0) {

@@ -60,3 +60,5 @@ const listener = app.listen(0, '127.0.0.1', () => {
   const addr = listener.address() as { port: number };
   process.stderr.write(`passthrough serving MCP at http://127.0.0.1:${addr.port}/mcp\n`);
 });
+// Exit on SIGTERM (rather than be killed) so that --cpu-prof can write its profile.
+process.once('SIGTERM', () => process.exit(0));

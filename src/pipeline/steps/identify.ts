@@ -9,7 +9,6 @@ import type { CallContext } from '../context.js';
 export function requirePrincipal(): Middleware<CallContext> {
   return async function identify(ctx, next) {
     if (!ctx.principal) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
-    ctx.log = ctx.log.child({ user: ctx.principal.user });
     await next();
   };
 }
