@@ -91,12 +91,6 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   const json = express.json({ limit: opts.maxBodyBytes, type: ['application/json', 'application/*+json'], verify: rejectInvalidUtf8 });
   const principalOf = (req: Request) => (req.auth?.extra?.principal as Principal | undefined);
 
-  // Every other way in: same bearer middleware, same body limit, same gateway (one store, one policy).
-  const compat = { requireAuth: auth, json, maxBodyBytes: opts.maxBodyBytes };
-  app.use(openaiCompatRouter(gateway, compat));
-  app.use(anthropicCompatRouter(gateway, compat));
-  app.use(a2aRouter(gateway, { ...compat, version: opts.version }));
-
   const newServer = (onCallDone?: (budgets: BudgetView[] | undefined) => Promise<void>) =>
     createMcpServer({
       gateway,
@@ -214,6 +208,13 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     sessions.close(sid);
     res.status(200).end();
   });
+
+  // Every other way in: same bearer middleware, same body limit, same gateway (one store, one policy).
+  // Mounted after /mcp, the busiest route, so that MCP requests do not walk their routers first.
+  const compat = { requireAuth: auth, json, maxBodyBytes: opts.maxBodyBytes };
+  app.use(openaiCompatRouter(gateway, compat));
+  app.use(anthropicCompatRouter(gateway, compat));
+  app.use(a2aRouter(gateway, { ...compat, version: opts.version }));
 
   // Keep these after every route: what no route answered gets a code rather than express's HTML page.
   app.all('/mcp', (_req, res) => {

@@ -5,7 +5,7 @@
  */
 import { isEgressAllowed } from '../providers/egress.js';
 import type { PolicyConfig } from '../policy/schema.js';
-import { unknownPlaceholders } from './openfga.js';
+import { unknownPlaceholders } from './fgaTemplate.js';
 
 /** Reports each problem through `at(path, message)`, as the policy loader does for the rest. */
 export function checkIdentity(config: PolicyConfig, at: (path: readonly PropertyKey[], message: string) => void): void {

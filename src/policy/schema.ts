@@ -31,7 +31,11 @@ export const providerSchema = z.discriminatedUnion('kind', [
       sessionToken: z.string().optional(),
       ...common,
     })
-    .strict(),
+    .strict()
+    .refine((c) => (c.accessKeyId === undefined) === (c.secretAccessKey === undefined), {
+      message: 'accessKeyId and secretAccessKey must be given together',
+      path: ['secretAccessKey'],
+    }),
 ]);
 export type ProviderConfig = z.infer<typeof providerSchema>;
 

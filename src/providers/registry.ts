@@ -4,10 +4,8 @@
  */
 import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from '../policy/schema.js';
-import { createAnthropicProvider } from './anthropic.js';
-import { createBedrockProvider } from './bedrock.js';
 import { createDemoProvider } from './demo.js';
-import { createOpenAIProvider } from './openai.js';
+import { providerEndpoint } from './egress.js';
 import type { Provider } from './provider.js';
 
 /** Options shared by every network adapter. */
@@ -23,13 +21,30 @@ export function createProvider(name: string, config: ProviderConfig, opts: Provi
     case 'demo':
       return createDemoProvider(name, { latencyMs: config.latencyMs });
     case 'anthropic':
-      return createAnthropicProvider(name, config, opts);
+      return loading(name, config, import('./anthropic.js').then((m) => m.createAnthropicProvider(name, config, opts)));
     case 'openai':
-      return createOpenAIProvider(name, config, opts);
+      return loading(name, config, import('./openai.js').then((m) => m.createOpenAIProvider(name, config, opts)));
     case 'bedrock':
-      return createBedrockProvider(name, config, opts);
+      return loading(name, config, import('./bedrock.js').then((m) => m.createBedrockProvider(name, config, opts)));
     default:
       // Unreachable while every kind has a case; kept for a policy written for a newer build.
       throw new GatewayError('POLICY_INVALID', `Provider kind "${(config as { kind: string }).kind}" (provider "${name}") is not available in this build.`);
   }
+}
+
+/**
+ * A network adapter whose module (and with it the provider's SDK) is imported when the policy
+ * names the provider, not when the gateway starts: a gateway carries only the SDKs its policy uses,
+ * and the three together weigh tens of MB of resident memory. The import starts at once, so it is
+ * done long before a first call; a call that comes sooner waits for it.
+ */
+function loading(name: string, config: ProviderConfig, adapter: Promise<Provider>): Provider {
+  adapter.catch(() => undefined);
+  return {
+    name,
+    kind: config.kind,
+    baseUrl: providerEndpoint(config),
+    complete: async (req) => (await adapter).complete(req),
+    stream: async (req, onText) => (await adapter).stream(req, onText),
+  };
 }

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { answersPing, killChildren, pct, rssMb, startChild } from './common.js';
+import { answersPing, killChildren, pct, rssMb, sleep, startChild } from './common.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
 import { closeRawClient, cpuMs, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
 
@@ -323,13 +323,18 @@ async function main(): Promise<void> {
       if (g) await soak(g.url, g.pid, SOAK, CLIENTS);
     }
     if (SESSIONS > 0) {
-      const g = servers.find((s) => s.name === 'tollgate (memory)');
-      if (g) {
-        const before = rssMb(g.pid);
-        const opened = await openSessions(g.url, SESSIONS);
-        const after = rssMb(g.pid);
-        process.stdout.write(`\nsessions: ${opened} open on tollgate (memory): RSS ${before.rss.toFixed(0)} MB -> ${after.rss.toFixed(0)} MB (peak ${after.peak.toFixed(0)} MB)\n`);
-      }
+      // A gateway of its own, so that what the load runs left on the heap does not count: RSS when
+      // idle, then after SESSIONS sessions were opened and the gateway sat idle for 5 s.
+      const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], { ...gatewayEnv, TOLLGATE_EVENTS_FILE: join(dir, 'events-sessions.jsonl') }, /serving MCP at (\S+)/, 'stderr', PROF);
+      await sleep(3000);
+      const before = rssMb(g.child.pid!);
+      const opened = await openSessions(g.match[1]!, SESSIONS);
+      await sleep(5000);
+      const after = rssMb(g.child.pid!);
+      const health = (await (await fetch(g.match[1]!.replace(/\/mcp$/, '/healthz'))).json()) as { sessions: number };
+      process.stdout.write(
+        `\nsessions: ${opened} opened on a fresh tollgate (memory), ${health.sessions} open: RSS ${before.rss.toFixed(0)} MB idle -> ${after.rss.toFixed(0)} MB (peak ${after.peak.toFixed(0)} MB)\n`,
+      );
     }
   } finally {
     killChildren();

@@ -1,5 +1,5 @@
 import { GatewayError } from '../../errors.js';
-import { FgaAuthorizer } from '../../identity/openfga.js';
+import type { FgaAuthorizer } from '../../identity/openfga.js';
 import { findModel } from '../../policy/decide.js';
 import type { Policy } from '../../policy/load.js';
 import type { Middleware } from '../compose.js';
@@ -33,7 +33,9 @@ export function checkRelationships(opts: { now: () => number }): Middleware<Call
     if (!config || !target) return next();
     let authz = authorizers.get(ctx.policy);
     if (!authz) {
-      authz = new FgaAuthorizer(config, { egressAllow: ctx.policy.config.egress.allow, now: opts.now });
+      // The OpenFGA SDK is loaded only by a policy that uses it.
+      const { FgaAuthorizer } = await import('../../identity/openfga.js');
+      authz = authorizers.get(ctx.policy) ?? new FgaAuthorizer(config, { egressAllow: ctx.policy.config.egress.allow, now: opts.now });
       authorizers.set(ctx.policy, authz);
     }
     const outcome = await authz.check({ principal: ctx.principal!, request: target });
