@@ -5,6 +5,7 @@
  *
  *   npm run bench -- [--clients 32] [--seconds 10] [--sequential 2000] [--sessions 10000]
  *                    [--targets passthrough,memory,redis,redis-2w]   (redis-Nw: N cluster workers)
+ *                    [--node-options '--max-old-space-size=256']     (for every tollgate process)
  *
  * Every server runs in its own process; the load runs in this one. tollgate is built first and run
  * from dist/, as `npm start` runs it.
@@ -31,6 +32,7 @@ const { values } = parseArgs({
     targets: { type: 'string', default: 'passthrough,memory,redis,redis-2w' },
     soak: { type: 'string', default: '0' },
     'cpu-prof': { type: 'string' },
+    'node-options': { type: 'string', default: '' },
   },
 });
 const SOAK = Number(values.soak);
@@ -259,7 +261,7 @@ async function main(): Promise<void> {
       const p = await startChild(['tools/bench/passthrough.ts', openaiUrl], {}, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'passthrough (no policy)', url: p.match[1]!, pid: p.child.pid! });
     }
-    const gatewayEnv = { TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_MAX_SESSIONS: String(Math.max(10_000, SESSIONS + 1000)) };
+    const gatewayEnv = { NODE_OPTIONS: values['node-options'], TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_MAX_SESSIONS: String(Math.max(10_000, SESSIONS + 1000)) };
     if (TARGETS.includes('memory')) {
       const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], gatewayEnv, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'tollgate (memory)', url: g.match[1]!, pid: g.child.pid! });
@@ -288,7 +290,7 @@ async function main(): Promise<void> {
     }
 
     const head = `${'target'.padEnd(25)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'mean ms'.padStart(9)}${'calls/s'.padStart(9)}${'errors'.padStart(7)}`;
-    process.stdout.write(`node ${process.version}, ${CLIENTS} clients x ${SECONDS}s (after ${WARMUP}s warm-up); sequential ${SEQUENTIAL} calls\n\n`);
+    process.stdout.write(`node ${process.version}, ${CLIENTS} clients x ${SECONDS}s (after ${WARMUP}s warm-up); sequential ${SEQUENTIAL} calls; tollgate NODE_OPTIONS: ${values['node-options'] || '(none)'}\n\n`);
     const seq: Record<string, LoadResult> = {};
     if (SEQUENTIAL > 0) {
       process.stdout.write(`sequential (one client per target, targets taking turns call by call; calls/s = 1000 / mean)\n${head}\n`);
