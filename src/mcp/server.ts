@@ -1,7 +1,8 @@
 /**
- * The MCP face of the gateway: tools `complete`, `list_models` and `my_budget`. One Server is made
- * per client session (never shared: sharing leaks responses between clients). Refusals come back
- * as tool errors (`isError`) with the stable code first in the text and in `_meta`.
+ * The MCP face of the gateway: tools `complete`, `list_models` and `my_budget`. A Server is never
+ * shared between clients (sharing leaks responses between them): stdio makes one for its one
+ * client, the HTTP edge one per request. Refusals come back as tool errors (`isError`) with the
+ * stable code first in the text and in `_meta`.
  */
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
