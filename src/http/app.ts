@@ -101,19 +101,19 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     });
 
   /**
-   * Serves one HTTP request of a session with a fresh SDK Server and stateless transport, closed
-   * when the response ends. Its requests are tracked on the session so that a notifications/cancelled
-   * sent in a later POST reaches them, and a client that hangs up cancels them.
+   * Serves one HTTP request of a session with a fresh SDK Server and stateless transport. Its
+   * requests are tracked on the session so that a notifications/cancelled sent in a later POST
+   * reaches them, and a client that hangs up cancels them.
    */
   const serve = async (req: Request, res: Response, session: Session) => {
     // Without a progress token nothing is sent before the answer, so it goes out as one JSON body:
     // cheaper than an SSE stream, and the spec lets the server choose either.
-    const json = !wantsProgress(req.body);
+    const oneBody = !wantsProgress(req.body);
     const principal = principalOf(req)!;
     const toolCall = hasToolCall(req.body);
     // Budget headers: a JSON answer's head is written after the call, so they come from the call's
     // own result (this call counted); a stream's head goes first, so they are read before.
-    if (toolCall && !json) {
+    if (toolCall && !oneBody) {
       for (const [name, value] of Object.entries(await budgetReader.read(principal))) res.setHeader(name, value);
     }
     if (toolCall) res.once('finish', () => budgetReader.forget(principal));
@@ -122,8 +122,8 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
       const headers = budgets ? budgetHeaders(budgets) : await budgetReader.read(principal);
       if (!res.headersSent) for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
     };
-    const server = newServer(toolCall && json ? afterCall : undefined);
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: json });
+    const server = newServer(toolCall && oneBody ? afterCall : undefined);
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: oneBody });
     await server.connect(transport);
     const deliver = (msg: JSONRPCMessage) => transport.onmessage?.(msg);
     const ids = requestIds(req.body);
@@ -166,7 +166,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
         return;
       }
       for (const m of messages) {
-        if (CancelledNotificationSchema.safeParse(m).success) {
+        if ((m as { method?: unknown } | null)?.method === 'notifications/cancelled' && CancelledNotificationSchema.safeParse(m).success) {
           const { requestId, reason } = (m as CancelledNotification).params;
           if (requestId !== undefined) sessions.cancel(session, requestId, reason);
         }

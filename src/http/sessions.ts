@@ -35,6 +35,7 @@ export interface SessionTableOptions {
 export type Lookup = { session: Session } | { error: 'not_found' | 'forbidden' };
 
 const ID_PART = /^[A-Za-z0-9_-]{22}$/;
+const MAX_ENDED = 100_000;
 
 export class SessionTable {
   private readonly sessions = new Map<string, Session>();
@@ -108,7 +109,11 @@ export class SessionTable {
   }
 
   private remember(id: string, at: number): void {
-    if (this.adopts) this.ended.set(id, at);
+    if (!this.adopts) return;
+    this.ended.set(id, at);
+    // Bounded, oldest first: under heavy churn an old ended id may be forgotten early, which only
+    // lets its own caller resume it (the id stays bound to that caller).
+    if (this.ended.size > MAX_ENDED) this.ended.delete(this.ended.keys().next().value!);
   }
 
   /** Records a request as in flight until `done` is called. */
