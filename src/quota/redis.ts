@@ -155,7 +155,12 @@ export class RedisQuotaStore implements QuotaStore {
       // A refusal, or a request that already holds (or has settled) a reservation: like the memory
       // store, the repeat is a no-op, so whatever this call took is given back.
       await this.releaseLines(requestId, taken, now);
-      dropRecord();
+      const held = refusedAt < 0 ? this.held.get(requestId) : undefined;
+      if (held) {
+        // A repeat of a reservation this request still holds: its record must list what it holds,
+        // not what the repeat asked for.
+        await this.scripts.timed(this.records.set(recordKey(requestId), held, ttlMs + RECORD_SLACK_MS)).catch(() => undefined);
+      } else dropRecord();
       if (refusedAt < 0) return { ok: true };
       const line = ordered[refusedAt]!;
       const [, used, reserved] = states[refusedAt]!;

@@ -152,6 +152,28 @@ describe('RedisQuotaStore', () => {
       ]);
     });
 
+    it('keeps the record of what a request holds through a repeated reserve, and leaves none for a refusal or a settled request', async () => {
+      const [a, b] = [open(), open()];
+      // The Keyv record of a request is the one key under the store's `kv` namespace naming it.
+      const record = async (id: string) => (await raw.keys(`${root}kv*req:${id}`)).length;
+      await a.reserve('rep1', [line(40), line(40, 'bob')], 60_000);
+      // The repeat asks for one line only; the request still holds two, and the record says so.
+      await a.reserve('rep1', [line(40)], 60_000);
+      await b.release('rep1');
+      expect(await a.read([line(0), line(0, 'bob')])).toEqual([
+        { used: 0, reserved: 0 },
+        { used: 0, reserved: 0 },
+      ]);
+      // A refused reservation leaves no record behind, nor does a settled request's repeat.
+      expect(await a.reserve('rep2', [line(2000)], 60_000)).toMatchObject({ ok: false });
+      await a.reserve('rep3', [line(5)], 60_000);
+      await a.settle('rep3', [line(5)]);
+      expect(await a.reserve('rep3', [line(5)], 60_000)).toEqual({ ok: true });
+      await new Promise((r) => setTimeout(r, 100));
+      expect(await record('rep2')).toBe(0);
+      expect(await record('rep3')).toBe(0);
+    });
+
     it('applies an admin credit and debit to a usage counter', async () => {
       const store = open();
       const l = line(50);
