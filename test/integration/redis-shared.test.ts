@@ -2,7 +2,7 @@
  * One budget enforced by several replicas through the shared Redis ledger: separate gateway
  * processes (or one gateway's cluster workers), real Redis, the real MCP client.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -153,6 +153,30 @@ describe('two gateway processes sharing one Redis ledger', () => {
     }
   });
 
+  it('replaces a worker that dies', { timeout: 60_000 }, async () => {
+    const n = ++started;
+    const policyFile = join(dir, `respawn-${n}.yaml`);
+    writeFileSync(policyFile, basicPolicy());
+    const env = { REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: `${prefix}respawn:`, TOLLGATE_WORKERS: '2' };
+    const g = await spawnGateway({ policyFile, eventsFile: join(dir, `respawn-${n}.jsonl`), env });
+    procs.push(g);
+    const workers = () => childrenOf(g.child.pid!);
+    const before = workers();
+    expect(before).toHaveLength(2);
+    process.kill(before[0]!, 'SIGKILL');
+    const headers = { authorization: `Bearer ${KEYS.bob}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+    const init = { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } };
+    // A connection the primary hands to the worker in the instant it dies is lost (node:cluster);
+    // once the primary has seen the exit it starts a replacement and every connection is served.
+    const deadline = Date.now() + 15_000;
+    while (!(workers().length === 2 && !workers().includes(before[0]!))) {
+      if (Date.now() > deadline) throw new Error(`no replacement worker: ${workers().join(',')}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const answers = await Promise.all(Array.from({ length: 6 }, () => rawPost(g.mcpUrl, headers, init)));
+    expect(answers.map((r) => r.status)).toEqual(Array(6).fill(200));
+  });
+
   it('refuses --workers above 1 without the shared Redis store', async () => {
     const policyFile = join(dir, 'workers-memory.yaml');
     writeFileSync(policyFile, basicPolicy());
@@ -172,6 +196,22 @@ function rawPost(url: string, headers: Record<string, string>, body: unknown): P
       res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
     });
     req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error(`no answer from ${url} within 10 s`)));
     req.end(JSON.stringify(body));
   });
+}
+
+/** The pids of a process's children (Linux /proc): a cluster primary's workers. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return out;
 }
