@@ -30,11 +30,14 @@ export function runPrimary(opts: PrimaryOptions): void {
   const env = { TOLLGATE_SESSION_SECRET: opts.sessionSecret ?? randomBytes(32).toString('hex') };
   const aggregator = new AggregatorRegistry();
   const everListened = new WeakSet<Worker>();
+  const started = new WeakMap<Worker, number>();
+  let quickDeaths = 0;
   let listening = 0;
   let stopping = false;
 
   const fork = () => {
     const worker = cluster.fork(env);
+    started.set(worker, Date.now());
     worker.on('message', (msg: { type?: string; id?: number }) => {
       if (msg?.type !== METRICS_REQUEST) return;
       aggregator.clusterMetrics().then(
@@ -61,10 +64,15 @@ export function runPrimary(opts: PrimaryOptions): void {
       void stop(1);
       return;
     }
-    opts.log(`tollgate: worker ${worker.process.pid} exited (${signal ?? `code ${code}`}); starting another`);
+    // A worker that dies soon after it started is likely to die again: back off, up to 30 s.
+    const lived = Date.now() - (started.get(worker) ?? 0);
+    quickDeaths = lived < 10_000 ? quickDeaths + 1 : 0;
+    const delay = Math.min(30_000, 500 * 2 ** quickDeaths);
+    opts.log(`tollgate: worker ${worker.process.pid} exited (${signal ?? `code ${code}`}); starting another in ${delay} ms`);
+    // Not unref'd: with every worker gone, this timer is what keeps the primary alive to restart one.
     setTimeout(() => {
       if (!stopping) fork();
-    }, 500).unref();
+    }, delay);
   });
 
   const stop = async (code: number) => {
