@@ -1,6 +1,7 @@
 /**
- * The HTTP edge: MCP over streamable HTTP at /mcp, behind bearer authentication, Host and Origin
- * checks and a body size limit, plus /healthz. Transport concerns only; every call goes to the gateway.
+ * The HTTP edge: MCP over streamable HTTP at /mcp (mcpRoutes.ts), the OpenAI- and Anthropic-
+ * compatible endpoints and A2A, behind bearer authentication, Host and Origin checks and a body size
+ * limit, plus /healthz and /metrics. Transport concerns only; every call goes to the gateway.
  */
 import { isUtf8 } from 'node:buffer';
 import type { Server as HttpServer } from 'node:http';
@@ -8,20 +9,17 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { hostHeaderValidation, localhostHostValidation } from '@modelcontextprotocol/sdk/server/middleware/hostHeaderValidation.js';
-import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { CancelledNotificationSchema, isInitializeRequest, type CancelledNotification, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { GatewayError } from '../errors.js';
-import type { BudgetView, Gateway } from '../gateway.js';
-import type { Principal } from '../identity/principal.js';
+import type { Gateway } from '../gateway.js';
 import { a2aRouter } from '../a2a/agent.js';
-import { createMcpServer } from '../mcp/server.js';
 import { metricsAuthorized, type GatewayMetrics } from '../metering/metrics.js';
 import { anthropicCompatRouter } from './anthropicCompat.js';
 import { authEdge } from './authMetadata.js';
-import { BudgetHeaderReader, budgetHeaders, hasToolCall } from './budgetHeaders.js';
+import { BudgetHeaderReader } from './budgetHeaders.js';
 import { openaiCompatRouter } from './openaiCompat.js';
-import { SessionTable, type Session } from './sessions.js';
+import { mcpRouter } from './mcpRoutes.js';
+import { sendError } from './respond.js';
+import { SessionTable } from './sessions.js';
 
 export interface HttpOptions {
   host: string;
@@ -38,14 +36,6 @@ export interface HttpOptions {
   version: string;
   /** When set, GET /metrics needs `Authorization: Bearer <token>` (TOLLGATE_METRICS_TOKEN). */
   metricsToken?: string;
-}
-
-function sendError(res: Response, err: GatewayError): void {
-  res.status(err.status).json({ error: err.toJSON() });
-}
-
-function ownerOf(p: Principal): string {
-  return `${p.authMethod}:${p.credentialId ?? ''}:${p.user}:${(p.actors ?? []).join('>')}`;
 }
 
 /** Builds the express app; `listen` starts it. */
@@ -89,125 +79,8 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
 
   const auth = edge.requireAuth;
   const json = express.json({ limit: opts.maxBodyBytes, type: ['application/json', 'application/*+json'], verify: rejectInvalidUtf8 });
-  const principalOf = (req: Request) => (req.auth?.extra?.principal as Principal | undefined);
 
-  const newServer = (onCallDone?: (budgets: BudgetView[] | undefined) => Promise<void>) =>
-    createMcpServer({
-      gateway,
-      transport: 'http',
-      version: opts.version,
-      principalFor: (extra) => extra.authInfo?.extra?.principal as Principal | undefined,
-      onCallDone,
-    });
-
-  /**
-   * Serves one HTTP request of a session with a fresh SDK Server and stateless transport. Its
-   * requests are tracked on the session so that a notifications/cancelled sent in a later POST
-   * reaches them, and a client that hangs up cancels them.
-   */
-  const serve = async (req: Request, res: Response, session: Session) => {
-    // Without a progress token nothing is sent before the answer, so it goes out as one JSON body:
-    // cheaper than an SSE stream, and the spec lets the server choose either.
-    const oneBody = !wantsProgress(req.body);
-    const principal = principalOf(req)!;
-    const toolCall = hasToolCall(req.body);
-    // Budget headers: a JSON answer's head is written after the call, so they come from the call's
-    // own result (this call counted); a stream's head goes first, so they are read before.
-    if (toolCall && !oneBody) {
-      for (const [name, value] of Object.entries(await budgetReader.read(principal))) res.setHeader(name, value);
-    }
-    if (toolCall) res.once('finish', () => budgetReader.forget(principal));
-    const afterCall = async (budgets: BudgetView[] | undefined) => {
-      if (res.headersSent) return;
-      const headers = budgets ? budgetHeaders(budgets) : await budgetReader.read(principal);
-      if (!res.headersSent) for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
-    };
-    const server = newServer(toolCall && oneBody ? afterCall : undefined);
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: oneBody });
-    await server.connect(transport);
-    const deliver = (msg: JSONRPCMessage) => transport.onmessage?.(msg);
-    const ids = requestIds(req.body);
-    const untrack = ids.map((id) => sessions.track(session, id, deliver));
-    res.on('close', () => {
-      for (const u of untrack) u();
-      // A finished response leaves nothing open: the pair is garbage. Closing it anyway would build
-      // a "connection closed" error per request for the SDK to hand to no one.
-      if (res.writableFinished) return;
-      for (const requestId of ids) deliver({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId, reason: 'client disconnected' } });
-      void server.close().catch(() => undefined);
-    });
-    await transport.handleRequest(req, res, req.body);
-  };
-
-  /** The session a request names, or an answer already sent (404 unknown, 403 someone else's). */
-  const sessionOf = (req: Request, res: Response, sid: string): Session | undefined => {
-    const found = sessions.lookup(sid, ownerOf(principalOf(req)!));
-    if ('session' in found) return found.session;
-    if (found.error === 'forbidden') sendError(res, new GatewayError('FORBIDDEN', 'This session belongs to another caller.'));
-    else res.status(404).json({ jsonrpc: '2.0', error: { code: -32001, message: 'Session not found; initialize a new one.' }, id: null });
-    return undefined;
-  };
-
-  app.post('/mcp', auth, json, async (req, res) => {
-    // Without this, a non-JSON body reaches the session check unparsed and gets a misleading answer.
-    if (!isJsonContentType(req.headers['content-type'])) {
-      res.status(415).json({ jsonrpc: '2.0', error: { code: -32000, message: 'Unsupported Media Type: Content-Type must be application/json' }, id: null });
-      return;
-    }
-    const principal = principalOf(req)!;
-    const messages: unknown[] = Array.isArray(req.body) ? req.body : [req.body];
-    const sid = req.header('mcp-session-id');
-    let session: Session | undefined;
-    if (sid) {
-      session = sessionOf(req, res, sid);
-      if (!session) return;
-      if (messages.some(isInitializeRequest)) {
-        res.status(400).json({ jsonrpc: '2.0', error: { code: -32600, message: 'Invalid Request: Server already initialized' }, id: null });
-        return;
-      }
-      for (const m of messages) {
-        if ((m as { method?: unknown } | null)?.method === 'notifications/cancelled' && CancelledNotificationSchema.safeParse(m).success) {
-          const { requestId, reason } = (m as CancelledNotification).params;
-          if (requestId !== undefined) sessions.cancel(session, requestId, reason);
-        }
-      }
-    } else {
-      if (!isInitializeRequest(req.body)) {
-        res.status(400).json({ jsonrpc: '2.0', error: { code: -32000, message: 'No mcp-session-id header: send initialize first.' }, id: null });
-        return;
-      }
-      session = sessions.open(ownerOf(principal));
-      if (!session) {
-        res.status(503).json({ jsonrpc: '2.0', error: { code: -32000, message: 'Too many open sessions; try again later.' }, id: null });
-        return;
-      }
-      const opened = session;
-      res.setHeader('mcp-session-id', opened.id);
-      // An initialize the transport refused (bad params, wrong Accept) leaves no session behind.
-      res.once('finish', () => {
-        if (res.statusCode !== 200) sessions.close(opened.id);
-      });
-    }
-    await serve(req, res, session);
-  });
-
-  // tollgate sends nothing outside the response to a request, so it offers no standalone SSE stream:
-  // the MCP transport spec's answer for that is 405 on GET.
-  app.get('/mcp', auth, (req, res) => {
-    const sid = req.header('mcp-session-id');
-    if (sid && !sessionOf(req, res, sid)) return;
-    res.status(405).set('Allow', 'POST, DELETE').json({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this server offers no standalone SSE stream.' }, id: null });
-  });
-  app.delete('/mcp', auth, (req, res) => {
-    const sid = req.header('mcp-session-id');
-    if (!sid) {
-      res.status(400).json({ jsonrpc: '2.0', error: { code: -32000, message: 'No mcp-session-id header: nothing to end.' }, id: null });
-      return;
-    }
-    if (!sessionOf(req, res, sid)) return;
-    sessions.close(sid);
-    res.status(200).end();
-  });
+  app.use(mcpRouter(gateway, { requireAuth: auth, json, sessions, budgetReader, version: opts.version }));
 
   // Every other way in: same bearer middleware, same body limit, same gateway (one store, one policy).
   // Mounted after /mcp, the busiest route, so that MCP requests do not walk their routers first.
@@ -282,19 +155,4 @@ function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex): v
         : ['400 Bad Request', 'The request is not valid HTTP/1.1.'];
   const body = JSON.stringify({ error: new GatewayError('INVALID_REQUEST', message).toJSON() });
   socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-}
-
-/** Whether any request in a POST body asked for progress notifications (params._meta.progressToken). */
-function wantsProgress(body: unknown): boolean {
-  const messages: unknown[] = Array.isArray(body) ? body : [body];
-  return messages.some((m) => {
-    const meta = (m as { params?: { _meta?: { progressToken?: unknown } } } | null)?.params?._meta;
-    return meta?.progressToken !== undefined;
-  });
-}
-
-/** The ids of the JSON-RPC requests (not notifications or responses) in a POST body. */
-function requestIds(body: unknown): (string | number)[] {
-  const messages: unknown[] = Array.isArray(body) ? body : [body];
-  return messages.flatMap((m) => (m && typeof m === 'object' && 'id' in m && 'method' in m ? [(m as { id: string | number }).id] : []));
 }

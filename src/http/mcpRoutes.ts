@@ -1,0 +1,172 @@
+/**
+ * MCP over streamable HTTP at /mcp: sessions (see sessions.ts), each request served by a fresh SDK
+ * Server and stateless transport, budget headers, cancellation. Authentication, body parsing and
+ * the checks every route shares are the app's (app.ts).
+ */
+import express, { type Request, type RequestHandler, type Response } from 'express';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
+import { CancelledNotificationSchema, isInitializeRequest, type CancelledNotification, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { GatewayError } from '../errors.js';
+import type { BudgetView, Gateway } from '../gateway.js';
+import type { Principal } from '../identity/principal.js';
+import { createMcpServer } from '../mcp/server.js';
+import { budgetHeaders, hasToolCall, type BudgetHeaderReader } from './budgetHeaders.js';
+import type { Session, SessionTable } from './sessions.js';
+import { sendError } from './respond.js';
+
+export interface McpRouteOptions {
+  requireAuth: RequestHandler;
+  json: RequestHandler;
+  sessions: SessionTable;
+  budgetReader: BudgetHeaderReader;
+  version: string;
+}
+
+/** Who a session belongs to: the same credential, user and actor chain. */
+export function ownerOf(p: Principal): string {
+  return `${p.authMethod}:${p.credentialId ?? ''}:${p.user}:${(p.actors ?? []).join('>')}`;
+}
+
+const principalOf = (req: Request) => req.auth?.extra?.principal as Principal | undefined;
+
+/** POST, GET and DELETE on /mcp. */
+export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Router {
+  const { requireAuth, json, sessions, budgetReader } = opts;
+  const router = express.Router();
+
+  const newServer = (onCallDone?: (budgets: BudgetView[] | undefined) => Promise<void>) =>
+    createMcpServer({
+      gateway,
+      transport: 'http',
+      version: opts.version,
+      principalFor: (extra) => extra.authInfo?.extra?.principal as Principal | undefined,
+      onCallDone,
+    });
+
+  /**
+   * Serves one HTTP request of a session with a fresh SDK Server and stateless transport. Its
+   * requests are tracked on the session so that a notifications/cancelled sent in a later POST
+   * reaches them, and a client that hangs up cancels them.
+   */
+  const serve = async (req: Request, res: Response, session: Session) => {
+    // Without a progress token nothing is sent before the answer, so it goes out as one JSON body:
+    // cheaper than an SSE stream, and the spec lets the server choose either.
+    const oneBody = !wantsProgress(req.body);
+    const principal = principalOf(req)!;
+    const toolCall = hasToolCall(req.body);
+    // Budget headers: a JSON answer's head is written after the call, so they come from the call's
+    // own result (this call counted); a stream's head goes first, so they are read before.
+    if (toolCall && !oneBody) {
+      for (const [name, value] of Object.entries(await budgetReader.read(principal))) res.setHeader(name, value);
+    }
+    if (toolCall) res.once('finish', () => budgetReader.forget(principal));
+    const afterCall = async (budgets: BudgetView[] | undefined) => {
+      if (res.headersSent) return;
+      const headers = budgets ? budgetHeaders(budgets) : await budgetReader.read(principal);
+      if (!res.headersSent) for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+    };
+    const server = newServer(toolCall && oneBody ? afterCall : undefined);
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: oneBody });
+    await server.connect(transport);
+    const deliver = (msg: JSONRPCMessage) => transport.onmessage?.(msg);
+    const ids = requestIds(req.body);
+    const untrack = ids.map((id) => sessions.track(session, id, deliver));
+    res.on('close', () => {
+      for (const u of untrack) u();
+      // A finished response leaves nothing open: the pair is garbage. Closing it anyway would build
+      // a "connection closed" error per request for the SDK to hand to no one.
+      if (res.writableFinished) return;
+      for (const requestId of ids) deliver({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId, reason: 'client disconnected' } });
+      void server.close().catch(() => undefined);
+    });
+    await transport.handleRequest(req, res, req.body);
+  };
+
+  /** The session a request names, or an answer already sent (404 unknown, 403 someone else's). */
+  const sessionOf = (req: Request, res: Response, sid: string): Session | undefined => {
+    const found = sessions.lookup(sid, ownerOf(principalOf(req)!));
+    if ('session' in found) return found.session;
+    if (found.error === 'forbidden') sendError(res, new GatewayError('FORBIDDEN', 'This session belongs to another caller.'));
+    else res.status(404).json({ jsonrpc: '2.0', error: { code: -32001, message: 'Session not found; initialize a new one.' }, id: null });
+    return undefined;
+  };
+
+  router.post('/mcp', requireAuth, json, async (req, res) => {
+    // Without this, a non-JSON body reaches the session check unparsed and gets a misleading answer.
+    if (!isJsonContentType(req.headers['content-type'])) {
+      res.status(415).json({ jsonrpc: '2.0', error: { code: -32000, message: 'Unsupported Media Type: Content-Type must be application/json' }, id: null });
+      return;
+    }
+    const principal = principalOf(req)!;
+    const messages: unknown[] = Array.isArray(req.body) ? req.body : [req.body];
+    const sid = req.header('mcp-session-id');
+    let session: Session | undefined;
+    if (sid) {
+      session = sessionOf(req, res, sid);
+      if (!session) return;
+      if (messages.some(isInitializeRequest)) {
+        res.status(400).json({ jsonrpc: '2.0', error: { code: -32600, message: 'Invalid Request: Server already initialized' }, id: null });
+        return;
+      }
+      for (const m of messages) {
+        if ((m as { method?: unknown } | null)?.method === 'notifications/cancelled' && CancelledNotificationSchema.safeParse(m).success) {
+          const { requestId, reason } = (m as CancelledNotification).params;
+          if (requestId !== undefined) sessions.cancel(session, requestId, reason);
+        }
+      }
+    } else {
+      if (!isInitializeRequest(req.body)) {
+        res.status(400).json({ jsonrpc: '2.0', error: { code: -32000, message: 'No mcp-session-id header: send initialize first.' }, id: null });
+        return;
+      }
+      session = sessions.open(ownerOf(principal));
+      if (!session) {
+        res.status(503).json({ jsonrpc: '2.0', error: { code: -32000, message: 'Too many open sessions; try again later.' }, id: null });
+        return;
+      }
+      const opened = session;
+      res.setHeader('mcp-session-id', opened.id);
+      // An initialize the transport refused (bad params, wrong Accept) leaves no session behind.
+      res.once('finish', () => {
+        if (res.statusCode !== 200) sessions.close(opened.id);
+      });
+    }
+    await serve(req, res, session);
+  });
+
+  // tollgate sends nothing outside the response to a request, so it offers no standalone SSE stream:
+  // the MCP transport spec's answer for that is 405 on GET.
+  router.get('/mcp', requireAuth, (req, res) => {
+    const sid = req.header('mcp-session-id');
+    if (sid && !sessionOf(req, res, sid)) return;
+    res.status(405).set('Allow', 'POST, DELETE').json({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this server offers no standalone SSE stream.' }, id: null });
+  });
+  router.delete('/mcp', requireAuth, (req, res) => {
+    const sid = req.header('mcp-session-id');
+    if (!sid) {
+      res.status(400).json({ jsonrpc: '2.0', error: { code: -32000, message: 'No mcp-session-id header: nothing to end.' }, id: null });
+      return;
+    }
+    if (!sessionOf(req, res, sid)) return;
+    sessions.close(sid);
+    res.status(200).end();
+  });
+
+  return router;
+}
+
+/** Whether any request in a POST body asked for progress notifications (params._meta.progressToken). */
+function wantsProgress(body: unknown): boolean {
+  const messages: unknown[] = Array.isArray(body) ? body : [body];
+  return messages.some((m) => {
+    const meta = (m as { params?: { _meta?: { progressToken?: unknown } } } | null)?.params?._meta;
+    return meta?.progressToken !== undefined;
+  });
+}
+
+/** The ids of the JSON-RPC requests (not notifications or responses) in a POST body. */
+function requestIds(body: unknown): (string | number)[] {
+  const messages: unknown[] = Array.isArray(body) ? body : [body];
+  return messages.flatMap((m) => (m && typeof m === 'object' && 'id' in m && 'method' in m ? [(m as { id: string | number }).id] : []));
+}
