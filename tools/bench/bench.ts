@@ -5,7 +5,7 @@
  *
  *   npm run bench -- [--clients 32] [--seconds 10] [--sequential 2000] [--sessions 10000]
  *                    [--targets passthrough,memory,redis,redis-2w]   (redis-Nw: N cluster workers)
- *                    [--node-options '--max-old-space-size=256']     (for every tollgate process)
+ *                    [--node-options=--max-old-space-size=256]      (for every tollgate process)
  *
  * Every server runs in its own process; the load runs in this one. tollgate is built first and run
  * from dist/, as `npm start` runs it.
@@ -45,16 +45,17 @@ const TARGETS = values.targets.split(',');
 const KEY = 'tg-bench-key';
 /** With --cpu-prof <dir>, every server writes a V8 CPU profile there when it stops. */
 const PROF = values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}`] : [];
-/** Ends a client's session on the server (DELETE) and closes it. */
-async function done(c: Client): Promise<void> {
-  await (c.transport as StreamableHTTPClientTransport).terminateSession().catch(() => {});
-  await c.close();
-}
-
+/** The soak drives the official SDK client, session churn included. */
 async function client(url: string): Promise<Client> {
   const c = new Client({ name: 'bench', version: '1' });
   await c.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${KEY}` } } }));
   return c;
+}
+
+/** Ends a client's session on the server (DELETE) and closes it. */
+async function done(c: Client): Promise<void> {
+  await (c.transport as StreamableHTTPClientTransport).terminateSession().catch(() => {});
+  await c.close();
 }
 
 const ARGS = { prompt: 'Summarise the quarterly report in three lines', max_tokens: 64 };
@@ -165,8 +166,7 @@ async function soak(url: string, pid: number, seconds: number, n: number): Promi
         if (r.isError) errors++;
         else calls++;
       }
-      await (c.transport as StreamableHTTPClientTransport).terminateSession();
-      await c.close();
+      await done(c);
     }
   };
   const t0 = Date.now();
@@ -186,8 +186,7 @@ async function soak(url: string, pid: number, seconds: number, n: number): Promi
   await tick();
   const c = await client(url);
   const budget = (await c.callTool({ name: 'my_budget', arguments: {} })).structuredContent as { budgets: { id: string; reserved: number }[] };
-  await (c.transport as StreamableHTTPClientTransport).terminateSession();
-  await c.close();
+  await done(c);
   const h = await healthz();
   process.stdout.write(`after the soak: ${h.sessions} sessions open; reserved ${budget.budgets.map((b) => `${b.id}=${b.reserved}`).join(', ')}\n`);
 }
