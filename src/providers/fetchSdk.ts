@@ -75,19 +75,32 @@ function abortReason(signal: AbortSignal): unknown {
  * what the adapters recognise as a lost connection.
  */
 function webBody(body: Readable, signal: AbortSignal | undefined): ReadableStream<Uint8Array> {
+  // Once the stream is closed, errored or cancelled, a late event from the socket must not touch the
+  // controller: enqueue or close on a finished stream throws, inside an event handler.
+  let finished = false;
   return new ReadableStream<Uint8Array>({
     start(controller) {
       body.on('data', (chunk: Buffer) => {
+        if (finished) return;
         controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
         if ((controller.desiredSize ?? 0) <= 0) body.pause();
       });
-      body.once('end', () => controller.close());
-      body.once('error', (err) => controller.error(signal?.aborted ? abortReason(signal) : new TypeError('terminated', { cause: err })));
+      body.once('end', () => {
+        if (finished) return;
+        finished = true;
+        controller.close();
+      });
+      body.once('error', (err) => {
+        if (finished) return;
+        finished = true;
+        controller.error(signal?.aborted ? abortReason(signal) : new TypeError('terminated', { cause: err }));
+      });
     },
     pull() {
       body.resume();
     },
     cancel(reason) {
+      finished = true;
       body.destroy(reason instanceof Error ? reason : undefined);
     },
   });

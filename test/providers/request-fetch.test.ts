@@ -91,6 +91,16 @@ describe('requestFetch', () => {
     expect(rest).toBe('data: two\n\n');
   });
 
+  it('lets the reader cancel a body mid-stream while the server is still sending', async () => {
+    const res = await f(`${base}/stream`);
+    const reader = res.body!.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toBe('data: one\n\n');
+    await reader.cancel();
+    // The server's second chunk arrives after the cancel; nothing may throw when it does.
+    await new Promise((r) => setTimeout(r, 120));
+    expect(await reader.read()).toEqual({ done: true, value: undefined });
+  });
+
   it('fails a body cut mid-stream with TypeError("terminated"), as fetch does', async () => {
     const res = await f(`${base}/cut`);
     const err = await res.text().then(
