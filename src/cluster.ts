@@ -117,7 +117,15 @@ export function workerMetrics(registry: Registry): () => Promise<string> {
   return () =>
     new Promise<string>((resolve, reject) => {
       const id = next++;
-      pending.set(id, { resolve, reject });
+      // prom-client gives up on a silent worker after 5 s; this bounds a silent primary the same way.
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        reject(new Error('the cluster primary did not answer for metrics within 10 s'));
+      }, 10_000);
+      pending.set(id, {
+        resolve: (text) => (clearTimeout(timer), resolve(text)),
+        reject: (err) => (clearTimeout(timer), reject(err)),
+      });
       process.send!({ type: METRICS_REQUEST, id });
     });
 }
