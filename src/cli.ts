@@ -45,8 +45,9 @@ Options (each also settable by the environment variable shown):
   --no-watch             Do not reload the policy when its file changes or on SIGHUP
                                                           TOLLGATE_POLICY_WATCH=0
   Also: TOLLGATE_ALLOWED_HOSTS, TOLLGATE_ALLOWED_ORIGINS, TOLLGATE_MAX_BODY_BYTES,
-        TOLLGATE_MAX_SESSIONS, TOLLGATE_SESSION_IDLE_SECONDS, TOLLGATE_SESSION_SECRET (shared by
-        replicas so that any of them serves any MCP session; 32+ characters), TOLLGATE_KEY_PREFIX, TOLLGATE_LOG_LEVEL,
+        TOLLGATE_MAX_SESSIONS, TOLLGATE_MAX_SESSIONS_PER_CALLER, TOLLGATE_SESSION_IDLE_SECONDS,
+        TOLLGATE_SESSION_SECRET (shared by replicas so that any of them serves any MCP session;
+        32+ characters), TOLLGATE_KEY_PREFIX, TOLLGATE_LOG_LEVEL,
         TOLLGATE_METRICS_TOKEN (bearer token for GET /metrics), TOLLGATE_SIEM_URL and TOLLGATE_SIEM_TOKEN
         (Splunk HEC collector for decision events when the policy has no metering.siem)
 `;
@@ -123,6 +124,9 @@ async function main(argv: string[]): Promise<void> {
   if (!Number.isInteger(settings.http.port) || settings.http.port < 0 || settings.http.port > 65535) fail(`invalid port ${settings.http.port}`);
   if (!Number.isSafeInteger(settings.http.maxBodyBytes) || settings.http.maxBodyBytes < 1) {
     fail(`invalid TOLLGATE_MAX_BODY_BYTES ${process.env.TOLLGATE_MAX_BODY_BYTES}: give a whole number of bytes, e.g. 1048576`);
+  }
+  for (const [name, value] of [['TOLLGATE_MAX_SESSIONS', settings.http.maxSessions], ['TOLLGATE_MAX_SESSIONS_PER_CALLER', settings.http.maxSessionsPerCaller]] as const) {
+    if (!Number.isSafeInteger(value) || (value ?? 0) < 1) fail(`invalid ${name} ${process.env[name]}: give a whole number of sessions, at least 1`);
   }
   if (settings.http.sessionSecret !== undefined && settings.http.sessionSecret.length < 32) {
     fail('TOLLGATE_SESSION_SECRET is too short: give at least 32 characters, e.g. the output of `openssl rand -hex 32`');

@@ -61,6 +61,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
       allowedOrigins: list(env.TOLLGATE_ALLOWED_ORIGINS),
       maxBodyBytes: Number(env.TOLLGATE_MAX_BODY_BYTES ?? 1024 * 1024),
       maxSessions: Number(env.TOLLGATE_MAX_SESSIONS ?? 10_000),
+      maxSessionsPerCaller: Number(env.TOLLGATE_MAX_SESSIONS_PER_CALLER ?? 1000),
       sessionIdleMs: Number(env.TOLLGATE_SESSION_IDLE_SECONDS ?? 1800) * 1000,
       sessionSecret: env.TOLLGATE_SESSION_SECRET || undefined,
       metricsToken: env.TOLLGATE_METRICS_TOKEN || undefined,

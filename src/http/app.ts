@@ -30,6 +30,8 @@ export interface HttpOptions {
   allowedOrigins?: string[];
   maxBodyBytes: number;
   maxSessions: number;
+  /** Sessions one caller may hold; beyond it their least recently used idle one is ended. */
+  maxSessionsPerCaller?: number;
   sessionIdleMs: number;
   /** Shared by replicas or workers so that each accepts sessions the others opened. */
   sessionSecret?: string;
@@ -59,7 +61,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     next();
   });
 
-  const sessions = new SessionTable({ maxSessions: opts.maxSessions, idleMs: opts.sessionIdleMs, secret: opts.sessionSecret });
+  const sessions = new SessionTable({ maxSessions: opts.maxSessions, maxPerCaller: opts.maxSessionsPerCaller, idleMs: opts.sessionIdleMs, secret: opts.sessionSecret });
   const budgetReader = new BudgetHeaderReader(gateway);
 
   app.get('/healthz', (_req, res) => {

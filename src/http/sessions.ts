@@ -26,6 +26,11 @@ export interface Session {
 
 export interface SessionTableOptions {
   maxSessions: number;
+  /**
+   * Sessions one caller may hold. Opening one more ends that caller's least recently used idle
+   * session, so an agent that never ends its sessions cannot fill the table for everyone else.
+   */
+  maxPerCaller?: number;
   idleMs: number;
   /** Key for signing session ids; processes that share it accept each other's sessions. */
   secret?: string;
@@ -39,6 +44,8 @@ const MAX_ENDED = 100_000;
 
 export class SessionTable {
   private readonly sessions = new Map<string, Session>();
+  /** The same sessions by owner, for the per-caller cap. */
+  private readonly byOwner = new Map<string, Set<Session>>();
   /** Ids ended here (DELETE or idle), so a shared-secret table does not take them back. */
   private readonly ended = new Map<string, number>();
   private readonly timer: NodeJS.Timeout;
@@ -65,11 +72,24 @@ export class SessionTable {
 
   /** Opens a session for `owner`, or returns undefined when the table is full even after sweeping. */
   open(owner: string): Session | undefined {
-    if (!this.hasRoom()) return undefined;
+    if (!this.roomFor(owner)) return undefined;
     const nonce = randomBytes(16).toString('base64url');
-    const session: Session = { id: `${nonce}.${this.sign(nonce, owner)}`, owner, lastSeen: this.now() };
+    return this.add({ id: `${nonce}.${this.sign(nonce, owner)}`, owner, lastSeen: this.now() });
+  }
+
+  private add(session: Session): Session {
     this.sessions.set(session.id, session);
+    let mine = this.byOwner.get(session.owner);
+    if (!mine) this.byOwner.set(session.owner, (mine = new Set()));
+    mine.add(session);
     return session;
+  }
+
+  private drop(s: Session): void {
+    this.sessions.delete(s.id);
+    const mine = this.byOwner.get(s.owner);
+    mine?.delete(s);
+    if (mine?.size === 0) this.byOwner.delete(s.owner);
   }
 
   /** The session `id` names, if it exists and belongs to `owner`. */
@@ -80,10 +100,8 @@ export class SessionTable {
       known.lastSeen = this.now();
       return { session: known };
     }
-    if (!this.adopts || this.ended.has(id) || !this.verifies(id, owner) || !this.hasRoom()) return { error: 'not_found' };
-    const session: Session = { id, owner, lastSeen: this.now() };
-    this.sessions.set(id, session);
-    return { session };
+    if (!this.adopts || this.ended.has(id) || !this.verifies(id, owner) || !this.roomFor(owner)) return { error: 'not_found' };
+    return { session: this.add({ id, owner, lastSeen: this.now() }) };
   }
 
   private verifies(id: string, owner: string): boolean {
@@ -94,7 +112,16 @@ export class SessionTable {
     return timingSafeEqual(Buffer.from(mac), Buffer.from(this.sign(nonce, owner)));
   }
 
-  private hasRoom(): boolean {
+  /** Makes room for one more session of `owner`, if it can: false when none can be made. */
+  private roomFor(owner: string): boolean {
+    const mine = this.byOwner.get(owner);
+    const cap = this.opts.maxPerCaller ?? Number.POSITIVE_INFINITY;
+    if (mine && mine.size >= cap) {
+      let oldest: Session | undefined;
+      for (const s of mine) if (!s.inflight && (!oldest || s.lastSeen < oldest.lastSeen)) oldest = s;
+      if (!oldest) return false;
+      this.close(oldest.id);
+    }
     if (this.sessions.size >= this.opts.maxSessions) this.sweep();
     return this.sessions.size < this.opts.maxSessions;
   }
@@ -103,7 +130,7 @@ export class SessionTable {
   close(id: string): void {
     const s = this.sessions.get(id);
     if (!s) return;
-    this.sessions.delete(id);
+    this.drop(s);
     this.remember(id, this.now());
     for (const requestId of [...(s.inflight?.keys() ?? [])]) this.cancel(s, requestId, 'session ended');
   }
@@ -137,7 +164,7 @@ export class SessionTable {
     const cutoff = now - this.opts.idleMs;
     for (const [id, s] of this.sessions) {
       if (s.lastSeen < cutoff && !s.inflight) {
-        this.sessions.delete(id);
+        this.drop(s);
         this.remember(id, now);
       }
     }

@@ -201,6 +201,21 @@ describe('MCP sessions on HTTP', () => {
     }
   });
 
+  it('keeps at most TOLLGATE_MAX_SESSIONS_PER_CALLER sessions per caller, ending their least recently used', async () => {
+    const gw = await startTestGateway(basicPolicy(), { env: { TOLLGATE_MAX_SESSIONS_PER_CALLER: '2' } });
+    try {
+      const first = await open(gw);
+      const second = await open(gw);
+      const bob = await open(gw, KEYS.bob);
+      const third = await open(gw);
+      expect((await post(gw, call, first)).status).toBe(404);
+      for (const headers of [second, third, bob]) expect((await post(gw, call, headers)).status).toBe(200);
+      expect(await sessionCount(gw)).toBe(3);
+    } finally {
+      await gw.close();
+    }
+  });
+
   it('serves a session on any replica that shares TOLLGATE_SESSION_SECRET, and on no other', async () => {
     const a = await startTestGateway(basicPolicy(), { env: { TOLLGATE_SESSION_SECRET: SECRET } });
     const b = await startTestGateway(basicPolicy(), { env: { TOLLGATE_SESSION_SECRET: SECRET } });

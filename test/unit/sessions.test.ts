@@ -82,6 +82,27 @@ describe('SessionTable', () => {
     expect(t.size).toBe(1);
   });
 
+  it('ends a caller\'s least recently used idle session when they open one over their cap, and no one else\'s', () => {
+    let now = 0;
+    const t = table({ maxPerCaller: 2, now: () => now });
+    const a1 = t.open('key:alice')!;
+    now += 10;
+    const a2 = t.open('key:alice')!;
+    const b1 = t.open('key:bob')!;
+    now += 10;
+    t.lookup(a1.id, 'key:alice'); // a1 is now more recent than a2
+    const a3 = t.open('key:alice')!;
+    expect(t.lookup(a2.id, 'key:alice')).toEqual({ error: 'not_found' });
+    expect(t.lookup(a1.id, 'key:alice')).toMatchObject({ session: { id: a1.id } });
+    expect(t.lookup(a3.id, 'key:alice')).toMatchObject({ session: { id: a3.id } });
+    expect(t.lookup(b1.id, 'key:bob')).toMatchObject({ session: { id: b1.id } });
+    // With every one of their sessions busy, the caller gets no new one; others still do.
+    t.track(a1, 1, () => undefined);
+    t.track(a3, 1, () => undefined);
+    expect(t.open('key:alice')).toBeUndefined();
+    expect(t.open('key:bob')).toBeDefined();
+  });
+
   it('routes a cancellation to the request it names, and cancels in-flight requests when the session ends', () => {
     const t = table();
     const s = t.open('key:alice')!;

@@ -260,7 +260,10 @@ async function main(): Promise<void> {
       const p = await startChild(['tools/bench/passthrough.ts', openaiUrl], {}, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'passthrough (no policy)', url: p.match[1]!, pid: p.child.pid! });
     }
-    const gatewayEnv = { NODE_OPTIONS: values['node-options'], TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_MAX_SESSIONS: String(Math.max(10_000, SESSIONS + 1000)) };
+    const gatewayEnv = { NODE_OPTIONS: values['node-options'], TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_MAX_SESSIONS: String(Math.max(10_000, SESSIONS + 1000)),
+      // The session measurement opens every session with the one bench key.
+      TOLLGATE_MAX_SESSIONS_PER_CALLER: String(Math.max(10_000, SESSIONS + 1000)),
+    };
     if (TARGETS.includes('memory')) {
       const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], gatewayEnv, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'tollgate (memory)', url: g.match[1]!, pid: g.child.pid! });
