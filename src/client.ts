@@ -44,6 +44,8 @@ export async function callGateway(opts: CallOptions): Promise<{ out: string; cod
     if (opts.json || opts.tool !== 'complete' || !structured) return { out: JSON.stringify(structured ?? text, null, 2), code: 0 };
     return { out: `${text}\n\n${summary(structured)}`, code: 0 };
   } finally {
+    // End the session on the gateway (DELETE) rather than leave it to the idle sweep.
+    await transport.terminateSession().catch(() => undefined);
     await client.close();
   }
 }
