@@ -136,9 +136,8 @@ export class RedisQuotaStore implements QuotaStore {
     );
     // The request record, which lets another replica release this reservation, goes in the same
     // flight; on a refusal it is deleted again (and would lapse with the reservation's TTL anyway).
-    const record = this.scripts.ready().then(() => this.scripts.timed(this.records.set(recordKey(requestId), keys, ttlMs + RECORD_SLACK_MS)));
-    const settled = await Promise.allSettled([...scripts, record]);
-    const dropRecord = () => void this.scripts.timed(this.records.delete(recordKey(requestId))).catch(() => undefined);
+    const settled = await Promise.allSettled([...scripts, this.writeRecord(requestId, keys, ttlMs)]);
+    const dropRecord = () => void this.deleteRecord(requestId).catch(() => undefined);
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
       // What this call reserved lapses by TTL anyway; give it back now without making the caller
@@ -159,7 +158,7 @@ export class RedisQuotaStore implements QuotaStore {
       if (held) {
         // A repeat of a reservation this request still holds: its record must list what it holds,
         // not what the repeat asked for.
-        await this.scripts.timed(this.records.set(recordKey(requestId), held, ttlMs + RECORD_SLACK_MS)).catch(() => undefined);
+        await this.writeRecord(requestId, held, ttlMs).catch(() => undefined);
       } else dropRecord();
       if (refusedAt < 0) return { ok: true };
       const line = ordered[refusedAt]!;
@@ -187,7 +186,7 @@ export class RedisQuotaStore implements QuotaStore {
       const keys = this.held.get(requestId) ?? (await this.scripts.timed(this.records.get(recordKey(requestId)))) ?? [];
       await this.releaseLines(requestId, keys, this.now());
       this.held.delete(requestId);
-      await this.scripts.timed(this.records.delete(recordKey(requestId)));
+      await this.deleteRecord(requestId);
     } catch (err) {
       throw asStoreError(err);
     }
@@ -317,10 +316,7 @@ export class RedisQuotaStore implements QuotaStore {
     // One flight: the settle scripts, the releases and the record's deletion. Settling is idempotent
     // (per-request markers), so a settle that fails here and is replayed later still counts once;
     // until then its reservation lapses by TTL whether or not the record is still there.
-    const record = this.scripts
-      .ready()
-      .then(() => this.scripts.timed(this.records.delete(recordKey(requestId))))
-      .catch(() => undefined);
+    const record = this.deleteRecord(requestId).catch(() => undefined);
     await Promise.all([
       ...lines.map((l) =>
         this.run(
@@ -333,6 +329,20 @@ export class RedisQuotaStore implements QuotaStore {
       record,
     ]);
     this.held.delete(requestId);
+  }
+
+  /**
+   * The request record: which reserved keys a request holds, so that another replica can release
+   * them. Both wait for the connection like the scripts do, so they can go in the scripts' flight.
+   */
+  private async writeRecord(requestId: string, keys: string[], ttlMs: number): Promise<void> {
+    await this.scripts.ready();
+    await this.scripts.timed(this.records.set(recordKey(requestId), keys, ttlMs + RECORD_SLACK_MS));
+  }
+
+  private async deleteRecord(requestId: string): Promise<void> {
+    await this.scripts.ready();
+    await this.scripts.timed(this.records.delete(recordKey(requestId)));
   }
 
   private async releaseLines(requestId: string, reservedKeys: string[], now: number): Promise<void> {
