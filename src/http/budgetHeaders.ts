@@ -52,12 +52,6 @@ export function budgetHeaders(budgets: readonly BudgetView[]): Record<string, st
   };
 }
 
-/** True when a JSON-RPC body (one message or a batch) holds a tools/call request. */
-export function hasToolCall(body: unknown): boolean {
-  const messages: unknown[] = Array.isArray(body) ? body : [body];
-  return messages.some((m) => !!m && typeof m === 'object' && (m as { method?: unknown }).method === 'tools/call');
-}
-
 /** Reads the caller's budgets within `timeoutMs` and returns the headers; none on timeout or store error. */
 export async function readBudgetHeaders(gateway: Gateway, principal: Principal, timeoutMs = 250): Promise<Record<string, string>> {
   let timer: NodeJS.Timeout | undefined;

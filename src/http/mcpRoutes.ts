@@ -11,7 +11,7 @@ import { GatewayError } from '../errors.js';
 import type { BudgetView, Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import { createMcpServer } from '../mcp/server.js';
-import { budgetHeaders, hasToolCall, type BudgetHeaderReader } from './budgetHeaders.js';
+import { budgetHeaders, type BudgetHeaderReader } from './budgetHeaders.js';
 import type { Session, SessionTable } from './sessions.js';
 import { sendError } from './respond.js';
 
@@ -49,12 +49,12 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
    * requests are tracked on the session so that a notifications/cancelled sent in a later POST
    * reaches them, and a client that hangs up cancels them.
    */
-  const serve = async (req: Request, res: Response, session: Session) => {
+  const serve = async (req: Request, res: Response, session: Session, messages: unknown[]) => {
     // Without a progress token nothing is sent before the answer, so it goes out as one JSON body:
     // cheaper than an SSE stream, and the spec lets the server choose either.
-    const oneBody = !wantsProgress(req.body);
+    const oneBody = !wantsProgress(messages);
     const principal = principalOf(req)!;
-    const toolCall = hasToolCall(req.body);
+    const toolCall = messages.some((m) => (m as { method?: unknown } | null)?.method === 'tools/call');
     // Budget headers: a JSON answer's head is written after the call, so they come from the call's
     // own result (this call counted); a stream's head goes first, so they are read before.
     if (toolCall && !oneBody) {
@@ -70,7 +70,7 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: oneBody });
     await server.connect(transport);
     const deliver = (msg: JSONRPCMessage) => transport.onmessage?.(msg);
-    const ids = requestIds(req.body);
+    const ids = requestIds(messages);
     const untrack = ids.map((id) => sessions.track(session, id, deliver));
     res.on('close', () => {
       for (const u of untrack) u();
@@ -132,7 +132,7 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
         if (res.statusCode !== 200) sessions.close(opened.id);
       });
     }
-    await serve(req, res, session);
+    await serve(req, res, session, messages);
   });
 
   // tollgate sends nothing outside the response to a request, so it offers no standalone SSE stream:
@@ -156,17 +156,15 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
   return router;
 }
 
-/** Whether any request in a POST body asked for progress notifications (params._meta.progressToken). */
-function wantsProgress(body: unknown): boolean {
-  const messages: unknown[] = Array.isArray(body) ? body : [body];
+/** Whether any request of a POST asked for progress notifications (params._meta.progressToken). */
+function wantsProgress(messages: unknown[]): boolean {
   return messages.some((m) => {
     const meta = (m as { params?: { _meta?: { progressToken?: unknown } } } | null)?.params?._meta;
     return meta?.progressToken !== undefined;
   });
 }
 
-/** The ids of the JSON-RPC requests (not notifications or responses) in a POST body. */
-function requestIds(body: unknown): (string | number)[] {
-  const messages: unknown[] = Array.isArray(body) ? body : [body];
+/** The ids of the JSON-RPC requests (not notifications or responses) of a POST. */
+function requestIds(messages: unknown[]): (string | number)[] {
   return messages.flatMap((m) => (m && typeof m === 'object' && 'id' in m && 'method' in m ? [(m as { id: string | number }).id] : []));
 }
