@@ -3,7 +3,7 @@
  * free port, its decision events in a file the test reads back.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export interface GatewayProcess {
   mcpUrl: string;
@@ -61,4 +61,27 @@ export async function spawnGateway(opts: { policyFile: string; eventsFile: strin
       await exited();
     },
   };
+}
+
+/**
+ * The fields of /proc/<pid>/stat after the command name (Linux): [0] is the state, [1] the parent
+ * pid, [11] and [12] the user and system CPU time in clock ticks.
+ */
+export function procStat(pid: number): string[] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** The pids of a process's children (Linux /proc): a cluster primary's workers, say. */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (Number(procStat(Number(entry))[1]) === pid) out.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return out;
 }

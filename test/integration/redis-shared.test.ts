@@ -2,8 +2,7 @@
  * One budget enforced by several replicas through the shared Redis ledger: separate gateway
  * processes (or one gateway's cluster workers), real Redis, the real MCP client.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -13,7 +12,8 @@ import { parsePolicy } from '../../src/policy/load.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp } from '../helpers/gateway.js';
-import { spawnGateway, type GatewayProcess } from '../helpers/process.js';
+import { childPids, spawnGateway, type GatewayProcess } from '../helpers/process.js';
+import { sendRaw } from '../helpers/raw.js';
 import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
 
 type ErrorMeta = { code: string };
@@ -128,10 +128,10 @@ describe('two gateway processes sharing one Redis ledger', () => {
     // A session opened on one connection, then used on fresh connections: the kernel hands new
     // connections to the workers in turn, so some of these calls reach the worker that did not open it.
     const headers = { authorization: `Bearer ${KEYS.bob}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
-    const init = await rawPost(g.mcpUrl, headers, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } });
+    const init = await freshPost(g.mcpUrl, headers, { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } });
     expect(init.status).toBe(200);
     const session = { ...headers, 'mcp-session-id': String(init.headers['mcp-session-id']), 'mcp-protocol-version': '2025-06-18' };
-    const lists = await Promise.all(Array.from({ length: 6 }, (_, i) => rawPost(g.mcpUrl, session, { jsonrpc: '2.0', id: i + 1, method: 'tools/list' })));
+    const lists = await Promise.all(Array.from({ length: 6 }, (_, i) => freshPost(g.mcpUrl, session, { jsonrpc: '2.0', id: i + 1, method: 'tools/list' })));
     expect(lists.map((r) => r.status)).toEqual(Array(6).fill(200));
 
     // 40 calls at once through two clients: exactly twelve fit the budget, whichever worker takes them.
@@ -160,7 +160,7 @@ describe('two gateway processes sharing one Redis ledger', () => {
     const env = { REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: `${prefix}respawn:`, TOLLGATE_WORKERS: '2' };
     const g = await spawnGateway({ policyFile, eventsFile: join(dir, `respawn-${n}.jsonl`), env });
     procs.push(g);
-    const workers = () => childrenOf(g.child.pid!);
+    const workers = () => childPids(g.child.pid!);
     const before = workers();
     expect(before).toHaveLength(2);
     process.kill(before[0]!, 'SIGKILL');
@@ -173,7 +173,7 @@ describe('two gateway processes sharing one Redis ledger', () => {
       if (Date.now() > deadline) throw new Error(`no replacement worker: ${workers().join(',')}`);
       await new Promise((r) => setTimeout(r, 100));
     }
-    const answers = await Promise.all(Array.from({ length: 6 }, () => rawPost(g.mcpUrl, headers, init)));
+    const answers = await Promise.all(Array.from({ length: 6 }, () => freshPost(g.mcpUrl, headers, init)));
     expect(answers.map((r) => r.status)).toEqual(Array(6).fill(200));
   });
 
@@ -186,32 +186,7 @@ describe('two gateway processes sharing one Redis ledger', () => {
   });
 });
 
-/** One POST on a connection of its own (no keep-alive), as a new client connection would be. */
-function rawPost(url: string, headers: Record<string, string>, body: unknown): Promise<{ status: number; headers: Record<string, unknown>; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method: 'POST', headers, agent: false }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
-    });
-    req.on('error', reject);
-    req.setTimeout(10_000, () => req.destroy(new Error(`no answer from ${url} within 10 s`)));
-    req.end(JSON.stringify(body));
-  });
-}
-
-/** The pids of a process's children (Linux /proc): a cluster primary's workers. */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return out;
+/** One POST on a connection of its own (Connection: close), as a new client connection would be. */
+function freshPost(url: string, headers: Record<string, string>, body: unknown) {
+  return sendRaw(url, { headers: { ...headers, connection: 'close' }, body: JSON.stringify(body) });
 }

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { answersPing, killChildren, pct, rssMb, sleep, startChild } from './common.js';
+import { killChildren, localRedisUrl, pct, rssMb, sleep, startChild } from './common.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
 import { closeRawClient, cpuMs, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
 
@@ -260,6 +260,7 @@ async function main(): Promise<void> {
       const p = await startChild(['tools/bench/passthrough.ts', openaiUrl], {}, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'passthrough (no policy)', url: p.match[1]!, pid: p.child.pid! });
     }
+    const redisUrl = TARGETS.some((t) => t.startsWith('redis')) ? await localRedisUrl() : undefined;
     const gatewayEnv = { NODE_OPTIONS: values['node-options'], TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_MAX_SESSIONS: String(Math.max(10_000, SESSIONS + 1000)),
       // The session measurement opens every session with the one bench key.
       TOLLGATE_MAX_SESSIONS_PER_CALLER: String(Math.max(10_000, SESSIONS + 1000)),
@@ -268,27 +269,16 @@ async function main(): Promise<void> {
       const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], gatewayEnv, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'tollgate (memory)', url: g.match[1]!, pid: g.child.pid! });
     }
-    if (TARGETS.includes('redis')) {
-      const redisUrl = process.env.REDIS_URL ?? ((await answersPing(6379)) ? 'redis://127.0.0.1:6379' : undefined);
-      if (!redisUrl) process.stdout.write('redis: no REDIS_URL and nothing on 127.0.0.1:6379; skipping the Redis target\n');
-      else {
-        const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
-        cleanup.push(() => deleteKeys(redisUrl, prefix));
-        const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl], { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, 'events-redis.jsonl') }, /serving MCP at (\S+)/, 'stderr', PROF);
-        servers.push({ name: 'tollgate (redis)', url: g.match[1]!, pid: g.child.pid! });
-      }
-    }
-    const clustered = TARGETS.find((t) => /^redis-\d+w$/.test(t));
-    if (clustered) {
-      const workers = clustered.slice(6, -1);
-      const redisUrl = process.env.REDIS_URL ?? ((await answersPing(6379)) ? 'redis://127.0.0.1:6379' : undefined);
-      if (redisUrl) {
-        const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
-        cleanup.push(() => deleteKeys(redisUrl, prefix));
-        const env = { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, 'events-cluster.jsonl'), TOLLGATE_WORKERS: workers };
-        const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl], env, /serving MCP at (\S+)/, 'stderr', PROF);
-        servers.push({ name: `tollgate (redis, ${workers}w)`, url: g.match[1]!, pid: g.child.pid! });
-      }
+    // `redis` is one process; `redis-Nw` is one gateway of N cluster workers. Each gets a key prefix of its own.
+    const redisTargets = TARGETS.filter((t) => t === 'redis' || /^redis-\d+w$/.test(t));
+    if (redisTargets.length > 0 && !redisUrl) process.stdout.write('redis: no REDIS_URL and nothing on 127.0.0.1:6379; skipping the Redis targets\n');
+    for (const target of redisUrl ? redisTargets : []) {
+      const workers = target === 'redis' ? undefined : target.slice(6, -1);
+      const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
+      cleanup.push(() => deleteKeys(redisUrl!, prefix));
+      const env = { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, `events-${target}.jsonl`), ...(workers ? { TOLLGATE_WORKERS: workers } : {}) };
+      const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl!], env, /serving MCP at (\S+)/, 'stderr', PROF);
+      servers.push({ name: workers ? `tollgate (redis, ${workers}w)` : 'tollgate (redis)', url: g.match[1]!, pid: g.child.pid! });
     }
 
     const head = `${'target'.padEnd(25)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'mean ms'.padStart(9)}${'calls/s'.padStart(9)}${'errors'.padStart(7)}`;

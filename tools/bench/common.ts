@@ -3,8 +3,9 @@
  * a stream, RSS readings, percentiles, a Redis liveness probe and free ports.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import { childPids } from '../../test/helpers/process.js';
 
 export const children: ChildProcess[] = [];
 
@@ -41,19 +42,8 @@ export function killChildren(signal: NodeJS.Signals = 'SIGTERM'): void {
 
 /** A process and its descendants (a cluster primary and its workers), from Linux /proc. */
 export function processTree(pid: number): number[] {
-  const parents = new Map<number, number[]>();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      parents.set(ppid, [...(parents.get(ppid) ?? []), Number(entry)]);
-    } catch {
-      // the process ended while we looked
-    }
-  }
   const out = [pid];
-  for (let i = 0; i < out.length; i++) out.push(...(parents.get(out[i]!) ?? []));
+  for (let i = 0; i < out.length; i++) out.push(...childPids(out[i]!));
   return out;
 }
 
@@ -86,6 +76,11 @@ export function answersPing(port: number, host = '127.0.0.1'): Promise<boolean> 
     s.once('connect', () => s.write('PING\r\n'));
     s.once('data', (d) => done(d.toString().startsWith('+PONG')));
   });
+}
+
+/** REDIS_URL, else the server on 127.0.0.1:6379 if one answers, else undefined. */
+export async function localRedisUrl(): Promise<string | undefined> {
+  return process.env.REDIS_URL ?? ((await answersPing(6379)) ? 'redis://127.0.0.1:6379' : undefined);
 }
 
 export function freePort(): Promise<number> {

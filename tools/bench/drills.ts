@@ -20,7 +20,7 @@ import { parsePolicy } from '../../src/policy/load.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import { startFakeAnthropic } from '../fake-providers/anthropic.js';
 import { startFakeBedrock } from '../fake-providers/bedrock.js';
-import { answersPing, freePort, killChildren, sleep, startChild } from './common.js';
+import { answersPing, freePort, killChildren, localRedisUrl, sleep, startChild } from './common.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
 
 const KEY = 'tg-drill-key';
@@ -262,7 +262,7 @@ async function main(): Promise<void> {
   const which = process.argv.slice(2).filter((a) => !a.startsWith('-'));
   const run = which.length ? which : ['redis', 'provider', 'kill'];
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-drills-'));
-  const shared = process.env.REDIS_URL ?? ((await answersPing(6379)) ? 'redis://127.0.0.1:6379' : undefined);
+  const shared = await localRedisUrl();
   let sharedRedis: Awaited<ReturnType<typeof privateRedis>> | undefined;
   let ok = true;
   try {

@@ -5,7 +5,7 @@
  * notifications/initialized) and calls tools/call back to back on a kept-alive connection.
  */
 import { Agent, request } from 'node:http';
-import { readFileSync } from 'node:fs';
+import { procStat } from '../../test/helpers/process.js';
 import { processTree } from './common.js';
 
 export interface RawClient {
@@ -93,9 +93,7 @@ export async function rawCall(t: RawTarget, c: RawClient, name: string, args: Re
 export function cpuMs(pid: number): number {
   let ms = 0;
   for (const p of processTree(pid)) {
-    const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // Fields after the command name start at field 3 (state); utime and stime are fields 14 and 15.
+    const fields = procStat(p);
     ms += (Number(fields[11]) + Number(fields[12])) * 10;
   }
   return ms;
