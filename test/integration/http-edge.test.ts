@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 
@@ -138,105 +138,90 @@ describe('MCP sessions on HTTP', () => {
     return { authorization: `Bearer ${key}`, 'mcp-session-id': init.headers.get('mcp-session-id')!, 'mcp-protocol-version': '2025-11-25' };
   };
   const sessionCount = async (gw: TestGateway) => ((await (await fetch(`${gw.url}/healthz`)).json()) as { sessions: number }).sessions;
+  const started: TestGateway[] = [];
+  const start = async (env?: Record<string, string>) => {
+    const gw = await startTestGateway(basicPolicy(), env ? { env } : {});
+    started.push(gw);
+    return gw;
+  };
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((gw) => gw.close()));
+  });
 
   it('ends a session on DELETE; the id is then unknown', async () => {
-    const gw = await startTestGateway(basicPolicy());
-    try {
-      const headers = await open(gw);
-      expect(await sessionCount(gw)).toBe(1);
-      const del = await fetch(gw.mcpUrl, { method: 'DELETE', headers });
-      expect(del.status).toBe(200);
-      expect(await sessionCount(gw)).toBe(0);
-      const after = await post(gw, call, headers);
-      expect(after.status).toBe(404);
-      expect((await after.json()).error).toEqual({ code: -32001, message: 'Session not found; initialize a new one.' });
-      expect((await fetch(gw.mcpUrl, { method: 'DELETE', headers })).status).toBe(404);
-    } finally {
-      await gw.close();
-    }
+    const gw = await start();
+    const headers = await open(gw);
+    expect(await sessionCount(gw)).toBe(1);
+    const del = await fetch(gw.mcpUrl, { method: 'DELETE', headers });
+    expect(del.status).toBe(200);
+    expect(await sessionCount(gw)).toBe(0);
+    const after = await post(gw, call, headers);
+    expect(after.status).toBe(404);
+    expect((await after.json()).error).toEqual({ code: -32001, message: 'Session not found; initialize a new one.' });
+    expect((await fetch(gw.mcpUrl, { method: 'DELETE', headers })).status).toBe(404);
   });
 
   it('answers GET with 405 (no standalone stream), after checking the session', async () => {
-    const gw = await startTestGateway(basicPolicy());
-    try {
-      const headers = await open(gw);
-      const res = await fetch(gw.mcpUrl, { headers: { ...headers, accept: 'text/event-stream' } });
-      expect(res.status).toBe(405);
-      expect(res.headers.get('allow')).toBe('POST, DELETE');
-      const unknown = await fetch(gw.mcpUrl, { headers: { ...headers, 'mcp-session-id': 'nope', accept: 'text/event-stream' } });
-      expect(unknown.status).toBe(404);
-    } finally {
-      await gw.close();
-    }
+    const gw = await start();
+    const headers = await open(gw);
+    const res = await fetch(gw.mcpUrl, { headers: { ...headers, accept: 'text/event-stream' } });
+    expect(res.status).toBe(405);
+    expect(res.headers.get('allow')).toBe('POST, DELETE');
+    const unknown = await fetch(gw.mcpUrl, { headers: { ...headers, 'mcp-session-id': 'nope', accept: 'text/event-stream' } });
+    expect(unknown.status).toBe(404);
   });
 
   it('answers a call as one JSON body, or as an SSE stream with progress when the client sends a progress token', async () => {
-    const gw = await startTestGateway(basicPolicy());
-    try {
-      const headers = await open(gw);
-      const plain = await post(gw, call, headers);
-      expect(plain.headers.get('content-type')).toMatch(/^application\/json/);
-      expect((await plain.json()).result.structuredContent).toMatchObject({ model: expect.any(String) });
-      const withProgress = { ...call, id: 3, params: { ...call.params, _meta: { progressToken: 'p1' } } };
-      const streamed = await post(gw, withProgress, headers);
-      expect(streamed.headers.get('content-type')).toBe('text/event-stream');
-      const events = (await streamed.text()).split('\n').filter((l) => l.startsWith('data: ')).map((l) => JSON.parse(l.slice(6)));
-      expect(events.filter((e) => e.method === 'notifications/progress').length).toBeGreaterThan(0);
-      expect(events.at(-1)).toMatchObject({ id: 3, result: { structuredContent: expect.any(Object) } });
-    } finally {
-      await gw.close();
-    }
+    const gw = await start();
+    const headers = await open(gw);
+    const plain = await post(gw, call, headers);
+    expect(plain.headers.get('content-type')).toMatch(/^application\/json/);
+    expect((await plain.json()).result.structuredContent).toMatchObject({ model: expect.any(String) });
+    const withProgress = { ...call, id: 3, params: { ...call.params, _meta: { progressToken: 'p1' } } };
+    const streamed = await post(gw, withProgress, headers);
+    expect(streamed.headers.get('content-type')).toBe('text/event-stream');
+    const events = (await streamed.text()).split('\n').filter((l) => l.startsWith('data: ')).map((l) => JSON.parse(l.slice(6)));
+    expect(events.filter((e) => e.method === 'notifications/progress').length).toBeGreaterThan(0);
+    expect(events.at(-1)).toMatchObject({ id: 3, result: { structuredContent: expect.any(Object) } });
   });
 
   it('refuses a second initialize on an open session with -32600', async () => {
-    const gw = await startTestGateway(basicPolicy());
-    try {
-      const headers = await open(gw);
-      const res = await post(gw, INIT, headers);
-      expect(res.status).toBe(400);
-      expect((await res.json()).error).toEqual({ code: -32600, message: 'Invalid Request: Server already initialized' });
-      expect(await sessionCount(gw)).toBe(1);
-    } finally {
-      await gw.close();
-    }
+    const gw = await start();
+    const headers = await open(gw);
+    const res = await post(gw, INIT, headers);
+    expect(res.status).toBe(400);
+    expect((await res.json()).error).toEqual({ code: -32600, message: 'Invalid Request: Server already initialized' });
+    expect(await sessionCount(gw)).toBe(1);
   });
 
   it('keeps at most TOLLGATE_MAX_SESSIONS_PER_CALLER sessions per caller, ending their least recently used', async () => {
-    const gw = await startTestGateway(basicPolicy(), { env: { TOLLGATE_MAX_SESSIONS_PER_CALLER: '2' } });
-    try {
-      const first = await open(gw);
-      const second = await open(gw);
-      const bob = await open(gw, KEYS.bob);
-      const third = await open(gw);
-      expect((await post(gw, call, first)).status).toBe(404);
-      for (const headers of [second, third, bob]) expect((await post(gw, call, headers)).status).toBe(200);
-      expect(await sessionCount(gw)).toBe(3);
-    } finally {
-      await gw.close();
-    }
+    const gw = await start({ TOLLGATE_MAX_SESSIONS_PER_CALLER: '2' });
+    const first = await open(gw);
+    const second = await open(gw);
+    const bob = await open(gw, KEYS.bob);
+    const third = await open(gw);
+    expect((await post(gw, call, first)).status).toBe(404);
+    for (const headers of [second, third, bob]) expect((await post(gw, call, headers)).status).toBe(200);
+    expect(await sessionCount(gw)).toBe(3);
   });
 
   it('serves a session on any replica that shares TOLLGATE_SESSION_SECRET, and on no other', async () => {
-    const a = await startTestGateway(basicPolicy(), { env: { TOLLGATE_SESSION_SECRET: SECRET } });
-    const b = await startTestGateway(basicPolicy(), { env: { TOLLGATE_SESSION_SECRET: SECRET } });
-    const c = await startTestGateway(basicPolicy());
-    try {
-      const headers = await open(a);
-      const onB = await post(b, call, headers);
-      expect(onB.status).toBe(200);
-      expect(await onB.text()).toContain('"structuredContent"');
-      expect(b.events.at(-1)).toMatchObject({ 'user.id': 'alice', outcome: 'success' });
-      // The id is bound to the caller who opened it, on every replica.
-      expect((await post(b, call, { ...headers, authorization: `Bearer ${KEYS.bob}` })).status).toBe(403);
-      expect((await post(c, call, headers)).status).toBe(404);
-      // The official client works across the pair: its session opened on A, its calls on B.
-      const client = await connectHttp(a.mcpUrl, KEYS.carol);
-      const sid = (client.transport as { sessionId?: string }).sessionId!;
-      const onBAgain = await post(b, { ...call, id: 3 }, { authorization: `Bearer ${KEYS.carol}`, 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' });
-      expect(onBAgain.status).toBe(200);
-      await client.close();
-    } finally {
-      await Promise.all([a.close(), b.close(), c.close()]);
-    }
+    const a = await start({ TOLLGATE_SESSION_SECRET: SECRET });
+    const b = await start({ TOLLGATE_SESSION_SECRET: SECRET });
+    const c = await start();
+    const headers = await open(a);
+    const onB = await post(b, call, headers);
+    expect(onB.status).toBe(200);
+    expect(await onB.text()).toContain('"structuredContent"');
+    expect(b.events.at(-1)).toMatchObject({ 'user.id': 'alice', outcome: 'success' });
+    // The id is bound to the caller who opened it, on every replica.
+    expect((await post(b, call, { ...headers, authorization: `Bearer ${KEYS.bob}` })).status).toBe(403);
+    expect((await post(c, call, headers)).status).toBe(404);
+    // The official client works across the pair: its session opened on A, its calls on B.
+    const client = await connectHttp(a.mcpUrl, KEYS.carol);
+    const sid = (client.transport as { sessionId?: string }).sessionId!;
+    const onBAgain = await post(b, { ...call, id: 3 }, { authorization: `Bearer ${KEYS.carol}`, 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' });
+    expect(onBAgain.status).toBe(200);
+    await client.close();
   });
 });
