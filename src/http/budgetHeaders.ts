@@ -17,6 +17,7 @@
  * caller share one read, kept for up to a second and dropped as soon as one of that caller's
  * calls finishes, so a caller's next call sees what its previous one charged.
  */
+import type { Response } from 'express';
 import type { BudgetView, Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 
@@ -50,6 +51,17 @@ export function budgetHeaders(budgets: readonly BudgetView[]): Record<string, st
     [BUDGET_HEADERS.limit]: String(b.limit),
     [BUDGET_HEADERS.reset]: b.resetsAt,
   };
+}
+
+/** Sets the `X-Tollgate-Budget-*` headers unless the head is already out. */
+export function setHeaders(res: Response, headers: Record<string, string>): void {
+  if (res.headersSent) return;
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+}
+
+/** Budget headers from a call's result: its budgets after it was charged. */
+export function setBudgetHeaders(res: Response, budgets: readonly BudgetView[]): void {
+  setHeaders(res, budgetHeaders(budgets));
 }
 
 /** Reads the caller's budgets within `timeoutMs` and returns the headers; none on timeout or store error. */

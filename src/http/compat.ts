@@ -6,10 +6,10 @@
 import { randomUUID } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { asGatewayError, GatewayError } from '../errors.js';
-import type { BudgetView, Gateway } from '../gateway.js';
+import type { Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import type { Policy } from '../policy/load.js';
-import { budgetHeaders, readBudgetHeaders } from './budgetHeaders.js';
+import { readBudgetHeaders, setHeaders } from './budgetHeaders.js';
 
 /** Writes a GatewayError in one API's error shape (status included). */
 export type ErrorRenderer = (res: Response, err: GatewayError) => void;
@@ -52,17 +52,6 @@ export function principalOf(req: Request): Principal {
   const principal = req.auth?.extra?.principal as Principal | undefined;
   if (!principal) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
   return principal;
-}
-
-/** Sets the `X-Tollgate-Budget-*` headers (the same ones /mcp sends) unless the head is already out. */
-export function setHeaders(res: Response, headers: Record<string, string>): void {
-  if (res.headersSent) return;
-  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
-}
-
-/** Budget headers from a call's result: its budgets after it was charged. */
-export function setBudgetHeaders(res: Response, budgets: readonly BudgetView[]): void {
-  setHeaders(res, budgetHeaders(budgets));
 }
 
 /** Budget headers for a refusal: the caller's budgets as they stand now (bounded read, best effort). */

@@ -11,7 +11,7 @@ import { GatewayError } from '../errors.js';
 import type { BudgetView, Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import { createMcpServer } from '../mcp/server.js';
-import { budgetHeaders, type BudgetHeaderReader } from './budgetHeaders.js';
+import { setBudgetHeaders, setHeaders, type BudgetHeaderReader } from './budgetHeaders.js';
 import type { Session, SessionTable } from './sessions.js';
 import { sendError } from './respond.js';
 
@@ -57,14 +57,11 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
     const toolCall = messages.some((m) => (m as { method?: unknown } | null)?.method === 'tools/call');
     // Budget headers: a JSON answer's head is written after the call, so they come from the call's
     // own result (this call counted); a stream's head goes first, so they are read before.
-    if (toolCall && !oneBody) {
-      for (const [name, value] of Object.entries(await budgetReader.read(principal))) res.setHeader(name, value);
-    }
+    if (toolCall && !oneBody) setHeaders(res, await budgetReader.read(principal));
     if (toolCall) res.once('finish', () => budgetReader.forget(principal));
     const afterCall = async (budgets: BudgetView[] | undefined) => {
-      if (res.headersSent) return;
-      const headers = budgets ? budgetHeaders(budgets) : await budgetReader.read(principal);
-      if (!res.headersSent) for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+      if (budgets) setBudgetHeaders(res, budgets);
+      else if (!res.headersSent) setHeaders(res, await budgetReader.read(principal));
     };
     const server = newServer(toolCall && oneBody ? afterCall : undefined);
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: oneBody });

@@ -10,7 +10,7 @@ import type { CallResult, Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import { parseCompleteArgs } from '../mcp/tools/schemas.js';
 import type { CompletionInput } from '../policy/decide.js';
-import { readBudgetHeaders } from './budgetHeaders.js';
+import { readBudgetHeaders, setBudgetHeaders, setHeaders } from './budgetHeaders.js';
 import {
   abortOnClose,
   authInApiShape,
@@ -18,9 +18,7 @@ import {
   isFinal,
   modelOrTier,
   principalOf,
-  setBudgetHeaders,
   setBudgetHeadersFor,
-  setHeaders,
   startRequest,
   type CompatRouteOptions,
 } from './compat.js';
