@@ -13,23 +13,15 @@ import type { Principal } from '../identity/principal.js';
 import { DEFAULT_MAX_TOKENS } from '../mcp/tools/schemas.js';
 import type { CompletionInput, Decision } from './decide.js';
 import { remainingPct } from './decide.js';
+import type { BudgetView } from '../gateway.js';
 import type { Policy } from './load.js';
 import { principalInputSchema } from './policyTest.js';
 import { simulate, type SimulateInput, type UsageMap } from './simulate.js';
 
-export interface BudgetReport {
-  id: string;
-  scope: string;
-  subject: string;
-  unit: 'tokens' | 'usd';
-  /** Amounts in display units: tokens, or USD. */
-  limit: number;
-  used: number;
-  reserved: number;
-  remaining: number;
+/** A budget as `my_budget` shows it (amounts in display units: tokens, or USD), and how near tier-down it is. */
+export interface BudgetReport extends BudgetView {
   remainingPct: number;
   tierDownBelow?: number;
-  resetsAt: string;
 }
 
 export interface Explanation {
