@@ -2,11 +2,12 @@
  * The shared quota ledger on Redis, so every gateway replica enforces one budget exactly.
  *
  * Design (docs/quota.md has the long form):
- * - Counters change only inside Lua scripts (check-and-add is atomic; never get-then-set). Each
- *   script touches one budget line, whose keys share the `{budget|subject}` hash tag, so no
- *   script spans Redis Cluster slots.
- * - reserve() goes line by line in a fixed order (sorted by reservedKey). When a line refuses, the
- *   lines this call already reserved are released again, so a reservation covers all lines or none.
+ * - Counters change only inside Lua scripts (check-and-add is atomic; never get-then-set). A budget
+ *   line's keys share its `{budget|subject}` hash tag. On a single node one script carries every
+ *   line of a call, so a call costs one command per phase (read, reserve, settle) and its
+ *   reservation is atomic across lines. On a Redis Cluster each script carries one line, so no
+ *   script spans slots; the lines go in a fixed order (sorted by reservedKey), and when one
+ *   refuses, the lines already reserved are released again: all lines or none either way.
  * - A reservation is a per-request entry on its line (hash requestId -> amount, sorted set
  *   requestId -> expiry). Every script purges expired entries first, using the `now` the store
  *   passes in, so a crashed replica's reservations lapse after their TTL.
@@ -83,6 +84,8 @@ export class RedisQuotaStore implements QuotaStore {
   private droppedReplays = 0;
   /** On a cluster: checks the slot map (throttled) when a command finds no working master. */
   private readonly refreshSlots: (() => void) | undefined;
+  /** On a cluster every line is its own script (its own slot); on one node a call's lines go together. */
+  private readonly linePerScript: boolean;
 
   constructor(opts: RedisQuotaStoreOptions) {
     this.now = opts.now ?? Date.now;
@@ -100,6 +103,7 @@ export class RedisQuotaStore implements QuotaStore {
     };
     const cluster = opts.clusterNodes?.length ? createClusterClient(opts.clusterNodes, defaults) : undefined;
     if (!cluster && !opts.url) throw new RangeError('RedisQuotaStore needs a url or clusterNodes');
+    this.linePerScript = cluster !== undefined;
     // No node-redis per-command `timeout`: it costs an AbortSignal timer per command (a tenth of the
     // store's CPU in the benchmark), and ScriptRunner.timed already bounds every command we send.
     const client = cluster ?? createClient({ url: opts.url, ...defaults });
@@ -129,10 +133,15 @@ export class RedisQuotaStore implements QuotaStore {
     const ordered = [...lines].sort((a, b) => (a.reservedKey < b.reservedKey ? -1 : a.reservedKey > b.reservedKey ? 1 : 0));
     if (ordered.length === 0) return { ok: true };
     const keys = ordered.map((l) => l.reservedKey);
-    // Every line's script is sent at once, in the fixed order: one round trip instead of one per line.
-    // Each script is still atomic on its own line; a refusal on any line gives back the others.
-    const scripts = ordered.map((line) =>
-      this.run(RESERVE, [line.reservedKey, `${line.reservedKey}:x`, markerKey(line.reservedKey, requestId), ...line.readKeys], [requestId, line.amount, line.limit, now, now + ttlMs]),
+    // Every script is sent at once, in the fixed order: one round trip. Each is atomic over its
+    // lines; on a cluster (a script per line) a refusal on any line gives back the others.
+    const groups = this.groups(ordered);
+    const scripts = groups.map((group) =>
+      this.run(
+        RESERVE,
+        group.flatMap((l) => [l.reservedKey, `${l.reservedKey}:x`, markerKey(l.reservedKey, requestId), ...l.readKeys]),
+        [requestId, now, now + ttlMs, ...group.flatMap((l) => [3 + l.readKeys.length, l.amount, l.limit])],
+      ),
     );
     // The request record, which lets another replica release this reservation, goes in the same
     // flight; on a refusal it is deleted again (and would lapse with the reservation's TTL anyway).
@@ -147,7 +156,7 @@ export class RedisQuotaStore implements QuotaStore {
       dropRecord();
       throw asStoreError(failed.reason);
     }
-    const states = settled.slice(0, ordered.length).map((r) => (r as PromiseFulfilledResult<unknown>).value as [number, number, number]);
+    const states = settled.slice(0, groups.length).flatMap((r) => (r as PromiseFulfilledResult<unknown>).value as [number, number, number][]);
     const taken = ordered.filter((_, i) => states[i]![0] === 1).map((l) => l.reservedKey);
     const refusedAt = states.findIndex((s) => s[0] === 0);
     if (refusedAt >= 0 || states.some((s) => s[0] === 2)) {
@@ -195,12 +204,17 @@ export class RedisQuotaStore implements QuotaStore {
   async read(lines: Pick<LedgerLine, 'readKeys' | 'reservedKey'>[]): Promise<LineState[]> {
     const now = this.now();
     try {
-      return await Promise.all(
-        lines.map(async (l) => {
-          const [used, reserved] = (await this.run(READ, [l.reservedKey, `${l.reservedKey}:x`, ...l.readKeys], [now])) as [number, number];
-          return { used, reserved };
-        }),
+      const replies = await Promise.all(
+        this.groups(lines).map(
+          (group) =>
+            this.run(
+              READ,
+              group.flatMap((l) => [l.reservedKey, `${l.reservedKey}:x`, ...l.readKeys]),
+              [now, ...group.map((l) => 2 + l.readKeys.length)],
+            ) as Promise<[number, number][]>,
+        ),
       );
+      return replies.flat().map(([used, reserved]) => ({ used, reserved }));
     } catch (err) {
       throw asStoreError(err);
     }
@@ -318,11 +332,11 @@ export class RedisQuotaStore implements QuotaStore {
     // until then its reservation lapses by TTL whether or not the record is still there.
     const record = this.deleteRecord(requestId).catch(() => undefined);
     await Promise.all([
-      ...lines.map((l) =>
+      ...this.groups(lines).map((group) =>
         this.run(
           SETTLE,
-          [l.reservedKey, `${l.reservedKey}:x`, markerKey(l.reservedKey, requestId), l.usageKey],
-          [requestId, l.amount, now, l.expiresAt - now, Math.max(SETTLED_MARKER_MS, l.expiresAt - now)],
+          group.flatMap((l) => [l.reservedKey, `${l.reservedKey}:x`, markerKey(l.reservedKey, requestId), l.usageKey]),
+          [requestId, now, ...group.flatMap((l) => [l.amount, l.expiresAt - now, Math.max(SETTLED_MARKER_MS, l.expiresAt - now)])],
         ),
       ),
       this.releaseLines(requestId, rest, now),
@@ -346,7 +360,14 @@ export class RedisQuotaStore implements QuotaStore {
   }
 
   private async releaseLines(requestId: string, reservedKeys: string[], now: number): Promise<void> {
-    await Promise.all(reservedKeys.map((k) => this.run(RELEASE, [k, `${k}:x`], [requestId, now])));
+    if (reservedKeys.length === 0) return;
+    await Promise.all(this.groups(reservedKeys).map((group) => this.run(RELEASE, group.flatMap((k) => [k, `${k}:x`]), [requestId, now])));
+  }
+
+  /** The scripts a call's lines go in: all in one on a single node, one each on a cluster. */
+  private groups<T>(items: T[]): T[][] {
+    if (items.length === 0) return [];
+    return this.linePerScript ? items.map((item) => [item]) : [items];
   }
 
   private enqueue(replay: Replay): void {

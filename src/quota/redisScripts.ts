@@ -1,8 +1,11 @@
 /**
  * The Lua scripts of the Redis quota ledger, and the runner that executes them with a deadline.
- * Each script touches the keys of exactly one budget line, all of which share that line's
- * `{budget|subject}` hash tag, so every script runs in one Redis Cluster slot. Every script first purges reservations whose expiry (a score in the line's
- * expiry sorted set) is at or before the `now` it is given, so the caller's clock decides expiry.
+ * The reserve, settle, release and read scripts each take one or more budget lines. On a single
+ * node one script carries every line of a call (one command, and a reservation that is atomic
+ * across lines); on a Redis Cluster each line goes alone, since a line's keys share its
+ * `{budget|subject}` hash tag and so one slot, but different lines do not. Every script first
+ * purges reservations whose expiry (a score in the line's expiry sorted set) is at or before the
+ * `now` it is given, so the caller's clock decides expiry.
  *
  * Keys of one line (R is the line's reservedKey):
  * - R          hash        requestId -> reserved amount
@@ -76,73 +79,112 @@ end
 `;
 
 /**
- * KEYS: R, R:x, R:s:<id>, readKeys...  ARGV: requestId, amount, limit, now, reservation expiry.
- * Returns {state, used, reserved}: state 1 reserved now, 2 already reserved or settled, 0 refused.
+ * Reserves on several lines at once, all or none. Per line, KEYS: R, R:x, R:s:<id>, readKeys...
+ * ARGV: requestId, now, reservation expiry, then per line: key count, amount, limit.
+ * Returns per line {state, used, reserved}: state 1 reserved now, 2 already reserved or settled,
+ * 0 refused, 3 would fit but nothing was reserved because another line said 0 or 2.
  */
 export const RESERVE = script(
   'reserve',
   `
-local now = tonumber(ARGV[4])
-purge(KEYS[1], KEYS[2], now)
-if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
-  return {2, 0, 0}
+local id, now, expiry = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local out, lines, k, blocked = {}, {}, 1, false
+for a = 4, #ARGV, 3 do
+  local n, amount, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local res, exp, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  purge(res, exp, now)
+  local state, used, reserved = 3, 0, 0
+  if redis.call('EXISTS', marker) == 1 or redis.call('HEXISTS', res, id) == 1 then
+    state = 2
+  else
+    for i = k + 3, k + n - 1 do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
+    reserved = reservedSum(res)
+    if used + reserved + amount > limit then state = 0 end
+  end
+  if state ~= 3 then blocked = true end
+  out[#out + 1] = {state, used, reserved}
+  lines[#lines + 1] = {res, exp, ARGV[a + 1]}
+  k = k + n
 end
-local used = 0
-for i = 4, #KEYS do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
-local reserved = reservedSum(KEYS[1])
-if used + reserved + tonumber(ARGV[2]) > tonumber(ARGV[3]) then
-  tidy(KEYS[1], KEYS[2], now)
-  return {0, used, reserved}
+for i, l in ipairs(lines) do
+  if not blocked then
+    redis.call('HSET', l[1], id, l[3])
+    redis.call('ZADD', l[2], expiry, id)
+    out[i][1] = 1
+  end
+  tidy(l[1], l[2], now)
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-tidy(KEYS[1], KEYS[2], now)
-return {1, used, reserved}
+return out
 `,
 );
 
 /**
- * KEYS: R, R:x, R:s:<id>, usageKey  ARGV: requestId, amount, now, usage ttl ms, marker ttl ms.
- * Returns 1 when charged, 0 when the marker shows this request was already settled on this line.
+ * Charges several lines. Per line, KEYS: R, R:x, R:s:<id>, usageKey.
+ * ARGV: requestId, now, then per line: amount, usage ttl ms, marker ttl ms.
+ * Returns per line 1 when charged, 0 when the marker shows the request was already settled there.
  */
 export const SETTLE = script(
   'settle',
   `
-local now = tonumber(ARGV[3])
-purge(KEYS[1], KEYS[2], now)
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-tidy(KEYS[1], KEYS[2], now)
-charge(KEYS[4], tonumber(ARGV[2]), tonumber(ARGV[4]))
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
-return 1
+local id, now = ARGV[1], tonumber(ARGV[2])
+local out = {}
+for a = 3, #ARGV, 3 do
+  local k = (a - 3) / 3 * 4 + 1
+  local res, exp, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  purge(res, exp, now)
+  if redis.call('EXISTS', marker) == 1 then
+    out[#out + 1] = 0
+  else
+    redis.call('HDEL', res, id)
+    redis.call('ZREM', exp, id)
+    tidy(res, exp, now)
+    charge(KEYS[k + 3], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
+    redis.call('SET', marker, '1', 'PX', ARGV[a + 2])
+    out[#out + 1] = 1
+  end
+end
+return out
 `,
 );
 
-/** KEYS: R, R:x  ARGV: requestId, now. Returns 1 when a live reservation was dropped. */
+/**
+ * Drops a request's reservation on several lines. Per line, KEYS: R, R:x.  ARGV: requestId, now.
+ * Returns how many live reservations were dropped.
+ */
 export const RELEASE = script(
   'release',
   `
-local now = tonumber(ARGV[2])
-purge(KEYS[1], KEYS[2], now)
-local dropped = redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-tidy(KEYS[1], KEYS[2], now)
+local id, now = ARGV[1], tonumber(ARGV[2])
+local dropped = 0
+for k = 1, #KEYS, 2 do
+  purge(KEYS[k], KEYS[k + 1], now)
+  dropped = dropped + redis.call('HDEL', KEYS[k], id)
+  redis.call('ZREM', KEYS[k + 1], id)
+  tidy(KEYS[k], KEYS[k + 1], now)
+end
 return dropped
 `,
 );
 
-/** KEYS: R, R:x, readKeys...  ARGV: now. Returns {used, reserved}. */
+/**
+ * Reads several lines. Per line, KEYS: R, R:x, readKeys...  ARGV: now, then per line its key count.
+ * Returns per line {used, reserved}.
+ */
 export const READ = script(
   'read',
   `
 local now = tonumber(ARGV[1])
-purge(KEYS[1], KEYS[2], now)
-tidy(KEYS[1], KEYS[2], now)
-local used = 0
-for i = 3, #KEYS do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
-return {used, reservedSum(KEYS[1])}
+local out, k = {}, 1
+for a = 2, #ARGV do
+  local n = tonumber(ARGV[a])
+  purge(KEYS[k], KEYS[k + 1], now)
+  tidy(KEYS[k], KEYS[k + 1], now)
+  local used = 0
+  for i = k + 2, k + n - 1 do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
+  out[#out + 1] = {used, reservedSum(KEYS[k])}
+  k = k + n
+end
+return out
 `,
 );
 

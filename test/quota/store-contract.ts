@@ -177,6 +177,46 @@ export function quotaStoreContract(harness: StoreHarness): void {
       expect((await store!.reserve('r', [{ ...window(t0 + 3 * bucket), limit: 100, amount: 41 }], TTL)).ok).toBe(false);
       expect(await store!.reserve('r', [{ ...window(t0 + 3 * bucket), limit: 100, amount: 40 }], TTL)).toEqual({ ok: true });
     });
+
+    it('keeps lines with different numbers of buckets apart when one call carries them all', async () => {
+      const [store] = open();
+      const t0 = Math.floor(clock / HOUR) * HOUR;
+      const starts = [t0 - 2 * HOUR, t0 - HOUR, t0];
+      const rolling = (limit: number, amount: number): LedgerLine => ({
+        budgetId: 'rolling-3h',
+        subject: 'ada',
+        limit,
+        amount,
+        expiresAt: t0 + 5 * HOUR,
+        ...lineKeys(prefix, 'rolling-3h', 'ada', starts, t0),
+      });
+      // Earlier buckets of the rolling line hold 30 between them.
+      await store!.settle('old1', [{ ...rolling(1000, 10), ...lineKeys(prefix, 'rolling-3h', 'ada', [t0 - 2 * HOUR], t0 - 2 * HOUR) }]);
+      await store!.settle('old2', [{ ...rolling(1000, 20), ...lineKeys(prefix, 'rolling-3h', 'ada', [t0 - HOUR], t0 - HOUR) }]);
+      await store!.settle('old3', [line('alpha', 100, 5)]);
+
+      // The rolling line (in the middle of the key order) refuses: 30 used + 75 > 100.
+      const refused = await store!.reserve('r1', [line('alpha', 100, 10), rolling(100, 75), line('zeta', 100, 10, 'bob')], TTL);
+      expect(refused).toEqual({ ok: false, budgetId: 'rolling-3h', subject: 'ada', used: 30, reserved: 0, limit: 100, requested: 75 });
+      expect(await store!.read([line('alpha', 100, 0), rolling(100, 0), line('zeta', 100, 0, 'bob')])).toEqual([
+        { used: 5, reserved: 0 },
+        { used: 30, reserved: 0 },
+        { used: 0, reserved: 0 },
+      ]);
+
+      expect(await store!.reserve('r2', [line('zeta', 100, 7, 'bob'), rolling(100, 70), line('alpha', 100, 9)], TTL)).toEqual({ ok: true });
+      expect(await store!.read([rolling(100, 0), line('alpha', 100, 0), line('zeta', 100, 0, 'bob')])).toEqual([
+        { used: 30, reserved: 70 },
+        { used: 5, reserved: 9 },
+        { used: 0, reserved: 7 },
+      ]);
+      await store!.settle('r2', [line('alpha', 100, 4), rolling(100, 60), line('zeta', 100, 3, 'bob')]);
+      expect(await store!.read([line('alpha', 100, 0), rolling(100, 0), line('zeta', 100, 0, 'bob')])).toEqual([
+        { used: 9, reserved: 0 },
+        { used: 90, reserved: 0 },
+        { used: 3, reserved: 0 },
+      ]);
+    });
   });
 
   describe('concurrency', () => {
