@@ -89,6 +89,8 @@ export class Gateway {
   private readonly fallbackStore: QuotaStore;
   /** One authenticator per policy: it holds that policy's JWKS caches. */
   private readonly authenticators = new WeakMap<Policy, Authenticator>();
+  /** Ledger writes and decision events of calls already answered (limits.settleBeforeReply: false). */
+  private readonly finishing = new Set<Promise<void>>();
 
   constructor(private readonly opts: GatewayOptions) {
     this.now = opts.now ?? Date.now;
@@ -98,7 +100,7 @@ export class Gateway {
     this.state = { policy: opts.policy, providers: buildProviders(opts.policy, opts.providerOptions) };
     const stores = { store: this.store, fallbackStore: this.fallbackStore };
     this.run = compose<CallContext>([
-      meter({ sink: opts.sink, now: this.now }),
+      meter({ sink: opts.sink, now: this.now, background: (work) => this.track(work) }),
       requirePrincipal(),
       checkRelationships({ now: this.now }),
       enforcePolicy({ ...stores, keyPrefix: this.keyPrefix, now: this.now }),
@@ -219,7 +221,27 @@ export class Gateway {
     return authn.authenticate(credential, opts);
   }
 
+  /**
+   * Resolves once every call answered so far has its charge in the store (or queued for replay)
+   * and its decision event emitted. Calls answer before that by default (limits.settleBeforeReply).
+   */
+  async idle(): Promise<void> {
+    while (this.finishing.size > 0) await Promise.all(this.finishing);
+  }
+
+  /** Calls whose ledger write or decision event is still on its way. */
+  get finishingCalls(): number {
+    return this.finishing.size;
+  }
+
+  private track(work: Promise<void>): void {
+    const done = work.catch((err: unknown) => this.opts.logger.error({ err, event: 'call_finish_failed' }, 'a call could not be finished after its answer'));
+    this.finishing.add(done);
+    void done.finally(() => this.finishing.delete(done));
+  }
+
   async close(): Promise<void> {
+    await this.idle();
     await this.opts.issuedKeys?.close?.();
     await this.store.close();
     await this.fallbackStore.close();

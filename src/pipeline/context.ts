@@ -57,4 +57,9 @@ export interface CallContext {
   /** Set when the quota store failed during the call: refused (closed), served on the local ledger (open), or a settlement queued. */
   storeError?: 'unavailable' | 'fail_open' | 'settle_failed';
   error?: GatewayError;
+  /**
+   * The ledger write (settle or release) still running when the caller may already have its
+   * answer (`limits.settleBeforeReply: false`); the decision event waits for it. Never rejects.
+   */
+  settling?: Promise<void>;
 }

@@ -166,9 +166,16 @@ export const policySchema = z
         reservationTtlSeconds: positiveInt.default(600),
         /** When the budgets left can pay for fewer output tokens than asked, max tokens is lowered to fit, but not below this. */
         minOutputTokens: positiveInt.default(16),
+        /**
+         * Whether the caller's answer waits until the quota store has recorded the charge. false
+         * (the default): the answer goes as soon as the provider has answered and the charge is
+         * known; the store write and the decision event follow a moment later. The reservation
+         * holds until the charge replaces it, so no budget is overshot either way.
+         */
+        settleBeforeReply: z.boolean().default(false),
       })
       .strict()
-      .default({ maxTokensCeiling: 32_768, maxInputChars: 400_000, reservationTtlSeconds: 600, minOutputTokens: 16 }),
+      .default({ maxTokensCeiling: 32_768, maxInputChars: 400_000, reservationTtlSeconds: 600, minOutputTokens: 16, settleBeforeReply: false }),
     metering: z
       .object({ logPrompts: z.boolean().default(false), siem: siemSchema.optional() })
       .strict()

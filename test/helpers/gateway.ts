@@ -14,6 +14,8 @@ export interface TestGateway {
   mcpUrl: string;
   runtime: Runtime;
   events: ReturnType<typeof memorySink>['events'];
+  /** Waits until every call answered so far is charged and has its event (see Gateway.idle). */
+  idle(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -31,6 +33,7 @@ export async function startTestGateway(
     mcpUrl: `${http.url}/mcp`,
     runtime,
     events: sink.events,
+    idle: () => runtime.gateway.idle(),
     async close() {
       await http.close();
       await runtime.close();

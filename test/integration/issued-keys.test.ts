@@ -50,6 +50,8 @@ describe('API keys issued into the shared store', () => {
       const c = await connectHttp(gw.mcpUrl, key);
       const r = await c.callTool({ name: 'complete', arguments: { prompt: 'hi', max_tokens: 5 } });
       expect(r.isError).toBeFalsy();
+      // The answer does not wait for the Redis ledger write; the event follows it.
+      await gw.idle();
       expect(gw.events.at(-1)).toMatchObject({ 'user.id': 'dana', 'user.teams': ['research'], 'user.cost_center': 'cc-9', 'auth.method': 'api_key' });
       await c.close();
     }

@@ -123,6 +123,7 @@ describe('store outage at the gateway', () => {
     await new Promise((r) => setTimeout(r, 500)); // reserved in Redis, provider still answering
     await redis.stop();
     const spent = spentOf(await pending); // served; its settlement is queued
+    await gw.idle(); // the answer does not wait for the ledger write
     expect(store.pendingReplays()).toBe(1);
 
     // Budgets that fail closed refuse while the store is down; budgets that fail open are served.
@@ -133,6 +134,8 @@ describe('store outage at the gateway', () => {
     const open = await bob.callTool({ name: 'complete', arguments: { prompt: 'while down', max_tokens: 20 } });
     expect(open.isError).toBeFalsy();
     const openSpent = spentOf(open);
+    await gw.idle();
+    expect(store.pendingReplays()).toBe(2);
 
     await redis.restart();
     const deadline = Date.now() + 10_000;
@@ -186,6 +189,7 @@ describe('tollgate usage (operator commands)', () => {
       };
       const aliceUsed = (await spend(a, 'one two three')) + (await spend(a, 'four five six seven'));
       const bobUsed = await spend(b, 'hi');
+      await gw.idle(); // the CLI reads Redis on a connection of its own
       await a.close();
       await b.close();
 

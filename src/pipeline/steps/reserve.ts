@@ -103,18 +103,26 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
     try {
       await next();
     } finally {
-      await settle(ctx, store);
-      // A call served fail-open on the local ledger is also charged to the shared one, which keeps
-      // it for replay until the store is back, so the outage's usage is not lost from the books.
-      if (store === opts.fallbackStore && opts.store !== opts.fallbackStore && ctx.charged) {
-        const lines = chargeLines(ctx.lines, ctx.served?.model ?? ctx.reservation!.model, ctx.usage!);
-        await opts.store.settle(ctx.id, lines).catch((err: unknown) => ctx.log.error({ err, event: 'settle_failed' }, 'fail-open usage could not be queued'));
-      }
+      // settle() fixes ctx.charged before its first await, so the answer is complete either way.
+      const writing = settle(ctx, store, opts);
+      if (ctx.policy.config.limits.settleBeforeReply) await writing;
+      else ctx.settling = writing;
     }
   };
 }
 
-async function settle(ctx: CallContext, store: QuotaStore): Promise<void> {
+/** Charges what the call consumed (or releases its reservation). Never rejects. */
+async function settle(ctx: CallContext, store: QuotaStore, opts: ReserveStepOptions): Promise<void> {
+  await settleOn(ctx, store);
+  // A call served fail-open on the local ledger is also charged to the shared one, which keeps
+  // it for replay until the store is back, so the outage's usage is not lost from the books.
+  if (store === opts.fallbackStore && opts.store !== opts.fallbackStore && ctx.charged) {
+    const lines = chargeLines(ctx.lines, ctx.served?.model ?? ctx.reservation!.model, ctx.usage!);
+    await opts.store.settle(ctx.id, lines).catch((err: unknown) => ctx.log.error({ err, event: 'settle_failed' }, 'fail-open usage could not be queued'));
+  }
+}
+
+async function settleOn(ctx: CallContext, store: QuotaStore): Promise<void> {
   try {
     if (ctx.usage && (ctx.usage.inputTokens > 0 || ctx.usage.outputTokens > 0)) {
       const model = ctx.served?.model ?? ctx.reservation!.model;
