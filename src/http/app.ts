@@ -4,8 +4,8 @@
  * limit, plus /healthz and /metrics. Transport concerns only; every call goes to the gateway.
  */
 import { isUtf8 } from 'node:buffer';
-import type { Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { IncomingMessage, ServerResponse, createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { hostHeaderValidation, localhostHostValidation } from '@modelcontextprotocol/sdk/server/middleware/hostHeaderValidation.js';
@@ -115,12 +115,13 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     /** Starts listening; resolves with the bound address. */
     listen(): Promise<{ server: HttpServer; url: string }> {
       return new Promise((resolve, reject) => {
-        const server = app.listen(opts.port, opts.host, () => {
+        const server = expressServer(app);
+        server.once('error', reject);
+        server.listen(opts.port, opts.host, () => {
           const { port } = server.address() as AddressInfo;
           const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
           resolve({ server, url: `http://${host}:${port}` });
         });
-        server.once('error', reject);
         server.on('clientError', answerUnparseableRequest);
       });
     },
@@ -128,6 +129,26 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
 }
 
 const INVALID_UTF8 = 'encoding.invalid';
+
+/**
+ * An HTTP server for `app` whose requests and responses are born with express's prototypes.
+ * Express otherwise gives each request and response its methods by changing their prototype
+ * (Object.setPrototypeOf in app.handle), which V8 handles badly: measured on this stack, it tripled
+ * what each request allocates and made a quarter of it outlive the young generation, so every
+ * scavenge copied megabytes and took 2 to 3 ms instead of 0.1 ms. Born with the right prototype,
+ * that call changes nothing.
+ */
+export function expressServer(app: express.Express): HttpServer {
+  function ExpressRequest(this: unknown, socket: Socket): IncomingMessage {
+    return Reflect.construct(IncomingMessage, [socket], ExpressRequest) as IncomingMessage;
+  }
+  ExpressRequest.prototype = app.request;
+  function ExpressResponse(this: unknown, req: IncomingMessage, options?: object): ServerResponse {
+    return Reflect.construct(ServerResponse, [req, options], ExpressResponse) as ServerResponse;
+  }
+  ExpressResponse.prototype = app.response;
+  return createServer({ IncomingMessage: ExpressRequest as unknown as typeof IncomingMessage, ServerResponse: ExpressResponse as unknown as typeof ServerResponse }, app);
+}
 
 /**
  * JSON text between systems must be UTF-8 (RFC 8259); the body parser would otherwise replace bad

@@ -4,7 +4,8 @@
  * Prints latency percentiles, throughput, server RSS and the overhead of enforcement.
  *
  *   npm run bench -- [--clients 32] [--seconds 10] [--sequential 2000] [--sessions 10000]
- *                    [--targets passthrough,memory,redis,redis-2w]   (redis-Nw: N cluster workers)
+ *                    [--targets passthrough,memory,redis,redis-2w]   (redis-Nw: N cluster workers;
+ *                                                                     redis-sbr: limits.settleBeforeReply)
  *                    [--node-options=--max-old-space-size=256]      (for every tollgate process)
  *
  * Every server runs in its own process; the load runs in this one. tollgate is built first and run
@@ -29,7 +30,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '2' },
     sequential: { type: 'string', default: '2000' },
     sessions: { type: 'string', default: '0' },
-    targets: { type: 'string', default: 'passthrough,memory,redis,redis-2w' },
+    targets: { type: 'string', default: 'passthrough,memory,redis,redis-sbr,redis-2w' },
     soak: { type: 'string', default: '0' },
     'cpu-prof': { type: 'string' },
     'node-options': { type: 'string', default: '' },
@@ -211,7 +212,7 @@ async function openSessions(url: string, count: number): Promise<number> {
   return opened;
 }
 
-function policyText(openaiUrl: string): string {
+function policyText(openaiUrl: string, settleBeforeReply = false): string {
   const sha = createHash('sha256').update(KEY).digest('hex');
   return `version: 1
 name: bench
@@ -233,6 +234,7 @@ rules:
     when: "request.text.matches('AKIA[0-9A-Z]{16}')"
     effect: deny
     message: no credentials in prompts
+limits: { settleBeforeReply: ${settleBeforeReply} }
 `;
 }
 
@@ -254,6 +256,8 @@ async function main(): Promise<void> {
     const openaiUrl = fakes.match[1]!;
     const policyFile = join(dir, 'bench.yaml');
     writeFileSync(policyFile, policyText(openaiUrl));
+    const settleFirstPolicy = join(dir, 'bench-settle-before-reply.yaml');
+    writeFileSync(settleFirstPolicy, policyText(openaiUrl, true));
 
     const servers: { name: string; url: string; pid: number }[] = [];
     if (TARGETS.includes('passthrough')) {
@@ -269,16 +273,19 @@ async function main(): Promise<void> {
       const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], gatewayEnv, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'tollgate (memory)', url: g.match[1]!, pid: g.child.pid! });
     }
-    // `redis` is one process; `redis-Nw` is one gateway of N cluster workers. Each gets a key prefix of its own.
-    const redisTargets = TARGETS.filter((t) => t === 'redis' || /^redis-\d+w$/.test(t));
+    // `redis` is one process; `redis-Nw` is one gateway of N cluster workers; `redis-sbr` answers
+    // only once the settlement is written (limits.settleBeforeReply). Each gets a key prefix of its own.
+    const redisTargets = TARGETS.filter((t) => t === 'redis' || t === 'redis-sbr' || /^redis-\d+w$/.test(t));
     if (redisTargets.length > 0 && !redisUrl) process.stdout.write('redis: no REDIS_URL and nothing on 127.0.0.1:6379; skipping the Redis targets\n');
     for (const target of redisUrl ? redisTargets : []) {
-      const workers = target === 'redis' ? undefined : target.slice(6, -1);
+      const workers = /^redis-\d+w$/.test(target) ? target.slice(6, -1) : undefined;
       const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
       cleanup.push(() => deleteKeys(redisUrl!, prefix));
       const env = { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, `events-${target}.jsonl`), ...(workers ? { TOLLGATE_WORKERS: workers } : {}) };
-      const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl!], env, /serving MCP at (\S+)/, 'stderr', PROF);
-      servers.push({ name: workers ? `tollgate (redis, ${workers}w)` : 'tollgate (redis)', url: g.match[1]!, pid: g.child.pid! });
+      const policy = target === 'redis-sbr' ? settleFirstPolicy : policyFile;
+      const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policy, '--redis', redisUrl!], env, /serving MCP at (\S+)/, 'stderr', PROF);
+      const name = workers ? `tollgate (redis, ${workers}w)` : target === 'redis-sbr' ? 'tollgate (redis, sbr)' : 'tollgate (redis)';
+      servers.push({ name, url: g.match[1]!, pid: g.child.pid! });
     }
 
     const head = `${'target'.padEnd(25)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'mean ms'.padStart(9)}${'calls/s'.padStart(9)}${'errors'.padStart(7)}`;
