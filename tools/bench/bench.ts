@@ -3,7 +3,7 @@
  * (in-memory ledger, then Redis), all calling the same fake OpenAI server over loopback.
  * Prints latency percentiles, throughput, server RSS and the overhead of enforcement.
  *
- *   npm run bench -- [--clients 32] [--seconds 10] [--sequential 2000] [--sessions 10000]
+ *   npm run bench -- [--clients 32] [--seconds 10] [--sequential 2000] [--sessions 10000] [--sessions-idle 60]
  *                    [--targets passthrough,memory,redis,redis-2w]   (redis-Nw: N cluster workers;
  *                                                                     redis-sbr: limits.settleBeforeReply)
  *                    [--node-options=--max-old-space-size=256]      (for every tollgate process)
@@ -30,6 +30,7 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '2' },
     sequential: { type: 'string', default: '2000' },
     sessions: { type: 'string', default: '0' },
+    'sessions-idle': { type: 'string', default: '60' },
     targets: { type: 'string', default: 'passthrough,memory,redis,redis-sbr,redis-2w' },
     soak: { type: 'string', default: '0' },
     'cpu-prof': { type: 'string' },
@@ -42,6 +43,7 @@ const SECONDS = Number(values.seconds);
 const WARMUP = Number(values.warmup);
 const SEQUENTIAL = Number(values.sequential);
 const SESSIONS = Number(values.sessions);
+const SESSIONS_IDLE = Number(values['sessions-idle']);
 const TARGETS = values.targets.split(',');
 const KEY = 'tg-bench-key';
 /** With --cpu-prof <dir>, every server writes a V8 CPU profile there when it stops. */
@@ -325,16 +327,27 @@ async function main(): Promise<void> {
     }
     if (SESSIONS > 0) {
       // A gateway of its own, so that what the load runs left on the heap does not count: RSS when
-      // idle, then after SESSIONS sessions were opened and the gateway sat idle for 5 s.
+      // idle, then 5 s after SESSIONS sessions were opened, and again as the gateway sits idle with
+      // them open (V8 gives back the heap that the burst of initialize requests grew only after a
+      // while without allocation).
       const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], { ...gatewayEnv, TOLLGATE_EVENTS_FILE: join(dir, 'events-sessions.jsonl') }, /serving MCP at (\S+)/, 'stderr', PROF);
       await sleep(3000);
       const before = rssMb(g.child.pid!);
       const opened = await openSessions(g.match[1]!, SESSIONS);
       await sleep(5000);
       const after = rssMb(g.child.pid!);
+      const later: string[] = [];
+      const marks = [...new Set([15, 30, SESSIONS_IDLE])].filter((m) => m > 5 && m <= SESSIONS_IDLE).sort((x, y) => x - y);
+      let waited = 5;
+      for (const mark of marks) {
+        await sleep((mark - waited) * 1000);
+        waited = mark;
+        later.push(`${rssMb(g.child.pid!).rss.toFixed(0)} MB after ${mark} s`);
+      }
       const health = (await (await fetch(g.match[1]!.replace(/\/mcp$/, '/healthz'))).json()) as { sessions: number };
       process.stdout.write(
-        `\nsessions: ${opened} opened on a fresh tollgate (memory), ${health.sessions} open: RSS ${before.rss.toFixed(0)} MB idle -> ${after.rss.toFixed(0)} MB (peak ${after.peak.toFixed(0)} MB)\n`,
+        `\nsessions: ${opened} opened on a fresh tollgate (memory): RSS ${before.rss.toFixed(0)} MB idle -> ${after.rss.toFixed(0)} MB 5 s after the last one (peak ${after.peak.toFixed(0)} MB)` +
+          `${later.length ? ` -> ${later.join(' -> ')}` : ''}; ${health.sessions} sessions open at the end\n`,
       );
     }
   } finally {
