@@ -1,6 +1,7 @@
 /**
  * MCP over streamable HTTP at /mcp: sessions (see sessions.ts), each request served by a fresh SDK
- * Server and stateless transport, budget headers, cancellation. Authentication, body parsing and
+ * Server and a transport for that one request (JSON answers through jsonTransport.ts, initialize
+ * and streamed answers through the SDK's stateless transport), budget headers, cancellation. Authentication, body parsing and
  * the checks every route shares are the app's (app.ts).
  */
 import express, { type Request, type RequestHandler, type Response } from 'express';
@@ -13,6 +14,7 @@ import type { Principal } from '../identity/principal.js';
 import { createMcpServer } from '../mcp/server.js';
 import { setBudgetHeaders, setHeaders, type BudgetHeaderReader } from './budgetHeaders.js';
 import type { Session, SessionTable } from './sessions.js';
+import { JsonResponseTransport, acceptPost, type JsonAnswer } from './jsonTransport.js';
 import { sendError } from './respond.js';
 
 export interface McpRouteOptions {
@@ -63,8 +65,15 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
       if (budgets) setBudgetHeaders(res, budgets);
       else if (!res.headersSent) setHeaders(res, await budgetReader.read(principal));
     };
+    // A JSON answer after initialize skips the SDK's web Request/Response bridge (jsonTransport.ts).
+    let accepted: JSONRPCMessage[] | undefined;
+    if (oneBody && !messages.some(isInitializeRequest)) {
+      const checked = acceptPost(req, req.body);
+      if ('answer' in checked) return writeAnswer(res, checked.answer);
+      accepted = checked.messages;
+    }
     const server = newServer(toolCall && oneBody ? afterCall : undefined);
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: oneBody });
+    const transport = accepted ? new JsonResponseTransport() : new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: oneBody });
     await server.connect(transport);
     const deliver = (msg: JSONRPCMessage) => transport.onmessage?.(msg);
     const ids = requestIds(messages);
@@ -77,7 +86,11 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
       for (const requestId of ids) deliver({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId, reason: 'client disconnected' } });
       void server.close().catch(() => undefined);
     });
-    await transport.handleRequest(req, res, req.body);
+    if (transport instanceof JsonResponseTransport) {
+      transport.deliver(accepted!, req, req.auth);
+      const answer = await transport.answer;
+      if (!res.destroyed) writeAnswer(res, answer);
+    } else await transport.handleRequest(req, res, req.body);
   };
 
   /** The session a request names, or an answer already sent (404 unknown, 403 someone else's). */
@@ -154,6 +167,17 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
 }
 
 /** Whether any request of a POST asked for progress notifications (params._meta.progressToken). */
+/** Writes an answer of the JSON transport: the JSON-RPC body as the SDK transport writes it, or 202 without one. */
+function writeAnswer(res: Response, answer: JsonAnswer): void {
+  res.statusCode = answer.status;
+  if (answer.body === undefined) {
+    res.end();
+    return;
+  }
+  res.setHeader('content-type', 'application/json');
+  res.end(JSON.stringify(answer.body));
+}
+
 function wantsProgress(messages: unknown[]): boolean {
   return messages.some((m) => {
     const meta = (m as { params?: { _meta?: { progressToken?: unknown } } } | null)?.params?._meta;

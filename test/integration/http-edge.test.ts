@@ -185,6 +185,29 @@ describe('MCP sessions on HTTP', () => {
     expect(events.at(-1)).toMatchObject({ id: 3, result: { structuredContent: expect.any(Object) } });
   });
 
+  it('answers a batch with its responses in request order, one JSON body, and a batch without requests with 202', async () => {
+    const gw = await start();
+    const headers = await open(gw);
+    const batch = [
+      { jsonrpc: '2.0', id: 'b', method: 'tools/call', params: { name: 'list_models', arguments: {} } },
+      { jsonrpc: '2.0', method: 'notifications/initialized' },
+      { jsonrpc: '2.0', id: 7, method: 'tools/list' },
+      { jsonrpc: '2.0', id: 8, method: 'no/such/method' },
+    ];
+    const res = await post(gw, batch, headers);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/json');
+    const body = (await res.json()) as { id: unknown; result?: unknown; error?: { code: number } }[];
+    expect(body.map((r) => r.id)).toEqual(['b', 7, 8]);
+    expect(body[0]!.result).toMatchObject({ structuredContent: { tiers: expect.any(Array) } });
+    expect(body[1]!.result).toMatchObject({ tools: expect.arrayContaining([expect.objectContaining({ name: 'complete' })]) });
+    expect(body[2]!.error).toMatchObject({ code: -32601 });
+
+    const notes = await post(gw, [{ jsonrpc: '2.0', method: 'notifications/initialized' }, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 99 } }], headers);
+    expect(notes.status).toBe(202);
+    expect(await notes.text()).toBe('');
+  });
+
   it('refuses a second initialize on an open session with -32600', async () => {
     const gw = await start();
     const headers = await open(gw);

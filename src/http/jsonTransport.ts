@@ -1,0 +1,110 @@
+/**
+ * The MCP streamable HTTP answer for a POST that wants no stream: every JSON-RPC request in it is
+ * answered in one `application/json` body (the spec lets the server pick JSON or SSE). The SDK's
+ * StreamableHTTPServerTransport does the same in its JSON mode, but builds a web Request, Headers
+ * and Response around every call (through @hono/node-server); this transport hands the messages to
+ * the SDK Server and collects its answers directly, and mirrors the SDK transport's checks and
+ * error answers for that case. Initialize requests and streamed answers still go through the SDK
+ * transport (mcpRoutes.ts).
+ */
+import type { IncomingMessage } from 'node:http';
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
+import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
+import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
+import {
+  JSONRPCMessageSchema,
+  SUPPORTED_PROTOCOL_VERSIONS,
+  isJSONRPCErrorResponse,
+  isJSONRPCRequest,
+  isJSONRPCResultResponse,
+  type JSONRPCMessage,
+  type MessageExtraInfo,
+  type RequestId,
+} from '@modelcontextprotocol/sdk/types.js';
+
+/** The SDK transport's limit on a batch (server/requestBody.js). */
+const MAX_BATCH_SIZE = 100;
+
+/** An HTTP answer the route writes as it is. `body` undefined means no body (202). */
+export interface JsonAnswer {
+  status: number;
+  body?: unknown;
+}
+
+const errorAnswer = (status: number, code: number, message: string): JsonAnswer => ({ status, body: { jsonrpc: '2.0', error: { code, message }, id: null } });
+
+/**
+ * Checks a POST the way the SDK transport does for a request after initialization, and returns its
+ * messages, or the error answer to send.
+ */
+export function acceptPost(req: IncomingMessage, body: unknown): { messages: JSONRPCMessage[] } | { answer: JsonAnswer } {
+  const accept = req.headers.accept;
+  // A substring test, as in the SDK: Accept is a list and must name both types.
+  if (!accept?.includes('application/json') || !accept.includes('text/event-stream')) {
+    return { answer: errorAnswer(406, -32000, 'Not Acceptable: Client must accept both application/json and text/event-stream') };
+  }
+  if (!isJsonContentType(req.headers['content-type'])) {
+    return { answer: errorAnswer(415, -32000, 'Unsupported Media Type: Content-Type must be application/json') };
+  }
+  if (Array.isArray(body) && body.length > MAX_BATCH_SIZE) {
+    return { answer: errorAnswer(400, -32600, `Invalid Request: Batch must not exceed ${MAX_BATCH_SIZE} messages`) };
+  }
+  let messages: JSONRPCMessage[];
+  try {
+    messages = (Array.isArray(body) ? body : [body]).map((m) => JSONRPCMessageSchema.parse(m));
+  } catch {
+    return { answer: errorAnswer(400, -32700, 'Parse error: Invalid JSON-RPC message') };
+  }
+  const version = req.headers['mcp-protocol-version'];
+  if (version !== undefined && !SUPPORTED_PROTOCOL_VERSIONS.includes(String(version))) {
+    const message = `Bad Request: Unsupported protocol version: ${String(version)} (supported versions: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')})`;
+    return { answer: errorAnswer(400, -32000, message) };
+  }
+  return { messages };
+}
+
+/**
+ * One POST's worth of MCP: `deliver` hands its messages to the connected SDK Server, and `answer`
+ * resolves with the HTTP answer once every request in it has its response (202 if it held none).
+ */
+export class JsonResponseTransport implements Transport {
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  onmessage?: <T extends JSONRPCMessage>(message: T, extra?: MessageExtraInfo) => void;
+  sessionId?: string;
+
+  private readonly responses = new Map<RequestId, JSONRPCMessage | undefined>();
+  private finish!: (answer: JsonAnswer) => void;
+  private closed = false;
+  /** The answer to write: every response in request order, one object for a single request. */
+  readonly answer = new Promise<JsonAnswer>((resolve) => (this.finish = resolve));
+
+  async start(): Promise<void> {}
+
+  /** Passes the POST's messages to the server; the answer follows through `answer`. */
+  deliver(messages: JSONRPCMessage[], req: IncomingMessage, authInfo: AuthInfo | undefined): void {
+    for (const m of messages) if (isJSONRPCRequest(m)) this.responses.set(m.id, undefined);
+    const extra: MessageExtraInfo = { authInfo, requestInfo: { headers: req.headers } };
+    for (const m of messages) this.onmessage?.(m, extra);
+    if (this.responses.size === 0) this.finish({ status: 202 });
+  }
+
+  async send(message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
+    const isResponse = isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message);
+    // Notifications and requests from the server have no place in a JSON answer: the SDK
+    // transport drops them too in this mode (a caller who wants progress asks for it and gets SSE).
+    if (!isResponse) return;
+    const id = message.id;
+    if (this.closed || id === undefined || !this.responses.has(id)) throw new Error(`No connection established for request ID: ${String(id ?? options?.relatedRequestId)}`);
+    this.responses.set(id, message);
+    const all = [...this.responses.values()];
+    if (all.some((r) => r === undefined)) return;
+    this.finish({ status: 200, body: all.length === 1 ? all[0] : all });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.onclose?.();
+  }
+}
