@@ -4,8 +4,9 @@
  * Prints latency percentiles, throughput, server RSS and the overhead of enforcement.
  *
  *   npm run bench -- [--clients 32] [--seconds 10] [--sequential 2000] [--sessions 10000] [--sessions-idle 60]
- *                    [--targets passthrough,memory,redis,redis-2w]   (redis-Nw: N cluster workers;
- *                                                                     redis-sbr: limits.settleBeforeReply)
+ *                    [--targets passthrough,passthrough-light,memory,redis,redis-sbr,redis-2w]
+ *                      (passthrough-light: tollgate's HTTP plumbing without enforcement;
+ *                       redis-Nw: N cluster workers; redis-sbr: limits.settleBeforeReply)
  *                    [--node-options=--max-old-space-size=256]      (for every tollgate process)
  *
  * Every server runs in its own process; the load runs in this one. tollgate is built first and run
@@ -31,7 +32,7 @@ const { values } = parseArgs({
     sequential: { type: 'string', default: '2000' },
     sessions: { type: 'string', default: '0' },
     'sessions-idle': { type: 'string', default: '60' },
-    targets: { type: 'string', default: 'passthrough,memory,redis,redis-sbr,redis-2w' },
+    targets: { type: 'string', default: 'passthrough,passthrough-light,memory,redis,redis-sbr,redis-2w' },
     soak: { type: 'string', default: '0' },
     'cpu-prof': { type: 'string' },
     'node-options': { type: 'string', default: '' },
@@ -251,7 +252,7 @@ const GATEWAY = 'dist/src/cli.js';
 const cleanup: (() => Promise<unknown>)[] = [];
 
 async function main(): Promise<void> {
-  if (TARGETS.some((t) => t !== 'passthrough')) execFileSync('npm', ['run', 'build', '--silent'], { stdio: 'inherit' });
+  if (TARGETS.some((t) => !t.startsWith('passthrough'))) execFileSync('npm', ['run', 'build', '--silent'], { stdio: 'inherit' });
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-'));
   try {
     const fakes = await startChild(['tools/fake-providers/main.ts'], {}, /openai\s+(http\S+)/, 'stdout');
@@ -265,6 +266,10 @@ async function main(): Promise<void> {
     if (TARGETS.includes('passthrough')) {
       const p = await startChild(['tools/bench/passthrough.ts', openaiUrl], {}, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'passthrough (no policy)', url: p.match[1]!, pid: p.child.pid! });
+    }
+    if (TARGETS.includes('passthrough-light')) {
+      const p = await startChild(['tools/bench/passthrough.ts', openaiUrl, '--light'], {}, /serving MCP at (\S+)/, 'stderr', PROF);
+      servers.push({ name: 'passthrough, light HTTP', url: p.match[1]!, pid: p.child.pid! });
     }
     const redisUrl = TARGETS.some((t) => t.startsWith('redis')) ? await localRedisUrl() : undefined;
     const gatewayEnv = { NODE_OPTIONS: values['node-options'], TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_MAX_SESSIONS: String(Math.max(10_000, SESSIONS + 1000)),
@@ -309,16 +314,18 @@ async function main(): Promise<void> {
         process.stdout.write(`${row(s.name, conc[s.name]!, rssMb(s.pid))}\n`);
       }
     }
-    const base = servers.find((s) => s.name.startsWith('passthrough'));
-    if (base) {
-      process.stdout.write('\noverhead of enforcement over the passthrough\n');
-      for (const s of servers.filter((x) => x !== base)) {
+    // Enforcement's cost is measured against the passthrough with the same HTTP plumbing when it ran.
+    const baselines = servers.filter((s) => s.name.startsWith('passthrough'));
+    const signed = (n: number, digits: number) => `${n >= 0 ? '+' : ''}${n.toFixed(digits)}`;
+    for (const base of baselines) {
+      process.stdout.write(`\noverhead over the ${base.name}\n`);
+      for (const s of servers.filter((x) => !x.name.startsWith('passthrough'))) {
         const a = seq[s.name];
         const b = seq[base.name];
-        if (a && b) process.stdout.write(`${s.name.padEnd(25)} sequential: +${(a.p50 - b.p50).toFixed(3)} ms p50, +${(a.p99 - b.p99).toFixed(3)} ms p99\n`);
+        if (a && b) process.stdout.write(`${s.name.padEnd(25)} sequential: ${signed(a.p50 - b.p50, 3)} ms p50, ${signed(a.p99 - b.p99, 3)} ms p99\n`);
         const c = conc[s.name];
         const d = conc[base.name];
-        if (c && d) process.stdout.write(`${s.name.padEnd(25)} concurrent: +${(c.p50 - d.p50).toFixed(2)} ms p50, +${(c.p99 - d.p99).toFixed(2)} ms p99, throughput x${(c.callsPerSec / d.callsPerSec).toFixed(2)}\n`);
+        if (c && d) process.stdout.write(`${s.name.padEnd(25)} concurrent: ${signed(c.p50 - d.p50, 2)} ms p50, ${signed(c.p99 - d.p99, 2)} ms p99, throughput x${(c.callsPerSec / d.callsPerSec).toFixed(2)}\n`);
       }
     }
     if (SOAK > 0) {

@@ -3,21 +3,34 @@
  * provider adapter as tollgate, but no authentication, policy, ledger or metering. The difference
  * between the two is what enforcement costs.
  *
- *   node --import tsx tools/bench/passthrough.ts <openai-base-url>
+ *   node --import tsx tools/bench/passthrough.ts <openai-base-url> [--light]
+ *
+ * By default it is built as the SDK documents: express, and a StreamableHTTPServerTransport per
+ * session. With --light it uses tollgate's own HTTP plumbing instead (requests born with express's
+ * prototypes, JSON answers through jsonTransport.ts, a fresh Server per request), so that the
+ * difference to tollgate is the enforcement alone.
  */
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import express from 'express';
+import { expressServer } from '../../src/http/app.js';
+import { JsonResponseTransport, acceptPost } from '../../src/http/jsonTransport.js';
 import { createOpenAIProvider } from '../../src/providers/openai.js';
 
 const baseUrl = process.argv[2];
 if (!baseUrl) throw new Error('usage: passthrough.ts <openai-base-url>');
 const provider = createOpenAIProvider('openai', { kind: 'openai', apiKey: 'bench', baseUrl, timeoutMs: 30_000, maxRetries: 0 }, { egressAllow: ['127.0.0.1'] });
 
+const light = process.argv.includes('--light');
+// The light variant makes a Server per request, so it shares one validator as tollgate does.
+const validator = light ? new AjvJsonSchemaValidator() : undefined;
+
 function newServer(): Server {
-  const server = new Server({ name: 'passthrough', version: '1' }, { capabilities: { tools: {} } });
+  const server = new Server({ name: 'passthrough', version: '1' }, { capabilities: { tools: {} }, ...(validator ? { jsonSchemaValidator: validator } : {}) });
   server.setRequestHandler(ListToolsRequestSchema, async () => ({
     tools: [{ name: 'complete', description: 'complete', inputSchema: { type: 'object', properties: { prompt: { type: 'string' } } } }],
   }));
@@ -37,6 +50,29 @@ function newServer(): Server {
 const sessions = new Map<string, StreamableHTTPServerTransport>();
 const app = express();
 app.use(express.json({ limit: '1mb' }));
+if (light) {
+  app.post('/mcp', async (req, res) => {
+    const server = newServer();
+    if (req.header('mcp-session-id') === undefined) {
+      // initialize: the SDK's stateless transport, and a session id nobody checks.
+      res.setHeader('mcp-session-id', randomUUID());
+      const t = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+      await server.connect(t);
+      await t.handleRequest(req, res, req.body);
+      return;
+    }
+    const checked = acceptPost(req, req.body);
+    const answer = 'answer' in checked ? checked.answer : await (async () => {
+      const t = new JsonResponseTransport();
+      await server.connect(t);
+      t.deliver(checked.messages, req, undefined);
+      return t.answer;
+    })();
+    res.statusCode = answer.status;
+    if (answer.body === undefined) res.end();
+    else res.setHeader('content-type', 'application/json').end(JSON.stringify(answer.body));
+  });
+}
 app.post('/mcp', async (req, res) => {
   const sid = req.header('mcp-session-id');
   let transport = sid ? sessions.get(sid) : undefined;
@@ -56,7 +92,7 @@ app.delete('/mcp', async (req, res) => {
   if (t) await t.handleRequest(req, res);
   else res.status(404).end();
 });
-const listener = app.listen(0, '127.0.0.1', () => {
+const listener = (light ? expressServer(app) : createServer(app)).listen(0, '127.0.0.1', () => {
   const addr = listener.address() as { port: number };
   process.stderr.write(`passthrough serving MCP at http://127.0.0.1:${addr.port}/mcp\n`);
 });
