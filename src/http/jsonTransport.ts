@@ -4,8 +4,8 @@
  * StreamableHTTPServerTransport does the same in its JSON mode, but builds a web Request, Headers
  * and Response around every call (through @hono/node-server); this transport hands the messages to
  * the SDK Server and collects its answers directly, and mirrors the SDK transport's checks and
- * error answers for that case. Initialize requests and streamed answers still go through the SDK
- * transport (mcpRoutes.ts).
+ * error answers for that case. Streamed answers (progress) still go through the SDK transport
+ * (mcpRoutes.ts).
  */
 import type { IncomingMessage } from 'node:http';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
@@ -17,6 +17,7 @@ import {
   isJSONRPCErrorResponse,
   isJSONRPCRequest,
   isJSONRPCResultResponse,
+  isInitializeRequest,
   type JSONRPCMessage,
   type MessageExtraInfo,
   type RequestId,
@@ -34,8 +35,9 @@ export interface JsonAnswer {
 const errorAnswer = (status: number, code: number, message: string): JsonAnswer => ({ status, body: { jsonrpc: '2.0', error: { code, message }, id: null } });
 
 /**
- * Checks a POST the way the SDK transport does for a request after initialization, and returns its
- * messages, or the error answer to send.
+ * Checks a POST the way the SDK's stateless transport does, and returns its messages, or the error
+ * answer to send. An initialize must come alone; other POSTs may name a protocol version, which
+ * must be one the SDK supports. (Sessions are the route's business, as with the SDK transport.)
  */
 export function acceptPost(req: IncomingMessage, body: unknown): { messages: JSONRPCMessage[] } | { answer: JsonAnswer } {
   const accept = req.headers.accept;
@@ -54,6 +56,10 @@ export function acceptPost(req: IncomingMessage, body: unknown): { messages: JSO
     messages = (Array.isArray(body) ? body : [body]).map((m) => JSONRPCMessageSchema.parse(m));
   } catch {
     return { answer: errorAnswer(400, -32700, 'Parse error: Invalid JSON-RPC message') };
+  }
+  if (messages.some(isInitializeRequest)) {
+    if (messages.length > 1) return { answer: errorAnswer(400, -32600, 'Invalid Request: Only one initialization request is allowed') };
+    return { messages };
   }
   const version = req.headers['mcp-protocol-version'];
   if (version !== undefined && !SUPPORTED_PROTOCOL_VERSIONS.includes(String(version))) {
@@ -102,9 +108,11 @@ export class JsonResponseTransport implements Transport {
     this.finish({ status: 200, body: all.length === 1 ? all[0] : all });
   }
 
+  /** Ends the exchange; answers still missing are not coming (a no-op once the answer is settled). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.finish(errorAnswer(503, -32000, 'The request was closed before every response was ready.'));
     this.onclose?.();
   }
 }

@@ -1,8 +1,8 @@
 /**
  * MCP over streamable HTTP at /mcp: sessions (see sessions.ts), each request served by a fresh SDK
- * Server and a transport for that one request (JSON answers through jsonTransport.ts, initialize
- * and streamed answers through the SDK's stateless transport), budget headers, cancellation. Authentication, body parsing and
- * the checks every route shares are the app's (app.ts).
+ * Server and a transport for that one request (JSON answers through jsonTransport.ts, streamed
+ * answers through the SDK's stateless transport), budget headers, cancellation.
+ * Authentication, body parsing and the checks every route shares are the app's (app.ts).
  */
 import express, { type Request, type RequestHandler, type Response } from 'express';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
@@ -65,9 +65,9 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
       if (budgets) setBudgetHeaders(res, budgets);
       else if (!res.headersSent) setHeaders(res, await budgetReader.read(principal));
     };
-    // A JSON answer after initialize skips the SDK's web Request/Response bridge (jsonTransport.ts).
+    // A JSON answer skips the SDK's web Request/Response bridge (jsonTransport.ts).
     let accepted: JSONRPCMessage[] | undefined;
-    if (oneBody && !messages.some(isInitializeRequest)) {
+    if (oneBody) {
       const checked = acceptPost(req, req.body);
       if ('answer' in checked) return writeAnswer(res, checked.answer);
       accepted = checked.messages;
@@ -166,7 +166,6 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
   return router;
 }
 
-/** Whether any request of a POST asked for progress notifications (params._meta.progressToken). */
 /** Writes an answer of the JSON transport: the JSON-RPC body as the SDK transport writes it, or 202 without one. */
 function writeAnswer(res: Response, answer: JsonAnswer): void {
   res.statusCode = answer.status;
@@ -178,6 +177,7 @@ function writeAnswer(res: Response, answer: JsonAnswer): void {
   res.end(JSON.stringify(answer.body));
 }
 
+/** Whether any request of a POST asked for progress notifications (params._meta.progressToken). */
 function wantsProgress(messages: unknown[]): boolean {
   return messages.some((m) => {
     const meta = (m as { params?: { _meta?: { progressToken?: unknown } } } | null)?.params?._meta;
