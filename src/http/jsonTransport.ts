@@ -32,6 +32,14 @@ export interface JsonAnswer {
   body?: unknown;
 }
 
+/**
+ * The SDK's isInitializeRequest, asked only of messages whose method is `initialize`: the same
+ * answer, without a full schema check (and its error objects) on every other message.
+ */
+export function isInitialize(message: unknown): boolean {
+  return (message as { method?: unknown } | null)?.method === 'initialize' && isInitializeRequest(message);
+}
+
 const errorAnswer = (status: number, code: number, message: string): JsonAnswer => ({ status, body: { jsonrpc: '2.0', error: { code, message }, id: null } });
 
 /**
@@ -57,7 +65,7 @@ export function acceptPost(req: IncomingMessage, body: unknown): { messages: JSO
   } catch {
     return { answer: errorAnswer(400, -32700, 'Parse error: Invalid JSON-RPC message') };
   }
-  if (messages.some(isInitializeRequest)) {
+  if (messages.some(isInitialize)) {
     if (messages.length > 1) return { answer: errorAnswer(400, -32600, 'Invalid Request: Only one initialization request is allowed') };
     return { messages };
   }

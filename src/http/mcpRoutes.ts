@@ -7,14 +7,14 @@
 import express, { type Request, type RequestHandler, type Response } from 'express';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
-import { CancelledNotificationSchema, isInitializeRequest, type CancelledNotification, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { CancelledNotificationSchema, type CancelledNotification, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { GatewayError } from '../errors.js';
 import type { BudgetView, Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
 import { createMcpServer } from '../mcp/server.js';
 import { setBudgetHeaders, setHeaders, type BudgetHeaderReader } from './budgetHeaders.js';
 import type { Session, SessionTable } from './sessions.js';
-import { JsonResponseTransport, acceptPost, type JsonAnswer } from './jsonTransport.js';
+import { JsonResponseTransport, acceptPost, isInitialize, type JsonAnswer } from './jsonTransport.js';
 import { sendError } from './respond.js';
 
 export interface McpRouteOptions {
@@ -115,7 +115,7 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
     if (sid) {
       session = sessionOf(req, res, sid);
       if (!session) return;
-      if (messages.some(isInitializeRequest)) {
+      if (messages.some(isInitialize)) {
         res.status(400).json({ jsonrpc: '2.0', error: { code: -32600, message: 'Invalid Request: Server already initialized' }, id: null });
         return;
       }
@@ -126,7 +126,7 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
         }
       }
     } else {
-      if (!isInitializeRequest(req.body)) {
+      if (!isInitialize(req.body)) {
         res.status(400).json({ jsonrpc: '2.0', error: { code: -32000, message: 'No mcp-session-id header: send initialize first.' }, id: null });
         return;
       }

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { acceptPost } from '../../src/http/jsonTransport.js';
+import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { acceptPost, isInitialize } from '../../src/http/jsonTransport.js';
 
 const headers = { accept: 'application/json, text/event-stream', 'content-type': 'application/json' };
 const request = (h: Record<string, string>) => ({ headers: h }) as unknown as IncomingMessage;
@@ -22,5 +23,14 @@ describe('acceptPost (the checks of the SDK stateless transport)', () => {
     expect(acceptPost(request({ ...headers, accept: 'application/json' }), call)).toMatchObject({ answer: { status: 406 } });
     expect(acceptPost(request({ ...headers, 'content-type': 'text/plain' }), call)).toMatchObject({ answer: { status: 415 } });
     expect(acceptPost(request({ ...headers, 'mcp-protocol-version': '2025-06-18' }), call)).toEqual({ messages: [call] });
+  });
+});
+
+describe('isInitialize', () => {
+  it('answers as the SDK isInitializeRequest does', () => {
+    for (const m of [INIT, { ...INIT, params: { protocolVersion: 5 } }, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, { ...INIT, method: 'Initialize' }, null, [INIT], 'initialize']) {
+      expect(isInitialize(m)).toBe(isInitializeRequest(m));
+    }
+    expect(isInitialize(INIT)).toBe(true);
   });
 });
