@@ -52,19 +52,12 @@ const app = express();
 app.use(express.json({ limit: '1mb' }));
 if (light) {
   app.post('/mcp', async (req, res) => {
-    const server = newServer();
-    if (req.header('mcp-session-id') === undefined) {
-      // initialize: the SDK's stateless transport, and a session id nobody checks.
-      res.setHeader('mcp-session-id', randomUUID());
-      const t = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-      await server.connect(t);
-      await t.handleRequest(req, res, req.body);
-      return;
-    }
+    // An initialize gets a session id that nothing checks afterwards.
+    if (req.header('mcp-session-id') === undefined) res.setHeader('mcp-session-id', randomUUID());
     const checked = acceptPost(req, req.body);
     const answer = 'answer' in checked ? checked.answer : await (async () => {
       const t = new JsonResponseTransport();
-      await server.connect(t);
+      await newServer().connect(t);
       t.deliver(checked.messages, req, undefined);
       return t.answer;
     })();
