@@ -210,7 +210,8 @@ function mutate(doc: Record<string, unknown>, m: { at: number; kind: string; val
     if (Array.isArray(parent)) parent.splice(key as number, 1);
     else delete parent[key as string];
   } else if (m.kind === 'retype') {
-    (parent as Record<string | number, unknown>)[key] = typeof m.value === typeof current ? String(m.value) + '!' : m.value;
+    // JSON text, not String(): a generated object such as { toString: 0 } cannot be converted.
+    (parent as Record<string | number, unknown>)[key] = typeof m.value === typeof current ? `${JSON.stringify(m.value)}!` : m.value;
   } else if (m.kind === 'proto' && !Array.isArray(parent)) {
     Object.defineProperty(parent, '__proto__', { value: { [String(key)]: m.value }, enumerable: true, configurable: true, writable: true });
   } else if (Array.isArray(parent)) {
