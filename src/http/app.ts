@@ -5,7 +5,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { IncomingMessage, ServerResponse, createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { hostHeaderValidation, localhostHostValidation } from '@modelcontextprotocol/sdk/server/middleware/hostHeaderValidation.js';
@@ -135,19 +135,19 @@ const INVALID_UTF8 = 'encoding.invalid';
  * Express otherwise gives each request and response its methods by changing their prototype
  * (Object.setPrototypeOf in app.handle), which V8 handles badly: measured on this stack, it tripled
  * what each request allocates and made a quarter of it outlive the young generation, so every
- * scavenge copied megabytes and took 2 to 3 ms instead of 0.1 ms. Born with the right prototype,
- * that call changes nothing.
+ * scavenge copied megabytes and took 2 to 3 ms instead of 0.1 ms. Here the server builds them from
+ * subclasses whose prototypes sit on express's, and `app.request` / `app.response` become those
+ * prototypes, so that call changes nothing. (Subclasses rather than Reflect.construct with
+ * express's objects as prototype: objects made that way measured 3.8 KB each, against 0.74 KB.)
  */
 export function expressServer(app: express.Express): HttpServer {
-  function ExpressRequest(this: unknown, socket: Socket): IncomingMessage {
-    return Reflect.construct(IncomingMessage, [socket], ExpressRequest) as IncomingMessage;
-  }
-  ExpressRequest.prototype = app.request;
-  function ExpressResponse(this: unknown, req: IncomingMessage, options?: object): ServerResponse {
-    return Reflect.construct(ServerResponse, [req, options], ExpressResponse) as ServerResponse;
-  }
-  ExpressResponse.prototype = app.response;
-  return createServer({ IncomingMessage: ExpressRequest as unknown as typeof IncomingMessage, ServerResponse: ExpressResponse as unknown as typeof ServerResponse }, app);
+  class ExpressRequest extends IncomingMessage {}
+  Object.setPrototypeOf(ExpressRequest.prototype, app.request);
+  class ExpressResponse<R extends IncomingMessage = IncomingMessage> extends ServerResponse<R> {}
+  Object.setPrototypeOf(ExpressResponse.prototype, app.response);
+  app.request = ExpressRequest.prototype as unknown as express.Request;
+  app.response = ExpressResponse.prototype as unknown as express.Response;
+  return createServer({ IncomingMessage: ExpressRequest, ServerResponse: ExpressResponse }, app);
 }
 
 /**
