@@ -47,7 +47,7 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
     });
 
   /**
-   * Serves one HTTP request of a session with a fresh SDK Server and stateless transport. Its
+   * Serves one HTTP request of a session with a fresh SDK Server and a transport for that request. Its
    * requests are tracked on the session so that a notifications/cancelled sent in a later POST
    * reaches them, and a client that hangs up cancels them.
    */
