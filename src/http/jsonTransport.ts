@@ -7,7 +7,7 @@
  * error answers for that case. Streamed answers (progress) still go through the SDK transport
  * (mcpRoutes.ts).
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
@@ -75,6 +75,17 @@ export function acceptPost(req: IncomingMessage, body: unknown): { messages: JSO
     return { answer: errorAnswer(400, -32000, message) };
   }
   return { messages };
+}
+
+/** Writes an answer: the JSON-RPC body as the SDK transport writes it, or 202 without one. */
+export function writeAnswer(res: ServerResponse, answer: JsonAnswer): void {
+  res.statusCode = answer.status;
+  if (answer.body === undefined) {
+    res.end();
+    return;
+  }
+  res.setHeader('content-type', 'application/json');
+  res.end(JSON.stringify(answer.body));
 }
 
 /**

@@ -14,7 +14,7 @@ import type { Principal } from '../identity/principal.js';
 import { createMcpServer } from '../mcp/server.js';
 import { setBudgetHeaders, setHeaders, type BudgetHeaderReader } from './budgetHeaders.js';
 import type { Session, SessionTable } from './sessions.js';
-import { JsonResponseTransport, acceptPost, isInitialize, type JsonAnswer } from './jsonTransport.js';
+import { JsonResponseTransport, acceptPost, isInitialize, writeAnswer } from './jsonTransport.js';
 import { sendError } from './respond.js';
 
 export interface McpRouteOptions {
@@ -164,17 +164,6 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
   });
 
   return router;
-}
-
-/** Writes an answer of the JSON transport: the JSON-RPC body as the SDK transport writes it, or 202 without one. */
-function writeAnswer(res: Response, answer: JsonAnswer): void {
-  res.statusCode = answer.status;
-  if (answer.body === undefined) {
-    res.end();
-    return;
-  }
-  res.setHeader('content-type', 'application/json');
-  res.end(JSON.stringify(answer.body));
 }
 
 /** Whether any request of a POST asked for progress notifications (params._meta.progressToken). */

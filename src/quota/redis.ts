@@ -360,7 +360,6 @@ export class RedisQuotaStore implements QuotaStore {
   }
 
   private async releaseLines(requestId: string, reservedKeys: string[], now: number): Promise<void> {
-    if (reservedKeys.length === 0) return;
     await Promise.all(this.groups(reservedKeys).map((group) => this.run(RELEASE, group.flatMap((k) => [k, `${k}:x`]), [requestId, now])));
   }
 

@@ -18,7 +18,7 @@ import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprot
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import express from 'express';
 import { expressServer } from '../../src/http/app.js';
-import { JsonResponseTransport, acceptPost } from '../../src/http/jsonTransport.js';
+import { JsonResponseTransport, acceptPost, writeAnswer } from '../../src/http/jsonTransport.js';
 import { createOpenAIProvider } from '../../src/providers/openai.js';
 
 const baseUrl = process.argv[2];
@@ -61,9 +61,7 @@ if (light) {
       t.deliver(checked.messages, req, undefined);
       return t.answer;
     })();
-    res.statusCode = answer.status;
-    if (answer.body === undefined) res.end();
-    else res.setHeader('content-type', 'application/json').end(JSON.stringify(answer.body));
+    writeAnswer(res, answer);
   });
 }
 app.post('/mcp', async (req, res) => {
