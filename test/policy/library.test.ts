@@ -137,13 +137,13 @@ describe('business-hours policy', () => {
   });
 });
 
-describe('README', () => {
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
-  const section = readme.slice(readme.indexOf('## Policy library'));
+describe('docs/policy.md', () => {
+  const doc = readFileSync(new URL('../../docs/policy.md', import.meta.url), 'utf8');
+  const section = doc.slice(doc.indexOf('## Policy library'));
   const combined = /```yaml\n(# yaml-language-server[\s\S]*?)```/.exec(section)![1]!;
 
   it('shows a combined policy that loads and decides as described', () => {
-    const policy = parsePolicy(combined, 'README.md', { sources: { ...noEnv, env: { ANTHROPIC_API_KEY: 'sk-test' } } });
+    const policy = parsePolicy(combined, 'docs/policy.md', { sources: { ...noEnv, env: { ANTHROPIC_API_KEY: 'sk-test' } } });
     const principal = { user: 'bob', teams: ['platform'], groups: ['contractors'], roles: [] };
     const expectFor = (tier: string, prompt = 'hi') =>
       runCase(policy, { name: 'x', principal, usage: {}, request: { tier, prompt, maxTokens: 100 }, expect: { effect: 'allow' } }, '2026-11-25T10:00:00Z').observed;
