@@ -115,7 +115,7 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
     sink,
     keyPrefix: settings.keyPrefix,
     now: opts.now,
-    issuedKeys: settings.redisUrl ? await issuedKeys(settings) : undefined,
+    issuedKeys: settings.redisUrl ? await issuedKeys(settings, opts.now) : undefined,
   });
   logger.info({ event: 'started', policy: policy.source, policyVersion: policy.version, store: store.kind }, 'tollgate ready');
   return {
@@ -130,9 +130,9 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
 }
 
 /** API keys issued with `tollgate keys`, kept in the shared store next to the ledger. */
-async function issuedKeys(settings: Settings) {
+async function issuedKeys(settings: Settings, now?: () => number) {
   const { StoredApiKeys } = await import('./identity/storedKeys.js');
-  return new StoredApiKeys({ url: settings.redisUrl!, prefix: settings.keyPrefix });
+  return new StoredApiKeys({ url: settings.redisUrl!, prefix: settings.keyPrefix, now });
 }
 
 /** The shared Redis ledger (a cluster's, or one node's) when configured, else the embedded in-memory one. */

@@ -1,6 +1,7 @@
 /**
  * API keys issued at run time into the shared store: every replica accepts one as soon as it is
- * issued, and refuses it within the lookup cache time once revoked.
+ * issued, and refuses it within the lookup cache time (5 s) once revoked. The replicas run on a
+ * clock the test moves, so the cache time passes without waiting for it.
  */
 import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,11 +14,14 @@ describe('API keys issued into the shared store', () => {
   const prefix = uniquePrefix('keys');
   let a: TestGateway;
   let b: TestGateway;
+  // Both replicas read this clock; it stands still unless the test moves it.
+  let clock = Date.now();
+  const now = () => clock;
 
   beforeAll(async () => {
     redis = await startRedis();
     const env = { REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: prefix };
-    [a, b] = await Promise.all([startTestGateway(basicPolicy(), { env }), startTestGateway(basicPolicy(), { env })]);
+    [a, b] = await Promise.all([startTestGateway(basicPolicy(), { env, now }), startTestGateway(basicPolicy(), { env, now })]);
   });
   afterAll(async () => {
     await a.close();
@@ -60,14 +64,22 @@ describe('API keys issued into the shared store', () => {
     expect(listed.map((k) => [k.id, k.sha256, k.user])).toEqual([['dana-ci', sha256, 'dana']]);
     expect(JSON.stringify(listed)).not.toContain(key);
 
-    expect((await cli('revoke', '--id', 'dana-ci')).status).toBe(0);
-    await new Promise((r) => setTimeout(r, 5500)); // the replicas' lookup cache
-    for (const gw of [a, b]) {
-      const res = await fetch(gw.mcpUrl, {
+    const initialize = (gw: TestGateway) =>
+      fetch(gw.mcpUrl, {
         method: 'POST',
         headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }),
       });
+    expect((await cli('revoke', '--id', 'dana-ci')).status).toBe(0);
+    // Each replica looked the key up at the current clock and keeps that answer for 5 s.
+    for (const gw of [a, b]) {
+      const res = await initialize(gw);
+      expect(res.status).toBe(200);
+      await res.text();
+    }
+    clock += 5000;
+    for (const gw of [a, b]) {
+      const res = await initialize(gw);
       expect(res.status).toBe(401);
       expect(await res.text()).toContain('not recognised');
     }
