@@ -6,8 +6,9 @@ import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { EnvError, parseEnv } from './config/env.js';
 import { GatewayError } from './errors.js';
-import { buildRuntime, settingsFromEnv, startHttp, VERSION, type Settings } from './main.js';
+import { buildRuntime, settingsFrom, startHttp, VERSION, type Settings } from './main.js';
 import { serveStdio, stdioPrincipal } from './mcp/stdio.js';
 import { loadPolicyFile, PolicyError, type PolicyIssue } from './policy/load.js';
 import { watchPolicy } from './policy/reload.js';
@@ -47,9 +48,11 @@ Options (each also settable by the environment variable shown):
   Also: TOLLGATE_ALLOWED_HOSTS, TOLLGATE_ALLOWED_ORIGINS, TOLLGATE_MAX_BODY_BYTES,
         TOLLGATE_MAX_SESSIONS, TOLLGATE_MAX_SESSIONS_PER_CALLER, TOLLGATE_SESSION_IDLE_SECONDS,
         TOLLGATE_SESSION_SECRET (shared by replicas so that any of them serves any MCP session;
-        32+ characters), TOLLGATE_KEY_PREFIX, TOLLGATE_LOG_LEVEL,
-        TOLLGATE_METRICS_TOKEN (bearer token for GET /metrics), TOLLGATE_SIEM_URL and TOLLGATE_SIEM_TOKEN
-        (Splunk HEC collector for decision events when the policy has no metering.siem)
+        32+ characters), REDIS_CLUSTER_NODES, TOLLGATE_KEY_PREFIX, TOLLGATE_STORE_TIMEOUT_MS,
+        TOLLGATE_LOG_LEVEL, TOLLGATE_METRICS_TOKEN (bearer token for GET /metrics), TOLLGATE_SIEM_URL and
+        TOLLGATE_SIEM_TOKEN (Splunk HEC collector for decision events when the policy has no metering.siem),
+        TOLLGATE_TOKEN (stdio: a JWT instead of TOLLGATE_API_KEY).
+        Every variable, its type and default: docs/environment.md. A bad value stops tollgate at start.
 `;
 
 /** One line per issue, `file:line:col: path: message`, the form editors and CI annotate. */
@@ -58,9 +61,9 @@ function formatIssues(file: string, issues: PolicyIssue[]): string {
   return `${lines.join('\n')}\n${file}: ${issues.length} error${issues.length === 1 ? '' : 's'}\n`;
 }
 
-/** --workers / TOLLGATE_WORKERS: a count, or `auto` for one per core. Default 1 (no cluster). */
-function workerCount(raw: string | undefined): number {
-  if (raw === undefined || raw === '') return 1;
+/** --workers, else TOLLGATE_WORKERS (parsed with the environment): a count, or `auto` for one per core. */
+function workerCount(flag: string | undefined, fromEnv: number | 'auto'): number {
+  const raw = flag ?? fromEnv;
   if (raw === 'auto') return availableParallelism();
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1 || n > 256) fail(`invalid --workers ${raw}: give a whole number from 1 to 256, or auto`);
@@ -114,27 +117,20 @@ async function main(argv: string[]): Promise<void> {
   if (values.version) return void process.stdout.write(`${VERSION}\n`);
   const [command = values.stdio ? 'stdio' : 'serve', ...rest] = positionals;
 
-  const settings: Settings = settingsFromEnv(process.env);
+  const env = parseEnv(process.env);
+  const settings: Settings = settingsFrom(env);
   if (values.policy) settings.policyPath = resolve(values.policy);
   if (values.host) settings.http.host = values.host;
   if (values.port) settings.http.port = Number(values.port);
   if (values.redis) settings.redisUrl = values.redis;
   if (values.events) settings.eventsFile = values.events;
-  const watch = !values['no-watch'] && process.env.TOLLGATE_POLICY_WATCH !== '0';
+  const watch = !values['no-watch'] && env.TOLLGATE_POLICY_WATCH;
+  // The environment's values were checked by parseEnv; a --port flag is checked here.
   if (!Number.isInteger(settings.http.port) || settings.http.port < 0 || settings.http.port > 65535) fail(`invalid port ${settings.http.port}`);
-  if (!Number.isSafeInteger(settings.http.maxBodyBytes) || settings.http.maxBodyBytes < 1) {
-    fail(`invalid TOLLGATE_MAX_BODY_BYTES ${process.env.TOLLGATE_MAX_BODY_BYTES}: give a whole number of bytes, e.g. 1048576`);
-  }
-  for (const [name, value] of [['TOLLGATE_MAX_SESSIONS', settings.http.maxSessions], ['TOLLGATE_MAX_SESSIONS_PER_CALLER', settings.http.maxSessionsPerCaller]] as const) {
-    if (!Number.isSafeInteger(value) || (value ?? 0) < 1) fail(`invalid ${name} ${process.env[name]}: give a whole number of sessions, at least 1`);
-  }
-  if (settings.http.sessionSecret !== undefined && settings.http.sessionSecret.length < 32) {
-    fail('TOLLGATE_SESSION_SECRET is too short: give at least 32 characters, e.g. the output of `openssl rand -hex 32`');
-  }
 
   switch (command) {
     case 'serve': {
-      const workers = workerCount(values.workers ?? process.env.TOLLGATE_WORKERS);
+      const workers = workerCount(values.workers, env.TOLLGATE_WORKERS);
       const { isWorker, runPrimary, workerMetrics } = await import('./cluster.js');
       if (workers > 1 && !isWorker()) {
         if (!settings.redisUrl && !settings.redisClusterNodes) {
@@ -196,7 +192,7 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'call': {
-      const apiKey = values.key ?? process.env.TOLLGATE_API_KEY;
+      const apiKey = values.key ?? env.TOLLGATE_API_KEY;
       if (!apiKey) fail('call needs an API key: --key <key> or TOLLGATE_API_KEY');
       const tool = values.budget ? 'my_budget' : values.models ? 'list_models' : 'complete';
       const prompt = rest.join(' ');
@@ -247,6 +243,7 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof EnvError) fail(err.message);
   if (err instanceof GatewayError) fail(`${err.code}: ${err.message}`, 1);
   if (err instanceof TypeError && 'code' in err && String(err.code).startsWith('ERR_PARSE_ARGS')) fail(`${err.message}; see tollgate --help`);
   fail(err instanceof Error ? (err.stack ?? err.message) : String(err), 1);

@@ -10,6 +10,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
 import { AggregatorRegistry, type Registry } from 'prom-client';
+import type { EnvName } from './config/env.js';
 
 const METRICS_REQUEST = 'tollgate:metrics-request';
 const METRICS_REPLY = 'tollgate:metrics-reply';
@@ -27,7 +28,8 @@ export interface PrimaryOptions {
 
 /** Runs the primary until it is told to stop; the process exits from here. */
 export function runPrimary(opts: PrimaryOptions): void {
-  const env = { TOLLGATE_SESSION_SECRET: opts.sessionSecret ?? randomBytes(32).toString('hex') };
+  // The variable is named by the env schema (src/config/env.ts), so a rename there fails here.
+  const env = { TOLLGATE_SESSION_SECRET: opts.sessionSecret ?? randomBytes(32).toString('hex') } satisfies Partial<Record<EnvName, string>>;
   const aggregator = new AggregatorRegistry();
   const everListened = new WeakSet<Worker>();
   const started = new WeakMap<Worker, number>();

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
+import { parseEnv, type Env } from './config/env.js';
 import { Gateway } from './gateway.js';
 import { createHttpApp, type HttpOptions } from './http/app.js';
 import type { EventSink } from './metering/events.js';
@@ -49,31 +50,39 @@ export interface Settings {
   logLevel: string;
 }
 
-/** Settings from the environment, each overridable by a CLI flag. */
+/**
+ * Settings from the environment, each overridable by a CLI flag. Throws an EnvError naming every
+ * variable with a bad value (see src/config/env.ts).
+ */
 export function settingsFromEnv(env: NodeJS.ProcessEnv): Settings {
-  const list = (v?: string) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
+  return settingsFrom(parseEnv(env));
+}
+
+/** Settings from an environment already parsed; a fresh object the CLI may override. */
+export function settingsFrom(env: Env): Settings {
+  const copy = (list?: readonly string[]) => (list ? [...list] : undefined);
   return {
     policyPath: resolve(env.TOLLGATE_POLICY ?? defaultPolicyPath()),
     http: {
-      host: env.TOLLGATE_HOST ?? '127.0.0.1',
-      port: Number(env.TOLLGATE_PORT ?? 8787),
-      allowedHosts: list(env.TOLLGATE_ALLOWED_HOSTS),
-      allowedOrigins: list(env.TOLLGATE_ALLOWED_ORIGINS),
-      maxBodyBytes: Number(env.TOLLGATE_MAX_BODY_BYTES ?? 1024 * 1024),
-      maxSessions: Number(env.TOLLGATE_MAX_SESSIONS ?? 10_000),
-      maxSessionsPerCaller: Number(env.TOLLGATE_MAX_SESSIONS_PER_CALLER ?? 1000),
-      sessionIdleMs: Number(env.TOLLGATE_SESSION_IDLE_SECONDS ?? 1800) * 1000,
-      sessionSecret: env.TOLLGATE_SESSION_SECRET || undefined,
-      metricsToken: env.TOLLGATE_METRICS_TOKEN || undefined,
+      host: env.TOLLGATE_HOST,
+      port: env.TOLLGATE_PORT,
+      allowedHosts: copy(env.TOLLGATE_ALLOWED_HOSTS),
+      allowedOrigins: copy(env.TOLLGATE_ALLOWED_ORIGINS),
+      maxBodyBytes: env.TOLLGATE_MAX_BODY_BYTES,
+      maxSessions: env.TOLLGATE_MAX_SESSIONS,
+      maxSessionsPerCaller: env.TOLLGATE_MAX_SESSIONS_PER_CALLER,
+      sessionIdleMs: env.TOLLGATE_SESSION_IDLE_SECONDS * 1000,
+      sessionSecret: env.TOLLGATE_SESSION_SECRET,
+      metricsToken: env.TOLLGATE_METRICS_TOKEN,
       version: VERSION,
     },
-    redisUrl: env.REDIS_URL || undefined,
-    redisClusterNodes: list(env.REDIS_CLUSTER_NODES),
-    keyPrefix: env.TOLLGATE_KEY_PREFIX ?? 'tollgate:',
-    storeTimeoutMs: Number(env.TOLLGATE_STORE_TIMEOUT_MS ?? 2000),
-    eventsFile: env.TOLLGATE_EVENTS_FILE || undefined,
+    redisUrl: env.REDIS_URL,
+    redisClusterNodes: copy(env.REDIS_CLUSTER_NODES),
+    keyPrefix: env.TOLLGATE_KEY_PREFIX,
+    storeTimeoutMs: env.TOLLGATE_STORE_TIMEOUT_MS,
+    eventsFile: env.TOLLGATE_EVENTS_FILE,
     siem: env.TOLLGATE_SIEM_URL ? { url: env.TOLLGATE_SIEM_URL, token: env.TOLLGATE_SIEM_TOKEN ?? '' } : undefined,
-    logLevel: env.TOLLGATE_LOG_LEVEL ?? 'info',
+    logLevel: env.TOLLGATE_LOG_LEVEL,
   };
 }
 

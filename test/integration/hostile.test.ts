@@ -630,7 +630,7 @@ describe('a tollgate serve process under hostile input', () => {
     proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const code = await new Promise<number | null>((resolve) => proc.once('exit', resolve));
     expect(code).toBe(2);
-    expect(stderr).toBe('tollgate: invalid TOLLGATE_MAX_BODY_BYTES 1mb: give a whole number of bytes, e.g. 1048576\n');
+    expect(stderr).toBe('tollgate: TOLLGATE_MAX_BODY_BYTES=1mb: expected a whole number of bytes ≥ 1\n');
   }, 60_000);
 });
 
