@@ -9,6 +9,11 @@ export interface GatewayProcess {
   mcpUrl: string;
   child: ChildProcess;
   events(): Record<string, unknown>[];
+  /**
+   * Resolves with the decision events once the file holds at least `count` of them (the gateway
+   * writes a call's event after its answer), or rejects after `timeoutMs` saying how many it holds.
+   */
+  eventsWhen(count: number, timeoutMs?: number): Promise<Record<string, unknown>[]>;
   stop(): Promise<void>;
   /** Ends the process at once, as a crash would: no settle, no release. */
   kill(): Promise<void>;
@@ -35,22 +40,34 @@ export async function spawnGateway(opts: { policyFile: string; eventsFile: strin
       reject(new Error(`gateway exited with ${code}:\n${stderr}`));
     });
   });
+  const events = () => {
+    let text = '';
+    try {
+      text = readFileSync(opts.eventsFile, 'utf8');
+    } catch {
+      return [];
+    }
+    // Only whole lines: the gateway may be halfway through writing the last one.
+    return text
+      .slice(0, text.lastIndexOf('\n') + 1)
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((e) => e.event === 'tollgate.decision');
+  };
   const exited = () => (child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((r) => child.once('exit', () => r())));
   return {
     mcpUrl,
     child,
-    events() {
-      let text = '';
-      try {
-        text = readFileSync(opts.eventsFile, 'utf8');
-      } catch {
-        return [];
+    events,
+    async eventsWhen(count, timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const found = events();
+        if (found.length >= count) return found;
+        if (Date.now() > deadline) throw new Error(`${found.length} of ${count} decision events in ${opts.eventsFile} after ${timeoutMs} ms`);
+        await new Promise((r) => setTimeout(r, 25));
       }
-      return text
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as Record<string, unknown>)
-        .filter((e) => e.event === 'tollgate.decision');
     },
     async stop() {
       child.kill('SIGTERM');

@@ -51,6 +51,11 @@ describe('two gateway processes sharing one Redis ledger', () => {
     procs.push(p);
     return p;
   };
+  /** Stops a gateway here rather than after the test: once it has exited, its events file is complete. */
+  const stop = async (p: GatewayProcess) => {
+    procs.splice(procs.indexOf(p), 1);
+    await p.stop();
+  };
   const connect = async (p: GatewayProcess, key: string) => {
     const c = await connectHttp(p.mcpUrl, key);
     clients.push(c);
@@ -71,18 +76,23 @@ describe('two gateway processes sharing one Redis ledger', () => {
     expect(served).toHaveLength(12);
     expect(refused).toEqual(Array(188).fill('BUDGET_EXHAUSTED'));
 
-    const usage = served.map((r) => (r.structuredContent as { usage: { inputTokens: number; outputTokens: number } }).usage);
-    const used = usage.reduce((n, u) => n + u.inputTokens + u.outputTokens, 0);
-    const budget = ((await ca.callTool({ name: 'my_budget', arguments: {} })).structuredContent as { budgets: { used: number; reserved: number }[] }).budgets[0]!;
-    expect(budget).toMatchObject({ used, reserved: 0 });
-    expect(used).toBeLessThanOrEqual(1272);
+    // Each replica decided its own half; which of them won the budget depends on timing. A call's
+    // ledger write and event follow its answer, so the events are awaited, then counted exactly.
+    const [eventsA, eventsB] = await Promise.all([a.eventsWhen(100), b.eventsWhen(100)]);
+    expect(eventsA).toHaveLength(100);
+    expect(eventsB).toHaveLength(100);
 
     // The events both replicas wrote add up to the ledger.
-    const events = [...a.events(), ...b.events()];
-    expect(events).toHaveLength(200);
-    const charged = events.flatMap((e) => (e['tollgate.charged'] as Charged | undefined) ?? []).reduce((n, c) => n + c.amount, 0);
+    const usage = served.map((r) => (r.structuredContent as { usage: { inputTokens: number; outputTokens: number } }).usage);
+    const used = usage.reduce((n, u) => n + u.inputTokens + u.outputTokens, 0);
+    expect(used).toBeLessThanOrEqual(1272);
+    const charged = [...eventsA, ...eventsB].flatMap((e) => (e['tollgate.charged'] as Charged | undefined) ?? []).reduce((n, c) => n + c.amount, 0);
     expect(charged).toBe(used);
-    // Each replica decided its own half; which of them won the budget depends on timing.
+    const budget = ((await ca.callTool({ name: 'my_budget', arguments: {} })).structuredContent as { budgets: { used: number; reserved: number }[] }).budgets[0]!;
+    expect(budget).toMatchObject({ used, reserved: 0 });
+
+    // Once both have exited, nothing more can be written: still one event per call.
+    await Promise.all([stop(a), stop(b)]);
     expect(a.events()).toHaveLength(100);
     expect(b.events()).toHaveLength(100);
   });
@@ -90,10 +100,12 @@ describe('two gateway processes sharing one Redis ledger', () => {
   it('expires the reservation of a replica killed mid-call, charging nothing', { timeout: 60_000 }, async () => {
     const text = basicPolicy({ userTokens: 10_000 })
       .replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 30000 }')
-      .concat('limits: { reservationTtlSeconds: 2 }\n');
+      .concat('limits: { reservationTtlSeconds: 60 }\n');
     const p = await start('crash', text);
     const c = await connect(p, KEYS.alice);
-    const store = new RedisQuotaStore({ url: redis.url, prefix: `${prefix}crash:` });
+    // The test reads the ledger as another replica would, on a clock it can move past the TTL.
+    let ahead = 0;
+    const store = new RedisQuotaStore({ url: redis.url, prefix: `${prefix}crash:`, now: () => Date.now() + ahead });
     try {
       const policy = parsePolicy(text, 'crash.yaml');
       const lines = applicableLines(policy.budgets, { user: 'alice', teams: ['platform'], costCenter: 'cc-1', groups: ['employees'], roles: [], authMethod: 'api_key' }, Date.now(), `${prefix}crash:`);
@@ -109,7 +121,9 @@ describe('two gateway processes sharing one Redis ledger', () => {
       await p.kill();
       procs.splice(procs.indexOf(p), 1);
       clients.splice(clients.indexOf(c), 1);
-      await new Promise((r) => setTimeout(r, 2500));
+      // Nobody released it: the reservation stands until its 60 s TTL has passed, then counts for nothing.
+      expect(await state()).toEqual({ used: 0, reserved: 106 });
+      ahead = 60_000;
       expect(await state()).toEqual({ used: 0, reserved: 0 });
     } finally {
       await store.close();
@@ -139,10 +153,11 @@ describe('two gateway processes sharing one Redis ledger', () => {
     const call = (c: Client) => c.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } });
     const results = await Promise.all(Array.from({ length: 40 }, (_, i) => call(i % 2 === 0 ? ca : cb)));
     expect(results.filter((r) => !r.isError)).toHaveLength(12);
-    const budget = ((await ca.callTool({ name: 'my_budget', arguments: {} })).structuredContent as { budgets: { used: number; reserved: number }[] }).budgets[0]!;
-    const events = g.events();
+    // Each call's ledger write and event follow its answer: wait for all 40 events, then count them exactly.
+    const events = await g.eventsWhen(40);
     expect(events).toHaveLength(40);
     const charged = events.flatMap((e) => (e['tollgate.charged'] as Charged | undefined) ?? []).reduce((sum, c) => sum + c.amount, 0);
+    const budget = ((await ca.callTool({ name: 'my_budget', arguments: {} })).structuredContent as { budgets: { used: number; reserved: number }[] }).budgets[0]!;
     expect(budget).toMatchObject({ used: charged, reserved: 0 });
 
     // Every worker's counters, summed, whichever worker answers the scrape.
@@ -151,6 +166,10 @@ describe('two gateway processes sharing one Redis ledger', () => {
       const decided = [...metrics.matchAll(/^tollgate_decisions_total\{[^}]*\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
       expect(decided).toBe(40);
     }
+
+    // Once the gateway and its workers have exited, nothing more can be written: still exactly 40.
+    await stop(g);
+    expect(g.events()).toHaveLength(40);
   });
 
   it('replaces a worker that dies', { timeout: 60_000 }, async () => {
