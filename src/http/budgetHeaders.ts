@@ -20,6 +20,7 @@
 import type { Response } from 'express';
 import type { BudgetView, Gateway } from '../gateway.js';
 import type { Principal } from '../identity/principal.js';
+import { TtlCache } from '../ttlCache.js';
 
 export const BUDGET_HEADERS = {
   id: 'X-Tollgate-Budget-Id',
@@ -79,12 +80,14 @@ export async function readBudgetHeaders(gateway: Gateway, principal: Principal, 
 
 /** Shares budget-header reads between concurrent calls of the same caller (see the file comment). */
 export class BudgetHeaderReader {
-  private readonly cache = new Map<string, { at: number; value: Promise<Record<string, string>> }>();
+  private readonly cache: TtlCache<Promise<Record<string, string>>>;
 
   constructor(
     private readonly gateway: Gateway,
     private readonly opts: { ttlMs: number; timeoutMs: number; maxEntries: number } = { ttlMs: 1000, timeoutMs: 250, maxEntries: 10_000 },
-  ) {}
+  ) {
+    this.cache = new TtlCache({ max: opts.maxEntries, ttlMs: opts.ttlMs });
+  }
 
   private key(p: Principal): string {
     return JSON.stringify([p.user, p.teams, p.costCenter ?? '', p.groups, p.roles]);
@@ -92,13 +95,10 @@ export class BudgetHeaderReader {
 
   read(principal: Principal): Promise<Record<string, string>> {
     const key = this.key(principal);
-    const now = Date.now();
     const hit = this.cache.get(key);
-    if (hit && now - hit.at < this.opts.ttlMs) return hit.value;
+    if (hit) return hit;
     const value = readBudgetHeaders(this.gateway, principal, this.opts.timeoutMs);
-    this.cache.delete(key);
-    this.cache.set(key, { at: now, value });
-    if (this.cache.size > this.opts.maxEntries) this.cache.delete(this.cache.keys().next().value!);
+    this.cache.set(key, value);
     return value;
   }
 

@@ -6,6 +6,7 @@
 import { CredentialsMethod, FgaApiError, FgaValidationError, OpenFgaClient } from '@openfga/sdk';
 import { GatewayError } from '../errors.js';
 import { isEgressAllowed } from '../providers/egress.js';
+import { TtlCache } from '../ttlCache.js';
 import type { OpenFgaConfig } from './config.js';
 import { renderTemplate, type FgaVars } from './fgaTemplate.js';
 import type { Principal } from './principal.js';
@@ -28,16 +29,15 @@ export interface FgaAuthorizerOptions {
   /** The policy's egress.allow: OpenFGA's host must be on it. */
   egressAllow: readonly string[];
   now?: () => number;
-  /** Most cached answers kept; the oldest go first. */
+  /** Most cached answers kept; the least recently used go first. */
   maxCacheEntries?: number;
 }
 
 /** Checks tuples against one OpenFGA store, with a short decision cache. */
 export class FgaAuthorizer {
   private readonly client: OpenFgaClient;
-  private readonly cache = new Map<string, { allowed: boolean; until: number }>();
-  private readonly now: () => number;
-  private readonly maxEntries: number;
+  /** Answers per tuple for cacheSeconds; none when cacheSeconds is 0. */
+  private readonly cache?: TtlCache<{ allowed: boolean }>;
 
   constructor(
     private readonly config: OpenFgaConfig,
@@ -46,8 +46,7 @@ export class FgaAuthorizer {
     if (!isEgressAllowed(config.apiUrl, opts.egressAllow)) {
       throw new GatewayError('EGRESS_DENIED', `OpenFGA at ${new URL(config.apiUrl).host} is not on the policy's egress.allow list.`);
     }
-    this.now = opts.now ?? Date.now;
-    this.maxEntries = opts.maxCacheEntries ?? 10_000;
+    if (config.cacheSeconds > 0) this.cache = new TtlCache({ max: opts.maxCacheEntries ?? 10_000, ttlMs: config.cacheSeconds * 1000, now: opts.now });
     this.client = new OpenFgaClient({
       apiUrl: config.apiUrl,
       storeId: config.storeId,
@@ -67,8 +66,8 @@ export class FgaAuthorizer {
       object: renderTemplate(this.config.check.object, vars),
     };
     const key = `${tuple.user}\n${tuple.relation}\n${tuple.object}`;
-    const hit = this.cache.get(key);
-    if (hit && hit.until > this.now()) return { allowed: hit.allowed, tuple, source: 'cache' };
+    const hit = this.cache?.get(key);
+    if (hit) return { allowed: hit.allowed, tuple, source: 'cache' };
     let allowed: boolean;
     try {
       const res = await this.client.check(tuple);
@@ -80,15 +79,8 @@ export class FgaAuthorizer {
       if (this.config.failMode === 'open') return { allowed: true, tuple, source: 'fail_open' };
       throw new GatewayError('AUTHZ_UNAVAILABLE', 'The authorization service (OpenFGA) could not be reached, and its check fails closed.', { failMode: 'closed' }, { cause: err });
     }
-    this.remember(key, allowed);
+    this.cache?.set(key, { allowed });
     return { allowed, tuple, source: 'openfga' };
-  }
-
-  private remember(key: string, allowed: boolean): void {
-    if (this.config.cacheSeconds === 0) return;
-    this.cache.delete(key);
-    this.cache.set(key, { allowed, until: this.now() + this.config.cacheSeconds * 1000 });
-    if (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
   }
 }
 

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import KeyvRedis from '@keyv/redis';
 import Keyv from 'keyv';
+import { TtlCache } from '../ttlCache.js';
 import { GatewayError } from '../errors.js';
 import type { ApiKeyConfig } from '../policy/schema.js';
 import { hashApiKey, type ApiKeyResolver } from './apiKey.js';
@@ -33,8 +34,8 @@ function storeError(err: unknown): GatewayError {
 
 export class StoredApiKeys implements ApiKeyResolver {
   private readonly keyv: Keyv<StoredKey | string>;
-  private readonly cache = new Map<string, { entry: StoredKey | undefined; until: number }>();
-  private readonly cacheMs: number;
+  /** Answers of this replica, "no such key" included; none when cacheMs is 0. */
+  private readonly cache?: TtlCache<{ entry: StoredKey | undefined }>;
   private readonly now: () => number;
 
   constructor(opts: { url: string; prefix: string; cacheMs?: number; now?: () => number }) {
@@ -43,13 +44,14 @@ export class StoredApiKeys implements ApiKeyResolver {
     this.keyv.on('error', () => {
       // Surfaced as thrown errors on the call that needed the store.
     });
-    this.cacheMs = opts.cacheMs ?? 5000;
+    const cacheMs = opts.cacheMs ?? 5000;
     this.now = opts.now ?? Date.now;
+    if (cacheMs > 0) this.cache = new TtlCache({ max: 50_000, ttlMs: cacheMs, now: () => this.now() });
   }
 
   async resolve(sha256Hex: string): Promise<ApiKeyConfig | undefined> {
-    const hit = this.cache.get(sha256Hex);
-    if (hit && hit.until > this.now()) return hit.entry && !hit.entry.revokedAt ? hit.entry : undefined;
+    const hit = this.cache?.get(sha256Hex);
+    if (hit) return hit.entry && !hit.entry.revokedAt ? hit.entry : undefined;
     let entry: StoredKey | undefined;
     try {
       const v = await this.keyv.get(`key:${sha256Hex}`);
@@ -57,8 +59,7 @@ export class StoredApiKeys implements ApiKeyResolver {
     } catch (err) {
       throw storeError(err);
     }
-    if (this.cache.size > 50_000) this.cache.clear();
-    this.cache.set(sha256Hex, { entry, until: this.now() + this.cacheMs });
+    this.cache?.set(sha256Hex, { entry });
     return entry && !entry.revokedAt ? entry : undefined;
   }
 
@@ -97,7 +98,7 @@ export class StoredApiKeys implements ApiKeyResolver {
       if (typeof record !== 'object' || record === null) throw new GatewayError('INVALID_REQUEST', `No issued key with id "${id}".`);
       const revoked: StoredKey = { ...record, revokedAt: record.revokedAt ?? new Date(this.now()).toISOString() };
       await this.keyv.set(`key:${record.sha256}`, revoked);
-      this.cache.delete(record.sha256);
+      this.cache?.delete(record.sha256);
       return revoked;
     } catch (err) {
       throw storeError(err);

@@ -4,6 +4,7 @@
  * (the last N hours or days) are split into buckets: usage is the sum of the buckets in range,
  * and each bucket expires on its own, so no reset job is needed.
  */
+import { LRUCache } from 'lru-cache';
 
 export type WindowSpec =
   | { calendar: 'day' | 'week' | 'month'; timezone: string }
@@ -81,9 +82,11 @@ const EXPIRY_SLACK_MS = 2 * HOUR;
 /**
  * The last calendar window resolved per (calendar, timezone). Resolving one takes several
  * Intl.DateTimeFormat calls, and every call of every budget asks for it; the window stays the same
- * until its end, so it is reused while `now` lies inside it.
+ * until its end, so it is reused while `now` lies inside it. Validity depends on the `now` asked
+ * about (which may lie in the past, as `explain --now` does), not on elapsed time, so lru-cache
+ * only bounds it here; the window check stays.
  */
-const calendarCache = new Map<string, ResolvedWindow>();
+const calendarCache = new LRUCache<string, ResolvedWindow>({ max: 1000 });
 
 /** Resolves the window containing `now`. */
 export function resolveWindow(spec: WindowSpec, now: number): ResolvedWindow {
@@ -92,7 +95,6 @@ export function resolveWindow(spec: WindowSpec, now: number): ResolvedWindow {
     const hit = calendarCache.get(key);
     if (hit && hit.start <= now && now < hit.resetsAt) return hit;
     const resolved = resolveCalendar(spec, now);
-    if (calendarCache.size > 1000) calendarCache.clear();
     calendarCache.set(key, resolved);
     return resolved;
   }
