@@ -8,8 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import KeyvRedis from '@keyv/redis';
 import Keyv from 'keyv';
-import { TtlCache } from '../ttlCache.js';
 import { GatewayError } from '../errors.js';
+import { TtlCache } from '../ttlCache.js';
 import type { ApiKeyConfig } from '../policy/schema.js';
 import { hashApiKey, type ApiKeyResolver } from './apiKey.js';
 
