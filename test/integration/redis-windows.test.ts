@@ -12,15 +12,16 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import { KEYS, sha } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { heldProvider } from '../helpers/heldProvider.js';
 import { deleteKeys, startPrivateRedis, startRedis, uniquePrefix, type PrivateRedis, type TestRedis } from '../helpers/redis.js';
 
 type Budget = { id: string; used: number; reserved: number; resetsAt: string };
 type ErrorMeta = { code: string; message: string };
 
-const policy = (extra = '') => `
+const policy = () => `
 version: 1
 providers:
-  demo: { kind: demo${extra.includes('latency') ? ', latencyMs: 1500' : ''} }
+  demo: { kind: demo }
 tiers:
   standard: [demo/medium]
 apiKeys:
@@ -100,7 +101,7 @@ describe('store outage at the gateway', () => {
   beforeAll(async () => {
     redis = await startPrivateRedis();
     store = new RedisQuotaStore({ url: redis.url, prefix, commandTimeoutMs: 500, logger: { info() {}, warn() {}, error() {} } });
-    gw = await startTestGateway(policy('latency'), { store, env: { TOLLGATE_KEY_PREFIX: prefix } });
+    gw = await startTestGateway(policy(), { store, env: { TOLLGATE_KEY_PREFIX: prefix } });
     alice = await connectHttp(gw.mcpUrl, KEYS.alice);
     bob = await connectHttp(gw.mcpUrl, KEYS.bob);
   });
@@ -119,9 +120,13 @@ describe('store outage at the gateway', () => {
   };
 
   it('settles a call that was in flight when Redis went down once Redis is back, exactly once', async () => {
+    // The provider holds the call until Redis is down: reserved in Redis, provider still answering.
+    const held = heldProvider();
+    gw.runtime.gateway.replacePolicy(gw.runtime.gateway.policy, new Map([['demo', held.provider]]));
     const pending = alice.callTool({ name: 'complete', arguments: { prompt: 'in flight', max_tokens: 20 } });
-    await new Promise((r) => setTimeout(r, 500)); // reserved in Redis, provider still answering
+    await held.arrived;
     await redis.stop();
+    held.release();
     const spent = spentOf(await pending); // served; its settlement is queued
     await gw.idle(); // the answer does not wait for the ledger write
     expect(store.pendingReplays()).toBe(1);

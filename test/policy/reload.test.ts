@@ -1,5 +1,5 @@
-import { EventEmitter } from 'node:events';
-import { mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { EventEmitter, once } from 'node:events';
+import { mkdtempSync, renameSync, watch, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -9,10 +9,11 @@ import { buildRuntime, settingsFromEnv, type Runtime } from '../../src/main.js';
 import { memorySink } from '../../src/metering/sink.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { watchPolicy, type PolicyReloader } from '../../src/policy/reload.js';
+import { heldProvider } from '../helpers/heldProvider.js';
 
-const policyText = (tokens: number, latencyMs = 0) => `version: 1
+const policyText = (tokens: number) => `version: 1
 providers:
-  demo: { kind: demo, latencyMs: ${latencyMs} }
+  demo: { kind: demo }
 tiers:
   standard: [demo/medium]
   economy: [demo/small]
@@ -30,6 +31,7 @@ let runtime: Runtime | undefined;
 let reloader: PolicyReloader | undefined;
 afterEach(async () => {
   reloader?.close();
+  vi.useRealTimers();
   await runtime?.close();
   reloader = undefined;
   runtime = undefined;
@@ -104,10 +106,35 @@ describe('policy hot reload', () => {
 
   it('ignores changes to other files in the directory', async () => {
     const t = await start(V1);
-    writeFileSync(join(t.dir, 'other.yaml'), 'not: a policy');
-    await new Promise((r) => setTimeout(r, 150));
-    expect(t.logs).toEqual([]);
-    expect(t.reloader.reload('file')).toEqual({ status: 'unchanged', version: versionOf(V1) });
+    // V2 serves while the file still says V1, so a reload set off by the other file would show.
+    t.gateway.replacePolicy(parsePolicy(V2, t.path));
+    // The debounce runs on fake timers: the test fires whatever reload the watcher has scheduled.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    // The test watches the directory too. File events arrive in order, so once it sees `marker`,
+    // the reloader has been handed every event of the writes before it.
+    const seen: string[] = [];
+    const events = watch(t.dir, (_event, name) => void seen.push(String(name)));
+    const delivered = async (name: string) => {
+      while (!seen.includes(name)) await once(events, 'change');
+      await new Promise((r) => setImmediate(r)); // the rest of that batch of events, to every watcher
+    };
+    try {
+      writeFileSync(join(t.dir, 'other.yaml'), 'not: a policy');
+      writeFileSync(join(t.dir, 'marker'), '');
+      await delivered('marker');
+      vi.runOnlyPendingTimers();
+      expect(t.logs).toEqual([]);
+      expect(t.gateway.policy.version).toBe(versionOf(V2));
+
+      // The same watcher does reload for the policy file itself.
+      const V3 = policyText(30_000);
+      writeFileSync(t.path, V3);
+      await delivered('policy.yaml');
+      vi.runOnlyPendingTimers();
+      expect(t.logs).toEqual([expect.objectContaining({ event: 'policy_reloaded', trigger: 'file', oldVersion: versionOf(V2), newVersion: versionOf(V3) })]);
+    } finally {
+      events.close();
+    }
   });
 
   it('reloads on SIGHUP, even when the text is the same (rotated secrets are re-read)', async () => {
@@ -129,17 +156,20 @@ describe('policy hot reload', () => {
   });
 
   it('lets a call in flight finish under the policy it started with', async () => {
-    const slow = policyText(10_000, 300);
-    const t = await start(slow, { watchFile: false });
+    const t = await start(V1, { watchFile: false });
+    // The provider holds the call until the reload is done.
+    const held = heldProvider();
+    t.gateway.replacePolicy(t.gateway.policy, new Map([['demo', held.provider]]));
     const inFlight = t.gateway.complete({ principal: alice, transport: 'cli', request: ask });
-    await new Promise((r) => setTimeout(r, 50));
+    await held.arrived;
     writeFileSync(t.path, V2);
-    expect(t.reloader.reload('file')).toEqual({ status: 'reloaded', oldVersion: versionOf(slow), newVersion: versionOf(V2) });
+    expect(t.reloader.reload('file')).toEqual({ status: 'reloaded', oldVersion: versionOf(V1), newVersion: versionOf(V2) });
+    held.release();
 
     const first = await inFlight;
     expect(first.budgets[0]).toMatchObject({ limit: 10_000 });
     await t.gateway.complete({ principal: alice, transport: 'cli', request: ask });
-    expect(t.events.map((e) => e['policy.version'])).toEqual([versionOf(slow), versionOf(V2)]);
+    expect(t.events.map((e) => e['policy.version'])).toEqual([versionOf(V1), versionOf(V2)]);
   });
 
   it('reports a missing file as a refused reload', async () => {
