@@ -12,6 +12,11 @@ describe('requestFetch', () => {
   let server: Server;
   let base: string;
   const seen: { method?: string; headers: IncomingMessage['headers']; body: string }[] = [];
+  /** The `/stream` answer in progress: its first chunk is out, the second waits for `more()`. */
+  let streaming: { more(): void; closed: Promise<void> } | undefined;
+  /** Resolves when `/hang` has a request it will never answer. */
+  let hung!: () => void;
+  const hanging = new Promise<void>((resolve) => (hung = resolve));
   const routes: Record<string, (req: IncomingMessage, res: ServerResponse) => void> = {
     '/json': (_req, res) => {
       res.setHeader('content-type', 'application/json');
@@ -29,14 +34,14 @@ describe('requestFetch', () => {
     '/stream': (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write('data: one\n\n');
-      setTimeout(() => res.end('data: two\n\n'), 50);
+      streaming = { more: () => res.end('data: two\n\n'), closed: new Promise((resolve) => res.once('close', () => resolve())) };
     },
     '/cut': (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write('data: one\n\n');
-      setTimeout(() => res.socket?.destroy(), 30);
+      // Cut once the first chunk has gone out.
+      res.write('data: one\n\n', () => res.socket?.destroy());
     },
-    '/hang': () => undefined,
+    '/hang': () => hung(),
   };
 
   beforeAll(async () => {
@@ -84,8 +89,10 @@ describe('requestFetch', () => {
   it('streams a body as it arrives', async () => {
     const res = await f(`${base}/stream`);
     const reader = res.body!.getReader();
+    // The first chunk reads while the server still holds back the second.
     const first = await reader.read();
     expect(new TextDecoder().decode(first.value)).toBe('data: one\n\n');
+    streaming!.more();
     let rest = '';
     for (let r = await reader.read(); !r.done; r = await reader.read()) rest += new TextDecoder().decode(r.value);
     expect(rest).toBe('data: two\n\n');
@@ -96,8 +103,9 @@ describe('requestFetch', () => {
     const reader = res.body!.getReader();
     expect(new TextDecoder().decode((await reader.read()).value)).toBe('data: one\n\n');
     await reader.cancel();
-    // The server's second chunk arrives after the cancel; nothing may throw when it does.
-    await new Promise((r) => setTimeout(r, 120));
+    // The server sends its second chunk after the cancel and ends; nothing may throw when it does.
+    streaming!.more();
+    await streaming!.closed;
     expect(await reader.read()).toEqual({ done: true, value: undefined });
   });
 
@@ -114,7 +122,8 @@ describe('requestFetch', () => {
   it('rejects with the abort reason when aborted before the answer', async () => {
     const controller = new AbortController();
     const pending = f(`${base}/hang`, { signal: controller.signal });
-    setTimeout(() => controller.abort(), 20);
+    await hanging; // the server has the request and will not answer
+    controller.abort();
     await expect(pending).rejects.toMatchObject({ name: 'AbortError' });
   });
 
