@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { parseEnv, type Env } from './config/env.js';
-import { Gateway } from './gateway.js';
+import { Gateway } from './gateway/gateway.js';
 import { createHttpApp, type HttpOptions } from './http/app.js';
 import type { EventSink } from './metering/events.js';
 import { createMetrics, type GatewayMetrics } from './metering/metrics.js';

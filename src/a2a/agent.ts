@@ -7,14 +7,13 @@
  */
 import { AgentCard, Role, TaskState, type Message, type Part, type Task } from '@a2a-js/sdk';
 import type { AgentExecutionEvent, AgentExecutor, ExecutionEventBus, RequestContext, User } from '@a2a-js/sdk/server';
-import { Router, type Request, type RequestHandler } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { randomUUID } from 'node:crypto';
 import { asGatewayError, GatewayError } from '../errors.js';
-import type { CallResult, Gateway } from '../gateway.js';
-import type { Principal } from '../identity/principal.js';
-import { parseCompleteArgs } from '../mcp/tools/schemas.js';
+import type { CallResult, Gateway } from '../gateway/gateway.js';
+import { ownerKey, type Principal } from '../identity/principal.js';
+import type { CallArguments, Credential } from '../pipeline/context.js';
 import type { Policy } from '../policy/load.js';
-import { abortOnClose, modelOrTier, principalOf, type CompatRouteOptions } from '../http/compat.js';
 import { BoundedTaskStore } from './taskStore.js';
 
 /** Where the JSON-RPC endpoint is mounted. */
@@ -23,14 +22,21 @@ export const A2A_PATH = '/a2a';
 export const RESULT_META_KEY = 'io.tollgate/result';
 export const ERROR_META_KEY = 'io.tollgate/error';
 
-export interface A2AOptions extends CompatRouteOptions {
+export interface A2AOptions {
+  /** The app's bearer middleware for this transport: the same verifier, and so the same identities, as /mcp. */
+  requireAuth: RequestHandler;
+  /** The app's JSON body parser, with its size limit. */
+  json: RequestHandler;
   version: string;
+  /** What the bearer middleware verified: the principal, and the credential to hand the gateway. */
+  callerOf: (req: Request) => { principal: Principal; credential: Credential } | undefined;
 }
 
 /** The verified caller, handed by the express layer to the executor through the SDK's context. */
 class GatewayUser implements User {
   constructor(
     readonly principal: Principal,
+    readonly credential: Credential,
     /** Aborted when the HTTP client goes away before its response is finished. */
     readonly disconnected: AbortSignal,
   ) {}
@@ -39,10 +45,9 @@ class GatewayUser implements User {
     return true;
   }
 
-  /** Tasks are stored per credential and user, so one caller never reads another's. */
+  /** Tasks are stored per owner (credential, user, actor chain), so one caller never reads another's. */
   get userName(): string {
-    const p = this.principal;
-    return `${p.authMethod}:${p.credentialId ?? ''}:${p.user}`;
+    return ownerKey(this.principal);
   }
 }
 
@@ -105,17 +110,23 @@ function agentMessage(text: string, taskId: string, contextId: string): Message 
   return { messageId: randomUUID(), contextId, taskId, role: Role.ROLE_AGENT, parts: [textPart(text)], metadata: undefined, extensions: [], referenceTaskIds: [] };
 }
 
-/** The prompt (text parts) and call options (metadata) of an A2A message. */
-function completionInput(ctx: RequestContext, policy: Policy) {
-  const message = ctx.userMessage;
-  const text = message.parts.flatMap((p) => (p.content?.$case === 'text' ? [p.content.value] : [])).join('\n');
-  if (!text.trim()) throw new GatewayError('INVALID_REQUEST', 'The message has no text part to complete.');
-  const meta: Record<string, unknown> = { ...ctx.request.metadata, ...message.metadata };
-  const model = typeof meta.model === 'string' ? meta.model : undefined;
-  return parseCompleteArgs(
-    { prompt: text, system: meta.system, ...modelOrTier(policy, model), ...(meta.tier !== undefined ? { tier: meta.tier } : {}), max_tokens: meta.max_tokens, temperature: meta.temperature },
-    policy.config.limits,
-  );
+/**
+ * The call's arguments from an A2A message: its text parts are the prompt, its metadata (or the
+ * request's) the options. Read by the pipeline's validate step, so a message without text is
+ * refused with an event like any other bad request.
+ */
+function completionArgs(ctx: RequestContext): CallArguments {
+  return {
+    raw: ctx,
+    modelNamesTier: true,
+    decode: () => {
+      const message = ctx.userMessage;
+      const text = message.parts.flatMap((p) => (p.content?.$case === 'text' ? [p.content.value] : [])).join('\n');
+      if (!text.trim()) throw new GatewayError('INVALID_REQUEST', 'The message has no text part to complete.');
+      const meta: Record<string, unknown> = { ...ctx.request.metadata, ...message.metadata };
+      return { prompt: text, system: meta.system, model: meta.model, tier: meta.tier, max_tokens: meta.max_tokens, temperature: meta.temperature };
+    },
+  };
 }
 
 /** Runs each A2A message through the gateway and reports it as task events. */
@@ -144,14 +155,13 @@ class CompletionExecutor implements AgentExecutor {
     try {
       const user = ctx.context.user;
       if (!(user instanceof GatewayUser)) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
-      const request = completionInput(ctx, this.gateway.policy);
       status(TaskState.TASK_STATE_WORKING);
       const artifactId = randomUUID();
       let chunks = 0;
       const result: CallResult = await this.gateway.complete({
-        principal: user.principal,
+        credential: user.credential,
         transport: 'a2a',
-        request,
+        args: completionArgs(ctx),
         signal: AbortSignal.any([user.disconnected, cancel.signal]),
         onText: (delta) => {
           const artifact = { artifactId, name: 'completion', description: '', parts: [textPart(delta)], metadata: undefined, extensions: [] };
@@ -173,18 +183,31 @@ class CompletionExecutor implements AgentExecutor {
   };
 }
 
+/** Aborted when the client goes away before the response is finished, so the call settles early. */
+function abortOnClose(res: Response): AbortSignal {
+  const ac = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) ac.abort();
+  });
+  return ac.signal;
+}
+
 /** The card's base URL: the address the caller used (Host is checked by the app before this). */
 function baseUrlOf(req: Request): string {
   return `${req.protocol}://${req.get('host')}`;
 }
 
 /** The SDK's JSON-RPC handler over our executor; its server code (about a second to load) is imported on first use. */
-async function jsonRpc(gateway: Gateway, version: string): Promise<RequestHandler> {
+async function jsonRpc(gateway: Gateway, opts: A2AOptions): Promise<RequestHandler> {
   const [{ DefaultRequestHandler }, { jsonRpcHandler }] = await Promise.all([import('@a2a-js/sdk/server'), import('@a2a-js/sdk/server/express')]);
-  const handler = new DefaultRequestHandler(agentCard(gateway.policy, '', version), new BoundedTaskStore(), new CompletionExecutor(gateway));
+  const handler = new DefaultRequestHandler(agentCard(gateway.policy, '', opts.version), new BoundedTaskStore(), new CompletionExecutor(gateway));
   return jsonRpcHandler({
     requestHandler: handler,
-    userBuilder: async (req) => new GatewayUser(principalOf(req), abortOnClose(req.res!)),
+    userBuilder: async (req) => {
+      const caller = opts.callerOf(req);
+      if (!caller) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
+      return new GatewayUser(caller.principal, caller.credential, abortOnClose(req.res!));
+    },
   });
 }
 
@@ -192,7 +215,7 @@ async function jsonRpc(gateway: Gateway, version: string): Promise<RequestHandle
 export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router {
   let rpc: Promise<RequestHandler> | undefined;
   const lazyRpc: RequestHandler = (req, res, next) => {
-    rpc ??= jsonRpc(gateway, opts.version);
+    rpc ??= jsonRpc(gateway, opts);
     rpc.then((h) => h(req, res, next), next);
   };
   const router = Router();

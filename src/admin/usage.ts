@@ -4,7 +4,7 @@
  * pipeline writes, so what they show is what enforcement sees.
  */
 import { GatewayError } from '../errors.js';
-import { lineKeys } from '../pipeline/budgets.js';
+import { lineKeys } from '../policy/budgets.js';
 import type { CompiledBudget, Policy } from '../policy/load.js';
 import type { RedisQuotaStore } from '../quota/redis.js';
 import { resolveWindow } from '../quota/windows.js';

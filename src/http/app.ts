@@ -10,13 +10,15 @@ import type { Duplex } from 'node:stream';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { hostHeaderValidation, localhostHostValidation } from '@modelcontextprotocol/sdk/server/middleware/hostHeaderValidation.js';
 import { GatewayError } from '../errors.js';
-import type { Gateway } from '../gateway.js';
-import { a2aRouter } from '../a2a/agent.js';
+import type { Gateway } from '../gateway/gateway.js';
+import { A2A_PATH, a2aRouter } from '../a2a/agent.js';
+import type { Principal } from '../identity/principal.js';
 import { metricsAuthorized, type GatewayMetrics } from '../metering/metrics.js';
-import { anthropicCompatRouter } from './anthropicCompat.js';
-import { authEdge } from './authMetadata.js';
+import { anthropicCodec } from './anthropicCompat.js';
+import { authEdge, credentialOf } from './authMetadata.js';
 import { BudgetHeaderReader } from './budgetHeaders.js';
-import { openaiCompatRouter } from './openaiCompat.js';
+import { bodyError, compatRouter } from './compat.js';
+import { openaiCodec } from './openaiCompat.js';
 import { mcpRouter } from './mcpRoutes.js';
 import { sendError } from './respond.js';
 import { SessionTable } from './sessions.js';
@@ -79,17 +81,26 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     });
   }
 
-  const auth = edge.requireAuth;
   const json = express.json({ limit: opts.maxBodyBytes, type: ['application/json', 'application/*+json'], verify: rejectInvalidUtf8 });
 
-  app.use(mcpRouter(gateway, { requireAuth: auth, json, sessions, budgetReader, version: opts.version }));
+  app.use(mcpRouter(gateway, { requireAuth: edge.requireAuth('http'), json, sessions, budgetReader, version: opts.version }));
 
-  // Every other way in: same bearer middleware, same body limit, same gateway (one store, one policy).
+  // Every other way in: same credentials, same body limit, same gateway (one store, one policy).
   // Mounted after /mcp, the busiest route, so that MCP requests do not walk their routers first.
-  const compat = { requireAuth: auth, json, maxBodyBytes: opts.maxBodyBytes };
-  app.use(openaiCompatRouter(gateway, compat));
-  app.use(anthropicCompatRouter(gateway, compat));
-  app.use(a2aRouter(gateway, { ...compat, version: opts.version }));
+  app.use(compatRouter(gateway, openaiCodec, json, opts.maxBodyBytes));
+  app.use(compatRouter(gateway, anthropicCodec, json, opts.maxBodyBytes));
+  app.use(
+    a2aRouter(gateway, {
+      requireAuth: edge.requireAuth('a2a'),
+      json,
+      version: opts.version,
+      callerOf: (req) => {
+        const credential = credentialOf(req);
+        const principal = req.auth?.extra?.principal as Principal | undefined;
+        return credential && principal ? { credential, principal } : undefined;
+      },
+    }),
+  );
 
   // Keep these after every route: what no route answered gets a code rather than express's HTML page.
   app.all('/mcp', (_req, res) => {
@@ -97,16 +108,17 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   });
   app.use((_req, res) => sendError(res, new GatewayError('NOT_FOUND', 'There is no such endpoint on this gateway; MCP is served at /mcp.')));
 
-  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    const e = err as { type?: string; status?: number; expose?: boolean; message?: string };
-    if (e.type === 'entity.too.large') sendError(res, new GatewayError('PAYLOAD_TOO_LARGE', `The request body exceeds ${opts.maxBodyBytes} bytes.`));
-    else if (e.type === 'entity.parse.failed') res.status(400).json({ jsonrpc: '2.0', error: { code: -32700, message: 'Parse error: the body is not valid JSON.' }, id: null });
-    else if (e.type === INVALID_UTF8) sendError(res, new GatewayError('INVALID_REQUEST', 'The request body is not valid UTF-8.'));
-    else if (e.status && e.status >= 400 && e.status < 500) {
-      // body-parser's own client errors (unsupported charset, aborted upload) carry a safe message.
-      sendError(res, new GatewayError('INVALID_REQUEST', `The request could not be read${e.expose && e.message ? `: ${e.message}` : ''}.`));
+  app.use(async (err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const e = err as { type?: string };
+    const refusal = bodyError(err, opts.maxBodyBytes);
+    // The bearer middleware ran before the body parser: the caller is known, so the refusal is recorded as theirs.
+    const credential = credentialOf(req);
+    if (credential) {
+      const transport = req.path.startsWith(A2A_PATH) ? 'a2a' : 'http';
+      await gateway.complete({ credential, args: { raw: undefined, rejected: refusal }, transport }).catch(() => undefined);
     }
-    else sendError(res, new GatewayError('INTERNAL', 'Internal error in tollgate; see the gateway log.'));
+    if (e.type === 'entity.parse.failed') res.status(400).json({ jsonrpc: '2.0', error: { code: -32700, message: 'Parse error: the body is not valid JSON.' }, id: null });
+    else sendError(res, refusal.code === 'INTERNAL' ? new GatewayError('INTERNAL', 'Internal error in tollgate; see the gateway log.') : refusal);
   });
 
   return {
@@ -128,6 +140,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   };
 }
 
+/** The body parser's error type for a body that is not valid UTF-8 (read by bodyError in compat.ts). */
 const INVALID_UTF8 = 'encoding.invalid';
 
 /**

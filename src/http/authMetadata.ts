@@ -4,7 +4,7 @@
  * and the bearer middleware whose 401/403 challenges point clients at that metadata. Both are
  * built once per policy, so a reloaded policy is served without a restart.
  */
-import { Router, type RequestHandler } from 'express';
+import { Router, type Request, type RequestHandler } from 'express';
 import { InsufficientScopeError, InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js';
 import { metadataHandler } from '@modelcontextprotocol/sdk/server/auth/handlers/metadata.js';
 import { requireBearerAuth } from '@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js';
@@ -12,7 +12,8 @@ import { getOAuthProtectedResourceMetadataUrl } from '@modelcontextprotocol/sdk/
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import type { OAuthProtectedResourceMetadata } from '@modelcontextprotocol/sdk/shared/auth.js';
 import { GatewayError } from '../errors.js';
-import type { Gateway } from '../gateway.js';
+import type { EdgeAuthentication, Gateway } from '../gateway/gateway.js';
+import type { Credential, TransportName } from '../pipeline/context.js';
 import type { Policy } from '../policy/load.js';
 
 /** How long a verified API key is trusted before it is looked up again. */
@@ -36,18 +37,30 @@ function headerSafe(message: string): string {
   return message.replace(/["\\\r\n]/g, "'");
 }
 
-/** Verifies bearer credentials through the gateway; throws the SDK's errors so it answers 401/403. */
-function verifierFor(gateway: Gateway) {
+/**
+ * A `WWW-Authenticate` challenge for an authentication refusal, in the form the SDK's bearer
+ * middleware sends on /mcp, so every endpoint points clients at the same metadata.
+ */
+export function bearerChallenge(policy: Policy, err: GatewayError): string {
+  const doc = protectedResourceMetadata(policy);
+  const code = err.code === 'FORBIDDEN' ? 'insufficient_scope' : 'invalid_token';
+  const meta = doc ? `, resource_metadata="${getOAuthProtectedResourceMetadataUrl(new URL(doc.resource))}"` : '';
+  return `Bearer error="${code}", error_description="${headerSafe(err.message)}"${meta}`;
+}
+
+/** Verifies bearer credentials through the gateway (a refusal is recorded there); throws the SDK's errors so it answers 401/403. */
+function verifierFor(gateway: Gateway, transport: TransportName) {
   return {
     async verifyAccessToken(token: string): Promise<AuthInfo> {
       try {
-        const { principal, expiresAt } = await gateway.authenticate(token);
+        const edge = await gateway.authenticate({ secret: token }, { transport });
+        const { principal, expiresAt } = edge;
         return {
           token,
           clientId: principal.actors?.[0] ?? principal.credentialId ?? principal.user,
           scopes: [],
           expiresAt: expiresAt ?? Math.floor(Date.now() / 1000) + API_KEY_AUTH_TTL_S,
-          extra: { principal },
+          extra: { principal, edge },
         };
       } catch (err) {
         if (err instanceof GatewayError && err.code === 'FORBIDDEN') throw new InsufficientScopeError(headerSafe(err.message));
@@ -57,10 +70,34 @@ function verifierFor(gateway: Gateway) {
   };
 }
 
-/** Serves the protected resource metadata (root and path-suffixed forms) and guards /mcp. */
-export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireAuth: RequestHandler } {
+/**
+ * The SDK's bearer middleware refuses a missing or malformed Authorization header before asking
+ * the verifier; this records that refusal through the gateway first (same test as the SDK's), so
+ * every refused request leaves an event. What the client sees is still the SDK's answer.
+ */
+function recordUnreadableHeader(gateway: Gateway, transport: TransportName, header: string | undefined): void {
+  if (header) {
+    const [type, token] = header.split(' ');
+    if (type!.toLowerCase() === 'bearer' && token) return;
+  }
+  gateway.authenticate(header ? { secret: header } : undefined, { transport }).catch(() => undefined);
+}
+
+/** The principal and edge authentication the bearer middleware attached to a request. */
+export function edgeAuthOf(req: Request): EdgeAuthentication | undefined {
+  return req.auth?.extra?.edge as EdgeAuthentication | undefined;
+}
+
+/** The credential a request carried, with its edge verification, for the call the transport hands the gateway. */
+export function credentialOf(req: Request): Credential | undefined {
+  const edge = edgeAuthOf(req);
+  if (!req.auth || !edge) return undefined;
+  return { secret: req.auth.token, verified: { policy: edge.policy, result: edge } };
+}
+
+/** Serves the protected resource metadata (root and path-suffixed forms) and guards the routes of each transport. */
+export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireAuth: (transport: TransportName) => RequestHandler } {
   const routers = new WeakMap<Policy, Router>();
-  const guards = new WeakMap<Policy, RequestHandler>();
 
   const metadata: RequestHandler = (req, res, next) => {
     const policy = gateway.policy;
@@ -78,18 +115,22 @@ export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireA
     router(req, res, next);
   };
 
-  const requireAuth: RequestHandler = (req, res, next) => {
-    const policy = gateway.policy;
-    let guard = guards.get(policy);
-    if (!guard) {
-      const doc = protectedResourceMetadata(policy);
-      guard = requireBearerAuth({
-        verifier: verifierFor(gateway),
-        resourceMetadataUrl: doc ? getOAuthProtectedResourceMetadataUrl(new URL(doc.resource)) : undefined,
-      });
-      guards.set(policy, guard);
-    }
-    void guard(req, res, next);
+  const requireAuth = (transport: TransportName): RequestHandler => {
+    const guards = new WeakMap<Policy, RequestHandler>();
+    return (req, res, next) => {
+      const policy = gateway.policy;
+      let guard = guards.get(policy);
+      if (!guard) {
+        const doc = protectedResourceMetadata(policy);
+        guard = requireBearerAuth({
+          verifier: verifierFor(gateway, transport),
+          resourceMetadataUrl: doc ? getOAuthProtectedResourceMetadataUrl(new URL(doc.resource)) : undefined,
+        });
+        guards.set(policy, guard);
+      }
+      recordUnreadableHeader(gateway, transport, req.headers.authorization);
+      void guard(req, res, next);
+    };
   };
 
   return { metadata, requireAuth };

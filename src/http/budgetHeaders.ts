@@ -18,7 +18,8 @@
  * calls finishes, so a caller's next call sees what its previous one charged.
  */
 import type { Response } from 'express';
-import type { BudgetView, Gateway } from '../gateway.js';
+import type { BudgetView } from '../call/budget.js';
+import type { Gateway } from '../gateway/gateway.js';
 import type { Principal } from '../identity/principal.js';
 import { TtlCache } from '../ttlCache.js';
 

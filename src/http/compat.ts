@@ -1,71 +1,71 @@
 /**
- * What the OpenAI- and Anthropic-compatible endpoints share: the bearer middleware re-dressed in
- * the API's own error shape, budget headers, cancellation on disconnect and the `model` field
- * read as a model or a tier. Each endpoint only translates its wire format.
+ * One route for every provider-compatible endpoint (OpenAI Chat Completions, Anthropic Messages):
+ * the endpoint supplies a small wire codec (decode the body, render the answer, the error and the
+ * stream events); the route does the rest the same way for both: request id, cancellation on
+ * disconnect (wired before anything is awaited), authentication and the call through the gateway,
+ * budget headers, and body-parser failures recorded as refusals.
  */
 import { randomUUID } from 'node:crypto';
-import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import type { CompleteArgs } from '../call/request.js';
+import { DEFAULT_MAX_TOKENS } from '../call/request.js';
 import { asGatewayError, GatewayError } from '../errors.js';
-import type { Gateway } from '../gateway.js';
-import type { Principal } from '../identity/principal.js';
-import type { Policy } from '../policy/load.js';
-import { readBudgetHeaders, setHeaders } from './budgetHeaders.js';
+import type { CallResult, EdgeAuthentication, Gateway } from '../gateway/gateway.js';
+import type { Credential } from '../pipeline/context.js';
+import { bearerChallenge } from './authMetadata.js';
+import { readBudgetHeaders, setBudgetHeaders, setHeaders } from './budgetHeaders.js';
 
-/** Writes a GatewayError in one API's error shape (status included). */
-export type ErrorRenderer = (res: Response, err: GatewayError) => void;
-
-export interface CompatRouteOptions {
-  /** The app's bearer middleware: the same verifier, and so the same identities, as /mcp. */
-  requireAuth: RequestHandler;
-  /** The app's JSON body parser, with its size limit. */
-  json: RequestHandler;
-  maxBodyBytes: number;
+/** What a codec's renderers know about the call besides its result. */
+export interface CompatCall {
+  requestId: string;
+  /** Seconds since the epoch when the request arrived. */
+  created: number;
+  /** The output tokens the caller asked for (or the default), to tell a cut answer from a finished one. */
+  maxTokens: number;
+  /** Codec-specific options read from the body (e.g. OpenAI's stream_options.include_usage). */
+  includeUsage: boolean;
 }
 
-/**
- * Runs the app's bearer middleware but answers its refusals in the API's own error shape, so an
- * SDK raises its authentication error class with tollgate's reason in the message.
- */
-export function authInApiShape(requireAuth: RequestHandler, render: ErrorRenderer): RequestHandler {
-  return function authenticateCompat(req, res, next) {
-    const json = res.json.bind(res);
-    res.json = (body: unknown) => {
-      res.json = json;
-      const description = (body as { error_description?: unknown } | undefined)?.error_description;
-      const message = typeof description === 'string' ? description : 'The credential could not be verified.';
-      let code: GatewayError['code'] = 'INTERNAL';
-      if (res.statusCode === 401) code = req.headers.authorization ? 'AUTH_INVALID' : 'AUTH_REQUIRED';
-      else if (res.statusCode === 403) code = 'FORBIDDEN';
-      else if (res.statusCode === 400) code = 'INVALID_REQUEST';
-      render(res, new GatewayError(code, message));
-      return res;
-    };
-    void requireAuth(req, res, (err?: unknown) => {
-      res.json = json;
-      next(err);
-    });
+/** Writes one server-sent event; `event` adds an `event:` line (Anthropic's frames need one). */
+export type SseSend = (data: unknown, event?: string) => void;
+
+/** How one API's wire format maps to the call core. */
+export interface WireCodec {
+  transport: 'openai' | 'anthropic';
+  path: string;
+  /** The credential as this API's clients send it. */
+  credentialOf(req: Request): string | undefined;
+  /** Headers every answer carries (Anthropic SDKs read `request-id`). */
+  prepare?(res: Response): void;
+  /** Whether the body asks for a stream, and the codec's own options. Never throws: `decode` judges the body. */
+  options(body: unknown): { stream: boolean; includeUsage: boolean };
+  /** The body as wire-neutral `complete` arguments; throws INVALID_REQUEST naming the field. */
+  decode(body: unknown): CompleteArgs;
+  render(res: Response, result: CallResult, call: CompatCall): void;
+  /** The error body (status set by the route). */
+  errorBody(err: GatewayError, res: Response): unknown;
+  /** The HTTP status of an error in this API (Anthropic answers an unknown model with 404). */
+  statusOf?(err: GatewayError): number;
+  stream: {
+    start(send: SseSend, model: string, call: CompatCall): void;
+    delta(send: SseSend, text: string, model: string, call: CompatCall): void;
+    end(send: SseSend, result: CallResult, call: CompatCall): void;
+    /** An error after the first byte: sent as an event, then the stream ends. */
+    error(send: SseSend, err: GatewayError): void;
   };
 }
 
-/** The principal the bearer middleware resolved. */
-export function principalOf(req: Request): Principal {
-  const principal = req.auth?.extra?.principal as Principal | undefined;
-  if (!principal) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
-  return principal;
+/** Refusals a retry cannot fix; SDKs that honour `x-should-retry` stop retrying them. */
+export function isFinal(err: GatewayError): boolean {
+  return err.status < 500 && err.code !== 'CANCELLED';
 }
 
-/** Budget headers for a refusal: the caller's budgets as they stand now (bounded read, best effort). */
-export async function setBudgetHeadersFor(res: Response, gateway: Gateway, principal: Principal | undefined): Promise<void> {
-  if (!principal || res.headersSent) return;
-  setHeaders(res, await readBudgetHeaders(gateway, principal));
-}
-
-/** Gives the call its request id, echoed as `x-request-id` (also on auth refusals) and kept in `res.locals.requestId`. */
-export function startRequest(_req: Request, res: Response, next: NextFunction): void {
-  const id = randomUUID();
-  res.locals.requestId = id;
-  res.setHeader('x-request-id', id);
-  next();
+/** The bearer token of an `Authorization` header, if it holds one. */
+export function bearerToken(req: Request): string | undefined {
+  const header = req.headers.authorization;
+  if (!header) return undefined;
+  const [type, token] = header.split(' ');
+  return type!.toLowerCase() === 'bearer' && token ? token : header;
 }
 
 /** Aborted when the client goes away before the response is finished, so the call settles early. */
@@ -77,31 +77,147 @@ export function abortOnClose(res: Response): AbortSignal {
   return ac.signal;
 }
 
-/** Reads an API's `model` field: a tier name selects the tier, anything else names a model. */
-export function modelOrTier(policy: Policy, name: string | undefined): { model?: string; tier?: string } {
-  if (!name) return {};
-  return policy.config.tiers[name] ? { tier: name } : { model: name };
+function renderError(codec: WireCodec, gateway: Gateway, res: Response, err: GatewayError): void {
+  if (res.headersSent) return;
+  if (isFinal(err)) res.setHeader('x-should-retry', 'false');
+  if (err.code === 'AUTH_REQUIRED' || err.code === 'AUTH_INVALID' || err.code === 'FORBIDDEN') res.setHeader('WWW-Authenticate', bearerChallenge(gateway.policy, err));
+  res.status(codec.statusOf?.(err) ?? err.status).json(codec.errorBody(err, res));
 }
 
-/** Refusals a retry cannot fix; SDKs that honour `x-should-retry` stop retrying them. */
-export function isFinal(err: GatewayError): boolean {
-  return err.status < 500 && err.code !== 'CANCELLED';
+/** Budget headers for a refusal: the caller's budgets as they stand now (bounded read, best effort). */
+async function refusalHeaders(res: Response, gateway: Gateway, edge: EdgeAuthentication | undefined): Promise<void> {
+  if (!edge || res.headersSent) return;
+  setHeaders(res, await readBudgetHeaders(gateway, edge.principal));
 }
 
-/**
- * An error middleware for a compat router: body-parser failures (too large, not JSON) and
- * anything unexpected, in the API's own shape.
- */
-export function compatErrorHandler(render: ErrorRenderer, maxBodyBytes: number) {
-  return function compatErrors(err: unknown, _req: Request, res: Response, next: NextFunction): void {
+/** The router serving one compatible endpoint, whose JSON body parser (with its size limit) is `json`. */
+export function compatRouter(gateway: Gateway, codec: WireCodec, json: RequestHandler, maxBodyBytes: number): Router {
+  const router = Router();
+  const begin: RequestHandler = (_req, res, next) => {
+    const id = randomUUID();
+    res.locals.requestId = id;
+    res.setHeader('x-request-id', id);
+    codec.prepare?.(res);
+    // Before anything is awaited, so a client gone while its body is read still cancels the call.
+    res.locals.signal = abortOnClose(res);
+    next();
+  };
+
+  router.post(codec.path, begin, json, async (req, res) => {
+    const requestId = res.locals.requestId as string;
+    const signal = res.locals.signal as AbortSignal;
+    const secret = codec.credentialOf(req);
+    let edge: EdgeAuthentication | undefined;
+    try {
+      edge = await gateway.authenticate(secret ? { secret } : undefined, { transport: codec.transport, requestId });
+      const credential: Credential = { secret: secret!, verified: { policy: edge.policy, result: edge } };
+      const { stream, includeUsage } = codec.options(req.body);
+      const call: CompatCall = { requestId, created: Math.floor(Date.now() / 1000), maxTokens: DEFAULT_MAX_TOKENS, includeUsage };
+      const decode = (raw: unknown) => {
+        const args = codec.decode(raw);
+        call.maxTokens = args.max_tokens ?? DEFAULT_MAX_TOKENS;
+        return args;
+      };
+      const args = { raw: req.body, decode, modelNamesTier: true };
+      if (stream) {
+        await streamCall(res, gateway, codec, { credential, args, signal, edge, call });
+        return;
+      }
+      const result = await gateway.complete({ credential, args, transport: codec.transport, signal, requestId });
+      setBudgetHeaders(res, result.budgets);
+      res.setHeader('x-tollgate-tier', result.tier);
+      res.setHeader('x-tollgate-decision', result.decision.effect);
+      codec.render(res, result, call);
+    } catch (err) {
+      await refusalHeaders(res, gateway, edge);
+      renderError(codec, gateway, res, asGatewayError(err));
+    }
+  });
+
+  // Body-parser failures (too large, not JSON, bad encoding): the caller is authenticated first, as
+  // for any call, and the refusal goes through the pipeline so it is recorded with its code.
+  router.use(codec.path, async (err: unknown, req: Request, res: Response, next: NextFunction) => {
     if (res.headersSent) {
       next(err);
       return;
     }
-    const e = err as { type?: string; status?: number };
-    if (e.type === 'entity.too.large') render(res, new GatewayError('PAYLOAD_TOO_LARGE', `The request body exceeds ${maxBodyBytes} bytes.`));
-    else if (e.type === 'entity.parse.failed') render(res, new GatewayError('INVALID_REQUEST', 'The body is not valid JSON.'));
-    else if (e.status && e.status >= 400 && e.status < 500) render(res, new GatewayError('INVALID_REQUEST', 'The request could not be read.'));
-    else render(res, asGatewayError(err));
+    const secret = codec.credentialOf(req);
+    const requestId = res.locals.requestId as string | undefined;
+    let edge: EdgeAuthentication | undefined;
+    try {
+      edge = await gateway.authenticate(secret ? { secret } : undefined, { transport: codec.transport, requestId });
+      const rejected = bodyError(err, maxBodyBytes);
+      await gateway.complete({ credential: { secret: secret!, verified: { policy: edge.policy, result: edge } }, args: { raw: undefined, rejected }, transport: codec.transport, requestId });
+    } catch (refusal) {
+      await refusalHeaders(res, gateway, edge);
+      renderError(codec, gateway, res, asGatewayError(refusal));
+    }
+  });
+  return router;
+}
+
+/** What a body-parser error means for the caller. */
+export function bodyError(err: unknown, maxBodyBytes: number): GatewayError {
+  const e = err as { type?: string; status?: number; expose?: boolean; message?: string };
+  if (e.type === 'entity.too.large') return new GatewayError('PAYLOAD_TOO_LARGE', `The request body exceeds ${maxBodyBytes} bytes.`);
+  if (e.type === 'entity.parse.failed') return new GatewayError('INVALID_REQUEST', 'The body is not valid JSON.');
+  if (e.type === 'encoding.invalid') return new GatewayError('INVALID_REQUEST', 'The request body is not valid UTF-8.');
+  if (e.status && e.status >= 400 && e.status < 500) return new GatewayError('INVALID_REQUEST', `The request could not be read${e.expose && e.message ? `: ${e.message}` : ''}.`);
+  return asGatewayError(err);
+}
+
+interface StreamInput {
+  credential: Credential;
+  args: { raw: unknown; decode: (raw: unknown) => CompleteArgs; modelNamesTier: boolean };
+  signal: AbortSignal;
+  edge: EdgeAuthentication;
+  call: CompatCall;
+}
+
+/**
+ * Streams the answer as server-sent events. The status line waits for the first text, so a refusal
+ * before any output still arrives as a plain error response with its own status. Budget headers go
+ * with the head, so they are read before the call (this call not yet counted).
+ */
+async function streamCall(res: Response, gateway: Gateway, codec: WireCodec, input: StreamInput): Promise<void> {
+  const { call } = input;
+  const before = await readBudgetHeaders(gateway, input.edge.principal);
+  let model: string | undefined;
+  const send: SseSend = (data, event) => res.write(`${event ? `event: ${event}\n` : ''}data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+  const start = (served: string) => {
+    if (model) return;
+    model = served;
+    setHeaders(res, before);
+    res.status(200).setHeader('content-type', 'text/event-stream; charset=utf-8');
+    res.setHeader('cache-control', 'no-cache');
+    res.flushHeaders();
+    codec.stream.start(send, served, call);
   };
+  let result: CallResult;
+  try {
+    result = await gateway.complete({
+      credential: input.credential,
+      args: input.args,
+      transport: codec.transport,
+      signal: input.signal,
+      requestId: call.requestId,
+      onText: (delta, served) => {
+        start(served);
+        codec.stream.delta(send, delta, served, call);
+      },
+    });
+  } catch (err) {
+    const ge = asGatewayError(err);
+    if (!model) {
+      await refusalHeaders(res, gateway, input.edge);
+      renderError(codec, gateway, res, ge);
+    } else if (!res.writableEnded) {
+      codec.stream.error(send, ge);
+      res.end();
+    }
+    return;
+  }
+  start(result.model);
+  codec.stream.end(send, result, call);
+  res.end();
 }

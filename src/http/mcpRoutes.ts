@@ -9,8 +9,9 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
 import { CancelledNotificationSchema, type CancelledNotification, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { GatewayError } from '../errors.js';
-import type { BudgetView, Gateway } from '../gateway.js';
-import type { Principal } from '../identity/principal.js';
+import type { BudgetView } from '../call/budget.js';
+import type { EdgeAuthentication, Gateway } from '../gateway/gateway.js';
+import { ownerKey, type Principal } from '../identity/principal.js';
 import { createMcpServer } from '../mcp/server.js';
 import { setBudgetHeaders, setHeaders, type BudgetHeaderReader } from './budgetHeaders.js';
 import type { Session, SessionTable } from './sessions.js';
@@ -25,11 +26,6 @@ export interface McpRouteOptions {
   version: string;
 }
 
-/** Who a session belongs to: the same credential, user and actor chain. */
-export function ownerOf(p: Principal): string {
-  return `${p.authMethod}:${p.credentialId ?? ''}:${p.user}:${(p.actors ?? []).join('>')}`;
-}
-
 const principalOf = (req: Request) => req.auth?.extra?.principal as Principal | undefined;
 
 /** POST, GET and DELETE on /mcp. */
@@ -42,7 +38,10 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
       gateway,
       transport: 'http',
       version: opts.version,
-      principalFor: (extra) => extra.authInfo?.extra?.principal as Principal | undefined,
+      credentialFor: (extra) => {
+        const edge = extra.authInfo?.extra?.edge as EdgeAuthentication | undefined;
+        return extra.authInfo && edge ? { secret: extra.authInfo.token, verified: { policy: edge.policy, result: edge } } : undefined;
+      },
       onCallDone,
     });
 
@@ -95,7 +94,7 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
 
   /** The session a request names, or an answer already sent (404 unknown, 403 someone else's). */
   const sessionOf = (req: Request, res: Response, sid: string): Session | undefined => {
-    const found = sessions.lookup(sid, ownerOf(principalOf(req)!));
+    const found = sessions.lookup(sid, ownerKey(principalOf(req)!));
     if ('session' in found) return found.session;
     if (found.error === 'forbidden') sendError(res, new GatewayError('FORBIDDEN', 'This session belongs to another caller.'));
     else res.status(404).json({ jsonrpc: '2.0', error: { code: -32001, message: 'Session not found; initialize a new one.' }, id: null });
@@ -130,7 +129,7 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
         res.status(400).json({ jsonrpc: '2.0', error: { code: -32000, message: 'No mcp-session-id header: send initialize first.' }, id: null });
         return;
       }
-      session = sessions.open(ownerOf(principal));
+      session = sessions.open(ownerKey(principal));
       if (!session) {
         res.status(503).json({ jsonrpc: '2.0', error: { code: -32000, message: 'Too many open sessions; try again later.' }, id: null });
         return;

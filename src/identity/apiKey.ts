@@ -4,8 +4,7 @@
  * store (keys issued and revoked by the admin CLI, seen by every replica) plugs in here.
  */
 import { createHash } from 'node:crypto';
-import type { Policy } from '../policy/load.js';
-import type { ApiKeyConfig } from '../policy/schema.js';
+import type { ApiKeyConfig } from './config.js';
 import type { Principal } from './principal.js';
 
 /** Looks a key up by the hex SHA-256 of its value. */
@@ -18,9 +17,9 @@ export function hashApiKey(key: string): string {
   return createHash('sha256').update(key, 'utf8').digest('hex');
 }
 
-/** The keys listed in the policy file. */
-export function policyApiKeys(policy: Policy): ApiKeyResolver {
-  return { resolve: (hash) => policy.apiKeys.get(hash) };
+/** The keys listed in the policy file, by hash (`Policy.apiKeys`). */
+export function policyApiKeys(keys: ReadonlyMap<string, ApiKeyConfig>): ApiKeyResolver {
+  return { resolve: (hash) => keys.get(hash) };
 }
 
 /** The principal an API key stands for. */

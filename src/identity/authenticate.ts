@@ -5,8 +5,7 @@
  * acting agent is allowed to act for users. Transports map AUTH_* to 401 and FORBIDDEN to 403.
  */
 import { GatewayError } from '../errors.js';
-import type { Policy } from '../policy/load.js';
-import { hashApiKey, policyApiKeys, principalFromApiKey, type ApiKeyResolver } from './apiKey.js';
+import { hashApiKey, principalFromApiKey, type ApiKeyResolver } from './apiKey.js';
 import type { Actor } from './claims.js';
 import type { IdentityConfig } from './config.js';
 import { JwtVerifier, looksLikeJwt } from './jwt.js';
@@ -24,23 +23,27 @@ export interface AuthenticateOptions {
 }
 
 export interface AuthenticatorOptions {
-  /** Where API key hashes are looked up; default: the policy's `apiKeys`. */
-  apiKeys?: ApiKeyResolver;
+  /** Where API key hashes are looked up: the policy's `apiKeys`, then any issued at run time. */
+  apiKeys: ApiKeyResolver;
   now?: () => number;
 }
 
 const UNKNOWN_KEY = 'The API key is not recognised (unknown, revoked or disabled).';
 
-/** Authenticates credentials under one policy. Build one per policy: it holds the JWKS caches. */
+/**
+ * Authenticates credentials under one policy's identity section. Build one per policy: it holds
+ * the JWKS caches.
+ */
 export class Authenticator {
-  private readonly identity: IdentityConfig;
   private readonly apiKeys: ApiKeyResolver;
   private readonly jwt: JwtVerifier;
 
-  constructor(policy: Policy, opts: AuthenticatorOptions = {}) {
-    this.identity = policy.config.identity;
-    this.apiKeys = opts.apiKeys ?? policyApiKeys(policy);
-    this.jwt = new JwtVerifier(this.identity, { now: opts.now });
+  constructor(
+    private readonly identity: IdentityConfig,
+    opts: AuthenticatorOptions,
+  ) {
+    this.apiKeys = opts.apiKeys;
+    this.jwt = new JwtVerifier(identity, { now: opts.now });
   }
 
   /** Proves who presents `credential`. Throws AUTH_INVALID (unknown/bad) or FORBIDDEN (not allowed). */

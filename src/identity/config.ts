@@ -131,3 +131,19 @@ export const identitySchema = z
 export type IdentityConfig = z.infer<typeof identitySchema>;
 
 export const DEFAULT_IDENTITY: IdentityConfig = { oidc: [], requiredRoles: [], requiredGroups: [], delegation: { allowedActors: [] } };
+
+/** One entry of the policy's `apiKeys` list. */
+export const apiKeySchema = z
+  .object({
+    id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, 'ids use letters, digits and _ . : -'),
+    /** Hex SHA-256 of the key; the key itself never sits in the file (`tollgate hash-key`). */
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, '64 lowercase hex characters'),
+    user: z.string().min(1),
+    teams: z.array(z.string()).default([]),
+    costCenter: z.string().optional(),
+    groups: z.array(z.string()).default([]),
+    roles: z.array(z.string()).default([]),
+    disabled: z.boolean().default(false),
+  })
+  .strict();
+export type ApiKeyConfig = z.infer<typeof apiKeySchema>;

@@ -28,3 +28,11 @@ export function principalView(p: Principal): Record<string, unknown> {
     actors: p.actors ?? [],
   };
 }
+
+/**
+ * Who owns what a caller opens (MCP sessions, A2A tasks, cached budget reads): the same
+ * credential, user and actor chain. One function, so every transport draws the line alike.
+ */
+export function ownerKey(p: Principal): string {
+  return `${p.authMethod}:${p.credentialId ?? ''}:${p.user}:${(p.actors ?? []).join('>')}`;
+}

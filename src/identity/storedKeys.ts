@@ -10,7 +10,7 @@ import KeyvRedis from '@keyv/redis';
 import Keyv from 'keyv';
 import { GatewayError } from '../errors.js';
 import { TtlCache } from '../ttlCache.js';
-import type { ApiKeyConfig } from '../policy/schema.js';
+import type { ApiKeyConfig } from './config.js';
 import { hashApiKey, type ApiKeyResolver } from './apiKey.js';
 
 export interface StoredKey extends ApiKeyConfig {

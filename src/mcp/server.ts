@@ -19,18 +19,21 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { asGatewayError, GatewayError } from '../errors.js';
-import type { BudgetView, Gateway } from '../gateway.js';
-import type { Principal } from '../identity/principal.js';
-import type { TransportName } from '../pipeline/context.js';
-import { completeArgs, completeResult, listModelsResult, myBudgetResult, parseCompleteArgs } from './tools/schemas.js';
+import type { BudgetView } from '../call/budget.js';
+import type { Gateway } from '../gateway/gateway.js';
+import type { Credential, TransportName } from '../pipeline/context.js';
+import { completeArgs, completeResult, listModelsResult, myBudgetResult } from './tools/schemas.js';
 
 export type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 
 export interface McpServerOptions {
   gateway: Gateway;
   transport: TransportName;
-  /** Who is calling: from the verified bearer token (HTTP) or the start-up credential (stdio). */
-  principalFor: (extra: ToolExtra) => Principal | undefined;
+  /**
+   * What the caller presented: the bearer token with its edge verification (HTTP) or the start-up
+   * credential (stdio). The gateway authenticates it under the call's policy snapshot.
+   */
+  credentialFor: (extra: ToolExtra) => Credential | undefined;
   version: string;
   /**
    * Called when a tool call has finished, before its answer is sent: with the budgets its result
@@ -104,19 +107,18 @@ export function createMcpServer(opts: McpServerOptions): Server {
     // The budgets the answer reports, when it reports any; handed to onCallDone before answering.
     let budgets: BudgetView[] | undefined;
     try {
-      const principal = opts.principalFor(extra);
-      if (!principal) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
-      if (name === 'list_models') {
-        const tiers = opts.gateway.listModels(principal);
-        const lines = tiers.map((t) => `${t.tier}${t.allowed ? '' : ' (not for you)'}: ${t.models.map((m) => m.model).join(', ')}`);
-        return ok({ tiers }, lines.join('\n'));
-      }
-      if (name === 'my_budget') {
+      const credential = opts.credentialFor(extra);
+      if (name !== 'complete') {
+        const { principal } = await opts.gateway.authenticate(credential, { transport: opts.transport });
+        if (name === 'list_models') {
+          const tiers = opts.gateway.listModels(principal);
+          const lines = tiers.map((t) => `${t.tier}${t.allowed ? '' : ' (not for you)'}: ${t.models.map((m) => m.model).join(', ')}`);
+          return ok({ tiers }, lines.join('\n'));
+        }
         budgets = await opts.gateway.myBudget(principal);
         const lines = budgets.map((b) => `${b.id} (${b.scope} ${b.subject}): ${b.remaining} of ${b.limit} ${b.unit} left, resets ${b.resetsAt}`);
         return ok({ user: principal.user, budgets }, lines.length ? lines.join('\n') : 'No budget applies to you.');
       }
-      const request = parseCompleteArgs(req.params.arguments, opts.gateway.policy.config.limits);
       const progressToken = extra._meta?.progressToken;
       let progress = 0;
       const onText =
@@ -128,7 +130,7 @@ export function createMcpServer(opts: McpServerOptions): Server {
                 .sendNotification({ method: 'notifications/progress', params: { progressToken, progress, message: delta } })
                 .catch(() => undefined);
             };
-      const result = await opts.gateway.complete({ principal, transport: opts.transport, request, signal: extra.signal, onText });
+      const result = await opts.gateway.complete({ credential, args: { raw: req.params.arguments }, transport: opts.transport, signal: extra.signal, onText });
       budgets = result.budgets;
       return ok({ ...result }, result.text);
     } catch (err) {

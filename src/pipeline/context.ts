@@ -1,14 +1,18 @@
 /**
- * The typed state of one call as it moves through the pipeline. Transports create it; steps fill
- * it in; the meter step turns it into the decision event.
+ * The typed state of one call as it moves through the pipeline. The gateway creates it from what a
+ * transport handed over (a credential and wire-neutral arguments); steps fill it in; the meter
+ * step turns it into the decision event, whichever step ended the call.
  */
 import type { Logger } from 'pino';
+import type { CompletionInput } from '../call/request.js';
 import type { GatewayError } from '../errors.js';
+import type { Authenticated } from '../identity/authenticate.js';
 import type { Principal } from '../identity/principal.js';
-import type { BudgetState, CompletionInput, Decision } from '../policy/decide.js';
+import type { BudgetLine } from '../policy/budgets.js';
+import type { BudgetState, Decision } from '../policy/decide.js';
 import type { ModelInfo, Policy } from '../policy/load.js';
+import type { OutputClamp } from '../policy/plan.js';
 import type { Usage } from '../providers/provider.js';
-import type { BudgetLine } from './budgets.js';
 
 export type TransportName = 'stdio' | 'http' | 'a2a' | 'openai' | 'anthropic' | 'cli';
 
@@ -23,14 +27,50 @@ export interface Attempt {
   ms: number;
 }
 
+/** A credential exactly as the transport received it; the authenticate step proves it. */
+export interface Credential {
+  /** The API key or JWT. Never logged or recorded: events carry its kind and a short fingerprint. */
+  secret: string;
+  /** Accept only this kind (stdio's TOLLGATE_TOKEN must be a JWT). */
+  only?: 'api_key' | 'jwt';
+  /** Where the caller put it (an environment variable), named in refusals; stdio API keys authenticate as `stdio_env`. */
+  source?: 'TOLLGATE_API_KEY' | 'TOLLGATE_TOKEN';
+  /** An edge verification of this same credential; reused only under the same policy snapshot and before it expires. */
+  verified?: { policy: Policy; result: Authenticated };
+}
+
+/** What a call asks for before validation: the transport's arguments and how to read them. */
+export interface CallArguments {
+  /** Wire-neutral `complete` arguments, or the transport's own body when `decode` is given. */
+  raw: unknown;
+  /** Turns a transport's body into `complete` arguments; throws INVALID_REQUEST naming the field. */
+  decode?: (raw: unknown) => unknown;
+  /** The API's `model` field may name a tier (OpenAI/Anthropic-compatible endpoints, A2A). */
+  modelNamesTier?: boolean;
+  /** A refusal the transport met before the arguments could be read (body too large, not JSON). */
+  rejected?: GatewayError;
+}
+
+/** Whether the context is a completion or only an authentication at the edge (recorded only when refused). */
+export type CallPurpose = 'complete' | 'authenticate';
+
 export interface CallContext {
   readonly id: string;
   readonly transport: TransportName;
+  readonly purpose: CallPurpose;
   readonly startedAt: number;
   /** The policy as it was when the call started; a hot reload does not change it mid-call. */
   readonly policy: Policy;
-  readonly principal: Principal | undefined;
-  readonly request: CompletionInput;
+  /** Set by the transport; the authenticate step turns it into `principal`. */
+  readonly credential?: Credential;
+  /** Set by the authenticate step (or by an in-process caller that is already trusted). */
+  principal?: Principal;
+  /** When the credential stops being valid, seconds since the epoch. */
+  credentialExpiresAt?: number;
+  /** Set by the transport; the validate step turns it into `request`. */
+  readonly args?: CallArguments;
+  /** Set by the validate step (or by an in-process caller). */
+  request?: CompletionInput;
   /** Aborted when the caller cancels or disconnects; wired to the upstream request. */
   readonly signal: AbortSignal;
   /** Set when the caller wants text as it arrives (MCP progress, SSE); `model` is the ref serving it. */
@@ -44,7 +84,7 @@ export interface CallContext {
   /** The model and amounts reserved; set once the reservation holds. */
   reservation?: { model: ModelInfo; tier: string; amounts: number[] };
   /** Max tokens lowered to what the remaining budget can pay for, and the budget that set it. */
-  outputClamp?: { tokens: number; budgetId: string };
+  outputClamp?: OutputClamp;
   attempts: Attempt[];
   /** The model that served the call and what it returned. */
   served?: { model: ModelInfo; responseModel: string; text: string; stopReason?: string };
@@ -62,4 +102,10 @@ export interface CallContext {
    * answer (`limits.settleBeforeReply: false`); the decision event waits for it. Never rejects.
    */
   settling?: Promise<void>;
+}
+
+/** The principal and request of a call past the authenticate and validate steps. */
+export function admitted(ctx: CallContext): { principal: Principal; request: CompletionInput } {
+  if (!ctx.principal || !ctx.request) throw new Error('pipeline step ran before authenticate and validate');
+  return { principal: ctx.principal, request: ctx.request };
 }

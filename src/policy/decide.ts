@@ -5,19 +5,8 @@
  */
 import { GatewayError } from '../errors.js';
 import { principalView, type Principal } from '../identity/principal.js';
-import type { ChatMessage } from '../providers/provider.js';
+import type { CompletionInput } from '../call/request.js';
 import type { CompiledBudget, ModelInfo, Policy } from './load.js';
-
-/** A validated completion request, whatever transport it came from. */
-export interface CompletionInput {
-  messages: ChatMessage[];
-  system?: string;
-  /** `provider/model`, or a bare model id when unambiguous. */
-  model?: string;
-  tier?: string;
-  maxTokens: number;
-  temperature?: number;
-}
 
 /** One applicable budget line with its current state, read before deciding. */
 export interface BudgetState {

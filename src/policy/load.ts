@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { GatewayError } from '../errors.js';
-import { checkIdentity } from '../identity/policyChecks.js';
+import { checkIdentity } from './identityChecks.js';
 import { isEgressAllowed, providerEndpoint } from '../providers/egress.js';
 import { shippedPrice, type Price } from '../providers/prices.js';
 import { resolveBindings, defaultSources, type BindingSources } from './bindings.js';

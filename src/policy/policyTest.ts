@@ -12,7 +12,7 @@ import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import type { Principal } from '../identity/principal.js';
-import { DEFAULT_MAX_TOKENS } from '../mcp/tools/schemas.js';
+import { DEFAULT_MAX_TOKENS } from '../call/request.js';
 import type { Decision } from './decide.js';
 import { loadPolicyFile, PolicyError, type Policy } from './load.js';
 import { simulate } from './simulate.js';

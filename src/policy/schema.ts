@@ -3,7 +3,8 @@
  * generated from these same zod schemas (tools/gen-schema.ts), so the two cannot drift.
  */
 import { z } from 'zod';
-import { DEFAULT_IDENTITY, identitySchema } from '../identity/config.js';
+import { apiKeySchema, DEFAULT_IDENTITY, identitySchema, type ApiKeyConfig } from '../identity/config.js';
+import { providerSchema, type ProviderConfig } from '../providers/config.js';
 import { isValidTimezone } from '../quota/windows.js';
 
 const id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, 'ids use letters, digits and _ . : -');
@@ -12,32 +13,9 @@ export const modelRefSchema = z.string().regex(/^[a-z0-9][a-z0-9_-]*\/\S+$/, 'a 
 const timezone = z.string().refine(isValidTimezone, { message: 'not an IANA timezone name (e.g. Europe/Paris)' });
 const positiveInt = z.number().int().positive();
 
-const common = {
-  baseUrl: z.url().optional(),
-  timeoutMs: positiveInt.default(60_000),
-  maxRetries: z.number().int().min(0).max(5).default(0),
-};
+export { apiKeySchema, providerSchema, type ApiKeyConfig, type ProviderConfig };
 
-export const providerSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('demo'), latencyMs: z.number().int().min(0).default(0) }).strict(),
-  z.object({ kind: z.literal('anthropic'), apiKey: z.string().min(1), ...common }).strict(),
-  z.object({ kind: z.literal('openai'), apiKey: z.string().min(1), organization: z.string().optional(), ...common }).strict(),
-  z
-    .object({
-      kind: z.literal('bedrock'),
-      region: z.string().min(1),
-      accessKeyId: z.string().optional(),
-      secretAccessKey: z.string().optional(),
-      sessionToken: z.string().optional(),
-      ...common,
-    })
-    .strict()
-    .refine((c) => (c.accessKeyId === undefined) === (c.secretAccessKey === undefined), {
-      message: 'accessKeyId and secretAccessKey must be given together',
-      path: ['secretAccessKey'],
-    }),
-]);
-export type ProviderConfig = z.infer<typeof providerSchema>;
+
 
 export const priceSchema = z
   .object({
@@ -107,20 +85,7 @@ const ruleSchema = z
   .refine((r) => r.effect !== 'cap_tier' || r.tier, { message: 'cap_tier needs a tier', path: ['tier'] });
 export type RuleConfig = z.infer<typeof ruleSchema>;
 
-const apiKeySchema = z
-  .object({
-    id,
-    /** Hex SHA-256 of the key; the key itself never sits in the file (`tollgate hash-key`). */
-    sha256: z.string().regex(/^[0-9a-f]{64}$/, '64 lowercase hex characters'),
-    user: z.string().min(1),
-    teams: z.array(z.string()).default([]),
-    costCenter: z.string().optional(),
-    groups: z.array(z.string()).default([]),
-    roles: z.array(z.string()).default([]),
-    disabled: z.boolean().default(false),
-  })
-  .strict();
-export type ApiKeyConfig = z.infer<typeof apiKeySchema>;
+
 
 /** A SIEM that receives every decision event (Splunk HTTP Event Collector format). Its host must be on egress.allow. */
 const siemSchema = z

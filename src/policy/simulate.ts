@@ -1,18 +1,17 @@
 /**
  * What the pipeline would do with one call, worked out without a store or a provider: the pure
- * decision, then the reservation step replayed against a given usage snapshot. Policy tests and
- * `tollgate explain` use it so they report what a real call would see, including a budget that
- * cannot cover the reservation (BUDGET_EXHAUSTED) or a step down because a tier does not fit.
- *
- * The replay mirrors src/pipeline/steps/reserve.ts: every tier from the decided one down at the
- * max tokens asked for, then every tier again with max tokens lowered to what the budgets can pay
- * for (not below limits.minOutputTokens). A line fits when used + reserved + amount <= limit,
- * the quota store's own check.
+ * decision, then the planner's candidates (plan.ts) tried against a given usage snapshot. Policy
+ * tests and `tollgate explain` use it so they report what a real call would see, including a
+ * budget that cannot cover the reservation (BUDGET_EXHAUSTED) or a step down because a tier does
+ * not fit. The reserve step tries the same candidates against the quota store.
  */
 import type { Principal } from '../identity/principal.js';
-import { affordableOutput, amountFor, applicableLines, estimateInputTokens, outputTokensFor } from '../pipeline/budgets.js';
-import { decide, type BudgetState, type CompletionInput, type Decision } from './decide.js';
+import { toLedger } from '../call/budget.js';
+import { applicableLines, estimateInputTokens } from './budgets.js';
+import type { CompletionInput } from '../call/request.js';
+import { decide, type BudgetState, type Decision } from './decide.js';
 import type { Policy } from './load.js';
+import { admittedDecision, exhaustedDecision, planCandidates, shortfallIn, type OutputClamp, type Shortfall } from './plan.js';
 
 /** Usage of one budget in the current window, in the budget's display unit (tokens, or USD for dollar budgets). */
 export interface UsageInput {
@@ -42,12 +41,7 @@ export interface Simulation {
   budgets: BudgetState[];
   estimatedInputTokens: number;
   /** Max tokens lowered to what a budget can pay for, when that happened. */
-  clamp?: { tokens: number; budgetId: string };
-}
-
-/** Converts a display amount (tokens or USD) to ledger units (tokens or micro-USD). */
-function toLedger(unit: 'tokens' | 'usd', n: number): number {
-  return unit === 'usd' ? Math.round(n * 1e6) : n;
+  clamp?: OutputClamp;
 }
 
 /** The budget states that apply to `principal` at `now`, filled from `usage`. */
@@ -65,7 +59,7 @@ export function budgetStates(policy: Policy, principal: Principal, now: number, 
   });
 }
 
-/** Decides one call and replays the reservation against the usage given. */
+/** Decides one call and tries the planner's candidates against the usage given. */
 export function simulate(input: SimulateInput): Simulation {
   const { policy, request } = input;
   const budgets = budgetStates(policy, input.principal, input.now, input.usage);
@@ -75,57 +69,11 @@ export function simulate(input: SimulateInput): Simulation {
   const base = { decided, budgets, estimatedInputTokens };
   if (decided.effect === 'deny' || budgets.length === 0) return { ...base, decision: decided };
 
-  const tierModels = (tier: string) => (tier === decided.tier ? decided.candidates : policy.config.tiers[tier]!.map((r) => policy.models.get(r)!));
-  const tiers = [decided.tier, ...decided.fallbackTiers];
-  const plans: { tier: string; clamp?: { tokens: number; budgetId: string } }[] = tiers.map((tier) => ({ tier }));
-  for (const tier of tiers) {
-    const models = tierModels(tier);
-    const fit = affordableOutput(budgets, models, estimatedInputTokens);
-    const wanted = Math.max(...models.map((m) => outputTokensFor(request.maxTokens, m)));
-    if (fit && fit.tokens < wanted && fit.tokens >= policy.config.limits.minOutputTokens) plans.push({ tier, clamp: fit });
+  let first: Shortfall | undefined;
+  for (const candidate of planCandidates({ policy, decision: decided, request, budgets, estimatedInputTokens })) {
+    const short = shortfallIn(budgets, candidate);
+    if (!short) return { ...base, decision: admittedDecision(decided, candidate, first), clamp: candidate.clamp };
+    first ??= short;
   }
-
-  let refusal: { budget: BudgetState; requested: number } | undefined;
-  for (const plan of plans) {
-    const models = tierModels(plan.tier);
-    const short = budgets.find((b) => {
-      const amount = Math.max(...models.map((m) => amountFor(b.budget, m, { inputTokens: estimatedInputTokens, outputTokens: outputTokensFor(request.maxTokens, m, plan.clamp?.tokens) })));
-      const over = b.used + b.reserved + amount > b.budget.limit;
-      if (over) refusal ??= { budget: b, requested: amount };
-      return over;
-    });
-    if (short) continue;
-    let decision: Decision = decided;
-    if (plan.tier !== decided.tier) {
-      decision = {
-        ...decided,
-        effect: 'tier_down',
-        tier: plan.tier,
-        candidates: models,
-        fallbackTiers: [],
-        budgetId: refusal?.budget.budget.config.id,
-        ruleId: undefined,
-        reason: `Budget ${refusal?.budget.budget.config.id} cannot cover a ${decided.tier} call; served by tier ${plan.tier}.`,
-      };
-    }
-    if (plan.clamp) {
-      decision = { ...decision, reason: `${decision.reason}; max_tokens lowered to ${plan.clamp.tokens}, all that budget ${plan.clamp.budgetId} can pay for` } as Decision;
-    }
-    return { ...base, decision, clamp: plan.clamp };
-  }
-
-  const b = refusal!.budget;
-  const left = Math.max(0, b.budget.limit - b.used - b.reserved);
-  return {
-    ...base,
-    decision: {
-      effect: 'deny',
-      code: 'BUDGET_EXHAUSTED',
-      requestedTier: decided.requestedTier,
-      requestedModel: decided.requestedModel,
-      budgetId: b.budget.config.id,
-      resetsAt: b.resetsAt,
-      reason: `Budget ${b.budget.config.id} (${b.budget.config.scope} ${b.subject}) cannot cover this call: ${left} ${b.budget.unit === 'usd' ? 'micro-USD' : 'tokens'} left, ${refusal!.requested} needed. It resets at ${new Date(b.resetsAt).toISOString()}.`,
-    },
-  };
+  return { ...base, decision: exhaustedDecision(decided, first!, budgets) };
 }

@@ -6,7 +6,7 @@
  */
 import Anthropic, { type ClientOptions } from '@anthropic-ai/sdk';
 import { GatewayError } from '../errors.js';
-import type { ProviderConfig } from '../policy/schema.js';
+import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
 import { idleGuard, sdkTransport } from './fetchSdk.js';

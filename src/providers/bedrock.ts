@@ -23,7 +23,7 @@ import {
 } from '@aws-sdk/client-bedrock-runtime';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { GatewayError } from '../errors.js';
-import type { ProviderConfig } from '../policy/schema.js';
+import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
 import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage } from './provider.js';

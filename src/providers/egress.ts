@@ -8,7 +8,7 @@
  * port allows any port.
  */
 import { GatewayError } from '../errors.js';
-import type { ProviderConfig } from '../policy/schema.js';
+import type { ProviderConfig } from './config.js';
 
 /** Where each kind sends traffic when the policy gives no baseUrl. */
 export function defaultEndpoint(config: ProviderConfig): string | undefined {

@@ -2,11 +2,9 @@
  * The small interface every model backend implements. The pipeline never knows which SDK serves
  * a call: it hands a provider-neutral request to `complete` or `stream` and gets text and usage back.
  */
+import type { ChatMessage } from '../call/request.js';
 
-export interface ChatMessage {
-  role: 'user' | 'assistant';
-  content: string;
-}
+export type { ChatMessage };
 
 /** Provider-neutral completion request; `model` is the provider's own model id. */
 export interface CompletionRequest {

@@ -3,7 +3,7 @@
  * place that knows the list of kinds.
  */
 import { GatewayError } from '../errors.js';
-import type { ProviderConfig } from '../policy/schema.js';
+import type { ProviderConfig } from './config.js';
 import { createDemoProvider } from './demo.js';
 import { providerEndpoint } from './egress.js';
 import type { Provider } from './provider.js';

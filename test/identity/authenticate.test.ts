@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
 import { Authenticator } from '../../src/identity/authenticate.js';
-import { parsePolicy, type PolicyError } from '../../src/policy/load.js';
+import { policyApiKeys } from '../../src/identity/apiKey.js';
+import { parsePolicy, type Policy, type PolicyError } from '../../src/policy/load.js';
 import { KEYS, sha } from '../fixtures/policies.js';
 import { startTestIssuer, type TestIssuer } from '../helpers/jwks.js';
 
@@ -30,12 +31,18 @@ async function refusal(p: Promise<unknown>): Promise<{ code: string; message: st
   return { code: (err as GatewayError).code, message: (err as GatewayError).message };
 }
 
+
+/** The authenticator a gateway builds for a policy: its identity section and its own API keys. */
+function authenticatorFor(p: Policy): Authenticator {
+  return new Authenticator(p.config.identity, { apiKeys: policyApiKeys(p.apiKeys) });
+}
+
 describe('Authenticator', () => {
   let idp: TestIssuer;
   let withOidc: Authenticator;
   beforeAll(async () => {
     idp = await startTestIssuer();
-    withOidc = new Authenticator(
+    withOidc = authenticatorFor(
       parsePolicy(
         policy(`
 identity:
@@ -61,7 +68,7 @@ identity:
   });
 
   it('treats a JWT-shaped value as an unknown key when no issuer is configured', async () => {
-    const keysOnly = new Authenticator(parsePolicy(policy(''), 't.yaml'));
+    const keysOnly = authenticatorFor(parsePolicy(policy(''), 't.yaml'));
     const token = await idp.sign({ sub: 'alice', aud: AUD });
     expect(await refusal(keysOnly.authenticate(token))).toEqual({ code: 'AUTH_INVALID', message: 'The API key is not recognised (unknown, revoked or disabled).' });
     expect(await refusal(keysOnly.authenticate(token, { only: 'jwt' }))).toEqual({

@@ -113,7 +113,7 @@ describe('OpenFGA in the pipeline', () => {
   });
 
   const call = async (key: string, tier: string) => {
-    const { principal } = await rt.gateway.authenticate(key);
+    const { principal } = await rt.gateway.authenticate({ secret: key }, { transport: 'cli' });
     return rt.gateway.complete({ principal, transport: 'cli', request: { messages: [{ role: 'user', content: 'hello' }], tier, maxTokens: 10 } });
   };
 

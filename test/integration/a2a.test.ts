@@ -1,15 +1,16 @@
 import { Role, TaskState, type Message, type Task } from '@a2a-js/sdk';
 import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory, type Client } from '@a2a-js/sdk/client';
 import { afterEach, describe, expect, it } from 'vitest';
-import { applicableLines } from '../../src/pipeline/budgets.js';
+import { applicableLines } from '../../src/policy/budgets.js';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { keyPrincipal } from '../helpers/principal.js';
 
 const NOW = Date.parse('2026-11-25T10:00:00Z'); // a Wednesday; the weekly budget resets Monday 00:00 Paris
 
 async function precharge(gw: TestGateway, key: string, amount: number): Promise<void> {
   const g = gw.runtime.gateway;
-  const lines = applicableLines(g.policy.budgets, g.authenticateApiKey(key), NOW, 'tollgate:');
+  const lines = applicableLines(g.policy.budgets, keyPrincipal(g, key), NOW, 'tollgate:');
   await g.store.settle(`seed-${key}-${amount}`, lines.map((l) => ({ ...l.line, amount })));
 }
 
@@ -140,7 +141,7 @@ describe('A2A agent with the A2A SDK client', () => {
   it('cancels the call and releases its reservation when a streaming client disconnects', async () => {
     gw = await startTestGateway(basicPolicy().replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 10000 }'), { now: () => NOW });
     const g = gw.runtime.gateway;
-    const budget = async () => (await g.myBudget(g.authenticateApiKey(KEYS.alice)))[0]!;
+    const budget = async () => (await g.myBudget(keyPrincipal(g, KEYS.alice)))[0]!;
     const client = await a2aClient(gw.url, KEYS.alice);
     const ac = new AbortController();
     const consumed = (async () => {
@@ -157,7 +158,7 @@ describe('A2A agent with the A2A SDK client', () => {
   it('cancels a running task on CancelTask and releases its reservation', async () => {
     gw = await startTestGateway(basicPolicy().replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 10000 }'), { now: () => NOW });
     const g = gw.runtime.gateway;
-    const budget = async () => (await g.myBudget(g.authenticateApiKey(KEYS.alice)))[0]!;
+    const budget = async () => (await g.myBudget(keyPrincipal(g, KEYS.alice)))[0]!;
     const client = await a2aClient(gw.url, KEYS.alice);
     const configuration = { acceptedOutputModes: [], taskPushNotificationConfig: undefined, returnImmediately: true };
     const started = (await client.sendMessage({ tenant: '', message: userMessage('Hello'), configuration, metadata: undefined })) as Task;
@@ -170,12 +171,18 @@ describe('A2A agent with the A2A SDK client', () => {
     expect(await budget()).toMatchObject({ used: 0, reserved: 0 });
   });
 
-  it('refuses a call without a token and with an unknown one (HTTP 401)', async () => {
+  it('refuses a call without a token and with an unknown one (HTTP 401), recording each refusal once with its code', async () => {
     await start();
     const anonymous = await a2aClient(gw!.url);
     await expect(send(anonymous, 'Hello')).rejects.toThrow(/Status: 401.*Missing Authorization header/);
     const stranger = await a2aClient(gw!.url, 'not-a-key');
     await expect(send(stranger, 'Hello')).rejects.toThrow(/Status: 401.*The API key is not recognised/);
-    expect(gw!.events).toEqual([]);
+    await gw!.idle();
+    expect(gw!.events.map((e) => [e.transport, e.effect, e.outcome, e['error.code'], e['user.id'], e['auth.credential.kind']])).toEqual([
+      ['a2a', 'error', 'refused', 'AUTH_REQUIRED', undefined, 'none'],
+      ['a2a', 'error', 'refused', 'AUTH_INVALID', undefined, 'api_key'],
+    ]);
+    expect(gw!.events[1]!['auth.credential.fingerprint']).toMatch(/^[0-9a-f]{12}$/);
+    expect(JSON.stringify(gw!.events)).not.toContain('not-a-key');
   });
 });

@@ -1,14 +1,15 @@
 import Anthropic, { APIError } from '@anthropic-ai/sdk';
 import { afterEach, describe, expect, it } from 'vitest';
-import { applicableLines } from '../../src/pipeline/budgets.js';
+import { applicableLines } from '../../src/policy/budgets.js';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { keyPrincipal } from '../helpers/principal.js';
 
 const NOW = Date.parse('2026-11-25T10:00:00Z'); // a Wednesday; the weekly budget resets Monday 00:00 Paris
 
 async function precharge(gw: TestGateway, key: string, amount: number): Promise<void> {
   const g = gw.runtime.gateway;
-  const lines = applicableLines(g.policy.budgets, g.authenticateApiKey(key), NOW, 'tollgate:');
+  const lines = applicableLines(g.policy.budgets, keyPrincipal(g, key), NOW, 'tollgate:');
   await g.store.settle(`seed-${key}-${amount}`, lines.map((l) => ({ ...l.line, amount })));
 }
 

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -30,11 +30,11 @@ budgets:
 `;
 }
 
-/** Runs `tollgate stdio` with the given credential variables and stdin closed; resolves on exit. */
-function runStdio(policyPath: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs `tollgate stdio` with the given credential variables and stdin closed, events to `eventsFile`; resolves on exit. */
+function runStdio(policyPath: string, env: Record<string, string>, eventsFile: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'stdio', '--policy', policyPath], {
-      env: { PATH: process.env.PATH ?? '', TOLLGATE_LOG_LEVEL: 'silent', ...env },
+      env: { PATH: process.env.PATH ?? '', TOLLGATE_LOG_LEVEL: 'silent', TOLLGATE_EVENTS_FILE: eventsFile, ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -45,6 +45,15 @@ function runStdio(policyPath: string, env: Record<string, string>): Promise<{ co
     child.on('close', (code) => resolve({ code, stdout, stderr }));
     child.stdin.end();
   });
+}
+
+/** The refusals recorded in an events file: transport, code, reason and credential kind. */
+function refusals(file: string): unknown[][] {
+  return readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .map((e) => [e.transport, e['error.code'], e.reason, e['auth.credential.kind']]);
 }
 
 describe('stdio credentials from the environment', () => {
@@ -81,18 +90,22 @@ describe('stdio credentials from the environment', () => {
 
   it.concurrent('exits 3 before serving, with a clear message and nothing on stdout, for an expired token', async () => {
     const token = await idp.sign({ sub: 'id-1', aud: AUD, preferred_username: 'erin', iat: idp.nowS() - 900, exp: idp.nowS() - 600 });
-    expect(await runStdio(policyPath, { TOLLGATE_TOKEN: token })).toEqual({
+    const events = join(dir, 'expired.jsonl');
+    expect(await runStdio(policyPath, { TOLLGATE_TOKEN: token }, events)).toEqual({
       code: 3,
       stdout: '',
       stderr: 'tollgate: AUTH_INVALID: TOLLGATE_TOKEN was rejected: The token has expired.\n',
     });
+    expect(refusals(events)).toEqual([['stdio', 'AUTH_INVALID', 'TOLLGATE_TOKEN was rejected: The token has expired.', 'jwt']]);
   });
 
   it.concurrent('exits 3 when neither TOLLGATE_API_KEY nor TOLLGATE_TOKEN is set', async () => {
-    expect(await runStdio(policyPath, {})).toEqual({
+    const events = join(dir, 'none.jsonl');
+    expect(await runStdio(policyPath, {}, events)).toEqual({
       code: 3,
       stdout: '',
       stderr: "tollgate: AUTH_REQUIRED: Neither TOLLGATE_API_KEY nor TOLLGATE_TOKEN is set: stdio mode needs the caller's API key or token in the environment.\n",
     });
+    expect(refusals(events)).toEqual([['stdio', 'AUTH_REQUIRED', 'No credential was presented; send an API key or token.', 'none']]);
   });
 });

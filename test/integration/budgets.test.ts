@@ -1,8 +1,9 @@
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { applicableLines, estimateInputTokens } from '../../src/pipeline/budgets.js';
+import { applicableLines, estimateInputTokens } from '../../src/policy/budgets.js';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { keyPrincipal } from '../helpers/principal.js';
 
 type ErrorMeta = { code: string; message: string; details: Record<string, unknown> };
 const errorOf = (r: Awaited<ReturnType<Client['callTool']>>) => (r._meta as Record<string, ErrorMeta>)['io.tollgate/error']!;
@@ -10,7 +11,7 @@ const errorOf = (r: Awaited<ReturnType<Client['callTool']>>) => (r._meta as Reco
 /** Charges `amount` to every line of `key`'s budgets, as if earlier calls had used it. */
 async function precharge(gw: TestGateway, key: string, amount: number): Promise<void> {
   const g = gw.runtime.gateway;
-  const principal = g.authenticateApiKey(key);
+  const principal = keyPrincipal(g, key);
   const lines = applicableLines(g.policy.budgets, principal, Date.now(), 'tollgate:');
   await g.store.settle(`seed-${key}-${amount}`, lines.map((l) => ({ ...l.line, amount })));
 }
@@ -32,7 +33,7 @@ describe('budgets through the MCP client', () => {
     const now = Date.parse('2026-11-25T10:00:00Z'); // a Wednesday
     gw = await startTestGateway(basicPolicy({ userTokens: 1000 }), { now: () => now });
     const g = gw.runtime.gateway;
-    const lines = applicableLines(g.policy.budgets, g.authenticateApiKey(KEYS.alice), now, 'tollgate:');
+    const lines = applicableLines(g.policy.budgets, keyPrincipal(g, KEYS.alice), now, 'tollgate:');
     await g.store.settle('seed', lines.map((l) => ({ ...l.line, amount: 1000 })));
     const alice = await connect(KEYS.alice);
     const e = errorOf(await alice.callTool({ name: 'complete', arguments: { prompt: 'hi' } }));

@@ -3,6 +3,7 @@ import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { keyPrincipal } from '../helpers/principal.js';
 
 /** The demo provider waits this long before answering, so a call can be abandoned midway. */
 const SLOW = basicPolicy().replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 10000 }');
@@ -24,7 +25,7 @@ describe('a client that disconnects from a compatible endpoint', () => {
 
   const budget = async () => {
     const g = gw!.runtime.gateway;
-    const [b] = await g.myBudget(g.authenticateApiKey(KEYS.alice));
+    const [b] = await g.myBudget(keyPrincipal(g, KEYS.alice));
     return b!;
   };
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { applicableLines } from '../../src/pipeline/budgets.js';
+import { applicableLines } from '../../src/policy/budgets.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';

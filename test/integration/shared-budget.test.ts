@@ -6,6 +6,7 @@ import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { keyPrincipal } from '../helpers/principal.js';
 
 /**
  * One user, one weekly budget of 30 tokens, four ways in. Each call below asks "Hello" with
@@ -82,7 +83,7 @@ describe('one budget shared by MCP, A2A, OpenAI- and Anthropic-compatible calls'
     expect(await viaA2a()).toBe('[medium] You said: Hello');
     expect(await viaOpenai()).toBe('[medium] You said: Hello');
     expect(await viaAnthropic()).toBe('[medium] You said: Hello');
-    const [budget] = await gw.runtime.gateway.myBudget(gw.runtime.gateway.authenticateApiKey(KEYS.alice));
+    const [budget] = await gw.runtime.gateway.myBudget(keyPrincipal(gw.runtime.gateway, KEYS.alice));
     expect(budget).toMatchObject({ id: 'user-weekly', subject: 'alice', used: 24, reserved: 0, remaining: 6 });
 
     expect(await viaMcp()).toBe('BUDGET_EXHAUSTED');

@@ -7,11 +7,12 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { applicableLines } from '../../src/pipeline/budgets.js';
+import { applicableLines } from '../../src/policy/budgets.js';
 import { createLogger, policySecrets, scrubSecrets } from '../../src/metering/redact.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { KEYS, basicPolicy, sha } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { keyPrincipal } from '../helpers/principal.js';
 
 const NOW = Date.parse('2026-11-25T10:00:00.000Z');
 
@@ -74,7 +75,7 @@ describe('decision events', () => {
   it('names the budget that stepped a call down a tier and the model that served it', async () => {
     gw = await startTestGateway(basicPolicy({ userTokens: 1000 }), { now: () => NOW });
     const g = gw.runtime.gateway;
-    const lines = applicableLines(g.policy.budgets, g.authenticateApiKey(KEYS.alice), NOW, 'tollgate:');
+    const lines = applicableLines(g.policy.budgets, keyPrincipal(g, KEYS.alice), NOW, 'tollgate:');
     await g.store.settle('seed', lines.map((l) => ({ ...l.line, amount: 900 })));
     const alice = await connect(KEYS.alice);
     await alice.callTool({ name: 'complete', arguments: { prompt: 'hi', max_tokens: 10, model: 'demo/medium' } });

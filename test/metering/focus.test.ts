@@ -10,9 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runUsageCommand } from '../../src/admin/cli.js';
 import { aggregateUsage, FOCUS_COLUMNS, parseEventLines, toFocusRows, type FocusRow } from '../../src/metering/focus.js';
 import { pinoSink } from '../../src/metering/sink.js';
-import type { BudgetView } from '../../src/gateway.js';
+import type { BudgetView } from '../../src/call/budget.js';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { keyPrincipal } from '../helpers/principal.js';
 
 const DAY1 = Date.parse('2026-11-25T10:00:00.000Z');
 const DAY2 = Date.parse('2026-11-26T09:00:00.000Z');
@@ -55,7 +56,7 @@ describe('usage export (CSV and FOCUS 1.2)', () => {
     await call('alice', { prompt: 'hello' });
     await call('carol', { prompt: 'hi again' });
     for (const c of Object.values(clients)) await c.close();
-    for (const who of ['alice', 'bob', 'carol'] as const) budgets[who] = await gw.runtime.gateway.myBudget(gw.runtime.gateway.authenticateApiKey(KEYS[who]));
+    for (const who of ['alice', 'bob', 'carol'] as const) budgets[who] = await gw.runtime.gateway.myBudget(keyPrincipal(gw.runtime.gateway, KEYS[who]));
 
     dir = mkdtempSync(join(tmpdir(), 'tollgate-focus-'));
     file = join(dir, 'events.jsonl');

@@ -11,6 +11,7 @@ import { hecEndpoint, splunkHecSink } from '../../src/metering/siem.js';
 import { parsePolicy, PolicyError } from '../../src/policy/load.js';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway } from '../helpers/gateway.js';
+import { keyPrincipal } from '../helpers/principal.js';
 
 interface Received {
   path: string;
@@ -188,7 +189,7 @@ describe('Splunk HEC sink', () => {
     cleanup.push(() => alice.close());
     const r = await alice.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } });
     expect(r.isError).toBeFalsy();
-    const budget = await gw.runtime.gateway.myBudget(gw.runtime.gateway.authenticateApiKey(KEYS.alice));
+    const budget = await gw.runtime.gateway.myBudget(keyPrincipal(gw.runtime.gateway, KEYS.alice));
     expect(budget.map((b) => b.used)).toEqual([6]);
     await until(() => hec.requests() >= 1);
     hec.recover();

@@ -6,7 +6,7 @@ import { createClient } from '@keyv/redis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createStore, settingsFromEnv } from '../../src/main.js';
-import { lineKeys } from '../../src/pipeline/budgets.js';
+import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
 import { hasRedisCli, startPrivateCluster, uniquePrefix, type PrivateCluster } from '../helpers/redis.js';

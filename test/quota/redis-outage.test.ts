@@ -6,7 +6,7 @@
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
-import { lineKeys } from '../../src/pipeline/budgets.js';
+import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
 import { startPrivateRedis, uniquePrefix, type PrivateRedis } from '../helpers/redis.js';

@@ -2,7 +2,7 @@ import { createClient } from '@keyv/redis';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { lineKeys } from '../../src/pipeline/budgets.js';
+import { lineKeys } from '../../src/policy/budgets.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine, QuotaStore } from '../../src/quota/store.js';

@@ -4,7 +4,7 @@
  * process, so its harness hands out the same store.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { lineKeys } from '../../src/pipeline/budgets.js';
+import { lineKeys } from '../../src/policy/budgets.js';
 import type { LedgerLine, QuotaStore } from '../../src/quota/store.js';
 
 export interface StoreHarness {

@@ -10,8 +10,9 @@ import { GatewayError } from '../../src/errors.js';
 import { buildRuntime, settingsFromEnv } from '../../src/main.js';
 import { memorySink } from '../../src/metering/sink.js';
 import type { Principal } from '../../src/identity/principal.js';
-import { DEFAULT_MAX_TOKENS, parseCompleteArgs } from '../../src/mcp/tools/schemas.js';
-import { decide, type BudgetState, type CompletionInput, type Decision } from '../../src/policy/decide.js';
+import { DEFAULT_MAX_TOKENS, parseCompleteArgs } from '../../src/call/request.js';
+import type { CompletionInput } from '../../src/call/request.js';
+import { decide, type BudgetState, type Decision } from '../../src/policy/decide.js';
 import { parsePolicy, PolicyError, type Policy } from '../../src/policy/load.js';
 import { basicPolicy, KEYS } from '../fixtures/policies.js';
 
@@ -318,7 +319,7 @@ describe('the pipeline', () => {
       await fc.assert(
         fc.asyncProperty(fc.array(call, { minLength: 1, maxLength: 6 }), async (calls) => {
           for (const c of calls) {
-            const { principal } = await runtime.gateway.authenticate(c.key);
+            const { principal } = await runtime.gateway.authenticate({ secret: c.key }, { transport: 'cli' });
             const before = await runtime.gateway.myBudget(principal);
             const request: CompletionInput = { messages: [{ role: 'user', content: 'word '.repeat(c.words) }], tier: c.tier, maxTokens: c.maxTokens };
             const refused = await runtime.gateway.complete({ principal, transport: 'http', request }).then(

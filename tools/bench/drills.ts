@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { applicableLines } from '../../src/pipeline/budgets.js';
+import { applicableLines } from '../../src/policy/budgets.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import { startFakeAnthropic } from '../fake-providers/anthropic.js';

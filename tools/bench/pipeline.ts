@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildRuntime, settingsFromEnv } from '../../src/main.js';
-import { parseCompleteArgs } from '../../src/mcp/tools/schemas.js';
+import { parseCompleteArgs } from '../../src/call/request.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
 

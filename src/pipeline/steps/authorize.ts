@@ -3,11 +3,11 @@ import type { FgaAuthorizer } from '../../identity/openfga.js';
 import { findModel } from '../../policy/decide.js';
 import type { Policy } from '../../policy/load.js';
 import type { Middleware } from '../compose.js';
-import type { CallContext } from '../context.js';
+import { admitted, type CallContext } from '../context.js';
 
 /** The tier and model a request asks for, as the decision will read them; undefined when unknown. */
 function requested(policy: Policy, ctx: CallContext): { tier: string; model?: string; provider?: string } | undefined {
-  const { request } = ctx;
+  const { request } = admitted(ctx);
   if (request.model) {
     const m = findModel(policy, request.model);
     if (!m) return undefined;
@@ -21,7 +21,7 @@ function requested(policy: Policy, ctx: CallContext): { tier: string; model?: st
 
 /**
  * Asks OpenFGA whether the caller may use what they asked for, when the policy configures it.
- * Runs after identify and before the budget decision, so a refusal reserves and charges nothing.
+ * Runs after authenticate and validate, and before the budget decision, so a refusal reserves and charges nothing.
  * An unknown tier or model passes through: the decision reports it as UNKNOWN_MODEL.
  */
 export function checkRelationships(opts: { now: () => number }): Middleware<CallContext> {
@@ -38,7 +38,7 @@ export function checkRelationships(opts: { now: () => number }): Middleware<Call
       authz = authorizers.get(ctx.policy) ?? new FgaAuthorizer(config, { egressAllow: ctx.policy.config.egress.allow, now: opts.now });
       authorizers.set(ctx.policy, authz);
     }
-    const outcome = await authz.check({ principal: ctx.principal!, request: target });
+    const outcome = await authz.check({ principal: admitted(ctx).principal, request: target });
     ctx.log.debug({ authz: { ...outcome.tuple, allowed: outcome.allowed, source: outcome.source } }, 'openfga check');
     if (!outcome.allowed) {
       const { user, relation, object } = outcome.tuple;

@@ -1,13 +1,14 @@
 import { asGatewayError, GatewayError, isRetryable } from '../../errors.js';
 import { costMicroUsd } from '../../providers/prices.js';
+import type { Policy } from '../../policy/load.js';
 import type { Provider, Usage } from '../../providers/provider.js';
 import type { Middleware } from '../compose.js';
-import type { CallContext } from '../context.js';
-import { outputCap } from './reserve.js';
+import { admitted, type CallContext } from '../context.js';
+import { callOutputCap } from './reserve.js';
 
 export interface DispatchStepOptions {
-  /** Looks the provider up per call, so a hot-reloaded policy's providers serve new calls. */
-  providerFor: (name: string) => Provider | undefined;
+  /** The provider as built for the call's policy snapshot, so a hot reload never switches a call midway. */
+  providerFor: (policy: Policy, name: string) => Provider | undefined;
   now: () => number;
 }
 
@@ -29,19 +30,20 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
   return async function dispatch(ctx) {
     // The reserve step rewrites the decision when it stepped down, so candidates are the reserved tier's.
     const chosen = ctx.decision && ctx.decision.effect !== 'deny' ? ctx.decision.candidates : [];
+    const { request } = admitted(ctx);
     const started = opts.now();
     let streamed = false;
     try {
       for (const model of chosen) {
-        const provider = opts.providerFor(model.provider);
+        const provider = opts.providerFor(ctx.policy, model.provider);
         if (!provider) throw new GatewayError('INTERNAL', `provider ${model.provider} is not built`);
         const t0 = opts.now();
         const req = {
           model: model.modelId,
-          system: ctx.request.system,
-          messages: ctx.request.messages,
-          maxTokens: outputCap(ctx, model),
-          temperature: ctx.request.temperature,
+          system: request.system,
+          messages: request.messages,
+          maxTokens: callOutputCap(ctx, model),
+          temperature: request.temperature,
           signal: ctx.signal,
         };
         try {

@@ -3,8 +3,8 @@
  * one budget (a user in two teams is charged to both teams' budgets).
  */
 import { principalView, type Principal } from '../identity/principal.js';
-import type { BudgetState } from '../policy/decide.js';
-import type { CompiledBudget, ModelInfo } from '../policy/load.js';
+import type { BudgetState } from './decide.js';
+import type { CompiledBudget, ModelInfo } from './load.js';
 import { costMicroUsd } from '../providers/prices.js';
 import type { Usage } from '../providers/provider.js';
 import type { LedgerLine } from '../quota/store.js';

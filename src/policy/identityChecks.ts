@@ -3,9 +3,9 @@
  * must be on the egress allowlist like any provider's, its templates may only name known values,
  * and an issuer is listed once.
  */
+import { unknownPlaceholders } from '../identity/fgaTemplate.js';
 import { isEgressAllowed } from '../providers/egress.js';
-import type { PolicyConfig } from '../policy/schema.js';
-import { unknownPlaceholders } from './fgaTemplate.js';
+import type { PolicyConfig } from './schema.js';
 
 /** Reports each problem through `at(path, message)`, as the policy loader does for the rest. */
 export function checkIdentity(config: PolicyConfig, at: (path: readonly PropertyKey[], message: string) => void): void {

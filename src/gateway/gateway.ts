@@ -1,0 +1,249 @@
+/**
+ * The gateway every transport feeds: a policy runtime (the current policy and what is built per
+ * policy), a ledger (the quota store, its fail-open fallback, settlements in flight) and the one
+ * pipeline every call runs through. Transports hand over a credential and wire-neutral arguments;
+ * authentication, validation, the decision and the charge all happen in the pipeline, so every
+ * refusal, whichever step makes it, leaves one decision event.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { BudgetView } from '../call/budget.js';
+import { budgetView } from '../call/budget.js';
+import type { CompletionInput } from '../call/request.js';
+import { GatewayError } from '../errors.js';
+import type { ApiKeyResolver } from '../identity/apiKey.js';
+import type { Authenticated } from '../identity/authenticate.js';
+import type { Principal } from '../identity/principal.js';
+import type { EventSink } from '../metering/events.js';
+import { decide } from '../policy/decide.js';
+import type { Policy } from '../policy/load.js';
+import type { Provider, Usage } from '../providers/provider.js';
+import type { ProviderBuildOptions } from '../providers/registry.js';
+import type { QuotaStore } from '../quota/store.js';
+import { compose } from '../pipeline/compose.js';
+import type { CallArguments, CallContext, CallPurpose, Credential, TransportName } from '../pipeline/context.js';
+import { Ledger } from '../pipeline/ledger.js';
+import { authenticate } from '../pipeline/steps/authenticate.js';
+import { checkRelationships } from '../pipeline/steps/authorize.js';
+import { enforcePolicy } from '../pipeline/steps/decide.js';
+import { dispatchToProvider } from '../pipeline/steps/dispatch.js';
+import { meter } from '../pipeline/steps/meter.js';
+import { reserveAndSettle } from '../pipeline/steps/reserve.js';
+import { validate } from '../pipeline/steps/validate.js';
+import { PolicyRuntime } from './policyRuntime.js';
+
+export type { BudgetView };
+
+export interface GatewayOptions {
+  policy: Policy;
+  store: QuotaStore;
+  logger: Logger;
+  sink: EventSink;
+  /** Namespace of every ledger key, e.g. `tollgate:`. */
+  keyPrefix?: string;
+  now?: () => number;
+  providerOptions?: ProviderBuildOptions;
+  /** API keys issued at run time (shared store), looked up after the policy's own keys. */
+  issuedKeys?: ApiKeyResolver & { close?: () => Promise<void> };
+}
+
+export interface CallResult {
+  text: string;
+  model: string;
+  tier: string;
+  provider: string;
+  usage: Usage;
+  costUsd: number;
+  decision: { effect: 'allow' | 'tier_down'; requestedTier: string; tier: string; ruleId?: string; budgetId?: string; reason: string };
+  budgets: BudgetView[];
+  requestId: string;
+}
+
+interface CallBase {
+  transport: TransportName;
+  signal?: AbortSignal;
+  /** Text deltas as they arrive, with the model ref serving them (known before the first byte is sent on). */
+  onText?: (delta: string, model: string) => void;
+  requestId?: string;
+}
+
+/**
+ * One completion. Transports pass what they received: the credential (undefined when none was
+ * sent) and the arguments. In-process callers that already hold a principal and a validated
+ * request (the CLI, tests, benchmarks) may pass those instead.
+ */
+export type CallRequest = CallBase & ({ credential: Credential | undefined; args: CallArguments } | { principal: Principal; request: CompletionInput });
+
+/** An authentication at the edge, and the policy snapshot it holds under (to reuse it in a call). */
+export interface EdgeAuthentication extends Authenticated {
+  policy: Policy;
+}
+
+export class Gateway {
+  private readonly runtime: PolicyRuntime;
+  private readonly ledger: Ledger;
+  private readonly run: (ctx: CallContext) => Promise<void>;
+  private readonly identify: (ctx: CallContext) => Promise<void>;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: GatewayOptions) {
+    this.now = opts.now ?? Date.now;
+    this.runtime = new PolicyRuntime(opts.policy, { now: this.now, providerOptions: opts.providerOptions, issuedKeys: opts.issuedKeys });
+    this.ledger = new Ledger({ store: opts.store, keyPrefix: opts.keyPrefix ?? 'tollgate:', now: this.now, logger: opts.logger });
+    const metered = meter({ sink: opts.sink, now: this.now, background: (work) => this.ledger.track(work) });
+    const authenticated = authenticate({ authenticatorFor: (p) => this.runtime.authenticatorFor(p), now: this.now });
+    this.identify = compose<CallContext>([metered, authenticated]);
+    this.run = compose<CallContext>([
+      metered,
+      authenticated,
+      validate(),
+      checkRelationships({ now: this.now }),
+      enforcePolicy({ ledger: this.ledger, now: this.now }),
+      reserveAndSettle({ ledger: this.ledger }),
+      dispatchToProvider({ providerFor: (policy, name) => this.runtime.providerFor(policy, name), now: this.now }),
+    ]);
+  }
+
+  /** The policy new calls start under. */
+  get policy(): Policy {
+    return this.runtime.policy;
+  }
+
+  /** The shared quota store. */
+  get store(): QuotaStore {
+    return this.ledger.store;
+  }
+
+  /** Swaps in a new policy atomically; calls in flight finish under the policy they started with. */
+  replacePolicy(policy: Policy, providers?: Map<string, Provider>): void {
+    this.runtime.replace(policy, providers);
+  }
+
+  /** Runs one completion through the pipeline. Throws GatewayError on refusal or failure; either way one decision event is recorded. */
+  async complete(call: CallRequest): Promise<CallResult> {
+    const ctx = this.context(call, 'complete');
+    await this.run(ctx);
+    const d = ctx.decision;
+    if (!d || d.effect === 'deny' || !ctx.served || !ctx.usage) throw new GatewayError('INTERNAL', 'pipeline finished without a result');
+    return {
+      requestId: ctx.id,
+      text: ctx.served.text,
+      model: ctx.served.model.ref,
+      tier: d.tier,
+      provider: ctx.served.model.provider,
+      usage: ctx.usage,
+      costUsd: (ctx.costMicroUsd ?? 0) / 1e6,
+      decision: { effect: d.effect, requestedTier: d.requestedTier, tier: d.tier, ruleId: d.ruleId, budgetId: d.budgetId, reason: d.reason },
+      budgets: ctx.budgets.map((b, i) =>
+        budgetView({
+          id: b.budget.config.id,
+          scope: b.budget.config.scope,
+          subject: b.subject,
+          unit: b.budget.unit,
+          limit: b.budget.limit,
+          used: b.used + (ctx.charged?.[i] ?? 0),
+          reserved: b.reserved,
+          resetsAt: b.resetsAt,
+        }),
+      ),
+    };
+  }
+
+  /**
+   * Authenticates a credential at the edge (before a transport serves a request that is not a
+   * completion, such as an MCP initialize), through the pipeline's meter and authenticate steps:
+   * a refusal is recorded as a decision event, a success is not. Throws AUTH_REQUIRED,
+   * AUTH_INVALID or FORBIDDEN.
+   */
+  async authenticate(credential: Credential | undefined, call: { transport: TransportName; requestId?: string }): Promise<EdgeAuthentication> {
+    const ctx = this.context({ ...call, credential, args: { raw: undefined } }, 'authenticate');
+    await this.identify(ctx);
+    return { principal: ctx.principal!, expiresAt: ctx.credentialExpiresAt, policy: ctx.policy };
+  }
+
+  /** The tiers and models this caller may use now, with prices (per million tokens, USD). */
+  listModels(principal: Principal) {
+    const policy = this.runtime.policy;
+    return policy.tiers.map((tier) => {
+      let allowed = true;
+      let note: string | undefined;
+      const d = decide({ policy, principal, request: { messages: [], tier, maxTokens: 1 }, estimatedInputTokens: 0, budgets: [], now: this.now() });
+      if (d.effect === 'deny') {
+        allowed = false;
+        note = d.reason;
+      } else if (d.tier !== tier) {
+        allowed = false;
+        note = `served by tier ${d.tier} for you: ${d.reason}`;
+      }
+      return {
+        tier,
+        allowed,
+        note,
+        models: policy.config.tiers[tier]!.map((ref) => {
+          const m = policy.models.get(ref)!;
+          return { model: ref, provider: m.provider, inputPerMTokUsd: m.price.inputPerMTok, outputPerMTokUsd: m.price.outputPerMTok, maxOutputTokens: m.maxOutputTokens };
+        }),
+      };
+    });
+  }
+
+  /** The budgets that apply to this caller, read through the same fail-mode path as calls. */
+  myBudget(principal: Principal): Promise<BudgetView[]> {
+    return this.ledger.budgetsOf(this.runtime.policy, principal);
+  }
+
+  /**
+   * Resolves once every call answered so far has its charge in the store (or queued for replay)
+   * and its decision event emitted. Calls answer before that by default (limits.settleBeforeReply).
+   */
+  idle(): Promise<void> {
+    return this.ledger.idle();
+  }
+
+  /** Calls whose ledger write or decision event is still on its way. */
+  get finishingCalls(): number {
+    return this.ledger.finishingCalls;
+  }
+
+  async close(): Promise<void> {
+    await this.ledger.idle();
+    await this.opts.issuedKeys?.close?.();
+    await this.ledger.close();
+  }
+
+  private context(call: CallRequest, purpose: CallPurpose): CallContext {
+    const ctx: CallContext = {
+      id: call.requestId ?? randomUUID(),
+      transport: call.transport,
+      purpose,
+      startedAt: this.now(),
+      policy: this.runtime.policy,
+      ...('principal' in call ? { principal: call.principal, request: call.request } : { credential: call.credential, args: call.args }),
+      signal: call.signal ?? new AbortController().signal,
+      onText: call.onText,
+      log: this.opts.logger,
+      estimatedInputTokens: 0,
+      lines: [],
+      budgets: [],
+      attempts: [],
+    };
+    lazyLog(ctx, this.opts.logger);
+    return ctx;
+  }
+}
+
+/**
+ * The call's logger, a child bound to its request id, transport and user, is made the first time a
+ * step logs: most calls never log, and making a pino child for each cost more than the policy check.
+ */
+function lazyLog(ctx: CallContext, parent: Logger): void {
+  let log: Logger | undefined;
+  Object.defineProperty(ctx, 'log', {
+    enumerable: true,
+    configurable: true,
+    get: () => (log ??= parent.child({ requestId: ctx.id, transport: ctx.transport, ...(ctx.principal ? { user: ctx.principal.user } : {}) })),
+    set: (value: Logger) => {
+      log = value;
+    },
+  });
+}

@@ -1,0 +1,73 @@
+/**
+ * The policy a gateway runs under now, and what is built once per policy: its providers and its
+ * authenticator (JWKS caches, API key resolvers). A call takes a snapshot when it starts and looks
+ * everything up by that snapshot, so a hot reload never changes a call midway.
+ */
+import { policyApiKeys, type ApiKeyResolver } from '../identity/apiKey.js';
+import { Authenticator } from '../identity/authenticate.js';
+import { chainResolvers } from '../identity/storedKeys.js';
+import type { Policy } from '../policy/load.js';
+import type { Provider } from '../providers/provider.js';
+import { createProvider, type ProviderBuildOptions } from '../providers/registry.js';
+
+export interface PolicyRuntimeOptions {
+  now: () => number;
+  providerOptions?: ProviderBuildOptions;
+  /** API keys issued at run time (shared store), looked up after the policy's own keys. */
+  issuedKeys?: ApiKeyResolver;
+}
+
+export class PolicyRuntime {
+  private current: Policy;
+  private readonly providers = new WeakMap<Policy, Map<string, Provider>>();
+  private readonly authenticators = new WeakMap<Policy, Authenticator>();
+
+  constructor(
+    policy: Policy,
+    private readonly opts: PolicyRuntimeOptions,
+  ) {
+    this.current = policy;
+    this.providers.set(policy, buildProviders(policy, opts.providerOptions));
+  }
+
+  /** The policy new calls start under. */
+  get policy(): Policy {
+    return this.current;
+  }
+
+  /** Swaps in a new policy atomically; calls in flight finish under the policy they started with. */
+  replace(policy: Policy, providers?: Map<string, Provider>): void {
+    this.providers.set(policy, providers ?? buildProviders(policy, this.opts.providerOptions));
+    this.current = policy;
+  }
+
+  /** The provider named `name` as built for `policy`. */
+  providerFor(policy: Policy, name: string): Provider | undefined {
+    let built = this.providers.get(policy);
+    if (!built) {
+      built = buildProviders(policy, this.opts.providerOptions);
+      this.providers.set(policy, built);
+    }
+    return built.get(name);
+  }
+
+  /** The authenticator for `policy`: its identity section, its API keys, then the issued ones. */
+  authenticatorFor(policy: Policy): Authenticator {
+    let authn = this.authenticators.get(policy);
+    if (!authn) {
+      const own = policyApiKeys(policy.apiKeys);
+      const issued = this.opts.issuedKeys;
+      authn = new Authenticator(policy.config.identity, { now: this.opts.now, apiKeys: issued ? chainResolvers(own, issued) : own });
+      this.authenticators.set(policy, authn);
+    }
+    return authn;
+  }
+}
+
+/** Builds one provider per policy entry, with the policy's egress allowlist and proxy. */
+export function buildProviders(policy: Policy, opts?: ProviderBuildOptions): Map<string, Provider> {
+  const out = new Map<string, Provider>();
+  const merged: ProviderBuildOptions = { ...opts, proxy: policy.config.egress.proxy ?? opts?.proxy, egressAllow: policy.config.egress.allow };
+  for (const [name, cfg] of Object.entries(policy.config.providers)) out.set(name, createProvider(name, cfg, merged));
+  return out;
+}

@@ -1,0 +1,100 @@
+/**
+ * The decision event of a finished call context: whichever step ended the call, one event says
+ * what was decided, who asked (or what they presented, when they could not be identified), what
+ * was reserved and charged. Free text is scrubbed of credentials and of every secret the policy holds.
+ */
+import { createHash } from 'node:crypto';
+import type { GatewayError } from '../errors.js';
+import type { DecisionEvent } from '../metering/events.js';
+import { policySecrets, scrubSecrets, scrubValue } from '../metering/redact.js';
+import { looksLikeJwt } from '../identity/jwt.js';
+import type { CallContext } from './context.js';
+import { callOutputCap } from './steps/reserve.js';
+
+/** Builds the decision event from a finished call context. */
+export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
+  const secrets = policySecrets(ctx.policy);
+  const d = ctx.decision;
+  const requestedModel = d?.requestedModel ?? ctx.request?.model;
+  const effect = d ? d.effect : 'error';
+  const p = ctx.principal;
+  const event: DecisionEvent = {
+    event: 'tollgate.decision',
+    'request.id': ctx.id,
+    time: new Date(ctx.startedAt).toISOString(),
+    transport: ctx.transport,
+    effect,
+    outcome: ctx.error ? (d?.effect === 'deny' || isRefusal(ctx.error) ? 'refused' : 'failed') : 'success',
+    'error.code': ctx.error?.code,
+    'policy.version': ctx.policy.version,
+    'policy.rule_id': d?.ruleId,
+    'policy.budget_id': d?.budgetId ?? (ctx.error?.details.budgetId as string | undefined),
+    reason: scrubText(ctx.error?.message ?? d?.reason, secrets),
+    'user.id': p?.user,
+    'user.teams': p?.teams,
+    'user.cost_center': p?.costCenter,
+    'user.groups': p?.groups,
+    'auth.method': p?.authMethod,
+    'actor.chain': p?.actors,
+    ...(p ? {} : credentialOf(ctx)),
+    'gen_ai.operation.name': 'chat',
+    'gen_ai.provider.name': ctx.served?.model.provider ?? ctx.reservation?.model.provider,
+    'gen_ai.request.model': requestedModel,
+    'gen_ai.response.model': ctx.served?.responseModel,
+    'tollgate.provider.requested': requestedModel?.includes('/') ? requestedModel.slice(0, requestedModel.indexOf('/')) : undefined,
+    'gen_ai.request.max_tokens': ctx.request?.maxTokens,
+    'gen_ai.usage.input_tokens': ctx.usage?.inputTokens ?? 0,
+    'gen_ai.usage.output_tokens': ctx.usage?.outputTokens ?? 0,
+    'gen_ai.usage.cached_input_tokens': ctx.usage?.cachedInputTokens,
+    'tollgate.tier.requested': d?.requestedTier,
+    'tollgate.tier.served': d && d.effect !== 'deny' ? (ctx.reservation?.tier ?? d.tier) : undefined,
+    'tollgate.model.served': ctx.served?.model.ref,
+    'tollgate.reserved': ctx.reservation?.amounts.length
+      ? ctx.lines.map((l, i) => ({ budget: l.budget.config.id, subject: l.subject, amount: ctx.reservation!.amounts[i]! }))
+      : undefined,
+    'tollgate.output_clamp': ctx.outputClamp ? { max_tokens: ctx.outputClamp.tokens, budget: ctx.outputClamp.budgetId } : undefined,
+    'tollgate.charged': ctx.charged?.map((amount, i) => ({
+      budget: ctx.lines[i]!.budget.config.id,
+      subject: ctx.lines[i]!.subject,
+      amount,
+      unit: ctx.lines[i]!.budget.unit === 'usd' ? 'micro_usd' : 'tokens',
+    })),
+    'tollgate.estimated_input_tokens': ctx.estimatedInputTokens,
+    'tollgate.reserved_tokens': ctx.reservation && d && d.effect !== 'deny'
+      ? { input: ctx.estimatedInputTokens, output: Math.max(...d.candidates.map((m) => callOutputCap(ctx, m))) }
+      : undefined,
+    'tollgate.cost_usd': (ctx.costMicroUsd ?? 0) / 1e6,
+    'tollgate.attempts': ctx.attempts.map((a) => ({ model: a.model, provider: a.provider, ok: a.ok, error: a.errorCode, status: a.status, ms: a.ms })),
+    'tollgate.latency_ms': now - ctx.startedAt,
+    'tollgate.upstream_ms': ctx.upstreamMs,
+    'tollgate.store_error': ctx.storeError,
+  };
+  if (ctx.policy.config.metering.logPrompts) {
+    // Logged on request only, and even then without the credentials a prompt may carry.
+    if (ctx.request) event['gen_ai.prompt'] = scrubValue({ system: ctx.request.system, messages: ctx.request.messages }, secrets);
+    event['gen_ai.completion'] = scrubText(ctx.served?.text, secrets);
+  }
+  return event;
+}
+
+function scrubText(text: string | undefined, secrets: readonly string[]): string | undefined {
+  return text === undefined ? undefined : scrubSecrets(text, secrets);
+}
+
+
+/** Codes by which the gateway says no to this caller (identity, policy, budget), as opposed to a call that could not be made. */
+const REFUSALS: ReadonlySet<string> = new Set(['AUTH_REQUIRED', 'AUTH_INVALID', 'FORBIDDEN', 'POLICY_DENIED', 'BUDGET_EXHAUSTED']);
+
+function isRefusal(err: GatewayError): boolean {
+  return REFUSALS.has(err.code);
+}
+
+/** What an unidentified caller presented: its kind and a short fingerprint, never the secret. */
+function credentialOf(ctx: CallContext): Pick<DecisionEvent, 'auth.credential.kind' | 'auth.credential.fingerprint'> {
+  const secret = ctx.credential?.secret;
+  if (!secret) return { 'auth.credential.kind': 'none' };
+  return {
+    'auth.credential.kind': looksLikeJwt(secret) ? 'jwt' : 'api_key',
+    'auth.credential.fingerprint': createHash('sha256').update(secret, 'utf8').digest('hex').slice(0, 12),
+  };
+}

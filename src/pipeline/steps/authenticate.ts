@@ -1,0 +1,48 @@
+import { GatewayError } from '../../errors.js';
+import type { Authenticated, Authenticator } from '../../identity/authenticate.js';
+import type { Policy } from '../../policy/load.js';
+import type { Middleware } from '../compose.js';
+import type { CallContext, Credential } from '../context.js';
+
+export interface AuthenticateStepOptions {
+  /** The authenticator of a policy snapshot (its JWKS caches and API key resolvers). */
+  authenticatorFor: (policy: Policy) => Authenticator;
+  now: () => number;
+}
+
+/**
+ * Proves who presents the call's credential, under the policy the call started with, and sets
+ * `ctx.principal`. Refuses with AUTH_REQUIRED (nothing presented), AUTH_INVALID (unknown, revoked,
+ * expired or malformed) or FORBIDDEN (a required role or group missing, an actor not allowed to
+ * act for users). A principal set by a trusted in-process caller passes through.
+ */
+export function authenticate(opts: AuthenticateStepOptions): Middleware<CallContext> {
+  return async function authenticateCaller(ctx, next) {
+    if (!ctx.principal) {
+      const credential = ctx.credential;
+      if (!credential) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
+      const result = await prove(credential, ctx.policy, opts);
+      ctx.principal = credential.source === 'TOLLGATE_API_KEY' ? { ...result.principal, authMethod: 'stdio_env' } : result.principal;
+      ctx.credentialExpiresAt = result.expiresAt;
+    }
+    await next();
+  };
+}
+
+async function prove(credential: Credential, policy: Policy, opts: AuthenticateStepOptions): Promise<Authenticated> {
+  const nowS = opts.now() / 1000;
+  const prior = credential.verified;
+  if (prior && prior.policy === policy) {
+    if (prior.result.expiresAt === undefined || nowS < prior.result.expiresAt) return prior.result;
+    const what = credential.source ?? 'The token';
+    throw new GatewayError('AUTH_INVALID', credential.source ? `${what} has expired; restart tollgate with a fresh token.` : 'The token has expired.');
+  }
+  try {
+    return await opts.authenticatorFor(policy).authenticate(credential.secret, credential.only ? { only: credential.only } : {});
+  } catch (err) {
+    if (err instanceof GatewayError && credential.source) {
+      throw new GatewayError(err.code, `${credential.source} was rejected: ${err.message}`, { ...err.details }, { cause: err });
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,33 @@
+import { parseCompleteArgs } from '../../call/request.js';
+import type { Policy } from '../../policy/load.js';
+import type { Middleware } from '../compose.js';
+import type { CallArguments, CallContext } from '../context.js';
+
+/**
+ * Checks the call's arguments against the policy the call started with (its `limits`, its tiers)
+ * and sets `ctx.request`. A transport's decoder runs here too, so a malformed body is a refusal
+ * with an event like any other. A refusal the transport met before it could read the body
+ * (too large, not JSON) is raised here, after the caller is known. A request set by a trusted
+ * in-process caller passes through.
+ */
+export function validate(): Middleware<CallContext> {
+  return async function validateRequest(ctx, next) {
+    if (!ctx.request) {
+      if (!ctx.args) throw new Error('validate step: the call has neither arguments nor a request');
+      ctx.request = readArguments(ctx.args, ctx.policy);
+    }
+    await next();
+  };
+}
+
+/** The validated request of one call's arguments under `policy`. */
+export function readArguments(args: CallArguments, policy: Policy) {
+  if (args.rejected) throw args.rejected;
+  const neutral = args.decode ? args.decode(args.raw) : args.raw;
+  const request = parseCompleteArgs(neutral, policy.config.limits);
+  // An API whose one `model` field may name a tier: a tier name selects the tier.
+  if (args.modelNamesTier && request.model !== undefined && Object.hasOwn(policy.config.tiers, request.model)) {
+    return { ...request, tier: request.tier ?? request.model, model: undefined };
+  }
+  return request;
+}

@@ -1,0 +1,147 @@
+/**
+ * The reservation planner: pure, no I/O. From the decision and the budgets' state it lists, in
+ * order, what the admit step may try to reserve (tier, models, amount per budget line, output
+ * clamp) and says what the caller is told when none fits. The reserve step tries the candidates
+ * against the quota store; `simulate` and `explain` try them against a usage snapshot with the
+ * store's own check (`used + reserved + amount <= limit`). Both read the outcome from here, so
+ * what `explain` says is what a call gets.
+ *
+ * Order: every tier from the decided one down at the max tokens asked for (a cheaper tier keeps
+ * the answer whole), then every tier again with max tokens lowered to what the budgets can still
+ * pay for, unless that leaves fewer than `limits.minOutputTokens`.
+ */
+import type { CompletionInput } from '../call/request.js';
+import { GatewayError } from '../errors.js';
+import { affordableOutput, amountFor, outputTokensFor } from './budgets.js';
+import type { BudgetState, Decision } from './decide.js';
+import type { ModelInfo, Policy } from './load.js';
+
+/** A decision that lets the call go ahead (before the reservation). */
+export type ServedDecision = Extract<Decision, { effect: 'allow' | 'tier_down' }>;
+/** A refusal. */
+export type DenyDecision = Extract<Decision, { effect: 'deny' }>;
+
+/** Max output tokens lowered to what a budget can pay for. */
+export interface OutputClamp {
+  tokens: number;
+  budgetId: string;
+}
+
+/** One thing the admit step may reserve. */
+export interface Candidate {
+  tier: string;
+  /** The tier's models in failover order. */
+  models: ModelInfo[];
+  clamp?: OutputClamp;
+  /** The worst case on each budget line, in the line's unit, in the order of `budgets`. */
+  amounts: number[];
+}
+
+/** A budget line that could not take a candidate's amount (the quota store's refusal). */
+export interface Shortfall {
+  budgetId: string;
+  subject: string;
+  limit: number;
+  used: number;
+  reserved: number;
+  requested: number;
+}
+
+export interface PlanInput {
+  policy: Policy;
+  decision: ServedDecision;
+  request: Pick<CompletionInput, 'maxTokens'>;
+  budgets: readonly BudgetState[];
+  estimatedInputTokens: number;
+}
+
+/** The output tokens a call may produce on `model` under a candidate's clamp. */
+export function outputCap(maxTokens: number, model: ModelInfo, clamp?: OutputClamp): number {
+  return outputTokensFor(maxTokens, model, clamp?.tokens);
+}
+
+/** The ordered candidates for one call. Empty budgets give one candidate, the decided tier. */
+export function planCandidates(input: PlanInput): Candidate[] {
+  const { policy, decision, request, budgets, estimatedInputTokens } = input;
+  const tierModels = (tier: string) => (tier === decision.tier ? decision.candidates : policy.config.tiers[tier]!.map((r) => policy.models.get(r)!));
+  const amountsFor = (models: ModelInfo[], clamp?: OutputClamp) =>
+    budgets.map((b) => Math.max(...models.map((m) => amountFor(b.budget, m, { inputTokens: estimatedInputTokens, outputTokens: outputCap(request.maxTokens, m, clamp) }))));
+  if (budgets.length === 0) return [{ tier: decision.tier, models: decision.candidates, amounts: [] }];
+
+  const tiers = [decision.tier, ...decision.fallbackTiers];
+  const whole: Candidate[] = tiers.map((tier) => {
+    const models = tierModels(tier);
+    return { tier, models, amounts: amountsFor(models) };
+  });
+  const clamped: Candidate[] = [];
+  for (const tier of tiers) {
+    const models = tierModels(tier);
+    const affordable = affordableOutput(budgets, models, estimatedInputTokens);
+    const wanted = Math.max(...models.map((m) => outputCap(request.maxTokens, m)));
+    if (affordable && affordable.tokens < wanted && affordable.tokens >= policy.config.limits.minOutputTokens) {
+      clamped.push({ tier, models, clamp: affordable, amounts: amountsFor(models, affordable) });
+    }
+  }
+  return [...whole, ...clamped];
+}
+
+/** The first line of a snapshot that cannot take the candidate's amounts, as the store would report it. */
+export function shortfallIn(budgets: readonly BudgetState[], candidate: Candidate): Shortfall | undefined {
+  for (let i = 0; i < budgets.length; i++) {
+    const b = budgets[i]!;
+    const amount = candidate.amounts[i]!;
+    if (b.used + b.reserved + amount > b.budget.limit) {
+      return { budgetId: b.budget.config.id, subject: b.subject, limit: b.budget.limit, used: b.used, reserved: b.reserved, requested: amount };
+    }
+  }
+  return undefined;
+}
+
+/** The decision once `candidate` is reserved; `first` is the first refusal met on the way, if any. */
+export function admittedDecision(decided: ServedDecision, candidate: Candidate, first?: Shortfall): ServedDecision {
+  let decision = decided;
+  if (candidate.tier !== decided.tier) {
+    decision = {
+      ...decided,
+      effect: 'tier_down',
+      tier: candidate.tier,
+      candidates: candidate.models,
+      fallbackTiers: [],
+      budgetId: first?.budgetId,
+      ruleId: undefined,
+      reason: `Budget ${first?.budgetId} cannot cover a ${decided.tier} call; served by tier ${candidate.tier}.`,
+    };
+  }
+  if (candidate.clamp) {
+    decision = { ...decision, reason: `${decision.reason}; max_tokens lowered to ${candidate.clamp.tokens}, all that budget ${candidate.clamp.budgetId} can pay for` };
+  }
+  return decision;
+}
+
+/** The refusal when no candidate fits: the first shortfall met, with the line's reset time. */
+export function exhaustedDecision(decided: ServedDecision, first: Shortfall, budgets: readonly BudgetState[]): DenyDecision {
+  const b = budgets.find((s) => s.budget.config.id === first.budgetId && s.subject === first.subject);
+  const left = Math.max(0, first.limit - first.used - first.reserved);
+  const unit = b?.budget.unit === 'usd' ? 'micro-USD' : 'tokens';
+  const resets = b ? new Date(b.resetsAt).toISOString() : undefined;
+  return {
+    effect: 'deny',
+    code: 'BUDGET_EXHAUSTED',
+    requestedTier: decided.requestedTier,
+    requestedModel: decided.requestedModel,
+    budgetId: first.budgetId,
+    resetsAt: b?.resetsAt,
+    reason: `Budget ${first.budgetId} (${b?.budget.config.scope} ${first.subject}) cannot cover this call: ${left} ${unit} left, ${first.requested} needed. It resets at ${resets}.`,
+  };
+}
+
+/** The error a caller gets for an exhausted-budget refusal from the planner. */
+export function exhaustedError(decision: DenyDecision, first: Shortfall): GatewayError {
+  return new GatewayError('BUDGET_EXHAUSTED', decision.reason, {
+    budgetId: first.budgetId,
+    subject: first.subject,
+    remaining: Math.max(0, first.limit - first.used - first.reserved),
+    requested: first.requested,
+    resetsAt: decision.resetsAt === undefined ? undefined : new Date(decision.resetsAt).toISOString(),
+  });
+}
