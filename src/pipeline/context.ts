@@ -11,7 +11,7 @@ import type { Principal } from '../identity/principal.js';
 import type { BudgetLine } from '../policy/budgets.js';
 import type { BudgetState, Decision } from '../policy/decide.js';
 import type { ModelInfo, Policy } from '../policy/load.js';
-import type { OutputClamp } from '../policy/plan.js';
+import { outputCap, type OutputClamp } from '../policy/plan.js';
 import type { Usage } from '../providers/provider.js';
 
 export type TransportName = 'stdio' | 'http' | 'a2a' | 'openai' | 'anthropic' | 'cli';
@@ -108,4 +108,12 @@ export interface CallContext {
 export function admitted(ctx: CallContext): { principal: Principal; request: CompletionInput } {
   if (!ctx.principal || !ctx.request) throw new Error('pipeline step ran before authenticate and validate');
   return { principal: ctx.principal, request: ctx.request };
+}
+
+/**
+ * The output tokens a call may produce on `model`: what was asked, within the model's own ceiling
+ * and within what the remaining budgets can pay for (the clamp).
+ */
+export function callOutputCap(ctx: CallContext, model: ModelInfo): number {
+  return outputCap(admitted(ctx).request.maxTokens, model, ctx.outputClamp);
 }

@@ -8,8 +8,7 @@ import type { GatewayError } from '../errors.js';
 import type { DecisionEvent } from '../metering/events.js';
 import { policySecrets, scrubSecrets, scrubValue } from '../metering/redact.js';
 import { looksLikeJwt } from '../identity/jwt.js';
-import type { CallContext } from './context.js';
-import { callOutputCap } from './steps/reserve.js';
+import { callOutputCap, type CallContext } from './context.js';
 
 /** Builds the decision event from a finished call context. */
 export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {

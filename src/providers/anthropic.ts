@@ -10,8 +10,7 @@ import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
 import { idleGuard, sdkTransport } from './fetchSdk.js';
-import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage } from './provider.js';
-import type { ProviderBuildOptions } from './registry.js';
+import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type AnthropicConfig = Extract<ProviderConfig, { kind: 'anthropic' }>;
 

@@ -26,8 +26,7 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
-import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage } from './provider.js';
-import type { ProviderBuildOptions } from './registry.js';
+import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type BedrockConfig = Extract<ProviderConfig, { kind: 'bedrock' }>;
 

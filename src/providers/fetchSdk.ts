@@ -5,7 +5,7 @@
 import { Readable } from 'node:stream';
 import { getGlobalDispatcher, ProxyAgent, request, type Dispatcher } from 'undici';
 import { guardedFetch } from './egress.js';
-import type { ProviderBuildOptions } from './registry.js';
+import type { ProviderBuildOptions } from './provider.js';
 
 /**
  * How the SDK reaches the network: through the proxy when one is set, refusing hosts off the egress

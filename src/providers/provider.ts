@@ -52,3 +52,11 @@ export interface Provider {
   complete(req: CompletionRequest): Promise<CompletionResult>;
   stream(req: CompletionRequest, onText: TextListener): Promise<CompletionResult>;
 }
+
+/** Options shared by every network adapter. */
+export interface ProviderBuildOptions {
+  /** Corporate proxy URL for outbound calls (HTTPS_PROXY style). */
+  proxy?: string;
+  /** The policy's egress.allow patterns; adapters refuse any request to another host before it leaves. */
+  egressAllow?: readonly string[];
+}

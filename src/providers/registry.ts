@@ -6,15 +6,10 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { createDemoProvider } from './demo.js';
 import { providerEndpoint } from './egress.js';
-import type { Provider } from './provider.js';
+import type { Provider, ProviderBuildOptions } from './provider.js';
 
-/** Options shared by every network adapter. */
-export interface ProviderBuildOptions {
-  /** Corporate proxy URL for outbound calls (HTTPS_PROXY style). */
-  proxy?: string;
-  /** The policy's egress.allow patterns; adapters refuse any request to another host before it leaves. */
-  egressAllow?: readonly string[];
-}
+export type { ProviderBuildOptions };
+
 
 export function createProvider(name: string, config: ProviderConfig, opts: ProviderBuildOptions = {}): Provider {
   switch (config.kind) {

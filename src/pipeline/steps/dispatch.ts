@@ -3,8 +3,7 @@ import { costMicroUsd } from '../../providers/prices.js';
 import type { Policy } from '../../policy/load.js';
 import type { Provider, Usage } from '../../providers/provider.js';
 import type { Middleware } from '../compose.js';
-import { admitted, type CallContext } from '../context.js';
-import { callOutputCap } from './reserve.js';
+import { admitted, callOutputCap, type CallContext } from '../context.js';
 
 export interface DispatchStepOptions {
   /** The provider as built for the call's policy snapshot, so a hot reload never switches a call midway. */

@@ -1,20 +1,11 @@
 import type { Usage } from '../../providers/provider.js';
 import { chargeLines } from '../../policy/budgets.js';
-import type { ModelInfo } from '../../policy/load.js';
-import { admittedDecision, exhaustedDecision, exhaustedError, outputCap, planCandidates, type Shortfall } from '../../policy/plan.js';
+import { admittedDecision, exhaustedDecision, exhaustedError, planCandidates, type Shortfall } from '../../policy/plan.js';
 import type { QuotaStore } from '../../quota/store.js';
 import type { Middleware } from '../compose.js';
 import { admitted, type CallContext } from '../context.js';
 import type { Ledger } from '../ledger.js';
 import { withStore } from './storeAccess.js';
-
-/**
- * The output tokens a call may produce on `model`: what was asked, within the model's own ceiling
- * and within what the remaining budgets can pay for (the clamp).
- */
-export function callOutputCap(ctx: CallContext, model: ModelInfo): number {
-  return outputCap(admitted(ctx).request.maxTokens, model, ctx.outputClamp);
-}
 
 /**
  * Tries the planner's candidates in order against the quota store, reserving the first one every
