@@ -20,7 +20,7 @@ import type { Policy } from '../policy/load.js';
 import type { Provider, Usage } from '../providers/provider.js';
 import type { ProviderBuildOptions } from '../providers/registry.js';
 import type { QuotaStore } from '../quota/store.js';
-import { compose } from '../pipeline/compose.js';
+import { compose, type Middleware } from '../pipeline/compose.js';
 import type { CallArguments, CallContext, CallPurpose, Credential, TransportName } from '../pipeline/context.js';
 import { Ledger } from '../pipeline/ledger.js';
 import { authenticate } from '../pipeline/steps/authenticate.js';
@@ -84,6 +84,7 @@ export class Gateway {
   private readonly ledger: Ledger;
   private readonly run: (ctx: CallContext) => Promise<void>;
   private readonly identify: (ctx: CallContext) => Promise<void>;
+  private readonly record: (ctx: CallContext) => Promise<void>;
   private readonly now: () => number;
 
   constructor(private readonly opts: GatewayOptions) {
@@ -93,6 +94,9 @@ export class Gateway {
     const metered = meter({ sink: opts.sink, now: this.now, background: (work) => this.ledger.track(work) });
     const authenticated = authenticate({ authenticatorFor: (p) => this.runtime.authenticatorFor(p), now: this.now });
     this.identify = compose<CallContext>([metered, authenticated]);
+    // A refusal at the edge is attributed when the caller was already authenticated there; it never proves a credential anew.
+    const attributed: Middleware<CallContext> = (ctx, next) => (ctx.credential?.verified ? authenticated(ctx, next) : next());
+    this.record = compose<CallContext>([metered, attributed, validate()]);
     this.run = compose<CallContext>([
       metered,
       authenticated,
@@ -159,6 +163,18 @@ export class Gateway {
     const ctx = this.context({ ...call, credential, args: { raw: undefined } }, 'authenticate');
     await this.identify(ctx);
     return { principal: ctx.principal!, expiresAt: ctx.credentialExpiresAt, policy: ctx.policy };
+  }
+
+  /**
+   * Records a refusal the edge made before a call could be formed (malformed HTTP or JSON-RPC, a
+   * Host or Origin refused, an unknown session): one decision event with the refusal's code. The
+   * caller is not authenticated for it: it is recorded as the principal an earlier edge
+   * verification found (`credential.verified`), else as unknown with what it presented
+   * fingerprinted. Never throws.
+   */
+  async refuse(refusal: GatewayError, call: { transport: TransportName; credential?: Credential; requestId?: string }): Promise<void> {
+    const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential: call.credential, args: { raw: undefined, rejected: refusal } }, 'complete');
+    await this.record(ctx).catch(() => undefined);
   }
 
   /** The tiers and models this caller may use now, with prices (per million tokens, USD). */

@@ -18,6 +18,7 @@ import { anthropicCodec } from './anthropicCompat.js';
 import { authEdge, credentialOf } from './authMetadata.js';
 import { BudgetHeaderReader } from './budgetHeaders.js';
 import { bodyError, compatRouter } from './compat.js';
+import { markRecorded, recordEdgeRefusals, recordUnparseable } from './edgeRefusals.js';
 import { openaiCodec } from './openaiCompat.js';
 import { mcpRouter } from './mcpRoutes.js';
 import { sendError } from './respond.js';
@@ -46,6 +47,8 @@ export interface HttpOptions {
 export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: GatewayMetrics) {
   const app = express();
   app.disable('x-powered-by');
+  // First, so that a refusal by any middleware below (Host, Origin, JSON-RPC checks) is recorded.
+  app.use(recordEdgeRefusals(gateway));
   const local = ['127.0.0.1', 'localhost', '::1'].includes(opts.host);
   if (opts.allowedHosts?.length) app.use(hostHeaderValidation([...opts.allowedHosts, ...(local ? ['127.0.0.1', 'localhost', '[::1]'] : [])]));
   else if (local) app.use(localhostHostValidation());
@@ -114,6 +117,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     // The bearer middleware ran before the body parser: the caller is known, so the refusal is recorded as theirs.
     const credential = credentialOf(req);
     if (credential) {
+      markRecorded(res);
       const transport = req.path.startsWith(A2A_PATH) ? 'a2a' : 'http';
       await gateway.complete({ credential, args: { raw: undefined, rejected: refusal }, transport }).catch(() => undefined);
     }
@@ -134,7 +138,10 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
           const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
           resolve({ server, url: `http://${host}:${port}` });
         });
-        server.on('clientError', answerUnparseableRequest);
+        server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+          const status = answerUnparseableRequest(err, socket);
+          if (status !== undefined) recordUnparseable(gateway, status);
+        });
       });
     },
   };
@@ -175,13 +182,13 @@ function rejectInvalidUtf8(_req: unknown, _res: unknown, buf: Buffer, encoding: 
  * Requests Node cannot parse (CR or LF inside a header, oversized headers, conflicting framing) never
  * reach express. Node's default answer is a bare 400/431; this one carries a code in the usual body.
  */
-function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex): void {
+function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex): number | undefined {
   // Bytes already written on this connection belong to an earlier response: hang up rather than
   // splice an error into it, as Node itself does.
   const written = (socket as Duplex & { bytesWritten?: number }).bytesWritten ?? 0;
   if (err.code === 'ECONNRESET' || !socket.writable || written > 0) {
     socket.destroy();
-    return;
+    return undefined;
   }
   const [status, message] =
     err.code === 'HPE_HEADER_OVERFLOW'
@@ -191,4 +198,5 @@ function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex): v
         : ['400 Bad Request', 'The request is not valid HTTP/1.1.'];
   const body = JSON.stringify({ error: new GatewayError('INVALID_REQUEST', message).toJSON() });
   socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  return Number(status.slice(0, 3));
 }

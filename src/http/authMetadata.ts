@@ -129,7 +129,12 @@ export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireA
         guards.set(policy, guard);
       }
       recordUnreadableHeader(gateway, transport, req.headers.authorization);
-      void guard(req, res, next);
+      // Until the guard lets the request through, a refusal it answers is the gateway's to record (and is recorded).
+      res.locals.refusalRecorded = true;
+      void guard(req, res, (err?: unknown) => {
+        res.locals.refusalRecorded = false;
+        next(err);
+      });
     };
   };
 

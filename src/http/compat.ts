@@ -14,6 +14,7 @@ import type { CallResult, EdgeAuthentication, Gateway } from '../gateway/gateway
 import type { Credential } from '../pipeline/context.js';
 import { bearerChallenge } from './authMetadata.js';
 import { readBudgetHeaders, setBudgetHeaders, setHeaders } from './budgetHeaders.js';
+import { markRecorded } from './edgeRefusals.js';
 
 /** What a codec's renderers know about the call besides its result. */
 export interface CompatCall {
@@ -104,6 +105,7 @@ export function compatRouter(gateway: Gateway, codec: WireCodec, json: RequestHa
   };
 
   router.post(codec.path, begin, json, async (req, res) => {
+    markRecorded(res);
     const requestId = res.locals.requestId as string;
     const signal = res.locals.signal as AbortSignal;
     const secret = codec.credentialOf(req);
@@ -141,6 +143,7 @@ export function compatRouter(gateway: Gateway, codec: WireCodec, json: RequestHa
       next(err);
       return;
     }
+    markRecorded(res);
     const secret = codec.credentialOf(req);
     const requestId = res.locals.requestId as string | undefined;
     let edge: EdgeAuthentication | undefined;

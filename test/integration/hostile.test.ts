@@ -619,6 +619,23 @@ describe('a tollgate serve process under hostile input', () => {
     expect(child.child.signalCode).toBeNull();
     const health = await sendRaw(base, { method: 'GET', path: '/healthz' });
     expect(health.status).toBe(200);
+
+    // The events file holds one event per refused request above, in order, with its code; the
+    // initialize that opened the session and the health checks are not refusals and leave none.
+    const events = await child.eventsWhen(8);
+    expect(events.map((e) => [e.outcome, e['error.code'], e.transport])).toEqual([
+      ['failed', 'INVALID_REQUEST', 'http'], // body is not JSON
+      ['failed', 'PAYLOAD_TOO_LARGE', 'http'], // chunked body past the limit
+      ['failed', 'INVALID_REQUEST', 'http'], // nested arrays as tool arguments
+      ['failed', 'INVALID_REQUEST', 'http'], // invalid UTF-8
+      ['failed', 'INVALID_REQUEST', 'http'], // CR inside a header
+      ['failed', 'INVALID_REQUEST', 'http'], // headers over the size limit
+      ['refused', 'FORBIDDEN', 'http'], // Host not allowed
+      ['refused', 'FORBIDDEN', 'http'], // Origin not allowed
+    ]);
+    // Who sent them is recorded where the edge knew it (after authentication), never the key itself.
+    expect(events.filter((e) => e['user.id'] === 'alice').length).toBe(4);
+    expect(JSON.stringify(events)).not.toContain(KEYS.alice);
   });
 
   it('refuses to start with a size limit that is not a whole number of bytes', async () => {

@@ -1,0 +1,73 @@
+/**
+ * Refusals the HTTP edge makes on its own (a body that is not JSON-RPC, a request before
+ * initialize, an unknown session, a refused Host or Origin, an unknown path, unparseable HTTP):
+ * each is recorded through the gateway as one decision event with its code, so the audit trail
+ * holds every refused request, not only refused calls. Refusals the pipeline already recorded
+ * (authentication, calls, bodies read after authentication) are marked and not recorded twice.
+ */
+import { STATUS_CODES } from 'node:http';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { GatewayError, type ErrorCode } from '../errors.js';
+import type { Gateway } from '../gateway/gateway.js';
+import type { TransportName } from '../pipeline/context.js';
+import { credentialOf } from './authMetadata.js';
+
+/** Marks a response whose refusal, if any, the gateway records itself. */
+export function markRecorded(res: Response): void {
+  res.locals.refusalRecorded = true;
+}
+
+/** The code of an edge refusal, from the status the edge answered with. */
+export function edgeCode(status: number, credentialSent: boolean): ErrorCode {
+  if (status === 401) return credentialSent ? 'AUTH_INVALID' : 'AUTH_REQUIRED';
+  if (status === 403) return 'FORBIDDEN';
+  if (status === 404) return 'NOT_FOUND';
+  if (status === 413) return 'PAYLOAD_TOO_LARGE';
+  return 'INVALID_REQUEST';
+}
+
+/** The credential an edge refusal records (fingerprinted in the event, never stored). */
+function presented(req: Pick<Request, 'headers'>): { secret: string } | undefined {
+  const header = req.headers.authorization;
+  if (typeof header !== 'string' || !header) return undefined;
+  const [type, token] = header.split(' ');
+  return { secret: type!.toLowerCase() === 'bearer' && token ? token : header };
+}
+
+function transportOf(path: string): TransportName {
+  if (path.startsWith('/v1/chat/completions')) return 'openai';
+  if (path.startsWith('/v1/messages')) return 'anthropic';
+  if (path.startsWith('/a2a')) return 'a2a';
+  return 'http';
+}
+
+/** A short, single-line description of the request for the event's reason. */
+function describe(status: number, method: string, path: string): string {
+  const shown = path.length > 120 ? `${path.slice(0, 120)}...` : path;
+  return `Refused at the HTTP edge: ${status} ${STATUS_CODES[status] ?? ''} for ${method} ${shown}.`;
+}
+
+/**
+ * Mounted first: when a response finishes with a 4xx that no step recorded, records it. A GET on
+ * /mcp answered 405 is the transport's normal answer to a client probing for an SSE stream, not a
+ * refusal, and is not recorded.
+ */
+export function recordEdgeRefusals(gateway: Gateway): RequestHandler {
+  return function edgeRefusals(req: Request, res: Response, next: NextFunction) {
+    res.once('finish', () => {
+      const status = res.statusCode;
+      if (status < 400 || status >= 500 || res.locals.refusalRecorded) return;
+      if (status === 405 && req.method === 'GET' && req.path === '/mcp') return;
+      const credential = credentialOf(req) ?? presented(req);
+      const refusal = new GatewayError(edgeCode(status, credential !== undefined), describe(status, req.method, req.path), { status });
+      void gateway.refuse(refusal, { transport: transportOf(req.path), credential, requestId: res.locals.requestId as string | undefined });
+    });
+    next();
+  };
+}
+
+/** Records a request Node could not parse as HTTP (it never reaches express), answered with `status`. */
+export function recordUnparseable(gateway: Gateway, status: number): void {
+  const refusal = new GatewayError(edgeCode(status, false), `Refused at the HTTP edge: ${status} ${STATUS_CODES[status] ?? ''} (the request is not valid HTTP/1.1).`, { status });
+  void gateway.refuse(refusal, { transport: 'http' });
+}
