@@ -20,7 +20,7 @@
 import type { Response } from 'express';
 import type { BudgetView } from '../call/budget.js';
 import type { Gateway } from '../gateway/gateway.js';
-import type { Principal } from '../identity/principal.js';
+import { ownerKey, type Principal } from '../identity/principal.js';
 import { TtlCache } from '../ttlCache.js';
 
 export const BUDGET_HEADERS = {
@@ -90,12 +90,8 @@ export class BudgetHeaderReader {
     this.cache = new TtlCache({ max: opts.maxEntries, ttlMs: opts.ttlMs });
   }
 
-  private key(p: Principal): string {
-    return JSON.stringify([p.user, p.teams, p.costCenter ?? '', p.groups, p.roles]);
-  }
-
   read(principal: Principal): Promise<Record<string, string>> {
-    const key = this.key(principal);
+    const key = ownerKey(principal);
     const hit = this.cache.get(key);
     if (hit) return hit;
     const value = readBudgetHeaders(this.gateway, principal, this.opts.timeoutMs);
@@ -105,6 +101,6 @@ export class BudgetHeaderReader {
 
   /** Drops the caller's cached read, once a call of theirs has finished and been charged. */
   forget(principal: Principal): void {
-    this.cache.delete(this.key(principal));
+    this.cache.delete(ownerKey(principal));
   }
 }
