@@ -14,7 +14,7 @@ import { GatewayError } from '../errors.js';
 import type { ApiKeyResolver } from '../identity/apiKey.js';
 import type { Authenticated } from '../identity/authenticate.js';
 import type { Principal } from '../identity/principal.js';
-import type { EventSink } from '../metering/events.js';
+import type { DecisionEvent, EventSink } from '../metering/events.js';
 import { decide } from '../policy/decide.js';
 import type { Policy } from '../policy/load.js';
 import type { Provider, Usage } from '../providers/provider.js';
@@ -91,7 +91,9 @@ export class Gateway {
     this.now = opts.now ?? Date.now;
     this.runtime = new PolicyRuntime(opts.policy, { now: this.now, providerOptions: opts.providerOptions, issuedKeys: opts.issuedKeys });
     this.ledger = new Ledger({ store: opts.store, keyPrefix: opts.keyPrefix ?? 'tollgate:', now: this.now, logger: opts.logger });
-    const metered = meter({ sink: opts.sink, now: this.now, background: (work) => this.ledger.track(work) });
+    // The event log, SIEM and metrics hear of a decision once the journal holds it.
+    opts.store.onEvent((event) => opts.sink.emit(event as unknown as DecisionEvent));
+    const metered = meter({ commit: (ctx, event) => this.ledger.commit(ctx, event), now: this.now, background: (work) => this.ledger.track(work) });
     const authenticated = authenticate({ authenticatorFor: (p) => this.runtime.authenticatorFor(p), now: this.now });
     this.identify = compose<CallContext>([metered, authenticated]);
     // A refusal at the edge is attributed when the caller was already authenticated there; it never proves a credential anew.
@@ -104,7 +106,7 @@ export class Gateway {
       checkRelationships({ now: this.now }),
       enforcePolicy({ ledger: this.ledger, now: this.now }),
       reserveAndSettle({ ledger: this.ledger }),
-      dispatchToProvider({ providerFor: (policy, name) => this.runtime.providerFor(policy, name), now: this.now }),
+      dispatchToProvider({ providerFor: (policy, name) => this.runtime.providerFor(policy, name), dispatched: (ctx) => this.ledger.dispatched(ctx), now: this.now }),
     ]);
   }
 

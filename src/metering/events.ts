@@ -54,8 +54,10 @@ export interface DecisionEvent {
   'tollgate.attempts': { model: string; provider: string; ok: boolean; error?: string; status?: number; ms: number }[];
   'tollgate.latency_ms': number;
   'tollgate.upstream_ms'?: number;
-  /** The quota store failed during the call: refused (unavailable), served on the local ledger (fail_open), or a settlement queued. */
-  'tollgate.store_error'?: 'unavailable' | 'fail_open' | 'settle_failed';
+  /** The quota store failed during the call: refused (unavailable) or served on the local ledger (fail_open). */
+  'tollgate.store_error'?: 'unavailable' | 'fail_open';
+  /** Who wrote the charge: the call itself, or recovery after its process died (charged at the reservation). */
+  'tollgate.settled_by'?: 'call' | 'recovery';
   'gen_ai.prompt'?: unknown;
   'gen_ai.completion'?: string;
 }

@@ -13,6 +13,7 @@ import type { BudgetState, Decision } from '../policy/decide.js';
 import type { ModelInfo, Policy } from '../policy/load.js';
 import { outputCap, type OutputClamp } from '../policy/plan.js';
 import type { Usage } from '../providers/provider.js';
+import type { QuotaStore } from '../quota/store.js';
 
 export type TransportName = 'stdio' | 'http' | 'a2a' | 'openai' | 'anthropic' | 'cli';
 
@@ -81,8 +82,8 @@ export interface CallContext {
   lines: BudgetLine[];
   budgets: BudgetState[];
   decision?: Decision;
-  /** The model and amounts reserved; set once the reservation holds. */
-  reservation?: { model: ModelInfo; tier: string; amounts: number[] };
+  /** The model and amounts reserved, and the store holding them; set once the reservation holds. */
+  reservation?: { model: ModelInfo; tier: string; amounts: number[]; store?: QuotaStore };
   /** Max tokens lowered to what the remaining budget can pay for, and the budget that set it. */
   outputClamp?: OutputClamp;
   attempts: Attempt[];
@@ -94,14 +95,9 @@ export interface CallContext {
   charged?: number[];
   costMicroUsd?: number;
   upstreamMs?: number;
-  /** Set when the quota store failed during the call: refused (closed), served on the local ledger (open), or a settlement queued. */
-  storeError?: 'unavailable' | 'fail_open' | 'settle_failed';
+  /** Set when the quota store failed during the call: refused (closed) or served on the local ledger (open). */
+  storeError?: 'unavailable' | 'fail_open';
   error?: GatewayError;
-  /**
-   * The ledger write (settle or release) still running when the caller may already have its
-   * answer (`limits.settleBeforeReply: false`); the decision event waits for it. Never rejects.
-   */
-  settling?: Promise<void>;
 }
 
 /** The principal and request of a call past the authenticate and validate steps. */

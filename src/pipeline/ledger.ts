@@ -11,7 +11,8 @@ import type { Principal } from '../identity/principal.js';
 import { applicableLines, type BudgetLine } from '../policy/budgets.js';
 import type { Policy } from '../policy/load.js';
 import { MemoryQuotaStore } from '../quota/memory.js';
-import type { QuotaStore } from '../quota/store.js';
+import type { DecisionRecord, QuotaStore } from '../quota/store.js';
+import type { CallContext } from './context.js';
 
 export interface LedgerOptions {
   store: QuotaStore;
@@ -81,6 +82,40 @@ export class Ledger {
     return lines.map((l, i) =>
       budgetView({ id: l.budget.config.id, scope: l.budget.config.scope, subject: l.subject, unit: l.budget.unit, limit: l.budget.limit, ...states[i]!, resetsAt: l.resetsAt }),
     );
+  }
+
+  /**
+   * Commits a finished call to the journal: the charge with its decision event in one write (a
+   * settlement), or the release with its event, or the event alone when nothing was reserved. A
+   * call served fail-open on the local ledger is charged there and to the shared store, which
+   * keeps the settlement (event included) for replay until it is back. Never rejects: a write the
+   * store cannot make now is kept by the store for replay, and logged.
+   */
+  async commit(ctx: CallContext, event: DecisionRecord): Promise<void> {
+    try {
+      const holder = ctx.reservation?.store;
+      if (!holder || ctx.lines.length === 0) {
+        await this.store.record(event);
+        return;
+      }
+      const local = holder === this.fallbackStore && this.store !== this.fallbackStore;
+      if (ctx.charged) {
+        const lines = ctx.lines.map((l, i) => ({ ...l.line, amount: ctx.charged![i]! }));
+        if (local) await holder.settle(ctx.id, lines);
+        await this.store.settle(ctx.id, lines, event);
+      } else if (local) {
+        await holder.release(ctx.id);
+        await this.store.record(event);
+      } else await holder.release(ctx.id, event);
+    } catch (err) {
+      ctx.log.error({ err, event: 'settle_failed' }, 'the call could not be committed to the journal now');
+    }
+  }
+
+  /** Marks the call's reservation dispatched, before its first byte goes to a provider. */
+  async dispatched(ctx: CallContext): Promise<void> {
+    const holder = ctx.reservation?.store;
+    if (holder && ctx.lines.length > 0) await holder.dispatch(ctx.id);
   }
 
   /** Takes work that finishes a call after its answer; `idle` and `close` wait for it. */

@@ -1,8 +1,11 @@
-import type { LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
+import type { EntryBody, EntryLine, JournalEntry } from './journal.js';
+import type { DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
 
 interface Reservation {
-  lines: { reservedKey: string; amount: number }[];
+  lines: EntryLine[];
   expiresAt: number;
+  dispatched: boolean;
+  meta?: DecisionRecord;
 }
 
 /**
@@ -13,10 +16,28 @@ interface Reservation {
 const SETTLED_MEMORY_MS = 15 * 60_000;
 const SETTLED_MAX = 200_000;
 
+/** Where the embedded store writes its journal (src/quota/fileJournal.ts); absent for a store that keeps nothing. */
+export interface JournalWriter {
+  /** Appends one entry; written before it returns, so a killed process keeps it (fsync is grouped). */
+  append(body: EntryBody): JournalEntry;
+}
+
+/** What a recovery did with the reservations a previous process left open. */
+export interface RecoveryReport {
+  charged: { id: string; lines: EntryLine[] }[];
+  released: string[];
+}
+
+function entryLine(l: LedgerLine): EntryLine {
+  return { budgetId: l.budgetId, subject: l.subject, usageKey: l.usageKey, reservedKey: l.reservedKey, amount: l.amount, expiresAt: l.expiresAt };
+}
+
 /**
  * The embedded single-process ledger. Each operation runs synchronously inside one event-loop
- * turn, which makes check-and-add atomic without locks. State is lost on exit; use Redis to
- * share budgets across replicas or restarts.
+ * turn, which makes check-and-add atomic without locks. With a journal (the default of `tollgate
+ * serve` without Redis) every change is appended to it in that same turn, a charge together with
+ * its decision event, and a restart replays it (`restore`, then `recover`); without one, state is
+ * lost on exit (the fail-open fallback and tests).
  */
 export class MemoryQuotaStore implements QuotaStore {
   readonly kind = 'memory';
@@ -24,11 +45,15 @@ export class MemoryQuotaStore implements QuotaStore {
   private readonly reserved = new Map<string, number>();
   private readonly reservations = new Map<string, Reservation>();
   private readonly settled = new Map<string, number>();
+  private readonly listeners: EventListener[] = [];
   private lastSweep = 0;
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly now: () => number = Date.now,
+    private readonly journal?: JournalWriter,
+  ) {}
 
-  async reserve(requestId: string, lines: LedgerLine[], ttlMs: number): Promise<ReserveOutcome> {
+  async reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord): Promise<ReserveOutcome> {
     this.sweep();
     if (this.reservations.has(requestId) || this.settled.has(requestId)) return { ok: true };
     for (const line of lines) {
@@ -38,36 +63,41 @@ export class MemoryQuotaStore implements QuotaStore {
         return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount };
       }
     }
-    for (const line of lines) this.reserved.set(line.reservedKey, (this.reserved.get(line.reservedKey) ?? 0) + line.amount);
-    this.reservations.set(requestId, {
-      lines: lines.map((l) => ({ reservedKey: l.reservedKey, amount: l.amount })),
-      expiresAt: this.now() + ttlMs,
-    });
+    const expiresAt = this.now() + ttlMs;
+    const taken = lines.map(entryLine);
+    this.journal?.append({ kind: 'reserve', id: requestId, at: this.now(), lines: taken, expiresAt, meta });
+    this.hold(requestId, { lines: taken, expiresAt, dispatched: false, meta });
     return { ok: true };
   }
 
-  async settle(requestId: string, lines: LedgerLine[]): Promise<void> {
-    if (this.settled.has(requestId)) return;
-    this.drop(requestId);
-    for (const line of lines) {
-      const counter = this.counters.get(line.usageKey);
-      if (counter && counter.expiresAt > this.now()) {
-        counter.value += line.amount;
-        counter.expiresAt = Math.max(counter.expiresAt, line.expiresAt);
-      } else {
-        this.counters.set(line.usageKey, { value: line.amount, expiresAt: line.expiresAt });
-      }
-    }
-    this.settled.set(requestId, this.now() + SETTLED_MEMORY_MS);
-    if (this.settled.size > SETTLED_MAX) {
-      // Maps iterate in insertion order: the first entry is the oldest.
-      const oldest = this.settled.keys().next();
-      if (!oldest.done) this.settled.delete(oldest.value);
-    }
+  async dispatch(requestId: string): Promise<void> {
+    const r = this.reservations.get(requestId);
+    if (!r || r.dispatched) return;
+    this.journal?.append({ kind: 'dispatch', id: requestId, at: this.now() });
+    r.dispatched = true;
   }
 
-  async release(requestId: string): Promise<void> {
+  async settle(requestId: string, lines: LedgerLine[], event?: DecisionRecord): Promise<void> {
+    if (this.settled.has(requestId)) return;
+    const charged = lines.map(entryLine);
+    this.journal?.append({ kind: 'settle', id: requestId, at: this.now(), lines: charged, event, settledBy: 'call' });
+    this.applyCharge(requestId, charged);
+    if (event) this.emit(event);
+  }
+
+  async release(requestId: string, event?: DecisionRecord): Promise<void> {
+    if (this.journal && (this.reservations.has(requestId) || event)) this.journal.append({ kind: 'release', id: requestId, at: this.now(), event });
     this.drop(requestId);
+    if (event) this.emit(event);
+  }
+
+  async record(event: DecisionRecord): Promise<void> {
+    this.journal?.append({ kind: 'refuse', id: String(event['request.id'] ?? ''), at: this.now(), event });
+    this.emit(event);
+  }
+
+  onEvent(listener: EventListener): void {
+    this.listeners.push(listener);
   }
 
   async read(lines: Pick<LedgerLine, 'readKeys' | 'reservedKey'>[]): Promise<LineState[]> {
@@ -80,6 +110,111 @@ export class MemoryQuotaStore implements QuotaStore {
     this.reserved.clear();
     this.reservations.clear();
     this.settled.clear();
+  }
+
+  /**
+   * Applies journal entries written by an earlier process, without writing or emitting anything:
+   * counters, open reservations and recently settled ids come back as they were.
+   */
+  restore(entries: Iterable<EntryBody>): void {
+    for (const body of entries) {
+      switch (body.kind) {
+        case 'snapshot':
+          this.restoreSnapshot(body.state ?? {});
+          break;
+        case 'reserve':
+          if (!this.settled.has(body.id)) this.hold(body.id, { lines: body.lines ?? [], expiresAt: body.expiresAt ?? 0, dispatched: false, meta: body.meta });
+          break;
+        case 'dispatch': {
+          const r = this.reservations.get(body.id);
+          if (r) r.dispatched = true;
+          break;
+        }
+        case 'settle':
+        case 'recover':
+          if (!this.settled.has(body.id)) this.applyCharge(body.id, body.lines ?? [], body.at);
+          break;
+        case 'release':
+          this.drop(body.id);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  /**
+   * Closes the reservations a previous process left open: a call that reached a provider
+   * (dispatched) is charged at its reservation, never more, with an event saying `settled_by:
+   * recovery`; one that never did is released, with an event saying nothing was charged.
+   */
+  recover(eventFor: (id: string, r: { lines: EntryLine[]; meta?: DecisionRecord; dispatched: boolean }) => DecisionRecord): RecoveryReport {
+    const report: RecoveryReport = { charged: [], released: [] };
+    for (const [id, r] of [...this.reservations]) {
+      const event = eventFor(id, r);
+      if (r.dispatched) {
+        this.journal?.append({ kind: 'recover', id, at: this.now(), lines: r.lines, event, settledBy: 'recovery' });
+        this.applyCharge(id, r.lines);
+        report.charged.push({ id, lines: r.lines });
+      } else {
+        this.journal?.append({ kind: 'release', id, at: this.now(), event });
+        this.drop(id);
+        report.released.push(id);
+      }
+      this.emit(event);
+    }
+    return report;
+  }
+
+  /** The state a new journal segment starts from (live counters, open reservations, recent settlements). */
+  snapshot(): Record<string, unknown> {
+    this.sweep(true);
+    return {
+      counters: Object.fromEntries(this.counters),
+      reservations: Object.fromEntries(this.reservations),
+      settled: Object.fromEntries(this.settled),
+    };
+  }
+
+  private restoreSnapshot(state: Record<string, unknown>): void {
+    this.counters.clear();
+    this.reserved.clear();
+    this.reservations.clear();
+    this.settled.clear();
+    const counters = (state.counters ?? {}) as Record<string, { value: number; expiresAt: number }>;
+    for (const [key, c] of Object.entries(counters)) this.counters.set(key, { value: c.value, expiresAt: c.expiresAt });
+    const reservations = (state.reservations ?? {}) as Record<string, Reservation>;
+    for (const [id, r] of Object.entries(reservations)) this.hold(id, { lines: r.lines, expiresAt: r.expiresAt, dispatched: r.dispatched, meta: r.meta });
+    const settled = (state.settled ?? {}) as Record<string, number>;
+    for (const [id, until] of Object.entries(settled)) this.settled.set(id, until);
+  }
+
+  private hold(requestId: string, r: Reservation): void {
+    for (const l of r.lines) this.reserved.set(l.reservedKey, (this.reserved.get(l.reservedKey) ?? 0) + l.amount);
+    this.reservations.set(requestId, r);
+  }
+
+  private applyCharge(requestId: string, lines: EntryLine[], at = this.now()): void {
+    this.drop(requestId);
+    for (const line of lines) {
+      const counter = this.counters.get(line.usageKey);
+      if (counter && counter.expiresAt > at) {
+        counter.value += line.amount;
+        counter.expiresAt = Math.max(counter.expiresAt, line.expiresAt);
+      } else {
+        this.counters.set(line.usageKey, { value: line.amount, expiresAt: line.expiresAt });
+      }
+    }
+    this.settled.set(requestId, at + SETTLED_MEMORY_MS);
+    if (this.settled.size > SETTLED_MAX) {
+      // Maps iterate in insertion order: the first entry is the oldest.
+      const oldest = this.settled.keys().next();
+      if (!oldest.done) this.settled.delete(oldest.value);
+    }
+  }
+
+  private emit(event: DecisionRecord): void {
+    for (const l of this.listeners) l(event);
   }
 
   private sum(keys: string[]): number {
@@ -103,12 +238,14 @@ export class MemoryQuotaStore implements QuotaStore {
     }
   }
 
-  /** Expires reservations of crashed or abandoned calls and forgets old counters; at most once a second. */
-  private sweep(): void {
+  /** Forgets old counters and settled ids, and (without a journal) lapsed reservations; at most once a second. */
+  private sweep(force = false): void {
     const now = this.now();
-    if (now - this.lastSweep < 1000 && now >= this.lastSweep) return;
+    if (!force && now - this.lastSweep < 1000 && now >= this.lastSweep) return;
     this.lastSweep = now;
-    for (const [id, r] of this.reservations) if (r.expiresAt <= now) this.drop(id);
+    // With a journal a reservation stays until its call settles or releases it (a provider call has
+    // its own timeout); the TTL is for reservations whose process is gone, which recovery closes.
+    if (!this.journal) for (const [id, r] of this.reservations) if (r.expiresAt <= now) this.drop(id);
     for (const [key, c] of this.counters) if (c.expiresAt <= now) this.counters.delete(key);
     for (const [id, until] of this.settled) if (until <= now) this.settled.delete(id);
   }

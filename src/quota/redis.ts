@@ -27,7 +27,7 @@ import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
 import { pino, type Logger } from 'pino';
 import { createClusterClient, watchCluster, type NodeDefaults } from './redisCluster.js';
 import { ADJUST, READ, RELEASE, RESERVE, SETTLE, ScriptRunner, asStoreError, isOutage, type LuaScript, type RedisConnection, type RedisNode } from './redisScripts.js';
-import type { LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
+import type { DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
 
 export interface RedisQuotaStoreOptions {
   /** `redis://` or `rediss://` URL of a single Redis node. Ignored when `clusterNodes` is set. */
@@ -52,6 +52,7 @@ export interface RedisQuotaStoreOptions {
 interface Replay {
   requestId: string;
   lines: LedgerLine[];
+  event?: DecisionRecord;
 }
 
 /** How long a settled marker is kept: a replayed or repeated settle within it counts once. */
@@ -77,6 +78,7 @@ export class RedisQuotaStore implements QuotaStore {
   private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>;
   private readonly replays: Replay[] = [];
   private readonly held = new Map<string, string[]>();
+  private readonly listeners: EventListener[] = [];
   private flushing: Promise<void> | undefined;
   private connectedOnce = false;
   private reportedDown = false;
@@ -178,18 +180,32 @@ export class RedisQuotaStore implements QuotaStore {
     return { ok: true };
   }
 
-  async settle(requestId: string, lines: LedgerLine[]): Promise<void> {
+  async settle(requestId: string, lines: LedgerLine[], event?: DecisionRecord): Promise<void> {
     for (const l of lines) assertAmount(l.amount, 'amount');
     try {
       await this.settleNow(requestId, lines);
+      if (event) this.emit(event);
     } catch (err) {
       if (!isOutage(err)) throw err;
-      this.enqueue({ requestId, lines });
+      this.enqueue({ requestId, lines, event });
       this.log.warn({ err, requestId, event: 'quota_settle_queued', pending: this.replays.length }, 'settlement queued for replay');
     }
   }
 
-  async release(requestId: string): Promise<void> {
+  async dispatch(_requestId: string): Promise<void> {
+    // The dispatch mark lives with the reservation; see the journal notes in docs/quota.md.
+  }
+
+  async record(event: DecisionRecord): Promise<void> {
+    this.emit(event);
+  }
+
+  onEvent(listener: EventListener): void {
+    this.listeners.push(listener);
+  }
+
+  async release(requestId: string, event?: DecisionRecord): Promise<void> {
+    if (event) this.emit(event);
     try {
       await this.scripts.ready();
       const keys = this.held.get(requestId) ?? (await this.scripts.timed(this.records.get(recordKey(requestId)))) ?? [];
@@ -312,6 +328,7 @@ export class RedisQuotaStore implements QuotaStore {
     for (let next = this.replays.shift(); next; next = this.replays.shift()) {
       try {
         await this.settleNow(next.requestId, next.lines);
+        if (next.event) this.emit(next.event);
       } catch (err) {
         if (isOutage(err)) {
           this.replays.unshift(next);
@@ -367,6 +384,10 @@ export class RedisQuotaStore implements QuotaStore {
   private groups<T>(items: T[]): T[][] {
     if (items.length === 0) return [];
     return this.linePerScript ? items.map((item) => [item]) : [items];
+  }
+
+  private emit(event: DecisionRecord): void {
+    for (const l of this.listeners) l(event);
   }
 
   private enqueue(replay: Replay): void {

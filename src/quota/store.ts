@@ -36,22 +36,40 @@ export type ReserveOutcome =
   | { ok: true }
   | { ok: false; budgetId: string; subject: string; used: number; reserved: number; limit: number; requested: number };
 
+/** A decision event as the journal holds it: opaque to the store, committed with the ledger change it explains. */
+export type DecisionRecord = Record<string, unknown>;
+
+/** Receives each decision event once the journal holds it (the event log, SIEM, metrics read from here). */
+export type EventListener = (event: DecisionRecord) => void;
+
 export interface QuotaStore {
   /** A short name for logs and metrics (`memory`, `redis`). */
   readonly kind: string;
   /**
    * Atomically checks `used + reserved + amount <= limit` for every line and, only if all pass,
    * reserves every amount under `requestId` for `ttlMs`. Reserving the same request id twice is a no-op
-   * that returns the first outcome's success.
+   * that returns the first outcome's success. `meta` (who, which model) is kept with the
+   * reservation so that a recovery can say whom it charged.
    */
-  reserve(requestId: string, lines: LedgerLine[], ttlMs: number): Promise<ReserveOutcome>;
+  reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord): Promise<ReserveOutcome>;
   /**
-   * Drops the reservation of `requestId` and adds each line's `amount` (actual usage) to its usageKey.
-   * Settling a request id that was already settled does nothing, so a settled call is never counted twice.
+   * Records that the call is about to reach a provider, before any byte leaves. From then on a call
+   * that is never settled (its replica crashed) is charged at its reservation by recovery; before
+   * it, it is released. Resolves once the mark is written.
    */
-  settle(requestId: string, lines: LedgerLine[]): Promise<void>;
-  /** Drops the reservation of `requestId` without charging anything. Idempotent. */
-  release(requestId: string): Promise<void>;
+  dispatch(requestId: string): Promise<void>;
+  /**
+   * Drops the reservation of `requestId` and adds each line's `amount` (actual usage) to its usageKey,
+   * and commits `event` with the charge in the same atomic write. Settling a request id that was
+   * already settled does nothing, so a settled call is never counted twice.
+   */
+  settle(requestId: string, lines: LedgerLine[], event?: DecisionRecord): Promise<void>;
+  /** Drops the reservation of `requestId` without charging anything, committing `event` with it. Idempotent. */
+  release(requestId: string, event?: DecisionRecord): Promise<void>;
+  /** Commits a decision event that changes no counter (a refusal before anything was reserved). */
+  record(event: DecisionRecord): Promise<void>;
+  /** Adds a listener for committed decision events. */
+  onEvent(listener: EventListener): void;
   /** Current used and reserved amounts, one per line, in order. */
   read(lines: Pick<LedgerLine, 'readKeys' | 'reservedKey'>[]): Promise<LineState[]>;
   close(): Promise<void>;

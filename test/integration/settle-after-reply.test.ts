@@ -12,7 +12,7 @@ import { buildRuntime, settingsFromEnv, type Runtime } from '../../src/main.js';
 import { memorySink } from '../../src/metering/sink.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
-import type { LedgerLine, QuotaStore } from '../../src/quota/store.js';
+import type { DecisionRecord, EventListener, LedgerLine, QuotaStore } from '../../src/quota/store.js';
 
 class GatedStore implements QuotaStore {
   readonly kind = 'memory';
@@ -27,15 +27,25 @@ class GatedStore implements QuotaStore {
   reserve(requestId: string, lines: LedgerLine[], ttlMs: number) {
     return this.inner.reserve(requestId, lines, ttlMs);
   }
-  async settle(requestId: string, lines: LedgerLine[]) {
-    this.held += 1;
-    await this.gate;
-    return this.inner.settle(requestId, lines);
+  dispatch(requestId: string) {
+    return this.inner.dispatch(requestId);
   }
-  async release(requestId: string) {
+  async settle(requestId: string, lines: LedgerLine[], event?: DecisionRecord) {
     this.held += 1;
     await this.gate;
-    return this.inner.release(requestId);
+    return this.inner.settle(requestId, lines, event);
+  }
+  async release(requestId: string, event?: DecisionRecord) {
+    this.held += 1;
+    await this.gate;
+    return this.inner.release(requestId, event);
+  }
+  /** A refusal before any reservation changes no counter: not held. */
+  record(event: DecisionRecord) {
+    return this.inner.record(event);
+  }
+  onEvent(listener: EventListener) {
+    this.inner.onEvent(listener);
   }
   read(lines: Pick<LedgerLine, 'readKeys' | 'reservedKey'>[]) {
     return this.inner.read(lines);

@@ -8,6 +8,8 @@ import { admitted, callOutputCap, type CallContext } from '../context.js';
 export interface DispatchStepOptions {
   /** The provider as built for the call's policy snapshot, so a hot reload never switches a call midway. */
   providerFor: (policy: Policy, name: string) => Provider | undefined;
+  /** Marks the reservation dispatched in the journal; resolves once written, before any byte leaves. */
+  dispatched: (ctx: CallContext) => Promise<void>;
   now: () => number;
 }
 
@@ -32,6 +34,8 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
     const { request } = admitted(ctx);
     const started = opts.now();
     let streamed = false;
+    // From here a process crash leaves a call the provider may bill: recovery charges it at its reservation.
+    if (chosen.length > 0) await opts.dispatched(ctx);
     try {
       for (const model of chosen) {
         const provider = opts.providerFor(ctx.policy, model.provider);

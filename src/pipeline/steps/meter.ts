@@ -1,22 +1,24 @@
 import { asGatewayError } from '../../errors.js';
-import type { EventSink } from '../../metering/events.js';
+import type { DecisionRecord } from '../../quota/store.js';
 import { decisionEvent } from '../decisionEvent.js';
 import type { Middleware } from '../compose.js';
 import type { CallContext } from '../context.js';
 
 export interface MeterStepOptions {
-  sink: EventSink;
+  /** Writes the call's outcome to the journal: its charge (or release) and its decision event, together. Never rejects. */
+  commit: (ctx: CallContext, event: DecisionRecord) => Promise<void>;
   now: () => number;
   /** Takes work that finishes a call after its answer: the gateway waits for it before closing. */
   background: (work: Promise<void>) => void;
 }
 
 /**
- * The outermost step: whatever happens below, exactly one decision event leaves (for an edge
- * authentication, only when it is refused), and anything thrown reaches the transport as a
- * GatewayError. When the ledger write runs on after the answer
- * (ctx.settling), the event leaves once it is done, so it reports what the store recorded; its
- * latency is still the caller's.
+ * The outermost step: whatever happens below, exactly one decision event is committed (for an edge
+ * authentication, only when it is refused), with the call's charge or release in the same journal
+ * write, and anything thrown reaches the transport as a GatewayError. A call that holds a
+ * reservation answers before that write when `limits.settleBeforeReply` is false (the reservation
+ * covers it until then, and recovery charges it if the process dies after dispatch); a refusal
+ * before any reservation is committed before the caller hears of it.
  */
 export function meter(opts: MeterStepOptions): Middleware<CallContext> {
   return async function meterCall(ctx, next) {
@@ -28,13 +30,11 @@ export function meter(opts: MeterStepOptions): Middleware<CallContext> {
       throw ctx.error;
     } finally {
       // An authentication at the edge that succeeded is not a decision; the call it admits records one.
-      if (ctx.purpose === 'complete' || ctx.error) record(ctx, opts);
+      if (ctx.purpose === 'complete' || ctx.error) {
+        const writing = opts.commit(ctx, decisionEvent(ctx, opts.now()) as unknown as DecisionRecord);
+        if (ctx.reservation?.store && !ctx.policy.config.limits.settleBeforeReply) opts.background(writing);
+        else await writing;
+      }
     }
   };
-}
-
-function record(ctx: CallContext, opts: MeterStepOptions): void {
-  const at = opts.now();
-  if (ctx.settling) opts.background(ctx.settling.then(() => opts.sink.emit(decisionEvent(ctx, at))));
-  else opts.sink.emit(decisionEvent(ctx, at));
 }

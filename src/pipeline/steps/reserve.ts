@@ -1,4 +1,3 @@
-import type { Usage } from '../../providers/provider.js';
 import { chargeLines } from '../../policy/budgets.js';
 import { admittedDecision, exhaustedDecision, exhaustedError, planCandidates, type Shortfall } from '../../policy/plan.js';
 import type { QuotaStore } from '../../quota/store.js';
@@ -6,6 +5,12 @@ import type { Middleware } from '../compose.js';
 import { admitted, type CallContext } from '../context.js';
 import type { Ledger } from '../ledger.js';
 import { withStore } from './storeAccess.js';
+
+/** Who and what a reservation is for, kept with it so that a recovery can say whom it charged. */
+function reservationMeta(ctx: CallContext, tier: string, model: string): Record<string, unknown> {
+  const p = ctx.principal;
+  return { transport: ctx.transport, user: p?.user, teams: p?.teams, costCenter: p?.costCenter, tier, model, policyVersion: ctx.policy.version };
+}
 
 /**
  * Tries the planner's candidates in order against the quota store, reserving the first one every
@@ -33,7 +38,7 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
     for (const candidate of candidates) {
       const outcome = await withStore(ctx, ledger, (s) => {
         holder = s;
-        return s.reserve(ctx.id, ctx.lines.map((l, i) => ({ ...l.line, amount: candidate.amounts[i]! })), ttlMs);
+        return s.reserve(ctx.id, ctx.lines.map((l, i) => ({ ...l.line, amount: candidate.amounts[i]! })), ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref));
       });
       if (outcome.ok) {
         ctx.decision = admittedDecision(decided, candidate, first);
@@ -49,42 +54,15 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
       throw exhaustedError(refusal, first!);
     }
 
-    const store = holder;
+    ctx.reservation.store = holder;
     try {
       await next();
     } finally {
-      // settle() fixes ctx.charged before its first await, so the answer is complete either way.
-      const writing = settle(ctx, store, ledger);
-      if (ctx.policy.config.limits.settleBeforeReply) await writing;
-      else ctx.settling = writing;
+      // What the call consumed, fixed before the answer leaves; the meter step commits the charge
+      // and the decision event together (Ledger.commit).
+      if (ctx.usage && (ctx.usage.inputTokens > 0 || ctx.usage.outputTokens > 0)) {
+        ctx.charged = chargeLines(ctx.lines, ctx.served?.model ?? ctx.reservation.model, ctx.usage).map((l) => l.amount);
+      }
     }
   };
-}
-
-/** Charges what the call consumed (or releases its reservation). Never rejects. */
-async function settle(ctx: CallContext, store: QuotaStore, ledger: Ledger): Promise<void> {
-  await settleOn(ctx, store);
-  // A call served fail-open on the local ledger is also charged to the shared one, which keeps
-  // it for replay until the store is back, so the outage's usage is not lost from the books.
-  if (store === ledger.fallbackStore && ledger.store !== ledger.fallbackStore && ctx.charged) {
-    const lines = chargeLines(ctx.lines, ctx.served?.model ?? ctx.reservation!.model, ctx.usage as Usage);
-    await ledger.store.settle(ctx.id, lines).catch((err: unknown) => ctx.log.error({ err, event: 'settle_failed' }, 'fail-open usage could not be queued'));
-  }
-}
-
-async function settleOn(ctx: CallContext, store: QuotaStore): Promise<void> {
-  try {
-    if (ctx.usage && (ctx.usage.inputTokens > 0 || ctx.usage.outputTokens > 0)) {
-      const model = ctx.served?.model ?? ctx.reservation!.model;
-      const lines = chargeLines(ctx.lines, model, ctx.usage);
-      ctx.charged = lines.map((l) => l.amount);
-      await store.settle(ctx.id, lines);
-    } else {
-      await store.release(ctx.id);
-    }
-  } catch (err) {
-    // The store queues what it could not write and replays it; the caller's result stands.
-    ctx.storeError ??= 'settle_failed';
-    ctx.log.error({ err, event: 'settle_failed' }, 'settlement could not be written now');
-  }
 }

@@ -1,0 +1,115 @@
+/**
+ * The journal: one append-only, hash-chained stream of what happened to money and decisions.
+ * Reservations, dispatches, settlements (a charge with its decision event, in one entry), releases,
+ * recoveries and refusals are all entries; the ledger's counters are what the entries add up to.
+ *
+ * Chain (the same for the embedded file and the Redis stream, so one verifier serves both):
+ * - `h`    SHA-256 (hex) of the entry's body as canonical JSON (keys sorted, no spaces);
+ * - `prev` the `link` of the entry before it in the stream (`GENESIS` for the first);
+ * - `link` SHA-1 (hex) of `prev + h`. Redis Lua offers only SHA-1, so the gateway computes the
+ *   body's SHA-256 and the store links it to the stream's last link in the same atomic step.
+ * Editing a body breaks its `h`; deleting, reordering or inserting breaks a `prev`; truncating the
+ * tail is caught against the head the store keeps beside the stream.
+ */
+import { createHash } from 'node:crypto';
+
+/** What an entry records. */
+export type EntryKind = 'reserve' | 'dispatch' | 'settle' | 'release' | 'recover' | 'refuse' | 'snapshot' | 'admin';
+
+/** One budget line an entry reserves or charges, with what it takes to rebuild the counters. */
+export interface EntryLine {
+  budgetId: string;
+  subject: string;
+  usageKey: string;
+  reservedKey: string;
+  amount: number;
+  /** Epoch ms after which the usage counter may be forgotten. */
+  expiresAt: number;
+}
+
+/** The content of an entry, before it is chained. */
+export interface EntryBody {
+  kind: EntryKind;
+  /** The request id (or an admin action's id). */
+  id: string;
+  /** Epoch ms. */
+  at: number;
+  lines?: EntryLine[];
+  /** For reserve: when the reservation lapses (epoch ms). */
+  expiresAt?: number;
+  /** For reserve: who and what, so a recovery can say whom it charged. */
+  meta?: Record<string, unknown>;
+  /** The decision event (settle, release, recover, refuse). */
+  event?: Record<string, unknown>;
+  /** settle or recover: who wrote the charge. */
+  settledBy?: 'call' | 'recovery';
+  /** snapshot: the state at the start of a segment. */
+  state?: Record<string, unknown>;
+}
+
+/** An entry as stored: its body and its place in the chain. */
+export interface JournalEntry {
+  seq: number;
+  h: string;
+  prev: string;
+  link: string;
+  body: EntryBody;
+}
+
+/** The `prev` of a stream's first entry. */
+export const GENESIS = '0'.repeat(40);
+
+/** JSON with object keys sorted at every level and no whitespace; undefined fields are left out. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
+  const keys = Object.keys(value as Record<string, unknown>)
+    .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
+    .sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`).join(',')}}`;
+}
+
+/** SHA-256 (hex) of a body's canonical JSON. */
+export function bodyHash(body: EntryBody | string): string {
+  return createHash('sha256').update(typeof body === 'string' ? body : canonicalJson(body), 'utf8').digest('hex');
+}
+
+/** The link of an entry whose body hashes to `h`, after the entry whose link is `prev`. */
+export function chainLink(prev: string, h: string): string {
+  return createHash('sha1').update(prev + h, 'utf8').digest('hex');
+}
+
+/** Chains a body after `prev`. */
+export function chained(seq: number, prev: string, body: EntryBody): JournalEntry {
+  const h = bodyHash(body);
+  return { seq, h, prev, link: chainLink(prev, h), body };
+}
+
+/** A failure found by `verifyChain`, naming the first entry that fails. */
+export interface ChainFault {
+  seq: number;
+  reason: string;
+}
+
+/**
+ * Checks entries in order: each body hashes to its `h`, links to the entry before it, and the
+ * sequence has no gap. `head`, when known, is what the store says the last entry is.
+ */
+export function verifyChain(entries: Iterable<JournalEntry>, opts: { prev?: string; seq?: number; head?: { seq: number; link: string } } = {}): ChainFault | undefined {
+  let prev = opts.prev ?? GENESIS;
+  let expected = opts.seq ?? 1;
+  let last: JournalEntry | undefined;
+  for (const e of entries) {
+    if (e.seq !== expected) return { seq: expected, reason: `entry ${expected} is missing or out of order (found ${e.seq})` };
+    if (bodyHash(e.body) !== e.h) return { seq: e.seq, reason: `entry ${e.seq} was altered: its body does not hash to its h` };
+    if (e.prev !== prev) return { seq: e.seq, reason: `entry ${e.seq} does not follow the entry before it (prev does not match)` };
+    if (chainLink(e.prev, e.h) !== e.link) return { seq: e.seq, reason: `entry ${e.seq} has a link that does not match its prev and h` };
+    if (opts.head && e.seq === opts.head.seq && e.link !== opts.head.link) return { seq: e.seq, reason: `entry ${e.seq} is not the entry the head names` };
+    prev = e.link;
+    expected += 1;
+    last = e;
+  }
+  const head = opts.head;
+  if (head && (!last || last.seq < head.seq)) return { seq: (last?.seq ?? expected - 1) + 1, reason: `the journal ends at entry ${last?.seq ?? 0} but its head says ${head.seq}: entries were removed from the end` };
+  return undefined;
+}
