@@ -1,0 +1,356 @@
+/**
+ * The reserve step alone, over a real ledger (MemoryQuotaStore; Redis where nothing listens for an
+ * unreachable store). Each context is first filled in by the real decide step, as in the pipeline.
+ * Reads: decision, lines, budgets, estimatedInputTokens, request, the policy's limits, and what the
+ * store accepts. Writes: reservation, outputClamp, decision (a step down, a clamp, or the deny when
+ * nothing fits), charged, settling. Calls next once the reservation holds, then charges what the
+ * steps below consumed (or releases it all), whether they succeeded or threw.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { basicPolicy, KEYS } from '../../../test/fixtures/policies.js';
+import { callContext, clock, NOW, recordingNext, refusal, testLedger, testPolicy, unreachableStore, userBudgetWith, withLimits } from '../../../test/helpers/callContext.js';
+import { keyPrincipal } from '../../../test/helpers/principal.js';
+import type { CompletionInput } from '../../call/request.js';
+import { GatewayError } from '../../errors.js';
+import type { Principal } from '../../identity/principal.js';
+import type { Policy } from '../../policy/load.js';
+import { MemoryQuotaStore } from '../../quota/memory.js';
+import type { RedisQuotaStore } from '../../quota/redis.js';
+import type { QuotaStore } from '../../quota/store.js';
+import type { CallContext } from '../context.js';
+import type { Ledger } from '../ledger.js';
+import { enforcePolicy } from './decide.js';
+import { reserveAndSettle } from './reserve.js';
+
+const policy = testPolicy(basicPolicy());
+const alice = keyPrincipal({ policy }, KEYS.alice);
+const medium = policy.models.get('demo/medium')!;
+const small = policy.models.get('demo/small')!;
+
+/** 18 estimated input tokens (see decide.test.ts) and 200 output tokens: 218 tokens reserved on a tokens budget. */
+const ask = (over: Partial<CompletionInput> = {}): CompletionInput => ({
+  system: 'Be brief.',
+  messages: [{ role: 'user', content: 'Summarise the report' }],
+  maxTokens: 200,
+  ...over,
+});
+
+/** A context as the decide step leaves it for `who` asking `request` under `p`. */
+async function decided(ledger: Ledger, p: Policy = policy, request: CompletionInput = ask(), who: Principal = alice): Promise<CallContext> {
+  const ctx = callContext(p, { principal: who, request });
+  await enforcePolicy({ ledger, now: clock })(ctx, async () => {});
+  return ctx;
+}
+
+/** Used and reserved on each of `who`'s budget lines under `p`, in policy order. */
+const held = (ledger: Ledger, store: QuotaStore, p: Policy = policy, who: Principal = alice) => store.read(ledger.linesFor(p, who).map((l) => l.line));
+
+/** Settles `amount` on `who`'s line of `budgetId` under `p`, as an earlier call would have. */
+async function spent(ledger: Ledger, store: QuotaStore, amount: number, budgetId = 'user-weekly', p: Policy = policy, who: Principal = alice): Promise<void> {
+  const line = ledger.linesFor(p, who).find((l) => l.budget.config.id === budgetId)!;
+  await store.settle(`earlier-${budgetId}`, [{ ...line.line, amount }]);
+}
+
+describe('reserve step', () => {
+  it('reserves the worst case of the decided tier (input estimate + max_tokens) in the store, then calls next with the reservation written', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    const ctx = await decided(ledger);
+    const decision = ctx.decision;
+    const seen: unknown[] = [];
+    await reserveAndSettle({ ledger })(
+      ctx,
+      recordingNext(undefined, async () => {
+        seen.push({ reservation: ctx.reservation, outputClamp: ctx.outputClamp, held: await held(ledger, store) });
+      }),
+    );
+
+    expect(seen).toEqual([{ reservation: { model: medium, tier: 'standard', amounts: [218] }, outputClamp: undefined, held: [{ used: 0, reserved: 218 }] }]);
+    expect(ctx.decision).toBe(decision);
+  });
+
+  it('charges what the steps below consumed once they finish, and drops the reservation', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    const ctx = await decided(ledger);
+    await reserveAndSettle({ ledger })(ctx, recordingNext(undefined, () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 })));
+    await ctx.settling;
+
+    expect(ctx.charged).toEqual([46]);
+    expect(await held(ledger, store)).toEqual([{ used: 46, reserved: 0 }]);
+  });
+
+  it('charges each line in its own unit: tokens, and micro-dollars at the served model\'s price', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    const p = testPolicy(basicPolicy({ extraBudgets: teamUsd(0.01) }));
+    const ctx = await decided(ledger, p);
+    await reserveAndSettle({ ledger })(
+      ctx,
+      recordingNext(undefined, () => {
+        ctx.usage = { inputTokens: 6, outputTokens: 40 };
+        ctx.served = { model: small, responseModel: 'small', text: 'done' };
+      }),
+    );
+    await ctx.settling;
+    // demo/small: 6 x $1 + 40 x $5 per million tokens = 206 micro-dollars.
+    expect(ctx.charged).toEqual([46, 206]);
+  });
+
+  it('releases the whole reservation and charges nothing when the steps below consumed nothing', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    const ctx = await decided(ledger);
+    const next = recordingNext();
+    await reserveAndSettle({ ledger })(ctx, next);
+    await ctx.settling;
+
+    expect(next.calls).toHaveLength(1);
+    expect(ctx.charged).toBeUndefined();
+    expect(await held(ledger, store)).toEqual([{ used: 0, reserved: 0 }]);
+  });
+
+  it('still charges what was consumed when the steps below throw, and rethrows their error', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    const ctx = await decided(ledger);
+    const failed = new GatewayError('PROVIDER_UNAVAILABLE', 'Every provider for tier standard failed; see attempts.');
+    const thrown = await reserveAndSettle({ ledger })(
+      ctx,
+      recordingNext(undefined, () => {
+        ctx.usage = { inputTokens: 6, outputTokens: 3 };
+        throw failed;
+      }),
+    ).catch((e: unknown) => e);
+    await ctx.settling;
+
+    expect(thrown).toBe(failed);
+    expect(ctx.charged).toEqual([9]);
+    expect(await held(ledger, store)).toEqual([{ used: 9, reserved: 0 }]);
+  });
+
+  it('answers before the ledger write finishes by default, leaving it in ctx.settling with the charge already known', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    const ctx = await decided(ledger);
+    await reserveAndSettle({ ledger })(ctx, recordingNext(undefined, () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 })));
+
+    expect(ctx.settling).toBeInstanceOf(Promise);
+    expect(ctx.charged).toEqual([46]);
+    await expect(ctx.settling).resolves.toBeUndefined();
+    expect(await held(ledger, store)).toEqual([{ used: 46, reserved: 0 }]);
+  });
+
+  it('writes the charge before it returns, leaving no ctx.settling, when the policy sets settleBeforeReply', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    const p = testPolicy(withLimits(basicPolicy(), { settleBeforeReply: true }));
+    const ctx = await decided(ledger, p);
+    await reserveAndSettle({ ledger })(ctx, recordingNext(undefined, () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 })));
+
+    expect(ctx.settling).toBeUndefined();
+    expect(await held(ledger, store, p)).toEqual([{ used: 46, reserved: 0 }]);
+  });
+
+  it("holds the reservation for the policy's reservationTtlSeconds", async () => {
+    let now = NOW;
+    const store = new MemoryQuotaStore(() => now);
+    const ledger = testLedger(store);
+    const p = testPolicy(withLimits(basicPolicy(), { reservationTtlSeconds: 30 }));
+    const ctx = await decided(ledger, p);
+    const seen: unknown[] = [];
+    await reserveAndSettle({ ledger })(
+      ctx,
+      recordingNext(undefined, async () => {
+        // The memory store sweeps expired reservations at most once a second, so the two reads are a second apart.
+        now = NOW + 29_000;
+        seen.push(await held(ledger, store, p));
+        now = NOW + 30_000;
+        seen.push(await held(ledger, store, p));
+      }),
+    );
+    expect(seen).toEqual([[{ used: 0, reserved: 218 }], [{ used: 0, reserved: 0 }]]);
+  });
+
+  it('steps down a tier when a budget line refuses the decided tier, and rewrites the decision to say which budget', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    // $0.01 (10,000 micro-dollars) a month for the team, 7,500 spent: a standard call's worst case
+    // (18 x $3 + 200 x $15 per million tokens = 3,054) does not fit the 2,500 left; an economy one (18 x $1 + 200 x $5 = 1,018) does.
+    const p = testPolicy(basicPolicy({ extraBudgets: teamUsd(0.01) }));
+    await spent(ledger, store, 7_500, 'team-usd', p);
+    const ctx = await decided(ledger, p);
+    expect(ctx.decision).toMatchObject({ effect: 'allow', tier: 'standard' });
+    const next = recordingNext(() => ({ reservation: ctx.reservation, decision: ctx.decision }));
+    await reserveAndSettle({ ledger })(ctx, next);
+
+    expect(next.calls).toEqual([
+      {
+        reservation: { model: small, tier: 'economy', amounts: [218, 1018] },
+        decision: {
+          effect: 'tier_down',
+          tier: 'economy',
+          requestedTier: 'standard',
+          requestedModel: undefined,
+          candidates: [small],
+          fallbackTiers: [],
+          ruleId: undefined,
+          budgetId: 'team-usd',
+          reason: 'Budget team-usd cannot cover a standard call; served by tier economy.',
+        },
+      },
+    ]);
+  });
+
+  it('lowers max_tokens to what the budget can still pay for when no tier fits whole, and says so in the decision', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    await spent(ledger, store, 9_900);
+    const ctx = await decided(ledger);
+    const next = recordingNext(() => ({ reservation: ctx.reservation, outputClamp: ctx.outputClamp, decision: ctx.decision }));
+    await reserveAndSettle({ ledger })(ctx, next);
+
+    // 100 tokens left, 18 of them for the input: 82 output tokens, 100 reserved.
+    expect(next.calls).toEqual([
+      {
+        reservation: { model: small, tier: 'economy', amounts: [100] },
+        outputClamp: { tokens: 82, budgetId: 'user-weekly' },
+        decision: {
+          effect: 'tier_down',
+          tier: 'economy',
+          requestedTier: 'standard',
+          requestedModel: undefined,
+          candidates: [small],
+          fallbackTiers: [],
+          ruleId: undefined,
+          budgetId: 'user-weekly',
+          reason: 'Budget user-weekly has 1.0% left (under 20%), so the call is served one tier down.; max_tokens lowered to 82, all that budget user-weekly can pay for',
+        },
+      },
+    ]);
+  });
+
+  it('refuses with BUDGET_EXHAUSTED when nothing fits, turns the decision into that deny, holds nothing and does not call next', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    await spent(ledger, store, 9_990);
+    const ctx = await decided(ledger);
+    const next = recordingNext();
+
+    // 10 tokens left: not the 218 asked for, and fewer than limits.minOutputTokens (16) once the input is paid.
+    expect(await refusal(reserveAndSettle({ ledger })(ctx, next))).toEqual({
+      code: 'BUDGET_EXHAUSTED',
+      message: 'Budget user-weekly (user alice) cannot cover this call: 10 tokens left, 218 needed. It resets at 2025-01-19T23:00:00.000Z.',
+      details: { budgetId: 'user-weekly', subject: 'alice', remaining: 10, requested: 218, resetsAt: '2025-01-19T23:00:00.000Z' },
+    });
+    expect(next.calls).toEqual([]);
+    expect(ctx.decision).toEqual({
+      effect: 'deny',
+      code: 'BUDGET_EXHAUSTED',
+      requestedTier: 'standard',
+      requestedModel: undefined,
+      budgetId: 'user-weekly',
+      resetsAt: Date.parse('2025-01-19T23:00:00Z'),
+      reason: 'Budget user-weekly (user alice) cannot cover this call: 10 tokens left, 218 needed. It resets at 2025-01-19T23:00:00.000Z.',
+    });
+    expect(ctx.reservation).toBeUndefined();
+    expect(ctx.settling).toBeUndefined();
+    expect(await held(ledger, store)).toEqual([{ used: 9_990, reserved: 0 }]);
+  });
+
+  it("goes by what the store accepts now, not the decision's snapshot: a reservation made since then counts", async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    const ctx = await decided(ledger);
+    const [line] = ledger.linesFor(policy, alice);
+    await store.reserve('another-call', [{ ...line!.line, amount: 9_900 }], 600_000);
+
+    // The candidates (and any clamp) are planned from the decision's snapshot, which showed the whole
+    // budget free, so no clamped candidate is tried: the store's refusal of the whole call is final.
+
+    expect(await refusal(reserveAndSettle({ ledger })(ctx, recordingNext()))).toMatchObject({
+      code: 'BUDGET_EXHAUSTED',
+      message: 'Budget user-weekly (user alice) cannot cover this call: 100 tokens left, 218 needed. It resets at 2025-01-19T23:00:00.000Z.',
+      details: { remaining: 100, requested: 218 },
+    });
+  });
+
+  it('reserves nothing and settles nothing for a caller no budget applies to, and names the first model of the tier', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    const p = testPolicy(userBudgetWith(basicPolicy(), `when: "principal.user != 'carol'"`));
+    const carol = keyPrincipal({ policy: p }, KEYS.carol);
+    const ctx = await decided(ledger, p, ask(), carol);
+    const next = recordingNext(
+      () => ctx.reservation,
+      () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 }),
+    );
+    await reserveAndSettle({ ledger })(ctx, next);
+
+    expect(next.calls).toEqual([{ model: medium, tier: 'standard', amounts: [] }]);
+    expect(ctx.charged).toBeUndefined();
+    expect(ctx.settling).toBeUndefined();
+  });
+
+  it('fails as a bug (a plain Error) when it runs without an allow decision', async () => {
+    const ctx = callContext(policy, { principal: alice, request: ask() });
+    const err = await reserveAndSettle({ ledger: testLedger(new MemoryQuotaStore(clock)) })(ctx, recordingNext()).catch((e: unknown) => e);
+    expect(err).not.toBeInstanceOf(GatewayError);
+    expect((err as Error).message).toBe('reserve step ran without an allow decision');
+  });
+
+  describe('when the quota store is unreachable', () => {
+    let down: RedisQuotaStore;
+    beforeAll(async () => {
+      down = await unreachableStore();
+    });
+    afterAll(() => down.close());
+
+    it('reserves and charges on the local ledger when every budget fails open, queues the charge for the shared store, and notes storeError fail_open', async () => {
+      const p = testPolicy(userBudgetWith(basicPolicy(), 'failMode: open'));
+      const ledger = testLedger(down);
+      const ctx = await decided(ledger, p);
+      const queued = down.pendingReplays();
+      expect(ctx.storeError).toBe('fail_open');
+      const seen: unknown[] = [];
+      await reserveAndSettle({ ledger })(
+        ctx,
+        recordingNext(undefined, async () => {
+          seen.push(await held(ledger, ledger.fallbackStore, p));
+          ctx.usage = { inputTokens: 6, outputTokens: 40 };
+        }),
+      );
+      await ctx.settling;
+
+      expect(seen).toEqual([[{ used: 0, reserved: 218 }]]);
+      expect(ctx.charged).toEqual([46]);
+      expect(await held(ledger, ledger.fallbackStore, p)).toEqual([{ used: 46, reserved: 0 }]);
+      expect(down.pendingReplays()).toBe(queued + 1);
+      expect(ctx.storeError).toBe('fail_open');
+    });
+
+    it('refuses with QUOTA_STORE_UNAVAILABLE and notes storeError unavailable when a budget fails closed', async () => {
+      // Decided while the store answered; unreachable by the time the reservation is made.
+      const ledger = testLedger(new MemoryQuotaStore(clock));
+      const ctx = await decided(ledger);
+      const next = recordingNext();
+      expect(await refusal(reserveAndSettle({ ledger: testLedger(down) })(ctx, next))).toEqual({
+        code: 'QUOTA_STORE_UNAVAILABLE',
+        message: 'The quota store is unreachable and budget user-weekly fails closed; try again shortly.',
+        details: { budgetId: 'user-weekly' },
+      });
+      expect(next.calls).toEqual([]);
+      expect(ctx.storeError).toBe('unavailable');
+      expect(ctx.reservation).toBeUndefined();
+    });
+  });
+});
+
+/** A monthly dollar budget per team, listed after the fixture's user-weekly budget. */
+function teamUsd(usd: number): string {
+  return `  - id: team-usd
+    scope: team
+    window: { calendar: month, timezone: UTC }
+    limit: { usd: ${usd} }
+`;
+}
