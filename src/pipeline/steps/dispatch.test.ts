@@ -1,10 +1,11 @@
 /**
  * The dispatch step alone, in front of the real demo provider and the real OpenAI adapter talking
  * to the fake OpenAI server (tools/fake-providers). Each context is first filled in by the real
- * decide and reserve steps of a policy without budgets. Reads: decision (the candidates of the
- * reserved tier), reservation, request, outputClamp, signal, onText, policy. Writes: attempts,
- * usage, served, costMicroUsd, upstreamMs. The last step: never calls next. Fails over on
- * PROVIDER_UNAVAILABLE until text has reached the caller; throws CANCELLED when the caller aborted.
+ * decide and reserve steps, over a real ledger. Reads: decision (the candidates of the reserved
+ * tier), reservation, request, outputClamp, signal, onText, policy. Writes: the dispatch mark on
+ * the reservation (before any byte leaves), attempts, usage, served, costMicroUsd, upstreamMs. The
+ * last step: never calls next. Fails over on PROVIDER_UNAVAILABLE until text has reached the
+ * caller; throws CANCELLED when the caller aborted.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { KEYS, sha } from '../../../test/fixtures/policies.js';
@@ -19,6 +20,7 @@ import { createProvider } from '../../providers/registry.js';
 import { MemoryQuotaStore } from '../../quota/memory.js';
 import { compose } from '../compose.js';
 import type { CallContext } from '../context.js';
+import type { Ledger } from '../ledger.js';
 import { enforcePolicy } from './decide.js';
 import { dispatchToProvider } from './dispatch.js';
 import { reserveAndSettle } from './reserve.js';
@@ -42,6 +44,8 @@ tiers:
 defaultTier: standard
 apiKeys:
   - { id: k-alice, sha256: ${sha(KEYS.alice)}, user: alice, teams: [platform] }
+budgets:
+  - { id: user-weekly, scope: user, window: { calendar: week, timezone: UTC }, limit: { tokens: 100000 } }
 `;
 }
 
@@ -55,25 +59,41 @@ describe('dispatch step', () => {
   let openai: FakeProviderServer;
   let policy: Policy;
   let dispatch: ReturnType<typeof dispatchToProvider>;
+  /** The ledger and store each prepared context was reserved on. */
+  const prepared = new WeakMap<CallContext, { ledger: Ledger; store: MemoryQuotaStore }>();
+  /** Each time the step marked a reservation dispatched: the call, and how many requests the provider had received by then. */
+  let marks: { id: string; providerRequests: number }[] = [];
   beforeAll(async () => {
     openai = await startFakeOpenAI();
     policy = testPolicy(policyText(openai.url));
-    dispatch = dispatchToProvider({ providerFor: providersOf(policy), now: clock });
+    dispatch = dispatchToProvider({
+      providerFor: providersOf(policy),
+      dispatched: async (ctx) => {
+        marks.push({ id: ctx.id, providerRequests: openai.requests.length });
+        await prepared.get(ctx)!.ledger.dispatched(ctx);
+      },
+      now: clock,
+    });
   });
   afterAll(() => openai.close());
-  beforeEach(() => openai.reset());
+  beforeEach(() => {
+    openai.reset();
+    marks = [];
+  });
 
   const model = (ref: string) => policy.models.get(ref)!;
 
-  /** A context as the decide and reserve steps leave it (no budgets: nothing is held in the store). */
+  /** A context as the decide and reserve steps leave it: its reservation held in a fresh store. */
   async function reserved(request: Partial<CompletionInput>, init: Partial<CallContext> = {}): Promise<CallContext> {
     const ctx = callContext(policy, {
       principal: keyPrincipal({ policy }, KEYS.alice),
       request: { messages: [{ role: 'user', content: PROMPT }], maxTokens: 50, ...request },
       ...init,
     });
-    const ledger = testLedger(new MemoryQuotaStore(clock));
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
     await compose<CallContext>([enforcePolicy({ ledger, now: clock }), reserveAndSettle({ ledger })])(ctx);
+    prepared.set(ctx, { ledger, store });
     return ctx;
   }
 
@@ -94,6 +114,28 @@ describe('dispatch step', () => {
       upstreamMs: 0,
     });
     expect(next.calls).toEqual([]);
+  });
+
+  it('marks the reservation dispatched in the store once, before the request reaches the provider', async () => {
+    const ctx = await reserved({});
+    await dispatch(ctx, recordingNext());
+
+    expect(marks).toEqual([{ id: 'call-1', providerRequests: 0 }]);
+    expect(openai.requests).toHaveLength(1);
+    const open: unknown[] = [];
+    prepared.get(ctx)!.store.recover((id, r) => {
+      open.push({ id, dispatched: r.dispatched });
+      return {};
+    });
+    expect(open).toEqual([{ id: 'call-1', dispatched: true }]);
+  });
+
+  it('marks the reservation dispatched once however many models it tries', async () => {
+    openai.failNext({ kind: 'status', status: 503 });
+    const ctx = await reserved({});
+    await dispatch(ctx, recordingNext());
+    expect(ctx.attempts).toHaveLength(2);
+    expect(marks).toEqual([{ id: 'call-1', providerRequests: 0 }]);
   });
 
   it('asks the provider for no more output tokens than the output clamp allows', async () => {

@@ -1,28 +1,49 @@
 /**
- * The meter step alone. Reads: the whole context once the steps below are done (through the
- * decision event), purpose, settling. Writes: error. Calls next once; emits exactly one event for a
- * completion and one for a refused edge authentication; rethrows what it caught as a GatewayError.
+ * The meter step alone, committing through a real Ledger over a MemoryQuotaStore whose committed
+ * decision events the test listens to. Reads: the whole context once the steps below are done
+ * (through the decision event), purpose, reservation (and the store holding it), charged, and
+ * limits.settleBeforeReply. Writes: error; the journal write of the call (the event alone, or the
+ * charge or release with its event). Calls next once; commits exactly one event for a completion
+ * and one for a refused edge authentication; rethrows what it caught as a GatewayError.
  */
 import { describe, expect, it } from 'vitest';
-import { basicPolicy } from '../../../test/fixtures/policies.js';
-import { callContext, capturingLogger, NOW, recordingNext, refusal, testPolicy } from '../../../test/helpers/callContext.js';
+import { basicPolicy, KEYS } from '../../../test/fixtures/policies.js';
+import { callContext, capturingLogger, NOW, recordingNext, refusal, testLedger, testPolicy, withLimits } from '../../../test/helpers/callContext.js';
+import { keyPrincipal } from '../../../test/helpers/principal.js';
 import { GatewayError } from '../../errors.js';
-import { memorySink } from '../../metering/sink.js';
+import type { Policy } from '../../policy/load.js';
+import { MemoryQuotaStore } from '../../quota/memory.js';
+import type { DecisionRecord } from '../../quota/store.js';
+import { compose } from '../compose.js';
+import type { CallContext } from '../context.js';
+import { enforcePolicy } from './decide.js';
 import { meter } from './meter.js';
+import { reserveAndSettle } from './reserve.js';
 
 const policy = testPolicy(basicPolicy());
+const alice = keyPrincipal({ policy }, KEYS.alice);
 
-/** The meter step with an in-memory sink, a clock the test moves, and the background work it hands over. */
+/** The meter step as the gateway builds it, committing through a real ledger; the test moves the clock and sees the work handed to the background. */
 function metered() {
-  const sink = memorySink();
-  const background: Promise<void>[] = [];
   let now = NOW;
-  const step = meter({ sink, now: () => now, background: (work) => void background.push(work) });
-  return { step, events: sink.events, background, setNow: (t: number) => void (now = t) };
+  const clock = () => now;
+  const store = new MemoryQuotaStore(clock);
+  const ledger = testLedger(store, clock);
+  const events: DecisionRecord[] = [];
+  store.onEvent((event) => events.push(event));
+  const background: Promise<void>[] = [];
+  const step = meter({ commit: (ctx, event) => ledger.commit(ctx, event), now: clock, background: (work) => void background.push(work) });
+  /** The steps below the meter as the pipeline runs them: decide and reserve, then `served` (what dispatch would leave). */
+  const below = (ctx: CallContext, served: () => void = () => {}) =>
+    compose<CallContext>([enforcePolicy({ ledger, now: clock }), reserveAndSettle({ ledger }), async () => served()])(ctx);
+  const held = (p: Policy = policy) => store.read(ledger.linesFor(p, alice).map((l) => l.line));
+  return { step, events, background, below, held, setNow: (t: number) => void (now = t) };
 }
 
+const ask = { messages: [{ role: 'user' as const, content: 'Summarise the report' }], maxTokens: 200 };
+
 describe('meter step', () => {
-  it('calls next once and, after it returns, emits one event with what the steps below left in the context', async () => {
+  it('calls next once and, after it returns, commits one event with what the steps below left in the context', async () => {
     const m = metered();
     const ctx = callContext(policy);
     const next = recordingNext(
@@ -53,7 +74,7 @@ describe('meter step', () => {
     expect(m.background).toEqual([]);
   });
 
-  it('records a refusal from below on the context, emits one refused event and rethrows the very same error', async () => {
+  it('records a refusal from below on the context, commits one refused event before it rethrows the very same error', async () => {
     const m = metered();
     const ctx = callContext(policy);
     const denied = new GatewayError('POLICY_DENIED', 'Contractors may use standard and economy models only.', { ruleId: 'contractors-no-premium' });
@@ -64,6 +85,7 @@ describe('meter step', () => {
     expect(ctx.error).toBe(denied);
     expect(m.events).toHaveLength(1);
     expect(m.events[0]).toMatchObject({ outcome: 'refused', 'error.code': 'POLICY_DENIED', reason: 'Contractors may use standard and economy models only.' });
+    expect(m.background).toEqual([]);
   });
 
   it('turns an error that is not a GatewayError into INTERNAL, logs the original, and keeps its text out of the answer and the event', async () => {
@@ -85,7 +107,7 @@ describe('meter step', () => {
     ]);
   });
 
-  it('emits nothing for an edge authentication that succeeds', async () => {
+  it('commits nothing for an edge authentication that succeeds', async () => {
     const m = metered();
     const next = recordingNext();
     await m.step(callContext(policy, { purpose: 'authenticate' }), next);
@@ -93,7 +115,7 @@ describe('meter step', () => {
     expect(m.events).toEqual([]);
   });
 
-  it('emits one event for an edge authentication that is refused, naming the kind and a short fingerprint (sha256 prefix) of what was presented', async () => {
+  it('commits one event for an edge authentication that is refused, naming the kind and a short fingerprint (sha256 prefix) of what was presented', async () => {
     const m = metered();
     const ctx = callContext(policy, { purpose: 'authenticate', credential: { secret: 'key-nobody' } });
     const refused = new GatewayError('AUTH_INVALID', 'The API key is not recognised (unknown, revoked or disabled).');
@@ -113,26 +135,47 @@ describe('meter step', () => {
     });
   });
 
-  it('waits for the ledger write still running (ctx.settling) before it emits, so the event shows its outcome, and keeps the latency the caller saw', async () => {
+  it('answers a call that holds a reservation before its journal write (settleBeforeReply false), which then charges it and commits its event together', async () => {
     const m = metered();
-    const ctx = callContext(policy);
-    let written!: () => void;
-    const writing = new Promise<void>((resolve) => (written = resolve));
-    await m.step(
-      ctx,
-      recordingNext(undefined, () => {
-        ctx.settling = writing.then(() => void (ctx.storeError = 'settle_failed'));
-        m.setNow(NOW + 80);
-      }),
-    );
+    const ctx = callContext(policy, { principal: alice, request: ask });
+    await m.step(ctx, recordingNext(undefined, () => m.below(ctx, () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 }))));
 
-    expect(m.events).toEqual([]);
     expect(m.background).toHaveLength(1);
-    m.setNow(NOW + 5_000);
-    written();
     await m.background[0];
+    expect(m.events).toHaveLength(1);
+    expect(m.events[0]).toMatchObject({ outcome: 'success', 'tollgate.charged': [{ budget: 'user-weekly', subject: 'alice', amount: 46, unit: 'tokens' }] });
+    expect(await m.held()).toEqual([{ used: 46, reserved: 0 }]);
+  });
+
+  it('writes the charge and the event before it answers when the policy sets settleBeforeReply', async () => {
+    const m = metered();
+    const strict = testPolicy(withLimits(basicPolicy(), { settleBeforeReply: true }));
+    const ctx = callContext(strict, { principal: alice, request: ask });
+    await m.step(ctx, recordingNext(undefined, () => m.below(ctx, () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 }))));
+
+    expect(m.background).toEqual([]);
+    expect(m.events).toHaveLength(1);
+    expect(await m.held(strict)).toEqual([{ used: 46, reserved: 0 }]);
+  });
+
+  it('releases the reservation with the event when the steps below consumed nothing', async () => {
+    const m = metered();
+    const ctx = callContext(policy, { principal: alice, request: ask });
+    await m.step(ctx, recordingNext(undefined, () => m.below(ctx)));
+    await Promise.all(m.background);
 
     expect(m.events).toHaveLength(1);
-    expect(m.events[0]).toMatchObject({ 'tollgate.latency_ms': 80, 'tollgate.store_error': 'settle_failed' });
+    expect(m.events[0]).toMatchObject({ outcome: 'success', 'tollgate.charged': undefined });
+    expect(await m.held()).toEqual([{ used: 0, reserved: 0 }]);
+  });
+
+  it('commits a refusal made before anything was reserved before the caller hears of it, even when calls answer before their write', async () => {
+    const m = metered();
+    const ctx = callContext(policy, { principal: alice, request: { ...ask, model: 'demo/huge' } });
+    expect((await refusal(m.step(ctx, recordingNext(undefined, () => m.below(ctx))))).code).toBe('UNKNOWN_MODEL');
+
+    expect(m.background).toEqual([]);
+    expect(m.events).toHaveLength(1);
+    expect(m.events[0]).toMatchObject({ outcome: 'failed', 'error.code': 'UNKNOWN_MODEL' });
   });
 });

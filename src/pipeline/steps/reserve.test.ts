@@ -2,9 +2,11 @@
  * The reserve step alone, over a real ledger (MemoryQuotaStore; Redis where nothing listens for an
  * unreachable store). Each context is first filled in by the real decide step, as in the pipeline.
  * Reads: decision, lines, budgets, estimatedInputTokens, request, the policy's limits, and what the
- * store accepts. Writes: reservation, outputClamp, decision (a step down, a clamp, or the deny when
- * nothing fits), charged, settling. Calls next once the reservation holds, then charges what the
- * steps below consumed (or releases it all), whether they succeeded or threw.
+ * store accepts. Writes: the reservation in the store (with who and what it is for), reservation
+ * (with the store holding it), outputClamp, decision (a step down, a clamp, or the deny when nothing
+ * fits), and charged once the steps below finish, whether they succeeded or threw. Calls next once
+ * the reservation holds. It leaves the reservation held: the meter step commits the charge (or the
+ * release) with the decision event.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { basicPolicy, KEYS } from '../../../test/fixtures/policies.js';
@@ -65,19 +67,39 @@ describe('reserve step', () => {
       }),
     );
 
-    expect(seen).toEqual([{ reservation: { model: medium, tier: 'standard', amounts: [218] }, outputClamp: undefined, held: [{ used: 0, reserved: 218 }] }]);
+    expect(seen).toEqual([{ reservation: { model: medium, tier: 'standard', amounts: [218], store }, outputClamp: undefined, held: [{ used: 0, reserved: 218 }] }]);
     expect(ctx.decision).toBe(decision);
   });
 
-  it('charges what the steps below consumed once they finish, and drops the reservation', async () => {
+  it('keeps who and what the reservation is for with it in the store, not yet dispatched, for a recovery to name', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    const ctx = await decided(ledger);
+    await reserveAndSettle({ ledger })(ctx, recordingNext());
+
+    const open: unknown[] = [];
+    store.recover((id, r) => {
+      open.push({ id, meta: r.meta, dispatched: r.dispatched, amounts: r.lines.map((l) => l.amount) });
+      return {};
+    });
+    expect(open).toMatchObject([
+      {
+        id: 'call-1',
+        meta: { transport: 'http', user: 'alice', teams: ['platform'], costCenter: 'cc-1', tier: 'standard', model: 'demo/medium', policyVersion: policy.version },
+        dispatched: false,
+        amounts: [218],
+      },
+    ]);
+  });
+
+  it('works out the charge of what the steps below consumed once they finish, and leaves the reservation for the meter to settle', async () => {
     const store = new MemoryQuotaStore(clock);
     const ledger = testLedger(store);
     const ctx = await decided(ledger);
     await reserveAndSettle({ ledger })(ctx, recordingNext(undefined, () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 })));
-    await ctx.settling;
 
     expect(ctx.charged).toEqual([46]);
-    expect(await held(ledger, store)).toEqual([{ used: 46, reserved: 0 }]);
+    expect(await held(ledger, store)).toEqual([{ used: 0, reserved: 218 }]);
   });
 
   it('charges each line in its own unit: tokens, and micro-dollars at the served model\'s price', async () => {
@@ -92,25 +114,22 @@ describe('reserve step', () => {
         ctx.served = { model: small, responseModel: 'small', text: 'done' };
       }),
     );
-    await ctx.settling;
     // demo/small: 6 x $1 + 40 x $5 per million tokens = 206 micro-dollars.
     expect(ctx.charged).toEqual([46, 206]);
   });
 
-  it('releases the whole reservation and charges nothing when the steps below consumed nothing', async () => {
+  it('charges nothing when the steps below consumed nothing (the meter then releases the reservation)', async () => {
     const store = new MemoryQuotaStore(clock);
     const ledger = testLedger(store);
     const ctx = await decided(ledger);
     const next = recordingNext();
     await reserveAndSettle({ ledger })(ctx, next);
-    await ctx.settling;
 
     expect(next.calls).toHaveLength(1);
     expect(ctx.charged).toBeUndefined();
-    expect(await held(ledger, store)).toEqual([{ used: 0, reserved: 0 }]);
   });
 
-  it('still charges what was consumed when the steps below throw, and rethrows their error', async () => {
+  it('still works out the charge of what was consumed when the steps below throw, and rethrows their error', async () => {
     const store = new MemoryQuotaStore(clock);
     const ledger = testLedger(store);
     const ctx = await decided(ledger);
@@ -122,34 +141,9 @@ describe('reserve step', () => {
         throw failed;
       }),
     ).catch((e: unknown) => e);
-    await ctx.settling;
 
     expect(thrown).toBe(failed);
     expect(ctx.charged).toEqual([9]);
-    expect(await held(ledger, store)).toEqual([{ used: 9, reserved: 0 }]);
-  });
-
-  it('answers before the ledger write finishes by default, leaving it in ctx.settling with the charge already known', async () => {
-    const store = new MemoryQuotaStore(clock);
-    const ledger = testLedger(store);
-    const ctx = await decided(ledger);
-    await reserveAndSettle({ ledger })(ctx, recordingNext(undefined, () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 })));
-
-    expect(ctx.settling).toBeInstanceOf(Promise);
-    expect(ctx.charged).toEqual([46]);
-    await expect(ctx.settling).resolves.toBeUndefined();
-    expect(await held(ledger, store)).toEqual([{ used: 46, reserved: 0 }]);
-  });
-
-  it('writes the charge before it returns, leaving no ctx.settling, when the policy sets settleBeforeReply', async () => {
-    const store = new MemoryQuotaStore(clock);
-    const ledger = testLedger(store);
-    const p = testPolicy(withLimits(basicPolicy(), { settleBeforeReply: true }));
-    const ctx = await decided(ledger, p);
-    await reserveAndSettle({ ledger })(ctx, recordingNext(undefined, () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 })));
-
-    expect(ctx.settling).toBeUndefined();
-    expect(await held(ledger, store, p)).toEqual([{ used: 46, reserved: 0 }]);
   });
 
   it("holds the reservation for the policy's reservationTtlSeconds", async () => {
@@ -186,7 +180,7 @@ describe('reserve step', () => {
 
     expect(next.calls).toEqual([
       {
-        reservation: { model: small, tier: 'economy', amounts: [218, 1018] },
+        reservation: { model: small, tier: 'economy', amounts: [218, 1018], store },
         decision: {
           effect: 'tier_down',
           tier: 'economy',
@@ -213,7 +207,7 @@ describe('reserve step', () => {
     // 100 tokens left, 18 of them for the input: 82 output tokens, 100 reserved.
     expect(next.calls).toEqual([
       {
-        reservation: { model: small, tier: 'economy', amounts: [100] },
+        reservation: { model: small, tier: 'economy', amounts: [100], store },
         outputClamp: { tokens: 82, budgetId: 'user-weekly' },
         decision: {
           effect: 'tier_down',
@@ -254,7 +248,6 @@ describe('reserve step', () => {
       reason: 'Budget user-weekly (user alice) cannot cover this call: 10 tokens left, 218 needed. It resets at 2025-01-19T23:00:00.000Z.',
     });
     expect(ctx.reservation).toBeUndefined();
-    expect(ctx.settling).toBeUndefined();
     expect(await held(ledger, store)).toEqual([{ used: 9_990, reserved: 0 }]);
   });
 
@@ -275,7 +268,7 @@ describe('reserve step', () => {
     });
   });
 
-  it('reserves nothing and settles nothing for a caller no budget applies to, and names the first model of the tier', async () => {
+  it('reserves nothing and charges nothing for a caller no budget applies to, and names the first model of the tier', async () => {
     const store = new MemoryQuotaStore(clock);
     const ledger = testLedger(store);
     const p = testPolicy(userBudgetWith(basicPolicy(), `when: "principal.user != 'carol'"`));
@@ -288,8 +281,8 @@ describe('reserve step', () => {
     await reserveAndSettle({ ledger })(ctx, next);
 
     expect(next.calls).toEqual([{ model: medium, tier: 'standard', amounts: [] }]);
+    expect(ctx.reservation?.store).toBeUndefined();
     expect(ctx.charged).toBeUndefined();
-    expect(ctx.settling).toBeUndefined();
   });
 
   it('fails as a bug (a plain Error) when it runs without an allow decision', async () => {
@@ -306,26 +299,17 @@ describe('reserve step', () => {
     });
     afterAll(() => down.close());
 
-    it('reserves and charges on the local ledger when every budget fails open, queues the charge for the shared store, and notes storeError fail_open', async () => {
+    it('reserves on the local ledger when every budget fails open, names it as the holder, and notes storeError fail_open', async () => {
       const p = testPolicy(userBudgetWith(basicPolicy(), 'failMode: open'));
       const ledger = testLedger(down);
       const ctx = await decided(ledger, p);
-      const queued = down.pendingReplays();
       expect(ctx.storeError).toBe('fail_open');
-      const seen: unknown[] = [];
-      await reserveAndSettle({ ledger })(
-        ctx,
-        recordingNext(undefined, async () => {
-          seen.push(await held(ledger, ledger.fallbackStore, p));
-          ctx.usage = { inputTokens: 6, outputTokens: 40 };
-        }),
-      );
-      await ctx.settling;
+      const next = recordingNext(() => ctx.reservation?.store);
+      await reserveAndSettle({ ledger })(ctx, next);
 
-      expect(seen).toEqual([[{ used: 0, reserved: 218 }]]);
-      expect(ctx.charged).toEqual([46]);
-      expect(await held(ledger, ledger.fallbackStore, p)).toEqual([{ used: 46, reserved: 0 }]);
-      expect(down.pendingReplays()).toBe(queued + 1);
+      expect(next.calls).toHaveLength(1);
+      expect(next.calls[0]).toBe(ledger.fallbackStore);
+      expect(await held(ledger, ledger.fallbackStore, p)).toEqual([{ used: 0, reserved: 218 }]);
       expect(ctx.storeError).toBe('fail_open');
     });
 
