@@ -20,6 +20,8 @@ const SETTLED_MAX = 200_000;
 export interface JournalWriter {
   /** Appends one entry; written before it returns, so a killed process keeps it (fsync is grouped). */
   append(body: EntryBody): JournalEntry;
+  /** Writes what is buffered and lets the directory go. */
+  close(): Promise<void>;
 }
 
 /** What a recovery did with the reservations a previous process left open. */
@@ -52,6 +54,11 @@ export class MemoryQuotaStore implements QuotaStore {
     private readonly now: () => number = Date.now,
     private readonly journal?: JournalWriter,
   ) {}
+
+  /** Whether the store writes a journal (and so has something to restore and recover). */
+  get journaled(): boolean {
+    return this.journal !== undefined;
+  }
 
   async reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord): Promise<ReserveOutcome> {
     this.sweep();
@@ -106,6 +113,7 @@ export class MemoryQuotaStore implements QuotaStore {
   }
 
   async close(): Promise<void> {
+    await this.journal?.close();
     this.counters.clear();
     this.reserved.clear();
     this.reservations.clear();

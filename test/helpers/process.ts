@@ -8,6 +8,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 export interface GatewayProcess {
   mcpUrl: string;
   child: ChildProcess;
+  /** What the process wrote to stderr so far (its log lines). */
+  stderr(): string;
   events(): Record<string, unknown>[];
   /**
    * Resolves with the decision events once the file holds at least `count` of them (the gateway
@@ -19,9 +21,10 @@ export interface GatewayProcess {
   kill(): Promise<void>;
 }
 
-export async function spawnGateway(opts: { policyFile: string; eventsFile: string; env?: Record<string, string> }): Promise<GatewayProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--policy', opts.policyFile, '--events', opts.eventsFile], {
-    env: { PATH: process.env.PATH ?? '', TOLLGATE_LOG_LEVEL: 'warn', ...opts.env },
+export async function spawnGateway(opts: { policyFile: string; eventsFile: string; env?: Record<string, string>; args?: string[] }): Promise<GatewayProcess> {
+  const args = ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--policy', opts.policyFile, '--events', opts.eventsFile, ...(opts.args ?? [])];
+  const child = spawn(process.execPath, args, {
+    env: { PATH: process.env.PATH ?? '', TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_DATA_DIR: `${opts.eventsFile}.data`, ...opts.env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -59,6 +62,7 @@ export async function spawnGateway(opts: { policyFile: string; eventsFile: strin
   return {
     mcpUrl,
     child,
+    stderr: () => stderr,
     events,
     async eventsWhen(count, timeoutMs = 15_000) {
       const deadline = Date.now() + timeoutMs;

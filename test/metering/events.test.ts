@@ -65,6 +65,7 @@ describe('decision events', () => {
       'tollgate.charged': [{ budget: 'user-weekly', subject: 'alice', amount: 6, unit: 'tokens' }],
       'tollgate.estimated_input_tokens': 6,
       'tollgate.reserved_tokens': { input: 6, output: 100 },
+      'tollgate.settled_by': 'call',
       'tollgate.cost_usd': 0.000066,
       'tollgate.attempts': [{ model: 'demo/medium', provider: 'demo', ok: true, ms: 0 }],
       'tollgate.latency_ms': 0,

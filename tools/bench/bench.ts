@@ -272,7 +272,7 @@ async function main(): Promise<void> {
       servers.push({ name: 'passthrough, light HTTP', url: p.match[1]!, pid: p.child.pid! });
     }
     const redisUrl = TARGETS.some((t) => t.startsWith('redis')) ? await localRedisUrl() : undefined;
-    const gatewayEnv = { NODE_OPTIONS: values['node-options'], TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_MAX_SESSIONS: String(Math.max(10_000, SESSIONS + 1000)),
+    const gatewayEnv = { NODE_OPTIONS: values['node-options'], TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_DATA_DIR: join(dir, 'data'), TOLLGATE_MAX_SESSIONS: String(Math.max(10_000, SESSIONS + 1000)),
       // The session measurement opens every session with the one bench key.
       TOLLGATE_MAX_SESSIONS_PER_CALLER: String(Math.max(10_000, SESSIONS + 1000)),
     };
@@ -337,7 +337,7 @@ async function main(): Promise<void> {
       // idle, then 5 s after SESSIONS sessions were opened, and again as the gateway sits idle with
       // them open (V8 gives back the heap that the burst of initialize requests grew only after a
       // while without allocation).
-      const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], { ...gatewayEnv, TOLLGATE_EVENTS_FILE: join(dir, 'events-sessions.jsonl') }, /serving MCP at (\S+)/, 'stderr', PROF);
+      const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], { ...gatewayEnv, TOLLGATE_EVENTS_FILE: join(dir, 'events-sessions.jsonl'), TOLLGATE_DATA_DIR: join(dir, 'data-sessions') }, /serving MCP at (\S+)/, 'stderr', PROF);
       await sleep(3000);
       const before = rssMb(g.child.pid!);
       const opened = await openSessions(g.match[1]!, SESSIONS);

@@ -148,7 +148,7 @@ async function gateway(dir: string, name: string, policyText: string, env: Recor
   const policyFile = join(dir, `${name}.yaml`);
   writeFileSync(policyFile, policyText);
   const events = join(dir, `${name}.jsonl`);
-  const g = await startChild(['src/cli.ts', 'serve', '--port', '0', '--policy', policyFile, '--events', events], { TOLLGATE_LOG_LEVEL: 'error', ...env }, /serving MCP at (\S+)/, 'stderr');
+  const g = await startChild(['src/cli.ts', 'serve', '--port', '0', '--policy', policyFile, '--events', events], { TOLLGATE_LOG_LEVEL: 'error', TOLLGATE_DATA_DIR: `${events}.data`, ...env }, /serving MCP at (\S+)/, 'stderr');
   return { url: g.match[1]!, child: g.child, events };
 }
 

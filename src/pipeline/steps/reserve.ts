@@ -9,7 +9,8 @@ import { withStore } from './storeAccess.js';
 /** Who and what a reservation is for, kept with it so that a recovery can say whom it charged. */
 function reservationMeta(ctx: CallContext, tier: string, model: string): Record<string, unknown> {
   const p = ctx.principal;
-  return { transport: ctx.transport, user: p?.user, teams: p?.teams, costCenter: p?.costCenter, tier, model, policyVersion: ctx.policy.version };
+  const units = Object.fromEntries(ctx.lines.map((l) => [l.budget.config.id, l.budget.unit === 'usd' ? 'micro_usd' : 'tokens']));
+  return { transport: ctx.transport, user: p?.user, teams: p?.teams, costCenter: p?.costCenter, tier, model, policyVersion: ctx.policy.version, units };
 }
 
 /**

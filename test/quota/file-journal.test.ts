@@ -1,0 +1,134 @@
+/**
+ * The embedded store's journal: a restart (even after a kill, without close) brings back used and
+ * reserved amounts exactly, recovery charges a dispatched call at its reservation and releases one
+ * that never reached a provider, a torn last line is dropped, and segments chain across a change.
+ */
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FileJournal, readHead, readSegment, segmentFiles } from '../../src/quota/fileJournal.js';
+import { verifyChain, type JournalEntry } from '../../src/quota/journal.js';
+import { MemoryQuotaStore } from '../../src/quota/memory.js';
+import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
+
+const NOW = Date.parse('2026-11-25T10:00:00Z');
+const DAY = 86_400_000;
+
+function line(subject: string, amount: number, limit = 1000): LedgerLine {
+  const tag = `t:{weekly|${subject}}`;
+  return { budgetId: 'weekly', subject, usageKey: `${tag}:u:1`, readKeys: [`${tag}:u:1`], reservedKey: `${tag}:r`, limit, amount, expiresAt: NOW + 7 * DAY };
+}
+
+let dir: string;
+let clock = NOW;
+const now = () => clock;
+
+/** A store on the journal in `dir`, as `tollgate serve` builds it after a start. */
+function open(opts: { maxSegmentBytes?: number } = {}) {
+  const { journal, replay } = FileJournal.open({ dir, now, ...opts });
+  const store = new MemoryQuotaStore(now, journal);
+  store.restore(replay);
+  journal.snapshotSource = () => store.snapshot();
+  const events: DecisionRecord[] = [];
+  store.onEvent((e) => events.push(e));
+  return { store, journal, events };
+}
+
+function allEntries(): JournalEntry[] {
+  return segmentFiles(dir).flatMap((f) => readSegment(f).entries);
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'tollgate-journal-'));
+  clock = NOW;
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('embedded journal', () => {
+  it('brings back used and reserved amounts exactly after the process is gone without closing', async () => {
+    const first = open();
+    await first.store.reserve('a', [line('alice', 100)], 60_000);
+    await first.store.settle('a', [line('alice', 42)], { 'request.id': 'a' });
+    await first.store.reserve('b', [line('alice', 300)], 60_000);
+    // No close: a killed process leaves the lock and whatever fsync had not covered yet.
+    const second = open();
+    expect(await second.store.read([line('alice', 0)])).toEqual([{ used: 42, reserved: 300 }]);
+    await second.journal.close();
+  });
+
+  it('charges a dispatched call at its reservation on recovery, and releases one that never reached a provider', async () => {
+    const first = open();
+    await first.store.reserve('sent', [line('alice', 120)], 60_000, { user: 'alice', transport: 'openai' });
+    await first.store.dispatch('sent');
+    await first.store.reserve('unsent', [line('alice', 200)], 60_000, { user: 'alice' });
+    const second = open();
+    const report = second.store.recover((id, r) => ({ 'request.id': id, dispatched: r.dispatched, 'tollgate.settled_by': 'recovery' }));
+    expect(report).toEqual({ charged: [{ id: 'sent', lines: [expect.objectContaining({ amount: 120 })] }], released: ['unsent'] });
+    expect(await second.store.read([line('alice', 0)])).toEqual([{ used: 120, reserved: 0 }]);
+    expect(second.events).toEqual([
+      { 'request.id': 'sent', dispatched: true, 'tollgate.settled_by': 'recovery' },
+      { 'request.id': 'unsent', dispatched: false, 'tollgate.settled_by': 'recovery' },
+    ]);
+    // Recovery is journaled: a third start finds nothing open and the same counters.
+    const third = open();
+    expect(third.store.recover(() => ({})).charged).toEqual([]);
+    expect(await third.store.read([line('alice', 0)])).toEqual([{ used: 120, reserved: 0 }]);
+    expect(allEntries().map((e) => e.body.kind)).toEqual(['reserve', 'dispatch', 'reserve', 'recover', 'release']);
+  });
+
+  it('commits a charge and its event in one entry', async () => {
+    const { store } = open();
+    await store.reserve('c', [line('bob', 50)], 60_000);
+    await store.settle('c', [line('bob', 30)], { 'request.id': 'c', effect: 'allow' });
+    const settle = allEntries().find((e) => e.body.kind === 'settle')!;
+    expect(settle.body).toMatchObject({ id: 'c', lines: [{ subject: 'bob', amount: 30 }], event: { 'request.id': 'c', effect: 'allow' }, settledBy: 'call' });
+  });
+
+  it('drops a torn last line at start and keeps the chain whole', async () => {
+    const first = open();
+    await first.store.reserve('a', [line('alice', 10)], 60_000);
+    await first.store.settle('a', [line('alice', 10)]);
+    appendFileSync(join(dir, 'journal.jsonl'), '{"seq":3,"h":"ab');
+    const second = open();
+    expect(await second.store.read([line('alice', 0)])).toEqual([{ used: 10, reserved: 0 }]);
+    await second.store.reserve('b', [line('alice', 5)], 60_000);
+    expect(verifyChain(allEntries())).toBeUndefined();
+    expect(allEntries().map((e) => e.seq)).toEqual([1, 2, 3]);
+  });
+
+  it('starts a new segment with a snapshot when the day ends, and replays only that segment', async () => {
+    const first = open();
+    await first.store.reserve('a', [line('alice', 10)], 60_000);
+    await first.store.settle('a', [line('alice', 7)]);
+    clock = NOW + DAY;
+    await first.store.reserve('b', [line('alice', 20)], 60_000);
+    expect(segmentFiles(dir).map((f) => f.slice(dir.length + 1))).toEqual(['journal-000000000001.jsonl', 'journal.jsonl']);
+    expect(readSegment(join(dir, 'journal.jsonl')).entries.map((e) => e.body.kind)).toEqual(['snapshot', 'reserve']);
+    expect(verifyChain(allEntries())).toBeUndefined();
+    const second = open();
+    expect(await second.store.read([line('alice', 0)])).toEqual([{ used: 7, reserved: 20 }]);
+  });
+
+  it('starts a new segment once one passes its size limit', async () => {
+    const first = open({ maxSegmentBytes: 2000 });
+    for (let i = 0; i < 20; i++) {
+      await first.store.reserve(`r${i}`, [line('carol', 1, 1_000_000)], 60_000);
+      await first.store.settle(`r${i}`, [line('carol', 1, 1_000_000)], { 'request.id': `r${i}` });
+    }
+    expect(segmentFiles(dir).length).toBeGreaterThan(2);
+    expect(verifyChain(allEntries())).toBeUndefined();
+    const second = open({ maxSegmentBytes: 2000 });
+    expect(await second.store.read([line('carol', 0)])).toEqual([{ used: 20, reserved: 0 }]);
+  });
+
+  it('keeps a head beside the journal once fsync has run, naming the last entry', async () => {
+    const { store, journal } = open();
+    await store.reserve('a', [line('alice', 10)], 60_000);
+    await journal.flush();
+    const last = allEntries().at(-1)!;
+    expect(readHead(dir)).toEqual({ seq: last.seq, link: last.link });
+    expect(JSON.parse(readFileSync(join(dir, 'journal.lock'), 'utf8'))).toBe(process.pid);
+    await journal.close();
+  });
+});
