@@ -1,0 +1,235 @@
+/**
+ * Kill drill: mixed load on a `tollgate serve` (MCP, OpenAI- and Anthropic-compatible JSON and
+ * streams, A2A), the gateway SIGKILLed mid-load and started again on the same journal, then the
+ * journal checked against what the clients were answered:
+ *   - every answered call is charged (a settle, or a recovery at its reservation);
+ *   - every charge in the journal carries its event, with the same amounts;
+ *   - every event the event log printed with a charge has that charge in the journal;
+ *   - the chain verifies.
+ *
+ *   npm run drill:kill -- [--runs 10] [--calls 300] [--store embedded|redis] [--redis URL]
+ *
+ * Prints one line per run and exits 1 if any run breaks a promise.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { ChildProcess } from 'node:child_process';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { readHead, readSegment, segmentFiles } from '../../src/quota/fileJournal.js';
+import { verifyChain, type EntryBody, type JournalEntry } from '../../src/quota/journal.js';
+import { startChild } from './common.js';
+
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '10' },
+    calls: { type: 'string', default: '300' },
+    concurrency: { type: 'string', default: '16' },
+    store: { type: 'string', default: 'embedded' },
+    redis: { type: 'string' },
+    'latency-ms': { type: 'string', default: '25' },
+    keep: { type: 'boolean', default: false },
+  },
+});
+const RUNS = Number(values.runs);
+const CALLS = Number(values.calls);
+const CONCURRENCY = Number(values.concurrency);
+const KEY = 'drill-key';
+
+function policy(latencyMs: number): string {
+  const sha = createHash('sha256').update(KEY).digest('hex');
+  return `version: 1
+providers:
+  demo: { kind: demo, latencyMs: ${latencyMs} }
+tiers:
+  standard: [demo/medium]
+  economy: [demo/small]
+apiKeys:
+  - { id: k-drill, sha256: ${sha}, user: drill, teams: [ops], costCenter: cc-9 }
+budgets:
+  - id: user-weekly
+    scope: user
+    window: { calendar: week }
+    limit: { tokens: 1000000000 }
+  - id: team-monthly
+    scope: team
+    window: { calendar: month }
+    limit: { usd: 1000000 }
+`;
+}
+
+type Kind = 'mcp' | 'openai' | 'openai-stream' | 'anthropic' | 'anthropic-stream' | 'a2a';
+const KINDS: Kind[] = ['mcp', 'openai', 'openai-stream', 'anthropic', 'anthropic-stream', 'a2a'];
+
+/** One call of `kind`; resolves with its request id once the whole answer arrived, throws otherwise. */
+async function call(base: string, kind: Kind, mcp: () => Promise<Client>): Promise<string> {
+  const auth = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
+  const prompt = `drill ${randomUUID().slice(0, 8)}`;
+  switch (kind) {
+    case 'mcp': {
+      const r = await (await mcp()).callTool({ name: 'complete', arguments: { prompt, max_tokens: 12 } });
+      if (r.isError) throw new Error(JSON.stringify(r.content));
+      return (r.structuredContent as { requestId: string }).requestId;
+    }
+    case 'openai':
+    case 'openai-stream': {
+      const stream = kind === 'openai-stream';
+      const res = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: auth, body: JSON.stringify({ model: 'standard', messages: [{ role: 'user', content: prompt }], max_tokens: 12, stream }) });
+      const text = await res.text();
+      if (res.status !== 200 || (stream && !text.includes('data: [DONE]'))) throw new Error(`openai ${res.status}`);
+      return res.headers.get('x-request-id')!;
+    }
+    case 'anthropic':
+    case 'anthropic-stream': {
+      const stream = kind === 'anthropic-stream';
+      const res = await fetch(`${base}/v1/messages`, { method: 'POST', headers: auth, body: JSON.stringify({ model: 'standard', messages: [{ role: 'user', content: prompt }], max_tokens: 12, stream }) });
+      const text = await res.text();
+      if (res.status !== 200 || (stream && !text.includes('event: message_stop'))) throw new Error(`anthropic ${res.status}`);
+      return res.headers.get('x-request-id')!;
+    }
+    case 'a2a': {
+      const message = { messageId: randomUUID(), role: 'ROLE_USER', parts: [{ text: prompt }], metadata: { max_tokens: 12 } };
+      const res = await fetch(`${base}/a2a`, { method: 'POST', headers: { ...auth, 'a2a-version': '1.0' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message } }) });
+      const body = (await res.json()) as { result?: { task?: { status?: { state?: string }; metadata?: Record<string, { requestId?: string }> } } };
+      const task = body.result?.task;
+      if (task?.status?.state !== 'TASK_STATE_COMPLETED') throw new Error(`a2a ${JSON.stringify(body).slice(0, 200)}`);
+      return task.metadata!['io.tollgate/result']!.requestId!;
+    }
+  }
+}
+
+interface Gateway {
+  base: string;
+  child: ChildProcess;
+  events: string;
+}
+
+async function startGateway(dir: string, n: number, env: Record<string, string>): Promise<Gateway> {
+  const events = join(dir, `events-${n}.jsonl`);
+  const args = ['src/cli.ts', 'serve', '--port', '0', '--policy', join(dir, 'policy.yaml'), '--events', events, '--no-watch'];
+  const g = await startChild(args, { TOLLGATE_LOG_LEVEL: 'error', ...env }, /serving MCP at (\S+)\/mcp/, 'stderr');
+  return { base: g.match[1]!, child: g.child, events };
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));
+}
+
+/** Runs load against whatever gateway `current()` is until `answered` reaches `target`. */
+async function load(current: () => Gateway, answered: Set<string>, target: number): Promise<number> {
+  let failures = 0;
+  let i = 0;
+  const worker = async (w: number) => {
+    let client: Client | undefined;
+    let clientFor: string | undefined;
+    const mcp = async () => {
+      const base = current().base;
+      if (!client || clientFor !== base) {
+        client = new Client({ name: 'killdrill', version: '1' });
+        await client.connect(new StreamableHTTPClientTransport(new URL(`${base}/mcp`), { requestInit: { headers: { authorization: `Bearer ${KEY}` } } }));
+        clientFor = base;
+      }
+      return client;
+    };
+    while (answered.size < target) {
+      const kind = KINDS[(i++ + w) % KINDS.length]!;
+      try {
+        answered.add(await call(current().base, kind, mcp));
+      } catch {
+        failures += 1;
+        client = undefined;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: CONCURRENCY }, (_, w) => worker(w)));
+  return failures;
+}
+
+interface RunResult {
+  answered: number;
+  charged: number;
+  recovered: number;
+  released: number;
+  uncharged: string[];
+  chargeWithoutEvent: string[];
+  eventWithoutCharge: string[];
+  chain: string;
+}
+
+function check(dataDir: string, answered: Set<string>, eventFiles: string[]): RunResult {
+  const entries: JournalEntry[] = segmentFiles(dataDir).flatMap((f) => readSegment(f).entries);
+  const fault = verifyChain(entries, { head: readHead(dataDir) });
+  const charges = new Map<string, EntryBody>();
+  let recovered = 0;
+  let released = 0;
+  for (const e of entries) {
+    if (e.body.kind === 'settle' || e.body.kind === 'recover') charges.set(e.body.id, e.body);
+    if (e.body.kind === 'recover') recovered += 1;
+    if (e.body.kind === 'release' && e.body.event?.['tollgate.settled_by'] === 'recovery') released += 1;
+  }
+  const amounts = (lines: { amount: number }[] | undefined) => JSON.stringify((lines ?? []).map((l) => l.amount));
+  const chargeWithoutEvent = [...charges].filter(([id, b]) => b.event?.['request.id'] !== id || amounts(b.event['tollgate.charged'] as { amount: number }[]) !== amounts(b.lines)).map(([id]) => id);
+  const eventWithoutCharge: string[] = [];
+  for (const file of eventFiles) {
+    if (!existsSync(file)) continue;
+    for (const l of readFileSync(file, 'utf8').split('\n')) {
+      if (!l.trim()) continue;
+      const ev = JSON.parse(l) as Record<string, unknown>;
+      const charged = ev['tollgate.charged'] as { amount: number }[] | undefined;
+      if (!charged?.length) continue;
+      const b = charges.get(String(ev['request.id']));
+      if (!b || amounts(b.lines) !== amounts(charged)) eventWithoutCharge.push(String(ev['request.id']));
+    }
+  }
+  return {
+    answered: answered.size,
+    charged: charges.size,
+    recovered,
+    released,
+    uncharged: [...answered].filter((id) => !charges.has(id)),
+    chargeWithoutEvent,
+    eventWithoutCharge,
+    chain: fault ? `broken at ${fault.seq}: ${fault.reason}` : 'ok',
+  };
+}
+
+async function run(n: number): Promise<boolean> {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-killdrill-'));
+  writeFileSync(join(dir, 'policy.yaml'), policy(Number(values['latency-ms'])));
+  const dataDir = join(dir, 'data');
+  if (values.store !== 'embedded') throw new Error('only --store embedded is wired in this drill so far');
+  const env = { TOLLGATE_DATA_DIR: dataDir };
+  const answered = new Set<string>();
+  let gw = await startGateway(dir, 1, env);
+  const eventFiles = [gw.events];
+  const current = () => gw;
+  // Kill somewhere in the middle of the run, while every worker has a call in flight.
+  const killAt = Math.floor(CALLS * (0.3 + Math.random() * 0.4));
+  const loading = load(current, answered, CALLS);
+  while (answered.size < killAt) await new Promise((r) => setTimeout(r, 2));
+  gw.child.kill('SIGKILL');
+  await exited(gw.child);
+  gw = await startGateway(dir, 2, env);
+  eventFiles.push(gw.events);
+  await loading;
+  gw.child.kill('SIGTERM');
+  await exited(gw.child);
+  const r = check(dataDir, answered, eventFiles);
+  const ok = r.uncharged.length === 0 && r.chargeWithoutEvent.length === 0 && r.eventWithoutCharge.length === 0 && r.chain === 'ok';
+  process.stdout.write(
+    `run ${n}: answered ${r.answered}, charged ${r.charged} (recovered ${r.recovered}, released by recovery ${r.released}); ` +
+      `answered uncharged ${r.uncharged.length}, charges without event ${r.chargeWithoutEvent.length}, events without charge ${r.eventWithoutCharge.length}, chain ${r.chain}${ok ? '' : '  FAIL'}\n`,
+  );
+  if (!values.keep) rmSync(dir, { recursive: true, force: true });
+  else process.stdout.write(`  kept ${dir}\n`);
+  return ok;
+}
+
+let failed = 0;
+for (let n = 1; n <= RUNS; n++) if (!(await run(n))) failed += 1;
+process.stdout.write(`${RUNS - failed}/${RUNS} runs kept every promise\n`);
+process.exit(failed ? 1 : 0);
