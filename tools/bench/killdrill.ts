@@ -32,6 +32,7 @@ const { values } = parseArgs({
     redis: { type: 'string' },
     'latency-ms': { type: 'string', default: '25' },
     keep: { type: 'boolean', default: false },
+    'settle-before-reply': { type: 'boolean', default: false },
   },
 });
 const RUNS = Number(values.runs);
@@ -39,7 +40,7 @@ const CALLS = Number(values.calls);
 const CONCURRENCY = Number(values.concurrency);
 const KEY = 'drill-key';
 
-function policy(latencyMs: number): string {
+function policy(latencyMs: number, settleBeforeReply: boolean): string {
   const sha = createHash('sha256').update(KEY).digest('hex');
   return `version: 1
 providers:
@@ -58,6 +59,7 @@ budgets:
     scope: team
     window: { calendar: month }
     limit: { usd: 1000000 }
+limits: { settleBeforeReply: ${settleBeforeReply} }
 `;
 }
 
@@ -153,6 +155,8 @@ interface RunResult {
   answered: number;
   charged: number;
   recovered: number;
+  /** Answered calls whose settlement the crash lost, charged at their reservation by recovery. */
+  answeredRecovered: number;
   released: number;
   uncharged: string[];
   chargeWithoutEvent: string[];
@@ -189,6 +193,7 @@ function check(dataDir: string, answered: Set<string>, eventFiles: string[]): Ru
     answered: answered.size,
     charged: charges.size,
     recovered,
+    answeredRecovered: [...answered].filter((id) => charges.get(id)?.kind === 'recover').length,
     released,
     uncharged: [...answered].filter((id) => !charges.has(id)),
     chargeWithoutEvent,
@@ -199,7 +204,7 @@ function check(dataDir: string, answered: Set<string>, eventFiles: string[]): Ru
 
 async function run(n: number): Promise<boolean> {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-killdrill-'));
-  writeFileSync(join(dir, 'policy.yaml'), policy(Number(values['latency-ms'])));
+  writeFileSync(join(dir, 'policy.yaml'), policy(Number(values['latency-ms']), values['settle-before-reply']!));
   const dataDir = join(dir, 'data');
   if (values.store !== 'embedded') throw new Error('only --store embedded is wired in this drill so far');
   const env = { TOLLGATE_DATA_DIR: dataDir };
@@ -221,7 +226,7 @@ async function run(n: number): Promise<boolean> {
   const r = check(dataDir, answered, eventFiles);
   const ok = r.uncharged.length === 0 && r.chargeWithoutEvent.length === 0 && r.eventWithoutCharge.length === 0 && r.chain === 'ok';
   process.stdout.write(
-    `run ${n}: answered ${r.answered}, charged ${r.charged} (recovered ${r.recovered}, released by recovery ${r.released}); ` +
+    `run ${n}: answered ${r.answered}, charged ${r.charged} (recovered ${r.recovered}, of them answered ${r.answeredRecovered}; released by recovery ${r.released}); ` +
       `answered uncharged ${r.uncharged.length}, charges without event ${r.chargeWithoutEvent.length}, events without charge ${r.eventWithoutCharge.length}, chain ${r.chain}${ok ? '' : '  FAIL'}\n`,
   );
   if (!values.keep) rmSync(dir, { recursive: true, force: true });
