@@ -88,13 +88,15 @@ function chargedModel(e: DecisionEvent): string | undefined {
 
 /**
  * Aggregates the events with charged usage inside the window. An event seen twice (the same
- * request id in two files) counts once.
+ * request id in two files) counts once. A refused call reached no provider and costs nothing: it
+ * is left out, whatever its event says.
  */
-export function aggregateUsage(events: readonly DecisionEvent[], filter: ExportFilter): UsageGroup[] {
+export function aggregateUsage(events: Iterable<DecisionEvent>, filter: ExportFilter): UsageGroup[] {
   const g = filter.granularity ?? 'day';
   const seen = new Set<string>();
   const groups = new Map<string, UsageGroup>();
   for (const e of events) {
+    if (e.outcome === 'refused') continue;
     const t = Date.parse(e.time);
     if (!(t >= filter.from && t < filter.to)) continue;
     const input = e['gen_ai.usage.input_tokens'];
