@@ -4,30 +4,94 @@
  * Design (docs/quota.md has the long form):
  * - Counters change only inside Lua scripts (check-and-add is atomic; never get-then-set). A budget
  *   line's keys share its `{budget|subject}` hash tag. On a single node one script carries every
- *   line of a call, so a call costs one command per phase (read, reserve, settle) and its
+ *   line of a call, so a call costs one command per phase (read, reserve, dispatch, settle) and its
  *   reservation is atomic across lines. On a Redis Cluster each script carries one line, so no
  *   script spans slots; the lines go in a fixed order (sorted by reservedKey), and when one
  *   refuses, the lines already reserved are released again: all lines or none either way.
+ * - The journal: every script that changes the ledger appends its entry (reserve, dispatch,
+ *   settle with its decision event, release, recover, refuse, admin) to a hash-chained Redis
+ *   Stream and adds the event's rollups in the same atomic step, so a charge and its event cannot
+ *   be apart (src/quota/redisJournal.ts, src/quota/redisScripts.ts). Listeners hear an event once
+ *   its entry is written.
  * - A reservation is a per-request entry on its line (hash requestId -> amount, sorted set
- *   requestId -> expiry). Every script purges expired entries first, using the `now` the store
- *   passes in, so a crashed replica's reservations lapse after their TTL.
+ *   requestId -> expiry, and what recovery needs). Every script purges expired entries first, using
+ *   the `now` the store passes in, and a sweep on every replica visits lines nobody touches:
+ *   purging is recovery, atomic in Lua so it happens once whichever replica runs it. An expired
+ *   reservation that was dispatched is charged at its reservation (`settled_by: recovery`); any
+ *   other is released.
  * - settle() charges each line once: a per-line, per-request marker (kept a day) makes a repeated
  *   or replayed settle a no-op, and a reserve after settle returns ok without reserving.
  * - Outage: offline commands are rejected at once (no offline queue), commands time out after
- *   `commandTimeoutMs`, and the client reconnects by itself. Reserve, release and read then throw
- *   QUOTA_STORE_UNAVAILABLE; the pipeline applies the budget's fail mode. A settle that cannot be
- *   written is queued in process (bounded) and replayed when the connection is ready again.
+ *   `commandTimeoutMs`, and the client reconnects by itself. Reserve, dispatch and read then throw
+ *   QUOTA_STORE_UNAVAILABLE; the pipeline applies the budget's fail mode. A settle, release or
+ *   refusal that cannot be written is queued in process (bounded) and written, in order, when the
+ *   connection is ready again.
  * - Keyv (@keyv/redis) is the store's face for plain records: which reservedKeys a request holds,
  *   so release(requestId) works from any replica. Lua runs through the client it exposes.
  * - Redis Cluster (`clusterNodes`): the same scripts, each routed to its line's master by the first
  *   key; scripts are loaded and SCAN runs on every master; node errors and failed scripts trigger a
  *   check of the slot map, so a failover is followed (src/quota/redisCluster.ts).
  */
+import { randomUUID } from 'node:crypto';
 import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
 import { pino, type Logger } from 'pino';
+import type { EntryBody, EntryLine, JournalEntry } from './journal.js';
 import { createClusterClient, watchCluster, type NodeDefaults } from './redisCluster.js';
-import { ADJUST, READ, RELEASE, RESERVE, SETTLE, ScriptRunner, asStoreError, isOutage, type LuaScript, type RedisConnection, type RedisNode } from './redisScripts.js';
+import {
+  addRollupHash,
+  dayOf,
+  daysBetween,
+  defaultRecoveryEvent,
+  entryLine,
+  globalJournalBase,
+  journalKeys,
+  prepare,
+  recoveryInfo,
+  rollupFields,
+  sortedRollups,
+  verifyRedisJournal,
+  type JournalReader,
+  type JournalVerifyReport,
+  type RecoveryEventBuilder,
+  type UsageRollup,
+  type VerifyOptions,
+} from './redisJournal.js';
+import {
+  ADJUST,
+  CHAIN,
+  DISPATCH,
+  DUE,
+  INDEX,
+  READ,
+  RELEASE,
+  RESERVE,
+  SETTLE,
+  SWEEP,
+  ScriptRunner,
+  asStoreError,
+  isOutage,
+  type LuaScript,
+  type RedisConnection,
+  type RedisNode,
+} from './redisScripts.js';
 import type { DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
+
+export type { JournalVerifyReport, UsageRollup } from './redisJournal.js';
+
+export interface RedisJournalOptions {
+  /**
+   * Keep about this many entries per stream (`XADD … MAXLEN ~ n`; Redis trims whole macro-nodes,
+   * so a few more may stay). Trimming removes the chain's beginning: export first (docs/quota.md).
+   */
+  maxLen?: number;
+  /**
+   * Or keep entries younger than this (`XADD … MINID ~ <Redis time - maxAgeMs>`: stream ids are
+   * Redis's clock). Ignored when maxLen is set.
+   */
+  maxAgeMs?: number;
+  /** How long a day's rollup hash is kept. Default 400 days. */
+  rollupTtlMs?: number;
+}
 
 export interface RedisQuotaStoreOptions {
   /** `redis://` or `rediss://` URL of a single Redis node. Ignored when `clusterNodes` is set. */
@@ -43,16 +107,32 @@ export interface RedisQuotaStoreOptions {
   now?: () => number;
   /** A command without a reply after this long fails as QUOTA_STORE_UNAVAILABLE. Default 1000. */
   commandTimeoutMs?: number;
-  /** Most settlements kept for replay during an outage; the oldest is dropped beyond it. Default 10000. */
+  /** Most writes (settlements, releases, refusals) kept for replay during an outage; the oldest is dropped beyond it. Default 10000. */
   maxPendingReplays?: number;
-  /** Where connection changes, queued and dropped settlements are reported. Default: stderr at info. */
+  /** Where connection changes, queued and dropped writes are reported. Default: stderr at info. */
   logger?: Pick<Logger, 'info' | 'warn' | 'error'>;
+  /** Retention of the journal streams and rollups. Default: keep every entry. */
+  journal?: RedisJournalOptions;
+  /**
+   * How often this replica sweeps lines with expired reservations (recovery for lines no call
+   * touches), with ±20 % jitter. 0 turns the timer off (`sweep()` still works). Default 10000.
+   */
+  sweepIntervalMs?: number;
+  /** The decision event of a reservation recovery closes. Default: `defaultRecoveryEvent`. */
+  recoveryEvent?: RecoveryEventBuilder;
 }
 
-interface Replay {
-  requestId: string;
-  lines: LedgerLine[];
+/** A ledger write the store could not make yet, kept for replay in order. */
+type Replay =
+  | { kind: 'settle'; requestId: string; lines: LedgerLine[]; event?: DecisionRecord }
+  | { kind: 'release'; requestId: string; keys?: string[]; event?: DecisionRecord }
+  | { kind: 'record'; requestId: string; event: DecisionRecord };
+
+/** What a write achieved: its event once journaled, and on a failure the error and what is left to write. */
+interface WriteOutcome {
   event?: DecisionRecord;
+  err?: unknown;
+  rest: Replay[];
 }
 
 /** How long a settled marker is kept: a replayed or repeated settle within it counts once. */
@@ -61,10 +141,22 @@ const SETTLED_MARKER_MS = 24 * 3600_000;
 const RECORD_SLACK_MS = 60_000;
 /** Requests whose reserved lines are remembered in process; beyond this the Keyv record is used. */
 const LOCAL_RECORDS_MAX = 100_000;
+const DEFAULT_ROLLUP_TTL_MS = 400 * 86_400_000;
+/** Lines the sweep visits per pass at most. */
+const SWEEP_BATCH = 200;
 
 /** Amounts go into INCRBY and Lua arithmetic: whole numbers only, and never negative outside adjust(). */
 function assertAmount(n: number, what: string, signed = false): void {
   if (!Number.isSafeInteger(n) || (!signed && n < 0)) throw new RangeError(`${what} must be a ${signed ? '' : 'non-negative '}safe integer, got ${n}`);
+}
+
+function byReservedKey<T extends { reservedKey: string }>(a: T, b: T): number {
+  return a.reservedKey < b.reservedKey ? -1 : a.reservedKey > b.reservedKey ? 1 : 0;
+}
+
+/** A line's reservation keys, in the order the scripts take them. */
+function reservationKeys(r: string): [string, string, string, string] {
+  return [r, `${r}:x`, `${r}:i`, `${r}:d`];
 }
 
 /** The QuotaStore shared by every replica; see the design notes at the top of this file. */
@@ -80,6 +172,8 @@ export class RedisQuotaStore implements QuotaStore {
   private readonly held = new Map<string, string[]>();
   private readonly listeners: EventListener[] = [];
   private flushing: Promise<void> | undefined;
+  /** The write `drain` is making now (off the queue while in flight). */
+  private replaying: Replay | undefined;
   private connectedOnce = false;
   private reportedDown = false;
   private closed = false;
@@ -88,12 +182,31 @@ export class RedisQuotaStore implements QuotaStore {
   private readonly refreshSlots: (() => void) | undefined;
   /** On a cluster every line is its own script (its own slot); on one node a call's lines go together. */
   private readonly linePerScript: boolean;
+  /** `<prefix>{journal}`: the single node's journal, and the cluster's for entries without a line. */
+  private readonly globalBase: string;
+  /** Lines with open reservations, scored by their latest expiry, for the sweep. */
+  private readonly openIndex: string;
+  private readonly trim: [string, string];
+  private readonly rollupTtlMs: number;
+  private readonly recoveryEvent: RecoveryEventBuilder;
+  private readonly journalOptions: RedisJournalOptions;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<{ lines: number; closed: number }> | undefined;
 
   constructor(opts: RedisQuotaStoreOptions) {
     this.now = opts.now ?? Date.now;
     const timeoutMs = opts.commandTimeoutMs ?? 1000;
     this.maxReplays = opts.maxPendingReplays ?? 10_000;
     this.log = opts.logger ?? pino({ name: 'tollgate-quota', level: 'info' }, pino.destination({ dest: 2, sync: false }));
+    this.globalBase = globalJournalBase(opts.prefix);
+    this.openIndex = `${this.globalBase}:open`;
+    this.journalOptions = opts.journal ?? {};
+    const { maxLen, maxAgeMs } = this.journalOptions;
+    if (maxLen !== undefined && !(Number.isSafeInteger(maxLen) && maxLen > 0)) throw new RangeError(`journal.maxLen must be a positive integer, got ${maxLen}`);
+    if (maxAgeMs !== undefined && !(Number.isSafeInteger(maxAgeMs) && maxAgeMs > 0)) throw new RangeError(`journal.maxAgeMs must be a positive integer, got ${maxAgeMs}`);
+    this.trim = maxLen ? ['MAXLEN', String(maxLen)] : maxAgeMs ? ['MINID', String(maxAgeMs)] : ['', ''];
+    this.rollupTtlMs = this.journalOptions.rollupTtlMs ?? DEFAULT_ROLLUP_TTL_MS;
+    this.recoveryEvent = opts.recoveryEvent ?? defaultRecoveryEvent;
     // Never give up: back off to 2 s between attempts, with jitter so replicas do not stampede.
     const backoff = (attempt: number) => Math.min(50 * 2 ** attempt, 2000) + Math.floor(Math.random() * 100);
     const defaults: NodeDefaults = {
@@ -124,47 +237,66 @@ export class RedisQuotaStore implements QuotaStore {
       // Reported through the client's own error event and the thrown error; nothing to add here.
     });
     this.scripts.start((err) => this.log.error({ err, event: 'quota_store_connect_failed' }, 'quota store connection failed'));
+    const every = opts.sweepIntervalMs ?? 10_000;
+    if (every > 0) this.scheduleSweep(every);
   }
 
-  async reserve(requestId: string, lines: LedgerLine[], ttlMs: number): Promise<ReserveOutcome> {
+  async reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord): Promise<ReserveOutcome> {
     for (const l of lines) {
       assertAmount(l.amount, 'amount');
       if (!Number.isFinite(l.limit)) throw new RangeError(`limit must be finite, got ${l.limit}`);
     }
     const now = this.now();
-    const ordered = [...lines].sort((a, b) => (a.reservedKey < b.reservedKey ? -1 : a.reservedKey > b.reservedKey ? 1 : 0));
+    const ordered = [...lines].sort(byReservedKey);
     if (ordered.length === 0) return { ok: true };
     const keys = ordered.map((l) => l.reservedKey);
+    const expiresAt = now + ttlMs;
+    const taken = ordered.map(entryLine);
+    const infos = recoveryInfo(requestId, taken, meta, expiresAt, this.recoveryEvent);
     // Every script is sent at once, in the fixed order: one round trip. Each is atomic over its
     // lines; on a cluster (a script per line) a refusal on any line gives back the others.
-    const groups = this.groups(ordered);
-    const scripts = groups.map((group) =>
-      this.run(
+    const groups = this.groups(ordered.map((l, i) => ({ l, i })));
+    const scripts = groups.map((group) => {
+      const first = group[0]!.i;
+      const entry = prepare({
+        kind: 'reserve',
+        id: requestId,
+        at: now,
+        lines: group.map(({ i }) => taken[i]!),
+        expiresAt,
+        meta: first === 0 ? meta : undefined,
+      });
+      const j = this.journalFor(group[0]!.l.reservedKey, now);
+      const index = this.linePerScript ? group[0]!.l.reservedKey : this.openIndex;
+      return this.runLines(
         RESERVE,
-        group.flatMap((l) => [l.reservedKey, `${l.reservedKey}:x`, markerKey(l.reservedKey, requestId), ...l.readKeys]),
-        [requestId, now, now + ttlMs, ...group.flatMap((l) => [3 + l.readKeys.length, l.amount, l.limit])],
-      ),
-    );
+        [...j.keys, index, ...group.flatMap(({ l }) => [...reservationKeys(l.reservedKey), markerKey(l.reservedKey, requestId), ...l.readKeys])],
+        [...j.args, requestId, expiresAt, entry.h, entry.body, this.linePerScript ? 0 : 1, ...group.flatMap(({ l, i }) => [5 + l.readKeys.length, l.amount, l.limit, infos[i]!])],
+      );
+    });
     // The request record, which lets another replica release this reservation, goes in the same
     // flight; on a refusal it is deleted again (and would lapse with the reservation's TTL anyway).
-    const settled = await Promise.allSettled([...scripts, this.writeRecord(requestId, keys, ttlMs)]);
+    // On a cluster the sweep's index lives in another slot than the lines: it goes in the flight too.
+    const extra = [this.writeRecord(requestId, keys, ttlMs)];
+    if (this.linePerScript) extra.push(this.scripts.run(INDEX, [this.openIndex], [expiresAt, ...keys]).then(() => undefined));
+    const settled = await Promise.allSettled([...scripts, ...extra]);
     const dropRecord = () => void this.deleteRecord(requestId).catch(() => undefined);
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
       // What this call reserved lapses by TTL anyway; give it back now without making the caller
       // wait. Every line is included: a timed-out script may still run, and a release sent later
       // on the same connection runs after it.
-      this.releaseLines(requestId, keys, now).catch(() => undefined);
+      this.releaseLines(requestId, keys, undefined).catch(() => undefined);
       dropRecord();
       throw asStoreError(failed.reason);
     }
     const states = settled.slice(0, groups.length).flatMap((r) => (r as PromiseFulfilledResult<unknown>).value as [number, number, number][]);
-    const taken = ordered.filter((_, i) => states[i]![0] === 1).map((l) => l.reservedKey);
+    const heldNow = ordered.filter((_, i) => states[i]![0] === 1).map((l) => l.reservedKey);
     const refusedAt = states.findIndex((s) => s[0] === 0);
     if (refusedAt >= 0 || states.some((s) => s[0] === 2)) {
       // A refusal, or a request that already holds (or has settled) a reservation: like the memory
       // store, the repeat is a no-op, so whatever this call took is given back.
-      await this.releaseLines(requestId, taken, now);
+      await this.releaseLines(requestId, heldNow, undefined);
       const held = refusedAt < 0 ? this.held.get(requestId) : undefined;
       if (held) {
         // A repeat of a reservation this request still holds: its record must list what it holds,
@@ -180,55 +312,53 @@ export class RedisQuotaStore implements QuotaStore {
     return { ok: true };
   }
 
-  async settle(requestId: string, lines: LedgerLine[], event?: DecisionRecord): Promise<void> {
-    for (const l of lines) assertAmount(l.amount, 'amount');
+  async dispatch(requestId: string): Promise<void> {
     try {
-      await this.settleNow(requestId, lines);
-      if (event) this.emit(event);
+      await this.scripts.ready();
+      const keys = this.held.get(requestId) ?? (await this.scripts.timed(this.records.get(recordKey(requestId)))) ?? [];
+      if (keys.length === 0) return;
+      const now = this.now();
+      const entry = prepare({ kind: 'dispatch', id: requestId, at: now });
+      await Promise.all(
+        this.groups([...keys].sort()).map((group) => {
+          const j = this.journalFor(group[0]!, now);
+          return this.runLines(DISPATCH, [...j.keys, ...group.flatMap(reservationKeys)], [...j.args, requestId, entry.h, entry.body]);
+        }),
+      );
     } catch (err) {
-      if (!isOutage(err)) throw err;
-      this.enqueue({ requestId, lines, event });
-      this.log.warn({ err, requestId, event: 'quota_settle_queued', pending: this.replays.length }, 'settlement queued for replay');
+      throw asStoreError(err);
     }
   }
 
-  async dispatch(_requestId: string): Promise<void> {
-    // The dispatch mark lives with the reservation; see the journal notes in docs/quota.md.
+  async settle(requestId: string, lines: LedgerLine[], event?: DecisionRecord): Promise<void> {
+    for (const l of lines) assertAmount(l.amount, 'amount');
+    await this.write({ kind: 'settle', requestId, lines, event });
+  }
+
+  async release(requestId: string, event?: DecisionRecord): Promise<void> {
+    await this.write({ kind: 'release', requestId, keys: this.held.get(requestId), event });
   }
 
   async record(event: DecisionRecord): Promise<void> {
-    this.emit(event);
+    await this.write({ kind: 'record', requestId: String(event['request.id'] ?? ''), event });
   }
 
   onEvent(listener: EventListener): void {
     this.listeners.push(listener);
   }
 
-  async release(requestId: string, event?: DecisionRecord): Promise<void> {
-    if (event) this.emit(event);
-    try {
-      await this.scripts.ready();
-      const keys = this.held.get(requestId) ?? (await this.scripts.timed(this.records.get(recordKey(requestId)))) ?? [];
-      await this.releaseLines(requestId, keys, this.now());
-      this.held.delete(requestId);
-      await this.deleteRecord(requestId);
-    } catch (err) {
-      throw asStoreError(err);
-    }
-  }
-
   async read(lines: Pick<LedgerLine, 'readKeys' | 'reservedKey'>[]): Promise<LineState[]> {
     const now = this.now();
     try {
       const replies = await Promise.all(
-        this.groups(lines).map(
-          (group) =>
-            this.run(
-              READ,
-              group.flatMap((l) => [l.reservedKey, `${l.reservedKey}:x`, ...l.readKeys]),
-              [now, ...group.map((l) => 2 + l.readKeys.length)],
-            ) as Promise<[number, number][]>,
-        ),
+        this.groups(lines).map((group) => {
+          const j = this.journalFor(group[0]!.reservedKey, now);
+          return this.runLines(
+            READ,
+            [...j.keys, ...group.flatMap((l) => [...reservationKeys(l.reservedKey), ...l.readKeys])],
+            [...j.args, ...group.map((l) => 4 + l.readKeys.length)],
+          ) as Promise<[number, number][]>;
+        }),
       );
       return replies.flat().map(([used, reserved]) => ({ used, reserved }));
     } catch (err) {
@@ -238,12 +368,19 @@ export class RedisQuotaStore implements QuotaStore {
 
   /**
    * Adds `delta` (negative for a credit) to a usage counter outside any request, e.g. an admin
-   * correction. Returns the counter's new value. Not idempotent: call it once per correction.
+   * correction, journaled as an `admin` entry. Returns the counter's new value. Not idempotent:
+   * call it once per correction.
    */
-  async adjust(usageKey: string, delta: number, expiresAt: number): Promise<number> {
+  async adjust(usageKey: string, delta: number, expiresAt: number, meta?: { by?: string; reason?: string }): Promise<number> {
     assertAmount(delta, 'delta', true);
+    const reservedKey = /^(.*):u:-?\d+$/.exec(usageKey)?.[1];
+    if (!reservedKey) throw new RangeError(`not a usage key: ${usageKey}`);
+    const now = this.now();
+    const line: EntryLine = { budgetId: '', subject: '', usageKey, reservedKey: `${reservedKey}:r`, amount: delta, expiresAt };
+    const entry = prepare({ kind: 'admin', id: `adjust:${randomUUID()}`, at: now, lines: [line], meta });
+    const j = this.journalFor(line.reservedKey, now);
     try {
-      return (await this.run(ADJUST, [usageKey], [delta, expiresAt - this.now()])) as number;
+      return (await this.scripts.run(ADJUST, [...j.keys, usageKey], [...j.args, delta, expiresAt - now, entry.h, entry.body])) as number;
     } catch (err) {
       throw asStoreError(err);
     }
@@ -277,19 +414,135 @@ export class RedisQuotaStore implements QuotaStore {
     return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
-  /** Settlements waiting for the store to come back (one being replayed right now is not counted). */
+  /**
+   * The usage rollups of the UTC days `from` to `to` (`YYYY-MM-DD`, inclusive), one row per day
+   * and combination of user, teams, cost centre, model and tier, summed over every rollup hash of
+   * the day (one on a single node; on a cluster one per line that carried events, found by SCAN
+   * on every master). Key layout in docs/quota.md.
+   */
+  async rollups(from: string, to: string): Promise<UsageRollup[]> {
+    const days = new Set(daysBetween(from, to));
+    const rows = new Map<string, UsageRollup>();
+    try {
+      const keys: { key: string; day: string }[] = [];
+      if (!this.linePerScript) {
+        for (const day of days) keys.push({ key: journalKeys(this.globalBase).roll(day), day });
+      } else {
+        for (const key of await this.scanKeys(`${this.prefixOfBase()}*:roll:*`, 'hash')) {
+          const day = key.slice(key.lastIndexOf(':') + 1);
+          if (days.has(day)) keys.push({ key, day });
+        }
+      }
+      for (const { key, day } of keys) addRollupHash(rows, day, await this.scripts.timed(this.client.hGetAll(key)));
+    } catch (err) {
+      throw asStoreError(err);
+    }
+    return sortedRollups(rows);
+  }
+
+  /**
+   * Audits the journal (see verifyRedisJournal): every stream's chain, the live usage counters
+   * against the charges, each charge's event, and the rollups. `trimmed` defaults to whether the
+   * store has a retention configured.
+   */
+  async verify(opts: VerifyOptions = {}): Promise<JournalVerifyReport> {
+    const trimmed = opts.trimmed ?? (this.journalOptions.maxLen !== undefined || this.journalOptions.maxAgeMs !== undefined);
+    const prefix = this.prefixOfBase();
+    const reader: JournalReader = {
+      scan: async () => {
+        const [streams, heads] = await Promise.all([this.scanKeys(`${prefix}*:j`, 'stream'), this.scanKeys(`${prefix}*:jh`, 'string')]);
+        return { streams, heads };
+      },
+      range: async (stream, start, count) => {
+        const page = await this.scripts.timed(this.client.xRange(stream, start, '+', { COUNT: count }));
+        return page.map((e) => ({ id: String(e.id), message: e.message as Record<string, string> }));
+      },
+      get: (key) => this.scripts.get(key),
+      hGetAll: (key) => this.scripts.timed(this.client.hGetAll(key)),
+      hExists: async (key, field) => Number(await this.scripts.timed(this.client.hExists(key, field))) === 1,
+    };
+    try {
+      return await verifyRedisJournal(reader, { ...opts, trimmed });
+    } catch (err) {
+      throw asStoreError(err);
+    }
+  }
+
+  /** The journal's streams (`…:j`) under the store prefix, on every master, sorted. */
+  async journalStreams(): Promise<string[]> {
+    try {
+      return await this.scanKeys(`${this.prefixOfBase()}*:j`, 'stream');
+    } catch (err) {
+      throw asStoreError(err);
+    }
+  }
+
+  /**
+   * The entries of one journal stream (every stream when none is named), oldest first, read with
+   * XRANGE in pages; `after` (a stream id) resumes after an entry already exported. This is what
+   * an export reads before retention trims the stream (docs/quota.md, "Retention").
+   */
+  async *journalEntries(opts: { stream?: string; after?: string; pageSize?: number } = {}): AsyncGenerator<{ stream: string; streamId: string; entry: JournalEntry }> {
+    const pageSize = opts.pageSize ?? 1000;
+    for (const stream of opts.stream ? [opts.stream] : await this.journalStreams()) {
+      let start = opts.after ? `(${opts.after}` : '-';
+      for (;;) {
+        let page: { id: string; message: Record<string, string> }[];
+        try {
+          page = (await this.scripts.timed(this.client.xRange(stream, start, '+', { COUNT: pageSize }))).map((e) => ({ id: String(e.id), message: e.message as Record<string, string> }));
+        } catch (err) {
+          throw asStoreError(err);
+        }
+        for (const { id, message: m } of page) {
+          yield { stream, streamId: id, entry: { seq: Number(m.seq), h: m.h ?? '', prev: m.prev ?? '', link: m.link ?? '', body: JSON.parse(m.body ?? 'null') as EntryBody } };
+        }
+        if (page.length < pageSize) break;
+        start = `(${page[page.length - 1]!.id}`;
+      }
+    }
+  }
+
+  /**
+   * Closes the expired reservations of lines no call has touched since (recovery, see the top of
+   * this file): reads the lines whose latest reservation has expired from the index and purges
+   * each with its own script, so a line is recovered once whichever replica gets there first.
+   * Runs on a timer on every replica; callable directly (tests, admin). Returns how many lines
+   * were visited and how many reservations were closed.
+   */
+  sweep(): Promise<{ lines: number; closed: number }> {
+    this.sweeping ??= this.sweepNow().finally(() => {
+      this.sweeping = undefined;
+    });
+    return this.sweeping;
+  }
+
+  /** Writes queued (settlements, releases, refusals) waiting for the store to come back (one being written right now is not counted). */
   pendingReplays(): number {
     return this.replays.length;
   }
 
-  /** Settlements dropped because the replay queue was full (also logged as they happen). */
+  /**
+   * The settlements this process holds because the store could not take them yet (queued, or being
+   * replayed right now), oldest first: what would be lost if the process ended now. For the log at
+   * shutdown.
+   */
+  pendingSettlements(): { requestId: string; lines: { budgetId: string; subject: string; amount: number }[] }[] {
+    const held = this.replaying ? [this.replaying, ...this.replays] : this.replays;
+    return held.flatMap((r) =>
+      r.kind === 'settle' ? [{ requestId: r.requestId, lines: r.lines.map((l) => ({ budgetId: l.budgetId, subject: l.subject, amount: l.amount })) }] : [],
+    );
+  }
+
+  /** Writes dropped because the replay queue was full (also logged as they happen). */
   droppedReplayCount(): number {
     return this.droppedReplays;
   }
 
   /**
-   * Writes queued settlements in order, each exactly once thanks to the settled markers. Concurrent
-   * calls share one pass. Rejects with QUOTA_STORE_UNAVAILABLE (keeping the rest) if the store drops again.
+   * Writes queued settlements, releases and refusals in order, each exactly once thanks to the
+   * settled markers (a release or refusal replayed twice would journal twice; only a write that
+   * failed is queued). Concurrent calls share one pass. Rejects with QUOTA_STORE_UNAVAILABLE
+   * (keeping the rest) if the store drops again.
    */
   flushReplays(): Promise<void> {
     this.flushing ??= this.drain().finally(() => {
@@ -301,10 +554,12 @@ export class RedisQuotaStore implements QuotaStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.sweepTimer);
     if (this.replays.length > 0 && this.scripts.isReady()) await this.flushReplays().catch(() => undefined);
     if (this.replays.length > 0) {
-      this.log.error({ event: 'quota_replay_lost', pending: this.replays.length }, 'closing with settlements that could not be written');
+      this.log.error({ event: 'quota_replay_lost', pending: this.replays.length }, 'closing with ledger writes that could not be made');
     }
+    await this.sweeping?.catch(() => undefined);
     await this.scripts.stop();
   }
 
@@ -323,43 +578,128 @@ export class RedisQuotaStore implements QuotaStore {
     if (this.replays.length > 0) this.flushInBackground();
   }
 
+  /** Makes a ledger write now, or queues what it could not write; listeners hear its event once written. */
+  private async write(w: Replay): Promise<void> {
+    const done = await this.writeNow(w);
+    if (done.event) this.emit(done.event);
+    if (done.err === undefined) return;
+    if (!isOutage(done.err)) throw asStoreError(done.err);
+    for (const r of done.rest) this.enqueue(r);
+    this.log.warn({ err: done.err, requestId: w.requestId, event: `quota_${w.kind}_queued`, pending: this.replays.length }, `${w.kind} queued for replay`);
+  }
+
   private async drain(): Promise<void> {
     // Taken off the queue while in flight, so an overflow meanwhile drops a waiting entry, not this one.
     for (let next = this.replays.shift(); next; next = this.replays.shift()) {
+      this.replaying = next;
+      let done: WriteOutcome;
       try {
-        await this.settleNow(next.requestId, next.lines);
-        if (next.event) this.emit(next.event);
-      } catch (err) {
-        if (isOutage(err)) {
-          this.replays.unshift(next);
-          throw asStoreError(err);
-        }
-        this.log.error({ err, requestId: next.requestId, event: 'quota_replay_failed' }, 'settlement replay failed and was dropped');
+        done = await this.writeNow(next);
+      } finally {
+        this.replaying = undefined;
       }
+      if (done.event) this.emit(done.event);
+      if (done.err === undefined) continue;
+      if (isOutage(done.err)) {
+        this.replays.unshift(...done.rest);
+        throw asStoreError(done.err);
+      }
+      this.log.error({ err: done.err, requestId: next.requestId, event: 'quota_replay_failed' }, `${next.kind} replay failed and was dropped`);
     }
   }
 
-  private async settleNow(requestId: string, lines: LedgerLine[]): Promise<void> {
+  /**
+   * Makes one ledger write. Resolves with the event once the journal holds it (none if it was not
+   * written, e.g. a repeated settle), and on a failure with the error and what remains to write:
+   * on a cluster some lines may be written and others not, and the event may be among either.
+   */
+  private async writeNow(w: Replay): Promise<WriteOutcome> {
+    try {
+      switch (w.kind) {
+        case 'settle':
+          return await this.settleNow(w);
+        case 'release':
+          return await this.releaseNow(w);
+        case 'record':
+          await this.chain('refuse', w.requestId, w.event);
+          return { event: w.event, rest: [] };
+      }
+    } catch (err) {
+      return { err, rest: [w] };
+    }
+  }
+
+  private async settleNow(w: Extract<Replay, { kind: 'settle' }>): Promise<WriteOutcome> {
+    const { requestId, lines, event } = w;
     const now = this.now();
+    if (lines.length === 0) {
+      if (event) await this.chain('settle', requestId, event);
+      return { event, rest: [] };
+    }
     // Lines reserved but not charged (not normally the case) are released, as the memory store does.
     const charged = new Set(lines.map((l) => l.reservedKey));
     const rest = (this.held.get(requestId) ?? []).filter((k) => !charged.has(k));
-    // One flight: the settle scripts, the releases and the record's deletion. Settling is idempotent
-    // (per-request markers), so a settle that fails here and is replayed later still counts once;
-    // until then its reservation lapses by TTL whether or not the record is still there.
-    const record = this.deleteRecord(requestId).catch(() => undefined);
-    await Promise.all([
-      ...this.groups(lines).map((group) =>
-        this.run(
-          SETTLE,
-          group.flatMap((l) => [l.reservedKey, `${l.reservedKey}:x`, markerKey(l.reservedKey, requestId), l.usageKey]),
-          [requestId, now, ...group.flatMap((l) => [l.amount, l.expiresAt - now, Math.max(SETTLED_MARKER_MS, l.expiresAt - now)])],
-        ),
-      ),
-      this.releaseLines(requestId, rest, now),
-      record,
-    ]);
     this.held.delete(requestId);
+    // One flight: the settle scripts, the releases and the record's deletion. Settling is idempotent
+    // (per-line markers), so a settle that fails here and is replayed later still counts once;
+    // until then its reservation stays, and recovery closes it if the replay never comes.
+    const record = this.deleteRecord(requestId).catch(() => undefined);
+    const ordered = [...lines].sort(byReservedKey);
+    const rollups = event ? rollupFields(event) : [];
+    let committed = false;
+    const settleGroup = async (group: LedgerLine[], withEvent: boolean): Promise<void> => {
+      // On one node a script whose lines are partly settled already writes nothing and says which are
+      // free; the entry is then sent again for those alone (its body names the lines it charges).
+      for (let pending = group, attempt = 0; pending.length > 0 && attempt < 3; attempt++) {
+        const entry = prepare({ kind: 'settle', id: requestId, at: now, lines: pending.map(entryLine), event: withEvent ? event : undefined, settledBy: 'call' });
+        const j = this.journalFor(pending[0]!.reservedKey, now);
+        const roll = withEvent ? rollups : [];
+        const states = (await this.runLines(
+          SETTLE,
+          [...j.keys, ...pending.flatMap((l) => [...reservationKeys(l.reservedKey), markerKey(l.reservedKey, requestId), l.usageKey])],
+          [...j.args, requestId, entry.h, entry.body, roll.length, ...roll, ...pending.flatMap((l) => [l.amount, l.expiresAt - now, Math.max(SETTLED_MARKER_MS, l.expiresAt - now)])],
+        )) as number[];
+        if (states.includes(1)) {
+          if (withEvent) committed = true;
+          return;
+        }
+        pending = pending.filter((_, i) => states[i] === 2);
+      }
+    };
+    const groups = this.groups(ordered);
+    const results = await Promise.allSettled(groups.map((group, i) => settleGroup(group, i === 0 && event !== undefined)));
+    const [released] = await Promise.allSettled([this.releaseLines(requestId, rest, undefined), record]);
+    const failed = groups.flatMap((group, i) => (results[i]!.status === 'rejected' ? group : []));
+    const errors = [...results, released!].flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    const retry: Replay[] = [];
+    if (failed.length > 0) retry.push({ kind: 'settle', requestId, lines: failed, event: committed ? undefined : event });
+    if (released!.status === 'rejected') retry.push({ kind: 'release', requestId, keys: rest });
+    return { event: committed ? event : undefined, err: errors[0], rest: retry };
+  }
+
+  private async releaseNow(w: Extract<Replay, { kind: 'release' }>): Promise<WriteOutcome> {
+    await this.scripts.ready();
+    const keys = w.keys ?? (await this.scripts.timed(this.records.get(recordKey(w.requestId)))) ?? [];
+    this.held.delete(w.requestId);
+    if (keys.length === 0) {
+      // Nothing held that this replica can name: the event alone, in the `{journal}` stream.
+      if (w.event) await this.chain('release', w.requestId, w.event);
+      await this.deleteRecord(w.requestId).catch(() => undefined);
+      return { event: w.event, rest: [] };
+    }
+    const done = await this.releaseLines(w.requestId, keys, w.event, true);
+    if (done.failed.length === 0) await this.deleteRecord(w.requestId).catch(() => undefined);
+    const rest: Replay[] = done.failed.length > 0 ? [{ kind: 'release', requestId: w.requestId, keys: done.failed, event: done.committed ? undefined : w.event }] : [];
+    return { event: done.committed ? w.event : undefined, err: done.err, rest };
+  }
+
+  /** Appends an entry without lines (a refusal, or an event whose lines are unknown) to the `{journal}` stream. */
+  private async chain(kind: 'refuse' | 'release' | 'settle', requestId: string, event: DecisionRecord): Promise<void> {
+    const now = this.now();
+    const entry = prepare({ kind, id: requestId, at: now, event, settledBy: kind === 'settle' ? 'call' : undefined });
+    const roll = rollupFields(event);
+    const j = this.journalArgs(this.globalBase, now);
+    await this.run(CHAIN, j.keys, [...j.args, entry.h, entry.body, roll.length, ...roll]);
   }
 
   /**
@@ -376,8 +716,91 @@ export class RedisQuotaStore implements QuotaStore {
     await this.scripts.timed(this.records.delete(recordKey(requestId)));
   }
 
-  private async releaseLines(requestId: string, reservedKeys: string[], now: number): Promise<void> {
-    await Promise.all(this.groups(reservedKeys).map((group) => this.run(RELEASE, group.flatMap((k) => [k, `${k}:x`]), [requestId, now])));
+  /**
+   * Releases a request's lines with a `release` entry (the event, if any, goes with the first line
+   * in key order). Rejects on the first failure, unless `partial`: then resolves with the lines it
+   * could not release, the error, and whether the event was journaled.
+   */
+  private async releaseLines(requestId: string, reservedKeys: string[], event: DecisionRecord | undefined): Promise<void>;
+  private async releaseLines(requestId: string, reservedKeys: string[], event: DecisionRecord | undefined, partial: true): Promise<{ committed: boolean; failed: string[]; err?: unknown }>;
+  private async releaseLines(requestId: string, reservedKeys: string[], event: DecisionRecord | undefined, partial = false): Promise<{ committed: boolean; failed: string[]; err?: unknown } | void> {
+    const now = this.now();
+    const rollups = event ? rollupFields(event) : [];
+    let committed = false;
+    const groups = this.groups([...reservedKeys].sort());
+    const results = await Promise.allSettled(
+      groups.map(async (group, i) => {
+        const withEvent = i === 0 && event !== undefined;
+        const entry = prepare({ kind: 'release', id: requestId, at: now, event: withEvent ? event : undefined });
+        const roll = withEvent ? rollups : [];
+        const j = this.journalFor(group[0]!, now);
+        await this.runLines(RELEASE, [...j.keys, ...group.flatMap(reservationKeys)], [...j.args, requestId, entry.h, entry.body, withEvent ? 1 : 0, roll.length, ...roll]);
+        if (withEvent) committed = true;
+      }),
+    );
+    const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+    if (!partial) {
+      if (errors.length > 0) throw errors[0];
+      return;
+    }
+    return { committed, failed: groups.flatMap((g, i) => (results[i]!.status === 'rejected' ? g : [])), err: errors[0] };
+  }
+
+  private async sweepNow(): Promise<{ lines: number; closed: number }> {
+    const now = this.now();
+    const due = (await this.scripts.run(DUE, [this.openIndex], [now, SWEEP_BATCH])) as string[];
+    let closed = 0;
+    for (const r of due) {
+      const j = this.journalFor(r, now);
+      const events: string[] = [];
+      const open = (await this.runLines(SWEEP, [...j.keys, ...reservationKeys(r)], j.args, events)) as number;
+      closed += events.length;
+      if (open === 0) await this.scripts.run(INDEX, [this.openIndex], ['drop', now, r]);
+    }
+    return { lines: due.length, closed };
+  }
+
+  private scheduleSweep(every: number): void {
+    const delay = Math.round(every * (0.8 + Math.random() * 0.4));
+    this.sweepTimer = setTimeout(() => {
+      if (this.closed) return;
+      const pass = this.scripts.isReady() ? this.sweep() : Promise.resolve({ lines: 0, closed: 0 });
+      pass
+        .catch((err: unknown) => this.log.warn({ err, event: 'quota_sweep_failed' }, 'reservation sweep failed; next pass will retry'))
+        .finally(() => {
+          if (!this.closed) this.scheduleSweep(every);
+        });
+    }, delay);
+    this.sweepTimer.unref();
+  }
+
+  /** The journal a group of lines writes to (keys J, JH, ROLL and the journal arguments). */
+  private journalFor(reservedKey: string, now: number): { keys: string[]; args: (string | number)[] } {
+    return this.journalArgs(this.linePerScript ? reservedKey : this.globalBase, now);
+  }
+
+  private journalArgs(base: string, now: number): { keys: string[]; args: (string | number)[] } {
+    const k = journalKeys(base);
+    return { keys: [k.stream, k.head, k.roll(dayOf(now))], args: [now, this.trim[0], this.trim[1], this.rollupTtlMs] };
+  }
+
+  /** The store prefix (the `{journal}` base without its tag), for SCAN patterns. */
+  private prefixOfBase(): string {
+    return this.globalBase.slice(0, -'{journal}'.length);
+  }
+
+  /** Keys matching `pattern` of `type` on every master. */
+  private async scanKeys(pattern: string, type: string): Promise<string[]> {
+    const found = new Set<string>();
+    for (const node of await this.scripts.nodes()) {
+      let cursor = '0';
+      do {
+        const page = await this.scripts.timed(node.scan(cursor, { MATCH: pattern, COUNT: 1000, TYPE: type }));
+        cursor = String(page.cursor);
+        for (const k of page.keys) found.add(String(k));
+      } while (cursor !== '0');
+    }
+    return [...found].sort();
   }
 
   /** The scripts a call's lines go in: all in one on a single node, one each on a cluster. */
@@ -396,8 +819,8 @@ export class RedisQuotaStore implements QuotaStore {
       const dropped = this.replays.shift()!;
       this.droppedReplays += 1;
       this.log.error(
-        { event: 'quota_replay_overflow', requestId: dropped.requestId, dropped: this.droppedReplays, max: this.maxReplays },
-        'settlement replay queue full; oldest settlement dropped uncharged',
+        { event: 'quota_replay_overflow', requestId: dropped.requestId, kind: dropped.kind, dropped: this.droppedReplays, max: this.maxReplays },
+        'replay queue full; oldest ledger write dropped',
       );
     }
   }
@@ -405,6 +828,19 @@ export class RedisQuotaStore implements QuotaStore {
   private remember(requestId: string, keys: string[]): void {
     this.held.set(requestId, keys);
     if (this.held.size > LOCAL_RECORDS_MAX) this.held.delete(this.held.keys().next().value!);
+  }
+
+  /**
+   * Runs a script that purges (so may recover) and returns `{result, events}`: the events of the
+   * entries recovery wrote go to the listeners (or into `into`), the result to the caller.
+   */
+  private async runLines(script: LuaScript, keys: string[], args: (string | number)[], into?: string[]): Promise<unknown> {
+    const [result, events] = (await this.run(script, keys, args)) as [unknown, string[]];
+    if (events.length > 0) {
+      into?.push(...events);
+      for (const e of events) this.emit(JSON.parse(e) as DecisionRecord);
+    }
+    return result;
   }
 
   private async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
@@ -422,7 +858,7 @@ export class RedisQuotaStore implements QuotaStore {
   }
 
   private flushInBackground(): void {
-    this.flushReplays().catch((err: unknown) => this.log.warn({ err, event: 'quota_replay_deferred' }, 'settlement replay deferred'));
+    this.flushReplays().catch((err: unknown) => this.log.warn({ err, event: 'quota_replay_deferred' }, 'ledger write replay deferred'));
   }
 }
 

@@ -1,17 +1,37 @@
 /**
  * The Lua scripts of the Redis quota ledger, and the runner that executes them with a deadline.
- * The reserve, settle, release and read scripts each take one or more budget lines. On a single
- * node one script carries every line of a call (one command, and a reservation that is atomic
- * across lines); on a Redis Cluster each line goes alone, since a line's keys share its
- * `{budget|subject}` hash tag and so one slot, but different lines do not. Every script first
+ * The reserve, dispatch, settle, release, read and sweep scripts each take one or more budget
+ * lines. On a single node one script carries every line of a call (one command, and a reservation
+ * that is atomic across lines); on a Redis Cluster each line goes alone, since a line's keys share
+ * its `{budget|subject}` hash tag and so one slot, but different lines do not. Every script first
  * purges reservations whose expiry (a score in the line's expiry sorted set) is at or before the
- * `now` it is given, so the caller's clock decides expiry.
+ * `now` it is given, so the caller's clock decides expiry; purging is recovery (below).
  *
  * Keys of one line (R is the line's reservedKey):
  * - R          hash        requestId -> reserved amount
  * - R:x        sorted set  requestId -> reservation expiry, epoch ms
+ * - R:i        hash        requestId -> what recovery needs (usage key and expiry, the entry's JSON
+ *                          fragments, the recovery events and their rollup fields), as JSON
+ * - R:d        hash        requestId -> 1 once the call was dispatched to a provider
  * - R:s:<id>   string      settled marker of request <id> on this line
  * - usage keys string      settled usage counters (INCRBY)
+ *
+ * The journal (src/quota/journal.ts has the entry format and the chain): every script that changes
+ * the ledger also appends its entry to a stream J in the same atomic step, with J's head JH
+ * ("<seq> <link>") and the day's rollup hash ROLL beside it. A script's first three keys are always
+ * J, JH, ROLL: `<prefix>{journal}:j`, `:jh`, `:roll:<day>` on a single node; on a cluster the
+ * line's own `R:j`, `R:jh`, `R:roll:<day>` (same slot), or the `{journal}` ones for entries
+ * without a line (refusals). The gateway sends each entry's body as canonical JSON with its
+ * SHA-256 `h`; the script links it: `link = sha1hex(prev .. h)`, XADD seq/h/prev/link/body, and
+ * moves the head. Entries that recovery writes are built here from fragments the reservation
+ * kept, so their SHA-256 is computed in Lua (`sha256` below, checked against node:crypto in the
+ * tests).
+ *
+ * Recovery: a purged reservation whose R:d says dispatched is charged at its reserved amount
+ * (never more), its settled marker set so a late settle adds nothing, with a `recover` entry whose
+ * event says `tollgate.settled_by: recovery`; any other is released with a `release` entry. Both
+ * count in the rollups. Scripts that purge return `{result, events}`, the events being the JSON of
+ * the decision events those entries committed, for the caller to hand to its listeners.
  */
 import { createHash } from 'node:crypto';
 import type { createClient } from '@keyv/redis';
@@ -38,33 +58,99 @@ function script(name: string, body: string): LuaScript {
   return { name, source, sha: createHash('sha1').update(source).digest('hex') };
 }
 
-/** Helpers shared by every script. HDEL is batched to stay far below Lua's unpack limit. */
+/** The SHA-256 round constants. */
+const K256 = [
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
+  0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+  0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+  0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+];
+
+/**
+ * Helpers shared by every script. HDEL is batched to stay far below Lua's unpack limit.
+ * `journal(KEYS, ARGV)` reads the arguments every journaled script starts with:
+ * KEYS J, JH, ROLL; ARGV now, trim kind ('' | MAXLEN | MINID), trim value (entries to keep, or
+ * for MINID the age in ms, counted on Redis's clock like the stream ids), rollup TTL ms.
+ */
 const PRELUDE = `
-local function purge(res, exp, now)
-  local dead = redis.call('ZRANGEBYSCORE', exp, '-inf', now)
-  if #dead == 0 then return end
-  for i = 1, #dead, 500 do
-    redis.call('HDEL', res, unpack(dead, i, math.min(i + 499, #dead)))
+local band, bor, bxor, bnot, rshift, lshift, ror, tobit, tohex = bit.band, bit.bor, bit.bxor, bit.bnot, bit.rshift, bit.lshift, bit.ror, bit.tobit, bit.tohex
+local K256 = {${K256.map((k) => `0x${k.toString(16).padStart(8, '0')}`).join(', ')}}
+
+-- SHA-256 of a byte string, as lowercase hex (for entries recovery writes; the gateway hashes the rest).
+local function sha256(msg)
+  local len = #msg
+  local bits = len * 8
+  msg = msg .. '\\128' .. string.rep('\\0', (55 - len) % 64)
+    .. string.char(0, 0, 0, math.floor(bits / 4294967296) % 256)
+    .. string.char(math.floor(bits / 16777216) % 256, math.floor(bits / 65536) % 256, math.floor(bits / 256) % 256, bits % 256)
+  local H = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19}
+  local w = {}
+  for c = 1, #msg, 64 do
+    for j = 0, 15 do
+      local b1, b2, b3, b4 = string.byte(msg, c + j * 4, c + j * 4 + 3)
+      w[j] = bor(lshift(b1, 24), lshift(b2, 16), lshift(b3, 8), b4)
+    end
+    for j = 16, 63 do
+      local v15, v2 = w[j - 15], w[j - 2]
+      local s0 = bxor(ror(v15, 7), ror(v15, 18), rshift(v15, 3))
+      local s1 = bxor(ror(v2, 17), ror(v2, 19), rshift(v2, 10))
+      w[j] = tobit(w[j - 16] + s0 + w[j - 7] + s1)
+    end
+    local a, b, cc, d, e, f, g, h = H[1], H[2], H[3], H[4], H[5], H[6], H[7], H[8]
+    for j = 0, 63 do
+      local S1 = bxor(ror(e, 6), ror(e, 11), ror(e, 25))
+      local ch = bxor(band(e, f), band(bnot(e), g))
+      local t1 = tobit(h + S1 + ch + K256[j + 1] + w[j])
+      local S0 = bxor(ror(a, 2), ror(a, 13), ror(a, 22))
+      local maj = bxor(band(a, b), band(a, cc), band(b, cc))
+      local t2 = tobit(S0 + maj)
+      h, g, f, e, d, cc, b, a = g, f, e, tobit(d + t1), cc, b, a, tobit(t1 + t2)
+    end
+    H[1], H[2], H[3], H[4] = tobit(H[1] + a), tobit(H[2] + b), tobit(H[3] + cc), tobit(H[4] + d)
+    H[5], H[6], H[7], H[8] = tobit(H[5] + e), tobit(H[6] + f), tobit(H[7] + g), tobit(H[8] + h)
   end
-  redis.call('ZREMRANGEBYSCORE', exp, '-inf', now)
+  local out = {}
+  for i = 1, 8 do out[i] = tohex(H[i], 8) end
+  return table.concat(out)
 end
 
-local function reservedSum(res)
-  local total = 0
-  for _, v in ipairs(redis.call('HVALS', res)) do total = total + tonumber(v) end
-  return total
+local GENESIS = string.rep('0', 40)
+
+local function journal(keys, argv)
+  return { j = keys[1], jh = keys[2], roll = keys[3], nowStr = argv[1], now = tonumber(argv[1]), trim = argv[2], trimv = argv[3], rollTtl = tonumber(argv[4]) }
 end
 
--- The reservation keys live as long as their latest entry (plus a minute), and go when empty.
-local function tidy(res, exp, now)
-  local last = redis.call('ZRANGE', exp, -1, -1, 'WITHSCORES')
-  if #last == 0 then
-    redis.call('DEL', res, exp)
-    return
+-- Chains an entry whose body hashes to h after the stream's head, appends it and moves the head.
+local function append(jr, h, body)
+  local head = redis.call('GET', jr.jh)
+  local seq, prev = 0, GENESIS
+  if head then
+    local sp = string.find(head, ' ', 1, true)
+    seq = tonumber(string.sub(head, 1, sp - 1))
+    prev = string.sub(head, sp + 1)
   end
-  local ttl = math.max(1, math.floor(tonumber(last[2]) - now)) + 60000
-  redis.call('PEXPIRE', res, ttl)
-  redis.call('PEXPIRE', exp, ttl)
+  seq = seq + 1
+  local link = redis.sha1hex(prev .. h)
+  if jr.trim == 'MINID' then
+    -- Stream ids are Redis's clock: the oldest id to keep is Redis's now minus the age.
+    local t = redis.call('TIME')
+    local minid = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(jr.trimv)
+    redis.call('XADD', jr.j, 'MINID', '~', string.format('%d', math.max(0, minid)), '*', 'seq', seq, 'h', h, 'prev', prev, 'link', link, 'body', body)
+  elseif jr.trim ~= '' then
+    redis.call('XADD', jr.j, jr.trim, '~', jr.trimv, '*', 'seq', seq, 'h', h, 'prev', prev, 'link', link, 'body', body)
+  else
+    redis.call('XADD', jr.j, '*', 'seq', seq, 'h', h, 'prev', prev, 'link', link, 'body', body)
+  end
+  redis.call('SET', jr.jh, seq .. ' ' .. link)
+end
+
+-- Adds rollup fields (a flat list: field, increment, ...) to the day's hash.
+local function rollup(jr, fields, from, to)
+  if to < from then return end
+  for i = from, to, 2 do redis.call('HINCRBY', jr.roll, fields[i], fields[i + 1]) end
+  if redis.call('PTTL', jr.roll) < 0 then redis.call('PEXPIRE', jr.roll, jr.rollTtl) end
 end
 
 -- Adds to a usage counter and extends (never shortens) its life to ttl ms from now.
@@ -76,129 +162,313 @@ local function charge(key, amount, ttl)
     redis.call('INCRBY', key, amount)
   end
 end
+
+local DAY_MS = 86400000
+
+-- Closes one expired reservation: charged at its amount if dispatched (recover), else released.
+-- info: {usageKey, usageExpiresAt, idJson, lineJson, releaseEvent, recoverEvent, releaseRollup, recoverRollup}
+local function recover(jr, res, id, amount, info, dispatched, events)
+  local i = cjson.decode(info)
+  local body, ev, roll
+  if dispatched then
+    ev, roll = i[6], i[8]
+    charge(i[1], tonumber(amount), i[2] - jr.now)
+    redis.call('SET', res .. ':s:' .. id, '1', 'PX', math.max(DAY_MS, i[2] - jr.now))
+    body = '{"at":' .. jr.nowStr .. (ev ~= '' and (',"event":' .. ev) or '') .. ',"id":' .. i[3] .. ',"kind":"recover","lines":[' .. i[4] .. '],"settledBy":"recovery"}'
+  else
+    ev, roll = i[5], i[7]
+    body = '{"at":' .. jr.nowStr .. (ev ~= '' and (',"event":' .. ev) or '') .. ',"id":' .. i[3] .. ',"kind":"release","lines":[' .. i[4] .. ']}'
+  end
+  append(jr, sha256(body), body)
+  rollup(jr, roll, 1, #roll)
+  if ev ~= '' then events[#events + 1] = ev end
+end
+
+-- Removes expired reservations of a line, closing each through recovery (journaled).
+local function purge(jr, res, exp, inf, disp, events)
+  local dead = redis.call('ZRANGEBYSCORE', exp, '-inf', jr.now)
+  if #dead == 0 then return end
+  for _, id in ipairs(dead) do
+    local amount = redis.call('HGET', res, id)
+    local info = redis.call('HGET', inf, id)
+    if amount and info then recover(jr, res, id, amount, info, redis.call('HEXISTS', disp, id) == 1, events) end
+  end
+  for i = 1, #dead, 500 do
+    local batch = {unpack(dead, i, math.min(i + 499, #dead))}
+    redis.call('HDEL', res, unpack(batch))
+    redis.call('HDEL', inf, unpack(batch))
+    redis.call('HDEL', disp, unpack(batch))
+  end
+  redis.call('ZREMRANGEBYSCORE', exp, '-inf', jr.now)
+end
+
+local function reservedSum(res)
+  local total = 0
+  for _, v in ipairs(redis.call('HVALS', res)) do total = total + tonumber(v) end
+  return total
+end
+
+-- The reservation keys live as long as their latest entry (plus a minute), and go when empty.
+local function tidy(res, exp, inf, disp, now)
+  local last = redis.call('ZRANGE', exp, -1, -1, 'WITHSCORES')
+  if #last == 0 then
+    redis.call('DEL', res, exp, inf, disp)
+    return
+  end
+  local ttl = math.max(1, math.floor(tonumber(last[2]) - now)) + 60000
+  redis.call('PEXPIRE', res, ttl)
+  redis.call('PEXPIRE', exp, ttl)
+  redis.call('PEXPIRE', inf, ttl)
+  redis.call('PEXPIRE', disp, ttl)
+end
+
+-- Drops a request's reservation on a line; returns 1 if it held one.
+local function drop(res, exp, inf, disp, id)
+  local n = redis.call('HDEL', res, id)
+  redis.call('ZREM', exp, id)
+  redis.call('HDEL', inf, id)
+  redis.call('HDEL', disp, id)
+  return n
+end
 `;
 
 /**
- * Reserves on several lines at once, all or none. Per line, KEYS: R, R:x, R:s:<id>, readKeys...
- * ARGV: requestId, now, reservation expiry, then per line: key count, amount, limit.
- * Returns per line {state, used, reserved}: state 1 reserved now, 2 already reserved or settled,
- * 0 refused, 3 would fit but nothing was reserved because another line said 0 or 2.
+ * Reserves on several lines at once, all or none.
+ * KEYS: J, JH, ROLL, IDX, then per line: R, R:x, R:i, R:d, R:s:<id>, readKeys...
+ * ARGV: journal args (4), requestId, reservation expiry, h, body, index it (1/0), then per line:
+ * key count, amount, limit, recovery info.
+ * The reserve entry is appended only when every line was reserved; with "index it", each line's R
+ * is added to IDX (the lines with open reservations, scored by their latest expiry) for the sweep.
+ * Returns {per line {state, used, reserved}, events}: state 1 reserved now, 2 already reserved or
+ * settled, 0 refused, 3 would fit but nothing was reserved because another line said 0 or 2.
  */
 export const RESERVE = script(
   'reserve',
   `
-local id, now, expiry = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local out, lines, k, blocked = {}, {}, 1, false
-for a = 4, #ARGV, 3 do
+local jr = journal(KEYS, ARGV)
+local id, expiry, h, body, index = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9] == '1'
+local out, lines, events, k, blocked = {}, {}, {}, 5, false
+for a = 10, #ARGV, 4 do
   local n, amount, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local res, exp, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  purge(res, exp, now)
+  local res, exp, inf, disp, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  purge(jr, res, exp, inf, disp, events)
   local state, used, reserved = 3, 0, 0
   if redis.call('EXISTS', marker) == 1 or redis.call('HEXISTS', res, id) == 1 then
     state = 2
   else
-    for i = k + 3, k + n - 1 do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
+    for i = k + 5, k + n - 1 do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
     reserved = reservedSum(res)
     if used + reserved + amount > limit then state = 0 end
   end
   if state ~= 3 then blocked = true end
   out[#out + 1] = {state, used, reserved}
-  lines[#lines + 1] = {res, exp, ARGV[a + 1]}
+  lines[#lines + 1] = {res, exp, inf, disp, ARGV[a + 1], ARGV[a + 3]}
   k = k + n
 end
 for i, l in ipairs(lines) do
   if not blocked then
-    redis.call('HSET', l[1], id, l[3])
+    redis.call('HSET', l[1], id, l[5])
     redis.call('ZADD', l[2], expiry, id)
+    redis.call('HSET', l[3], id, l[6])
+    if index then redis.call('ZADD', KEYS[4], 'GT', expiry, l[1]) end
     out[i][1] = 1
   end
-  tidy(l[1], l[2], now)
+  tidy(l[1], l[2], l[3], l[4], jr.now)
 end
-return out
+if not blocked then append(jr, h, body) end
+return {out, events}
 `,
 );
 
 /**
- * Charges several lines. Per line, KEYS: R, R:x, R:s:<id>, usageKey.
- * ARGV: requestId, now, then per line: amount, usage ttl ms, marker ttl ms.
- * Returns per line 1 when charged, 0 when the marker shows the request was already settled there.
+ * Marks a request's reservation dispatched on several lines. KEYS: J, JH, ROLL, then per line: R,
+ * R:x, R:i, R:d.  ARGV: journal args (4), requestId, h, body.
+ * The dispatch entry is appended when a line still held the reservation. Returns {marked, events}.
+ */
+export const DISPATCH = script(
+  'dispatch',
+  `
+local jr = journal(KEYS, ARGV)
+local id, h, body = ARGV[5], ARGV[6], ARGV[7]
+local marked, events = 0, {}
+for k = 4, #KEYS, 4 do
+  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], events)
+  if redis.call('HEXISTS', KEYS[k], id) == 1 then
+    redis.call('HSET', KEYS[k + 3], id, '1')
+    marked = marked + 1
+  end
+end
+if marked > 0 then append(jr, h, body) end
+return {marked, events}
+`,
+);
+
+/**
+ * Charges several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i, R:d, R:s:<id>, usageKey.
+ * ARGV: journal args (4), requestId, h, body, rollup field count m, m fields and increments, then
+ * per line: amount, usage ttl ms, marker ttl ms.
+ * All lines not yet settled are charged, the settle entry appended and the rollups added in one
+ * step. When some lines were settled already and others not, nothing is written and the reply
+ * says which are free, so the gateway sends the entry again for those (its body names its lines).
+ * Returns {per line 1 charged / 0 already settled / 2 free but not charged, events}.
  */
 export const SETTLE = script(
   'settle',
   `
-local id, now = ARGV[1], tonumber(ARGV[2])
-local out = {}
-for a = 3, #ARGV, 3 do
-  local k = (a - 3) / 3 * 4 + 1
-  local res, exp, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  purge(res, exp, now)
-  if redis.call('EXISTS', marker) == 1 then
+local jr = journal(KEYS, ARGV)
+local id, h, body, m = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local first = 9 + m
+local out, events, free, done = {}, {}, 0, 0
+for a = first, #ARGV, 3 do
+  local k = (a - first) / 3 * 6 + 4
+  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], events)
+  if redis.call('EXISTS', KEYS[k + 4]) == 1 then
     out[#out + 1] = 0
+    done = done + 1
   else
-    redis.call('HDEL', res, id)
-    redis.call('ZREM', exp, id)
-    tidy(res, exp, now)
-    charge(KEYS[k + 3], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
-    redis.call('SET', marker, '1', 'PX', ARGV[a + 2])
-    out[#out + 1] = 1
+    out[#out + 1] = 2
+    free = free + 1
   end
 end
-return out
+if free > 0 and done == 0 then
+  for a = first, #ARGV, 3 do
+    local k = (a - first) / 3 * 6 + 4
+    drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], id)
+    tidy(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], jr.now)
+    charge(KEYS[k + 5], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
+    redis.call('SET', KEYS[k + 4], '1', 'PX', ARGV[a + 2])
+    out[(a - first) / 3 + 1] = 1
+  end
+  append(jr, h, body)
+  rollup(jr, ARGV, 9, 8 + m)
+end
+return {out, events}
 `,
 );
 
 /**
- * Drops a request's reservation on several lines. Per line, KEYS: R, R:x.  ARGV: requestId, now.
- * Returns how many live reservations were dropped.
+ * Drops a request's reservation on several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i,
+ * R:d.  ARGV: journal args (4), requestId, h, body, always (1: the entry carries an event and is
+ * appended even if nothing was held), rollup field count m, m fields and increments.
+ * Returns {dropped, events}.
  */
 export const RELEASE = script(
   'release',
   `
-local id, now = ARGV[1], tonumber(ARGV[2])
-local dropped = 0
-for k = 1, #KEYS, 2 do
-  purge(KEYS[k], KEYS[k + 1], now)
-  dropped = dropped + redis.call('HDEL', KEYS[k], id)
-  redis.call('ZREM', KEYS[k + 1], id)
-  tidy(KEYS[k], KEYS[k + 1], now)
+local jr = journal(KEYS, ARGV)
+local id, h, body, always, m = ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1', tonumber(ARGV[9])
+local dropped, events = 0, {}
+for k = 4, #KEYS, 4 do
+  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], events)
+  dropped = dropped + drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], id)
+  tidy(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], jr.now)
 end
-return dropped
+if dropped > 0 or always then
+  append(jr, h, body)
+  rollup(jr, ARGV, 10, 9 + m)
+end
+return {dropped, events}
 `,
 );
 
 /**
- * Reads several lines. Per line, KEYS: R, R:x, readKeys...  ARGV: now, then per line its key count.
- * Returns per line {used, reserved}.
+ * Reads several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i, R:d, readKeys...
+ * ARGV: journal args (4), then per line its key count. Returns {per line {used, reserved}, events}.
  */
 export const READ = script(
   'read',
   `
-local now = tonumber(ARGV[1])
-local out, k = {}, 1
-for a = 2, #ARGV do
+local jr = journal(KEYS, ARGV)
+local out, events, k = {}, {}, 4
+for a = 5, #ARGV do
   local n = tonumber(ARGV[a])
-  purge(KEYS[k], KEYS[k + 1], now)
-  tidy(KEYS[k], KEYS[k + 1], now)
+  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], events)
+  tidy(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], jr.now)
   local used = 0
-  for i = k + 2, k + n - 1 do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
+  for i = k + 4, k + n - 1 do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
   out[#out + 1] = {used, reservedSum(KEYS[k])}
   k = k + n
 end
-return out
+return {out, events}
 `,
 );
 
-/** KEYS: usageKey  ARGV: delta (may be negative), ttl ms. Returns the counter after the change. */
+/**
+ * Closes the expired reservations of one line (the periodic sweep). KEYS: J, JH, ROLL, R, R:x,
+ * R:i, R:d.  ARGV: journal args (4). Returns {reservations still open, events}.
+ */
+export const SWEEP = script(
+  'sweep',
+  `
+local jr = journal(KEYS, ARGV)
+local events = {}
+purge(jr, KEYS[4], KEYS[5], KEYS[6], KEYS[7], events)
+tidy(KEYS[4], KEYS[5], KEYS[6], KEYS[7], jr.now)
+return {redis.call('ZCARD', KEYS[5]), events}
+`,
+);
+
+/**
+ * Appends one entry that changes no counter (a refusal) with its rollups. KEYS: J, JH, ROLL.
+ * ARGV: journal args (4), h, body, rollup field count m, m fields and increments.
+ */
+export const CHAIN = script(
+  'chain',
+  `
+local jr = journal(KEYS, ARGV)
+local m = tonumber(ARGV[7])
+append(jr, ARGV[5], ARGV[6])
+rollup(jr, ARGV, 8, 7 + m)
+return 1
+`,
+);
+
+/**
+ * An admin correction: adds a signed delta to a usage counter and appends the `admin` entry.
+ * KEYS: J, JH, ROLL, usageKey.  ARGV: journal args (4), delta, ttl ms, h, body.
+ * Returns the counter after the change.
+ */
 export const ADJUST = script(
   'adjust',
   `
-charge(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
-return tonumber(redis.call('GET', KEYS[1]) or '0')
+local jr = journal(KEYS, ARGV)
+charge(KEYS[4], tonumber(ARGV[5]), tonumber(ARGV[6]))
+append(jr, ARGV[7], ARGV[8])
+return tonumber(redis.call('GET', KEYS[4]) or '0')
 `,
 );
 
+/** The lines the sweep should look at: KEYS IDX; ARGV now, most. Returns reservedKeys whose latest expiry has passed. */
+export const DUE = script(
+  'due',
+  `
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+`,
+);
+
+/**
+ * Indexes lines for the sweep (on a cluster, where IDX is in another slot than the lines):
+ * KEYS IDX; ARGV expiry, reservedKeys... Or, with ARGV[1] = 'drop', removes ARGV[3] unless a
+ * reservation newer than ARGV[2] (now) was indexed since.
+ */
+export const INDEX = script(
+  'index',
+  `
+if ARGV[1] == 'drop' then
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[3])
+  if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[3]) end
+  return 0
+end
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'GT', ARGV[1], ARGV[i]) end
+return 1
+`,
+);
+
+/** The Lua SHA-256 alone, for its test against node:crypto. ARGV: the message. */
+export const SHA256 = script('sha256', `return sha256(ARGV[1])`);
+
 /** Every script, loaded on each (re)connection so EVALSHA finds them even when an answer comes late. */
-export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, SETTLE, RELEASE, READ, ADJUST];
+export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, DISPATCH, SETTLE, RELEASE, READ, SWEEP, CHAIN, ADJUST, DUE, INDEX];
 
 /** Redis error replies that mean "not available now" rather than a bug in a script. */
 const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'CLUSTERDOWN', 'TRYAGAIN', 'NOREPLICAS', 'OOM', 'MISCONF']);

@@ -23,7 +23,7 @@ export interface PrivateRedis extends TestRedis {
   port: number;
   /** Ends the server at once (SIGKILL), as a crash would. */
   kill(): Promise<void>;
-  /** Starts the server again on the same port; resolves once it answers PING. */
+  /** Starts the server again on the same port (after a kill too, with its AOF if it has one); resolves once it answers PING. */
   restart(): Promise<void>;
   /** Suspends the server (SIGSTOP): connections stay open but nothing answers, like a hung host. */
   freeze(): void;
@@ -72,12 +72,18 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
-/** Spawns a throw-away redis-server (no persistence) on its own port. */
-export async function startPrivateRedis(): Promise<PrivateRedis> {
+/**
+ * Spawns a throw-away redis-server on its own port: no persistence, or with `appendonly` an AOF
+ * written on every command (`appendfsync always`) in a temporary directory, so a server killed
+ * with SIGKILL and restarted comes back with every write it acknowledged.
+ */
+export async function startPrivateRedis(opts: { appendonly?: boolean } = {}): Promise<PrivateRedis> {
   const port = await freePort();
+  const dir = opts.appendonly ? await mkdtemp(join(tmpdir(), 'tollgate-redis-')) : undefined;
+  const persistence = dir ? ['--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
   let child: ChildProcess | undefined;
   const launch = async () => {
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence], {
       stdio: 'ignore',
     });
     child = proc;
@@ -100,7 +106,10 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
-    stop: () => end('SIGTERM'),
+    async stop() {
+      await end('SIGTERM');
+      if (dir) await rm(dir, { recursive: true, force: true });
+    },
     kill: () => end('SIGKILL'),
     async restart() {
       await end('SIGTERM');

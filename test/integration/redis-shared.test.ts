@@ -97,7 +97,7 @@ describe('two gateway processes sharing one Redis ledger', () => {
     expect(b.events()).toHaveLength(100);
   });
 
-  it('expires the reservation of a replica killed mid-call, charging nothing', { timeout: 60_000 }, async () => {
+  it('recovers the reservation of a replica killed mid-call once it expires: charged at the reservation, since the call had reached the provider', { timeout: 60_000 }, async () => {
     const text = basicPolicy({ userTokens: 10_000 })
       .replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 30000 }')
       .concat('limits: { reservationTtlSeconds: 60 }\n');
@@ -121,10 +121,15 @@ describe('two gateway processes sharing one Redis ledger', () => {
       await p.kill();
       procs.splice(procs.indexOf(p), 1);
       clients.splice(clients.indexOf(c), 1);
-      // Nobody released it: the reservation stands until its 60 s TTL has passed, then counts for nothing.
+      // Nobody released it: the reservation stands until its 60 s TTL has passed. The journal shows
+      // the call dispatched (the provider may bill it), so recovery charges it at its reservation.
       expect(await state()).toEqual({ used: 0, reserved: 106 });
+      const recovered: Record<string, unknown>[] = [];
+      store.onEvent((e) => recovered.push(e));
       ahead = 60_000;
-      expect(await state()).toEqual({ used: 0, reserved: 0 });
+      expect(await state()).toEqual({ used: 106, reserved: 0 });
+      expect(recovered).toHaveLength(1);
+      expect(recovered[0]).toMatchObject({ outcome: 'success', 'user.id': 'alice', 'tollgate.settled_by': 'recovery' });
     } finally {
       await store.close();
     }

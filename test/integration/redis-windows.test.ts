@@ -140,7 +140,8 @@ describe('store outage at the gateway', () => {
     expect(open.isError).toBeFalsy();
     const openSpent = spentOf(open);
     await gw.idle();
-    expect(store.pendingReplays()).toBe(2);
+    // Queued: alice's settlement, the refusal's event (journaled once Redis is back) and bob's settlement.
+    expect(store.pendingReplays()).toBe(3);
 
     await redis.restart();
     const deadline = Date.now() + 10_000;

@@ -10,6 +10,7 @@ import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
 import { hasRedisCli, startPrivateCluster, uniquePrefix, type PrivateCluster } from '../helpers/redis.js';
+import { journalBodies } from './journal-helpers.js';
 import { quotaStoreContract } from './store-contract.js';
 
 const HOUR = 3600_000;
@@ -50,10 +51,13 @@ describe.skipIf(!cliPresent)('RedisQuotaStore on Redis Cluster', () => {
     await cluster?.stop();
   });
 
-  // Each open() is its own replica: a separate cluster client on the same cluster.
+  // Each open() is its own replica: a separate cluster client on the same cluster. Each test has
+  // its own store prefix (so its own journal streams), the one its lines carry.
+  let current = root;
   quotaStoreContract({
-    open: (now, count) => Array.from({ length: count }, () => new RedisQuotaStore({ clusterNodes: cluster.nodes, prefix: root, now, logger: silent })),
-    prefix: () => `${root}${++n}:`,
+    open: (now, count) => Array.from({ length: count }, () => new RedisQuotaStore({ clusterNodes: cluster.nodes, prefix: current, now, logger: silent, sweepIntervalMs: 0 })),
+    prefix: () => (current = `${root}${++n}:`),
+    journal: () => journalBodies({ clusterNodes: cluster.nodes }, current),
   });
 
   describe('across shards', () => {

@@ -75,16 +75,21 @@ describe('RedisQuotaStore when Redis goes away', () => {
     await redis.stop();
   });
 
-  it('fails reserve, release and read with QUOTA_STORE_UNAVAILABLE in under 2 s once Redis stops', async () => {
+  it('fails reserve, dispatch and read with QUOTA_STORE_UNAVAILABLE in under 2 s once Redis stops, and queues a release', async () => {
     const store = open();
     expect(await store.reserve('r1', [line(10)], TTL)).toEqual({ ok: true });
     await redis.stop();
 
-    for (const call of [store.reserve('r2', [line(10)], TTL), store.release('r1'), store.read([line(0)])]) {
-      const { error, ms } = await rejection(call);
+    for (const call of [() => store.reserve('r2', [line(10)], TTL), () => store.dispatch('r1'), () => store.read([line(0)])]) {
+      const { error, ms } = await rejection(call());
       expectUnavailable(error);
       expect(ms).toBeLessThan(2000);
     }
+    // A release is the end of a call: it is kept and written once Redis is back, not refused.
+    const started = Date.now();
+    await store.release('r1');
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(store.pendingReplays()).toBe(1);
   });
 
   it('queues a settle made during the outage and applies it exactly once after Redis restarts on the same port', async () => {

@@ -7,6 +7,7 @@ import { MemoryQuotaStore } from '../../src/quota/memory.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine, QuotaStore } from '../../src/quota/store.js';
 import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
+import { journalBodies } from './journal-helpers.js';
 import { quotaStoreContract } from './store-contract.js';
 
 const HOUR = 3600_000;
@@ -27,10 +28,13 @@ describe('RedisQuotaStore', () => {
     await redis.stop();
   });
 
-  // Each open() is its own replica: a separate client on the same Redis.
+  // Each open() is its own replica: a separate client on the same Redis. Each test has its own
+  // store prefix (so its own journal), the one its lines carry.
+  let current = root;
   quotaStoreContract({
-    open: (now, count) => Array.from({ length: count }, () => new RedisQuotaStore({ url: redis.url, prefix: root, now, logger: silent })),
-    prefix: () => `${root}${++n}:`,
+    open: (now, count) => Array.from({ length: count }, () => new RedisQuotaStore({ url: redis.url, prefix: current, now, logger: silent, sweepIntervalMs: 0 })),
+    prefix: () => (current = `${root}${++n}:`),
+    journal: () => journalBodies({ url: redis.url }, current),
   });
 
   it('answers exactly like the memory store over random sequences of calls', async () => {
@@ -134,12 +138,14 @@ describe('RedisQuotaStore', () => {
       const tag = `${prefix}{weekly|ada}`;
       const keys: string[] = [];
       for await (const batch of raw.scanIterator({ MATCH: `${prefix}*`, COUNT: 500 })) keys.push(...batch);
-      expect(keys.filter((k) => k.startsWith(tag)).sort()).toEqual([`${tag}:r`, `${tag}:r:s:r1`, `${tag}:r:x`, l.usageKey].sort());
+      // R:i holds what recovery needs of r2's reservation; R:d (dispatch marks) is empty, so absent.
+      expect(keys.filter((k) => k.startsWith(tag)).sort()).toEqual([`${tag}:r`, `${tag}:r:i`, `${tag}:r:s:r1`, `${tag}:r:x`, l.usageKey].sort());
       expect(await raw.get(l.usageKey)).toBe('7');
       expect(await raw.hGetAll(`${tag}:r`)).toEqual({ r2: '5' });
       expect(Math.abs((await raw.pTTL(l.usageKey)) - (l.expiresAt - Date.now()))).toBeLessThan(5000);
       expect(await raw.pTTL(`${tag}:r:s:r1`)).toBeGreaterThan(DAY - 5000);
       expect(await raw.pTTL(`${tag}:r`)).toBeGreaterThan(60_000);
+      expect(await raw.pTTL(`${tag}:r:i`)).toBeGreaterThan(60_000);
     });
 
     it('releases from another replica, which finds the request\'s lines in the Keyv record', async () => {

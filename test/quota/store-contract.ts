@@ -5,13 +5,50 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { lineKeys } from '../../src/policy/budgets.js';
-import type { LedgerLine, QuotaStore } from '../../src/quota/store.js';
+import type { EntryBody, EntryLine } from '../../src/quota/journal.js';
+import type { DecisionRecord, LedgerLine, QuotaStore } from '../../src/quota/store.js';
 
 export interface StoreHarness {
   /** Opens `count` stores over one shared ledger, all using the clock `now`. */
   open(now: () => number, count: number): QuotaStore[];
   /** A key prefix no other test uses. */
   prefix(): string;
+  /**
+   * The bodies of every journal entry the stores of the current test wrote, for a store that keeps
+   * a journal. A journal may split an entry by line (one stream per line on a Redis Cluster, the
+   * event with the first line): the cases compare entries merged per kind and request.
+   */
+  journal?(): Promise<EntryBody[]>;
+  /**
+   * The store keeps a reservation past its TTL until the call ends or a restart's recovery closes
+   * it (the embedded store with a journal: in one process a reservation's call is still running).
+   */
+  keepsExpiredReservations?: boolean;
+}
+
+/** A journal's entries merged per kind and request id: their lines (by reservedKey) and events. */
+interface Merged {
+  kind: string;
+  id: string;
+  lines: EntryLine[];
+  events: Record<string, unknown>[];
+  meta: Record<string, unknown>[];
+  settledBy?: string;
+}
+
+function merged(bodies: EntryBody[]): Merged[] {
+  const out = new Map<string, Merged>();
+  for (const b of bodies) {
+    const key = `${b.kind} ${b.id}`;
+    let m = out.get(key);
+    if (!m) out.set(key, (m = { kind: b.kind, id: b.id, lines: [], events: [], meta: [] }));
+    m.lines.push(...(b.lines ?? []));
+    if (b.event) m.events.push(b.event);
+    if (b.meta) m.meta.push(b.meta);
+    if (b.settledBy) m.settledBy = b.settledBy;
+  }
+  for (const m of out.values()) m.lines.sort((a, b) => (a.reservedKey < b.reservedKey ? -1 : 1));
+  return [...out.values()];
 }
 
 const HOUR = 3600_000;
@@ -115,7 +152,7 @@ export function quotaStoreContract(harness: StoreHarness): void {
       expect(await store!.read([line('alpha', 100, 0)])).toEqual([{ used: 25, reserved: 0 }]);
     });
 
-    it('lets a reservation lapse after its TTL, so a crashed replica cannot pin the budget', async () => {
+    it.skipIf(harness.keepsExpiredReservations)('lets a reservation lapse after its TTL, so a crashed replica cannot pin the budget', async () => {
       const [store] = open();
       await store!.reserve('crashed', [line('alpha', 100, 100)], 1000);
       expect((await store!.reserve('r2', [line('alpha', 100, 1)], TTL)).ok).toBe(false);
@@ -216,6 +253,69 @@ export function quotaStoreContract(harness: StoreHarness): void {
         { used: 90, reserved: 0 },
         { used: 3, reserved: 0 },
       ]);
+    });
+  });
+
+  describe('decision events', () => {
+    const event = (id: string, outcome = 'success'): DecisionRecord => ({ event: 'tollgate.decision', 'request.id': id, outcome });
+
+    it('hands each committed event to the listeners once: settle, release and record, never a repeated settle', async () => {
+      const [store] = open();
+      const heard: unknown[] = [];
+      store!.onEvent((e) => heard.push(e['request.id']));
+      await store!.reserve('s1', [line('alpha', 100, 30)], TTL);
+      await store!.settle('s1', [line('alpha', 100, 20)], event('s1'));
+      await store!.settle('s1', [line('alpha', 100, 20)], event('s1'));
+      await store!.reserve('r1', [line('alpha', 100, 30)], TTL);
+      await store!.release('r1', event('r1', 'failed'));
+      await store!.record(event('x1', 'refused'));
+      expect(heard).toEqual(['s1', 'r1', 'x1']);
+    });
+  });
+
+  describe('journal', () => {
+    const journal = async () => merged(await harness.journal!());
+    const event = (id: string, outcome = 'success'): DecisionRecord => ({ event: 'tollgate.decision', 'request.id': id, outcome, 'user.id': 'ada' });
+    const entry = (l: LedgerLine) => ({ budgetId: l.budgetId, subject: l.subject, usageKey: l.usageKey, reservedKey: l.reservedKey, amount: l.amount, expiresAt: l.expiresAt });
+
+    it.skipIf(!harness.journal)('journals a reservation with its lines and meta, its dispatch, and its charge with its event in one entry', async () => {
+      const [store] = open();
+      const [a, b] = [line('alpha', 100, 30), line('beta', 100, 40)];
+      await store!.reserve('c1', [a, b], TTL, { user: 'ada', model: 'm1' });
+      await store!.dispatch('c1');
+      await store!.settle('c1', [{ ...a, amount: 12 }, { ...b, amount: 7 }], event('c1'));
+      await store!.settle('c1', [{ ...a, amount: 12 }, { ...b, amount: 7 }], event('c1'));
+      const entries = await journal();
+      expect(entries.map((e) => `${e.kind} ${e.id}`).sort()).toEqual(['dispatch c1', 'reserve c1', 'settle c1']);
+      const reserve = entries.find((e) => e.kind === 'reserve')!;
+      expect(reserve.lines).toEqual([entry(a), entry(b)]);
+      expect(reserve.meta).toEqual([{ user: 'ada', model: 'm1' }]);
+      const settle = entries.find((e) => e.kind === 'settle')!;
+      expect(settle.lines).toEqual([entry({ ...a, amount: 12 }), entry({ ...b, amount: 7 })]);
+      expect(settle.events).toEqual([event('c1')]);
+      expect(settle.settledBy).toBe('call');
+    });
+
+    it.skipIf(!harness.journal)('journals a release with its event and a refusal as a refuse entry, and nothing for a repeated release', async () => {
+      const [store] = open();
+      await store!.reserve('c2', [line('alpha', 100, 30)], TTL);
+      await store!.release('c2', event('c2', 'failed'));
+      await store!.release('c2');
+      await store!.record(event('c3', 'refused'));
+      const entries = (await journal()).filter((e) => e.kind !== 'reserve');
+      expect(entries.map((e) => ({ kind: e.kind, id: e.id, events: e.events }))).toEqual([
+        { kind: 'release', id: 'c2', events: [event('c2', 'failed')] },
+        { kind: 'refuse', id: 'c3', events: [event('c3', 'refused')] },
+      ]);
+    });
+
+    it.skipIf(!harness.journal)('journals nothing for a refused reservation', async () => {
+      const [store] = open();
+      expect((await store!.reserve('c4', [line('alpha', 100, 30), line('beta', 10, 30)], TTL)).ok).toBe(false);
+      // A cluster reserves line by line and gives back what it took: a reserve may be followed by its release.
+      const entries = await journal();
+      const kinds = entries.map((e) => e.kind).sort();
+      expect(kinds.length === 0 || (kinds.join() === 'release,reserve' && entries.every((e) => e.events.length === 0))).toBe(true);
     });
   });
 
