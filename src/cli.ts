@@ -30,8 +30,9 @@ Usage:
   tollgate usage export --events <file>... --from <ISO> --to <ISO> [--format csv|focus] [--granularity day|month]
                         [--user U] [--team T] [--cost-center C] [--json]
                                   Usage and cost per period, model and principal from decision events (FOCUS 1.2)
-  tollgate keys issue|revoke|list   API keys in the shared store, seen by every replica (--user, --id,
-                                  --teams, --cost-center, --groups, --roles; needs --redis or REDIS_URL)
+  tollgate keys issue|revoke|list   Issued API keys (--user, --id, --teams, --cost-center, --groups, --roles):
+                                  in Redis with --redis or REDIS_URL, seen by every replica; else in the
+                                  data directory (--data-dir, TOLLGATE_DATA_DIR; default ./tollgate-data)
   tollgate hash-key <api-key>     Print the sha256 to put under apiKeys[].sha256 in the policy
   tollgate --help | --version
 

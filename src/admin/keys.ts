@@ -1,5 +1,8 @@
 /**
- * `tollgate keys`: issue, revoke and list API keys in the shared store, seen by every replica.
+ * `tollgate keys`: issue, revoke and list API keys. With Redis (`--redis`, REDIS_URL) they are in
+ * the shared store, seen by every replica; without it, in `keys.jsonl` in the data directory
+ * (`--data-dir`, TOLLGATE_DATA_DIR, default ./tollgate-data as for `tollgate serve`), read by the
+ * gateway serving from that directory (src/identity/fileKeys.ts).
  *
  *   tollgate keys issue --user U [--id ID] [--teams a,b] [--cost-center C] [--groups g,h] [--roles r]
  *   tollgate keys revoke --id ID
@@ -7,8 +10,10 @@
  *
  * The key is printed once, at issue; only its SHA-256 is stored.
  */
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GatewayError } from '../errors.js';
+import { FileApiKeys } from '../identity/fileKeys.js';
 import { StoredApiKeys } from '../identity/storedKeys.js';
 import { settingsFromEnv } from '../main.js';
 
@@ -20,6 +25,7 @@ export async function runKeysCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
     allowPositionals: true,
     options: {
       redis: { type: 'string' },
+      'data-dir': { type: 'string' },
       id: { type: 'string' },
       user: { type: 'string' },
       teams: { type: 'string' },
@@ -31,8 +37,13 @@ export async function runKeysCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
   });
   const settings = settingsFromEnv(env);
   const url = values.redis ?? settings.redisUrl;
-  if (!url) throw new GatewayError('INVALID_REQUEST', 'tollgate keys writes to the shared store: pass --redis <url> or set REDIS_URL.');
-  const keys = new StoredApiKeys({ url, prefix: settings.keyPrefix });
+  if (!url && settings.redisClusterNodes) throw new GatewayError('INVALID_REQUEST', 'tollgate keys writes to the shared store: pass --redis <url> or set REDIS_URL.');
+  // Without Redis, the data directory `tollgate serve` would use: --data-dir, else TOLLGATE_DATA_DIR, else ./tollgate-data.
+  const dir = values['data-dir'] ?? env.TOLLGATE_DATA_DIR ?? 'tollgate-data';
+  const dataDir = dir === 'none' ? undefined : resolve(dir);
+  if (!url && !dataDir) throw new GatewayError('INVALID_REQUEST', 'tollgate keys needs somewhere to keep keys: the shared store (--redis <url> or REDIS_URL) or a data directory (--data-dir or TOLLGATE_DATA_DIR, not none).');
+  const keys = url ? new StoredApiKeys({ url, prefix: settings.keyPrefix }) : new FileApiKeys({ dir: dataDir! });
+  const refusedWithin = url ? 'replicas refuse it within seconds' : `the gateway serving from ${dataDir} refuses it within seconds`;
   try {
     const [verb] = positionals;
     switch (verb) {
@@ -52,7 +63,7 @@ export async function runKeysCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
       case 'revoke': {
         if (!values.id) throw new GatewayError('INVALID_REQUEST', 'usage: tollgate keys revoke --id <id>');
         const r = await keys.revoke(values.id);
-        return values.json ? `${JSON.stringify(r, null, 2)}\n` : `revoked ${r.id} (${r.user}) at ${r.revokedAt}; replicas refuse it within seconds\n`;
+        return values.json ? `${JSON.stringify(r, null, 2)}\n` : `revoked ${r.id} (${r.user}) at ${r.revokedAt}; ${refusedWithin}\n`;
       }
       case 'list': {
         const all = await keys.list();

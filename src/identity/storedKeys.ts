@@ -65,21 +65,8 @@ export class StoredApiKeys implements ApiKeyResolver {
 
   /** Creates a key for `req`; returns the key (shown once) and its record. */
   async issue(req: IssueRequest): Promise<{ key: string; record: StoredKey }> {
-    const key = `tg_${randomBytes(24).toString('base64url')}`;
-    const sha256 = hashApiKey(key);
-    const id = req.id ?? `key-${sha256.slice(0, 12)}`;
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/.test(id)) throw new GatewayError('INVALID_REQUEST', `Key id "${id}" must use letters, digits and _ . : -`);
-    const record: StoredKey = {
-      id,
-      sha256,
-      user: req.user,
-      teams: req.teams ?? [],
-      groups: req.groups ?? [],
-      roles: req.roles ?? [],
-      disabled: false,
-      createdAt: new Date(this.now()).toISOString(),
-      ...(req.costCenter ? { costCenter: req.costCenter } : {}),
-    };
+    const { key, record } = mintKey(req, this.now());
+    const { id, sha256 } = record;
     try {
       if (await this.keyv.get(`id:${id}`)) throw new GatewayError('INVALID_REQUEST', `A key with id "${id}" already exists; revoke it or choose another id.`);
       await this.keyv.set(`key:${sha256}`, record);
@@ -122,6 +109,26 @@ export class StoredApiKeys implements ApiKeyResolver {
   async close(): Promise<void> {
     await this.keyv.disconnect().catch(() => {});
   }
+}
+
+/** A new random key for `req` and its record (the key's SHA-256, never the key), created at `nowMs`. */
+export function mintKey(req: IssueRequest, nowMs: number): { key: string; record: StoredKey } {
+  const key = `tg_${randomBytes(24).toString('base64url')}`;
+  const sha256 = hashApiKey(key);
+  const id = req.id ?? `key-${sha256.slice(0, 12)}`;
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/.test(id)) throw new GatewayError('INVALID_REQUEST', `Key id "${id}" must use letters, digits and _ . : -`);
+  const record: StoredKey = {
+    id,
+    sha256,
+    user: req.user,
+    teams: req.teams ?? [],
+    groups: req.groups ?? [],
+    roles: req.roles ?? [],
+    disabled: false,
+    createdAt: new Date(nowMs).toISOString(),
+    ...(req.costCenter ? { costCenter: req.costCenter } : {}),
+  };
+  return { key, record };
 }
 
 /** Policy keys first, then issued keys: a key listed in the policy cannot be shadowed by the store. */
