@@ -14,13 +14,13 @@ import type { CallResult, Gateway } from '../gateway/gateway.js';
 import { ownerKey, type Principal } from '../identity/principal.js';
 import type { CallArguments, Credential } from '../pipeline/context.js';
 import type { Policy } from '../policy/load.js';
-import { BoundedTaskStore } from './taskStore.js';
+import { BoundedTaskStore, ERROR_META_KEY } from './taskStore.js';
 
 /** Where the JSON-RPC endpoint is mounted. */
 export const A2A_PATH = '/a2a';
 /** Metadata keys on a task: the call's result, or the refusal. */
 export const RESULT_META_KEY = 'io.tollgate/result';
-export const ERROR_META_KEY = 'io.tollgate/error';
+export { ERROR_META_KEY };
 
 export interface A2AOptions {
   /** The app's bearer middleware for this transport: the same verifier, and so the same identities, as /mcp. */
@@ -30,6 +30,8 @@ export interface A2AOptions {
   version: string;
   /** What the bearer middleware verified: the principal, and the credential to hand the gateway. */
   callerOf: (req: Request) => { principal: Principal; credential: Credential } | undefined;
+  /** Where tasks are kept across restarts (`tasks.jsonl`); none keeps them in memory only. */
+  dataDir?: string;
 }
 
 /** The verified caller, handed by the express layer to the executor through the SDK's context. */
@@ -200,7 +202,7 @@ function baseUrlOf(req: Request): string {
 /** The SDK's JSON-RPC handler over our executor; its server code (about a second to load) is imported on first use. */
 async function jsonRpc(gateway: Gateway, opts: A2AOptions): Promise<RequestHandler> {
   const [{ DefaultRequestHandler }, { jsonRpcHandler }] = await Promise.all([import('@a2a-js/sdk/server'), import('@a2a-js/sdk/server/express')]);
-  const handler = new DefaultRequestHandler(agentCard(gateway.policy, '', opts.version), new BoundedTaskStore(), new CompletionExecutor(gateway));
+  const handler = new DefaultRequestHandler(agentCard(gateway.policy, '', opts.version), new BoundedTaskStore(undefined, opts.dataDir ? { dir: opts.dataDir } : undefined), new CompletionExecutor(gateway));
   return jsonRpcHandler({
     requestHandler: handler,
     userBuilder: async (req) => {

@@ -41,6 +41,8 @@ export interface HttpOptions {
   version: string;
   /** When set, GET /metrics needs `Authorization: Bearer <token>` (TOLLGATE_METRICS_TOKEN). */
   metricsToken?: string;
+  /** The embedded store's data directory, where A2A tasks are kept across restarts; none keeps them in memory. */
+  dataDir?: string;
 }
 
 /** Builds the express app; `listen` starts it. */
@@ -97,6 +99,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
       requireAuth: edge.requireAuth('a2a'),
       json,
       version: opts.version,
+      dataDir: opts.dataDir,
       callerOf: (req) => {
         const credential = credentialOf(req);
         const principal = req.auth?.extra?.principal as Principal | undefined;

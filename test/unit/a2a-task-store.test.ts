@@ -1,6 +1,9 @@
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { TaskState, type Task } from '@a2a-js/sdk';
 import { ServerCallContext, type User } from '@a2a-js/sdk/server';
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BoundedTaskStore } from '../../src/a2a/taskStore.js';
 
 const as = (userName: string) => new ServerCallContext({ user: { isAuthenticated: true, userName } satisfies User });
@@ -33,5 +36,70 @@ describe('BoundedTaskStore', () => {
     expect(all.tasks.map((t) => t.id)).toEqual(['t3', 't2', 't1']);
     const ctx1 = await store.list({ tenant: '', contextId: 'ctx-1', status: TaskState.TASK_STATE_COMPLETED, pageToken: '', statusTimestampAfter: undefined }, as('alice'));
     expect(ctx1).toEqual({ tasks: [task('t1', 'ctx-1')], nextPageToken: '', pageSize: 50, totalSize: 1 });
+  });
+});
+
+describe('BoundedTaskStore in a data directory', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tollgate-tasks-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const lines = () => readFileSync(join(dir, 'tasks.jsonl'), 'utf8').trim().split('\n');
+  const noFilter = { tenant: '', contextId: '', status: TaskState.TASK_STATE_UNSPECIFIED, pageToken: '', statusTimestampAfter: undefined };
+
+  it('gives a new store on the same directory the latest version of each task, per owner', async () => {
+    const before = new BoundedTaskStore(10, { dir });
+    await before.save(task('t1', 'ctx-1', TaskState.TASK_STATE_SUBMITTED), as('alice'));
+    await before.save(task('t1', 'ctx-1', TaskState.TASK_STATE_COMPLETED), as('alice'));
+    await before.save(task('t1', 'ctx-9', TaskState.TASK_STATE_FAILED), as('bob'));
+    await before.save(task('t2'), as('alice'));
+    expect(lines()).toHaveLength(4);
+
+    const after = new BoundedTaskStore(10, { dir });
+    expect(await after.load('t1', as('alice'))).toEqual(task('t1', 'ctx-1', TaskState.TASK_STATE_COMPLETED));
+    expect(await after.load('t1', as('bob'))).toEqual(task('t1', 'ctx-9', TaskState.TASK_STATE_FAILED));
+    expect(await after.load('t2', as('bob'))).toBeUndefined();
+    expect((await after.list(noFilter, as('alice'))).tasks.map((t) => t.id)).toEqual(['t2', 't1']);
+    // Replaced versions were dropped from the file at start.
+    expect(lines()).toHaveLength(3);
+  });
+
+  it('keeps only the most recent maxTasks across a restart', async () => {
+    const before = new BoundedTaskStore(5, { dir });
+    for (let i = 1; i <= 8; i++) await before.save(task(`t${i}`), as('alice'));
+    const after = new BoundedTaskStore(3, { dir });
+    expect((await after.list(noFilter, as('alice'))).tasks.map((t) => t.id)).toEqual(['t8', 't7', 't6']);
+    expect(lines()).toHaveLength(3);
+  });
+
+  it('rewrites the file once it holds more than two lines per task kept plus slackLines', async () => {
+    const store = new BoundedTaskStore(2, { dir, slackLines: 3 });
+    // Two tasks kept: the file may reach 2 * 2 + 3 = 7 lines.
+    for (let i = 1; i <= 7; i++) await store.save(task(`t${i}`), as('alice'));
+    expect(lines()).toHaveLength(7);
+    await store.save(task('t8'), as('alice'));
+    expect(lines().map((l) => (JSON.parse(l) as { task: { id: string } }).task.id)).toEqual(['t7', 't8']);
+    expect(existsSync(join(dir, 'tasks.jsonl.tmp'))).toBe(false);
+    await store.save(task('t9'), as('alice'));
+    expect(lines()).toHaveLength(3);
+    expect((await new BoundedTaskStore(2, { dir }).list(noFilter, as('alice'))).tasks.map((t) => t.id)).toEqual(['t9', 't8']);
+  });
+
+  it('fails a task a previous process left submitted or working, and drops a torn last line', async () => {
+    const before = new BoundedTaskStore(10, { dir });
+    await before.save(task('t1', 'ctx-1', TaskState.TASK_STATE_WORKING), as('alice'));
+    await before.save(task('t2', 'ctx-1', TaskState.TASK_STATE_COMPLETED), as('alice'));
+    appendFileSync(join(dir, 'tasks.jsonl'), '{"owner":"alice","task":{"id":"t3"');
+    const after = new BoundedTaskStore(10, { dir });
+    const t1 = await after.load('t1', as('alice'));
+    expect(t1?.status?.state).toBe(TaskState.TASK_STATE_FAILED);
+    expect(t1?.status?.message?.parts[0]?.content).toEqual({ $case: 'text', value: 'INTERNAL: The gateway stopped before this task finished; send the message again.' });
+    expect(t1?.metadata?.['io.tollgate/error']).toMatchObject({ code: 'INTERNAL' });
+    expect((await after.load('t2', as('alice')))?.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    expect(await after.load('t3', as('alice'))).toBeUndefined();
+    expect(readFileSync(join(dir, 'tasks.jsonl'), 'utf8').endsWith('\n')).toBe(true);
+    await after.save(task('t4'), as('alice'));
+    expect((await new BoundedTaskStore(10, { dir }).list(noFilter, as('alice'))).tasks.map((t) => t.id)).toEqual(['t4', 't2', 't1']);
   });
 });
