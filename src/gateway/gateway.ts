@@ -197,10 +197,13 @@ export class Gateway {
         tier,
         allowed,
         note,
-        models: policy.config.tiers[tier]!.map((ref) => {
-          const m = policy.models.get(ref)!;
-          return { model: ref, provider: m.provider, inputPerMTokUsd: m.price.inputPerMTok, outputPerMTokUsd: m.price.outputPerMTok, maxOutputTokens: m.maxOutputTokens };
-        }),
+        models: policy.tierModels.get(tier)!.map((m) => ({
+          model: m.ref,
+          provider: m.provider,
+          inputPerMTokUsd: m.price.inputPerMTok,
+          outputPerMTokUsd: m.price.outputPerMTok,
+          maxOutputTokens: m.maxOutputTokens,
+        })),
       };
     });
   }

@@ -13,10 +13,11 @@ import type { Principal } from './principal.js';
  * path into nested objects (`org.cost_center`).
  */
 export function readClaim(payload: Record<string, unknown>, name: string): unknown {
-  if (name in payload) return payload[name];
+  // Own properties only: a claim named `constructor` is absent unless the token carries it.
+  if (Object.hasOwn(payload, name)) return payload[name];
   let cur: unknown = payload;
   for (const part of name.split('.')) {
-    if (!cur || typeof cur !== 'object' || Array.isArray(cur)) return undefined;
+    if (!cur || typeof cur !== 'object' || Array.isArray(cur) || !Object.hasOwn(cur, part)) return undefined;
     cur = (cur as Record<string, unknown>)[part];
   }
   return cur;
@@ -47,7 +48,7 @@ function rolesOf(payload: Record<string, unknown>, mapping: ClaimsConfig['roles'
   const access = payload.resource_access;
   if (access && typeof access === 'object') {
     for (const client of mapping.clients) {
-      roles.push(...stringList((access as Record<string, { roles?: unknown } | undefined>)[client]?.roles));
+      if (Object.hasOwn(access, client)) roles.push(...stringList((access as Record<string, { roles?: unknown } | undefined>)[client]?.roles));
     }
   }
   return unique(roles);

@@ -66,13 +66,14 @@ export function remainingPct(b: BudgetState): number {
 }
 
 function budgetsView(budgets: BudgetState[]): Record<string, unknown> {
-  const out: Record<string, { used: number; reserved: number; limit: number; remaining: number; remainingPct: number }> = {};
+  // By id in a Map: a budget named `toString` is a budget like any other.
+  const out = new Map<string, { used: number; reserved: number; limit: number; remaining: number; remainingPct: number }>();
   for (const b of budgets) {
     const view = { used: b.used, reserved: b.reserved, limit: b.budget.limit, remaining: b.budget.limit - b.used - b.reserved, remainingPct: remainingPct(b) };
-    const prev = out[b.budget.config.id];
-    if (!prev || view.remainingPct < prev.remainingPct) out[b.budget.config.id] = view;
+    const prev = out.get(b.budget.config.id);
+    if (!prev || view.remainingPct < prev.remainingPct) out.set(b.budget.config.id, view);
   }
-  return out;
+  return Object.fromEntries(out);
 }
 
 /** Decides one call. Throws UNKNOWN_MODEL for a model or tier the policy does not know. */
@@ -88,17 +89,18 @@ export function decide(input: DecideInput): Decision {
     requestedTier = request.tier && requestedModel.tiers.includes(request.tier) ? request.tier : requestedModel.tiers[0]!;
   } else {
     requestedTier = request.tier ?? policy.defaultTier;
-    if (!policy.config.tiers[requestedTier]) {
+    if (!policy.hasTier(requestedTier)) {
       throw new GatewayError('UNKNOWN_MODEL', `Tier "${requestedTier}" is not configured; tiers are ${policy.tiers.join(', ')}.`, { tier: requestedTier });
     }
   }
   const denyBase = { requestedTier, requestedModel: requestedModel?.ref };
+  const asked = requestedModel ?? policy.tierModels.get(requestedTier)![0]!;
   const vars = {
     principal: principalView(input.principal),
     request: {
-      model: requestedModel?.ref ?? policy.config.tiers[requestedTier]![0]!,
+      model: asked.ref,
       tier: requestedTier,
-      provider: (requestedModel ?? policy.models.get(policy.config.tiers[requestedTier]![0]!))!.provider,
+      provider: asked.provider,
       maxTokens: request.maxTokens,
       inputTokens: input.estimatedInputTokens,
       text: [request.system ?? '', ...request.messages.map((m) => m.content)].join('\n'),
@@ -157,7 +159,7 @@ export function decide(input: DecideInput): Decision {
   }
 
   const tier = policy.tiers[tierIndex]!;
-  const members = policy.config.tiers[tier]!.map((ref) => policy.models.get(ref)!);
+  const members = [...policy.tierModels.get(tier)!];
   const candidates = tier === requestedTier && requestedModel ? [requestedModel, ...members.filter((m) => m !== requestedModel)] : members;
   return {
     effect: tier === requestedTier ? 'allow' : 'tier_down',

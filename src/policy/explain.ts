@@ -201,7 +201,8 @@ function principalFromToken(policy: Policy, token: string): Principal {
 
 /** `--usage employee-weekly=1640000,team_monthly@data=12000`: used amounts (tokens, or USD for dollar budgets). */
 export function parseUsageArg(arg: string): UsageMap {
-  const out: Record<string, { used: number }> = {};
+  // Without a prototype, so `__proto__=5` names a budget like any other word.
+  const out: Record<string, { used: number }> = Object.create(null);
   for (const part of arg.split(',').map((s) => s.trim()).filter(Boolean)) {
     const eq = part.lastIndexOf('=');
     const used = Number(part.slice(eq + 1));

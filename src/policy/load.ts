@@ -55,6 +55,14 @@ export interface Policy {
   readonly tiers: readonly string[];
   readonly defaultTier: string;
   readonly models: ReadonlyMap<string, ModelInfo>;
+  /**
+   * Each tier's models in failover order. Tier names come from callers, so they are looked up
+   * here or with `hasTier`, never on `config.tiers` (a plain object that also answers to
+   * `constructor`, `toString`, ...).
+   */
+  readonly tierModels: ReadonlyMap<string, readonly ModelInfo[]>;
+  /** Whether `name` is one of this policy's tiers; `constructor` or `__proto__` is not. */
+  hasTier(name: string): boolean;
   readonly budgets: readonly CompiledBudget[];
   readonly rules: readonly CompiledRule[];
   /** API keys by SHA-256 hex. */
@@ -146,15 +154,15 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
     refs.forEach((ref, i) => {
       const slash = ref.indexOf('/');
       const provider = ref.slice(0, slash);
-      const declaredProvider = Boolean(config.providers[provider]);
+      const declaredProvider = Object.hasOwn(config.providers, provider);
       if (!declaredProvider) at(['tiers', tier, i], `provider "${provider}" is not declared under providers`);
       const known = models.get(ref);
       if (known) {
         known.tiers.push(tier);
         return;
       }
-      const declared = config.models[ref];
-      const kind = config.providers[provider]?.kind;
+      const declared = Object.hasOwn(config.models, ref) ? config.models[ref] : undefined;
+      const kind = declaredProvider ? config.providers[provider]!.kind : undefined;
       const price = declared?.price ?? (kind ? shippedPrice(kind, ref.slice(slash + 1)) : undefined);
       if (!price && declaredProvider) at(['tiers', tier, i], `model ${ref} has no price: add models."${ref}".price (a model is never served free)`);
       models.set(ref, {
@@ -170,8 +178,9 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
   for (const ref of Object.keys(config.models)) {
     if (!models.has(ref)) at(['models', ref], `model ${ref} is priced but listed in no tier`);
   }
+  const tierModels = new Map(Object.entries(config.tiers).map(([tier, refs]) => [tier, Object.freeze(refs.map((ref) => models.get(ref)!))] as const));
   const defaultTier = config.defaultTier ?? tiers[0] ?? '';
-  if (config.defaultTier && !config.tiers[config.defaultTier]) at(['defaultTier'], `tier "${config.defaultTier}" is not declared under tiers`);
+  if (config.defaultTier && !tierModels.has(config.defaultTier)) at(['defaultTier'], `tier "${config.defaultTier}" is not declared under tiers`);
 
   const budgets: CompiledBudget[] = [];
   const seenBudgets = new Set<string>();
@@ -188,7 +197,7 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
   config.rules.forEach((r, i) => {
     if (seenRules.has(r.id)) at(['rules', i, 'id'], `duplicate rule id "${r.id}"`);
     seenRules.add(r.id);
-    if (r.tier && !config.tiers[r.tier]) at(['rules', i, 'tier'], `tier "${r.tier}" is not declared under tiers`);
+    if (r.tier && !tierModels.has(r.tier)) at(['rules', i, 'tier'], `tier "${r.tier}" is not declared under tiers`);
     const matches = celOrIssue(r.when, ['rules', i, 'when'], at);
     if (matches) rules.push({ config: r, matches });
   });
@@ -213,7 +222,7 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
     apiKeys.set(k.sha256, Object.freeze(k));
   });
 
-  return { config: deepFreeze(config), tiers, defaultTier, models, budgets, rules, apiKeys };
+  return { config: deepFreeze(config), tiers, defaultTier, models, tierModels, hasTier: (name: string) => tierModels.has(name), budgets, rules, apiKeys };
 }
 
 function celOrIssue(src: string, path: PropertyKey[], at: (path: readonly PropertyKey[], message: string) => void): CelPredicate | undefined {

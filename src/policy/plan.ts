@@ -63,7 +63,7 @@ export function outputCap(maxTokens: number, model: ModelInfo, clamp?: OutputCla
 /** The ordered candidates for one call. Empty budgets give one candidate, the decided tier. */
 export function planCandidates(input: PlanInput): Candidate[] {
   const { policy, decision, request, budgets, estimatedInputTokens } = input;
-  const tierModels = (tier: string) => (tier === decision.tier ? decision.candidates : policy.config.tiers[tier]!.map((r) => policy.models.get(r)!));
+  const tierModels = (tier: string) => (tier === decision.tier ? decision.candidates : [...policy.tierModels.get(tier)!]);
   const amountsFor = (models: ModelInfo[], clamp?: OutputClamp) =>
     budgets.map((b) => Math.max(...models.map((m) => amountFor(b.budget, m, { inputTokens: estimatedInputTokens, outputTokens: outputCap(request.maxTokens, m, clamp) }))));
   if (budgets.length === 0) return [{ tier: decision.tier, models: decision.candidates, amounts: [] }];

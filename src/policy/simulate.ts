@@ -44,11 +44,16 @@ export interface Simulation {
   clamp?: OutputClamp;
 }
 
+/** The usage given for `key`, if given: its own keys only, so a budget named `toString` reads nothing from Object.prototype. */
+function ownUsage(usage: UsageMap, key: string): UsageInput | undefined {
+  return Object.hasOwn(usage, key) ? usage[key] : undefined;
+}
+
 /** The budget states that apply to `principal` at `now`, filled from `usage`. */
 export function budgetStates(policy: Policy, principal: Principal, now: number, usage: UsageMap = {}): BudgetState[] {
   return applicableLines(policy.budgets, principal, now, '').map((l) => {
     const id = l.budget.config.id;
-    const u = usage[`${id}@${l.subject}`] ?? usage[id];
+    const u = ownUsage(usage, `${id}@${l.subject}`) ?? ownUsage(usage, id);
     return {
       budget: l.budget,
       subject: l.subject,

@@ -14,9 +14,9 @@ function requested(policy: Policy, ctx: CallContext): { tier: string; model?: st
     return { tier: request.tier && m.tiers.includes(request.tier) ? request.tier : m.tiers[0]!, model: m.ref, provider: m.provider };
   }
   const tier = request.tier ?? policy.defaultTier;
-  const first = policy.config.tiers[tier]?.[0];
+  const first = policy.tierModels.get(tier)?.[0];
   if (!first) return undefined;
-  return { tier, model: first, provider: policy.models.get(first)?.provider };
+  return { tier, model: first.ref, provider: first.provider };
 }
 
 /**

@@ -26,7 +26,7 @@ export function readArguments(args: CallArguments, policy: Policy) {
   const neutral = args.decode ? args.decode(args.raw) : args.raw;
   const request = parseCompleteArgs(neutral, policy.config.limits);
   // An API whose one `model` field may name a tier: a tier name selects the tier.
-  if (args.modelNamesTier && request.model !== undefined && Object.hasOwn(policy.config.tiers, request.model)) {
+  if (args.modelNamesTier && request.model !== undefined && policy.hasTier(request.model)) {
     return { ...request, tier: request.tier ?? request.model, model: undefined };
   }
   return request;
