@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { parseEnv, type Env } from './config/env.js';
 import { Gateway } from './gateway/gateway.js';
 import { createHttpApp, type HttpOptions } from './http/app.js';
+import { FileApiKeys } from './identity/fileKeys.js';
 import type { EventSink } from './metering/events.js';
 import { createMetrics, type GatewayMetrics } from './metering/metrics.js';
 import { createLogger } from './metering/redact.js';
@@ -16,7 +17,8 @@ import { splunkHecSink } from './metering/siem.js';
 import { compositeSink, pinoSink } from './metering/sink.js';
 import { loadPolicyFile, type Policy } from './policy/load.js';
 import { MemoryQuotaStore } from './quota/memory.js';
-import type { QuotaStore } from './quota/store.js';
+import type { DecisionRecord, QuotaStore } from './quota/store.js';
+import { recoveryEvent } from './pipeline/decisionEvent.js';
 
 /** The directory holding package.json, found from this file whether run from src/ or dist/. */
 export function packageRoot(): string {
@@ -42,6 +44,8 @@ export interface Settings {
   /** Seed nodes of a Redis Cluster (`REDIS_CLUSTER_NODES`); when set, the ledger uses the cluster, not `redisUrl`. */
   redisClusterNodes?: string[];
   keyPrefix: string;
+  /** The embedded store's journal directory; none keeps nothing on disk. Ignored with Redis. */
+  dataDir?: string;
   /** A Redis command without a reply after this long counts as a store outage. */
   storeTimeoutMs: number;
   eventsFile?: string;
@@ -79,6 +83,7 @@ export function settingsFrom(env: Env): Settings {
     redisUrl: env.REDIS_URL,
     redisClusterNodes: copy(env.REDIS_CLUSTER_NODES),
     keyPrefix: env.TOLLGATE_KEY_PREFIX,
+    dataDir: env.TOLLGATE_DATA_DIR === undefined || env.TOLLGATE_DATA_DIR === 'none' ? undefined : resolve(env.TOLLGATE_DATA_DIR),
     storeTimeoutMs: env.TOLLGATE_STORE_TIMEOUT_MS,
     eventsFile: env.TOLLGATE_EVENTS_FILE,
     siem: env.TOLLGATE_SIEM_URL ? { url: env.TOLLGATE_SIEM_URL, token: env.TOLLGATE_SIEM_TOKEN ?? '' } : undefined,
@@ -124,9 +129,16 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
     sink,
     keyPrefix: settings.keyPrefix,
     now: opts.now,
-    issuedKeys: settings.redisUrl ? await issuedKeys(settings, opts.now) : undefined,
+    issuedKeys: settings.redisUrl ? await issuedKeys(settings, opts.now) : settings.dataDir && !settings.redisClusterNodes ? new FileApiKeys({ dir: settings.dataDir, now: opts.now }) : undefined,
   });
-  logger.info({ event: 'started', policy: policy.source, policyVersion: policy.version, store: store.kind }, 'tollgate ready');
+  // Reservations a previous process left open are closed once the event log listens (src/quota/memory.ts).
+  if (store instanceof MemoryQuotaStore && store.journaled) {
+    const report = store.recover((id, r) => recoveryEvent(id, r, (opts.now ?? Date.now)()) as unknown as DecisionRecord);
+    if (report.charged.length || report.released.length) {
+      logger.warn({ event: 'journal_recovered', charged: report.charged.map((c) => c.id), released: report.released }, 'closed the reservations the previous process left open');
+    }
+  }
+  logger.info({ event: 'started', policy: policy.source, policyVersion: policy.version, store: store.kind, dataDir: store instanceof MemoryQuotaStore && store.journaled ? settings.dataDir : undefined }, 'tollgate ready');
   return {
     gateway,
     logger,
@@ -144,19 +156,28 @@ async function issuedKeys(settings: Settings, now?: () => number) {
   return new StoredApiKeys({ url: settings.redisUrl!, prefix: settings.keyPrefix, now });
 }
 
-/** The shared Redis ledger (a cluster's, or one node's) when configured, else the embedded in-memory one. */
+/**
+ * The shared Redis ledger (a cluster's, or one node's) when configured, else the embedded one:
+ * journaled in `settings.dataDir` (replayed here; recovery runs in buildRuntime), or in memory only.
+ */
 export async function createStore(settings: Settings, now?: () => number, logger?: Logger): Promise<QuotaStore> {
   if (settings.redisClusterNodes || settings.redisUrl) {
     const { RedisQuotaStore } = await import('./quota/redis.js');
     const target = { url: settings.redisUrl, clusterNodes: settings.redisClusterNodes };
     return new RedisQuotaStore({ ...target, prefix: settings.keyPrefix, now, commandTimeoutMs: settings.storeTimeoutMs, logger });
   }
-  return new MemoryQuotaStore(now);
+  if (!settings.dataDir) return new MemoryQuotaStore(now);
+  const { FileJournal } = await import('./quota/fileJournal.js');
+  const { journal, replay } = FileJournal.open({ dir: settings.dataDir, now, warn: (message, fields) => logger?.warn({ ...fields, event: 'journal' }, message) });
+  const store = new MemoryQuotaStore(now, journal);
+  store.restore(replay);
+  journal.snapshotSource = () => store.snapshot();
+  return store;
 }
 
 /** Starts the HTTP transport; resolves once listening. */
 export async function startHttp(runtime: Runtime, settings: Settings) {
-  const http = createHttpApp(runtime.gateway, settings.http, runtime.metrics);
+  const http = createHttpApp(runtime.gateway, { ...settings.http, dataDir: settings.redisUrl || settings.redisClusterNodes ? undefined : settings.dataDir }, runtime.metrics);
   const { server, url } = await http.listen();
   return {
     url,

@@ -50,6 +50,17 @@ export const envSchema = z.object({
   }),
   TOLLGATE_KEY_PREFIX: withDefault(text(), { type: 'text', default: 'tollgate:', description: 'Prefix of every key tollgate writes to Redis.' }),
   TOLLGATE_STORE_TIMEOUT_MS: withDefault(wholeNumber('whole number of milliseconds', 1), { type: 'integer ≥ 1 (milliseconds)', default: '2000', description: 'A Redis command without a reply after this long counts as a store outage.' }),
+  TOLLGATE_SHUTDOWN_TIMEOUT_MS: withDefault(wholeNumber('whole number of milliseconds', 0), {
+    type: 'integer ≥ 0 (milliseconds)',
+    default: '10000',
+    description:
+      'On SIGTERM or SIGINT, how long the calls in flight and their ledger writes may take before the process exits anyway, with code 1 and every settlement it could not write logged (`--shutdown-timeout`; 0: do not wait). A second signal exits at once.',
+  }),
+  TOLLGATE_DATA_DIR: optional(text(), {
+    type: 'path, or `none`',
+    unset: '`tollgate-data` under the working directory for `tollgate serve` without Redis; none for `stdio`',
+    description: 'Where the embedded store keeps its journal (`--data-dir`): budgets, open reservations and the hash chain survive a restart. `none` keeps nothing (state is lost on exit). Ignored with Redis.',
+  }),
   TOLLGATE_EVENTS_FILE: optional(text(), { type: 'path', unset: 'stderr', description: 'Where decision events go, as JSON lines (`--events`).' }),
   TOLLGATE_SIEM_URL: optional(url(['http:', 'https:']), { type: '`http://` or `https://` URL', unset: 'no SIEM', description: 'Splunk HEC collector for decision events when the policy has no `metering.siem`.' }),
   TOLLGATE_SIEM_TOKEN: optional(text(), { type: 'secret', unset: 'empty', description: 'HEC token for TOLLGATE_SIEM_URL.', secret }),
