@@ -27,9 +27,19 @@ Usage:
                                   Show the decision for one call, what decided it and what would change it
   tollgate usage show|top|adjust|credit  Shared-ledger usage per budget and subject, top consumers, credits
                                   (--budget, --subject, --limit, --amount, --json; needs --redis or REDIS_URL)
-  tollgate usage export --events <file>... --from <ISO> --to <ISO> [--format csv|focus] [--granularity day|month]
+  tollgate usage export --from <ISO> --to <ISO> [--format csv|focus] [--granularity day|month]
                         [--user U] [--team T] [--cost-center C] [--json]
                                   Usage and cost per period, model and principal from decision events (FOCUS 1.2)
+  tollgate usage report --by team|cost-center|user|model|tier --window day|week|month [--from ISO] [--to ISO]
+                        [--format table|csv|json]
+                                  Tokens in and out, cost, calls, refusals by code, per period
+  tollgate usage refusals --from <ISO> --to <ISO> [--by user,team,rule,budget,code] [--format table|csv|json]
+                                  Who was refused, by which rule or budget, with which code, how often
+                                  (export, report, refusals read --data-dir <dir> (default: the embedded
+                                  journal in TOLLGATE_DATA_DIR or ./tollgate-data), --redis <url> or --events <file>...)
+  tollgate audit verify [--data-dir <dir> | --redis <url>] [--trimmed] [--json]
+                                  Check the journal: hash chain, ledger replay against its snapshots, an event
+                                  for every charge; exit 1 naming the first entry that fails
   tollgate keys issue|revoke|list   Issued API keys (--user, --id, --teams, --cost-center, --groups, --roles):
                                   in Redis with --redis or REDIS_URL, seen by every replica; else in the
                                   data directory (--data-dir, TOLLGATE_DATA_DIR; default ./tollgate-data)
@@ -40,9 +50,7 @@ Options (each also settable by the environment variable shown):
   --policy <file>        Policy file                      TOLLGATE_POLICY (default: policy/default.yaml)
   --host <addr>          HTTP bind address                TOLLGATE_HOST (default 127.0.0.1)
   --port <n>             HTTP port                        TOLLGATE_PORT (default 8787)
-  --redis <url>          Shared quota store               REDIS_URL (default: the embedded store)
-  --data-dir <dir|none>  Embedded store's journal         TOLLGATE_DATA_DIR (default for serve: ./tollgate-data;
-                         (budgets survive a restart)      stdio keeps none unless set)
+  --redis <url>          Shared quota store               REDIS_URL (default: embedded in-memory store)
   --events <file>        Decision events (JSON lines)     TOLLGATE_EVENTS_FILE (default: stderr)
   --workers <n|auto>     Gateway processes on the port    TOLLGATE_WORKERS (default 1; more than 1 needs
                          (one per core with auto)         --redis, as every worker charges the same ledger)
@@ -83,6 +91,13 @@ async function main(argv: string[]): Promise<void> {
     const { runKeysCommand } = await import('./admin/keys.js');
     return void process.stdout.write(await runKeysCommand(argv.slice(1), process.env));
   }
+  if (argv[0] === 'audit') {
+    const { runAuditCommand } = await import('./admin/audit.js');
+    const { out, code } = await runAuditCommand(argv.slice(1), process.env);
+    process.stdout.write(out);
+    process.exitCode = code;
+    return;
+  }
   if (argv[0] === 'usage') {
     // Operator commands parse their own options (see src/admin/cli.ts).
     const { runUsageCommand } = await import('./admin/cli.js');
@@ -110,7 +125,6 @@ async function main(argv: string[]): Promise<void> {
       budget: { type: 'boolean' },
       models: { type: 'boolean' },
       'no-watch': { type: 'boolean' },
-      'data-dir': { type: 'string' },
       as: { type: 'string' },
       prompt: { type: 'string' },
       usage: { type: 'string' },
@@ -128,12 +142,6 @@ async function main(argv: string[]): Promise<void> {
   if (values.port) settings.http.port = Number(values.port);
   if (values.redis) settings.redisUrl = values.redis;
   if (values.events) settings.eventsFile = values.events;
-  if (values['data-dir']) settings.dataDir = values['data-dir'] === 'none' ? undefined : resolve(values['data-dir']);
-  // `serve` without Redis keeps its ledger in a journal under the working directory unless told otherwise.
-  const dataDirDefault = () => {
-    if (settings.redisUrl || settings.redisClusterNodes || values['data-dir'] || env.TOLLGATE_DATA_DIR !== undefined) return;
-    settings.dataDir = resolve('tollgate-data');
-  };
   const watch = !values['no-watch'] && env.TOLLGATE_POLICY_WATCH;
   // The environment's values were checked by parseEnv; a --port flag is checked here.
   if (!Number.isInteger(settings.http.port) || settings.http.port < 0 || settings.http.port > 65535) fail(`invalid port ${settings.http.port}`);
@@ -154,7 +162,6 @@ async function main(argv: string[]): Promise<void> {
             process.stderr.write(`tollgate ${VERSION} serving MCP at ${url}/mcp (policy ${settings.policyPath}, store redis, ${workers} workers)\n`),
         });
       }
-      dataDirDefault();
       const runtime = await buildRuntime(settings);
       if (isWorker()) runtime.metrics.text = workerMetrics(runtime.metrics.registry);
       const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
