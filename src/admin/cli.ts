@@ -5,23 +5,49 @@
  *   tollgate usage top [--budget B] [--limit N] [--json]        the biggest consumers
  *   tollgate usage adjust --budget B --subject S --amount N     add N to usage, in the budget's unit (--amount=-N subtracts)
  *   tollgate usage credit --budget B --subject S --amount N     give N back (same as adjust with -N)
- *   tollgate usage export --events <file>... --from <ISO> --to <ISO> [--format csv|focus] [--granularity day|month]
+ *   tollgate usage export [source] --from <ISO> --to <ISO> [--format csv|focus] [--granularity day|month]
  *                         [--user U] [--team T] [--cost-center C] [--json]
  *                                                               usage and cost per period x model x principal, from decision events
+ *   tollgate usage report [source] --by team|cost-center|user|model|tier --window day|week|month
+ *                         [--from <ISO>] [--to <ISO>] [--format table|csv|json]
+ *                                                               tokens, cost, calls, refusals and failures per period
+ *   tollgate usage refusals [source] --from <ISO> --to <ISO> [--by user,team,rule,budget,code] [--format table|csv|json]
+ *                                                               who was refused, by which rule or budget, with which code
  *
- * They need the shared store (`--redis` or REDIS_URL): the embedded store lives inside one server
- * process and cannot be reached from another. `export` reads decision event files instead: the
- * ledger keeps totals per budget, the events keep the model and cost of every call.
+ * show, top, adjust and credit need the shared store (`--redis` or REDIS_URL): the embedded store
+ * lives inside one server process and cannot be reached from another. export, report and refusals
+ * read decision events from one source: `--data-dir <dir>` (the embedded journal; the default, in
+ * TOLLGATE_DATA_DIR or ./tollgate-data), `--redis <url>` (the Redis journal) or `--events <file>...`
+ * (event logs). The ledger keeps totals per budget; the events keep the model and cost of every call.
  */
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GatewayError } from '../errors.js';
 import { settingsFromEnv } from '../main.js';
 import { loadPolicyFile } from '../policy/load.js';
-import { aggregateUsage, focusCsv, parseEventLines, toFocusRows, usageCsv, type Granularity } from '../metering/focus.js';
-import type { DecisionEvent } from '../metering/events.js';
+import { aggregateUsage, focusCsv, toFocusRows, usageCsv, type Granularity } from '../metering/focus.js';
 import { RedisQuotaStore } from '../quota/redis.js';
+import { defaultDataDir, sourceFrom, type Source, type SourceOptions } from './journalReader.js';
+import {
+  buildReport,
+  dayOf,
+  DEFAULT_REFUSAL_DIMENSIONS,
+  formatRefusals,
+  formatReport,
+  REFUSAL_DIMENSIONS,
+  refusalReport,
+  REPORT_DIMENSIONS,
+  REPORT_WINDOWS,
+  rollupDecisions,
+  type Decisions,
+  type OutputFormat,
+  type RefusalDimension,
+  type ReportDimension,
+  type ReportWindow,
+  type TimeRange,
+  type UsageReport,
+} from './report.js';
+import { decisionsOf } from './sources.js';
 import { adjustUsage, topConsumers, usageRows, type UsageRow } from './usage.js';
 
 function table(rows: UsageRow[]): string {
@@ -55,9 +81,14 @@ export async function runUsageCommand(argv: string[], env: NodeJS.ProcessEnv): P
       user: { type: 'string' },
       team: { type: 'string' },
       'cost-center': { type: 'string' },
+      'data-dir': { type: 'string' },
+      by: { type: 'string' },
+      window: { type: 'string' },
     },
   });
-  if (positionals[0] === 'export') return exportUsage(values, positionals.slice(1));
+  if (positionals[0] === 'export') return exportUsage(values, positionals.slice(1), env);
+  if (positionals[0] === 'report') return usageReport(values, positionals.slice(1), env);
+  if (positionals[0] === 'refusals') return refusals(values, positionals.slice(1), env);
   const settings = settingsFromEnv(env);
   const policy = loadPolicyFile(values.policy ? resolve(values.policy) : settings.policyPath);
   const url = values.redis ?? settings.redisUrl;
@@ -88,15 +119,14 @@ export async function runUsageCommand(argv: string[], env: NodeJS.ProcessEnv): P
         return out([await adjustUsage(policy, store, settings.keyPrefix, now, values.budget, values.subject, delta)]);
       }
       default:
-        throw new GatewayError('INVALID_REQUEST', `unknown usage command "${verb}": show, top, adjust, credit or export`);
+        throw new GatewayError('INVALID_REQUEST', `unknown usage command "${verb}": show, top, adjust, credit, export, report or refusals`);
     }
   } finally {
     await store.close();
   }
 }
 
-interface ExportValues {
-  events?: string[];
+interface ExportValues extends SourceOptions {
   from?: string;
   to?: string;
   format?: string;
@@ -105,37 +135,104 @@ interface ExportValues {
   team?: string;
   'cost-center'?: string;
   json?: boolean;
+  by?: string;
+  window?: string;
 }
 
-/** `usage export`: event files (from --events and any further arguments) to CSV or FOCUS rows. */
-function exportUsage(values: ExportValues, files: string[]): string {
-  const paths = [...(values.events ?? []), ...files];
-  const usage = 'usage: tollgate usage export --events <file>... --from <ISO> --to <ISO> [--format csv|focus]';
-  if (paths.length === 0 || !values.from || !values.to) throw new GatewayError('INVALID_REQUEST', usage);
-  const from = Date.parse(values.from);
-  const to = Date.parse(values.to);
-  if (Number.isNaN(from) || Number.isNaN(to) || from >= to) throw new GatewayError('INVALID_REQUEST', `--from and --to must be ISO times with --from before --to, got ${values.from} and ${values.to}`);
+/** Decisions of the source, with lines that are not JSON in event files reported on stderr. */
+function read(source: Source, env: NodeJS.ProcessEnv): Decisions {
+  return decisionsOf(source, (message) => process.stderr.write(`tollgate: ${message}\n`), env);
+}
+
+/** --from and --to as epoch ms (`from` before `to`); each required unless `optional`. */
+function timeRange(values: ExportValues, usage: string, optional = false): TimeRange {
+  if (!optional && (!values.from || !values.to)) throw new GatewayError('INVALID_REQUEST', usage);
+  const from = values.from === undefined ? undefined : Date.parse(values.from);
+  const to = values.to === undefined ? undefined : Date.parse(values.to);
+  if (Number.isNaN(from) || Number.isNaN(to) || (from !== undefined && to !== undefined && from >= to)) {
+    throw new GatewayError('INVALID_REQUEST', `--from and --to must be ISO times with --from before --to, got ${values.from ?? '(none)'} and ${values.to ?? '(none)'}`);
+  }
+  return { from, to };
+}
+
+function outputFormat(value: string | undefined, json: boolean | undefined): OutputFormat {
+  const format = value ?? (json ? 'json' : 'table');
+  if (format !== 'table' && format !== 'csv' && format !== 'json') throw new GatewayError('INVALID_REQUEST', `--format must be table, csv or json, got ${format}`);
+  return format;
+}
+
+/** `usage export`: decision events to CSV or FOCUS rows. */
+async function exportUsage(values: ExportValues, files: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  const usage = 'usage: tollgate usage export --events <file>... --from <ISO> --to <ISO> [--format csv|focus] (or --data-dir <dir> | --redis <url> instead of --events)';
+  const { from, to } = timeRange(values, usage);
   const format = values.format ?? 'csv';
   if (format !== 'csv' && format !== 'focus') throw new GatewayError('INVALID_REQUEST', `--format must be csv or focus, got ${format}`);
   const granularity = (values.granularity ?? 'day') as Granularity;
   if (granularity !== 'day' && granularity !== 'month') throw new GatewayError('INVALID_REQUEST', `--granularity must be day or month, got ${values.granularity}`);
-  const events: DecisionEvent[] = [];
-  for (const path of paths) {
-    let text: string;
-    try {
-      text = readFileSync(path, 'utf8');
-    } catch (err) {
-      throw new GatewayError('INVALID_REQUEST', `cannot read events file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
-    const parsed = parseEventLines(text);
-    // A line cut short by a crash is reported, not silently skipped: the totals would not match.
-    if (parsed.malformed.length) process.stderr.write(`tollgate: ${path}: skipped ${parsed.malformed.length} line(s) that are not JSON: ${parsed.malformed.slice(0, 10).join(', ')}\n`);
-    events.push(...parsed.events);
+  const source = sourceFrom(values, files, defaultDataDir(env));
+  // The events of the window (a little wider: an event's time is its call's start), then grouped.
+  const events = [];
+  for await (const d of read(source, env)) {
+    const t = Date.parse(d.event.time);
+    if (t >= from! && t < to!) events.push(d.event);
   }
-  const groups = aggregateUsage(events, { from, to, granularity, user: values.user, team: values.team, costCenter: values['cost-center'] });
+  const groups = aggregateUsage(events, { from: from!, to: to!, granularity, user: values.user, team: values.team, costCenter: values['cost-center'] });
   if (format === 'focus') {
     const rows = toFocusRows(groups);
     return values.json ? `${JSON.stringify(rows, null, 2)}\n` : focusCsv(rows);
   }
   return values.json ? `${JSON.stringify(groups, null, 2)}\n` : usageCsv(groups);
+}
+
+/** `usage report`: rollups per period and dimension, with the ledger's charges beside them. */
+async function usageReport(values: ExportValues, files: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  const usage = 'usage: tollgate usage report --by team|cost-center|user|model|tier --window day|week|month [--from <ISO>] [--to <ISO>] [--format table|csv|json] [--data-dir <dir> | --redis <url> | --events <file>...]';
+  const by = (values.by ?? 'user') as ReportDimension;
+  if (!REPORT_DIMENSIONS.includes(by)) throw new GatewayError('INVALID_REQUEST', `--by must be one of ${REPORT_DIMENSIONS.join(', ')}, got ${values.by}; ${usage}`);
+  const window = (values.window ?? 'day') as ReportWindow;
+  if (!REPORT_WINDOWS.includes(window)) throw new GatewayError('INVALID_REQUEST', `--window must be one of ${REPORT_WINDOWS.join(', ')}, got ${values.window}; ${usage}`);
+  const range = timeRange(values, usage, true);
+  const format = outputFormat(values.format, values.json);
+  const source = sourceFrom(values, files, defaultDataDir(env));
+  if (source.kind === 'redis') return formatReport(await redisReport(source.url, env, range, by, window), format);
+  const { rollups, charges } = await rollupDecisions(read(source, env), range);
+  return formatReport({ ...buildReport(rollups, by, window), charges }, format);
+}
+
+/** Days the store keeps rollups for by default (its rollup hashes live 400 days). */
+const REDIS_ROLLUP_DAYS = 400;
+
+/**
+ * The report from the Redis store's day rollups (the charges are not in them): --from and --to
+ * widened to whole UTC days, the last 400 days without them.
+ */
+async function redisReport(url: string, env: NodeJS.ProcessEnv, range: TimeRange, by: ReportDimension, window: ReportWindow): Promise<UsageReport> {
+  const { openRedisJournal, redisRollups } = await import('./redisJournal.js');
+  const to = range.to ?? Date.now();
+  const from = range.from ?? to - REDIS_ROLLUP_DAYS * 86_400_000;
+  const fromDay = dayOf(from);
+  const toDay = dayOf(to - 1);
+  const store = openRedisJournal(url, env);
+  try {
+    const report = buildReport(await redisRollups(store, fromDay, toDay, env), by, window);
+    const whole = (t: number | undefined) => t === undefined || t % 86_400_000 === 0;
+    if (!whole(range.from) || !whole(range.to)) report.notes.push(`The Redis rollups are per UTC day: this report covers the whole days ${fromDay} to ${toDay}.`);
+    return report;
+  } finally {
+    await store.close();
+  }
+}
+
+/** `usage refusals`: who was refused, by which rule or budget, with which code, how often. */
+async function refusals(values: ExportValues, files: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  const usage = 'usage: tollgate usage refusals --from <ISO> --to <ISO> [--by user,team,rule,budget,code] [--format table|csv|json] [--data-dir <dir> | --redis <url> | --events <file>...]';
+  const range = timeRange(values, usage);
+  const by = (values.by ?? DEFAULT_REFUSAL_DIMENSIONS.join(',')).split(',').map((d) => d.trim()) as RefusalDimension[];
+  const unknown = by.filter((d) => !REFUSAL_DIMENSIONS.includes(d));
+  if (unknown.length || by.length === 0 || new Set(by).size !== by.length) {
+    throw new GatewayError('INVALID_REQUEST', `--by takes one or more of ${REFUSAL_DIMENSIONS.join(', ')}, comma-separated, each once; got ${values.by}`);
+  }
+  const format = outputFormat(values.format, values.json);
+  const source = sourceFrom(values, files, defaultDataDir(env));
+  return formatRefusals(await refusalReport(read(source, env), by, range), by, format);
 }

@@ -41,7 +41,6 @@ import {
   addRollupHash,
   dayOf,
   daysBetween,
-  defaultRecoveryEvent,
   entryLine,
   globalJournalBase,
   journalKeys,
@@ -52,7 +51,6 @@ import {
   verifyRedisJournal,
   type JournalReader,
   type JournalVerifyReport,
-  type RecoveryEventBuilder,
   type UsageRollup,
   type VerifyOptions,
 } from './redisJournal.js';
@@ -118,8 +116,6 @@ export interface RedisQuotaStoreOptions {
    * touches), with ±20 % jitter. 0 turns the timer off (`sweep()` still works). Default 10000.
    */
   sweepIntervalMs?: number;
-  /** The decision event of a reservation recovery closes. Default: `defaultRecoveryEvent`. */
-  recoveryEvent?: RecoveryEventBuilder;
 }
 
 /** A ledger write the store could not make yet, kept for replay in order. */
@@ -188,7 +184,6 @@ export class RedisQuotaStore implements QuotaStore {
   private readonly openIndex: string;
   private readonly trim: [string, string];
   private readonly rollupTtlMs: number;
-  private readonly recoveryEvent: RecoveryEventBuilder;
   private readonly journalOptions: RedisJournalOptions;
   private sweepTimer: NodeJS.Timeout | undefined;
   private sweeping: Promise<{ lines: number; closed: number }> | undefined;
@@ -206,7 +201,6 @@ export class RedisQuotaStore implements QuotaStore {
     if (maxAgeMs !== undefined && !(Number.isSafeInteger(maxAgeMs) && maxAgeMs > 0)) throw new RangeError(`journal.maxAgeMs must be a positive integer, got ${maxAgeMs}`);
     this.trim = maxLen ? ['MAXLEN', String(maxLen)] : maxAgeMs ? ['MINID', String(maxAgeMs)] : ['', ''];
     this.rollupTtlMs = this.journalOptions.rollupTtlMs ?? DEFAULT_ROLLUP_TTL_MS;
-    this.recoveryEvent = opts.recoveryEvent ?? defaultRecoveryEvent;
     // Never give up: back off to 2 s between attempts, with jitter so replicas do not stampede.
     const backoff = (attempt: number) => Math.min(50 * 2 ** attempt, 2000) + Math.floor(Math.random() * 100);
     const defaults: NodeDefaults = {
@@ -252,7 +246,7 @@ export class RedisQuotaStore implements QuotaStore {
     const keys = ordered.map((l) => l.reservedKey);
     const expiresAt = now + ttlMs;
     const taken = ordered.map(entryLine);
-    const infos = recoveryInfo(requestId, taken, meta, expiresAt, this.recoveryEvent);
+    const infos = recoveryInfo(requestId, taken, meta);
     // Every script is sent at once, in the fixed order: one round trip. Each is atomic over its
     // lines; on a cluster (a script per line) a refusal on any line gives back the others.
     const groups = this.groups(ordered.map((l, i) => ({ l, i })));

@@ -11,7 +11,7 @@
  * event going with the first line in reservedKey order. Entries without a line (refusals, releases
  * of a request whose lines are unknown) go to `<prefix>{journal}:j`. Order holds within a stream.
  */
-import { bodyHash, canonicalJson, GENESIS, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
+import { bodyHash, GENESIS, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
 import type { DecisionRecord, LedgerLine } from './store.js';
 
 /** The stream, its head and its rollup hashes, all in one slot. */
@@ -32,9 +32,14 @@ export function globalJournalBase(prefix: string): string {
   return `${prefix}{journal}`;
 }
 
-/** The UTC day of an epoch-ms instant, `YYYY-MM-DD`. */
+let cachedDay = { from: 0, to: -1, day: '' };
+
+/** The UTC day of an epoch-ms instant, `YYYY-MM-DD` (the last one computed is kept: most calls share a day). */
 export function dayOf(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 10);
+  if (ms >= cachedDay.from && ms < cachedDay.to) return cachedDay.day;
+  const from = Math.floor(ms / 86_400_000) * 86_400_000;
+  cachedDay = { from, to: from + 86_400_000, day: new Date(from).toISOString().slice(0, 10) };
+  return cachedDay.day;
 }
 
 /** An entry ready for a script: its canonical body and that body's SHA-256. */
@@ -44,8 +49,35 @@ export interface PreparedEntry {
 }
 
 export function prepare(body: EntryBody): PreparedEntry {
-  const text = canonicalJson(body);
+  const text = canonical(body);
   return { body: text, h: bodyHash(text) };
+}
+
+/**
+ * `canonicalJson` (journal.ts) without its intermediate arrays: the same text (a property test
+ * holds them equal), at about half the cost, which matters on the call path.
+ */
+export function canonical(value: unknown): string {
+  if (typeof value !== 'object' || value === null) return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      out += (i > 0 ? ',' : '') + (v === undefined ? 'null' : canonical(v));
+    }
+    return `${out}]`;
+  }
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj).sort();
+  let out = '{';
+  let first = true;
+  for (const k of keys) {
+    const v = obj[k];
+    if (v === undefined) continue;
+    out += `${first ? '' : ','}${JSON.stringify(k)}:${canonical(v)}`;
+    first = false;
+  }
+  return `${out}}`;
 }
 
 export function entryLine(l: LedgerLine): EntryLine {
@@ -179,17 +211,20 @@ export interface RecoveredReservation {
   dispatched: boolean;
 }
 
-/** Builds the decision event of a reservation recovery closed, as of `at` (epoch ms). */
-export type RecoveryEventBuilder = (id: string, r: RecoveredReservation, at: number) => DecisionRecord;
+export const RECOVERED_REASON = 'The call was with a provider when its reservation expired without a settlement; recovery charged it at its reservation.';
+export const RELEASED_REASON = 'The reservation expired before the call reached a provider; recovery released it and charged nothing.';
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 
 /**
- * The default recovery event: who and what from the reservation's meta; charged at the
- * reservation when dispatched (outcome success), else released (outcome failed, INTERNAL). The
- * gateway may pass its own builder (src/pipeline/decisionEvent.ts has the full one).
+ * The decision event of a reservation recovery closed at `at` (epoch ms): who and what from the
+ * reservation's meta; charged at the reservation when dispatched (outcome success), else released
+ * (outcome failed, INTERNAL); `tollgate.settled_by: recovery` either way. The scripts build this
+ * same event in Lua, from the fragments `recoveryInfo` keeps (a test holds the two equal), so
+ * nothing has to be prepared for it on the call path beyond a few JSON strings.
  */
-export const defaultRecoveryEvent: RecoveryEventBuilder = (id, r, at) => {
+export function recoveryEvent(id: string, r: RecoveredReservation, at: number): DecisionRecord {
   const meta = r.meta ?? {};
-  const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
   const units = (meta.units ?? {}) as Record<string, unknown>;
   return {
     event: 'tollgate.decision',
@@ -200,11 +235,9 @@ export const defaultRecoveryEvent: RecoveryEventBuilder = (id, r, at) => {
     outcome: r.dispatched ? 'success' : 'failed',
     'error.code': r.dispatched ? undefined : 'INTERNAL',
     'policy.version': str(meta.policyVersion) ?? 'unknown',
-    reason: r.dispatched
-      ? 'The call was with a provider when its reservation expired without a settlement; recovery charged it at its reservation.'
-      : 'The reservation expired before the call reached a provider; recovery released it and charged nothing.',
+    reason: r.dispatched ? RECOVERED_REASON : RELEASED_REASON,
     'user.id': str(meta.user),
-    'user.teams': Array.isArray(meta.teams) ? meta.teams : undefined,
+    'user.teams': teamsOf(meta),
     'user.cost_center': str(meta.costCenter),
     'gen_ai.operation.name': 'chat',
     'gen_ai.request.model': str(meta.model),
@@ -219,31 +252,45 @@ export const defaultRecoveryEvent: RecoveryEventBuilder = (id, r, at) => {
     'tollgate.latency_ms': 0,
     'tollgate.settled_by': 'recovery',
   };
-};
+}
+
+function teamsOf(meta: Record<string, unknown>): string[] | undefined {
+  return Array.isArray(meta.teams) ? (meta.teams as unknown[]).filter((t): t is string => typeof t === 'string') : undefined;
+}
+
+const frag = (v: string | undefined): string => (v === undefined ? '' : JSON.stringify(v));
 
 /**
  * What each line of a reservation keeps for recovery (the R:i field, JSON): its usage key and
- * expiry, the JSON of its id and of its entry line, and, on the line that carries the call's
- * event (the first), both recovery events as canonical JSON and their rollup fields; the Lua
- * builds the `recover` or `release` body from these and hashes it. The events are dated at the
- * reservation's expiry, when recovery takes effect.
+ * expiry, the JSON of the request id and of its entry line; and on the line that carries the
+ * call's event (the first in reservedKey order), the event's parts as JSON fragments (empty when
+ * absent): transport, policy version, user, teams, cost centre, model, tier, the charge at the
+ * reservation, and the rollup dimensions of the recovered and of the released event. The Lua
+ * (`recover` in redisScripts.ts) builds the `recover` or `release` body from these and hashes it.
  */
-export function recoveryInfo(id: string, lines: EntryLine[], meta: DecisionRecord | undefined, expiresAt: number, build: RecoveryEventBuilder): string[] {
+export function recoveryInfo(id: string, lines: EntryLine[], meta: DecisionRecord | undefined): string[] {
   const idJson = JSON.stringify(id);
   return lines.map((l, i) => {
-    let released = '';
-    let recovered = '';
-    let releasedRoll: (string | number)[] = [];
-    let recoveredRoll: (string | number)[] = [];
-    if (i === 0) {
-      const rel = build(id, { lines, meta, dispatched: false }, expiresAt);
-      const rec = build(id, { lines, meta, dispatched: true }, expiresAt);
-      released = canonicalJson(rel);
-      recovered = canonicalJson(rec);
-      releasedRoll = rollupFields(rel);
-      recoveredRoll = rollupFields(rec);
-    }
-    return JSON.stringify([l.usageKey, l.expiresAt, idJson, canonicalJson(l), released, recovered, releasedRoll, recoveredRoll]);
+    const own = [l.usageKey, l.expiresAt, idJson, canonical(l)];
+    if (i > 0) return JSON.stringify(own);
+    const m = meta ?? {};
+    const units = (m.units ?? {}) as Record<string, unknown>;
+    const teams = teamsOf(m);
+    const charged = `[${lines.map((x) => `{"amount":${JSON.stringify(x.amount)},"budget":${JSON.stringify(x.budgetId)},"subject":${JSON.stringify(x.subject)},"unit":${JSON.stringify(str(units[x.budgetId]) ?? 'tokens')}}`).join(',')}]`;
+    const who = { 'user.id': str(m.user), 'user.teams': teams, 'user.cost_center': str(m.costCenter), 'gen_ai.request.model': str(m.model) };
+    return JSON.stringify([
+      ...own,
+      frag(str(m.transport) ?? 'unknown'),
+      frag(str(m.policyVersion) ?? 'unknown'),
+      frag(str(m.user)),
+      teams ? canonical(teams) : '',
+      frag(str(m.costCenter)),
+      frag(str(m.model)),
+      frag(str(m.tier)),
+      charged,
+      dimensions({ ...who, 'tollgate.model.served': str(m.model), 'tollgate.tier.served': str(m.tier) }),
+      dimensions(who),
+    ]);
   });
 }
 
@@ -383,7 +430,8 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
       const b = e.body;
       if (b.kind === 'reserve' && b.meta && b.lines?.[0]) eventLine.set(b.id, b.lines[0].reservedKey);
       if (b.kind === 'settle' || b.kind === 'recover' || b.kind === 'admin') {
-        for (const l of b.lines ?? []) charges.set(l.usageKey, (charges.get(l.usageKey) ?? 0) + l.amount);
+        // A charge after its counter's window ended is journaled but not counted (the scripts' rule).
+        for (const l of b.lines ?? []) if (b.at < l.expiresAt) charges.set(l.usageKey, (charges.get(l.usageKey) ?? 0) + l.amount);
       }
       if (b.kind === 'settle' || b.kind === 'recover') {
         report.events.charges += 1;

@@ -36,6 +36,7 @@
 import { createHash } from 'node:crypto';
 import type { createClient } from '@keyv/redis';
 import { GatewayError } from '../errors.js';
+import { RECOVERED_REASON, RELEASED_REASON } from './redisJournal.js';
 import { connectCluster, isCluster, masterClients, openNodeClients, type ClusterNodeClient, type RedisCluster } from './redisCluster.js';
 
 export type RedisClient = ReturnType<typeof createClient>;
@@ -153,35 +154,93 @@ local function rollup(jr, fields, from, to)
   if redis.call('PTTL', jr.roll) < 0 then redis.call('PEXPIRE', jr.roll, jr.rollTtl) end
 end
 
--- Adds to a usage counter and extends (never shortens) its life to ttl ms from now.
+-- Adds to a usage counter and extends (never shortens) its life to ttl ms from now. A counter whose
+-- window has ended (ttl <= 0) takes nothing: the journal still records the charge, and the audit
+-- counts a charge in a counter only when it came before the counter's expiry, the same rule.
 local function charge(key, amount, ttl)
   if ttl > 0 then
     redis.call('INCRBY', key, amount)
     if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
-  elseif redis.call('EXISTS', key) == 1 then
-    redis.call('INCRBY', key, amount)
   end
 end
 
 local DAY_MS = 86400000
 
+-- An epoch-ms instant as Date.prototype.toISOString writes it.
+local function iso(ms)
+  ms = math.floor(ms)
+  local secs = math.floor(ms / 1000)
+  local days = math.floor(secs / 86400)
+  local rem = secs - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d, math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, ms - secs * 1000)
+end
+
+-- The decision event of a reservation recovery closes, as canonical JSON (keys in sorted order);
+-- recoveryEvent() in redisJournal.ts is the same event. i: the R:i fields (see recover).
+local function recoveryEvent(i, dispatched, now)
+  local parts = {}
+  local function kv(k, v) if v ~= '' then parts[#parts + 1] = '"' .. k .. '":' .. v end end
+  kv('effect', dispatched and '"allow"' or '"error"')
+  if not dispatched then kv('error.code', '"INTERNAL"') end
+  kv('event', '"tollgate.decision"')
+  kv('gen_ai.operation.name', '"chat"')
+  kv('gen_ai.request.model', i[10])
+  kv('gen_ai.usage.input_tokens', '0')
+  kv('gen_ai.usage.output_tokens', '0')
+  kv('outcome', dispatched and '"success"' or '"failed"')
+  kv('policy.version', i[6])
+  kv('reason', dispatched and ${JSON.stringify(JSON.stringify(RECOVERED_REASON))} or ${JSON.stringify(JSON.stringify(RELEASED_REASON))})
+  kv('request.id', i[3])
+  kv('time', '"' .. iso(now) .. '"')
+  kv('tollgate.attempts', '[]')
+  if dispatched then kv('tollgate.charged', i[12]) end
+  kv('tollgate.cost_usd', '0')
+  kv('tollgate.estimated_input_tokens', '0')
+  kv('tollgate.latency_ms', '0')
+  if dispatched then kv('tollgate.model.served', i[10]) end
+  kv('tollgate.settled_by', '"recovery"')
+  if dispatched then kv('tollgate.tier.served', i[11]) end
+  kv('transport', i[5])
+  kv('user.cost_center', i[9])
+  kv('user.id', i[7])
+  kv('user.teams', i[8])
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
 -- Closes one expired reservation: charged at its amount if dispatched (recover), else released.
--- info: {usageKey, usageExpiresAt, idJson, lineJson, releaseEvent, recoverEvent, releaseRollup, recoverRollup}
+-- info (R:i, JSON): usageKey, usageExpiresAt, idJson, lineJson; on the line that carries the event
+-- also: transport, policy version, user, teams, cost centre, model, tier, charged (JSON fragments,
+-- '' when absent), and the rollup dimensions of the recovered and of the released event.
 local function recover(jr, res, id, amount, info, dispatched, events)
   local i = cjson.decode(info)
-  local body, ev, roll
+  local ev, body = ''
+  if #i > 4 then ev = recoveryEvent(i, dispatched, jr.now) end
+  local evPart = ev ~= '' and (',"event":' .. ev) or ''
   if dispatched then
-    ev, roll = i[6], i[8]
     charge(i[1], tonumber(amount), i[2] - jr.now)
     redis.call('SET', res .. ':s:' .. id, '1', 'PX', math.max(DAY_MS, i[2] - jr.now))
-    body = '{"at":' .. jr.nowStr .. (ev ~= '' and (',"event":' .. ev) or '') .. ',"id":' .. i[3] .. ',"kind":"recover","lines":[' .. i[4] .. '],"settledBy":"recovery"}'
+    body = '{"at":' .. jr.nowStr .. evPart .. ',"id":' .. i[3] .. ',"kind":"recover","lines":[' .. i[4] .. '],"settledBy":"recovery"}'
   else
-    ev, roll = i[5], i[7]
-    body = '{"at":' .. jr.nowStr .. (ev ~= '' and (',"event":' .. ev) or '') .. ',"id":' .. i[3] .. ',"kind":"release","lines":[' .. i[4] .. ']}'
+    body = '{"at":' .. jr.nowStr .. evPart .. ',"id":' .. i[3] .. ',"kind":"release","lines":[' .. i[4] .. ']}'
   end
   append(jr, sha256(body), body)
-  rollup(jr, roll, 1, #roll)
-  if ev ~= '' then events[#events + 1] = ev end
+  if ev ~= '' then
+    if dispatched then
+      rollup(jr, {'calls|' .. i[13], 1, 'recovered|' .. i[13], 1}, 1, 4)
+    else
+      rollup(jr, {'calls|' .. i[14], 1, 'failed:INTERNAL|' .. i[14], 1}, 1, 4)
+    end
+    events[#events + 1] = ev
+  end
 end
 
 -- Removes expired reservations of a line, closing each through recovery (journaled).

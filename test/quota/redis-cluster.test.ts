@@ -10,7 +10,8 @@ import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
 import { hasRedisCli, startPrivateCluster, uniquePrefix, type PrivateCluster } from '../helpers/redis.js';
-import { journalBodies } from './journal-helpers.js';
+import { verifyChain } from '../../src/quota/journal.js';
+import { journalBodies, journalOf } from './journal-helpers.js';
 import { quotaStoreContract } from './store-contract.js';
 
 const HOUR = 3600_000;
@@ -173,6 +174,75 @@ describe.skipIf(!cliPresent)('RedisQuotaStore on Redis Cluster', () => {
         { used: 0, reserved: 60 },
         { used: 0, reserved: 70 },
       ]);
+    });
+
+    it('journals each line in the stream of its own hash tag, the event with the first line, refusals in {journal}; verify passes', async () => {
+      const store = new RedisQuotaStore({ clusterNodes: cluster.nodes, prefix, logger: silent, sweepIntervalMs: 0 });
+      stores.push(store);
+      const [x, y] = await onTwoMasters();
+      const [lx, ly] = [line(x, 100, 30), line(y, 100, 40)];
+      const event = { event: 'tollgate.decision', 'request.id': 'j1', outcome: 'success', 'user.id': 'ada', 'gen_ai.usage.input_tokens': 9, 'gen_ai.usage.output_tokens': 3 };
+      await store.reserve('j1', [ly, lx], TTL, { user: 'ada' });
+      await store.dispatch('j1');
+      await store.settle('j1', [{ ...lx, amount: 12 }, { ...ly, amount: 12 }], event);
+      await store.record({ event: 'tollgate.decision', 'request.id': 'j2', outcome: 'refused', 'error.code': 'BUDGET_EXHAUSTED' });
+
+      const all = await journalOf({ clusterNodes: cluster.nodes }, prefix);
+      const byStream = (key: string) => all.filter((e) => e.stream === key).map((e) => e.entry);
+      const [first, second] = [lx, ly].sort((a, b) => (a.reservedKey < b.reservedKey ? -1 : 1));
+      // Each line's stream lives with its line (same slot, so on the line's master) and chains on its own.
+      expect([...new Set(all.map((e) => e.stream))].sort()).toEqual([`${first!.reservedKey}:j`, `${second!.reservedKey}:j`, `${prefix}{journal}:j`].sort());
+      expect(await ownersOf(cluster, [`${lx.reservedKey}:j`])).toEqual(await ownersOf(cluster, [lx.reservedKey]));
+      for (const l of [first!, second!]) {
+        const entries = byStream(`${l.reservedKey}:j`);
+        expect(entries.map((e) => [e.seq, e.body.kind, e.body.lines?.map((m) => m.reservedKey)])).toEqual([
+          [1, 'reserve', [l.reservedKey]],
+          [2, 'dispatch', undefined],
+          [3, 'settle', [l.reservedKey]],
+        ]);
+        expect(verifyChain(entries)).toBeUndefined();
+      }
+      expect(byStream(`${first!.reservedKey}:j`)[2]!.body.event).toEqual(event);
+      expect(byStream(`${second!.reservedKey}:j`)[2]!.body.event).toBeUndefined();
+      expect(byStream(`${first!.reservedKey}:j`)[0]!.body.meta).toEqual({ user: 'ada' });
+      expect(byStream(`${prefix}{journal}:j`).map((e) => [e.body.kind, e.body.id])).toEqual([['refuse', 'j2']]);
+
+      const report = await store.verify();
+      expect(report.streams.map((s) => s.fault)).toEqual([undefined, undefined, undefined]);
+      expect(report.counters).toEqual({ checked: 2, skipped: 0, mismatches: [] });
+      expect(report.events).toEqual({ charges: 2, missing: [], pending: [] });
+      expect(report.ok).toBe(true);
+      const day = new Date().toISOString().slice(0, 10);
+      const rows = await store.rollups(day, day);
+      expect(rows.map((r) => [r.user, r.calls, r.inputTokens, r.outputTokens, r.refused])).toEqual([
+        ['ada', 1, 9, 3, {}],
+        ['', 1, 0, 0, { BUDGET_EXHAUSTED: 1 }],
+      ]);
+    });
+
+    it('recovers an expired dispatched reservation line by line on each master, the event once, with the first line', async () => {
+      let clock = Date.now();
+      const at = () => clock;
+      const [a, b] = [0, 1].map(() => new RedisQuotaStore({ clusterNodes: cluster.nodes, prefix, now: at, logger: silent, sweepIntervalMs: 0 }));
+      stores.push(a!, b!);
+      const heard: Record<string, unknown>[] = [];
+      a!.onEvent((e) => heard.push(e));
+      b!.onEvent((e) => heard.push(e));
+      const [x, y] = await onTwoMasters();
+      const [lx, ly] = [line(x, 100, 30), line(y, 100, 40)];
+      await a!.reserve('k1', [lx, ly], 1000, { user: 'ada' });
+      await a!.dispatch('k1');
+      clock += 1000;
+      await Promise.all([a!.sweep(), b!.sweep(), b!.read([ly]), a!.read([lx])]);
+      expect(await a!.read([lx, ly])).toEqual([
+        { used: 30, reserved: 0 },
+        { used: 40, reserved: 0 },
+      ]);
+      expect(heard).toHaveLength(1);
+      expect(heard[0]).toMatchObject({ 'request.id': 'k1', 'tollgate.settled_by': 'recovery', 'user.id': 'ada' });
+      const recovered = (await journalOf({ clusterNodes: cluster.nodes }, prefix)).filter((e) => e.entry.body.kind === 'recover' && e.entry.body.id === 'k1');
+      expect(recovered.map((e) => e.stream).sort()).toEqual([`${lx.reservedKey}:j`, `${ly.reservedKey}:j`].sort());
+      expect((await a!.verify()).ok).toBe(true);
     });
 
     it('releases from another replica, which finds the request\'s lines in the Keyv record on any shard', async () => {

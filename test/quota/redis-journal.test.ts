@@ -11,7 +11,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { lineKeys } from '../../src/policy/budgets.js';
 import { bodyHash, canonicalJson, chainLink, GENESIS, verifyChain, type JournalEntry } from '../../src/quota/journal.js';
 import { RedisQuotaStore, type RedisQuotaStoreOptions } from '../../src/quota/redis.js';
-import { dayOf } from '../../src/quota/redisJournal.js';
+import fc from 'fast-check';
+import { canonical, dayOf, recoveryEvent, rollupFields } from '../../src/quota/redisJournal.js';
 import { SHA256 } from '../../src/quota/redisScripts.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
@@ -160,6 +161,9 @@ describe('RedisQuotaStore journal (single node)', () => {
       ],
     });
     expect(recovered.find((e) => e.body.lines![0]!.budgetId === 'alpha')!.body.event).toEqual(heard[0]);
+    // The Lua builds the event recoveryEvent() describes, to the byte.
+    const meta = { user: 'ada', teams: ['data'], model: 'openai/gpt-5-mini', tier: 'standard', transport: 'http' };
+    expect(canonicalJson(heard[0])).toBe(canonicalJson(recoveryEvent('c1', { lines: [entryLine(l1), entryLine(l2)], meta, dispatched: true }, clock)));
 
     await a.settle('c1', [{ ...l1, amount: 5 }, { ...l2, amount: 5 }], callEvent('c1'));
     expect(await a.read([l1, l2])).toEqual([
@@ -182,6 +186,7 @@ describe('RedisQuotaStore journal (single node)', () => {
     expect(last.body).toMatchObject({ kind: 'release', id: 'c1', at: clock, lines: [entryLine(l)] });
     expect(heard).toEqual([last.body.event]);
     expect(heard[0]).toMatchObject({ outcome: 'failed', 'error.code': 'INTERNAL', 'tollgate.settled_by': 'recovery' });
+    expect(canonicalJson(heard[0])).toBe(canonicalJson(recoveryEvent('c1', { lines: [entryLine(l)], meta: { user: 'ada' }, dispatched: false }, clock)));
     // Released, not settled: the same id may reserve again.
     expect(await store.reserve('c1', [l], TTL)).toEqual({ ok: true });
     expect(await store.read([l])).toEqual([{ used: 0, reserved: 40 }]);
@@ -363,6 +368,55 @@ describe('RedisQuotaStore journal (single node)', () => {
     const last = (await entries()).at(-1)!;
     expect(last.body).toMatchObject({ kind: 'admin', lines: [{ usageKey: l.usageKey, amount: -20 }], meta: { by: 'ops', reason: 'refund' } });
     expect((await store.verify()).counters).toEqual({ checked: 1, skipped: 0, mismatches: [] });
+  });
+
+  it('builds in Lua the recovery event and rollups recoveryEvent() and rollupFields() describe, whatever the meta holds', async () => {
+    const text = fc.oneof(fc.string(), fc.constantFrom('a/b', 'quote " and \\ back', 'tab\tnl\n', 'ünïcødé €', '😀', '\u0001'));
+    const meta = fc.record(
+      { user: text, teams: fc.array(text, { maxLength: 3 }), costCenter: text, model: text, tier: text, transport: text, policyVersion: text, units: fc.constant({ alpha: 'micro_usd' }) },
+      { requiredKeys: [] },
+    );
+    let k = 0;
+    await fc.assert(
+      fc.asyncProperty(meta, fc.boolean(), fc.integer({ min: 0, max: 400 * 86_400_000 }), async (m, dispatched, shift) => {
+        const store = open();
+        const heard: DecisionRecord[] = [];
+        store.onEvent((e) => heard.push(e));
+        const id = `p${++k}`;
+        const lines = [line('alpha', 40, 'x y'), line('beta', 5)];
+        await store.reserve(id, lines, 1000, m);
+        if (dispatched) await store.dispatch(id);
+        clock += 1000 + shift;
+        await store.read(lines);
+        const expected = recoveryEvent(id, { lines: lines.map(entryLine).sort((a, b) => (a.reservedKey < b.reservedKey ? -1 : 1)), meta: m, dispatched }, clock);
+        expect(heard).toHaveLength(1);
+        expect(canonicalJson(heard[0])).toBe(canonicalJson(expected));
+        const day = dayOf(clock);
+        const rolled = await raw.hGetAll(`${prefix}{journal}:roll:${day}`);
+        const want = rollupFields(expected);
+        for (let i = 0; i < want.length; i += 2) expect(Number(rolled[want[i] as string])).toBeGreaterThanOrEqual(want[i + 1] as number);
+        expect((await store.verify()).ok).toBe(true);
+        clock -= shift;
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it('writes the same canonical JSON as journal.ts, faster', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.anything(), (json, any) => {
+        expect(canonical(json)).toBe(canonicalJson(json));
+        let want: string | Error;
+        try {
+          want = canonicalJson(any);
+        } catch (err) {
+          want = err as Error;
+        }
+        if (want instanceof Error) expect(() => canonical(any)).toThrow();
+        else expect(canonical(any)).toBe(want);
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('every entry body is canonical JSON that hashes to its h', async () => {

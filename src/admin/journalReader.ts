@@ -1,0 +1,219 @@
+/**
+ * Reading the ledger's record back for operators: the embedded journal's segments (read-only, line
+ * by line, without taking the directory's lock, so a running gateway keeps writing), and the
+ * decision events that the journal's entries or event log files hold. The audit
+ * (`tollgate audit verify`) and the usage sinks (`tollgate usage export|report|refusals`) read
+ * through here, so they all see the same entries.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { GatewayError } from '../errors.js';
+import { parseEventLines } from '../metering/focus.js';
+import type { DecisionEvent } from '../metering/events.js';
+import { readHead } from '../quota/fileJournal.js';
+import type { EntryKind, EntryLine, JournalEntry } from '../quota/journal.js';
+
+const CURRENT = 'journal.jsonl';
+const NEXT = 'journal.next';
+const ENDED = /^journal-\d{12}\.jsonl$/;
+
+/** One line of a segment: an entry, or a line that is not one. */
+export type JournalLine =
+  | { file: string; line: number; entry: JournalEntry }
+  /** `torn`: the segment's last line is not whole JSON (being written, or cut by a crash); `unreadable`: a line before it is not an entry. */
+  | { file: string; line: number; problem: 'torn' | 'unreadable'; detail: string };
+
+/** The names of the ended segments, in order (a running gateway adds one when a segment ends). */
+export function endedSegmentNames(dir: string): string[] {
+  return readdirSync(dir)
+    .filter((f) => ENDED.test(f))
+    .sort();
+}
+
+/** Whether `dir` holds an embedded journal. */
+export function isJournalDir(dir: string): boolean {
+  return existsSync(dir) && (existsSync(join(dir, CURRENT)) || existsSync(join(dir, NEXT)) || endedSegmentNames(dir).length > 0);
+}
+
+/** Throws the operator's error for a directory that holds no journal. */
+export function requireJournalDir(dir: string): void {
+  if (!isJournalDir(dir)) {
+    throw new GatewayError('INVALID_REQUEST', `no journal in ${dir} (no journal.jsonl or journal-<seq>.jsonl); pass the gateway's data directory with --data-dir or TOLLGATE_DATA_DIR`);
+  }
+}
+
+function isEntry(v: unknown): v is JournalEntry {
+  if (!v || typeof v !== 'object') return false;
+  const e = v as Record<string, unknown>;
+  const body = e.body as Record<string, unknown> | undefined;
+  return (
+    Number.isSafeInteger(e.seq) &&
+    typeof e.h === 'string' &&
+    typeof e.prev === 'string' &&
+    typeof e.link === 'string' &&
+    !!body &&
+    typeof body === 'object' &&
+    typeof body.kind === 'string' &&
+    typeof body.id === 'string' &&
+    typeof body.at === 'number'
+  );
+}
+
+function* segmentLines(file: string, name: string): Generator<JournalLine> {
+  const text = readFileSync(file, 'utf8');
+  const lines = text.split('\n');
+  // A whole file ends with a newline, leaving an empty last piece.
+  const whole = lines.at(-1) === '';
+  if (whole) lines.pop();
+  for (let i = 0; i < lines.length; i++) {
+    const raw = lines[i]!;
+    const last = i === lines.length - 1;
+    let parsed: unknown;
+    let ok = true;
+    try {
+      parsed = JSON.parse(raw);
+    } catch {
+      ok = false;
+    }
+    if (ok && isEntry(parsed) && (whole || !last)) {
+      yield { file: name, line: i + 1, entry: parsed };
+      continue;
+    }
+    // The store treats an unparseable last line as torn and drops it at its next start (readSegment).
+    if (last && (!ok || !whole)) yield { file: name, line: i + 1, problem: 'torn', detail: `its last line (${Buffer.byteLength(raw, 'utf8')} bytes) is not a whole entry` };
+    else yield { file: name, line: i + 1, problem: 'unreadable', detail: ok ? 'the line is JSON but not a journal entry' : 'the line is not JSON' };
+  }
+}
+
+/**
+ * Every line of every segment of the journal in `dir`, in order: the ended segments
+ * (`journal-<first seq>.jsonl`) by name, then the current one (`journal.jsonl`, or
+ * `journal.next` when a segment change was cut between its two renames). A segment that ends
+ * while this reads (the gateway is running) is read before the current one.
+ */
+export function* journalLines(dir: string): Generator<JournalLine> {
+  requireJournalDir(dir);
+  const seen = new Set<string>();
+  const readEnded = function* (): Generator<JournalLine> {
+    for (const name of endedSegmentNames(dir)) {
+      if (seen.has(name)) continue;
+      seen.add(name);
+      yield* segmentLines(join(dir, name), name);
+    }
+  };
+  yield* readEnded();
+  // Segments that ended meanwhile come before the current one.
+  yield* readEnded();
+  for (const name of [CURRENT, NEXT]) {
+    const file = join(dir, name);
+    if (!existsSync(file)) continue;
+    try {
+      yield* segmentLines(file, name);
+      return;
+    } catch (err) {
+      // Renamed away by a segment change between the check and the read.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+  }
+}
+
+/** The journal's entries in order, throwing on a line that is not one (a torn last line of the current segment is skipped). */
+export function* journalEntries(dir: string): Generator<{ file: string; line: number; entry: JournalEntry }> {
+  for (const l of journalLines(dir)) {
+    if ('entry' in l) yield l;
+    else if (l.problem === 'unreadable' || l.file !== CURRENT) {
+      throw new GatewayError('INVALID_REQUEST', `the journal in ${dir} has a line that is not an entry (${l.file} line ${l.line}: ${l.detail}); run \`tollgate audit verify --data-dir ${dir}\``);
+    }
+  }
+}
+
+/** What the store last fsync'd: entries after it may still be only in the page cache. */
+export function journalHead(dir: string): { seq: number; link: string } | undefined {
+  try {
+    return readHead(dir);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A decision as a sink reads it: the event, when it was committed, and the ledger lines it charged. */
+export interface Decision {
+  event: DecisionEvent;
+  /** Epoch ms: the journal entry's time; from an event file, the call's start plus its latency. */
+  at: number;
+  /** The journal entry that carries it (absent for an event file). */
+  kind?: EntryKind;
+  /** What the ledger charged with it (settle and recover entries); from an event file, its `tollgate.charged`. */
+  charges: { budgetId: string; subject: string; amount: number; unit?: string }[];
+}
+
+const CARRIES_EVENT: ReadonlySet<EntryKind> = new Set(['settle', 'recover', 'release', 'refuse']);
+
+function chargesOfEvent(e: DecisionEvent): Decision['charges'] {
+  return (e['tollgate.charged'] ?? []).map((c) => ({ budgetId: c.budget, subject: c.subject, amount: c.amount, unit: c.unit }));
+}
+
+function chargesOfLines(lines: EntryLine[] | undefined, e: DecisionEvent): Decision['charges'] {
+  const units = new Map((e['tollgate.charged'] ?? []).map((c) => [c.budget, c.unit]));
+  return (lines ?? []).map((l) => ({ budgetId: l.budgetId, subject: l.subject, amount: l.amount, unit: units.get(l.budgetId) }));
+}
+
+/** The decision events of a journal directory: one per settle, recover, release and refuse entry that carries one. */
+export function* journalDecisions(dir: string): Generator<Decision> {
+  for (const { entry } of journalEntries(dir)) {
+    const b = entry.body;
+    if (!CARRIES_EVENT.has(b.kind) || !b.event) continue;
+    const event = b.event as unknown as DecisionEvent;
+    const charging = b.kind === 'settle' || b.kind === 'recover';
+    yield { event, at: b.at, kind: b.kind, charges: charging ? chargesOfLines(b.lines, event) : [] };
+  }
+}
+
+/** The decision events of event log files (JSON lines; other log lines skipped, lines that are not JSON reported through `warn`). */
+export function* fileDecisions(paths: readonly string[], warn: (message: string) => void): Generator<Decision> {
+  for (const path of paths) {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (err) {
+      throw new GatewayError('INVALID_REQUEST', `cannot read events file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+    const parsed = parseEventLines(text);
+    // A line cut short by a crash is reported, not silently skipped: the totals would not match.
+    if (parsed.malformed.length) warn(`${path}: skipped ${parsed.malformed.length} line(s) that are not JSON: ${parsed.malformed.slice(0, 10).join(', ')}`);
+    for (const event of parsed.events) {
+      const start = Date.parse(event.time);
+      yield { event, at: start + (typeof event['tollgate.latency_ms'] === 'number' ? event['tollgate.latency_ms'] : 0), charges: chargesOfEvent(event) };
+    }
+  }
+}
+
+/** The embedded journal's directory when none is named, as `tollgate serve` would use it: TOLLGATE_DATA_DIR, else `tollgate-data` under the working directory. */
+export function defaultDataDir(env: NodeJS.ProcessEnv): string {
+  const dir = env.TOLLGATE_DATA_DIR || 'tollgate-data';
+  if (dir === 'none') throw new GatewayError('INVALID_REQUEST', 'TOLLGATE_DATA_DIR is none: that gateway keeps no journal; name a data directory with --data-dir');
+  return dir;
+}
+
+/** Where a sink reads decisions from. */
+export type Source = { kind: 'journal'; dir: string } | { kind: 'events'; files: string[] } | { kind: 'redis'; url: string };
+
+/** The options every reading command takes for its source. */
+export interface SourceOptions {
+  'data-dir'?: string;
+  redis?: string;
+  events?: string[];
+}
+
+/**
+ * The one source named by --data-dir, --redis or --events (and event files given as arguments);
+ * none names the embedded journal in TOLLGATE_DATA_DIR, else ./tollgate-data.
+ */
+export function sourceFrom(values: SourceOptions, files: readonly string[], defaultDataDir: string): Source {
+  const eventFiles = [...(values.events ?? []), ...files];
+  const named = [values['data-dir'] !== undefined, values.redis !== undefined, eventFiles.length > 0].filter(Boolean).length;
+  if (named > 1) throw new GatewayError('INVALID_REQUEST', 'read from one source: --data-dir <dir> (the embedded journal), --redis <url> (the Redis journal) or --events <file>... (event logs)');
+  if (values.redis !== undefined) return { kind: 'redis', url: values.redis };
+  if (eventFiles.length > 0) return { kind: 'events', files: eventFiles };
+  return { kind: 'journal', dir: values['data-dir'] ?? defaultDataDir };
+}
