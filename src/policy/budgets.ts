@@ -4,7 +4,7 @@
  */
 import { principalView, type Principal } from '../identity/principal.js';
 import type { BudgetState } from './decide.js';
-import type { CompiledBudget, ModelInfo } from './load.js';
+import { covers, type CompiledBudget, type ModelInfo } from './load.js';
 import { costMicroUsd } from '../providers/prices.js';
 import type { Usage } from '../providers/provider.js';
 import type { LedgerLine } from '../quota/store.js';
@@ -76,9 +76,9 @@ export function amountFor(budget: CompiledBudget, model: ModelInfo, usage: Usage
   return budget.unit === 'tokens' ? usage.inputTokens + usage.outputTokens : costMicroUsd(model.price, usage);
 }
 
-/** Ledger lines carrying the amount this usage costs on each line. */
-export function chargeLines(lines: BudgetLine[], model: ModelInfo, usage: Usage): LedgerLine[] {
-  return lines.map((l) => ({ ...l.line, amount: amountFor(l.budget, model, usage) }));
+/** Ledger lines carrying the amount this usage, served by `tier`, costs on each line: nothing on a line that does not cover the tier. */
+export function chargeLines(lines: BudgetLine[], model: ModelInfo, usage: Usage, tier: string): LedgerLine[] {
+  return lines.map((l) => ({ ...l.line, amount: covers(l.budget, tier) ? amountFor(l.budget, model, usage) : 0 }));
 }
 
 /**

@@ -6,8 +6,7 @@
 import { GatewayError } from '../errors.js';
 import { principalView, type Principal } from '../identity/principal.js';
 import type { CompletionInput } from '../call/request.js';
-import { contentOf, withContent } from './content.js';
-import type { CompiledBudget, ModelInfo, Policy } from './load.js';
+import { covers, type CompiledBudget, type ModelInfo, type Policy } from './load.js';
 
 /** One applicable budget line with its current state, read before deciding. */
 export interface BudgetState {
@@ -98,17 +97,14 @@ export function decide(input: DecideInput): Decision {
   const asked = requestedModel ?? policy.tierModels.get(requestedTier)![0]!;
   const vars = {
     principal: principalView(input.principal),
-    // text, rawText, compactText, decodedSpans, decodedTruncated and secrets: computed when a rule reads them.
-    request: withContent(
-      {
-        model: asked.ref,
-        tier: requestedTier,
-        provider: asked.provider,
-        maxTokens: request.maxTokens,
-        inputTokens: input.estimatedInputTokens,
-      },
-      contentOf(request),
-    ),
+    request: {
+      model: asked.ref,
+      tier: requestedTier,
+      provider: asked.provider,
+      maxTokens: request.maxTokens,
+      inputTokens: input.estimatedInputTokens,
+      text: [request.system ?? '', ...request.messages.map((m) => m.content)].join('\n'),
+    },
     budgets: budgetsView(input.budgets),
     now: new Date(input.now),
   };
@@ -140,9 +136,13 @@ export function decide(input: DecideInput): Decision {
     break;
   }
 
+  // A spent budget refuses the call here only when it covers every tier the call could still be
+  // served by; otherwise the planner steps the call down to a tier it does not cover. A threshold
+  // steps down only a tier its budget covers.
+  const reachable = policy.tiers.slice(tierIndex);
   let lowest: BudgetState | undefined;
   for (const b of input.budgets) {
-    if (b.budget.limit - b.used - b.reserved <= 0) {
+    if (b.budget.limit - b.used - b.reserved <= 0 && reachable.every((t) => covers(b.budget, t))) {
       return {
         effect: 'deny',
         code: 'BUDGET_EXHAUSTED',
@@ -153,7 +153,7 @@ export function decide(input: DecideInput): Decision {
       };
     }
     const below = b.budget.config.tierDown?.below;
-    if (below !== undefined && remainingPct(b) < below && (!lowest || remainingPct(b) < remainingPct(lowest))) lowest = b;
+    if (below !== undefined && covers(b.budget, reachable[0]!) && remainingPct(b) < below && (!lowest || remainingPct(b) < remainingPct(lowest))) lowest = b;
   }
   if (lowest && tierIndex < policy.tiers.length - 1) {
     tierIndex += 1;

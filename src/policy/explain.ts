@@ -15,7 +15,7 @@ import type { CompletionInput } from '../call/request.js';
 import type { Decision } from './decide.js';
 import { remainingPct } from './decide.js';
 import type { BudgetView } from '../call/budget.js';
-import type { Policy } from './load.js';
+import { covers, type Policy } from './load.js';
 import { principalInputSchema } from './policyTest.js';
 import { simulate, type SimulateInput, type UsageMap } from './simulate.js';
 
@@ -23,6 +23,15 @@ import { simulate, type SimulateInput, type UsageMap } from './simulate.js';
 export interface BudgetReport extends BudgetView {
   remainingPct: number;
   tierDownBelow?: number;
+  /** The tiers it covers, when it covers only some (`tiers` in the policy). */
+  tiers?: string[];
+}
+
+/** The budget lines that count a call served by one tier. */
+export interface TierCoverage {
+  tier: string;
+  /** Budget ids, with the subject when the caller has several lines of one budget (`team_monthly (team a)`). */
+  budgets: string[];
 }
 
 export interface Explanation {
@@ -32,6 +41,8 @@ export interface Explanation {
   /** `rule <id>`, `budget <id>`, or a sentence when nothing limited the call. */
   decidedBy: string;
   budgets: BudgetReport[];
+  /** For each tier, most capable first, the budgets a call served by it is checked against and charged to. */
+  coverage: TierCoverage[];
   /** What would change the outcome, one sentence each. */
   changes: string[];
 }
@@ -53,6 +64,11 @@ function servedTier(d: Decision): string | undefined {
   return d.effect === 'deny' ? undefined : d.tier;
 }
 
+/** `premium`, `premium and standard`, `premium, standard and economy`. */
+function listOf(xs: readonly string[]): string {
+  return xs.length <= 1 ? (xs[0] ?? '') : `${xs.slice(0, -1).join(', ')} and ${xs.at(-1)}`;
+}
+
 /** Explains one call. Throws UNKNOWN_MODEL for a model or tier the policy does not know. */
 export function explainCall(input: SimulateInput): Explanation {
   const { policy } = input;
@@ -69,8 +85,16 @@ export function explainCall(input: SimulateInput): Explanation {
     remaining: display(b.budget.unit, Math.max(0, b.budget.limit - b.used - b.reserved)),
     remainingPct: remainingPct(b),
     tierDownBelow: b.budget.config.tierDown?.below,
+    tiers: b.budget.config.tiers ? [...b.budget.config.tiers] : undefined,
     resetsAt: new Date(b.resetsAt).toISOString(),
   }));
+  const lineName = (b: (typeof sim.budgets)[number]) =>
+    sim.budgets.filter((x) => x.budget === b.budget).length > 1 ? `${b.budget.config.id} (${b.budget.config.scope} ${b.subject})` : b.budget.config.id;
+  const coverage: TierCoverage[] = policy.tiers.map((tier) => ({ tier, budgets: sim.budgets.filter((b) => covers(b.budget, tier)).map(lineName) }));
+  const chargedTo = (tier: string) => {
+    const names = coverage.find((c) => c.tier === tier)!.budgets;
+    return names.length > 0 ? `budget${names.length > 1 ? 's' : ''} ${listOf(names)}` : 'no budget';
+  };
   const decidedBy = d.ruleId ? `rule ${d.ruleId}` : d.budgetId ? `budget ${d.budgetId}` : 'no rule or budget limited this call';
 
   const changes: string[] = [];
@@ -94,14 +118,41 @@ export function explainCall(input: SimulateInput): Explanation {
   const ruled = decided.effect === 'deny' ? decided.requestedTier : decided.budgetId ? policy.tiers[policy.tiers.indexOf(decided.tier) - 1]! : decided.tier;
   const lower = policy.tiers[policy.tiers.indexOf(ruled) + 1];
   const next = lower ? `calls go to ${lower}` : `calls stay on ${ruled}, the last tier`;
+  const served = servedTier(d);
   for (const b of sim.budgets) {
     const r = budgets.find((x) => x.id === b.budget.config.id && x.subject === b.subject)!;
-    const label = `budget ${r.id}${sim.budgets.filter((x) => x.budget === b.budget).length > 1 ? ` (${r.scope} ${r.subject})` : ''}`;
+    const label = `budget ${lineName(b)}`;
+    // A budget that covers some tiers only: a call it cannot take goes to a tier it does not cover.
+    const others = r.tiers ? policy.tiers.filter((t) => !r.tiers!.includes(t)) : [];
+    const only = r.tiers && others.length > 0 ? ` covers ${listOf(r.tiers)} only and` : '';
+    // The tiers a call this budget cannot take goes to: those below the first tier it covers, from
+    // the serving tier (or, for a refusal, the tier asked after rules) down, that it does not cover.
+    const from = policy.tiers.indexOf(served ?? ruled);
+    const bites = policy.tiers.findIndex((t, i) => i >= from && covers(b.budget, t));
+    const escape = bites < 0 ? [] : others.filter((t) => policy.tiers.indexOf(t) > bites);
+    if (only && served !== undefined && !r.tiers!.includes(served)) {
+      if (d.budgetId !== r.id) {
+        changes.push(`${label}${only} is not charged for this ${served} call; it has ${amount(r.unit, r.remaining)} left (resets ${r.resetsAt})`);
+      } else if (decided.effect !== 'deny' && decided.budgetId === r.id && decided.tier === served) {
+        changes.push(`${label}${only} has ${pct(r.remainingPct)} left, under its tier-down threshold of ${r.tierDownBelow}%: the call goes to ${served}, which it does not cover (resets ${r.resetsAt})`);
+      } else {
+        changes.push(`${label}${only} has ${amount(r.unit, r.remaining)} left, not enough for this call: it goes to ${served}, which it does not cover (resets ${r.resetsAt})`);
+      }
+      continue;
+    }
     if (r.remaining <= 0 || (d.effect === 'deny' && d.code === 'BUDGET_EXHAUSTED' && d.budgetId === r.id)) {
-      changes.push(`${label} has ${amount(r.unit, r.remaining)} left, not enough for this call; calls are refused until it resets at ${r.resetsAt}`);
+      changes.push(
+        escape.length > 0 && d.budgetId !== r.id
+          ? `${label}${only} has ${amount(r.unit, r.remaining)} left, not enough for this call; until it resets at ${r.resetsAt}, calls go to ${listOf(escape)}, which it does not cover`
+          : `${label} has ${amount(r.unit, r.remaining)} left, not enough for this call; calls are refused until it resets at ${r.resetsAt}`,
+      );
       continue;
     }
     const below = r.tierDownBelow;
+    if (below === undefined && escape.length > 0) {
+      changes.push(`${label}${only} has ${pct(r.remainingPct)} left (${amount(r.unit, r.remaining)}); no tier-down threshold: once it cannot cover a call, the call goes to ${listOf(escape)} (resets ${r.resetsAt})`);
+      continue;
+    }
     if (below === undefined) {
       changes.push(`${label} has ${pct(r.remainingPct)} left (${amount(r.unit, r.remaining)}); no tier-down threshold: calls are refused once it cannot cover one (resets ${r.resetsAt})`);
       continue;
@@ -115,7 +166,8 @@ export function explainCall(input: SimulateInput): Explanation {
   }
 
   if (d.effect === 'tier_down' && decided.effect !== 'deny' && decided.tier !== d.tier) {
-    changes.push(`budget ${d.budgetId} cannot cover a ${decided.tier} call at max_tokens ${input.request.maxTokens}; ${d.tier} fits`);
+    const fellBack = d.budgetId !== undefined && budgets.some((r) => r.id === d.budgetId && r.tiers && !r.tiers.includes(d.tier));
+    changes.push(`budget ${d.budgetId} cannot cover a ${decided.tier} call at max_tokens ${input.request.maxTokens}; ${d.tier} fits${fellBack ? `, charged to ${chargedTo(d.tier)}` : ''}`);
   }
   if (sim.clamp) {
     changes.push(`max_tokens was lowered from ${input.request.maxTokens} to ${sim.clamp.tokens}, all budget ${sim.clamp.budgetId} can pay for`);
@@ -128,6 +180,7 @@ export function explainCall(input: SimulateInput): Explanation {
     decision: d,
     decidedBy,
     budgets,
+    coverage,
     changes,
   };
 }
@@ -151,9 +204,18 @@ export function formatExplanation(e: Explanation): string {
   if (e.budgets.length === 0) out.push('  (none apply)');
   for (const b of e.budgets) {
     out.push(
-      `  ${b.id} (${b.scope} ${b.subject}): ${amount(b.unit, b.remaining)} of ${amount(b.unit, b.limit)} left (${pct(b.remainingPct)}); used ${amount(b.unit, b.used)}, reserved ${amount(b.unit, b.reserved)}` +
+      `  ${b.id} (${b.scope} ${b.subject}${b.tiers ? `; ${b.tiers.join(', ')} only` : ''}): ${amount(b.unit, b.remaining)} of ${amount(b.unit, b.limit)} left (${pct(b.remainingPct)}); used ${amount(b.unit, b.used)}, reserved ${amount(b.unit, b.reserved)}` +
         `${b.tierDownBelow !== undefined ? `; tier-down under ${b.tierDownBelow}%` : ''}; resets ${b.resetsAt}`,
     );
+  }
+  // Which budget counts which tier, when they differ from tier to tier.
+  if (e.budgets.some((b) => b.tiers)) {
+    out.push('tiers:');
+    const width = Math.max(...e.coverage.map((c) => c.tier.length)) + 1;
+    const served = d.effect === 'deny' ? undefined : d.tier;
+    for (const c of e.coverage) {
+      out.push(`  ${`${c.tier}:`.padEnd(width)} ${c.budgets.length > 0 ? c.budgets.join(', ') : '(no budget)'}${c.tier === served ? '   <- serves this call' : ''}`);
+    }
   }
   out.push('what would change it:');
   for (const c of e.changes) out.push(`  - ${c}`);

@@ -40,6 +40,11 @@ export interface CompiledBudget {
   appliesTo?: CelPredicate;
 }
 
+/** Whether a call served by `tier` counts against `budget`: every tier does unless the budget lists its `tiers`. */
+export function covers(budget: CompiledBudget, tier: string): boolean {
+  return budget.config.tiers === undefined || budget.config.tiers.includes(tier);
+}
+
 export interface CompiledRule {
   config: RuleConfig;
   matches: CelPredicate;
@@ -189,6 +194,10 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
     seenBudgets.add(b.id);
     const unit = 'tokens' in b.limit ? 'tokens' : 'usd';
     const limit = 'tokens' in b.limit ? b.limit.tokens : Math.round(b.limit.usd * 1e6);
+    b.tiers?.forEach((t, j) => {
+      if (!tierModels.has(t)) at(['budgets', i, 'tiers', j], `tier "${t}" is not declared under tiers`);
+      else if (b.tiers!.indexOf(t) !== j) at(['budgets', i, 'tiers', j], `tier "${t}" is listed twice`);
+    });
     budgets.push({ config: b, unit, limit, appliesTo: b.when ? celOrIssue(b.when, ['budgets', i, 'when'], at) : undefined });
   });
 

@@ -9,12 +9,17 @@
  * Order: every tier from the decided one down at the max tokens asked for (a cheaper tier keeps
  * the answer whole), then every tier again with max tokens lowered to what the budgets can still
  * pay for, unless that leaves fewer than `limits.minOutputTokens`.
+ *
+ * A candidate is reserved on the budget lines that cover its tier only (a budget's `tiers`), so a
+ * budget for the dearer tiers that cannot cover the call lets it fall back to a tier it does not
+ * cover, charged to that tier's own budget if it has one.
  */
 import type { CompletionInput } from '../call/request.js';
 import { GatewayError } from '../errors.js';
-import { affordableOutput, amountFor, outputTokensFor } from './budgets.js';
+import type { LedgerLine } from '../quota/store.js';
+import { affordableOutput, amountFor, outputTokensFor, type BudgetLine } from './budgets.js';
 import type { BudgetState, Decision } from './decide.js';
-import type { ModelInfo, Policy } from './load.js';
+import { covers, type ModelInfo, type Policy } from './load.js';
 
 /** A decision that lets the call go ahead (before the reservation). */
 export type ServedDecision = Extract<Decision, { effect: 'allow' | 'tier_down' }>;
@@ -33,8 +38,10 @@ export interface Candidate {
   /** The tier's models in failover order. */
   models: ModelInfo[];
   clamp?: OutputClamp;
-  /** The worst case on each budget line, in the line's unit, in the order of `budgets`. */
+  /** The worst case on each budget line, in the line's unit, in the order of `budgets`; 0 on a line that does not cover the tier. */
   amounts: number[];
+  /** The budget lines (indices into `budgets`) that cover the tier: the ones reserved, checked and charged. */
+  lines: number[];
 }
 
 /** A budget line that could not take a candidate's amount (the quota store's refusal). */
@@ -64,30 +71,39 @@ export function outputCap(maxTokens: number, model: ModelInfo, clamp?: OutputCla
 export function planCandidates(input: PlanInput): Candidate[] {
   const { policy, decision, request, budgets, estimatedInputTokens } = input;
   const tierModels = (tier: string) => (tier === decision.tier ? decision.candidates : [...policy.tierModels.get(tier)!]);
-  const amountsFor = (models: ModelInfo[], clamp?: OutputClamp) =>
-    budgets.map((b) => Math.max(...models.map((m) => amountFor(b.budget, m, { inputTokens: estimatedInputTokens, outputTokens: outputCap(request.maxTokens, m, clamp) }))));
-  if (budgets.length === 0) return [{ tier: decision.tier, models: decision.candidates, amounts: [] }];
+  const linesFor = (tier: string) => budgets.flatMap((b, i) => (covers(b.budget, tier) ? [i] : []));
+  const amountsFor = (tier: string, models: ModelInfo[], clamp?: OutputClamp) =>
+    budgets.map((b) =>
+      covers(b.budget, tier) ? Math.max(...models.map((m) => amountFor(b.budget, m, { inputTokens: estimatedInputTokens, outputTokens: outputCap(request.maxTokens, m, clamp) }))) : 0,
+    );
+  if (budgets.length === 0) return [{ tier: decision.tier, models: decision.candidates, amounts: [], lines: [] }];
 
   const tiers = [decision.tier, ...decision.fallbackTiers];
   const whole: Candidate[] = tiers.map((tier) => {
     const models = tierModels(tier);
-    return { tier, models, amounts: amountsFor(models) };
+    return { tier, models, amounts: amountsFor(tier, models), lines: linesFor(tier) };
   });
   const clamped: Candidate[] = [];
   for (const tier of tiers) {
     const models = tierModels(tier);
-    const affordable = affordableOutput(budgets, models, estimatedInputTokens);
+    const lines = linesFor(tier);
+    const affordable = affordableOutput(lines.map((i) => budgets[i]!), models, estimatedInputTokens);
     const wanted = Math.max(...models.map((m) => outputCap(request.maxTokens, m)));
     if (affordable && affordable.tokens < wanted && affordable.tokens >= policy.config.limits.minOutputTokens) {
-      clamped.push({ tier, models, clamp: affordable, amounts: amountsFor(models, affordable) });
+      clamped.push({ tier, models, clamp: affordable, amounts: amountsFor(tier, models, affordable), lines });
     }
   }
   return [...whole, ...clamped];
 }
 
+/** The ledger lines a candidate reserves: the lines covering its tier, each with its amount. */
+export function reservedLines(lines: readonly BudgetLine[], candidate: Candidate): LedgerLine[] {
+  return candidate.lines.map((i) => ({ ...lines[i]!.line, amount: candidate.amounts[i]! }));
+}
+
 /** The first line of a snapshot that cannot take the candidate's amounts, as the store would report it. */
 export function shortfallIn(budgets: readonly BudgetState[], candidate: Candidate): Shortfall | undefined {
-  for (let i = 0; i < budgets.length; i++) {
+  for (const i of candidate.lines) {
     const b = budgets[i]!;
     const amount = candidate.amounts[i]!;
     if (b.used + b.reserved + amount > b.budget.limit) {
@@ -118,7 +134,18 @@ export function admittedDecision(decided: ServedDecision, candidate: Candidate, 
   return decision;
 }
 
-/** The refusal when no candidate fits: the first shortfall met, with the line's reset time. */
+/**
+ * The shortfall a refusal reports when no candidate fits, from those met in order: the first one on
+ * a budget that covers the last tier tried. With budgets that cover every tier that is the first one
+ * met; when a budget for the dearer tiers ran out first, it is the one that stopped the cheapest tier.
+ */
+export function reportedShortfall(decided: ServedDecision, shortfalls: readonly Shortfall[], budgets: readonly BudgetState[]): Shortfall {
+  const last = decided.fallbackTiers.at(-1) ?? decided.tier;
+  const coversLast = (s: Shortfall) => budgets.some((b) => b.budget.config.id === s.budgetId && covers(b.budget, last));
+  return shortfalls.find(coversLast) ?? shortfalls[0]!;
+}
+
+/** The refusal when no candidate fits, for the shortfall it reports, with the line's reset time. */
 export function exhaustedDecision(decided: ServedDecision, first: Shortfall, budgets: readonly BudgetState[]): DenyDecision {
   const b = budgets.find((s) => s.budget.config.id === first.budgetId && s.subject === first.subject);
   const left = Math.max(0, first.limit - first.used - first.reserved);

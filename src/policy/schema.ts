@@ -57,6 +57,12 @@ const budgetSchema = z
     scope: z.enum(['user', 'team', 'costCenter', 'global']),
     /** CEL over `principal`: the budget applies only where it is true. */
     when: z.string().optional(),
+    /**
+     * The tiers this budget covers; without it, every tier. A call served by a tier it does not
+     * cover is neither checked against it nor charged to it, so a call it cannot cover steps down
+     * to the next tier that fits, a tier it does not cover included.
+     */
+    tiers: z.array(id).min(1).optional(),
     window: windowSchema,
     limit: z.union([
       z.object({ tokens: positiveInt }).strict(),

@@ -11,7 +11,7 @@ import { applicableLines, estimateInputTokens } from './budgets.js';
 import type { CompletionInput } from '../call/request.js';
 import { decide, type BudgetState, type Decision } from './decide.js';
 import type { Policy } from './load.js';
-import { admittedDecision, exhaustedDecision, planCandidates, shortfallIn, type OutputClamp, type Shortfall } from './plan.js';
+import { admittedDecision, exhaustedDecision, planCandidates, reportedShortfall, shortfallIn, type OutputClamp, type Shortfall } from './plan.js';
 
 /** Usage of one budget in the current window, in the budget's display unit (tokens, or USD for dollar budgets). */
 export interface UsageInput {
@@ -74,11 +74,11 @@ export function simulate(input: SimulateInput): Simulation {
   const base = { decided, budgets, estimatedInputTokens };
   if (decided.effect === 'deny' || budgets.length === 0) return { ...base, decision: decided };
 
-  let first: Shortfall | undefined;
+  const shortfalls: Shortfall[] = [];
   for (const candidate of planCandidates({ policy, decision: decided, request, budgets, estimatedInputTokens })) {
     const short = shortfallIn(budgets, candidate);
-    if (!short) return { ...base, decision: admittedDecision(decided, candidate, first), clamp: candidate.clamp };
-    first ??= short;
+    if (!short) return { ...base, decision: admittedDecision(decided, candidate, shortfalls[0]), clamp: candidate.clamp };
+    shortfalls.push(short);
   }
-  return { ...base, decision: exhaustedDecision(decided, first!, budgets) };
+  return { ...base, decision: exhaustedDecision(decided, reportedShortfall(decided, shortfalls, budgets), budgets) };
 }

@@ -12,6 +12,7 @@ const library = (name: string) => parsePolicy(readFileSync(new URL(`../../policy
 const weekly = library('employee-weekly-tokens.yaml');
 const contractors = library('contractors-economy.yaml');
 const ladder = library('team-tier-ladder.yaml');
+const fallback = library('weekly-tokens-fallback.yaml');
 
 const who = (over: Partial<Principal> = {}): Principal => ({ user: 'alice', teams: [], groups: [], roles: [], authMethod: 'api_key', ...over });
 const explain = (policy: typeof weekly, principal: Principal, tier: string, usage: UsageMap = {}, maxTokens = 1024) =>
@@ -93,6 +94,65 @@ budgets:
       'budget pocket has 30% left ($0.0150); no tier-down threshold: calls are refused once it cannot cover one (resets 2026-11-26T00:00:00.000Z)',
       'budget pocket cannot cover a standard call at max_tokens 1024; economy fits',
     ]);
+  });
+
+  it('says which budget covers which tier, and that a spent premium and standard budget sends the call to economy', () => {
+    const e = explain(fallback, who(), 'premium', { 'weekly-premium-standard': { used: 2_000_000 } });
+    expect(e.decision).toMatchObject({ effect: 'tier_down', tier: 'economy', budgetId: 'weekly-premium-standard', reason: 'Budget weekly-premium-standard cannot cover a standard call; served by tier economy.' });
+    expect(e.coverage).toEqual([
+      { tier: 'premium', budgets: ['weekly-premium-standard'] },
+      { tier: 'standard', budgets: ['weekly-premium-standard'] },
+      { tier: 'economy', budgets: ['weekly-economy'] },
+    ]);
+    expect(e.budgets.map((b) => [b.id, b.tiers])).toEqual([
+      ['weekly-premium-standard', ['premium', 'standard']],
+      ['weekly-economy', ['economy']],
+    ]);
+    expect(e.changes).toEqual([
+      'budget weekly-premium-standard covers premium and standard only and has 0 tokens left, not enough for this call: it goes to economy, which it does not cover (resets 2026-11-29T23:00:00.000Z)',
+      'budget weekly-economy has 100% left (500,000 tokens); no tier-down threshold: calls are refused once it cannot cover one (resets 2026-11-29T23:00:00.000Z)',
+      'budget weekly-premium-standard cannot cover a standard call at max_tokens 1024; economy fits, charged to budget weekly-economy',
+    ]);
+  });
+
+  it('names the economy budget when the fallback cannot be paid for either', () => {
+    const e = explain(fallback, who(), 'premium', { 'weekly-premium-standard': { used: 2_000_000 }, 'weekly-economy': { used: 499_990 } });
+    expect(e.decision).toMatchObject({ effect: 'deny', code: 'BUDGET_EXHAUSTED', budgetId: 'weekly-economy' });
+    expect(e.decidedBy).toBe('budget weekly-economy');
+    expect(e.changes).toEqual([
+      'budget weekly-premium-standard covers premium and standard only and has 0 tokens left, not enough for this call; until it resets at 2026-11-29T23:00:00.000Z, calls go to economy, which it does not cover',
+      'budget weekly-economy has 10 tokens left, not enough for this call; calls are refused until it resets at 2026-11-29T23:00:00.000Z',
+    ]);
+  });
+
+  it('says a budget for other tiers is not charged, and when its threshold sent the call to a tier it does not cover', () => {
+    expect(explain(fallback, who(), 'economy').changes[0]).toBe(
+      'budget weekly-premium-standard covers premium and standard only and is not charged for this economy call; it has 2,000,000 tokens left (resets 2026-11-29T23:00:00.000Z)',
+    );
+    expect(explain(fallback, who(), 'premium').changes[1]).toBe(
+      'budget weekly-economy covers economy only and is not charged for this premium call; it has 500,000 tokens left (resets 2026-11-29T23:00:00.000Z)',
+    );
+    const e = explain(fallback, who(), 'standard', { 'weekly-premium-standard': { used: 1_640_000 } });
+    expect(e.decision).toMatchObject({ effect: 'tier_down', tier: 'economy', budgetId: 'weekly-premium-standard' });
+    expect(e.changes[0]).toBe(
+      'budget weekly-premium-standard covers premium and standard only and has 18% left, under its tier-down threshold of 20%: the call goes to economy, which it does not cover (resets 2026-11-29T23:00:00.000Z)',
+    );
+  });
+
+  it('formats which budget covers which tier when budgets cover some tiers only', () => {
+    const text = formatExplanation(explain(fallback, who(), 'premium', { 'weekly-premium-standard': { used: 2_000_000 } }));
+    expect(text).toContain(
+      [
+        'budgets:',
+        '  weekly-premium-standard (user alice; premium, standard only): 0 tokens of 2,000,000 tokens left (0%); used 2,000,000 tokens, reserved 0 tokens; tier-down under 20%; resets 2026-11-29T23:00:00.000Z',
+        '  weekly-economy (user alice; economy only): 500,000 tokens of 500,000 tokens left (100%); used 0 tokens, reserved 0 tokens; resets 2026-11-29T23:00:00.000Z',
+        'tiers:',
+        '  premium:  weekly-premium-standard',
+        '  standard: weekly-premium-standard',
+        '  economy:  weekly-economy   <- serves this call',
+        'what would change it:',
+      ].join('\n'),
+    );
   });
 
   it('says when no budget applies', () => {

@@ -14,7 +14,7 @@ const testFiles = files.filter((f) => f.endsWith('.test.yaml'));
 const noEnv = { env: {}, readFile: () => { throw Object.assign(new Error('no file bindings here'), { code: 'ENOENT' }); } };
 
 describe('policy library', () => {
-  it('holds the six reference policies, each with a test file', () => {
+  it('holds the seven reference policies, each with a test file', () => {
     expect(policies).toEqual([
       'business-hours.yaml',
       'contractors-economy.yaml',
@@ -22,6 +22,7 @@ describe('policy library', () => {
       'dlp-credentials.yaml',
       'employee-weekly-tokens.yaml',
       'team-tier-ladder.yaml',
+      'weekly-tokens-fallback.yaml',
     ]);
     expect(testFiles).toEqual(policies.map((p) => p.replace(/\.yaml$/, '.test.yaml')));
   });

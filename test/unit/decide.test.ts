@@ -94,3 +94,30 @@ describe('decide', () => {
     expect(() => run(who(), { model: 'gpt-9' })).toThrowError(expect.objectContaining({ code: 'UNKNOWN_MODEL' }));
   });
 });
+
+describe('decide with a budget that covers some tiers only', () => {
+  const covering = parsePolicy(basicPolicy({ extraBudgets: '    tiers: [premium, standard]' }), 'tiers.yaml');
+  const line = (used: number): BudgetState => ({ budget: covering.budgets[0]!, subject: 'u', used, reserved: 0, resetsAt: NOW + 1000 });
+  const ask = (tier: string, budgets: BudgetState[]) =>
+    decide({ policy: covering, principal: who(), request: { messages: [{ role: 'user', content: 'hi' }], maxTokens: 10, tier }, estimatedInputTokens: 5, budgets, now: NOW });
+
+  it('does not refuse outright when spent, since economy escapes it (the planner steps the call down)', () => {
+    expect(ask('premium', [line(10_000)])).toMatchObject({ effect: 'tier_down', tier: 'standard', budgetId: 'user-weekly', fallbackTiers: ['economy'] });
+    expect(ask('standard', [line(10_000)])).toMatchObject({ effect: 'tier_down', tier: 'economy', budgetId: 'user-weekly' });
+  });
+
+  it('neither refuses nor steps down a call to a tier it does not cover', () => {
+    expect(ask('economy', [line(10_000)])).toMatchObject({ effect: 'allow', tier: 'economy', budgetId: undefined });
+  });
+
+  it('keeps its tier-down threshold for the tiers it covers', () => {
+    expect(ask('premium', [line(8001)])).toMatchObject({ effect: 'tier_down', tier: 'standard', budgetId: 'user-weekly' });
+    expect(ask('premium', [line(8000)])).toMatchObject({ effect: 'allow', tier: 'premium' });
+  });
+
+  it('refuses when spent if it covers every tier the call could still be served by', () => {
+    const all = parsePolicy(basicPolicy({ extraBudgets: '    tiers: [standard, economy]' }), 'tiers.yaml');
+    const d = decide({ policy: all, principal: who(), request: { messages: [{ role: 'user', content: 'hi' }], maxTokens: 10, tier: 'standard' }, estimatedInputTokens: 5, budgets: [{ ...line(10_000), budget: all.budgets[0]! }], now: NOW });
+    expect(d).toMatchObject({ effect: 'deny', code: 'BUDGET_EXHAUSTED', budgetId: 'user-weekly' });
+  });
+});

@@ -62,6 +62,15 @@ describe('policy loading', () => {
     ]);
   });
 
+  it('checks the tiers a budget covers: declared, each once', () => {
+    const text = basicPolicy({ extraBudgets: '    tiers: [premium, gold, premium]' });
+    expect(issuesOf(text).map((i) => [i.path, i.message])).toEqual([
+      ['budgets[0].tiers[1]', 'tier "gold" is not declared under tiers'],
+      ['budgets[0].tiers[2]', 'tier "premium" is listed twice'],
+    ]);
+    expect(parsePolicy(basicPolicy({ extraBudgets: '    tiers: [premium, standard]' }), 'ok.yaml').budgets[0]!.config.tiers).toEqual(['premium', 'standard']);
+  });
+
   it('names a missing environment binding and where it is used', () => {
     const text = basicPolicy().replace('demo: { kind: demo }', 'anthropic: { kind: anthropic, apiKey: "${env:ANTHROPIC_API_KEY}" }\n  demo: { kind: demo }').replace('\ntiers:', '\negress: { allow: [api.anthropic.com] }\ntiers:');
     expect(issuesOf(text)).toEqual([{ path: 'providers.anthropic.apiKey', line: 4, column: 41, message: 'environment variable ANTHROPIC_API_KEY is not set' }]);

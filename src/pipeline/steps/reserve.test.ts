@@ -196,6 +196,49 @@ describe('reserve step', () => {
     ]);
   });
 
+  it('falls back to a tier a budget does not cover, reserving and charging only the lines that cover it', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    // user-weekly covers premium and standard only (no threshold); economy has its own 1,000 tokens.
+    const p = testPolicy(
+      basicPolicy({
+        tierDownBelow: 0,
+        extraBudgets: `    tiers: [premium, standard]
+  - id: economy-weekly
+    scope: user
+    tiers: [economy]
+    window: { calendar: week, timezone: Europe/Paris }
+    limit: { tokens: 1000 }`,
+      }),
+    );
+    await spent(ledger, store, 9_900, 'user-weekly', p);
+    const ctx = await decided(ledger, p);
+    expect(ctx.decision).toMatchObject({ effect: 'allow', tier: 'standard' });
+    const next = recordingNext(
+      async () => ({ reservation: ctx.reservation, decision: ctx.decision, held: await held(ledger, store, p) }),
+      () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 }),
+    );
+    await reserveAndSettle({ ledger })(ctx, next);
+
+    expect(await Promise.all(next.calls)).toEqual([
+      {
+        reservation: { model: small, tier: 'economy', amounts: [0, 218], store },
+        decision: expect.objectContaining({ effect: 'tier_down', tier: 'economy', budgetId: 'user-weekly', reason: 'Budget user-weekly cannot cover a standard call; served by tier economy.' }),
+        held: [
+          { used: 9_900, reserved: 0 },
+          { used: 0, reserved: 218 },
+        ],
+      },
+    ]);
+    const reserved: string[][] = [];
+    store.recover((_id, r) => {
+      reserved.push(r.lines.map((l) => l.budgetId));
+      return {};
+    });
+    expect(reserved).toEqual([['economy-weekly']]);
+    expect(ctx.charged).toEqual([0, 46]);
+  });
+
   it('lowers max_tokens to what the budget can still pay for when no tier fits whole, and says so in the decision', async () => {
     const store = new MemoryQuotaStore(clock);
     const ledger = testLedger(store);

@@ -1,5 +1,5 @@
 import { chargeLines } from '../../policy/budgets.js';
-import { admittedDecision, exhaustedDecision, exhaustedError, planCandidates, type Shortfall } from '../../policy/plan.js';
+import { admittedDecision, exhaustedDecision, exhaustedError, planCandidates, reportedShortfall, reservedLines, type Shortfall } from '../../policy/plan.js';
 import type { QuotaStore } from '../../quota/store.js';
 import type { Middleware } from '../compose.js';
 import { admitted, type CallContext } from '../context.js';
@@ -34,25 +34,27 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
     }
 
     const ttlMs = ctx.policy.config.limits.reservationTtlSeconds * 1000;
-    let first: Shortfall | undefined;
+    const shortfalls: Shortfall[] = [];
     let holder: QuotaStore | undefined;
     for (const candidate of candidates) {
+      // Only the lines that cover the candidate's tier are reserved (and checked).
       const outcome = await withStore(ctx, ledger, (s) => {
         holder = s;
-        return s.reserve(ctx.id, ctx.lines.map((l, i) => ({ ...l.line, amount: candidate.amounts[i]! })), ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref));
+        return s.reserve(ctx.id, reservedLines(ctx.lines, candidate), ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref));
       });
       if (outcome.ok) {
-        ctx.decision = admittedDecision(decided, candidate, first);
+        ctx.decision = admittedDecision(decided, candidate, shortfalls[0]);
         ctx.outputClamp = candidate.clamp;
         ctx.reservation = { model: candidate.models[0]!, tier: candidate.tier, amounts: candidate.amounts };
         break;
       }
-      first ??= outcome;
+      shortfalls.push(outcome);
     }
     if (!ctx.reservation || !holder) {
-      const refusal = exhaustedDecision(decided, first!, ctx.budgets);
+      const reported = reportedShortfall(decided, shortfalls, ctx.budgets);
+      const refusal = exhaustedDecision(decided, reported, ctx.budgets);
       ctx.decision = refusal;
-      throw exhaustedError(refusal, first!);
+      throw exhaustedError(refusal, reported);
     }
 
     ctx.reservation.store = holder;
@@ -62,7 +64,7 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
       // What the call consumed, fixed before the answer leaves; the meter step commits the charge
       // and the decision event together (Ledger.commit).
       if (ctx.usage && (ctx.usage.inputTokens > 0 || ctx.usage.outputTokens > 0)) {
-        ctx.charged = chargeLines(ctx.lines, ctx.served?.model ?? ctx.reservation.model, ctx.usage).map((l) => l.amount);
+        ctx.charged = chargeLines(ctx.lines, ctx.served?.model ?? ctx.reservation.model, ctx.usage, ctx.reservation.tier).map((l) => l.amount);
       }
     }
   };
