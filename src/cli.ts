@@ -50,7 +50,9 @@ Options (each also settable by the environment variable shown):
   --policy <file>        Policy file                      TOLLGATE_POLICY (default: policy/default.yaml)
   --host <addr>          HTTP bind address                TOLLGATE_HOST (default 127.0.0.1)
   --port <n>             HTTP port                        TOLLGATE_PORT (default 8787)
-  --redis <url>          Shared quota store               REDIS_URL (default: embedded in-memory store)
+  --redis <url>          Shared quota store               REDIS_URL (default: the embedded store)
+  --data-dir <dir|none>  Embedded store's journal         TOLLGATE_DATA_DIR (default for serve: ./tollgate-data;
+                         (budgets survive a restart)      stdio keeps none unless set)
   --events <file>        Decision events (JSON lines)     TOLLGATE_EVENTS_FILE (default: stderr)
   --workers <n|auto>     Gateway processes on the port    TOLLGATE_WORKERS (default 1; more than 1 needs
                          (one per core with auto)         --redis, as every worker charges the same ledger)
@@ -125,6 +127,7 @@ async function main(argv: string[]): Promise<void> {
       budget: { type: 'boolean' },
       models: { type: 'boolean' },
       'no-watch': { type: 'boolean' },
+      'data-dir': { type: 'string' },
       as: { type: 'string' },
       prompt: { type: 'string' },
       usage: { type: 'string' },
@@ -142,6 +145,12 @@ async function main(argv: string[]): Promise<void> {
   if (values.port) settings.http.port = Number(values.port);
   if (values.redis) settings.redisUrl = values.redis;
   if (values.events) settings.eventsFile = values.events;
+  if (values['data-dir']) settings.dataDir = values['data-dir'] === 'none' ? undefined : resolve(values['data-dir']);
+  // `serve` without Redis keeps its ledger in a journal under the working directory unless told otherwise.
+  const dataDirDefault = () => {
+    if (settings.redisUrl || settings.redisClusterNodes || values['data-dir'] || env.TOLLGATE_DATA_DIR !== undefined) return;
+    settings.dataDir = resolve('tollgate-data');
+  };
   const watch = !values['no-watch'] && env.TOLLGATE_POLICY_WATCH;
   // The environment's values were checked by parseEnv; a --port flag is checked here.
   if (!Number.isInteger(settings.http.port) || settings.http.port < 0 || settings.http.port > 65535) fail(`invalid port ${settings.http.port}`);
@@ -162,6 +171,7 @@ async function main(argv: string[]): Promise<void> {
             process.stderr.write(`tollgate ${VERSION} serving MCP at ${url}/mcp (policy ${settings.policyPath}, store redis, ${workers} workers)\n`),
         });
       }
+      dataDirDefault();
       const runtime = await buildRuntime(settings);
       if (isWorker()) runtime.metrics.text = workerMetrics(runtime.metrics.registry);
       const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;

@@ -4,9 +4,12 @@
  *   API keys, tokens), for the gateway logger;
  * - a scrub of free text (error messages, reasons, and prompts when `metering.logPrompts` is on)
  *   that replaces what looks like a credential, and every secret the policy itself holds
- *   (provider keys, the SIEM token), with `[REDACTED]`.
+ *   (provider keys, the SIEM token), with `[REDACTED]`. Credentials are found by the same finder
+ *   as the policy's `request.secrets` (src/policy/content.ts: secretlint's recommended rules on
+ *   normalised and decoded text), then by the few shapes below that it does not cover.
  */
 import { pino, type DestinationStream, type Logger } from 'pino';
+import { redactSecrets } from '../policy/content.js';
 import type { Policy } from '../policy/load.js';
 
 export const REDACTED = '[REDACTED]';
@@ -34,25 +37,29 @@ export const LOG_REDACT_PATHS: readonly string[] = [
 ];
 
 /**
- * Shapes of credentials seen in provider error messages and prompts. Each keeps a short prefix
- * where that tells a reader what kind of secret was there.
+ * Looser shapes than the finder reports, as they appear in provider error messages: authorization
+ * schemes with a short token, JWT-looking strings, short or non-standard `sk-` keys, Google API
+ * keys, and `name=value` assignments of secret-sounding names. Each keeps the prefix that tells a
+ * reader what was there.
  */
 const PATTERNS: readonly [RegExp, string][] = [
   [/\b(Bearer|Splunk|Basic)\s+[A-Za-z0-9\-._~+/]{8,}=*/gi, `$1 ${REDACTED}`],
   [/\beyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*/g, REDACTED],
   [/\bsk-[A-Za-z0-9_-]{12,}/g, REDACTED],
-  [/\b(?:AKIA|ASIA|AIDA|AROA)[0-9A-Z]{16}\b/g, REDACTED],
   [/\bAIza[0-9A-Za-z_-]{35}\b/g, REDACTED],
-  [/\bgh[pousr]_[A-Za-z0-9]{30,}\b/g, REDACTED],
-  [/\bxox[abprs]-[A-Za-z0-9-]{10,}/g, REDACTED],
-  [/-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)/g, REDACTED],
   [/\b(api[_-]?key|x-api-key|apikey|access[_-]?token|secret[_-]?access[_-]?key|client[_-]?secret|password|passwd|secret|token)(["']?\s*[:=]\s*["']?)[^\s"',;&]{4,}/gi, `$1$2${REDACTED}`],
 ];
 
-/** Replaces credentials in `text`: known secrets first (exact), then the shapes above. */
+/**
+ * Replaces credentials in `text`: known secrets first (exact), then what the content finder sees
+ * (AWS, GitHub, Slack, private keys and the rest of secretlint's set, also when disguised), then
+ * the shapes above. When a credential was only visible after normalising (a zero-width character
+ * inside it, fullwidth letters), the normalised text is what comes back.
+ */
 export function scrubSecrets(text: string, known: readonly string[] = []): string {
   let out = text;
   for (const secret of known) if (secret.length >= 6) out = out.split(secret).join(REDACTED);
+  out = redactSecrets(out, REDACTED);
   for (const [re, replacement] of PATTERNS) out = out.replace(re, replacement);
   return out;
 }

@@ -6,6 +6,7 @@
 import { GatewayError } from '../errors.js';
 import { principalView, type Principal } from '../identity/principal.js';
 import type { CompletionInput } from '../call/request.js';
+import { contentOf, withContent } from './content.js';
 import { covers, type CompiledBudget, type ModelInfo, type Policy } from './load.js';
 
 /** One applicable budget line with its current state, read before deciding. */
@@ -97,14 +98,17 @@ export function decide(input: DecideInput): Decision {
   const asked = requestedModel ?? policy.tierModels.get(requestedTier)![0]!;
   const vars = {
     principal: principalView(input.principal),
-    request: {
-      model: asked.ref,
-      tier: requestedTier,
-      provider: asked.provider,
-      maxTokens: request.maxTokens,
-      inputTokens: input.estimatedInputTokens,
-      text: [request.system ?? '', ...request.messages.map((m) => m.content)].join('\n'),
-    },
+    // text, rawText, compactText, decodedSpans, decodedTruncated and secrets: computed when a rule reads them.
+    request: withContent(
+      {
+        model: asked.ref,
+        tier: requestedTier,
+        provider: asked.provider,
+        maxTokens: request.maxTokens,
+        inputTokens: input.estimatedInputTokens,
+      },
+      contentOf(request),
+    ),
     budgets: budgetsView(input.budgets),
     now: new Date(input.now),
   };

@@ -41,6 +41,8 @@ const caseSchema = z
         tier: z.string().optional(),
         model: z.string().optional(),
         prompt: z.string().default('Hello'),
+        /** A conversation instead of `prompt`, oldest first. */
+        messages: z.array(z.object({ role: z.enum(['user', 'assistant']), content: z.string() }).strict()).min(1).optional(),
         system: z.string().optional(),
         maxTokens: z.number().int().positive().default(DEFAULT_MAX_TOKENS),
       })
@@ -119,7 +121,7 @@ export function runCase(policy: Policy, c: PolicyTestCase, defaultNow: string): 
     const { decision } = simulate({
       policy,
       principal,
-      request: { messages: [{ role: 'user', content: c.request.prompt }], system: c.request.system, tier: c.request.tier, model: c.request.model, maxTokens: c.request.maxTokens },
+      request: { messages: c.request.messages ?? [{ role: 'user', content: c.request.prompt }], system: c.request.system, tier: c.request.tier, model: c.request.model, maxTokens: c.request.maxTokens },
       usage: c.usage,
       now: Date.parse(c.now ?? defaultNow),
     });

@@ -212,7 +212,7 @@ apiKeys:
   it('recognises common credential shapes in free text', () => {
     const samples = [
       'Authorization: Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl',
-      'key AKIAIOSFODNN7EXAMPLE',
+      'key AKIAZ3MBRXQ7LPDE4KTY',
       'token ghp_abcdefghijklmnopqrstuvwxyz0123456789',
       'Splunk 11111111-2222-3333-4444-555555555555',
       'password=correct-horse',
@@ -241,5 +241,17 @@ tiers:
     );
     expect(scrubSecrets('echo plain-provider-credential-42!', policySecrets(policy))).toBe('echo [REDACTED]!');
     expect(scrubSecrets('Budget user-weekly has 120 tokens left; max_tokens lowered to 20')).toBe('Budget user-weekly has 120 tokens left; max_tokens lowered to 20');
+    // AWS's documentation example key is no secret: secretlint's AWS rule lets it through.
+    expect(scrubSecrets('the docs use AKIAIOSFODNN7EXAMPLE')).toBe('the docs use AKIAIOSFODNN7EXAMPLE');
+  });
+
+  it('scrubs credentials that only show once the text is normalised or decoded', () => {
+    expect(scrubSecrets('key AKIA\u200BZ3MBRXQ7LPDE4KTY ok')).toBe('key [REDACTED] ok');
+    expect(scrubSecrets('key ＡＫＩＡＺ３ＭＢＲＸＱ７ＬＰＤＥ４ＫＴＹ ok')).toBe('key [REDACTED] ok');
+    expect(scrubSecrets('key A K I A Z 3 M B R X Q 7 L P D E 4 K T Y ok')).toBe('key [REDACTED] ok');
+    expect(scrubSecrets('key akiaz3mbrxq7lpde4kty ok')).toBe('key [REDACTED] ok');
+    expect(scrubSecrets(`key ${Buffer.from('AKIAZ3MBRXQ7LPDE4KTY').toString('base64')} ok`)).toBe('key [REDACTED] ok');
+    expect(scrubSecrets('key 414b49415a334d42525851374c504445344b5459 ok')).toBe('key [REDACTED] ok');
+    expect(scrubSecrets('----BEGIN RSA PRIVATE KEY----\nMIIEowIBAAKCAQEA\n----END RSA PRIVATE KEY----\nthanks')).toBe('[REDACTED]\nthanks');
   });
 });

@@ -1,0 +1,672 @@
+/**
+ * What content rules read, and the credential finder behind `request.secrets` and the log scrub.
+ *
+ * A prompt is checked on text that the usual disguises do not change:
+ * - `text`: every message, system prompt first, NFKC-normalised (fullwidth and other compatibility
+ *   forms become ASCII) with format and default-ignorable characters removed (zero-width space and
+ *   joiner, soft hyphen, BOM, bidi marks, variation selectors, tag characters), joined with "\n";
+ * - `compactText`: `text` with the messages glued end to end (a value cut across two messages reads
+ *   whole) and runs of at least four spaced-out groups of equal size (1–8 characters, one case; the
+ *   last group may be shorter) glued together: `A K I A ...`, `AKIA BCDE FGHI ...`, `41 4b 49 41`;
+ * - `decodedSpans`: base64, base64url, hex, `\xNN` and `%NN` runs of `text` and `compactText`
+ *   that decode to readable UTF-8 text, normalised the same way, decoded twice at most (base64 of
+ *   hex), bounded by CONTENT_LIMITS; `decodedTruncated` says a bound cut the decoding short.
+ *
+ * `findSecrets` runs a maintained pattern set over all three, plus an ASCII-uppercased copy of the
+ * long words for key formats whose alphabet is uppercase only (AWS access key ids, so a lowercased
+ * key is still found). The pattern set is secretlint's recommended rules
+ * (`@secretlint/secretlint-rule-preset-recommend` 12.0, MIT, https://github.com/secretlint/secretlint;
+ * 12.0 is its last release that supports Node 20), run synchronously through secretlint's rule API,
+ * with AWS access key id scanning turned on and AWS account ids left out (identifiers, not secrets). Three shapes secretlint does not cover are
+ * added here: a PEM private key header with any number of dashes (`pem-header`), a bearer token
+ * (`bearer`) and a JWT (`jwt`). A finding's kind is the secretlint rule's short name (`aws`,
+ * `github`, `slack`, `privatekey`, `npm`, ...) or one of those three.
+ *
+ * What no text check can catch: an encrypted, hashed or otherwise transformed secret (rot13, an
+ * encoding not listed above, a key spelled out in words), one paraphrased or interleaved with other
+ * text, homoglyphs from other scripts (Cyrillic А for Latin A), a secret cut across two messages
+ * with other text between the pieces, and a format neither secretlint nor the three shapes know.
+ */
+import { rules as presetRules } from '@secretlint/secretlint-rule-preset-recommend';
+
+/** Bounds on the decoding of encoded runs, so a large prompt stays cheap. */
+export const CONTENT_LIMITS = {
+  /** Encoded runs tried per call (each decode is a few microseconds). */
+  maxRuns: 4096,
+  /** Characters of one run decoded; a longer run is decoded up to here. */
+  maxRunChars: 65_536,
+  /** Characters decoded over all runs of a call. */
+  maxEncodedChars: 1_048_576,
+  /** Decoded spans kept, and their characters in total. */
+  maxSpans: 256,
+  maxSpanChars: 262_144,
+  /** Decoding rounds: 2 reads base64 of hex (or of base64) too. */
+  depth: 2,
+} as const;
+
+/** One credential found: its kind and where, as a range of `text` (for an encoded one, the encoded run). */
+export interface SecretFinding {
+  kind: string;
+  start: number;
+  end: number;
+}
+
+const INVISIBLE = /[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/** NFKC with format and default-ignorable characters removed. ASCII text is returned as is. */
+export function normalizeText(s: string): string {
+  if (!NON_ASCII.test(s)) return s;
+  return s.replace(INVISIBLE, '').normalize('NFKC').replace(INVISIBLE, '');
+}
+
+// ---------------------------------------------------------------------------------------------
+// The compact view
+
+/** A piece of `compactText` copied from `text`: compact offset `c`, text offset `t`, length `n`. */
+interface Segment {
+  c: number;
+  t: number;
+  n: number;
+}
+
+const MAX_GROUP = 8;
+const MIN_GROUPS = 4;
+
+/** Per ASCII character: 1 upper, 2 lower, 4 digit, 8 other group character (+ / =), 16 separator. */
+const ASCII = new Uint8Array(128);
+for (let c = 0; c < 128; c++) {
+  const ch = String.fromCharCode(c);
+  ASCII[c] = /[A-Z]/.test(ch) ? 1 : /[a-z]/.test(ch) ? 2 : /[0-9]/.test(ch) ? 4 : /[+/=]/.test(ch) ? 8 : /[\s\-.,:;|_]/.test(ch) ? 16 : 0;
+}
+const GROUP = 15;
+const SEPARATOR = 16;
+/** Set on a group that reads as a word of prose. */
+const WORD_LIKE = 32;
+const charBits = (c: number): number => (c < 128 ? ASCII[c]! : c === 0xb7 || c === 0x2022 ? SEPARATOR : 0);
+
+const LONG_WORD_MIN = 16;
+const LONG_WORD_MAX = 128;
+
+/**
+ * Gaps [start, end) between spaced-out groups of `p[from, to)` to remove: at least MIN_GROUPS
+ * groups of one size up to MAX_GROUP (the last may be shorter), separated by separator characters
+ * only, not mixing capitals and lowercase, with a capital or a group mixing lowercase and digits
+ * somewhere, or digits alone in at least eight pairs, and not words alone ("The Cat Sat And"). Groups of LONG_WORD_MIN to
+ * LONG_WORD_MAX characters holding a lowercase letter are added to `words` as start, end pairs.
+ */
+function spacedGaps(p: string, from: number, to: number, words?: number[]): [number, number][] {
+  const gaps: [number, number][] = [];
+  let gs = new Int32Array(64);
+  let ge = new Int32Array(64);
+  let gc = new Uint8Array(64);
+  let n = 0;
+  let i = from;
+  while (i < to) {
+    let bits = charBits(p.charCodeAt(i));
+    if (bits & GROUP) {
+      const start = i;
+      let cls = 0;
+      // Word-like: lowercase letters only, or a capital then lowercase letters ("the", "Then").
+      let wordLike = (bits & 3) !== 0;
+      do {
+        cls |= bits;
+        if (i > start && bits !== 2) wordLike = false;
+        i++;
+      } while (i < to && (bits = charBits(p.charCodeAt(i))) & GROUP);
+      if (wordLike && (i - start > 1 || cls === 2)) cls |= WORD_LIKE;
+      if (n === gs.length) {
+        const [s2, e2, c2] = [new Int32Array(n * 2), new Int32Array(n * 2), new Uint8Array(n * 2)];
+        s2.set(gs);
+        e2.set(ge);
+        c2.set(gc);
+        [gs, ge, gc] = [s2, e2, c2];
+      }
+      gs[n] = start;
+      ge[n] = i;
+      gc[n] = cls;
+      n++;
+      if (words && cls & 2 && i - start >= LONG_WORD_MIN && i - start <= LONG_WORD_MAX) words.push(start, i);
+      continue;
+    }
+    if (!(bits & SEPARATOR)) {
+      if (n >= MIN_GROUPS) glueRuns(gs, ge, gc, n, gaps);
+      n = 0;
+    }
+    i++;
+  }
+  if (n >= MIN_GROUPS) glueRuns(gs, ge, gc, n, gaps);
+  return gaps;
+}
+
+/** The gaps to remove among `n` groups separated by separators only (starts, ends, character classes). */
+function glueRuns(gs: Int32Array, ge: Int32Array, gc: Uint8Array, n: number, gaps: [number, number][]): void {
+  let i = 0;
+  while (i + MIN_GROUPS <= n) {
+    const len = ge[i]! - gs[i]!;
+    if (len > MAX_GROUP) {
+      i++;
+      continue;
+    }
+    let cls = gc[i]! & GROUP;
+    let mixed = (cls & 6) === 6;
+    let prose = (gc[i]! & WORD_LIKE) !== 0;
+    let j = i;
+    while (j + 1 < n) {
+      const m = ge[j + 1]! - gs[j + 1]!;
+      const c = gc[j + 1]! & GROUP;
+      if (((cls | c) & 3) === 3 && (cls & 3) !== (c & 3)) break; // capitals and lowercase groups mixed
+      if (m > len) break;
+      j++;
+      cls |= c;
+      if ((c & 6) === 6) mixed = true;
+      if (!(gc[j]! & WORD_LIKE)) prose = false;
+      if (m < len) break; // a shorter group ends the run
+    }
+    // Capitals, or a group mixing lowercase and digits ("4b"): lowercase words, with or without
+    // numbers between them, are prose ("on 11 25 at 10"), digits alone a date or a number, unless
+    // there are many pairs of them (hex bytes: "41 53 49 41 ...").
+    // Title Case or lowercase words alone are prose too ("The Cat Sat And").
+    if (!prose && j - i + 1 >= MIN_GROUPS && ((cls & 1) !== 0 || mixed || (cls === 4 && len === 2 && j - i + 1 >= 8))) {
+      // A lowercase word at either end of digits and hex is the prose around them ("to 41 53 ...").
+      let a = i;
+      let b = j;
+      if (cls & 4) {
+        while (b - a + 1 > MIN_GROUPS && (gc[a]! & GROUP) === 2) a++;
+        while (b - a + 1 > MIN_GROUPS && (gc[b]! & GROUP) === 2) b--;
+      }
+      for (let k = a; k < b; k++) gaps.push([ge[k]!, gs[k + 1]!]);
+      i = j + 1;
+    } else i++;
+  }
+}
+
+const isSpace = (c: number): boolean => c === 32 || (c >= 9 && c <= 13);
+
+interface CompactView {
+  compact: string;
+  segments: Segment[];
+  /** Long groups of `text` holding a lowercase letter, start and end pairs (for the uppercase scan). */
+  words: number[];
+}
+
+function buildCompact(parts: readonly string[]): CompactView {
+  const out: string[] = [];
+  const segments: Segment[] = [];
+  const words: number[] = [];
+  let c = 0;
+  let offset = 0;
+  const push = (p: string, from: number, to: number): void => {
+    if (to <= from) return;
+    out.push(p.slice(from, to));
+    segments.push({ c, t: offset + from, n: to - from });
+    c += to - from;
+  };
+  for (const p of parts) {
+    let a = 0;
+    let b = p.length;
+    while (a < b && isSpace(p.charCodeAt(a))) a++;
+    while (b > a && isSpace(p.charCodeAt(b - 1))) b--;
+    let cur = a;
+    const found: number[] = [];
+    for (const [gs, ge] of spacedGaps(p, a, b, found)) {
+      push(p, cur, gs);
+      cur = ge;
+    }
+    push(p, cur, b);
+    for (const w of found) words.push(offset + w);
+    offset += p.length + 1;
+  }
+  return { compact: out.join(''), segments, words };
+}
+
+/** Characters of `compactText` scanned either side of a place where something was glued. */
+const WINDOW = 512;
+
+/**
+ * The parts of `compactText` around every place where something was glued, a blank line between
+ * them: a value not crossing such a place is in `text` already, so only these need scanning.
+ */
+function compactWindows(compact: string, segments: readonly Segment[]): { view: string; at: (pos: number) => number } | undefined {
+  if (segments.length <= 1) return undefined;
+  const windows: [number, number][] = [];
+  for (let k = 1; k < segments.length; k++) {
+    const c = segments[k]!.c;
+    const from = Math.max(0, c - WINDOW);
+    const to = Math.min(compact.length, c + WINDOW);
+    const last = windows[windows.length - 1];
+    if (last && from <= last[1]) last[1] = to;
+    else windows.push([from, to]);
+  }
+  let view = '';
+  const starts: number[] = [];
+  for (const [from, to] of windows) {
+    starts.push(view.length);
+    view += `${compact.slice(from, to)}\n\n`;
+  }
+  const at = (pos: number): number => {
+    let i = starts.length - 1;
+    while (i > 0 && starts[i]! > pos) i--;
+    return toText(segments, windows[i]![0] + pos - starts[i]!);
+  };
+  return { view, at };
+}
+
+/** Maps a compact offset to the text offset of the same character. */
+function toText(segments: readonly Segment[], pos: number): number {
+  let lo = 0;
+  let hi = segments.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (segments[mid]!.c <= pos) lo = mid;
+    else hi = mid - 1;
+  }
+  const s = segments[lo];
+  return s ? s.t + Math.min(pos - s.c, s.n) : pos;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/** base64 and base64url characters (hex is a subset). */
+const B64 = new Uint8Array(128);
+for (let c = 0; c < 128; c++) B64[c] = /[A-Za-z0-9+/_-]/.test(String.fromCharCode(c)) ? 1 : 0;
+const MIN_RUN = 16;
+const ESCAPED = /(?:\\x[0-9A-Fa-f]{2}){10,}|(?:%[0-9A-Fa-f]{2}){10,}/g;
+
+/** Encoded runs of `source`: base64/base64url/hex of MIN_RUN characters or more, `\xNN` and `%NN` sequences. */
+function encodedRuns(source: string): { run: string; start: number; end: number }[] {
+  const found: { run: string; start: number; end: number }[] = [];
+  const len = source.length;
+  let i = 0;
+  while (i < len) {
+    const c = source.charCodeAt(i);
+    if (c >= 128 || B64[c] === 0) {
+      i++;
+      continue;
+    }
+    const start = i;
+    while (i < len) {
+      const d = source.charCodeAt(i);
+      if (d >= 128 || B64[d] === 0) break;
+      i++;
+    }
+    if (i - start < MIN_RUN) continue;
+    let end = i;
+    while (end < len && end - i < 2 && source.charCodeAt(end) === 61) end++; // = padding
+    found.push({ run: source.slice(start, end), start, end });
+    i = end;
+  }
+  if (source.includes('\\x') || source.includes('%')) {
+    ESCAPED.lastIndex = 0;
+    for (let m = ESCAPED.exec(source); m; m = ESCAPED.exec(source)) found.push({ run: m[0], start: m.index, end: m.index + m[0].length });
+  }
+  return found;
+}
+const HEX = /^[0-9A-Fa-f]+$/;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Readable text: valid UTF-8 with few control characters. */
+function readable(bytes: Uint8Array): string | undefined {
+  if (bytes.length < 8) return undefined;
+  let s: string;
+  try {
+    s = utf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+  let bad = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if ((c < 32 && c !== 9 && c !== 10 && c !== 13) || (c >= 0x7f && c < 0xa0) || c === 0xfffd) bad++;
+  }
+  return bad * 10 <= s.length ? s : undefined;
+}
+
+const HEX_RUN = /[0-9A-Fa-f]{32,}/g;
+
+/**
+ * The readable decodings of one encoded run (hex and base64 are both tried for a hex-looking run).
+ * `glued`: the run comes from `compactText`, where a word before a spaced-out value may have been
+ * glued on ("to 41 53 ..." reads "to4153..."); then every hex stretch and every base64 alignment
+ * is tried.
+ */
+function decodeRun(run: string, glued: boolean): string[] {
+  const out: string[] = [];
+  const add = (b: Uint8Array): void => {
+    const s = readable(b);
+    if (s !== undefined) out.push(s);
+  };
+  if (run.startsWith('\\x')) add(Buffer.from(run.replace(/\\x/g, ''), 'hex'));
+  else if (run.startsWith('%')) add(Buffer.from(run.replace(/%/g, ''), 'hex'));
+  else if (!glued) {
+    const body = run.startsWith('0x') ? run.slice(2) : run;
+    if (body.length >= 32 && body.length % 2 === 0 && HEX.test(body)) add(Buffer.from(body, 'hex'));
+    if (body === run) add(Buffer.from(run, 'base64'));
+  } else {
+    HEX_RUN.lastIndex = 0;
+    for (let m = HEX_RUN.exec(run); m; m = HEX_RUN.exec(run)) {
+      for (const shift of [0, 1]) {
+        const h = m[0].slice(shift);
+        add(Buffer.from(h.slice(0, h.length - (h.length % 2)), 'hex'));
+      }
+    }
+    for (let shift = 0; shift < 4 && run.length - shift >= MIN_RUN; shift++) add(Buffer.from(run.slice(shift), 'base64'));
+  }
+  return out;
+}
+
+interface DecodedSpan {
+  text: string;
+  /** The encoded run it came from, as a range of `text`. */
+  start: number;
+  end: number;
+}
+
+class Decoder {
+  spans: DecodedSpan[] = [];
+  truncated = false;
+  private runs = 0;
+  private encoded = 0;
+  private kept = 0;
+  private seen = new Set<string>();
+
+  /** Decodes the runs of `source`; `rangeOf` maps a run's range in `source` to a range of `text`. */
+  scan(source: string, rangeOf: (start: number, end: number) => [number, number], depth = 1, glued = false): void {
+    for (const { run, start, end } of encodedRuns(source)) {
+      if (this.runs >= CONTENT_LIMITS.maxRuns || this.encoded >= CONTENT_LIMITS.maxEncodedChars || this.spans.length >= CONTENT_LIMITS.maxSpans || this.kept >= CONTENT_LIMITS.maxSpanChars) {
+        this.truncated = true;
+        return;
+      }
+      let body = run;
+      if (body.length > CONTENT_LIMITS.maxRunChars) {
+        body = body.slice(0, CONTENT_LIMITS.maxRunChars);
+        this.truncated = true;
+      }
+      if (this.seen.has(body)) continue;
+      this.seen.add(body);
+      this.runs++;
+      this.encoded += body.length;
+      for (const raw of decodeRun(body, glued)) {
+        const text = normalizeText(raw);
+        const [s, e] = rangeOf(start, end);
+        this.spans.push({ text, start: s, end: e });
+        this.kept += text.length;
+        // What the decoded text holds encoded again is reported at the outer run.
+        if (depth < CONTENT_LIMITS.depth) this.scan(text, () => [s, e], depth + 1);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pattern set
+
+interface RuleContext {
+  report(d: { message: { messageId: string } | string; range: readonly [number, number] }): void;
+  ignore(): void;
+  createTranslator(messages: unknown): (messageId: string, data?: unknown) => { messageId: string; message: string; data?: unknown };
+}
+interface Rule {
+  meta: { id: string };
+  create(context: RuleContext, options: Record<string, unknown>): { file?(source: { content: string; contentType: 'text'; ext: string; filePath?: string }): void | Promise<void> };
+}
+
+/** Findings of secretlint message ids that are not secrets (an AWS account id is an identifier). */
+const NOT_SECRETS = new Set(['AWSAccountID']);
+
+let sink: SecretFinding[] = [];
+const context: RuleContext = {
+  report(d) {
+    const messageId = typeof d.message === 'string' ? d.message : d.message.messageId;
+    if (NOT_SECRETS.has(messageId)) return;
+    sink.push({ kind: currentKind, start: d.range[0], end: d.range[1] });
+  },
+  ignore() {},
+  createTranslator: () => (messageId, data) => ({ messageId, message: messageId, data }),
+};
+let currentKind = '';
+
+/** secretlint's recommended rules, created once. The comment-directive filter is not a scanner. */
+const SCANNERS = (presetRules as unknown as Rule[])
+  .map((rule) => ({ kind: rule.meta.id.replace(/^@secretlint\/secretlint-rule-/, ''), rule }))
+  .filter((r) => r.kind !== 'filter-comments')
+  .map(({ kind, rule }) => ({ kind, handler: rule.create(context, kind === 'aws' ? { enableIDScanRule: true } : {}) }));
+
+/** Rules whose secrets use an uppercase-only alphabet: also run on the uppercased long words. */
+const UPPERCASE_ALPHABET = new Set(['aws']);
+
+/** Shapes secretlint does not cover. A group named `s` narrows the finding to the secret itself. */
+const EXTRA: readonly { kind: string; re: RegExp; hint?: RegExp }[] = [
+  // A PEM private key: two or more dashes of any kind, or none with the header in capitals; to the
+  // END line, or to the end of the text for a pasted fragment.
+  { kind: 'pem-header', re: /(?:\p{Pd}{2,}[ \t]*BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?|\bBEGIN (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?\b)[\s\S]*?(?:END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?\p{Pd}*|$)/giu, hint: /BEGIN/i },
+  { kind: 'bearer', re: /\b[Bb]earer\s+(?<s>[A-Za-z0-9._~+/=-]{20,})/g },
+  { kind: 'jwt', re: /\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/g },
+];
+
+/** Every finding in `content`, ranges in `content`. */
+function scan(content: string, only?: ReadonlySet<string>): SecretFinding[] {
+  const out: SecretFinding[] = [];
+  sink = out;
+  try {
+    for (const { kind, handler } of SCANNERS) {
+      if (only && !only.has(kind)) continue;
+      currentKind = kind;
+      void handler.file?.({ content, contentType: 'text', ext: '' });
+    }
+  } finally {
+    sink = [];
+  }
+  if (only) return out;
+  for (const { kind, re, hint } of EXTRA) {
+    if (hint && !hint.test(content)) continue;
+    re.lastIndex = 0;
+    for (let m = re.exec(content); m; m = re.exec(content)) {
+      const s = m.groups?.s;
+      const start = s === undefined ? m.index : m.index + m[0].indexOf(s);
+      out.push({ kind, start, end: s === undefined ? m.index + m[0].length : start + s.length });
+      if (m[0].length === 0) re.lastIndex++;
+    }
+  }
+  return out;
+}
+
+/** Words (letters, digits and `_`) of LONG_WORD_MIN to LONG_WORD_MAX characters holding a lowercase letter, start and end pairs. */
+function lowercaseWords(source: string): number[] {
+  const out: number[] = [];
+  const len = source.length;
+  let i = 0;
+  while (i < len) {
+    let c = source.charCodeAt(i);
+    let bits = c < 128 ? ASCII[c]! : 0;
+    if (!(bits & 7) && c !== 95) {
+      i++;
+      continue;
+    }
+    const start = i;
+    let cls = 0;
+    do {
+      cls |= bits;
+      i++;
+      c = i < len ? source.charCodeAt(i) : 0;
+      bits = c < 128 ? ASCII[c]! : 0;
+    } while (i < len && ((bits & 7) || c === 95));
+    if (cls & 2 && i - start >= LONG_WORD_MIN && i - start <= LONG_WORD_MAX) out.push(start, i);
+  }
+  return out;
+}
+
+/** Findings of the uppercase-alphabet rules in the words of `source` at `found` (start, end pairs), uppercased. */
+function scanUppercased(source: string, found: readonly number[], at: (pos: number) => number): SecretFinding[] {
+  const words: { at: number; src: number; len: number }[] = [];
+  const pieces: string[] = [];
+  let size = 0;
+  for (let k = 0; k < found.length; k += 2) {
+    const word = source.slice(found[k], found[k + 1]);
+    words.push({ at: size, src: found[k]!, len: word.length });
+    pieces.push(word.toUpperCase());
+    size += word.length + 1;
+  }
+  if (pieces.length === 0) return [];
+  return scan(pieces.join('\n'), UPPERCASE_ALPHABET).flatMap((f) => {
+    const w = words.find((x) => f.start >= x.at && f.start < x.at + x.len);
+    if (!w) return [];
+    const end = Math.min(f.end, w.at + w.len);
+    return [{ kind: f.kind, start: at(w.src + f.start - w.at), end: at(w.src + end - w.at - 1) + 1 }];
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// A prompt's content
+
+/**
+ * The content of one call, computed on first use: a policy whose rules never read it pays nothing.
+ * `parts` are the raw message texts, system prompt first.
+ */
+export class PromptContent {
+  private _parts?: string[];
+  private _text?: string;
+  private _compact?: CompactView;
+  private _decoded?: Decoder;
+  private _findings?: SecretFinding[];
+
+  constructor(readonly parts: readonly string[]) {}
+
+  /** The messages as sent, joined with "\n". */
+  get rawText(): string {
+    return this.parts.join('\n');
+  }
+
+  private get normalizedParts(): string[] {
+    this._parts ??= this.parts.map(normalizeText);
+    return this._parts;
+  }
+
+  /** Normalised and joined: what content rules match. */
+  get text(): string {
+    this._text ??= this.normalizedParts.join('\n');
+    return this._text;
+  }
+
+  private get compactView(): CompactView {
+    this._compact ??= buildCompact(this.normalizedParts);
+    return this._compact;
+  }
+
+  private _windows?: { view: string; at: (pos: number) => number } | null;
+  private get windows(): { view: string; at: (pos: number) => number } | undefined {
+    if (this._windows === undefined) {
+      const { compact, segments } = this.compactView;
+      this._windows = compact === this.text ? null : (compactWindows(compact, segments) ?? null);
+    }
+    return this._windows ?? undefined;
+  }
+
+  /** Messages glued end to end and spaced-out groups glued together. */
+  get compactText(): string {
+    return this.compactView.compact;
+  }
+
+  private get decoder(): Decoder {
+    if (!this._decoded) {
+      const d = new Decoder();
+      d.scan(this.text, (s, e) => [s, e]);
+      const w = this.windows;
+      if (w) d.scan(w.view, (s, e) => [w.at(s), w.at(e - 1) + 1], 1, true);
+      this._decoded = d;
+    }
+    return this._decoded;
+  }
+
+  private _spans?: string[];
+  /** Readable text decoded from base64/hex runs. */
+  get decodedSpans(): string[] {
+    this._spans ??= this.decoder.spans.map((s) => s.text);
+    return this._spans;
+  }
+
+  /** A decoding bound was reached: runs after it were not decoded. */
+  get decodedTruncated(): boolean {
+    return this.decoder.truncated;
+  }
+
+  /** Credentials found, ranges in `text`. */
+  get findings(): SecretFinding[] {
+    if (!this._findings) {
+      const text = this.text;
+      const out = scan(text);
+      out.push(...scanUppercased(text, this.compactView.words, (p) => p));
+      const w = this.windows;
+      if (w) {
+        for (const f of scan(w.view)) out.push({ kind: f.kind, start: w.at(f.start), end: w.at(f.end - 1) + 1 });
+        out.push(...scanUppercased(w.view, lowercaseWords(w.view), w.at));
+      }
+      const spans = this.decoder.spans;
+      if (spans.length > 0) {
+        // One scan over every decoded span, a blank line between them.
+        let joined = '';
+        const starts: number[] = [];
+        for (const s of spans) {
+          starts.push(joined.length);
+          joined += `${s.text}\n\n`;
+        }
+        for (const f of scan(joined)) {
+          let i = starts.length - 1;
+          while (i > 0 && starts[i]! > f.start) i--;
+          out.push({ kind: f.kind, start: spans[i]!.start, end: spans[i]!.end });
+        }
+      }
+      this._findings = out;
+    }
+    return this._findings;
+  }
+
+  private _secrets?: string[];
+  /** The kinds of credential found, each once. */
+  get secrets(): string[] {
+    this._secrets ??= [...new Set(this.findings.map((f) => f.kind))];
+    return this._secrets;
+  }
+}
+
+/** The fields content rules read under `request`. */
+export const CONTENT_FIELDS = ['text', 'rawText', 'compactText', 'decodedSpans', 'decodedTruncated', 'secrets'] as const;
+
+/**
+ * Adds the content fields to `target` (the `request` a rule sees) as getters, so that a field is
+ * computed when a rule first reads it and a policy whose rules never do pays nothing.
+ */
+export function withContent<T extends object>(target: T, content: PromptContent): T {
+  for (const key of CONTENT_FIELDS) Object.defineProperty(target, key, { enumerable: true, get: () => content[key] });
+  return target;
+}
+
+/** The parts a call's content is made of: the system prompt, then every message. */
+export function contentOf(request: { system?: string; messages: readonly { content: string }[] }): PromptContent {
+  const parts = request.messages.map((m) => m.content);
+  return new PromptContent(request.system === undefined ? parts : [request.system, ...parts]);
+}
+
+/**
+ * Replaces every credential found in `text` with `replacement`. When a finding needed normalising
+ * to be seen (a zero-width character, fullwidth letters), the normalised text is returned, redacted.
+ */
+export function redactSecrets(text: string, replacement: string): string {
+  const content = new PromptContent([text]);
+  const findings = content.findings;
+  if (findings.length === 0) return text;
+  const base = content.text;
+  const ranges = findings.map((f) => [f.start, f.end] as [number, number]).sort((a, b) => a[0] - b[0] || b[1] - a[1]);
+  let out = '';
+  let cur = 0;
+  for (const [s, e] of ranges) {
+    if (s < cur) {
+      cur = Math.max(cur, e); // overlaps the range just replaced
+      continue;
+    }
+    out += base.slice(cur, s) + replacement;
+    cur = e;
+  }
+  return out + base.slice(cur);
+}
