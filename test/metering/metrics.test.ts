@@ -89,6 +89,15 @@ describe('Prometheus /metrics', () => {
       const alice = await connect(KEYS.alice);
       await redis.stop();
       await alice.callTool({ name: 'complete', arguments: { prompt: 'hi' } });
+      // The refusal is a journal entry like any other: with the store down it waits in the replay
+      // queue, and the metrics (fed from the journal) count it once the store has it.
+      expect(store.pendingReplays()).toBe(1);
+      const before = await (await fetch(`${gw.url}/metrics`)).text();
+      expect(samples(before, 'tollgate_decisions_total')).toEqual([]);
+      await redis.restart();
+      // The store reconnects by itself and replays what it queued; the event follows the replay.
+      for (const deadline = Date.now() + 10_000; gw.events.length === 0 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
+      expect(gw.events).toHaveLength(1);
       const text = await (await fetch(`${gw.url}/metrics`)).text();
       expect(samples(text, 'tollgate_store_errors_total')).toEqual(['tollgate_store_errors_total{kind="unavailable"} 1']);
       // The budget snapshot cannot be read, so no policy decision is reached: effect "error".
