@@ -27,17 +27,16 @@
  * text, homoglyphs from other scripts (Cyrillic А for Latin A), a secret cut across two messages
  * with other text between the pieces, and a format neither secretlint nor the three shapes know.
  */
+import { isUtf8 } from 'node:buffer';
 import { rules as presetRules } from '@secretlint/secretlint-rule-preset-recommend';
 
 /** Bounds on the decoding of encoded runs, so a large prompt stays cheap. */
 export const CONTENT_LIMITS = {
   /** Encoded runs tried per call (each decode is a few microseconds). */
-  maxRuns: 4096,
-  /** Characters of one run decoded; a longer run is decoded up to here. */
-  maxRunChars: 65_536,
-  /** Characters decoded over all runs of a call. */
+  maxRuns: 32_768,
+  /** Characters decoded over all runs of a call; a run past it is decoded up to it. */
   maxEncodedChars: 1_048_576,
-  /** Decoded spans kept, and their characters in total. */
+  /** Decoded spans kept, and their characters in total (a span past it is cut). */
   maxSpans: 256,
   maxSpanChars: 262_144,
   /** Decoding rounds: 2 reads base64 of hex (or of base64) too. */
@@ -63,11 +62,11 @@ export function normalizeText(s: string): string {
 // ---------------------------------------------------------------------------------------------
 // The compact view
 
-/** A piece of `compactText` copied from `text`: compact offset `c`, text offset `t`, length `n`. */
-interface Segment {
-  c: number;
-  t: number;
-  n: number;
+/** The pieces of `compactText` copied from `text`: compact offset `c[k]`, text offset `t[k]`, length `n[k]`. */
+interface Segments {
+  c: number[];
+  t: number[];
+  n: number[];
 }
 
 const MAX_GROUP = 8;
@@ -89,14 +88,14 @@ const LONG_WORD_MIN = 16;
 const LONG_WORD_MAX = 128;
 
 /**
- * Gaps [start, end) between spaced-out groups of `p[from, to)` to remove: at least MIN_GROUPS
+ * Gaps between spaced-out groups of `p[from, to)` to remove: at least MIN_GROUPS
  * groups of one size up to MAX_GROUP (the last may be shorter), separated by separator characters
  * only, not mixing capitals and lowercase, with a capital or a group mixing lowercase and digits
  * somewhere, or digits alone in at least eight pairs, and not words alone ("The Cat Sat And"). Groups of LONG_WORD_MIN to
  * LONG_WORD_MAX characters holding a lowercase letter are added to `words` as start, end pairs.
  */
-function spacedGaps(p: string, from: number, to: number, words?: number[]): [number, number][] {
-  const gaps: [number, number][] = [];
+function spacedGaps(p: string, from: number, to: number, words?: number[]): number[] {
+  const gaps: number[] = [];
   let gs = new Int32Array(64);
   let ge = new Int32Array(64);
   let gc = new Uint8Array(64);
@@ -140,7 +139,7 @@ function spacedGaps(p: string, from: number, to: number, words?: number[]): [num
 }
 
 /** The gaps to remove among `n` groups separated by separators only (starts, ends, character classes). */
-function glueRuns(gs: Int32Array, ge: Int32Array, gc: Uint8Array, n: number, gaps: [number, number][]): void {
+function glueRuns(gs: Int32Array, ge: Int32Array, gc: Uint8Array, n: number, gaps: number[]): void {
   let i = 0;
   while (i + MIN_GROUPS <= n) {
     const len = ge[i]! - gs[i]!;
@@ -175,7 +174,7 @@ function glueRuns(gs: Int32Array, ge: Int32Array, gc: Uint8Array, n: number, gap
         while (b - a + 1 > MIN_GROUPS && (gc[a]! & GROUP) === 2) a++;
         while (b - a + 1 > MIN_GROUPS && (gc[b]! & GROUP) === 2) b--;
       }
-      for (let k = a; k < b; k++) gaps.push([ge[k]!, gs[k + 1]!]);
+      for (let k = a; k < b; k++) gaps.push(ge[k]!, gs[k + 1]!);
       i = j + 1;
     } else i++;
   }
@@ -185,21 +184,23 @@ const isSpace = (c: number): boolean => c === 32 || (c >= 9 && c <= 13);
 
 interface CompactView {
   compact: string;
-  segments: Segment[];
+  segments: Segments;
   /** Long groups of `text` holding a lowercase letter, start and end pairs (for the uppercase scan). */
   words: number[];
 }
 
 function buildCompact(parts: readonly string[]): CompactView {
   const out: string[] = [];
-  const segments: Segment[] = [];
+  const segments: Segments = { c: [], t: [], n: [] };
   const words: number[] = [];
   let c = 0;
   let offset = 0;
   const push = (p: string, from: number, to: number): void => {
     if (to <= from) return;
     out.push(p.slice(from, to));
-    segments.push({ c, t: offset + from, n: to - from });
+    segments.c.push(c);
+    segments.t.push(offset + from);
+    segments.n.push(to - from);
     c += to - from;
   };
   for (const p of parts) {
@@ -209,9 +210,10 @@ function buildCompact(parts: readonly string[]): CompactView {
     while (b > a && isSpace(p.charCodeAt(b - 1))) b--;
     let cur = a;
     const found: number[] = [];
-    for (const [gs, ge] of spacedGaps(p, a, b, found)) {
-      push(p, cur, gs);
-      cur = ge;
+    const gaps = spacedGaps(p, a, b, found);
+    for (let k = 0; k < gaps.length; k += 2) {
+      push(p, cur, gaps[k]!);
+      cur = gaps[k + 1]!;
     }
     push(p, cur, b);
     for (const w of found) words.push(offset + w);
@@ -227,11 +229,11 @@ const WINDOW = 512;
  * The parts of `compactText` around every place where something was glued, a blank line between
  * them: a value not crossing such a place is in `text` already, so only these need scanning.
  */
-function compactWindows(compact: string, segments: readonly Segment[]): { view: string; at: (pos: number) => number } | undefined {
-  if (segments.length <= 1) return undefined;
+function compactWindows(compact: string, segments: Segments): { view: string; at: (pos: number) => number } | undefined {
+  if (segments.c.length <= 1) return undefined;
   const windows: [number, number][] = [];
-  for (let k = 1; k < segments.length; k++) {
-    const c = segments[k]!.c;
+  for (let k = 1; k < segments.c.length; k++) {
+    const c = segments.c[k]!;
     const from = Math.max(0, c - WINDOW);
     const to = Math.min(compact.length, c + WINDOW);
     const last = windows[windows.length - 1];
@@ -253,16 +255,17 @@ function compactWindows(compact: string, segments: readonly Segment[]): { view: 
 }
 
 /** Maps a compact offset to the text offset of the same character. */
-function toText(segments: readonly Segment[], pos: number): number {
+function toText(segments: Segments, pos: number): number {
+  const { c, t, n } = segments;
+  if (c.length === 0) return pos;
   let lo = 0;
-  let hi = segments.length - 1;
+  let hi = c.length - 1;
   while (lo < hi) {
     const mid = (lo + hi + 1) >> 1;
-    if (segments[mid]!.c <= pos) lo = mid;
+    if (c[mid]! <= pos) lo = mid;
     else hi = mid - 1;
   }
-  const s = segments[lo];
-  return s ? s.t + Math.min(pos - s.c, s.n) : pos;
+  return t[lo]! + Math.min(pos - c[lo]!, n[lo]!);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,17 +307,12 @@ function encodedRuns(source: string): { run: string; start: number; end: number 
   return found;
 }
 const HEX = /^[0-9A-Fa-f]+$/;
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 
 /** Readable text: valid UTF-8 with few control characters. */
 function readable(bytes: Uint8Array): string | undefined {
-  if (bytes.length < 8) return undefined;
-  let s: string;
-  try {
-    s = utf8.decode(bytes);
-  } catch {
-    return undefined;
-  }
+  if (bytes.length < 8 || !isUtf8(bytes)) return undefined;
+  const s = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('utf8');
   let bad = 0;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
@@ -379,8 +377,8 @@ class Decoder {
         return;
       }
       let body = run;
-      if (body.length > CONTENT_LIMITS.maxRunChars) {
-        body = body.slice(0, CONTENT_LIMITS.maxRunChars);
+      if (this.encoded + body.length > CONTENT_LIMITS.maxEncodedChars) {
+        body = body.slice(0, CONTENT_LIMITS.maxEncodedChars - this.encoded);
         this.truncated = true;
       }
       if (this.seen.has(body)) continue;
@@ -388,7 +386,11 @@ class Decoder {
       this.runs++;
       this.encoded += body.length;
       for (const raw of decodeRun(body, glued)) {
-        const text = normalizeText(raw);
+        let text = normalizeText(raw);
+        if (this.kept + text.length > CONTENT_LIMITS.maxSpanChars) {
+          text = text.slice(0, CONTENT_LIMITS.maxSpanChars - this.kept);
+          this.truncated = true;
+        }
         const [s, e] = rangeOf(start, end);
         this.spans.push({ text, start: s, end: e });
         this.kept += text.length;
@@ -445,8 +447,16 @@ const EXTRA: readonly { kind: string; re: RegExp; hint?: RegExp }[] = [
   { kind: 'jwt', re: /\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/g },
 ];
 
+/**
+ * What every credential the set and the added kinds know needs somewhere in the text: a run of 16
+ * token characters, an `@` (a URL with a password) or a PEM `BEGIN`. Most short texts (decision
+ * reasons, small prompts) have none, and skip the scan.
+ */
+const MAY_HOLD_SECRET = /[A-Za-z0-9+/=_.-]{16}|@|begin/i;
+
 /** Every finding in `content`, ranges in `content`. */
 function scan(content: string, only?: ReadonlySet<string>): SecretFinding[] {
+  if (!MAY_HOLD_SECRET.test(content)) return [];
   const out: SecretFinding[] = [];
   sink = out;
   try {
