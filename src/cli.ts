@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { EnvError, parseEnv } from './config/env.js';
 import { GatewayError } from './errors.js';
-import { buildRuntime, settingsFrom, startHttp, VERSION, type Settings } from './main.js';
+import { buildRuntime, settingsFrom, Shutdown, startHttp, VERSION, type Settings } from './main.js';
 import { serveStdio, stdioPrincipal } from './mcp/stdio.js';
 import { loadPolicyFile, PolicyError, type PolicyIssue } from './policy/load.js';
 import { watchPolicy } from './policy/reload.js';
@@ -58,6 +58,10 @@ Options (each also settable by the environment variable shown):
                          (one per core with auto)         --redis, as every worker charges the same ledger)
   --no-watch             Do not reload the policy when its file changes or on SIGHUP
                                                           TOLLGATE_POLICY_WATCH=0
+  --shutdown-timeout <ms>
+                         On SIGTERM or SIGINT, how long   TOLLGATE_SHUTDOWN_TIMEOUT_MS (default 10000)
+                         calls in flight and ledger writes may take before tollgate exits anyway (code 1);
+                         a second SIGTERM or SIGINT exits at once (143, 130)
   Also: TOLLGATE_ALLOWED_HOSTS, TOLLGATE_ALLOWED_ORIGINS, TOLLGATE_MAX_BODY_BYTES,
         TOLLGATE_MAX_SESSIONS, TOLLGATE_MAX_SESSIONS_PER_CALLER, TOLLGATE_SESSION_IDLE_SECONDS,
         TOLLGATE_SESSION_SECRET (shared by replicas so that any of them serves any MCP session;
@@ -86,6 +90,25 @@ function workerCount(flag: string | undefined, fromEnv: number | 'auto'): number
 function fail(message: string, code = 2): never {
   process.stderr.write(`tollgate: ${message}\n`);
   process.exit(code);
+}
+
+/**
+ * The first SIGTERM or SIGINT runs `shutdown` (bounded by its deadline) and exits with its code; a
+ * second one exits at once, with 143 or 130. The handlers stay installed: a signal left to its
+ * default action is ignored by a process running as PID 1 (in a container), which is how a second
+ * SIGTERM once failed to end a replica (issue 16). A cluster worker is asked by its primary instead.
+ */
+function exitOnSignals(shutdown: Shutdown, onPrimaryShutdown?: (handler: (force?: NodeJS.Signals) => void) => void): void {
+  const begin = (reason: string) => void shutdown.run(reason).then((code) => process.exit(code));
+  let signals = 0;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      signals += 1;
+      if (signals > 1) process.exit(shutdown.force(signal));
+      else begin(signal);
+    });
+  }
+  onPrimaryShutdown?.((force) => (force ? process.exit(shutdown.force(force)) : begin('asked by the cluster primary')));
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -127,6 +150,7 @@ async function main(argv: string[]): Promise<void> {
       budget: { type: 'boolean' },
       models: { type: 'boolean' },
       'no-watch': { type: 'boolean' },
+      'shutdown-timeout': { type: 'string' },
       'data-dir': { type: 'string' },
       as: { type: 'string' },
       prompt: { type: 'string' },
@@ -152,13 +176,18 @@ async function main(argv: string[]): Promise<void> {
     settings.dataDir = resolve('tollgate-data');
   };
   const watch = !values['no-watch'] && env.TOLLGATE_POLICY_WATCH;
+  if (values['shutdown-timeout'] !== undefined) {
+    const ms = values['shutdown-timeout'];
+    if (!/^\d+$/.test(ms) || !Number.isSafeInteger(Number(ms))) fail(`invalid --shutdown-timeout ${ms}: give a whole number of milliseconds, 0 or more`);
+    settings.shutdownTimeoutMs = Number(ms);
+  }
   // The environment's values were checked by parseEnv; a --port flag is checked here.
   if (!Number.isInteger(settings.http.port) || settings.http.port < 0 || settings.http.port > 65535) fail(`invalid port ${settings.http.port}`);
 
   switch (command) {
     case 'serve': {
       const workers = workerCount(values.workers, env.TOLLGATE_WORKERS);
-      const { isWorker, runPrimary, workerMetrics } = await import('./cluster.js');
+      const { isWorker, onPrimaryShutdown, runPrimary, workerMetrics } = await import('./cluster.js');
       if (workers > 1 && !isWorker()) {
         if (!settings.redisUrl && !settings.redisClusterNodes) {
           fail(`--workers ${workers} needs the shared Redis store (--redis or REDIS_URL): with the embedded store each worker would keep budgets of its own`);
@@ -167,6 +196,7 @@ async function main(argv: string[]): Promise<void> {
           workers,
           sessionSecret: settings.http.sessionSecret,
           log: (line) => process.stderr.write(`${line}\n`),
+          shutdownTimeoutMs: settings.shutdownTimeoutMs,
           onReady: (url) =>
             process.stderr.write(`tollgate ${VERSION} serving MCP at ${url}/mcp (policy ${settings.policyPath}, store redis, ${workers} workers)\n`),
         });
@@ -177,14 +207,11 @@ async function main(argv: string[]): Promise<void> {
       const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
       const http = await startHttp(runtime, settings);
       if (!isWorker()) process.stderr.write(`tollgate ${VERSION} serving MCP at ${http.url}/mcp (policy ${settings.policyPath}, store ${runtime.gateway.store.kind})\n`);
-      const stop = async () => {
+      const drain = async () => {
         reloader?.close();
-        await http.close();
-        await runtime.close();
-        process.exit(0);
+        await http.drain();
       };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      exitOnSignals(new Shutdown({ runtime, deadlineMs: settings.shutdownTimeoutMs, drain, inFlight: http.inFlight }), isWorker() ? onPrimaryShutdown : undefined);
       return;
     }
     case 'stdio': {
@@ -197,11 +224,16 @@ async function main(argv: string[]): Promise<void> {
         fail(err instanceof GatewayError ? `${err.code}: ${err.message}` : String(err), 3);
       }
       const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
-      const { closed } = await serveStdio(runtime.gateway, principal, VERSION);
-      await closed;
-      reloader?.close();
-      await runtime.close();
-      process.exit(0);
+      const serving = await serveStdio(runtime.gateway, principal, VERSION);
+      const drain = async () => {
+        reloader?.close();
+        await serving.stop();
+      };
+      const shutdown = new Shutdown({ runtime, deadlineMs: settings.shutdownTimeoutMs, drain, inFlight: serving.inFlight });
+      exitOnSignals(shutdown);
+      // The client closed stdin: the same bounded shutdown (the one a signal started, if any).
+      await serving.closed;
+      process.exit(await shutdown.run('stdin closed'));
     }
     // falls through (unreachable: process.exit above)
     case 'check': {

@@ -5,7 +5,12 @@
  * session), and /metrics, which any worker answers with the sum over all of them.
  *
  * The primary serves nothing itself: it starts the workers, restarts one that dies, forwards SIGHUP
- * (policy reload) and stops them all on SIGTERM or SIGINT.
+ * (policy reload) and stops them all on SIGTERM or SIGINT: it asks each worker to shut down (each
+ * drains within the shutdown deadline, as a single process does) and exits once they all have, with
+ * code 1 if any of them did. A second SIGTERM or SIGINT tells the workers to exit at once and exits
+ * with 143 or 130. The request goes over the cluster's IPC channel rather than as a signal, so a
+ * worker that also got the terminal's SIGINT itself (Ctrl-C signals the whole process group) does
+ * not take the two for a second signal.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { randomBytes } from 'node:crypto';
@@ -14,8 +19,12 @@ import type { EnvName } from './config/env.js';
 
 const METRICS_REQUEST = 'tollgate:metrics-request';
 const METRICS_REPLY = 'tollgate:metrics-reply';
-/** How long stopping waits for workers to drain before killing them. */
-const STOP_GRACE_MS = 10_000;
+/** Primary to worker: shut down (`force` absent), or exit at once (`force`: the second signal). */
+const SHUTDOWN_REQUEST = 'tollgate:shutdown';
+/** How much longer than the workers' own deadline stopping waits before killing them. */
+const STOP_GRACE_MARGIN_MS = 5000;
+/** After a second signal, how long the workers get to log what they leave before they are killed. */
+const FORCE_GRACE_MS = 2000;
 
 export interface PrimaryOptions {
   workers: number;
@@ -24,6 +33,8 @@ export interface PrimaryOptions {
   /** Called once every worker listens, with the URL they share. */
   onReady: (url: string) => void;
   log: (line: string) => void;
+  /** The workers' shutdown deadline; a worker still running this long (plus a margin) after being asked to stop is killed. */
+  shutdownTimeoutMs: number;
 }
 
 /** Runs the primary until it is told to stop; the process exits from here. */
@@ -77,21 +88,53 @@ export function runPrimary(opts: PrimaryOptions): void {
     }, delay);
   });
 
-  const stop = async (code: number) => {
-    if (stopping) return;
-    stopping = true;
-    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => Boolean(w));
-    const exited = workers.map((w) => new Promise<void>((r) => (w.isDead() ? r() : w.once('exit', () => r()))));
-    for (const w of workers) w.process.kill('SIGTERM');
-    const timer = setTimeout(() => {
-      for (const w of workers) if (!w.isDead()) w.process.kill('SIGKILL');
-    }, STOP_GRACE_MS);
-    await Promise.all(exited);
-    clearTimeout(timer);
-    process.exit(code);
+  const live = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => Boolean(w) && !w!.isDead());
+  /** Asks a worker to shut down, or to exit at once; by signal when its IPC channel is gone. */
+  const ask = (w: Worker, force?: NodeJS.Signals) => {
+    if (w.isConnected()) w.send({ type: SHUTDOWN_REQUEST, force });
+    else w.process.kill(force ?? 'SIGTERM');
   };
-  process.once('SIGTERM', () => void stop(0));
-  process.once('SIGINT', () => void stop(0));
+  /** Resolves with whether every worker exited with code 0, killing those still running after `graceMs`. */
+  const awaitWorkers = async (workers: Worker[], graceMs: number) => {
+    const exits = workers.map((w) => new Promise<boolean>((r) => (w.isDead() ? r(w.process.exitCode === 0) : w.once('exit', (code: number) => r(code === 0)))));
+    const timer = setTimeout(() => {
+      for (const w of workers) {
+        if (w.isDead()) continue;
+        opts.log(`tollgate: worker ${w.process.pid} still running ${graceMs} ms after being asked to stop; killing it`);
+        w.process.kill('SIGKILL');
+      }
+    }, graceMs);
+    const clean = (await Promise.all(exits)).every(Boolean);
+    clearTimeout(timer);
+    return clean;
+  };
+
+  let stopped: Promise<void> | undefined;
+  let forced = false;
+  const stop = (code: number) => {
+    stopping = true;
+    stopped ??= (async () => {
+      const workers = live();
+      for (const w of workers) ask(w);
+      const clean = await awaitWorkers(workers, opts.shutdownTimeoutMs + STOP_GRACE_MARGIN_MS);
+      // After a second signal, `force` gives the exit code.
+      if (!forced) process.exit(code !== 0 || !clean ? 1 : 0);
+    })();
+    return stopped;
+  };
+  /** A second signal: the workers exit at once (logging what they leave), then so does the primary. */
+  const force = async (signal: NodeJS.Signals) => {
+    forced = true;
+    const workers = live();
+    for (const w of workers) ask(w, signal);
+    await awaitWorkers(workers, FORCE_GRACE_MS);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  // Handlers stay installed: a signal left to its default action is ignored by a process that runs
+  // as PID 1 (in a container), which is how a second SIGTERM could fail to end a replica.
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => void (stopped ? force(signal) : stop(0)));
+  }
   process.on('SIGHUP', () => {
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
   });
@@ -133,3 +176,13 @@ export function workerMetrics(registry: Registry): () => Promise<string> {
 }
 
 export const isWorker = (): boolean => cluster.isWorker;
+
+/**
+ * In a worker: calls `handler` when the primary asks this worker to shut down (`force` absent), or
+ * to exit at once (`force`: the signal the primary got a second time).
+ */
+export function onPrimaryShutdown(handler: (force?: NodeJS.Signals) => void): void {
+  process.on('message', (msg: { type?: string; force?: NodeJS.Signals }) => {
+    if (msg?.type === SHUTDOWN_REQUEST) handler(msg.force);
+  });
+}

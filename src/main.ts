@@ -3,6 +3,7 @@
  * transports. The CLI and the tests both start tollgate through here.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
@@ -48,6 +49,8 @@ export interface Settings {
   dataDir?: string;
   /** A Redis command without a reply after this long counts as a store outage. */
   storeTimeoutMs: number;
+  /** How long a shutdown waits for calls in flight and ledger writes before exiting anyway (`--shutdown-timeout`). */
+  shutdownTimeoutMs: number;
   eventsFile?: string;
   /** A Splunk HEC collector for decision events when the policy names none (TOLLGATE_SIEM_URL, TOLLGATE_SIEM_TOKEN). */
   siem?: { url: string; token: string };
@@ -85,6 +88,7 @@ export function settingsFrom(env: Env): Settings {
     keyPrefix: env.TOLLGATE_KEY_PREFIX,
     dataDir: env.TOLLGATE_DATA_DIR === undefined || env.TOLLGATE_DATA_DIR === 'none' ? undefined : resolve(env.TOLLGATE_DATA_DIR),
     storeTimeoutMs: env.TOLLGATE_STORE_TIMEOUT_MS,
+    shutdownTimeoutMs: env.TOLLGATE_SHUTDOWN_TIMEOUT_MS,
     eventsFile: env.TOLLGATE_EVENTS_FILE,
     siem: env.TOLLGATE_SIEM_URL ? { url: env.TOLLGATE_SIEM_URL, token: env.TOLLGATE_SIEM_TOKEN ?? '' } : undefined,
     logLevel: env.TOLLGATE_LOG_LEVEL,
@@ -96,7 +100,21 @@ export interface Runtime {
   logger: Logger;
   /** Prometheus metrics fed by the decision events; served at /metrics. */
   metrics: GatewayMetrics;
+  /** Settlements that only this process holds, because the shared store could not take them yet. */
+  unsettled(): UnsettledCharge[];
   close(): Promise<void>;
+}
+
+/** A call's charge not yet written to the shared ledger: its request id and each budget line's amount (in the budget's unit). */
+export interface UnsettledCharge {
+  requestId: string;
+  lines: { budgetId: string; subject: string; amount: number }[];
+}
+
+/** The settlements a store queues during an outage (the Redis store does; the embedded one writes at once). */
+function queuedSettlements(store: QuotaStore): UnsettledCharge[] {
+  const queue = store as QuotaStore & { pendingSettlements?: () => UnsettledCharge[] };
+  return typeof queue.pendingSettlements === 'function' ? queue.pendingSettlements() : [];
 }
 
 export interface BuildOptions {
@@ -143,6 +161,7 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
     gateway,
     logger,
     metrics,
+    unsettled: () => queuedSettlements(store),
     async close() {
       await gateway.close();
       await sink.close?.();
@@ -179,14 +198,150 @@ export async function createStore(settings: Settings, now?: () => number, logger
 export async function startHttp(runtime: Runtime, settings: Settings) {
   const http = createHttpApp(runtime.gateway, { ...settings.http, dataDir: settings.redisUrl || settings.redisClusterNodes ? undefined : settings.dataDir }, runtime.metrics);
   const { server, url } = await http.listen();
+  // Requests being served, so that a drain can wait for their answers.
+  let open = 0;
+  let draining = false;
+  let drained: (() => void) | undefined;
+  server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => {
+    open += 1;
+    // While draining, a request that arrives on a kept-alive connection is served, and its connection closed after.
+    if (draining) res.setHeader('Connection', 'close');
+    res.once('close', () => {
+      open -= 1;
+      if (open === 0) drained?.();
+    });
+  });
   return {
     url,
     server,
     sessions: http.sessions,
+    /** Requests received and not yet answered (or abandoned by their client). */
+    inFlight: () => open,
+    /**
+     * Stops accepting connections, waits until every request being served is answered, then ends
+     * the MCP sessions and closes the remaining (idle) connections. Not bounded: see `Shutdown`.
+     */
+    async drain() {
+      draining = true;
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      if (open > 0) await new Promise<void>((r) => (drained = r));
+      http.sessions.closeAll();
+      server.closeAllConnections();
+      await closed;
+    },
+    /** Closes at once: connections and the requests on them are cut. */
     async close() {
       http.sessions.closeAll();
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
+}
+
+/** What a shutdown stops: how it drains its transport, and what is still in flight there. */
+export interface ShutdownOptions {
+  runtime: Runtime;
+  /** How long draining and closing may take before the process is to exit anyway. */
+  deadlineMs: number;
+  /** Stops taking work and resolves once the work already taken is answered (HTTP or stdio). */
+  drain: () => Promise<void>;
+  /** Requests or calls taken by the transport and not yet answered. */
+  inFlight: () => number;
+}
+
+/**
+ * A process's shutdown, bounded by a deadline (issue 16: a replica with Redis unreachable was still
+ * alive 20 minutes after SIGTERM). `run` drains the transport (no new connections, the calls in
+ * flight finish), then closes the runtime (pending ledger writes, the store connections, the event
+ * sinks), and resolves with the exit code: 0 when all of it finished in time and no settlement is
+ * left unwritten, else 1, once the deadline has passed at the latest. Every settlement left
+ * unwritten gets an error line naming its request id and amounts (`shutdown_unsettled`), for an
+ * operator or a later recovery to charge. `force` is for a second signal: it logs the same and
+ * returns the code to exit with at once. Neither exits the process itself.
+ */
+export class Shutdown {
+  private running: Promise<number> | undefined;
+  private step = 'not started';
+
+  constructor(private readonly opts: ShutdownOptions) {}
+
+  /** True once `run` was called. */
+  get started(): boolean {
+    return this.running !== undefined;
+  }
+
+  /** Runs the shutdown once (later calls share it); resolves with the exit code. Never rejects. */
+  run(reason: string): Promise<number> {
+    this.running ??= this.perform(reason);
+    return this.running;
+  }
+
+  /** A second signal: logs what is still open and returns 130 for SIGINT, else 143 (128 + the signal's number). */
+  force(signal: NodeJS.Signals): number {
+    this.opts.runtime.logger.error(
+      { event: 'shutdown_forced', signal, step: this.step, ...this.status() },
+      `second ${signal} during shutdown: exiting at once`,
+    );
+    this.reportUnsettled();
+    return signal === 'SIGINT' ? 130 : 143;
+  }
+
+  private async perform(reason: string): Promise<number> {
+    const { runtime, deadlineMs } = this.opts;
+    const log = runtime.logger;
+    const startedAt = Date.now();
+    log.info(
+      { event: 'shutdown_started', reason, deadlineMs, ...this.status() },
+      `shutting down (${reason}): no new connections; calls in flight and ledger writes have ${deadlineMs} ms`,
+    );
+    const work = (async () => {
+      this.step = 'waiting for the calls in flight';
+      await this.opts.drain();
+      this.step = 'closing the gateway (ledger writes, store connections, event sinks)';
+      await runtime.close();
+      this.step = 'done';
+    })();
+    const finished = work.then(() => 'done' as const);
+    // A step that fails after the deadline has nobody left to tell.
+    finished.catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'deadline'>((resolve) => (timer = setTimeout(() => resolve('deadline'), deadlineMs)));
+    let outcome: 'done' | 'deadline' | 'failed';
+    try {
+      outcome = await Promise.race([finished, expired]);
+    } catch (err) {
+      log.error({ err, event: 'shutdown_failed', step: this.step }, `shutdown failed while ${this.step}`);
+      outcome = 'failed';
+    } finally {
+      clearTimeout(timer);
+    }
+    if (outcome === 'deadline') {
+      log.error(
+        { event: 'shutdown_deadline', deadlineMs, step: this.step, ...this.status() },
+        `shutdown did not finish within ${deadlineMs} ms (still ${this.step}); exiting with that work unfinished`,
+      );
+    }
+    const unsettled = this.reportUnsettled();
+    const code = outcome === 'done' && unsettled === 0 ? 0 : 1;
+    log.info({ event: 'shutdown_complete', code, unsettled, ms: Date.now() - startedAt }, `shut down, exit code ${code}`);
+    return code;
+  }
+
+  private status() {
+    return { inFlightRequests: this.opts.inFlight(), finishingCalls: this.opts.runtime.gateway.finishingCalls };
+  }
+
+  /** One error line per settlement this process holds unwritten; returns how many. */
+  private reportUnsettled(): number {
+    const { runtime } = this.opts;
+    const unsettled = runtime.unsettled();
+    for (const u of unsettled) {
+      const amounts = u.lines.map((l) => `${l.budgetId}/${l.subject} ${l.amount}`).join(', ');
+      runtime.logger.error(
+        { event: 'shutdown_unsettled', requestId: u.requestId, lines: u.lines, store: runtime.gateway.store.kind },
+        `request ${u.requestId} left unsettled at exit (its charge never reached the ${runtime.gateway.store.kind} ledger): ${amounts}`,
+      );
+    }
+    return unsettled.length;
+  }
 }

@@ -6,6 +6,7 @@
  * token is refused). Nothing but the transport writes to stdout.
  */
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { isJSONRPCErrorResponse, isJSONRPCNotification, isJSONRPCRequest, isJSONRPCResultResponse, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway/gateway.js';
 import type { Principal } from '../identity/principal.js';
@@ -42,14 +43,54 @@ export async function stdioPrincipal(gateway: Gateway, env: NodeJS.ProcessEnv): 
   return { principal, credential: { ...credential, verified: { policy: edge.policy, result: edge } } };
 }
 
-/** Serves MCP on stdin/stdout until stdin closes. */
-export async function serveStdio(gateway: Gateway, caller: StdioCaller, version: string): Promise<{ closed: Promise<void> }> {
+/** A stdio server: `closed` resolves when stdin closes; `stop` ends it after the requests it took. */
+export interface StdioServing {
+  closed: Promise<void>;
+  /** Requests read and not yet answered. */
+  inFlight(): number;
+  /** Reads no more requests, waits until those already read are answered (or stdin closes), then closes. */
+  stop(): Promise<void>;
+}
+
+/** Serves MCP on stdin/stdout until stdin closes or `stop` is called. */
+export async function serveStdio(gateway: Gateway, caller: StdioCaller, version: string): Promise<StdioServing> {
   const server = createMcpServer({ gateway, transport: 'stdio', version, credentialFor: () => caller.credential });
   const transport = new StdioServerTransport();
+  // Requests count from the moment they are read until their answer is written, so that `stop`
+  // can wait for them. Once the transport is closed no answer can be written: none is waited for.
+  const pending = new Set<string | number>();
+  let allAnswered: (() => void) | undefined;
+  const answered = (id: unknown) => {
+    if ((typeof id === 'string' || typeof id === 'number') && pending.delete(id) && pending.size === 0) allAnswered?.();
+  };
   const closed = new Promise<void>((resolve) => {
-    transport.onclose = () => resolve();
+    transport.onclose = () => {
+      pending.clear();
+      allAnswered?.();
+      resolve();
+    };
   });
   await server.connect(transport);
+  const receive = transport.onmessage;
+  transport.onmessage = (message: JSONRPCMessage) => {
+    if (isJSONRPCRequest(message)) pending.add(message.id);
+    receive?.(message);
+    // A cancelled request gets no answer (MCP): it is no longer waited for.
+    if (isJSONRPCNotification(message) && message.method === 'notifications/cancelled') answered(message.params?.requestId);
+  };
+  const write = transport.send.bind(transport);
+  transport.send = async (message: JSONRPCMessage) => {
+    await write(message);
+    if (isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message)) answered(message.id);
+  };
   process.stdin.once('end', () => void server.close());
-  return { closed };
+  return {
+    closed,
+    inFlight: () => pending.size,
+    async stop() {
+      process.stdin.pause();
+      if (pending.size > 0) await new Promise<void>((resolve) => (allAnswered = resolve));
+      await server.close();
+    },
+  };
 }

@@ -21,7 +21,14 @@ export interface GatewayProcess {
   kill(): Promise<void>;
 }
 
-export async function spawnGateway(opts: { policyFile: string; eventsFile: string; env?: Record<string, string>; args?: string[] }): Promise<GatewayProcess> {
+export async function spawnGateway(opts: {
+  policyFile: string;
+  eventsFile: string;
+  env?: Record<string, string>;
+  args?: string[];
+  /** How long it may take to serve (default 20 s; a --workers gateway on a loaded machine takes longer). */
+  startTimeoutMs?: number;
+}): Promise<GatewayProcess> {
   const args = ['--import', 'tsx', 'src/cli.ts', 'serve', '--port', '0', '--policy', opts.policyFile, '--events', opts.eventsFile, ...(opts.args ?? [])];
   const child = spawn(process.execPath, args, {
     env: { PATH: process.env.PATH ?? '', TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_DATA_DIR: `${opts.eventsFile}.data`, ...opts.env },
@@ -29,7 +36,7 @@ export async function spawnGateway(opts: { policyFile: string; eventsFile: strin
   });
   let stderr = '';
   const mcpUrl = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${stderr}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${stderr}`)), opts.startTimeoutMs ?? 20_000);
     child.stderr!.on('data', (d: Buffer) => {
       stderr += d.toString();
       const m = /serving MCP at (\S+)/.exec(stderr);
