@@ -35,7 +35,7 @@
 import { randomUUID } from 'node:crypto';
 import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
 import { pino, type Logger } from 'pino';
-import type { EntryBody, EntryLine, JournalEntry } from './journal.js';
+import { bodyHash, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
 import { createClusterClient, watchCluster, type NodeDefaults } from './redisCluster.js';
 import {
   addRollupHash,
@@ -46,6 +46,8 @@ import {
   journalKeys,
   prepare,
   recoveryInfo,
+  reserveBody,
+  canonical,
   rollupFields,
   sortedRollups,
   verifyRedisJournal,
@@ -151,8 +153,8 @@ function byReservedKey<T extends { reservedKey: string }>(a: T, b: T): number {
 }
 
 /** A line's reservation keys, in the order the scripts take them. */
-function reservationKeys(r: string): [string, string, string, string] {
-  return [r, `${r}:x`, `${r}:i`, `${r}:d`];
+function reservationKeys(r: string): [string, string, string] {
+  return [r, `${r}:x`, `${r}:i`];
 }
 
 /** The QuotaStore shared by every replica; see the design notes at the top of this file. */
@@ -246,26 +248,30 @@ export class RedisQuotaStore implements QuotaStore {
     const keys = ordered.map((l) => l.reservedKey);
     const expiresAt = now + ttlMs;
     const taken = ordered.map(entryLine);
-    const infos = recoveryInfo(requestId, taken, meta);
+    const infos = recoveryInfo(taken, meta);
+    const idJson = canonical(requestId);
     // Every script is sent at once, in the fixed order: one round trip. Each is atomic over its
     // lines; on a cluster (a script per line) a refusal on any line gives back the others.
     const groups = this.groups(ordered.map((l, i) => ({ l, i })));
     const scripts = groups.map((group) => {
-      const first = group[0]!.i;
-      const entry = prepare({
-        kind: 'reserve',
-        id: requestId,
-        at: now,
-        lines: group.map(({ i }) => taken[i]!),
-        expiresAt,
-        meta: first === 0 ? meta : undefined,
-      });
+      const { head, tail } = reserveBody(requestId, now, expiresAt, group[0]!.i === 0 ? meta : undefined);
+      const h = bodyHash(head + group.map(({ i }) => infos[i]!.line).join(',') + tail);
       const j = this.journalFor(group[0]!.l.reservedKey, now);
       const index = this.linePerScript ? group[0]!.l.reservedKey : this.openIndex;
       return this.runLines(
         RESERVE,
         [...j.keys, index, ...group.flatMap(({ l }) => [...reservationKeys(l.reservedKey), markerKey(l.reservedKey, requestId), ...l.readKeys])],
-        [...j.args, requestId, expiresAt, entry.h, entry.body, this.linePerScript ? 0 : 1, ...group.flatMap(({ l, i }) => [5 + l.readKeys.length, l.amount, l.limit, infos[i]!])],
+        [
+          ...j.args,
+          requestId,
+          expiresAt,
+          h,
+          head,
+          tail,
+          this.linePerScript ? 0 : 1,
+          idJson,
+          ...group.flatMap(({ l, i }) => [4 + l.readKeys.length, l.amount, l.limit, infos[i]!.line, infos[i]!.parts]),
+        ],
       );
     });
     // The request record, which lets another replica release this reservation, goes in the same
@@ -306,19 +312,16 @@ export class RedisQuotaStore implements QuotaStore {
     return { ok: true };
   }
 
+  /**
+   * Marks the reservation dispatched (the mark recovery reads, kept with the reservation in R:i);
+   * resolves once it is written. No journal entry: what recovery later does with the reservation
+   * (`recover` if dispatched, `release` if not) is the journal's record of it.
+   */
   async dispatch(requestId: string): Promise<void> {
     try {
       await this.scripts.ready();
       const keys = this.held.get(requestId) ?? (await this.scripts.timed(this.records.get(recordKey(requestId)))) ?? [];
-      if (keys.length === 0) return;
-      const now = this.now();
-      const entry = prepare({ kind: 'dispatch', id: requestId, at: now });
-      await Promise.all(
-        this.groups([...keys].sort()).map((group) => {
-          const j = this.journalFor(group[0]!, now);
-          return this.runLines(DISPATCH, [...j.keys, ...group.flatMap(reservationKeys)], [...j.args, requestId, entry.h, entry.body]);
-        }),
-      );
+      await Promise.all(this.groups(keys).map((group) => this.run(DISPATCH, group.flatMap((r) => [r, `${r}:i`]), [requestId])));
     } catch (err) {
       throw asStoreError(err);
     }
@@ -350,7 +353,7 @@ export class RedisQuotaStore implements QuotaStore {
           return this.runLines(
             READ,
             [...j.keys, ...group.flatMap((l) => [...reservationKeys(l.reservedKey), ...l.readKeys])],
-            [...j.args, ...group.map((l) => 4 + l.readKeys.length)],
+            [...j.args, ...group.map((l) => 3 + l.readKeys.length)],
           ) as Promise<[number, number][]>;
         }),
       );

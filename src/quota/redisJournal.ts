@@ -53,31 +53,64 @@ export function prepare(body: EntryBody): PreparedEntry {
   return { body: text, h: bodyHash(text) };
 }
 
+/** Quoted object keys, kept: a journal's bodies use few distinct keys. */
+const quotedKeys = new Map<string, string>();
+/** Strings JSON writes as they are between quotes: printable ASCII without `"` or `\`. */
+const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+function quoteKey(k: string): string {
+  let q = quotedKeys.get(k);
+  if (q === undefined) {
+    q = JSON.stringify(k);
+    if (quotedKeys.size < 10_000) quotedKeys.set(k, q);
+  }
+  return q;
+}
+
 /**
- * `canonicalJson` (journal.ts) without its intermediate arrays: the same text (a property test
- * holds them equal), at about half the cost, which matters on the call path.
+ * `canonicalJson` (journal.ts), the same text (a property test holds them equal) at about a third
+ * of the cost, which matters on the call path: plain strings and finite numbers written directly,
+ * object keys quoted once and sorted only when they are not in order already.
  */
 export function canonical(value: unknown): string {
-  if (typeof value !== 'object' || value === null) return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) {
-    let out = '[';
-    for (let i = 0; i < value.length; i++) {
-      const v: unknown = value[i];
-      out += (i > 0 ? ',' : '') + (v === undefined ? 'null' : canonical(v));
+  switch (typeof value) {
+    case 'string':
+      return PLAIN.test(value) ? `"${value}"` : JSON.stringify(value);
+    case 'number':
+      return Number.isFinite(value) ? String(value) : 'null';
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'object': {
+      if (value === null) return 'null';
+      if (Array.isArray(value)) {
+        let out = '[';
+        for (let i = 0; i < value.length; i++) {
+          const v: unknown = value[i];
+          if (i > 0) out += ',';
+          out += v === undefined ? 'null' : canonical(v);
+        }
+        return `${out}]`;
+      }
+      const obj = value as Record<string, unknown>;
+      const keys = Object.keys(obj);
+      for (let i = 1; i < keys.length; i++) {
+        if (keys[i - 1]! > keys[i]!) {
+          keys.sort();
+          break;
+        }
+      }
+      let out = '{';
+      for (const k of keys) {
+        const v = obj[k];
+        if (v === undefined) continue;
+        if (out.length > 1) out += ',';
+        out += `${quoteKey(k)}:${canonical(v)}`;
+      }
+      return `${out}}`;
     }
-    return `${out}]`;
+    default:
+      return JSON.stringify(value) ?? 'null';
   }
-  const obj = value as Record<string, unknown>;
-  const keys = Object.keys(obj).sort();
-  let out = '{';
-  let first = true;
-  for (const k of keys) {
-    const v = obj[k];
-    if (v === undefined) continue;
-    out += `${first ? '' : ','}${JSON.stringify(k)}:${canonical(v)}`;
-    first = false;
-  }
-  return `${out}}`;
 }
 
 export function entryLine(l: LedgerLine): EntryLine {
@@ -258,28 +291,34 @@ function teamsOf(meta: Record<string, unknown>): string[] | undefined {
   return Array.isArray(meta.teams) ? (meta.teams as unknown[]).filter((t): t is string => typeof t === 'string') : undefined;
 }
 
-const frag = (v: string | undefined): string => (v === undefined ? '' : JSON.stringify(v));
+const frag = (v: string | undefined): string => (v === undefined ? '' : canonical(v));
+
+/** What a line of a reservation sends for recovery: its entry line's JSON, and the event's parts on the first line. */
+export interface RecoveryInfo {
+  /** The line as the reserve entry lists it (canonical JSON). */
+  line: string;
+  /** On the line that carries the call's event: the parts the Lua builds it from, one a line; else empty. */
+  parts: string;
+}
 
 /**
- * What each line of a reservation keeps for recovery (the R:i field, JSON): its usage key and
- * expiry, the JSON of the request id and of its entry line; and on the line that carries the
- * call's event (the first in reservedKey order), the event's parts as JSON fragments (empty when
- * absent): transport, policy version, user, teams, cost centre, model, tier, the charge at the
- * reservation, and the rollup dimensions of the recovered and of the released event. The Lua
+ * What each line of a reservation keeps for recovery, in R:i: `<line JSON>\n<request id JSON>`,
+ * and on the line that carries the call's event (the first in reservedKey order) the event's parts,
+ * one a line, as JSON fragments (empty when absent): transport, policy version, user, teams, cost
+ * centre, model, tier, the charge at the reservation, and the rollup dimensions of the recovered
+ * and of the released event. JSON never holds a raw newline, so the parts split cleanly. The Lua
  * (`recover` in redisScripts.ts) builds the `recover` or `release` body from these and hashes it.
  */
-export function recoveryInfo(id: string, lines: EntryLine[], meta: DecisionRecord | undefined): string[] {
-  const idJson = JSON.stringify(id);
+export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefined): RecoveryInfo[] {
   return lines.map((l, i) => {
-    const own = [l.usageKey, l.expiresAt, idJson, canonical(l)];
-    if (i > 0) return JSON.stringify(own);
+    const line = canonical(l);
+    if (i > 0) return { line, parts: '' };
     const m = meta ?? {};
     const units = (m.units ?? {}) as Record<string, unknown>;
     const teams = teamsOf(m);
-    const charged = `[${lines.map((x) => `{"amount":${JSON.stringify(x.amount)},"budget":${JSON.stringify(x.budgetId)},"subject":${JSON.stringify(x.subject)},"unit":${JSON.stringify(str(units[x.budgetId]) ?? 'tokens')}}`).join(',')}]`;
+    const charged = `[${lines.map((x) => `{"amount":${canonical(x.amount)},"budget":${canonical(x.budgetId)},"subject":${canonical(x.subject)},"unit":${canonical(str(units[x.budgetId]) ?? 'tokens')}}`).join(',')}]`;
     const who = { 'user.id': str(m.user), 'user.teams': teams, 'user.cost_center': str(m.costCenter), 'gen_ai.request.model': str(m.model) };
-    return JSON.stringify([
-      ...own,
+    const parts = [
       frag(str(m.transport) ?? 'unknown'),
       frag(str(m.policyVersion) ?? 'unknown'),
       frag(str(m.user)),
@@ -290,8 +329,20 @@ export function recoveryInfo(id: string, lines: EntryLine[], meta: DecisionRecor
       charged,
       dimensions({ ...who, 'tollgate.model.served': str(m.model), 'tollgate.tier.served': str(m.tier) }),
       dimensions(who),
-    ]);
+    ];
+    return { line, parts: parts.join('\n') };
   });
+}
+
+/**
+ * A reserve entry's body around its lines, so that each line's JSON is sent once (the script joins
+ * them): `head + lines.join(',') + tail` is the body's canonical JSON.
+ */
+export function reserveBody(id: string, at: number, expiresAt: number, meta: DecisionRecord | undefined): { head: string; tail: string } {
+  return {
+    head: `{"at":${canonical(at)},"expiresAt":${canonical(expiresAt)},"id":${canonical(id)},"kind":"reserve","lines":[`,
+    tail: meta === undefined ? ']}' : `],"meta":${canonical(meta)}}`,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@
  * - R          hash        requestId -> reserved amount
  * - R:x        sorted set  requestId -> reservation expiry, epoch ms
  * - R:i        hash        requestId -> what recovery needs (usage key and expiry, the entry's JSON
- *                          fragments, the recovery events and their rollup fields), as JSON
- * - R:d        hash        requestId -> 1 once the call was dispatched to a provider
+ *                          fragments, the recovery event's parts), as JSON; and `#<requestId>` -> 1
+ *                          once the call was dispatched to a provider
  * - R:s:<id>   string      settled marker of request <id> on this line
  * - usage keys string      settled usage counters (INCRBY)
  *
@@ -27,7 +27,7 @@
  * kept, so their SHA-256 is computed in Lua (`sha256` below, checked against node:crypto in the
  * tests).
  *
- * Recovery: a purged reservation whose R:d says dispatched is charged at its reserved amount
+ * Recovery: a purged reservation whose R:i says dispatched is charged at its reserved amount
  * (never more), its settled marker set so a late settle adds nothing, with a `recover` entry whose
  * event says `tollgate.settled_by: recovery`; any other is released with a `release` entry. Both
  * count in the rollups. Scripts that purge return `{result, events}`, the events being the JSON of
@@ -55,7 +55,11 @@ export interface LuaScript {
 }
 
 function script(name: string, body: string): LuaScript {
-  const source = `${PRELUDE}\n${body}`;
+  return bare(name, `${PRELUDE}\n${body}`);
+}
+
+/** A script without the shared helpers. */
+function bare(name: string, source: string): LuaScript {
   return { name, source, sha: createHash('sha1').update(source).digest('hex') };
 }
 
@@ -76,11 +80,11 @@ const K256 = [
  * for MINID the age in ms, counted on Redis's clock like the stream ids), rollup TTL ms.
  */
 const PRELUDE = `
-local band, bor, bxor, bnot, rshift, lshift, ror, tobit, tohex = bit.band, bit.bor, bit.bxor, bit.bnot, bit.rshift, bit.lshift, bit.ror, bit.tobit, bit.tohex
-local K256 = {${K256.map((k) => `0x${k.toString(16).padStart(8, '0')}`).join(', ')}}
-
--- SHA-256 of a byte string, as lowercase hex (for entries recovery writes; the gateway hashes the rest).
+-- SHA-256 of a byte string, as lowercase hex (for entries recovery writes; the gateway hashes the
+-- rest). Its tables are built only when it runs: every script pays for what its top level creates.
 local function sha256(msg)
+  local band, bor, bxor, bnot, rshift, lshift, ror, tobit, tohex = bit.band, bit.bor, bit.bxor, bit.bnot, bit.rshift, bit.lshift, bit.ror, bit.tobit, bit.tohex
+  local K256 = {${K256.map((k) => `0x${k.toString(16).padStart(8, '0')}`).join(', ')}}
   local len = #msg
   local bits = len * 8
   msg = msg .. '\\128' .. string.rep('\\0', (55 - len) % 64)
@@ -216,12 +220,30 @@ local function recoveryEvent(i, dispatched, now)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
+-- Splits a string on newlines (empty parts kept).
+local function lines(s)
+  local out, from = {}, 1
+  while true do
+    local nl = string.find(s, '\\n', from, true)
+    if not nl then
+      out[#out + 1] = string.sub(s, from)
+      return out
+    end
+    out[#out + 1] = string.sub(s, from, nl - 1)
+    from = nl + 1
+  end
+end
+
 -- Closes one expired reservation: charged at its amount if dispatched (recover), else released.
--- info (R:i, JSON): usageKey, usageExpiresAt, idJson, lineJson; on the line that carries the event
--- also: transport, policy version, user, teams, cost centre, model, tier, charged (JSON fragments,
--- '' when absent), and the rollup dimensions of the recovered and of the released event.
+-- info (R:i): the line's JSON, the request id's JSON, and on the line that carries the event its
+-- parts (recoveryInfo in redisJournal.ts), one a line. i below: usageKey, usage expiry, id JSON,
+-- line JSON, then the parts: transport, policy version, user, teams, cost centre, model, tier,
+-- charged, rollup dimensions recovered, rollup dimensions released.
 local function recover(jr, res, id, amount, info, dispatched, events)
-  local i = cjson.decode(info)
+  local p = lines(info)
+  local line = cjson.decode(p[1])
+  local i = {line.usageKey, line.expiresAt, p[2], p[1]}
+  for n = 3, #p do i[#i + 1] = p[n] end
   local ev, body = ''
   if #i > 4 then ev = recoveryEvent(i, dispatched, jr.now) end
   local evPart = ev ~= '' and (',"event":' .. ev) or ''
@@ -244,19 +266,23 @@ local function recover(jr, res, id, amount, info, dispatched, events)
 end
 
 -- Removes expired reservations of a line, closing each through recovery (journaled).
-local function purge(jr, res, exp, inf, disp, events)
+local function purge(jr, res, exp, inf, events)
   local dead = redis.call('ZRANGEBYSCORE', exp, '-inf', jr.now)
   if #dead == 0 then return end
   for _, id in ipairs(dead) do
     local amount = redis.call('HGET', res, id)
     local info = redis.call('HGET', inf, id)
-    if amount and info then recover(jr, res, id, amount, info, redis.call('HEXISTS', disp, id) == 1, events) end
+    if amount and info then recover(jr, res, id, amount, info, redis.call('HEXISTS', inf, '#' .. id) == 1, events) end
   end
-  for i = 1, #dead, 500 do
-    local batch = {unpack(dead, i, math.min(i + 499, #dead))}
+  for i = 1, #dead, 250 do
+    local batch, marks = {}, {}
+    for j = i, math.min(i + 249, #dead) do
+      batch[#batch + 1] = dead[j]
+      marks[#marks + 1] = dead[j]
+      marks[#marks + 1] = '#' .. dead[j]
+    end
     redis.call('HDEL', res, unpack(batch))
-    redis.call('HDEL', inf, unpack(batch))
-    redis.call('HDEL', disp, unpack(batch))
+    redis.call('HDEL', inf, unpack(marks))
   end
   redis.call('ZREMRANGEBYSCORE', exp, '-inf', jr.now)
 end
@@ -267,35 +293,38 @@ local function reservedSum(res)
   return total
 end
 
--- The reservation keys live as long as their latest entry (plus a minute), and go when empty.
-local function tidy(res, exp, inf, disp, now)
+-- A line's reservation keys go as soon as they hold nothing.
+local function emptied(res, exp, inf)
+  if redis.call('ZCARD', exp) == 0 then redis.call('DEL', res, exp, inf) end
+end
+
+-- After a reservation: the keys live as long as their latest reservation, plus an hour for the
+-- sweep to close it if no call touches the line again (and are deleted once empty).
+local function extend(res, exp, inf, now)
   local last = redis.call('ZRANGE', exp, -1, -1, 'WITHSCORES')
-  if #last == 0 then
-    redis.call('DEL', res, exp, inf, disp)
-    return
-  end
-  local ttl = math.max(1, math.floor(tonumber(last[2]) - now)) + 60000
+  if #last == 0 then return end
+  local ttl = math.max(1, math.floor(tonumber(last[2]) - now)) + 3600000
   redis.call('PEXPIRE', res, ttl)
   redis.call('PEXPIRE', exp, ttl)
   redis.call('PEXPIRE', inf, ttl)
-  redis.call('PEXPIRE', disp, ttl)
 end
 
 -- Drops a request's reservation on a line; returns 1 if it held one.
-local function drop(res, exp, inf, disp, id)
+local function drop(res, exp, inf, id)
   local n = redis.call('HDEL', res, id)
+  if n == 0 then return 0 end
   redis.call('ZREM', exp, id)
-  redis.call('HDEL', inf, id)
-  redis.call('HDEL', disp, id)
+  redis.call('HDEL', inf, id, '#' .. id)
   return n
 end
 `;
 
 /**
  * Reserves on several lines at once, all or none.
- * KEYS: J, JH, ROLL, IDX, then per line: R, R:x, R:i, R:d, R:s:<id>, readKeys...
- * ARGV: journal args (4), requestId, reservation expiry, h, body, index it (1/0), then per line:
- * key count, amount, limit, recovery info.
+ * KEYS: J, JH, ROLL, IDX, then per line: R, R:x, R:i, R:s:<id>, readKeys...
+ * ARGV: journal args (4), requestId, reservation expiry, h, body head, body tail, index it (1/0),
+ * request id JSON, then per line: key count, amount, limit, the line's JSON, the event's parts
+ * (first line only; see recoveryInfo). The body is head .. line JSONs joined by ',' .. tail.
  * The reserve entry is appended only when every line was reserved; with "index it", each line's R
  * is added to IDX (the lines with open reservations, scored by their latest expiry) for the sweep.
  * Returns {per line {state, used, reserved}, events}: state 1 reserved now, 2 already reserved or
@@ -305,66 +334,73 @@ export const RESERVE = script(
   'reserve',
   `
 local jr = journal(KEYS, ARGV)
-local id, expiry, h, body, index = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9] == '1'
-local out, lines, events, k, blocked = {}, {}, {}, 5, false
-for a = 10, #ARGV, 4 do
+local id, expiry, h, head, tail, index, idJson = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11]
+local out, taken, entryLines, events, k, blocked = {}, {}, {}, {}, 5, false
+for a = 12, #ARGV, 5 do
   local n, amount, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local res, exp, inf, disp, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  purge(jr, res, exp, inf, disp, events)
+  local res, exp, inf, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  purge(jr, res, exp, inf, events)
   local state, used, reserved = 3, 0, 0
   if redis.call('EXISTS', marker) == 1 or redis.call('HEXISTS', res, id) == 1 then
     state = 2
   else
-    for i = k + 5, k + n - 1 do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
+    for i = k + 4, k + n - 1 do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
     reserved = reservedSum(res)
     if used + reserved + amount > limit then state = 0 end
   end
   if state ~= 3 then blocked = true end
   out[#out + 1] = {state, used, reserved}
-  lines[#lines + 1] = {res, exp, inf, disp, ARGV[a + 1], ARGV[a + 3]}
+  local info = ARGV[a + 3] .. '\\n' .. idJson
+  if ARGV[a + 4] ~= '' then info = info .. '\\n' .. ARGV[a + 4] end
+  taken[#taken + 1] = {res, exp, inf, ARGV[a + 1], info}
+  entryLines[#entryLines + 1] = ARGV[a + 3]
   k = k + n
 end
-for i, l in ipairs(lines) do
+local indexed = {}
+for i, l in ipairs(taken) do
   if not blocked then
-    redis.call('HSET', l[1], id, l[5])
+    redis.call('HSET', l[1], id, l[4])
     redis.call('ZADD', l[2], expiry, id)
-    redis.call('HSET', l[3], id, l[6])
-    if index then redis.call('ZADD', KEYS[4], 'GT', expiry, l[1]) end
+    redis.call('HSET', l[3], id, l[5])
+    extend(l[1], l[2], l[3], jr.now)
+    indexed[#indexed + 1] = expiry
+    indexed[#indexed + 1] = l[1]
     out[i][1] = 1
+  else
+    emptied(l[1], l[2], l[3])
   end
-  tidy(l[1], l[2], l[3], l[4], jr.now)
 end
-if not blocked then append(jr, h, body) end
+if not blocked then
+  append(jr, h, head .. table.concat(entryLines, ',') .. tail)
+  if index then redis.call('ZADD', KEYS[4], 'GT', unpack(indexed)) end
+end
 return {out, events}
 `,
 );
 
 /**
- * Marks a request's reservation dispatched on several lines. KEYS: J, JH, ROLL, then per line: R,
- * R:x, R:i, R:d.  ARGV: journal args (4), requestId, h, body.
- * The dispatch entry is appended when a line still held the reservation. Returns {marked, events}.
+ * Marks a request's reservation dispatched on several lines: the mark recovery reads. No entry
+ * (what recovery does with the reservation, `recover` or `release`, is the journal's record of
+ * it), and no purge: this is on the call path just before the provider. KEYS per line: R, R:i.
+ * ARGV: requestId. Returns how many lines were marked.
  */
-export const DISPATCH = script(
+export const DISPATCH: LuaScript = bare(
   'dispatch',
   `
-local jr = journal(KEYS, ARGV)
-local id, h, body = ARGV[5], ARGV[6], ARGV[7]
-local marked, events = 0, {}
-for k = 4, #KEYS, 4 do
-  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], events)
+local id, marked = ARGV[1], 0
+for k = 1, #KEYS, 2 do
   if redis.call('HEXISTS', KEYS[k], id) == 1 then
-    redis.call('HSET', KEYS[k + 3], id, '1')
+    redis.call('HSET', KEYS[k + 1], '#' .. id, '1')
     marked = marked + 1
   end
 end
-if marked > 0 then append(jr, h, body) end
-return {marked, events}
+return marked
 `,
 );
 
 /**
- * Charges several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i, R:d, R:s:<id>, usageKey.
- * ARGV: journal args (4), requestId, h, body, rollup field count m, m fields and increments, then
+ * Charges several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i, R:s:<id>, usageKey.
+ * ARGV: journal args (4), requestId, h, body, rollup list length m, m fields and increments, then
  * per line: amount, usage ttl ms, marker ttl ms.
  * All lines not yet settled are charged, the settle entry appended and the rollups added in one
  * step. When some lines were settled already and others not, nothing is written and the reply
@@ -379,9 +415,9 @@ local id, h, body, m = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
 local first = 9 + m
 local out, events, free, done = {}, {}, 0, 0
 for a = first, #ARGV, 3 do
-  local k = (a - first) / 3 * 6 + 4
-  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], events)
-  if redis.call('EXISTS', KEYS[k + 4]) == 1 then
+  local k = (a - first) / 3 * 5 + 4
+  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
+  if redis.call('EXISTS', KEYS[k + 3]) == 1 then
     out[#out + 1] = 0
     done = done + 1
   else
@@ -391,11 +427,10 @@ for a = first, #ARGV, 3 do
 end
 if free > 0 and done == 0 then
   for a = first, #ARGV, 3 do
-    local k = (a - first) / 3 * 6 + 4
-    drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], id)
-    tidy(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], jr.now)
-    charge(KEYS[k + 5], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
-    redis.call('SET', KEYS[k + 4], '1', 'PX', ARGV[a + 2])
+    local k = (a - first) / 3 * 5 + 4
+    if drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id) == 1 then emptied(KEYS[k], KEYS[k + 1], KEYS[k + 2]) end
+    charge(KEYS[k + 4], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
+    redis.call('SET', KEYS[k + 3], '1', 'PX', ARGV[a + 2])
     out[(a - first) / 3 + 1] = 1
   end
   append(jr, h, body)
@@ -406,9 +441,9 @@ return {out, events}
 );
 
 /**
- * Drops a request's reservation on several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i,
- * R:d.  ARGV: journal args (4), requestId, h, body, always (1: the entry carries an event and is
- * appended even if nothing was held), rollup field count m, m fields and increments.
+ * Drops a request's reservation on several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i.
+ * ARGV: journal args (4), requestId, h, body, always (1: the entry carries an event and is
+ * appended even if nothing was held), rollup list length m, m fields and increments.
  * Returns {dropped, events}.
  */
 export const RELEASE = script(
@@ -417,10 +452,12 @@ export const RELEASE = script(
 local jr = journal(KEYS, ARGV)
 local id, h, body, always, m = ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1', tonumber(ARGV[9])
 local dropped, events = 0, {}
-for k = 4, #KEYS, 4 do
-  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], events)
-  dropped = dropped + drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], id)
-  tidy(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], jr.now)
+for k = 4, #KEYS, 3 do
+  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
+  if drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id) == 1 then
+    dropped = dropped + 1
+    emptied(KEYS[k], KEYS[k + 1], KEYS[k + 2])
+  end
 end
 if dropped > 0 or always then
   append(jr, h, body)
@@ -431,7 +468,7 @@ return {dropped, events}
 );
 
 /**
- * Reads several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i, R:d, readKeys...
+ * Reads several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i, readKeys...
  * ARGV: journal args (4), then per line its key count. Returns {per line {used, reserved}, events}.
  */
 export const READ = script(
@@ -441,10 +478,9 @@ local jr = journal(KEYS, ARGV)
 local out, events, k = {}, {}, 4
 for a = 5, #ARGV do
   local n = tonumber(ARGV[a])
-  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], events)
-  tidy(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], jr.now)
+  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
   local used = 0
-  for i = k + 4, k + n - 1 do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
+  for i = k + 3, k + n - 1 do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
   out[#out + 1] = {used, reservedSum(KEYS[k])}
   k = k + n
 end
@@ -454,22 +490,22 @@ return {out, events}
 
 /**
  * Closes the expired reservations of one line (the periodic sweep). KEYS: J, JH, ROLL, R, R:x,
- * R:i, R:d.  ARGV: journal args (4). Returns {reservations still open, events}.
+ * R:i.  ARGV: journal args (4). Returns {reservations still open, events}.
  */
 export const SWEEP = script(
   'sweep',
   `
 local jr = journal(KEYS, ARGV)
 local events = {}
-purge(jr, KEYS[4], KEYS[5], KEYS[6], KEYS[7], events)
-tidy(KEYS[4], KEYS[5], KEYS[6], KEYS[7], jr.now)
+purge(jr, KEYS[4], KEYS[5], KEYS[6], events)
+emptied(KEYS[4], KEYS[5], KEYS[6])
 return {redis.call('ZCARD', KEYS[5]), events}
 `,
 );
 
 /**
  * Appends one entry that changes no counter (a refusal) with its rollups. KEYS: J, JH, ROLL.
- * ARGV: journal args (4), h, body, rollup field count m, m fields and increments.
+ * ARGV: journal args (4), h, body, rollup list length m, m fields and increments.
  */
 export const CHAIN = script(
   'chain',
@@ -498,7 +534,7 @@ return tonumber(redis.call('GET', KEYS[4]) or '0')
 );
 
 /** The lines the sweep should look at: KEYS IDX; ARGV now, most. Returns reservedKeys whose latest expiry has passed. */
-export const DUE = script(
+export const DUE = bare(
   'due',
   `
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -510,7 +546,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumbe
  * KEYS IDX; ARGV expiry, reservedKeys... Or, with ARGV[1] = 'drop', removes ARGV[3] unless a
  * reservation newer than ARGV[2] (now) was indexed since.
  */
-export const INDEX = script(
+export const INDEX = bare(
   'index',
   `
 if ARGV[1] == 'drop' then

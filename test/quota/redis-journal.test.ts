@@ -87,7 +87,7 @@ describe('RedisQuotaStore journal (single node)', () => {
     }
   });
 
-  it('chains reserve, dispatch and settle in one stream, the charge with its event in one entry, and a repeated settle appends nothing', async () => {
+  it('chains reserve and settle in one stream, the charge with its event in one entry, and a repeated settle appends nothing', async () => {
     const store = open();
     const [a, b] = [line('alpha', 40), line('beta', 50)];
     const event = callEvent('c1');
@@ -97,20 +97,20 @@ describe('RedisQuotaStore journal (single node)', () => {
     await store.settle('c1', [{ ...a, amount: 12 }, { ...b, amount: 7 }], event);
 
     const got = await entries();
+    // The dispatch is a mark kept with the reservation, not an entry.
     expect(got.map((e) => [e.seq, e.body.kind])).toEqual([
       [1, 'reserve'],
-      [2, 'dispatch'],
-      [3, 'settle'],
+      [2, 'settle'],
     ]);
     expect(got[0]!.prev).toBe(GENESIS);
-    expect(got[2]!.body).toEqual({ kind: 'settle', id: 'c1', at: clock, lines: [entryLine({ ...a, amount: 12 }), entryLine({ ...b, amount: 7 })], event, settledBy: 'call' });
+    expect(got[1]!.body).toEqual({ kind: 'settle', id: 'c1', at: clock, lines: [entryLine({ ...a, amount: 12 }), entryLine({ ...b, amount: 7 })], event, settledBy: 'call' });
     for (const e of got) {
       expect(e.h).toBe(bodyHash(e.body));
       expect(e.link).toBe(chainLink(e.prev, e.h));
     }
     const head = (await raw.get(`${prefix}{journal}:jh`))!.split(' ');
     expect(verifyChain(got, { head: { seq: Number(head[0]), link: head[1]! } })).toBeUndefined();
-    expect(head).toEqual(['3', got[2]!.link]);
+    expect(head).toEqual(['2', got[1]!.link]);
   });
 
   it('hands an event to the listeners once its entry is in the stream', async () => {
@@ -230,7 +230,7 @@ describe('RedisQuotaStore journal (single node)', () => {
   });
 
   describe('verify', () => {
-    /** A journal of 8 entries: two settled calls, a refusal, a release. */
+    /** A journal of 7 entries: two settled calls, a refusal, a release. */
     const history = async () => {
       const store = open();
       await store.reserve('c1', [line('alpha', 40), line('beta', 40)], TTL, { user: 'ada' });
@@ -253,7 +253,7 @@ describe('RedisQuotaStore journal (single node)', () => {
     it('passes on an untouched journal, with the counters equal to the charges', async () => {
       const store = await history();
       const report = await store.verify();
-      expect(report.streams).toEqual([{ stream: stream(), entries: 8, firstSeq: 1, lastSeq: 8, trimmed: false }]);
+      expect(report.streams).toEqual([{ stream: stream(), entries: 7, firstSeq: 1, lastSeq: 7, trimmed: false }]);
       expect(report.counters).toEqual({ checked: 2, skipped: 0, mismatches: [] });
       expect(report.events).toEqual({ charges: 2, missing: [], pending: [] });
       expect(report.ok).toBe(true);
@@ -262,13 +262,13 @@ describe('RedisQuotaStore journal (single node)', () => {
     it('names an edited entry', async () => {
       const store = await history();
       const rows = (await streamEntries()).map((e) => e.message);
-      const body = JSON.parse(rows[2]!.body!) as { lines: { amount: number }[] };
+      const body = JSON.parse(rows[1]!.body!) as { lines: { amount: number }[] };
       body.lines[0]!.amount = 1;
-      rows[2]!.body = canonicalJson(body);
+      rows[1]!.body = canonicalJson(body);
       await rewrite(rows);
       const report = await store.verify();
       expect(report.ok).toBe(false);
-      expect(report.streams[0]!.fault).toMatchObject({ seq: 3, reason: expect.stringContaining('altered') });
+      expect(report.streams[0]!.fault).toMatchObject({ seq: 2, reason: expect.stringContaining('altered') });
     });
 
     it('names a deleted entry', async () => {
@@ -291,12 +291,12 @@ describe('RedisQuotaStore journal (single node)', () => {
       await raw.xTrim(stream(), 'MAXLEN', 4);
       expect((await store.verify()).streams[0]!.fault).toMatchObject({ seq: 1, reason: expect.stringContaining('missing') });
       // With retention, a trimmed start is expected: verification starts from the first kept entry's prev.
-      expect((await store.verify({ trimmed: true })).streams[0]).toMatchObject({ trimmed: true, firstSeq: 5, lastSeq: 8 });
+      expect((await store.verify({ trimmed: true })).streams[0]).toMatchObject({ trimmed: true, firstSeq: 4, lastSeq: 7 });
       expect((await store.verify({ trimmed: true })).streams[0]!.fault).toBeUndefined();
 
       const last = (await streamEntries()).at(-1)!;
       await raw.xDel(stream(), last.id);
-      expect((await store.verify({ trimmed: true })).streams[0]!.fault).toMatchObject({ seq: 8, reason: expect.stringContaining('removed from the end') });
+      expect((await store.verify({ trimmed: true })).streams[0]!.fault).toMatchObject({ seq: 7, reason: expect.stringContaining('removed from the end') });
     });
 
     it('finds a counter changed outside the journal, and a charge whose event was removed with a rebuilt chain', async () => {
@@ -310,7 +310,7 @@ describe('RedisQuotaStore journal (single node)', () => {
       let prev = GENESIS;
       const forged: Record<string, string>[] = rows.map((m, i) => {
         const body = JSON.parse(m.body!) as Record<string, unknown>;
-        if (i === 2) delete body.event;
+        if (i === 1) delete body.event;
         const text = canonicalJson(body);
         const h = bodyHash(text);
         const link = chainLink(prev, h);
@@ -322,7 +322,7 @@ describe('RedisQuotaStore journal (single node)', () => {
       await raw.set(`${prefix}{journal}:jh`, `${forged.length} ${prev}`);
       report = await store.verify();
       expect(report.streams[0]!.fault).toBeUndefined();
-      expect(report.events.missing).toEqual([{ id: 'c1', stream: stream(), seq: 3 }]);
+      expect(report.events.missing).toEqual([{ id: 'c1', stream: stream(), seq: 2 }]);
       expect(report.rollups.mismatches.length).toBeGreaterThan(0);
       expect(report.ok).toBe(false);
     });
@@ -431,6 +431,6 @@ describe('RedisQuotaStore journal (single node)', () => {
       expect(canonicalJson(JSON.parse(m.body!))).toBe(m.body);
       expect(bodyHash(m.body!)).toBe(m.h);
     }
-    expect(stored.map((e) => (JSON.parse((e.message as Record<string, string>).body!) as JournalEntry['body']).kind)).toEqual(['reserve', 'dispatch', 'recover']);
+    expect(stored.map((e) => (JSON.parse((e.message as Record<string, string>).body!) as JournalEntry['body']).kind)).toEqual(['reserve', 'recover']);
   });
 });
