@@ -17,6 +17,11 @@ export interface BudgetView {
   used: number;
   reserved: number;
   remaining: number;
+  /**
+   * How far `used` is past the limit, present only when it is: a provider billed more than was
+   * reserved. `remaining` is then 0, and every call this budget covers is refused until the reset.
+   */
+  overrun?: number;
   resetsAt: string;
 }
 
@@ -47,6 +52,7 @@ export function budgetView(line: { id: string; scope: string; subject: string; u
     used: toDisplay(unit, line.used),
     reserved: toDisplay(unit, line.reserved),
     remaining: toDisplay(unit, remainingOf(line.limit, line.used, line.reserved)),
+    ...(line.used > line.limit ? { overrun: toDisplay(unit, line.used - line.limit) } : {}),
     resetsAt: new Date(line.resetsAt).toISOString(),
   };
 }

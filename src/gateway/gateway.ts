@@ -27,6 +27,7 @@ import { authenticate } from '../pipeline/steps/authenticate.js';
 import { checkRelationships } from '../pipeline/steps/authorize.js';
 import { enforcePolicy } from '../pipeline/steps/decide.js';
 import { dispatchToProvider } from '../pipeline/steps/dispatch.js';
+import { estimateInput } from '../pipeline/steps/estimate.js';
 import { meter } from '../pipeline/steps/meter.js';
 import { reserveAndSettle } from '../pipeline/steps/reserve.js';
 import { validate } from '../pipeline/steps/validate.js';
@@ -105,6 +106,7 @@ export class Gateway {
       validate(),
       checkRelationships({ now: this.now }),
       enforcePolicy({ ledger: this.ledger, now: this.now }),
+      estimateInput({ providerFor: (policy, name) => this.runtime.providerFor(policy, name) }),
       reserveAndSettle({ ledger: this.ledger }),
       dispatchToProvider({ providerFor: (policy, name) => this.runtime.providerFor(policy, name), dispatched: (ctx) => this.ledger.dispatched(ctx), now: this.now }),
     ]);

@@ -45,9 +45,17 @@ export interface DecisionEvent {
   'tollgate.model.served'?: string;
   'tollgate.reserved'?: { budget: string; subject: string; amount: number }[];
   'tollgate.charged'?: { budget: string; subject: string; amount: number; unit: string }[];
+  /** The provable upper bound on the input tokens (src/providers/estimate.ts). */
   'tollgate.estimated_input_tokens': number;
-  /** What the reservation assumed: the input estimate and the most output tokens the call could produce. */
+  /** Exact input counts made before the call, by model, because the bound did not fit a budget. */
+  'tollgate.input_counted'?: { model: string; tokens: number }[];
+  /** What the reservation assumed: the input (the largest of its models' counts or the bound) and the most output tokens the call could produce. */
   'tollgate.reserved_tokens'?: { input: number; output: number };
+  /**
+   * Budget lines charged more than they reserved, because the provider reported more than admission
+   * allowed for: the excess, in the line's unit, charged all the same. Absent when none.
+   */
+  'tollgate.overrun'?: { budget: string; subject: string; amount: number; unit: string }[];
   /** Max tokens sent upstream after lowering it to what the budget named can pay for. */
   'tollgate.output_clamp'?: { max_tokens: number; budget: string };
   'tollgate.cost_usd': number;

@@ -73,6 +73,18 @@ export function createMetrics(): GatewayMetrics {
     labelNames: ['kind'] as const,
     registers,
   });
+  const overruns = new Counter({
+    name: 'tollgate_budget_overruns_total',
+    help: 'Budget lines charged more than their reservation (the provider reported more than admission allowed for), by budget.',
+    labelNames: ['budget_id'] as const,
+    registers,
+  });
+  const overrunAmount = new Counter({
+    name: 'tollgate_budget_overrun_amount_total',
+    help: 'What was charged beyond reservations, in the budget\'s ledger unit (tokens or micro_usd), by budget.',
+    labelNames: ['budget_id', 'unit'] as const,
+    registers,
+  });
   const tokenUsage = new Histogram({
     name: 'gen_ai_client_token_usage',
     help: 'OpenTelemetry gen_ai.client.token.usage: input and output tokens per call.',
@@ -90,6 +102,10 @@ export function createMetrics(): GatewayMetrics {
       error_code: e['error.code'] ?? '',
     });
     if (e['tollgate.store_error']) storeErrors.inc({ kind: e['tollgate.store_error'] });
+    for (const o of e['tollgate.overrun'] ?? []) {
+      overruns.inc({ budget_id: o.budget });
+      overrunAmount.inc({ budget_id: o.budget, unit: o.unit }, o.amount);
+    }
     const upstreamMs = e['tollgate.upstream_ms'];
     overhead.observe({ transport: e.transport }, Math.max(0, e['tollgate.latency_ms'] - (upstreamMs ?? 0)) / 1000);
 

@@ -78,7 +78,10 @@ export interface CallContext {
   readonly onText?: (delta: string, model: string) => void;
   log: Logger;
 
+  /** The provable bound on the call's input tokens (src/providers/estimate.ts), set by the decide step. */
   estimatedInputTokens: number;
+  /** Exact input counts by model ref, made by the estimate step when the bound did not fit a budget. */
+  inputTokens?: Map<string, number>;
   lines: BudgetLine[];
   budgets: BudgetState[];
   decision?: Decision;
@@ -93,6 +96,8 @@ export interface CallContext {
   usage?: Usage;
   /** Amount charged to each line at settle, in the line's unit. */
   charged?: number[];
+  /** What was charged beyond the reservation on each line where the provider reported more than was reserved, in the line's unit. */
+  overrun?: { lineIndex: number; amount: number }[];
   costMicroUsd?: number;
   upstreamMs?: number;
   /** Set when the quota store failed during the call: refused (closed) or served on the local ledger (open). */
@@ -104,6 +109,11 @@ export interface CallContext {
 export function admitted(ctx: CallContext): { principal: Principal; request: CompletionInput } {
   if (!ctx.principal || !ctx.request) throw new Error('pipeline step ran before authenticate and validate');
   return { principal: ctx.principal, request: ctx.request };
+}
+
+/** The input tokens admission reserved for `model`: its exact count when the estimate step made one, else the bound. */
+export function reservedInputTokens(ctx: Pick<CallContext, 'inputTokens' | 'estimatedInputTokens'>, model: ModelInfo): number {
+  return ctx.inputTokens?.get(model.ref) ?? ctx.estimatedInputTokens;
 }
 
 /**

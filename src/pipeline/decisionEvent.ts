@@ -9,7 +9,7 @@ import type { DecisionEvent } from '../metering/events.js';
 import type { EntryLine } from '../quota/journal.js';
 import { policySecrets, scrubSecrets, scrubValue } from '../metering/redact.js';
 import { looksLikeJwt } from '../identity/jwt.js';
-import { callOutputCap, type CallContext } from './context.js';
+import { callOutputCap, reservedInputTokens, type CallContext } from './context.js';
 
 /** Builds the decision event from a finished call context. */
 export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
@@ -60,9 +60,16 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
       unit: ctx.lines[i]!.budget.unit === 'usd' ? 'micro_usd' : 'tokens',
     })),
     'tollgate.estimated_input_tokens': ctx.estimatedInputTokens,
+    'tollgate.input_counted': ctx.inputTokens ? [...ctx.inputTokens].map(([model, tokens]) => ({ model, tokens })) : undefined,
     'tollgate.reserved_tokens': ctx.reservation && d && d.effect !== 'deny'
-      ? { input: ctx.estimatedInputTokens, output: Math.max(...d.candidates.map((m) => callOutputCap(ctx, m))) }
+      ? { input: Math.max(...d.candidates.map((m) => reservedInputTokens(ctx, m))), output: Math.max(...d.candidates.map((m) => callOutputCap(ctx, m))) }
       : undefined,
+    'tollgate.overrun': ctx.overrun?.map((o) => ({
+      budget: ctx.lines[o.lineIndex]!.budget.config.id,
+      subject: ctx.lines[o.lineIndex]!.subject,
+      amount: o.amount,
+      unit: ctx.lines[o.lineIndex]!.budget.unit === 'usd' ? 'micro_usd' : 'tokens',
+    })),
     'tollgate.cost_usd': (ctx.costMicroUsd ?? 0) / 1e6,
     'tollgate.attempts': ctx.attempts.map((a) => ({ model: a.model, provider: a.provider, ok: a.ok, error: a.errorCode, status: a.status, ms: a.ms })),
     'tollgate.latency_ms': now - ctx.startedAt,

@@ -81,17 +81,6 @@ export function chargeLines(lines: BudgetLine[], model: ModelInfo, usage: Usage,
   return lines.map((l) => ({ ...l.line, amount: covers(l.budget, tier) ? amountFor(l.budget, model, usage) : 0 }));
 }
 
-/**
- * A conservative input-token estimate made before the call: one token per 3 UTF-8 bytes plus a
- * small per-message overhead. Real tokenizers average about 4 characters per token for English,
- * so this over-reserves a little and the settle releases the difference.
- */
-export function estimateInputTokens(texts: string[]): number {
-  let n = 0;
-  for (const t of texts) n += Math.ceil(Buffer.byteLength(t, 'utf8') / 3) + 4;
-  return n;
-}
-
 /** The output tokens a call may produce on `model`: what was asked, within the model's own ceiling and the clamp, if any. */
 export function outputTokensFor(maxTokens: number, model: ModelInfo, clamp?: number): number {
   return Math.min(maxTokens, model.maxOutputTokens, clamp ?? Number.POSITIVE_INFINITY);
@@ -99,13 +88,15 @@ export function outputTokensFor(maxTokens: number, model: ModelInfo, clamp?: num
 
 /**
  * The most output tokens every budget's remaining amount can pay for on every model of a tier,
- * given the estimated input, and the budget that sets that bound. Undefined when no budget bounds it.
+ * given each model's input tokens (`inputTokensOf(m)`), and the budget that sets that bound.
+ * Undefined when no budget bounds it.
  */
-export function affordableOutput(budgets: readonly BudgetState[], models: readonly ModelInfo[], inputTokens: number): { tokens: number; budgetId: string } | undefined {
+export function affordableOutput(budgets: readonly BudgetState[], models: readonly ModelInfo[], inputTokensOf: (m: ModelInfo) => number): { tokens: number; budgetId: string } | undefined {
   let best: { tokens: number; budgetId: string } | undefined;
   for (const b of budgets) {
     const remaining = b.budget.limit - b.used - b.reserved;
     for (const m of models) {
+      const inputTokens = inputTokensOf(m);
       const tokens =
         b.budget.unit === 'tokens'
           ? remaining - inputTokens

@@ -13,6 +13,11 @@
  * A candidate is reserved on the budget lines that cover its tier only (a budget's `tiers`), so a
  * budget for the dearer tiers that cannot cover the call lets it fall back to a tier it does not
  * cover, charged to that tier's own budget if it has one.
+ *
+ * Input tokens: a model's exact count when the pipeline made one (`inputTokens`), else the bound
+ * (`estimatedInputTokens`, src/providers/estimate.ts); either is at least what the provider bills
+ * for the input. The planner never counts: `modelsToCount` says when a count could change the
+ * outcome, and the pipeline's estimate step counts and plans again.
  */
 import type { CompletionInput } from '../call/request.js';
 import { GatewayError } from '../errors.js';
@@ -59,7 +64,15 @@ export interface PlanInput {
   decision: ServedDecision;
   request: Pick<CompletionInput, 'maxTokens'>;
   budgets: readonly BudgetState[];
+  /** The bound on the call's input tokens, whichever model serves it. */
   estimatedInputTokens: number;
+  /** Exact input counts by model ref, where the pipeline made them; the bound stands for any other model. */
+  inputTokens?: ReadonlyMap<string, number>;
+}
+
+/** The input tokens a plan reserves for `model`: its exact count if there is one, else the bound. */
+export function inputTokensFor(input: Pick<PlanInput, 'estimatedInputTokens' | 'inputTokens'>, model: ModelInfo): number {
+  return input.inputTokens?.get(model.ref) ?? input.estimatedInputTokens;
 }
 
 /** The output tokens a call may produce on `model` under a candidate's clamp. */
@@ -69,12 +82,13 @@ export function outputCap(maxTokens: number, model: ModelInfo, clamp?: OutputCla
 
 /** The ordered candidates for one call. Empty budgets give one candidate, the decided tier. */
 export function planCandidates(input: PlanInput): Candidate[] {
-  const { policy, decision, request, budgets, estimatedInputTokens } = input;
+  const { policy, decision, request, budgets } = input;
+  const inputOf = (m: ModelInfo) => inputTokensFor(input, m);
   const tierModels = (tier: string) => (tier === decision.tier ? decision.candidates : [...policy.tierModels.get(tier)!]);
   const linesFor = (tier: string) => budgets.flatMap((b, i) => (covers(b.budget, tier) ? [i] : []));
   const amountsFor = (tier: string, models: ModelInfo[], clamp?: OutputClamp) =>
     budgets.map((b) =>
-      covers(b.budget, tier) ? Math.max(...models.map((m) => amountFor(b.budget, m, { inputTokens: estimatedInputTokens, outputTokens: outputCap(request.maxTokens, m, clamp) }))) : 0,
+      covers(b.budget, tier) ? Math.max(...models.map((m) => amountFor(b.budget, m, { inputTokens: inputOf(m), outputTokens: outputCap(request.maxTokens, m, clamp) }))) : 0,
     );
   if (budgets.length === 0) return [{ tier: decision.tier, models: decision.candidates, amounts: [], lines: [] }];
 
@@ -87,13 +101,34 @@ export function planCandidates(input: PlanInput): Candidate[] {
   for (const tier of tiers) {
     const models = tierModels(tier);
     const lines = linesFor(tier);
-    const affordable = affordableOutput(lines.map((i) => budgets[i]!), models, estimatedInputTokens);
+    const affordable = affordableOutput(lines.map((i) => budgets[i]!), models, inputOf);
     const wanted = Math.max(...models.map((m) => outputCap(request.maxTokens, m)));
     if (affordable && affordable.tokens < wanted && affordable.tokens >= policy.config.limits.minOutputTokens) {
       clamped.push({ tier, models, clamp: affordable, amounts: amountsFor(tier, models, affordable), lines });
     }
   }
   return [...whole, ...clamped];
+}
+
+/**
+ * The models whose exact input count could admit a call the bound does not: none when the first
+ * candidate (the decided tier, the whole answer) fits the snapshot on the bound; otherwise every
+ * model of every tier the call may be served by that has no count yet. Counting them lets the
+ * planner try each tier, whole and clamped, at what its models really bill.
+ */
+export function modelsToCount(input: PlanInput): ModelInfo[] {
+  const candidates = planCandidates(input);
+  if (input.budgets.length === 0 || !shortfallIn(input.budgets, candidates[0]!)) return [];
+  const seen = new Set<string>();
+  const out: ModelInfo[] = [];
+  for (const c of candidates) {
+    for (const m of c.models) {
+      if (seen.has(m.ref) || input.inputTokens?.has(m.ref)) continue;
+      seen.add(m.ref);
+      out.push(m);
+    }
+  }
+  return out;
 }
 
 /** The ledger lines a candidate reserves: the lines covering its tier, each with its amount. */

@@ -7,11 +7,12 @@
  */
 import type { Principal } from '../identity/principal.js';
 import { toLedger } from '../call/budget.js';
-import { applicableLines, estimateInputTokens } from './budgets.js';
+import { inputTokenBound } from '../providers/estimate.js';
+import { applicableLines } from './budgets.js';
 import type { CompletionInput } from '../call/request.js';
 import { decide, type BudgetState, type Decision } from './decide.js';
 import type { Policy } from './load.js';
-import { admittedDecision, exhaustedDecision, planCandidates, reportedShortfall, shortfallIn, type OutputClamp, type Shortfall } from './plan.js';
+import { admittedDecision, exhaustedDecision, modelsToCount, planCandidates, reportedShortfall, shortfallIn, type OutputClamp, type Shortfall } from './plan.js';
 
 /** Usage of one budget in the current window, in the budget's display unit (tokens, or USD for dollar budgets). */
 export interface UsageInput {
@@ -31,6 +32,11 @@ export interface SimulateInput {
   request: CompletionInput;
   usage?: UsageMap;
   now: number;
+  /**
+   * Exact input counts by model ref, as the pipeline's estimate step would make them. Without them
+   * the simulation reserves the bound, as a call does when the bound fits or no count can be made.
+   */
+  inputTokens?: ReadonlyMap<string, number>;
 }
 
 export interface Simulation {
@@ -68,14 +74,16 @@ export function budgetStates(policy: Policy, principal: Principal, now: number, 
 export function simulate(input: SimulateInput): Simulation {
   const { policy, request } = input;
   const budgets = budgetStates(policy, input.principal, input.now, input.usage);
-  const texts = request.messages.map((m) => m.content);
-  const estimatedInputTokens = estimateInputTokens(request.system === undefined ? texts : [request.system, ...texts]);
+  const estimatedInputTokens = inputTokenBound(request);
   const decided = decide({ policy, principal: input.principal, request, estimatedInputTokens, budgets, now: input.now });
   const base = { decided, budgets, estimatedInputTokens };
   if (decided.effect === 'deny' || budgets.length === 0) return { ...base, decision: decided };
 
+  // The counts are used when the pipeline would count: the bound does not fit the first candidate.
+  const bounded = { policy, decision: decided, request, budgets, estimatedInputTokens };
+  const plan = input.inputTokens && modelsToCount(bounded).length > 0 ? { ...bounded, inputTokens: input.inputTokens } : bounded;
   const shortfalls: Shortfall[] = [];
-  for (const candidate of planCandidates({ policy, decision: decided, request, budgets, estimatedInputTokens })) {
+  for (const candidate of planCandidates(plan)) {
     const short = shortfallIn(budgets, candidate);
     if (!short) return { ...base, decision: admittedDecision(decided, candidate, shortfalls[0]), clamp: candidate.clamp };
     shortfalls.push(short);

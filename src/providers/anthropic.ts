@@ -2,7 +2,8 @@
  * The Anthropic adapter: the Messages API through the official @anthropic-ai/sdk. It turns the
  * provider-neutral request into `messages.create`, reads usage the way Anthropic bills it (cache
  * reads and writes are input tokens too) and maps every failure through errors.ts, charging what a
- * stream consumed before it broke.
+ * stream consumed before it broke. With `countTokens: true` in the policy it counts a call's input
+ * before the call through `messages.countTokens` (POST /v1/messages/count_tokens) when admission asks.
  */
 import Anthropic, { type ClientOptions } from '@anthropic-ai/sdk';
 import { GatewayError } from '../errors.js';
@@ -113,6 +114,26 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
     name,
     kind: 'anthropic',
     baseUrl,
+
+    ...(config.countTokens
+      ? {
+          async countTokens(req: CompletionRequest): Promise<number> {
+            if (req.signal?.aborted) throw cancelledError(name);
+            checkEgress();
+            const { model, messages, system } = params(req);
+            let counted: Anthropic.MessageTokensCount;
+            try {
+              counted = await client.messages.countTokens({ model, messages, ...(system !== undefined ? { system } : {}) }, { signal: req.signal });
+            } catch (err) {
+              throw toGatewayError(err, req.signal);
+            }
+            if (typeof counted?.input_tokens !== 'number' || !Number.isFinite(counted.input_tokens) || counted.input_tokens < 0) {
+              throw malformed('the answer is not a token count');
+            }
+            return counted.input_tokens;
+          },
+        }
+      : {}),
 
     async complete(req) {
       if (req.signal?.aborted) throw cancelledError(name);

@@ -3,6 +3,9 @@
  * serves every Bedrock model that speaks messages. Requests go over HTTP/1.1 (NodeHttpHandler):
  * the SDK's HTTP/2 default is spoken by neither a node:http fake nor many corporate proxies.
  *
+ * With `countTokens: true` in the policy, admission can count a call's input before the call
+ * through the CountTokens command (POST /model/{modelId}/count-tokens).
+ *
  * Usage: Bedrock's `inputTokens` counts only the input that was neither read from nor written to
  * the prompt cache (AWS prompt-caching guide: total input = inputTokens + cacheReadInputTokens +
  * cacheWriteInputTokens). The gateway's `inputTokens` is the whole prompt, so the cache fields are
@@ -18,6 +21,7 @@ import {
   BedrockRuntimeServiceException,
   ConverseCommand,
   ConverseStreamCommand,
+  CountTokensCommand,
   type ConverseRequest,
   type TokenUsage,
 } from '@aws-sdk/client-bedrock-runtime';
@@ -26,6 +30,7 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
+import { FRAMING, inputTokenBound } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type BedrockConfig = Extract<ProviderConfig, { kind: 'bedrock' }>;
@@ -53,12 +58,11 @@ const NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EP
 
 /**
  * Input tokens charged for a stream that failed before Bedrock's metadata event told the real
- * count: one token per four characters of system prompt and messages (the usual rule of thumb for
- * English text), at least one per message. It errs on the high side for short words.
+ * count: what admission reserved for it when the pipeline says so (an exact count or the bound),
+ * else the bound of estimate.ts under Bedrock's framing. Never less than Bedrock can have billed.
  */
-export function estimateInputTokens(req: CompletionRequest): number {
-  const count = (text: string): number => Math.max(1, Math.ceil(text.length / 4));
-  return req.messages.reduce((n, m) => n + count(m.content), req.system ? count(req.system) : 0);
+export function unreportedInputTokens(req: Pick<CompletionRequest, 'system' | 'messages' | 'inputTokens'>): number {
+  return req.inputTokens ?? inputTokenBound(req, FRAMING.bedrock);
 }
 
 function toUsage(u: TokenUsage | undefined): Usage | undefined {
@@ -141,6 +145,27 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
     kind: 'bedrock',
     baseUrl: providerEndpoint(config),
 
+    ...(config.countTokens
+      ? {
+          // CountTokens takes the Converse request's messages and system prompt and answers the
+          // input tokens Converse would bill. Models without token counting answer ValidationException.
+          async countTokens(req: CompletionRequest): Promise<number> {
+            checkNotAborted(req);
+            const { modelId, messages, system } = converseInput(req);
+            let out;
+            try {
+              out = await client.send(new CountTokensCommand({ modelId, input: { converse: { messages, ...(system ? { system } : {}) } } }), { abortSignal: req.signal });
+            } catch (err) {
+              throw fail(err, req);
+            }
+            if (typeof out.inputTokens !== 'number' || !Number.isFinite(out.inputTokens) || out.inputTokens < 0) {
+              throw fail(new Error('the CountTokens answer has no inputTokens'), req);
+            }
+            return out.inputTokens;
+          },
+        }
+      : {}),
+
     async complete(req): Promise<CompletionResult> {
       checkNotAborted(req);
       let out;
@@ -173,7 +198,7 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       // What was consumed so far: nothing before the stream opened; afterwards the input (as
       // reported, else estimated) and one output token per delta received.
       const partial = (): Usage | undefined =>
-        opened ? (usage ?? { inputTokens: estimateInputTokens(req), outputTokens: deltas }) : undefined;
+        opened ? (usage ?? { inputTokens: unreportedInputTokens(req), outputTokens: deltas }) : undefined;
       // Our own abort as well as the caller's: a listener that throws must not leave Bedrock generating.
       const ours = new AbortController();
       const abortSignal = req.signal ? AbortSignal.any([req.signal, ours.signal]) : ours.signal;

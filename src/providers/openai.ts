@@ -2,7 +2,9 @@
  * The OpenAI adapter: Chat Completions through the official openai SDK. It also serves
  * OpenAI-compatible servers (vLLM, Ollama, LM Studio) through `baseUrl`, which speak the same wire
  * format. Usage comes from the provider; only when a server reports none (a cut stream, a server
- * ignoring `stream_options`) is it estimated, and the estimate rule is written down below.
+ * ignoring `stream_options`) is it estimated, and the estimate rule is written down below. Input
+ * tokens are counted before a call with the model's own tokenizer (estimate.ts) when its model id
+ * names a known OpenAI encoding.
  */
 import OpenAI, { type ClientOptions as OpenAIClientOptions } from 'openai';
 import { GatewayError } from '../errors.js';
@@ -10,21 +12,21 @@ import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
 import { idleGuard, sdkTransport } from './fetchSdk.js';
-import type { ChatMessage, CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
+import { countOpenAIInput, FRAMING, inputTokenBound } from './estimate.js';
+import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type OpenAIConfig = Extract<ProviderConfig, { kind: 'openai' }>;
 
 type ChatParams = OpenAI.Chat.ChatCompletionCreateParamsNonStreaming;
 
 /**
- * Input tokens for a prompt whose usage the server never reported: one token per 4 characters of
- * every message (the usual rule of thumb for English with OpenAI's tokenizers), plus 3 per message
- * for the chat framing tokens, at least 1 per message. It only fills a gap so a cut stream is still
- * charged; a reported count always wins.
+ * Input tokens charged for a prompt whose usage the server never reported (a cut stream, a server
+ * ignoring `stream_options`): what admission reserved for it when the pipeline says so (an exact
+ * count or the bound), else the bound of estimate.ts under OpenAI's framing. Never less than the
+ * provider can have billed; a reported count always wins.
  */
-export function estimatePromptTokens(system: string | undefined, messages: ChatMessage[]): number {
-  const all = system !== undefined ? [system, ...messages.map((m) => m.content)] : messages.map((m) => m.content);
-  return all.reduce((n, text) => n + Math.max(1, Math.ceil(text.length / 4)) + 3, 0);
+export function unreportedInputTokens(req: Pick<CompletionRequest, 'system' | 'messages' | 'inputTokens'>): number {
+  return req.inputTokens ?? inputTokenBound(req, FRAMING.openai);
 }
 
 /**
@@ -130,6 +132,8 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
     kind: 'openai',
     baseUrl,
 
+    countTokens: (req) => countOpenAIInput(req, req.model),
+
     async complete(req) {
       if (req.signal?.aborted) throw cancelledError(name);
       checkEgress();
@@ -150,7 +154,8 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
         model: completion.model,
         usage: completion.usage
           ? usageOf(completion.usage)
-          : { inputTokens: estimatePromptTokens(req.system, req.messages), outputTokens: Math.max(1, Math.ceil(text.length / 4)) },
+          : // Without usage the output is bounded like the input: at most one token per UTF-8 byte.
+            { inputTokens: unreportedInputTokens(req), outputTokens: Math.max(1, Math.min(req.maxTokens, Buffer.byteLength(text, 'utf8'))) },
         stopReason: stopReasonOf(choice.finish_reason),
       };
     },
@@ -167,7 +172,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
       let listenerError: unknown;
       const idle = idleGuard(config.timeoutMs, req.signal);
       // Without a usage chunk, input is estimated from the prompt and output is one token per delta.
-      const consumed = (): Usage => reported ?? { inputTokens: estimatePromptTokens(req.system, req.messages), outputTokens: deltas };
+      const consumed = (): Usage => reported ?? { inputTokens: unreportedInputTokens(req), outputTokens: deltas };
       const stalled = (): GatewayError =>
         upstreamError({ provider: name, network: true, type: 'timeout', message: `no stream chunk within ${config.timeoutMs} ms`, usage: consumed() });
 

@@ -15,6 +15,12 @@ export interface CompletionRequest {
   temperature?: number;
   /** Aborting it must abort the upstream HTTP request. */
   signal?: AbortSignal;
+  /**
+   * The input tokens admission reserved for this request on this model (an exact count or the
+   * bound of estimate.ts). An adapter whose provider never reported usage (a cut stream) charges
+   * this; without it, the bound.
+   */
+  inputTokens?: number;
 }
 
 /** Token usage as the provider reported it. */
@@ -51,6 +57,14 @@ export interface Provider {
   readonly baseUrl?: string;
   complete(req: CompletionRequest): Promise<CompletionResult>;
   stream(req: CompletionRequest, onText: TextListener): Promise<CompletionResult>;
+  /**
+   * The input tokens the provider would bill for `req` (model, system prompt, messages), counted
+   * exactly: with the model's own tokenizer, or through the provider's token-counting API when the
+   * policy enables it (`countTokens: true`). Undefined when this provider cannot count for this
+   * model, and admission then reserves the bound (estimate.ts). Throws like `complete` when the
+   * counting call fails.
+   */
+  countTokens?(req: CompletionRequest): Promise<number | undefined>;
 }
 
 /** Options shared by every network adapter. */

@@ -41,5 +41,9 @@ function loading(name: string, config: ProviderConfig, adapter: Promise<Provider
     baseUrl: providerEndpoint(config),
     complete: async (req) => (await adapter).complete(req),
     stream: async (req, onText) => (await adapter).stream(req, onText),
+    countTokens: async (req) => {
+      const a = await adapter;
+      return a.countTokens ? a.countTokens(req) : undefined;
+    },
   };
 }

@@ -1,6 +1,7 @@
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { applicableLines, estimateInputTokens } from '../../src/policy/budgets.js';
+import { applicableLines } from '../../src/policy/budgets.js';
+import { inputTokenBound } from '../../src/providers/estimate.js';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { keyPrincipal } from '../helpers/principal.js';
@@ -83,9 +84,9 @@ describe('budgets through the MCP client', () => {
   });
 
   it('lets exactly 10 of 100 parallel calls through when the budget fits 10 reservations', async () => {
-    // Each call reserves 6 estimated input + 100 output = 106 tokens; 1,060 fit exactly ten. The demo
+    // Each call reserves the bound on its input (5 bytes + 8 + 16 = 29) + 100 output = 129 tokens; 1,290 fit exactly ten. The demo
     // provider holds each call for 4 s so every reservation is made before any settles, even on a loaded machine.
-    gw = await startTestGateway(basicPolicy({ userTokens: 1060, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 4000 }'));
+    gw = await startTestGateway(basicPolicy({ userTokens: 1290, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 4000 }'));
     const alice = await connect(KEYS.alice);
     const results = await Promise.all(
       Array.from({ length: 100 }, () => alice.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } })),
@@ -132,7 +133,7 @@ describe('budgets through the MCP client', () => {
   it('lowers max_tokens to what the budget can still pay for instead of refusing', async () => {
     gw = await startTestGateway(basicPolicy({ userTokens: 1000, tierDownBelow: 1 }));
     const prompt = Array.from({ length: 30 }, (_, i) => `w${i}`).join(' ');
-    const estimate = estimateInputTokens([prompt]);
+    const estimate = inputTokenBound({ messages: [{ content: prompt }] });
     await precharge(gw, KEYS.alice, 1000 - estimate - 20); // room for the estimated input and 20 output tokens
     const alice = await connect(KEYS.alice);
     const r = (await alice.callTool({ name: 'complete', arguments: { prompt, max_tokens: 500 } })).structuredContent as {
@@ -146,10 +147,10 @@ describe('budgets through the MCP client', () => {
 
   it('refuses rather than clamp below limits.minOutputTokens', async () => {
     gw = await startTestGateway(basicPolicy({ userTokens: 1000, tierDownBelow: 1 }));
-    await precharge(gw, KEYS.alice, 1000 - estimateInputTokens(['hi']) - 15); // room for 15 output tokens, under the default 16
+    await precharge(gw, KEYS.alice, 1000 - inputTokenBound({ messages: [{ content: 'hi' }] }) - 15); // room for 15 output tokens, under the default 16
     const alice = await connect(KEYS.alice);
     const e = errorOf(await alice.callTool({ name: 'complete', arguments: { prompt: 'hi', max_tokens: 500 } }));
     expect(e.code).toBe('BUDGET_EXHAUSTED');
-    expect(e.details).toMatchObject({ budgetId: 'user-weekly', remaining: estimateInputTokens(['hi']) + 15, requested: estimateInputTokens(['hi']) + 500 });
+    expect(e.details).toMatchObject({ budgetId: 'user-weekly', remaining: inputTokenBound({ messages: [{ content: 'hi' }] }) + 15, requested: inputTokenBound({ messages: [{ content: 'hi' }] }) + 500 });
   });
 });

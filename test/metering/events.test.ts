@@ -61,10 +61,10 @@ describe('decision events', () => {
       'tollgate.tier.requested': 'standard',
       'tollgate.tier.served': 'standard',
       'tollgate.model.served': 'demo/medium',
-      'tollgate.reserved': [{ budget: 'user-weekly', subject: 'alice', amount: 106 }],
+      'tollgate.reserved': [{ budget: 'user-weekly', subject: 'alice', amount: 129 }],
       'tollgate.charged': [{ budget: 'user-weekly', subject: 'alice', amount: 6, unit: 'tokens' }],
-      'tollgate.estimated_input_tokens': 6,
-      'tollgate.reserved_tokens': { input: 6, output: 100 },
+      'tollgate.estimated_input_tokens': 29,
+      'tollgate.reserved_tokens': { input: 29, output: 100 },
       'tollgate.settled_by': 'call',
       'tollgate.cost_usd': 0.000066,
       'tollgate.attempts': [{ model: 'demo/medium', provider: 'demo', ok: true, ms: 0 }],
@@ -91,7 +91,7 @@ describe('decision events', () => {
       'tollgate.tier.requested': 'standard',
       'tollgate.tier.served': 'economy',
       'tollgate.model.served': 'demo/small',
-      'tollgate.reserved_tokens': { input: 5, output: 10 },
+      'tollgate.reserved_tokens': { input: 26, output: 10 },
       'tollgate.charged': [{ budget: 'user-weekly', subject: 'alice', amount: 5, unit: 'tokens' }],
     });
   });

@@ -13,7 +13,8 @@ import { GatewayError } from '../../src/errors.js';
 import type { Principal } from '../../src/identity/principal.js';
 import { buildRuntime, settingsFromEnv } from '../../src/main.js';
 import { memorySink } from '../../src/metering/sink.js';
-import { applicableLines, estimateInputTokens } from '../../src/policy/budgets.js';
+import { applicableLines } from '../../src/policy/budgets.js';
+import { inputTokenBound } from '../../src/providers/estimate.js';
 import { covers, parsePolicy, type Policy } from '../../src/policy/load.js';
 import { simulate, type UsageMap } from '../../src/policy/simulate.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
@@ -300,8 +301,7 @@ function lineUsageOf(spec: LineUsageSpec, limit: number, worstCase: number): { u
 /** About what one call could cost in `tier` on a budget of `unit` (only used to place prior usage near it). */
 function worstCaseOf(s: Scenario, unit: 'tokens' | 'usd', tier: number): number {
   const request = requestOf(s);
-  const texts = [...(request.system === undefined ? [] : [request.system]), ...request.messages.map((m) => m.content)];
-  const input = estimateInputTokens(texts);
+  const input = inputTokenBound(request);
   const models = s.tiers[tier % s.tiers.length]!.map((i) => s.models[i]!);
   const costs = models.map((m) => {
     const output = Math.min(request.maxTokens, m.maxOutputTokens);

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
-import { createBedrockProvider, estimateInputTokens, proxyAgents, type BedrockConfig } from '../../src/providers/bedrock.js';
+import { createBedrockProvider, proxyAgents, unreportedInputTokens, type BedrockConfig } from '../../src/providers/bedrock.js';
 import type { CompletionRequest } from '../../src/providers/provider.js';
 import { startFakeBedrock, type FakeBedrockServer } from '../../tools/fake-providers/bedrock.js';
 import { promptTokens, replyWords } from '../../tools/fake-providers/types.js';
@@ -167,7 +167,7 @@ describe('Bedrock adapter specifics', () => {
       provider: 'bedrock-eu',
       status: 429,
       upstreamType: 'ThrottlingException',
-      usage: { inputTokens: estimateInputTokens(request()), outputTokens: 2 },
+      usage: { inputTokens: unreportedInputTokens(request()), outputTokens: 2 },
     });
     expect(err.message).toBe('Provider bedrock-eu failed (HTTP 429 ThrottlingException): Too many tokens, slow down.');
   });
@@ -179,7 +179,7 @@ describe('Bedrock adapter specifics', () => {
     expect(err.details.upstreamType).toBe('ModelStreamErrorException');
     expect(err.details.status).toBeUndefined();
     expect(err.message).toBe('Provider bedrock-eu failed (ModelStreamErrorException): The model stopped.');
-    expect(err.details.usage).toEqual({ inputTokens: estimateInputTokens(request()), outputTokens: 1 });
+    expect(err.details.usage).toEqual({ inputTokens: unreportedInputTokens(request()), outputTokens: 1 });
   });
 
   it('closes the upstream stream when the caller cancels midway, and charges what was streamed', async () => {
@@ -192,7 +192,7 @@ describe('Bedrock adapter specifics', () => {
     });
     const err = await rejection(pending);
     expect(err.code).toBe('CANCELLED');
-    expect(err.details).toEqual({ provider: 'bedrock-eu', usage: { inputTokens: estimateInputTokens(request()), outputTokens: 2 } });
+    expect(err.details).toEqual({ provider: 'bedrock-eu', usage: { inputTokens: unreportedInputTokens(request()), outputTokens: 2 } });
     expect(deltas).toEqual(['fake ', 'bedrock ']);
     await until(() => fake.requests[0]!.aborted);
     expect(fake.requests[0]!.completed).toBe(false);
@@ -218,7 +218,7 @@ describe('Bedrock adapter specifics', () => {
     expect(err.details).toEqual({
       provider: 'bedrock-eu',
       upstreamType: 'timeout',
-      usage: { inputTokens: estimateInputTokens(request()), outputTokens: 0 },
+      usage: { inputTokens: unreportedInputTokens(request()), outputTokens: 0 },
     });
     await until(() => fake.requests[0]!.aborted);
   });
@@ -236,9 +236,10 @@ describe('Bedrock adapter specifics', () => {
     expect(deltas).toEqual(['fake ']);
   });
 
-  it('estimates the input of a failed stream at one token per four characters, at least one per message', () => {
-    // 'You are terse.' 14 chars -> 4; 'Hello there' 11 -> 3; 'Hi.' 3 -> 1; 'Name three rivers' 17 -> 5.
-    expect(estimateInputTokens(request())).toBe(13);
+  it('charges the input of a failed stream at what admission reserved, else at the bound (UTF-8 bytes plus 8 per message and 16)', () => {
+    // 'You are terse.' 14 bytes, 'Hello there' 11, 'Hi.' 3, 'Name three rivers' 17: 45 + 4 x 8 + 16.
+    expect(unreportedInputTokens(request())).toBe(93);
+    expect(unreportedInputTokens(request({ inputTokens: 21 }))).toBe(21);
   });
 
   it('answers the same for a model id with several colons', async () => {

@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
-import { createOpenAIProvider, estimatePromptTokens, outputCapFields, type OpenAIConfig } from '../../src/providers/openai.js';
+import { createOpenAIProvider, outputCapFields, unreportedInputTokens, type OpenAIConfig } from '../../src/providers/openai.js';
 import type { CompletionRequest } from '../../src/providers/provider.js';
 import { createProvider } from '../../src/providers/registry.js';
 import { startFakeProxy } from '../../tools/fake-providers/http.js';
@@ -114,18 +114,19 @@ describe('OpenAI adapter specifics', () => {
     expect(err.details.upstreamType).toBe('server_error');
   });
 
-  it('charges a cut stream with the estimated prompt and one token per delta received', async () => {
+  it('charges a cut stream with the bound on the prompt and one token per delta received', async () => {
     fake.failNext({ kind: 'cut', afterWords: 2 });
     const err = await failure(createOpenAIProvider('openai', config(fake)).stream(request, () => {}));
     expect(err.code).toBe('PROVIDER_UNAVAILABLE');
     expect(err.details.upstreamType).toBe('connection_lost');
-    // "Answer in French." is 17 characters (5 + 3), "Name a colour" 13 (4 + 3).
-    expect(err.details.usage).toEqual({ inputTokens: 15, outputTokens: 2 });
+    // "Answer in French." is 17 bytes, "Name a colour" 13: 30 + 2 x 4 per message + 3.
+    expect(err.details.usage).toEqual({ inputTokens: 41, outputTokens: 2 });
   });
 
-  it('estimates a prompt as one token per 4 characters plus 3 per message', () => {
-    expect(estimatePromptTokens('Answer in French.', [{ role: 'user', content: 'Name a colour' }])).toBe(15);
-    expect(estimatePromptTokens(undefined, [{ role: 'user', content: '' }])).toBe(4);
+  it('charges an unreported prompt at what admission reserved, else at its UTF-8 bytes plus 4 per message and 3', () => {
+    expect(unreportedInputTokens({ system: 'Answer in French.', messages: [{ role: 'user', content: 'Name a colour' }] })).toBe(41);
+    expect(unreportedInputTokens({ messages: [{ role: 'user', content: '' }] })).toBe(7);
+    expect(unreportedInputTokens({ messages: [{ role: 'user', content: 'Name a colour' }], inputTokens: 9 })).toBe(9);
   });
 
   it('says CANCELLED and charges what streamed when the caller aborts midway', async () => {
@@ -138,7 +139,7 @@ describe('OpenAI adapter specifics', () => {
       }),
     );
     expect(err.code).toBe('CANCELLED');
-    expect(err.details.usage).toEqual({ inputTokens: 15, outputTokens: 2 });
+    expect(err.details.usage).toEqual({ inputTokens: 41, outputTokens: 2 });
   });
 });
 
@@ -194,7 +195,7 @@ describe('OpenAI stream that stalls after the headers', () => {
       const err = await failure(provider.stream(request, () => {}));
       expect(err.code).toBe('PROVIDER_UNAVAILABLE');
       expect(err.details.upstreamType).toBe('timeout');
-      expect(err.details.usage).toEqual({ inputTokens: 15, outputTokens: 1 });
+      expect(err.details.usage).toEqual({ inputTokens: 41, outputTokens: 1 });
       await expect.poll(() => closed).toBe(true);
     } finally {
       server.closeAllConnections();
@@ -218,7 +219,7 @@ describe('OpenAI error object in the middle of a stream', () => {
       const provider = createOpenAIProvider('openai', { kind: 'openai', apiKey: KEY, baseUrl: url, timeoutMs: 1500, maxRetries: 0 });
       const err = await failure(provider.stream(request, () => {}));
       expect(err.code).toBe('PROVIDER_UNAVAILABLE');
-      expect(err.details).toEqual({ provider: 'openai', upstreamType: 'server_error', usage: { inputTokens: 15, outputTokens: 1 } });
+      expect(err.details).toEqual({ provider: 'openai', upstreamType: 'server_error', usage: { inputTokens: 41, outputTokens: 1 } });
     } finally {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));

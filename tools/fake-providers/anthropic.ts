@@ -5,6 +5,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { bearerToken, openEventStream, sendJson, sendMalformedJson, startFakeHttpServer, writeFlushed, type FakeCall } from './http.js';
+import { billedInputTokens, type FakeBilling } from './billing.js';
 import { countWords, replyWords, type FakeProviderServer } from './types.js';
 
 export interface FakeAnthropicOptions {
@@ -12,6 +13,8 @@ export interface FakeAnthropicOptions {
   apiKey?: string;
   /** Input tokens to report as read from the prompt cache (capped at the prompt's tokens). */
   cacheReadTokens?: number;
+  /** How input tokens are billed and counted: whitespace words (default) or a real BPE tokenizer (billing.ts). */
+  billing?: FakeBilling;
 }
 
 /** Anthropic's error `type` for each HTTP status it documents. */
@@ -68,15 +71,36 @@ function validate(body: unknown, version: string): MessagesBody | string {
   return b as unknown as MessagesBody;
 }
 
-/** Starts the fake on 127.0.0.1 (a free port); its `url` is the SDK's `baseURL` (no /v1). */
+/** A count_tokens body: the Messages fields that are input (model, messages, system), no max_tokens needed. */
+function validateCount(body: unknown): Pick<MessagesBody, 'model' | 'messages' | 'system'> | string {
+  if (typeof body !== 'object' || body === null) return 'request body must be a JSON object';
+  const b = body as Record<string, unknown>;
+  if (typeof b.model !== 'string' || b.model === '') return 'model: Field required';
+  if (!Array.isArray(b.messages) || b.messages.length === 0) return 'messages: at least one message is required';
+  return b as unknown as MessagesBody;
+}
+
+/**
+ * Starts the fake on 127.0.0.1 (a free port); its `url` is the SDK's `baseURL` (no /v1). It also
+ * answers `POST /v1/messages/count_tokens` with `{ "input_tokens": n }`, n being what
+ * `POST /v1/messages` bills for the same input.
+ */
 export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promise<FakeProviderServer> {
   const base = await startFakeHttpServer(handle);
+
+  /** Input tokens of a request's system prompt and messages, by the billing rule. */
+  function inputOf(b: Pick<MessagesBody, 'messages' | 'system'>): Promise<number> {
+    if (opts.billing !== 'bpe') return Promise.resolve(b.messages.reduce((sum, m) => sum + countWords(textOf(m.content)), countWords(textOf(b.system))));
+    const system = b.system === undefined ? undefined : textOf(b.system);
+    return billedInputTokens('anthropic', 'bpe', { system, messages: b.messages.map((m) => ({ content: textOf(m.content) })) });
+  }
 
   async function handle(call: FakeCall): Promise<void> {
     const { req, res, fault } = call;
     const n = ++sequence;
     const requestId = `req_fake${n}`;
-    if (req.method !== 'POST' || call.path !== '/v1/messages') return sendError(res, 404, `${req.method} ${call.path} not found`, requestId);
+    const counting = call.path === '/v1/messages/count_tokens';
+    if (req.method !== 'POST' || (call.path !== '/v1/messages' && !counting)) return sendError(res, 404, `${req.method} ${call.path} not found`, requestId);
     // SDK 1.x sends `Authorization: Bearer`, 0.x and curl users `x-api-key`; with both, x-api-key wins.
     const header = req.headers['x-api-key'];
     const key = (Array.isArray(header) ? header[0] : header) ?? bearerToken(req);
@@ -84,6 +108,11 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
     const version = req.headers['anthropic-version'];
     if (typeof version !== 'string' || version === '') return sendError(res, 400, 'anthropic-version: header is required', requestId);
     if (fault?.kind === 'status') return sendError(res, fault.status, `fake fault: HTTP ${fault.status}`, requestId);
+    if (counting) {
+      const toCount = validateCount(call.record.body);
+      if (typeof toCount === 'string') return sendError(res, 400, toCount, requestId);
+      return sendJson(res, 200, { input_tokens: await inputOf(toCount) }, { 'request-id': requestId });
+    }
     const body = validate(call.record.body, version);
     if (typeof body === 'string') return sendError(res, 400, body, requestId);
 
@@ -91,7 +120,7 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
     const fullLength = replyWords('anthropic', textOf(lastUser?.content), Number.MAX_SAFE_INTEGER).length;
     const words = replyWords('anthropic', textOf(lastUser?.content), body.max_tokens);
     const stopReason = fullLength > body.max_tokens ? 'max_tokens' : 'end_turn';
-    const promptWords = body.messages.reduce((sum, m) => sum + countWords(textOf(m.content)), countWords(textOf(body.system)));
+    const promptWords = await inputOf(body);
     const cacheRead = Math.min(opts.cacheReadTokens ?? 0, promptWords);
     const usageIn = { input_tokens: promptWords - cacheRead, cache_creation_input_tokens: 0, cache_read_input_tokens: cacheRead };
     const id = `msg_fake${String(n).padStart(6, '0')}`;

@@ -10,7 +10,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo, Socket } from 'node:net';
 import { EventStreamCodec } from '@smithy/eventstream-codec';
 import { fromUtf8, toUtf8 } from '@smithy/util-utf8';
-import { promptTokens, replyWords, type FakeFault, type FakeProviderServer, type RecordedRequest } from './types.js';
+import { billedInputTokens, type FakeBilling } from './billing.js';
+import { replyWords, type FakeFault, type FakeProviderServer, type RecordedRequest } from './types.js';
 
 /** An exception event ConverseStream sends mid-stream, after `afterWords` deltas. */
 export interface StreamException {
@@ -75,7 +76,14 @@ function parseConverse(body: unknown): ConverseBody | undefined {
   };
 }
 
-export async function startFakeBedrock(opts: { latencyMs?: number } = {}): Promise<FakeBedrockServer> {
+/**
+ * Starts the fake on 127.0.0.1 (a free port). Besides Converse and ConverseStream it answers
+ * CountTokens (`POST /model/{modelId}/count-tokens` with `{ "input": { "converse": { messages,
+ * system } } }`) with `{ "inputTokens": n }`, n being what Converse bills for the same input.
+ * `billing` chooses how input is billed and counted: whitespace words (default) or a real BPE
+ * tokenizer (billing.ts).
+ */
+export async function startFakeBedrock(opts: { latencyMs?: number; billing?: FakeBilling } = {}): Promise<FakeBedrockServer> {
   const requests: RecordedRequest[] = [];
   const faults: FakeFault[] = [];
   const streamExceptions: StreamException[] = [];
@@ -128,6 +136,28 @@ export async function startFakeBedrock(opts: { latencyMs?: number } = {}): Promi
     return new Promise((resolve) => res.write(chunk, () => resolve()));
   }
 
+  /** CountTokens: the input tokens Converse would bill for the request's messages and system prompt. */
+  async function countTokens(req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, rawModelId: string): Promise<void> {
+    const auth = req.headers.authorization;
+    if (typeof auth !== 'string' || !auth.startsWith('AWS4-HMAC-SHA256')) {
+      return sendError(res, rec, 403, 'Missing or invalid SigV4 Authorization header.');
+    }
+    let modelId = '';
+    try {
+      modelId = decodeURIComponent(rawModelId);
+    } catch {
+      // Left empty: rejected below.
+    }
+    if (modelId.trim() === '') return sendError(res, rec, 400, `The model id "${rawModelId}" is not valid.`);
+    const input = (rec.body as { input?: { converse?: unknown; invokeModel?: unknown } } | undefined)?.input;
+    if (input?.invokeModel !== undefined) return sendError(res, rec, 400, 'The fake counts Converse input only.');
+    const call = parseConverse(input?.converse);
+    if (!call) return sendError(res, rec, 400, 'The request has no input.converse with at least one message.');
+    const inputTokens = await billedInputTokens('bedrock', opts.billing ?? 'words', call);
+    res.writeHead(200, { 'content-type': 'application/json', 'x-amzn-requestid': randomUUID() });
+    res.end(JSON.stringify({ inputTokens }), () => (rec.completed = true));
+  }
+
   async function answer(req: IncomingMessage, res: ServerResponse, rec: RecordedRequest, rawModelId: string, streamed: boolean): Promise<void> {
     const auth = req.headers.authorization;
     if (typeof auth !== 'string' || !auth.startsWith('AWS4-HMAC-SHA256')) {
@@ -156,7 +186,7 @@ export async function startFakeBedrock(opts: { latencyMs?: number } = {}): Promi
     if (fault?.kind === 'status') return sendError(res, rec, fault.status, `Injected failure ${fault.status}.`);
 
     const lastUser = [...call.messages].reverse().find((m) => m.role === 'user')?.content ?? '';
-    const inputTokens = promptTokens(call.system, call.messages);
+    const inputTokens = await billedInputTokens('bedrock', opts.billing ?? 'words', call);
     const words = replyWords('bedrock', lastUser, call.maxTokens);
     const stopReason = words.length >= call.maxTokens ? 'max_tokens' : 'end_turn';
     const cached = cache.readTokens + cache.writeTokens;
@@ -232,10 +262,11 @@ export async function startFakeBedrock(opts: { latencyMs?: number } = {}): Promi
       res.on('close', () => {
         if (!rec.completed && !cutByFake.has(res)) rec.aborted = true;
       });
-      const match = /^\/model\/([^/]+)\/(converse|converse-stream)$/.exec(url.pathname);
+      const match = /^\/model\/([^/]+)\/(converse|converse-stream|count-tokens)$/.exec(url.pathname);
       if (req.method !== 'POST' || !match) {
         return sendError(res, rec, 404, `No route for ${req.method} ${url.pathname}.`);
       }
+      if (match[2] === 'count-tokens') return void countTokens(req, res, rec, match[1]!).catch(() => res.destroy());
       answer(req, res, rec, match[1]!, match[2] === 'converse-stream').catch(() => res.destroy());
     });
   });

@@ -6,6 +6,7 @@
  */
 import type { ServerResponse } from 'node:http';
 import { bearerToken, openEventStream, sendJson, sendMalformedJson, startFakeHttpServer, writeFlushed, type FakeCall } from './http.js';
+import { billedInputTokens, type FakeBilling } from './billing.js';
 import { countWords, replyWords, type FakeProviderServer } from './types.js';
 
 export interface FakeOpenAIOptions {
@@ -13,6 +14,8 @@ export interface FakeOpenAIOptions {
   apiKey?: string;
   /** Prompt tokens to report as cached (`prompt_tokens_details.cached_tokens`), capped at the prompt. */
   cachedTokens?: number;
+  /** How prompt tokens are billed: whitespace words (default) or o200k_base as OpenAI bills (billing.ts). */
+  billing?: FakeBilling;
 }
 
 /** OpenAI's error `type` and `code` for a status. */
@@ -84,7 +87,10 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     const words = replyWords('openai', textOf(lastUser?.content), maxTokens);
     const finishReason = fullLength > maxTokens ? 'length' : 'stop';
     // System and developer messages travel in `messages`, so every message is prompt.
-    const promptTokens = body.messages.reduce((sum, m) => sum + countWords(textOf(m.content)), 0);
+    const promptTokens =
+      opts.billing === 'bpe'
+        ? await billedInputTokens('openai', 'bpe', { messages: body.messages.map((m) => ({ content: textOf(m.content) })) })
+        : body.messages.reduce((sum, m) => sum + countWords(textOf(m.content)), 0);
     const usage = {
       prompt_tokens: promptTokens,
       completion_tokens: words.length,

@@ -17,6 +17,8 @@ const budgetView = z.object({
   used: z.number(),
   reserved: z.number(),
   remaining: z.number(),
+  /** How far `used` is past the limit, when a provider billed more than was reserved. */
+  overrun: z.number().optional(),
   resetsAt: z.string(),
 });
 

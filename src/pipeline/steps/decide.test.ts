@@ -29,7 +29,7 @@ const bob = keyPrincipal({ policy }, KEYS.bob);
 const medium = policy.models.get('demo/medium')!;
 const small = policy.models.get('demo/small')!;
 
-/** 9 bytes of system prompt and 20 of message: ceil(9/3)+4 + ceil(20/3)+4 = 18 estimated input tokens. */
+/** 9 bytes of system prompt and 20 of message: the bound (src/providers/estimate.ts) is 9 + 20 bytes + 2 x 8 per message + 16 = 61 input tokens. */
 const ask = (over: Partial<CompletionInput> = {}): CompletionInput => ({
   system: 'Be brief.',
   messages: [{ role: 'user', content: 'Summarise the report' }],
@@ -65,7 +65,7 @@ describe('decide step', () => {
 
     expect(next.calls).toEqual([
       {
-        estimatedInputTokens: 18,
+        estimatedInputTokens: 61,
         lines: [
           {
             budget: 'user-weekly',
@@ -194,7 +194,7 @@ describe('decide step', () => {
     });
     expect(next.calls).toEqual([]);
     expect(ctx.decision).toBeUndefined();
-    expect(ctx.estimatedInputTokens).toBe(18);
+    expect(ctx.estimatedInputTokens).toBe(61);
   });
 
   it("decides under the call's own policy snapshot: a ctx policy with a smaller budget tiers down where the other would not", async () => {

@@ -1,6 +1,6 @@
 import { GatewayError } from '../../errors.js';
-import { estimateInputTokens } from '../../policy/budgets.js';
 import { decide } from '../../policy/decide.js';
+import { inputTokenBound } from '../../providers/estimate.js';
 import type { Middleware } from '../compose.js';
 import { admitted, type CallContext } from '../context.js';
 import type { Ledger } from '../ledger.js';
@@ -20,8 +20,8 @@ export function enforcePolicy(opts: DecideStepOptions): Middleware<CallContext> 
   return async function enforce(ctx, next) {
     const { principal, request } = admitted(ctx);
     const { policy } = ctx;
-    const texts = request.messages.map((m) => m.content);
-    ctx.estimatedInputTokens = estimateInputTokens(request.system === undefined ? texts : [request.system, ...texts]);
+    // The provable bound on the input (src/providers/estimate.ts); the estimate step may count exactly.
+    ctx.estimatedInputTokens = inputTokenBound(request);
     ctx.lines = opts.ledger.linesFor(policy, principal);
     const states = await withStore(ctx, opts.ledger, (s) => s.read(ctx.lines.map((l) => l.line)));
     ctx.budgets = ctx.lines.map((l, i) => ({ budget: l.budget, subject: l.subject, resetsAt: l.resetsAt, ...states[i]! }));

@@ -268,14 +268,15 @@ describe('dispatch step', () => {
     expect(err).toEqual({
       code: 'PROVIDER_UNAVAILABLE',
       message: 'Provider openai failed (connection_lost): the connection closed mid-answer',
-      details: { provider: 'openai', upstreamType: 'connection_lost', usage: { inputTokens: 11, outputTokens: 2 } },
+      details: { provider: 'openai', upstreamType: 'connection_lost', usage: { inputTokens: 54, outputTokens: 2 } },
     });
     expect(deltas.join('')).toBe('fake openai ');
     expect(ctx.attempts.map((a) => [a.model, a.ok, a.errorCode])).toEqual([['openai/gpt-5-mini', false, 'PROVIDER_UNAVAILABLE']]);
-    // The stream never reported usage: input estimated by the adapter (ceil(30/4) + 3 framing tokens), one output token per delta.
-    expect(ctx.usage).toEqual({ inputTokens: 11, outputTokens: 2 });
-    // 11 x $0.25 + 2 x $2 per million tokens = 6.75 micro-dollars, rounded up.
-    expect(ctx.costMicroUsd).toBe(7);
+    // The stream never reported usage: the adapter charges the input reserved for the call (the
+    // bound: 30 bytes + 8 + 16 framing tokens), one output token per delta.
+    expect(ctx.usage).toEqual({ inputTokens: 54, outputTokens: 2 });
+    // 54 x $0.25 + 2 x $2 per million tokens = 17.5 micro-dollars, rounded up.
+    expect(ctx.costMicroUsd).toBe(18);
     expect(ctx.served).toBeUndefined();
   });
 });

@@ -3,7 +3,7 @@ import { costMicroUsd } from '../../providers/prices.js';
 import type { Policy } from '../../policy/load.js';
 import type { Provider, Usage } from '../../providers/provider.js';
 import type { Middleware } from '../compose.js';
-import { admitted, callOutputCap, type CallContext } from '../context.js';
+import { admitted, callOutputCap, reservedInputTokens, type CallContext } from '../context.js';
 
 export interface DispatchStepOptions {
   /** The provider as built for the call's policy snapshot, so a hot reload never switches a call midway. */
@@ -48,6 +48,8 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
           maxTokens: callOutputCap(ctx, model),
           temperature: request.temperature,
           signal: ctx.signal,
+          // What an adapter charges for the input when the provider reports no usage.
+          inputTokens: reservedInputTokens(ctx, model),
         };
         try {
           const onText = ctx.onText;

@@ -29,7 +29,7 @@ const alice = keyPrincipal({ policy }, KEYS.alice);
 const medium = policy.models.get('demo/medium')!;
 const small = policy.models.get('demo/small')!;
 
-/** 18 estimated input tokens (see decide.test.ts) and 200 output tokens: 218 tokens reserved on a tokens budget. */
+/** A bound of 61 input tokens (see decide.test.ts) and 200 output tokens: 261 tokens reserved on a tokens budget. */
 const ask = (over: Partial<CompletionInput> = {}): CompletionInput => ({
   system: 'Be brief.',
   messages: [{ role: 'user', content: 'Summarise the report' }],
@@ -67,7 +67,7 @@ describe('reserve step', () => {
       }),
     );
 
-    expect(seen).toEqual([{ reservation: { model: medium, tier: 'standard', amounts: [218], store }, outputClamp: undefined, held: [{ used: 0, reserved: 218 }] }]);
+    expect(seen).toEqual([{ reservation: { model: medium, tier: 'standard', amounts: [261], store }, outputClamp: undefined, held: [{ used: 0, reserved: 261 }] }]);
     expect(ctx.decision).toBe(decision);
   });
 
@@ -87,7 +87,7 @@ describe('reserve step', () => {
         id: 'call-1',
         meta: { transport: 'http', user: 'alice', teams: ['platform'], costCenter: 'cc-1', tier: 'standard', model: 'demo/medium', policyVersion: policy.version },
         dispatched: false,
-        amounts: [218],
+        amounts: [261],
       },
     ]);
   });
@@ -99,7 +99,7 @@ describe('reserve step', () => {
     await reserveAndSettle({ ledger })(ctx, recordingNext(undefined, () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 })));
 
     expect(ctx.charged).toEqual([46]);
-    expect(await held(ledger, store)).toEqual([{ used: 0, reserved: 218 }]);
+    expect(await held(ledger, store)).toEqual([{ used: 0, reserved: 261 }]);
   });
 
   it('charges each line in its own unit: tokens, and micro-dollars at the served model\'s price', async () => {
@@ -163,14 +163,14 @@ describe('reserve step', () => {
         seen.push(await held(ledger, store, p));
       }),
     );
-    expect(seen).toEqual([[{ used: 0, reserved: 218 }], [{ used: 0, reserved: 0 }]]);
+    expect(seen).toEqual([[{ used: 0, reserved: 261 }], [{ used: 0, reserved: 0 }]]);
   });
 
   it('steps down a tier when a budget line refuses the decided tier, and rewrites the decision to say which budget', async () => {
     const store = new MemoryQuotaStore(clock);
     const ledger = testLedger(store);
     // $0.01 (10,000 micro-dollars) a month for the team, 7,500 spent: a standard call's worst case
-    // (18 x $3 + 200 x $15 per million tokens = 3,054) does not fit the 2,500 left; an economy one (18 x $1 + 200 x $5 = 1,018) does.
+    // (61 x $3 + 200 x $15 per million tokens = 3,183) does not fit the 2,500 left; an economy one (61 x $1 + 200 x $5 = 1,061) does.
     const p = testPolicy(basicPolicy({ extraBudgets: teamUsd(0.01) }));
     await spent(ledger, store, 7_500, 'team-usd', p);
     const ctx = await decided(ledger, p);
@@ -180,7 +180,7 @@ describe('reserve step', () => {
 
     expect(next.calls).toEqual([
       {
-        reservation: { model: small, tier: 'economy', amounts: [218, 1018], store },
+        reservation: { model: small, tier: 'economy', amounts: [261, 1061], store },
         decision: {
           effect: 'tier_down',
           tier: 'economy',
@@ -222,11 +222,11 @@ describe('reserve step', () => {
 
     expect(await Promise.all(next.calls)).toEqual([
       {
-        reservation: { model: small, tier: 'economy', amounts: [0, 218], store },
+        reservation: { model: small, tier: 'economy', amounts: [0, 261], store },
         decision: expect.objectContaining({ effect: 'tier_down', tier: 'economy', budgetId: 'user-weekly', reason: 'Budget user-weekly cannot cover a standard call; served by tier economy.' }),
         held: [
           { used: 9_900, reserved: 0 },
-          { used: 0, reserved: 218 },
+          { used: 0, reserved: 261 },
         ],
       },
     ]);
@@ -247,11 +247,11 @@ describe('reserve step', () => {
     const next = recordingNext(() => ({ reservation: ctx.reservation, outputClamp: ctx.outputClamp, decision: ctx.decision }));
     await reserveAndSettle({ ledger })(ctx, next);
 
-    // 100 tokens left, 18 of them for the input: 82 output tokens, 100 reserved.
+    // 100 tokens left, 61 of them for the input: 39 output tokens, 100 reserved.
     expect(next.calls).toEqual([
       {
         reservation: { model: small, tier: 'economy', amounts: [100], store },
-        outputClamp: { tokens: 82, budgetId: 'user-weekly' },
+        outputClamp: { tokens: 39, budgetId: 'user-weekly' },
         decision: {
           effect: 'tier_down',
           tier: 'economy',
@@ -261,7 +261,7 @@ describe('reserve step', () => {
           fallbackTiers: [],
           ruleId: undefined,
           budgetId: 'user-weekly',
-          reason: 'Budget user-weekly has 1.0% left (under 20%), so the call is served one tier down.; max_tokens lowered to 82, all that budget user-weekly can pay for',
+          reason: 'Budget user-weekly has 1.0% left (under 20%), so the call is served one tier down.; max_tokens lowered to 39, all that budget user-weekly can pay for',
         },
       },
     ]);
@@ -274,11 +274,11 @@ describe('reserve step', () => {
     const ctx = await decided(ledger);
     const next = recordingNext();
 
-    // 10 tokens left: not the 218 asked for, and fewer than limits.minOutputTokens (16) once the input is paid.
+    // 10 tokens left: not the 261 asked for, and fewer than limits.minOutputTokens (16) once the input is paid.
     expect(await refusal(reserveAndSettle({ ledger })(ctx, next))).toEqual({
       code: 'BUDGET_EXHAUSTED',
-      message: 'Budget user-weekly (user alice) cannot cover this call: 10 tokens left, 218 needed. It resets at 2025-01-19T23:00:00.000Z.',
-      details: { budgetId: 'user-weekly', subject: 'alice', remaining: 10, requested: 218, resetsAt: '2025-01-19T23:00:00.000Z' },
+      message: 'Budget user-weekly (user alice) cannot cover this call: 10 tokens left, 261 needed. It resets at 2025-01-19T23:00:00.000Z.',
+      details: { budgetId: 'user-weekly', subject: 'alice', remaining: 10, requested: 261, resetsAt: '2025-01-19T23:00:00.000Z' },
     });
     expect(next.calls).toEqual([]);
     expect(ctx.decision).toEqual({
@@ -288,7 +288,7 @@ describe('reserve step', () => {
       requestedModel: undefined,
       budgetId: 'user-weekly',
       resetsAt: Date.parse('2025-01-19T23:00:00Z'),
-      reason: 'Budget user-weekly (user alice) cannot cover this call: 10 tokens left, 218 needed. It resets at 2025-01-19T23:00:00.000Z.',
+      reason: 'Budget user-weekly (user alice) cannot cover this call: 10 tokens left, 261 needed. It resets at 2025-01-19T23:00:00.000Z.',
     });
     expect(ctx.reservation).toBeUndefined();
     expect(await held(ledger, store)).toEqual([{ used: 9_990, reserved: 0 }]);
@@ -306,8 +306,8 @@ describe('reserve step', () => {
 
     expect(await refusal(reserveAndSettle({ ledger })(ctx, recordingNext()))).toMatchObject({
       code: 'BUDGET_EXHAUSTED',
-      message: 'Budget user-weekly (user alice) cannot cover this call: 100 tokens left, 218 needed. It resets at 2025-01-19T23:00:00.000Z.',
-      details: { remaining: 100, requested: 218 },
+      message: 'Budget user-weekly (user alice) cannot cover this call: 100 tokens left, 261 needed. It resets at 2025-01-19T23:00:00.000Z.',
+      details: { remaining: 100, requested: 261 },
     });
   });
 
@@ -352,7 +352,7 @@ describe('reserve step', () => {
 
       expect(next.calls).toHaveLength(1);
       expect(next.calls[0]).toBe(ledger.fallbackStore);
-      expect(await held(ledger, ledger.fallbackStore, p)).toEqual([{ used: 0, reserved: 218 }]);
+      expect(await held(ledger, ledger.fallbackStore, p)).toEqual([{ used: 0, reserved: 261 }]);
       expect(ctx.storeError).toBe('fail_open');
     });
 

@@ -13,12 +13,23 @@ function reservationMeta(ctx: CallContext, tier: string, model: string): Record<
   return { transport: ctx.transport, user: p?.user, teams: p?.teams, costCenter: p?.costCenter, tier, model, policyVersion: ctx.policy.version, units };
 }
 
+/** The lines charged more than they reserved, with the excess. */
+export function overrunOf(reserved: readonly number[], charged: readonly number[]): { lineIndex: number; amount: number }[] {
+  const out: { lineIndex: number; amount: number }[] = [];
+  charged.forEach((amount, i) => {
+    const excess = amount - (reserved[i] ?? 0);
+    if (excess > 0) out.push({ lineIndex: i, amount: excess });
+  });
+  return out;
+}
+
 /**
  * Tries the planner's candidates in order against the quota store, reserving the first one every
  * budget line can take, all lines at once. After the steps below it finish, charges what was
  * actually consumed and releases the rest, success or not.
- * Reads: decision, lines, budgets, estimatedInputTokens, request. Writes: reservation,
- * outputClamp, decision (a step down or a clamp), settling, charged.
+ * Reads: decision, lines, budgets, estimatedInputTokens, inputTokens, request. Writes: reservation,
+ * outputClamp, decision (a step down or a clamp), settling, charged, overrun (what was charged
+ * beyond the reservation when the provider reported more than was reserved).
  */
 export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallContext> {
   const { ledger } = opts;
@@ -26,7 +37,14 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
     const decided = ctx.decision;
     if (!decided || decided.effect === 'deny') throw new Error('reserve step ran without an allow decision');
     const { request } = admitted(ctx);
-    const candidates = planCandidates({ policy: ctx.policy, decision: decided, request, budgets: ctx.budgets, estimatedInputTokens: ctx.estimatedInputTokens });
+    const candidates = planCandidates({
+      policy: ctx.policy,
+      decision: decided,
+      request,
+      budgets: ctx.budgets,
+      estimatedInputTokens: ctx.estimatedInputTokens,
+      inputTokens: ctx.inputTokens,
+    });
     if (ctx.lines.length === 0) {
       ctx.reservation = { model: candidates[0]!.models[0]!, tier: decided.tier, amounts: [] };
       await next();
@@ -65,6 +83,12 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
       // and the decision event together (Ledger.commit).
       if (ctx.usage && (ctx.usage.inputTokens > 0 || ctx.usage.outputTokens > 0)) {
         ctx.charged = chargeLines(ctx.lines, ctx.served?.model ?? ctx.reservation.model, ctx.usage, ctx.reservation.tier).map((l) => l.amount);
+        const overrun = overrunOf(ctx.reservation.amounts, ctx.charged);
+        if (overrun.length > 0) {
+          // Charged in full all the same: the provider billed it. The event, the metrics and my_budget say so.
+          ctx.overrun = overrun;
+          ctx.log.warn({ event: 'budget_overrun', overrun: overrun.map((o) => ({ budget: ctx.lines[o.lineIndex]!.budget.config.id, subject: ctx.lines[o.lineIndex]!.subject, amount: o.amount })) }, 'the provider billed more than was reserved');
+        }
       }
     }
   };

@@ -1,0 +1,112 @@
+/**
+ * How many input tokens a prompt can cost, before the call: the one estimator admission, the
+ * adapters' fallbacks (a cut stream that never reported usage) and the tools use.
+ *
+ * The bound. Every tokenizer behind the providers tollgate speaks to is a byte-level BPE (OpenAI's
+ * o200k_base and cl100k_base, Claude's, Llama 3's) or a SentencePiece model with byte fallback
+ * (Mistral, Llama 2): each token of a text covers at least one of its UTF-8 bytes, so a text of b
+ * bytes is at most b tokens. What the provider adds around the texts (role markers, turn
+ * separators, the reply primer, a SentencePiece word-start marker) is a fixed number of tokens per
+ * message and per request: `FRAMING` below, with its source. The bound is therefore
+ *   sum over texts (system prompt and every message) of (UTF-8 bytes + perMessage) + perRequest,
+ * cheap, and an upper bound of what the provider bills for the input. On English prose it is about
+ * four times the real count (a token is ~4.5 bytes of prose), so when the bound does not fit a
+ * budget the pipeline counts exactly instead (src/pipeline/steps/estimate.ts): locally with the
+ * model's own tokenizer for OpenAI models (`countOpenAIInput`), or through the provider's counting
+ * API where the policy enables it (Anthropic, Bedrock: the adapters' `countTokens`).
+ */
+import { tokenCounter, type EncodingName } from './tokenizer.js';
+
+/** The prompt parts that are billed as input. */
+export interface PromptParts {
+  system?: string;
+  messages: readonly { content: string }[];
+}
+
+/** Tokens a provider adds to the prompt's own: per message (the system prompt counts as one) and once per request. */
+export interface Framing {
+  perMessage: number;
+  perRequest: number;
+}
+
+/**
+ * The framing each adapter kind is bounded with. Sources, and the margin taken:
+ * - openai: OpenAI's cookbook "How to count tokens with tiktoken" (num_tokens_from_messages) counts
+ *   3 tokens per message, plus the role's own token(s) (1 for system, user, assistant), plus 3 for
+ *   the reply primer (`<|start|>assistant<|message|>`): 4 per message and 3 per request.
+ * - anthropic: Anthropic does not publish its framing; its token-counting guide says counts may
+ *   include tokens added for system optimizations, which are not billed ("billing reflects only
+ *   your content"). 8 per message and 16 per request are taken, several times the turn markers
+ *   of any published Claude prompt format.
+ * - bedrock: the model's own chat template. Llama 3 adds `<|start_header_id|>role<|end_header_id|>`,
+ *   a blank line and `<|eot_id|>` per message (5) and `<|begin_of_text|>` plus the assistant
+ *   header per request (5); Mistral's `[INST] ... [/INST]` and a SentencePiece word-start marker
+ *   stay under 8; Claude on Bedrock as for anthropic. 8 and 16 are taken.
+ * - demo: its own rule (a quarter of the characters, at least 1 per message) fits 1 per message.
+ */
+export const FRAMING = {
+  openai: { perMessage: 4, perRequest: 3 },
+  anthropic: { perMessage: 8, perRequest: 16 },
+  bedrock: { perMessage: 8, perRequest: 16 },
+  demo: { perMessage: 1, perRequest: 0 },
+} as const satisfies Record<string, Framing>;
+
+/** The widest framing of all kinds: the bound that holds whichever provider serves the call. */
+export const WIDEST_FRAMING: Framing = {
+  perMessage: Math.max(...Object.values(FRAMING).map((f) => f.perMessage)),
+  perRequest: Math.max(...Object.values(FRAMING).map((f) => f.perRequest)),
+};
+
+/** The framing of an adapter kind; the widest for a kind this build does not know. */
+export function framingFor(kind: string): Framing {
+  return Object.hasOwn(FRAMING, kind) ? FRAMING[kind as keyof typeof FRAMING] : WIDEST_FRAMING;
+}
+
+/** The texts billed as input, system prompt first. */
+export function promptTexts(p: PromptParts): string[] {
+  const texts = p.messages.map((m) => m.content);
+  return p.system === undefined ? texts : [p.system, ...texts];
+}
+
+/** UTF-8 bytes of a text as sent (a lone surrogate goes out as U+FFFD, 3 bytes, and is counted so). */
+export function utf8Bytes(text: string): number {
+  return Buffer.byteLength(text, 'utf8');
+}
+
+/** The provable upper bound on the input tokens of `p` under `framing` (see the module comment). */
+export function inputTokenBound(p: PromptParts, framing: Framing = WIDEST_FRAMING): number {
+  let n = framing.perRequest;
+  for (const text of promptTexts(p)) n += utf8Bytes(text) + framing.perMessage;
+  return n;
+}
+
+/**
+ * The encoding of an OpenAI model id, from OpenAI's model families (tiktoken's model table):
+ * o200k_base for GPT-4o, GPT-4.1, GPT-4.5, GPT-5, the o-series and gpt-oss; cl100k_base for GPT-4
+ * and GPT-3.5. Undefined for any other id (an OpenAI-compatible server's Llama, an Azure deployment
+ * name), whose input is then bounded, not counted.
+ */
+export function openAIEncoding(modelId: string): EncodingName | undefined {
+  const id = modelId.toLowerCase();
+  if (/^(gpt-4o|chatgpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|gpt-oss|o1|o3|o4)(\b|-|$)/.test(id)) return 'o200k_base';
+  if (/^(gpt-4|gpt-3\.5)(\b|-|$)/.test(id)) return 'cl100k_base';
+  return undefined;
+}
+
+/**
+ * The input tokens OpenAI bills for `p` on `modelId`, counted locally: each text's tokens plus the
+ * framing of FRAMING.openai. Undefined when the model's encoding is not known.
+ */
+export async function countOpenAIInput(p: PromptParts, modelId: string): Promise<number | undefined> {
+  const encoding = openAIEncoding(modelId);
+  if (!encoding) return undefined;
+  return countInput(p, encoding, FRAMING.openai);
+}
+
+/** Tokens of `p` in `encoding`, with `framing` added. Used by the OpenAI count and by the fake providers' billing. */
+export async function countInput(p: PromptParts, encoding: EncodingName, framing: Framing): Promise<number> {
+  const count = await tokenCounter(encoding);
+  let n = framing.perRequest;
+  for (const text of promptTexts(p)) n += count(text) + framing.perMessage;
+  return n;
+}

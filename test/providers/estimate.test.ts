@@ -1,0 +1,128 @@
+/**
+ * The input estimator (src/providers/estimate.ts) and the tokenizer under it: the bound is never
+ * below what a real byte-level BPE tokenizer counts, for any text (fast-check, the hostile shapes
+ * included); the heap merge gives exactly the package's own tokens; the OpenAI count adds the
+ * framing OpenAI documents.
+ */
+import fc from 'fast-check';
+import { countTokens as o200kCount } from 'gpt-tokenizer/encoding/o200k_base';
+import { countTokens as cl100kCount } from 'gpt-tokenizer/encoding/cl100k_base';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { countInput, countOpenAIInput, FRAMING, framingFor, inputTokenBound, openAIEncoding, WIDEST_FRAMING } from '../../src/providers/estimate.js';
+import { tokenCounter } from '../../src/providers/tokenizer.js';
+
+const asText = { disallowedSpecial: new Set<string>() };
+
+/** Texts of the shapes that defeat a bytes-per-token rule: one-letter words, digits, code, CJK, emoji, base64, special-token spellings. */
+const hostile = fc.oneof(
+  fc.string({ unit: 'binary', maxLength: 300 }),
+  fc.string({ unit: 'grapheme', maxLength: 200 }),
+  fc.array(fc.constantFrom('a', 'b', 'I', '1', '0'), { maxLength: 400 }).map((w) => w.join(' ')),
+  fc.array(fc.integer({ min: 0, max: 9 }), { maxLength: 600 }).map((d) => d.join('')),
+  fc.array(fc.constantFrom('{', '}', '(', ')', ';', '=>', 'const', ' ', '\n', '\t', 'x', '[]', '0x1f', '!==', '/*', '*/'), { maxLength: 300 }).map((t) => t.join('')),
+  fc.array(fc.constantFrom('中', '文', '字', '日', '本', '語', '한', '국', 'ア', 'ー'), { maxLength: 300 }).map((c) => c.join('')),
+  fc.array(fc.constantFrom('😀', '🎉', '👍🏽', '👨‍👩‍👧', '🏳️‍🌈', '\u200d', '\ufe0f'), { maxLength: 200 }).map((e) => e.join('')),
+  fc.uint8Array({ maxLength: 600 }).map((b) => Buffer.from(b).toString('base64')),
+  fc.array(fc.constantFrom('<|endoftext|>', '<|im_start|>', '<|fim_prefix|>', ' ', 'x'), { maxLength: 40 }).map((t) => t.join('')),
+);
+
+describe('the input bound', () => {
+  let o200k: (t: string) => number;
+  let cl100k: (t: string) => number;
+  beforeAll(async () => {
+    o200k = await tokenCounter('o200k_base');
+    cl100k = await tokenCounter('cl100k_base');
+  });
+
+  it('is the UTF-8 bytes of every text plus the framing per message and per request', () => {
+    expect(inputTokenBound({ system: 'héllo', messages: [{ content: 'a a' }, { content: '😀' }] }, { perMessage: 2, perRequest: 5 })).toBe(6 + 3 + 4 + 3 * 2 + 5);
+    expect(inputTokenBound({ messages: [] }, FRAMING.openai)).toBe(3);
+    expect(inputTokenBound({ messages: [{ content: '' }] })).toBe(WIDEST_FRAMING.perMessage + WIDEST_FRAMING.perRequest);
+    // A lone surrogate is sent as U+FFFD: 3 bytes.
+    expect(inputTokenBound({ messages: [{ content: '\ud800' }] }, { perMessage: 0, perRequest: 0 })).toBe(3);
+  });
+
+  it('takes the widest framing for a kind this build does not know', () => {
+    expect(framingFor('openai')).toEqual(FRAMING.openai);
+    expect(framingFor('toString')).toEqual(WIDEST_FRAMING);
+    expect(WIDEST_FRAMING).toEqual({ perMessage: 8, perRequest: 16 });
+  });
+
+  it('is never below the o200k_base or cl100k_base count of any text, hostile shapes included', () => {
+    fc.assert(
+      fc.property(fc.array(hostile, { minLength: 1, maxLength: 4 }), fc.option(hostile, { nil: undefined }), (texts, system) => {
+        const prompt = { system, messages: texts.map((content) => ({ content })) };
+        const all = system === undefined ? texts : [system, ...texts];
+        const framing = { perMessage: 0, perRequest: 0 };
+        const bound = inputTokenBound(prompt, framing);
+        expect(bound).toBeGreaterThanOrEqual(all.reduce((n, t) => n + o200k(t), 0));
+        expect(bound).toBeGreaterThanOrEqual(all.reduce((n, t) => n + cl100k(t), 0));
+        // And with OpenAI's framing, never below what OpenAI bills (the local count).
+        expect(inputTokenBound(prompt, FRAMING.openai)).toBeGreaterThanOrEqual(all.reduce<number>((n, t) => n + o200k(t) + FRAMING.openai.perMessage, FRAMING.openai.perRequest));
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  it('holds on the shapes of the measured overshoot: one-letter words, digits, CJK, emoji (a token per byte at worst)', () => {
+    for (const text of ['a '.repeat(5000), '7'.repeat(9000), '中文字符'.repeat(2000), '😀'.repeat(2000), '\u0301'.repeat(3000)]) {
+      expect(inputTokenBound({ messages: [{ content: text }] }, { perMessage: 0, perRequest: 0 })).toBeGreaterThanOrEqual(o200k(text));
+    }
+  });
+});
+
+describe('the tokenizer', () => {
+  let o200k: (t: string) => number;
+  let cl100k: (t: string) => number;
+  beforeAll(async () => {
+    o200k = await tokenCounter('o200k_base');
+    cl100k = await tokenCounter('cl100k_base');
+  });
+
+  it("counts exactly what gpt-tokenizer's own encoder counts, long pieces (merged with a heap) included", () => {
+    // Pieces past 256 bytes take the heap merge: long runs without a space or a case change.
+    const long = fc.oneof(
+      fc.array(fc.constantFrom('中', '文', '字', '日', '本', '語', 'の', '한'), { minLength: 90, maxLength: 700 }).map((c) => c.join('')),
+      fc.array(fc.constantFrom('😀', '🎉', '👍🏽', '🏳️‍🌈'), { minLength: 70, maxLength: 400 }).map((e) => e.join('')),
+      fc.array(fc.constantFrom('a', 'b', 'e', 'r', 's', 't', 'x', 'q'), { minLength: 260, maxLength: 1500 }).map((c) => c.join('')),
+      fc.array(fc.constantFrom('=', '-', '*', '#', '~', '.', '!'), { minLength: 260, maxLength: 1500 }).map((c) => c.join('')),
+    );
+    fc.assert(
+      fc.property(fc.oneof(hostile, long), (text) => {
+        expect(o200k(text)).toBe(o200kCount(text, asText));
+        expect(cl100k(text)).toBe(cl100kCount(text, asText));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('counts 360 KB of CJK without a space in seconds at most (the package alone takes minutes on it)', () => {
+    const text = '中文字符测试'.repeat(20_000);
+    const t0 = performance.now();
+    const n = o200k(text);
+    expect(n).toBeGreaterThan(0);
+    expect(n).toBeLessThanOrEqual(Buffer.byteLength(text));
+    expect(performance.now() - t0).toBeLessThan(3_000);
+  });
+});
+
+describe('the OpenAI count', () => {
+  it('knows the encoding of OpenAI model families and nothing else', () => {
+    expect(openAIEncoding('gpt-5-mini')).toBe('o200k_base');
+    expect(openAIEncoding('gpt-4o-2024-08-06')).toBe('o200k_base');
+    expect(openAIEncoding('gpt-4.1-nano')).toBe('o200k_base');
+    expect(openAIEncoding('o3-mini')).toBe('o200k_base');
+    expect(openAIEncoding('gpt-4-turbo')).toBe('cl100k_base');
+    expect(openAIEncoding('gpt-3.5-turbo')).toBe('cl100k_base');
+    expect(openAIEncoding('meta-llama/Llama-3.1-8B-Instruct')).toBeUndefined();
+    expect(openAIEncoding('my-azure-deployment')).toBeUndefined();
+  });
+
+  it('is the tokens of every text plus 4 per message and 3 for the reply primer (OpenAI cookbook)', async () => {
+    const prompt = { system: 'Answer in French.', messages: [{ content: 'Name a colour' }] };
+    const expected = o200kCount('Answer in French.', asText) + o200kCount('Name a colour', asText) + 2 * 4 + 3;
+    expect(await countOpenAIInput(prompt, 'gpt-5')).toBe(expected);
+    expect(await countInput(prompt, 'o200k_base', FRAMING.openai)).toBe(expected);
+    expect(await countOpenAIInput(prompt, 'llama3')).toBeUndefined();
+  });
+});
