@@ -7,6 +7,7 @@
  */
 import type { Principal } from '../identity/principal.js';
 import { toLedger } from '../call/budget.js';
+import { demoInputTokens } from '../providers/demo.js';
 import { inputTokenBound } from '../providers/estimate.js';
 import { applicableLines } from './budgets.js';
 import type { CompletionInput } from '../call/request.js';
@@ -81,7 +82,14 @@ export function simulate(input: SimulateInput): Simulation {
 
   // The counts are used when the pipeline would count: the bound does not fit the first candidate.
   const bounded = { policy, decision: decided, request, budgets, estimatedInputTokens };
-  const plan = input.inputTokens && modelsToCount(bounded).length > 0 ? { ...bounded, inputTokens: input.inputTokens } : bounded;
+  const toCount = modelsToCount(bounded);
+  let counts = input.inputTokens;
+  if (toCount.length > 0) {
+    // The demo provider's count is its own pure rule: counted here as the pipeline would.
+    const demo = toCount.filter((m) => policy.config.providers[m.provider]?.kind === 'demo' && !counts?.has(m.ref));
+    if (demo.length > 0) counts = new Map([...(counts ?? []), ...demo.map((m) => [m.ref, demoInputTokens(request)] as const)]);
+  }
+  const plan = counts && toCount.length > 0 ? { ...bounded, inputTokens: counts } : bounded;
   const shortfalls: Shortfall[] = [];
   for (const candidate of planCandidates(plan)) {
     const short = shortfallIn(budgets, candidate);

@@ -11,12 +11,17 @@ export function demoTokens(text: string): number {
   return Math.max(1, Math.ceil(text.length / 4));
 }
 
+/** The input tokens the demo provider reports for a prompt: its own rule, so admission can count it exactly. */
+export function demoInputTokens(req: Pick<CompletionRequest, 'system' | 'messages'>): number {
+  return req.messages.reduce((n, m) => n + demoTokens(m.content), req.system ? demoTokens(req.system) : 0);
+}
+
 export function createDemoProvider(name: string, opts: { latencyMs?: number } = {}): Provider {
   const latencyMs = opts.latencyMs ?? 0;
 
   function answer(req: CompletionRequest): { words: string[]; inputTokens: number } {
     const last = req.messages.at(-1)?.content ?? '';
-    const inputTokens = req.messages.reduce((n, m) => n + demoTokens(m.content), req.system ? demoTokens(req.system) : 0);
+    const inputTokens = demoInputTokens(req);
     const reply = `[${req.model}] You said: ${last.slice(0, 200)}`;
     const words = reply.split(/(?<= )/);
     // Respect max_tokens exactly: each word counts as one output token.
@@ -42,6 +47,9 @@ export function createDemoProvider(name: string, opts: { latencyMs?: number } = 
   return {
     name,
     kind: 'demo',
+    async countTokens(req) {
+      return demoInputTokens(req);
+    },
     async complete(req) {
       await wait(req.signal);
       const { words, inputTokens } = answer(req);

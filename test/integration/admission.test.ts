@@ -35,11 +35,12 @@ models:
   demo/liar: { price: { inputPerMTok: 1, outputPerMTok: 1 } }
 # One tier per provider: a reservation covers failover to every model of its tier, so a tier with
 # a model that cannot be counted reserves the bound for it.
+# The liar's tier first, so it is no call's fallback.
 tiers:
+  liar: [demo/liar]
   openai: [openai/gpt-5-mini]
   anthropic: [anthropic/claude-sonnet-5-5]
   bedrock: [bedrock/anthropic.claude-sonnet-4-5-v1:0]
-  liar: [demo/liar]
 apiKeys:
   - { id: adm, sha256: ${sha(KEY)}, user: ada, teams: [research] }
 budgets:

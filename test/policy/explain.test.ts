@@ -65,7 +65,7 @@ describe('explain', () => {
   it('explains a lowered max_tokens', () => {
     const e = explain(weekly, who(), 'economy', { 'employee-weekly': { used: 1_999_500 } });
     expect(e.decision).toMatchObject({ effect: 'allow', tier: 'economy' });
-    expect(e.changes).toContain('max_tokens was lowered from 1024 to 471, all budget employee-weekly can pay for');
+    expect(e.changes).toContain('max_tokens was lowered from 1024 to 498, all budget employee-weekly can pay for');
   });
 
   it('explains a cap_tier rule and names each team line of a shared budget', () => {

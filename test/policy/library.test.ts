@@ -113,7 +113,7 @@ cases:
       '2026-11-25T10:00:00Z',
     );
     expect(c.observed).toMatchObject({ effect: 'deny', code: 'BUDGET_EXHAUSTED', budgetId: 'employee-weekly', resetsAt: '2026-11-29T23:00:00.000Z' });
-    expect(c.observed.reason).toBe('Budget employee-weekly (user a) cannot cover this call: 10 tokens left, 1053 needed. It resets at 2026-11-29T23:00:00.000Z.');
+    expect(c.observed.reason).toBe('Budget employee-weekly (user a) cannot cover this call: 10 tokens left, 1026 needed. It resets at 2026-11-29T23:00:00.000Z.');
   });
 });
 
