@@ -49,6 +49,8 @@ export interface Settings {
   dataDir?: string;
   /** A Redis command without a reply after this long counts as a store outage. */
   storeTimeoutMs: number;
+  /** Redis journal retention: entries each stream keeps (about); none keeps every entry. */
+  journalMaxLen?: number;
   /** How long a shutdown waits for calls in flight and ledger writes before exiting anyway (`--shutdown-timeout`). */
   shutdownTimeoutMs: number;
   eventsFile?: string;
@@ -88,6 +90,7 @@ export function settingsFrom(env: Env): Settings {
     keyPrefix: env.TOLLGATE_KEY_PREFIX,
     dataDir: env.TOLLGATE_DATA_DIR === undefined || env.TOLLGATE_DATA_DIR === 'none' ? undefined : resolve(env.TOLLGATE_DATA_DIR),
     storeTimeoutMs: env.TOLLGATE_STORE_TIMEOUT_MS,
+    journalMaxLen: env.TOLLGATE_JOURNAL_MAXLEN,
     shutdownTimeoutMs: env.TOLLGATE_SHUTDOWN_TIMEOUT_MS,
     eventsFile: env.TOLLGATE_EVENTS_FILE,
     siem: env.TOLLGATE_SIEM_URL ? { url: env.TOLLGATE_SIEM_URL, token: env.TOLLGATE_SIEM_TOKEN ?? '' } : undefined,
@@ -183,7 +186,7 @@ export async function createStore(settings: Settings, now?: () => number, logger
   if (settings.redisClusterNodes || settings.redisUrl) {
     const { RedisQuotaStore } = await import('./quota/redis.js');
     const target = { url: settings.redisUrl, clusterNodes: settings.redisClusterNodes };
-    return new RedisQuotaStore({ ...target, prefix: settings.keyPrefix, now, commandTimeoutMs: settings.storeTimeoutMs, logger });
+    return new RedisQuotaStore({ ...target, prefix: settings.keyPrefix, now, commandTimeoutMs: settings.storeTimeoutMs, logger, journal: { maxLen: settings.journalMaxLen } });
   }
   if (!settings.dataDir) return new MemoryQuotaStore(now);
   const { FileJournal } = await import('./quota/fileJournal.js');

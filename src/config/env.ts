@@ -50,6 +50,12 @@ export const envSchema = z.object({
   }),
   TOLLGATE_KEY_PREFIX: withDefault(text(), { type: 'text', default: 'tollgate:', description: 'Prefix of every key tollgate writes to Redis.' }),
   TOLLGATE_STORE_TIMEOUT_MS: withDefault(wholeNumber('whole number of milliseconds', 1), { type: 'integer ≥ 1 (milliseconds)', default: '2000', description: 'A Redis command without a reply after this long counts as a store outage.' }),
+  TOLLGATE_JOURNAL_MAXLEN: optional(wholeNumber('whole number of entries', 1), {
+    type: 'integer ≥ 1 (entries)',
+    unset: 'keep every entry',
+    description:
+      'Redis journal retention: each journal stream keeps about this many entries (`XADD … MAXLEN ~`); older ones are trimmed, so export them first (docs/quota.md, "Retention"). The audit then checks the chain from the first entry kept.',
+  }),
   TOLLGATE_SHUTDOWN_TIMEOUT_MS: withDefault(wholeNumber('whole number of milliseconds', 0), {
     type: 'integer ≥ 0 (milliseconds)',
     default: '10000',

@@ -137,9 +137,19 @@ const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v)
 
 /** The dimensions part of an event's rollup fields. */
 function dimensions(event: DecisionRecord): string {
-  const teams = Array.isArray(event['user.teams']) ? (event['user.teams'] as unknown[]).filter((t): t is string => typeof t === 'string').map(enc).sort().join(',') : '';
   const model = event['tollgate.model.served'] ?? event['gen_ai.request.model'];
-  return [enc(event['user.id']), teams, enc(event['user.cost_center']), enc(model), enc(event['tollgate.tier.served'])].join('|');
+  return `${who(event['user.id'], event['user.teams'], event['user.cost_center'])}|${enc(model)}|${enc(event['tollgate.tier.served'])}`;
+}
+
+/** The user, teams and cost centre part of the dimensions. */
+function who(user: unknown, teams: unknown, costCenter: unknown): string {
+  let t = '';
+  if (Array.isArray(teams)) {
+    const names: string[] = [];
+    for (const x of teams as unknown[]) if (typeof x === 'string') names.push(enc(x));
+    t = names.length > 1 ? names.sort().join(',') : (names[0] ?? '');
+  }
+  return `${enc(user)}|${t}|${enc(costCenter)}`;
 }
 
 /** The rollup increments an event adds, as a flat list: field, increment, field, increment... */
@@ -316,8 +326,14 @@ export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefine
     const m = meta ?? {};
     const units = (m.units ?? {}) as Record<string, unknown>;
     const teams = teamsOf(m);
-    const charged = `[${lines.map((x) => `{"amount":${canonical(x.amount)},"budget":${canonical(x.budgetId)},"subject":${canonical(x.subject)},"unit":${canonical(str(units[x.budgetId]) ?? 'tokens')}}`).join(',')}]`;
-    const who = { 'user.id': str(m.user), 'user.teams': teams, 'user.cost_center': str(m.costCenter), 'gen_ai.request.model': str(m.model) };
+    let charged = '[';
+    for (const x of lines) {
+      if (charged.length > 1) charged += ',';
+      charged += `{"amount":${canonical(x.amount)},"budget":${canonical(x.budgetId)},"subject":${canonical(x.subject)},"unit":${canonical(str(units[x.budgetId]) ?? 'tokens')}}`;
+    }
+    charged += ']';
+    // The recovered event names the model and tier served; the released one the model asked for and no tier.
+    const dims = `${who(str(m.user), teams, str(m.costCenter))}|${enc(str(m.model))}`;
     const parts = [
       frag(str(m.transport) ?? 'unknown'),
       frag(str(m.policyVersion) ?? 'unknown'),
@@ -327,8 +343,8 @@ export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefine
       frag(str(m.model)),
       frag(str(m.tier)),
       charged,
-      dimensions({ ...who, 'tollgate.model.served': str(m.model), 'tollgate.tier.served': str(m.tier) }),
-      dimensions(who),
+      `${dims}|${enc(str(m.tier))}`,
+      `${dims}|`,
     ];
     return { line, parts: parts.join('\n') };
   });

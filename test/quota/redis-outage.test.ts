@@ -10,6 +10,7 @@ import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
 import { startPrivateRedis, uniquePrefix, type PrivateRedis } from '../helpers/redis.js';
+import { journalOf } from './journal-helpers.js';
 
 const HOUR = 3600_000;
 const TTL = 60_000;
@@ -111,6 +112,34 @@ describe('RedisQuotaStore when Redis goes away', () => {
     expect(await store.read([line(0)])).toEqual([{ used: 25, reserved: 0 }]);
     expect(await store.reserve('r2', [line(75)], TTL)).toEqual({ ok: true });
     expect(await store.reserve('r3', [line(1)], TTL)).toMatchObject({ ok: false, used: 25, reserved: 75 });
+  });
+
+  it('keeps refusals and releases made during the outage, in order, and hands their events to the listeners once written', async () => {
+    const store = open();
+    const heard: unknown[] = [];
+    store.onEvent((e) => heard.push(e['request.id']));
+    expect(await store.reserve('r1', [line(40)], TTL)).toEqual({ ok: true });
+    await redis.stop();
+
+    await store.record({ 'request.id': 'x1', outcome: 'refused', 'error.code': 'BUDGET_EXHAUSTED' });
+    await store.release('r1', { 'request.id': 'r1', outcome: 'failed' });
+    await store.settle('s1', [line(5)], { 'request.id': 's1', outcome: 'success' });
+    expect(store.pendingReplays()).toBe(3);
+    expect(store.pendingSettlements().map((p) => p.requestId)).toEqual(['s1']);
+    expect(heard).toEqual([]);
+    expect(log.entries.filter((e) => typeof e.event === 'string' && e.event.endsWith('_queued')).map((e) => e.event)).toEqual(['quota_record_queued', 'quota_release_queued', 'quota_settle_queued']);
+
+    await redis.restart();
+    await reachable(store);
+    await store.flushReplays();
+    expect(heard).toEqual(['x1', 'r1', 's1']);
+    // The restarted server kept nothing: the journal holds the three writes, in order.
+    const entries = await journalOf({ url: redis.url }, prefix);
+    expect(entries.map((e) => [e.entry.seq, e.entry.body.kind, e.entry.body.id])).toEqual([
+      [1, 'refuse', 'x1'],
+      [2, 'release', 'r1'],
+      [3, 'settle', 's1'],
+    ]);
   });
 
   it('treats a hung server as unavailable after the command timeout and counts its late settle once', async () => {

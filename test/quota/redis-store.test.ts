@@ -2,6 +2,7 @@ import { createClient } from '@keyv/redis';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createStore, settingsFromEnv } from '../../src/main.js';
 import { lineKeys } from '../../src/policy/budgets.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
@@ -198,6 +199,16 @@ describe('RedisQuotaStore', () => {
         { key: ada.usageKey, used: 12 },
         { key: bob.usageKey, used: 30 },
       ]);
+    });
+
+    it('bounds each journal stream to about TOLLGATE_JOURNAL_MAXLEN entries in the store the gateway builds', async () => {
+      const store = await createStore(settingsFromEnv({ REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_JOURNAL_MAXLEN: '20' }), undefined, silent);
+      stores.push(store as RedisQuotaStore);
+      for (let i = 0; i < 300; i++) await store.record({ 'request.id': `x${i}`, outcome: 'refused', 'error.code': 'BUDGET_EXHAUSTED' });
+      const length = await raw.xLen(`${prefix}{journal}:j`);
+      expect(length).toBeGreaterThanOrEqual(20);
+      expect(length).toBeLessThan(300);
+      expect((await (store as RedisQuotaStore).verify()).ok).toBe(true);
     });
 
     it('settles a line whose window has already ended without creating a counter', async () => {

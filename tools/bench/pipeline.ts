@@ -5,6 +5,8 @@
  *
  *   npm run bench:pipeline -- [--calls 20000] [--concurrency 32] [--redis redis://127.0.0.1:6379]
  *
+ * With Redis it also prints the journal's size after the run (entries, MEMORY USAGE of its streams).
+ *
  * Profile it with: node --cpu-prof --import tsx tools/bench/pipeline.ts
  */
 import { randomBytes } from 'node:crypto';
@@ -12,6 +14,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { createClient } from '@keyv/redis';
 import { buildRuntime, settingsFromEnv } from '../../src/main.js';
 import { parseCompleteArgs } from '../../src/call/request.js';
 import { parsePolicy } from '../../src/policy/load.js';
@@ -70,10 +73,33 @@ async function main(): Promise<void> {
       const wall = performance.now() - t0;
       process.stdout.write(`${label.padEnd(14)} ${CALLS} calls (${runtime.gateway.store.kind} store): ${(((cpu.user + cpu.system) / CALLS)).toFixed(1)} µs CPU per call, ${((wall * 1000) / CALLS).toFixed(1)} µs wall per call\n`);
     }
+    if (values.redis) await journalSize(values.redis, prefix, 2000 + 2 * CALLS);
   } finally {
     await runtime.close();
     if (values.redis) await deleteKeys(values.redis, prefix);
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The Redis journal's size after `calls` calls: entries and MEMORY USAGE of its streams, per call and per million calls. */
+async function journalSize(url: string, prefix: string, calls: number): Promise<void> {
+  const client = createClient({ url });
+  await client.connect();
+  try {
+    let entries = 0;
+    let bytes = 0;
+    for await (const keys of client.scanIterator({ MATCH: `${prefix}*:j`, TYPE: 'stream', COUNT: 1000 })) {
+      for (const key of keys) {
+        entries += await client.xLen(key);
+        bytes += (await client.memoryUsage(key, { SAMPLES: 0 })) ?? 0;
+      }
+    }
+    if (entries === 0) return;
+    process.stdout.write(
+      `journal        ${entries} entries after ${calls} calls, ${bytes} bytes (MEMORY USAGE): ${(bytes / entries).toFixed(0)} bytes per entry, ${(bytes / calls).toFixed(0)} bytes per call, ${((bytes / calls) * 1e6 / 1e9).toFixed(2)} GB per million calls\n`,
+    );
+  } finally {
+    client.destroy();
   }
 }
 
