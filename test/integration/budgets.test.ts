@@ -133,7 +133,7 @@ describe('budgets through the MCP client', () => {
   it('lowers max_tokens to what the budget can still pay for instead of refusing', async () => {
     gw = await startTestGateway(basicPolicy({ userTokens: 1000, tierDownBelow: 1 }));
     const prompt = Array.from({ length: 30 }, (_, i) => `w${i}`).join(' ');
-    const estimate = demoInputTokens({ messages: [{ content: prompt }] });
+    const estimate = demoInputTokens({ messages: [{ role: 'user', content: prompt }] });
     await precharge(gw, KEYS.alice, 1000 - estimate - 20); // room for the input (the demo provider's exact count, made because the bound does not fit) and 20 output tokens
     const alice = await connect(KEYS.alice);
     const r = (await alice.callTool({ name: 'complete', arguments: { prompt, max_tokens: 500 } })).structuredContent as {
@@ -147,10 +147,10 @@ describe('budgets through the MCP client', () => {
 
   it('refuses rather than clamp below limits.minOutputTokens', async () => {
     gw = await startTestGateway(basicPolicy({ userTokens: 1000, tierDownBelow: 1 }));
-    await precharge(gw, KEYS.alice, 1000 - demoInputTokens({ messages: [{ content: 'hi' }] }) - 15); // room for 15 output tokens, under the default 16
+    await precharge(gw, KEYS.alice, 1000 - demoInputTokens({ messages: [{ role: 'user', content: 'hi' }] }) - 15); // room for 15 output tokens, under the default 16
     const alice = await connect(KEYS.alice);
     const e = errorOf(await alice.callTool({ name: 'complete', arguments: { prompt: 'hi', max_tokens: 500 } }));
     expect(e.code).toBe('BUDGET_EXHAUSTED');
-    expect(e.details).toMatchObject({ budgetId: 'user-weekly', remaining: demoInputTokens({ messages: [{ content: 'hi' }] }) + 15, requested: demoInputTokens({ messages: [{ content: 'hi' }] }) + 500 });
+    expect(e.details).toMatchObject({ budgetId: 'user-weekly', remaining: demoInputTokens({ messages: [{ role: 'user', content: 'hi' }] }) + 15, requested: demoInputTokens({ messages: [{ role: 'user', content: 'hi' }] }) + 500 });
   });
 });
