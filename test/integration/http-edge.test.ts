@@ -118,7 +118,7 @@ describe('HTTP edge', () => {
       'gen_ai.usage.output_tokens': 4,
       'tollgate.tier.requested': 'standard',
       'tollgate.tier.served': 'standard',
-      'tollgate.reserved': [{ budget: 'user-weekly', subject: 'carol', amount: 16 }],
+      'tollgate.reserved': [{ budget: 'user-weekly', subject: 'carol', amount: 39 }], // the input's bound (5 UTF-8 bytes + 24 framing tokens) + 10 output tokens
       'tollgate.charged': [{ budget: 'user-weekly', subject: 'carol', amount: 6, unit: 'tokens' }],
       'tollgate.cost_usd': 66 / 1e6,
     });
