@@ -63,9 +63,11 @@ describe('two gateway processes sharing one Redis ledger', () => {
   };
 
   it('lets exactly N of 200 concurrent calls through across both replicas, and the ledger equals the settled events', { timeout: 120_000 }, async () => {
-    // Each call reserves 6 estimated input + 100 output = 106 tokens; 1,272 fit exactly twelve.
+    // Each call reserves its input's bound (5 UTF-8 bytes + 24 framing tokens) + 100 output = 129
+    // tokens; 1,548 fit exactly twelve, and what is left is always a multiple of 129, so no call
+    // falls back to an exact count that a smaller remainder could take.
     // The demo provider holds each call 4 s, so every reservation is made before any settles.
-    const text = basicPolicy({ userTokens: 1272, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 4000 }');
+    const text = basicPolicy({ userTokens: 1548, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 4000 }');
     const [a, b] = await Promise.all([start('race', text), start('race', text)]);
     const [ca, cb] = await Promise.all([connect(a, KEYS.alice), connect(b, KEYS.alice)]);
     const call = (c: Client) => c.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } });
@@ -85,7 +87,7 @@ describe('two gateway processes sharing one Redis ledger', () => {
     // The events both replicas wrote add up to the ledger.
     const usage = served.map((r) => (r.structuredContent as { usage: { inputTokens: number; outputTokens: number } }).usage);
     const used = usage.reduce((n, u) => n + u.inputTokens + u.outputTokens, 0);
-    expect(used).toBeLessThanOrEqual(1272);
+    expect(used).toBeLessThanOrEqual(1548);
     const charged = [...eventsA, ...eventsB].flatMap((e) => (e['tollgate.charged'] as Charged | undefined) ?? []).reduce((n, c) => n + c.amount, 0);
     expect(charged).toBe(used);
     const budget = ((await ca.callTool({ name: 'my_budget', arguments: {} })).structuredContent as { budgets: { used: number; reserved: number }[] }).budgets[0]!;
@@ -117,17 +119,17 @@ describe('two gateway processes sharing one Redis ledger', () => {
         if (Date.now() > deadline) throw new Error('the call never reserved');
         await new Promise((r) => setTimeout(r, 50));
       }
-      expect(await state()).toEqual({ used: 0, reserved: 106 });
+      expect(await state()).toEqual({ used: 0, reserved: 129 });
       await p.kill();
       procs.splice(procs.indexOf(p), 1);
       clients.splice(clients.indexOf(c), 1);
       // Nobody released it: the reservation stands until its 60 s TTL has passed. The journal shows
       // the call dispatched (the provider may bill it), so recovery charges it at its reservation.
-      expect(await state()).toEqual({ used: 0, reserved: 106 });
+      expect(await state()).toEqual({ used: 0, reserved: 129 });
       const recovered: Record<string, unknown>[] = [];
       store.onEvent((e) => recovered.push(e));
       ahead = 60_000;
-      expect(await state()).toEqual({ used: 106, reserved: 0 });
+      expect(await state()).toEqual({ used: 129, reserved: 0 });
       expect(recovered).toHaveLength(1);
       expect(recovered[0]).toMatchObject({ outcome: 'success', 'user.id': 'alice', 'tollgate.settled_by': 'recovery' });
     } finally {
@@ -136,7 +138,7 @@ describe('two gateway processes sharing one Redis ledger', () => {
   });
 
   it('runs as one gateway of two workers (--workers 2): one budget, any worker serves a session, /metrics sums both', { timeout: 120_000 }, async () => {
-    const text = basicPolicy({ userTokens: 1272, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 3000 }');
+    const text = basicPolicy({ userTokens: 1548, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 3000 }');
     const n = ++started;
     const policyFile = join(dir, `workers-${n}.yaml`);
     writeFileSync(policyFile, text);
