@@ -140,6 +140,8 @@ const RECORD_SLACK_MS = 60_000;
 /** Requests whose reserved lines are remembered in process; beyond this the Keyv record is used. */
 const LOCAL_RECORDS_MAX = 100_000;
 const DEFAULT_ROLLUP_TTL_MS = 400 * 86_400_000;
+/** Lines kept for indexing again at most (a cluster whose `{journal}` master is unreachable). */
+const UNINDEXED_MAX = 100_000;
 /** Lines the sweep visits per pass at most. */
 const SWEEP_BATCH = 200;
 
@@ -188,6 +190,8 @@ export class RedisQuotaStore implements QuotaStore {
   private readonly rollupTtlMs: number;
   private readonly journalOptions: RedisJournalOptions;
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** Lines whose indexing failed (cluster), with their latest expiry: the next sweep indexes them. */
+  private readonly unindexed = new Map<string, number>();
   private sweeping: Promise<{ lines: number; closed: number }> | undefined;
 
   constructor(opts: RedisQuotaStoreOptions) {
@@ -276,10 +280,10 @@ export class RedisQuotaStore implements QuotaStore {
     });
     // The request record, which lets another replica release this reservation, goes in the same
     // flight; on a refusal it is deleted again (and would lapse with the reservation's TTL anyway).
-    // On a cluster the sweep's index lives in another slot than the lines: it goes in the flight too.
-    const extra = [this.writeRecord(requestId, keys, ttlMs)];
-    if (this.linePerScript) extra.push(this.scripts.run(INDEX, [this.openIndex], [expiresAt, ...keys]).then(() => undefined));
-    const settled = await Promise.allSettled([...scripts, ...extra]);
+    // On a cluster the sweep's index lives in another slot (another master) than the lines: it goes
+    // in the flight too, but it is a hint for the sweep, so its failure fails nothing (retried).
+    if (this.linePerScript) this.index(keys, expiresAt);
+    const settled = await Promise.allSettled([...scripts, this.writeRecord(requestId, keys, ttlMs)]);
     const dropRecord = () => void this.deleteRecord(requestId).catch(() => undefined);
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
@@ -743,8 +747,22 @@ export class RedisQuotaStore implements QuotaStore {
     return { committed, failed: groups.flatMap((g, i) => (results[i]!.status === 'rejected' ? g : [])), err: errors[0] };
   }
 
+  /** Adds lines to the sweep's index (a cluster, where it is another slot than the lines); on a failure they are kept and sent again by the sweep. */
+  private index(keys: string[], expiresAt: number): Promise<void> {
+    return this.scripts.run(INDEX, [this.openIndex], [expiresAt, ...keys]).then(
+      () => undefined,
+      () => {
+        for (const k of keys) this.unindexed.set(k, Math.max(this.unindexed.get(k) ?? 0, expiresAt));
+        while (this.unindexed.size > UNINDEXED_MAX) this.unindexed.delete(this.unindexed.keys().next().value!);
+      },
+    );
+  }
+
   private async sweepNow(): Promise<{ lines: number; closed: number }> {
     const now = this.now();
+    const retry = [...this.unindexed];
+    this.unindexed.clear();
+    await Promise.all(retry.map(([k, expiresAt]) => this.index([k], expiresAt)));
     const due = (await this.scripts.run(DUE, [this.openIndex], [now, SWEEP_BATCH])) as string[];
     let closed = 0;
     for (const r of due) {

@@ -355,6 +355,46 @@ describe.skipIf(!cliPresent)('RedisQuotaStore when a Redis Cluster master fails 
       cluster.thaw(owner!);
     }
   });
+
+  it('keeps what a half-written settlement wrote (the event with its line) and replays only the line whose master was down', async () => {
+    const store = open();
+    const heard: Record<string, unknown>[] = [];
+    store.onEvent((e) => heard.push(e));
+    const down = await failoverable();
+    const [downOwner] = await ownersOf(cluster, [down.reservedKey]);
+    // A line on another master, sorted before the one that goes down, so it carries the event.
+    let up: LedgerLine | undefined;
+    for (let i = 0; i < 60 && !up; i++) {
+      const l = line(`a${i}`, 10);
+      if (l.reservedKey < down.reservedKey && (await ownersOf(cluster, [l.reservedKey]))[0] !== downOwner) up = l;
+    }
+    expect(up).toBeDefined();
+    // The earlier tests may have left reservations or usage on the line that goes down.
+    const [base] = await store.read([down]);
+    expect(await store.reserve('p1', [up!, down], TTL)).toEqual({ ok: true });
+    await cluster.cli(downOwner!, 'wait', '1', '2000');
+
+    // Last in this suite: the master stays down (it may be the node ownersOf asks).
+    await cluster.kill(downOwner!);
+    const event = { 'request.id': 'p1', outcome: 'success' };
+    await store.settle('p1', [{ ...up!, amount: 3 }, { ...down, amount: 4 }], event);
+    // The line that answered is charged with the event, which the listeners hear now; the other waits.
+    expect(heard).toEqual([event]);
+    expect(store.pendingSettlements()).toEqual([{ requestId: 'p1', lines: [{ budgetId: down.budgetId, subject: 'ada', amount: 4 }] }]);
+
+    await once(() => store.read([down]));
+    await expect.poll(() => store.pendingReplays(), { timeout: 5000 }).toBe(0);
+    expect(await store.read([up!, down])).toEqual([
+      { used: 3, reserved: 0 },
+      { used: base!.used + 4, reserved: base!.reserved },
+    ]);
+    expect(heard).toEqual([event]);
+    const settles = (await journalOf({ clusterNodes: cluster.nodes }, prefix)).filter((e) => e.entry.body.kind === 'settle' && e.entry.body.id === 'p1');
+    expect(settles.map((e) => [e.stream, e.entry.body.event !== undefined]).sort()).toEqual([
+      [`${down.reservedKey}:j`, false],
+      [`${up!.reservedKey}:j`, true],
+    ].sort());
+  });
 });
 
 describe.skipIf(!cliPresent)('RedisQuotaStore when the whole Redis Cluster is down', () => {
