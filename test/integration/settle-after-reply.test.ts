@@ -76,10 +76,11 @@ afterEach(async () => {
   runtime = undefined;
 });
 
-async function start(settleBeforeReply?: boolean) {
+async function start(settleBeforeReply?: boolean, provider?: string) {
   const store = new GatedStore();
   const sink = memorySink();
-  runtime = await buildRuntime(settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'silent' }), { policy: parsePolicy(policyText(settleBeforeReply), 'p.yaml'), store, sink });
+  const text = provider ? policyText(settleBeforeReply).replace('demo: { kind: demo }', provider) : policyText(settleBeforeReply);
+  runtime = await buildRuntime(settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'silent' }), { policy: parsePolicy(text, 'p.yaml'), store, sink });
   return { store, events: sink.events, gateway: runtime.gateway };
 }
 
@@ -128,23 +129,34 @@ describe('ledger write after the answer (limits.settleBeforeReply)', () => {
     expect(await gateway.myBudget(alice)).toMatchObject([{ used: result.usage.inputTokens + result.usage.outputTokens, reserved: 0 }]);
   });
 
-  it('releases a failed call after its error reaches the caller, and reports the failure in the event', async () => {
-    const { store, events, gateway } = await start();
+  it('finishes a failed call\'s ledger write after its error reaches the caller, and reports the failure in the event', async () => {
+    const { store, events, gateway } = await start(undefined, 'demo: { kind: demo, latencyMs: 5000 }');
     await expect(gateway.complete({ principal: alice, transport: 'cli', request: { ...ask, model: 'demo/nope' } })).rejects.toMatchObject({ code: 'UNKNOWN_MODEL' });
     // Refused before reserving: nothing to release, and the event is out at once.
     expect(store.held).toBe(0);
     expect(events).toHaveLength(1);
 
+    // Cancelled before it reached the store: refused at once too, nothing reserved.
+    const early = new AbortController();
+    early.abort();
+    await expect(gateway.complete({ principal: alice, transport: 'cli', request: ask, signal: early.signal })).rejects.toMatchObject({ code: 'CANCELLED' });
+    expect(store.held).toBe(0);
+    expect(events).toHaveLength(2);
+
+    // Cancelled while the provider holds it: the error comes first, the ledger write and its event after.
     const controller = new AbortController();
+    const call = gateway.complete({ principal: alice, transport: 'cli', request: ask, signal: controller.signal });
+    while ((await gateway.myBudget(alice))[0]!.reserved === 0) await new Promise((r) => setImmediate(r));
     controller.abort();
-    await expect(gateway.complete({ principal: alice, transport: 'cli', request: ask, signal: controller.signal })).rejects.toMatchObject({ code: 'CANCELLED' });
+    await expect(call).rejects.toMatchObject({ code: 'CANCELLED' });
     expect(store.held).toBe(1);
-    expect(events).toHaveLength(1);
+    expect(events).toHaveLength(2);
     store.open();
     await gateway.idle();
-    expect(events).toHaveLength(2);
-    expect(events[1]).toMatchObject({ outcome: 'failed', 'error.code': 'CANCELLED' });
-    expect(await gateway.myBudget(alice)).toMatchObject([{ used: 0, reserved: 0 }]);
+    expect(events).toHaveLength(3);
+    expect(events[2]).toMatchObject({ outcome: 'failed', 'error.code': 'CANCELLED' });
+    const charged = ((events[2]!['tollgate.charged'] as { amount: number }[] | undefined) ?? []).reduce((n, c) => n + c.amount, 0);
+    expect(await gateway.myBudget(alice)).toMatchObject([{ used: charged, reserved: 0 }]);
   });
 
   it('does not close until every answered call is charged', async () => {
