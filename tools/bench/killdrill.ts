@@ -39,6 +39,8 @@ const RUNS = Number(values.runs);
 const CALLS = Number(values.calls);
 const CONCURRENCY = Number(values.concurrency);
 const KEY = 'drill-key';
+/** Short, so that on Redis the killed replica's reservations expire (and are recovered) within the run. */
+const RESERVATION_TTL_S = 5;
 
 function policy(latencyMs: number, settleBeforeReply: boolean): string {
   const sha = createHash('sha256').update(KEY).digest('hex');
@@ -59,7 +61,7 @@ budgets:
     scope: team
     window: { calendar: month }
     limit: { usd: 1000000 }
-limits: { settleBeforeReply: ${settleBeforeReply} }
+limits: { settleBeforeReply: ${settleBeforeReply}, reservationTtlSeconds: ${RESERVATION_TTL_S} }
 `;
 }
 
@@ -164,26 +166,30 @@ interface RunResult {
   chain: string;
 }
 
-function check(dataDir: string, answered: Set<string>, eventFiles: string[]): RunResult {
-  const entries: JournalEntry[] = segmentFiles(dataDir).flatMap((f) => readSegment(f).entries);
-  const fault = verifyChain(entries, { head: readHead(dataDir) });
+function check(entries: JournalEntry[], fault: string | undefined, answered: Set<string>, eventFiles: string[]): RunResult {
   const charges = new Map<string, EntryBody>();
   let recovered = 0;
   let released = 0;
   for (const e of entries) {
-    if (e.body.kind === 'settle' || e.body.kind === 'recover') charges.set(e.body.id, e.body);
-    if (e.body.kind === 'recover') recovered += 1;
+    // One request's charge may span entries (Redis recovers line by line; the event rides on one of them).
+    if (e.body.kind === 'settle' || e.body.kind === 'recover') {
+      const prior = charges.get(e.body.id);
+      charges.set(e.body.id, prior ? { ...prior, lines: [...(prior.lines ?? []), ...(e.body.lines ?? [])], event: prior.event ?? e.body.event } : e.body);
+    }
+    if (e.body.kind === 'recover' && e.body.event) recovered += 1;
     if (e.body.kind === 'release' && e.body.event?.['tollgate.settled_by'] === 'recovery') released += 1;
   }
-  const amounts = (lines: { amount: number }[] | undefined) => JSON.stringify((lines ?? []).map((l) => l.amount));
-  const chargeWithoutEvent = [...charges].filter(([id, b]) => b.event?.['request.id'] !== id || amounts(b.event['tollgate.charged'] as { amount: number }[]) !== amounts(b.lines)).map(([id]) => id);
+  // Per budget line, in any order (the Redis store keeps lines sorted by key; the event in policy order).
+  type Charge = { amount: number; budgetId?: string; budget?: string; subject?: string };
+  const amounts = (lines: Charge[] | undefined) => JSON.stringify((lines ?? []).map((l) => `${l.budgetId ?? l.budget}|${l.subject}=${l.amount}`).sort());
+  const chargeWithoutEvent = [...charges].filter(([id, b]) => b.event?.['request.id'] !== id || amounts(b.event['tollgate.charged'] as Charge[]) !== amounts(b.lines)).map(([id]) => id);
   const eventWithoutCharge: string[] = [];
   for (const file of eventFiles) {
     if (!existsSync(file)) continue;
     for (const l of readFileSync(file, 'utf8').split('\n')) {
       if (!l.trim()) continue;
       const ev = JSON.parse(l) as Record<string, unknown>;
-      const charged = ev['tollgate.charged'] as { amount: number }[] | undefined;
+      const charged = ev['tollgate.charged'] as Charge[] | undefined;
       if (!charged?.length) continue;
       const b = charges.get(String(ev['request.id']));
       if (!b || amounts(b.lines) !== amounts(charged)) eventWithoutCharge.push(String(ev['request.id']));
@@ -198,16 +204,45 @@ function check(dataDir: string, answered: Set<string>, eventFiles: string[]): Ru
     uncharged: [...answered].filter((id) => !charges.has(id)),
     chargeWithoutEvent,
     eventWithoutCharge,
-    chain: fault ? `broken at ${fault.seq}: ${fault.reason}` : 'ok',
+    chain: fault ?? 'ok',
   };
+}
+
+/** The journal of an embedded store: every segment, and the chain checked against the head. */
+function embeddedJournal(dataDir: string): { entries: JournalEntry[]; fault?: string } {
+  const entries: JournalEntry[] = segmentFiles(dataDir).flatMap((f) => readSegment(f).entries);
+  const fault = verifyChain(entries, { head: readHead(dataDir) });
+  return { entries, fault: fault ? `broken at ${fault.seq}: ${fault.reason}` : undefined };
+}
+
+/** The journal on Redis under `prefix`: every stream's entries, and the store's own audit (chain, counters, events, rollups). */
+async function redisJournal(url: string, prefix: string): Promise<{ entries: JournalEntry[]; fault?: string }> {
+  const { RedisQuotaStore } = await import('../../src/quota/redis.js');
+  const store = new RedisQuotaStore({ url, prefix, sweepIntervalMs: 0, logger: { info() {}, warn() {}, error() {} } });
+  try {
+    const entries: JournalEntry[] = [];
+    for await (const { entry } of store.journalEntries()) entries.push(entry);
+    const report = await store.verify();
+    const faults = [
+      ...report.streams.flatMap((st) => ((st as { fault?: { seq: number; reason: string } }).fault ? [`${(st as { stream: string }).stream}: ${(st as { fault: { reason: string } }).fault.reason}`] : [])),
+      ...report.counters.mismatches.map((m) => `counter ${m.usageKey}: ${m.counter} vs journal ${m.journal}`),
+      ...report.events.missing.map((m) => `charge without event ${m.id}`),
+      ...report.rollups.mismatches.map((m) => `rollup ${m.key} ${m.field}`),
+    ];
+    return { entries, fault: report.ok ? undefined : faults.slice(0, 3).join('; ') || 'verify failed' };
+  } finally {
+    await store.close();
+  }
 }
 
 async function run(n: number): Promise<boolean> {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-killdrill-'));
   writeFileSync(join(dir, 'policy.yaml'), policy(Number(values['latency-ms']), values['settle-before-reply']!));
   const dataDir = join(dir, 'data');
-  if (values.store !== 'embedded') throw new Error('only --store embedded is wired in this drill so far');
-  const env = { TOLLGATE_DATA_DIR: dataDir };
+  const redis = values.store === 'redis';
+  if (redis && !values.redis) throw new Error('--store redis needs --redis <url>');
+  const prefix = `killdrill-${process.pid}-${n}-${randomUUID().slice(0, 8)}:`;
+  const env: Record<string, string> = redis ? { REDIS_URL: values.redis!, TOLLGATE_KEY_PREFIX: prefix } : { TOLLGATE_DATA_DIR: dataDir };
   const answered = new Set<string>();
   let gw = await startGateway(dir, 1, env);
   const eventFiles = [gw.events];
@@ -221,13 +256,17 @@ async function run(n: number): Promise<boolean> {
   gw = await startGateway(dir, 2, env);
   eventFiles.push(gw.events);
   await loading;
+  // On Redis the dead replica's reservations are recovered when they expire: give the surviving
+  // replica's sweep (every 10 s) time to find them after the TTL.
+  if (redis) await new Promise((r) => setTimeout(r, (RESERVATION_TTL_S + 15) * 1000));
   gw.child.kill('SIGTERM');
   await exited(gw.child);
-  const r = check(dataDir, answered, eventFiles);
+  const journal = redis ? await redisJournal(values.redis!, prefix) : embeddedJournal(dataDir);
+  const r = check(journal.entries, journal.fault, answered, eventFiles);
   const ok = r.uncharged.length === 0 && r.chargeWithoutEvent.length === 0 && r.eventWithoutCharge.length === 0 && r.chain === 'ok';
   process.stdout.write(
-    `run ${n}: answered ${r.answered}, charged ${r.charged} (recovered ${r.recovered}, of them answered ${r.answeredRecovered}; released by recovery ${r.released}); ` +
-      `answered uncharged ${r.uncharged.length}, charges without event ${r.chargeWithoutEvent.length}, events without charge ${r.eventWithoutCharge.length}, chain ${r.chain}${ok ? '' : '  FAIL'}\n`,
+    `run ${n} (${values.store}): answered ${r.answered}, charged ${r.charged} (recovered ${r.recovered}, of them answered ${r.answeredRecovered}; released by recovery ${r.released}); ` +
+      `answered uncharged ${r.uncharged.length}, charges without event ${r.chargeWithoutEvent.length}, events without charge ${r.eventWithoutCharge.length}, journal ${r.chain}${ok ? '' : '  FAIL'}\n`,
   );
   if (!values.keep) rmSync(dir, { recursive: true, force: true });
   else process.stdout.write(`  kept ${dir}\n`);
