@@ -41,6 +41,8 @@ export interface TestIssuer {
   newKey(alg?: 'RS256' | 'ES256'): Promise<SigningKey>;
   /** Publishes a new key and signs with it from now on; `dropOld` unpublishes the previous ones. */
   rotate(opts?: { dropOld?: boolean; alg?: 'RS256' | 'ES256' }): Promise<SigningKey>;
+  /** Answers each later JWKS fetch after `ms` (default 0): a slow identity provider. */
+  setJwksDelay(ms: number): void;
   close(): Promise<void>;
 }
 
@@ -58,6 +60,7 @@ export async function startTestIssuer(realm = 'acme'): Promise<TestIssuer> {
   let published: SigningKey[] = [await makeKey('RS256')];
   let current = published[0]!;
   let fetches = 0;
+  let jwksDelayMs = 0;
   const base = `/realms/${realm}`;
   const jwksPath = `${base}/protocol/openid-connect/certs`;
   let origin = '';
@@ -65,8 +68,10 @@ export async function startTestIssuer(realm = 'acme'): Promise<TestIssuer> {
   const server: Server = createServer((req, res) => {
     if (req.method === 'GET' && req.url === jwksPath) {
       fetches += 1;
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ keys: published.map((k) => k.publicJwk) }));
+      const body = JSON.stringify({ keys: published.map((k) => k.publicJwk) });
+      const answer = () => res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+      if (jwksDelayMs > 0) setTimeout(answer, jwksDelayMs);
+      else answer();
       return;
     }
     if (req.method === 'GET' && req.url === `${base}/.well-known/openid-configuration`) {
@@ -103,6 +108,9 @@ export async function startTestIssuer(realm = 'acme'): Promise<TestIssuer> {
       published = opts.dropOld ? [key] : [...published, key];
       current = key;
       return key;
+    },
+    setJwksDelay(ms) {
+      jwksDelayMs = ms;
     },
     close: () =>
       new Promise<void>((resolve) => {

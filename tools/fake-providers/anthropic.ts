@@ -4,7 +4,7 @@
  * deterministic token rules of types.ts so tests can assert usage exactly.
  */
 import type { ServerResponse } from 'node:http';
-import { bearerToken, openEventStream, sendJson, sendMalformedJson, startFakeHttpServer, writeFlushed, type FakeCall } from './http.js';
+import { bearerToken, openEventStream, sendJson, sendJsonAnswer, sendMalformedJson, startFakeHttpServer, writeFlushed, type FakeCall } from './http.js';
 import { billedInputTokens, type FakeBilling } from './billing.js';
 import { countWords, replyWords, type FakeProviderServer } from './types.js';
 
@@ -132,9 +132,8 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
         res.writeHead(200, { 'content-type': 'application/json', ...headers });
         return call.cut();
       }
-      return sendJson(
-        res,
-        200,
+      return sendJsonAnswer(
+        call,
         {
           id,
           type: 'message',
@@ -162,7 +161,7 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
     }
     const sent = fault?.kind === 'cut' ? words.slice(0, fault.afterWords) : words;
     for (const text of sent) {
-      if (!(await frame('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } }))) return;
+      if (!(await call.wordPause()) || !(await frame('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } }))) return;
     }
     if (fault?.kind === 'cut') return call.cut();
     await frame('content_block_stop', { type: 'content_block_stop', index: 0 });
@@ -172,7 +171,7 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
       usage: { output_tokens: words.length },
     });
     await frame('message_stop', { type: 'message_stop' });
-    res.end();
+    if (await call.endPause()) res.end();
   }
 
   return {
@@ -182,6 +181,9 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
     requests: base.requests,
     failNext: (fault, times) => base.failNext(fault, times),
     setLatency: (ms) => base.setLatency(ms),
+    setWordDelay: (ms) => base.setWordDelay(ms),
+    setEndDelay: (ms) => base.setEndDelay(ms),
+    counts: base.counts,
     reset: () => base.reset(),
     close: () => base.close(),
   };

@@ -11,7 +11,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { EventStreamCodec } from '@smithy/eventstream-codec';
 import { fromUtf8, toUtf8 } from '@smithy/util-utf8';
 import { billedInputTokens, type FakeBilling } from './billing.js';
-import { replyWords, type FakeFault, type FakeProviderServer, type RecordedRequest } from './types.js';
+import { replyWords, type FakeFault, type FakeProviderServer, type RecordedRequest, type RequestCounts } from './types.js';
 
 /** An exception event ConverseStream sends mid-stream, after `afterWords` deltas. */
 export interface StreamException {
@@ -24,8 +24,6 @@ export interface StreamException {
 export interface FakeBedrockServer extends FakeProviderServer {
   /** The next streamed call sends `afterWords` deltas, then this exception event, then ends. */
   failNextStreamWith(exception: StreamException): void;
-  /** Pause between streamed deltas, ms (default 0), so a test can act in the middle of a stream. */
-  setWordDelay(ms: number): void;
   /**
    * Reports this many prompt tokens as read from / written to the prompt cache. As Bedrock does,
    * they are then left out of `inputTokens`, which counts only the rest of the prompt.
@@ -85,10 +83,14 @@ function parseConverse(body: unknown): ConverseBody | undefined {
  */
 export async function startFakeBedrock(opts: { latencyMs?: number; billing?: FakeBilling } = {}): Promise<FakeBedrockServer> {
   const requests: RecordedRequest[] = [];
+  const counts: RequestCounts = { received: 0, completed: 0, aborted: 0 };
   const faults: FakeFault[] = [];
   const streamExceptions: StreamException[] = [];
   let latencyMs = opts.latencyMs ?? 0;
   let wordDelayMs = 0;
+  let endDelayMs = 0;
+  /** Bumped by reset(): a request from before it no longer counts. */
+  let generation = 0;
   let cache = { readTokens: 0, writeTokens: 0 };
   const sockets = new Set<Socket>();
   const codec = new EventStreamCodec(toUtf8, fromUtf8);
@@ -129,6 +131,22 @@ export async function startFakeBedrock(opts: { latencyMs?: number; billing?: Fak
       'x-amzn-requestid': randomUUID(),
     });
     res.end(JSON.stringify({ message }), () => (rec.completed = true));
+  }
+
+  /** Waits `ms` (none when 0); false when the client left meanwhile. */
+  function pause(res: ServerResponse, ms: number): Promise<boolean> {
+    if (ms === 0 || res.destroyed) return Promise.resolve(!res.destroyed);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        res.off('close', gone);
+        resolve(true);
+      }, ms);
+      const gone = (): void => {
+        clearTimeout(timer);
+        resolve(false);
+      };
+      res.once('close', gone);
+    });
   }
 
   /** Writes then waits until the bytes are handed to the socket, so a cut that follows keeps them. */
@@ -212,6 +230,10 @@ export async function startFakeBedrock(opts: { latencyMs?: number; billing?: Fak
         await write(res, body.slice(0, Math.floor(body.length / 2)));
         return cut(res);
       }
+      if (endDelayMs > 0) {
+        res.flushHeaders();
+        if (!(await pause(res, endDelayMs))) return;
+      }
       return void res.end(body, () => (rec.completed = true));
     }
 
@@ -234,10 +256,20 @@ export async function startFakeBedrock(opts: { latencyMs?: number; billing?: Fak
     }
     await write(res, frame('contentBlockStop', { contentBlockIndex: 0 }));
     await write(res, frame('messageStop', { stopReason }));
-    res.end(frame('metadata', { usage, metrics }), () => (rec.completed = true));
+    await write(res, frame('metadata', { usage, metrics }));
+    if (!(await pause(res, endDelayMs))) return;
+    res.end(() => (rec.completed = true));
   }
 
   const server = createServer((req, res) => {
+    // Counted from arrival, so a client that leaves while its body is still coming is an abort too.
+    counts.received += 1;
+    const born = generation;
+    res.on('close', () => {
+      if (born !== generation) return;
+      if (res.writableFinished) counts.completed += 1;
+      else if (!cutByFake.has(res)) counts.aborted += 1;
+    });
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -260,6 +292,7 @@ export async function startFakeBedrock(opts: { latencyMs?: number; billing?: Fak
       requests.push(rec);
       // The connection closing before the fake wrote its last byte is an abort; a cut the fake made is not.
       res.on('close', () => {
+        rec.answered = res.headersSent && res.statusCode === 200;
         if (!rec.completed && !cutByFake.has(res)) rec.aborted = true;
       });
       const match = /^\/model\/([^/]+)\/(converse|converse-stream|count-tokens)$/.exec(url.pathname);
@@ -295,6 +328,10 @@ export async function startFakeBedrock(opts: { latencyMs?: number; billing?: Fak
     setWordDelay(ms) {
       wordDelayMs = ms;
     },
+    setEndDelay(ms) {
+      endDelayMs = ms;
+    },
+    counts,
     setPromptCache(c) {
       cache = { ...c };
     },
@@ -304,6 +341,9 @@ export async function startFakeBedrock(opts: { latencyMs?: number; billing?: Fak
       streamExceptions.length = 0;
       latencyMs = 0;
       wordDelayMs = 0;
+      endDelayMs = 0;
+      generation += 1;
+      counts.received = counts.completed = counts.aborted = 0;
       cache = { readTokens: 0, writeTokens: 0 };
     },
     close() {

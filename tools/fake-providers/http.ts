@@ -5,7 +5,7 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import net from 'node:net';
-import type { FakeFault, RecordedRequest } from './types.js';
+import type { FakeFault, RecordedRequest, RequestCounts } from './types.js';
 
 /** One request as a fake's handler sees it. */
 export interface FakeCall {
@@ -21,6 +21,12 @@ export interface FakeCall {
   isOpen(): boolean;
   /** Destroys the connection on purpose (a `cut` fault), after what was written has been flushed. */
   cut(): Promise<void>;
+  /** Waits the word delay before a streamed word; false when the client has gone meanwhile. */
+  wordPause(): Promise<boolean>;
+  /** Waits the end delay before the last write of a successful answer; false when the client has gone. */
+  endPause(): Promise<boolean>;
+  /** Whether an end delay is set. */
+  readonly endDelayed: boolean;
 }
 
 export type FakeHandler = (call: FakeCall) => Promise<void> | void;
@@ -33,6 +39,9 @@ export interface FakeHttpServer {
   readonly requests: RecordedRequest[];
   failNext(fault: FakeFault, times?: number): void;
   setLatency(ms: number): void;
+  setWordDelay(ms: number): void;
+  setEndDelay(ms: number): void;
+  readonly counts: Readonly<RequestCounts>;
   reset(): void;
   close(): Promise<void>;
 }
@@ -43,9 +52,14 @@ const CUT_GRACE_MS = 100;
 /** Starts a fake on 127.0.0.1 (a free port) that records every request and hands it to `handle`. */
 export async function startFakeHttpServer(handle: FakeHandler): Promise<FakeHttpServer> {
   const requests: RecordedRequest[] = [];
+  const counts: RequestCounts = { received: 0, completed: 0, aborted: 0 };
   let faults: FakeFault[] = [];
   let latencyMs = 0;
+  let wordDelayMs = 0;
+  let endDelayMs = 0;
   let closing = false;
+  /** Bumped by reset(): a request from before it no longer counts. */
+  let generation = 0;
 
   const server = http.createServer((req, res) => {
     void serve(req, res).catch(() => {
@@ -56,23 +70,36 @@ export async function startFakeHttpServer(handle: FakeHandler): Promise<FakeHttp
   });
 
   async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const raw = await readBody(req);
-    const record: RecordedRequest = {
+    // Counted from arrival: a client that leaves while its body is still coming is an abort too.
+    counts.received += 1;
+    const born = generation;
+    let record: RecordedRequest | undefined;
+    let cutByFake = false;
+    res.on('finish', () => {
+      if (born === generation) counts.completed += 1;
+      if (record) record.completed = true;
+    });
+    res.on('close', () => {
+      if (record) record.answered = res.headersSent && res.statusCode === 200;
+      if (res.writableFinished || cutByFake || closing) return;
+      if (born === generation) counts.aborted += 1;
+      if (record) record.aborted = true;
+    });
+    let raw: string;
+    try {
+      raw = await readBody(req);
+    } catch {
+      return;
+    }
+    record = {
       method: req.method ?? 'GET',
       path: req.url ?? '/',
       headers: { ...req.headers },
       body: parseJson(raw),
-      aborted: false,
+      aborted: res.closed && !res.writableFinished && !closing,
       completed: false,
     };
     requests.push(record);
-    let cutByFake = false;
-    res.on('finish', () => {
-      record.completed = true;
-    });
-    res.on('close', () => {
-      if (!res.writableFinished && !cutByFake && !closing) record.aborted = true;
-    });
     const isOpen = (): boolean => !res.destroyed && !res.writableEnded;
 
     const fault = faults.shift();
@@ -93,6 +120,9 @@ export async function startFakeHttpServer(handle: FakeHandler): Promise<FakeHttp
         await new Promise((r) => setTimeout(r, CUT_GRACE_MS));
         res.socket?.destroy();
       },
+      wordPause: () => (wordDelayMs > 0 ? waitWhileOpen(res, wordDelayMs) : Promise.resolve(isOpen())),
+      endPause: () => (endDelayMs > 0 ? waitWhileOpen(res, endDelayMs) : Promise.resolve(isOpen())),
+      endDelayed: endDelayMs > 0,
     };
     await handle(call);
   }
@@ -113,10 +143,21 @@ export async function startFakeHttpServer(handle: FakeHandler): Promise<FakeHttp
     setLatency(ms) {
       latencyMs = ms;
     },
+    setWordDelay(ms) {
+      wordDelayMs = ms;
+    },
+    setEndDelay(ms) {
+      endDelayMs = ms;
+    },
+    counts,
     reset() {
       requests.length = 0;
+      generation += 1;
+      counts.received = counts.completed = counts.aborted = 0;
       faults = [];
       latencyMs = 0;
+      wordDelayMs = 0;
+      endDelayMs = 0;
     },
     close() {
       closing = true;
@@ -131,6 +172,7 @@ export async function startFakeHttpServer(handle: FakeHandler): Promise<FakeHttp
 
 /** Waits `ms`, or less if the client disconnects; true when the client is still there. */
 function waitWhileOpen(res: ServerResponse, ms: number): Promise<boolean> {
+  if (res.destroyed) return Promise.resolve(false);
   return new Promise((resolve) => {
     const onClose = (): void => {
       clearTimeout(timer);
@@ -164,6 +206,18 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
+}
+
+/**
+ * Answers 200 with a JSON body, its head first and its bytes after the end delay (at once without
+ * one); nothing more is written when the client left meanwhile.
+ */
+export async function sendJsonAnswer(call: FakeCall, body: unknown, headers: Record<string, string> = {}): Promise<void> {
+  if (!call.endDelayed) return sendJson(call.res, 200, body, headers);
+  const text = JSON.stringify(body);
+  call.res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  call.res.flushHeaders();
+  if (await call.endPause()) call.res.end(text);
 }
 
 /** Answers 200 with a body that claims to be JSON and is not (the `malformed` fault). */

@@ -5,7 +5,7 @@
  * (vLLM, Ollama), which speak the same wire format.
  */
 import type { ServerResponse } from 'node:http';
-import { bearerToken, openEventStream, sendJson, sendMalformedJson, startFakeHttpServer, writeFlushed, type FakeCall } from './http.js';
+import { bearerToken, openEventStream, sendJson, sendJsonAnswer, sendMalformedJson, startFakeHttpServer, writeFlushed, type FakeCall } from './http.js';
 import { billedInputTokens, type FakeBilling } from './billing.js';
 import { countWords, replyWords, type FakeProviderServer } from './types.js';
 
@@ -108,9 +108,8 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
         res.writeHead(200, { 'content-type': 'application/json', ...headers });
         return call.cut();
       }
-      return sendJson(
-        res,
-        200,
+      return sendJsonAnswer(
+        call,
         {
           id,
           object: 'chat.completion',
@@ -160,13 +159,13 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     }
     const sent = fault?.kind === 'cut' ? words.slice(0, fault.afterWords) : words;
     for (const content of sent) {
-      if (!(await chunk([delta({ content })]))) return;
+      if (!(await call.wordPause()) || !(await chunk([delta({ content })]))) return;
     }
     if (fault?.kind === 'cut') return call.cut();
     await chunk([delta({}, finishReason)]);
     if (includeUsage) await chunk([], { usage });
     await writeFlushed(res, 'data: [DONE]\n\n');
-    res.end();
+    if (await call.endPause()) res.end();
   }
 
   return {
@@ -176,6 +175,9 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     requests: base.requests,
     failNext: (fault, times) => base.failNext(fault, times),
     setLatency: (ms) => base.setLatency(ms),
+    setWordDelay: (ms) => base.setWordDelay(ms),
+    setEndDelay: (ms) => base.setEndDelay(ms),
+    counts: base.counts,
     reset: () => base.reset(),
     close: () => base.close(),
   };

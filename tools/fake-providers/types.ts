@@ -29,6 +29,19 @@ export interface RecordedRequest {
   aborted: boolean;
   /** True once the fake wrote its last byte for this request. */
   completed: boolean;
+  /** Whether the fake had sent the head of a 200 answer (it had begun answering) when the exchange ended. */
+  answered?: boolean;
+}
+
+/**
+ * Every request a fake received, counted from its arrival (before its body is read, so a request
+ * abandoned while its body was still on its way counts too): how many came, how many the fake
+ * answered to their last byte, and how many the client closed before that.
+ */
+export interface RequestCounts {
+  received: number;
+  completed: number;
+  aborted: number;
 }
 
 export interface FakeProviderServer {
@@ -41,7 +54,16 @@ export interface FakeProviderServer {
   failNext(fault: FakeFault, times?: number): void;
   /** Delay before answering each request, ms (default 0). */
   setLatency(ms: number): void;
-  /** Clears recorded requests, queued faults and latency. */
+  /** Delay before each streamed word, ms (default 0): a stream that is being answered for a while. */
+  setWordDelay(ms: number): void;
+  /**
+   * Delay before the last write of a successful answer, ms (default 0): a JSON body after its head
+   * was sent, or a stream's end after its last event. The provider has answered; the bytes are late.
+   */
+  setEndDelay(ms: number): void;
+  /** Counts of every request received so far, aborted ones included. */
+  readonly counts: Readonly<RequestCounts>;
+  /** Clears recorded requests and counts, queued faults, latency and delays. */
   reset(): void;
   close(): Promise<void>;
 }
