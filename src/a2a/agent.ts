@@ -185,13 +185,25 @@ class CompletionExecutor implements AgentExecutor {
   };
 }
 
-/** Aborted when the client goes away before the response is finished, so the call settles early. */
+/**
+ * Aborted when the client goes away before the response is finished, so the call is cancelled and
+ * its upstream request aborted. Attached when the request arrives (`a2aRouter`), before the bearer
+ * check, the body and the SDK's first load are awaited; one attached to a connection that closed
+ * already is aborted from the start.
+ */
 function abortOnClose(res: Response): AbortSignal {
   const ac = new AbortController();
-  res.on('close', () => {
+  const closed = (): void => {
     if (!res.writableFinished) ac.abort();
-  });
+  };
+  if (res.closed) closed();
+  else res.once('close', closed);
   return ac.signal;
+}
+
+/** The request's disconnect signal, as the first middleware of the route made it. */
+function disconnectedOf(res: Response): AbortSignal {
+  return (res.locals.signal as AbortSignal | undefined) ?? abortOnClose(res);
 }
 
 /** The card's base URL: the address the caller used (Host is checked by the app before this). */
@@ -208,7 +220,7 @@ async function jsonRpc(gateway: Gateway, opts: A2AOptions): Promise<RequestHandl
     userBuilder: async (req) => {
       const caller = opts.callerOf(req);
       if (!caller) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
-      return new GatewayUser(caller.principal, caller.credential, abortOnClose(req.res!));
+      return new GatewayUser(caller.principal, caller.credential, disconnectedOf(req.res!));
     },
   });
 }
@@ -225,6 +237,10 @@ export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router {
     res.setHeader('cache-control', 'public, max-age=300');
     res.json(AgentCard.toJSON(agentCard(gateway.policy, baseUrlOf(req), opts.version)));
   });
-  router.use(A2A_PATH, opts.requireAuth, opts.json, lazyRpc);
+  const watchClose: RequestHandler = (_req, res, next) => {
+    res.locals.signal = abortOnClose(res);
+    next();
+  };
+  router.use(A2A_PATH, watchClose, opts.requireAuth, opts.json, lazyRpc);
   return router;
 }

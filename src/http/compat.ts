@@ -69,14 +69,26 @@ export function bearerToken(req: Request): string | undefined {
   return type!.toLowerCase() === 'bearer' && token ? token : header;
 }
 
-/** Aborted when the client goes away before the response is finished, so the call settles early. */
+/**
+ * Aborted when the client goes away before the response is finished, so the call is cancelled and
+ * its upstream request aborted. Attach it before anything is awaited; a response whose connection
+ * closed already (while an earlier step awaited) gives a signal aborted from the start.
+ */
 export function abortOnClose(res: Response): AbortSignal {
   const ac = new AbortController();
-  res.on('close', () => {
+  const closed = (): void => {
     if (!res.writableFinished) ac.abort();
-  });
+  };
+  if (res.closed) closed();
+  else res.once('close', closed);
   return ac.signal;
 }
+
+/** Middleware that gives the request its `res.locals.signal` (abortOnClose), mounted before any that awaits. */
+export const watchClose: RequestHandler = (_req, res, next) => {
+  res.locals.signal = abortOnClose(res);
+  next();
+};
 
 function renderError(codec: WireCodec, gateway: Gateway, res: Response, err: GatewayError): void {
   if (res.headersSent) return;

@@ -7,14 +7,15 @@
 import express, { type Request, type RequestHandler, type Response } from 'express';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
-import { CancelledNotificationSchema, type CancelledNotification, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
+import { CancelledNotificationSchema, isJSONRPCRequest, type CancelledNotification, type JSONRPCMessage, type MessageExtraInfo } from '@modelcontextprotocol/sdk/types.js';
 import { GatewayError } from '../errors.js';
 import type { BudgetView } from '../call/budget.js';
 import type { EdgeAuthentication, Gateway } from '../gateway/gateway.js';
 import { ownerKey, type Principal } from '../identity/principal.js';
 import { createMcpServer } from '../mcp/server.js';
 import { setBudgetHeaders, setHeaders, type BudgetHeaderReader } from './budgetHeaders.js';
-import type { Session, SessionTable } from './sessions.js';
+import { watchClose } from './compat.js';
+import type { Deliver, Session, SessionTable } from './sessions.js';
 import { JsonResponseTransport, acceptPost, isInitialize, writeAnswer } from './jsonTransport.js';
 import { sendError } from './respond.js';
 
@@ -33,7 +34,7 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
   const { requireAuth, json, sessions, budgetReader } = opts;
   const router = express.Router();
 
-  const newServer = (onCallDone?: (budgets: BudgetView[] | undefined) => Promise<void>) =>
+  const newServer = (signal: AbortSignal, onCallDone?: (budgets: BudgetView[] | undefined) => Promise<void>) =>
     createMcpServer({
       gateway,
       transport: 'http',
@@ -43,19 +44,45 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
         return extra.authInfo && edge ? { secret: extra.authInfo.token, verified: { policy: edge.policy, result: edge } } : undefined;
       },
       onCallDone,
+      signal,
     });
 
   /**
    * Serves one HTTP request of a session with a fresh SDK Server and a transport for that request. Its
-   * requests are tracked on the session so that a notifications/cancelled sent in a later POST
-   * reaches them, and a client that hangs up cancels them.
+   * requests are tracked on the session, from before anything is awaited, so that a
+   * notifications/cancelled sent in a later POST reaches them (one that arrives while the server is
+   * set up is held until they are delivered), and a client that hangs up cancels them (`signal`,
+   * watched since the request arrived). A request whose client is gone before it is delivered is
+   * not served at all.
    */
   const serve = async (req: Request, res: Response, session: Session, messages: unknown[]) => {
+    const signal = res.locals.signal as AbortSignal;
+    if (signal.aborted) return;
     // Without a progress token nothing is sent before the answer, so it goes out as one JSON body:
     // cheaper than an SSE stream, and the spec lets the server choose either.
     const oneBody = !wantsProgress(messages);
     const principal = principalOf(req)!;
     const toolCall = messages.some((m) => (m as { method?: unknown } | null)?.method === 'tools/call');
+    const ids = requestIds(messages);
+    // Cancellations for these requests: passed to the server once it holds the request, held until then.
+    let receive: ((msg: JSONRPCMessage) => void) | undefined;
+    const delivered = new Set<string | number>();
+    const held: JSONRPCMessage[] = [];
+    const route: Deliver = (msg) => {
+      const id = (msg as CancelledNotification).params?.requestId;
+      if (receive && id !== undefined && delivered.has(id)) receive(msg);
+      else held.push(msg);
+    };
+    const untrack = ids.map((id) => sessions.track(session, id, route));
+    let server: ReturnType<typeof newServer> | undefined;
+    res.once('close', () => {
+      for (const u of untrack) u();
+      // A finished response leaves nothing open: the pair is garbage. Closing it anyway would build
+      // a "connection closed" error per request for the SDK to hand to no one.
+      if (res.writableFinished) return;
+      for (const requestId of ids) route({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId, reason: 'client disconnected' } });
+      void server?.close().catch(() => undefined);
+    });
     // Budget headers: a JSON answer's head is written after the call, so they come from the call's
     // own result (this call counted); a stream's head goes first, so they are read before.
     if (toolCall && !oneBody) setHeaders(res, await budgetReader.read(principal));
@@ -71,20 +98,24 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
       if ('answer' in checked) return writeAnswer(res, checked.answer);
       accepted = checked.messages;
     }
-    const server = newServer(toolCall && oneBody ? afterCall : undefined);
+    if (signal.aborted) return;
+    const mcp = newServer(signal, toolCall && oneBody ? afterCall : undefined);
+    server = mcp;
     const transport = accepted ? new JsonResponseTransport() : new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: oneBody });
-    await server.connect(transport);
-    const deliver = (msg: JSONRPCMessage) => transport.onmessage?.(msg);
-    const ids = requestIds(messages);
-    const untrack = ids.map((id) => sessions.track(session, id, deliver));
-    res.on('close', () => {
-      for (const u of untrack) u();
-      // A finished response leaves nothing open: the pair is garbage. Closing it anyway would build
-      // a "connection closed" error per request for the SDK to hand to no one.
-      if (res.writableFinished) return;
-      for (const requestId of ids) deliver({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId, reason: 'client disconnected' } });
-      void server.close().catch(() => undefined);
-    });
+    await mcp.connect(transport);
+    if (signal.aborted) {
+      void mcp.close().catch(() => undefined);
+      return;
+    }
+    const inner = transport.onmessage;
+    receive = (msg) => inner?.(msg);
+    transport.onmessage = <T extends JSONRPCMessage>(msg: T, extra?: MessageExtraInfo) => {
+      inner?.(msg, extra);
+      if (!isJSONRPCRequest(msg)) return;
+      delivered.add(msg.id);
+      // A cancellation held for this request goes in right after it.
+      for (const h of held.splice(0)) route(h);
+    };
     if (transport instanceof JsonResponseTransport) {
       transport.deliver(accepted!, req, req.auth);
       const answer = await transport.answer;
@@ -101,7 +132,8 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
     return undefined;
   };
 
-  router.post('/mcp', requireAuth, json, async (req, res) => {
+  // watchClose first: a client gone while its credential is checked or its body read cancels the call.
+  router.post('/mcp', watchClose, requireAuth, json, async (req, res) => {
     // Without this, a non-JSON body reaches the session check unparsed and gets a misleading answer.
     if (!isJsonContentType(req.headers['content-type'])) {
       res.status(415).json({ jsonrpc: '2.0', error: { code: -32000, message: 'Unsupported Media Type: Content-Type must be application/json' }, id: null });

@@ -40,6 +40,11 @@ export interface McpServerOptions {
    * reports (`complete`, `my_budget`), else undefined. The HTTP edge sets budget headers here.
    */
   onCallDone?: (budgets: BudgetView[] | undefined) => Promise<void>;
+  /**
+   * Aborted when the caller is gone (the HTTP edge: the request's connection closed, possibly before
+   * this server was made). Cancels every call of this server, as a notifications/cancelled does one.
+   */
+  signal?: AbortSignal;
 }
 
 /** `_meta` key carrying the machine-readable error of a refused call. */
@@ -130,7 +135,8 @@ export function createMcpServer(opts: McpServerOptions): Server {
                 .sendNotification({ method: 'notifications/progress', params: { progressToken, progress, message: delta } })
                 .catch(() => undefined);
             };
-      const result = await opts.gateway.complete({ credential, args: { raw: req.params.arguments }, transport: opts.transport, signal: extra.signal, onText });
+      const signal = opts.signal ? AbortSignal.any([extra.signal, opts.signal]) : extra.signal;
+      const result = await opts.gateway.complete({ credential, args: { raw: req.params.arguments }, transport: opts.transport, signal, onText });
       budgets = result.budgets;
       return ok({ ...result }, result.text);
     } catch (err) {

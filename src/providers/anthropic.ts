@@ -10,7 +10,7 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
-import { idleGuard, sdkTransport } from './fetchSdk.js';
+import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
 import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type AnthropicConfig = Extract<ProviderConfig, { kind: 'anthropic' }>;
@@ -110,6 +110,11 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
     if (opts.egressAllow) assertEgress(name, baseUrl, opts.egressAllow);
   }
 
+  /** An answer whose head arrived and whose body did not within timeoutMs. */
+  function bodyTimeout(err: unknown): GatewayError {
+    return upstreamError({ provider: name, network: true, type: 'timeout', message: `the answer's body did not arrive within ${config.timeoutMs} ms` }, err);
+  }
+
   return {
     name,
     kind: 'anthropic',
@@ -138,11 +143,19 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
     async complete(req) {
       if (req.signal?.aborted) throw cancelledError(name);
       checkEgress();
+      // A caller who leaves aborts the request until the answer's head arrives; after it, the body is read anyway.
+      const upstream = headGuard(req.signal, config.timeoutMs);
       let message: Anthropic.Message;
       try {
-        message = await client.messages.create(params(req), { signal: req.signal });
+        const pending = client.messages.create(params(req), { signal: upstream.signal });
+        pending.asResponse().then(upstream.answered, () => undefined);
+        message = await pending;
       } catch (err) {
-        throw toGatewayError(err, req.signal);
+        if (!(err instanceof GatewayError) && req.signal?.aborted) throw cancelledError(name, undefined, upstream.wasAnswered);
+        if (!(err instanceof GatewayError) && upstream.signal.aborted) throw bodyTimeout(err);
+        throw toGatewayError(err, undefined);
+      } finally {
+        upstream.stop();
       }
       // The SDK returns whatever parsed; a proxy or a look-alike server may send another shape.
       if (typeof message !== 'object' || message === null || !Array.isArray(message.content) || typeof message.usage?.input_tokens !== 'number') {
@@ -167,6 +180,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       let deltas = 0;
       let stopReason: string | undefined;
       let stopped = false;
+      let answered = false;
       let listenerError: unknown;
       // Output is the larger of what Anthropic last reported and the deltas we saw, so a cut stream
       // is never charged less than what reached the caller.
@@ -176,16 +190,17 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
 
       try {
         const events = await client.messages.create({ ...params(req), stream: true }, { signal: idle.signal });
+        answered = true;
         idle.touch();
         for await (const event of events) {
           idle.touch();
-          // Events already buffered keep coming after an abort; none of them reached the caller.
-          if (idle.signal.aborted) break;
           if (event.type === 'message_start') {
             model = event.message.model;
             input = event.message.usage;
             reportedOutput = event.message.usage.output_tokens;
           } else if (event.type === 'content_block_delta' && event.delta.type === 'text_delta') {
+            // Events already buffered keep coming after an abort: their text reaches no one, their usage and stop count.
+            if (idle.signal.aborted) continue;
             text += event.delta.text;
             deltas += 1;
             try {
@@ -211,13 +226,24 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
         }
       } catch (err) {
         if (err === listenerError) throw err;
-        if (idle.fired && !req.signal?.aborted) throw stalled();
+        if (req.signal?.aborted && !(err instanceof GatewayError)) {
+          const usage = consumed();
+          if (stopped && usage) return { text, model, usage, stopReason };
+          throw cancelledError(name, usage, answered);
+        }
+        if (idle.fired) throw stalled();
         throw toGatewayError(err, req.signal, consumed());
       } finally {
         idle.stop();
       }
-      // The SDK ends the iteration quietly when its signal aborts mid-stream.
-      if (req.signal?.aborted) throw cancelledError(name, consumed());
+      // The SDK ends the iteration quietly when its signal aborts mid-stream. A provider that had
+      // finished (message_stop) answered the call, whenever the caller left; otherwise it is charged
+      // what it reported (the pipeline adds the input bound when that is nothing).
+      if (req.signal?.aborted) {
+        const usage = consumed();
+        if (stopped && usage) return { text, model, usage, stopReason };
+        throw cancelledError(name, usage, true);
+      }
       if (idle.fired) throw stalled();
       const usage = consumed();
       if (!stopped || !usage) {

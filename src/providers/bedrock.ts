@@ -30,6 +30,7 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
+import { headGuard } from './fetchSdk.js';
 import { FRAMING, inputTokenBound } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
@@ -168,12 +169,30 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
 
     async complete(req): Promise<CompletionResult> {
       checkNotAborted(req);
+      // A caller who leaves aborts the request until the answer's head arrives; after it, the body is read anyway.
+      const upstream = headGuard(req.signal, config.timeoutMs);
+      const command = new ConverseCommand(converseInput(req));
+      // Below the deserializer: the raw response, its head in and its body not yet read.
+      command.middlewareStack.add(
+        (next) => async (args) => {
+          const raw = await next(args);
+          upstream.answered();
+          return raw;
+        },
+        { step: 'deserialize', priority: 'low', name: 'tollgateAnswered' },
+      );
       let out;
       try {
-        out = await client.send(new ConverseCommand(converseInput(req)), { abortSignal: req.signal });
+        out = await client.send(command, { abortSignal: upstream.signal });
       } catch (err) {
         // No usage on a failed Converse call: Bedrock reports usage only inside a whole answer.
+        if (!(err instanceof GatewayError) && req.signal?.aborted) throw cancelledError(name, undefined, upstream.wasAnswered);
+        if (!(err instanceof GatewayError) && upstream.signal.aborted) {
+          throw upstreamError({ provider: name, network: true, type: 'timeout', message: `the answer's body did not arrive within ${config.timeoutMs} ms` }, err);
+        }
         throw fail(err, req);
+      } finally {
+        upstream.stop();
       }
       const usage = toUsage(out.usage);
       const blocks = out.output?.message?.content;
@@ -207,10 +226,10 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
         opened = true;
         if (!out.stream) throw new Error('the ConverseStream answer has no event stream');
         for await (const event of out.stream) {
-          // Events already buffered would otherwise still be read after the caller gave up.
-          if (req.signal?.aborted) throw cancelledError(name, partial());
           const delta = event.contentBlockDelta?.delta?.text;
           if (delta !== undefined) {
+            // Events already buffered keep coming after the caller gave up: their text reaches no one, their stop and usage count.
+            if (req.signal?.aborted) continue;
             text += delta;
             deltas++;
             try {
@@ -228,8 +247,15 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
         }
       } catch (err) {
         if (listenerError !== undefined && err === listenerError) throw err;
+        if (req.signal?.aborted && !(err instanceof GatewayError)) {
+          if (stopReason !== undefined && usage !== undefined) return { text, model: req.model, usage, stopReason };
+          throw cancelledError(name, usage, opened);
+        }
         throw fail(err, req, partial());
       }
+      // A provider that had finished answered the call, whenever the caller left; otherwise it is
+      // charged what it reported (the pipeline adds the input bound when that is nothing).
+      if (req.signal?.aborted && (stopReason === undefined || usage === undefined)) throw cancelledError(name, usage, true);
       if (stopReason === undefined || usage === undefined) {
         throw upstreamError({ provider: name, network: true, type: 'IncompleteStream', message: 'the stream ended before its messageStop and metadata events', usage: partial() });
       }

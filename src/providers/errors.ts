@@ -40,6 +40,15 @@ export function upstreamError(f: UpstreamFailure, cause?: unknown): GatewayError
   );
 }
 
-export function cancelledError(provider: string, usage?: Usage): GatewayError {
-  return new GatewayError('CANCELLED', 'The call was cancelled by the caller.', usage ? { provider, usage } : { provider });
+/**
+ * The caller left. `usage` is what the provider reported before that (never an estimate of the
+ * adapter's own); `answered` says the provider had begun answering (its response head had arrived),
+ * so it bills the call even without reporting usage: the pipeline then charges at least the input
+ * it reserved for (dispatch.ts).
+ */
+export function cancelledError(provider: string, usage?: Usage, answered = false): GatewayError {
+  const details: Record<string, unknown> = { provider };
+  if (usage) details.usage = usage;
+  if (answered) details.answered = true;
+  return new GatewayError('CANCELLED', 'The call was cancelled by the caller.', details);
 }

@@ -127,3 +127,47 @@ export function idleGuard(ms: number, outer: AbortSignal | undefined) {
     },
   };
 }
+
+/**
+ * How long a caller's abort waits before it reaches a plain request: an answer already on the wire
+ * when the caller left (its bytes sent, not yet read) is then read and charged rather than thrown
+ * away. The provider works on for at most this long when it had not answered.
+ */
+export const ANSWER_GRACE_MS = 20;
+
+/**
+ * The signal for a request answered in one body (no stream). The caller's abort reaches the
+ * request (after ANSWER_GRACE_MS) unless the provider's head has arrived (`answered()`); from then
+ * on the provider has done the work and bills it, so the body is read to its end even if the
+ * caller has left (within `ms`), and the call is charged what the provider reports, not nothing.
+ */
+export function headGuard(outer: AbortSignal | undefined, ms: number) {
+  const controller = new AbortController();
+  let answered = false;
+  let grace: NodeJS.Timeout | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const forward = (): void => {
+    // Timers run before the poll for I/O: the abort then waits for the turn's I/O (a head that has
+    // just arrived) to be read first.
+    grace = setTimeout(() => setImmediate(() => answered || controller.abort(outer?.reason)), ANSWER_GRACE_MS);
+  };
+  outer?.addEventListener('abort', forward, { once: true });
+  return {
+    signal: controller.signal,
+    /** Whether the provider's head had arrived. */
+    get wasAnswered(): boolean {
+      return answered;
+    },
+    answered(): void {
+      if (answered) return;
+      answered = true;
+      outer?.removeEventListener('abort', forward);
+      timer = setTimeout(() => controller.abort(), ms);
+    },
+    stop(): void {
+      outer?.removeEventListener('abort', forward);
+      clearTimeout(timer);
+      clearTimeout(grace);
+    },
+  };
+}

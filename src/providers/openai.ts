@@ -11,7 +11,7 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
-import { idleGuard, sdkTransport } from './fetchSdk.js';
+import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
 import { countOpenAIInput, FRAMING, inputTokenBound } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
@@ -127,6 +127,11 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
     if (opts.egressAllow) assertEgress(name, baseUrl, opts.egressAllow);
   }
 
+  /** An answer whose head arrived and whose body did not within timeoutMs. */
+  function bodyTimeout(err: unknown): GatewayError {
+    return upstreamError({ provider: name, network: true, type: 'timeout', message: `the answer's body did not arrive within ${config.timeoutMs} ms` }, err);
+  }
+
   return {
     name,
     kind: 'openai',
@@ -137,11 +142,19 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
     async complete(req) {
       if (req.signal?.aborted) throw cancelledError(name);
       checkEgress();
+      // A caller who leaves aborts the request until the answer's head arrives; after it, the body is read anyway.
+      const upstream = headGuard(req.signal, config.timeoutMs);
       let completion: OpenAI.Chat.ChatCompletion;
       try {
-        completion = await client.chat.completions.create(params(req), { signal: req.signal });
+        const pending = client.chat.completions.create(params(req), { signal: upstream.signal });
+        pending.asResponse().then(upstream.answered, () => undefined);
+        completion = await pending;
       } catch (err) {
-        throw toGatewayError(err, req.signal);
+        if (!(err instanceof GatewayError) && req.signal?.aborted) throw cancelledError(name, undefined, upstream.wasAnswered);
+        if (!(err instanceof GatewayError) && upstream.signal.aborted) throw bodyTimeout(err);
+        throw toGatewayError(err, undefined);
+      } finally {
+        upstream.stop();
       }
       // The SDK returns whatever parsed; a proxy or a look-alike server may send another shape.
       const choice = typeof completion === 'object' && completion !== null && Array.isArray(completion.choices) ? completion.choices[0] : undefined;
@@ -185,14 +198,13 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
         idle.touch();
         for await (const chunk of chunks) {
           idle.touch();
-          // Chunks already buffered keep coming after an abort; none of them reached the caller.
-          if (idle.signal.aborted) break;
           if (chunk.model) model = chunk.model;
           if (chunk.usage) reported = usageOf(chunk.usage);
           const choice = chunk.choices?.[0];
           if (!choice) continue;
           const delta = choice.delta?.content;
-          if (delta) {
+          // Chunks already buffered keep coming after an abort: their text reaches no one, their finish and usage count.
+          if (delta && !idle.signal.aborted) {
             text += delta;
             deltas += 1;
             try {
@@ -206,13 +218,22 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
         }
       } catch (err) {
         if (err === listenerError) throw err;
-        if (idle.fired && !req.signal?.aborted) throw stalled();
+        if (req.signal?.aborted && !(err instanceof GatewayError)) {
+          if (finish) return { text, model, usage: consumed(), stopReason: stopReasonOf(finish) };
+          throw cancelledError(name, reported, started);
+        }
+        if (idle.fired) throw stalled();
         throw toGatewayError(err, req.signal, started ? consumed() : undefined);
       } finally {
         idle.stop();
       }
-      // The SDK ends the iteration quietly when its signal aborts mid-stream.
-      if (req.signal?.aborted) throw cancelledError(name, consumed());
+      // The SDK ends the iteration quietly when its signal aborts mid-stream. A provider that had
+      // finished answered the call, whenever the caller left; otherwise it is charged what it
+      // reported (the pipeline adds the input bound when that is nothing).
+      if (req.signal?.aborted) {
+        if (finish) return { text, model, usage: consumed(), stopReason: stopReasonOf(finish) };
+        throw cancelledError(name, reported, true);
+      }
       if (idle.fired) throw stalled();
       if (!finish) {
         throw upstreamError({ provider: name, network: true, type: 'stream_incomplete', message: 'the stream ended without a finish_reason', usage: consumed() });

@@ -182,7 +182,7 @@ describe('Bedrock adapter specifics', () => {
     expect(err.details.usage).toEqual({ inputTokens: unreportedInputTokens(request()), outputTokens: 1 });
   });
 
-  it('closes the upstream stream when the caller cancels midway, and charges what was streamed', async () => {
+  it('closes the upstream stream when the caller cancels midway, saying it had answered (Bedrock reports usage only at the end; the pipeline charges the input bound and the text that went out)', async () => {
     fake.setWordDelay(50);
     const controller = new AbortController();
     const deltas: string[] = [];
@@ -192,7 +192,7 @@ describe('Bedrock adapter specifics', () => {
     });
     const err = await rejection(pending);
     expect(err.code).toBe('CANCELLED');
-    expect(err.details).toEqual({ provider: 'bedrock-eu', usage: { inputTokens: unreportedInputTokens(request()), outputTokens: 2 } });
+    expect(err.details).toEqual({ provider: 'bedrock-eu', answered: true });
     expect(deltas).toEqual(['fake ', 'bedrock ']);
     await until(() => fake.requests[0]!.aborted);
     expect(fake.requests[0]!.completed).toBe(false);
@@ -223,17 +223,17 @@ describe('Bedrock adapter specifics', () => {
     await until(() => fake.requests[0]!.aborted);
   });
 
-  it('stops reading events already received once the caller cancels', async () => {
+  it('passes on no more text once the caller cancels; a stream Bedrock had already finished is served with the usage it reported', async () => {
     const controller = new AbortController();
     const deltas: string[] = [];
-    const err = await rejection(
-      provider().stream(request({ signal: controller.signal }), (d) => {
-        deltas.push(d);
-        controller.abort();
-      }),
-    );
-    expect(err.code).toBe('CANCELLED');
+    // No word delay: the whole answer, metadata included, has arrived before the first delta is handled.
+    const result = await provider().stream(request({ signal: controller.signal }), (d) => {
+      deltas.push(d);
+      controller.abort();
+    });
     expect(deltas).toEqual(['fake ']);
+    expect(result.stopReason).toBe('end_turn');
+    expect(result.usage.outputTokens).toBe(replyWords('bedrock', 'Name three rivers', 50).length);
   });
 
   it('charges the input of a failed stream at what admission reserved, else at the bound (UTF-8 bytes plus 8 per message and 16)', () => {

@@ -164,5 +164,45 @@ export function providerContract(setup: ContractSetup): void {
       expect(err.code).toBe('CANCELLED');
       expect(fake.requests).toHaveLength(0);
     });
+
+    it('aborts a plain call whose answer has not begun when the caller leaves, and says CANCELLED, not answered', async () => {
+      fake.setLatency(5000);
+      const controller = new AbortController();
+      const pending = provider.complete(request({ signal: controller.signal }));
+      await until(() => fake.requests.length === 1);
+      controller.abort();
+      const err = await rejection(pending);
+      expect(err.code).toBe('CANCELLED');
+      expect(err.details.answered).toBeUndefined();
+      expect(err.details.usage).toBeUndefined();
+      await until(() => fake.requests[0]!.aborted);
+    });
+
+    it('reads a plain answer whose head has arrived to its end when the caller leaves, and returns it with its usage', async () => {
+      fake.setEndDelay(300);
+      const controller = new AbortController();
+      const pending = provider.complete(request({ signal: controller.signal }));
+      await until(() => fake.requests.length === 1);
+      await new Promise((r) => setTimeout(r, 50));
+      controller.abort();
+      const result = await pending;
+      expect(result.text).toBe(expectedWords.join(''));
+      expect(result.usage).toMatchObject({ inputTokens: expectedInput, outputTokens: expectedWords.length });
+      expect(fake.requests[0]).toMatchObject({ completed: true, aborted: false });
+    });
+
+    it('serves a stream the provider had finished when the caller left before its end, with the usage it reported', async () => {
+      fake.setEndDelay(300);
+      const controller = new AbortController();
+      const deltas: string[] = [];
+      const pending = provider.stream(request({ signal: controller.signal }), (d) => {
+        deltas.push(d);
+        // The last word is out; the provider's last events follow at once, its end 300 ms later.
+        if (deltas.length === expectedWords.length) setTimeout(() => controller.abort(), 50);
+      });
+      const result = await pending;
+      expect(deltas.join('')).toBe(expectedWords.join(''));
+      expect(result.usage).toMatchObject({ inputTokens: expectedInput, outputTokens: expectedWords.length });
+    });
   });
 }

@@ -231,6 +231,49 @@ describe('dispatch step', () => {
     expect(ctx.served).toBeUndefined();
   });
 
+  it('refuses with CANCELLED before the dispatch mark and before any provider, when the caller has already left', async () => {
+    const caller = new AbortController();
+    const ctx = await reserved({}, { signal: caller.signal });
+    caller.abort();
+    expect(await refusal(dispatch(ctx, recordingNext()))).toEqual({ code: 'CANCELLED', message: 'The call was cancelled by the caller.', details: {} });
+    expect(marks).toEqual([]);
+    expect(openai.counts.received).toBe(0);
+    expect(ctx.attempts).toEqual([]);
+    expect(ctx.usage).toBeUndefined();
+  });
+
+  it('charges the input bound and the text that arrived when the caller leaves a stream the provider reported no usage for yet', async () => {
+    openai.setWordDelay(300);
+    const caller = new AbortController();
+    const deltas: string[] = [];
+    const ctx = await reserved({}, {
+      signal: caller.signal,
+      onText: (d) => {
+        deltas.push(d);
+        caller.abort();
+      },
+    });
+    expect((await refusal(dispatch(ctx, recordingNext()))).code).toBe('CANCELLED');
+    expect(deltas).toEqual(['fake ']);
+    expect(ctx.estimatedInputTokens).toBeGreaterThan(0);
+    expect(ctx.usage).toEqual({ inputTokens: ctx.estimatedInputTokens, outputTokens: 1 });
+    expect(ctx.attempts.map((a) => [a.model, a.ok, a.errorCode])).toEqual([['openai/gpt-5-mini', false, 'CANCELLED']]);
+  });
+
+  it('serves a call whose provider had answered when the caller left, with the usage it reported', async () => {
+    openai.setEndDelay(200);
+    const caller = new AbortController();
+    const ctx = await reserved({}, { signal: caller.signal });
+    const running = dispatch(ctx, recordingNext());
+    while (openai.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    caller.abort();
+    await running;
+    expect(ctx.served).toMatchObject({ text: 'fake openai reply to: Summarise the quarterly report' });
+    expect(ctx.usage).toEqual({ inputTokens: 4, outputTokens: 8 });
+    expect(openai.counts).toEqual({ received: 1, completed: 1, aborted: 0 });
+  });
+
   it('streams text to the caller as it arrives, with the model serving it', async () => {
     const deltas: [string, string][] = [];
     const ctx = await reserved({ tier: 'economy' }, { onText: (delta, ref) => void deltas.push([delta, ref]) });

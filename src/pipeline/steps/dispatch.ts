@@ -22,16 +22,26 @@ function addUsage(a: Usage | undefined, b: Usage): Usage {
   };
 }
 
+const cancelled = () => new GatewayError('CANCELLED', 'The call was cancelled by the caller.');
+
 /**
  * Sends the call to the tier's models in order, failing over on errors another provider may fix
  * (429, 5xx, timeout). Once text has reached the caller it does not fail over, since a second
  * answer would be spliced onto the first. Tokens consumed by failed attempts are still charged.
+ *
+ * A caller who leaves: before anything is sent, nothing is (and nothing is charged); while the
+ * provider has not answered, its request is aborted and nothing is charged; once it had begun
+ * answering, the call is charged what the provider reported, else the input reserved for it
+ * (`reservedInputTokens`: the exact count or the bound) and the text that had arrived. A call the
+ * provider finished is served and charged in full, whenever the caller left (the adapters see to it).
  */
 export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallContext> {
   return async function dispatch(ctx) {
     // The reserve step rewrites the decision when it stepped down, so candidates are the reserved tier's.
     const chosen = ctx.decision && ctx.decision.effect !== 'deny' ? ctx.decision.candidates : [];
     const { request } = admitted(ctx);
+    // Gone already: no byte leaves, and the reservation is not marked dispatched (recovery would charge it).
+    if (ctx.signal.aborted) throw cancelled();
     const started = opts.now();
     let streamed = false;
     // From here a process crash leaves a call the provider may bill: recovery charges it at its reservation.
@@ -51,11 +61,14 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
           // What an adapter charges for the input when the provider reports no usage.
           inputTokens: reservedInputTokens(ctx, model),
         };
+        // Text this attempt passed on to the caller.
+        let deltas = 0;
         try {
           const onText = ctx.onText;
           const result = onText
             ? await provider.stream(req, (d) => {
                 streamed = true;
+                deltas += 1;
                 onText(d, model.ref);
               })
             : await provider.complete(req);
@@ -66,7 +79,10 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
           return;
         } catch (err) {
           const ge = asGatewayError(err);
-          const partial = ge.details.usage as Usage | undefined;
+          const left = ge.code === 'CANCELLED' || ctx.signal.aborted;
+          // Left once the provider had begun answering: it bills the call, reported or not.
+          const answered = ge.details.answered === true || deltas > 0;
+          const partial = (ge.details.usage as Usage | undefined) ?? (left && answered ? { inputTokens: req.inputTokens, outputTokens: deltas } : undefined);
           if (partial) {
             ctx.usage = addUsage(ctx.usage, partial);
             ctx.costMicroUsd = costMicroUsd(model.price, ctx.usage);
@@ -80,7 +96,7 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
             reason: ge.message,
             ms: opts.now() - t0,
           });
-          if (ctx.signal.aborted) throw new GatewayError('CANCELLED', 'The call was cancelled by the caller.');
+          if (left) throw cancelled();
           if (!isRetryable(ge) || streamed) throw ge;
         }
       }
