@@ -21,6 +21,7 @@ import { bodyError, compatRouter } from './compat.js';
 import { markRecorded, recordEdgeRefusals, recordUnparseable } from './edgeRefusals.js';
 import { openaiCodec } from './openaiCompat.js';
 import { mcpRouter } from './mcpRoutes.js';
+import { answerNotFound, SERVED_ENDPOINTS } from './notFound.js';
 import { sendError } from './respond.js';
 import { SessionTable } from './sessions.js';
 
@@ -112,7 +113,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   app.all('/mcp', (_req, res) => {
     res.status(405).set('Allow', 'POST, DELETE').json({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed.' }, id: null });
   });
-  app.use((_req, res) => sendError(res, new GatewayError('NOT_FOUND', 'There is no such endpoint on this gateway; MCP is served at /mcp.')));
+  app.use(answerNotFound(metrics ? [...SERVED_ENDPOINTS, { methods: ['GET'], path: '/metrics' }] : SERVED_ENDPOINTS));
 
   app.use(async (err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = err as { type?: string };

@@ -70,14 +70,19 @@ const ERROR_TYPES: Partial<Record<ErrorCode, string>> = {
   PAYLOAD_TOO_LARGE: 'invalid_request_error',
 };
 
-/** OpenAI's error object; the tollgate code is `code` and leads the message. */
+/**
+ * OpenAI's error object. The tollgate code leads the message and is `tollgate_code`; `code` is the
+ * tollgate code too, except for a spent budget, which answers as OpenAI answers a spent account
+ * (type and code `insufficient_quota`), the value OpenAI clients switch on.
+ */
 export function openaiError(err: GatewayError) {
   const param = typeof err.details.param === 'string' ? err.details.param : err.code === 'UNKNOWN_MODEL' ? 'model' : null;
   return {
     message: `${err.code}: ${err.message}`,
     type: ERROR_TYPES[err.code] ?? 'server_error',
     param,
-    code: err.code,
+    code: err.code === 'BUDGET_EXHAUSTED' ? 'insufficient_quota' : err.code,
+    tollgate_code: err.code,
     details: err.details,
   };
 }

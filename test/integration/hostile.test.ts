@@ -144,7 +144,11 @@ describe('malformed JSON-RPC', () => {
     for (const path of ['/nope', '/../../etc/passwd', '/mcp/extra', '/%00']) {
       const res = await sendRaw(gw.url, { method: 'GET', path });
       expect(res.status, path).toBe(404);
-      expect(JSON.parse(res.text)).toEqual({ error: { code: 'NOT_FOUND', message: 'There is no such endpoint on this gateway; MCP is served at /mcp.', details: {} } });
+      const { error } = JSON.parse(res.text) as { error: { code: string; message: string; details: { endpoints: string[]; suggestion?: string } } };
+      expect(error.code).toBe('NOT_FOUND');
+      expect(error.message).toMatch(/^There is no GET \/\S* on this gateway\. Served: POST\|GET\|DELETE \/mcp, POST \/v1\/chat\/completions, /);
+      expect(error.details.endpoints).toContain('/mcp');
+      expect(error.details.suggestion).toBeUndefined();
     }
   });
 

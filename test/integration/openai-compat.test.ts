@@ -90,13 +90,14 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     expect(r.choices[0]!.message.content).toBe('[small] You said: Hello');
   });
 
-  it('refuses an exhausted budget with 429 and BUDGET_EXHAUSTED in the message and code', async () => {
+  it('refuses an exhausted budget with 429 insufficient_quota, as OpenAI does, and BUDGET_EXHAUSTED in the message and tollgate_code', async () => {
     await start();
     await precharge(gw!, KEYS.alice, 10000);
     const err = await failure(client(KEYS.alice).chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }] }));
     expect(err.status).toBe(429);
-    expect(err.code).toBe('BUDGET_EXHAUSTED');
+    expect(err.code).toBe('insufficient_quota');
     expect(err.type).toBe('insufficient_quota');
+    expect((err.error as { tollgate_code: string }).tollgate_code).toBe('BUDGET_EXHAUSTED');
     expect(err.message).toBe('429 BUDGET_EXHAUSTED: Budget user-weekly (user alice) is exhausted; it resets at 2026-11-29T23:00:00.000Z.');
     expect(err.headers?.get('x-should-retry')).toBe('false');
     expect(err.headers?.get('x-tollgate-budget-remaining')).toBe('0');
@@ -108,7 +109,8 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     await precharge(gw!, KEYS.alice, 10000);
     const err = await failure(client(KEYS.alice).chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], stream: true }));
     expect(err.status).toBe(429);
-    expect(err.code).toBe('BUDGET_EXHAUSTED');
+    expect(err.code).toBe('insufficient_quota');
+    expect((err.error as { tollgate_code: string }).tollgate_code).toBe('BUDGET_EXHAUSTED');
   });
 
   it('refuses a policy rule with 403 naming the rule message', async () => {
@@ -136,6 +138,7 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
       type: 'authentication_error',
       param: null,
       code: 'AUTH_INVALID',
+      tollgate_code: 'AUTH_INVALID',
       details: {},
     });
   });
