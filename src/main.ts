@@ -57,6 +57,8 @@ export interface Settings {
   /** A Splunk HEC collector for decision events when the policy names none (TOLLGATE_SIEM_URL, TOLLGATE_SIEM_TOKEN). */
   siem?: { url: string; token: string };
   logLevel: string;
+  /** Most distinct teams with a `team` label value of their own in /metrics (TOLLGATE_METRICS_MAX_TEAMS). */
+  metricsMaxTeams: number;
 }
 
 /**
@@ -95,6 +97,7 @@ export function settingsFrom(env: Env): Settings {
     eventsFile: env.TOLLGATE_EVENTS_FILE,
     siem: env.TOLLGATE_SIEM_URL ? { url: env.TOLLGATE_SIEM_URL, token: env.TOLLGATE_SIEM_TOKEN ?? '' } : undefined,
     logLevel: env.TOLLGATE_LOG_LEVEL,
+    metricsMaxTeams: env.TOLLGATE_METRICS_MAX_TEAMS,
   };
 }
 
@@ -134,7 +137,7 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
   const store = opts.store ?? (await createStore(settings, opts.now, logger));
   // Every event goes to the event log, the metrics and, when configured, the SIEM; the SIEM is
   // configured from the policy at start-up (a reload does not move it).
-  const metrics = createMetrics();
+  const metrics = createMetrics({ maxTeams: settings.metricsMaxTeams });
   const siemConfig = policy.config.metering.siem ?? settings.siem;
   const sinks = [opts.sink ?? pinoSink(settings.eventsFile), metrics.sink];
   if (siemConfig) {

@@ -42,6 +42,11 @@ export const envSchema = z.object({
     secret,
   }),
   TOLLGATE_METRICS_TOKEN: optional(text(), { type: 'secret', unset: 'none: GET /metrics is open', description: 'Bearer token GET /metrics requires.', secret }),
+  TOLLGATE_METRICS_MAX_TEAMS: withDefault(wholeNumber('whole number of teams', 0), {
+    type: 'integer ≥ 0',
+    default: '200',
+    description: 'Most distinct teams given their own `team` label value in /metrics; later teams are counted as `other` (0: all of them).',
+  }),
   REDIS_URL: optional(url(REDIS), { type: '`redis://` or `rediss://` URL', unset: 'the embedded in-memory store', description: 'The shared quota store, and issued API keys (`--redis`); a password in it is masked in errors.' }),
   REDIS_CLUSTER_NODES: optional(urlList(REDIS), {
     type: 'comma-separated `redis://` or `rediss://` URLs',

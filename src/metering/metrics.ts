@@ -21,6 +21,39 @@ const OVERHEAD_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 
 /** Label value for a principal with no cost centre. */
 export const NO_COST_CENTER = 'none';
+/** Label value for a principal in no team. */
+export const NO_TEAM = 'none';
+/** Label value for the teams beyond the cap (`maxTeams`). */
+export const OTHER_TEAMS = 'other';
+/** Default of `maxTeams` (TOLLGATE_METRICS_MAX_TEAMS). */
+export const DEFAULT_MAX_TEAMS = 200;
+
+export interface MetricsOptions {
+  /**
+   * Most distinct teams that get a `team` label value of their own; teams seen after that many
+   * are counted as `other`. Each team value multiplies the series of the metrics that carry it
+   * (cost centres x models x tiers), so this bounds what a scrape can grow to. 0: every team is `other`.
+   */
+  maxTeams?: number;
+}
+
+/**
+ * The `team` label: a call counts under the first team its principal lists (so the series still
+ * add up to the total: a call is never counted twice), `none` without a team. The first `max`
+ * distinct teams seen by this process keep their own value, for the life of the process; later
+ * ones are `other`.
+ */
+export function teamLabeler(max: number): (teams: readonly string[] | undefined) => string {
+  const known = new Set<string>();
+  return (teams) => {
+    const team = teams?.[0];
+    if (team === undefined) return NO_TEAM;
+    if (known.has(team)) return team;
+    if (known.size >= max) return OTHER_TEAMS;
+    known.add(team);
+    return team;
+  };
+}
 
 export interface GatewayMetrics {
   registry: Registry;
@@ -32,19 +65,20 @@ export interface GatewayMetrics {
   trackSiem(stats: () => SiemStats): void;
 }
 
-export function createMetrics(): GatewayMetrics {
+export function createMetrics(opts: MetricsOptions = {}): GatewayMetrics {
+  const teamOf = teamLabeler(opts.maxTeams ?? DEFAULT_MAX_TEAMS);
   const registry = new Registry();
   const registers = [registry];
   const tokens = new Counter({
     name: 'tollgate_tokens_total',
-    help: 'Tokens consumed, as reported by the provider, by cost centre, model, tier and direction (input or output).',
-    labelNames: ['cost_center', 'model', 'tier', 'direction'] as const,
+    help: 'Tokens consumed, as reported by the provider, by cost centre, team (the first listed; "other" past the cap), model, tier and direction (input or output).',
+    labelNames: ['cost_center', 'team', 'model', 'tier', 'direction'] as const,
     registers,
   });
   const cost = new Counter({
     name: 'tollgate_cost_usd_total',
-    help: 'Cost in USD at the configured list prices, by cost centre, model and tier.',
-    labelNames: ['cost_center', 'model', 'tier'] as const,
+    help: 'Cost in USD at the configured list prices, by cost centre, team (the first listed; "other" past the cap), model and tier.',
+    labelNames: ['cost_center', 'team', 'model', 'tier'] as const,
     registers,
   });
   const decisions = new Counter({
@@ -116,10 +150,11 @@ export function createMetrics(): GatewayMetrics {
     const output = e['gen_ai.usage.output_tokens'];
     if (!model || (input === 0 && output === 0)) return;
     const cc = e['user.cost_center'] ?? NO_COST_CENTER;
+    const team = teamOf(e['user.teams']);
     const tier = e['tollgate.tier.served'] ?? '';
-    tokens.inc({ cost_center: cc, model, tier, direction: 'input' }, input);
-    tokens.inc({ cost_center: cc, model, tier, direction: 'output' }, output);
-    cost.inc({ cost_center: cc, model, tier }, e['tollgate.cost_usd']);
+    tokens.inc({ cost_center: cc, team, model, tier, direction: 'input' }, input);
+    tokens.inc({ cost_center: cc, team, model, tier, direction: 'output' }, output);
+    cost.inc({ cost_center: cc, team, model, tier }, e['tollgate.cost_usd']);
     const otel = {
       gen_ai_operation_name: e['gen_ai.operation.name'],
       gen_ai_provider_name: e['gen_ai.provider.name'] ?? '',

@@ -5,6 +5,7 @@ import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { teamLabeler } from '../../src/metering/metrics.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import { startPrivateRedis, uniquePrefix } from '../helpers/redis.js';
 
@@ -46,14 +47,14 @@ describe('Prometheus /metrics', () => {
     const text = await res.text();
 
     expect(samples(text, 'tollgate_tokens_total')).toEqual([
-      'tollgate_tokens_total{cost_center="cc-1",model="demo/medium",tier="standard",direction="input"} 4',
-      'tollgate_tokens_total{cost_center="cc-1",model="demo/medium",tier="standard",direction="output"} 8',
-      'tollgate_tokens_total{cost_center="none",model="demo/small",tier="economy",direction="input"} 1',
-      'tollgate_tokens_total{cost_center="none",model="demo/small",tier="economy",direction="output"} 4',
+      'tollgate_tokens_total{cost_center="cc-1",team="platform",model="demo/medium",tier="standard",direction="input"} 4',
+      'tollgate_tokens_total{cost_center="cc-1",team="platform",model="demo/medium",tier="standard",direction="output"} 8',
+      'tollgate_tokens_total{cost_center="none",team="data",model="demo/small",tier="economy",direction="input"} 1',
+      'tollgate_tokens_total{cost_center="none",team="data",model="demo/small",tier="economy",direction="output"} 4',
     ]);
     expect(samples(text, 'tollgate_cost_usd_total')).toEqual([
-      'tollgate_cost_usd_total{cost_center="cc-1",model="demo/medium",tier="standard"} 0.000132',
-      'tollgate_cost_usd_total{cost_center="none",model="demo/small",tier="economy"} 0.000021',
+      'tollgate_cost_usd_total{cost_center="cc-1",team="platform",model="demo/medium",tier="standard"} 0.000132',
+      'tollgate_cost_usd_total{cost_center="none",team="data",model="demo/small",tier="economy"} 0.000021',
     ]);
     expect(samples(text, 'tollgate_decisions_total')).toEqual([
       'tollgate_decisions_total{effect="allow",outcome="success",rule_id="",budget_id="",error_code=""} 3',
@@ -78,6 +79,24 @@ describe('Prometheus /metrics', () => {
       'gen_ai_client_token_usage_bucket{le="4",gen_ai_operation_name="chat",gen_ai_provider_name="demo",gen_ai_request_model="demo/small",gen_ai_response_model="small",gen_ai_token_type="output"} 1',
     ]);
     expect(samples(text, 'tollgate_store_errors_total')).toEqual([]);
+  });
+
+  it('labels spend by team, and counts the teams past TOLLGATE_METRICS_MAX_TEAMS as other', async () => {
+    gw = await startTestGateway(basicPolicy(), { now: () => NOW, env: { TOLLGATE_METRICS_MAX_TEAMS: '1' } });
+    const alice = await connect(KEYS.alice); // team platform: the first team seen keeps its name
+    const carol = await connect(KEYS.carol); // team data: past the cap of 1
+    await alice.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } });
+    await carol.callTool({ name: 'complete', arguments: { prompt: 'hi', tier: 'economy' } });
+    await alice.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } });
+    const text = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(samples(text, 'tollgate_cost_usd_total')).toEqual([
+      'tollgate_cost_usd_total{cost_center="cc-1",team="platform",model="demo/medium",tier="standard"} 0.000132',
+      'tollgate_cost_usd_total{cost_center="none",team="other",model="demo/small",tier="economy"} 0.000021',
+    ]);
+    expect(samples(text, 'tollgate_tokens_total').filter((l) => l.includes('direction="output"'))).toEqual([
+      'tollgate_tokens_total{cost_center="cc-1",team="platform",model="demo/medium",tier="standard",direction="output"} 8',
+      'tollgate_tokens_total{cost_center="none",team="other",model="demo/small",tier="economy",direction="output"} 4',
+    ]);
   });
 
   it('counts a call refused because the store is down as a store error', async () => {
@@ -116,5 +135,17 @@ describe('Prometheus /metrics', () => {
     const ok = await fetch(`${gw.url}/metrics`, { headers: { authorization: 'Bearer scrape-secret-1' } });
     expect(ok.status).toBe(200);
     expect(await ok.text()).toContain('# TYPE tollgate_decisions_total counter');
+  });
+});
+
+describe('team label', () => {
+  it('keeps the first teams seen up to the cap, names later ones other, and a call without a team none', () => {
+    const label = teamLabeler(2);
+    expect([label(['a']), label(['b', 'a']), label(['c']), label(['a', 'c']), label(undefined), label([]), label(['c'])]).toEqual(['a', 'b', 'other', 'a', 'none', 'none', 'other']);
+  });
+
+  it('names every team other with a cap of 0', () => {
+    const label = teamLabeler(0);
+    expect([label(['a']), label(['b'])]).toEqual(['other', 'other']);
   });
 });
