@@ -5,7 +5,7 @@
  */
 import type { JWTPayload } from 'jose';
 import { GatewayError } from '../errors.js';
-import type { ClaimsConfig } from './config.js';
+import type { ClaimsConfig, ClaimSource } from './config.js';
 import type { Principal } from './principal.js';
 
 /**
@@ -23,11 +23,14 @@ export function readClaim(payload: Record<string, unknown>, name: string): unkno
   return cur;
 }
 
-/** A claim read as a list of strings: a string is one item, anything not a string is dropped. */
+/** A claim read as a list of strings: a string is one item, a number its decimal text, anything else is dropped. */
 function stringList(value: unknown): string[] {
-  if (typeof value === 'string') return value ? [value] : [];
-  if (!Array.isArray(value)) return [];
-  return value.filter((v): v is string => typeof v === 'string' && v.length > 0);
+  const one = (v: unknown): string | undefined => (typeof v === 'string' ? v || undefined : typeof v === 'number' && Number.isFinite(v) ? String(v) : undefined);
+  if (!Array.isArray(value)) {
+    const v = one(value);
+    return v === undefined ? [] : [v];
+  }
+  return value.map(one).filter((v): v is string => v !== undefined);
 }
 
 /** `/eng/platform` -> `platform` (last) or `eng/platform` (full); `platform` stays `platform`. */
@@ -41,9 +44,63 @@ function unique(values: string[]): string[] {
   return [...new Set(values.filter(Boolean))];
 }
 
+/** The filters of a claim source; a plain string source has none. */
+interface Filters {
+  prefix?: string;
+  match?: string;
+  strip?: string;
+}
+
+// Expressions come from the policy, so there are few; compiled once each.
+const compiled = new Map<string, RegExp>();
+function regex(src: string): RegExp {
+  let re = compiled.get(src);
+  if (!re) {
+    re = new RegExp(src, 'u');
+    compiled.set(src, re);
+  }
+  return re;
+}
+
+/** One value through prefix, match and strip; undefined when a filter drops it. */
+function filterValue(value: string, f: Filters): string | undefined {
+  let v = value;
+  if (f.prefix !== undefined) {
+    if (!v.startsWith(f.prefix)) return undefined;
+    v = v.slice(f.prefix.length);
+  }
+  if (f.match !== undefined) {
+    const m = regex(f.match).exec(v);
+    if (!m) return undefined;
+    if (m.length > 1) v = m[1] ?? '';
+  }
+  if (f.strip !== undefined && v.startsWith(f.strip)) v = v.slice(f.strip.length);
+  return v;
+}
+
+/** Values pooled from one or several claim paths, filtered, then read as group paths. */
+function valuesFrom(payload: Record<string, unknown>, paths: string | string[], f: Filters, groupPath?: ClaimsConfig['groupPath']): string[] {
+  const raw = (Array.isArray(paths) ? paths : [paths]).flatMap((path) => stringList(readClaim(payload, path)));
+  const kept = applyFilters(raw, f);
+  return unique(groupPath ? kept.map((v) => groupName(v, groupPath)) : kept);
+}
+
+function applyFilters(values: string[], f: Filters): string[] {
+  return values.map((v) => filterValue(v, f)).filter((v): v is string => v !== undefined && v !== '');
+}
+
+/**
+ * The values a claim source names: a string is a bare claim path, an object adds filters. With
+ * `groupPath`, values still starting with `/` are read as Keycloak group paths.
+ */
+export function claimValues(payload: Record<string, unknown>, source: ClaimSource, groupPath?: ClaimsConfig['groupPath']): string[] {
+  return typeof source === 'string' ? valuesFrom(payload, source, {}, groupPath) : valuesFrom(payload, source.claim, source, groupPath);
+}
+
 function rolesOf(payload: Record<string, unknown>, mapping: ClaimsConfig['roles']): string[] {
+  if (typeof mapping === 'string') return unique(stringList(readClaim(payload, mapping)));
   const roles: string[] = [];
-  if (mapping.claim) roles.push(...stringList(readClaim(payload, mapping.claim)));
+  if (mapping.claim) for (const path of Array.isArray(mapping.claim) ? mapping.claim : [mapping.claim]) roles.push(...stringList(readClaim(payload, path)));
   if (mapping.realm) roles.push(...stringList((payload.realm_access as { roles?: unknown } | undefined)?.roles));
   const access = payload.resource_access;
   if (access && typeof access === 'object') {
@@ -51,7 +108,7 @@ function rolesOf(payload: Record<string, unknown>, mapping: ClaimsConfig['roles'
       if (Object.hasOwn(access, client)) roles.push(...stringList((access as Record<string, { roles?: unknown } | undefined>)[client]?.roles));
     }
   }
-  return unique(roles);
+  return unique(applyFilters(roles, mapping));
 }
 
 /** Whom an `act` object names: its `sub`, else its `client_id`. */
@@ -93,13 +150,12 @@ export function principalFromClaims(payload: JWTPayload, mapping: ClaimsConfig, 
   if (typeof user !== 'string' || user === '') {
     throw new GatewayError('AUTH_INVALID', `The token has no ${mapping.user} claim to identify the user.`);
   }
-  const cost = mapping.costCenter ? readClaim(claims, mapping.costCenter) : undefined;
-  const costCenter = typeof cost === 'string' && cost ? cost : typeof cost === 'number' ? String(cost) : undefined;
+  const costCenter = mapping.costCenter ? claimValues(claims, mapping.costCenter)[0] : undefined;
   const actors = actorChain(payload).map((a) => a.id);
   const principal: Principal = {
     user,
-    teams: unique(stringList(readClaim(claims, mapping.teams)).map((g) => groupName(g, mapping.groupPath))),
-    groups: unique(stringList(readClaim(claims, mapping.groups)).map((g) => groupName(g, mapping.groupPath))),
+    teams: claimValues(claims, mapping.teams, mapping.groupPath),
+    groups: claimValues(claims, mapping.groups, mapping.groupPath),
     roles: rolesOf(claims, mapping.roles),
     authMethod: 'jwt',
     credentialId: issuer,

@@ -16,32 +16,79 @@ export const DEFAULT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 
 
 const claimName = z.string().min(1);
 
+/** A regular expression source, checked to compile at load. */
+const pattern = z
+  .string()
+  .min(1)
+  .refine((src) => {
+    try {
+      new RegExp(src, 'u');
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'a valid regular expression (JavaScript syntax)');
+
+/**
+ * How values are picked out of a claim. Applied in this order to each value: `prefix` (keep only
+ * values starting with it, without it), `match` (keep only values the expression matches; the
+ * first capture group, when it has one, becomes the value), `strip` (drop this text from the start
+ * when present, keep the value either way). What still starts with `/` then follows `groupPath`.
+ */
+const valueFilters = {
+  /** Keep only values starting with this text, and drop it: `/teams/` makes `/teams/data` `data`. */
+  prefix: z.string().min(1).optional(),
+  /** Keep only values this expression matches; its first capture group, if any, is the value. */
+  match: pattern.optional(),
+  /** Drop this text from the start of a value that has it; values without it are kept as they are. */
+  strip: z.string().min(1).optional(),
+};
+
+/** One claim path (dotted into nested objects) or several, whose values are pooled. */
+const claimPaths = z.union([claimName, z.array(claimName).min(1)]);
+
+/**
+ * Where one principal field comes from: a claim path as a string (`groups`, `org.cost_center`),
+ * or an object naming the claim(s) and how to filter their values.
+ */
+export const claimSourceSchema = z.union([claimName, z.object({ claim: claimPaths, ...valueFilters }).strict()]);
+export type ClaimSource = z.infer<typeof claimSourceSchema>;
+
+const rolesSchema = z.union([
+  claimName,
+  z
+    .object({
+      /** A plain roles claim (Entra ID, Auth0) or dotted path, when the issuer has one. */
+      claim: claimPaths.optional(),
+      /** Keycloak realm roles: `realm_access.roles`. */
+      realm: z.boolean().default(true),
+      /** Keycloak client roles: `resource_access.<client>.roles` for each client named. */
+      clients: z.array(z.string().min(1)).default([]),
+      ...valueFilters,
+    })
+    .strict(),
+]);
+
 const claimsSchema = z
   .object({
     /** Claim naming the user budgets are keyed by: `sub`, `preferred_username`, `email`, ... */
     user: claimName.default('sub'),
-    /** Claim holding the caller's teams (a list or a single string). */
-    teams: claimName.default('groups'),
-    /** Claim holding the caller's groups. */
-    groups: claimName.default('groups'),
+    /** Where the caller's teams come from (a list or a single string). */
+    teams: claimSourceSchema.default('groups'),
+    /** Where the caller's groups come from. */
+    groups: claimSourceSchema.default('groups'),
     /**
      * How a Keycloak full-path group such as `/eng/platform` is read: `last` keeps `platform`,
      * `full` keeps `eng/platform` (leading slash dropped). Names without a slash are kept as they are.
      */
     groupPath: z.enum(['last', 'full']).default('last'),
-    /** Claim holding the cost centre, e.g. a custom `cost_center` mapper. */
-    costCenter: claimName.optional(),
-    roles: z
-      .object({
-        /** A plain roles claim (Entra ID, Auth0), when the issuer has one. */
-        claim: claimName.optional(),
-        /** Keycloak realm roles: `realm_access.roles`. */
-        realm: z.boolean().default(true),
-        /** Keycloak client roles: `resource_access.<client>.roles` for each client named. */
-        clients: z.array(z.string().min(1)).default([]),
-      })
-      .strict()
-      .default({ realm: true, clients: [] }),
+    /** Where the cost centre comes from, e.g. a custom `cost_center` mapper; the first value kept. */
+    costCenter: claimSourceSchema.optional(),
+    /**
+     * Where roles come from. A string is the one claim roles are read from; the object form pools
+     * a claim, Keycloak realm roles and client roles, then filters them.
+     */
+    roles: rolesSchema.default({ realm: true, clients: [] }),
   })
   .strict();
 export type ClaimsConfig = z.infer<typeof claimsSchema>;
