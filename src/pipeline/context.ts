@@ -94,6 +94,8 @@ export interface CallContext {
   served?: { model: ModelInfo; responseModel: string; text: string; stopReason?: string };
   /** Tokens consumed, also on failure when a stream was cut or cancelled midway. */
   usage?: Usage;
+  /** The same tokens by the model that consumed them (one entry an attempt that consumed any), for pricing. */
+  consumed?: { model: ModelInfo; usage: Usage }[];
   /** Amount charged to each line at settle, in the line's unit. */
   charged?: number[];
   /** What was charged beyond the reservation on each line where the provider reported more than was reserved, in the line's unit. */

@@ -76,9 +76,14 @@ export function amountFor(budget: CompiledBudget, model: ModelInfo, usage: Usage
   return budget.unit === 'tokens' ? usage.inputTokens + usage.outputTokens : costMicroUsd(model.price, usage);
 }
 
-/** Ledger lines carrying the amount this usage, served by `tier`, costs on each line: nothing on a line that does not cover the tier. */
-export function chargeLines(lines: BudgetLine[], model: ModelInfo, usage: Usage, tier: string): LedgerLine[] {
-  return lines.map((l) => ({ ...l.line, amount: covers(l.budget, tier) ? amountFor(l.budget, model, usage) : 0 }));
+/**
+ * Ledger lines carrying what a call served by `tier` costs on each line: its tokens on a token line,
+ * `costMicroUsd` (every attempt priced at the model that consumed it) on a dollar line, nothing on a
+ * line that does not cover the tier.
+ */
+export function chargeLines(lines: BudgetLine[], usage: Usage, costMicroUsd: number, tier: string): LedgerLine[] {
+  const tokens = usage.inputTokens + usage.outputTokens;
+  return lines.map((l) => ({ ...l.line, amount: covers(l.budget, tier) ? (l.budget.unit === 'tokens' ? tokens : costMicroUsd) : 0 }));
 }
 
 /** The output tokens a call may produce on `model`: what was asked, within the model's own ceiling and the clamp, if any. */

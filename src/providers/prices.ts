@@ -44,10 +44,20 @@ export function shippedPrice(kind: string, modelId: string): ShippedPrice | unde
  * micro-dollars per token, so the arithmetic stays in integers until the final ceiling.
  */
 export function costMicroUsd(price: Price, usage: Usage): number {
-  const cached = Math.min(usage.cachedInputTokens ?? 0, usage.inputTokens);
-  const fresh = usage.inputTokens - cached;
-  const raw =
-    fresh * price.inputPerMTok + cached * (price.cachedInputPerMTok ?? price.inputPerMTok) + usage.outputTokens * price.outputPerMTok;
+  return costOfParts([{ price, usage }]);
+}
+
+/**
+ * Cost of usage spread over several models (a call that failed over: each attempt's tokens at the
+ * price of the model that consumed them), in micro-dollars, rounded up once over the whole.
+ */
+export function costOfParts(parts: readonly { price: Price; usage: Usage }[]): number {
+  let raw = 0;
+  for (const { price, usage } of parts) {
+    const cached = Math.min(usage.cachedInputTokens ?? 0, usage.inputTokens);
+    const fresh = usage.inputTokens - cached;
+    raw += fresh * price.inputPerMTok + cached * (price.cachedInputPerMTok ?? price.inputPerMTok) + usage.outputTokens * price.outputPerMTok;
+  }
   // Guard against float noise such as 0.1 * 3 = 0.30000000000000004 pushing a whole micro-dollar up.
   return Math.ceil(Number(raw.toFixed(6)));
 }

@@ -282,13 +282,11 @@ describe('dispatch step', () => {
     expect(ctx.served?.text).toBe('[small] You said: Summarise the quarterly report');
   });
 
-  // Known bug, kept as an expected failure until it is fixed (then drop `.fails`): the step prices the
-  // usage of every attempt at the price of the model it tried last (costMicroUsd(model.price, ctx.usage)),
-  // so the failed attempt's 11 tokens cost $3 a million here instead of $0.25, and the event says 162.
-  // The reserve step charges dollar budgets the same way (chargeLines at the served model).
-  it.fails('keeps the tokens a failed attempt consumed when it fails over, priced at the model that consumed them', async () => {
-    // The stream is cut before any text: the adapter charges its estimate of the input (11 tokens) and
-    // the call fails over to demo/medium, which reads 8 tokens and answers 7.
+  // Was a bug (the usage of every attempt priced at the model tried last: 162 here); the reserve step's
+  // dollar lines take the same figure (chargeLines with ctx.costMicroUsd).
+  it('keeps the tokens a failed attempt consumed when it fails over, priced at the model that consumed them', async () => {
+    // The stream is cut before any text: the adapter charges the input reserved for the call (the bound:
+    // 30 bytes + 8 + 16 framing tokens) and the call fails over to demo/medium, which reads 8 tokens and answers 7.
     openai.failNext({ kind: 'cut', afterWords: 0 });
     const ctx = await reserved({}, { onText: () => {} });
     await dispatch(ctx, recordingNext());
@@ -297,9 +295,10 @@ describe('dispatch step', () => {
       ['openai/gpt-5-mini', false, 'PROVIDER_UNAVAILABLE'],
       ['demo/medium', true, undefined],
     ]);
-    expect(ctx.usage).toEqual({ inputTokens: 19, outputTokens: 7, cachedInputTokens: 0 });
-    // openai/gpt-5-mini: 11 x $0.25 = 2.75; demo/medium: 8 x $3 + 7 x $15 = 129; 131.75 micro-dollars, rounded up.
-    expect(ctx.costMicroUsd).toBe(132);
+    expect(ctx.usage).toEqual({ inputTokens: 62, outputTokens: 7, cachedInputTokens: 0 });
+    // openai/gpt-5-mini: 54 x $0.25 = 13.5; demo/medium: 8 x $3 + 7 x $15 = 129; 142.5 micro-dollars, rounded up
+    // (all 62 at demo/medium's price would be 291).
+    expect(ctx.costMicroUsd).toBe(143);
   });
 
   it('does not fail over once text has reached the caller, and keeps the tokens the cut stream consumed', async () => {

@@ -1,5 +1,6 @@
 import { asGatewayError, GatewayError, isRetryable } from '../../errors.js';
-import { costMicroUsd } from '../../providers/prices.js';
+import { costOfParts } from '../../providers/prices.js';
+import type { ModelInfo } from '../../policy/load.js';
 import type { Policy } from '../../policy/load.js';
 import type { Provider, Usage } from '../../providers/provider.js';
 import type { Middleware } from '../compose.js';
@@ -22,12 +23,20 @@ function addUsage(a: Usage | undefined, b: Usage): Usage {
   };
 }
 
+/** Adds an attempt's usage to the call's, and prices the call with every attempt at its own model's price. */
+function consume(ctx: CallContext, model: ModelInfo, usage: Usage): void {
+  ctx.usage = addUsage(ctx.usage, usage);
+  (ctx.consumed ??= []).push({ model, usage });
+  ctx.costMicroUsd = costOfParts(ctx.consumed.map((c) => ({ price: c.model.price, usage: c.usage })));
+}
+
 const cancelled = () => new GatewayError('CANCELLED', 'The call was cancelled by the caller.');
 
 /**
  * Sends the call to the tier's models in order, failing over on errors another provider may fix
  * (429, 5xx, timeout). Once text has reached the caller it does not fail over, since a second
- * answer would be spliced onto the first. Tokens consumed by failed attempts are still charged.
+ * answer would be spliced onto the first. Tokens consumed by failed attempts are still charged,
+ * each at the price of the model that consumed them.
  *
  * A caller who leaves: before anything is sent, nothing is (and nothing is charged); while the
  * provider has not answered, its request is aborted and nothing is charged; once it had begun
@@ -73,9 +82,8 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
               })
             : await provider.complete(req);
           ctx.attempts.push({ model: model.ref, provider: provider.name, ok: true, ms: opts.now() - t0 });
-          ctx.usage = addUsage(ctx.usage, result.usage);
           ctx.served = { model, responseModel: result.model, text: result.text, stopReason: result.stopReason };
-          ctx.costMicroUsd = costMicroUsd(model.price, ctx.usage);
+          consume(ctx, model, result.usage);
           return;
         } catch (err) {
           const ge = asGatewayError(err);
@@ -83,10 +91,7 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
           // Left once the provider had begun answering: it bills the call, reported or not.
           const answered = ge.details.answered === true || deltas > 0;
           const partial = (ge.details.usage as Usage | undefined) ?? (left && answered ? { inputTokens: req.inputTokens, outputTokens: deltas } : undefined);
-          if (partial) {
-            ctx.usage = addUsage(ctx.usage, partial);
-            ctx.costMicroUsd = costMicroUsd(model.price, ctx.usage);
-          }
+          if (partial) consume(ctx, model, partial);
           ctx.attempts.push({
             model: model.ref,
             provider: provider.name,

@@ -118,6 +118,23 @@ describe('reserve step', () => {
     expect(ctx.charged).toEqual([46, 206]);
   });
 
+  it('charges a dollar line the cost the dispatch step priced, each attempt at its own model (a failover)', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    const p = testPolicy(basicPolicy({ extraBudgets: teamUsd(0.01) }));
+    const ctx = await decided(ledger, p);
+    await reserveAndSettle({ ledger })(
+      ctx,
+      recordingNext(undefined, () => {
+        ctx.usage = { inputTokens: 6, outputTokens: 40 };
+        ctx.served = { model: small, responseModel: 'small', text: 'done' };
+        // What dispatch works out when a failed attempt on a cheaper model read some of these tokens.
+        ctx.costMicroUsd = 201;
+      }),
+    );
+    expect(ctx.charged).toEqual([46, 201]);
+  });
+
   it('charges nothing when the steps below consumed nothing (the meter then releases the reservation)', async () => {
     const store = new MemoryQuotaStore(clock);
     const ledger = testLedger(store);

@@ -1,4 +1,5 @@
 import { chargeLines } from '../../policy/budgets.js';
+import { costMicroUsd } from '../../providers/prices.js';
 import { admittedDecision, exhaustedDecision, exhaustedError, planCandidates, reportedShortfall, reservedLines, type Shortfall } from '../../policy/plan.js';
 import type { QuotaStore } from '../../quota/store.js';
 import type { Middleware } from '../compose.js';
@@ -82,7 +83,7 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
       // What the call consumed, fixed before the answer leaves; the meter step commits the charge
       // and the decision event together (Ledger.commit).
       if (ctx.usage && (ctx.usage.inputTokens > 0 || ctx.usage.outputTokens > 0)) {
-        ctx.charged = chargeLines(ctx.lines, ctx.served?.model ?? ctx.reservation.model, ctx.usage, ctx.reservation.tier).map((l) => l.amount);
+        ctx.charged = chargeLines(ctx.lines, ctx.usage, ctx.costMicroUsd ?? costMicroUsd((ctx.served?.model ?? ctx.reservation.model).price, ctx.usage), ctx.reservation.tier).map((l) => l.amount);
         const overrun = overrunOf(ctx.reservation.amounts, ctx.charged);
         if (overrun.length > 0) {
           // Charged in full all the same: the provider billed it. The event, the metrics and my_budget say so.
