@@ -225,6 +225,7 @@ async function main(argv: string[]): Promise<void> {
       }
       const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
       const serving = await serveStdio(runtime.gateway, principal, VERSION);
+      runtime.ready({ transport: 'stdio', user: principal.principal.user });
       const drain = async () => {
         reloader?.close();
         await serving.stop();

@@ -108,6 +108,11 @@ export interface Runtime {
   metrics: GatewayMetrics;
   /** Settlements that only this process holds, because the shared store could not take them yet. */
   unsettled(): UnsettledCharge[];
+  /**
+   * Logs `tollgate ready` (event `started`), once: when the transport serves, which for stdio is
+   * after the caller's credential is accepted, never before a refusal.
+   */
+  ready(fields?: Record<string, unknown>): void;
   close(): Promise<void>;
 }
 
@@ -162,12 +167,18 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
       logger.warn({ event: 'journal_recovered', charged: report.charged.map((c) => c.id), released: report.released }, 'closed the reservations the previous process left open');
     }
   }
-  logger.info({ event: 'started', policy: policy.source, policyVersion: policy.version, store: store.kind, dataDir: store instanceof MemoryQuotaStore && store.journaled ? settings.dataDir : undefined }, 'tollgate ready');
+  let announced = false;
   return {
     gateway,
     logger,
     metrics,
     unsettled: () => queuedSettlements(store),
+    ready(fields = {}) {
+      if (announced) return;
+      announced = true;
+      const dataDir = store instanceof MemoryQuotaStore && store.journaled ? settings.dataDir : undefined;
+      logger.info({ event: 'started', policy: policy.source, policyVersion: policy.version, store: store.kind, dataDir, ...fields }, 'tollgate ready');
+    },
     async close() {
       await gateway.close();
       await sink.close?.();
@@ -204,6 +215,7 @@ export async function createStore(settings: Settings, now?: () => number, logger
 export async function startHttp(runtime: Runtime, settings: Settings) {
   const http = createHttpApp(runtime.gateway, { ...settings.http, dataDir: settings.redisUrl || settings.redisClusterNodes ? undefined : settings.dataDir }, runtime.metrics);
   const { server, url } = await http.listen();
+  runtime.ready({ transport: 'http', url });
   // Requests being served, so that a drain can wait for their answers.
   let open = 0;
   let draining = false;

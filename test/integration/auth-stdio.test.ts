@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sha } from '../fixtures/policies.js';
 import { startTestIssuer, type TestIssuer } from '../helpers/jwks.js';
 
 const AUD = 'tollgate';
@@ -22,6 +23,8 @@ identity:
       jwksUri: ${idp.jwksUri}
       audience: ${AUD}
       claims: { user: preferred_username }
+apiKeys:
+  - { id: k-frank, sha256: ${sha('key-frank')}, user: frank }
 budgets:
   - id: user-weekly
     scope: user
@@ -107,5 +110,31 @@ describe('stdio credentials from the environment', () => {
       stderr: "tollgate: AUTH_REQUIRED: Neither TOLLGATE_API_KEY nor TOLLGATE_TOKEN is set: stdio mode needs the caller's API key or token in the environment.\n",
     });
     expect(refusals(events)).toEqual([['stdio', 'AUTH_REQUIRED', 'No credential was presented; send an API key or token.', 'none']]);
+  });
+
+  /** The log lines (pino JSON) on stderr, and the lines that are not JSON. */
+  const split = (stderr: string) => {
+    const lines = stderr.trim().split('\n');
+    const json = lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string; event?: string; transport?: string; user?: string });
+    return { json, text: lines.filter((l) => !l.startsWith('{')) };
+  };
+
+  it('never logs ready for a bad API key, and exits 3 with AUTH_INVALID', async () => {
+    const events = join(dir, 'bad-key.jsonl');
+    const run = await runStdio(policyPath, { TOLLGATE_API_KEY: 'key-not-listed', TOLLGATE_LOG_LEVEL: 'info' }, events);
+    expect(run.code).toBe(3);
+    expect(run.stdout).toBe('');
+    const { json, text } = split(run.stderr);
+    expect(json.map((l) => l.msg)).not.toContain('tollgate ready');
+    expect(run.stderr).not.toContain('ready');
+    expect(text).toEqual(['tollgate: AUTH_INVALID: TOLLGATE_API_KEY was rejected: The API key is not recognised (unknown, revoked or disabled).']);
+    expect(refusals(events)).toEqual([['stdio', 'AUTH_INVALID', 'TOLLGATE_API_KEY was rejected: The API key is not recognised (unknown, revoked or disabled).', 'api_key']]);
+  });
+
+  it('logs ready once the key is accepted, naming the caller', async () => {
+    const run = await runStdio(policyPath, { TOLLGATE_API_KEY: 'key-frank', TOLLGATE_LOG_LEVEL: 'info' }, join(dir, 'good-key.jsonl'));
+    expect(run.code).toBe(0);
+    const ready = split(run.stderr).json.filter((l) => l.msg === 'tollgate ready');
+    expect(ready.map((l) => [l.event, l.transport, l.user])).toEqual([['started', 'stdio', 'frank']]);
   });
 });
