@@ -290,6 +290,19 @@ export async function runAuditCommand(argv: string[], env: NodeJS.ProcessEnv): P
     options: { 'data-dir': { type: 'string' }, redis: { type: 'string' }, trimmed: { type: 'boolean' }, json: { type: 'boolean' } },
   });
   if (positionals[0] !== 'verify' || positionals.length > 1) throw new GatewayError('INVALID_REQUEST', USAGE);
+  return auditVerify(values, env);
+}
+
+/** The options of `tollgate audit verify`, as parsed. */
+export interface AuditValues {
+  'data-dir'?: string;
+  redis?: string;
+  trimmed?: boolean;
+  json?: boolean;
+}
+
+/** `tollgate audit verify`: what to print and the exit code (0 verified, 1 a check failed). */
+export async function auditVerify(values: AuditValues, env: NodeJS.ProcessEnv): Promise<{ out: string; code: number }> {
   if (values.redis !== undefined && values['data-dir'] !== undefined) throw new GatewayError('INVALID_REQUEST', `${USAGE}: one of --data-dir and --redis`);
   if (values.redis !== undefined) {
     const { formatRedisAudit, openRedisJournal } = await import('./redisJournal.js');

@@ -86,9 +86,25 @@ export async function runUsageCommand(argv: string[], env: NodeJS.ProcessEnv): P
       window: { type: 'string' },
     },
   });
-  if (positionals[0] === 'export') return exportUsage(values, positionals.slice(1), env);
-  if (positionals[0] === 'report') return usageReport(values, positionals.slice(1), env);
-  if (positionals[0] === 'refusals') return refusals(values, positionals.slice(1), env);
+  const [verb = 'show', ...files] = positionals;
+  return usageCommand(verb, values, files, env);
+}
+
+/** The options of the usage subcommands, as parsed (each subcommand reads its own). */
+export interface UsageValues extends ExportValues {
+  policy?: string;
+  budget?: string;
+  subject?: string;
+  limit?: string;
+  amount?: string;
+  now?: string;
+}
+
+/** Runs one usage subcommand; `files` are event logs named without --events. Returns what to print. */
+export async function usageCommand(verb: string, values: UsageValues, files: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  if (verb === 'export') return exportUsage(values, files, env);
+  if (verb === 'report') return usageReport(values, files, env);
+  if (verb === 'refusals') return refusals(values, files, env);
   const settings = settingsFromEnv(env);
   const policy = loadPolicyFile(values.policy ? resolve(values.policy) : settings.policyPath);
   const url = values.redis ?? settings.redisUrl;
@@ -99,7 +115,6 @@ export async function runUsageCommand(argv: string[], env: NodeJS.ProcessEnv): P
   const store = new RedisQuotaStore({ url, clusterNodes, prefix: settings.keyPrefix, commandTimeoutMs: settings.storeTimeoutMs, logger: { info() {}, warn() {}, error() {} } });
   const out = (rows: UsageRow[]) => (values.json ? `${JSON.stringify(rows, null, 2)}\n` : table(rows));
   try {
-    const [verb = 'show'] = positionals;
     switch (verb) {
       case 'show':
         return out(await usageRows(policy, store, settings.keyPrefix, now, { budgetId: values.budget, subject: values.subject }));

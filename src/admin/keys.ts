@@ -19,6 +19,20 @@ import { settingsFromEnv } from '../main.js';
 
 const list = (v?: string) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
 
+/** The options of `tollgate keys`, as parsed. */
+export interface KeysValues {
+  redis?: string;
+  'data-dir'?: string;
+  id?: string;
+  user?: string;
+  teams?: string;
+  'cost-center'?: string;
+  groups?: string;
+  roles?: string;
+  json?: boolean;
+}
+
+/** Runs `tollgate keys <argv>` (options parsed here); returns what to print. */
 export async function runKeysCommand(argv: string[], env: NodeJS.ProcessEnv): Promise<string> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -35,6 +49,11 @@ export async function runKeysCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
       json: { type: 'boolean' },
     },
   });
+  return keysCommand(positionals[0], values, env);
+}
+
+/** Runs one keys subcommand (`issue`, `revoke` or `list`); returns what to print. Throws GatewayError on bad input. */
+export async function keysCommand(verb: string | undefined, values: KeysValues, env: NodeJS.ProcessEnv): Promise<string> {
   const settings = settingsFromEnv(env);
   const url = values.redis ?? settings.redisUrl;
   if (!url && settings.redisClusterNodes) throw new GatewayError('INVALID_REQUEST', 'tollgate keys writes to the shared store: pass --redis <url> or set REDIS_URL.');
@@ -45,7 +64,6 @@ export async function runKeysCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
   const keys = url ? new StoredApiKeys({ url, prefix: settings.keyPrefix }) : new FileApiKeys({ dir: dataDir! });
   const refusedWithin = url ? 'replicas refuse it within seconds' : `the gateway serving from ${dataDir} refuses it within seconds`;
   try {
-    const [verb] = positionals;
     switch (verb) {
       case 'issue': {
         if (!values.user) throw new GatewayError('INVALID_REQUEST', 'usage: tollgate keys issue --user <user> [--id ID] [--teams a,b] [--cost-center C] [--groups g] [--roles r]');

@@ -25,6 +25,11 @@ const secret = true;
 
 /** The environment variables of tollgate, in the order docs/environment.md lists them. */
 export const envSchema = z.object({
+  TOLLGATE_CONFIG: optional(text(), {
+    type: 'path',
+    unset: '`tollgate.yaml` in the working directory, if there is one',
+    description: 'The configuration file every command reads (`--config`); a flag, then a variable, then this file decide each setting (docs/configuration.md).',
+  }),
   TOLLGATE_POLICY: optional(text(), { type: 'path', unset: '`policy/default.yaml`, shipped with tollgate', description: 'The policy file (`--policy`).' }),
   TOLLGATE_POLICY_WATCH: withDefault(flag(), { type: '`0`, `1`, `false` or `true`', default: '1', description: '`0` or `false`: do not reload the policy when its file changes or on SIGHUP (`--no-watch`).' }),
   TOLLGATE_HOST: withDefault(text(), { type: 'host name or address', default: '127.0.0.1', description: 'HTTP bind address (`--host`).' }),

@@ -67,8 +67,8 @@ const caseSchema = z
 
 export const policyTestFileSchema = z
   .object({
-    /** The policy under test, relative to the test file. */
-    policy: z.string().min(1),
+    /** The policy under test, relative to the test file; without it, the policy every command resolves (--policy, TOLLGATE_POLICY, tollgate.yaml). */
+    policy: z.string().min(1).optional(),
     /** Environment for the policy's `${env:...}` bindings; the process environment is not read. */
     env: z.record(z.string(), z.string()).default({}),
     /** Default time of every case. */
@@ -142,8 +142,19 @@ export function runCase(policy: Policy, c: PolicyTestCase, defaultNow: string): 
   return { name: c.name, passed: diff.length === 0, diff, observed };
 }
 
-/** Reads a test file, loads the policy it names and runs every case. Never throws for a bad file: it reports it. */
-export function runPolicyTestFile(file: string): FileResult {
+/** Which policy a test file runs against. */
+export interface PolicyChoice {
+  /** A policy given on the command line: it replaces the one the file names. */
+  override?: string;
+  /** The policy the commands resolve, for a file that names none. */
+  fallback?: string;
+}
+
+/**
+ * Reads a test file, loads its policy (`choice.override`, else the file's `policy:`, else
+ * `choice.fallback`) and runs every case. Never throws for a bad file: it reports it.
+ */
+export function runPolicyTestFile(file: string, choice: PolicyChoice = {}): FileResult {
   let spec: PolicyTestFile;
   try {
     const parsed = policyTestFileSchema.safeParse(parseYaml(readFileSync(file, 'utf8')));
@@ -156,7 +167,9 @@ export function runPolicyTestFile(file: string): FileResult {
   }
   let policy: Policy;
   try {
-    policy = loadPolicyFile(resolve(dirname(file), spec.policy), { sources: { env: spec.env, readFile: (p) => readFileSync(p, 'utf8').replace(/\r?\n$/, '') } });
+    const path = choice.override ?? (spec.policy !== undefined ? resolve(dirname(file), spec.policy) : choice.fallback);
+    if (path === undefined) return { file, cases: [], error: 'the test file names no policy: add `policy: <file>` or pass --policy' };
+    policy = loadPolicyFile(resolve(path), { sources: { env: spec.env, readFile: (p) => readFileSync(p, 'utf8').replace(/\r?\n$/, '') } });
   } catch (err) {
     return { file, cases: [], error: err instanceof PolicyError ? err.message : String(err) };
   }

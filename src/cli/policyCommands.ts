@@ -1,0 +1,114 @@
+/**
+ * The commands that read a policy without serving it: `check`, `test-policy`, `explain`, and the
+ * two small helpers `hash-key` and `call` (a client of a running gateway).
+ */
+import { createHash } from 'node:crypto';
+import { resolve } from 'node:path';
+import { parseEnv } from '../config/env.js';
+import { settingsFrom } from '../main.js';
+import { loadPolicyFile, PolicyError, type PolicyIssue } from '../policy/load.js';
+import { CliError, EXIT } from './exit.js';
+
+/** What a command writes and how it ends. */
+export interface Outcome {
+  out: string;
+  err?: string;
+  code: number;
+}
+
+/** The policy every command resolves: --policy, else TOLLGATE_POLICY (or the config file's `policy`), else the shipped default. */
+export function resolvePolicyPath(flag: string | undefined, env: NodeJS.ProcessEnv): string {
+  return flag ? resolve(flag) : settingsFrom(parseEnv(env)).policyPath;
+}
+
+/** One line per issue, `file:line:col: path: message`, the form editors and CI annotate. */
+export function formatIssues(file: string, issues: PolicyIssue[]): string {
+  const lines = issues.map((i) => `${file}${i.line ? `:${i.line}:${i.column}` : ''}: ${i.path ? `${i.path}: ` : ''}${i.message}`);
+  return `${lines.join('\n')}\n${file}: ${issues.length} error${issues.length === 1 ? '' : 's'}\n`;
+}
+
+/** `tollgate check [file]`: every error with its line:column (exit 1), or a one-line summary. */
+export function check(file: string | undefined, flags: { policy?: string }, env: NodeJS.ProcessEnv): Outcome {
+  const path = file ?? (flags.policy ? flags.policy : resolvePolicyPath(undefined, env));
+  let policy;
+  try {
+    policy = loadPolicyFile(resolve(path));
+  } catch (err) {
+    if (!(err instanceof PolicyError)) throw err;
+    return { out: '', err: formatIssues(path, err.issues), code: EXIT.failed };
+  }
+  return {
+    out: `${path}: valid (version ${policy.version}; ${policy.tiers.length} tiers, ${policy.models.size} models, ${policy.budgets.length} budgets, ${policy.rules.length} rules, ${policy.apiKeys.size} API keys)\n`,
+    code: EXIT.ok,
+  };
+}
+
+/** `tollgate test-policy <files...>`: each case's result, exit 1 when one fails. */
+export async function testPolicy(files: string[], flags: { policy?: string }, env: NodeJS.ProcessEnv): Promise<Outcome> {
+  const { runPolicyTestFile, formatResults } = await import('../policy/policyTest.js');
+  const choice = { override: flags.policy ? resolve(flags.policy) : undefined, fallback: resolvePolicyPath(undefined, env) };
+  const { text, failed } = formatResults(files.map((f) => runPolicyTestFile(f, choice)));
+  return { out: text, code: failed > 0 ? EXIT.failed : EXIT.ok };
+}
+
+export interface ExplainFlags {
+  policy?: string;
+  as: string;
+  tier?: string;
+  model?: string;
+  prompt?: string;
+  maxTokens?: string;
+  usage?: string;
+  now?: string;
+}
+
+/** `tollgate explain`: the decision for one call, what decided it and what would change it. */
+export async function explain(flags: ExplainFlags, env: NodeJS.ProcessEnv): Promise<Outcome> {
+  const { explainCall, explainRequest, formatExplanation, parseUsageArg, principalFromArg } = await import('../policy/explain.js');
+  const now = flags.now ? Date.parse(flags.now) : Date.now();
+  if (Number.isNaN(now)) throw new CliError(`--now ${flags.now} is not an ISO 8601 time`);
+  const maxTokens = flags.maxTokens !== undefined ? Number(flags.maxTokens) : undefined;
+  if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens > 0)) throw new CliError('--max-tokens must be a positive integer');
+  const policy = loadPolicyFile(resolvePolicyPath(flags.policy, env));
+  const report = explainCall({
+    policy,
+    principal: principalFromArg(policy, flags.as),
+    request: explainRequest({ tier: flags.tier, model: flags.model, prompt: flags.prompt, maxTokens }),
+    usage: flags.usage ? parseUsageArg(flags.usage) : {},
+    now,
+  });
+  return { out: formatExplanation(report), code: EXIT.ok };
+}
+
+/** `tollgate hash-key <key>`: the sha256 to put under apiKeys[].sha256. */
+export function hashKey(key: string): Outcome {
+  return { out: `${createHash('sha256').update(key, 'utf8').digest('hex')}\n`, code: EXIT.ok };
+}
+
+export interface CallFlags {
+  key?: string;
+  url?: string;
+  host?: string;
+  port?: string;
+  tier?: string;
+  model?: string;
+  maxTokens?: string;
+  json?: boolean;
+  budget?: boolean;
+  models?: boolean;
+}
+
+/** `tollgate call`: one call to a running gateway's complete, my_budget or list_models tool; exit 1 when refused. */
+export async function call(words: string[], flags: CallFlags, processEnv: NodeJS.ProcessEnv): Promise<Outcome> {
+  const env = parseEnv(processEnv);
+  const apiKey = flags.key ?? env.TOLLGATE_API_KEY;
+  if (!apiKey) throw new CliError('call needs an API key: --key <key> or TOLLGATE_API_KEY');
+  const tool = flags.budget ? 'my_budget' : flags.models ? 'list_models' : 'complete';
+  const prompt = words.join(' ');
+  if (tool === 'complete' && !prompt) throw new CliError('call needs a prompt: tollgate call [--key K] [--tier T | --model M] [--max-tokens N] <prompt>');
+  const maxTokens = flags.maxTokens !== undefined ? Number(flags.maxTokens) : undefined;
+  const url = flags.url ?? `http://${flags.host ?? env.TOLLGATE_HOST}:${flags.port ?? env.TOLLGATE_PORT}/mcp`;
+  const { callGateway } = await import('../client.js');
+  const { out, code } = await callGateway({ url, apiKey, tool, prompt, tier: flags.tier, model: flags.model, maxTokens, json: flags.json ?? false });
+  return code === 0 ? { out: `${out}\n`, code } : { out: '', err: `${out}\n`, code };
+}

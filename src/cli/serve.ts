@@ -1,0 +1,178 @@
+/**
+ * `tollgate serve` and `tollgate stdio`: settings from flags over the environment (the
+ * configuration file already applied beneath it), then the runtime, the transport, and a bounded
+ * shutdown on signals.
+ */
+import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import { parseEnv, type Env } from '../config/env.js';
+import { GatewayError } from '../errors.js';
+import { buildRuntime, settingsFrom, Shutdown, startHttp, VERSION, type Settings } from '../main.js';
+import { serveStdio, stdioPrincipal } from '../mcp/stdio.js';
+import type { Policy } from '../policy/load.js';
+import { watchPolicy } from '../policy/reload.js';
+import { CliError, EXIT } from './exit.js';
+
+/** The flags `serve` and `stdio` share with the environment variables they override. */
+export interface ServeFlags {
+  policy?: string;
+  host?: string;
+  port?: string;
+  redis?: string;
+  dataDir?: string;
+  events?: string;
+  workers?: string;
+  /** false with --no-watch. */
+  watch?: boolean;
+  shutdownTimeout?: string;
+  allowDemoKeysOnNetwork?: boolean;
+}
+
+/** The keys the README publishes for the demo policy: anyone may know them. */
+export const DEMO_KEYS = ['tg-demo-alice', 'tg-demo-bob', 'tg-demo-ops'] as const;
+
+const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest('hex');
+
+/** The published demo keys a policy accepts. */
+export function demoKeysIn(policy: Policy): string[] {
+  return DEMO_KEYS.filter((k) => policy.apiKeys.has(sha256(k)));
+}
+
+/** Whether `host` only accepts connections from this machine: localhost, 127.0.0.0/8 or ::1. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
+}
+
+/**
+ * Refuses to serve published demo keys on an address other machines reach, unless
+ * --allow-demo-keys-on-network says so.
+ */
+export function refuseDemoKeysOnNetwork(policy: Policy, host: string, allowed: boolean | undefined): void {
+  const keys = demoKeysIn(policy);
+  if (keys.length === 0 || isLoopbackHost(host) || allowed) return;
+  throw new CliError(
+    `refusing to serve on ${host}: the policy ${policy.source} accepts the demo API keys published in the README (${keys.join(', ')}), ` +
+      'so anyone who can reach this address could spend through it. Serve on 127.0.0.1, remove the demo apiKeys from the policy, ' +
+      'or pass --allow-demo-keys-on-network if this network is yours alone.',
+    EXIT.usage,
+  );
+}
+
+/** Settings from the environment with the flags applied over them. */
+export function settingsWith(flags: ServeFlags, env: Env): Settings {
+  const settings = settingsFrom(env);
+  if (flags.policy) settings.policyPath = resolve(flags.policy);
+  if (flags.host) settings.http.host = flags.host;
+  if (flags.port !== undefined) {
+    const port = Number(flags.port);
+    if (!/^\d+$/.test(flags.port) || port > 65535) throw new CliError(`invalid --port ${flags.port}: give a whole number from 0 to 65535`);
+    settings.http.port = port;
+  }
+  if (flags.redis) settings.redisUrl = flags.redis;
+  if (flags.events) settings.eventsFile = flags.events;
+  if (flags.dataDir) settings.dataDir = flags.dataDir === 'none' ? undefined : resolve(flags.dataDir);
+  if (flags.shutdownTimeout !== undefined) {
+    const ms = flags.shutdownTimeout;
+    if (!/^\d+$/.test(ms) || !Number.isSafeInteger(Number(ms))) throw new CliError(`invalid --shutdown-timeout ${ms}: give a whole number of milliseconds, 0 or more`);
+    settings.shutdownTimeoutMs = Number(ms);
+  }
+  return settings;
+}
+
+/** --workers, else TOLLGATE_WORKERS (parsed with the environment): a count, or `auto` for one per core. */
+function workerCount(flag: string | undefined, fromEnv: number | 'auto'): number {
+  const raw = flag ?? fromEnv;
+  if (raw === 'auto') return availableParallelism();
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new CliError(`invalid --workers ${raw}: give a whole number from 1 to 256, or auto`);
+  return n;
+}
+
+/**
+ * The first SIGTERM or SIGINT runs `shutdown` (bounded by its deadline) and exits with its code; a
+ * second one exits at once, with 143 or 130. The handlers stay installed: a signal left to its
+ * default action is ignored by a process running as PID 1 (in a container), which is how a second
+ * SIGTERM once failed to end a replica (issue 16). A cluster worker is asked by its primary instead.
+ */
+function exitOnSignals(shutdown: Shutdown, onPrimaryShutdown?: (handler: (force?: NodeJS.Signals) => void) => void): void {
+  const begin = (reason: string) => void shutdown.run(reason).then((code) => process.exit(code));
+  let signals = 0;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      signals += 1;
+      if (signals > 1) process.exit(shutdown.force(signal));
+      else begin(signal);
+    });
+  }
+  onPrimaryShutdown?.((force) => (force ? process.exit(shutdown.force(force)) : begin('asked by the cluster primary')));
+}
+
+/** `tollgate serve`: MCP over streamable HTTP (and the compatible APIs), until a signal. */
+export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): Promise<void> {
+  const env = parseEnv(processEnv);
+  const settings = settingsWith(flags, env);
+  const watch = flags.watch !== false && env.TOLLGATE_POLICY_WATCH;
+  const workers = workerCount(flags.workers, env.TOLLGATE_WORKERS);
+  const { isWorker, onPrimaryShutdown, runPrimary, workerMetrics } = await import('../cluster.js');
+  if (workers > 1 && !isWorker()) {
+    if (!settings.redisUrl && !settings.redisClusterNodes) {
+      throw new CliError(`--workers ${workers} needs the shared Redis store (--redis or REDIS_URL): with the embedded store each worker would keep budgets of its own`);
+    }
+    const { loadPolicyFile } = await import('../policy/load.js');
+    refuseDemoKeysOnNetwork(loadPolicyFile(settings.policyPath), settings.http.host, flags.allowDemoKeysOnNetwork);
+    return runPrimary({
+      workers,
+      sessionSecret: settings.http.sessionSecret,
+      log: (line) => process.stderr.write(`${line}\n`),
+      shutdownTimeoutMs: settings.shutdownTimeoutMs,
+      onReady: (url) => process.stderr.write(`tollgate ${VERSION} serving MCP at ${url}/mcp (policy ${settings.policyPath}, store redis, ${workers} workers)\n`),
+    });
+  }
+  // Without Redis, `serve` keeps its ledger in a journal under the working directory unless told otherwise.
+  if (!settings.redisUrl && !settings.redisClusterNodes && !flags.dataDir && env.TOLLGATE_DATA_DIR === undefined) settings.dataDir = resolve('tollgate-data');
+  const { loadPolicyFile } = await import('../policy/load.js');
+  const policy = loadPolicyFile(settings.policyPath);
+  refuseDemoKeysOnNetwork(policy, settings.http.host, flags.allowDemoKeysOnNetwork);
+  const runtime = await buildRuntime(settings, { policy });
+  if (isWorker()) runtime.metrics.text = workerMetrics(runtime.metrics.registry);
+  const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
+  const http = await startHttp(runtime, settings);
+  if (!isWorker()) process.stderr.write(`tollgate ${VERSION} serving MCP at ${http.url}/mcp (policy ${settings.policyPath}, store ${runtime.gateway.store.kind})\n`);
+  if (!isWorker() && demoKeysIn(policy).length > 0 && !isLoopbackHost(settings.http.host)) {
+    process.stderr.write(`tollgate: WARNING: the demo API keys are accepted on ${settings.http.host} (--allow-demo-keys-on-network)\n`);
+  }
+  const drain = async () => {
+    reloader?.close();
+    await http.drain();
+  };
+  exitOnSignals(new Shutdown({ runtime, deadlineMs: settings.shutdownTimeoutMs, drain, inFlight: http.inFlight }), isWorker() ? onPrimaryShutdown : undefined);
+}
+
+/** `tollgate stdio`: MCP over stdin/stdout for one caller, until stdin closes or a signal. */
+export async function stdio(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): Promise<never> {
+  const env = parseEnv(processEnv);
+  const settings = settingsWith(flags, env);
+  const watch = flags.watch !== false && env.TOLLGATE_POLICY_WATCH;
+  const runtime = await buildRuntime(settings);
+  let principal;
+  try {
+    principal = await stdioPrincipal(runtime.gateway, processEnv);
+  } catch (err) {
+    await runtime.close();
+    throw new CliError(err instanceof GatewayError ? `${err.code}: ${err.message}` : String(err), EXIT.credential);
+  }
+  const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
+  const serving = await serveStdio(runtime.gateway, principal, VERSION);
+  runtime.ready({ transport: 'stdio', user: principal.principal.user });
+  const drain = async () => {
+    reloader?.close();
+    await serving.stop();
+  };
+  const shutdown = new Shutdown({ runtime, deadlineMs: settings.shutdownTimeoutMs, drain, inFlight: serving.inFlight });
+  exitOnSignals(shutdown);
+  // The client closed stdin: the same bounded shutdown (the one a signal started, if any).
+  await serving.closed;
+  process.exit(await shutdown.run('stdin closed'));
+}
