@@ -27,6 +27,8 @@ export interface A2AOptions {
   requireAuth: RequestHandler;
   /** The app's JSON body parser, with its size limit. */
   json: RequestHandler;
+  /** Runs after the body parser: records and ends a request whose client left before its body was read. */
+  unread: RequestHandler;
   version: string;
   /** What the bearer middleware verified: the principal, and the credential to hand the gateway. */
   callerOf: (req: Request) => { principal: Principal; credential: Credential } | undefined;
@@ -241,6 +243,6 @@ export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router {
     res.locals.signal = abortOnClose(res);
     next();
   };
-  router.use(A2A_PATH, watchClose, opts.requireAuth, opts.json, lazyRpc);
+  router.use(A2A_PATH, watchClose, opts.requireAuth, opts.json, opts.unread, lazyRpc);
   return router;
 }

@@ -18,7 +18,7 @@ import { anthropicCodec } from './anthropicCompat.js';
 import { authEdge, credentialOf } from './authMetadata.js';
 import { BudgetHeaderReader } from './budgetHeaders.js';
 import { bodyError, compatRouter } from './compat.js';
-import { markRecorded, recordEdgeRefusals, recordUnparseable } from './edgeRefusals.js';
+import { markRecorded, recordEdgeRefusals, recordUnparseable, recordUnread } from './edgeRefusals.js';
 import { openaiCodec } from './openaiCompat.js';
 import { mcpRouter } from './mcpRoutes.js';
 import { answerNotFound, SERVED_ENDPOINTS } from './notFound.js';
@@ -99,6 +99,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     a2aRouter(gateway, {
       requireAuth: edge.requireAuth('a2a'),
       json,
+      unread: recordUnread(gateway),
       version: opts.version,
       dataDir: opts.dataDir,
       callerOf: (req) => {

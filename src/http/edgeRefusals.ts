@@ -71,3 +71,19 @@ export function recordUnparseable(gateway: Gateway, status: number): void {
   const refusal = new GatewayError(edgeCode(status, false), `Refused at the HTTP edge: ${status} ${STATUS_CODES[status] ?? ''} (the request is not valid HTTP/1.1).`, { status });
   void gateway.refuse(refusal, { transport: 'http' });
 }
+
+/**
+ * Mounted after the body parser of /mcp and the A2A endpoint: a client that left before its body
+ * could be read (while its credential was checked, say) leaves a request no route can judge, which
+ * may have been a call. It is recorded as one CANCELLED event and not served. (A body that was read
+ * goes on: the route records the calls in it.)
+ */
+export function recordUnread(gateway: Gateway): RequestHandler {
+  return function unread(req: Request, res: Response, next: NextFunction) {
+    const signal = res.locals.signal as AbortSignal | undefined;
+    if (!signal?.aborted || req.body != null || res.locals.refusalRecorded) return next();
+    markRecorded(res);
+    const refusal = new GatewayError('CANCELLED', `The caller disconnected before its request to ${req.path} was read.`);
+    void gateway.refuse(refusal, { transport: transportOf(req.originalUrl), credential: credentialOf(req) ?? presented(req), requestId: res.locals.requestId as string | undefined });
+  };
+}

@@ -14,8 +14,10 @@ import type { EdgeAuthentication, Gateway } from '../gateway/gateway.js';
 import { ownerKey, type Principal } from '../identity/principal.js';
 import { createMcpServer } from '../mcp/server.js';
 import { setBudgetHeaders, setHeaders, type BudgetHeaderReader } from './budgetHeaders.js';
+import { credentialOf } from './authMetadata.js';
 import { watchClose } from './compat.js';
 import type { Deliver, Session, SessionTable } from './sessions.js';
+import { markRecorded, recordUnread } from './edgeRefusals.js';
 import { JsonResponseTransport, acceptPost, isInitialize, writeAnswer } from './jsonTransport.js';
 import { sendError } from './respond.js';
 
@@ -25,6 +27,16 @@ export interface McpRouteOptions {
   sessions: SessionTable;
   budgetReader: BudgetHeaderReader;
   version: string;
+}
+
+/** The tools/call messages that run a call through the pipeline (and so leave a decision event). */
+function countCalls(messages: unknown[]): number {
+  let n = 0;
+  for (const m of messages) {
+    const msg = m as { method?: unknown; params?: { name?: unknown } } | null;
+    if (msg?.method === 'tools/call' && msg.params?.name === 'complete') n += 1;
+  }
+  return n;
 }
 
 const principalOf = (req: Request) => req.auth?.extra?.principal as Principal | undefined;
@@ -53,11 +65,17 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
    * notifications/cancelled sent in a later POST reaches them (one that arrives while the server is
    * set up is held until they are delivered), and a client that hangs up cancels them (`signal`,
    * watched since the request arrived). A request whose client is gone before it is delivered is
-   * not served at all.
+   * not served at all; a call among them (a `complete`) is recorded as CANCELLED, as on every way in.
    */
   const serve = async (req: Request, res: Response, session: Session, messages: unknown[]) => {
     const signal = res.locals.signal as AbortSignal;
-    if (signal.aborted) return;
+    const gone = () => {
+      markRecorded(res);
+      for (let i = countCalls(messages); i > 0; i--) {
+        void gateway.refuse(new GatewayError('CANCELLED', 'The caller disconnected before the call was delivered.'), { transport: 'http', credential: credentialOf(req) });
+      }
+    };
+    if (signal.aborted) return gone();
     // Without a progress token nothing is sent before the answer, so it goes out as one JSON body:
     // cheaper than an SSE stream, and the spec lets the server choose either.
     const oneBody = !wantsProgress(messages);
@@ -98,14 +116,14 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
       if ('answer' in checked) return writeAnswer(res, checked.answer);
       accepted = checked.messages;
     }
-    if (signal.aborted) return;
+    if (signal.aborted) return gone();
     const mcp = newServer(signal, toolCall && oneBody ? afterCall : undefined);
     server = mcp;
     const transport = accepted ? new JsonResponseTransport() : new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: oneBody });
     await mcp.connect(transport);
     if (signal.aborted) {
       void mcp.close().catch(() => undefined);
-      return;
+      return gone();
     }
     const inner = transport.onmessage;
     receive = (msg) => inner?.(msg);
@@ -133,7 +151,7 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
   };
 
   // watchClose first: a client gone while its credential is checked or its body read cancels the call.
-  router.post('/mcp', watchClose, requireAuth, json, async (req, res) => {
+  router.post('/mcp', watchClose, requireAuth, json, recordUnread(gateway), async (req, res) => {
     // Without this, a non-JSON body reaches the session check unparsed and gets a misleading answer.
     if (!isJsonContentType(req.headers['content-type'])) {
       res.status(415).json({ jsonrpc: '2.0', error: { code: -32000, message: 'Unsupported Media Type: Content-Type must be application/json' }, id: null });

@@ -286,6 +286,8 @@ describe('a caller who leaves mid-call', () => {
         // The key fetch ends at 400 ms; had the call gone on, the provider would have answered by 500 ms.
         await sleep(800);
         await expectNothingUpstream(fake);
+        // Every way in records the call it did not serve: one CANCELLED event.
+        expect(gw!.events).toHaveLength(1);
       });
     }
 
@@ -305,6 +307,8 @@ describe('a caller who leaves mid-call', () => {
       await sleep(1000);
       store.delayMs = 0;
       await expectNothingUpstream(fake);
+      // Not delivered, yet recorded: one CANCELLED event, as the compat endpoints leave.
+      expect(gw.events).toHaveLength(1);
     });
 
     it('MCP notifications/cancelled that arrives while its request is still being set up (budget headers read from a slow store) is held and applied', async () => {
