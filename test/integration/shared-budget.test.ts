@@ -64,7 +64,8 @@ describe('one budget shared by MCP, A2A, OpenAI- and Anthropic-compatible calls'
       const r = await openai.chat.completions.create({ model: 'standard', max_tokens: 4, messages: [{ role: 'user', content: 'Hello' }] });
       return r.choices[0]!.message.content;
     } catch (err) {
-      if (err instanceof APIError) return `${err.status} ${err.code}`;
+      // OpenAI's own code for a spent quota; tollgate's code rides along in error.tollgate_code.
+      if (err instanceof APIError) return `${err.status} ${err.code} ${(err.error as { tollgate_code?: string } | undefined)?.tollgate_code}`;
       throw err;
     }
   };
@@ -89,7 +90,7 @@ describe('one budget shared by MCP, A2A, OpenAI- and Anthropic-compatible calls'
 
     expect(await viaMcp()).toBe('BUDGET_EXHAUSTED');
     expect(await viaA2a()).toBe('BUDGET_EXHAUSTED');
-    expect(await viaOpenai()).toBe('429 BUDGET_EXHAUSTED');
+    expect(await viaOpenai()).toBe('429 insufficient_quota BUDGET_EXHAUSTED');
     expect(await viaAnthropic()).toBe('429 rate_limit_error');
 
     const decisions = gw.events.map((e) => [e.transport, e.outcome, e['error.code'] ?? null]);
