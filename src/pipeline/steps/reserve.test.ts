@@ -102,37 +102,29 @@ describe('reserve step', () => {
     expect(await held(ledger, store)).toEqual([{ used: 0, reserved: 261 }]);
   });
 
-  it('charges each line in its own unit: tokens, and micro-dollars at the served model\'s price', async () => {
-    const store = new MemoryQuotaStore(clock);
-    const ledger = testLedger(store);
-    const p = testPolicy(basicPolicy({ extraBudgets: teamUsd(0.01) }));
-    const ctx = await decided(ledger, p);
+  /** A call on a token line and a team dollar line whose steps below consumed 6 + 40 tokens on demo/small, priced `cost` when given. */
+  async function chargedWith(cost?: number): Promise<number[] | undefined> {
+    const ledger = testLedger(new MemoryQuotaStore(clock));
+    const ctx = await decided(ledger, testPolicy(basicPolicy({ extraBudgets: teamUsd(0.01) })));
     await reserveAndSettle({ ledger })(
       ctx,
       recordingNext(undefined, () => {
         ctx.usage = { inputTokens: 6, outputTokens: 40 };
         ctx.served = { model: small, responseModel: 'small', text: 'done' };
+        if (cost !== undefined) ctx.costMicroUsd = cost;
       }),
     );
+    return ctx.charged;
+  }
+
+  it('charges each line in its own unit: tokens, and micro-dollars at the served model\'s price', async () => {
     // demo/small: 6 x $1 + 40 x $5 per million tokens = 206 micro-dollars.
-    expect(ctx.charged).toEqual([46, 206]);
+    expect(await chargedWith()).toEqual([46, 206]);
   });
 
   it('charges a dollar line the cost the dispatch step priced, each attempt at its own model (a failover)', async () => {
-    const store = new MemoryQuotaStore(clock);
-    const ledger = testLedger(store);
-    const p = testPolicy(basicPolicy({ extraBudgets: teamUsd(0.01) }));
-    const ctx = await decided(ledger, p);
-    await reserveAndSettle({ ledger })(
-      ctx,
-      recordingNext(undefined, () => {
-        ctx.usage = { inputTokens: 6, outputTokens: 40 };
-        ctx.served = { model: small, responseModel: 'small', text: 'done' };
-        // What dispatch works out when a failed attempt on a cheaper model read some of these tokens.
-        ctx.costMicroUsd = 201;
-      }),
-    );
-    expect(ctx.charged).toEqual([46, 201]);
+    // What dispatch works out when a failed attempt on a cheaper model read some of these tokens.
+    expect(await chargedWith(201)).toEqual([46, 201]);
   });
 
   it('charges nothing when the steps below consumed nothing (the meter then releases the reservation)', async () => {
