@@ -18,6 +18,7 @@ export const ERROR_CODES = {
   PROVIDER_UNAVAILABLE: { status: 502, summary: 'Every provider that could serve the call failed; the attempts are returned.' },
   PROVIDER_ERROR: { status: 502, summary: 'The provider rejected the call in a way retrying will not fix.' },
   QUOTA_STORE_UNAVAILABLE: { status: 503, summary: 'The shared quota store is unreachable and the budget fails closed.' },
+  IDENTITY_UNAVAILABLE: { status: 503, summary: 'The OIDC issuer could not be reached to sign in to the console (discovery or token endpoint).' },
   AUTHZ_UNAVAILABLE: { status: 503, summary: 'The authorization service (OpenFGA) is unreachable and its check fails closed, or it rejected the check.' },
   CANCELLED: { status: 499, summary: 'The caller cancelled the call; what was consumed is charged, the rest released.' },
   POLICY_INVALID: { status: 500, summary: 'The policy file failed validation; every error is listed with its path.' },

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import { parseEnv, type Env } from './config/env.js';
 import { Gateway } from './gateway/gateway.js';
@@ -211,9 +212,9 @@ export async function createStore(settings: Settings, now?: () => number, logger
   return store;
 }
 
-/** Starts the HTTP transport; resolves once listening. */
-export async function startHttp(runtime: Runtime, settings: Settings) {
-  const http = createHttpApp(runtime.gateway, { ...settings.http, dataDir: settings.redisUrl || settings.redisClusterNodes ? undefined : settings.dataDir }, runtime.metrics);
+/** Starts the HTTP transport, with the operator routes given (the web console); resolves once listening. */
+export async function startHttp(runtime: Runtime, settings: Settings, operatorRoutes: RequestHandler[] = []) {
+  const http = createHttpApp(runtime.gateway, { ...settings.http, dataDir: settings.redisUrl || settings.redisClusterNodes ? undefined : settings.dataDir }, runtime.metrics, operatorRoutes);
   const { server, url } = await http.listen();
   runtime.ready({ transport: 'http', url });
   // Requests being served, so that a drain can wait for their answers.

@@ -23,6 +23,9 @@ export interface UsageRow {
   resetsAt: string;
 }
 
+/** What the usage views read: a store that can list its usage counters (Redis, or the embedded store). */
+export type UsageSource = Pick<RedisQuotaStore, 'listUsage' | 'read'>;
+
 export interface UsageFilter {
   budgetId?: string;
   subject?: string;
@@ -45,7 +48,7 @@ function escapeRe(s: string): string {
  * Usage of the current window for every subject that has any (or for one subject), per budget.
  * Rolling windows sum the buckets still in range.
  */
-export async function usageRows(policy: Policy, store: RedisQuotaStore, prefix: string, now: number, filter: UsageFilter = {}): Promise<UsageRow[]> {
+export async function usageRows(policy: Policy, store: UsageSource, prefix: string, now: number, filter: UsageFilter = {}): Promise<UsageRow[]> {
   const rows: UsageRow[] = [];
   for (const budget of budgetsFor(policy, filter.budgetId)) {
     const id = budget.config.id;
@@ -88,7 +91,7 @@ export async function usageRows(policy: Policy, store: RedisQuotaStore, prefix: 
 }
 
 /** The `limit` subjects that used the most of each budget's limit in the current window. */
-export async function topConsumers(policy: Policy, store: RedisQuotaStore, prefix: string, now: number, budgetId: string | undefined, limit: number): Promise<UsageRow[]> {
+export async function topConsumers(policy: Policy, store: UsageSource, prefix: string, now: number, budgetId: string | undefined, limit: number): Promise<UsageRow[]> {
   const rows = await usageRows(policy, store, prefix, now, { budgetId });
   return rows.sort((a, b) => b.used / b.limit - a.used / a.limit || a.subject.localeCompare(b.subject)).slice(0, limit);
 }

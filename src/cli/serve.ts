@@ -138,7 +138,16 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
   const runtime = await buildRuntime(settings, { policy });
   if (isWorker()) runtime.metrics.text = workerMetrics(runtime.metrics.registry);
   const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
-  const http = await startHttp(runtime, settings);
+  const { consoleRoutes } = await import('../console/index.js');
+  const webConsole = consoleRoutes({
+    gateway: runtime.gateway,
+    host: settings.http.host,
+    keyPrefix: settings.keyPrefix,
+    dataDir: settings.redisUrl || settings.redisClusterNodes ? undefined : settings.dataDir,
+    sessionSecret: settings.http.sessionSecret,
+    reloads: reloader?.history,
+  });
+  const http = await startHttp(runtime, settings, [webConsole]);
   if (!isWorker()) process.stderr.write(`tollgate ${VERSION} serving MCP at ${http.url}/mcp (policy ${settings.policyPath}, store ${runtime.gateway.store.kind})\n`);
   if (!isWorker() && demoKeysIn(policy).length > 0 && !isLoopbackHost(settings.http.host)) {
     process.stderr.write(`tollgate: WARNING: the demo API keys are accepted on ${settings.http.host} (--allow-demo-keys-on-network)\n`);

@@ -12,6 +12,7 @@ import { budgetView } from '../call/budget.js';
 import type { CompletionInput } from '../call/request.js';
 import { GatewayError } from '../errors.js';
 import type { ApiKeyResolver } from '../identity/apiKey.js';
+import type { KeyRegistry } from '../identity/storedKeys.js';
 import type { Authenticated } from '../identity/authenticate.js';
 import type { Principal } from '../identity/principal.js';
 import type { DecisionEvent, EventSink } from '../metering/events.js';
@@ -45,7 +46,7 @@ export interface GatewayOptions {
   now?: () => number;
   providerOptions?: ProviderBuildOptions;
   /** API keys issued at run time (shared store), looked up after the policy's own keys. */
-  issuedKeys?: ApiKeyResolver & { close?: () => Promise<void> };
+  issuedKeys?: ApiKeyResolver & Partial<KeyRegistry> & { close?: () => Promise<void> };
 }
 
 export interface CallResult {
@@ -120,6 +121,12 @@ export class Gateway {
   /** The shared quota store. */
   get store(): QuotaStore {
     return this.ledger.store;
+  }
+
+  /** Where keys issued at run time are kept (the shared store or the data directory); none without either. */
+  get keyRegistry(): KeyRegistry | undefined {
+    const k = this.opts.issuedKeys;
+    return k?.issue && k.revoke && k.list ? (k as KeyRegistry) : undefined;
   }
 
   /** Swaps in a new policy atomically; calls in flight finish under the policy they started with. */

@@ -7,7 +7,7 @@ import { isUtf8 } from 'node:buffer';
 import { IncomingMessage, ServerResponse, createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import express, { type NextFunction, type Request, type Response } from 'express';
+import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { hostHeaderValidation, localhostHostValidation } from '@modelcontextprotocol/sdk/server/middleware/hostHeaderValidation.js';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway/gateway.js';
@@ -46,8 +46,12 @@ export interface HttpOptions {
   dataDir?: string;
 }
 
-/** Builds the express app; `listen` starts it. */
-export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: GatewayMetrics) {
+/**
+ * Builds the express app; `listen` starts it. `operatorRoutes` (the web console) are mounted after
+ * the Host check and before the Origin check, which is meant for API callers: those routes serve
+ * their own same-origin browser pages and check Origin and CSRF themselves.
+ */
+export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: GatewayMetrics, operatorRoutes: RequestHandler[] = []) {
   const app = express();
   app.disable('x-powered-by');
   // First, so that a refusal by any middleware below (Host, Origin, JSON-RPC checks) is recorded.
@@ -59,6 +63,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   // Protected resource metadata is public and CORS-enabled, so it is served before the Origin check.
   const edge = authEdge(gateway);
   app.use(edge.metadata);
+  for (const routes of operatorRoutes) app.use(routes);
 
   app.use((req, res, next) => {
     const origin = req.headers.origin;

@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { GatewayError } from '../errors.js';
 import type { ApiKeyConfig } from './config.js';
 import type { ApiKeyResolver } from './apiKey.js';
-import { mintKey, type IssueRequest, type StoredKey } from './storedKeys.js';
+import { mintKey, type IssueRequest, type KeyRegistry, type StoredKey } from './storedKeys.js';
 
 /** The file's name in the data directory. */
 export const KEYS_FILE = 'keys.jsonl';
@@ -64,7 +64,7 @@ export interface FileApiKeysOptions {
   now?: () => number;
 }
 
-export class FileApiKeys implements ApiKeyResolver {
+export class FileApiKeys implements ApiKeyResolver, KeyRegistry {
   readonly file: string;
   private readonly cacheMs: number;
   private readonly now: () => number;

@@ -27,12 +27,19 @@ export interface IssueRequest {
   roles?: string[];
 }
 
+/** Where issued keys are kept and managed: the shared store (StoredApiKeys) or the data directory (FileApiKeys). */
+export interface KeyRegistry {
+  issue(req: IssueRequest): Promise<{ key: string; record: StoredKey }>;
+  revoke(id: string): Promise<StoredKey>;
+  list(): Promise<StoredKey[]>;
+}
+
 function storeError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
   return new GatewayError('QUOTA_STORE_UNAVAILABLE', 'The shared store holding issued API keys is unreachable.', {}, { cause: err });
 }
 
-export class StoredApiKeys implements ApiKeyResolver {
+export class StoredApiKeys implements ApiKeyResolver, KeyRegistry {
   private readonly keyv: Keyv<StoredKey | string>;
   /** Answers of this replica, "no such key" included; none when cacheMs is 0. */
   private readonly cache?: TtlCache<{ entry: StoredKey | undefined }>;

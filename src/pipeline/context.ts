@@ -15,7 +15,7 @@ import { outputCap, type OutputClamp } from '../policy/plan.js';
 import type { Usage } from '../providers/provider.js';
 import type { QuotaStore } from '../quota/store.js';
 
-export type TransportName = 'stdio' | 'http' | 'a2a' | 'openai' | 'anthropic' | 'cli';
+export type TransportName = 'stdio' | 'http' | 'a2a' | 'openai' | 'anthropic' | 'cli' | 'console';
 
 /** One upstream try, kept for the event and for PROVIDER_UNAVAILABLE details. */
 export interface Attempt {

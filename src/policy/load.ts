@@ -184,6 +184,8 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
     if (!models.has(ref)) at(['models', ref], `model ${ref} is priced but listed in no tier`);
   }
   const tierModels = new Map(Object.entries(config.tiers).map(([tier, refs]) => [tier, Object.freeze(refs.map((ref) => models.get(ref)!))] as const));
+  const consoleIssuer = config.console.oidc?.issuer;
+  if (consoleIssuer && !config.identity.oidc.some((i) => i.issuer === consoleIssuer)) at(['console', 'oidc', 'issuer'], `issuer ${consoleIssuer} is not listed under identity.oidc`);
   const defaultTier = config.defaultTier ?? tiers[0] ?? '';
   if (config.defaultTier && !tierModels.has(config.defaultTier)) at(['defaultTier'], `tier "${config.defaultTier}" is not declared under tiers`);
 

@@ -44,9 +44,28 @@ export interface PolicyReloaderOptions {
   parse?: (text: string, source: string) => Policy;
 }
 
+/** One reload attempt as the console's Policy page lists it. */
+export interface ReloadRecord {
+  /** ISO time of the attempt. */
+  at: string;
+  trigger: ReloadTrigger;
+  status: 'reloaded' | 'failed';
+  /** The version serving before. */
+  oldVersion: string;
+  /** The version serving after (the same as before when it failed). */
+  newVersion: string;
+  /** Why a failed reload was refused. */
+  issues?: PolicyIssue[];
+}
+
+/** Reload attempts kept in memory for the console, newest last. */
+const HISTORY_MAX = 50;
+
 export interface PolicyReloader {
   /** Re-reads the file now and swaps the policy in if it is valid. */
   reload(trigger: ReloadTrigger): ReloadOutcome;
+  /** The last reload attempts that reloaded or failed (unchanged files are left out), oldest first. */
+  history(): ReloadRecord[];
   /** The function registered for SIGHUP. */
   onSighup(): void;
   close(): void;
@@ -63,8 +82,26 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
   let lastRefused: string | undefined;
   let timer: NodeJS.Timeout | undefined;
   let watcher: FSWatcher | undefined;
+  const history: ReloadRecord[] = [];
 
   function reload(trigger: ReloadTrigger): ReloadOutcome {
+    const outcome = attempt(trigger);
+    if (outcome.status !== 'unchanged') {
+      const failed = outcome.status === 'failed';
+      history.push({
+        at: new Date().toISOString(),
+        trigger,
+        status: outcome.status,
+        oldVersion: failed ? outcome.version : outcome.oldVersion,
+        newVersion: failed ? outcome.version : outcome.newVersion,
+        ...(failed ? { issues: outcome.issues } : {}),
+      });
+      if (history.length > HISTORY_MAX) history.shift();
+    }
+    return outcome;
+  }
+
+  function attempt(trigger: ReloadTrigger): ReloadOutcome {
     const oldVersion = target.policy.version;
     let text: string;
     try {
@@ -117,6 +154,7 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
 
   return {
     reload,
+    history: () => [...history],
     onSighup,
     close() {
       if (timer) clearTimeout(timer);

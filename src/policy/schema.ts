@@ -112,6 +112,56 @@ const siemSchema = z
   .refine((s) => s.maxBuffer >= s.batchSize, { message: 'maxBuffer must be at least batchSize', path: ['maxBuffer'] });
 export type SiemConfig = z.infer<typeof siemSchema>;
 
+const roleList = z.array(z.string().min(1));
+
+/**
+ * The web console at /console (src/console): who may use it and how they sign in. Admins are
+ * principals holding one of the roles below, from OIDC claims (the login flow of `oidc`) or from
+ * an API key declared under `apiKeys`; both go through the policy's identity section.
+ */
+const consoleSchema = z
+  .object({
+    /**
+     * `auto` (the default): on at a loopback address; elsewhere only once an admin identity is
+     * configured (`oidc`, or an API key under `apiKeys` holding an admin role). `false` turns it
+     * off everywhere; `true` serves it wherever tollgate listens.
+     */
+    enabled: z.union([z.boolean(), z.literal('auto')]).default('auto'),
+    roles: z
+      .object({
+        /** Roles that may read every page and act (issue and revoke keys). */
+        readWrite: roleList.default(['tollgate-admin']),
+        /** Roles that may read every page and act on nothing. */
+        readOnly: roleList.default(['tollgate-viewer']),
+      })
+      .strict()
+      .default({ readWrite: ['tollgate-admin'], readOnly: ['tollgate-viewer'] }),
+    /** Sign-in with the authorization code flow and PKCE (S256) against one of `identity.oidc`'s issuers. */
+    oidc: z
+      .object({
+        /** One of the issuers under identity.oidc; its claim mapping makes the principal. */
+        issuer: z.url(),
+        /** The console's client id at the issuer; the ID token's audience, so list it under that issuer's `audience`. */
+        clientId: z.string().min(1),
+        /** For a confidential client only (bind it from a secret); a public client sends none. */
+        clientSecret: z.string().min(1).optional(),
+        scopes: z.array(z.string().min(1)).default(['openid', 'profile', 'email']),
+      })
+      .strict()
+      .optional(),
+    /**
+     * The console's origin as browsers reach it, e.g. `https://ai.example.com` behind a TLS proxy:
+     * the OIDC redirect URI is built from it, and cookies get the Secure flag when it is https.
+     */
+    publicUrl: z.url().optional(),
+    /** How long a console sign-in lasts. */
+    sessionMinutes: positiveInt.max(10_080).default(480),
+  })
+  .strict();
+export type ConsoleConfig = z.infer<typeof consoleSchema>;
+
+export const DEFAULT_CONSOLE: ConsoleConfig = { enabled: 'auto', roles: { readWrite: ['tollgate-admin'], readOnly: ['tollgate-viewer'] }, sessionMinutes: 480 };
+
 export const policySchema = z
   .object({
     version: z.literal(1),
@@ -151,6 +201,7 @@ export const policySchema = z
       .object({ logPrompts: z.boolean().default(false), siem: siemSchema.optional() })
       .strict()
       .default({ logPrompts: false }),
+    console: consoleSchema.default(DEFAULT_CONSOLE),
   })
   .strict();
 

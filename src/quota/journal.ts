@@ -14,7 +14,7 @@
 import { createHash } from 'node:crypto';
 
 /** What an entry records. */
-export type EntryKind = 'reserve' | 'dispatch' | 'settle' | 'release' | 'recover' | 'refuse' | 'snapshot' | 'admin';
+export type EntryKind = 'reserve' | 'dispatch' | 'settle' | 'release' | 'recover' | 'refuse' | 'snapshot' | 'admin' | 'console';
 
 /** One budget line an entry reserves or charges, with what it takes to rebuild the counters. */
 export interface EntryLine {
@@ -45,6 +45,8 @@ export interface EntryBody {
   settledBy?: 'call' | 'recovery';
   /** snapshot: the state at the start of a segment. */
   state?: Record<string, unknown>;
+  /** console: what an operator did in the web console (who, which action, its outcome). */
+  action?: Record<string, unknown>;
 }
 
 /** An entry as stored: its body and its place in the chain. */

@@ -103,8 +103,25 @@ export class MemoryQuotaStore implements QuotaStore {
     this.emit(event);
   }
 
+  async recordAction(id: string, action: Record<string, unknown>): Promise<void> {
+    this.journal?.append({ kind: 'console', id, at: this.now(), action });
+  }
+
   onEvent(listener: EventListener): void {
     this.listeners.push(listener);
+  }
+
+  /**
+   * Live usage counters whose key matches `pattern`, a glob where `*` stands for any run of
+   * characters (the subset of Redis globs the operator views use), sorted by key.
+   */
+  async listUsage(pattern: string): Promise<{ key: string; used: number }[]> {
+    this.sweep();
+    const re = new RegExp(`^${pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+    const now = this.now();
+    const found: { key: string; used: number }[] = [];
+    for (const [key, c] of this.counters) if (c.expiresAt > now && /:u:-?\d+$/.test(key) && re.test(key)) found.push({ key, used: c.value });
+    return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
   async read(lines: Pick<LedgerLine, 'readKeys' | 'reservedKey'>[]): Promise<LineState[]> {

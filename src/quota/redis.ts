@@ -344,6 +344,17 @@ export class RedisQuotaStore implements QuotaStore {
     await this.write({ kind: 'record', requestId: String(event['request.id'] ?? ''), event });
   }
 
+  async recordAction(id: string, action: Record<string, unknown>): Promise<void> {
+    const now = this.now();
+    const entry = prepare({ kind: 'console', id, at: now, action });
+    const j = this.journalArgs(this.globalBase, now);
+    try {
+      await this.run(CHAIN, j.keys, [...j.args, entry.h, entry.body, 0]);
+    } catch (err) {
+      throw asStoreError(err);
+    }
+  }
+
   onEvent(listener: EventListener): void {
     this.listeners.push(listener);
   }

@@ -68,6 +68,11 @@ export interface QuotaStore {
   release(requestId: string, event?: DecisionRecord): Promise<void>;
   /** Commits a decision event that changes no counter (a refusal before anything was reserved). */
   record(event: DecisionRecord): Promise<void>;
+  /**
+   * Commits an operator action taken in the web console (a `console` entry: who did what, and
+   * whether it was allowed), which changes no counter. A store without a journal keeps nothing.
+   */
+  recordAction?(id: string, action: Record<string, unknown>): Promise<void>;
   /** Adds a listener for committed decision events. */
   onEvent(listener: EventListener): void;
   /** Current used and reserved amounts, one per line, in order. */

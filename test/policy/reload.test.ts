@@ -178,4 +178,17 @@ describe('policy hot reload', () => {
     expect(t.reloader.reload('sighup')).toEqual({ status: 'failed', version: versionOf(V1), issues: [{ path: '', message: 'cannot read policy file: ENOENT' }] });
     expect(t.gateway.policy.version).toBe(versionOf(V1));
   });
+
+  it('keeps a history of reloads and refused reloads for the console, leaving out unchanged files', async () => {
+    const t = await start(V1, { watchFile: false });
+    expect(t.reloader.reload('file')).toEqual({ status: 'unchanged', version: versionOf(V1) });
+    writeFileSync(t.path, V2);
+    t.reloader.reload('file');
+    writeFileSync(t.path, 'version: 2\n');
+    t.reloader.reload('sighup');
+    expect(t.reloader.history().map(({ at, issues, ...r }) => ({ ...r, at: typeof at, issues: issues?.length }))).toEqual([
+      { at: 'string', trigger: 'file', status: 'reloaded', oldVersion: versionOf(V1), newVersion: versionOf(V2), issues: undefined },
+      { at: 'string', trigger: 'sighup', status: 'failed', oldVersion: versionOf(V2), newVersion: versionOf(V2), issues: 3 },
+    ]);
+  });
 });

@@ -30,11 +30,12 @@ const LAYERS: Record<string, number> = {
   client: 11,
   admin: 12,
   cluster: 12,
+  console: 12.5,
   cli: 13,
 };
 
 const DOMAIN = ['policy', 'quota', 'identity', 'providers', 'metering', 'call'];
-const ABOVE_DOMAIN = ['http', 'mcp', 'a2a', 'gateway', 'pipeline', 'pipeline/steps', 'main', 'cli', 'admin'];
+const ABOVE_DOMAIN = ['http', 'mcp', 'a2a', 'gateway', 'pipeline', 'pipeline/steps', 'main', 'cli', 'admin', 'console'];
 
 const SRC = join(import.meta.dirname, '..', '..', 'src');
 

@@ -1,0 +1,185 @@
+/**
+ * The console's numbers against `tollgate usage report` on the same record, for both journals (the
+ * embedded one in a data directory, and Redis's rollups), after real calls through the gateway's
+ * MCP endpoint; console actions as `console` journal entries that leave the journal verifying; and
+ * when the console is served at all.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyJournalDir } from '../../src/admin/audit.js';
+import { runUsageCommand } from '../../src/admin/cli.js';
+import { journalLines } from '../../src/admin/journalReader.js';
+import { REPORT_DIMENSIONS, type UsageReport } from '../../src/admin/report.js';
+import { consoleEnabled } from '../../src/console/access.js';
+import { overview, rangeOf, type ConsoleSources } from '../../src/console/data.js';
+import { parsePolicy } from '../../src/policy/load.js';
+import { FileJournal } from '../../src/quota/fileJournal.js';
+import { MemoryQuotaStore } from '../../src/quota/memory.js';
+import { RedisQuotaStore } from '../../src/quota/redis.js';
+import { sha } from '../fixtures/policies.js';
+import { startConsoleGateway, type ConsoleGateway } from '../helpers/console.js';
+import { connectHttp } from '../helpers/gateway.js';
+import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
+
+const NOW = Date.parse('2026-11-25T10:00:00.000Z');
+const clock = () => NOW;
+
+export const CONSOLE_POLICY = `
+version: 1
+providers:
+  demo: { kind: demo }
+tiers:
+  premium: [demo/large]
+  standard: [demo/medium]
+defaultTier: standard
+apiKeys:
+  - { id: admin, sha256: ${sha('admin-key')}, user: root, roles: [tollgate-admin] }
+  - { id: k-alice, sha256: ${sha('key-alice')}, user: alice, teams: [platform], costCenter: cc-1 }
+  - { id: k-bob, sha256: ${sha('key-bob')}, user: bob, teams: [platform, data], costCenter: cc-2, groups: [contractors] }
+budgets:
+  - { id: user-weekly, scope: user, window: { calendar: week }, limit: { tokens: 100000 } }
+  - { id: team-usd, scope: team, window: { calendar: month }, limit: { usd: 10 } }
+rules:
+  - id: contractors-no-premium
+    when: "'contractors' in principal.groups && request.tier == 'premium'"
+    effect: deny
+    message: Contractors may use standard models only.
+`;
+
+/** A few calls: alice twice (one premium), bob once and once refused by a rule. */
+async function scriptedCalls(gw: ConsoleGateway): Promise<void> {
+  const alice = await connectHttp(`${gw.url}/mcp`, 'key-alice');
+  const bob = await connectHttp(`${gw.url}/mcp`, 'key-bob');
+  await alice.callTool({ name: 'complete', arguments: { prompt: 'hello there' } });
+  await alice.callTool({ name: 'complete', arguments: { prompt: 'and a premium one', tier: 'premium' } });
+  await bob.callTool({ name: 'complete', arguments: { prompt: 'hi' } });
+  await bob.callTool({ name: 'complete', arguments: { prompt: 'hi', tier: 'premium' } });
+  await alice.close();
+  await bob.close();
+  await gw.runtime.gateway.idle();
+}
+
+/** Signs in with the admin key through the login form; returns the session cookie. */
+export async function signInWithKey(url: string, key: string): Promise<string> {
+  const page = await fetch(`${url}/console/login`);
+  const pre = page.headers.get('set-cookie')!.split(';')[0]!;
+  const csrf = /name="_csrf" value="([^"]+)"/.exec(await page.text())![1]!;
+  const res = await fetch(`${url}/console/login`, { method: 'POST', redirect: 'manual', headers: { cookie: pre, origin: url, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ _csrf: csrf, key }) });
+  expect(res.status).toBe(303);
+  return res.headers.get('set-cookie')!.split(';')[0]!;
+}
+
+/** Each dimension's rows of the console's month against the report's rows for the same month. */
+async function expectOverviewEqualsReport(src: ConsoleSources, reportArgs: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  const o = await overview(src, rangeOf('month', NOW));
+  for (const by of REPORT_DIMENSIONS) {
+    const r = JSON.parse(await runUsageCommand(['report', ...reportArgs, '--by', by, '--window', 'month', '--from', '2026-11-01T00:00:00Z', '--to', '2026-12-01T00:00:00Z', '--format', 'json'], env)) as UsageReport;
+    const strip = ({ key, calls, inputTokens, outputTokens, costMicroUsd, recovered, refused, failed }: UsageReport['rows'][number]) => ({ key, calls, inputTokens, outputTokens, costMicroUsd, recovered, refused, failed });
+    const byKey = (a: { key: string }, b: { key: string }) => (a.key < b.key ? -1 : 1);
+    expect(o.by[by].map(strip).sort(byKey), by).toEqual(r.rows.map(strip).sort(byKey));
+    expect(o.total).toEqual(r.total);
+  }
+  expect(o.total.calls).toBe(4);
+  expect(o.total.refused).toEqual({ POLICY_DENIED: 1 });
+  expect(o.total.costMicroUsd).toBeGreaterThan(0);
+}
+
+describe('console on the embedded journal', () => {
+  let work: string;
+  let dir: string;
+  let gw: ConsoleGateway;
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'tollgate-console-'));
+    dir = join(work, 'data');
+    const { journal, replay } = FileJournal.open({ dir, now: clock });
+    const store = new MemoryQuotaStore(clock, journal);
+    store.restore(replay);
+    journal.snapshotSource = () => store.snapshot();
+    gw = await startConsoleGateway(CONSOLE_POLICY, { store, dataDir: dir, now: clock });
+    await scriptedCalls(gw);
+  });
+  afterAll(async () => {
+    await gw.close();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('shows by cost centre, team, user, model and tier what `tollgate usage report` prints', async () => {
+    await expectOverviewEqualsReport({ gateway: gw.runtime.gateway, keyPrefix: 'tollgate:', dataDir: dir, now: clock }, ['--data-dir', dir], {});
+  });
+
+  it('journals a sign-in and each page view as console entries, and the journal still verifies', async () => {
+    const cookie = await signInWithKey(gw.url, 'admin-key');
+    expect((await fetch(`${gw.url}/console/budgets`, { headers: { cookie } })).status).toBe(200);
+    const actions = [...journalLines(dir)].flatMap((l) => ('entry' in l && l.entry.body.kind === 'console' ? [l.entry.body.action!] : []));
+    expect(actions.map((a) => `${a.action} ${a.outcome} ${a.user ?? '-'} ${a.path}`)).toEqual(['login ok root /console/login', 'view ok root /console/budgets']);
+    expect(actions[0]).toMatchObject({ via: 'api_key', keyId: 'admin', role: 'read-write', method: 'POST' });
+    expect(verifyJournalDir(dir)).toMatchObject({ ok: true });
+  });
+
+  it('lists the budget lines of the live ledger with what they used', async () => {
+    const cookie = await signInWithKey(gw.url, 'admin-key');
+    const page = await (await fetch(`${gw.url}/console/budgets?scope=team`, { headers: { cookie } })).text();
+    expect(page.match(/data-key="([^"]+)"/g)!.sort()).toEqual(['data-key="team-usd|data"', 'data-key="team-usd|platform"']);
+  });
+});
+
+describe('console on Redis', () => {
+  let redis: TestRedis;
+  const prefix = uniquePrefix('console');
+  let store: RedisQuotaStore;
+  let gw: ConsoleGateway;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    store = new RedisQuotaStore({ url: redis.url, prefix, now: clock, logger: pino({ level: 'silent' }), sweepIntervalMs: 0 });
+    gw = await startConsoleGateway(CONSOLE_POLICY, { store, now: clock, env: { TOLLGATE_KEY_PREFIX: prefix } });
+    await scriptedCalls(gw);
+  });
+  afterAll(async () => {
+    await gw.close();
+    await deleteKeys(redis.url, prefix);
+    await redis.stop();
+  });
+
+  it('shows from the rollups what `tollgate usage report --redis` prints', async () => {
+    await expectOverviewEqualsReport({ gateway: gw.runtime.gateway, keyPrefix: prefix, now: clock }, ['--redis', redis.url], { TOLLGATE_KEY_PREFIX: prefix });
+  });
+
+  it('journals console actions in the stream, and the audit still verifies', async () => {
+    const cookie = await signInWithKey(gw.url, 'admin-key');
+    expect((await fetch(`${gw.url}/console/policy`, { headers: { cookie } })).status).toBe(200);
+    const actions: Record<string, unknown>[] = [];
+    for await (const { entry } of store.journalEntries()) if (entry.body.kind === 'console') actions.push(entry.body.action!);
+    expect(actions.map((a) => `${a.action} ${a.outcome} ${a.path}`)).toEqual(['login ok /console/login', 'view ok /console/policy']);
+    expect((await store.verify()).ok).toBe(true);
+  });
+});
+
+describe('when the console is served', () => {
+  const policy = (extra: string) => parsePolicy(`${CONSOLE_POLICY.replace(/^ {2}- \{ id: admin.*$/m, '')}${extra}`, 'p.yaml');
+  const withAdmin = parsePolicy(CONSOLE_POLICY, 'p.yaml');
+
+  it('is on at a loopback address, and elsewhere only once an admin identity is configured', () => {
+    expect(consoleEnabled(policy(''), '127.0.0.1')).toBe(true);
+    expect(consoleEnabled(policy(''), '::1')).toBe(true);
+    expect(consoleEnabled(policy(''), '0.0.0.0')).toBe(false);
+    expect(consoleEnabled(withAdmin, '0.0.0.0')).toBe(true);
+    expect(consoleEnabled(policy('console: { enabled: false }\n'), '127.0.0.1')).toBe(false);
+    expect(consoleEnabled(policy('console: { enabled: true }\n'), '0.0.0.0')).toBe(true);
+  });
+
+  it('answers as if there were none when it is off', async () => {
+    const gw = await startConsoleGateway(`${CONSOLE_POLICY}console: { enabled: false }\n`);
+    try {
+      const res = await fetch(`${gw.url}/console/login`);
+      expect(res.status).toBe(404);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('NOT_FOUND');
+    } finally {
+      await gw.close();
+    }
+  });
+});
