@@ -47,8 +47,11 @@ export interface DecisionEvent {
   'tollgate.charged'?: { budget: string; subject: string; amount: number; unit: string }[];
   /** The provable upper bound on the input tokens (src/providers/estimate.ts). */
   'tollgate.estimated_input_tokens': number;
-  /** Exact input counts made before the call, by model, because the bound did not fit a budget. */
-  'tollgate.input_counted'?: { model: string; tokens: number }[];
+  /**
+   * Input figures made before the call, by model: an exact count (`exact: true`), or a bound
+   * tighter than `estimated_input_tokens` (OpenAI models, from their own vocabulary).
+   */
+  'tollgate.input_counted'?: { model: string; tokens: number; exact: boolean }[];
   /** What the reservation assumed: the input (the largest of its models' counts or the bound) and the most output tokens the call could produce. */
   'tollgate.reserved_tokens'?: { input: number; output: number };
   /**

@@ -80,8 +80,13 @@ export interface CallContext {
 
   /** The provable bound on the call's input tokens (src/providers/estimate.ts), set by the decide step. */
   estimatedInputTokens: number;
-  /** Exact input counts by model ref, made by the estimate step when the bound did not fit a budget. */
+  /**
+   * Input figures by model ref, made by the estimate step: a tighter bound or an exact count taken
+   * on every call where the provider offers one, and an exact count when the bound did not fit.
+   */
   inputTokens?: Map<string, number>;
+  /** The refs in `inputTokens` whose figure is an exact count, not a bound. */
+  inputCounted?: Set<string>;
   lines: BudgetLine[];
   budgets: BudgetState[];
   decision?: Decision;
@@ -113,7 +118,7 @@ export function admitted(ctx: CallContext): { principal: Principal; request: Com
   return { principal: ctx.principal, request: ctx.request };
 }
 
-/** The input tokens admission reserved for `model`: its exact count when the estimate step made one, else the bound. */
+/** The input tokens admission reserved for `model`: its figure when the estimate step made one, else the bound. */
 export function reservedInputTokens(ctx: Pick<CallContext, 'inputTokens' | 'estimatedInputTokens'>, model: ModelInfo): number {
   return ctx.inputTokens?.get(model.ref) ?? ctx.estimatedInputTokens;
 }

@@ -60,7 +60,7 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
       unit: ctx.lines[i]!.budget.unit === 'usd' ? 'micro_usd' : 'tokens',
     })),
     'tollgate.estimated_input_tokens': ctx.estimatedInputTokens,
-    'tollgate.input_counted': ctx.inputTokens ? [...ctx.inputTokens].map(([model, tokens]) => ({ model, tokens })) : undefined,
+    'tollgate.input_counted': ctx.inputTokens ? [...ctx.inputTokens].map(([model, tokens]) => ({ model, tokens, exact: ctx.inputCounted?.has(model) ?? false })) : undefined,
     'tollgate.reserved_tokens': ctx.reservation && d && d.effect !== 'deny'
       ? { input: Math.max(...d.candidates.map((m) => reservedInputTokens(ctx, m))), output: Math.max(...d.candidates.map((m) => callOutputCap(ctx, m))) }
       : undefined,

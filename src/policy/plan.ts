@@ -14,10 +14,11 @@
  * budget for the dearer tiers that cannot cover the call lets it fall back to a tier it does not
  * cover, charged to that tier's own budget if it has one.
  *
- * Input tokens: a model's exact count when the pipeline made one (`inputTokens`), else the bound
- * (`estimatedInputTokens`, src/providers/estimate.ts); either is at least what the provider bills
- * for the input. The planner never counts: `modelsToCount` says when a count could change the
- * outcome, and the pipeline's estimate step counts and plans again.
+ * Input tokens: a model's own figure when the pipeline made one (`inputTokens`: an exact count,
+ * or a bound tighter than the byte bound), else the byte bound (`estimatedInputTokens`,
+ * src/providers/estimate.ts); each is at least what the provider bills for the input. The planner
+ * never counts: `modelsToCount` says when a count could change the outcome, and the pipeline's
+ * estimate step counts and plans again.
  */
 import type { CompletionInput } from '../call/request.js';
 import { GatewayError } from '../errors.js';
@@ -66,11 +67,11 @@ export interface PlanInput {
   budgets: readonly BudgetState[];
   /** The bound on the call's input tokens, whichever model serves it. */
   estimatedInputTokens: number;
-  /** Exact input counts by model ref, where the pipeline made them; the bound stands for any other model. */
+  /** Input figures by model ref (exact counts or tighter bounds), where the pipeline made them; the bound stands for any other model. */
   inputTokens?: ReadonlyMap<string, number>;
 }
 
-/** The input tokens a plan reserves for `model`: its exact count if there is one, else the bound. */
+/** The input tokens a plan reserves for `model`: its own figure if there is one, else the bound. */
 export function inputTokensFor(input: Pick<PlanInput, 'estimatedInputTokens' | 'inputTokens'>, model: ModelInfo): number {
   return input.inputTokens?.get(model.ref) ?? input.estimatedInputTokens;
 }
@@ -110,25 +111,30 @@ export function planCandidates(input: PlanInput): Candidate[] {
   return [...whole, ...clamped];
 }
 
-/**
- * The models whose exact input count could admit a call the bound does not: none when the first
- * candidate (the decided tier, the whole answer) fits the snapshot on the bound; otherwise every
- * model of every tier the call may be served by that has no count yet. Counting them lets the
- * planner try each tier, whole and clamped, at what its models really bill.
- */
-export function modelsToCount(input: PlanInput): ModelInfo[] {
-  const candidates = planCandidates(input);
-  if (input.budgets.length === 0 || !shortfallIn(input.budgets, candidates[0]!)) return [];
+function distinctModels(candidates: readonly Candidate[]): ModelInfo[] {
   const seen = new Set<string>();
   const out: ModelInfo[] = [];
   for (const c of candidates) {
     for (const m of c.models) {
-      if (seen.has(m.ref) || input.inputTokens?.has(m.ref)) continue;
+      if (seen.has(m.ref)) continue;
       seen.add(m.ref);
       out.push(m);
     }
   }
   return out;
+}
+
+/**
+ * The models whose exact input count could admit a call that the figures at hand do not (the
+ * bound, or a tighter bound per model in `inputTokens`): none when the first candidate (the
+ * decided tier, the whole answer) fits the snapshot on them; otherwise every model of every tier
+ * the call may be served by that is not counted yet (`counted`). Counting them lets the planner
+ * try each tier, whole and clamped, at what its models really bill.
+ */
+export function modelsToCount(input: PlanInput, counted: ReadonlySet<string> = new Set()): ModelInfo[] {
+  const candidates = planCandidates(input);
+  if (input.budgets.length === 0 || !shortfallIn(input.budgets, candidates[0]!)) return [];
+  return distinctModels(candidates).filter((m) => !counted.has(m.ref));
 }
 
 /** The ledger lines a candidate reserves: the lines covering its tier, each with its amount. */

@@ -115,30 +115,29 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
     return upstreamError({ provider: name, network: true, type: 'timeout', message: `the answer's body did not arrive within ${config.timeoutMs} ms` }, err);
   }
 
+  async function countInput(req: CompletionRequest): Promise<number> {
+    if (req.signal?.aborted) throw cancelledError(name);
+    checkEgress();
+    const { model, messages, system } = params(req);
+    let counted: Anthropic.MessageTokensCount;
+    try {
+      counted = await client.messages.countTokens({ model, messages, ...(system !== undefined ? { system } : {}) }, { signal: req.signal });
+    } catch (err) {
+      throw toGatewayError(err, req.signal);
+    }
+    if (typeof counted?.input_tokens !== 'number' || !Number.isFinite(counted.input_tokens) || counted.input_tokens < 0) {
+      throw malformed('the answer is not a token count');
+    }
+    return counted.input_tokens;
+  }
+
   return {
     name,
     kind: 'anthropic',
     baseUrl,
 
-    ...(config.countTokens
-      ? {
-          async countTokens(req: CompletionRequest): Promise<number> {
-            if (req.signal?.aborted) throw cancelledError(name);
-            checkEgress();
-            const { model, messages, system } = params(req);
-            let counted: Anthropic.MessageTokensCount;
-            try {
-              counted = await client.messages.countTokens({ model, messages, ...(system !== undefined ? { system } : {}) }, { signal: req.signal });
-            } catch (err) {
-              throw toGatewayError(err, req.signal);
-            }
-            if (typeof counted?.input_tokens !== 'number' || !Number.isFinite(counted.input_tokens) || counted.input_tokens < 0) {
-              throw malformed('the answer is not a token count');
-            }
-            return counted.input_tokens;
-          },
-        }
-      : {}),
+    ...(config.countTokens ? { countTokens: countInput } : {}),
+    ...(config.countTokens === 'always' ? { estimateInput: async (req: CompletionRequest) => ({ tokens: await countInput(req), exact: true }) } : {}),
 
     async complete(req) {
       if (req.signal?.aborted) throw cancelledError(name);

@@ -141,31 +141,30 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
     if (req.signal?.aborted) throw cancelledError(name);
   }
 
+  // CountTokens takes the Converse request's messages and system prompt and answers the
+  // input tokens Converse would bill. Models without token counting answer ValidationException.
+  async function countInput(req: CompletionRequest): Promise<number> {
+    checkNotAborted(req);
+    const { modelId, messages, system } = converseInput(req);
+    let out;
+    try {
+      out = await client.send(new CountTokensCommand({ modelId, input: { converse: { messages, ...(system ? { system } : {}) } } }), { abortSignal: req.signal });
+    } catch (err) {
+      throw fail(err, req);
+    }
+    if (typeof out.inputTokens !== 'number' || !Number.isFinite(out.inputTokens) || out.inputTokens < 0) {
+      throw fail(new Error('the CountTokens answer has no inputTokens'), req);
+    }
+    return out.inputTokens;
+  }
+
   return {
     name,
     kind: 'bedrock',
     baseUrl: providerEndpoint(config),
 
-    ...(config.countTokens
-      ? {
-          // CountTokens takes the Converse request's messages and system prompt and answers the
-          // input tokens Converse would bill. Models without token counting answer ValidationException.
-          async countTokens(req: CompletionRequest): Promise<number> {
-            checkNotAborted(req);
-            const { modelId, messages, system } = converseInput(req);
-            let out;
-            try {
-              out = await client.send(new CountTokensCommand({ modelId, input: { converse: { messages, ...(system ? { system } : {}) } } }), { abortSignal: req.signal });
-            } catch (err) {
-              throw fail(err, req);
-            }
-            if (typeof out.inputTokens !== 'number' || !Number.isFinite(out.inputTokens) || out.inputTokens < 0) {
-              throw fail(new Error('the CountTokens answer has no inputTokens'), req);
-            }
-            return out.inputTokens;
-          },
-        }
-      : {}),
+    ...(config.countTokens ? { countTokens: countInput } : {}),
+    ...(config.countTokens === 'always' ? { estimateInput: async (req: CompletionRequest) => ({ tokens: await countInput(req), exact: true }) } : {}),
 
     async complete(req): Promise<CompletionResult> {
       checkNotAborted(req);

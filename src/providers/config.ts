@@ -13,18 +13,26 @@ const common = {
 };
 
 /**
- * Count a call's input tokens through the provider's token-counting API (Anthropic
- * `POST /v1/messages/count_tokens`, Bedrock `CountTokens`) when the bound on its input does not fit
- * a budget, instead of refusing it on the bound. One more request to the provider for such calls
- * (AWS documents CountTokens as free of charge; both APIs have their own rate limits). Off unless true.
+ * When admission counts a call's input tokens (docs/admission.md):
+ * - `true`: only when the byte bound on the input does not fit a budget, instead of refusing the
+ *   call on the bound;
+ * - `'always'`: on every call with a budget, so the reservation holds what the call can really
+ *   cost (the byte bound is about 5.6 times the tokens of English prose);
+ * - `false`: never; the byte bound decides.
+ * Anthropic and Bedrock count through their token-counting API (`POST /v1/messages/count_tokens`,
+ * `CountTokens`): one more request to the provider per counted call (AWS documents CountTokens as
+ * free of charge; both APIs have rate limits); their default is `false`. OpenAI models are counted
+ * locally with their own tokenizer; with `'always'`, their default, every call takes a cheap
+ * provable bound within a few percent of the count on prose, and the exact count when that does
+ * not fit.
  */
-const countTokens = z.boolean().optional();
+const countTokens = z.union([z.boolean(), z.literal('always')]).optional();
 
 /** One provider entry, by kind. */
 export const providerSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('demo'), latencyMs: z.number().int().min(0).default(0) }).strict(),
   z.object({ kind: z.literal('anthropic'), apiKey: z.string().min(1), countTokens, ...common }).strict(),
-  z.object({ kind: z.literal('openai'), apiKey: z.string().min(1), organization: z.string().optional(), ...common }).strict(),
+  z.object({ kind: z.literal('openai'), apiKey: z.string().min(1), organization: z.string().optional(), countTokens, ...common }).strict(),
   z
     .object({
       kind: z.literal('bedrock'),

@@ -10,12 +10,13 @@
  * message and per request: `FRAMING` below, with its source. The bound is therefore
  *   sum over texts (system prompt and every message) of (UTF-8 bytes + perMessage) + perRequest,
  * cheap, and an upper bound of what the provider bills for the input. On English prose it is about
- * four times the real count (a token is ~4.5 bytes of prose), so when the bound does not fit a
- * budget the pipeline counts exactly instead (src/pipeline/steps/estimate.ts): locally with the
- * model's own tokenizer for OpenAI models (`countOpenAIInput`), or through the provider's counting
+ * 5.6 times the real count (a token is ~4.5 bytes of prose). For OpenAI models a tighter bound is
+ * cheap enough for every call (`boundOpenAIInput`: within a few percent of the count on prose),
+ * and when that does not fit a budget the pipeline counts exactly (src/pipeline/steps/estimate.ts):
+ * locally with the model's own tokenizer (`countOpenAIInput`), or through the provider's counting
  * API where the policy enables it (Anthropic, Bedrock: the adapters' `countTokens`).
  */
-import { tokenCounter, type EncodingName } from './tokenizer.js';
+import { tokenBounder, tokenCounter, type EncodingName } from './tokenizer.js';
 
 /** The prompt parts that are billed as input. */
 export interface PromptParts {
@@ -108,5 +109,34 @@ export async function countInput(p: PromptParts, encoding: EncodingName, framing
   const count = await tokenCounter(encoding);
   let n = framing.perRequest;
   for (const text of promptTexts(p)) n += count(text) + framing.perMessage;
+  return n;
+}
+
+/** The OpenAI bounds computed for a prompt, by its messages array, with the texts they were computed on. */
+const boundsByPrompt = new WeakMap<PromptParts['messages'], { texts: string[]; bounds: Map<EncodingName, number> }>();
+
+/**
+ * A provable upper bound on the input tokens OpenAI bills for `p` on `modelId`, at a cost linear
+ * in the text (src/providers/tokenizer.ts `tokenBounder`): exact for every pre-tokenized piece that
+ * is a token or a short ASCII word, the piece's bytes otherwise, plus the framing of
+ * FRAMING.openai. Within a few percent of the count on prose; never above the byte bound.
+ * Undefined when the model's encoding is not known. A call whose tiers hold several OpenAI models
+ * of one encoding splits its text once (remembered while its texts are the same).
+ */
+export async function boundOpenAIInput(p: PromptParts, modelId: string): Promise<number | undefined> {
+  const encoding = openAIEncoding(modelId);
+  if (!encoding) return undefined;
+  const texts = promptTexts(p);
+  let memo = boundsByPrompt.get(p.messages);
+  if (!memo || memo.texts.length !== texts.length || memo.texts.some((t, i) => t !== texts[i])) {
+    memo = { texts, bounds: new Map() };
+    boundsByPrompt.set(p.messages, memo);
+  }
+  const known = memo.bounds.get(encoding);
+  if (known !== undefined) return known;
+  const bound = await tokenBounder(encoding);
+  let n = FRAMING.openai.perRequest;
+  for (const text of texts) n += bound(text) + FRAMING.openai.perMessage;
+  memo.bounds.set(encoding, n);
   return n;
 }

@@ -12,7 +12,7 @@ import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
-import { countOpenAIInput, FRAMING, inputTokenBound } from './estimate.js';
+import { boundOpenAIInput, countOpenAIInput, FRAMING, inputTokenBound } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type OpenAIConfig = Extract<ProviderConfig, { kind: 'openai' }>;
@@ -132,12 +132,23 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
     return upstreamError({ provider: name, network: true, type: 'timeout', message: `the answer's body did not arrive within ${config.timeoutMs} ms` }, err);
   }
 
+  // OpenAI models are counted locally: a bound from their vocabulary on every call unless the policy says otherwise.
+  const counting = config.countTokens ?? 'always';
+
   return {
     name,
     kind: 'openai',
     baseUrl,
 
-    countTokens: (req) => countOpenAIInput(req, req.model),
+    ...(counting !== false ? { countTokens: (req: CompletionRequest) => countOpenAIInput(req, req.model) } : {}),
+    ...(counting === 'always'
+      ? {
+          async estimateInput(req: CompletionRequest) {
+            const tokens = await boundOpenAIInput(req, req.model);
+            return tokens === undefined ? undefined : { tokens, exact: false };
+          },
+        }
+      : {}),
 
     async complete(req) {
       if (req.signal?.aborted) throw cancelledError(name);

@@ -65,6 +65,19 @@ export interface Provider {
    * counting call fails.
    */
   countTokens?(req: CompletionRequest): Promise<number | undefined>;
+  /**
+   * A figure for the input tokens of `req` that admission takes on every call with a budget, when
+   * the policy asks for it (`countTokens: 'always'`, OpenAI's default): an upper bound tighter
+   * than the byte bound (OpenAI, local) or an exact count (Anthropic, Bedrock, one request to the
+   * provider). Undefined when this provider has none for this model.
+   */
+  estimateInput?(req: CompletionRequest): Promise<InputFigure | undefined>;
+}
+
+/** Input tokens of a request as a provider figures them: an exact count, or a provable upper bound. */
+export interface InputFigure {
+  tokens: number;
+  exact: boolean;
 }
 
 /** Options shared by every network adapter. */

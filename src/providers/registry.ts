@@ -45,5 +45,9 @@ function loading(name: string, config: ProviderConfig, adapter: Promise<Provider
       const a = await adapter;
       return a.countTokens ? a.countTokens(req) : undefined;
     },
+    estimateInput: async (req) => {
+      const a = await adapter;
+      return a.estimateInput ? a.estimateInput(req) : undefined;
+    },
   };
 }

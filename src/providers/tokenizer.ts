@@ -12,12 +12,16 @@ import type { GptEncoding } from 'gpt-tokenizer/GptEncoding';
 
 export type EncodingName = 'o200k_base' | 'cl100k_base';
 
-/** What this module reads of gpt-tokenizer's encoder (private there; pinned by the equality test). */
+/** What this module reads of gpt-tokenizer's encoder (private there; pinned by the equality tests). */
 interface BpeCore {
   tokenSplitRegex: RegExp;
+  /** Every token whose bytes are valid UTF-8, by its text: all the ASCII ones among them. */
+  bytePairStringRankEncoder: Map<string, number>;
   getBpeRankFromString(piece: string): number | undefined;
   getBpeRankFromBytes(bytes: Uint8Array): number | undefined;
   bytePairEncode(piece: string): number[];
+  /** This module's own cache of merged ASCII pieces (`boundWith`), kept on the encoder it belongs to. */
+  mergedAscii?: Map<string, number>;
 }
 
 /** Pieces up to this many UTF-8 bytes go through the package's own merge (and its cache). */
@@ -28,22 +32,35 @@ const loaded = new Map<EncodingName, Promise<BpeCore>>();
 async function load(name: EncodingName): Promise<BpeCore> {
   const mod = (name === 'o200k_base' ? await import('gpt-tokenizer/encoding/o200k_base') : await import('gpt-tokenizer/encoding/cl100k_base')) as { default: GptEncoding };
   const core = (mod.default as unknown as { bytePairEncodingCoreProcessor?: BpeCore }).bytePairEncodingCoreProcessor;
-  if (!core || !(core.tokenSplitRegex instanceof RegExp) || typeof core.getBpeRankFromBytes !== 'function') {
+  if (!core || !(core.tokenSplitRegex instanceof RegExp) || typeof core.getBpeRankFromBytes !== 'function' || !(core.bytePairStringRankEncoder instanceof Map)) {
     throw new Error(`gpt-tokenizer's ${name} encoder does not have the shape this module reads`);
   }
   return core;
 }
 
+function core(name: EncodingName): Promise<BpeCore> {
+  let c = loaded.get(name);
+  if (!c) {
+    c = load(name);
+    loaded.set(name, c);
+    c.catch(() => loaded.delete(name));
+  }
+  return c;
+}
+
 /** A counter for one encoding; the vocabulary loads once, on first use. */
 export async function tokenCounter(name: EncodingName): Promise<(text: string) => number> {
-  let core = loaded.get(name);
-  if (!core) {
-    core = load(name);
-    loaded.set(name, core);
-    core.catch(() => loaded.delete(name));
-  }
-  const c = await core;
+  const c = await core(name);
   return (text) => countWith(c, text);
+}
+
+/**
+ * An upper bound on the tokens of a text in one encoding, at a cost linear in the text whatever
+ * it holds (the exact count can take seconds on a hostile text: see `boundWith`).
+ */
+export async function tokenBounder(name: EncodingName): Promise<(text: string) => number> {
+  const c = await core(name);
+  return (text) => boundWith(c, text);
 }
 
 const encoder = new TextEncoder();
@@ -63,6 +80,86 @@ function countWith(core: BpeCore, text: string): number {
     n += bytes.length <= LONG_PIECE ? core.bytePairEncode(piece).length : heapMergeCount(core, bytes);
   }
   return n;
+}
+
+/** Merged ASCII pieces remembered per encoding (the same rare words recur across calls); cleared when full. */
+const MERGED_CACHE = 20_000;
+
+/** ASCII pieces up to this length are merged by `asciiMergeCount` in the bound; longer ones count their bytes. */
+const SHORT_ASCII_PIECE = 32;
+
+/**
+ * An upper bound on `countWith(core, text)`, linear in the text. The encoder splits the text into
+ * pieces with its pre-tokenizer regex and encodes each piece on its own, so the tokens of the
+ * text are the sum over its pieces, and each piece is bounded on its own:
+ * - a piece that is itself a token is 1 token: the encoder looks it up before merging anything
+ *   (tiktoken's `encode_ordinary`, and gpt-tokenizer's count above), so this is exact;
+ * - an ASCII piece of up to SHORT_ASCII_PIECE characters is merged exactly by `asciiMergeCount`
+ *   (in ASCII a character is a byte, so the piece's substrings are its byte strings);
+ * - any other piece counts its UTF-8 bytes: every token covers at least one byte.
+ * On English prose nearly every piece is a whole word in the vocabulary, so the bound is within a
+ * few percent of the count. Merging is capped per text (below), and the bound never calls the package's own merge, whose cost per piece (about
+ * 10 microseconds) makes a text of unique short words cost hundreds of milliseconds.
+ */
+function boundWith(core: BpeCore, text: string): number {
+  const mergedCounts = core.mergedAscii ?? (core.mergedAscii = new Map());
+  const vocab = core.bytePairStringRankEncoder;
+  // Characters of merging allowed: a quarter of the text, and a few words in any text. Prose
+  // spends a few percent of it; a text made of unknown words (a merge looks up every pair of its
+  // piece) runs out and counts the rest in bytes, which keeps its cost near that of the split.
+  let mergeBudget = (text.length >> 2) + 4 * SHORT_ASCII_PIECE;
+  let n = 0;
+  for (const [piece] of text.matchAll(core.tokenSplitRegex)) {
+    if (vocab.has(piece)) {
+      n += 1;
+    } else if (piece.length <= SHORT_ASCII_PIECE && isAscii(piece)) {
+      let merged = mergedCounts.get(piece);
+      if (merged === undefined && piece.length <= mergeBudget) {
+        mergeBudget -= piece.length;
+        merged = asciiMergeCount(vocab, piece);
+        if (mergedCounts.size >= MERGED_CACHE) mergedCounts.clear();
+        mergedCounts.set(piece, merged);
+      }
+      n += merged ?? piece.length;
+    } else {
+      n += Buffer.byteLength(piece, 'utf8');
+    }
+  }
+  return n;
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
+
+/**
+ * The byte-pair merge of an ASCII piece, counted: the pair of adjacent parts whose concatenation
+ * has the lowest rank is merged first, the leftmost of equal ranks, until no adjacent pair is a
+ * token (tiktoken's `_byte_pair_merge`). Parts are kept as start offsets into the piece; the rank
+ * of each adjacent pair is cached and only the two pairs around a merge are looked up again.
+ */
+function asciiMergeCount(vocab: ReadonlyMap<string, number>, piece: string): number {
+  const starts: number[] = [];
+  for (let i = 0; i <= piece.length; i++) starts.push(i);
+  const rankAt = (i: number): number => (i + 2 < starts.length ? (vocab.get(piece.slice(starts[i]!, starts[i + 2]!)) ?? Infinity) : Infinity);
+  const ranks: number[] = [];
+  for (let i = 0; i + 1 < starts.length; i++) ranks.push(rankAt(i));
+  for (;;) {
+    let best = Infinity;
+    let at = -1;
+    for (let i = 0; i < ranks.length; i++) {
+      if (ranks[i]! < best) {
+        best = ranks[i]!;
+        at = i;
+      }
+    }
+    if (at < 0) return starts.length - 1;
+    starts.splice(at + 1, 1);
+    ranks.splice(at + 1, 1);
+    ranks[at] = rankAt(at);
+    if (at > 0) ranks[at - 1] = rankAt(at - 1);
+  }
 }
 
 /**

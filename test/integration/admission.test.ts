@@ -20,12 +20,13 @@ import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gate
 const KEY = 'key-admission';
 const MODELS = ['openai/gpt-5-mini', 'anthropic/claude-sonnet-5-5', 'bedrock/anthropic.claude-sonnet-4-5-v1:0'] as const;
 
-const policyText = (a: FakeProviderServer, o: FakeProviderServer, b: FakeProviderServer, limit: number) => `
+/** `counting`: the providers' countTokens setting; OpenAI keeps its default ('always') unless `openai` says otherwise. */
+const policyText = (a: FakeProviderServer, o: FakeProviderServer, b: FakeProviderServer, limit: number, counting: { claude: string; openai?: string } = { claude: 'true' }) => `
 version: 1
 providers:
-  anthropic: { kind: anthropic, apiKey: sk-ant-test, baseUrl: "${a.url}", countTokens: true, timeoutMs: 10000 }
-  openai: { kind: openai, apiKey: sk-test, baseUrl: "${o.url}", timeoutMs: 10000 }
-  bedrock: { kind: bedrock, region: us-east-1, accessKeyId: AKIDTEST, secretAccessKey: secret, baseUrl: "${b.url}", countTokens: true, timeoutMs: 10000 }
+  anthropic: { kind: anthropic, apiKey: sk-ant-test, baseUrl: "${a.url}", countTokens: ${counting.claude}, timeoutMs: 10000 }
+  openai: { kind: openai, apiKey: sk-test, baseUrl: "${o.url}", ${counting.openai ? `countTokens: ${counting.openai}, ` : ''}timeoutMs: 10000 }
+  bedrock: { kind: bedrock, region: us-east-1, accessKeyId: AKIDTEST, secretAccessKey: secret, baseUrl: "${b.url}", countTokens: ${counting.claude}, timeoutMs: 10000 }
   demo: { kind: demo }
 egress: { allow: ["127.0.0.1"] }
 models:
@@ -60,8 +61,8 @@ describe('admission with a provable bound', () => {
   let gw: TestGateway;
   let client: Client;
 
-  const start = async (limit: number) => {
-    gw = await startTestGateway(policyText(anthropic, openai, bedrock, limit), { maxBodyBytes: 4 * 1024 * 1024 });
+  const start = async (limit: number, counting?: { claude: string; openai?: string }) => {
+    gw = await startTestGateway(policyText(anthropic, openai, bedrock, limit, counting), { maxBodyBytes: 4 * 1024 * 1024 });
     client = await connectHttp(gw.mcpUrl, KEY);
   };
   const budget = async (): Promise<Budget> => ((await client.callTool({ name: 'my_budget', arguments: {} })).structuredContent as { budgets: Budget[] }).budgets[0]!;
@@ -111,6 +112,47 @@ describe('admission with a provable bound', () => {
       await gw.close();
     }
     await start(6_000); // for afterEach
+  });
+
+  const PROSE = 'The committee reviewed the quarterly figures and agreed to postpone the decision until the audit is complete. '.repeat(150);
+
+  it("reserves prose within 1.3x of its billed input on a roomy budget: OpenAI by its vocabulary's bound, Anthropic and Bedrock by counting every call", async () => {
+    await start(1_000_000, { claude: "'always'" });
+    for (const model of MODELS.slice(0, 3)) {
+      const r = await call(model, PROSE, 100);
+      expect(r.isError).toBeFalsy();
+      await gw.idle();
+      const e = gw.events.at(-1)!;
+      const billed = e['gen_ai.usage.input_tokens'];
+      const reserved = e['tollgate.reserved_tokens']!.input;
+      expect(e['tollgate.estimated_input_tokens']).toBeGreaterThan(16_000);
+      expect(reserved).toBeGreaterThanOrEqual(billed);
+      expect(reserved).toBeLessThanOrEqual(Math.ceil(billed * 1.3));
+      // OpenAI's figure is a bound from its vocabulary; the others' an exact count from their API.
+      expect(e['tollgate.input_counted']).toEqual([{ model, tokens: reserved, exact: model !== 'openai/gpt-5-mini' }]);
+    }
+  });
+
+  it('reserves the byte bound on a roomy budget where counting is only when needed (true) or off (false), and counts nothing', async () => {
+    await start(1_000_000, { claude: 'true', openai: 'true' });
+    for (const model of MODELS.slice(0, 3)) {
+      const r = await call(model, PROSE, 100);
+      expect(r.isError).toBeFalsy();
+      await gw.idle();
+      const e = gw.events.at(-1)!;
+      expect(e['tollgate.reserved_tokens']!.input).toBe(e['tollgate.estimated_input_tokens']);
+      expect(e['tollgate.input_counted']).toBeUndefined();
+    }
+    await client.close();
+    await gw.close();
+    // Off: even a bound that does not fit is not counted, and the call is refused on it.
+    await start(6_000, { claude: 'false', openai: 'false' });
+    for (const model of MODELS.slice(0, 3)) {
+      const r = await call(model, PROSE, 100);
+      expect((r._meta as { 'io.tollgate/error': Meta })['io.tollgate/error'].code).toBe('BUDGET_EXHAUSTED');
+    }
+    await gw.idle();
+    for (const e of gw.events) expect(e['tollgate.input_counted']).toBeUndefined();
   });
 
   it('charges a provider that bills more than was reserved, and says so: event, metric, my_budget, and the next call is refused', async () => {

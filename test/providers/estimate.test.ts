@@ -8,8 +8,8 @@ import fc from 'fast-check';
 import { countTokens as o200kCount } from 'gpt-tokenizer/encoding/o200k_base';
 import { countTokens as cl100kCount } from 'gpt-tokenizer/encoding/cl100k_base';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { countInput, countOpenAIInput, FRAMING, framingFor, inputTokenBound, openAIEncoding, WIDEST_FRAMING } from '../../src/providers/estimate.js';
-import { tokenCounter } from '../../src/providers/tokenizer.js';
+import { boundOpenAIInput, countInput, countOpenAIInput, FRAMING, framingFor, inputTokenBound, openAIEncoding, WIDEST_FRAMING } from '../../src/providers/estimate.js';
+import { tokenBounder, tokenCounter } from '../../src/providers/tokenizer.js';
 
 const asText = { disallowedSpecial: new Set<string>() };
 
@@ -68,6 +68,95 @@ describe('the input bound', () => {
     for (const text of ['a '.repeat(5000), '7'.repeat(9000), '中文字符'.repeat(2000), '😀'.repeat(2000), '\u0301'.repeat(3000)]) {
       expect(inputTokenBound({ messages: [{ content: text }] }, { perMessage: 0, perRequest: 0 })).toBeGreaterThanOrEqual(o200k(text));
     }
+  });
+});
+
+/** Prose-like text: common and made-up words (the made-up ones are not tokens and get merged), capitals, contractions, numbers, punctuation, line breaks. */
+const proseLike = fc
+  .array(
+    fc.oneof(
+      fc.constantFrom('the', 'committee', 'Revenue', 'grew', 'modestly', 'postpone', "didn't", "We'll", 'IBM', 'naïve', 'café', 'Notwithstanding', 'circumvention', 'copyleft'),
+      fc.string({ unit: fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzQXZ'), minLength: 1, maxLength: 40 }),
+      fc.integer({ min: 0, max: 100_000 }).map(String),
+      fc.constantFrom('.', ',', ';', ' -- ', '(', ')', '"', '\n', '\n\n', '  ', '\t', '...', '?!', "'s", 'https://example.com/a/b'),
+    ),
+    { maxLength: 300 },
+  )
+  .map((w) => w.join(' '));
+
+describe('the OpenAI vocabulary bound (every call)', () => {
+  let o200k: (t: string) => number;
+  let cl100k: (t: string) => number;
+  let o200kBound: (t: string) => number;
+  let cl100kBound: (t: string) => number;
+  beforeAll(async () => {
+    [o200k, cl100k, o200kBound, cl100kBound] = await Promise.all([tokenCounter('o200k_base'), tokenCounter('cl100k_base'), tokenBounder('o200k_base'), tokenBounder('cl100k_base')]);
+  });
+
+  it('is never below the o200k_base or cl100k_base count, and never above the bytes, for prose-like and hostile text', () => {
+    fc.assert(
+      fc.property(fc.oneof(proseLike, hostile), (text) => {
+        const bytes = Buffer.byteLength(text);
+        expect(o200kBound(text)).toBeGreaterThanOrEqual(o200kCount(text, asText));
+        expect(cl100kBound(text)).toBeGreaterThanOrEqual(cl100kCount(text, asText));
+        expect(o200kBound(text)).toBeLessThanOrEqual(bytes);
+        expect(cl100kBound(text)).toBeLessThanOrEqual(bytes);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("is the exact count when every piece is a token or a short ASCII word (the merge is the encoder's)", () => {
+    // At most 6 words of 21 characters: within the merge allowance of any text (128 characters).
+    const shortWords = fc
+      .array(fc.string({ unit: fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzEQZ019'), minLength: 1, maxLength: 20 }), { minLength: 1, maxLength: 6 })
+      .map((w) => w.join(' '));
+    fc.assert(
+      fc.property(shortWords, (text) => {
+        expect(o200kBound(text)).toBe(o200kCount(text, asText));
+        expect(cl100kBound(text)).toBe(cl100kCount(text, asText));
+      }),
+      { numRuns: 600 },
+    );
+  });
+
+  it('counts bytes for what it does not merge: a non-ASCII word that is not a token, a run past 32 characters', () => {
+    const run = 'q'.repeat(40);
+    expect(o200kBound(run)).toBe(40);
+    expect(o200k(run)).toBeLessThan(40);
+    const cjk = '自然言語処理の研究';
+    expect(o200kBound(cjk)).toBe(Buffer.byteLength(cjk));
+  });
+
+  it('stops merging after a quarter of the text and counts the rest in bytes, still above the count', () => {
+    // Words that are not tokens, with no vocabulary word between them to spend nothing on.
+    let seed = 7;
+    const letter = () => String.fromCharCode(97 + ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % 26));
+    const text = Array.from({ length: 400 }, () => ' ' + Array.from({ length: 9 }, letter).join('')).join('');
+    expect(o200kBound(text)).toBeGreaterThan(o200k(text));
+    expect(o200kBound(text)).toBeLessThan(Buffer.byteLength(text));
+  });
+
+  it('is within 10 % of the count on English prose', () => {
+    const prose =
+      'The committee met on Tuesday to review the quarterly figures. Revenue grew modestly in the northern region, while costs ' +
+      'rose faster than expected because of delayed shipments and higher energy prices. After a long discussion, members agreed ' +
+      'to postpone the final decision until the external audit is complete, and asked the finance team to prepare two scenarios.';
+    expect(o200kBound(prose)).toBeLessThanOrEqual(Math.ceil(o200k(prose) * 1.1));
+    expect(cl100kBound(prose)).toBeLessThanOrEqual(Math.ceil(cl100k(prose) * 1.1));
+  });
+
+  it('bounds an OpenAI prompt with its framing: at least the count, at most the byte bound, recomputed when a text changes', async () => {
+    const messages = [{ content: 'Name a colour' }, { content: 'Blue.' }];
+    const prompt = { system: 'Answer in French.', messages };
+    const n = await boundOpenAIInput(prompt, 'gpt-5-mini');
+    expect(n).toBe(await countOpenAIInput(prompt, 'gpt-5-mini'));
+    expect(await boundOpenAIInput(prompt, 'gpt-4-turbo')).toBe(await countOpenAIInput(prompt, 'gpt-4-turbo'));
+    expect(n!).toBeLessThanOrEqual(inputTokenBound(prompt, FRAMING.openai));
+    messages[1] = { content: 'Blue, and a much longer answer now.' };
+    expect(await boundOpenAIInput(prompt, 'gpt-5-mini')).toBe(await countOpenAIInput(prompt, 'gpt-5-mini'));
+    expect(await boundOpenAIInput({ ...prompt, system: undefined }, 'gpt-5-mini')).toBe(await countOpenAIInput({ messages }, 'gpt-5-mini'));
+    expect(await boundOpenAIInput(prompt, 'llama3')).toBeUndefined();
   });
 });
 

@@ -1,6 +1,7 @@
 import { GatewayError } from '../../errors.js';
 import type { Policy } from '../../policy/load.js';
 import { modelsToCount } from '../../policy/plan.js';
+import type { ModelInfo } from '../../policy/load.js';
 import type { Provider } from '../../providers/provider.js';
 import type { Middleware } from '../compose.js';
 import { admitted, type CallContext } from '../context.js';
@@ -11,36 +12,58 @@ export interface EstimateStepOptions {
 }
 
 /**
- * Counts the call's input exactly when the bound the decide step set does not fit: the planner
- * says which models a count could help (`modelsToCount`), and each model's provider counts it
- * (OpenAI models with their own tokenizer, locally; Anthropic and Bedrock through their counting
- * API when the policy enables `countTokens`). A model whose provider cannot count, or whose count
- * fails, keeps the bound: a count never refuses a call the bound would have admitted. The reserve
- * step plans with the counts.
- * Reads: decision, budgets, lines, estimatedInputTokens, request. Writes: inputTokens.
+ * Replaces the byte bound the decide step set by what each model can really bill, in two passes:
+ * 1. every model of the decided tier whose provider figures inputs on every call
+ *    (`Provider.estimateInput`, `countTokens: 'always'`): OpenAI models take a bound from their
+ *    own vocabulary, locally; Anthropic and Bedrock count through their API. The fallback tiers
+ *    matter only when the decided one does not fit, and are then counted in the second pass;
+ * 2. when the first candidate still does not fit, the planner says which models a count could
+ *    help (`modelsToCount`), and each model's provider counts it exactly (`Provider.countTokens`).
+ * A model whose provider has no figure, or whose figure fails, keeps the bound: a figure never
+ * refuses a call the bound would have admitted. The reserve step plans with the figures.
+ * Reads: decision, budgets, lines, estimatedInputTokens, request. Writes: inputTokens, inputCounted.
  */
 export function estimateInput(opts: EstimateStepOptions): Middleware<CallContext> {
   return async function estimate(ctx, next) {
     const decided = ctx.decision;
     if (decided && decided.effect !== 'deny' && ctx.lines.length > 0) {
       const { request } = admitted(ctx);
-      const models = modelsToCount({ policy: ctx.policy, decision: decided, request, budgets: ctx.budgets, estimatedInputTokens: ctx.estimatedInputTokens });
-      const counts = new Map<string, number>();
-      await Promise.all(
-        models.map(async (model) => {
-          const provider = opts.providerFor(ctx.policy, model.provider);
-          if (!provider?.countTokens) return;
-          try {
-            const n = await provider.countTokens({ model: model.modelId, system: request.system, messages: request.messages, maxTokens: request.maxTokens, signal: ctx.signal });
-            if (n !== undefined) counts.set(model.ref, n);
-          } catch (err) {
-            if (err instanceof GatewayError && err.code === 'CANCELLED') throw err;
-            ctx.log.warn({ err, model: model.ref, event: 'count_tokens_failed' }, 'the input could not be counted; the bound stands');
-          }
-        }),
-      );
+      const plan = { policy: ctx.policy, decision: decided, request, budgets: ctx.budgets, estimatedInputTokens: ctx.estimatedInputTokens };
+      const figures = new Map<string, number>();
+      const counted = new Set<string>();
+      // A model whose figure failed is not asked again in the second pass: its provider just failed to count.
+      const failed = new Set<string>();
+      const ask = (models: readonly ModelInfo[], pass: 'estimate' | 'count') =>
+        Promise.all(
+          models.map(async (model) => {
+            const provider = opts.providerFor(ctx.policy, model.provider);
+            const req = { model: model.modelId, system: request.system, messages: request.messages, maxTokens: request.maxTokens, signal: ctx.signal };
+            try {
+              if (pass === 'estimate') {
+                const figure = await provider?.estimateInput?.(req);
+                if (!figure) return;
+                figures.set(model.ref, figure.tokens);
+                if (figure.exact) counted.add(model.ref);
+              } else {
+                const n = await provider?.countTokens?.(req);
+                if (n === undefined) return;
+                figures.set(model.ref, n);
+                counted.add(model.ref);
+              }
+            } catch (err) {
+              if (err instanceof GatewayError && err.code === 'CANCELLED') throw err;
+              failed.add(model.ref);
+              ctx.log.warn({ err, model: model.ref, event: 'count_tokens_failed' }, 'the input could not be counted; the bound stands');
+            }
+          }),
+        );
+      await ask(decided.candidates, 'estimate');
+      await ask(modelsToCount({ ...plan, inputTokens: figures }, new Set([...counted, ...failed])), 'count');
       if (ctx.signal.aborted) throw new GatewayError('CANCELLED', 'The call was cancelled.');
-      if (counts.size > 0) ctx.inputTokens = counts;
+      if (figures.size > 0) {
+        ctx.inputTokens = figures;
+        ctx.inputCounted = counted;
+      }
     }
     await next();
   };
