@@ -8,6 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RequestHandler } from 'express';
 import type { Logger } from 'pino';
+import { AlertEngine } from './alerts/engine.js';
 import { parseEnv, type Env } from './config/env.js';
 import { Gateway } from './gateway/gateway.js';
 import { createHttpApp, type HttpOptions } from './http/app.js';
@@ -19,7 +20,7 @@ import { splunkHecSink } from './metering/siem.js';
 import { compositeSink, pinoSink } from './metering/sink.js';
 import { loadPolicyFile, type Policy } from './policy/load.js';
 import { MemoryQuotaStore } from './quota/memory.js';
-import type { DecisionRecord, QuotaStore } from './quota/store.js';
+import { isAlertLedger, type DecisionRecord, type QuotaStore } from './quota/store.js';
 import { recoveryEvent } from './pipeline/decisionEvent.js';
 
 /** The directory holding package.json, found from this file whether run from src/ or dist/. */
@@ -107,6 +108,8 @@ export interface Runtime {
   logger: Logger;
   /** Prometheus metrics fed by the decision events; served at /metrics. */
   metrics: GatewayMetrics;
+  /** The policy's alerts, evaluated from the decision events (absent with a store that cannot hold alert marks). */
+  alerts?: AlertEngine;
   /** Settlements that only this process holds, because the shared store could not take them yet. */
   unsettled(): UnsettledCharge[];
   /**
@@ -151,6 +154,15 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
     metrics.trackSiem(siem.stats);
     sinks.push(siem);
   }
+  // Alerts read the policy in force, so they follow a reload; they need a store that holds their marks.
+  let current: () => Policy = () => policy;
+  const alerts = isAlertLedger(store) ? new AlertEngine({ store, policy: () => current(), keyPrefix: settings.keyPrefix, now: opts.now, logger }) : undefined;
+  if (alerts) {
+    sinks.push(alerts);
+    metrics.trackAlerts(() => alerts.stats());
+  } else if (policy.config.alerts.budgets.length + policy.config.alerts.refusals.length + policy.config.alerts.overruns.length > 0) {
+    logger.warn({ event: 'alerts_unavailable', store: store.kind }, 'the policy declares alerts but this quota store cannot hold alert marks; no alert will fire');
+  }
   const sink = compositeSink(sinks, logger);
   const gateway = new Gateway({
     policy,
@@ -161,6 +173,7 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
     now: opts.now,
     issuedKeys: settings.redisUrl ? await issuedKeys(settings, opts.now) : settings.dataDir && !settings.redisClusterNodes ? new FileApiKeys({ dir: settings.dataDir, now: opts.now }) : undefined,
   });
+  current = () => gateway.policy;
   // Reservations a previous process left open are closed once the event log listens (src/quota/memory.ts).
   if (store instanceof MemoryQuotaStore && store.journaled) {
     const report = store.recover((id, r) => recoveryEvent(id, r, (opts.now ?? Date.now)()) as unknown as DecisionRecord);
@@ -173,6 +186,7 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
     gateway,
     logger,
     metrics,
+    alerts,
     unsettled: () => queuedSettlements(store),
     ready(fields = {}) {
       if (announced) return;
@@ -181,6 +195,9 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
       logger.info({ event: 'started', policy: policy.source, policyVersion: policy.version, store: store.kind, dataDir, ...fields }, 'tollgate ready');
     },
     async close() {
+      // Alerts are evaluated and their deliveries ended while the store can still journal them.
+      await gateway.idle();
+      await alerts?.close();
       await gateway.close();
       await sink.close?.();
     },

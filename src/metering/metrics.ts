@@ -63,6 +63,16 @@ export interface GatewayMetrics {
   sink: EventSink;
   /** Exposes a SIEM sink's delivery counts (delivered, dropped, rejected, buffered). */
   trackSiem(stats: () => SiemStats): void;
+  /** Exposes the alerts' counts (fired, delivered, failed, events dropped). */
+  trackAlerts(stats: () => AlertCounts): void;
+}
+
+/** What the alert engine counts (src/alerts/engine.ts). */
+export interface AlertCounts {
+  fired: number;
+  delivered: number;
+  failed: number;
+  dropped: number;
 }
 
 export function createMetrics(opts: MetricsOptions = {}): GatewayMetrics {
@@ -189,7 +199,32 @@ export function createMetrics(opts: MetricsOptions = {}): GatewayMetrics {
     });
   }
 
-  return { registry, text: () => registry.metrics(), sink: { emit: record }, trackSiem };
+  function trackAlerts(stats: () => AlertCounts): void {
+    new Counter({
+      name: 'tollgate_alerts_total',
+      help: 'Alerts by what became of them: fired (this process won the once-only mark), and per webhook delivered or failed (after its retries).',
+      labelNames: ['result'] as const,
+      registers,
+      collect() {
+        const s = stats();
+        this.reset();
+        this.inc({ result: 'fired' }, s.fired);
+        this.inc({ result: 'delivered' }, s.delivered);
+        this.inc({ result: 'failed' }, s.failed);
+      },
+    });
+    new Counter({
+      name: 'tollgate_alert_events_dropped_total',
+      help: 'Decision events not evaluated for alerts because the alert queue was full (alerts.delivery.maxQueue).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(stats().dropped);
+      },
+    });
+  }
+
+  return { registry, text: () => registry.metrics(), sink: { emit: record }, trackSiem, trackAlerts };
 }
 
 /**

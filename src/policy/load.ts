@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
 import { GatewayError } from '../errors.js';
+import { checkAlerts } from './alertsConfig.js';
 import { checkIdentity } from './identityChecks.js';
 import { isEgressAllowed, providerEndpoint } from '../providers/egress.js';
 import { shippedPrice, type Price } from '../providers/prices.js';
@@ -223,6 +224,7 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
   }
 
   checkIdentity(config, at);
+  checkAlerts(config.alerts, { egressAllow: config.egress.allow, budgetIds: seenBudgets }, at);
   if (config.metering.siem && !isEgressAllowed(config.metering.siem.url, config.egress.allow)) {
     at(['metering', 'siem', 'url'], `${new URL(config.metering.siem.url).host} is not on egress.allow; add it there to let decision events leave`);
   }

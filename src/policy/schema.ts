@@ -3,6 +3,7 @@
  * generated from these same zod schemas (tools/gen-schema.ts), so the two cannot drift.
  */
 import { z } from 'zod';
+import { alertsSchema, DEFAULT_ALERTS } from './alertsConfig.js';
 import { apiKeySchema, DEFAULT_IDENTITY, identitySchema, type ApiKeyConfig } from '../identity/config.js';
 import { providerSchema, type ProviderConfig } from '../providers/config.js';
 import { isValidTimezone } from '../quota/windows.js';
@@ -202,6 +203,8 @@ export const policySchema = z
       .strict()
       .default({ logPrompts: false }),
     console: consoleSchema.default(DEFAULT_CONSOLE),
+    /** Budget thresholds, refusal spikes and overruns, sent to webhooks (src/policy/alertsConfig.ts, docs/alerts.md). */
+    alerts: alertsSchema.default(DEFAULT_ALERTS),
   })
   .strict();
 

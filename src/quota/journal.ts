@@ -14,7 +14,7 @@
 import { createHash } from 'node:crypto';
 
 /** What an entry records. */
-export type EntryKind = 'reserve' | 'dispatch' | 'settle' | 'release' | 'recover' | 'refuse' | 'snapshot' | 'admin' | 'console';
+export type EntryKind = 'reserve' | 'dispatch' | 'settle' | 'release' | 'recover' | 'refuse' | 'snapshot' | 'admin' | 'console' | 'alert';
 
 /** One budget line an entry reserves or charges, with what it takes to rebuild the counters. */
 export interface EntryLine {
@@ -47,6 +47,10 @@ export interface EntryBody {
   state?: Record<string, unknown>;
   /** console: what an operator did in the web console (who, which action, its outcome). */
   action?: Record<string, unknown>;
+  /** alert: what happened to an alert (fired, delivered, failed; src/alerts). Changes no counter. */
+  alert?: Record<string, unknown>;
+  /** alert (fired): the once-only mark the alert took, and when it lapses (epoch ms). */
+  mark?: { key: string; expiresAt: number };
 }
 
 /** An entry as stored: its body and its place in the chain. */

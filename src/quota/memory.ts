@@ -1,5 +1,5 @@
 import type { EntryBody, EntryLine, JournalEntry } from './journal.js';
-import type { DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
+import type { AlertLedger, DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
 
 interface Reservation {
   lines: EntryLine[];
@@ -41,13 +41,17 @@ function entryLine(l: LedgerLine): EntryLine {
  * its decision event, and a restart replays it (`restore`, then `recover`); without one, state is
  * lost on exit (the fail-open fallback and tests).
  */
-export class MemoryQuotaStore implements QuotaStore {
+export class MemoryQuotaStore implements QuotaStore, AlertLedger {
   readonly kind = 'memory';
   private readonly counters = new Map<string, { value: number; expiresAt: number }>();
   private readonly reserved = new Map<string, number>();
   private readonly reservations = new Map<string, Reservation>();
   private readonly settled = new Map<string, number>();
   private readonly listeners: EventListener[] = [];
+  /** Alert marks (key -> lapses at, epoch ms): journaled with the alert they mark, so a restart keeps them. */
+  private readonly alertMarks = new Map<string, number>();
+  /** Alert counters (refusal spikes); not journaled, so a restart starts them again. */
+  private readonly alertCounts = new Map<string, { value: number; expiresAt: number }>();
   private lastSweep = 0;
 
   constructor(
@@ -124,6 +128,30 @@ export class MemoryQuotaStore implements QuotaStore {
     return found.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
+  async claimAlert(key: string, expiresAt: number, alert: DecisionRecord): Promise<boolean> {
+    const now = this.now();
+    const held = this.alertMarks.get(key);
+    if (held !== undefined && held > now) return false;
+    this.journal?.append({ kind: 'alert', id: String(alert.id ?? key), at: now, alert, mark: { key, expiresAt } });
+    this.alertMarks.set(key, expiresAt);
+    return true;
+  }
+
+  async noteAlert(alert: DecisionRecord): Promise<void> {
+    this.journal?.append({ kind: 'alert', id: String(alert.id ?? ''), at: this.now(), alert });
+  }
+
+  async countAlert(key: string, by: number, expiresAt: number): Promise<number> {
+    const now = this.now();
+    const c = this.alertCounts.get(key);
+    if (c && c.expiresAt > now) {
+      c.value += by;
+      return c.value;
+    }
+    this.alertCounts.set(key, { value: by, expiresAt });
+    return by;
+  }
+
   async read(lines: Pick<LedgerLine, 'readKeys' | 'reservedKey'>[]): Promise<LineState[]> {
     this.sweep();
     return lines.map((l) => ({ used: this.sum(l.readKeys), reserved: this.reserved.get(l.reservedKey) ?? 0 }));
@@ -135,6 +163,8 @@ export class MemoryQuotaStore implements QuotaStore {
     this.reserved.clear();
     this.reservations.clear();
     this.settled.clear();
+    this.alertMarks.clear();
+    this.alertCounts.clear();
   }
 
   /**
@@ -161,6 +191,9 @@ export class MemoryQuotaStore implements QuotaStore {
           break;
         case 'release':
           this.drop(body.id);
+          break;
+        case 'alert':
+          if (body.mark) this.alertMarks.set(body.mark.key, body.mark.expiresAt);
           break;
         default:
           break;
@@ -198,6 +231,7 @@ export class MemoryQuotaStore implements QuotaStore {
       counters: Object.fromEntries(this.counters),
       reservations: Object.fromEntries(this.reservations),
       settled: Object.fromEntries(this.settled),
+      alertMarks: Object.fromEntries(this.alertMarks),
     };
   }
 
@@ -212,6 +246,9 @@ export class MemoryQuotaStore implements QuotaStore {
     for (const [id, r] of Object.entries(reservations)) this.hold(id, { lines: r.lines, expiresAt: r.expiresAt, dispatched: r.dispatched, meta: r.meta });
     const settled = (state.settled ?? {}) as Record<string, number>;
     for (const [id, until] of Object.entries(settled)) this.settled.set(id, until);
+    this.alertMarks.clear();
+    const marks = (state.alertMarks ?? {}) as Record<string, number>;
+    for (const [key, until] of Object.entries(marks)) this.alertMarks.set(key, until);
   }
 
   private hold(requestId: string, r: Reservation): void {
@@ -273,5 +310,7 @@ export class MemoryQuotaStore implements QuotaStore {
     if (!this.journal) for (const [id, r] of this.reservations) if (r.expiresAt <= now) this.drop(id);
     for (const [key, c] of this.counters) if (c.expiresAt <= now) this.counters.delete(key);
     for (const [id, until] of this.settled) if (until <= now) this.settled.delete(id);
+    for (const [key, until] of this.alertMarks) if (until <= now) this.alertMarks.delete(key);
+    for (const [key, c] of this.alertCounts) if (c.expiresAt <= now) this.alertCounts.delete(key);
   }
 }

@@ -58,6 +58,8 @@ import {
 } from './redisJournal.js';
 import {
   ADJUST,
+  ALERT,
+  ALERT_COUNT,
   CHAIN,
   DISPATCH,
   DUE,
@@ -74,7 +76,7 @@ import {
   type RedisConnection,
   type RedisNode,
 } from './redisScripts.js';
-import type { DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
+import type { AlertLedger, DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
 
 export type { JournalVerifyReport, UsageRollup } from './redisJournal.js';
 
@@ -160,7 +162,7 @@ function reservationKeys(r: string): [string, string, string] {
 }
 
 /** The QuotaStore shared by every replica; see the design notes at the top of this file. */
-export class RedisQuotaStore implements QuotaStore {
+export class RedisQuotaStore implements QuotaStore, AlertLedger {
   readonly kind = 'redis';
   private readonly client: RedisConnection;
   private readonly scripts: ScriptRunner;
@@ -393,6 +395,42 @@ export class RedisQuotaStore implements QuotaStore {
     const j = this.journalFor(line.reservedKey, now);
     try {
       return (await this.scripts.run(ADJUST, [...j.keys, usageKey], [...j.args, delta, expiresAt - now, entry.h, entry.body])) as number;
+    } catch (err) {
+      throw asStoreError(err);
+    }
+  }
+
+  /**
+   * Takes an alert's once-only mark and journals the alert, atomically (the ALERT script): of two
+   * replicas claiming the same mark, one fires. Marks and alert entries live under the `{journal}`
+   * tag, so on a cluster they share the global journal's slot.
+   */
+  async claimAlert(key: string, expiresAt: number, alert: DecisionRecord): Promise<boolean> {
+    const now = this.now();
+    const entry = prepare({ kind: 'alert', id: String(alert.id ?? key), at: now, alert, mark: { key, expiresAt } });
+    const j = this.journalArgs(this.globalBase, now);
+    try {
+      return (await this.run(ALERT, [...j.keys, `${this.globalBase}:alert:${key}`], [...j.args, entry.h, entry.body, expiresAt - now])) === 1;
+    } catch (err) {
+      throw asStoreError(err);
+    }
+  }
+
+  async noteAlert(alert: DecisionRecord): Promise<void> {
+    const now = this.now();
+    const entry = prepare({ kind: 'alert', id: String(alert.id ?? ''), at: now, alert });
+    const j = this.journalArgs(this.globalBase, now);
+    try {
+      await this.run(ALERT, j.keys, [...j.args, entry.h, entry.body]);
+    } catch (err) {
+      throw asStoreError(err);
+    }
+  }
+
+  async countAlert(key: string, by: number, expiresAt: number): Promise<number> {
+    assertAmount(by, 'by');
+    try {
+      return Number(await this.run(ALERT_COUNT, [`${this.globalBase}:alertn:${key}`], [by, expiresAt - this.now()]));
     } catch (err) {
       throw asStoreError(err);
     }

@@ -533,6 +533,35 @@ return tonumber(redis.call('GET', KEYS[4]) or '0')
 `,
 );
 
+/**
+ * An alert entry (src/alerts), optionally taking its once-only mark first: with a mark key, SET NX
+ * PX decides which replica fires, and only that one appends the entry, in the same atomic step.
+ * KEYS: J, JH, ROLL[, mark].  ARGV: journal args (4), h, body[, mark ttl ms].
+ * Returns 1 when the entry was appended, 0 when the mark was already taken.
+ */
+export const ALERT = script(
+  'alert',
+  `
+local jr = journal(KEYS, ARGV)
+if KEYS[4] then
+  local ttl = math.max(1, tonumber(ARGV[7]))
+  if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ttl) then return 0 end
+end
+append(jr, ARGV[5], ARGV[6])
+return 1
+`,
+);
+
+/** An alert counter: KEYS counter; ARGV increment, ttl ms (set when the counter is created). Returns the new value. */
+export const ALERT_COUNT = bare(
+  'alert_count',
+  `
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if v == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(ARGV[2]))) end
+return v
+`,
+);
+
 /** The lines the sweep should look at: KEYS IDX; ARGV now, most. Returns reservedKeys whose latest expiry has passed. */
 export const DUE = bare(
   'due',
@@ -563,7 +592,7 @@ return 1
 export const SHA256 = script('sha256', `return sha256(ARGV[1])`);
 
 /** Every script, loaded on each (re)connection so EVALSHA finds them even when an answer comes late. */
-export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, DISPATCH, SETTLE, RELEASE, READ, SWEEP, CHAIN, ADJUST, DUE, INDEX];
+export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, DISPATCH, SETTLE, RELEASE, READ, SWEEP, CHAIN, ADJUST, DUE, INDEX, ALERT, ALERT_COUNT];
 
 /** Redis error replies that mean "not available now" rather than a bug in a script. */
 const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'CLUSTERDOWN', 'TRYAGAIN', 'NOREPLICAS', 'OOM', 'MISCONF']);

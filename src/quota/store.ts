@@ -79,3 +79,26 @@ export interface QuotaStore {
   read(lines: Pick<LedgerLine, 'readKeys' | 'reservedKey'>[]): Promise<LineState[]>;
   close(): Promise<void>;
 }
+
+/**
+ * What alerts (src/alerts) need from the shared store so that an alert fires once across replicas
+ * and restarts, and what becomes of it is in the journal. Both stores implement it.
+ */
+export interface AlertLedger {
+  /**
+   * Takes the once-only mark `key` until `expiresAt` and journals `alert` (an `alert` entry) in the
+   * same atomic step; false, writing nothing, when the mark is already taken (by this replica, another,
+   * or a process before a restart).
+   */
+  claimAlert(key: string, expiresAt: number, alert: DecisionRecord): Promise<boolean>;
+  /** Journals what became of a fired alert (delivered, failed). */
+  noteAlert(alert: DecisionRecord): Promise<void>;
+  /** Adds `by` to the counter `key` (created to lapse at `expiresAt`) and returns its new value. Not journaled. */
+  countAlert(key: string, by: number, expiresAt: number): Promise<number>;
+}
+
+/** Whether a store can hold alert marks (the memory and Redis stores can; a test double may not). */
+export function isAlertLedger(store: QuotaStore): store is QuotaStore & AlertLedger {
+  const s = store as QuotaStore & Partial<AlertLedger>;
+  return typeof s.claimAlert === 'function' && typeof s.noteAlert === 'function' && typeof s.countAlert === 'function';
+}

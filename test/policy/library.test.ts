@@ -14,13 +14,14 @@ const testFiles = files.filter((f) => f.endsWith('.test.yaml'));
 const noEnv = { env: {}, readFile: () => { throw Object.assign(new Error('no file bindings here'), { code: 'ENOENT' }); } };
 
 describe('policy library', () => {
-  it('holds the seven reference policies, each with a test file', () => {
+  it('holds the eight reference policies, each with a test file', () => {
     expect(policies).toEqual([
       'business-hours.yaml',
       'contractors-economy.yaml',
       'cost-centre-monthly-usd.yaml',
       'dlp-credentials.yaml',
       'employee-weekly-tokens.yaml',
+      'team-budget-alerts.yaml',
       'team-tier-ladder.yaml',
       'weekly-tokens-fallback.yaml',
     ]);

@@ -21,6 +21,7 @@ const LAYERS: Record<string, number> = {
   policy: 4,
   metering: 5,
   pipeline: 6,
+  alerts: 6,
   'pipeline/steps': 7,
   gateway: 8,
   mcp: 9,
