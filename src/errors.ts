@@ -11,6 +11,7 @@ export const ERROR_CODES = {
   FORBIDDEN: { status: 403, summary: 'The caller is authenticated but may not use this gateway or model.' },
   POLICY_DENIED: { status: 403, summary: 'A policy rule denied the call; the rule id and its message are returned.' },
   BUDGET_EXHAUSTED: { status: 429, summary: 'A budget that applies cannot cover the call; the budget and its reset time are returned.' },
+  RATE_LIMITED: { status: 429, summary: 'A rate limit or concurrency cap that applies is reached; the limit, its scope and when to retry are returned.' },
   INVALID_REQUEST: { status: 400, summary: 'The arguments are missing, of the wrong type or out of range.' },
   UNKNOWN_MODEL: { status: 400, summary: 'The requested model or tier is not configured.' },
   NOT_FOUND: { status: 404, summary: 'There is no such endpoint on this gateway.' },

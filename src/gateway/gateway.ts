@@ -5,6 +5,7 @@
  * authentication, validation, the decision and the charge all happen in the pipeline, so every
  * refusal, whichever step makes it, leaves one decision event.
  */
+import { NO_LIMITS } from '../policy/limits.js';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BudgetView } from '../call/budget.js';
@@ -255,6 +256,7 @@ export class Gateway {
       estimatedInputTokens: 0,
       lines: [],
       budgets: [],
+      limits: NO_LIMITS,
       attempts: [],
     };
     lazyLog(ctx, this.opts.logger);

@@ -11,6 +11,7 @@ import type { CompleteArgs } from '../call/request.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { bearerToken, type CompatCall, type WireCodec } from './compat.js';
+import { anthropicRateLimitHeaders } from './rateLimitHeaders.js';
 
 const textBlock = z.looseObject({ type: z.literal('text'), text: z.string() });
 const messagesRequest = z.looseObject({
@@ -53,6 +54,7 @@ const ERROR_TYPES: Partial<Record<ErrorCode, string>> = {
   FORBIDDEN: 'permission_error',
   POLICY_DENIED: 'permission_error',
   BUDGET_EXHAUSTED: 'rate_limit_error',
+  RATE_LIMITED: 'rate_limit_error',
   INVALID_REQUEST: 'invalid_request_error',
   UNKNOWN_MODEL: 'not_found_error',
   PAYLOAD_TOO_LARGE: 'request_too_large',
@@ -102,6 +104,7 @@ export const anthropicCodec: WireCodec = {
       usage: usageOf(result),
     });
   },
+  rateLimitHeaders: anthropicRateLimitHeaders,
   errorBody: (err, res) => ({ type: 'error', error: anthropicError(err), request_id: res.locals.requestId }),
   // UNKNOWN_MODEL is a 400 in tollgate; Anthropic answers an unknown model with 404 not_found_error.
   statusOf: (err) => (err.code === 'UNKNOWN_MODEL' ? 404 : err.status),

@@ -45,6 +45,8 @@ export interface WireCodec {
   render(res: Response, result: CallResult, call: CompatCall): void;
   /** The error body (status set by the route). */
   errorBody(err: GatewayError, res: Response): unknown;
+  /** Headers a RATE_LIMITED refusal carries in this API (src/http/rateLimitHeaders.ts). */
+  rateLimitHeaders(err: GatewayError): Record<string, string>;
   /** The HTTP status of an error in this API (Anthropic answers an unknown model with 404). */
   statusOf?(err: GatewayError): number;
   stream: {
@@ -56,9 +58,9 @@ export interface WireCodec {
   };
 }
 
-/** Refusals a retry cannot fix; SDKs that honour `x-should-retry` stop retrying them. */
+/** Refusals a retry cannot fix; SDKs that honour `x-should-retry` stop retrying them. A rate limit is fixed by waiting. */
 export function isFinal(err: GatewayError): boolean {
-  return err.status < 500 && err.code !== 'CANCELLED';
+  return err.status < 500 && err.code !== 'CANCELLED' && err.code !== 'RATE_LIMITED';
 }
 
 /** The bearer token of an `Authorization` header, if it holds one. */
@@ -93,6 +95,7 @@ export const watchClose: RequestHandler = (_req, res, next) => {
 function renderError(codec: WireCodec, gateway: Gateway, res: Response, err: GatewayError): void {
   if (res.headersSent) return;
   if (isFinal(err)) res.setHeader('x-should-retry', 'false');
+  if (err.code === 'RATE_LIMITED') setHeaders(res, codec.rateLimitHeaders(err));
   if (err.code === 'AUTH_REQUIRED' || err.code === 'AUTH_INVALID' || err.code === 'FORBIDDEN') res.setHeader('WWW-Authenticate', bearerChallenge(gateway.policy, err));
   res.status(codec.statusOf?.(err) ?? err.status).json(codec.errorBody(err, res));
 }

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import type { CompleteArgs } from '../call/request.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { CallResult } from '../gateway/gateway.js';
+import { openaiRateLimitHeaders } from './rateLimitHeaders.js';
 import { bearerToken, type CompatCall, type WireCodec } from './compat.js';
 
 const textPart = z.looseObject({ type: z.literal('text'), text: z.string() });
@@ -65,6 +66,7 @@ const ERROR_TYPES: Partial<Record<ErrorCode, string>> = {
   FORBIDDEN: 'permission_error',
   POLICY_DENIED: 'permission_error',
   BUDGET_EXHAUSTED: 'insufficient_quota',
+  RATE_LIMITED: 'rate_limit_exceeded',
   INVALID_REQUEST: 'invalid_request_error',
   UNKNOWN_MODEL: 'invalid_request_error',
   PAYLOAD_TOO_LARGE: 'invalid_request_error',
@@ -133,6 +135,7 @@ export const openaiCodec: WireCodec = {
     });
   },
   errorBody: (err) => ({ error: openaiError(err) }),
+  rateLimitHeaders: openaiRateLimitHeaders,
   stream: {
     start: (send, model, call) => send(chunk(call, model, { role: 'assistant', content: '', refusal: null }, null)),
     delta: (send, text, model, call) => send(chunk(call, model, { content: text }, null)),

@@ -14,6 +14,11 @@ export interface Principal {
   actors?: string[];
   /** Credential label for the audit trail (key id or token issuer); never the secret itself. */
   credentialId?: string;
+  /**
+   * The application the credential belongs to (an application key): budgets and limits of scope
+   * `application` are keyed by it; `user`, teams and cost centre are then its owner's.
+   */
+  app?: string;
 }
 
 /** The principal as policy expressions and events see it: plain data, no undefined fields. */
@@ -26,6 +31,7 @@ export function principalView(p: Principal): Record<string, unknown> {
     roles: p.roles,
     authMethod: p.authMethod,
     actors: p.actors ?? [],
+    app: p.app ?? '',
   };
 }
 

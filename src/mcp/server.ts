@@ -86,7 +86,8 @@ export function toolError(err: GatewayError): CallToolResult {
   return {
     isError: true,
     content: [{ type: 'text', text: `${err.code}: ${err.message}` }],
-    _meta: { [ERROR_META_KEY]: err.toJSON() },
+    // A rate-limited call says when to try again where MCP clients look for hints: `_meta.retryAfterMs`.
+    _meta: { [ERROR_META_KEY]: err.toJSON(), ...(err.code === 'RATE_LIMITED' ? { retryAfterMs: err.details.retryAfterMs } : {}) },
   };
 }
 

@@ -61,6 +61,8 @@ export interface DecisionEvent {
   'tollgate.overrun'?: { budget: string; subject: string; amount: number; unit: string }[];
   /** Max tokens sent upstream after lowering it to what the budget named can pay for. */
   'tollgate.output_clamp'?: { max_tokens: number; budget: string };
+  /** The rate limit or cap that refused the call (RATE_LIMITED), and when it may be tried again. */
+  'tollgate.rate_limit'?: { id: string; scope: string; subject: string; kind: string; limit: number; retry_after_ms: number };
   'tollgate.cost_usd': number;
   'tollgate.attempts': { model: string; provider: string; ok: boolean; error?: string; status?: number; ms: number }[];
   'tollgate.latency_ms': number;

@@ -9,6 +9,7 @@ import type { GatewayError } from '../errors.js';
 import type { Authenticated } from '../identity/authenticate.js';
 import type { Principal } from '../identity/principal.js';
 import type { BudgetLine } from '../policy/budgets.js';
+import type { ApplicableLimits, LimitLine } from '../policy/limits.js';
 import type { BudgetState, Decision } from '../policy/decide.js';
 import type { ModelInfo, Policy } from '../policy/load.js';
 import { outputCap, type OutputClamp } from '../policy/plan.js';
@@ -89,9 +90,20 @@ export interface CallContext {
   inputCounted?: Set<string>;
   lines: BudgetLine[];
   budgets: BudgetState[];
+  /** The rate limits and caps that apply to the caller, set by the decide step. */
+  limits: ApplicableLimits;
   decision?: Decision;
   /** The model and amounts reserved, and the store holding them; set once the reservation holds. */
-  reservation?: { model: ModelInfo; tier: string; amounts: number[]; store?: QuotaStore };
+  reservation?: {
+    model: ModelInfo;
+    tier: string;
+    amounts: number[];
+    store?: QuotaStore;
+    /** The limit lines reserved with the budgets, and what each holds. */
+    limits?: { line: LimitLine; amount: number }[];
+  };
+  /** The limit that refused the call, with when it may be tried again (epoch ms). */
+  rateLimited?: { line: LimitLine; retryAt: number; remaining: number };
   /** Max tokens lowered to what the remaining budget can pay for, and the budget that set it. */
   outputClamp?: OutputClamp;
   attempts: Attempt[];

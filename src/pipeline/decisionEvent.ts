@@ -52,6 +52,16 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
     'tollgate.reserved': ctx.reservation?.amounts.length
       ? ctx.lines.map((l, i) => ({ budget: l.budget.config.id, subject: l.subject, amount: ctx.reservation!.amounts[i]! }))
       : undefined,
+    'tollgate.rate_limit': ctx.rateLimited && ctx.error?.code === 'RATE_LIMITED'
+      ? {
+          id: ctx.rateLimited.line.limit.config.id,
+          scope: ctx.rateLimited.line.limit.config.scope,
+          subject: ctx.rateLimited.line.subject,
+          kind: ctx.rateLimited.line.limit.kind,
+          limit: ctx.rateLimited.line.limit.limit,
+          retry_after_ms: ctx.error.details.retryAfterMs as number,
+        }
+      : undefined,
     'tollgate.output_clamp': ctx.outputClamp ? { max_tokens: ctx.outputClamp.tokens, budget: ctx.outputClamp.budgetId } : undefined,
     'tollgate.charged': ctx.charged?.map((amount, i) => ({
       budget: ctx.lines[i]!.budget.config.id,
@@ -91,7 +101,7 @@ function scrubText(text: string | undefined, secrets: readonly string[]): string
 
 
 /** Codes by which the gateway says no to this caller (identity, policy, budget), as opposed to a call that could not be made. */
-const REFUSALS: ReadonlySet<string> = new Set(['AUTH_REQUIRED', 'AUTH_INVALID', 'FORBIDDEN', 'POLICY_DENIED', 'BUDGET_EXHAUSTED']);
+const REFUSALS: ReadonlySet<string> = new Set(['AUTH_REQUIRED', 'AUTH_INVALID', 'FORBIDDEN', 'POLICY_DENIED', 'BUDGET_EXHAUSTED', 'RATE_LIMITED']);
 
 function isRefusal(err: GatewayError): boolean {
   return REFUSALS.has(err.code);

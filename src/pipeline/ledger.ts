@@ -9,10 +9,23 @@ import { budgetView, type BudgetView } from '../call/budget.js';
 import { GatewayError } from '../errors.js';
 import type { Principal } from '../identity/principal.js';
 import { applicableLines, type BudgetLine } from '../policy/budgets.js';
+import { applicableLimits, limitCharge, type ApplicableLimits } from '../policy/limits.js';
 import type { Policy } from '../policy/load.js';
 import { MemoryQuotaStore } from '../quota/memory.js';
 import type { DecisionRecord, QuotaStore } from '../quota/store.js';
 import type { CallContext } from './context.js';
+
+/** A line's fail mode, as budgets and rate limits both declare it. */
+export interface FailGuard {
+  config: { id: string; failMode: 'closed' | 'open' };
+}
+
+/** The fail guards of a call's lines: its budgets and the limits it is subject to. */
+export function guardsOf(ctx: Pick<CallContext, 'lines' | 'limits'>): FailGuard[] {
+  const { fixed, perCandidate } = ctx.limits;
+  if (fixed.length === 0 && perCandidate.length === 0) return ctx.lines.map((l) => l.budget);
+  return [...ctx.lines.map((l) => l.budget), ...fixed.map((l) => l.limit), ...perCandidate];
+}
 
 export interface LedgerOptions {
   store: QuotaStore;
@@ -33,7 +46,8 @@ export class Ledger {
   /** This replica's own ledger: budgets that fail open are enforced here while the store is unreachable. */
   readonly fallbackStore: QuotaStore;
   readonly keyPrefix: string;
-  private readonly now: () => number;
+  /** The ledger's clock. */
+  readonly now: () => number;
   private readonly logger: Logger;
   /** Ledger writes and decision events of calls already answered (limits.settleBeforeReply: false). */
   private readonly finishing = new Set<Promise<void>>();
@@ -51,23 +65,28 @@ export class Ledger {
     return applicableLines(policy.budgets, principal, this.now(), this.keyPrefix);
   }
 
+  /** The rate limits and caps that apply to `principal` under `policy` now. */
+  limitsFor(policy: Policy, principal: Principal): ApplicableLimits {
+    return applicableLimits(policy.rateLimits, principal, this.now(), this.keyPrefix);
+  }
+
   /**
    * Runs a store operation, honouring each budget's fail mode when the shared store is unreachable:
    * if every line fails open, it runs on this replica's local ledger (a per-replica ceiling at the
    * same limit); otherwise it throws QUOTA_STORE_UNAVAILABLE naming the budget that fails closed.
-   * A call with no budget line never touches the shared store.
+   * A call with no budget line and no limit never touches the shared store.
    */
-  async withStore<T>(lines: readonly BudgetLine[], op: (store: QuotaStore) => Promise<T>): Promise<StoreAccess<T>> {
+  async withStore<T>(lines: readonly FailGuard[], op: (store: QuotaStore) => Promise<T>): Promise<StoreAccess<T>> {
     if (lines.length === 0) return { value: await op(this.fallbackStore), failOpen: false };
     try {
       return { value: await op(this.store), failOpen: false };
     } catch (err) {
       const unavailable = err instanceof GatewayError && err.code === 'QUOTA_STORE_UNAVAILABLE';
       if (!unavailable) throw err;
-      const closed = lines.find((l) => l.budget.config.failMode === 'closed');
+      const closed = lines.find((l) => l.config.failMode === 'closed');
       if (closed) {
-        throw new GatewayError('QUOTA_STORE_UNAVAILABLE', `The quota store is unreachable and budget ${closed.budget.config.id} fails closed; try again shortly.`, {
-          budgetId: closed.budget.config.id,
+        throw new GatewayError('QUOTA_STORE_UNAVAILABLE', `The quota store is unreachable and budget ${closed.config.id} fails closed; try again shortly.`, {
+          budgetId: closed.config.id,
         });
       }
       return { value: await op(this.fallbackStore), failOpen: true };
@@ -78,7 +97,7 @@ export class Ledger {
   async budgetsOf(policy: Policy, principal: Principal): Promise<BudgetView[]> {
     const lines = this.linesFor(policy, principal);
     if (lines.length === 0) return [];
-    const { value: states } = await this.withStore(lines, (s) => s.read(lines.map((l) => l.line)));
+    const { value: states } = await this.withStore(lines.map((l) => l.budget), (s) => s.read(lines.map((l) => l.line)));
     return lines.map((l, i) =>
       budgetView({ id: l.budget.config.id, scope: l.budget.config.scope, subject: l.subject, unit: l.budget.unit, limit: l.budget.limit, ...states[i]!, resetsAt: l.resetsAt }),
     );
@@ -94,13 +113,20 @@ export class Ledger {
   async commit(ctx: CallContext, event: DecisionRecord): Promise<void> {
     try {
       const holder = ctx.reservation?.store;
-      if (!holder || ctx.lines.length === 0) {
+      const limits = ctx.reservation?.limits ?? [];
+      if (!holder || (ctx.lines.length === 0 && limits.length === 0)) {
         await this.store.record(event);
         return;
       }
       const local = holder === this.fallbackStore && this.store !== this.fallbackStore;
-      if (ctx.charged) {
-        const lines = ctx.lines.map((l, i) => ({ ...l.line, amount: ctx.charged![i]! }));
+      // Limit lines are charged with the budgets: a request once dispatched, the tokens used; a
+      // cap nothing (settling gives its slot back). A dispatched call that used nothing is still
+      // one request: it is settled at 0 on its budgets rather than released.
+      const dispatched = ctx.attempts.length > 0;
+      const limitLines = limits.map((l) => ({ ...l.line.line, amount: limitCharge(l.line.limit, ctx.usage, dispatched) }));
+      const charged = ctx.charged ?? (limitLines.some((l) => l.amount > 0) ? ctx.lines.map(() => 0) : undefined);
+      if (charged) {
+        const lines = [...ctx.lines.map((l, i) => ({ ...l.line, amount: charged[i]! })), ...limitLines];
         if (local) await holder.settle(ctx.id, lines);
         await this.store.settle(ctx.id, lines, event);
       } else if (local) {
@@ -115,7 +141,7 @@ export class Ledger {
   /** Marks the call's reservation dispatched, before its first byte goes to a provider. */
   async dispatched(ctx: CallContext): Promise<void> {
     const holder = ctx.reservation?.store;
-    if (holder && ctx.lines.length > 0) await holder.dispatch(ctx.id);
+    if (holder && (ctx.lines.length > 0 || (ctx.reservation?.limits?.length ?? 0) > 0)) await holder.dispatch(ctx.id);
   }
 
   /** Takes work that finishes a call after its answer; `idle` and `close` wait for it. */

@@ -44,7 +44,7 @@ export type Decision =
   | ({ effect: 'allow' | 'tier_down' } & Served)
   | {
       effect: 'deny';
-      code: 'POLICY_DENIED' | 'BUDGET_EXHAUSTED';
+      code: 'POLICY_DENIED' | 'BUDGET_EXHAUSTED' | 'RATE_LIMITED';
       requestedTier: string;
       requestedModel?: string;
       ruleId?: string;

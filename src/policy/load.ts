@@ -13,7 +13,7 @@ import { isEgressAllowed, providerEndpoint } from '../providers/egress.js';
 import { shippedPrice, type Price } from '../providers/prices.js';
 import { resolveBindings, defaultSources, type BindingSources } from './bindings.js';
 import { compilePredicate, type CelPredicate } from './cel.js';
-import { policySchema, type ApiKeyConfig, type BudgetConfig, type PolicyConfig, type RuleConfig } from './schema.js';
+import { policySchema, type ApiKeyConfig, type BudgetConfig, type PolicyConfig, type RateLimitConfig, type RuleConfig } from './schema.js';
 
 export interface PolicyIssue {
   /** Dotted path into the YAML, e.g. `budgets[0].window.timezone`. */
@@ -46,6 +46,28 @@ export function covers(budget: CompiledBudget, tier: string): boolean {
   return budget.config.tiers === undefined || budget.config.tiers.includes(tier);
 }
 
+/** What a rate limit counts (src/policy/limits.ts). */
+export type LimitKind = 'requests' | 'tokens' | 'concurrent';
+
+export interface CompiledLimit {
+  config: RateLimitConfig;
+  kind: LimitKind;
+  /** Requests, tokens or calls. */
+  limit: number;
+  /** The window's length (0 for a concurrency cap). */
+  spanMs: number;
+  buckets: number;
+  appliesTo?: CelPredicate;
+}
+
+/** A limit's kind, amount and window from its config. */
+export function compileLimit(config: RateLimitConfig, appliesTo?: CelPredicate): CompiledLimit {
+  if (config.concurrent !== undefined) return { config, kind: 'concurrent', limit: config.concurrent, spanMs: 0, buckets: 0, appliesTo };
+  if (config.requestsPerSecond !== undefined) return { config, kind: 'requests', limit: config.requestsPerSecond, spanMs: 1000, buckets: config.buckets ?? 10, appliesTo };
+  if (config.requestsPerMinute !== undefined) return { config, kind: 'requests', limit: config.requestsPerMinute, spanMs: 60_000, buckets: config.buckets ?? 12, appliesTo };
+  return { config, kind: 'tokens', limit: config.tokensPerMinute!, spanMs: 60_000, buckets: config.buckets ?? 12, appliesTo };
+}
+
 export interface CompiledRule {
   config: RuleConfig;
   matches: CelPredicate;
@@ -70,6 +92,8 @@ export interface Policy {
   /** Whether `name` is one of this policy's tiers; `constructor` or `__proto__` is not. */
   hasTier(name: string): boolean;
   readonly budgets: readonly CompiledBudget[];
+  /** Rate limits and concurrency caps (src/policy/limits.ts). */
+  readonly rateLimits: readonly CompiledLimit[];
   readonly rules: readonly CompiledRule[];
   /** API keys by SHA-256 hex. */
   readonly apiKeys: ReadonlyMap<string, ApiKeyConfig>;
@@ -204,6 +228,17 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
     budgets.push({ config: b, unit, limit, appliesTo: b.when ? celOrIssue(b.when, ['budgets', i, 'when'], at) : undefined });
   });
 
+  // Limits are ledger lines like budgets and share their key space: one id, one line.
+  const rateLimits: CompiledLimit[] = [];
+  config.rateLimits.forEach((l, i) => {
+    if (seenBudgets.has(l.id)) at(['rateLimits', i, 'id'], `duplicate id "${l.id}" (budgets and rate limits share ids)`);
+    seenBudgets.add(l.id);
+    l.tiers?.forEach((t, j) => {
+      if (!tierModels.has(t)) at(['rateLimits', i, 'tiers', j], `tier "${t}" is not declared under tiers`);
+    });
+    rateLimits.push(compileLimit(l, l.when ? celOrIssue(l.when, ['rateLimits', i, 'when'], at) : undefined));
+  });
+
   const rules: CompiledRule[] = [];
   const seenRules = new Set<string>();
   config.rules.forEach((r, i) => {
@@ -235,7 +270,7 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
     apiKeys.set(k.sha256, Object.freeze(k));
   });
 
-  return { config: deepFreeze(config), tiers, defaultTier, models, tierModels, hasTier: (name: string) => tierModels.has(name), budgets, rules, apiKeys };
+  return { config: deepFreeze(config), tiers, defaultTier, models, tierModels, hasTier: (name: string) => tierModels.has(name), budgets, rateLimits, rules, apiKeys };
 }
 
 function celOrIssue(src: string, path: PropertyKey[], at: (path: readonly PropertyKey[], message: string) => void): CelPredicate | undefined {

@@ -77,6 +77,44 @@ const budgetSchema = z
   .strict();
 export type BudgetConfig = z.infer<typeof budgetSchema>;
 
+/**
+ * A rate limit or concurrency cap: exactly one of `requestsPerSecond`, `requestsPerMinute`,
+ * `tokensPerMinute` or `concurrent`. Enforced in the same atomic store step as the budgets
+ * (docs/rate-limits.md): request and token limits over a sliding window of `buckets` buckets,
+ * the cap over the calls this scope has in flight.
+ */
+const rateLimitSchema = z
+  .object({
+    id,
+    description: z.string().optional(),
+    /**
+     * Whose calls share the limit: one line per key, user, team (each team of the caller),
+     * cost centre, application, tier or model served, or one for everyone (`global`).
+     */
+    scope: z.enum(['key', 'user', 'team', 'costCenter', 'application', 'tier', 'model', 'global']),
+    /** CEL over `principal`: the limit applies only where it is true. */
+    when: z.string().optional(),
+    /** The tiers this limit covers; without it, every tier. */
+    tiers: z.array(id).min(1).optional(),
+    requestsPerSecond: positiveInt.optional(),
+    requestsPerMinute: positiveInt.optional(),
+    /** Input plus output tokens: the worst case is reserved at admission, the actual usage settled. */
+    tokensPerMinute: positiveInt.optional(),
+    /** Calls in flight at once. */
+    concurrent: positiveInt.optional(),
+    /** Buckets of the sliding window (default 10 for a second, 12 for a minute); more is finer and costs a key each. */
+    buckets: z.number().int().min(1).max(60).optional(),
+    /** The retry time a concurrency refusal suggests, ms (a call in flight has no known end). */
+    retryAfterMs: positiveInt.max(3_600_000).default(1000),
+    /** What happens when the quota store is unreachable. */
+    failMode: z.enum(['closed', 'open']).default('closed'),
+  })
+  .strict()
+  .refine((l) => [l.requestsPerSecond, l.requestsPerMinute, l.tokensPerMinute, l.concurrent].filter((v) => v !== undefined).length === 1, {
+    message: 'give exactly one of requestsPerSecond, requestsPerMinute, tokensPerMinute, concurrent',
+  });
+export type RateLimitConfig = z.infer<typeof rateLimitSchema>;
+
 const ruleSchema = z
   .object({
     id,
@@ -180,6 +218,7 @@ export const policySchema = z
     /** OIDC issuers, protected resource metadata, delegation and OpenFGA (src/identity/config.ts). */
     identity: identitySchema.default(DEFAULT_IDENTITY),
     budgets: z.array(budgetSchema).default([]),
+    rateLimits: z.array(rateLimitSchema).default([]),
     rules: z.array(ruleSchema).default([]),
     limits: z
       .object({

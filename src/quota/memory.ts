@@ -71,7 +71,8 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
       const used = this.sum(line.readKeys);
       const reserved = this.reserved.get(line.reservedKey) ?? 0;
       if (used + reserved + line.amount > line.limit) {
-        return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount };
+        const buckets = line.readKeys.map((k) => this.sum([k]));
+        return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount, buckets };
       }
     }
     const expiresAt = this.now() + ttlMs;
@@ -259,6 +260,8 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
   private applyCharge(requestId: string, lines: EntryLine[], at = this.now()): void {
     this.drop(requestId);
     for (const line of lines) {
+      // A charge whose window has ended changes no counter (as on Redis); the journal still has it.
+      if (line.expiresAt <= at) continue;
       const counter = this.counters.get(line.usageKey);
       if (counter && counter.expiresAt > at) {
         counter.value += line.amount;

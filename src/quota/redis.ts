@@ -296,7 +296,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       dropRecord();
       throw asStoreError(failed.reason);
     }
-    const states = settled.slice(0, groups.length).flatMap((r) => (r as PromiseFulfilledResult<unknown>).value as [number, number, number][]);
+    const states = settled.slice(0, groups.length).flatMap((r) => (r as PromiseFulfilledResult<unknown>).value as [number, number, number, number[]?][]);
     const heldNow = ordered.filter((_, i) => states[i]![0] === 1).map((l) => l.reservedKey);
     const refusedAt = states.findIndex((s) => s[0] === 0);
     if (refusedAt >= 0 || states.some((s) => s[0] === 2)) {
@@ -311,8 +311,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       } else dropRecord();
       if (refusedAt < 0) return { ok: true };
       const line = ordered[refusedAt]!;
-      const [, used, reserved] = states[refusedAt]!;
-      return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount };
+      const [, used, reserved, buckets] = states[refusedAt]!;
+      return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount, buckets: buckets ?? [] };
     }
     this.remember(requestId, keys);
     return { ok: true };

@@ -327,8 +327,9 @@ end
  * (first line only; see recoveryInfo). The body is head .. line JSONs joined by ',' .. tail.
  * The reserve entry is appended only when every line was reserved; with "index it", each line's R
  * is added to IDX (the lines with open reservations, scored by their latest expiry) for the sweep.
- * Returns {per line {state, used, reserved}, events}: state 1 reserved now, 2 already reserved or
- * settled, 0 refused, 3 would fit but nothing was reserved because another line said 0 or 2.
+ * Returns {per line {state, used, reserved[, values of the read keys when refused]}, events}: state
+ * 1 reserved now, 2 already reserved or settled, 0 refused, 3 would fit but nothing was reserved
+ * because another line said 0 or 2.
  */
 export const RESERVE = script(
   'reserve',
@@ -350,6 +351,12 @@ for a = 12, #ARGV, 5 do
   end
   if state ~= 3 then blocked = true end
   out[#out + 1] = {state, used, reserved}
+  if state == 0 then
+    -- A refusal also says what each read key holds (a rate limit's retry time comes from them).
+    local vals = {}
+    for i = k + 4, k + n - 1 do vals[#vals + 1] = tonumber(redis.call('GET', KEYS[i])) or 0 end
+    out[#out][4] = vals
+  end
   local info = ARGV[a + 3] .. '\\n' .. idJson
   if ARGV[a + 4] ~= '' then info = info .. '\\n' .. ARGV[a + 4] end
   taken[#taken + 1] = {res, exp, inf, ARGV[a + 1], info}

@@ -34,7 +34,17 @@ export interface LineState {
 
 export type ReserveOutcome =
   | { ok: true }
-  | { ok: false; budgetId: string; subject: string; used: number; reserved: number; limit: number; requested: number };
+  | {
+      ok: false;
+      budgetId: string;
+      subject: string;
+      used: number;
+      reserved: number;
+      limit: number;
+      requested: number;
+      /** What each of the refusing line's `readKeys` holds, in order (a rate limit's retry time is worked out from them). */
+      buckets?: number[];
+    };
 
 /** A decision event as the journal holds it: opaque to the store, committed with the ledger change it explains. */
 export type DecisionRecord = Record<string, unknown>;

@@ -134,3 +134,18 @@ function resolveRolling(spec: Extract<WindowSpec, { rolling: unknown }>, now: nu
     expiresAt: current + spanMs + EXPIRY_SLACK_MS,
   };
 }
+
+/**
+ * A sliding window of `buckets` buckets covering `spanMs` (rate limits): usage is the sum of the
+ * buckets in range, the current one included. Bucket starts are multiples of the bucket length,
+ * so every replica agrees on them. A bucket key lives a minute past the moment it leaves the
+ * window, enough for replicas whose clocks differ a little.
+ */
+export function resolveSliding(spanMs: number, buckets: number, now: number): ResolvedWindow & { bucketMs: number; spanMs: number } {
+  const bucketMs = Math.max(1, Math.floor(spanMs / buckets));
+  const span = bucketMs * buckets;
+  const current = Math.floor(now / bucketMs) * bucketMs;
+  const readStarts: number[] = [];
+  for (let i = buckets - 1; i >= 0; i--) readStarts.push(current - i * bucketMs);
+  return { start: current, resetsAt: readStarts[0]! + span, readStarts, expiresAt: current + span + 60_000, bucketMs, spanMs: span };
+}

@@ -4,6 +4,7 @@
  * and what the context held at that moment. The step tests beside each step (src/pipeline/steps/*.test.ts)
  * build their contexts here.
  */
+import { NO_LIMITS } from '../../src/policy/limits.js';
 import { pino, type Logger } from 'pino';
 import { GatewayError } from '../../src/errors.js';
 import type { Next } from '../../src/pipeline/compose.js';
@@ -57,6 +58,7 @@ export function callContext(policy: Policy, init: Partial<Omit<CallContext, 'pol
     estimatedInputTokens: 0,
     lines: [],
     budgets: [],
+    limits: NO_LIMITS,
     attempts: [],
     ...init,
   };

@@ -5,6 +5,9 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { lineKeys } from '../../src/policy/budgets.js';
+import { limitLine } from '../../src/policy/limits.js';
+import { compileLimit } from '../../src/policy/load.js';
+import type { RateLimitConfig } from '../../src/policy/schema.js';
 import type { EntryBody, EntryLine } from '../../src/quota/journal.js';
 import type { DecisionRecord, LedgerLine, QuotaStore } from '../../src/quota/store.js';
 
@@ -127,6 +130,7 @@ export function quotaStoreContract(harness: StoreHarness): void {
         reserved: 30,
         limit: 100,
         requested: 20,
+        buckets: [60],
       });
     });
 
@@ -234,7 +238,7 @@ export function quotaStoreContract(harness: StoreHarness): void {
 
       // The rolling line (in the middle of the key order) refuses: 30 used + 75 > 100.
       const refused = await store!.reserve('r1', [line('alpha', 100, 10), rolling(100, 75), line('zeta', 100, 10, 'bob')], TTL);
-      expect(refused).toEqual({ ok: false, budgetId: 'rolling-3h', subject: 'ada', used: 30, reserved: 0, limit: 100, requested: 75 });
+      expect(refused).toEqual({ ok: false, budgetId: 'rolling-3h', subject: 'ada', used: 30, reserved: 0, limit: 100, requested: 75, buckets: [10, 20, 0] });
       expect(await store!.read([line('alpha', 100, 0), rolling(100, 0), line('zeta', 100, 0, 'bob')])).toEqual([
         { used: 5, reserved: 0 },
         { used: 30, reserved: 0 },
@@ -334,5 +338,57 @@ export function quotaStoreContract(harness: StoreHarness): void {
       await Promise.all(admitted.map((id, i) => replicas[i % 2]!.settle(id, [line('shared', 100, i + 1)])));
       expect(await replicas[1]!.read([line('shared', 100, 0)])).toEqual([{ used: 55, reserved: 0 }]);
     });
+  });
+
+  describe('rate limit lines', () => {
+    const limitOf = (config: Partial<RateLimitConfig>) =>
+      compileLimit({ id: 'lim', scope: 'user', retryAfterMs: 1000, failMode: 'closed', ...config } as RateLimitConfig);
+    const cap = (n: number, amount = 1): LedgerLine => ({ ...limitLine(limitOf({ id: 'inflight', concurrent: n }), 'ada', clock, prefix).line, amount });
+    const rpm = (n: number, amount = 1): LedgerLine => ({ ...limitLine(limitOf({ id: 'rpm', requestsPerMinute: n }), 'ada', clock, prefix).line, amount });
+
+    it('holds a concurrency cap across replicas and gives each slot back on settle and on release', async () => {
+      const replicas = open(3);
+      const outcomes = await Promise.all(Array.from({ length: 12 }, (_, i) => replicas[i % 3]!.reserve(`f${i}`, [cap(5)], TTL)));
+      const admitted = outcomes.flatMap((o, i) => (o.ok ? [`f${i}`] : []));
+      expect(admitted).toHaveLength(5);
+      expect(outcomes.find((o) => !o.ok)).toEqual({ ok: false, budgetId: 'inflight', subject: 'ada', used: 0, reserved: 5, limit: 5, requested: 1, buckets: [] });
+      // A settled call charges nothing to a cap: its slot is free again, and no counter is left.
+      await replicas[0]!.settle(admitted[0]!, [cap(5, 0)]);
+      await replicas[1]!.release(admitted[1]!);
+      expect(await replicas[2]!.read([cap(5)])).toEqual([{ used: 0, reserved: 3 }]);
+      expect((await replicas[2]!.reserve('g1', [cap(5)], TTL)).ok).toBe(true);
+      expect((await replicas[0]!.reserve('g2', [cap(5)], TTL)).ok).toBe(true);
+      expect((await replicas[1]!.reserve('g3', [cap(5)], TTL)).ok).toBe(false);
+    });
+
+    it('counts requests in a sliding window: refused with each bucket, admitted again once the window moved on', async () => {
+      const replicas = open(2);
+      const first = rpm(3);
+      for (let i = 0; i < 3; i++) {
+        expect((await replicas[i % 2]!.reserve(`q${i}`, [first], TTL)).ok).toBe(true);
+        await replicas[i % 2]!.settle(`q${i}`, [first]);
+      }
+      const refused = await replicas[1]!.reserve('q3', [first], TTL);
+      expect(refused).toMatchObject({ ok: false, budgetId: 'rpm', used: 3, reserved: 0, limit: 3, requested: 1 });
+      expect((refused as { buckets: number[] }).buckets).toHaveLength(12);
+      expect((refused as { buckets: number[] }).buckets.at(-1)).toBe(3);
+      // Still refused one bucket before the window has moved past the calls, admitted once it has.
+      clock += 55_000;
+      expect((await replicas[0]!.reserve('q4', [rpm(3)], TTL)).ok).toBe(false);
+      clock += 5_000;
+      expect(await replicas[0]!.reserve('q5', [rpm(3)], TTL)).toEqual({ ok: true });
+    });
+
+    if (!harness.keepsExpiredReservations) {
+      it('frees the slot of a dispatched call whose replica never settled it once its reservation expires', async () => {
+        const [store] = open();
+        expect((await store!.reserve('lost', [cap(1)], TTL)).ok).toBe(true);
+        await store!.dispatch('lost');
+        expect((await store!.reserve('next', [cap(1)], TTL)).ok).toBe(false);
+        clock += TTL + 1;
+        expect(await store!.reserve('next', [cap(1)], TTL)).toEqual({ ok: true });
+        expect(await store!.read([cap(1)])).toEqual([{ used: 0, reserved: 1 }]);
+      });
+    }
   });
 }

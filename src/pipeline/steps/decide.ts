@@ -14,7 +14,7 @@ export interface DecideStepOptions {
 /**
  * Reads the state of every budget that applies, then asks the pure policy decision what to do.
  * A deny stops the call here: nothing has been reserved, nothing is charged.
- * Reads: principal, request, policy. Writes: estimatedInputTokens, lines, budgets, decision.
+ * Reads: principal, request, policy. Writes: estimatedInputTokens, lines, limits, budgets, decision.
  */
 export function enforcePolicy(opts: DecideStepOptions): Middleware<CallContext> {
   return async function enforce(ctx, next) {
@@ -23,6 +23,7 @@ export function enforcePolicy(opts: DecideStepOptions): Middleware<CallContext> 
     // The provable bound on the input (src/providers/estimate.ts); the estimate step may count exactly.
     ctx.estimatedInputTokens = inputTokenBound(request);
     ctx.lines = opts.ledger.linesFor(policy, principal);
+    ctx.limits = opts.ledger.limitsFor(policy, principal);
     const states = await withStore(ctx, opts.ledger, (s) => s.read(ctx.lines.map((l) => l.line)));
     ctx.budgets = ctx.lines.map((l, i) => ({ budget: l.budget, subject: l.subject, resetsAt: l.resetsAt, ...states[i]! }));
     const decision = decide({ policy, principal, request, estimatedInputTokens: ctx.estimatedInputTokens, budgets: ctx.budgets, now: opts.now() });

@@ -1,6 +1,8 @@
 import { chargeLines } from '../../policy/budgets.js';
 import { costMicroUsd } from '../../providers/prices.js';
-import { admittedDecision, exhaustedDecision, exhaustedError, planCandidates, reportedShortfall, reservedLines, type Shortfall } from '../../policy/plan.js';
+import { candidateLimits, limitAmount, retryAt, type LimitLine } from '../../policy/limits.js';
+import { admittedDecision, exhaustedDecision, exhaustedError, inputTokensFor, outputCap, planCandidates, reportedShortfall, reservedLines, type Shortfall } from '../../policy/plan.js';
+import { GatewayError } from '../../errors.js';
 import type { QuotaStore } from '../../quota/store.js';
 import type { Middleware } from '../compose.js';
 import { admitted, type CallContext } from '../context.js';
@@ -12,6 +14,27 @@ function reservationMeta(ctx: CallContext, tier: string, model: string): Record<
   const p = ctx.principal;
   const units = Object.fromEntries(ctx.lines.map((l) => [l.budget.config.id, l.budget.unit === 'usd' ? 'micro_usd' : 'tokens']));
   return { transport: ctx.transport, user: p?.user, teams: p?.teams, costCenter: p?.costCenter, tier, model, policyVersion: ctx.policy.version, units };
+}
+
+/** The refusal of a call a rate limit or cap stopped: which limit, whose, and when to try again. */
+export function rateLimitedError(line: LimitLine, retryAt: number, remaining: number, now: number): GatewayError {
+  const { config, kind } = line.limit;
+  const retryAfterMs = Math.max(1, retryAt - now);
+  const what =
+    kind === 'concurrent'
+      ? `${line.limit.limit} calls in flight`
+      : `${line.limit.limit} ${kind} per ${line.spanMs === 1000 ? 'second' : 'minute'}`;
+  return new GatewayError('RATE_LIMITED', `Rate limit ${config.id} (${config.scope} ${line.subject}) allows ${what}; try again in ${Math.ceil(retryAfterMs / 1000)} s.`, {
+    limitId: config.id,
+    scope: config.scope,
+    subject: line.subject,
+    kind,
+    limit: line.limit.limit,
+    remaining,
+    windowMs: line.spanMs || undefined,
+    retryAfterMs,
+    retryAt: new Date(retryAt).toISOString(),
+  });
 }
 
 /** The lines charged more than they reserved, with the excess. */
@@ -28,25 +51,31 @@ export function overrunOf(reserved: readonly number[], charged: readonly number[
  * Tries the planner's candidates in order against the quota store, reserving the first one every
  * budget line can take, all lines at once. After the steps below it finish, charges what was
  * actually consumed and releases the rest, success or not.
- * Reads: decision, lines, budgets, estimatedInputTokens, inputTokens, request. Writes: reservation,
- * outputClamp, decision (a step down or a clamp), settling, charged, overrun (what was charged
+ * Rate limits and caps (`limits`) are reserved in the same store call as the budgets; a candidate
+ * subject to a limit that already refused is skipped, and when no candidate fits and a limit
+ * refused one, the call is RATE_LIMITED with the limit's retry time.
+ * Reads: decision, lines, limits, budgets, estimatedInputTokens, inputTokens, request. Writes: reservation,
+ * rateLimited, outputClamp, decision (a step down or a clamp), settling, charged, overrun (what was charged
  * beyond the reservation when the provider reported more than was reserved).
  */
 export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallContext> {
   const { ledger } = opts;
+  const now = ledger.now;
   return async function reserve(ctx, next) {
     const decided = ctx.decision;
     if (!decided || decided.effect === 'deny') throw new Error('reserve step ran without an allow decision');
     const { request } = admitted(ctx);
-    const candidates = planCandidates({
+    const planInput = {
       policy: ctx.policy,
       decision: decided,
       request,
       budgets: ctx.budgets,
       estimatedInputTokens: ctx.estimatedInputTokens,
       inputTokens: ctx.inputTokens,
-    });
-    if (ctx.lines.length === 0) {
+    };
+    const candidates = planCandidates(planInput);
+    const limited = ctx.limits.fixed.length > 0 || ctx.limits.perCandidate.length > 0;
+    if (ctx.lines.length === 0 && !limited) {
       ctx.reservation = { model: candidates[0]!.models[0]!, tier: decided.tier, amounts: [] };
       await next();
       return;
@@ -54,22 +83,42 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
 
     const ttlMs = ctx.policy.config.limits.reservationTtlSeconds * 1000;
     const shortfalls: Shortfall[] = [];
+    /** Limit lines that refused: a candidate subject to one of them is not tried. */
+    const blocked = new Set<string>();
     let holder: QuotaStore | undefined;
+    const at = now();
     for (const candidate of candidates) {
-      // Only the lines that cover the candidate's tier are reserved (and checked).
+      const limits = limited ? candidateLimits(ctx.limits, candidate.tier, candidate.models[0]!.ref, at, ledger.keyPrefix) : [];
+      if (limits.some((l) => blocked.has(l.line.reservedKey))) continue;
+      const worstTokens = Math.max(...candidate.models.map((m) => inputTokensFor(planInput, m) + outputCap(request.maxTokens, m, candidate.clamp)));
+      const held = limits.map((line) => ({ line, amount: limitAmount(line.limit, worstTokens) }));
+      // Only the lines that cover the candidate's tier are reserved (and checked), limits with them.
+      const lines = [...reservedLines(ctx.lines, candidate), ...held.map((h) => ({ ...h.line.line, amount: h.amount }))];
       const outcome = await withStore(ctx, ledger, (s) => {
         holder = s;
-        return s.reserve(ctx.id, reservedLines(ctx.lines, candidate), ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref));
+        return s.reserve(ctx.id, lines, ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref));
       });
       if (outcome.ok) {
         ctx.decision = admittedDecision(decided, candidate, shortfalls[0]);
         ctx.outputClamp = candidate.clamp;
-        ctx.reservation = { model: candidate.models[0]!, tier: candidate.tier, amounts: candidate.amounts };
+        ctx.reservation = { model: candidate.models[0]!, tier: candidate.tier, amounts: candidate.amounts, ...(held.length > 0 ? { limits: held } : {}) };
         break;
       }
-      shortfalls.push(outcome);
+      const limit = limits.find((l) => l.line.budgetId === outcome.budgetId && l.subject === outcome.subject);
+      if (limit) {
+        blocked.add(limit.line.reservedKey);
+        const retry = retryAt(limit, outcome, now());
+        const remaining = Math.max(0, outcome.limit - outcome.used - outcome.reserved);
+        if (!ctx.rateLimited || retry < ctx.rateLimited.retryAt) ctx.rateLimited = { line: limit, retryAt: retry, remaining };
+      } else shortfalls.push(outcome);
     }
     if (!ctx.reservation || !holder) {
+      // A limit that refused wins over a budget: once its window moves on, the call may be served.
+      if (ctx.rateLimited) {
+        const err = rateLimitedError(ctx.rateLimited.line, ctx.rateLimited.retryAt, ctx.rateLimited.remaining, now());
+        ctx.decision = { effect: 'deny', code: 'RATE_LIMITED', requestedTier: decided.requestedTier, requestedModel: decided.requestedModel, reason: err.message };
+        throw err;
+      }
       const reported = reportedShortfall(decided, shortfalls, ctx.budgets);
       const refusal = exhaustedDecision(decided, reported, ctx.budgets);
       ctx.decision = refusal;

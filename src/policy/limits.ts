@@ -1,0 +1,143 @@
+/**
+ * Rate limits and concurrency caps as ledger lines. A limit is one more line of the call's
+ * reservation, checked and taken in the same atomic store step as the budgets (one script on a
+ * Redis node, the memory store's one turn), with the store's own check `used + reserved + amount
+ * <= limit`:
+ *
+ * - requests per second or minute: the call reserves 1 and, once dispatched, is charged 1 in the
+ *   bucket of the moment it was admitted;
+ * - tokens per minute: the call reserves its worst case (input bound plus output cap, as a tokens
+ *   budget does) and is charged what it used;
+ * - calls in flight: the call reserves 1 and is charged nothing; the reservation is the count,
+ *   given back when the call settles, is released (cancelled, failed) or is closed by recovery.
+ *
+ * Request and token limits count over a sliding window made of buckets (src/quota/windows.ts
+ * `resolveSliding`): usage is the sum of the window's buckets plus the reservations in flight.
+ * docs/rate-limits.md says what that bounds and why it is not GCRA.
+ */
+import { principalView, type Principal } from '../identity/principal.js';
+import type { Usage } from '../providers/provider.js';
+import type { LedgerLine, ReserveOutcome } from '../quota/store.js';
+import { resolveSliding } from '../quota/windows.js';
+import { lineKeys } from './budgets.js';
+import type { CompiledLimit } from './load.js';
+
+/** One limit for one subject, resolved to its keys now; the amount is set per candidate. */
+export interface LimitLine {
+  limit: CompiledLimit;
+  subject: string;
+  /** Bucket starts, oldest first, matching `line.readKeys` (none for a cap). */
+  readStarts: number[];
+  spanMs: number;
+  line: Omit<LedgerLine, 'amount'>;
+}
+
+/** Whether a candidate of `tier` is subject to the limit. */
+export function limitCovers(limit: CompiledLimit, tier: string): boolean {
+  return limit.config.tiers === undefined || limit.config.tiers.includes(tier);
+}
+
+/** The subject of scope `key`: the API key's id, or for a token its issuer and user. */
+export function keySubject(p: Principal): string {
+  return p.authMethod === 'api_key' || p.authMethod === 'stdio_env' ? `key:${p.credentialId ?? p.user}` : `${p.authMethod}:${p.credentialId ?? ''}:${p.user}`;
+}
+
+function subjectsOf(limit: CompiledLimit, p: Principal): string[] {
+  switch (limit.config.scope) {
+    case 'key':
+      return [keySubject(p)];
+    case 'user':
+      return [p.user];
+    case 'team':
+      return p.teams;
+    case 'costCenter':
+      return p.costCenter ? [p.costCenter] : [];
+    case 'application':
+      return p.app ? [p.app] : [];
+    case 'global':
+      return ['*'];
+    default:
+      return [];
+  }
+}
+
+/** One limit line for `subject` at `now`. */
+export function limitLine(limit: CompiledLimit, subject: string, now: number, prefix: string): LimitLine {
+  const id = limit.config.id;
+  if (limit.kind === 'concurrent') {
+    // No usage counter: the reservations are the count. A charge of nothing lands nowhere (expired).
+    const keys = lineKeys(prefix, id, subject, [], 0);
+    return { limit, subject, readStarts: [], spanMs: 0, line: { budgetId: id, subject, limit: limit.limit, expiresAt: 0, ...keys } };
+  }
+  const w = resolveSliding(limit.spanMs, limit.buckets, now);
+  return { limit, subject, readStarts: w.readStarts, spanMs: w.spanMs, line: { budgetId: id, subject, limit: limit.limit, expiresAt: w.expiresAt, ...lineKeys(prefix, id, subject, w.readStarts, w.start) } };
+}
+
+/** The limits that apply to a principal: lines for the scopes it names, and the limits whose subject is the tier or model served. */
+export interface ApplicableLimits {
+  fixed: LimitLine[];
+  perCandidate: CompiledLimit[];
+}
+
+export const NO_LIMITS: ApplicableLimits = Object.freeze({ fixed: [], perCandidate: [] }) as ApplicableLimits;
+
+/** The limits that apply to `principal` now. A `when` that fails to evaluate applies the limit (fail safe). */
+export function applicableLimits(limits: readonly CompiledLimit[], principal: Principal, now: number, prefix: string): ApplicableLimits {
+  if (limits.length === 0) return NO_LIMITS;
+  const out: ApplicableLimits = { fixed: [], perCandidate: [] };
+  let view: { principal: Record<string, unknown> } | undefined;
+  for (const limit of limits) {
+    if (limit.appliesTo) {
+      view ??= { principal: principalView(principal) };
+      let applies = true;
+      try {
+        applies = limit.appliesTo(view);
+      } catch {
+        applies = true;
+      }
+      if (!applies) continue;
+    }
+    if (limit.config.scope === 'tier' || limit.config.scope === 'model') out.perCandidate.push(limit);
+    else for (const subject of subjectsOf(limit, principal)) out.fixed.push(limitLine(limit, subject, now, prefix));
+  }
+  return out;
+}
+
+/** The limit lines a candidate of `tier`, reserved on `model` first, is subject to. */
+export function candidateLimits(limits: ApplicableLimits, tier: string, model: string, now: number, prefix: string): LimitLine[] {
+  const out: LimitLine[] = [];
+  for (const l of limits.fixed) if (limitCovers(l.limit, tier)) out.push(l);
+  for (const limit of limits.perCandidate) {
+    if (limitCovers(limit, tier)) out.push(limitLine(limit, limit.config.scope === 'tier' ? tier : model, now, prefix));
+  }
+  return out;
+}
+
+/** What a call reserves on a limit line: 1 request or call, or its worst case in tokens. */
+export function limitAmount(limit: CompiledLimit, worstCaseTokens: number): number {
+  return limit.kind === 'tokens' ? worstCaseTokens : 1;
+}
+
+/** What a finished call is charged on a limit line: 1 request once dispatched, the tokens it used, nothing for a cap. */
+export function limitCharge(limit: CompiledLimit, usage: Usage | undefined, dispatched: boolean): number {
+  if (limit.kind === 'requests') return dispatched ? 1 : 0;
+  if (limit.kind === 'tokens') return usage ? usage.inputTokens + usage.outputTokens : 0;
+  return 0;
+}
+
+/**
+ * When a call refused by this line may be admitted, epoch ms. For a window: the moment enough of
+ * its oldest buckets have left it, counting the calls in flight as charged in the current bucket
+ * (they are charged in the bucket they were admitted in, at most that late); so a retry at that
+ * time fits if nothing else was admitted meanwhile. For a cap: the limit's suggested pause.
+ */
+export function retryAt(line: LimitLine, refusal: Extract<ReserveOutcome, { ok: false }>, now: number): number {
+  if (line.limit.kind === 'concurrent' || line.readStarts.length === 0) return now + line.limit.config.retryAfterMs;
+  const values = refusal.buckets ?? [];
+  let excess = refusal.used + refusal.reserved + refusal.requested - refusal.limit;
+  for (let j = 0; j < line.readStarts.length; j++) {
+    excess -= values[j] ?? 0;
+    if (excess <= 0) return Math.max(now + 1, line.readStarts[j]! + line.spanMs);
+  }
+  return Math.max(now + 1, line.readStarts[line.readStarts.length - 1]! + line.spanMs);
+}
