@@ -184,6 +184,7 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
     setWordDelay: (ms) => base.setWordDelay(ms),
     setEndDelay: (ms) => base.setEndDelay(ms),
     counts: base.counts,
+    inFlight: base.inFlight,
     reset: () => base.reset(),
     close: () => base.close(),
   };

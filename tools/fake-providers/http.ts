@@ -42,6 +42,8 @@ export interface FakeHttpServer {
   setWordDelay(ms: number): void;
   setEndDelay(ms: number): void;
   readonly counts: Readonly<RequestCounts>;
+  /** Requests between their arrival and the end of their exchange now, and the most at once since the start or the last reset. */
+  readonly inFlight: Readonly<{ now: number; max: number }>;
   reset(): void;
   close(): Promise<void>;
 }
@@ -53,6 +55,7 @@ const CUT_GRACE_MS = 100;
 export async function startFakeHttpServer(handle: FakeHandler): Promise<FakeHttpServer> {
   const requests: RecordedRequest[] = [];
   const counts: RequestCounts = { received: 0, completed: 0, aborted: 0 };
+  const inFlight = { now: 0, max: 0 };
   let faults: FakeFault[] = [];
   let latencyMs = 0;
   let wordDelayMs = 0;
@@ -72,6 +75,8 @@ export async function startFakeHttpServer(handle: FakeHandler): Promise<FakeHttp
   async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // Counted from arrival: a client that leaves while its body is still coming is an abort too.
     counts.received += 1;
+    inFlight.now += 1;
+    inFlight.max = Math.max(inFlight.max, inFlight.now);
     const born = generation;
     let record: RecordedRequest | undefined;
     let cutByFake = false;
@@ -80,6 +85,7 @@ export async function startFakeHttpServer(handle: FakeHandler): Promise<FakeHttp
       if (record) record.completed = true;
     });
     res.on('close', () => {
+      inFlight.now -= 1;
       if (record) record.answered = res.headersSent && res.statusCode === 200;
       if (res.writableFinished || cutByFake || closing) return;
       if (born === generation) counts.aborted += 1;
@@ -150,7 +156,9 @@ export async function startFakeHttpServer(handle: FakeHandler): Promise<FakeHttp
       endDelayMs = ms;
     },
     counts,
+    inFlight,
     reset() {
+      inFlight.max = inFlight.now;
       requests.length = 0;
       generation += 1;
       counts.received = counts.completed = counts.aborted = 0;

@@ -178,6 +178,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     setWordDelay: (ms) => base.setWordDelay(ms),
     setEndDelay: (ms) => base.setEndDelay(ms),
     counts: base.counts,
+    inFlight: base.inFlight,
     reset: () => base.reset(),
     close: () => base.close(),
   };

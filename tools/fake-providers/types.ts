@@ -63,6 +63,8 @@ export interface FakeProviderServer {
   setEndDelay(ms: number): void;
   /** Counts of every request received so far, aborted ones included. */
   readonly counts: Readonly<RequestCounts>;
+  /** Requests in flight now (arrived, exchange not ended) and the most at once since the start or the last reset (OpenAI and Anthropic fakes). */
+  readonly inFlight?: Readonly<{ now: number; max: number }>;
   /** Clears recorded requests and counts, queued faults, latency and delays. */
   reset(): void;
   close(): Promise<void>;
