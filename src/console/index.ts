@@ -75,7 +75,7 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
     const s = (req.res?.locals as Locals | undefined)?.console;
     const who = s ? { user: s.session.user, role: s.role, via: s.session.via, ...(s.session.keyId ? { keyId: s.session.keyId } : {}) } : {};
     try {
-      await gateway.store.recordAction?.(`console:${randomUUID()}`, { ...who, method: req.method, path: req.path, ...action });
+      await gateway.store.recordAction?.(`console:${randomUUID()}`, { ...who, method: req.method, path: req.originalUrl.split('?')[0], ...action });
       return true;
     } catch {
       return false;
@@ -96,7 +96,8 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
     res.set({
       'Content-Security-Policy': CONSOLE_CSP,
       'X-Content-Type-Options': 'nosniff',
-      'Referrer-Policy': 'no-referrer',
+      // same-origin, not no-referrer: with no-referrer Chromium sends `Origin: null` on the console's own form posts.
+      'Referrer-Policy': 'same-origin',
       'X-Frame-Options': 'DENY',
       'Cache-Control': 'no-store',
     });

@@ -107,7 +107,7 @@ export function refusalsPage(viewer: Viewer, range: DayRange, r: RefusalSummary)
       { head: 'time', cell: (x: RefusalSummary['recent'][number]) => x.at },
       { head: 'request', cell: (x: RefusalSummary['recent'][number]) => html`<a href="/console/requests/${encodeURIComponent(x.id)}">${x.id}</a>`, data: 'request' },
       { head: 'user', cell: (x: RefusalSummary['recent'][number]) => x.user || '-' },
-      { head: 'code', cell: (x: RefusalSummary['recent'][number]) => x.code },
+      { head: 'code', cell: (x: RefusalSummary['recent'][number]) => x.code, data: 'code' },
       { head: 'rule / budget', cell: (x: RefusalSummary['recent'][number]) => x.rule || x.budget || '-' },
       { head: 'reason', cell: (x: RefusalSummary['recent'][number]) => x.reason },
     ],

@@ -1,9 +1,14 @@
 /**
  * A local OIDC issuer for tests: serves its OpenID configuration and JWKS on 127.0.0.1 (Keycloak
  * paths), signs tokens with jose-generated keys, rotates keys, and counts JWKS fetches so tests
- * can see when the gateway went back for keys.
+ * can see when the gateway went back for keys. It also runs the authorization code flow with PKCE
+ * (RFC 6749 section 4.1, RFC 7636) as a real issuer does, without a login screen: the authorization
+ * endpoint signs in whoever `setLoginUser` names and redirects back with a one-time code; the
+ * token endpoint checks the code, client, redirect URI and S256 verifier and answers with an ID
+ * token (audience the client id, the flow's nonce) and an access token.
  */
-import { createServer, type Server } from 'node:http';
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 
@@ -43,6 +48,10 @@ export interface TestIssuer {
   rotate(opts?: { dropOld?: boolean; alg?: 'RS256' | 'ES256' }): Promise<SigningKey>;
   /** Answers each later JWKS fetch after `ms` (default 0): a slow identity provider. */
   setJwksDelay(ms: number): void;
+  /** The user the authorization endpoint signs in (claims of their ID token); none refuses with access_denied. */
+  setLoginUser(claims: Record<string, unknown> | undefined): void;
+  /** What the code flow's endpoints received, oldest first. */
+  readonly flow: { authorize: Record<string, string>[]; token: { params: Record<string, string>; status: number }[] };
   close(): Promise<void>;
 }
 
@@ -63,9 +72,60 @@ export async function startTestIssuer(realm = 'acme'): Promise<TestIssuer> {
   let jwksDelayMs = 0;
   const base = `/realms/${realm}`;
   const jwksPath = `${base}/protocol/openid-connect/certs`;
+  const authPath = `${base}/protocol/openid-connect/auth`;
+  const tokenPath = `${base}/protocol/openid-connect/token`;
   let origin = '';
+  let loginUser: Record<string, unknown> | undefined;
+  const flow: { authorize: Record<string, string>[]; token: { params: Record<string, string>; status: number }[] } = { authorize: [], token: [] };
+  const codes = new Map<string, { clientId: string; redirectUri: string; challenge: string; nonce?: string; claims: Record<string, unknown> }>();
+  const nowS = () => Math.floor(Date.now() / 1000);
+  const signWith = (claims: Record<string, unknown>) => {
+    const merged: Record<string, unknown> = { iss: `${origin}${base}`, iat: nowS(), exp: nowS() + 300, ...claims };
+    for (const [k, v] of Object.entries(merged)) if (v === undefined) delete merged[k];
+    return new SignJWT(merged).setProtectedHeader({ alg: current.alg, kid: current.kid, typ: 'JWT' }).sign(current.privateKey);
+  };
+
+  /** GET /auth: checks the request as an issuer would, then redirects back with a code (or an error). */
+  const authorize = (url: URL, res: import('node:http').ServerResponse) => {
+    const q = Object.fromEntries(url.searchParams);
+    flow.authorize.push(q);
+    if (!q.redirect_uri || !q.client_id) return void res.writeHead(400, { 'content-type': 'text/plain' }).end('missing client_id or redirect_uri');
+    const back = new URL(q.redirect_uri);
+    if (q.state) back.searchParams.set('state', q.state);
+    if (q.response_type !== 'code' || !q.code_challenge || q.code_challenge_method !== 'S256') back.searchParams.set('error', 'invalid_request');
+    else if (!loginUser) back.searchParams.set('error', 'access_denied');
+    else {
+      const code = randomBytes(16).toString('base64url');
+      codes.set(code, { clientId: q.client_id, redirectUri: q.redirect_uri, challenge: q.code_challenge, nonce: q.nonce, claims: loginUser });
+      back.searchParams.set('code', code);
+    }
+    res.writeHead(302, { location: back.toString() }).end();
+  };
+
+  /** POST /token: the code once, for the client and redirect URI it was issued to, with the verifier of its challenge. */
+  const token = async (req: IncomingMessage, res: import('node:http').ServerResponse) => {
+    let text = '';
+    for await (const chunk of req) text += chunk;
+    const params = Object.fromEntries(new URLSearchParams(text));
+    const answer = (status: number, body: Record<string, unknown>) => {
+      flow.token.push({ params, status });
+      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body));
+    };
+    if (params.grant_type !== 'authorization_code') return answer(400, { error: 'unsupported_grant_type' });
+    const grant = params.code ? codes.get(params.code) : undefined;
+    if (params.code) codes.delete(params.code);
+    if (!grant || grant.clientId !== params.client_id || grant.redirectUri !== params.redirect_uri) return answer(400, { error: 'invalid_grant' });
+    const challenge = createHash('sha256').update(params.code_verifier ?? '').digest('base64url');
+    if (challenge !== grant.challenge) return answer(400, { error: 'invalid_grant', error_description: 'PKCE verification failed' });
+    const idToken = await signWith({ aud: grant.clientId, azp: grant.clientId, nonce: grant.nonce, ...grant.claims });
+    const accessToken = await signWith({ aud: 'account', azp: grant.clientId, ...grant.claims });
+    answer(200, { access_token: accessToken, token_type: 'Bearer', expires_in: 300, id_token: idToken });
+  };
 
   const server: Server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://issuer');
+    if (req.method === 'GET' && url.pathname === authPath) return authorize(url, res);
+    if (req.method === 'POST' && url.pathname === tokenPath) return void token(req, res);
     if (req.method === 'GET' && req.url === jwksPath) {
       fetches += 1;
       const body = JSON.stringify({ keys: published.map((k) => k.publicJwk) });
@@ -76,7 +136,18 @@ export async function startTestIssuer(realm = 'acme'): Promise<TestIssuer> {
     }
     if (req.method === 'GET' && req.url === `${base}/.well-known/openid-configuration`) {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ issuer: `${origin}${base}`, jwks_uri: `${origin}${jwksPath}` }));
+      res.end(
+        JSON.stringify({
+          issuer: `${origin}${base}`,
+          jwks_uri: `${origin}${jwksPath}`,
+          authorization_endpoint: `${origin}${authPath}`,
+          token_endpoint: `${origin}${tokenPath}`,
+          response_types_supported: ['code'],
+          grant_types_supported: ['authorization_code'],
+          code_challenge_methods_supported: ['S256'],
+          id_token_signing_alg_values_supported: ['RS256', 'ES256'],
+        }),
+      );
       return;
     }
     res.writeHead(404).end();
@@ -84,7 +155,6 @@ export async function startTestIssuer(realm = 'acme'): Promise<TestIssuer> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const issuer = `${origin}${base}`;
-  const nowS = () => Math.floor(Date.now() / 1000);
 
   return {
     issuer,
@@ -112,6 +182,10 @@ export async function startTestIssuer(realm = 'acme'): Promise<TestIssuer> {
     setJwksDelay(ms) {
       jwksDelayMs = ms;
     },
+    setLoginUser(claims) {
+      loginUser = claims;
+    },
+    flow,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
