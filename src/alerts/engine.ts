@@ -89,7 +89,10 @@ export class AlertEngine implements EventSink {
       return;
     }
     this.queue.push(event);
-    if (!this.pumping) this.pumping = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.pump());
+    // Started as a microtask, not on a later turn of the event loop: calls that never leave it (an
+    // in-process store and provider) would otherwise fill the queue before it ever ran. The call
+    // that emitted has already been answered or is not waiting on this.
+    if (!this.pumping) this.pumping = Promise.resolve().then(() => this.pump());
   }
 
   stats(): AlertStats {

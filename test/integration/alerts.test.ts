@@ -16,6 +16,7 @@ import { Deliverer } from '../../src/alerts/deliver.js';
 import { GatewayError } from '../../src/errors.js';
 import { buildRuntime, settingsFromEnv, type Runtime } from '../../src/main.js';
 import { parsePolicy, PolicyError } from '../../src/policy/load.js';
+import type { Provider } from '../../src/providers/provider.js';
 import { readSegment, segmentFiles } from '../../src/quota/fileJournal.js';
 import type { EntryBody } from '../../src/quota/journal.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
@@ -72,6 +73,8 @@ alerts:
     - { id: team-thresholds, budgets: [team-daily], thresholds: [50, "80%", 100], notify: [finops] }
   refusals:
     - { id: exhausted-spike, codes: [BUDGET_EXHAUSTED], per: user, count: 3, window: { minutes: 10 }, notify: [finops] }
+  overruns:
+    - { id: overruns, notify: [finops] }
   delivery: ${opts.delivery ?? '{ attempts: 3, backoffMs: 5, maxBackoffMs: 20 }'}
 `;
 }
@@ -211,6 +214,49 @@ describe('alerts on the embedded journal', () => {
     }
     await settled(rt);
     expect(thresholdsOf(hook.received).sort()).toEqual(['data@50', 'platform@50']);
+  });
+
+  it('fires an overrun when a provider bills more than was reserved, and every threshold the charge jumped', async () => {
+    const hook = await startReceiver();
+    closers.push(hook.close);
+    const rt = await runtimeFor(alertPolicy(hook), { now: () => DAY1 });
+    closers.push(() => rt.close());
+    // A provider that reports 120 input tokens for any prompt: far beyond what admission reserved.
+    const liar: Provider = {
+      name: 'demo',
+      kind: 'demo',
+      complete: async (req) => ({ text: 'ok', model: req.model, usage: { inputTokens: 120, outputTokens: 1 }, stopReason: 'end_turn' }),
+      stream: async (req) => ({ text: 'ok', model: req.model, usage: { inputTokens: 120, outputTokens: 1 }, stopReason: 'end_turn' }),
+    };
+    rt.gateway.replacePolicy(rt.gateway.policy, new Map([['demo', liar]]));
+    expect(await spend(rt)).toBe('ok');
+    await settled(rt);
+    const got = bodies(hook.received);
+    expect(got.filter((a) => a.kind === 'budget_threshold').map((a) => a.threshold)).toEqual([50, 80, 100]);
+    const overrun = got.find((a) => a.kind === 'budget_overrun')!;
+    expect(overrun).toMatchObject({
+      id: `overrun:overruns:team-daily:platform:${Date.parse('2026-11-25T00:00:00.000Z')}`,
+      alert: 'overruns',
+      subject: { scope: 'team', id: 'platform' },
+      overrun: { unit: 'tokens' },
+    });
+    expect(overrun.overrun!.amount).toBeGreaterThan(0);
+    expect(overrun.overrun!.amount).toBeLessThan(121);
+    expect(got).toHaveLength(4);
+  });
+
+  it('keeps up with calls that never leave the event loop (in-process store and provider) within a queue of 2', async () => {
+    const hook = await startReceiver();
+    closers.push(hook.close);
+    const rt = await runtimeFor(alertPolicy(hook, { delivery: '{ attempts: 3, backoffMs: 5, maxBackoffMs: 20, maxQueue: 2 }' }), { now: () => DAY1 });
+    closers.push(() => rt.close());
+    for (let i = 0; i < 10; i++) {
+      await spend(rt, KEYS.alice);
+      await spend(rt, KEYS.carol);
+    }
+    await settled(rt);
+    expect(rt.alerts!.stats().dropped).toBe(0);
+    expect(thresholdsOf(hook.received).sort()).toEqual(['data@100', 'data@50', 'data@80', 'platform@100', 'platform@50', 'platform@80']);
   });
 
   it('sends a Slack incoming-webhook message: text and blocks, with Slack markup escaped', async () => {

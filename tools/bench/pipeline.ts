@@ -3,7 +3,11 @@
  * settle and one decision event to a file, with no HTTP or MCP around it. Prints the CPU time per
  * enforced call, the part of a call's cost that is tollgate's own.
  *
- *   npm run bench:pipeline -- [--calls 20000] [--concurrency 32] [--redis redis://127.0.0.1:6379]
+ *   npm run bench:pipeline -- [--calls 20000] [--concurrency 32] [--redis redis://127.0.0.1:6379] [--alerts]
+ *
+ * --alerts adds threshold alerts on every budget (never reached, so each charge is read against its
+ * thresholds and nothing fires) and a refusal-spike alert: the cost of evaluating alerts, which runs
+ * in the same process after each settlement and so shows in its CPU time.
  *
  * With Redis it also prints the journal's size after the run (entries, MEMORY USAGE of its streams).
  *
@@ -25,6 +29,7 @@ const { values } = parseArgs({
     calls: { type: 'string', default: '20000' },
     concurrency: { type: 'string', default: '32' },
     redis: { type: 'string' },
+    alerts: { type: 'boolean', default: false },
   },
 });
 const CALLS = Number(values.calls);
@@ -51,11 +56,19 @@ rules:
     message: no credentials in prompts
 `;
 
+const ALERTS = `
+egress: { allow: ["127.0.0.1:9"] }
+alerts:
+  webhooks: [{ id: sink, url: "http://127.0.0.1:9/never" }]
+  budgets: [{ id: thresholds, thresholds: [50, 80, 100], notify: [sink] }]
+  refusals: [{ id: spike, count: 100, window: { minutes: 10 }, notify: [sink] }]
+`;
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-pipeline-'));
   const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
   const settings = settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_KEY_PREFIX: prefix, ...(values.redis ? { REDIS_URL: values.redis } : {}) });
-  const runtime = await buildRuntime(settings, { policy: parsePolicy(POLICY, 'pipeline-bench.yaml') });
+  const runtime = await buildRuntime(settings, { policy: parsePolicy(values.alerts ? POLICY + ALERTS : POLICY, 'pipeline-bench.yaml') });
   const gateway = runtime.gateway;
   const principal = { user: 'bench-user', teams: ['bench-team'], costCenter: 'cc-bench', groups: ['employees'], roles: [], authMethod: 'api_key' as const, credentialId: 'bench' };
   const args = { prompt: 'Summarise the quarterly report in three lines', max_tokens: 64 };
@@ -69,9 +82,12 @@ async function main(): Promise<void> {
       await Promise.all(Array.from({ length: width }, async () => {
         while (next++ < CALLS) await one();
       }));
+      // Settlements and alert evaluation finish after the answers: their CPU belongs to the calls.
+      await gateway.idle();
+      await runtime.alerts?.idle();
       const cpu = process.cpuUsage(cpu0);
       const wall = performance.now() - t0;
-      process.stdout.write(`${label.padEnd(14)} ${CALLS} calls (${runtime.gateway.store.kind} store): ${(((cpu.user + cpu.system) / CALLS)).toFixed(1)} µs CPU per call, ${((wall * 1000) / CALLS).toFixed(1)} µs wall per call\n`);
+      process.stdout.write(`${label.padEnd(14)} ${CALLS} calls (${runtime.gateway.store.kind} store${values.alerts ? ', alerts' : ''}): ${(((cpu.user + cpu.system) / CALLS)).toFixed(1)} µs CPU per call, ${((wall * 1000) / CALLS).toFixed(1)} µs wall per call\n`);
     }
     if (values.redis) await journalSize(values.redis, prefix, 2000 + 2 * CALLS);
   } finally {
