@@ -194,7 +194,8 @@ export async function rollupDecisions(decisions: Decisions, range: TimeRange): P
   const charges = new Map<string, BudgetCharge>();
   for await (const d of decisions) {
     if (!inRange(d.at, range)) continue;
-    addToRollups(rows, d.event, d.at);
+    // A dry run (estimate, token count) is not a call and charges nothing: as in the Redis rollups.
+    if (d.event['tollgate.dry_run'] === undefined) addToRollups(rows, d.event, d.at);
     for (const c of d.charges) {
       let b = charges.get(c.budgetId);
       if (!b) charges.set(c.budgetId, (b = { budgetId: c.budgetId, unit: c.unit ?? 'tokens', amount: 0 }));
@@ -242,14 +243,14 @@ function refusalValues(e: DecisionEvent, dim: RefusalDimension): string[] {
   }
 }
 
-/** Refused calls (outcome `refused`) counted by the dimensions asked; `team` counts a refusal under each of the caller's teams. */
+/** Refused calls (outcome `refused`; dry runs are not calls) counted by the dimensions asked; `team` counts a refusal under each of the caller's teams. */
 export async function refusalReport(decisions: Decisions, by: readonly RefusalDimension[], range: TimeRange): Promise<{ rows: RefusalRow[]; total: number; notes: string[] }> {
   const rows = new Map<string, RefusalRow>();
   let total = 0;
   let multiTeam = false;
   for await (const d of decisions) {
     const e = d.event;
-    if (e.outcome !== 'refused' || !inRange(d.at, range)) continue;
+    if (e.outcome !== 'refused' || e['tollgate.dry_run'] !== undefined || !inRange(d.at, range)) continue;
     total += 1;
     if ((e['user.teams']?.length ?? 0) > 1) multiTeam = true;
     let combos: Partial<Record<RefusalDimension, string>>[] = [{}];

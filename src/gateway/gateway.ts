@@ -29,13 +29,16 @@ import { authenticate } from '../pipeline/steps/authenticate.js';
 import { checkRelationships } from '../pipeline/steps/authorize.js';
 import { enforcePolicy } from '../pipeline/steps/decide.js';
 import { dispatchToProvider } from '../pipeline/steps/dispatch.js';
+import { countInput } from '../pipeline/steps/count.js';
 import { estimateInput } from '../pipeline/steps/estimate.js';
 import { meter } from '../pipeline/steps/meter.js';
 import { reserveAndSettle } from '../pipeline/steps/reserve.js';
+import { predictAdmission } from '../pipeline/steps/predict.js';
 import { validate } from '../pipeline/steps/validate.js';
+import { estimateResult, tokenCountResult, type EstimateResult, type TokenCountResult } from './dryRun.js';
 import { PolicyRuntime } from './policyRuntime.js';
 
-export type { BudgetView };
+export type { BudgetView, EstimateResult, TokenCountResult };
 
 export interface GatewayOptions {
   policy: Policy;
@@ -88,6 +91,8 @@ export class Gateway {
   private readonly run: (ctx: CallContext) => Promise<void>;
   private readonly identify: (ctx: CallContext) => Promise<void>;
   private readonly record: (ctx: CallContext) => Promise<void>;
+  private readonly estimateRun: (ctx: CallContext) => Promise<void>;
+  private readonly countRun: (ctx: CallContext) => Promise<void>;
   private readonly now: () => number;
 
   constructor(private readonly opts: GatewayOptions) {
@@ -102,16 +107,18 @@ export class Gateway {
     // A refusal at the edge is attributed when the caller was already authenticated there; it never proves a credential anew.
     const attributed: Middleware<CallContext> = (ctx, next) => (ctx.credential?.verified ? authenticated(ctx, next) : next());
     this.record = compose<CallContext>([metered, attributed, validate()]);
+    const providerFor = (policy: Policy, name: string) => this.runtime.providerFor(policy, name);
+    const admission = [metered, authenticated, validate(), checkRelationships({ now: this.now }), enforcePolicy({ ledger: this.ledger, now: this.now })];
+    const estimated = estimateInput({ providerFor });
     this.run = compose<CallContext>([
-      metered,
-      authenticated,
-      validate(),
-      checkRelationships({ now: this.now }),
-      enforcePolicy({ ledger: this.ledger, now: this.now }),
-      estimateInput({ providerFor: (policy, name) => this.runtime.providerFor(policy, name) }),
+      ...admission,
+      estimated,
       reserveAndSettle({ ledger: this.ledger }),
-      dispatchToProvider({ providerFor: (policy, name) => this.runtime.providerFor(policy, name), dispatched: (ctx) => this.ledger.dispatched(ctx), now: this.now }),
+      dispatchToProvider({ providerFor, dispatched: (ctx) => this.ledger.dispatched(ctx), now: this.now }),
     ]);
+    // Dry runs: the same steps up to the reservation, which is planned and not made (estimate), or replaced by a count.
+    this.estimateRun = compose<CallContext>([...admission, estimated, predictAdmission({ providerFor })]);
+    this.countRun = compose<CallContext>([...admission, countInput({ providerFor })]);
   }
 
   /** The policy new calls start under. */
@@ -163,6 +170,32 @@ export class Gateway {
         }),
       ),
     };
+  }
+
+  /**
+   * What a completion would get now, without making it: the call's own steps up to the
+   * reservation, whose candidates are checked against the budgets read and not reserved. Journaled
+   * as an `estimate` decision event that charges nothing. A refusal the call would meet (a rule, a
+   * budget) is the answer, not an error; the estimate itself throws only when it cannot be made
+   * (authentication, invalid arguments, authorization, an unreachable store).
+   */
+  async estimate(call: CallRequest): Promise<EstimateResult> {
+    const ctx = this.context(call, 'estimate');
+    await this.estimateRun(ctx);
+    if (!ctx.decision || !ctx.request) throw new GatewayError('INTERNAL', 'estimate finished without a decision');
+    return estimateResult(ctx);
+  }
+
+  /**
+   * The input tokens a completion would be billed for on the model that would serve it, through
+   * the call's own steps up to the decision (a refusal there refuses the count), then counted
+   * instead of reserved. Journaled as a `count_tokens` decision event that charges nothing.
+   */
+  async countTokens(call: CallRequest): Promise<TokenCountResult> {
+    const ctx = this.context(call, 'count_tokens');
+    await this.countRun(ctx);
+    if (!ctx.tokenCount) throw new GatewayError('INTERNAL', 'count finished without a count');
+    return tokenCountResult(ctx);
   }
 
   /**

@@ -18,7 +18,9 @@ import { anthropicCodec } from './anthropicCompat.js';
 import { authEdge, credentialOf } from './authMetadata.js';
 import { BudgetHeaderReader } from './budgetHeaders.js';
 import { bodyError, compatRouter } from './compat.js';
+import { dryRunRouter } from './dryRuns.js';
 import { markRecorded, recordEdgeRefusals, recordUnparseable, recordUnread } from './edgeRefusals.js';
+import { modelsRouter } from './models.js';
 import { openaiCodec } from './openaiCompat.js';
 import { mcpRouter } from './mcpRoutes.js';
 import { answerNotFound, SERVED_ENDPOINTS } from './notFound.js';
@@ -98,6 +100,8 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
 
   // Every other way in: same credentials, same body limit, same gateway (one store, one policy).
   // Mounted after /mcp, the busiest route, so that MCP requests do not walk their routers first.
+  app.use(modelsRouter(gateway));
+  app.use(dryRunRouter(gateway, json, opts.maxBodyBytes));
   app.use(compatRouter(gateway, openaiCodec, json, opts.maxBodyBytes));
   app.use(compatRouter(gateway, anthropicCodec, json, opts.maxBodyBytes));
   app.use(

@@ -1,5 +1,5 @@
 /**
- * The MCP face of the gateway: tools `complete`, `list_models` and `my_budget`. A Server is never
+ * The MCP face of the gateway: tools `complete`, `estimate`, `list_models` and `my_budget`. A Server is never
  * shared between clients (sharing leaks responses between them): stdio makes one for its one
  * client, the HTTP edge one per request. Refusals come back as tool errors (`isError`) with the
  * stable code first in the text and in `_meta`.
@@ -20,9 +20,9 @@ import {
 import { z } from 'zod';
 import { asGatewayError, GatewayError } from '../errors.js';
 import type { BudgetView } from '../call/budget.js';
-import type { Gateway } from '../gateway/gateway.js';
+import type { EstimateResult, Gateway } from '../gateway/gateway.js';
 import type { Credential, TransportName } from '../pipeline/context.js';
-import { completeArgs, completeResult, listModelsResult, myBudgetResult } from './tools/schemas.js';
+import { completeArgs, completeResult, estimateResult, listModelsResult, myBudgetResult } from './tools/schemas.js';
 
 export type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 
@@ -64,6 +64,14 @@ const TOOLS: Tool[] = [
       'Sends messages to a model through the company gateway. The call is charged to your budgets; when a budget runs low it is served one tier down, and it is refused when a budget is exhausted or a policy rule forbids it. Returns the text with the model served, usage, cost and budget remaining.',
     inputSchema: jsonSchema(completeArgs, 'input'),
     outputSchema: jsonSchema(completeResult, 'output'),
+  },
+  {
+    name: 'estimate',
+    title: 'Estimate a call before making it',
+    description:
+      'Takes the same arguments as complete and says what that call would get now, without making it or reserving anything: allowed, served one tier down or refused (with the rule or budget), the model and tier that would serve, the most output it could produce, what it would reserve on each budget, its cost range in USD and what each budget would have left. Plan before you spend.',
+    inputSchema: jsonSchema(completeArgs, 'input'),
+    outputSchema: jsonSchema(estimateResult, 'output'),
   },
   {
     name: 'list_models',
@@ -114,6 +122,10 @@ export function createMcpServer(opts: McpServerOptions): Server {
     let budgets: BudgetView[] | undefined;
     try {
       const credential = opts.credentialFor(extra);
+      if (name === 'estimate') {
+        const estimate = await opts.gateway.estimate({ credential, args: { raw: req.params.arguments }, transport: opts.transport, signal: extra.signal });
+        return ok({ ...estimate }, estimateText(estimate));
+      }
       if (name !== 'complete') {
         const { principal } = await opts.gateway.authenticate(credential, { transport: opts.transport });
         if (name === 'list_models') {
@@ -147,4 +159,12 @@ export function createMcpServer(opts: McpServerOptions): Server {
     }
   });
   return server;
+}
+
+/** The estimate in one line for the tool's text content. */
+function estimateText(e: EstimateResult): string {
+  const d = e.decision;
+  if (d.effect === 'deny') return `Would be refused (${d.code}): ${d.reason}`;
+  const cost = e.costUsd ? `, $${e.costUsd.min.toFixed(6)} to $${e.costUsd.max.toFixed(6)}` : '';
+  return `Would be served by ${e.model} (tier ${d.tier}${d.effect === 'tier_down' ? ', one or more tiers down' : ''}), up to ${e.maxTokens} output tokens${cost}: ${d.reason}`;
 }

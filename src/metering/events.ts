@@ -71,6 +71,25 @@ export interface DecisionEvent {
   'tollgate.store_error'?: 'unavailable' | 'fail_open';
   /** Who wrote the charge: the call itself, or recovery after its process died (charged at the reservation). */
   'tollgate.settled_by'?: 'call' | 'recovery';
+  /**
+   * A dry run, not a call: an `estimate` (what a call would get now) or a `count_tokens`. It
+   * reserves nothing, reaches no provider except to count, and charges nothing; usage reports,
+   * FOCUS exports and the decision metrics leave it out. Absent on calls.
+   */
+  'tollgate.dry_run'?: 'estimate' | 'count_tokens';
+  /**
+   * An estimate's answer (`effect` is the decision the call would get, `outcome` says the estimate
+   * was answered): the refusal code the call would meet, what it would reserve on each budget line
+   * (in the line's unit), the output tokens it could produce, and its cost range in USD.
+   */
+  'tollgate.estimate'?: {
+    code?: string;
+    reserve: { budget: string; subject: string; amount: number; unit: string }[];
+    max_tokens?: number;
+    cost_usd?: { min: number; max: number };
+  };
+  /** A count_tokens answer: the model counted for, the input tokens, and whether the count is exact or admission's bound. */
+  'tollgate.token_count'?: { model: string; tokens: number; exact: boolean };
   'gen_ai.prompt'?: unknown;
   'gen_ai.completion'?: string;
 }

@@ -96,7 +96,7 @@ export function aggregateUsage(events: Iterable<DecisionEvent>, filter: ExportFi
   const seen = new Set<string>();
   const groups = new Map<string, UsageGroup>();
   for (const e of events) {
-    if (e.outcome === 'refused') continue;
+    if (e.outcome === 'refused' || e['tollgate.dry_run'] !== undefined) continue;
     const t = Date.parse(e.time);
     if (!(t >= filter.from && t < filter.to)) continue;
     const input = e['gen_ai.usage.input_tokens'];

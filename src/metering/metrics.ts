@@ -137,7 +137,19 @@ export function createMetrics(opts: MetricsOptions = {}): GatewayMetrics {
     registers,
   });
 
+  const dryRuns = new Counter({
+    name: 'tollgate_dry_runs_total',
+    help: 'Dry runs (estimate, count_tokens), which charge nothing, by kind, the effect the call would get, outcome and error code.',
+    labelNames: ['kind', 'effect', 'outcome', 'error_code'] as const,
+    registers,
+  });
+
   function record(e: DecisionEvent): void {
+    const dryRun = e['tollgate.dry_run'];
+    if (dryRun) {
+      dryRuns.inc({ kind: dryRun, effect: e.effect, outcome: e.outcome, error_code: e['error.code'] ?? '' });
+      return;
+    }
     decisions.inc({
       effect: e.effect,
       outcome: e.outcome,

@@ -12,7 +12,7 @@ import type { BudgetLine } from '../policy/budgets.js';
 import type { ApplicableLimits, LimitLine } from '../policy/limits.js';
 import type { BudgetState, Decision } from '../policy/decide.js';
 import type { ModelInfo, Policy } from '../policy/load.js';
-import { outputCap, type OutputClamp } from '../policy/plan.js';
+import { outputCap, type Candidate, type OutputClamp } from '../policy/plan.js';
 import type { Usage } from '../providers/provider.js';
 import type { QuotaStore } from '../quota/store.js';
 
@@ -53,8 +53,25 @@ export interface CallArguments {
   rejected?: GatewayError;
 }
 
-/** Whether the context is a completion or only an authentication at the edge (recorded only when refused). */
-export type CallPurpose = 'complete' | 'authenticate';
+/**
+ * What the context is for: a completion; only an authentication at the edge (recorded only when
+ * refused); or a dry run that goes through admission without reserving or dispatching: `estimate`
+ * (what a call would get now) or `count_tokens` (the input a call would be billed for).
+ */
+export type CallPurpose = 'complete' | 'authenticate' | 'estimate' | 'count_tokens';
+
+/** A dry run's kind, as its decision event names it (`tollgate.dry_run`). */
+export type DryRun = Extract<CallPurpose, 'estimate' | 'count_tokens'>;
+
+/** What the reserve step would reserve now: the planner's first candidate that fits the budgets read (an estimate). */
+export interface Prediction {
+  /** Absent when the call would be refused. */
+  candidate?: Candidate;
+  /** The cost range of the candidate, in micro-dollars: least input and no output, to the reservation's worst case. */
+  costMicroUsd?: { min: number; max: number };
+  /** Exact input counts by model ref for the cost range's low end (the estimate step's, or made for it). */
+  counted: Map<string, number>;
+}
 
 export interface CallContext {
   readonly id: string;
@@ -106,6 +123,10 @@ export interface CallContext {
   rateLimited?: { line: LimitLine; retryAt: number; remaining: number };
   /** Max tokens lowered to what the remaining budget can pay for, and the budget that set it. */
   outputClamp?: OutputClamp;
+  /** Set by the predict step of an estimate, which reserves nothing. */
+  prediction?: Prediction;
+  /** Set by the count step of a count_tokens dry run: the model the call would be served by and its input. */
+  tokenCount?: { model: ModelInfo; tokens: number; exact: boolean };
   attempts: Attempt[];
   /** The model that served the call and what it returned. */
   served?: { model: ModelInfo; responseModel: string; text: string; stopReason?: string };

@@ -9,6 +9,7 @@ import type { DecisionEvent } from '../metering/events.js';
 import type { EntryLine } from '../quota/journal.js';
 import { policySecrets, scrubSecrets, scrubValue } from '../metering/redact.js';
 import { looksLikeJwt } from '../identity/jwt.js';
+import { outputCap } from '../policy/plan.js';
 import { callOutputCap, reservedInputTokens, type CallContext } from './context.js';
 
 /** Builds the decision event from a finished call context. */
@@ -86,6 +87,9 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
     'tollgate.upstream_ms': ctx.upstreamMs,
     'tollgate.store_error': ctx.storeError,
     'tollgate.settled_by': ctx.charged ? 'call' : undefined,
+    'tollgate.dry_run': ctx.purpose === 'estimate' || ctx.purpose === 'count_tokens' ? ctx.purpose : undefined,
+    'tollgate.estimate': ctx.purpose === 'estimate' && !ctx.error && d ? estimateOf(ctx) : undefined,
+    'tollgate.token_count': ctx.tokenCount ? { model: ctx.tokenCount.model.ref, tokens: ctx.tokenCount.tokens, exact: ctx.tokenCount.exact } : undefined,
   };
   if (ctx.policy.config.metering.logPrompts) {
     // Logged on request only, and even then without the credentials a prompt may carry.
@@ -93,6 +97,21 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
     event['gen_ai.completion'] = scrubText(ctx.served?.text, secrets);
   }
   return event;
+}
+
+/** What an estimate answered: the refusal the call would meet, or what it would reserve and cost. */
+function estimateOf(ctx: CallContext): NonNullable<DecisionEvent['tollgate.estimate']> {
+  const d = ctx.decision!;
+  const c = ctx.prediction?.candidate;
+  const cost = ctx.prediction?.costMicroUsd;
+  return {
+    code: d.effect === 'deny' ? d.code : undefined,
+    reserve: c
+      ? c.lines.map((i) => ({ budget: ctx.lines[i]!.budget.config.id, subject: ctx.lines[i]!.subject, amount: c.amounts[i]!, unit: ctx.lines[i]!.budget.unit === 'usd' ? 'micro_usd' : 'tokens' }))
+      : [],
+    max_tokens: c && ctx.request ? Math.max(...c.models.map((m) => outputCap(ctx.request!.maxTokens, m, c.clamp))) : undefined,
+    cost_usd: cost ? { min: cost.min / 1e6, max: cost.max / 1e6 } : undefined,
+  };
 }
 
 function scrubText(text: string | undefined, secrets: readonly string[]): string | undefined {

@@ -128,7 +128,8 @@ export function entryLine(l: LedgerLine): EntryLine {
  * the set of their teams, so summing any dimension never counts a call twice. Metrics:
  * `calls` (every decision event), `input_tokens`, `output_tokens`, `cost_micro_usd`,
  * `refused:<code>` (outcome refused), `failed:<code>` (outcome failed), `recovered` (charged by
- * recovery). A day's rollups count the entries whose `at` falls on it.
+ * recovery). A day's rollups count the entries whose `at` falls on it. Dry runs (events with
+ * `tollgate.dry_run`) add nothing.
  */
 export const ROLLUP_METRICS = ['calls', 'input_tokens', 'output_tokens', 'cost_micro_usd', 'recovered'] as const;
 
@@ -154,6 +155,8 @@ function who(user: unknown, teams: unknown, costCenter: unknown): string {
 
 /** The rollup increments an event adds, as a flat list: field, increment, field, increment... */
 export function rollupFields(event: DecisionRecord): (string | number)[] {
+  // A dry run (an estimate, a token count) is not a call: it is journaled and counts nowhere.
+  if (event['tollgate.dry_run'] !== undefined) return [];
   const dims = dimensions(event);
   const out: (string | number)[] = [`calls|${dims}`, 1];
   const add = (metric: string, n: number) => {

@@ -44,6 +44,11 @@ beforeAll(async () => {
     await clients[who]!.callTool({ name: 'complete', arguments: args });
     await gw.idle();
   };
+  // Estimates are journaled (and verified) but are not calls: the reports below are unchanged by them.
+  await clients.alice!.callTool({ name: 'estimate', arguments: { prompt: 'hello' } });
+  await clients.bob!.callTool({ name: 'estimate', arguments: { prompt: 'hi', tier: 'premium' } });
+  await clients.bob!.callTool({ name: 'estimate', arguments: { prompt: 'hi', max_tokens: 0 } });
+  await gw.idle();
   await call('alice', { prompt: 'hello' });
   await call('alice', { prompt: 'hello there', tier: 'premium' });
   await call('bob', { prompt: 'hi', tier: 'premium' }); // refused: contractors-no-premium

@@ -98,6 +98,14 @@ beforeAll(async () => {
     await clients[who]!.callTool({ name: 'complete', arguments: args });
     await gw.idle();
   };
+  const estimate = async (who: string, args: Record<string, unknown>) => {
+    await clients[who]!.callTool({ name: 'estimate', arguments: args });
+    await gw.idle();
+  };
+  // Dry runs, journaled and counted nowhere: a call that would be served, one a rule would refuse, one with bad arguments.
+  await estimate('alice', { prompt: 'hello' });
+  await estimate('bob', { prompt: 'hi', tier: 'premium' });
+  await estimate('bob', { prompt: 'hi', max_tokens: 0 });
   await call('alice', { prompt: 'hello' });
   await call('alice', { prompt: 'hello' });
   await call('alice', { prompt: 'hello there', tier: 'premium' });
@@ -109,6 +117,7 @@ beforeAll(async () => {
   await call('alice', { prompt: 'hello' });
   await call('dave', { prompt: 'hi again' });
   await call('dave', { prompt: 'and again' }); // refused: dave-cap is spent
+  await estimate('dave', { prompt: 'and again' }); // would be refused: dave-cap is spent
   now = DAY3;
   await call('carol', { prompt: 'hi again' });
   await call('bob', { prompt: 'hi', tier: 'premium' }); // refused again
@@ -129,9 +138,20 @@ function ledgerCharges(at: string): Record<string, number> {
 }
 
 describe('usage report from the embedded journal', () => {
+  it('holds each estimate as a dry run that changes no counter, and verifies', () => {
+    expect(verifyJournalDir(dir)).toMatchObject({ ok: true, snapshots: 2 });
+    const dry = [...journalDecisions(dir)].filter((d) => d.event['tollgate.dry_run'] !== undefined);
+    expect(dry.map((d) => [d.kind, d.event['user.id'], d.event.effect, d.event.outcome, d.event['error.code'] ?? d.event['tollgate.estimate']?.code, d.charges.length])).toEqual([
+      ['refuse', 'alice', 'allow', 'success', undefined, 0],
+      ['refuse', 'bob', 'deny', 'success', 'POLICY_DENIED', 0],
+      ['refuse', 'bob', 'error', 'failed', 'INVALID_REQUEST', 0],
+      ['refuse', 'dave', 'deny', 'success', 'BUDGET_EXHAUSTED', 0],
+    ]);
+  });
+
   it('reads a journal that verifies, holding one event per call', () => {
     expect(verifyJournalDir(dir)).toMatchObject({ ok: true, snapshots: 2 });
-    expect([...journalDecisions(dir)].map((d) => `${d.kind} ${d.event['user.id'] ?? d.event['auth.credential.kind']} ${d.event.outcome} ${new Date(d.at).toISOString().slice(0, 10)}`)).toEqual([
+    expect([...journalDecisions(dir)].filter((d) => d.event['tollgate.dry_run'] === undefined).map((d) => `${d.kind} ${d.event['user.id'] ?? d.event['auth.credential.kind']} ${d.event.outcome} ${new Date(d.at).toISOString().slice(0, 10)}`)).toEqual([
       'settle alice success 2026-11-25',
       'settle alice success 2026-11-25',
       'settle alice success 2026-11-25',

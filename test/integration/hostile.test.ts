@@ -115,7 +115,7 @@ describe('malformed JSON-RPC', () => {
     expect(res.status).toBe(200);
     expect(rpcMessages(res)).toEqual([{ jsonrpc: '2.0', id: 7, error: { code: -32601, message: 'Method not found' } }]);
     const list = await post({ jsonrpc: '2.0', id: 8, method: 'tools/list' }, session);
-    expect((rpcMessages(list)[0] as { result: { tools: { name: string }[] } }).result.tools.map((t) => t.name)).toEqual(['complete', 'list_models', 'my_budget']);
+    expect((rpcMessages(list)[0] as { result: { tools: { name: string }[] } }).result.tools.map((t) => t.name)).toEqual(['complete', 'estimate', 'list_models', 'my_budget']);
   });
 
   it('answers an unsupported MCP-Protocol-Version header with 400 -32000', async () => {
@@ -216,7 +216,7 @@ describe('body size', () => {
     expect(Buffer.byteLength(body)).toBe(LIMIT);
     const res = await post(body, session);
     expect(res.status).toBe(200);
-    expect((rpcMessages(res)[0] as { result: { tools: unknown[] } }).result.tools).toHaveLength(3);
+    expect((rpcMessages(res)[0] as { result: { tools: unknown[] } }).result.tools).toHaveLength(4);
   });
 
   it('refuses one byte over the limit with 413 PAYLOAD_TOO_LARGE when Content-Length announces it', async () => {

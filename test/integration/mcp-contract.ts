@@ -43,7 +43,7 @@ export function mcpContract(name: string, start: () => Promise<TransportHarness>
 
     it('lists complete, list_models and my_budget with input and output schemas', async () => {
       const { tools } = await alice.listTools();
-      expect(tools.map((t) => t.name).sort()).toEqual(['complete', 'list_models', 'my_budget']);
+      expect(tools.map((t) => t.name).sort()).toEqual(['complete', 'estimate', 'list_models', 'my_budget']);
       const complete = tools.find((t) => t.name === 'complete')!;
       expect(Object.keys(complete.inputSchema.properties ?? {}).sort()).toEqual(['max_tokens', 'messages', 'model', 'prompt', 'system', 'temperature', 'tier']);
       expect(complete.outputSchema?.type).toBe('object');
@@ -123,6 +123,41 @@ export function mcpContract(name: string, start: () => Promise<TransportHarness>
     it('charges nothing for refused calls', async () => {
       const b = await bob.callTool({ name: 'my_budget', arguments: {} });
       expect((b.structuredContent as { budgets: unknown[] }).budgets).toEqual([expect.objectContaining({ subject: 'bob', used: 0, reserved: 0 })]);
+    });
+
+    it('estimates a refusal by rule as the answer, not as an error', async () => {
+      const r = await bob.callTool({ name: 'estimate', arguments: { prompt: 'hi', tier: 'premium' } });
+      expect(r.isError).toBeFalsy();
+      const s = r.structuredContent as { decision: Record<string, unknown>; model?: string; costUsd?: unknown };
+      expect(s.decision).toEqual({ effect: 'deny', code: 'POLICY_DENIED', requestedTier: 'premium', ruleId: 'contractors-no-premium', reason: 'Contractors may use standard and economy models only.' });
+      expect([s.model, s.costUsd]).toEqual([undefined, undefined]);
+      expect((r.content as { text: string }[])[0]!.text).toBe('Would be refused (POLICY_DENIED): Contractors may use standard and economy models only.');
+    });
+
+    it('estimates what the complete that follows gets, reserves nothing and charges nothing', async () => {
+      const r = await bob.callTool({ name: 'estimate', arguments: { prompt: LONG, max_tokens: 10 } });
+      const e = r.structuredContent as {
+        decision: Record<string, unknown>;
+        model: string;
+        models: string[];
+        maxTokens: number;
+        inputTokens: { bound: number; counted: unknown[] };
+        costUsd: { min: number; max: number };
+        budgets: Record<string, unknown>[];
+      };
+      expect(e.decision).toEqual({ effect: 'allow', requestedTier: 'standard', tier: 'standard', reason: 'within policy and budget' });
+      expect([e.model, e.models, e.maxTokens]).toEqual(['demo/medium', ['demo/medium'], 10]);
+      // The bound does not fit 1,000 tokens, so the input is counted exactly for every model that could serve, as the call will count it.
+      expect(e.inputTokens.counted).toEqual([{ model: 'demo/medium', tokens: 400 }, { model: 'demo/small', tokens: 400 }]);
+      expect(e.costUsd).toEqual({ min: (400 * 3) / 1e6, max: (400 * 3 + 10 * 15) / 1e6 });
+      expect(e.budgets).toEqual([expect.objectContaining({ id: 'user-weekly', subject: 'bob', used: 0, reserved: 0, remaining: 1000, reservation: 410, remainingAfter: 590 })]);
+      const b = await bob.callTool({ name: 'my_budget', arguments: {} });
+      expect((b.structuredContent as { budgets: unknown[] }).budgets).toEqual([expect.objectContaining({ used: 0, reserved: 0 })]);
+
+      const c = (await bob.callTool({ name: 'complete', arguments: { prompt: LONG, max_tokens: 10 } })).structuredContent as { model: string; tier: string; costUsd: number; decision: { effect: string } };
+      expect([c.decision.effect, c.tier, c.model]).toEqual(['allow', 'standard', 'demo/medium']);
+      expect(c.costUsd).toBeGreaterThanOrEqual(e.costUsd.min);
+      expect(c.costUsd).toBeLessThanOrEqual(e.costUsd.max);
     });
   });
 }

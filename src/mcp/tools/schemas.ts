@@ -55,3 +55,24 @@ export const listModelsResult = z.object({
 });
 
 export const myBudgetResult = z.object({ user: z.string(), budgets: z.array(budgetView) });
+
+/** The `estimate` tool's result: what a `complete` with the same arguments would get now (src/gateway/dryRun.ts). */
+export const estimateResult = z.object({
+  requestId: z.string(),
+  decision: z.object({
+    effect: z.enum(['allow', 'tier_down', 'deny']),
+    code: z.enum(['POLICY_DENIED', 'BUDGET_EXHAUSTED']).optional(),
+    requestedTier: z.string(),
+    tier: z.string().optional(),
+    ruleId: z.string().optional(),
+    budgetId: z.string().optional(),
+    reason: z.string(),
+    resetsAt: z.string().optional(),
+  }),
+  model: z.string().optional(),
+  models: z.array(z.string()).optional(),
+  maxTokens: z.number().optional(),
+  inputTokens: z.object({ bound: z.number(), counted: z.array(z.object({ model: z.string(), tokens: z.number() })) }),
+  costUsd: z.object({ min: z.number(), max: z.number() }).optional(),
+  budgets: z.array(budgetView.extend({ reservation: z.number(), remainingAfter: z.number() })),
+});

@@ -13,7 +13,8 @@ export interface DecideStepOptions {
 
 /**
  * Reads the state of every budget that applies, then asks the pure policy decision what to do.
- * A deny stops the call here: nothing has been reserved, nothing is charged.
+ * A deny stops the call here: nothing has been reserved, nothing is charged (an estimate stops
+ * too, with the deny as its answer rather than a refusal).
  * Reads: principal, request, policy. Writes: estimatedInputTokens, lines, limits, budgets, decision.
  */
 export function enforcePolicy(opts: DecideStepOptions): Middleware<CallContext> {
@@ -28,6 +29,8 @@ export function enforcePolicy(opts: DecideStepOptions): Middleware<CallContext> 
     ctx.budgets = ctx.lines.map((l, i) => ({ budget: l.budget, subject: l.subject, resetsAt: l.resetsAt, ...states[i]! }));
     const decision = decide({ policy, principal, request, estimatedInputTokens: ctx.estimatedInputTokens, budgets: ctx.budgets, now: opts.now() });
     ctx.decision = decision;
+    // An estimate reports the refusal as its answer: nothing below runs, nothing is refused.
+    if (decision.effect === 'deny' && ctx.purpose === 'estimate') return;
     if (decision.effect === 'deny') {
       throw new GatewayError(decision.code, decision.reason, {
         ruleId: decision.ruleId,

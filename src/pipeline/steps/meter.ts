@@ -30,7 +30,7 @@ export function meter(opts: MeterStepOptions): Middleware<CallContext> {
       throw ctx.error;
     } finally {
       // An authentication at the edge that succeeded is not a decision; the call it admits records one.
-      if (ctx.purpose === 'complete' || ctx.error) {
+      if (ctx.purpose !== 'authenticate' || ctx.error) {
         const writing = opts.commit(ctx, decisionEvent(ctx, opts.now()) as unknown as DecisionRecord);
         if (ctx.reservation?.store && !ctx.policy.config.limits.settleBeforeReply) opts.background(writing);
         else await writing;

@@ -1,0 +1,80 @@
+/**
+ * GET /v1/models: the models and tiers this caller may use, authenticated like a call. In the
+ * OpenAI list shape by default; in the Anthropic shape (with its pagination fields and `after_id`,
+ * `before_id`, `limit`) when the request carries `anthropic-version`, as the Anthropic SDK's
+ * `models.list` sends. Tier names are listed as model ids too, since the compatible endpoints take
+ * a tier in `model`. A tier a rule closes to this caller, and its models, are left out.
+ */
+import type { Request, Response, RequestHandler } from 'express';
+import { Router } from 'express';
+import { asGatewayError, GatewayError } from '../errors.js';
+import type { Gateway } from '../gateway/gateway.js';
+import type { Principal } from '../identity/principal.js';
+import { anthropicCodec } from './anthropicCompat.js';
+import { markRecorded } from './edgeRefusals.js';
+import { openaiCodec } from './openaiCompat.js';
+import { beginRequest, renderCodecError } from './dryRuns.js';
+
+/** One entry of the list: a model ref or a tier name. */
+interface Listed {
+  id: string;
+  kind: 'model' | 'tier';
+  /** The provider for a model, `tollgate` for a tier. */
+  owner: string;
+  display: string;
+  maxOutputTokens?: number;
+}
+
+/** What `principal` may ask for by name: each open tier, then each model of an open tier, once. */
+export function modelsFor(gateway: Gateway, principal: Principal): Listed[] {
+  const open = gateway.listModels(principal).filter((t) => t.allowed);
+  const out: Listed[] = open.map((t) => ({ id: t.tier, kind: 'tier', owner: 'tollgate', display: `${t.tier} (tier: ${t.models.map((m) => m.model).join(', ')})` }));
+  const seen = new Set<string>();
+  for (const t of open) {
+    for (const m of t.models) {
+      if (seen.has(m.model)) continue;
+      seen.add(m.model);
+      out.push({ id: m.model, kind: 'model', owner: m.provider, display: m.model, maxOutputTokens: m.maxOutputTokens });
+    }
+  }
+  return out;
+}
+
+/** The Anthropic list page: `limit` (1 to 1000, default 20) after `after_id` or before `before_id`. */
+function anthropicPage(items: Listed[], req: Request) {
+  const q = req.query;
+  const limit = q.limit === undefined ? 20 : Number(q.limit);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new GatewayError('INVALID_REQUEST', 'Invalid request: limit must be an integer from 1 to 1000.');
+  let from = 0;
+  let to = items.length;
+  if (typeof q.after_id === 'string') from = items.findIndex((m) => m.id === q.after_id) + 1;
+  if (typeof q.before_id === 'string') {
+    to = Math.max(0, items.findIndex((m) => m.id === q.before_id));
+    from = Math.max(0, to - limit);
+  }
+  const page = items.slice(from, Math.min(to, from + limit));
+  const data = page.map((m) => ({ type: 'model', id: m.id, display_name: m.display, created_at: '1970-01-01T00:00:00Z', max_tokens: m.maxOutputTokens ?? null }));
+  return { data, has_more: typeof q.before_id === 'string' ? from > 0 : from + page.length < to, first_id: page[0]?.id ?? null, last_id: page.at(-1)?.id ?? null };
+}
+
+/** GET /v1/models in both shapes. */
+export function modelsRouter(gateway: Gateway): Router {
+  const router = Router();
+  const list: RequestHandler = async (req: Request, res: Response) => {
+    markRecorded(res);
+    const anthropic = req.headers['anthropic-version'] !== undefined;
+    const codec = anthropic ? anthropicCodec : openaiCodec;
+    const secret = anthropicCodec.credentialOf(req);
+    try {
+      const { principal } = await gateway.authenticate(secret ? { secret } : undefined, { transport: codec.transport, requestId: res.locals.requestId as string });
+      const items = modelsFor(gateway, principal);
+      if (anthropic) res.json(anthropicPage(items, req));
+      // The OpenAI list has no release dates to give: `created` is 0.
+      else res.json({ object: 'list', data: items.map((m) => ({ id: m.id, object: 'model', created: 0, owned_by: m.owner })) });
+    } catch (err) {
+      renderCodecError(codec, gateway, res, asGatewayError(err));
+    }
+  };
+  router.get('/v1/models', beginRequest(anthropicCodec), list);
+  return router;
+}
