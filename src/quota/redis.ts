@@ -310,8 +310,14 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         await this.writeRecord(requestId, held, ttlMs).catch(() => undefined);
       } else dropRecord();
       if (refusedAt < 0) return { ok: true };
-      const line = ordered[refusedAt]!;
-      const [, used, reserved, buckets] = states[refusedAt]!;
+      // Lines go to Redis in key order; the refusal names the first refusing line in the caller's
+      // order, as the memory store does (the planner's reasons and `estimate` name that line).
+      let first = refusedAt;
+      for (let i = refusedAt + 1; i < ordered.length; i++) {
+        if (states[i]![0] === 0 && lines.indexOf(ordered[i]!) < lines.indexOf(ordered[first]!)) first = i;
+      }
+      const line = ordered[first]!;
+      const [, used, reserved, buckets] = states[first]!;
       return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount, buckets: buckets ?? [] };
     }
     this.remember(requestId, keys);

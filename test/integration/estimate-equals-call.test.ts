@@ -82,9 +82,9 @@ const caseArb: fc.Arbitrary<Case> = fc.record({
 });
 
 /** Sets the caller's budget lines to the case's state: used amounts charged, held amounts reserved by another request. */
-async function seed(runtime: Runtime, principal: Principal, c: Case, n: number): Promise<void> {
+async function seed(runtime: Runtime, keyPrefix: string, principal: Principal, c: Case, n: number): Promise<void> {
   const g = runtime.gateway;
-  const lines = applicableLines(g.policy.budgets, principal, NOW, 'tollgate:');
+  const lines = applicableLines(g.policy.budgets, principal, NOW, keyPrefix);
   const by = (id: string) => lines.find((l) => l.budget.config.id === id)!.line;
   const used = [{ ...by('user-daily'), amount: c.userUsed }, { ...by('team-dear'), amount: c.teamUsed }].filter((l) => l.amount > 0);
   if (used.length) await g.store.settle(`seed-${n}`, used);
@@ -92,7 +92,8 @@ async function seed(runtime: Runtime, principal: Principal, c: Case, n: number):
   if (held.length) await g.store.reserve(`held-${n}`, held, 600_000);
 }
 
-function storeSuite(name: string, makeStore: () => Promise<{ store: QuotaStore; done(): Promise<void> }>) {
+/** `keyPrefix` namespaces the ledger keys: on a shared Redis, each run keeps to its own. */
+function storeSuite(name: string, keyPrefix: string, makeStore: () => Promise<{ store: QuotaStore; done(): Promise<void> }>) {
   describe(`estimate equals the call that follows, on ${name}`, () => {
     let runtime: Runtime;
     let done: () => Promise<void>;
@@ -102,7 +103,7 @@ function storeSuite(name: string, makeStore: () => Promise<{ store: QuotaStore; 
     beforeAll(async () => {
       const made = await makeStore();
       done = made.done;
-      runtime = await buildRuntime(settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'silent' }), { policy: parsePolicy(POLICY, 'estimate.yaml'), store: made.store, sink, now: () => NOW });
+      runtime = await buildRuntime(settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'silent', TOLLGATE_KEY_PREFIX: keyPrefix }), { policy: parsePolicy(POLICY, 'estimate.yaml'), store: made.store, sink, now: () => NOW });
     });
     afterAll(async () => {
       await runtime?.close();
@@ -115,7 +116,7 @@ function storeSuite(name: string, makeStore: () => Promise<{ store: QuotaStore; 
         fc.asyncProperty(caseArb, async (c) => {
           n += 1;
           const principal: Principal = { user: `u${n}`, teams: [`t${n}`], groups: [c.group], roles: [], authMethod: 'api_key' };
-          await seed(runtime, principal, c, n);
+          await seed(runtime, keyPrefix, principal, c, n);
           const request: CompletionInput = { messages: [{ role: 'user', content: Array.from({ length: c.words }, (_, i) => `w${i}`).join(' ') }], maxTokens: c.maxTokens, ...c.ask };
           const g = runtime.gateway;
           const before = await g.myBudget(principal);
@@ -176,11 +177,11 @@ function storeSuite(name: string, makeStore: () => Promise<{ store: QuotaStore; 
   });
 }
 
-storeSuite('the in-memory store', async () => ({ store: new MemoryQuotaStore(() => NOW), done: async () => undefined }));
+storeSuite('the in-memory store', 'tollgate:', async () => ({ store: new MemoryQuotaStore(() => NOW), done: async () => undefined }));
 
 let redis: TestRedis | undefined;
 const prefix = uniquePrefix('estimate');
-storeSuite('Redis', async () => {
+storeSuite('Redis', prefix, async () => {
   redis = await startRedis();
   return {
     store: new RedisQuotaStore({ url: redis.url, prefix, now: () => NOW }),

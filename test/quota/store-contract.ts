@@ -134,6 +134,15 @@ export function quotaStoreContract(harness: StoreHarness): void {
       });
     });
 
+    it('reports the first refusing line in the order given, whatever the order of their keys', async () => {
+      // The planner names this line in a tier-down or refusal reason, and `estimate` predicts it.
+      const [store] = open();
+      const outcome = await store!.reserve('r1', [line('zeta', 10, 30), line('alpha', 10, 40)], TTL);
+      expect(outcome).toMatchObject({ ok: false, budgetId: 'zeta', requested: 30 });
+      const swapped = await store!.reserve('r2', [line('alpha', 10, 40), line('zeta', 10, 30)], TTL);
+      expect(swapped).toMatchObject({ ok: false, budgetId: 'alpha', requested: 40 });
+    });
+
     it('admits a reservation that exactly reaches the limit', async () => {
       const [store] = open();
       await store!.reserve('r1', [line('alpha', 100, 60)], TTL);
