@@ -7,6 +7,7 @@
 import { budgetView, remainingOf, toDisplay, type BudgetView } from '../call/budget.js';
 import { outputCap } from '../policy/plan.js';
 import type { CallContext } from '../pipeline/context.js';
+import type { Decision } from '../policy/decide.js';
 
 /** One budget line as an estimate shows it: now, what the call would reserve on it, and what would be left. */
 export interface EstimatedBudget extends BudgetView {
@@ -21,7 +22,7 @@ export interface EstimateResult {
   decision: {
     effect: 'allow' | 'tier_down' | 'deny';
     /** The refusal the call would meet (deny only). */
-    code?: 'POLICY_DENIED' | 'BUDGET_EXHAUSTED';
+    code?: Extract<Decision, { effect: 'deny' }>['code'];
     requestedTier: string;
     /** The tier that would serve the call (not on deny). */
     tier?: string;

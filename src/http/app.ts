@@ -22,6 +22,7 @@ import { dryRunRouter } from './dryRuns.js';
 import { markRecorded, recordEdgeRefusals, recordUnparseable, recordUnread } from './edgeRefusals.js';
 import { modelsRouter } from './models.js';
 import { openaiCodec } from './openaiCompat.js';
+import { responsesCodec } from './responsesCompat.js';
 import { mcpRouter } from './mcpRoutes.js';
 import { answerNotFound, SERVED_ENDPOINTS } from './notFound.js';
 import { sendError } from './respond.js';
@@ -103,6 +104,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   app.use(modelsRouter(gateway));
   app.use(dryRunRouter(gateway, json, opts.maxBodyBytes));
   app.use(compatRouter(gateway, openaiCodec, json, opts.maxBodyBytes));
+  app.use(compatRouter(gateway, responsesCodec, json, opts.maxBodyBytes));
   app.use(compatRouter(gateway, anthropicCodec, json, opts.maxBodyBytes));
   app.use(
     a2aRouter(gateway, {

@@ -54,7 +54,7 @@ export interface WireCodec {
     delta(send: SseSend, text: string, model: string, call: CompatCall): void;
     end(send: SseSend, result: CallResult, call: CompatCall): void;
     /** An error after the first byte: sent as an event, then the stream ends. */
-    error(send: SseSend, err: GatewayError): void;
+    error(send: SseSend, err: GatewayError, call: CompatCall): void;
   };
 }
 
@@ -230,7 +230,7 @@ async function streamCall(res: Response, gateway: Gateway, codec: WireCodec, inp
       await refusalHeaders(res, gateway, input.edge);
       renderError(codec, gateway, res, ge);
     } else if (!res.writableEnded) {
-      codec.stream.error(send, ge);
+      codec.stream.error(send, ge, call);
       res.end();
     }
     return;

@@ -35,7 +35,7 @@ function presented(req: Pick<Request, 'headers'>): { secret: string } | undefine
 }
 
 function transportOf(path: string): TransportName {
-  if (path.startsWith('/v1/chat/completions')) return 'openai';
+  if (path.startsWith('/v1/chat/completions') || path.startsWith('/v1/responses')) return 'openai';
   if (path.startsWith('/v1/messages')) return 'anthropic';
   if (path.startsWith('/a2a')) return 'a2a';
   return 'http';

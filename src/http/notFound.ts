@@ -17,6 +17,7 @@ export interface Endpoint {
 export const SERVED_ENDPOINTS: readonly Endpoint[] = [
   { methods: ['POST', 'GET', 'DELETE'], path: '/mcp' },
   { methods: ['POST'], path: '/v1/chat/completions' },
+  { methods: ['POST'], path: '/v1/responses' },
   { methods: ['POST'], path: '/v1/messages' },
   { methods: ['POST'], path: '/v1/messages/count_tokens' },
   { methods: ['GET'], path: '/v1/models' },

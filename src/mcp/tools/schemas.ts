@@ -61,7 +61,7 @@ export const estimateResult = z.object({
   requestId: z.string(),
   decision: z.object({
     effect: z.enum(['allow', 'tier_down', 'deny']),
-    code: z.enum(['POLICY_DENIED', 'BUDGET_EXHAUSTED']).optional(),
+    code: z.enum(['POLICY_DENIED', 'BUDGET_EXHAUSTED', 'RATE_LIMITED']).optional(),
     requestedTier: z.string(),
     tier: z.string().optional(),
     ruleId: z.string().optional(),

@@ -1,0 +1,160 @@
+/**
+ * POST /v1/responses: a text subset of the OpenAI Responses API (the default of the Vercel AI SDK's
+ * OpenAI provider), so an application on `client.responses.create` switches to tollgate by its
+ * base URL. Text in (`input` as a string, or message items whose content is a string or
+ * `input_text` / `output_text` parts; `instructions`), text out, streamed as the Responses
+ * semantic events or not. This file is only the wire codec; the route (compat.ts) runs the call
+ * through the same gateway as every other way in. `model` may name a model or a tier.
+ */
+import { z } from 'zod';
+import type { CompleteArgs } from '../call/request.js';
+import { GatewayError } from '../errors.js';
+import type { CallResult } from '../gateway/gateway.js';
+import { bearerToken, type CompatCall, type SseSend, type WireCodec } from './compat.js';
+import { openaiError } from './openaiCompat.js';
+import { openaiRateLimitHeaders } from './rateLimitHeaders.js';
+
+const textPart = z.looseObject({ type: z.enum(['input_text', 'output_text']), text: z.string() });
+const messageItem = z.looseObject({
+  type: z.literal('message').optional(),
+  role: z.enum(['user', 'assistant', 'system', 'developer']),
+  content: z.union([z.string(), z.array(textPart)]),
+});
+
+const responsesRequest = z.looseObject({
+  model: z.string().min(1),
+  input: z.union([z.string().min(1), z.array(messageItem).min(1)]),
+  instructions: z.string().nullish(),
+  max_output_tokens: z.number().int().positive().nullish(),
+  temperature: z.number().min(0).max(2).nullish(),
+  stream: z.boolean().nullish(),
+  text: z.looseObject({ format: z.looseObject({ type: z.literal('text') }).optional() }).nullish(),
+});
+
+/** Fields tollgate cannot honour; refused rather than silently dropped. */
+const UNSUPPORTED = ['tools', 'tool_choice', 'previous_response_id', 'conversation', 'prompt', 'background', 'reasoning', 'include'] as const;
+
+function invalid(message: string, param: string | null): GatewayError {
+  return new GatewayError('INVALID_REQUEST', message, { param });
+}
+
+/** Validates a Responses body and turns it into wire-neutral `complete` arguments. */
+export function decodeResponsesRequest(raw: unknown): CompleteArgs {
+  const parsed = responsesRequest.safeParse(raw ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const param = issue.path.join('.') || null;
+    throw invalid(`Invalid request: ${param ?? '(body)'}: ${issue.message}`, param);
+  }
+  const body = parsed.data;
+  for (const key of UNSUPPORTED) {
+    const v = body[key];
+    if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) throw invalid(`Invalid request: ${key} is not supported by tollgate.`, key);
+  }
+  // Parts of one message are separate pieces of text: joined on a line break, never glued together.
+  const text = (c: z.infer<typeof messageItem>['content']) => (typeof c === 'string' ? c : c.map((p) => p.text).join('\n'));
+  const items = typeof body.input === 'string' ? [{ role: 'user' as const, content: body.input }] : body.input;
+  const system = [...(body.instructions ? [body.instructions] : []), ...items.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => text(m.content))];
+  const messages = items.flatMap((m) => (m.role === 'user' || m.role === 'assistant' ? [{ role: m.role, content: text(m.content) }] : []));
+  if (messages.length === 0) throw invalid('Invalid request: input: at least one user or assistant message is required.', 'input');
+  return {
+    messages,
+    system: system.length > 0 ? system.join('\n\n') : undefined,
+    model: body.model,
+    max_tokens: body.max_output_tokens ?? undefined,
+    temperature: body.temperature ?? undefined,
+  };
+}
+
+const cut = (result: CallResult, call: CompatCall) => result.usage.outputTokens >= call.maxTokens;
+
+function usageOf(result: CallResult) {
+  const { inputTokens, outputTokens, cachedInputTokens } = result.usage;
+  return {
+    input_tokens: inputTokens,
+    input_tokens_details: { cached_tokens: cachedInputTokens ?? 0 },
+    output_tokens: outputTokens,
+    output_tokens_details: { reasoning_tokens: 0 },
+    total_tokens: inputTokens + outputTokens,
+  };
+}
+
+const outputText = (text: string) => ({ type: 'output_text', text, annotations: [], logprobs: [] });
+
+function message(call: CompatCall, status: 'in_progress' | 'completed' | 'incomplete', text?: string) {
+  return { type: 'message', id: `msg_${call.requestId}`, status, role: 'assistant', content: text === undefined ? [] : [outputText(text)] };
+}
+
+/** The Response object: in progress (no output yet) or finished with `result`. */
+function response(call: CompatCall, model: string, result?: CallResult) {
+  const incomplete = result !== undefined && cut(result, call);
+  return {
+    id: `resp_${call.requestId}`,
+    object: 'response',
+    created_at: call.created,
+    status: result === undefined ? 'in_progress' : incomplete ? 'incomplete' : 'completed',
+    error: null,
+    incomplete_details: incomplete ? { reason: 'max_output_tokens' } : null,
+    instructions: null,
+    max_output_tokens: call.maxTokens,
+    model,
+    output: result === undefined ? [] : [message(call, incomplete ? 'incomplete' : 'completed', result.text)],
+    parallel_tool_calls: false,
+    store: false,
+    temperature: null,
+    text: { format: { type: 'text' } },
+    tool_choice: 'none',
+    tools: [],
+    top_p: null,
+    truncation: 'disabled',
+    usage: result === undefined ? null : usageOf(result),
+    metadata: {},
+  };
+}
+
+/** Each stream's next sequence number (every Responses event carries one, from 0). */
+const sequences = new WeakMap<CompatCall, number>();
+
+/** Sends one Responses event: its type on the `event:` line and in the data, with the sequence number. */
+function emit(send: SseSend, call: CompatCall, type: string, fields: Record<string, unknown>): void {
+  const seq = sequences.get(call) ?? 0;
+  sequences.set(call, seq + 1);
+  send({ type, ...fields, sequence_number: seq }, type);
+}
+
+/** The part of every text event that locates it: the one message item, its one text part. */
+const at = (call: CompatCall) => ({ item_id: `msg_${call.requestId}`, output_index: 0, content_index: 0 });
+
+/** The Responses wire codec (text only). */
+export const responsesCodec: WireCodec = {
+  transport: 'openai',
+  path: '/v1/responses',
+  credentialOf: bearerToken,
+  options: (body) => ({ stream: (body as { stream?: unknown } | null | undefined)?.stream === true, includeUsage: false }),
+  decode: decodeResponsesRequest,
+  render(res, result, call) {
+    res.json(response(call, result.model, result));
+  },
+  errorBody: (err) => ({ error: openaiError(err) }),
+  rateLimitHeaders: openaiRateLimitHeaders,
+  stream: {
+    start(send, model, call) {
+      emit(send, call, 'response.created', { response: response(call, model) });
+      emit(send, call, 'response.in_progress', { response: response(call, model) });
+      emit(send, call, 'response.output_item.added', { output_index: 0, item: message(call, 'in_progress') });
+      emit(send, call, 'response.content_part.added', { ...at(call), part: outputText('') });
+    },
+    delta: (send, text, _model, call) => emit(send, call, 'response.output_text.delta', { ...at(call), delta: text, logprobs: [] }),
+    end(send, result, call) {
+      const status = cut(result, call) ? 'incomplete' : 'completed';
+      emit(send, call, 'response.output_text.done', { ...at(call), text: result.text, logprobs: [] });
+      emit(send, call, 'response.content_part.done', { ...at(call), part: outputText(result.text) });
+      emit(send, call, 'response.output_item.done', { output_index: 0, item: message(call, status, result.text) });
+      emit(send, call, `response.${status}`, { response: response(call, result.model, result) });
+    },
+    error: (send, err, call) => {
+      const e = openaiError(err);
+      emit(send, call, 'error', { code: e.code, message: e.message, param: e.param });
+    },
+  },
+};
