@@ -36,7 +36,11 @@ export async function spawnGateway(opts: {
   });
   let stderr = '';
   const mcpUrl = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${stderr}`)), opts.startTimeoutMs ?? 20_000);
+    const timer = setTimeout(() => {
+      // Not left behind: a gateway that never said it serves is no one's to stop (its workers exit with it).
+      child.kill('SIGKILL');
+      reject(new Error(`gateway did not start:\n${stderr}`));
+    }, opts.startTimeoutMs ?? 20_000);
     child.stderr!.on('data', (d: Buffer) => {
       stderr += d.toString();
       const m = /serving MCP at (\S+)/.exec(stderr);
