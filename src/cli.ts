@@ -4,6 +4,7 @@
  * what it returns and exits with one of the documented codes (src/cli/exit.ts, docs/cli.md).
  */
 import { CommanderError } from 'commander';
+import { StoreMismatchError } from './admin/mismatch.js';
 import { ConfigFileError } from './config/file.js';
 import { EnvError } from './config/env.js';
 import { GatewayError } from './errors.js';
@@ -37,6 +38,7 @@ async function main(argv: string[]): Promise<void> {
 
 main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof CliError) fail(err.message, err.exitCode);
+  if (err instanceof StoreMismatchError) fail(err.message, EXIT.mismatch);
   if (err instanceof EnvError || err instanceof ConfigFileError) fail(err.message, EXIT.usage);
   if (err instanceof GatewayError) fail(`${err.code}: ${err.message}`, EXIT.failed);
   fail(err instanceof Error ? (err.stack ?? err.message) : String(err), EXIT.failed);

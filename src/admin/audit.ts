@@ -15,11 +15,15 @@
  *    a refusal claims a charge.
  * The first entry that fails any check is named, with its segment file and line.
  */
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GatewayError } from '../errors.js';
+import { settingsFromEnv } from '../main.js';
+import { loadPolicyFile } from '../policy/load.js';
 import { canonicalJson, verifyChain, type EntryBody, type JournalEntry } from '../quota/journal.js';
 import { MemoryQuotaStore, type JournalWriter } from '../quota/memory.js';
 import { defaultDataDir, endedSegmentNames, journalHead, journalLines, requireJournalDir } from './journalReader.js';
+import { budgetsInRedis, requireSamePolicy } from './mismatch.js';
 
 /** Which check an entry failed. */
 export type AuditCheck = 'chain' | 'ledger' | 'events';
@@ -42,6 +46,8 @@ export interface CounterTotal {
   charges: number;
   /** Their sum, in the budget's unit (tokens, or micro-dollars). */
   total: number;
+  /** When the counter's window ends (epoch ms): until then the store holds it. */
+  expiresAt: number;
 }
 
 export interface AuditReport {
@@ -59,6 +65,8 @@ export interface AuditReport {
   charges: number;
   otherEvents: number;
   counters: CounterTotal[];
+  /** The time of the last entry (epoch ms; 0 without entries): the budgets whose counters live past it are the ones the journal was charging. */
+  lastAt: number;
   /** Things worth knowing that are not failures (a partial last line, no head file yet). */
   notes: string[];
   fault?: AuditFault;
@@ -163,7 +171,7 @@ export function verifyJournalDir(dir: string, opts: AuditOptions = {}): AuditRep
 function verifyOnce(dir: string, opts: AuditOptions): AuditReport {
   // The head first: whatever is appended while the segments are read comes after it.
   const head = journalHead(dir);
-  const report: AuditReport = { ok: true, dir, segments: [], entries: 0, firstSeq: 0, lastSeq: 0, head, snapshots: 0, charges: 0, otherEvents: 0, counters: [], notes: [] };
+  const report: AuditReport = { ok: true, dir, segments: [], entries: 0, firstSeq: 0, lastSeq: 0, head, snapshots: 0, charges: 0, otherEvents: 0, counters: [], lastAt: 0, notes: [] };
   if (!head) report.notes.push('no head.json yet (nothing fsync\'d): a cut at the end of the journal cannot be told from its last entry');
 
   let clock = 0;
@@ -229,8 +237,9 @@ function verifyOnce(dir: string, opts: AuditOptions): AuditReport {
     if (b.kind === 'settle' || b.kind === 'recover') {
       for (const line of b.lines ?? []) {
         let c = counters.get(line.usageKey);
-        if (!c) counters.set(line.usageKey, (c = { usageKey: line.usageKey, budgetId: line.budgetId, subject: line.subject, charges: 0, total: 0 }));
+        if (!c) counters.set(line.usageKey, (c = { usageKey: line.usageKey, budgetId: line.budgetId, subject: line.subject, charges: 0, total: 0, expiresAt: 0 }));
         c.charges += 1;
+        c.expiresAt = Math.max(c.expiresAt, line.expiresAt);
         c.total += line.amount;
       }
     }
@@ -238,6 +247,7 @@ function verifyOnce(dir: string, opts: AuditOptions): AuditReport {
     if (first) report.firstSeq = e.seq;
     report.entries += 1;
     report.lastSeq = e.seq;
+    report.lastAt = Math.max(report.lastAt, b.at);
   }
 
   // The end of the journal against its head.
@@ -287,7 +297,14 @@ export async function runAuditCommand(argv: string[], env: NodeJS.ProcessEnv): P
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { 'data-dir': { type: 'string' }, redis: { type: 'string' }, trimmed: { type: 'boolean' }, json: { type: 'boolean' } },
+    options: {
+      'data-dir': { type: 'string' },
+      redis: { type: 'string' },
+      trimmed: { type: 'boolean' },
+      json: { type: 'boolean' },
+      policy: { type: 'string' },
+      'allow-other-budgets': { type: 'boolean' },
+    },
   });
   if (positionals[0] !== 'verify' || positionals.length > 1) throw new GatewayError('INVALID_REQUEST', USAGE);
   return auditVerify(values, env);
@@ -295,21 +312,31 @@ export async function runAuditCommand(argv: string[], env: NodeJS.ProcessEnv): P
 
 /** The options of `tollgate audit verify`, as parsed. */
 export interface AuditValues {
+  policy?: string;
+  /** Verify a journal holding live usage of budgets the policy does not declare. */
+  'allow-other-budgets'?: boolean;
   'data-dir'?: string;
   redis?: string;
   trimmed?: boolean;
   json?: boolean;
 }
 
-/** `tollgate audit verify`: what to print and the exit code (0 verified, 1 a check failed). */
+/**
+ * `tollgate audit verify`: what to print and the exit code (0 verified, 1 a check failed). A
+ * journal that verifies but holds live usage of budgets the policy does not declare (written
+ * under another policy) throws StoreMismatchError.
+ */
 export async function auditVerify(values: AuditValues, env: NodeJS.ProcessEnv): Promise<{ out: string; code: number }> {
+  const policyPath = values.policy ? resolve(values.policy) : settingsFromEnv(env).policyPath;
+  const samePolicy = (budgets: Iterable<string>, where: string) => requireSamePolicy(loadPolicyFile(policyPath), budgets, where, values['allow-other-budgets']);
   if (values.redis !== undefined && values['data-dir'] !== undefined) throw new GatewayError('INVALID_REQUEST', `${USAGE}: one of --data-dir and --redis`);
   if (values.redis !== undefined) {
-    const { formatRedisAudit, openRedisJournal } = await import('./redisJournal.js');
+    const { formatRedisAudit, openRedisJournal, shownUrl } = await import('./redisJournal.js');
     const store = openRedisJournal(values.redis, env);
     try {
       // Without --trimmed the store decides: a journal with a retention may start after its first entry.
       const report = await store.verify(values.trimmed ? { trimmed: true } : {});
+      if (report.ok) samePolicy(await budgetsInRedis(store, settingsFromEnv(env).keyPrefix), `The Redis journal at ${shownUrl(values.redis)}`);
       return { out: values.json ? `${JSON.stringify(report, null, 2)}\n` : formatRedisAudit(values.redis, report), code: report.ok ? 0 : 1 };
     } finally {
       await store.close();
@@ -317,5 +344,6 @@ export async function auditVerify(values: AuditValues, env: NodeJS.ProcessEnv): 
   }
   const dir = values['data-dir'] ?? defaultDataDir(env);
   const report = verifyJournalDir(dir, { trimmed: values.trimmed });
+  if (report.ok) samePolicy(report.counters.filter((c) => c.expiresAt > report.lastAt).map((c) => c.budgetId), `The journal in ${dir}`);
   return { out: values.json ? `${JSON.stringify(report, null, 2)}\n` : formatAudit(report), code: report.ok ? 0 : 1 };
 }

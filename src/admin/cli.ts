@@ -47,7 +47,13 @@ import {
   type TimeRange,
   type UsageReport,
 } from './report.js';
+import { budgetsInRedis, requireSamePolicy } from './mismatch.js';
 import { decisionsOf } from './sources.js';
+
+/** A Redis URL as messages show it: the password masked. */
+function maskPassword(url: string): string {
+  return url.replace(/(\/\/[^/:@\s]*:)[^@\s]*@/, '$1***@');
+}
 import { adjustUsage, topConsumers, usageRows, type UsageRow } from './usage.js';
 
 function table(rows: UsageRow[]): string {
@@ -84,6 +90,7 @@ export async function runUsageCommand(argv: string[], env: NodeJS.ProcessEnv): P
       'data-dir': { type: 'string' },
       by: { type: 'string' },
       window: { type: 'string' },
+      'allow-other-budgets': { type: 'boolean' },
     },
   });
   const [verb = 'show', ...files] = positionals;
@@ -98,6 +105,8 @@ export interface UsageValues extends ExportValues {
   limit?: string;
   amount?: string;
   now?: string;
+  /** Read a store holding usage of budgets the policy does not declare. */
+  'allow-other-budgets'?: boolean;
 }
 
 /** Runs one usage subcommand; `files` are event logs named without --events. Returns what to print. */
@@ -115,6 +124,12 @@ export async function usageCommand(verb: string, values: UsageValues, files: str
   const store = new RedisQuotaStore({ url, clusterNodes, prefix: settings.keyPrefix, commandTimeoutMs: settings.storeTimeoutMs, logger: { info() {}, warn() {}, error() {} } });
   const out = (rows: UsageRow[]) => (values.json ? `${JSON.stringify(rows, null, 2)}\n` : table(rows));
   try {
+    if (!['show', 'top', 'adjust', 'credit'].includes(verb)) {
+      throw new GatewayError('INVALID_REQUEST', `unknown usage command "${verb}": show, top, adjust, credit, export, report or refusals`);
+    }
+    // Read through the wrong policy, the ledger would look empty: check the store holds this policy's budgets.
+    const where = `The store ${url ? maskPassword(url) : `cluster ${clusterNodes!.map(maskPassword).join(',')}`} (prefix ${settings.keyPrefix})`;
+    requireSamePolicy(policy, await budgetsInRedis(store, settings.keyPrefix), where, values['allow-other-budgets']);
     switch (verb) {
       case 'show':
         return out(await usageRows(policy, store, settings.keyPrefix, now, { budgetId: values.budget, subject: values.subject }));

@@ -11,6 +11,8 @@ export const EXIT = {
   usage: 2,
   /** `tollgate stdio`: the caller's credential was refused at start. */
   credential: 3,
+  /** The store holds data the policy does not describe (another deployment's policy or store). */
+  mismatch: 4,
 } as const;
 
 /** Ends the command with `message` on stderr and `code`. */

@@ -49,6 +49,7 @@ const POLICY = ['--policy <file>', 'policy file (TOLLGATE_POLICY; default: polic
 const REDIS = ['--redis <url>', 'the shared Redis store (REDIS_URL)'] as const;
 const DATA_DIR = ['--data-dir <dir>', 'the embedded store\'s journal directory, or none (TOLLGATE_DATA_DIR; default ./tollgate-data)'] as const;
 const JSON_OUT = ['--json', 'print JSON'] as const;
+const OTHER_BUDGETS = ['--allow-other-budgets', 'read a store holding live usage of budgets the policy does not declare (exit 4 otherwise)'] as const;
 
 function storeSource(cmd: Command): Command {
   return cmd
@@ -192,6 +193,7 @@ function addUsage(program: Command, done: Done, env: NodeJS.ProcessEnv): void {
       .option(...POLICY)
       .option(...REDIS)
       .option('--now <iso>', 'the time whose window to read (default now)')
+      .option(...OTHER_BUDGETS)
       .option(...JSON_OUT);
   ledger('show', 'usage in the current window per budget and subject (the default)', true)
     .option('--budget <id>', 'one budget')
@@ -248,6 +250,8 @@ function addAudit(program: Command, done: Done, env: NodeJS.ProcessEnv): void {
     .description('verify the hash chain, the ledger against its snapshots and an event for every charge; exit 1 naming the first entry that fails')
     .option(...DATA_DIR)
     .option(...REDIS)
+    .option(...POLICY)
+    .option(...OTHER_BUDGETS)
     .option('--trimmed', 'earlier segments were archived: start at the first snapshot kept')
     .option(...JSON_OUT)
     .action(async (opts, cmd: Command) => {

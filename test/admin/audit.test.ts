@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { formatAudit, runAuditCommand, verifyJournalDir } from '../../src/admin/audit.js';
+import { StoreMismatchError } from '../../src/admin/mismatch.js';
 import { FileJournal, readHead, segmentFiles } from '../../src/quota/fileJournal.js';
 import { chained, type EntryBody, type JournalEntry } from '../../src/quota/journal.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
@@ -41,6 +42,23 @@ function event(id: string, user: string, outcome: 'success' | 'refused' | 'faile
     'tollgate.settled_by': charged ? 'call' : undefined,
   };
 }
+
+/** A policy declaring the journal's budgets: the audit checks the journal was written under it. */
+function journalPolicy(): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'tollgate-audit-policy-')), 'policy.yaml');
+  writeFileSync(
+    file,
+    ['version: 1', 'providers: { demo: { kind: demo } }', 'tiers: { standard: [demo/medium] }', 'budgets:']
+      .concat(['user-weekly: user, week', 'team-daily: team, day'].map((b) => {
+        const [id, rest] = b.split(': ');
+        const [scope, calendar] = rest!.split(', ');
+        return `  - { id: ${id}, scope: ${scope}, window: { calendar: ${calendar} }, limit: { tokens: 1000000 } }`;
+      }))
+      .join('\n') + '\n',
+  );
+  return file;
+}
+const POLICY = ['--policy', journalPolicy()];
 
 let dir: string;
 let clock = NOW;
@@ -151,13 +169,13 @@ describe('audit verify: the untouched journal', () => {
     const report = verifyJournalDir(dir);
     expect(report).toMatchObject({ ok: true, entries: 19, firstSeq: 1, lastSeq: 19, snapshots: 1, charges: 5, otherEvents: 2, notes: [] });
     expect(report.counters).toEqual([
-      { usageKey: 'tollgate:{team-daily|platform}:u:1795564800000', budgetId: 'team-daily', subject: 'platform', charges: 2, total: 42 },
-      { usageKey: 'tollgate:{team-daily|platform}:u:1795651200000', budgetId: 'team-daily', subject: 'platform', charges: 1, total: 8 },
-      { usageKey: 'tollgate:{user-weekly|alice}:u:1795392000000', budgetId: 'user-weekly', subject: 'alice', charges: 3, total: 67 },
-      { usageKey: 'tollgate:{user-weekly|bob}:u:1795392000000', budgetId: 'user-weekly', subject: 'bob', charges: 1, total: 8 },
-      { usageKey: 'tollgate:{user-weekly|carol}:u:1795392000000', budgetId: 'user-weekly', subject: 'carol', charges: 1, total: 60 },
+      { usageKey: 'tollgate:{team-daily|platform}:u:1795564800000', budgetId: 'team-daily', subject: 'platform', charges: 2, total: 42, expiresAt: Date.parse('2026-11-26T00:00:00Z') },
+      { usageKey: 'tollgate:{team-daily|platform}:u:1795651200000', budgetId: 'team-daily', subject: 'platform', charges: 1, total: 8, expiresAt: Date.parse('2026-11-27T00:00:00Z') },
+      { usageKey: 'tollgate:{user-weekly|alice}:u:1795392000000', budgetId: 'user-weekly', subject: 'alice', charges: 3, total: 67, expiresAt: WEEK_END },
+      { usageKey: 'tollgate:{user-weekly|bob}:u:1795392000000', budgetId: 'user-weekly', subject: 'bob', charges: 1, total: 8, expiresAt: WEEK_END },
+      { usageKey: 'tollgate:{user-weekly|carol}:u:1795392000000', budgetId: 'user-weekly', subject: 'carol', charges: 1, total: 60, expiresAt: WEEK_END },
     ]);
-    const { out, code } = await runAuditCommand(['verify', '--data-dir', dir], {});
+    const { out, code } = await runAuditCommand(['verify', '--data-dir', dir, ...POLICY], {});
     expect(code).toBe(0);
     expect(out.replace(dir, 'DIR')).toBe(
       [
@@ -197,7 +215,7 @@ describe('audit verify: the chain', () => {
     (ended!.entries[5]!.body.lines![0]!).amount = 2;
     writeSegment(ended!.name, ended!.entries);
     expect(fault()).toEqual({ seq: 6, check: 'chain', reason: 'entry 6 was altered: its body does not hash to its h', file: 'journal-000000000001.jsonl', line: 6 });
-    const { out, code } = await runAuditCommand(['verify', '--data-dir', dir], {});
+    const { out, code } = await runAuditCommand(['verify', '--data-dir', dir, ...POLICY], {});
     expect(code).toBe(1);
     expect(out.replace(dir, 'DIR')).toBe(
       ['journal DIR: FAILED at entry 6 (journal-000000000001.jsonl line 6)', '  chain: entry 6 was altered: its body does not hash to its h', '  entries 1 to 5 passed every check before it', ''].join('\n'),
@@ -247,7 +265,7 @@ describe('audit verify: the chain', () => {
       ['tollgate:{user-weekly|bob}:u:1795392000000', 8],
       ['tollgate:{user-weekly|carol}:u:1795392000000', 60],
     ]);
-    expect((await runAuditCommand(['verify', '--data-dir', dir, '--trimmed'], {})).code).toBe(0);
+    expect((await runAuditCommand(['verify', '--data-dir', dir, '--trimmed', ...POLICY], {})).code).toBe(0);
   });
 
   it('with --trimmed, still fails when the first entry left does not open a segment', () => {
@@ -364,9 +382,17 @@ describe('audit verify: an event for every charge (a journal chained again after
 
 describe('audit verify: the command', () => {
   it('reads TOLLGATE_DATA_DIR when no --data-dir is given, and prints JSON with --json', async () => {
-    const { out, code } = await runAuditCommand(['verify', '--json'], { TOLLGATE_DATA_DIR: dir });
+    const { out, code } = await runAuditCommand(['verify', '--json', ...POLICY], { TOLLGATE_DATA_DIR: dir });
     expect(code).toBe(0);
     expect(JSON.parse(out)).toMatchObject({ ok: true, entries: 19, lastSeq: 19 });
+  });
+
+  it('refuses a journal written under another policy, naming the budgets it holds that the policy does not declare', async () => {
+    // Without --policy the audit reads the shipped default policy, whose budgets are others.
+    const refused = runAuditCommand(['verify', '--data-dir', dir], {});
+    await expect(refused).rejects.toThrow(StoreMismatchError);
+    await expect(refused).rejects.toThrow(/^The journal in .* holds usage for budgets the policy .*policy\/default\.yaml does not declare: team-daily, user-weekly \(it declares employee-weekly,/);
+    expect((await runAuditCommand(['verify', '--data-dir', dir, '--allow-other-budgets'], {})).code).toBe(0);
   });
 
   it('names a directory without a journal', async () => {

@@ -29,13 +29,17 @@ let gw: TestGateway;
 let work: string;
 let eventsFile: string;
 const prefix = uniquePrefix('admin-sinks');
-const env = () => ({ TOLLGATE_KEY_PREFIX: prefix });
+let policyFile: string;
+/** The gateway's policy, which the audit checks the store against. */
+const env = () => ({ TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_POLICY: policyFile });
 let now = DAY1;
 
 beforeAll(async () => {
   redis = await startRedis();
   work = mkdtempSync(join(tmpdir(), 'tollgate-redis-sinks-'));
   eventsFile = join(work, 'events.jsonl');
+  policyFile = join(work, 'policy.yaml');
+  writeFileSync(policyFile, basicPolicy({ userTokens: 1_000_000 }));
   const store = new RedisQuotaStore({ url: redis.url, prefix, now: () => now, logger: pino({ level: 'silent' }), sweepIntervalMs: 0 });
   gw = await startTestGateway(basicPolicy({ userTokens: 1_000_000 }), { now: () => now, store, env: { TOLLGATE_KEY_PREFIX: prefix } });
   const clients: Record<string, Client> = {};
