@@ -38,7 +38,7 @@ export async function callGateway(opts: CallOptions): Promise<{ out: string; cod
       if (opts.maxTokens) args.max_tokens = opts.maxTokens;
     }
     const result = await client.callTool({ name: opts.tool, arguments: args });
-    const text = ((result.content ?? []) as ToolText[]).map((c) => c.text ?? '').join('');
+    const text = ((result.content ?? []) as ToolText[]).map((c) => c.text ?? '').join('\n');
     if (result.isError) return { out: text, code: 1 };
     const structured = result.structuredContent as Record<string, unknown> | undefined;
     if (opts.json || opts.tool !== 'complete' || !structured) return { out: JSON.stringify(structured ?? text, null, 2), code: 0 };

@@ -7,10 +7,25 @@
 import { z } from 'zod';
 import { GatewayError } from '../errors.js';
 
-/** One turn of a conversation. */
+/**
+ * One turn of a conversation. A message the caller sent as several text parts (OpenAI content
+ * parts, Anthropic text blocks) keeps them in `parts`, for providers that take parts; `content` is
+ * then those parts joined with "\n", for everything that reads the message as one text (content
+ * rules, the demo provider, character limits).
+ */
 export interface ChatMessage {
   role: 'user' | 'assistant';
   content: string;
+  /** The text parts as sent, when there were two or more; `content` is them joined with "\n". */
+  parts?: string[];
+}
+
+/** Separator between text parts where a provider (or a reader) has no parts. */
+export const PART_SEPARATOR = '\n';
+
+/** The texts of a message as a provider that takes parts should get them: its parts, or its content. */
+export function messageParts(m: ChatMessage): string[] {
+  return m.parts ?? [m.content];
 }
 
 /** A validated completion request, whatever transport it came from. */
@@ -37,7 +52,16 @@ export const DEFAULT_MAX_TOKENS = 1024;
 export const completeArgs = z
   .object({
     messages: z
-      .array(z.object({ role: z.enum(['user', 'assistant']), content: z.string() }).strict())
+      .array(
+        z
+          .object({
+            role: z.enum(['user', 'assistant']),
+            content: z
+              .union([z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() }).strict()).min(1)])
+              .describe('The text, or text parts ({type: "text", text}) kept as parts for providers that take them.'),
+          })
+          .strict(),
+      )
       .min(1)
       .optional()
       .describe('The conversation, oldest first; the last message is normally the user\'s.'),
@@ -52,6 +76,13 @@ export const completeArgs = z
 
 /** Arguments as a transport hands them over, before validation. */
 export type CompleteArgs = z.input<typeof completeArgs>;
+
+/** A message as the schema took it: parts stay parts when there are several, one part is plain text. */
+function chatMessage(m: { role: 'user' | 'assistant'; content: string | { text: string }[] }): ChatMessage {
+  if (typeof m.content === 'string') return { role: m.role, content: m.content };
+  const parts = m.content.map((p) => p.text);
+  return parts.length === 1 ? { role: m.role, content: parts[0]! } : { role: m.role, content: parts.join(PART_SEPARATOR), parts };
+}
 
 /** Validates completion arguments against the schema and the policy's limits; throws INVALID_REQUEST naming each bad field. */
 export function parseCompleteArgs(raw: unknown, limits: RequestLimits): CompletionInput {
@@ -69,7 +100,7 @@ export function parseCompleteArgs(raw: unknown, limits: RequestLimits): Completi
       issues: [`max_tokens: at most ${limits.maxTokensCeiling}`],
     });
   }
-  const messages = a.messages ?? [{ role: 'user' as const, content: a.prompt! }];
+  const messages: ChatMessage[] = a.messages?.map(chatMessage) ?? [{ role: 'user' as const, content: a.prompt! }];
   const chars = messages.reduce((n, m) => n + m.content.length, a.system?.length ?? 0);
   if (chars > limits.maxInputChars) {
     throw new GatewayError('INVALID_REQUEST', `Invalid arguments: the input is ${chars} characters; the limit is ${limits.maxInputChars}.`, {

@@ -19,7 +19,7 @@ import type { Principal } from '../identity/principal.js';
 import type { DecisionEvent, EventSink } from '../metering/events.js';
 import { decide } from '../policy/decide.js';
 import type { Policy } from '../policy/load.js';
-import type { Provider, Usage } from '../providers/provider.js';
+import type { Provider, StopReason, Usage } from '../providers/provider.js';
 import type { ProviderBuildOptions } from '../providers/registry.js';
 import type { QuotaStore } from '../quota/store.js';
 import { compose, type Middleware } from '../pipeline/compose.js';
@@ -55,6 +55,10 @@ export interface GatewayOptions {
 
 export interface CallResult {
   text: string;
+  /** Why the answer ended (the provider's finish reason, mapped; see providers/provider.ts). */
+  stopReason: StopReason;
+  /** The stop sequence that ended it, when the provider named one. */
+  stopSequence?: string;
   model: string;
   tier: string;
   provider: string;
@@ -151,6 +155,8 @@ export class Gateway {
     return {
       requestId: ctx.id,
       text: ctx.served.text,
+      stopReason: ctx.served.stopReason,
+      ...(ctx.served.stopSequence ? { stopSequence: ctx.served.stopSequence } : {}),
       model: ctx.served.model.ref,
       tier: d.tier,
       provider: ctx.served.model.provider,

@@ -7,7 +7,7 @@
  */
 import type { Request } from 'express';
 import { z } from 'zod';
-import type { CompleteArgs } from '../call/request.js';
+import { PART_SEPARATOR, type CompleteArgs } from '../call/request.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { bearerToken, type CompatCall, type WireCodec } from './compat.js';
@@ -38,9 +38,12 @@ export function decodeMessagesRequest(raw: unknown): CompleteArgs {
     const v = body[key];
     if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) throw new GatewayError('INVALID_REQUEST', `Invalid request: ${key} is not supported by tollgate.`);
   }
-  const text = (c: string | Array<{ text: string }>) => (typeof c === 'string' ? c : c.map((b) => b.text).join(''));
+  // Text blocks of a message stay blocks (the call core joins them where a provider has none); the
+  // system prompt's blocks are joined with "\n".
+  const text = (c: string | Array<{ text: string }>) => (typeof c === 'string' ? c : c.map((b) => b.text).join(PART_SEPARATOR));
+  const content = (c: string | Array<{ text: string }>) => (Array.isArray(c) && c.length > 0 ? c.map((b) => ({ type: 'text' as const, text: b.text })) : text(c));
   return {
-    messages: body.messages.map((m) => ({ role: m.role, content: text(m.content) })),
+    messages: body.messages.map((m) => ({ role: m.role, content: content(m.content) })),
     system: body.system === undefined ? undefined : text(body.system),
     model: body.model,
     max_tokens: body.max_tokens,
@@ -67,8 +70,9 @@ export function anthropicError(err: GatewayError) {
   return { type: ERROR_TYPES[err.code] ?? 'api_error', message: `${err.code}: ${err.message}`, details: { error_code: err.code, ...err.details } };
 }
 
-function stopReason(result: CallResult, call: CompatCall): 'end_turn' | 'max_tokens' {
-  return result.usage.outputTokens >= call.maxTokens ? 'max_tokens' : 'end_turn';
+/** Anthropic's stop_reason and stop_sequence, which the gateway's words already are. */
+function stopOf(result: CallResult) {
+  return { stop_reason: result.stopReason, stop_sequence: result.stopSequence ?? null };
 }
 
 function usageOf(result: CallResult) {
@@ -99,8 +103,7 @@ export const anthropicCodec: WireCodec = {
       role: 'assistant',
       model: result.model,
       content: [{ type: 'text', text: result.text }],
-      stop_reason: stopReason(result, call),
-      stop_sequence: null,
+      ...stopOf(result),
       usage: usageOf(result),
     });
   },
@@ -118,7 +121,7 @@ export const anthropicCodec: WireCodec = {
     delta: (send, text) => send({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } }, 'content_block_delta'),
     end(send, result, call) {
       send({ type: 'content_block_stop', index: 0 }, 'content_block_stop');
-      send({ type: 'message_delta', delta: { stop_reason: stopReason(result, call), stop_sequence: null }, usage: usageOf(result) }, 'message_delta');
+      send({ type: 'message_delta', delta: stopOf(result), usage: usageOf(result) }, 'message_delta');
       send({ type: 'message_stop' }, 'message_stop');
     },
     error: (send, err) => send({ type: 'error', error: anthropicError(err) }, 'error'),

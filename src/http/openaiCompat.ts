@@ -6,7 +6,7 @@
  */
 import type { Response } from 'express';
 import { z } from 'zod';
-import type { CompleteArgs } from '../call/request.js';
+import { PART_SEPARATOR, type CompleteArgs } from '../call/request.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { openaiRateLimitHeaders } from './rateLimitHeaders.js';
@@ -48,9 +48,12 @@ export function decodeChatRequest(raw: unknown): CompleteArgs {
   for (const key of UNSUPPORTED) {
     if (body[key] !== undefined && body[key] !== null) throw invalid(`Invalid request: ${key} is not supported by tollgate.`, key);
   }
-  const text = (c: z.infer<typeof chatMessage>['content']) => (typeof c === 'string' ? c : (c ?? []).map((p) => p.text).join(''));
+  // System and developer messages become one system prompt; their parts are joined with "\n".
+  const text = (c: z.infer<typeof chatMessage>['content']) => (typeof c === 'string' ? c : (c ?? []).map((p) => p.text).join(PART_SEPARATOR));
+  // A user or assistant message's parts stay parts (the call core joins them where a provider has none).
+  const content = (c: z.infer<typeof chatMessage>['content']) => (Array.isArray(c) && c.length > 0 ? c.map((p) => ({ type: 'text' as const, text: p.text })) : text(c));
   const system = body.messages.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => text(m.content));
-  const messages = body.messages.flatMap((m) => (m.role === 'user' || m.role === 'assistant' ? [{ role: m.role, content: text(m.content) }] : []));
+  const messages = body.messages.flatMap((m) => (m.role === 'user' || m.role === 'assistant' ? [{ role: m.role, content: content(m.content) }] : []));
   return {
     messages,
     system: system.length > 0 ? system.join('\n\n') : undefined,
@@ -89,8 +92,11 @@ export function openaiError(err: GatewayError) {
   };
 }
 
-function finishReason(result: CallResult, call: CompatCall): 'stop' | 'length' {
-  return result.usage.outputTokens >= call.maxTokens ? 'length' : 'stop';
+/** The gateway's stop reason in OpenAI's words; a stop sequence is `stop` there, a refusal `content_filter`. */
+const FINISH_REASONS = { end_turn: 'stop', max_tokens: 'length', stop_sequence: 'stop', refusal: 'content_filter' } as const;
+
+function finishReason(result: CallResult): (typeof FINISH_REASONS)[keyof typeof FINISH_REASONS] {
+  return FINISH_REASONS[result.stopReason];
 }
 
 function usageOf(result: CallResult) {
@@ -130,7 +136,7 @@ export const openaiCodec: WireCodec = {
       object: 'chat.completion',
       created: call.created,
       model: result.model,
-      choices: [{ index: 0, message: { role: 'assistant', content: result.text, refusal: null }, logprobs: null, finish_reason: finishReason(result, call) }],
+      choices: [{ index: 0, message: { role: 'assistant', content: result.text, refusal: null }, logprobs: null, finish_reason: finishReason(result) }],
       usage: usageOf(result),
     });
   },
@@ -140,7 +146,7 @@ export const openaiCodec: WireCodec = {
     start: (send, model, call) => send(chunk(call, model, { role: 'assistant', content: '', refusal: null }, null)),
     delta: (send, text, model, call) => send(chunk(call, model, { content: text }, null)),
     end(send, result, call) {
-      send(chunk(call, result.model, {}, finishReason(result, call)));
+      send(chunk(call, result.model, {}, finishReason(result)));
       if (call.includeUsage) send({ id: `chatcmpl-${call.requestId}`, object: 'chat.completion.chunk', created: call.created, model: result.model, choices: [], usage: usageOf(result) });
       send('[DONE]');
     },

@@ -66,7 +66,8 @@ export function decodeResponsesRequest(raw: unknown): CompleteArgs {
   };
 }
 
-const cut = (result: CallResult, call: CompatCall) => result.usage.outputTokens >= call.maxTokens;
+/** Cut at the output cap, as the provider reported it (its finish reason, mapped to the gateway's stop reason). */
+const cut = (result: CallResult, _call: CompatCall) => result.stopReason === 'max_tokens';
 
 function usageOf(result: CallResult) {
   const { inputTokens, outputTokens, cachedInputTokens } = result.usage;

@@ -22,6 +22,7 @@ import { asGatewayError, GatewayError } from '../errors.js';
 import type { BudgetView } from '../call/budget.js';
 import type { EstimateResult, Gateway } from '../gateway/gateway.js';
 import type { Credential, TransportName } from '../pipeline/context.js';
+import type { StopReason } from '../providers/provider.js';
 import { completeArgs, completeResult, estimateResult, listModelsResult, myBudgetResult } from './tools/schemas.js';
 
 export type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
@@ -99,6 +100,13 @@ export function toolError(err: GatewayError): CallToolResult {
   };
 }
 
+/** The note a `complete` result carries after its text when the answer did not simply finish. */
+const STOP_NOTES: Record<Exclude<StopReason, 'end_turn'>, string> = {
+  max_tokens: '[stopReason: max_tokens] The answer was cut at max_tokens.',
+  stop_sequence: '[stopReason: stop_sequence] The answer ended at a stop sequence.',
+  refusal: '[stopReason: refusal] The provider refused to answer.',
+};
+
 function ok(data: Record<string, unknown>, text: string): CallToolResult {
   return { content: [{ type: 'text', text }], structuredContent: data };
 }
@@ -151,7 +159,10 @@ export function createMcpServer(opts: McpServerOptions): Server {
       const signal = opts.signal ? AbortSignal.any([extra.signal, opts.signal]) : extra.signal;
       const result = await opts.gateway.complete({ credential, args: { raw: req.params.arguments }, transport: opts.transport, signal, onText });
       budgets = result.budgets;
-      return ok({ ...result }, result.text);
+      const answer = ok({ ...result }, result.text);
+      // An answer that did not simply finish says so next to its text, for hosts that show only text.
+      if (result.stopReason !== 'end_turn') answer.content.push({ type: 'text', text: STOP_NOTES[result.stopReason] });
+      return answer;
     } catch (err) {
       return toolError(asGatewayError(err));
     } finally {

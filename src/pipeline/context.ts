@@ -13,7 +13,7 @@ import type { ApplicableLimits, LimitLine } from '../policy/limits.js';
 import type { BudgetState, Decision } from '../policy/decide.js';
 import type { ModelInfo, Policy } from '../policy/load.js';
 import { outputCap, type Candidate, type OutputClamp } from '../policy/plan.js';
-import type { Usage } from '../providers/provider.js';
+import type { StopReason, Usage } from '../providers/provider.js';
 import type { QuotaStore } from '../quota/store.js';
 
 export type TransportName = 'stdio' | 'http' | 'a2a' | 'openai' | 'anthropic' | 'cli' | 'console';
@@ -129,7 +129,7 @@ export interface CallContext {
   tokenCount?: { model: ModelInfo; tokens: number; exact: boolean };
   attempts: Attempt[];
   /** The model that served the call and what it returned. */
-  served?: { model: ModelInfo; responseModel: string; text: string; stopReason?: string };
+  served?: { model: ModelInfo; responseModel: string; text: string; stopReason: StopReason; stopSequence?: string };
   /** Tokens consumed, also on failure when a stream was cut or cancelled midway. */
   usage?: Usage;
   /** The same tokens by the model that consumed them (one entry an attempt that consumed any), for pricing. */

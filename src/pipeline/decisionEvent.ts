@@ -92,8 +92,9 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
     'tollgate.token_count': ctx.tokenCount ? { model: ctx.tokenCount.model.ref, tokens: ctx.tokenCount.tokens, exact: ctx.tokenCount.exact } : undefined,
   };
   if (ctx.policy.config.metering.logPrompts) {
-    // Logged on request only, and even then without the credentials a prompt may carry.
-    if (ctx.request) event['gen_ai.prompt'] = scrubValue({ system: ctx.request.system, messages: ctx.request.messages }, secrets);
+    // Logged on request only, and even then without the credentials a prompt may carry; a message
+    // sent as parts is logged as its joined text.
+    if (ctx.request) event['gen_ai.prompt'] = scrubValue({ system: ctx.request.system, messages: ctx.request.messages.map(({ role, content }) => ({ role, content })) }, secrets);
     event['gen_ai.completion'] = scrubText(ctx.served?.text, secrets);
   }
   return event;

@@ -652,9 +652,12 @@ export function withContent<T extends object>(target: T, content: PromptContent)
   return target;
 }
 
-/** The parts a call's content is made of: the system prompt, then every message. */
-export function contentOf(request: { system?: string; messages: readonly { content: string }[] }): PromptContent {
-  const parts = request.messages.map((m) => m.content);
+/**
+ * The parts a call's content is made of: the system prompt, then every message, a message sent as
+ * text parts counting part by part (so `compactText` reads a value cut across two parts whole).
+ */
+export function contentOf(request: { system?: string; messages: readonly { content: string; parts?: readonly string[] }[] }): PromptContent {
+  const parts = request.messages.flatMap((m) => m.parts ?? [m.content]);
   return new PromptContent(request.system === undefined ? parts : [request.system, ...parts]);
 }
 

@@ -58,7 +58,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
     const p: MessageParams = {
       model: req.model,
       max_tokens: req.maxTokens,
-      messages: req.messages.map((m) => ({ role: m.role, content: m.content })),
+      messages: req.messages.map((m) => ({ role: m.role, content: m.parts ? m.parts.map((text) => ({ type: 'text' as const, text })) : m.content })),
     };
     if (req.system !== undefined) p.system = req.system;
     // `temperature` is deliberately not sent: API version 2026-10-21 (what SDK 1.x speaks) answers
@@ -164,7 +164,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
         text: message.content.map((b) => (b.type === 'text' ? b.text : '')).join(''),
         model: message.model,
         usage: usageOf(message.usage),
-        stopReason: message.stop_reason ?? undefined,
+        ...stopOf(message.stop_reason, message.stop_sequence),
       };
     },
 
@@ -177,7 +177,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       let input: InputCounts | undefined;
       let reportedOutput = 0;
       let deltas = 0;
-      let stopReason: string | undefined;
+      let stop: Pick<CompletionResult, 'stopReason' | 'stopSequence'> = {};
       let stopped = false;
       let answered = false;
       let listenerError: unknown;
@@ -209,7 +209,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
               throw err;
             }
           } else if (event.type === 'message_delta') {
-            stopReason = event.delta.stop_reason ?? stopReason;
+            if (event.delta.stop_reason) stop = stopOf(event.delta.stop_reason, event.delta.stop_sequence);
             reportedOutput = event.usage.output_tokens;
             // The final event may restate input counts; a restated count wins over message_start's.
             if (input) {
@@ -227,7 +227,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
         if (err === listenerError) throw err;
         if (req.signal?.aborted && !(err instanceof GatewayError)) {
           const usage = consumed();
-          if (stopped && usage) return { text, model, usage, stopReason };
+          if (stopped && usage) return { text, model, usage, ...stop };
           throw cancelledError(name, usage, answered);
         }
         if (idle.fired) throw stalled();
@@ -240,7 +240,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       // what it reported (the pipeline adds the input bound when that is nothing).
       if (req.signal?.aborted) {
         const usage = consumed();
-        if (stopped && usage) return { text, model, usage, stopReason };
+        if (stopped && usage) return { text, model, usage, ...stop };
         throw cancelledError(name, usage, true);
       }
       if (idle.fired) throw stalled();
@@ -248,9 +248,30 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       if (!stopped || !usage) {
         throw upstreamError({ provider: name, network: true, type: 'stream_incomplete', message: 'the stream ended before message_stop', usage });
       }
-      return { text, model, usage, stopReason };
+      return { text, model, usage, ...stop };
     },
   };
+}
+
+/**
+ * Anthropic's stop reason in the gateway's words, which are Anthropic's own; a context window
+ * reached is a cut like max_tokens, a tool or pause turn (never asked for) a finished one.
+ */
+function stopOf(reason: string | null | undefined, sequence: string | null | undefined): Pick<CompletionResult, 'stopReason' | 'stopSequence'> {
+  switch (reason) {
+    case undefined:
+    case null:
+      return {};
+    case 'max_tokens':
+    case 'model_context_window_exceeded':
+      return { stopReason: 'max_tokens' };
+    case 'stop_sequence':
+      return sequence ? { stopReason: 'stop_sequence', stopSequence: sequence } : { stopReason: 'stop_sequence' };
+    case 'refusal':
+      return { stopReason: 'refusal' };
+    default:
+      return { stopReason: 'end_turn' };
+  }
 }
 
 interface InputCounts {

@@ -26,13 +26,14 @@ import {
   type TokenUsage,
 } from '@aws-sdk/client-bedrock-runtime';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { messageParts } from '../call/request.js';
 import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
 import { headGuard } from './fetchSdk.js';
 import { FRAMING, inputTokenBound } from './estimate.js';
-import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
+import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type BedrockConfig = Extract<ProviderConfig, { kind: 'bedrock' }>;
 
@@ -74,11 +75,33 @@ function toUsage(u: TokenUsage | undefined): Usage | undefined {
   return usage;
 }
 
+/**
+ * Bedrock's stop reason in the gateway's words: it spells end_turn, max_tokens and stop_sequence
+ * the same; content_filtered and guardrail_intervened are refusals; a context window reached is a
+ * cut; a tool-use turn (never asked for) a finished one.
+ */
+function stopReasonOf(reason: string | undefined): StopReason | undefined {
+  switch (reason) {
+    case undefined:
+      return undefined;
+    case 'max_tokens':
+    case 'model_context_window_exceeded':
+      return 'max_tokens';
+    case 'stop_sequence':
+      return 'stop_sequence';
+    case 'content_filtered':
+    case 'guardrail_intervened':
+      return 'refusal';
+    default:
+      return 'end_turn';
+  }
+}
+
 function converseInput(req: CompletionRequest): ConverseRequest {
   return {
     modelId: req.model,
     ...(req.system ? { system: [{ text: req.system }] } : {}),
-    messages: req.messages.map((m) => ({ role: m.role, content: [{ text: m.content }] })),
+    messages: req.messages.map((m) => ({ role: m.role, content: messageParts(m).map((text) => ({ text })) })),
     inferenceConfig: { maxTokens: req.maxTokens, ...(req.temperature !== undefined ? { temperature: req.temperature } : {}) },
   };
 }
@@ -200,8 +223,7 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
         text: blocks.map((b) => b.text ?? '').join(''),
         model: req.model,
         usage,
-        // Bedrock already spells the shared stop reasons `end_turn` and `max_tokens`.
-        stopReason: out.stopReason,
+        stopReason: stopReasonOf(out.stopReason),
       };
     },
 
@@ -247,7 +269,7 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       } catch (err) {
         if (listenerError !== undefined && err === listenerError) throw err;
         if (req.signal?.aborted && !(err instanceof GatewayError)) {
-          if (stopReason !== undefined && usage !== undefined) return { text, model: req.model, usage, stopReason };
+          if (stopReason !== undefined && usage !== undefined) return { text, model: req.model, usage, stopReason: stopReasonOf(stopReason) };
           throw cancelledError(name, usage, opened);
         }
         throw fail(err, req, partial());
@@ -258,7 +280,7 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       if (stopReason === undefined || usage === undefined) {
         throw upstreamError({ provider: name, network: true, type: 'IncompleteStream', message: 'the stream ended before its messageStop and metadata events', usage: partial() });
       }
-      return { text, model: req.model, usage, stopReason };
+      return { text, model: req.model, usage, stopReason: stopReasonOf(stopReason) };
     },
   };
 }

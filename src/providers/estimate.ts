@@ -18,10 +18,10 @@
  */
 import { tokenBounder, tokenCounter, type EncodingName } from './tokenizer.js';
 
-/** The prompt parts that are billed as input. */
+/** The prompt parts that are billed as input; a message sent as text parts has them in `parts`. */
 export interface PromptParts {
   system?: string;
-  messages: readonly { content: string }[];
+  messages: readonly { content: string; parts?: readonly string[] }[];
 }
 
 /** Tokens a provider adds to the prompt's own: per message (the system prompt counts as one) and once per request. */
@@ -63,9 +63,13 @@ export function framingFor(kind: string): Framing {
   return Object.hasOwn(FRAMING, kind) ? FRAMING[kind as keyof typeof FRAMING] : WIDEST_FRAMING;
 }
 
-/** The texts billed as input, system prompt first. */
+/**
+ * The texts billed as input, system prompt first. A message sent as parts counts as one text per
+ * part, each with a message's framing: more than any provider adds around a part, so the bound
+ * holds whether the provider keeps the parts or joins them.
+ */
 export function promptTexts(p: PromptParts): string[] {
-  const texts = p.messages.map((m) => m.content);
+  const texts = p.messages.flatMap((m) => m.parts ?? [m.content]);
   return p.system === undefined ? texts : [p.system, ...texts];
 }
 

@@ -13,7 +13,7 @@ import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
 import { boundOpenAIInput, countOpenAIInput, FRAMING, inputTokenBound } from './estimate.js';
-import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
+import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type OpenAIConfig = Extract<ProviderConfig, { kind: 'openai' }>;
 
@@ -42,11 +42,18 @@ export function outputCapFields(baseUrl: string, maxTokens: number): { max_compl
   return isOpenAI ? { max_completion_tokens: maxTokens } : { max_completion_tokens: maxTokens, max_tokens: maxTokens };
 }
 
-/** 'length' and 'stop' in OpenAI's words become the gateway's; anything else is kept as sent. */
-function stopReasonOf(finish: string | null | undefined): string | undefined {
+/**
+ * OpenAI's finish reason in the gateway's words: `length` is a cut at the cap, `content_filter` a
+ * refusal, anything else (`stop`, a tool-call turn never asked for) a finished answer. OpenAI
+ * reports a stop sequence as `stop`, so an OpenAI answer is never `stop_sequence`. A message that
+ * carries a refusal is a refusal whatever the finish reason.
+ */
+function stopReasonOf(finish: string | null | undefined, refusal?: string | null): StopReason | undefined {
+  if (refusal) return 'refusal';
+  if (finish === undefined || finish === null) return undefined;
   if (finish === 'length') return 'max_tokens';
-  if (finish === 'stop') return 'end_turn';
-  return finish ?? undefined;
+  if (finish === 'content_filter') return 'refusal';
+  return 'end_turn';
 }
 
 function usageOf(u: OpenAI.CompletionUsage): Usage {
@@ -81,7 +88,11 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
   function params(req: CompletionRequest): ChatParams {
     const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [];
     if (req.system !== undefined) messages.push({ role: 'system', content: req.system });
-    for (const m of req.messages) messages.push({ role: m.role, content: m.content });
+    // Parts stay parts: Chat Completions takes text parts for user and assistant messages alike.
+    for (const m of req.messages) {
+      const content = m.parts ? m.parts.map((text) => ({ type: 'text' as const, text })) : m.content;
+      messages.push(m.role === 'user' ? { role: 'user', content } : { role: 'assistant', content });
+    }
     const p: ChatParams = { model: req.model, messages, ...outputCapFields(baseUrl, req.maxTokens) };
     if (req.temperature !== undefined) p.temperature = req.temperature;
     return p;
@@ -172,7 +183,8 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
       if (!choice || typeof choice.message !== 'object') {
         throw upstreamError({ provider: name, network: true, type: 'malformed_response', message: 'the answer is not a chat completion' });
       }
-      const text = choice.message.content ?? '';
+      // A refusal comes as `refusal` with no content: its text is the answer.
+      const text = choice.message.content ?? choice.message.refusal ?? '';
       return {
         text,
         model: completion.model,
@@ -180,7 +192,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
           ? usageOf(completion.usage)
           : // Without usage the output is bounded like the input: at most one token per UTF-8 byte.
             { inputTokens: unreportedInputTokens(req), outputTokens: Math.max(1, Math.min(req.maxTokens, Buffer.byteLength(text, 'utf8'))) },
-        stopReason: stopReasonOf(choice.finish_reason),
+        stopReason: stopReasonOf(choice.finish_reason, choice.message.refusal),
       };
     },
 
@@ -195,6 +207,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
       let started = false;
       let listenerError: unknown;
       const idle = idleGuard(config.timeoutMs, req.signal);
+      let refused = false;
       // Without a usage chunk, input is estimated from the prompt and output is one token per delta.
       const consumed = (): Usage => reported ?? { inputTokens: unreportedInputTokens(req), outputTokens: deltas };
       const stalled = (): GatewayError =>
@@ -213,7 +226,8 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
           if (chunk.usage) reported = usageOf(chunk.usage);
           const choice = chunk.choices?.[0];
           if (!choice) continue;
-          const delta = choice.delta?.content;
+          // A refusal streams as `refusal` deltas: their text is the answer, as in a plain answer.
+          const delta = choice.delta?.content || choice.delta?.refusal;
           // Chunks already buffered keep coming after an abort: their text reaches no one, their finish and usage count.
           if (delta && !idle.signal.aborted) {
             text += delta;
@@ -225,12 +239,13 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
               throw err;
             }
           }
+          if (choice.delta?.refusal) refused = true;
           if (choice.finish_reason) finish = choice.finish_reason;
         }
       } catch (err) {
         if (err === listenerError) throw err;
         if (req.signal?.aborted && !(err instanceof GatewayError)) {
-          if (finish) return { text, model, usage: consumed(), stopReason: stopReasonOf(finish) };
+          if (finish) return { text, model, usage: consumed(), stopReason: stopReasonOf(finish, refused ? 'refusal' : null) };
           throw cancelledError(name, reported, started);
         }
         if (idle.fired) throw stalled();
@@ -242,14 +257,14 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
       // finished answered the call, whenever the caller left; otherwise it is charged what it
       // reported (the pipeline adds the input bound when that is nothing).
       if (req.signal?.aborted) {
-        if (finish) return { text, model, usage: consumed(), stopReason: stopReasonOf(finish) };
+        if (finish) return { text, model, usage: consumed(), stopReason: stopReasonOf(finish, refused ? 'refusal' : null) };
         throw cancelledError(name, reported, true);
       }
       if (idle.fired) throw stalled();
       if (!finish) {
         throw upstreamError({ provider: name, network: true, type: 'stream_incomplete', message: 'the stream ended without a finish_reason', usage: consumed() });
       }
-      return { text, model, usage: consumed(), stopReason: stopReasonOf(finish) };
+      return { text, model, usage: consumed(), stopReason: stopReasonOf(finish, refused ? 'refusal' : null) };
     },
   };
 }

@@ -31,12 +31,23 @@ export interface Usage {
   cachedInputTokens?: number;
 }
 
+/**
+ * Why the answer ended, in one vocabulary for every provider (Anthropic's words): `end_turn` the
+ * model finished, `max_tokens` it was cut at the output cap, `stop_sequence` it hit a stop
+ * sequence, `refusal` the provider's safety system stopped or withheld it.
+ */
+export const STOP_REASONS = ['end_turn', 'max_tokens', 'stop_sequence', 'refusal'] as const;
+export type StopReason = (typeof STOP_REASONS)[number];
+
 export interface CompletionResult {
   text: string;
   /** The model id the provider says served the call. */
   model: string;
   usage: Usage;
-  stopReason?: string;
+  /** Mapped from the provider's own finish reason; undefined when it gave none. */
+  stopReason?: StopReason;
+  /** The stop sequence that ended the answer, when the provider names it. */
+  stopSequence?: string;
 }
 
 /** Called with each text delta as a stream arrives. */

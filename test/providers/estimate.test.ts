@@ -34,6 +34,13 @@ describe('the input bound', () => {
     cl100k = await tokenCounter('cl100k_base');
   });
 
+  it('counts a message sent as parts part by part, each with a message\'s framing', () => {
+    const parts = { messages: [{ content: 'alpha beta\ngamma delta', parts: ['alpha beta', 'gamma delta'] }] };
+    expect(inputTokenBound(parts, { perMessage: 4, perRequest: 3 })).toBe(10 + 4 + 11 + 4 + 3);
+    // Never below the same text sent joined, whichever way the provider takes it.
+    expect(inputTokenBound(parts)).toBeGreaterThan(inputTokenBound({ messages: [{ content: 'alpha beta\ngamma delta' }] }));
+  });
+
   it('is the UTF-8 bytes of every text plus the framing per message and per request', () => {
     expect(inputTokenBound({ system: 'héllo', messages: [{ content: 'a a' }, { content: '😀' }] }, { perMessage: 2, perRequest: 5 })).toBe(6 + 3 + 4 + 3 * 2 + 5);
     expect(inputTokenBound({ messages: [] }, FRAMING.openai)).toBe(3);

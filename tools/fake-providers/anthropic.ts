@@ -118,8 +118,10 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
 
     const lastUser = [...body.messages].reverse().find((m) => m.role === 'user');
     const fullLength = replyWords('anthropic', textOf(lastUser?.content), Number.MAX_SAFE_INTEGER).length;
-    const words = replyWords('anthropic', textOf(lastUser?.content), body.max_tokens);
-    const stopReason = fullLength > body.max_tokens ? 'max_tokens' : 'end_turn';
+    const stop = fault?.kind === 'stop' ? fault : undefined;
+    const words = replyWords('anthropic', textOf(lastUser?.content), Math.min(body.max_tokens, stop?.afterWords ?? Number.MAX_SAFE_INTEGER));
+    const stopReason = stop ? stop.reason : fullLength > body.max_tokens ? 'max_tokens' : 'end_turn';
+    const stopSequence = stop?.reason === 'stop_sequence' ? (stop.sequence ?? '###') : null;
     const promptWords = await inputOf(body);
     const cacheRead = Math.min(opts.cacheReadTokens ?? 0, promptWords);
     const usageIn = { input_tokens: promptWords - cacheRead, cache_creation_input_tokens: 0, cache_read_input_tokens: cacheRead };
@@ -141,7 +143,7 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
           model: body.model,
           content: [{ type: 'text', text: words.join('') }],
           stop_reason: stopReason,
-          stop_sequence: null,
+          stop_sequence: stopSequence,
           usage: { ...usageIn, output_tokens: words.length, service_tier: 'standard' },
         },
         headers,
@@ -167,7 +169,7 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
     await frame('content_block_stop', { type: 'content_block_stop', index: 0 });
     await frame('message_delta', {
       type: 'message_delta',
-      delta: { stop_reason: stopReason, stop_sequence: null },
+      delta: { stop_reason: stopReason, stop_sequence: stopSequence },
       usage: { output_tokens: words.length },
     });
     await frame('message_stop', { type: 'message_stop' });

@@ -205,8 +205,9 @@ export async function startFakeBedrock(opts: { latencyMs?: number; billing?: Fak
 
     const lastUser = [...call.messages].reverse().find((m) => m.role === 'user')?.content ?? '';
     const inputTokens = await billedInputTokens('bedrock', opts.billing ?? 'words', call);
-    const words = replyWords('bedrock', lastUser, call.maxTokens);
-    const stopReason = words.length >= call.maxTokens ? 'max_tokens' : 'end_turn';
+    const stop = fault?.kind === 'stop' ? fault : undefined;
+    const words = replyWords('bedrock', lastUser, Math.min(call.maxTokens, stop?.afterWords ?? Number.MAX_SAFE_INTEGER));
+    const stopReason = stop ? (stop.reason === 'refusal' ? 'content_filtered' : 'stop_sequence') : words.length >= call.maxTokens ? 'max_tokens' : 'end_turn';
     const cached = cache.readTokens + cache.writeTokens;
     const usage = {
       inputTokens: inputTokens - cached,

@@ -84,8 +84,10 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? Number.MAX_SAFE_INTEGER;
     const lastUser = [...body.messages].reverse().find((m) => m.role === 'user');
     const fullLength = replyWords('openai', textOf(lastUser?.content), Number.MAX_SAFE_INTEGER).length;
-    const words = replyWords('openai', textOf(lastUser?.content), maxTokens);
-    const finishReason = fullLength > maxTokens ? 'length' : 'stop';
+    const stop = fault?.kind === 'stop' ? fault : undefined;
+    const words = replyWords('openai', textOf(lastUser?.content), Math.min(maxTokens, stop?.afterWords ?? Number.MAX_SAFE_INTEGER));
+    // OpenAI reports a stop sequence as a plain `stop`; filtered output as `content_filter`.
+    const finishReason = stop ? (stop.reason === 'refusal' ? 'content_filter' : 'stop') : fullLength > maxTokens ? 'length' : 'stop';
     // System and developer messages travel in `messages`, so every message is prompt.
     const promptTokens =
       opts.billing === 'bpe'

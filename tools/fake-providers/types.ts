@@ -18,7 +18,14 @@ export type FakeFault =
   /** Stream `afterWords` words of the reply, then destroy the socket (streamed calls only). */
   | { kind: 'cut'; afterWords: number }
   /** Answer 200 with a body that is not valid JSON (or, streamed, a garbage event). */
-  | { kind: 'malformed' };
+  | { kind: 'malformed' }
+  /**
+   * Answer normally but end after `afterWords` reply words as the provider ends an answer at a stop
+   * sequence (`sequence`, default "###") or on a refusal, in its own words: Anthropic
+   * `stop_sequence` (naming it) / `refusal`, OpenAI `stop` / `content_filter`, Bedrock
+   * `stop_sequence` / `content_filtered`.
+   */
+  | { kind: 'stop'; reason: 'stop_sequence' | 'refusal'; afterWords: number; sequence?: string };
 
 export interface RecordedRequest {
   method: string;

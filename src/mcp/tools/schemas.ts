@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { completeArgs } from '../../call/request.js';
+import { STOP_REASONS } from '../../providers/provider.js';
 
 export { completeArgs };
 
@@ -25,6 +26,9 @@ const budgetView = z.object({
 export const completeResult = z.object({
   requestId: z.string(),
   text: z.string(),
+  /** Why the answer ended: end_turn, max_tokens (cut at the output cap), stop_sequence or refusal. */
+  stopReason: z.enum(STOP_REASONS),
+  stopSequence: z.string().optional(),
   model: z.string(),
   tier: z.string(),
   provider: z.string(),

@@ -82,7 +82,9 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
               })
             : await provider.complete(req);
           ctx.attempts.push({ model: model.ref, provider: provider.name, ok: true, ms: opts.now() - t0 });
-          ctx.served = { model, responseModel: result.model, text: result.text, stopReason: result.stopReason };
+          // A provider that names no stop reason is read by its output: at the cap it was cut.
+          const stopReason = result.stopReason ?? (result.usage.outputTokens >= req.maxTokens ? 'max_tokens' : 'end_turn');
+          ctx.served = { model, responseModel: result.model, text: result.text, stopReason, ...(result.stopSequence ? { stopSequence: result.stopSequence } : {}) };
           consume(ctx, model, result.usage);
           return;
         } catch (err) {

@@ -110,7 +110,7 @@ describe('reserve step', () => {
       ctx,
       recordingNext(undefined, () => {
         ctx.usage = { inputTokens: 6, outputTokens: 40 };
-        ctx.served = { model: small, responseModel: 'small', text: 'done' };
+        ctx.served = { model: small, responseModel: 'small', text: 'done', stopReason: 'end_turn' };
         if (cost !== undefined) ctx.costMicroUsd = cost;
       }),
     );
