@@ -89,6 +89,8 @@ export function policySecrets(policy: Policy): readonly string[] {
   if (fgaToken) found.push(fgaToken);
   const siemToken = policy.config.metering.siem?.token;
   if (siemToken) found.push(siemToken);
+  // An alert webhook's URL can be its credential (a Slack incoming-webhook URL is), and so can its headers.
+  for (const w of policy.config.alerts.webhooks) found.push(w.url, ...Object.values(w.headers).filter((v) => v.length >= 8));
   // Longest first, so a secret that contains another is replaced whole.
   const secrets = Object.freeze([...new Set(found)].sort((a, b) => b.length - a.length));
   secretsByPolicy.set(policy, secrets);

@@ -241,6 +241,21 @@ tiers:
     );
     expect(scrubSecrets('echo plain-provider-credential-42!', policySecrets(policy))).toBe('echo [REDACTED]!');
     expect(scrubSecrets('Budget user-weekly has 120 tokens left; max_tokens lowered to 20')).toBe('Budget user-weekly has 120 tokens left; max_tokens lowered to 20');
+    const withHooks = parsePolicy(
+      `
+version: 1
+providers:
+  demo: { kind: demo }
+egress: { allow: [hooks.slack.com] }
+tiers:
+  standard: [demo/medium]
+alerts:
+  webhooks:
+    - { id: chan, url: "https://hooks.slack.com/services/T0/B0/plain-hook-secret-7", format: slack, headers: { authorization: "Bearer plain-header-secret-9" } }
+`,
+      'p.yaml',
+    );
+    expect(scrubSecrets('posted to https://hooks.slack.com/services/T0/B0/plain-hook-secret-7 with Bearer plain-header-secret-9', policySecrets(withHooks))).toBe('posted to [REDACTED] with [REDACTED]');
     // AWS's documentation example key is no secret: secretlint's AWS rule lets it through.
     expect(scrubSecrets('the docs use AKIAIOSFODNN7EXAMPLE')).toBe('the docs use AKIAIOSFODNN7EXAMPLE');
   });
