@@ -328,7 +328,11 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
   );
 
   router.use('/console', (req, res) => void refuse(req, res, new GatewayError('NOT_FOUND', 'There is no such console page.'), false));
-  return router;
+  // Every other request (a call) passes with one string comparison, without walking the console's routes.
+  return function consoleOnly(req, res, next) {
+    if (req.path === '/console' || req.path.startsWith('/console/')) router(req, res, next);
+    else next();
+  };
 }
 
 /** True unless the browser named an Origin (or a Sec-Fetch-Site) that is not the console's own. */

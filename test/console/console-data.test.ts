@@ -125,6 +125,33 @@ describe('console on the embedded journal', () => {
     const page = await (await fetch(`${gw.url}/console/budgets?scope=team`, { headers: { cookie } })).text();
     expect(page.match(/data-key="([^"]+)"/g)!.sort()).toEqual(['data-key="team-usd|data"', 'data-key="team-usd|platform"']);
   });
+
+  it('reads the role again from the policy serving now: a reload that takes it away ends the sign-in', async () => {
+    const cookie = await signInWithKey(gw.url, 'admin-key');
+    const gateway = gw.runtime.gateway;
+    const before = gateway.policy;
+    try {
+      gateway.replacePolicy(parsePolicy(CONSOLE_POLICY.replace('roles: [tollgate-admin]', 'roles: [tollgate-viewer]'), 'p.yaml'));
+      expect(await (await fetch(`${gw.url}/console/keys`, { headers: { cookie } })).text()).toContain('root (read-only)');
+      gateway.replacePolicy(parsePolicy(CONSOLE_POLICY.replace('roles: [tollgate-admin]', 'roles: []'), 'p.yaml'));
+      const res = await fetch(`${gw.url}/console/keys`, { headers: { cookie }, redirect: 'manual' });
+      expect([res.status, res.headers.get('location')]).toEqual([303, '/console/login']);
+    } finally {
+      gateway.replacePolicy(before);
+    }
+  });
+
+  it('does not accept a session cookie that was altered', async () => {
+    const cookie = await signInWithKey(gw.url, 'admin-key');
+    const [name, value] = cookie.split('=') as [string, string];
+    const [payload, mac] = value.split('.') as [string, string];
+    const session = JSON.parse(Buffer.from(payload, 'base64url').toString()) as { expiresAt: number };
+    // Still a valid sign-in but for its expiry, pushed a year on: only the MAC tells it apart.
+    const forged = Buffer.from(JSON.stringify({ ...session, expiresAt: session.expiresAt + 365 * 86_400_000 })).toString('base64url');
+    expect((await fetch(`${gw.url}/console`, { headers: { cookie: `${name}=${payload}.${mac}` }, redirect: 'manual' })).status).toBe(200);
+    const res = await fetch(`${gw.url}/console`, { headers: { cookie: `${name}=${forged}.${mac}` }, redirect: 'manual' });
+    expect([res.status, res.headers.get('location')]).toEqual([303, '/console/login']);
+  });
 });
 
 describe('console on Redis', () => {
