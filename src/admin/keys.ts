@@ -5,6 +5,7 @@
  * gateway serving from that directory (src/identity/fileKeys.ts).
  *
  *   tollgate keys issue --user U [--id ID] [--teams a,b] [--cost-center C] [--groups g,h] [--roles r]
+ *   tollgate keys issue --app NAME --owner U [--teams a,b] [--cost-center C] ...   (an application's key)
  *   tollgate keys revoke --id ID
  *   tollgate keys list [--json]
  *
@@ -29,6 +30,8 @@ export interface KeysValues {
   'cost-center'?: string;
   groups?: string;
   roles?: string;
+  app?: string;
+  owner?: string;
   json?: boolean;
 }
 
@@ -46,6 +49,8 @@ export async function runKeysCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
       'cost-center': { type: 'string' },
       groups: { type: 'string' },
       roles: { type: 'string' },
+      app: { type: 'string' },
+      owner: { type: 'string' },
       json: { type: 'boolean' },
     },
   });
@@ -66,17 +71,24 @@ export async function keysCommand(verb: string | undefined, values: KeysValues, 
   try {
     switch (verb) {
       case 'issue': {
-        if (!values.user) throw new GatewayError('INVALID_REQUEST', 'usage: tollgate keys issue --user <user> [--id ID] [--teams a,b] [--cost-center C] [--groups g] [--roles r]');
+        const usage = 'usage: tollgate keys issue --user <user> | --app <name> --owner <user>  [--id ID] [--teams a,b] [--cost-center C] [--groups g] [--roles r]';
+        if (values.owner !== undefined && values.app === undefined) throw new GatewayError('INVALID_REQUEST', `--owner names an application's owner: give --app too. ${usage}`);
+        if (values.app !== undefined && values.owner === undefined) throw new GatewayError('INVALID_REQUEST', `an application's key needs its owner: --owner <user>. ${usage}`);
+        if (values.owner !== undefined && values.user !== undefined && values.owner !== values.user) throw new GatewayError('INVALID_REQUEST', `--user and --owner name different users. ${usage}`);
+        const user = values.owner ?? values.user;
+        if (!user) throw new GatewayError('INVALID_REQUEST', usage);
         const { key, record } = await keys.issue({
           id: values.id,
-          user: values.user,
+          user,
+          app: values.app,
           teams: list(values.teams),
           costCenter: values['cost-center'],
           groups: list(values.groups),
           roles: list(values.roles),
         });
         if (values.json) return `${JSON.stringify({ key, ...record }, null, 2)}\n`;
-        return `${key}\n# id ${record.id} for ${record.user}; shown once, store it now. Revoke with: tollgate keys revoke --id ${record.id}\n`;
+        const whose = record.app ? `application ${record.app} (owner ${record.user})` : record.user;
+        return `${key}\n# id ${record.id} for ${whose}; shown once, store it now. Revoke with: tollgate keys revoke --id ${record.id}\n`;
       }
       case 'revoke': {
         if (!values.id) throw new GatewayError('INVALID_REQUEST', 'usage: tollgate keys revoke --id <id>');
@@ -87,7 +99,7 @@ export async function keysCommand(verb: string | undefined, values: KeysValues, 
         const all = await keys.list();
         if (values.json) return `${JSON.stringify(all, null, 2)}\n`;
         if (all.length === 0) return 'no issued keys\n';
-        return all.map((k) => `${k.id}\t${k.user}\tteams=${k.teams.join(',')}\tcostCenter=${k.costCenter ?? '-'}\t${k.revokedAt ? `revoked ${k.revokedAt}` : 'active'}`).join('\n') + '\n';
+        return all.map((k) => `${k.id}\t${k.app ? `app=${k.app} owner=` : ''}${k.user}\tteams=${k.teams.join(',')}\tcostCenter=${k.costCenter ?? '-'}\t${k.revokedAt ? `revoked ${k.revokedAt}` : 'active'}`).join('\n') + '\n';
       }
       default:
         throw new GatewayError('INVALID_REQUEST', `unknown keys command "${verb ?? ''}": issue, revoke or list`);

@@ -5,7 +5,7 @@
  */
 
 export type AlertKind = 'budget_threshold' | 'refusal_spike' | 'budget_overrun';
-export type AlertScope = 'user' | 'team' | 'costCenter' | 'global';
+export type AlertScope = 'user' | 'team' | 'costCenter' | 'application' | 'global';
 
 export interface Alert {
   type: 'tollgate.alert';

@@ -128,6 +128,8 @@ function refusalSubjects(per: AlertScope, e: DecisionEvent): string[] {
       return e['user.teams'] ?? [];
     case 'costCenter':
       return e['user.cost_center'] ? [e['user.cost_center']] : [];
+    case 'application':
+      return e['user.app'] ? [e['user.app']] : [];
     case 'global':
       return ['*'];
   }

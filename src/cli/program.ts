@@ -270,7 +270,9 @@ function addKeys(program: Command, done: Done, env: NodeJS.ProcessEnv): void {
   };
   const store = (cmd: Command) => cmd.option(...REDIS).option(...DATA_DIR).option(...JSON_OUT);
   store(keys.command('issue').description('issue a key; it is printed once, only its SHA-256 is stored'))
-    .requiredOption('--user <user>', 'whom the key charges')
+    .option('--user <user>', 'whom the key charges')
+    .option('--app <name>', "an application's key: budgets and limits of scope application are keyed by it")
+    .option('--owner <user>', "the application's owner, whose user (and --teams, --cost-center) lines it charges")
     .option('--id <id>', 'the key id (default: generated)')
     .option('--teams <a,b>', 'teams')
     .option('--cost-center <cc>', 'cost centre')

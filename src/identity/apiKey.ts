@@ -33,5 +33,6 @@ export function principalFromApiKey(entry: ApiKeyConfig): Principal {
     credentialId: entry.id,
   };
   if (entry.costCenter !== undefined) p.costCenter = entry.costCenter;
+  if (entry.app !== undefined) p.app = entry.app;
   return p;
 }

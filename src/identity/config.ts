@@ -190,6 +190,12 @@ export const apiKeySchema = z
     costCenter: z.string().optional(),
     groups: z.array(z.string()).default([]),
     roles: z.array(z.string()).default([]),
+    /**
+     * The application this key belongs to: budgets and limits of scope `application` are keyed by
+     * it, and `user`, `teams` and `costCenter` are its owner's (`policy.applications.charge` says
+     * whose budget lines its calls charge).
+     */
+    app: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, 'application names use letters, digits and _ . : -').optional(),
     disabled: z.boolean().default(false),
   })
   .strict();

@@ -25,6 +25,8 @@ export interface IssueRequest {
   costCenter?: string;
   groups?: string[];
   roles?: string[];
+  /** The application the key belongs to; `user` is then its owner. */
+  app?: string;
 }
 
 /** Where issued keys are kept and managed: the shared store (StoredApiKeys) or the data directory (FileApiKeys). */
@@ -124,6 +126,7 @@ export function mintKey(req: IssueRequest, nowMs: number): { key: string; record
   const sha256 = hashApiKey(key);
   const id = req.id ?? `key-${sha256.slice(0, 12)}`;
   if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/.test(id)) throw new GatewayError('INVALID_REQUEST', `Key id "${id}" must use letters, digits and _ . : -`);
+  if (req.app !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/.test(req.app)) throw new GatewayError('INVALID_REQUEST', `Application name "${req.app}" must use letters, digits and _ . : -`);
   const record: StoredKey = {
     id,
     sha256,
@@ -134,6 +137,7 @@ export function mintKey(req: IssueRequest, nowMs: number): { key: string; record
     disabled: false,
     createdAt: new Date(nowMs).toISOString(),
     ...(req.costCenter ? { costCenter: req.costCenter } : {}),
+    ...(req.app ? { app: req.app } : {}),
   };
   return { key, record };
 }

@@ -22,6 +22,8 @@ export interface DecisionEvent {
   'user.id'?: string;
   'user.teams'?: string[];
   'user.cost_center'?: string;
+  /** The application whose key made the call (an application key); user, teams and cost centre are then its owner's. */
+  'user.app'?: string;
   'user.groups'?: string[];
   'auth.method'?: string;
   /** For a caller who was not identified: what they presented (`api_key`, `jwt` or `none`)... */

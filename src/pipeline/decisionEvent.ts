@@ -34,6 +34,7 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
     'user.id': p?.user,
     'user.teams': p?.teams,
     'user.cost_center': p?.costCenter,
+    'user.app': p?.app,
     'user.groups': p?.groups,
     'auth.method': p?.authMethod,
     'actor.chain': p?.actors,

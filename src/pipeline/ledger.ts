@@ -62,7 +62,7 @@ export class Ledger {
 
   /** The budget lines that apply to `principal` under `policy` now. */
   linesFor(policy: Policy, principal: Principal): BudgetLine[] {
-    return applicableLines(policy.budgets, principal, this.now(), this.keyPrefix);
+    return applicableLines(policy.budgets, principal, this.now(), this.keyPrefix, policy.config.applications.charge);
   }
 
   /** The rate limits and caps that apply to `principal` under `policy` now. */

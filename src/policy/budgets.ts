@@ -26,6 +26,8 @@ function subjectsOf(budget: CompiledBudget, p: Principal): string[] {
       return p.teams;
     case 'costCenter':
       return p.costCenter ? [p.costCenter] : [];
+    case 'application':
+      return p.app ? [p.app] : [];
     case 'global':
       return ['*'];
   }
@@ -44,11 +46,19 @@ export function lineKeys(prefix: string, budgetId: string, subject: string, wind
   };
 }
 
+/** Whether an application's call charges a budget of `scope`, under the policy's `applications.charge`. */
+export function chargedTo(scope: string, charge: 'both' | 'application' | 'owner'): boolean {
+  if (charge === 'application') return scope === 'application' || scope === 'global';
+  if (charge === 'owner') return scope !== 'application';
+  return true;
+}
+
 /** The budget lines that apply to `principal` now. A `when` that fails to evaluate applies the budget (fail safe). */
-export function applicableLines(budgets: readonly CompiledBudget[], principal: Principal, now: number, prefix: string): BudgetLine[] {
+export function applicableLines(budgets: readonly CompiledBudget[], principal: Principal, now: number, prefix: string, charge: 'both' | 'application' | 'owner' = 'both'): BudgetLine[] {
   const out: BudgetLine[] = [];
   const view = { principal: principalView(principal) };
   for (const budget of budgets) {
+    if (principal.app && !chargedTo(budget.config.scope, charge)) continue;
     if (budget.appliesTo) {
       let applies = true;
       try {

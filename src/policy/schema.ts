@@ -55,7 +55,8 @@ const budgetSchema = z
   .object({
     id,
     description: z.string().optional(),
-    scope: z.enum(['user', 'team', 'costCenter', 'global']),
+    /** `application`: one line per application (a key issued with --app); a caller without one is not charged to it. */
+    scope: z.enum(['user', 'team', 'costCenter', 'application', 'global']),
     /** CEL over `principal`: the budget applies only where it is true. */
     when: z.string().optional(),
     /**
@@ -219,6 +220,12 @@ export const policySchema = z
     identity: identitySchema.default(DEFAULT_IDENTITY),
     budgets: z.array(budgetSchema).default([]),
     rateLimits: z.array(rateLimitSchema).default([]),
+    /**
+     * Calls made with an application's key: which budget lines they charge. `both` (default): the
+     * application's lines and its owner's (user, teams, cost centre); `application`: only the
+     * application's; `owner`: only the owner's. Global budgets and every rate limit always apply.
+     */
+    applications: z.object({ charge: z.enum(['both', 'application', 'owner']).default('both') }).strict().default({ charge: 'both' }),
     rules: z.array(ruleSchema).default([]),
     limits: z
       .object({

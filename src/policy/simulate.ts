@@ -58,7 +58,7 @@ function ownUsage(usage: UsageMap, key: string): UsageInput | undefined {
 
 /** The budget states that apply to `principal` at `now`, filled from `usage`. */
 export function budgetStates(policy: Policy, principal: Principal, now: number, usage: UsageMap = {}): BudgetState[] {
-  return applicableLines(policy.budgets, principal, now, '').map((l) => {
+  return applicableLines(policy.budgets, principal, now, '', policy.config.applications.charge).map((l) => {
     const id = l.budget.config.id;
     const u = ownUsage(usage, `${id}@${l.subject}`) ?? ownUsage(usage, id);
     return {
