@@ -41,14 +41,12 @@ import {
   addRollupHash,
   dayOf,
   daysBetween,
-  entryLine,
   globalJournalBase,
   journalKeys,
   prepare,
   recoveryInfo,
   reserveBody,
-  canonical,
-  rollupFields,
+  rollupArgs,
   sortedRollups,
   verifyRedisJournal,
   type JournalReader,
@@ -76,7 +74,7 @@ import {
   type RedisConnection,
   type RedisNode,
 } from './redisScripts.js';
-import type { AlertLedger, DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
+import type { AlertLedger, DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOptions, ReserveOutcome } from './store.js';
 
 export type { JournalVerifyReport, UsageRollup } from './redisJournal.js';
 
@@ -172,6 +170,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>;
   private readonly replays: Replay[] = [];
   private readonly held = new Map<string, string[]>();
+  /** Requests reserved with `dispatching` whose dispatch() has not come yet (it has nothing to write). */
+  private readonly markedAtReserve = new Set<string>();
   private readonly listeners: EventListener[] = [];
   private flushing: Promise<void> | undefined;
   /** The write `drain` is making now (off the queue while in flight). */
@@ -243,7 +243,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     if (every > 0) this.scheduleSweep(every);
   }
 
-  async reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord): Promise<ReserveOutcome> {
+  async reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord, opts: ReserveOptions = {}): Promise<ReserveOutcome> {
     for (const l of lines) {
       assertAmount(l.amount, 'amount');
       if (!Number.isFinite(l.limit)) throw new RangeError(`limit must be finite, got ${l.limit}`);
@@ -253,14 +253,13 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     if (ordered.length === 0) return { ok: true };
     const keys = ordered.map((l) => l.reservedKey);
     const expiresAt = now + ttlMs;
-    const taken = ordered.map(entryLine);
-    const infos = recoveryInfo(taken, meta);
-    const idJson = canonical(requestId);
+    const infos = recoveryInfo(ordered, meta);
+    const idJson = JSON.stringify(requestId);
     // Every script is sent at once, in the fixed order: one round trip. Each is atomic over its
     // lines; on a cluster (a script per line) a refusal on any line gives back the others.
     const groups = this.groups(ordered.map((l, i) => ({ l, i })));
     const scripts = groups.map((group) => {
-      const { head, tail } = reserveBody(requestId, now, expiresAt, group[0]!.i === 0 ? meta : undefined);
+      const { head, tail } = reserveBody(requestId, now, expiresAt);
       const h = bodyHash(head + group.map(({ i }) => infos[i]!.line).join(',') + tail);
       const j = this.journalFor(group[0]!.l.reservedKey, now);
       const index = this.linePerScript ? group[0]!.l.reservedKey : this.openIndex;
@@ -276,6 +275,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
           tail,
           this.linePerScript ? 0 : 1,
           idJson,
+          opts.dispatching ? 1 : 0,
           ...group.flatMap(({ l, i }) => [4 + l.readKeys.length, l.amount, l.limit, infos[i]!.line, infos[i]!.parts]),
         ],
       );
@@ -321,6 +321,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount, buckets: buckets ?? [] };
     }
     this.remember(requestId, keys);
+    if (opts.dispatching) this.markedAtReserve.add(requestId);
     return { ok: true };
   }
 
@@ -330,6 +331,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
    * (`recover` if dispatched, `release` if not) is the journal's record of it.
    */
   async dispatch(requestId: string): Promise<void> {
+    // Reserved with `dispatching`: the mark went with the reservation.
+    if (this.markedAtReserve.delete(requestId)) return;
     try {
       await this.scripts.ready();
       const keys = this.held.get(requestId) ?? (await this.scripts.timed(this.records.get(recordKey(requestId)))) ?? [];
@@ -536,9 +539,10 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   /**
    * The entries of one journal stream (every stream when none is named), oldest first, read with
    * XRANGE in pages; `after` (a stream id) resumes after an entry already exported. This is what
-   * an export reads before retention trims the stream (docs/quota.md, "Retention").
+   * an export reads before retention trims the stream (docs/quota.md, "Retention"). Each entry
+   * comes with its body's `text` as stored, which is what its `h` hashes (verifyChain checks it).
    */
-  async *journalEntries(opts: { stream?: string; after?: string; pageSize?: number } = {}): AsyncGenerator<{ stream: string; streamId: string; entry: JournalEntry }> {
+  async *journalEntries(opts: { stream?: string; after?: string; pageSize?: number } = {}): AsyncGenerator<{ stream: string; streamId: string; entry: JournalEntry & { text: string } }> {
     const pageSize = opts.pageSize ?? 1000;
     for (const stream of opts.stream ? [opts.stream] : await this.journalStreams()) {
       let start = opts.after ? `(${opts.after}` : '-';
@@ -550,7 +554,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
           throw asStoreError(err);
         }
         for (const { id, message: m } of page) {
-          yield { stream, streamId: id, entry: { seq: Number(m.seq), h: m.h ?? '', prev: m.prev ?? '', link: m.link ?? '', body: JSON.parse(m.body ?? 'null') as EntryBody } };
+          yield { stream, streamId: id, entry: { seq: Number(m.seq), h: m.h ?? '', prev: m.prev ?? '', link: m.link ?? '', body: JSON.parse(m.body ?? 'null') as EntryBody, text: m.body ?? '' } };
         }
         if (page.length < pageSize) break;
         start = `(${page[page.length - 1]!.id}`;
@@ -696,18 +700,19 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const charged = new Set(lines.map((l) => l.reservedKey));
     const rest = (this.held.get(requestId) ?? []).filter((k) => !charged.has(k));
     this.held.delete(requestId);
+    this.markedAtReserve.delete(requestId);
     // One flight: the settle scripts, the releases and the record's deletion. Settling is idempotent
     // (per-line markers), so a settle that fails here and is replayed later still counts once;
     // until then its reservation stays, and recovery closes it if the replay never comes.
     const record = this.deleteRecord(requestId).catch(() => undefined);
     const ordered = [...lines].sort(byReservedKey);
-    const rollups = event ? rollupFields(event) : [];
+    const rollups = event ? rollupArgs(event) : [];
     let committed = false;
     const settleGroup = async (group: LedgerLine[], withEvent: boolean): Promise<void> => {
       // On one node a script whose lines are partly settled already writes nothing and says which are
       // free; the entry is then sent again for those alone (its body names the lines it charges).
       for (let pending = group, attempt = 0; pending.length > 0 && attempt < 3; attempt++) {
-        const entry = prepare({ kind: 'settle', id: requestId, at: now, lines: pending.map(entryLine), event: withEvent ? event : undefined, settledBy: 'call' });
+        const entry = prepare({ kind: 'settle', id: requestId, at: now, lines: pending, event: withEvent ? event : undefined, settledBy: 'call' });
         const j = this.journalFor(pending[0]!.reservedKey, now);
         const roll = withEvent ? rollups : [];
         const states = (await this.runLines(
@@ -737,6 +742,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     await this.scripts.ready();
     const keys = w.keys ?? (await this.scripts.timed(this.records.get(recordKey(w.requestId)))) ?? [];
     this.held.delete(w.requestId);
+    this.markedAtReserve.delete(w.requestId);
     if (keys.length === 0) {
       // Nothing held that this replica can name: the event alone, in the `{journal}` stream.
       if (w.event) await this.chain('release', w.requestId, w.event);
@@ -753,7 +759,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private async chain(kind: 'refuse' | 'release' | 'settle', requestId: string, event: DecisionRecord): Promise<void> {
     const now = this.now();
     const entry = prepare({ kind, id: requestId, at: now, event, settledBy: kind === 'settle' ? 'call' : undefined });
-    const roll = rollupFields(event);
+    const roll = rollupArgs(event);
     const j = this.journalArgs(this.globalBase, now);
     await this.run(CHAIN, j.keys, [...j.args, entry.h, entry.body, roll.length, ...roll]);
   }
@@ -781,7 +787,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private async releaseLines(requestId: string, reservedKeys: string[], event: DecisionRecord | undefined, partial: true): Promise<{ committed: boolean; failed: string[]; err?: unknown }>;
   private async releaseLines(requestId: string, reservedKeys: string[], event: DecisionRecord | undefined, partial = false): Promise<{ committed: boolean; failed: string[]; err?: unknown } | void> {
     const now = this.now();
-    const rollups = event ? rollupFields(event) : [];
+    const rollups = event ? rollupArgs(event) : [];
     let committed = false;
     const groups = this.groups([...reservedKeys].sort());
     const results = await Promise.allSettled(
@@ -898,6 +904,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private remember(requestId: string, keys: string[]): void {
     this.held.set(requestId, keys);
     if (this.held.size > LOCAL_RECORDS_MAX) this.held.delete(this.held.keys().next().value!);
+    if (this.markedAtReserve.size > LOCAL_RECORDS_MAX) this.markedAtReserve.delete(this.markedAtReserve.values().next().value!);
   }
 
   /**

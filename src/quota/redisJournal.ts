@@ -1,6 +1,6 @@
 /**
  * The journal of the Redis ledger, seen from the gateway: where its streams and rollups live, how
- * an entry is prepared for the scripts (canonical body and its SHA-256), the rollup fields a
+ * an entry is prepared for the scripts (its body text and that text's SHA-256), the rollup fields a
  * decision event adds, the events recovery commits, and the audit that reads it all back
  * (`verifyRedisJournal`). docs/quota.md ("The journal on Redis") has the long form.
  *
@@ -12,7 +12,7 @@
  * of a request whose lines are unknown) go to `<prefix>{journal}:j`. Order holds within a stream.
  */
 import { bodyHash, GENESIS, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
-import type { DecisionRecord, LedgerLine } from './store.js';
+import type { DecisionRecord } from './store.js';
 
 /** The stream, its head and its rollup hashes, all in one slot. */
 export interface JournalKeys {
@@ -42,79 +42,45 @@ export function dayOf(ms: number): string {
   return cachedDay.day;
 }
 
-/** An entry ready for a script: its canonical body and that body's SHA-256. */
+/** An entry ready for a script: its body as it will be stored, and the SHA-256 of that text. */
 export interface PreparedEntry {
   body: string;
   h: string;
 }
 
-export function prepare(body: EntryBody): PreparedEntry {
-  const text = canonical(body);
-  return { body: text, h: bodyHash(text) };
-}
-
-/** Quoted object keys, kept: a journal's bodies use few distinct keys. */
-const quotedKeys = new Map<string, string>();
-/** Strings JSON writes as they are between quotes: printable ASCII without `"` or `\`. */
-const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
-
-function quoteKey(k: string): string {
-  let q = quotedKeys.get(k);
-  if (q === undefined) {
-    q = JSON.stringify(k);
-    if (quotedKeys.size < 10_000) quotedKeys.set(k, q);
-  }
-  return q;
-}
-
 /**
- * `canonicalJson` (journal.ts), the same text (a property test holds them equal) at about a third
- * of the cost, which matters on the call path: plain strings and finite numbers written directly,
- * object keys quoted once and sorted only when they are not in order already.
+ * An entry's body as the Redis journal stores it: JSON in a fixed key order (kind, id, at,
+ * expiresAt, lines, meta, event, settledBy; undefined fields left out; the event's own fields in
+ * the order the gateway built them), written by JSON.stringify. `h` is the SHA-256 of this text,
+ * and the audit hashes the text as stored, so no canonical form has to be rebuilt to check it
+ * (entries written before this change are canonical JSON, which the same rule verifies).
  */
-export function canonical(value: unknown): string {
-  switch (typeof value) {
-    case 'string':
-      return PLAIN.test(value) ? `"${value}"` : JSON.stringify(value);
-    case 'number':
-      return Number.isFinite(value) ? String(value) : 'null';
-    case 'boolean':
-      return value ? 'true' : 'false';
-    case 'object': {
-      if (value === null) return 'null';
-      if (Array.isArray(value)) {
-        let out = '[';
-        for (let i = 0; i < value.length; i++) {
-          const v: unknown = value[i];
-          if (i > 0) out += ',';
-          out += v === undefined ? 'null' : canonical(v);
-        }
-        return `${out}]`;
-      }
-      const obj = value as Record<string, unknown>;
-      const keys = Object.keys(obj);
-      for (let i = 1; i < keys.length; i++) {
-        if (keys[i - 1]! > keys[i]!) {
-          keys.sort();
-          break;
-        }
-      }
-      let out = '{';
-      for (const k of keys) {
-        const v = obj[k];
-        if (v === undefined) continue;
-        if (out.length > 1) out += ',';
-        out += `${quoteKey(k)}:${canonical(v)}`;
-      }
-      return `${out}}`;
-    }
-    default:
-      return JSON.stringify(value) ?? 'null';
+export function entryText(body: EntryBody): string {
+  let out = `{"kind":${JSON.stringify(body.kind)},"id":${JSON.stringify(body.id)},"at":${jsonNum(body.at)}`;
+  if (body.expiresAt !== undefined) out += `,"expiresAt":${jsonNum(body.expiresAt)}`;
+  if (body.lines !== undefined) {
+    out += ',"lines":[';
+    for (let i = 0; i < body.lines.length; i++) out += (i > 0 ? ',' : '') + lineText(body.lines[i]!);
+    out += ']';
   }
+  if (body.meta !== undefined) out += `,"meta":${JSON.stringify(body.meta)}`;
+  if (body.event !== undefined) out += `,"event":${JSON.stringify(body.event)}`;
+  if (body.settledBy !== undefined) out += `,"settledBy":${JSON.stringify(body.settledBy)}`;
+  if (body.state !== undefined) out += `,"state":${JSON.stringify(body.state)}`;
+  return `${out}}`;
 }
 
-export function entryLine(l: LedgerLine): EntryLine {
-  return { budgetId: l.budgetId, subject: l.subject, usageKey: l.usageKey, reservedKey: l.reservedKey, amount: l.amount, expiresAt: l.expiresAt };
+/** One entry line's JSON, fields in the journal's order: budgetId, subject, usageKey, reservedKey, amount, expiresAt. */
+export function lineText(l: EntryLine): string {
+  return `{"budgetId":${JSON.stringify(l.budgetId)},"subject":${JSON.stringify(l.subject)},"usageKey":${JSON.stringify(l.usageKey)},"reservedKey":${JSON.stringify(l.reservedKey)},"amount":${jsonNum(l.amount)},"expiresAt":${jsonNum(l.expiresAt)}}`;
+}
+
+/** A number as JSON writes it. */
+const jsonNum = (n: number): string => (Number.isFinite(n) ? String(n) : 'null');
+
+export function prepare(body: EntryBody): PreparedEntry {
+  const text = entryText(body);
+  return { body: text, h: bodyHash(text) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -153,14 +119,16 @@ function who(user: unknown, teams: unknown, costCenter: unknown): string {
   return `${enc(user)}|${t}|${enc(costCenter)}`;
 }
 
-/** The rollup increments an event adds, as a flat list: field, increment, field, increment... */
-export function rollupFields(event: DecisionRecord): (string | number)[] {
+/**
+ * The rollup increments an event adds, as the scripts take them: the dimensions once, then
+ * metric, increment, metric, increment... (the hash field is `<metric>|<dimensions>`).
+ */
+export function rollupArgs(event: DecisionRecord): (string | number)[] {
   // A dry run (an estimate, a token count) is not a call: it is journaled and counts nowhere.
   if (event['tollgate.dry_run'] !== undefined) return [];
-  const dims = dimensions(event);
-  const out: (string | number)[] = [`calls|${dims}`, 1];
+  const out: (string | number)[] = [dimensions(event), 'calls', 1];
   const add = (metric: string, n: number) => {
-    if (n !== 0) out.push(`${metric}|${dims}`, n);
+    if (n !== 0) out.push(metric, n);
   };
   add('input_tokens', Math.round(num(event['gen_ai.usage.input_tokens'])));
   add('output_tokens', Math.round(num(event['gen_ai.usage.output_tokens'])));
@@ -169,6 +137,14 @@ export function rollupFields(event: DecisionRecord): (string | number)[] {
   if (event.outcome === 'refused') add(`refused:${encodeURIComponent(code)}`, 1);
   if (event.outcome === 'failed') add(`failed:${encodeURIComponent(code)}`, 1);
   if (event['tollgate.settled_by'] === 'recovery' && event.outcome === 'success') add('recovered', 1);
+  return out;
+}
+
+/** The rollup increments an event adds, as a flat list: field, increment, field, increment... */
+export function rollupFields(event: DecisionRecord): (string | number)[] {
+  const args = rollupArgs(event);
+  const out: (string | number)[] = [];
+  for (let i = 1; i < args.length; i += 2) out.push(`${args[i] as string}|${args[0] as string}`, args[i + 1]!);
   return out;
 }
 
@@ -304,11 +280,11 @@ function teamsOf(meta: Record<string, unknown>): string[] | undefined {
   return Array.isArray(meta.teams) ? (meta.teams as unknown[]).filter((t): t is string => typeof t === 'string') : undefined;
 }
 
-const frag = (v: string | undefined): string => (v === undefined ? '' : canonical(v));
+const frag = (v: string | undefined): string => (v === undefined ? '' : JSON.stringify(v));
 
 /** What a line of a reservation sends for recovery: its entry line's JSON, and the event's parts on the first line. */
 export interface RecoveryInfo {
-  /** The line as the reserve entry lists it (canonical JSON). */
+  /** The line as the reserve entry lists it (its JSON). */
   line: string;
   /** On the line that carries the call's event: the parts the Lua builds it from, one a line; else empty. */
   parts: string;
@@ -324,7 +300,7 @@ export interface RecoveryInfo {
  */
 export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefined): RecoveryInfo[] {
   return lines.map((l, i) => {
-    const line = canonical(l);
+    const line = lineText(l);
     if (i > 0) return { line, parts: '' };
     const m = meta ?? {};
     const units = (m.units ?? {}) as Record<string, unknown>;
@@ -332,7 +308,7 @@ export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefine
     let charged = '[';
     for (const x of lines) {
       if (charged.length > 1) charged += ',';
-      charged += `{"amount":${canonical(x.amount)},"budget":${canonical(x.budgetId)},"subject":${canonical(x.subject)},"unit":${canonical(str(units[x.budgetId]) ?? 'tokens')}}`;
+      charged += `{"amount":${x.amount},"budget":${JSON.stringify(x.budgetId)},"subject":${JSON.stringify(x.subject)},"unit":${JSON.stringify(str(units[x.budgetId]) ?? 'tokens')}}`;
     }
     charged += ']';
     // The recovered event names the model and tier served; the released one the model asked for and no tier.
@@ -341,7 +317,7 @@ export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefine
       frag(str(m.transport) ?? 'unknown'),
       frag(str(m.policyVersion) ?? 'unknown'),
       frag(str(m.user)),
-      teams ? canonical(teams) : '',
+      teams ? JSON.stringify(teams) : '',
       frag(str(m.costCenter)),
       frag(str(m.model)),
       frag(str(m.tier)),
@@ -355,13 +331,12 @@ export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefine
 
 /**
  * A reserve entry's body around its lines, so that each line's JSON is sent once (the script joins
- * them): `head + lines.join(',') + tail` is the body's canonical JSON.
+ * them): `head + lines.join(',') + tail` is the body `entryText` writes. Who and what the call is
+ * are not repeated here: the reservation keeps them for recovery (R:i), and the entry that closes
+ * it (settle, release or recover) carries the decision event that names them.
  */
-export function reserveBody(id: string, at: number, expiresAt: number, meta: DecisionRecord | undefined): { head: string; tail: string } {
-  return {
-    head: `{"at":${canonical(at)},"expiresAt":${canonical(expiresAt)},"id":${canonical(id)},"kind":"reserve","lines":[`,
-    tail: meta === undefined ? ']}' : `],"meta":${canonical(meta)}}`,
-  };
+export function reserveBody(id: string, at: number, expiresAt: number): { head: string; tail: string } {
+  return { head: `{"kind":"reserve","id":${JSON.stringify(id)},"at":${jsonNum(at)},"expiresAt":${jsonNum(expiresAt)},"lines":[`, tail: ']}' };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,7 +412,7 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
   const charges = new Map<string, number>();
   /** Per request id: its charge entries, and whether one carried the event. */
   const charged = new Map<string, { withEvent: boolean; at: { stream: string; seq: number } }>();
-  /** Per request id: the reservedKey of the line whose reserve entry carried the meta (the event line). */
+  /** Per request id: the reservedKey of the line that carries its event (the first of its reserved lines). */
   const eventLine = new Map<string, string>();
   /** Per rollup key: what the events of its entries add up to. */
   const rolled = new Map<string, Map<string, number>>();
@@ -460,7 +435,7 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
     const base = stream.slice(0, -2);
     const headRaw = await reader.get(`${stream}h`);
     const head = headRaw ? { seq: Number(headRaw.slice(0, headRaw.indexOf(' '))), link: headRaw.slice(headRaw.indexOf(' ') + 1) } : undefined;
-    const entries: (JournalEntry & { streamId: string })[] = [];
+    const entries: (JournalEntry & { streamId: string; text: string })[] = [];
     let parseFault: StreamReport['fault'];
     let start = '-';
     for (;;) {
@@ -474,7 +449,7 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
           parseFault ??= { seq: Number(m.seq), reason: `entry ${m.seq} has a body that is not JSON`, streamId: raw.id };
           continue;
         }
-        entries.push({ seq: Number(m.seq), h: m.h ?? '', prev: m.prev ?? '', link: m.link ?? '', body, streamId: raw.id });
+        entries.push({ seq: Number(m.seq), h: m.h ?? '', prev: m.prev ?? '', link: m.link ?? '', body, text: m.body ?? '', streamId: raw.id });
       }
       if (page.length < pageSize) break;
       start = `(${page[page.length - 1]!.id}`;
@@ -498,7 +473,12 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
 
     for (const e of entries) {
       const b = e.body;
-      if (b.kind === 'reserve' && b.meta && b.lines?.[0]) eventLine.set(b.id, b.lines[0].reservedKey);
+      // The event goes with the first of a call's lines in reservedKey order.
+      const first = b.kind === 'reserve' ? b.lines?.[0]?.reservedKey : undefined;
+      if (first !== undefined) {
+        const known = eventLine.get(b.id);
+        if (known === undefined || first < known) eventLine.set(b.id, first);
+      }
       if (b.kind === 'settle' || b.kind === 'recover' || b.kind === 'admin') {
         // A charge after its counter's window ended is journaled but not counted (the scripts' rule).
         for (const l of b.lines ?? []) if (b.at < l.expiresAt) charges.set(l.usageKey, (charges.get(l.usageKey) ?? 0) + l.amount);

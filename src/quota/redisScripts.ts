@@ -21,7 +21,7 @@
  * ("<seq> <link>") and the day's rollup hash ROLL beside it. A script's first three keys are always
  * J, JH, ROLL: `<prefix>{journal}:j`, `:jh`, `:roll:<day>` on a single node; on a cluster the
  * line's own `R:j`, `R:jh`, `R:roll:<day>` (same slot), or the `{journal}` ones for entries
- * without a line (refusals). The gateway sends each entry's body as canonical JSON with its
+ * without a line (refusals). The gateway sends each entry's body as JSON text with its
  * SHA-256 `h`; the script links it: `link = sha1hex(prev .. h)`, XADD seq/h/prev/link/body, and
  * moves the head. Entries that recovery writes are built here from fragments the reservation
  * kept, so their SHA-256 is computed in Lua (`sha256` below, checked against node:crypto in the
@@ -151,10 +151,12 @@ local function append(jr, h, body)
   redis.call('SET', jr.jh, seq .. ' ' .. link)
 end
 
--- Adds rollup fields (a flat list: field, increment, ...) to the day's hash.
-local function rollup(jr, fields, from, to)
-  if to < from then return end
-  for i = from, to, 2 do redis.call('HINCRBY', jr.roll, fields[i], fields[i + 1]) end
+-- Adds rollup increments to the day's hash: args[from] is the dimensions, then metric, increment,
+-- ... up to args[to]; each goes to the field '<metric>|<dimensions>'.
+local function rollup(jr, args, from, to)
+  if to <= from then return end
+  local dims = '|' .. args[from]
+  for i = from + 1, to, 2 do redis.call('HINCRBY', jr.roll, args[i] .. dims, args[i + 1]) end
   if redis.call('PTTL', jr.roll) < 0 then redis.call('PEXPIRE', jr.roll, jr.rollTtl) end
 end
 
@@ -257,9 +259,9 @@ local function recover(jr, res, id, amount, info, dispatched, events)
   append(jr, sha256(body), body)
   if ev ~= '' then
     if dispatched then
-      rollup(jr, {'calls|' .. i[13], 1, 'recovered|' .. i[13], 1}, 1, 4)
+      rollup(jr, {i[13], 'calls', 1, 'recovered', 1}, 1, 5)
     else
-      rollup(jr, {'calls|' .. i[14], 1, 'failed:INTERNAL|' .. i[14], 1}, 1, 4)
+      rollup(jr, {i[14], 'calls', 1, 'failed:INTERNAL', 1}, 1, 5)
     end
     events[#events + 1] = ev
   end
@@ -298,12 +300,14 @@ local function emptied(res, exp, inf)
   if redis.call('ZCARD', exp) == 0 then redis.call('DEL', res, exp, inf) end
 end
 
--- After a reservation: the keys live as long as their latest reservation, plus an hour for the
--- sweep to close it if no call touches the line again (and are deleted once empty).
-local function extend(res, exp, inf, now)
-  local last = redis.call('ZRANGE', exp, -1, -1, 'WITHSCORES')
-  if #last == 0 then return end
-  local ttl = math.max(1, math.floor(tonumber(last[2]) - now)) + 3600000
+-- After a reservation expiring at \`expiry\`: the keys live at least an hour past it, for the sweep to
+-- close it if no call touches the line again (and are deleted once empty). They are given two
+-- hours at a time and only extended (never shortened) when less than one is left past it, so most
+-- reservations cost one PTTL here; the three keys are always extended together.
+local function extend(res, exp, inf, now, expiry)
+  local need = math.max(1, math.floor(expiry - now)) + 3600000
+  if redis.call('PTTL', inf) >= need then return end
+  local ttl = need + 3600000
   redis.call('PEXPIRE', res, ttl)
   redis.call('PEXPIRE', exp, ttl)
   redis.call('PEXPIRE', inf, ttl)
@@ -323,8 +327,9 @@ end
  * Reserves on several lines at once, all or none.
  * KEYS: J, JH, ROLL, IDX, then per line: R, R:x, R:i, R:s:<id>, readKeys...
  * ARGV: journal args (4), requestId, reservation expiry, h, body head, body tail, index it (1/0),
- * request id JSON, then per line: key count, amount, limit, the line's JSON, the event's parts
- * (first line only; see recoveryInfo). The body is head .. line JSONs joined by ',' .. tail.
+ * request id JSON, dispatching (1: the dispatch mark goes with the reservation, as DISPATCH would
+ * write it), then per line: key count, amount, limit, the line's JSON, the event's parts (first
+ * line only; see recoveryInfo). The body is head .. line JSONs joined by ',' .. tail.
  * The reserve entry is appended only when every line was reserved; with "index it", each line's R
  * is added to IDX (the lines with open reservations, scored by their latest expiry) for the sweep.
  * Returns {per line {state, used, reserved[, values of the read keys when refused]}, events}: state
@@ -335,9 +340,9 @@ export const RESERVE = script(
   'reserve',
   `
 local jr = journal(KEYS, ARGV)
-local id, expiry, h, head, tail, index, idJson = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11]
+local id, expiry, h, head, tail, index, idJson, dispatching = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11], ARGV[12] == '1'
 local out, taken, entryLines, events, k, blocked = {}, {}, {}, {}, 5, false
-for a = 12, #ARGV, 5 do
+for a = 13, #ARGV, 5 do
   local n, amount, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local res, exp, inf, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   purge(jr, res, exp, inf, events)
@@ -368,8 +373,12 @@ for i, l in ipairs(taken) do
   if not blocked then
     redis.call('HSET', l[1], id, l[4])
     redis.call('ZADD', l[2], expiry, id)
-    redis.call('HSET', l[3], id, l[5])
-    extend(l[1], l[2], l[3], jr.now)
+    if dispatching then
+      redis.call('HSET', l[3], id, l[5], '#' .. id, '1')
+    else
+      redis.call('HSET', l[3], id, l[5])
+    end
+    extend(l[1], l[2], l[3], jr.now, tonumber(expiry))
     indexed[#indexed + 1] = expiry
     indexed[#indexed + 1] = l[1]
     out[i][1] = 1
@@ -407,8 +416,9 @@ return marked
 
 /**
  * Charges several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i, R:s:<id>, usageKey.
- * ARGV: journal args (4), requestId, h, body, rollup list length m, m fields and increments, then
- * per line: amount, usage ttl ms, marker ttl ms.
+ * ARGV: journal args (4), requestId, h, body, rollup list length m, the rollup list (the
+ * dimensions, then metric and increment pairs; empty without an event), then per line: amount,
+ * usage ttl ms, marker ttl ms.
  * All lines not yet settled are charged, the settle entry appended and the rollups added in one
  * step. When some lines were settled already and others not, nothing is written and the reply
  * says which are free, so the gateway sends the entry again for those (its body names its lines).
@@ -450,7 +460,7 @@ return {out, events}
 /**
  * Drops a request's reservation on several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i.
  * ARGV: journal args (4), requestId, h, body, always (1: the entry carries an event and is
- * appended even if nothing was held), rollup list length m, m fields and increments.
+ * appended even if nothing was held), rollup list length m, the rollup list (as SETTLE's).
  * Returns {dropped, events}.
  */
 export const RELEASE = script(
@@ -512,7 +522,7 @@ return {redis.call('ZCARD', KEYS[5]), events}
 
 /**
  * Appends one entry that changes no counter (a refusal) with its rollups. KEYS: J, JH, ROLL.
- * ARGV: journal args (4), h, body, rollup list length m, m fields and increments.
+ * ARGV: journal args (4), h, body, rollup list length m, the rollup list (as SETTLE's).
  */
 export const CHAIN = script(
   'chain',

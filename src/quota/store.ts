@@ -52,6 +52,19 @@ export type DecisionRecord = Record<string, unknown>;
 /** Receives each decision event once the journal holds it (the event log, SIEM, metrics read from here). */
 export type EventListener = (event: DecisionRecord) => void;
 
+/** How a reservation is made. */
+export interface ReserveOptions {
+  /**
+   * The call goes to a provider as soon as the reservation holds, with nothing but local code in
+   * between (the pipeline's reserve step is followed by its dispatch step). A store may then write
+   * the dispatch mark with the reservation, a round trip less on the call path, and `dispatch` has
+   * nothing left to write. Recovery reads the mark as if `dispatch` had written it: a replica that
+   * dies once the reservation holds has its call charged at the reservation, as one that died just
+   * after a separate mark would.
+   */
+  dispatching?: boolean;
+}
+
 export interface QuotaStore {
   /** A short name for logs and metrics (`memory`, `redis`). */
   readonly kind: string;
@@ -61,7 +74,7 @@ export interface QuotaStore {
    * that returns the first outcome's success. `meta` (who, which model) is kept with the
    * reservation so that a recovery can say whom it charged.
    */
-  reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord): Promise<ReserveOutcome>;
+  reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord, opts?: ReserveOptions): Promise<ReserveOutcome>;
   /**
    * Records that the call is about to reach a provider, before any byte leaves. From then on a call
    * that is never settled (its replica crashed) is charged at its reservation by recovery; before

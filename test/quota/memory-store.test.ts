@@ -37,6 +37,7 @@ describe('MemoryQuotaStore with a journal', () => {
     },
     prefix: () => `memj${++n}:`,
     journal: async () => journal.entries.map((e) => e.body),
+    metaInReserveEntry: true,
     keepsExpiredReservations: true,
   });
 });

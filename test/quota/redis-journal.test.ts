@@ -12,7 +12,7 @@ import { lineKeys } from '../../src/policy/budgets.js';
 import { bodyHash, canonicalJson, chainLink, GENESIS, verifyChain, type JournalEntry } from '../../src/quota/journal.js';
 import { RedisQuotaStore, type RedisQuotaStoreOptions } from '../../src/quota/redis.js';
 import fc from 'fast-check';
-import { canonical, dayOf, recoveryEvent, rollupFields } from '../../src/quota/redisJournal.js';
+import { dayOf, recoveryEvent, rollupFields } from '../../src/quota/redisJournal.js';
 import { SHA256 } from '../../src/quota/redisScripts.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
@@ -104,8 +104,11 @@ describe('RedisQuotaStore journal (single node)', () => {
     ]);
     expect(got[0]!.prev).toBe(GENESIS);
     expect(got[1]!.body).toEqual({ kind: 'settle', id: 'c1', at: clock, lines: [entryLine({ ...a, amount: 12 }), entryLine({ ...b, amount: 7 })], event, settledBy: 'call' });
-    for (const e of got) {
-      expect(e.h).toBe(bodyHash(e.body));
+    // The reserve entry lists the lines; who and what the call is are in the event that closes it.
+    expect(got[0]!.body).toEqual({ kind: 'reserve', id: 'c1', at: clock, expiresAt: clock + TTL, lines: [entryLine(a), entryLine(b)] });
+    const stored = (await raw.xRange(stream(), '-', '+')).map((e) => e.message as Record<string, string>);
+    for (const [i, e] of got.entries()) {
+      expect(e.h).toBe(bodyHash(stored[i]!.body!));
       expect(e.link).toBe(chainLink(e.prev, e.h));
     }
     const head = (await raw.get(`${prefix}{journal}:jh`))!.split(' ');
@@ -190,6 +193,44 @@ describe('RedisQuotaStore journal (single node)', () => {
     // Released, not settled: the same id may reserve again.
     expect(await store.reserve('c1', [l], TTL)).toEqual({ ok: true });
     expect(await store.read([l])).toEqual([{ used: 0, reserved: 40 }]);
+  });
+
+  it('tells a call reserved with dispatching (the mark written with the reservation) from one never dispatched: recovery charges the first and releases the second', async () => {
+    const store = open();
+    const heard: DecisionRecord[] = [];
+    store.onEvent((e) => heard.push(e));
+    const [l1, l2] = [line('alpha', 40), line('beta', 30)];
+    const meta = { user: 'ada', model: 'openai/gpt-5-mini', tier: 'standard', transport: 'http' };
+    expect(await store.reserve('sent', [l1], 1000, meta, { dispatching: true })).toEqual({ ok: true });
+    expect(await store.reserve('kept', [l2], 1000, meta)).toEqual({ ok: true });
+    // With the mark already written, dispatch() has nothing to send for 'sent'.
+    await store.dispatch('sent');
+    clock += 1000;
+    expect(await store.read([l1, l2])).toEqual([
+      { used: 40, reserved: 0 },
+      { used: 0, reserved: 0 },
+    ]);
+    const closing = (await entries()).filter((e) => e.body.kind === 'recover' || e.body.kind === 'release');
+    expect(closing.map((e) => [e.body.kind, e.body.id, e.body.settledBy])).toEqual([
+      ['recover', 'sent', 'recovery'],
+      ['release', 'kept', undefined],
+    ]);
+    expect(heard.map((e) => [e['request.id'], e.outcome, e['tollgate.settled_by']])).toEqual([
+      ['sent', 'success', 'recovery'],
+      ['kept', 'failed', 'recovery'],
+    ]);
+    expect((await store.verify()).ok).toBe(true);
+  });
+
+  it('a call reserved with dispatching and settled is charged what it consumed, and its expiry afterwards recovers nothing', async () => {
+    const store = open();
+    const l = line('alpha', 40);
+    await store.reserve('c1', [l], 1000, { user: 'ada' }, { dispatching: true });
+    await store.dispatch('c1');
+    await store.settle('c1', [{ ...l, amount: 9 }], callEvent('c1'));
+    clock += 5000;
+    expect(await store.read([l])).toEqual([{ used: 9, reserved: 0 }]);
+    expect((await entries()).map((e) => e.body.kind)).toEqual(['reserve', 'settle']);
   });
 
   it('sweeps lines no call touches, and forgets a line once it holds nothing', async () => {
@@ -402,35 +443,57 @@ describe('RedisQuotaStore journal (single node)', () => {
     );
   });
 
-  it('writes the same canonical JSON as journal.ts, faster', () => {
-    fc.assert(
-      fc.property(fc.jsonValue(), fc.anything(), (json, any) => {
-        expect(canonical(json)).toBe(canonicalJson(json));
-        let want: string | Error;
-        try {
-          want = canonicalJson(any);
-        } catch (err) {
-          want = err as Error;
-        }
-        if (want instanceof Error) expect(() => canonical(any)).toThrow();
-        else expect(canonical(any)).toBe(want);
-      }),
-      { numRuns: 2000 },
-    );
-  });
-
-  it('every entry body is canonical JSON that hashes to its h', async () => {
+  it('stores every entry body as JSON text that hashes to its h, in the documented key order', async () => {
     const store = open();
     await store.reserve('c1', [line('alpha', 40)], TTL, { user: 'ädä', note: 'a/b "q"' });
     await store.dispatch('c1');
     clock += TTL;
     await store.read([line('alpha', 0)]);
-    const stored = await raw.xRange(stream(), '-', '+');
-    for (const e of stored) {
-      const m = e.message as Record<string, string>;
-      expect(canonicalJson(JSON.parse(m.body!))).toBe(m.body);
-      expect(bodyHash(m.body!)).toBe(m.h);
+    await store.reserve('c2', [line('alpha', 40)], TTL);
+    await store.settle('c2', [line('alpha', 7)], callEvent('c2', { 'user.id': 'ädä "q" a/b' }));
+    const stored = (await raw.xRange(stream(), '-', '+')).map((e) => e.message as Record<string, string>);
+    for (const m of stored) expect(bodyHash(m.body!)).toBe(m.h);
+    const bodies = stored.map((m) => JSON.parse(m.body!) as JournalEntry['body']);
+    expect(bodies.map((b) => b.kind)).toEqual(['reserve', 'recover', 'reserve', 'settle']);
+    expect(Object.keys(bodies[2]!)).toEqual(['kind', 'id', 'at', 'expiresAt', 'lines']);
+    expect(Object.keys(bodies[3]!)).toEqual(['kind', 'id', 'at', 'lines', 'event', 'settledBy']);
+    expect(Object.keys(bodies[3]!.lines![0]!)).toEqual(['budgetId', 'subject', 'usageKey', 'reservedKey', 'amount', 'expiresAt']);
+    expect((await store.verify()).ok).toBe(true);
+  });
+
+  it('verifies a journal written in the earlier canonical form, and sees one edited byte even where the JSON means the same', async () => {
+    const store = open();
+    const l = line('alpha', 40);
+    // Entries as tollgate wrote them before the body text was kept as written: canonical JSON, the
+    // reserve entry with its meta.
+    const bodies = [
+      { kind: 'reserve' as const, id: 'old', at: clock, expiresAt: clock + TTL, lines: [entryLine(l)], meta: { user: 'ada' } },
+      { kind: 'settle' as const, id: 'old', at: clock, lines: [entryLine({ ...l, amount: 12 })], event: callEvent('old'), settledBy: 'call' as const },
+    ];
+    let prev = GENESIS;
+    for (const [i, body] of bodies.entries()) {
+      const text = canonicalJson(body);
+      const h = bodyHash(text);
+      const link = chainLink(prev, h);
+      await raw.xAdd(stream(), '*', { seq: String(i + 1), h, prev, link, body: text });
+      prev = link;
     }
-    expect(stored.map((e) => (JSON.parse((e.message as Record<string, string>).body!) as JournalEntry['body']).kind)).toEqual(['reserve', 'recover']);
+    await raw.set(`${prefix}{journal}:jh`, `2 ${prev}`);
+    await raw.incrBy(l.usageKey, 12);
+    await raw.hSet(`${prefix}{journal}:roll:${dayOf(clock)}`, Object.fromEntries(chunk(rollupFields(callEvent('old')))));
+    expect((await store.verify()).ok).toBe(true);
+
+    // The same JSON with a space added is another text: its hash no longer matches.
+    const [first, second] = (await raw.xRange(stream(), '-', '+')).map((e) => ({ id: String(e.id), m: e.message as Record<string, string> }));
+    await raw.del(stream());
+    await raw.xAdd(stream(), '*', first!.m);
+    await raw.xAdd(stream(), '*', { ...second!.m, body: second!.m.body!.replace('"kind":', '"kind": ') });
+    expect((await store.verify()).streams[0]!.fault).toMatchObject({ seq: 2, reason: expect.stringContaining('altered') });
   });
 });
+
+function chunk(flat: (string | number)[]): [string, string][] {
+  const out: [string, string][] = [];
+  for (let i = 0; i < flat.length; i += 2) out.push([String(flat[i]), String(flat[i + 1])]);
+  return out;
+}

@@ -9,7 +9,9 @@
  * thresholds and nothing fires) and a refusal-spike alert: the cost of evaluating alerts, which runs
  * in the same process after each settlement and so shows in its CPU time.
  *
- * With Redis it also prints the journal's size after the run (entries, MEMORY USAGE of its streams).
+ * With Redis it also prints Redis's own CPU per call (INFO cpu of its main thread over the run: run
+ * it against a Redis nobody else uses, since every client's commands count) and the journal's size
+ * after the run (entries, MEMORY USAGE of its streams).
  *
  * Profile it with: node --cpu-prof --import tsx tools/bench/pipeline.ts
  */
@@ -75,8 +77,11 @@ async function main(): Promise<void> {
   const one = () => gateway.complete({ principal, transport: 'http', request: parseCompleteArgs(args, gateway.policy.config.limits) });
   try {
     for (let i = 0; i < 2000; i++) await one();
+    const redis = values.redis ? createClient({ url: values.redis }) : undefined;
+    await redis?.connect();
     for (const [label, width] of [['sequential', 1], [`${CONCURRENCY} at once`, CONCURRENCY]] as const) {
       let next = 0;
+      const redis0 = redis ? await redisCpuUs(redis) : 0;
       const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       await Promise.all(Array.from({ length: width }, async () => {
@@ -87,14 +92,23 @@ async function main(): Promise<void> {
       await runtime.alerts?.idle();
       const cpu = process.cpuUsage(cpu0);
       const wall = performance.now() - t0;
-      process.stdout.write(`${label.padEnd(14)} ${CALLS} calls (${runtime.gateway.store.kind} store${values.alerts ? ', alerts' : ''}): ${(((cpu.user + cpu.system) / CALLS)).toFixed(1)} µs CPU per call, ${((wall * 1000) / CALLS).toFixed(1)} µs wall per call\n`);
+      const redisCpu = redis ? `, Redis ${(((await redisCpuUs(redis)) - redis0) / CALLS).toFixed(1)} µs CPU per call` : '';
+      process.stdout.write(`${label.padEnd(14)} ${CALLS} calls (${runtime.gateway.store.kind} store${values.alerts ? ', alerts' : ''}): ${(((cpu.user + cpu.system) / CALLS)).toFixed(1)} µs CPU per call, ${((wall * 1000) / CALLS).toFixed(1)} µs wall per call${redisCpu}\n`);
     }
+    redis?.destroy();
     if (values.redis) await journalSize(values.redis, prefix, 2000 + 2 * CALLS);
   } finally {
     await runtime.close();
     if (values.redis) await deleteKeys(values.redis, prefix);
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** Redis's main-thread CPU time so far (INFO cpu), in µs. */
+async function redisCpuUs(client: { info(section: string): Promise<string> }): Promise<number> {
+  const info = await client.info('cpu');
+  const field = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? 'NaN');
+  return (field('used_cpu_user_main_thread') + field('used_cpu_sys_main_thread')) * 1e6;
 }
 
 /** The Redis journal's size after `calls` calls: entries and MEMORY USAGE of its streams, per call and per million calls. */

@@ -96,7 +96,9 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
       const lines = [...reservedLines(ctx.lines, candidate), ...held.map((h) => ({ ...h.line.line, amount: h.amount }))];
       const outcome = await withStore(ctx, ledger, (s) => {
         holder = s;
-        return s.reserve(ctx.id, lines, ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref));
+        // The dispatch step follows at once (nothing but local code between them): a store may write
+        // the dispatch mark with the reservation instead of in a round trip of its own.
+        return s.reserve(ctx.id, lines, ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref), { dispatching: true });
       });
       if (outcome.ok) {
         ctx.decision = admittedDecision(decided, candidate, shortfalls[0]);
