@@ -50,8 +50,8 @@ export interface PreparedEntry {
 
 /**
  * An entry's body as the Redis journal stores it: JSON in a fixed key order (kind, id, at,
- * expiresAt, lines, meta, event, settledBy; undefined fields left out; the event's own fields in
- * the order the gateway built them), written by JSON.stringify. `h` is the SHA-256 of this text,
+ * expiresAt, lines, meta, event, settledBy, state, then any other field in the body's own order;
+ * undefined fields left out; the event's own fields in the order the gateway built them). `h` is the SHA-256 of this text,
  * and the audit hashes the text as stored, so no canonical form has to be rebuilt to check it
  * (entries written before this change are canonical JSON, which the same rule verifies).
  */
@@ -67,8 +67,15 @@ export function entryText(body: EntryBody): string {
   if (body.event !== undefined) out += `,"event":${JSON.stringify(body.event)}`;
   if (body.settledBy !== undefined) out += `,"settledBy":${JSON.stringify(body.settledBy)}`;
   if (body.state !== undefined) out += `,"state":${JSON.stringify(body.state)}`;
+  // Any other field an entry kind carries (an alert's, say) follows, in its own order: never dropped.
+  for (const key of Object.keys(body)) {
+    const value = (body as unknown as Record<string, unknown>)[key];
+    if (!ORDERED_FIELDS.has(key) && value !== undefined) out += `,${JSON.stringify(key)}:${JSON.stringify(value)}`;
+  }
   return `${out}}`;
 }
+
+const ORDERED_FIELDS: ReadonlySet<string> = new Set(['kind', 'id', 'at', 'expiresAt', 'lines', 'meta', 'event', 'settledBy', 'state']);
 
 /** One entry line's JSON, fields in the journal's order: budgetId, subject, usageKey, reservedKey, amount, expiresAt. */
 export function lineText(l: EntryLine): string {

@@ -12,7 +12,7 @@ import { lineKeys } from '../../src/policy/budgets.js';
 import { bodyHash, canonicalJson, chainLink, GENESIS, verifyChain, type JournalEntry } from '../../src/quota/journal.js';
 import { RedisQuotaStore, type RedisQuotaStoreOptions } from '../../src/quota/redis.js';
 import fc from 'fast-check';
-import { dayOf, recoveryEvent, rollupFields } from '../../src/quota/redisJournal.js';
+import { dayOf, entryText, recoveryEvent, rollupFields } from '../../src/quota/redisJournal.js';
 import { SHA256 } from '../../src/quota/redisScripts.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
@@ -459,6 +459,18 @@ describe('RedisQuotaStore journal (single node)', () => {
     expect(Object.keys(bodies[3]!)).toEqual(['kind', 'id', 'at', 'lines', 'event', 'settledBy']);
     expect(Object.keys(bodies[3]!.lines![0]!)).toEqual(['budgetId', 'subject', 'usageKey', 'reservedKey', 'amount', 'expiresAt']);
     expect((await store.verify()).ok).toBe(true);
+  });
+
+  it('writes every field an entry body holds, known or not, as JSON that reads back the same', () => {
+    const value = fc.jsonValue().filter((v) => v !== null);
+    fc.assert(
+      fc.property(fc.string(), fc.integer(), fc.dictionary(fc.string(), value), (id, at, extra) => {
+        const body = { ...extra, kind: 'alert', id, at, settledBy: undefined } as unknown as JournalEntry['body'];
+        const { settledBy: _, ...want } = body;
+        expect(JSON.parse(entryText(body))).toEqual(JSON.parse(JSON.stringify(want)));
+      }),
+      { numRuns: 500 },
+    );
   });
 
   it('verifies a journal written in the earlier canonical form, and sees one edited byte even where the JSON means the same', async () => {
