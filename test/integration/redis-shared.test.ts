@@ -66,8 +66,9 @@ describe('two gateway processes sharing one Redis ledger', () => {
     // Each call reserves its input's bound (5 UTF-8 bytes + 24 framing tokens) + 100 output = 129
     // tokens; 1,548 fit exactly twelve, and what is left is always a multiple of 129, so no call
     // falls back to an exact count that a smaller remainder could take.
-    // The demo provider holds each call 4 s, so every reservation is made before any settles.
-    const text = basicPolicy({ userTokens: 1548, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 4000 }');
+    // The demo provider holds each call 10 s, so every reservation is made before any settles (at 4 s,
+    // a machine under heavy load let early calls settle first and give back budget that more then used).
+    const text = basicPolicy({ userTokens: 1548, tierDownBelow: 0 }).replace('demo: { kind: demo }', 'demo: { kind: demo, latencyMs: 10000 }');
     const [a, b] = await Promise.all([start('race', text), start('race', text)]);
     const [ca, cb] = await Promise.all([connect(a, KEYS.alice), connect(b, KEYS.alice)]);
     const call = (c: Client) => c.callTool({ name: 'complete', arguments: { prompt: 'hello', max_tokens: 100 } });
