@@ -27,6 +27,8 @@ export const principalInputSchema = z
     costCenter: z.string().optional(),
     groups: z.array(z.string()).default([]),
     roles: z.array(z.string()).default([]),
+    /** The application whose key makes the call (its owner is `user`). */
+    app: z.string().min(1).optional(),
   })
   .strict();
 
@@ -34,7 +36,11 @@ const caseSchema = z
   .object({
     name: z.string().min(1),
     principal: principalInputSchema,
-    /** Usage by budget id or `budgetId@subject`: tokens, or USD for dollar budgets. */
+    /**
+     * Usage by budget or rate-limit id, or `id@subject`: tokens, or USD for dollar budgets; for a
+     * rate limit, the requests or tokens counted in its window (`used`) and in flight (`reserved`),
+     * or for a cap the calls in flight (`reserved`).
+     */
     usage: z.record(z.string(), z.object({ used: z.number().nonnegative(), reserved: z.number().nonnegative().optional() }).strict()).default({}),
     request: z
       .object({
@@ -54,7 +60,7 @@ const caseSchema = z
         effect: z.enum(['allow', 'tier_down', 'deny']),
         tier: z.string().optional(),
         model: z.string().optional(),
-        code: z.enum(['POLICY_DENIED', 'BUDGET_EXHAUSTED', 'UNKNOWN_MODEL']).optional(),
+        code: z.enum(['POLICY_DENIED', 'BUDGET_EXHAUSTED', 'RATE_LIMITED', 'UNKNOWN_MODEL']).optional(),
         ruleId: z.string().optional(),
         budgetId: z.string().optional(),
         resetsAt: isoTime.optional(),

@@ -10,6 +10,7 @@ import { toLedger } from '../call/budget.js';
 import { demoInputTokens } from '../providers/demo.js';
 import { inputTokenBound } from '../providers/estimate.js';
 import { applicableLines } from './budgets.js';
+import { applicableLimits, candidateLimits, limitAmount, type ApplicableLimits } from './limits.js';
 import type { CompletionInput } from '../call/request.js';
 import { decide, type BudgetState, type Decision } from './decide.js';
 import type { Policy } from './load.js';
@@ -71,6 +72,29 @@ export function budgetStates(policy: Policy, principal: Principal, now: number, 
   });
 }
 
+/**
+ * The rate limit a candidate of `tier` (reserved on `model`) would meet, given the usage: the
+ * store's own check, `used + reserved + amount > limit`, on each limit line.
+ */
+function limitIn(limits: ApplicableLimits, usage: UsageMap, tier: string, model: string, worstTokens: number, now: number): { id: string; scope: string; subject: string } | undefined {
+  for (const l of candidateLimits(limits, tier, model, now, '')) {
+    const id = l.limit.config.id;
+    const u = ownUsage(usage, `${id}@${l.subject}`) ?? ownUsage(usage, id);
+    if ((u?.used ?? 0) + (u?.reserved ?? 0) + limitAmount(l.limit, worstTokens) > l.limit.limit) return { id, scope: l.limit.config.scope, subject: l.subject };
+  }
+  return undefined;
+}
+
+function rateLimited(decided: Extract<Decision, { effect: 'allow' | 'tier_down' }>, hit: { id: string; scope: string; subject: string }): Decision {
+  return {
+    effect: 'deny',
+    code: 'RATE_LIMITED',
+    requestedTier: decided.requestedTier,
+    requestedModel: decided.requestedModel,
+    reason: `Rate limit ${hit.id} (${hit.scope} ${hit.subject}) is reached; retry once its window moves on or a call in flight ends.`,
+  };
+}
+
 /** Decides one call and tries the planner's candidates against the usage given. */
 export function simulate(input: SimulateInput): Simulation {
   const { policy, request } = input;
@@ -78,7 +102,14 @@ export function simulate(input: SimulateInput): Simulation {
   const estimatedInputTokens = inputTokenBound(request);
   const decided = decide({ policy, principal: input.principal, request, estimatedInputTokens, budgets, now: input.now });
   const base = { decided, budgets, estimatedInputTokens };
-  if (decided.effect === 'deny' || budgets.length === 0) return { ...base, decision: decided };
+  if (decided.effect === 'deny') return { ...base, decision: decided };
+  const limits = applicableLimits(policy.rateLimits, input.principal, input.now, '');
+  const usage = input.usage ?? {};
+  const worst = estimatedInputTokens + request.maxTokens;
+  if (budgets.length === 0) {
+    const hit = limitIn(limits, usage, decided.tier, decided.candidates[0]!.ref, worst, input.now);
+    return { ...base, decision: hit ? rateLimited(decided, hit) : decided };
+  }
 
   // The counts are used when the pipeline would count: the bound does not fit the first candidate.
   const bounded = { policy, decision: decided, request, budgets, estimatedInputTokens };
@@ -91,10 +122,15 @@ export function simulate(input: SimulateInput): Simulation {
   }
   const plan = counts && toCount.length > 0 ? { ...bounded, inputTokens: counts } : bounded;
   const shortfalls: Shortfall[] = [];
+  let limited: { id: string; scope: string; subject: string } | undefined;
   for (const candidate of planCandidates(plan)) {
     const short = shortfallIn(budgets, candidate);
-    if (!short) return { ...base, decision: admittedDecision(decided, candidate, shortfalls[0]), clamp: candidate.clamp };
-    shortfalls.push(short);
+    const hit = short ? undefined : limitIn(limits, usage, candidate.tier, candidate.models[0]!.ref, worst, input.now);
+    if (!short && !hit) return { ...base, decision: admittedDecision(decided, candidate, shortfalls[0]), clamp: candidate.clamp };
+    if (short) shortfalls.push(short);
+    limited ??= hit;
   }
+  // As in the reserve step: a limit that refused wins over a budget.
+  if (limited) return { ...base, decision: rateLimited(decided, limited) };
   return { ...base, decision: exhaustedDecision(decided, reportedShortfall(decided, shortfalls, budgets), budgets) };
 }

@@ -14,8 +14,9 @@ const testFiles = files.filter((f) => f.endsWith('.test.yaml'));
 const noEnv = { env: {}, readFile: () => { throw Object.assign(new Error('no file bindings here'), { code: 'ENOENT' }); } };
 
 describe('policy library', () => {
-  it('holds the eight reference policies, each with a test file', () => {
+  it('holds the nine reference policies, each with a test file', () => {
     expect(policies).toEqual([
+      'agent-loop-guard.yaml',
       'business-hours.yaml',
       'contractors-economy.yaml',
       'cost-centre-monthly-usd.yaml',

@@ -32,6 +32,8 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '32' },
     redis: { type: 'string' },
     alerts: { type: 'boolean', default: false },
+    /** Adds a never-reached requests-per-minute limit and concurrency cap per user: what limits add to a call. */
+    limits: { type: 'boolean', default: false },
   },
 });
 const CALLS = Number(values.calls);
@@ -66,11 +68,17 @@ alerts:
   refusals: [{ id: spike, count: 100, window: { minutes: 10 }, notify: [sink] }]
 `;
 
+const LIMITS = `
+rateLimits:
+  - { id: user-rpm, scope: user, requestsPerMinute: 1000000000 }
+  - { id: user-inflight, scope: user, concurrent: 1000000 }
+`;
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-pipeline-'));
   const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
   const settings = settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_KEY_PREFIX: prefix, ...(values.redis ? { REDIS_URL: values.redis } : {}) });
-  const runtime = await buildRuntime(settings, { policy: parsePolicy(values.alerts ? POLICY + ALERTS : POLICY, 'pipeline-bench.yaml') });
+  const runtime = await buildRuntime(settings, { policy: parsePolicy(POLICY + (values.alerts ? ALERTS : '') + (values.limits ? LIMITS : ''), 'pipeline-bench.yaml') });
   const gateway = runtime.gateway;
   const principal = { user: 'bench-user', teams: ['bench-team'], costCenter: 'cc-bench', groups: ['employees'], roles: [], authMethod: 'api_key' as const, credentialId: 'bench' };
   const args = { prompt: 'Summarise the quarterly report in three lines', max_tokens: 64 };
@@ -82,6 +90,7 @@ async function main(): Promise<void> {
     for (const [label, width] of [['sequential', 1], [`${CONCURRENCY} at once`, CONCURRENCY]] as const) {
       let next = 0;
       const redis0 = redis ? await redisCpuUs(redis) : 0;
+      const scripts0 = redis ? await scriptsRun(redis) : 0;
       const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       await Promise.all(Array.from({ length: width }, async () => {
@@ -92,8 +101,8 @@ async function main(): Promise<void> {
       await runtime.alerts?.idle();
       const cpu = process.cpuUsage(cpu0);
       const wall = performance.now() - t0;
-      const redisCpu = redis ? `, Redis ${(((await redisCpuUs(redis)) - redis0) / CALLS).toFixed(1)} µs CPU per call` : '';
-      process.stdout.write(`${label.padEnd(14)} ${CALLS} calls (${runtime.gateway.store.kind} store${values.alerts ? ', alerts' : ''}): ${(((cpu.user + cpu.system) / CALLS)).toFixed(1)} µs CPU per call, ${((wall * 1000) / CALLS).toFixed(1)} µs wall per call${redisCpu}\n`);
+      const redisCpu = redis ? `, Redis ${(((await redisCpuUs(redis)) - redis0) / CALLS).toFixed(1)} µs CPU per call, ${(((await scriptsRun(redis)) - scripts0) / CALLS).toFixed(2)} scripts per call` : '';
+      process.stdout.write(`${label.padEnd(14)} ${CALLS} calls (${runtime.gateway.store.kind} store${values.alerts ? ', alerts' : ''}${values.limits ? ', limits' : ''}): ${(((cpu.user + cpu.system) / CALLS)).toFixed(1)} µs CPU per call, ${((wall * 1000) / CALLS).toFixed(1)} µs wall per call${redisCpu}\n`);
     }
     redis?.destroy();
     if (values.redis) await journalSize(values.redis, prefix, 2000 + 2 * CALLS);
@@ -140,3 +149,11 @@ main().then(
     process.exit(1);
   },
 );
+
+/** EVALSHA and EVAL commands Redis has run so far: every script the store sends is one command. */
+async function scriptsRun(redis: { info(section: string): Promise<string> }): Promise<number> {
+  const info = await redis.info('commandstats');
+  let n = 0;
+  for (const m of info.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)) n += Number(m[1]);
+  return n;
+}
