@@ -3,9 +3,11 @@
  * two small helpers `hash-key` and `call` (a client of a running gateway).
  */
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseEnv } from '../config/env.js';
 import { settingsFrom } from '../main.js';
+import { checkPolicyCel } from '../policy/celCheck.js';
 import { loadPolicyFile, PolicyError, type PolicyIssue } from '../policy/load.js';
 import { CliError, EXIT } from './exit.js';
 
@@ -37,6 +39,9 @@ export function check(file: string | undefined, flags: { policy?: string }, env:
     if (!(err instanceof PolicyError)) throw err;
     return { out: '', err: formatIssues(path, err.issues), code: EXIT.failed };
   }
+  // The expressions against the variables they will see: a typo here would deny every call at run time.
+  const celIssues = checkPolicyCel(policy, readFileSync(resolve(path), 'utf8'));
+  if (celIssues.length > 0) return { out: '', err: formatIssues(path, celIssues), code: EXIT.failed };
   return {
     out: `${path}: valid (version ${policy.version}; ${policy.tiers.length} tiers, ${policy.models.size} models, ${policy.budgets.length} budgets, ${policy.rules.length} rules, ${policy.apiKeys.size} API keys)\n`,
     code: EXIT.ok,

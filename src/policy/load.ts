@@ -13,6 +13,7 @@ import { isEgressAllowed, providerEndpoint } from '../providers/egress.js';
 import { shippedPrice, type Price } from '../providers/prices.js';
 import { resolveBindings, defaultSources, type BindingSources } from './bindings.js';
 import { compilePredicate, type CelPredicate } from './cel.js';
+import { describeIssue, flattenIssues } from './issues.js';
 import { policySchema, type ApiKeyConfig, type BudgetConfig, type PolicyConfig, type RateLimitConfig, type RuleConfig } from './schema.js';
 
 export interface PolicyIssue {
@@ -166,9 +167,9 @@ export function parsePolicy(text: string, source: string, opts: LoadOptions = {}
     throw new PolicyError(source, [{ path: '', message: `the YAML cannot be read as data: ${why}` }]);
   }
   for (const b of bound.issues) at(b.path, b.message);
-  const parsed = policySchema.safeParse(bound.value);
+  const parsed = policySchema.safeParse(bound.value, { reportInput: true });
   if (!parsed.success) {
-    for (const i of parsed.error.issues) at(i.path, i.message);
+    for (const i of flattenIssues(parsed.error.issues)) at(i.path, describeIssue(i));
     throw new PolicyError(source, issues);
   }
   const config = parsed.data;

@@ -35,7 +35,7 @@ const modelSchema = z
 
 const percent = z.union([
   z.number().min(0).max(100),
-  z.string().regex(/^\d+(\.\d+)?%$/, 'a percentage like "20%"').transform((s) => Number(s.slice(0, -1))),
+  z.string().regex(/^(100(\.0+)?|\d{1,2}(\.\d+)?)%$/, 'a percentage from 0% to 100%, like "20%"').transform((s) => Number(s.slice(0, -1))),
 ]);
 
 const windowSchema = z.union([

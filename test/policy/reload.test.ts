@@ -84,8 +84,8 @@ describe('policy hot reload', () => {
     const failed = t.logs.find((l) => l.event === 'policy_reload_failed')!;
     expect(failed).toMatchObject({ trigger: 'file', policy: t.path, version: versionOf(V1), level: 50 });
     expect(failed.issues).toEqual([
-      { path: 'budgets[0].window.timezone', line: 10, column: 41, message: 'not an IANA timezone name (e.g. Europe/Paris)' },
-      { path: 'budgets[0].limit.tokens', line: 11, column: 22, message: 'Too small: expected number to be >0' },
+      { path: 'budgets[0].window.timezone', line: 10, column: 41, message: 'not an IANA timezone name (e.g. Europe/Paris), got "Mars/Base"' },
+      { path: 'budgets[0].limit.tokens', line: 11, column: 22, message: 'Too small: expected number to be >0, got -1' },
     ]);
     const r = await t.gateway.complete({ principal: alice, transport: 'cli', request: ask });
     expect(r.budgets[0]).toMatchObject({ limit: 10_000 });

@@ -1,0 +1,81 @@
+/**
+ * `tollgate check` catches what would break at run time (issue 18 item 4): CEL expressions
+ * type-checked against the variables they see, with the known fields and the closest one; zod
+ * errors with the path, the type expected, the value found and the key meant; percentages in 0-100.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { check } from '../../src/cli/policyCommands.js';
+import { checkExpression } from '../../src/policy/celCheck.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'tollgate-check-'));
+function checkText(name: string, text: string) {
+  const file = join(dir, name);
+  writeFileSync(file, text);
+  return { file, ...check(file, {}, {}) };
+}
+
+const HEAD = `version: 1
+providers:
+  demo: { kind: demo }
+tiers:
+  premium: [demo/large]
+  standard: [demo/medium]
+`;
+
+describe('check: CEL against the declared variables', () => {
+  it('names an unknown request field at its file:line:col, with the known fields and the one meant', () => {
+    const r = checkText('teir.yaml', `${HEAD}rules:\n  - id: contractors\n    when: "'contractors' in principal.groups && request.teir == 'premium'"\n    effect: deny\n    message: no\n`);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(
+      `${r.file}:9:57: rules[0].when: unknown field teir on request; known: model, tier, provider, maxTokens, inputTokens, text, rawText, compactText, decodedSpans, decodedTruncated, secrets; did you mean tier?\n${r.file}: 1 error\n`,
+    );
+  });
+
+  it('explains budgets.employee-weekly, and names an unknown budget or budget field', () => {
+    const budgets = `budgets:\n  - { id: employee-weekly, scope: user, window: { calendar: week }, limit: { tokens: 1000 } }\n`;
+    expect(checkExpression('budgets.employee-weekly.remainingPct < 20', 'rule', ['employee-weekly'])).toEqual([
+      { message: "budgets.employee-weekly reads as budgets.employee minus weekly: write budgets['employee-weekly']", offset: 0 },
+    ]);
+    expect(checkExpression("budgets['employee-weekley'].remainingPct < 20", 'rule', ['employee-weekly'])[0]!.message).toBe('unknown budget employee-weekley; budgets are employee-weekly; did you mean employee-weekly?');
+    const r = checkText('pct.yaml', `${HEAD}${budgets}rules:\n  - id: low\n    when: "budgets['employee-weekly'].remainingPc < 20"\n    effect: deny\n    message: no\n`);
+    expect(r.err).toContain(`${r.file}:11:39: rules[0].when: unknown field remainingPc on a budget; known: used, reserved, limit, remaining, remainingPct; did you mean remainingPct?`);
+  });
+
+  it("checks a budget's when against the principal only", () => {
+    expect(checkExpression("request.tier == 'premium'", 'budget', [])[0]!.message).toBe("unknown variable request; a budget's when sees principal");
+    expect(checkExpression("'x' in principal.grups", 'budget', [])[0]!.message).toBe('unknown field grups on principal; known: user, teams, costCenter, groups, roles, authMethod, actors; did you mean groups?');
+  });
+
+  it('passes the expressions tollgate ships', () => {
+    for (const src of ["'contractors' in principal.groups && request.tier == 'premium'", "budgets['employee-weekly'].remainingPct < 20.0 && now.getHours('Europe/Paris') < 8", 'request.secrets.size() > 0 || request.inputTokens + request.maxTokens > 1000']) {
+      expect(checkExpression(src, 'rule', ['employee-weekly'])).toEqual([]);
+    }
+  });
+});
+
+describe('check: configuration errors', () => {
+  it('renders the path, the type expected, the value received, and the key meant', () => {
+    const r = checkText(
+      'zod.yaml',
+      `version: 1\ndefaultTeir: standard\nproviders:\n  demo: { kind: demo }\ntiers:\n  standard: [demo/medium]\nbudgets:\n  - id: weekly\n    scope: user\n    window: { calendar: week }\n    limit: { tokens: "three thousand" }\n    tierDown: { below: 120% }\n`,
+    );
+    expect(r.code).toBe(1);
+    expect(r.err!.split('\n')).toEqual([
+      `${r.file}:11:22: budgets[0].limit.tokens: expected number, got string "three thousand"`,
+      `${r.file}:12:24: budgets[0].tierDown.below: a percentage from 0% to 100%, like "20%", got "120%"`,
+      `${r.file}:2:14: defaultTeir: unknown key defaultTeir; did you mean defaultTier? (known: version, name, bindings, providers, egress, models, tiers, defaultTier, apiKeys, identity, budgets, rateLimits, rules, limits, metering, console, alerts)`,
+      `${r.file}: 3 errors`,
+      '',
+    ]);
+  });
+
+  it('accepts 0% and 100%, and refuses 100.5%', () => {
+    const budget = (below: string) => `${HEAD}budgets:\n  - { id: w, scope: user, window: { calendar: week }, limit: { tokens: 10 }, tierDown: { below: ${below} } }\n`;
+    expect(checkText('p0.yaml', budget('0%')).code).toBe(0);
+    expect(checkText('p100.yaml', budget('100%')).code).toBe(0);
+    expect(checkText('p1005.yaml', budget('100.5%')).err).toContain('a percentage from 0% to 100%, like "20%", got "100.5%"');
+  });
+});
