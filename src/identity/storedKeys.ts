@@ -46,8 +46,15 @@ export class StoredApiKeys implements ApiKeyResolver, KeyRegistry {
   /** Answers of this replica, "no such key" included; none when cacheMs is 0. */
   private readonly cache?: TtlCache<{ entry: StoredKey | undefined }>;
   private readonly now: () => number;
+  private readonly timeoutMs: number;
 
-  constructor(opts: { url: string; prefix: string; cacheMs?: number; now?: () => number }) {
+  /**
+   * `commandTimeoutMs` (default 1000) bounds every lookup and change: a store that accepts the
+   * connection and never answers (a hung host) fails the call with QUOTA_STORE_UNAVAILABLE instead
+   * of holding it forever.
+   */
+  constructor(opts: { url: string; prefix: string; cacheMs?: number; now?: () => number; commandTimeoutMs?: number }) {
+    this.timeoutMs = opts.commandTimeoutMs ?? 1000;
     const adapter = new KeyvRedis<StoredKey | string>(opts.url, { throwOnErrors: true, throwOnConnectError: true, connectionTimeout: 2000 });
     this.keyv = new Keyv<StoredKey | string>({ store: adapter, namespace: `${opts.prefix}apikeys`, throwOnErrors: true });
     this.keyv.on('error', () => {
@@ -63,7 +70,7 @@ export class StoredApiKeys implements ApiKeyResolver, KeyRegistry {
     if (hit) return hit.entry && !hit.entry.revokedAt ? hit.entry : undefined;
     let entry: StoredKey | undefined;
     try {
-      const v = await this.keyv.get(`key:${sha256Hex}`);
+      const v = await this.timed(this.keyv.get(`key:${sha256Hex}`));
       entry = typeof v === 'object' && v !== null ? v : undefined;
     } catch (err) {
       throw storeError(err);
@@ -77,9 +84,9 @@ export class StoredApiKeys implements ApiKeyResolver, KeyRegistry {
     const { key, record } = mintKey(req, this.now());
     const { id, sha256 } = record;
     try {
-      if (await this.keyv.get(`id:${id}`)) throw new GatewayError('INVALID_REQUEST', `A key with id "${id}" already exists; revoke it or choose another id.`);
-      await this.keyv.set(`key:${sha256}`, record);
-      await this.keyv.set(`id:${id}`, sha256);
+      if (await this.timed(this.keyv.get(`id:${id}`))) throw new GatewayError('INVALID_REQUEST', `A key with id "${id}" already exists; revoke it or choose another id.`);
+      await this.timed(this.keyv.set(`key:${sha256}`, record));
+      await this.timed(this.keyv.set(`id:${id}`, sha256));
     } catch (err) {
       throw storeError(err);
     }
@@ -89,11 +96,11 @@ export class StoredApiKeys implements ApiKeyResolver, KeyRegistry {
   /** Marks the key with `id` revoked; every replica refuses it once its cache entry expires. */
   async revoke(id: string): Promise<StoredKey> {
     try {
-      const sha = await this.keyv.get(`id:${id}`);
-      const record = typeof sha === 'string' ? await this.keyv.get(`key:${sha}`) : undefined;
+      const sha = await this.timed(this.keyv.get(`id:${id}`));
+      const record = typeof sha === 'string' ? await this.timed(this.keyv.get(`key:${sha}`)) : undefined;
       if (typeof record !== 'object' || record === null) throw new GatewayError('INVALID_REQUEST', `No issued key with id "${id}".`);
       const revoked: StoredKey = { ...record, revokedAt: record.revokedAt ?? new Date(this.now()).toISOString() };
-      await this.keyv.set(`key:${record.sha256}`, revoked);
+      await this.timed(this.keyv.set(`key:${record.sha256}`, revoked));
       this.cache?.delete(record.sha256);
       return revoked;
     } catch (err) {
@@ -105,7 +112,10 @@ export class StoredApiKeys implements ApiKeyResolver, KeyRegistry {
   async list(): Promise<StoredKey[]> {
     const out: StoredKey[] = [];
     try {
-      for await (const [k, v] of this.keyv.iterator!(undefined)) {
+      const iterator = this.keyv.iterator!(undefined)[Symbol.asyncIterator]();
+      // Each page of the scan is bounded, not the whole listing.
+      for (let next = await this.timed(iterator.next()); !next.done; next = await this.timed(iterator.next())) {
+        const [k, v] = next.value as [unknown, unknown];
         // The adapter returns keys with (part of) the namespace in front; match the record suffix.
         if (/(?:^|:)key:[0-9a-f]{64}$/.test(String(k)) && typeof v === 'object' && v !== null) out.push(v as StoredKey);
       }
@@ -116,7 +126,23 @@ export class StoredApiKeys implements ApiKeyResolver, KeyRegistry {
   }
 
   async close(): Promise<void> {
-    await this.keyv.disconnect().catch(() => {});
+    await this.timed(this.keyv.disconnect()).catch(() => {});
+  }
+
+  /** `command`, or QUOTA_STORE_UNAVAILABLE once it has gone unanswered for the timeout. */
+  private async timed<T>(command: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new GatewayError('QUOTA_STORE_UNAVAILABLE', `The shared store holding issued API keys did not answer within ${this.timeoutMs} ms.`)),
+        this.timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([command, expired]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
 
