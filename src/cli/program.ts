@@ -164,6 +164,21 @@ export function buildProgram(reporter: Reporter, env: NodeJS.ProcessEnv = proces
   addKeys(program, done, env);
 
   program
+    .command('mcp-config')
+    .description("print the entry an assistant's MCP configuration needs, in that client's format")
+    .addOption(new Option('--client <client>', 'the assistant').choices(['claude-desktop', 'cursor', 'vscode', 'claude-code']).makeOptionMandatory())
+    .option('--http <url>', "the gateway's MCP URL, for the HTTP form (default: the stdio form, which starts tollgate itself)")
+    .option('--key <key>', 'the caller\'s tollgate API key (TOLLGATE_API_KEY; without one, VS Code prompts and the others get a placeholder)')
+    .option('--name <name>', 'the server name in the client (default tollgate)')
+    .option(...POLICY)
+    .action(async (opts, cmd: Command) => {
+      const { mcpConfig, CONFIG_FILE } = await import('./mcpConfig.js');
+      const key = (opts.key as string | undefined) ?? (commandEnv(cmd, env).TOLLGATE_API_KEY || undefined);
+      const json = mcpConfig({ ...opts, key });
+      done({ out: `${JSON.stringify(json, null, 2)}\n`, err: `# merge into ${CONFIG_FILE[opts.client as keyof typeof CONFIG_FILE]}\n`, code: EXIT.ok });
+    });
+
+  program
     .command('hash-key')
     .description('print the sha256 of an API key, to put under apiKeys[].sha256 in the policy')
     .argument('<api-key>', 'the key')
