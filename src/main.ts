@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RequestHandler } from 'express';
+import { isLoopbackHost } from './http/loopback.js';
 import type { Logger } from 'pino';
 import { AlertEngine } from './alerts/engine.js';
 import { parseEnv, type Env } from './config/env.js';
@@ -61,6 +62,8 @@ export interface Settings {
   logLevel: string;
   /** Most distinct teams with a `team` label value of their own in /metrics (TOLLGATE_METRICS_MAX_TEAMS). */
   metricsMaxTeams: number;
+  /** Serve requests without a credential as this principal of the policy (`--dev-anonymous`, TOLLGATE_DEV_ANONYMOUS); loopback only. */
+  devAnonymous?: string;
 }
 
 /**
@@ -97,6 +100,7 @@ export function settingsFrom(env: Env): Settings {
     journalMaxLen: env.TOLLGATE_JOURNAL_MAXLEN,
     shutdownTimeoutMs: env.TOLLGATE_SHUTDOWN_TIMEOUT_MS,
     eventsFile: env.TOLLGATE_EVENTS_FILE,
+    devAnonymous: env.TOLLGATE_DEV_ANONYMOUS,
     siem: env.TOLLGATE_SIEM_URL ? { url: env.TOLLGATE_SIEM_URL, token: env.TOLLGATE_SIEM_TOKEN ?? '' } : undefined,
     logLevel: env.TOLLGATE_LOG_LEVEL,
     metricsMaxTeams: env.TOLLGATE_METRICS_MAX_TEAMS,
@@ -171,6 +175,7 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
     sink,
     keyPrefix: settings.keyPrefix,
     now: opts.now,
+    devAnonymous: settings.devAnonymous,
     issuedKeys: settings.redisUrl ? await issuedKeys(settings, opts.now) : settings.dataDir && !settings.redisClusterNodes ? new FileApiKeys({ dir: settings.dataDir, now: opts.now }) : undefined,
   });
   current = () => gateway.policy;
@@ -231,6 +236,10 @@ export async function createStore(settings: Settings, now?: () => number, logger
 
 /** Starts the HTTP transport, with the operator routes given (the web console); resolves once listening. */
 export async function startHttp(runtime: Runtime, settings: Settings, operatorRoutes: RequestHandler[] = []) {
+  // The CLI refuses this with a clear message first (src/cli/serve.ts); kept here for every other caller.
+  if (settings.devAnonymous !== undefined && !isLoopbackHost(settings.http.host)) {
+    throw new Error(`--dev-anonymous is allowed on a loopback address only, not on ${settings.http.host}`);
+  }
   const http = createHttpApp(runtime.gateway, { ...settings.http, dataDir: settings.redisUrl || settings.redisClusterNodes ? undefined : settings.dataDir }, runtime.metrics, operatorRoutes);
   const { server, url } = await http.listen();
   runtime.ready({ transport: 'http', url });

@@ -70,7 +70,8 @@ function serveOptions(cmd: Command, http: boolean): Command {
   if (http) {
     cmd
       .option('--workers <n|auto>', 'gateway processes on the port; more than 1 needs --redis (TOLLGATE_WORKERS; default 1)')
-      .option('--allow-demo-keys-on-network', 'serve a policy holding the published demo API keys on a non-loopback address');
+      .option('--allow-demo-keys-on-network', 'serve a policy holding the published demo API keys on a non-loopback address')
+      .option('--dev-anonymous <user>', 'development only: serve requests without a credential as this apiKeys id or user of the policy; loopback only (TOLLGATE_DEV_ANONYMOUS)');
   }
   return cmd;
 }

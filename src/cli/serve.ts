@@ -8,6 +8,8 @@ import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import { parseEnv, type Env } from '../config/env.js';
 import { GatewayError } from '../errors.js';
+import { isLoopbackHost } from '../http/loopback.js';
+import { anonymousPrincipal } from '../identity/devAnonymous.js';
 import { buildRuntime, settingsFrom, Shutdown, startHttp, VERSION, type Settings } from '../main.js';
 import { serveStdio, stdioPrincipal } from '../mcp/stdio.js';
 import type { Policy } from '../policy/load.js';
@@ -27,6 +29,8 @@ export interface ServeFlags {
   watch?: boolean;
   shutdownTimeout?: string;
   allowDemoKeysOnNetwork?: boolean;
+  /** --dev-anonymous USER: requests without a credential are served as this principal of the policy. */
+  devAnonymous?: string;
 }
 
 /** The keys the README publishes for the demo policy: anyone may know them. */
@@ -39,11 +43,7 @@ export function demoKeysIn(policy: Policy): string[] {
   return DEMO_KEYS.filter((k) => policy.apiKeys.has(sha256(k)));
 }
 
-/** Whether `host` only accepts connections from this machine: localhost, 127.0.0.0/8 or ::1. */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
-}
+export { isLoopbackHost };
 
 /**
  * Refuses to serve published demo keys on an address other machines reach, unless
@@ -60,6 +60,32 @@ export function refuseDemoKeysOnNetwork(policy: Policy, host: string, allowed: b
   );
 }
 
+/**
+ * --dev-anonymous: only on a loopback address, and only naming a principal the policy declares (an
+ * apiKeys id or user); anything else refuses to start. Returns the warning to print once serving.
+ */
+export function checkDevAnonymous(policy: Policy, host: string, name: string | undefined): string | undefined {
+  if (name === undefined) return undefined;
+  if (!isLoopbackHost(host)) {
+    throw new CliError(
+      `refusing to serve on ${host} with --dev-anonymous ${name} (TOLLGATE_DEV_ANONYMOUS): anyone who can reach this address could spend as ${name} without a credential. ` +
+        '--dev-anonymous is allowed on a loopback address only (127.0.0.1, localhost, ::1).',
+      EXIT.usage,
+    );
+  }
+  const principal = anonymousPrincipal(policy.apiKeys.values(), name);
+  if (!principal) {
+    throw new CliError(`--dev-anonymous ${name}: the policy ${policy.source} has no enabled apiKeys entry with that id or user to serve requests without a credential as.`, EXIT.usage);
+  }
+  const bar = '!'.repeat(78);
+  return [
+    bar,
+    `tollgate: WARNING: --dev-anonymous ${name}: requests WITHOUT a credential are served and charged as user ${principal.user}`,
+    `tollgate: WARNING: (teams ${principal.teams.join(', ') || 'none'}). For development on this machine only; never in production.`,
+    bar,
+  ].join('\n');
+}
+
 /** Settings from the environment with the flags applied over them. */
 export function settingsWith(flags: ServeFlags, env: Env): Settings {
   const settings = settingsFrom(env);
@@ -70,6 +96,7 @@ export function settingsWith(flags: ServeFlags, env: Env): Settings {
     if (!/^\d+$/.test(flags.port) || port > 65535) throw new CliError(`invalid --port ${flags.port}: give a whole number from 0 to 65535`);
     settings.http.port = port;
   }
+  if (flags.devAnonymous !== undefined) settings.devAnonymous = flags.devAnonymous;
   if (flags.redis) settings.redisUrl = flags.redis;
   if (flags.events) settings.eventsFile = flags.events;
   if (flags.dataDir) settings.dataDir = flags.dataDir === 'none' ? undefined : resolve(flags.dataDir);
@@ -121,7 +148,10 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
       throw new CliError(`--workers ${workers} needs the shared Redis store (--redis or REDIS_URL): with the embedded store each worker would keep budgets of its own`);
     }
     const { loadPolicyFile } = await import('../policy/load.js');
-    refuseDemoKeysOnNetwork(loadPolicyFile(settings.policyPath), settings.http.host, flags.allowDemoKeysOnNetwork);
+    const primaryPolicy = loadPolicyFile(settings.policyPath);
+    refuseDemoKeysOnNetwork(primaryPolicy, settings.http.host, flags.allowDemoKeysOnNetwork);
+    const warning = checkDevAnonymous(primaryPolicy, settings.http.host, settings.devAnonymous);
+    if (warning) process.stderr.write(`${warning}\n`);
     return runPrimary({
       workers,
       sessionSecret: settings.http.sessionSecret,
@@ -135,6 +165,7 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
   const { loadPolicyFile } = await import('../policy/load.js');
   const policy = loadPolicyFile(settings.policyPath);
   refuseDemoKeysOnNetwork(policy, settings.http.host, flags.allowDemoKeysOnNetwork);
+  const anonymousWarning = checkDevAnonymous(policy, settings.http.host, settings.devAnonymous);
   const runtime = await buildRuntime(settings, { policy });
   if (isWorker()) runtime.metrics.text = workerMetrics(runtime.metrics.registry);
   const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
@@ -149,6 +180,7 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
   });
   const http = await startHttp(runtime, settings, [webConsole]);
   if (!isWorker()) process.stderr.write(`tollgate ${VERSION} serving MCP at ${http.url}/mcp (policy ${settings.policyPath}, store ${runtime.gateway.store.kind})\n`);
+  if (anonymousWarning && !isWorker()) process.stderr.write(`${anonymousWarning}\n`);
   if (!isWorker() && demoKeysIn(policy).length > 0 && !isLoopbackHost(settings.http.host)) {
     process.stderr.write(`tollgate: WARNING: the demo API keys are accepted on ${settings.http.host} (--allow-demo-keys-on-network)\n`);
   }
@@ -163,6 +195,8 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
 export async function stdio(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): Promise<never> {
   const env = parseEnv(processEnv);
   const settings = settingsWith(flags, env);
+  // stdio has one caller, whose credential comes from the environment: never anonymous.
+  settings.devAnonymous = undefined;
   const watch = flags.watch !== false && env.TOLLGATE_POLICY_WATCH;
   const runtime = await buildRuntime(settings);
   let principal;

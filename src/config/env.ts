@@ -35,7 +35,16 @@ export const envSchema = z.object({
   TOLLGATE_HOST: withDefault(text(), { type: 'host name or address', default: '127.0.0.1', description: 'HTTP bind address (`--host`).' }),
   TOLLGATE_PORT: withDefault(wholeNumber('port number', 0, 65535), { type: 'integer 0-65535', default: '8787', description: 'HTTP port; 0 takes any free port (`--port`).' }),
   TOLLGATE_ALLOWED_HOSTS: optional(list(), { type: 'comma-separated list', unset: 'only local names when bound to a local address', description: 'Host header values accepted, against DNS rebinding; local names are added when bound to a local address.' }),
-  TOLLGATE_ALLOWED_ORIGINS: optional(list(), { type: 'comma-separated list', unset: 'none: a request with an Origin header gets 403', description: 'Browser origins allowed to call the gateway.' }),
+  TOLLGATE_ALLOWED_ORIGINS: optional(list(), {
+    type: 'comma-separated list',
+    unset: 'none besides this machine: when bound to loopback, http(s)://localhost, 127.0.0.1 and [::1] on any port; any other Origin gets 403',
+    description: 'Browser origins allowed to call the gateway.',
+  }),
+  TOLLGATE_DEV_ANONYMOUS: optional(text(), {
+    type: 'an API key id or user of the policy',
+    unset: 'off: a request without a credential gets 401',
+    description: 'Development only (`--dev-anonymous`): serve requests without a credential as this principal of the policy\'s `apiKeys`; `serve` refuses it unless bound to loopback.',
+  }),
   TOLLGATE_MAX_BODY_BYTES: withDefault(wholeNumber('whole number of bytes', 1), { type: 'integer ≥ 1 (bytes)', default: '1048576', description: 'Largest HTTP request body accepted.' }),
   TOLLGATE_MAX_SESSIONS: withDefault(wholeNumber('whole number of sessions', 1), { type: 'integer ≥ 1', default: '10000', description: 'Most MCP sessions one process holds.' }),
   TOLLGATE_MAX_SESSIONS_PER_CALLER: withDefault(wholeNumber('whole number of sessions', 1), { type: 'integer ≥ 1', default: '1000', description: "Most MCP sessions one caller holds; one more ends that caller's least recently used idle one." }),

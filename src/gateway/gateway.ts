@@ -15,6 +15,7 @@ import { GatewayError } from '../errors.js';
 import type { ApiKeyResolver } from '../identity/apiKey.js';
 import type { KeyRegistry } from '../identity/storedKeys.js';
 import type { Authenticated } from '../identity/authenticate.js';
+import { anonymousPrincipal } from '../identity/devAnonymous.js';
 import type { Principal } from '../identity/principal.js';
 import type { DecisionEvent, EventSink } from '../metering/events.js';
 import { decide } from '../policy/decide.js';
@@ -49,6 +50,11 @@ export interface GatewayOptions {
   keyPrefix?: string;
   now?: () => number;
   providerOptions?: ProviderBuildOptions;
+  /**
+   * --dev-anonymous: a call that presents no credential is served as the policy's API key entry
+   * with this id or user (src/identity/devAnonymous.ts). The CLI allows it on loopback only.
+   */
+  devAnonymous?: string;
   /** API keys issued at run time (shared store), looked up after the policy's own keys. */
   issuedKeys?: ApiKeyResolver & Partial<KeyRegistry> & { close?: () => Promise<void> };
 }
@@ -106,7 +112,12 @@ export class Gateway {
     // The event log, SIEM and metrics hear of a decision once the journal holds it.
     opts.store.onEvent((event) => opts.sink.emit(event as unknown as DecisionEvent));
     const metered = meter({ commit: (ctx, event) => this.ledger.commit(ctx, event), now: this.now, background: (work) => this.ledger.track(work) });
-    const authenticated = authenticate({ authenticatorFor: (p) => this.runtime.authenticatorFor(p), now: this.now });
+    const anonymousAs = opts.devAnonymous;
+    const authenticated = authenticate({
+      authenticatorFor: (p) => this.runtime.authenticatorFor(p),
+      now: this.now,
+      ...(anonymousAs ? { anonymous: (p: Policy) => anonymousPrincipal(p.apiKeys.values(), anonymousAs) } : {}),
+    });
     this.identify = compose<CallContext>([metered, authenticated]);
     // A refusal at the edge is attributed when the caller was already authenticated there; it never proves a credential anew.
     const attributed: Middleware<CallContext> = (ctx, next) => (ctx.credential?.verified ? authenticated(ctx, next) : next());
@@ -123,6 +134,11 @@ export class Gateway {
     // Dry runs: the same steps up to the reservation, which is planned and not made (estimate), or replaced by a count.
     this.estimateRun = compose<CallContext>([...admission, estimated, predictAdmission({ providerFor })]);
     this.countRun = compose<CallContext>([...admission, countInput({ providerFor })]);
+  }
+
+  /** Whether a request without a credential is served (--dev-anonymous) rather than refused. */
+  get anonymousEnabled(): boolean {
+    return this.opts.devAnonymous !== undefined;
   }
 
   /** The policy new calls start under. */

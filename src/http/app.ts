@@ -25,6 +25,7 @@ import { openaiCodec } from './openaiCompat.js';
 import { responsesCodec } from './responsesCompat.js';
 import { mcpRouter } from './mcpRoutes.js';
 import { answerNotFound, SERVED_ENDPOINTS } from './notFound.js';
+import { isLoopbackHost, isLoopbackOrigin } from './loopback.js';
 import { sendError } from './respond.js';
 import { SessionTable } from './sessions.js';
 
@@ -68,9 +69,10 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   app.use(edge.metadata);
   for (const routes of operatorRoutes) app.use(routes);
 
+  const loopback = isLoopbackHost(opts.host);
   app.use((req, res, next) => {
     const origin = req.headers.origin;
-    if (origin && !(opts.allowedOrigins ?? []).includes(origin)) {
+    if (origin && !(opts.allowedOrigins ?? []).includes(origin) && !(loopback && isLoopbackOrigin(origin))) {
       sendError(res, new GatewayError('FORBIDDEN', `Origin ${origin} is not allowed to call this gateway.`));
       return;
     }

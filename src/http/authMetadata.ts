@@ -4,7 +4,7 @@
  * and the bearer middleware whose 401/403 challenges point clients at that metadata. Both are
  * built once per policy, so a reloaded policy is served without a restart.
  */
-import { Router, type Request, type RequestHandler } from 'express';
+import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { InsufficientScopeError, InvalidTokenError } from '@modelcontextprotocol/sdk/server/auth/errors.js';
 import { metadataHandler } from '@modelcontextprotocol/sdk/server/auth/handlers/metadata.js';
 import { requireBearerAuth } from '@modelcontextprotocol/sdk/server/auth/middleware/bearerAuth.js';
@@ -83,6 +83,27 @@ function recordUnreadableHeader(gateway: Gateway, transport: TransportName, head
   gateway.authenticate(header ? { secret: header } : undefined, { transport }).catch(() => undefined);
 }
 
+/**
+ * --dev-anonymous: a request without an Authorization header is served as the declared principal,
+ * attached as the bearer middleware attaches a verified one (no token). When the policy names no
+ * such principal any more, it is refused as a missing credential would be.
+ */
+function serveAnonymous(gateway: Gateway, transport: TransportName, req: Request, res: Response, next: NextFunction): void {
+  res.locals.refusalRecorded = true;
+  gateway.authenticate(undefined, { transport }).then(
+    (edge) => {
+      res.locals.refusalRecorded = false;
+      req.auth = { token: '', clientId: edge.principal.user, scopes: [], expiresAt: Math.floor(Date.now() / 1000) + API_KEY_AUTH_TTL_S, extra: { principal: edge.principal, edge } };
+      next();
+    },
+    (err: unknown) => {
+      const refusal = err instanceof GatewayError ? err : new GatewayError('INTERNAL', 'The caller could not be identified.');
+      const body = { error: refusal.code === 'FORBIDDEN' ? 'insufficient_scope' : 'invalid_token', error_description: refusal.message };
+      res.status(refusal.code === 'FORBIDDEN' ? 403 : 401).set('WWW-Authenticate', bearerChallenge(gateway.policy, refusal)).json(body);
+    },
+  );
+}
+
 /** The principal and edge authentication the bearer middleware attached to a request. */
 export function edgeAuthOf(req: Request): EdgeAuthentication | undefined {
   return req.auth?.extra?.edge as EdgeAuthentication | undefined;
@@ -127,6 +148,10 @@ export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireA
           resourceMetadataUrl: doc ? getOAuthProtectedResourceMetadataUrl(new URL(doc.resource)) : undefined,
         });
         guards.set(policy, guard);
+      }
+      if (!req.headers.authorization && gateway.anonymousEnabled) {
+        serveAnonymous(gateway, transport, req, res, next);
+        return;
       }
       recordUnreadableHeader(gateway, transport, req.headers.authorization);
       // Until the guard lets the request through, a refusal it answers is the gateway's to record (and is recorded).

@@ -64,6 +64,12 @@ export class Authenticator {
     return { principal: token.principal, expiresAt: token.expiresAt, actors: token.actors };
   }
 
+  /** Checks a principal that presented no credential (--dev-anonymous) against the gateway-wide rights. Throws FORBIDDEN. */
+  admit(p: Principal): Principal {
+    this.authorize(p, []);
+    return p;
+  }
+
   /** Gateway-wide rights: required roles and groups, and who may act for whom. */
   private authorize(p: Principal, actors: Actor[]): void {
     const { requiredRoles, requiredGroups, delegation } = this.identity;

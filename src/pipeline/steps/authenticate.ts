@@ -1,5 +1,6 @@
 import { GatewayError } from '../../errors.js';
 import type { Authenticated, Authenticator } from '../../identity/authenticate.js';
+import type { Principal } from '../../identity/principal.js';
 import type { Policy } from '../../policy/load.js';
 import type { Middleware } from '../compose.js';
 import type { CallContext, Credential } from '../context.js';
@@ -8,6 +9,11 @@ export interface AuthenticateStepOptions {
   /** The authenticator of a policy snapshot (its JWKS caches and API key resolvers). */
   authenticatorFor: (policy: Policy) => Authenticator;
   now: () => number;
+  /**
+   * Whom a call that presents no credential is served as (--dev-anonymous), resolved under the
+   * call's policy; without it, or when it names no one in that policy, such a call is AUTH_REQUIRED.
+   */
+  anonymous?: (policy: Policy) => Principal | undefined;
 }
 
 /**
@@ -20,13 +26,24 @@ export function authenticate(opts: AuthenticateStepOptions): Middleware<CallCont
   return async function authenticateCaller(ctx, next) {
     if (!ctx.principal) {
       const credential = ctx.credential;
-      if (!credential) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
+      // An anonymous edge verification carries no secret: it is resolved again under this call's policy.
+      if (!credential?.secret) {
+        ctx.principal = anonymousCaller(ctx.policy, opts);
+        await next();
+        return;
+      }
       const result = await prove(credential, ctx.policy, opts);
       ctx.principal = credential.source === 'TOLLGATE_API_KEY' ? { ...result.principal, authMethod: 'stdio_env' } : result.principal;
       ctx.credentialExpiresAt = result.expiresAt;
     }
     await next();
   };
+}
+
+function anonymousCaller(policy: Policy, opts: AuthenticateStepOptions): Principal {
+  const principal = opts.anonymous?.(policy);
+  if (!principal) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
+  return opts.authenticatorFor(policy).admit(principal);
 }
 
 async function prove(credential: Credential, policy: Policy, opts: AuthenticateStepOptions): Promise<Authenticated> {
