@@ -9,6 +9,7 @@
  * The vocabulary is loaded on the first count only (tens of MB), never at start.
  */
 import type { GptEncoding } from 'gpt-tokenizer/GptEncoding';
+import { AsciiVocab, asciiPieceEnd } from './asciiPieces.js';
 
 export type EncodingName = 'o200k_base' | 'cl100k_base';
 
@@ -22,6 +23,8 @@ interface BpeCore {
   bytePairEncode(piece: string): number[];
   /** This module's own cache of merged ASCII pieces (`boundWith`), kept on the encoder it belongs to. */
   mergedAscii?: Map<string, number>;
+  /** o200k_base only: the ASCII pre-tokenizer's vocabulary table and the regex for the other pieces (asciiPieces.ts). */
+  ascii?: { table: AsciiVocab; sticky: RegExp };
 }
 
 /** Pieces up to this many UTF-8 bytes go through the package's own merge (and its cache). */
@@ -35,6 +38,8 @@ async function load(name: EncodingName): Promise<BpeCore> {
   if (!core || !(core.tokenSplitRegex instanceof RegExp) || typeof core.getBpeRankFromBytes !== 'function' || !(core.bytePairStringRankEncoder instanceof Map)) {
     throw new Error(`gpt-tokenizer's ${name} encoder does not have the shape this module reads`);
   }
+  // asciiPieces.ts follows o200k_base's regex; the test holds the two equal.
+  if (name === 'o200k_base') core.ascii = { table: new AsciiVocab(core.bytePairStringRankEncoder), sticky: new RegExp(core.tokenSplitRegex.source, 'uy') };
   return core;
 }
 
@@ -108,22 +113,42 @@ function boundWith(core: BpeCore, text: string): number {
   // spends a few percent of it; a text made of unknown words (a merge looks up every pair of its
   // piece) runs out and counts the rest in bytes, which keeps its cost near that of the split.
   let mergeBudget = (text.length >> 2) + 4 * SHORT_ASCII_PIECE;
-  let n = 0;
-  for (const [piece] of text.matchAll(core.tokenSplitRegex)) {
-    if (vocab.has(piece)) {
-      n += 1;
-    } else if (piece.length <= SHORT_ASCII_PIECE && isAscii(piece)) {
-      let merged = mergedCounts.get(piece);
-      if (merged === undefined && piece.length <= mergeBudget) {
-        mergeBudget -= piece.length;
-        merged = asciiMergeCount(vocab, piece);
-        if (mergedCounts.size >= MERGED_CACHE) mergedCounts.clear();
-        mergedCounts.set(piece, merged);
-      }
-      n += merged ?? piece.length;
-    } else {
-      n += Buffer.byteLength(piece, 'utf8');
+  /** The bound of a piece that is not known to be a token. */
+  const unknownPiece = (piece: string): number => {
+    if (vocab.has(piece)) return 1;
+    if (piece.length > SHORT_ASCII_PIECE || !isAscii(piece)) return Buffer.byteLength(piece, 'utf8');
+    let merged = mergedCounts.get(piece);
+    if (merged === undefined && piece.length <= mergeBudget) {
+      mergeBudget -= piece.length;
+      merged = asciiMergeCount(vocab, piece);
+      if (mergedCounts.size >= MERGED_CACHE) mergedCounts.clear();
+      mergedCounts.set(piece, merged);
     }
+    return merged ?? piece.length;
+  };
+
+  let n = 0;
+  if (!core.ascii) {
+    for (const [piece] of text.matchAll(core.tokenSplitRegex)) n += unknownPiece(piece);
+    return n;
+  }
+  // o200k_base: ASCII pieces found and looked up without the regex (asciiPieces.ts); the regex
+  // matches the pieces that need a character beyond ASCII, one at a time, where they start.
+  const { table, sticky } = core.ascii;
+  let i = 0;
+  while (i < text.length) {
+    const end = asciiPieceEnd(text, i);
+    if (end > i) {
+      n += table.has(text, i, end) ? 1 : unknownPiece(text.slice(i, end));
+      i = end;
+      continue;
+    }
+    sticky.lastIndex = i;
+    const piece = sticky.exec(text)?.[0];
+    // Every character starts some alternative of the regex; should none match, bytes bound the rest.
+    if (!piece) return n + Buffer.byteLength(text.slice(i), 'utf8');
+    n += unknownPiece(piece);
+    i += piece.length;
   }
   return n;
 }

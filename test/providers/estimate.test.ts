@@ -10,6 +10,8 @@ import { countTokens as cl100kCount } from 'gpt-tokenizer/encoding/cl100k_base';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { boundOpenAIInput, countInput, countOpenAIInput, FRAMING, framingFor, inputTokenBound, openAIEncoding, WIDEST_FRAMING } from '../../src/providers/estimate.js';
 import { tokenBounder, tokenCounter } from '../../src/providers/tokenizer.js';
+import { asciiPieceEnd } from '../../src/providers/asciiPieces.js';
+import o200kEncoding from 'gpt-tokenizer/encoding/o200k_base';
 
 const asText = { disallowedSpecial: new Set<string>() };
 
@@ -164,6 +166,45 @@ describe('the OpenAI vocabulary bound (every call)', () => {
     expect(await boundOpenAIInput(prompt, 'gpt-5-mini')).toBe(await countOpenAIInput(prompt, 'gpt-5-mini'));
     expect(await boundOpenAIInput({ ...prompt, system: undefined }, 'gpt-5-mini')).toBe(await countOpenAIInput({ messages }, 'gpt-5-mini'));
     expect(await boundOpenAIInput(prompt, 'llama3')).toBeUndefined();
+  });
+});
+
+describe("the ASCII pre-tokenizer (o200k_base's regex without the regex)", () => {
+  const regex = (o200kEncoding as unknown as { bytePairEncodingCoreProcessor: { tokenSplitRegex: RegExp } }).bytePairEncodingCoreProcessor.tokenSplitRegex;
+  /** The pieces as the bound finds them: the scan where it answers, the regex at that place where it does not. */
+  const scanned = (text: string): string[] => {
+    const sticky = new RegExp(regex.source, 'uy');
+    const out: string[] = [];
+    for (let i = 0; i < text.length; ) {
+      let end = asciiPieceEnd(text, i);
+      if (end < 0) {
+        sticky.lastIndex = i;
+        end = i + sticky.exec(text)![0].length;
+      }
+      out.push(text.slice(i, end));
+      i = end;
+    }
+    return out;
+  };
+  // Every class the regex tells apart, in and out of ASCII: cases, digits, contractions, spaces, line breaks, punctuation, marks, letters and spaces beyond ASCII.
+  const unit = fc.constantFrom(...'aAzZqQ09\'sStTdDlLvVeErRmM .,;/()-_"', ' ', '  ', '\t', '\n', '\r', '\r\n', '\v', '\f', '\x1c', '\x00', '\x7f', 'é', 'É', 'ǅ', 'ʰ', '\u0301', '’', '“', '—', '\u00a0', '\u3000', '\u2028', '²', '٣', '中', '😀', "'ll", "'VE", "'re");
+
+  it("finds exactly the regex's pieces, in any mix of ASCII and other characters", () => {
+    fc.assert(
+      fc.property(fc.array(unit, { maxLength: 80 }).map((u) => u.join('')), (text) => {
+        expect(scanned(text)).toEqual([...text.matchAll(regex)].map((m) => m[0]));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it("finds exactly the regex's pieces in prose", () => {
+    fc.assert(
+      fc.property(proseLike, (text) => {
+        expect(scanned(text)).toEqual([...text.matchAll(regex)].map((m) => m[0]));
+      }),
+      { numRuns: 300 },
+    );
   });
 });
 
