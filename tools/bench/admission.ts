@@ -277,7 +277,8 @@ async function cpuTable(proseText: string): Promise<void> {
     console.log('');
     console.log('CPU per estimate (process user+sys, ms, median of 7 after a warm-up; wall ms for the count APIs):');
     console.log(`${'method'.padEnd(34)}${sizes.map((n) => pad(`${n / 1000} KB`, 16)).join('')}`);
-    const prompts = sizes.map((n) => sized(proseText, n));
+    // Through JSON, as a request's text arrives (a flat string, not the concatenation `sized` built).
+    const prompts = sizes.map((n) => JSON.parse(JSON.stringify(sized(proseText, n))) as string);
     // A new messages array per run: the OpenAI bound remembers the texts of one array.
     const req = (text: string, model: string): CompletionRequest => ({ model, messages: [{ role: 'user', content: text }], maxTokens: MAX_TOKENS });
     const local: [string, (text: string) => Promise<unknown>][] = [
