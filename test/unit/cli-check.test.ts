@@ -77,7 +77,7 @@ describe('tollgate check', () => {
     expect(r.stdout).toBe('');
     expect(r.stderr.split('\n')).toEqual([
       `${badPolicy}:4:17: providers.oops.kind: Invalid discriminator value. Expected 'demo' | 'anthropic' | 'openai' | 'bedrock'`,
-      `${badPolicy}:9:12: budgets[0].scope: Invalid option: expected one of "user"|"team"|"costCenter"|"global", got "planet"`,
+      `${badPolicy}:9:12: budgets[0].scope: Invalid option: expected one of "user"|"team"|"costCenter"|"application"|"global", got "planet"`,
       `${badPolicy}:10:41: budgets[0].window.timezone: not an IANA timezone name (e.g. Europe/Paris), got "Mars/Olympus"`,
       `${badPolicy}:11:22: budgets[0].limit.tokens: Too small: expected number to be >0, got -5`,
       `${badPolicy}: 4 errors`,
