@@ -66,7 +66,7 @@ describe('check: configuration errors', () => {
     expect(r.err!.split('\n')).toEqual([
       `${r.file}:11:22: budgets[0].limit.tokens: expected number, got string "three thousand"`,
       `${r.file}:12:24: budgets[0].tierDown.below: a percentage from 0% to 100%, like "20%", got "120%"`,
-      `${r.file}:2:14: defaultTeir: unknown key defaultTeir; did you mean defaultTier? (known: version, name, bindings, providers, egress, models, tiers, defaultTier, apiKeys, identity, budgets, rateLimits, rules, limits, metering, console, alerts)`,
+      `${r.file}:2:14: defaultTeir: unknown key defaultTeir; did you mean defaultTier? (known: version, name, bindings, providers, egress, models, tiers, defaultTier, apiKeys, identity, budgets, rateLimits, applications, rules, limits, metering, console, alerts)`,
       `${r.file}: 3 errors`,
       '',
     ]);
