@@ -212,7 +212,7 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
 /** API keys issued with `tollgate keys`, kept in the shared store next to the ledger. */
 async function issuedKeys(settings: Settings, now?: () => number) {
   const { StoredApiKeys } = await import('./identity/storedKeys.js');
-  return new StoredApiKeys({ url: settings.redisUrl!, prefix: settings.keyPrefix, now });
+  return new StoredApiKeys({ url: settings.redisUrl!, prefix: settings.keyPrefix, now, commandTimeoutMs: settings.storeTimeoutMs });
 }
 
 /**

@@ -66,7 +66,7 @@ export async function keysCommand(verb: string | undefined, values: KeysValues, 
   const dir = values['data-dir'] ?? env.TOLLGATE_DATA_DIR ?? 'tollgate-data';
   const dataDir = dir === 'none' ? undefined : resolve(dir);
   if (!url && !dataDir) throw new GatewayError('INVALID_REQUEST', 'tollgate keys needs somewhere to keep keys: the shared store (--redis <url> or REDIS_URL) or a data directory (--data-dir or TOLLGATE_DATA_DIR, not none).');
-  const keys = url ? new StoredApiKeys({ url, prefix: settings.keyPrefix }) : new FileApiKeys({ dir: dataDir! });
+  const keys = url ? new StoredApiKeys({ url, prefix: settings.keyPrefix, commandTimeoutMs: settings.storeTimeoutMs }) : new FileApiKeys({ dir: dataDir! });
   const refusedWithin = url ? 'replicas refuse it within seconds' : `the gateway serving from ${dataDir} refuses it within seconds`;
   try {
     switch (verb) {

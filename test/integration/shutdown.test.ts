@@ -239,7 +239,7 @@ describe('shutdown within a deadline', () => {
     ]);
   });
 
-  it('exits 1 at its deadline when the store hangs, naming the settlement it could not write (issue 16)', { timeout: 120_000 }, async () => {
+  it('exits 1 by its deadline when the store hangs, naming the settlement it could not write (issue 16)', { timeout: 120_000 }, async () => {
     const deadlineMs = 1500;
     const g = await serveHeld({ TOLLGATE_SHUTDOWN_TIMEOUT_MS: String(deadlineMs), TOLLGATE_STORE_TIMEOUT_MS: '300' });
     // An API key the policy does not list is looked up among the issued keys in Redis.
@@ -249,22 +249,22 @@ describe('shutdown within a deadline', () => {
     await provider!.received();
 
     // Redis goes silent while the call is with the provider: its settlement cannot be written, and
-    // a request that needs an issued-key lookup waits on the silent store.
+    // a request that needs an issued-key lookup is refused once the store timeout has passed.
     redis!.freeze();
     const stuck = connectHttp(g.mcpUrl, 'another-key-not-in-the-policy').catch((err: unknown) => err);
     provider!.release();
     const { requestId, usage } = (await call).structuredContent as { requestId: string; usage: Usage };
     await logged(g.child, g.stderr, (l) => l.event === 'quota_settle_queued' && l.requestId === requestId);
 
-    const sent = Date.now();
     g.child.kill('SIGTERM');
     const exit = await exitWithin(g.child, deadlineMs + 3000, g.stderr);
     expect(exit).toMatchObject({ code: 1, signal: null });
-    expect(exit.at - sent).toBeGreaterThanOrEqual(deadlineMs - 100);
-    await stuck;
+    // The lookup on the silent store was refused once the store timeout passed (it no longer waits
+    // for ever), so no call holds the shutdown: it ends as soon as the store gives up the
+    // settlement, by its deadline, and names it.
+    expect(await stuck).toBeInstanceOf(Error);
 
     const lines = logLines(g.stderr());
-    expect(lines.find((l) => l.event === 'shutdown_deadline')).toMatchObject({ level: 50, deadlineMs, step: 'waiting for the calls in flight', inFlightRequests: 1 });
     expect(lines.filter((l) => l.event === 'shutdown_unsettled')).toEqual([
       expect.objectContaining({ level: 50, requestId, lines: [{ budgetId: 'user-weekly', subject: 'alice', amount: usage.inputTokens + usage.outputTokens }] }),
     ]);
