@@ -144,7 +144,7 @@ describe('two gateway processes sharing one Redis ledger', () => {
     const policyFile = join(dir, `workers-${n}.yaml`);
     writeFileSync(policyFile, text);
     const env = { REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: `${prefix}workers:`, TOLLGATE_STORE_TIMEOUT_MS: '10000', TOLLGATE_WORKERS: '2' };
-    const g = await spawnGateway({ policyFile, eventsFile: join(dir, `workers-${n}.jsonl`), env });
+    const g = await spawnGateway({ policyFile, eventsFile: join(dir, `workers-${n}.jsonl`), env, startTimeoutMs: 60_000 });
     procs.push(g);
 
     // A session opened on one connection, then used on fresh connections: the kernel hands new
@@ -185,7 +185,7 @@ describe('two gateway processes sharing one Redis ledger', () => {
     const policyFile = join(dir, `respawn-${n}.yaml`);
     writeFileSync(policyFile, basicPolicy());
     const env = { REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: `${prefix}respawn:`, TOLLGATE_WORKERS: '2' };
-    const g = await spawnGateway({ policyFile, eventsFile: join(dir, `respawn-${n}.jsonl`), env });
+    const g = await spawnGateway({ policyFile, eventsFile: join(dir, `respawn-${n}.jsonl`), env, startTimeoutMs: 60_000 });
     procs.push(g);
     const workers = () => childPids(g.child.pid!);
     const before = workers();
