@@ -19,7 +19,12 @@ export interface BudgetLine {
 }
 
 function subjectsOf(budget: CompiledBudget, p: Principal): string[] {
-  switch (budget.config.scope) {
+  return principalSubjects(budget.config.scope, p);
+}
+
+/** The subjects of a principal in a scope both budgets and limits take (one each, a team each, or none). */
+export function principalSubjects(scope: 'user' | 'team' | 'costCenter' | 'application' | 'global', p: Principal): string[] {
+  switch (scope) {
     case 'user':
       return [p.user];
     case 'team':

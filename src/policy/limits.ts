@@ -19,7 +19,7 @@ import { principalView, type Principal } from '../identity/principal.js';
 import type { Usage } from '../providers/provider.js';
 import type { LedgerLine, ReserveOutcome } from '../quota/store.js';
 import { resolveSliding } from '../quota/windows.js';
-import { lineKeys } from './budgets.js';
+import { lineKeys, principalSubjects } from './budgets.js';
 import type { CompiledLimit } from './load.js';
 
 /** One limit for one subject, resolved to its keys now; the amount is set per candidate. */
@@ -47,15 +47,11 @@ function subjectsOf(limit: CompiledLimit, p: Principal): string[] {
     case 'key':
       return [keySubject(p)];
     case 'user':
-      return [p.user];
     case 'team':
-      return p.teams;
     case 'costCenter':
-      return p.costCenter ? [p.costCenter] : [];
     case 'application':
-      return p.app ? [p.app] : [];
     case 'global':
-      return ['*'];
+      return principalSubjects(limit.config.scope, p);
     default:
       return [];
   }
