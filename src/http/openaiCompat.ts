@@ -32,22 +32,33 @@ const chatRequest = z.looseObject({
 /** Fields tollgate cannot honour; refused rather than silently dropped. */
 const UNSUPPORTED = ['tools', 'tool_choice', 'functions', 'function_call', 'audio', 'prediction', 'stop'] as const;
 
-function invalid(message: string, param: string | null): GatewayError {
+/** An INVALID_REQUEST naming the body field at fault, as OpenAI's `error.param` does. */
+export function invalidRequest(message: string, param: string | null): GatewayError {
   return new GatewayError('INVALID_REQUEST', message, { param });
+}
+
+/**
+ * Validates an OpenAI-style body against `schema` and refuses the fields tollgate cannot honour
+ * (an empty list counts as absent: SDKs send `tools: []`). The first schema issue names the field.
+ */
+export function parseOpenAIBody<S extends z.ZodType>(schema: S, raw: unknown, unsupported: readonly string[]): z.infer<S> {
+  const parsed = schema.safeParse(raw ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const param = issue.path.join('.') || null;
+    throw invalidRequest(`Invalid request: ${param ?? '(body)'}: ${issue.message}`, param);
+  }
+  const body = parsed.data as Record<string, unknown>;
+  for (const key of unsupported) {
+    const v = body[key];
+    if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) throw invalidRequest(`Invalid request: ${key} is not supported by tollgate.`, key);
+  }
+  return parsed.data;
 }
 
 /** Validates a Chat Completions body and turns it into wire-neutral `complete` arguments. */
 export function decodeChatRequest(raw: unknown): CompleteArgs {
-  const parsed = chatRequest.safeParse(raw ?? {});
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const param = issue.path.join('.') || null;
-    throw invalid(`Invalid request: ${param ?? '(body)'}: ${issue.message}`, param);
-  }
-  const body = parsed.data;
-  for (const key of UNSUPPORTED) {
-    if (body[key] !== undefined && body[key] !== null) throw invalid(`Invalid request: ${key} is not supported by tollgate.`, key);
-  }
+  const body = parseOpenAIBody(chatRequest, raw, UNSUPPORTED);
   // System and developer messages become one system prompt; their parts are joined with "\n".
   const text = (c: z.infer<typeof chatMessage>['content']) => (typeof c === 'string' ? c : (c ?? []).map((p) => p.text).join(PART_SEPARATOR));
   // A user or assistant message's parts stay parts (the call core joins them where a provider has none).

@@ -8,10 +8,9 @@
  */
 import { z } from 'zod';
 import type { CompleteArgs } from '../call/request.js';
-import { GatewayError } from '../errors.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { bearerToken, type CompatCall, type SseSend, type WireCodec } from './compat.js';
-import { openaiError } from './openaiCompat.js';
+import { invalidRequest, openaiError, parseOpenAIBody } from './openaiCompat.js';
 import { openaiRateLimitHeaders } from './rateLimitHeaders.js';
 
 const textPart = z.looseObject({ type: z.enum(['input_text', 'output_text']), text: z.string() });
@@ -34,29 +33,16 @@ const responsesRequest = z.looseObject({
 /** Fields tollgate cannot honour; refused rather than silently dropped. */
 const UNSUPPORTED = ['tools', 'tool_choice', 'previous_response_id', 'conversation', 'prompt', 'background', 'reasoning', 'include'] as const;
 
-function invalid(message: string, param: string | null): GatewayError {
-  return new GatewayError('INVALID_REQUEST', message, { param });
-}
 
 /** Validates a Responses body and turns it into wire-neutral `complete` arguments. */
 export function decodeResponsesRequest(raw: unknown): CompleteArgs {
-  const parsed = responsesRequest.safeParse(raw ?? {});
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const param = issue.path.join('.') || null;
-    throw invalid(`Invalid request: ${param ?? '(body)'}: ${issue.message}`, param);
-  }
-  const body = parsed.data;
-  for (const key of UNSUPPORTED) {
-    const v = body[key];
-    if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) throw invalid(`Invalid request: ${key} is not supported by tollgate.`, key);
-  }
+  const body = parseOpenAIBody(responsesRequest, raw, UNSUPPORTED);
   // Parts of one message are separate pieces of text: joined on a line break, never glued together.
   const text = (c: z.infer<typeof messageItem>['content']) => (typeof c === 'string' ? c : c.map((p) => p.text).join('\n'));
   const items = typeof body.input === 'string' ? [{ role: 'user' as const, content: body.input }] : body.input;
   const system = [...(body.instructions ? [body.instructions] : []), ...items.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => text(m.content))];
   const messages = items.flatMap((m) => (m.role === 'user' || m.role === 'assistant' ? [{ role: m.role, content: text(m.content) }] : []));
-  if (messages.length === 0) throw invalid('Invalid request: input: at least one user or assistant message is required.', 'input');
+  if (messages.length === 0) throw invalidRequest('Invalid request: input: at least one user or assistant message is required.', 'input');
   return {
     messages,
     system: system.length > 0 ? system.join('\n\n') : undefined,

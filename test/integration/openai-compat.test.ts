@@ -154,4 +154,14 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     const stop = await failure(openai.chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], stop: ['\n'] }));
     expect([stop.status, stop.code, stop.param, stop.message]).toEqual([400, 'INVALID_REQUEST', 'stop', '400 INVALID_REQUEST: Invalid request: stop is not supported by tollgate.']);
   });
+
+  it('takes an empty tools list as no tools, and refuses a tool it cannot honour', async () => {
+    await start();
+    const openai = client(KEYS.alice);
+    const none = await openai.chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], tools: [] });
+    expect(none.choices[0]!.message.content).toBeTruthy();
+    const tool = { type: 'function' as const, function: { name: 'lookup', parameters: { type: 'object', properties: {} } } };
+    const refused = await failure(openai.chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], tools: [tool] }));
+    expect([refused.status, refused.code, refused.param]).toEqual([400, 'INVALID_REQUEST', 'tools']);
+  });
 });
