@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseEnv } from '../config/env.js';
 import { settingsFrom } from '../main.js';
-import { checkPolicyCel } from '../policy/celCheck.js';
-import { loadPolicyFile, PolicyError, type PolicyIssue } from '../policy/load.js';
+import { checkPolicyText } from '../policy/check.js';
+import { loadPolicyFile, type PolicyIssue } from '../policy/load.js';
 import { CliError, EXIT } from './exit.js';
 
 /** What a command writes and how it ends. */
@@ -29,21 +29,23 @@ export function formatIssues(file: string, issues: PolicyIssue[]): string {
   return `${lines.join('\n')}\n${file}: ${issues.length} error${issues.length === 1 ? '' : 's'}\n`;
 }
 
-/** `tollgate check [file]`: every error with its line:column (exit 1), or a one-line summary. */
-export function check(file: string | undefined, flags: { policy?: string }, env: NodeJS.ProcessEnv): Outcome {
+/**
+ * `tollgate check [file]`: every error with its line:column (exit 1), or a one-line summary, with
+ * warnings (a shipped price not confirmed for 90 days) on stderr that leave the exit status 0.
+ */
+export function check(file: string | undefined, flags: { policy?: string }, env: NodeJS.ProcessEnv, now = Date.now()): Outcome {
   const path = file ?? (flags.policy ? flags.policy : resolvePolicyPath(undefined, env));
-  let policy;
+  let text: string;
   try {
-    policy = loadPolicyFile(resolve(path));
+    text = readFileSync(resolve(path), 'utf8');
   } catch (err) {
-    if (!(err instanceof PolicyError)) throw err;
-    return { out: '', err: formatIssues(path, err.issues), code: EXIT.failed };
+    return { out: '', err: formatIssues(path, [{ path: '', message: `cannot read policy file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]), code: EXIT.failed };
   }
-  // The expressions against the variables they will see: a typo here would deny every call at run time.
-  const celIssues = checkPolicyCel(policy, readFileSync(resolve(path), 'utf8'));
-  if (celIssues.length > 0) return { out: '', err: formatIssues(path, celIssues), code: EXIT.failed };
+  const { policy, errors, warnings } = checkPolicyText(text, resolve(path), { now });
+  if (!policy) return { out: '', err: formatIssues(path, errors), code: EXIT.failed };
   return {
     out: `${path}: valid (version ${policy.version}; ${policy.tiers.length} tiers, ${policy.models.size} models, ${policy.budgets.length} budgets, ${policy.rules.length} rules, ${policy.apiKeys.size} API keys)\n`,
+    err: warnings.map((w) => `${path}: warning: ${w}\n`).join('') || undefined,
     code: EXIT.ok,
   };
 }

@@ -1,6 +1,7 @@
 /**
  * List prices per million tokens, in USD. A model with no price here or in the policy is refused,
- * never served free. `checked` is the day the row was compared with the provider's public price page.
+ * never served free. Every row names the provider's pricing page and the day its figures were last
+ * confirmed; `tollgate check` warns when a row the policy relies on is older than 90 days.
  */
 import type { Usage } from './provider.js';
 
@@ -12,27 +13,65 @@ export interface Price {
 }
 
 export interface ShippedPrice extends Price {
-  checked: string;
+  /** The provider's public pricing page (absent for the offline demo). */
+  source?: string;
+  /** The day (YYYY-MM-DD) the figures were last confirmed (absent for the offline demo). */
+  checked?: string;
+  /** What they were confirmed against: the provider's own page, or secondary tables only. */
+  how?: string;
 }
 
-const OFFICIAL = '2026-11-26 against a stored copy of Anthropic\'s pricing page (platform.claude.com/docs/en/about-claude/pricing)';
-const SECONDARY = '2026-11-26 against secondary price tables only; confirm on the provider\'s page before relying on it';
+const ANTHROPIC = 'https://platform.claude.com/docs/en/about-claude/pricing';
+const OPENAI = 'https://developers.openai.com/api/docs/pricing';
+const BEDROCK = 'https://aws.amazon.com/bedrock/pricing/';
+
+const ANTHROPIC_PAGE = { source: ANTHROPIC, checked: '2026-11-29', how: "a stored copy of Anthropic's pricing page" };
+const OPENAI_MODEL_PAGE = (model: string) => ({
+  source: OPENAI,
+  checked: '2026-11-29',
+  how: `a stored copy of OpenAI's model page (developers.openai.com/api/docs/models/${model}), which marks the model deprecated`,
+});
+// Claude 4.5 models on Bedrock are called through inference profiles. The global profile is priced
+// like Anthropic's own API; the geographic ones (us., eu., ...) cost 10% more: declare their price.
+const BEDROCK_GLOBAL = {
+  source: BEDROCK,
+  checked: '2026-11-29',
+  how: "Anthropic's list prices (stored copy of its pricing page) and secondary Bedrock tables saying global inference profiles carry no premium; AWS's own page was not seen",
+};
 
 /**
  * Keyed by `<adapter kind>/<model id>` (a policy provider named `claude` of kind `anthropic` uses the
  * `anthropic/...` rows). Policy `models.<ref>.price` overrides a row; a model in neither is refused at
- * load. Only rows that could be checked are shipped: declare OpenAI and Bedrock prices in the policy.
+ * load.
  */
 export const SHIPPED_PRICES: Readonly<Record<string, ShippedPrice>> = Object.freeze({
-  'demo/large': { inputPerMTok: 15, outputPerMTok: 75, checked: 'n/a (offline demo)' },
-  'demo/medium': { inputPerMTok: 3, outputPerMTok: 15, checked: 'n/a (offline demo)' },
-  'demo/small': { inputPerMTok: 1, outputPerMTok: 5, checked: 'n/a (offline demo)' },
-  'anthropic/claude-opus-4-5': { inputPerMTok: 5, outputPerMTok: 25, cachedInputPerMTok: 0.5, checked: OFFICIAL },
-  'anthropic/claude-opus-4-1': { inputPerMTok: 15, outputPerMTok: 75, cachedInputPerMTok: 1.5, checked: OFFICIAL },
-  'anthropic/claude-sonnet-4-0': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, checked: OFFICIAL },
-  'anthropic/claude-sonnet-4-5': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, checked: SECONDARY },
-  'anthropic/claude-haiku-4-5': { inputPerMTok: 1, outputPerMTok: 5, cachedInputPerMTok: 0.1, checked: SECONDARY },
+  'demo/large': { inputPerMTok: 15, outputPerMTok: 75 },
+  'demo/medium': { inputPerMTok: 3, outputPerMTok: 15 },
+  'demo/small': { inputPerMTok: 1, outputPerMTok: 5 },
+  'anthropic/claude-opus-4-5': { inputPerMTok: 5, outputPerMTok: 25, cachedInputPerMTok: 0.5, ...ANTHROPIC_PAGE },
+  'anthropic/claude-opus-4-1': { inputPerMTok: 15, outputPerMTok: 75, cachedInputPerMTok: 1.5, ...ANTHROPIC_PAGE },
+  'anthropic/claude-sonnet-4-0': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, ...ANTHROPIC_PAGE },
+  'anthropic/claude-sonnet-4-5': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, ...ANTHROPIC_PAGE },
+  'anthropic/claude-haiku-4-5': { inputPerMTok: 1, outputPerMTok: 5, cachedInputPerMTok: 0.1, ...ANTHROPIC_PAGE },
+  'openai/gpt-5': {
+    inputPerMTok: 1.25,
+    outputPerMTok: 10,
+    cachedInputPerMTok: 0.125,
+    source: OPENAI,
+    checked: '2026-06-20',
+    how: 'secondary tables only (a model card dated 2026-06-20 that says it was checked against OpenAI\'s docs); confirm on the provider\'s page',
+  },
+  'openai/gpt-5-mini': { inputPerMTok: 0.25, outputPerMTok: 2, cachedInputPerMTok: 0.025, ...OPENAI_MODEL_PAGE('gpt-5-mini') },
+  'openai/gpt-5-nano': { inputPerMTok: 0.05, outputPerMTok: 0.4, cachedInputPerMTok: 0.005, ...OPENAI_MODEL_PAGE('gpt-5-nano') },
+  'bedrock/global.anthropic.claude-opus-4-5-20251101-v1:0': { inputPerMTok: 5, outputPerMTok: 25, cachedInputPerMTok: 0.5, ...BEDROCK_GLOBAL },
+  'bedrock/global.anthropic.claude-sonnet-4-5-20250929-v1:0': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, ...BEDROCK_GLOBAL },
+  'bedrock/global.anthropic.claude-haiku-4-5-20251001-v1:0': { inputPerMTok: 1, outputPerMTok: 5, cachedInputPerMTok: 0.1, ...BEDROCK_GLOBAL },
 });
+
+/** How many whole days before `now` a row was last confirmed; undefined for a row with no date (the demo). */
+export function priceAgeDays(row: ShippedPrice, now: number): number | undefined {
+  return row.checked === undefined ? undefined : Math.floor((now - Date.parse(`${row.checked}T00:00:00Z`)) / 86_400_000);
+}
 
 /** The shipped price of `modelId` on an adapter of `kind`, if there is one. */
 export function shippedPrice(kind: string, modelId: string): ShippedPrice | undefined {

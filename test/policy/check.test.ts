@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { check } from '../../src/cli/policyCommands.js';
 import { checkExpression } from '../../src/policy/celCheck.js';
+import { SHIPPED_PRICES } from '../../src/providers/prices.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tollgate-check-'));
 function checkText(name: string, text: string) {
@@ -77,5 +78,40 @@ describe('check: configuration errors', () => {
     expect(checkText('p0.yaml', budget('0%')).code).toBe(0);
     expect(checkText('p100.yaml', budget('100%')).code).toBe(0);
     expect(checkText('p1005.yaml', budget('100.5%')).err).toContain('a percentage from 0% to 100%, like "20%", got "100.5%"');
+  });
+});
+
+describe('check: shipped prices older than 90 days', () => {
+  const openai = (model: string, declared = '') => `version: 1
+providers:
+  openai: { kind: openai, apiKey: sk-test }
+egress: { allow: [api.openai.com] }
+${declared}tiers:
+  standard: [openai/${model}]
+`;
+  const at = (name: string, text: string, iso: string) => {
+    const file = join(dir, name);
+    writeFileSync(file, text);
+    return { file, ...check(file, {}, {}, Date.parse(iso)) };
+  };
+
+  it('warns, naming the model, the date and the source, and still exits 0', () => {
+    const r = at('gpt5.yaml', openai('gpt-5'), '2026-11-29T12:00:00Z');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/: valid \(version /);
+    expect(r.err).toBe(
+      `${r.file}: warning: the shipped price of openai/gpt-5 was last checked on 2026-06-20 (162 days ago, against ${SHIPPED_PRICES['openai/gpt-5']!.how}; ` +
+        'source https://developers.openai.com/api/docs/pricing): confirm it there and declare models."openai/gpt-5".price, or update src/providers/prices.ts\n',
+    );
+  });
+
+  it('warns from the 91st day after the check, not before', () => {
+    expect(at('mini90.yaml', openai('gpt-5-mini'), '2027-02-27T23:59:00Z').err).toBeUndefined();
+    expect(at('mini91.yaml', openai('gpt-5-mini'), '2027-02-28T00:00:00Z').err).toContain('the shipped price of openai/gpt-5-mini was last checked on 2026-11-29 (91 days ago');
+  });
+
+  it('says nothing of a model whose price the policy declares', () => {
+    const r = at('declared.yaml', openai('gpt-5', 'models:\n  openai/gpt-5: { price: { inputPerMTok: 1.25, outputPerMTok: 10 } }\n'), '2026-11-29T12:00:00Z');
+    expect(r).toMatchObject({ code: 0, err: undefined });
   });
 });

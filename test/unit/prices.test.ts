@@ -11,12 +11,32 @@ tiers:
 `;
 
 describe('prices', () => {
-  it('every shipped row says when and against what it was checked', () => {
+  it('every shipped row but the demo names its pricing page, the day it was checked and against what', () => {
     for (const [ref, row] of Object.entries(SHIPPED_PRICES)) {
-      expect(row.checked, ref).toMatch(/\S/);
       expect(row.inputPerMTok, ref).toBeGreaterThan(0);
       expect(row.outputPerMTok, ref).toBeGreaterThan(0);
+      if (ref.startsWith('demo/')) {
+        expect(row.checked, ref).toBeUndefined();
+        continue;
+      }
+      expect(row.source, ref).toMatch(/^https:\/\/[a-z.]+\/\S*pricing/);
+      expect(row.checked, ref).toMatch(/^\d{4}-\d{2}-\d{2}$/);
+      expect(new Date(`${row.checked!}T00:00:00Z`).toISOString().slice(0, 10), ref).toBe(row.checked);
+      expect(row.how, ref).toMatch(/\S/);
     }
+  });
+
+  it('prices the OpenAI and Bedrock models the docs and library use', () => {
+    const price = (ref: string) => {
+      const { inputPerMTok, outputPerMTok, cachedInputPerMTok } = SHIPPED_PRICES[ref]!;
+      return [inputPerMTok, outputPerMTok, cachedInputPerMTok];
+    };
+    expect(price('openai/gpt-5')).toEqual([1.25, 10, 0.125]);
+    expect(price('openai/gpt-5-mini')).toEqual([0.25, 2, 0.025]);
+    expect(price('openai/gpt-5-nano')).toEqual([0.05, 0.4, 0.005]);
+    expect(price('bedrock/global.anthropic.claude-opus-4-5-20251101-v1:0')).toEqual([5, 25, 0.5]);
+    expect(price('bedrock/global.anthropic.claude-sonnet-4-5-20250929-v1:0')).toEqual([3, 15, 0.3]);
+    expect(price('bedrock/global.anthropic.claude-haiku-4-5-20251001-v1:0')).toEqual([1, 5, 0.1]);
   });
 
   it('finds the shipped price by adapter kind, whatever the provider is called in the policy', () => {
@@ -27,13 +47,13 @@ describe('prices', () => {
   it('refuses to load a model with no price rather than serve it free', () => {
     let err: unknown;
     try {
-      parsePolicy(policy('openai', 'openai', 'gpt-5-mini'), 'p.yaml');
+      parsePolicy(policy('openai', 'openai', 'gpt-4.5-preview'), 'p.yaml');
     } catch (e) {
       err = e;
     }
     expect(err).toBeInstanceOf(PolicyError);
     expect((err as PolicyError).issues.map((i) => i.message)).toEqual([
-      'model openai/gpt-5-mini has no price: add models."openai/gpt-5-mini".price (a model is never served free)',
+      'model openai/gpt-4.5-preview has no price: add models."openai/gpt-4.5-preview".price (a model is never served free)',
     ]);
   });
 
