@@ -2,8 +2,10 @@
  * What content rules read (src/policy/content.ts): the normalised text, the compact view, decoded
  * spans and their bounds, the credential finder and its redaction.
  */
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CONTENT_LIMITS, PromptContent, contentOf, normalizeText, redactSecrets, withContent } from './content.js';
+import { CONTENT_LIMITS, PromptContent, contentCaches, contentOf, normalizeText, redactSecrets, withContent } from './content.js';
+import { mayHoldSecret } from './secretPatterns.js';
 
 const KEY = 'AKIAZ3MBRXQ7LPDE4KTY';
 
@@ -107,5 +109,88 @@ describe('the request fields rules read', () => {
     expect(Object.keys(request)).toEqual(['tier', 'text', 'rawText', 'compactText', 'decodedSpans', 'decodedTruncated', 'secrets']);
     expect((c as unknown as { _findings?: unknown })._findings).toBeUndefined();
     expect((request as unknown as { secrets: string[] }).secrets).toEqual(['aws']);
+  });
+});
+
+describe('messages analysed one by one', () => {
+  const filler = (n: number, seed: number) => Array.from({ length: n }, (_, i) => ['the', 'report', 'shows', 'revenue', 'up', 'in', 'Europe', 'and', 'costs', 'flat.'][(i * 7 + seed) % 10]).join(' ');
+
+  it('finds a value cut across two long messages near the cut, in the text and in the compact view', () => {
+    const before = filler(400, 1);
+    const after = filler(400, 2);
+    expect(new PromptContent([`${before} deploy with AKIAZ3MBRX`, `Q7LPDE4KTY please ${after}`]).secrets).toEqual(['aws']);
+    // "Bearer" and its token on either side of the newline that joins the messages in `text`.
+    expect(new PromptContent([`${before} Authorization: Bearer`, `abcdefghijklmnopqrstuvwxyz ${after}`]).secrets).toEqual(['bearer']);
+    // Cut across three messages, the middle one short.
+    expect(new PromptContent([`${before} key AKIAZ3`, 'MBRXQ7', `LPDE4KTY ${after}`]).secrets).toEqual(['aws']);
+    expect(new PromptContent([`${before} nothing`, `here ${after}`]).secrets).toEqual([]);
+  });
+
+  it('places findings on the text of the whole prompt', () => {
+    const first = filler(100, 3);
+    const c = new PromptContent([first, `use ${KEY} now`]);
+    expect(c.findings).toEqual([{ kind: 'aws', start: first.length + 1 + 4, end: first.length + 1 + 4 + KEY.length }]);
+    expect(c.text.slice(c.findings[0]!.start, c.findings[0]!.end)).toBe(KEY);
+  });
+
+  it('remembers a long message by its hash: the history resent on the next turn is not scanned again', () => {
+    const history = `${filler(300, 4)} ${Math.random()} ${Buffer.from('a secret sentence, encoded').toString('base64')} ${KEY}`;
+    const before = { hits: contentCaches.parts.hits, misses: contentCaches.parts.misses };
+    const turn1 = new PromptContent([history, 'What does it say?']);
+    expect(turn1.secrets).toEqual(['aws']);
+    expect(contentCaches.parts.misses - before.misses).toBe(1);
+    const turn2 = new PromptContent([history, 'What does it say?', 'And in French?']);
+    expect(turn2.secrets).toEqual(['aws']);
+    expect(turn2.decodedSpans).toEqual(turn1.decodedSpans);
+    expect(turn2.decodedSpans).toContain('a secret sentence, encoded');
+    expect(contentCaches.parts.hits - before.hits).toBe(1);
+    expect(turn2.findings.filter((f) => f.start < history.length)).toEqual(turn1.findings.filter((f) => f.start < history.length));
+  });
+
+  it('does not remember a message holding a lone surrogate (its hash would read it as U+FFFD)', () => {
+    const text = `${filler(300, 5)} \ud800 ${KEY}`;
+    const before = contentCaches.parts.misses + contentCaches.parts.hits;
+    expect(new PromptContent([text]).secrets).toEqual(['aws']);
+    expect(new PromptContent([text]).secrets).toEqual(['aws']);
+    expect(contentCaches.parts.misses + contentCaches.parts.hits).toBe(before);
+  });
+
+  it('finds in a prompt sent as messages every kind found in the same text sent as one message', () => {
+    // Spaced-out groups are glued within a message only (sent as one message, groups on both sides
+    // of a newline glue too), so they are left out here.
+    const secrets = [KEY, 'ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3gH5', 'Authorization: Bearer abcdefghijklmnopqrstuvwxyz', '---BEGIN PRIVATE KEY---\nabc'];
+    const prompt = fc
+      .array(fc.oneof(fc.constantFrom(...secrets), fc.integer({ min: 1, max: 120 }).map((n) => filler(n, n))), { minLength: 1, maxLength: 6 })
+      .chain((pieces) => {
+        const whole = pieces.join(' ');
+        return fc.uniqueArray(fc.integer({ min: 1, max: whole.length - 1 }), { maxLength: 4 }).map((cuts) => {
+          const at = [0, ...cuts.sort((a, b) => a - b), whole.length];
+          return at.slice(1).map((end, i) => whole.slice(at[i], end));
+        });
+      });
+    fc.assert(
+      fc.property(prompt, (parts) => {
+        const joined = new PromptContent([parts.join('\n')]).secrets;
+        expect(new PromptContent(parts).secrets).toEqual(expect.arrayContaining(joined));
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('the pre-check before the pattern set', () => {
+  it('answers as the regex it replaces', () => {
+    const regex = /[A-Za-z0-9+/=_.-]{16}|@|begin/i;
+    const text = fc.oneof(
+      fc.string({ maxLength: 60 }),
+      fc.string({ unit: fc.constantFrom(...'aAbBeEgGiInN09+/=_.- @\u0130\u017f\n'), maxLength: 40 }),
+      fc.string({ unit: 'binary', maxLength: 40 }),
+    );
+    fc.assert(
+      fc.property(text, (s) => {
+        expect(mayHoldSecret(s)).toBe(regex.test(s));
+      }),
+      { numRuns: 3000 },
+    );
   });
 });

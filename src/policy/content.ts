@@ -12,519 +12,225 @@
  *   that decode to readable UTF-8 text, normalised the same way, decoded twice at most (base64 of
  *   hex), bounded by CONTENT_LIMITS; `decodedTruncated` says a bound cut the decoding short.
  *
- * `findSecrets` runs a maintained pattern set over all three, plus an ASCII-uppercased copy of the
- * long words for key formats whose alphabet is uppercase only (AWS access key ids, so a lowercased
- * key is still found). The pattern set is secretlint's recommended rules
- * (`@secretlint/secretlint-rule-preset-recommend` 12.0, MIT, https://github.com/secretlint/secretlint;
- * 12.0 is its last release that supports Node 20), run synchronously through secretlint's rule API,
- * with AWS access key id scanning turned on and AWS account ids left out (identifiers, not secrets). Three shapes secretlint does not cover are
- * added here: a PEM private key header with any number of dashes (`pem-header`), a bearer token
- * (`bearer`) and a JWT (`jwt`). A finding's kind is the secretlint rule's short name (`aws`,
- * `github`, `slack`, `privatekey`, `npm`, ...) or one of those three.
+ * The credential finder (secretPatterns.ts) runs over all three, plus an ASCII-uppercased copy of
+ * the long words for key formats whose alphabet is uppercase only (AWS access key ids, so a
+ * lowercased key is still found).
+ *
+ * Each message is analysed on its own (its findings, its decoded spans, each message decoded within
+ * CONTENT_LIMITS), and so is each seam between two messages: the text and the compact view up to
+ * WINDOW characters either side of it, where only what crosses the seam counts. A message's
+ * analysis is a function of its text alone and is remembered by the text's SHA-256
+ * (src/textCache.ts), as is a seam's, so the history a client resends on every turn costs a hash,
+ * not a scan. A value cut across messages is found when it lies within WINDOW characters of the cut
+ * on either side (a private key block longer than that is still found by its header, `pem-header`).
  *
  * What no text check can catch: an encrypted, hashed or otherwise transformed secret (rot13, an
  * encoding not listed above, a key spelled out in words), one paraphrased or interleaved with other
  * text, homoglyphs from other scripts (Cyrillic А for Latin A), a secret cut across two messages
  * with other text between the pieces, and a format neither secretlint nor the three shapes know.
  */
-import { isUtf8 } from 'node:buffer';
-import { rules as presetRules } from '@secretlint/secretlint-rule-preset-recommend';
+import { TextCache } from '../textCache.js';
+import { CONTENT_LIMITS, Decoder, WINDOW, buildCompact, compactWindows, normalizeText, type DecodedSpan } from './contentView.js';
+import { lowercaseWords, scan, scanUppercased, type SecretFinding } from './secretPatterns.js';
 
-/** Bounds on the decoding of encoded runs, so a large prompt stays cheap. */
-export const CONTENT_LIMITS = {
-  /** Encoded runs tried per call (each decode is a few microseconds). */
-  maxRuns: 32_768,
-  /** Characters decoded over all runs of a call; a run past it is decoded up to it. */
-  maxEncodedChars: 1_048_576,
-  /** Decoded spans kept, and their characters in total (a span past it is cut). */
-  maxSpans: 256,
-  maxSpanChars: 262_144,
-  /** Decoding rounds: 2 reads base64 of hex (or of base64) too. */
-  depth: 2,
-} as const;
-
-/** One credential found: its kind and where, as a range of `text` (for an encoded one, the encoded run). */
-export interface SecretFinding {
-  kind: string;
-  start: number;
-  end: number;
-}
-
-const INVISIBLE = /[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
-const NON_ASCII = /[^\x00-\x7f]/;
-
-/** NFKC with format and default-ignorable characters removed. ASCII text is returned as is. */
-export function normalizeText(s: string): string {
-  if (!NON_ASCII.test(s)) return s;
-  return s.replace(INVISIBLE, '').normalize('NFKC').replace(INVISIBLE, '');
-}
+export { CONTENT_LIMITS, normalizeText } from './contentView.js';
+export type { SecretFinding } from './secretPatterns.js';
 
 // ---------------------------------------------------------------------------------------------
-// The compact view
+// Messages and seams
 
-/** The pieces of `compactText` copied from `text`: compact offset `c[k]`, text offset `t[k]`, length `n[k]`. */
-interface Segments {
-  c: number[];
-  t: number[];
-  n: number[];
+/** What a message, a seam or a whole prompt holds: credentials found and decoded spans. */
+interface Analysis {
+  findings: SecretFinding[];
+  spans: DecodedSpan[];
+  truncated: boolean;
 }
 
-const MAX_GROUP = 8;
-const MIN_GROUPS = 4;
-
-/** Per ASCII character: 1 upper, 2 lower, 4 digit, 8 other group character (+ / =), 16 separator. */
-const ASCII = new Uint8Array(128);
-for (let c = 0; c < 128; c++) {
-  const ch = String.fromCharCode(c);
-  ASCII[c] = /[A-Z]/.test(ch) ? 1 : /[a-z]/.test(ch) ? 2 : /[0-9]/.test(ch) ? 4 : /[+/=]/.test(ch) ? 8 : /[\s\-.,:;|_]/.test(ch) ? 16 : 0;
-}
-const GROUP = 15;
-const SEPARATOR = 16;
-/** Set on a group that reads as a word of prose. */
-const WORD_LIKE = 32;
-const charBits = (c: number): number => (c < 128 ? ASCII[c]! : c === 0xb7 || c === 0x2022 ? SEPARATOR : 0);
-
-const LONG_WORD_MIN = 16;
-const LONG_WORD_MAX = 128;
-
-/**
- * Gaps between spaced-out groups of `p[from, to)` to remove: at least MIN_GROUPS
- * groups of one size up to MAX_GROUP (the last may be shorter), separated by separator characters
- * only, not mixing capitals and lowercase, with a capital or a group mixing lowercase and digits
- * somewhere, or digits alone in at least eight pairs, and not words alone ("The Cat Sat And"). Groups of LONG_WORD_MIN to
- * LONG_WORD_MAX characters holding a lowercase letter are added to `words` as start, end pairs.
- */
-function spacedGaps(p: string, from: number, to: number, words?: number[]): number[] {
-  const gaps: number[] = [];
-  let gs = new Int32Array(64);
-  let ge = new Int32Array(64);
-  let gc = new Uint8Array(64);
-  let n = 0;
-  let i = from;
-  while (i < to) {
-    let bits = charBits(p.charCodeAt(i));
-    if (bits & GROUP) {
-      const start = i;
-      let cls = 0;
-      // Word-like: lowercase letters only, or a capital then lowercase letters ("the", "Then").
-      let wordLike = (bits & 3) !== 0;
-      do {
-        cls |= bits;
-        if (i > start && bits !== 2) wordLike = false;
-        i++;
-      } while (i < to && (bits = charBits(p.charCodeAt(i))) & GROUP);
-      if (wordLike && (i - start > 1 || cls === 2)) cls |= WORD_LIKE;
-      if (n === gs.length) {
-        const [s2, e2, c2] = [new Int32Array(n * 2), new Int32Array(n * 2), new Uint8Array(n * 2)];
-        s2.set(gs);
-        e2.set(ge);
-        c2.set(gc);
-        [gs, ge, gc] = [s2, e2, c2];
-      }
-      gs[n] = start;
-      ge[n] = i;
-      gc[n] = cls;
-      n++;
-      if (words && cls & 2 && i - start >= LONG_WORD_MIN && i - start <= LONG_WORD_MAX) words.push(start, i);
-      continue;
-    }
-    if (!(bits & SEPARATOR)) {
-      if (n >= MIN_GROUPS) glueRuns(gs, ge, gc, n, gaps);
-      n = 0;
-    }
-    i++;
-  }
-  if (n >= MIN_GROUPS) glueRuns(gs, ge, gc, n, gaps);
-  return gaps;
+/** One message's analysis, ranges in its normalised text, with the ends the seams beside it read. */
+interface PartAnalysis extends Analysis {
+  /** Characters of the normalised text. */
+  length: number;
+  /** Up to WINDOW characters at each end of the normalised text and of its compact view. */
+  head: string;
+  tail: string;
+  compactHead: string;
+  compactTail: string;
 }
 
-/** The gaps to remove among `n` groups separated by separators only (starts, ends, character classes). */
-function glueRuns(gs: Int32Array, ge: Int32Array, gc: Uint8Array, n: number, gaps: number[]): void {
-  let i = 0;
-  while (i + MIN_GROUPS <= n) {
-    const len = ge[i]! - gs[i]!;
-    if (len > MAX_GROUP) {
-      i++;
-      continue;
-    }
-    let cls = gc[i]! & GROUP;
-    let mixed = (cls & 6) === 6;
-    let prose = (gc[i]! & WORD_LIKE) !== 0;
-    let j = i;
-    while (j + 1 < n) {
-      const m = ge[j + 1]! - gs[j + 1]!;
-      const c = gc[j + 1]! & GROUP;
-      if (((cls | c) & 3) === 3 && (cls & 3) !== (c & 3)) break; // capitals and lowercase groups mixed
-      if (m > len) break;
-      j++;
-      cls |= c;
-      if ((c & 6) === 6) mixed = true;
-      if (!(gc[j]! & WORD_LIKE)) prose = false;
-      if (m < len) break; // a shorter group ends the run
-    }
-    // Capitals, or a group mixing lowercase and digits ("4b"): lowercase words, with or without
-    // numbers between them, are prose ("on 11 25 at 10"), digits alone a date or a number, unless
-    // there are many pairs of them (hex bytes: "41 53 49 41 ...").
-    // Title Case or lowercase words alone are prose too ("The Cat Sat And").
-    if (!prose && j - i + 1 >= MIN_GROUPS && ((cls & 1) !== 0 || mixed || (cls === 4 && len === 2 && j - i + 1 >= 8))) {
-      // A lowercase word at either end of digits and hex is the prose around them ("to 41 53 ...").
-      let a = i;
-      let b = j;
-      if (cls & 4) {
-        while (b - a + 1 > MIN_GROUPS && (gc[a]! & GROUP) === 2) a++;
-        while (b - a + 1 > MIN_GROUPS && (gc[b]! & GROUP) === 2) b--;
-      }
-      for (let k = a; k < b; k++) gaps.push(ge[k]!, gs[k + 1]!);
-      i = j + 1;
-    } else i++;
-  }
-}
+/** A copy that does not keep the string it was cut from alive (V8 slices point into their parent). */
+const own = (s: string): string => (s.length < 16 ? s : Buffer.from(s, 'utf16le').toString('utf16le'));
 
-const isSpace = (c: number): boolean => c === 32 || (c >= 9 && c <= 13);
-
-interface CompactView {
-  compact: string;
-  segments: Segments;
-  /** Long groups of `text` holding a lowercase letter, start and end pairs (for the uppercase scan). */
-  words: number[];
-}
-
-function buildCompact(parts: readonly string[]): CompactView {
-  const out: string[] = [];
-  const segments: Segments = { c: [], t: [], n: [] };
-  const words: number[] = [];
-  let c = 0;
-  let offset = 0;
-  const push = (p: string, from: number, to: number): void => {
-    if (to <= from) return;
-    out.push(p.slice(from, to));
-    segments.c.push(c);
-    segments.t.push(offset + from);
-    segments.n.push(to - from);
-    c += to - from;
-  };
-  for (const p of parts) {
-    let a = 0;
-    let b = p.length;
-    while (a < b && isSpace(p.charCodeAt(a))) a++;
-    while (b > a && isSpace(p.charCodeAt(b - 1))) b--;
-    let cur = a;
-    const found: number[] = [];
-    const gaps = spacedGaps(p, a, b, found);
-    for (let k = 0; k < gaps.length; k += 2) {
-      push(p, cur, gaps[k]!);
-      cur = gaps[k + 1]!;
-    }
-    push(p, cur, b);
-    for (const w of found) words.push(offset + w);
-    offset += p.length + 1;
-  }
-  return { compact: out.join(''), segments, words };
-}
-
-/** Characters of `compactText` scanned either side of a place where something was glued. */
-const WINDOW = 512;
-
-/**
- * The parts of `compactText` around every place where something was glued, a blank line between
- * them: a value not crossing such a place is in `text` already, so only these need scanning.
- */
-function compactWindows(compact: string, segments: Segments): { view: string; at: (pos: number) => number } | undefined {
-  if (segments.c.length <= 1) return undefined;
-  const windows: [number, number][] = [];
-  for (let k = 1; k < segments.c.length; k++) {
-    const c = segments.c[k]!;
-    const from = Math.max(0, c - WINDOW);
-    const to = Math.min(compact.length, c + WINDOW);
-    const last = windows[windows.length - 1];
-    if (last && from <= last[1]) last[1] = to;
-    else windows.push([from, to]);
-  }
-  let view = '';
+/** Findings in decoded spans, one scan over all of them (a blank line between), at each span's range. */
+function spanFindings(spans: readonly DecodedSpan[]): SecretFinding[] {
+  if (spans.length === 0) return [];
+  let joined = '';
   const starts: number[] = [];
-  for (const [from, to] of windows) {
-    starts.push(view.length);
-    view += `${compact.slice(from, to)}\n\n`;
+  for (const s of spans) {
+    starts.push(joined.length);
+    joined += `${s.text}\n\n`;
   }
-  const at = (pos: number): number => {
+  return scan(joined).map((f) => {
     let i = starts.length - 1;
-    while (i > 0 && starts[i]! > pos) i--;
-    return toText(segments, windows[i]![0] + pos - starts[i]!);
+    while (i > 0 && starts[i]! > f.start) i--;
+    return { kind: f.kind, start: spans[i]!.start, end: spans[i]!.end };
+  });
+}
+
+/** One message on its own: its text, its compact view around what was glued, and its decoded runs. */
+function analysePart(raw: string): PartAnalysis {
+  const text = normalizeText(raw);
+  const view = buildCompact([text]);
+  const w = view.compact === text ? undefined : compactWindows(view.compact, view.segments);
+  const decoder = new Decoder();
+  decoder.scan(text, (s, e) => [s, e]);
+  if (w) decoder.scan(w.view, (s, e) => [w.at(s), w.at(e - 1) + 1], 1, true);
+  const findings = scan(text);
+  findings.push(...scanUppercased(text, view.words, (p) => p));
+  if (w) {
+    for (const f of scan(w.view)) findings.push({ kind: f.kind, start: w.at(f.start), end: w.at(f.end - 1) + 1 });
+    findings.push(...scanUppercased(w.view, lowercaseWords(w.view), w.at));
+  }
+  findings.push(...spanFindings(decoder.spans));
+  return {
+    findings,
+    spans: decoder.spans,
+    truncated: decoder.truncated,
+    length: text.length,
+    head: own(text.slice(0, WINDOW)),
+    tail: own(text.slice(-WINDOW)),
+    compactHead: own(view.compact.slice(0, WINDOW)),
+    compactTail: own(view.compact.slice(-WINDOW)),
   };
-  return { view, at };
 }
 
-/** Maps a compact offset to the text offset of the same character. */
-function toText(segments: Segments, pos: number): number {
-  const { c, t, n } = segments;
-  if (c.length === 0) return pos;
-  let lo = 0;
-  let hi = c.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (c[mid]! <= pos) lo = mid;
-    else hi = mid - 1;
-  }
-  return t[lo]! + Math.min(pos - c[lo]!, n[lo]!);
+/** The text and the compact view around the seam after message `i`: `at` is the "\n" between, `cat` where the compact view glues. */
+interface Seam {
+  text: string;
+  at: number;
+  compact: string;
+  cat: number;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Decoding
-
-/** base64 and base64url characters (hex is a subset). */
-const B64 = new Uint8Array(128);
-for (let c = 0; c < 128; c++) B64[c] = /[A-Za-z0-9+/_-]/.test(String.fromCharCode(c)) ? 1 : 0;
-const MIN_RUN = 16;
-const ESCAPED = /(?:\\x[0-9A-Fa-f]{2}){10,}|(?:%[0-9A-Fa-f]{2}){10,}/g;
-
-/** Encoded runs of `source`: base64/base64url/hex of MIN_RUN characters or more, `\xNN` and `%NN` sequences. */
-function encodedRuns(source: string): { run: string; start: number; end: number }[] {
-  const found: { run: string; start: number; end: number }[] = [];
-  const len = source.length;
-  let i = 0;
-  while (i < len) {
-    const c = source.charCodeAt(i);
-    if (c >= 128 || B64[c] === 0) {
-      i++;
-      continue;
-    }
-    const start = i;
-    while (i < len) {
-      const d = source.charCodeAt(i);
-      if (d >= 128 || B64[d] === 0) break;
-      i++;
-    }
-    if (i - start < MIN_RUN) continue;
-    let end = i;
-    while (end < len && end - i < 2 && source.charCodeAt(end) === 61) end++; // = padding
-    found.push({ run: source.slice(start, end), start, end });
-    i = end;
-  }
-  if (source.includes('\\x') || source.includes('%')) {
-    ESCAPED.lastIndex = 0;
-    for (let m = ESCAPED.exec(source); m; m = ESCAPED.exec(source)) found.push({ run: m[0], start: m.index, end: m.index + m[0].length });
-  }
-  return found;
-}
-const HEX = /^[0-9A-Fa-f]+$/;
-
-
-/** Readable text: valid UTF-8 with few control characters. */
-function readable(bytes: Uint8Array): string | undefined {
-  if (bytes.length < 8 || !isUtf8(bytes)) return undefined;
-  const s = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('utf8');
-  let bad = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if ((c < 32 && c !== 9 && c !== 10 && c !== 13) || (c >= 0x7f && c < 0xa0) || c === 0xfffd) bad++;
-  }
-  return bad * 10 <= s.length ? s : undefined;
+function seamAfter(parts: readonly PartAnalysis[], i: number): Seam {
+  // A message shorter than WINDOW is whole in its head and tail: the window reaches past it.
+  let left = parts[i]!.tail;
+  let cleft = parts[i]!.compactTail;
+  for (let j = i - 1; j >= 0 && left.length < WINDOW; j--) left = `${parts[j]!.tail}\n${left}`;
+  for (let j = i - 1; j >= 0 && cleft.length < WINDOW; j--) cleft = parts[j]!.compactTail + cleft;
+  let right = parts[i + 1]!.head;
+  let cright = parts[i + 1]!.compactHead;
+  for (let j = i + 2; j < parts.length && right.length < WINDOW; j++) right = `${right}\n${parts[j]!.head}`;
+  for (let j = i + 2; j < parts.length && cright.length < WINDOW; j++) cright += parts[j]!.compactHead;
+  // Where a window was cut out of a longer text, it starts and ends at a word boundary.
+  if (left.length > WINDOW) left = left.slice(-WINDOW).slice(fromWordStart(left.slice(-WINDOW)));
+  if (cleft.length > WINDOW) cleft = cleft.slice(-WINDOW).slice(fromWordStart(cleft.slice(-WINDOW)));
+  if (right.length > WINDOW) right = right.slice(0, WINDOW).slice(0, toWordEnd(right.slice(0, WINDOW)));
+  if (cright.length > WINDOW) cright = cright.slice(0, WINDOW).slice(0, toWordEnd(cright.slice(0, WINDOW)));
+  return { text: `${left}\n${right}`, at: left.length, compact: cleft + cright, cat: cleft.length };
 }
 
-const HEX_RUN = /[0-9A-Fa-f]{32,}/g;
+/** `s` without its first word when `s` was cut from a longer text, so a pattern does not see a word boundary the text has not. */
+const fromWordStart = (s: string): number => {
+  const i = s.search(/\s/);
+  return i < 0 || i > 64 ? 0 : i + 1;
+};
+const toWordEnd = (s: string): number => {
+  const i = Math.max(s.lastIndexOf(' ', s.length - 1), s.lastIndexOf('\n', s.length - 1));
+  return i < s.length - 64 ? s.length : i;
+};
 
 /**
- * The readable decodings of one encoded run (hex and base64 are both tried for a hex-looking run).
- * `glued`: the run comes from `compactText`, where a word before a spaced-out value may have been
- * glued on ("to 41 53 ..." reads "to4153..."); then every hex stretch and every base64 alignment
- * is tried.
+ * What the seam holds: findings of the text window and of the compact window (both cut at a word
+ * boundary where they were cut out of a longer text), and the encoded runs that cross the glue.
+ * Text ranges are relative to the "\n"; what only the compact view found is placed on the whole
+ * text window. A value lying on one side only is also its message's own finding; the merge drops
+ * the copy.
  */
-function decodeRun(run: string, glued: boolean): string[] {
-  const out: string[] = [];
-  const add = (b: Uint8Array): void => {
-    const s = readable(b);
-    if (s !== undefined) out.push(s);
-  };
-  if (run.startsWith('\\x')) add(Buffer.from(run.replace(/\\x/g, ''), 'hex'));
-  else if (run.startsWith('%')) add(Buffer.from(run.replace(/%/g, ''), 'hex'));
-  else if (!glued) {
-    const body = run.startsWith('0x') ? run.slice(2) : run;
-    if (body.length >= 32 && body.length % 2 === 0 && HEX.test(body)) add(Buffer.from(body, 'hex'));
-    if (body === run) add(Buffer.from(run, 'base64'));
-  } else {
-    HEX_RUN.lastIndex = 0;
-    for (let m = HEX_RUN.exec(run); m; m = HEX_RUN.exec(run)) {
-      for (const shift of [0, 1]) {
-        const h = m[0].slice(shift);
-        add(Buffer.from(h.slice(0, h.length - (h.length % 2)), 'hex'));
-      }
-    }
-    for (let shift = 0; shift < 4 && run.length - shift >= MIN_RUN; shift++) add(Buffer.from(run.slice(shift), 'base64'));
+function analyseSeam(seam: Seam): Analysis {
+  const { text, at, compact, cat } = seam;
+  const findings: SecretFinding[] = [];
+  for (const f of scan(text)) findings.push({ kind: f.kind, start: f.start - at, end: f.end - at });
+  // The compact view adds what only gluing shows (a value cut inside a token); a kind the text
+  // window holds already is not placed again on the whole window.
+  const inText = new Set(findings.map((f) => f.kind));
+  const around = { start: -at, end: text.length - at };
+  for (const f of [...scan(compact), ...scanUppercased(compact, lowercaseWords(compact), (p) => p)]) {
+    if (!inText.has(f.kind)) findings.push({ kind: f.kind, ...around });
   }
-  return out;
+  const decoder = new Decoder();
+  decoder.scan(compact, () => [around.start, around.end], 1, true, (start, end) => start < cat && end > cat);
+  findings.push(...spanFindings(decoder.spans));
+  return { findings, spans: decoder.spans, truncated: decoder.truncated };
 }
 
-interface DecodedSpan {
-  text: string;
-  /** The encoded run it came from, as a range of `text`. */
-  start: number;
-  end: number;
+/** Bytes an analysis holds, for the caches' byte bounds. */
+function analysisBytes(a: Analysis): number {
+  let n = 256 + 48 * a.findings.length;
+  for (const s of a.spans) n += 64 + 2 * s.text.length;
+  return n;
 }
 
-class Decoder {
-  spans: DecodedSpan[] = [];
-  truncated = false;
-  private runs = 0;
-  private encoded = 0;
-  private kept = 0;
-  private seen = new Set<string>();
+/**
+ * Message and seam analyses by the SHA-256 of their text. What they depend on besides the text (the
+ * pattern set, CONTENT_LIMITS, WINDOW) is fixed in this build; the namespace names it.
+ */
+const PART_CACHE = new TextCache<PartAnalysis>({
+  namespace: 'content-part',
+  maxEntries: 4096,
+  maxBytes: 32 * 1024 * 1024,
+  minChars: 256,
+  sizeOf: (a) => analysisBytes(a) + 2 * (a.head.length + a.tail.length + a.compactHead.length + a.compactTail.length),
+});
+const SEAM_CACHE = new TextCache<Analysis>({ namespace: 'content-seam', maxEntries: 8192, maxBytes: 8 * 1024 * 1024, minChars: 256, sizeOf: analysisBytes });
 
-  /** Decodes the runs of `source`; `rangeOf` maps a run's range in `source` to a range of `text`. */
-  scan(source: string, rangeOf: (start: number, end: number) => [number, number], depth = 1, glued = false): void {
-    for (const { run, start, end } of encodedRuns(source)) {
-      if (this.runs >= CONTENT_LIMITS.maxRuns || this.encoded >= CONTENT_LIMITS.maxEncodedChars || this.spans.length >= CONTENT_LIMITS.maxSpans || this.kept >= CONTENT_LIMITS.maxSpanChars) {
-        this.truncated = true;
+/** The caches of message and seam analyses, for tests and the benchmark. */
+export const contentCaches = { parts: PART_CACHE, seams: SEAM_CACHE } as const;
+
+/**
+ * A prompt's analysis: each message's (ranges moved to `text`), then each seam's. Decoded spans are
+ * the messages' in order, then the seams', kept within CONTENT_LIMITS' span bounds over the call.
+ */
+function analysePrompt(raw: readonly string[]): Analysis {
+  const parts = raw.map((p) => PART_CACHE.get(p, () => analysePart(p)));
+  const out: Analysis = { findings: [], spans: [], truncated: false };
+  let kept = 0;
+  const seen = new Set<string>();
+  const add = (a: Analysis, offset: number): void => {
+    for (const f of a.findings) {
+      const found = { kind: f.kind, start: f.start + offset, end: f.end + offset };
+      // A seam sees again what lies on one side of it: one finding each.
+      if (parts.length > 1) {
+        const key = `${found.kind} ${found.start} ${found.end}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+      }
+      out.findings.push(found);
+    }
+    out.truncated ||= a.truncated;
+    for (const s of a.spans) {
+      if (out.spans.length >= CONTENT_LIMITS.maxSpans || kept >= CONTENT_LIMITS.maxSpanChars) {
+        out.truncated = true;
         return;
       }
-      let body = run;
-      if (this.encoded + body.length > CONTENT_LIMITS.maxEncodedChars) {
-        body = body.slice(0, CONTENT_LIMITS.maxEncodedChars - this.encoded);
-        this.truncated = true;
-      }
-      if (this.seen.has(body)) continue;
-      this.seen.add(body);
-      this.runs++;
-      this.encoded += body.length;
-      for (const raw of decodeRun(body, glued)) {
-        let text = normalizeText(raw);
-        if (this.kept + text.length > CONTENT_LIMITS.maxSpanChars) {
-          text = text.slice(0, CONTENT_LIMITS.maxSpanChars - this.kept);
-          this.truncated = true;
-        }
-        const [s, e] = rangeOf(start, end);
-        this.spans.push({ text, start: s, end: e });
-        this.kept += text.length;
-        // What the decoded text holds encoded again is reported at the outer run.
-        if (depth < CONTENT_LIMITS.depth) this.scan(text, () => [s, e], depth + 1);
-      }
+      const text = kept + s.text.length > CONTENT_LIMITS.maxSpanChars ? s.text.slice(0, CONTENT_LIMITS.maxSpanChars - kept) : s.text;
+      if (text !== s.text) out.truncated = true;
+      out.spans.push({ text, start: s.start + offset, end: s.end + offset });
+      kept += text.length;
     }
+  };
+  const seams: number[] = [];
+  let offset = 0;
+  for (let i = 0; i < parts.length; i++) {
+    add(parts[i]!, offset);
+    offset += parts[i]!.length;
+    seams.push(offset); // the "\n" after message i
+    offset += 1;
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The pattern set
-
-interface RuleContext {
-  report(d: { message: { messageId: string } | string; range: readonly [number, number] }): void;
-  ignore(): void;
-  createTranslator(messages: unknown): (messageId: string, data?: unknown) => { messageId: string; message: string; data?: unknown };
-}
-interface Rule {
-  meta: { id: string };
-  create(context: RuleContext, options: Record<string, unknown>): { file?(source: { content: string; contentType: 'text'; ext: string; filePath?: string }): void | Promise<void> };
-}
-
-/** Findings of secretlint message ids that are not secrets (an AWS account id is an identifier). */
-const NOT_SECRETS = new Set(['AWSAccountID']);
-
-let sink: SecretFinding[] = [];
-const context: RuleContext = {
-  report(d) {
-    const messageId = typeof d.message === 'string' ? d.message : d.message.messageId;
-    if (NOT_SECRETS.has(messageId)) return;
-    sink.push({ kind: currentKind, start: d.range[0], end: d.range[1] });
-  },
-  ignore() {},
-  createTranslator: () => (messageId, data) => ({ messageId, message: messageId, data }),
-};
-let currentKind = '';
-
-/** secretlint's recommended rules, created once. The comment-directive filter is not a scanner. */
-const SCANNERS = (presetRules as unknown as Rule[])
-  .map((rule) => ({ kind: rule.meta.id.replace(/^@secretlint\/secretlint-rule-/, ''), rule }))
-  .filter((r) => r.kind !== 'filter-comments')
-  .map(({ kind, rule }) => ({ kind, handler: rule.create(context, kind === 'aws' ? { enableIDScanRule: true } : {}) }));
-
-/** Rules whose secrets use an uppercase-only alphabet: also run on the uppercased long words. */
-const UPPERCASE_ALPHABET = new Set(['aws']);
-
-/** Shapes secretlint does not cover. A group named `s` narrows the finding to the secret itself. */
-const EXTRA: readonly { kind: string; re: RegExp; hint?: RegExp }[] = [
-  // A PEM private key: two or more dashes of any kind, or none with the header in capitals; to the
-  // END line, or to the end of the text for a pasted fragment.
-  { kind: 'pem-header', re: /(?:\p{Pd}{2,}[ \t]*BEGIN[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?|\bBEGIN (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?\b)[\s\S]*?(?:END[ A-Z0-9_-]{0,100}PRIVATE KEY(?: BLOCK)?\p{Pd}*|$)/giu, hint: /BEGIN/i },
-  { kind: 'bearer', re: /\b[Bb]earer\s+(?<s>[A-Za-z0-9._~+/=-]{20,})/g },
-  { kind: 'jwt', re: /\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/g },
-];
-
-/**
- * What every credential the set and the added kinds know needs somewhere in the text: a run of 16
- * token characters, an `@` (a URL with a password) or a PEM `BEGIN`. Most short texts (decision
- * reasons, small prompts) have none, and skip the scan.
- */
-const MAY_HOLD_SECRET = /[A-Za-z0-9+/=_.-]{16}|@|begin/i;
-
-/** Every finding in `content`, ranges in `content`. */
-function scan(content: string, only?: ReadonlySet<string>): SecretFinding[] {
-  if (!MAY_HOLD_SECRET.test(content)) return [];
-  const out: SecretFinding[] = [];
-  sink = out;
-  try {
-    for (const { kind, handler } of SCANNERS) {
-      if (only && !only.has(kind)) continue;
-      currentKind = kind;
-      void handler.file?.({ content, contentType: 'text', ext: '' });
-    }
-  } finally {
-    sink = [];
-  }
-  if (only) return out;
-  for (const { kind, re, hint } of EXTRA) {
-    if (hint && !hint.test(content)) continue;
-    re.lastIndex = 0;
-    for (let m = re.exec(content); m; m = re.exec(content)) {
-      const s = m.groups?.s;
-      const start = s === undefined ? m.index : m.index + m[0].indexOf(s);
-      out.push({ kind, start, end: s === undefined ? m.index + m[0].length : start + s.length });
-      if (m[0].length === 0) re.lastIndex++;
-    }
+  for (let i = 0; i + 1 < parts.length; i++) {
+    const seam = seamAfter(parts, i);
+    add(SEAM_CACHE.get(`${seam.at},${seam.cat}\n${seam.text}\u0000${seam.compact}`, () => analyseSeam(seam)), seams[i]!);
   }
   return out;
-}
-
-/** Words (letters, digits and `_`) of LONG_WORD_MIN to LONG_WORD_MAX characters holding a lowercase letter, start and end pairs. */
-function lowercaseWords(source: string): number[] {
-  const out: number[] = [];
-  const len = source.length;
-  let i = 0;
-  while (i < len) {
-    let c = source.charCodeAt(i);
-    let bits = c < 128 ? ASCII[c]! : 0;
-    if (!(bits & 7) && c !== 95) {
-      i++;
-      continue;
-    }
-    const start = i;
-    let cls = 0;
-    do {
-      cls |= bits;
-      i++;
-      c = i < len ? source.charCodeAt(i) : 0;
-      bits = c < 128 ? ASCII[c]! : 0;
-    } while (i < len && ((bits & 7) || c === 95));
-    if (cls & 2 && i - start >= LONG_WORD_MIN && i - start <= LONG_WORD_MAX) out.push(start, i);
-  }
-  return out;
-}
-
-/** Findings of the uppercase-alphabet rules in the words of `source` at `found` (start, end pairs), uppercased. */
-function scanUppercased(source: string, found: readonly number[], at: (pos: number) => number): SecretFinding[] {
-  const words: { at: number; src: number; len: number }[] = [];
-  const pieces: string[] = [];
-  let size = 0;
-  for (let k = 0; k < found.length; k += 2) {
-    const word = source.slice(found[k], found[k + 1]);
-    words.push({ at: size, src: found[k]!, len: word.length });
-    pieces.push(word.toUpperCase());
-    size += word.length + 1;
-  }
-  if (pieces.length === 0) return [];
-  return scan(pieces.join('\n'), UPPERCASE_ALPHABET).flatMap((f) => {
-    const w = words.find((x) => f.start >= x.at && f.start < x.at + x.len);
-    if (!w) return [];
-    const end = Math.min(f.end, w.at + w.len);
-    return [{ kind: f.kind, start: at(w.src + f.start - w.at), end: at(w.src + end - w.at - 1) + 1 }];
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -537,9 +243,8 @@ function scanUppercased(source: string, found: readonly number[], at: (pos: numb
 export class PromptContent {
   private _parts?: string[];
   private _text?: string;
-  private _compact?: CompactView;
-  private _decoded?: Decoder;
-  private _findings?: SecretFinding[];
+  private _compact?: string;
+  private _analysis?: Analysis;
 
   constructor(readonly parts: readonly string[]) {}
 
@@ -559,77 +264,32 @@ export class PromptContent {
     return this._text;
   }
 
-  private get compactView(): CompactView {
-    this._compact ??= buildCompact(this.normalizedParts);
+  /** Messages glued end to end and spaced-out groups glued together. */
+  get compactText(): string {
+    this._compact ??= buildCompact(this.normalizedParts).compact;
     return this._compact;
   }
 
-  private _windows?: { view: string; at: (pos: number) => number } | null;
-  private get windows(): { view: string; at: (pos: number) => number } | undefined {
-    if (this._windows === undefined) {
-      const { compact, segments } = this.compactView;
-      this._windows = compact === this.text ? null : (compactWindows(compact, segments) ?? null);
-    }
-    return this._windows ?? undefined;
-  }
-
-  /** Messages glued end to end and spaced-out groups glued together. */
-  get compactText(): string {
-    return this.compactView.compact;
-  }
-
-  private get decoder(): Decoder {
-    if (!this._decoded) {
-      const d = new Decoder();
-      d.scan(this.text, (s, e) => [s, e]);
-      const w = this.windows;
-      if (w) d.scan(w.view, (s, e) => [w.at(s), w.at(e - 1) + 1], 1, true);
-      this._decoded = d;
-    }
-    return this._decoded;
+  private get analysis(): Analysis {
+    this._analysis ??= analysePrompt(this.parts);
+    return this._analysis;
   }
 
   private _spans?: string[];
   /** Readable text decoded from base64/hex runs. */
   get decodedSpans(): string[] {
-    this._spans ??= this.decoder.spans.map((s) => s.text);
+    this._spans ??= this.analysis.spans.map((s) => s.text);
     return this._spans;
   }
 
   /** A decoding bound was reached: runs after it were not decoded. */
   get decodedTruncated(): boolean {
-    return this.decoder.truncated;
+    return this.analysis.truncated;
   }
 
-  /** Credentials found, ranges in `text`. */
+  /** Credentials found, ranges in `text` (for an encoded one, the encoded run). */
   get findings(): SecretFinding[] {
-    if (!this._findings) {
-      const text = this.text;
-      const out = scan(text);
-      out.push(...scanUppercased(text, this.compactView.words, (p) => p));
-      const w = this.windows;
-      if (w) {
-        for (const f of scan(w.view)) out.push({ kind: f.kind, start: w.at(f.start), end: w.at(f.end - 1) + 1 });
-        out.push(...scanUppercased(w.view, lowercaseWords(w.view), w.at));
-      }
-      const spans = this.decoder.spans;
-      if (spans.length > 0) {
-        // One scan over every decoded span, a blank line between them.
-        let joined = '';
-        const starts: number[] = [];
-        for (const s of spans) {
-          starts.push(joined.length);
-          joined += `${s.text}\n\n`;
-        }
-        for (const f of scan(joined)) {
-          let i = starts.length - 1;
-          while (i > 0 && starts[i]! > f.start) i--;
-          out.push({ kind: f.kind, start: spans[i]!.start, end: spans[i]!.end });
-        }
-      }
-      this._findings = out;
-    }
-    return this._findings;
+    return this.analysis.findings;
   }
 
   private _secrets?: string[];

@@ -16,6 +16,7 @@
  * locally with the model's own tokenizer (`countOpenAIInput`), or through the provider's counting
  * API where the policy enables it (Anthropic, Bedrock: the adapters' `countTokens`).
  */
+import { TextCache } from '../textCache.js';
 import { tokenBounder, tokenCounter, type EncodingName } from './tokenizer.js';
 
 /** The prompt parts that are billed as input; a message sent as text parts has them in `parts`. */
@@ -116,31 +117,34 @@ export async function countInput(p: PromptParts, encoding: EncodingName, framing
   return n;
 }
 
-/** The OpenAI bounds computed for a prompt, by its messages array, with the texts they were computed on. */
-const boundsByPrompt = new WeakMap<PromptParts['messages'], { texts: string[]; bounds: Map<EncodingName, number> }>();
+/**
+ * The vocabulary bound of each text, by encoding and the text's SHA-256 (src/textCache.ts): a
+ * conversation resent each turn is bounded once per message. The bound is a function of the text
+ * and the encoding alone (tokenizer.ts `boundWith`), so a remembered value is the value. 20,000
+ * texts at most; a value is one number, so the entry bound is what limits it.
+ */
+const boundCaches: Record<EncodingName, TextCache<number>> = {
+  o200k_base: new TextCache<number>({ namespace: 'o200k_base-bound', maxEntries: 20_000, maxBytes: 20_000 * 128, minChars: 256, sizeOf: () => 128 }),
+  cl100k_base: new TextCache<number>({ namespace: 'cl100k_base-bound', maxEntries: 20_000, maxBytes: 20_000 * 128, minChars: 256, sizeOf: () => 128 }),
+};
+
+/** The caches of the vocabulary bound, for tests and the benchmark. */
+export const openAIBoundCaches: Readonly<Record<EncodingName, TextCache<number>>> = boundCaches;
 
 /**
  * A provable upper bound on the input tokens OpenAI bills for `p` on `modelId`, at a cost linear
  * in the text (src/providers/tokenizer.ts `tokenBounder`): exact for every pre-tokenized piece that
  * is a token or a short ASCII word, the piece's bytes otherwise, plus the framing of
  * FRAMING.openai. Within a few percent of the count on prose; never above the byte bound.
- * Undefined when the model's encoding is not known. A call whose tiers hold several OpenAI models
- * of one encoding splits its text once (remembered while its texts are the same).
+ * Undefined when the model's encoding is not known. Each text's bound is remembered by its hash,
+ * so a text seen before (the history a client resends) costs a hash, not a split.
  */
 export async function boundOpenAIInput(p: PromptParts, modelId: string): Promise<number | undefined> {
   const encoding = openAIEncoding(modelId);
   if (!encoding) return undefined;
-  const texts = promptTexts(p);
-  let memo = boundsByPrompt.get(p.messages);
-  if (!memo || memo.texts.length !== texts.length || memo.texts.some((t, i) => t !== texts[i])) {
-    memo = { texts, bounds: new Map() };
-    boundsByPrompt.set(p.messages, memo);
-  }
-  const known = memo.bounds.get(encoding);
-  if (known !== undefined) return known;
   const bound = await tokenBounder(encoding);
+  const cache = boundCaches[encoding];
   let n = FRAMING.openai.perRequest;
-  for (const text of texts) n += bound(text) + FRAMING.openai.perMessage;
-  memo.bounds.set(encoding, n);
+  for (const text of promptTexts(p)) n += cache.get(text, () => bound(text)) + FRAMING.openai.perMessage;
   return n;
 }

@@ -114,17 +114,21 @@ function boundWith(core: BpeCore, text: string): number {
   // piece) runs out and counts the rest in bytes, which keeps its cost near that of the split.
   let mergeBudget = (text.length >> 2) + 4 * SHORT_ASCII_PIECE;
   /** The bound of a piece that is not known to be a token. */
+  // The budget is spent whether or not a merge is remembered, so the bound is a function of the
+  // text alone (estimate.ts remembers it by the text's hash): what other calls merged before never
+  // changes it.
   const unknownPiece = (piece: string): number => {
     if (vocab.has(piece)) return 1;
     if (piece.length > SHORT_ASCII_PIECE || !isAscii(piece)) return Buffer.byteLength(piece, 'utf8');
+    if (piece.length > mergeBudget) return piece.length;
+    mergeBudget -= piece.length;
     let merged = mergedCounts.get(piece);
-    if (merged === undefined && piece.length <= mergeBudget) {
-      mergeBudget -= piece.length;
+    if (merged === undefined) {
       merged = asciiMergeCount(vocab, piece);
       if (mergedCounts.size >= MERGED_CACHE) mergedCounts.clear();
       mergedCounts.set(piece, merged);
     }
-    return merged ?? piece.length;
+    return merged;
   };
 
   let n = 0;

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { countTokens as o200kCount } from 'gpt-tokenizer/encoding/o200k_base';
 import { countTokens as cl100kCount } from 'gpt-tokenizer/encoding/cl100k_base';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { boundOpenAIInput, countInput, countOpenAIInput, FRAMING, framingFor, inputTokenBound, openAIEncoding, WIDEST_FRAMING } from '../../src/providers/estimate.js';
+import { boundOpenAIInput, countInput, countOpenAIInput, FRAMING, framingFor, inputTokenBound, openAIBoundCaches, openAIEncoding, WIDEST_FRAMING } from '../../src/providers/estimate.js';
 import { tokenBounder, tokenCounter } from '../../src/providers/tokenizer.js';
 import { asciiPieceEnd } from '../../src/providers/asciiPieces.js';
 import o200kEncoding from 'gpt-tokenizer/encoding/o200k_base';
@@ -166,6 +166,34 @@ describe('the OpenAI vocabulary bound (every call)', () => {
     expect(await boundOpenAIInput(prompt, 'gpt-5-mini')).toBe(await countOpenAIInput(prompt, 'gpt-5-mini'));
     expect(await boundOpenAIInput({ ...prompt, system: undefined }, 'gpt-5-mini')).toBe(await countOpenAIInput({ messages }, 'gpt-5-mini'));
     expect(await boundOpenAIInput(prompt, 'llama3')).toBeUndefined();
+  });
+
+  it('is the same for a text whatever other texts were bounded before (what a cache may remember)', () => {
+    // Words that are not tokens, past the text's merge allowance: counted in bytes, even once
+    // another text has merged them (the merged-piece memo must not make the bound tighter).
+    let seed = 11;
+    const letter = () => String.fromCharCode(97 + ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % 26));
+    const words = Array.from({ length: 200 }, () => Array.from({ length: 9 }, letter).join(''));
+    const text = words.map((w) => ` ${w}`).join('');
+    const first = o200kBound(text);
+    // Each word once among many vocabulary words: well within that text's allowance, so merged.
+    const roomy = words.map((w) => ` ${w}${' the'.repeat(40)}`).join('');
+    o200kBound(roomy);
+    expect(o200kBound(text)).toBe(first);
+    expect(first).toBeGreaterThan(o200k(text));
+  });
+
+  it('remembers the bound of a long text by its hash: a resent history is not split again', async () => {
+    const history = `${'The committee met on Tuesday to review the quarterly figures. '.repeat(20)}${Math.random()}`;
+    const caches = openAIBoundCaches.o200k_base;
+    const prompt = (last: string) => ({ messages: [{ content: history }, { content: last }] });
+    const before = { hits: caches.hits, misses: caches.misses };
+    const first = await boundOpenAIInput(prompt('Summarise.'), 'gpt-5-mini');
+    expect(caches.misses - before.misses).toBe(1); // the history; 'Summarise.' is too short to hash
+    const second = await boundOpenAIInput(prompt('And now in French.'), 'gpt-5-mini');
+    expect(caches.hits - before.hits).toBe(1);
+    expect(second! - first!).toBe(o200kBound('And now in French.') - o200kBound('Summarise.'));
+    expect(second).toBe(await countOpenAIInput(prompt('And now in French.'), 'gpt-5-mini'));
   });
 });
 

@@ -15,6 +15,7 @@ const LAYERS: Record<string, number> = {
   call: 1,
   config: 1,
   ttlCache: 1,
+  textCache: 1,
   providers: 2,
   quota: 2,
   identity: 3,

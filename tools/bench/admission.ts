@@ -238,15 +238,18 @@ async function admission(): Promise<void> {
   if (over > 0 || wrongAdmits > 0 || roomy.some((r) => r.outcome !== 'served')) process.exitCode = 1;
 }
 
-/** Process CPU (user + system) and wall time of `f`, in ms: the median of `runs` after one warm-up. */
-async function timed(f: () => Promise<unknown>, runs = 7): Promise<{ cpu: number; wall: number }> {
-  await f();
+/**
+ * Process CPU (user + system) and wall time of `f`, in ms: the median of `runs` after one warm-up.
+ * `f` gets the run's number (0 for the warm-up), to pick an input made before the clock starts.
+ */
+async function timed(f: (run: number) => Promise<unknown>, runs = 7): Promise<{ cpu: number; wall: number }> {
+  await f(0);
   const cpu: number[] = [];
   const wall: number[] = [];
   for (let i = 0; i < runs; i++) {
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    await f();
+    await f(i + 1);
     wall.push(performance.now() - t0);
     const c = process.cpuUsage(c0);
     cpu.push((c.user + c.system) / 1000);
@@ -281,16 +284,28 @@ async function cpuTable(proseText: string): Promise<void> {
     const prompts = sizes.map((n) => JSON.parse(JSON.stringify(sized(proseText, n))) as string);
     // A new messages array per run: the OpenAI bound remembers the texts of one array.
     const req = (text: string, model: string): CompletionRequest => ({ model, messages: [{ role: 'user', content: text }], maxTokens: MAX_TOKENS });
-    const local: [string, (text: string) => Promise<unknown>][] = [
-      ['byte bound', async (t) => inputTokenBound(req(t, 'x'))],
-      ['openai vocabulary bound (o200k)', (t) => boundOpenAIInput(req(t, 'gpt-5-mini'), 'gpt-5-mini')],
-      ['openai vocabulary bound (cl100k)', (t) => boundOpenAIInput(req(t, 'gpt-4-turbo'), 'gpt-4-turbo')],
-      ['openai exact count (o200k)', (t) => countOpenAIInput(req(t, 'gpt-5-mini'), 'gpt-5-mini')],
+    // The vocabulary bound of a text is remembered by its hash: "new text" bounds a text never seen
+    // (a number in front), "resent" the same text again (an equal string, as the history of a
+    // conversation arrives again each turn); every input is made before the clock starts.
+    const fresh = (t: string) => Array.from({ length: 8 }, (_, i) => JSON.parse(JSON.stringify(`${Math.random()} ${i} ${t}`)) as string);
+    const copies = (t: string) => Array.from({ length: 8 }, () => JSON.parse(JSON.stringify(t)) as string);
+    const local: [string, (text: string) => Promise<unknown>, boolean][] = [
+      ['byte bound', async (t) => inputTokenBound(req(t, 'x')), false],
+      ['openai vocabulary bound (o200k)', (t) => boundOpenAIInput(req(t, 'gpt-5-mini'), 'gpt-5-mini'), true],
+      ['openai vocabulary bound (cl100k)', (t) => boundOpenAIInput(req(t, 'gpt-4-turbo'), 'gpt-4-turbo'), true],
+      ['openai exact count (o200k)', (t) => countOpenAIInput(req(t, 'gpt-5-mini'), 'gpt-5-mini'), false],
     ];
-    for (const [name, f] of local) {
+    for (const [name, f, remembered] of local) {
       const cells: string[] = [];
-      for (const t of prompts) cells.push(pad((await timed(() => f(t))).cpu.toFixed(3), 16));
-      console.log(`${name.padEnd(34)}${cells.join('')}`);
+      const resent: string[] = [];
+      for (const t of prompts) {
+        const texts = fresh(t);
+        cells.push(pad((await timed((run) => f(texts[run]!))).cpu.toFixed(3), 16));
+        const again = copies(t);
+        if (remembered) resent.push(pad((await timed((run) => f(again[run]!))).cpu.toFixed(3), 16));
+      }
+      console.log(`${(remembered ? `${name}, new text` : name).padEnd(34)}${cells.join('')}`);
+      if (remembered) console.log(`${`${name}, resent`.padEnd(34)}${resent.join('')}`);
     }
     for (const c of counters) {
       const cells: string[] = [];

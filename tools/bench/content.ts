@@ -6,13 +6,15 @@
  *
  *   npm run bench:content -- [--size 200000] [--calls 40]
  *
- * Prints CPU milliseconds per call (median of --calls runs, each on a fresh prompt object, so
- * nothing is cached between calls).
+ * Prints CPU milliseconds per call (median of --calls runs), cold and warm. Messages are analysed one
+ * by one and remembered by their hash (content.ts), so: "cold" makes each call's text new (a
+ * number in front), so nothing is remembered; "warm" sends the same prompt as the history of a
+ * conversation followed by a new short question each call, as a client resends it turn after turn.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { PromptContent } from '../../src/policy/content.js';
+import { PromptContent, contentCaches } from '../../src/policy/content.js';
 import { parsePolicy, type Policy } from '../../src/policy/load.js';
 import { simulate } from '../../src/policy/simulate.js';
 
@@ -53,18 +55,38 @@ function cpuMs(fn: () => void): number {
 }
 const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-function contentCost(parts: string[]): { text: number; all: number; spans: number; truncated: boolean } {
+/** Each call's prompt: cold, every part made new (a number in front); warm, the parts then a new question. */
+// Flat strings, as a request's texts arrive from JSON (a regex over a concatenation flattens it first).
+const flat = (s: string): string => JSON.parse(JSON.stringify(s)) as string;
+const coldParts = (parts: string[], i: number) => parts.map((p) => flat(`${i} ${p}`));
+const warmParts = (parts: string[], i: number) => [...parts.map(flat), flat(`And what about item ${i}?`)];
+
+function contentCost(parts: string[]): { text: number; cold: number; warm: number; coldSecrets: number; warmSecrets: number; spans: number; truncated: boolean } {
   const text: number[] = [];
-  const all: number[] = [];
+  const cold: number[] = [];
+  const warm: number[] = [];
+  const coldSecrets: number[] = [];
+  const warmSecrets: number[] = [];
   let last: PromptContent | undefined;
+  const all = (c: PromptContent) => cpuMs(() => void [c.text, c.compactText, c.decodedSpans, c.secrets]);
   for (let i = 0; i < CALLS; i++) {
     text.push(cpuMs(() => void new PromptContent(parts).text));
-    const c = new PromptContent(parts);
-    all.push(cpuMs(() => void [c.text, c.compactText, c.decodedSpans, c.secrets]));
+    const c = new PromptContent(coldParts(parts, i + CALLS * round));
+    cold.push(all(c));
     last = c;
+    const d = new PromptContent(coldParts(parts, i + CALLS * round + 1_000_000));
+    coldSecrets.push(cpuMs(() => void d.secrets));
   }
-  return { text: median(text), all: median(all), spans: last!.decodedSpans.length, truncated: last!.decodedTruncated };
+  void new PromptContent(parts).secrets; // the history, remembered
+  for (let i = 0; i < CALLS; i++) {
+    warm.push(all(new PromptContent(warmParts(parts, i))));
+    const d = new PromptContent(warmParts(parts, i + CALLS));
+    warmSecrets.push(cpuMs(() => void d.secrets));
+  }
+  round++;
+  return { text: median(text), cold: median(cold), warm: median(warm), coldSecrets: median(coldSecrets), warmSecrets: median(warmSecrets), spans: last!.decodedSpans.length, truncated: last!.decodedTruncated };
 }
+let round = 0;
 
 const noEnv = { env: {}, readFile: () => { throw new Error('no file bindings'); } };
 const plain = parsePolicy(
@@ -79,25 +101,27 @@ rules:
 );
 const bigDlp = parsePolicy(readFileSync(new URL('../../policy/library/dlp-credentials.yaml', import.meta.url), 'utf8').replace('rules:', 'limits: { maxInputChars: 2000000 }\nrules:'), 'dlp.yaml', { sources: noEnv });
 
-function decisionCost(policy: Policy, parts: string[]): number {
+function decisionCost(policy: Policy, parts: string[], warm: boolean): number {
   const principal = { user: 'bench', teams: [], groups: [], roles: [], authMethod: 'api_key' as const };
   const xs: number[] = [];
   for (let i = 0; i < CALLS; i++) {
-    xs.push(cpuMs(() => void simulate({ policy, principal, request: { messages: parts.map((content) => ({ role: 'user' as const, content })), maxTokens: 256 }, usage: {}, now: Date.now() })));
+    const p = warm ? warmParts(parts, i) : coldParts(parts, i + CALLS * round++);
+    xs.push(cpuMs(() => void simulate({ policy, principal, request: { messages: p.map((content) => ({ role: 'user' as const, content })), maxTokens: 256 }, usage: {}, now: Date.now() })));
   }
   return median(xs);
 }
 
-process.stdout.write(`content of a ${SIZE.toLocaleString('en')}-character prompt, CPU ms per call (median of ${CALLS}):\n`);
+process.stdout.write(`content of a ${SIZE.toLocaleString('en')}-character prompt, CPU ms per call (median of ${CALLS}); cold: new text each call; warm: the same text resent with a new short question; secrets: request.secrets alone; everything: text, compactText, decodedSpans and secrets:\n`);
 for (const [name, make] of Object.entries(SHAPES)) {
   const parts = make(SIZE);
   for (let i = 0; i < 3; i++) contentCost(parts); // warm up
   const r = contentCost(parts);
-  process.stdout.write(`  ${name.padEnd(52)} normalise ${r.text.toFixed(2).padStart(6)}   everything ${r.all.toFixed(2).padStart(6)}   (${r.spans} decoded spans${r.truncated ? ', truncated' : ''})\n`);
+  process.stdout.write(`  ${name.padEnd(52)} normalise ${r.text.toFixed(2).padStart(6)}   secrets cold ${r.coldSecrets.toFixed(2).padStart(6)} warm ${r.warmSecrets.toFixed(2).padStart(6)}   everything cold ${r.cold.toFixed(2).padStart(6)} warm ${r.warm.toFixed(2).padStart(6)}   (${r.spans} decoded spans${r.truncated ? ', truncated' : ''})\n`);
 }
 const parts = SHAPES['prose (ASCII)']!(SIZE);
-for (let i = 0; i < 3; i++) decisionCost(bigDlp, parts), decisionCost(plain, parts);
-process.stdout.write(`decision on the prose prompt: DLP library policy ${decisionCost(bigDlp, parts).toFixed(2)} ms, one plain regex rule ${decisionCost(plain, parts).toFixed(2)} ms\n`);
+for (let i = 0; i < 3; i++) decisionCost(bigDlp, parts, false), decisionCost(plain, parts, false);
+process.stdout.write(`decision on the prose prompt, cold: DLP library policy ${decisionCost(bigDlp, parts, false).toFixed(2)} ms, one plain regex rule ${decisionCost(plain, parts, false).toFixed(2)} ms\n`);
+process.stdout.write(`decision on the prose prompt, warm: DLP library policy ${decisionCost(bigDlp, parts, true).toFixed(2)} ms, one plain regex rule ${decisionCost(plain, parts, true).toFixed(2)} ms\n`);
 {
   // A short prompt, as most calls are: the finder's fixed cost per call.
   const short = ['Summarise the quarterly report in three lines'];
@@ -114,4 +138,5 @@ process.stdout.write(`decision on the prose prompt: DLP library policy ${decisio
 }
 const mb = SHAPES['source code with hashes and base64']!(1_000_000);
 const r = contentCost(mb);
-process.stdout.write(`1,000,000-character source-code prompt: everything ${r.all.toFixed(2)} ms (${r.spans} decoded spans${r.truncated ? ', truncated' : ''})\n`);
+process.stdout.write(`1,000,000-character source-code prompt: cold ${r.cold.toFixed(2)} ms, warm ${r.warm.toFixed(2)} ms (${r.spans} decoded spans${r.truncated ? ', truncated' : ''})\n`);
+process.stdout.write(`message cache: ${contentCaches.parts.size} entries, ${contentCaches.parts.hits} hits, ${contentCaches.parts.misses} misses\n`);
