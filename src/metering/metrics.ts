@@ -75,27 +75,88 @@ export interface AlertCounts {
   dropped: number;
 }
 
+/** Events whose metric updates are held before they are handed to prom-client (see `Batch`). */
+const BATCH_EVENTS = 256;
+
+/**
+ * Metric updates held and handed to prom-client together: a counter's increments with the same
+ * labels are summed first, so N calls cost one `inc` per label set instead of N, and each
+ * update made during a call is a Map lookup on a key of label values joined (prom-client validates
+ * and hashes the label object on every `inc` and `observe`). Handed over every BATCH_EVENTS events
+ * and whenever the registry is read (a scrape, or a cluster's primary asking this worker), through
+ * each metric's `collect` hook: what a scrape shows is every event emitted before it.
+ */
+class Batch {
+  private readonly counts = new Map<Counter<string>, Map<string, { labels: Record<string, string>; value: number }>>();
+  private readonly observed = new Map<Histogram<string>, Map<string, { labels: Record<string, string>; values: number[] }>>();
+  private events = 0;
+
+  inc<L extends string>(metric: Counter<L>, key: string, labels: () => Record<L, string>, value = 1): void {
+    // What prom-client refuses (a negative or not finite amount) is refused now, with the event.
+    if (!(value >= 0) || !Number.isFinite(value)) {
+      metric.inc(labels(), value);
+      return;
+    }
+    let byKey = this.counts.get(metric as Counter<string>);
+    if (!byKey) this.counts.set(metric as Counter<string>, (byKey = new Map()));
+    const held = byKey.get(key);
+    if (held) held.value += value;
+    else byKey.set(key, { labels: labels(), value });
+  }
+
+  observe<L extends string>(metric: Histogram<L>, key: string, labels: () => Record<L, string>, value: number): void {
+    let byKey = this.observed.get(metric as Histogram<string>);
+    if (!byKey) this.observed.set(metric as Histogram<string>, (byKey = new Map()));
+    const held = byKey.get(key);
+    if (held) held.values.push(value);
+    else byKey.set(key, { labels: labels(), values: [value] });
+  }
+
+  /** One event's updates are in: hands them over once BATCH_EVENTS have gathered. */
+  eventDone(): void {
+    if (++this.events >= BATCH_EVENTS) this.flush();
+  }
+
+  flush(): void {
+    this.events = 0;
+    for (const [metric, byKey] of this.counts) {
+      for (const { labels, value } of byKey.values()) metric.inc(labels, value);
+      byKey.clear();
+    }
+    for (const [metric, byKey] of this.observed) {
+      for (const { labels, values } of byKey.values()) for (const v of values) metric.observe(labels, v);
+      byKey.clear();
+    }
+  }
+}
+
 export function createMetrics(opts: MetricsOptions = {}): GatewayMetrics {
   const teamOf = teamLabeler(opts.maxTeams ?? DEFAULT_MAX_TEAMS);
   const registry = new Registry();
   const registers = [registry];
+  const batch = new Batch();
+  // Every metric fed by events hands over what the batch holds when the registry reads it.
+  const collect = (): void => batch.flush();
   const tokens = new Counter({
     name: 'tollgate_tokens_total',
     help: 'Tokens consumed, as reported by the provider, by cost centre, team (the first listed; "other" past the cap), model, tier and direction (input or output).',
     labelNames: ['cost_center', 'team', 'model', 'tier', 'direction'] as const,
     registers,
+    collect,
   });
   const cost = new Counter({
     name: 'tollgate_cost_usd_total',
     help: 'Cost in USD at the configured list prices, by cost centre, team (the first listed; "other" past the cap), model and tier.',
     labelNames: ['cost_center', 'team', 'model', 'tier'] as const,
     registers,
+    collect,
   });
   const decisions = new Counter({
     name: 'tollgate_decisions_total',
     help: 'Decision events by effect, outcome, deciding rule or budget, and error code ("" when none).',
     labelNames: ['effect', 'outcome', 'rule_id', 'budget_id', 'error_code'] as const,
     registers,
+    collect,
   });
   const upstream = new Histogram({
     name: 'tollgate_upstream_latency_seconds',
@@ -103,6 +164,7 @@ export function createMetrics(opts: MetricsOptions = {}): GatewayMetrics {
     labelNames: ['provider', 'model'] as const,
     buckets: LATENCY_BUCKETS,
     registers,
+    collect,
   });
   const overhead = new Histogram({
     name: 'tollgate_gateway_overhead_seconds',
@@ -110,24 +172,28 @@ export function createMetrics(opts: MetricsOptions = {}): GatewayMetrics {
     labelNames: ['transport'] as const,
     buckets: OVERHEAD_BUCKETS,
     registers,
+    collect,
   });
   const storeErrors = new Counter({
     name: 'tollgate_store_errors_total',
     help: 'Calls that met a quota store failure: unavailable (refused), fail_open (local ledger), settle_failed (queued).',
     labelNames: ['kind'] as const,
     registers,
+    collect,
   });
   const overruns = new Counter({
     name: 'tollgate_budget_overruns_total',
     help: 'Budget lines charged more than their reservation (the provider reported more than admission allowed for), by budget.',
     labelNames: ['budget_id'] as const,
     registers,
+    collect,
   });
   const overrunAmount = new Counter({
     name: 'tollgate_budget_overrun_amount_total',
     help: 'What was charged beyond reservations, in the budget\'s ledger unit (tokens or micro_usd), by budget.',
     labelNames: ['budget_id', 'unit'] as const,
     registers,
+    collect,
   });
   const tokenUsage = new Histogram({
     name: 'gen_ai_client_token_usage',
@@ -135,6 +201,7 @@ export function createMetrics(opts: MetricsOptions = {}): GatewayMetrics {
     labelNames: ['gen_ai_operation_name', 'gen_ai_provider_name', 'gen_ai_request_model', 'gen_ai_response_model', 'gen_ai_token_type'] as const,
     buckets: TOKEN_USAGE_BUCKETS,
     registers,
+    collect,
   });
 
   const dryRuns = new Counter({
@@ -142,31 +209,40 @@ export function createMetrics(opts: MetricsOptions = {}): GatewayMetrics {
     help: 'Dry runs (estimate, count_tokens), which charge nothing, by kind, the effect the call would get, outcome and error code.',
     labelNames: ['kind', 'effect', 'outcome', 'error_code'] as const,
     registers,
+    collect,
   });
 
+  // Keys are the label values in the metric's label order, joined with a character no label holds.
+  const SEP = '\u0000';
+
   function record(e: DecisionEvent): void {
+    update(e);
+    batch.eventDone();
+  }
+
+  function update(e: DecisionEvent): void {
     const dryRun = e['tollgate.dry_run'];
     if (dryRun) {
-      dryRuns.inc({ kind: dryRun, effect: e.effect, outcome: e.outcome, error_code: e['error.code'] ?? '' });
+      const error_code = e['error.code'] ?? '';
+      batch.inc(dryRuns, dryRun + SEP + e.effect + SEP + e.outcome + SEP + error_code, () => ({ kind: dryRun, effect: e.effect, outcome: e.outcome, error_code }));
       return;
     }
-    decisions.inc({
-      effect: e.effect,
-      outcome: e.outcome,
-      rule_id: e['policy.rule_id'] ?? '',
-      budget_id: e['policy.budget_id'] ?? '',
-      error_code: e['error.code'] ?? '',
-    });
-    if (e['tollgate.store_error']) storeErrors.inc({ kind: e['tollgate.store_error'] });
+    const rule_id = e['policy.rule_id'] ?? '';
+    const budget_id = e['policy.budget_id'] ?? '';
+    const error_code = e['error.code'] ?? '';
+    batch.inc(decisions, e.effect + SEP + e.outcome + SEP + rule_id + SEP + budget_id + SEP + error_code, () => ({ effect: e.effect, outcome: e.outcome, rule_id, budget_id, error_code }));
+    const storeError = e['tollgate.store_error'];
+    if (storeError) batch.inc(storeErrors, storeError, () => ({ kind: storeError }));
     for (const o of e['tollgate.overrun'] ?? []) {
-      overruns.inc({ budget_id: o.budget });
-      overrunAmount.inc({ budget_id: o.budget, unit: o.unit }, o.amount);
+      batch.inc(overruns, o.budget, () => ({ budget_id: o.budget }));
+      batch.inc(overrunAmount, o.budget + SEP + o.unit, () => ({ budget_id: o.budget, unit: o.unit }), o.amount);
     }
     const upstreamMs = e['tollgate.upstream_ms'];
-    overhead.observe({ transport: e.transport }, Math.max(0, e['tollgate.latency_ms'] - (upstreamMs ?? 0)) / 1000);
+    batch.observe(overhead, e.transport, () => ({ transport: e.transport }), Math.max(0, e['tollgate.latency_ms'] - (upstreamMs ?? 0)) / 1000);
 
     const model = e['tollgate.model.served'] ?? e['tollgate.attempts'].at(-1)?.model;
-    if (upstreamMs !== undefined && model) upstream.observe({ provider: e['gen_ai.provider.name'] ?? '', model }, upstreamMs / 1000);
+    const providerName = e['gen_ai.provider.name'] ?? '';
+    if (upstreamMs !== undefined && model) batch.observe(upstream, providerName + SEP + model, () => ({ provider: providerName, model }), upstreamMs / 1000);
 
     const input = e['gen_ai.usage.input_tokens'];
     const output = e['gen_ai.usage.output_tokens'];
@@ -174,17 +250,23 @@ export function createMetrics(opts: MetricsOptions = {}): GatewayMetrics {
     const cc = e['user.cost_center'] ?? NO_COST_CENTER;
     const team = teamOf(e['user.teams']);
     const tier = e['tollgate.tier.served'] ?? '';
-    tokens.inc({ cost_center: cc, team, model, tier, direction: 'input' }, input);
-    tokens.inc({ cost_center: cc, team, model, tier, direction: 'output' }, output);
-    cost.inc({ cost_center: cc, team, model, tier }, e['tollgate.cost_usd']);
-    const otel = {
-      gen_ai_operation_name: e['gen_ai.operation.name'],
-      gen_ai_provider_name: e['gen_ai.provider.name'] ?? '',
-      gen_ai_request_model: e['gen_ai.request.model'] ?? model,
-      gen_ai_response_model: e['gen_ai.response.model'] ?? '',
-    };
-    tokenUsage.observe({ ...otel, gen_ai_token_type: 'input' }, input);
-    tokenUsage.observe({ ...otel, gen_ai_token_type: 'output' }, output);
+    const byModel = cc + SEP + team + SEP + model + SEP + tier;
+    batch.inc(tokens, byModel + SEP + 'input', () => ({ cost_center: cc, team, model, tier, direction: 'input' }), input);
+    batch.inc(tokens, byModel + SEP + 'output', () => ({ cost_center: cc, team, model, tier, direction: 'output' }), output);
+    batch.inc(cost, byModel, () => ({ cost_center: cc, team, model, tier }), e['tollgate.cost_usd']);
+    const operation = e['gen_ai.operation.name'];
+    const requestModel = e['gen_ai.request.model'] ?? model;
+    const responseModel = e['gen_ai.response.model'] ?? '';
+    const otel = operation + SEP + providerName + SEP + requestModel + SEP + responseModel;
+    const otelLabels = (type: 'input' | 'output') => () => ({
+      gen_ai_operation_name: operation,
+      gen_ai_provider_name: providerName,
+      gen_ai_request_model: requestModel,
+      gen_ai_response_model: responseModel,
+      gen_ai_token_type: type,
+    });
+    batch.observe(tokenUsage, otel + SEP + 'input', otelLabels('input'), input);
+    batch.observe(tokenUsage, otel + SEP + 'output', otelLabels('output'), output);
   }
 
   function trackSiem(stats: () => SiemStats): void {

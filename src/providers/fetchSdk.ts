@@ -36,7 +36,9 @@ export function requestFetch(dispatcher?: Dispatcher): typeof fetch {
     if (input instanceof Request || !simpleBody || init?.redirect === 'follow') return fetch(input, init);
     const signal = init?.signal ?? undefined;
     const headers: Record<string, string> = {};
-    new Headers(init?.headers).forEach((value, key) => {
+    // The SDKs send a Headers already: read it as it is rather than copy it into a new one first.
+    const given = init?.headers;
+    (given instanceof Headers ? given : new Headers(given)).forEach((value, key) => {
       headers[key] = value;
     });
     let res: Dispatcher.ResponseData;
