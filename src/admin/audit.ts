@@ -23,7 +23,7 @@ import { loadPolicyFile } from '../policy/load.js';
 import { canonicalJson, verifyChain, type EntryBody, type JournalEntry } from '../quota/journal.js';
 import { MemoryQuotaStore, type JournalWriter } from '../quota/memory.js';
 import { defaultDataDir, endedSegmentNames, journalHead, journalLines, requireJournalDir } from './journalReader.js';
-import { budgetsInRedis, requireSamePolicy } from './mismatch.js';
+import { budgetsInStore, requireSamePolicy } from './mismatch.js';
 
 /** Which check an entry failed. */
 export type AuditCheck = 'chain' | 'ledger' | 'events';
@@ -336,7 +336,7 @@ export async function auditVerify(values: AuditValues, env: NodeJS.ProcessEnv): 
     try {
       // Without --trimmed the store decides: a journal with a retention may start after its first entry.
       const report = await store.verify(values.trimmed ? { trimmed: true } : {});
-      if (report.ok) samePolicy(await budgetsInRedis(store, settingsFromEnv(env).keyPrefix), `The Redis journal at ${shownUrl(values.redis)}`);
+      if (report.ok) samePolicy(await budgetsInStore(store, settingsFromEnv(env).keyPrefix), `The Redis journal at ${shownUrl(values.redis)}`);
       return { out: values.json ? `${JSON.stringify(report, null, 2)}\n` : formatRedisAudit(values.redis, report), code: report.ok ? 0 : 1 };
     } finally {
       await store.close();

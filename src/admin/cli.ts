@@ -47,7 +47,7 @@ import {
   type TimeRange,
   type UsageReport,
 } from './report.js';
-import { budgetsInRedis, requireSamePolicy } from './mismatch.js';
+import { budgetsInStore, requireSamePolicy, requireSourceMatches } from './mismatch.js';
 import { decisionsOf } from './sources.js';
 
 /** A Redis URL as messages show it: the password masked. */
@@ -129,7 +129,7 @@ export async function usageCommand(verb: string, values: UsageValues, files: str
     }
     // Read through the wrong policy, the ledger would look empty: check the store holds this policy's budgets.
     const where = `The store ${url ? maskPassword(url) : `cluster ${clusterNodes!.map(maskPassword).join(',')}`} (prefix ${settings.keyPrefix})`;
-    requireSamePolicy(policy, await budgetsInRedis(store, settings.keyPrefix), where, values['allow-other-budgets']);
+    requireSamePolicy(policy, await budgetsInStore(store, settings.keyPrefix), where, values['allow-other-budgets']);
     switch (verb) {
       case 'show':
         return out(await usageRows(policy, store, settings.keyPrefix, now, { budgetId: values.budget, subject: values.subject }));
@@ -169,6 +169,16 @@ interface ExportValues extends SourceOptions {
   window?: string;
 }
 
+/** The source the options name, once it is known to hold the data of the policy they resolve (src/admin/mismatch.ts). */
+async function checkedSource(values: UsageValues, files: string[], env: NodeJS.ProcessEnv): Promise<Source> {
+  const source = sourceFrom(values, files, defaultDataDir(env));
+  if (source.kind !== 'events') {
+    const policy = loadPolicyFile(values.policy ? resolve(values.policy) : settingsFromEnv(env).policyPath);
+    await requireSourceMatches(policy, source, env, values['allow-other-budgets']);
+  }
+  return source;
+}
+
 /** Decisions of the source, with lines that are not JSON in event files reported on stderr. */
 function read(source: Source, env: NodeJS.ProcessEnv): Decisions {
   return decisionsOf(source, (message) => process.stderr.write(`tollgate: ${message}\n`), env);
@@ -192,14 +202,14 @@ function outputFormat(value: string | undefined, json: boolean | undefined): Out
 }
 
 /** `usage export`: decision events to CSV or FOCUS rows. */
-async function exportUsage(values: ExportValues, files: string[], env: NodeJS.ProcessEnv): Promise<string> {
+async function exportUsage(values: UsageValues, files: string[], env: NodeJS.ProcessEnv): Promise<string> {
   const usage = 'usage: tollgate usage export --events <file>... --from <ISO> --to <ISO> [--format csv|focus] (or --data-dir <dir> | --redis <url> instead of --events)';
   const { from, to } = timeRange(values, usage);
   const format = values.format ?? 'csv';
   if (format !== 'csv' && format !== 'focus') throw new GatewayError('INVALID_REQUEST', `--format must be csv or focus, got ${format}`);
   const granularity = (values.granularity ?? 'day') as Granularity;
   if (granularity !== 'day' && granularity !== 'month') throw new GatewayError('INVALID_REQUEST', `--granularity must be day or month, got ${values.granularity}`);
-  const source = sourceFrom(values, files, defaultDataDir(env));
+  const source = await checkedSource(values, files, env);
   // The events of the window (a little wider: an event's time is its call's start), then grouped.
   const events = [];
   for await (const d of read(source, env)) {
@@ -215,7 +225,7 @@ async function exportUsage(values: ExportValues, files: string[], env: NodeJS.Pr
 }
 
 /** `usage report`: rollups per period and dimension, with the ledger's charges beside them. */
-async function usageReport(values: ExportValues, files: string[], env: NodeJS.ProcessEnv): Promise<string> {
+async function usageReport(values: UsageValues, files: string[], env: NodeJS.ProcessEnv): Promise<string> {
   const usage = 'usage: tollgate usage report --by team|cost-center|user|model|tier --window day|week|month [--from <ISO>] [--to <ISO>] [--format table|csv|json] [--data-dir <dir> | --redis <url> | --events <file>...]';
   const by = (values.by ?? 'user') as ReportDimension;
   if (!REPORT_DIMENSIONS.includes(by)) throw new GatewayError('INVALID_REQUEST', `--by must be one of ${REPORT_DIMENSIONS.join(', ')}, got ${values.by}; ${usage}`);
@@ -223,7 +233,7 @@ async function usageReport(values: ExportValues, files: string[], env: NodeJS.Pr
   if (!REPORT_WINDOWS.includes(window)) throw new GatewayError('INVALID_REQUEST', `--window must be one of ${REPORT_WINDOWS.join(', ')}, got ${values.window}; ${usage}`);
   const range = timeRange(values, usage, true);
   const format = outputFormat(values.format, values.json);
-  const source = sourceFrom(values, files, defaultDataDir(env));
+  const source = await checkedSource(values, files, env);
   if (source.kind === 'redis') return formatReport(await redisReport(source.url, env, range, by, window), format);
   const { rollups, charges } = await rollupDecisions(read(source, env), range);
   return formatReport({ ...buildReport(rollups, by, window), charges }, format);
@@ -254,7 +264,7 @@ async function redisReport(url: string, env: NodeJS.ProcessEnv, range: TimeRange
 }
 
 /** `usage refusals`: who was refused, by which rule or budget, with which code, how often. */
-async function refusals(values: ExportValues, files: string[], env: NodeJS.ProcessEnv): Promise<string> {
+async function refusals(values: UsageValues, files: string[], env: NodeJS.ProcessEnv): Promise<string> {
   const usage = 'usage: tollgate usage refusals --from <ISO> --to <ISO> [--by user,team,rule,budget,code] [--format table|csv|json] [--data-dir <dir> | --redis <url> | --events <file>...]';
   const range = timeRange(values, usage);
   const by = (values.by ?? DEFAULT_REFUSAL_DIMENSIONS.join(',')).split(',').map((d) => d.trim()) as RefusalDimension[];
@@ -263,6 +273,6 @@ async function refusals(values: ExportValues, files: string[], env: NodeJS.Proce
     throw new GatewayError('INVALID_REQUEST', `--by takes one or more of ${REFUSAL_DIMENSIONS.join(', ')}, comma-separated, each once; got ${values.by}`);
   }
   const format = outputFormat(values.format, values.json);
-  const source = sourceFrom(values, files, defaultDataDir(env));
+  const source = await checkedSource(values, files, env);
   return formatRefusals(await refusalReport(read(source, env), by, range), by, format);
 }

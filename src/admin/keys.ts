@@ -17,6 +17,8 @@ import { GatewayError } from '../errors.js';
 import { FileApiKeys } from '../identity/fileKeys.js';
 import { StoredApiKeys } from '../identity/storedKeys.js';
 import { settingsFromEnv } from '../main.js';
+import { loadPolicyFile } from '../policy/load.js';
+import { requireSourceMatches } from './mismatch.js';
 
 const list = (v?: string) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
 
@@ -33,6 +35,9 @@ export interface KeysValues {
   app?: string;
   owner?: string;
   json?: boolean;
+  policy?: string;
+  /** Use a store holding live usage of budgets the policy does not declare. */
+  'allow-other-budgets'?: boolean;
 }
 
 /** Runs `tollgate keys <argv>` (options parsed here); returns what to print. */
@@ -52,10 +57,13 @@ export async function runKeysCommand(argv: string[], env: NodeJS.ProcessEnv): Pr
       app: { type: 'string' },
       owner: { type: 'string' },
       json: { type: 'boolean' },
+      policy: { type: 'string' },
+      'allow-other-budgets': { type: 'boolean' },
     },
   });
   return keysCommand(positionals[0], values, env);
 }
+
 
 /** Runs one keys subcommand (`issue`, `revoke` or `list`); returns what to print. Throws GatewayError on bad input. */
 export async function keysCommand(verb: string | undefined, values: KeysValues, env: NodeJS.ProcessEnv): Promise<string> {
@@ -66,6 +74,9 @@ export async function keysCommand(verb: string | undefined, values: KeysValues, 
   const dir = values['data-dir'] ?? env.TOLLGATE_DATA_DIR ?? 'tollgate-data';
   const dataDir = dir === 'none' ? undefined : resolve(dir);
   if (!url && !dataDir) throw new GatewayError('INVALID_REQUEST', 'tollgate keys needs somewhere to keep keys: the shared store (--redis <url> or REDIS_URL) or a data directory (--data-dir or TOLLGATE_DATA_DIR, not none).');
+  // Keys issued into another deployment's store would let its callers in: check the store is this policy's.
+  const policy = loadPolicyFile(values.policy ? resolve(values.policy) : settings.policyPath);
+  await requireSourceMatches(policy, url ? { kind: 'redis', url } : { kind: 'journal', dir: dataDir! }, env, values['allow-other-budgets']);
   const keys = url ? new StoredApiKeys({ url, prefix: settings.keyPrefix, commandTimeoutMs: settings.storeTimeoutMs }) : new FileApiKeys({ dir: dataDir! });
   const refusedWithin = url ? 'replicas refuse it within seconds' : `the gateway serving from ${dataDir} refuses it within seconds`;
   try {

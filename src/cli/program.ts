@@ -55,7 +55,9 @@ function storeSource(cmd: Command): Command {
   return cmd
     .option(...DATA_DIR)
     .option(...REDIS)
-    .option('--events <file...>', 'decision event logs (JSON lines) instead of a journal');
+    .option('--events <file...>', 'decision event logs (JSON lines) instead of a journal')
+    .option(...POLICY)
+    .option(...OTHER_BUDGETS);
 }
 
 function serveOptions(cmd: Command, http: boolean): Command {
@@ -71,7 +73,8 @@ function serveOptions(cmd: Command, http: boolean): Command {
     cmd
       .option('--workers <n|auto>', 'gateway processes on the port; more than 1 needs --redis (TOLLGATE_WORKERS; default 1)')
       .option('--allow-demo-keys-on-network', 'serve a policy holding the published demo API keys on a non-loopback address')
-      .option('--dev-anonymous <user>', 'development only: serve requests without a credential as this apiKeys id or user of the policy; loopback only (TOLLGATE_DEV_ANONYMOUS)');
+      .option('--dev-anonymous <user>', 'development only: serve requests without a credential as this apiKeys id or user of the policy; loopback only (TOLLGATE_DEV_ANONYMOUS)')
+      .option('--allow-other-budgets', 'serve from a store holding live usage of budgets the policy does not declare (exit 4 otherwise)');
   }
   return cmd;
 }
@@ -284,7 +287,7 @@ function addKeys(program: Command, done: Done, env: NodeJS.ProcessEnv): void {
     const { keysCommand } = await import('../admin/keys.js');
     done({ out: await keysCommand(verb, flagNames(opts), commandEnv(cmd, env)), code: EXIT.ok });
   };
-  const store = (cmd: Command) => cmd.option(...REDIS).option(...DATA_DIR).option(...JSON_OUT);
+  const store = (cmd: Command) => cmd.option(...REDIS).option(...DATA_DIR).option(...POLICY).option(...OTHER_BUDGETS).option(...JSON_OUT);
   store(keys.command('issue').description('issue a key; it is printed once, only its SHA-256 is stored'))
     .option('--user <user>', 'whom the key charges')
     .option('--app <name>', "an application's key: budgets and limits of scope application are keyed by it")

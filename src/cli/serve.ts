@@ -29,6 +29,8 @@ export interface ServeFlags {
   watch?: boolean;
   shutdownTimeout?: string;
   allowDemoKeysOnNetwork?: boolean;
+  /** --allow-other-budgets: serve from a store holding live usage of budgets the policy does not declare. */
+  allowOtherBudgets?: boolean;
   /** --dev-anonymous USER: requests without a credential are served as this principal of the policy. */
   devAnonymous?: string;
 }
@@ -84,6 +86,31 @@ export function checkDevAnonymous(policy: Policy, host: string, name: string | u
     `tollgate: WARNING: (teams ${principal.teams.join(', ') || 'none'}). For development on this machine only; never in production.`,
     bar,
   ].join('\n');
+}
+
+/**
+ * A gateway started with another deployment's policy would charge budgets nobody reads and miss the
+ * usage already there: the store must hold this policy's data (src/admin/mismatch.ts), else
+ * StoreMismatchError (exit 4). `store` is the one the gateway opened; without it (the primary of
+ * --workers) the shared Redis store is opened for the check alone.
+ */
+async function requireStoreOfPolicy(policy: Policy, settings: Settings, allow: boolean | undefined, store?: object): Promise<void> {
+  const { budgetsInStore, listsUsage, requireSamePolicy } = await import('../admin/mismatch.js');
+  const redis = settings.redisUrl ?? settings.redisClusterNodes?.join(',');
+  if (!redis) {
+    if (store && listsUsage(store)) requireSamePolicy(policy, await budgetsInStore(store, settings.keyPrefix), `The journal in ${settings.dataDir}`, allow);
+    return;
+  }
+  const { shownUrl } = await import('../admin/redisJournal.js');
+  const { RedisQuotaStore } = await import('../quota/redis.js');
+  const quiet = { info() {}, warn() {}, error() {} };
+  const opened = store ? undefined : new RedisQuotaStore({ url: settings.redisUrl, clusterNodes: settings.redisClusterNodes, prefix: settings.keyPrefix, commandTimeoutMs: settings.storeTimeoutMs, sweepIntervalMs: 0, logger: quiet });
+  const own = store ?? opened!;
+  try {
+    if (listsUsage(own)) requireSamePolicy(policy, await budgetsInStore(own, settings.keyPrefix), `The store ${shownUrl(redis)} (prefix ${settings.keyPrefix})`, allow);
+  } finally {
+    await opened?.close();
+  }
 }
 
 /** Settings from the environment with the flags applied over them. */
@@ -151,6 +178,7 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
     const primaryPolicy = loadPolicyFile(settings.policyPath);
     refuseDemoKeysOnNetwork(primaryPolicy, settings.http.host, flags.allowDemoKeysOnNetwork);
     const warning = checkDevAnonymous(primaryPolicy, settings.http.host, settings.devAnonymous);
+    await requireStoreOfPolicy(primaryPolicy, settings, flags.allowOtherBudgets);
     if (warning) process.stderr.write(`${warning}\n`);
     return runPrimary({
       workers,
@@ -167,6 +195,12 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
   refuseDemoKeysOnNetwork(policy, settings.http.host, flags.allowDemoKeysOnNetwork);
   const anonymousWarning = checkDevAnonymous(policy, settings.http.host, settings.devAnonymous);
   const runtime = await buildRuntime(settings, { policy });
+  if (!isWorker() && (settings.dataDir !== undefined || settings.redisUrl || settings.redisClusterNodes)) {
+    await requireStoreOfPolicy(policy, settings, flags.allowOtherBudgets, runtime.gateway.store).catch(async (err: unknown) => {
+      await runtime.close();
+      throw err;
+    });
+  }
   if (isWorker()) runtime.metrics.text = workerMetrics(runtime.metrics.registry);
   const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
   const { consoleRoutes } = await import('../console/index.js');

@@ -74,6 +74,8 @@ let dir: string;
 let work: string;
 let eventsFile: string;
 let now = DAY1;
+/** The commands read the journal through the policy that wrote it. */
+let policyEnv: NodeJS.ProcessEnv = {};
 const clock = () => now;
 
 /** The embedded store on a journal in `dir`, as `tollgate serve` builds it. */
@@ -85,12 +87,14 @@ function journaledStore(at: string): { store: MemoryQuotaStore; journal: FileJou
   return { store, journal };
 }
 
-const report = async (...args: string[]) => runUsageCommand(['report', '--data-dir', dir, ...args], {});
+const report = async (...args: string[]) => runUsageCommand(['report', '--data-dir', dir, ...args], policyEnv);
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'tollgate-report-'));
   dir = join(work, 'data');
   eventsFile = join(work, 'events.jsonl');
+  writeFileSync(join(work, 'policy.yaml'), POLICY);
+  policyEnv = { TOLLGATE_POLICY: join(work, 'policy.yaml') };
   gw = await startTestGateway(POLICY, { now: clock, store: journaledStore(dir).store });
   const clients: Record<string, Client> = {};
   for (const who of ['alice', 'bob', 'carol', 'dave'] as const) clients[who] = await connectHttp(gw.mcpUrl, KEYS[who]);
@@ -240,7 +244,7 @@ describe('usage report from the embedded journal', () => {
 
   it('reads the same report from the event log as from the journal', async () => {
     for (const by of ['team', 'cost-center', 'user', 'model', 'tier']) {
-      const fromEvents = await runUsageCommand(['report', '--events', eventsFile, '--by', by, '--window', 'day', '--format', 'json'], {});
+      const fromEvents = await runUsageCommand(['report', '--events', eventsFile, '--by', by, '--window', 'day', '--format', 'json'], policyEnv);
       expect(fromEvents).toBe(await report('--by', by, '--window', 'day', '--format', 'json'));
     }
   });
@@ -273,7 +277,7 @@ describe('usage report from the embedded journal', () => {
 
 describe('usage refusals', () => {
   it('lists who was refused, by which rule or budget, with which code', async () => {
-    expect(await runUsageCommand(['refusals', '--data-dir', dir, '--from', '2026-11-01T00:00:00Z', '--to', '2026-12-31T00:00:00Z'], {})).toBe(
+    expect(await runUsageCommand(['refusals', '--data-dir', dir, '--from', '2026-11-01T00:00:00Z', '--to', '2026-12-31T00:00:00Z'], policyEnv)).toBe(
       [
         'user                                 rule                    budget    code              refusals  last',
         'bob                                  contractors-no-premium  -         POLICY_DENIED            2  2026-12-01T08:00:00.000Z',
@@ -286,13 +290,13 @@ describe('usage refusals', () => {
   });
 
   it('counts by team, a user in two teams under each', async () => {
-    expect(await runUsageCommand(['refusals', '--data-dir', dir, '--from', '2026-11-01T00:00:00Z', '--to', '2026-12-31T00:00:00Z', '--by', 'team', '--format', 'csv'], {})).toBe(
+    expect(await runUsageCommand(['refusals', '--data-dir', dir, '--from', '2026-11-01T00:00:00Z', '--to', '2026-12-31T00:00:00Z', '--by', 'team', '--format', 'csv'], policyEnv)).toBe(
       ['team,refusals,last', 'platform,3,2026-12-01T08:00:00.000Z', '(none),1,2026-12-01T08:00:00.000Z', 'data,1,2026-11-26T09:00:00.000Z', ''].join('\n'),
     );
   });
 
   it('counts by code within the window', async () => {
-    const out = await runUsageCommand(['refusals', '--events', eventsFile, '--from', '2026-11-25T00:00:00Z', '--to', '2026-11-26T00:00:00Z', '--by', 'code', '--format', 'json'], {});
+    const out = await runUsageCommand(['refusals', '--events', eventsFile, '--from', '2026-11-25T00:00:00Z', '--to', '2026-11-26T00:00:00Z', '--by', 'code', '--format', 'json'], policyEnv);
     expect(JSON.parse(out)).toEqual({ by: ['code'], rows: [{ keys: { code: 'POLICY_DENIED' }, refusals: 1, last: '2026-11-25T10:00:00.000Z' }], total: 1, notes: [] });
   });
 });
@@ -300,9 +304,9 @@ describe('usage refusals', () => {
 describe('usage export from the journal', () => {
   it('exports the same rows from the journal as from the event log, refused calls left out', async () => {
     const window = ['--from', '2026-11-01T00:00:00Z', '--to', '2026-12-31T00:00:00Z'];
-    const fromJournal = await runUsageCommand(['export', '--data-dir', dir, ...window, '--format', 'focus'], {});
-    expect(fromJournal).toBe(await runUsageCommand(['export', '--events', eventsFile, ...window, '--format', 'focus'], {}));
-    expect(await runUsageCommand(['export', '--data-dir', dir, ...window], {})).toBe(
+    const fromJournal = await runUsageCommand(['export', '--data-dir', dir, ...window, '--format', 'focus'], policyEnv);
+    expect(fromJournal).toBe(await runUsageCommand(['export', '--events', eventsFile, ...window, '--format', 'focus'], policyEnv));
+    expect(await runUsageCommand(['export', '--data-dir', dir, ...window], policyEnv)).toBe(
       [
         'period_start,period_end,user,teams,cost_center,provider,model,tier,requests,input_tokens,output_tokens,cached_input_tokens,cost_usd',
         '2026-11-25T00:00:00.000Z,2026-11-26T00:00:00.000Z,alice,platform,cc-1,demo,demo/large,premium,1,3,5,0,0.000420',
@@ -319,7 +323,7 @@ describe('usage export from the journal', () => {
   });
 
   it('takes one source only', async () => {
-    await expect(runUsageCommand(['export', '--data-dir', dir, '--events', eventsFile, '--from', '2026-11-01T00:00:00Z', '--to', '2026-12-31T00:00:00Z'], {})).rejects.toThrow(
+    await expect(runUsageCommand(['export', '--data-dir', dir, '--events', eventsFile, '--from', '2026-11-01T00:00:00Z', '--to', '2026-12-31T00:00:00Z'], policyEnv)).rejects.toThrow(
       'read from one source: --data-dir <dir> (the embedded journal), --redis <url> (the Redis journal) or --events <file>... (event logs)',
     );
   });

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { usageCommand } from '../../src/admin/cli.js';
+import { keysCommand } from '../../src/admin/keys.js';
 import { StoreMismatchError } from '../../src/admin/mismatch.js';
 import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
@@ -82,4 +83,23 @@ describe('usage against a store written under another policy', () => {
     expect(right.stdout).toMatch(/^budget +scope +subject +used/);
     expect(right.stdout).toContain('team_monthly  team   data     1234');
   }, 120_000);
+
+  it('usage report, keys and serve on the shared store say so too (serve exits 4 before it listens)', async () => {
+    await expect(usageCommand('report', { redis: redis.url }, [], env)).rejects.toThrow(/The Redis store at redis:\/\/.* \(prefix .*\) holds usage for a budget the policy .* does not declare: team_monthly/);
+    await expect(keysCommand('list', { redis: redis.url }, env)).rejects.toThrow(StoreMismatchError);
+    expect(await keysCommand('list', { redis: redis.url, policy: join(dir, 'deployment.yaml') }, env)).toBe('no issued keys\n');
+    const tsx = pathToFileURL(join(process.cwd(), 'node_modules/tsx/dist/loader.mjs')).href;
+    const serve = (workers: string) =>
+      spawnSync(process.execPath, ['--import', tsx, 'src/cli.ts', 'serve', '--port', '0', '--no-watch', '--workers', workers], {
+        encoding: 'utf8',
+        env: { PATH: process.env.PATH, TOLLGATE_LOG_LEVEL: 'error', ...env },
+        timeout: 90_000,
+      });
+    for (const workers of ['1', '2']) {
+      const r = serve(workers);
+      expect(r.status, r.stderr).toBe(4);
+      expect(r.stderr).toContain('does not declare: team_monthly');
+      expect(r.stderr).not.toContain('serving MCP at');
+    }
+  }, 200_000);
 });

@@ -5,7 +5,7 @@
  * call with it refused), CSRF and read-only refusals, the Content-Security-Policy, and no secret on
  * any page. One browser for the file; each test has its own context (its own cookies).
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -79,6 +79,8 @@ async function signIn(key: string): Promise<Page> {
   return page;
 }
 
+let policyEnv: NodeJS.ProcessEnv = {};
+
 /** The console entries of the journal. */
 const consoleActions = () => [...journalLines(dir)].flatMap((l) => ('entry' in l && l.entry.body.kind === 'console' ? [l.entry.body.action!] : []));
 
@@ -91,6 +93,9 @@ beforeAll(async () => {
   store.restore(replay);
   journal.snapshotSource = () => store.snapshot();
   gw = await startConsoleGateway(policyText(issuer.issuer), { store, dataDir: dir });
+  // The usage commands read the journal through the policy that wrote it.
+  writeFileSync(join(work, 'policy.yaml'), policyText(issuer.issuer));
+  policyEnv = { TOLLGATE_POLICY: join(work, 'policy.yaml') };
   const alice = await connectHttp(`${gw.url}/mcp`, 'key-alice');
   const bob = await connectHttp(`${gw.url}/mcp`, 'key-bob');
   await alice.callTool({ name: 'complete', arguments: { prompt: 'hello there' } });
@@ -127,7 +132,7 @@ describe('the console in a browser', () => {
     const month = new Date().toISOString().slice(0, 7);
     const nextMonth = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth() + 1, 1)).toISOString();
     for (const by of ['user', 'team', 'cost-center', 'model', 'tier'] as const) {
-      const report = JSON.parse(await runUsageCommand(['report', '--data-dir', dir, '--by', by, '--window', 'month', '--from', `${month}-01T00:00:00Z`, '--to', nextMonth, '--format', 'json'], {})) as UsageReport;
+      const report = JSON.parse(await runUsageCommand(['report', '--data-dir', dir, '--by', by, '--window', 'month', '--from', `${month}-01T00:00:00Z`, '--to', nextMonth, '--format', 'json'], policyEnv)) as UsageReport;
       const shown = await page.$$eval(`#by-${by} tbody tr`, (rows) =>
         rows.map((r) => Object.fromEntries([...r.querySelectorAll('td[data-field]')].map((td) => [td.getAttribute('data-field'), td.textContent]))),
       );
@@ -232,7 +237,7 @@ describe('the console in a browser', () => {
     const page = await signIn(ADMIN_KEY);
     await page.goto(`${gw.url}/console/refusals?window=month`);
     const month = new Date().toISOString().slice(0, 7);
-    const refusals = JSON.parse(await runUsageCommand(['refusals', '--data-dir', dir, '--from', `${month}-01T00:00:00Z`, '--to', new Date(Date.now() + 86_400_000).toISOString(), '--format', 'json'], {})) as { total: number };
+    const refusals = JSON.parse(await runUsageCommand(['refusals', '--data-dir', dir, '--from', `${month}-01T00:00:00Z`, '--to', new Date(Date.now() + 86_400_000).toISOString(), '--format', 'json'], policyEnv)) as { total: number };
     expect(await page.textContent('#refusal-total')).toBe(`${refusals.total} refused call${refusals.total === 1 ? '' : 's'}`);
     expect(await page.$$eval('#refusal-groups [data-field=rule]', (cells) => cells.map((c) => c.textContent))).toContain('contractors-no-premium');
     const row = page.locator('#refusal-recent tbody tr', { has: page.locator('[data-field=code]', { hasText: 'POLICY_DENIED' }) });

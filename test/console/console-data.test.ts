@@ -4,7 +4,7 @@
  * MCP endpoint; console actions as `console` journal entries that leave the journal verifying; and
  * when the console is served at all.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -72,11 +72,18 @@ export async function signInWithKey(url: string, key: string): Promise<string> {
   return res.headers.get('set-cookie')!.split(';')[0]!;
 }
 
+/** CONSOLE_POLICY in a file: `usage report` reads the store through the policy that wrote it. */
+function consolePolicyFile(): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'tollgate-console-policy-')), 'policy.yaml');
+  writeFileSync(file, CONSOLE_POLICY);
+  return file;
+}
+
 /** Each dimension's rows of the console's month against the report's rows for the same month. */
 async function expectOverviewEqualsReport(src: ConsoleSources, reportArgs: string[], env: NodeJS.ProcessEnv): Promise<void> {
   const o = await overview(src, rangeOf('month', NOW));
   for (const by of REPORT_DIMENSIONS) {
-    const r = JSON.parse(await runUsageCommand(['report', ...reportArgs, '--by', by, '--window', 'month', '--from', '2026-11-01T00:00:00Z', '--to', '2026-12-01T00:00:00Z', '--format', 'json'], env)) as UsageReport;
+    const r = JSON.parse(await runUsageCommand(['report', ...reportArgs, '--policy', consolePolicyFile(), '--by', by, '--window', 'month', '--from', '2026-11-01T00:00:00Z', '--to', '2026-12-01T00:00:00Z', '--format', 'json'], env)) as UsageReport;
     const strip = ({ key, calls, inputTokens, outputTokens, costMicroUsd, recovered, refused, failed }: UsageReport['rows'][number]) => ({ key, calls, inputTokens, outputTokens, costMicroUsd, recovered, refused, failed });
     const byKey = (a: { key: string }, b: { key: string }) => (a.key < b.key ? -1 : 1);
     expect(o.by[by].map(strip).sort(byKey), by).toEqual(r.rows.map(strip).sort(byKey));

@@ -4,7 +4,7 @@
  * directory accepts them, across a restart, and refuses a revoked one within the lookup cache time
  * (5 s). The gateway runs on a clock the test moves, so the cache time passes without waiting.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -14,7 +14,10 @@ import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gate
 
 describe('API keys issued into the data directory (no Redis)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-keys-'));
-  const env = { TOLLGATE_DATA_DIR: dir };
+  // tollgate keys checks the journal holds this policy's budgets: it reads the gateway's policy.
+  const policyFile = join(mkdtempSync(join(tmpdir(), 'tollgate-keys-policy-')), 'policy.yaml');
+  writeFileSync(policyFile, basicPolicy());
+  const env = { TOLLGATE_DATA_DIR: dir, TOLLGATE_POLICY: policyFile };
   let gw: TestGateway | undefined;
   let clock = Date.now();
   const now = () => clock;

@@ -4,6 +4,9 @@
  * clock the test moves, so the cache time passes without waiting for it.
  */
 import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
@@ -17,6 +20,10 @@ describe('API keys issued into the shared store', () => {
   // Both replicas read this clock; it stands still unless the test moves it.
   let clock = Date.now();
   const now = () => clock;
+
+  // tollgate keys checks the store holds this policy's budgets: it reads the gateways' policy.
+  const policyFile = join(mkdtempSync(join(tmpdir(), 'tollgate-keys-policy-')), 'policy.yaml');
+  writeFileSync(policyFile, basicPolicy());
 
   beforeAll(async () => {
     redis = await startRedis();
@@ -37,7 +44,7 @@ describe('API keys issued into the shared store', () => {
       execFile(
         process.execPath,
         ['--import', 'tsx', 'src/cli.ts', 'keys', ...args],
-        { env: { PATH: process.env.PATH ?? '', REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: prefix }, encoding: 'utf8' },
+        { env: { PATH: process.env.PATH ?? '', REDIS_URL: redis.url, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_POLICY: policyFile }, encoding: 'utf8' },
         (err, stdout, stderr) => resolve({ status: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
       );
     });
