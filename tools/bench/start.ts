@@ -1,7 +1,7 @@
 /**
  * How long `npm start` takes to serve (issue 18 item 10): the time from running it to the line
  * "serving MCP at", on a clean checkout (no dist/: a full build) and again with nothing changed
- * (the incremental build finds dist/ up to date), over several rounds, each with the CPU time its
+ * (tools/build-if-changed.mjs finds dist/ up to date and skips the compiler), over several rounds, each with the CPU time its
  * processes had used when it served. Then the build step alone,
  * with nothing changed, under /usr/bin/time: its CPU time (user + sys) is steadier than wall time
  * on a shared machine.
