@@ -86,6 +86,12 @@ describe('HTTP edge', () => {
     expect(await res.json()).toMatchObject({ status: 'ok', store: 'memory', policyVersion: gw.runtime.gateway.policy.version });
   });
 
+  it('sends no ETag: every answer is its own, so no hash is made of it', async () => {
+    const res = await fetch(`${gw.url}/healthz`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('etag')).toBeNull();
+  });
+
   it('streams text as MCP progress notifications when the client sends a progress token', async () => {
     const client = await connectHttp(gw.mcpUrl, KEYS.carol);
     const deltas: string[] = [];

@@ -8,6 +8,10 @@
  *                      (passthrough-light: tollgate's HTTP plumbing without enforcement;
  *                       redis-Nw: N cluster workers; redis-sbr: limits.settleBeforeReply)
  *                    [--node-options=--max-old-space-size=256]      (for every tollgate process)
+ *                    [--dist-b <other builds' dist/ dirs, comma-separated> with target memory-b]   (A/B in one run)
+ *   npm run bench -- --api openai [--rounds 3] [--targets upstream,nginx,portkey,memory,redis]
+ *                      (the OpenAI wire, plain and streamed: the fake directly, Debian's nginx and
+ *                       Portkey's gateway started by the bench, tollgate's /v1/chat/completions)
  *
  * Every server runs in its own process; the load runs in this one. tollgate is built first and run
  * from dist/, as `npm start` runs it.
@@ -16,13 +20,15 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { killChildren, localRedisUrl, pct, rssMb, sleep, startChild } from './common.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
 import { closeRawClient, cpuMs, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
+import { startNginx, startPortkey } from './floor.js';
+import { runWire, type WireTarget } from './wire.js';
 
 const { values } = parseArgs({
   options: {
@@ -36,6 +42,10 @@ const { values } = parseArgs({
     soak: { type: 'string', default: '0' },
     'cpu-prof': { type: 'string' },
     'node-options': { type: 'string', default: '' },
+    api: { type: 'string', default: 'mcp' },
+    rounds: { type: 'string', default: '1' },
+    /** Other builds' dist/ directories, comma-separated: with target `memory-b`, each runs on the memory store beside this build. */
+    'dist-b': { type: 'string' },
   },
 });
 const SOAK = Number(values.soak);
@@ -45,7 +55,9 @@ const WARMUP = Number(values.warmup);
 const SEQUENTIAL = Number(values.sequential);
 const SESSIONS = Number(values.sessions);
 const SESSIONS_IDLE = Number(values['sessions-idle']);
-const TARGETS = values.targets.split(',');
+const API = values.api;
+if (API !== 'mcp' && API !== 'openai') throw new Error(`--api must be mcp or openai, not ${API}`);
+const TARGETS = (API === 'openai' && values.targets === 'passthrough,passthrough-light,memory,redis,redis-sbr,redis-2w' ? 'upstream,nginx,portkey,memory,redis' : values.targets).split(',');
 const KEY = 'tg-bench-key';
 /** With --cpu-prof <dir>, every server writes a V8 CPU profile there when it stops. */
 const PROF = values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}`] : [];
@@ -252,7 +264,7 @@ const GATEWAY = 'dist/src/cli.js';
 const cleanup: (() => Promise<unknown>)[] = [];
 
 async function main(): Promise<void> {
-  if (TARGETS.some((t) => !t.startsWith('passthrough'))) execFileSync('npm', ['run', 'build', '--silent'], { stdio: 'inherit' });
+  if (TARGETS.some((t) => t === 'memory' || t.startsWith('redis'))) execFileSync('npm', ['run', 'build', '--silent'], { stdio: 'inherit' });
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-'));
   try {
     const fakes = await startChild(['tools/fake-providers/main.ts'], {}, /openai\s+(http\S+)/, 'stdout');
@@ -263,6 +275,18 @@ async function main(): Promise<void> {
     writeFileSync(settleFirstPolicy, policyText(openaiUrl, true));
 
     const servers: { name: string; url: string; pid: number }[] = [];
+    const floors: WireTarget[] = [];
+    if (TARGETS.includes('upstream')) floors.push({ name: 'upstream (fake, direct)', baseUrl: openaiUrl, pid: fakes.child.pid!, headers: {} });
+    if (TARGETS.includes('nginx')) {
+      const n = await startNginx(join(dir, 'nginx'), openaiUrl);
+      if (n) floors.push({ name: 'nginx', ...n });
+      else process.stdout.write('nginx: not installed; skipping that target\n');
+    }
+    if (TARGETS.includes('portkey')) {
+      const p = await startPortkey(openaiUrl);
+      if (p) floors.push({ name: 'portkey', ...p });
+      else process.stdout.write('portkey: @portkey-ai/gateway is not installed (npm install); skipping that target\n');
+    }
     if (TARGETS.includes('passthrough')) {
       const p = await startChild(['tools/bench/passthrough.ts', openaiUrl], {}, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'passthrough (no policy)', url: p.match[1]!, pid: p.child.pid! });
@@ -280,6 +304,13 @@ async function main(): Promise<void> {
       const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], gatewayEnv, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'tollgate (memory)', url: g.match[1]!, pid: g.child.pid! });
     }
+    // Other builds side by side with this one (an A/B in one run): each on the memory store.
+    for (const other of TARGETS.includes('memory-b') ? (values['dist-b'] ?? '').split(',').filter(Boolean) : []) {
+      const label = basename(other);
+      const env = { ...gatewayEnv, TOLLGATE_EVENTS_FILE: join(dir, `events-${label}.jsonl`), TOLLGATE_DATA_DIR: join(dir, `data-${label}`) };
+      const g = await startChild([join(other, 'src/cli.js'), 'serve', '--port', '0', '--policy', policyFile], env, /serving MCP at (\S+)/, 'stderr', PROF);
+      servers.push({ name: `tollgate (memory, ${label})`, url: g.match[1]!, pid: g.child.pid! });
+    }
     // `redis` is one process; `redis-Nw` is one gateway of N cluster workers; `redis-sbr` answers
     // only once the settlement is written (limits.settleBeforeReply). Each gets a key prefix of its own.
     const redisTargets = TARGETS.filter((t) => t === 'redis' || t === 'redis-sbr' || /^redis-\d+w$/.test(t));
@@ -295,6 +326,13 @@ async function main(): Promise<void> {
       servers.push({ name, url: g.match[1]!, pid: g.child.pid! });
     }
 
+    if (API === 'openai') {
+      const tollgates = servers.map((x): WireTarget => ({ name: x.name, baseUrl: x.url.replace(/\/mcp$/, '/v1'), pid: x.pid, headers: {}, tollgate: true }));
+      const opts = { clients: CLIENTS, seconds: SECONDS, warmup: WARMUP, sequential: SEQUENTIAL, rounds: Number(values.rounds), key: KEY, prompt: ARGS.prompt, maxTokens: ARGS.max_tokens, model: 'standard', fakePid: fakes.child.pid! };
+      process.stdout.write(`node ${process.version}; tollgate NODE_OPTIONS: ${values['node-options'] || '(none)'}\n`);
+      await runWire([...floors, ...tollgates.filter((x) => !x.name.startsWith('passthrough'))], opts, (text) => process.stdout.write(text));
+      return;
+    }
     const head = `${'target'.padEnd(25)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'mean ms'.padStart(9)}${'calls/s'.padStart(9)}${'errors'.padStart(7)}`;
     process.stdout.write(`node ${process.version}, ${CLIENTS} clients x ${SECONDS}s (after ${WARMUP}s warm-up); sequential ${SEQUENTIAL} calls; tollgate NODE_OPTIONS: ${values['node-options'] || '(none)'}\n\n`);
     const seq: Record<string, LoadResult> = {};

@@ -1,0 +1,171 @@
+/**
+ * The benchmark on the OpenAI wire (`npm run bench -- --api openai`): the fake OpenAI server
+ * called directly, through nginx, through Portkey's gateway and through tollgate's
+ * `/v1/chat/completions`, plain and streamed, in interleaved rounds; then the medians of the rounds
+ * and the ratios issue 21's targets are stated in.
+ */
+import { pct } from './common.js';
+import { cpuMs } from './rawload.js';
+import { chatBody, chatCall, chatTarget, type ChatTarget } from './openaiload.js';
+
+export interface WireTarget {
+  name: string;
+  baseUrl: string;
+  /** The server's process (and its descendants), whose CPU is counted. */
+  pid: number;
+  headers: Record<string, string>;
+  /** Counted as a tollgate target in the ratios. */
+  tollgate?: boolean;
+}
+
+export interface WireOptions {
+  clients: number;
+  seconds: number;
+  warmup: number;
+  sequential: number;
+  rounds: number;
+  key: string;
+  prompt: string;
+  maxTokens: number;
+  /** The model each call names (tollgate resolves it; the others pass it on). */
+  model: string;
+  fakePid: number;
+}
+
+type Mode = 'plain' | 'stream';
+
+interface Figures {
+  seqP50: number;
+  seqP99: number;
+  seqErrors: number;
+  p50: number;
+  p99: number;
+  callsPerSec: number;
+  errors: number;
+  /** Server CPU ms per call, fake CPU ms per call, load generator CPU ms per call. */
+  cpu: number;
+  fakeCpu: number;
+  loadCpu: number;
+}
+
+const median = (xs: number[]) => pct([...xs].sort((a, b) => a - b), 50);
+
+function targetFor(t: WireTarget, o: WireOptions, sockets: number): ChatTarget {
+  return chatTarget(t.baseUrl, { authorization: `Bearer ${o.key}`, ...t.headers }, sockets);
+}
+
+/** One call per target in turn (rotating order), `count` times: latency of a single call. */
+async function sequential(targets: WireTarget[], o: WireOptions, stream: boolean): Promise<{ p50: number; p99: number; errors: number }[]> {
+  const ts = targets.map((t) => targetFor(t, o, 1));
+  const body = chatBody(o.model, o.prompt, o.maxTokens, stream);
+  for (let i = 0; i < 100; i++) for (const t of ts) await chatCall(t, body, stream);
+  const lat: number[][] = ts.map(() => []);
+  const errors = ts.map(() => 0);
+  for (let i = 0; i < o.sequential; i++) {
+    for (let k = 0; k < ts.length; k++) {
+      const j = (i + k) % ts.length;
+      const s = performance.now();
+      if (await chatCall(ts[j]!, body, stream)) lat[j]!.push(performance.now() - s);
+      else errors[j]!++;
+    }
+  }
+  for (const t of ts) t.agent.destroy();
+  return lat.map((l, j) => {
+    l.sort((a, b) => a - b);
+    return { p50: pct(l, 50), p99: pct(l, 99), errors: errors[j]! };
+  });
+}
+
+/** `clients` callers back to back on one target for `seconds` after the warm-up. */
+async function concurrent(target: WireTarget, o: WireOptions, stream: boolean) {
+  const t = targetFor(target, o, o.clients);
+  const body = chatBody(o.model, o.prompt, o.maxTokens, stream);
+  const lat: number[] = [];
+  let errors = 0;
+  let measuring = false;
+  let stop = false;
+  const loop = async () => {
+    while (!stop) {
+      const s = performance.now();
+      const ok = await chatCall(t, body, stream);
+      if (!measuring) continue;
+      if (ok) lat.push(performance.now() - s);
+      else errors++;
+    }
+  };
+  const running = Array.from({ length: o.clients }, loop);
+  await new Promise((r) => setTimeout(r, o.warmup * 1000));
+  const pids = [target.pid, o.fakePid];
+  const cpu0 = pids.map(cpuMs);
+  const self0 = process.cpuUsage();
+  measuring = true;
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, o.seconds * 1000));
+  measuring = false;
+  const elapsed = (performance.now() - t0) / 1000;
+  const cpu = pids.map((p, i) => cpuMs(p) - cpu0[i]!);
+  const self = process.cpuUsage(self0);
+  stop = true;
+  await Promise.all(running);
+  t.agent.destroy();
+  lat.sort((a, b) => a - b);
+  const n = Math.max(1, lat.length);
+  // No call answered: no CPU per call to speak of.
+  const per = (ms: number) => (lat.length === 0 ? Number.NaN : ms / n);
+  return { p50: pct(lat, 50), p99: pct(lat, 99), callsPerSec: lat.length / elapsed, errors, cpu: per(cpu[0]!), fakeCpu: per(cpu[1]!), loadCpu: per((self.user + self.system) / 1000) };
+}
+
+const f = (n: number, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a').padStart(10);
+const HEAD = `${'target'.padEnd(28)}${'seq p50'.padStart(10)}${'seq p99'.padStart(10)}${'p50'.padStart(10)}${'p99'.padStart(10)}${'calls/s'.padStart(10)}${'errors'.padStart(10)}${'srv cpu'.padStart(10)}${'fake cpu'.padStart(10)}${'load cpu'.padStart(10)}`;
+const line = (name: string, x: Figures) =>
+  `${name.padEnd(28)}${f(x.seqP50)}${f(x.seqP99)}${f(x.p50)}${f(x.p99)}${f(x.callsPerSec, 0)}${String(x.seqErrors + x.errors).padStart(10)}${f(x.cpu, 3)}${f(x.fakeCpu, 3)}${f(x.loadCpu, 3)}`;
+
+/** Runs every round and prints each, then the medians and the ratios. */
+export async function runWire(targets: WireTarget[], o: WireOptions, write: (s: string) => void): Promise<void> {
+  const modes: Mode[] = ['plain', 'stream'];
+  const runs = new Map<string, Figures[]>();
+  write(`OpenAI wire: POST /v1/chat/completions, ${o.clients} clients x ${o.seconds}s (after ${o.warmup}s warm-up), sequential ${o.sequential} calls, ${o.rounds} round(s); latency in ms, CPU in ms per call\n`);
+  for (let round = 0; round < o.rounds; round++) {
+    for (const mode of modes) {
+      const stream = mode === 'stream';
+      const seq = o.sequential > 0 ? await sequential(targets, o, stream) : targets.map(() => ({ p50: Number.NaN, p99: Number.NaN, errors: 0 }));
+      // The concurrent runs start from a different target each round, so that no target always
+      // follows the same one.
+      const order = targets.map((_, i) => (i + round) % targets.length);
+      const conc = new Map<number, Awaited<ReturnType<typeof concurrent>>>();
+      for (const i of order) conc.set(i, await concurrent(targets[i]!, o, stream));
+      write(`\nround ${round + 1}, ${mode}\n${HEAD}\n`);
+      targets.forEach((t, i) => {
+        const c = conc.get(i)!;
+        const x: Figures = { seqP50: seq[i]!.p50, seqP99: seq[i]!.p99, seqErrors: seq[i]!.errors, ...c };
+        const key = `${mode}\u0000${t.name}`;
+        runs.set(key, [...(runs.get(key) ?? []), x]);
+        write(`${line(t.name, x)}\n`);
+      });
+    }
+  }
+  const med = (mode: Mode, name: string): Figures => {
+    const xs = runs.get(`${mode}\u0000${name}`) ?? [];
+    const m = (k: keyof Figures) => median(xs.map((x) => x[k]));
+    return { seqP50: m('seqP50'), seqP99: m('seqP99'), seqErrors: m('seqErrors'), p50: m('p50'), p99: m('p99'), callsPerSec: m('callsPerSec'), errors: m('errors'), cpu: m('cpu'), fakeCpu: m('fakeCpu'), loadCpu: m('loadCpu') };
+  };
+  for (const mode of modes) {
+    write(`\nmedian of ${o.rounds} round(s), ${mode}\n${HEAD}\n`);
+    for (const t of targets) write(`${line(t.name, med(mode, t.name))}\n`);
+  }
+  const nginx = targets.find((t) => t.name === 'nginx');
+  const portkey = targets.find((t) => t.name === 'portkey');
+  write(`\nratios (medians; issue 21's targets in brackets)\n`);
+  for (const t of targets.filter((x) => x.tollgate)) {
+    for (const mode of modes) {
+      const a = med(mode, t.name);
+      const parts = [`CPU ${a.cpu.toFixed(3)} ms per call [<= ${mode === 'plain' ? '0.2' : '0.3'}]`];
+      if (portkey) {
+        const p = med(mode, portkey.name);
+        parts.push(p.errors > 0 && p.callsPerSec === 0 ? 'portkey answered no call' : `throughput x${(a.callsPerSec / p.callsPerSec).toFixed(2)} portkey's [>= 2]`);
+      }
+      if (nginx) parts.push(`sequential p99 ${(a.seqP99 - med(mode, nginx.name).seqP99 >= 0 ? '+' : '')}${(a.seqP99 - med(mode, nginx.name).seqP99).toFixed(2)} ms over nginx [<= 1.5]`);
+      write(`${`${t.name}, ${mode}`.padEnd(36)}${parts.join('; ')}\n`);
+    }
+  }
+}
