@@ -3,9 +3,10 @@
  * answered in one `application/json` body (the spec lets the server pick JSON or SSE). The SDK's
  * StreamableHTTPServerTransport does the same in its JSON mode, but builds a web Request, Headers
  * and Response around every call (through @hono/node-server); this transport hands the messages to
- * the SDK Server and collects its answers directly, and mirrors the SDK transport's checks and
- * error answers for that case. Streamed answers (progress) still go through the SDK transport
- * (mcpRoutes.ts).
+ * the SDK Server and collects its answers directly, and gives the SDK transport's checks and
+ * error answers for that case. test/unit/json-transport-sdk.test.ts sends the same requests to
+ * both and compares the answers, so an SDK upgrade that changes them fails a test. Streamed answers
+ * (progress) still go through the SDK transport (mcpRoutes.ts).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';

@@ -285,7 +285,7 @@ async function main(): Promise<void> {
     if (TARGETS.includes('portkey')) {
       const p = await startPortkey(openaiUrl);
       if (p) floors.push({ name: 'portkey', ...p });
-      else process.stdout.write('portkey: @portkey-ai/gateway is not installed (npm install); skipping that target\n');
+      else process.stdout.write('portkey: not installed (npm ci --prefix tools/bench/peer); skipping that target\n');
     }
     if (TARGETS.includes('passthrough')) {
       const p = await startChild(['tools/bench/passthrough.ts', openaiUrl], {}, /serving MCP at (\S+)/, 'stderr', PROF);

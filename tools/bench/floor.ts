@@ -8,7 +8,8 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { children, freePort, sleep, startChild } from './common.js';
 
 export interface FloorServer {
@@ -77,15 +78,18 @@ export async function startNginx(dir: string, upstreamBaseUrl: string): Promise<
   throw new Error(`nginx did not answer on port ${port}: ${stderr}`);
 }
 
+/** Where the peer gateway is installed: a package of its own, so its dependencies stay out of tollgate's tree. */
+export const PEER_DIR = join(dirname(fileURLToPath(import.meta.url)), 'peer');
+
 /**
- * Portkey's gateway from its npm package (a devDependency), headless, routing every call to the
- * fake as a custom OpenAI host (`x-portkey-provider`, `x-portkey-custom-host`; loopback is on its
- * default list of trusted custom hosts). Undefined when the package is not installed.
+ * Portkey's gateway from its npm package (pinned in tools/bench/peer), headless, routing every call
+ * to the fake as a custom OpenAI host (`x-portkey-provider`, `x-portkey-custom-host`; loopback is
+ * on its default list of trusted custom hosts). Undefined when that package is not installed.
  */
 export async function startPortkey(upstreamBaseUrl: string): Promise<FloorServer | undefined> {
   let entry: string;
   try {
-    const pkg = createRequire(import.meta.url).resolve('@portkey-ai/gateway/package.json');
+    const pkg = createRequire(join(PEER_DIR, 'package.json')).resolve('@portkey-ai/gateway/package.json');
     entry = join(pkg, '..', 'build', 'start-server.js');
   } catch {
     return undefined;
