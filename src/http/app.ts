@@ -4,7 +4,7 @@
  * limit, plus /healthz and /metrics. Transport concerns only; every call goes to the gateway.
  */
 import { isUtf8 } from 'node:buffer';
-import { createServer, type Server as HttpServer } from 'node:http';
+import { IncomingMessage, ServerResponse, createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
@@ -152,7 +152,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     /** Starts listening; resolves with the bound address. */
     listen(): Promise<{ server: HttpServer; url: string }> {
       return new Promise((resolve, reject) => {
-        const server = createServer(app);
+        const server = expressServer(app);
         server.once('error', reject);
         server.listen(opts.port, opts.host, () => {
           const { port } = server.address() as AddressInfo;
@@ -170,6 +170,26 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
 
 /** The body parser's error type for a body that is not valid UTF-8 (read by bodyError in compat.ts). */
 const INVALID_UTF8 = 'encoding.invalid';
+
+/**
+ * An HTTP server for `app` whose requests and responses are born with express's prototypes.
+ * Express otherwise gives each request and response its methods by changing their prototype
+ * (Object.setPrototypeOf in app.handle), which V8 handles badly: measured on this stack, it tripled
+ * what each request allocates and made a quarter of it outlive the young generation, so every
+ * scavenge copied megabytes and took 2 to 3 ms instead of 0.1 ms. Here the server builds them from
+ * subclasses whose prototypes sit on express's, and `app.request` / `app.response` become those
+ * prototypes, so that call changes nothing. (Subclasses rather than Reflect.construct with
+ * express's objects as prototype: objects made that way measured 3.8 KB each, against 0.74 KB.)
+ */
+export function expressServer(app: express.Express): HttpServer {
+  class ExpressRequest extends IncomingMessage {}
+  Object.setPrototypeOf(ExpressRequest.prototype, app.request);
+  class ExpressResponse<R extends IncomingMessage = IncomingMessage> extends ServerResponse<R> {}
+  Object.setPrototypeOf(ExpressResponse.prototype, app.response);
+  app.request = ExpressRequest.prototype as unknown as express.Request;
+  app.response = ExpressResponse.prototype as unknown as express.Response;
+  return createServer({ IncomingMessage: ExpressRequest, ServerResponse: ExpressResponse }, app);
+}
 
 /**
  * JSON text between systems must be UTF-8 (RFC 8259); the body parser would otherwise replace bad

@@ -6,8 +6,8 @@
  *   node --import tsx tools/bench/passthrough.ts <openai-base-url> [--light]
  *
  * By default it is built as the SDK documents: express, and a StreamableHTTPServerTransport per
- * session. With --light it uses tollgate's own HTTP plumbing instead (JSON answers through
- * jsonTransport.ts, a fresh Server per request), so that the
+ * session. With --light it uses tollgate's own HTTP plumbing instead (requests born with express's
+ * prototypes, JSON answers through jsonTransport.ts, a fresh Server per request), so that the
  * difference to tollgate is the enforcement alone.
  */
 import { randomUUID } from 'node:crypto';
@@ -17,6 +17,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import express from 'express';
+import { expressServer } from '../../src/http/app.js';
 import { JsonResponseTransport, acceptPost, writeAnswer } from '../../src/http/jsonTransport.js';
 import { createOpenAIProvider } from '../../src/providers/openai.js';
 
@@ -82,7 +83,7 @@ app.delete('/mcp', async (req, res) => {
   if (t) await t.handleRequest(req, res);
   else res.status(404).end();
 });
-const listener = createServer(app).listen(0, '127.0.0.1', () => {
+const listener = (light ? expressServer(app) : createServer(app)).listen(0, '127.0.0.1', () => {
   const addr = listener.address() as { port: number };
   process.stderr.write(`passthrough serving MCP at http://127.0.0.1:${addr.port}/mcp\n`);
 });
