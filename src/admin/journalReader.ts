@@ -11,7 +11,7 @@ import { GatewayError } from '../errors.js';
 import { parseEventLines } from '../metering/focus.js';
 import type { DecisionEvent } from '../metering/events.js';
 import { readHead } from '../quota/fileJournal.js';
-import type { EntryKind, EntryLine, JournalEntry } from '../quota/journal.js';
+import type { EntryBody, EntryKind, EntryLine, JournalEntry } from '../quota/journal.js';
 
 const CURRENT = 'journal.jsonl';
 const NEXT = 'journal.next';
@@ -30,6 +30,11 @@ export function endedSegmentNames(dir: string): string[] {
     .sort();
 }
 
+/** The current segment's file name in `dir` (`journal.next` while a segment change is cut between its renames), if there is one. */
+export function currentSegmentName(dir: string): string | undefined {
+  return [CURRENT, NEXT].find((name) => existsSync(join(dir, name)));
+}
+
 /** Whether `dir` holds an embedded journal. */
 export function isJournalDir(dir: string): boolean {
   return existsSync(dir) && (existsSync(join(dir, CURRENT)) || existsSync(join(dir, NEXT)) || endedSegmentNames(dir).length > 0);
@@ -42,7 +47,8 @@ export function requireJournalDir(dir: string): void {
   }
 }
 
-function isEntry(v: unknown): v is JournalEntry {
+/** Whether a parsed line has the shape of a journal entry. */
+export function isEntry(v: unknown): v is JournalEntry {
   if (!v || typeof v !== 'object') return false;
   const e = v as Record<string, unknown>;
   const body = e.body as Record<string, unknown> | undefined;
@@ -117,13 +123,24 @@ export function* journalLines(dir: string): Generator<JournalLine> {
   }
 }
 
+/** The error for a line of the journal in `dir` that is not an entry. */
+export function notAnEntry(dir: string, file: string, line: number, detail: string): GatewayError {
+  return new GatewayError('INVALID_REQUEST', `the journal in ${dir} has a line that is not an entry (${file} line ${line}: ${detail}); run \`tollgate audit verify --data-dir ${dir}\``);
+}
+
 /** The journal's entries in order, throwing on a line that is not one (a torn last line of the current segment is skipped). */
 export function* journalEntries(dir: string): Generator<{ file: string; line: number; entry: JournalEntry }> {
   for (const l of journalLines(dir)) {
     if ('entry' in l) yield l;
-    else if (l.problem === 'unreadable' || l.file !== CURRENT) {
-      throw new GatewayError('INVALID_REQUEST', `the journal in ${dir} has a line that is not an entry (${l.file} line ${l.line}: ${l.detail}); run \`tollgate audit verify --data-dir ${dir}\``);
-    }
+    else if (l.problem === 'unreadable' || l.file !== CURRENT) throw notAnEntry(dir, l.file, l.line, l.detail);
+  }
+}
+
+/** The entries of one ended segment of the journal in `dir`, throwing on a line that is not one. */
+export function* endedSegmentEntries(dir: string, name: string): Generator<JournalEntry> {
+  for (const l of segmentLines(join(dir, name), name)) {
+    if ('entry' in l) yield l.entry;
+    else throw notAnEntry(dir, l.file, l.line, l.detail);
   }
 }
 
@@ -158,14 +175,25 @@ function chargesOfLines(lines: EntryLine[] | undefined, e: DecisionEvent): Decis
   return (lines ?? []).map((l) => ({ budgetId: l.budgetId, subject: l.subject, amount: l.amount, unit: units.get(l.budgetId) }));
 }
 
+/** Whether an entry's body carries a decision event (settle, recover, release and refuse entries with an event). */
+export function carriesDecision(body: EntryBody): body is EntryBody & { event: Record<string, unknown> } {
+  return CARRIES_EVENT.has(body.kind) && !!body.event;
+}
+
+/** The decision an entry carries: settle, recover, release and refuse entries with an event; none for other entries. */
+export function decisionOfEntry(entry: JournalEntry): Decision | undefined {
+  const b = entry.body;
+  if (!carriesDecision(b)) return undefined;
+  const event = b.event as unknown as DecisionEvent;
+  const charging = b.kind === 'settle' || b.kind === 'recover';
+  return { event, at: b.at, kind: b.kind, charges: charging ? chargesOfLines(b.lines, event) : [] };
+}
+
 /** The decision events of a journal directory: one per settle, recover, release and refuse entry that carries one. */
 export function* journalDecisions(dir: string): Generator<Decision> {
   for (const { entry } of journalEntries(dir)) {
-    const b = entry.body;
-    if (!CARRIES_EVENT.has(b.kind) || !b.event) continue;
-    const event = b.event as unknown as DecisionEvent;
-    const charging = b.kind === 'settle' || b.kind === 'recover';
-    yield { event, at: b.at, kind: b.kind, charges: charging ? chargesOfLines(b.lines, event) : [] };
+    const d = decisionOfEntry(entry);
+    if (d) yield d;
   }
 }
 

@@ -9,9 +9,9 @@ import { GatewayError } from '../errors.js';
 import { settingsFromEnv } from '../main.js';
 import type { DecisionEvent } from '../metering/events.js';
 import { RedisQuotaStore, type JournalVerifyReport } from '../quota/redis.js';
+import type { UsageRollup } from '../quota/rollups.js';
 import type { EntryKind } from '../quota/journal.js';
 import type { Decision } from './journalReader.js';
-import type { DayRollup } from './report.js';
 
 /** `--redis <url>` names one node; several comma-separated URLs name nodes of a Redis Cluster. */
 export function openRedisJournal(target: string, env: NodeJS.ProcessEnv): RedisQuotaStore {
@@ -62,7 +62,7 @@ export async function* redisDecisions(store: RedisQuotaStore): AsyncGenerator<De
  * The store's day rollups of the UTC days `from` to `to` (`YYYY-MM-DD`, inclusive). A store with
  * no journal stream under its prefix is named as such (a wrong TOLLGATE_KEY_PREFIX reads nothing).
  */
-export async function redisRollups(store: RedisQuotaStore, from: string, to: string, env: NodeJS.ProcessEnv): Promise<DayRollup[]> {
+export async function redisRollups(store: RedisQuotaStore, from: string, to: string, env: NodeJS.ProcessEnv): Promise<UsageRollup[]> {
   // Listing the streams also waits for the first connection, which reading a hash does not.
   if ((await store.journalStreams()).length === 0) {
     throw new GatewayError('INVALID_REQUEST', `no journal stream under the key prefix ${settingsFromEnv(env).keyPrefix} in this Redis; set TOLLGATE_KEY_PREFIX to the gateway's`);

@@ -4,64 +4,22 @@
  *
  * A rollup row is one UTC day x user x set of teams x cost centre x model x tier, counting calls
  * (every decision), input and output tokens, cost in micro-dollars, calls charged by recovery, and
- * refused and failed calls by error code: the same fields, dimensions and rules as the Redis
- * journal's daily rollup hashes, so a report reads the same from either store. A call counts on
- * the day its decision was committed (its journal entry's time; from an event file, its start plus
- * its latency). A user in several teams is one row under the set of their teams; `--by team`
- * counts that call under each of them, while the total counts it once.
+ * refused and failed calls by error code. The rows are added up by the same function as the Redis
+ * journal's daily rollup hashes (src/quota/rollups.ts), so a report reads the same from either
+ * store. A call counts on the day its decision was committed (its journal entry's time; from an
+ * event file, its start plus its latency). A user in several teams is one row under the set of
+ * their teams; `--by team` counts that call under each of them, while the total counts it once.
  */
 import type { DecisionEvent } from '../metering/events.js';
 import { formatMicroUsd } from '../metering/focus.js';
+import { addEventRollup, type UsageFigures, type UsageRollup } from '../quota/rollups.js';
+import type { DecisionRecord } from '../quota/store.js';
 import type { Decision } from './journalReader.js';
 
-/** One day x user x teams x cost centre x model x tier. */
-export interface DayRollup {
-  day: string;
-  user: string;
-  teams: string[];
-  costCenter: string;
-  model: string;
-  tier: string;
-  calls: number;
-  inputTokens: number;
-  outputTokens: number;
-  costMicroUsd: number;
-  /** Calls charged by recovery, at their reservation (the provider's token counts are unknown). */
-  recovered: number;
-  refused: Record<string, number>;
-  failed: Record<string, number>;
-}
-
 const DAY_MS = 86_400_000;
-const str = (v: unknown): string => (typeof v === 'string' ? v : '');
-const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
 
 export function dayOf(ms: number): string {
   return new Date(ms).toISOString().slice(0, 10);
-}
-
-/** Adds one decision to the day rollups, keyed by day and dimensions. */
-export function addToRollups(rows: Map<string, DayRollup>, e: DecisionEvent, at: number): void {
-  const day = dayOf(at);
-  const teams = [...(e['user.teams'] ?? [])].filter((t) => typeof t === 'string').sort();
-  const user = str(e['user.id']);
-  const costCenter = str(e['user.cost_center']);
-  const model = str(e['tollgate.model.served'] ?? e['gen_ai.request.model']);
-  const tier = str(e['tollgate.tier.served']);
-  const key = JSON.stringify([day, user, teams, costCenter, model, tier]);
-  let row = rows.get(key);
-  if (!row) {
-    row = { day, user, teams, costCenter, model, tier, calls: 0, inputTokens: 0, outputTokens: 0, costMicroUsd: 0, recovered: 0, refused: {}, failed: {} };
-    rows.set(key, row);
-  }
-  row.calls += 1;
-  row.inputTokens += Math.round(num(e['gen_ai.usage.input_tokens']));
-  row.outputTokens += Math.round(num(e['gen_ai.usage.output_tokens']));
-  row.costMicroUsd += Math.round(num(e['tollgate.cost_usd']) * 1e6);
-  const code = str(e['error.code']) || 'UNKNOWN';
-  if (e.outcome === 'refused') row.refused[code] = (row.refused[code] ?? 0) + 1;
-  if (e.outcome === 'failed') row.failed[code] = (row.failed[code] ?? 0) + 1;
-  if (e['tollgate.settled_by'] === 'recovery' && e.outcome === 'success') row.recovered += 1;
 }
 
 export type ReportDimension = 'team' | 'cost-center' | 'user' | 'model' | 'tier';
@@ -85,7 +43,7 @@ export function periodOf(day: string, window: ReportWindow): { start: string; en
   return { start: dayOf(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1)), end: dayOf(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1)) };
 }
 
-function valuesOf(row: DayRollup, by: ReportDimension): string[] {
+function valuesOf(row: UsageRollup, by: ReportDimension): string[] {
   switch (by) {
     case 'team':
       return row.teams.length ? row.teams : [NONE];
@@ -100,18 +58,8 @@ function valuesOf(row: DayRollup, by: ReportDimension): string[] {
   }
 }
 
-/** The figures of a report row or total. */
-export interface ReportFigures {
-  calls: number;
-  inputTokens: number;
-  outputTokens: number;
-  costMicroUsd: number;
-  recovered: number;
-  /** Refused calls by error code. */
-  refused: Record<string, number>;
-  /** Failed calls (bad input, provider or store failure, cancellation) by error code. */
-  failed: Record<string, number>;
-}
+/** The figures of a report row or total: those of the rollups it adds up. */
+export type ReportFigures = UsageFigures;
 
 export interface ReportRow extends ReportFigures {
   periodStart: string;
@@ -138,36 +86,41 @@ export interface UsageReport {
   notes: string[];
 }
 
-function empty(): ReportFigures {
+/** Figures of nothing: zero calls. */
+export function emptyFigures(): ReportFigures {
   return { calls: 0, inputTokens: 0, outputTokens: 0, costMicroUsd: 0, recovered: 0, refused: {}, failed: {} };
 }
 
-function add(into: ReportFigures, r: ReportFigures): void {
+/** Adds `r`'s figures into `into`. */
+export function addFigures(into: ReportFigures, r: ReportFigures): void {
   into.calls += r.calls;
   into.inputTokens += r.inputTokens;
   into.outputTokens += r.outputTokens;
   into.costMicroUsd += r.costMicroUsd;
   into.recovered += r.recovered;
-  for (const [c, n] of Object.entries(r.refused)) into.refused[c] = (into.refused[c] ?? 0) + n;
-  for (const [c, n] of Object.entries(r.failed)) into.failed[c] = (into.failed[c] ?? 0) + n;
+  for (const c in r.refused) into.refused[c] = (into.refused[c] ?? 0) + r.refused[c]!;
+  for (const c in r.failed) into.failed[c] = (into.failed[c] ?? 0) + r.failed[c]!;
 }
 
 export const TEAM_FOOTNOTE = 'A call by a user in several teams counts under each of their teams, so the team rows can add up to more than the total; the total counts each call once.';
 
 /** Groups day rollups into periods and by one dimension. */
-export function buildReport(rollups: Iterable<DayRollup>, by: ReportDimension, window: ReportWindow): UsageReport {
+export function buildReport(rollups: Iterable<UsageRollup>, by: ReportDimension, window: ReportWindow): UsageReport {
   const rows = new Map<string, ReportRow>();
-  const total = empty();
+  const total = emptyFigures();
   let multiTeam = false;
+  // Rows come many to a day: each day's period is worked out once.
+  const periods = new Map<string, { start: string; end: string }>();
   for (const r of rollups) {
-    add(total, r);
+    addFigures(total, r);
     if (r.teams.length > 1) multiTeam = true;
-    const { start, end } = periodOf(r.day, window);
+    let period = periods.get(r.day);
+    if (!period) periods.set(r.day, (period = periodOf(r.day, window)));
     for (const key of valuesOf(r, by)) {
-      const id = JSON.stringify([start, key]);
+      const id = `${period.start}\n${key}`;
       let row = rows.get(id);
-      if (!row) rows.set(id, (row = { periodStart: start, periodEnd: end, key, ...empty() }));
-      add(row, r);
+      if (!row) rows.set(id, (row = { periodStart: period.start, periodEnd: period.end, key, ...emptyFigures() }));
+      addFigures(row, r);
     }
   }
   const sorted = [...rows.values()].sort((a, b) => a.periodStart.localeCompare(b.periodStart) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
@@ -189,13 +142,13 @@ function inRange(at: number, range: TimeRange): boolean {
 export type Decisions = Iterable<Decision> | AsyncIterable<Decision>;
 
 /** One pass over the decisions: the day rollups, and what the ledger charged each budget. */
-export async function rollupDecisions(decisions: Decisions, range: TimeRange): Promise<{ rollups: DayRollup[]; charges: BudgetCharge[] }> {
-  const rows = new Map<string, DayRollup>();
+export async function rollupDecisions(decisions: Decisions, range: TimeRange): Promise<{ rollups: UsageRollup[]; charges: BudgetCharge[] }> {
+  const rows = new Map<string, UsageRollup>();
   const charges = new Map<string, BudgetCharge>();
   for await (const d of decisions) {
     if (!inRange(d.at, range)) continue;
-    // A dry run (estimate, token count) is not a call and charges nothing: as in the Redis rollups.
-    if (d.event['tollgate.dry_run'] === undefined) addToRollups(rows, d.event, d.at);
+    // A dry run (estimate, token count) adds no rollup (rollupArgs) and charges nothing.
+    addEventRollup(rows, dayOf(d.at), d.event as unknown as DecisionRecord);
     for (const c of d.charges) {
       let b = charges.get(c.budgetId);
       if (!b) charges.set(c.budgetId, (b = { budgetId: c.budgetId, unit: c.unit ?? 'tokens', amount: 0 }));

@@ -13,8 +13,10 @@ import type { Principal } from '../identity/principal.js';
 import { RedisQuotaStore } from '../quota/redis.js';
 import { GatewayError } from '../errors.js';
 import { isJournalDir, type Decision } from '../admin/journalReader.js';
-import { buildReport, dayOf, periodOf, refusalReport, rollupDecisions, REPORT_DIMENSIONS, type DayRollup, type Decisions, type RefusalRow, type ReportDimension, type ReportFigures, type ReportRow } from '../admin/report.js';
+import { addFigures, buildReport, dayOf, periodOf, refusalReport, REPORT_DIMENSIONS, type Decisions, type RefusalRow, type ReportDimension, type ReportFigures, type ReportRow } from '../admin/report.js';
+import { JournalRollups } from '../admin/journalRollups.js';
 import { decisionsOf } from '../admin/sources.js';
+import type { UsageRollup } from '../quota/rollups.js';
 import { usageRows, type UsageRow, type UsageSource } from '../admin/usage.js';
 
 const DAY_MS = 86_400_000;
@@ -29,6 +31,8 @@ export interface ConsoleSources {
   keyPrefix: string;
   /** The embedded store's journal directory, when the gateway keeps one. */
   dataDir?: string;
+  /** The embedded journal's day rollups, kept between views (made on first use). */
+  rollups?: JournalRollups;
   now: () => number;
 }
 
@@ -87,10 +91,10 @@ export async function* decisions(src: ConsoleSources): AsyncGenerator<Decision> 
 }
 
 /** The day rollups of a range, as `tollgate usage report` reads them from the same store. */
-export async function rollupsIn(src: ConsoleSources, range: { start: string; end: string }): Promise<DayRollup[]> {
+export async function rollupsIn(src: ConsoleSources, range: { start: string; end: string }): Promise<UsageRollup[]> {
   const kind = journalKind(src);
   if (kind === 'redis') return (src.gateway.store as RedisQuotaStore).rollups(range.start, dayOf(ms(range.end) - DAY_MS));
-  if (kind === 'embedded') return (await rollupDecisions(decisions(src), { from: ms(range.start), to: ms(range.end) })).rollups;
+  if (kind === 'embedded') return (src.rollups ??= new JournalRollups(src.dataDir!)).read(range.start, range.end);
   return [];
 }
 
@@ -117,22 +121,14 @@ export interface Overview {
 function merged(rows: ReportRow[], range: DayRange): ReportRow[] {
   const out = new Map<string, ReportRow>();
   for (const r of rows) {
-    let m = out.get(r.key);
-    if (!m) out.set(r.key, (m = { ...r, periodStart: range.start, periodEnd: range.end, refused: { ...r.refused }, failed: { ...r.failed } }));
-    else {
-      m.calls += r.calls;
-      m.inputTokens += r.inputTokens;
-      m.outputTokens += r.outputTokens;
-      m.costMicroUsd += r.costMicroUsd;
-      m.recovered += r.recovered;
-      for (const [c, n] of Object.entries(r.refused)) m.refused[c] = (m.refused[c] ?? 0) + n;
-      for (const [c, n] of Object.entries(r.failed)) m.failed[c] = (m.failed[c] ?? 0) + n;
-    }
+    const m = out.get(r.key);
+    if (!m) out.set(r.key, { ...r, periodStart: range.start, periodEnd: range.end, refused: { ...r.refused }, failed: { ...r.failed } });
+    else addFigures(m, r);
   }
   return [...out.values()].sort((a, b) => b.costMicroUsd - a.costMicroUsd || b.calls - a.calls || (a.key < b.key ? -1 : 1));
 }
 
-function trendOf(rollups: DayRollup[], start: string, end: string): TrendPoint[] {
+function trendOf(rollups: UsageRollup[], start: string, end: string): TrendPoint[] {
   const byDay = new Map<string, TrendPoint>();
   for (let t = ms(start); t < ms(end); t += DAY_MS) byDay.set(dayOf(t), { day: dayOf(t), calls: 0, tokens: 0, costMicroUsd: 0 });
   for (const r of rollups) {

@@ -38,7 +38,6 @@ import { pino, type Logger } from 'pino';
 import { bodyHash, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
 import { createClusterClient, watchCluster, type NodeDefaults } from './redisCluster.js';
 import {
-  addRollupHash,
   dayOf,
   daysBetween,
   globalJournalBase,
@@ -46,14 +45,12 @@ import {
   prepare,
   recoveryInfo,
   reserveBody,
-  rollupArgs,
-  sortedRollups,
   verifyRedisJournal,
   type JournalReader,
   type JournalVerifyReport,
-  type UsageRollup,
   type VerifyOptions,
 } from './redisJournal.js';
+import { addRollupHash, rollupArgs, sortedRollups, type UsageRollup } from './rollups.js';
 import {
   ADJUST,
   ALERT,
@@ -76,7 +73,8 @@ import {
 } from './redisScripts.js';
 import type { AlertLedger, DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOptions, ReserveOutcome } from './store.js';
 
-export type { JournalVerifyReport, UsageRollup } from './redisJournal.js';
+export type { JournalVerifyReport } from './redisJournal.js';
+export type { UsageRollup } from './rollups.js';
 
 export interface RedisJournalOptions {
   /**

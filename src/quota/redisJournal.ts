@@ -12,6 +12,7 @@
  * of a request whose lines are unknown) go to `<prefix>{journal}:j`. Order holds within a stream.
  */
 import { bodyHash, GENESIS, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
+import { encodeDimension, rollupFields, rollupWho } from './rollups.js';
 import type { DecisionRecord } from './store.js';
 
 /** The stream, its head and its rollup hashes, all in one slot. */
@@ -91,136 +92,7 @@ export function prepare(body: EntryBody): PreparedEntry {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Rollups
-
-/**
- * Rollups: one Redis hash per UTC day beside the stream an event is journaled in
- * (`<base>:roll:<YYYY-MM-DD>`), updated by the same script that appends the event. A field is
- * `<metric>|<user>|<teams>|<cost centre>|<model>|<tier>`, each dimension URL-encoded (empty when
- * the event has none), teams sorted and joined by `,`: a user in several teams counts once, under
- * the set of their teams, so summing any dimension never counts a call twice. Metrics:
- * `calls` (every decision event), `input_tokens`, `output_tokens`, `cost_micro_usd`,
- * `refused:<code>` (outcome refused), `failed:<code>` (outcome failed), `recovered` (charged by
- * recovery). A day's rollups count the entries whose `at` falls on it. Dry runs (events with
- * `tollgate.dry_run`) add nothing.
- */
-export const ROLLUP_METRICS = ['calls', 'input_tokens', 'output_tokens', 'cost_micro_usd', 'recovered'] as const;
-
-const enc = (v: unknown): string => (typeof v === 'string' ? encodeURIComponent(v) : '');
-const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
-
-/** The dimensions part of an event's rollup fields. */
-function dimensions(event: DecisionRecord): string {
-  const model = event['tollgate.model.served'] ?? event['gen_ai.request.model'];
-  return `${who(event['user.id'], event['user.teams'], event['user.cost_center'])}|${enc(model)}|${enc(event['tollgate.tier.served'])}`;
-}
-
-/** The user, teams and cost centre part of the dimensions. */
-function who(user: unknown, teams: unknown, costCenter: unknown): string {
-  let t = '';
-  if (Array.isArray(teams)) {
-    const names: string[] = [];
-    for (const x of teams as unknown[]) if (typeof x === 'string') names.push(enc(x));
-    t = names.length > 1 ? names.sort().join(',') : (names[0] ?? '');
-  }
-  return `${enc(user)}|${t}|${enc(costCenter)}`;
-}
-
-/**
- * The rollup increments an event adds, as the scripts take them: the dimensions once, then
- * metric, increment, metric, increment... (the hash field is `<metric>|<dimensions>`).
- */
-export function rollupArgs(event: DecisionRecord): (string | number)[] {
-  // A dry run (an estimate, a token count) is not a call: it is journaled and counts nowhere.
-  if (event['tollgate.dry_run'] !== undefined) return [];
-  const out: (string | number)[] = [dimensions(event), 'calls', 1];
-  const add = (metric: string, n: number) => {
-    if (n !== 0) out.push(metric, n);
-  };
-  add('input_tokens', Math.round(num(event['gen_ai.usage.input_tokens'])));
-  add('output_tokens', Math.round(num(event['gen_ai.usage.output_tokens'])));
-  add('cost_micro_usd', Math.round(num(event['tollgate.cost_usd']) * 1e6));
-  const code = typeof event['error.code'] === 'string' ? (event['error.code'] as string) : 'UNKNOWN';
-  if (event.outcome === 'refused') add(`refused:${encodeURIComponent(code)}`, 1);
-  if (event.outcome === 'failed') add(`failed:${encodeURIComponent(code)}`, 1);
-  if (event['tollgate.settled_by'] === 'recovery' && event.outcome === 'success') add('recovered', 1);
-  return out;
-}
-
-/** The rollup increments an event adds, as a flat list: field, increment, field, increment... */
-export function rollupFields(event: DecisionRecord): (string | number)[] {
-  const args = rollupArgs(event);
-  const out: (string | number)[] = [];
-  for (let i = 1; i < args.length; i += 2) out.push(`${args[i] as string}|${args[0] as string}`, args[i + 1]!);
-  return out;
-}
-
-/** One row of a usage report: a day and a combination of dimensions, with its counters. */
-export interface UsageRollup {
-  day: string;
-  /** Empty when the event named none (a refusal before authentication, say). */
-  user: string;
-  teams: string[];
-  costCenter: string;
-  model: string;
-  tier: string;
-  calls: number;
-  inputTokens: number;
-  outputTokens: number;
-  costMicroUsd: number;
-  /** Calls charged by recovery (at their reservation; no token counts). */
-  recovered: number;
-  /** Refused calls by error code. */
-  refused: Record<string, number>;
-  /** Failed calls by error code. */
-  failed: Record<string, number>;
-}
-
-/** Adds one rollup hash (a day's fields and values) into `rows`, keyed by day and dimensions. */
-export function addRollupHash(rows: Map<string, UsageRollup>, day: string, hash: Record<string, string>): void {
-  for (const [field, value] of Object.entries(hash)) {
-    const bar = field.indexOf('|');
-    if (bar < 0) continue;
-    const metric = field.slice(0, bar);
-    const dims = field.slice(bar + 1);
-    const parts = dims.split('|');
-    if (parts.length !== 5) continue;
-    const key = `${day}|${dims}`;
-    let row = rows.get(key);
-    if (!row) {
-      const [user, teams, costCenter, model, tier] = parts.map((p) => p) as [string, string, string, string, string];
-      row = {
-        day,
-        user: decodeURIComponent(user),
-        teams: teams ? teams.split(',').map((t) => decodeURIComponent(t)) : [],
-        costCenter: decodeURIComponent(costCenter),
-        model: decodeURIComponent(model),
-        tier: decodeURIComponent(tier),
-        calls: 0,
-        inputTokens: 0,
-        outputTokens: 0,
-        costMicroUsd: 0,
-        recovered: 0,
-        refused: {},
-        failed: {},
-      };
-      rows.set(key, row);
-    }
-    const n = Number(value);
-    if (metric === 'calls') row.calls += n;
-    else if (metric === 'input_tokens') row.inputTokens += n;
-    else if (metric === 'output_tokens') row.outputTokens += n;
-    else if (metric === 'cost_micro_usd') row.costMicroUsd += n;
-    else if (metric === 'recovered') row.recovered += n;
-    else if (metric.startsWith('refused:')) row.refused[decodeURIComponent(metric.slice(8))] = (row.refused[decodeURIComponent(metric.slice(8))] ?? 0) + n;
-    else if (metric.startsWith('failed:')) row.failed[decodeURIComponent(metric.slice(7))] = (row.failed[decodeURIComponent(metric.slice(7))] ?? 0) + n;
-  }
-}
-
-/** Rows sorted by day, then dimensions. */
-export function sortedRollups(rows: Map<string, UsageRollup>): UsageRollup[] {
-  return [...rows.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
-}
+// Rollups (the fields themselves: rollups.ts)
 
 /** Every UTC day from `from` to `to` (inclusive), `YYYY-MM-DD`. */
 export function daysBetween(from: string, to: string): string[] {
@@ -319,7 +191,7 @@ export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefine
     }
     charged += ']';
     // The recovered event names the model and tier served; the released one the model asked for and no tier.
-    const dims = `${who(str(m.user), teams, str(m.costCenter))}|${enc(str(m.model))}`;
+    const dims = `${rollupWho(str(m.user), teams, str(m.costCenter))}|${encodeDimension(str(m.model))}`;
     const parts = [
       frag(str(m.transport) ?? 'unknown'),
       frag(str(m.policyVersion) ?? 'unknown'),
@@ -329,7 +201,7 @@ export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefine
       frag(str(m.model)),
       frag(str(m.tier)),
       charged,
-      `${dims}|${enc(str(m.tier))}`,
+      `${dims}|${encodeDimension(str(m.tier))}`,
       `${dims}|`,
     ];
     return { line, parts: parts.join('\n') };

@@ -1,25 +1,44 @@
 /**
  * The console overview's server time with a month of data (issue 20 item 6): 1,000 users x 30 days,
  * one call per user per day, written through the gateway itself (in process, demo provider, a clock
- * set to each day) into an embedded journal; then the function the overview route runs (read the
- * rollups of the month, build the breakdowns, render the page) timed over several runs.
+ * set to each day) into an embedded journal, or with --redis into Redis under a key prefix of its
+ * own (deleted at the end); then the function the overview route runs (read the rollups of the
+ * month, build the breakdowns, render the page) timed over several runs, with its parts: reading
+ * the rollups, and rendering the page from the figures.
  *
- *   npm run bench:console [-- --users 1000 --days 30 --runs 7]
+ * On the embedded journal it also times the first view of a process, which rolls up the journal's
+ * ended segments: after a restart (their rollups saved beside them, `rollups/`), and with none saved.
+ *
+ *   npm run bench:console [-- --users 1000 --days 30 --runs 7] [--data-dir DIR] [--redis redis://127.0.0.1:6379]
+ *
+ * --data-dir keeps the journal written in DIR, and reads it again instead of writing when DIR
+ * already holds one (the same data for runs of different code).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { overview, rangeOf } from '../../src/console/data.js';
+import { overview, rangeOf, rollupsIn, type ConsoleSources } from '../../src/console/data.js';
 import { overviewPage } from '../../src/console/pages.js';
 import type { Principal } from '../../src/identity/principal.js';
-import { buildRuntime, settingsFromEnv } from '../../src/main.js';
+import { buildRuntime, settingsFromEnv, type Runtime } from '../../src/main.js';
 import { memorySink } from '../../src/metering/sink.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { FileJournal } from '../../src/quota/fileJournal.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
+import { RedisQuotaStore } from '../../src/quota/redis.js';
+import { deleteKeys } from '../../test/helpers/redis.js';
 
-const { values } = parseArgs({ options: { users: { type: 'string', default: '1000' }, days: { type: 'string', default: '30' }, runs: { type: 'string', default: '7' } } });
+const { values } = parseArgs({
+  options: {
+    users: { type: 'string', default: '1000' },
+    days: { type: 'string', default: '30' },
+    runs: { type: 'string', default: '7' },
+    'data-dir': { type: 'string' },
+    redis: { type: 'string' },
+  },
+});
 const users = Number(values.users);
 const days = Number(values.days);
 const runs = Number(values.runs);
@@ -41,13 +60,10 @@ const end = Date.UTC(2026, 10, 30, 12); // the last day written; the month windo
 let t = end - (days - 1) * DAY;
 const clock = () => t;
 const work = mkdtempSync(join(tmpdir(), 'tollgate-bench-console-'));
-const dir = join(work, 'data');
-try {
-  const { journal, replay } = FileJournal.open({ dir, now: clock });
-  const store = new MemoryQuotaStore(clock, journal);
-  store.restore(replay);
-  journal.snapshotSource = () => store.snapshot();
-  const runtime = await buildRuntime(settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'silent' }), { policy: parsePolicy(policy, 'bench.yaml'), store, sink: memorySink(), now: clock });
+const dir = values['data-dir'] ?? join(work, 'data');
+const prefix = `tgbench-console:${randomBytes(4).toString('hex')}:`;
+
+async function write(runtime: Runtime): Promise<void> {
   const principals: Principal[] = Array.from({ length: users }, (_, i) => ({ user: `user-${i}`, teams: [`team-${i % 40}`], costCenter: `cc-${i % 8}`, groups: [], roles: [], authMethod: 'api_key' }));
   const written = process.hrtime.bigint();
   for (let d = 0; d < days; d++) {
@@ -60,32 +76,83 @@ try {
   }
   await runtime.gateway.idle();
   process.stdout.write(`wrote ${users * days} calls in ${Number(process.hrtime.bigint() - written) / 1e9} s\n`);
+}
 
-  const src = { gateway: runtime.gateway, keyPrefix: 'tollgate:', dataDir: dir, now: clock };
-  const viewer = { user: 'bench', role: 'read-only' as const, csrf: 'x' };
-  const wall: number[] = [];
-  const cpu: number[] = [];
-  let bytes = 0;
-  for (let r = 0; r < runs; r++) {
-    const c0 = process.cpuUsage();
-    const w0 = process.hrtime.bigint();
-    const page = overviewPage(viewer, await overview(src, rangeOf('month', clock())));
-    wall.push(Number(process.hrtime.bigint() - w0) / 1e6);
-    const c = process.cpuUsage(c0);
-    cpu.push((c.user + c.system) / 1000);
-    bytes = page.length;
+/** Wall and CPU ms of one run of `fn`. */
+async function timed<T>(fn: () => Promise<T>): Promise<{ wall: number; cpu: number; value: T }> {
+  const c0 = process.cpuUsage();
+  const w0 = process.hrtime.bigint();
+  const value = await fn();
+  const wall = Number(process.hrtime.bigint() - w0) / 1e6;
+  const c = process.cpuUsage(c0);
+  return { wall, cpu: (c.user + c.system) / 1000, value };
+}
+
+const stat = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return `median ${s[Math.floor(s.length / 2)]!.toFixed(1)}  p95 ${s[Math.min(s.length - 1, Math.ceil(s.length * 0.95) - 1)]!.toFixed(1)}`;
+};
+
+try {
+  let runtime: Runtime;
+  let reuse = false;
+  if (values.redis) {
+    const store = new RedisQuotaStore({ url: values.redis, prefix, now: clock });
+    runtime = await buildRuntime(settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'silent', TOLLGATE_KEY_PREFIX: prefix }), { policy: parsePolicy(policy, 'bench.yaml'), store, sink: memorySink(), now: clock });
+  } else {
+    reuse = existsSync(join(dir, 'journal.jsonl'));
+    const { journal, replay } = FileJournal.open({ dir, now: clock });
+    const store = new MemoryQuotaStore(clock, journal);
+    store.restore(replay);
+    journal.snapshotSource = () => store.snapshot();
+    runtime = await buildRuntime(settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'silent' }), { policy: parsePolicy(policy, 'bench.yaml'), store, sink: memorySink(), now: clock });
   }
-  const stat = (xs: number[]) => {
-    const s = [...xs].sort((a, b) => a - b);
-    return { median: s[Math.floor(s.length / 2)]!, p95: s[Math.min(s.length - 1, Math.ceil(s.length * 0.95) - 1)]! };
-  };
-  const w = stat(wall);
-  const c = stat(cpu);
-  process.stdout.write(`overview (month, ${users} users x ${days} days, embedded journal), ${runs} runs, page ${bytes} chars\n`);
-  process.stdout.write(`  wall ms: median ${w.median.toFixed(1)}  p95 ${w.p95.toFixed(1)}\n`);
-  process.stdout.write(`  CPU ms (user+sys): median ${c.median.toFixed(1)}  p95 ${c.p95.toFixed(1)}\n`);
-  process.stdout.write(`  under 300 ms (median wall): ${w.median < 300 ? 'yes' : 'no'}\n`);
+  if (reuse) {
+    t = end;
+    process.stdout.write(`read the journal already in ${dir}\n`);
+  } else await write(runtime);
+
+  const where = values.redis ? 'Redis' : 'embedded journal';
+  const sources = (): ConsoleSources => ({ gateway: runtime.gateway, keyPrefix: values.redis ? prefix : 'tollgate:', dataDir: values.redis ? undefined : dir, now: clock });
+  const viewer = { user: 'bench', role: 'read-only' as const, csrf: 'x' };
+  const range = rangeOf('month', clock());
+  const view = (src: ConsoleSources) => async () => overviewPage(viewer, await overview(src, range));
+  if (!values.redis) {
+    rmSync(join(dir, 'rollups'), { recursive: true, force: true });
+    const none = await timed(view(sources()));
+    const saved = await timed(view(sources()));
+    process.stdout.write(`first view of a process (month, ${users} users x ${days} days, ${where}):\n`);
+    process.stdout.write(`  no rollups saved: wall ${none.wall.toFixed(1)} ms, CPU ${none.cpu.toFixed(1)} ms\n`);
+    process.stdout.write(`  rollups saved (a restart): wall ${saved.wall.toFixed(1)} ms, CPU ${saved.cpu.toFixed(1)} ms\n`);
+  }
+  const src = sources();
+  await view(src)();
+  const all = { wall: [] as number[], cpu: [] as number[] };
+  const read = { wall: [] as number[], cpu: [] as number[] };
+  const render = { wall: [] as number[], cpu: [] as number[] };
+  let bytes = 0;
+  let rows = 0;
+  for (let r = 0; r < runs; r++) {
+    const a = await timed(view(src));
+    all.wall.push(a.wall);
+    all.cpu.push(a.cpu);
+    bytes = a.value.length;
+    const b = await timed(() => rollupsIn(src, range));
+    read.wall.push(b.wall);
+    read.cpu.push(b.cpu);
+    rows = b.value.length;
+    const figures = await overview(src, range);
+    const c = await timed(async () => overviewPage(viewer, figures));
+    render.wall.push(c.wall);
+    render.cpu.push(c.cpu);
+  }
+  process.stdout.write(`overview (month, ${users} users x ${days} days, ${where}, ${rows} rollup rows), ${runs} runs, page ${bytes} chars\n`);
+  process.stdout.write(`  whole view   wall ms: ${stat(all.wall)}   CPU ms (user+sys): ${stat(all.cpu)}\n`);
+  process.stdout.write(`  read rollups wall ms: ${stat(read.wall)}   CPU ms: ${stat(read.cpu)}\n`);
+  process.stdout.write(`  render page  wall ms: ${stat(render.wall)}   CPU ms: ${stat(render.cpu)}\n`);
+  process.stdout.write(`  under 300 ms (median wall of the whole view): ${[...all.wall].sort((a, b) => a - b)[Math.floor(runs / 2)]! < 300 ? 'yes' : 'no'}\n`);
   await runtime.close();
 } finally {
+  if (values.redis) await deleteKeys(values.redis, prefix);
   rmSync(work, { recursive: true, force: true });
 }

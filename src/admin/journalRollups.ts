@@ -1,0 +1,229 @@
+/**
+ * The embedded journal's day rollups, for a process that reads them again and again (the console's
+ * overview) without a pass over the whole journal each time, and without any work on the call path:
+ * the journal is read, never hooked.
+ *
+ * - An ended segment (`journal-<first seq>.jsonl`) never changes, so it is rolled up once, and the
+ *   rollup is saved beside it (`rollups/<segment>.json`, with the segment's size and modification
+ *   time): a restart reads that instead of the segment. A segment whose size or time no longer
+ *   match is rolled up again; the saved rollup of a segment that was archived or deleted is
+ *   deleted with it.
+ * - The current segment (today's, as segments end with their UTC day) is read on from the byte
+ *   where the last read stopped; a line still being written waits for the next read. When it ends,
+ *   what is left of it is read under its new name.
+ *
+ * The figures are those `tollgate usage report --data-dir` adds up (`rollupDecisions`): the same
+ * decisions of the same entries, through the same function, each request once within a segment
+ * (the embedded store writes one decision per request id).
+ */
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { dayOf } from '../quota/redisJournal.js';
+import { addEventRollup, type UsageRollup } from '../quota/rollups.js';
+import { carriesDecision, currentSegmentName, endedSegmentEntries, endedSegmentNames, isEntry, notAnEntry } from './journalReader.js';
+import type { JournalEntry } from '../quota/journal.js';
+
+const SAVED_DIR = 'rollups';
+/** Bump when what a row holds or how it is added up changes: rollups saved before are then made again. */
+const SAVED_FORMAT = 1;
+/** Bytes of a current segment's start kept to tell it from a later file that reuses its inode. */
+const HEAD_BYTES = 64;
+
+/** One segment's rows as they are added up: each request once. */
+class Rollup {
+  readonly rows = new Map<string, UsageRollup>();
+  private readonly seen = new Set<string>();
+
+  add(entry: JournalEntry): void {
+    const b = entry.body;
+    if (!carriesDecision(b)) return;
+    const id = String(b.event['request.id']);
+    if (this.seen.has(id)) return;
+    this.seen.add(id);
+    addEventRollup(this.rows, dayOf(b.at), b.event);
+  }
+}
+
+interface Ended {
+  size: number;
+  mtimeMs: number;
+  rows: UsageRollup[];
+}
+
+/** How far the current segment has been read. */
+interface Tail {
+  ino: number;
+  head: string;
+  offset: number;
+  lines: number;
+  rollup: Rollup;
+}
+
+export class JournalRollups {
+  private readonly ended = new Map<string, Ended>();
+  private tail: Tail | undefined;
+  private swept = false;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly dir: string) {}
+
+  /** The rollups of the UTC days `start` (inclusive) to `end` (exclusive), `YYYY-MM-DD`, as the journal holds them now. */
+  async read(start: string, end: string): Promise<UsageRollup[]> {
+    // One refresh at a time: two views at once would otherwise read the same bytes twice.
+    const run = this.queue.then(() => this.refresh());
+    this.queue = run.catch(() => undefined);
+    await run;
+    const out: UsageRollup[] = [];
+    const take = (rows: Iterable<UsageRollup>) => {
+      for (const r of rows) if (r.day >= start && r.day < end) out.push(r);
+    };
+    for (const e of this.ended.values()) take(e.rows);
+    if (this.tail) take(this.tail.rollup.rows.values());
+    return out;
+  }
+
+  private async refresh(): Promise<void> {
+    const names = endedSegmentNames(this.dir);
+    const present = new Set(names);
+    for (const name of [...this.ended.keys()]) {
+      if (present.has(name)) continue;
+      this.ended.delete(name);
+      rmSync(this.savedFile(name), { force: true });
+    }
+    if (!this.swept) this.sweepSaved(present);
+    for (const name of names) {
+      const file = join(this.dir, name);
+      const st = statSync(file);
+      const known = this.ended.get(name);
+      if (known && known.size === st.size && known.mtimeMs === st.mtimeMs) continue;
+      let rows: UsageRollup[] | undefined;
+      let made = true;
+      if (this.tail && this.tail.ino === st.ino && this.headOf(file).startsWith(this.tail.head)) {
+        // The segment being read has ended under this name: its rest, then it is whole.
+        this.readOn(this.tail, name, true);
+        rows = [...this.tail.rollup.rows.values()];
+        this.tail = undefined;
+      } else {
+        rows = this.loadSaved(name, st);
+        made = !rows;
+        if (!rows) {
+          const rollup = new Rollup();
+          for (const entry of endedSegmentEntries(this.dir, name)) rollup.add(entry);
+          rows = [...rollup.rows.values()];
+          // A long journal is rolled up a segment at a time, letting calls through in between.
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      }
+      const e = { size: st.size, mtimeMs: st.mtimeMs, rows };
+      this.ended.set(name, e);
+      if (made) this.save(name, e);
+    }
+    const current = currentSegmentName(this.dir);
+    if (!current) {
+      this.tail = undefined;
+      return;
+    }
+    const file = join(this.dir, current);
+    const st = statSync(file);
+    const head = this.headOf(file);
+    if (!this.tail || this.tail.ino !== st.ino || st.size < this.tail.offset || !head.startsWith(this.tail.head)) {
+      this.tail = { ino: st.ino, head, offset: 0, lines: 0, rollup: new Rollup() };
+    }
+    if (this.tail.head.length < HEAD_BYTES) this.tail.head = head;
+    this.readOn(this.tail, current, false);
+  }
+
+  /** Adds the whole lines of `name` from where `tail` stopped; in an ended segment every line must be whole. */
+  private readOn(tail: Tail, name: string, ended: boolean): void {
+    const fd = openSync(join(this.dir, name), 'r');
+    let bytes: Buffer;
+    try {
+      const size = statSync(join(this.dir, name)).size;
+      bytes = Buffer.alloc(Math.max(0, size - tail.offset));
+      let got = 0;
+      while (got < bytes.length) {
+        const n = readSync(fd, bytes, got, bytes.length - got, tail.offset + got);
+        if (n === 0) break;
+        got += n;
+      }
+      bytes = bytes.subarray(0, got);
+    } finally {
+      closeSync(fd);
+    }
+    const whole = bytes.lastIndexOf(0x0a) + 1;
+    if (ended && whole < bytes.length) throw notAnEntry(this.dir, name, tail.lines + 1 + count(bytes, whole), 'its last line is not a whole entry');
+    const lines = bytes.subarray(0, whole).toString('utf8').split('\n');
+    lines.pop();
+    for (let i = 0; i < lines.length; i++) {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(lines[i]!);
+      } catch {
+        // The last line of the current segment may be cut by a crash; the store drops it at its next start.
+        if (!ended && i === lines.length - 1 && whole === bytes.length) {
+          tail.offset += whole - Buffer.byteLength(lines[i]!, 'utf8') - 1;
+          tail.lines += i;
+          return;
+        }
+        throw notAnEntry(this.dir, name, tail.lines + i + 1, 'the line is not JSON');
+      }
+      if (!isEntry(parsed)) throw notAnEntry(this.dir, name, tail.lines + i + 1, 'the line is JSON but not a journal entry');
+      tail.rollup.add(parsed);
+    }
+    tail.offset += whole;
+    tail.lines += lines.length;
+  }
+
+  private headOf(file: string): string {
+    const fd = openSync(file, 'r');
+    try {
+      const b = Buffer.alloc(HEAD_BYTES);
+      return b.subarray(0, readSync(fd, b, 0, HEAD_BYTES, 0)).toString('latin1');
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  private savedFile(name: string): string {
+    return join(this.dir, SAVED_DIR, `${name.replace(/\.jsonl$/, '')}.json`);
+  }
+
+  private loadSaved(name: string, st: { size: number; mtimeMs: number }): UsageRollup[] | undefined {
+    try {
+      const saved = JSON.parse(readFileSync(this.savedFile(name), 'utf8')) as { format?: number; segment?: string; size?: number; mtimeMs?: number; rows?: UsageRollup[] };
+      if (saved.format === SAVED_FORMAT && saved.segment === name && saved.size === st.size && saved.mtimeMs === st.mtimeMs && Array.isArray(saved.rows)) return saved.rows;
+    } catch {
+      // None saved, or unreadable: rolled up from the segment instead.
+    }
+    return undefined;
+  }
+
+  /** Saves a segment's rollup; a directory that cannot be written keeps it in memory only. */
+  private save(name: string, e: Ended): void {
+    const file = this.savedFile(name);
+    try {
+      mkdirSync(join(this.dir, SAVED_DIR), { recursive: true });
+      writeFileSync(`${file}.tmp`, JSON.stringify({ format: SAVED_FORMAT, segment: name, size: e.size, mtimeMs: e.mtimeMs, rows: e.rows }));
+      renameSync(`${file}.tmp`, file);
+    } catch {
+      // Read-only or full: the next start rolls the segment up again.
+    }
+  }
+
+  /** Deletes saved rollups whose segment is gone (archived while no process read the journal). */
+  private sweepSaved(present: Set<string>): void {
+    this.swept = true;
+    const dir = join(this.dir, SAVED_DIR);
+    if (!existsSync(dir)) return;
+    for (const f of readdirSync(dir)) {
+      const segment = f.replace(/\.json$/, '.jsonl');
+      if (!present.has(segment)) rmSync(join(dir, f), { force: true });
+    }
+  }
+}
+
+function count(bytes: Buffer, upTo: number): number {
+  let n = 0;
+  for (let i = bytes.indexOf(0x0a); i !== -1 && i < upTo; i = bytes.indexOf(0x0a, i + 1)) n += 1;
+  return n;
+}

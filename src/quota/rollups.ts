@@ -1,0 +1,157 @@
+/**
+ * Day rollups of decision events: what a day's calls add up to per user, set of teams, cost
+ * centre, model and tier. One definition for both stores: the Redis scripts add `rollupArgs` to a
+ * day's rollup hash in the step that journals the event, and the readers of the embedded journal
+ * (`tollgate usage report --data-dir`, the console) add each event with `addEventRollup`, which
+ * goes through the same fields, so a report reads the same from either store.
+ *
+ * A field is `<metric>|<user>|<teams>|<cost centre>|<model>|<tier>`, each dimension URL-encoded
+ * (empty when the event has none), teams sorted and joined by `,`: a user in several teams counts
+ * once, under the set of their teams, so summing any dimension never counts a call twice. Metrics:
+ * `calls` (every decision event), `input_tokens`, `output_tokens`, `cost_micro_usd`,
+ * `refused:<code>` (outcome refused), `failed:<code>` (outcome failed), `recovered` (charged by
+ * recovery). A day's rollups count the entries whose `at` falls on it. Dry runs (events with
+ * `tollgate.dry_run`) add nothing.
+ */
+import type { DecisionRecord } from './store.js';
+
+/** What a rollup row (and a report's row or total) counts. */
+export interface UsageFigures {
+  calls: number;
+  inputTokens: number;
+  outputTokens: number;
+  costMicroUsd: number;
+  /** Calls charged by recovery (at their reservation; no token counts). */
+  recovered: number;
+  /** Refused calls by error code. */
+  refused: Record<string, number>;
+  /** Failed calls (bad input, provider or store failure, cancellation) by error code. */
+  failed: Record<string, number>;
+}
+
+/** One day and combination of dimensions, with its counters. */
+export interface UsageRollup extends UsageFigures {
+  day: string;
+  /** Empty when the event named none (a refusal before authentication, say). */
+  user: string;
+  /** Sorted as the rollup fields sort them (by their encoded names). */
+  teams: string[];
+  costCenter: string;
+  model: string;
+  tier: string;
+}
+
+/** One dimension as a rollup field spells it: URL-encoded, empty when absent. */
+export const encodeDimension = (v: unknown): string => (typeof v === 'string' ? encodeURIComponent(v) : '');
+const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+
+/** The user, teams and cost centre part of the dimensions (recovery builds its fields from it too). */
+export function rollupWho(user: unknown, teams: unknown, costCenter: unknown): string {
+  let t = '';
+  if (Array.isArray(teams)) {
+    const names: string[] = [];
+    for (const x of teams as unknown[]) if (typeof x === 'string') names.push(encodeDimension(x));
+    t = names.length > 1 ? names.sort().join(',') : (names[0] ?? '');
+  }
+  return `${encodeDimension(user)}|${t}|${encodeDimension(costCenter)}`;
+}
+
+/** The dimensions part of an event's rollup fields: user, teams, cost centre, model, tier. */
+function dimensions(event: DecisionRecord): string {
+  const model = event['tollgate.model.served'] ?? event['gen_ai.request.model'];
+  return `${rollupWho(event['user.id'], event['user.teams'], event['user.cost_center'])}|${encodeDimension(model)}|${encodeDimension(event['tollgate.tier.served'])}`;
+}
+
+/**
+ * The rollup increments an event adds, as the scripts take them: the dimensions once, then
+ * metric, increment, metric, increment... (the hash field is `<metric>|<dimensions>`).
+ */
+export function rollupArgs(event: DecisionRecord): (string | number)[] {
+  // A dry run (an estimate, a token count) is not a call: it is journaled and counts nowhere.
+  if (event['tollgate.dry_run'] !== undefined) return [];
+  const out: (string | number)[] = [dimensions(event), 'calls', 1];
+  const add = (metric: string, n: number) => {
+    if (n !== 0) out.push(metric, n);
+  };
+  add('input_tokens', Math.round(num(event['gen_ai.usage.input_tokens'])));
+  add('output_tokens', Math.round(num(event['gen_ai.usage.output_tokens'])));
+  add('cost_micro_usd', Math.round(num(event['tollgate.cost_usd']) * 1e6));
+  const code = typeof event['error.code'] === 'string' ? (event['error.code'] as string) : 'UNKNOWN';
+  if (event.outcome === 'refused') add(`refused:${encodeURIComponent(code)}`, 1);
+  if (event.outcome === 'failed') add(`failed:${encodeURIComponent(code)}`, 1);
+  if (event['tollgate.settled_by'] === 'recovery' && event.outcome === 'success') add('recovered', 1);
+  return out;
+}
+
+/** The rollup increments an event adds, as a flat list: field, increment, field, increment... */
+export function rollupFields(event: DecisionRecord): (string | number)[] {
+  const args = rollupArgs(event);
+  const out: (string | number)[] = [];
+  for (let i = 1; i < args.length; i += 2) out.push(`${args[i] as string}|${args[0] as string}`, args[i + 1]!);
+  return out;
+}
+
+/** The row of `day` and `dims` (the dimensions part of a field), made when it is new; none when `dims` is not five parts. */
+function rowOf(rows: Map<string, UsageRollup>, day: string, dims: string): UsageRollup | undefined {
+  const key = `${day}|${dims}`;
+  let row = rows.get(key);
+  if (row) return row;
+  const parts = dims.split('|');
+  if (parts.length !== 5) return undefined;
+  const [user, teams, costCenter, model, tier] = parts as [string, string, string, string, string];
+  row = {
+    day,
+    user: decodeURIComponent(user),
+    teams: teams ? teams.split(',').map((t) => decodeURIComponent(t)) : [],
+    costCenter: decodeURIComponent(costCenter),
+    model: decodeURIComponent(model),
+    tier: decodeURIComponent(tier),
+    calls: 0,
+    inputTokens: 0,
+    outputTokens: 0,
+    costMicroUsd: 0,
+    recovered: 0,
+    refused: {},
+    failed: {},
+  };
+  rows.set(key, row);
+  return row;
+}
+
+function addMetric(row: UsageRollup, metric: string, n: number): void {
+  if (metric === 'calls') row.calls += n;
+  else if (metric === 'input_tokens') row.inputTokens += n;
+  else if (metric === 'output_tokens') row.outputTokens += n;
+  else if (metric === 'cost_micro_usd') row.costMicroUsd += n;
+  else if (metric === 'recovered') row.recovered += n;
+  else if (metric.startsWith('refused:')) {
+    const code = decodeURIComponent(metric.slice(8));
+    row.refused[code] = (row.refused[code] ?? 0) + n;
+  } else if (metric.startsWith('failed:')) {
+    const code = decodeURIComponent(metric.slice(7));
+    row.failed[code] = (row.failed[code] ?? 0) + n;
+  }
+}
+
+/** Adds one rollup hash (a day's fields and values, as Redis keeps them) into `rows`, keyed by day and dimensions. */
+export function addRollupHash(rows: Map<string, UsageRollup>, day: string, hash: Record<string, string>): void {
+  for (const [field, value] of Object.entries(hash)) {
+    const bar = field.indexOf('|');
+    if (bar < 0) continue;
+    const row = rowOf(rows, day, field.slice(bar + 1));
+    if (row) addMetric(row, field.slice(0, bar), Number(value));
+  }
+}
+
+/** Adds one decision event, committed on `day`, into `rows`: what `rollupArgs` adds to that day's rollup hash. */
+export function addEventRollup(rows: Map<string, UsageRollup>, day: string, event: DecisionRecord): void {
+  const args = rollupArgs(event);
+  if (args.length === 0) return;
+  const row = rowOf(rows, day, args[0] as string)!;
+  for (let i = 1; i < args.length; i += 2) addMetric(row, args[i] as string, args[i + 1] as number);
+}
+
+/** Rows sorted by day, then dimensions. */
+export function sortedRollups(rows: Map<string, UsageRollup>): UsageRollup[] {
+  return [...rows.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
+}
