@@ -106,26 +106,32 @@ export const TEAM_FOOTNOTE = 'A call by a user in several teams counts under eac
 
 /** Groups day rollups into periods and by one dimension. */
 export function buildReport(rollups: Iterable<UsageRollup>, by: ReportDimension, window: ReportWindow): UsageReport {
-  const rows = new Map<string, ReportRow>();
   const total = emptyFigures();
   let multiTeam = false;
-  // Rows come many to a day: each day's period is worked out once.
-  const periods = new Map<string, { start: string; end: string }>();
+  // Rows come many to a day: each day's period is found once, and a period's rows are found by
+  // the dimension's value alone (no key made per row).
+  const periods = new Map<string, { start: string; end: string; rows: Map<string, ReportRow> }>();
+  const periodOfDay = new Map<string, { start: string; end: string; rows: Map<string, ReportRow> }>();
   for (const r of rollups) {
     addFigures(total, r);
     if (r.teams.length > 1) multiTeam = true;
-    let period = periods.get(r.day);
-    if (!period) periods.set(r.day, (period = periodOf(r.day, window)));
+    let period = periodOfDay.get(r.day);
+    if (!period) {
+      const { start, end } = periodOf(r.day, window);
+      period = periods.get(start);
+      if (!period) periods.set(start, (period = { start, end, rows: new Map() }));
+      periodOfDay.set(r.day, period);
+    }
     for (const key of valuesOf(r, by)) {
-      const id = `${period.start}\n${key}`;
-      let row = rows.get(id);
-      if (!row) rows.set(id, (row = { periodStart: period.start, periodEnd: period.end, key, ...emptyFigures() }));
+      let row = period.rows.get(key);
+      if (!row) period.rows.set(key, (row = { periodStart: period.start, periodEnd: period.end, key, ...emptyFigures() }));
       addFigures(row, r);
     }
   }
-  const sorted = [...rows.values()].sort((a, b) => a.periodStart.localeCompare(b.periodStart) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const rows = [...periods.values()].flatMap((p) => [...p.rows.values()]);
+  rows.sort((a, b) => a.periodStart.localeCompare(b.periodStart) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const notes = by === 'team' && multiTeam ? [TEAM_FOOTNOTE] : [];
-  return { by, window, rows: sorted, total, notes };
+  return { by, window, rows, total, notes };
 }
 
 /** A window on decision times: `from` inclusive, `to` exclusive (epoch ms). */
