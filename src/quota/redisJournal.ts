@@ -1,7 +1,7 @@
 /**
  * The journal of the Redis ledger, seen from the gateway: where its streams and rollups live, how
- * an entry is prepared for the scripts (its body text and that text's SHA-256), the rollup fields a
- * decision event adds, the events recovery commits, and the audit that reads it all back
+ * an entry is prepared for the scripts (its body text and that text's SHA-256; the rollup fields a
+ * decision event adds are in rollups.ts), the events recovery commits, and the audit that reads it all back
  * (`verifyRedisJournal`). docs/quota.md ("The journal on Redis") has the long form.
  *
  * Layout: on a single node every entry goes to one stream, `<prefix>{journal}:j`, so the journal
