@@ -18,7 +18,7 @@
 import { principalView, type Principal } from '../identity/principal.js';
 import type { Usage } from '../providers/provider.js';
 import type { LedgerLine, ReserveOutcome } from '../quota/store.js';
-import { resolveSliding } from '../quota/windows.js';
+import { resolveSliding, slidingBucketStart } from '../quota/windows.js';
 import { lineKeys, principalSubjects } from './budgets.js';
 import type { CompiledLimit } from './load.js';
 
@@ -69,6 +69,29 @@ export function limitLine(limit: CompiledLimit, subject: string, now: number, pr
   return { limit, subject, readStarts: w.readStarts, spanMs: w.spanMs, line: { budgetId: id, subject, limit: limit.limit, expiresAt: w.expiresAt, ...lineKeys(prefix, id, subject, w.readStarts, w.start) } };
 }
 
+/** Subjects whose lines a limit keeps; past it the oldest kept goes. */
+const LINES_KEPT = 10_000;
+/** Each limit's lines by key prefix and subject, for the bucket they were resolved in. */
+const kept = new WeakMap<CompiledLimit, Map<string, LimitLine>>();
+
+/**
+ * `limitLine`, reused while `now` stays in the bucket it was resolved in (a cap's line for ever):
+ * a line is a dozen key strings (a minute in 12 buckets), and building them every call, then
+ * hashing them afresh in the store, was about a quarter of what two limits cost a call
+ * (docs/benchmarks.md, "Rate limits"). Lines are never changed once made.
+ */
+export function keptLimitLine(limit: CompiledLimit, subject: string, now: number, prefix: string): LimitLine {
+  let lines = kept.get(limit);
+  if (!lines) kept.set(limit, (lines = new Map()));
+  const key = `${prefix}\u0000${subject}`;
+  const line = lines.get(key);
+  if (line && (limit.kind === 'concurrent' || line.readStarts[line.readStarts.length - 1] === slidingBucketStart(limit.spanMs, limit.buckets, now))) return line;
+  const made = limitLine(limit, subject, now, prefix);
+  if (!line && lines.size >= LINES_KEPT) lines.delete(lines.keys().next().value!);
+  lines.set(key, made);
+  return made;
+}
+
 /** The limits that apply to a principal: lines for the scopes it names, and the limits whose subject is the tier or model served. */
 export interface ApplicableLimits {
   fixed: LimitLine[];
@@ -94,7 +117,7 @@ export function applicableLimits(limits: readonly CompiledLimit[], principal: Pr
       if (!applies) continue;
     }
     if (limit.config.scope === 'tier' || limit.config.scope === 'model') out.perCandidate.push(limit);
-    else for (const subject of subjectsOf(limit, principal)) out.fixed.push(limitLine(limit, subject, now, prefix));
+    else for (const subject of subjectsOf(limit, principal)) out.fixed.push(keptLimitLine(limit, subject, now, prefix));
   }
   return out;
 }
@@ -104,7 +127,7 @@ export function candidateLimits(limits: ApplicableLimits, tier: string, model: s
   const out: LimitLine[] = [];
   for (const l of limits.fixed) if (limitCovers(l.limit, tier)) out.push(l);
   for (const limit of limits.perCandidate) {
-    if (limitCovers(limit, tier)) out.push(limitLine(limit, limit.config.scope === 'tier' ? tier : model, now, prefix));
+    if (limitCovers(limit, tier)) out.push(keptLimitLine(limit, limit.config.scope === 'tier' ? tier : model, now, prefix));
   }
   return out;
 }

@@ -135,6 +135,12 @@ function resolveRolling(spec: Extract<WindowSpec, { rolling: unknown }>, now: nu
   };
 }
 
+/** The start of the bucket `now` falls in, for a sliding window of `buckets` over `spanMs`. */
+export function slidingBucketStart(spanMs: number, buckets: number, now: number): number {
+  const bucketMs = Math.max(1, Math.floor(spanMs / buckets));
+  return Math.floor(now / bucketMs) * bucketMs;
+}
+
 /**
  * A sliding window of `buckets` buckets covering `spanMs` (rate limits): usage is the sum of the
  * buckets in range, the current one included. Bucket starts are multiples of the bucket length,
@@ -144,7 +150,7 @@ function resolveRolling(spec: Extract<WindowSpec, { rolling: unknown }>, now: nu
 export function resolveSliding(spanMs: number, buckets: number, now: number): ResolvedWindow & { bucketMs: number; spanMs: number } {
   const bucketMs = Math.max(1, Math.floor(spanMs / buckets));
   const span = bucketMs * buckets;
-  const current = Math.floor(now / bucketMs) * bucketMs;
+  const current = slidingBucketStart(spanMs, buckets, now);
   const readStarts: number[] = [];
   for (let i = buckets - 1; i >= 0; i--) readStarts.push(current - i * bucketMs);
   return { start: current, resetsAt: readStarts[0]! + span, readStarts, expiresAt: current + span + 60_000, bucketMs, spanMs: span };

@@ -16,6 +16,7 @@ import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 
 const CAPPED = 'key-capped';
 const COUNTED = 'key-counted';
+const TOKENS = 'key-tokens';
 const RETRY_MS = 900;
 
 function policyText(anthropic: FakeProviderServer, openai: FakeProviderServer): string {
@@ -34,6 +35,7 @@ tiers:
 apiKeys:
   - { id: k-capped, sha256: ${sha(CAPPED)}, user: erin, teams: [research] }
   - { id: k-counted, sha256: ${sha(COUNTED)}, user: finn, teams: [research] }
+  - { id: k-tokens, sha256: ${sha(TOKENS)}, user: gail, teams: [research] }
 budgets:
   - id: user-weekly
     scope: user
@@ -49,6 +51,10 @@ rateLimits:
     scope: key
     when: "principal.user == 'finn'"
     requestsPerMinute: 1
+  - id: user-tpm
+    scope: user
+    when: "principal.user == 'gail'"
+    tokensPerMinute: 500
 `;
 }
 
@@ -125,6 +131,46 @@ describe('rate limits on every way in', () => {
     for (const e of refusals) {
       expect(e).toMatchObject({ outcome: 'refused', effect: 'deny', 'user.id': 'finn', 'tollgate.rate_limit': { id: 'key-rpm', scope: 'key', subject: 'key:k-counted', kind: 'requests', limit: 1 } });
     }
+  });
+
+  it('reports a tokens-per-minute refusal in the -tokens headers of each compatible endpoint', async () => {
+    await start();
+    const base = gw!.url;
+    // The worst case of a call (its input bound plus 600 output tokens) exceeds the 500 a minute: refused before any provider call.
+    const openaiAnswer = await send('openai', { base, token: TOKENS, tier: 'gpt', prompt: 'a long answer please', maxTokens: 600 });
+    expect(openaiAnswer.status).toBe(429);
+    expect(openaiAnswer.headers.get('x-ratelimit-limit-tokens')).toBe('500');
+    expect(openaiAnswer.headers.get('x-ratelimit-remaining-tokens')).toBe('500');
+    expect(openaiAnswer.headers.get('x-ratelimit-reset-tokens')).toMatch(/^(\d+m)?\d+(\.\d+)?s$|^\d+ms$/);
+    expect(openaiAnswer.headers.get('x-ratelimit-limit-requests')).toBeNull();
+    expect(JSON.parse(openaiAnswer.text)).toMatchObject({ error: { code: 'RATE_LIMITED', details: { limitId: 'user-tpm', scope: 'user', subject: 'gail', kind: 'tokens', limit: 500 } } });
+    const anthropicAnswer = await send('anthropic', { base, token: TOKENS, tier: 'gpt', prompt: 'a long answer please', maxTokens: 600 });
+    expect(anthropicAnswer.status).toBe(429);
+    expect(anthropicAnswer.headers.get('anthropic-ratelimit-tokens-limit')).toBe('500');
+    expect(anthropicAnswer.headers.get('anthropic-ratelimit-tokens-remaining')).toBe('500');
+    expect(Date.parse(anthropicAnswer.headers.get('anthropic-ratelimit-tokens-reset')!)).toBeGreaterThan(Date.now() - 1000);
+    expect(anthropicAnswer.headers.get('anthropic-ratelimit-requests-limit')).toBeNull();
+    expect(openai.counts.received).toBe(0);
+  });
+
+  it('gives a cap slot back when the caller leaves mid-call', async () => {
+    await start();
+    openai.setLatency(1500);
+    const leaving = new AbortController();
+    const left = fetch(`${gw!.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${CAPPED}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt', messages: [{ role: 'user', content: 'leave early' }], max_tokens: 10 }),
+      signal: leaving.signal,
+    }).catch((err: Error) => err.name);
+    await until(() => openai.counts.received === 1);
+    leaving.abort();
+    expect(await left).toBe('AbortError');
+    // The left call's event is written once its slot is given back; the next call then fits.
+    await until(() => gw!.events.some((e) => e['user.id'] === 'erin'), 10_000);
+    openai.setLatency(0);
+    const next = await new OpenAI({ baseURL: `${gw!.url}/v1`, apiKey: CAPPED, maxRetries: 0 }).chat.completions.create({ model: 'gpt', messages: [{ role: 'user', content: 'my turn' }], max_tokens: 10 });
+    expect(next.choices[0]!.message.content).toBe('fake openai reply to: my turn');
   });
 
   it('the openai SDK waits the retry-after-ms a concurrency refusal gives, then is served', async () => {

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { openaiDuration } from '../../src/http/rateLimitHeaders.js';
 import type { Principal } from '../../src/identity/principal.js';
-import { applicableLimits, candidateLimits, limitCharge, limitLine, retryAt } from '../../src/policy/limits.js';
+import { applicableLimits, candidateLimits, keptLimitLine, limitCharge, limitLine, retryAt } from '../../src/policy/limits.js';
 import { compileLimit, parsePolicy } from '../../src/policy/load.js';
 import type { RateLimitConfig } from '../../src/policy/schema.js';
 
@@ -25,6 +25,20 @@ describe('rate limit lines', () => {
     const applicable = applicableLimits([limit({ id: 'per-tier', scope: 'tier', concurrent: 3, tiers: ['premium'] }), limit({ id: 'per-model', scope: 'model', tokensPerMinute: 1000 })], ada, NOW, 'tg:');
     expect(candidateLimits(applicable, 'premium', 'anthropic/opus', NOW, 'tg:').map((l) => l.subject)).toEqual(['premium', 'anthropic/opus']);
     expect(candidateLimits(applicable, 'economy', 'openai/mini', NOW, 'tg:').map((l) => l.subject)).toEqual(['openai/mini']);
+  });
+
+  it('serves a line again while the call falls in the same bucket, and resolves a new one in the next', () => {
+    const rpm = limit({ requestsPerMinute: 60 });
+    const first = keptLimitLine(rpm, 'ada', NOW, 'tg:');
+    expect(first).toEqual(limitLine(rpm, 'ada', NOW, 'tg:'));
+    expect(keptLimitLine(rpm, 'ada', Date.parse('2026-11-25T10:00:09.999Z'), 'tg:')).toBe(first);
+    expect(keptLimitLine(rpm, 'ada', NOW, 'other:')).not.toBe(first);
+    expect(keptLimitLine(rpm, 'bob', NOW, 'tg:').subject).toBe('bob');
+    const next = keptLimitLine(rpm, 'ada', Date.parse('2026-11-25T10:00:10Z'), 'tg:');
+    expect(next).toEqual(limitLine(rpm, 'ada', Date.parse('2026-11-25T10:00:10Z'), 'tg:'));
+    expect(next.line.usageKey).not.toBe(first.line.usageKey);
+    const cap = limit({ concurrent: 2 });
+    expect(keptLimitLine(cap, 'ada', NOW + 3_600_000, 'tg:')).toBe(keptLimitLine(cap, 'ada', NOW, 'tg:'));
   });
 
   it('reads 12 buckets of 5 s for a per-minute limit, and none for a cap', () => {

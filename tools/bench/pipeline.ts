@@ -4,19 +4,28 @@
  * enforced call, the part of a call's cost that is tollgate's own.
  *
  *   npm run bench:pipeline -- [--calls 20000] [--concurrency 32] [--redis redis://127.0.0.1:6379] [--alerts]
+ *     [--limits] [--warmup 2000] [--only sequential|concurrent]
  *
  * --alerts adds threshold alerts on every budget (never reached, so each charge is read against its
  * thresholds and nothing fires) and a refusal-spike alert: the cost of evaluating alerts, which runs
  * in the same process after each settlement and so shows in its CPU time.
  *
+ * --limits adds a requests-per-minute limit and a concurrency cap per user, never reached: what
+ * limits add to a call. --warmup sets the calls made before measuring; --only measures one run.
+ *
+ * --gate DIR lets an outside profiler count the measured run alone: before it the bench writes
+ * DIR/ready and waits for DIR/go, after it (settlements done) it writes DIR/done and waits for
+ * DIR/end. tools/bench/callgrind.sh uses it to switch callgrind's instrumentation on and off.
+ *
  * With Redis it also prints Redis's own CPU per call (INFO cpu of its main thread over the run: run
  * it against a Redis nobody else uses, since every client's commands count) and the journal's size
- * after the run (entries, MEMORY USAGE of its streams).
+ * after the run (entries, MEMORY USAGE of its streams), and the scripts, commands and read events Redis had per
+ * call (INFO commandstats and stats; one call at a time, a read event is one round trip).
  *
  * Profile it with: node --cpu-prof --import tsx tools/bench/pipeline.ts
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -34,10 +43,19 @@ const { values } = parseArgs({
     alerts: { type: 'boolean', default: false },
     /** Adds a never-reached requests-per-minute limit and concurrency cap per user: what limits add to a call. */
     limits: { type: 'boolean', default: false },
+    /** Calls made before measuring, to warm the JIT and the store. */
+    warmup: { type: 'string', default: '2000' },
+    /** Which runs to measure: sequential, concurrent, or both (default). */
+    only: { type: 'string' },
+    /** A directory where the bench waits, around each measured run, for an outside profiler (below). */
+    gate: { type: 'string' },
   },
 });
 const CALLS = Number(values.calls);
 const CONCURRENCY = Number(values.concurrency);
+const WARMUP = Number(values.warmup);
+const RUNS = [['sequential', 1], [`${CONCURRENCY} at once`, CONCURRENCY]] as const;
+if (values.only !== undefined && values.only !== 'sequential' && values.only !== 'concurrent') throw new Error(`--only takes sequential or concurrent, not ${values.only}`);
 
 const POLICY = `version: 1
 name: pipeline-bench
@@ -84,13 +102,13 @@ async function main(): Promise<void> {
   const args = { prompt: 'Summarise the quarterly report in three lines', max_tokens: 64 };
   const one = () => gateway.complete({ principal, transport: 'http', request: parseCompleteArgs(args, gateway.policy.config.limits) });
   try {
-    for (let i = 0; i < 2000; i++) await one();
+    for (let i = 0; i < WARMUP; i++) await one();
     const redis = values.redis ? createClient({ url: values.redis }) : undefined;
     await redis?.connect();
-    for (const [label, width] of [['sequential', 1], [`${CONCURRENCY} at once`, CONCURRENCY]] as const) {
+    for (const [label, width] of RUNS.filter(([, w]) => values.only === undefined || (values.only === 'sequential') === (w === 1))) {
       let next = 0;
-      const redis0 = redis ? await redisCpuUs(redis) : 0;
-      const scripts0 = redis ? await scriptsRun(redis) : 0;
+      if (values.gate) await gate(values.gate, 'ready', 'go');
+      const redis0 = redis ? await redisCounters(redis) : undefined;
       const cpu0 = process.cpuUsage();
       const t0 = performance.now();
       await Promise.all(Array.from({ length: width }, async () => {
@@ -101,11 +119,12 @@ async function main(): Promise<void> {
       await runtime.alerts?.idle();
       const cpu = process.cpuUsage(cpu0);
       const wall = performance.now() - t0;
-      const redisCpu = redis ? `, Redis ${(((await redisCpuUs(redis)) - redis0) / CALLS).toFixed(1)} µs CPU per call, ${(((await scriptsRun(redis)) - scripts0) / CALLS).toFixed(2)} scripts per call` : '';
+      if (values.gate) await gate(values.gate, 'done', 'end');
+      const redisCpu = redis && redis0 ? `, ${perCall(redis0, await redisCounters(redis))}` : '';
       process.stdout.write(`${label.padEnd(14)} ${CALLS} calls (${runtime.gateway.store.kind} store${values.alerts ? ', alerts' : ''}${values.limits ? ', limits' : ''}): ${(((cpu.user + cpu.system) / CALLS)).toFixed(1)} µs CPU per call, ${((wall * 1000) / CALLS).toFixed(1)} µs wall per call${redisCpu}\n`);
     }
     redis?.destroy();
-    if (values.redis) await journalSize(values.redis, prefix, 2000 + 2 * CALLS);
+    if (values.redis) await journalSize(values.redis, prefix, WARMUP + 2 * CALLS);
   } finally {
     await runtime.close();
     if (values.redis) await deleteKeys(values.redis, prefix);
@@ -113,11 +132,38 @@ async function main(): Promise<void> {
   }
 }
 
-/** Redis's main-thread CPU time so far (INFO cpu), in µs. */
-async function redisCpuUs(client: { info(section: string): Promise<string> }): Promise<number> {
-  const info = await client.info('cpu');
+/** Writes `dir/mark` and waits until `dir/until` exists (polled every 10 ms, so the process keeps running for a profiler to act), then removes it. */
+async function gate(dir: string, mark: string, until: string): Promise<void> {
+  writeFileSync(join(dir, mark), '');
+  while (!existsSync(join(dir, until))) await new Promise((r) => setTimeout(r, 10));
+  rmSync(join(dir, until));
+  rmSync(join(dir, mark));
+}
+
+/** What Redis has done so far, read in one INFO: main-thread CPU (µs), scripts run (EVALSHA, EVAL), commands, and read events on client sockets (a flight of commands the client wrote at once is one read). */
+interface RedisCounters {
+  cpuUs: number;
+  scripts: number;
+  commands: number;
+  reads: number;
+}
+
+async function redisCounters(client: { sendCommand(args: string[]): Promise<unknown> }): Promise<RedisCounters> {
+  const info = String(await client.sendCommand(['INFO', 'cpu', 'commandstats', 'stats']));
   const field = (name: string) => Number(new RegExp(`${name}:([\\d.]+)`).exec(info)?.[1] ?? 'NaN');
-  return (field('used_cpu_user_main_thread') + field('used_cpu_sys_main_thread')) * 1e6;
+  let scripts = 0;
+  for (const m of info.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)) scripts += Number(m[1]);
+  return {
+    cpuUs: (field('used_cpu_user_main_thread') + field('used_cpu_sys_main_thread')) * 1e6,
+    scripts,
+    commands: field('total_commands_processed'),
+    reads: field('total_reads_processed'),
+  };
+}
+
+/** Redis's work per call between two readings, less the readings' own INFO (one command and one read in the difference). */
+function perCall(a: RedisCounters, b: RedisCounters): string {
+  return `Redis ${((b.cpuUs - a.cpuUs) / CALLS).toFixed(1)} µs CPU per call, ${((b.scripts - a.scripts) / CALLS).toFixed(2)} scripts, ${((b.commands - a.commands - 1) / CALLS).toFixed(2)} commands (with those scripts run) and ${((b.reads - a.reads - 1) / CALLS).toFixed(2)} reads per call`;
 }
 
 /** The Redis journal's size after `calls` calls: entries and MEMORY USAGE of its streams, per call and per million calls. */
@@ -150,10 +196,3 @@ main().then(
   },
 );
 
-/** EVALSHA and EVAL commands Redis has run so far: every script the store sends is one command. */
-async function scriptsRun(redis: { info(section: string): Promise<string> }): Promise<number> {
-  const info = await redis.info('commandstats');
-  let n = 0;
-  for (const m of info.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)) n += Number(m[1]);
-  return n;
-}
