@@ -112,19 +112,22 @@ async function openConnections(base: string): Promise<Client[]> {
 }
 
 /**
- * `WARMUP` served calls on each replica, four at a time, under a key no limit names: a replica is
- * measured warm, as one that has served for a while, not while V8 still interprets its code.
+ * `WARMUP` served calls on a replica, four at a time on connections of their own, under a key no
+ * limit names: a replica is measured warm, as one that has served for a while, not while V8 still
+ * interprets its code.
  */
-async function warm(clients: Client[]): Promise<void> {
+async function warm(base: string): Promise<void> {
   let next = 0;
+  const clients = Array.from({ length: 4 }, () => new Client(base));
   await Promise.all(
-    clients.slice(0, 4).map(async (c) => {
+    clients.map(async (c) => {
       while (next++ < WARMUP) {
         const res = await call(c, JSON.stringify({ model: 'gpt', messages: [{ role: 'user', content: `warm ${next}` }], max_tokens: 16 }), WARM_KEY);
         if (res.status !== 200) throw new Error(`warm-up call answered ${res.status} ${res.code ?? ''} ${res.message ?? ''}`);
       }
     }),
   );
+  await Promise.all(clients.map((c) => c.close()));
 }
 
 async function call(client: Client, body: string, key = RPM_KEY): Promise<Answer> {
@@ -185,8 +188,9 @@ async function main(): Promise<number> {
 
     // 1. Replicas against a per-minute limit: M calls within --spread-ms, round robin, on
     // connections opened beforehand, each sent at its time without waiting for any answer.
+    await Promise.all(replicas.map((r) => warm(r.base)));
+    // Opened after the warm-up: a connection idle for the server's keep-alive timeout (5 s) is closed.
     const connections = await Promise.all(replicas.map((r) => openConnections(r.base)));
-    await Promise.all(connections.map(warm));
     const bodies = Array.from({ length: CALLS }, (_, i) => JSON.stringify({ model: 'gpt', messages: [{ role: 'user', content: `call ${i}` }], max_tokens: 16 }));
     const sentAt: number[] = [];
     const issuedAt: number[] = [];
