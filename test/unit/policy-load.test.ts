@@ -41,7 +41,7 @@ describe('policy loading', () => {
     expect(p.defaultTier).toBe('standard');
     expect(p.version).toMatch(/^[0-9a-f]{12}$/);
     expect(Object.isFrozen(p.config.tiers)).toBe(true);
-    expect(p.models.get('demo/small')?.price).toEqual({ inputPerMTok: 1, outputPerMTok: 5, checked: 'n/a (offline demo)' });
+    expect(p.models.get('demo/small')?.price).toEqual({ inputPerMTok: 1, outputPerMTok: 5 });
   });
 
   it('reports every schema error at once with its YAML path and line', () => {
