@@ -21,8 +21,8 @@ import { splunkHecSink } from './metering/siem.js';
 import { compositeSink, pinoSink } from './metering/sink.js';
 import { loadPolicyFile, type Policy } from './policy/load.js';
 import { MemoryQuotaStore } from './quota/memory.js';
-import { isAlertLedger, type DecisionRecord, type QuotaStore } from './quota/store.js';
-import { recoveryEvent } from './pipeline/decisionEvent.js';
+import { recoveryEvent } from './quota/journal.js';
+import { isAlertLedger, type QuotaStore } from './quota/store.js';
 
 /** The directory holding package.json, found from this file whether run from src/ or dist/. */
 export function packageRoot(): string {
@@ -181,7 +181,7 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
   current = () => gateway.policy;
   // Reservations a previous process left open are closed once the event log listens (src/quota/memory.ts).
   if (store instanceof MemoryQuotaStore && store.journaled) {
-    const report = store.recover((id, r) => recoveryEvent(id, r, (opts.now ?? Date.now)()) as unknown as DecisionRecord);
+    const report = store.recover((id, r) => recoveryEvent(id, r, (opts.now ?? Date.now)(), 'stopped'));
     if (report.charged.length || report.released.length) {
       logger.warn({ event: 'journal_recovered', charged: report.charged.map((c) => c.id), released: report.released }, 'closed the reservations the previous process left open');
     }

@@ -6,7 +6,6 @@
 import { createHash } from 'node:crypto';
 import type { GatewayError } from '../errors.js';
 import type { DecisionEvent } from '../metering/events.js';
-import type { EntryLine } from '../quota/journal.js';
 import { policySecrets, scrubSecrets, scrubValue } from '../metering/redact.js';
 import { looksLikeJwt } from '../identity/jwt.js';
 import { outputCap } from '../policy/plan.js';
@@ -135,43 +134,5 @@ function credentialOf(ctx: CallContext): Pick<DecisionEvent, 'auth.credential.ki
   return {
     'auth.credential.kind': looksLikeJwt(secret) ? 'jwt' : 'api_key',
     'auth.credential.fingerprint': createHash('sha256').update(secret, 'utf8').digest('hex').slice(0, 12),
-  };
-}
-
-/**
- * The decision event of a reservation that recovery closed after its process died: charged at
- * the reservation when the call had been dispatched (the provider may have billed it), released
- * otherwise. Who and what come from the reservation's meta.
- */
-export function recoveryEvent(id: string, r: { lines: EntryLine[]; meta?: Record<string, unknown>; dispatched: boolean }, now: number): DecisionEvent {
-  const meta = r.meta ?? {};
-  const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
-  return {
-    event: 'tollgate.decision',
-    'request.id': id,
-    time: new Date(now).toISOString(),
-    transport: str(meta.transport) ?? 'unknown',
-    effect: r.dispatched ? 'allow' : 'error',
-    outcome: r.dispatched ? 'success' : 'failed',
-    'error.code': r.dispatched ? undefined : 'INTERNAL',
-    'policy.version': str(meta.policyVersion) ?? 'unknown',
-    reason: r.dispatched
-      ? 'The gateway stopped while the call was with the provider; recovery charged it at its reservation.'
-      : 'The gateway stopped before the call reached a provider; recovery released it and charged nothing.',
-    'user.id': str(meta.user),
-    'user.teams': Array.isArray(meta.teams) ? (meta.teams as string[]) : undefined,
-    'user.cost_center': str(meta.costCenter),
-    'gen_ai.operation.name': 'chat',
-    'gen_ai.request.model': str(meta.model),
-    'gen_ai.usage.input_tokens': 0,
-    'gen_ai.usage.output_tokens': 0,
-    'tollgate.tier.served': r.dispatched ? str(meta.tier) : undefined,
-    'tollgate.model.served': r.dispatched ? str(meta.model) : undefined,
-    'tollgate.charged': r.dispatched ? r.lines.map((l) => ({ budget: l.budgetId, subject: l.subject, amount: l.amount, unit: str((meta.units as Record<string, unknown> | undefined)?.[l.budgetId]) ?? 'tokens' })) : undefined,
-    'tollgate.estimated_input_tokens': 0,
-    'tollgate.cost_usd': 0,
-    'tollgate.attempts': [],
-    'tollgate.latency_ms': 0,
-    'tollgate.settled_by': 'recovery',
   };
 }

@@ -2,6 +2,8 @@
  * The journal: one append-only, hash-chained stream of what happened to money and decisions.
  * Reservations, dispatches, settlements (a charge with its decision event, in one entry), releases,
  * recoveries and refusals are all entries; the ledger's counters are what the entries add up to.
+ * (The Redis journal writes one entry per call: its reservation and dispatch mark are kept with the
+ * reservation and journaled by the entry that closes it; docs/journal.md.)
  *
  * Chain (the same for the embedded file and the Redis stream, so one verifier serves both):
  * - `h`    SHA-256 (hex) of the entry's body as canonical JSON (keys sorted, no spaces);
@@ -43,6 +45,12 @@ export interface EntryBody {
   event?: Record<string, unknown>;
   /** settle or recover: who wrote the charge. */
   settledBy?: 'call' | 'recovery';
+  /**
+   * settle on a Redis Cluster, in the entries of the lines that do not carry the event: the
+   * reservedKey of the line whose entry carries it (the audit waits for it while that line is
+   * still reserved).
+   */
+  eventLine?: string;
   /** snapshot: the state at the start of a segment. */
   state?: Record<string, unknown>;
   /** console: what an operator did in the web console (who, which action, its outcome). */
@@ -121,4 +129,71 @@ export function verifyChain(entries: Iterable<JournalEntry & { text?: string }>,
   const head = opts.head;
   if (head && (!last || last.seq < head.seq)) return { seq: (last?.seq ?? expected - 1) + 1, reason: `the journal ends at entry ${last?.seq ?? 0} but its head says ${head.seq}: entries were removed from the end` };
   return undefined;
+}
+
+/** A reservation recovery closes: its lines at their reserved amounts, who and what (meta), and whether it was dispatched. */
+export interface RecoveredReservation {
+  lines: EntryLine[];
+  meta?: Record<string, unknown>;
+  dispatched: boolean;
+}
+
+/** Why recovery found the reservation open: the embedded store's process stopped, or a Redis reservation expired. */
+export type RecoveryCause = 'stopped' | 'expired';
+
+export const RECOVERY_REASONS: Record<RecoveryCause, { charged: string; released: string }> = {
+  stopped: {
+    charged: 'The gateway stopped while the call was with the provider; recovery charged it at its reservation.',
+    released: 'The gateway stopped before the call reached a provider; recovery released it and charged nothing.',
+  },
+  expired: {
+    charged: 'The call was with a provider when its reservation expired without a settlement; recovery charged it at its reservation.',
+    released: 'The reservation expired before the call reached a provider; recovery released it and charged nothing.',
+  },
+};
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+/**
+ * The decision event of a reservation recovery closed at `at` (epoch ms): who and what from the
+ * reservation's meta; charged at the reservation when dispatched (outcome success), else released
+ * (outcome failed, INTERNAL); `tollgate.settled_by: recovery` either way. The embedded store's
+ * recovery at start uses it; the Redis scripts build the same event in Lua (`recoveryEvent` in
+ * redisScripts.ts, from the fragments `recoveryInfo` keeps), and a test holds the two equal.
+ */
+export function recoveryEvent(id: string, r: RecoveredReservation, at: number, cause: RecoveryCause = 'expired'): Record<string, unknown> {
+  const meta = r.meta ?? {};
+  const units = (meta.units ?? {}) as Record<string, unknown>;
+  const reasons = RECOVERY_REASONS[cause];
+  return {
+    event: 'tollgate.decision',
+    'request.id': id,
+    time: new Date(at).toISOString(),
+    transport: str(meta.transport) ?? 'unknown',
+    effect: r.dispatched ? 'allow' : 'error',
+    outcome: r.dispatched ? 'success' : 'failed',
+    'error.code': r.dispatched ? undefined : 'INTERNAL',
+    'policy.version': str(meta.policyVersion) ?? 'unknown',
+    reason: r.dispatched ? reasons.charged : reasons.released,
+    'user.id': str(meta.user),
+    'user.teams': teamsOf(meta),
+    'user.cost_center': str(meta.costCenter),
+    'gen_ai.operation.name': 'chat',
+    'gen_ai.request.model': str(meta.model),
+    'gen_ai.usage.input_tokens': 0,
+    'gen_ai.usage.output_tokens': 0,
+    'tollgate.tier.served': r.dispatched ? str(meta.tier) : undefined,
+    'tollgate.model.served': r.dispatched ? str(meta.model) : undefined,
+    'tollgate.charged': r.dispatched ? r.lines.map((l) => ({ budget: l.budgetId, subject: l.subject, amount: l.amount, unit: str(units[l.budgetId]) ?? 'tokens' })) : undefined,
+    'tollgate.estimated_input_tokens': 0,
+    'tollgate.cost_usd': 0,
+    'tollgate.attempts': [],
+    'tollgate.latency_ms': 0,
+    'tollgate.settled_by': 'recovery',
+  };
+}
+
+/** The string teams of a reservation's meta, if it names any. */
+export function teamsOf(meta: Record<string, unknown>): string[] | undefined {
+  return Array.isArray(meta.teams) ? (meta.teams as unknown[]).filter((t): t is string => typeof t === 'string') : undefined;
 }

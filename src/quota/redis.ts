@@ -8,11 +8,12 @@
  *   reservation is atomic across lines. On a Redis Cluster each script carries one line, so no
  *   script spans slots; the lines go in a fixed order (sorted by reservedKey), and when one
  *   refuses, the lines already reserved are released again: all lines or none either way.
- * - The journal: every script that changes the ledger appends its entry (reserve, dispatch,
- *   settle with its decision event, release, recover, refuse, admin) to a hash-chained Redis
- *   Stream and adds the event's rollups in the same atomic step, so a charge and its event cannot
- *   be apart (src/quota/redisJournal.ts, src/quota/redisScripts.ts). Listeners hear an event once
- *   its entry is written.
+ * - The journal: every script that closes a call or changes a counter appends its entry (settle
+ *   with its decision event, release with its event, recover, refuse, admin) to a hash-chained
+ *   Redis Stream and adds the event's rollups in the same atomic step, so a charge and its event
+ *   cannot be apart (src/quota/redisJournal.ts, src/quota/redisScripts.ts). One entry per call: a
+ *   reservation is journaled by the entry that closes it (the recover or release recovery writes
+ *   carries it at its reserved amount). Listeners hear an event once its entry is written.
  * - A reservation is a per-request entry on its line (hash requestId -> amount, sorted set
  *   requestId -> expiry, and what recovery needs). Every script purges expired entries first, using
  *   the `now` the store passes in, and a sweep on every replica visits lines nobody touches:
@@ -35,7 +36,7 @@
 import { randomUUID } from 'node:crypto';
 import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
 import { pino, type Logger } from 'pino';
-import { bodyHash, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
+import type { EntryBody, EntryLine, JournalEntry } from './journal.js';
 import { createClusterClient, watchCluster, type NodeDefaults } from './redisCluster.js';
 import {
   dayOf,
@@ -44,7 +45,6 @@ import {
   journalKeys,
   prepare,
   recoveryInfo,
-  reserveBody,
   verifyRedisJournal,
   type JournalReader,
   type JournalVerifyReport,
@@ -257,8 +257,6 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     // lines; on a cluster (a script per line) a refusal on any line gives back the others.
     const groups = this.groups(ordered.map((l, i) => ({ l, i })));
     const scripts = groups.map((group) => {
-      const { head, tail } = reserveBody(requestId, now, expiresAt);
-      const h = bodyHash(head + group.map(({ i }) => infos[i]!.line).join(',') + tail);
       const j = this.journalFor(group[0]!.l.reservedKey, now);
       const index = this.linePerScript ? group[0]!.l.reservedKey : this.openIndex;
       return this.runLines(
@@ -268,9 +266,6 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
           ...j.args,
           requestId,
           expiresAt,
-          h,
-          head,
-          tail,
           this.linePerScript ? 0 : 1,
           idJson,
           opts.dispatching ? 1 : 0,
@@ -706,11 +701,14 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const ordered = [...lines].sort(byReservedKey);
     const rollups = event ? rollupArgs(event) : [];
     let committed = false;
+    // On a cluster the lines without the event name the line whose entry carries it, so the audit
+    // can tell an event still to come (that line still reserved) from a missing one.
+    const eventLine = event && this.linePerScript ? ordered[0]!.reservedKey : undefined;
     const settleGroup = async (group: LedgerLine[], withEvent: boolean): Promise<void> => {
       // On one node a script whose lines are partly settled already writes nothing and says which are
       // free; the entry is then sent again for those alone (its body names the lines it charges).
       for (let pending = group, attempt = 0; pending.length > 0 && attempt < 3; attempt++) {
-        const entry = prepare({ kind: 'settle', id: requestId, at: now, lines: pending, event: withEvent ? event : undefined, settledBy: 'call' });
+        const entry = prepare({ kind: 'settle', id: requestId, at: now, lines: pending, event: withEvent ? event : undefined, settledBy: 'call', eventLine: withEvent ? undefined : eventLine });
         const j = this.journalFor(pending[0]!.reservedKey, now);
         const roll = withEvent ? rollups : [];
         const states = (await this.runLines(

@@ -11,8 +11,8 @@
  * event going with the first line in reservedKey order. Entries without a line (refusals, releases
  * of a request whose lines are unknown) go to `<prefix>{journal}:j`. Order holds within a stream.
  */
-import { bodyHash, GENESIS, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
 import { encodeDimension, rollupFields, rollupWho } from './rollups.js';
+import { bodyHash, GENESIS, teamsOf, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
 import type { DecisionRecord } from './store.js';
 
 /** The stream, its head and its rollup hashes, all in one slot. */
@@ -105,65 +105,13 @@ export function daysBetween(from: string, to: string): string[] {
 // ---------------------------------------------------------------------------------------------
 // Recovery
 
-/** What a recovery event is built from: the reservation as the store kept it. */
-export interface RecoveredReservation {
-  lines: EntryLine[];
-  meta?: DecisionRecord;
-  dispatched: boolean;
-}
-
-export const RECOVERED_REASON = 'The call was with a provider when its reservation expired without a settlement; recovery charged it at its reservation.';
-export const RELEASED_REASON = 'The reservation expired before the call reached a provider; recovery released it and charged nothing.';
-
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
-
-/**
- * The decision event of a reservation recovery closed at `at` (epoch ms): who and what from the
- * reservation's meta; charged at the reservation when dispatched (outcome success), else released
- * (outcome failed, INTERNAL); `tollgate.settled_by: recovery` either way. The scripts build this
- * same event in Lua, from the fragments `recoveryInfo` keeps (a test holds the two equal), so
- * nothing has to be prepared for it on the call path beyond a few JSON strings.
- */
-export function recoveryEvent(id: string, r: RecoveredReservation, at: number): DecisionRecord {
-  const meta = r.meta ?? {};
-  const units = (meta.units ?? {}) as Record<string, unknown>;
-  return {
-    event: 'tollgate.decision',
-    'request.id': id,
-    time: new Date(at).toISOString(),
-    transport: str(meta.transport) ?? 'unknown',
-    effect: r.dispatched ? 'allow' : 'error',
-    outcome: r.dispatched ? 'success' : 'failed',
-    'error.code': r.dispatched ? undefined : 'INTERNAL',
-    'policy.version': str(meta.policyVersion) ?? 'unknown',
-    reason: r.dispatched ? RECOVERED_REASON : RELEASED_REASON,
-    'user.id': str(meta.user),
-    'user.teams': teamsOf(meta),
-    'user.cost_center': str(meta.costCenter),
-    'gen_ai.operation.name': 'chat',
-    'gen_ai.request.model': str(meta.model),
-    'gen_ai.usage.input_tokens': 0,
-    'gen_ai.usage.output_tokens': 0,
-    'tollgate.tier.served': r.dispatched ? str(meta.tier) : undefined,
-    'tollgate.model.served': r.dispatched ? str(meta.model) : undefined,
-    'tollgate.charged': r.dispatched ? r.lines.map((l) => ({ budget: l.budgetId, subject: l.subject, amount: l.amount, unit: str(units[l.budgetId]) ?? 'tokens' })) : undefined,
-    'tollgate.estimated_input_tokens': 0,
-    'tollgate.cost_usd': 0,
-    'tollgate.attempts': [],
-    'tollgate.latency_ms': 0,
-    'tollgate.settled_by': 'recovery',
-  };
-}
-
-function teamsOf(meta: Record<string, unknown>): string[] | undefined {
-  return Array.isArray(meta.teams) ? (meta.teams as unknown[]).filter((t): t is string => typeof t === 'string') : undefined;
-}
 
 const frag = (v: string | undefined): string => (v === undefined ? '' : JSON.stringify(v));
 
 /** What a line of a reservation sends for recovery: its entry line's JSON, and the event's parts on the first line. */
 export interface RecoveryInfo {
-  /** The line as the reserve entry lists it (its JSON). */
+  /** The line as the recover or release entry lists it (its JSON). */
   line: string;
   /** On the line that carries the call's event: the parts the Lua builds it from, one a line; else empty. */
   parts: string;
@@ -206,16 +154,6 @@ export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefine
     ];
     return { line, parts: parts.join('\n') };
   });
-}
-
-/**
- * A reserve entry's body around its lines, so that each line's JSON is sent once (the script joins
- * them): `head + lines.join(',') + tail` is the body `entryText` writes. Who and what the call is
- * are not repeated here: the reservation keeps them for recovery (R:i), and the entry that closes
- * it (settle, release or recover) carries the decision event that names them.
- */
-export function reserveBody(id: string, at: number, expiresAt: number): { head: string; tail: string } {
-  return { head: `{"kind":"reserve","id":${JSON.stringify(id)},"at":${jsonNum(at)},"expiresAt":${jsonNum(expiresAt)},"lines":[`, tail: ']}' };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,7 +229,7 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
   const charges = new Map<string, number>();
   /** Per request id: its charge entries, and whether one carried the event. */
   const charged = new Map<string, { withEvent: boolean; at: { stream: string; seq: number } }>();
-  /** Per request id: the reservedKey of the line that carries its event (the first of its reserved lines). */
+  /** Per request id: the reservedKey of the line that carries its event (the first of its lines). */
   const eventLine = new Map<string, string>();
   /** Per rollup key: what the events of its entries add up to. */
   const rolled = new Map<string, Map<string, number>>();
@@ -352,8 +290,10 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
 
     for (const e of entries) {
       const b = e.body;
-      // The event goes with the first of a call's lines in reservedKey order.
-      const first = b.kind === 'reserve' ? b.lines?.[0]?.reservedKey : undefined;
+      // On a cluster the event goes with the first of a call's lines in reservedKey order: the
+      // settle entries of the other lines name it (journals written before one entry per call
+      // name it by their reserve entries).
+      const first = b.kind === 'reserve' ? b.lines?.[0]?.reservedKey : b.eventLine;
       if (first !== undefined) {
         const known = eventLine.get(b.id);
         if (known === undefined || first < known) eventLine.set(b.id, first);

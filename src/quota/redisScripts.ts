@@ -16,8 +16,9 @@
  * - R:s:<id>   string      settled marker of request <id> on this line
  * - usage keys string      settled usage counters (INCRBY)
  *
- * The journal (src/quota/journal.ts has the entry format and the chain): every script that changes
- * the ledger also appends its entry to a stream J in the same atomic step, with J's head JH
+ * The journal (src/quota/journal.ts has the entry format and the chain): every script that closes a
+ * call or changes a counter also appends its entry to a stream J in the same atomic step (one
+ * entry per call: a reservation is journaled by the entry that closes it), with J's head JH
  * ("<seq> <link>") and the day's rollup hash ROLL beside it. A script's first three keys are always
  * J, JH, ROLL: `<prefix>{journal}:j`, `:jh`, `:roll:<day>` on a single node; on a cluster the
  * line's own `R:j`, `R:jh`, `R:roll:<day>` (same slot), or the `{journal}` ones for entries
@@ -36,7 +37,7 @@
 import { createHash } from 'node:crypto';
 import type { createClient } from '@keyv/redis';
 import { GatewayError } from '../errors.js';
-import { RECOVERED_REASON, RELEASED_REASON } from './redisJournal.js';
+import { RECOVERY_REASONS } from './journal.js';
 import { connectCluster, isCluster, masterClients, openNodeClients, type ClusterNodeClient, type RedisCluster } from './redisCluster.js';
 
 export type RedisClient = ReturnType<typeof createClient>;
@@ -191,7 +192,7 @@ local function iso(ms)
 end
 
 -- The decision event of a reservation recovery closes, as canonical JSON (keys in sorted order);
--- recoveryEvent() in redisJournal.ts is the same event. i: the R:i fields (see recover).
+-- recoveryEvent() in journal.ts (cause 'expired') is the same event. i: the R:i fields (see recover).
 local function recoveryEvent(i, dispatched, now)
   local parts = {}
   local function kv(k, v) if v ~= '' then parts[#parts + 1] = '"' .. k .. '":' .. v end end
@@ -204,7 +205,7 @@ local function recoveryEvent(i, dispatched, now)
   kv('gen_ai.usage.output_tokens', '0')
   kv('outcome', dispatched and '"success"' or '"failed"')
   kv('policy.version', i[6])
-  kv('reason', dispatched and ${JSON.stringify(JSON.stringify(RECOVERED_REASON))} or ${JSON.stringify(JSON.stringify(RELEASED_REASON))})
+  kv('reason', dispatched and ${JSON.stringify(JSON.stringify(RECOVERY_REASONS.expired.charged))} or ${JSON.stringify(JSON.stringify(RECOVERY_REASONS.expired.released))})
   kv('request.id', i[3])
   kv('time', '"' .. iso(now) .. '"')
   kv('tollgate.attempts', '[]')
@@ -324,14 +325,15 @@ end
 `;
 
 /**
- * Reserves on several lines at once, all or none.
+ * Reserves on several lines at once, all or none. No journal entry: a reservation is journaled by
+ * the entry that closes it (the call's settle or release, or recovery's recover or release, which
+ * carries the line at its reserved amount), so a call costs one entry, not two.
  * KEYS: J, JH, ROLL, IDX, then per line: R, R:x, R:i, R:s:<id>, readKeys...
- * ARGV: journal args (4), requestId, reservation expiry, h, body head, body tail, index it (1/0),
- * request id JSON, dispatching (1: the dispatch mark goes with the reservation, as DISPATCH would
- * write it), then per line: key count, amount, limit, the line's JSON, the event's parts (first
- * line only; see recoveryInfo). The body is head .. line JSONs joined by ',' .. tail.
- * The reserve entry is appended only when every line was reserved; with "index it", each line's R
- * is added to IDX (the lines with open reservations, scored by their latest expiry) for the sweep.
+ * ARGV: journal args (4), requestId, reservation expiry, index it (1/0), request id JSON,
+ * dispatching (1: the dispatch mark goes with the reservation, as DISPATCH would write it), then
+ * per line: key count, amount, limit, the line's JSON, the event's parts (first line only; see
+ * recoveryInfo). With "index it", each reserved line's R is added to IDX (the lines with open
+ * reservations, scored by their latest expiry) for the sweep.
  * Returns {per line {state, used, reserved[, values of the read keys when refused]}, events}: state
  * 1 reserved now, 2 already reserved or settled, 0 refused, 3 would fit but nothing was reserved
  * because another line said 0 or 2.
@@ -340,9 +342,9 @@ export const RESERVE = script(
   'reserve',
   `
 local jr = journal(KEYS, ARGV)
-local id, expiry, h, head, tail, index, idJson, dispatching = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] == '1', ARGV[11], ARGV[12] == '1'
-local out, taken, entryLines, events, k, blocked = {}, {}, {}, {}, 5, false
-for a = 13, #ARGV, 5 do
+local id, expiry, index, idJson, dispatching = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8], ARGV[9] == '1'
+local out, taken, events, k, blocked = {}, {}, {}, 5, false
+for a = 10, #ARGV, 5 do
   local n, amount, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local res, exp, inf, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   purge(jr, res, exp, inf, events)
@@ -365,7 +367,6 @@ for a = 13, #ARGV, 5 do
   local info = ARGV[a + 3] .. '\\n' .. idJson
   if ARGV[a + 4] ~= '' then info = info .. '\\n' .. ARGV[a + 4] end
   taken[#taken + 1] = {res, exp, inf, ARGV[a + 1], info}
-  entryLines[#entryLines + 1] = ARGV[a + 3]
   k = k + n
 end
 local indexed = {}
@@ -386,10 +387,7 @@ for i, l in ipairs(taken) do
     emptied(l[1], l[2], l[3])
   end
 end
-if not blocked then
-  append(jr, h, head .. table.concat(entryLines, ',') .. tail)
-  if index then redis.call('ZADD', KEYS[4], 'GT', unpack(indexed)) end
-end
+if not blocked and index then redis.call('ZADD', KEYS[4], 'GT', unpack(indexed)) end
 return {out, events}
 `,
 );
@@ -459,15 +457,16 @@ return {out, events}
 
 /**
  * Drops a request's reservation on several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i.
- * ARGV: journal args (4), requestId, h, body, always (1: the entry carries an event and is
- * appended even if nothing was held), rollup list length m, the rollup list (as SETTLE's).
+ * ARGV: journal args (4), requestId, h, body, journal it (1: the entry carries the call's event and
+ * is appended whether or not anything was held; 0: nothing is appended, since the reservation was
+ * never journaled on its own), rollup list length m, the rollup list (as SETTLE's).
  * Returns {dropped, events}.
  */
 export const RELEASE = script(
   'release',
   `
 local jr = journal(KEYS, ARGV)
-local id, h, body, always, m = ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1', tonumber(ARGV[9])
+local id, h, body, journaled, m = ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1', tonumber(ARGV[9])
 local dropped, events = 0, {}
 for k = 4, #KEYS, 3 do
   purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
@@ -476,7 +475,7 @@ for k = 4, #KEYS, 3 do
     emptied(KEYS[k], KEYS[k + 1], KEYS[k + 2])
   end
 end
-if dropped > 0 or always then
+if journaled then
   append(jr, h, body)
   rollup(jr, ARGV, 10, 9 + m)
 end

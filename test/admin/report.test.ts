@@ -14,11 +14,10 @@ import { verifyJournalDir } from '../../src/admin/audit.js';
 import { runUsageCommand } from '../../src/admin/cli.js';
 import { journalDecisions } from '../../src/admin/journalReader.js';
 import { buildReport, rollupDecisions, type UsageReport } from '../../src/admin/report.js';
-import { recoveryEvent } from '../../src/pipeline/decisionEvent.js';
+import { recoveryEvent } from '../../src/quota/journal.js';
 import { applicableLines } from '../../src/policy/budgets.js';
 import { FileJournal } from '../../src/quota/fileJournal.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
-import type { DecisionRecord } from '../../src/quota/store.js';
 import { sha } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { keyPrincipal } from '../helpers/principal.js';
@@ -263,7 +262,7 @@ describe('usage report from the embedded journal', () => {
     await first.store.dispatch('lost');
     // ...and the next start charges it at its reservation.
     const second = journaledStore(copy);
-    second.store.recover((id, r) => recoveryEvent(id, r, now) as unknown as DecisionRecord);
+    second.store.recover((id, r) => recoveryEvent(id, r, now, 'stopped'));
     await second.journal.close();
     expect(verifyJournalDir(copy).ok).toBe(true);
     const { rollups, charges } = await rollupDecisions(journalDecisions(copy), {});

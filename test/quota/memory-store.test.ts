@@ -37,7 +37,7 @@ describe('MemoryQuotaStore with a journal', () => {
     },
     prefix: () => `memj${++n}:`,
     journal: async () => journal.entries.map((e) => e.body),
-    metaInReserveEntry: true,
+    reserveEntries: true,
     keepsExpiredReservations: true,
   });
 });

@@ -197,15 +197,15 @@ describe.skipIf(!cliPresent)('RedisQuotaStore on Redis Cluster', () => {
       expect(await ownersOf(cluster, [`${lx.reservedKey}:j`])).toEqual(await ownersOf(cluster, [lx.reservedKey]));
       for (const l of [first!, second!]) {
         const entries = byStream(`${l.reservedKey}:j`);
-        expect(entries.map((e) => [e.seq, e.body.kind, e.body.lines?.map((m) => m.reservedKey)])).toEqual([
-          [1, 'reserve', [l.reservedKey]],
-          [2, 'settle', [l.reservedKey]],
-        ]);
+        // One entry per call on each line: the settle (the reservation is journaled by it).
+        expect(entries.map((e) => [e.seq, e.body.kind, e.body.lines?.map((m) => m.reservedKey)])).toEqual([[1, 'settle', [l.reservedKey]]]);
         expect(verifyChain(entries)).toBeUndefined();
       }
-      expect(byStream(`${first!.reservedKey}:j`)[1]!.body.event).toEqual(event);
-      expect(byStream(`${second!.reservedKey}:j`)[1]!.body.event).toBeUndefined();
-      expect(byStream(`${first!.reservedKey}:j`)[0]!.body.meta).toBeUndefined();
+      expect(byStream(`${first!.reservedKey}:j`)[0]!.body.event).toEqual(event);
+      expect(byStream(`${first!.reservedKey}:j`)[0]!.body.eventLine).toBeUndefined();
+      // The other line's entry names the line whose entry carries the event.
+      expect(byStream(`${second!.reservedKey}:j`)[0]!.body.event).toBeUndefined();
+      expect(byStream(`${second!.reservedKey}:j`)[0]!.body.eventLine).toBe(first!.reservedKey);
       expect(byStream(`${prefix}{journal}:j`).map((e) => [e.body.kind, e.body.id])).toEqual([['refuse', 'j2']]);
 
       const report = await store.verify();

@@ -9,10 +9,10 @@ import { createClient } from '@keyv/redis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { lineKeys } from '../../src/policy/budgets.js';
-import { bodyHash, canonicalJson, chainLink, GENESIS, verifyChain, type JournalEntry } from '../../src/quota/journal.js';
+import { bodyHash, canonicalJson, chainLink, GENESIS, recoveryEvent, verifyChain, type JournalEntry } from '../../src/quota/journal.js';
 import { RedisQuotaStore, type RedisQuotaStoreOptions } from '../../src/quota/redis.js';
 import fc from 'fast-check';
-import { dayOf, entryText, recoveryEvent } from '../../src/quota/redisJournal.js';
+import { dayOf, entryText } from '../../src/quota/redisJournal.js';
 import { rollupFields } from '../../src/quota/rollups.js';
 import { SHA256 } from '../../src/quota/redisScripts.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
@@ -88,33 +88,40 @@ describe('RedisQuotaStore journal (single node)', () => {
     }
   });
 
-  it('chains reserve and settle in one stream, the charge with its event in one entry, and a repeated settle appends nothing', async () => {
+  it('journals a call as one settle entry, its lines charged with its event, no reserve entry; a repeated settle appends nothing', async () => {
     const store = open();
     const [a, b] = [line('alpha', 40), line('beta', 50)];
     const event = callEvent('c1');
     await store.reserve('c1', [b, a], TTL, { user: 'ada' });
     await store.dispatch('c1');
+    // The reservation and its dispatch mark are kept with the reservation, not journaled on their own.
+    expect(await entries()).toEqual([]);
     await store.settle('c1', [{ ...a, amount: 12 }, { ...b, amount: 7 }], event);
     await store.settle('c1', [{ ...a, amount: 12 }, { ...b, amount: 7 }], event);
 
     const got = await entries();
-    // The dispatch is a mark kept with the reservation, not an entry.
-    expect(got.map((e) => [e.seq, e.body.kind])).toEqual([
-      [1, 'reserve'],
-      [2, 'settle'],
-    ]);
+    expect(got.map((e) => [e.seq, e.body.kind])).toEqual([[1, 'settle']]);
     expect(got[0]!.prev).toBe(GENESIS);
-    expect(got[1]!.body).toEqual({ kind: 'settle', id: 'c1', at: clock, lines: [entryLine({ ...a, amount: 12 }), entryLine({ ...b, amount: 7 })], event, settledBy: 'call' });
-    // The reserve entry lists the lines; who and what the call is are in the event that closes it.
-    expect(got[0]!.body).toEqual({ kind: 'reserve', id: 'c1', at: clock, expiresAt: clock + TTL, lines: [entryLine(a), entryLine(b)] });
+    expect(got[0]!.body).toEqual({ kind: 'settle', id: 'c1', at: clock, lines: [entryLine({ ...a, amount: 12 }), entryLine({ ...b, amount: 7 })], event, settledBy: 'call' });
     const stored = (await raw.xRange(stream(), '-', '+')).map((e) => e.message as Record<string, string>);
-    for (const [i, e] of got.entries()) {
-      expect(e.h).toBe(bodyHash(stored[i]!.body!));
-      expect(e.link).toBe(chainLink(e.prev, e.h));
-    }
+    expect(got[0]!.h).toBe(bodyHash(stored[0]!.body!));
+    expect(got[0]!.link).toBe(chainLink(got[0]!.prev, got[0]!.h));
     const head = (await raw.get(`${prefix}{journal}:jh`))!.split(' ');
     expect(verifyChain(got, { head: { seq: Number(head[0]), link: head[1]! } })).toBeUndefined();
-    expect(head).toEqual(['2', got[1]!.link]);
+    expect(head).toEqual(['1', got[0]!.link]);
+  });
+
+  it('leaves one entry per call: 20 settled calls, 20 entries, and a release without an event journals nothing', async () => {
+    const store = open();
+    for (let i = 0; i < 20; i++) {
+      await store.reserve(`s${i}`, [line('alpha', 40), line('beta', 40)], TTL, { user: 'ada' }, { dispatching: true });
+      await store.settle(`s${i}`, [line('alpha', 3), line('beta', 3)], callEvent(`s${i}`));
+    }
+    await store.reserve('r1', [line('alpha', 40)], TTL);
+    await store.release('r1');
+    expect(await raw.xLen(stream())).toBe(20);
+    expect(await store.read([line('alpha', 0)])).toEqual([{ used: 60, reserved: 0 }]);
+    expect((await store.verify()).ok).toBe(true);
   });
 
   it('hands an event to the listeners once its entry is in the stream', async () => {
@@ -125,7 +132,7 @@ describe('RedisQuotaStore journal (single node)', () => {
     await store.reserve('c1', [line('alpha', 40)], TTL);
     await store.settle('c1', [line('alpha', 10)], callEvent('c1'));
     await store.record(callEvent('c2', { outcome: 'refused', 'error.code': 'BUDGET_EXHAUSTED' }));
-    expect(await Promise.all(seen)).toEqual([2, 3]);
+    expect(await Promise.all(seen)).toEqual([1, 2]);
   });
 
   it('charges an expired dispatched reservation at its reservation, once across replicas, and a late settle adds nothing', async () => {
@@ -231,7 +238,7 @@ describe('RedisQuotaStore journal (single node)', () => {
     await store.settle('c1', [{ ...l, amount: 9 }], callEvent('c1'));
     clock += 5000;
     expect(await store.read([l])).toEqual([{ used: 9, reserved: 0 }]);
-    expect((await entries()).map((e) => e.body.kind)).toEqual(['reserve', 'settle']);
+    expect((await entries()).map((e) => e.body.kind)).toEqual(['settle']);
   });
 
   it('sweeps lines no call touches, and forgets a line once it holds nothing', async () => {
@@ -272,7 +279,7 @@ describe('RedisQuotaStore journal (single node)', () => {
   });
 
   describe('verify', () => {
-    /** A journal of 7 entries: two settled calls, a refusal, a release. */
+    /** A journal of 7 entries, one per call: four settled calls, two refusals, a release. */
     const history = async () => {
       const store = open();
       await store.reserve('c1', [line('alpha', 40), line('beta', 40)], TTL, { user: 'ada' });
@@ -283,6 +290,11 @@ describe('RedisQuotaStore journal (single node)', () => {
       await store.settle('c3', [line('alpha', 5)], callEvent('c3'));
       await store.reserve('c4', [line('alpha', 40)], TTL);
       await store.release('c4', callEvent('c4', { outcome: 'failed', 'error.code': 'PROVIDER_ERROR' }));
+      await store.reserve('c5', [line('alpha', 40)], TTL, { user: 'ada' }, { dispatching: true });
+      await store.settle('c5', [line('alpha', 2)], callEvent('c5'));
+      await store.record(callEvent('c6', { outcome: 'refused', 'error.code': 'RATE_LIMITED' }));
+      await store.reserve('c7', [line('alpha', 40)], TTL, { user: 'ada' }, { dispatching: true });
+      await store.settle('c7', [line('alpha', 1)], callEvent('c7'));
       return store;
     };
     const streamEntries = async () => (await raw.xRange(stream(), '-', '+')).map((e) => ({ id: String(e.id), message: e.message as Record<string, string> }));
@@ -297,20 +309,20 @@ describe('RedisQuotaStore journal (single node)', () => {
       const report = await store.verify();
       expect(report.streams).toEqual([{ stream: stream(), entries: 7, firstSeq: 1, lastSeq: 7, trimmed: false }]);
       expect(report.counters).toEqual({ checked: 2, skipped: 0, mismatches: [] });
-      expect(report.events).toEqual({ charges: 2, missing: [], pending: [] });
+      expect(report.events).toEqual({ charges: 4, missing: [], pending: [] });
       expect(report.ok).toBe(true);
     });
 
     it('names an edited entry', async () => {
       const store = await history();
       const rows = (await streamEntries()).map((e) => e.message);
-      const body = JSON.parse(rows[1]!.body!) as { lines: { amount: number }[] };
+      const body = JSON.parse(rows[2]!.body!) as { lines: { amount: number }[] };
       body.lines[0]!.amount = 1;
-      rows[1]!.body = canonicalJson(body);
+      rows[2]!.body = JSON.stringify(body);
       await rewrite(rows);
       const report = await store.verify();
       expect(report.ok).toBe(false);
-      expect(report.streams[0]!.fault).toMatchObject({ seq: 2, reason: expect.stringContaining('altered') });
+      expect(report.streams[0]!.fault).toMatchObject({ seq: 3, reason: expect.stringContaining('altered') });
     });
 
     it('names a deleted entry', async () => {
@@ -352,7 +364,7 @@ describe('RedisQuotaStore journal (single node)', () => {
       let prev = GENESIS;
       const forged: Record<string, string>[] = rows.map((m, i) => {
         const body = JSON.parse(m.body!) as Record<string, unknown>;
-        if (i === 1) delete body.event;
+        if (i === 0) delete body.event;
         const text = canonicalJson(body);
         const h = bodyHash(text);
         const link = chainLink(prev, h);
@@ -364,7 +376,7 @@ describe('RedisQuotaStore journal (single node)', () => {
       await raw.set(`${prefix}{journal}:jh`, `${forged.length} ${prev}`);
       report = await store.verify();
       expect(report.streams[0]!.fault).toBeUndefined();
-      expect(report.events.missing).toEqual([{ id: 'c1', stream: stream(), seq: 2 }]);
+      expect(report.events.missing).toEqual([{ id: 'c1', stream: stream(), seq: 1 }]);
       expect(report.rollups.mismatches.length).toBeGreaterThan(0);
       expect(report.ok).toBe(false);
     });
@@ -455,10 +467,9 @@ describe('RedisQuotaStore journal (single node)', () => {
     const stored = (await raw.xRange(stream(), '-', '+')).map((e) => e.message as Record<string, string>);
     for (const m of stored) expect(bodyHash(m.body!)).toBe(m.h);
     const bodies = stored.map((m) => JSON.parse(m.body!) as JournalEntry['body']);
-    expect(bodies.map((b) => b.kind)).toEqual(['reserve', 'recover', 'reserve', 'settle']);
-    expect(Object.keys(bodies[2]!)).toEqual(['kind', 'id', 'at', 'expiresAt', 'lines']);
-    expect(Object.keys(bodies[3]!)).toEqual(['kind', 'id', 'at', 'lines', 'event', 'settledBy']);
-    expect(Object.keys(bodies[3]!.lines![0]!)).toEqual(['budgetId', 'subject', 'usageKey', 'reservedKey', 'amount', 'expiresAt']);
+    expect(bodies.map((b) => b.kind)).toEqual(['recover', 'settle']);
+    expect(Object.keys(bodies[1]!)).toEqual(['kind', 'id', 'at', 'lines', 'event', 'settledBy']);
+    expect(Object.keys(bodies[1]!.lines![0]!)).toEqual(['budgetId', 'subject', 'usageKey', 'reservedKey', 'amount', 'expiresAt']);
     expect((await store.verify()).ok).toBe(true);
   });
 
