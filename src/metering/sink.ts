@@ -6,14 +6,15 @@
  * strings, numbers and arrays, and pino's own serialiser cost several times more per event.
  */
 import { pino, type Logger } from 'pino';
-import type { DecisionEvent, EventSink } from './events.js';
+import { eventJson, type DecisionEvent, type EventSink } from './events.js';
 
 /** Opens a JSON-lines sink on a file path, or stderr when no path is given. */
 export function pinoSink(path?: string): EventSink {
   const dest = path ? pino.destination({ dest: path, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: false });
   return {
     emit(event: DecisionEvent) {
-      const json = JSON.stringify(event);
+      // The text the Redis journal stored for this event, when it stored one: serialised once.
+      const json = eventJson(event);
       dest.write(json.length > 2 ? `{"level":30,${json.slice(1)}\n` : '{"level":30}\n');
     },
     async close() {

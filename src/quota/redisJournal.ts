@@ -13,6 +13,7 @@
  */
 import { encodeDimension, rollupFields, rollupWho } from './rollups.js';
 import { bodyHash, GENESIS, teamsOf, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
+import { eventJson } from '../metering/events.js';
 import type { DecisionRecord } from './store.js';
 
 /** The stream, its head and its rollup hashes, all in one slot. */
@@ -65,7 +66,8 @@ export function entryText(body: EntryBody): string {
     out += ']';
   }
   if (body.meta !== undefined) out += `,"meta":${JSON.stringify(body.meta)}`;
-  if (body.event !== undefined) out += `,"event":${JSON.stringify(body.event)}`;
+  // The event's text is kept for the event log, which writes the same text (eventJson).
+  if (body.event !== undefined) out += `,"event":${eventJson(body.event)}`;
   if (body.settledBy !== undefined) out += `,"settledBy":${JSON.stringify(body.settledBy)}`;
   if (body.state !== undefined) out += `,"state":${JSON.stringify(body.state)}`;
   // Any other field an entry kind carries (an alert's, say) follows, in its own order: never dropped.

@@ -5,9 +5,13 @@
  * audit naming the first entry that fails after each kind of tampering.
  */
 import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createClient } from '@keyv/redis';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { pinoSink } from '../../src/metering/sink.js';
 import { lineKeys } from '../../src/policy/budgets.js';
 import { bodyHash, canonicalJson, chainLink, GENESIS, recoveryEvent, verifyChain, type JournalEntry } from '../../src/quota/journal.js';
 import { RedisQuotaStore, type RedisQuotaStoreOptions } from '../../src/quota/redis.js';
@@ -133,6 +137,20 @@ describe('RedisQuotaStore journal (single node)', () => {
     await store.settle('c1', [line('alpha', 10)], callEvent('c1'));
     await store.record(callEvent('c2', { outcome: 'refused', 'error.code': 'BUDGET_EXHAUSTED' }));
     expect(await Promise.all(seen)).toEqual([1, 2]);
+  });
+
+  it('writes the event log line with the very text the journal stored for the event', async () => {
+    const store = open();
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-eventlog-'));
+    const sink = pinoSink(join(dir, 'events.jsonl'));
+    store.onEvent((e) => sink.emit(e as never));
+    await store.reserve('c1', [line('alpha', 40)], TTL);
+    await store.settle('c1', [line('alpha', 10)], callEvent('c1', { 'user.id': 'ädä "q"' }));
+    await sink.close!();
+    const body = (await raw.xRange(stream(), '-', '+'))[0]!.message.body!;
+    const text = body.slice(body.indexOf('"event":') + 8, body.lastIndexOf(',"settledBy"'));
+    expect(readFileSync(join(dir, 'events.jsonl'), 'utf8')).toBe(`{"level":30,${text.slice(1)}\n`);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('charges an expired dispatched reservation at its reservation, once across replicas, and a late settle adds nothing', async () => {
