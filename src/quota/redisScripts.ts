@@ -153,12 +153,15 @@ local function append(jr, h, body)
 end
 
 -- Adds rollup increments to the day's hash: args[from] is the dimensions, then metric, increment,
--- ... up to args[to]; each goes to the field '<metric>|<dimensions>'.
+-- ... up to args[to]; each goes to the field '<metric>|<dimensions>'. The first metric is always
+-- calls, 1: when that field is new (the answer is 1), the hash may be new too and gets its lifetime;
+-- otherwise it has one already, so a call costs no PTTL.
 local function rollup(jr, args, from, to)
   if to <= from then return end
   local dims = '|' .. args[from]
-  for i = from + 1, to, 2 do redis.call('HINCRBY', jr.roll, args[i] .. dims, args[i + 1]) end
-  if redis.call('PTTL', jr.roll) < 0 then redis.call('PEXPIRE', jr.roll, jr.rollTtl) end
+  local first = redis.call('HINCRBY', jr.roll, args[from + 1] .. dims, args[from + 2])
+  for i = from + 3, to, 2 do redis.call('HINCRBY', jr.roll, args[i] .. dims, args[i + 1]) end
+  if first == tonumber(args[from + 2]) and redis.call('PTTL', jr.roll) < 0 then redis.call('PEXPIRE', jr.roll, jr.rollTtl) end
 end
 
 -- Adds to a usage counter and extends (never shortens) its life to ttl ms from now. A counter whose

@@ -290,6 +290,8 @@ describe('RedisQuotaStore journal (single node)', () => {
       { ...base, model: 'openai/gpt-5', tier: '', calls: 1, inputTokens: 0, outputTokens: 0, costMicroUsd: 0, refused: { BUDGET_EXHAUSTED: 1 }, failed: {} },
     ]);
     expect(await store.rollups('2020-01-01', '2020-01-31')).toEqual([]);
+    // The day's hash gets its lifetime (400 days by default) when its first field is made.
+    expect(await raw.pTTL(`${prefix}{journal}:roll:${day}`)).toBeGreaterThan(399 * 86_400_000);
     // The rollups are what the journal's events add up to.
     const report = await store.verify();
     expect(report.rollups).toEqual({ checked: 1, mismatches: [] });
@@ -398,6 +400,27 @@ describe('RedisQuotaStore journal (single node)', () => {
       expect(report.rollups.mismatches.length).toBeGreaterThan(0);
       expect(report.ok).toBe(false);
     });
+  });
+
+  it('waits for an event the entry of another line names (eventLine) while that line is still reserved, and reports it missing once it is not', async () => {
+    const store = open();
+    const [carrier, other] = [line('alpha', 40), line('beta', 40)];
+    // What a cluster writes when the line that carries the event has not settled yet: the other
+    // line's settle entry, naming the carrier, and the carrier still holding the reservation.
+    const body = entryText({ kind: 'settle', id: 'c1', at: clock, lines: [entryLine({ ...other, amount: 7 })], settledBy: 'call', eventLine: carrier.reservedKey });
+    const h = bodyHash(body);
+    const link = chainLink(GENESIS, h);
+    await raw.xAdd(stream(), '*', { seq: '1', h, prev: GENESIS, link, body });
+    await raw.set(`${prefix}{journal}:jh`, `1 ${link}`);
+    await raw.incrBy(other.usageKey, 7);
+    await raw.hSet(carrier.reservedKey, 'c1', '40');
+    let report = await store.verify();
+    expect(report.events).toEqual({ charges: 1, missing: [], pending: ['c1'] });
+    expect(report.ok).toBe(true);
+    await raw.hDel(carrier.reservedKey, 'c1');
+    report = await store.verify();
+    expect(report.events).toEqual({ charges: 1, missing: [{ id: 'c1', stream: stream(), seq: 1 }], pending: [] });
+    expect(report.ok).toBe(false);
   });
 
   it('trims the stream to about maxLen entries, and verifies from the first kept entry', async () => {
