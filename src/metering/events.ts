@@ -104,20 +104,3 @@ export interface EventSink {
   emit(event: DecisionEvent): void;
   close?(): Promise<void>;
 }
-
-const eventTexts = new WeakMap<object, string>();
-
-/**
- * The JSON text of a decision event, serialised once: the Redis journal stores it in the entry's
- * body and the event log writes the same text after the entry is written, so a 1.5 KB event is
- * not stringified twice per call (and the log line says exactly what the journal holds). An event
- * is not changed once it is handed to the store; a caller that changes one must build a new object.
- */
-export function eventJson(event: object): string {
-  let text = eventTexts.get(event);
-  if (text === undefined) {
-    text = JSON.stringify(event);
-    eventTexts.set(event, text);
-  }
-  return text;
-}

@@ -6,7 +6,8 @@
  * strings, numbers and arrays, and pino's own serialiser cost several times more per event.
  */
 import { pino, type Logger } from 'pino';
-import { eventJson, type DecisionEvent, type EventSink } from './events.js';
+import { eventJson } from '../quota/journal.js';
+import type { DecisionEvent, EventSink } from './events.js';
 
 /** Opens a JSON-lines sink on a file path, or stderr when no path is given. */
 export function pinoSink(path?: string): EventSink {

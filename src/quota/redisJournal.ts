@@ -12,8 +12,7 @@
  * of a request whose lines are unknown) go to `<prefix>{journal}:j`. Order holds within a stream.
  */
 import { encodeDimension, rollupFields, rollupWho } from './rollups.js';
-import { bodyHash, GENESIS, teamsOf, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
-import { eventJson } from '../metering/events.js';
+import { bodyHash, eventJson, GENESIS, teamsOf, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
 import type { DecisionRecord } from './store.js';
 
 /** The stream, its head and its rollup hashes, all in one slot. */
