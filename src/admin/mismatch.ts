@@ -1,8 +1,8 @@
 /**
  * Does the store hold the data of this policy? An operator command that reads a ledger through the
  * wrong policy (the shipped default instead of the deployment's) would otherwise print "no usage"
- * or "no such budget" while the ledger holds spend. The check: the budgets with live usage in the
- * store (counters whose window has not ended) must all be declared by the policy.
+ * or "no such budget" while the ledger holds spend. The check: the budgets and rate limits with live
+ * usage in the store (counters whose window has not ended) must all be declared by the policy.
  */
 import type { Policy } from '../policy/load.js';
 import { MemoryQuotaStore } from '../quota/memory.js';
@@ -56,7 +56,8 @@ export async function budgetsInJournal(dir: string, prefix: string, now = Date.n
  * (`where` says which store), unless `allow` (`--allow-other-budgets`).
  */
 export function requireSamePolicy(policy: Policy, inStore: Iterable<string>, where: string, allow = false): void {
-  const declared = new Set(policy.budgets.map((b) => b.config.id));
+  // Rate limits and caps are ledger lines too, under their own ids.
+  const declared = new Set([...policy.budgets.map((b) => b.config.id), ...policy.rateLimits.map((l) => l.config.id)]);
   const other = [...new Set(inStore)].filter((id) => !declared.has(id)).sort();
   if (other.length === 0 || allow) return;
   throw new StoreMismatchError(

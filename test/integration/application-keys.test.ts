@@ -4,7 +4,7 @@
  * applications.charge says, to its owner's lines too; my_budget shows the application its own
  * lines, and limits of scope application hold it to its own rate.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -28,7 +28,10 @@ rateLimits:
 describe('application keys', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-appkeys-'));
   const env = { TOLLGATE_DATA_DIR: dir };
-  const keys = (...args: string[]) => runKeysCommand(args, env);
+  // The keys go into the store the gateway's policy uses: `keys` refuses a store holding another policy's budgets.
+  const policyFile = join(dir, 'policy.yaml');
+  writeFileSync(policyFile, policy('both'));
+  const keys = (...args: string[]) => runKeysCommand([...args, '--policy', policyFile], env);
   let gw: TestGateway | undefined;
   afterEach(async () => {
     await gw?.close();
