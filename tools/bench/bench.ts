@@ -26,7 +26,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { killChildren, localRedisUrl, pct, rssMb, sleep, startChild } from './common.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
-import { closeRawClient, cpuMs, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
+import { closeRawClient, closedLoop, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
 import { startNginx, startPortkey } from './floor.js';
 import { runWire, type WireTarget } from './wire.js';
 
@@ -93,36 +93,9 @@ interface LoadResult {
 async function load(url: string, n: number, seconds: number, pids: number[]): Promise<LoadResult> {
   const t = rawTarget(url, KEY, n);
   const clients = await Promise.all(Array.from({ length: n }, () => openRawClient(t)));
-  const lat: number[] = [];
-  let errors = 0;
-  let measuring = false;
-  let stop = false;
-  const loop = async (c: RawClient) => {
-    while (!stop) {
-      const t0 = performance.now();
-      const ok = await rawCall(t, c, 'complete', ARGS).catch(() => false);
-      const ms = performance.now() - t0;
-      if (!measuring) continue;
-      if (!ok) errors++;
-      else lat.push(ms);
-    }
-  };
-  const running = clients.map(loop);
-  await new Promise((r) => setTimeout(r, WARMUP * 1000));
-  measuring = true;
-  const cpu0 = pids.map(cpuMs);
-  const self0 = process.cpuUsage();
-  const t0 = performance.now();
-  await new Promise((r) => setTimeout(r, seconds * 1000));
-  measuring = false;
-  const elapsed = (performance.now() - t0) / 1000;
-  const cpu = pids.map((p, i) => cpuMs(p) - cpu0[i]!);
-  const self = process.cpuUsage(self0);
-  stop = true;
-  await Promise.all(running);
+  const { lat, errors, elapsed, cpu, loadCpu } = await closedLoop(n, (i) => rawCall(t, clients[i]!, 'complete', ARGS), WARMUP, seconds, pids);
   await Promise.all(clients.map((c) => closeRawClient(t, c)));
   t.agent.destroy();
-  lat.sort((a, b) => a - b);
   return {
     calls: lat.length,
     errors,
@@ -131,7 +104,7 @@ async function load(url: string, n: number, seconds: number, pids: number[]): Pr
     p99: pct(lat, 99),
     mean: lat.reduce((a, b) => a + b, 0) / lat.length,
     cpuPerCall: cpu.map((ms) => ms / Math.max(1, lat.length)),
-    loadCpuPerCall: (self.user + self.system) / 1000 / Math.max(1, lat.length),
+    loadCpuPerCall: loadCpu / Math.max(1, lat.length),
   };
 }
 

@@ -98,3 +98,53 @@ export function cpuMs(pid: number): number {
   }
   return ms;
 }
+
+/** What a closed loop saw in its measured window. */
+export interface LoopWindow {
+  /** Latencies (ms) of the calls answered in the window, sorted. */
+  lat: number[];
+  errors: number;
+  /** Seconds the window lasted. */
+  elapsed: number;
+  /** CPU ms of each of `pids` (with their children) over the window. */
+  cpu: number[];
+  /** CPU ms of this load generator over the window. */
+  loadCpu: number;
+}
+
+/**
+ * `n` clients calling back to back (client `i` runs `call(i)`, which says whether the call was
+ * answered); after `warmupS` seconds the next `seconds` are measured: latencies, errors, and the CPU
+ * of `pids` and of this process. Every loop has ended when it returns.
+ */
+export async function closedLoop(n: number, call: (i: number) => Promise<boolean>, warmupS: number, seconds: number, pids: number[]): Promise<LoopWindow> {
+  const lat: number[] = [];
+  let errors = 0;
+  let measuring = false;
+  let stop = false;
+  const loop = async (i: number) => {
+    while (!stop) {
+      const t0 = performance.now();
+      const ok = await call(i).catch(() => false);
+      const ms = performance.now() - t0;
+      if (!measuring) continue;
+      if (ok) lat.push(ms);
+      else errors++;
+    }
+  };
+  const running = Array.from({ length: n }, (_, i) => loop(i));
+  await new Promise((r) => setTimeout(r, warmupS * 1000));
+  const cpu0 = pids.map(cpuMs);
+  const self0 = process.cpuUsage();
+  measuring = true;
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  measuring = false;
+  const elapsed = (performance.now() - t0) / 1000;
+  const cpu = pids.map((p, i) => cpuMs(p) - cpu0[i]!);
+  const self = process.cpuUsage(self0);
+  stop = true;
+  await Promise.all(running);
+  lat.sort((a, b) => a - b);
+  return { lat, errors, elapsed, cpu, loadCpu: (self.user + self.system) / 1000 };
+}

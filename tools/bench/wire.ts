@@ -5,7 +5,7 @@
  * and the ratios issue 21's targets are stated in.
  */
 import { pct } from './common.js';
-import { cpuMs } from './rawload.js';
+import { closedLoop } from './rawload.js';
 import { chatBody, chatCall, chatTarget, type ChatTarget } from './openaiload.js';
 
 export interface WireTarget {
@@ -80,39 +80,12 @@ async function sequential(targets: WireTarget[], o: WireOptions, stream: boolean
 async function concurrent(target: WireTarget, o: WireOptions, stream: boolean) {
   const t = targetFor(target, o, o.clients);
   const body = chatBody(o.model, o.prompt, o.maxTokens, stream);
-  const lat: number[] = [];
-  let errors = 0;
-  let measuring = false;
-  let stop = false;
-  const loop = async () => {
-    while (!stop) {
-      const s = performance.now();
-      const ok = await chatCall(t, body, stream);
-      if (!measuring) continue;
-      if (ok) lat.push(performance.now() - s);
-      else errors++;
-    }
-  };
-  const running = Array.from({ length: o.clients }, loop);
-  await new Promise((r) => setTimeout(r, o.warmup * 1000));
-  const pids = [target.pid, o.fakePid];
-  const cpu0 = pids.map(cpuMs);
-  const self0 = process.cpuUsage();
-  measuring = true;
-  const t0 = performance.now();
-  await new Promise((r) => setTimeout(r, o.seconds * 1000));
-  measuring = false;
-  const elapsed = (performance.now() - t0) / 1000;
-  const cpu = pids.map((p, i) => cpuMs(p) - cpu0[i]!);
-  const self = process.cpuUsage(self0);
-  stop = true;
-  await Promise.all(running);
+  const { lat, errors, elapsed, cpu, loadCpu } = await closedLoop(o.clients, () => chatCall(t, body, stream), o.warmup, o.seconds, [target.pid, o.fakePid]);
   t.agent.destroy();
-  lat.sort((a, b) => a - b);
   const n = Math.max(1, lat.length);
   // No call answered: no CPU per call to speak of.
   const per = (ms: number) => (lat.length === 0 ? Number.NaN : ms / n);
-  return { p50: pct(lat, 50), p99: pct(lat, 99), callsPerSec: lat.length / elapsed, errors, cpu: per(cpu[0]!), fakeCpu: per(cpu[1]!), loadCpu: per((self.user + self.system) / 1000) };
+  return { p50: pct(lat, 50), p99: pct(lat, 99), callsPerSec: lat.length / elapsed, errors, cpu: per(cpu[0]!), fakeCpu: per(cpu[1]!), loadCpu: per(loadCpu) };
 }
 
 const f = (n: number, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a').padStart(10);
