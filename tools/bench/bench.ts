@@ -3,12 +3,12 @@
  * (in-memory ledger, then Redis), all calling the same fake OpenAI server over loopback.
  * Prints latency percentiles, throughput, server RSS and the overhead of enforcement.
  *
- *   npm run bench -- [--clients 32] [--seconds 10] [--sequential 2000] [--sessions 10000] [--sessions-idle 60]
+ *   npm run bench -- [--rounds 1] [--clients 32] [--seconds 10] [--sequential 2000] [--sessions 10000] [--sessions-idle 60]
  *                    [--targets passthrough,passthrough-light,memory,redis,redis-sbr,redis-2w]
  *                      (passthrough-light: tollgate's HTTP plumbing without enforcement;
  *                       redis-Nw: N cluster workers; redis-sbr: limits.settleBeforeReply)
  *                    [--node-options=--max-old-space-size=256]      (for every tollgate process)
- *                    [--dist-b <other builds' dist/ dirs, comma-separated> with target memory-b]   (A/B in one run)
+ *                    [--dist-b <other builds' dist/ dirs, comma-separated> with target memory-b and/or redis-b]   (A/B in one run)
  *   npm run bench -- --api openai [--rounds 3] [--targets upstream,nginx,portkey,memory,redis]
  *                      (the OpenAI wire, plain and streamed: the fake directly, Debian's nginx and
  *                       Portkey's gateway started by the bench, tollgate's /v1/chat/completions)
@@ -20,7 +20,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -298,6 +298,15 @@ async function main(): Promise<void> {
       const name = workers ? `tollgate (redis, ${workers}w)` : target === 'redis-sbr' ? 'tollgate (redis, sbr)' : 'tollgate (redis)';
       servers.push({ name, url: g.match[1]!, pid: g.child.pid! });
     }
+    // Other builds on the Redis store beside this one (`redis-b` with `--dist-b`), each under a prefix of its own.
+    for (const other of redisUrl && TARGETS.includes('redis-b') ? (values['dist-b'] ?? '').split(',').filter(Boolean) : []) {
+      const label = basename(dirname(resolve(other))) + '/' + basename(other);
+      const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
+      cleanup.push(() => deleteKeys(redisUrl!, prefix));
+      const env = { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, `events-redis-${label.replace('/', '-')}.jsonl`) };
+      const g = await startChild([join(other, 'src/cli.js'), 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl!], env, /serving MCP at (\S+)/, 'stderr', PROF);
+      servers.push({ name: `tollgate (redis, ${label})`, url: g.match[1]!, pid: g.child.pid! });
+    }
 
     if (API === 'openai') {
       const tollgates = servers.map((x): WireTarget => ({ name: x.name, baseUrl: x.url.replace(/\/mcp$/, '/v1'), pid: x.pid, headers: {}, tollgate: true }));
@@ -308,35 +317,54 @@ async function main(): Promise<void> {
     }
     const head = `${'target'.padEnd(25)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'mean ms'.padStart(9)}${'calls/s'.padStart(9)}${'errors'.padStart(7)}`;
     process.stdout.write(`node ${process.version}, ${CLIENTS} clients x ${SECONDS}s (after ${WARMUP}s warm-up); sequential ${SEQUENTIAL} calls; tollgate NODE_OPTIONS: ${values['node-options'] || '(none)'}\n\n`);
-    const seq: Record<string, LoadResult> = {};
-    if (SEQUENTIAL > 0) {
-      process.stdout.write(`sequential (one client per target, targets taking turns call by call; calls/s = 1000 / mean)\n${head}\n`);
-      const results = await sequential(servers.map((x) => x.url), SEQUENTIAL);
-      servers.forEach((x, i) => {
-        seq[x.name] = results[i]!;
-        process.stdout.write(`${row(x.name, results[i]!)}\n`);
-      });
-    }
-    const conc: Record<string, LoadResult> = {};
-    if (SECONDS > 0) {
-      process.stdout.write(`\nconcurrent (${CLIENTS} clients)\n${head}${'RSS MB'.padStart(9)}${'peak MB'.padStart(9)}${'srv cpu'.padStart(9)}${'fake cpu'.padStart(9)}${'load cpu'.padStart(9)}\n`);
-      for (const s of servers) {
-        conc[s.name] = await load(s.url, CLIENTS, SECONDS, [s.pid, fakes.child.pid!]);
-        process.stdout.write(`${row(s.name, conc[s.name]!, rssMb(s.pid))}\n`);
-      }
-    }
-    // Enforcement's cost is measured against the passthrough with the same HTTP plumbing when it ran.
+    // `--rounds N` repeats the measurement; each round starts the concurrent runs at the next target
+    // (rotating), so that no target always runs first or last on a machine whose state drifts.
+    const rounds = Math.max(1, Number(values.rounds));
     const baselines = servers.filter((s) => s.name.startsWith('passthrough'));
     const signed = (n: number, digits: number) => `${n >= 0 ? '+' : ''}${n.toFixed(digits)}`;
-    for (const base of baselines) {
-      process.stdout.write(`\noverhead over the ${base.name}\n`);
-      for (const s of servers.filter((x) => !x.name.startsWith('passthrough'))) {
-        const a = seq[s.name];
-        const b = seq[base.name];
-        if (a && b) process.stdout.write(`${s.name.padEnd(25)} sequential: ${signed(a.p50 - b.p50, 3)} ms p50, ${signed(a.p99 - b.p99, 3)} ms p99\n`);
-        const c = conc[s.name];
-        const d = conc[base.name];
-        if (c && d) process.stdout.write(`${s.name.padEnd(25)} concurrent: ${signed(c.p50 - d.p50, 2)} ms p50, ${signed(c.p99 - d.p99, 2)} ms p99, throughput x${(c.callsPerSec / d.callsPerSec).toFixed(2)}\n`);
+    const perRound: { seq: Record<string, LoadResult>; conc: Record<string, LoadResult> }[] = [];
+    for (let round = 0; round < rounds; round++) {
+      if (rounds > 1) process.stdout.write(`\n=== round ${round + 1} of ${rounds}\n`);
+      const seq: Record<string, LoadResult> = {};
+      if (SEQUENTIAL > 0) {
+        process.stdout.write(`sequential (one client per target, targets taking turns call by call; calls/s = 1000 / mean)\n${head}\n`);
+        const results = await sequential(servers.map((x) => x.url), SEQUENTIAL);
+        servers.forEach((x, i) => {
+          seq[x.name] = results[i]!;
+          process.stdout.write(`${row(x.name, results[i]!)}\n`);
+        });
+      }
+      const conc: Record<string, LoadResult> = {};
+      if (SECONDS > 0) {
+        process.stdout.write(`\nconcurrent (${CLIENTS} clients)\n${head}${'RSS MB'.padStart(9)}${'peak MB'.padStart(9)}${'srv cpu'.padStart(9)}${'fake cpu'.padStart(9)}${'load cpu'.padStart(9)}\n`);
+        for (let k = 0; k < servers.length; k++) {
+          const s = servers[(round + k) % servers.length]!;
+          conc[s.name] = await load(s.url, CLIENTS, SECONDS, [s.pid, fakes.child.pid!]);
+          process.stdout.write(`${row(s.name, conc[s.name]!, rssMb(s.pid))}\n`);
+        }
+      }
+      perRound.push({ seq, conc });
+      // Enforcement's cost is measured against the passthrough with the same HTTP plumbing when it ran.
+      for (const base of baselines) {
+        process.stdout.write(`\noverhead over the ${base.name}\n`);
+        for (const s of servers.filter((x) => !x.name.startsWith('passthrough'))) {
+          const a = seq[s.name];
+          const b = seq[base.name];
+          if (a && b) process.stdout.write(`${s.name.padEnd(25)} sequential: ${signed(a.p50 - b.p50, 3)} ms p50, ${signed(a.p99 - b.p99, 3)} ms p99\n`);
+          const c = conc[s.name];
+          const d = conc[base.name];
+          if (c && d) process.stdout.write(`${s.name.padEnd(25)} concurrent: ${signed(c.p50 - d.p50, 2)} ms p50, ${signed(c.p99 - d.p99, 2)} ms p99, throughput x${(c.callsPerSec / d.callsPerSec).toFixed(2)}\n`);
+        }
+      }
+    }
+    if (rounds > 1) {
+      const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+      process.stdout.write(`\nmedians of ${rounds} rounds: sequential p99 ms, calls/s (${CLIENTS} clients), server CPU ms per call\n`);
+      for (const s of servers) {
+        const seqP99 = perRound.map((r) => r.seq[s.name]?.p99).filter((x): x is number => x !== undefined);
+        const rate = perRound.map((r) => r.conc[s.name]?.callsPerSec).filter((x): x is number => x !== undefined);
+        const cpu = perRound.map((r) => r.conc[s.name]?.cpuPerCall?.[0]).filter((x): x is number => x !== undefined);
+        process.stdout.write(`${s.name.padEnd(25)}${seqP99.length ? median(seqP99).toFixed(2).padStart(9) : ''.padStart(9)}${rate.length ? median(rate).toFixed(0).padStart(9) : ''.padStart(9)}${cpu.length ? median(cpu).toFixed(3).padStart(9) : ''.padStart(9)}\n`);
       }
     }
     if (SOAK > 0) {
