@@ -31,7 +31,9 @@ export function formatIssues(file: string, issues: PolicyIssue[]): string {
 
 /**
  * `tollgate check [file]`: every error with its line:column (exit 1), or a one-line summary, with
- * warnings (a shipped price not confirmed for 90 days) on stderr that leave the exit status 0.
+ * warnings on stderr that leave the exit status 0, each with its stable code: a shipped price not
+ * confirmed for 90 days (PRICE_UNCHECKED), a model retired or retiring within 60 days (MODEL_RETIRED,
+ * MODEL_RETIRING).
  */
 export function check(file: string | undefined, flags: { policy?: string }, env: NodeJS.ProcessEnv, now = Date.now()): Outcome {
   const path = file ?? (flags.policy ? flags.policy : resolvePolicyPath(undefined, env));
@@ -45,7 +47,7 @@ export function check(file: string | undefined, flags: { policy?: string }, env:
   if (!policy) return { out: '', err: formatIssues(path, errors), code: EXIT.failed };
   return {
     out: `${path}: valid (version ${policy.version}; ${policy.tiers.length} tiers, ${policy.models.size} models, ${policy.budgets.length} budgets, ${policy.rules.length} rules, ${policy.apiKeys.size} API keys)\n`,
-    err: warnings.map((w) => `${path}: warning: ${w}\n`).join('') || undefined,
+    err: warnings.map((w) => `${path}: warning ${w.code}: ${w.message}\n`).join('') || undefined,
     code: EXIT.ok,
   };
 }

@@ -129,7 +129,7 @@ export function buildProgram(reporter: Reporter, env: NodeJS.ProcessEnv = proces
 
   program
     .command('check')
-    .description('validate a policy file: every error with its file:line:col; warns of shipped prices unchecked for 90 days')
+    .description('validate a policy file: every error with its file:line:col; warns of shipped prices unchecked for 90 days and of models retired or retiring within 60 days')
     .argument('[file]', 'the policy (default: the one --policy, TOLLGATE_POLICY or the config file names)')
     .option(...POLICY)
     .action(async (file: string | undefined, opts, cmd: Command) => {

@@ -1,7 +1,8 @@
 /**
  * What `tollgate check` runs on a policy, as a function the CLI and the docs test share: load it
  * (YAML, bindings, schema, cross-checks), type-check its CEL, and list the warnings that do not
- * stop it serving: a shipped price the policy relies on that has not been confirmed for 90 days.
+ * stop it serving: a shipped price the policy relies on that has not been confirmed for 90 days,
+ * and a model it routes to that the provider has retired or retires within 60 days.
  */
 import { shippedPrice, priceAgeDays } from '../providers/prices.js';
 import type { BindingSources } from './bindings.js';
@@ -10,29 +11,74 @@ import { parsePolicy, PolicyError, type Policy, type PolicyIssue } from './load.
 
 /** How old a shipped price may be before `check` warns about it. */
 export const PRICE_MAX_AGE_DAYS = 90;
+/** How many days ahead of a model's retirement `check` starts warning. */
+export const RETIREMENT_NOTICE_DAYS = 60;
+
+/**
+ * A warning's stable code: `PRICE_UNCHECKED` (a shipped price not confirmed for 90 days),
+ * `MODEL_RETIRED` (the provider no longer serves a model the policy routes to),
+ * `MODEL_RETIRING` (it stops within RETIREMENT_NOTICE_DAYS).
+ */
+export type CheckWarningCode = 'PRICE_UNCHECKED' | 'MODEL_RETIRED' | 'MODEL_RETIRING';
+
+export interface CheckWarning {
+  code: CheckWarningCode;
+  /** One sentence naming the model, the date and where it was read. */
+  message: string;
+}
 
 export interface CheckResult {
   /** The compiled policy, when it has no error. */
   policy?: Policy;
   errors: PolicyIssue[];
-  /** One sentence each; the policy still serves. */
-  warnings: string[];
+  /** The policy still serves. */
+  warnings: CheckWarning[];
 }
+
+const DAY_MS = 86_400_000;
 
 /**
  * The shipped prices `policy` charges with (models whose price it does not declare itself) that were
  * last confirmed more than PRICE_MAX_AGE_DAYS before `now`, naming the model, the date and the source.
  */
-export function stalePrices(policy: Policy, now: number): string[] {
-  const out: string[] = [];
+export function stalePrices(policy: Policy, now: number): CheckWarning[] {
+  const out: CheckWarning[] = [];
   for (const model of policy.models.values()) {
     if (Object.hasOwn(policy.config.models, model.ref) && policy.config.models[model.ref]!.price) continue;
     const row = shippedPrice(policy.config.providers[model.provider]!.kind, model.modelId);
     const age = row && priceAgeDays(row, now);
     if (!row || age === undefined || age <= PRICE_MAX_AGE_DAYS) continue;
-    out.push(
-      `the shipped price of ${model.ref} was last checked on ${row.checked} (${age} days ago, against ${row.how}; source ${row.source}): ` +
+    out.push({
+      code: 'PRICE_UNCHECKED',
+      message:
+        `the shipped price of ${model.ref} was last checked on ${row.checked} (${age} days ago, against ${row.how}; source ${row.source}): ` +
         `confirm it there and declare models."${model.ref}".price, or update src/providers/prices.ts`,
+    });
+  }
+  return out;
+}
+
+/**
+ * The models `policy` routes to whose shipped row says the provider retires them on or before
+ * RETIREMENT_NOTICE_DAYS after `now`, whatever price the policy declares: a declared price does not
+ * keep a retired model answering.
+ */
+export function retiringModels(policy: Policy, now: number): CheckWarning[] {
+  const out: CheckWarning[] = [];
+  for (const model of policy.models.values()) {
+    const row = shippedPrice(policy.config.providers[model.provider]!.kind, model.modelId);
+    if (!row?.retires) continue;
+    const daysLeft = Math.ceil((Date.parse(`${row.retires}T00:00:00Z`) - now) / DAY_MS);
+    if (daysLeft > RETIREMENT_NOTICE_DAYS) continue;
+    const instead = row.successor ? `move its tiers to ${model.provider}/${row.successor}` : 'move its tiers to a current model';
+    const where = `(source: ${row.retiresSource ?? row.source})`;
+    out.push(
+      daysLeft <= 0
+        ? { code: 'MODEL_RETIRED', message: `${model.ref} was retired on ${row.retires} ${where}: calls to it fail; ${instead}` }
+        : {
+            code: 'MODEL_RETIRING',
+            message: `${model.ref} retires on ${row.retires}, in ${daysLeft} day${daysLeft === 1 ? '' : 's'} ${where}: calls to it will fail from that day; ${instead}`,
+          },
     );
   }
   return out;
@@ -50,5 +96,6 @@ export function checkPolicyText(text: string, source: string, opts: { sources?: 
   // The expressions against the variables they will see: a typo here would deny every call at run time.
   const errors = checkPolicyCel(policy, text);
   if (errors.length > 0) return { errors, warnings: [] };
-  return { policy, errors: [], warnings: stalePrices(policy, opts.now ?? Date.now()) };
+  const now = opts.now ?? Date.now();
+  return { policy, errors: [], warnings: [...retiringModels(policy, now), ...stalePrices(policy, now)] };
 }

@@ -9,7 +9,7 @@ import { providerSchema, type ProviderConfig } from '../providers/config.js';
 import { isValidTimezone } from '../quota/windows.js';
 
 const id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, 'ids use letters, digits and _ . : -');
-/** `provider/model`, e.g. `anthropic/claude-sonnet-4-5`. */
+/** `provider/model`, e.g. `anthropic/claude-sonnet-5-5`. */
 export const modelRefSchema = z.string().regex(/^[a-z0-9][a-z0-9_-]*\/\S+$/, 'a model is named provider/model-id');
 const timezone = z.string().refine(isValidTimezone, { message: 'not an IANA timezone name (e.g. Europe/Paris)' });
 const positiveInt = z.number().int().positive();

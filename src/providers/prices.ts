@@ -1,7 +1,8 @@
 /**
  * List prices per million tokens, in USD. A model with no price here or in the policy is refused,
  * never served free. Every row names the provider's pricing page and the day its figures were last
- * confirmed; `tollgate check` warns when a row the policy relies on is older than 90 days.
+ * confirmed; `tollgate check` warns when a row the policy relies on is older than 90 days, and when
+ * a row's model retires within 60 days or has retired.
  */
 import type { Usage } from './provider.js';
 
@@ -19,6 +20,12 @@ export interface ShippedPrice extends Price {
   checked?: string;
   /** What they were confirmed against: the provider's own page, or secondary tables only. */
   how?: string;
+  /** The day (YYYY-MM-DD) the provider stops serving the model: requests fail from that day. */
+  retires?: string;
+  /** Where the retirement date was read. */
+  retiresSource?: string;
+  /** The model id the provider recommends instead, on the same adapter. */
+  successor?: string;
 }
 
 const ANTHROPIC = 'https://platform.claude.com/docs/en/about-claude/pricing';
@@ -26,11 +33,28 @@ const OPENAI = 'https://developers.openai.com/api/docs/pricing';
 const BEDROCK = 'https://aws.amazon.com/bedrock/pricing/';
 
 const ANTHROPIC_PAGE = { source: ANTHROPIC, checked: '2026-11-29', how: "a stored copy of Anthropic's pricing page" };
+const ANTHROPIC_MODEL_PAGE = (page: string) => ({
+  source: ANTHROPIC,
+  checked: '2026-11-30',
+  how: `a stored copy of Anthropic's model page (platform.claude.com/docs/zh-CN/models/${page}/overview, its Chinese edition; prices in USD)`,
+});
 const OPENAI_MODEL_PAGE = (model: string) => ({
   source: OPENAI,
   checked: '2026-11-29',
   how: `a stored copy of OpenAI's model page (developers.openai.com/api/docs/models/${model}), which marks the model deprecated`,
 });
+// Retirement dates below are Anthropic's, for its own API; Bedrock sets its own schedule, so the
+// bedrock/... rows carry none.
+const SONNET_4_5_RETIRES = {
+  retires: '2026-11-30',
+  retiresSource: "Anthropic's Claude Sonnet 4.5 model page (stored copy) and @anthropic-ai/sdk's deprecated-models list",
+  successor: 'claude-sonnet-5-5',
+};
+const OPUS_4_5_RETIRES = {
+  retires: '2027-01-22',
+  retiresSource: "@anthropic-ai/sdk's deprecated-models list (Anthropic's stored Opus 4.5 model pages say legacy and predate the date)",
+  successor: 'claude-opus-5-5',
+};
 // Claude 4.5 models on Bedrock are called through inference profiles. The global profile is priced
 // like Anthropic's own API; the geographic ones (us., eu., ...) cost 10% more: declare their price.
 const BEDROCK_GLOBAL = {
@@ -48,10 +72,40 @@ export const SHIPPED_PRICES: Readonly<Record<string, ShippedPrice>> = Object.fre
   'demo/large': { inputPerMTok: 15, outputPerMTok: 75 },
   'demo/medium': { inputPerMTok: 3, outputPerMTok: 15 },
   'demo/small': { inputPerMTok: 1, outputPerMTok: 5 },
-  'anthropic/claude-opus-4-5': { inputPerMTok: 5, outputPerMTok: 25, cachedInputPerMTok: 0.5, ...ANTHROPIC_PAGE },
-  'anthropic/claude-opus-4-1': { inputPerMTok: 15, outputPerMTok: 75, cachedInputPerMTok: 1.5, ...ANTHROPIC_PAGE },
-  'anthropic/claude-sonnet-4-0': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, ...ANTHROPIC_PAGE },
-  'anthropic/claude-sonnet-4-5': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, ...ANTHROPIC_PAGE },
+  'anthropic/claude-opus-5-5': { inputPerMTok: 4, outputPerMTok: 20, cachedInputPerMTok: 0.2, ...ANTHROPIC_MODEL_PAGE('opus-5-5') },
+  'anthropic/claude-sonnet-5-5': {
+    inputPerMTok: 2,
+    outputPerMTok: 10,
+    cachedInputPerMTok: 0.1,
+    source: ANTHROPIC,
+    checked: '2026-11-30',
+    how:
+      "input and output: a stored copy of Anthropic's model page (platform.claude.com/docs/zh-CN/models/sonnet-5-5/overview, its Chinese edition; prices in USD); " +
+      'cached input: secondary tables only (they report a cut from 0.20 to 0.10 on 2026-10-07; the stored model page, perhaps older, still says 0.20)',
+  },
+  'anthropic/claude-sonnet-4-6': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, ...ANTHROPIC_PAGE, checked: '2026-11-30', how: "stored copies of Anthropic's pricing page and of its Sonnet 4.6 model page, which marks the model legacy" },
+  'anthropic/claude-opus-4-5': { inputPerMTok: 5, outputPerMTok: 25, cachedInputPerMTok: 0.5, ...ANTHROPIC_PAGE, ...OPUS_4_5_RETIRES },
+  'anthropic/claude-opus-4-5-20251101': { inputPerMTok: 5, outputPerMTok: 25, cachedInputPerMTok: 0.5, ...ANTHROPIC_PAGE, ...OPUS_4_5_RETIRES },
+  'anthropic/claude-opus-4-1': {
+    inputPerMTok: 15,
+    outputPerMTok: 75,
+    cachedInputPerMTok: 1.5,
+    ...ANTHROPIC_PAGE,
+    retires: '2026-08-05',
+    retiresSource: "Anthropic's pricing page (stored copy) marks it retired except on Bedrock and Google Cloud; the day is from one secondary release note",
+    successor: 'claude-opus-5-5',
+  },
+  'anthropic/claude-sonnet-4-0': {
+    inputPerMTok: 3,
+    outputPerMTok: 15,
+    cachedInputPerMTok: 0.3,
+    ...ANTHROPIC_PAGE,
+    retires: '2026-06-15',
+    retiresSource: "secondary tables citing Anthropic's release notes",
+    successor: 'claude-sonnet-5-5',
+  },
+  'anthropic/claude-sonnet-4-5': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, ...ANTHROPIC_PAGE, ...SONNET_4_5_RETIRES },
+  'anthropic/claude-sonnet-4-5-20250929': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, ...ANTHROPIC_PAGE, ...SONNET_4_5_RETIRES },
   'anthropic/claude-haiku-4-5': { inputPerMTok: 1, outputPerMTok: 5, cachedInputPerMTok: 0.1, ...ANTHROPIC_PAGE },
   'openai/gpt-5': {
     inputPerMTok: 1.25,

@@ -100,7 +100,7 @@ ${declared}tiers:
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/: valid \(version /);
     expect(r.err).toBe(
-      `${r.file}: warning: the shipped price of openai/gpt-5 was last checked on 2026-06-20 (162 days ago, against ${SHIPPED_PRICES['openai/gpt-5']!.how}; ` +
+      `${r.file}: warning PRICE_UNCHECKED: the shipped price of openai/gpt-5 was last checked on 2026-06-20 (162 days ago, against ${SHIPPED_PRICES['openai/gpt-5']!.how}; ` +
         'source https://developers.openai.com/api/docs/pricing): confirm it there and declare models."openai/gpt-5".price, or update src/providers/prices.ts\n',
     );
   });
@@ -113,5 +113,67 @@ ${declared}tiers:
   it('says nothing of a model whose price the policy declares', () => {
     const r = at('declared.yaml', openai('gpt-5', 'models:\n  openai/gpt-5: { price: { inputPerMTok: 1.25, outputPerMTok: 10 } }\n'), '2026-11-29T12:00:00Z');
     expect(r).toMatchObject({ code: 0, err: undefined });
+  });
+});
+
+describe('check: models retired or retiring within 60 days', () => {
+  const anthropic = (models: string[], declared = '') => `version: 1
+providers:
+  claude: { kind: anthropic, apiKey: sk-ant-test }
+egress: { allow: [api.anthropic.com] }
+${declared}tiers:
+  standard: [${models.map((m) => `claude/${m}`).join(', ')}]
+`;
+  const at = (name: string, text: string, iso: string) => {
+    const file = join(dir, name);
+    writeFileSync(file, text);
+    return { file, ...check(file, {}, {}, Date.parse(iso)) };
+  };
+  const SONNET_SOURCE = SHIPPED_PRICES['anthropic/claude-sonnet-4-5']!.retiresSource;
+
+  it('warns MODEL_RETIRED on the retirement day, naming the date, its source and the successor, and still exits 0', () => {
+    const r = at('sonnet45.yaml', anthropic(['claude-sonnet-4-5']), '2026-11-30T12:00:00Z');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/: valid \(version /);
+    expect(r.err).toBe(
+      `${r.file}: warning MODEL_RETIRED: claude/claude-sonnet-4-5 was retired on 2026-11-30 (source: ${SONNET_SOURCE}): ` +
+        'calls to it fail; move its tiers to claude/claude-sonnet-5-5\n',
+    );
+  });
+
+  it('warns MODEL_RETIRING from 60 days before the retirement day, not before, counting the days left', () => {
+    expect(at('early.yaml', anthropic(['claude-sonnet-4-5-20250929']), '2026-09-30T23:59:00Z').err).toBeUndefined();
+    expect(at('d60.yaml', anthropic(['claude-sonnet-4-5-20250929']), '2026-10-01T00:00:00Z').err).toBe(
+      `${join(dir, 'd60.yaml')}: warning MODEL_RETIRING: claude/claude-sonnet-4-5-20250929 retires on 2026-11-30, in 60 days (source: ${SONNET_SOURCE}): ` +
+        'calls to it will fail from that day; move its tiers to claude/claude-sonnet-5-5\n',
+    );
+    expect(at('d1.yaml', anthropic(['claude-sonnet-4-5']), '2026-11-29T12:00:00Z').err).toContain('warning MODEL_RETIRING: claude/claude-sonnet-4-5 retires on 2026-11-30, in 1 day (source:');
+  });
+
+  it('warns of claude-opus-4-5 from 2026-11-23, 60 days before its retirement on 2027-01-22', () => {
+    expect(at('opus-before.yaml', anthropic(['claude-opus-4-5']), '2026-11-22T12:00:00Z').err).toBeUndefined();
+    expect(at('opus.yaml', anthropic(['claude-opus-4-5']), '2026-11-30T12:00:00Z').err).toContain(
+      'warning MODEL_RETIRING: claude/claude-opus-4-5 retires on 2027-01-22, in 53 days (source: @anthropic-ai/sdk',
+    );
+  });
+
+  it('warns even when the policy declares the price itself: a price does not keep a retired model answering', () => {
+    const r = at('declared-old.yaml', anthropic(['claude-sonnet-4-5'], 'models:\n  claude/claude-sonnet-4-5: { price: { inputPerMTok: 3, outputPerMTok: 15 } }\n'), '2026-12-01T00:00:00Z');
+    expect(r.err).toContain('warning MODEL_RETIRED: claude/claude-sonnet-4-5 was retired on 2026-11-30');
+  });
+
+  it('says nothing of the current models', () => {
+    expect(at('current.yaml', anthropic(['claude-sonnet-5-5', 'claude-opus-5-5', 'claude-sonnet-4-6', 'claude-haiku-4-5']), '2026-11-30T12:00:00Z')).toMatchObject({ code: 0, err: undefined });
+  });
+
+  it('gives every retiring row a date, where it was read, and a successor the catalogue prices', () => {
+    for (const [ref, row] of Object.entries(SHIPPED_PRICES)) {
+      if (!row.retires) continue;
+      expect(row.retires, ref).toMatch(/^\d{4}-\d{2}-\d{2}$/);
+      expect(new Date(`${row.retires}T00:00:00Z`).toISOString().slice(0, 10), ref).toBe(row.retires);
+      expect(row.retiresSource, ref).toMatch(/\S/);
+      expect(SHIPPED_PRICES[`${ref.split('/')[0]}/${row.successor}`], ref).toBeDefined();
+      expect(SHIPPED_PRICES[`${ref.split('/')[0]}/${row.successor}`]!.retires, ref).toBeUndefined();
+    }
   });
 });

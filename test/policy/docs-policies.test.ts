@@ -16,8 +16,8 @@ import { standInSources } from '../helpers/standIns.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const POLICY_KEYS = ['version', 'providers', 'tiers'];
-/** The day the shipped prices were last checked: the docs use no price checked 90 days before it. */
-const NOW = Date.parse('2026-11-29T12:00:00Z');
+/** The day the shipped models were last checked: the docs use no price checked 90 days before it, and no model retiring within 60 days of it. */
+const NOW = Date.parse('2026-11-30T12:00:00Z');
 const MARKERS = ['<!-- policy-fragment -->', '<!-- not-a-policy -->'] as const;
 
 interface Block {

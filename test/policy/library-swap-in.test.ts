@@ -14,8 +14,8 @@ import { standInSources } from '../helpers/standIns.js';
 const LIBRARY = fileURLToPath(new URL('../../policy/library/', import.meta.url));
 const policies = readdirSync(LIBRARY).filter((f) => f.endsWith('.yaml') && !f.endsWith('.test.yaml')).sort();
 const INTRO = 'replace providers, egress and tiers with these, and add the bindings:';
-/** The day the shipped prices were last checked: a price checked before 2026-09-01 would warn. */
-const NOW = Date.parse('2026-11-29T12:00:00Z');
+/** The day the shipped models were last checked: a price checked before 2026-09-01 would warn, a model retiring before 2027-01-29 too. */
+const NOW = Date.parse('2026-11-30T12:00:00Z');
 
 /** The commented snippet after INTRO, uncommented: each line is `#   <yaml>`. */
 function swapIn(text: string): Record<string, unknown> {
@@ -49,7 +49,9 @@ describe('the swap-in each library policy documents', () => {
       expect(Object.values(r.policy!.config.providers).map((p) => p.kind)).not.toContain('demo');
       // openai/gpt-5's shipped price comes from a secondary table dated 2026-06-20: check says so.
       const stale = name === 'team-tier-ladder.yaml' ? ['openai/gpt-5'] : [];
-      expect(r.warnings.map((w) => /^the shipped price of (\S+) was last checked on 2026-06-20 \(162 days ago, .*source https:\/\/developers\.openai\.com\/api\/docs\/pricing\)/.exec(w)?.[1])).toEqual(stale);
+      // No swap-in routes to a model retired or retiring within 60 days (MODEL_RETIRED, MODEL_RETIRING).
+      expect(r.warnings.map((w) => w.code)).toEqual(stale.map(() => 'PRICE_UNCHECKED'));
+      expect(r.warnings.map((w) => /^the shipped price of (\S+) was last checked on 2026-06-20 \(163 days ago, .*source https:\/\/developers\.openai\.com\/api\/docs\/pricing\)/.exec(w.message)?.[1])).toEqual(stale);
     });
   }
 });

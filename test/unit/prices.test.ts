@@ -39,6 +39,21 @@ describe('prices', () => {
     expect(price('bedrock/global.anthropic.claude-haiku-4-5-20251001-v1:0')).toEqual([1, 5, 0.1]);
   });
 
+  it('prices the current Anthropic models the library routes to, and keeps the retiring ones priced', () => {
+    const price = (ref: string) => {
+      const { inputPerMTok, outputPerMTok, cachedInputPerMTok } = SHIPPED_PRICES[ref]!;
+      return [inputPerMTok, outputPerMTok, cachedInputPerMTok];
+    };
+    expect(price('anthropic/claude-opus-5-5')).toEqual([4, 20, 0.2]);
+    expect(price('anthropic/claude-sonnet-5-5')).toEqual([2, 10, 0.1]);
+    expect(price('anthropic/claude-sonnet-4-6')).toEqual([3, 15, 0.3]);
+    expect(price('anthropic/claude-sonnet-4-5')).toEqual([3, 15, 0.3]);
+    expect(SHIPPED_PRICES['anthropic/claude-sonnet-4-5']).toMatchObject({ retires: '2026-11-30', successor: 'claude-sonnet-5-5' });
+    expect(SHIPPED_PRICES['anthropic/claude-opus-4-5']).toMatchObject({ retires: '2027-01-22', successor: 'claude-opus-5-5' });
+    // Priced by prompt length (two bands): a single row would misprice one of them.
+    expect(SHIPPED_PRICES['anthropic/claude-haiku-5-5']).toBeUndefined();
+  });
+
   it('finds the shipped price by adapter kind, whatever the provider is called in the policy', () => {
     const p = parsePolicy(policy('claude', 'anthropic', 'claude-sonnet-4-5'), 'p.yaml');
     expect(p.models.get('claude/claude-sonnet-4-5')!.price).toMatchObject({ inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3 });
