@@ -83,6 +83,9 @@ export function formatRedisAudit(target: string, r: JournalVerifyReport): string
   out.push(`  events    ${r.events.charges} charge entr${r.events.charges === 1 ? 'y' : 'ies'}${r.events.pending.length ? `; ${r.events.pending.length} request(s) still open, whose event comes with the last line` : ''}`);
   for (const m of r.events.missing) out.push(`    request ${m.id}: FAILED: charged without its decision event (${m.stream}, entry ${m.seq})`);
   out.push(`  rollups   ${r.rollups.checked} day${r.rollups.checked === 1 ? '' : 's'} of rollups checked against their events`);
-  for (const m of r.rollups.mismatches) out.push(`    ${m.key} ${m.field}: FAILED: the rollup holds ${m.rollup}, the events add up to ${m.journal}`);
+  for (const m of r.rollups.mismatches) {
+    if (typeof m.rollup === 'string') out.push(`    ${m.key} ${m.field}: FAILED: the hash names ${m.rollup} as its last write, the journal's last entry that added to it is ${m.journal || 'none'}`);
+    else out.push(`    ${m.key} ${m.field}: FAILED: the rollup holds ${m.rollup}, the events add up to ${m.journal}`);
+  }
   return `${out.join('\n')}\n`;
 }

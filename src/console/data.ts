@@ -15,6 +15,7 @@ import { GatewayError } from '../errors.js';
 import { isJournalDir, type Decision } from '../admin/journalReader.js';
 import { addFigures, buildReport, dayOf, periodOf, refusalReport, REPORT_DIMENSIONS, type Decisions, type RefusalRow, type ReportDimension, type ReportFigures, type ReportRow } from '../admin/report.js';
 import { JournalRollups } from '../admin/journalRollups.js';
+import { RedisRollups } from '../admin/redisRollups.js';
 import { decisionsOf } from '../admin/sources.js';
 import type { UsageRollup } from '../quota/rollups.js';
 import { usageRows, type UsageRow, type UsageSource } from '../admin/usage.js';
@@ -33,6 +34,8 @@ export interface ConsoleSources {
   dataDir?: string;
   /** The embedded journal's day rollups, kept between views (made on first use). */
   rollups?: JournalRollups;
+  /** The Redis store's day rollup hashes, kept between views and checked by version (made on first use). */
+  redisRollups?: RedisRollups;
   now: () => number;
 }
 
@@ -93,7 +96,7 @@ export async function* decisions(src: ConsoleSources): AsyncGenerator<Decision> 
 /** The day rollups of a range, as `tollgate usage report` reads them from the same store. */
 export async function rollupsIn(src: ConsoleSources, range: { start: string; end: string }): Promise<UsageRollup[]> {
   const kind = journalKind(src);
-  if (kind === 'redis') return (src.gateway.store as RedisQuotaStore).rollups(range.start, dayOf(ms(range.end) - DAY_MS));
+  if (kind === 'redis') return (src.redisRollups ??= new RedisRollups(src.gateway.store as RedisQuotaStore)).read(range.start, dayOf(ms(range.end) - DAY_MS));
   if (kind === 'embedded') return (src.rollups ??= new JournalRollups(src.dataDir!)).read(range.start, range.end);
   return [];
 }

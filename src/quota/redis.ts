@@ -50,7 +50,7 @@ import {
   type JournalVerifyReport,
   type VerifyOptions,
 } from './redisJournal.js';
-import { addRollupHash, rollupArgs, sortedRollups, type UsageRollup } from './rollups.js';
+import { mergeRollupHashes, rollupArgs, rollupHash, ROLLUP_VERSION_FIELD, type RollupHash, type RollupNames, type UsageRollup } from './rollups.js';
 import {
   ADJUST,
   ALERT,
@@ -68,13 +68,26 @@ import {
   asStoreError,
   isOutage,
   type LuaScript,
+  type RedisClient,
   type RedisConnection,
   type RedisNode,
 } from './redisScripts.js';
 import type { AlertLedger, DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOptions, ReserveOutcome } from './store.js';
 
 export type { JournalVerifyReport } from './redisJournal.js';
-export type { UsageRollup } from './rollups.js';
+export type { RollupHash, UsageRollup } from './rollups.js';
+
+/** A rollup hash and the UTC day it adds up (`YYYY-MM-DD`). */
+export interface RollupKey {
+  key: string;
+  day: string;
+}
+
+/** Rollup hashes read at once (readRollups). */
+const ROLLUP_READS_AT_ONCE = 4;
+
+/** What a map reply is decoded to: @redis/client's RESP_TYPES.MAP ('%'), mapped to Array (flat). */
+const RESP_MAP = 37;
 
 export interface RedisJournalOptions {
   /**
@@ -161,6 +174,8 @@ function reservationKeys(r: string): [string, string, string] {
 export class RedisQuotaStore implements QuotaStore, AlertLedger {
   readonly kind = 'redis';
   private readonly client: RedisConnection;
+  /** The same connection, answering HGETALL as Redis sends it: field, value, field, value... */
+  private readonly flatReplies: { hGetAll(key: string): Promise<string[]> };
   private readonly scripts: ScriptRunner;
   private readonly records: Keyv<string[]>;
   private readonly now: () => number;
@@ -226,6 +241,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     this.records = new Keyv<string[]>({ store: adapter, useKeyPrefix: false, throwOnErrors: true });
     // Scripts run on the very client the Keyv adapter exposes.
     this.client = adapter.client as RedisConnection;
+    // A single node's client and a cluster's both have withTypeMapping (a view of the same connection).
+    this.flatReplies = (this.client as RedisClient).withTypeMapping({ [RESP_MAP]: Array }) as unknown as { hGetAll(key: string): Promise<string[]> };
     this.scripts = new ScriptRunner(this.client, timeoutMs, backoff);
     if (cluster) {
       this.refreshSlots = watchCluster(cluster, { down: (err) => this.down(err), nodeReady: (node) => this.up(node), stopped: () => this.closed, timeoutMs });
@@ -469,27 +486,66 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   /**
    * The usage rollups of the UTC days `from` to `to` (`YYYY-MM-DD`, inclusive), one row per day
    * and combination of user, teams, cost centre, model and tier, summed over every rollup hash of
-   * the day (one on a single node; on a cluster one per line that carried events, found by SCAN
-   * on every master). Key layout in docs/quota.md.
+   * the day. Key layout in docs/quota.md.
    */
   async rollups(from: string, to: string): Promise<UsageRollup[]> {
-    const days = new Set(daysBetween(from, to));
-    const rows = new Map<string, UsageRollup>();
+    return mergeRollupHashes(await this.readRollups(await this.rollupKeys(from, to)));
+  }
+
+  /**
+   * The rollup hashes of the UTC days `from` to `to` (inclusive): one a day on a single node (named,
+   * whether or not it exists); on a cluster one per line that carried events, found by SCAN on
+   * every master.
+   */
+  async rollupKeys(from: string, to: string): Promise<RollupKey[]> {
+    // The first connection is waited for (as the scripts do); the reads that follow go at once.
+    await this.scripts.ready();
+    const days = daysBetween(from, to);
+    if (!this.linePerScript) return days.map((day) => ({ key: journalKeys(this.globalBase).roll(day), day }));
+    const wanted = new Set(days);
+    const keys: RollupKey[] = [];
     try {
-      const keys: { key: string; day: string }[] = [];
-      if (!this.linePerScript) {
-        for (const day of days) keys.push({ key: journalKeys(this.globalBase).roll(day), day });
-      } else {
-        for (const key of await this.scanKeys(`${this.prefixOfBase()}*:roll:*`, 'hash')) {
-          const day = key.slice(key.lastIndexOf(':') + 1);
-          if (days.has(day)) keys.push({ key, day });
-        }
+      for (const key of await this.scanKeys(`${this.prefixOfBase()}*:roll:*`, 'hash')) {
+        const day = key.slice(key.lastIndexOf(':') + 1);
+        if (wanted.has(day)) keys.push({ key, day });
       }
-      for (const { key, day } of keys) addRollupHash(rows, day, await this.scripts.timed(this.client.hGetAll(key)));
     } catch (err) {
       throw asStoreError(err);
     }
-    return sortedRollups(rows);
+    return keys.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  /**
+   * Each hash's version (ROLLUP_VERSION_FIELD): null when it has none (gone, or not written since
+   * versions began). Sent at once: one round trip per node.
+   */
+  async rollupVersions(keys: readonly RollupKey[]): Promise<(string | null)[]> {
+    try {
+      return await Promise.all(keys.map((k) => this.scripts.timed(this.client.hGet(k.key, ROLLUP_VERSION_FIELD))));
+    } catch (err) {
+      throw asStoreError(err);
+    }
+  }
+
+  /**
+   * Rollup hashes, each read whole in one HGETALL (its rows and its version in the same reply),
+   * a few at a time: a day's reply is a few hundred kB with a thousand users, and the calls' own
+   * replies on the same connection should not wait behind a whole month of them.
+   */
+  async readRollups(keys: readonly RollupKey[]): Promise<RollupHash[]> {
+    const out: RollupHash[] = [];
+    const names: RollupNames = new Map();
+    try {
+      for (let i = 0; i < keys.length; i += ROLLUP_READS_AT_ONCE) {
+        const group = keys.slice(i, i + ROLLUP_READS_AT_ONCE);
+        // As Redis sends it (field, value, ...): no object of a few thousand keys built to be walked once.
+        const replies = await Promise.all(group.map((k) => this.scripts.timed(this.flatReplies.hGetAll(k.key))));
+        group.forEach((k, j) => out.push(rollupHash(k.day, replies[j]!, names)));
+      }
+    } catch (err) {
+      throw asStoreError(err);
+    }
+    return out;
   }
 
   /**

@@ -11,7 +11,7 @@
  * event going with the first line in reservedKey order. Entries without a line (refusals, releases
  * of a request whose lines are unknown) go to `<prefix>{journal}:j`. Order holds within a stream.
  */
-import { encodeDimension, rollupFields, rollupWho } from './rollups.js';
+import { encodeDimension, rollupFields, rollupWho, ROLLUP_VERSION_FIELD } from './rollups.js';
 import { bodyHash, eventJson, GENESIS, teamsOf, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
 import type { DecisionRecord } from './store.js';
 
@@ -196,8 +196,11 @@ export interface JournalVerifyReport {
   counters: { checked: number; skipped: number; mismatches: { usageKey: string; counter: number; journal: number }[] };
   /** Charge entries and their events: a request's charges must carry its event once. */
   events: { charges: number; missing: { id: string; stream: string; seq: number }[]; pending: string[] };
-  /** Rollup hashes of fully journaled days, recomputed from the events. */
-  rollups: { checked: number; mismatches: { key: string; field: string; rollup: number; journal: number }[] };
+  /**
+   * Rollup hashes of fully journaled days, recomputed from the events; the version field (`#`) is
+   * checked against the link of the last entry that added to the hash.
+   */
+  rollups: { checked: number; mismatches: { key: string; field: string; rollup: number | string; journal: number | string }[] };
 }
 
 export interface VerifyOptions {
@@ -234,6 +237,8 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
   const eventLine = new Map<string, string>();
   /** Per rollup key: what the events of its entries add up to. */
   const rolled = new Map<string, Map<string, number>>();
+  /** Per rollup key: the link of the last entry that added to it (its version field). */
+  const lastLink = new Map<string, string>();
   /** The latest instant before which some stream lost entries; windows starting before it are not checked. */
   let coveredFrom = -Infinity;
   /** Days (per rollup key base) that a trimmed stream does not cover whole. */
@@ -315,6 +320,7 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
         if (!fields) rolled.set(key, (fields = new Map()));
         const add = rollupFields(b.event);
         for (let i = 0; i < add.length; i += 2) fields.set(add[i] as string, (fields.get(add[i] as string) ?? 0) + (add[i + 1] as number));
+        if (add.length > 0) lastLink.set(key, e.link);
       }
     }
   }
@@ -349,7 +355,11 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
     const stored = await reader.hGetAll(key);
     if (Object.keys(stored).length === 0) continue;
     report.rollups.checked += 1;
+    // A hash last written before versions existed has none.
+    const version = stored[ROLLUP_VERSION_FIELD];
+    if (version !== undefined && version !== lastLink.get(key)) report.rollups.mismatches.push({ key, field: ROLLUP_VERSION_FIELD, rollup: version, journal: lastLink.get(key) ?? '' });
     for (const field of new Set([...Object.keys(stored), ...fields.keys()])) {
+      if (field === ROLLUP_VERSION_FIELD) continue;
       const r = Number(stored[field] ?? 0);
       const j = fields.get(field) ?? 0;
       if (r !== j) report.rollups.mismatches.push({ key, field, rollup: r, journal: j });

@@ -24,7 +24,8 @@
  * line's own `R:j`, `R:jh`, `R:roll:<day>` (same slot), or the `{journal}` ones for entries
  * without a line (refusals). The gateway sends each entry's body as JSON text with its
  * SHA-256 `h`; the script links it: `link = sha1hex(prev .. h)`, XADD seq/h/prev/link/body, and
- * moves the head. Entries that recovery writes are built here from fragments the reservation
+ * moves the head. ROLL's field `#` is the link of the last entry that added to it (its version,
+ * for readers that keep a day's rollups between reads). Entries that recovery writes are built here from fragments the reservation
  * kept, so their SHA-256 is computed in Lua (`sha256` below, checked against node:crypto in the
  * tests).
  *
@@ -150,18 +151,20 @@ local function append(jr, h, body)
     redis.call('XADD', jr.j, '*', 'seq', seq, 'h', h, 'prev', prev, 'link', link, 'body', body)
   end
   redis.call('SET', jr.jh, seq .. ' ' .. link)
+  jr.link = link
 end
 
 -- Adds rollup increments to the day's hash: args[from] is the dimensions, then metric, increment,
--- ... up to args[to]; each goes to the field '<metric>|<dimensions>'. The first metric is always
--- calls, 1: when that field is new (the answer is 1), the hash may be new too and gets its lifetime;
--- otherwise it has one already, so a call costs no PTTL.
+-- ... up to args[to]; each goes to the field '<metric>|<dimensions>'. Called right after append():
+-- the field '#' takes the link of the entry just appended, so it names the last write to the hash
+-- and a reader can tell a hash it read before is unchanged (rollups.ts, ROLLUP_VERSION_FIELD).
+-- When '#' is new the hash may be new too and gets its lifetime (a hash written before '#'
+-- existed keeps the one it has), so a call costs no PTTL.
 local function rollup(jr, args, from, to)
   if to <= from then return end
   local dims = '|' .. args[from]
-  local first = redis.call('HINCRBY', jr.roll, args[from + 1] .. dims, args[from + 2])
-  for i = from + 3, to, 2 do redis.call('HINCRBY', jr.roll, args[i] .. dims, args[i + 1]) end
-  if first == tonumber(args[from + 2]) and redis.call('PTTL', jr.roll) < 0 then redis.call('PEXPIRE', jr.roll, jr.rollTtl) end
+  for i = from + 1, to, 2 do redis.call('HINCRBY', jr.roll, args[i] .. dims, args[i + 1]) end
+  if redis.call('HSET', jr.roll, '#', jr.link) == 1 and redis.call('PTTL', jr.roll) < 0 then redis.call('PEXPIRE', jr.roll, jr.rollTtl) end
 end
 
 -- Adds to a usage counter and extends (never shortens) its life to ttl ms from now. A counter whose

@@ -11,7 +11,8 @@
  * `calls` (every decision event), `input_tokens`, `output_tokens`, `cost_micro_usd`,
  * `refused:<code>` (outcome refused), `failed:<code>` (outcome failed), `recovered` (charged by
  * recovery). A day's rollups count the entries whose `at` falls on it. Dry runs (events with
- * `tollgate.dry_run`) add nothing.
+ * `tollgate.dry_run`) add nothing. A Redis rollup hash also has one field that is not a rollup,
+ * its version (ROLLUP_VERSION_FIELD).
  */
 import type { DecisionRecord } from './store.js';
 
@@ -91,15 +92,12 @@ export function rollupFields(event: DecisionRecord): (string | number)[] {
   return out;
 }
 
-/** The row of `day` and `dims` (the dimensions part of a field), made when it is new; none when `dims` is not five parts. */
-function rowOf(rows: Map<string, UsageRollup>, day: string, dims: string): UsageRollup | undefined {
-  const key = `${day}|${dims}`;
-  let row = rows.get(key);
-  if (row) return row;
+/** A new row of `day` and `dims` (the dimensions part of a field); none when `dims` is not five parts. */
+function newRow(day: string, dims: string): UsageRollup | undefined {
   const parts = dims.split('|');
   if (parts.length !== 5) return undefined;
   const [user, teams, costCenter, model, tier] = parts as [string, string, string, string, string];
-  row = {
+  return {
     day,
     user: decodeURIComponent(user),
     teams: teams ? teams.split(',').map((t) => decodeURIComponent(t)) : [],
@@ -114,7 +112,15 @@ function rowOf(rows: Map<string, UsageRollup>, day: string, dims: string): Usage
     refused: {},
     failed: {},
   };
-  rows.set(key, row);
+}
+
+/** The row of `day` and `dims` in `rows` (keyed by `<day>|<dims>`), made when it is new. */
+function rowOf(rows: Map<string, UsageRollup>, day: string, dims: string): UsageRollup | undefined {
+  const key = `${day}|${dims}`;
+  let row = rows.get(key);
+  if (row) return row;
+  row = newRow(day, dims);
+  if (row) rows.set(key, row);
   return row;
 }
 
@@ -133,14 +139,109 @@ function addMetric(row: UsageRollup, metric: string, n: number): void {
   }
 }
 
-/** Adds one rollup hash (a day's fields and values, as Redis keeps them) into `rows`, keyed by day and dimensions. */
-export function addRollupHash(rows: Map<string, UsageRollup>, day: string, hash: Record<string, string>): void {
-  for (const [field, value] of Object.entries(hash)) {
+/**
+ * The field of a rollup hash that is not a rollup: the link of the last journal entry that added
+ * to the hash, written in the same script step (redisScripts.ts, `rollup`). Equal links mean the
+ * hash is unchanged, so a reader may keep a hash's rows and check one field before using them
+ * again. A hash written before this field existed has none until its next write.
+ */
+export const ROLLUP_VERSION_FIELD = '#';
+
+/** One rollup hash read whole. */
+export interface RollupHash {
+  day: string;
+  /** Its ROLLUP_VERSION_FIELD as read in the same reply; none when it has none. */
+  version?: string;
+  /** Its rows, sorted by dimensions; read-only (a reader that keeps them hands them out again). */
+  rows: UsageRollup[];
+  /** Each row's dimensions as the fields spell them (the sort key). */
+  dims: string[];
+}
+
+/** The dimensions of a field, decoded: what rows of any day with the same dimensions share. */
+export type RollupNames = Map<string, Pick<UsageRollup, 'user' | 'teams' | 'costCenter' | 'model' | 'tier'> | null>;
+
+/**
+ * A day's rollup hash from its fields and values as HGETALL sends them: field, value, field,
+ * value... `names` keeps the decoded dimensions between the hashes of one read (the same users
+ * come back every day); rows share their `teams` arrays through it, which no reader changes.
+ */
+export function rollupHash(day: string, flat: readonly string[], names: RollupNames = new Map()): RollupHash {
+  const byDims = new Map<string, UsageRollup>();
+  let version: string | undefined;
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const field = flat[i]!;
     const bar = field.indexOf('|');
-    if (bar < 0) continue;
-    const row = rowOf(rows, day, field.slice(bar + 1));
-    if (row) addMetric(row, field.slice(0, bar), Number(value));
+    if (bar < 0) {
+      if (field === ROLLUP_VERSION_FIELD) version = flat[i + 1];
+      continue;
+    }
+    const dims = field.slice(bar + 1);
+    let row = byDims.get(dims);
+    if (!row) {
+      let n = names.get(dims);
+      if (n === undefined) {
+        const r = newRow(day, dims);
+        n = r ? { user: r.user, teams: r.teams, costCenter: r.costCenter, model: r.model, tier: r.tier } : null;
+        names.set(dims, n);
+      }
+      if (n === null) continue;
+      row = { day, ...n, calls: 0, inputTokens: 0, outputTokens: 0, costMicroUsd: 0, recovered: 0, refused: {}, failed: {} };
+      byDims.set(dims, row);
+    }
+    const v = Number(flat[i + 1]);
+    // The four metrics of every call, told apart by length and prefix without cutting the field.
+    if (bar === 5 && field.startsWith('calls')) row.calls += v;
+    else if (bar === 12 && field.startsWith('input_tokens')) row.inputTokens += v;
+    else if (bar === 13 && field.startsWith('output_tokens')) row.outputTokens += v;
+    else if (bar === 14 && field.startsWith('cost_micro_usd')) row.costMicroUsd += v;
+    else addMetric(row, field.slice(0, bar), v);
   }
+  const dims = [...byDims.keys()].sort();
+  return { day, version, rows: dims.map((d) => byDims.get(d)!), dims };
+}
+
+function addRow(to: UsageRollup, r: UsageRollup): void {
+  to.calls += r.calls;
+  to.inputTokens += r.inputTokens;
+  to.outputTokens += r.outputTokens;
+  to.costMicroUsd += r.costMicroUsd;
+  to.recovered += r.recovered;
+  for (const [code, n] of Object.entries(r.refused)) to.refused[code] = (to.refused[code] ?? 0) + n;
+  for (const [code, n] of Object.entries(r.failed)) to.failed[code] = (to.failed[code] ?? 0) + n;
+}
+
+/**
+ * The rows of rollup hashes summed per day and dimensions, sorted by day, then dimensions (the
+ * dimensions as their fields spell them). A day with one hash (always, on a single node) gives its rows as
+ * they are, not copied; several (a cluster's lines) are added up into new rows.
+ */
+export function mergeRollupHashes(hashes: readonly RollupHash[]): UsageRollup[] {
+  const byDay = new Map<string, RollupHash[]>();
+  for (const h of hashes) {
+    if (h.rows.length === 0) continue;
+    const list = byDay.get(h.day);
+    if (list) list.push(h);
+    else byDay.set(h.day, [h]);
+  }
+  const out: UsageRollup[] = [];
+  for (const day of [...byDay.keys()].sort()) {
+    const list = byDay.get(day)!;
+    if (list.length === 1) {
+      for (const r of list[0]!.rows) out.push(r);
+      continue;
+    }
+    const sum = new Map<string, UsageRollup>();
+    for (const h of list) {
+      h.rows.forEach((r, i) => {
+        const m = sum.get(h.dims[i]!);
+        if (m) addRow(m, r);
+        else sum.set(h.dims[i]!, { ...r, teams: [...r.teams], refused: { ...r.refused }, failed: { ...r.failed } });
+      });
+    }
+    for (const d of [...sum.keys()].sort()) out.push(sum.get(d)!);
+  }
+  return out;
 }
 
 /** Adds one decision event, committed on `day`, into `rows`: what `rollupArgs` adds to that day's rollup hash. */
@@ -149,9 +250,4 @@ export function addEventRollup(rows: Map<string, UsageRollup>, day: string, even
   if (args.length === 0) return;
   const row = rowOf(rows, day, args[0] as string)!;
   for (let i = 1; i < args.length; i += 2) addMetric(row, args[i] as string, args[i + 1] as number);
-}
-
-/** Rows sorted by day, then dimensions. */
-export function sortedRollups(rows: Map<string, UsageRollup>): UsageRollup[] {
-  return [...rows.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
 }

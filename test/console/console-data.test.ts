@@ -19,6 +19,8 @@ import { parsePolicy } from '../../src/policy/load.js';
 import { FileJournal } from '../../src/quota/fileJournal.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
+import { lineKeys } from '../../src/policy/budgets.js';
+import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 import { sha } from '../fixtures/policies.js';
 import { startConsoleGateway, type ConsoleGateway } from '../helpers/console.js';
 import { connectHttp } from '../helpers/gateway.js';
@@ -190,6 +192,54 @@ describe('console on Redis', () => {
     for await (const { entry } of store.journalEntries()) if (entry.body.kind === 'console') actions.push(entry.body.action!);
     expect(actions.map((a) => `${a.action} ${a.outcome} ${a.path}`)).toEqual(['login ok /console/login', 'view ok /console/policy']);
     expect((await store.verify()).ok).toBe(true);
+  });
+
+  it('shows a settlement that lands late in a day it has already shown and kept (from a replica whose clock is behind)', async () => {
+    // Another replica, its clock a day behind: what it settles goes to the day before's rollups.
+    const behind = NOW - 86_400_000;
+    const late = new RedisQuotaStore({ url: redis.url, prefix, now: () => behind, logger: pino({ level: 'silent' }), sweepIntervalMs: 0 });
+    const start = Date.UTC(2026, 10, 23);
+    const line = (amount: number): LedgerLine => ({ budgetId: 'user-weekly', subject: 'carol', limit: 100_000, amount, expiresAt: start + 9 * 86_400_000, ...lineKeys(prefix, 'user-weekly', 'carol', [start], start) });
+    const event = (id: string): DecisionRecord => ({
+      event: 'tollgate.decision',
+      'request.id': id,
+      outcome: 'success',
+      'user.id': 'carol',
+      'user.teams': ['data'],
+      'user.cost_center': 'cc-3',
+      'tollgate.model.served': 'demo/medium',
+      'tollgate.tier.served': 'standard',
+      'gen_ai.usage.input_tokens': 100,
+      'gen_ai.usage.output_tokens': 20,
+      'tollgate.cost_usd': 0.0005,
+    });
+    const settle = async (id: string) => {
+      await late.reserve(id, [line(500)], 60_000);
+      await late.settle(id, [line(120)], event(id));
+    };
+    try {
+      await settle('late-1');
+      const src: ConsoleSources = { gateway: gw.runtime.gateway, keyPrefix: prefix, now: clock };
+      const month = rangeOf('month', NOW);
+      const carol = (o: Awaited<ReturnType<typeof overview>>) => o.by.user.find((r) => r.key === 'carol');
+      expect(carol(await overview(src, month))).toMatchObject({ calls: 1, inputTokens: 100, outputTokens: 20, costMicroUsd: 500 });
+      // Shown again with nothing written: the two days with calls are kept, not read again (the
+      // 28 others have no hash, and are asked for one each time).
+      const kept = await overview(src, month);
+      expect(src.redisRollups!.lastReadWhole).toBe(28);
+
+      await settle('late-2');
+      const after = await overview(src, month);
+      expect(src.redisRollups!.lastReadWhole).toBe(29);
+      expect(carol(after)).toMatchObject({ calls: 2, inputTokens: 200, outputTokens: 40, costMicroUsd: 1000 });
+      expect(after.total.calls).toBe(kept.total.calls + 1);
+      expect(after.trend.find((p) => p.day === '2026-11-24')).toEqual({ day: '2026-11-24', calls: 2, tokens: 240, costMicroUsd: 1000 });
+      // What a process that kept nothing reads.
+      expect(after).toEqual(await overview({ gateway: gw.runtime.gateway, keyPrefix: prefix, now: clock }, month));
+      expect((await store.verify()).ok).toBe(true);
+    } finally {
+      await late.close();
+    }
   });
 });
 

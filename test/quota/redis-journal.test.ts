@@ -465,6 +465,31 @@ describe('RedisQuotaStore journal (single node)', () => {
     expect((await store.verify()).counters).toEqual({ checked: 1, skipped: 0, mismatches: [] });
   });
 
+  it('names in each rollup hash the link of the entry that added to it last, and the audit checks that name', async () => {
+    const store = open();
+    const roll = `${prefix}{journal}:roll:${dayOf(clock)}`;
+    const link = async () => {
+      const head = (await raw.get(`${prefix}{journal}:jh`))!;
+      return head.slice(head.indexOf(' ') + 1);
+    };
+    await store.reserve('c1', [line('alpha', 400)], TTL);
+    await store.settle('c1', [line('alpha', 150)], callEvent('c1'));
+    expect(await raw.hGet(roll, '#')).toBe(await link());
+    await store.record(callEvent('c2', { outcome: 'refused', 'error.code': 'POLICY_DENIED' }));
+    const second = await link();
+    expect(await raw.hGet(roll, '#')).toBe(second);
+    // An entry that adds no rollup (a console action) leaves the name as it was.
+    await store.recordAction('v1', { action: 'view' });
+    expect(await raw.hGet(roll, '#')).toBe(second);
+    expect(await store.rollups(dayOf(clock), dayOf(clock))).toHaveLength(1);
+    expect((await store.verify()).ok).toBe(true);
+
+    await raw.hSet(roll, '#', 'f'.repeat(40));
+    const report = await store.verify();
+    expect(report.rollups.mismatches).toEqual([{ key: roll, field: '#', rollup: 'f'.repeat(40), journal: second }]);
+    expect(report.ok).toBe(false);
+  });
+
   it('builds in Lua the recovery event and rollups recoveryEvent() and rollupFields() describe, whatever the meta holds', async () => {
     const text = fc.oneof(fc.string(), fc.constantFrom('a/b', 'quote " and \\ back', 'tab\tnl\n', 'ünïcødé €', '😀', '\u0001'));
     const meta = fc.record(
