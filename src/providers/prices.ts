@@ -76,12 +76,15 @@ export const SHIPPED_PRICES: Readonly<Record<string, ShippedPrice>> = Object.fre
   'anthropic/claude-sonnet-5-5': {
     inputPerMTok: 2,
     outputPerMTok: 10,
-    cachedInputPerMTok: 0.1,
+    // The official page's 0.20, not the 0.10 secondary tables report: a gateway that enforces
+    // budgets in dollars must not under-price what it cannot confirm (over-charging by 0.10 per
+    // million cached tokens is the safe error).
+    cachedInputPerMTok: 0.2,
     source: ANTHROPIC,
     checked: '2026-11-30',
     how:
-      "input and output: a stored copy of Anthropic's model page (platform.claude.com/docs/zh-CN/models/sonnet-5-5/overview, its Chinese edition; prices in USD); " +
-      'cached input: secondary tables only (they report a cut from 0.20 to 0.10 on 2026-10-07; the stored model page, perhaps older, still says 0.20)',
+      "a stored copy of Anthropic's model page (platform.claude.com/docs/zh-CN/models/sonnet-5-5/overview, its Chinese edition; prices in USD); " +
+      'secondary tables report a cut of the cached input price from 0.20 to 0.10 on 2026-10-07, not confirmed on an official page, so 0.20 is kept',
   },
   'anthropic/claude-sonnet-4-6': { inputPerMTok: 3, outputPerMTok: 15, cachedInputPerMTok: 0.3, ...ANTHROPIC_PAGE, checked: '2026-11-30', how: "stored copies of Anthropic's pricing page and of its Sonnet 4.6 model page, which marks the model legacy" },
   'anthropic/claude-opus-4-5': { inputPerMTok: 5, outputPerMTok: 25, cachedInputPerMTok: 0.5, ...ANTHROPIC_PAGE, ...OPUS_4_5_RETIRES },

@@ -45,7 +45,7 @@ describe('prices', () => {
       return [inputPerMTok, outputPerMTok, cachedInputPerMTok];
     };
     expect(price('anthropic/claude-opus-5-5')).toEqual([4, 20, 0.2]);
-    expect(price('anthropic/claude-sonnet-5-5')).toEqual([2, 10, 0.1]);
+    expect(price('anthropic/claude-sonnet-5-5')).toEqual([2, 10, 0.2]);
     expect(price('anthropic/claude-sonnet-4-6')).toEqual([3, 15, 0.3]);
     expect(price('anthropic/claude-sonnet-4-5')).toEqual([3, 15, 0.3]);
     expect(SHIPPED_PRICES['anthropic/claude-sonnet-4-5']).toMatchObject({ retires: '2026-11-30', successor: 'claude-sonnet-5-5' });
