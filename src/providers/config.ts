@@ -28,11 +28,19 @@ const common = {
  */
 const countTokens = z.union([z.boolean(), z.literal('always')]).optional();
 
+/**
+ * How an OpenAI provider's calls leave: `sdk` (the default), through the official openai SDK; `direct`, the same
+ * request posted on undici's connection pool and its answer read as the SDK reads it, with the SDK's
+ * retry rule and error classes (src/providers/openaiWire.ts), for a fraction of the CPU per call.
+ * The provider contract tests run against both.
+ */
+const client = z.enum(['sdk', 'direct']).optional();
+
 /** One provider entry, by kind. */
 export const providerSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('demo'), latencyMs: z.number().int().min(0).default(0) }).strict(),
   z.object({ kind: z.literal('anthropic'), apiKey: z.string().min(1), countTokens, ...common }).strict(),
-  z.object({ kind: z.literal('openai'), apiKey: z.string().min(1), organization: z.string().optional(), countTokens, ...common }).strict(),
+  z.object({ kind: z.literal('openai'), apiKey: z.string().min(1), organization: z.string().optional(), countTokens, client, ...common }).strict(),
   z
     .object({
       kind: z.literal('bedrock'),

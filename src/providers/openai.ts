@@ -11,7 +11,9 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
+import { ProxyAgent } from 'undici';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
+import { directChatClient, sdkChatClient, type ChatClient } from './openaiWire.js';
 import { boundOpenAIInput, countOpenAIInput, FRAMING, inputTokenBound } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
@@ -72,18 +74,30 @@ function usageOf(u: OpenAI.CompletionUsage): Usage {
 export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: ProviderBuildOptions = {}): Provider {
   // The endpoint the egress allowlist checked at policy load (always defined for a network kind).
   const baseUrl = providerEndpoint(config)!;
-  const client = new OpenAI({
-    apiKey: config.apiKey,
-    // Explicit values so OPENAI_BASE_URL / OPENAI_ORG_ID / OPENAI_ADMIN_KEY in the environment
-    // cannot redirect or re-attribute a call the policy configured.
-    baseURL: baseUrl,
-    organization: config.organization ?? null,
-    project: null,
-    adminAPIKey: null,
-    timeout: config.timeoutMs,
-    maxRetries: config.maxRetries,
-    ...(sdkTransport(name, opts) as Pick<OpenAIClientOptions, 'fetch' | 'fetchOptions'>),
-  });
+  const chat: ChatClient =
+    config.client === 'direct'
+      ? directChatClient({
+          baseUrl,
+          apiKey: config.apiKey,
+          organization: config.organization,
+          timeoutMs: config.timeoutMs,
+          maxRetries: config.maxRetries,
+          dispatcher: opts.proxy ? new ProxyAgent(opts.proxy) : undefined,
+        })
+      : sdkChatClient(
+          new OpenAI({
+            apiKey: config.apiKey,
+            // Explicit values so OPENAI_BASE_URL / OPENAI_ORG_ID / OPENAI_ADMIN_KEY in the environment
+            // cannot redirect or re-attribute a call the policy configured.
+            baseURL: baseUrl,
+            organization: config.organization ?? null,
+            project: null,
+            adminAPIKey: null,
+            timeout: config.timeoutMs,
+            maxRetries: config.maxRetries,
+            ...(sdkTransport(name, opts) as Pick<OpenAIClientOptions, 'fetch' | 'fetchOptions'>),
+          }),
+        );
 
   function params(req: CompletionRequest): ChatParams {
     const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [];
@@ -168,9 +182,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
       const upstream = headGuard(req.signal, config.timeoutMs);
       let completion: OpenAI.Chat.ChatCompletion;
       try {
-        const pending = client.chat.completions.create(params(req), { signal: upstream.signal });
-        pending.asResponse().then(upstream.answered, () => undefined);
-        completion = await pending;
+        completion = await chat.complete(params(req), upstream.signal, upstream.answered);
       } catch (err) {
         if (!(err instanceof GatewayError) && req.signal?.aborted) throw cancelledError(name, undefined, upstream.wasAnswered);
         if (!(err instanceof GatewayError) && upstream.signal.aborted) throw bodyTimeout(err);
@@ -214,10 +226,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
         upstreamError({ provider: name, network: true, type: 'timeout', message: `no stream chunk within ${config.timeoutMs} ms`, usage: consumed() });
 
       try {
-        const chunks = await client.chat.completions.create(
-          { ...params(req), stream: true, stream_options: { include_usage: true } },
-          { signal: idle.signal },
-        );
+        const chunks = await chat.stream({ ...params(req), stream: true, stream_options: { include_usage: true } }, idle.signal);
         started = true;
         idle.touch();
         for await (const chunk of chunks) {

@@ -13,8 +13,12 @@ import { providerContract } from './contract.js';
 const KEY = 'sk-proj-test-0123456789';
 const MODEL = 'gpt-4.1-mini';
 
+// The whole file runs against both clients: the official SDK, and the direct path (openaiWire.ts).
+for (const client of ['sdk', 'direct'] as const) {
+describe(`OpenAI adapter, client ${client}`, () => {
+
 function config(fake: FakeProviderServer, over: Partial<OpenAIConfig> = {}): OpenAIConfig {
-  return { kind: 'openai', apiKey: KEY, baseUrl: fake.url, timeoutMs: 1500, maxRetries: 0, ...over };
+  return { kind: 'openai', apiKey: KEY, baseUrl: fake.url, timeoutMs: 1500, maxRetries: 0, client, ...over };
 }
 
 providerContract({
@@ -114,6 +118,20 @@ describe('OpenAI adapter specifics', () => {
     expect(err.details.upstreamType).toBe('server_error');
   });
 
+  it('retries a 503 when maxRetries allows it and serves the second answer', async () => {
+    fake.failNext({ kind: 'status', status: 503 });
+    const result = await createOpenAIProvider('openai', config(fake, { maxRetries: 1 })).complete(request);
+    expect(result.usage).toEqual({ inputTokens: 6, outputTokens: 7 });
+    expect(fake.requests).toHaveLength(2);
+  });
+
+  it('does not retry a 400 whatever maxRetries says', async () => {
+    fake.failNext({ kind: 'status', status: 400 });
+    const err = await failure(createOpenAIProvider('openai', config(fake, { maxRetries: 2 })).complete(request));
+    expect(err.details.status).toBe(400);
+    expect(fake.requests).toHaveLength(1);
+  });
+
   it('charges a cut stream with the bound on the prompt and one token per delta received', async () => {
     fake.failNext({ kind: 'cut', afterWords: 2 });
     const err = await failure(createOpenAIProvider('openai', config(fake)).stream(request, () => {}));
@@ -193,7 +211,7 @@ describe('OpenAI stream that stalls after the headers', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     try {
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
-      const provider = createOpenAIProvider('openai', { kind: 'openai', apiKey: KEY, baseUrl: url, timeoutMs: 300, maxRetries: 0 });
+      const provider = createOpenAIProvider('openai', { kind: 'openai', apiKey: KEY, baseUrl: url, timeoutMs: 300, maxRetries: 0, client });
       const err = await failure(provider.stream(request, () => {}));
       expect(err.code).toBe('PROVIDER_UNAVAILABLE');
       expect(err.details.upstreamType).toBe('timeout');
@@ -218,7 +236,7 @@ describe('OpenAI error object in the middle of a stream', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     try {
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
-      const provider = createOpenAIProvider('openai', { kind: 'openai', apiKey: KEY, baseUrl: url, timeoutMs: 1500, maxRetries: 0 });
+      const provider = createOpenAIProvider('openai', { kind: 'openai', apiKey: KEY, baseUrl: url, timeoutMs: 1500, maxRetries: 0, client });
       const err = await failure(provider.stream(request, () => {}));
       expect(err.code).toBe('PROVIDER_UNAVAILABLE');
       expect(err.details).toEqual({ provider: 'openai', upstreamType: 'server_error', usage: { inputTokens: 41, outputTokens: 1 } });
@@ -253,3 +271,5 @@ describe('OpenAI adapter egress allowlist', () => {
     expect(fake.requests).toHaveLength(1);
   });
 });
+});
+}

@@ -9,6 +9,7 @@
  *                       redis-Nw: N cluster workers; redis-sbr: limits.settleBeforeReply)
  *                    [--node-options=--max-old-space-size=256]      (for every tollgate process)
  *                    [--dist-b <other builds' dist/ dirs, comma-separated> with target memory-b and/or redis-b]   (A/B in one run)
+ *                    [--openai-client sdk|direct]   (the OpenAI provider's client for this build's targets, not the -b builds')
  *   npm run bench -- --api openai [--rounds 3] [--targets upstream,nginx,portkey,memory,redis]
  *                      (the OpenAI wire, plain and streamed: the fake directly, Debian's nginx and
  *                       Portkey's gateway started by the bench, tollgate's /v1/chat/completions)
@@ -46,6 +47,8 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '1' },
     /** Other builds' dist/ directories, comma-separated: with target `memory-b`, each runs on the memory store beside this build. */
     'dist-b': { type: 'string' },
+    /** The OpenAI provider's `client` (sdk or direct) in the policy of this build's targets; the `memory-b` builds keep the policy without it. */
+    'openai-client': { type: 'string' },
   },
 });
 const SOAK = Number(values.soak);
@@ -200,12 +203,12 @@ async function openSessions(url: string, count: number): Promise<number> {
   return opened;
 }
 
-function policyText(openaiUrl: string, settleBeforeReply = false): string {
+function policyText(openaiUrl: string, settleBeforeReply = false, client?: string): string {
   const sha = createHash('sha256').update(KEY).digest('hex');
   return `version: 1
 name: bench
 providers:
-  openai: { kind: openai, apiKey: bench, baseUrl: "${openaiUrl}", maxRetries: 0 }
+  openai: { kind: openai, apiKey: bench, baseUrl: "${openaiUrl}", maxRetries: 0${client ? `, client: ${client}` : ''} }
 egress: { allow: ["127.0.0.1"] }
 models:
   openai/gpt-bench: { price: { inputPerMTok: 1, outputPerMTok: 2 } }
@@ -242,10 +245,14 @@ async function main(): Promise<void> {
   try {
     const fakes = await startChild(['tools/fake-providers/main.ts'], {}, /openai\s+(http\S+)/, 'stdout');
     const openaiUrl = fakes.match[1]!;
+    const client = values['openai-client'];
+    // The other builds (memory-b) read the policy without `client`, which they may not know.
+    const plainPolicy = join(dir, 'bench-plain.yaml');
+    writeFileSync(plainPolicy, policyText(openaiUrl));
     const policyFile = join(dir, 'bench.yaml');
-    writeFileSync(policyFile, policyText(openaiUrl));
+    writeFileSync(policyFile, policyText(openaiUrl, false, client));
     const settleFirstPolicy = join(dir, 'bench-settle-before-reply.yaml');
-    writeFileSync(settleFirstPolicy, policyText(openaiUrl, true));
+    writeFileSync(settleFirstPolicy, policyText(openaiUrl, true, client));
 
     const servers: { name: string; url: string; pid: number }[] = [];
     const floors: WireTarget[] = [];
@@ -281,7 +288,7 @@ async function main(): Promise<void> {
     for (const other of TARGETS.includes('memory-b') ? (values['dist-b'] ?? '').split(',').filter(Boolean) : []) {
       const label = basename(other);
       const env = { ...gatewayEnv, TOLLGATE_EVENTS_FILE: join(dir, `events-${label}.jsonl`), TOLLGATE_DATA_DIR: join(dir, `data-${label}`) };
-      const g = await startChild([join(other, 'src/cli.js'), 'serve', '--port', '0', '--policy', policyFile], env, /serving MCP at (\S+)/, 'stderr', PROF);
+      const g = await startChild([join(other, 'src/cli.js'), 'serve', '--port', '0', '--policy', plainPolicy], env, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: `tollgate (memory, ${label})`, url: g.match[1]!, pid: g.child.pid! });
     }
     // `redis` is one process; `redis-Nw` is one gateway of N cluster workers; `redis-sbr` answers
@@ -304,7 +311,7 @@ async function main(): Promise<void> {
       const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
       cleanup.push(() => deleteKeys(redisUrl!, prefix));
       const env = { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, `events-redis-${label.replace('/', '-')}.jsonl`) };
-      const g = await startChild([join(other, 'src/cli.js'), 'serve', '--port', '0', '--policy', policyFile, '--redis', redisUrl!], env, /serving MCP at (\S+)/, 'stderr', PROF);
+      const g = await startChild([join(other, 'src/cli.js'), 'serve', '--port', '0', '--policy', plainPolicy, '--redis', redisUrl!], env, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: `tollgate (redis, ${label})`, url: g.match[1]!, pid: g.child.pid! });
     }
 
