@@ -201,13 +201,30 @@ async function streamCall(res: Response, gateway: Gateway, codec: WireCodec, inp
   const { call } = input;
   const before = await readBudgetHeaders(gateway, input.edge.principal);
   let model: string | undefined;
-  const send: SseSend = (data, event) => res.write(`${event ? `event: ${event}\n` : ''}data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+  // The events written in one turn of the event loop (the head and the first delta, the deltas of
+  // one upstream read, the last events and the end) leave in one write to the socket, not one each.
+  let corked = false;
+  const uncork = (): void => {
+    corked = false;
+    res.uncork();
+  };
+  const hold = (): void => {
+    if (corked) return;
+    corked = true;
+    res.cork();
+    process.nextTick(uncork);
+  };
+  const send: SseSend = (data, event) => {
+    hold();
+    res.write(`${event ? `event: ${event}\n` : ''}data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+  };
   const start = (served: string) => {
     if (model) return;
     model = served;
     setHeaders(res, before);
     res.status(200).setHeader('content-type', 'text/event-stream; charset=utf-8');
     res.setHeader('cache-control', 'no-cache');
+    hold();
     res.flushHeaders();
     codec.stream.start(send, served, call);
   };
