@@ -3,11 +3,11 @@
  * reserved amounts exactly, recovery charges a dispatched call at its reservation and releases one
  * that never reached a provider, a torn last line is dropped, and segments chain across a change.
  */
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FileJournal, readHead, readSegment, segmentFiles } from '../../src/quota/fileJournal.js';
+import { FileJournal, readHead, readSegment, segmentFiles, segmentName } from '../../src/quota/fileJournal.js';
 import { verifyChain, type JournalEntry } from '../../src/quota/journal.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
@@ -120,6 +120,30 @@ describe('embedded journal', () => {
     expect(verifyChain(allEntries())).toBeUndefined();
     const second = open({ maxSegmentBytes: 2000 });
     expect(await second.store.read([line('carol', 0)])).toEqual([{ used: 20, reserved: 0 }]);
+  });
+
+  it('names each ended segment by its first entry, also when a restart came midway through it', async () => {
+    const first = open({ maxSegmentBytes: 2000 });
+    for (let i = 0; i < 7; i++) await first.store.reserve(`r${i}`, [line('carol', 1, 1_000_000)], 60_000);
+    const second = open({ maxSegmentBytes: 2000 });
+    for (let i = 7; i < 20; i++) await second.store.reserve(`r${i}`, [line('carol', 1, 1_000_000)], 60_000);
+    const ended = segmentFiles(dir).slice(0, -1);
+    expect(ended.length).toBeGreaterThan(1);
+    for (const f of ended) expect(f.slice(dir.length + 1)).toBe(segmentName(readSegment(f).entries[0]!.seq));
+    expect(verifyChain(allEntries())).toBeUndefined();
+  });
+
+  it('reads a segment of many lines in one pass, counting the bytes of the whole ones exactly', () => {
+    // 20,000 lines of about 1 KB with a multi-byte character each, then a torn line.
+    const body = { kind: 'refuse', id: 'x', at: NOW, event: { reason: `é${'x'.repeat(1000)}` } };
+    const whole = Array.from({ length: 20_000 }, (_, i) => `${JSON.stringify({ seq: i + 1, h: 'h', prev: 'p', link: 'l', body })}\n`).join('');
+    const file = join(dir, 'big.jsonl');
+    writeFileSync(file, `${whole}{"seq":20001,"h`);
+    const t0 = performance.now();
+    const read = readSegment(file);
+    // Measuring the text up to each line, as it once did, took minutes here.
+    expect(performance.now() - t0).toBeLessThan(5000);
+    expect([read.entries.length, read.torn, read.goodBytes]).toEqual([20_000, true, Buffer.byteLength(whole, 'utf8')]);
   });
 
   it('keeps a head beside the journal once fsync has run, naming the last entry', async () => {
