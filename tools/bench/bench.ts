@@ -47,7 +47,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '1' },
     /** Other builds' dist/ directories, comma-separated: with target `memory-b`, each runs on the memory store beside this build. */
     'dist-b': { type: 'string' },
-    /** The OpenAI provider's `client` (sdk or direct) in the policy of this build's targets; the `memory-b` builds keep the policy without it. */
+    /** The OpenAI provider's `client` (sdk or direct) in the policy of this build's targets; the `memory-b` and `redis-b` builds keep the policy without it. */
     'openai-client': { type: 'string' },
   },
 });
