@@ -9,7 +9,7 @@ import { budgetView, type BudgetView } from '../call/budget.js';
 import { GatewayError } from '../errors.js';
 import type { Principal } from '../identity/principal.js';
 import { applicableLines, type BudgetLine } from '../policy/budgets.js';
-import { applicableLimits, limitCharge, type ApplicableLimits } from '../policy/limits.js';
+import { applicableLimits, ledgerLine, limitCharge, type ApplicableLimits } from '../policy/limits.js';
 import type { Policy } from '../policy/load.js';
 import { MemoryQuotaStore } from '../quota/memory.js';
 import type { DecisionRecord, QuotaStore } from '../quota/store.js';
@@ -123,7 +123,7 @@ export class Ledger {
       // cap nothing (settling gives its slot back). A dispatched call that used nothing is still
       // one request: it is settled at 0 on its budgets rather than released.
       const dispatched = ctx.attempts.length > 0;
-      const limitLines = limits.map((l) => ({ ...l.line.line, amount: limitCharge(l.line.limit, ctx.usage, dispatched) }));
+      const limitLines = limits.map((l) => ledgerLine(l.line, limitCharge(l.line.limit, ctx.usage, dispatched)));
       const charged = ctx.charged ?? (limitLines.some((l) => l.amount > 0) ? ctx.lines.map(() => 0) : undefined);
       if (charged) {
         const lines = [...ctx.lines.map((l, i) => ({ ...l.line, amount: charged[i]! })), ...limitLines];

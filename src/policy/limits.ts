@@ -17,6 +17,7 @@
  */
 import { principalView, type Principal } from '../identity/principal.js';
 import type { Usage } from '../providers/provider.js';
+import { lineText } from '../quota/redisJournal.js';
 import type { LedgerLine, ReserveOutcome } from '../quota/store.js';
 import { resolveSliding, slidingBucketStart } from '../quota/windows.js';
 import { lineKeys, principalSubjects } from './budgets.js';
@@ -30,6 +31,18 @@ export interface LimitLine {
   readStarts: number[];
   spanMs: number;
   line: Omit<LedgerLine, 'amount'>;
+  /**
+   * The ledger line at amount 1 and at 0, made once with the line: what a request or a cap
+   * reserves, and what a request is charged (a cap always 0). Shared by every call in the bucket,
+   * so never changed: `ledgerLine` gives them, or a new line for any other amount.
+   */
+  one: LedgerLine;
+  zero: LedgerLine;
+}
+
+/** The limit line as a ledger line of `amount`: the line's own `one` or `zero`, or a new one (a token limit). */
+export function ledgerLine(l: LimitLine, amount: number): LedgerLine {
+  return amount === 1 ? l.one : amount === 0 ? l.zero : { ...l.line, amount };
 }
 
 /** Whether a candidate of `tier` is subject to the limit. */
@@ -63,16 +76,26 @@ export function limitLine(limit: CompiledLimit, subject: string, now: number, pr
   if (limit.kind === 'concurrent') {
     // No usage counter: the reservations are the count. A charge of nothing lands nowhere (expired).
     const keys = lineKeys(prefix, id, subject, [], 0);
-    return { limit, subject, readStarts: [], spanMs: 0, line: { budgetId: id, subject, limit: limit.limit, expiresAt: 0, ...keys } };
+    return withAmounts({ limit, subject, readStarts: [], spanMs: 0, line: { budgetId: id, subject, limit: limit.limit, expiresAt: 0, ...keys } });
   }
   const w = resolveSliding(limit.spanMs, limit.buckets, now);
-  return { limit, subject, readStarts: w.readStarts, spanMs: w.spanMs, line: { budgetId: id, subject, limit: limit.limit, expiresAt: w.expiresAt, ...lineKeys(prefix, id, subject, w.readStarts, w.start) } };
+  return withAmounts({ limit, subject, readStarts: w.readStarts, spanMs: w.spanMs, line: { budgetId: id, subject, limit: limit.limit, expiresAt: w.expiresAt, ...lineKeys(prefix, id, subject, w.readStarts, w.start) } });
+}
+
+function withAmounts(l: Omit<LimitLine, 'one' | 'zero'>): LimitLine {
+  // Fields in the order of a budget's ledger line (src/policy/budgets.ts, then plan.ts reservedLines), so the stores see one shape.
+  const { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey } = l.line;
+  const at = (amount: number): LedgerLine => {
+    const text = lineText({ budgetId, subject, usageKey, reservedKey, amount, expiresAt });
+    return { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, amount, text };
+  };
+  return { ...l, one: at(1), zero: at(0) };
 }
 
 /** Subjects whose lines a limit keeps; past it the oldest kept goes. */
 const LINES_KEPT = 10_000;
-/** Each limit's lines by key prefix and subject, for the bucket they were resolved in. */
-const kept = new WeakMap<CompiledLimit, Map<string, LimitLine>>();
+/** Each limit's lines by key prefix, then subject, for the bucket they were resolved in. */
+const kept = new WeakMap<CompiledLimit, Map<string, Map<string, LimitLine>>>();
 
 /**
  * `limitLine`, reused while `now` stays in the bucket it was resolved in (a cap's line for ever):
@@ -81,14 +104,16 @@ const kept = new WeakMap<CompiledLimit, Map<string, LimitLine>>();
  * (docs/benchmarks.md, "Rate limits"). Lines are never changed once made.
  */
 export function keptLimitLine(limit: CompiledLimit, subject: string, now: number, prefix: string): LimitLine {
-  let lines = kept.get(limit);
-  if (!lines) kept.set(limit, (lines = new Map()));
-  const key = `${prefix}\u0000${subject}`;
-  const line = lines.get(key);
+  let byPrefix = kept.get(limit);
+  if (!byPrefix) kept.set(limit, (byPrefix = new Map()));
+  // Two lookups of strings the caller already holds (their hashes are cached), not a key built per call.
+  let lines = byPrefix.get(prefix);
+  if (!lines) byPrefix.set(prefix, (lines = new Map()));
+  const line = lines.get(subject);
   if (line && (limit.kind === 'concurrent' || line.readStarts[line.readStarts.length - 1] === slidingBucketStart(limit.spanMs, limit.buckets, now))) return line;
   const made = limitLine(limit, subject, now, prefix);
   if (!line && lines.size >= LINES_KEPT) lines.delete(lines.keys().next().value!);
-  lines.set(key, made);
+  lines.set(subject, made);
   return made;
 }
 

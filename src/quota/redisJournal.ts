@@ -79,9 +79,12 @@ export function entryText(body: EntryBody): string {
 
 const ORDERED_FIELDS: ReadonlySet<string> = new Set(['kind', 'id', 'at', 'expiresAt', 'lines', 'meta', 'event', 'settledBy', 'state']);
 
-/** One entry line's JSON, fields in the journal's order: budgetId, subject, usageKey, reservedKey, amount, expiresAt. */
-export function lineText(l: EntryLine): string {
-  return `{"budgetId":${JSON.stringify(l.budgetId)},"subject":${JSON.stringify(l.subject)},"usageKey":${JSON.stringify(l.usageKey)},"reservedKey":${JSON.stringify(l.reservedKey)},"amount":${jsonNum(l.amount)},"expiresAt":${jsonNum(l.expiresAt)}}`;
+/**
+ * One entry line's JSON, fields in the journal's order: budgetId, subject, usageKey, reservedKey,
+ * amount, expiresAt. A line that carries its text already (a rate limit's kept line) gives that.
+ */
+export function lineText(l: EntryLine & { text?: string }): string {
+  return l.text ?? `{"budgetId":${JSON.stringify(l.budgetId)},"subject":${JSON.stringify(l.subject)},"usageKey":${JSON.stringify(l.usageKey)},"reservedKey":${JSON.stringify(l.reservedKey)},"amount":${jsonNum(l.amount)},"expiresAt":${jsonNum(l.expiresAt)}}`;
 }
 
 /** A number as JSON writes it. */

@@ -296,6 +296,16 @@ local function purge(jr, res, exp, inf, events)
   redis.call('ZREMRANGEBYSCORE', exp, '-inf', jr.now)
 end
 
+-- What KEYS[from] to KEYS[to] hold, as numbers (0 for a missing key), read in one MGET: a
+-- per-minute limit reads 12 buckets, one command instead of 12.
+local function values(from, to)
+  local out = {}
+  if to < from then return out end
+  local got = redis.call('MGET', unpack(KEYS, from, to))
+  for i = 1, #got do out[i] = tonumber(got[i]) or 0 end
+  return out
+end
+
 local function reservedSum(res)
   local total = 0
   for _, v in ipairs(redis.call('HVALS', res)) do total = total + tonumber(v) end
@@ -355,21 +365,19 @@ for a = 10, #ARGV, 5 do
   local res, exp, inf, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   purge(jr, res, exp, inf, events)
   local state, used, reserved = 3, 0, 0
+  local vals
   if redis.call('EXISTS', marker) == 1 or redis.call('HEXISTS', res, id) == 1 then
     state = 2
   else
-    for i = k + 4, k + n - 1 do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
+    vals = values(k + 4, k + n - 1)
+    for _, v in ipairs(vals) do used = used + v end
     reserved = reservedSum(res)
     if used + reserved + amount > limit then state = 0 end
   end
   if state ~= 3 then blocked = true end
   out[#out + 1] = {state, used, reserved}
-  if state == 0 then
-    -- A refusal also says what each read key holds (a rate limit's retry time comes from them).
-    local vals = {}
-    for i = k + 4, k + n - 1 do vals[#vals + 1] = tonumber(redis.call('GET', KEYS[i])) or 0 end
-    out[#out][4] = vals
-  end
+  -- A refusal also says what each read key holds (a rate limit's retry time comes from them).
+  if state == 0 then out[#out][4] = vals end
   local info = ARGV[a + 3] .. '\\n' .. idJson
   if ARGV[a + 4] ~= '' then info = info .. '\\n' .. ARGV[a + 4] end
   taken[#taken + 1] = {res, exp, inf, ARGV[a + 1], info}
@@ -502,7 +510,7 @@ for a = 5, #ARGV do
   local n = tonumber(ARGV[a])
   purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
   local used = 0
-  for i = k + 3, k + n - 1 do used = used + (tonumber(redis.call('GET', KEYS[i])) or 0) end
+  for _, v in ipairs(values(k + 3, k + n - 1)) do used = used + v end
   out[#out + 1] = {used, reservedSum(KEYS[k])}
   k = k + n
 end

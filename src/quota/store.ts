@@ -24,6 +24,11 @@ export interface LedgerLine {
   amount: number;
   /** Epoch ms after which usageKey may be forgotten (window end plus slack). */
   expiresAt: number;
+  /**
+   * The line's JSON as a journal entry lists it (`lineText` in redisJournal.ts), made once for a
+   * line many calls share (a rate limit's, src/policy/limits.ts) instead of per entry.
+   */
+  text?: string;
 }
 
 /** Used and reserved amounts of one budget line. */

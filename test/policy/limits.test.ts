@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { openaiDuration } from '../../src/http/rateLimitHeaders.js';
 import type { Principal } from '../../src/identity/principal.js';
-import { applicableLimits, candidateLimits, keptLimitLine, limitCharge, limitLine, retryAt } from '../../src/policy/limits.js';
+import { applicableLimits, candidateLimits, keptLimitLine, ledgerLine, limitCharge, limitLine, retryAt } from '../../src/policy/limits.js';
+import { lineText } from '../../src/quota/redisJournal.js';
 import { compileLimit, parsePolicy } from '../../src/policy/load.js';
 import type { RateLimitConfig } from '../../src/policy/schema.js';
 
@@ -58,6 +59,17 @@ describe('rate limit lines', () => {
     expect(limitCharge(limit({ requestsPerSecond: 5 }), undefined, false)).toBe(0);
     expect(limitCharge(limit({ tokensPerMinute: 500 }), usage, true)).toBe(37);
     expect(limitCharge(limit({ concurrent: 5 }), usage, true)).toBe(0);
+  });
+
+  it('reserves and charges 1 or 0 on ledger lines made once with the limit line, their journal text with them', () => {
+    const rpm = keptLimitLine(limit({ requestsPerMinute: 60 }), 'ada', NOW, 'tg:');
+    expect(ledgerLine(rpm, 1)).toBe(rpm.one);
+    expect(ledgerLine(rpm, 0)).toBe(rpm.zero);
+    expect(rpm.one).toEqual({ ...rpm.line, amount: 1, text: lineText({ ...rpm.line, amount: 1 }) });
+    expect(JSON.parse(rpm.zero.text!)).toEqual({ budgetId: 'l', subject: 'ada', usageKey: rpm.line.usageKey, reservedKey: rpm.line.reservedKey, amount: 0, expiresAt: rpm.line.expiresAt });
+    // Any other amount (a token limit's) is a line of its own, its text written per entry.
+    const tpm = limitLine(limit({ tokensPerMinute: 500 }), 'ada', NOW, 'tg:');
+    expect(ledgerLine(tpm, 37)).toEqual({ ...tpm.line, amount: 37 });
   });
 
   it('says to retry when enough of the oldest buckets have left the window', () => {

@@ -1,6 +1,6 @@
 import { chargeLines } from '../../policy/budgets.js';
 import { costMicroUsd } from '../../providers/prices.js';
-import { candidateLimits, limitAmount, retryAt, type LimitLine } from '../../policy/limits.js';
+import { candidateLimits, ledgerLine, limitAmount, retryAt, type LimitLine } from '../../policy/limits.js';
 import { admittedDecision, exhaustedDecision, exhaustedError, inputTokensFor, outputCap, planCandidates, reportedShortfall, reservedLines, type Shortfall } from '../../policy/plan.js';
 import { GatewayError } from '../../errors.js';
 import type { QuotaStore } from '../../quota/store.js';
@@ -89,11 +89,18 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
     const at = now();
     for (const candidate of candidates) {
       const limits = limited ? candidateLimits(ctx.limits, candidate.tier, candidate.models[0]!.ref, at, ledger.keyPrefix) : [];
-      if (limits.some((l) => blocked.has(l.line.reservedKey))) continue;
-      const worstTokens = Math.max(...candidate.models.map((m) => inputTokensFor(planInput, m) + outputCap(request.maxTokens, m, candidate.clamp)));
-      const held = limits.map((line) => ({ line, amount: limitAmount(line.limit, worstTokens) }));
+      if (blocked.size > 0 && limits.some((l) => blocked.has(l.line.reservedKey))) continue;
       // Only the lines that cover the candidate's tier are reserved (and checked), limits with them.
-      const lines = [...reservedLines(ctx.lines, candidate), ...held.map((h) => ({ ...h.line.line, amount: h.amount }))];
+      const lines = reservedLines(ctx.lines, candidate);
+      const held: { line: LimitLine; amount: number }[] = [];
+      // The worst case in tokens is worked out only for a token limit: requests and caps take 1.
+      let worstTokens = -1;
+      for (const line of limits) {
+        if (worstTokens < 0 && line.limit.kind === 'tokens') worstTokens = Math.max(...candidate.models.map((m) => inputTokensFor(planInput, m) + outputCap(request.maxTokens, m, candidate.clamp)));
+        const amount = limitAmount(line.limit, worstTokens);
+        held.push({ line, amount });
+        lines.push(ledgerLine(line, amount));
+      }
       const outcome = await withStore(ctx, ledger, (s) => {
         holder = s;
         // The dispatch step follows at once (nothing but local code between them): a store may write
