@@ -12,6 +12,9 @@
  *   where the last read stopped; a line still being written waits for the next read. When it ends,
  *   what is left of it is read under its new name.
  *
+ * The same pass keeps each segment's refused calls (their decisions, saved with the rollup), for
+ * the console's refusals page.
+ *
  * The figures are those `tollgate usage report --data-dir` adds up (`rollupDecisions`): the same
  * decisions of the same entries, through the same function, each request once within a segment
  * (the embedded store writes one decision per request id).
@@ -20,18 +23,19 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import { join } from 'node:path';
 import { dayOf } from '../quota/redisJournal.js';
 import { addEventRollup, type UsageRollup } from '../quota/rollups.js';
-import { carriesDecision, currentSegmentName, endedSegmentEntries, endedSegmentNames, isEntry, notAnEntry } from './journalReader.js';
+import { carriesDecision, currentSegmentName, decisionOfEntry, endedSegmentEntries, endedSegmentNames, isEntry, notAnEntry, type Decision } from './journalReader.js';
 import type { JournalEntry } from '../quota/journal.js';
 
 const SAVED_DIR = 'rollups';
 /** Bump when what a row holds or how it is added up changes: rollups saved before are then made again. */
-const SAVED_FORMAT = 1;
+const SAVED_FORMAT = 2;
 /** Bytes of a current segment's start kept to tell it from a later file that reuses its inode. */
 const HEAD_BYTES = 64;
 
-/** One segment's rows as they are added up: each request once. */
+/** One segment's rows as they are added up, and its refused calls' decisions: each request once. */
 class Rollup {
   readonly rows = new Map<string, UsageRollup>();
+  readonly refused: Decision[] = [];
   private readonly seen = new Set<string>();
 
   add(entry: JournalEntry): void {
@@ -41,6 +45,7 @@ class Rollup {
     if (this.seen.has(id)) return;
     this.seen.add(id);
     addEventRollup(this.rows, dayOf(b.at), b.event);
+    if (b.event.outcome === 'refused') this.refused.push(decisionOfEntry(entry)!);
   }
 }
 
@@ -48,6 +53,7 @@ interface Ended {
   size: number;
   mtimeMs: number;
   rows: UsageRollup[];
+  refused: Decision[];
 }
 
 /** How far the current segment has been read. */
@@ -69,10 +75,7 @@ export class JournalRollups {
 
   /** The rollups of the UTC days `start` (inclusive) to `end` (exclusive), `YYYY-MM-DD`, as the journal holds them now. */
   async read(start: string, end: string): Promise<UsageRollup[]> {
-    // One refresh at a time: two views at once would otherwise read the same bytes twice.
-    const run = this.queue.then(() => this.refresh());
-    this.queue = run.catch(() => undefined);
-    await run;
+    await this.refreshed();
     const out: UsageRollup[] = [];
     const take = (rows: Iterable<UsageRollup>) => {
       for (const r of rows) if (r.day >= start && r.day < end) out.push(r);
@@ -80,6 +83,25 @@ export class JournalRollups {
     for (const e of this.ended.values()) take(e.rows);
     if (this.tail) take(this.tail.rollup.rows.values());
     return out;
+  }
+
+  /** The decisions of refused calls committed from `from` (inclusive) to `to` (exclusive, epoch ms), in journal order. */
+  async refused(from: number, to: number): Promise<Decision[]> {
+    await this.refreshed();
+    const out: Decision[] = [];
+    const take = (ds: Decision[]) => {
+      for (const d of ds) if (d.at >= from && d.at < to) out.push(d);
+    };
+    for (const name of [...this.ended.keys()].sort()) take(this.ended.get(name)!.refused);
+    if (this.tail) take(this.tail.rollup.refused);
+    return out;
+  }
+
+  private async refreshed(): Promise<void> {
+    // One refresh at a time: two views at once would otherwise read the same bytes twice.
+    const run = this.queue.then(() => this.refresh());
+    this.queue = run.catch(() => undefined);
+    await run;
   }
 
   private async refresh(): Promise<void> {
@@ -96,25 +118,25 @@ export class JournalRollups {
       const st = statSync(file);
       const known = this.ended.get(name);
       if (known && known.size === st.size && known.mtimeMs === st.mtimeMs) continue;
-      let rows: UsageRollup[] | undefined;
+      let got: Pick<Ended, 'rows' | 'refused'> | undefined;
       let made = true;
       if (this.tail && this.tail.ino === st.ino && this.headOf(file).startsWith(this.tail.head)) {
         // The segment being read has ended under this name: its rest, then it is whole.
         this.readOn(this.tail, name, true);
-        rows = [...this.tail.rollup.rows.values()];
+        got = { rows: [...this.tail.rollup.rows.values()], refused: this.tail.rollup.refused };
         this.tail = undefined;
       } else {
-        rows = this.loadSaved(name, st);
-        made = !rows;
-        if (!rows) {
+        got = this.loadSaved(name, st);
+        made = !got;
+        if (!got) {
           const rollup = new Rollup();
           for (const entry of endedSegmentEntries(this.dir, name)) rollup.add(entry);
-          rows = [...rollup.rows.values()];
+          got = { rows: [...rollup.rows.values()], refused: rollup.refused };
           // A long journal is rolled up a segment at a time, letting calls through in between.
           await new Promise((resolve) => setImmediate(resolve));
         }
       }
-      const e = { size: st.size, mtimeMs: st.mtimeMs, rows };
+      const e: Ended = { size: st.size, mtimeMs: st.mtimeMs, ...got };
       this.ended.set(name, e);
       if (made) this.save(name, e);
     }
@@ -188,10 +210,12 @@ export class JournalRollups {
     return join(this.dir, SAVED_DIR, `${name.replace(/\.jsonl$/, '')}.json`);
   }
 
-  private loadSaved(name: string, st: { size: number; mtimeMs: number }): UsageRollup[] | undefined {
+  private loadSaved(name: string, st: { size: number; mtimeMs: number }): Pick<Ended, 'rows' | 'refused'> | undefined {
     try {
-      const saved = JSON.parse(readFileSync(this.savedFile(name), 'utf8')) as { format?: number; segment?: string; size?: number; mtimeMs?: number; rows?: UsageRollup[] };
-      if (saved.format === SAVED_FORMAT && saved.segment === name && saved.size === st.size && saved.mtimeMs === st.mtimeMs && Array.isArray(saved.rows)) return saved.rows;
+      const saved = JSON.parse(readFileSync(this.savedFile(name), 'utf8')) as { format?: number; segment?: string; size?: number; mtimeMs?: number; rows?: UsageRollup[]; refused?: Decision[] };
+      if (saved.format === SAVED_FORMAT && saved.segment === name && saved.size === st.size && saved.mtimeMs === st.mtimeMs && Array.isArray(saved.rows) && Array.isArray(saved.refused)) {
+        return { rows: saved.rows, refused: saved.refused };
+      }
     } catch {
       // None saved, or unreadable: rolled up from the segment instead.
     }
@@ -203,7 +227,7 @@ export class JournalRollups {
     const file = this.savedFile(name);
     try {
       mkdirSync(join(this.dir, SAVED_DIR), { recursive: true });
-      writeFileSync(`${file}.tmp`, JSON.stringify({ format: SAVED_FORMAT, segment: name, size: e.size, mtimeMs: e.mtimeMs, rows: e.rows }));
+      writeFileSync(`${file}.tmp`, JSON.stringify({ format: SAVED_FORMAT, segment: name, size: e.size, mtimeMs: e.mtimeMs, rows: e.rows, refused: e.refused }));
       renameSync(`${file}.tmp`, file);
     } catch {
       // Read-only or full: the next start rolls the segment up again.

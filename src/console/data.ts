@@ -15,6 +15,7 @@ import { GatewayError } from '../errors.js';
 import { isJournalDir, type Decision } from '../admin/journalReader.js';
 import { addFigures, buildReport, dayOf, periodOf, refusalReport, REPORT_DIMENSIONS, type Decisions, type RefusalRow, type ReportDimension, type ReportFigures, type ReportRow } from '../admin/report.js';
 import { JournalRollups } from '../admin/journalRollups.js';
+import { RedisRefusals } from '../admin/redisRefusals.js';
 import { RedisRollups } from '../admin/redisRollups.js';
 import { decisionsOf } from '../admin/sources.js';
 import type { UsageRollup } from '../quota/rollups.js';
@@ -36,6 +37,8 @@ export interface ConsoleSources {
   rollups?: JournalRollups;
   /** The Redis store's day rollup hashes, kept between views and checked by version (made on first use). */
   redisRollups?: RedisRollups;
+  /** The Redis journal's refused calls, kept between views and read on from where the last view stopped (made on first use). */
+  redisRefusals?: RedisRefusals;
   now: () => number;
 }
 
@@ -217,8 +220,7 @@ const RECENT = 100;
 export async function refusals(src: ConsoleSources, range: DayRange): Promise<RefusalSummary> {
   const from = ms(range.start);
   const to = ms(range.end);
-  const refused: Decision[] = [];
-  for await (const d of decisions(src)) if (d.event.outcome === 'refused' && d.at >= from && d.at < to) refused.push(d);
+  const refused = await refusedIn(src, from, to);
   const report = await refusalReport(refused, ['user', 'rule', 'budget', 'code'], { from, to });
   const perDay = new Map<string, number>();
   for (let t = from; t < to; t += DAY_MS) perDay.set(dayOf(t), 0);
@@ -238,8 +240,21 @@ export async function refusals(src: ConsoleSources, range: DayRange): Promise<Re
   return { ...report, perDay: [...perDay].map(([day, n]) => ({ day, refusals: n })), recent };
 }
 
-/** The decision of one request, if the journal holds it. */
+/**
+ * The decisions of refused calls committed from `from` to `to` (epoch ms), in journal order, as a
+ * pass over every decision finds them; kept between views (the embedded journal's with its
+ * rollups), so a view reads only what was written since the last.
+ */
+export async function refusedIn(src: ConsoleSources, from: number, to: number): Promise<Decision[]> {
+  const kind = journalKind(src);
+  if (kind === 'redis') return (src.redisRefusals ??= new RedisRefusals(src.gateway.store as RedisQuotaStore)).refused(from, to);
+  if (kind === 'embedded') return (src.rollups ??= new JournalRollups(src.dataDir!)).refused(from, to);
+  return [];
+}
+
+/** The decision of one request, if the journal holds it: a refused call's from those kept, any other by a pass over the journal. */
 export async function findDecision(src: ConsoleSources, requestId: string): Promise<Decision | undefined> {
+  for (const d of await refusedIn(src, -Infinity, Infinity)) if (d.event['request.id'] === requestId) return d;
   for await (const d of decisions(src)) if (d.event['request.id'] === requestId) return d;
   return undefined;
 }

@@ -577,6 +577,21 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   }
 
   /** The journal's streams (`…:j`) under the store prefix, on every master, sorted. */
+  /**
+   * The streams this store appends to: on a single node its one stream, named without a SCAN; on a
+   * cluster every stream under the prefix (journalStreams).
+   */
+  async ownJournalStreams(): Promise<string[]> {
+    if (this.linePerScript) return this.journalStreams();
+    await this.scripts.ready();
+    const stream = journalKeys(this.globalBase).stream;
+    try {
+      return (await this.scripts.timed(this.client.exists(stream))) === 1 ? [stream] : [];
+    } catch (err) {
+      throw asStoreError(err);
+    }
+  }
+
   async journalStreams(): Promise<string[]> {
     try {
       return await this.scanKeys(`${this.prefixOfBase()}*:j`, 'stream');

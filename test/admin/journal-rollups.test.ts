@@ -103,6 +103,23 @@ describe('the embedded journal rollups kept between views', () => {
     ]);
   });
 
+  it('keeps the refused calls a pass over every decision finds, through later views, the end of a day and a restart', async () => {
+    const all = Date.parse('2026-11-01T00:00:00Z');
+    const end = Date.parse('2026-12-01T00:00:00Z');
+    /** What the console's pages read before: every decision of the journal, the refused ones in order. */
+    const pass = () => [...journalDecisions(dir)].filter((d) => d.event.outcome === 'refused');
+    const rollups = new JournalRollups(dir);
+    await threeDays();
+    await refusal('dave');
+    expect((await rollups.refused(all, end)).map((d) => d.event['user.id'])).toEqual(['bob', 'dave']);
+    now = DAY3 + 3_600_000;
+    await refusal('erin');
+    expect(await rollups.refused(all, end)).toEqual(pass());
+    expect((await rollups.refused(DAY3 - 86_400_000 / 2, end)).map((d) => d.event['user.id'])).toEqual(['dave', 'erin']);
+    // After a restart the ended segments' refusals come from their saved rollups.
+    expect(await new JournalRollups(dir).refused(all, end)).toEqual(pass());
+  });
+
   it('reads on from where the last view stopped: later calls, across the end of a day, each counted once', async () => {
     const rollups = new JournalRollups(dir);
     await call('alice', ['platform'], 10, 0.001);

@@ -14,7 +14,7 @@ import { runUsageCommand } from '../../src/admin/cli.js';
 import { journalLines } from '../../src/admin/journalReader.js';
 import { REPORT_DIMENSIONS, type UsageReport } from '../../src/admin/report.js';
 import { consoleEnabled } from '../../src/console/access.js';
-import { overview, rangeOf, type ConsoleSources } from '../../src/console/data.js';
+import { decisions, findDecision, overview, rangeOf, refusals, type ConsoleSources } from '../../src/console/data.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { FileJournal } from '../../src/quota/fileJournal.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
@@ -192,6 +192,17 @@ describe('console on Redis', () => {
     for await (const { entry } of store.journalEntries()) if (entry.body.kind === 'console') actions.push(entry.body.action!);
     expect(actions.map((a) => `${a.action} ${a.outcome} ${a.path}`)).toEqual(['login ok /console/login', 'view ok /console/policy']);
     expect((await store.verify()).ok).toBe(true);
+  });
+
+  it('lists the refused calls a pass over the journal finds, and opens one from those it kept', async () => {
+    const src: ConsoleSources = { gateway: gw.runtime.gateway, keyPrefix: prefix, now: clock };
+    const month = rangeOf('month', NOW);
+    const r = await refusals(src, month);
+    expect(r.recent.map((x) => [x.user, x.code, x.rule])).toEqual([['bob', 'POLICY_DENIED', 'contractors-no-premium']]);
+    const pass: string[] = [];
+    for await (const d of decisions(src)) if (d.event.outcome === 'refused') pass.push(d.event['request.id']);
+    expect(r.recent.map((x) => x.id)).toEqual(pass);
+    expect((await findDecision(src, r.recent[0]!.id))?.event).toMatchObject({ 'request.id': r.recent[0]!.id, outcome: 'refused', 'user.id': 'bob' });
   });
 
   it('shows a settlement that lands late in a day it has already shown and kept (from a replica whose clock is behind)', async () => {

@@ -19,7 +19,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { overview, rangeOf, rollupsIn, type ConsoleSources } from '../../src/console/data.js';
+import { overview, rangeOf, refusals, rollupsIn, type ConsoleSources } from '../../src/console/data.js';
 import { overviewPage } from '../../src/console/pages.js';
 import type { Principal } from '../../src/identity/principal.js';
 import { buildRuntime, settingsFromEnv, type Runtime } from '../../src/main.js';
@@ -175,6 +175,17 @@ try {
   }
   process.stdout.write(`  read rollups, one call since the last wall ms: ${stat(read.wall)}   CPU ms: ${stat(read.cpu)}\n`);
   process.stdout.write(`  render page  wall ms: ${stat(render.wall)}   CPU ms: ${stat(render.cpu)}\n`);
+  // The refusals page's figures (and a refused request's lookup): the first read is a pass over the
+  // whole journal, later ones read what was written since.
+  const refusalsSrc = sources();
+  const firstRefusals = await timed(() => refusals(refusalsSrc, range));
+  const nextRefusals = { wall: [] as number[], cpu: [] as number[] };
+  for (let r = 0; r < runs; r++) {
+    await oneCall();
+    push(nextRefusals, await timed(() => refusals(refusalsSrc, range)));
+  }
+  process.stdout.write(`  refusals, first read of a new reader (Redis: a pass over the stream; embedded: saved rollups and the current segment) wall ${firstRefusals.wall.toFixed(1)} ms, CPU ${firstRefusals.cpu.toFixed(1)} ms\n`);
+  process.stdout.write(`  refusals, one call since the last   wall ms: ${stat(nextRefusals.wall)}   CPU ms: ${stat(nextRefusals.cpu)}\n`);
   process.stdout.write(`  under 300 ms (median wall of the whole view): ${[...all.wall].sort((a, b) => a - b)[Math.floor(runs / 2)]! < 300 ? 'yes' : 'no'}\n`);
   await runtime.close();
 } finally {
