@@ -29,13 +29,17 @@ import type { JournalEntry } from '../quota/journal.js';
 const SAVED_DIR = 'rollups';
 /** Bump when what a row holds or how it is added up changes: rollups saved before are then made again. */
 const SAVED_FORMAT = 2;
+/** Refused calls kept at most, per segment and in all: past either, the refusals page reads the journal whole. */
+const MAX_REFUSED_PER_SEGMENT = 5_000;
+const MAX_REFUSED = 20_000;
 /** Bytes of a current segment's start kept to tell it from a later file that reuses its inode. */
 const HEAD_BYTES = 64;
 
 /** One segment's rows as they are added up, and its refused calls' decisions: each request once. */
 class Rollup {
   readonly rows = new Map<string, UsageRollup>();
-  readonly refused: Decision[] = [];
+  /** None once there are more than MAX_REFUSED_PER_SEGMENT (a storm of refusals is not kept in memory). */
+  refused: Decision[] | null = [];
   private readonly seen = new Set<string>();
 
   add(entry: JournalEntry): void {
@@ -45,7 +49,10 @@ class Rollup {
     if (this.seen.has(id)) return;
     this.seen.add(id);
     addEventRollup(this.rows, dayOf(b.at), b.event);
-    if (b.event.outcome === 'refused') this.refused.push(decisionOfEntry(entry)!);
+    if (b.event.outcome === 'refused' && this.refused) {
+      this.refused.push(decisionOfEntry(entry)!);
+      if (this.refused.length > MAX_REFUSED_PER_SEGMENT) this.refused = null;
+    }
   }
 }
 
@@ -53,7 +60,7 @@ interface Ended {
   size: number;
   mtimeMs: number;
   rows: UsageRollup[];
-  refused: Decision[];
+  refused: Decision[] | null;
 }
 
 /** How far the current segment has been read. */
@@ -85,15 +92,17 @@ export class JournalRollups {
     return out;
   }
 
-  /** The decisions of refused calls committed from `from` (inclusive) to `to` (exclusive, epoch ms), in journal order. */
-  async refused(from: number, to: number): Promise<Decision[]> {
+  /**
+   * The decisions of refused calls committed from `from` (inclusive) to `to` (exclusive, epoch ms),
+   * in journal order; none when there are too many to keep (MAX_REFUSED, MAX_REFUSED_PER_SEGMENT).
+   */
+  async refused(from: number, to: number): Promise<Decision[] | undefined> {
     await this.refreshed();
+    const lists = [...this.ended.keys()].sort().map((name) => this.ended.get(name)!.refused);
+    if (this.tail) lists.push(this.tail.rollup.refused);
+    if (lists.some((l) => l === null) || lists.reduce((n, l) => n + l!.length, 0) > MAX_REFUSED) return undefined;
     const out: Decision[] = [];
-    const take = (ds: Decision[]) => {
-      for (const d of ds) if (d.at >= from && d.at < to) out.push(d);
-    };
-    for (const name of [...this.ended.keys()].sort()) take(this.ended.get(name)!.refused);
-    if (this.tail) take(this.tail.rollup.refused);
+    for (const l of lists) for (const d of l!) if (d.at >= from && d.at < to) out.push(d);
     return out;
   }
 
@@ -212,8 +221,8 @@ export class JournalRollups {
 
   private loadSaved(name: string, st: { size: number; mtimeMs: number }): Pick<Ended, 'rows' | 'refused'> | undefined {
     try {
-      const saved = JSON.parse(readFileSync(this.savedFile(name), 'utf8')) as { format?: number; segment?: string; size?: number; mtimeMs?: number; rows?: UsageRollup[]; refused?: Decision[] };
-      if (saved.format === SAVED_FORMAT && saved.segment === name && saved.size === st.size && saved.mtimeMs === st.mtimeMs && Array.isArray(saved.rows) && Array.isArray(saved.refused)) {
+      const saved = JSON.parse(readFileSync(this.savedFile(name), 'utf8')) as { format?: number; segment?: string; size?: number; mtimeMs?: number; rows?: UsageRollup[]; refused?: Decision[] | null };
+      if (saved.format === SAVED_FORMAT && saved.segment === name && saved.size === st.size && saved.mtimeMs === st.mtimeMs && Array.isArray(saved.rows) && (saved.refused === null || Array.isArray(saved.refused))) {
         return { rows: saved.rows, refused: saved.refused };
       }
     } catch {

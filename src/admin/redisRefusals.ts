@@ -6,7 +6,8 @@
  * takes its refusals with it, so what is shown is what the journal holds, as a full read shows it.
  *
  * Each refused request is kept once (its first refused decision), in stream order, the streams in
- * the order the store lists them.
+ * the order the store lists them. Past MAX_REFUSED refusals nothing is kept any more (a storm of
+ * refusals is not held in memory) and the console reads the journal whole, as it did before.
  */
 import type { DecisionEvent } from '../metering/events.js';
 import type { RedisQuotaStore } from '../quota/redis.js';
@@ -17,6 +18,8 @@ interface Kept {
   after?: string;
   refused: { streamId: string; d: Decision }[];
 }
+
+const MAX_REFUSED = 20_000;
 
 /** Whether stream id `a` comes before `b` (`<ms>-<seq>`). */
 function before(a: string, b: string): boolean {
@@ -30,15 +33,21 @@ export class RedisRefusals {
   private order: string[] = [];
   private readonly seen = new Set<string>();
   private queue: Promise<unknown> = Promise.resolve();
+  private overflowed = false;
 
-  constructor(private readonly store: RedisQuotaStore) {}
+  constructor(
+    private readonly store: RedisQuotaStore,
+    private readonly maxRefused = MAX_REFUSED,
+  ) {}
 
-  /** The decisions of refused calls committed from `from` (inclusive) to `to` (exclusive, epoch ms). */
-  async refused(from: number, to: number): Promise<Decision[]> {
+  /** The decisions of refused calls committed from `from` (inclusive) to `to` (exclusive, epoch ms); none when there are too many to keep. */
+  async refused(from: number, to: number): Promise<Decision[] | undefined> {
+    if (this.overflowed) return undefined;
     // One refresh at a time: two views at once would otherwise read the same entries twice.
     const run = this.queue.then(() => this.refresh());
     this.queue = run.catch(() => undefined);
     await run;
+    if (this.overflowed) return undefined;
     const out: Decision[] = [];
     for (const name of this.order) for (const { d } of this.streams.get(name)!.refused) if (d.at >= from && d.at < to) out.push(d);
     return out;
@@ -71,5 +80,10 @@ export class RedisRefusals {
       }
     }
     this.order = names;
+    if ([...this.streams.values()].reduce((n, k) => n + k.refused.length, 0) > this.maxRefused) {
+      this.overflowed = true;
+      this.streams.clear();
+      this.seen.clear();
+    }
   }
 }

@@ -220,7 +220,12 @@ const RECENT = 100;
 export async function refusals(src: ConsoleSources, range: DayRange): Promise<RefusalSummary> {
   const from = ms(range.start);
   const to = ms(range.end);
-  const refused = await refusedIn(src, from, to);
+  let refused = await refusedIn(src, from, to);
+  if (!refused) {
+    // Too many to keep: a pass over every decision, each time.
+    refused = [];
+    for await (const d of decisions(src)) if (d.event.outcome === 'refused' && d.at >= from && d.at < to) refused.push(d);
+  }
   const report = await refusalReport(refused, ['user', 'rule', 'budget', 'code'], { from, to });
   const perDay = new Map<string, number>();
   for (let t = from; t < to; t += DAY_MS) perDay.set(dayOf(t), 0);
@@ -243,18 +248,19 @@ export async function refusals(src: ConsoleSources, range: DayRange): Promise<Re
 /**
  * The decisions of refused calls committed from `from` to `to` (epoch ms), in journal order, as a
  * pass over every decision finds them; kept between views (the embedded journal's with its
- * rollups), so a view reads only what was written since the last.
+ * rollups), so a view reads only what was written since the last; none when there are too many
+ * to keep (tens of thousands), or no journal.
  */
-export async function refusedIn(src: ConsoleSources, from: number, to: number): Promise<Decision[]> {
+export async function refusedIn(src: ConsoleSources, from: number, to: number): Promise<Decision[] | undefined> {
   const kind = journalKind(src);
   if (kind === 'redis') return (src.redisRefusals ??= new RedisRefusals(src.gateway.store as RedisQuotaStore)).refused(from, to);
   if (kind === 'embedded') return (src.rollups ??= new JournalRollups(src.dataDir!)).refused(from, to);
-  return [];
+  return undefined;
 }
 
 /** The decision of one request, if the journal holds it: a refused call's from those kept, any other by a pass over the journal. */
 export async function findDecision(src: ConsoleSources, requestId: string): Promise<Decision | undefined> {
-  for (const d of await refusedIn(src, -Infinity, Infinity)) if (d.event['request.id'] === requestId) return d;
+  for (const d of (await refusedIn(src, -Infinity, Infinity)) ?? []) if (d.event['request.id'] === requestId) return d;
   for await (const d of decisions(src)) if (d.event['request.id'] === requestId) return d;
   return undefined;
 }

@@ -111,11 +111,11 @@ describe('the embedded journal rollups kept between views', () => {
     const rollups = new JournalRollups(dir);
     await threeDays();
     await refusal('dave');
-    expect((await rollups.refused(all, end)).map((d) => d.event['user.id'])).toEqual(['bob', 'dave']);
+    expect((await rollups.refused(all, end))!.map((d) => d.event['user.id'])).toEqual(['bob', 'dave']);
     now = DAY3 + 3_600_000;
     await refusal('erin');
     expect(await rollups.refused(all, end)).toEqual(pass());
-    expect((await rollups.refused(DAY3 - 86_400_000 / 2, end)).map((d) => d.event['user.id'])).toEqual(['dave', 'erin']);
+    expect((await rollups.refused(DAY3 - 86_400_000 / 2, end))!.map((d) => d.event['user.id'])).toEqual(['dave', 'erin']);
     // After a restart the ended segments' refusals come from their saved rollups.
     expect(await new JournalRollups(dir).refused(all, end)).toEqual(pass());
   });

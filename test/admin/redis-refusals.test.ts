@@ -38,7 +38,7 @@ describe('the Redis journal refusals kept between views', () => {
     for await (const d of redisDecisions(store)) if (d.event.outcome === 'refused') out.push(d);
     return out;
   };
-  const users = (ds: { event: { 'user.id'?: string } }[]) => ds.map((d) => d.event['user.id']);
+  const users = (ds: { event: { 'user.id'?: string } }[] | undefined) => ds!.map((d) => d.event['user.id']);
 
   it('finds what a pass over the streams finds, reading on from where the last view stopped, and drops what retention trimmed', async () => {
     const refusals = new RedisRefusals(store);
@@ -62,5 +62,15 @@ describe('the Redis journal refusals kept between views', () => {
     }
     expect(users(await refusals.refused(-Infinity, Infinity))).toEqual(['cyd']);
     expect(await refusals.refused(-Infinity, Infinity)).toEqual(await pass());
+  });
+
+  it('keeps nothing past its limit, so that the console reads the journal whole instead', async () => {
+    const refusals = new RedisRefusals(store, 2);
+    expect(users(await refusals.refused(-Infinity, Infinity))).toEqual(['cyd']);
+    await store.record(event('dan', 'refused'));
+    await store.record(event('eve', 'refused'));
+    expect(await refusals.refused(-Infinity, Infinity)).toBeUndefined();
+    await store.record(event('fay', 'refused'));
+    expect(await refusals.refused(-Infinity, Infinity)).toBeUndefined();
   });
 });
