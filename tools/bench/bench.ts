@@ -10,6 +10,8 @@
  *                    [--node-options=--max-old-space-size=256]      (for every tollgate process)
  *                    [--dist-b <other builds' dist/ dirs, comma-separated> with target memory-b and/or redis-b]   (A/B in one run)
  *                    [--openai-client sdk|direct]   (the OpenAI provider's client for this build's targets, not the -b builds')
+ *   npm run bench -- --targets memory,redis --sequential 0 --seconds 0 --soak 600 [--soak-warmup 60] --clients 8
+ *                      (a soak on each store in turn: RSS, and on Redis its used memory and keys, every 30 s)
  *   npm run bench -- --api openai [--rounds 3] [--targets upstream,nginx,portkey,memory,redis]
  *                      (the OpenAI wire, plain and streamed: the fake directly, Debian's nginx and
  *                       Portkey's gateway started by the bench, tollgate's /v1/chat/completions)
@@ -20,11 +22,12 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { createClient } from '@keyv/redis';
 import { killChildren, localRedisUrl, pct, rssMb, sleep, startChild } from './common.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
 import { closeRawClient, closedLoop, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
@@ -41,6 +44,8 @@ const { values } = parseArgs({
     'sessions-idle': { type: 'string', default: '60' },
     targets: { type: 'string', default: 'passthrough,passthrough-light,memory,redis,redis-sbr,redis-2w' },
     soak: { type: 'string', default: '0' },
+    /** Seconds of the soak before the RSS it is judged against (its first sample at or after this). */
+    'soak-warmup': { type: 'string', default: '60' },
     'cpu-prof': { type: 'string' },
     'node-options': { type: 'string', default: '' },
     api: { type: 'string', default: 'mcp' },
@@ -52,6 +57,7 @@ const { values } = parseArgs({
   },
 });
 const SOAK = Number(values.soak);
+const SOAK_WARMUP = Number(values['soak-warmup']);
 const CLIENTS = Number(values.clients);
 const SECONDS = Number(values.seconds);
 const WARMUP = Number(values.warmup);
@@ -142,11 +148,27 @@ async function sequential(urls: string[], count: number): Promise<LoadResult[]> 
 
 /**
  * Steady load for `seconds` on one gateway: clients open a session, make 50 calls and close it,
- * over and over. Prints RSS and open sessions every 30 s; at the end every session must be gone
- * and nothing may stay reserved.
+ * over and over. Prints RSS and open sessions every 30 s (on the Redis store also Redis's
+ * `used_memory` and how many keys the gateway's prefix holds); at the end every session must be
+ * gone and nothing may stay reserved. Then says whether RSS stayed within ±10 % of its first
+ * sample after `warmupS` seconds (issue 21's target).
  */
-async function soak(url: string, pid: number, seconds: number, n: number): Promise<void> {
+async function soak(url: string, pid: number, seconds: number, n: number, warmupS: number, redis?: { url: string; prefix: string }): Promise<void> {
   const healthz = async () => (await (await fetch(url.replace(/\/mcp$/, '/healthz'))).json()) as { sessions: number };
+  const rc = redis ? createClient({ url: redis.url }) : undefined;
+  await rc?.connect();
+  const redisNow = async (): Promise<{ usedMb: number; keys: number } | undefined> => {
+    if (!rc || !redis) return undefined;
+    const used = Number(/used_memory:(\d+)/.exec(await rc.info('memory'))?.[1] ?? 0) / 2 ** 20;
+    let keys = 0;
+    let cursor = '0';
+    do {
+      const page = await rc.scan(cursor, { MATCH: `${redis.prefix}*`, COUNT: 10_000 });
+      cursor = String(page.cursor);
+      keys += page.keys.length;
+    } while (cursor !== '0');
+    return { usedMb: used, keys };
+  };
   let calls = 0;
   let errors = 0;
   let stop = false;
@@ -163,11 +185,17 @@ async function soak(url: string, pid: number, seconds: number, n: number): Promi
   };
   const t0 = Date.now();
   const running = Array.from({ length: n }, worker);
-  process.stdout.write(`\nsoak: ${n} clients for ${seconds}s on ${url}\n${'elapsed s'.padStart(10)}${'calls'.padStart(10)}${'errors'.padStart(8)}${'sessions'.padStart(10)}${'RSS MB'.padStart(9)}\n`);
+  const redisHead = rc ? `${'redis MB'.padStart(10)}${'keys'.padStart(10)}` : '';
+  process.stdout.write(`\nsoak: ${n} clients for ${seconds}s on ${url}\n${'elapsed s'.padStart(10)}${'calls'.padStart(10)}${'errors'.padStart(8)}${'sessions'.padStart(10)}${'RSS MB'.padStart(9)}${redisHead}${'load 1m'.padStart(9)}\n`);
+  const samples: { at: number; rss: number }[] = [];
   const tick = async () => {
     const m = rssMb(pid);
     const h = await healthz();
-    process.stdout.write(`${String(Math.round((Date.now() - t0) / 1000)).padStart(10)}${String(calls).padStart(10)}${String(errors).padStart(8)}${String(h.sessions).padStart(10)}${m.rss.toFixed(0).padStart(9)}\n`);
+    const r = await redisNow();
+    const at = Math.round((Date.now() - t0) / 1000);
+    samples.push({ at, rss: m.rss });
+    const redisCols = r ? `${r.usedMb.toFixed(1).padStart(10)}${String(r.keys).padStart(10)}` : '';
+    process.stdout.write(`${String(at).padStart(10)}${String(calls).padStart(10)}${String(errors).padStart(8)}${String(h.sessions).padStart(10)}${m.rss.toFixed(0).padStart(9)}${redisCols}${loadavg()[0]!.toFixed(2).padStart(9)}\n`);
   };
   while (Date.now() - t0 < seconds * 1000) {
     await new Promise((r) => setTimeout(r, Math.min(30_000, seconds * 1000 - (Date.now() - t0))));
@@ -175,12 +203,20 @@ async function soak(url: string, pid: number, seconds: number, n: number): Promi
   }
   stop = true;
   await Promise.all(running);
-  await tick();
   const c = await client(url);
   const budget = (await c.callTool({ name: 'my_budget', arguments: {} })).structuredContent as { budgets: { id: string; reserved: number }[] };
   await done(c);
   const h = await healthz();
+  await rc?.quit();
   process.stdout.write(`after the soak: ${h.sessions} sessions open; reserved ${budget.budgets.map((b) => `${b.id}=${b.reserved}`).join(', ')}\n`);
+  const after = samples.filter((s) => s.at >= warmupS);
+  if (after.length > 1) {
+    const base = after[0]!.rss;
+    const dev = after.map((s) => ((s.rss - base) / base) * 100);
+    const lo = Math.min(...dev);
+    const hi = Math.max(...dev);
+    process.stdout.write(`RSS after ${warmupS}s of warm-up: ${base.toFixed(0)} MB at ${after[0]!.at}s, then ${lo.toFixed(1)} % to +${hi.toFixed(1)} % (${lo >= -10 && hi <= 10 ? 'within' : 'NOT within'} ±10 %)\n`);
+  }
 }
 
 /** Opens `count` MCP sessions (initialize only, as idle agents would) and reports the server's RSS. */
@@ -280,9 +316,12 @@ async function main(): Promise<void> {
       // The session measurement opens every session with the one bench key.
       TOLLGATE_MAX_SESSIONS_PER_CALLER: String(Math.max(10_000, SESSIONS + 1000)),
     };
+    /** What `--soak` runs on: the memory target, then the Redis one (with its prefix, for Redis's figures). */
+    const soakTargets: [string, { url: string; prefix: string } | undefined][] = [];
     if (TARGETS.includes('memory')) {
       const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], gatewayEnv, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'tollgate (memory)', url: g.match[1]!, pid: g.child.pid! });
+      soakTargets.push(['tollgate (memory)', undefined]);
     }
     // Other builds side by side with this one (an A/B in one run): each on the memory store.
     for (const other of TARGETS.includes('memory-b') ? (values['dist-b'] ?? '').split(',').filter(Boolean) : []) {
@@ -304,6 +343,7 @@ async function main(): Promise<void> {
       const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policy, '--redis', redisUrl!], env, /serving MCP at (\S+)/, 'stderr', PROF);
       const name = workers ? `tollgate (redis, ${workers}w)` : target === 'redis-sbr' ? 'tollgate (redis, sbr)' : 'tollgate (redis)';
       servers.push({ name, url: g.match[1]!, pid: g.child.pid! });
+      if (target === 'redis') soakTargets.push([name, { url: redisUrl!, prefix }]);
     }
     // Other builds on the Redis store beside this one (`redis-b` with `--dist-b`), each under a prefix of its own.
     for (const other of redisUrl && TARGETS.includes('redis-b') ? (values['dist-b'] ?? '').split(',').filter(Boolean) : []) {
@@ -374,9 +414,10 @@ async function main(): Promise<void> {
         process.stdout.write(`${s.name.padEnd(25)}${seqP99.length ? median(seqP99).toFixed(2).padStart(9) : ''.padStart(9)}${rate.length ? median(rate).toFixed(0).padStart(9) : ''.padStart(9)}${cpu.length ? median(cpu).toFixed(3).padStart(9) : ''.padStart(9)}\n`);
       }
     }
-    if (SOAK > 0) {
-      const g = servers.find((x) => x.name === 'tollgate (memory)');
-      if (g) await soak(g.url, g.pid, SOAK, CLIENTS);
+    // The soak runs on the memory and the Redis store (whichever of them are targets), one after the other.
+    for (const [name, redis] of SOAK > 0 ? soakTargets : []) {
+      const g = servers.find((x) => x.name === name);
+      if (g) await soak(g.url, g.pid, SOAK, CLIENTS, SOAK_WARMUP, redis);
     }
     if (SESSIONS > 0) {
       // A gateway of its own, so that what the load runs left on the heap does not count: RSS when
