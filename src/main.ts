@@ -54,6 +54,12 @@ export interface Settings {
   storeTimeoutMs: number;
   /** Redis journal retention: entries each stream keeps (about); none keeps every entry. */
   journalMaxLen?: number;
+  /** Redis journal retention by age (ms), when no journalMaxLen is set. */
+  journalMaxAgeMs?: number;
+  /** How long a day's usage rollup hash is kept in Redis (ms). */
+  rollupTtlMs: number;
+  /** How long Redis keeps settled markers (ms): see RedisQuotaStoreOptions.settledMarkerMs. */
+  settledMarkerMs: number;
   /** How long a shutdown waits for calls in flight and ledger writes before exiting anyway (`--shutdown-timeout`). */
   shutdownTimeoutMs: number;
   eventsFile?: string;
@@ -98,6 +104,9 @@ export function settingsFrom(env: Env): Settings {
     dataDir: env.TOLLGATE_DATA_DIR === undefined || env.TOLLGATE_DATA_DIR === 'none' ? undefined : resolve(env.TOLLGATE_DATA_DIR),
     storeTimeoutMs: env.TOLLGATE_STORE_TIMEOUT_MS,
     journalMaxLen: env.TOLLGATE_JOURNAL_MAXLEN,
+    journalMaxAgeMs: env.TOLLGATE_JOURNAL_MAX_AGE_SECONDS === undefined ? undefined : env.TOLLGATE_JOURNAL_MAX_AGE_SECONDS * 1000,
+    rollupTtlMs: env.TOLLGATE_ROLLUP_DAYS * 86_400_000,
+    settledMarkerMs: env.TOLLGATE_SETTLED_MARKER_SECONDS * 1000,
     shutdownTimeoutMs: env.TOLLGATE_SHUTDOWN_TIMEOUT_MS,
     eventsFile: env.TOLLGATE_EVENTS_FILE,
     devAnonymous: env.TOLLGATE_DEV_ANONYMOUS,
@@ -223,7 +232,15 @@ export async function createStore(settings: Settings, now?: () => number, logger
   if (settings.redisClusterNodes || settings.redisUrl) {
     const { RedisQuotaStore } = await import('./quota/redis.js');
     const target = { url: settings.redisUrl, clusterNodes: settings.redisClusterNodes };
-    return new RedisQuotaStore({ ...target, prefix: settings.keyPrefix, now, commandTimeoutMs: settings.storeTimeoutMs, logger, journal: { maxLen: settings.journalMaxLen } });
+    return new RedisQuotaStore({
+      ...target,
+      prefix: settings.keyPrefix,
+      now,
+      commandTimeoutMs: settings.storeTimeoutMs,
+      logger,
+      settledMarkerMs: settings.settledMarkerMs,
+      journal: { maxLen: settings.journalMaxLen, maxAgeMs: settings.journalMaxAgeMs, rollupTtlMs: settings.rollupTtlMs },
+    });
   }
   if (!settings.dataDir) return new MemoryQuotaStore(now);
   const { FileJournal } = await import('./quota/fileJournal.js');

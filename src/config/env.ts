@@ -75,6 +75,23 @@ export const envSchema = z.object({
     description:
       'Redis journal retention: each journal stream keeps about this many entries (`XADD … MAXLEN ~`); older ones are trimmed, so export them first (docs/quota.md, "Retention"). The audit then checks the chain from the first entry kept.',
   }),
+  TOLLGATE_JOURNAL_MAX_AGE_SECONDS: optional(wholeNumber('whole number of seconds', 1), {
+    type: 'integer ≥ 1 (seconds)',
+    unset: 'keep every entry',
+    description:
+      "Redis journal retention by age: entries older than this (by Redis's clock) are trimmed as new ones are added (`XADD … MINID ~`); export them first. Ignored when TOLLGATE_JOURNAL_MAXLEN is set.",
+  }),
+  TOLLGATE_ROLLUP_DAYS: withDefault(wholeNumber('whole number of days', 1), {
+    type: 'integer ≥ 1 (days)',
+    default: '400',
+    description: "How long Redis keeps each day's usage rollup hash (the console's and `tollgate report`'s usage by user, team and model).",
+  }),
+  TOLLGATE_SETTLED_MARKER_SECONDS: withDefault(wholeNumber('whole number of seconds', 1, 86400), {
+    type: 'integer 1-86400 (seconds)',
+    default: '86400',
+    description:
+      "How long Redis keeps each call's settled markers (one key per budget line), which make a replayed settlement count once; the policy's reservation TTL + 1 h is used if longer. A settlement later than this after its reservation (queued through a longer outage) is dropped and logged as `quota_settle_expired`, and recovery charges the reservation instead (docs/quota.md, \"Redis memory\").",
+  }),
   TOLLGATE_SHUTDOWN_TIMEOUT_MS: withDefault(wholeNumber('whole number of milliseconds', 0), {
     type: 'integer ≥ 0 (milliseconds)',
     default: '10000',

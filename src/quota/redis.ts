@@ -20,8 +20,12 @@
  *   purging is recovery, atomic in Lua so it happens once whichever replica runs it. An expired
  *   reservation that was dispatched is charged at its reservation (`settled_by: recovery`); any
  *   other is released.
- * - settle() charges each line once: a per-line, per-request marker (kept a day) makes a repeated
- *   or replayed settle a no-op, and a reserve after settle returns ok without reserving.
+ * - settle() charges each line once: a per-line, per-request marker makes a repeated or replayed
+ *   settle a no-op, and a reserve after settle returns ok without reserving. The marker is kept
+ *   `settledMarkerMs` (default a day; at least the reservation's TTL + 1 h), and a settle is written
+ *   only within that long of its reservation: a later one (queued through a long outage) is dropped
+ *   and logged (`quota_settle_expired`), since by then the marker that would stop it counting twice
+ *   may be gone; recovery has charged its reservation instead (docs/quota.md, "Redis memory").
  * - Outage: offline commands are rejected at once (no offline queue), commands time out after
  *   `commandTimeoutMs`, and the client reconnects by itself. Reserve, dispatch and read then throw
  *   QUOTA_STORE_UNAVAILABLE; the pipeline applies the budget's fail mode. A settle, release or
@@ -125,6 +129,12 @@ export interface RedisQuotaStoreOptions {
   /** Retention of the journal streams and rollups. Default: keep every entry. */
   journal?: RedisJournalOptions;
   /**
+   * How long a settled marker is kept (a replayed or repeated settle within it counts once), and so
+   * how late after its reservation a settle may still be written. At least the reservation's TTL +
+   * 1 h is used whatever this says; at most a day (recovery's markers are kept a day). Default a day.
+   */
+  settledMarkerMs?: number;
+  /**
    * How often this replica sweeps lines with expired reservations (recovery for lines no call
    * touches), with ±20 % jitter. 0 turns the timer off (`sweep()` still works). Default 10000.
    */
@@ -133,7 +143,8 @@ export interface RedisQuotaStoreOptions {
 
 /** A ledger write the store could not make yet, kept for replay in order. */
 type Replay =
-  | { kind: 'settle'; requestId: string; lines: LedgerLine[]; event?: DecisionRecord }
+  /** `markerMs`: the settled markers' lifetime; `notAfter`: the last moment the settle may be written (see settleWindow). */
+  | { kind: 'settle'; requestId: string; lines: LedgerLine[]; event?: DecisionRecord; markerMs: number; notAfter: number }
   | { kind: 'release'; requestId: string; keys?: string[]; event?: DecisionRecord }
   | { kind: 'record'; requestId: string; event: DecisionRecord };
 
@@ -144,8 +155,10 @@ interface WriteOutcome {
   rest: Replay[];
 }
 
-/** How long a settled marker is kept: a replayed or repeated settle within it counts once. */
+/** How long a settled marker is kept by default, and at most (recovery's markers, set in Lua, are kept DAY_MS). */
 const SETTLED_MARKER_MS = 24 * 3600_000;
+/** A settle may come this long after its reservation's expiry (a call that outlived it, a short outage) and still be written. */
+const MARKER_SLACK_MS = 3600_000;
 /** Request records outlive their reservation by this much, so a late release still finds them. */
 const RECORD_SLACK_MS = 60_000;
 /** Requests whose reserved lines are remembered in process; beyond this the Keyv record is used. */
@@ -183,6 +196,10 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>;
   private readonly replays: Replay[] = [];
   private readonly held = new Map<string, string[]>();
+  /** When each request in `held` reserved, and for how long: a settle's window is counted from there. */
+  private readonly reservedAt = new Map<string, { at: number; ttlMs: number }>();
+  private readonly markerMs: number;
+  private expiredSettles = 0;
   /** Requests reserved with `dispatching` whose dispatch() has not come yet (it has nothing to write). */
   private readonly markedAtReserve = new Set<string>();
   private readonly listeners: EventListener[] = [];
@@ -222,6 +239,11 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     if (maxAgeMs !== undefined && !(Number.isSafeInteger(maxAgeMs) && maxAgeMs > 0)) throw new RangeError(`journal.maxAgeMs must be a positive integer, got ${maxAgeMs}`);
     this.trim = maxLen ? ['MAXLEN', String(maxLen)] : maxAgeMs ? ['MINID', String(maxAgeMs)] : ['', ''];
     this.rollupTtlMs = this.journalOptions.rollupTtlMs ?? DEFAULT_ROLLUP_TTL_MS;
+    if (!(Number.isSafeInteger(this.rollupTtlMs) && this.rollupTtlMs > 0)) throw new RangeError(`journal.rollupTtlMs must be a positive integer, got ${this.rollupTtlMs}`);
+    this.markerMs = opts.settledMarkerMs ?? SETTLED_MARKER_MS;
+    if (!(Number.isSafeInteger(this.markerMs) && this.markerMs > 0 && this.markerMs <= SETTLED_MARKER_MS)) {
+      throw new RangeError(`settledMarkerMs must be a whole number of milliseconds from 1 to ${SETTLED_MARKER_MS} (a day), got ${opts.settledMarkerMs}`);
+    }
     // Never give up: back off to 2 s between attempts, with jitter so replicas do not stampede.
     const backoff = (attempt: number) => Math.min(50 * 2 ** attempt, 2000) + Math.floor(Math.random() * 100);
     const defaults: NodeDefaults = {
@@ -330,7 +352,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       const [, used, reserved, buckets] = states[first]!;
       return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount, buckets: buckets ?? [] };
     }
-    this.remember(requestId, keys);
+    this.remember(requestId, keys, now, ttlMs);
     if (opts.dispatching) this.markedAtReserve.add(requestId);
     return { ok: true };
   }
@@ -354,7 +376,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
 
   async settle(requestId: string, lines: LedgerLine[], event?: DecisionRecord): Promise<void> {
     for (const l of lines) assertAmount(l.amount, 'amount');
-    await this.write({ kind: 'settle', requestId, lines, event });
+    await this.write({ kind: 'settle', requestId, lines, event, ...this.settleWindow(requestId) });
   }
 
   async release(requestId: string, event?: DecisionRecord): Promise<void> {
@@ -657,6 +679,11 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     );
   }
 
+  /** Settlements dropped because they came later than the settled-marker lifetime allows (also logged as they happen). */
+  expiredSettleCount(): number {
+    return this.expiredSettles;
+  }
+
   /** Writes dropped because the replay queue was full (also logged as they happen). */
   droppedReplayCount(): number {
     return this.droppedReplays;
@@ -733,6 +760,44 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   }
 
   /**
+   * How long a settle's markers live and until when the settle may be written. The marker must
+   * outlive every later attempt at the same settle: a replay of one that ran but whose answer was
+   * lost, or the call's own settle after recovery closed its expired reservation (recovery's
+   * marker is kept a day). Both are covered when the settle is written no later than its
+   * reservation plus the marker lifetime, and the lifetime is at least the reservation's TTL plus
+   * MARKER_SLACK_MS (so a call that ends within its reservation is never refused a settle).
+   * Without a known reservation (not reserved here, or forgotten), the settle's own time stands in.
+   */
+  private settleWindow(requestId: string): { markerMs: number; notAfter: number } {
+    const r = this.reservedAt.get(requestId);
+    const markerMs = Math.min(SETTLED_MARKER_MS, Math.max(this.markerMs, (r?.ttlMs ?? 0) + MARKER_SLACK_MS));
+    return { markerMs, notAfter: (r?.at ?? this.now()) + markerMs };
+  }
+
+  /**
+   * A settle too late to write safely (see settleWindow): dropped and logged. Its reservation has
+   * expired by now, so recovery closes it (charged at the reservation if it was dispatched), or has.
+   */
+  private expire(w: Extract<Replay, { kind: 'settle' }>, now: number): WriteOutcome {
+    this.expiredSettles += 1;
+    this.held.delete(w.requestId);
+    this.reservedAt.delete(w.requestId);
+    this.markedAtReserve.delete(w.requestId);
+    this.log.error(
+      {
+        event: 'quota_settle_expired',
+        requestId: w.requestId,
+        lateMs: now - w.notAfter,
+        markerMs: w.markerMs,
+        lines: w.lines.map((l) => ({ budgetId: l.budgetId, subject: l.subject, amount: l.amount })),
+        expired: this.expiredSettles,
+      },
+      'settlement older than the settled-marker lifetime dropped; recovery charges the reservation instead',
+    );
+    return { rest: [] };
+  }
+
+  /**
    * Makes one ledger write. Resolves with the event once the journal holds it (none if it was not
    * written, e.g. a repeated settle), and on a failure with the error and what remains to write:
    * on a cluster some lines may be written and others not, and the event may be among either.
@@ -756,6 +821,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private async settleNow(w: Extract<Replay, { kind: 'settle' }>): Promise<WriteOutcome> {
     const { requestId, lines, event } = w;
     const now = this.now();
+    if (lines.length > 0 && now >= w.notAfter) return this.expire(w, now);
     if (lines.length === 0) {
       if (event) await this.chain('settle', requestId, event);
       return { event, rest: [] };
@@ -764,6 +830,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const charged = new Set(lines.map((l) => l.reservedKey));
     const rest = (this.held.get(requestId) ?? []).filter((k) => !charged.has(k));
     this.held.delete(requestId);
+    this.reservedAt.delete(requestId);
     this.markedAtReserve.delete(requestId);
     // One flight: the settle scripts, the releases and the record's deletion. Settling is idempotent
     // (per-line markers), so a settle that fails here and is replayed later still counts once;
@@ -785,7 +852,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         const states = (await this.runLines(
           SETTLE,
           [...j.keys, ...pending.flatMap((l) => [...reservationKeys(l.reservedKey), markerKey(l.reservedKey, requestId), l.usageKey])],
-          [...j.args, requestId, entry.h, entry.body, roll.length, ...roll, ...pending.flatMap((l) => [l.amount, l.expiresAt - now, Math.max(SETTLED_MARKER_MS, l.expiresAt - now)])],
+          [...j.args, requestId, entry.h, entry.body, roll.length, ...roll, ...pending.flatMap((l) => [l.amount, l.expiresAt - now, w.markerMs])],
         )) as number[];
         if (states.includes(1)) {
           if (withEvent) committed = true;
@@ -800,7 +867,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const failed = groups.flatMap((group, i) => (results[i]!.status === 'rejected' ? group : []));
     const errors = [...results, released!].flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
     const retry: Replay[] = [];
-    if (failed.length > 0) retry.push({ kind: 'settle', requestId, lines: failed, event: committed ? undefined : event });
+    if (failed.length > 0) retry.push({ ...w, lines: failed, event: committed ? undefined : event });
     if (released!.status === 'rejected') retry.push({ kind: 'release', requestId, keys: rest });
     return { event: committed ? event : undefined, err: errors[0], rest: retry };
   }
@@ -809,6 +876,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     await this.scripts.ready();
     const keys = w.keys ?? (await this.scripts.timed(this.records.get(recordKey(w.requestId)))) ?? [];
     this.held.delete(w.requestId);
+    this.reservedAt.delete(w.requestId);
     this.markedAtReserve.delete(w.requestId);
     if (keys.length === 0) {
       // Nothing held that this replica can name: the event alone, in the `{journal}` stream.
@@ -968,9 +1036,11 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     }
   }
 
-  private remember(requestId: string, keys: string[]): void {
+  private remember(requestId: string, keys: string[], at: number, ttlMs: number): void {
     this.held.set(requestId, keys);
+    this.reservedAt.set(requestId, { at, ttlMs });
     if (this.held.size > LOCAL_RECORDS_MAX) this.held.delete(this.held.keys().next().value!);
+    if (this.reservedAt.size > LOCAL_RECORDS_MAX) this.reservedAt.delete(this.reservedAt.keys().next().value!);
     if (this.markedAtReserve.size > LOCAL_RECORDS_MAX) this.markedAtReserve.delete(this.markedAtReserve.values().next().value!);
   }
 

@@ -258,7 +258,8 @@ local function recover(jr, res, id, amount, info, dispatched, events)
   local evPart = ev ~= '' and (',"event":' .. ev) or ''
   if dispatched then
     charge(i[1], tonumber(amount), i[2] - jr.now)
-    redis.call('SET', res .. ':s:' .. id, '1', 'PX', math.max(DAY_MS, i[2] - jr.now))
+    -- A day: the longest the store lets a settle come after its reservation (settledMarkerMs).
+    redis.call('SET', res .. ':s:' .. id, '1', 'PX', DAY_MS)
     body = '{"at":' .. jr.nowStr .. evPart .. ',"id":' .. i[3] .. ',"kind":"recover","lines":[' .. i[4] .. '],"settledBy":"recovery"}'
   else
     body = '{"at":' .. jr.nowStr .. evPart .. ',"id":' .. i[3] .. ',"kind":"release","lines":[' .. i[4] .. ']}'
