@@ -20,8 +20,8 @@
  *   purging is recovery, atomic in Lua so it happens once whichever replica runs it. An expired
  *   reservation that was dispatched is charged at its reservation (`settled_by: recovery`); any
  *   other is released.
- * - settle() charges each line once: a per-line, per-request marker makes a repeated or replayed
- *   settle a no-op, and a reserve after settle returns ok without reserving. The marker is kept
+ * - settle() charges each line once: a per-request marker (one per call on a single node, one per
+ *   line on a cluster) makes a repeated or replayed settle a no-op, and a reserve after settle returns ok without reserving. The marker is kept
  *   `settledMarkerMs` (default a day; at least the reservation's TTL + 1 h), and a settle is written
  *   only within that long of its reservation: a later one (queued through a long outage) is dropped
  *   and logged (`quota_settle_expired`), since by then the marker that would stop it counting twice
@@ -300,7 +300,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       const index = this.linePerScript ? group[0]!.l.reservedKey : this.openIndex;
       return this.runLines(
         RESERVE,
-        [...j.keys, index, ...group.flatMap(({ l }) => [...reservationKeys(l.reservedKey), markerKey(l.reservedKey, requestId), ...l.readKeys])],
+        [...j.keys, index, ...group.flatMap(({ l }) => [...reservationKeys(l.reservedKey), this.markerKey(l.reservedKey, requestId), ...l.readKeys])],
         [
           ...j.args,
           requestId,
@@ -851,7 +851,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         const roll = withEvent ? rollups : [];
         const states = (await this.runLines(
           SETTLE,
-          [...j.keys, ...pending.flatMap((l) => [...reservationKeys(l.reservedKey), markerKey(l.reservedKey, requestId), l.usageKey])],
+          [...j.keys, ...pending.flatMap((l) => [...reservationKeys(l.reservedKey), this.markerKey(l.reservedKey, requestId), l.usageKey])],
           [...j.args, requestId, entry.h, entry.body, roll.length, ...roll, ...pending.flatMap((l) => [l.amount, l.expiresAt - now, w.markerMs])],
         )) as number[];
         if (states.includes(1)) {
@@ -1014,6 +1014,16 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     return [...found].sort();
   }
 
+  /**
+   * The settled marker of a request: one per call on a single node (`<prefix>{journal}:s:<id>`,
+   * every line of a call settles in one script, so one marker says it for all of them), one per
+   * line on a cluster (`R:s:<id>`, in the line's slot). Always `<journal base>:s:<id>`, which is
+   * how recovery in Lua names it too.
+   */
+  private markerKey(reservedKey: string, requestId: string): string {
+    return `${this.linePerScript ? reservedKey : this.globalBase}:s:${requestId}`;
+  }
+
   /** The scripts a call's lines go in: all in one on a single node, one each on a cluster. */
   private groups<T>(items: T[]): T[][] {
     if (items.length === 0) return [];
@@ -1076,9 +1086,6 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   }
 }
 
-function markerKey(reservedKey: string, requestId: string): string {
-  return `${reservedKey}:s:${requestId}`;
-}
 
 function recordKey(requestId: string): string {
   return `req:${requestId}`;

@@ -13,7 +13,9 @@
  * - R:i        hash        requestId -> what recovery needs (usage key and expiry, the entry's JSON
  *                          fragments, the recovery event's parts), as JSON; and `#<requestId>` -> 1
  *                          once the call was dispatched to a provider
- * - R:s:<id>   string      settled marker of request <id> on this line
+ * - R:s:<id>   string      on a cluster: settled marker of request <id> on this line (on a single
+ *                          node one marker per call, `<prefix>{journal}:s:<id>`, passed as every
+ *                          line's marker key; recovery names it `<journal base>:s:<id>` either way)
  * - usage keys string      settled usage counters (INCRBY)
  *
  * The journal (src/quota/journal.ts has the entry format and the chain): every script that closes a
@@ -258,8 +260,10 @@ local function recover(jr, res, id, amount, info, dispatched, events)
   local evPart = ev ~= '' and (',"event":' .. ev) or ''
   if dispatched then
     charge(i[1], tonumber(amount), i[2] - jr.now)
-    -- A day: the longest the store lets a settle come after its reservation (settledMarkerMs).
-    redis.call('SET', res .. ':s:' .. id, '1', 'PX', DAY_MS)
+    -- The marker is '<journal base>:s:<id>': the call's own on a single node, the line's on a
+    -- cluster (R:j is the line's journal there). Kept a day: the longest the store lets a settle
+    -- come after its reservation (settledMarkerMs).
+    redis.call('SET', string.sub(jr.j, 1, -3) .. ':s:' .. id, '1', 'PX', DAY_MS)
     body = '{"at":' .. jr.nowStr .. evPart .. ',"id":' .. i[3] .. ',"kind":"recover","lines":[' .. i[4] .. '],"settledBy":"recovery"}'
   else
     body = '{"at":' .. jr.nowStr .. evPart .. ',"id":' .. i[3] .. ',"kind":"release","lines":[' .. i[4] .. ']}'

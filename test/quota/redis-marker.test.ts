@@ -63,7 +63,7 @@ describe('settled markers on Redis', () => {
     const { store, line } = setup({ settledMarkerMs: 2 * HOUR });
     expect(await store.reserve('c1', [line(40)], TTL, undefined, { dispatching: true })).toEqual({ ok: true });
     await store.settle('c1', [line(25)]);
-    const ttl = await raw.pTTL(`${line(0).reservedKey}:s:c1`);
+    const ttl = await raw.pTTL(`${prefixes.at(-1)}{journal}:s:c1`);
     expect(ttl).toBeGreaterThan(2 * HOUR - 10_000);
     expect(ttl).toBeLessThanOrEqual(2 * HOUR);
 
@@ -77,7 +77,7 @@ describe('settled markers on Redis', () => {
     const { store, line } = setup({ settledMarkerMs: 60_000 });
     await store.reserve('c1', [line(40)], 10 * 60_000, undefined, { dispatching: true });
     await store.settle('c1', [line(25)]);
-    const ttl = await raw.pTTL(`${line(0).reservedKey}:s:c1`);
+    const ttl = await raw.pTTL(`${prefixes.at(-1)}{journal}:s:c1`);
     expect(ttl).toBeGreaterThan(10 * 60_000 + HOUR - 10_000);
     expect(ttl).toBeLessThanOrEqual(10 * 60_000 + HOUR);
   });
@@ -118,6 +118,39 @@ describe('settled markers on Redis', () => {
       await Promise.all(stores.splice(0).map((s) => s.close()));
       await own.stop();
     }
+  });
+
+  it('leaves one settled marker for a call of three lines on a single node, and counts a repeat of it once on every line', async () => {
+    const { store, line } = setup();
+    const three = (amount: number) => ['ada', 'bob', 'cy'].map((subject) => ({ ...line(amount), subject, ...lineKeys(prefixes.at(-1)!, 'weekly', subject, [0], 0) }));
+    await store.reserve('c1', three(40), TTL, undefined, { dispatching: true });
+    await store.settle('c1', three(25));
+    const markers: string[] = [];
+    for await (const batch of raw.scanIterator({ MATCH: `${prefixes.at(-1)}*:s:*`, COUNT: 500 })) markers.push(...batch);
+    expect(markers).toEqual([`${prefixes.at(-1)}{journal}:s:c1`]);
+    await store.settle('c1', three(25));
+    expect(await store.reserve('c1', three(40), TTL)).toEqual({ ok: true });
+    expect(await store.read(three(0))).toEqual([
+      { used: 25, reserved: 0 },
+      { used: 25, reserved: 0 },
+      { used: 25, reserved: 0 },
+    ]);
+  });
+
+  it('counts a call of three lines once when recovery closed it on one line and its settle comes late', async () => {
+    const { store, line } = setup();
+    const three = (amount: number) => ['ada', 'bob', 'cy'].map((subject) => ({ ...line(amount), subject, ...lineKeys(prefixes.at(-1)!, 'weekly', subject, [0], 0) }));
+    await store.reserve('c1', three(40), TTL, undefined, { dispatching: true });
+    clock += TTL + 1;
+    // A read of the first line alone purges it there: recovery charges that line at its 40.
+    expect(await store.read([three(0)[0]!])).toEqual([{ used: 40, reserved: 0 }]);
+    await store.settle('c1', three(25));
+    await store.settle('c1', three(25));
+    expect(await store.read(three(0))).toEqual([
+      { used: 40, reserved: 0 },
+      { used: 40, reserved: 0 },
+      { used: 40, reserved: 0 },
+    ]);
   });
 
   it('refuses a marker lifetime outside 1 ms to a day', () => {

@@ -154,7 +154,7 @@ async function sequential(urls: string[], count: number): Promise<LoadResult[]> 
  * sample after `warmupS` seconds (issue 21's target).
  */
 async function soak(url: string, pid: number, seconds: number, n: number, warmupS: number, redis?: { url: string; prefix: string }): Promise<void> {
-  const healthz = async () => (await (await fetch(url.replace(/\/mcp$/, '/healthz'))).json()) as { sessions: number };
+  const healthz = async () => (await (await fetch(url.replace(/\/mcp$/, '/healthz'))).json()) as { sessions: number; store: string };
   const rc = redis ? createClient({ url: redis.url }) : undefined;
   await rc?.connect();
   const redisNow = async (): Promise<{ usedMb: number; keys: number } | undefined> => {
@@ -186,7 +186,7 @@ async function soak(url: string, pid: number, seconds: number, n: number, warmup
   const t0 = Date.now();
   const running = Array.from({ length: n }, worker);
   const redisHead = rc ? `${'redis MB'.padStart(10)}${'keys'.padStart(10)}` : '';
-  process.stdout.write(`\nsoak: ${n} clients for ${seconds}s on ${url}\n${'elapsed s'.padStart(10)}${'calls'.padStart(10)}${'errors'.padStart(8)}${'sessions'.padStart(10)}${'RSS MB'.padStart(9)}${redisHead}${'load 1m'.padStart(9)}\n`);
+  process.stdout.write(`\nsoak: ${n} clients for ${seconds}s on ${url} (${(await healthz()).store} store)\n${'elapsed s'.padStart(10)}${'calls'.padStart(10)}${'errors'.padStart(8)}${'sessions'.padStart(10)}${'RSS MB'.padStart(9)}${redisHead}${'load 1m'.padStart(9)}\n`);
   const samples: { at: number; rss: number }[] = [];
   const tick = async () => {
     const m = rssMb(pid);
@@ -318,15 +318,17 @@ async function main(): Promise<void> {
     };
     /** What `--soak` runs on: the memory target, then the Redis one (with its prefix, for Redis's figures). */
     const soakTargets: [string, { url: string; prefix: string } | undefined][] = [];
+    // The memory targets must not find the REDIS_URL this bench may have been given for the Redis ones.
+    const memoryEnv = { ...gatewayEnv, REDIS_URL: '', REDIS_CLUSTER_NODES: '' };
     if (TARGETS.includes('memory')) {
-      const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], gatewayEnv, /serving MCP at (\S+)/, 'stderr', PROF);
+      const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], memoryEnv, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: 'tollgate (memory)', url: g.match[1]!, pid: g.child.pid! });
       soakTargets.push(['tollgate (memory)', undefined]);
     }
     // Other builds side by side with this one (an A/B in one run): each on the memory store.
     for (const other of TARGETS.includes('memory-b') ? (values['dist-b'] ?? '').split(',').filter(Boolean) : []) {
       const label = basename(other);
-      const env = { ...gatewayEnv, TOLLGATE_EVENTS_FILE: join(dir, `events-${label}.jsonl`), TOLLGATE_DATA_DIR: join(dir, `data-${label}`) };
+      const env = { ...memoryEnv, TOLLGATE_EVENTS_FILE: join(dir, `events-${label}.jsonl`), TOLLGATE_DATA_DIR: join(dir, `data-${label}`) };
       const g = await startChild([join(other, 'src/cli.js'), 'serve', '--port', '0', '--policy', plainPolicy], env, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: `tollgate (memory, ${label})`, url: g.match[1]!, pid: g.child.pid! });
     }
@@ -424,7 +426,7 @@ async function main(): Promise<void> {
       // idle, then 5 s after SESSIONS sessions were opened, and again as the gateway sits idle with
       // them open (V8 gives back the heap that the burst of initialize requests grew only after a
       // while without allocation).
-      const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], { ...gatewayEnv, TOLLGATE_EVENTS_FILE: join(dir, 'events-sessions.jsonl'), TOLLGATE_DATA_DIR: join(dir, 'data-sessions') }, /serving MCP at (\S+)/, 'stderr', PROF);
+      const g = await startChild([GATEWAY, 'serve', '--port', '0', '--policy', policyFile], { ...memoryEnv, TOLLGATE_EVENTS_FILE: join(dir, 'events-sessions.jsonl'), TOLLGATE_DATA_DIR: join(dir, 'data-sessions') }, /serving MCP at (\S+)/, 'stderr', PROF);
       await sleep(3000);
       const before = rssMb(g.child.pid!);
       const opened = await openSessions(g.match[1]!, SESSIONS);
