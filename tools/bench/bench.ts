@@ -186,20 +186,33 @@ async function soak(url: string, pid: number, seconds: number, n: number, warmup
   const t0 = Date.now();
   const running = Array.from({ length: n }, worker);
   const redisHead = rc ? `${'redis MB'.padStart(10)}${'keys'.padStart(10)}` : '';
-  process.stdout.write(`\nsoak: ${n} clients for ${seconds}s on ${url} (${(await healthz()).store} store)\n${'elapsed s'.padStart(10)}${'calls'.padStart(10)}${'errors'.padStart(8)}${'sessions'.padStart(10)}${'RSS MB'.padStart(9)}${redisHead}${'load 1m'.padStart(9)}\n`);
-  const samples: { at: number; rss: number }[] = [];
+  process.stdout.write(
+    `\nsoak: ${n} clients for ${seconds}s on ${url} (${(await healthz()).store} store); RSS sampled every 5 s, min and max of each 30 s\n` +
+      `${'elapsed s'.padStart(10)}${'calls'.padStart(10)}${'errors'.padStart(8)}${'sessions'.padStart(10)}${'RSS MB'.padStart(9)}${'min'.padStart(7)}${'max'.padStart(7)}${redisHead}${'load 1m'.padStart(9)}\n`,
+  );
+  // RSS follows the heap's saw-tooth (young space filling, then a scavenge), so one reading every
+  // 30 s lands anywhere on it: each line also gives the least and most of its 5 s readings.
+  const samples: { at: number; rss: number; min: number; max: number }[] = [];
+  let recent: number[] = [];
   const tick = async () => {
     const m = rssMb(pid);
+    recent.push(m.rss);
     const h = await healthz();
     const r = await redisNow();
     const at = Math.round((Date.now() - t0) / 1000);
-    samples.push({ at, rss: m.rss });
+    samples.push({ at, rss: m.rss, min: Math.min(...recent), max: Math.max(...recent) });
     const redisCols = r ? `${r.usedMb.toFixed(1).padStart(10)}${String(r.keys).padStart(10)}` : '';
-    process.stdout.write(`${String(at).padStart(10)}${String(calls).padStart(10)}${String(errors).padStart(8)}${String(h.sessions).padStart(10)}${m.rss.toFixed(0).padStart(9)}${redisCols}${loadavg()[0]!.toFixed(2).padStart(9)}\n`);
+    const mb = (x: number, w: number) => x.toFixed(0).padStart(w);
+    process.stdout.write(`${String(at).padStart(10)}${String(calls).padStart(10)}${String(errors).padStart(8)}${String(h.sessions).padStart(10)}${mb(m.rss, 9)}${mb(Math.min(...recent), 7)}${mb(Math.max(...recent), 7)}${redisCols}${loadavg()[0]!.toFixed(2).padStart(9)}\n`);
+    recent = [];
   };
+  let lastTick = t0;
   while (Date.now() - t0 < seconds * 1000) {
-    await new Promise((r) => setTimeout(r, Math.min(30_000, seconds * 1000 - (Date.now() - t0))));
-    await tick();
+    await new Promise((r) => setTimeout(r, Math.min(5000, seconds * 1000 - (Date.now() - t0))));
+    if (Date.now() - lastTick >= 29_500 || Date.now() - t0 >= seconds * 1000) {
+      lastTick = Date.now();
+      await tick();
+    } else recent.push(rssMb(pid).rss);
   }
   stop = true;
   await Promise.all(running);
@@ -211,11 +224,15 @@ async function soak(url: string, pid: number, seconds: number, n: number, warmup
   process.stdout.write(`after the soak: ${h.sessions} sessions open; reserved ${budget.budgets.map((b) => `${b.id}=${b.reserved}`).join(', ')}\n`);
   const after = samples.filter((s) => s.at >= warmupS);
   if (after.length > 1) {
-    const base = after[0]!.rss;
-    const dev = after.map((s) => ((s.rss - base) / base) * 100);
-    const lo = Math.min(...dev);
-    const hi = Math.max(...dev);
-    process.stdout.write(`RSS after ${warmupS}s of warm-up: ${base.toFixed(0)} MB at ${after[0]!.at}s, then ${lo.toFixed(1)} % to +${hi.toFixed(1)} % (${lo >= -10 && hi <= 10 ? 'within' : 'NOT within'} ±10 %)\n`);
+    // Judged three ways against the first line after warm-up: the 30 s readings, and the least and
+    // the most of each 30 s (the bottom and the top of the saw-tooth).
+    for (const [what, of] of [['RSS', (s: (typeof after)[0]) => s.rss], ['30 s minimum', (s: (typeof after)[0]) => s.min], ['30 s maximum', (s: (typeof after)[0]) => s.max]] as const) {
+      const base = of(after[0]!);
+      const dev = after.map((s) => ((of(s) - base) / base) * 100);
+      const lo = Math.min(...dev);
+      const hi = Math.max(...dev);
+      process.stdout.write(`${what} after ${warmupS}s of warm-up: ${base.toFixed(0)} MB at ${after[0]!.at}s, then ${lo.toFixed(1)} % to +${hi.toFixed(1)} % (${lo >= -10 && hi <= 10 ? 'within' : 'NOT within'} ±10 %); last ${of(after.at(-1)!).toFixed(0)} MB\n`);
+    }
   }
 }
 
