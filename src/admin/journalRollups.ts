@@ -13,7 +13,8 @@
  *   what is left of it is read under its new name.
  *
  * The same pass keeps each segment's refused calls (their decisions, saved with the rollup), for
- * the console's refusals page.
+ * the console's refusals page, and its request ids' 32-bit hashes, so a request's page reads only
+ * the segments that may hold the request.
  *
  * The figures are those `tollgate usage report --data-dir` adds up (`rollupDecisions`): the same
  * decisions of the same entries, through the same function, each request once within a segment
@@ -28,7 +29,7 @@ import type { JournalEntry } from '../quota/journal.js';
 
 const SAVED_DIR = 'rollups';
 /** Bump when what a row holds or how it is added up changes: rollups saved before are then made again. */
-const SAVED_FORMAT = 2;
+const SAVED_FORMAT = 3;
 /** Refused calls kept at most, per segment and in all: past either, the refusals page reads the journal whole. */
 const MAX_REFUSED_PER_SEGMENT = 5_000;
 const MAX_REFUSED = 20_000;
@@ -40,7 +41,15 @@ class Rollup {
   readonly rows = new Map<string, UsageRollup>();
   /** None once there are more than MAX_REFUSED_PER_SEGMENT (a storm of refusals is not kept in memory). */
   refused: Decision[] | null = [];
-  private readonly seen = new Set<string>();
+  readonly seen = new Set<string>();
+
+  /** Its request ids' 32-bit hashes, sorted: where a request's page looks for a request. */
+  idHashes(): Uint32Array {
+    const out = new Uint32Array(this.seen.size);
+    let i = 0;
+    for (const id of this.seen) out[i++] = hash32(id);
+    return out.sort();
+  }
 
   add(entry: JournalEntry): void {
     const b = entry.body;
@@ -61,6 +70,26 @@ interface Ended {
   mtimeMs: number;
   rows: UsageRollup[];
   refused: Decision[] | null;
+  ids: Uint32Array;
+}
+
+/** FNV-1a over the UTF-16 code units: a request id's 32-bit hash. */
+function hash32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+function holds(sorted: Uint32Array, h: number): boolean {
+  let lo = 0;
+  let hi = sorted.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid]! === h) return true;
+    if (sorted[mid]! < h) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return false;
 }
 
 /** How far the current segment has been read. */
@@ -106,6 +135,35 @@ export class JournalRollups {
     return out;
   }
 
+  /**
+   * The first decision the journal holds for a request, as a pass over every segment finds it,
+   * reading only the segments whose request ids hash alike (and today's, when it holds the id).
+   */
+  async find(requestId: string): Promise<Decision | undefined> {
+    await this.refreshed();
+    const h = hash32(requestId);
+    const scan = (name: string): Decision | undefined => {
+      for (const entry of endedSegmentEntries(this.dir, name)) {
+        const d = decisionOfEntry(entry);
+        if (d && String(d.event['request.id']) === requestId) return d;
+      }
+      return undefined;
+    };
+    for (const name of [...this.ended.keys()].sort()) {
+      if (!holds(this.ended.get(name)!.ids, h)) continue;
+      const d = scan(name);
+      if (d) return d;
+    }
+    const current = currentSegmentName(this.dir);
+    if (!current || !this.tail?.rollup.seen.has(requestId)) return undefined;
+    try {
+      return scan(current);
+    } catch {
+      // A last line still being written; the lines before it were read.
+      return undefined;
+    }
+  }
+
   private async refreshed(): Promise<void> {
     // One refresh at a time: two views at once would otherwise read the same bytes twice.
     const run = this.queue.then(() => this.refresh());
@@ -127,12 +185,12 @@ export class JournalRollups {
       const st = statSync(file);
       const known = this.ended.get(name);
       if (known && known.size === st.size && known.mtimeMs === st.mtimeMs) continue;
-      let got: Pick<Ended, 'rows' | 'refused'> | undefined;
+      let got: Pick<Ended, 'rows' | 'refused' | 'ids'> | undefined;
       let made = true;
       if (this.tail && this.tail.ino === st.ino && this.headOf(file).startsWith(this.tail.head)) {
         // The segment being read has ended under this name: its rest, then it is whole.
         this.readOn(this.tail, name, true);
-        got = { rows: [...this.tail.rollup.rows.values()], refused: this.tail.rollup.refused };
+        got = { rows: [...this.tail.rollup.rows.values()], refused: this.tail.rollup.refused, ids: this.tail.rollup.idHashes() };
         this.tail = undefined;
       } else {
         got = this.loadSaved(name, st);
@@ -140,7 +198,7 @@ export class JournalRollups {
         if (!got) {
           const rollup = new Rollup();
           for (const entry of endedSegmentEntries(this.dir, name)) rollup.add(entry);
-          got = { rows: [...rollup.rows.values()], refused: rollup.refused };
+          got = { rows: [...rollup.rows.values()], refused: rollup.refused, ids: rollup.idHashes() };
           // A long journal is rolled up a segment at a time, letting calls through in between.
           await new Promise((resolve) => setImmediate(resolve));
         }
@@ -219,11 +277,12 @@ export class JournalRollups {
     return join(this.dir, SAVED_DIR, `${name.replace(/\.jsonl$/, '')}.json`);
   }
 
-  private loadSaved(name: string, st: { size: number; mtimeMs: number }): Pick<Ended, 'rows' | 'refused'> | undefined {
+  private loadSaved(name: string, st: { size: number; mtimeMs: number }): Pick<Ended, 'rows' | 'refused' | 'ids'> | undefined {
     try {
-      const saved = JSON.parse(readFileSync(this.savedFile(name), 'utf8')) as { format?: number; segment?: string; size?: number; mtimeMs?: number; rows?: UsageRollup[]; refused?: Decision[] | null };
-      if (saved.format === SAVED_FORMAT && saved.segment === name && saved.size === st.size && saved.mtimeMs === st.mtimeMs && Array.isArray(saved.rows) && (saved.refused === null || Array.isArray(saved.refused))) {
-        return { rows: saved.rows, refused: saved.refused };
+      const saved = JSON.parse(readFileSync(this.savedFile(name), 'utf8')) as { format?: number; segment?: string; size?: number; mtimeMs?: number; rows?: UsageRollup[]; refused?: Decision[] | null; ids?: string };
+      if (saved.format === SAVED_FORMAT && saved.segment === name && saved.size === st.size && saved.mtimeMs === st.mtimeMs && Array.isArray(saved.rows) && (saved.refused === null || Array.isArray(saved.refused)) && typeof saved.ids === 'string') {
+        const ids = new Uint32Array(new Uint8Array(Buffer.from(saved.ids, 'base64')).buffer);
+        return { rows: saved.rows, refused: saved.refused, ids };
       }
     } catch {
       // None saved, or unreadable: rolled up from the segment instead.
@@ -236,7 +295,7 @@ export class JournalRollups {
     const file = this.savedFile(name);
     try {
       mkdirSync(join(this.dir, SAVED_DIR), { recursive: true });
-      writeFileSync(`${file}.tmp`, JSON.stringify({ format: SAVED_FORMAT, segment: name, size: e.size, mtimeMs: e.mtimeMs, rows: e.rows, refused: e.refused }));
+      writeFileSync(`${file}.tmp`, JSON.stringify({ format: SAVED_FORMAT, segment: name, size: e.size, mtimeMs: e.mtimeMs, rows: e.rows, refused: e.refused, ids: Buffer.from(e.ids.buffer, e.ids.byteOffset, e.ids.byteLength).toString('base64') }));
       renameSync(`${file}.tmp`, file);
     } catch {
       // Read-only or full: the next start rolls the segment up again.

@@ -8,6 +8,10 @@
  * Each refused request is kept once (its first refused decision), in stream order, the streams in
  * the order the store lists them. Past MAX_REFUSED refusals nothing is kept any more (a storm of
  * refusals is not held in memory) and the console reads the journal whole, as it did before.
+ *
+ * The same pass notes where every decision is (its request id's 32-bit hash and its entry's id, 16
+ * bytes a decision), so a request's page reads the one or few entries whose hash matches instead
+ * of the whole journal; past MAX_PLACES decisions it reads the journal whole again.
  */
 import type { DecisionEvent } from '../metering/events.js';
 import type { RedisQuotaStore } from '../quota/redis.js';
@@ -17,7 +21,50 @@ interface Kept {
   /** The last entry read: the next read starts after it. */
   after?: string;
   refused: { streamId: string; d: Decision }[];
+  places: Places;
 }
+
+const MAX_PLACES = 2_000_000;
+
+/** FNV-1a over the UTF-16 code units: a request id's 32-bit hash. */
+function hash32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/** Where a stream's decisions are, in stream order: each request id's hash and its entry's id. */
+class Places {
+  private hashes = new Uint32Array(1024);
+  private ms = new Float64Array(1024);
+  private seqs = new Float64Array(1024);
+  size = 0;
+
+  add(hash: number, streamId: string): void {
+    if (this.size === this.hashes.length) {
+      const grow = <T extends Uint32Array | Float64Array>(a: T, make: (n: number) => T): T => {
+        const b = make(a.length * 2);
+        b.set(a);
+        return b;
+      };
+      this.hashes = grow(this.hashes, (n) => new Uint32Array(n));
+      this.ms = grow(this.ms, (n) => new Float64Array(n));
+      this.seqs = grow(this.seqs, (n) => new Float64Array(n));
+    }
+    const dash = streamId.indexOf('-');
+    this.hashes[this.size] = hash;
+    this.ms[this.size] = Number(streamId.slice(0, dash));
+    this.seqs[this.size] = Number(streamId.slice(dash + 1));
+    this.size += 1;
+  }
+
+  /** The entry ids whose request id hashes to `hash`. */
+  *find(hash: number): Generator<string> {
+    for (let i = 0; i < this.size; i++) if (this.hashes[i] === hash) yield `${this.ms[i]}-${this.seqs[i]}`;
+  }
+}
+
+const CARRIES_EVENT: ReadonlySet<string> = new Set(['refuse', 'settle', 'recover', 'release']);
 
 const MAX_REFUSED = 20_000;
 
@@ -34,23 +81,45 @@ export class RedisRefusals {
   private readonly seen = new Set<string>();
   private queue: Promise<unknown> = Promise.resolve();
   private overflowed = false;
+  private placesOverflowed = false;
 
   constructor(
     private readonly store: RedisQuotaStore,
     private readonly maxRefused = MAX_REFUSED,
+    private readonly maxPlaces = MAX_PLACES,
   ) {}
 
   /** The decisions of refused calls committed from `from` (inclusive) to `to` (exclusive, epoch ms); none when there are too many to keep. */
   async refused(from: number, to: number): Promise<Decision[] | undefined> {
-    if (this.overflowed) return undefined;
-    // One refresh at a time: two views at once would otherwise read the same entries twice.
-    const run = this.queue.then(() => this.refresh());
-    this.queue = run.catch(() => undefined);
-    await run;
+    await this.refreshed();
     if (this.overflowed) return undefined;
     const out: Decision[] = [];
     for (const name of this.order) for (const { d } of this.streams.get(name)!.refused) if (d.at >= from && d.at < to) out.push(d);
     return out;
+  }
+
+  /**
+   * The first decision the journal holds for a request (as a pass over the streams finds it), or
+   * none; null when there were too many decisions to note where each is.
+   */
+  async find(requestId: string): Promise<Decision | undefined | null> {
+    await this.refreshed();
+    if (this.placesOverflowed) return null;
+    const hash = hash32(requestId);
+    for (const name of this.order) {
+      for (const at of this.streams.get(name)!.places.find(hash)) {
+        const b = (await this.store.journalEntryAt(name, at))?.body;
+        if (b?.event && CARRIES_EVENT.has(b.kind) && String(b.event['request.id']) === requestId) return { event: b.event as unknown as DecisionEvent, at: b.at, kind: b.kind, charges: [] };
+      }
+    }
+    return undefined;
+  }
+
+  private async refreshed(): Promise<void> {
+    // One refresh at a time: two views at once would otherwise read the same entries twice.
+    const run = this.queue.then(() => this.refresh());
+    this.queue = run.catch(() => undefined);
+    await run;
   }
 
   private async refresh(): Promise<void> {
@@ -59,7 +128,7 @@ export class RedisRefusals {
     for (const name of [...this.streams.keys()]) if (!present.has(name)) this.streams.delete(name);
     for (const name of names) {
       let kept = this.streams.get(name);
-      if (!kept) this.streams.set(name, (kept = { refused: [] }));
+      if (!kept) this.streams.set(name, (kept = { refused: [], places: new Places() }));
       if (kept.refused.length > 0) {
         // Retention trims a stream from its start: what it no longer holds is not shown.
         let first: string | undefined;
@@ -72,18 +141,23 @@ export class RedisRefusals {
       for await (const { streamId, entry } of this.store.journalEntries({ stream: name, after: kept.after })) {
         kept.after = streamId;
         const b = entry.body;
-        if (!b?.event || b.event.outcome !== 'refused' || !(b.kind === 'refuse' || b.kind === 'settle' || b.kind === 'recover' || b.kind === 'release')) continue;
+        if (!b?.event || !CARRIES_EVENT.has(b.kind)) continue;
         const id = String(b.event['request.id']);
-        if (this.seen.has(id)) continue;
+        if (!this.placesOverflowed) kept.places.add(hash32(id), streamId);
+        if (b.event.outcome !== 'refused' || this.overflowed || this.seen.has(id)) continue;
         this.seen.add(id);
         kept.refused.push({ streamId, d: { event: b.event as unknown as DecisionEvent, at: b.at, kind: b.kind, charges: [] } });
       }
     }
     this.order = names;
-    if ([...this.streams.values()].reduce((n, k) => n + k.refused.length, 0) > this.maxRefused) {
+    if (!this.overflowed && [...this.streams.values()].reduce((n, k) => n + k.refused.length, 0) > this.maxRefused) {
       this.overflowed = true;
-      this.streams.clear();
+      for (const k of this.streams.values()) k.refused = [];
       this.seen.clear();
+    }
+    if (!this.placesOverflowed && [...this.streams.values()].reduce((n, k) => n + k.places.size, 0) > this.maxPlaces) {
+      this.placesOverflowed = true;
+      for (const k of this.streams.values()) k.places = new Places();
     }
   }
 }

@@ -258,9 +258,18 @@ export async function refusedIn(src: ConsoleSources, from: number, to: number): 
   return undefined;
 }
 
-/** The decision of one request, if the journal holds it: a refused call's from those kept, any other by a pass over the journal. */
+/**
+ * The decision of one request, if the journal holds it: read from the entries (Redis) or segments
+ * (embedded) whose request ids hash like it, as noted by the passes that keep the refusals and
+ * rollups; by a pass over the journal when Redis held too many decisions to note.
+ */
 export async function findDecision(src: ConsoleSources, requestId: string): Promise<Decision | undefined> {
-  for (const d of (await refusedIn(src, -Infinity, Infinity)) ?? []) if (d.event['request.id'] === requestId) return d;
+  const kind = journalKind(src);
+  if (kind === 'redis') {
+    const found = await (src.redisRefusals ??= new RedisRefusals(src.gateway.store as RedisQuotaStore)).find(requestId);
+    if (found !== null) return found;
+  }
+  if (kind === 'embedded') return (src.rollups ??= new JournalRollups(src.dataDir!)).find(requestId);
   for await (const d of decisions(src)) if (d.event['request.id'] === requestId) return d;
   return undefined;
 }

@@ -599,6 +599,18 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   }
 
   /** The journal's streams (`…:j`) under the store prefix, on every master, sorted. */
+  /** One journal entry, by its stream and entry id; none when the stream no longer holds it. */
+  async journalEntryAt(stream: string, id: string): Promise<(JournalEntry & { text: string }) | undefined> {
+    try {
+      const [e] = await this.scripts.timed(this.client.xRange(stream, id, id, { COUNT: 1 }));
+      if (!e) return undefined;
+      const m = e.message as Record<string, string>;
+      return { seq: Number(m.seq), h: m.h ?? '', prev: m.prev ?? '', link: m.link ?? '', body: JSON.parse(m.body ?? 'null') as EntryBody, text: m.body ?? '' };
+    } catch (err) {
+      throw asStoreError(err);
+    }
+  }
+
   /**
    * The streams this store appends to: on a single node its one stream, named without a SCAN; on a
    * cluster every stream under the prefix (journalStreams).

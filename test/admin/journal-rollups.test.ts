@@ -120,6 +120,18 @@ describe('the embedded journal rollups kept between views', () => {
     expect(await new JournalRollups(dir).refused(all, end)).toEqual(pass());
   });
 
+  it('finds any request as a pass over every decision finds it, in ended segments, the current one and after a restart', async () => {
+    const rollups = new JournalRollups(dir);
+    await threeDays();
+    const firstOf = (id: string) => [...journalDecisions(dir)].find((d) => d.event['request.id'] === id);
+    expect(await rollups.find('req-1')).toEqual(firstOf('req-1'));
+    expect(await rollups.find('req-4')).toEqual(firstOf('req-4'));
+    await call('dave', ['data'], 5, 0.0005);
+    expect((await rollups.find(`req-${n}`))?.event['user.id']).toBe('dave');
+    expect(await rollups.find('no-such-request')).toBeUndefined();
+    expect(await new JournalRollups(dir).find('req-3')).toEqual(firstOf('req-3'));
+  });
+
   it('reads on from where the last view stopped: later calls, across the end of a day, each counted once', async () => {
     const rollups = new JournalRollups(dir);
     await call('alice', ['platform'], 10, 0.001);

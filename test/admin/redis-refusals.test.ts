@@ -64,9 +64,24 @@ describe('the Redis journal refusals kept between views', () => {
     expect(await refusals.refused(-Infinity, Infinity)).toEqual(await pass());
   });
 
+  it('opens any request from the entries its id hashes to, as a pass over the journal finds it', async () => {
+    const refusals = new RedisRefusals(store);
+    const served = event('gus', 'success');
+    const id = String(served['request.id']);
+    await store.settle(id, [], served);
+    await store.record(event('hal', 'refused'));
+    let first;
+    for await (const d of redisDecisions(store)) if (d.event['request.id'] === id) (first ??= d);
+    expect(first).toBeDefined();
+    expect(await refusals.find(id)).toEqual(first);
+    expect(await refusals.find('no-such-request')).toBeUndefined();
+    // Past its limit of decisions noted, it says so, and the console reads the journal whole.
+    expect(await new RedisRefusals(store, 20_000, 1).find(id)).toBeNull();
+  });
+
   it('keeps nothing past its limit, so that the console reads the journal whole instead', async () => {
-    const refusals = new RedisRefusals(store, 2);
-    expect(users(await refusals.refused(-Infinity, Infinity))).toEqual(['cyd']);
+    const refusals = new RedisRefusals(store, 3);
+    expect(users(await refusals.refused(-Infinity, Infinity))).toEqual(['cyd', 'hal']);
     await store.record(event('dan', 'refused'));
     await store.record(event('eve', 'refused'));
     expect(await refusals.refused(-Infinity, Infinity)).toBeUndefined();

@@ -19,7 +19,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { overview, rangeOf, refusals, rollupsIn, type ConsoleSources } from '../../src/console/data.js';
+import { findDecision, overview, rangeOf, refusals, rollupsIn, type ConsoleSources } from '../../src/console/data.js';
 import { overviewPage } from '../../src/console/pages.js';
 import type { Principal } from '../../src/identity/principal.js';
 import { buildRuntime, settingsFromEnv, type Runtime } from '../../src/main.js';
@@ -128,8 +128,9 @@ try {
   // Between two measured views one more call is made (today's rollups change, as they do under
   // traffic): what was kept of today is read again, the other days are not.
   const caller: Principal = { user: 'user-0', teams: ['team-0'], costCenter: 'cc-0', groups: [], roles: [], authMethod: 'api_key' };
+  let lastId = '';
   const oneCall = async () => {
-    await runtime.gateway.complete({ principal: caller, transport: 'cli', request: { messages: [{ role: 'user', content: 'one more' }], maxTokens: 20 } });
+    lastId = (await runtime.gateway.complete({ principal: caller, transport: 'cli', request: { messages: [{ role: 'user', content: 'one more' }], maxTokens: 20 } })).requestId;
     await runtime.gateway.idle();
   };
   const src = sources();
@@ -184,6 +185,19 @@ try {
     await oneCall();
     push(nextRefusals, await timed(() => refusals(refusalsSrc, range)));
   }
+  // A request's page: the decision of a served call (not a refusal), found by id.
+  const lookupSrc = sources();
+  await oneCall();
+  const firstLookup = await timed(() => findDecision(lookupSrc, lastId));
+  const nextLookup = { wall: [] as number[], cpu: [] as number[] };
+  for (let r = 0; r < runs; r++) {
+    await oneCall();
+    const m = await timed(() => findDecision(lookupSrc, lastId));
+    if (m.value?.event['request.id'] !== lastId) throw new Error('the request was not found');
+    push(nextLookup, m);
+  }
+  process.stdout.write(`  request page lookup, first of a new reader wall ${firstLookup.wall.toFixed(1)} ms, CPU ${firstLookup.cpu.toFixed(1)} ms\n`);
+  process.stdout.write(`  request page lookup, one call since the last wall ms: ${stat(nextLookup.wall)}   CPU ms: ${stat(nextLookup.cpu)}\n`);
   process.stdout.write(`  refusals, first read of a new reader (Redis: a pass over the stream; embedded: saved rollups and the current segment) wall ${firstRefusals.wall.toFixed(1)} ms, CPU ${firstRefusals.cpu.toFixed(1)} ms\n`);
   process.stdout.write(`  refusals, one call since the last   wall ms: ${stat(nextRefusals.wall)}   CPU ms: ${stat(nextRefusals.cpu)}\n`);
   process.stdout.write(`  under 300 ms (median wall of the whole view): ${[...all.wall].sort((a, b) => a - b)[Math.floor(runs / 2)]! < 300 ? 'yes' : 'no'}\n`);
