@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileJournal, readHead, readSegment, segmentFiles, segmentName } from '../../src/quota/fileJournal.js';
-import { verifyChain, type JournalEntry } from '../../src/quota/journal.js';
+import { canonicalJson, verifyChain, type JournalEntry } from '../../src/quota/journal.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 
@@ -131,6 +131,13 @@ describe('embedded journal', () => {
     expect(ended.length).toBeGreaterThan(1);
     for (const f of ended) expect(f.slice(dir.length + 1)).toBe(segmentName(readSegment(f).entries[0]!.seq));
     expect(verifyChain(allEntries())).toBeUndefined();
+  });
+
+  it('hashes entries in the canonical form journals on disk were written with', () => {
+    // Sorted keys at every level (integer-like keys sorted as text), undefined fields left out,
+    // undefined array items as null: a change here would fail every journal written before it.
+    const body = { kind: 'settle', id: 'r1', at: 5, lines: [{ subject: 'é"x', budgetId: 'b', amount: 2.5 }], event: { 'user.teams': ['t2', undefined], reason: undefined, '10': -0, '9': null, z: { b: [], a: {} } } };
+    expect(canonicalJson(body)).toBe('{"at":5,"event":{"10":0,"9":null,"user.teams":["t2",null],"z":{"a":{},"b":[]}},"id":"r1","kind":"settle","lines":[{"amount":2.5,"budgetId":"b","subject":"é\\"x"}]}');
   });
 
   it('reads a segment of many lines in one pass, counting the bytes of the whole ones exactly', () => {
