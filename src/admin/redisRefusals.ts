@@ -37,7 +37,8 @@ function hash32(s: string): number {
 class Places {
   private hashes = new Uint32Array(1024);
   private ms = new Float64Array(1024);
-  private seqs = new Float64Array(1024);
+  /** The sequence part of an entry id (entries within one millisecond): far below 2^32. */
+  private seqs = new Uint32Array(1024);
   size = 0;
 
   add(hash: number, streamId: string): void {
@@ -49,7 +50,7 @@ class Places {
       };
       this.hashes = grow(this.hashes, (n) => new Uint32Array(n));
       this.ms = grow(this.ms, (n) => new Float64Array(n));
-      this.seqs = grow(this.seqs, (n) => new Float64Array(n));
+      this.seqs = grow(this.seqs, (n) => new Uint32Array(n));
     }
     const dash = streamId.indexOf('-');
     this.hashes[this.size] = hash;
