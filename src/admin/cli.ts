@@ -121,7 +121,19 @@ export async function usageCommand(verb: string, values: UsageValues, files: str
   if (!url && !clusterNodes) throw new GatewayError('INVALID_REQUEST', 'tollgate usage reads the shared ledger: pass --redis <url> or set REDIS_URL or REDIS_CLUSTER_NODES.');
   const now = values.now ? Date.parse(values.now) : Date.now();
   if (Number.isNaN(now)) throw new GatewayError('INVALID_REQUEST', `--now ${values.now} is not an ISO date`);
-  const store = new RedisQuotaStore({ url, clusterNodes, prefix: settings.keyPrefix, commandTimeoutMs: settings.storeTimeoutMs, logger: { info() {}, warn() {}, error() {} } });
+  // With a past --now the store acts at that time too, so an adjustment to a window that has ended
+  // since (a correction of last week's usage, say) is made and kept as long as that window's counter
+  // would be; on the real clock the script would take it as nothing, the window being over. Never a
+  // clock ahead of the real one: the store's scripts recover reservations that expired by their
+  // clock, and a future clock would recover calls still in flight.
+  const store = new RedisQuotaStore({
+    url,
+    clusterNodes,
+    prefix: settings.keyPrefix,
+    commandTimeoutMs: settings.storeTimeoutMs,
+    logger: { info() {}, warn() {}, error() {} },
+    ...(values.now ? { now: () => Math.min(now, Date.now()) } : {}),
+  });
   const out = (rows: UsageRow[]) => (values.json ? `${JSON.stringify(rows, null, 2)}\n` : table(rows));
   try {
     if (!['show', 'top', 'adjust', 'credit'].includes(verb)) {

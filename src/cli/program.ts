@@ -211,7 +211,7 @@ function addUsage(program: Command, done: Done, env: NodeJS.ProcessEnv): void {
       .description(description)
       .option(...POLICY)
       .option(...REDIS)
-      .option('--now <iso>', 'the time whose window to read (default now)')
+      .option('--now <iso>', 'the time the command reads and adjusts at: its windows (default now)')
       .option(...OTHER_BUDGETS)
       .option(...JSON_OUT);
   ledger('show', 'usage in the current window per budget and subject (the default)', true)
