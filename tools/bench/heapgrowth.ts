@@ -1,0 +1,88 @@
+/**
+ * Whether the enforcement path keeps memory per call: calls through the pipeline in process (the
+ * demo provider, as tools/bench/pipeline.ts), and after every `--step` calls a full GC and the
+ * heap used then, with RSS. A heap that keeps growing after GC is memory held per call; a flat
+ * one means RSS movements are the collector's, not the gateway's.
+ *
+ *   node --expose-gc --import tsx tools/bench/heapgrowth.ts [--calls 300000] [--step 25000] [--redis redis://…] [--snapshots 20000,60000]
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { writeHeapSnapshot } from 'node:v8';
+import { buildRuntime, settingsFromEnv } from '../../src/main.js';
+import { parseCompleteArgs } from '../../src/call/request.js';
+import { parsePolicy } from '../../src/policy/load.js';
+import { deleteKeys } from '../../test/helpers/redis.js';
+
+const { values } = parseArgs({
+  options: {
+    calls: { type: 'string', default: '300000' },
+    step: { type: 'string', default: '25000' },
+    concurrency: { type: 'string', default: '32' },
+    redis: { type: 'string' },
+    /** Writes a heap snapshot (after the GC) at these call counts, comma-separated, into the working directory. */
+    snapshots: { type: 'string', default: '' },
+  },
+});
+const gc = (globalThis as { gc?: () => void }).gc;
+if (!gc) throw new Error('run with node --expose-gc');
+
+const POLICY = `version: 1
+name: heapgrowth-bench
+providers:
+  demo: { kind: demo }
+tiers:
+  standard: [demo/medium]
+models:
+  demo/medium: { price: { inputPerMTok: 1, outputPerMTok: 2 } }
+budgets:
+  - { id: user-weekly, scope: user, window: { calendar: week, timezone: Europe/Paris }, limit: { tokens: 1000000000000 } }
+  - { id: team-monthly, scope: team, window: { calendar: month }, limit: { usd: 1000000000 } }
+  - { id: cc-monthly, scope: costCenter, window: { rolling: { days: 30 } }, limit: { usd: 1000000000 } }
+`;
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-heapgrowth-'));
+  const prefix = `tgheap:${randomBytes(4).toString('hex')}:`;
+  const settings = settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_KEY_PREFIX: prefix, ...(values.redis ? { REDIS_URL: values.redis } : {}) });
+  const runtime = await buildRuntime(settings, { policy: parsePolicy(POLICY, 'heapgrowth-bench.yaml') });
+  const gateway = runtime.gateway;
+  const principal = { user: 'bench-user', teams: ['bench-team'], costCenter: 'cc-bench', groups: ['employees'], roles: [], authMethod: 'api_key' as const, credentialId: 'bench' };
+  const args = { prompt: 'Summarise the quarterly report in three lines', max_tokens: 64 };
+  const one = () => gateway.complete({ principal, transport: 'http', request: parseCompleteArgs(args, gateway.policy.config.limits) });
+  const total = Number(values.calls);
+  const step = Number(values.step);
+  process.stdout.write(`${runtime.gateway.store.kind} store\n${'calls'.padStart(8)}${'heap after GC MB'.padStart(18)}${'RSS MB'.padStart(9)}\n`);
+  try {
+    for (let done = 0; done <= total; done += step) {
+      await gateway.idle();
+      // The calls resolve through promises alone (the demo provider does no I/O), so the event
+      // file's writes wait until they end: give the sink time to write its backlog before measuring.
+      await new Promise((r) => setTimeout(r, 3000));
+      gc!();
+      const m = process.memoryUsage();
+      process.stdout.write(`${String(done).padStart(8)}${(m.heapUsed / 2 ** 20).toFixed(1).padStart(18)}${(m.rss / 2 ** 20).toFixed(0).padStart(9)}\n`);
+      if (values.snapshots.split(',').includes(String(done))) process.stdout.write(`  snapshot ${writeHeapSnapshot(`heapgrowth-${done}.heapsnapshot`)}\n`);
+      if (done === total) break;
+      let next = 0;
+      await Promise.all(Array.from({ length: Number(values.concurrency) }, async () => {
+        while (next++ < step) await one();
+      }));
+    }
+  } finally {
+    await runtime.close();
+    if (values.redis) await deleteKeys(values.redis, prefix);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`heapgrowth bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);
