@@ -29,10 +29,10 @@ const common = {
 const countTokens = z.union([z.boolean(), z.literal('always')]).optional();
 
 /**
- * How an OpenAI provider's calls leave: `direct` (the default), the request the official openai SDK
- * would send, posted on undici's connection pool and its answer read as the SDK reads it, with the
- * SDK's retry rule and error classes (src/providers/openaiWire.ts), for less CPU per call; `sdk`,
- * through the SDK itself. The provider contract tests run against both.
+ * How an OpenAI provider's calls leave: `sdk` (the default), through the official openai SDK; `direct`, the same
+ * request posted on undici's connection pool and its answer read as the SDK reads it, with the SDK's
+ * retry rule and error classes (src/providers/openaiWire.ts), for a fraction of the CPU per call.
+ * The provider contract tests run against both.
  */
 const client = z.enum(['sdk', 'direct']).optional();
 

@@ -1,7 +1,5 @@
 /**
- * The OpenAI adapter: Chat Completions, posted directly (openaiWire.ts, the default) or through the
- * official openai SDK (`client: sdk`); the request, usage, stop reasons and error mapping below are
- * the same for both. It also serves
+ * The OpenAI adapter: Chat Completions through the official openai SDK. It also serves
  * OpenAI-compatible servers (vLLM, Ollama, LM Studio) through `baseUrl`, which speak the same wire
  * format. Usage comes from the provider; only when a server reports none (a cut stream, a server
  * ignoring `stream_options`) is it estimated, and the estimate rule is written down below. Input
@@ -76,9 +74,8 @@ function usageOf(u: OpenAI.CompletionUsage): Usage {
 export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: ProviderBuildOptions = {}): Provider {
   // The endpoint the egress allowlist checked at policy load (always defined for a network kind).
   const baseUrl = providerEndpoint(config)!;
-  // The direct client unless the policy asks for the SDK (`client: sdk`).
   const chat: ChatClient =
-    config.client !== 'sdk'
+    config.client === 'direct'
       ? directChatClient({
           baseUrl,
           apiKey: config.apiKey,
