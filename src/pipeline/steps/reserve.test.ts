@@ -15,14 +15,16 @@ import { keyPrincipal } from '../../../test/helpers/principal.js';
 import type { CompletionInput } from '../../call/request.js';
 import { GatewayError } from '../../errors.js';
 import type { Principal } from '../../identity/principal.js';
-import type { Policy } from '../../policy/load.js';
+import { limitLine } from '../../policy/limits.js';
+import { compileLimit, type Policy } from '../../policy/load.js';
+import type { RateLimitConfig } from '../../policy/schema.js';
 import { MemoryQuotaStore } from '../../quota/memory.js';
 import type { RedisQuotaStore } from '../../quota/redis.js';
 import type { QuotaStore } from '../../quota/store.js';
 import type { CallContext } from '../context.js';
 import type { Ledger } from '../ledger.js';
 import { enforcePolicy } from './decide.js';
-import { reserveAndSettle } from './reserve.js';
+import { rateLimitedError, reserveAndSettle } from './reserve.js';
 
 const policy = testPolicy(basicPolicy());
 const alice = keyPrincipal({ policy }, KEYS.alice);
@@ -379,6 +381,21 @@ describe('reserve step', () => {
       expect(ctx.storeError).toBe('unavailable');
       expect(ctx.reservation).toBeUndefined();
     });
+  });
+});
+
+describe('the refusal of a rate limit', () => {
+  it('gives a cap its whole pause, however long trying the other candidates took after it refused', () => {
+    const config = { id: 'one-in-flight', scope: 'user', concurrent: 1, retryAfterMs: 900, failMode: 'closed' } as RateLimitConfig;
+    const cap = limitLine(compileLimit(config), 'alice', NOW, 'tg:');
+    // Refused at NOW (retry at NOW + 900); the refusal is built 40 ms later.
+    expect(rateLimitedError(cap, NOW + 900, 0, NOW + 40).details).toMatchObject({ kind: 'concurrent', retryAfterMs: 900, retryAt: new Date(NOW + 940).toISOString() });
+  });
+
+  it("gives a window's retry time as the moment it names", () => {
+    const config = { id: 'rpm', scope: 'user', requestsPerMinute: 10, retryAfterMs: 1000, failMode: 'closed' } as RateLimitConfig;
+    const rpm = limitLine(compileLimit(config), 'alice', NOW, 'tg:');
+    expect(rateLimitedError(rpm, NOW + 5000, 0, NOW + 40).details).toMatchObject({ kind: 'requests', retryAfterMs: 4960, retryAt: new Date(NOW + 5000).toISOString() });
   });
 });
 

@@ -19,7 +19,10 @@ function reservationMeta(ctx: CallContext, tier: string, model: string): Record<
 /** The refusal of a call a rate limit or cap stopped: which limit, whose, and when to try again. */
 export function rateLimitedError(line: LimitLine, retryAt: number, remaining: number, now: number): GatewayError {
   const { config, kind } = line.limit;
-  const retryAfterMs = Math.max(1, retryAt - now);
+  // A cap suggests its own pause, counted from the answer: trying other candidates after the cap
+  // refused does not shorten it. A window's retry time is a moment, whatever the time now.
+  const retryAfterMs = kind === 'concurrent' ? config.retryAfterMs : Math.max(1, retryAt - now);
+  const at = now + retryAfterMs;
   const what =
     kind === 'concurrent'
       ? `${line.limit.limit} calls in flight`
@@ -33,7 +36,7 @@ export function rateLimitedError(line: LimitLine, retryAt: number, remaining: nu
     remaining,
     windowMs: line.spanMs || undefined,
     retryAfterMs,
-    retryAt: new Date(retryAt).toISOString(),
+    retryAt: new Date(at).toISOString(),
   });
 }
 
