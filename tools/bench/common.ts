@@ -95,3 +95,23 @@ export function freePort(): Promise<number> {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The in-process benchmarks' policy: the demo provider priced, three budgets a call (a weekly user
+ * budget in Paris time, a monthly team budget, a rolling cost-centre budget) never reached.
+ */
+export function threeBudgetPolicy(name: string): string {
+  return `version: 1
+name: ${name}
+providers:
+  demo: { kind: demo }
+tiers:
+  standard: [demo/medium]
+models:
+  demo/medium: { price: { inputPerMTok: 1, outputPerMTok: 2 } }
+budgets:
+  - { id: user-weekly, scope: user, window: { calendar: week, timezone: Europe/Paris }, limit: { tokens: 1000000000000 } }
+  - { id: team-monthly, scope: team, window: { calendar: month }, limit: { usd: 1000000000 } }
+  - { id: cc-monthly, scope: costCenter, window: { rolling: { days: 30 } }, limit: { usd: 1000000000 } }
+`;
+}

@@ -22,6 +22,7 @@ import { buildRuntime, settingsFromEnv } from '../../src/main.js';
 import { parseCompleteArgs } from '../../src/call/request.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
+import { threeBudgetPolicy } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -38,19 +39,7 @@ const REDIS = values.redis;
 const CALLS = Number(values.calls);
 const CONCURRENCY = Number(values.concurrency);
 
-const POLICY = `version: 1
-name: redismem-bench
-providers:
-  demo: { kind: demo }
-tiers:
-  standard: [demo/medium]
-models:
-  demo/medium: { price: { inputPerMTok: 1, outputPerMTok: 2 } }
-budgets:
-  - { id: user-weekly, scope: user, window: { calendar: week, timezone: Europe/Paris }, limit: { tokens: 1000000000000 } }
-  - { id: team-monthly, scope: team, window: { calendar: month }, limit: { usd: 1000000000 } }
-  - { id: cc-monthly, scope: costCenter, window: { rolling: { days: 30 } }, limit: { usd: 1000000000 } }
-`;
+const POLICY = threeBudgetPolicy('redismem-bench');
 
 const LIMITS = `
 rateLimits:
