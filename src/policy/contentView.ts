@@ -134,14 +134,22 @@ function glueRuns(gs: Int32Array, ge: Int32Array, gc: Uint8Array, n: number, gap
     // numbers between them, are prose ("on 11 25 at 10"), digits alone a date or a number, unless
     // there are many pairs of them (hex bytes: "41 53 49 41 ...").
     // Title Case or lowercase words alone are prose too ("The Cat Sat And").
-    if (!prose && j - i + 1 >= MIN_GROUPS && ((cls & 1) !== 0 || mixed || (cls === 4 && len === 2 && j - i + 1 >= 8))) {
-      // A lowercase word at either end of digits and hex is the prose around them ("to 41 53 ...").
-      let a = i;
-      let b = j;
-      if (cls & 4) {
-        while (b - a + 1 > MIN_GROUPS && (gc[a]! & GROUP) === 2) a++;
-        while (b - a + 1 > MIN_GROUPS && (gc[b]! & GROUP) === 2) b--;
+    // A lowercase word at either end of digits and hex is the prose around them ("to 41 53 ...",
+    // "... 36 42 of"), and is left out before the run is judged: hex bytes that are all digits
+    // followed by a short word are still hex bytes.
+    let a = i;
+    let b = j;
+    let inner = cls;
+    if (cls & 4) {
+      while (b - a + 1 > MIN_GROUPS && (gc[a]! & GROUP) === 2) a++;
+      while (b - a + 1 > MIN_GROUPS && (gc[b]! & GROUP) === 2) b--;
+      if (a !== i || b !== j) {
+        inner = 0;
+        for (let k = a; k <= b; k++) inner |= gc[k]! & GROUP;
       }
+    }
+    const groups = b - a + 1;
+    if (!prose && groups >= MIN_GROUPS && ((inner & 1) !== 0 || mixed || (inner === 4 && len === 2 && groups >= 8))) {
       for (let k = a; k < b; k++) gaps.push(ge[k]!, gs[k + 1]!);
       i = j + 1;
     } else i++;

@@ -160,6 +160,16 @@ describe('the shipped DLP policy against disguised credentials (simulate)', () =
     );
   });
 
+  // Found by the property above (seed 1281158357): a key whose hex bytes are all digits, followed
+  // by a two-letter word, was read as prose and allowed.
+  it('refuses hex bytes made only of digits with a short word before or after them', () => {
+    const bytes = [...'ASIA3Y6V42F3HAG4TP6B'].map((c) => c.charCodeAt(0).toString(16)).join(' ');
+    expect(bytes).toMatch(/^[0-9 ]+$/);
+    for (const text of [`${bytes} of`, `${bytes} a`, `to ${bytes}`, `see ${bytes} of it`, `${bytes}`]) {
+      expect(decideOn(dlp, { messages: [text] } as Prompt), text).toMatchObject({ effect: 'deny', code: 'POLICY_DENIED', ruleId: 'dlp-aws-access-key' });
+    }
+  });
+
   it('refuses a PEM private key header with any dash count and dash character', () => {
     fc.assert(
       fc.property(pemPrompt, (prompt) => {
