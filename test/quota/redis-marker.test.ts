@@ -5,7 +5,6 @@
  * twice, and recovery charges the reservation once. Real Redis, a unique prefix per test.
  */
 import { createClient } from '@keyv/redis';
-import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EnvError, parseEnv } from '../../src/config/env.js';
 import { settingsFromEnv } from '../../src/main.js';
@@ -13,15 +12,10 @@ import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
 import { deleteKeys, startPrivateRedis, startRedis, uniquePrefix, type PrivateRedis, type TestRedis } from '../helpers/redis.js';
+import { captureLog } from '../helpers/log.js';
 
 const HOUR = 3600_000;
 const TTL = 60_000;
-
-function captureLog() {
-  const entries: Record<string, unknown>[] = [];
-  const logger = pino({ level: 'info' }, { write: (s: string) => void entries.push(JSON.parse(s) as Record<string, unknown>) });
-  return { logger, entries };
-}
 
 describe('settled markers on Redis', () => {
   let redis: TestRedis;

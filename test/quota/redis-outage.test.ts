@@ -3,23 +3,17 @@
  * same port: calls fail fast as QUOTA_STORE_UNAVAILABLE, the same store reconnects by itself, and
  * settlements made meanwhile are replayed exactly once.
  */
-import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
 import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
 import { startPrivateRedis, uniquePrefix, type PrivateRedis } from '../helpers/redis.js';
+import { captureLog } from '../helpers/log.js';
 import { journalOf } from './journal-helpers.js';
 
 const HOUR = 3600_000;
 const TTL = 60_000;
-
-function captureLog() {
-  const entries: Record<string, unknown>[] = [];
-  const logger = pino({ level: 'info' }, { write: (s: string) => void entries.push(JSON.parse(s) as Record<string, unknown>) });
-  return { logger, entries };
-}
 
 async function rejection(p: Promise<unknown>): Promise<{ error: unknown; ms: number }> {
   const started = Date.now();
