@@ -26,6 +26,7 @@ import { dayOf } from '../quota/redisJournal.js';
 import { addEventRollup, type UsageRollup } from '../quota/rollups.js';
 import { carriesDecision, currentSegmentName, decisionOfEntry, endedSegmentEntries, endedSegmentNames, isEntry, notAnEntry, type Decision } from './journalReader.js';
 import type { JournalEntry } from '../quota/journal.js';
+import { oneAtATime } from './oneAtATime.js';
 
 const SAVED_DIR = 'rollups';
 /** Bump when what a row holds or how it is added up changes: rollups saved before are then made again. */
@@ -105,7 +106,8 @@ export class JournalRollups {
   private readonly ended = new Map<string, Ended>();
   private tail: Tail | undefined;
   private swept = false;
-  private queue: Promise<unknown> = Promise.resolve();
+  /** One refresh at a time: two views at once would otherwise read the same bytes twice. */
+  private readonly refreshed = oneAtATime(() => this.refresh());
 
   constructor(private readonly dir: string) {}
 
@@ -162,13 +164,6 @@ export class JournalRollups {
       // A last line still being written; the lines before it were read.
       return undefined;
     }
-  }
-
-  private async refreshed(): Promise<void> {
-    // One refresh at a time: two views at once would otherwise read the same bytes twice.
-    const run = this.queue.then(() => this.refresh());
-    this.queue = run.catch(() => undefined);
-    await run;
   }
 
   private async refresh(): Promise<void> {

@@ -16,6 +16,7 @@
 import type { DecisionEvent } from '../metering/events.js';
 import type { RedisQuotaStore } from '../quota/redis.js';
 import type { Decision } from './journalReader.js';
+import { oneAtATime } from './oneAtATime.js';
 
 interface Kept {
   /** The last entry read: the next read starts after it. */
@@ -80,7 +81,8 @@ export class RedisRefusals {
   private readonly streams = new Map<string, Kept>();
   private order: string[] = [];
   private readonly seen = new Set<string>();
-  private queue: Promise<unknown> = Promise.resolve();
+  /** One refresh at a time: two views at once would otherwise read the same entries twice. */
+  private readonly refreshed = oneAtATime(() => this.refresh());
   private overflowed = false;
   private placesOverflowed = false;
 
@@ -114,13 +116,6 @@ export class RedisRefusals {
       }
     }
     return undefined;
-  }
-
-  private async refreshed(): Promise<void> {
-    // One refresh at a time: two views at once would otherwise read the same entries twice.
-    const run = this.queue.then(() => this.refresh());
-    this.queue = run.catch(() => undefined);
-    await run;
   }
 
   private async refresh(): Promise<void> {
