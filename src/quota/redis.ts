@@ -54,6 +54,7 @@ import {
   type JournalVerifyReport,
   type VerifyOptions,
 } from './redisJournal.js';
+import { SettleBatcher } from './groupCommit.js';
 import { mergeRollupHashes, rollupArgs, rollupHash, ROLLUP_VERSION_FIELD, type RollupHash, type RollupNames, type UsageRollup } from './rollups.js';
 import {
   ADJUST,
@@ -67,6 +68,7 @@ import {
   RELEASE,
   RESERVE,
   SETTLE,
+  SETTLE_MANY,
   SWEEP,
   ScriptRunner,
   asStoreError,
@@ -214,6 +216,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private readonly refreshSlots: (() => void) | undefined;
   /** On a cluster every line is its own script (its own slot); on one node a call's lines go together. */
   private readonly linePerScript: boolean;
+  /** On one node: settlements made while one is in flight go together after it (groupCommit.ts). */
+  private readonly settles: SettleBatcher | undefined;
   /** `<prefix>{journal}`: the single node's journal, and the cluster's for entries without a line. */
   private readonly globalBase: string;
   /** Lines with open reservations, scored by their latest expiry, for the sweep. */
@@ -256,6 +260,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const cluster = opts.clusterNodes?.length ? createClusterClient(opts.clusterNodes, defaults) : undefined;
     if (!cluster && !opts.url) throw new RangeError('RedisQuotaStore needs a url or clusterNodes');
     this.linePerScript = cluster !== undefined;
+    this.settles = this.linePerScript ? undefined : new SettleBatcher((batch) => this.settleBatch(batch));
     // No node-redis per-command `timeout`: it costs an AbortSignal timer per command (a tenth of the
     // store's CPU in the benchmark), and ScriptRunner.timed already bounds every command we send.
     const client = cluster ?? createClient({ url: opts.url, ...defaults });
@@ -861,8 +866,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         const entry = prepare({ kind: 'settle', id: requestId, at: now, lines: pending, event: withEvent ? event : undefined, settledBy: 'call', eventLine: withEvent ? undefined : eventLine });
         const j = this.journalFor(pending[0]!.reservedKey, now);
         const roll = withEvent ? rollups : [];
-        const states = (await this.runLines(
-          SETTLE,
+        const states = (await this.settleLines(
           [...j.keys, ...pending.flatMap((l) => [...reservationKeys(l.reservedKey), this.markerKey(l.reservedKey, requestId), l.usageKey])],
           [...j.args, requestId, entry.h, entry.body, roll.length, ...roll, ...pending.flatMap((l) => [l.amount, l.expiresAt - now, w.markerMs])],
         )) as number[];
@@ -1072,11 +1076,37 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
    */
   private async runLines(script: LuaScript, keys: string[], args: (string | number)[], into?: string[]): Promise<unknown> {
     const [result, events] = (await this.run(script, keys, args)) as [unknown, string[]];
-    if (events.length > 0) {
-      into?.push(...events);
-      for (const e of events) this.emit(JSON.parse(e) as DecisionRecord);
-    }
+    this.recovered(events, into);
     return result;
+  }
+
+  /** SETTLE, through the group commit on one node. */
+  private async settleLines(keys: string[], args: (string | number)[]): Promise<unknown> {
+    if (!this.settles) return this.runLines(SETTLE, keys, args);
+    const [result, events] = (await this.settles.submit(keys, args)) as [unknown, string[]];
+    this.recovered(events);
+    return result;
+  }
+
+  /** A batch of settlements: alone as SETTLE, else as one SETTLE_MANY (see groupCommit.ts). */
+  private async settleBatch(batch: readonly { keys: string[]; args: (string | number)[] }[]): Promise<unknown[]> {
+    if (batch.length === 1) return [await this.run(SETTLE, batch[0]!.keys, batch[0]!.args)];
+    const counts: number[] = [];
+    for (const b of batch) counts.push(b.keys.length, b.args.length);
+    const replies = (await this.run(
+      SETTLE_MANY,
+      batch.flatMap((b) => b.keys),
+      [batch.length, ...counts, ...batch.flatMap((b) => b.args)],
+    )) as unknown[];
+    // A call whose script raised comes back as {0, message}: its error, as Redis would have replied it alone.
+    return replies.map((r) => (Array.isArray(r) && r[0] === 0 ? new Error(/^[A-Z][A-Z_]+ /.test(String(r[1])) ? String(r[1]) : `ERR ${String(r[1])}`) : r));
+  }
+
+  /** The decision events of reservations a script closed through recovery, to the listeners. */
+  private recovered(events: string[], into?: string[]): void {
+    if (events.length === 0) return;
+    into?.push(...events);
+    for (const e of events) this.emit(JSON.parse(e) as DecisionRecord);
   }
 
   private async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {

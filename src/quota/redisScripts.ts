@@ -441,36 +441,70 @@ return marked
  * says which are free, so the gateway sends the entry again for those (its body names its lines).
  * Returns {per line 1 charged / 0 already settled / 2 free but not charged, events}.
  */
-export const SETTLE = script(
-  'settle',
-  `
-local jr = journal(KEYS, ARGV)
-local id, h, body, m = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
-local first = 9 + m
-local out, events, free, done = {}, {}, 0, 0
-for a = first, #ARGV, 3 do
-  local k = (a - first) / 3 * 5 + 4
-  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
-  if redis.call('EXISTS', KEYS[k + 3]) == 1 then
-    out[#out + 1] = 0
-    done = done + 1
-  else
-    out[#out + 1] = 2
-    free = free + 1
-  end
-end
-if free > 0 and done == 0 then
+const SETTLE_ONE = `
+local function settleOne(KEYS, ARGV)
+  local jr = journal(KEYS, ARGV)
+  local id, h, body, m = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+  local first = 9 + m
+  local out, events, free, done = {}, {}, 0, 0
   for a = first, #ARGV, 3 do
     local k = (a - first) / 3 * 5 + 4
-    if drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id) == 1 then emptied(KEYS[k], KEYS[k + 1], KEYS[k + 2]) end
-    charge(KEYS[k + 4], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
-    redis.call('SET', KEYS[k + 3], '1', 'PX', ARGV[a + 2])
-    out[(a - first) / 3 + 1] = 1
+    purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
+    if redis.call('EXISTS', KEYS[k + 3]) == 1 then
+      out[#out + 1] = 0
+      done = done + 1
+    else
+      out[#out + 1] = 2
+      free = free + 1
+    end
   end
-  append(jr, h, body)
-  rollup(jr, ARGV, 9, 8 + m)
+  if free > 0 and done == 0 then
+    for a = first, #ARGV, 3 do
+      local k = (a - first) / 3 * 5 + 4
+      if drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id) == 1 then emptied(KEYS[k], KEYS[k + 1], KEYS[k + 2]) end
+      charge(KEYS[k + 4], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
+      redis.call('SET', KEYS[k + 3], '1', 'PX', ARGV[a + 2])
+      out[(a - first) / 3 + 1] = 1
+    end
+    append(jr, h, body)
+    rollup(jr, ARGV, 9, 8 + m)
+  end
+  return {out, events}
 end
-return {out, events}
+`;
+
+export const SETTLE = script('settle', `${SETTLE_ONE}
+return settleOne(KEYS, ARGV)
+`);
+
+/**
+ * Several calls' SETTLE in one script: the group commit of a single node (SettleBatcher in
+ * groupCommit.ts). ARGV: n, then each call's key count and argument count, then each call's
+ * arguments in turn; KEYS: each call's keys in turn (its own J, JH, ROLL first, as SETTLE's).
+ * Each call runs as SETTLE would, one after the other, so its entry follows the previous call's
+ * in the chain. A call whose script raises an error (a wrong-type key, say) is reported alone:
+ * what it wrote before the error stays, as with SETTLE, and the calls after it still run.
+ * Returns per call SETTLE's reply, or {0, message} for a call that raised.
+ */
+export const SETTLE_MANY = script(
+  'settle_many',
+  `${SETTLE_ONE}
+local n = tonumber(ARGV[1])
+local replies, k, a = {}, 0, 1 + 2 * n
+for c = 1, n do
+  local kc, ac = tonumber(ARGV[2 * c]), tonumber(ARGV[2 * c + 1])
+  local ks, as = {}, {}
+  for x = 1, kc do ks[x] = KEYS[k + x] end
+  for x = 1, ac do as[x] = ARGV[a + x] end
+  k, a = k + kc, a + ac
+  local ok, res = pcall(settleOne, ks, as)
+  if ok then
+    replies[c] = res
+  else
+    replies[c] = {0, type(res) == 'table' and tostring(res.err) or tostring(res)}
+  end
+end
+return replies
 `,
 );
 
@@ -627,7 +661,7 @@ return 1
 export const SHA256 = script('sha256', `return sha256(ARGV[1])`);
 
 /** Every script, loaded on each (re)connection so EVALSHA finds them even when an answer comes late. */
-export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, DISPATCH, SETTLE, RELEASE, READ, SWEEP, CHAIN, ADJUST, DUE, INDEX, ALERT, ALERT_COUNT];
+export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, DISPATCH, SETTLE, SETTLE_MANY, RELEASE, READ, SWEEP, CHAIN, ADJUST, DUE, INDEX, ALERT, ALERT_COUNT];
 
 /** Redis error replies that mean "not available now" rather than a bug in a script. */
 const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'CLUSTERDOWN', 'TRYAGAIN', 'NOREPLICAS', 'OOM', 'MISCONF']);
