@@ -27,10 +27,15 @@ export class SettleBatcher {
   private queue: Pending[] = [];
   private inFlight = false;
 
-  /** `maxBatch` bounds the calls (so the script's run time) of one batch. */
+  /**
+   * `maxBatch` bounds the calls (so the script's run time) of one batch. When a batch fails with an
+   * error `failsQueue` accepts (the store unreachable or not answering), the calls still waiting
+   * fail with it at once rather than each batch waiting out its own timeout: they were never sent,
+   * so they go to the store's replay as they are.
+   */
   constructor(
     private readonly send: SendBatch,
-    private readonly maxBatch = 32,
+    private readonly opts: { maxBatch?: number; failsQueue?: (err: unknown) => boolean } = {},
   ) {}
 
   /** Settles through the next batch; resolves with SETTLE's reply for this call. */
@@ -52,8 +57,9 @@ export class SettleBatcher {
       return;
     }
     this.inFlight = true;
-    const batch = this.queue.length <= this.maxBatch ? this.queue : this.queue.slice(0, this.maxBatch);
-    this.queue = batch === this.queue ? [] : this.queue.slice(this.maxBatch);
+    const max = this.opts.maxBatch ?? 32;
+    const batch = this.queue.length <= max ? this.queue : this.queue.slice(0, max);
+    this.queue = batch === this.queue ? [] : this.queue.slice(max);
     let sent: Promise<unknown[]>;
     try {
       sent = this.send(batch);
@@ -74,7 +80,8 @@ export class SettleBatcher {
         }
       },
       (err: unknown) => {
-        for (const p of batch) p.reject(err);
+        const failed = this.opts.failsQueue?.(err) ? [...batch, ...this.queue.splice(0)] : batch;
+        for (const p of failed) p.reject(err);
       },
     ).finally(() => this.next());
   }

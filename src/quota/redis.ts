@@ -260,7 +260,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const cluster = opts.clusterNodes?.length ? createClusterClient(opts.clusterNodes, defaults) : undefined;
     if (!cluster && !opts.url) throw new RangeError('RedisQuotaStore needs a url or clusterNodes');
     this.linePerScript = cluster !== undefined;
-    this.settles = this.linePerScript ? undefined : new SettleBatcher((batch) => this.settleBatch(batch));
+    this.settles = this.linePerScript ? undefined : new SettleBatcher((batch) => this.settleBatch(batch), { failsQueue: isOutage });
     // No node-redis per-command `timeout`: it costs an AbortSignal timer per command (a tenth of the
     // store's CPU in the benchmark), and ScriptRunner.timed already bounds every command we send.
     const client = cluster ?? createClient({ url: opts.url, ...defaults });

@@ -119,7 +119,7 @@ describe('SettleBatcher', () => {
       sent.push(batch.map((b) => Number(b.args[0])));
       if (sent.length === 1) await gate;
       return batch.map((b) => (b.args[0] === 4 ? new Error('ERR four') : `ok ${String(b.args[0])}`));
-    }, 3);
+    }, { maxBatch: 3 });
     const replies = [1, 2, 3, 4, 5, 6].map((i) => batcher.submit([], [i]));
     expect(sent).toEqual([[1]]);
     expect(batcher.waiting).toBe(5);
@@ -140,6 +140,23 @@ describe('SettleBatcher', () => {
     const later = batcher.submit([], [4]);
     const settled = await Promise.allSettled([...replies, later]);
     expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'rejected', 'rejected']);
+    expect(await batcher.submit([], [5])).toBe('ok');
+  });
+
+  it('fails the calls still waiting at once when a batch fails with an outage (they were never sent)', async () => {
+    const sent: number[][] = [];
+    const outage = new Error('unreachable');
+    const batcher = new SettleBatcher(
+      async (batch) => {
+        sent.push(batch.map((b) => Number(b.args[0])));
+        if (sent.length === 1) throw outage;
+        return batch.map(() => 'ok');
+      },
+      { maxBatch: 2, failsQueue: (err) => err === outage },
+    );
+    const settled = await Promise.allSettled([1, 2, 3, 4].map((i) => batcher.submit([], [i])));
+    expect(sent).toEqual([[1]]);
+    expect(settled.map((s) => (s.status === 'rejected' ? s.reason : s.value))).toEqual([outage, outage, outage, outage]);
     expect(await batcher.submit([], [5])).toBe('ok');
   });
 
