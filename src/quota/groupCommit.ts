@@ -23,7 +23,7 @@ interface Pending {
 /** Sends a batch: SETTLE's reply for each call in order, or an Error for a call that failed alone. */
 export type SendBatch = (batch: readonly { keys: string[]; args: (string | number)[] }[]) => Promise<unknown[]>;
 
-export class SettleBatcher {
+export class GroupCommit {
   private queue: Pending[] = [];
   private inFlight = false;
 

@@ -1,6 +1,7 @@
 /**
- * Group commit of settlements on one Redis node (src/quota/groupCommit.ts): settlements made while
- * one is in flight go together as one SETTLE_MANY. What must not change: each call charged once,
+ * Group commit on one Redis node (src/quota/groupCommit.ts): reservations and settlements made while
+ * one is in flight go together as one RESERVE_MANY or SETTLE_MANY. What must not change: a limit
+ * admits exactly what fits; each call charged once,
  * each with its own entry and event in the chain, the audit passing; a call whose script raises
  * fails alone; a batch lost to an outage is replayed and still counts once. Each test has a private
  * redis-server, so its command counts are this store's alone.
@@ -8,7 +9,7 @@
 import { createClient } from '@keyv/redis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { lineKeys } from '../../src/policy/budgets.js';
-import { SettleBatcher } from '../../src/quota/groupCommit.js';
+import { GroupCommit } from '../../src/quota/groupCommit.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 import { captureLog } from '../helpers/log.js';
@@ -18,7 +19,7 @@ import { journalOf } from './journal-helpers.js';
 const HOUR = 3600_000;
 const TTL = 60_000;
 
-describe('settlements grouped on one Redis node', () => {
+describe('reservations and settlements grouped on one Redis node', () => {
   let redis: PrivateRedis;
   let raw: ReturnType<typeof createClient>;
   let store: RedisQuotaStore;
@@ -74,11 +75,27 @@ describe('settlements grouped on one Redis node', () => {
     expect((await store.verify()).ok).toBe(true);
   });
 
-  it('settles one call at a time with SETTLE alone: one command each, as before', async () => {
-    for (let i = 0; i < 5; i++) await store.reserve(`s${i}`, lines(i, 10), TTL, undefined, { dispatching: true });
+  it('reserves 40 concurrent calls against room for 25 in a few commands: exactly 25 admitted, 15 refused with what they saw', async () => {
+    const tight = (amount: number): LedgerLine => ({ ...line('user', 'tight', amount), limit: 25 * 40 });
     const before = await evalshaCalls();
+    const outcomes = await Promise.all(Array.from({ length: 40 }, (_, i) => store.reserve(`r${i}`, [line('team', 'ml', 40), tight(40)], TTL, undefined, { dispatching: true })));
+    const scripts = (await evalshaCalls()) - before;
+    expect(scripts).toBeLessThanOrEqual(8);
+    expect(outcomes.filter((o) => o.ok)).toHaveLength(25);
+    const refused = outcomes.filter((o) => !o.ok);
+    expect(refused).toHaveLength(15);
+    for (const r of refused) expect(r).toMatchObject({ ok: false, budgetId: 'user', subject: 'tight', used: 0, reserved: 1000, limit: 1000, requested: 40 });
+    expect(await store.read([tight(0), line('team', 'ml', 0)])).toEqual([
+      { used: 0, reserved: 1000 },
+      { used: 0, reserved: 1000 },
+    ]);
+  });
+
+  it('reserves and settles one call at a time with RESERVE and SETTLE alone: one command each, as before', async () => {
+    const before = await evalshaCalls();
+    for (let i = 0; i < 5; i++) await store.reserve(`s${i}`, lines(i, 10), TTL, undefined, { dispatching: true });
     for (let i = 0; i < 5; i++) await store.settle(`s${i}`, lines(i, 2), event(`s${i}`));
-    expect((await evalshaCalls()) - before).toBe(5);
+    expect((await evalshaCalls()) - before).toBe(10);
     expect((await store.verify()).ok).toBe(true);
   });
 
@@ -110,12 +127,12 @@ describe('settlements grouped on one Redis node', () => {
   });
 });
 
-describe('SettleBatcher', () => {
+describe('GroupCommit', () => {
   it('sends the first at once, the rest together after it, and keeps each reply with its call', async () => {
     const sent: number[][] = [];
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    const batcher = new SettleBatcher(async (batch) => {
+    const batcher = new GroupCommit(async (batch) => {
       sent.push(batch.map((b) => Number(b.args[0])));
       if (sent.length === 1) await gate;
       return batch.map((b) => (b.args[0] === 4 ? new Error('ERR four') : `ok ${String(b.args[0])}`));
@@ -131,7 +148,7 @@ describe('SettleBatcher', () => {
 
   it('fails every call of a batch that fails, and goes on with the next', async () => {
     let calls = 0;
-    const batcher = new SettleBatcher(async (batch) => {
+    const batcher = new GroupCommit(async (batch) => {
       calls++;
       if (calls === 2) throw new Error('connection lost');
       return batch.map(() => 'ok');
@@ -146,7 +163,7 @@ describe('SettleBatcher', () => {
   it('fails the calls still waiting at once when a batch fails with an outage (they were never sent)', async () => {
     const sent: number[][] = [];
     const outage = new Error('unreachable');
-    const batcher = new SettleBatcher(
+    const batcher = new GroupCommit(
       async (batch) => {
         sent.push(batch.map((b) => Number(b.args[0])));
         if (sent.length === 1) throw outage;
@@ -161,7 +178,7 @@ describe('SettleBatcher', () => {
   });
 
   it('rejects a batch answered with the wrong number of replies instead of mismatching them', async () => {
-    const batcher = new SettleBatcher(async () => ['only one']);
+    const batcher = new GroupCommit(async () => ['only one']);
     const first = batcher.submit([], [1]);
     const rest = [batcher.submit([], [2]), batcher.submit([], [3])];
     expect(await first).toBe('only one');
