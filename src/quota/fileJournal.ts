@@ -7,10 +7,18 @@
  * with a snapshot of the ledger (counters, open reservations), so a start replays one segment, not
  * history; ended segments stay beside it (`journal-<first seq>.jsonl`) for audit and export.
  *
+ * The group commit runs off the event loop (fdatasync and the head's write and rename on libuv's
+ * thread pool, issue 21: on the loop they were a measurable share of a loaded gateway's time), one
+ * at a time. It fsyncs up to the entry last written when it starts, names no later entry in the head,
+ * and resolves a `flush` only once it covers the flush's entry. A segment change, rare, still
+ * fsyncs the ended segment and the next one's snapshot on the loop, before the renames.
+ *
  * One process owns a directory at a time (`journal.lock` holds its pid).
  */
-import { closeSync, existsSync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { chained, GENESIS, type EntryBody, type JournalEntry } from './journal.js';
 
 export interface FileJournalOptions {
@@ -22,7 +30,12 @@ export interface FileJournalOptions {
   now?: () => number;
   /** Told about a torn last line dropped at open, and fsync failures. */
   warn?: (message: string, fields?: Record<string, unknown>) => void;
+  /** The group commit's fsync of the segment's fd (default fs.fdatasync, on libuv's thread pool); tests hold it. */
+  datasync?: (fd: number) => Promise<void>;
 }
+
+/** How many times close tries its last fsync before it gives up and says so. */
+const CLOSE_ATTEMPTS = 3;
 
 /** What opening a journal directory found. */
 export interface OpenedJournal {
@@ -32,6 +45,7 @@ export interface OpenedJournal {
 }
 
 const CURRENT = 'journal.jsonl';
+const fdatasyncAsync = promisify(fdatasync);
 const NEXT = 'journal.next';
 const HEAD = 'head.json';
 const LOCK = 'journal.lock';
@@ -91,10 +105,21 @@ export class FileJournal {
   private readonly fsyncMs: number;
   private readonly maxBytes: number;
   private readonly now: () => number;
+  private readonly datasync: (fd: number) => Promise<void>;
   private timer: NodeJS.Timeout | undefined;
-  private waiters: (() => void)[] = [];
-  private dirty = false;
+  /** Flushes waiting for an fsync to cover the entry they were asked after. */
+  private waiters: { seq: number; resolve: () => void; reject: (err: Error) => void }[] = [];
+  /** The last entry whose bytes are fsync'd. */
+  private synced: { seq: number; link: string };
+  /** The seq head.json names. */
+  private headSeq: number;
+  /** The commit running, if any: there is at most one. */
+  private committing: Promise<Error | undefined> | undefined;
+  /** An fdatasync is running on the thread pool: an fd the segment change lets go waits for it in `retired`. */
+  private fsyncing = false;
+  private retired: number[] = [];
   private closed = false;
+  private closing: Promise<void> | undefined;
   /** The state a new segment starts from; set by the store that owns the journal. */
   snapshotSource: (() => Record<string, unknown>) | undefined;
 
@@ -111,6 +136,10 @@ export class FileJournal {
     this.fsyncMs = opts.fsyncIntervalMs ?? 20;
     this.maxBytes = opts.maxSegmentBytes ?? 64 * 1024 * 1024;
     this.now = opts.now ?? Date.now;
+    this.datasync = opts.datasync ?? fdatasyncAsync;
+    // What an earlier process wrote may not all be fsync'd: the first commit covers it, and writes the head.
+    this.synced = { seq: 0, link: GENESIS };
+    this.headSeq = 0;
   }
 
   /** Opens (or creates) the journal in `opts.dir`, finishing an interrupted segment change and dropping a torn last line. */
@@ -165,11 +194,11 @@ export class FileJournal {
     return this.write(body);
   }
 
-  /** Resolves once everything appended so far is fsync'd. */
+  /** Resolves once everything appended so far is fsync'd (rejects if close gave up on it). */
   flush(): Promise<void> {
-    if (!this.dirty) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.waiters.push(resolve);
+    if (this.seq <= this.synced.seq) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ seq: this.seq, resolve, reject });
       this.schedule();
     });
   }
@@ -179,13 +208,35 @@ export class FileJournal {
     return { seq: this.seq, link: this.link };
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    clearTimeout(this.timer);
-    this.sync();
+  /**
+   * Stops taking appends, waits for the commit in flight, fsyncs the rest (the head after it),
+   * then closes the fd. Rejects when that last fsync keeps failing: entries after the head may not
+   * be on disk (they are in the file: a restart replays them unless the machine lost power).
+   */
+  close(): Promise<void> {
+    this.closing ??= this.shut();
+    return this.closing;
+  }
+
+  private async shut(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.committing;
+    let failure: Error | undefined;
+    for (let attempt = 1; attempt <= CLOSE_ATTEMPTS; attempt++) {
+      failure = await this.commit();
+      if (!failure) break;
+      if (attempt < CLOSE_ATTEMPTS) await new Promise((r) => setTimeout(r, this.fsyncMs));
+    }
     closeSync(this.fd);
+    this.closeRetired();
     rmSync(join(this.opts.dir, LOCK), { force: true });
+    if (failure) {
+      const err = new Error(`journal: entries after ${this.synced.seq} (up to ${this.seq}) could not be fsync'd at close: ${failure.message}`);
+      for (const w of this.waiters.splice(0)) w.reject(err);
+      throw err;
+    }
   }
 
   private write(body: EntryBody): JournalEntry {
@@ -196,27 +247,40 @@ export class FileJournal {
     this.seq = entry.seq;
     this.link = entry.link;
     this.bytes += Buffer.byteLength(line, 'utf8');
-    this.dirty = true;
     this.schedule();
     return entry;
   }
 
-  /** Ends the current segment: the next starts with a snapshot, then takes the place of the current one. */
+  /**
+   * Ends the current segment: the next starts with a snapshot, then takes the place of the current
+   * one. Both are fsync'd here, on the loop (a commit may be running on the old fd: it is closed
+   * once that is over); if either fsync fails the segment goes on and the next append tries again.
+   */
   private rotate(at: number): void {
     const state = this.snapshotSource?.();
     if (!state) return;
-    this.sync();
     const { dir } = this.opts;
     const firstSeq = this.seq + 1;
     const snapshot = chained(firstSeq, this.link, { kind: 'snapshot', id: `snapshot-${firstSeq}`, at, state });
     const line = `${JSON.stringify(snapshot)}\n`;
-    const nextFd = openSync(join(dir, NEXT), 'w');
-    writeSync(nextFd, line);
-    fdatasyncSync(nextFd);
-    closeSync(nextFd);
+    try {
+      fdatasyncSync(this.fd);
+      const nextFd = openSync(join(dir, NEXT), 'w');
+      try {
+        writeSync(nextFd, line);
+        fdatasyncSync(nextFd);
+      } finally {
+        closeSync(nextFd);
+      }
+    } catch (err) {
+      rmSync(join(dir, NEXT), { force: true });
+      this.opts.warn?.('journal: fsync failed at a segment change; the segment goes on, the next append tries again', { err: String(err) });
+      return;
+    }
     // The ended segment is named by its own first seq (known, not read back from the file).
     const endedFirst = this.firstSeq ?? firstSeq;
-    closeSync(this.fd);
+    if (this.fsyncing) this.retired.push(this.fd);
+    else closeSync(this.fd);
     renameSync(join(dir, CURRENT), join(dir, segmentName(endedFirst)));
     renameSync(join(dir, NEXT), join(dir, CURRENT));
     this.fd = openSync(join(dir, CURRENT), 'a');
@@ -225,39 +289,78 @@ export class FileJournal {
     this.firstSeq = snapshot.seq;
     this.bytes = Buffer.byteLength(line, 'utf8');
     this.segmentDay = utcDay(at);
-    this.writeHead();
+    // Everything up to the snapshot is fsync'd: the next commit names it in the head.
+    this.synced = { seq: snapshot.seq, link: snapshot.link };
+    this.schedule();
   }
 
+  /** A commit within `fsyncIntervalMs`, unless one is due or running (it schedules the next when it ends). */
   private schedule(): void {
-    if (this.timer || this.closed) return;
+    if (this.timer || this.committing || this.closed) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.sync();
+      if (this.closed) return;
+      void this.commit().then(() => {
+        if (this.seq > this.synced.seq || this.headSeq < this.synced.seq) this.schedule();
+      });
     }, this.fsyncMs);
     this.timer.unref();
   }
 
-  /** Group commit: one fsync for everything written since the last, then the head. */
-  private sync(): void {
-    if (!this.dirty) return;
-    try {
-      fdatasyncSync(this.fd);
-      this.dirty = false;
-      this.writeHead();
-    } catch (err) {
-      this.opts.warn?.('journal: fsync failed; will retry', { err: String(err) });
-      this.schedule();
-      return;
-    }
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w();
+  /**
+   * Group commit: one fdatasync for everything written before it starts, then the head, then the
+   * flushes it covers. Off the loop; never more than one at a time. Resolves with the failure (warned
+   * here), never rejects.
+   */
+  private commit(): Promise<Error | undefined> {
+    const run = this.commitOnce().finally(() => {
+      this.committing = undefined;
+    });
+    this.committing = run;
+    return run;
   }
 
-  private writeHead(): void {
-    const tmp = join(this.opts.dir, `${HEAD}.tmp`);
-    writeFileSync(tmp, JSON.stringify({ seq: this.seq, link: this.link }));
-    renameSync(tmp, join(this.opts.dir, HEAD));
+  private async commitOnce(): Promise<Error | undefined> {
+    const upTo = { seq: this.seq, link: this.link };
+    if (upTo.seq > this.synced.seq) {
+      this.fsyncing = true;
+      try {
+        await this.datasync(this.fd);
+      } catch (err) {
+        this.opts.warn?.('journal: fsync failed; will retry', { err: String(err) });
+        return err instanceof Error ? err : new Error(String(err));
+      } finally {
+        this.fsyncing = false;
+        this.closeRetired();
+      }
+      // A segment change during the fsync may have fsync'd further already.
+      if (upTo.seq > this.synced.seq) this.synced = upTo;
+    }
+    const named = this.synced;
+    if (named.seq > this.headSeq) {
+      try {
+        const tmp = join(this.opts.dir, `${HEAD}.tmp`);
+        await writeFile(tmp, JSON.stringify(named));
+        await rename(tmp, join(this.opts.dir, HEAD));
+        this.headSeq = named.seq;
+      } catch (err) {
+        this.opts.warn?.('journal: head write failed; will retry', { err: String(err) });
+      }
+    }
+    const covered = this.synced.seq;
+    if (this.waiters.length > 0) {
+      const still = [];
+      for (const w of this.waiters) {
+        if (w.seq <= covered) w.resolve();
+        else still.push(w);
+      }
+      this.waiters = still;
+    }
+    return undefined;
+  }
+
+  private closeRetired(): void {
+    for (const fd of this.retired.splice(0)) closeSync(fd);
   }
 }
 
