@@ -2,6 +2,8 @@
  * The journal: one append-only, hash-chained stream of what happened to money and decisions.
  * Reservations, dispatches, settlements (a charge with its decision event, in one entry), releases,
  * recoveries and refusals are all entries; the ledger's counters are what the entries add up to.
+ * (The embedded journal writes a reservation made as its call is dispatched as one entry carrying
+ * the mark, `dispatched: true`, and no `dispatch` entry.)
  * (The Redis journal writes one entry per call: its reservation and dispatch mark are kept with the
  * reservation and journaled by the entry that closes it; docs/journal.md.)
  *
@@ -41,6 +43,12 @@ export interface EntryBody {
   expiresAt?: number;
   /** For reserve: who and what, so a recovery can say whom it charged. */
   meta?: Record<string, unknown>;
+  /**
+   * For reserve: the dispatch mark, written with the reservation because the call goes to a provider
+   * at once (no `dispatch` entry follows); a recovery charges it. Absent: not dispatched yet, or
+   * marked by a `dispatch` entry of its own (as every reservation was before).
+   */
+  dispatched?: boolean;
   /** The decision event (settle, release, recover, refuse). */
   event?: Record<string, unknown>;
   /** settle or recover: who wrote the charge. */
@@ -77,7 +85,7 @@ export const GENESIS = '0'.repeat(40);
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
   // Built by appending, without the filtered, mapped and joined arrays of each level: the file
-  // journal writes three entries a call, a decision event among them.
+  // journal writes two or three entries a call, a decision event among them.
   if (Array.isArray(value)) {
     let out = '[';
     for (let i = 0; i < value.length; i++) {

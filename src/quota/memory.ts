@@ -1,5 +1,5 @@
 import type { EntryBody, EntryLine, JournalEntry } from './journal.js';
-import type { AlertLedger, DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOutcome } from './store.js';
+import type { AlertLedger, DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOptions, ReserveOutcome } from './store.js';
 
 interface Reservation {
   lines: EntryLine[];
@@ -64,7 +64,12 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
     return this.journal !== undefined;
   }
 
-  async reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord): Promise<ReserveOutcome> {
+  /**
+   * With `dispatching` the reservation's entry carries the dispatch mark (`dispatched: true`) and
+   * `dispatch` writes nothing: one entry where a served call wrote two (issue 21), and a restart
+   * charges it as it would a reservation followed by a `dispatch` entry.
+   */
+  async reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord, opts: ReserveOptions = {}): Promise<ReserveOutcome> {
     this.sweep();
     if (this.reservations.has(requestId) || this.settled.has(requestId)) return { ok: true };
     for (const line of lines) {
@@ -77,8 +82,9 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
     }
     const expiresAt = this.now() + ttlMs;
     const taken = lines.map(entryLine);
-    this.journal?.append({ kind: 'reserve', id: requestId, at: this.now(), lines: taken, expiresAt, meta });
-    this.hold(requestId, { lines: taken, expiresAt, dispatched: false, meta });
+    const dispatched = opts.dispatching === true;
+    this.journal?.append({ kind: 'reserve', id: requestId, at: this.now(), lines: taken, expiresAt, meta, dispatched: dispatched || undefined });
+    this.hold(requestId, { lines: taken, expiresAt, dispatched, meta });
     return { ok: true };
   }
 
@@ -179,7 +185,8 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
           this.restoreSnapshot(body.state ?? {});
           break;
         case 'reserve':
-          if (!this.settled.has(body.id)) this.hold(body.id, { lines: body.lines ?? [], expiresAt: body.expiresAt ?? 0, dispatched: false, meta: body.meta });
+          // Journals before the one-entry reservation marked dispatch in an entry of its own (below).
+          if (!this.settled.has(body.id)) this.hold(body.id, { lines: body.lines ?? [], expiresAt: body.expiresAt ?? 0, dispatched: body.dispatched === true, meta: body.meta });
           break;
         case 'dispatch': {
           const r = this.reservations.get(body.id);

@@ -7,8 +7,9 @@ import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { verifyJournalDir } from '../../src/admin/audit.js';
 import { FileJournal, readHead, readSegment, segmentFiles, segmentName } from '../../src/quota/fileJournal.js';
-import { canonicalJson, verifyChain, type JournalEntry } from '../../src/quota/journal.js';
+import { canonicalJson, chained, GENESIS, recoveryEvent, verifyChain, type EntryBody, type JournalEntry } from '../../src/quota/journal.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 
@@ -75,6 +76,60 @@ describe('embedded journal', () => {
     expect(third.store.recover(() => ({})).charged).toEqual([]);
     expect(await third.store.read([line('alice', 0)])).toEqual([{ used: 120, reserved: 0 }]);
     expect(allEntries().map((e) => e.body.kind)).toEqual(['reserve', 'dispatch', 'reserve', 'recover', 'release']);
+  });
+
+  it('writes a reservation made as its call is dispatched as one entry, which a restart after a kill charges', async () => {
+    const first = open();
+    await first.store.reserve('sent', [line('alice', 120)], 60_000, { user: 'alice' }, { dispatching: true });
+    // The dispatch step still calls dispatch: the mark is written already.
+    await first.store.dispatch('sent');
+    expect(allEntries().map((e) => [e.body.kind, e.body.dispatched])).toEqual([['reserve', true]]);
+    // No close: the process is killed with the call at the provider.
+    const second = open();
+    const report = second.store.recover((id, r) => ({ 'request.id': id, dispatched: r.dispatched }));
+    expect(report).toEqual({ charged: [{ id: 'sent', lines: [expect.objectContaining({ amount: 120 })] }], released: [] });
+    expect(await second.store.read([line('alice', 0)])).toEqual([{ used: 120, reserved: 0 }]);
+    expect(allEntries().map((e) => e.body.kind)).toEqual(['reserve', 'recover']);
+  });
+
+  it('keeps the mark of a one-entry reservation open across a segment change, and the journal verifies', async () => {
+    const first = open();
+    await first.store.reserve('a', [line('alice', 50)], 60_000, { user: 'alice' }, { dispatching: true });
+    await first.store.settle('a', [line('alice', 30)], { 'request.id': 'a', outcome: 'success', 'tollgate.charged': [{ budget: 'weekly', subject: 'alice', amount: 30, unit: 'tokens' }] });
+    await first.store.reserve('b', [line('alice', 40)], 60_000, { user: 'alice' }, { dispatching: true });
+    clock = NOW + DAY;
+    await first.store.reserve('c', [line('alice', 10)], 60_000, { user: 'alice' });
+    expect(readSegment(join(dir, 'journal.jsonl')).entries[0]!.body.state).toMatchObject({ reservations: { b: { dispatched: true } } });
+    // Killed with b at the provider and c not yet sent: b is charged, c released.
+    const second = open();
+    const report = second.store.recover((id, r) => recoveryEvent(id, r, clock, 'stopped'));
+    expect(report).toEqual({ charged: [{ id: 'b', lines: [expect.objectContaining({ amount: 40 })] }], released: ['c'] });
+    await second.journal.close();
+    expect(verifyJournalDir(dir)).toMatchObject({ ok: true, snapshots: 1, charges: 2 });
+  });
+
+  it('replays a journal written with a dispatch entry of its own after each reservation', async () => {
+    // As versions before the one-entry reservation wrote it.
+    const bodies: EntryBody[] = [
+      { kind: 'reserve', id: 'sent', at: NOW, lines: [{ ...line('alice', 120), readKeys: undefined, limit: undefined } as never], expiresAt: NOW + 60_000, meta: { user: 'alice' } },
+      { kind: 'dispatch', id: 'sent', at: NOW },
+      { kind: 'reserve', id: 'unsent', at: NOW, lines: [{ ...line('alice', 200), readKeys: undefined, limit: undefined } as never], expiresAt: NOW + 60_000, meta: { user: 'alice' } },
+    ];
+    let prev = GENESIS;
+    const text = bodies
+      .map((b, i) => {
+        const e = chained(i + 1, prev, JSON.parse(JSON.stringify(b)) as EntryBody);
+        prev = e.link;
+        return `${JSON.stringify(e)}\n`;
+      })
+      .join('');
+    writeFileSync(join(dir, 'journal.jsonl'), text);
+    const { store, journal } = open();
+    expect(await store.read([line('alice', 0)])).toEqual([{ used: 0, reserved: 320 }]);
+    const report = store.recover((id, r) => recoveryEvent(id, r, clock, 'stopped'));
+    expect(report).toEqual({ charged: [{ id: 'sent', lines: [expect.objectContaining({ amount: 120 })] }], released: ['unsent'] });
+    await journal.close();
+    expect(verifyJournalDir(dir)).toMatchObject({ ok: true, charges: 1 });
   });
 
   it('commits a charge and its event in one entry', async () => {

@@ -73,7 +73,7 @@ describe('reserve step', () => {
     expect(ctx.decision).toBe(decision);
   });
 
-  it('keeps who and what the reservation is for with it in the store, not yet dispatched, for a recovery to name', async () => {
+  it('keeps who and what the reservation is for with it in the store, marked dispatched (the dispatch step follows at once), for a recovery to name', async () => {
     const store = new MemoryQuotaStore(clock);
     const ledger = testLedger(store);
     const ctx = await decided(ledger);
@@ -88,7 +88,7 @@ describe('reserve step', () => {
       {
         id: 'call-1',
         meta: { transport: 'http', user: 'alice', teams: ['platform'], costCenter: 'cc-1', tier: 'standard', model: 'demo/medium', policyVersion: policy.version },
-        dispatched: false,
+        dispatched: true,
         amounts: [261],
       },
     ]);
