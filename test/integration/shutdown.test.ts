@@ -17,7 +17,7 @@
  * process's exit); the time bounds are generous ceilings, not sleeps.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -27,6 +27,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy, sha } from '../fixtures/policies.js';
 import { connectHttp } from '../helpers/gateway.js';
 import { spawnGateway, type GatewayProcess } from '../helpers/process.js';
+import { readHead, readSegment, segmentFiles } from '../../src/quota/fileJournal.js';
 import { startPrivateRedis, uniquePrefix, type PrivateRedis } from '../helpers/redis.js';
 
 type LogLine = Record<string, unknown> & { event?: string; level?: number };
@@ -290,6 +291,29 @@ describe('shutdown within a deadline', () => {
     expect(lines.filter((l) => l.event === 'shutdown_unsettled')).toEqual([
       expect.objectContaining({ level: 50, requestId, lines: [{ budgetId: 'user-weekly', subject: 'alice', amount: usage.inputTokens + usage.outputTokens }] }),
     ]);
+  });
+
+  it('embedded store: exits 0 at once on SIGTERM, its journal fsync\'d to the last entry (the head names it) and let go', { timeout: 120_000 }, async () => {
+    const policyFile = join(dir, 'embedded-quiet.yaml');
+    writeFileSync(policyFile, basicPolicy());
+    const dataDir = join(dir, 'embedded-quiet-data');
+    const g = await spawnGateway({ policyFile, eventsFile: join(dir, 'embedded-quiet.jsonl'), env: { TOLLGATE_DATA_DIR: dataDir, TOLLGATE_LOG_LEVEL: 'info', TOLLGATE_SHUTDOWN_TIMEOUT_MS: '10000' }, startTimeoutMs: 60_000 });
+    procs.push(g.child);
+    const c = await connect(g, KEYS.alice);
+    for (let i = 0; i < 3; i++) expect((await complete(c)).isError).toBeFalsy();
+    await g.eventsWhen(3);
+
+    const sent = Date.now();
+    g.child.kill('SIGTERM');
+    const exit = await exitWithin(g.child, 8000, g.stderr);
+    expect(exit).toMatchObject({ code: 0, signal: null });
+    expect(exit.at - sent).toBeLessThan(5000);
+    expect(logLines(g.stderr()).filter((l) => (l.level ?? 0) >= 40)).toEqual([]);
+    const entries = segmentFiles(dataDir).flatMap((f) => readSegment(f).entries);
+    // Two entries a served call: the reservation with its dispatch mark, and the settlement.
+    expect(entries.map((e) => e.body.kind)).toEqual(['reserve', 'settle', 'reserve', 'settle', 'reserve', 'settle']);
+    expect(readHead(dataDir)).toEqual({ seq: entries.at(-1)!.seq, link: entries.at(-1)!.link });
+    expect(existsSync(join(dataDir, 'journal.lock'))).toBe(false);
   });
 
   it('embedded store: a call cut off at the deadline stays in the journal, and the next start charges it at its reservation', { timeout: 120_000 }, async () => {

@@ -214,6 +214,23 @@ describe('embedded journal group commit', () => {
     await journal.close();
   });
 
+  it('close says so when its last fsync keeps failing, rejects the flushes waiting on it, and still lets the directory go', async () => {
+    const warnings: string[] = [];
+    const failing = { datasync: (): Promise<void> => Promise.reject(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })) };
+    const { journal } = FileJournal.open({ dir, now: () => clock, fsyncIntervalMs: 1, datasync: failing.datasync, warn: (m) => warnings.push(m) });
+    journal.append(body('a'));
+    const flushed = journal.flush();
+    const closed = journal.close();
+    await expect(closed).rejects.toThrow("journal: entries after 0 (up to 1) could not be fsync'd at close: EIO: i/o error, fdatasync");
+    await expect(flushed).rejects.toThrow('could not be fsync');
+    expect(warnings.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(warnings)).toEqual(new Set(['journal: fsync failed; will retry']));
+    expect(readHead(dir)).toBeUndefined();
+    expect(existsSync(join(dir, 'journal.lock'))).toBe(false);
+    // The entry is in the file: the next start replays it.
+    expect(readSegment(join(dir, 'journal.jsonl')).entries.map((e) => e.body.id)).toEqual(['a']);
+  });
+
   it('closes at once when nothing is left to fsync', async () => {
     const held = new HeldSync();
     const journal = openWith(held);
