@@ -360,7 +360,14 @@ export class FileJournal {
   }
 
   private closeRetired(): void {
-    for (const fd of this.retired.splice(0)) closeSync(fd);
+    for (const fd of this.retired.splice(0)) {
+      try {
+        closeSync(fd);
+      } catch (err) {
+        // Its bytes were fsync'd at the segment change; a failed close loses nothing.
+        this.opts.warn?.('journal: closing an ended segment failed', { err: String(err) });
+      }
+    }
   }
 }
 

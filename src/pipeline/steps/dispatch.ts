@@ -49,7 +49,8 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
     // The reserve step rewrites the decision when it stepped down, so candidates are the reserved tier's.
     const chosen = ctx.decision && ctx.decision.effect !== 'deny' ? ctx.decision.candidates : [];
     const { request } = admitted(ctx);
-    // Gone already: no byte leaves, and the reservation is not marked dispatched (recovery would charge it).
+    // Gone already: no byte leaves and the call is released. (Both stores took the dispatch mark with
+    // the reservation, so a crash before that release is charged by recovery: docs/journal.md.)
     if (ctx.signal.aborted) throw cancelled();
     const started = opts.now();
     let streamed = false;
