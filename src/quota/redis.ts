@@ -54,7 +54,6 @@ import {
   type JournalVerifyReport,
   type VerifyOptions,
 } from './redisJournal.js';
-import { GroupCommit } from './groupCommit.js';
 import { mergeRollupHashes, rollupArgs, rollupHash, ROLLUP_VERSION_FIELD, type RollupHash, type RollupNames, type UsageRollup } from './rollups.js';
 import {
   ADJUST,
@@ -68,8 +67,6 @@ import {
   RELEASE,
   RESERVE,
   SETTLE,
-  SETTLE_MANY,
-  RESERVE_MANY,
   SWEEP,
   ScriptRunner,
   asStoreError,
@@ -217,9 +214,6 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private readonly refreshSlots: (() => void) | undefined;
   /** On a cluster every line is its own script (its own slot); on one node a call's lines go together. */
   private readonly linePerScript: boolean;
-  /** On one node: reservations (settlements) made while one is in flight go together after it (groupCommit.ts). */
-  private readonly reserves: GroupCommit | undefined;
-  private readonly settles: GroupCommit | undefined;
   /** `<prefix>{journal}`: the single node's journal, and the cluster's for entries without a line. */
   private readonly globalBase: string;
   /** Lines with open reservations, scored by their latest expiry, for the sweep. */
@@ -262,10 +256,6 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const cluster = opts.clusterNodes?.length ? createClusterClient(opts.clusterNodes, defaults) : undefined;
     if (!cluster && !opts.url) throw new RangeError('RedisQuotaStore needs a url or clusterNodes');
     this.linePerScript = cluster !== undefined;
-    if (!this.linePerScript) {
-      this.reserves = new GroupCommit((batch) => this.runBatch(RESERVE, RESERVE_MANY, batch), { failsQueue: isOutage });
-      this.settles = new GroupCommit((batch) => this.runBatch(SETTLE, SETTLE_MANY, batch), { failsQueue: isOutage });
-    }
     // No node-redis per-command `timeout`: it costs an AbortSignal timer per command (a tenth of the
     // store's CPU in the benchmark), and ScriptRunner.timed already bounds every command we send.
     const client = cluster ?? createClient({ url: opts.url, ...defaults });
@@ -308,8 +298,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const scripts = groups.map((group) => {
       const j = this.journalFor(group[0]!.l.reservedKey, now);
       const index = this.linePerScript ? group[0]!.l.reservedKey : this.openIndex;
-      return this.grouped(
-        this.reserves,
+      return this.runLines(
         RESERVE,
         [...j.keys, index, ...group.flatMap(({ l }) => [...reservationKeys(l.reservedKey), this.markerKey(l.reservedKey, requestId), ...l.readKeys])],
         [
@@ -872,8 +861,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         const entry = prepare({ kind: 'settle', id: requestId, at: now, lines: pending, event: withEvent ? event : undefined, settledBy: 'call', eventLine: withEvent ? undefined : eventLine });
         const j = this.journalFor(pending[0]!.reservedKey, now);
         const roll = withEvent ? rollups : [];
-        const states = (await this.grouped(
-          this.settles,
+        const states = (await this.runLines(
           SETTLE,
           [...j.keys, ...pending.flatMap((l) => [...reservationKeys(l.reservedKey), this.markerKey(l.reservedKey, requestId), l.usageKey])],
           [...j.args, requestId, entry.h, entry.body, roll.length, ...roll, ...pending.flatMap((l) => [l.amount, l.expiresAt - now, w.markerMs])],
@@ -1084,37 +1072,11 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
    */
   private async runLines(script: LuaScript, keys: string[], args: (string | number)[], into?: string[]): Promise<unknown> {
     const [result, events] = (await this.run(script, keys, args)) as [unknown, string[]];
-    this.recovered(events, into);
+    if (events.length > 0) {
+      into?.push(...events);
+      for (const e of events) this.emit(JSON.parse(e) as DecisionRecord);
+    }
     return result;
-  }
-
-  /** A lines script through its group commit on one node (runLines on a cluster). */
-  private async grouped(group: GroupCommit | undefined, script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
-    if (!group) return this.runLines(script, keys, args);
-    const [result, events] = (await group.submit(keys, args)) as [unknown, string[]];
-    this.recovered(events);
-    return result;
-  }
-
-  /** A batch of one script's calls: alone as `one`, else as one `many` (see groupCommit.ts). */
-  private async runBatch(one: LuaScript, many: LuaScript, batch: readonly { keys: string[]; args: (string | number)[] }[]): Promise<unknown[]> {
-    if (batch.length === 1) return [await this.run(one, batch[0]!.keys, batch[0]!.args)];
-    const counts: number[] = [];
-    for (const b of batch) counts.push(b.keys.length, b.args.length);
-    const replies = (await this.run(
-      many,
-      batch.flatMap((b) => b.keys),
-      [batch.length, ...counts, ...batch.flatMap((b) => b.args)],
-    )) as unknown[];
-    // A call whose script raised comes back as {0, message}: its error, as Redis would have replied it alone.
-    return replies.map((r) => (Array.isArray(r) && r[0] === 0 ? new Error(/^[A-Z][A-Z_]+ /.test(String(r[1])) ? String(r[1]) : `ERR ${String(r[1])}`) : r));
-  }
-
-  /** The decision events of reservations a script closed through recovery, to the listeners. */
-  private recovered(events: string[], into?: string[]): void {
-    if (events.length === 0) return;
-    into?.push(...events);
-    for (const e of events) this.emit(JSON.parse(e) as DecisionRecord);
   }
 
   private async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {

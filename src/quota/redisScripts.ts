@@ -301,12 +301,12 @@ local function purge(jr, res, exp, inf, events)
   redis.call('ZREMRANGEBYSCORE', exp, '-inf', jr.now)
 end
 
--- What keys[from] to keys[to] hold, as numbers (0 for a missing key), read in one MGET: a
+-- What KEYS[from] to KEYS[to] hold, as numbers (0 for a missing key), read in one MGET: a
 -- per-minute limit reads 12 buckets, one command instead of 12.
-local function values(keys, from, to)
+local function values(from, to)
   local out = {}
   if to < from then return out end
-  local got = redis.call('MGET', unpack(keys, from, to))
+  local got = redis.call('MGET', unpack(KEYS, from, to))
   for i = 1, #got do out[i] = tonumber(got[i]) or 0 end
   return out
 end
@@ -346,34 +346,6 @@ end
 `;
 
 /**
- * The body of a script that runs `fn` (a script body made a function of its own KEYS and ARGV) for
- * several calls, one after the other. ARGV: n, then each call's key count and argument count, then
- * each call's arguments in turn; KEYS: each call's keys in turn. A call whose part raises an error
- * is answered {0, message} and the calls after it still run (what it wrote before the error stays,
- * as when it runs alone). Returns the replies in order.
- */
-function many(fn: string): string {
-  return `
-local n = tonumber(ARGV[1])
-local replies, k, a = {}, 0, 1 + 2 * n
-for c = 1, n do
-  local kc, ac = tonumber(ARGV[2 * c]), tonumber(ARGV[2 * c + 1])
-  local ks, as = {}, {}
-  for x = 1, kc do ks[x] = KEYS[k + x] end
-  for x = 1, ac do as[x] = ARGV[a + x] end
-  k, a = k + kc, a + ac
-  local ok, res = pcall(${fn}, ks, as)
-  if ok then
-    replies[c] = res
-  else
-    replies[c] = {0, type(res) == 'table' and tostring(res.err) or tostring(res)}
-  end
-end
-return replies
-`;
-}
-
-/**
  * Reserves on several lines at once, all or none. No journal entry: a reservation is journaled by
  * the entry that closes it (the call's settle or release, or recovery's recover or release, which
  * carries the line at its reserved amount), so a call costs one entry, not two.
@@ -387,64 +359,57 @@ return replies
  * 1 reserved now, 2 already reserved or settled, 0 refused, 3 would fit but nothing was reserved
  * because another line said 0 or 2.
  */
-const RESERVE_ONE = `
-local function reserveOne(KEYS, ARGV)
-  local jr = journal(KEYS, ARGV)
-  local id, expiry, index, idJson, dispatching = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8], ARGV[9] == '1'
-  local out, taken, events, k, blocked = {}, {}, {}, 5, false
-  for a = 10, #ARGV, 5 do
-    local n, amount, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-    local res, exp, inf, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-    purge(jr, res, exp, inf, events)
-    local state, used, reserved = 3, 0, 0
-    local vals
-    if redis.call('EXISTS', marker) == 1 or redis.call('HEXISTS', res, id) == 1 then
-      state = 2
-    else
-      vals = values(KEYS, k + 4, k + n - 1)
-      for _, v in ipairs(vals) do used = used + v end
-      reserved = reservedSum(res)
-      if used + reserved + amount > limit then state = 0 end
-    end
-    if state ~= 3 then blocked = true end
-    out[#out + 1] = {state, used, reserved}
-    -- A refusal also says what each read key holds (a rate limit's retry time comes from them).
-    if state == 0 then out[#out][4] = vals end
-    local info = ARGV[a + 3] .. '\\n' .. idJson
-    if ARGV[a + 4] ~= '' then info = info .. '\\n' .. ARGV[a + 4] end
-    taken[#taken + 1] = {res, exp, inf, ARGV[a + 1], info}
-    k = k + n
+export const RESERVE = script(
+  'reserve',
+  `
+local jr = journal(KEYS, ARGV)
+local id, expiry, index, idJson, dispatching = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8], ARGV[9] == '1'
+local out, taken, events, k, blocked = {}, {}, {}, 5, false
+for a = 10, #ARGV, 5 do
+  local n, amount, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local res, exp, inf, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  purge(jr, res, exp, inf, events)
+  local state, used, reserved = 3, 0, 0
+  local vals
+  if redis.call('EXISTS', marker) == 1 or redis.call('HEXISTS', res, id) == 1 then
+    state = 2
+  else
+    vals = values(k + 4, k + n - 1)
+    for _, v in ipairs(vals) do used = used + v end
+    reserved = reservedSum(res)
+    if used + reserved + amount > limit then state = 0 end
   end
-  local indexed = {}
-  for i, l in ipairs(taken) do
-    if not blocked then
-      redis.call('HSET', l[1], id, l[4])
-      redis.call('ZADD', l[2], expiry, id)
-      if dispatching then
-        redis.call('HSET', l[3], id, l[5], '#' .. id, '1')
-      else
-        redis.call('HSET', l[3], id, l[5])
-      end
-      extend(l[1], l[2], l[3], jr.now, tonumber(expiry))
-      indexed[#indexed + 1] = expiry
-      indexed[#indexed + 1] = l[1]
-      out[i][1] = 1
-    else
-      emptied(l[1], l[2], l[3])
-    end
-  end
-  if not blocked and index then redis.call('ZADD', KEYS[4], 'GT', unpack(indexed)) end
-  return {out, events}
+  if state ~= 3 then blocked = true end
+  out[#out + 1] = {state, used, reserved}
+  -- A refusal also says what each read key holds (a rate limit's retry time comes from them).
+  if state == 0 then out[#out][4] = vals end
+  local info = ARGV[a + 3] .. '\\n' .. idJson
+  if ARGV[a + 4] ~= '' then info = info .. '\\n' .. ARGV[a + 4] end
+  taken[#taken + 1] = {res, exp, inf, ARGV[a + 1], info}
+  k = k + n
 end
-`;
-
-export const RESERVE = script('reserve', `${RESERVE_ONE}
-return reserveOne(KEYS, ARGV)
-`);
-
-/** Several calls' RESERVE in one script (the group commit of a single node), laid out as SETTLE_MANY's. */
-export const RESERVE_MANY = script('reserve_many', `${RESERVE_ONE}
-${many('reserveOne')}`);
+local indexed = {}
+for i, l in ipairs(taken) do
+  if not blocked then
+    redis.call('HSET', l[1], id, l[4])
+    redis.call('ZADD', l[2], expiry, id)
+    if dispatching then
+      redis.call('HSET', l[3], id, l[5], '#' .. id, '1')
+    else
+      redis.call('HSET', l[3], id, l[5])
+    end
+    extend(l[1], l[2], l[3], jr.now, tonumber(expiry))
+    indexed[#indexed + 1] = expiry
+    indexed[#indexed + 1] = l[1]
+    out[i][1] = 1
+  else
+    emptied(l[1], l[2], l[3])
+  end
+end
+if not blocked and index then redis.call('ZADD', KEYS[4], 'GT', unpack(indexed)) end
+return {out, events}
+`,
+);
 
 /**
  * Marks a request's reservation dispatched on several lines: the mark recovery reads. No entry
@@ -476,53 +441,38 @@ return marked
  * says which are free, so the gateway sends the entry again for those (its body names its lines).
  * Returns {per line 1 charged / 0 already settled / 2 free but not charged, events}.
  */
-const SETTLE_ONE = `
-local function settleOne(KEYS, ARGV)
-  local jr = journal(KEYS, ARGV)
-  local id, h, body, m = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
-  local first = 9 + m
-  local out, events, free, done = {}, {}, 0, 0
+export const SETTLE = script(
+  'settle',
+  `
+local jr = journal(KEYS, ARGV)
+local id, h, body, m = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local first = 9 + m
+local out, events, free, done = {}, {}, 0, 0
+for a = first, #ARGV, 3 do
+  local k = (a - first) / 3 * 5 + 4
+  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
+  if redis.call('EXISTS', KEYS[k + 3]) == 1 then
+    out[#out + 1] = 0
+    done = done + 1
+  else
+    out[#out + 1] = 2
+    free = free + 1
+  end
+end
+if free > 0 and done == 0 then
   for a = first, #ARGV, 3 do
     local k = (a - first) / 3 * 5 + 4
-    purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
-    if redis.call('EXISTS', KEYS[k + 3]) == 1 then
-      out[#out + 1] = 0
-      done = done + 1
-    else
-      out[#out + 1] = 2
-      free = free + 1
-    end
+    if drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id) == 1 then emptied(KEYS[k], KEYS[k + 1], KEYS[k + 2]) end
+    charge(KEYS[k + 4], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
+    redis.call('SET', KEYS[k + 3], '1', 'PX', ARGV[a + 2])
+    out[(a - first) / 3 + 1] = 1
   end
-  if free > 0 and done == 0 then
-    for a = first, #ARGV, 3 do
-      local k = (a - first) / 3 * 5 + 4
-      if drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id) == 1 then emptied(KEYS[k], KEYS[k + 1], KEYS[k + 2]) end
-      charge(KEYS[k + 4], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
-      redis.call('SET', KEYS[k + 3], '1', 'PX', ARGV[a + 2])
-      out[(a - first) / 3 + 1] = 1
-    end
-    append(jr, h, body)
-    rollup(jr, ARGV, 9, 8 + m)
-  end
-  return {out, events}
+  append(jr, h, body)
+  rollup(jr, ARGV, 9, 8 + m)
 end
-`;
-
-export const SETTLE = script('settle', `${SETTLE_ONE}
-return settleOne(KEYS, ARGV)
-`);
-
-/**
- * Several calls' SETTLE in one script: the group commit of a single node (GroupCommit in
- * groupCommit.ts). ARGV: n, then each call's key count and argument count, then each call's
- * arguments in turn; KEYS: each call's keys in turn (its own J, JH, ROLL first, as SETTLE's).
- * Each call runs as SETTLE would, one after the other, so its entry follows the previous call's
- * in the chain. A call whose script raises an error (a wrong-type key, say) is reported alone:
- * what it wrote before the error stays, as with SETTLE, and the calls after it still run.
- * Returns per call SETTLE's reply, or {0, message} for a call that raised.
- */
-export const SETTLE_MANY = script('settle_many', `${SETTLE_ONE}
-${many('settleOne')}`);
+return {out, events}
+`,
+);
 
 /**
  * Drops a request's reservation on several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i.
@@ -565,7 +515,7 @@ for a = 5, #ARGV do
   local n = tonumber(ARGV[a])
   purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
   local used = 0
-  for _, v in ipairs(values(KEYS, k + 3, k + n - 1)) do used = used + v end
+  for _, v in ipairs(values(k + 3, k + n - 1)) do used = used + v end
   out[#out + 1] = {used, reservedSum(KEYS[k])}
   k = k + n
 end
@@ -677,7 +627,7 @@ return 1
 export const SHA256 = script('sha256', `return sha256(ARGV[1])`);
 
 /** Every script, loaded on each (re)connection so EVALSHA finds them even when an answer comes late. */
-export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, RESERVE_MANY, DISPATCH, SETTLE, SETTLE_MANY, RELEASE, READ, SWEEP, CHAIN, ADJUST, DUE, INDEX, ALERT, ALERT_COUNT];
+export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, DISPATCH, SETTLE, RELEASE, READ, SWEEP, CHAIN, ADJUST, DUE, INDEX, ALERT, ALERT_COUNT];
 
 /** Redis error replies that mean "not available now" rather than a bug in a script. */
 const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'CLUSTERDOWN', 'TRYAGAIN', 'NOREPLICAS', 'OOM', 'MISCONF']);
