@@ -4,7 +4,7 @@
  * enforced call, the part of a call's cost that is tollgate's own.
  *
  *   npm run bench:pipeline -- [--calls 20000] [--concurrency 32] [--redis redis://127.0.0.1:6379] [--alerts]
- *     [--limits] [--warmup 2000] [--only sequential|concurrent]
+ *     [--limits] [--warmup 2000] [--only sequential|concurrent] [--journal]
  *
  * --alerts adds threshold alerts on every budget (never reached, so each charge is read against its
  * thresholds and nothing fires) and a refusal-spike alert: the cost of evaluating alerts, which runs
@@ -12,6 +12,9 @@
  *
  * --limits adds a requests-per-minute limit and a concurrency cap per user, never reached: what
  * limits add to a call. --warmup sets the calls made before measuring; --only measures one run.
+ *
+ * --journal keeps the memory store's journal (src/quota/fileJournal.ts) in the bench's temporary
+ * directory, as `tollgate serve` does without Redis: its appends and group commit count in the CPU.
  *
  * --gate DIR lets an outside profiler count the measured run alone: before it the bench writes
  * DIR/ready and waits for DIR/go, after it (settlements done) it writes DIR/done and waits for
@@ -49,6 +52,8 @@ const { values } = parseArgs({
     only: { type: 'string' },
     /** A directory where the bench waits, around each measured run, for an outside profiler (below). */
     gate: { type: 'string' },
+    /** The memory store with its journal, in the bench's temporary directory. */
+    journal: { type: 'boolean', default: false },
   },
 });
 const CALLS = Number(values.calls);
@@ -95,7 +100,7 @@ rateLimits:
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-pipeline-'));
   const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
-  const settings = settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_KEY_PREFIX: prefix, ...(values.redis ? { REDIS_URL: values.redis } : {}) });
+  const settings = settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_KEY_PREFIX: prefix, ...(values.redis ? { REDIS_URL: values.redis } : {}), ...(values.journal ? { TOLLGATE_DATA_DIR: join(dir, 'data') } : {}) });
   const runtime = await buildRuntime(settings, { policy: parsePolicy(POLICY + (values.alerts ? ALERTS : '') + (values.limits ? LIMITS : ''), 'pipeline-bench.yaml') });
   const gateway = runtime.gateway;
   const principal = { user: 'bench-user', teams: ['bench-team'], costCenter: 'cc-bench', groups: ['employees'], roles: [], authMethod: 'api_key' as const, credentialId: 'bench' };
@@ -121,7 +126,7 @@ async function main(): Promise<void> {
       const wall = performance.now() - t0;
       if (values.gate) await gate(values.gate, 'done', 'end');
       const redisCpu = redis && redis0 ? `, ${perCall(redis0, await redisCounters(redis))}` : '';
-      process.stdout.write(`${label.padEnd(14)} ${CALLS} calls (${runtime.gateway.store.kind} store${values.alerts ? ', alerts' : ''}${values.limits ? ', limits' : ''}): ${(((cpu.user + cpu.system) / CALLS)).toFixed(1)} µs CPU per call, ${((wall * 1000) / CALLS).toFixed(1)} µs wall per call${redisCpu}\n`);
+      process.stdout.write(`${label.padEnd(14)} ${CALLS} calls (${runtime.gateway.store.kind} store${values.journal ? ', journal' : ''}${values.alerts ? ', alerts' : ''}${values.limits ? ', limits' : ''}): ${(((cpu.user + cpu.system) / CALLS)).toFixed(1)} µs CPU per call, ${((wall * 1000) / CALLS).toFixed(1)} µs wall per call${redisCpu}\n`);
     }
     redis?.destroy();
     if (values.redis) await journalSize(values.redis, prefix, WARMUP + 2 * CALLS);
