@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { GatewayError } from '../errors.js';
 import { parseEventLines } from '../metering/focus.js';
 import type { DecisionEvent } from '../metering/events.js';
-import { readHead } from '../quota/fileJournal.js';
+import { readHead } from '../quota/journalFiles.js';
 import type { EntryBody, EntryKind, EntryLine, JournalEntry } from '../quota/journal.js';
 
 const CURRENT = 'journal.jsonl';

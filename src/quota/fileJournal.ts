@@ -15,11 +15,14 @@
  *
  * One process owns a directory at a time (`journal.lock` holds its pid).
  */
-import { closeSync, existsSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { chained, GENESIS, type EntryBody, type JournalEntry } from './journal.js';
+import { CURRENT, HEAD, LOCK, NEXT, readSegment, segmentFiles, segmentName, takeLock } from './journalFiles.js';
+
+export { readHead, readSegment, segmentFiles, segmentName } from './journalFiles.js';
 
 export interface FileJournalOptions {
   dir: string;
@@ -37,6 +40,8 @@ export interface FileJournalOptions {
 /** How many times close tries its last fsync before it gives up and says so. */
 const CLOSE_ATTEMPTS = 3;
 
+const fdatasyncAsync = promisify(fdatasync);
+
 /** What opening a journal directory found. */
 export interface OpenedJournal {
   journal: FileJournal;
@@ -44,55 +49,6 @@ export interface OpenedJournal {
   replay: EntryBody[];
 }
 
-const CURRENT = 'journal.jsonl';
-const fdatasyncAsync = promisify(fdatasync);
-const NEXT = 'journal.next';
-const HEAD = 'head.json';
-const LOCK = 'journal.lock';
-
-/** The name an ended segment keeps, sortable by the seq it starts at. */
-export function segmentName(firstSeq: number): string {
-  return `journal-${String(firstSeq).padStart(12, '0')}.jsonl`;
-}
-
-/** Every segment of a journal directory in order, ended ones first, the current one last. */
-export function segmentFiles(dir: string): string[] {
-  const ended = readdirSync(dir)
-    .filter((f) => /^journal-\d{12}\.jsonl$/.test(f))
-    .sort();
-  return [...ended, ...(existsSync(join(dir, CURRENT)) ? [CURRENT] : [])].map((f) => join(dir, f));
-}
-
-/** Parses a segment's lines; a last line that is not whole JSON (a torn write) is reported, not thrown. */
-export function readSegment(file: string): { entries: JournalEntry[]; goodBytes: number; torn: boolean } {
-  const text = readFileSync(file, 'utf8');
-  const entries: JournalEntry[] = [];
-  let offset = 0;
-  let goodBytes = 0;
-  while (offset < text.length) {
-    const end = text.indexOf('\n', offset);
-    const line = end === -1 ? text.slice(offset) : text.slice(offset, end);
-    try {
-      if (end === -1) throw new Error('no newline');
-      entries.push(JSON.parse(line) as JournalEntry);
-    } catch {
-      if (end === -1 || text.indexOf('\n', end + 1) === -1) return { entries, goodBytes, torn: true };
-      throw new Error(`journal ${file} has an unreadable line after byte ${goodBytes}; run \`tollgate audit verify\` and restore it`);
-    }
-    offset = end + 1;
-    // Counted line by line: measuring the text up to here on every line made reading a 64 MiB
-    // segment quadratic (hours, on the event loop, at the first segment change).
-    goodBytes += Buffer.byteLength(line, 'utf8') + 1;
-  }
-  return { entries, goodBytes, torn: false };
-}
-
-/** The head file: the last entry fsync'd, by seq and link. */
-export function readHead(dir: string): { seq: number; link: string } | undefined {
-  const file = join(dir, HEAD);
-  if (!existsSync(file)) return undefined;
-  return JSON.parse(readFileSync(file, 'utf8')) as { seq: number; link: string };
-}
 
 export class FileJournal {
   private fd: number;
@@ -373,25 +329,4 @@ export class FileJournal {
 
 function utcDay(ms: number): number {
   return Math.floor(ms / 86_400_000);
-}
-
-/** One process owns a journal directory; a lock left by a process that is gone is taken over. */
-function takeLock(dir: string): void {
-  const file = join(dir, LOCK);
-  if (existsSync(file)) {
-    const pid = Number(readFileSync(file, 'utf8'));
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) {
-      throw new Error(`the journal in ${dir} is in use by process ${pid}; give each tollgate its own TOLLGATE_DATA_DIR, or share budgets through Redis`);
-    }
-  }
-  writeFileSync(file, String(process.pid));
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
