@@ -28,7 +28,7 @@ import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { createClient } from '@keyv/redis';
-import { killChildren, localRedisUrl, pct, rssMb, sleep, startChild } from './common.js';
+import { killChildren, localRedisUrl, pct, rssMb, runBench, sleep, startChild } from './common.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
 import { closeRawClient, closedLoop, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
 import { startNginx, startPortkey } from './floor.js';
@@ -472,11 +472,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    killChildren('SIGKILL');
-    process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench('bench', main, () => killChildren('SIGKILL'));

@@ -96,6 +96,18 @@ export function freePort(): Promise<number> {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Runs a benchmark's main: exits 0 when it ends, else prints the failure (after `onFail`) and exits 1. */
+export function runBench(name: string, main: () => Promise<void>, onFail?: () => void): void {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      onFail?.();
+      process.stderr.write(`${name} failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
+
 /**
  * The in-process benchmarks' policy: the demo provider priced, three budgets a call (a weekly user
  * budget in Paris time, a monthly team budget, a rolling cost-centre budget) never reached.

@@ -16,7 +16,7 @@ import { buildRuntime, settingsFromEnv } from '../../src/main.js';
 import { parseCompleteArgs } from '../../src/call/request.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
-import { threeBudgetPolicy } from './common.js';
+import { runBench, threeBudgetPolicy } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -68,10 +68,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`heapgrowth bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench('heapgrowth bench', main);

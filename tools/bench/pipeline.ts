@@ -37,6 +37,7 @@ import { buildRuntime, settingsFromEnv } from '../../src/main.js';
 import { parseCompleteArgs } from '../../src/call/request.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
+import { runBench } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -193,11 +194,5 @@ async function journalSize(url: string, prefix: string, calls: number): Promise<
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`pipeline bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench('pipeline bench', main);
 

@@ -22,7 +22,7 @@ import { buildRuntime, settingsFromEnv } from '../../src/main.js';
 import { parseCompleteArgs } from '../../src/call/request.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
-import { threeBudgetPolicy } from './common.js';
+import { runBench, threeBudgetPolicy } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -122,10 +122,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`redismem bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench('redismem bench', main);
