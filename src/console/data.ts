@@ -99,7 +99,7 @@ export async function* decisions(src: ConsoleSources): AsyncGenerator<Decision> 
 /** The day rollups of a range, as `tollgate usage report` reads them from the same store. */
 export async function rollupsIn(src: ConsoleSources, range: { start: string; end: string }): Promise<UsageRollup[]> {
   const kind = journalKind(src);
-  if (kind === 'redis') return (src.redisRollups ??= new RedisRollups(src.gateway.store as RedisQuotaStore)).read(range.start, dayOf(ms(range.end) - DAY_MS));
+  if (kind === 'redis') return (src.redisRollups ??= new RedisRollups(src.gateway.store as RedisQuotaStore, { now: src.now })).read(range.start, dayOf(ms(range.end) - DAY_MS));
   if (kind === 'embedded') return (src.rollups ??= new JournalRollups(src.dataDir!)).read(range.start, range.end);
   return [];
 }

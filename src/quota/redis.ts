@@ -538,8 +538,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   }
 
   /**
-   * Each hash's version (ROLLUP_VERSION_FIELD): null when it has none (gone, or not written since
-   * versions began). Sent at once: one round trip per node.
+   * Each hash's version (ROLLUP_VERSION_FIELD): null when it has none (gone, or written before
+   * versions existed and given none since). Sent at once: one round trip per node.
    */
   async rollupVersions(keys: readonly RollupKey[]): Promise<(string | null)[]> {
     try {

@@ -200,8 +200,8 @@ export interface JournalVerifyReport {
   /** Charge entries and their events: a request's charges must carry its event once. */
   events: { charges: number; missing: { id: string; stream: string; seq: number }[]; pending: string[] };
   /**
-   * Rollup hashes of fully journaled days, recomputed from the events; the version field (`#`) is
-   * checked against the link of the last entry that added to the hash.
+   * Rollup hashes of fully journaled days, recomputed from the events; the version field (`#`)
+   * must be the link of an entry that added to the hash (a mismatch names the last one).
    */
   rollups: { checked: number; mismatches: { key: string; field: string; rollup: number | string; journal: number | string }[] };
 }
@@ -240,8 +240,11 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
   const eventLine = new Map<string, string>();
   /** Per rollup key: what the events of its entries add up to. */
   const rolled = new Map<string, Map<string, number>>();
-  /** Per rollup key: the link of the last entry that added to it (its version field). */
-  const lastLink = new Map<string, string>();
+  /**
+   * Per rollup key: the links of the entries that added to it, last one last. Its version field is
+   * one of them: the entry that made the hash, or one that added to it after its day was over.
+   */
+  const addedBy = new Map<string, Set<string>>();
   /** The latest instant before which some stream lost entries; windows starting before it are not checked. */
   let coveredFrom = -Infinity;
   /** Days (per rollup key base) that a trimmed stream does not cover whole. */
@@ -323,7 +326,11 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
         if (!fields) rolled.set(key, (fields = new Map()));
         const add = rollupFields(b.event);
         for (let i = 0; i < add.length; i += 2) fields.set(add[i] as string, (fields.get(add[i] as string) ?? 0) + (add[i + 1] as number));
-        if (add.length > 0) lastLink.set(key, e.link);
+        if (add.length > 0) {
+          let links = addedBy.get(key);
+          if (!links) addedBy.set(key, (links = new Set()));
+          links.add(e.link);
+        }
       }
     }
   }
@@ -358,9 +365,10 @@ export async function verifyRedisJournal(reader: JournalReader, opts: VerifyOpti
     const stored = await reader.hGetAll(key);
     if (Object.keys(stored).length === 0) continue;
     report.rollups.checked += 1;
-    // A hash last written before versions existed has none.
+    // A hash written before versions existed has none.
     const version = stored[ROLLUP_VERSION_FIELD];
-    if (version !== undefined && version !== lastLink.get(key)) report.rollups.mismatches.push({ key, field: ROLLUP_VERSION_FIELD, rollup: version, journal: lastLink.get(key) ?? '' });
+    const links = addedBy.get(key);
+    if (version !== undefined && !links?.has(version)) report.rollups.mismatches.push({ key, field: ROLLUP_VERSION_FIELD, rollup: version, journal: links ? [...links].at(-1)! : '' });
     for (const field of new Set([...Object.keys(stored), ...fields.keys()])) {
       if (field === ROLLUP_VERSION_FIELD) continue;
       const r = Number(stored[field] ?? 0);

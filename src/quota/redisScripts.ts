@@ -26,10 +26,11 @@
  * line's own `R:j`, `R:jh`, `R:roll:<day>` (same slot), or the `{journal}` ones for entries
  * without a line (refusals). The gateway sends each entry's body as JSON text with its
  * SHA-256 `h`; the script links it: `link = sha1hex(prev .. h)`, XADD seq/h/prev/link/body, and
- * moves the head. ROLL's field `#` is the link of the last entry that added to it (its version,
- * for readers that keep a day's rollups between reads). Entries that recovery writes are built here from fragments the reservation
- * kept, so their SHA-256 is computed in Lua (`sha256` below, checked against node:crypto in the
- * tests).
+ * moves the head. ROLL's field `#` (its version, for readers that keep a day's rollups between
+ * reads) is the link of the entry that made the hash, or of the last entry that added to it after
+ * its day was over by Redis's clock (`rollup` below). Entries that recovery writes are built here
+ * from fragments the reservation kept, so their SHA-256 is computed in Lua (`sha256` below,
+ * checked against node:crypto in the tests).
  *
  * Recovery: a purged reservation whose R:i says dispatched is charged at its reserved amount
  * (never more), its settled marker set so a late settle adds nothing, with a `recover` entry whose
@@ -131,6 +132,14 @@ local function journal(keys, argv)
   return { j = keys[1], jh = keys[2], roll = keys[3], nowStr = argv[1], now = tonumber(argv[1]), trim = argv[2], trimv = argv[3], rollTtl = tonumber(argv[4]) }
 end
 
+local DAY_MS = 86400000
+
+-- Redis's clock (TIME: seconds, microseconds), asked once a script.
+local function redisTime(jr)
+  if not jr.time then jr.time = redis.call('TIME') end
+  return jr.time
+end
+
 -- Chains an entry whose body hashes to h after the stream's head, appends it and moves the head.
 local function append(jr, h, body)
   local head = redis.call('GET', jr.jh)
@@ -144,7 +153,7 @@ local function append(jr, h, body)
   local link = redis.sha1hex(prev .. h)
   if jr.trim == 'MINID' then
     -- Stream ids are Redis's clock: the oldest id to keep is Redis's now minus the age.
-    local t = redis.call('TIME')
+    local t = redisTime(jr)
     local minid = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(jr.trimv)
     redis.call('XADD', jr.j, 'MINID', '~', string.format('%d', math.max(0, minid)), '*', 'seq', seq, 'h', h, 'prev', prev, 'link', link, 'body', body)
   elseif jr.trim ~= '' then
@@ -157,16 +166,29 @@ local function append(jr, h, body)
 end
 
 -- Adds rollup increments to the day's hash: args[from] is the dimensions, then metric, increment,
--- ... up to args[to]; each goes to the field '<metric>|<dimensions>'. Called right after append():
--- the field '#' takes the link of the entry just appended, so it names the last write to the hash
--- and a reader can tell a hash it read before is unchanged (rollups.ts, ROLLUP_VERSION_FIELD).
--- When '#' is new the hash may be new too and gets its lifetime (a hash written before '#'
--- existed keeps the one it has), so a call costs no PTTL.
+-- ... up to args[to]; each goes to the field '<metric>|<dimensions>'. Called right after append().
+-- The field '#' (the hash's version, rollups.ts ROLLUP_VERSION_FIELD) takes the link of the entry
+-- just appended only when the hash is made, or when the write goes into a day that is over by
+-- Redis's own clock (a replica whose clock is behind, a settlement replayed after an outage):
+-- readers read the last two days whole every time and keep older ones while their version is
+-- unchanged (admin/redisRollups.ts), so a write into today's hash writes nothing but its
+-- increments. The hash's day is the day of jr.now (the key is named from it). The first increment
+-- is always 'calls' by 1: when it comes back as that increment the field held nothing, and the
+-- hash may be new; otherwise the hash was made before, with its version, and the normal path
+-- costs one TIME. A hash that gets '#' here for the first time gets its lifetime (one written
+-- before '#' existed keeps the one it has).
 local function rollup(jr, args, from, to)
   if to <= from then return end
   local dims = '|' .. args[from]
-  for i = from + 1, to, 2 do redis.call('HINCRBY', jr.roll, args[i] .. dims, args[i + 1]) end
-  if redis.call('HSET', jr.roll, '#', jr.link) == 1 and redis.call('PTTL', jr.roll) < 0 then redis.call('PEXPIRE', jr.roll, jr.rollTtl) end
+  local first = redis.call('HINCRBY', jr.roll, args[from + 1] .. dims, args[from + 2])
+  for i = from + 3, to, 2 do redis.call('HINCRBY', jr.roll, args[i] .. dims, args[i + 1]) end
+  local set = 0
+  if math.floor(jr.now / DAY_MS) < math.floor(tonumber(redisTime(jr)[1]) / 86400) then
+    set = redis.call('HSET', jr.roll, '#', jr.link)
+  elseif first == tonumber(args[from + 2]) then
+    set = redis.call('HSETNX', jr.roll, '#', jr.link)
+  end
+  if set == 1 and redis.call('PTTL', jr.roll) < 0 then redis.call('PEXPIRE', jr.roll, jr.rollTtl) end
 end
 
 -- Adds to a usage counter and extends (never shortens) its life to ttl ms from now. A counter whose
@@ -178,8 +200,6 @@ local function charge(key, amount, ttl)
     if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
   end
 end
-
-local DAY_MS = 86400000
 
 -- An epoch-ms instant as Date.prototype.toISOString writes it.
 local function iso(ms)

@@ -140,10 +140,14 @@ function addMetric(row: UsageRollup, metric: string, n: number): void {
 }
 
 /**
- * The field of a rollup hash that is not a rollup: the link of the last journal entry that added
- * to the hash, written in the same script step (redisScripts.ts, `rollup`). Equal links mean the
- * hash is unchanged, so a reader may keep a hash's rows and check one field before using them
- * again. A hash written before this field existed has none until its next write.
+ * The field of a rollup hash that is not a rollup: its version, the link of a journal entry that
+ * added to the hash, written in the same script step (redisScripts.ts, `rollup`) when the hash is
+ * made and on every write into a day that is over by Redis's own clock, never on a write into the
+ * day Redis calls today. So an unchanged version means an unchanged hash only for a day that was
+ * over when the hash was read: a reader may keep such a hash's rows and check this one field
+ * before using them again (admin/redisRollups.ts), and reads the last two days whole. A hash
+ * written before this field existed has none until a write gives it one (the first write of a new
+ * row, or a write into its day once that day is over).
  */
 export const ROLLUP_VERSION_FIELD = '#';
 

@@ -7,6 +7,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createClient } from '@keyv/redis';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyJournalDir } from '../../src/admin/audit.js';
@@ -19,12 +20,13 @@ import { parsePolicy } from '../../src/policy/load.js';
 import { FileJournal } from '../../src/quota/fileJournal.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
+import { dayOf } from '../../src/quota/redisJournal.js';
 import { lineKeys } from '../../src/policy/budgets.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 import { sha } from '../fixtures/policies.js';
 import { startConsoleGateway, type ConsoleGateway } from '../helpers/console.js';
 import { connectHttp } from '../helpers/gateway.js';
-import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
+import { deleteKeys, redisTimeMs, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
 
 const NOW = Date.parse('2026-11-25T10:00:00.000Z');
 const clock = () => NOW;
@@ -206,8 +208,14 @@ describe('console on Redis', () => {
   });
 
   it('shows a settlement that lands late in a day it has already shown and kept (from a replica whose clock is behind)', async () => {
-    // Another replica, its clock a day behind: what it settles goes to the day before's rollups.
-    const behind = NOW - 86_400_000;
+    // Another replica, its clock three days behind: what it settles goes to a day older than the
+    // console's yesterday, which the console keeps between views while its version is unchanged.
+    // Redis's own clock (today's date) is past that day, so each such write changes the version.
+    const behind = NOW - 3 * 86_400_000;
+    const redisNow = createClient({ url: redis.url });
+    await redisNow.connect();
+    expect(dayOf(await redisTimeMs(redisNow)) > dayOf(behind), 'Redis\'s clock is past the late day').toBe(true);
+    redisNow.destroy();
     const late = new RedisQuotaStore({ url: redis.url, prefix, now: () => behind, logger: pino({ level: 'silent' }), sweepIntervalMs: 0 });
     const start = Date.UTC(2026, 10, 23);
     const line = (amount: number): LedgerLine => ({ budgetId: 'user-weekly', subject: 'carol', limit: 100_000, amount, expiresAt: start + 9 * 86_400_000, ...lineKeys(prefix, 'user-weekly', 'carol', [start], start) });
@@ -234,17 +242,18 @@ describe('console on Redis', () => {
       const month = rangeOf('month', NOW);
       const carol = (o: Awaited<ReturnType<typeof overview>>) => o.by.user.find((r) => r.key === 'carol');
       expect(carol(await overview(src, month))).toMatchObject({ calls: 1, inputTokens: 100, outputTokens: 20, costMicroUsd: 500 });
-      // Shown again with nothing written: the two days with calls are kept, not read again (the
-      // 28 others have no hash, and are asked for one each time).
+      // Shown again with nothing written: the late day is kept, not read again; today and
+      // yesterday are read whole every time, and the 27 others have no hash and are asked for one
+      // each time.
       const kept = await overview(src, month);
-      expect(src.redisRollups!.lastReadWhole).toBe(28);
+      expect(src.redisRollups!.lastReadWhole).toBe(29);
 
       await settle('late-2');
       const after = await overview(src, month);
-      expect(src.redisRollups!.lastReadWhole).toBe(29);
+      expect(src.redisRollups!.lastReadWhole).toBe(30);
       expect(carol(after)).toMatchObject({ calls: 2, inputTokens: 200, outputTokens: 40, costMicroUsd: 1000 });
       expect(after.total.calls).toBe(kept.total.calls + 1);
-      expect(after.trend.find((p) => p.day === '2026-11-24')).toEqual({ day: '2026-11-24', calls: 2, tokens: 240, costMicroUsd: 1000 });
+      expect(after.trend.find((p) => p.day === '2026-11-22')).toEqual({ day: '2026-11-22', calls: 2, tokens: 240, costMicroUsd: 1000 });
       // What a process that kept nothing reads.
       expect(after).toEqual(await overview({ gateway: gw.runtime.gateway, keyPrefix: prefix, now: clock }, month));
       expect((await store.verify()).ok).toBe(true);

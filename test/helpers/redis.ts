@@ -127,6 +127,27 @@ export async function startRedis(): Promise<TestRedis> {
   return startPrivateRedis();
 }
 
+const DAY_MS = 86_400_000;
+
+/** Redis's own clock (TIME), epoch ms. */
+export async function redisTimeMs(client: Pick<ReturnType<typeof createClient>, 'time'>): Promise<number> {
+  const [s, us] = await client.time();
+  return Number(s) * 1000 + Math.floor(Number(us) / 1000);
+}
+
+/**
+ * An instant on the UTC day Redis's own clock is on, for a test whose writes must all land on the
+ * day Redis calls today (the rollup scripts compare the two): Redis's clock now, after waiting out
+ * the last 30 seconds of a day.
+ */
+export async function onRedisDay(client: Pick<ReturnType<typeof createClient>, 'time'>): Promise<number> {
+  const t = await redisTimeMs(client);
+  const left = DAY_MS - (t % DAY_MS);
+  if (left > 30_000) return t;
+  await new Promise((r) => setTimeout(r, left + 50));
+  return redisTimeMs(client);
+}
+
 /** A key prefix unique to this process and call, e.g. `tgtest:store:4242:9f3a1c:`. */
 export function uniquePrefix(name: string): string {
   return `tgtest:${name}:${process.pid}:${randomBytes(4).toString('hex')}:`;

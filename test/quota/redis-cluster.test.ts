@@ -9,7 +9,7 @@ import { createStore, settingsFromEnv } from '../../src/main.js';
 import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
-import { hasRedisCli, startPrivateCluster, uniquePrefix, type PrivateCluster } from '../helpers/redis.js';
+import { hasRedisCli, onRedisDay, startPrivateCluster, uniquePrefix, type PrivateCluster } from '../helpers/redis.js';
 import { verifyChain } from '../../src/quota/journal.js';
 import { journalBodies, journalOf } from './journal-helpers.js';
 import { quotaStoreContract } from './store-contract.js';
@@ -244,6 +244,36 @@ describe.skipIf(!cliPresent)('RedisQuotaStore on Redis Cluster', () => {
       const recovered = (await journalOf({ clusterNodes: cluster.nodes }, prefix)).filter((e) => e.entry.body.kind === 'recover' && e.entry.body.id === 'k1');
       expect(recovered.map((e) => e.stream).sort()).toEqual([`${lx.reservedKey}:j`, `${ly.reservedKey}:j`].sort());
       expect((await a!.verify()).ok).toBe(true);
+    });
+
+    it("names a line's rollup hash once on the day Redis calls today, and anew on every write into a past day", async () => {
+      const node = createClient({ url: cluster.nodes[0] });
+      await node.connect();
+      let clock = await onRedisDay(node);
+      node.destroy();
+      const store = new RedisQuotaStore({ clusterNodes: cluster.nodes, prefix, now: () => clock, logger: silent, sweepIntervalMs: 0 });
+      stores.push(store);
+      const settle = (id: string) => store.settle(id, [line('budget0', 1000, 5)], { event: 'tollgate.decision', 'request.id': id, outcome: 'success', 'user.id': 'ada' });
+      const versions = async (day: string) => store.rollupVersions(await store.rollupKeys(day, day));
+      const today = new Date(clock).toISOString().slice(0, 10);
+      await settle('t1');
+      const made = await versions(today);
+      expect(made).toHaveLength(1);
+      expect(made[0]).toMatch(/^[0-9a-f]{40}$/);
+      await settle('t2');
+      await settle('t3');
+      expect(await versions(today)).toEqual(made);
+
+      clock -= 86_400_000;
+      const yesterday = new Date(clock).toISOString().slice(0, 10);
+      await settle('p1');
+      const first = await versions(yesterday);
+      await settle('p2');
+      const second = await versions(yesterday);
+      expect(second).toHaveLength(1);
+      expect(second).not.toEqual(first);
+      expect((await store.rollups(yesterday, today)).map((r) => [r.day, r.calls])).toEqual([[yesterday, 2], [today, 3]]);
+      expect((await store.verify()).ok).toBe(true);
     });
 
     it('releases from another replica, which finds the request\'s lines in the Keyv record on any shard', async () => {

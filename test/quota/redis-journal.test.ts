@@ -20,7 +20,7 @@ import { dayOf, entryText } from '../../src/quota/redisJournal.js';
 import { rollupFields } from '../../src/quota/rollups.js';
 import { SHA256 } from '../../src/quota/redisScripts.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
-import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
+import { deleteKeys, onRedisDay, startPrivateRedis, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
 import { journalOf } from './journal-helpers.js';
 
 const HOUR = 3600_000;
@@ -47,6 +47,10 @@ describe('RedisQuotaStore journal (single node)', () => {
   };
   const entryLine = (l: LedgerLine) => ({ budgetId: l.budgetId, subject: l.subject, usageKey: l.usageKey, reservedKey: l.reservedKey, amount: l.amount, expiresAt: l.expiresAt });
   const stream = () => `${prefix}{journal}:j`;
+  const headLink = async () => {
+    const head = (await raw.get(`${prefix}{journal}:jh`))!;
+    return head.slice(head.indexOf(' ') + 1);
+  };
   const entries = async () => (await journalOf({ url: redis.url }, prefix)).map((e) => e.entry);
   const callEvent = (id: string, extra: DecisionRecord = {}): DecisionRecord => ({
     event: 'tollgate.decision',
@@ -465,29 +469,68 @@ describe('RedisQuotaStore journal (single node)', () => {
     expect((await store.verify()).counters).toEqual({ checked: 1, skipped: 0, mismatches: [] });
   });
 
-  it('names in each rollup hash the link of the entry that added to it last, and the audit checks that name', async () => {
+  it('names a rollup hash once, by the entry that made it: later writes of the same day leave its version as it was, and the audit checks that name', async () => {
+    clock = await onRedisDay(raw);
     const store = open();
-    const roll = `${prefix}{journal}:roll:${dayOf(clock)}`;
-    const link = async () => {
-      const head = (await raw.get(`${prefix}{journal}:jh`))!;
-      return head.slice(head.indexOf(' ') + 1);
-    };
+    const day = dayOf(clock);
+    const roll = `${prefix}{journal}:roll:${day}`;
     await store.reserve('c1', [line('alpha', 400)], TTL);
     await store.settle('c1', [line('alpha', 150)], callEvent('c1'));
-    expect(await raw.hGet(roll, '#')).toBe(await link());
+    const made = await headLink();
+    expect(await raw.hGet(roll, '#')).toBe(made);
+    expect(await raw.pTTL(roll)).toBeGreaterThan(399 * 86_400_000);
+    // The same row again, a new row (another user), an entry that adds no rollup (a console action).
     await store.record(callEvent('c2', { outcome: 'refused', 'error.code': 'POLICY_DENIED' }));
-    const second = await link();
-    expect(await raw.hGet(roll, '#')).toBe(second);
-    // An entry that adds no rollup (a console action) leaves the name as it was.
+    await store.settle('c3', [line('alpha', 10, 'bob')], callEvent('c3', { 'user.id': 'bob' }));
     await store.recordAction('v1', { action: 'view' });
-    expect(await raw.hGet(roll, '#')).toBe(second);
-    expect(await store.rollups(dayOf(clock), dayOf(clock))).toHaveLength(1);
+    expect(await raw.hGet(roll, '#')).toBe(made);
+    expect((await store.rollups(day, day)).map((r) => [r.user, r.calls])).toEqual([['ada', 2], ['bob', 1]]);
     expect((await store.verify()).ok).toBe(true);
 
     await raw.hSet(roll, '#', 'f'.repeat(40));
     const report = await store.verify();
-    expect(report.rollups.mismatches).toEqual([{ key: roll, field: '#', rollup: 'f'.repeat(40), journal: second }]);
+    expect(report.rollups.mismatches).toEqual([{ key: roll, field: '#', rollup: 'f'.repeat(40), journal: (await entries()).at(-2)!.link }]);
     expect(report.ok).toBe(false);
+  });
+
+  it('names a past day\'s rollup hash anew on every write into it (a gateway clock a day behind Redis\'s)', async () => {
+    clock = (await onRedisDay(raw)) - 86_400_000;
+    const store = open();
+    const roll = `${prefix}{journal}:roll:${dayOf(clock)}`;
+    await store.record(callEvent('p1', { outcome: 'refused', 'error.code': 'POLICY_DENIED' }));
+    const first = await headLink();
+    expect(await raw.hGet(roll, '#')).toBe(first);
+    await store.settle('p2', [line('alpha', 20)], callEvent('p2'));
+    const second = await headLink();
+    expect(second).not.toBe(first);
+    expect(await raw.hGet(roll, '#')).toBe(second);
+    expect(await raw.pTTL(roll)).toBeGreaterThan(399 * 86_400_000);
+    expect((await store.verify()).ok).toBe(true);
+    // The version names an entry that added to the hash, not just any entry of the journal.
+    await store.recordAction('v1', { action: 'view' });
+    await raw.hSet(roll, '#', await headLink());
+    expect((await store.verify()).rollups.mismatches.map((m) => m.field)).toEqual(['#']);
+  });
+
+  it('writes no version on a write into today\'s hash once the hash and the row exist: one TIME in place of the HSET', async () => {
+    const own = await startPrivateRedis();
+    const client = createClient({ url: own.url });
+    await client.connect();
+    const store = new RedisQuotaStore({ url: own.url, prefix, now: () => clock, logger: silent, sweepIntervalMs: 0 });
+    try {
+      clock = await onRedisDay(client);
+      const refused = (id: string) => callEvent(id, { outcome: 'refused', 'error.code': 'POLICY_DENIED' });
+      await store.record(refused('m0'));
+      await client.configResetStat();
+      for (let i = 1; i <= 5; i++) await store.record(refused(`m${i}`));
+      const calls = (cmd: string, info: string) => Number(new RegExp(`^cmdstat_${cmd}:calls=(\\d+)`, 'm').exec(info)?.[1] ?? 0);
+      const info = await client.info('commandstats');
+      expect(['hincrby', 'time', 'hset', 'hsetnx', 'pttl', 'pexpire'].map((c) => calls(c, info))).toEqual([25, 5, 0, 0, 0, 0]);
+    } finally {
+      await store.close();
+      client.destroy();
+      await own.stop();
+    }
   });
 
   it('builds in Lua the recovery event and rollups recoveryEvent() and rollupFields() describe, whatever the meta holds', async () => {
