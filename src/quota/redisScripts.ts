@@ -173,9 +173,10 @@ end
 -- readers read the last two days whole every time and keep older ones while their version is
 -- unchanged (admin/redisRollups.ts), so a write into today's hash writes nothing but its
 -- increments. The hash's day is the day of jr.now (the key is named from it). The first increment
--- is always 'calls' by 1: when it comes back as that increment the field held nothing, and the
--- hash may be new; otherwise the hash was made before, with its version, and the normal path
--- costs one TIME. A hash that gets '#' here for the first time gets its lifetime (one written
+-- is always 'calls' by 1: when it comes back as that increment the field held nothing and the hash
+-- may be new, so HSETNX (a no-op when '#' is there); otherwise the hash existed before this call,
+-- made with its version (or written before '#' existed), and the normal path costs one TIME where
+-- it cost one HSET. A hash that gets '#' here for the first time gets its lifetime (one written
 -- before '#' existed keeps the one it has).
 local function rollup(jr, args, from, to)
   if to <= from then return end
