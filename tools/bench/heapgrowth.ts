@@ -4,7 +4,11 @@
  * heap used then, with RSS. A heap that keeps growing after GC is memory held per call; a flat
  * one means RSS movements are the collector's, not the gateway's.
  *
- *   node --expose-gc --import tsx tools/bench/heapgrowth.ts [--calls 300000] [--step 25000] [--redis redis://…] [--snapshots 20000,60000]
+ *   node --expose-gc --import tsx tools/bench/heapgrowth.ts [--calls 300000] [--step 25000] [--redis redis://…] [--journal] [--snapshots 20000,60000]
+ *
+ * --journal runs the memory store with its journal in a temporary directory, as `tollgate serve`
+ * runs it without Redis. Besides the heap after GC it prints V8's external memory (buffers) and
+ * RSS, so growth outside the JS heap shows too.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -24,6 +28,8 @@ const { values } = parseArgs({
     step: { type: 'string', default: '25000' },
     concurrency: { type: 'string', default: '32' },
     redis: { type: 'string' },
+    /** The memory store with its journal, in the tool's temporary directory. */
+    journal: { type: 'boolean', default: false },
     /** Writes a heap snapshot (after the GC) at these call counts, comma-separated, into the working directory. */
     snapshots: { type: 'string', default: '' },
   },
@@ -36,7 +42,7 @@ const POLICY = threeBudgetPolicy('heapgrowth-bench');
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-heapgrowth-'));
   const prefix = `tgheap:${randomBytes(4).toString('hex')}:`;
-  const settings = settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_KEY_PREFIX: prefix, ...(values.redis ? { REDIS_URL: values.redis } : {}) });
+  const settings = settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'warn', TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'), TOLLGATE_KEY_PREFIX: prefix, ...(values.redis ? { REDIS_URL: values.redis } : {}), ...(values.journal ? { TOLLGATE_DATA_DIR: join(dir, 'data') } : {}) });
   const runtime = await buildRuntime(settings, { policy: parsePolicy(POLICY, 'heapgrowth-bench.yaml') });
   const gateway = runtime.gateway;
   const principal = { user: 'bench-user', teams: ['bench-team'], costCenter: 'cc-bench', groups: ['employees'], roles: [], authMethod: 'api_key' as const, credentialId: 'bench' };
@@ -44,7 +50,7 @@ async function main(): Promise<void> {
   const one = () => gateway.complete({ principal, transport: 'http', request: parseCompleteArgs(args, gateway.policy.config.limits) });
   const total = Number(values.calls);
   const step = Number(values.step);
-  process.stdout.write(`${runtime.gateway.store.kind} store\n${'calls'.padStart(8)}${'heap after GC MB'.padStart(18)}${'RSS MB'.padStart(9)}\n`);
+  process.stdout.write(`${runtime.gateway.store.kind} store${values.journal ? ', journal' : ''}\n${'calls'.padStart(8)}${'heap after GC MB'.padStart(18)}${'external MB'.padStart(13)}${'RSS MB'.padStart(9)}\n`);
   try {
     for (let done = 0; done <= total; done += step) {
       await gateway.idle();
@@ -53,7 +59,7 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 3000));
       gc!();
       const m = process.memoryUsage();
-      process.stdout.write(`${String(done).padStart(8)}${(m.heapUsed / 2 ** 20).toFixed(1).padStart(18)}${(m.rss / 2 ** 20).toFixed(0).padStart(9)}\n`);
+      process.stdout.write(`${String(done).padStart(8)}${(m.heapUsed / 2 ** 20).toFixed(1).padStart(18)}${(m.external / 2 ** 20).toFixed(1).padStart(13)}${(m.rss / 2 ** 20).toFixed(0).padStart(9)}\n`);
       if (values.snapshots.split(',').includes(String(done))) process.stdout.write(`  snapshot ${writeHeapSnapshot(`heapgrowth-${done}.heapsnapshot`)}\n`);
       if (done === total) break;
       let next = 0;
