@@ -169,6 +169,10 @@ const UNINDEXED_MAX = 100_000;
 /** Lines the sweep visits per pass at most. */
 const SWEEP_BATCH = 200;
 
+/** How many written profiles a store remembers, and for how long (R:p keeps them 2 days: PROFILE_TTL_MS). */
+const PROFILES_REMEMBERED = 10_000;
+const PROFILE_RESEND_MS = 3_600_000;
+
 /** Amounts go into INCRBY and Lua arithmetic: whole numbers only, and never negative outside adjust(). */
 function assertAmount(n: number, what: string, signed = false): void {
   if (!Number.isSafeInteger(n) || (!signed && n < 0)) throw new RangeError(`${what} must be a ${signed ? '' : 'non-negative '}safe integer, got ${n}`);
@@ -281,6 +285,37 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   }
 
   async reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord, opts: ReserveOptions = {}): Promise<ReserveOutcome> {
+    // A profile this store wrote may be gone (Redis restarted or flushed): then nothing was
+    // reserved, and the reservation is made again with the profile's text.
+    return (await this.reserveOnce(requestId, lines, ttlMs, meta, opts, false)) ?? (await this.reserveOnce(requestId, lines, ttlMs, meta, opts, true))!;
+  }
+
+  /** The profiles this store wrote lately, per R:p and digest (`<R:p> <digest>`), with when. */
+  private readonly profilesWritten = new Map<string, number>();
+
+  /** True when this store wrote the profile to `key` less than an hour ago (well within R:p's lifetime). */
+  private profileWritten(key: string, now: number): boolean {
+    const at = this.profilesWritten.get(key);
+    if (at === undefined) return false;
+    if (now - at < PROFILE_RESEND_MS && now >= at) return true;
+    this.profilesWritten.delete(key);
+    return false;
+  }
+
+  /** The profile keys this store remembers writing (for the tests: the text is sent when it does not). */
+  profilesRemembered(): string[] {
+    return [...this.profilesWritten.keys()];
+  }
+
+  /** One attempt at reserve(); undefined when a profile not sent was missing (nothing reserved). */
+  private async reserveOnce(
+    requestId: string,
+    lines: LedgerLine[],
+    ttlMs: number,
+    meta: DecisionRecord | undefined,
+    opts: ReserveOptions,
+    sendProfile: boolean,
+  ): Promise<ReserveOutcome | undefined> {
     for (const l of lines) {
       assertAmount(l.amount, 'amount');
       if (!Number.isFinite(l.limit)) throw new RangeError(`limit must be finite, got ${l.limit}`);
@@ -290,7 +325,10 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     if (ordered.length === 0) return { ok: true };
     const keys = ordered.map((l) => l.reservedKey);
     const expiresAt = now + ttlMs;
-    const infos = recoveryInfo(ordered, meta);
+    const info = recoveryInfo(ordered, meta);
+    const profileKey = `${ordered[0]!.reservedKey}:p`;
+    const written = `${profileKey} ${info.profile.digest}`;
+    const profileText = sendProfile || !this.profileWritten(written, now) ? info.profile.text : '';
     const idJson = JSON.stringify(requestId);
     // Every script is sent at once, in the fixed order: one round trip. Each is atomic over its
     // lines; on a cluster (a script per line) a refusal on any line gives back the others.
@@ -300,7 +338,12 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       const index = this.linePerScript ? group[0]!.l.reservedKey : this.openIndex;
       return this.runLines(
         RESERVE,
-        [...j.keys, index, ...group.flatMap(({ l }) => [...reservationKeys(l.reservedKey), this.markerKey(l.reservedKey, requestId), ...l.readKeys])],
+        [
+          ...j.keys,
+          index,
+          `${group[0]!.l.reservedKey}:p`,
+          ...group.flatMap(({ l }) => [...reservationKeys(l.reservedKey), this.markerKey(l.reservedKey, requestId), ...l.readKeys]),
+        ],
         [
           ...j.args,
           requestId,
@@ -308,7 +351,10 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
           this.linePerScript ? 0 : 1,
           idJson,
           opts.dispatching ? 1 : 0,
-          ...group.flatMap(({ l, i }) => [4 + l.readKeys.length, l.amount, l.limit, infos[i]!.line, infos[i]!.parts]),
+          // The event goes with the first line: only the script that holds it names the profile.
+          group[0]!.i === 0 ? info.profile.digest : '',
+          group[0]!.i === 0 ? profileText : '',
+          ...group.flatMap(({ l, i }) => [4 + l.readKeys.length, l.amount, l.limit, info.lines[i]!, i === 0 ? info.amounts : '']),
         ],
       );
     });
@@ -330,6 +376,18 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     }
     const states = settled.slice(0, groups.length).flatMap((r) => (r as PromiseFulfilledResult<unknown>).value as [number, number, number, number[]?][]);
     const heldNow = ordered.filter((_, i) => states[i]![0] === 1).map((l) => l.reservedKey);
+    if (states[0]![0] === 4) {
+      // The profile is gone from R:p: the event's script reserved nothing (on a cluster the other
+      // lines' scripts may have), so all is given back and the caller tries again with the text.
+      this.profilesWritten.delete(written);
+      await this.releaseLines(requestId, heldNow, undefined);
+      if (sendProfile) throw new Error('RESERVE asked for the profile it was sent');
+      return undefined;
+    }
+    if (profileText !== '' && states[0]![0] === 1) {
+      if (this.profilesWritten.size >= PROFILES_REMEMBERED) this.profilesWritten.delete(this.profilesWritten.keys().next().value!);
+      this.profilesWritten.set(written, now);
+    }
     const refusedAt = states.findIndex((s) => s[0] === 0);
     if (refusedAt >= 0 || states.some((s) => s[0] === 2)) {
       // A refusal, or a request that already holds (or has settled) a reservation: like the memory

@@ -11,6 +11,7 @@
  * event going with the first line in reservedKey order. Entries without a line (refusals, releases
  * of a request whose lines are unknown) go to `<prefix>{journal}:j`. Order holds within a stream.
  */
+import { hash } from 'node:crypto';
 import { encodeDimension, rollupFields, rollupWho, ROLLUP_VERSION_FIELD } from './rollups.js';
 import { bodyHash, eventJson, GENESIS, teamsOf, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
 import type { DecisionRecord } from './store.js';
@@ -113,52 +114,95 @@ const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : und
 
 const frag = (v: string | undefined): string => (v === undefined ? '' : JSON.stringify(v));
 
-/** What a line of a reservation sends for recovery: its entry line's JSON, and the event's parts on the first line. */
-export interface RecoveryInfo {
-  /** The line as the recover or release entry lists it (its JSON). */
-  line: string;
-  /** On the line that carries the call's event: the parts the Lua builds it from, one a line; else empty. */
-  parts: string;
+/**
+ * The placeholder the profile's charged list holds where each line's reserved amount goes (the Lua
+ * fills them in line order). JSON escapes every control character, so it never occurs otherwise.
+ */
+export const AMOUNT_SLOT = '\u0001';
+
+/** Marks an R:i value of the profile format (JSON fragments, the old format's third part, start with `"`). */
+export const PROFILE_FORMAT = '~1';
+
+/** What the call's event line keeps for recovery apart from the amounts: the same for every call of one caller, model, tier, policy and lines. */
+export interface RecoveryProfile {
+  /** The event's parts, one a line (see recoveryInfo), the charged list with AMOUNT_SLOT for each amount. */
+  text: string;
+  /** The SHA-1 (hex) of `text`: its field in R:p. */
+  digest: string;
 }
 
-/**
- * What each line of a reservation keeps for recovery, in R:i: `<line JSON>\n<request id JSON>`,
- * and on the line that carries the call's event (the first in reservedKey order) the event's parts,
- * one a line, as JSON fragments (empty when absent): transport, policy version, user, teams, cost
- * centre, model, tier, the charge at the reservation, and the rollup dimensions of the recovered
- * and of the released event. JSON never holds a raw newline, so the parts split cleanly. The Lua
- * (`recover` in redisScripts.ts) builds the `recover` or `release` body from these and hashes it.
- */
-export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefined): RecoveryInfo[] {
-  return lines.map((l, i) => {
-    const line = lineText(l);
-    if (i > 0) return { line, parts: '' };
-    const m = meta ?? {};
-    const units = (m.units ?? {}) as Record<string, unknown>;
-    const teams = teamsOf(m);
-    let charged = '[';
-    for (const x of lines) {
-      if (charged.length > 1) charged += ',';
-      charged += `{"amount":${x.amount},"budget":${JSON.stringify(x.budgetId)},"subject":${JSON.stringify(x.subject)},"unit":${JSON.stringify(str(units[x.budgetId]) ?? 'tokens')}}`;
-    }
-    charged += ']';
-    // The recovered event names the model and tier served; the released one the model asked for and no tier.
-    const dims = `${rollupWho(str(m.user), teams, str(m.costCenter))}|${encodeDimension(str(m.model))}`;
-    const parts = [
-      frag(str(m.transport) ?? 'unknown'),
-      frag(str(m.policyVersion) ?? 'unknown'),
-      frag(str(m.user)),
-      teams ? JSON.stringify(teams) : '',
-      frag(str(m.costCenter)),
-      frag(str(m.model)),
-      frag(str(m.tier)),
-      charged,
-      `${dims}|${encodeDimension(str(m.tier))}`,
-      `${dims}|`,
-    ];
-    return { line, parts: parts.join('\n') };
-  });
+/** What a reservation sends for recovery. */
+export interface RecoveryInfo {
+  /** Per line (in the order given), its entry line's JSON, as the recover or release entry lists it. */
+  lines: string[];
+  /** The event's static parts, kept once per line and digest in R:p of the first line. */
+  profile: RecoveryProfile;
+  /** Each line's reserved amount, in line order, comma-separated: the per-call part of the event. */
+  amounts: string;
 }
+
+const MAX_PROFILES = 10_000;
+const profiles = new Map<string, RecoveryProfile>();
+
+/**
+ * What a reservation keeps for recovery. Each line's R:i value is `<line JSON>\n<request id JSON>`;
+ * the line that carries the call's event (the first in reservedKey order) adds `\n~1\n<digest>\n<amounts>`,
+ * the digest naming the profile in R:p: the event's parts, one a line, as JSON fragments (empty when
+ * absent): transport, policy version, user, teams, cost centre, model, tier, the charged list (an
+ * AMOUNT_SLOT for each amount), and the rollup dimensions of the recovered and of the released
+ * event. JSON never holds a raw newline, so the parts split cleanly. The Lua (`recover` in
+ * redisScripts.ts) builds the `recover` or `release` body from these and hashes it. A profile is
+ * built once per distinct input and kept (up to 10,000, oldest dropped first).
+ */
+export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefined): RecoveryInfo {
+  const m = meta ?? {};
+  const units = (m.units ?? {}) as Record<string, unknown>;
+  let amounts = '';
+  const texts: string[] = [];
+  const input: unknown[] = [m.transport, m.policyVersion, m.user, m.teams, m.costCenter, m.model, m.tier];
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i]!;
+    texts.push(lineText(l));
+    amounts += i > 0 ? `,${l.amount}` : String(l.amount);
+    input.push(l.budgetId, l.subject, units[l.budgetId]);
+  }
+  const key = JSON.stringify(input);
+  let profile = profiles.get(key);
+  if (!profile) {
+    const text = profileText(lines, m, units);
+    profile = { text, digest: hash('sha1', text) };
+    if (profiles.size >= MAX_PROFILES) profiles.delete(profiles.keys().next().value!);
+    profiles.set(key, profile);
+  }
+  return { lines: texts, profile, amounts };
+}
+
+function profileText(lines: EntryLine[], m: DecisionRecord, units: Record<string, unknown>): string {
+  const teams = teamsOf(m);
+  let charged = '[';
+  for (const x of lines) {
+    if (charged.length > 1) charged += ',';
+    charged += `{"amount":${AMOUNT_SLOT},"budget":${JSON.stringify(x.budgetId)},"subject":${JSON.stringify(x.subject)},"unit":${JSON.stringify(str(units[x.budgetId]) ?? 'tokens')}}`;
+  }
+  charged += ']';
+  // The recovered event names the model and tier served; the released one the model asked for and no tier.
+  const dims = `${rollupWho(str(m.user), teams, str(m.costCenter))}|${encodeDimension(str(m.model))}`;
+  return [
+    frag(str(m.transport) ?? 'unknown'),
+    frag(str(m.policyVersion) ?? 'unknown'),
+    frag(str(m.user)),
+    teams ? JSON.stringify(teams) : '',
+    frag(str(m.costCenter)),
+    frag(str(m.model)),
+    frag(str(m.tier)),
+    charged,
+    `${dims}|${encodeDimension(str(m.tier))}`,
+    `${dims}|`,
+  ].join('\n');
+}
+
+/** The rollup dimensions of an event recovered without its profile (no user, teams, cost centre, model or tier). */
+export const NO_PROFILE_DIMS = `${rollupWho(undefined, undefined, undefined)}|${encodeDimension(undefined)}|${encodeDimension(undefined)}`;
 
 // ---------------------------------------------------------------------------------------------
 // Verification

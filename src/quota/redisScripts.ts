@@ -43,6 +43,10 @@ import type { createClient } from '@keyv/redis';
 import { GatewayError } from '../errors.js';
 import { RECOVERY_REASONS } from './journal.js';
 import { connectCluster, isCluster, masterClients, openNodeClients, type ClusterNodeClient, type RedisCluster } from './redisCluster.js';
+import { NO_PROFILE_DIMS, PROFILE_FORMAT } from './redisJournal.js';
+
+/** How long R:p, a line's recovery profiles, lives after a profile is written: 2 days. */
+export const PROFILE_TTL_MS = 2 * 86_400_000;
 
 export type RedisClient = ReturnType<typeof createClient>;
 
@@ -267,15 +271,32 @@ local function lines(s)
 end
 
 -- Closes one expired reservation: charged at its amount if dispatched (recover), else released.
--- info (R:i): the line's JSON, the request id's JSON, and on the line that carries the event its
--- parts (recoveryInfo in redisJournal.ts), one a line. i below: usageKey, usage expiry, id JSON,
--- line JSON, then the parts: transport, policy version, user, teams, cost centre, model, tier,
--- charged, rollup dimensions recovered, rollup dimensions released.
+-- info (R:i): the line's JSON, the request id's JSON, and on the line that carries the event either
+-- '~1', the digest of its profile in R:p (beside R) and the lines' amounts, comma-separated (what
+-- recoveryInfo in redisJournal.ts writes), or, written before profiles, the parts themselves, one
+-- a line. i below: usageKey, usage expiry, id JSON, line JSON, then the parts: transport, policy
+-- version, user, teams, cost centre, model, tier, charged, rollup dimensions recovered, rollup
+-- dimensions released. A profile gone from R:p (Redis lost it) leaves an event without the caller,
+-- model, tier and charged list: transport and policy version 'unknown', the rollups under no name.
 local function recover(jr, res, id, amount, info, dispatched, events)
   local p = lines(info)
   local line = cjson.decode(p[1])
   local i = {line.usageKey, line.expiresAt, p[2], p[1]}
-  for n = 3, #p do i[#i + 1] = p[n] end
+  if p[3] == '${PROFILE_FORMAT}' then
+    local profile = redis.call('HGET', res .. ':p', p[4])
+    if profile then
+      local amounts, n = {}, 0
+      for a in string.gmatch(p[5], '[^,]+') do amounts[#amounts + 1] = a end
+      local q = lines(profile)
+      q[8] = (string.gsub(q[8], '\\1', function() n = n + 1 return amounts[n] end))
+      for x = 1, #q do i[#i + 1] = q[x] end
+    else
+      local none = {'"unknown"', '"unknown"', '', '', '', '', '', '', ${JSON.stringify(NO_PROFILE_DIMS)}, ${JSON.stringify(NO_PROFILE_DIMS)}}
+      for x = 1, #none do i[#i + 1] = none[x] end
+    end
+  else
+    for n = 3, #p do i[#i + 1] = p[n] end
+  end
   local ev, body = ''
   if #i > 4 then ev = recoveryEvent(i, dispatched, jr.now) end
   local evPart = ev ~= '' and (',"event":' .. ev) or ''
@@ -370,23 +391,32 @@ end
  * Reserves on several lines at once, all or none. No journal entry: a reservation is journaled by
  * the entry that closes it (the call's settle or release, or recovery's recover or release, which
  * carries the line at its reserved amount), so a call costs one entry, not two.
- * KEYS: J, JH, ROLL, IDX, then per line: R, R:x, R:i, R:s:<id>, readKeys...
+ * KEYS: J, JH, ROLL, IDX, P (R:p of the first line: the recovery profiles), then per line: R, R:x,
+ * R:i, R:s:<id>, readKeys...
  * ARGV: journal args (4), requestId, reservation expiry, index it (1/0), request id JSON,
- * dispatching (1: the dispatch mark goes with the reservation, as DISPATCH would write it), then
- * per line: key count, amount, limit, the line's JSON, the event's parts (first line only; see
- * recoveryInfo). With "index it", each reserved line's R is added to IDX (the lines with open
- * reservations, scored by their latest expiry) for the sweep.
+ * dispatching (1: the dispatch mark goes with the reservation, as DISPATCH would write it), the
+ * profile's digest (empty when this script does not carry the call's event), the profile's text
+ * (empty when the gateway wrote it already), then per line: key count, amount, limit, the line's
+ * JSON, the lines' amounts (first line only; see recoveryInfo). With "index it", each reserved
+ * line's R is added to IDX (the lines with open reservations, scored by their latest expiry) for
+ * the sweep. A profile sent is written to P (kept ${PROFILE_TTL_MS / 86_400_000} days from its last write) when the
+ * reservation is made; one not sent must be there, else nothing is reserved and every line says 4.
  * Returns {per line {state, used, reserved[, values of the read keys when refused]}, events}: state
  * 1 reserved now, 2 already reserved or settled, 0 refused, 3 would fit but nothing was reserved
- * because another line said 0 or 2.
+ * because another line said 0 or 2, 4 nothing reserved: the profile is not in P (send it).
  */
 export const RESERVE = script(
   'reserve',
   `
 local jr = journal(KEYS, ARGV)
 local id, expiry, index, idJson, dispatching = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8], ARGV[9] == '1'
-local out, taken, events, k, blocked = {}, {}, {}, 5, false
-for a = 10, #ARGV, 5 do
+local digest, profile = ARGV[10], ARGV[11]
+local out, taken, events, k, blocked = {}, {}, {}, 6, false
+if digest ~= '' and profile == '' and redis.call('HEXISTS', KEYS[5], digest) == 0 then
+  for a = 12, #ARGV, 5 do out[#out + 1] = {4, 0, 0} end
+  return {out, events}
+end
+for a = 12, #ARGV, 5 do
   local n, amount, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local res, exp, inf, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   purge(jr, res, exp, inf, events)
@@ -405,9 +435,13 @@ for a = 10, #ARGV, 5 do
   -- A refusal also says what each read key holds (a rate limit's retry time comes from them).
   if state == 0 then out[#out][4] = vals end
   local info = ARGV[a + 3] .. '\\n' .. idJson
-  if ARGV[a + 4] ~= '' then info = info .. '\\n' .. ARGV[a + 4] end
+  if ARGV[a + 4] ~= '' then info = info .. '\\n${PROFILE_FORMAT}\\n' .. digest .. '\\n' .. ARGV[a + 4] end
   taken[#taken + 1] = {res, exp, inf, ARGV[a + 1], info}
   k = k + n
+end
+if not blocked and profile ~= '' then
+  redis.call('HSET', KEYS[5], digest, profile)
+  redis.call('PEXPIRE', KEYS[5], ${PROFILE_TTL_MS})
 end
 local indexed = {}
 for i, l in ipairs(taken) do

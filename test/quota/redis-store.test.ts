@@ -143,8 +143,8 @@ describe('RedisQuotaStore', () => {
       const tag = `${prefix}{weekly|ada}`;
       const keys: string[] = [];
       for await (const batch of raw.scanIterator({ MATCH: `${prefix}*`, COUNT: 500 })) keys.push(...batch);
-      // R:i holds what recovery needs of r2's reservation; R:d (dispatch marks) is empty, so absent.
-      expect(keys.filter((k) => k.startsWith(tag)).sort()).toEqual([`${tag}:r`, `${tag}:r:i`, `${tag}:r:x`, l.usageKey].sort());
+      // R:i holds what recovery needs of r2's reservation, R:p the recovery profile the calls share.
+      expect(keys.filter((k) => k.startsWith(tag)).sort()).toEqual([`${tag}:r`, `${tag}:r:i`, `${tag}:r:p`, `${tag}:r:x`, l.usageKey].sort());
       // On a single node the settled marker is one per call, beside the journal.
       expect(keys.filter((k) => k.includes(':s:'))).toEqual([`${prefix}{journal}:s:r1`]);
       expect(await raw.get(l.usageKey)).toBe('7');
@@ -153,6 +153,9 @@ describe('RedisQuotaStore', () => {
       expect(await raw.pTTL(`${prefix}{journal}:s:r1`)).toBeGreaterThan(DAY - 5000);
       expect(await raw.pTTL(`${tag}:r`)).toBeGreaterThan(60_000);
       expect(await raw.pTTL(`${tag}:r:i`)).toBeGreaterThan(60_000);
+      // One profile for both calls (same caller, lines and policy), kept two days from its write.
+      expect(await raw.hLen(`${tag}:r:p`)).toBe(1);
+      expect(await raw.pTTL(`${tag}:r:p`)).toBeGreaterThan(2 * DAY - 5000);
     });
 
     it('releases from another replica, which finds the request\'s lines in the Keyv record', async () => {
