@@ -10,9 +10,13 @@
  * Keys of one line (R is the line's reservedKey):
  * - R          hash        requestId -> reserved amount
  * - R:x        sorted set  requestId -> reservation expiry, epoch ms
- * - R:i        hash        requestId -> what recovery needs (usage key and expiry, the entry's JSON
- *                          fragments, the recovery event's parts), as JSON; and `#<requestId>` -> 1
- *                          once the call was dispatched to a provider
+ * - R:i        hash        requestId -> what recovery needs (the line's entry JSON and the request
+ *                          id; on the call's event line also '~1', its profile's digest and the
+ *                          lines' amounts, or, written before profiles, the event's parts whole);
+ *                          and `#<requestId>` -> 1 once the call was dispatched to a provider
+ * - R:p        hash        digest -> recovery profile: the event's parts that every call of one
+ *                          caller, model, tier, policy and lines shares (recoveryInfo), written by
+ *                          the reserve that sends it; lives PROFILE_TTL_MS from its last write
  * - R:s:<id>   string      on a cluster: settled marker of request <id> on this line (on a single
  *                          node one marker per call, `<prefix>{journal}:s:<id>`, passed as every
  *                          line's marker key; recovery names it `<journal base>:s:<id>` either way)

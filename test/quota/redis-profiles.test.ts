@@ -91,7 +91,7 @@ describe('RedisQuotaStore recovery profiles', () => {
     const closing = (await entries()).filter((e) => e.body.id === id);
     // One entry per line, the event on the first line's.
     expect(closing.map((e) => e.body.kind)).toEqual(ls.map(() => (dispatched ? 'recover' : 'release')));
-    expect(closing.map((e) => e.body.lines![0]).sort((a, b) => (a.reservedKey < b.reservedKey ? -1 : 1))).toEqual(sorted(ls));
+    expect(closing.map((e) => e.body.lines![0]!).sort((a, b) => (a.reservedKey < b.reservedKey ? -1 : 1))).toEqual(sorted(ls));
     expect(closing.filter((e) => e.body.event).map((e) => [e.body.lines, e.body.event])).toEqual([[[sorted(ls)[0]], heard[before]]]);
     const roll = await raw.hGetAll(`${prefix}{journal}:roll:${dayOf(clock)}`);
     const want = rollupFields(expected);
