@@ -10,7 +10,7 @@ import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
 import { hasRedisCli, onRedisDay, startPrivateCluster, uniquePrefix, type PrivateCluster } from '../helpers/redis.js';
-import { verifyChain } from '../../src/quota/journal.js';
+import { canonicalJson, recoveryEvent, verifyChain } from '../../src/quota/journal.js';
 import { journalBodies, journalOf } from './journal-helpers.js';
 import { quotaStoreContract } from './store-contract.js';
 
@@ -244,6 +244,36 @@ describe.skipIf(!cliPresent)('RedisQuotaStore on Redis Cluster', () => {
       const recovered = (await journalOf({ clusterNodes: cluster.nodes }, prefix)).filter((e) => e.entry.body.kind === 'recover' && e.entry.body.id === 'k1');
       expect(recovered.map((e) => e.stream).sort()).toEqual([`${lx.reservedKey}:j`, `${ly.reservedKey}:j`].sort());
       expect((await a!.verify()).ok).toBe(true);
+    });
+
+    it('reserves once on every master after the event line\'s master lost its recovery profiles, and recovers that call whole', async () => {
+      let clock = Date.now();
+      const at = () => clock;
+      const store = new RedisQuotaStore({ clusterNodes: cluster.nodes, prefix, now: at, logger: silent, sweepIntervalMs: 0 });
+      stores.push(store);
+      const heard: Record<string, unknown>[] = [];
+      store.onEvent((e) => heard.push(e));
+      const meta = { user: 'ada', teams: ['ml'], model: 'openai/gpt-5-mini', tier: 'standard', transport: 'http', policyVersion: 'v3' };
+      const [x, y] = await onTwoMasters();
+      const [lx, ly] = [line(x, 100, 30), line(y, 100, 40)].sort((p, q) => (p.reservedKey < q.reservedKey ? -1 : 1)) as [LedgerLine, LedgerLine];
+      await store.reserve('p1', [lx, ly], TTL, meta);
+      await store.release('p1');
+      const [owner] = await ownersOf(cluster, [lx.reservedKey]);
+      expect(await cluster.cli(owner!, 'del', `${lx.reservedKey}:p`)).toBe('1');
+
+      expect(await store.reserve('p2', [lx, ly], 1000, meta)).toEqual({ ok: true });
+      expect(await store.read([lx, ly])).toEqual([
+        { used: 0, reserved: 30 },
+        { used: 0, reserved: 40 },
+      ]);
+      expect(await cluster.cli(owner!, 'hlen', `${lx.reservedKey}:p`)).toBe('1');
+      await store.dispatch('p2');
+      clock += 1001;
+      await store.read([lx, ly]);
+      const lines = [lx, ly].map((l) => ({ budgetId: l.budgetId, subject: l.subject, usageKey: l.usageKey, reservedKey: l.reservedKey, amount: l.amount, expiresAt: l.expiresAt }));
+      expect(heard).toHaveLength(1);
+      expect(canonicalJson(heard[0])).toBe(canonicalJson(recoveryEvent('p2', { lines, meta, dispatched: true }, clock)));
+      expect((await store.verify()).ok).toBe(true);
     });
 
     it("names a line's rollup hash once on the day Redis calls today, and anew on every write into a past day", async () => {
