@@ -6,31 +6,26 @@
  * without a version read whole every time. Each view is checked against a reader that kept
  * nothing.
  */
-import { createClient } from '@keyv/redis';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { RedisRollups } from '../../src/admin/redisRollups.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import { dayOf } from '../../src/quota/redisJournal.js';
 import type { UsageRollup } from '../../src/quota/rollups.js';
-import { deleteKeys, onRedisDay, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
+import { onRedisDay } from '../helpers/redis.js';
+import { redisSuite } from '../helpers/redisSuite.js';
 
 const DAY = 86_400_000;
 const silent = pino({ level: 'silent' });
 
 describe('RedisRollups', () => {
-  let redis: TestRedis;
-  let raw: ReturnType<typeof createClient>;
-  const root = uniquePrefix('rollups');
-  let n = 0;
-  let prefix: string;
+  const suite = redisSuite<RedisQuotaStore>('rollups');
   /** An instant on the day Redis's own clock is on. */
   let today: number;
-  const stores: RedisQuotaStore[] = [];
   /** A gateway replica whose clock says `at`. */
   const replica = (at: number) => {
-    const store = new RedisQuotaStore({ url: redis.url, prefix, now: () => at, logger: silent, sweepIntervalMs: 0 });
-    stores.push(store);
+    const store = new RedisQuotaStore({ url: suite.redis.url, prefix: suite.prefix, now: () => at, logger: silent, sweepIntervalMs: 0 });
+    suite.stores.push(store);
     return store;
   };
   let k = 0;
@@ -41,25 +36,8 @@ describe('RedisRollups', () => {
   /** What a reader that kept nothing reads. */
   const fresh = (store: RedisQuotaStore, from: string, to: string) => new RedisRollups(store, { now: () => today }).read(from, to);
 
-  beforeAll(async () => {
-    redis = await startRedis();
-    raw = createClient({ url: redis.url });
-    await raw.connect();
-  });
-
-  afterAll(async () => {
-    raw.destroy();
-    await deleteKeys(redis.url, root);
-    await redis.stop();
-  });
-
   beforeEach(async () => {
-    prefix = `${root}${++n}:`;
-    today = await onRedisDay(raw);
-  });
-
-  afterEach(async () => {
-    await Promise.all(stores.splice(0).map((s) => s.close()));
+    today = await onRedisDay(suite.raw);
   });
 
   it("reads today's and yesterday's hashes whole on every view, so a write that leaves today's version as it was still shows", async () => {
@@ -69,10 +47,10 @@ describe('RedisRollups', () => {
     const [from, to] = [dayOf(today - DAY), dayOf(today)];
     const reader = new RedisRollups(now, { now: () => today });
     expect(calls(await reader.read(from, to))).toEqual([[from, 'bob', 1], [to, 'ada', 1]]);
-    const version = await raw.hGet(`${prefix}{journal}:roll:${to}`, '#');
+    const version = await suite.raw.hGet(`${suite.prefix}{journal}:roll:${to}`, '#');
 
     await call(now, 'ada');
-    expect(await raw.hGet(`${prefix}{journal}:roll:${to}`, '#')).toBe(version);
+    expect(await suite.raw.hGet(`${suite.prefix}{journal}:roll:${to}`, '#')).toBe(version);
     const after = await reader.read(from, to);
     expect(reader.lastReadWhole).toBe(2);
     expect(calls(after)).toEqual([[from, 'bob', 1], [to, 'ada', 2]]);
@@ -104,7 +82,7 @@ describe('RedisRollups', () => {
     const store = replica(today - 3 * DAY);
     await call(store, 'ada');
     const day = dayOf(today - 3 * DAY);
-    await raw.hDel(`${prefix}{journal}:roll:${day}`, '#');
+    await suite.raw.hDel(`${suite.prefix}{journal}:roll:${day}`, '#');
     const reader = new RedisRollups(store, { now: () => today });
     expect(calls(await reader.read(day, day))).toEqual([[day, 'ada', 1]]);
     expect(calls(await reader.read(day, day))).toEqual([[day, 'ada', 1]]);

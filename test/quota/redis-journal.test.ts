@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from '@keyv/redis';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { pinoSink } from '../../src/metering/sink.js';
 import { lineKeys } from '../../src/policy/budgets.js';
 import { bodyHash, canonicalJson, chainLink, GENESIS, recoveryEvent, verifyChain, type JournalEntry } from '../../src/quota/journal.js';
@@ -20,7 +20,8 @@ import { dayOf, entryText } from '../../src/quota/redisJournal.js';
 import { rollupFields } from '../../src/quota/rollups.js';
 import { SHA256 } from '../../src/quota/redisScripts.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
-import { deleteKeys, onRedisDay, startPrivateRedis, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
+import { onRedisDay, startPrivateRedis } from '../helpers/redis.js';
+import { redisSuite } from '../helpers/redisSuite.js';
 import { journalOf } from './journal-helpers.js';
 
 const HOUR = 3600_000;
@@ -28,30 +29,25 @@ const TTL = 60_000;
 const silent = pino({ level: 'silent' });
 
 describe('RedisQuotaStore journal (single node)', () => {
-  let redis: TestRedis;
-  let raw: ReturnType<typeof createClient>;
-  const root = uniquePrefix('journal');
-  let n = 0;
-  let prefix: string;
+  const suite = redisSuite<RedisQuotaStore>('journal');
   let clock: number;
   const now = () => clock;
-  const stores: RedisQuotaStore[] = [];
   const open = (opts: Partial<RedisQuotaStoreOptions> = {}) => {
-    const store = new RedisQuotaStore({ url: redis.url, prefix, now, logger: silent, sweepIntervalMs: 0, ...opts });
-    stores.push(store);
+    const store = new RedisQuotaStore({ url: suite.redis.url, prefix: suite.prefix, now, logger: silent, sweepIntervalMs: 0, ...opts });
+    suite.stores.push(store);
     return store;
   };
   const line = (budgetId: string, amount: number, subject = 'ada', limit = 1000): LedgerLine => {
     const start = Math.floor(clock / HOUR) * HOUR;
-    return { budgetId, subject, limit, amount, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, budgetId, subject, [start], start) };
+    return { budgetId, subject, limit, amount, expiresAt: start + 2 * HOUR, ...lineKeys(suite.prefix, budgetId, subject, [start], start) };
   };
   const entryLine = (l: LedgerLine) => ({ budgetId: l.budgetId, subject: l.subject, usageKey: l.usageKey, reservedKey: l.reservedKey, amount: l.amount, expiresAt: l.expiresAt });
-  const stream = () => `${prefix}{journal}:j`;
+  const stream = () => `${suite.prefix}{journal}:j`;
   const headLink = async () => {
-    const head = (await raw.get(`${prefix}{journal}:jh`))!;
+    const head = (await suite.raw.get(`${suite.prefix}{journal}:jh`))!;
     return head.slice(head.indexOf(' ') + 1);
   };
-  const entries = async () => (await journalOf({ url: redis.url }, prefix)).map((e) => e.entry);
+  const entries = async () => (await journalOf({ url: suite.redis.url }, suite.prefix)).map((e) => e.entry);
   const callEvent = (id: string, extra: DecisionRecord = {}): DecisionRecord => ({
     event: 'tollgate.decision',
     'request.id': id,
@@ -67,31 +63,14 @@ describe('RedisQuotaStore journal (single node)', () => {
     ...extra,
   });
 
-  beforeAll(async () => {
-    redis = await startRedis();
-    raw = createClient({ url: redis.url });
-    await raw.connect();
-  });
-
-  afterAll(async () => {
-    raw.destroy();
-    await deleteKeys(redis.url, root);
-    await redis.stop();
-  });
-
   beforeEach(() => {
-    prefix = `${root}${++n}:`;
-    clock = Date.parse('2026-11-25T10:00:00Z') + n * 1000;
-  });
-
-  afterEach(async () => {
-    await Promise.all(stores.splice(0).map((s) => s.close()));
+    clock = Date.parse('2026-11-25T10:00:00Z') + suite.n * 1000;
   });
 
   it('computes SHA-256 in Lua exactly as node:crypto does', async () => {
     const messages = ['', 'a', 'x'.repeat(55), 'x'.repeat(56), 'x'.repeat(63), 'x'.repeat(64), 'x'.repeat(65), 'y'.repeat(119), 'é€😀 tollgate', 'z'.repeat(5000)];
     for (const m of messages) {
-      const lua = await raw.eval(SHA256.source, { arguments: [m] });
+      const lua = await suite.raw.eval(SHA256.source, { arguments: [m] });
       expect(lua, `length ${m.length}`).toBe(createHash('sha256').update(m, 'utf8').digest('hex'));
     }
   });
@@ -111,10 +90,10 @@ describe('RedisQuotaStore journal (single node)', () => {
     expect(got.map((e) => [e.seq, e.body.kind])).toEqual([[1, 'settle']]);
     expect(got[0]!.prev).toBe(GENESIS);
     expect(got[0]!.body).toEqual({ kind: 'settle', id: 'c1', at: clock, lines: [entryLine({ ...a, amount: 12 }), entryLine({ ...b, amount: 7 })], event, settledBy: 'call' });
-    const stored = (await raw.xRange(stream(), '-', '+')).map((e) => e.message as Record<string, string>);
+    const stored = (await suite.raw.xRange(stream(), '-', '+')).map((e) => e.message as Record<string, string>);
     expect(got[0]!.h).toBe(bodyHash(stored[0]!.body!));
     expect(got[0]!.link).toBe(chainLink(got[0]!.prev, got[0]!.h));
-    const head = (await raw.get(`${prefix}{journal}:jh`))!.split(' ');
+    const head = (await suite.raw.get(`${suite.prefix}{journal}:jh`))!.split(' ');
     expect(verifyChain(got, { head: { seq: Number(head[0]), link: head[1]! } })).toBeUndefined();
     expect(head).toEqual(['1', got[0]!.link]);
   });
@@ -127,7 +106,7 @@ describe('RedisQuotaStore journal (single node)', () => {
     }
     await store.reserve('r1', [line('alpha', 40)], TTL);
     await store.release('r1');
-    expect(await raw.xLen(stream())).toBe(20);
+    expect(await suite.raw.xLen(stream())).toBe(20);
     expect(await store.read([line('alpha', 0)])).toEqual([{ used: 60, reserved: 0 }]);
     expect((await store.verify()).ok).toBe(true);
   });
@@ -136,7 +115,7 @@ describe('RedisQuotaStore journal (single node)', () => {
     const store = open();
     const seen: Promise<number>[] = [];
     // What the stream holds at the moment the listener runs (a command sent then runs after the script).
-    store.onEvent(() => void seen.push(raw.xLen(stream())));
+    store.onEvent(() => void seen.push(suite.raw.xLen(stream())));
     await store.reserve('c1', [line('alpha', 40)], TTL);
     await store.settle('c1', [line('alpha', 10)], callEvent('c1'));
     await store.record(callEvent('c2', { outcome: 'refused', 'error.code': 'BUDGET_EXHAUSTED' }));
@@ -151,7 +130,7 @@ describe('RedisQuotaStore journal (single node)', () => {
     await store.reserve('c1', [line('alpha', 40)], TTL);
     await store.settle('c1', [line('alpha', 10)], callEvent('c1', { 'user.id': 'ädä "q"' }));
     await sink.close!();
-    const body = (await raw.xRange(stream(), '-', '+'))[0]!.message.body!;
+    const body = (await suite.raw.xRange(stream(), '-', '+'))[0]!.message.body!;
     const text = body.slice(body.indexOf('"event":') + 8, body.lastIndexOf(',"settledBy"'));
     expect(readFileSync(join(dir, 'events.jsonl'), 'utf8')).toBe(`{"level":30,${text.slice(1)}\n`);
     rmSync(dir, { recursive: true, force: true });
@@ -271,8 +250,8 @@ describe('RedisQuotaStore journal (single node)', () => {
     expect(await store.sweep()).toEqual({ lines: 0, closed: 0 });
     clock += 5000;
     expect(await store.sweep()).toEqual({ lines: 1, closed: 1 });
-    expect(await raw.get(l.usageKey)).toBe('40');
-    expect(await raw.zCard(`${prefix}{journal}:open`)).toBe(0);
+    expect(await suite.raw.get(l.usageKey)).toBe('40');
+    expect(await suite.raw.zCard(`${suite.prefix}{journal}:open`)).toBe(0);
     expect(await store.sweep()).toEqual({ lines: 0, closed: 0 });
   });
 
@@ -295,7 +274,7 @@ describe('RedisQuotaStore journal (single node)', () => {
     ]);
     expect(await store.rollups('2020-01-01', '2020-01-31')).toEqual([]);
     // The day's hash gets its lifetime (400 days by default) when its first field is made.
-    expect(await raw.pTTL(`${prefix}{journal}:roll:${day}`)).toBeGreaterThan(399 * 86_400_000);
+    expect(await suite.raw.pTTL(`${suite.prefix}{journal}:roll:${day}`)).toBeGreaterThan(399 * 86_400_000);
     // The rollups are what the journal's events add up to.
     const report = await store.verify();
     expect(report.rollups).toEqual({ checked: 1, mismatches: [] });
@@ -321,11 +300,11 @@ describe('RedisQuotaStore journal (single node)', () => {
       await store.settle('c7', [line('alpha', 1)], callEvent('c7'));
       return store;
     };
-    const streamEntries = async () => (await raw.xRange(stream(), '-', '+')).map((e) => ({ id: String(e.id), message: e.message as Record<string, string> }));
+    const streamEntries = async () => (await suite.raw.xRange(stream(), '-', '+')).map((e) => ({ id: String(e.id), message: e.message as Record<string, string> }));
     /** Replaces the stream with `rows` (fields as given), as a forger with write access would. */
     const rewrite = async (rows: Record<string, string>[]) => {
-      await raw.del(stream());
-      for (const m of rows) await raw.xAdd(stream(), '*', m);
+      await suite.raw.del(stream());
+      for (const m of rows) await suite.raw.xAdd(stream(), '*', m);
     };
 
     it('passes on an untouched journal, with the counters equal to the charges', async () => {
@@ -352,7 +331,7 @@ describe('RedisQuotaStore journal (single node)', () => {
     it('names a deleted entry', async () => {
       const store = await history();
       const victim = (await streamEntries())[4]!;
-      await raw.xDel(stream(), victim.id);
+      await suite.raw.xDel(stream(), victim.id);
       expect((await store.verify()).streams[0]!.fault).toMatchObject({ seq: 5, reason: expect.stringContaining('missing') });
     });
 
@@ -366,20 +345,20 @@ describe('RedisQuotaStore journal (single node)', () => {
 
     it('sees entries trimmed from the beginning when no retention is configured, and from the end against the head', async () => {
       const store = await history();
-      await raw.xTrim(stream(), 'MAXLEN', 4);
+      await suite.raw.xTrim(stream(), 'MAXLEN', 4);
       expect((await store.verify()).streams[0]!.fault).toMatchObject({ seq: 1, reason: expect.stringContaining('missing') });
       // With retention, a trimmed start is expected: verification starts from the first kept entry's prev.
       expect((await store.verify({ trimmed: true })).streams[0]).toMatchObject({ trimmed: true, firstSeq: 4, lastSeq: 7 });
       expect((await store.verify({ trimmed: true })).streams[0]!.fault).toBeUndefined();
 
       const last = (await streamEntries()).at(-1)!;
-      await raw.xDel(stream(), last.id);
+      await suite.raw.xDel(stream(), last.id);
       expect((await store.verify({ trimmed: true })).streams[0]!.fault).toMatchObject({ seq: 7, reason: expect.stringContaining('removed from the end') });
     });
 
     it('finds a counter changed outside the journal, and a charge whose event was removed with a rebuilt chain', async () => {
       const store = await history();
-      await raw.incrBy(line('beta', 0).usageKey, 5);
+      await suite.raw.incrBy(line('beta', 0).usageKey, 5);
       let report = await store.verify();
       expect(report.counters.mismatches).toEqual([{ usageKey: line('beta', 0).usageKey, counter: 18, journal: 13 }]);
 
@@ -397,7 +376,7 @@ describe('RedisQuotaStore journal (single node)', () => {
         return out;
       });
       await rewrite(forged);
-      await raw.set(`${prefix}{journal}:jh`, `${forged.length} ${prev}`);
+      await suite.raw.set(`${suite.prefix}{journal}:jh`, `${forged.length} ${prev}`);
       report = await store.verify();
       expect(report.streams[0]!.fault).toBeUndefined();
       expect(report.events.missing).toEqual([{ id: 'c1', stream: stream(), seq: 1 }]);
@@ -414,14 +393,14 @@ describe('RedisQuotaStore journal (single node)', () => {
     const body = entryText({ kind: 'settle', id: 'c1', at: clock, lines: [entryLine({ ...other, amount: 7 })], settledBy: 'call', eventLine: carrier.reservedKey });
     const h = bodyHash(body);
     const link = chainLink(GENESIS, h);
-    await raw.xAdd(stream(), '*', { seq: '1', h, prev: GENESIS, link, body });
-    await raw.set(`${prefix}{journal}:jh`, `1 ${link}`);
-    await raw.incrBy(other.usageKey, 7);
-    await raw.hSet(carrier.reservedKey, 'c1', '40');
+    await suite.raw.xAdd(stream(), '*', { seq: '1', h, prev: GENESIS, link, body });
+    await suite.raw.set(`${suite.prefix}{journal}:jh`, `1 ${link}`);
+    await suite.raw.incrBy(other.usageKey, 7);
+    await suite.raw.hSet(carrier.reservedKey, 'c1', '40');
     let report = await store.verify();
     expect(report.events).toEqual({ charges: 1, missing: [], pending: ['c1'] });
     expect(report.ok).toBe(true);
-    await raw.hDel(carrier.reservedKey, 'c1');
+    await suite.raw.hDel(carrier.reservedKey, 'c1');
     report = await store.verify();
     expect(report.events).toEqual({ charges: 1, missing: [{ id: 'c1', stream: stream(), seq: 1 }], pending: [] });
     expect(report.ok).toBe(false);
@@ -430,7 +409,7 @@ describe('RedisQuotaStore journal (single node)', () => {
   it('trims the stream to about maxLen entries, and verifies from the first kept entry', async () => {
     const store = open({ journal: { maxLen: 10 } });
     for (let i = 0; i < 250; i++) await store.record(callEvent(`x${i}`, { outcome: 'refused', 'error.code': 'BUDGET_EXHAUSTED' }));
-    const length = await raw.xLen(stream());
+    const length = await suite.raw.xLen(stream());
     // Approximate trimming drops whole macro-nodes (at most 100 entries or 4 KB each): fewer than 250, at least 10.
     expect(length).toBeGreaterThanOrEqual(10);
     expect(length).toBeLessThan(250);
@@ -442,7 +421,7 @@ describe('RedisQuotaStore journal (single node)', () => {
   it('trims entries older than maxAgeMs by Redis time (MINID)', async () => {
     const store = open({ journal: { maxAgeMs: 200 } });
     const redisMs = async () => {
-      const [s, us] = await raw.time();
+      const [s, us] = await suite.raw.time();
       return Number(s) * 1000 + Math.floor(Number(us) / 1000);
     };
     for (let i = 0; i < 120; i++) await store.record(callEvent(`old${i}`, { outcome: 'refused', 'error.code': 'X' }));
@@ -470,45 +449,45 @@ describe('RedisQuotaStore journal (single node)', () => {
   });
 
   it('names a rollup hash once, by the entry that made it: later writes of the same day leave its version as it was, and the audit checks that name', async () => {
-    clock = await onRedisDay(raw);
+    clock = await onRedisDay(suite.raw);
     const store = open();
     const day = dayOf(clock);
-    const roll = `${prefix}{journal}:roll:${day}`;
+    const roll = `${suite.prefix}{journal}:roll:${day}`;
     await store.reserve('c1', [line('alpha', 400)], TTL);
     await store.settle('c1', [line('alpha', 150)], callEvent('c1'));
     const made = await headLink();
-    expect(await raw.hGet(roll, '#')).toBe(made);
-    expect(await raw.pTTL(roll)).toBeGreaterThan(399 * 86_400_000);
+    expect(await suite.raw.hGet(roll, '#')).toBe(made);
+    expect(await suite.raw.pTTL(roll)).toBeGreaterThan(399 * 86_400_000);
     // The same row again, a new row (another user), an entry that adds no rollup (a console action).
     await store.record(callEvent('c2', { outcome: 'refused', 'error.code': 'POLICY_DENIED' }));
     await store.settle('c3', [line('alpha', 10, 'bob')], callEvent('c3', { 'user.id': 'bob' }));
     await store.recordAction('v1', { action: 'view' });
-    expect(await raw.hGet(roll, '#')).toBe(made);
+    expect(await suite.raw.hGet(roll, '#')).toBe(made);
     expect((await store.rollups(day, day)).map((r) => [r.user, r.calls])).toEqual([['ada', 2], ['bob', 1]]);
     expect((await store.verify()).ok).toBe(true);
 
-    await raw.hSet(roll, '#', 'f'.repeat(40));
+    await suite.raw.hSet(roll, '#', 'f'.repeat(40));
     const report = await store.verify();
     expect(report.rollups.mismatches).toEqual([{ key: roll, field: '#', rollup: 'f'.repeat(40), journal: (await entries()).at(-2)!.link }]);
     expect(report.ok).toBe(false);
   });
 
   it('names a past day\'s rollup hash anew on every write into it (a gateway clock a day behind Redis\'s)', async () => {
-    clock = (await onRedisDay(raw)) - 86_400_000;
+    clock = (await onRedisDay(suite.raw)) - 86_400_000;
     const store = open();
-    const roll = `${prefix}{journal}:roll:${dayOf(clock)}`;
+    const roll = `${suite.prefix}{journal}:roll:${dayOf(clock)}`;
     await store.record(callEvent('p1', { outcome: 'refused', 'error.code': 'POLICY_DENIED' }));
     const first = await headLink();
-    expect(await raw.hGet(roll, '#')).toBe(first);
+    expect(await suite.raw.hGet(roll, '#')).toBe(first);
     await store.settle('p2', [line('alpha', 20)], callEvent('p2'));
     const second = await headLink();
     expect(second).not.toBe(first);
-    expect(await raw.hGet(roll, '#')).toBe(second);
-    expect(await raw.pTTL(roll)).toBeGreaterThan(399 * 86_400_000);
+    expect(await suite.raw.hGet(roll, '#')).toBe(second);
+    expect(await suite.raw.pTTL(roll)).toBeGreaterThan(399 * 86_400_000);
     expect((await store.verify()).ok).toBe(true);
     // The version names an entry that added to the hash, not just any entry of the journal.
     await store.recordAction('v1', { action: 'view' });
-    await raw.hSet(roll, '#', await headLink());
+    await suite.raw.hSet(roll, '#', await headLink());
     expect((await store.verify()).rollups.mismatches.map((m) => m.field)).toEqual(['#']);
   });
 
@@ -516,7 +495,7 @@ describe('RedisQuotaStore journal (single node)', () => {
     const own = await startPrivateRedis();
     const client = createClient({ url: own.url });
     await client.connect();
-    const store = new RedisQuotaStore({ url: own.url, prefix, now: () => clock, logger: silent, sweepIntervalMs: 0 });
+    const store = new RedisQuotaStore({ url: own.url, prefix: suite.prefix, now: () => clock, logger: silent, sweepIntervalMs: 0 });
     try {
       clock = await onRedisDay(client);
       const refused = (id: string) => callEvent(id, { outcome: 'refused', 'error.code': 'POLICY_DENIED' });
@@ -555,7 +534,7 @@ describe('RedisQuotaStore journal (single node)', () => {
         expect(heard).toHaveLength(1);
         expect(canonicalJson(heard[0])).toBe(canonicalJson(expected));
         const day = dayOf(clock);
-        const rolled = await raw.hGetAll(`${prefix}{journal}:roll:${day}`);
+        const rolled = await suite.raw.hGetAll(`${suite.prefix}{journal}:roll:${day}`);
         const want = rollupFields(expected);
         for (let i = 0; i < want.length; i += 2) expect(Number(rolled[want[i] as string])).toBeGreaterThanOrEqual(want[i + 1] as number);
         expect((await store.verify()).ok).toBe(true);
@@ -573,7 +552,7 @@ describe('RedisQuotaStore journal (single node)', () => {
     await store.read([line('alpha', 0)]);
     await store.reserve('c2', [line('alpha', 40)], TTL);
     await store.settle('c2', [line('alpha', 7)], callEvent('c2', { 'user.id': 'ädä "q" a/b' }));
-    const stored = (await raw.xRange(stream(), '-', '+')).map((e) => e.message as Record<string, string>);
+    const stored = (await suite.raw.xRange(stream(), '-', '+')).map((e) => e.message as Record<string, string>);
     for (const m of stored) expect(bodyHash(m.body!)).toBe(m.h);
     const bodies = stored.map((m) => JSON.parse(m.body!) as JournalEntry['body']);
     expect(bodies.map((b) => b.kind)).toEqual(['recover', 'settle']);
@@ -608,19 +587,19 @@ describe('RedisQuotaStore journal (single node)', () => {
       const text = canonicalJson(body);
       const h = bodyHash(text);
       const link = chainLink(prev, h);
-      await raw.xAdd(stream(), '*', { seq: String(i + 1), h, prev, link, body: text });
+      await suite.raw.xAdd(stream(), '*', { seq: String(i + 1), h, prev, link, body: text });
       prev = link;
     }
-    await raw.set(`${prefix}{journal}:jh`, `2 ${prev}`);
-    await raw.incrBy(l.usageKey, 12);
-    await raw.hSet(`${prefix}{journal}:roll:${dayOf(clock)}`, Object.fromEntries(chunk(rollupFields(callEvent('old')))));
+    await suite.raw.set(`${suite.prefix}{journal}:jh`, `2 ${prev}`);
+    await suite.raw.incrBy(l.usageKey, 12);
+    await suite.raw.hSet(`${suite.prefix}{journal}:roll:${dayOf(clock)}`, Object.fromEntries(chunk(rollupFields(callEvent('old')))));
     expect((await store.verify()).ok).toBe(true);
 
     // The same JSON with a space added is another text: its hash no longer matches.
-    const [first, second] = (await raw.xRange(stream(), '-', '+')).map((e) => ({ id: String(e.id), m: e.message as Record<string, string> }));
-    await raw.del(stream());
-    await raw.xAdd(stream(), '*', first!.m);
-    await raw.xAdd(stream(), '*', { ...second!.m, body: second!.m.body!.replace('"kind":', '"kind": ') });
+    const [first, second] = (await suite.raw.xRange(stream(), '-', '+')).map((e) => ({ id: String(e.id), m: e.message as Record<string, string> }));
+    await suite.raw.del(stream());
+    await suite.raw.xAdd(stream(), '*', first!.m);
+    await suite.raw.xAdd(stream(), '*', { ...second!.m, body: second!.m.body!.replace('"kind":', '"kind": ') });
     expect((await store.verify()).streams[0]!.fault).toMatchObject({ seq: 2, reason: expect.stringContaining('altered') });
   });
 });

@@ -5,16 +5,15 @@
  * and rollups as when each reservation carried the parts whole (the format still read for
  * reservations open at an upgrade), and a profile Redis lost must be sent again.
  */
-import { createClient } from '@keyv/redis';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { lineKeys } from '../../src/policy/budgets.js';
 import { canonicalJson, recoveryEvent, teamsOf, type EntryLine } from '../../src/quota/journal.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import { dayOf, lineText } from '../../src/quota/redisJournal.js';
 import { encodeDimension, rollupFields, rollupWho } from '../../src/quota/rollups.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
-import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
+import { redisSuite } from '../helpers/redisSuite.js';
 import { journalOf } from './journal-helpers.js';
 
 const HOUR = 3600_000;
@@ -57,25 +56,20 @@ function oldFormat(requestId: string, lines: EntryLine[], meta: DecisionRecord):
 }
 
 describe('RedisQuotaStore recovery profiles', () => {
-  let redis: TestRedis;
-  let raw: ReturnType<typeof createClient>;
-  const root = uniquePrefix('profiles');
-  let n = 0;
-  let prefix: string;
+  const suite = redisSuite<RedisQuotaStore>('profiles');
   let clock: number;
-  const stores: RedisQuotaStore[] = [];
   const open = () => {
-    const store = new RedisQuotaStore({ url: redis.url, prefix, now: () => clock, logger: silent, sweepIntervalMs: 0 });
-    stores.push(store);
+    const store = new RedisQuotaStore({ url: suite.redis.url, prefix: suite.prefix, now: () => clock, logger: silent, sweepIntervalMs: 0 });
+    suite.stores.push(store);
     return store;
   };
   const line = (budgetId: string, amount: number, subject = 'ada'): LedgerLine => {
     const start = Math.floor(clock / HOUR) * HOUR;
-    return { budgetId, subject, limit: 10_000, amount, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, budgetId, subject, [start], start) };
+    return { budgetId, subject, limit: 10_000, amount, expiresAt: start + 2 * HOUR, ...lineKeys(suite.prefix, budgetId, subject, [start], start) };
   };
   const entryLine = (l: LedgerLine): EntryLine => ({ budgetId: l.budgetId, subject: l.subject, usageKey: l.usageKey, reservedKey: l.reservedKey, amount: l.amount, expiresAt: l.expiresAt });
   const sorted = (ls: LedgerLine[]) => ls.map(entryLine).sort((a, b) => (a.reservedKey < b.reservedKey ? -1 : 1));
-  const entries = async () => (await journalOf({ url: redis.url }, prefix)).map((e) => e.entry);
+  const entries = async () => (await journalOf({ url: suite.redis.url }, suite.prefix)).map((e) => e.entry);
   /** The R:p key of a call's event line (its first in reservedKey order). */
   const profileKey = (ls: LedgerLine[]) => `${sorted(ls)[0]!.reservedKey}:p`;
 
@@ -83,7 +77,7 @@ describe('RedisQuotaStore recovery profiles', () => {
   const expectRecovered = async (store: RedisQuotaStore, heard: DecisionRecord[], id: string, ls: LedgerLine[], meta: DecisionRecord, dispatched: boolean) => {
     clock += 1001;
     const before = heard.length;
-    const rollBefore = await raw.hGetAll(`${prefix}{journal}:roll:${dayOf(clock)}`);
+    const rollBefore = await suite.raw.hGetAll(`${suite.prefix}{journal}:roll:${dayOf(clock)}`);
     await store.read(ls);
     const expected = recoveryEvent(id, { lines: sorted(ls), meta, dispatched }, clock);
     expect(heard.slice(before)).toHaveLength(1);
@@ -93,31 +87,14 @@ describe('RedisQuotaStore recovery profiles', () => {
     expect(closing.map((e) => e.body.kind)).toEqual(ls.map(() => (dispatched ? 'recover' : 'release')));
     expect(closing.map((e) => e.body.lines![0]!).sort((a, b) => (a.reservedKey < b.reservedKey ? -1 : 1))).toEqual(sorted(ls));
     expect(closing.filter((e) => e.body.event).map((e) => [e.body.lines, e.body.event])).toEqual([[[sorted(ls)[0]], heard[before]]]);
-    const roll = await raw.hGetAll(`${prefix}{journal}:roll:${dayOf(clock)}`);
+    const roll = await suite.raw.hGetAll(`${suite.prefix}{journal}:roll:${dayOf(clock)}`);
     const want = rollupFields(expected);
     for (let i = 0; i < want.length; i += 2) expect(Number(roll[want[i] as string] ?? 0) - Number(rollBefore[want[i] as string] ?? 0)).toBe(want[i + 1]);
-    if (dispatched) for (const l of ls) expect(Number(await raw.get(l.usageKey))).toBeGreaterThanOrEqual(l.amount);
+    if (dispatched) for (const l of ls) expect(Number(await suite.raw.get(l.usageKey))).toBeGreaterThanOrEqual(l.amount);
   };
 
-  beforeAll(async () => {
-    redis = await startRedis();
-    raw = createClient({ url: redis.url });
-    await raw.connect();
-  });
-
-  afterAll(async () => {
-    raw.destroy();
-    await deleteKeys(redis.url, root);
-    await redis.stop();
-  });
-
   beforeEach(() => {
-    prefix = `${root}${++n}:`;
-    clock = Date.parse('2026-11-25T10:00:00Z') + n * 1000;
-  });
-
-  afterEach(async () => {
-    await Promise.all(stores.splice(0).map((s) => s.close()));
+    clock = Date.parse('2026-11-25T10:00:00Z') + suite.n * 1000;
   });
 
   it('recovers a dispatched call whose reservation named a profile written by an earlier call exactly as recoveryEvent() describes', async () => {
@@ -135,7 +112,7 @@ describe('RedisQuotaStore recovery profiles', () => {
     await expectRecovered(store, heard, 'c2', ls2, META, true);
     await store.reserve('c3', ls2, 1000, META);
     await expectRecovered(store, heard, 'c3', ls2, META, false);
-    expect(await raw.hLen(profileKey(ls))).toBe(1);
+    expect(await suite.raw.hLen(profileKey(ls))).toBe(1);
     expect((await store.verify()).ok).toBe(true);
   });
 
@@ -147,14 +124,14 @@ describe('RedisQuotaStore recovery profiles', () => {
     await store.reserve('c1', ls, 60_000, META);
     await store.settle('c1', ls, { event: 'tollgate.decision', 'request.id': 'c1', outcome: 'success', 'user.id': 'ada' });
     expect(store.profilesRemembered()).toHaveLength(1);
-    await raw.del(profileKey(ls));
+    await suite.raw.del(profileKey(ls));
 
     expect(await store.reserve('c2', ls, 1000, META)).toEqual({ ok: true });
     expect(await store.read(ls)).toEqual([
       { used: 40, reserved: 40 },
       { used: 50, reserved: 50 },
     ]);
-    expect(await raw.hLen(profileKey(ls))).toBe(1);
+    expect(await suite.raw.hLen(profileKey(ls))).toBe(1);
     await store.dispatch('c2');
     await expectRecovered(store, heard, 'c2', ls, META, true);
     expect((await store.verify()).ok).toBe(true);
@@ -170,8 +147,8 @@ describe('RedisQuotaStore recovery profiles', () => {
       await store.reserve(id, ls, 1000, META);
       if (dispatched) await store.dispatch(id);
       const first = sorted(ls)[0]!;
-      await raw.hSet(`${first.reservedKey}:i`, id, oldFormat(id, sorted(ls), META));
-      await raw.del(`${first.reservedKey}:p`);
+      await suite.raw.hSet(`${first.reservedKey}:i`, id, oldFormat(id, sorted(ls), META));
+      await suite.raw.del(`${first.reservedKey}:p`);
       await expectRecovered(store, heard, id, ls, META, dispatched);
     }
     expect((await store.verify()).ok).toBe(true);
@@ -182,18 +159,18 @@ describe('RedisQuotaStore recovery profiles', () => {
     const ls = [line('alpha', 40), line('beta', 50)];
     await a.reserve('c1', ls, 60_000, META);
     const key = profileKey(ls);
-    const [digest] = Object.keys(await raw.hGetAll(key));
+    const [digest] = Object.keys(await suite.raw.hGetAll(key));
     expect(a.profilesRemembered()).toEqual([`${key} ${digest}`]);
     // Overwritten here, the profile stays overwritten unless a reservation sends its text again.
-    await raw.hSet(key, digest!, 'sentinel');
+    await suite.raw.hSet(key, digest!, 'sentinel');
     await a.reserve('c2', [line('alpha', 1), line('beta', 2)], 60_000, META);
-    expect(await raw.hGet(key, digest!)).toBe('sentinel');
+    expect(await suite.raw.hGet(key, digest!)).toBe('sentinel');
     // Another caller on the same lines is another profile, sent whole.
     await a.reserve('c3', ls, 60_000, { ...META, user: 'bob' });
-    expect(await raw.hLen(key)).toBe(2);
+    expect(await suite.raw.hLen(key)).toBe(2);
     // A replica that did not write it sends it.
     await open().reserve('c4', ls, 60_000, META);
-    expect(await raw.hGet(key, digest!)).not.toBe('sentinel');
+    expect(await suite.raw.hGet(key, digest!)).not.toBe('sentinel');
   });
 
   it('still charges and journals a dispatched call whose profile is gone at recovery, with an event that names no caller, model or charge', async () => {
@@ -203,7 +180,7 @@ describe('RedisQuotaStore recovery profiles', () => {
     const ls = [line('alpha', 40), line('beta', 50)];
     await store.reserve('c1', ls, 1000, META);
     await store.dispatch('c1');
-    await raw.del(profileKey(ls));
+    await suite.raw.del(profileKey(ls));
     clock += 1001;
     expect(await store.read(ls)).toEqual([
       { used: 40, reserved: 0 },
