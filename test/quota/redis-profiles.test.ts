@@ -8,10 +8,10 @@
 import { pino } from 'pino';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { lineKeys } from '../../src/policy/budgets.js';
-import { canonicalJson, recoveryEvent, teamsOf, type EntryLine } from '../../src/quota/journal.js';
+import { canonicalJson, recoveryEvent, type EntryLine } from '../../src/quota/journal.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
-import { dayOf, lineText } from '../../src/quota/redisJournal.js';
-import { encodeDimension, rollupFields, rollupWho } from '../../src/quota/rollups.js';
+import { AMOUNT_SLOT, dayOf, lineText, recoveryInfo } from '../../src/quota/redisJournal.js';
+import { rollupFields } from '../../src/quota/rollups.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 import { redisSuite } from '../helpers/redisSuite.js';
 import { journalOf } from './journal-helpers.js';
@@ -34,25 +34,10 @@ const META: DecisionRecord = {
  * request id's JSON and the event's ten parts, one a line (kept here as a fixture of that format).
  */
 function oldFormat(requestId: string, lines: EntryLine[], meta: DecisionRecord): string {
-  const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
-  const frag = (v: string | undefined): string => (v === undefined ? '' : JSON.stringify(v));
-  const units = (meta.units ?? {}) as Record<string, unknown>;
-  const teams = teamsOf(meta);
-  const charged = `[${lines.map((x) => `{"amount":${x.amount},"budget":${JSON.stringify(x.budgetId)},"subject":${JSON.stringify(x.subject)},"unit":${JSON.stringify(str(units[x.budgetId]) ?? 'tokens')}}`).join(',')}]`;
-  const dims = `${rollupWho(str(meta.user), teams, str(meta.costCenter))}|${encodeDimension(str(meta.model))}`;
-  const parts = [
-    frag(str(meta.transport) ?? 'unknown'),
-    frag(str(meta.policyVersion) ?? 'unknown'),
-    frag(str(meta.user)),
-    teams ? JSON.stringify(teams) : '',
-    frag(str(meta.costCenter)),
-    frag(str(meta.model)),
-    frag(str(meta.tier)),
-    charged,
-    `${dims}|${encodeDimension(str(meta.tier))}`,
-    `${dims}|`,
-  ];
-  return `${lineText(lines[0]!)}\n${JSON.stringify(requestId)}\n${parts.join('\n')}`;
+  // The parts were the profile's, each amount written where the profile now holds AMOUNT_SLOT.
+  let n = 0;
+  const parts = recoveryInfo(lines, meta).profile.text.replaceAll(AMOUNT_SLOT, () => String(lines[n++]!.amount));
+  return `${lineText(lines[0]!)}\n${JSON.stringify(requestId)}\n${parts}`;
 }
 
 describe('RedisQuotaStore recovery profiles', () => {
