@@ -178,6 +178,15 @@ function assertAmount(n: number, what: string, signed = false): void {
   if (!Number.isSafeInteger(n) || (!signed && n < 0)) throw new RangeError(`${what} must be a ${signed ? '' : 'non-negative '}safe integer, got ${n}`);
 }
 
+/** A reservation this replica made: its lines' reserved keys, when and for how long, and whether its dispatch mark went with it. */
+interface Held {
+  keys: string[];
+  at: number;
+  ttlMs: number;
+  /** Reserved with `dispatching`, and dispatch() not called since: it has nothing to write. */
+  marked: boolean;
+}
+
 function byReservedKey<T extends { reservedKey: string }>(a: T, b: T): number {
   return a.reservedKey < b.reservedKey ? -1 : a.reservedKey > b.reservedKey ? 1 : 0;
 }
@@ -199,13 +208,10 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private readonly maxReplays: number;
   private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>;
   private readonly replays: Replay[] = [];
-  private readonly held = new Map<string, string[]>();
-  /** When each request in `held` reserved, and for how long: a settle's window is counted from there. */
-  private readonly reservedAt = new Map<string, { at: number; ttlMs: number }>();
+  /** The reservations this replica made and has not closed, by request id. */
+  private readonly held = new Map<string, Held>();
   private readonly markerMs: number;
   private expiredSettles = 0;
-  /** Requests reserved with `dispatching` whose dispatch() has not come yet (it has nothing to write). */
-  private readonly markedAtReserve = new Set<string>();
   private readonly listeners: EventListener[] = [];
   private flushing: Promise<void> | undefined;
   /** The write `drain` is making now (off the queue while in flight). */
@@ -393,7 +399,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       // A refusal, or a request that already holds (or has settled) a reservation: like the memory
       // store, the repeat is a no-op, so whatever this call took is given back.
       await this.releaseLines(requestId, heldNow, undefined);
-      const held = refusedAt < 0 ? this.held.get(requestId) : undefined;
+      const held = refusedAt < 0 ? this.held.get(requestId)?.keys : undefined;
       if (held) {
         // A repeat of a reservation this request still holds: its record must list what it holds,
         // not what the repeat asked for.
@@ -410,8 +416,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       const [, used, reserved, buckets] = states[first]!;
       return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount, buckets: buckets ?? [] };
     }
-    this.remember(requestId, keys, now, ttlMs);
-    if (opts.dispatching) this.markedAtReserve.add(requestId);
+    this.remember(requestId, { keys, at: now, ttlMs, marked: opts.dispatching === true });
     return { ok: true };
   }
 
@@ -422,10 +427,14 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
    */
   async dispatch(requestId: string): Promise<void> {
     // Reserved with `dispatching`: the mark went with the reservation.
-    if (this.markedAtReserve.delete(requestId)) return;
+    const held = this.held.get(requestId);
+    if (held?.marked) {
+      held.marked = false;
+      return;
+    }
     try {
       await this.scripts.ready();
-      const keys = this.held.get(requestId) ?? (await this.scripts.timed(this.records.get(recordKey(requestId)))) ?? [];
+      const keys = held?.keys ?? (await this.scripts.timed(this.records.get(recordKey(requestId)))) ?? [];
       await Promise.all(this.groups(keys).map((group) => this.run(DISPATCH, group.flatMap((r) => [r, `${r}:i`]), [requestId])));
     } catch (err) {
       throw asStoreError(err);
@@ -438,7 +447,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   }
 
   async release(requestId: string, event?: DecisionRecord): Promise<void> {
-    await this.write({ kind: 'release', requestId, keys: this.held.get(requestId), event });
+    await this.write({ kind: 'release', requestId, keys: this.held.get(requestId)?.keys, event });
   }
 
   async record(event: DecisionRecord): Promise<void> {
@@ -839,7 +848,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
    * Without a known reservation (not reserved here, or forgotten), the settle's own time stands in.
    */
   private settleWindow(requestId: string): { markerMs: number; notAfter: number } {
-    const r = this.reservedAt.get(requestId);
+    const r = this.held.get(requestId);
     const markerMs = Math.min(SETTLED_MARKER_MS, Math.max(this.markerMs, (r?.ttlMs ?? 0) + MARKER_SLACK_MS));
     return { markerMs, notAfter: (r?.at ?? this.now()) + markerMs };
   }
@@ -851,8 +860,6 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private expire(w: Extract<Replay, { kind: 'settle' }>, now: number): WriteOutcome {
     this.expiredSettles += 1;
     this.held.delete(w.requestId);
-    this.reservedAt.delete(w.requestId);
-    this.markedAtReserve.delete(w.requestId);
     this.log.error(
       {
         event: 'quota_settle_expired',
@@ -898,10 +905,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     }
     // Lines reserved but not charged (not normally the case) are released, as the memory store does.
     const charged = new Set(lines.map((l) => l.reservedKey));
-    const rest = (this.held.get(requestId) ?? []).filter((k) => !charged.has(k));
+    const rest = (this.held.get(requestId)?.keys ?? []).filter((k) => !charged.has(k));
     this.held.delete(requestId);
-    this.reservedAt.delete(requestId);
-    this.markedAtReserve.delete(requestId);
     // One flight: the settle scripts, the releases and the record's deletion. Settling is idempotent
     // (per-line markers), so a settle that fails here and is replayed later still counts once;
     // until then its reservation stays, and recovery closes it if the replay never comes.
@@ -946,8 +951,6 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     await this.scripts.ready();
     const keys = w.keys ?? (await this.scripts.timed(this.records.get(recordKey(w.requestId)))) ?? [];
     this.held.delete(w.requestId);
-    this.reservedAt.delete(w.requestId);
-    this.markedAtReserve.delete(w.requestId);
     if (keys.length === 0) {
       // Nothing held that this replica can name: the event alone, in the `{journal}` stream.
       if (w.event) await this.chain('release', w.requestId, w.event);
@@ -1116,12 +1119,9 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     }
   }
 
-  private remember(requestId: string, keys: string[], at: number, ttlMs: number): void {
-    this.held.set(requestId, keys);
-    this.reservedAt.set(requestId, { at, ttlMs });
+  private remember(requestId: string, held: Held): void {
+    this.held.set(requestId, held);
     if (this.held.size > LOCAL_RECORDS_MAX) this.held.delete(this.held.keys().next().value!);
-    if (this.reservedAt.size > LOCAL_RECORDS_MAX) this.reservedAt.delete(this.reservedAt.keys().next().value!);
-    if (this.markedAtReserve.size > LOCAL_RECORDS_MAX) this.markedAtReserve.delete(this.markedAtReserve.values().next().value!);
   }
 
   /**

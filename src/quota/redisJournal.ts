@@ -85,7 +85,28 @@ const ORDERED_FIELDS: ReadonlySet<string> = new Set(['kind', 'id', 'at', 'expire
  * amount, expiresAt. A line that carries its text already (a rate limit's kept line) gives that.
  */
 export function lineText(l: EntryLine & { text?: string }): string {
-  return l.text ?? `{"budgetId":${JSON.stringify(l.budgetId)},"subject":${JSON.stringify(l.subject)},"usageKey":${JSON.stringify(l.usageKey)},"reservedKey":${JSON.stringify(l.reservedKey)},"amount":${jsonNum(l.amount)},"expiresAt":${jsonNum(l.expiresAt)}}`;
+  if (l.text !== undefined) return l.text;
+  return `${lineHead(l)}${jsonNum(l.amount)},"expiresAt":${jsonNum(l.expiresAt)}}`;
+}
+
+/** Line heads kept; past it the cache starts again (a window's lines are few, and each head is cheap to make). */
+const HEADS_KEPT = 4096;
+const heads = new Map<string, string>();
+
+/**
+ * A line's JSON up to its amount: the same for every call on the line in one window, so it is made
+ * once and kept (a call's reservation and its settlement each list the line, and so does every
+ * other call of the caller in the window). Keyed by all four strings it holds.
+ */
+function lineHead(l: EntryLine): string {
+  const key = `${l.usageKey}\0${l.reservedKey}\0${l.budgetId}\0${l.subject}`;
+  let head = heads.get(key);
+  if (head === undefined) {
+    head = `{"budgetId":${JSON.stringify(l.budgetId)},"subject":${JSON.stringify(l.subject)},"usageKey":${JSON.stringify(l.usageKey)},"reservedKey":${JSON.stringify(l.reservedKey)},"amount":`;
+    if (heads.size >= HEADS_KEPT) heads.clear();
+    heads.set(key, head);
+  }
+  return head;
 }
 
 /** A number as JSON writes it. */
