@@ -7,8 +7,9 @@ import type { BudgetState } from './decide.js';
 import { covers, type CompiledBudget, type ModelInfo } from './load.js';
 import { costMicroUsd } from '../providers/prices.js';
 import type { Usage } from '../providers/provider.js';
+import { lineHead } from '../quota/redisJournal.js';
 import type { LedgerLine } from '../quota/store.js';
-import { resolveWindow } from '../quota/windows.js';
+import { resolveWindow, type ResolvedWindow } from '../quota/windows.js';
 
 /** A budget line for the current window, amount still unset. */
 export interface BudgetLine {
@@ -74,16 +75,34 @@ export function applicableLines(budgets: readonly CompiledBudget[], principal: P
       if (!applies) continue;
     }
     const w = resolveWindow(budget.config.window, now);
-    for (const subject of subjectsOf(budget, principal)) {
-      out.push({
-        budget,
-        subject,
-        resetsAt: w.resetsAt,
-        line: { budgetId: budget.config.id, subject, limit: budget.limit, expiresAt: w.expiresAt, ...lineKeys(prefix, budget.config.id, subject, w.readStarts, w.start) },
-      });
-    }
+    for (const subject of subjectsOf(budget, principal)) out.push(keptBudgetLine(budget, subject, w, prefix));
   }
   return out;
+}
+
+/** Subjects whose lines a budget keeps per key prefix; past it the oldest kept goes. */
+const LINES_KEPT = 10_000;
+/** Each budget's lines by key prefix, then subject, with the window start they were made for. */
+const kept = new WeakMap<CompiledBudget, Map<string, Map<string, { start: number; line: BudgetLine }>>>();
+
+/**
+ * A budget's line for `subject`, reused while the window (a rolling window's current bucket) is the
+ * one it was made in: its key strings, and the head of its JSON as the Redis journal lists it, are
+ * made once a window rather than every call (and the store hashes strings it has seen). Lines are
+ * never changed once made; a call's amounts go on copies.
+ */
+function keptBudgetLine(budget: CompiledBudget, subject: string, w: ResolvedWindow, prefix: string): BudgetLine {
+  let byPrefix = kept.get(budget);
+  if (!byPrefix) kept.set(budget, (byPrefix = new Map()));
+  let lines = byPrefix.get(prefix);
+  if (!lines) byPrefix.set(prefix, (lines = new Map()));
+  const found = lines.get(subject);
+  if (found && found.start === w.start && found.line.resetsAt === w.resetsAt && found.line.line.expiresAt === w.expiresAt) return found.line;
+  const base = { budgetId: budget.config.id, subject, limit: budget.limit, expiresAt: w.expiresAt, ...lineKeys(prefix, budget.config.id, subject, w.readStarts, w.start) };
+  const line: BudgetLine = { budget, subject, resetsAt: w.resetsAt, line: { ...base, head: lineHead(base) } };
+  if (!found && lines.size >= LINES_KEPT) lines.delete(lines.keys().next().value!);
+  lines.set(subject, { start: w.start, line });
+  return line;
 }
 
 /** What a call costs in one budget's unit: tokens, or micro-dollars. */

@@ -84,9 +84,9 @@ const ORDERED_FIELDS: ReadonlySet<string> = new Set(['kind', 'id', 'at', 'expire
  * One entry line's JSON, fields in the journal's order: budgetId, subject, usageKey, reservedKey,
  * amount, expiresAt. A line that carries its text already (a rate limit's kept line) gives that.
  */
-export function lineText(l: EntryLine & { text?: string }): string {
+export function lineText(l: EntryLine & { text?: string; head?: string }): string {
   if (l.text !== undefined) return l.text;
-  return `${lineHead(l)}${jsonNum(l.amount)},"expiresAt":${jsonNum(l.expiresAt)}}`;
+  return `${l.head ?? lineHead(l)}${jsonNum(l.amount)},"expiresAt":${jsonNum(l.expiresAt)}}`;
 }
 
 /** Line heads kept; past it the cache starts again (a window's lines are few, and each head is cheap to make). */
@@ -98,7 +98,7 @@ const heads = new Map<string, string>();
  * once and kept (a call's reservation and its settlement each list the line, and so does every
  * other call of the caller in the window). Keyed by all four strings it holds.
  */
-function lineHead(l: EntryLine): string {
+export function lineHead(l: Pick<EntryLine, 'budgetId' | 'subject' | 'usageKey' | 'reservedKey'>): string {
   const key = `${l.usageKey}\0${l.reservedKey}\0${l.budgetId}\0${l.subject}`;
   let head = heads.get(key);
   if (head === undefined) {

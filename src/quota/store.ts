@@ -29,6 +29,11 @@ export interface LedgerLine {
    * line many calls share (a rate limit's, src/policy/limits.ts) instead of per entry.
    */
   text?: string;
+  /**
+   * The line's JSON up to its amount (`lineHead` in redisJournal.ts), made once for a line many
+   * calls share (a budget's, src/policy/budgets.ts): every field before the amount must be this line's.
+   */
+  head?: string;
 }
 
 /** Used and reserved amounts of one budget line. */
