@@ -80,6 +80,8 @@ describe('decide step', () => {
               usageKey: `tollgate:{user-weekly|alice}:u:${WEEK_START}`,
               readKeys: [`tollgate:{user-weekly|alice}:u:${WEEK_START}`],
               reservedKey: 'tollgate:{user-weekly|alice}:r',
+              // The line's journal JSON up to its amount, made with the line.
+              head: `{"budgetId":"user-weekly","subject":"alice","usageKey":"tollgate:{user-weekly|alice}:u:${WEEK_START}","reservedKey":"tollgate:{user-weekly|alice}:r","amount":`,
             },
           },
         ],
