@@ -5,16 +5,10 @@
  * strings, strings JSON must escape, and more lines than the cache keeps.
  */
 import { describe, expect, it } from 'vitest';
+import type { EntryLine } from '../../src/quota/journal.js';
 import { lineText } from '../../src/quota/redisJournal.js';
 
-interface Line {
-  budgetId: string;
-  subject: string;
-  usageKey: string;
-  reservedKey: string;
-  amount: number;
-  expiresAt: number;
-}
+type Line = EntryLine;
 
 /** The line's fields serialized in the entry's order, the reference the cached text must equal. */
 const expected = (l: Line): string =>

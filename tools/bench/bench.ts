@@ -20,7 +20,7 @@
  * from dist/, as `npm start` runs it.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -28,7 +28,7 @@ import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { createClient } from '@keyv/redis';
-import { killChildren, localRedisUrl, pct, rssMb, runBench, sleep, startChild } from './common.js';
+import { httpBenchPolicy, killChildren, localRedisUrl, pct, rssMb, runBench, sleep, startChild } from './common.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
 import { closeRawClient, closedLoop, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
 import { startNginx, startPortkey } from './floor.js';
@@ -256,31 +256,6 @@ async function openSessions(url: string, count: number): Promise<number> {
   return opened;
 }
 
-function policyText(openaiUrl: string, settleBeforeReply = false, client?: string): string {
-  const sha = createHash('sha256').update(KEY).digest('hex');
-  return `version: 1
-name: bench
-providers:
-  openai: { kind: openai, apiKey: bench, baseUrl: "${openaiUrl}", maxRetries: 0${client ? `, client: ${client}` : ''} }
-egress: { allow: ["127.0.0.1"] }
-models:
-  openai/gpt-bench: { price: { inputPerMTok: 1, outputPerMTok: 2 } }
-tiers:
-  standard: [openai/gpt-bench]
-apiKeys:
-  - { id: bench, sha256: ${sha}, user: bench-user, teams: [bench-team], costCenter: cc-bench, groups: [employees] }
-budgets:
-  - { id: user-weekly, scope: user, window: { calendar: week, timezone: Europe/Paris }, limit: { tokens: 1000000000000 }, tierDown: { below: 20% } }
-  - { id: team-monthly, scope: team, window: { calendar: month }, limit: { usd: 1000000000 } }
-  - { id: cc-monthly, scope: costCenter, window: { calendar: month }, limit: { usd: 1000000000 } }
-rules:
-  - id: no-credentials
-    when: "request.text.matches('AKIA[0-9A-Z]{16}')"
-    effect: deny
-    message: no credentials in prompts
-limits: { settleBeforeReply: ${settleBeforeReply} }
-`;
-}
 
 function row(name: string, r: LoadResult, rss?: { rss: number; peak: number }): string {
   const f = (n: number, d = 2) => n.toFixed(d).padStart(9);
@@ -301,11 +276,11 @@ async function main(): Promise<void> {
     const client = values['openai-client'];
     // The other builds (memory-b) read the policy without `client`, which they may not know.
     const plainPolicy = join(dir, 'bench-plain.yaml');
-    writeFileSync(plainPolicy, policyText(openaiUrl));
+    writeFileSync(plainPolicy, httpBenchPolicy(openaiUrl, KEY));
     const policyFile = join(dir, 'bench.yaml');
-    writeFileSync(policyFile, policyText(openaiUrl, false, client));
+    writeFileSync(policyFile, httpBenchPolicy(openaiUrl, KEY, { client }));
     const settleFirstPolicy = join(dir, 'bench-settle-before-reply.yaml');
-    writeFileSync(settleFirstPolicy, policyText(openaiUrl, true, client));
+    writeFileSync(settleFirstPolicy, httpBenchPolicy(openaiUrl, KEY, { settleBeforeReply: true, client }));
 
     const servers: { name: string; url: string; pid: number }[] = [];
     const floors: WireTarget[] = [];

@@ -3,6 +3,7 @@
  * a stream, RSS readings, percentiles, a Redis liveness probe and free ports.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { childPids } from '../../test/helpers/process.js';
@@ -125,5 +126,36 @@ budgets:
   - { id: user-weekly, scope: user, window: { calendar: week, timezone: Europe/Paris }, limit: { tokens: 1000000000000 } }
   - { id: team-monthly, scope: team, window: { calendar: month }, limit: { usd: 1000000000 } }
   - { id: cc-monthly, scope: costCenter, window: { rolling: { days: 30 } }, limit: { usd: 1000000000 } }
+`;
+}
+
+/**
+ * The HTTP benchmarks' policy (bench.ts, callgrind-http.ts): one OpenAI provider at `openaiUrl` (the
+ * fake), one API key `key` for bench-user, three budgets a call never reaches (a weekly user budget
+ * in Paris time, monthly team and cost-centre budgets) and one CEL rule.
+ */
+export function httpBenchPolicy(openaiUrl: string, key: string, opts: { settleBeforeReply?: boolean; client?: string } = {}): string {
+  const sha = createHash('sha256').update(key).digest('hex');
+  return `version: 1
+name: bench
+providers:
+  openai: { kind: openai, apiKey: bench, baseUrl: "${openaiUrl}", maxRetries: 0${opts.client ? `, client: ${opts.client}` : ''} }
+egress: { allow: ["127.0.0.1"] }
+models:
+  openai/gpt-bench: { price: { inputPerMTok: 1, outputPerMTok: 2 } }
+tiers:
+  standard: [openai/gpt-bench]
+apiKeys:
+  - { id: bench, sha256: ${sha}, user: bench-user, teams: [bench-team], costCenter: cc-bench, groups: [employees] }
+budgets:
+  - { id: user-weekly, scope: user, window: { calendar: week, timezone: Europe/Paris }, limit: { tokens: 1000000000000 }, tierDown: { below: 20% } }
+  - { id: team-monthly, scope: team, window: { calendar: month }, limit: { usd: 1000000000 } }
+  - { id: cc-monthly, scope: costCenter, window: { calendar: month }, limit: { usd: 1000000000 } }
+rules:
+  - id: no-credentials
+    when: "request.text.matches('AKIA[0-9A-Z]{16}')"
+    effect: deny
+    message: no credentials in prompts
+limits: { settleBeforeReply: ${opts.settleBeforeReply ?? false} }
 `;
 }

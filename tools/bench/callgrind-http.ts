@@ -1,0 +1,126 @@
+/**
+ * Instructions per call of the whole gateway over HTTP, under callgrind: a built gateway (`dist/`,
+ * as deployed) serves the OpenAI-compatible endpoint from the zero-delay fake OpenAI server, with
+ * the HTTP benchmark's policy (three budgets, one CEL rule, decision events to a file), on the
+ * memory store or on Redis. valgrind starts with instrumentation off; after the warm-up calls it is
+ * switched on for the measured calls alone, then the count is dumped. Instruction counts do not
+ * move with the machine's load as CPU time does (two runs of one build agree within about 1 %), so
+ * two builds can be compared on a busy machine; `--single-threaded` keeps V8's compiler and GC on
+ * the main thread, in the count.
+ *
+ *   npx tsx tools/bench/callgrind-http.ts [--dist dist] [--redis redis://127.0.0.1:6391] [--warmup 3000]
+ *     [--calls 600] [--concurrency 32] [--keep DIR]
+ *
+ * Give each run a Redis of its own (its keys are flushed under a prefix of the run's own, but
+ * another client's commands would share the server). --keep copies callgrind's output to DIR, for
+ * `callgrind_annotate --inclusive=no DIR/callgrind.out.*` (JavaScript shows as unnamed addresses;
+ * V8's C++ and the builtins are named). Needs valgrind (Debian's `valgrind` package).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { httpBenchPolicy, killChildren, runBench, sleep, startChild } from './common.js';
+
+const { values } = parseArgs({
+  options: {
+    dist: { type: 'string', default: 'dist' },
+    redis: { type: 'string' },
+    warmup: { type: 'string', default: '3000' },
+    calls: { type: 'string', default: '600' },
+    concurrency: { type: 'string', default: '32' },
+    keep: { type: 'string' },
+  },
+});
+const WARMUP = Number(values.warmup);
+const CALLS = Number(values.calls);
+const CONCURRENCY = Number(values.concurrency);
+for (const [name, n] of [['--warmup', WARMUP], ['--calls', CALLS], ['--concurrency', CONCURRENCY]] as const) {
+  if (!(Number.isSafeInteger(n) && n >= (name === '--warmup' ? 0 : 1))) throw new Error(`${name} takes a whole number${name === '--warmup' ? '' : ' of at least 1'}, got ${String(n)}`);
+}
+const KEY = 'tg-callgrind-key';
+
+/** `n` chat completions, `concurrency` at a time; every answer must be a 200. */
+async function drive(baseUrl: string, n: number): Promise<void> {
+  const body = JSON.stringify({ model: 'standard', messages: [{ role: 'user', content: 'Summarise the quarterly report in three bullet points.' }], max_tokens: 64 });
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      next++;
+      const r = await fetch(`${baseUrl}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body });
+      const text = await r.text();
+      if (r.status !== 200) throw new Error(`a call was answered ${r.status}: ${text.slice(0, 300)}`);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, n) }, worker));
+}
+
+function control(pid: number, ...args: string[]): void {
+  const r = spawnSync('callgrind_control', [...args, String(pid)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`callgrind_control ${args.join(' ')} failed: ${r.stderr || r.stdout}`);
+}
+
+async function main(): Promise<void> {
+  if (spawnSync('valgrind', ['--version']).status !== 0) throw new Error('valgrind is not installed (apt-get install valgrind)');
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-callgrind-http-'));
+  try {
+    const fake = await startChild(['tools/fake-providers/main.ts'], {}, /openai\s+(http\S+)/, 'stdout');
+    const policyFile = join(dir, 'policy.yaml');
+    writeFileSync(policyFile, httpBenchPolicy(fake.match[1]!, KEY));
+    const out = join(dir, 'callgrind.out');
+    const cli = resolve(values.dist, 'src/cli.js');
+    const args = ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, '--single-threaded', cli, 'serve', '--port', '0', '--policy', policyFile];
+    if (values.redis) args.push('--redis', values.redis);
+    const env = {
+      ...process.env,
+      TOLLGATE_LOG_LEVEL: 'warn',
+      TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'),
+      TOLLGATE_DATA_DIR: join(dir, 'data'),
+      TOLLGATE_KEY_PREFIX: `tgcg:${process.pid}:`,
+      // Under valgrind every command's answer is slow to be read: not an outage.
+      TOLLGATE_STORE_TIMEOUT_MS: '120000',
+      ...(values.redis ? {} : { REDIS_URL: '', REDIS_CLUSTER_NODES: '' }),
+    };
+    const gateway = spawn('valgrind', args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let seen = '';
+    const url = await new Promise<string>((ok, fail) => {
+      gateway.stderr!.on('data', (d: Buffer) => {
+        seen += d.toString();
+        const m = /serving MCP at (\S+)\/mcp/.exec(seen);
+        if (m) ok(m[1]!);
+      });
+      gateway.once('exit', (code) => fail(new Error(`the gateway exited (${code}) before serving: ${seen.slice(-2000)}`)));
+    });
+    process.stdout.write(`${values.dist} on ${values.redis ? `Redis (${values.redis})` : 'the memory store'}: ${WARMUP} warm-up calls, then ${CALLS} measured, ${CONCURRENCY} at a time\n`);
+    await drive(url, WARMUP);
+    await sleep(1000);
+    control(gateway.pid!, '-i', 'on');
+    const t = Date.now();
+    await drive(url, CALLS);
+    // Settlements after the answer (settleBeforeReply: false) belong to the measured calls.
+    await sleep(2000);
+    control(gateway.pid!, '-d');
+    control(gateway.pid!, '-i', 'off');
+    const wall = Date.now() - t;
+    gateway.kill('SIGTERM');
+    await new Promise((r) => gateway.once('exit', r));
+    const dumps = readdirSync(dir).filter((f) => f.startsWith('callgrind.out.'));
+    let total = 0;
+    for (const f of dumps) {
+      const m = /^summary:\s+(\d+)/m.exec(readFileSync(join(dir, f), 'utf8'));
+      if (m) total += Number(m[1]);
+    }
+    if (total === 0) throw new Error('callgrind dumped no count');
+    if (values.keep) {
+      mkdirSync(values.keep, { recursive: true });
+      for (const f of dumps) copyFileSync(join(dir, f), join(values.keep, f));
+    }
+    process.stdout.write(`measured ${CALLS} calls in ${wall} ms under valgrind\ninstructions per call: ${Math.round(total / CALLS)}\n`);
+  } finally {
+    killChildren();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+runBench('callgrind-http', main, () => killChildren('SIGKILL'));
