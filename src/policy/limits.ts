@@ -17,7 +17,7 @@
  */
 import { principalView, type Principal } from '../identity/principal.js';
 import type { Usage } from '../providers/provider.js';
-import { lineText } from '../quota/redisJournal.js';
+import { lineHead, lineText } from '../quota/redisJournal.js';
 import type { LedgerLine, ReserveOutcome } from '../quota/store.js';
 import { resolveSliding, slidingBucketStart } from '../quota/windows.js';
 import { lineKeys, principalSubjects } from './budgets.js';
@@ -85,11 +85,13 @@ export function limitLine(limit: CompiledLimit, subject: string, now: number, pr
 function withAmounts(l: Omit<LimitLine, 'one' | 'zero'>): LimitLine {
   // Fields in the order of a budget's ledger line (src/policy/budgets.ts, then plan.ts reservedLines), so the stores see one shape.
   const { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey } = l.line;
+  // The head goes on the line too, so a token limit's line of any other amount (`ledgerLine`) carries it.
+  const head = lineHead(l.line);
   const at = (amount: number): LedgerLine => {
-    const text = lineText({ budgetId, subject, usageKey, reservedKey, amount, expiresAt });
-    return { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, amount, text };
+    const text = lineText({ budgetId, subject, usageKey, reservedKey, amount, expiresAt, head });
+    return { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, head, amount, text };
   };
-  return { ...l, one: at(1), zero: at(0) };
+  return { ...l, line: { ...l.line, head }, one: at(1), zero: at(0) };
 }
 
 /** Subjects whose lines a limit keeps; past it the oldest kept goes. */

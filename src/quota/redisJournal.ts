@@ -89,24 +89,13 @@ export function lineText(l: EntryLine & { text?: string; head?: string }): strin
   return `${l.head ?? lineHead(l)}${jsonNum(l.amount)},"expiresAt":${jsonNum(l.expiresAt)}}`;
 }
 
-/** Line heads kept; past it the cache starts again (a window's lines are few, and each head is cheap to make). */
-const HEADS_KEPT = 4096;
-const heads = new Map<string, string>();
-
 /**
- * A line's JSON up to its amount: the same for every call on the line in one window, so it is made
- * once and kept (a call's reservation and its settlement each list the line, and so does every
- * other call of the caller in the window). Keyed by all four strings it holds.
+ * A line's JSON up to its amount: the same for every call on the line in one window, so the lines
+ * calls share (a budget's, src/policy/budgets.ts, and a rate limit's, src/policy/limits.ts) are
+ * made with it as their `head`, and `lineText` makes it afresh only for a line without one.
  */
 export function lineHead(l: Pick<EntryLine, 'budgetId' | 'subject' | 'usageKey' | 'reservedKey'>): string {
-  const key = `${l.usageKey}\0${l.reservedKey}\0${l.budgetId}\0${l.subject}`;
-  let head = heads.get(key);
-  if (head === undefined) {
-    head = `{"budgetId":${JSON.stringify(l.budgetId)},"subject":${JSON.stringify(l.subject)},"usageKey":${JSON.stringify(l.usageKey)},"reservedKey":${JSON.stringify(l.reservedKey)},"amount":`;
-    if (heads.size >= HEADS_KEPT) heads.clear();
-    heads.set(key, head);
-  }
-  return head;
+  return `{"budgetId":${JSON.stringify(l.budgetId)},"subject":${JSON.stringify(l.subject)},"usageKey":${JSON.stringify(l.usageKey)},"reservedKey":${JSON.stringify(l.reservedKey)},"amount":`;
 }
 
 /** A number as JSON writes it. */

@@ -31,7 +31,8 @@ export interface LedgerLine {
   text?: string;
   /**
    * The line's JSON up to its amount (`lineHead` in redisJournal.ts), made once for a line many
-   * calls share (a budget's, src/policy/budgets.ts): every field before the amount must be this line's.
+   * calls share (a budget's, src/policy/budgets.ts, or a rate limit's, src/policy/limits.ts): every
+   * field before the amount must be this line's.
    */
   head?: string;
 }

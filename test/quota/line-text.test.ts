@@ -1,8 +1,8 @@
 /**
- * A line's JSON as journal entries list it (lineText): its head (budget, subject and keys) is kept
- * per line, so the text must stay exactly what serializing the line's fields gives, whatever the
- * cache holds: other amounts and expiries on the same line, lines that share some of the four
- * strings, strings JSON must escape, and more lines than the cache keeps.
+ * A line's JSON as journal entries list it (lineText): its head (budget, subject and keys) is made
+ * once for the lines calls share and carried with them, so the text must stay exactly what
+ * serializing the line's fields gives: other amounts and expiries on the same line, lines that
+ * share some of the four strings, strings JSON must escape, and many lines in turn.
  */
 import { describe, expect, it } from 'vitest';
 import type { EntryLine } from '../../src/quota/journal.js';
@@ -55,10 +55,10 @@ describe('lineText', () => {
     expect(lineText(l)).toBe('{"given":true}');
   });
 
-  it('stays exact past the number of lines it keeps', () => {
+  it('stays exact over many distinct lines, and on the first ones again', () => {
     const lines = Array.from({ length: 5000 }, (_, i) => line(`b${i % 7}`, `user-${i}`, i));
     for (const l of lines) expect(lineText(l)).toBe(expected(l));
-    // The first lines again, after the cache has started over.
+    // The first lines again, at other amounts.
     for (const l of lines.slice(0, 50)) expect(lineText({ ...l, amount: l.amount + 1 })).toBe(expected({ ...l, amount: l.amount + 1 }));
   });
 });
