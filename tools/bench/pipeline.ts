@@ -113,7 +113,8 @@ async function main(): Promise<void> {
     for (let i = 0; i < WARMUP; i++) await one();
     const redis = values.redis ? createClient({ url: values.redis }) : undefined;
     await redis?.connect();
-    for (const [label, width] of RUNS.filter(([, w]) => values.only === undefined || (values.only === 'sequential') === (w === 1))) {
+    const runs = RUNS.filter(([, w]) => values.only === undefined || (values.only === 'sequential') === (w === 1));
+    for (const [label, width] of runs) {
       let next = 0;
       if (values.gate) await gate(values.gate, 'ready', 'go');
       const redis0 = redis ? await redisCounters(redis) : undefined;
@@ -132,7 +133,7 @@ async function main(): Promise<void> {
       process.stdout.write(`${label.padEnd(14)} ${CALLS} calls (${runtime.gateway.store.kind} store${values.journal ? ', journal' : ''}${values.alerts ? ', alerts' : ''}${values.limits ? ', limits' : ''}): ${(((cpu.user + cpu.system) / CALLS)).toFixed(1)} µs CPU per call, ${((wall * 1000) / CALLS).toFixed(1)} µs wall per call${redisCpu}\n`);
     }
     redis?.destroy();
-    if (values.redis) await journalSize(values.redis, prefix, WARMUP + 2 * CALLS);
+    if (values.redis) await journalSize(values.redis, prefix, WARMUP + runs.length * CALLS);
   } finally {
     await runtime.close();
     if (values.redis) await deleteKeys(values.redis, prefix);
