@@ -168,6 +168,13 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
         res.status(400).json({ jsonrpc: '2.0', error: { code: -32600, message: 'Invalid Request: Server already initialized' }, id: null });
         return;
       }
+      // Answers are matched to requests by id: two requests with one id in a batch would both run
+      // (and a call be charged) while only one answer could come back.
+      const repeated = repeatedId(messages);
+      if (repeated !== undefined) {
+        res.status(400).json({ jsonrpc: '2.0', error: { code: -32600, message: `Invalid Request: the request id ${JSON.stringify(repeated)} appears more than once in the batch` }, id: null });
+        return;
+      }
       for (const m of messages) {
         if ((m as { method?: unknown } | null)?.method === 'notifications/cancelled' && CancelledNotificationSchema.safeParse(m).success) {
           const { requestId, reason } = (m as CancelledNotification).params;
@@ -221,6 +228,16 @@ function wantsProgress(messages: unknown[]): boolean {
     const meta = (m as { params?: { _meta?: { progressToken?: unknown } } } | null)?.params?._meta;
     return meta?.progressToken !== undefined;
   });
+}
+
+/** The first request id that a POST's requests use more than once, if any. */
+function repeatedId(messages: unknown[]): string | number | undefined {
+  const seen = new Set<string | number>();
+  for (const id of requestIds(messages)) {
+    if (seen.has(id)) return id;
+    seen.add(id);
+  }
+  return undefined;
 }
 
 /** The ids of the JSON-RPC requests (not notifications or responses) of a POST. */

@@ -8,10 +8,11 @@ import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import {
-  CallToolRequestSchema,
+  CallToolRequestParamsSchema,
   ErrorCode,
   ListToolsRequestSchema,
   McpError,
+  type CallToolRequest,
   type CallToolResult,
   type ServerNotification,
   type ServerRequest,
@@ -111,6 +112,30 @@ function ok(data: Record<string, unknown>, text: string): CallToolResult {
   return { content: [{ type: 'text', text }], structuredContent: data };
 }
 
+/** On tools/call params whose `arguments` is not an object: the value sent, for the handler to refuse. */
+const REJECTED_ARGUMENTS = Symbol('rejectedArguments');
+type CallToolParams = CallToolRequest['params'] & { [REJECTED_ARGUMENTS]?: { value: unknown } };
+
+/**
+ * tools/call as the SDK reads it, except for `arguments` that are not an object (a string, an
+ * array, null): the SDK's own schema fails on them, which its Protocol answers with JSON-RPC
+ * -32603 (an internal error, for a client's fault) and a dump of schema issues, and no call, so no
+ * event. Here they are set aside under REJECTED_ARGUMENTS, and the handler refuses them as
+ * INVALID_REQUEST through the pipeline, as it does any other bad argument. Params that fail
+ * otherwise (no name) are left for the Server's own check, which answers -32602.
+ */
+const callToolRequest = z.looseObject({
+  method: z.literal('tools/call'),
+  params: z.unknown().transform((params): unknown => {
+    const args = (params as { arguments?: unknown } | null | undefined)?.arguments;
+    if (args !== undefined && (typeof args !== 'object' || args === null || Array.isArray(args))) {
+      return { ...(params as object), arguments: undefined, [REJECTED_ARGUMENTS]: { value: args } };
+    }
+    const parsed = CallToolRequestParamsSchema.safeParse(params);
+    return parsed.success ? parsed.data : params;
+  }),
+});
+
 /**
  * The SDK's Server builds its own Ajv instance unless given one: about 90 µs and several KB per
  * session, for a validator a tools-only server never uses (it checks elicitation schemas). One is
@@ -123,15 +148,20 @@ export function createMcpServer(opts: McpServerOptions): Server {
   sharedValidator ??= new AjvJsonSchemaValidator();
   const server = new Server({ name: 'tollgate', version: opts.version }, { capabilities: { tools: {} }, jsonSchemaValidator: sharedValidator });
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: TOOLS }));
-  server.setRequestHandler(CallToolRequestSchema, async (req, extra): Promise<CallToolResult> => {
-    const name = req.params.name;
+  server.setRequestHandler(callToolRequest, async (req, extra): Promise<CallToolResult> => {
+    const params = req.params as CallToolParams;
+    const name = params.name;
     if (!TOOLS.some((t) => t.name === name)) throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${name}`);
+    const rejected = params[REJECTED_ARGUMENTS];
+    // list_models and my_budget take no arguments and run no call: there is nothing to record.
+    if (rejected && name !== 'complete' && name !== 'estimate') throw new McpError(ErrorCode.InvalidParams, 'Invalid params: tools/call arguments must be an object.');
+    const raw = rejected ? rejected.value : params.arguments;
     // The budgets the answer reports, when it reports any; handed to onCallDone before answering.
     let budgets: BudgetView[] | undefined;
     try {
       const credential = opts.credentialFor(extra);
       if (name === 'estimate') {
-        const estimate = await opts.gateway.estimate({ credential, args: { raw: req.params.arguments }, transport: opts.transport, signal: extra.signal });
+        const estimate = await opts.gateway.estimate({ credential, args: { raw }, transport: opts.transport, signal: extra.signal });
         return ok({ ...estimate }, estimateText(estimate));
       }
       if (name !== 'complete') {
@@ -157,7 +187,7 @@ export function createMcpServer(opts: McpServerOptions): Server {
                 .catch(() => undefined);
             };
       const signal = opts.signal ? AbortSignal.any([extra.signal, opts.signal]) : extra.signal;
-      const result = await opts.gateway.complete({ credential, args: { raw: req.params.arguments }, transport: opts.transport, signal, onText });
+      const result = await opts.gateway.complete({ credential, args: { raw }, transport: opts.transport, signal, onText });
       budgets = result.budgets;
       const answer = ok({ ...result }, result.text);
       // An answer that did not simply finish says so next to its text, for hosts that show only text.

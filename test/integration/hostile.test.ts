@@ -160,6 +160,26 @@ describe('malformed JSON-RPC', () => {
     expect(errorOf(res).code).toBe(-32600);
     await expectStillServing();
   });
+
+  it('refuses a batch that repeats a request id with -32600 and runs none of its calls, streamed or not', async () => {
+    const session = await openSession();
+    const progress = (id: number, prompt: string) => ({ ...callTool(id, { prompt, max_tokens: 5 }), params: { ...callTool(id, { prompt, max_tokens: 5 }).params, _meta: { progressToken: id } } });
+    for (const batch of [
+      [callTool(30, { prompt: 'one', max_tokens: 5 }), callTool(30, { prompt: 'two', max_tokens: 5 })],
+      [progress(31, 'one'), progress(31, 'two')],
+      [{ jsonrpc: '2.0', id: 'x', method: 'tools/list' }, callTool(32, { prompt: 'one', max_tokens: 5 }), { jsonrpc: '2.0', id: 'x', method: 'tools/list' }],
+    ]) {
+      const before = gw.events.length;
+      const res = await post(batch, session);
+      expect(res.status, JSON.stringify(batch)).toBe(400);
+      const repeated = JSON.stringify(batch[0]!.id);
+      expect(errorOf(res)).toEqual({ code: -32600, message: `Invalid Request: the request id ${repeated} appears more than once in the batch` });
+      await gw.idle();
+      // One edge refusal for the POST; no call ran, so nothing was charged.
+      expect(gw.events.slice(before).map((e) => [e['error.code'], e['tollgate.charged']])).toEqual([['INVALID_REQUEST', undefined]]);
+    }
+    await expectStillServing();
+  });
 });
 
 describe('content types and Accept', () => {
@@ -381,6 +401,30 @@ describe('tool arguments', () => {
     const err = await refusal(args);
     expect(err.code).toBe('INVALID_REQUEST');
     expect(err.message).toContain(named);
+  });
+
+  it.each([
+    ['a string', 'hello', '(arguments): Invalid input: expected object, received string'],
+    ['an array', ['hello'], '(arguments): Invalid input: expected object, received array'],
+    ['a number', 5, '(arguments): Invalid input: expected object, received number'],
+    ['null', null, 'give messages or prompt'],
+  ])('refuses tools/call arguments that are %s as a recorded INVALID_REQUEST, not an internal error', async (_what, args, named) => {
+    const session = await openSession();
+    for (const [i, tool] of ['complete', 'estimate'].entries()) {
+      const before = gw.events.length;
+      const res = await post(callTool(40 + i, args, tool), session);
+      expect(res.status).toBe(200);
+      const [msg] = rpcMessages(res) as { result: { isError: boolean; _meta: Record<string, { code: string; message: string }> } }[];
+      expect(msg!.result.isError, tool).toBe(true);
+      expect(msg!.result._meta['io.tollgate/error']!.code).toBe('INVALID_REQUEST');
+      expect(msg!.result._meta['io.tollgate/error']!.message).toContain(named);
+      await gw.idle();
+      expect(gw.events.slice(before).map((e) => e['error.code'])).toEqual(['INVALID_REQUEST']);
+    }
+    for (const tool of ['list_models', 'my_budget']) {
+      const [msg] = rpcMessages(await post(callTool(42, args, tool), session)) as { error: { code: number; message: string } }[];
+      expect(msg!.error).toEqual({ code: -32602, message: 'MCP error -32602: Invalid params: tools/call arguments must be an object.' });
+    }
   });
 
   it('refuses constructor and nested __proto__ keys, naming them, without polluting Object.prototype', async () => {
