@@ -10,6 +10,7 @@ import { Router } from 'express';
 import { asGatewayError, GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway/gateway.js';
 import type { Principal } from '../identity/principal.js';
+import type { Credential } from '../pipeline/context.js';
 import { anthropicCodec } from './anthropicCompat.js';
 import { markRecorded } from './edgeRefusals.js';
 import { openaiCodec } from './openaiCompat.js';
@@ -65,14 +66,20 @@ export function modelsRouter(gateway: Gateway): Router {
     const anthropic = req.headers['anthropic-version'] !== undefined;
     const codec = anthropic ? anthropicCodec : openaiCodec;
     const secret = anthropicCodec.credentialOf(req);
+    const requestId = res.locals.requestId as string;
+    let credential: Credential | undefined;
     try {
-      const { principal } = await gateway.authenticate(secret ? { secret } : undefined, { transport: codec.transport, requestId: res.locals.requestId as string });
-      const items = modelsFor(gateway, principal);
+      const edge = await gateway.authenticate(secret ? { secret } : undefined, { transport: codec.transport, requestId });
+      credential = { secret: secret!, verified: { policy: edge.policy, result: edge } };
+      const items = modelsFor(gateway, edge.principal);
       if (anthropic) res.json(anthropicPage(items, req));
       // The OpenAI list has no release dates to give: `created` is 0.
       else res.json({ object: 'list', data: items.map((m) => ({ id: m.id, object: 'model', created: 0, owned_by: m.owner })) });
     } catch (err) {
-      renderCodecError(codec, gateway, res, asGatewayError(err));
+      const refusal = asGatewayError(err);
+      // Authentication records its own refusals; one after it (a bad `limit`) is recorded here, as the caller's.
+      if (credential) await gateway.refuse(refusal, { transport: codec.transport, credential, requestId });
+      renderCodecError(codec, gateway, res, refusal);
     }
   };
   router.get('/v1/models', beginRequest(anthropicCodec), list);

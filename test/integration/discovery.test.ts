@@ -60,6 +60,19 @@ describe('GET /v1/models', () => {
     await expect(anthropic('not-a-key').models.list()).rejects.toBeInstanceOf(Anthropic.AuthenticationError);
     expect(gw.events.at(-1)).toMatchObject({ outcome: 'refused', 'error.code': 'AUTH_INVALID', transport: 'anthropic' });
   });
+
+  it('refuses a page size out of range with 400, recorded as the caller\'s', async () => {
+    for (const limit of [0, 1001]) {
+      const before = gw.events.length;
+      const err = await anthropic(KEYS.alice).models.list({ limit }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Anthropic.BadRequestError);
+      const requestId = (err as InstanceType<typeof Anthropic.BadRequestError>).requestID;
+      await gw.idle();
+      expect(gw.events.slice(before)).toEqual([
+        expect.objectContaining({ 'request.id': requestId, 'user.id': 'alice', transport: 'anthropic', 'error.code': 'INVALID_REQUEST', reason: 'Invalid request: limit must be an integer from 1 to 1000.' }),
+      ]);
+    }
+  });
 });
 
 describe('POST /v1/messages/count_tokens', () => {
