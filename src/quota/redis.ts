@@ -42,6 +42,7 @@ import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
 import { pino, type Logger } from 'pino';
 import type { EntryBody, EntryLine, JournalEntry } from './journal.js';
 import { createClusterClient, watchCluster, type NodeDefaults } from './redisCluster.js';
+import { evictionRisk, evictionState, type EvictionRisk } from './redisEviction.js';
 import {
   dayOf,
   daysBetween,
@@ -235,6 +236,10 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   /** Lines whose indexing failed (cluster), with their latest expiry: the next sweep indexes them. */
   private readonly unindexed = new Map<string, number>();
   private sweeping: Promise<{ lines: number; closed: number }> | undefined;
+  /** Each node's `evicted_keys` when last read, by its connection (a new connection starts afresh). */
+  private readonly evictedSeen = new WeakMap<object, number>();
+  /** Whether a failed eviction check was logged (once: INFO may be refused by an ACL for good). */
+  private evictionCheckFailed = false;
 
   constructor(opts: RedisQuotaStoreOptions) {
     this.now = opts.now ?? Date.now;
@@ -805,7 +810,60 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     this.connectedOnce = true;
     this.reportedDown = false;
     this.scripts.preload(node).catch((err: unknown) => this.log.warn({ err, event: 'quota_script_load_failed' }, 'could not preload quota scripts'));
+    this.checkEvictionInBackground({ announce: true, node });
     if (this.replays.length > 0) this.flushInBackground();
+  }
+
+  /**
+   * Reads whether Redis may evict the ledger's keys (src/quota/redisEviction.ts): on a cluster every
+   * master, or `node` alone. Logs an error whenever a node has evicted keys since the last reading,
+   * and with `announce` (on each connection) an error when a node evicts at its memory limit and a
+   * warning when it would once a limit is set. Runs on every connection and every sweep pass.
+   */
+  async evictionCheck(opts: { announce?: boolean; node?: RedisNode } = {}): Promise<{ risk: EvictionRisk; evictedSinceLastCheck: number }> {
+    const nodes = opts.node ? [opts.node] : await this.scripts.nodes();
+    const order: EvictionRisk[] = ['none', 'possible', 'active'];
+    let risk: EvictionRisk = 'none';
+    let evictedSinceLastCheck = 0;
+    for (const node of nodes) {
+      const info = `${String(await this.scripts.timed(node.sendCommand(['INFO', 'memory'])))}\n${String(await this.scripts.timed(node.sendCommand(['INFO', 'stats'])))}`;
+      const state = evictionState(info);
+      if (!state) continue;
+      const nodeRisk = evictionRisk(state);
+      if (order.indexOf(nodeRisk) > order.indexOf(risk)) risk = nodeRisk;
+      const fields = { maxmemoryPolicy: state.policy, maxmemory: state.maxmemory, node: nodeAddress(node) };
+      const seen = this.evictedSeen.get(node);
+      this.evictedSeen.set(node, state.evictedKeys);
+      const evicted = seen === undefined ? 0 : state.evictedKeys - seen;
+      if (evicted > 0) {
+        evictedSinceLastCheck += evicted;
+        this.log.error(
+          { ...fields, evictedKeys: evicted, event: 'quota_store_evicted' },
+          `Redis evicted ${evicted} keys since the last check (maxmemory-policy ${state.policy}): budget counters, reservations or journal entries may be gone, and a budget may then be spent twice. Set maxmemory-policy noeviction, and check the ledger with tollgate audit verify.`,
+        );
+      }
+      if (!opts.announce) continue;
+      if (nodeRisk === 'active') {
+        this.log.error(
+          { ...fields, evictedKeys: state.evictedKeys, event: 'quota_store_evicts' },
+          `Redis evicts keys when it reaches maxmemory (maxmemory-policy ${state.policy}): it can drop budget counters, reservations and the journal, and a spent budget would then be spent again. Set maxmemory-policy noeviction on this Redis.`,
+        );
+      } else if (nodeRisk === 'possible') {
+        this.log.warn(
+          { ...fields, event: 'quota_store_may_evict' },
+          `Redis has maxmemory-policy ${state.policy} and no maxmemory: it evicts nothing now, but would drop budget counters, reservations and the journal once a maxmemory is set. Set maxmemory-policy noeviction on this Redis.`,
+        );
+      }
+    }
+    return { risk, evictedSinceLastCheck };
+  }
+
+  private checkEvictionInBackground(opts: { announce?: boolean; node?: RedisNode } = {}): void {
+    this.evictionCheck(opts).catch((err: unknown) => {
+      if (this.evictionCheckFailed || this.closed) return;
+      this.evictionCheckFailed = true;
+      this.log.warn({ err, event: 'quota_eviction_check_failed' }, "could not read Redis's eviction settings (INFO memory and stats); tollgate cannot tell whether Redis may evict the ledger's keys");
+    });
   }
 
   /** Makes a ledger write now, or queues what it could not write; listeners hear its event once written. */
@@ -1048,6 +1106,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const delay = Math.round(every * (0.8 + Math.random() * 0.4));
     this.sweepTimer = setTimeout(() => {
       if (this.closed) return;
+      if (this.scripts.isReady()) this.checkEvictionInBackground();
       const pass = this.scripts.isReady() ? this.sweep() : Promise.resolve({ lines: 0, closed: 0 });
       pass
         .catch((err: unknown) => this.log.warn({ err, event: 'quota_sweep_failed' }, 'reservation sweep failed; next pass will retry'))
@@ -1156,6 +1215,11 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   }
 }
 
+/** A node's host:port for a log line (never its URL, which may hold a password). */
+function nodeAddress(node: RedisNode): string | undefined {
+  const socket = (node as { options?: { socket?: { host?: string; port?: number } } }).options?.socket;
+  return socket?.host !== undefined && socket.port !== undefined ? `${socket.host}:${socket.port}` : undefined;
+}
 
 function recordKey(requestId: string): string {
   return `req:${requestId}`;

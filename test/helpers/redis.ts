@@ -75,15 +75,16 @@ function exited(child: ChildProcess): Promise<void> {
 /**
  * Spawns a throw-away redis-server on its own port: no persistence, or with `appendonly` an AOF
  * written on every command (`appendfsync always`) in a temporary directory, so a server killed
- * with SIGKILL and restarted comes back with every write it acknowledged.
+ * with SIGKILL and restarted comes back with every write it acknowledged. `args` are further
+ * server options (e.g. `--maxmemory 4mb`).
  */
-export async function startPrivateRedis(opts: { appendonly?: boolean } = {}): Promise<PrivateRedis> {
+export async function startPrivateRedis(opts: { appendonly?: boolean; args?: string[] } = {}): Promise<PrivateRedis> {
   const port = await freePort();
   const dir = opts.appendonly ? await mkdtemp(join(tmpdir(), 'tollgate-redis-')) : undefined;
   const persistence = dir ? ['--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
   let child: ChildProcess | undefined;
   const launch = async () => {
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence], {
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, ...(opts.args ?? [])], {
       stdio: 'ignore',
     });
     child = proc;
