@@ -29,6 +29,8 @@ export interface A2AOptions {
   json: RequestHandler;
   /** Runs after the body parser: records and ends a request whose client left before its body was read. */
   unread: RequestHandler;
+  /** Runs before the SDK's JSON-RPC handler: records each JSON-RPC error it answers as a refusal. */
+  rpcErrors: RequestHandler;
   version: string;
   /** What the bearer middleware verified: the principal, and the credential to hand the gateway. */
   callerOf: (req: Request) => { principal: Principal; credential: Credential } | undefined;
@@ -243,6 +245,6 @@ export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router {
     res.locals.signal = abortOnClose(res);
     next();
   };
-  router.use(A2A_PATH, watchClose, opts.requireAuth, opts.json, opts.unread, lazyRpc);
+  router.use(A2A_PATH, watchClose, opts.requireAuth, opts.json, opts.unread, opts.rpcErrors, lazyRpc);
   return router;
 }

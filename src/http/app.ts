@@ -19,7 +19,7 @@ import { authEdge, credentialOf } from './authMetadata.js';
 import { BudgetHeaderReader } from './budgetHeaders.js';
 import { bodyError, compatRouter } from './compat.js';
 import { dryRunRouter } from './dryRuns.js';
-import { markRecorded, recordEdgeRefusals, recordUnparseable, recordUnread } from './edgeRefusals.js';
+import { markRecorded, recordEdgeRefusals, recordRpcErrors, recordUnparseable, recordUnread } from './edgeRefusals.js';
 import { modelsRouter } from './models.js';
 import { openaiCodec } from './openaiCompat.js';
 import { responsesCodec } from './responsesCompat.js';
@@ -116,6 +116,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
       requireAuth: edge.requireAuth('a2a'),
       json,
       unread: recordUnread(gateway),
+      rpcErrors: recordRpcErrors(gateway),
       version: opts.version,
       dataDir: opts.dataDir,
       callerOf: (req) => {

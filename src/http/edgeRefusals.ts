@@ -1,6 +1,7 @@
 /**
  * Refusals the HTTP edge makes on its own (a body that is not JSON-RPC, a request before
- * initialize, an unknown session, a refused Host or Origin, an unknown path, unparseable HTTP):
+ * initialize, an unknown session, a refused Host or Origin, an unknown path, unparseable HTTP, a
+ * JSON-RPC error from the A2A SDK):
  * each is recorded through the gateway as one decision event with its code, so the audit trail
  * holds every refused request, not only refused calls. Refusals the pipeline already recorded
  * (authentication, calls, bodies read after authentication) are marked and not recorded twice.
@@ -85,5 +86,36 @@ export function recordUnread(gateway: Gateway): RequestHandler {
     markRecorded(res);
     const refusal = new GatewayError('CANCELLED', `The caller disconnected before its request to ${req.path} was read.`);
     void gateway.refuse(refusal, { transport: transportOf(req.originalUrl), credential: credentialOf(req) ?? presented(req), requestId: res.locals.requestId as string | undefined });
+  };
+}
+
+/** The tollgate code of a JSON-RPC error the A2A SDK answers (its -32001 is an unknown task). */
+function rpcErrorCode(rpcCode: number): ErrorCode {
+  if (rpcCode === -32001) return 'NOT_FOUND';
+  if (rpcCode === -32603) return 'INTERNAL';
+  return 'INVALID_REQUEST';
+}
+
+/**
+ * Mounted before the A2A SDK's JSON-RPC handler, which refuses a request it cannot serve (params
+ * that are not A2A, an unknown method, a missing or unsupported A2A-Version, a Content-Type other
+ * than JSON, an unknown task) with a JSON-RPC error in a 200 (a 500 for its internal errors) that
+ * the 4xx watch above does not see. Each such answer is recorded as one decision event, as the
+ * caller's, with the JSON-RPC code and message in its reason. (A call the gateway refuses is a
+ * failed task, not a JSON-RPC error, and the pipeline records it.)
+ */
+export function recordRpcErrors(gateway: Gateway): RequestHandler {
+  return function rpcErrors(req: Request, res: Response, next: NextFunction) {
+    const json = res.json.bind(res);
+    res.json = (body: unknown) => {
+      const error = (body as { jsonrpc?: unknown; error?: { code?: unknown; message?: unknown } } | null)?.error;
+      if (error && typeof error.code === 'number' && !res.locals.refusalRecorded) {
+        markRecorded(res);
+        const refusal = new GatewayError(rpcErrorCode(error.code), `Refused by the A2A endpoint: JSON-RPC ${error.code}: ${String(error.message)}`);
+        void gateway.refuse(refusal, { transport: 'a2a', credential: credentialOf(req) ?? presented(req), requestId: res.locals.requestId as string | undefined });
+      }
+      return json(body);
+    };
+    next();
   };
 }

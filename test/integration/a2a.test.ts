@@ -185,4 +185,28 @@ describe('A2A agent with the A2A SDK client', () => {
     expect(gw!.events[1]!['auth.credential.fingerprint']).toMatch(/^[0-9a-f]{12}$/);
     expect(JSON.stringify(gw!.events)).not.toContain('not-a-key');
   });
+
+  it('records each request the JSON-RPC layer refuses as one event with its code, as the caller\'s', async () => {
+    await start();
+    const message = { messageId: 'm-1', role: 'ROLE_USER', parts: [{ text: 'Hello' }] };
+    const v1 = { 'a2a-version': '1.0' };
+    const refused: [string, Record<string, string>, unknown, number, string][] = [
+      ['no A2A-Version header', {}, { jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message } }, -32009, 'INVALID_REQUEST'],
+      ['a message without messageId', v1, { jsonrpc: '2.0', id: 2, method: 'SendMessage', params: { message: { role: 'ROLE_USER', parts: [{ text: 'Hello' }] } } }, -32602, 'INVALID_REQUEST'],
+      ['params that are not an object', v1, { jsonrpc: '2.0', id: 3, method: 'SendMessage', params: 'Hello' }, -32602, 'INVALID_REQUEST'],
+      ['jsonrpc 1.0', v1, { jsonrpc: '1.0', id: 4, method: 'SendMessage', params: { message } }, -32602, 'INVALID_REQUEST'],
+      ['an unknown method', v1, { jsonrpc: '2.0', id: 5, method: 'DropTables', params: {} }, -32601, 'INVALID_REQUEST'],
+      ['a text/plain body', { ...v1, 'content-type': 'text/plain' }, { jsonrpc: '2.0', id: 6, method: 'SendMessage', params: { message } }, -32005, 'INVALID_REQUEST'],
+      ['an unknown task', v1, { jsonrpc: '2.0', id: 7, method: 'GetTask', params: { id: 'no-such-task' } }, -32001, 'NOT_FOUND'],
+    ];
+    for (const [what, headers, body, rpcCode, code] of refused) {
+      const before = gw!.events.length;
+      const res = await fetch(`${gw!.url}/a2a`, { method: 'POST', headers: { authorization: `Bearer ${KEYS.alice}`, 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+      expect(res.status, what).toBe(200);
+      expect(((await res.json()) as { error: { code: number } }).error.code, what).toBe(rpcCode);
+      await gw!.idle();
+      expect(gw!.events.slice(before).map((e) => [e.transport, e['error.code'], e['user.id']]), what).toEqual([['a2a', code, 'alice']]);
+      expect(gw!.events.at(-1)!.reason, what).toContain(`JSON-RPC ${rpcCode}`);
+    }
+  });
 });
