@@ -135,7 +135,7 @@ export function compatRouter(gateway: Gateway, codec: WireCodec, json: RequestHa
         call.maxTokens = args.max_tokens ?? DEFAULT_MAX_TOKENS;
         return args;
       };
-      const args = { raw: req.body, decode, modelNamesTier: true };
+      const args = { raw: req.body, decode, modelNamesTier: true, rejected: unreadBody(req) };
       if (stream) {
         await streamCall(res, gateway, codec, { credential, args, signal, edge, call });
         return;
@@ -174,6 +174,18 @@ export function compatRouter(gateway: Gateway, codec: WireCodec, json: RequestHa
   return router;
 }
 
+/**
+ * A body the JSON parser left unread because of its Content-Type (text/plain, a form, none): judged
+ * as no body, it would be refused for a missing `model`, which hides the real fault.
+ */
+export function unreadBody(req: Request): GatewayError | undefined {
+  if (req.body !== undefined) return undefined;
+  const length = req.headers['content-length'];
+  if (req.headers['transfer-encoding'] === undefined && (length === undefined || Number(length) === 0)) return undefined;
+  const type = req.headers['content-type'];
+  return new GatewayError('INVALID_REQUEST', `The request body must be JSON, sent with Content-Type: application/json (it was sent ${type ? `as ${type}` : 'without one'}).`);
+}
+
 /** What a body-parser error means for the caller. */
 export function bodyError(err: unknown, maxBodyBytes: number): GatewayError {
   const e = err as { type?: string; status?: number; expose?: boolean; message?: string };
@@ -186,7 +198,7 @@ export function bodyError(err: unknown, maxBodyBytes: number): GatewayError {
 
 interface StreamInput {
   credential: Credential;
-  args: { raw: unknown; decode: (raw: unknown) => CompleteArgs; modelNamesTier: boolean };
+  args: { raw: unknown; decode: (raw: unknown) => CompleteArgs; modelNamesTier: boolean; rejected?: GatewayError };
   signal: AbortSignal;
   edge: EdgeAuthentication;
   call: CompatCall;

@@ -18,7 +18,7 @@ import type { EdgeAuthentication, Gateway } from '../gateway/gateway.js';
 import type { CallArguments, Credential, TransportName } from '../pipeline/context.js';
 import { anthropicCodec, decodeMessagesRequest } from './anthropicCompat.js';
 import { bearerChallenge } from './authMetadata.js';
-import { abortOnClose, bodyError, isFinal, type WireCodec } from './compat.js';
+import { abortOnClose, bodyError, isFinal, unreadBody, type WireCodec } from './compat.js';
 import { markRecorded } from './edgeRefusals.js';
 
 export const ESTIMATE_PATH = '/v1/tollgate/estimate';
@@ -94,7 +94,7 @@ export function dryRunRouter(gateway: Gateway, json: RequestHandler, maxBodyByte
       const requestId = res.locals.requestId as string;
       try {
         const edge = await authenticate(req, res);
-        const args: CallArguments = { raw: req.body, decode: route.decode, modelNamesTier: true };
+        const args: CallArguments = { raw: req.body, decode: route.decode, modelNamesTier: true, rejected: unreadBody(req) };
         await route.run(gateway, { credential: credentialFor(req, edge), args, transport: route.transport, signal: res.locals.signal as AbortSignal, requestId }, res);
       } catch (err) {
         renderCodecError(route.errors, gateway, res, asGatewayError(err));

@@ -211,6 +211,23 @@ describe('content types and Accept', () => {
   });
 
   it.each([
+    ['/v1/chat/completions', 'openai', { model: 'standard', messages: [{ role: 'user', content: 'hi' }] }],
+    ['/v1/responses', 'openai', { model: 'standard', input: 'hi' }],
+    ['/v1/messages', 'anthropic', { model: 'standard', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }],
+    ['/v1/messages/count_tokens', 'anthropic', { model: 'standard', messages: [{ role: 'user', content: 'hi' }] }],
+    ['/v1/tollgate/estimate', 'http', { prompt: 'hi' }],
+  ])('refuses a body on %s that is not sent as JSON with 400 INVALID_REQUEST naming its type, recorded as the caller\'s', async (path, transport, body) => {
+    for (const [type, named] of [['text/plain', 'it was sent as text/plain'], ['application/x-www-form-urlencoded', 'it was sent as application/x-www-form-urlencoded'], ['', 'it was sent without one']]) {
+      const before = gw.events.length;
+      const res = await sendRaw(gw.url, { path, headers: { ...AUTH, 'content-type': type! }, body: JSON.stringify(body) });
+      expect(res.status, type).toBe(400);
+      expect(res.text, type).toContain(`The request body must be JSON, sent with Content-Type: application/json (${named}).`);
+      await gw.idle();
+      expect(gw.events.slice(before).map((e) => [e.transport, e['error.code'], e['user.id']]), type).toEqual([[transport, 'INVALID_REQUEST', 'alice']]);
+    }
+  });
+
+  it.each([
     ['text/html', { accept: 'text/html' }],
     ['JSON only', { accept: 'application/json' }],
     ['no Accept', { accept: '' }],
