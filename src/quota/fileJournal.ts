@@ -14,11 +14,19 @@
  * fsyncs the ended segment and the next one's snapshot on the loop, before the renames.
  *
  * One process owns a directory at a time (`journal.lock` holds its pid).
+ *
+ * A write the disk cannot take (ENOSPC, EIO...) leaves no half line: what it wrote is cut off again,
+ * so the file always ends with a whole entry. Then `append` (a reservation, a dispatch mark: what a
+ * call may not go on without) throws QUOTA_STORE_UNAVAILABLE, and `appendOrKeep` (a settlement, a
+ * release, a refusal: what records a call that happened) keeps the entry in memory, at most
+ * `maxKept`, and writes it before any later entry once the disk takes writes again (retried every
+ * `retryMs`, and before every append), telling `onLateWrite` so its event goes out then.
  */
 import { closeSync, existsSync, fdatasync, fdatasyncSync, fstatSync, ftruncateSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { GatewayError } from '../errors.js';
 import { chained, GENESIS, type EntryBody, type JournalEntry } from './journal.js';
 import { CURRENT, HEAD, LOCK, NEXT, readSegment, segmentFiles, segmentName, takeLock } from './journalFiles.js';
 
@@ -35,6 +43,12 @@ export interface FileJournalOptions {
   warn?: (message: string, fields?: Record<string, unknown>) => void;
   /** The group commit's fsync of the segment's fd (default fs.fdatasync, on libuv's thread pool); tests hold it. */
   datasync?: (fd: number) => Promise<void>;
+  /** Writes bytes to the segment (default fs.writeSync); tests make the disk full with it. */
+  write?: (fd: number, data: Buffer, offset: number, length: number) => number;
+  /** Entries kept in memory at most while the journal cannot be written (default 10,000). */
+  maxKept?: number;
+  /** How often kept entries are tried again without an append to carry them (default 1 s). */
+  retryMs?: number;
 }
 
 /** How many times close tries its last fsync before it gives up and says so. */
@@ -78,6 +92,18 @@ export class FileJournal {
   private closing: Promise<void> | undefined;
   /** The state a new segment starts from; set by the store that owns the journal. */
   snapshotSource: (() => Record<string, unknown>) | undefined;
+  /** Told of each kept entry once it is written (its event can go out now); set by the store. */
+  onLateWrite: ((body: EntryBody) => void) | undefined;
+  private readonly writeBytes: (fd: number, data: Buffer, offset: number, length: number) => number;
+  /** Entries that could not be written yet, oldest first: each is written before anything after it. */
+  private readonly kept: EntryBody[] = [];
+  private readonly maxKept: number;
+  private readonly retryMs: number;
+  private retryTimer: NodeJS.Timeout | undefined;
+  /** Why the last write failed, while writes fail (one warning per spell, not one per entry). */
+  private failing: string | undefined;
+  /** The commit's fsync or head write is failing (warned once per spell). */
+  private commitFailing = false;
 
   private constructor(
     private readonly opts: FileJournalOptions,
@@ -93,6 +119,9 @@ export class FileJournal {
     this.maxBytes = opts.maxSegmentBytes ?? 64 * 1024 * 1024;
     this.now = opts.now ?? Date.now;
     this.datasync = opts.datasync ?? fdatasyncAsync;
+    this.writeBytes = opts.write ?? writeSync;
+    this.maxKept = opts.maxKept ?? 10_000;
+    this.retryMs = opts.retryMs ?? 1000;
     // What an earlier process wrote may not all be fsync'd: the first commit covers it, and writes the head.
     this.synced = { seq: 0, link: GENESIS };
     this.headSeq = 0;
@@ -143,11 +172,73 @@ export class FileJournal {
     return { journal, replay: entries.map((e) => e.body) };
   }
 
-  /** Appends one entry; it is in the file when this returns. */
+  /**
+   * Appends one entry; it is in the file when this returns. Entries kept earlier are written first;
+   * if they or this one cannot be, throws QUOTA_STORE_UNAVAILABLE and this entry is not written.
+   */
   append(body: EntryBody): JournalEntry {
     if (this.closed) throw new Error('the journal is closed');
+    this.writeKept();
+    return this.place(body);
+  }
+
+  /**
+   * Appends one entry, or keeps it to be written (before anything later) once the journal can be
+   * written again: true when it is in the file now. Kept entries are bounded by `maxKept`; past it
+   * the oldest is dropped, and said so.
+   */
+  appendOrKeep(body: EntryBody): boolean {
+    if (this.closed) throw new Error('the journal is closed');
+    try {
+      this.writeKept();
+      this.place(body);
+      return true;
+    } catch (err) {
+      if (!(err instanceof GatewayError)) throw err;
+      this.kept.push(body);
+      if (this.kept.length > this.maxKept) {
+        const dropped = this.kept.shift()!;
+        this.opts.warn?.('journal: too many entries kept while the journal cannot be written; the oldest is dropped', { kind: dropped.kind, id: dropped.id, max: this.maxKept });
+      }
+      this.retryLater();
+      return false;
+    }
+  }
+
+  /** How many entries wait to be written. */
+  keptCount(): number {
+    return this.kept.length;
+  }
+
+  /** Writes the kept entries, oldest first; throws QUOTA_STORE_UNAVAILABLE at the first that cannot be written. */
+  private writeKept(): void {
+    while (this.kept.length > 0) {
+      const body = this.kept[0]!;
+      this.place(body);
+      this.kept.shift();
+      this.onLateWrite?.(body);
+    }
+  }
+
+  /** Ends the segment first when it is due, then writes the entry. */
+  private place(body: EntryBody): JournalEntry {
     if (this.seq > 0 && (this.bytes >= this.maxBytes || utcDay(body.at) !== this.segmentDay)) this.rotate(body.at);
     return this.write(body);
+  }
+
+  private retryLater(): void {
+    if (this.retryTimer || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.closed || this.kept.length === 0) return;
+      try {
+        this.writeKept();
+      } catch (err) {
+        if (!(err instanceof GatewayError)) this.opts.warn?.('journal: writing kept entries failed', { err: String(err) });
+      }
+      if (this.kept.length > 0) this.retryLater();
+    }, this.retryMs);
+    this.retryTimer.unref();
   }
 
   /** Resolves once everything appended so far is fsync'd (rejects if close gave up on it). */
@@ -178,7 +269,15 @@ export class FileJournal {
     this.closed = true;
     clearTimeout(this.timer);
     this.timer = undefined;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     await this.committing;
+    let unwritten: EntryBody[] = [];
+    try {
+      this.writeKept();
+    } catch {
+      unwritten = this.kept.splice(0);
+    }
     let failure: Error | undefined;
     for (let attempt = 1; attempt <= CLOSE_ATTEMPTS; attempt++) {
       failure = await this.commit();
@@ -188,6 +287,13 @@ export class FileJournal {
     closeSync(this.fd);
     this.closeRetired();
     rmSync(join(this.opts.dir, LOCK), { force: true });
+    if (unwritten.length > 0) {
+      const ids = unwritten.map((b) => `${b.kind} ${b.id}`);
+      const message = `journal: ${unwritten.length} ${unwritten.length === 1 ? 'entry' : 'entries'} kept in memory could not be written at close (${this.failing ?? 'the journal cannot be written'}); lost: ${ids.slice(0, 20).join(', ')}${ids.length > 20 ? ', ...' : ''}`;
+      this.opts.warn?.(message, { entries: ids });
+      for (const w of this.waiters.splice(0)) w.reject(new Error(message));
+      throw new Error(message);
+    }
     if (failure) {
       const err = new Error(`journal: entries after ${this.synced.seq} (up to ${this.seq}) could not be fsync'd at close: ${failure.message}`);
       for (const w of this.waiters.splice(0)) w.reject(err);
@@ -197,14 +303,46 @@ export class FileJournal {
 
   private write(body: EntryBody): JournalEntry {
     const entry = chained(this.seq + 1, this.link, body);
-    const line = `${JSON.stringify(entry)}\n`;
-    writeSync(this.fd, line);
+    const line = Buffer.from(`${JSON.stringify(entry)}\n`, 'utf8');
+    this.writeLine(line);
     this.firstSeq ??= entry.seq;
     this.seq = entry.seq;
     this.link = entry.link;
-    this.bytes += Buffer.byteLength(line, 'utf8');
+    this.bytes += line.length;
     this.schedule();
     return entry;
+  }
+
+  /**
+   * Writes a whole line or nothing: a write the disk cuts short is cut off again (the file ends
+   * where it ended), and the failure becomes QUOTA_STORE_UNAVAILABLE. Said once per spell of
+   * failures, and again when writes go through.
+   */
+  private writeLine(line: Buffer): void {
+    let done = 0;
+    try {
+      while (done < line.length) done += this.writeBytes(this.fd, line, done, line.length - done);
+    } catch (err) {
+      let reason = err instanceof Error ? err.message : String(err);
+      if (done > 0) {
+        try {
+          ftruncateSync(this.fd, this.bytes);
+        } catch (cut) {
+          // The half line stays at the end; a start drops it as torn, and the next write would land after it: stop writing.
+          this.closed = true;
+          reason = `${reason}; cutting off the half-written line failed too (${cut instanceof Error ? cut.message : String(cut)}), so the journal takes no more writes until a restart`;
+        }
+      }
+      if (this.failing === undefined) {
+        this.opts.warn?.(`journal: the journal cannot be written (${reason}); calls are refused until it can, and settlements and events are kept in memory meanwhile (at most ${this.maxKept})`, { err: reason, dir: this.opts.dir });
+      }
+      this.failing = reason;
+      throw new GatewayError('QUOTA_STORE_UNAVAILABLE', `The ledger's journal cannot be written (${reason}).`, {}, { cause: err });
+    }
+    if (this.failing !== undefined) {
+      this.opts.warn?.('journal: the journal takes writes again', { dir: this.opts.dir, kept: this.kept.length });
+      this.failing = undefined;
+    }
   }
 
   /**
@@ -283,7 +421,9 @@ export class FileJournal {
       try {
         await this.datasync(this.fd);
       } catch (err) {
-        this.opts.warn?.('journal: fsync failed; will retry', { err: String(err) });
+        // Once a spell while running (a commit is tried every few ms); every attempt at close.
+        if (!this.commitFailing || this.closed) this.opts.warn?.('journal: fsync failed; will retry', { err: String(err) });
+        this.commitFailing = true;
         return err instanceof Error ? err : new Error(String(err));
       } finally {
         this.fsyncing = false;
@@ -299,10 +439,12 @@ export class FileJournal {
         await writeFile(tmp, JSON.stringify(named));
         await rename(tmp, join(this.opts.dir, HEAD));
         this.headSeq = named.seq;
+        this.commitFailing = false;
       } catch (err) {
-        this.opts.warn?.('journal: head write failed; will retry', { err: String(err) });
+        if (!this.commitFailing) this.opts.warn?.('journal: head write failed; will retry', { err: String(err) });
+        this.commitFailing = true;
       }
-    }
+    } else this.commitFailing = false;
     const covered = this.synced.seq;
     if (this.waiters.length > 0) {
       const still = [];

@@ -27,8 +27,18 @@ export interface MemoryStoreOptions {
 
 /** Where the embedded store writes its journal (src/quota/fileJournal.ts); absent for a store that keeps nothing. */
 export interface JournalWriter {
-  /** Appends one entry; written before it returns, so a killed process keeps it (fsync is grouped). */
+  /**
+   * Appends one entry; written before it returns, so a killed process keeps it (fsync is grouped).
+   * Throws (QUOTA_STORE_UNAVAILABLE) when it cannot be written: for what a call may not go on without.
+   */
   append(body: EntryBody): JournalEntry;
+  /**
+   * Appends one entry, or keeps it to write once the journal can be written again (true: written
+   * now): for what records a call that happened. Without it, `append` is used.
+   */
+  appendOrKeep?(body: EntryBody): boolean;
+  /** Told of each kept entry once it is written; the store sets it. */
+  onLateWrite?: ((body: EntryBody) => void) | undefined;
   /** Writes what is buffered and lets the directory go. */
   close(): Promise<void>;
 }
@@ -70,6 +80,12 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
     opts: MemoryStoreOptions = {},
   ) {
     this.settledMax = opts.settledMax ?? SETTLED_MAX;
+    // A kept entry's event goes out once the entry is written, as every other event does.
+    if (journal) {
+      journal.onLateWrite = (body) => {
+        if (body.event) this.emit(body.event);
+      };
+    }
   }
 
   /** Whether the store writes a journal (and so has something to restore and recover). */
@@ -111,24 +127,33 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
   async settle(requestId: string, lines: LedgerLine[], event?: DecisionRecord): Promise<void> {
     if (this.settled.has(requestId)) return;
     const charged = lines.map(entryLine);
-    this.journal?.append({ kind: 'settle', id: requestId, at: this.now(), lines: charged, event, settledBy: 'call' });
+    // The call happened: if the journal cannot take its entry now, the charge counts at once and
+    // the entry (with its event) is written as soon as it can be.
+    const written = this.keep({ kind: 'settle', id: requestId, at: this.now(), lines: charged, event, settledBy: 'call' });
     this.applyCharge(requestId, charged);
-    if (event) this.emit(event);
+    if (event && written) this.emit(event);
   }
 
   async release(requestId: string, event?: DecisionRecord): Promise<void> {
-    if (this.journal && (this.reservations.has(requestId) || event)) this.journal.append({ kind: 'release', id: requestId, at: this.now(), event });
+    const written = this.journal && (this.reservations.has(requestId) || event) ? this.keep({ kind: 'release', id: requestId, at: this.now(), event }) : true;
     this.drop(requestId);
-    if (event) this.emit(event);
+    if (event && written) this.emit(event);
   }
 
   async record(event: DecisionRecord): Promise<void> {
-    this.journal?.append({ kind: 'refuse', id: String(event['request.id'] ?? ''), at: this.now(), event });
-    this.emit(event);
+    if (this.keep({ kind: 'refuse', id: String(event['request.id'] ?? ''), at: this.now(), event })) this.emit(event);
   }
 
   async recordAction(id: string, action: Record<string, unknown>): Promise<void> {
-    this.journal?.append({ kind: 'console', id, at: this.now(), action });
+    this.keep({ kind: 'console', id, at: this.now(), action });
+  }
+
+  /** Journals an entry now or keeps it for later (see JournalWriter); true when written now, or when there is no journal. */
+  private keep(body: EntryBody): boolean {
+    if (!this.journal) return true;
+    if (this.journal.appendOrKeep) return this.journal.appendOrKeep(body);
+    this.journal.append(body);
+    return true;
   }
 
   onEvent(listener: EventListener): void {
@@ -152,13 +177,13 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
     const now = this.now();
     const held = this.alertMarks.get(key);
     if (held !== undefined && held > now) return false;
-    this.journal?.append({ kind: 'alert', id: String(alert.id ?? key), at: now, alert, mark: { key, expiresAt } });
+    this.keep({ kind: 'alert', id: String(alert.id ?? key), at: now, alert, mark: { key, expiresAt } });
     this.alertMarks.set(key, expiresAt);
     return true;
   }
 
   async noteAlert(alert: DecisionRecord): Promise<void> {
-    this.journal?.append({ kind: 'alert', id: String(alert.id ?? ''), at: this.now(), alert });
+    this.keep({ kind: 'alert', id: String(alert.id ?? ''), at: this.now(), alert });
   }
 
   async countAlert(key: string, by: number, expiresAt: number): Promise<number> {
@@ -231,16 +256,17 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
     const report: RecoveryReport = { charged: [], released: [] };
     for (const [id, r] of [...this.reservations]) {
       const event = eventFor(id, r);
+      let written: boolean;
       if (r.dispatched) {
-        this.journal?.append({ kind: 'recover', id, at: this.now(), lines: r.lines, event, settledBy: 'recovery' });
+        written = this.keep({ kind: 'recover', id, at: this.now(), lines: r.lines, event, settledBy: 'recovery' });
         this.applyCharge(id, r.lines);
         report.charged.push({ id, lines: r.lines });
       } else {
-        this.journal?.append({ kind: 'release', id, at: this.now(), event });
+        written = this.keep({ kind: 'release', id, at: this.now(), event });
         this.drop(id);
         report.released.push(id);
       }
-      this.emit(event);
+      if (written) this.emit(event);
     }
     return report;
   }
