@@ -15,6 +15,9 @@ import { MemoryQuotaStore } from '../quota/memory.js';
 import type { DecisionRecord, QuotaStore } from '../quota/store.js';
 import type { CallContext } from './context.js';
 
+/** How often, in real time, the ledger looks for reservations of calls in flight to renew. */
+export const RENEW_CHECK_MS = 1000;
+
 /** A line's fail mode, as budgets and rate limits both declare it. */
 export interface FailGuard {
   config: { id: string; failMode: 'closed' | 'open' };
@@ -51,6 +54,9 @@ export class Ledger {
   private readonly logger: Logger;
   /** Ledger writes and decision events of calls already answered (limits.settleBeforeReply: false). */
   private readonly finishing = new Set<Promise<void>>();
+  /** Reservations of calls in flight, by request id: renewed while their calls run (`hold`). */
+  private readonly inFlight = new Map<string, { store: QuotaStore; ttlMs: number; renewedAt: number }>();
+  private renewTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: LedgerOptions) {
     this.store = opts.store;
@@ -144,6 +150,47 @@ export class Ledger {
     if (holder && (ctx.lines.length > 0 || (ctx.reservation?.limits?.length ?? 0) > 0)) await holder.dispatch(ctx.id);
   }
 
+  /**
+   * Keeps the reservation `requestId` holds in `store` alive while its call runs: once a third of
+   * its TTL has passed since it was made or last renewed, it is renewed for the whole TTL again. A
+   * reservation expires so that a replica that died cannot pin a budget or a cap's slot; a live
+   * call that runs longer than the TTL (a long stream, a slow provider) must not lose its slot, or
+   * a cap would admit one call more for every call that outlived it. `release` ends it.
+   */
+  hold(requestId: string, store: QuotaStore, ttlMs: number): void {
+    if (!store.extend) return;
+    this.inFlight.set(requestId, { store, ttlMs, renewedAt: this.now() });
+    if (!this.renewTimer) {
+      this.renewTimer = setInterval(() => this.renew(), RENEW_CHECK_MS);
+      this.renewTimer.unref();
+    }
+  }
+
+  /** Stops renewing the reservation of a call that has ended (its settlement or release follows). */
+  unhold(requestId: string): void {
+    this.inFlight.delete(requestId);
+    if (this.inFlight.size === 0 && this.renewTimer) {
+      clearInterval(this.renewTimer);
+      this.renewTimer = undefined;
+    }
+  }
+
+  /** Renews the reservations due; the work is tracked, so `idle` waits for it. A failed renewal is tried again at the next check. */
+  private renew(): void {
+    const now = this.now();
+    for (const [id, held] of this.inFlight) {
+      if (now - held.renewedAt < held.ttlMs / 3) continue;
+      const before = held.renewedAt;
+      held.renewedAt = now;
+      this.track(
+        held.store.extend!(id, held.ttlMs).catch((err: unknown) => {
+          held.renewedAt = before;
+          this.logger.warn({ err, event: 'reservation_renew_failed', requestId: id }, 'the reservation of a call in flight could not be renewed now');
+        }),
+      );
+    }
+  }
+
   /** Takes work that finishes a call after its answer; `idle` and `close` wait for it. */
   track(work: Promise<void>): void {
     const done = work.catch((err: unknown) => this.logger.error({ err, event: 'call_finish_failed' }, 'a call could not be finished after its answer'));
@@ -162,6 +209,8 @@ export class Ledger {
   }
 
   async close(): Promise<void> {
+    if (this.renewTimer) clearInterval(this.renewTimer);
+    this.renewTimer = undefined;
     await this.idle();
     await this.store.close();
     await this.fallbackStore.close();

@@ -124,6 +124,12 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
     r.dispatched = true;
   }
 
+  /** Not journaled: a restart closes open reservations through recovery whatever their expiry. */
+  async extend(requestId: string, ttlMs: number): Promise<void> {
+    const r = this.reservations.get(requestId);
+    if (r) r.expiresAt = Math.max(r.expiresAt, this.now() + ttlMs);
+  }
+
   async settle(requestId: string, lines: LedgerLine[], event?: DecisionRecord): Promise<void> {
     if (this.settled.has(requestId)) return;
     const charged = lines.map(entryLine);

@@ -62,6 +62,7 @@ import {
   ALERT_COUNT,
   CHAIN,
   DISPATCH,
+  EXTEND,
   DUE,
   INDEX,
   READ,
@@ -441,6 +442,34 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       await this.scripts.ready();
       const keys = held?.keys ?? (await this.scripts.timed(this.records.get(recordKey(requestId)))) ?? [];
       await Promise.all(this.groups(keys).map((group) => this.run(DISPATCH, group.flatMap((r) => [r, `${r}:i`]), [requestId])));
+    } catch (err) {
+      throw asStoreError(err);
+    }
+  }
+
+  /**
+   * Renews the reservation on every line it holds, and the request record that lets another replica
+   * release it. A settle may then come `ttlMs` plus the marker slack after the renewal, not the
+   * reservation (settleWindow): recovery cannot close the reservation before it expires.
+   */
+  async extend(requestId: string, ttlMs: number): Promise<void> {
+    const now = this.now();
+    const expiresAt = now + ttlMs;
+    try {
+      await this.scripts.ready();
+      const held = this.held.get(requestId);
+      const keys = held?.keys ?? (await this.scripts.timed(this.records.get(recordKey(requestId)))) ?? [];
+      if (keys.length === 0) return;
+      const index = this.linePerScript ? [] : [this.openIndex];
+      await Promise.all([
+        ...this.groups(keys).map((group) => this.run(EXTEND, [...group.flatMap(reservationKeys), ...index], [requestId, expiresAt, now, this.linePerScript ? 0 : 1])),
+        this.writeRecord(requestId, keys, ttlMs),
+        ...(this.linePerScript ? [this.index(keys, expiresAt)] : []),
+      ]);
+      if (held) {
+        held.at = now;
+        held.ttlMs = ttlMs;
+      }
     } catch (err) {
       throw asStoreError(err);
     }

@@ -491,6 +491,33 @@ return marked
 );
 
 /**
+ * Renews a request's reservation on several lines: its expiry in R:x moves to ARGV[2] (never
+ * back), and the line's keys live at least an hour past it, as after a reservation. A line that no
+ * longer holds the request (settled, released, closed by recovery) is left alone: nothing is
+ * reserved again. No purge and no entry: a renewal changes no amount. KEYS: per line R, R:x, R:i,
+ * then, when ARGV[4] is '1', the sweep's index (on a cluster the index lives in another slot and
+ * the gateway renews it in a call of its own). ARGV: requestId, expiry, now, index it (1/0); each
+ * renewed line's R is then scored in the index by the new expiry. Returns how many lines were renewed.
+ */
+export const EXTEND = script(
+  'extend',
+  `
+local id, expiry, now, index = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+local last, renewed = #KEYS, 0
+if index then last = last - 1 end
+for k = 1, last, 3 do
+  if redis.call('HEXISTS', KEYS[k], id) == 1 then
+    redis.call('ZADD', KEYS[k + 1], 'GT', expiry, id)
+    extend(KEYS[k], KEYS[k + 1], KEYS[k + 2], now, tonumber(expiry))
+    if index then redis.call('ZADD', KEYS[#KEYS], 'GT', expiry, KEYS[k]) end
+    renewed = renewed + 1
+  end
+end
+return renewed
+`,
+);
+
+/**
  * Charges several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i, R:s:<id>, usageKey.
  * ARGV: journal args (4), requestId, h, body, rollup list length m, the rollup list (the
  * dimensions, then metric and increment pairs; empty without an event), then per line: amount,
@@ -686,7 +713,7 @@ return 1
 export const SHA256 = script('sha256', `return sha256(ARGV[1])`);
 
 /** Every script, loaded on each (re)connection so EVALSHA finds them even when an answer comes late. */
-export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, DISPATCH, SETTLE, RELEASE, READ, SWEEP, CHAIN, ADJUST, DUE, INDEX, ALERT, ALERT_COUNT];
+export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, DISPATCH, EXTEND, SETTLE, RELEASE, READ, SWEEP, CHAIN, ADJUST, DUE, INDEX, ALERT, ALERT_COUNT];
 
 /** Redis error replies that mean "not available now" rather than a bug in a script. */
 const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'CLUSTERDOWN', 'TRYAGAIN', 'NOREPLICAS', 'OOM', 'MISCONF']);

@@ -93,6 +93,14 @@ export interface QuotaStore {
    */
   dispatch(requestId: string): Promise<void>;
   /**
+   * Pushes the expiry of the reservation `requestId` holds to `ttlMs` from now, on every line it
+   * holds; nothing when it holds none (settled, released, or closed by recovery already). The
+   * gateway renews the reservations of its calls in flight with it, so a call that runs longer than
+   * its TTL (a long stream) keeps what it reserved, a cap's slot included; only a replica that is
+   * gone stops renewing. A store whose reservations never lapse under a live process may leave it out.
+   */
+  extend?(requestId: string, ttlMs: number): Promise<void>;
+  /**
    * Drops the reservation of `requestId` and adds each line's `amount` (actual usage) to its usageKey,
    * and commits `event` with the charge in the same atomic write. Settling a request id that was
    * already settled does nothing, so a settled call is never counted twice.

@@ -395,6 +395,22 @@ export function quotaStoreContract(harness: StoreHarness): void {
       expect(await replicas[0]!.reserve('q5', [rpm(3)], TTL)).toEqual({ ok: true });
     });
 
+    it("keeps a renewed reservation past its first expiry on every replica, and renews nothing once it is settled", async () => {
+      const replicas = open(2);
+      expect((await replicas[0]!.reserve('long', [cap(1)], TTL)).ok).toBe(true);
+      await replicas[0]!.dispatch('long');
+      clock += TTL - 1;
+      await replicas[0]!.extend!('long', TTL);
+      // Past the first expiry, before the renewed one: the call still holds its slot.
+      clock += TTL - 1;
+      expect((await replicas[1]!.reserve('next', [cap(1)], TTL)).ok).toBe(false);
+      expect(await replicas[1]!.read([cap(1)])).toEqual([{ used: 0, reserved: 1 }]);
+      await replicas[0]!.settle('long', [cap(1, 0)]);
+      await replicas[0]!.extend!('long', TTL);
+      expect(await replicas[1]!.read([cap(1)])).toEqual([{ used: 0, reserved: 0 }]);
+      expect(await replicas[1]!.reserve('next', [cap(1)], TTL)).toEqual({ ok: true });
+    });
+
     if (!harness.keepsExpiredReservations) {
       it('frees the slot of a dispatched call whose replica never settled it once its reservation expires', async () => {
         const [store] = open();

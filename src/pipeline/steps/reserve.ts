@@ -138,9 +138,12 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
     }
 
     ctx.reservation.store = holder;
+    // Renewed while the call runs, so a call longer than the TTL keeps its reservation (a cap's slot).
+    ledger.hold(ctx.id, holder, ttlMs);
     try {
       await next();
     } finally {
+      ledger.unhold(ctx.id);
       // What the call consumed, fixed before the answer leaves; the meter step commits the charge
       // and the decision event together (Ledger.commit).
       if (ctx.usage && (ctx.usage.inputTokens > 0 || ctx.usage.outputTokens > 0)) {
