@@ -55,7 +55,7 @@ export class Ledger {
   /** Ledger writes and decision events of calls already answered (limits.settleBeforeReply: false). */
   private readonly finishing = new Set<Promise<void>>();
   /** Reservations of calls in flight, by request id: renewed while their calls run (`hold`). */
-  private readonly inFlight = new Map<string, { store: QuotaStore; ttlMs: number; renewedAt: number }>();
+  private readonly inFlight = new Map<string, { store: QuotaStore; ttlMs: number; renewedAt: number; failed?: boolean }>();
   private renewTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: LedgerOptions) {
@@ -175,7 +175,10 @@ export class Ledger {
     }
   }
 
-  /** Renews the reservations due; the work is tracked, so `idle` waits for it. A failed renewal is tried again at the next check. */
+  /**
+   * Renews the reservations due; the work is tracked, so `idle` waits for it. A failed renewal is
+   * tried again at the next check, and logged once per call (a store outage fails them all).
+   */
   private renew(): void {
     const now = this.now();
     for (const [id, held] of this.inFlight) {
@@ -183,10 +186,17 @@ export class Ledger {
       const before = held.renewedAt;
       held.renewedAt = now;
       this.track(
-        held.store.extend!(id, held.ttlMs).catch((err: unknown) => {
-          held.renewedAt = before;
-          this.logger.warn({ err, event: 'reservation_renew_failed', requestId: id }, 'the reservation of a call in flight could not be renewed now');
-        }),
+        held.store.extend!(id, held.ttlMs).then(
+          () => {
+            held.failed = false;
+          },
+          (err: unknown) => {
+            held.renewedAt = before;
+            if (held.failed) return;
+            held.failed = true;
+            this.logger.warn({ err, event: 'reservation_renew_failed', requestId: id }, 'the reservation of a call in flight could not be renewed; tried again every second');
+          },
+        ),
       );
     }
   }
