@@ -126,7 +126,7 @@ type CallToolParams = CallToolRequest['params'] & { [REJECTED_ARGUMENTS]?: { val
  */
 const callToolRequest = z.looseObject({
   method: z.literal('tools/call'),
-  params: z.unknown().transform((params): unknown => {
+  params: z.unknown().optional().transform((params): unknown => {
     const args = (params as { arguments?: unknown } | null | undefined)?.arguments;
     if (args !== undefined && (typeof args !== 'object' || args === null || Array.isArray(args))) {
       return { ...(params as object), arguments: undefined, [REJECTED_ARGUMENTS]: { value: args } };

@@ -444,6 +444,15 @@ describe('tool arguments', () => {
     }
   });
 
+  it('answers a tools/call without params, or with a name that is not a string, with -32602, not an internal error', async () => {
+    const session = await openSession();
+    for (const call of [{ jsonrpc: '2.0', id: 50, method: 'tools/call' }, { jsonrpc: '2.0', id: 51, method: 'tools/call', params: { name: 5, arguments: {} } }]) {
+      const [msg] = rpcMessages(await post(call, session)) as { error: { code: number; message: string } }[];
+      expect(msg!.error.code, JSON.stringify(call)).toBe(-32602);
+      expect(msg!.error.message).toMatch(/^MCP error -32602: Invalid tools\/call request: /);
+    }
+  });
+
   it('refuses constructor and nested __proto__ keys, naming them, without polluting Object.prototype', async () => {
     const hostile = [
       ['{"prompt":"hi","constructor":{"prototype":{"polluted":"yes"}}}', '(arguments): Unrecognized key: "constructor"'],
