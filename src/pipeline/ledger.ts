@@ -166,13 +166,12 @@ export class Ledger {
     }
   }
 
-  /** Stops renewing the reservation of a call that has ended (its settlement or release follows). */
+  /**
+   * Stops renewing the reservation of a call that has ended (its settlement or release follows).
+   * The check keeps running (unref'd) until the ledger closes: one timer a process, not one a call.
+   */
   unhold(requestId: string): void {
     this.inFlight.delete(requestId);
-    if (this.inFlight.size === 0 && this.renewTimer) {
-      clearInterval(this.renewTimer);
-      this.renewTimer = undefined;
-    }
   }
 
   /**
