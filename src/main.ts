@@ -11,6 +11,7 @@ import { isLoopbackHost } from './http/loopback.js';
 import type { Logger } from 'pino';
 import { AlertEngine } from './alerts/engine.js';
 import { parseEnv, type Env } from './config/env.js';
+import { GatewayError } from './errors.js';
 import { Gateway } from './gateway/gateway.js';
 import { createHttpApp, type HttpOptions } from './http/app.js';
 import { FileApiKeys } from './identity/fileKeys.js';
@@ -244,7 +245,15 @@ export async function createStore(settings: Settings, now?: () => number, logger
   }
   if (!settings.dataDir) return new MemoryQuotaStore(now);
   const { FileJournal } = await import('./quota/fileJournal.js');
-  const { journal, replay } = FileJournal.open({ dir: settings.dataDir, now, warn: (message, fields) => logger?.warn({ ...fields, event: 'journal' }, message) });
+  let opened: Awaited<ReturnType<typeof FileJournal.open>>;
+  try {
+    opened = FileJournal.open({ dir: settings.dataDir, now, warn: (message, fields) => logger?.warn({ ...fields, event: 'journal' }, message) });
+  } catch (err) {
+    // A directory that cannot be made or read, held by another process, or an unreadable segment:
+    // said in one line (the CLI prints a GatewayError without its stack), and nothing is served.
+    throw new GatewayError('QUOTA_STORE_UNAVAILABLE', `The journal in ${settings.dataDir} cannot be opened: ${err instanceof Error ? err.message : String(err)}`, {}, { cause: err });
+  }
+  const { journal, replay } = opened;
   const store = new MemoryQuotaStore(now, journal);
   store.restore(replay);
   journal.snapshotSource = () => store.snapshot();
