@@ -3,8 +3,9 @@
  * same port: calls fail fast as QUOTA_STORE_UNAVAILABLE, the same store reconnects by itself, and
  * settlements made meanwhile are replayed exactly once.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
+import { Ledger, RENEW_CHECK_MS } from '../../src/pipeline/ledger.js';
 import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
@@ -68,6 +69,42 @@ describe('RedisQuotaStore when Redis goes away', () => {
   afterEach(async () => {
     await Promise.all(stores.splice(0).map((s) => s.close()));
     await redis.stop();
+  });
+
+  it("keeps a call's reservation through an outage: the failed renewal is logged once and made once Redis is back", async () => {
+    // A server that keeps its data over a restart (AOF, fsync always), so the reservation outlives the outage.
+    const durable = await startPrivateRedis({ appendonly: true });
+    // The ledger's renewal check runs on an interval: the test fires it instead of waiting for it.
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    let clock = Date.now();
+    const at = () => clock;
+    const store = new RedisQuotaStore({ url: durable.url, prefix, now: at, commandTimeoutMs: 500, logger: log.logger, sweepIntervalMs: 0 });
+    const ledger = new Ledger({ store, keyPrefix: prefix, now: at, logger: log.logger });
+    try {
+      expect(await store.reserve('long', [line(10)], TTL)).toEqual({ ok: true });
+      ledger.hold('long', store, TTL);
+      await durable.kill();
+      clock += TTL / 3;
+      for (let check = 0; check < 2; check++) {
+        vi.advanceTimersByTime(RENEW_CHECK_MS);
+        await ledger.idle();
+      }
+      expect(log.entries.filter((e) => e.event === 'reservation_renew_failed')).toHaveLength(1);
+      await durable.restart();
+      await reachable(store);
+      vi.advanceTimersByTime(RENEW_CHECK_MS);
+      await ledger.idle();
+      // Renewed a third of the TTL after it was made, for a whole TTL: past its first expiry, it still holds.
+      clock += (TTL * 5) / 6;
+      expect(await store.read([line(0)])).toEqual([{ used: 0, reserved: 10 }]);
+      ledger.unhold('long');
+      await store.release('long');
+      expect(await store.read([line(0)])).toEqual([{ used: 0, reserved: 0 }]);
+    } finally {
+      await ledger.close();
+      vi.useRealTimers();
+      await durable.stop();
+    }
   });
 
   it('fails reserve, dispatch and read with QUOTA_STORE_UNAVAILABLE in under 2 s once Redis stops, and queues a release', async () => {
