@@ -9,6 +9,7 @@ import { AgentCard, Role, TaskState, type Message, type Part, type Task } from '
 import type { AgentExecutionEvent, AgentExecutor, ExecutionEventBus, RequestContext, User } from '@a2a-js/sdk/server';
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { randomUUID } from 'node:crypto';
+import { textArgument } from '../call/request.js';
 import { asGatewayError, GatewayError } from '../errors.js';
 import type { CallResult, Gateway } from '../gateway/gateway.js';
 import { ownerKey, type Principal } from '../identity/principal.js';
@@ -127,10 +128,13 @@ function completionArgs(ctx: RequestContext): CallArguments {
     modelNamesTier: true,
     decode: () => {
       const message = ctx.userMessage;
-      const text = message.parts.flatMap((p) => (p.content?.$case === 'text' ? [p.content.value] : [])).join('\n');
-      if (!text.trim()) throw new GatewayError('INVALID_REQUEST', 'The message has no text part to complete.');
+      const texts = message.parts.flatMap((p) => (p.content?.$case === 'text' ? [p.content.value] : []));
+      if (!texts.join('').trim()) throw new GatewayError('INVALID_REQUEST', 'The message has no text part to complete.');
       const meta: Record<string, unknown> = { ...ctx.request.metadata, ...message.metadata };
-      return { prompt: text, system: meta.system, model: meta.model, tier: meta.tier, max_tokens: meta.max_tokens, temperature: meta.temperature };
+      // Several text parts stay parts, so content rules read each seam between them.
+      const prompt = textArgument(texts)!;
+      const asked = typeof prompt === 'string' ? { prompt } : { messages: [{ role: 'user' as const, content: prompt }] };
+      return { ...asked, system: meta.system, model: meta.model, tier: meta.tier, max_tokens: meta.max_tokens, temperature: meta.temperature };
     },
   };
 }

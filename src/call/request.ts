@@ -32,6 +32,12 @@ export function messageParts(m: ChatMessage): string[] {
 export interface CompletionInput {
   messages: ChatMessage[];
   system?: string;
+  /**
+   * The pieces the system prompt was sent as, when there were two or more (several system
+   * messages, text parts or blocks); `system` is them joined with "\n". Content rules read them
+   * as pieces, so a value cut across two of them reads whole.
+   */
+  systemParts?: string[];
   /** `provider/model`, or a bare model id when unambiguous. */
   model?: string;
   tier?: string;
@@ -48,6 +54,8 @@ export interface RequestLimits {
 /** Output tokens a call may produce when the caller does not say. */
 export const DEFAULT_MAX_TOKENS = 1024;
 
+const textParts = z.array(z.object({ type: z.literal('text'), text: z.string() }).strict()).min(1);
+
 /** The wire-neutral arguments of a completion (the MCP `complete` tool's input). */
 export const completeArgs = z
   .object({
@@ -57,7 +65,7 @@ export const completeArgs = z
           .object({
             role: z.enum(['user', 'assistant']),
             content: z
-              .union([z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() }).strict()).min(1)])
+              .union([z.string(), textParts])
               .describe('The text, or text parts ({type: "text", text}) kept as parts for providers that take them.'),
           })
           .strict(),
@@ -66,13 +74,25 @@ export const completeArgs = z
       .optional()
       .describe('The conversation, oldest first; the last message is normally the user\'s.'),
     prompt: z.string().min(1).optional().describe('Shorthand for a single user message.'),
-    system: z.string().optional().describe('System instructions.'),
+    system: z
+      .union([z.string(), textParts])
+      .optional()
+      .describe('System instructions: a text, or text parts ({type: "text", text}) joined with a newline.'),
     model: z.string().optional().describe('A model as provider/model (see list_models); the default tier\'s model when omitted.'),
     tier: z.string().optional().describe('A tier name (e.g. premium, standard, economy) instead of a model.'),
     max_tokens: z.number().int().positive().optional().describe('Maximum output tokens; default 1024.'),
     temperature: z.number().min(0).max(2).optional(),
   })
   .strict();
+
+/**
+ * Pieces of text as a `complete` argument (`system`, a message's `content`): none is absent, one is
+ * plain text, several are text parts, kept apart so content rules read each seam between them.
+ */
+export function textArgument(pieces: readonly string[]): string | { type: 'text'; text: string }[] | undefined {
+  if (pieces.length <= 1) return pieces[0];
+  return pieces.map((text) => ({ type: 'text' as const, text }));
+}
 
 /** Arguments as a transport hands them over, before validation. */
 export type CompleteArgs = z.input<typeof completeArgs>;
@@ -101,11 +121,20 @@ export function parseCompleteArgs(raw: unknown, limits: RequestLimits): Completi
     });
   }
   const messages: ChatMessage[] = a.messages?.map(chatMessage) ?? [{ role: 'user' as const, content: a.prompt! }];
-  const chars = messages.reduce((n, m) => n + m.content.length, a.system?.length ?? 0);
+  const system = a.system === undefined ? undefined : chatMessage({ role: 'user', content: a.system });
+  const chars = messages.reduce((n, m) => n + m.content.length, system?.content.length ?? 0);
   if (chars > limits.maxInputChars) {
     throw new GatewayError('INVALID_REQUEST', `Invalid arguments: the input is ${chars} characters; the limit is ${limits.maxInputChars}.`, {
       issues: [`messages: at most ${limits.maxInputChars} characters in total`],
     });
   }
-  return { messages, system: a.system, model: a.model, tier: a.tier, maxTokens, temperature: a.temperature };
+  return {
+    messages,
+    system: system?.content,
+    ...(system?.parts ? { systemParts: system.parts } : {}),
+    model: a.model,
+    tier: a.tier,
+    maxTokens,
+    temperature: a.temperature,
+  };
 }

@@ -7,7 +7,7 @@
  */
 import type { Request } from 'express';
 import { z } from 'zod';
-import { PART_SEPARATOR, type CompleteArgs } from '../call/request.js';
+import { PART_SEPARATOR, textArgument, type CompleteArgs } from '../call/request.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { bearerToken, type CompatCall, type WireCodec } from './compat.js';
@@ -38,13 +38,13 @@ export function decodeMessagesRequest(raw: unknown): CompleteArgs {
     const v = body[key];
     if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) throw new GatewayError('INVALID_REQUEST', `Invalid request: ${key} is not supported by tollgate.`);
   }
-  // Text blocks of a message stay blocks (the call core joins them where a provider has none); the
-  // system prompt's blocks are joined with "\n".
+  // Text blocks of a message or of the system prompt stay blocks (the call core joins them where a
+  // provider has none, and the system prompt's with "\n"), so content rules read each seam.
   const text = (c: string | Array<{ text: string }>) => (typeof c === 'string' ? c : c.map((b) => b.text).join(PART_SEPARATOR));
   const content = (c: string | Array<{ text: string }>) => (Array.isArray(c) && c.length > 0 ? c.map((b) => ({ type: 'text' as const, text: b.text })) : text(c));
   return {
     messages: body.messages.map((m) => ({ role: m.role, content: content(m.content) })),
-    system: body.system === undefined ? undefined : text(body.system),
+    system: body.system === undefined ? undefined : typeof body.system === 'string' ? body.system : (textArgument(body.system.map((b) => b.text)) ?? ''),
     model: body.model,
     max_tokens: body.max_tokens,
     temperature: body.temperature,

@@ -6,7 +6,7 @@
  */
 import type { Response } from 'express';
 import { z } from 'zod';
-import { PART_SEPARATOR, type CompleteArgs } from '../call/request.js';
+import { PART_SEPARATOR, textArgument, type CompleteArgs } from '../call/request.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { openaiRateLimitHeaders } from './rateLimitHeaders.js';
@@ -59,15 +59,16 @@ export function parseOpenAIBody<S extends z.ZodType>(schema: S, raw: unknown, un
 /** Validates a Chat Completions body and turns it into wire-neutral `complete` arguments. */
 export function decodeChatRequest(raw: unknown): CompleteArgs {
   const body = parseOpenAIBody(chatRequest, raw, UNSUPPORTED);
-  // System and developer messages become one system prompt; their parts are joined with "\n".
   const text = (c: z.infer<typeof chatMessage>['content']) => (typeof c === 'string' ? c : (c ?? []).map((p) => p.text).join(PART_SEPARATOR));
   // A user or assistant message's parts stay parts (the call core joins them where a provider has none).
   const content = (c: z.infer<typeof chatMessage>['content']) => (Array.isArray(c) && c.length > 0 ? c.map((p) => ({ type: 'text' as const, text: p.text })) : text(c));
-  const system = body.messages.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => text(m.content));
+  // System and developer messages become one system prompt, kept as pieces (each message, each of its
+  // parts) for content rules; the call core joins them with "\n".
+  const system = body.messages.filter((m) => m.role === 'system' || m.role === 'developer').flatMap((m) => (Array.isArray(m.content) ? m.content.map((p) => p.text) : [text(m.content)]));
   const messages = body.messages.flatMap((m) => (m.role === 'user' || m.role === 'assistant' ? [{ role: m.role, content: content(m.content) }] : []));
   return {
     messages,
-    system: system.length > 0 ? system.join('\n\n') : undefined,
+    system: textArgument(system),
     model: body.model,
     max_tokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
     temperature: body.temperature ?? undefined,

@@ -7,7 +7,7 @@
  * through the same gateway as every other way in. `model` may name a model or a tier.
  */
 import { z } from 'zod';
-import type { CompleteArgs } from '../call/request.js';
+import { textArgument, type CompleteArgs } from '../call/request.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { bearerToken, type CompatCall, type SseSend, type WireCodec } from './compat.js';
 import { invalidRequest, openaiError, parseOpenAIBody } from './openaiCompat.js';
@@ -37,15 +37,16 @@ const UNSUPPORTED = ['tools', 'tool_choice', 'previous_response_id', 'conversati
 /** Validates a Responses body and turns it into wire-neutral `complete` arguments. */
 export function decodeResponsesRequest(raw: unknown): CompleteArgs {
   const body = parseOpenAIBody(responsesRequest, raw, UNSUPPORTED);
-  // Parts of one message are separate pieces of text: joined on a line break, never glued together.
-  const text = (c: z.infer<typeof messageItem>['content']) => (typeof c === 'string' ? c : c.map((p) => p.text).join('\n'));
+  // Parts of one message are separate pieces of text: kept as parts (the call core joins them on a
+  // line break where a provider has none), so content rules read each seam between them.
+  const pieces = (c: z.infer<typeof messageItem>['content']) => (typeof c === 'string' ? [c] : c.map((p) => p.text));
   const items = typeof body.input === 'string' ? [{ role: 'user' as const, content: body.input }] : body.input;
-  const system = [...(body.instructions ? [body.instructions] : []), ...items.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => text(m.content))];
-  const messages = items.flatMap((m) => (m.role === 'user' || m.role === 'assistant' ? [{ role: m.role, content: text(m.content) }] : []));
+  const system = [...(body.instructions ? [body.instructions] : []), ...items.filter((m) => m.role === 'system' || m.role === 'developer').flatMap((m) => pieces(m.content))];
+  const messages = items.flatMap((m) => (m.role === 'user' || m.role === 'assistant' ? [{ role: m.role, content: textArgument(pieces(m.content)) ?? '' }] : []));
   if (messages.length === 0) throw invalidRequest('Invalid request: input: at least one user or assistant message is required.', 'input');
   return {
     messages,
-    system: system.length > 0 ? system.join('\n\n') : undefined,
+    system: textArgument(system),
     model: body.model,
     max_tokens: body.max_output_tokens ?? undefined,
     temperature: body.temperature ?? undefined,

@@ -313,12 +313,13 @@ export function withContent<T extends object>(target: T, content: PromptContent)
 }
 
 /**
- * The parts a call's content is made of: the system prompt, then every message, a message sent as
- * text parts counting part by part (so `compactText` reads a value cut across two parts whole).
+ * The parts a call's content is made of: the system prompt, then every message, a system prompt or
+ * message sent as pieces counting piece by piece (so `compactText` reads a value cut across two
+ * pieces whole).
  */
-export function contentOf(request: { system?: string; messages: readonly { content: string; parts?: readonly string[] }[] }): PromptContent {
+export function contentOf(request: { system?: string; systemParts?: readonly string[]; messages: readonly { content: string; parts?: readonly string[] }[] }): PromptContent {
   const parts = request.messages.flatMap((m) => m.parts ?? [m.content]);
-  return new PromptContent(request.system === undefined ? parts : [request.system, ...parts]);
+  return new PromptContent(request.system === undefined ? parts : [...(request.systemParts ?? [request.system]), ...parts]);
 }
 
 /**
