@@ -59,7 +59,41 @@ describe('decoded spans', () => {
     const esc = [...Buffer.from('escaped bytes')].map((b) => `\\x${b.toString(16)}`).join('');
     const pct = [...Buffer.from('percent coded')].map((b) => `%${b.toString(16)}`).join('');
     const c = new PromptContent([`a ${b64} b ${url} c ${hex} d ${esc} e ${pct}`]);
-    expect(c.decodedSpans).toEqual(expect.arrayContaining(['the key is AKIAZ3MBRXQ7LPDE4KTY', 'é?>>? secret value ~~', 'hello, hex world', 'escaped bytes', 'percent coded']));
+    expect(c.decodedSpans).toEqual(expect.arrayContaining(['the key is AKIAZ3MBRXQ7LPDE4KTY', 'é?>>? secret value ~~', 'hello, hex world', expect.stringMatching(/d escaped bytes e percent coded$/)]));
+    expect(c.decodedTruncated).toBe(false);
+  });
+
+  it('decodes escapes among plain characters: URL %NN, \\uNNNN, \\xNN, \\/ and HTML character references', () => {
+    const cases: [string, string][] = [
+      [`key %41${KEY.slice(1)} ok`, `key A${KEY.slice(1)}`],
+      [`key \\u0041\\u004b${KEY.slice(2)} ok`, `key AK${KEY.slice(2)}`],
+      [`key &#65;&#x4B;${KEY.slice(2)} ok`, `key AK${KEY.slice(2)}`],
+      ['-----BEGIN%20RSA%20PRIVATE%20KEY-----%0AMIIEow', '-----BEGIN RSA PRIVATE KEY-----\nMIIEow'],
+      ['"secret": "wJalrXUtnFEMI\\/K7MDENG"', '"secret": "wJalrXUtnFEMI/K7MDENG'],
+      ['\\u002d\\u002dBEGIN OPENSSH PRIVATE KEY\\u002d\\u002d', '--BEGIN OPENSSH PRIVATE KEY--'],
+      ['smile \\ud83d\\ude00 and &#128512; twice', 'smile 😀 and 😀'],
+    ];
+    for (const [text, decoded] of cases) expect(new PromptContent([text]).decodedSpans, text).toEqual([decoded]);
+  });
+
+  it('finds credentials whose characters are partly escaped, and ones escaped as ordinary encoders do', () => {
+    const secret = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ1xWdmPqR';
+    expect(new PromptContent([`deploy %41%4B%49%41${KEY.slice(4)}`]).secrets).toEqual(['aws']);
+    expect(new PromptContent([`{"id": "\\u0041KIA${KEY.slice(4)}"}`]).secrets).toEqual(['aws']);
+    expect(new PromptContent([`<code>&#x41;&#x4b;IA${KEY.slice(4)}</code>`]).secrets).toEqual(['aws']);
+    // A secret access key in a query string (%2F) or in JSON from an encoder that escapes "/".
+    expect(new PromptContent([`aws_secret_access_key=${secret.replace(/\//g, '%2F')}`]).secrets).toEqual(['aws']);
+    expect(new PromptContent([`{"aws_secret_access_key": "${secret.replace(/\//g, '\\/')}"}`]).secrets).toEqual(['aws']);
+    // A private key in a URL-encoded form body.
+    expect(new PromptContent([`key=${encodeURIComponent('-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA')}`]).secrets).toContain('pem-header');
+  });
+
+  it('keeps the decodings of all escaped runs of a message in one span, leaving the span bound to base64 and hex', () => {
+    const html = Array.from({ length: 2 * CONTENT_LIMITS.maxSpans }, (_, i) => `see https://example.com/a%20b/page${i} for it`).join('\n');
+    const c = new PromptContent([html, `then ${Buffer.from(`key ${KEY}`).toString('base64')}`]);
+    expect(c.decodedSpans).toHaveLength(2);
+    expect(c.decodedSpans[0]).toContain('//example.com/a b/page511');
+    expect(c.secrets).toEqual(['aws']);
     expect(c.decodedTruncated).toBe(false);
   });
 

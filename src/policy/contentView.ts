@@ -251,11 +251,94 @@ function toText(segments: Segments, pos: number): number {
 const B64 = new Uint8Array(128);
 for (let c = 0; c < 128; c++) B64[c] = /[A-Za-z0-9+/_-]/.test(String.fromCharCode(c)) ? 1 : 0;
 const MIN_RUN = 16;
-const ESCAPED = /(?:\\x[0-9A-Fa-f]{2}){10,}|(?:%[0-9A-Fa-f]{2}){10,}/g;
+/** Hex digit value of a character code, or -1. */
+const hexValue = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 65 && c <= 70 ? c - 55 : c >= 97 && c <= 102 ? c - 87 : -1);
 
-/** Encoded runs of `source`: base64/base64url/hex of MIN_RUN characters or more, `\xNN` and `%NN` sequences. */
-function encodedRuns(source: string): { run: string; start: number; end: number }[] {
-  const found: { run: string; start: number; end: number }[] = [];
+/** What the escape `escapeLength` last read stands for: a byte (`%NN`, `\xNN`, `\/`) or a UTF-16 code unit or code point. */
+let escCode = 0;
+let escByte = false;
+
+/**
+ * The length of the escape at `s[i]`, 0 when there is none: `%NN` (URL), `\xNN`, `\uNNNN` and `\/`
+ * (JSON and JavaScript strings), `&#NN;` and `&#xNN;` (HTML and XML character references).
+ * Sets escCode and escByte.
+ */
+function escapeLength(s: string, i: number): number {
+  const c = s.charCodeAt(i);
+  if (c === 37) {
+    const h = hexValue(s.charCodeAt(i + 1));
+    const l = hexValue(s.charCodeAt(i + 2));
+    if (h < 0 || l < 0) return 0;
+    escCode = h * 16 + l;
+    escByte = true;
+    return 3;
+  }
+  if (c === 92) {
+    const d = s.charCodeAt(i + 1);
+    if (d === 47) {
+      escCode = 47;
+      escByte = true;
+      return 2;
+    }
+    const digits = d === 120 ? 2 : d === 117 ? 4 : 0;
+    if (digits === 0) return 0;
+    let v = 0;
+    for (let k = 0; k < digits; k++) {
+      const h = hexValue(s.charCodeAt(i + 2 + k));
+      if (h < 0) return 0;
+      v = v * 16 + h;
+    }
+    escCode = v;
+    escByte = d === 120;
+    return 2 + digits;
+  }
+  if (c === 38 && s.charCodeAt(i + 1) === 35) {
+    const x = s.charCodeAt(i + 2) | 32;
+    const hex = x === 120;
+    let k = i + (hex ? 3 : 2);
+    const from = k;
+    let v = 0;
+    for (; k - from < (hex ? 6 : 7); k++) {
+      const ch = s.charCodeAt(k);
+      const h = hex ? hexValue(ch) : ch >= 48 && ch <= 57 ? ch - 48 : -1;
+      if (h < 0) break;
+      v = v * (hex ? 16 : 10) + h;
+    }
+    if (k === from || s.charCodeAt(k) !== 59) return 0;
+    escCode = v;
+    escByte = false;
+    return k + 1 - i;
+  }
+  return 0;
+}
+
+/** Characters an escaped run may hold besides escapes: `[A-Za-z0-9+/=_.-]`. */
+const RUN_CHAR = new Uint8Array(128);
+for (let c = 0; c < 128; c++) RUN_CHAR[c] = /[A-Za-z0-9+/=_.-]/.test(String.fromCharCode(c)) ? 1 : 0;
+const runChar = (c: number): boolean => c < 128 && RUN_CHAR[c] === 1;
+/**
+ * Characters before an escaped run kept with it, up to CONTEXT of them on its line: the name a value
+ * is assigned to (`"aws_secret_access_key": "wJalr\/K7MDENG..."`), which some patterns need.
+ */
+const CONTEXT = 64;
+const contextChar = (c: number): boolean => runChar(c) || c === 32 || c === 9 || c === 34 || c === 39 || c === 58;
+
+interface EncodedRun {
+  run: string;
+  start: number;
+  end: number;
+  /** A run holding escapes (escapeLength), decoded escape by escape; otherwise base64 or hex. */
+  escaped?: true;
+}
+
+/**
+ * Encoded runs of `source`: base64/base64url/hex of MIN_RUN characters or more, and escaped runs:
+ * escapes with the run characters around them (`%41KIA...`, `-----BEGIN%20RSA%20PRIVATE%20KEY`,
+ * `wJalr\/K7MDENG...`) and up to CONTEXT characters of what precedes them on the line, MIN_RUN
+ * characters or more with at least one escape. One pass each.
+ */
+function encodedRuns(source: string): EncodedRun[] {
+  const found: EncodedRun[] = [];
   const len = source.length;
   let i = 0;
   while (i < len) {
@@ -276,14 +359,94 @@ function encodedRuns(source: string): { run: string; start: number; end: number 
     found.push({ run: source.slice(start, end), start, end });
     i = end;
   }
-  if (source.includes('\\x') || source.includes('%')) {
-    ESCAPED.lastIndex = 0;
-    for (let m = ESCAPED.exec(source); m; m = ESCAPED.exec(source)) found.push({ run: m[0], start: m.index, end: m.index + m[0].length });
+  if (source.includes('%') || source.includes('\\') || source.includes('&#')) {
+    let start = -1;
+    let end = -1;
+    const close = (): void => {
+      if (end - start >= MIN_RUN) found.push({ run: source.slice(start, end), start, end, escaped: true });
+    };
+    for (let i = 0; i < len; i++) {
+      const c = source.charCodeAt(i);
+      const n = c === 37 || c === 92 || c === 38 ? escapeLength(source, i) : 0;
+      if (n === 0) continue;
+      if (i !== end) {
+        // The run characters and context before this escape; when they reach back to the run
+        // before, this escape continues it (`\u002dBEGIN RSA PRIVATE KEY\u002d`), else that run is
+        // closed and a new one starts.
+        const floor = Math.max(end, 0);
+        let from = i;
+        while (from > floor && runChar(source.charCodeAt(from - 1))) from--;
+        const stop = Math.max(floor, from - CONTEXT);
+        while (from > stop && contextChar(source.charCodeAt(from - 1))) from--;
+        if (start < 0 || from !== end) {
+          if (start >= 0) close();
+          start = from;
+        }
+      }
+      end = i + n;
+      while (end < len && runChar(source.charCodeAt(end))) end++;
+      i = end - 1;
+    }
+    if (start >= 0) close();
   }
   return found;
 }
-const HEX = /^[0-9A-Fa-f]+$/;
 
+/** Writes code point `cp` as UTF-8 at `out[n]`; returns the next free index. */
+function putUtf8(out: Uint8Array, n: number, cp: number): number {
+  if (cp < 0x80) out[n++] = cp;
+  else if (cp < 0x800) {
+    out[n++] = 0xc0 | (cp >> 6);
+    out[n++] = 0x80 | (cp & 63);
+  } else if (cp < 0x10000) {
+    out[n++] = 0xe0 | (cp >> 12);
+    out[n++] = 0x80 | ((cp >> 6) & 63);
+    out[n++] = 0x80 | (cp & 63);
+  } else {
+    out[n++] = 0xf0 | (cp >> 18);
+    out[n++] = 0x80 | ((cp >> 12) & 63);
+    out[n++] = 0x80 | ((cp >> 6) & 63);
+    out[n++] = 0x80 | (cp & 63);
+  }
+  return n;
+}
+
+/** The bytes an escaped run stands for: every escape decoded, other characters as UTF-8. */
+function unescapeRun(run: string): Uint8Array {
+  // Every character or escape takes at most three bytes per UTF-16 unit it spans.
+  const out = new Uint8Array(run.length * 3);
+  let n = 0;
+  let i = 0;
+  while (i < run.length) {
+    const c = run.charCodeAt(i);
+    const len = c === 37 || c === 92 || c === 38 ? escapeLength(run, i) : 0;
+    if (len === 0) {
+      if (c < 128) out[n++] = c;
+      else {
+        const cp = run.codePointAt(i)!;
+        n = putUtf8(out, n, cp >= 0xd800 && cp < 0xe000 ? 0xfffd : cp);
+        if (cp > 0xffff) i++;
+      }
+      i++;
+      continue;
+    }
+    let cp = escCode;
+    i += len;
+    if (escByte) {
+      out[n++] = cp;
+      continue;
+    }
+    // A surrogate pair written as two \u escapes is one character.
+    if (cp >= 0xd800 && cp < 0xdc00 && run.charCodeAt(i) === 92 && escapeLength(run, i) === 6 && escCode >= 0xdc00 && escCode < 0xe000) {
+      cp = 0x10000 + ((cp - 0xd800) << 10) + (escCode - 0xdc00);
+      i += 6;
+    }
+    n = putUtf8(out, n, cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000) ? 0xfffd : cp);
+  }
+  return out.subarray(0, n);
+}
+
+const HEX = /^[0-9A-Fa-f]+$/;
 
 /** Readable text: valid UTF-8 with few control characters. */
 function readable(bytes: Uint8Array): string | undefined {
@@ -305,14 +468,13 @@ const HEX_RUN = /[0-9A-Fa-f]{32,}/g;
  * glued on ("to 41 53 ..." reads "to4153..."); then every hex stretch and every base64 alignment
  * is tried.
  */
-function decodeRun(run: string, glued: boolean): string[] {
+function decodeRun(run: string, glued: boolean, escaped: boolean): string[] {
   const out: string[] = [];
   const add = (b: Uint8Array): void => {
     const s = readable(b);
     if (s !== undefined) out.push(s);
   };
-  if (run.startsWith('\\x')) add(Buffer.from(run.replace(/\\x/g, ''), 'hex'));
-  else if (run.startsWith('%')) add(Buffer.from(run.replace(/%/g, ''), 'hex'));
+  if (escaped) add(unescapeRun(run));
   else if (!glued) {
     const body = run.startsWith('0x') ? run.slice(2) : run;
     if (body.length >= 32 && body.length % 2 === 0 && HEX.test(body)) add(Buffer.from(body, 'hex'));
@@ -350,11 +512,14 @@ export class Decoder {
    * `keep`, when given, says which runs to decode (by their range in `source`).
    */
   scan(source: string, rangeOf: (start: number, end: number) => [number, number], depth = 1, glued = false, keep?: (start: number, end: number) => boolean): void {
-    for (const { run, start, end } of encodedRuns(source)) {
+    // Escaped runs are common in ordinary text (URLs, HTML): their decodings make one span, so that
+    // they never use up the spans left for base64 and hex.
+    const unescaped: DecodedSpan[] = [];
+    for (const { run, start, end, escaped } of encodedRuns(source)) {
       if (keep && !keep(start, end)) continue;
       if (this.runs >= CONTENT_LIMITS.maxRuns || this.encoded >= CONTENT_LIMITS.maxEncodedChars || this.spans.length >= CONTENT_LIMITS.maxSpans || this.kept >= CONTENT_LIMITS.maxSpanChars) {
         this.truncated = true;
-        return;
+        break;
       }
       let body = run;
       if (this.encoded + body.length > CONTENT_LIMITS.maxEncodedChars) {
@@ -365,18 +530,29 @@ export class Decoder {
       this.seen.add(body);
       this.runs++;
       this.encoded += body.length;
-      for (const raw of decodeRun(body, glued)) {
-        let text = normalizeText(raw);
-        if (this.kept + text.length > CONTENT_LIMITS.maxSpanChars) {
-          text = text.slice(0, CONTENT_LIMITS.maxSpanChars - this.kept);
-          this.truncated = true;
-        }
+      for (const raw of decodeRun(body, glued, escaped === true)) {
         const [s, e] = rangeOf(start, end);
-        this.spans.push({ text, start: s, end: e });
-        this.kept += text.length;
-        // What the decoded text holds encoded again is reported at the outer run.
-        if (depth < CONTENT_LIMITS.depth) this.scan(text, () => [s, e], depth + 1);
+        if (escaped) unescaped.push({ text: normalizeText(raw), start: s, end: e });
+        else this.keep(normalizeText(raw), s, e, depth);
       }
     }
+    if (unescaped.length > 0 && this.spans.length < CONTENT_LIMITS.maxSpans) {
+      const s = Math.min(...unescaped.map((u) => u.start));
+      const e = Math.max(...unescaped.map((u) => u.end));
+      this.keep(unescaped.map((u) => u.text).join('\n\n'), s, e, depth);
+    } else if (unescaped.length > 0) this.truncated = true;
+  }
+
+  /** Keeps one decoded span within the bounds, and decodes what it holds encoded again. */
+  private keep(decoded: string, s: number, e: number, depth: number): void {
+    let text = decoded;
+    if (this.kept + text.length > CONTENT_LIMITS.maxSpanChars) {
+      text = text.slice(0, CONTENT_LIMITS.maxSpanChars - this.kept);
+      this.truncated = true;
+    }
+    this.spans.push({ text, start: s, end: e });
+    this.kept += text.length;
+    // What the decoded text holds encoded again is reported at the outer run.
+    if (depth < CONTENT_LIMITS.depth) this.scan(text, () => [s, e], depth + 1);
   }
 }

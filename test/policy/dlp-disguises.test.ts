@@ -5,7 +5,8 @@
  * zero-width, joiner, soft-hyphen and other invisible characters at random places, fullwidth
  * letters, case changes, spacing (letter by letter or in groups, various separators), a cut across
  * two messages or between the system prompt and a message, base64 and base64url, hex (plain,
- * `0x`, `\xNN`, spaced bytes), sometimes with invisible characters sprinkled over the disguise too,
+ * `0x`, `\xNN`, spaced bytes), some or all characters escaped (URL `%NN`, `\uNNNN`, `\xNN`, HTML
+ * `&#NN;` / `&#xNN;`), sometimes with invisible characters sprinkled over the disguise too,
  * and PEM private key headers with other dash counts and dash characters. Every one must be refused with POLICY_DENIED, through `simulate` (what policy tests
  * and `tollgate explain` run) and through the real pipeline.
  *
@@ -68,6 +69,16 @@ const insertInvisible = (s: string) =>
 const fullwidth = (s: string, which: boolean[]) => [...s].map((c, i) => (which[i % which.length] ? String.fromCharCode(c.charCodeAt(0) + 0xfee0) : c)).join('');
 const groups = (s: string, size: number) => s.match(new RegExp(`.{1,${size}}`, 'g'))!;
 
+const ESCAPE = {
+  url: (c: number) => `%${c.toString(16).toUpperCase().padStart(2, '0')}`,
+  urlLower: (c: number) => `%${c.toString(16).padStart(2, '0')}`,
+  jsonU: (c: number) => `\\u${c.toString(16).padStart(4, '0')}`,
+  jsX: (c: number) => `\\x${c.toString(16).padStart(2, '0')}`,
+  htmlDec: (c: number) => `&#${c};`,
+  htmlHex: (c: number) => `&#x${c.toString(16)};`,
+} as const;
+const ESCAPES = Object.keys(ESCAPE) as (keyof typeof ESCAPE)[];
+
 /** One disguise of `key`, as the text that stands for it and, for a cut, the two pieces. */
 type Disguised = { kind: string; text: string } | { kind: string; cut: [string, string]; system?: boolean };
 
@@ -85,6 +96,13 @@ const disguise = (key: string): fc.Arbitrary<Disguised> =>
       const hex = Buffer.from(key).toString('hex');
       const text = how === 'hex' ? hex : how === 'HEX' ? hex.toUpperCase() : how === '0x' ? `0x${hex}` : how === '\\x' ? groups(hex, 2).map((b) => `\\x${b}`).join('') : groups(hex, 2).join(' ');
       return { kind: `hex-${how}`, text };
+    }),
+    // Some or all characters escaped, one escape style or several: URL %NN, JSON/JS \uNNNN and
+    // \xNN, HTML &#NN; and &#xNN;.
+    fc.tuple(fc.array(fc.boolean(), { minLength: 1, maxLength: 7 }), fc.array(fc.constantFrom(...ESCAPES), { minLength: 1, maxLength: 3 })).map(([which, styles]) => {
+      const mask = which.some(Boolean) ? which : [true];
+      const text = [...key].map((c, i) => (mask[i % mask.length] ? ESCAPE[styles[i % styles.length]!](c.charCodeAt(0)) : c)).join('');
+      return { kind: `escaped-${[...new Set(styles)].join('+')}`, text };
     }),
   );
 
@@ -142,6 +160,10 @@ const benignEncoded = fc.oneof(
   casualProse.map((s) => Buffer.from(s).toString('base64')),
   casualProse.map((s) => Buffer.from(s).toString('hex')),
   fc.uuid(),
+  // Escaped text of ordinary prompts: URLs with %NN, HTML character references, JSON escapes.
+  casualProse.map((s) => `https://example.com/search?q=${encodeURIComponent(s)}&page=2`),
+  casualProse.map((s) => s.replace(/[ '"/]/g, (c) => `&#${c.charCodeAt(0)};`)),
+  casualProse.map((s) => JSON.stringify(s).replace(/\//g, '\\/').replace(/[aeiou]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)),
 );
 const benignPrompt = fc
   .tuple(casualProse, fc.array(benignEncoded, { maxLength: 3 }), casualProse)

@@ -45,6 +45,14 @@ const SHAPES: Record<string, (size: number) => string[]> = {
     [fill(size, () => (rand(4) === 0 ? randomBytes(24).toString(rand(2) ? 'base64' : 'hex') : `const x${rand(999)} = call(${rand(99)});`))],
   'base64 blob (random bytes)': (size) => [randomBytes(Math.floor((size * 3) / 4)).toString('base64')],
   'spaced hex bytes (worst case for the compact view)': (size) => [fill(size, () => randomBytes(1).toString('hex'))],
+  // Escapes every few words: URLs with %NN, HTML character references, JSON with \/ and \uNNNN.
+  'prose with URLs, HTML and JSON escapes': (size) => [
+    fill(size, () =>
+      rand(3) === 0
+        ? [`https://example.com/q?s=${encodeURIComponent(prose(40))}`, `it&#39;s &#x201C;${prose(20)}&#x201D;`, `{"path": ${JSON.stringify(`/srv/${prose(20)}/`).replace(/\//g, '\\/')}, "name": "caf\\u00e9"}`][rand(3)]!
+        : prose(60),
+    ),
+  ],
 };
 
 function cpuMs(fn: () => void): number {
