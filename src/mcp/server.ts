@@ -151,7 +151,17 @@ export function createMcpServer(opts: McpServerOptions): Server {
   server.setRequestHandler(callToolRequest, async (req, extra): Promise<CallToolResult> => {
     const params = req.params as CallToolParams;
     const name = params.name;
-    if (!TOOLS.some((t) => t.name === name)) throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${name}`);
+    if (!TOOLS.some((t) => t.name === name)) {
+      // A refused call like any other: recorded as the caller's (the answer stays the protocol's -32602).
+      let credential: Credential | undefined;
+      try {
+        credential = opts.credentialFor(extra);
+      } catch {
+        credential = undefined;
+      }
+      void opts.gateway.refuse(new GatewayError('INVALID_REQUEST', `Unknown tool: ${name}; the tools are ${TOOLS.map((t) => t.name).join(', ')}.`), { transport: opts.transport, credential });
+      throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${name}`);
+    }
     const rejected = params[REJECTED_ARGUMENTS];
     // list_models and my_budget take no arguments and run no call: there is nothing to record.
     if (rejected && name !== 'complete' && name !== 'estimate') throw new McpError(ErrorCode.InvalidParams, 'Invalid params: tools/call arguments must be an object.');

@@ -22,6 +22,15 @@ const AUTH = { authorization: `Bearer ${KEYS.alice}` };
 
 let gw: TestGateway;
 
+/** Resolves once `check` holds (a refusal recorded after its answer left), or fails after 5 s. */
+async function waitFor(check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 /** POSTs to /mcp; `headers` override the JSON defaults. */
 function post(body: unknown, headers: Record<string, string> = {}, extra: Partial<RawRequest> = {}): Promise<RawResponse> {
   const raw = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
@@ -379,14 +388,19 @@ describe('tool arguments', () => {
     return (r._meta as Record<string, { code: string; message: string }>)['io.tollgate/error']!;
   }
 
-  it('answers an unknown tool with JSON-RPC -32602 naming it', async () => {
+  it('answers an unknown tool with JSON-RPC -32602 naming it, and records the refusal as the caller\'s', async () => {
     const session = await openSession();
     for (const name of ['drop_tables', '', '__proto__', 'complete\u0000']) {
+      const before = gw.events.length;
       const res = await post(callTool(10, {}, name), session);
       expect(res.status).toBe(200);
       const [msg] = rpcMessages(res) as { error: { code: number; message: string } }[];
       expect(msg!.error.code).toBe(-32602);
       expect(msg!.error.message).toContain(`Unknown tool: ${name}`);
+      await waitFor(() => gw.events.length > before);
+      const events = gw.events.slice(before);
+      expect(events.map((e) => [e.transport, e['error.code'], e['user.id']])).toEqual([['http', 'INVALID_REQUEST', 'alice']]);
+      expect(String(events[0]!.reason)).toContain('Unknown tool');
     }
   });
 
