@@ -15,6 +15,7 @@
  * `resolveSliding`): usage is the sum of the window's buckets plus the reservations in flight.
  * docs/rate-limits.md says what that bounds and why it is not GCRA.
  */
+import { GatewayError } from '../errors.js';
 import { principalView, type Principal } from '../identity/principal.js';
 import type { Usage } from '../providers/provider.js';
 import { lineHead, lineText } from '../quota/redisJournal.js';
@@ -186,4 +187,19 @@ export function retryAt(line: LimitLine, refusal: Extract<ReserveOutcome, { ok: 
     if (excess <= 0) return Math.max(now + 1, line.readStarts[j]! + line.spanMs);
   }
   return Math.max(now + 1, line.readStarts[line.readStarts.length - 1]! + line.spanMs);
+}
+
+/**
+ * The refusal of a call whose worst case on a token limit is more than the limit allows in a whole
+ * window: no wait admits it, so it is not RATE_LIMITED (whose retry time would send the caller
+ * back for the same refusal) but an argument out of range, as max_tokens over the ceiling is.
+ */
+export function tooLargeForLimitError(line: LimitLine, requested: number, maxTokens: number): GatewayError {
+  const { config } = line.limit;
+  const fits = Math.max(0, maxTokens - (requested - line.limit.limit));
+  return new GatewayError(
+    'INVALID_REQUEST',
+    `Invalid arguments: max_tokens ${maxTokens} lets this call use up to ${requested} tokens, more than rate limit ${config.id} (${config.scope} ${line.subject}) allows in a ${line.spanMs === 1000 ? 'second' : 'minute'} (${line.limit.limit}); lower max_tokens to at most ${fits}.`,
+    { limitId: config.id, scope: config.scope, subject: line.subject, kind: line.limit.kind, limit: line.limit.limit, requested },
+  );
 }

@@ -60,7 +60,7 @@ const caseSchema = z
         effect: z.enum(['allow', 'tier_down', 'deny']),
         tier: z.string().optional(),
         model: z.string().optional(),
-        code: z.enum(['POLICY_DENIED', 'BUDGET_EXHAUSTED', 'RATE_LIMITED', 'UNKNOWN_MODEL']).optional(),
+        code: z.enum(['POLICY_DENIED', 'BUDGET_EXHAUSTED', 'RATE_LIMITED', 'UNKNOWN_MODEL', 'INVALID_REQUEST']).optional(),
         ruleId: z.string().optional(),
         budgetId: z.string().optional(),
         resetsAt: isoTime.optional(),
@@ -133,9 +133,10 @@ export function runCase(policy: Policy, c: PolicyTestCase, defaultNow: string): 
     });
     observed = observe(decision);
   } catch (err) {
-    // An unknown model or tier is refused before deciding; tests may expect that refusal too.
+    // An unknown model or tier is refused before deciding, and a call no wait lets under a token
+    // limit (INVALID_REQUEST) after; tests may expect those refusals too.
     const code = (err as { code?: string }).code;
-    if (code !== 'UNKNOWN_MODEL') throw err;
+    if (code !== 'UNKNOWN_MODEL' && code !== 'INVALID_REQUEST') throw err;
     observed = { effect: 'deny', code, tier: undefined, model: undefined, ruleId: undefined, budgetId: undefined, resetsAt: undefined, reason: (err as Error).message };
   }
   const diff: CaseResult['diff'] = [];

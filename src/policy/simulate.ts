@@ -10,7 +10,7 @@ import { toLedger } from '../call/budget.js';
 import { demoInputTokens } from '../providers/demo.js';
 import { inputTokenBound } from '../providers/estimate.js';
 import { applicableLines } from './budgets.js';
-import { applicableLimits, candidateLimits, limitAmount, type ApplicableLimits } from './limits.js';
+import { applicableLimits, candidateLimits, limitAmount, tooLargeForLimitError, type ApplicableLimits, type LimitLine } from './limits.js';
 import type { CompletionInput } from '../call/request.js';
 import { decide, type BudgetState, type Decision } from './decide.js';
 import type { Policy } from './load.js';
@@ -76,13 +76,28 @@ export function budgetStates(policy: Policy, principal: Principal, now: number, 
  * The rate limit a candidate of `tier` (reserved on `model`) would meet, given the usage: the
  * store's own check, `used + reserved + amount > limit`, on each limit line.
  */
-function limitIn(limits: ApplicableLimits, usage: UsageMap, tier: string, model: string, worstTokens: number, now: number): { id: string; scope: string; subject: string } | undefined {
+function limitIn(limits: ApplicableLimits, usage: UsageMap, tier: string, model: string, worstTokens: number, now: number): LimitHit | undefined {
   for (const l of candidateLimits(limits, tier, model, now, '')) {
     const id = l.limit.config.id;
     const u = ownUsage(usage, `${id}@${l.subject}`) ?? ownUsage(usage, id);
-    if ((u?.used ?? 0) + (u?.reserved ?? 0) + limitAmount(l.limit, worstTokens) > l.limit.limit) return { id, scope: l.limit.config.scope, subject: l.subject };
+    const requested = limitAmount(l.limit, worstTokens);
+    if ((u?.used ?? 0) + (u?.reserved ?? 0) + requested > l.limit.limit) return { id, scope: l.limit.config.scope, subject: l.subject, line: l, requested };
   }
   return undefined;
+}
+
+/** A limit line that refuses a candidate, and what the candidate asked of it. */
+interface LimitHit {
+  id: string;
+  scope: string;
+  subject: string;
+  line: LimitLine;
+  requested: number;
+}
+
+/** Whether no wait admits the hit: the candidate asks more of the line than its whole limit (the reserve step's INVALID_REQUEST). */
+function never(hit: LimitHit): boolean {
+  return hit.requested > hit.line.limit.limit;
 }
 
 function rateLimited(decided: Extract<Decision, { effect: 'allow' | 'tier_down' }>, hit: { id: string; scope: string; subject: string }): Decision {
@@ -108,6 +123,7 @@ export function simulate(input: SimulateInput): Simulation {
   const worst = estimatedInputTokens + request.maxTokens;
   if (budgets.length === 0) {
     const hit = limitIn(limits, usage, decided.tier, decided.candidates[0]!.ref, worst, input.now);
+    if (hit && never(hit)) throw tooLargeForLimitError(hit.line, hit.requested, request.maxTokens);
     return { ...base, decision: hit ? rateLimited(decided, hit) : decided };
   }
 
@@ -122,15 +138,18 @@ export function simulate(input: SimulateInput): Simulation {
   }
   const plan = counts && toCount.length > 0 ? { ...bounded, inputTokens: counts } : bounded;
   const shortfalls: Shortfall[] = [];
-  let limited: { id: string; scope: string; subject: string } | undefined;
+  let limited: LimitHit | undefined;
+  let tooLarge: LimitHit | undefined;
   for (const candidate of planCandidates(plan)) {
     const short = shortfallIn(budgets, candidate);
     const hit = short ? undefined : limitIn(limits, usage, candidate.tier, candidate.models[0]!.ref, worst, input.now);
     if (!short && !hit) return { ...base, decision: admittedDecision(decided, candidate, shortfalls[0]), clamp: candidate.clamp };
     if (short) shortfalls.push(short);
-    limited ??= hit;
+    if (hit && never(hit)) tooLarge ??= hit;
+    else limited ??= hit;
   }
-  // As in the reserve step: a limit that refused wins over a budget.
+  // As in the reserve step: a limit that refused wins over a budget, and a call no wait admits is told to ask for less.
   if (limited) return { ...base, decision: rateLimited(decided, limited) };
+  if (tooLarge) throw tooLargeForLimitError(tooLarge.line, tooLarge.requested, request.maxTokens);
   return { ...base, decision: exhaustedDecision(decided, reportedShortfall(decided, shortfalls, budgets), budgets) };
 }

@@ -136,21 +136,52 @@ describe('rate limits on every way in', () => {
   it('reports a tokens-per-minute refusal in the -tokens headers of each compatible endpoint', async () => {
     await start();
     const base = gw!.url;
-    // The worst case of a call (its input bound plus 600 output tokens) exceeds the 500 a minute: refused before any provider call.
-    const openaiAnswer = await send('openai', { base, token: TOKENS, tier: 'gpt', prompt: 'a long answer please', maxTokens: 600 });
+    // The first call fits (its input bound plus 20) and uses a few tokens of the 500 a minute.
+    const first = await send('openai', { base, token: TOKENS, tier: 'gpt', prompt: 'a short answer please', maxTokens: 20 });
+    expect(first.status).toBe(200);
+    const used = (JSON.parse(first.text) as { usage: { total_tokens: number } }).usage.total_tokens;
+    expect(used).toBeGreaterThan(0);
+    // The next one's worst case (its input bound plus 480) fits the limit, not what is left of it: refused until the first leaves the window.
+    const openaiAnswer = await send('openai', { base, token: TOKENS, tier: 'gpt', prompt: 'a long answer please', maxTokens: 480 });
     expect(openaiAnswer.status).toBe(429);
     expect(openaiAnswer.headers.get('x-ratelimit-limit-tokens')).toBe('500');
-    expect(openaiAnswer.headers.get('x-ratelimit-remaining-tokens')).toBe('500');
+    expect(openaiAnswer.headers.get('x-ratelimit-remaining-tokens')).toBe(String(500 - used));
     expect(openaiAnswer.headers.get('x-ratelimit-reset-tokens')).toMatch(/^(\d+m)?\d+(\.\d+)?s$|^\d+ms$/);
     expect(openaiAnswer.headers.get('x-ratelimit-limit-requests')).toBeNull();
     expect(JSON.parse(openaiAnswer.text)).toMatchObject({ error: { code: 'RATE_LIMITED', details: { limitId: 'user-tpm', scope: 'user', subject: 'gail', kind: 'tokens', limit: 500 } } });
-    const anthropicAnswer = await send('anthropic', { base, token: TOKENS, tier: 'gpt', prompt: 'a long answer please', maxTokens: 600 });
+    const anthropicAnswer = await send('anthropic', { base, token: TOKENS, tier: 'gpt', prompt: 'a long answer please', maxTokens: 480 });
     expect(anthropicAnswer.status).toBe(429);
     expect(anthropicAnswer.headers.get('anthropic-ratelimit-tokens-limit')).toBe('500');
-    expect(anthropicAnswer.headers.get('anthropic-ratelimit-tokens-remaining')).toBe('500');
+    expect(anthropicAnswer.headers.get('anthropic-ratelimit-tokens-remaining')).toBe(String(500 - used));
     expect(Date.parse(anthropicAnswer.headers.get('anthropic-ratelimit-tokens-reset')!)).toBeGreaterThan(Date.now() - 1000);
     expect(anthropicAnswer.headers.get('anthropic-ratelimit-requests-limit')).toBeNull();
+    expect(openai.counts.received).toBe(1);
+  });
+
+  it('refuses a call no wait can admit (its worst case exceeds the tokens-per-minute limit itself) as INVALID_REQUEST, with no retry time', async () => {
+    await start();
+    const base = gw!.url;
+    // Its input bound plus 600 output tokens is more than the 500 a minute the limit ever allows.
+    let largest = 0;
+    for (const kind of ['openai', 'anthropic'] as const) {
+      const a = await send(kind, { base, token: TOKENS, tier: 'gpt', prompt: 'a long answer please', maxTokens: 600 });
+      expect(a.status).toBe(400);
+      expect(a.headers.get('x-should-retry')).toBe('false');
+      expect(a.headers.get('retry-after')).toBeNull();
+      expect(a.headers.get('retry-after-ms')).toBeNull();
+      const body = JSON.parse(a.text) as { error: { message: string } };
+      const [, upTo, atMost] = /Invalid arguments: max_tokens 600 lets this call use up to (\d+) tokens, more than rate limit user-tpm \(user gail\) allows in a minute \(500\); lower max_tokens to at most (\d+)\.$/.exec(body.error.message) ?? [];
+      // At most that many, the call's worst case is the limit exactly.
+      expect(Number(atMost)).toBe(600 - (Number(upTo) - 500));
+      largest = Number(atMost);
+    }
     expect(openai.counts.received).toBe(0);
+    // As large as the message says is admitted.
+    expect((await send('openai', { base, token: TOKENS, tier: 'gpt', prompt: 'a long answer please', maxTokens: largest })).status).toBe(200);
+    await gw!.idle();
+    const events = gw!.events.filter((e) => e['user.id'] === 'gail');
+    expect(events.map((e) => e['error.code'] ?? e.outcome)).toEqual(['INVALID_REQUEST', 'INVALID_REQUEST', 'success']);
+    for (const e of events.slice(0, 2)) expect(e).toMatchObject({ outcome: 'failed', 'error.code': 'INVALID_REQUEST' });
   });
 
   it('gives a cap slot back when the caller leaves mid-call', async () => {

@@ -7,6 +7,7 @@ import { memorySink } from '../../src/metering/sink.js';
 import { applicableLines } from '../../src/policy/budgets.js';
 import type { CompletionInput } from '../../src/call/request.js';
 import { parsePolicy, type Policy } from '../../src/policy/load.js';
+import { runCase, type PolicyTestCase } from '../../src/policy/policyTest.js';
 import { simulate, type UsageMap } from '../../src/policy/simulate.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
 
@@ -65,4 +66,29 @@ describe('policy tests see what a real call sees', () => {
       expect(simulated(policy, alice, c.request, c.usage)).toEqual(expected);
     });
   }
+});
+
+describe('a call no wait admits under a tokens-per-minute limit', () => {
+  const policy = parsePolicy(
+    `version: 1
+providers:
+  demo: { kind: demo }
+tiers:
+  standard: [demo/medium]
+rateLimits:
+  - { id: tpm, scope: user, tokensPerMinute: 200 }
+`,
+    'tpm.yaml',
+  );
+  // Its input bound plus 500 output tokens is more than the 200 a minute the limit ever allows.
+  const request = ask('standard', 500);
+
+  it('is the same INVALID_REQUEST, telling the caller to lower max_tokens, in the pipeline, in simulate and in a policy test', async () => {
+    const real = await realCall(policy, alice, request, {});
+    expect(real).toMatchObject({ effect: 'deny', code: 'INVALID_REQUEST' });
+    expect(real.reason).toMatch(/^Invalid arguments: max_tokens 500 lets this call use up to \d+ tokens, more than rate limit tpm \(user alice\) allows in a minute \(200\); lower max_tokens to at most \d+\.$/);
+    expect(() => simulate({ policy, principal: alice, request, now: NOW })).toThrow(real.reason);
+    const result = runCase(policy, { name: 'too large', principal: { user: 'alice', teams: [], groups: [], roles: [] }, usage: {}, request: { prompt: 'Hello', tier: 'standard', maxTokens: 500 }, expect: { effect: 'deny', code: 'INVALID_REQUEST' } } as PolicyTestCase, '2026-11-25T10:00:00Z');
+    expect(result).toMatchObject({ passed: true, observed: { code: 'INVALID_REQUEST', reason: real.reason } });
+  });
 });

@@ -1,6 +1,6 @@
 import { chargeLines } from '../../policy/budgets.js';
 import { costMicroUsd } from '../../providers/prices.js';
-import { candidateLimits, ledgerLine, limitAmount, retryAt, type LimitLine } from '../../policy/limits.js';
+import { candidateLimits, ledgerLine, limitAmount, retryAt, tooLargeForLimitError, type LimitLine } from '../../policy/limits.js';
 import { admittedDecision, exhaustedDecision, exhaustedError, inputTokensFor, outputCap, planCandidates, reportedShortfall, reservedLines, type Shortfall } from '../../policy/plan.js';
 import { GatewayError } from '../../errors.js';
 import type { QuotaStore } from '../../quota/store.js';
@@ -88,6 +88,8 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
     const shortfalls: Shortfall[] = [];
     /** Limit lines that refused: a candidate subject to one of them is not tried. */
     const blocked = new Set<string>();
+    /** A token limit that refused a candidate it could never admit (its worst case is more than the limit). */
+    let tooLarge: { line: LimitLine; requested: number } | undefined;
     let holder: QuotaStore | undefined;
     const at = now();
     for (const candidate of candidates) {
@@ -119,6 +121,10 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
       const limit = limits.find((l) => l.line.budgetId === outcome.budgetId && l.subject === outcome.subject);
       if (limit) {
         blocked.add(limit.line.reservedKey);
+        if (outcome.requested > outcome.limit) {
+          tooLarge ??= { line: limit, requested: outcome.requested };
+          continue;
+        }
         const retry = retryAt(limit, outcome, now());
         const remaining = Math.max(0, outcome.limit - outcome.used - outcome.reserved);
         if (!ctx.rateLimited || retry < ctx.rateLimited.retryAt) ctx.rateLimited = { line: limit, retryAt: retry, remaining };
@@ -131,6 +137,8 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
         ctx.decision = { effect: 'deny', code: 'RATE_LIMITED', requestedTier: decided.requestedTier, requestedModel: decided.requestedModel, reason: err.message };
         throw err;
       }
+      // No wait admits the call: the caller is told to ask for less, not when to retry.
+      if (tooLarge) throw tooLargeForLimitError(tooLarge.line, tooLarge.requested, request.maxTokens);
       const reported = reportedShortfall(decided, shortfalls, ctx.budgets);
       const refusal = exhaustedDecision(decided, reported, ctx.budgets);
       ctx.decision = refusal;
