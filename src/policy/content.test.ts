@@ -88,6 +88,26 @@ describe('decoded spans', () => {
     expect(new PromptContent([`key=${encodeURIComponent('-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA')}`]).secrets).toContain('pem-header');
   });
 
+  it('reads a value hard-wrapped across a line break whole: a base64 block wrapped at 76 columns, a wrapped log line', () => {
+    const creds = `[default]\naws_access_key_id = ${KEY}\nregion = eu-west-1\n`;
+    for (const pad of ['', 'x', 'xx', '[profile-name-here]\n', 'abcdefghijklmnop']) {
+      const wrapped = Buffer.from(pad + creds).toString('base64').replace(/(.{76})/g, '$1\n');
+      expect(new PromptContent([`my credentials file:\n${wrapped}`]).secrets, pad).toEqual(['aws']);
+      expect(new PromptContent([`my credentials file:\r\n${wrapped.replace(/\n/g, '\r\n')}`]).secrets, pad).toEqual(['aws']);
+    }
+    const line = `2026-11-30 12:00:01 INFO deploy starting with credentials key=${KEY} region=eu-west-1`;
+    for (const width of [70, 72, 76, 78, 80]) {
+      const wrapped = line.replace(new RegExp(`(.{${width}})`, 'g'), '$1\n');
+      expect(new PromptContent([wrapped]).secrets, wrapped).toEqual(['aws']);
+    }
+  });
+
+  it('leaves words of prose and short identifiers across a line break apart', () => {
+    for (const text of ['the deploy script\nuses this key', 'see internationalization\nguidelines', 'x = 1\ny = 2', 'Release v2\nNotes for AKIA users']) {
+      expect(new PromptContent([text]).compactText).toBe(text);
+    }
+  });
+
   it('keeps the decodings of all escaped runs of a message in one span, leaving the span bound to base64 and hex', () => {
     const html = Array.from({ length: 2 * CONTENT_LIMITS.maxSpans }, (_, i) => `see https://example.com/a%20b/page${i} for it`).join('\n');
     const c = new PromptContent([html, `then ${Buffer.from(`key ${KEY}`).toString('base64')}`]);
@@ -191,7 +211,8 @@ describe('messages analysed one by one', () => {
 
   it('finds in a prompt sent as messages every kind found in the same text sent as one message', () => {
     // Spaced-out groups are glued within a message only (sent as one message, groups on both sides
-    // of a newline glue too), so they are left out here.
+    // of a newline glue too), so they are left out here; so is a value wrapped across a single line
+    // break, glued within a message only: the one message joins the pieces with a blank line.
     const secrets = [KEY, 'ghp_aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dF3gH5', 'Authorization: Bearer abcdefghijklmnopqrstuvwxyz', '---BEGIN PRIVATE KEY---\nabc'];
     const prompt = fc
       .array(fc.oneof(fc.constantFrom(...secrets), fc.integer({ min: 1, max: 120 }).map((n) => filler(n, n))), { minLength: 1, maxLength: 6 })
@@ -204,7 +225,7 @@ describe('messages analysed one by one', () => {
       });
     fc.assert(
       fc.property(prompt, (parts) => {
-        const joined = new PromptContent([parts.join('\n')]).secrets;
+        const joined = new PromptContent([parts.join('\n\n')]).secrets;
         expect(new PromptContent(parts).secrets).toEqual(expect.arrayContaining(joined));
       }),
       { numRuns: 300 },

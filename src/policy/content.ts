@@ -8,6 +8,7 @@
  * - `compactText`: `text` with the messages glued end to end (a value cut across two messages reads
  *   whole) and runs of at least four spaced-out groups of equal size (1–8 characters, one case; the
  *   last group may be shorter) glued together: `A K I A ...`, `AKIA BCDE FGHI ...`, `41 4b 49 41`;
+ *   and a value hard-wrapped across one line break glued back (a base64 block at 76 columns);
  * - `decodedSpans`: base64, base64url and hex runs of `text` and `compactText` that decode to
  *   readable UTF-8 text, and escaped runs (`%NN`, `\xNN`, `\uNNNN`, `\/`, `&#NN;`, `&#xNN;` among
  *   plain characters, with the name before them), normalised the same way, decoded twice at most
@@ -28,7 +29,7 @@
  * What no text check can catch: an encrypted, hashed or otherwise transformed secret (rot13, an
  * encoding not listed above, a key spelled out in words), one paraphrased or interleaved with other
  * text, homoglyphs from other scripts (Cyrillic А for Latin A), a value cut in two inside one
- * message, a secret cut across two messages
+ * message by a space or a blank line, a secret cut across two messages
  * with other text between the pieces, and a format neither secretlint nor the three shapes know.
  */
 import { TextCache } from '../textCache.js';

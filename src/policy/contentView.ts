@@ -158,6 +158,74 @@ function glueRuns(gs: Int32Array, ge: Int32Array, gc: Uint8Array, n: number, gap
 
 const isSpace = (c: number): boolean => c === 32 || (c >= 9 && c <= 13);
 
+/**
+ * Per ASCII character of a wrapped value (`[A-Za-z0-9+/=_]`): 1 any, 2 digit, 4 capital. Not `-`:
+ * a PEM block's dashes and its base64 body stay on their own lines, as its pattern needs.
+ */
+const WRAP = new Uint8Array(128);
+for (let c = 0; c < 128; c++) {
+  const ch = String.fromCharCode(c);
+  WRAP[c] = /[A-Za-z0-9+/=_]/.test(ch) ? 1 | (/[0-9]/.test(ch) ? 2 : 0) | (/[A-Z]/.test(ch) ? 4 : 0) : 0;
+}
+const wrapBits = (c: number): number => (c < 128 ? WRAP[c]! : 0);
+/** Characters a value broken by a line break has on both sides together, at least. */
+const MIN_WRAPPED = 16;
+/** Characters measured on each side of a line break. */
+const WRAP_REACH = 128;
+
+/**
+ * Gaps of `p[from, to)` that are a line break inside a value: one "\n" or "\r\n" with value
+ * characters (WRAP) right before and after it, at least MIN_WRAPPED of them on both sides together,
+ * holding a digit or two capitals: a base64 block wrapped at 76 columns, a key hard-wrapped by a
+ * terminal or a mail client. Words of prose across a line break are left apart.
+ */
+function wrapGaps(p: string, from: number, to: number): number[] {
+  const gaps: number[] = [];
+  for (let i = p.indexOf('\n', from); i >= 0 && i < to; i = p.indexOf('\n', i + 1)) {
+    const s = i > from && p.charCodeAt(i - 1) === 13 ? i - 1 : i;
+    const e = i + 1;
+    if (s <= from || e >= to || !wrapBits(p.charCodeAt(s - 1)) || !wrapBits(p.charCodeAt(e))) continue;
+    let bits = 0;
+    let caps = 0;
+    let l = s;
+    while (l > from && s - l < WRAP_REACH) {
+      const b = wrapBits(p.charCodeAt(l - 1));
+      if (!b) break;
+      bits |= b;
+      if (b & 4) caps++;
+      l--;
+    }
+    let r = e;
+    while (r < to && r - e < WRAP_REACH) {
+      const b = wrapBits(p.charCodeAt(r));
+      if (!b) break;
+      bits |= b;
+      if (b & 4) caps++;
+      r++;
+    }
+    if (s - l + (r - e) >= MIN_WRAPPED && (bits & 2 || caps >= 2)) gaps.push(s, e);
+  }
+  return gaps;
+}
+
+/** Two sorted lists of gaps (start, end pairs) as one; a gap overlapping one kept already is dropped. */
+function mergeGaps(x: number[], y: number[]): number[] {
+  if (y.length === 0) return x;
+  if (x.length === 0) return y;
+  const out: number[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < x.length || j < y.length) {
+    const takeX = j >= y.length || (i < x.length && x[i]! <= y[j]!);
+    const [s, e] = takeX ? [x[i]!, x[i + 1]!] : [y[j]!, y[j + 1]!];
+    if (takeX) i += 2;
+    else j += 2;
+    if (out.length > 0 && s < out[out.length - 1]!) continue;
+    out.push(s, e);
+  }
+  return out;
+}
+
 export interface CompactView {
   compact: string;
   segments: Segments;
@@ -186,7 +254,7 @@ export function buildCompact(parts: readonly string[]): CompactView {
     while (b > a && isSpace(p.charCodeAt(b - 1))) b--;
     let cur = a;
     const found: number[] = [];
-    const gaps = spacedGaps(p, a, b, found);
+    const gaps = mergeGaps(spacedGaps(p, a, b, found), wrapGaps(p, a, b));
     for (let k = 0; k < gaps.length; k += 2) {
       push(p, cur, gaps[k]!);
       cur = gaps[k + 1]!;

@@ -6,12 +6,14 @@
  * letters, case changes, spacing (letter by letter or in groups, various separators), a cut across
  * two messages or between the system prompt and a message, base64 and base64url, hex (plain,
  * `0x`, `\xNN`, spaced bytes), some or all characters escaped (URL `%NN`, `\uNNNN`, `\xNN`, HTML
- * `&#NN;` / `&#xNN;`), sometimes with invisible characters sprinkled over the disguise too,
+ * `&#NN;` / `&#xNN;`), hard-wrapped across a line break (the key itself, or base64 of a credentials
+ * file wrapped at 76 columns), sometimes with invisible characters sprinkled over the disguise too,
  * and PEM private key headers with other dash counts and dash characters. Every one must be refused with POLICY_DENIED, through `simulate` (what policy tests
  * and `tollgate explain` run) and through the real pipeline.
  *
  * The other way round: prose that mentions AKIA/ASIA in passing, with dates, numbers, capitals and
- * identifiers, and random benign base64/hex (random bytes, encoded prose, hashes, UUIDs) must be
+ * identifiers, and random benign base64/hex (random bytes, encoded prose, hashes, UUIDs, wrapped blocks) and escaped
+ * text (URLs, HTML character references, JSON escapes) must be
  * allowed. Measured false positives on these generators: none in 3,000 prompts (see the last test).
  */
 import { readFileSync } from 'node:fs';
@@ -104,6 +106,13 @@ const disguise = (key: string): fc.Arbitrary<Disguised> =>
       const text = [...key].map((c, i) => (mask[i % mask.length] ? ESCAPE[styles[i % styles.length]!](c.charCodeAt(0)) : c)).join('');
       return { kind: `escaped-${[...new Set(styles)].join('+')}`, text };
     }),
+    // Hard-wrapped: a line break inside the key (a terminal or mail client wrapping a long line),
+    // or base64 of a credentials file wrapped at 76 columns with the key across a line break.
+    fc.integer({ min: 1, max: key.length - 1 }).map((at) => ({ kind: 'wrapped', text: `${key.slice(0, at)}\n${key.slice(at)}` })),
+    fc.tuple(fc.string({ unit: fc.constantFrom(...'abcdefghij[]-_ '), maxLength: 40 }), fc.constantFrom('\n', '\r\n')).map(([pad, eol]) => ({
+      kind: 'base64-wrapped',
+      text: Buffer.from(`${pad}\naws_access_key_id = ${key}\n`).toString('base64').replace(/(.{76})/g, `$1${eol}`),
+    })),
   );
 
 /** A prompt carrying `d` between random prose. */
@@ -160,6 +169,9 @@ const benignEncoded = fc.oneof(
   casualProse.map((s) => Buffer.from(s).toString('base64')),
   casualProse.map((s) => Buffer.from(s).toString('hex')),
   fc.uuid(),
+  // Wrapped blocks: base64 at 76 columns, hashes one a line.
+  fc.uint8Array({ minLength: 60, maxLength: 600 }).map((b) => Buffer.from(b).toString('base64').replace(/(.{76})/g, '$1\n')),
+  fc.array(fc.uint8Array({ minLength: 16, maxLength: 32 }), { minLength: 2, maxLength: 6 }).map((hs) => hs.map((h) => Buffer.from(h).toString('hex')).join('\n')),
   // Escaped text of ordinary prompts: URLs with %NN, HTML character references, JSON escapes.
   casualProse.map((s) => `https://example.com/search?q=${encodeURIComponent(s)}&page=2`),
   casualProse.map((s) => s.replace(/[ '"/]/g, (c) => `&#${c.charCodeAt(0)};`)),
