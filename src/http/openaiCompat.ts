@@ -59,6 +59,16 @@ export function parseOpenAIBody<S extends z.ZodType>(schema: S, raw: unknown, un
 /** Validates a Chat Completions body and turns it into wire-neutral `complete` arguments. */
 export function decodeChatRequest(raw: unknown): CompleteArgs {
   const body = parseOpenAIBody(chatRequest, raw, UNSUPPORTED);
+  // Answers are text: a JSON format would be ignored, not honoured.
+  const format = body.response_format as { type?: unknown } | null | undefined;
+  if (format !== undefined && format !== null && format.type !== 'text') throw invalidRequest('Invalid request: response_format is not supported by tollgate (text only).', 'response_format');
+  // Tool calls in the history would be dropped on the way to the provider, changing the conversation.
+  body.messages.forEach((m, i) => {
+    for (const key of ['tool_calls', 'function_call'] as const) {
+      const v = (m as Record<string, unknown>)[key];
+      if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) throw invalidRequest(`Invalid request: messages.${i}.${key} is not supported by tollgate.`, `messages.${i}.${key}`);
+    }
+  });
   const text = (c: z.infer<typeof chatMessage>['content']) => (typeof c === 'string' ? c : (c ?? []).map((p) => p.text).join(PART_SEPARATOR));
   // A user or assistant message's parts stay parts (the call core joins them where a provider has none).
   const content = (c: z.infer<typeof chatMessage>['content']) => (Array.isArray(c) && c.length > 0 ? c.map((p) => ({ type: 'text' as const, text: p.text })) : text(c));

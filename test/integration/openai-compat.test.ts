@@ -164,4 +164,21 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     const refused = await failure(openai.chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], tools: [tool] }));
     expect([refused.status, refused.code, refused.param]).toEqual([400, 'INVALID_REQUEST', 'tools']);
   });
+
+  it('refuses a JSON response format and an assistant tool call it cannot honour, and takes a text format and an empty tool call list', async () => {
+    await start();
+    const openai = client(KEYS.alice);
+    const hello = [{ role: 'user' as const, content: 'Hello' }];
+    const text = await openai.chat.completions.create({ model: 'standard', messages: hello, response_format: { type: 'text' } });
+    expect(text.choices[0]!.message.content).toBeTruthy();
+    for (const format of [{ type: 'json_object' as const }, { type: 'json_schema' as const, json_schema: { name: 'answer', schema: { type: 'object' } } }]) {
+      const refused = await failure(openai.chat.completions.create({ model: 'standard', messages: hello, response_format: format }));
+      expect([refused.status, refused.code, refused.param]).toEqual([400, 'INVALID_REQUEST', 'response_format']);
+    }
+    const empty = await openai.chat.completions.create({ model: 'standard', messages: [...hello, { role: 'assistant', content: 'Hi', tool_calls: [] }, ...hello] });
+    expect(empty.choices[0]!.message.content).toBeTruthy();
+    const call = { id: 'call_1', type: 'function' as const, function: { name: 'lookup', arguments: '{}' } };
+    const refused = await failure(openai.chat.completions.create({ model: 'standard', messages: [...hello, { role: 'assistant', content: null, tool_calls: [call] }, ...hello] }));
+    expect([refused.status, refused.code, refused.param]).toEqual([400, 'INVALID_REQUEST', 'messages.1.tool_calls']);
+  });
 });
