@@ -205,11 +205,6 @@ export class FileJournal {
     }
   }
 
-  /** How many entries wait to be written. */
-  keptCount(): number {
-    return this.kept.length;
-  }
-
   /** Writes the kept entries, oldest first; throws QUOTA_STORE_UNAVAILABLE at the first that cannot be written. */
   private writeKept(): void {
     while (this.kept.length > 0) {
@@ -220,9 +215,13 @@ export class FileJournal {
     }
   }
 
-  /** Ends the segment first when it is due, then writes the entry. */
+  /**
+   * Ends the segment first when it is due, then writes the entry. Not while entries are kept: the
+   * store has already applied what they record, so a snapshot then would hold charges whose entries
+   * (and events) are not written yet; the segment ends at the first append after they are.
+   */
   private place(body: EntryBody): JournalEntry {
-    if (this.seq > 0 && (this.bytes >= this.maxBytes || utcDay(body.at) !== this.segmentDay)) this.rotate(body.at);
+    if (this.seq > 0 && this.kept.length === 0 && (this.bytes >= this.maxBytes || utcDay(body.at) !== this.segmentDay)) this.rotate(body.at);
     return this.write(body);
   }
 

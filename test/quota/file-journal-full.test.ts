@@ -124,6 +124,28 @@ describe('embedded journal on a full disk', () => {
     await again.journal.close();
   });
 
+  it('ends a segment only once what it kept is written, so a snapshot never holds a charge whose entry is not', async () => {
+    const disk = new Disk();
+    const warnings: string[] = [];
+    const { journal, replay } = FileJournal.open({ dir, now, write: disk.write, warn: (m) => warnings.push(m), maxSegmentBytes: 1 });
+    const store = new MemoryQuotaStore(now, journal);
+    store.restore(replay);
+    journal.snapshotSource = () => store.snapshot();
+    await store.reserve('a', [line('alice', 100)], 60_000, undefined, { dispatching: true });
+    disk.space = 0;
+    await store.settle('a', [line('alice', 42)], { 'request.id': 'a', 'tollgate.charged': [{ budget: 'weekly', subject: 'alice', amount: 42, unit: 'tokens' }] });
+    disk.space = Infinity;
+    expect((await store.reserve('b', [line('alice', 10)], 60_000)).ok).toBe(true);
+    await journal.close();
+    expect(verifyJournalDir(dir).fault).toBeUndefined();
+    const kinds = segmentFiles(dir).map((f) => readSegment(f).entries.map((e) => e.body.kind));
+    // The settle's first try ended the first segment (before its charge); written later, it stays in the second.
+    expect(kinds).toEqual([['reserve'], ['snapshot', 'settle'], ['snapshot', 'reserve']]);
+    const again = open(new Disk());
+    expect(await again.store.read([line('alice', 0)])).toEqual([{ used: 42, reserved: 10 }]);
+    await again.journal.close();
+  });
+
   it('writes what it kept without waiting for another call, once space comes back', async () => {
     const disk = new Disk();
     const { store, journal, events } = open(disk);
