@@ -14,7 +14,7 @@ import { startFakeAnthropic } from '../../tools/fake-providers/anthropic.js';
 import { startFakeBedrock } from '../../tools/fake-providers/bedrock.js';
 import { startFakeOpenAI } from '../../tools/fake-providers/openai.js';
 import type { FakeProviderServer } from '../../tools/fake-providers/types.js';
-import { sha } from '../fixtures/policies.js';
+import { fakeProvidersYaml, sha } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 
 /** Not AWS's documentation example (AKIAIOSFODNN7EXAMPLE), which secretlint ignores. */
@@ -24,16 +24,7 @@ const RULE = 'no-credentials-in-prompts';
 
 const policy = (a: FakeProviderServer, o: FakeProviderServer, b: FakeProviderServer) => `
 version: 1
-providers:
-  anthropic: { kind: anthropic, apiKey: sk-ant-test, baseUrl: "${a.url}", timeoutMs: 1500, countTokens: always }
-  openai: { kind: openai, apiKey: sk-test, baseUrl: "${o.url}", timeoutMs: 1500 }
-  bedrock: { kind: bedrock, region: us-east-1, accessKeyId: AKIDTEST, secretAccessKey: secret, baseUrl: "${b.url}", timeoutMs: 1500, countTokens: always }
-egress: { allow: ["127.0.0.1"] }
-models:
-  anthropic/claude-sonnet-4-5: { price: { inputPerMTok: 3, outputPerMTok: 15 } }
-  bedrock/anthropic.claude-sonnet-4-5-v1:0: { price: { inputPerMTok: 3, outputPerMTok: 15 } }
-  openai/gpt-5-mini: { price: { inputPerMTok: 0.25, outputPerMTok: 2 } }
-tiers:
+${fakeProvidersYaml({ anthropic: a.url, openai: o.url, bedrock: b.url }, { timeoutMs: 1500, countTokens: true })}tiers:
   standard: [openai/gpt-5-mini]
   claude: [anthropic/claude-sonnet-4-5]
   bedrock: [bedrock/anthropic.claude-sonnet-4-5-v1:0]
