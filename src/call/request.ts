@@ -57,6 +57,9 @@ export const DEFAULT_MAX_TOKENS = 1024;
 const textParts = z.array(z.object({ type: z.literal('text'), text: z.string() }).strict()).min(1);
 
 /** The wire-neutral arguments of a completion (the MCP `complete` tool's input). */
+/** The longest model or tier name a call may give (a provider/model reference, a Bedrock ARN, fit well within it). */
+export const NAME_MAX = 256;
+
 export const completeArgs = z
   .object({
     messages: z
@@ -78,8 +81,9 @@ export const completeArgs = z
       .union([z.string(), textParts])
       .optional()
       .describe('System instructions: a text, or text parts ({type: "text", text}) joined with a newline.'),
-    model: z.string().optional().describe('A model as provider/model (see list_models); the default tier\'s model when omitted.'),
-    tier: z.string().optional().describe('A tier name (e.g. premium, standard, economy) instead of a model.'),
+    // Bounded: a refusal names what was asked for, and its event is kept in the journal.
+    model: z.string().max(NAME_MAX).optional().describe('A model as provider/model (see list_models); the default tier\'s model when omitted.'),
+    tier: z.string().max(NAME_MAX).optional().describe('A tier name (e.g. premium, standard, economy) instead of a model.'),
     max_tokens: z.number().int().positive().optional().describe('Maximum output tokens; default 1024.'),
     temperature: z.number().min(0).max(2).optional(),
   })

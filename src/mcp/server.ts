@@ -159,7 +159,8 @@ export function createMcpServer(opts: McpServerOptions): Server {
       } catch {
         credential = undefined;
       }
-      void opts.gateway.refuse(new GatewayError('INVALID_REQUEST', `Unknown tool: ${name}; the tools are ${TOOLS.map((t) => t.name).join(', ')}.`), { transport: opts.transport, credential });
+      const named = name.length > 200 ? `${name.slice(0, 200)}… (${name.length} characters)` : name;
+      void opts.gateway.refuse(new GatewayError('INVALID_REQUEST', `Unknown tool: ${named}; the tools are ${TOOLS.map((t) => t.name).join(', ')}.`), { transport: opts.transport, credential });
       throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${name}`);
     }
     const rejected = params[REJECTED_ARGUMENTS];

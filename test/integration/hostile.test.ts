@@ -404,6 +404,25 @@ describe('tool arguments', () => {
     }
   });
 
+  it('keeps a refusal\'s event small whatever the caller names: a model, tier or tool name of 100,000 characters', async () => {
+    const long = 'm'.repeat(100_000);
+    for (const args of [{ prompt: 'hi', model: long }, { prompt: 'hi', tier: long }]) {
+      const before = gw.events.length;
+      const err = await refusal(args);
+      expect(err.code).toBe('INVALID_REQUEST');
+      expect(err.message.length).toBeLessThan(1000);
+      await waitFor(() => gw.events.length > before);
+      expect(JSON.stringify(gw.events.slice(before)).length).toBeLessThan(4000);
+    }
+    const session = await openSession();
+    const before = gw.events.length;
+    const res = await post(callTool(11, {}, long), session);
+    const [msg] = rpcMessages(res) as { error: { code: number } }[];
+    expect(msg!.error.code).toBe(-32602);
+    await waitFor(() => gw.events.length > before);
+    expect(JSON.stringify(gw.events.slice(before)).length).toBeLessThan(4000);
+  });
+
   it.each([
     ['a number as prompt', { prompt: 42 }, 'prompt: Invalid input: expected string, received number'],
     ['an array as prompt', { prompt: ['hi'] }, 'prompt: Invalid input: expected string, received array'],
