@@ -11,7 +11,7 @@
  * saw and exits 1 if a promise is broken.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -51,7 +51,7 @@ async function main(): Promise<void> {
   if (!existsSync(CLI)) throw new Error('no dist/: run npm run build first');
   const work = mkdtempSync(join(tmpdir(), 'tollgate-diskfull-'));
   const disk = join(work, 'disk');
-  execFileSync('mkdir', ['-p', disk]);
+  mkdirSync(disk);
   mount(disk, SIZE_KB);
   const events = join(work, 'events.jsonl');
   const dataDir = join(disk, 'data');
