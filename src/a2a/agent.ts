@@ -15,6 +15,7 @@ import type { CallResult, Gateway } from '../gateway/gateway.js';
 import { ownerKey, type Principal } from '../identity/principal.js';
 import type { CallArguments, Credential } from '../pipeline/context.js';
 import type { Policy } from '../policy/load.js';
+import { installSdkLog, withSdkLog } from './sdkLog.js';
 import { BoundedTaskStore, ERROR_META_KEY } from './taskStore.js';
 
 /** Where the JSON-RPC endpoint is mounted. */
@@ -221,8 +222,10 @@ function baseUrlOf(req: Request): string {
 
 /** The SDK's JSON-RPC handler over our executor; its server code (about a second to load) is imported on first use. */
 async function jsonRpc(gateway: Gateway, opts: A2AOptions): Promise<RequestHandler> {
-  const [{ DefaultRequestHandler }, { jsonRpcHandler }] = await Promise.all([import('@a2a-js/sdk/server'), import('@a2a-js/sdk/server/express')]);
-  const handler = new DefaultRequestHandler(agentCard(gateway.policy, '', opts.version), new BoundedTaskStore(undefined, opts.dataDir ? { dir: opts.dataDir } : undefined), new CompletionExecutor(gateway));
+  const [{ DefaultRequestHandler, JsonRpcTransportHandler }, { jsonRpcHandler }] = await Promise.all([import('@a2a-js/sdk/server'), import('@a2a-js/sdk/server/express')]);
+  installSdkLog((error) => JsonRpcTransportHandler.mapToJSONRPCError(error));
+  const tasks = new BoundedTaskStore(undefined, opts.dataDir ? { dir: opts.dataDir } : undefined);
+  const handler = new DefaultRequestHandler(agentCard(gateway.policy, '', opts.version), tasks, new CompletionExecutor(gateway));
   return jsonRpcHandler({
     requestHandler: handler,
     userBuilder: async (req) => {
@@ -238,7 +241,8 @@ export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router {
   let rpc: Promise<RequestHandler> | undefined;
   const lazyRpc: RequestHandler = (req, res, next) => {
     rpc ??= jsonRpc(gateway, opts);
-    rpc.then((h) => h(req, res, next), next);
+    // What the SDK prints while serving this request goes to the gateway's log, refusals without a stack (sdkLog.ts).
+    rpc.then((h) => withSdkLog({ logger: gateway.logger }, () => h(req, res, next)), next);
   };
   const router = Router();
   router.get('/.well-known/agent-card.json', (req, res) => {

@@ -146,6 +146,11 @@ export class Gateway {
     return this.runtime.policy;
   }
 
+  /** The gateway's log: transports write what they cannot say as a decision event here. */
+  get logger(): Logger {
+    return this.opts.logger;
+  }
+
   /** The shared quota store. */
   get store(): QuotaStore {
     return this.ledger.store;
