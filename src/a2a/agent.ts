@@ -224,7 +224,8 @@ function baseUrlOf(req: Request): string {
 async function jsonRpc(gateway: Gateway, opts: A2AOptions): Promise<RequestHandler> {
   const [{ DefaultRequestHandler, JsonRpcTransportHandler }, { jsonRpcHandler }] = await Promise.all([import('@a2a-js/sdk/server'), import('@a2a-js/sdk/server/express')]);
   installSdkLog((error) => JsonRpcTransportHandler.mapToJSONRPCError(error));
-  const tasks = new BoundedTaskStore(undefined, opts.dataDir ? { dir: opts.dataDir } : undefined);
+  const warn = (message: string, fields?: Record<string, unknown>) => gateway.logger.warn({ ...fields, event: 'a2a_tasks' }, message);
+  const tasks = new BoundedTaskStore(undefined, opts.dataDir ? { dir: opts.dataDir, warn } : undefined);
   const handler = new DefaultRequestHandler(agentCard(gateway.policy, '', opts.version), tasks, new CompletionExecutor(gateway));
   return jsonRpcHandler({
     requestHandler: handler,

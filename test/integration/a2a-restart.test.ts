@@ -3,7 +3,7 @@
  * them in tasks.jsonl there, and a new gateway on the same directory answers GetTask for a task
  * the first one created, to the same caller only.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Role, TaskState, type Task } from '@a2a-js/sdk';
@@ -67,6 +67,31 @@ describe('A2A tasks in the data directory', () => {
     expect(fetched.metadata?.['io.tollgate/result']).toEqual(created.metadata?.['io.tollgate/result']);
     // Another caller does not see it.
     await expect((await a2aClient(gw!.url, KEYS.carol)).getTask({ tenant: '', id: created.id })).rejects.toThrow(/not found/i);
+  });
+
+  it('starts after a damaged tasks.jsonl and answers GetTask for every task it could read', async () => {
+    await start();
+    const alice = await a2aClient(gw!.url, KEYS.alice);
+    const created = [] as Task[];
+    for (const text of ['one', 'two', 'three']) created.push((await send(alice, text)) as Task);
+    await gw!.close();
+    gw = undefined;
+    // As a write cut short used to leave it: a half line in the middle, with the next line glued onto it, and a torn last line.
+    const file = join(dir, 'tasks.jsonl');
+    const lines = readFileSync(file, 'utf8').trim().split('\n');
+    const last = lines.pop()!;
+    writeFileSync(file, `${lines.join('\n')}\n${last.slice(0, 40)}${last}\n${last.slice(0, 25)}`);
+
+    await start();
+    const after = await a2aClient(gw!.url, KEYS.alice);
+    for (const task of created) expect((await after.getTask({ tenant: '', id: task.id })).status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    expect(readFileSync(file, 'utf8').endsWith('\n')).toBe(true);
+    // And it goes on writing: a task created now is there after another restart.
+    const later = (await send(after, 'four')) as Task;
+    await gw!.close();
+    gw = undefined;
+    await start();
+    expect((await (await a2aClient(gw!.url, KEYS.alice)).getTask({ tenant: '', id: later.id })).status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
   });
 
   it('keeps tasks in memory only without a data directory', async () => {

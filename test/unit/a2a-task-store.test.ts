@@ -1,4 +1,4 @@
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TaskState, type Task } from '@a2a-js/sdk';
@@ -101,5 +101,87 @@ describe('BoundedTaskStore in a data directory', () => {
     expect(readFileSync(join(dir, 'tasks.jsonl'), 'utf8').endsWith('\n')).toBe(true);
     await after.save(task('t4'), as('alice'));
     expect((await new BoundedTaskStore(10, { dir }).list(noFilter, as('alice'))).tasks.map((t) => t.id)).toEqual(['t4', 't2', 't1']);
+  });
+});
+
+/** A disk with `space` bytes left for the task file's writes (Infinity: not full); cuts a write short as the kernel does at the end of the space. */
+class Disk {
+  space = Infinity;
+  readonly write = (fd: number, data: Buffer, offset: number, length: number): number => {
+    if (this.space <= 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    const n = Math.min(length, this.space);
+    this.space -= n;
+    return writeSync(fd, data, offset, n);
+  };
+}
+
+describe('BoundedTaskStore on a full disk', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tollgate-tasks-full-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const file = () => join(dir, 'tasks.jsonl');
+  const noFilter = { tenant: '', contextId: '', status: TaskState.TASK_STATE_UNSPECIFIED, pageToken: '', statusTimestampAfter: undefined };
+  const ids = async (store: BoundedTaskStore, owner = 'alice') => (await store.list(noFilter, as(owner))).tasks.map((t) => [t.id, t.status?.state]);
+
+  it('cuts a write cut short back to the last whole line, so the next version is written whole and read back', async () => {
+    const disk = new Disk();
+    const warnings: string[] = [];
+    const store = new BoundedTaskStore(10, { dir, write: disk.write, warn: (m) => warnings.push(m), retryMs: 60_000 });
+    await store.save(task('t1'), as('alice'));
+    const size = statSync(file()).size;
+    disk.space = 40;
+    await store.save(task('t2', 'ctx-1', TaskState.TASK_STATE_WORKING), as('alice'));
+    expect(statSync(file()).size).toBe(size);
+    expect(readFileSync(file(), 'utf8').endsWith('\n')).toBe(true);
+    // Answered from memory meanwhile.
+    expect((await store.load('t2', as('alice')))?.status?.state).toBe(TaskState.TASK_STATE_WORKING);
+    await store.save(task('t2', 'ctx-1', TaskState.TASK_STATE_COMPLETED), as('alice'));
+    expect(warnings).toEqual([expect.stringMatching(/^A2A tasks cannot be written to tasks\.jsonl \(ENOSPC: no space left on device, write\)/)]);
+    disk.space = Infinity;
+    await store.save(task('t3'), as('alice'));
+    expect(warnings.at(-1)).toBe('A2A tasks are written to tasks.jsonl again');
+    expect(readFileSync(file(), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { task: { id: string; status: { state: string } } }).map((l) => [l.task.id, l.task.status.state])).toEqual([
+      ['t1', 'TASK_STATE_COMPLETED'],
+      ['t2', 'TASK_STATE_COMPLETED'],
+      ['t3', 'TASK_STATE_COMPLETED'],
+    ]);
+    expect(await ids(new BoundedTaskStore(10, { dir }))).toEqual([
+      ['t3', TaskState.TASK_STATE_COMPLETED],
+      ['t2', TaskState.TASK_STATE_COMPLETED],
+      ['t1', TaskState.TASK_STATE_COMPLETED],
+    ]);
+  });
+
+  it('writes a version the disk refused once it takes writes again, without waiting for another save', async () => {
+    const disk = new Disk();
+    const store = new BoundedTaskStore(10, { dir, write: disk.write, warn: () => undefined, retryMs: 20 });
+    disk.space = 10;
+    await store.save(task('t1'), as('alice'));
+    expect(readFileSync(file(), 'utf8')).toBe('');
+    disk.space = Infinity;
+    // Tried again every 20 ms: waits for the line, at most 5 s.
+    for (const deadline = Date.now() + 5000; !readFileSync(file(), 'utf8') && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
+    expect(await ids(new BoundedTaskStore(10, { dir }))).toEqual([['t1', TaskState.TASK_STATE_COMPLETED]]);
+  });
+
+  it('reads back every task around a damaged line, and the whole line glued onto a half line', async () => {
+    const line = (id: string, state = 'TASK_STATE_COMPLETED') => JSON.stringify({ owner: 'alice', task: { id, contextId: 'ctx-1', status: { state }, artifacts: [], history: [] } });
+    // As a write cut short used to leave it: half of t2's line, with the next append (t3) glued onto it.
+    writeFileSync(file(), `${line('t1')}\n${line('t2', 'TASK_STATE_WORKING').slice(0, 30)}${line('t3')}\nnot json at all\n${line('t4')}\n`);
+    const warnings: string[] = [];
+    const store = new BoundedTaskStore(10, { dir, warn: (m) => warnings.push(m) });
+    expect(await ids(store)).toEqual([
+      ['t4', TaskState.TASK_STATE_COMPLETED],
+      ['t3', TaskState.TASK_STATE_COMPLETED],
+      ['t1', TaskState.TASK_STATE_COMPLETED],
+    ]);
+    expect(warnings).toEqual(['A2A tasks: tasks.jsonl had 2 damaged lines; their cut-off parts were dropped, 1 whole task line was recovered from them']);
+    // The file was rewritten clean: a second start reads the same tasks and says nothing.
+    const again: string[] = [];
+    expect(await ids(new BoundedTaskStore(10, { dir, warn: (m) => again.push(m) }))).toEqual(await ids(store));
+    expect(again).toEqual([]);
+    expect(readFileSync(file(), 'utf8').trim().split('\n')).toHaveLength(3);
   });
 });
