@@ -8,7 +8,9 @@
  * `now` it is given, so the caller's clock decides expiry; purging is recovery (below).
  *
  * Keys of one line (R is the line's reservedKey):
- * - R          hash        requestId -> reserved amount
+ * - R          hash        requestId -> reserved amount; and '=' -> the tally, '<sum> <count>' of
+ *                          the reservations in R (tallied below), so a reservation reads one field
+ *                          instead of every open reservation of the line
  * - R:x        sorted set  requestId -> reservation expiry, epoch ms
  * - R:i        hash        requestId -> what recovery needs (the line's entry JSON and the request
  *                          id; on the call's event line also '~1', its profile's digest and the
@@ -325,13 +327,61 @@ local function recover(jr, res, id, amount, info, dispatched, events)
   end
 end
 
+-- R's tally: the field '=' holds '<sum> <count>' of the reservations in R, so that a reservation
+-- reads one field, not every reservation open on its line (HVALS was O(calls in flight) on every
+-- reservation: with a team's or a company's line shared by hundreds of calls at once, the most
+-- expensive thing Redis did). It is trusted only while R holds exactly count reservations besides
+-- it (HLEN); any other R (made before the tally existed, or changed by a script that does not keep
+-- it) is summed whole (tallied) and the tally written again by the next reservation. The value is
+-- not a number on purpose: a script from before the tally, which summed HVALS with tonumber,
+-- fails on it (its call is refused, QUOTA_STORE_UNAVAILABLE) instead of reserving on a line whose
+-- tally would then miss its reservation; so once a line has a tally, only scripts that keep it
+-- add to it, and removals by older scripts show as a count that no longer matches.
+-- t: the tally as read (HGET '='), or nil.
+local function tallied(res, t)
+  if t then
+    local sp = string.find(t, ' ', 1, true)
+    local count = tonumber(string.sub(t, sp + 1))
+    if count == redis.call('HLEN', res) - 1 then return tonumber(string.sub(t, 1, sp - 1)), count end
+  end
+  local sum, count = 0, 0
+  local all = redis.call('HGETALL', res)
+  for i = 1, #all, 2 do
+    if all[i] ~= '=' then
+      sum = sum + tonumber(all[i + 1])
+      count = count + 1
+    end
+  end
+  return sum, count
+end
+
+local function tally(sum, count)
+  return string.format('%d %d', sum, count)
+end
+
+-- Takes amount and n reservations, just removed from R, off its tally t (as read before, or nil
+-- to read it now). A tally that was already wrong stays wrong by the same count, and is summed
+-- whole at the next reservation. R without a tally gets none here.
+local function untally(res, amount, n, t)
+  if t == nil then t = redis.call('HGET', res, '=') end
+  if not t then return end
+  local sp = string.find(t, ' ', 1, true)
+  local left = tonumber(string.sub(t, sp + 1)) - n
+  if left > 0 then redis.call('HSET', res, '=', tally(tonumber(string.sub(t, 1, sp - 1)) - amount, left)) else redis.call('HDEL', res, '=') end
+end
+
 -- Removes expired reservations of a line, closing each through recovery (journaled).
 local function purge(jr, res, exp, inf, events)
   local dead = redis.call('ZRANGEBYSCORE', exp, '-inf', jr.now)
   if #dead == 0 then return end
+  local gone, n = 0, 0
   for _, id in ipairs(dead) do
     local amount = redis.call('HGET', res, id)
     local info = redis.call('HGET', inf, id)
+    if amount then
+      gone = gone + tonumber(amount)
+      n = n + 1
+    end
     if amount and info then recover(jr, res, id, amount, info, redis.call('HEXISTS', inf, '#' .. id) == 1, events) end
   end
   for i = 1, #dead, 250 do
@@ -345,6 +395,7 @@ local function purge(jr, res, exp, inf, events)
     redis.call('HDEL', inf, unpack(marks))
   end
   redis.call('ZREMRANGEBYSCORE', exp, '-inf', jr.now)
+  if n > 0 then untally(res, gone, n) end
 end
 
 -- What KEYS[from] to KEYS[to] hold, as numbers (0 for a missing key), read in one MGET: a
@@ -357,11 +408,6 @@ local function values(from, to)
   return out
 end
 
-local function reservedSum(res)
-  local total = 0
-  for _, v in ipairs(redis.call('HVALS', res)) do total = total + tonumber(v) end
-  return total
-end
 
 -- A line's reservation keys go as soon as they hold nothing.
 local function emptied(res, exp, inf)
@@ -383,11 +429,13 @@ end
 
 -- Drops a request's reservation on a line; returns 1 if it held one.
 local function drop(res, exp, inf, id)
-  local n = redis.call('HDEL', res, id)
-  if n == 0 then return 0 end
+  local got = redis.call('HMGET', res, id, '=')
+  if not got[1] then return 0 end
+  redis.call('HDEL', res, id)
+  untally(res, tonumber(got[1]), 1, got[2])
   redis.call('ZREM', exp, id)
   redis.call('HDEL', inf, id, '#' .. id)
-  return n
+  return 1
 end
 `;
 
@@ -424,14 +472,15 @@ for a = 12, #ARGV, 5 do
   local n, amount, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local res, exp, inf, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   purge(jr, res, exp, inf, events)
-  local state, used, reserved = 3, 0, 0
+  local state, used, reserved, count = 3, 0, 0, 0
   local vals
-  if redis.call('EXISTS', marker) == 1 or redis.call('HEXISTS', res, id) == 1 then
+  local got = redis.call('EXISTS', marker) == 0 and redis.call('HMGET', res, id, '=')
+  if not got or got[1] then
     state = 2
   else
     vals = values(k + 4, k + n - 1)
     for _, v in ipairs(vals) do used = used + v end
-    reserved = reservedSum(res)
+    reserved, count = tallied(res, got[2])
     if used + reserved + amount > limit then state = 0 end
   end
   if state ~= 3 then blocked = true end
@@ -440,7 +489,7 @@ for a = 12, #ARGV, 5 do
   if state == 0 then out[#out][4] = vals end
   local info = ARGV[a + 3] .. '\\n' .. idJson
   if ARGV[a + 4] ~= '' then info = info .. '\\n${PROFILE_FORMAT}\\n' .. digest .. '\\n' .. ARGV[a + 4] end
-  taken[#taken + 1] = {res, exp, inf, ARGV[a + 1], info}
+  taken[#taken + 1] = {res, exp, inf, ARGV[a + 1], info, reserved + amount, count + 1}
   k = k + n
 end
 if not blocked and profile ~= '' then
@@ -450,7 +499,7 @@ end
 local indexed = {}
 for i, l in ipairs(taken) do
   if not blocked then
-    redis.call('HSET', l[1], id, l[4])
+    redis.call('HSET', l[1], id, l[4], '=', tally(l[6], l[7]))
     redis.call('ZADD', l[2], expiry, id)
     if dispatching then
       redis.call('HSET', l[3], id, l[5], '#' .. id, '1')
@@ -602,7 +651,7 @@ for a = 5, #ARGV do
   purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
   local used = 0
   for _, v in ipairs(values(k + 3, k + n - 1)) do used = used + v end
-  out[#out + 1] = {used, reservedSum(KEYS[k])}
+  out[#out + 1] = {used, (tallied(KEYS[k], redis.call('HGET', KEYS[k], '=')))}
   k = k + n
 end
 return {out, events}

@@ -7,7 +7,7 @@ import { lineKeys } from '../../src/policy/budgets.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine, QuotaStore } from '../../src/quota/store.js';
-import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
+import { deleteKeys, startPrivateRedis, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
 import { journalBodies } from './journal-helpers.js';
 import { quotaStoreContract } from './store-contract.js';
 
@@ -148,7 +148,8 @@ describe('RedisQuotaStore', () => {
       // On a single node the settled marker is one per call, beside the journal.
       expect(keys.filter((k) => k.includes(':s:'))).toEqual([`${prefix}{journal}:s:r1`]);
       expect(await raw.get(l.usageKey)).toBe('7');
-      expect(await raw.hGetAll(`${tag}:r`)).toEqual({ r2: '5' });
+      // r2's reservation, and the line's tally of what it holds: sum and count.
+      expect(await raw.hGetAll(`${tag}:r`)).toEqual({ r2: '5', '=': '5 1' });
       expect(Math.abs((await raw.pTTL(l.usageKey)) - (l.expiresAt - Date.now()))).toBeLessThan(5000);
       expect(await raw.pTTL(`${prefix}{journal}:s:r1`)).toBeGreaterThan(DAY - 5000);
       expect(await raw.pTTL(`${tag}:r`)).toBeGreaterThan(60_000);
@@ -156,6 +157,77 @@ describe('RedisQuotaStore', () => {
       // One profile for both calls (same caller, lines and policy), kept two days from its write.
       expect(await raw.hLen(`${tag}:r:p`)).toBe(1);
       expect(await raw.pTTL(`${tag}:r:p`)).toBeGreaterThan(2 * DAY - 5000);
+    });
+
+    it('keeps a line\'s reserved total in one field, through reservations, settlements, releases and expiry', async () => {
+      let now = Date.now();
+      const store = new RedisQuotaStore({ url: redis.url, prefix, logger: silent, now: () => now, sweepIntervalMs: 0 });
+      stores.push(store);
+      const R = `${prefix}{weekly|ada}:r`;
+      await store.reserve('r1', [line(100)], 60_000);
+      await store.reserve('r2', [line(200)], 60_000);
+      await store.reserve('r3', [line(300)], 120_000);
+      expect(await raw.hGet(R, '=')).toBe('600 3');
+      await store.settle('r2', [line(150)]);
+      expect(await raw.hGet(R, '=')).toBe('400 2');
+      // r1 expires (recovery releases it: never dispatched); r3 is left.
+      now += 90_000;
+      expect(await store.read([line(0)])).toEqual([{ used: 150, reserved: 300 }]);
+      expect(await raw.hGet(R, '=')).toBe('300 1');
+      await store.release('r3');
+      expect(await raw.exists(R)).toBe(0);
+    });
+
+    it('reads one field, not every reservation open on the line, to reserve', async () => {
+      const own = await startPrivateRedis();
+      const store = new RedisQuotaStore({ url: own.url, prefix, logger: silent, sweepIntervalMs: 0 });
+      stores.push(store);
+      const counted = createClient({ url: own.url });
+      await counted.connect();
+      try {
+        for (let i = 0; i < 50; i++) await store.reserve(`open${i}`, [line(1)], 60_000);
+        const reads = async () => {
+          const stats = await counted.info('commandstats');
+          return ['hvals', 'hgetall'].map((c) => Number(new RegExp(`cmdstat_${c}:calls=(\\d+)`).exec(stats)?.[1] ?? 0));
+        };
+        const before = await reads();
+        expect(await store.reserve('one-more', [line(1)], 60_000)).toEqual({ ok: true });
+        expect(await reads()).toEqual(before);
+        expect(await counted.hGet(`${prefix}{weekly|ada}:r`, '=')).toBe('51 51');
+      } finally {
+        counted.destroy();
+        await store.close();
+        await own.stop();
+      }
+    });
+
+    it('counts a line whole when its tally is missing or no longer matches what it holds', async () => {
+      const store = open();
+      const R = `${prefix}{weekly|ada}:r`;
+      const X = `${prefix}{weekly|ada}:r:x`;
+      const later = Date.now() + 60_000;
+      // A line written before tallies existed: a reservation and no '='.
+      await raw.hSet(R, 'old1', '500');
+      await raw.zAdd(X, { score: later, value: 'old1' });
+      expect(await store.reserve('r1', [line(600)], 60_000)).toMatchObject({ ok: false, reserved: 500 });
+      expect(await store.reserve('r1', [line(400)], 60_000)).toEqual({ ok: true });
+      expect(await raw.hGet(R, '=')).toBe('900 2');
+      // What a script that does not keep the tally leaves: a reservation gone behind its back.
+      await raw.hDel(R, 'old1');
+      await raw.zRem(X, 'old1');
+      expect(await store.reserve('r2', [line(700)], 60_000)).toMatchObject({ ok: false, reserved: 400 });
+      expect(await store.reserve('r2', [line(600)], 60_000)).toEqual({ ok: true });
+      expect(await raw.hGet(R, '=')).toBe('1000 2');
+      expect(await store.read([line(0)])).toEqual([{ used: 0, reserved: 1000 }]);
+    });
+
+    it('makes a script that sums a tallied line the old way fail rather than miss reservations', async () => {
+      // The pre-tally reservedSum, as an older replica runs it during a rolling upgrade: it must
+      // not be able to reserve on a line whose tally would not count its reservation.
+      const store = open();
+      await store.reserve('r1', [line(100)], 60_000);
+      const oldSum = "local t = 0 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do t = t + tonumber(v) end return t";
+      await expect(raw.eval(oldSum, { keys: [`${prefix}{weekly|ada}:r`] })).rejects.toThrow(/arithmetic/);
     });
 
     it('releases from another replica, which finds the request\'s lines in the Keyv record', async () => {
