@@ -334,7 +334,7 @@ end
 -- it (HLEN); any other R (made before the tally existed, or changed by a script that does not keep
 -- it) is summed whole (tallied) and the tally written again by the next reservation. The value is
 -- not a number on purpose: a script from before the tally, which summed HVALS with tonumber,
--- fails on it (its call is refused, QUOTA_STORE_UNAVAILABLE) instead of reserving on a line whose
+-- fails on it (a script error: its call is refused INTERNAL) instead of reserving on a line whose
 -- tally would then miss its reservation; so once a line has a tally, only scripts that keep it
 -- add to it, and removals by older scripts show as a count that no longer matches.
 -- t: the tally as read (HGET '='), or nil.
