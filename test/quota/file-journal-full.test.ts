@@ -11,13 +11,13 @@
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { verifyJournalDir } from '../../src/admin/audit.js';
 import { GatewayError } from '../../src/errors.js';
 import { FileJournal, readSegment, segmentFiles } from '../../src/quota/fileJournal.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
+import { Disk } from '../helpers/fullDisk.js';
 
 const NOW = Date.parse('2026-11-25T10:00:00Z');
 const DAY = 86_400_000;
@@ -25,17 +25,6 @@ const DAY = 86_400_000;
 function line(subject: string, amount: number, limit = 1000): LedgerLine {
   const tag = `t:{weekly|${subject}}`;
   return { budgetId: 'weekly', subject, usageKey: `${tag}:u:1`, readKeys: [`${tag}:u:1`], reservedKey: `${tag}:r`, limit, amount, expiresAt: NOW + 7 * DAY };
-}
-
-/** A disk with `space` bytes left for the journal's appends (Infinity: not full). */
-class Disk {
-  space = Infinity;
-  readonly write = (fd: number, data: Buffer, offset: number, length: number): number => {
-    if (this.space <= 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
-    const n = Math.min(length, this.space);
-    this.space -= n;
-    return writeSync(fd, data, offset, n);
-  };
 }
 
 let dir: string;

@@ -1,10 +1,11 @@
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TaskState, type Task } from '@a2a-js/sdk';
 import { ServerCallContext, type User } from '@a2a-js/sdk/server';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BoundedTaskStore } from '../../src/a2a/taskStore.js';
+import { Disk } from '../helpers/fullDisk.js';
 
 const as = (userName: string) => new ServerCallContext({ user: { isAuthenticated: true, userName } satisfies User });
 
@@ -103,17 +104,6 @@ describe('BoundedTaskStore in a data directory', () => {
     expect((await new BoundedTaskStore(10, { dir }).list(noFilter, as('alice'))).tasks.map((t) => t.id)).toEqual(['t4', 't2', 't1']);
   });
 });
-
-/** A disk with `space` bytes left for the task file's writes (Infinity: not full); cuts a write short as the kernel does at the end of the space. */
-class Disk {
-  space = Infinity;
-  readonly write = (fd: number, data: Buffer, offset: number, length: number): number => {
-    if (this.space <= 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
-    const n = Math.min(length, this.space);
-    this.space -= n;
-    return writeSync(fd, data, offset, n);
-  };
-}
 
 describe('BoundedTaskStore on a full disk', () => {
   let dir: string;
