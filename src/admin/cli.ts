@@ -131,6 +131,8 @@ export async function usageCommand(verb: string, values: UsageValues, files: str
     clusterNodes,
     prefix: settings.keyPrefix,
     commandTimeoutMs: settings.storeTimeoutMs,
+    // The CLI has no event sinks: recoveries are the gateways' (their sinks hear them).
+    recover: false,
     logger: { info() {}, warn() {}, error() {} },
     ...(values.now ? { now: () => Math.min(now, Date.now()) } : {}),
   });

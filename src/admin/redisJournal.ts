@@ -22,7 +22,7 @@ export function openRedisJournal(target: string, env: NodeJS.ProcessEnv): RedisQ
     clusterNodes: urls.length > 1 ? urls : undefined,
     prefix: settings.keyPrefix,
     commandTimeoutMs: settings.storeTimeoutMs,
-    sweepIntervalMs: 0,
+    recover: false,
     logger: { info() {}, warn() {}, error() {} },
   });
 }

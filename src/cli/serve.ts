@@ -104,7 +104,7 @@ async function requireStoreOfPolicy(policy: Policy, settings: Settings, allow: b
   const { shownUrl } = await import('../admin/redisJournal.js');
   const { RedisQuotaStore } = await import('../quota/redis.js');
   const quiet = { info() {}, warn() {}, error() {} };
-  const opened = store ? undefined : new RedisQuotaStore({ url: settings.redisUrl, clusterNodes: settings.redisClusterNodes, prefix: settings.keyPrefix, commandTimeoutMs: settings.storeTimeoutMs, sweepIntervalMs: 0, logger: quiet });
+  const opened = store ? undefined : new RedisQuotaStore({ url: settings.redisUrl, clusterNodes: settings.redisClusterNodes, prefix: settings.keyPrefix, commandTimeoutMs: settings.storeTimeoutMs, recover: false, logger: quiet });
   const own = store ?? opened!;
   try {
     if (listsUsage(own)) requireSamePolicy(policy, await budgetsInStore(own, settings.keyPrefix), `The store ${shownUrl(redis)} (prefix ${settings.keyPrefix})`, allow);

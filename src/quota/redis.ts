@@ -141,6 +141,14 @@ export interface RedisQuotaStoreOptions {
    * touches), with ±20 % jitter. 0 turns the timer off (`sweep()` still works). Default 10000.
    */
   sweepIntervalMs?: number;
+  /**
+   * false: this store never closes expired reservations (recovery): its reads count them as still
+   * held, and it has no sweep timer. For a process that has no event sinks, such as the CLI: a
+   * reservation it recovered would be charged and journaled, but its decision event would reach
+   * none of the gateways' sinks (event log, SIEM, metrics), which hear only the recoveries their
+   * own process makes. The gateways' sweeps close them instead. Default true.
+   */
+  recover?: boolean;
 }
 
 /** A ledger write the store could not make yet, kept for replay in order. */
@@ -207,6 +215,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private readonly scripts: ScriptRunner;
   private readonly records: Keyv<string[]>;
   private readonly now: () => number;
+  /** Whether this store closes expired reservations (options.recover). */
+  private readonly recovers: boolean;
   private readonly maxReplays: number;
   private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>;
   private readonly replays: Replay[] = [];
@@ -292,7 +302,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       // Reported through the client's own error event and the thrown error; nothing to add here.
     });
     this.scripts.start((err) => this.log.error({ err, event: 'quota_store_connect_failed' }, 'quota store connection failed'));
-    const every = opts.sweepIntervalMs ?? 10_000;
+    this.recovers = opts.recover ?? true;
+    const every = this.recovers ? (opts.sweepIntervalMs ?? 10_000) : 0;
     if (every > 0) this.scheduleSweep(every);
   }
 
@@ -512,7 +523,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
           return this.runLines(
             READ,
             [...j.keys, ...group.flatMap((l) => [...reservationKeys(l.reservedKey), ...l.readKeys])],
-            [...j.args, ...group.map((l) => 3 + l.readKeys.length)],
+            [...j.args, this.recovers ? 1 : 0, ...group.map((l) => 3 + l.readKeys.length)],
           ) as Promise<[number, number][]>;
         }),
       );

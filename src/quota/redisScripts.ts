@@ -639,16 +639,19 @@ return {dropped, events}
 
 /**
  * Reads several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i, readKeys...
- * ARGV: journal args (4), then per line its key count. Returns {per line {used, reserved}, events}.
+ * ARGV: journal args (4), recover (1: close expired reservations first, as every other script
+ * does; 0: leave them, counted as held, for a store that recovers), then per line its key count.
+ * Returns {per line {used, reserved}, events}.
  */
 export const READ = script(
   'read',
   `
 local jr = journal(KEYS, ARGV)
+local recovers = ARGV[5] == '1'
 local out, events, k = {}, {}, 4
-for a = 5, #ARGV do
+for a = 6, #ARGV do
   local n = tonumber(ARGV[a])
-  purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
+  if recovers then purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events) end
   local used = 0
   for _, v in ipairs(values(k + 3, k + n - 1)) do used = used + v end
   out[#out + 1] = {used, (tallied(KEYS[k], redis.call('HGET', KEYS[k], '=')))}

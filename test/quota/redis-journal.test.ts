@@ -204,6 +204,25 @@ describe('RedisQuotaStore journal (single node)', () => {
     expect(await store.read([l])).toEqual([{ used: 0, reserved: 40 }]);
   });
 
+  it('leaves recovery to the gateways when opened without it: a reader with no event sinks (the CLI) never takes a recovery event from them', async () => {
+    const gateway = open();
+    const heard: DecisionRecord[] = [];
+    gateway.onEvent((e) => heard.push(e));
+    const reader = open({ recover: false });
+    const l1 = line('alpha', 40);
+    const meta = { user: 'ada', model: 'openai/gpt-5-mini', tier: 'standard', transport: 'http' };
+    expect(await gateway.reserve('sent', [l1], 1000, meta, { dispatching: true })).toEqual({ ok: true });
+    clock += 1001;
+    // The reader sees the expired reservation as still held (nobody has closed it yet) and closes nothing.
+    expect(await reader.read([l1])).toEqual([{ used: 0, reserved: 40 }]);
+    expect((await entries()).filter((e) => e.body.kind === 'recover')).toEqual([]);
+    // The gateway's sweep closes it, and the gateway's sinks hear it.
+    await gateway.sweep();
+    expect(heard.map((e) => [e['request.id'], e['tollgate.settled_by']])).toEqual([['sent', 'recovery']]);
+    expect(await reader.read([l1])).toEqual([{ used: 40, reserved: 0 }]);
+    expect((await gateway.verify()).ok).toBe(true);
+  });
+
   it('tells a call reserved with dispatching (the mark written with the reservation) from one never dispatched: recovery charges the first and releases the second', async () => {
     const store = open();
     const heard: DecisionRecord[] = [];

@@ -218,7 +218,7 @@ function embeddedJournal(dataDir: string): { entries: JournalEntry[]; fault?: st
 /** The journal on Redis under `prefix`: every stream's entries, and the store's own audit (chain, counters, events, rollups). */
 async function redisJournal(url: string, prefix: string): Promise<{ entries: JournalEntry[]; fault?: string }> {
   const { RedisQuotaStore } = await import('../../src/quota/redis.js');
-  const store = new RedisQuotaStore({ url, prefix, sweepIntervalMs: 0, logger: { info() {}, warn() {}, error() {} } });
+  const store = new RedisQuotaStore({ url, prefix, recover: false, logger: { info() {}, warn() {}, error() {} } });
   try {
     const entries: JournalEntry[] = [];
     for await (const { entry } of store.journalEntries()) entries.push(entry);
