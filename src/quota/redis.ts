@@ -154,7 +154,8 @@ export interface RedisQuotaStoreOptions {
 /** A ledger write the store could not make yet, kept for replay in order. */
 type Replay =
   /** `markerMs`: the settled markers' lifetime; `notAfter`: the last moment the settle may be written (see settleWindow). */
-  | { kind: 'settle'; requestId: string; lines: LedgerLine[]; event?: DecisionRecord; markerMs: number; notAfter: number }
+  // lost: an earlier attempt failed in a way that may have left it applied (its reply lost).
+  | { kind: 'settle'; requestId: string; lines: LedgerLine[]; event?: DecisionRecord; markerMs: number; notAfter: number; lost?: boolean }
   | { kind: 'release'; requestId: string; keys?: string[]; event?: DecisionRecord }
   | { kind: 'record'; requestId: string; event: DecisionRecord };
 
@@ -1027,7 +1028,10 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
           [...j.keys, ...pending.flatMap((l) => [...reservationKeys(l.reservedKey), this.markerKey(l.reservedKey, requestId), l.usageKey])],
           [...j.args, requestId, entry.h, entry.body, roll.length, ...roll, ...pending.flatMap((l) => [l.amount, l.expiresAt - now, w.markerMs])],
         )) as number[];
-        if (states.includes(1)) {
+        // 3 on a replay: an earlier attempt of this settle was applied and its reply lost; its entry,
+        // sent with the same event, is journaled, so the event is the sinks' now. (A settle the
+        // caller repeats after it succeeded hears nothing again.)
+        if (states.includes(1) || (w.lost === true && states.includes(3))) {
           if (withEvent) committed = true;
           return;
         }
@@ -1040,7 +1044,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const failed = groups.flatMap((group, i) => (results[i]!.status === 'rejected' ? group : []));
     const errors = [...results, released!].flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
     const retry: Replay[] = [];
-    if (failed.length > 0) retry.push({ ...w, lines: failed, event: committed ? undefined : event });
+    if (failed.length > 0) retry.push({ ...w, lines: failed, event: committed ? undefined : event, lost: true });
     if (released!.status === 'rejected') retry.push({ kind: 'release', requestId, keys: rest });
     return { event: committed ? event : undefined, err: errors[0], rest: retry };
   }

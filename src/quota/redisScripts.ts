@@ -574,7 +574,9 @@ return renewed
  * All lines not yet settled are charged, the settle entry appended and the rollups added in one
  * step. When some lines were settled already and others not, nothing is written and the reply
  * says which are free, so the gateway sends the entry again for those (its body names its lines).
- * Returns {per line 1 charged / 0 already settled / 2 free but not charged, events}.
+ * Returns {per line 1 charged / 0 already settled (by recovery) / 3 already settled by this call's
+ * own settle (its marker says 'c': a settle repeated because its reply was lost) / 2 free but not
+ * charged, events}.
  */
 export const SETTLE = script(
   'settle',
@@ -586,8 +588,11 @@ local out, events, free, done = {}, {}, 0, 0
 for a = first, #ARGV, 3 do
   local k = (a - first) / 3 * 5 + 4
   purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
-  if redis.call('EXISTS', KEYS[k + 3]) == 1 then
-    out[#out + 1] = 0
+  local by = redis.call('GET', KEYS[k + 3])
+  if by then
+    -- 'c': this call's own settle wrote the marker (so its entry, with the event, is journaled):
+    -- a replay whose first reply was lost. Anything else: recovery settled it.
+    out[#out + 1] = by == 'c' and 3 or 0
     done = done + 1
   else
     out[#out + 1] = 2
@@ -599,7 +604,7 @@ if free > 0 and done == 0 then
     local k = (a - first) / 3 * 5 + 4
     if drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id) == 1 then emptied(KEYS[k], KEYS[k + 1], KEYS[k + 2]) end
     charge(KEYS[k + 4], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
-    redis.call('SET', KEYS[k + 3], '1', 'PX', ARGV[a + 2])
+    redis.call('SET', KEYS[k + 3], 'c', 'PX', ARGV[a + 2])
     out[(a - first) / 3 + 1] = 1
   end
   append(jr, h, body)

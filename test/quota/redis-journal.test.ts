@@ -22,6 +22,7 @@ import { SHA256 } from '../../src/quota/redisScripts.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 import { onRedisDay, startPrivateRedis } from '../helpers/redis.js';
 import { redisSuite } from '../helpers/redisSuite.js';
+import { startReplyCutter } from '../helpers/replyCutter.js';
 import { journalOf } from './journal-helpers.js';
 
 const HOUR = 3600_000;
@@ -202,6 +203,31 @@ describe('RedisQuotaStore journal (single node)', () => {
     // Released, not settled: the same id may reserve again.
     expect(await store.reserve('c1', [l], TTL)).toEqual({ ok: true });
     expect(await store.read([l])).toEqual([{ used: 0, reserved: 40 }]);
+  });
+
+  it('hears a settlement whose reply was lost once Redis had applied it: the replay finds it settled by the call and hands its event to the sinks', async () => {
+    const target = new URL(suite.redis.url);
+    const cutter = await startReplyCutter({ host: target.hostname, port: Number(target.port) });
+    try {
+      const store = open({ url: cutter.url, commandTimeoutMs: 2000 });
+      const heard: DecisionRecord[] = [];
+      store.onEvent((e) => heard.push(e));
+      const l1 = line('alpha', 40);
+      expect(await store.reserve('lost', [l1], TTL, { user: 'ada' }, { dispatching: true })).toEqual({ ok: true });
+      cutter.cutNextReply();
+      await store.settle('lost', [{ ...l1, amount: 25 }], callEvent('lost'));
+      expect(cutter.cut).toBe(1);
+      // The store replays the settlement once it is connected again.
+      const deadline = Date.now() + 10_000;
+      while (heard.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(heard.map((e) => e['request.id'])).toEqual(['lost']);
+      const settles = (await entries()).filter((e) => e.body.kind === 'settle');
+      expect(settles.map((e) => e.body.id)).toEqual(['lost']);
+      expect(await suite.raw.get(l1.usageKey)).toBe('25');
+      expect((await store.verify()).ok).toBe(true);
+    } finally {
+      await cutter.close();
+    }
   });
 
   it('leaves recovery to the gateways when opened without it: a reader with no event sinks (the CLI) never takes a recovery event from them', async () => {
