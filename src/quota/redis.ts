@@ -154,10 +154,11 @@ export interface RedisQuotaStoreOptions {
 /** A ledger write the store could not make yet, kept for replay in order. */
 type Replay =
   /** `markerMs`: the settled markers' lifetime; `notAfter`: the last moment the settle may be written (see settleWindow). */
-  // lost: an earlier attempt failed in a way that may have left it applied (its reply lost).
+  // lost: an earlier attempt failed in a way that may have left it applied (its reply lost), so
+  // finding the write already made means it was made by that attempt, and its event is the sinks'.
   | { kind: 'settle'; requestId: string; lines: LedgerLine[]; event?: DecisionRecord; markerMs: number; notAfter: number; lost?: boolean }
-  | { kind: 'release'; requestId: string; keys?: string[]; event?: DecisionRecord }
-  | { kind: 'record'; requestId: string; event: DecisionRecord };
+  | { kind: 'release'; requestId: string; keys?: string[]; event?: DecisionRecord; lost?: boolean }
+  | { kind: 'record'; requestId: string; event: DecisionRecord; lost?: boolean };
 
 /** What a write achieved: its event once journaled, and on a failure the error and what is left to write. */
 interface WriteOutcome {
@@ -985,12 +986,13 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
           return await this.settleNow(w);
         case 'release':
           return await this.releaseNow(w);
-        case 'record':
-          await this.chain('refuse', w.requestId, w.event);
-          return { event: w.event, rest: [] };
+        case 'record': {
+          const appended = await this.chain('refuse', w.requestId, w.event);
+          return { event: appended || w.lost ? w.event : undefined, rest: [] };
+        }
       }
     } catch (err) {
-      return { err, rest: [w] };
+      return { err, rest: [{ ...w, lost: true }] };
     }
   }
 
@@ -999,8 +1001,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const now = this.now();
     if (lines.length > 0 && now >= w.notAfter) return this.expire(w, now);
     if (lines.length === 0) {
-      if (event) await this.chain('settle', requestId, event);
-      return { event, rest: [] };
+      const appended = event ? await this.chain('settle', requestId, event) : false;
+      return { event: appended || w.lost ? event : undefined, rest: [] };
     }
     // Lines reserved but not charged (not normally the case) are released, as the memory store does.
     const charged = new Set(lines.map((l) => l.reservedKey));
@@ -1055,23 +1057,24 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     this.held.delete(w.requestId);
     if (keys.length === 0) {
       // Nothing held that this replica can name: the event alone, in the `{journal}` stream.
-      if (w.event) await this.chain('release', w.requestId, w.event);
+      const appended = w.event ? await this.chain('release', w.requestId, w.event) : false;
       await this.deleteRecord(w.requestId).catch(() => undefined);
-      return { event: w.event, rest: [] };
+      return { event: appended || w.lost ? w.event : undefined, rest: [] };
     }
-    const done = await this.releaseLines(w.requestId, keys, w.event, true);
+    const done = await this.releaseLines(w.requestId, keys, w.event, true, w.lost === true);
     if (done.failed.length === 0) await this.deleteRecord(w.requestId).catch(() => undefined);
-    const rest: Replay[] = done.failed.length > 0 ? [{ kind: 'release', requestId: w.requestId, keys: done.failed, event: done.committed ? undefined : w.event }] : [];
+    const rest: Replay[] = done.failed.length > 0 ? [{ kind: 'release', requestId: w.requestId, keys: done.failed, event: done.committed ? undefined : w.event, lost: true }] : [];
     return { event: done.committed ? w.event : undefined, err: done.err, rest };
   }
 
   /** Appends an entry without lines (a refusal, or an event whose lines are unknown) to the `{journal}` stream. */
-  private async chain(kind: 'refuse' | 'release' | 'settle', requestId: string, event: DecisionRecord): Promise<void> {
+  /** Returns false when the request's entry was journaled before (a repeat after a lost reply). */
+  private async chain(kind: 'refuse' | 'release' | 'settle', requestId: string, event: DecisionRecord): Promise<boolean> {
     const now = this.now();
     const entry = prepare({ kind, id: requestId, at: now, event, settledBy: kind === 'settle' ? 'call' : undefined });
     const roll = rollupArgs(event);
     const j = this.journalArgs(this.globalBase, now);
-    await this.run(CHAIN, j.keys, [...j.args, entry.h, entry.body, roll.length, ...roll]);
+    return Number(await this.run(CHAIN, j.keys, [...j.args, entry.h, entry.body, roll.length, ...roll, requestId, this.markerMs])) === 1;
   }
 
   /**
@@ -1094,8 +1097,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
    * could not release, the error, and whether the event was journaled.
    */
   private async releaseLines(requestId: string, reservedKeys: string[], event: DecisionRecord | undefined): Promise<void>;
-  private async releaseLines(requestId: string, reservedKeys: string[], event: DecisionRecord | undefined, partial: true): Promise<{ committed: boolean; failed: string[]; err?: unknown }>;
-  private async releaseLines(requestId: string, reservedKeys: string[], event: DecisionRecord | undefined, partial = false): Promise<{ committed: boolean; failed: string[]; err?: unknown } | void> {
+  private async releaseLines(requestId: string, reservedKeys: string[], event: DecisionRecord | undefined, partial: true, lost: boolean): Promise<{ committed: boolean; failed: string[]; err?: unknown }>;
+  private async releaseLines(requestId: string, reservedKeys: string[], event: DecisionRecord | undefined, partial = false, lost = false): Promise<{ committed: boolean; failed: string[]; err?: unknown } | void> {
     const now = this.now();
     const rollups = event ? rollupArgs(event) : [];
     let committed = false;
@@ -1106,8 +1109,13 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         const entry = prepare({ kind: 'release', id: requestId, at: now, event: withEvent ? event : undefined });
         const roll = withEvent ? rollups : [];
         const j = this.journalFor(group[0]!, now);
-        await this.runLines(RELEASE, [...j.keys, ...group.flatMap(reservationKeys)], [...j.args, requestId, entry.h, entry.body, withEvent ? 1 : 0, roll.length, ...roll]);
-        if (withEvent) committed = true;
+        const reply = (await this.runLines(
+          RELEASE,
+          [...j.keys, ...group.flatMap(reservationKeys)],
+          [...j.args, requestId, entry.h, entry.body, withEvent ? 1 : 0, roll.length, ...roll, ...(withEvent ? [this.markerMs] : [])],
+        )) as [number, number];
+        // Journaled before (reply[1] 0): by an attempt whose reply was lost, when this is its replay.
+        if (withEvent && (reply[1] === 1 || lost)) committed = true;
       }),
     );
     const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));

@@ -262,6 +262,14 @@ local function recoveryEvent(i, dispatched, now)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
+-- Once per request for an entry that carries a decision event but no charge (a release, a
+-- refusal): SET NX of '<journal base>:e:<id>' for ttl ms. False when the entry was journaled
+-- already: a write repeated because its reply was lost must not journal the decision twice.
+local function firstTime(jr, id, ttl)
+  if not ttl or ttl == '' then return true end
+  return redis.call('SET', string.sub(jr.j, 1, -3) .. ':e:' .. id, '1', 'NX', 'PX', ttl) ~= false
+end
+
 -- Splits a string on newlines (empty parts kept).
 local function lines(s)
   local out, from = {}, 1
@@ -618,15 +626,16 @@ return {out, events}
  * Drops a request's reservation on several lines. KEYS: J, JH, ROLL, then per line: R, R:x, R:i.
  * ARGV: journal args (4), requestId, h, body, journal it (1: the entry carries the call's event and
  * is appended whether or not anything was held; 0: nothing is appended, since the reservation was
- * never journaled on its own), rollup list length m, the rollup list (as SETTLE's).
- * Returns {dropped, events}.
+ * never journaled on its own), rollup list length m, the rollup list (as SETTLE's), then (optional)
+ * the ttl ms of the request's once-only mark (firstTime): an entry already journaled for the
+ * request is not appended again. Returns {{dropped, 1 appended / 0 journaled before}, events}.
  */
 export const RELEASE = script(
   'release',
   `
 local jr = journal(KEYS, ARGV)
 local id, h, body, journaled, m = ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1', tonumber(ARGV[9])
-local dropped, events = 0, {}
+local dropped, events, appended = 0, {}, 0
 for k = 4, #KEYS, 3 do
   purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
   if drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id) == 1 then
@@ -634,11 +643,12 @@ for k = 4, #KEYS, 3 do
     emptied(KEYS[k], KEYS[k + 1], KEYS[k + 2])
   end
 end
-if journaled then
+if journaled and firstTime(jr, id, ARGV[10 + m]) then
   append(jr, h, body)
   rollup(jr, ARGV, 10, 9 + m)
+  appended = 1
 end
-return {dropped, events}
+return {{dropped, appended}, events}
 `,
 );
 
@@ -683,13 +693,17 @@ return {redis.call('ZCARD', KEYS[5]), events}
 
 /**
  * Appends one entry that changes no counter (a refusal) with its rollups. KEYS: J, JH, ROLL.
- * ARGV: journal args (4), h, body, rollup list length m, the rollup list (as SETTLE's).
+ * ARGV: journal args (4), h, body, rollup list length m, the rollup list (as SETTLE's), then
+ * (optional) the request id and the ttl ms of its once-only mark (firstTime). Returns 1 when
+ * appended, 0 when the request's entry was journaled before.
  */
 export const CHAIN = script(
   'chain',
   `
 local jr = journal(KEYS, ARGV)
 local m = tonumber(ARGV[7])
+local id = ARGV[8 + m]
+if id and id ~= '' and not firstTime(jr, id, ARGV[9 + m]) then return 0 end
 append(jr, ARGV[5], ARGV[6])
 rollup(jr, ARGV, 8, 7 + m)
 return 1

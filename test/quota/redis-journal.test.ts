@@ -230,6 +230,39 @@ describe('RedisQuotaStore journal (single node)', () => {
     }
   });
 
+  it('journals a refusal and a release whose replies were lost once each, and the sinks hear each once', async () => {
+    const target = new URL(suite.redis.url);
+    const cutter = await startReplyCutter({ host: target.hostname, port: Number(target.port) });
+    try {
+      const store = open({ url: cutter.url, commandTimeoutMs: 2000 });
+      const heard: DecisionRecord[] = [];
+      store.onEvent((e) => heard.push(e));
+      const waitFor = async (n: number) => {
+        const deadline = Date.now() + 10_000;
+        while (heard.length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      };
+      cutter.cutNextReply();
+      await store.record(callEvent('refused', { outcome: 'refused', 'error.code': 'BUDGET_EXCEEDED' }));
+      await waitFor(1);
+      const l1 = line('alpha', 40);
+      expect(await store.reserve('failed', [l1], TTL, { user: 'ada' })).toEqual({ ok: true });
+      cutter.cutNextReply();
+      await store.release('failed', callEvent('failed', { outcome: 'failed', 'error.code': 'PROVIDER_UNAVAILABLE' }));
+      await waitFor(2);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(cutter.cut).toBe(2);
+      expect(heard.map((e) => e['request.id'])).toEqual(['refused', 'failed']);
+      const closing = (await entries()).filter((e) => e.body.kind === 'refuse' || e.body.kind === 'release');
+      expect(closing.map((e) => [e.body.kind, e.body.id])).toEqual([
+        ['refuse', 'refused'],
+        ['release', 'failed'],
+      ]);
+      expect((await store.verify()).ok).toBe(true);
+    } finally {
+      await cutter.close();
+    }
+  });
+
   it('leaves recovery to the gateways when opened without it: a reader with no event sinks (the CLI) never takes a recovery event from them', async () => {
     const gateway = open();
     const heard: DecisionRecord[] = [];
