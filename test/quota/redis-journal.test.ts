@@ -22,7 +22,7 @@ import { SHA256 } from '../../src/quota/redisScripts.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 import { onRedisDay, startPrivateRedis } from '../helpers/redis.js';
 import { redisSuite } from '../helpers/redisSuite.js';
-import { startReplyCutter } from '../helpers/replyCutter.js';
+import { startReplyCutter, type ReplyCutter } from '../helpers/replyCutter.js';
 import { journalOf } from './journal-helpers.js';
 
 const HOUR = 3600_000;
@@ -205,50 +205,50 @@ describe('RedisQuotaStore journal (single node)', () => {
     expect(await store.read([l])).toEqual([{ used: 0, reserved: 40 }]);
   });
 
-  it('hears a settlement whose reply was lost once Redis had applied it: the replay finds it settled by the call and hands its event to the sinks', async () => {
+  /** A store that talks to Redis through a proxy able to lose a reply, and the events its sinks hear. */
+  const throughCutter = async (test: (t: { cutter: ReplyCutter; store: RedisQuotaStore; heard: DecisionRecord[]; heardAtLeast: (n: number) => Promise<void> }) => Promise<void>) => {
     const target = new URL(suite.redis.url);
     const cutter = await startReplyCutter({ host: target.hostname, port: Number(target.port) });
     try {
       const store = open({ url: cutter.url, commandTimeoutMs: 2000 });
       const heard: DecisionRecord[] = [];
       store.onEvent((e) => heard.push(e));
+      // The store replays a write once it is connected again.
+      const heardAtLeast = async (n: number) => {
+        const deadline = Date.now() + 10_000;
+        while (heard.length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      };
+      await test({ cutter, store, heard, heardAtLeast });
+    } finally {
+      await cutter.close();
+    }
+  };
+
+  it('hears a settlement whose reply was lost once Redis had applied it: the replay finds it settled by the call and hands its event to the sinks', () =>
+    throughCutter(async ({ cutter, store, heard, heardAtLeast }) => {
       const l1 = line('alpha', 40);
       expect(await store.reserve('lost', [l1], TTL, { user: 'ada' }, { dispatching: true })).toEqual({ ok: true });
       cutter.cutNextReply();
       await store.settle('lost', [{ ...l1, amount: 25 }], callEvent('lost'));
       expect(cutter.cut).toBe(1);
-      // The store replays the settlement once it is connected again.
-      const deadline = Date.now() + 10_000;
-      while (heard.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      await heardAtLeast(1);
       expect(heard.map((e) => e['request.id'])).toEqual(['lost']);
       const settles = (await entries()).filter((e) => e.body.kind === 'settle');
       expect(settles.map((e) => e.body.id)).toEqual(['lost']);
       expect(await suite.raw.get(l1.usageKey)).toBe('25');
       expect((await store.verify()).ok).toBe(true);
-    } finally {
-      await cutter.close();
-    }
-  });
+    }));
 
-  it('journals a refusal and a release whose replies were lost once each, and the sinks hear each once', async () => {
-    const target = new URL(suite.redis.url);
-    const cutter = await startReplyCutter({ host: target.hostname, port: Number(target.port) });
-    try {
-      const store = open({ url: cutter.url, commandTimeoutMs: 2000 });
-      const heard: DecisionRecord[] = [];
-      store.onEvent((e) => heard.push(e));
-      const waitFor = async (n: number) => {
-        const deadline = Date.now() + 10_000;
-        while (heard.length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      };
+  it('journals a refusal and a release whose replies were lost once each, and the sinks hear each once', () =>
+    throughCutter(async ({ cutter, store, heard, heardAtLeast }) => {
       cutter.cutNextReply();
       await store.record(callEvent('refused', { outcome: 'refused', 'error.code': 'BUDGET_EXCEEDED' }));
-      await waitFor(1);
+      await heardAtLeast(1);
       const l1 = line('alpha', 40);
       expect(await store.reserve('failed', [l1], TTL, { user: 'ada' })).toEqual({ ok: true });
       cutter.cutNextReply();
       await store.release('failed', callEvent('failed', { outcome: 'failed', 'error.code': 'PROVIDER_UNAVAILABLE' }));
-      await waitFor(2);
+      await heardAtLeast(2);
       await new Promise((r) => setTimeout(r, 300));
       expect(cutter.cut).toBe(2);
       expect(heard.map((e) => e['request.id'])).toEqual(['refused', 'failed']);
@@ -258,10 +258,7 @@ describe('RedisQuotaStore journal (single node)', () => {
         ['release', 'failed'],
       ]);
       expect((await store.verify()).ok).toBe(true);
-    } finally {
-      await cutter.close();
-    }
-  });
+    }));
 
   it('leaves recovery to the gateways when opened without it: a reader with no event sinks (the CLI) never takes a recovery event from them', async () => {
     const gateway = open();
