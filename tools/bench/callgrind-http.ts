@@ -16,7 +16,7 @@
  * `callgrind_annotate --inclusive=no DIR/callgrind.out.*` (JavaScript shows as unnamed addresses;
  * V8's C++ and the builtins are named). Needs valgrind (Debian's `valgrind` package).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -64,6 +64,7 @@ function control(pid: number, ...args: string[]): void {
 async function main(): Promise<void> {
   if (spawnSync('valgrind', ['--version']).status !== 0) throw new Error('valgrind is not installed (apt-get install valgrind)');
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-callgrind-http-'));
+  let gateway: ChildProcess | undefined;
   try {
     const fake = await startChild(['tools/fake-providers/main.ts'], {}, /openai\s+(http\S+)/, 'stdout');
     const policyFile = join(dir, 'policy.yaml');
@@ -82,29 +83,30 @@ async function main(): Promise<void> {
       TOLLGATE_STORE_TIMEOUT_MS: '120000',
       ...(values.redis ? {} : { REDIS_URL: '', REDIS_CLUSTER_NODES: '' }),
     };
-    const gateway = spawn('valgrind', args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn('valgrind', args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    gateway = child;
     let seen = '';
     const url = await new Promise<string>((ok, fail) => {
-      gateway.stderr!.on('data', (d: Buffer) => {
+      child.stderr!.on('data', (d: Buffer) => {
         seen += d.toString();
         const m = /serving MCP at (\S+)\/mcp/.exec(seen);
         if (m) ok(m[1]!);
       });
-      gateway.once('exit', (code) => fail(new Error(`the gateway exited (${code}) before serving: ${seen.slice(-2000)}`)));
+      child.once('exit', (code) => fail(new Error(`the gateway exited (${code}) before serving: ${seen.slice(-2000)}`)));
     });
     process.stdout.write(`${values.dist} on ${values.redis ? `Redis (${values.redis})` : 'the memory store'}: ${WARMUP} warm-up calls, then ${CALLS} measured, ${CONCURRENCY} at a time\n`);
     await drive(url, WARMUP);
     await sleep(1000);
-    control(gateway.pid!, '-i', 'on');
+    control(child.pid!, '-i', 'on');
     const t = Date.now();
     await drive(url, CALLS);
     // Settlements after the answer (settleBeforeReply: false) belong to the measured calls.
     await sleep(2000);
-    control(gateway.pid!, '-d');
-    control(gateway.pid!, '-i', 'off');
+    control(child.pid!, '-d');
+    control(child.pid!, '-i', 'off');
     const wall = Date.now() - t;
-    gateway.kill('SIGTERM');
-    await new Promise((r) => gateway.once('exit', r));
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
     const dumps = readdirSync(dir).filter((f) => f.startsWith('callgrind.out.'));
     let total = 0;
     for (const f of dumps) {
@@ -118,6 +120,8 @@ async function main(): Promise<void> {
     }
     process.stdout.write(`measured ${CALLS} calls in ${wall} ms under valgrind\ninstructions per call: ${Math.round(total / CALLS)}\n`);
   } finally {
+    // A call that fails leaves the gateway serving under valgrind; it is not one of common.ts's children.
+    if (gateway && gateway.exitCode === null && gateway.signalCode === null) gateway.kill('SIGKILL');
     killChildren();
     rmSync(dir, { recursive: true, force: true });
   }
