@@ -345,12 +345,17 @@ end
 -- fails on it (a script error: its call is refused INTERNAL) instead of reserving on a line whose
 -- tally would then miss its reservation; so once a line has a tally, only scripts that keep it
 -- add to it, and removals by older scripts show as a count that no longer matches.
+-- A tally's sum and count.
+local function parseTally(t)
+  local sp = string.find(t, ' ', 1, true)
+  return tonumber(string.sub(t, 1, sp - 1)), tonumber(string.sub(t, sp + 1))
+end
+
 -- t: the tally as read (HGET '='), or nil.
 local function tallied(res, t)
   if t then
-    local sp = string.find(t, ' ', 1, true)
-    local count = tonumber(string.sub(t, sp + 1))
-    if count == redis.call('HLEN', res) - 1 then return tonumber(string.sub(t, 1, sp - 1)), count end
+    local sum, count = parseTally(t)
+    if count == redis.call('HLEN', res) - 1 then return sum, count end
   end
   local sum, count = 0, 0
   local all = redis.call('HGETALL', res)
@@ -373,9 +378,8 @@ end
 local function untally(res, amount, n, t)
   if t == nil then t = redis.call('HGET', res, '=') end
   if not t then return end
-  local sp = string.find(t, ' ', 1, true)
-  local left = tonumber(string.sub(t, sp + 1)) - n
-  if left > 0 then redis.call('HSET', res, '=', tally(tonumber(string.sub(t, 1, sp - 1)) - amount, left)) else redis.call('HDEL', res, '=') end
+  local sum, count = parseTally(t)
+  if count > n then redis.call('HSET', res, '=', tally(sum - amount, count - n)) else redis.call('HDEL', res, '=') end
 end
 
 -- Removes expired reservations of a line, closing each through recovery (journaled).
