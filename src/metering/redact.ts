@@ -56,7 +56,32 @@ const PATTERNS: readonly [RegExp, string][] = [
  * the shapes above. When a credential was only visible after normalising (a zero-width character
  * inside it, fullwidth letters), the normalised text is what comes back.
  */
-export function scrubSecrets(text: string, known: readonly string[] = []): string {
+export function scrubSecrets(text: string, known: readonly string[] = NO_SECRETS): string {
+  // Most texts scrubbed are short and recur (a decision's reason, a log message): their result is
+  // kept, per list of known secrets, so the finder does not analyse the same text on every call.
+  if (text.length > SCRUBBED_MAX_CHARS) return scrub(text, known);
+  let memo = scrubbed.get(known);
+  if (!memo) {
+    memo = new Map();
+    scrubbed.set(known, memo);
+  }
+  let out = memo.get(text);
+  if (out === undefined) {
+    out = scrub(text, known);
+    if (memo.size >= SCRUBBED_MAX_ENTRIES) memo.delete(memo.keys().next().value!);
+    memo.set(text, out);
+  }
+  return out;
+}
+
+const NO_SECRETS: readonly string[] = Object.freeze([]);
+/** Texts up to this length have their scrubbed form kept, at most this many per list of known secrets (about 2 MB at most). */
+const SCRUBBED_MAX_CHARS = 512;
+const SCRUBBED_MAX_ENTRIES = 1000;
+const scrubbed = new WeakMap<readonly string[], Map<string, string>>();
+
+/** The scrub itself (see scrubSecrets). */
+function scrub(text: string, known: readonly string[]): string {
   let out = text;
   for (const secret of known) if (secret.length >= 6) out = out.split(secret).join(REDACTED);
   out = redactSecrets(out, REDACTED);
@@ -65,7 +90,7 @@ export function scrubSecrets(text: string, known: readonly string[] = []): strin
 }
 
 /** Scrubs every string inside a JSON-like value (prompts are arrays of message objects). */
-export function scrubValue<T>(value: T, known: readonly string[] = []): T {
+export function scrubValue<T>(value: T, known: readonly string[] = NO_SECRETS): T {
   if (typeof value === 'string') return scrubSecrets(value, known) as T;
   if (Array.isArray(value)) return value.map((v) => scrubValue(v, known)) as T;
   if (value && typeof value === 'object') {

@@ -258,6 +258,24 @@ alerts:
     expect(scrubSecrets('posted to https://hooks.slack.com/services/T0/B0/plain-hook-secret-7 with Bearer plain-header-secret-9', policySecrets(withHooks))).toBe('posted to [REDACTED] with [REDACTED]');
     // AWS's documentation example key is no secret: secretlint's AWS rule lets it through.
     expect(scrubSecrets('the docs use AKIAIOSFODNN7EXAMPLE')).toBe('the docs use AKIAIOSFODNN7EXAMPLE');
+    // Short texts' results are kept per list of known secrets: the same text scrubbed under
+    // another list is scrubbed for that list, and a kept result is the same as a fresh one.
+    const echo = 'echo plain-provider-credential-42!';
+    expect(scrubSecrets(echo)).toBe(echo);
+    expect(scrubSecrets(echo, policySecrets(policy))).toBe('echo [REDACTED]!');
+    expect(scrubSecrets(echo, ['plain-provider-credential-42'])).toBe('echo [REDACTED]!');
+    expect(scrubSecrets(echo)).toBe(echo);
+    for (let round = 0; round < 2; round++) {
+      // More texts than are kept (1,000), twice over: each answer is still the text's own.
+      for (let i = 0; i < 1_200; i++) {
+        expect(scrubSecrets(`call ${i} with AKIAZ3MBRXQ7LPDE4KT${i % 10}`, policySecrets(policy))).toBe(`call ${i} with [REDACTED]`);
+        expect(scrubSecrets(`call ${i} with plain-provider-credential-42`, policySecrets(policy))).toBe(`call ${i} with [REDACTED]`);
+      }
+    }
+    // A long text is scrubbed afresh (not kept) with the same result.
+    const long = `${'x'.repeat(600)} AKIAZ3MBRXQ7LPDE4KTY`;
+    expect(scrubSecrets(long)).toBe(`${'x'.repeat(600)} [REDACTED]`);
+    expect(scrubSecrets(long)).toBe(`${'x'.repeat(600)} [REDACTED]`);
   });
 
   it('scrubs credentials that only show once the text is normalised or decoded', () => {
