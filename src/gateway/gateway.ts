@@ -39,6 +39,13 @@ import { validate } from '../pipeline/steps/validate.js';
 import { estimateResult, tokenCountResult, type EstimateResult, type TokenCountResult } from './dryRun.js';
 import { PolicyRuntime } from './policyRuntime.js';
 
+/**
+ * The signal of a context that calls no provider (an edge authentication, a refusal recorded): its
+ * steps only ask whether it was aborted, so one signal that never is serves them all, instead of a
+ * controller made per request. A call that reaches a provider always gets a signal of its own.
+ */
+const NOT_CANCELLED: AbortSignal = new AbortController().signal;
+
 export type { BudgetView, EstimateResult, TokenCountResult };
 
 export interface GatewayOptions {
@@ -232,7 +239,7 @@ export class Gateway {
    * AUTH_INVALID or FORBIDDEN.
    */
   async authenticate(credential: Credential | undefined, call: { transport: TransportName; requestId?: string }): Promise<EdgeAuthentication> {
-    const ctx = this.context({ ...call, credential, args: { raw: undefined } }, 'authenticate');
+    const ctx = this.context({ ...call, credential, args: { raw: undefined }, signal: NOT_CANCELLED }, 'authenticate');
     await this.identify(ctx);
     return { principal: ctx.principal!, expiresAt: ctx.credentialExpiresAt, policy: ctx.policy };
   }
@@ -245,7 +252,7 @@ export class Gateway {
    * fingerprinted. Never throws.
    */
   async refuse(refusal: GatewayError, call: { transport: TransportName; credential?: Credential; requestId?: string }): Promise<void> {
-    const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential: call.credential, args: { raw: undefined, rejected: refusal } }, 'complete');
+    const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential: call.credential, args: { raw: undefined, rejected: refusal }, signal: NOT_CANCELLED }, 'complete');
     await this.record(ctx).catch(() => undefined);
   }
 

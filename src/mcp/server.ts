@@ -24,6 +24,7 @@ import type { BudgetView } from '../call/budget.js';
 import type { EstimateResult, Gateway } from '../gateway/gateway.js';
 import type { Credential, TransportName } from '../pipeline/context.js';
 import type { StopReason } from '../providers/provider.js';
+import { eitherSignal } from '../signals.js';
 import { completeArgs, completeResult, estimateResult, listModelsResult, myBudgetResult } from './tools/schemas.js';
 
 export type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
@@ -197,7 +198,7 @@ export function createMcpServer(opts: McpServerOptions): Server {
                 .sendNotification({ method: 'notifications/progress', params: { progressToken, progress, message: delta } })
                 .catch(() => undefined);
             };
-      const signal = opts.signal ? AbortSignal.any([extra.signal, opts.signal]) : extra.signal;
+      const signal = opts.signal ? eitherSignal(extra.signal, opts.signal) : extra.signal;
       const result = await opts.gateway.complete({ credential, args: { raw }, transport: opts.transport, signal, onText });
       budgets = result.budgets;
       const answer = ok({ ...result }, result.text);

@@ -4,6 +4,7 @@
  */
 import { Readable } from 'node:stream';
 import { getGlobalDispatcher, ProxyAgent, request, type Dispatcher } from 'undici';
+import { eitherSignal } from '../signals.js';
 import { guardedFetch } from './egress.js';
 import type { ProviderBuildOptions } from './provider.js';
 
@@ -116,7 +117,7 @@ export function idleGuard(ms: number, outer: AbortSignal | undefined) {
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   return {
-    signal: outer ? AbortSignal.any([outer, controller.signal]) : controller.signal,
+    signal: outer ? eitherSignal(outer, controller.signal) : controller.signal,
     get fired(): boolean {
       return controller.signal.aborted;
     },

@@ -16,6 +16,7 @@ const LAYERS: Record<string, number> = {
   config: 1,
   ttlCache: 1,
   textCache: 1,
+  signals: 1,
   providers: 2,
   quota: 2,
   identity: 3,
