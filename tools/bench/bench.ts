@@ -407,6 +407,33 @@ async function main(): Promise<void> {
         const cpu = perRound.map((r) => r.conc[s.name]?.cpuPerCall?.[0]).filter((x): x is number => x !== undefined);
         process.stdout.write(`${s.name.padEnd(25)}${seqP99.length ? median(seqP99).toFixed(2).padStart(9) : ''.padStart(9)}${rate.length ? median(rate).toFixed(0).padStart(9) : ''.padStart(9)}${cpu.length ? median(cpu).toFixed(3).padStart(9) : ''.padStart(9)}\n`);
       }
+      // An A/B (--dist-b): this build against each other build on the same store, round by round,
+      // since the targets of one round meet the machine in one state and rounds differ more than
+      // targets do. Issue 16's criterion (within 10 % of the build before the journal) reads here.
+      const others = servers.filter((s) => /^tollgate \(\w+, .+\)$/.test(s.name));
+      if (others.length > 0) {
+        const mid = (xs: number[]) => {
+          const o = [...xs].sort((x, y) => x - y);
+          const h = Math.floor(o.length / 2);
+          return o.length % 2 ? o[h]! : (o[h - 1]! + o[h]!) / 2;
+        };
+        const ratios = (name: string, other: string, pick: (r: (typeof perRound)[number], n: string) => number | undefined) =>
+          perRound.flatMap((r) => {
+            const a = pick(r, name);
+            const b = pick(r, other);
+            return a !== undefined && b !== undefined && b > 0 ? [a / b] : [];
+          });
+        process.stdout.write(`\nthis build against the others, round by round (ratios; median of the rounds, the two middle ones averaged when even)\n`);
+        for (const o of others) {
+          const mine = `tollgate (${/^tollgate \((\w+),/.exec(o.name)![1]})`;
+          if (!servers.some((s) => s.name === mine)) continue;
+          const rate = ratios(mine, o.name, (r, n) => r.conc[n]?.callsPerSec);
+          const p99 = ratios(mine, o.name, (r, n) => r.seq[n]?.p99);
+          const show = (xs: number[]) => (xs.length ? `${xs.map((x) => x.toFixed(2)).join(' ')}; median ${mid(xs).toFixed(3)}` : 'not measured');
+          process.stdout.write(`${mine} / ${o.name}: calls/s x ${show(rate)}\n`);
+          process.stdout.write(`${mine} / ${o.name}: sequential p99 x ${show(p99)}\n`);
+        }
+      }
     }
     // The soak runs on the memory and the Redis store (whichever of them are targets), one after the other.
     for (const [name, redis] of SOAK > 0 ? soakTargets : []) {
