@@ -12,12 +12,13 @@
  * not fsync'd: a killed process keeps them, a machine that loses power may lose the last ones.
  *
  * A write the disk cuts short (ENOSPC, EIO...) leaves no half line: what it wrote is cut off again,
- * so the file ends with a whole line and the next one is written whole (if even the cut fails, the
- * next line starts on a line of its own). The task is kept in memory and answered as usual, and its
- * latest version is written once the file takes writes again: before the next save's, and every
- * `retryMs` until then. Said once per spell of failures, and again when writes go through. A start
- * skips a damaged line, keeping every other, and recovers a whole line glued onto a half one (what
- * a write cut short left before this).
+ * so the file ends with a whole line and the next one is written whole. If even the cut fails, that
+ * is said, the half line stays (a start skips it as damaged), the next line starts on a line of its
+ * own, and the half line's bytes are counted, so a later cut-back never reaches into a whole line.
+ * The task is kept in memory and answered as usual, and its latest version is written once the
+ * file takes writes again: before the next save's, and every `retryMs` until then. Said once per
+ * spell of failures, and again when writes go through. A start skips a damaged line, keeping every
+ * other, and recovers a whole line glued onto a half one (what a write cut short left before this).
  */
 import { closeSync, existsSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -58,8 +59,12 @@ export class BoundedTaskStore implements TaskStore {
   private lines = 0;
   /** Bytes of whole lines in the file: a write cut short is cut back to this length. */
   private bytes = 0;
-  /** A write cut short could not be cut back: the next write starts with a newline, so its own line stays whole. */
-  private midLine = false;
+  /**
+   * Bytes after `bytes` that a write cut short left and cutting back could not remove (a half
+   * line): the next write starts with a newline, so its own line stays whole, and a cut-back still
+   * goes to `bytes`.
+   */
+  private halfBytes = 0;
   /** Tasks whose latest version is not in the file yet (the disk refused it), oldest first. */
   private readonly unwritten = new Set<string>();
   /** Why writes fail, while they do (one warning per spell). */
@@ -165,39 +170,52 @@ export class BoundedTaskStore implements TaskStore {
 
   /** Appends one whole line, or nothing: a write cut short is cut off again. False when the disk refused it. */
   private append(text: string): boolean {
-    const line = Buffer.from(this.midLine ? `\n${text}` : text, 'utf8');
+    const line = Buffer.from(this.halfBytes > 0 ? `\n${text}` : text, 'utf8');
     let fd: number | undefined;
     let done = 0;
     try {
       fd = openSync(this.file!, 'a', 0o600);
       while (done < line.length) done += this.writeBytes(fd, line, done, line.length - done);
     } catch (err) {
-      let reason = (err as Error).message;
-      if (fd !== undefined && (done > 0 || this.midLine)) {
-        try {
-          ftruncateSync(fd, this.bytes);
-          this.midLine = false;
-        } catch (cut) {
-          this.midLine = true;
-          reason += `; cutting off the half-written line failed too (${(cut as Error).message}), so the next line starts on a line of its own`;
-        }
-      }
-      closeQuietly(fd);
+      const reason = (err as Error).message;
       if (this.failing === undefined) {
         this.warn(`A2A tasks cannot be written to ${TASKS_FILE} (${reason}); they are answered from memory and written once it can be`, { err: reason, file: this.file });
       }
       this.failing = reason;
+      if (fd !== undefined && (done > 0 || this.halfBytes > 0)) this.cutBack(fd, done);
+      closeQuietly(fd);
       return false;
     }
     closeQuietly(fd);
-    this.bytes += line.length;
-    this.lines += 1;
-    this.midLine = false;
+    // A half line left before is now a (damaged) line of its own, ended by this write's newline.
+    this.lines += this.halfBytes > 0 ? 2 : 1;
+    this.bytes += this.halfBytes + line.length;
+    this.halfBytes = 0;
     if (this.failing !== undefined) {
       this.failing = undefined;
       this.warn(`A2A tasks are written to ${TASKS_FILE} again`, { file: this.file });
     }
     return true;
+  }
+
+  /**
+   * Cuts the file back to its whole lines after a write that left `written` bytes of a line (and
+   * any half line left before). If that fails too, the bytes stay counted as a half line, and it is
+   * said whenever a write left some.
+   */
+  private cutBack(fd: number, written: number): void {
+    try {
+      ftruncateSync(fd, this.bytes);
+      this.halfBytes = 0;
+    } catch (cut) {
+      this.halfBytes += written;
+      if (written === 0) return;
+      const reason = (cut as Error).message;
+      this.warn(
+        `A2A tasks: a write to ${TASKS_FILE} was cut short and cutting its ${written} bytes off failed too (${reason}); the next line starts on a line of its own, and a start skips the half line`,
+        { err: reason, file: this.file, halfBytes: this.halfBytes },
+      );
+    }
   }
 
   /** The file with only the tasks kept, oldest first: written aside, fsync'd, renamed into place. False if that failed (the file is left as it was). */
@@ -236,7 +254,7 @@ export class BoundedTaskStore implements TaskStore {
     }
     this.lines = this.tasks.size;
     this.bytes = bytes;
-    this.midLine = false;
+    this.halfBytes = 0;
     this.rewriteHeld = 0;
     this.unwritten.clear();
     return true;
@@ -259,7 +277,7 @@ export class BoundedTaskStore implements TaskStore {
           closeSync(fd);
         }
       } catch {
-        this.midLine = true;
+        this.halfBytes = buf.length - whole;
       }
     }
     this.bytes = whole;

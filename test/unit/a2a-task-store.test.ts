@@ -1,4 +1,4 @@
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TaskState, type Task } from '@a2a-js/sdk';
@@ -154,6 +154,63 @@ describe('BoundedTaskStore on a full disk', () => {
     // Tried again every 20 ms: waits for the line, at most 5 s.
     for (const deadline = Date.now() + 5000; !readFileSync(file(), 'utf8') && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 10));
     expect(await ids(new BoundedTaskStore(10, { dir }))).toEqual([['t1', TaskState.TASK_STATE_COMPLETED]]);
+  });
+
+  it('loses no version when cutting a half line back fails too, and says so', async () => {
+    const disk = new Disk();
+    // When the disk fills, the descriptor is closed before ENOSPC is thrown: the store's cut-back
+    // (ftruncate on that descriptor) then fails for real, with EBADF, and the half line stays.
+    let cutFails = true;
+    const write = (fd: number, data: Buffer, offset: number, length: number): number => {
+      try {
+        return disk.write(fd, data, offset, length);
+      } catch (err) {
+        if (cutFails) closeSync(fd);
+        throw err;
+      }
+    };
+    const warnings: string[] = [];
+    const store = new BoundedTaskStore(10, { dir, write, warn: (m) => warnings.push(m), retryMs: 60_000 });
+    await store.save(task('t1'), as('alice'));
+    const size = statSync(file()).size;
+    disk.space = 40;
+    await store.save(task('t2', 'ctx-1', TaskState.TASK_STATE_WORKING), as('alice'));
+    // The half line could not be cut off.
+    expect(statSync(file()).size).toBe(size + 40);
+    expect(warnings).toEqual([
+      expect.stringMatching(/^A2A tasks cannot be written to tasks\.jsonl \(ENOSPC: no space left on device, write\)/),
+      expect.stringMatching(/^A2A tasks: a write to tasks\.jsonl was cut short and cutting its 40 bytes off failed too \(EBADF: bad file descriptor, ftruncate\); the next line starts on a line of its own/),
+    ]);
+    disk.space = Infinity;
+    // t2 was not written: it goes to the file with the next save, on a line of its own.
+    await store.save(task('t3'), as('alice'));
+    // Cut short again, and this time the cut-back works: it must remove only what this write left.
+    cutFails = false;
+    disk.space = 40;
+    await store.save(task('t4'), as('alice'));
+    disk.space = Infinity;
+    await store.save(task('t5'), as('alice'));
+    const text = readFileSync(file(), 'utf8');
+    expect(text.endsWith('\n')).toBe(true);
+    const idOf = (l: string) => {
+      try {
+        return (JSON.parse(l) as { task: { id: string } }).task.id;
+      } catch {
+        return `damaged (${l.length} bytes)`;
+      }
+    };
+    // One damaged line (t2's first attempt, cut short), every version whole on its own line.
+    expect(text.trim().split('\n').map(idOf)).toEqual(['t1', 'damaged (40 bytes)', 't2', 't3', 't4', 't5']);
+    const restarted: string[] = [];
+    expect(await ids(new BoundedTaskStore(10, { dir, warn: (m) => restarted.push(m) }))).toEqual([
+      ['t5', TaskState.TASK_STATE_COMPLETED],
+      ['t4', TaskState.TASK_STATE_COMPLETED],
+      ['t3', TaskState.TASK_STATE_COMPLETED],
+      // Left working by the previous process, so failed at start.
+      ['t2', TaskState.TASK_STATE_FAILED],
+      ['t1', TaskState.TASK_STATE_COMPLETED],
+    ]);
+    expect(restarted).toEqual(['A2A tasks: tasks.jsonl had 1 damaged line; their cut-off parts were dropped, 0 whole task lines were recovered from them']);
   });
 
   it('reads back every task around a damaged line, and the whole line glued onto a half line', async () => {
