@@ -9,13 +9,14 @@ import { AgentCard, Role, TaskState, type Message, type Part, type Task } from '
 import type { AgentExecutionEvent, AgentExecutor, ExecutionEventBus, RequestContext, User } from '@a2a-js/sdk/server';
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
 import { textArgument } from '../call/request.js';
 import { asGatewayError, GatewayError } from '../errors.js';
 import type { CallResult, Gateway } from '../gateway/gateway.js';
 import { ownerKey, type Principal } from '../identity/principal.js';
 import type { CallArguments, Credential } from '../pipeline/context.js';
 import type { Policy } from '../policy/load.js';
-import { installSdkLog, withSdkLog } from './sdkLog.js';
+import { installSdkLog, withSdkLog, type SdkLogScope } from './sdkLog.js';
 import { BoundedTaskStore, ERROR_META_KEY } from './taskStore.js';
 
 /** Where the JSON-RPC endpoint is mounted. */
@@ -215,6 +216,24 @@ function disconnectedOf(res: Response): AbortSignal {
   return (res.locals.signal as AbortSignal | undefined) ?? abortOnClose(res);
 }
 
+/**
+ * Where the SDK's output while serving this request goes: a child of the gateway's logger bound to
+ * the request's id (the id its decision event carries, if it is refused), made only if the SDK
+ * prints. A fault logged there is marked on the response (`faultLogged`), so that the edge records
+ * the 500 that follows without logging it again (edgeRefusals.ts).
+ */
+function sdkLogScope(parent: Logger, res: Response): SdkLogScope {
+  let log: Logger | undefined;
+  return {
+    get logger() {
+      return (log ??= parent.child({ requestId: res.locals.requestId as string, transport: 'a2a' }));
+    },
+    faultLogged: () => {
+      res.locals.faultLogged = true;
+    },
+  };
+}
+
 /** The card's base URL: the address the caller used (Host is checked by the app before this). */
 function baseUrlOf(req: Request): string {
   return `${req.protocol}://${req.get('host')}`;
@@ -243,17 +262,19 @@ export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router {
   const lazyRpc: RequestHandler = (req, res, next) => {
     rpc ??= jsonRpc(gateway, opts);
     // What the SDK prints while serving this request goes to the gateway's log, refusals without a stack (sdkLog.ts).
-    rpc.then((h) => withSdkLog({ logger: gateway.logger }, () => h(req, res, next)), next);
+    rpc.then((h) => withSdkLog(sdkLogScope(gateway.logger, res), () => h(req, res, next)), next);
   };
   const router = Router();
   router.get('/.well-known/agent-card.json', (req, res) => {
     res.setHeader('cache-control', 'public, max-age=300');
     res.json(AgentCard.toJSON(agentCard(gateway.policy, baseUrlOf(req), opts.version)));
   });
-  const watchClose: RequestHandler = (_req, res, next) => {
+  // The request's id (its refusal's event and the SDK's log records carry it) and its disconnect signal, before anything is awaited.
+  const begin: RequestHandler = (_req, res, next) => {
+    res.locals.requestId = randomUUID();
     res.locals.signal = abortOnClose(res);
     next();
   };
-  router.use(A2A_PATH, watchClose, opts.requireAuth, opts.json, opts.unread, opts.rpcErrors, lazyRpc);
+  router.use(A2A_PATH, begin, opts.requireAuth, opts.json, opts.unread, opts.rpcErrors, lazyRpc);
   return router;
 }

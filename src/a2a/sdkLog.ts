@@ -10,7 +10,8 @@
  * 200 and 500) only at debug level and without its stack, since the decision event records it;
  * anything else, a real fault, at error level with the error and its stack (console.warn at warn
  * level). Outside such a scope, console is left as it was. (tollgate's own code logs through pino,
- * never console, so within a scope only the SDK's output is taken.)
+ * never console, so within a scope only the SDK's output is taken.) The scope is told of a fault it
+ * logged, so the 500 the SDK then answers is recorded without logging the fault a second time.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { format } from 'node:util';
@@ -22,6 +23,8 @@ const JSONRPC_INTERNAL_ERROR = -32603;
 /** The request the SDK is serving: where its output goes. */
 export interface SdkLogScope {
   logger: Logger;
+  /** Called once a fault is logged at error level, with its stack. */
+  faultLogged?: () => void;
 }
 
 /** The JSON-RPC error the SDK answers for an error (JsonRpcTransportHandler.mapToJSONRPCError). */
@@ -67,4 +70,5 @@ export function logSdkOutput(scope: SdkLogScope, level: 'error' | 'warn', args: 
     }
   }
   scope.logger[level]({ event: 'a2a_sdk', ...(err ? { err } : {}) }, sdk || err?.message || 'A2A SDK');
+  if (level === 'error') scope.faultLogged?.();
 }

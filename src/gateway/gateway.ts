@@ -249,10 +249,12 @@ export class Gateway {
    * Host or Origin refused, an unknown session): one decision event with the refusal's code. The
    * caller is not authenticated for it: it is recorded as the principal an earlier edge
    * verification found (`credential.verified`), else as unknown with what it presented
-   * fingerprinted. Never throws.
+   * fingerprinted. `logged`: the fault behind an INTERNAL refusal is in the log already, with its
+   * stack, so it is not logged again. Never throws.
    */
-  async refuse(refusal: GatewayError, call: { transport: TransportName; credential?: Credential; requestId?: string }): Promise<void> {
-    const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential: call.credential, args: { raw: undefined, rejected: refusal }, signal: NOT_CANCELLED }, 'complete');
+  async refuse(refusal: GatewayError, call: { transport: TransportName; credential?: Credential; requestId?: string; logged?: boolean }): Promise<void> {
+    const args = { raw: undefined, rejected: refusal, rejectedLogged: call.logged };
+    const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential: call.credential, args, signal: NOT_CANCELLED }, 'complete');
     await this.record(ctx).catch(() => undefined);
   }
 

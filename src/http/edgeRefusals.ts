@@ -102,7 +102,8 @@ function rpcErrorCode(rpcCode: number): ErrorCode {
  * than JSON, an unknown task) with a JSON-RPC error in a 200 (a 500 for its internal errors) that
  * the 4xx watch above does not see. Each such answer is recorded as one decision event, as the
  * caller's, with the JSON-RPC code and message in its reason. (A call the gateway refuses is a
- * failed task, not a JSON-RPC error, and the pipeline records it.)
+ * failed task, not a JSON-RPC error, and the pipeline records it.) An internal error the SDK logged
+ * with its stack before answering (`faultLogged`, agent.ts) is not logged again.
  */
 export function recordRpcErrors(gateway: Gateway): RequestHandler {
   return function rpcErrors(req: Request, res: Response, next: NextFunction) {
@@ -112,7 +113,8 @@ export function recordRpcErrors(gateway: Gateway): RequestHandler {
       if (error && typeof error.code === 'number' && !res.locals.refusalRecorded) {
         markRecorded(res);
         const refusal = new GatewayError(rpcErrorCode(error.code), `Refused by the A2A endpoint: JSON-RPC ${error.code}: ${String(error.message)}`);
-        void gateway.refuse(refusal, { transport: 'a2a', credential: credentialOf(req) ?? presented(req), requestId: res.locals.requestId as string | undefined });
+        const logged = res.locals.faultLogged === true;
+        void gateway.refuse(refusal, { transport: 'a2a', credential: credentialOf(req) ?? presented(req), requestId: res.locals.requestId as string | undefined, logged });
       }
       return json(body);
     };

@@ -51,6 +51,8 @@ export interface CallArguments {
   modelNamesTier?: boolean;
   /** A refusal the transport met before the arguments could be read (body too large, not JSON). */
   rejected?: GatewayError;
+  /** The fault behind an INTERNAL `rejected` is in the log already (the A2A SDK's, with its stack): the meter does not log it again. */
+  rejectedLogged?: boolean;
 }
 
 /**

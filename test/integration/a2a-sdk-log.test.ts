@@ -1,10 +1,12 @@
 /**
  * The A2A SDK's console output, seen through the real A2A route and the real SDK: a request it
- * refuses is at most one debug record without a stack, a fault of its own (or of ours) is still one
- * error record with the error and its stack, and console output from outside an A2A request is
- * left alone. The fault here is ours: for a request without a credential the route hands the SDK
- * no caller (the bearer middleware, which would refuse it first, is a pass-through here), so the
- * SDK's user builder throws and the SDK answers 500.
+ * refuses is at most one debug record without a stack, a fault of its own (or of ours) is one error
+ * record with the error, its stack and the request id of its decision event (before, the gateway
+ * logged the INTERNAL refusal it records for the 500 as a second error record, with the request id
+ * but only its own stack), and console output from outside an A2A request is left alone. The fault
+ * here is ours: for a request without a credential the route hands the SDK no caller (the bearer
+ * middleware, which would refuse it first, is a pass-through here), so the SDK's user builder
+ * throws and the SDK answers 500.
  */
 import express from 'express';
 import type { AddressInfo } from 'node:net';
@@ -62,14 +64,19 @@ describe('the A2A SDK\'s console output', () => {
     expect(printed).toEqual([]);
   });
 
-  it('logs a fault as one error record with the error and its stack, and prints nothing', async () => {
+  it('logs a fault as one error record, with the error, its stack and its event\'s request id, and prints nothing', async () => {
     const before = log.entries.length;
+    const eventsBefore = sink.events.length;
     const answer = await post({ 'a2a-version': '1.0' }, { jsonrpc: '2.0', id: 2, method: 'SendMessage', params: { message } });
     expect([answer.status, answer.error.code]).toEqual([500, -32603]);
-    // The gateway also logs the INTERNAL refusal it records for the 500; the SDK's record is the one with the cause.
-    const logged = log.entries.slice(before).filter((e) => e.event === 'a2a_sdk');
-    expect(logged).toEqual([expect.objectContaining({ level: 50, event: 'a2a_sdk', msg: 'Unhandled error in JSON-RPC POST handler:' })]);
-    const err = logged[0]!.err as { type: string; message: string; stack: string };
+    // The 500 is recorded as one INTERNAL event; it is written after the answer.
+    for (const deadline = Date.now() + 5000; sink.events.length === eventsBefore && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 5));
+    const events = sink.events.slice(eventsBefore);
+    expect(events.map((e) => [e.transport, e['error.code']])).toEqual([['a2a', 'INTERNAL']]);
+    // Every record at error level or above that the fault left: the SDK's, with the cause.
+    const errors = log.entries.slice(before).filter((e) => (e.level as number) >= 50);
+    expect(errors).toEqual([expect.objectContaining({ level: 50, event: 'a2a_sdk', msg: 'Unhandled error in JSON-RPC POST handler:', requestId: events[0]!['request.id'], transport: 'a2a' })]);
+    const err = errors[0]!.err as { type: string; message: string; stack: string };
     expect(err.type).toBe('GatewayError');
     expect(err.message).toBe('No credential was presented; send an API key or token.');
     expect(err.stack).toMatch(/\n\s+at /);

@@ -107,6 +107,34 @@ describe('meter step', () => {
     ]);
   });
 
+  it('records an INTERNAL refusal handed in whose fault is in the log already (the A2A SDK\'s 500), without logging it again', async () => {
+    const m = metered();
+    const { log, lines } = capturingLogger();
+    const answered = new GatewayError('INTERNAL', 'Refused by the A2A endpoint: JSON-RPC -32603: boom');
+    const ctx = callContext(policy, { log, args: { raw: undefined, rejected: answered, rejectedLogged: true } });
+
+    const thrown = await m.step(ctx, recordingNext(undefined, () => Promise.reject(answered))).catch((e: unknown) => e);
+
+    expect(thrown).toBe(answered);
+    expect(m.events).toHaveLength(1);
+    expect(m.events[0]).toMatchObject({ outcome: 'failed', 'error.code': 'INTERNAL', reason: 'Refused by the A2A endpoint: JSON-RPC -32603: boom' });
+    expect(lines).toEqual([]);
+  });
+
+  it('logs an INTERNAL refusal handed in that no one logged, and an INTERNAL error from below one that was', async () => {
+    const m = metered();
+    const answered = new GatewayError('INTERNAL', 'Refused by the A2A endpoint: JSON-RPC -32603: boom');
+    const unlogged = capturingLogger();
+    await m.step(callContext(policy, { log: unlogged.log, args: { raw: undefined, rejected: answered } }), recordingNext(undefined, () => Promise.reject(answered))).catch(() => undefined);
+    const other = capturingLogger();
+    const bug = new TypeError('x is undefined');
+    await m.step(callContext(policy, { log: other.log, args: { raw: undefined, rejected: answered, rejectedLogged: true } }), recordingNext(undefined, () => Promise.reject(bug))).catch(() => undefined);
+
+    expect(unlogged.lines.map((l) => [l.level, l.msg, (l.err as { message: string }).message])).toEqual([[50, 'internal error', 'Refused by the A2A endpoint: JSON-RPC -32603: boom']]);
+    expect(other.lines.map((l) => [l.level, l.msg, (l.err as { message: string }).message])).toEqual([[50, 'internal error', 'x is undefined']]);
+    expect(m.events.map((e) => e['error.code'])).toEqual(['INTERNAL', 'INTERNAL']);
+  });
+
   it('commits nothing for an edge authentication that succeeds', async () => {
     const m = metered();
     const next = recordingNext();

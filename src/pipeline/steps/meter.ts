@@ -26,7 +26,8 @@ export function meter(opts: MeterStepOptions): Middleware<CallContext> {
       await next();
     } catch (err) {
       ctx.error = asGatewayError(err);
-      if (ctx.error.code === 'INTERNAL') ctx.log.error({ err }, 'internal error');
+      const loggedAlready = err === ctx.args?.rejected && ctx.args?.rejectedLogged === true;
+      if (ctx.error.code === 'INTERNAL' && !loggedAlready) ctx.log.error({ err }, 'internal error');
       throw ctx.error;
     } finally {
       // An authentication at the edge that succeeded is not a decision; the call it admits records one.
