@@ -8,6 +8,7 @@
  *                      (passthrough-light: tollgate's HTTP plumbing without enforcement;
  *                       redis-Nw: N cluster workers; redis-sbr: limits.settleBeforeReply)
  *                    [--node-options=--max-old-space-size=256]      (for every tollgate process)
+ *                    [--node-options-b=<flags>]   (instead, for the --dist-b builds: a runtime flag's A/B with --dist-b dist)
  *                    [--dist-b <other builds' dist/ dirs, comma-separated> with target memory-b and/or redis-b]   (A/B in one run)
  *                    [--openai-client sdk|direct]   (the OpenAI provider's client for this build's targets, not the -b builds')
  *   npm run bench -- --targets memory,redis --sequential 0 --seconds 0 --soak 600 [--soak-warmup 60] --clients 8
@@ -48,6 +49,7 @@ const { values } = parseArgs({
     'soak-warmup': { type: 'string', default: '60' },
     'cpu-prof': { type: 'string' },
     'node-options': { type: 'string', default: '' },
+    'node-options-b': { type: 'string' },
     api: { type: 'string', default: 'mcp' },
     rounds: { type: 'string', default: '1' },
     /** Other builds' dist/ directories, comma-separated: with target `memory-b`, each runs on the memory store beside this build. */
@@ -308,6 +310,8 @@ async function main(): Promise<void> {
       // The session measurement opens every session with the one bench key.
       TOLLGATE_MAX_SESSIONS_PER_CALLER: String(Math.max(10_000, SESSIONS + 1000)),
     };
+    // `--node-options-b` gives the --dist-b builds their own NODE_OPTIONS (with `--dist-b dist`, a flag's A/B on one build).
+    const nodeOptionsB = values['node-options-b'] !== undefined ? { NODE_OPTIONS: values['node-options-b'] } : {};
     /** What `--soak` runs on: the memory target, then the Redis one (with its prefix, for Redis's figures). */
     const soakTargets: [string, { url: string; prefix: string } | undefined][] = [];
     // The memory targets must not find the REDIS_URL this bench may have been given for the Redis ones.
@@ -320,7 +324,7 @@ async function main(): Promise<void> {
     // Other builds side by side with this one (an A/B in one run): each on the memory store.
     for (const other of TARGETS.includes('memory-b') ? (values['dist-b'] ?? '').split(',').filter(Boolean) : []) {
       const label = basename(other);
-      const env = { ...memoryEnv, TOLLGATE_EVENTS_FILE: join(dir, `events-${label}.jsonl`), TOLLGATE_DATA_DIR: join(dir, `data-${label}`) };
+      const env = { ...memoryEnv, ...nodeOptionsB, TOLLGATE_EVENTS_FILE: join(dir, `events-${label}.jsonl`), TOLLGATE_DATA_DIR: join(dir, `data-${label}`) };
       const g = await startChild([join(other, 'src/cli.js'), 'serve', '--port', '0', '--policy', plainPolicy], env, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: `tollgate (memory, ${label})`, url: g.match[1]!, pid: g.child.pid! });
     }
@@ -344,7 +348,7 @@ async function main(): Promise<void> {
       const label = basename(dirname(resolve(other))) + '/' + basename(other);
       const prefix = `tgbench:${randomBytes(4).toString('hex')}:`;
       cleanup.push(() => deleteKeys(redisUrl!, prefix));
-      const env = { ...gatewayEnv, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, `events-redis-${label.replace('/', '-')}.jsonl`) };
+      const env = { ...gatewayEnv, ...nodeOptionsB, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_EVENTS_FILE: join(dir, `events-redis-${label.replace('/', '-')}.jsonl`) };
       const g = await startChild([join(other, 'src/cli.js'), 'serve', '--port', '0', '--policy', plainPolicy, '--redis', redisUrl!], env, /serving MCP at (\S+)/, 'stderr', PROF);
       servers.push({ name: `tollgate (redis, ${label})`, url: g.match[1]!, pid: g.child.pid! });
     }
@@ -357,7 +361,7 @@ async function main(): Promise<void> {
       return;
     }
     const head = `${'target'.padEnd(25)}${'p50 ms'.padStart(9)}${'p99 ms'.padStart(9)}${'mean ms'.padStart(9)}${'calls/s'.padStart(9)}${'errors'.padStart(7)}`;
-    process.stdout.write(`node ${process.version}, ${CLIENTS} clients x ${SECONDS}s (after ${WARMUP}s warm-up); sequential ${SEQUENTIAL} calls; tollgate NODE_OPTIONS: ${values['node-options'] || '(none)'}\n\n`);
+    process.stdout.write(`node ${process.version}, ${CLIENTS} clients x ${SECONDS}s (after ${WARMUP}s warm-up); sequential ${SEQUENTIAL} calls; tollgate NODE_OPTIONS: ${values['node-options'] || '(none)'}${values['node-options-b'] !== undefined ? `, --dist-b builds: ${values['node-options-b'] || '(none)'}` : ''}\n\n`);
     // `--rounds N` repeats the measurement; each round starts the concurrent runs at the next target
     // (rotating), so that no target always runs first or last on a machine whose state drifts.
     const rounds = Math.max(1, Number(values.rounds));
