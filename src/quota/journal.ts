@@ -108,9 +108,9 @@ export function canonicalJson(value: unknown): string {
 }
 
 /** SHA-256 (hex) of a body's canonical JSON. */
-export function bodyHash(body: EntryBody | string): string {
+export function bodyHash(body: EntryBody | string | Buffer): string {
   // The one-shot hash: no Hash object per entry (this runs twice per call on the Redis ledger).
-  return hash('sha256', typeof body === 'string' ? body : canonicalJson(body), 'hex');
+  return hash('sha256', typeof body === 'string' || Buffer.isBuffer(body) ? body : canonicalJson(body), 'hex');
 }
 
 /** The link of an entry whose body hashes to `h`, after the entry whose link is `prev`. */

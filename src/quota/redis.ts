@@ -203,9 +203,25 @@ function byReservedKey<T extends { reservedKey: string }>(a: T, b: T): number {
   return a.reservedKey < b.reservedKey ? -1 : a.reservedKey > b.reservedKey ? 1 : 0;
 }
 
-/** A line's reservation keys, in the order the scripts take them. */
-function reservationKeys(r: string): [string, string, string] {
-  return [r, `${r}:x`, `${r}:i`];
+/** Reservation keys made so far, by R: a line's are the same strings on every call in its window. */
+const reservationKeyCache = new Map<string, readonly [string, string, string]>();
+
+/** A line's reservation keys, in the order the scripts take them: R, R:x, R:i. */
+function reservationKeys(r: string): readonly [string, string, string] {
+  let keys = reservationKeyCache.get(r);
+  if (keys === undefined) {
+    // Bounded: lines come and go with their windows; the cache starts again when it is full.
+    if (reservationKeyCache.size >= 10_000) reservationKeyCache.clear();
+    keys = [r, `${r}:x`, `${r}:i`];
+    reservationKeyCache.set(r, keys);
+  }
+  return keys;
+}
+
+/** Appends a line's reservation keys to `out`. */
+function pushReservationKeys(out: string[], r: string): void {
+  const keys = reservationKeys(r);
+  out.push(keys[0], keys[1], keys[2]);
 }
 
 /** The QuotaStore shared by every replica; see the design notes at the top of this file. */
@@ -361,27 +377,25 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const scripts = groups.map((group) => {
       const j = this.journalFor(group[0]!.l.reservedKey, now);
       const index = this.linePerScript ? group[0]!.l.reservedKey : this.openIndex;
-      return this.runLines(
-        RESERVE,
-        [
-          ...j.keys,
-          index,
-          `${group[0]!.l.reservedKey}:p`,
-          ...group.flatMap(({ l }) => [...reservationKeys(l.reservedKey), this.markerKey(l.reservedKey, requestId), ...l.readKeys]),
-        ],
-        [
-          ...j.args,
-          requestId,
-          expiresAt,
-          this.linePerScript ? 0 : 1,
-          idJson,
-          opts.dispatching ? 1 : 0,
-          // The event goes with the first line: only the script that holds it names the profile.
-          group[0]!.i === 0 ? info.profile.digest : '',
-          group[0]!.i === 0 ? profileText : '',
-          ...group.flatMap(({ l, i }) => [4 + l.readKeys.length, l.amount, l.limit, info.lines[i]!, i === 0 ? info.amounts : '']),
-        ],
-      );
+      const keyList = [...j.keys, index, `${group[0]!.l.reservedKey}:p`];
+      const args: (string | number)[] = [
+        ...j.args,
+        requestId,
+        expiresAt,
+        this.linePerScript ? 0 : 1,
+        idJson,
+        opts.dispatching ? 1 : 0,
+        // The event goes with the first line: only the script that holds it names the profile.
+        group[0]!.i === 0 ? info.profile.digest : '',
+        group[0]!.i === 0 ? profileText : '',
+      ];
+      for (const { l, i } of group) {
+        pushReservationKeys(keyList, l.reservedKey);
+        keyList.push(this.markerKey(l.reservedKey, requestId));
+        for (const k of l.readKeys) keyList.push(k);
+        args.push(4 + l.readKeys.length, l.amount, l.limit, info.lines[i]!, i === 0 ? info.amounts : '');
+      }
+      return this.runLines(RESERVE, keyList, args);
     });
     // The request record, which lets another replica release this reservation, goes in the same
     // flight; on a refusal it is deleted again (and would lapse with the reservation's TTL anyway).
@@ -506,7 +520,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const entry = prepare({ kind: 'console', id, at: now, action });
     const j = this.journalArgs(this.globalBase, now);
     try {
-      await this.run(CHAIN, j.keys, [...j.args, entry.h, entry.body, 0]);
+      await this.run(CHAIN, [...j.keys], [...j.args, entry.h, entry.body, 0]);
     } catch (err) {
       throw asStoreError(err);
     }
@@ -522,11 +536,14 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       const replies = await Promise.all(
         this.groups(lines).map((group) => {
           const j = this.journalFor(group[0]!.reservedKey, now);
-          return this.runLines(
-            READ,
-            [...j.keys, ...group.flatMap((l) => [...reservationKeys(l.reservedKey), ...l.readKeys])],
-            [...j.args, this.recovers ? 1 : 0, ...group.map((l) => 3 + l.readKeys.length)],
-          ) as Promise<[number, number][]>;
+          const keyList = [...j.keys];
+          const args = [...j.args, this.recovers ? 1 : 0];
+          for (const l of group) {
+            pushReservationKeys(keyList, l.reservedKey);
+            for (const k of l.readKeys) keyList.push(k);
+            args.push(3 + l.readKeys.length);
+          }
+          return this.runLines(READ, keyList, args) as Promise<[number, number][]>;
         }),
       );
       return replies.flat().map(([used, reserved]) => ({ used, reserved }));
@@ -576,7 +593,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const entry = prepare({ kind: 'alert', id: String(alert.id ?? ''), at: now, alert });
     const j = this.journalArgs(this.globalBase, now);
     try {
-      await this.run(ALERT, j.keys, [...j.args, entry.h, entry.body]);
+      await this.run(ALERT, [...j.keys], [...j.args, entry.h, entry.body]);
     } catch (err) {
       throw asStoreError(err);
     }
@@ -1025,11 +1042,14 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         const entry = prepare({ kind: 'settle', id: requestId, at: now, lines: pending, event: withEvent ? event : undefined, settledBy: 'call', eventLine: withEvent ? undefined : eventLine });
         const j = this.journalFor(pending[0]!.reservedKey, now);
         const roll = withEvent ? rollups : [];
-        const states = (await this.runLines(
-          SETTLE,
-          [...j.keys, ...pending.flatMap((l) => [...reservationKeys(l.reservedKey), this.markerKey(l.reservedKey, requestId), l.usageKey])],
-          [...j.args, requestId, entry.h, entry.body, roll.length, ...roll, ...pending.flatMap((l) => [l.amount, l.expiresAt - now, w.markerMs])],
-        )) as number[];
+        const keyList = [...j.keys];
+        const args = [...j.args, requestId, entry.h, entry.body, roll.length, ...roll];
+        for (const l of pending) {
+          pushReservationKeys(keyList, l.reservedKey);
+          keyList.push(this.markerKey(l.reservedKey, requestId), l.usageKey);
+          args.push(l.amount, l.expiresAt - now, w.markerMs);
+        }
+        const states = (await this.runLines(SETTLE, keyList, args)) as number[];
         // 3 on a replay: an earlier attempt of this settle was applied and its reply lost; its entry,
         // sent with the same event, is journaled, so the event is the sinks' now. (A settle the
         // caller repeats after it succeeded hears nothing again.)
@@ -1074,7 +1094,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const entry = prepare({ kind, id: requestId, at: now, event, settledBy: kind === 'settle' ? 'call' : undefined });
     const roll = rollupArgs(event);
     const j = this.journalArgs(this.globalBase, now);
-    return Number(await this.run(CHAIN, j.keys, [...j.args, entry.h, entry.body, roll.length, ...roll, requestId, this.markerMs])) === 1;
+    return Number(await this.run(CHAIN, [...j.keys], [...j.args, entry.h, entry.body, roll.length, ...roll, requestId, this.markerMs])) === 1;
   }
 
   /**
@@ -1170,14 +1190,25 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   }
 
   /** The journal a group of lines writes to (keys J, JH, ROLL and the journal arguments). */
-  private journalFor(reservedKey: string, now: number): { keys: string[]; args: (string | number)[] } {
+  private journalFor(reservedKey: string, now: number): { keys: readonly string[]; args: (string | number)[] } {
     return this.journalArgs(this.linePerScript ? reservedKey : this.globalBase, now);
   }
 
-  private journalArgs(base: string, now: number): { keys: string[]; args: (string | number)[] } {
-    const k = journalKeys(base);
-    return { keys: [k.stream, k.head, k.roll(dayOf(now))], args: [now, this.trim[0], this.trim[1], this.rollupTtlMs] };
+  private journalArgs(base: string, now: number): { keys: readonly string[]; args: (string | number)[] } {
+    const day = dayOf(now);
+    let made = this.journalKeysMade.get(base);
+    if (made?.day !== day) {
+      const k = journalKeys(base);
+      made = { day, keys: [k.stream, k.head, k.roll(day)] };
+      // Bounded (a cluster has a journal per line): started again when full.
+      if (this.journalKeysMade.size >= 10_000) this.journalKeysMade.clear();
+      this.journalKeysMade.set(base, made);
+    }
+    return { keys: made.keys, args: [now, this.trim[0], this.trim[1], this.rollupTtlMs] };
   }
+
+  /** A journal's keys (stream, head, the day's rollup hash) by base, for the day they were made: the same strings on every call of the day. */
+  private readonly journalKeysMade = new Map<string, { day: string; keys: readonly string[] }>();
 
   /** The store prefix (the `{journal}` base without its tag), for SCAN patterns. */
   private prefixOfBase(): string {
@@ -1239,7 +1270,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
    * Runs a script that purges (so may recover) and returns `{result, events}`: the events of the
    * entries recovery wrote go to the listeners (or into `into`), the result to the caller.
    */
-  private async runLines(script: LuaScript, keys: string[], args: (string | number)[], into?: string[]): Promise<unknown> {
+  private async runLines(script: LuaScript, keys: string[], args: (string | number | Buffer)[], into?: string[]): Promise<unknown> {
     const [result, events] = (await this.run(script, keys, args)) as [unknown, string[]];
     if (events.length > 0) {
       into?.push(...events);
@@ -1248,7 +1279,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     return result;
   }
 
-  private async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
+  private async run(script: LuaScript, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
     let reply: unknown;
     try {
       reply = await this.scripts.run(script, keys, args);

@@ -46,7 +46,11 @@ export function dayOf(ms: number): string {
 
 /** An entry ready for a script: its body as it will be stored, and the SHA-256 of that text. */
 export interface PreparedEntry {
-  body: string;
+  /**
+   * The body's UTF-8 bytes: hashed and sent as they are, so the text is encoded once, not again
+   * by the hash and by the client's command buffer (a settle's body is most of its bytes).
+   */
+  body: Buffer;
   h: string;
 }
 
@@ -102,8 +106,8 @@ export function lineHead(l: Pick<EntryLine, 'budgetId' | 'subject' | 'usageKey' 
 const jsonNum = (n: number): string => (Number.isFinite(n) ? String(n) : 'null');
 
 export function prepare(body: EntryBody): PreparedEntry {
-  const text = entryText(body);
-  return { body: text, h: bodyHash(text) };
+  const bytes = Buffer.from(entryText(body));
+  return { body: bytes, h: bodyHash(bytes) };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -820,6 +820,12 @@ export function asStoreError(err: unknown): unknown {
  * command bounded by a deadline, and no waiting while disconnected except for the very first
  * connection. On a cluster each script goes to the master of its line's slot (the first key).
  */
+/** A command waiting for its answer: when it is due, and how to fail it. */
+interface Waiter {
+  due: number;
+  reject: (err: unknown) => void;
+}
+
 export class ScriptRunner {
   private connecting: Promise<void> | undefined;
   private waitUntil = 0;
@@ -864,9 +870,10 @@ export class ScriptRunner {
     return isCluster(this.client) ? this.timed(masterClients(this.client)) : [this.client];
   }
 
-  async run(script: LuaScript, keys: string[], args: (string | number)[]): Promise<unknown> {
-    await this.ready();
-    const options = { keys, arguments: args.map(String) };
+  async run(script: LuaScript, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
+    // No await (and no turn of the microtask queue) when connected, as on every call.
+    if (!this.isReady()) await this.ready();
+    const options = { keys, arguments: args.map((a) => (typeof a === 'number' ? String(a) : a)) };
     // A master that never saw the script (new after a failover, or restarted) answers NOSCRIPT;
     // EVAL, routed by the same first key, runs it there and caches it for the next EVALSHA.
     try {
@@ -890,20 +897,50 @@ export class ScriptRunner {
 
   /**
    * Bounds a command by the timeout. node-redis's own `timeout` only covers a command until it is
-   * written, so a server that accepts the bytes and never answers needs this.
+   * written, so a server that accepts the bytes and never answers needs this. One watchdog timer
+   * serves every command waiting (not a timer each: five or six commands a call each paid for a
+   * timer, its promise and a race): it runs every `tick` ms while any command waits and fails those
+   * past their deadline, so a command that gets no answer fails between the timeout and the timeout
+   * plus a tick.
    */
-  async timed<T>(command: Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new GatewayError('QUOTA_STORE_UNAVAILABLE', `The quota store did not answer within ${this.timeoutMs} ms.`)),
-        this.timeoutMs,
+  timed<T>(command: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const waiter: Waiter = { due: Date.now() + this.timeoutMs, reject };
+      this.waiting.add(waiter);
+      this.watchdog ??= setInterval(() => this.expire(), this.tick);
+      command.then(
+        (value) => {
+          this.waiting.delete(waiter);
+          resolve(value);
+        },
+        (err: unknown) => {
+          this.waiting.delete(waiter);
+          reject(err);
+        },
       );
     });
-    try {
-      return await Promise.race([command, expired]);
-    } finally {
-      clearTimeout(timer);
+  }
+
+  /** Commands waiting for an answer, in the order they were sent (so by deadline). */
+  private readonly waiting = new Set<Waiter>();
+  private watchdog: NodeJS.Timeout | undefined;
+
+  /** How often the watchdog looks: an eighth of the timeout, from 5 ms to 250 ms. */
+  private get tick(): number {
+    return Math.min(250, Math.max(5, Math.floor(this.timeoutMs / 8)));
+  }
+
+  /** Fails the commands past their deadline; stops the watchdog once nothing waits. */
+  private expire(): void {
+    const now = Date.now();
+    for (const waiter of this.waiting) {
+      if (waiter.due > now) break;
+      this.waiting.delete(waiter);
+      waiter.reject(new GatewayError('QUOTA_STORE_UNAVAILABLE', `The quota store did not answer within ${this.timeoutMs} ms.`));
+    }
+    if (this.waiting.size === 0) {
+      clearInterval(this.watchdog);
+      this.watchdog = undefined;
     }
   }
 

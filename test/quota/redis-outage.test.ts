@@ -193,6 +193,25 @@ describe('RedisQuotaStore when Redis goes away', () => {
     expect(await store.read([line(0)])).toEqual([{ used: 25, reserved: 0 }]);
   });
 
+  it('fails each command sent to a hung server at its own deadline: never before the timeout, at most a watchdog tick after it', async () => {
+    const store = open();
+    await reachable(store);
+    redis.freeze();
+    // Sent 150 ms apart, so one watchdog pass finds some due and others not yet.
+    const waits: Promise<{ error: unknown; ms: number }>[] = [];
+    for (let i = 0; i < 3; i++) {
+      waits.push(rejection(store.read([line(0)])));
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    for (const { error, ms } of await Promise.all(waits)) {
+      expectUnavailable(error);
+      expect(ms).toBeGreaterThanOrEqual(500);
+      expect(ms).toBeLessThan(500 + 62 + 300);
+    }
+    redis.thaw();
+    expect(await reachable(store)).toEqual([{ used: 0, reserved: 0 }]);
+  });
+
   it('closes within the command timeout while Redis hangs', async () => {
     const store = open();
     await reachable(store);
