@@ -11,6 +11,9 @@
  *                    [--node-options-b=<flags>]   (instead, for the --dist-b builds: a runtime flag's A/B with --dist-b dist)
  *                    [--dist-b <other builds' dist/ dirs, comma-separated> with target memory-b and/or redis-b]   (A/B in one run)
  *                    [--openai-client sdk|direct]   (the OpenAI provider's client for this build's targets, not the -b builds')
+ *                    [--together]   (each round's concurrent runs of all targets at once, each with its own
+ *                                    clients: their throughputs compare what a call costs each, whatever
+ *                                    the machine's speed does meanwhile)
  *   npm run bench -- --targets memory,redis --sequential 0 --seconds 0 --soak 600 [--soak-warmup 60] --clients 8
  *                      (a soak on each store in turn: RSS, and on Redis its used memory and keys, every 30 s)
  *   npm run bench -- --api openai [--rounds 3] [--targets upstream,nginx,portkey,memory,redis]
@@ -52,6 +55,8 @@ const { values } = parseArgs({
     'node-options-b': { type: 'string' },
     api: { type: 'string', default: 'mcp' },
     rounds: { type: 'string', default: '1' },
+    /** The concurrent runs of all targets at once instead of one after another (an A/B on a machine whose speed drifts). */
+    together: { type: 'boolean', default: false },
     /** Other builds' dist/ directories, comma-separated: with target `memory-b`, each runs on the memory store beside this build. */
     'dist-b': { type: 'string' },
     /** The OpenAI provider's `client` (sdk or direct) in the policy of this build's targets; the `memory-b` and `redis-b` builds keep the policy without it. */
@@ -382,10 +387,21 @@ async function main(): Promise<void> {
       const conc: Record<string, LoadResult> = {};
       if (SECONDS > 0) {
         process.stdout.write(`\nconcurrent (${CLIENTS} clients)\n${head}${'RSS MB'.padStart(9)}${'peak MB'.padStart(9)}${'srv cpu'.padStart(9)}${'fake cpu'.padStart(9)}${'load cpu'.padStart(9)}\n`);
-        for (let k = 0; k < servers.length; k++) {
-          const s = servers[(round + k) % servers.length]!;
-          conc[s.name] = await load(s.url, CLIENTS, SECONDS, [s.pid, fakes.child.pid!]);
-          process.stdout.write(`${row(s.name, conc[s.name]!, rssMb(s.pid))}\n`);
+        if (values.together) {
+          // Every target under load at once, each with its own clients: a change in the machine's
+          // speed meets all of them alike, and each target's share of the CPU, so its throughput,
+          // follows what a call costs it. The fake's CPU is the whole fake's, shared by the targets.
+          const results = await Promise.all(servers.map((s) => load(s.url, CLIENTS, SECONDS, [s.pid, fakes.child.pid!])));
+          servers.forEach((s, i) => {
+            conc[s.name] = results[i]!;
+            process.stdout.write(`${row(s.name, results[i]!, rssMb(s.pid))}\n`);
+          });
+        } else {
+          for (let k = 0; k < servers.length; k++) {
+            const s = servers[(round + k) % servers.length]!;
+            conc[s.name] = await load(s.url, CLIENTS, SECONDS, [s.pid, fakes.child.pid!]);
+            process.stdout.write(`${row(s.name, conc[s.name]!, rssMb(s.pid))}\n`);
+          }
         }
       }
       perRound.push({ seq, conc });
