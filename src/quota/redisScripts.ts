@@ -815,17 +815,17 @@ export function asStoreError(err: unknown): unknown {
   return new GatewayError('QUOTA_STORE_UNAVAILABLE', 'The quota store is unreachable.', {}, { cause: err });
 }
 
-/**
- * Runs scripts on a node-redis client or cluster client: EVALSHA with an EVAL fallback, every
- * command bounded by a deadline, and no waiting while disconnected except for the very first
- * connection. On a cluster each script goes to the master of its line's slot (the first key).
- */
-/** A command waiting for its answer: when it is due, and how to fail it. */
+/** A command waiting for its answer: when it is due (performance.now()), and how to fail it. */
 interface Waiter {
   due: number;
   reject: (err: unknown) => void;
 }
 
+/**
+ * Runs scripts on a node-redis client or cluster client: EVALSHA with an EVAL fallback, every
+ * command bounded by a deadline, and no waiting while disconnected except for the very first
+ * connection. On a cluster each script goes to the master of its line's slot (the first key).
+ */
 export class ScriptRunner {
   private connecting: Promise<void> | undefined;
   private waitUntil = 0;
@@ -905,7 +905,7 @@ export class ScriptRunner {
    */
   timed<T>(command: Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const waiter: Waiter = { due: Date.now() + this.timeoutMs, reject };
+      const waiter: Waiter = { due: performance.now() + this.timeoutMs, reject };
       this.waiting.add(waiter);
       this.watchdog ??= setInterval(() => this.expire(), this.tick);
       command.then(
@@ -932,7 +932,8 @@ export class ScriptRunner {
 
   /** Fails the commands past their deadline; stops the watchdog once nothing waits. */
   private expire(): void {
-    const now = Date.now();
+    // The monotonic clock, as timers use: a step of the wall clock fails nothing early.
+    const now = performance.now();
     for (const waiter of this.waiting) {
       if (waiter.due > now) break;
       this.waiting.delete(waiter);
