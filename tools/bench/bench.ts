@@ -387,20 +387,20 @@ async function main(): Promise<void> {
       const conc: Record<string, LoadResult> = {};
       if (SECONDS > 0) {
         process.stdout.write(`\nconcurrent (${CLIENTS} clients)\n${head}${'RSS MB'.padStart(9)}${'peak MB'.padStart(9)}${'srv cpu'.padStart(9)}${'fake cpu'.padStart(9)}${'load cpu'.padStart(9)}\n`);
+        const measure = (s: (typeof servers)[number]) => load(s.url, CLIENTS, SECONDS, [s.pid, fakes.child.pid!]);
+        const report = (s: (typeof servers)[number], r: LoadResult) => {
+          conc[s.name] = r;
+          process.stdout.write(`${row(s.name, r, rssMb(s.pid))}\n`);
+        };
         if (values.together) {
           // Every target under load at once, each with its own clients: a change in the machine's
           // speed meets all of them alike, and each target's share of the CPU, so its throughput,
           // follows what a call costs it. The fake's CPU is the whole fake's, shared by the targets.
-          const results = await Promise.all(servers.map((s) => load(s.url, CLIENTS, SECONDS, [s.pid, fakes.child.pid!])));
-          servers.forEach((s, i) => {
-            conc[s.name] = results[i]!;
-            process.stdout.write(`${row(s.name, results[i]!, rssMb(s.pid))}\n`);
-          });
+          (await Promise.all(servers.map(measure))).forEach((r, i) => report(servers[i]!, r));
         } else {
           for (let k = 0; k < servers.length; k++) {
             const s = servers[(round + k) % servers.length]!;
-            conc[s.name] = await load(s.url, CLIENTS, SECONDS, [s.pid, fakes.child.pid!]);
-            process.stdout.write(`${row(s.name, conc[s.name]!, rssMb(s.pid))}\n`);
+            report(s, await measure(s));
           }
         }
       }
