@@ -27,7 +27,7 @@ import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { GatewayError } from '../errors.js';
-import { chained, GENESIS, type EntryBody, type JournalEntry } from './journal.js';
+import { chainedLine, GENESIS, type EntryBody, type JournalEntry } from './journal.js';
 import { CURRENT, HEAD, LOCK, NEXT, readSegment, segmentFiles, segmentName, takeLock } from './journalFiles.js';
 
 export { readHead, readSegment, segmentFiles, segmentName } from './journalFiles.js';
@@ -301,8 +301,9 @@ export class FileJournal {
   }
 
   private write(body: EntryBody): JournalEntry {
-    const entry = chained(this.seq + 1, this.link, body);
-    const line = Buffer.from(`${JSON.stringify(entry)}\n`, 'utf8');
+    const written = chainedLine(this.seq + 1, this.link, body);
+    const entry = written.entry;
+    const line = Buffer.from(written.line, 'utf8');
     this.writeLine(line);
     this.firstSeq ??= entry.seq;
     this.seq = entry.seq;
@@ -354,8 +355,7 @@ export class FileJournal {
     if (!state) return;
     const { dir } = this.opts;
     const firstSeq = this.seq + 1;
-    const snapshot = chained(firstSeq, this.link, { kind: 'snapshot', id: `snapshot-${firstSeq}`, at, state });
-    const line = `${JSON.stringify(snapshot)}\n`;
+    const { entry: snapshot, line } = chainedLine(firstSeq, this.link, { kind: 'snapshot', id: `snapshot-${firstSeq}`, at, state });
     try {
       fdatasyncSync(this.fd);
       const nextFd = openSync(join(dir, NEXT), 'w');

@@ -8,7 +8,10 @@
  * reservation and journaled by the entry that closes it; docs/journal.md.)
  *
  * Chain (the same for the embedded file and the Redis stream, so one verifier serves both):
- * - `h`    SHA-256 (hex) of the entry's body as canonical JSON (keys sorted, no spaces);
+ * - `h`    SHA-256 (hex) of the entry's body as text: on Redis the text as stored; in the embedded
+ *          file (`v: 2`) the body as JSON.stringify wrote it into the line, its own field order;
+ *          in embedded entries written before 2026-12 (no `v`) the body as canonical JSON (keys
+ *          sorted, no spaces);
  * - `prev` the `link` of the entry before it in the stream (`GENESIS` for the first);
  * - `link` SHA-1 (hex) of `prev + h`. Redis Lua offers only SHA-1, so the gateway computes the
  *   body's SHA-256 and the store links it to the stream's last link in the same atomic step.
@@ -72,6 +75,12 @@ export interface EntryBody {
 /** An entry as stored: its body and its place in the chain. */
 export interface JournalEntry {
   seq: number;
+  /**
+   * 2: `h` hashes the body as JSON.stringify writes it (its own field order), which is the text the
+   * embedded journal's line holds after `"body":`. Absent: `h` hashes the body's canonical JSON
+   * (embedded entries written before 2026-12), or the entry's `text` where a store keeps one (Redis).
+   */
+  v?: 2;
   h: string;
   prev: string;
   link: string;
@@ -118,10 +127,36 @@ export function chainLink(prev: string, h: string): string {
   return hash('sha1', prev + h, 'hex');
 }
 
-/** Chains a body after `prev`. */
+/**
+ * Chains a body after `prev` as embedded journals before 2026-12 did: `h` of its canonical JSON
+ * (no `v`). Kept for reading and checking those journals; new entries are `chainedLine`'s.
+ */
 export function chained(seq: number, prev: string, body: EntryBody): JournalEntry {
   const h = bodyHash(body);
   return { seq, h, prev, link: chainLink(prev, h), body };
+}
+
+/**
+ * Chains a body after `prev` (format 2) and writes its line: the body is serialised once, by
+ * JSON.stringify, and `h` is the SHA-256 of exactly that text, which the line carries after
+ * `"body":` (the line's last field), so `h` can be checked from the line without re-serialising.
+ * Canonical JSON cost the file journal more than the hashing itself (issue 21's profiles).
+ */
+export function chainedLine(seq: number, prev: string, body: EntryBody): { entry: JournalEntry; line: string } {
+  const text = JSON.stringify(body);
+  const h = bodyHash(text);
+  const link = chainLink(prev, h);
+  // The fields before the body are a number and hex strings: nothing to escape.
+  return { entry: { seq, v: 2, h, prev, link, body }, line: `{"seq":${seq},"v":2,"h":"${h}","prev":"${prev}","link":"${link}","body":${text}}\n` };
+}
+
+/**
+ * What an entry's `h` is the SHA-256 of: the text a store kept, the body as JSON.stringify writes it
+ * (format 2: what was written, since parsing JSON.stringify's text and writing it again gives the
+ * same text), else its canonical JSON.
+ */
+function hashedForm(e: JournalEntry & { text?: string }): EntryBody | string {
+  return e.text ?? (e.v === 2 ? JSON.stringify(e.body) : e.body);
 }
 
 /** A failure found by `verifyChain`, naming the first entry that fails. */
@@ -142,7 +177,7 @@ export function verifyChain(entries: Iterable<JournalEntry & { text?: string }>,
   let last: JournalEntry | undefined;
   for (const e of entries) {
     if (e.seq !== expected) return { seq: expected, reason: `entry ${expected} is missing or out of order (found ${e.seq})` };
-    if (bodyHash(e.text ?? e.body) !== e.h) return { seq: e.seq, reason: `entry ${e.seq} was altered: its body does not hash to its h` };
+    if (bodyHash(hashedForm(e)) !== e.h) return { seq: e.seq, reason: `entry ${e.seq} was altered: its body does not hash to its h` };
     if (e.prev !== prev) return { seq: e.seq, reason: `entry ${e.seq} does not follow the entry before it (prev does not match)` };
     if (chainLink(e.prev, e.h) !== e.link) return { seq: e.seq, reason: `entry ${e.seq} has a link that does not match its prev and h` };
     if (opts.head && e.seq === opts.head.seq && e.link !== opts.head.link) return { seq: e.seq, reason: `entry ${e.seq} is not the entry the head names` };

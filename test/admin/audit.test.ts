@@ -284,7 +284,7 @@ describe('audit verify: the chain', () => {
   it('fails at a partial line the head says was written', () => {
     const [, current] = segments();
     writeFileSync(join(dir, 'journal.jsonl'), current!.entries.map((e) => JSON.stringify(e)).join('\n').slice(0, -10));
-    expect(fault()).toEqual({ seq: 19, check: 'chain', reason: 'entry 19 cannot be read: its last line (638 bytes) is not a whole entry', file: 'journal.jsonl', line: 8 });
+    expect(fault()).toEqual({ seq: 19, check: 'chain', reason: 'entry 19 cannot be read: its last line (644 bytes) is not a whole entry', file: 'journal.jsonl', line: 8 });
   });
 });
 

@@ -3,6 +3,7 @@
  * reserved amounts exactly, recovery charges a dispatched call at its reservation and releases one
  * that never reached a provider, a torn last line is dropped, and segments chain across a change.
  */
+import { createHash } from 'node:crypto';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -212,6 +213,45 @@ describe('embedded journal', () => {
     expect(ended.length).toBeGreaterThan(1);
     for (const f of ended) expect(f.slice(dir.length + 1)).toBe(segmentName(readSegment(f).entries[0]!.seq));
     expect(verifyChain(allEntries())).toBeUndefined();
+  });
+
+  it('hashes each new entry as its line holds the body, so `h` checks against the line itself', async () => {
+    const { store, journal } = open();
+    await store.reserve('w', [line('dora', 12)], 60_000, { user: 'dora', note: 'é"\u2028' });
+    await store.settle('w', [line('dora', 9)], { 'request.id': 'w', effect: 'allow', reason: 'z before a', 'tollgate.charged': [{ budget: 'weekly', subject: 'dora', amount: 9 }] });
+    await journal.close();
+    const lines = readFileSync(join(dir, 'journal.jsonl'), 'utf8').trimEnd().split('\n');
+    expect(lines).toHaveLength(2);
+    for (const raw of lines) {
+      // The body is the line's last field: everything after the first `"body":` but the closing brace.
+      const text = raw.slice(raw.indexOf('"body":') + '"body":'.length, -1);
+      const entry = JSON.parse(raw) as JournalEntry;
+      expect(entry.v).toBe(2);
+      expect(createHash('sha256').update(text).digest('hex')).toBe(entry.h);
+      expect(text).toBe(JSON.stringify(entry.body));
+    }
+    expect(verifyJournalDir(dir)).toMatchObject({ ok: true, charges: 1 });
+  });
+
+  it('verifies a journal that goes on in the new form after entries in the canonical form, and catches an edit in either', async () => {
+    const old = chained(1, GENESIS, { kind: 'reserve', id: 'o', at: NOW, lines: [{ ...line('erin', 5), readKeys: undefined, limit: undefined } as never], expiresAt: NOW + 60_000, dispatched: true });
+    writeFileSync(join(dir, 'journal.jsonl'), `${JSON.stringify(old)}\n`);
+    const { store, journal } = open();
+    await store.settle('o', [line('erin', 4)], { 'request.id': 'o', effect: 'allow', 'tollgate.charged': [{ budget: 'weekly', subject: 'erin', amount: 4 }] });
+    await store.reserve('n', [line('erin', 6)], 60_000);
+    await journal.close();
+    expect(allEntries().map((e) => e.v)).toEqual([undefined, 2, 2]);
+    expect(verifyChain(allEntries())).toBeUndefined();
+    expect(verifyJournalDir(dir)).toMatchObject({ ok: true, charges: 1 });
+    const file = join(dir, 'journal.jsonl');
+    const intact = readFileSync(file, 'utf8');
+    // A charge changed in a new-form entry, then the form mark taken off one: both break its h.
+    writeFileSync(file, intact.replace('"amount":4,', '"amount":3,'));
+    expect(verifyChain(allEntries())).toEqual({ seq: 2, reason: 'entry 2 was altered: its body does not hash to its h' });
+    writeFileSync(file, intact.replace('"seq":2,"v":2,', '"seq":2,'));
+    expect(verifyChain(allEntries())).toEqual({ seq: 2, reason: 'entry 2 was altered: its body does not hash to its h' });
+    writeFileSync(file, intact.replace('"amount":5,', '"amount":50,'));
+    expect(verifyChain(allEntries())).toEqual({ seq: 1, reason: 'entry 1 was altered: its body does not hash to its h' });
   });
 
   it('hashes entries in the canonical form journals on disk were written with', () => {
