@@ -143,7 +143,10 @@ export function chained(seq: number, prev: string, body: EntryBody): JournalEntr
  * Canonical JSON cost the file journal more than the hashing itself (issue 21's profiles).
  */
 export function chainedLine(seq: number, prev: string, body: EntryBody): { entry: JournalEntry; line: string } {
-  const text = JSON.stringify(body);
+  // A decision event goes last, as the text the event log writes for it (eventJson: serialised once
+  // for both). The line holds the fields in the order written, and that order is what `h` hashes.
+  const event = body.event;
+  const text = event === undefined ? JSON.stringify(body) : `${JSON.stringify({ ...body, event: undefined }).slice(0, -1)},"event":${eventJson(event)}}`;
   const h = bodyHash(text);
   const link = chainLink(prev, h);
   // The fields before the body are a number and hex strings: nothing to escape.

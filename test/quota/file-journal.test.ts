@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { verifyJournalDir } from '../../src/admin/audit.js';
 import { FileJournal, readHead, readSegment, segmentFiles, segmentName } from '../../src/quota/fileJournal.js';
-import { canonicalJson, chained, GENESIS, recoveryEvent, verifyChain, type EntryBody, type JournalEntry } from '../../src/quota/journal.js';
+import { canonicalJson, chained, eventJson, GENESIS, recoveryEvent, verifyChain, type EntryBody, type JournalEntry } from '../../src/quota/journal.js';
 import { MemoryQuotaStore } from '../../src/quota/memory.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 
@@ -216,7 +216,7 @@ describe('embedded journal', () => {
   });
 
   it('hashes each new entry as its line holds the body, so `h` checks against the line itself', async () => {
-    const { store, journal } = open();
+    const { store, journal, events } = open();
     await store.reserve('w', [line('dora', 12)], 60_000, { user: 'dora', note: 'é"\u2028' });
     await store.settle('w', [line('dora', 9)], { 'request.id': 'w', effect: 'allow', reason: 'z before a', 'tollgate.charged': [{ budget: 'weekly', subject: 'dora', amount: 9 }] });
     await journal.close();
@@ -230,6 +230,8 @@ describe('embedded journal', () => {
       expect(createHash('sha256').update(text).digest('hex')).toBe(entry.h);
       expect(text).toBe(JSON.stringify(entry.body));
     }
+    // The settle's event is the body's last field, as the text the event log writes for it (eventJson).
+    expect(lines[1]!.endsWith(`,"event":${eventJson(events[0]!)}}}`)).toBe(true);
     expect(verifyJournalDir(dir)).toMatchObject({ ok: true, charges: 1 });
   });
 
