@@ -10,7 +10,7 @@
  * Chain (the same for the embedded file and the Redis stream, so one verifier serves both):
  * - `h`    SHA-256 (hex) of the entry's body as text: on Redis the text as stored; in the embedded
  *          file (`v: 2`) the body as JSON.stringify wrote it into the line, its own field order;
- *          in embedded entries written before 2026-12 (no `v`) the body as canonical JSON (keys
+ *          in embedded entries of earlier versions (no `v`) the body as canonical JSON (keys
  *          sorted, no spaces);
  * - `prev` the `link` of the entry before it in the stream (`GENESIS` for the first);
  * - `link` SHA-1 (hex) of `prev + h`. Redis Lua offers only SHA-1, so the gateway computes the
@@ -78,7 +78,7 @@ export interface JournalEntry {
   /**
    * 2: `h` hashes the body as JSON.stringify writes it (its own field order), which is the text the
    * embedded journal's line holds after `"body":`. Absent: `h` hashes the body's canonical JSON
-   * (embedded entries written before 2026-12), or the entry's `text` where a store keeps one (Redis).
+   * (embedded entries of earlier versions), or the entry's `text` where a store keeps one (Redis).
    */
   v?: 2;
   h: string;
@@ -128,8 +128,9 @@ export function chainLink(prev: string, h: string): string {
 }
 
 /**
- * Chains a body after `prev` as embedded journals before 2026-12 did: `h` of its canonical JSON
- * (no `v`). Kept for reading and checking those journals; new entries are `chainedLine`'s.
+ * Chains a body after `prev` as earlier versions of the embedded journal did: `h` of its canonical
+ * JSON (no `v`). The gateway writes `chainedLine`'s entries; this one lets tests write journals in
+ * the older form, which a start and `audit verify` still read.
  */
 export function chained(seq: number, prev: string, body: EntryBody): JournalEntry {
   const h = bodyHash(body);
