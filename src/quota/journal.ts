@@ -146,12 +146,19 @@ export function chained(seq: number, prev: string, body: EntryBody): JournalEntr
 export function chainedLine(seq: number, prev: string, body: EntryBody): { entry: JournalEntry; line: string } {
   // A decision event goes last, as the text the event log writes for it (eventJson: serialised once
   // for both). The line holds the fields in the order written, and that order is what `h` hashes.
-  const event = body.event;
-  const text = event === undefined ? JSON.stringify(body) : `${JSON.stringify({ ...body, event: undefined }).slice(0, -1)},"event":${eventJson(event)}}`;
+  // The entry's body gets the same order, so that it verifies as it is, not only as read back.
+  let text: string;
+  let ordered = body;
+  if (body.event === undefined) text = JSON.stringify(body);
+  else {
+    const { event, ...rest } = body;
+    text = `${JSON.stringify(rest).slice(0, -1)},"event":${eventJson(event)}}`;
+    ordered = { ...rest, event };
+  }
   const h = bodyHash(text);
   const link = chainLink(prev, h);
   // The fields before the body are a number and hex strings: nothing to escape.
-  return { entry: { seq, v: 2, h, prev, link, body }, line: `{"seq":${seq},"v":2,"h":"${h}","prev":"${prev}","link":"${link}","body":${text}}\n` };
+  return { entry: { seq, v: 2, h, prev, link, body: ordered }, line: `{"seq":${seq},"v":2,"h":"${h}","prev":"${prev}","link":"${link}","body":${text}}\n` };
 }
 
 /**

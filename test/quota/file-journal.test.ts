@@ -235,6 +235,18 @@ describe('embedded journal', () => {
     expect(verifyJournalDir(dir)).toMatchObject({ ok: true, charges: 1 });
   });
 
+  it('returns entries that verify as they are, as they verify read back', async () => {
+    const { journal } = FileJournal.open({ dir, now });
+    const event = { 'request.id': 'q', effect: 'allow', 'tollgate.charged': [{ budget: 'weekly', subject: 'fay', amount: 2 }] };
+    const appended = [
+      journal.append({ kind: 'reserve', id: 'q', at: NOW, lines: [{ ...line('fay', 3), readKeys: undefined, limit: undefined } as never], expiresAt: NOW + 60_000, dispatched: true }),
+      journal.append({ kind: 'settle', id: 'q', at: NOW, lines: [{ ...line('fay', 2), readKeys: undefined, limit: undefined } as never], event, settledBy: 'call' }),
+    ];
+    await journal.close();
+    expect(verifyChain(appended)).toBeUndefined();
+    expect(appended).toEqual(allEntries());
+  });
+
   it('verifies a journal that goes on in the new form after entries in the canonical form, and catches an edit in either', async () => {
     const old = chained(1, GENESIS, { kind: 'reserve', id: 'o', at: NOW, lines: [{ ...line('erin', 5), readKeys: undefined, limit: undefined } as never], expiresAt: NOW + 60_000, dispatched: true });
     writeFileSync(join(dir, 'journal.jsonl'), `${JSON.stringify(old)}\n`);
