@@ -301,9 +301,7 @@ export class FileJournal {
   }
 
   private write(body: EntryBody): JournalEntry {
-    const written = chainedLine(this.seq + 1, this.link, body);
-    const entry = written.entry;
-    const line = Buffer.from(written.line, 'utf8');
+    const { entry, line } = chainedLine(this.seq + 1, this.link, body);
     this.writeLine(line);
     this.firstSeq ??= entry.seq;
     this.seq = entry.seq;

@@ -138,12 +138,12 @@ export function chained(seq: number, prev: string, body: EntryBody): JournalEntr
 }
 
 /**
- * Chains a body after `prev` (format 2) and writes its line: the body is serialised once, by
+ * Chains a body after `prev` (format 2) and makes its line's bytes: the body is serialised once, by
  * JSON.stringify, and `h` is the SHA-256 of exactly that text, which the line carries after
  * `"body":` (the line's last field), so `h` can be checked from the line without re-serialising.
  * Canonical JSON cost the file journal more than the hashing itself (issue 21's profiles).
  */
-export function chainedLine(seq: number, prev: string, body: EntryBody): { entry: JournalEntry; line: string } {
+export function chainedLine(seq: number, prev: string, body: EntryBody): { entry: JournalEntry; line: Buffer } {
   // A decision event goes last, as the text the event log writes for it (eventJson: serialised once
   // for both). The line holds the fields in the order written, and that order is what `h` hashes.
   // The entry's body gets the same order, so that it verifies as it is, not only as read back.
@@ -155,10 +155,17 @@ export function chainedLine(seq: number, prev: string, body: EntryBody): { entry
     text = `${JSON.stringify(rest).slice(0, -1)},"event":${eventJson(event)}}`;
     ordered = { ...rest, event };
   }
-  const h = bodyHash(text);
+  // Encoded to UTF-8 once: hashed, then written as these bytes.
+  const bytes = Buffer.from(text, 'utf8');
+  const h = bodyHash(bytes);
   const link = chainLink(prev, h);
   // The fields before the body are a number and hex strings: nothing to escape.
-  return { entry: { seq, v: 2, h, prev, link, body: ordered }, line: `{"seq":${seq},"v":2,"h":"${h}","prev":"${prev}","link":"${link}","body":${text}}\n` };
+  const head = `{"seq":${seq},"v":2,"h":"${h}","prev":"${prev}","link":"${link}","body":`;
+  const line = Buffer.allocUnsafe(head.length + bytes.length + 2);
+  line.write(head, 0, 'latin1');
+  bytes.copy(line, head.length);
+  line.write('}\n', head.length + bytes.length, 'latin1');
+  return { entry: { seq, v: 2, h, prev, link, body: ordered }, line };
 }
 
 /**
