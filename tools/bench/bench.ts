@@ -32,7 +32,7 @@ import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { createClient } from '@keyv/redis';
-import { httpBenchPolicy, killChildren, localRedisUrl, pct, rssMb, runBench, sleep, startChild } from './common.js';
+import { httpBenchPolicy, killChildren, localRedisUrl, medianOf, pct, rssMb, runBench, sleep, startChild } from './common.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
 import { closeRawClient, closedLoop, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
 import { startNginx, startPortkey } from './floor.js';
@@ -360,7 +360,7 @@ async function main(): Promise<void> {
 
     if (API === 'openai') {
       const tollgates = servers.map((x): WireTarget => ({ name: x.name, baseUrl: x.url.replace(/\/mcp$/, '/v1'), pid: x.pid, headers: {}, tollgate: true }));
-      const opts = { clients: CLIENTS, seconds: SECONDS, warmup: WARMUP, sequential: SEQUENTIAL, rounds: Number(values.rounds), key: KEY, prompt: ARGS.prompt, maxTokens: ARGS.max_tokens, model: 'standard', fakePid: fakes.child.pid! };
+      const opts = { clients: CLIENTS, seconds: SECONDS, warmup: WARMUP, sequential: SEQUENTIAL, rounds: Number(values.rounds), key: KEY, prompt: ARGS.prompt, maxTokens: ARGS.max_tokens, model: 'standard', fakePid: fakes.child.pid!, together: values.together };
       process.stdout.write(`node ${process.version}; tollgate NODE_OPTIONS: ${values['node-options'] || '(none)'}\n`);
       await runWire([...floors, ...tollgates.filter((x) => !x.name.startsWith('passthrough'))], opts, (text) => process.stdout.write(text));
       return;
@@ -432,11 +432,6 @@ async function main(): Promise<void> {
       // targets do. Issue 16's criterion (within 10 % of the build before the journal) reads here.
       const others = servers.filter((s) => /^tollgate \(\w+, .+\)$/.test(s.name));
       if (others.length > 0) {
-        const mid = (xs: number[]) => {
-          const o = [...xs].sort((x, y) => x - y);
-          const h = Math.floor(o.length / 2);
-          return o.length % 2 ? o[h]! : (o[h - 1]! + o[h]!) / 2;
-        };
         const ratios = (name: string, other: string, pick: (r: (typeof perRound)[number], n: string) => number | undefined) =>
           perRound.flatMap((r) => {
             const a = pick(r, name);
@@ -449,7 +444,7 @@ async function main(): Promise<void> {
           if (!servers.some((s) => s.name === mine)) continue;
           const rate = ratios(mine, o.name, (r, n) => r.conc[n]?.callsPerSec);
           const p99 = ratios(mine, o.name, (r, n) => r.seq[n]?.p99);
-          const show = (xs: number[]) => (xs.length ? `${xs.map((x) => x.toFixed(2)).join(' ')}; median ${mid(xs).toFixed(3)}` : 'not measured');
+          const show = (xs: number[]) => (xs.length ? `${xs.map((x) => x.toFixed(2)).join(' ')}; median ${medianOf(xs).toFixed(3)}` : 'not measured');
           process.stdout.write(`${mine} / ${o.name}: calls/s x ${show(rate)}\n`);
           process.stdout.write(`${mine} / ${o.name}: sequential p99 x ${show(p99)}\n`);
         }

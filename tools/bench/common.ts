@@ -65,6 +65,14 @@ export function pct(sorted: number[], p: number): number {
   return sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
+/** The median of `xs`, the two middle values averaged when there is an even number (NaN when empty). */
+export function medianOf(xs: number[]): number {
+  const o = [...xs].sort((x, y) => x - y);
+  const h = Math.floor(o.length / 2);
+  if (o.length === 0) return Number.NaN;
+  return o.length % 2 ? o[h]! : (o[h - 1]! + o[h]!) / 2;
+}
+
 export function answersPing(port: number, host = '127.0.0.1'): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect({ host, port });

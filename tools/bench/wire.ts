@@ -4,7 +4,7 @@
  * `/v1/chat/completions`, plain and streamed, in interleaved rounds; then the medians of the rounds
  * and the ratios issue 21's targets are stated in.
  */
-import { pct } from './common.js';
+import { medianOf, pct } from './common.js';
 import { closedLoop } from './rawload.js';
 import { chatBody, chatCall, chatTarget, type ChatTarget } from './openaiload.js';
 
@@ -30,6 +30,8 @@ export interface WireOptions {
   /** The model each call names (tollgate resolves it; the others pass it on). */
   model: string;
   fakePid: number;
+  /** Each round's concurrent runs of every target at once, each with its own clients (`--together`). */
+  together?: boolean;
 }
 
 type Mode = 'plain' | 'stream';
@@ -103,10 +105,12 @@ export async function runWire(targets: WireTarget[], o: WireOptions, write: (s: 
       const stream = mode === 'stream';
       const seq = o.sequential > 0 ? await sequential(targets, o, stream) : targets.map(() => ({ p50: Number.NaN, p99: Number.NaN, errors: 0 }));
       // The concurrent runs start from a different target each round, so that no target always
-      // follows the same one.
+      // follows the same one; or, with `together`, run all at once, so that a change in the
+      // machine's speed meets every target alike (the fake's CPU is then the whole fake's, shared).
       const order = targets.map((_, i) => (i + round) % targets.length);
       const conc = new Map<number, Awaited<ReturnType<typeof concurrent>>>();
-      for (const i of order) conc.set(i, await concurrent(targets[i]!, o, stream));
+      if (o.together) (await Promise.all(order.map((i) => concurrent(targets[i]!, o, stream)))).forEach((r, k) => conc.set(order[k]!, r));
+      else for (const i of order) conc.set(i, await concurrent(targets[i]!, o, stream));
       write(`\nround ${round + 1}, ${mode}\n${HEAD}\n`);
       targets.forEach((t, i) => {
         const c = conc.get(i)!;
@@ -125,6 +129,22 @@ export async function runWire(targets: WireTarget[], o: WireOptions, write: (s: 
   for (const mode of modes) {
     write(`\nmedian of ${o.rounds} round(s), ${mode}\n${HEAD}\n`);
     for (const t of targets) write(`${line(t.name, med(mode, t.name))}\n`);
+  }
+  // An A/B in one run (`--dist-b`): this build's throughput over each other build's on the same
+  // store, round by round, and the median of the rounds (the two middle ones averaged when even).
+  const others = targets.filter((t) => t.tollgate && /^tollgate \((\w+), /.test(t.name));
+  if (others.length > 0) {
+    write(`\nthis build against the others, calls/s round by round (ratios; median of the rounds)\n`);
+    for (const other of others) {
+      const mine = targets.find((t) => t.name === `tollgate (${/^tollgate \((\w+), /.exec(other.name)![1]})`);
+      if (!mine) continue;
+      for (const mode of modes) {
+        const a = runs.get(`${mode}\u0000${mine.name}`) ?? [];
+        const b = runs.get(`${mode}\u0000${other.name}`) ?? [];
+        const xs = a.flatMap((x, i) => (b[i] && b[i]!.callsPerSec > 0 ? [x.callsPerSec / b[i]!.callsPerSec] : []));
+        write(`${mine.name} / ${other.name}, ${mode}: x ${xs.map((x) => x.toFixed(2)).join(' ')}; median ${medianOf(xs).toFixed(3)}\n`);
+      }
+    }
   }
   const nginx = targets.find((t) => t.name === 'nginx');
   const portkey = targets.find((t) => t.name === 'portkey');
