@@ -32,7 +32,7 @@ import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { createClient } from '@keyv/redis';
-import { httpBenchPolicy, killChildren, localRedisUrl, medianOf, pct, rssMb, runBench, sleep, startChild } from './common.js';
+import { httpBenchPolicy, killChildren, localRedisUrl, pct, ratiosText, rssMb, runBench, sleep, startChild, thisBuildBeside } from './common.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
 import { closeRawClient, closedLoop, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
 import { startNginx, startPortkey } from './floor.js';
@@ -430,7 +430,7 @@ async function main(): Promise<void> {
       // An A/B (--dist-b): this build against each other build on the same store, round by round,
       // since the targets of one round meet the machine in one state and rounds differ more than
       // targets do. Issue 16's criterion (within 10 % of the build before the journal) reads here.
-      const others = servers.filter((s) => /^tollgate \(\w+, .+\)$/.test(s.name));
+      const others = servers.filter((s) => thisBuildBeside(s.name) !== undefined);
       if (others.length > 0) {
         const ratios = (name: string, other: string, pick: (r: (typeof perRound)[number], n: string) => number | undefined) =>
           perRound.flatMap((r) => {
@@ -440,13 +440,12 @@ async function main(): Promise<void> {
           });
         process.stdout.write(`\nthis build against the others, round by round (ratios; median of the rounds, the two middle ones averaged when even)\n`);
         for (const o of others) {
-          const mine = `tollgate (${/^tollgate \((\w+),/.exec(o.name)![1]})`;
+          const mine = thisBuildBeside(o.name)!;
           if (!servers.some((s) => s.name === mine)) continue;
           const rate = ratios(mine, o.name, (r, n) => r.conc[n]?.callsPerSec);
           const p99 = ratios(mine, o.name, (r, n) => r.seq[n]?.p99);
-          const show = (xs: number[]) => (xs.length ? `${xs.map((x) => x.toFixed(2)).join(' ')}; median ${medianOf(xs).toFixed(3)}` : 'not measured');
-          process.stdout.write(`${mine} / ${o.name}: calls/s x ${show(rate)}\n`);
-          process.stdout.write(`${mine} / ${o.name}: sequential p99 x ${show(p99)}\n`);
+          process.stdout.write(`${mine} / ${o.name}: calls/s ${ratiosText(rate)}\n`);
+          process.stdout.write(`${mine} / ${o.name}: sequential p99 ${ratiosText(p99)}\n`);
         }
       }
     }

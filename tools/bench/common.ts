@@ -67,10 +67,24 @@ export function pct(sorted: number[], p: number): number {
 
 /** The median of `xs`, the two middle values averaged when there is an even number (NaN when empty). */
 export function medianOf(xs: number[]): number {
+  if (xs.length === 0) return Number.NaN;
   const o = [...xs].sort((x, y) => x - y);
   const h = Math.floor(o.length / 2);
-  if (o.length === 0) return Number.NaN;
   return o.length % 2 ? o[h]! : (o[h - 1]! + o[h]!) / 2;
+}
+
+/**
+ * In an A/B run (`--dist-b`), the name of this build's target on the same store as another build's
+ * (`tollgate (memory, <dist>)` -> `tollgate (memory)`); undefined for a target that is not another build's.
+ */
+export function thisBuildBeside(name: string): string | undefined {
+  const m = /^tollgate \((\w+), .+\)$/.exec(name);
+  return m ? `tollgate (${m[1]})` : undefined;
+}
+
+/** Round-by-round ratios and their median, as the A/B lines print them. */
+export function ratiosText(xs: number[]): string {
+  return xs.length ? `x ${xs.map((x) => x.toFixed(2)).join(' ')}; median ${medianOf(xs).toFixed(3)}` : 'not measured';
 }
 
 export function answersPing(port: number, host = '127.0.0.1'): Promise<boolean> {

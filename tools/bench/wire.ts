@@ -4,7 +4,7 @@
  * `/v1/chat/completions`, plain and streamed, in interleaved rounds; then the medians of the rounds
  * and the ratios issue 21's targets are stated in.
  */
-import { medianOf, pct } from './common.js';
+import { pct, ratiosText, thisBuildBeside } from './common.js';
 import { closedLoop } from './rawload.js';
 import { chatBody, chatCall, chatTarget, type ChatTarget } from './openaiload.js';
 
@@ -132,17 +132,20 @@ export async function runWire(targets: WireTarget[], o: WireOptions, write: (s: 
   }
   // An A/B in one run (`--dist-b`): this build's throughput over each other build's on the same
   // store, round by round, and the median of the rounds (the two middle ones averaged when even).
-  const others = targets.filter((t) => t.tollgate && /^tollgate \((\w+), /.test(t.name));
+  const others = targets.filter((t) => t.tollgate && thisBuildBeside(t.name) !== undefined);
   if (others.length > 0) {
     write(`\nthis build against the others, calls/s round by round (ratios; median of the rounds)\n`);
     for (const other of others) {
-      const mine = targets.find((t) => t.name === `tollgate (${/^tollgate \((\w+), /.exec(other.name)![1]})`);
-      if (!mine) continue;
+      const mine = thisBuildBeside(other.name)!;
+      if (!targets.some((t) => t.name === mine)) continue;
       for (const mode of modes) {
-        const a = runs.get(`${mode}\u0000${mine.name}`) ?? [];
+        const a = runs.get(`${mode}\u0000${mine}`) ?? [];
         const b = runs.get(`${mode}\u0000${other.name}`) ?? [];
-        const xs = a.flatMap((x, i) => (b[i] && b[i]!.callsPerSec > 0 ? [x.callsPerSec / b[i]!.callsPerSec] : []));
-        write(`${mine.name} / ${other.name}, ${mode}: x ${xs.map((x) => x.toFixed(2)).join(' ')}; median ${medianOf(xs).toFixed(3)}\n`);
+        const xs = a.flatMap((x, i) => {
+          const base = b[i]?.callsPerSec;
+          return base ? [x.callsPerSec / base] : [];
+        });
+        write(`${mine} / ${other.name}, ${mode}: ${ratiosText(xs)}\n`);
       }
     }
   }
