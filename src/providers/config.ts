@@ -29,10 +29,12 @@ const common = {
 const countTokens = z.union([z.boolean(), z.literal('always')]).optional();
 
 /**
- * How an OpenAI provider's calls leave: `sdk` (the default), through the official openai SDK; `direct`, the same
- * request posted on undici's connection pool and its answer read as the SDK reads it, with the SDK's
- * retry rule and error classes (src/providers/openaiWire.ts), for a fraction of the CPU per call.
- * The provider contract tests run against both.
+ * How an OpenAI provider's calls leave: `direct` (the default), the request the openai SDK builds
+ * (its URL and headers from the SDK's `buildRequest`) posted on undici's connection pool and its
+ * answer read as the SDK reads it, with the SDK's retry rule and error classes
+ * (src/providers/openaiWire.ts), for a fraction of the CPU per call; `sdk`, through the SDK's
+ * `chat.completions.create`. The provider contract runs against both, and
+ * test/providers/openai-wire-sdk.test.ts requires both to send identical requests.
  */
 const client = z.enum(['sdk', 'direct']).optional();
 

@@ -74,30 +74,28 @@ function usageOf(u: OpenAI.CompletionUsage): Usage {
 export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: ProviderBuildOptions = {}): Provider {
   // The endpoint the egress allowlist checked at policy load (always defined for a network kind).
   const baseUrl = providerEndpoint(config)!;
+  const sdk = new OpenAI({
+    apiKey: config.apiKey,
+    // Explicit values so OPENAI_BASE_URL / OPENAI_ORG_ID / OPENAI_ADMIN_KEY in the environment
+    // cannot redirect or re-attribute a call the policy configured.
+    baseURL: baseUrl,
+    organization: config.organization ?? null,
+    project: null,
+    adminAPIKey: null,
+    timeout: config.timeoutMs,
+    maxRetries: config.maxRetries,
+    // Only the `sdk` client sends through the SDK's fetch; the direct one takes its URL and headers.
+    ...(config.client === 'sdk' ? (sdkTransport(name, opts) as Pick<OpenAIClientOptions, 'fetch' | 'fetchOptions'>) : {}),
+  });
   const chat: ChatClient =
-    config.client === 'direct'
-      ? directChatClient({
-          baseUrl,
-          apiKey: config.apiKey,
-          organization: config.organization,
+    config.client === 'sdk'
+      ? sdkChatClient(sdk)
+      : directChatClient({
+          sdk,
           timeoutMs: config.timeoutMs,
           maxRetries: config.maxRetries,
           dispatcher: opts.proxy ? new ProxyAgent(opts.proxy) : undefined,
-        })
-      : sdkChatClient(
-          new OpenAI({
-            apiKey: config.apiKey,
-            // Explicit values so OPENAI_BASE_URL / OPENAI_ORG_ID / OPENAI_ADMIN_KEY in the environment
-            // cannot redirect or re-attribute a call the policy configured.
-            baseURL: baseUrl,
-            organization: config.organization ?? null,
-            project: null,
-            adminAPIKey: null,
-            timeout: config.timeoutMs,
-            maxRetries: config.maxRetries,
-            ...(sdkTransport(name, opts) as Pick<OpenAIClientOptions, 'fetch' | 'fetchOptions'>),
-          }),
-        );
+        });
 
   function params(req: CompletionRequest): ChatParams {
     const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [];

@@ -1,10 +1,12 @@
 /**
- * Chat Completions over the wire without the SDK (`client: direct` in the policy): the request the
- * openai SDK would send, posted with undici's `request` on the provider's connection pool, and its
- * answer read as the SDK reads it. The SDK builds a Headers object, a Request-like option bag, log
- * details and an AbortController per call, and reads the answer through a web Response and byte
- * buffers concatenated per line; here the headers are built once per provider and a stream is cut
- * into events from the socket's text.
+ * Chat Completions without the SDK's per-call machinery (`client: direct`, the default): the
+ * request the openai SDK builds, posted with undici's `request` on the provider's connection pool,
+ * and its answer read as the SDK reads it. The URL and headers are the SDK's own, from its public
+ * `buildRequest`, made once per provider and retry count; test/providers/openai-wire-sdk.test.ts
+ * requires the requests of both clients to be identical. The SDK builds a Headers object, a
+ * Request-like option bag, log details and an AbortController per call, and reads the answer
+ * through a web Response and byte buffers concatenated per line; here a stream is cut into events
+ * from the socket's text.
  *
  * What it keeps of the SDK, so that the adapter (openai.ts) maps errors the same way whichever
  * client runs: the SDK's own error classes (`APIError.generate` for a status, `APIConnectionError`,
@@ -42,13 +44,38 @@ export function sdkChatClient(client: OpenAI): ChatClient {
 }
 
 export interface DirectOptions {
-  baseUrl: string;
-  apiKey: string;
-  organization?: string;
+  /**
+   * The SDK client the `sdk` path would use, configured the same way. The direct client sends its
+   * URL and headers as the SDK builds them (its public `buildRequest`, once per retry count), so
+   * that the request is the SDK's byte for byte (test/providers/openai-wire-sdk.test.ts).
+   */
+  sdk: OpenAI;
   timeoutMs: number;
   maxRetries: number;
   /** The proxy's agent, when calls go through one. */
   dispatcher?: Dispatcher;
+}
+
+/** The SDK's URL and headers for a Chat Completions post, for each attempt (the retry count is a header). */
+interface Prepared {
+  url: string;
+  headers: Record<string, string>[];
+}
+
+async function prepare(sdk: OpenAI, maxRetries: number): Promise<Prepared> {
+  const built = await Promise.all(
+    Array.from({ length: maxRetries + 1 }, (_, retryCount) =>
+      sdk.buildRequest({ method: 'post', path: '/chat/completions', body: {} }, { retryCount }),
+    ),
+  );
+  const headers = built.map(({ req }) => {
+    const out: Record<string, string> = {};
+    new Headers(req.headers as HeadersInit).forEach((value, key) => {
+      out[key] = value;
+    });
+    return out;
+  });
+  return { url: built[0]!.url, headers };
 }
 
 const isAbortError = (err: unknown): boolean => typeof err === 'object' && err !== null && (err as { name?: unknown }).name === 'AbortError';
@@ -106,14 +133,8 @@ function bodyFailure(err: unknown, signal: AbortSignal): unknown {
 
 /** Chat Completions posted directly (see the module comment). */
 export function directChatClient(opts: DirectOptions): ChatClient {
-  // The SDK's URL rule: the base URL and the path, without a doubled slash.
-  const url = `${opts.baseUrl.endsWith('/') ? opts.baseUrl.slice(0, -1) : opts.baseUrl}/chat/completions`;
-  const headers: Record<string, string> = {
-    accept: 'application/json',
-    'content-type': 'application/json',
-    authorization: `Bearer ${opts.apiKey}`,
-    ...(opts.organization ? { 'openai-organization': opts.organization } : {}),
-  };
+  let prepared: Prepared | undefined;
+  let preparing: Promise<Prepared> | undefined;
   const dispatcher = opts.dispatcher ?? getGlobalDispatcher();
 
   /**
@@ -122,6 +143,7 @@ export function directChatClient(opts: DirectOptions): ChatClient {
    * after the head, the body: it stays wired to the request until the body ends.
    */
   async function send(body: string, signal: AbortSignal): Promise<{ res: Dispatcher.ResponseData; controller: AbortController }> {
+    const { url, headers } = prepared ?? (prepared = await (preparing ??= prepare(opts.sdk, opts.maxRetries).finally(() => (preparing = undefined))));
     for (let retriesLeft = opts.maxRetries; ; retriesLeft--) {
       if (signal.aborted) throw new OpenAI.APIUserAbortError();
       const controller = new AbortController();
@@ -130,7 +152,7 @@ export function directChatClient(opts: DirectOptions): ChatClient {
       const timer = setTimeout(abort, opts.timeoutMs);
       let res: Dispatcher.ResponseData;
       try {
-        res = await request(url, { method: 'POST', headers, body, signal: controller.signal, dispatcher });
+        res = await request(url, { method: 'POST', headers: headers[opts.maxRetries - retriesLeft], body, signal: controller.signal, dispatcher });
       } catch (err) {
         signal.removeEventListener('abort', abort);
         if (signal.aborted) throw new OpenAI.APIUserAbortError();
