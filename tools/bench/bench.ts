@@ -11,6 +11,8 @@
  *                    [--node-options-b=<flags>]   (instead, for the --dist-b builds: a runtime flag's A/B with --dist-b dist)
  *                    [--dist-b <other builds' dist/ dirs, comma-separated> with target memory-b and/or redis-b]   (A/B in one run)
  *                    [--openai-client sdk|direct]   (the OpenAI provider's client for this build's targets, not the -b builds')
+ *                    [--prompt-chars 200000 [--prompt-fresh]]   (--api openai: a prompt of that many characters, the same on
+ *                                    every call as a resent conversation, or each call's its own)
  *                    [--together]   (each round's concurrent runs of all targets at once, each with its own
  *                                    clients: their throughputs compare what a call costs each, whatever
  *                                    the machine's speed does meanwhile)
@@ -32,7 +34,7 @@ import { parseArgs } from 'node:util';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { createClient } from '@keyv/redis';
-import { httpBenchPolicy, killChildren, localRedisUrl, pct, ratiosText, rssMb, runBench, sleep, startChild, thisBuildBeside } from './common.js';
+import { httpBenchPolicy, prosePrompt, killChildren, localRedisUrl, pct, ratiosText, rssMb, runBench, sleep, startChild, thisBuildBeside } from './common.js';
 import { deleteKeys } from '../../test/helpers/redis.js';
 import { closeRawClient, closedLoop, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
 import { startNginx, startPortkey } from './floor.js';
@@ -61,6 +63,10 @@ const { values } = parseArgs({
     'dist-b': { type: 'string' },
     /** The OpenAI provider's `client` (sdk or direct) in the policy of this build's targets; the `memory-b` and `redis-b` builds keep the policy without it. */
     'openai-client': { type: 'string' },
+    /** With --api openai: a prompt of this many characters of prose instead of the one-line question. */
+    'prompt-chars': { type: 'string' },
+    /** With --prompt-chars: every call's prompt begins with its own number, so that no text is seen twice. */
+    'prompt-fresh': { type: 'boolean', default: false },
   },
 });
 const SOAK = Number(values.soak);
@@ -360,7 +366,8 @@ async function main(): Promise<void> {
 
     if (API === 'openai') {
       const tollgates = servers.map((x): WireTarget => ({ name: x.name, baseUrl: x.url.replace(/\/mcp$/, '/v1'), pid: x.pid, headers: {}, tollgate: true }));
-      const opts = { clients: CLIENTS, seconds: SECONDS, warmup: WARMUP, sequential: SEQUENTIAL, rounds: Number(values.rounds), key: KEY, prompt: ARGS.prompt, maxTokens: ARGS.max_tokens, model: 'standard', fakePid: fakes.child.pid!, together: values.together };
+      const opts = { clients: CLIENTS, seconds: SECONDS, warmup: WARMUP, sequential: SEQUENTIAL, rounds: Number(values.rounds), key: KEY, prompt: values['prompt-chars'] ? prosePrompt(Number(values['prompt-chars'])) : ARGS.prompt, freshPrompt: values['prompt-fresh'], maxTokens: ARGS.max_tokens, model: 'standard', fakePid: fakes.child.pid!, together: values.together };
+      if (values['prompt-chars']) process.stdout.write(`prompt: ${opts.prompt.length} characters of prose${opts.freshPrompt ? ', each call its own (numbered)' : ', the same on every call'}\n`);
       process.stdout.write(`node ${process.version}; tollgate NODE_OPTIONS: ${values['node-options'] || '(none)'}\n`);
       await runWire([...floors, ...tollgates.filter((x) => !x.name.startsWith('passthrough'))], opts, (text) => process.stdout.write(text));
       return;

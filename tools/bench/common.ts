@@ -181,3 +181,17 @@ rules:
 limits: { settleBeforeReply: ${opts.settleBeforeReply ?? false} }
 `;
 }
+
+const WORDS = 'the quarterly report shows revenue growth across regions while costs for cloud compute and model usage rose faster than planned so the team proposes limits per department and a review of vendor contracts before the next budget cycle'.split(' ');
+
+/** Prose of exactly `chars` characters, made of ordinary words (no credential, nothing a content rule matches). */
+export function prosePrompt(chars: number): string {
+  const out: string[] = [];
+  let length = 0;
+  for (let i = 0; length < chars; i++) {
+    const word = WORDS[(i * 7 + (i >> 3)) % WORDS.length]!;
+    out.push(word);
+    length += word.length + 1;
+  }
+  return out.join(' ').slice(0, chars);
+}

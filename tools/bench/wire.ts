@@ -26,6 +26,8 @@ export interface WireOptions {
   rounds: number;
   key: string;
   prompt: string;
+  /** Every call's prompt begins with its own number (`--prompt-fresh`): nothing a gateway remembers of one text helps the next. */
+  freshPrompt?: boolean;
   maxTokens: number;
   /** The model each call names (tollgate resolves it; the others pass it on). */
   model: string;
@@ -56,18 +58,30 @@ function targetFor(t: WireTarget, o: WireOptions, sockets: number): ChatTarget {
   return chatTarget(t.baseUrl, { authorization: `Bearer ${o.key}`, ...t.headers }, sockets);
 }
 
+let numbered = 0;
+
+/** The body of every call, or of each call when the prompt is to be fresh. */
+function bodies(o: WireOptions, stream: boolean): () => string {
+  if (!o.freshPrompt) {
+    const body = chatBody(o.model, o.prompt, o.maxTokens, stream);
+    return () => body;
+  }
+  return () => chatBody(o.model, `${++numbered} ${o.prompt}`, o.maxTokens, stream);
+}
+
 /** One call per target in turn (rotating order), `count` times: latency of a single call. */
 async function sequential(targets: WireTarget[], o: WireOptions, stream: boolean): Promise<{ p50: number; p99: number; errors: number }[]> {
   const ts = targets.map((t) => targetFor(t, o, 1));
-  const body = chatBody(o.model, o.prompt, o.maxTokens, stream);
-  for (let i = 0; i < 100; i++) for (const t of ts) await chatCall(t, body, stream);
+  const body = bodies(o, stream);
+  for (let i = 0; i < 100; i++) for (const t of ts) await chatCall(t, body(), stream);
   const lat: number[][] = ts.map(() => []);
   const errors = ts.map(() => 0);
   for (let i = 0; i < o.sequential; i++) {
     for (let k = 0; k < ts.length; k++) {
       const j = (i + k) % ts.length;
+      const b = body();
       const s = performance.now();
-      if (await chatCall(ts[j]!, body, stream)) lat[j]!.push(performance.now() - s);
+      if (await chatCall(ts[j]!, b, stream)) lat[j]!.push(performance.now() - s);
       else errors[j]!++;
     }
   }
@@ -81,8 +95,8 @@ async function sequential(targets: WireTarget[], o: WireOptions, stream: boolean
 /** `clients` callers back to back on one target for `seconds` after the warm-up. */
 async function concurrent(target: WireTarget, o: WireOptions, stream: boolean) {
   const t = targetFor(target, o, o.clients);
-  const body = chatBody(o.model, o.prompt, o.maxTokens, stream);
-  const { lat, errors, elapsed, cpu, loadCpu } = await closedLoop(o.clients, () => chatCall(t, body, stream), o.warmup, o.seconds, [target.pid, o.fakePid]);
+  const body = bodies(o, stream);
+  const { lat, errors, elapsed, cpu, loadCpu } = await closedLoop(o.clients, () => chatCall(t, body(), stream), o.warmup, o.seconds, [target.pid, o.fakePid]);
   t.agent.destroy();
   const n = Math.max(1, lat.length);
   // No call answered: no CPU per call to speak of.
