@@ -48,6 +48,8 @@ class GatewayUser implements User {
     readonly credential: Credential,
     /** Aborted when the HTTP client goes away before its response is finished. */
     readonly disconnected: AbortSignal,
+    /** The HTTP request's id (its `x-request-id`): the call it carries is recorded under it. */
+    readonly requestId: string,
   ) {}
 
   get isAuthenticated(): boolean {
@@ -173,6 +175,7 @@ class CompletionExecutor implements AgentExecutor {
       const result: CallResult = await this.gateway.complete({
         credential: user.credential,
         transport: 'a2a',
+        requestId: user.requestId,
         args: completionArgs(ctx),
         signal: AbortSignal.any([user.disconnected, cancel.signal]),
         onText: (delta) => {
@@ -251,7 +254,7 @@ async function jsonRpc(gateway: Gateway, opts: A2AOptions): Promise<RequestHandl
     userBuilder: async (req) => {
       const caller = opts.callerOf(req);
       if (!caller) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
-      return new GatewayUser(caller.principal, caller.credential, disconnectedOf(req.res!));
+      return new GatewayUser(caller.principal, caller.credential, disconnectedOf(req.res!), req.res!.locals.requestId as string);
     },
   });
 }
@@ -269,9 +272,11 @@ export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router {
     res.setHeader('cache-control', 'public, max-age=300');
     res.json(AgentCard.toJSON(agentCard(gateway.policy, baseUrlOf(req), opts.version)));
   });
-  // The request's id (its refusal's event and the SDK's log records carry it) and its disconnect signal, before anything is awaited.
+  // The request's id (its `x-request-id`, carried by its call's or its refusal's event and the SDK's log records) and its disconnect signal, before anything is awaited.
   const begin: RequestHandler = (_req, res, next) => {
-    res.locals.requestId = randomUUID();
+    const id = randomUUID();
+    res.locals.requestId = id;
+    res.setHeader('x-request-id', id);
     res.locals.signal = abortOnClose(res);
     next();
   };

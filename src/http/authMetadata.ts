@@ -49,11 +49,11 @@ export function bearerChallenge(policy: Policy, err: GatewayError): string {
 }
 
 /** Verifies bearer credentials through the gateway (a refusal is recorded there); throws the SDK's errors so it answers 401/403. */
-function verifierFor(gateway: Gateway, transport: TransportName) {
+function verifierFor(gateway: Gateway, transport: TransportName, requestId: string | undefined) {
   return {
     async verifyAccessToken(token: string): Promise<AuthInfo> {
       try {
-        const edge = await gateway.authenticate({ secret: token }, { transport });
+        const edge = await gateway.authenticate({ secret: token }, { transport, requestId });
         const { principal, expiresAt } = edge;
         return {
           token,
@@ -75,12 +75,12 @@ function verifierFor(gateway: Gateway, transport: TransportName) {
  * the verifier; this records that refusal through the gateway first (same test as the SDK's), so
  * every refused request leaves an event. What the client sees is still the SDK's answer.
  */
-function recordUnreadableHeader(gateway: Gateway, transport: TransportName, header: string | undefined): void {
+function recordUnreadableHeader(gateway: Gateway, transport: TransportName, header: string | undefined, requestId: string | undefined): void {
   if (header) {
     const [type, token] = header.split(' ');
     if (type!.toLowerCase() === 'bearer' && token) return;
   }
-  gateway.authenticate(header ? { secret: header } : undefined, { transport }).catch(() => undefined);
+  gateway.authenticate(header ? { secret: header } : undefined, { transport, requestId }).catch(() => undefined);
 }
 
 /**
@@ -90,7 +90,7 @@ function recordUnreadableHeader(gateway: Gateway, transport: TransportName, head
  */
 function serveAnonymous(gateway: Gateway, transport: TransportName, req: Request, res: Response, next: NextFunction): void {
   res.locals.refusalRecorded = true;
-  gateway.authenticate(undefined, { transport }).then(
+  gateway.authenticate(undefined, { transport, requestId: res.locals.requestId as string | undefined }).then(
     (edge) => {
       res.locals.refusalRecorded = false;
       req.auth = { token: '', clientId: edge.principal.user, scopes: [], expiresAt: Math.floor(Date.now() / 1000) + API_KEY_AUTH_TTL_S, extra: { principal: edge.principal, edge } };
@@ -137,23 +137,24 @@ export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireA
   };
 
   const requireAuth = (transport: TransportName): RequestHandler => {
-    const guards = new WeakMap<Policy, RequestHandler>();
+    const resources = new WeakMap<Policy, { resourceMetadataUrl: string | undefined }>();
     return (req, res, next) => {
       const policy = gateway.policy;
-      let guard = guards.get(policy);
-      if (!guard) {
+      let resource = resources.get(policy);
+      if (!resource) {
         const doc = protectedResourceMetadata(policy);
-        guard = requireBearerAuth({
-          verifier: verifierFor(gateway, transport),
-          resourceMetadataUrl: doc ? getOAuthProtectedResourceMetadataUrl(new URL(doc.resource)) : undefined,
-        });
-        guards.set(policy, guard);
+        resource = { resourceMetadataUrl: doc ? getOAuthProtectedResourceMetadataUrl(new URL(doc.resource)) : undefined };
+        resources.set(policy, resource);
       }
+      // The request's id, where its route gave it one (/a2a, answered as x-request-id): a refusal here is recorded under it.
+      const requestId = res.locals.requestId as string | undefined;
       if (!req.headers.authorization && gateway.anonymousEnabled) {
         serveAnonymous(gateway, transport, req, res, next);
         return;
       }
-      recordUnreadableHeader(gateway, transport, req.headers.authorization);
+      recordUnreadableHeader(gateway, transport, req.headers.authorization, requestId);
+      // The SDK's guard, for this request: its verifier records a refusal under the request's id.
+      const guard = requireBearerAuth({ verifier: verifierFor(gateway, transport, requestId), resourceMetadataUrl: resource.resourceMetadataUrl });
       // Until the guard lets the request through, a refusal it answers is the gateway's to record (and is recorded).
       res.locals.refusalRecorded = true;
       void guard(req, res, (err?: unknown) => {

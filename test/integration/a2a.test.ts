@@ -171,6 +171,39 @@ describe('A2A agent with the A2A SDK client', () => {
     expect(await budget()).toMatchObject({ used: 0, reserved: 0 });
   });
 
+  it("answers every /a2a request with an x-request-id, which a call's decision event and a refusal's event carry", async () => {
+    await start();
+    const message = { messageId: 'm-id', role: 'ROLE_USER', parts: [{ text: 'Hello' }] };
+    const post = (body: unknown, key?: string) =>
+      fetch(`${gw!.url}/a2a`, {
+        method: 'POST',
+        headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), 'content-type': 'application/json', 'a2a-version': '1.0' },
+        body: JSON.stringify(body),
+      });
+    // A served call (blocking SendMessage), a streamed one, no credential, an unknown key and a JSON-RPC refusal.
+    const served = await post({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message } }, KEYS.alice);
+    expect(((await served.json()) as { result?: unknown }).result).toBeDefined();
+    const streamed = await post({ jsonrpc: '2.0', id: 2, method: 'SendStreamingMessage', params: { message: { ...message, messageId: 'm-id-2' } } }, KEYS.alice);
+    expect(await streamed.text()).toContain('TASK_STATE_COMPLETED');
+    const anonymous = await post({ jsonrpc: '2.0', id: 3, method: 'SendMessage', params: { message } });
+    expect(anonymous.status).toBe(401);
+    const stranger = await post({ jsonrpc: '2.0', id: 4, method: 'SendMessage', params: { message } }, 'not-a-key');
+    expect(stranger.status).toBe(401);
+    const unknown = await post({ jsonrpc: '2.0', id: 5, method: 'DropTables', params: {} }, KEYS.alice);
+    expect(((await unknown.json()) as { error: { code: number } }).error.code).toBe(-32601);
+    await gw!.idle();
+    const ids = [served, streamed, anonymous, stranger, unknown].map((r) => r.headers.get('x-request-id'));
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(new Set(ids).size).toBe(5);
+    expect(gw!.events.map((e) => [e['request.id'], e.effect, e['error.code']])).toEqual([
+      [ids[0], 'allow', undefined],
+      [ids[1], 'allow', undefined],
+      [ids[2], 'error', 'AUTH_REQUIRED'],
+      [ids[3], 'error', 'AUTH_INVALID'],
+      [ids[4], 'error', 'INVALID_REQUEST'],
+    ]);
+  });
+
   it('refuses a call without a token and with an unknown one (HTTP 401), recording each refusal once with its code', async () => {
     await start();
     const anonymous = await a2aClient(gw!.url);
