@@ -9,7 +9,7 @@
  * the main thread, in the count.
  *
  *   npx tsx tools/bench/callgrind-http.ts [--dist dist] [--redis redis://127.0.0.1:6391] [--warmup 3000]
- *     [--calls 600] [--concurrency 32] [--keep DIR]
+ *     [--calls 600] [--concurrency 32] [--keep DIR] [--openai-client sdk|direct]
  *
  * Give each run a Redis of its own (its keys are flushed under a prefix of the run's own, but
  * another client's commands would share the server). --keep copies callgrind's output to DIR, for
@@ -31,6 +31,8 @@ const { values } = parseArgs({
     calls: { type: 'string', default: '600' },
     concurrency: { type: 'string', default: '32' },
     keep: { type: 'string' },
+    /** The OpenAI provider's `client` in the policy (sdk or direct); the policy's default when not given. */
+    'openai-client': { type: 'string' },
   },
 });
 const WARMUP = Number(values.warmup);
@@ -68,7 +70,7 @@ async function main(): Promise<void> {
   try {
     const fake = await startChild(['tools/fake-providers/main.ts'], {}, /openai\s+(http\S+)/, 'stdout');
     const policyFile = join(dir, 'policy.yaml');
-    writeFileSync(policyFile, httpBenchPolicy(fake.match[1]!, KEY));
+    writeFileSync(policyFile, httpBenchPolicy(fake.match[1]!, KEY, { client: values['openai-client'] }));
     const out = join(dir, 'callgrind.out');
     const cli = resolve(values.dist, 'src/cli.js');
     const args = ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, '--single-threaded', cli, 'serve', '--port', '0', '--policy', policyFile];
@@ -94,7 +96,7 @@ async function main(): Promise<void> {
       });
       child.once('exit', (code) => fail(new Error(`the gateway exited (${code}) before serving: ${seen.slice(-2000)}`)));
     });
-    process.stdout.write(`${values.dist} on ${values.redis ? `Redis (${values.redis})` : 'the memory store'}: ${WARMUP} warm-up calls, then ${CALLS} measured, ${CONCURRENCY} at a time\n`);
+    process.stdout.write(`${values.dist}${values['openai-client'] ? ` (client ${values['openai-client']})` : ''} on ${values.redis ? `Redis (${values.redis})` : 'the memory store'}: ${WARMUP} warm-up calls, then ${CALLS} measured, ${CONCURRENCY} at a time\n`);
     await drive(url, WARMUP);
     await sleep(1000);
     control(child.pid!, '-i', 'on');

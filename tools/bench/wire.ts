@@ -169,7 +169,9 @@ export async function runWire(targets: WireTarget[], o: WireOptions, write: (s: 
   for (const t of targets.filter((x) => x.tollgate)) {
     for (const mode of modes) {
       const a = med(mode, t.name);
-      const parts = [`CPU ${a.cpu.toFixed(3)} ms per call [<= ${mode === 'plain' ? '0.2' : '0.3'}]`];
+      // Issue 21 states 1 ms for 200 KB prompts, 0.2 and 0.3 ms for the short question.
+      const cpuTarget = o.prompt.length >= 100_000 ? '1, for 200 KB prompts' : mode === 'plain' ? '0.2' : '0.3';
+      const parts = [`CPU ${a.cpu.toFixed(3)} ms per call [<= ${cpuTarget}]`];
       if (portkey) {
         const p = med(mode, portkey.name);
         parts.push(p.errors > 0 && p.callsPerSec === 0 ? 'portkey answered no call' : `throughput x${(a.callsPerSec / p.callsPerSec).toFixed(2)} portkey's [>= 2]`);
