@@ -137,14 +137,16 @@ export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireA
   };
 
   const requireAuth = (transport: TransportName): RequestHandler => {
-    const resources = new WeakMap<Policy, { resourceMetadataUrl: string | undefined }>();
+    // Per policy: where the protected resource metadata is, and the guard for requests without an id of their own (/mcp).
+    const guards = new WeakMap<Policy, { resourceMetadataUrl: string | undefined; guard: RequestHandler }>();
     return (req, res, next) => {
       const policy = gateway.policy;
-      let resource = resources.get(policy);
-      if (!resource) {
+      let cached = guards.get(policy);
+      if (!cached) {
         const doc = protectedResourceMetadata(policy);
-        resource = { resourceMetadataUrl: doc ? getOAuthProtectedResourceMetadataUrl(new URL(doc.resource)) : undefined };
-        resources.set(policy, resource);
+        const resourceMetadataUrl = doc ? getOAuthProtectedResourceMetadataUrl(new URL(doc.resource)) : undefined;
+        cached = { resourceMetadataUrl, guard: requireBearerAuth({ verifier: verifierFor(gateway, transport, undefined), resourceMetadataUrl }) };
+        guards.set(policy, cached);
       }
       // The request's id, where its route gave it one (/a2a, answered as x-request-id): a refusal here is recorded under it.
       const requestId = res.locals.requestId as string | undefined;
@@ -153,8 +155,10 @@ export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireA
         return;
       }
       recordUnreadableHeader(gateway, transport, req.headers.authorization, requestId);
-      // The SDK's guard, for this request: its verifier records a refusal under the request's id.
-      const guard = requireBearerAuth({ verifier: verifierFor(gateway, transport, requestId), resourceMetadataUrl: resource.resourceMetadataUrl });
+      const guard =
+        requestId === undefined
+          ? cached.guard
+          : requireBearerAuth({ verifier: verifierFor(gateway, transport, requestId), resourceMetadataUrl: cached.resourceMetadataUrl });
       // Until the guard lets the request through, a refusal it answers is the gateway's to record (and is recorded).
       res.locals.refusalRecorded = true;
       void guard(req, res, (err?: unknown) => {
