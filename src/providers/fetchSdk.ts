@@ -36,12 +36,7 @@ export function requestFetch(dispatcher?: Dispatcher): typeof fetch {
     const simpleBody = body === undefined || body === null || typeof body === 'string' || body instanceof Uint8Array;
     if (input instanceof Request || !simpleBody || init?.redirect === 'follow') return fetch(input, init);
     const signal = init?.signal ?? undefined;
-    const headers: Record<string, string> = {};
-    // The SDKs send a Headers already: read it as it is rather than copy it into a new one first.
-    const given = init?.headers;
-    (given instanceof Headers ? given : new Headers(given)).forEach((value, key) => {
-      headers[key] = value;
-    });
+    const headers = headerRecord(init?.headers);
     let res: Dispatcher.ResponseData;
     try {
       res = await request(String(input), {
@@ -55,17 +50,33 @@ export function requestFetch(dispatcher?: Dispatcher): typeof fetch {
       // What fetch throws: the abort reason when aborted, else TypeError("fetch failed") with a cause.
       throw signal?.aborted ? abortReason(signal) : new TypeError('fetch failed', { cause: err });
     }
-    const out = new Headers();
-    for (const [key, value] of Object.entries(res.headers)) {
-      if (Array.isArray(value)) for (const v of value) out.append(key, v);
-      else if (value !== undefined) out.append(key, value);
-    }
+    const out = webHeaders(res.headers);
     if (NO_BODY.has(res.statusCode)) {
       res.body.resume();
       return new Response(null, { status: res.statusCode, headers: out });
     }
     return new Response(webBody(res.body, signal), { status: res.statusCode, headers: out });
   };
+}
+
+/** Request headers as the plain record undici's `request` takes (names lowercased, as Headers gives them). */
+export function headerRecord(given: HeadersInit | undefined): Record<string, string> {
+  const headers: Record<string, string> = {};
+  // The SDKs send a Headers already: read it as it is rather than copy it into a new one first.
+  (given instanceof Headers ? given : new Headers(given)).forEach((value, key) => {
+    headers[key] = value;
+  });
+  return headers;
+}
+
+/** An answer's headers from undici's record, as the web Headers the SDKs read. */
+export function webHeaders(headers: Dispatcher.ResponseData['headers']): Headers {
+  const out = new Headers();
+  for (const [key, value] of Object.entries(headers)) {
+    if (Array.isArray(value)) for (const v of value) out.append(key, v);
+    else if (value !== undefined) out.append(key, value);
+  }
+  return out;
 }
 
 function abortReason(signal: AbortSignal): unknown {

@@ -19,6 +19,7 @@
  */
 import OpenAI from 'openai';
 import { getGlobalDispatcher, request, type Dispatcher } from 'undici';
+import { headerRecord, webHeaders } from './fetchSdk.js';
 
 type ChatParams = OpenAI.Chat.ChatCompletionCreateParamsNonStreaming;
 type StreamParams = OpenAI.Chat.ChatCompletionCreateParamsStreaming;
@@ -68,14 +69,7 @@ async function prepare(sdk: OpenAI, maxRetries: number): Promise<Prepared> {
       sdk.buildRequest({ method: 'post', path: '/chat/completions', body: {} }, { retryCount }),
     ),
   );
-  const headers = built.map(({ req }) => {
-    const out: Record<string, string> = {};
-    new Headers(req.headers as HeadersInit).forEach((value, key) => {
-      out[key] = value;
-    });
-    return out;
-  });
-  return { url: built[0]!.url, headers };
+  return { url: built[0]!.url, headers: built.map(({ req }) => headerRecord(req.headers as HeadersInit)) };
 }
 
 const isAbortError = (err: unknown): boolean => typeof err === 'object' && err !== null && (err as { name?: unknown }).name === 'AbortError';
@@ -106,15 +100,6 @@ function retryDelayMs(headers: Dispatcher.ResponseData['headers'] | undefined, r
   if (ms !== undefined) return ms;
   const sleepSeconds = Math.min(0.5 * 2 ** (maxRetries - retriesLeft), 8);
   return sleepSeconds * (1 - Math.random() * 0.25) * 1000;
-}
-
-function toHeaders(headers: Dispatcher.ResponseData['headers']): Headers {
-  const out = new Headers();
-  for (const [key, value] of Object.entries(headers)) {
-    if (Array.isArray(value)) for (const v of value) out.append(key, v);
-    else if (value !== undefined) out.append(key, value);
-  }
-  return out;
 }
 
 function safeJson(text: string): unknown {
@@ -176,7 +161,7 @@ export function directChatClient(opts: DirectOptions): ChatClient {
       }
       const text = await res.body.text().catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
       const json = safeJson(text) as Record<string, unknown> | undefined;
-      throw OpenAI.APIError.generate(res.statusCode, json, json ? undefined : text, toHeaders(res.headers));
+      throw OpenAI.APIError.generate(res.statusCode, json, json ? undefined : text, webHeaders(res.headers));
     }
   }
 
@@ -231,7 +216,7 @@ async function* events(res: Dispatcher.ResponseData, controller: AbortController
         continue;
       }
       const data = JSON.parse(sse.data) as OpenAI.Chat.ChatCompletionChunk & { error?: unknown };
-      if (data && data.error) throw new OpenAI.APIError(undefined, data.error as object, undefined, (headers ??= toHeaders(res.headers)));
+      if (data && data.error) throw new OpenAI.APIError(undefined, data.error as object, undefined, (headers ??= webHeaders(res.headers)));
       yield data;
     }
     done = true;
