@@ -18,9 +18,11 @@
  *                                    the machine's speed does meanwhile)
  *   npm run bench -- --targets memory,redis --sequential 0 --seconds 0 --soak 600 [--soak-warmup 60] --clients 8
  *                      (a soak on each store in turn: RSS, and on Redis its used memory and keys, every 30 s)
- *   npm run bench -- --api openai [--rounds 3] [--targets upstream,nginx,portkey,memory,redis]
- *                      (the OpenAI wire, plain and streamed: the fake directly, Debian's nginx and
- *                       Portkey's gateway started by the bench, tollgate's /v1/chat/completions)
+ *   npm run bench -- --api openai [--rounds 3] [--targets upstream,nginx,node,portkey,memory,redis]
+ *                      (the OpenAI wire, plain and streamed: the fake directly, Debian's nginx, the
+ *                       Node floor (tools/bench/nodefloor.ts: node:http and undici, reading the request
+ *                       and the usage, nothing else) and Portkey's gateway started by the bench,
+ *                       tollgate's /v1/chat/completions)
  *
  * Every server runs in its own process; the load runs in this one. tollgate is built first and run
  * from dist/, as `npm start` runs it.
@@ -302,6 +304,10 @@ async function main(): Promise<void> {
       const n = await startNginx(join(dir, 'nginx'), openaiUrl);
       if (n) floors.push({ name: 'nginx', ...n });
       else process.stdout.write('nginx: not installed; skipping that target\n');
+    }
+    if (TARGETS.includes('node')) {
+      const p = await startChild(['tools/bench/nodefloor.ts', openaiUrl], {}, /serving at (\S+)/, 'stderr', PROF);
+      floors.push({ name: 'node floor', baseUrl: p.match[1]!, pid: p.child.pid!, headers: {} });
     }
     if (TARGETS.includes('portkey')) {
       const p = await startPortkey(openaiUrl);

@@ -9,6 +9,10 @@
  *   - no call the provider had begun answering (it sent its answer's head) is recorded as CANCELLED
  *     with nothing charged (each client is its own user, so its decision event is matched to its
  *     upstream request);
+ *   - every leaver whose request was sent in full (Node's fetch reported its body sent) has a
+ *     decision event: a call that reached the gateway is recorded, whenever its caller left. A
+ *     leaver whose request was never sent in full may have no event (no call reached the gateway);
+ *     those are counted apart;
  *   - the ledger equals the events: per budget, the charges in the journal (settle and recover
  *     entries), the charges the decision events carry, and the store's counters (my_budget) agree,
  *     and the journal's chain verifies.
@@ -23,9 +27,10 @@
  * stream's end after its last event). Clients start over --spread-ms.
  *
  * Prints a few lines per run and exits 1 if a run misses the target, leaves a call its provider
- * finished uncharged, or finds the ledger and the events apart.
+ * finished uncharged or a call sent in full unrecorded, or finds the ledger and the events apart.
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { subscribe } from 'node:diagnostics_channel';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -100,10 +105,14 @@ budgets:
 
 interface Client {
   i: number;
+  /** Node's fetch reported the request's body sent (undici's `undici:request:bodySent`). */
+  sent?: boolean;
   kind: Transport;
   tier: Tier;
   prompt: string;
   leaveMs: number;
+  /** When it actually left, in ms after it began sending (its timer can fire late on a busy machine). */
+  leftAfterMs?: number;
   /** How the client's own request ended: it left (aborted), or an answer arrived before it could leave. */
   ended?: 'left' | 'answered';
 }
@@ -162,6 +171,14 @@ function exited(child: ChildProcess): Promise<void> {
   return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));
 }
 
+/** Clients (by the index in their key) whose request Node's fetch has sent in full, body included. */
+const sentInFull = new Set<number>();
+subscribe('undici:request:bodySent', (message) => {
+  const { request } = message as { request: { headers?: unknown } };
+  const key = /drill-key-(\d+)/.exec(JSON.stringify(request.headers ?? ''));
+  if (key) sentInFull.add(Number(key[1]));
+});
+
 async function run(n: number): Promise<boolean> {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-disconnect-'));
   const [anthropic, openai] = await Promise.all([startFakeAnthropic(), startFakeOpenAI()]);
@@ -189,11 +206,16 @@ async function run(n: number): Promise<boolean> {
     const sessions = new Map<number, string>();
     for (const c of clients) if (c.kind.startsWith('mcp')) sessions.set(c.i, await openMcpSession(base, keyOf(c.i)));
     const spread = Number(values['spread-ms']);
+    sentInFull.clear();
     await Promise.all(
       clients.map(async (c) => {
         await sleep(Math.random() * spread);
         const ac = new AbortController();
-        const timer = setTimeout(() => ac.abort(), c.leaveMs);
+        const began = performance.now();
+        const timer = setTimeout(() => {
+          c.leftAfterMs = Math.round(performance.now() - began);
+          ac.abort();
+        }, c.leaveMs);
         try {
           await send(c.kind, { base, token: keyOf(c.i), tier: c.tier, prompt: c.prompt, maxTokens: MAX_TOKENS, session: sessions.get(c.i), signal: ac.signal });
           c.ended = 'answered';
@@ -206,22 +228,27 @@ async function run(n: number): Promise<boolean> {
     );
     await settle([anthropic, openai], events);
     const leaverEvents = readEvents(events).length;
+    for (const c of clients) c.sent = sentInFull.has(c.i);
 
     // Per client: its upstream request (matched by prompt) and its decision event (by user).
     const upstream = [...anthropic.requests, ...openai.requests];
     const promptOf = (body: unknown): string => JSON.stringify(body ?? '');
     const eventsByUser = new Map<string, Record<string, unknown>[]>();
     for (const e of readEvents(events)) eventsByUser.set(String(e['user.id']), [...(eventsByUser.get(String(e['user.id'])) ?? []), e]);
-    const perKind = new Map<Transport, { clients: number; reached: number; aborted: number; completed: number; events: number; charged: number }>();
+    const perKind = new Map<Transport, { clients: number; sent: number; reached: number; aborted: number; completed: number; events: number; charged: number }>();
     /** Clients whose provider had begun answering (sent its head), by how their call was recorded. */
     const finished = { success: 0, cancelledCharged: 0, cancelledUncharged: 0, other: 0 };
     const uncharged: string[] = [];
+    /** Leavers whose request was sent in full and who have no decision event: a call lost. */
+    const unrecorded: string[] = [];
     for (const c of clients) {
-      const row = perKind.get(c.kind) ?? { clients: 0, reached: 0, aborted: 0, completed: 0, events: 0, charged: 0 };
+      const row = perKind.get(c.kind) ?? { clients: 0, sent: 0, reached: 0, aborted: 0, completed: 0, events: 0, charged: 0 };
       row.clients += 1;
       const req = upstream.find((r) => promptOf(r.body).includes(c.prompt));
       const mine = eventsByUser.get(userOf(c.i)) ?? [];
       row.events += mine.length;
+      if (c.sent) row.sent += 1;
+      if (c.sent && mine.length === 0) unrecorded.push(`${c.kind} ${c.tier} left at ${c.leftAfterMs ?? '-'} ms (${c.ended}), upstream request ${req ? (req.aborted ? 'aborted' : 'received') : 'never made'}`);
       const charged = mine.some((e) => ((e['tollgate.charged'] as { amount: number }[] | undefined) ?? []).some((l) => l.amount > 0));
       if (charged) row.charged += 1;
       if (req) {
@@ -233,7 +260,7 @@ async function run(n: number): Promise<boolean> {
           if (e?.outcome === 'success') finished.success += 1;
           else if (e?.['error.code'] === 'CANCELLED') {
             finished[charged ? 'cancelledCharged' : 'cancelledUncharged'] += 1;
-            if (!charged) uncharged.push(`${c.kind} ${c.tier} left at ${c.leaveMs} ms, upstream ${String(e['tollgate.upstream_ms'])} ms, attempts ${JSON.stringify(e['tollgate.attempts'])}`);
+            if (!charged) uncharged.push(`${c.kind} ${c.tier} left at ${c.leftAfterMs ?? '-'} ms (timer set for ${c.leaveMs}), upstream ${String(e['tollgate.upstream_ms'])} ms, attempts ${JSON.stringify(e['tollgate.attempts'])}`);
           }
           else finished.other += 1;
         }
@@ -283,17 +310,20 @@ async function run(n: number): Promise<boolean> {
       outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
     }
     const left = clients.filter((c) => c.ended === 'left').length;
-    const ok = (!TARGET || abortedPct >= 99) && finished.cancelledUncharged === 0 && ledgerOk && stayed === TRANSPORTS.length;
+    const ok = (!TARGET || abortedPct >= 99) && finished.cancelledUncharged === 0 && unrecorded.length === 0 && ledgerOk && stayed === TRANSPORTS.length;
     const out = process.stdout;
     out.write(`run ${n}: ${CLIENTS} clients (${left} left, ${CLIENTS - left} answered first), leaving after ${LEAVE_MIN}-${LEAVE_MAX} ms; upstream latency ${LATENCY} ms, ${values['word-ms']} ms a word, ${values['end-ms']} ms before the end\n`);
     const verdict = !TARGET ? ' (no target: clients may stay past the answer)' : abortedPct >= 99 ? '' : '  BELOW 99 %';
     out.write(`  upstream: ${counts.received} requests received, ${counts.aborted} aborted, ${counts.completed} answered to the end: ${abortedPct.toFixed(2)} % aborted${verdict}\n`);
     for (const [kind, r] of perKind) {
-      out.write(`    ${kind.padEnd(17)} ${r.clients} clients: ${r.reached} reached the provider, ${r.aborted} aborted there, ${r.completed} answered to the end; ${r.events} events, ${r.charged} charged\n`);
+      out.write(`    ${kind.padEnd(17)} ${r.clients} clients: ${r.sent} sent in full, ${r.reached} reached the provider, ${r.aborted} aborted there, ${r.completed} answered to the end; ${r.events} events, ${r.charged} charged\n`);
     }
     out.write(`  provider had begun answering: ${finished.success} recorded served, ${finished.cancelledCharged} CANCELLED and charged, ${finished.cancelledUncharged} CANCELLED with nothing charged${finished.cancelledUncharged ? '  FAIL' : ''}${finished.other ? `, ${finished.other} other` : ''}\n`);
     for (const u of uncharged) out.write(`    ${u}\n`);
     out.write(`  decision events for the leavers: ${leaverEvents} (${[...outcomes].map(([k, v]) => `${v} ${k}`).join(', ')})\n`);
+    const unsent = clients.filter((c) => !c.sent);
+    out.write(`  leavers whose request was sent in full: ${CLIENTS - unsent.length}, without a decision event: ${unrecorded.length}${unrecorded.length ? '  FAIL' : ''}; left before it was: ${unsent.length} (${unsent.filter((c) => eventsByUser.has(userOf(c.i))).length} of them recorded all the same)\n`);
+    for (const u of unrecorded) out.write(`    ${u}\n`);
     out.write(`  stayers answered: ${stayed}/${TRANSPORTS.length}\n`);
     out.write(`  ledger: journal ${show(fromJournal)}; events ${show(fromEvents)}; store ${show(fromStore)}; reserved ${reserved}; chain ${chain ? `broken at ${chain.seq}: ${chain.reason}` : 'ok'}  ${ledgerOk ? 'EQUAL' : 'MISMATCH'}\n`);
     if (values.keep) out.write(`  kept ${dir}\n`);

@@ -165,6 +165,7 @@ export async function runWire(targets: WireTarget[], o: WireOptions, write: (s: 
   }
   const nginx = targets.find((t) => t.name === 'nginx');
   const portkey = targets.find((t) => t.name === 'portkey');
+  const nodeFloor = targets.find((t) => t.name === 'node floor');
   write(`\nratios (medians; issue 21's targets in brackets)\n`);
   for (const t of targets.filter((x) => x.tollgate)) {
     for (const mode of modes) {
@@ -176,6 +177,7 @@ export async function runWire(targets: WireTarget[], o: WireOptions, write: (s: 
         const p = med(mode, portkey.name);
         parts.push(p.errors > 0 && p.callsPerSec === 0 ? 'portkey answered no call' : `throughput x${(a.callsPerSec / p.callsPerSec).toFixed(2)} portkey's [>= 2]`);
       }
+      if (nodeFloor) parts.push(`CPU x${(a.cpu / med(mode, nodeFloor.name).cpu).toFixed(2)} the node floor's`);
       if (nginx) parts.push(`sequential p99 ${(a.seqP99 - med(mode, nginx.name).seqP99 >= 0 ? '+' : '')}${(a.seqP99 - med(mode, nginx.name).seqP99).toFixed(2)} ms over nginx [<= 1.5]`);
       write(`${`${t.name}, ${mode}`.padEnd(36)}${parts.join('; ')}\n`);
     }

@@ -1,0 +1,93 @@
+/**
+ * The Node floor on the OpenAI wire: the least work a gateway written for Node can do and still
+ * enforce anything. For each POST .../chat/completions it reads the caller's body and parses it (a
+ * policy has to see the request), writes it again and sends it to the upstream with undici over
+ * kept-alive connections, and reads the usage from the answer (a ledger has to charge it): a plain
+ * answer is parsed whole, a streamed one is passed on chunk by chunk and only its usage event is
+ * parsed. No authentication, policy, ledger, journal, events or metrics, and no framework: node:http
+ * and undici, which tollgate also stands on. What tollgate spends over this is its own; what this
+ * spends over nginx is Node's.
+ *
+ *   node --import tsx tools/bench/nodefloor.ts <openai-base-url>
+ *
+ * Prints `serving at <base-url>` (ending in /v1) once it listens on a free loopback port.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Agent, request } from 'undici';
+
+const upstream = process.argv[2]?.replace(/\/+$/, '');
+if (!upstream) throw new Error('usage: nodefloor.ts <openai-base-url>');
+const target = `${upstream}/chat/completions`;
+const dispatcher = new Agent({ keepAliveTimeout: 30_000 });
+
+/** Usage the answers carried, so that reading it is not optimised away. */
+let tokens = 0;
+
+async function readBody(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+function fail(res: ServerResponse, status: number, message: string): void {
+  const text = JSON.stringify({ error: { message, type: 'invalid_request_error' } });
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** The usage of the one SSE event in `text` that carries it, if any. */
+function usageIn(text: string): void {
+  const at = text.indexOf('"usage":{');
+  if (at === -1) return;
+  const start = text.lastIndexOf('data: ', at);
+  const end = text.indexOf('\n', at);
+  if (start === -1 || end === -1) return;
+  const event = JSON.parse(text.slice(start + 6, end)) as { usage?: { total_tokens?: number } };
+  tokens += event.usage?.total_tokens ?? 0;
+}
+
+async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.method !== 'POST' || !req.url?.endsWith('/chat/completions')) return fail(res, 404, 'not found');
+  const params = JSON.parse((await readBody(req)).toString('utf8')) as { stream?: boolean };
+  const ac = new AbortController();
+  res.once('close', () => res.writableFinished || ac.abort());
+  const answer = await request(target, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: req.headers.authorization ?? '' },
+    body: JSON.stringify(params),
+    dispatcher,
+    signal: ac.signal,
+  });
+  if (!params.stream || answer.statusCode !== 200) {
+    const text = await answer.body.text();
+    const parsed = JSON.parse(text) as { usage?: { total_tokens?: number } };
+    tokens += parsed.usage?.total_tokens ?? 0;
+    res.writeHead(answer.statusCode, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  for await (const chunk of answer.body) {
+    usageIn((chunk as Buffer).toString('utf8'));
+    res.write(chunk);
+  }
+  res.end();
+}
+
+const server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
+  serve(req, res).catch((err: unknown) => {
+    if (!res.headersSent) fail(res, 502, err instanceof Error ? err.message : String(err));
+    else res.destroy();
+  });
+});
+server.listen(0, '127.0.0.1', () => {
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  process.stderr.write(`serving at http://127.0.0.1:${address.port}/v1\n`);
+});
+process.once('SIGTERM', () => {
+  process.stderr.write(`usage read: ${tokens} tokens\n`);
+  server.close();
+  server.closeAllConnections();
+  void dispatcher.close().finally(() => process.exit(0));
+});
