@@ -189,6 +189,9 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
     issuedKeys: settings.redisUrl ? await issuedKeys(settings, opts.now) : settings.dataDir && !settings.redisClusterNodes ? new FileApiKeys({ dir: settings.dataDir, now: opts.now }) : undefined,
   });
   current = () => gateway.policy;
+  // Loaded before anything is served: a first call would otherwise load them midway, stalling every
+  // call in flight for 0.1 to 0.5 s (docs/benchmarks.md, "Disconnect drill").
+  await gateway.prepare().catch((err: unknown) => logger.warn({ event: 'provider_prepare_failed', err }, 'a provider could not load ahead of its first call; its calls will report why'));
   // Reservations a previous process left open are closed once the event log listens (src/quota/memory.ts).
   if (store instanceof MemoryQuotaStore && store.journaled) {
     const report = store.recover((id, r) => recoveryEvent(id, r, (opts.now ?? Date.now)(), 'stopped'));
@@ -267,6 +270,8 @@ export async function startHttp(runtime: Runtime, settings: Settings, operatorRo
     throw new Error(`--dev-anonymous is allowed on a loopback address only, not on ${settings.http.host}`);
   }
   const http = createHttpApp(runtime.gateway, { ...settings.http, dataDir: settings.redisUrl || settings.redisClusterNodes ? undefined : settings.dataDir }, runtime.metrics, operatorRoutes);
+  // The A2A SDK's server code, loaded before the first request rather than during it (a2aRouter).
+  await http.prepare().catch((err: unknown) => runtime.logger.warn({ event: 'a2a_prepare_failed', err }, 'the A2A server code could not be loaded ahead of the first A2A request; that request will report why'));
   const { server, url } = await http.listen();
   runtime.ready({ transport: 'http', url });
   // Requests being served, so that a drain can wait for their answers.

@@ -242,7 +242,7 @@ function baseUrlOf(req: Request): string {
   return `${req.protocol}://${req.get('host')}`;
 }
 
-/** The SDK's JSON-RPC handler over our executor; its server code (about a second to load) is imported on first use. */
+/** The SDK's JSON-RPC handler over our executor; its server code is imported on first use or by `prepare`. */
 async function jsonRpc(gateway: Gateway, opts: A2AOptions): Promise<RequestHandler> {
   const [{ DefaultRequestHandler, JsonRpcTransportHandler }, { jsonRpcHandler }] = await Promise.all([import('@a2a-js/sdk/server'), import('@a2a-js/sdk/server/express')]);
   installSdkLog((error) => JsonRpcTransportHandler.mapToJSONRPCError(error));
@@ -259,8 +259,12 @@ async function jsonRpc(gateway: Gateway, opts: A2AOptions): Promise<RequestHandl
   });
 }
 
-/** Serves the Agent Card (public) and the JSON-RPC endpoint (behind the app's bearer middleware). */
-export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router {
+/**
+ * Serves the Agent Card (public) and the JSON-RPC endpoint (behind the app's bearer middleware).
+ * `prepare` loads the SDK's server code now rather than on the first A2A request, whose load would
+ * stall every call in flight (about 0.2 s); a server calls it before it listens (main.ts).
+ */
+export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router & { prepare(): Promise<void> } {
   let rpc: Promise<RequestHandler> | undefined;
   const lazyRpc: RequestHandler = (req, res, next) => {
     rpc ??= jsonRpc(gateway, opts);
@@ -281,5 +285,5 @@ export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router {
     next();
   };
   router.use(A2A_PATH, begin, opts.requireAuth, opts.json, opts.unread, opts.rpcErrors, lazyRpc);
-  return router;
+  return Object.assign(router, { prepare: async () => void (await (rpc ??= jsonRpc(gateway, opts))) });
 }

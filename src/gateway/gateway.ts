@@ -172,6 +172,18 @@ export class Gateway {
   /** Swaps in a new policy atomically; calls in flight finish under the policy they started with. */
   replacePolicy(policy: Policy, providers?: Map<string, Provider>): void {
     this.runtime.replace(policy, providers);
+    // What the new policy's providers load (a vocabulary it names for the first time) is loaded now
+    // rather than midway through its first call; a failure there is that call's to report.
+    this.prepare(policy).catch((err: unknown) => this.logger.warn({ event: 'provider_prepare_failed', err }, 'a provider could not load ahead of its first call; its calls will report why'));
+  }
+
+  /**
+   * Loads what the policy's providers would otherwise load on their first call (their SDKs, OpenAI's
+   * vocabularies): loads of 0.1 to 0.5 s each that stall every call in flight. main.ts awaits it
+   * before serving.
+   */
+  prepare(policy: Policy = this.runtime.policy): Promise<void> {
+    return this.runtime.prepare(policy);
   }
 
   /** Runs one completion through the pipeline. Throws GatewayError on refusal or failure; either way one decision event is recorded. */

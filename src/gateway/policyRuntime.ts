@@ -43,12 +43,28 @@ export class PolicyRuntime {
 
   /** The provider named `name` as built for `policy`. */
   providerFor(policy: Policy, name: string): Provider | undefined {
+    return this.built(policy).get(name);
+  }
+
+  private built(policy: Policy): Map<string, Provider> {
     let built = this.providers.get(policy);
     if (!built) {
       built = buildProviders(policy, this.opts.providerOptions);
       this.providers.set(policy, built);
     }
-    return built.get(name);
+    return built;
+  }
+
+  /**
+   * Loads, for `policy`, what its providers would otherwise load on their first call (each one's
+   * `prepare`, given the provider ids of the policy's models on it). Rejects with the first failure.
+   */
+  async prepare(policy: Policy = this.current): Promise<void> {
+    const ids = new Map<string, string[]>();
+    for (const m of policy.models.values()) ids.set(m.provider, [...(ids.get(m.provider) ?? []), m.modelId]);
+    const jobs: Promise<void>[] = [];
+    for (const [name, provider] of this.built(policy)) if (provider.prepare) jobs.push(provider.prepare(ids.get(name) ?? []));
+    await Promise.all(jobs);
   }
 
   /** The authenticator for `policy`: its identity section, its API keys, then the issued ones. */

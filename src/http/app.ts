@@ -111,21 +111,20 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   app.use(compatRouter(gateway, openaiCodec, json, opts.maxBodyBytes));
   app.use(compatRouter(gateway, responsesCodec, json, opts.maxBodyBytes));
   app.use(compatRouter(gateway, anthropicCodec, json, opts.maxBodyBytes));
-  app.use(
-    a2aRouter(gateway, {
-      requireAuth: edge.requireAuth('a2a'),
-      json,
-      unread: recordUnread(gateway),
-      rpcErrors: recordRpcErrors(gateway),
-      version: opts.version,
-      dataDir: opts.dataDir,
-      callerOf: (req) => {
-        const credential = credentialOf(req);
-        const principal = req.auth?.extra?.principal as Principal | undefined;
-        return credential && principal ? { credential, principal } : undefined;
-      },
-    }),
-  );
+  const a2a = a2aRouter(gateway, {
+    requireAuth: edge.requireAuth('a2a'),
+    json,
+    unread: recordUnread(gateway),
+    rpcErrors: recordRpcErrors(gateway),
+    version: opts.version,
+    dataDir: opts.dataDir,
+    callerOf: (req) => {
+      const credential = credentialOf(req);
+      const principal = req.auth?.extra?.principal as Principal | undefined;
+      return credential && principal ? { credential, principal } : undefined;
+    },
+  });
+  app.use(a2a);
 
   // Keep these after every route: what no route answered gets a code rather than express's HTML page.
   app.all('/mcp', (_req, res) => {
@@ -150,6 +149,8 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   return {
     app,
     sessions,
+    /** Loads what the first A2A request would otherwise load midway (a2aRouter's `prepare`). */
+    prepare: () => a2a.prepare(),
     /** Starts listening; resolves with the bound address. */
     listen(): Promise<{ server: HttpServer; url: string }> {
       return new Promise((resolve, reject) => {

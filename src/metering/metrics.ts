@@ -9,6 +9,7 @@
  * `gen_ai_token_type`). Buckets are the ones the GenAI conventions recommend.
  */
 import { timingSafeEqual } from 'node:crypto';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { DecisionEvent, EventSink } from './events.js';
 import type { SiemStats } from './siem.js';
@@ -212,6 +213,20 @@ export function createMetrics(opts: MetricsOptions = {}): GatewayMetrics {
     collect,
   });
 
+  loopDelay();
+  new Gauge({
+    name: 'tollgate_event_loop_stall_seconds',
+    help: "The longest the event loop was held since the previous scrape (a stall delays every call in flight, its caller's hang-up and its timers); the largest of the workers'.",
+    registers,
+    aggregator: 'max',
+    collect() {
+      const h = loopDelay();
+      // The histogram holds the time between the monitor's ticks: the stall is what exceeds its period.
+      this.set(h.count === 0 ? 0 : Math.max(0, h.max / 1e9 - LOOP_TICK_MS / 1000));
+      h.reset();
+    },
+  });
+
   // Keys are the label values in the metric's label order, joined with a character no label holds.
   const SEP = '\u0000';
 
@@ -319,6 +334,19 @@ export function createMetrics(opts: MetricsOptions = {}): GatewayMetrics {
   }
 
   return { registry, text: () => registry.metrics(), sink: { emit: record }, trackSiem, trackAlerts };
+}
+
+/** The period of the event-loop monitor, in ms. */
+const LOOP_TICK_MS = 10;
+let loopHistogram: IntervalHistogram | undefined;
+
+/** One monitor of the event loop per process (a timer every LOOP_TICK_MS that keeps nothing alive), made on first use. */
+function loopDelay(): IntervalHistogram {
+  if (!loopHistogram) {
+    loopHistogram = monitorEventLoopDelay({ resolution: LOOP_TICK_MS });
+    loopHistogram.enable();
+  }
+  return loopHistogram;
 }
 
 /**

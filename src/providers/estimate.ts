@@ -100,6 +100,15 @@ export function openAIEncoding(modelId: string): EncodingName | undefined {
 }
 
 /**
+ * Loads the vocabularies that counting and bounding OpenAI input on these model ids use (each
+ * encoding once per process; none for an id whose encoding is not known).
+ */
+export async function loadOpenAIVocabularies(modelIds: readonly string[]): Promise<void> {
+  const encodings = new Set(modelIds.map(openAIEncoding).filter((e): e is EncodingName => e !== undefined));
+  await Promise.all([...encodings].map((e) => tokenBounder(e)));
+}
+
+/**
  * The input tokens OpenAI bills for `p` on `modelId`, counted locally: each text's tokens plus the
  * framing of FRAMING.openai. Undefined when the model's encoding is not known.
  */

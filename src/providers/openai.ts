@@ -14,7 +14,7 @@ import { cancelledError, upstreamError } from './errors.js';
 import { ProxyAgent } from 'undici';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
 import { directChatClient, sdkChatClient, type ChatClient } from './openaiWire.js';
-import { boundOpenAIInput, countOpenAIInput, FRAMING, inputTokenBound } from './estimate.js';
+import { boundOpenAIInput, countOpenAIInput, FRAMING, inputTokenBound, loadOpenAIVocabularies } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type OpenAIConfig = Extract<ProviderConfig, { kind: 'openai' }>;
@@ -163,7 +163,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
     kind: 'openai',
     baseUrl,
 
-    ...(counting !== false ? { countTokens: (req: CompletionRequest) => countOpenAIInput(req, req.model) } : {}),
+    ...(counting !== false ? { countTokens: (req: CompletionRequest) => countOpenAIInput(req, req.model), prepare: loadOpenAIVocabularies } : {}),
     ...(counting === 'always'
       ? {
           async estimateInput(req: CompletionRequest) {

@@ -83,6 +83,13 @@ export interface Provider {
    * provider). Undefined when this provider has none for this model.
    */
   estimateInput?(req: CompletionRequest): Promise<InputFigure | undefined>;
+  /**
+   * Loads now what a first call on these models (the provider's own ids) would otherwise load
+   * midway: the adapter with its SDK, and for OpenAI the vocabulary its admission bounds input with.
+   * Each is a synchronous load of 0.1 to 0.5 s that stalls every call in flight, its client's
+   * hang-up and its timers included, so the gateway does it before it serves (main.ts).
+   */
+  prepare?(modelIds: readonly string[]): Promise<void>;
 }
 
 /** Input tokens of a request as a provider figures them: an exact count, or a provable upper bound. */

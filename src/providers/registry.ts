@@ -49,5 +49,9 @@ function loading(name: string, config: ProviderConfig, adapter: Promise<Provider
       const a = await adapter;
       return a.estimateInput ? a.estimateInput(req) : undefined;
     },
+    prepare: async (modelIds) => {
+      const a = await adapter;
+      await a.prepare?.(modelIds);
+    },
   };
 }

@@ -31,6 +31,8 @@ interface BpeCore {
 const LONG_PIECE = 256;
 
 const loaded = new Map<EncodingName, Promise<BpeCore>>();
+/** The encodings whose load has finished. */
+const ready = new Set<EncodingName>();
 
 async function load(name: EncodingName): Promise<BpeCore> {
   const mod = (name === 'o200k_base' ? await import('gpt-tokenizer/encoding/o200k_base') : await import('gpt-tokenizer/encoding/cl100k_base')) as { default: GptEncoding };
@@ -40,6 +42,7 @@ async function load(name: EncodingName): Promise<BpeCore> {
   }
   // asciiPieces.ts follows o200k_base's regex; the test holds the two equal.
   if (name === 'o200k_base') core.ascii = { table: new AsciiVocab(core.bytePairStringRankEncoder), sticky: new RegExp(core.tokenSplitRegex.source, 'uy') };
+  ready.add(name);
   return core;
 }
 
@@ -51,6 +54,11 @@ function core(name: EncodingName): Promise<BpeCore> {
     c.catch(() => loaded.delete(name));
   }
   return c;
+}
+
+/** Whether the vocabulary of `name` is in memory (loaded, not loading). */
+export function encodingLoaded(name: EncodingName): boolean {
+  return ready.has(name);
 }
 
 /** A counter for one encoding; the vocabulary loads once, on first use. */

@@ -5,7 +5,7 @@ import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { teamLabeler } from '../../src/metering/metrics.js';
+import { createMetrics, teamLabeler } from '../../src/metering/metrics.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import { startPrivateRedis, uniquePrefix } from '../helpers/redis.js';
 
@@ -147,5 +147,25 @@ describe('team label', () => {
   it('names every team other with a cap of 0', () => {
     const label = teamLabeler(0);
     expect([label(['a']), label(['b'])]).toEqual(['other', 'other']);
+  });
+});
+
+describe('tollgate_event_loop_stall_seconds', () => {
+  const stall = (text: string) => Number(samples(text, 'tollgate_event_loop_stall_seconds')[0]?.split(' ')[1]);
+
+  it('reports the longest the event loop was held since the previous scrape', async () => {
+    const metrics = createMetrics();
+    await metrics.text(); // the scrape before: what came earlier is not this window's
+    await new Promise((r) => setTimeout(r, 30));
+    const until = performance.now() + 400;
+    while (performance.now() < until) {
+      // holds the event loop, as a synchronous load of a large module does
+    }
+    await new Promise((r) => setTimeout(r, 30));
+    const held = stall(await metrics.text());
+    expect(held).toBeGreaterThanOrEqual(0.35);
+    expect(held).toBeLessThan(5);
+    // The scrape started a new window: the stall is not reported twice.
+    expect(stall(await metrics.text())).toBeLessThan(held);
   });
 });

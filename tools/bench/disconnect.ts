@@ -167,6 +167,14 @@ async function myBudgets(base: string, key: string): Promise<BudgetView[]> {
   return budgets;
 }
 
+/** The gateway's longest event-loop stall since the previous scrape of its /metrics, in seconds. */
+async function loopStall(base: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('tollgate_event_loop_stall_seconds '));
+  if (!line) throw new Error('the gateway reports no tollgate_event_loop_stall_seconds');
+  return Number(line.split(' ')[1]);
+}
+
 function exited(child: ChildProcess): Promise<void> {
   return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));
 }
@@ -207,6 +215,9 @@ async function run(n: number): Promise<boolean> {
     for (const c of clients) if (c.kind.startsWith('mcp')) sessions.set(c.i, await openMcpSession(base, keyOf(c.i)));
     const spread = Number(values['spread-ms']);
     sentInFull.clear();
+    // The gateway's longest event-loop stall while the leavers call (the scrape before starts the
+    // window): a stall, such as a module loaded midway, delays every hang-up and timer the calls depend on.
+    await loopStall(base);
     await Promise.all(
       clients.map(async (c) => {
         await sleep(Math.random() * spread);
@@ -226,6 +237,7 @@ async function run(n: number): Promise<boolean> {
         }
       }),
     );
+    const stall = await loopStall(base);
     await settle([anthropic, openai], events);
     const leaverEvents = readEvents(events).length;
     for (const c of clients) c.sent = sentInFull.has(c.i);
@@ -320,6 +332,7 @@ async function run(n: number): Promise<boolean> {
     }
     out.write(`  provider had begun answering: ${finished.success} recorded served, ${finished.cancelledCharged} CANCELLED and charged, ${finished.cancelledUncharged} CANCELLED with nothing charged${finished.cancelledUncharged ? '  FAIL' : ''}${finished.other ? `, ${finished.other} other` : ''}\n`);
     for (const u of uncharged) out.write(`    ${u}\n`);
+    out.write(`  the gateway's longest event-loop stall while the leavers called: ${(stall * 1000).toFixed(0)} ms\n`);
     out.write(`  decision events for the leavers: ${leaverEvents} (${[...outcomes].map(([k, v]) => `${v} ${k}`).join(', ')})\n`);
     const unsent = clients.filter((c) => !c.sent);
     out.write(`  leavers whose request was sent in full: ${CLIENTS - unsent.length}, without a decision event: ${unrecorded.length}${unrecorded.length ? '  FAIL' : ''}; left before it was: ${unsent.length} (${unsent.filter((c) => eventsByUser.has(userOf(c.i))).length} of them recorded all the same)\n`);
