@@ -56,14 +56,17 @@ export class PolicyRuntime {
   }
 
   /**
-   * Loads, for `policy`, what its providers would otherwise load on their first call (each one's
-   * `prepare`, given the provider ids of the policy's models on it). Rejects with the first failure.
+   * Loads, for `policy`, what its calls would otherwise load on the first one: each provider's
+   * `prepare` (given the provider ids of the policy's models on it) and the OpenFGA client when
+   * the policy uses it. Rejects with the first failure.
    */
   async prepare(policy: Policy = this.current): Promise<void> {
     const ids = new Map<string, string[]>();
     for (const m of policy.models.values()) ids.set(m.provider, [...(ids.get(m.provider) ?? []), m.modelId]);
     const jobs: Promise<void>[] = [];
     for (const [name, provider] of this.built(policy)) if (provider.prepare) jobs.push(provider.prepare(ids.get(name) ?? []));
+    // The OpenFGA client, which the authorize step imports on its first check (src/pipeline/steps/authorize.ts).
+    if (policy.config.identity.openfga) jobs.push(import('../identity/openfga.js').then(() => undefined));
     await Promise.all(jobs);
   }
 
