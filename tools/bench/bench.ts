@@ -21,7 +21,8 @@
  *   npm run bench -- --api openai [--rounds 3] [--targets upstream,nginx,node,portkey,memory,redis]
  *                      (the OpenAI wire, plain and streamed: the fake directly, Debian's nginx, the
  *                       Node floor (tools/bench/nodefloor.ts: node:http and undici, reading the request
- *                       and the usage, nothing else) and Portkey's gateway started by the bench,
+ *                       and the usage, nothing else; node-express: the same as an express route behind
+ *                       express.json()) and Portkey's gateway started by the bench,
  *                       tollgate's /v1/chat/completions)
  *
  * Every server runs in its own process; the load runs in this one. tollgate is built first and run
@@ -308,6 +309,10 @@ async function main(): Promise<void> {
     if (TARGETS.includes('node')) {
       const p = await startChild(['tools/bench/nodefloor.ts', openaiUrl], {}, /serving at (\S+)/, 'stderr', PROF);
       floors.push({ name: 'node floor', baseUrl: p.match[1]!, pid: p.child.pid!, headers: {} });
+    }
+    if (TARGETS.includes('node-express')) {
+      const p = await startChild(['tools/bench/nodefloor.ts', openaiUrl, '--express'], {}, /serving at (\S+)/, 'stderr', PROF);
+      floors.push({ name: 'node floor, express', baseUrl: p.match[1]!, pid: p.child.pid!, headers: {} });
     }
     if (TARGETS.includes('portkey')) {
       const p = await startPortkey(openaiUrl);

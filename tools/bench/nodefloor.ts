@@ -8,12 +8,18 @@
  * and undici, which tollgate also stands on. What tollgate spends over this is its own; what this
  * spends over nginx is Node's.
  *
- *   node --import tsx tools/bench/nodefloor.ts <openai-base-url>
+ *   node --import tsx tools/bench/nodefloor.ts <openai-base-url> [--express]
+ *
+ * With --express the same handler is an express route behind `express.json()`, served as tollgate
+ * serves its app (`expressServer`): the difference between the two floors is what express and its
+ * body parser cost a call.
  *
  * Prints `serving at <base-url>` (ending in /v1) once it listens on a free loopback port.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import express from 'express';
 import { Agent, request } from 'undici';
+import { expressServer } from '../../src/http/app.js';
 
 const upstream = process.argv[2]?.replace(/\/+$/, '');
 if (!upstream) throw new Error('usage: nodefloor.ts <openai-base-url>');
@@ -46,9 +52,9 @@ function usageIn(text: string): void {
   tokens += event.usage?.total_tokens ?? 0;
 }
 
-async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function serve(req: IncomingMessage, res: ServerResponse, parsed?: unknown): Promise<void> {
   if (req.method !== 'POST' || !req.url?.endsWith('/chat/completions')) return fail(res, 404, 'not found');
-  const params = JSON.parse((await readBody(req)).toString('utf8')) as { stream?: boolean };
+  const params = (parsed ?? JSON.parse((await readBody(req)).toString('utf8'))) as { stream?: boolean };
   const ac = new AbortController();
   res.once('close', () => res.writableFinished || ac.abort());
   const answer = await request(target, {
@@ -74,12 +80,21 @@ async function serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
   res.end();
 }
 
-const server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
-  serve(req, res).catch((err: unknown) => {
+function handle(req: IncomingMessage, res: ServerResponse, parsed?: unknown): void {
+  serve(req, res, parsed).catch((err: unknown) => {
     if (!res.headersSent) fail(res, 502, err instanceof Error ? err.message : String(err));
     else res.destroy();
   });
-});
+}
+
+let app: express.Express | undefined;
+if (process.argv.includes('--express')) {
+  app = express();
+  app.post('/v1/chat/completions', express.json({ limit: '10mb' }), (req, res) => handle(req, res, req.body));
+}
+// As tollgate serves its app: requests and responses made on express's prototypes (src/http/app.ts).
+const server = app ? expressServer(app) : createServer((req, res) => handle(req, res));
+server.keepAliveTimeout = 30_000;
 server.listen(0, '127.0.0.1', () => {
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('no port');
