@@ -191,7 +191,7 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
   current = () => gateway.policy;
   // Loaded before anything is served: a first call would otherwise load them midway, stalling every
   // call in flight for 0.1 to 0.5 s (docs/benchmarks.md, "Disconnect drill").
-  await gateway.prepare().catch((err: unknown) => logger.warn({ event: 'provider_prepare_failed', err }, 'a provider could not load ahead of its first call; its calls will report why'));
+  await gateway.prepare();
   // Reservations a previous process left open are closed once the event log listens (src/quota/memory.ts).
   if (store instanceof MemoryQuotaStore && store.journaled) {
     const report = store.recover((id, r) => recoveryEvent(id, r, (opts.now ?? Date.now)(), 'stopped'));

@@ -173,17 +173,17 @@ export class Gateway {
   replacePolicy(policy: Policy, providers?: Map<string, Provider>): void {
     this.runtime.replace(policy, providers);
     // What the new policy's providers load (a vocabulary it names for the first time) is loaded now
-    // rather than midway through its first call; a failure there is that call's to report.
-    this.prepare(policy).catch((err: unknown) => this.logger.warn({ event: 'provider_prepare_failed', err }, 'a provider could not load ahead of its first call; its calls will report why'));
+    // rather than midway through its first call.
+    void this.prepare(policy);
   }
 
   /**
    * Loads what the policy's providers would otherwise load on their first call (their SDKs, OpenAI's
    * vocabularies): loads of 0.1 to 0.5 s each that stall every call in flight. main.ts awaits it
-   * before serving.
+   * before serving. Never rejects: a load that fails is logged, and the calls that need it report why.
    */
-  prepare(policy: Policy = this.runtime.policy): Promise<void> {
-    return this.runtime.prepare(policy);
+  async prepare(policy: Policy = this.runtime.policy): Promise<void> {
+    await this.runtime.prepare(policy).catch((err: unknown) => this.logger.warn({ event: 'provider_prepare_failed', err }, 'a provider could not load ahead of its first call; its calls will report why'));
   }
 
   /** Runs one completion through the pipeline. Throws GatewayError on refusal or failure; either way one decision event is recorded. */

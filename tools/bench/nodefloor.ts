@@ -17,9 +17,8 @@
  * Prints `serving at <base-url>` (ending in /v1) once it listens on a free loopback port.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import express from 'express';
+import type express from 'express';
 import { Agent, request } from 'undici';
-import { expressServer } from '../../src/http/app.js';
 
 const upstream = process.argv[2]?.replace(/\/+$/, '');
 if (!upstream) throw new Error('usage: nodefloor.ts <openai-base-url>');
@@ -87,13 +86,17 @@ function handle(req: IncomingMessage, res: ServerResponse, parsed?: unknown): vo
   });
 }
 
-let app: express.Express | undefined;
+// The plain floor loads neither express nor tollgate's modules, which would only grow its heap.
+let server: ReturnType<typeof createServer>;
 if (process.argv.includes('--express')) {
-  app = express();
-  app.post('/v1/chat/completions', express.json({ limit: '10mb' }), (req, res) => handle(req, res, req.body));
+  const [{ default: expressApp }, { expressServer }] = await Promise.all([import('express'), import('../../src/http/app.js')]);
+  const app: express.Express = expressApp();
+  app.post('/v1/chat/completions', expressApp.json({ limit: '10mb' }), (req, res) => handle(req, res, req.body));
+  // As tollgate serves its app: requests and responses made on express's prototypes (src/http/app.ts).
+  server = expressServer(app);
+} else {
+  server = createServer((req, res) => handle(req, res));
 }
-// As tollgate serves its app: requests and responses made on express's prototypes (src/http/app.ts).
-const server = app ? expressServer(app) : createServer((req, res) => handle(req, res));
 server.keepAliveTimeout = 30_000;
 server.listen(0, '127.0.0.1', () => {
   const address = server.address();
