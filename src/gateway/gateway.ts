@@ -251,7 +251,7 @@ export class Gateway {
    * AUTH_INVALID or FORBIDDEN.
    */
   async authenticate(credential: Credential | undefined, call: { transport: TransportName; requestId?: string }): Promise<EdgeAuthentication> {
-    const ctx = this.context({ ...call, credential, args: { raw: undefined }, signal: NOT_CANCELLED }, 'authenticate');
+    const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential, args: { raw: undefined }, signal: NOT_CANCELLED }, 'authenticate');
     await this.identify(ctx);
     return { principal: ctx.principal!, expiresAt: ctx.credentialExpiresAt, policy: ctx.policy };
   }
@@ -324,39 +324,66 @@ export class Gateway {
   }
 
   private context(call: CallRequest, purpose: CallPurpose): CallContext {
-    const ctx: CallContext = {
-      id: call.requestId ?? randomUUID(),
-      transport: call.transport,
-      purpose,
-      startedAt: this.now(),
-      policy: this.runtime.policy,
-      ...('principal' in call ? { principal: call.principal, request: call.request } : { credential: call.credential, args: call.args }),
-      signal: call.signal ?? new AbortController().signal,
-      onText: call.onText,
-      log: this.opts.logger,
-      estimatedInputTokens: 0,
-      lines: [],
-      budgets: [],
-      limits: NO_LIMITS,
-      attempts: [],
-    };
-    lazyLog(ctx, this.opts.logger);
-    return ctx;
+    return new Call(call, purpose, this.now(), this.runtime.policy, this.opts.logger);
   }
 }
 
 /**
- * The call's logger, a child bound to its request id, transport and user, is made the first time a
- * step logs: most calls never log, and making a pino child for each cost more than the policy check.
+ * One call's context as the gateway starts it. Its logger, a child bound to the request id,
+ * transport and user, is made the first time a step logs: most calls never log, and making a pino
+ * child for each cost more than the policy check. The getter is the class's, on the prototype: an
+ * accessor defined on each context (Object.defineProperty, as before) gave every context a shape of
+ * its own, and one that replaced the plain `log` field put it in V8's dictionary mode, so that every
+ * step's reads of the context were hash lookups.
  */
-function lazyLog(ctx: CallContext, parent: Logger): void {
-  let log: Logger | undefined;
-  Object.defineProperty(ctx, 'log', {
-    enumerable: true,
-    configurable: true,
-    get: () => (log ??= parent.child({ requestId: ctx.id, transport: ctx.transport, ...(ctx.principal ? { user: ctx.principal.user } : {}) })),
-    set: (value: Logger) => {
-      log = value;
-    },
-  });
+class Call implements CallContext {
+  declare readonly id: string;
+  declare readonly transport: TransportName;
+  declare readonly purpose: CallPurpose;
+  declare readonly startedAt: number;
+  declare readonly policy: Policy;
+  declare readonly credential?: Credential;
+  declare principal?: Principal;
+  declare readonly args?: CallArguments;
+  declare request?: CompletionInput;
+  declare readonly signal: AbortSignal;
+  declare readonly onText?: (delta: string, model: string) => void;
+  declare estimatedInputTokens: number;
+  declare lines: CallContext['lines'];
+  declare budgets: CallContext['budgets'];
+  declare limits: CallContext['limits'];
+  declare attempts: CallContext['attempts'];
+  readonly #parent: Logger;
+  #log: Logger | undefined;
+
+  constructor(call: CallRequest, purpose: CallPurpose, startedAt: number, policy: Policy, parent: Logger) {
+    this.id = call.requestId ?? randomUUID();
+    this.transport = call.transport;
+    this.purpose = purpose;
+    this.startedAt = startedAt;
+    this.policy = policy;
+    if ('principal' in call) {
+      this.principal = call.principal;
+      this.request = call.request;
+    } else {
+      this.credential = call.credential;
+      this.args = call.args;
+    }
+    this.signal = call.signal ?? new AbortController().signal;
+    this.onText = call.onText;
+    this.estimatedInputTokens = 0;
+    this.lines = [];
+    this.budgets = [];
+    this.limits = NO_LIMITS;
+    this.attempts = [];
+    this.#parent = parent;
+  }
+
+  get log(): Logger {
+    return (this.#log ??= this.#parent.child({ requestId: this.id, transport: this.transport, ...(this.principal ? { user: this.principal.user } : {}) }));
+  }
+
+  set log(value: Logger) {
+    this.#log = value;
+  }
 }

@@ -110,8 +110,16 @@ function emit(send: SseSend, call: CompatCall, type: string, fields: Record<stri
   send({ type, ...fields, sequence_number: seq }, type);
 }
 
-/** The part of every text event that locates it: the one message item, its one text part. */
-const at = (call: CompatCall) => ({ item_id: `msg_${call.requestId}`, output_index: 0, content_index: 0 });
+/**
+ * The fields that locate every text event (the one message item, its one text part), then the
+ * event's own. Written out rather than spread: a spread given more fields costs about 1 µs on
+ * Node 20, once for every streamed delta (see lineAt in src/quota/store.ts).
+ */
+function at<F extends Record<string, unknown>>(call: CompatCall, fields: F): { item_id: string; output_index: 0; content_index: 0 } & F {
+  const located: Record<string, unknown> = { item_id: `msg_${call.requestId}`, output_index: 0, content_index: 0 };
+  for (const key in fields) located[key] = fields[key];
+  return located as { item_id: string; output_index: 0; content_index: 0 } & F;
+}
 
 /** The Responses wire codec (text only). */
 export const responsesCodec: WireCodec = {
@@ -130,13 +138,13 @@ export const responsesCodec: WireCodec = {
       emit(send, call, 'response.created', { response: response(call, model) });
       emit(send, call, 'response.in_progress', { response: response(call, model) });
       emit(send, call, 'response.output_item.added', { output_index: 0, item: message(call, 'in_progress') });
-      emit(send, call, 'response.content_part.added', { ...at(call), part: outputText('') });
+      emit(send, call, 'response.content_part.added', at(call, { part: outputText('') }));
     },
-    delta: (send, text, _model, call) => emit(send, call, 'response.output_text.delta', { ...at(call), delta: text, logprobs: [] }),
+    delta: (send, text, _model, call) => emit(send, call, 'response.output_text.delta', at(call, { delta: text, logprobs: [] })),
     end(send, result, call) {
       const status = cut(result, call) ? 'incomplete' : 'completed';
-      emit(send, call, 'response.output_text.done', { ...at(call), text: result.text, logprobs: [] });
-      emit(send, call, 'response.content_part.done', { ...at(call), part: outputText(result.text) });
+      emit(send, call, 'response.output_text.done', at(call, { text: result.text, logprobs: [] }));
+      emit(send, call, 'response.content_part.done', at(call, { part: outputText(result.text) }));
       emit(send, call, 'response.output_item.done', { output_index: 0, item: message(call, status, result.text) });
       emit(send, call, `response.${status}`, { response: response(call, result.model, result) });
     },

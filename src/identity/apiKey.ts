@@ -3,7 +3,7 @@
  * is behind ApiKeyResolver: today the policy file's `apiKeys` list; a resolver over the shared
  * store (keys issued and revoked by the admin CLI, seen by every replica) plugs in here.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { ApiKeyConfig } from './config.js';
 import type { Principal } from './principal.js';
 
@@ -14,7 +14,8 @@ export interface ApiKeyResolver {
 
 /** Hex SHA-256 of a presented key, as stored under `apiKeys[].sha256`. */
 export function hashApiKey(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  // The one-shot hash: no Hash object for each call's key.
+  return hash('sha256', key, 'hex');
 }
 
 /** The keys listed in the policy file, by hash (`Policy.apiKeys`). */

@@ -12,7 +12,7 @@ import { applicableLines, type BudgetLine } from '../policy/budgets.js';
 import { applicableLimits, ledgerLine, limitCharge, type ApplicableLimits } from '../policy/limits.js';
 import type { Policy } from '../policy/load.js';
 import { MemoryQuotaStore } from '../quota/memory.js';
-import type { DecisionRecord, QuotaStore } from '../quota/store.js';
+import { lineAt, type DecisionRecord, type QuotaStore } from '../quota/store.js';
 import type { CallContext } from './context.js';
 
 /** How often, in real time, the ledger looks for reservations of calls in flight to renew. */
@@ -132,7 +132,7 @@ export class Ledger {
       const limitLines = limits.map((l) => ledgerLine(l.line, limitCharge(l.line.limit, ctx.usage, dispatched)));
       const charged = ctx.charged ?? (limitLines.some((l) => l.amount > 0) ? ctx.lines.map(() => 0) : undefined);
       if (charged) {
-        const lines = [...ctx.lines.map((l, i) => ({ ...l.line, amount: charged[i]! })), ...limitLines];
+        const lines = [...ctx.lines.map((l, i) => lineAt(l.line, charged[i]!)), ...limitLines];
         if (local) await holder.settle(ctx.id, lines);
         await this.store.settle(ctx.id, lines, event);
       } else if (local) {

@@ -8,7 +8,7 @@ import { covers, type CompiledBudget, type ModelInfo } from './load.js';
 import { costMicroUsd } from '../providers/prices.js';
 import type { Usage } from '../providers/provider.js';
 import { lineHead } from '../quota/redisJournal.js';
-import type { LedgerLine } from '../quota/store.js';
+import { lineAt, type LedgerLine } from '../quota/store.js';
 import { resolveWindow, type ResolvedWindow } from '../quota/windows.js';
 
 /** A budget line for the current window, amount still unset. */
@@ -98,8 +98,11 @@ function keptBudgetLine(budget: CompiledBudget, subject: string, w: ResolvedWind
   if (!lines) byPrefix.set(prefix, (lines = new Map()));
   const found = lines.get(subject);
   if (found && found.start === w.start && found.line.resetsAt === w.resetsAt && found.line.line.expiresAt === w.expiresAt) return found.line;
-  const base = { budgetId: budget.config.id, subject, limit: budget.limit, expiresAt: w.expiresAt, ...lineKeys(prefix, budget.config.id, subject, w.readStarts, w.start) };
-  const line: BudgetLine = { budget, subject, resetsAt: w.resetsAt, line: { ...base, head: lineHead(base) } };
+  const budgetId = budget.config.id;
+  const { usageKey, readKeys, reservedKey } = lineKeys(prefix, budgetId, subject, w.readStarts, w.start);
+  // Written out, not spread: every budget's line then has the one shape (see lineAt in quota/store.ts).
+  const head = lineHead({ budgetId, subject, usageKey, reservedKey });
+  const line: BudgetLine = { budget, subject, resetsAt: w.resetsAt, line: { budgetId, subject, limit: budget.limit, expiresAt: w.expiresAt, usageKey, readKeys, reservedKey, head } };
   if (!found && lines.size >= LINES_KEPT) lines.delete(lines.keys().next().value!);
   lines.set(subject, { start: w.start, line });
   return line;
@@ -117,7 +120,7 @@ export function amountFor(budget: CompiledBudget, model: ModelInfo, usage: Usage
  */
 export function chargeLines(lines: BudgetLine[], usage: Usage, costMicroUsd: number, tier: string): LedgerLine[] {
   const tokens = usage.inputTokens + usage.outputTokens;
-  return lines.map((l) => ({ ...l.line, amount: covers(l.budget, tier) ? (l.budget.unit === 'tokens' ? tokens : costMicroUsd) : 0 }));
+  return lines.map((l) => lineAt(l.line, covers(l.budget, tier) ? (l.budget.unit === 'tokens' ? tokens : costMicroUsd) : 0));
 }
 
 /** The output tokens a call may produce on `model`: what was asked, within the model's own ceiling and the clamp, if any. */

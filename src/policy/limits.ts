@@ -19,7 +19,7 @@ import { GatewayError } from '../errors.js';
 import { principalView, type Principal } from '../identity/principal.js';
 import type { Usage } from '../providers/provider.js';
 import { lineHead, lineText } from '../quota/redisJournal.js';
-import type { LedgerLine, ReserveOutcome } from '../quota/store.js';
+import { lineAt, type LedgerLine, type ReserveOutcome } from '../quota/store.js';
 import { resolveSliding, slidingBucketStart } from '../quota/windows.js';
 import { lineKeys, principalSubjects } from './budgets.js';
 import type { CompiledLimit } from './load.js';
@@ -43,7 +43,7 @@ export interface LimitLine {
 
 /** The limit line as a ledger line of `amount`: the line's own `one` or `zero`, or a new one (a token limit). */
 export function ledgerLine(l: LimitLine, amount: number): LedgerLine {
-  return amount === 1 ? l.one : amount === 0 ? l.zero : { ...l.line, amount };
+  return amount === 1 ? l.one : amount === 0 ? l.zero : lineAt(l.line, amount);
 }
 
 /** Whether a candidate of `tier` is subject to the limit. */
@@ -92,7 +92,8 @@ function withAmounts(l: Omit<LimitLine, 'one' | 'zero'>): LimitLine {
     const text = lineText({ budgetId, subject, usageKey, reservedKey, amount, expiresAt, head });
     return { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, head, amount, text };
   };
-  return { ...l, line: { ...l.line, head }, one: at(1), zero: at(0) };
+  // Written out, not spread: one shape for every limit's lines (see lineAt in quota/store.ts).
+  return { limit: l.limit, subject: l.subject, readStarts: l.readStarts, spanMs: l.spanMs, line: { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, head }, one: at(1), zero: at(0) };
 }
 
 /** Subjects whose lines a limit keeps; past it the oldest kept goes. */

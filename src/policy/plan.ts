@@ -22,7 +22,7 @@
  */
 import type { CompletionInput } from '../call/request.js';
 import { GatewayError } from '../errors.js';
-import type { LedgerLine } from '../quota/store.js';
+import { lineAt, type LedgerLine } from '../quota/store.js';
 import { affordableOutput, amountFor, outputTokensFor, type BudgetLine } from './budgets.js';
 import type { BudgetState, Decision } from './decide.js';
 import { covers, type ModelInfo, type Policy } from './load.js';
@@ -139,7 +139,7 @@ export function modelsToCount(input: PlanInput, counted: ReadonlySet<string> = n
 
 /** The ledger lines a candidate reserves: the lines covering its tier, each with its amount. */
 export function reservedLines(lines: readonly BudgetLine[], candidate: Candidate): LedgerLine[] {
-  return candidate.lines.map((i) => ({ ...lines[i]!.line, amount: candidate.amounts[i]! }));
+  return candidate.lines.map((i) => lineAt(lines[i]!.line, candidate.amounts[i]!));
 }
 
 /** The first line of a snapshot that cannot take the candidate's amounts, as the store would report it. */
@@ -156,21 +156,22 @@ export function shortfallIn(budgets: readonly BudgetState[], candidate: Candidat
 
 /** The decision once `candidate` is reserved; `first` is the first refusal met on the way, if any. */
 export function admittedDecision(decided: ServedDecision, candidate: Candidate, first?: Shortfall): ServedDecision {
+  // Copies whose fields change, every one of them already there (decide writes them all): a spread
+  // followed by fields would cost a hidden class a call (test/unit/hidden-classes.test.ts).
   let decision = decided;
   if (candidate.tier !== decided.tier) {
-    decision = {
-      ...decided,
-      effect: 'tier_down',
-      tier: candidate.tier,
-      candidates: candidate.models,
-      fallbackTiers: [],
-      budgetId: first?.budgetId,
-      ruleId: undefined,
-      reason: `Budget ${first?.budgetId} cannot cover a ${decided.tier} call; served by tier ${candidate.tier}.`,
-    };
+    decision = { ...decided };
+    decision.effect = 'tier_down';
+    decision.tier = candidate.tier;
+    decision.candidates = candidate.models;
+    decision.fallbackTiers = [];
+    decision.budgetId = first?.budgetId;
+    decision.ruleId = undefined;
+    decision.reason = `Budget ${first?.budgetId} cannot cover a ${decided.tier} call; served by tier ${candidate.tier}.`;
   }
   if (candidate.clamp) {
-    decision = { ...decision, reason: `${decision.reason}; max_tokens lowered to ${candidate.clamp.tokens}, all that budget ${candidate.clamp.budgetId} can pay for` };
+    decision = { ...decision };
+    decision.reason = `${decision.reason}; max_tokens lowered to ${candidate.clamp.tokens}, all that budget ${candidate.clamp.budgetId} can pay for`;
   }
   return decision;
 }

@@ -163,7 +163,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       return {
         text: message.content.map((b) => (b.type === 'text' ? b.text : '')).join(''),
         model: message.model,
-        usage: usageOf(message.usage),
+        usage: usageOf(message.usage, message.usage.output_tokens),
         ...stopOf(message.stop_reason, message.stop_sequence),
       };
     },
@@ -183,12 +183,15 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       let listenerError: unknown;
       // Output is the larger of what Anthropic last reported and the deltas we saw, so a cut stream
       // is never charged less than what reached the caller.
-      const consumed = (): Usage | undefined => input && usageOf({ ...input, output_tokens: Math.max(reportedOutput, deltas) });
+      const consumed = (): Usage | undefined => input && usageOf(input, Math.max(reportedOutput, deltas));
       const stalled = (): GatewayError =>
         upstreamError({ provider: name, network: true, type: 'timeout', message: `no stream event within ${config.timeoutMs} ms`, usage: consumed() });
 
       try {
-        const events = await client.messages.create({ ...params(req), stream: true }, { signal: idle.signal });
+        // Added to params' own object, not spread onto a copy (see the OpenAI adapter's stream).
+        const p = params(req) as unknown as Anthropic.MessageCreateParamsStreaming;
+        p.stream = true;
+        const events = await client.messages.create(p, { signal: idle.signal });
         answered = true;
         idle.touch();
         for await (const event of events) {
@@ -281,11 +284,12 @@ interface InputCounts {
 }
 
 /** Anthropic reports cache reads and writes apart from `input_tokens`; tollgate counts them as input. */
-function usageOf(u: InputCounts & { output_tokens: number }): Usage {
+/** Usage as Anthropic bills it: cache reads and writes are input tokens too. */
+function usageOf(u: InputCounts, outputTokens: number): Usage {
   const cached = u.cache_read_input_tokens ?? 0;
   const usage: Usage = {
     inputTokens: u.input_tokens + cached + (u.cache_creation_input_tokens ?? 0),
-    outputTokens: u.output_tokens,
+    outputTokens,
   };
   if (cached > 0) usage.cachedInputTokens = cached;
   return usage;

@@ -153,7 +153,11 @@ export function chainedLine(seq: number, prev: string, body: EntryBody): { entry
   else {
     const { event, ...rest } = body;
     text = `${JSON.stringify(rest).slice(0, -1)},"event":${eventJson(event)}}`;
-    ordered = { ...rest, event };
+    // The stores write the event last already; a copy is made only for a body that does not (on
+    // Node 20, a spread given one more field costs about 1 µs: see lineAt in store.ts).
+    let last: string | undefined;
+    for (const k in body) last = k;
+    if (last !== 'event') ordered = Object.assign({}, rest, { event });
   }
   // Encoded to UTF-8 once: hashed, then written as these bytes.
   const bytes = Buffer.from(text, 'utf8');

@@ -135,7 +135,7 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
     const charged = lines.map(entryLine);
     // The call happened: if the journal cannot take its entry now, the charge counts at once and
     // the entry (with its event) is written as soon as it can be.
-    const written = this.keep({ kind: 'settle', id: requestId, at: this.now(), lines: charged, event, settledBy: 'call' });
+    const written = this.keep({ kind: 'settle', id: requestId, at: this.now(), lines: charged, settledBy: 'call', event });
     this.applyCharge(requestId, charged);
     if (event && written) this.emit(event);
   }
@@ -264,7 +264,7 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
       const event = eventFor(id, r);
       let written: boolean;
       if (r.dispatched) {
-        written = this.keep({ kind: 'recover', id, at: this.now(), lines: r.lines, event, settledBy: 'recovery' });
+        written = this.keep({ kind: 'recover', id, at: this.now(), lines: r.lines, settledBy: 'recovery', event });
         this.applyCharge(id, r.lines);
         report.charged.push({ id, lines: r.lines });
       } else {

@@ -37,6 +37,17 @@ export interface LedgerLine {
   head?: string;
 }
 
+/**
+ * `line` at `amount`: a new line with the line's fields written out, in the order every line is made
+ * in (src/policy/budgets.ts, src/policy/limits.ts). Not `{ ...line, amount }`: on Node 20's V8 an
+ * object made by a spread and given one more field gets a hidden class of its own each time once the
+ * code is optimised (about 1 µs a line, against 0.03), and every function that later reads such lines
+ * misses its inline cache (issue 21). `text`, the JSON of one particular amount, is not carried over.
+ */
+export function lineAt(line: Omit<LedgerLine, 'amount'>, amount: number): LedgerLine {
+  return { budgetId: line.budgetId, subject: line.subject, limit: line.limit, expiresAt: line.expiresAt, usageKey: line.usageKey, readKeys: line.readKeys, reservedKey: line.reservedKey, head: line.head, amount };
+}
+
 /** Used and reserved amounts of one budget line. */
 export interface LineState {
   used: number;

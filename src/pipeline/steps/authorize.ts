@@ -39,7 +39,7 @@ export function checkRelationships(opts: { now: () => number }): Middleware<Call
       authorizers.set(ctx.policy, authz);
     }
     const outcome = await authz.check({ principal: admitted(ctx).principal, request: target });
-    ctx.log.debug({ authz: { ...outcome.tuple, allowed: outcome.allowed, source: outcome.source } }, 'openfga check');
+    ctx.log.debug({ authz: Object.assign({}, outcome.tuple, { allowed: outcome.allowed, source: outcome.source }) }, 'openfga check');
     if (!outcome.allowed) {
       const { user, relation, object } = outcome.tuple;
       throw new GatewayError('FORBIDDEN', `Not authorized: OpenFGA does not grant ${user} ${relation} on ${object}.`, { check: outcome.tuple });

@@ -28,7 +28,8 @@ export function estimateInput(opts: EstimateStepOptions): Middleware<CallContext
     const decided = ctx.decision;
     if (decided && decided.effect !== 'deny' && ctx.lines.length > 0) {
       const { request } = admitted(ctx);
-      const plan = { policy: ctx.policy, decision: decided, request, budgets: ctx.budgets, estimatedInputTokens: ctx.estimatedInputTokens };
+      // The plan's fields in the order the reserve step gives them: one shape for the planner.
+      const plan = { policy: ctx.policy, decision: decided, request, budgets: ctx.budgets, estimatedInputTokens: ctx.estimatedInputTokens, inputTokens: undefined };
       const figures = new Map<string, number>();
       const counted = new Set<string>();
       // A model whose figure failed is not asked again in the second pass: its provider just failed to count.
@@ -58,7 +59,7 @@ export function estimateInput(opts: EstimateStepOptions): Middleware<CallContext
           }),
         );
       await ask(decided.candidates, 'estimate');
-      await ask(modelsToCount({ ...plan, inputTokens: figures }, new Set([...counted, ...failed])), 'count');
+      await ask(modelsToCount({ policy: plan.policy, decision: plan.decision, request, budgets: plan.budgets, estimatedInputTokens: plan.estimatedInputTokens, inputTokens: figures }, new Set([...counted, ...failed])), 'count');
       if (ctx.signal.aborted) throw new GatewayError('CANCELLED', 'The call was cancelled.');
       if (figures.size > 0) {
         ctx.inputTokens = figures;
