@@ -40,6 +40,20 @@ export function remainingOf(limit: number, used: number, reserved: number): numb
   return Math.max(0, limit - used - reserved);
 }
 
+/** Reset times as text, kept: the calls on one budget share its window's end (issue 21). */
+const resetTexts = new Map<number, string>();
+
+/** `ms` as an ISO 8601 text, made once for each reset time (at most 1,024 kept, then started again). */
+function resetText(ms: number): string {
+  let text = resetTexts.get(ms);
+  if (text === undefined) {
+    if (resetTexts.size >= 1024) resetTexts.clear();
+    text = new Date(ms).toISOString();
+    resetTexts.set(ms, text);
+  }
+  return text;
+}
+
 /** One line's state in ledger units, as the view callers see. */
 export function budgetView(line: { id: string; scope: string; subject: string; unit: BudgetUnit; limit: number; used: number; reserved: number; resetsAt: number }): BudgetView {
   const { unit } = line;
@@ -53,6 +67,6 @@ export function budgetView(line: { id: string; scope: string; subject: string; u
     reserved: toDisplay(unit, line.reserved),
     remaining: toDisplay(unit, remainingOf(line.limit, line.used, line.reserved)),
     ...(line.used > line.limit ? { overrun: toDisplay(unit, line.used - line.limit) } : {}),
-    resetsAt: new Date(line.resetsAt).toISOString(),
+    resetsAt: resetText(line.resetsAt),
   };
 }
