@@ -4,7 +4,6 @@
  */
 import { Readable } from 'node:stream';
 import { getGlobalDispatcher, ProxyAgent, request, type Dispatcher } from 'undici';
-import { eitherSignal } from '../signals.js';
 import { guardedFetch } from './egress.js';
 import type { ProviderBuildOptions } from './provider.js';
 
@@ -123,21 +122,44 @@ function webBody(body: Readable, signal: AbortSignal | undefined): ReadableStrea
 /**
  * Aborts a stream that goes quiet for `ms`. The SDK's own timeout stops counting once the response
  * headers arrive, so without this a stream stalled midway would hold its budget reservation forever.
+ *
+ * `touch` (every chunk) only notes the time: one timer runs, and when it fires it aborts if nothing
+ * came for `ms`, else waits the rest. (A timer cleared and set again on every chunk cost a timer a
+ * chunk; issue 21.) The caller's abort is forwarded to the same controller rather than joined to it
+ * by a third signal.
  */
 export function idleGuard(ms: number, outer: AbortSignal | undefined) {
   const controller = new AbortController();
+  let fired = false;
+  let last = 0;
   let timer: NodeJS.Timeout | undefined;
+  const check = (): void => {
+    const quiet = performance.now() - last;
+    if (quiet < ms) {
+      timer = setTimeout(check, ms - quiet);
+      return;
+    }
+    timer = undefined;
+    fired = true;
+    controller.abort();
+  };
+  const forward = (): void => controller.abort(outer!.reason);
+  if (outer?.aborted) controller.abort(outer.reason);
+  else outer?.addEventListener('abort', forward, { once: true });
   return {
-    signal: outer ? eitherSignal(outer, controller.signal) : controller.signal,
+    signal: controller.signal,
+    /** Whether the stream went quiet (not whether the caller left). */
     get fired(): boolean {
-      return controller.signal.aborted;
+      return fired;
     },
     touch(): void {
-      clearTimeout(timer);
-      timer = setTimeout(() => controller.abort(), ms);
+      last = performance.now();
+      timer ??= setTimeout(check, ms);
     },
     stop(): void {
       clearTimeout(timer);
+      timer = undefined;
+      outer?.removeEventListener('abort', forward);
     },
   };
 }
