@@ -21,7 +21,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { httpBenchPolicy, killChildren, runBench, sleep, startChild } from './common.js';
+import { driveChat, httpBenchPolicy, killChildren, runBench, servingUrl, sleep, startChild } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -42,21 +42,6 @@ for (const [name, n] of [['--warmup', WARMUP], ['--calls', CALLS], ['--concurren
   if (!(Number.isSafeInteger(n) && n >= (name === '--warmup' ? 0 : 1))) throw new Error(`${name} takes a whole number${name === '--warmup' ? '' : ' of at least 1'}, got ${String(n)}`);
 }
 const KEY = 'tg-callgrind-key';
-
-/** `n` chat completions, `concurrency` at a time; every answer must be a 200. */
-async function drive(baseUrl: string, n: number): Promise<void> {
-  const body = JSON.stringify({ model: 'standard', messages: [{ role: 'user', content: 'Summarise the quarterly report in three bullet points.' }], max_tokens: 64 });
-  let next = 0;
-  const worker = async () => {
-    while (next < n) {
-      next++;
-      const r = await fetch(`${baseUrl}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body });
-      const text = await r.text();
-      if (r.status !== 200) throw new Error(`a call was answered ${r.status}: ${text.slice(0, 300)}`);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, n) }, worker));
-}
 
 function control(pid: number, ...args: string[]): void {
   const r = spawnSync('callgrind_control', [...args, String(pid)], { encoding: 'utf8' });
@@ -87,21 +72,13 @@ async function main(): Promise<void> {
     };
     const child = spawn('valgrind', args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
     gateway = child;
-    let seen = '';
-    const url = await new Promise<string>((ok, fail) => {
-      child.stderr!.on('data', (d: Buffer) => {
-        seen += d.toString();
-        const m = /serving MCP at (\S+)\/mcp/.exec(seen);
-        if (m) ok(m[1]!);
-      });
-      child.once('exit', (code) => fail(new Error(`the gateway exited (${code}) before serving: ${seen.slice(-2000)}`)));
-    });
+    const url = await servingUrl(child);
     process.stdout.write(`${values.dist}${values['openai-client'] ? ` (client ${values['openai-client']})` : ''} on ${values.redis ? `Redis (${values.redis})` : 'the memory store'}: ${WARMUP} warm-up calls, then ${CALLS} measured, ${CONCURRENCY} at a time\n`);
-    await drive(url, WARMUP);
+    await driveChat(url, KEY, WARMUP, CONCURRENCY);
     await sleep(1000);
     control(child.pid!, '-i', 'on');
     const t = Date.now();
-    await drive(url, CALLS);
+    await driveChat(url, KEY, CALLS, CONCURRENCY);
     // Settlements after the answer (settleBeforeReply: false) belong to the measured calls.
     await sleep(2000);
     control(child.pid!, '-d');

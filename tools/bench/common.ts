@@ -131,6 +131,42 @@ export function runBench(name: string, main: () => Promise<void>, onFail?: () =>
   );
 }
 
+/** The base URL of a `tollgate serve` child once it says it serves (on stderr); rejects if it exits first. */
+export function servingUrl(child: ChildProcess): Promise<string> {
+  let seen = '';
+  return new Promise<string>((ok, fail) => {
+    child.stderr!.on('data', (d: Buffer) => {
+      seen += d.toString();
+      const m = /serving MCP at (\S+)\/mcp/.exec(seen);
+      if (m) ok(m[1]!);
+    });
+    child.once('exit', (code) => fail(new Error(`the gateway exited (${code}) before serving: ${seen.slice(-2000)}`)));
+  });
+}
+
+/**
+ * `n` chat completions of one short question on `baseUrl` with `key`, `concurrency` at a time,
+ * streamed with usage when `stream`; every answer must be a 200 (the instruction and IC counters).
+ */
+export async function driveChat(baseUrl: string, key: string, n: number, concurrency: number, stream = false): Promise<void> {
+  const body = JSON.stringify({
+    model: 'standard',
+    messages: [{ role: 'user', content: 'Summarise the quarterly report in three bullet points.' }],
+    max_tokens: 64,
+    ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
+  });
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      next++;
+      const r = await fetch(`${baseUrl}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body });
+      const text = await r.text();
+      if (r.status !== 200) throw new Error(`a call was answered ${r.status}: ${text.slice(0, 300)}`);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+}
+
 /**
  * The in-process benchmarks' policy: the demo provider priced, three budgets a call (a weekly user
  * budget in Paris time, a monthly team budget, a rolling cost-centre budget) never reached.

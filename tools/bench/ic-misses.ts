@@ -17,7 +17,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { httpBenchPolicy, killChildren, runBench, startChild } from './common.js';
+import { driveChat, httpBenchPolicy, killChildren, runBench, servingUrl, startChild } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -36,25 +36,6 @@ for (const [name, n] of [['--warmup', WARMUP], ['--calls', CALLS], ['--top', TOP
   if (!(Number.isSafeInteger(n) && n >= (name === '--calls' ? 1 : 0))) throw new Error(`${name} takes a whole number, got ${String(n)}`);
 }
 const KEY = 'tg-ic-key';
-
-async function drive(baseUrl: string, n: number): Promise<void> {
-  const body = JSON.stringify({
-    model: 'standard',
-    messages: [{ role: 'user', content: 'Summarise the quarterly report in three bullet points.' }],
-    max_tokens: 64,
-    ...(values.stream ? { stream: true, stream_options: { include_usage: true } } : {}),
-  });
-  let next = 0;
-  const worker = async () => {
-    while (next < n) {
-      next++;
-      const r = await fetch(`${baseUrl}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body });
-      const text = await r.text();
-      if (r.status !== 200) throw new Error(`a call was answered ${r.status}: ${text.slice(0, 300)}`);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(16, n) }, worker));
-}
 
 interface Code {
   start: number;
@@ -102,19 +83,11 @@ async function main(): Promise<void> {
     };
     const started = process.hrtime.bigint();
     const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
-    let seen = '';
-    const url = await new Promise<string>((ok, fail) => {
-      child.stderr!.on('data', (d: Buffer) => {
-        seen += d.toString();
-        const m = /serving MCP at (\S+)\/mcp/.exec(seen);
-        if (m) ok(m[1]!);
-      });
-      child.once('exit', (code) => fail(new Error(`the gateway exited (${code}) before serving: ${seen.slice(-2000)}`)));
-    });
-    await drive(url, WARMUP);
+    const url = await servingUrl(child);
+    await driveChat(url, KEY, WARMUP, 16, values.stream);
     // The log's times are microseconds since the gateway's logger started, about when it was spawned.
     const from = Number(process.hrtime.bigint() - started) / 1000;
-    await drive(url, CALLS);
+    await driveChat(url, KEY, CALLS, 16, values.stream);
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
 
