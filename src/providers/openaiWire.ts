@@ -1,12 +1,13 @@
 /**
  * Chat Completions without the SDK's per-call machinery (`client: direct`, the default): the
  * request the openai SDK builds, posted on the provider's own undici Agent (its connection pool,
- * through the dispatcher's `request`), and its answer read as the SDK reads it. The URL and headers are the SDK's own, from its public
- * `buildRequest`, made once per provider and retry count; test/providers/openai-wire-sdk.test.ts
- * requires the requests of both clients to be identical. The SDK builds a Headers object, a
- * Request-like option bag, log details and an AbortController per call, and reads the answer
- * through a web Response and byte buffers concatenated per line; here a stream is cut into events
- * from the socket's text.
+ * through the dispatcher's `request`), and its answer read as the SDK reads it. The URL and headers
+ * are the SDK's own, from its public `buildRequest`, made once per provider and retry count (an
+ * Agent's idle connections close after its keep-alive, so a provider a reload dropped leaves
+ * nothing open); test/providers/openai-wire-sdk.test.ts requires the requests of both clients to be
+ * identical. The SDK builds a Headers object, a Request-like option bag, log details and an
+ * AbortController per call, and reads the answer through a web Response and byte buffers
+ * concatenated per line; here a stream is cut into events from the socket's text.
  *
  * What it keeps of the SDK, so that the adapter (openai.ts) maps errors the same way whichever
  * client runs: the SDK's own error classes (`APIError.generate` for a status, `APIConnectionError`,
