@@ -21,7 +21,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { driveChat, httpBenchPolicy, killChildren, runBench, servingUrl, sleep, startChild } from './common.js';
+import { driveChat, gatewayEnv, httpBenchPolicy, killChildren, runBench, servingUrl, sleep, startChild } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -60,16 +60,8 @@ async function main(): Promise<void> {
     const cli = resolve(values.dist, 'src/cli.js');
     const args = ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, '--single-threaded', cli, 'serve', '--port', '0', '--policy', policyFile];
     if (values.redis) args.push('--redis', values.redis);
-    const env = {
-      ...process.env,
-      TOLLGATE_LOG_LEVEL: 'warn',
-      TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'),
-      TOLLGATE_DATA_DIR: join(dir, 'data'),
-      TOLLGATE_KEY_PREFIX: `tgcg:${process.pid}:`,
-      // Under valgrind every command's answer is slow to be read: not an outage.
-      TOLLGATE_STORE_TIMEOUT_MS: '120000',
-      ...(values.redis ? {} : { REDIS_URL: '', REDIS_CLUSTER_NODES: '' }),
-    };
+    // Under valgrind every command's answer is slow to be read: not an outage.
+    const env = gatewayEnv(dir, `tgcg:${process.pid}:`, values.redis, { TOLLGATE_STORE_TIMEOUT_MS: '120000' });
     const child = spawn('valgrind', args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
     gateway = child;
     const url = await servingUrl(child);

@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import { join } from 'node:path';
 import { childPids } from '../../test/helpers/process.js';
 
 export const children: ChildProcess[] = [];
@@ -129,6 +130,22 @@ export function runBench(name: string, main: () => Promise<void>, onFail?: () =>
       process.exit(1);
     },
   );
+}
+
+/**
+ * The environment of a `tollgate serve` child the counters start: warnings only, its events file and
+ * data directory in `dir`, its own key prefix, and Redis only when `redis` is given (`extra` last).
+ */
+export function gatewayEnv(dir: string, keyPrefix: string, redis: string | undefined, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    TOLLGATE_LOG_LEVEL: 'warn',
+    TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'),
+    TOLLGATE_DATA_DIR: join(dir, 'data'),
+    TOLLGATE_KEY_PREFIX: keyPrefix,
+    ...(redis ? {} : { REDIS_URL: '', REDIS_CLUSTER_NODES: '' }),
+    ...extra,
+  };
 }
 
 /** The base URL of a `tollgate serve` child once it says it serves (on stderr); rejects if it exits first. */

@@ -17,7 +17,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { driveChat, httpBenchPolicy, killChildren, runBench, servingUrl, startChild } from './common.js';
+import { driveChat, gatewayEnv, httpBenchPolicy, killChildren, runBench, servingUrl, startChild } from './common.js';
 
 const { values } = parseArgs({
   options: {
@@ -73,14 +73,7 @@ async function main(): Promise<void> {
     writeFileSync(policyFile, httpBenchPolicy(fake.match[1]!, KEY));
     const args = ['--log-ic', `--logfile=${log}`, '--no-logfile-per-isolate', resolve(values.dist, 'src/cli.js'), 'serve', '--port', '0', '--policy', policyFile];
     if (values.redis) args.push('--redis', values.redis);
-    const env = {
-      ...process.env,
-      TOLLGATE_LOG_LEVEL: 'warn',
-      TOLLGATE_EVENTS_FILE: join(dir, 'events.jsonl'),
-      TOLLGATE_DATA_DIR: join(dir, 'data'),
-      TOLLGATE_KEY_PREFIX: `tgic:${process.pid}:`,
-      ...(values.redis ? {} : { REDIS_URL: '', REDIS_CLUSTER_NODES: '' }),
-    };
+    const env = gatewayEnv(dir, `tgic:${process.pid}:`, values.redis);
     const started = process.hrtime.bigint();
     const child = spawn(process.execPath, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
     const url = await servingUrl(child);
