@@ -84,16 +84,17 @@ export function limitLine(limit: CompiledLimit, subject: string, now: number, pr
 }
 
 function withAmounts(l: Omit<LimitLine, 'one' | 'zero'>): LimitLine {
-  // Fields in the order of a budget's ledger line (src/policy/budgets.ts, then plan.ts reservedLines), so the stores see one shape.
+  // Fields in the order of a budget's ledger line (src/policy/budgets.ts), written out rather than
+  // spread (see lineAt in quota/store.ts), so the stores see one shape. The head goes on the line
+  // too, so a token limit's line of any other amount (`ledgerLine`) carries it.
   const { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey } = l.line;
-  // The head goes on the line too, so a token limit's line of any other amount (`ledgerLine`) carries it.
-  const head = lineHead(l.line);
+  const line = { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, head: lineHead(l.line) };
   const at = (amount: number): LedgerLine => {
-    const text = lineText({ budgetId, subject, usageKey, reservedKey, amount, expiresAt, head });
-    return { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, head, amount, text };
+    const priced = lineAt(line, amount);
+    priced.text = lineText(priced);
+    return priced;
   };
-  // Written out, not spread: one shape for every limit's lines (see lineAt in quota/store.ts).
-  return { limit: l.limit, subject: l.subject, readStarts: l.readStarts, spanMs: l.spanMs, line: { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, head }, one: at(1), zero: at(0) };
+  return { limit: l.limit, subject: l.subject, readStarts: l.readStarts, spanMs: l.spanMs, line, one: at(1), zero: at(0) };
 }
 
 /** Subjects whose lines a limit keeps; past it the oldest kept goes. */
