@@ -375,11 +375,18 @@ end
 -- Takes amount and n reservations, just removed from R, off its tally t (as read before, or nil
 -- to read it now). A tally that was already wrong stays wrong by the same count, and is summed
 -- whole at the next reservation. R without a tally gets none here.
+-- Returns true when the tally says other reservations are still held on the line (so the line's
+-- keys are not empty); false when it says none are, or when there is no tally to say.
 local function untally(res, amount, n, t)
   if t == nil then t = redis.call('HGET', res, '=') end
-  if not t then return end
+  if not t then return false end
   local sum, count = parseTally(t)
-  if count > n then redis.call('HSET', res, '=', tally(sum - amount, count - n)) else redis.call('HDEL', res, '=') end
+  if count > n then
+    redis.call('HSET', res, '=', tally(sum - amount, count - n))
+    return true
+  end
+  redis.call('HDEL', res, '=')
+  return false
 end
 
 -- Removes expired reservations of a line, closing each through recovery (journaled).
@@ -439,14 +446,18 @@ local function extend(res, exp, inf, now, expiry)
   redis.call('PEXPIRE', inf, ttl)
 end
 
--- Drops a request's reservation on a line; returns 1 if it held one.
+-- Drops a request's reservation on a line, then deletes the line's keys if they hold nothing
+-- (emptied). A line whose tally says other reservations are still held is not looked at: with a
+-- tally that is wrong (below), keys left empty expire with their lifetime or go at the sweep.
+-- Returns 1 if the line held the reservation.
 local function drop(res, exp, inf, id)
   local got = redis.call('HMGET', res, id, '=')
   if not got[1] then return 0 end
   redis.call('HDEL', res, id)
-  untally(res, tonumber(got[1]), 1, got[2])
+  local others = untally(res, tonumber(got[1]), 1, got[2])
   redis.call('ZREM', exp, id)
   redis.call('HDEL', inf, id, '#' .. id)
+  if not others then emptied(res, exp, inf) end
   return 1
 end
 `;
@@ -476,6 +487,7 @@ local jr = journal(KEYS, ARGV)
 local id, expiry, index, idJson, dispatching = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8], ARGV[9] == '1'
 local digest, profile = ARGV[10], ARGV[11]
 local out, taken, events, k, blocked = {}, {}, {}, 6, false
+local seen, settled
 if digest ~= '' and profile == '' and redis.call('HEXISTS', KEYS[5], digest) == 0 then
   for a = 12, #ARGV, 5 do out[#out + 1] = {4, 0, 0} end
   return {out, events}
@@ -486,7 +498,12 @@ for a = 12, #ARGV, 5 do
   purge(jr, res, exp, inf, events)
   local state, used, reserved, count = 3, 0, 0, 0
   local vals
-  local got = redis.call('EXISTS', marker) == 0 and redis.call('HMGET', res, id, '=')
+  -- On a single node every line names the call's one marker: EXISTS once, not once a line.
+  if marker ~= seen then
+    seen = marker
+    settled = redis.call('EXISTS', marker) == 1
+  end
+  local got = not settled and redis.call('HMGET', res, id, '=')
   if not got or got[1] then
     state = 2
   else
@@ -597,10 +614,15 @@ local jr = journal(KEYS, ARGV)
 local id, h, body, m = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
 local first = 9 + m
 local out, events, free, done = {}, {}, 0, 0
+-- On a single node every line names the call's one marker: it is read once (and written once below).
+local marker, by
 for a = first, #ARGV, 3 do
   local k = (a - first) / 3 * 5 + 4
   purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
-  local by = redis.call('GET', KEYS[k + 3])
+  if KEYS[k + 3] ~= marker then
+    marker = KEYS[k + 3]
+    by = redis.call('GET', marker)
+  end
   if by then
     -- 'c': this call's own settle wrote the marker (so its entry, with the event, is journaled):
     -- a replay whose first reply was lost. Anything else: recovery settled it.
@@ -612,11 +634,15 @@ for a = first, #ARGV, 3 do
   end
 end
 if free > 0 and done == 0 then
+  marker = nil
   for a = first, #ARGV, 3 do
     local k = (a - first) / 3 * 5 + 4
-    if drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id) == 1 then emptied(KEYS[k], KEYS[k + 1], KEYS[k + 2]) end
+    drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id)
     charge(KEYS[k + 4], tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
-    redis.call('SET', KEYS[k + 3], 'c', 'PX', ARGV[a + 2])
+    if KEYS[k + 3] ~= marker then
+      marker = KEYS[k + 3]
+      redis.call('SET', marker, 'c', 'PX', ARGV[a + 2])
+    end
     out[(a - first) / 3 + 1] = 1
   end
   append(jr, h, body)
@@ -642,10 +668,7 @@ local id, h, body, journaled, m = ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1', ton
 local dropped, events, appended = 0, {}, 0
 for k = 4, #KEYS, 3 do
   purge(jr, KEYS[k], KEYS[k + 1], KEYS[k + 2], events)
-  if drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id) == 1 then
-    dropped = dropped + 1
-    emptied(KEYS[k], KEYS[k + 1], KEYS[k + 2])
-  end
+  dropped = dropped + drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id)
 end
 if journaled and firstTime(jr, id, ARGV[10 + m]) then
   append(jr, h, body)
