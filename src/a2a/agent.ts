@@ -6,7 +6,7 @@
  * starts with the tollgate code and whose metadata carries the error.
  */
 import { AgentCard, Role, TaskState, type Message, type Part, type Task } from '@a2a-js/sdk';
-import type { AgentExecutionEvent, AgentExecutor, ExecutionEventBus, RequestContext, User } from '@a2a-js/sdk/server';
+import type { AgentExecutionEvent, AgentExecutor, ExecutionEventBus, RequestContext, TaskStore, User } from '@a2a-js/sdk/server';
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -39,6 +39,11 @@ export interface A2AOptions {
   callerOf: (req: Request) => { principal: Principal; credential: Credential } | undefined;
   /** Where tasks are kept across restarts (`tasks.jsonl`); none keeps them in memory only. */
   dataDir?: string;
+  /**
+   * The task store, in place of the bounded one `dataDir` describes. The app never sets it; a test
+   * passes a store that fails, to see what the route records when the SDK's stream faults midway.
+   */
+  taskStore?: TaskStore;
 }
 
 /** The verified caller, handed by the express layer to the executor through the SDK's context. */
@@ -247,7 +252,7 @@ async function jsonRpc(gateway: Gateway, opts: A2AOptions): Promise<RequestHandl
   const [{ DefaultRequestHandler, JsonRpcTransportHandler }, { jsonRpcHandler }] = await Promise.all([import('@a2a-js/sdk/server'), import('@a2a-js/sdk/server/express')]);
   installSdkLog((error) => JsonRpcTransportHandler.mapToJSONRPCError(error));
   const warn = (message: string, fields?: Record<string, unknown>) => gateway.logger.warn({ ...fields, event: 'a2a_tasks' }, message);
-  const tasks = new BoundedTaskStore(undefined, opts.dataDir ? { dir: opts.dataDir, warn } : undefined);
+  const tasks = opts.taskStore ?? new BoundedTaskStore(undefined, opts.dataDir ? { dir: opts.dataDir, warn } : undefined);
   const handler = new DefaultRequestHandler(agentCard(gateway.policy, '', opts.version), tasks, new CompletionExecutor(gateway));
   return jsonRpcHandler({
     requestHandler: handler,

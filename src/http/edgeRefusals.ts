@@ -1,7 +1,7 @@
 /**
  * Refusals the HTTP edge makes on its own (a body that is not JSON-RPC, a request before
  * initialize, an unknown session, a refused Host or Origin, an unknown path, unparseable HTTP, a
- * JSON-RPC error from the A2A SDK):
+ * JSON-RPC error from the A2A SDK, in its answer or as the SSE error event that ends its stream):
  * each is recorded through the gateway as one decision event with its code, so the audit trail
  * holds every refused request, not only refused calls. Refusals the pipeline already recorded
  * (authentication, calls, bodies read after authentication) are marked and not recorded twice.
@@ -96,6 +96,51 @@ function rpcErrorCode(rpcCode: number): ErrorCode {
   return 'INVALID_REQUEST';
 }
 
+/** A JSON-RPC error as an answer carries it. */
+interface RpcError {
+  code: number;
+  message: unknown;
+}
+
+/** The error of a JSON-RPC answer, if it is one. */
+function rpcErrorOf(body: unknown): RpcError | undefined {
+  const error = (body as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+  return error && typeof error.code === 'number' ? (error as RpcError) : undefined;
+}
+
+/**
+ * The JSON-RPC error an SSE event written as one chunk carries, when the event is named `error`
+ * (the form the A2A SDK writes a stream's fault in: `event: error`, then `data:` with the JSON-RPC
+ * error envelope). Any other chunk is not an error event; only one that starts with `event:` is read.
+ */
+function sseRpcError(chunk: unknown): RpcError | undefined {
+  if (typeof chunk !== 'string' || !chunk.startsWith('event:')) return undefined;
+  let event = '';
+  let data: string | undefined;
+  for (const line of chunk.split(/\r\n|\r|\n/)) {
+    if (!line) break;
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? '' : line.slice(line[colon + 1] === ' ' ? colon + 2 : colon + 1);
+    if (field === 'event') event = value;
+    else if (field === 'data') data = data === undefined ? value : `${data}\n${value}`;
+  }
+  if (event !== 'error' || data === undefined) return undefined;
+  try {
+    return rpcErrorOf(JSON.parse(data));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Records a JSON-RPC error the A2A SDK answered for `req` as one decision event, as the caller's; `what` begins its reason. */
+function recordRpcError(gateway: Gateway, req: Request, res: Response, error: RpcError, what: string): void {
+  markRecorded(res);
+  const refusal = new GatewayError(rpcErrorCode(error.code), `${what}: JSON-RPC ${error.code}: ${String(error.message)}`);
+  const logged = res.locals.faultLogged === true;
+  void gateway.refuse(refusal, { transport: 'a2a', credential: credentialOf(req) ?? presented(req), requestId: res.locals.requestId as string | undefined, logged });
+}
+
 /**
  * Mounted before the A2A SDK's JSON-RPC handler, which refuses a request it cannot serve (params
  * that are not A2A, an unknown method, a missing or unsupported A2A-Version, a Content-Type other
@@ -104,20 +149,28 @@ function rpcErrorCode(rpcCode: number): ErrorCode {
  * caller's, with the JSON-RPC code and message in its reason. (A call the gateway refuses is a
  * failed task, not a JSON-RPC error, and the pipeline records it.) An internal error the SDK logged
  * with its stack before answering (`faultLogged`, agent.ts) is not logged again.
+ *
+ * A stream that fails after it began (SendStreamingMessage, SubscribeToTask: its headers and
+ * first event are sent) cannot be answered with a JSON-RPC error body any more: the SDK writes
+ * the error as an SSE event named `error`, whose data is the JSON-RPC error envelope, and ends
+ * the stream. That event, read from what is written, is recorded the same way, once per response,
+ * with no charge: a call the request made was charged and recorded by the pipeline, in its own
+ * event. Each chunk of a stream is only checked for starting with `event:`.
  */
 export function recordRpcErrors(gateway: Gateway): RequestHandler {
   return function rpcErrors(req: Request, res: Response, next: NextFunction) {
     const json = res.json.bind(res);
     res.json = (body: unknown) => {
-      const error = (body as { jsonrpc?: unknown; error?: { code?: unknown; message?: unknown } } | null)?.error;
-      if (error && typeof error.code === 'number' && !res.locals.refusalRecorded) {
-        markRecorded(res);
-        const refusal = new GatewayError(rpcErrorCode(error.code), `Refused by the A2A endpoint: JSON-RPC ${error.code}: ${String(error.message)}`);
-        const logged = res.locals.faultLogged === true;
-        void gateway.refuse(refusal, { transport: 'a2a', credential: credentialOf(req) ?? presented(req), requestId: res.locals.requestId as string | undefined, logged });
-      }
+      const error = rpcErrorOf(body);
+      if (error && !res.locals.refusalRecorded) recordRpcError(gateway, req, res, error, 'Refused by the A2A endpoint');
       return json(body);
     };
+    const write = res.write as (chunk: unknown, encoding?: unknown, callback?: unknown) => boolean;
+    res.write = function sseErrors(this: Response, chunk: unknown, encoding?: unknown, callback?: unknown) {
+      const error = sseRpcError(chunk);
+      if (error && !res.locals.refusalRecorded) recordRpcError(gateway, req, res, error, 'The A2A stream failed after it began');
+      return write.call(this, chunk, encoding, callback);
+    } as Response['write'];
     next();
   };
 }
