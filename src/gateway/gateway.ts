@@ -87,6 +87,12 @@ interface CallBase {
   signal?: AbortSignal;
   /** Text deltas as they arrive, with the model ref serving them (known before the first byte is sent on). */
   onText?: (delta: string, model: string) => void;
+  /**
+   * Called once, just before the first text delta reaches `onText` (or, when none came, before
+   * `complete` returns), with the caller's budgets as this call's admission read them, this call
+   * not yet counted: what a streamed answer's head carries, without a read of its own.
+   */
+  onHead?: (budgets: BudgetView[]) => void;
   requestId?: string;
 }
 
@@ -192,6 +198,7 @@ export class Gateway {
     await this.run(ctx);
     const d = ctx.decision;
     if (!d || d.effect === 'deny' || !ctx.served || !ctx.usage) throw new GatewayError('INTERNAL', 'pipeline finished without a result');
+    ctx.head?.();
     return {
       requestId: ctx.id,
       text: ctx.served.text,
@@ -203,18 +210,7 @@ export class Gateway {
       usage: ctx.usage,
       costUsd: (ctx.costMicroUsd ?? 0) / 1e6,
       decision: { effect: d.effect, requestedTier: d.requestedTier, tier: d.tier, ruleId: d.ruleId, budgetId: d.budgetId, reason: d.reason },
-      budgets: ctx.budgets.map((b, i) =>
-        budgetView({
-          id: b.budget.config.id,
-          scope: b.budget.config.scope,
-          subject: b.subject,
-          unit: b.budget.unit,
-          limit: b.budget.limit,
-          used: b.used + (ctx.charged?.[i] ?? 0),
-          reserved: b.reserved,
-          resetsAt: b.resetsAt,
-        }),
-      ),
+      budgets: ctx.budgetsRead(ctx.charged ?? undefined),
     };
   }
 
@@ -323,7 +319,7 @@ export class Gateway {
     await this.ledger.close();
   }
 
-  private context(call: CallRequest, purpose: CallPurpose): CallContext {
+  private context(call: CallRequest, purpose: CallPurpose): Call & CallContext {
     return new Call(call, purpose, this.now(), this.runtime.policy, this.opts.logger);
   }
 }
@@ -348,6 +344,8 @@ class Call implements CallContext {
   declare request?: CompletionInput;
   declare readonly signal: AbortSignal;
   declare readonly onText?: (delta: string, model: string) => void;
+  /** Set while the call's `onHead` has not been told yet. */
+  declare head: (() => void) | undefined;
   declare estimatedInputTokens: number;
   declare lines: CallContext['lines'];
   declare budgets: CallContext['budgets'];
@@ -370,13 +368,43 @@ class Call implements CallContext {
       this.args = call.args;
     }
     this.signal = call.signal ?? new AbortController().signal;
-    this.onText = call.onText;
+    this.head = undefined;
+    this.onText = call.onHead ? this.headFirst(call.onHead, call.onText) : call.onText;
     this.estimatedInputTokens = 0;
     this.lines = [];
     this.budgets = [];
     this.limits = NO_LIMITS;
     this.attempts = [];
     this.#parent = parent;
+  }
+
+  /** Tells `onHead` the budgets once, before the first delta or (`head()`) at the end. */
+  private headFirst(onHead: (budgets: BudgetView[]) => void, onText: ((delta: string, model: string) => void) | undefined): (delta: string, model: string) => void {
+    this.head = () => {
+      this.head = undefined;
+      onHead(this.budgetsRead());
+    };
+    return (delta, model) => {
+      this.head?.();
+      onText?.(delta, model);
+    };
+  }
+
+
+  /** The budgets as admission read them, this call not counted: `charged` adds what it was charged. */
+  budgetsRead(charged?: readonly number[]): BudgetView[] {
+    return this.budgets.map((b, i) =>
+      budgetView({
+        id: b.budget.config.id,
+        scope: b.budget.config.scope,
+        subject: b.subject,
+        unit: b.budget.unit,
+        limit: b.budget.limit,
+        used: b.used + (charged?.[i] ?? 0),
+        reserved: b.reserved,
+        resetsAt: b.resetsAt,
+      }),
+    );
   }
 
   get log(): Logger {

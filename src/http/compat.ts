@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { Router, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import type { CompleteArgs } from '../call/request.js';
+import type { BudgetView } from '../call/budget.js';
 import { DEFAULT_MAX_TOKENS } from '../call/request.js';
 import { asGatewayError, GatewayError } from '../errors.js';
 import type { CallResult, EdgeAuthentication, Gateway } from '../gateway/gateway.js';
@@ -207,11 +208,12 @@ interface StreamInput {
 /**
  * Streams the answer as server-sent events. The status line waits for the first text, so a refusal
  * before any output still arrives as a plain error response with its own status. Budget headers go
- * with the head, so they are read before the call (this call not yet counted).
+ * with the head: the budgets as the call's own admission read them (this call not yet counted),
+ * handed over by the gateway before the first text (`onHead`), not read again.
  */
 async function streamCall(res: Response, gateway: Gateway, codec: WireCodec, input: StreamInput): Promise<void> {
   const { call } = input;
-  const before = await readBudgetHeaders(gateway, input.edge.principal);
+  let before: readonly BudgetView[] = [];
   let model: string | undefined;
   // The events written in one turn of the event loop (the head and the first delta, the deltas of
   // one upstream read, the last events and the end) leave in one write to the socket, not one each.
@@ -233,7 +235,7 @@ async function streamCall(res: Response, gateway: Gateway, codec: WireCodec, inp
   const start = (served: string) => {
     if (model) return;
     model = served;
-    setHeaders(res, before);
+    setBudgetHeaders(res, before);
     res.status(200).setHeader('content-type', 'text/event-stream; charset=utf-8');
     res.setHeader('cache-control', 'no-cache');
     hold();
@@ -248,6 +250,9 @@ async function streamCall(res: Response, gateway: Gateway, codec: WireCodec, inp
       transport: codec.transport,
       signal: input.signal,
       requestId: call.requestId,
+      onHead: (budgets) => {
+        before = budgets;
+      },
       onText: (delta, served) => {
         start(served);
         codec.stream.delta(send, delta, served, call);

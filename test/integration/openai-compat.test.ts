@@ -1,5 +1,5 @@
 import OpenAI, { APIError } from 'openai';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { applicableLines } from '../../src/policy/budgets.js';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
@@ -79,6 +79,22 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     expect(chunks.at(-2)!.choices[0]!.finish_reason).toBe('stop');
     expect(chunks.at(-1)!.choices).toEqual([]);
     expect(chunks.at(-1)!.usage).toEqual({ prompt_tokens: 3, completion_tokens: 5, total_tokens: 8, prompt_tokens_details: { cached_tokens: 0 } });
+    expect(gw!.events.at(-1)).toMatchObject({ effect: 'allow', outcome: 'success', transport: 'openai' });
+  });
+
+  it("gives a streamed answer's head the budgets as the call's own admission read them, with no read of its own", async () => {
+    await start();
+    await precharge(gw!, KEYS.alice, 100);
+    const read = vi.spyOn(gw!.runtime.gateway.store, 'read');
+    const { data: stream, response } = await client(KEYS.alice)
+      .chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello there' }], stream: true })
+      .withResponse();
+    for await (const _ of stream) void _;
+    // Before this call: 10,000 less the 100 charged earlier.
+    expect(response.headers.get('x-tollgate-budget-remaining')).toBe('9900');
+    expect(response.headers.get('x-tollgate-budget-reset')).toBe('2026-11-29T23:00:00.000Z');
+    // One read: the decision's. (The head's own read before the call was a second.)
+    expect(read).toHaveBeenCalledTimes(1);
     expect(gw!.events.at(-1)).toMatchObject({ effect: 'allow', outcome: 'success', transport: 'openai' });
   });
 
