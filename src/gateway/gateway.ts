@@ -210,7 +210,7 @@ export class Gateway {
       usage: ctx.usage,
       costUsd: (ctx.costMicroUsd ?? 0) / 1e6,
       decision: { effect: d.effect, requestedTier: d.requestedTier, tier: d.tier, ruleId: d.ruleId, budgetId: d.budgetId, reason: d.reason },
-      budgets: ctx.budgetsRead(ctx.charged ?? undefined),
+      budgets: ctx.budgetsRead(ctx.charged),
     };
   }
 
@@ -389,7 +389,6 @@ class Call implements CallContext {
       onText?.(delta, model);
     };
   }
-
 
   /** The budgets as admission read them, this call not counted: `charged` adds what it was charged. */
   budgetsRead(charged?: readonly number[]): BudgetView[] {
