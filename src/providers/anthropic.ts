@@ -10,6 +10,8 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
+import { ProxyAgent } from 'undici';
+import { directMessagesClient, sdkMessagesClient, type MessagesClient } from './anthropicWire.js';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
 import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
@@ -38,7 +40,9 @@ type MessageParams = Anthropic.MessageCreateParamsNonStreaming;
 /**
  * An Anthropic provider for one policy entry. SDK retries follow `maxRetries` (the pipeline's own
  * failover usually wants 0); `opts.proxy` sends every call through a corporate proxy and
- * `opts.egressAllow` holds every request to the policy's allowlist.
+ * `opts.egressAllow` holds every request to the policy's allowlist. Messages go through the SDK
+ * (`client: sdk`) or as the request the SDK builds (`client: direct`, anthropicWire.ts); token
+ * counting always goes through the SDK.
  */
 export function createAnthropicProvider(name: string, config: AnthropicConfig, opts: ProviderBuildOptions = {}): Provider {
   // The endpoint the egress allowlist checked at policy load (always defined for a network kind).
@@ -51,8 +55,20 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
     baseURL: baseUrl,
     timeout: config.timeoutMs,
     maxRetries: config.maxRetries,
+    // The direct client takes its URL and headers from this client and sends them itself; token
+    // counting stays on the SDK, so its fetch is the guarded one whichever client runs.
     ...(sdkTransport(name, opts) as Pick<ClientOptions, 'fetch' | 'fetchOptions'>),
   });
+  const messages: MessagesClient =
+    config.client === 'sdk'
+      ? sdkMessagesClient(client)
+      : directMessagesClient({
+          sdk: client,
+          timeoutMs: config.timeoutMs,
+          maxRetries: config.maxRetries,
+          dispatcher: opts.proxy ? new ProxyAgent(opts.proxy) : undefined,
+          egress: opts.egressAllow ? { provider: name, allow: opts.egressAllow } : undefined,
+        });
 
   function params(req: CompletionRequest): MessageParams {
     const p: MessageParams = {
@@ -146,9 +162,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       const upstream = headGuard(req.signal, config.timeoutMs);
       let message: Anthropic.Message;
       try {
-        const pending = client.messages.create(params(req), { signal: upstream.signal });
-        pending.asResponse().then(upstream.answered, () => undefined);
-        message = await pending;
+        message = await messages.create(params(req), upstream.signal, upstream.answered);
       } catch (err) {
         if (!(err instanceof GatewayError) && req.signal?.aborted) throw cancelledError(name, undefined, upstream.wasAnswered);
         if (!(err instanceof GatewayError) && upstream.signal.aborted) throw bodyTimeout(err);
@@ -191,7 +205,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
         // Added to params' own object, not spread onto a copy (see the OpenAI adapter's stream).
         const p = params(req) as unknown as Anthropic.MessageCreateParamsStreaming;
         p.stream = true;
-        const events = await client.messages.create(p, { signal: idle.signal });
+        const events = await messages.stream(p, idle.signal);
         answered = true;
         idle.touch();
         for await (const event of events) {

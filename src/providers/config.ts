@@ -29,19 +29,20 @@ const common = {
 const countTokens = z.union([z.boolean(), z.literal('always')]).optional();
 
 /**
- * How an OpenAI provider's calls leave: `direct` (the default), the request the openai SDK builds
- * (its URL and headers from the SDK's `buildRequest`) posted on undici's connection pool and its
- * answer read as the SDK reads it, with the SDK's retry rule and error classes
- * (src/providers/openaiWire.ts), for a fraction of the CPU per call; `sdk`, through the SDK's
- * `chat.completions.create`. The provider contract runs against both, and
- * test/providers/openai-wire-sdk.test.ts requires both to send identical requests.
+ * How an OpenAI or Anthropic provider's calls leave: `direct` (the default), the request the
+ * official SDK builds (its URL and headers from the SDK's `buildRequest`) posted on undici's
+ * connection pool and its answer read as the SDK reads it, with the SDK's retry rule and error
+ * classes (src/providers/directWire.ts, openaiWire.ts, anthropicWire.ts), for a fraction of the CPU
+ * per call; `sdk`, through the SDK's `chat.completions.create` or `messages.create`. The provider
+ * contract runs against both, and test/providers/openai-wire-sdk.test.ts and
+ * anthropic-wire-sdk.test.ts require both to send identical requests.
  */
 const client = z.enum(['sdk', 'direct']).optional();
 
 /** One provider entry, by kind. */
 export const providerSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('demo'), latencyMs: z.number().int().min(0).default(0) }).strict(),
-  z.object({ kind: z.literal('anthropic'), apiKey: z.string().min(1), countTokens, ...common }).strict(),
+  z.object({ kind: z.literal('anthropic'), apiKey: z.string().min(1), countTokens, client, ...common }).strict(),
   z.object({ kind: z.literal('openai'), apiKey: z.string().min(1), organization: z.string().optional(), countTokens, client, ...common }).strict(),
   z
     .object({

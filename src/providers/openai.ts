@@ -95,6 +95,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
           timeoutMs: config.timeoutMs,
           maxRetries: config.maxRetries,
           dispatcher: opts.proxy ? new ProxyAgent(opts.proxy) : undefined,
+          egress: opts.egressAllow ? { provider: name, allow: opts.egressAllow } : undefined,
         });
 
   function params(req: CompletionRequest): ChatParams {

@@ -13,8 +13,12 @@ import { providerContract } from './contract.js';
 const KEY = 'sk-ant-test-0123456789';
 const MODEL = 'claude-sonnet-5-5';
 
+// The whole file runs against both clients: the official SDK, and the direct path (anthropicWire.ts).
+for (const client of ['sdk', 'direct'] as const) {
+describe(`Anthropic adapter, client ${client}`, () => {
+
 function config(fake: FakeProviderServer, over: Partial<AnthropicConfig> = {}): AnthropicConfig {
-  return { kind: 'anthropic', apiKey: KEY, baseUrl: fake.url, timeoutMs: 1500, maxRetries: 0, ...over };
+  return { kind: 'anthropic', apiKey: KEY, baseUrl: fake.url, timeoutMs: 1500, maxRetries: 0, client, ...over };
 }
 
 providerContract({
@@ -203,7 +207,7 @@ describe('Anthropic stream that stalls after the headers', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     try {
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-      const provider = createAnthropicProvider('anthropic', { kind: 'anthropic', apiKey: KEY, baseUrl: url, timeoutMs: 300, maxRetries: 0 });
+      const provider = createAnthropicProvider('anthropic', { kind: 'anthropic', apiKey: KEY, baseUrl: url, timeoutMs: 300, maxRetries: 0, client });
       const err = await failure(provider.stream(request, () => {}));
       expect(err.code).toBe('PROVIDER_UNAVAILABLE');
       expect(err.details.upstreamType).toBe('timeout');
@@ -228,7 +232,7 @@ describe('Anthropic error event in the middle of a stream', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     try {
       const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-      const provider = createAnthropicProvider('anthropic', { kind: 'anthropic', apiKey: KEY, baseUrl: url, timeoutMs: 1500, maxRetries: 0 });
+      const provider = createAnthropicProvider('anthropic', { kind: 'anthropic', apiKey: KEY, baseUrl: url, timeoutMs: 1500, maxRetries: 0, client });
       const err = await failure(provider.stream(request, () => {}));
       expect(err.code).toBe('PROVIDER_UNAVAILABLE');
       expect(err.details).toEqual({ provider: 'anthropic', status: 529, upstreamType: 'overloaded_error', usage: { inputTokens: 9, outputTokens: 1 } });
@@ -281,3 +285,5 @@ describe('Anthropic adapter egress allowlist', () => {
     }
   });
 });
+});
+}

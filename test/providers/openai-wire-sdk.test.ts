@@ -1,48 +1,22 @@
 /**
  * The direct client (openaiWire.ts) held to the official SDK on the request side: the same calls
  * through an adapter on each client must reach the server as the same requests (method, path,
- * every header and its value, the body's bytes), retries included. The answer side is held by the
+ * every header and its value, the body's text), retries included. The answer side is held by the
  * provider contract, which test/providers/openai.test.ts runs against both clients. An SDK upgrade
  * that changes what the SDK sends fails this file instead of leaving the direct client behind.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createOpenAIProvider, type OpenAIConfig } from '../../src/providers/openai.js';
 import type { CompletionRequest } from '../../src/providers/provider.js';
 import { startFakeOpenAI } from '../../tools/fake-providers/openai.js';
-import type { FakeProviderServer } from '../../tools/fake-providers/types.js';
+import { wireIdentity } from './wire-identity.js';
 
 const KEY = 'sk-proj-test-0123456789';
 
-interface Seen {
-  method: string;
-  path: string;
-  headers: Record<string, unknown>;
-  body: unknown;
-}
-
-let fake: FakeProviderServer;
-beforeAll(async () => {
-  fake = await startFakeOpenAI({ apiKey: KEY });
-});
-afterAll(() => fake.close());
-beforeEach(() => fake.reset());
+const { fake, bothWays } = wireIdentity(() => startFakeOpenAI({ apiKey: KEY }));
 
 function config(client: 'sdk' | 'direct', over: Partial<OpenAIConfig> = {}): OpenAIConfig {
-  return { kind: 'openai', apiKey: KEY, baseUrl: fake.url, timeoutMs: 5000, maxRetries: 0, client, ...over };
-}
-
-function seen(): Seen[] {
-  return fake.requests.map((r) => ({ method: r.method, path: r.path, headers: r.headers, body: r.body }));
-}
-
-/** What the server received for `run` on each client, in order. */
-async function bothWays(run: (client: 'sdk' | 'direct') => Promise<unknown>): Promise<{ sdk: Seen[]; direct: Seen[] }> {
-  fake.reset();
-  await run('sdk');
-  const sdk = seen();
-  fake.reset();
-  await run('direct');
-  return { sdk, direct: seen() };
+  return { kind: 'openai', apiKey: KEY, baseUrl: fake().url, timeoutMs: 5000, maxRetries: 0, client, ...over };
 }
 
 const request: CompletionRequest = {
@@ -69,7 +43,7 @@ describe('the direct OpenAI client sends what the SDK sends', () => {
   it('a streamed call', async () => {
     const { sdk, direct } = await bothWays((client) => createOpenAIProvider('openai', config(client)).stream(request, () => {}));
     expect(sdk).toHaveLength(1);
-    expect(sdk[0]!.body).toMatchObject({ stream: true });
+    expect(JSON.parse(sdk[0]!.text)).toMatchObject({ stream: true });
     expect(direct).toEqual(sdk);
   });
 
@@ -81,8 +55,8 @@ describe('the direct OpenAI client sends what the SDK sends', () => {
 
   it('a retried call: each attempt as the SDK numbers it', async () => {
     const { sdk, direct } = await bothWays(async (client) => {
-      fake.failNext({ kind: 'status', status: 503 });
-      fake.failNext({ kind: 'status', status: 503 });
+      fake().failNext({ kind: 'status', status: 503 });
+      fake().failNext({ kind: 'status', status: 503 });
       await createOpenAIProvider('openai', config(client, { maxRetries: 2 })).complete(request);
     });
     expect(sdk.map((r) => r.headers['x-stainless-retry-count'])).toEqual(['0', '1', '2']);
@@ -90,7 +64,7 @@ describe('the direct OpenAI client sends what the SDK sends', () => {
   });
 
   it('a base URL with a trailing slash', async () => {
-    const { sdk, direct } = await bothWays((client) => createOpenAIProvider('openai', config(client, { baseUrl: `${fake.url}/` })).complete(request));
+    const { sdk, direct } = await bothWays((client) => createOpenAIProvider('openai', config(client, { baseUrl: `${fake().url}/` })).complete(request));
     expect(sdk[0]!.path).toBe('/v1/chat/completions');
     expect(direct).toEqual(sdk);
   });

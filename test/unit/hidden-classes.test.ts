@@ -32,6 +32,8 @@ const PER_CALL = [
   'src/policy/decide.ts',
   'src/providers/openai.ts',
   'src/providers/openaiWire.ts',
+  'src/providers/directWire.ts',
+  'src/providers/anthropicWire.ts',
   'src/providers/anthropic.ts',
   'src/providers/fetchSdk.ts',
   'src/providers/registry.ts',
