@@ -243,6 +243,34 @@ describe('Anthropic error event in the middle of a stream', () => {
   });
 });
 
+describe('Anthropic stream with \\r\\n line ends, pings and a lone \\r ending the body', () => {
+  it('reads every event the SDK reads, the last one included', async () => {
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const start = { type: 'message', id: 'msg_1', role: 'assistant', model: MODEL, content: [], stop_reason: null, stop_sequence: null };
+      const frame = (event: string, data: unknown): string => `event: ${event}\r\ndata: ${JSON.stringify(data)}\r\n\r\n`;
+      res.write(frame('message_start', { type: 'message_start', message: { ...start, usage: { input_tokens: 9, output_tokens: 1 } } }));
+      res.write(`: a comment\r\n${frame('ping', { type: 'ping' })}`);
+      res.write(frame('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Bleu' } }));
+      res.write(frame('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 3 } }));
+      // The last event's blank line is a lone \r, the body's last byte.
+      res.end(`event: message_stop\r\ndata: {"type":"message_stop"}\r\n\r`);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const provider = createAnthropicProvider('anthropic', { kind: 'anthropic', apiKey: KEY, baseUrl: url, timeoutMs: 1500, maxRetries: 0, client });
+      const deltas: string[] = [];
+      const result = await provider.stream(request, (d) => deltas.push(d));
+      expect(deltas).toEqual(['Bleu']);
+      expect(result).toEqual({ text: 'Bleu', model: MODEL, usage: { inputTokens: 9, outputTokens: 3 }, stopReason: 'end_turn' });
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
 describe('Anthropic adapter egress allowlist', () => {
   let fake: FakeProviderServer;
   beforeAll(async () => {

@@ -1,6 +1,7 @@
 /**
  * Instructions per call of the whole gateway over HTTP, under callgrind: a built gateway (`dist/`,
- * as deployed) serves the OpenAI-compatible endpoint from the zero-delay fake OpenAI server, with
+ * as deployed) serves the OpenAI-compatible endpoint from the zero-delay fake OpenAI server (or,
+ * with `--api anthropic`, from the fake Anthropic server through an Anthropic provider), with
  * the HTTP benchmark's policy (three budgets, one CEL rule, decision events to a file), on the
  * memory store or on Redis. valgrind starts with instrumentation off; after the warm-up calls it is
  * switched on for the measured calls alone, then the count is dumped. Instruction counts do not
@@ -10,6 +11,7 @@
  *
  *   npx tsx tools/bench/callgrind-http.ts [--dist dist] [--redis redis://127.0.0.1:6391] [--warmup 3000]
  *     [--calls 600] [--concurrency 32] [--keep DIR] [--openai-client sdk|direct]
+ *     [--api openai|anthropic] [--anthropic-client sdk|direct]
  *
  * Give each run a Redis of its own (its keys are flushed under a prefix of the run's own, but
  * another client's commands would share the server). --keep copies callgrind's output to DIR, for
@@ -33,6 +35,10 @@ const { values } = parseArgs({
     keep: { type: 'string' },
     /** The OpenAI provider's `client` in the policy (sdk or direct); the policy's default when not given. */
     'openai-client': { type: 'string' },
+    /** Which provider serves the calls: the fake OpenAI server (default) or the fake Anthropic one. */
+    api: { type: 'string', default: 'openai' },
+    /** The Anthropic provider's `client` in the policy (sdk or direct), with --api anthropic; the policy's default when not given. */
+    'anthropic-client': { type: 'string' },
   },
 });
 const WARMUP = Number(values.warmup);
@@ -41,6 +47,8 @@ const CONCURRENCY = Number(values.concurrency);
 for (const [name, n] of [['--warmup', WARMUP], ['--calls', CALLS], ['--concurrency', CONCURRENCY]] as const) {
   if (!(Number.isSafeInteger(n) && n >= (name === '--warmup' ? 0 : 1))) throw new Error(`${name} takes a whole number${name === '--warmup' ? '' : ' of at least 1'}, got ${String(n)}`);
 }
+if (values.api !== 'openai' && values.api !== 'anthropic') throw new Error(`--api takes openai or anthropic, got ${values.api}`);
+if (values['anthropic-client'] && values.api !== 'anthropic') throw new Error('--anthropic-client goes with --api anthropic');
 const KEY = 'tg-callgrind-key';
 
 function control(pid: number, ...args: string[]): void {
@@ -53,9 +61,10 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-callgrind-http-'));
   let gateway: ChildProcess | undefined;
   try {
-    const fake = await startChild(['tools/fake-providers/main.ts'], {}, /openai\s+(http\S+)/, 'stdout');
+    const fake = await startChild(['tools/fake-providers/main.ts'], {}, /anthropic\s+(http\S+)\s+openai\s+(http\S+)/, 'stdout');
     const policyFile = join(dir, 'policy.yaml');
-    writeFileSync(policyFile, httpBenchPolicy(fake.match[1]!, KEY, { client: values['openai-client'] }));
+    const anthropic = values.api === 'anthropic' ? { url: fake.match[1]!, client: values['anthropic-client'] } : undefined;
+    writeFileSync(policyFile, httpBenchPolicy(fake.match[2]!, KEY, { client: values['openai-client'], anthropic }));
     const out = join(dir, 'callgrind.out');
     const cli = resolve(values.dist, 'src/cli.js');
     const args = ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, '--single-threaded', cli, 'serve', '--port', '0', '--policy', policyFile];
@@ -65,7 +74,8 @@ async function main(): Promise<void> {
     const child = spawn('valgrind', args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
     gateway = child;
     const url = await servingUrl(child);
-    process.stdout.write(`${values.dist}${values['openai-client'] ? ` (client ${values['openai-client']})` : ''} on ${values.redis ? `Redis (${values.redis})` : 'the memory store'}: ${WARMUP} warm-up calls, then ${CALLS} measured, ${CONCURRENCY} at a time\n`);
+    const client = values.api === 'anthropic' ? values['anthropic-client'] : values['openai-client'];
+    process.stdout.write(`${values.dist}, ${values.api}${client ? ` (client ${client})` : ''} on ${values.redis ? `Redis (${values.redis})` : 'the memory store'}: ${WARMUP} warm-up calls, then ${CALLS} measured, ${CONCURRENCY} at a time\n`);
     await driveChat(url, KEY, WARMUP, CONCURRENCY);
     await sleep(1000);
     control(child.pid!, '-i', 'on');

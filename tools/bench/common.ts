@@ -207,19 +207,27 @@ budgets:
 /**
  * The HTTP benchmarks' policy (bench.ts, callgrind-http.ts): one OpenAI provider at `openaiUrl` (the
  * fake), one API key `key` for bench-user, three budgets a call never reaches (a weekly user budget
- * in Paris time, monthly team and cost-centre budgets) and one CEL rule.
+ * in Paris time, monthly team and cost-centre budgets) and one CEL rule. With `anthropic`, the tier
+ * is served by an Anthropic provider at its `url` instead (the fake Anthropic server), with its
+ * `client` when given.
  */
-export function httpBenchPolicy(openaiUrl: string, key: string, opts: { settleBeforeReply?: boolean; client?: string } = {}): string {
+export function httpBenchPolicy(
+  openaiUrl: string,
+  key: string,
+  opts: { settleBeforeReply?: boolean; client?: string; anthropic?: { url: string; client?: string } } = {},
+): string {
   const sha = createHash('sha256').update(key).digest('hex');
+  const anthropic = opts.anthropic;
+  const model = anthropic ? 'anthropic/claude-bench' : 'openai/gpt-bench';
   return `version: 1
 name: bench
 providers:
   openai: { kind: openai, apiKey: bench, baseUrl: "${openaiUrl}", maxRetries: 0${opts.client ? `, client: ${opts.client}` : ''} }
-egress: { allow: ["127.0.0.1"] }
+${anthropic ? `  anthropic: { kind: anthropic, apiKey: bench, baseUrl: "${anthropic.url}", maxRetries: 0${anthropic.client ? `, client: ${anthropic.client}` : ''} }\n` : ''}egress: { allow: ["127.0.0.1"] }
 models:
-  openai/gpt-bench: { price: { inputPerMTok: 1, outputPerMTok: 2 } }
+  ${model}: { price: { inputPerMTok: 1, outputPerMTok: 2 } }
 tiers:
-  standard: [openai/gpt-bench]
+  standard: [${model}]
 apiKeys:
   - { id: bench, sha256: ${sha}, user: bench-user, teams: [bench-team], costCenter: cc-bench, groups: [employees] }
 budgets:
