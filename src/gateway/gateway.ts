@@ -141,7 +141,7 @@ export class Gateway {
     this.run = compose<CallContext>([
       ...admission,
       estimated,
-      reserveAndSettle({ ledger: this.ledger }),
+      reserveAndSettle({ ledger: this.ledger, providerFor }),
       dispatchToProvider({ providerFor, dispatched: (ctx) => this.ledger.dispatched(ctx), now: this.now }),
     ]);
     // Dry runs: the same steps up to the reservation, which is planned and not made (estimate), or replaced by a count.
@@ -349,6 +349,7 @@ class Call implements CallContext {
   declare estimatedInputTokens: number;
   declare lines: CallContext['lines'];
   declare budgets: CallContext['budgets'];
+  declare budgetsAssumed: boolean;
   declare limits: CallContext['limits'];
   declare attempts: CallContext['attempts'];
   readonly #parent: Logger;
@@ -373,6 +374,7 @@ class Call implements CallContext {
     this.estimatedInputTokens = 0;
     this.lines = [];
     this.budgets = [];
+    this.budgetsAssumed = false;
     this.limits = NO_LIMITS;
     this.attempts = [];
     this.#parent = parent;

@@ -108,7 +108,13 @@ export interface CallContext {
   /** The refs in `inputTokens` whose figure is an exact count, not a bound. */
   inputCounted?: Set<string>;
   lines: BudgetLine[];
+  /** The states of `lines` the decision was made on: read, or assumed untouched (`budgetsAssumed`) until the reservation reports them. */
   budgets: BudgetState[];
+  /**
+   * Set by the decide step when it decided on budgets assumed untouched rather than read ones; the
+   * reserve step proves the assumption with its reservation or reads and decides again, and clears it.
+   */
+  budgetsAssumed?: boolean;
   /** The rate limits and caps that apply to the caller, set by the decide step. */
   limits: ApplicableLimits;
   decision?: Decision;

@@ -77,6 +77,51 @@ function budgetsView(budgets: BudgetState[]): Record<string, unknown> {
   return Object.fromEntries(out);
 }
 
+/**
+ * Whether `decide` can be given budgets assumed untouched instead of read ones, with the
+ * reservation proving the assumption (`assumptionBounds`): no rule reads `budgets` (conservatively,
+ * none names it), and every budget covers every tier, so that the first candidate reserves, and
+ * the store reports, every line the call's answer and headers show.
+ */
+export function decidableUnread(policy: Policy, budgets: readonly Pick<BudgetState, 'budget'>[]): boolean {
+  let known = unreadRules.get(policy);
+  if (known === undefined) {
+    known = !policy.rules.some((r) => /\bbudgets\b/.test(r.config.when));
+    unreadRules.set(policy, known);
+  }
+  return known && budgets.every((b) => b.budget.config.tiers === undefined);
+}
+
+const unreadRules = new WeakMap<Policy, boolean>();
+
+/**
+ * For a decision `decide` made on budgets assumed untouched (`used` and `reserved` 0, with
+ * `decidableUnread`), the most each line's used + reserved may be for `decide` to make the same
+ * decision on what the line really holds: below exhaustion, and, where the line steps calls down
+ * under a threshold and a tier below is left, at or above the threshold. Worked out with the
+ * comparisons `decide` makes, so the bound is exact, not an estimate. The reserve step hands the
+ * bounds to the store, which checks them atomically with the reservation (`ReserveOptions.atMost`).
+ */
+export function assumptionBounds(policy: Policy, decision: Extract<Decision, { effect: 'allow' | 'tier_down' }>, budgets: readonly BudgetState[]): number[] {
+  const stepsDown = policy.tiers.indexOf(decision.tier) < policy.tiers.length - 1;
+  return budgets.map((b) => {
+    const { limit } = b.budget;
+    // Exhausted when limit - held <= 0.
+    let most = Math.ceil(limit) - 1;
+    const below = b.budget.config.tierDown?.below;
+    if (below !== undefined && stepsDown && covers(b.budget, decision.tier)) {
+      const pct = (held: number) => remainingPct({ budget: b.budget, subject: b.subject, used: held, reserved: 0, resetsAt: b.resetsAt });
+      // The largest held amount whose remaining share is not under the threshold: remainingPct
+      // falls as held grows, so step from the arithmetic guess to the exact boundary.
+      let held = Math.floor(limit - (limit * below) / 100);
+      while (held >= 0 && pct(held) < below) held -= 1;
+      while (held + 1 <= most && pct(held + 1) >= below) held += 1;
+      most = Math.min(most, held);
+    }
+    return most;
+  });
+}
+
 /** Decides one call. Throws UNKNOWN_MODEL for a model or tier the policy does not know. */
 export function decide(input: DecideInput): Decision {
   const { policy, request } = input;

@@ -62,6 +62,7 @@ function entryLine(l: LedgerLine): EntryLine {
  */
 export class MemoryQuotaStore implements QuotaStore, AlertLedger {
   readonly kind = 'memory';
+  readonly guarded: boolean = true;
   private readonly counters = new Map<string, { value: number; expiresAt: number }>();
   private readonly reserved = new Map<string, number>();
   private readonly reservations = new Map<string, Reservation>();
@@ -101,20 +102,24 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
   async reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord, opts: ReserveOptions = {}): Promise<ReserveOutcome> {
     this.sweep();
     if (this.reservations.has(requestId) || this.settled.has(requestId)) return { ok: true };
-    for (const line of lines) {
+    const { atMost } = opts;
+    const states: LineState[] | undefined = atMost ? [] : undefined;
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i]!;
       const used = this.sum(line.readKeys);
       const reserved = this.reserved.get(line.reservedKey) ?? 0;
-      if (used + reserved + line.amount > line.limit) {
+      if (used + reserved + line.amount > line.limit || used + reserved > (atMost?.[i] ?? Infinity)) {
         const buckets = line.readKeys.map((k) => this.sum([k]));
         return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount, buckets };
       }
+      states?.push({ used, reserved });
     }
     const expiresAt = this.now() + ttlMs;
     const taken = lines.map(entryLine);
     const dispatched = opts.dispatching === true;
     this.journal?.append({ kind: 'reserve', id: requestId, at: this.now(), lines: taken, expiresAt, meta, dispatched: dispatched || undefined });
     this.hold(requestId, { lines: taken, expiresAt, dispatched, meta });
-    return { ok: true };
+    return states ? { ok: true, states } : { ok: true };
   }
 
   async dispatch(requestId: string): Promise<void> {

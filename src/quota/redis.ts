@@ -227,6 +227,7 @@ function pushReservationKeys(out: string[], r: string): void {
 /** The QuotaStore shared by every replica; see the design notes at the top of this file. */
 export class RedisQuotaStore implements QuotaStore, AlertLedger {
   readonly kind = 'redis';
+  readonly guarded: boolean = true;
   private readonly client: RedisConnection;
   /** The same connection, answering HGETALL as Redis sends it: field, value, field, value... */
   private readonly flatReplies: { hGetAll(key: string): Promise<string[]> };
@@ -371,6 +372,10 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     const written = `${profileKey} ${info.profile.digest}`;
     const profileText = sendProfile || !this.profileWritten(written, now) ? info.profile.text : '';
     const idJson = JSON.stringify(requestId);
+    // A line's bound on its used + reserved (`atMost`) is checked as a lower limit: used + reserved
+    // + amount <= min(limit, bound + amount) holds exactly when both checks do (integers).
+    const { atMost } = opts;
+    const checked = atMost ? ordered.map((l) => Math.min(l.limit, (atMost[lines.indexOf(l)] ?? Infinity) + l.amount)) : undefined;
     // Every script is sent at once, in the fixed order: one round trip. Each is atomic over its
     // lines; on a cluster (a script per line) a refusal on any line gives back the others.
     const groups = this.groups(ordered.map((l, i) => ({ l, i })));
@@ -393,7 +398,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         pushReservationKeys(keyList, l.reservedKey);
         keyList.push(this.markerKey(l.reservedKey, requestId));
         for (const k of l.readKeys) keyList.push(k);
-        args.push(4 + l.readKeys.length, l.amount, l.limit, info.lines[i]!, i === 0 ? info.amounts : '');
+        args.push(4 + l.readKeys.length, l.amount, checked ? checked[i]! : l.limit, info.lines[i]!, i === 0 ? info.amounts : '');
       }
       return this.runLines(RESERVE, keyList, args);
     });
@@ -450,7 +455,13 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount, buckets: buckets ?? [] };
     }
     this.remember(requestId, { keys, at: now, ttlMs, marked: opts.dispatching === true });
-    return { ok: true };
+    if (!atMost) return { ok: true };
+    // The states the script found, before its reservation, in the caller's order.
+    const before: LineState[] = new Array(lines.length);
+    ordered.forEach((l, i) => {
+      before[lines.indexOf(l)] = { used: states[i]![1], reserved: states[i]![2] };
+    });
+    return { ok: true, states: before };
   }
 
   /**

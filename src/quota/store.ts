@@ -55,7 +55,15 @@ export interface LineState {
 }
 
 export type ReserveOutcome =
-  | { ok: true }
+  | {
+      ok: true;
+      /**
+       * Each line's used and reserved amounts just before this reservation, in the order given:
+       * what `read` would have returned then. Given when the reservation was asked with `atMost`
+       * and made now (not on the no-op of a repeat).
+       */
+      states?: LineState[];
+    }
   | {
       ok: false;
       budgetId: string;
@@ -85,11 +93,25 @@ export interface ReserveOptions {
    * after a separate mark would.
    */
   dispatching?: boolean;
+  /**
+   * Per line, in the order given, the most its used + reserved may be just before this
+   * reservation for the reservation to be made (no bound where absent or not finite). A caller that
+   * planned the call on assumed states without reading them (src/pipeline/steps/decide.ts) states
+   * here what its plan took for granted; a line over its bound refuses the reservation as a line
+   * that cannot take its amount does, and the caller reads and plans again. Checked in the same
+   * atomic step as the limits, so nothing can come between the check and the reservation.
+   */
+  atMost?: readonly number[];
 }
 
 export interface QuotaStore {
   /** A short name for logs and metrics (`memory`, `redis`). */
   readonly kind: string;
+  /**
+   * True when `reserve` honours `ReserveOptions.atMost` and returns the lines' states with a
+   * reservation made under it: the pipeline may then reserve a call without reading its budgets first.
+   */
+  readonly guarded?: boolean;
   /**
    * Atomically checks `used + reserved + amount <= limit` for every line and, only if all pass,
    * reserves every amount under `requestId` for `ttlMs`. Reserving the same request id twice is a no-op

@@ -82,7 +82,7 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     expect(gw!.events.at(-1)).toMatchObject({ effect: 'allow', outcome: 'success', transport: 'openai' });
   });
 
-  it("gives a streamed answer's head the budgets as the call's own admission read them, with no read of its own", async () => {
+  it("gives a streamed answer's head the budgets as the call's own admission found them, with no read of its own", async () => {
     await start();
     await precharge(gw!, KEYS.alice, 100);
     const read = vi.spyOn(gw!.runtime.gateway.store, 'read');
@@ -93,8 +93,9 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     // Before this call: 10,000 less the 100 charged earlier.
     expect(response.headers.get('x-tollgate-budget-remaining')).toBe('9900');
     expect(response.headers.get('x-tollgate-budget-reset')).toBe('2026-11-29T23:00:00.000Z');
-    // One read: the decision's. (The head's own read before the call was a second.)
-    expect(read).toHaveBeenCalledTimes(1);
+    // No read: the reservation reported what the budget held (admission without the read,
+    // src/pipeline/steps/decide.ts). The head once had a read of its own, the decision another.
+    expect(read).toHaveBeenCalledTimes(0);
     expect(gw!.events.at(-1)).toMatchObject({ effect: 'allow', outcome: 'success', transport: 'openai' });
   });
 

@@ -157,6 +157,60 @@ export function quotaStoreContract(harness: StoreHarness): void {
       expect(await store!.read([line('alpha', 100, 0)])).toEqual([{ used: 0, reserved: 100 }]);
     });
 
+    it('holds a line to its bound on what it held before (atMost): at the bound it reserves, one over it refuses', async () => {
+      // The pipeline decides a call on budgets assumed untouched and states here what that took for
+      // granted (src/policy/decide.ts, assumptionBounds); the check is the store's, atomic with the reservation.
+      const [store] = open();
+      expect(store!.guarded).toBe(true);
+      await store!.reserve('spent', [line('alpha', 100, 30)], TTL);
+      await store!.settle('spent', [line('alpha', 100, 30)]);
+      await store!.reserve('running', [line('alpha', 100, 10), line('beta', 100, 5)], TTL);
+      // alpha holds 40, beta 5: a bound of 39 on alpha refuses with what the line holds, and reserves nothing.
+      expect(await store!.reserve('over', [line('alpha', 100, 1), line('beta', 100, 1)], TTL, undefined, { atMost: [39, 1000] })).toEqual({
+        ok: false,
+        budgetId: 'alpha',
+        subject: 'ada',
+        used: 30,
+        reserved: 10,
+        limit: 100,
+        requested: 1,
+        buckets: [30],
+      });
+      expect((await store!.reserve('over-beta', [line('alpha', 100, 1), line('beta', 100, 1)], TTL, undefined, { atMost: [1000, 4] })).ok).toBe(false);
+      expect(await store!.read([line('alpha', 100, 0), line('beta', 100, 0)])).toEqual([
+        { used: 30, reserved: 10 },
+        { used: 0, reserved: 5 },
+      ]);
+      // At the bound it reserves, and says what each line held just before: what a read would have said.
+      expect(await store!.reserve('at', [line('alpha', 100, 2), line('beta', 100, 3)], TTL, undefined, { atMost: [40, 5] })).toEqual({
+        ok: true,
+        states: [
+          { used: 30, reserved: 10 },
+          { used: 0, reserved: 5 },
+        ],
+      });
+      // The limit still holds under a bound that would allow more.
+      expect((await store!.reserve('limit', [line('alpha', 100, 59)], TTL, undefined, { atMost: [1000] })).ok).toBe(false);
+      expect(await store!.reserve('fits', [line('alpha', 100, 58)], TTL, undefined, { atMost: [1000] })).toEqual({ ok: true, states: [{ used: 30, reserved: 12 }] });
+      expect(await store!.read([line('alpha', 100, 0)])).toEqual([{ used: 30, reserved: 70 }]);
+    });
+
+    it('bounds lines given in any key order, a rate limit line among them, and says their states in the order given', async () => {
+      const [store] = open();
+      const cap = limitLine(compileLimit({ id: 'cap', scope: 'user', concurrent: 2, retryAfterMs: 1000, failMode: 'closed' } as RateLimitConfig), 'ada', clock, prefix);
+      await store!.reserve('before', [line('zeta', 100, 7), line('alpha', 100, 9)], TTL);
+      const lines = [line('zeta', 100, 1), line('alpha', 100, 1), { ...cap.line, amount: 1 }];
+      expect(await store!.reserve('r1', lines, TTL, undefined, { atMost: [7, 9] })).toEqual({
+        ok: true,
+        states: [
+          { used: 0, reserved: 7 },
+          { used: 0, reserved: 9 },
+          { used: 0, reserved: 0 },
+        ],
+      });
+      expect((await store!.reserve('r2', [line('zeta', 100, 1), line('alpha', 100, 1)], TTL, undefined, { atMost: [100, 9] })).ok).toBe(false);
+    });
+
     it('reserves once when the same request id is reserved twice', async () => {
       const [store] = open();
       expect(await store!.reserve('r1', [line('alpha', 100, 40)], TTL)).toEqual({ ok: true });

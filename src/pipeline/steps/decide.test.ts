@@ -1,7 +1,9 @@
 /**
  * The decide step alone, over a real ledger (MemoryQuotaStore, or Redis where nothing listens for
  * an unreachable store). Reads: principal, request, policy, and the budget lines' state in the
- * store. Writes: estimatedInputTokens, lines, budgets, decision, and storeError when the store is
+ * store, where the decision may turn on it: the embedded store here is one that does not check a
+ * reservation's bounds (`ReadFirstStore`), and the unreachable one is met under a rule that reads
+ * budgets; a call decided without the read is at the end. Writes: estimatedInputTokens, lines, budgets, decision, and storeError when the store is
  * unreachable. Calls next on allow or tier_down; throws POLICY_DENIED, BUDGET_EXHAUSTED,
  * UNKNOWN_MODEL or QUOTA_STORE_UNAVAILABLE without calling it. Reserves nothing.
  */
@@ -18,6 +20,16 @@ import type { RedisQuotaStore } from '../../quota/redis.js';
 import type { CallContext } from '../context.js';
 import type { Ledger } from '../ledger.js';
 import { enforcePolicy } from './decide.js';
+
+/** The embedded store, not offering to check a reservation's bounds: the step reads before it decides. */
+class ReadFirstStore extends MemoryQuotaStore {
+  override readonly guarded = false;
+}
+
+/** A rule that names budgets and never matches: a policy with it is decided on a read. */
+const READS_BUDGETS = `  - id: reads-budgets
+    when: "'no-such-budget' in budgets"
+    effect: deny`;
 
 /** Monday 13 January 2025 00:00 and Monday 20 January 00:00, Europe/Paris: the fixture's weekly window around the test clock. */
 const WEEK_START = Date.parse('2025-01-12T23:00:00Z');
@@ -55,7 +67,7 @@ const seen = (ctx: CallContext) => () => ({
 
 describe('decide step', () => {
   it('writes the input estimate, the budget lines, their state in the store and an allow decision, then calls next', async () => {
-    const store = new MemoryQuotaStore(clock);
+    const store = new ReadFirstStore(clock);
     const ledger = testLedger(store);
     await spend(ledger, store, alice, 1200, 300);
     const ctx = callContext(policy, { principal: alice, request: ask() });
@@ -103,7 +115,7 @@ describe('decide step', () => {
   });
 
   it('reserves nothing: the store holds what it held before', async () => {
-    const store = new MemoryQuotaStore(clock);
+    const store = new ReadFirstStore(clock);
     const ledger = testLedger(store);
     await spend(ledger, store, alice, 1200, 300);
     await enforcePolicy({ ledger, now: clock })(callContext(policy, { principal: alice, request: ask() }), recordingNext());
@@ -111,7 +123,7 @@ describe('decide step', () => {
   });
 
   it('decides one tier down when a budget is under its tierDown share, naming the budget', async () => {
-    const store = new MemoryQuotaStore(clock);
+    const store = new ReadFirstStore(clock);
     const ledger = testLedger(store);
     await spend(ledger, store, alice, 8500);
     const ctx = callContext(policy, { principal: alice, request: ask() });
@@ -133,14 +145,14 @@ describe('decide step', () => {
   });
 
   it('puts a requested model first among its tier\'s candidates', async () => {
-    const ledger = testLedger(new MemoryQuotaStore(clock));
+    const ledger = testLedger(new ReadFirstStore(clock));
     const ctx = callContext(policy, { principal: alice, request: ask({ model: 'demo/small' }) });
     await enforcePolicy({ ledger, now: clock })(ctx, recordingNext());
     expect(ctx.decision).toMatchObject({ effect: 'allow', tier: 'economy', requestedTier: 'economy', requestedModel: 'demo/small', candidates: [small] });
   });
 
   it('refuses with POLICY_DENIED and the rule when a deny rule matches, records the deny, and does not call next', async () => {
-    const ledger = testLedger(new MemoryQuotaStore(clock));
+    const ledger = testLedger(new ReadFirstStore(clock));
     const ctx = callContext(policy, { principal: bob, request: ask({ tier: 'premium' }) });
     const next = recordingNext();
 
@@ -162,7 +174,7 @@ describe('decide step', () => {
   });
 
   it('refuses with BUDGET_EXHAUSTED, the budget and its reset time when nothing is left', async () => {
-    const store = new MemoryQuotaStore(clock);
+    const store = new ReadFirstStore(clock);
     const ledger = testLedger(store);
     await spend(ledger, store, alice, 9_700, 300);
     const ctx = callContext(policy, { principal: alice, request: ask() });
@@ -186,7 +198,7 @@ describe('decide step', () => {
   });
 
   it('refuses a model the policy does not configure with UNKNOWN_MODEL, leaving no decision', async () => {
-    const ledger = testLedger(new MemoryQuotaStore(clock));
+    const ledger = testLedger(new ReadFirstStore(clock));
     const ctx = callContext(policy, { principal: alice, request: ask({ model: 'demo/huge' }) });
     const next = recordingNext();
     expect(await refusal(enforcePolicy({ ledger, now: clock })(ctx, next))).toEqual({
@@ -200,7 +212,7 @@ describe('decide step', () => {
   });
 
   it("decides under the call's own policy snapshot: a ctx policy with a smaller budget tiers down where the other would not", async () => {
-    const store = new MemoryQuotaStore(clock);
+    const store = new ReadFirstStore(clock);
     const ledger = testLedger(store);
     const small5k = testPolicy(basicPolicy({ userTokens: 5000 }));
     await spend(ledger, store, alice, 4200, 0, small5k);
@@ -221,7 +233,7 @@ describe('decide step', () => {
     afterAll(() => down.close());
 
     it('refuses with QUOTA_STORE_UNAVAILABLE naming the budget that fails closed, and notes storeError unavailable', async () => {
-      const ctx = callContext(policy, { principal: alice, request: ask() });
+      const ctx = callContext(testPolicy(basicPolicy({ rules: READS_BUDGETS })), { principal: alice, request: ask() });
       const next = recordingNext();
       expect(await refusal(enforcePolicy({ ledger: testLedger(down), now: clock })(ctx, next))).toEqual({
         code: 'QUOTA_STORE_UNAVAILABLE',
@@ -236,7 +248,7 @@ describe('decide step', () => {
     });
 
     it('decides on the local ledger when every budget fails open, and notes storeError fail_open', async () => {
-      const open = testPolicy(userBudgetWith(basicPolicy(), 'failMode: open'));
+      const open = testPolicy(userBudgetWith(basicPolicy({ rules: READS_BUDGETS }), 'failMode: open'));
       const ledger = testLedger(down);
       await spend(ledger, ledger.fallbackStore, alice, 700, 0, open);
       const ctx = callContext(open, { principal: alice, request: ask() });
@@ -254,6 +266,43 @@ describe('decide step', () => {
       const next = recordingNext(seen(ctx));
       await enforcePolicy({ ledger: testLedger(down), now: clock })(ctx, next);
       expect(next.calls).toMatchObject([{ lines: [], budgets: [], decision: { effect: 'allow', tier: 'standard' }, storeError: undefined }]);
+    });
+  });
+  describe('without the read', () => {
+    it('decides on budgets assumed untouched when the store checks bounds and no rule reads budgets, reading nothing', async () => {
+      const store = new MemoryQuotaStore(clock);
+      const ledger = testLedger(store);
+      await spend(ledger, store, alice, 8500, 300);
+      let reads = 0;
+      const read = store.read.bind(store);
+      store.read = (lines) => ((reads += 1), read(lines));
+      const ctx = callContext(policy, { principal: alice, request: ask() });
+      const next = recordingNext(seen(ctx));
+      await enforcePolicy({ ledger, now: clock })(ctx, next);
+      // 15 % left would step the call down: the reserve step's bounds find that out (reserve.test.ts).
+      expect(next.calls).toMatchObject([{ budgets: [{ budget: 'user-weekly', used: 0, reserved: 0 }], decision: { effect: 'allow', tier: 'standard' }, storeError: undefined }]);
+      expect(ctx.budgetsAssumed).toBe(true);
+      expect(reads).toBe(0);
+    });
+
+    it('reads and decides again before refusing: a deny is decided on what the budgets hold', async () => {
+      const store = new MemoryQuotaStore(clock);
+      const ledger = testLedger(store);
+      await spend(ledger, store, bob, 500);
+      const ctx = callContext(policy, { principal: bob, request: ask({ tier: 'premium' }) });
+      expect(await refusal(enforcePolicy({ ledger, now: clock })(ctx, recordingNext()))).toMatchObject({ code: 'POLICY_DENIED' });
+      expect(ctx.budgetsAssumed).toBe(false);
+      expect(ctx.budgets).toMatchObject([{ used: 500, reserved: 0 }]);
+    });
+
+    it('reads for a dry run', async () => {
+      const store = new MemoryQuotaStore(clock);
+      const ledger = testLedger(store);
+      await spend(ledger, store, alice, 8500);
+      const ctx = callContext(policy, { principal: alice, request: ask(), purpose: 'estimate' });
+      await enforcePolicy({ ledger, now: clock })(ctx, recordingNext());
+      expect(ctx.budgetsAssumed).toBe(false);
+      expect(ctx.decision).toMatchObject({ effect: 'tier_down', tier: 'economy' });
     });
   });
 });

@@ -92,7 +92,7 @@ describe('dispatch step', () => {
     });
     const store = new MemoryQuotaStore(clock);
     const ledger = testLedger(store);
-    await compose<CallContext>([enforcePolicy({ ledger, now: clock }), reserveAndSettle({ ledger })])(ctx);
+    await compose<CallContext>([enforcePolicy({ ledger, now: clock }), reserveAndSettle({ ledger, providerFor: () => undefined })])(ctx);
     prepared.set(ctx, { ledger, store });
     return ctx;
   }

@@ -25,47 +25,56 @@ export interface EstimateStepOptions {
  */
 export function estimateInput(opts: EstimateStepOptions): Middleware<CallContext> {
   return async function estimate(ctx, next) {
-    const decided = ctx.decision;
-    if (decided && decided.effect !== 'deny' && ctx.lines.length > 0) {
-      const { request } = admitted(ctx);
-      // The plan's fields in the order the reserve step gives them: one shape for the planner.
-      const plan = { policy: ctx.policy, decision: decided, request, budgets: ctx.budgets, estimatedInputTokens: ctx.estimatedInputTokens, inputTokens: undefined };
-      const figures = new Map<string, number>();
-      const counted = new Set<string>();
-      // A model whose figure failed is not asked again in the second pass: its provider just failed to count.
-      const failed = new Set<string>();
-      const ask = (models: readonly ModelInfo[], pass: 'estimate' | 'count') =>
-        Promise.all(
-          models.map(async (model) => {
-            const provider = opts.providerFor(ctx.policy, model.provider);
-            const req = { model: model.modelId, system: request.system, messages: request.messages, maxTokens: request.maxTokens, signal: ctx.signal };
-            try {
-              if (pass === 'estimate') {
-                const figure = await provider?.estimateInput?.(req);
-                if (!figure) return;
-                figures.set(model.ref, figure.tokens);
-                if (figure.exact) counted.add(model.ref);
-              } else {
-                const n = await provider?.countTokens?.(req);
-                if (n === undefined) return;
-                figures.set(model.ref, n);
-                counted.add(model.ref);
-              }
-            } catch (err) {
-              if (err instanceof GatewayError && err.code === 'CANCELLED') throw err;
-              failed.add(model.ref);
-              ctx.log.warn({ err, model: model.ref, event: 'count_tokens_failed' }, 'the input could not be counted; the bound stands');
-            }
-          }),
-        );
-      await ask(decided.candidates, 'estimate');
-      await ask(modelsToCount({ policy: plan.policy, decision: plan.decision, request, budgets: plan.budgets, estimatedInputTokens: plan.estimatedInputTokens, inputTokens: figures }, new Set([...counted, ...failed])), 'count');
-      if (ctx.signal.aborted) throw new GatewayError('CANCELLED', 'The call was cancelled.');
-      if (figures.size > 0) {
-        ctx.inputTokens = figures;
-        ctx.inputCounted = counted;
-      }
-    }
+    await figureInput(ctx, opts);
     await next();
   };
+}
+
+/**
+ * The estimate step's work, also done again by the reserve step when it decided anew on the
+ * budgets read (a decision on budgets assumed untouched did not hold): a model figured already
+ * keeps its figure, and the count pass looks at the budgets now in `ctx`.
+ */
+export async function figureInput(ctx: CallContext, opts: EstimateStepOptions): Promise<void> {
+  const decided = ctx.decision;
+  if (decided && decided.effect !== 'deny' && ctx.lines.length > 0) {
+    const { request } = admitted(ctx);
+    // The plan's fields in the order the reserve step gives them: one shape for the planner.
+    const plan = { policy: ctx.policy, decision: decided, request, budgets: ctx.budgets, estimatedInputTokens: ctx.estimatedInputTokens, inputTokens: undefined };
+    const figures = new Map<string, number>(ctx.inputTokens);
+    const counted = new Set<string>(ctx.inputCounted);
+    // A model whose figure failed is not asked again in the second pass: its provider just failed to count.
+    const failed = new Set<string>();
+    const ask = (models: readonly ModelInfo[], pass: 'estimate' | 'count') =>
+      Promise.all(
+        models.map(async (model) => {
+          const provider = opts.providerFor(ctx.policy, model.provider);
+          const req = { model: model.modelId, system: request.system, messages: request.messages, maxTokens: request.maxTokens, signal: ctx.signal };
+          try {
+            if (pass === 'estimate') {
+              const figure = await provider?.estimateInput?.(req);
+              if (!figure) return;
+              figures.set(model.ref, figure.tokens);
+              if (figure.exact) counted.add(model.ref);
+            } else {
+              const n = await provider?.countTokens?.(req);
+              if (n === undefined) return;
+              figures.set(model.ref, n);
+              counted.add(model.ref);
+            }
+          } catch (err) {
+            if (err instanceof GatewayError && err.code === 'CANCELLED') throw err;
+            failed.add(model.ref);
+            ctx.log.warn({ err, model: model.ref, event: 'count_tokens_failed' }, 'the input could not be counted; the bound stands');
+          }
+        }),
+      );
+    await ask(figures.size > 0 ? decided.candidates.filter((m) => !figures.has(m.ref)) : decided.candidates, 'estimate');
+    await ask(modelsToCount({ policy: plan.policy, decision: plan.decision, request, budgets: plan.budgets, estimatedInputTokens: plan.estimatedInputTokens, inputTokens: figures }, new Set([...counted, ...failed])), 'count');
+    if (ctx.signal.aborted) throw new GatewayError('CANCELLED', 'The call was cancelled.');
+    if (figures.size > 0) {
+      ctx.inputTokens = figures;
+      ctx.inputCounted = counted;
+    }
+  }
 }

@@ -35,7 +35,7 @@ function metered() {
   const step = meter({ commit: (ctx, event) => ledger.commit(ctx, event), now: clock, background: (work) => void background.push(work) });
   /** The steps below the meter as the pipeline runs them: decide and reserve, then `served` (what dispatch would leave). */
   const below = (ctx: CallContext, served: () => void = () => {}) =>
-    compose<CallContext>([enforcePolicy({ ledger, now: clock }), reserveAndSettle({ ledger }), async () => served()])(ctx);
+    compose<CallContext>([enforcePolicy({ ledger, now: clock }), reserveAndSettle({ ledger, providerFor: () => undefined }), async () => served()])(ctx);
   const held = (p: Policy = policy) => store.read(ledger.linesFor(p, alice).map((l) => l.line));
   return { step, events, background, below, held, setNow: (t: number) => void (now = t) };
 }

@@ -23,7 +23,7 @@ import type { RedisQuotaStore } from '../../quota/redis.js';
 import type { QuotaStore } from '../../quota/store.js';
 import type { CallContext } from '../context.js';
 import type { Ledger } from '../ledger.js';
-import { enforcePolicy } from './decide.js';
+import { enforcePolicy, readAndDecide } from './decide.js';
 import { rateLimitedError, reserveAndSettle } from './reserve.js';
 
 const policy = testPolicy(basicPolicy());
@@ -40,9 +40,15 @@ const ask = (over: Partial<CompletionInput> = {}): CompletionInput => ({
 });
 
 /** A context as the decide step leaves it for `who` asking `request` under `p`. */
-async function decided(ledger: Ledger, p: Policy = policy, request: CompletionInput = ask(), who: Principal = alice): Promise<CallContext> {
+/**
+ * A call through the decide step: decided without reading its budgets where the policy allows it
+ * (`budgetsAssumed`), or, with `read`, on the budgets read as a dry run or a policy with rules on
+ * budgets would be.
+ */
+async function decided(ledger: Ledger, p: Policy = policy, request: CompletionInput = ask(), who: Principal = alice, opts: { read?: boolean } = {}): Promise<CallContext> {
   const ctx = callContext(p, { principal: who, request });
   await enforcePolicy({ ledger, now: clock })(ctx, async () => {});
+  if (opts.read) await readAndDecide(ctx, ledger, clock);
   return ctx;
 }
 
@@ -62,7 +68,7 @@ describe('reserve step', () => {
     const ctx = await decided(ledger);
     const decision = ctx.decision;
     const seen: unknown[] = [];
-    await reserveAndSettle({ ledger })(
+    await reserveAndSettle({ ledger, providerFor: () => undefined })(
       ctx,
       recordingNext(undefined, async () => {
         seen.push({ reservation: ctx.reservation, outputClamp: ctx.outputClamp, held: await held(ledger, store) });
@@ -77,7 +83,7 @@ describe('reserve step', () => {
     const store = new MemoryQuotaStore(clock);
     const ledger = testLedger(store);
     const ctx = await decided(ledger);
-    await reserveAndSettle({ ledger })(ctx, recordingNext());
+    await reserveAndSettle({ ledger, providerFor: () => undefined })(ctx, recordingNext());
 
     const open: unknown[] = [];
     store.recover((id, r) => {
@@ -98,7 +104,7 @@ describe('reserve step', () => {
     const store = new MemoryQuotaStore(clock);
     const ledger = testLedger(store);
     const ctx = await decided(ledger);
-    await reserveAndSettle({ ledger })(ctx, recordingNext(undefined, () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 })));
+    await reserveAndSettle({ ledger, providerFor: () => undefined })(ctx, recordingNext(undefined, () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 })));
 
     expect(ctx.charged).toEqual([46]);
     expect(await held(ledger, store)).toEqual([{ used: 0, reserved: 261 }]);
@@ -108,7 +114,7 @@ describe('reserve step', () => {
   async function chargedWith(cost?: number): Promise<number[] | undefined> {
     const ledger = testLedger(new MemoryQuotaStore(clock));
     const ctx = await decided(ledger, testPolicy(basicPolicy({ extraBudgets: teamUsd(0.01) })));
-    await reserveAndSettle({ ledger })(
+    await reserveAndSettle({ ledger, providerFor: () => undefined })(
       ctx,
       recordingNext(undefined, () => {
         ctx.usage = { inputTokens: 6, outputTokens: 40 };
@@ -134,7 +140,7 @@ describe('reserve step', () => {
     const ledger = testLedger(store);
     const ctx = await decided(ledger);
     const next = recordingNext();
-    await reserveAndSettle({ ledger })(ctx, next);
+    await reserveAndSettle({ ledger, providerFor: () => undefined })(ctx, next);
 
     expect(next.calls).toHaveLength(1);
     expect(ctx.charged).toBeUndefined();
@@ -145,7 +151,7 @@ describe('reserve step', () => {
     const ledger = testLedger(store);
     const ctx = await decided(ledger);
     const failed = new GatewayError('PROVIDER_UNAVAILABLE', 'Every provider for tier standard failed; see attempts.');
-    const thrown = await reserveAndSettle({ ledger })(
+    const thrown = await reserveAndSettle({ ledger, providerFor: () => undefined })(
       ctx,
       recordingNext(undefined, () => {
         ctx.usage = { inputTokens: 6, outputTokens: 3 };
@@ -164,7 +170,7 @@ describe('reserve step', () => {
     const p = testPolicy(withLimits(basicPolicy(), { reservationTtlSeconds: 30 }));
     const ctx = await decided(ledger, p);
     const seen: unknown[] = [];
-    await reserveAndSettle({ ledger })(
+    await reserveAndSettle({ ledger, providerFor: () => undefined })(
       ctx,
       recordingNext(undefined, async () => {
         // The memory store sweeps expired reservations at most once a second, so the two reads are a second apart.
@@ -187,7 +193,7 @@ describe('reserve step', () => {
     const ctx = await decided(ledger, p);
     expect(ctx.decision).toMatchObject({ effect: 'allow', tier: 'standard' });
     const next = recordingNext(() => ({ reservation: ctx.reservation, decision: ctx.decision }));
-    await reserveAndSettle({ ledger })(ctx, next);
+    await reserveAndSettle({ ledger, providerFor: () => undefined })(ctx, next);
 
     expect(next.calls).toEqual([
       {
@@ -229,7 +235,7 @@ describe('reserve step', () => {
       async () => ({ reservation: ctx.reservation, decision: ctx.decision, held: await held(ledger, store, p) }),
       () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 }),
     );
-    await reserveAndSettle({ ledger })(ctx, next);
+    await reserveAndSettle({ ledger, providerFor: () => undefined })(ctx, next);
 
     expect(await Promise.all(next.calls)).toEqual([
       {
@@ -256,7 +262,7 @@ describe('reserve step', () => {
     await spent(ledger, store, 9_900);
     const ctx = await decided(ledger);
     const next = recordingNext(() => ({ reservation: ctx.reservation, outputClamp: ctx.outputClamp, decision: ctx.decision }));
-    await reserveAndSettle({ ledger })(ctx, next);
+    await reserveAndSettle({ ledger, providerFor: () => undefined })(ctx, next);
 
     // 100 tokens left, 61 of them for the input: 39 output tokens, 100 reserved.
     expect(next.calls).toEqual([
@@ -286,7 +292,7 @@ describe('reserve step', () => {
     const next = recordingNext();
 
     // 10 tokens left: not the 261 asked for, and fewer than limits.minOutputTokens (16) once the input is paid.
-    expect(await refusal(reserveAndSettle({ ledger })(ctx, next))).toEqual({
+    expect(await refusal(reserveAndSettle({ ledger, providerFor: () => undefined })(ctx, next))).toEqual({
       code: 'BUDGET_EXHAUSTED',
       message: 'Budget user-weekly (user alice) cannot cover this call: 10 tokens left, 261 needed. It resets at 2025-01-19T23:00:00.000Z.',
       details: { budgetId: 'user-weekly', subject: 'alice', remaining: 10, requested: 261, resetsAt: '2025-01-19T23:00:00.000Z' },
@@ -308,18 +314,40 @@ describe('reserve step', () => {
   it("goes by what the store accepts now, not the decision's snapshot: a reservation made since then counts", async () => {
     const store = new MemoryQuotaStore(clock);
     const ledger = testLedger(store);
-    const ctx = await decided(ledger);
+    const ctx = await decided(ledger, policy, ask(), alice, { read: true });
     const [line] = ledger.linesFor(policy, alice);
     await store.reserve('another-call', [{ ...line!.line, amount: 9_900 }], 600_000);
 
     // The candidates (and any clamp) are planned from the decision's snapshot, which showed the whole
     // budget free, so no clamped candidate is tried: the store's refusal of the whole call is final.
 
-    expect(await refusal(reserveAndSettle({ ledger })(ctx, recordingNext()))).toMatchObject({
+    expect(await refusal(reserveAndSettle({ ledger, providerFor: () => undefined })(ctx, recordingNext()))).toMatchObject({
       code: 'BUDGET_EXHAUSTED',
       message: 'Budget user-weekly (user alice) cannot cover this call: 100 tokens left, 261 needed. It resets at 2025-01-19T23:00:00.000Z.',
       details: { remaining: 100, requested: 261 },
     });
+  });
+
+  it('decided without a read, reads and decides again when the store refuses the bound: as a call decided on a read now', async () => {
+    const store = new MemoryQuotaStore(clock);
+    const ledger = testLedger(store);
+    const unread = await decided(ledger);
+    expect(unread.budgetsAssumed).toBe(true);
+    const [line] = ledger.linesFor(policy, alice);
+    await store.reserve('another-call', [{ ...line!.line, amount: 9_900 }], 600_000);
+
+    const step = reserveAndSettle({ ledger, providerFor: () => undefined });
+    const made = (ctx: CallContext) => ({ decision: ctx.decision, clamp: ctx.outputClamp, reservation: { ...ctx.reservation, store: undefined }, budgets: ctx.budgets });
+    await step(unread, recordingNext());
+    expect(unread.budgetsAssumed).toBe(false);
+    // Decided again on what was read: 1 % left, under the threshold, one tier down, with max tokens
+    // lowered to the 100 tokens left (the snapshot a call decided on a read before the other
+    // reservation would plan from has no clamp: the test above).
+    expect(made(unread)).toMatchObject({ decision: { effect: 'tier_down', tier: 'economy' }, clamp: { tokens: 39 }, budgets: [{ used: 0, reserved: 9_900 }] });
+    await store.release(unread.id);
+    const fresh = await decided(ledger, policy, ask(), alice, { read: true });
+    await step(fresh, recordingNext());
+    expect(made(unread)).toEqual(made(fresh));
   });
 
   it('reserves nothing and charges nothing for a caller no budget applies to, and names the first model of the tier', async () => {
@@ -332,7 +360,7 @@ describe('reserve step', () => {
       () => ctx.reservation,
       () => void (ctx.usage = { inputTokens: 6, outputTokens: 40 }),
     );
-    await reserveAndSettle({ ledger })(ctx, next);
+    await reserveAndSettle({ ledger, providerFor: () => undefined })(ctx, next);
 
     expect(next.calls).toEqual([{ model: medium, tier: 'standard', amounts: [] }]);
     expect(ctx.reservation?.store).toBeUndefined();
@@ -341,7 +369,7 @@ describe('reserve step', () => {
 
   it('fails as a bug (a plain Error) when it runs without an allow decision', async () => {
     const ctx = callContext(policy, { principal: alice, request: ask() });
-    const err = await reserveAndSettle({ ledger: testLedger(new MemoryQuotaStore(clock)) })(ctx, recordingNext()).catch((e: unknown) => e);
+    const err = await reserveAndSettle({ ledger: testLedger(new MemoryQuotaStore(clock)), providerFor: () => undefined })(ctx, recordingNext()).catch((e: unknown) => e);
     expect(err).not.toBeInstanceOf(GatewayError);
     expect((err as Error).message).toBe('reserve step ran without an allow decision');
   });
@@ -357,9 +385,11 @@ describe('reserve step', () => {
       const p = testPolicy(userBudgetWith(basicPolicy(), 'failMode: open'));
       const ledger = testLedger(down);
       const ctx = await decided(ledger, p);
-      expect(ctx.storeError).toBe('fail_open');
+      // Decided without a read: the store is first met by the reservation.
+      expect(ctx.budgetsAssumed).toBe(true);
+      expect(ctx.storeError).toBeUndefined();
       const next = recordingNext(() => ctx.reservation?.store);
-      await reserveAndSettle({ ledger })(ctx, next);
+      await reserveAndSettle({ ledger, providerFor: () => undefined })(ctx, next);
 
       expect(next.calls).toHaveLength(1);
       expect(next.calls[0]).toBe(ledger.fallbackStore);
@@ -372,7 +402,7 @@ describe('reserve step', () => {
       const ledger = testLedger(new MemoryQuotaStore(clock));
       const ctx = await decided(ledger);
       const next = recordingNext();
-      expect(await refusal(reserveAndSettle({ ledger: testLedger(down) })(ctx, next))).toEqual({
+      expect(await refusal(reserveAndSettle({ ledger: testLedger(down), providerFor: () => undefined })(ctx, next))).toEqual({
         code: 'QUOTA_STORE_UNAVAILABLE',
         message: 'The quota store is unreachable and budget user-weekly fails closed; try again shortly.',
         details: { budgetId: 'user-weekly' },

@@ -1,13 +1,24 @@
 import { chargeLines } from '../../policy/budgets.js';
 import { costMicroUsd } from '../../providers/prices.js';
 import { candidateLimits, ledgerLine, limitAmount, retryAt, tooLargeForLimitError, type LimitLine } from '../../policy/limits.js';
-import { admittedDecision, exhaustedDecision, exhaustedError, inputTokensFor, outputCap, planCandidates, reportedShortfall, reservedLines, type Shortfall } from '../../policy/plan.js';
+import { assumptionBounds } from '../../policy/decide.js';
+import type { Policy } from '../../policy/load.js';
+import { admittedDecision, exhaustedDecision, exhaustedError, inputTokensFor, outputCap, planCandidates, reportedShortfall, reservedLines, type Candidate, type ServedDecision, type Shortfall } from '../../policy/plan.js';
+import type { Provider } from '../../providers/provider.js';
 import { GatewayError } from '../../errors.js';
 import type { QuotaStore } from '../../quota/store.js';
 import type { Middleware } from '../compose.js';
 import { admitted, type CallContext } from '../context.js';
 import type { Ledger } from '../ledger.js';
+import { readAndDecide } from './decide.js';
+import { figureInput } from './estimate.js';
 import { withStore } from './storeAccess.js';
+
+export interface ReserveStepOptions {
+  ledger: Ledger;
+  /** The provider as built for the call's policy snapshot: the input is figured again when the call is decided anew. */
+  providerFor: (policy: Policy, name: string) => Provider | undefined;
+}
 
 /** Who and what a reservation is for, kept with it so that a recovery can say whom it charged. */
 function reservationMeta(ctx: CallContext, tier: string, model: string): Record<string, unknown> {
@@ -61,14 +72,14 @@ export function overrunOf(reserved: readonly number[], charged: readonly number[
  * rateLimited, outputClamp, decision (a step down or a clamp), settling, charged, overrun (what was charged
  * beyond the reservation when the provider reported more than was reserved).
  */
-export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallContext> {
+export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallContext> {
   const { ledger } = opts;
   const now = ledger.now;
   return async function reserve(ctx, next) {
-    const decided = ctx.decision;
-    if (!decided || decided.effect === 'deny') throw new Error('reserve step ran without an allow decision');
+    if (!ctx.decision || ctx.decision.effect === 'deny') throw new Error('reserve step ran without an allow decision');
+    let decided: ServedDecision = ctx.decision;
     const { request } = admitted(ctx);
-    const planInput = {
+    let planInput = {
       policy: ctx.policy,
       decision: decided,
       request,
@@ -76,7 +87,7 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
       estimatedInputTokens: ctx.estimatedInputTokens,
       inputTokens: ctx.inputTokens,
     };
-    const candidates = planCandidates(planInput);
+    let candidates = planCandidates(planInput);
     const limited = ctx.limits.fixed.length > 0 || ctx.limits.perCandidate.length > 0;
     if (ctx.lines.length === 0 && !limited) {
       ctx.reservation = { model: candidates[0]!.models[0]!, tier: decided.tier, amounts: [] };
@@ -92,9 +103,10 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
     let tooLarge: { line: LimitLine; requested: number } | undefined;
     let holder: QuotaStore | undefined;
     const at = now();
-    for (const candidate of candidates) {
+    /** Reserves `candidate` on its lines and limits, all or none; `atMost` bounds the budget lines' states (`ReserveOptions.atMost`). */
+    const attempt = async (candidate: Candidate, atMost?: number[]) => {
       const limits = limited ? candidateLimits(ctx.limits, candidate.tier, candidate.models[0]!.ref, at, ledger.keyPrefix) : [];
-      if (blocked.size > 0 && limits.some((l) => blocked.has(l.line.reservedKey))) continue;
+      if (blocked.size > 0 && limits.some((l) => blocked.has(l.line.reservedKey))) return undefined;
       // Only the lines that cover the candidate's tier are reserved (and checked), limits with them.
       const lines = reservedLines(ctx.lines, candidate);
       const held: { line: LimitLine; amount: number }[] = [];
@@ -110,25 +122,64 @@ export function reserveAndSettle(opts: { ledger: Ledger }): Middleware<CallConte
         holder = s;
         // The dispatch step follows at once (nothing but local code between them): a store may write
         // the dispatch mark with the reservation instead of in a round trip of its own.
-        return s.reserve(ctx.id, lines, ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref), { dispatching: true });
+        return s.reserve(ctx.id, lines, ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref), atMost ? { dispatching: true, atMost } : { dispatching: true });
       });
       if (outcome.ok) {
         ctx.decision = admittedDecision(decided, candidate, shortfalls[0]);
         ctx.outputClamp = candidate.clamp;
         ctx.reservation = { model: candidate.models[0]!, tier: candidate.tier, amounts: candidate.amounts, ...(held.length > 0 ? { limits: held } : {}) };
-        break;
       }
-      const limit = limits.find((l) => l.line.budgetId === outcome.budgetId && l.subject === outcome.subject);
-      if (limit) {
-        blocked.add(limit.line.reservedKey);
-        if (outcome.requested > outcome.limit) {
-          tooLarge ??= { line: limit, requested: outcome.requested };
-          continue;
-        }
-        const retry = retryAt(limit, outcome, now());
-        const remaining = Math.max(0, outcome.limit - outcome.used - outcome.reserved);
-        if (!ctx.rateLimited || retry < ctx.rateLimited.retryAt) ctx.rateLimited = { line: limit, retryAt: retry, remaining };
-      } else shortfalls.push(outcome);
+      return { outcome, limits };
+    };
+
+    if (ctx.budgetsAssumed) {
+      // Decided on budgets assumed untouched (the decide step): the first candidate, the decided
+      // tier whole, is what a decision on read budgets would reserve first, so it is reserved with
+      // the bounds under which the two decisions are the same, and the states the store found
+      // become the call's budgets. A refusal, for any reason, proves nothing: read, decide again on
+      // what was read (a refusal throws there), figure the input for that decision, and plan.
+      ctx.budgetsAssumed = false;
+      const first = candidates[0]!;
+      const bounds = assumptionBounds(ctx.policy, decided, ctx.budgets);
+      const fits = first.lines.every((i) => bounds[i]! >= 0 && first.amounts[i]! <= ctx.lines[i]!.budget.limit);
+      let made: Awaited<ReturnType<typeof attempt>>;
+      try {
+        made = fits ? await attempt(first, bounds) : undefined;
+      } catch (err) {
+        // As if the read had failed: nothing was decided.
+        ctx.decision = undefined;
+        throw err;
+      }
+      if (made?.outcome.ok) {
+        const states = made.outcome.states ?? (await withStore(ctx, ledger, (s) => s.read(ctx.lines.map((l) => l.line))));
+        ctx.budgets = ctx.lines.map((l, i) => ({ budget: l.budget, subject: l.subject, resetsAt: l.resetsAt, ...states[i]! }));
+      } else {
+        ctx.reservation = undefined;
+        await readAndDecide(ctx, ledger, now);
+        await figureInput(ctx, { providerFor: opts.providerFor });
+        decided = ctx.decision as ServedDecision;
+        planInput = { policy: ctx.policy, decision: decided, request, budgets: ctx.budgets, estimatedInputTokens: ctx.estimatedInputTokens, inputTokens: ctx.inputTokens };
+        candidates = planCandidates(planInput);
+      }
+    }
+    if (!ctx.reservation) {
+      for (const candidate of candidates) {
+        const made = await attempt(candidate);
+        if (!made) continue;
+        const { outcome, limits } = made;
+        if (outcome.ok) break;
+        const limit = limits.find((l) => l.line.budgetId === outcome.budgetId && l.subject === outcome.subject);
+        if (limit) {
+          blocked.add(limit.line.reservedKey);
+          if (outcome.requested > outcome.limit) {
+            tooLarge ??= { line: limit, requested: outcome.requested };
+            continue;
+          }
+          const retry = retryAt(limit, outcome, now());
+          const remaining = Math.max(0, outcome.limit - outcome.used - outcome.reserved);
+          if (!ctx.rateLimited || retry < ctx.rateLimited.retryAt) ctx.rateLimited = { line: limit, retryAt: retry, remaining };
+        } else shortfalls.push(outcome);
+      }
     }
     if (!ctx.reservation || !holder) {
       // A limit that refused wins over a budget: once its window moves on, the call may be served.
