@@ -1,5 +1,6 @@
 import { GatewayError } from '../../errors.js';
-import { decidableUnread, decide } from '../../policy/decide.js';
+import type { BudgetLine } from '../../policy/budgets.js';
+import { decidableUnread, decide, type BudgetState } from '../../policy/decide.js';
 import { inputTokenBound } from '../../providers/estimate.js';
 import type { Middleware } from '../compose.js';
 import { admitted, type CallContext } from '../context.js';
@@ -36,7 +37,7 @@ export function enforcePolicy(opts: DecideStepOptions): Middleware<CallContext> 
     ctx.lines = ledger.linesFor(policy, principal);
     ctx.limits = ledger.limitsFor(policy, principal);
     if (!unreadable && ctx.purpose === 'complete' && ctx.lines.length > 0 && decidableUnread(policy, ctx.lines)) {
-      ctx.budgets = ctx.lines.map((l) => ({ budget: l.budget, subject: l.subject, resetsAt: l.resetsAt, used: 0, reserved: 0 }));
+      ctx.budgets = ctx.lines.map((l) => budgetState(l, 0, 0));
       const decision = decide({ policy, principal, request, estimatedInputTokens: ctx.estimatedInputTokens, budgets: ctx.budgets, now: opts.now() });
       if (decision.effect !== 'deny') {
         ctx.decision = decision;
@@ -53,6 +54,15 @@ export function enforcePolicy(opts: DecideStepOptions): Middleware<CallContext> 
 }
 
 /**
+ * A budget line with its state. Every state a call holds is made here, with its fields in one
+ * order, so that what reads them (decide, the planner, the budget views) meets one hidden class
+ * whether the state was read, assumed or reported by the reservation.
+ */
+export function budgetState(line: BudgetLine, used: number, reserved: number): BudgetState {
+  return { budget: line.budget, subject: line.subject, used, reserved, resetsAt: line.resetsAt };
+}
+
+/**
  * Reads the budgets' state and decides on it: sets `budgets` and `decision`, and throws the
  * refusal when the decision is a deny (an estimate keeps it as its answer instead).
  */
@@ -61,7 +71,7 @@ export async function readAndDecide(ctx: CallContext, ledger: Ledger, now: () =>
   const { policy } = ctx;
   ctx.budgetsAssumed = false;
   const states = await withStore(ctx, ledger, (s) => s.read(ctx.lines.map((l) => l.line)));
-  ctx.budgets = ctx.lines.map((l, i) => ({ budget: l.budget, subject: l.subject, resetsAt: l.resetsAt, ...states[i]! }));
+  ctx.budgets = ctx.lines.map((l, i) => budgetState(l, states[i]!.used, states[i]!.reserved));
   const decision = decide({ policy, principal, request, estimatedInputTokens: ctx.estimatedInputTokens, budgets: ctx.budgets, now: now() });
   ctx.decision = decision;
   if (decision.effect === 'deny' && ctx.purpose !== 'estimate') {

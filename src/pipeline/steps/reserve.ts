@@ -10,7 +10,7 @@ import type { QuotaStore } from '../../quota/store.js';
 import type { Middleware } from '../compose.js';
 import { admitted, type CallContext } from '../context.js';
 import type { Ledger } from '../ledger.js';
-import { readAndDecide } from './decide.js';
+import { budgetState, readAndDecide } from './decide.js';
 import { figureInput } from './estimate.js';
 import { withStore } from './storeAccess.js';
 
@@ -152,7 +152,7 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
       }
       if (made?.outcome.ok) {
         const states = made.outcome.states ?? (await withStore(ctx, ledger, (s) => s.read(ctx.lines.map((l) => l.line))));
-        ctx.budgets = ctx.lines.map((l, i) => ({ budget: l.budget, subject: l.subject, resetsAt: l.resetsAt, ...states[i]! }));
+        ctx.budgets = ctx.lines.map((l, i) => budgetState(l, states[i]!.used, states[i]!.reserved));
       } else {
         ctx.reservation = undefined;
         await readAndDecide(ctx, ledger, now);
