@@ -11,7 +11,7 @@
  *
  *   npx tsx tools/bench/callgrind-http.ts [--dist dist] [--redis redis://127.0.0.1:6391] [--warmup 3000]
  *     [--calls 600] [--concurrency 32] [--keep DIR] [--openai-client sdk|direct]
- *     [--api openai|anthropic] [--anthropic-client sdk|direct]
+ *     [--api openai|anthropic] [--anthropic-client sdk|direct] [--stream]
  *
  * Give each run a Redis of its own (its keys are flushed under a prefix of the run's own, but
  * another client's commands would share the server). --keep copies callgrind's output to DIR, for
@@ -39,6 +39,8 @@ const { values } = parseArgs({
     api: { type: 'string', default: 'openai' },
     /** The Anthropic provider's `client` in the policy (sdk or direct), with --api anthropic; the policy's default when not given. */
     'anthropic-client': { type: 'string' },
+    /** Streamed calls (`stream: true` with the usage chunk) instead of plain ones. */
+    stream: { type: 'boolean', default: false },
   },
 });
 const WARMUP = Number(values.warmup);
@@ -75,12 +77,12 @@ async function main(): Promise<void> {
     gateway = child;
     const url = await servingUrl(child);
     const client = values.api === 'anthropic' ? values['anthropic-client'] : values['openai-client'];
-    process.stdout.write(`${values.dist}, ${values.api}${client ? ` (client ${client})` : ''} on ${values.redis ? `Redis (${values.redis})` : 'the memory store'}: ${WARMUP} warm-up calls, then ${CALLS} measured, ${CONCURRENCY} at a time\n`);
-    await driveChat(url, KEY, WARMUP, CONCURRENCY);
+    process.stdout.write(`${values.dist}, ${values.api}${client ? ` (client ${client})` : ''} on ${values.redis ? `Redis (${values.redis})` : 'the memory store'}: ${WARMUP} warm-up ${values.stream ? 'streamed ' : ''}calls, then ${CALLS} measured, ${CONCURRENCY} at a time\n`);
+    await driveChat(url, KEY, WARMUP, CONCURRENCY, values.stream);
     await sleep(1000);
     control(child.pid!, '-i', 'on');
     const t = Date.now();
-    await driveChat(url, KEY, CALLS, CONCURRENCY);
+    await driveChat(url, KEY, CALLS, CONCURRENCY, values.stream);
     // Settlements after the answer (settleBeforeReply: false) belong to the measured calls.
     await sleep(2000);
     control(child.pid!, '-d');
