@@ -243,39 +243,16 @@ export const END = Symbol('end of the stream');
  * into an item, skips it (undefined), ends the items (END: the rest of the body is read and
  * dropped) or throws. An abort (the caller, the idle guard) ends the iteration quietly; an iteration
  * left early aborts the request.
- *
- * Events are read from the body as the SDKs' decoders read them (`sseLines`), in this one
- * generator: a generator of events under a generator of items cost a suspension and a promise more
- * for every event of every stream (issue 21).
  */
 export async function* sseItems<T>(answer: Answer, read: (sse: ServerSentEvent) => T | undefined | typeof END): AsyncGenerator<T> {
   const { res, controller } = answer;
-  const { signal } = controller;
-  const lines = sseLines();
-  const chunks = (res.body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
   let done = false;
   try {
-    for (;;) {
-      let chunk: IteratorResult<Buffer>;
-      try {
-        chunk = await chunks.next();
-      } catch (err) {
-        throw bodyFailure(err, signal);
-      }
-      if (chunk.done) break;
-      for (const sse of lines.push(chunk.value)) {
-        // What had arrived when the request was aborted is dropped, as the SDK's web stream drops its queue.
-        if (signal.aborted) throw bodyFailure(signal.reason, signal);
-        if (done) continue;
-        const item = read(sse);
-        if (item === END) done = true;
-        else if (item !== undefined) yield item;
-      }
-    }
-    const last = lines.end();
-    if (last && !done) {
-      const item = read(last);
-      if (item !== END && item !== undefined) yield item;
+    for await (const sse of sseEvents(res.body, controller.signal)) {
+      if (done) continue;
+      const item = read(sse);
+      if (item === END) done = true;
+      else if (item !== undefined) yield item;
     }
     done = true;
   } catch (err) {
@@ -284,22 +261,18 @@ export async function* sseItems<T>(answer: Answer, read: (sse: ServerSentEvent) 
   } finally {
     if (!done) {
       controller.abort();
-      // An iteration left early (or failed) stops reading: the body is destroyed, as leaving a
-      // `for await` over it would.
-      void chunks.return?.();
       discard(res.body);
     }
   }
 }
 
 /**
- * Server-sent events from a body's chunks, as the SDKs' decoders read them: lines end at \n, \r\n or
- * \r (a \r that ends the body ends its line too); a byte-order mark that starts a line is dropped;
- * `data` lines of an event are joined with \n; comments and unknown fields are skipped; an event ends
- * at a blank line, and one the body ends before is dropped. `push` returns the events a chunk
- * completes; `end` the one the body's last \r completes, if any.
+ * Server-sent events from a body, as the SDKs' decoders read them: lines end at \n, \r\n or \r (a
+ * \r that ends the body ends its line too); a byte-order mark that starts a line is dropped; `data`
+ * lines of an event are joined with \n; comments and unknown fields are skipped; an event ends at a
+ * blank line, and one the body ends before is dropped.
  */
-function sseLines(): { push(chunk: Buffer): ServerSentEvent[]; end(): ServerSentEvent | undefined } {
+async function* sseEvents(body: Dispatcher.ResponseData['body'], signal: AbortSignal): AsyncGenerator<ServerSentEvent> {
   const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
   let buffer = '';
   let event: string | null = null;
@@ -322,9 +295,8 @@ function sseLines(): { push(chunk: Buffer): ServerSentEvent[]; end(): ServerSent
     else if (field === 'data') data.push(value);
     return undefined;
   };
-  return {
-    push(chunk) {
-      const out: ServerSentEvent[] = [];
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
       buffer += decoder.decode(chunk, { stream: true });
       let start = 0;
       for (;;) {
@@ -336,13 +308,19 @@ function sseLines(): { push(chunk: Buffer): ServerSentEvent[]; end(): ServerSent
         if (end === -1) break;
         const sse = line(buffer.slice(start, end));
         start = end + (buffer[end] === '\r' && buffer[end + 1] === '\n' ? 2 : 1);
-        if (sse) out.push(sse);
+        // What had arrived when the request was aborted is dropped, as the SDK's web stream drops its queue.
+        if (signal.aborted) throw signal.reason;
+        if (sse) yield sse;
       }
       buffer = buffer.slice(start);
-      return out;
-    },
-    // The \r held back for a \n that never came ended its line; what follows the last line end is an
-    // unfinished event, which the SDKs drop too.
-    end: () => (buffer.endsWith('\r') ? line(buffer.slice(0, -1)) : undefined),
-  };
+    }
+  } catch (err) {
+    throw bodyFailure(err, signal);
+  }
+  // The \r held back for a \n that never came ended its line; what follows the last line end is an
+  // unfinished event, which the SDKs drop too.
+  if (buffer.endsWith('\r')) {
+    const sse = line(buffer.slice(0, -1));
+    if (sse) yield sse;
+  }
 }
