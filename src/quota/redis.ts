@@ -375,7 +375,9 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     // A line's bound on its used + reserved (`atMost`) is checked as a lower limit: used + reserved
     // + amount <= min(limit, bound + amount) holds exactly when both checks do (integers).
     const { atMost } = opts;
-    const checked = atMost ? ordered.map((l) => Math.min(l.limit, (atMost[lines.indexOf(l)] ?? Infinity) + l.amount)) : undefined;
+    /** Each ordered line's place in the caller's order, where the bounds and the states returned go by it. */
+    const given = atMost ? ordered.map((l) => lines.indexOf(l)) : undefined;
+    const checked = atMost && given ? ordered.map((l, i) => Math.min(l.limit, (atMost[given[i]!] ?? Infinity) + l.amount)) : undefined;
     // Every script is sent at once, in the fixed order: one round trip. Each is atomic over its
     // lines; on a cluster (a script per line) a refusal on any line gives back the others.
     const groups = this.groups(ordered.map((l, i) => ({ l, i })));
@@ -455,11 +457,11 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount, buckets: buckets ?? [] };
     }
     this.remember(requestId, { keys, at: now, ttlMs, marked: opts.dispatching === true });
-    if (!atMost) return { ok: true };
+    if (!given) return { ok: true };
     // The states the script found, before its reservation, in the caller's order.
     const before: LineState[] = new Array(lines.length);
-    ordered.forEach((l, i) => {
-      before[lines.indexOf(l)] = { used: states[i]![1], reserved: states[i]![2] };
+    given.forEach((at, i) => {
+      before[at] = { used: states[i]![1], reserved: states[i]![2] };
     });
     return { ok: true, states: before };
   }

@@ -62,6 +62,12 @@ export function budgetState(line: BudgetLine, used: number, reserved: number): B
   return { budget: line.budget, subject: line.subject, used, reserved, resetsAt: line.resetsAt };
 }
 
+/** The state of each of the call's budget lines, read through the ledger's fail-mode path. */
+export async function readBudgets(ctx: CallContext, ledger: Ledger): Promise<BudgetState[]> {
+  const states = await withStore(ctx, ledger, (s) => s.read(ctx.lines.map((l) => l.line)));
+  return ctx.lines.map((l, i) => budgetState(l, states[i]!.used, states[i]!.reserved));
+}
+
 /**
  * Reads the budgets' state and decides on it: sets `budgets` and `decision`, and throws the
  * refusal when the decision is a deny (an estimate keeps it as its answer instead).
@@ -70,8 +76,7 @@ export async function readAndDecide(ctx: CallContext, ledger: Ledger, now: () =>
   const { principal, request } = admitted(ctx);
   const { policy } = ctx;
   ctx.budgetsAssumed = false;
-  const states = await withStore(ctx, ledger, (s) => s.read(ctx.lines.map((l) => l.line)));
-  ctx.budgets = ctx.lines.map((l, i) => budgetState(l, states[i]!.used, states[i]!.reserved));
+  ctx.budgets = await readBudgets(ctx, ledger);
   const decision = decide({ policy, principal, request, estimatedInputTokens: ctx.estimatedInputTokens, budgets: ctx.budgets, now: now() });
   ctx.decision = decision;
   if (decision.effect === 'deny' && ctx.purpose !== 'estimate') {

@@ -3,14 +3,14 @@ import { costMicroUsd } from '../../providers/prices.js';
 import { candidateLimits, ledgerLine, limitAmount, retryAt, tooLargeForLimitError, type LimitLine } from '../../policy/limits.js';
 import { assumptionBounds } from '../../policy/decide.js';
 import type { Policy } from '../../policy/load.js';
-import { admittedDecision, exhaustedDecision, exhaustedError, inputTokensFor, outputCap, planCandidates, reportedShortfall, reservedLines, type Candidate, type ServedDecision, type Shortfall } from '../../policy/plan.js';
+import { admittedDecision, exhaustedDecision, exhaustedError, inputTokensFor, outputCap, planCandidates, reportedShortfall, reservedLines, shortfallIn, type Candidate, type ServedDecision, type Shortfall } from '../../policy/plan.js';
 import type { Provider } from '../../providers/provider.js';
 import { GatewayError } from '../../errors.js';
 import type { QuotaStore } from '../../quota/store.js';
 import type { Middleware } from '../compose.js';
 import { admitted, type CallContext } from '../context.js';
 import type { Ledger } from '../ledger.js';
-import { budgetState, readAndDecide } from './decide.js';
+import { budgetState, readAndDecide, readBudgets } from './decide.js';
 import { figureInput } from './estimate.js';
 import { withStore } from './storeAccess.js';
 
@@ -141,7 +141,8 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
       ctx.budgetsAssumed = false;
       const first = candidates[0]!;
       const bounds = assumptionBounds(ctx.policy, decided, ctx.budgets);
-      const fits = first.lines.every((i) => bounds[i]! >= 0 && first.amounts[i]! <= ctx.lines[i]!.budget.limit);
+      // Not worth a round trip when the assumed budgets cannot take it or a bound is below nothing held.
+      const fits = !shortfallIn(ctx.budgets, first) && bounds.every((b) => b >= 0);
       let made: Awaited<ReturnType<typeof attempt>>;
       try {
         made = fits ? await attempt(first, bounds) : undefined;
@@ -151,8 +152,8 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
         throw err;
       }
       if (made?.outcome.ok) {
-        const states = made.outcome.states ?? (await withStore(ctx, ledger, (s) => s.read(ctx.lines.map((l) => l.line))));
-        ctx.budgets = ctx.lines.map((l, i) => budgetState(l, states[i]!.used, states[i]!.reserved));
+        const { states } = made.outcome;
+        ctx.budgets = states ? ctx.lines.map((l, i) => budgetState(l, states[i]!.used, states[i]!.reserved)) : await readBudgets(ctx, ledger);
       } else {
         ctx.reservation = undefined;
         await readAndDecide(ctx, ledger, now);
