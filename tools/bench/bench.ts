@@ -24,6 +24,10 @@
  *                       and the usage, nothing else; node-express: the same as an express route behind
  *                       express.json()) and Portkey's gateway started by the bench,
  *                       tollgate's /v1/chat/completions)
+ *   npm run bench -- --api anthropic [--rounds 3] [--targets upstream,nginx,node,portkey,memory,redis]
+ *                      (the same on the Anthropic wire, POST /v1/messages against the fake Anthropic
+ *                       server: tollgate's policy routes the call to an Anthropic provider, Portkey's
+ *                       to its anthropic provider, the Node floor reads Anthropic's usage events)
  *
  * Every server runs in its own process; the load runs in this one. tollgate is built first and run
  * from dist/, as `npm start` runs it.
@@ -42,6 +46,7 @@ import { deleteKeys } from '../../test/helpers/redis.js';
 import { closeRawClient, closedLoop, openRawClient, rawCall, rawTarget, type RawClient } from './rawload.js';
 import { startNginx, startPortkey } from './floor.js';
 import { runWire, type WireTarget } from './wire.js';
+import { WIRES } from './wireload.js';
 
 const { values } = parseArgs({
   options: {
@@ -66,7 +71,7 @@ const { values } = parseArgs({
     'dist-b': { type: 'string' },
     /** The OpenAI provider's `client` (sdk or direct) in the policy of this build's targets; the `memory-b` and `redis-b` builds keep the policy without it. */
     'openai-client': { type: 'string' },
-    /** With --api openai: a prompt of this many characters of prose instead of the one-line question. */
+    /** With --api openai or anthropic: a prompt of this many characters of prose instead of the one-line question. */
     'prompt-chars': { type: 'string' },
     /** With --prompt-chars: every call's prompt begins with its own number, so that no text is seen twice. */
     'prompt-fresh': { type: 'boolean', default: false },
@@ -81,8 +86,10 @@ const SEQUENTIAL = Number(values.sequential);
 const SESSIONS = Number(values.sessions);
 const SESSIONS_IDLE = Number(values['sessions-idle']);
 const API = values.api;
-if (API !== 'mcp' && API !== 'openai') throw new Error(`--api must be mcp or openai, not ${API}`);
-const TARGETS = (API === 'openai' && values.targets === 'passthrough,passthrough-light,memory,redis,redis-sbr,redis-2w' ? 'upstream,nginx,portkey,memory,redis' : values.targets).split(',');
+if (API !== 'mcp' && API !== 'openai' && API !== 'anthropic') throw new Error(`--api must be mcp, openai or anthropic, not ${API}`);
+/** A provider wire's benchmark (runWire) rather than the MCP one. */
+const WIRE = API === 'mcp' ? undefined : WIRES[API];
+const TARGETS = (WIRE && values.targets === 'passthrough,passthrough-light,memory,redis,redis-sbr,redis-2w' ? 'upstream,nginx,portkey,memory,redis' : values.targets).split(',');
 const KEY = 'tg-bench-key';
 /** With --cpu-prof <dir>, every server writes a V8 CPU profile there when it stops. */
 const PROF = values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${values['cpu-prof']}`] : [];
@@ -287,35 +294,38 @@ async function main(): Promise<void> {
   if (TARGETS.some((t) => t === 'memory' || t.startsWith('redis'))) execFileSync('npm', ['run', 'build', '--silent'], { stdio: 'inherit' });
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-'));
   try {
-    const fakes = await startChild(['tools/fake-providers/main.ts'], {}, /openai\s+(http\S+)/, 'stdout');
-    const openaiUrl = fakes.match[1]!;
+    const fakes = await startChild(['tools/fake-providers/main.ts'], {}, /anthropic\s+(http\S+)\s+openai\s+(http\S+)/, 'stdout');
+    const openaiUrl = fakes.match[2]!;
+    // The Anthropic SDK's base URL has no /v1; every target's here ends in it, as on the OpenAI wire.
+    const anthropic = API === 'anthropic' ? { url: fakes.match[1]! } : undefined;
+    const upstreamUrl = anthropic ? `${anthropic.url}/v1` : openaiUrl;
     const client = values['openai-client'];
     // The other builds (memory-b) read the policy without `client`, which they may not know.
     const plainPolicy = join(dir, 'bench-plain.yaml');
-    writeFileSync(plainPolicy, httpBenchPolicy(openaiUrl, KEY));
+    writeFileSync(plainPolicy, httpBenchPolicy(openaiUrl, KEY, { anthropic }));
     const policyFile = join(dir, 'bench.yaml');
-    writeFileSync(policyFile, httpBenchPolicy(openaiUrl, KEY, { client }));
+    writeFileSync(policyFile, httpBenchPolicy(openaiUrl, KEY, { client, anthropic }));
     const settleFirstPolicy = join(dir, 'bench-settle-before-reply.yaml');
-    writeFileSync(settleFirstPolicy, httpBenchPolicy(openaiUrl, KEY, { settleBeforeReply: true, client }));
+    writeFileSync(settleFirstPolicy, httpBenchPolicy(openaiUrl, KEY, { settleBeforeReply: true, client, anthropic }));
 
     const servers: { name: string; url: string; pid: number }[] = [];
     const floors: WireTarget[] = [];
-    if (TARGETS.includes('upstream')) floors.push({ name: 'upstream (fake, direct)', baseUrl: openaiUrl, pid: fakes.child.pid!, headers: {} });
+    if (TARGETS.includes('upstream')) floors.push({ name: 'upstream (fake, direct)', baseUrl: upstreamUrl, pid: fakes.child.pid!, headers: {} });
     if (TARGETS.includes('nginx')) {
-      const n = await startNginx(join(dir, 'nginx'), openaiUrl);
+      const n = await startNginx(join(dir, 'nginx'), upstreamUrl);
       if (n) floors.push({ name: 'nginx', ...n });
       else process.stdout.write('nginx: not installed; skipping that target\n');
     }
     if (TARGETS.includes('node')) {
-      const p = await startChild(['tools/bench/nodefloor.ts', openaiUrl], {}, /serving at (\S+)/, 'stderr', PROF);
+      const p = await startChild(['tools/bench/nodefloor.ts', upstreamUrl, ...(anthropic ? ['--anthropic'] : [])], {}, /serving at (\S+)/, 'stderr', PROF);
       floors.push({ name: 'node floor', baseUrl: p.match[1]!, pid: p.child.pid!, headers: {} });
     }
     if (TARGETS.includes('node-express')) {
-      const p = await startChild(['tools/bench/nodefloor.ts', openaiUrl, '--express'], {}, /serving at (\S+)/, 'stderr', PROF);
+      const p = await startChild(['tools/bench/nodefloor.ts', upstreamUrl, '--express', ...(anthropic ? ['--anthropic'] : [])], {}, /serving at (\S+)/, 'stderr', PROF);
       floors.push({ name: 'node floor, express', baseUrl: p.match[1]!, pid: p.child.pid!, headers: {} });
     }
     if (TARGETS.includes('portkey')) {
-      const p = await startPortkey(openaiUrl);
+      const p = await startPortkey(upstreamUrl, anthropic ? 'anthropic' : 'openai');
       if (p) floors.push({ name: 'portkey', ...p });
       else process.stdout.write('portkey: not installed (npm ci --prefix tools/bench/peer); skipping that target\n');
     }
@@ -375,9 +385,9 @@ async function main(): Promise<void> {
       servers.push({ name: `tollgate (redis, ${label})`, url: g.match[1]!, pid: g.child.pid! });
     }
 
-    if (API === 'openai') {
+    if (WIRE) {
       const tollgates = servers.map((x): WireTarget => ({ name: x.name, baseUrl: x.url.replace(/\/mcp$/, '/v1'), pid: x.pid, headers: {}, tollgate: true }));
-      const opts = { clients: CLIENTS, seconds: SECONDS, warmup: WARMUP, sequential: SEQUENTIAL, rounds: Number(values.rounds), key: KEY, prompt: values['prompt-chars'] ? prosePrompt(Number(values['prompt-chars'])) : ARGS.prompt, freshPrompt: values['prompt-fresh'], maxTokens: ARGS.max_tokens, model: 'standard', fakePid: fakes.child.pid!, together: values.together };
+      const opts = { wire: WIRE, clients: CLIENTS, seconds: SECONDS, warmup: WARMUP, sequential: SEQUENTIAL, rounds: Number(values.rounds), key: KEY, prompt: values['prompt-chars'] ? prosePrompt(Number(values['prompt-chars'])) : ARGS.prompt, freshPrompt: values['prompt-fresh'], maxTokens: ARGS.max_tokens, model: 'standard', fakePid: fakes.child.pid!, together: values.together };
       if (values['prompt-chars']) process.stdout.write(`prompt: ${opts.prompt.length} characters of prose${opts.freshPrompt ? ', each call its own (numbered)' : ', the same on every call'}\n`);
       process.stdout.write(`node ${process.version}; tollgate NODE_OPTIONS: ${values['node-options'] || '(none)'}\n`);
       await runWire([...floors, ...tollgates.filter((x) => !x.name.startsWith('passthrough'))], opts, (text) => process.stdout.write(text));

@@ -1,7 +1,7 @@
 /**
- * The benchmark's reference points on the OpenAI wire: Debian's nginx as a plain reverse proxy (the
+ * The benchmark's reference points on a provider wire: Debian's nginx as a plain reverse proxy (the
  * floor a proxy in front of the provider cannot beat) and Portkey's open-source gateway (a peer),
- * each started by the benchmark in front of the same fake OpenAI server, and stopped with it.
+ * each started by the benchmark in front of the same fake provider server, and stopped with it.
  * nginx runs from a configuration of its own in a temporary directory: it reads nothing under
  * /etc/nginx and leaves the system's service alone.
  */
@@ -83,10 +83,12 @@ export const PEER_DIR = join(dirname(fileURLToPath(import.meta.url)), 'peer');
 
 /**
  * Portkey's gateway from its npm package (pinned in tools/bench/peer), headless, routing every call
- * to the fake as a custom OpenAI host (`x-portkey-provider`, `x-portkey-custom-host`; loopback is
- * on its default list of trusted custom hosts). Undefined when that package is not installed.
+ * to the fake as a custom host of the given provider (`x-portkey-provider`, `x-portkey-custom-host`;
+ * loopback is on its default list of trusted custom hosts). `upstreamBaseUrl` ends in /v1 on both
+ * wires: Portkey puts its provider's endpoint (`/chat/completions`, `/messages`) after it.
+ * Undefined when that package is not installed.
  */
-export async function startPortkey(upstreamBaseUrl: string): Promise<FloorServer | undefined> {
+export async function startPortkey(upstreamBaseUrl: string, provider: 'openai' | 'anthropic' = 'openai'): Promise<FloorServer | undefined> {
   let entry: string;
   try {
     const pkg = createRequire(join(PEER_DIR, 'package.json')).resolve('@portkey-ai/gateway/package.json');
@@ -99,6 +101,6 @@ export async function startPortkey(upstreamBaseUrl: string): Promise<FloorServer
   return {
     baseUrl: `http://127.0.0.1:${port}/v1`,
     pid: p.child.pid!,
-    headers: { 'x-portkey-provider': 'openai', 'x-portkey-custom-host': upstreamBaseUrl },
+    headers: { 'x-portkey-provider': provider, 'x-portkey-custom-host': upstreamBaseUrl },
   };
 }

@@ -1,12 +1,12 @@
 /**
- * The benchmark on the OpenAI wire (`npm run bench -- --api openai`): the fake OpenAI server
- * called directly, through nginx, through Portkey's gateway and through tollgate's
- * `/v1/chat/completions`, plain and streamed, in interleaved rounds; then the medians of the rounds
- * and the ratios issue 21's targets are stated in.
+ * The benchmark on a provider wire (`npm run bench -- --api openai` or `--api anthropic`): the fake
+ * provider server called directly, through nginx, through the Node floor, through Portkey's gateway
+ * and through tollgate's `/v1/chat/completions` or `/v1/messages`, plain and streamed, in
+ * interleaved rounds; then the medians of the rounds and the ratios issue 21's targets are stated in.
  */
 import { pct, ratiosText, thisBuildBeside } from './common.js';
 import { closedLoop } from './rawload.js';
-import { chatBody, chatCall, chatTarget, type ChatTarget } from './openaiload.js';
+import { chatCall, chatTarget, type ChatTarget, type WireApi } from './wireload.js';
 
 export interface WireTarget {
   name: string;
@@ -19,6 +19,7 @@ export interface WireTarget {
 }
 
 export interface WireOptions {
+  wire: WireApi;
   clients: number;
   seconds: number;
   warmup: number;
@@ -55,7 +56,7 @@ interface Figures {
 const median = (xs: number[]) => pct([...xs].sort((a, b) => a - b), 50);
 
 function targetFor(t: WireTarget, o: WireOptions, sockets: number): ChatTarget {
-  return chatTarget(t.baseUrl, { authorization: `Bearer ${o.key}`, ...t.headers }, sockets);
+  return chatTarget(t.baseUrl, o.wire, { authorization: `Bearer ${o.key}`, ...t.headers }, sockets);
 }
 
 let numbered = 0;
@@ -63,10 +64,10 @@ let numbered = 0;
 /** The body of every call, or of each call when the prompt is to be fresh. */
 function bodies(o: WireOptions, stream: boolean): () => string {
   if (!o.freshPrompt) {
-    const body = chatBody(o.model, o.prompt, o.maxTokens, stream);
+    const body = o.wire.body(o.model, o.prompt, o.maxTokens, stream);
     return () => body;
   }
-  return () => chatBody(o.model, `${++numbered} ${o.prompt}`, o.maxTokens, stream);
+  return () => o.wire.body(o.model, `${++numbered} ${o.prompt}`, o.maxTokens, stream);
 }
 
 /** One call per target in turn (rotating order), `count` times: latency of a single call. */
@@ -113,7 +114,7 @@ const line = (name: string, x: Figures) =>
 export async function runWire(targets: WireTarget[], o: WireOptions, write: (s: string) => void): Promise<void> {
   const modes: Mode[] = ['plain', 'stream'];
   const runs = new Map<string, Figures[]>();
-  write(`OpenAI wire: POST /v1/chat/completions, ${o.clients} clients x ${o.seconds}s (after ${o.warmup}s warm-up), sequential ${o.sequential} calls, ${o.rounds} round(s); latency in ms, CPU in ms per call\n`);
+  write(`${o.wire.name === 'openai' ? 'OpenAI' : 'Anthropic'} wire: POST /v1${o.wire.path}, ${o.clients} clients x ${o.seconds}s (after ${o.warmup}s warm-up), sequential ${o.sequential} calls, ${o.rounds} round(s); latency in ms, CPU in ms per call\n`);
   for (let round = 0; round < o.rounds; round++) {
     for (const mode of modes) {
       const stream = mode === 'stream';
