@@ -216,21 +216,36 @@ async function streamCall(res: Response, gateway: Gateway, codec: WireCodec, inp
   let before: readonly BudgetView[] = [];
   let model: string | undefined;
   // The events written in one turn of the event loop (the head and the first delta, the deltas of
-  // one upstream read, the last events and the end) leave in one write to the socket, not one each.
+  // one upstream read, the last events and the end) leave in one write to the socket, not one each,
+  // and as one chunk of the response: they are gathered as text and written once at the end of the
+  // turn (each `res.write` is a chunk of its own, four buffers in the socket's write).
   let corked = false;
-  const uncork = (): void => {
+  let pending = '';
+  const release = (): void => {
     corked = false;
+    if (pending) {
+      const text = pending;
+      pending = '';
+      res.write(text);
+    }
     res.uncork();
   };
   const hold = (): void => {
     if (corked) return;
     corked = true;
     res.cork();
-    process.nextTick(uncork);
+    process.nextTick(release);
   };
   const send: SseSend = (data, event) => {
     hold();
-    res.write(`${event ? `event: ${event}\n` : ''}data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+    pending += `${event ? `event: ${event}\n` : ''}data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`;
+  };
+  /** Ends the response with the events not yet written. */
+  const end = (): void => {
+    const text = pending;
+    pending = '';
+    if (text) res.end(text);
+    else res.end();
   };
   const start = (served: string) => {
     if (model) return;
@@ -265,11 +280,11 @@ async function streamCall(res: Response, gateway: Gateway, codec: WireCodec, inp
       renderError(codec, gateway, res, ge);
     } else if (!res.writableEnded) {
       codec.stream.error(send, ge, call);
-      res.end();
+      end();
     }
     return;
   }
   start(result.model);
   codec.stream.end(send, result, call);
-  res.end();
+  end();
 }
