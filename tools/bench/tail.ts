@@ -16,7 +16,7 @@
  * Uses this checkout's dist/ (npm run build first). Prints figures; asserts nothing.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -60,6 +60,9 @@ interface Gap {
   ms: number;
 }
 
+/** Not one of common.ts's children (it is no server): stopped here, whatever ends the run. */
+let probe: ChildProcess | undefined;
+
 runBench('tail', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-tail-'));
   try {
@@ -72,11 +75,11 @@ runBench('tail', async () => {
     const gateway = await startChild(['dist/src/cli.js', 'serve', '--port', '0', '--policy', policy], env, /serving MCP at (\S+)\/mcp/, 'stderr');
     const targets = { upstream: openaiUrl.replace(/\/v1$/, ''), tollgate: gateway.match[1]! };
 
-    const probe = spawn(process.execPath, ['-e', PROBE], { stdio: ['ignore', 'pipe', 'inherit'] });
+    probe = spawn(process.execPath, ['-e', PROBE], { stdio: ['ignore', 'pipe', 'inherit'] });
     const gaps: Gap[] = [];
     let pending = '';
     await new Promise<void>((ready) =>
-      probe.stdout.on('data', (d: Buffer) => {
+      probe!.stdout!.on('data', (d: Buffer) => {
         pending += d.toString();
         const lines = pending.split('\n');
         pending = lines.pop()!;
@@ -117,6 +120,7 @@ runBench('tail', async () => {
       }
     }
     probe.kill();
+    probe = undefined;
 
     // The decision events of tollgate's calls, by request id (written after the answer: wait for the last).
     await new Promise((r) => setTimeout(r, 500));
@@ -154,7 +158,11 @@ runBench('tail', async () => {
     }
     process.stdout.write(out.join('\n') + '\n');
   } finally {
+    probe?.kill();
     killChildren();
     rmSync(dir, { recursive: true, force: true });
   }
-}, () => killChildren());
+}, () => {
+  probe?.kill();
+  killChildren();
+});
