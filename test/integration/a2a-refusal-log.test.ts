@@ -35,6 +35,13 @@ describe('A2A refusals in the gateway log', () => {
     dir = mkdtempSync(join(tmpdir(), 'tollgate-a2a-log-'));
     writeFileSync(join(dir, 'policy.yaml'), basicPolicy());
     child = await spawnGateway({ policyFile: join(dir, 'policy.yaml'), eventsFile: join(dir, 'events.jsonl'), env: { TOLLGATE_LOG_LEVEL: 'debug' } });
+    // The start-up record goes through the asynchronous logger and may reach the pipe after the
+    // "serving MCP" line the helper waits for: the log the test reads starts after it.
+    const deadline = Date.now() + 10_000;
+    while (!child.stderr().includes('"event":"started"')) {
+      if (Date.now() > deadline) throw new Error(`no start-up record in the gateway's log:\n${child.stderr()}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }, 60_000);
   afterAll(async () => {
     await child?.stop();
