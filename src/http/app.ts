@@ -19,7 +19,7 @@ import { authEdge, credentialOf } from './authMetadata.js';
 import { BudgetHeaderReader } from './budgetHeaders.js';
 import { bodyError, compatRouter } from './compat.js';
 import { dryRunRouter } from './dryRuns.js';
-import { markRecorded, recordEdgeRefusals, recordRpcErrors, recordUnparseable, recordUnread } from './edgeRefusals.js';
+import { cancelOnLeave, markRecorded, recordEdgeRefusals, recordRpcErrors, recordUnparseable, recordUnread } from './edgeRefusals.js';
 import { modelsRouter } from './models.js';
 import { openaiCodec } from './openaiCompat.js';
 import { responsesCodec } from './responsesCompat.js';
@@ -100,20 +100,21 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     });
   }
 
-  const json = express.json({ limit: opts.maxBodyBytes, type: ['application/json', 'application/*+json'], verify: rejectInvalidUtf8 });
+  const parseJson = express.json({ limit: opts.maxBodyBytes, type: ['application/json', 'application/*+json'], verify: checkJsonEncoding });
+  // A route's body parser; a caller gone mid-body is recorded as CANCELLED, as the caller whose
+  // credential `secretOf` reads (on /mcp and A2A, the one the edge verified before the body).
+  const json = (secretOf?: (req: Request) => string | undefined) => cancelOnLeave(gateway, parseJson, secretOf);
 
-  app.use(mcpRouter(gateway, { requireAuth: edge.requireAuth('http'), json, sessions, budgetReader, version: opts.version }));
+  app.use(mcpRouter(gateway, { requireAuth: edge.requireAuth('http'), json: json(), sessions, budgetReader, version: opts.version }));
 
   // Every other way in: same credentials, same body limit, same gateway (one store, one policy).
   // Mounted after /mcp, the busiest route, so that MCP requests do not walk their routers first.
   app.use(modelsRouter(gateway));
-  app.use(dryRunRouter(gateway, json, opts.maxBodyBytes));
-  app.use(compatRouter(gateway, openaiCodec, json, opts.maxBodyBytes));
-  app.use(compatRouter(gateway, responsesCodec, json, opts.maxBodyBytes));
-  app.use(compatRouter(gateway, anthropicCodec, json, opts.maxBodyBytes));
+  app.use(dryRunRouter(gateway, json(anthropicCodec.credentialOf), opts.maxBodyBytes));
+  for (const codec of [openaiCodec, responsesCodec, anthropicCodec]) app.use(compatRouter(gateway, codec, json(codec.credentialOf), opts.maxBodyBytes));
   const a2a = a2aRouter(gateway, {
     requireAuth: edge.requireAuth('a2a'),
-    json,
+    json: json(),
     unread: recordUnread(gateway),
     rpcErrors: recordRpcErrors(gateway),
     version: opts.version,
@@ -194,10 +195,19 @@ export function expressServer(app: express.Express): HttpServer {
 }
 
 /**
- * JSON text between systems must be UTF-8 (RFC 8259); the body parser would otherwise replace bad
- * bytes with U+FFFD and send a prompt the caller never wrote. Only UTF-8 bodies are checked.
+ * The charsets JSON text may come in: UTF-8 (RFC 8259), UTF-16 and UTF-32 (RFC 7159). The body
+ * parser takes any `utf-*` its decoder knows, UTF-7 included, in which every `+` the caller wrote
+ * begins a base64 run: `C++` would reach the provider as `C`.
  */
-function rejectInvalidUtf8(_req: unknown, _res: unknown, buf: Buffer, encoding: string): void {
+const JSON_CHARSETS = /^utf-(?:8|16|16le|16be|32|32le|32be)$/i;
+
+/**
+ * JSON text between systems must be UTF-8 (RFC 8259); the body parser would otherwise replace bad
+ * bytes with U+FFFD and send a prompt the caller never wrote. Only UTF-8 bodies are checked; a
+ * charset JSON does not allow is refused as the parser refuses one it cannot decode.
+ */
+function checkJsonEncoding(_req: unknown, _res: unknown, buf: Buffer, encoding: string): void {
+  if (!JSON_CHARSETS.test(encoding)) throw Object.assign(new Error(`unsupported charset "${encoding.toUpperCase()}"`), { status: 415, type: 'charset.unsupported' });
   if (/^utf-?8$/i.test(encoding) && !isUtf8(buf)) throw Object.assign(new Error('The request body is not valid UTF-8.'), { status: 400, type: INVALID_UTF8 });
 }
 
@@ -209,7 +219,10 @@ function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex): n
   // Bytes already written on this connection belong to an earlier response: hang up rather than
   // splice an error into it, as Node itself does.
   const written = (socket as Duplex & { bytesWritten?: number }).bytesWritten ?? 0;
-  if (err.code === 'ECONNRESET' || !socket.writable || written > 0) {
+  // HPE_INVALID_EOF_STATE: the client closed its side mid-request (it left while its body was
+  // sent, say). That is a caller leaving, not bytes that are not HTTP: no one reads an answer, and
+  // the request, if it reached a route, is recorded there (as CANCELLED).
+  if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable || written > 0) {
     socket.destroy();
     return undefined;
   }

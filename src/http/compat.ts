@@ -15,7 +15,7 @@ import type { CallResult, EdgeAuthentication, Gateway } from '../gateway/gateway
 import type { Credential } from '../pipeline/context.js';
 import { bearerChallenge } from './authMetadata.js';
 import { readBudgetHeaders, setBudgetHeaders, setHeaders } from './budgetHeaders.js';
-import { markRecorded } from './edgeRefusals.js';
+import { markRecorded, secretOfHeader } from './edgeRefusals.js';
 
 /** What a codec's renderers know about the call besides its result. */
 export interface CompatCall {
@@ -68,8 +68,7 @@ export function isFinal(err: GatewayError): boolean {
 export function bearerToken(req: Request): string | undefined {
   const header = req.headers.authorization;
   if (!header) return undefined;
-  const [type, token] = header.split(' ');
-  return type!.toLowerCase() === 'bearer' && token ? token : header;
+  return secretOfHeader(header);
 }
 
 /**
@@ -187,11 +186,22 @@ export function unreadBody(req: Request): GatewayError | undefined {
   return new GatewayError('INVALID_REQUEST', `The request body must be JSON, sent with Content-Type: application/json (it was sent ${type ? `as ${type}` : 'without one'}).`);
 }
 
+/** Whether a body the parser refused is JSON all the same (`null`, a number, a string: strict mode takes objects and arrays only). */
+function parsesAsJson(body: unknown): boolean {
+  if (typeof body !== 'string') return false;
+  try {
+    JSON.parse(body);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** What a body-parser error means for the caller. */
 export function bodyError(err: unknown, maxBodyBytes: number): GatewayError {
-  const e = err as { type?: string; status?: number; expose?: boolean; message?: string };
+  const e = err as { type?: string; status?: number; expose?: boolean; message?: string; body?: unknown };
   if (e.type === 'entity.too.large') return new GatewayError('PAYLOAD_TOO_LARGE', `The request body exceeds ${maxBodyBytes} bytes.`);
-  if (e.type === 'entity.parse.failed') return new GatewayError('INVALID_REQUEST', 'The body is not valid JSON.');
+  if (e.type === 'entity.parse.failed') return new GatewayError('INVALID_REQUEST', parsesAsJson(e.body) ? 'The body must be a JSON object.' : 'The body is not valid JSON.');
   if (e.type === 'encoding.invalid') return new GatewayError('INVALID_REQUEST', 'The request body is not valid UTF-8.');
   if (e.status && e.status >= 400 && e.status < 500) return new GatewayError('INVALID_REQUEST', `The request could not be read${e.expose && e.message ? `: ${e.message}` : ''}.`);
   return asGatewayError(err);

@@ -31,8 +31,15 @@ export function edgeCode(status: number, credentialSent: boolean): ErrorCode {
 function presented(req: Pick<Request, 'headers'>): { secret: string } | undefined {
   const header = req.headers.authorization;
   if (typeof header !== 'string' || !header) return undefined;
-  const [type, token] = header.split(' ');
-  return { secret: type!.toLowerCase() === 'bearer' && token ? token : header };
+  return { secret: secretOfHeader(header) };
+}
+
+/** `Bearer <token>`: the scheme in any case, one or more spaces after it (RFC 9110, 11.4). */
+const BEARER = /^bearer +([^ ]+)/i;
+
+/** The secret an Authorization header presents: its bearer token, else the header as sent. */
+export function secretOfHeader(header: string): string {
+  return BEARER.exec(header)?.[1] ?? header;
 }
 
 function transportOf(path: string): TransportName {
@@ -87,6 +94,44 @@ export function recordUnread(gateway: Gateway): RequestHandler {
     const refusal = new GatewayError('CANCELLED', `The caller disconnected before its request to ${req.path} was read.`);
     void gateway.refuse(refusal, { transport: transportOf(req.originalUrl), credential: credentialOf(req) ?? presented(req), requestId: res.locals.requestId as string | undefined });
   };
+}
+
+/**
+ * Wraps a route's JSON body parser. A client that leaves while its body is read (the parser's
+ * `request.aborted`) leaves a request no route can judge, which may have been a call: it is
+ * recorded as one CANCELLED event and not answered (no one is there to read it). Without this the
+ * route would refuse it as a body that could not be read, an INVALID_REQUEST that blames the
+ * caller's bytes. It is recorded as the caller's: the credential the edge verified (/mcp, A2A),
+ * else the one `secretOf` reads, authenticated here as the route would have (a bad one is then
+ * recorded as that refusal instead). Every other outcome of the parser goes on to the route.
+ */
+export function cancelOnLeave(gateway: Gateway, parse: RequestHandler, secretOf?: (req: Request) => string | undefined): RequestHandler {
+  return function readBody(req: Request, res: Response, next: NextFunction) {
+    void parse(req, res, (err?: unknown) => {
+      if ((err as { type?: unknown } | undefined)?.type !== 'request.aborted' || res.locals.refusalRecorded) return next(err);
+      markRecorded(res);
+      res.destroy();
+      void recordLeft(gateway, req, res.locals.requestId as string | undefined, secretOf);
+    });
+  };
+}
+
+async function recordLeft(gateway: Gateway, req: Request, requestId: string | undefined, secretOf?: (req: Request) => string | undefined): Promise<void> {
+  const transport = transportOf(req.originalUrl);
+  let credential = credentialOf(req);
+  if (!credential && secretOf) {
+    const secret = secretOf(req);
+    try {
+      const edge = await gateway.authenticate(secret ? { secret } : undefined, { transport, requestId });
+      credential = { secret: secret!, verified: { policy: edge.policy, result: edge } };
+    } catch {
+      // Refused: authentication recorded it.
+      return;
+    }
+  }
+  const path = req.originalUrl.split('?')[0]!;
+  const refusal = new GatewayError('CANCELLED', `The caller disconnected while its request to ${path.length > 120 ? `${path.slice(0, 120)}...` : path} was read.`);
+  await gateway.refuse(refusal, { transport, credential: credential ?? presented(req), requestId });
 }
 
 /** The tollgate code of a JSON-RPC error the A2A SDK answers (its -32001 is an unknown task). */

@@ -160,6 +160,31 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     });
   });
 
+  it('reads the key after Bearer and any number of spaces, as RFC 9110 writes the header', async () => {
+    await start();
+    const body = JSON.stringify({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }] });
+    for (const authorization of [`Bearer  ${KEYS.alice}`, `bearer ${KEYS.alice}`]) {
+      const res = await fetch(`${gw!.url}/v1/chat/completions`, { method: 'POST', headers: { authorization, 'content-type': 'application/json' }, body });
+      expect([authorization, res.status]).toEqual([authorization, 200]);
+    }
+  });
+
+  it('says a body that is JSON but not an object must be one, and one that is not JSON is not', async () => {
+    await start();
+    const answers = [];
+    for (const body of ['null', '42', '"hello"', '{"model":']) {
+      const res = await fetch(`${gw!.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEYS.alice}`, 'content-type': 'application/json' }, body });
+      const { error } = (await res.json()) as { error: { code: string; message: string } };
+      answers.push([body, res.status, error.code, error.message]);
+    }
+    expect(answers).toEqual([
+      ['null', 400, 'INVALID_REQUEST', 'INVALID_REQUEST: The body must be a JSON object.'],
+      ['42', 400, 'INVALID_REQUEST', 'INVALID_REQUEST: The body must be a JSON object.'],
+      ['"hello"', 400, 'INVALID_REQUEST', 'INVALID_REQUEST: The body must be a JSON object.'],
+      ['{"model":', 400, 'INVALID_REQUEST', 'INVALID_REQUEST: The body is not valid JSON.'],
+    ]);
+  });
+
   it('refuses an unknown model, an over-ceiling max_tokens and stop sequences with 400', async () => {
     await start();
     const openai = client(KEYS.alice);
