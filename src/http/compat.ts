@@ -59,8 +59,13 @@ export interface WireCodec {
   };
 }
 
-/** Refusals a retry cannot fix; SDKs that honour `x-should-retry` stop retrying them. A rate limit is fixed by waiting. */
+/**
+ * Refusals a retry cannot fix; SDKs that honour `x-should-retry` stop retrying them. A rate limit is
+ * fixed by waiting. PROVIDER_ERROR is a 502 that says so too (the provider refused the request
+ * itself: a 400, a 401, a 404), which an SDK would otherwise retry as a 5xx.
+ */
 export function isFinal(err: GatewayError): boolean {
+  if (err.code === 'PROVIDER_ERROR') return true;
   return err.status < 500 && err.code !== 'CANCELLED' && err.code !== 'RATE_LIMITED';
 }
 

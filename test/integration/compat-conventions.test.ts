@@ -224,4 +224,15 @@ describe('compat conventions through the fakes', () => {
       expect(final.stop_reason).toBe('refusal');
     });
   });
+
+  describe("a provider's refusal that retrying will not fix", () => {
+    it('answers 502 PROVIDER_ERROR with x-should-retry: false, so an SDK that would retry a 502 asks once', async () => {
+      const retrying = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: KEY, maxRetries: 2 });
+      openai.failNext({ kind: 'status', status: 400 }, 3);
+      const err = await retrying.chat.completions.create({ model: 'gpt', messages: [{ role: 'user', content: 'alpha' }] }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(APIError);
+      expect([(err as APIError).status, (err as APIError).code, (err as APIError).headers?.get('x-should-retry')]).toEqual([502, 'PROVIDER_ERROR', 'false']);
+      expect(openai.requests).toHaveLength(1);
+    });
+  });
 });
