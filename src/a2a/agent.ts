@@ -16,6 +16,7 @@ import type { CallResult, Gateway } from '../gateway/gateway.js';
 import { ownerKey, type Principal } from '../identity/principal.js';
 import type { CallArguments, Credential } from '../pipeline/context.js';
 import type { Policy } from '../policy/load.js';
+import { checkEnvelope } from './envelope.js';
 import { installSdkLog, withSdkLog, type SdkLogScope } from './sdkLog.js';
 import { BoundedTaskStore, ERROR_META_KEY } from './taskStore.js';
 
@@ -289,6 +290,7 @@ export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router & { prepar
     res.locals.signal = abortOnClose(res);
     next();
   };
-  router.use(A2A_PATH, begin, opts.requireAuth, opts.json, opts.unread, opts.rpcErrors, lazyRpc);
+  // A body that is not a JSON-RPC request, or names no A2A method, gets JSON-RPC's code rather than the SDK's -32602 (envelope.ts).
+  router.use(A2A_PATH, begin, opts.requireAuth, opts.json, opts.unread, opts.rpcErrors, checkEnvelope, lazyRpc);
   return Object.assign(router, { prepare: async () => void (await (rpc ??= jsonRpc(gateway, opts))) });
 }

@@ -70,12 +70,18 @@ export function acceptPost(req: IncomingMessage, body: unknown): { messages: JSO
     if (messages.length > 1) return { answer: errorAnswer(400, -32600, 'Invalid Request: Only one initialization request is allowed') };
     return { messages };
   }
+  const refused = refuseProtocolVersion(req);
+  return refused ? { answer: refused } : { messages };
+}
+
+/**
+ * The 400 for a request after initialize whose MCP-Protocol-Version the SDK does not support (the
+ * spec's MUST, for every request of a session: POST, and DELETE too), as the SDK transport words it.
+ */
+export function refuseProtocolVersion(req: IncomingMessage): JsonAnswer | undefined {
   const version = req.headers['mcp-protocol-version'];
-  if (version !== undefined && !SUPPORTED_PROTOCOL_VERSIONS.includes(String(version))) {
-    const message = `Bad Request: Unsupported protocol version: ${String(version)} (supported versions: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')})`;
-    return { answer: errorAnswer(400, -32000, message) };
-  }
-  return { messages };
+  if (version === undefined || SUPPORTED_PROTOCOL_VERSIONS.includes(String(version))) return undefined;
+  return errorAnswer(400, -32000, `Bad Request: Unsupported protocol version: ${String(version)} (supported versions: ${SUPPORTED_PROTOCOL_VERSIONS.join(', ')})`);
 }
 
 /** Writes an answer: the JSON-RPC body as the SDK transport writes it, or 202 without one. */

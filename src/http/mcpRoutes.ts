@@ -18,7 +18,7 @@ import { credentialOf } from './authMetadata.js';
 import { watchClose } from './compat.js';
 import type { Deliver, Session, SessionTable } from './sessions.js';
 import { markRecorded, recordUnread } from './edgeRefusals.js';
-import { JsonResponseTransport, acceptPost, isInitialize, writeAnswer } from './jsonTransport.js';
+import { JsonResponseTransport, acceptPost, isInitialize, refuseProtocolVersion, writeAnswer } from './jsonTransport.js';
 import { sendError } from './respond.js';
 
 export interface McpRouteOptions {
@@ -215,6 +215,8 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
       return;
     }
     if (!sessionOf(req, res, sid)) return;
+    const refused = refuseProtocolVersion(req);
+    if (refused) return writeAnswer(res, refused);
     sessions.close(sid);
     res.status(200).end();
   });

@@ -5,6 +5,7 @@
  * credential to the gateway, which authenticates it under the call's policy snapshot (an expired
  * token is refused). Nothing but the transport writes to stdout.
  */
+import { PassThrough } from 'node:stream';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { isJSONRPCErrorResponse, isJSONRPCNotification, isJSONRPCRequest, isJSONRPCResultResponse, type JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js';
 import { GatewayError } from '../errors.js';
@@ -12,6 +13,7 @@ import type { Gateway } from '../gateway/gateway.js';
 import type { Principal } from '../identity/principal.js';
 import type { Credential } from '../pipeline/context.js';
 import { createMcpServer } from './server.js';
+import { asMessage, messageLines } from './stdioLines.js';
 
 /** The stdio caller: who they are, and the credential each call presents. */
 export interface StdioCaller {
@@ -55,7 +57,20 @@ export interface StdioServing {
 /** Serves MCP on stdin/stdout until stdin closes or `stop` is called. */
 export async function serveStdio(gateway: Gateway, caller: StdioCaller, version: string): Promise<StdioServing> {
   const server = createMcpServer({ gateway, transport: 'stdio', version, credentialFor: () => caller.credential });
-  const transport = new StdioServerTransport();
+  // The transport reads only the lines that are messages; every other line is answered with its
+  // JSON-RPC error here, through the transport's own writer (stdioLines.ts), and recorded as the
+  // caller's INVALID_REQUEST, as the HTTP edge records a body it cannot read.
+  const lines = new PassThrough();
+  const transport = new StdioServerTransport(lines, process.stdout);
+  const read = messageLines((error) => {
+    void transport.send(asMessage(error)).catch(() => undefined);
+    void gateway.refuse(new GatewayError('INVALID_REQUEST', error.error.message), { transport: 'stdio', credential: caller.credential });
+  });
+  const fromStdin = (chunk: Buffer) => {
+    const bytes = read(chunk);
+    if (bytes.length > 0) lines.write(bytes);
+  };
+  const stdinFailed = (err: Error) => transport.onerror?.(err);
   // Requests count from the moment they are read until their answer is written, so that `stop`
   // can wait for them. Once the transport is closed no answer can be written: none is waited for.
   const pending = new Set<string | number>();
@@ -65,6 +80,8 @@ export async function serveStdio(gateway: Gateway, caller: StdioCaller, version:
   };
   const closed = new Promise<void>((resolve) => {
     transport.onclose = () => {
+      // As the SDK transport does with the stdin it reads: let go of it, so that the process can exit.
+      process.stdin.off('data', fromStdin).off('error', stdinFailed).pause();
       pending.clear();
       allAnswered?.();
       resolve();
@@ -83,6 +100,7 @@ export async function serveStdio(gateway: Gateway, caller: StdioCaller, version:
     await write(message);
     if (isJSONRPCResultResponse(message) || isJSONRPCErrorResponse(message)) answered(message.id);
   };
+  process.stdin.on('data', fromStdin).on('error', stdinFailed);
   process.stdin.once('end', () => void server.close());
   return {
     closed,

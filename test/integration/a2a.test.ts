@@ -227,7 +227,7 @@ describe('A2A agent with the A2A SDK client', () => {
       ['no A2A-Version header', {}, { jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message } }, -32009, 'INVALID_REQUEST'],
       ['a message without messageId', v1, { jsonrpc: '2.0', id: 2, method: 'SendMessage', params: { message: { role: 'ROLE_USER', parts: [{ text: 'Hello' }] } } }, -32602, 'INVALID_REQUEST'],
       ['params that are not an object', v1, { jsonrpc: '2.0', id: 3, method: 'SendMessage', params: 'Hello' }, -32602, 'INVALID_REQUEST'],
-      ['jsonrpc 1.0', v1, { jsonrpc: '1.0', id: 4, method: 'SendMessage', params: { message } }, -32602, 'INVALID_REQUEST'],
+      ['jsonrpc 1.0', v1, { jsonrpc: '1.0', id: 4, method: 'SendMessage', params: { message } }, -32600, 'INVALID_REQUEST'],
       ['an unknown method', v1, { jsonrpc: '2.0', id: 5, method: 'DropTables', params: {} }, -32601, 'INVALID_REQUEST'],
       ['a text/plain body', { ...v1, 'content-type': 'text/plain' }, { jsonrpc: '2.0', id: 6, method: 'SendMessage', params: { message } }, -32005, 'INVALID_REQUEST'],
       ['an unknown task', v1, { jsonrpc: '2.0', id: 7, method: 'GetTask', params: { id: 'no-such-task' } }, -32001, 'NOT_FOUND'],

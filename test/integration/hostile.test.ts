@@ -759,7 +759,7 @@ describe('a tollgate serve process under hostile input', () => {
 });
 
 describe('the stdio transport under hostile input', () => {
-  it('skips lines that are not JSON-RPC, refuses bad arguments with a code, writes only JSON-RPC to stdout, and keeps running', async () => {
+  it('answers lines that are not JSON-RPC with a JSON-RPC error, refuses bad arguments with a code, writes only JSON-RPC to stdout, and keeps running', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tollgate-hostile-stdio-'));
     writeFileSync(join(dir, 'policy.yaml'), basicPolicy());
     const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'stdio', '--policy', join(dir, 'policy.yaml')], {
