@@ -8,6 +8,7 @@
 import type { Request } from 'express';
 import { z } from 'zod';
 import { PART_SEPARATOR, textArgument, type CompleteArgs } from '../call/request.js';
+import { never, only, unhonouredField, unset, type Neutral } from '../call/unhonoured.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { bearerToken, type CompatCall, type WireCodec } from './compat.js';
@@ -23,8 +24,44 @@ const messagesRequest = z.looseObject({
   stream: z.boolean().optional(),
 });
 
-/** Fields tollgate cannot honour; refused rather than silently dropped. */
-const UNSUPPORTED = ['tools', 'tool_choice', 'stop_sequences', 'thinking', 'mcp_servers', 'container'] as const;
+/**
+ * Fields tollgate cannot honour, refused rather than silently dropped, each with the values that
+ * change nothing. Dropping any other value would change the answer (sampling, a structured output
+ * format or effort, thinking, tools, context management) or what it costs and where it runs (the
+ * inference region, fast mode, the service tier; the beta `billing_policy`, `fallbacks` and
+ * `fallback_credit_token`). `metadata` (`user_id`) changes neither and is taken without being
+ * sent; so is `cache_control` (at the top or on a block): a cache mark never changes the answer,
+ * and refusing it would save nothing, since the caller would send the call without it and pay the
+ * same full input price.
+ */
+const UNSUPPORTED: Readonly<Record<string, Neutral>> = {
+  tools: never,
+  tool_choice: never,
+  stop_sequences: never,
+  thinking: never,
+  mcp_servers: never,
+  container: never,
+  top_p: never,
+  top_k: never,
+  output_config: unset,
+  output_format: never,
+  inference_geo: never,
+  speed: only('standard'),
+  service_tier: only('auto'),
+  diagnostics: never,
+  context_management: never,
+  compaction: never,
+  thread: never,
+  billing_policy: never,
+  fallbacks: never,
+  fallback_credit_token: never,
+};
+
+/** Refuses the first field of `object` (at `path` in the body) that tollgate would drop with a difference. */
+function refuseUnhonoured(object: Record<string, unknown>, unsupported: Readonly<Record<string, Neutral>>, path = ''): void {
+  const key = unhonouredField(object, unsupported);
+  if (key !== undefined) throw new GatewayError('INVALID_REQUEST', `Invalid request: ${path}${key} is not supported by tollgate.`);
+}
 
 /** Validates a Messages API body and turns it into wire-neutral `complete` arguments. */
 export function decodeMessagesRequest(raw: unknown): CompleteArgs {
@@ -34,10 +71,7 @@ export function decodeMessagesRequest(raw: unknown): CompleteArgs {
     throw new GatewayError('INVALID_REQUEST', `Invalid request: ${issue.path.join('.') || '(body)'}: ${issue.message}`);
   }
   const body = parsed.data;
-  for (const key of UNSUPPORTED) {
-    const v = body[key];
-    if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) throw new GatewayError('INVALID_REQUEST', `Invalid request: ${key} is not supported by tollgate.`);
-  }
+  refuseUnhonoured(body, UNSUPPORTED);
   // Text blocks of a message or of the system prompt stay blocks (the call core joins them where a
   // provider has none, and the system prompt's with "\n"), so content rules read each seam.
   const text = (c: string | Array<{ text: string }>) => (typeof c === 'string' ? c : c.map((b) => b.text).join(PART_SEPARATOR));

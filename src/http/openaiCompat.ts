@@ -7,6 +7,7 @@
 import type { Response } from 'express';
 import { z } from 'zod';
 import { PART_SEPARATOR, textArgument, type CompleteArgs } from '../call/request.js';
+import { never, only, unhonouredField, unset, type Neutral } from '../call/unhonoured.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { openaiRateLimitHeaders } from './rateLimitHeaders.js';
@@ -29,8 +30,43 @@ const chatRequest = z.looseObject({
   n: z.literal(1).nullish(),
 });
 
-/** Fields tollgate cannot honour; refused rather than silently dropped. */
-const UNSUPPORTED = ['tools', 'tool_choice', 'functions', 'function_call', 'audio', 'prediction', 'stop'] as const;
+/**
+ * Fields tollgate cannot honour, refused rather than silently dropped, each with the values that
+ * change nothing (the API's defaults). Dropping any other value would change the answer (sampling,
+ * log probabilities, a seed, reasoning effort, verbosity, web search, audio, moderation) or what it
+ * costs or keeps (service tier, stored completions). `user`, `metadata`, `safety_identifier` and
+ * `parallel_tool_calls` (there are no tools) change neither and are taken without being sent; so
+ * are the prompt cache's hints (`prompt_cache_key`, `prompt_cache_retention`,
+ * `prompt_cache_options`, a part's `prompt_cache_breakpoint`): they never change the answer, and
+ * refusing them would save nothing.
+ */
+const UNSUPPORTED: Readonly<Record<string, Neutral>> = {
+  tools: never,
+  tool_choice: only('none'),
+  functions: never,
+  function_call: only('none'),
+  audio: never,
+  prediction: never,
+  stop: never,
+  response_format: (v) => (v as { type?: unknown }).type === 'text',
+  logprobs: only(false),
+  top_logprobs: only(0),
+  top_p: only(1),
+  frequency_penalty: only(0),
+  presence_penalty: only(0),
+  logit_bias: unset,
+  seed: never,
+  reasoning_effort: never,
+  verbosity: never,
+  web_search_options: never,
+  modalities: (v) => Array.isArray(v) && v.every((m) => m === 'text'),
+  moderation: never,
+  service_tier: only('auto'),
+  store: only(false),
+};
+
+/** Fields of a message that would be dropped on the way to the provider. */
+const UNSUPPORTED_IN_MESSAGE: Readonly<Record<string, Neutral>> = { tool_calls: never, function_call: never, refusal: never, audio: never };
 
 /** An INVALID_REQUEST naming the body field at fault, as OpenAI's `error.param` does. */
 export function invalidRequest(message: string, param: string | null): GatewayError {
@@ -41,34 +77,29 @@ export function invalidRequest(message: string, param: string | null): GatewayEr
  * Validates an OpenAI-style body against `schema` and refuses the fields tollgate cannot honour
  * (an empty list counts as absent: SDKs send `tools: []`). The first schema issue names the field.
  */
-export function parseOpenAIBody<S extends z.ZodType>(schema: S, raw: unknown, unsupported: readonly string[]): z.infer<S> {
+export function parseOpenAIBody<S extends z.ZodType>(schema: S, raw: unknown, unsupported: Readonly<Record<string, Neutral>>): z.infer<S> {
   const parsed = schema.safeParse(raw ?? {});
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const param = issue.path.join('.') || null;
     throw invalidRequest(`Invalid request: ${param ?? '(body)'}: ${issue.message}`, param);
   }
-  const body = parsed.data as Record<string, unknown>;
-  for (const key of unsupported) {
-    const v = body[key];
-    if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) throw invalidRequest(`Invalid request: ${key} is not supported by tollgate.`, key);
-  }
+  refuseUnhonoured(parsed.data as Record<string, unknown>, unsupported);
   return parsed.data;
+}
+
+/** Refuses the first field of `object` (at `path` in the body) that tollgate would drop with a difference. */
+export function refuseUnhonoured(object: Record<string, unknown>, unsupported: Readonly<Record<string, Neutral>>, path = ''): void {
+  const key = unhonouredField(object, unsupported);
+  if (key !== undefined) throw invalidRequest(`Invalid request: ${path}${key} is not supported by tollgate.`, `${path}${key}`);
 }
 
 /** Validates a Chat Completions body and turns it into wire-neutral `complete` arguments. */
 export function decodeChatRequest(raw: unknown): CompleteArgs {
   const body = parseOpenAIBody(chatRequest, raw, UNSUPPORTED);
-  // Answers are text: a JSON format would be ignored, not honoured.
-  const format = body.response_format as { type?: unknown } | null | undefined;
-  if (format !== undefined && format !== null && format.type !== 'text') throw invalidRequest('Invalid request: response_format is not supported by tollgate (text only).', 'response_format');
-  // Tool calls in the history would be dropped on the way to the provider, changing the conversation.
-  body.messages.forEach((m, i) => {
-    for (const key of ['tool_calls', 'function_call'] as const) {
-      const v = (m as Record<string, unknown>)[key];
-      if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) throw invalidRequest(`Invalid request: messages.${i}.${key} is not supported by tollgate.`, `messages.${i}.${key}`);
-    }
-  });
+  // Tool calls, a refusal or an audio answer in the history would be dropped on the way to the
+  // provider, changing the conversation.
+  body.messages.forEach((m, i) => refuseUnhonoured(m, UNSUPPORTED_IN_MESSAGE, `messages.${i}.`));
   const text = (c: z.infer<typeof chatMessage>['content']) => (typeof c === 'string' ? c : (c ?? []).map((p) => p.text).join(PART_SEPARATOR));
   // A user or assistant message's parts stay parts (the call core joins them where a provider has none).
   const content = (c: z.infer<typeof chatMessage>['content']) => (Array.isArray(c) && c.length > 0 ? c.map((p) => ({ type: 'text' as const, text: p.text })) : text(c));

@@ -8,9 +8,10 @@
  */
 import { z } from 'zod';
 import { textArgument, type CompleteArgs } from '../call/request.js';
+import { never, only, type Neutral } from '../call/unhonoured.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { bearerToken, type CompatCall, type SseSend, type WireCodec } from './compat.js';
-import { invalidRequest, openaiError, parseOpenAIBody } from './openaiCompat.js';
+import { invalidRequest, openaiError, parseOpenAIBody, refuseUnhonoured } from './openaiCompat.js';
 import { openaiRateLimitHeaders } from './rateLimitHeaders.js';
 
 const textPart = z.looseObject({ type: z.enum(['input_text', 'output_text']), text: z.string() });
@@ -30,13 +31,35 @@ const responsesRequest = z.looseObject({
   text: z.looseObject({ format: z.looseObject({ type: z.literal('text') }).optional() }).nullish(),
 });
 
-/** Fields tollgate cannot honour; refused rather than silently dropped. */
-const UNSUPPORTED = ['tools', 'tool_choice', 'previous_response_id', 'conversation', 'prompt', 'background', 'reasoning', 'include'] as const;
+/**
+ * Fields tollgate cannot honour, refused rather than silently dropped, each with the values that
+ * change nothing (the API's defaults). `store` is taken and answered `false`: nothing is stored.
+ * The prompt cache's hints are taken and not sent, as on chat completions (openaiCompat.ts).
+ */
+const UNSUPPORTED: Readonly<Record<string, Neutral>> = {
+  tools: never,
+  tool_choice: only('none'),
+  previous_response_id: never,
+  conversation: never,
+  prompt: never,
+  background: never,
+  reasoning: never,
+  include: never,
+  context_management: never,
+  moderation: never,
+  top_p: only(1),
+  top_logprobs: only(0),
+  truncation: only('disabled'),
+  service_tier: only('auto'),
+};
 
+/** Fields of `text` besides its format: `verbosity` changes the answer. */
+const UNSUPPORTED_IN_TEXT: Readonly<Record<string, Neutral>> = { verbosity: never };
 
 /** Validates a Responses body and turns it into wire-neutral `complete` arguments. */
 export function decodeResponsesRequest(raw: unknown): CompleteArgs {
   const body = parseOpenAIBody(responsesRequest, raw, UNSUPPORTED);
+  if (body.text) refuseUnhonoured(body.text, UNSUPPORTED_IN_TEXT, 'text.');
   // Parts of one message are separate pieces of text: kept as parts (the call core joins them on a
   // line break where a provider has none), so content rules read each seam between them.
   const pieces = (c: z.infer<typeof messageItem>['content']) => (typeof c === 'string' ? [c] : c.map((p) => p.text));

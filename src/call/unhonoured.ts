@@ -1,0 +1,36 @@
+/**
+ * Fields of a provider's request that tollgate does not pass on. The compatible endpoints refuse
+ * such a field (400, naming it) whenever dropping it would change what the caller gets or pays
+ * for; a value that changes nothing (a sampling parameter at its default, `store: false`) is taken
+ * as if it were absent.
+ */
+
+/** The values of a field that change nothing, so are taken as absent (null and an empty list always are). */
+export type Neutral = (value: unknown) => boolean;
+
+/** No value of the field can be dropped unnoticed. */
+export const never: Neutral = () => false;
+
+/** Only this value is what tollgate does anyway. */
+export const only =
+  (expected: unknown): Neutral =>
+  (value) =>
+    value === expected;
+
+/** An object with no field set, e.g. `logit_bias: {}`. */
+export const unset: Neutral = (value) =>
+  typeof value === 'object' && value !== null && !Array.isArray(value) && Object.values(value).every((v) => v === undefined || v === null);
+
+/**
+ * The first field of `fields` that `body` sets to a value tollgate would drop with a difference:
+ * present, not null, not an empty list (SDKs send `tools: []`), not a neutral value.
+ */
+export function unhonouredField(body: Record<string, unknown>, fields: Readonly<Record<string, Neutral>>): string | undefined {
+  for (const [key, neutral] of Object.entries(fields)) {
+    if (!Object.hasOwn(body, key)) continue;
+    const v = body[key];
+    if (v === undefined || v === null || (Array.isArray(v) && v.length === 0) || neutral(v)) continue;
+    return key;
+  }
+  return undefined;
+}
