@@ -16,6 +16,16 @@ describe('normalised text', () => {
     expect(normalizeText('ﬁle\u00A0name')).toBe('file name');
   });
 
+  it('returns ASCII text as it is, and normalises any text with one character outside ASCII', () => {
+    const full = (s: string) => s.replace(/[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu, '').normalize('NFKC').replace(/[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu, '');
+    const ascii = fc.string({ unit: fc.integer({ min: 0, max: 0x7f }).map((c) => String.fromCharCode(c)), maxLength: 80 });
+    const any = fc.oneof(ascii, fc.string({ unit: 'binary', maxLength: 40 }), fc.string({ unit: fc.constantFrom('a', ' ', '\u0080', '\u00ad', '\u200b', '\ufb01', '\ud800', '\udfff', '\uff21'), maxLength: 20 }));
+    fc.assert(fc.property(ascii, (s) => normalizeText(s) === s));
+    fc.assert(fc.property(any, (s) => normalizeText(s) === (/[^\x00-\x7f]/.test(s) ? full(s) : s)));
+    expect(normalizeText('AKIA\u0080')).toBe('AKIA\u0080');
+    expect(normalizeText('AK\u00adIA')).toBe('AKIA');
+  });
+
   it('joins the system prompt and every message with a newline; rawText keeps them as sent', () => {
     const c = contentOf({ system: 'sys\u200B', messages: [{ content: 'one' }, { content: 'ｔｗｏ' }] });
     expect(c.text).toBe('sys\none\ntwo');

@@ -21,11 +21,15 @@ export const CONTENT_LIMITS = {
 
 
 const INVISIBLE = /[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
-const NON_ASCII = /[^\x00-\x7f]/;
 
-/** NFKC with format and default-ignorable characters removed. ASCII text is returned as is. */
+/**
+ * NFKC with format and default-ignorable characters removed. ASCII text is returned as is: it is
+ * ASCII when its UTF-8 length is its length (any other code unit, a lone surrogate's replacement
+ * included, takes two bytes or more), which Node counts several times faster than a regex finds a
+ * character outside ASCII (issue 21: 0.03 against 0.11 to 0.20 ms on 200 KB).
+ */
 export function normalizeText(s: string): string {
-  if (!NON_ASCII.test(s)) return s;
+  if (Buffer.byteLength(s, 'utf8') === s.length) return s;
   return s.replace(INVISIBLE, '').normalize('NFKC').replace(INVISIBLE, '');
 }
 
