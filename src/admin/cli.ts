@@ -25,8 +25,9 @@ import { parseArgs } from 'node:util';
 import { GatewayError } from '../errors.js';
 import { settingsFromEnv } from '../main.js';
 import { loadPolicyFile } from '../policy/load.js';
-import { aggregateUsage, focusCsv, toFocusRows, usageCsv, type Granularity } from '../metering/focus.js';
+import { aggregateUsage, toFocusRows, type Granularity } from '../metering/focus.js';
 import { RedisQuotaStore } from '../quota/redis.js';
+import { focusExportCsv, usageExportCsv } from './csv.js';
 import { defaultDataDir, sourceFrom, type Source, type SourceOptions } from './journalReader.js';
 import {
   buildReport,
@@ -233,9 +234,9 @@ async function exportUsage(values: UsageValues, files: string[], env: NodeJS.Pro
   const groups = aggregateUsage(events, { from: from!, to: to!, granularity, user: values.user, team: values.team, costCenter: values['cost-center'] });
   if (format === 'focus') {
     const rows = toFocusRows(groups);
-    return values.json ? `${JSON.stringify(rows, null, 2)}\n` : focusCsv(rows);
+    return values.json ? `${JSON.stringify(rows, null, 2)}\n` : focusExportCsv(rows);
   }
-  return values.json ? `${JSON.stringify(groups, null, 2)}\n` : usageCsv(groups);
+  return values.json ? `${JSON.stringify(groups, null, 2)}\n` : usageExportCsv(groups);
 }
 
 /** `usage report`: rollups per period and dimension, with the ledger's charges beside them. */

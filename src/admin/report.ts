@@ -14,6 +14,7 @@ import type { DecisionEvent } from '../metering/events.js';
 import { formatMicroUsd } from '../metering/focus.js';
 import { addEventRollup, type UsageFigures, type UsageRollup } from '../quota/rollups.js';
 import type { DecisionRecord } from '../quota/store.js';
+import { csvText } from './csv.js';
 import type { Decision } from './journalReader.js';
 
 const DAY_MS = 86_400_000;
@@ -235,15 +236,6 @@ export async function refusalReport(decisions: Decisions, by: readonly RefusalDi
 
 export type OutputFormat = 'table' | 'csv' | 'json';
 
-function csvCell(v: string | number): string {
-  const s = String(v);
-  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
-function csv(rows: (string | number)[][]): string {
-  return rows.map((r) => r.map(csvCell).join(',')).join('\n') + '\n';
-}
-
 /** Columns padded to their widest cell; numbers right-aligned. */
 function table(head: string[], rows: string[][], numeric: (i: number) => boolean): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
@@ -291,7 +283,7 @@ export function formatReport(r: UsageReport, format: OutputFormat): string {
       sum(f.failed),
       f.recovered,
     ];
-    return csv([head, ...r.rows.map((x) => line(x.periodStart, x.periodEnd, x.key, x))]);
+    return csvText([head, ...r.rows.map((x) => line(x.periodStart, x.periodEnd, x.key, x))]);
   }
   const label = (start: string) => (r.window === 'month' ? start.slice(0, 7) : start);
   const head = [r.window === 'week' ? 'week of' : r.window, DIMENSION_HEADER[r.by], 'calls', 'tokens in', 'tokens out', 'cost USD', 'refused', 'failed', 'recovered'];
@@ -309,7 +301,7 @@ export function formatRefusals(r: { rows: RefusalRow[]; total: number; notes: st
   if (format === 'json') return `${JSON.stringify({ by, ...r }, null, 2)}\n`;
   const head = [...by, 'refusals', 'last'];
   const rows = r.rows.map((x) => [...by.map((d) => x.keys[d] ?? ''), String(x.refusals), x.last]);
-  if (format === 'csv') return csv([head, ...rows]);
+  if (format === 'csv') return csvText([head, ...rows]);
   if (r.rows.length === 0) return 'no refusals in this range\n';
   let out = table(
     head,

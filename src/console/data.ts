@@ -8,6 +8,7 @@ import type { Gateway } from '../gateway/gateway.js';
 import type { DecisionEvent } from '../metering/events.js';
 import { explainCall, explainRequest, formatExplanation } from '../policy/explain.js';
 import type { Policy } from '../policy/load.js';
+import type { BudgetConfig } from '../policy/schema.js';
 import type { UsageMap } from '../policy/simulate.js';
 import type { Principal } from '../identity/principal.js';
 import { RedisQuotaStore } from '../quota/redis.js';
@@ -54,14 +55,16 @@ export interface DayRange {
 
 const ms = (day: string) => Date.parse(`${day}T00:00:00Z`);
 const DAY_RE = /^\d{4}-\d{2}-\d{2}$/;
+/** A day of the calendar: Date.parse takes 2026-02-31 for 3 March, which would show other days' figures. */
+const isDay = (day: string | undefined): day is string => day !== undefined && DAY_RE.test(day) && !Number.isNaN(ms(day)) && dayOf(ms(day)) === day;
 
 /** The current day, ISO week or month (UTC) that `now` falls in, or the custom days `from` to `to` (both included). */
 export function rangeOf(window: string | undefined, now: number, from?: string, to?: string): DayRange {
   const w = (window ?? 'week') as WindowName;
   if (!WINDOWS.includes(w)) throw new GatewayError('INVALID_REQUEST', `The window must be one of ${WINDOWS.join(', ')}.`);
   if (w !== 'custom') return { window: w, ...periodOf(dayOf(now), w) };
-  if (!from || !to || !DAY_RE.test(from) || !DAY_RE.test(to) || Number.isNaN(ms(from)) || Number.isNaN(ms(to)) || from > to) {
-    throw new GatewayError('INVALID_REQUEST', 'A custom window needs from and to, as YYYY-MM-DD, with from on or before to.');
+  if (!isDay(from) || !isDay(to) || from > to) {
+    throw new GatewayError('INVALID_REQUEST', 'A custom window needs from and to, as YYYY-MM-DD days of the calendar, with from on or before to.');
   }
   const end = dayOf(ms(to) + DAY_MS);
   if ((ms(end) - ms(from)) / DAY_MS > MAX_DAYS) throw new GatewayError('INVALID_REQUEST', `A custom window covers at most ${MAX_DAYS} days.`);
@@ -177,8 +180,14 @@ export interface BudgetLine extends UsageRow {
   risk: number;
 }
 
+/** Every scope a budget may have (a Record, so that a scope added to the schema must be added here). */
+const SCOPES: Record<BudgetConfig['scope'], true> = { user: true, team: true, costCenter: true, application: true, global: true };
+/** The scopes the budgets page filters by, as budgets name them. */
+export const BUDGET_SCOPES: readonly string[] = Object.keys(SCOPES);
+
 /** Every budget line with usage in its current window, riskiest first; `scope` keeps one scope. */
 export async function budgetLines(src: ConsoleSources, scope?: string): Promise<BudgetLine[]> {
+  if (scope !== undefined && !BUDGET_SCOPES.includes(scope)) throw new GatewayError('INVALID_REQUEST', `The scope must be one of ${BUDGET_SCOPES.join(', ')}, got ${scope}.`);
   const store = src.gateway.store as unknown as Partial<UsageSource>;
   if (typeof store.listUsage !== 'function') return [];
   const now = src.now();

@@ -217,25 +217,36 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
         await refuse(req, res, e);
       }
     };
-  const q = (req: Request, name: string) => (typeof req.query[name] === 'string' && req.query[name] !== '' ? (req.query[name] as string) : undefined);
 
   router.get(
     '/console',
-    view(async (req, s) => overviewPage(s.viewer, await overview(src, rangeOf(q(req, 'window'), now(), q(req, 'from'), q(req, 'to'))))),
+    view(async (req, s) => {
+      const q = queryOf(req, ['window', 'from', 'to']);
+      return overviewPage(s.viewer, await overview(src, rangeOf(q.window, now(), q.from, q.to)));
+    }),
   );
   router.get(
     '/console/budgets',
-    view(async (req, s) => budgetsPage(s.viewer, await budgetLines(src, q(req, 'scope')), q(req, 'scope'))),
+    view(async (req, s) => {
+      const { scope } = queryOf(req, ['scope']);
+      return budgetsPage(s.viewer, await budgetLines(src, scope), scope);
+    }),
   );
   router.get(
     '/console/refusals',
     view(async (req, s) => {
-      const range = rangeOf(q(req, 'window'), now(), q(req, 'from'), q(req, 'to'));
+      const q = queryOf(req, ['window', 'from', 'to']);
+      const range = rangeOf(q.window, now(), q.from, q.to);
       return refusalsPage(s.viewer, range, await refusals(src, range));
     }),
   );
   router.get('/console/requests', (req, res) => {
-    const id = q(req, 'id');
+    let id: string | undefined;
+    try {
+      id = queryOf(req, ['id']).id;
+    } catch (err) {
+      return void refuse(req, res, err as GatewayError);
+    }
     res.redirect(303, id ? `/console/requests/${encodeURIComponent(id)}` : '/console/refusals');
   });
   router.get(
@@ -333,6 +344,23 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
     if (req.path === '/console' || req.path.startsWith('/console/')) router(req, res, next);
     else next();
   };
+}
+
+/**
+ * The query parameters a page takes, each given once; an empty one (a form's blank field) as none.
+ * Throws INVALID_REQUEST for a parameter the page does not take (a filter it would silently ignore,
+ * showing every caller's figures) or one given twice.
+ */
+function queryOf<K extends string>(req: Request, names: readonly K[]): Partial<Record<K, string>> {
+  const out: Partial<Record<K, string>> = {};
+  for (const [name, value] of Object.entries(req.query)) {
+    if (!(names as readonly string[]).includes(name)) {
+      throw new GatewayError('INVALID_REQUEST', `This page takes no parameter ${name} (it takes ${names.join(', ')}).`);
+    }
+    if (typeof value !== 'string') throw new GatewayError('INVALID_REQUEST', `The parameter ${name} must be given once, as plain text.`);
+    if (value !== '') out[name as K] = value;
+  }
+  return out;
 }
 
 /** True unless the browser named an Origin (or a Sec-Fetch-Site) that is not the console's own. */

@@ -13,7 +13,7 @@ import { formatMicroUsd } from '../metering/focus.js';
 import type { Decision } from '../admin/journalReader.js';
 import type { ReportDimension, ReportFigures, ReportRow } from '../admin/report.js';
 import { html, jsonBlock, layout, Safe, table, type Viewer } from './html.js';
-import type { BudgetLine, DayRange, Overview, RefusalSummary } from './data.js';
+import { BUDGET_SCOPES, type BudgetLine, type DayRange, type Overview, type RefusalSummary } from './data.js';
 
 const sum = (m: Record<string, number>) => Object.values(m).reduce((a, b) => a + b, 0);
 const num = (n: number, digits = 0) => (Number.isInteger(n) && digits === 0 ? String(n) : n.toFixed(digits || 2));
@@ -55,8 +55,6 @@ export function overviewPage(viewer: Viewer, o: Overview): string {
   return layout('Overview', viewer, body, { current: '/console', chart: true });
 }
 
-const SCOPES = ['user', 'team', 'costCenter', 'global'];
-
 function amount(unit: string, n: number): string {
   return unit === 'usd' ? `$${n.toFixed(4)}` : String(Math.round(n));
 }
@@ -64,7 +62,7 @@ function amount(unit: string, n: number): string {
 /** Budgets: every line with usage in its window, riskiest first. */
 export function budgetsPage(viewer: Viewer, lines: BudgetLine[], scope: string | undefined): string {
   const opt = (s: string) => html`<option value="${s}"${scope === s ? new Safe(' selected') : ''}>${s}</option>`;
-  const filter = html`<form method="get" action="/console/budgets" class="picker"><label>Scope <select name="scope"><option value="">every scope</option>${SCOPES.map(opt)}</select></label><button type="submit">Filter</button></form>`;
+  const filter = html`<form method="get" action="/console/budgets" class="picker"><label>Scope <select name="scope"><option value="">every scope</option>${BUDGET_SCOPES.map(opt)}</select></label><button type="submit">Filter</button></form>`;
   const t = table(
     'budgets',
     [

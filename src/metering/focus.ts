@@ -240,26 +240,5 @@ export function toFocusRows(groups: readonly UsageGroup[], account = { id: 'toll
   });
 }
 
-/** The plain CSV columns, for spreadsheets. */
+/** The plain CSV columns, for spreadsheets (written by src/admin/csv.ts). */
 export const CSV_COLUMNS = ['period_start', 'period_end', 'user', 'teams', 'cost_center', 'provider', 'model', 'tier', 'requests', 'input_tokens', 'output_tokens', 'cached_input_tokens', 'cost_usd'] as const;
-
-function csvCell(v: string | number | null): string {
-  if (v === null) return '';
-  const s = String(v);
-  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
-function csv(header: readonly string[], rows: (string | number | null)[][]): string {
-  return [header, ...rows].map((r) => r.map(csvCell).join(',')).join('\n') + '\n';
-}
-
-export function usageCsv(groups: readonly UsageGroup[]): string {
-  return csv(
-    CSV_COLUMNS,
-    groups.map((g) => [g.periodStart, g.periodEnd, g.user, g.teams.join(';'), g.costCenter, g.provider, g.model, g.tier, g.requests, g.inputTokens, g.outputTokens, g.cachedInputTokens, formatMicroUsd(g.costMicroUsd)]),
-  );
-}
-
-export function focusCsv(rows: readonly FocusRow[]): string {
-  return csv(FOCUS_COLUMNS, rows.map((r) => FOCUS_COLUMNS.map((c) => r[c])));
-}
