@@ -5,7 +5,7 @@
  * the model it asked for). No cell may begin with `=`, `+`, `-`, `@`, a tab or a carriage return,
  * which a spreadsheet would run as a formula; quoting stays right for commas and quotes.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -123,5 +123,16 @@ describe('CSV a spreadsheet opens', () => {
       ['user', 'team', 'code', 'refusals'],
       [`'${USER}`, `'${TEAM}`, 'POLICY_DENIED', '1'],
     ]);
+  });
+});
+
+describe('tables printed to a terminal', () => {
+  it('shows the control characters of a model a caller sent as escapes, so that they cannot drive the terminal', async () => {
+    const sent = 'demo/\u001b[2J\u001b]0;pwned\u0007';
+    const file = join(work, 'events-control.jsonl');
+    writeFileSync(file, readFileSync(events, 'utf8').split(MODEL).join(JSON.stringify(sent).slice(1, -1)));
+    const out = await runUsageCommand(['report', '--events', file, '--by', 'model', '--window', 'day', ...WINDOW], {});
+    expect(out).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/);
+    expect(out).toContain('demo/\\x1b[2J\\x1b]0;pwned\\x07');
   });
 });
