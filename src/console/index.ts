@@ -190,12 +190,14 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
   router.use('/console', (req: Request, res: Response, next: NextFunction) => {
     const session = signer.open<ConsoleSession>('session', cookiesOf(req)[SESSION_COOKIE]);
     const role = session ? sessionRole(gateway.policy, session, now()) : undefined;
+    // HEAD is a GET without its body (express serves it from the GET routes): safe, no token.
+    const safe = req.method === 'GET' || req.method === 'HEAD';
     if (!session || !role) {
-      if (req.method === 'GET') return void res.redirect(303, '/console/login');
+      if (safe) return void res.redirect(303, '/console/login');
       return void refuse(req, res, new GatewayError('AUTH_REQUIRED', 'Sign in to the console first.'));
     }
     (res.locals as Locals).console = { session, role, viewer: { user: session.user, role, csrf: signer.csrfToken(session.nonce) } };
-    if (req.method === 'GET') return next();
+    if (safe) return next();
     // Every POST: the session's CSRF token, and an Origin of our own when the browser names one.
     form(req, res, () => {
       if (!sameOrigin(req, ownOrigin(req)) || !signer.checkCsrf(session.nonce, req.body?._csrf)) {

@@ -113,4 +113,11 @@ describe('console query parameters', () => {
     }
     expect((await get('/console/requests?id=abc')).status).toBe(303);
   });
+
+  it('answers HEAD as GET without a body, signed in or not (a safe method needs no CSRF token)', async () => {
+    const head = await fetch(`${gw.url}/console/budgets`, { method: 'HEAD', headers: { cookie }, redirect: 'manual' });
+    expect([head.status, head.headers.get('content-type'), await head.text()]).toEqual([200, 'text/html; charset=utf-8', '']);
+    const anonymous = await fetch(`${gw.url}/console/budgets`, { method: 'HEAD', redirect: 'manual' });
+    expect([anonymous.status, anonymous.headers.get('location')]).toEqual([303, '/console/login']);
+  });
 });
