@@ -37,6 +37,7 @@ egress: { allow: ["127.0.0.1"] }
 models:
   openai/gpt-5-mini: { price: { inputPerMTok: 0.25, outputPerMTok: 2 } }
   openai/gpt-5-nano: { price: { inputPerMTok: 0.05, outputPerMTok: 0.4 } }
+  demo/medium: { maxOutputTokens: 16 }
 tiers:
   hosted: [openai/gpt-5-mini, openai/gpt-5-nano]
   standard: [openai/gpt-5-mini, demo/medium]
@@ -287,8 +288,9 @@ describe('dispatch step', () => {
   it('keeps the tokens a failed attempt consumed when it fails over, priced at the model that consumed them', async () => {
     // The stream is cut before any text: the adapter charges the input reserved for the call (the bound:
     // 30 bytes + 8 + 16 framing tokens) and the call fails over to demo/medium, which reads 8 tokens and answers 7.
+    // The reservation (54 + 100) covers those 54 and demo/medium's worst case (54 + its 16 output tokens).
     openai.failNext({ kind: 'cut', afterWords: 0 });
-    const ctx = await reserved({}, { onText: () => {} });
+    const ctx = await reserved({ maxTokens: 100 }, { onText: () => {} });
     await dispatch(ctx, recordingNext());
 
     expect(ctx.attempts.map((a) => [a.model, a.ok, a.errorCode])).toEqual([
@@ -299,6 +301,18 @@ describe('dispatch step', () => {
     // openai/gpt-5-mini: 54 x $0.25 = 13.5; demo/medium: 8 x $3 + 7 x $15 = 129; 142.5 micro-dollars, rounded up
     // (all 62 at demo/medium's price would be 291).
     expect(ctx.costMicroUsd).toBe(143);
+  });
+
+  it("does not fail over when the reservation cannot cover what a failed attempt consumed and the next model's worst case", async () => {
+    // Reserved: 54 + 50. Consumed by the cut attempt: 54; demo/medium may take 54 + 16 more.
+    openai.failNext({ kind: 'cut', afterWords: 0 });
+    const ctx = await reserved({}, { onText: () => {} });
+    const err = await refusal(dispatch(ctx, recordingNext()));
+
+    expect(err.code).toBe('PROVIDER_UNAVAILABLE');
+    expect(ctx.attempts.map((a) => [a.model, a.ok, a.errorCode])).toEqual([['openai/gpt-5-mini', false, 'PROVIDER_UNAVAILABLE']]);
+    expect(ctx.usage).toEqual({ inputTokens: 54, outputTokens: 0 });
+    expect(ctx.served).toBeUndefined();
   });
 
   it('does not fail over once text has reached the caller, and keeps the tokens the cut stream consumed', async () => {

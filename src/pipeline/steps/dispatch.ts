@@ -1,4 +1,6 @@
 import { asGatewayError, GatewayError, isRetryable } from '../../errors.js';
+import { chargeLines } from '../../policy/budgets.js';
+import { limitCharge } from '../../policy/limits.js';
 import { costOfParts } from '../../providers/prices.js';
 import type { ModelInfo } from '../../policy/load.js';
 import type { Policy } from '../../policy/load.js';
@@ -33,10 +35,28 @@ function consume(ctx: CallContext, model: ModelInfo, usage: Usage): void {
 const cancelled = () => new GatewayError('CANCELLED', 'The call was cancelled by the caller.');
 
 /**
+ * Whether the call's reservation still covers an attempt on `model`: what the failed attempts
+ * consumed plus `model`'s worst case (its reserved input and output cap), on every budget line and
+ * limit line. A reservation covers one attempt on any model of the tier, not one on each, so once
+ * an attempt was charged something (a stream cut after its head) a second attempt may not fit.
+ */
+function reservationCovers(ctx: CallContext, model: ModelInfo): boolean {
+  const reservation = ctx.reservation;
+  if (!reservation || !ctx.usage) return true;
+  const next: Usage = { inputTokens: reservedInputTokens(ctx, model), outputTokens: callOutputCap(ctx, model) };
+  const usage = addUsage(ctx.usage, next);
+  const parts = [...(ctx.consumed ?? []), { model, usage: next }].map((c) => ({ price: c.model.price, usage: c.usage }));
+  const charged = chargeLines(ctx.lines, usage, costOfParts(parts), reservation.tier);
+  if (charged.some((l, i) => l.amount > (reservation.amounts[i] ?? 0))) return false;
+  return (reservation.limits ?? []).every((l) => limitCharge(l.line.limit, usage, true) <= l.amount);
+}
+
+/**
  * Sends the call to the tier's models in order, failing over on errors another provider may fix
  * (429, 5xx, timeout). Once text has reached the caller it does not fail over, since a second
  * answer would be spliced onto the first. Tokens consumed by failed attempts are still charged,
- * each at the price of the model that consumed them.
+ * each at the price of the model that consumed them, so it fails over only while the reservation
+ * covers them and the next model's worst case: never past a budget.
  *
  * A caller who leaves: before anything is sent, nothing is (and nothing is charged); while the
  * provider has not answered, its request is aborted and nothing is charged; once it had begun
@@ -106,6 +126,9 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
           });
           if (left) throw cancelled();
           if (!isRetryable(ge) || streamed) throw ge;
+          // Charged for this attempt already: fail over only within what was reserved.
+          const following = chosen[chosen.indexOf(model) + 1];
+          if (following && !reservationCovers(ctx, following)) throw ge;
         }
       }
       throw new GatewayError('PROVIDER_UNAVAILABLE', `Every provider for tier ${ctx.reservation?.tier} failed; see attempts.`, {
