@@ -67,12 +67,17 @@ function localParts(epochMs: number, timezone: string): LocalParts & { offsetMs:
   return { year: parts.year!, month: parts.month!, day: parts.day!, offsetMs: asUtc - Math.floor(epochMs / 1000) * 1000 };
 }
 
-/** Epoch ms of local midnight on the given local date in `timezone` (Date.UTC normalises overflowing days/months). */
+/**
+ * Epoch ms of local midnight on the given local date in `timezone` (Date.UTC normalises overflowing
+ * days/months). Where the clocks jump forward at midnight (America/Santiago, Havana, the Azores)
+ * that midnight never happens and the day begins at the jump, which `first`, taken with the offset
+ * before it, lands on; `second` would fall an hour early, on the day before.
+ */
 function localMidnight(year: number, month: number, day: number, timezone: string): number {
   const guess = Date.UTC(year, month - 1, day);
   const first = guess - localParts(guess, timezone).offsetMs;
   const second = guess - localParts(first, timezone).offsetMs;
-  return second;
+  return localParts(second, timezone).day === new Date(guess).getUTCDate() ? second : first;
 }
 
 const HOUR = 3600_000;
