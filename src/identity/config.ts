@@ -106,7 +106,10 @@ const issuerSchema = z
     clockToleranceSeconds: z.number().int().min(0).max(300).default(30),
     /** How long fetched keys are trusted before they are fetched again. */
     jwksCacheSeconds: z.number().int().min(0).default(600),
-    /** After a fetch, an unknown `kid` triggers another fetch only once this has passed. */
+    /**
+     * After a fetch, an unknown `kid` triggers another fetch only once this has passed; after a
+     * failed fetch (keys or OpenID configuration), nothing fetches again before it has passed.
+     */
     jwksCooldownSeconds: z.number().int().min(0).default(30),
     claims: claimsSchema.default({ user: 'sub', teams: 'groups', groups: 'groups', groupPath: 'last', roles: { realm: true, clients: [] } }),
   })

@@ -1,14 +1,15 @@
 /**
  * OIDC bearer tokens verified with jose against each trusted issuer's JWKS. Keys are fetched on
- * first use and cached; a token whose `kid` is unknown makes jose fetch the set again (at most once
- * per cooldown), which is how key rotation is picked up. Only asymmetric algorithms from the
- * issuer's allowed list are accepted, so neither `none` nor an HS256 token signed with the public
- * key gets through. Every failure becomes AUTH_INVALID with a message a person can act on.
+ * first use and cached; a token whose `kid` is unknown makes the set be fetched again (at most once
+ * per cooldown, a failed fetch included: jwks.ts), which is how key rotation is picked up. Only
+ * asymmetric algorithms from the issuer's allowed list are accepted, so neither `none` nor an HS256
+ * token signed with the public key gets through. Every failure becomes AUTH_INVALID with a message a person can act on.
  */
-import { createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { GatewayError } from '../errors.js';
 import { principalFromClaims, actorChain, type Actor } from './claims.js';
 import type { IdentityConfig, IssuerConfig } from './config.js';
+import { remoteKeySet } from './jwks.js';
 import type { Principal } from './principal.js';
 
 /** A verified token: who it names, until when, and the delegation chain it carries. */
@@ -33,6 +34,8 @@ interface TrustedIssuer {
   audience: string[];
   keys?: JWTVerifyGetKey;
   pending?: Promise<JWTVerifyGetKey>;
+  /** The last discovery that failed, and when (wall time): the answer until the cooldown has passed. */
+  discoveryFailure?: { at: number; error: unknown };
 }
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
@@ -102,15 +105,23 @@ export class JwtVerifier {
 
   private async keysOf(t: TrustedIssuer): Promise<JWTVerifyGetKey> {
     if (t.keys) return t.keys;
-    // One discovery at a time per issuer; a failed one is forgotten so the next call retries.
+    // A discovery that failed is not tried again before the cooldown has passed, as for the keys
+    // (jwks.ts): tokens naming an issuer that is down must not each send it a request.
+    const failed = t.discoveryFailure;
+    if (failed && Date.now() < failed.at + t.config.jwksCooldownSeconds * 1000) throw failed.error;
+    // One discovery at a time per issuer.
     t.pending ??= this.jwksUri(t.config)
       .then((uri) =>
-        createRemoteJWKSet(new URL(uri), {
-          cacheMaxAge: t.config.jwksCacheSeconds * 1000,
-          cooldownDuration: t.config.jwksCooldownSeconds * 1000,
-          timeoutDuration: this.fetchTimeoutMs,
+        remoteKeySet(new URL(uri), {
+          cacheMaxAgeMs: t.config.jwksCacheSeconds * 1000,
+          cooldownMs: t.config.jwksCooldownSeconds * 1000,
+          timeoutMs: this.fetchTimeoutMs,
         }),
       )
+      .catch((error: unknown) => {
+        t.discoveryFailure = { at: Date.now(), error };
+        throw error;
+      })
       .finally(() => {
         t.pending = undefined;
       });
@@ -129,7 +140,7 @@ export class JwtVerifier {
     } catch (err) {
       throw invalid(`The token cannot be checked now: the OpenID configuration of ${cfg.issuer} could not be fetched.`, err);
     }
-    if (typeof doc.jwks_uri !== 'string') throw invalid(`The OpenID configuration of ${cfg.issuer} names no jwks_uri.`);
+    if (typeof doc.jwks_uri !== 'string' || !URL.canParse(doc.jwks_uri)) throw invalid(`The OpenID configuration of ${cfg.issuer} names no jwks_uri.`);
     return doc.jwks_uri;
   }
 }

@@ -54,7 +54,9 @@ export class FgaAuthorizer {
       credentials: config.apiToken ? { method: CredentialsMethod.ApiToken, config: { token: config.apiToken } } : undefined,
       // One quick try: a slow authorizer must not hold the call; failMode says what happens next.
       retryParams: { maxRetry: 0, minWaitInMs: 0 },
-      baseOptions: { timeout: config.timeoutMs, maxRedirects: 0 },
+      // The SDK's axios would otherwise send every check (and its API token) through a proxy named
+      // by HTTP_PROXY / HTTPS_PROXY, a host egress.allow never saw; a redirect is not followed either.
+      baseOptions: { timeout: config.timeoutMs, maxRedirects: 0, proxy: false },
     });
   }
 

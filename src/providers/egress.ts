@@ -4,8 +4,9 @@
  * outbound request by the network adapters, so a redirect or a mistyped base URL cannot leak.
  *
  * Patterns are host names, optionally with a port (`host:8443`); `*` stands for exactly one DNS
- * label (`bedrock-runtime.*.amazonaws.com`). Matching is case-insensitive. A pattern without a
- * port allows any port.
+ * label (`bedrock-runtime.*.amazonaws.com`), never an empty one nor an IPv6 address. An IPv6 address
+ * is written in brackets as in a URL (`[::1]`, `[::1]:11434`) and matches however either side writes
+ * it. Matching is case-insensitive. A pattern without a port allows any port.
  */
 import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
@@ -33,7 +34,27 @@ function labelsMatch(pattern: string, host: string): boolean {
   const p = pattern.split('.');
   const h = host.split('.');
   if (p.length !== h.length) return false;
-  return p.every((label, i) => label === '*' || label === h[i]);
+  return p.every((label, i) => (label === '*' ? h[i] !== '' && !h[i]!.includes(':') : label === h[i]));
+}
+
+/** An IPv6 address (no brackets) in the form a URL gives its host: `0:0::1` is `::1`. */
+function canonicalIpv6(address: string): string {
+  try {
+    return new URL(`http://[${address}]/`).hostname.slice(1, -1);
+  } catch {
+    return address;
+  }
+}
+
+/** A pattern's host (an IPv6 address without its brackets) and the port it names, if any. */
+function parsePattern(raw: string): { host: string; port?: string } {
+  const pattern = raw.trim().toLowerCase();
+  const bracketed = /^\[([^\]]*)\](?::(\d+))?$/.exec(pattern);
+  if (bracketed) return { host: canonicalIpv6(bracketed[1]!), port: bracketed[2] };
+  // Two colons or more without brackets: an IPv6 address, which names no port.
+  if (pattern.indexOf(':') !== pattern.lastIndexOf(':')) return { host: canonicalIpv6(pattern) };
+  const [, host = '', port] = /^(.*?)(?::(\d+))?$/.exec(pattern)!;
+  return { host, port };
 }
 
 /**
@@ -61,11 +82,9 @@ function egressAllowed(u: URL, allow: readonly string[]): boolean {
   const host = u.hostname.toLowerCase().replace(/^\[|\]$/g, '');
   const port = u.port || (u.protocol === 'https:' ? '443' : u.protocol === 'http:' ? '80' : '');
   return allow.some((raw) => {
-    const pattern = raw.trim().toLowerCase();
-    const m = /^(.*?)(?::(\d+))?$/.exec(pattern.startsWith('[') ? pattern.replace(/^\[|\](?=:|$)/g, '') : pattern)!;
-    const [, hostPattern = '', portPattern] = m;
-    if (portPattern && portPattern !== port) return false;
-    return labelsMatch(hostPattern, host);
+    const pattern = parsePattern(raw);
+    if (pattern.port && pattern.port !== port) return false;
+    return labelsMatch(pattern.host, host);
   });
 }
 
