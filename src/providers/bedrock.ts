@@ -116,7 +116,10 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
     region: config.region,
     // Without keys in the policy the SDK's default chain applies (env, profile, SSO, instance role).
     ...(accessKeyId && secretAccessKey ? { credentials: { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) } } : {}),
-    ...(config.baseUrl ? { endpoint: config.baseUrl } : {}),
+    // Always an endpoint of the policy's own (the base URL, else the region's): given none, the SDK
+    // would take one from AWS_ENDPOINT_URL_BEDROCK_RUNTIME, AWS_ENDPOINT_URL or the FIPS and
+    // dual-stack switches of the environment.
+    endpoint: providerEndpoint(config),
     maxAttempts: config.maxRetries + 1,
     requestHandler: new NodeHttpHandler({
       connectionTimeout: config.timeoutMs,
