@@ -7,9 +7,11 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseEnv } from '../config/env.js';
 import { settingsFrom } from '../main.js';
+import { didYouMean } from '../config/suggest.js';
 import { checkPolicyText } from '../policy/check.js';
-import { loadPolicyFile, type PolicyIssue } from '../policy/load.js';
+import type { Policy, PolicyIssue } from '../policy/load.js';
 import { CliError, EXIT } from './exit.js';
+import { loadServedPolicy } from './servedPolicy.js';
 
 /** What a command writes and how it ends. */
 export interface Outcome {
@@ -71,6 +73,19 @@ export interface ExplainFlags {
   now?: string;
 }
 
+/**
+ * Each `--usage` key (`budget` or `budget@subject`) must name a budget or rate limit of the policy:
+ * a misspelt one would be ignored, and the report would show that budget untouched.
+ */
+function requireDeclaredLines(policy: Policy, keys: string[]): void {
+  const ids = [...policy.budgets.map((b) => b.config.id), ...policy.rateLimits.map((l) => l.config.id)];
+  for (const key of keys) {
+    const id = key.split('@')[0]!;
+    if (ids.includes(id)) continue;
+    throw new CliError(`--usage ${id}: the policy declares no such budget or rate limit${didYouMean(id, ids)} (it declares ${ids.join(', ') || 'none'})`);
+  }
+}
+
 /** `tollgate explain`: the decision for one call, what decided it and what would change it. */
 export async function explain(flags: ExplainFlags, env: NodeJS.ProcessEnv): Promise<Outcome> {
   const { explainCall, explainRequest, formatExplanation, parseUsageArg, principalFromArg } = await import('../policy/explain.js');
@@ -78,12 +93,14 @@ export async function explain(flags: ExplainFlags, env: NodeJS.ProcessEnv): Prom
   if (Number.isNaN(now)) throw new CliError(`--now ${flags.now} is not an ISO 8601 time`);
   const maxTokens = flags.maxTokens !== undefined ? Number(flags.maxTokens) : undefined;
   if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens > 0)) throw new CliError('--max-tokens must be a positive integer');
-  const policy = loadPolicyFile(resolvePolicyPath(flags.policy, env));
+  const policy = loadServedPolicy(resolvePolicyPath(flags.policy, env));
+  const usage = flags.usage ? parseUsageArg(flags.usage) : {};
+  requireDeclaredLines(policy, Object.keys(usage));
   const report = explainCall({
     policy,
     principal: principalFromArg(policy, flags.as),
     request: explainRequest({ tier: flags.tier, model: flags.model, prompt: flags.prompt, maxTokens }),
-    usage: flags.usage ? parseUsageArg(flags.usage) : {},
+    usage,
     now,
   });
   return { out: formatExplanation(report), code: EXIT.ok };

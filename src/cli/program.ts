@@ -7,9 +7,11 @@
  * the configuration file (`--config`, TOLLGATE_CONFIG, ./tollgate.yaml), else the default.
  */
 import { Command, Option } from 'commander';
+import { shown } from '../config/env.js';
+import { url } from '../config/envValues.js';
 import { withConfigFile } from '../config/file.js';
 import { VERSION } from '../main.js';
-import { EXIT } from './exit.js';
+import { CliError, EXIT } from './exit.js';
 
 /** What an action leaves for the entry point: text for stdout and stderr, and the exit code. */
 export interface Result {
@@ -46,7 +48,13 @@ export function withDefaultCommand(argv: string[]): string[] {
 }
 
 const POLICY = ['--policy <file>', 'policy file (TOLLGATE_POLICY; default: policy/default.yaml)'] as const;
-const REDIS = ['--redis <url>', 'the shared Redis store (REDIS_URL)'] as const;
+const redisUrl = url(['redis:', 'rediss:']);
+/** --redis as REDIS_URL takes it; anything else would reach the Redis client and end in its stack trace. */
+function redisFlag(value: string): string {
+  if (!redisUrl.safeParse(value).success) throw new CliError(`--redis ${shown(value, undefined)}: expected a redis:// or rediss:// URL, e.g. redis://localhost:6379`);
+  return value;
+}
+const REDIS = ['--redis <url>', 'the shared Redis store (REDIS_URL)', redisFlag] as const;
 const DATA_DIR = ['--data-dir <dir>', 'the embedded store\'s journal directory, or none (TOLLGATE_DATA_DIR; default ./tollgate-data)'] as const;
 const JSON_OUT = ['--json', 'print JSON'] as const;
 const OTHER_BUDGETS = ['--allow-other-budgets', 'read a store holding live usage of budgets the policy does not declare (exit 4 otherwise)'] as const;

@@ -4,8 +4,9 @@
  * shutdown on signals.
  */
 import { createHash } from 'node:crypto';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { parseEnv, type Env } from '../config/env.js';
 import { GatewayError } from '../errors.js';
 import { isLoopbackHost } from '../http/loopback.js';
@@ -15,6 +16,7 @@ import { serveStdio, stdioPrincipal } from '../mcp/stdio.js';
 import type { Policy } from '../policy/load.js';
 import { watchPolicy } from '../policy/reload.js';
 import { CliError, EXIT } from './exit.js';
+import { loadServedPolicy, parseServedPolicy } from './servedPolicy.js';
 
 /** The flags `serve` and `stdio` share with the environment variables they override. */
 export interface ServeFlags {
@@ -135,6 +137,41 @@ export function settingsWith(flags: ServeFlags, env: Env): Settings {
   return settings;
 }
 
+/**
+ * The decision events file must take writes before the gateway serves: the asynchronous writer
+ * opens it later, and its failure then ended a gateway already serving with a stack trace.
+ */
+function requireWritableEvents(file: string | undefined): void {
+  if (file === undefined) return;
+  const open = () => closeSync(openSync(file, 'a'));
+  try {
+    try {
+      open();
+    } catch (err) {
+      // As the writer does, a missing directory is made.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      mkdirSync(dirname(file), { recursive: true });
+      open();
+    }
+  } catch (err) {
+    throw new CliError(`--events ${file} (TOLLGATE_EVENTS_FILE): cannot write decision events there (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+}
+
+const LISTEN_FAILURES: Record<string, string> = {
+  EADDRINUSE: 'the address is already in use (EADDRINUSE); choose another --port (TOLLGATE_PORT) or --host (TOLLGATE_HOST), or stop what holds it',
+  EACCES: 'permission denied (EACCES): a port under 1024 needs privileges; choose another --port (TOLLGATE_PORT)',
+  EADDRNOTAVAIL: 'no interface of this machine has that address (EADDRNOTAVAIL); choose another --host (TOLLGATE_HOST)',
+  ENOTFOUND: 'the host name does not resolve (ENOTFOUND); choose another --host (TOLLGATE_HOST)',
+  EAI_AGAIN: 'the host name could not be resolved now (EAI_AGAIN); check DNS or give an address as --host (TOLLGATE_HOST)',
+};
+
+/** A listen failure caused by the host or port given, as the line an operator can act on; undefined for any other error. */
+function listenFailure(err: unknown, settings: Settings): CliError | undefined {
+  const why = LISTEN_FAILURES[(err as NodeJS.ErrnoException)?.code ?? ''];
+  return why === undefined ? undefined : new CliError(`cannot listen on ${settings.http.host}:${settings.http.port}: ${why}`);
+}
+
 /** --workers, else TOLLGATE_WORKERS (parsed with the environment): a count, or `auto` for one per core. */
 function workerCount(flag: string | undefined, fromEnv: number | 'auto'): number {
   const raw = flag ?? fromEnv;
@@ -167,6 +204,7 @@ function exitOnSignals(shutdown: Shutdown, onPrimaryShutdown?: (handler: (force?
 export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): Promise<void> {
   const env = parseEnv(processEnv);
   const settings = settingsWith(flags, env);
+  requireWritableEvents(settings.eventsFile);
   const watch = flags.watch !== false && env.TOLLGATE_POLICY_WATCH;
   const workers = workerCount(flags.workers, env.TOLLGATE_WORKERS);
   const { isWorker, onPrimaryShutdown, runPrimary, workerMetrics } = await import('../cluster.js');
@@ -174,8 +212,7 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
     if (!settings.redisUrl && !settings.redisClusterNodes) {
       throw new CliError(`--workers ${workers} needs the shared Redis store (--redis or REDIS_URL): with the embedded store each worker would keep budgets of its own`);
     }
-    const { loadPolicyFile } = await import('../policy/load.js');
-    const primaryPolicy = loadPolicyFile(settings.policyPath);
+    const primaryPolicy = loadServedPolicy(settings.policyPath);
     refuseDemoKeysOnNetwork(primaryPolicy, settings.http.host, flags.allowDemoKeysOnNetwork);
     const warning = checkDevAnonymous(primaryPolicy, settings.http.host, settings.devAnonymous);
     await requireStoreOfPolicy(primaryPolicy, settings, flags.allowOtherBudgets);
@@ -190,8 +227,7 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
   }
   // Without Redis, `serve` keeps its ledger in a journal under the working directory unless told otherwise.
   if (!settings.redisUrl && !settings.redisClusterNodes && !flags.dataDir && env.TOLLGATE_DATA_DIR === undefined) settings.dataDir = resolve('tollgate-data');
-  const { loadPolicyFile } = await import('../policy/load.js');
-  const policy = loadPolicyFile(settings.policyPath);
+  const policy = loadServedPolicy(settings.policyPath);
   refuseDemoKeysOnNetwork(policy, settings.http.host, flags.allowDemoKeysOnNetwork);
   const anonymousWarning = checkDevAnonymous(policy, settings.http.host, settings.devAnonymous);
   const runtime = await buildRuntime(settings, { policy });
@@ -202,7 +238,7 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
     });
   }
   if (isWorker()) runtime.metrics.text = workerMetrics(runtime.metrics.registry);
-  const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
+  const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger, parse: parseServedPolicy }) : undefined;
   const { consoleRoutes } = await import('../console/index.js');
   const webConsole = consoleRoutes({
     gateway: runtime.gateway,
@@ -212,7 +248,13 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
     sessionSecret: settings.http.sessionSecret,
     reloads: reloader?.history,
   });
-  const http = await startHttp(runtime, settings, [webConsole]);
+  const http = await startHttp(runtime, settings, [webConsole]).catch(async (err: unknown) => {
+    const failure = listenFailure(err, settings);
+    if (!failure) throw err;
+    reloader?.close();
+    await runtime.close();
+    throw failure;
+  });
   if (!isWorker()) process.stderr.write(`tollgate ${VERSION} serving MCP at ${http.url}/mcp (policy ${settings.policyPath}, store ${runtime.gateway.store.kind})\n`);
   if (anonymousWarning && !isWorker()) process.stderr.write(`${anonymousWarning}\n`);
   if (!isWorker() && demoKeysIn(policy).length > 0 && !isLoopbackHost(settings.http.host)) {
@@ -231,8 +273,9 @@ export async function stdio(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
   const settings = settingsWith(flags, env);
   // stdio has one caller, whose credential comes from the environment: never anonymous.
   settings.devAnonymous = undefined;
+  requireWritableEvents(settings.eventsFile);
   const watch = flags.watch !== false && env.TOLLGATE_POLICY_WATCH;
-  const runtime = await buildRuntime(settings);
+  const runtime = await buildRuntime(settings, { policy: loadServedPolicy(settings.policyPath) });
   let principal;
   try {
     principal = await stdioPrincipal(runtime.gateway, processEnv);
@@ -240,7 +283,7 @@ export async function stdio(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
     await runtime.close();
     throw new CliError(err instanceof GatewayError ? `${err.code}: ${err.message}` : String(err), EXIT.credential);
   }
-  const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger }) : undefined;
+  const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger, parse: parseServedPolicy }) : undefined;
   const serving = await serveStdio(runtime.gateway, principal, VERSION);
   runtime.ready({ transport: 'stdio', user: principal.principal.user });
   const drain = async () => {

@@ -143,7 +143,7 @@ export class EnvError extends Error {
  * The value as an error shows it: hidden for a secret, a URL's password masked, quoted when it
  * holds odd characters, cut when long.
  */
-function shown(value: string, meta: EnvMeta | undefined): string {
+export function shown(value: string, meta: EnvMeta | undefined): string {
   if (meta?.secret) return `<hidden, ${value.length} character${value.length === 1 ? '' : 's'}>`;
   const masked = value.replace(/(\/\/[^/:@\s]*:)[^@\s]*@/g, '$1***@');
   const cut = masked.length > 80 ? `${masked.slice(0, 77)}...` : masked;

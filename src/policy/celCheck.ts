@@ -2,7 +2,7 @@
  * Type-checks the policy's CEL expressions against the variables tollgate gives them, so that
  * `tollgate check` catches `request.teir` (which would deny every call at run time) and
  * `budgets.employee-weekly.remainingPct` (CEL reads `budgets.employee - weekly...`). Rules see
- * principal, request, budgets and now; a budget's `when` sees principal only.
+ * principal, request, budgets and now; a budget's or a rate limit's `when` sees principal only.
  */
 import { Environment } from '@marcbachmann/cel-js';
 import { LineCounter, parseDocument, isScalar } from 'yaml';
@@ -11,7 +11,7 @@ import type { Policy, PolicyIssue } from './load.js';
 
 /** The fields of each variable, with their CEL types (src/identity/principal.ts, src/policy/decide.ts). */
 export const CEL_FIELDS = {
-  principal: { user: 'string', teams: 'list<string>', costCenter: 'string', groups: 'list<string>', roles: 'list<string>', authMethod: 'string', actors: 'list<string>' },
+  principal: { user: 'string', teams: 'list<string>', costCenter: 'string', groups: 'list<string>', roles: 'list<string>', authMethod: 'string', actors: 'list<string>', app: 'string' },
   request: {
     model: 'string',
     tier: 'string',
@@ -116,6 +116,7 @@ export function checkPolicyCel(policy: Policy, text: string): PolicyIssue[] {
     if (source === undefined) return;
     const node = doc.getIn(path, true);
     for (const p of checkExpression(source, scope, budgetIds)) {
+      const message = path[0] === 'rateLimits' ? p.message.replace("a budget's when", "a rate limit's when") : p.message;
       let line: number | undefined;
       let column: number | undefined;
       if (isScalar(node) && node.range) {
@@ -128,10 +129,12 @@ export function checkPolicyCel(policy: Policy, text: string): PolicyIssue[] {
         const quote = node.type === 'PLAIN' ? 0 : 1;
         if (oneLine && p.offset !== undefined && raw.slice(quote, quote + source.length) === source) column += quote + p.offset;
       }
-      issues.push({ path: path.map((s, i) => (typeof s === 'number' ? `[${s}]` : i ? `.${s}` : s)).join(''), line, column, message: p.message });
+      issues.push({ path: path.map((s, i) => (typeof s === 'number' ? `[${s}]` : i ? `.${s}` : s)).join(''), line, column, message });
     }
   };
   policy.config.rules.forEach((r, i) => visit(['rules', i, 'when'], r.when, 'rule'));
   policy.config.budgets.forEach((b, i) => visit(['budgets', i, 'when'], b.when, 'budget'));
+  // A rate limit's `when` sees what a budget's does: principal only.
+  policy.config.rateLimits.forEach((l, i) => visit(['rateLimits', i, 'when'], l.when, 'budget'));
   return issues;
 }

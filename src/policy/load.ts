@@ -266,7 +266,11 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
   }
 
   const apiKeys = new Map<string, ApiKeyConfig>();
+  // A key's id is its rate limit line (scope key) and its name in --dev-anonymous: one id, one key.
+  const keyIds = new Set<string>();
   config.apiKeys.forEach((k, i) => {
+    if (keyIds.has(k.id)) at(['apiKeys', i, 'id'], `duplicate API key id "${k.id}"`);
+    keyIds.add(k.id);
     if (apiKeys.has(k.sha256)) at(['apiKeys', i, 'sha256'], 'the same key hash is listed twice');
     apiKeys.set(k.sha256, Object.freeze(k));
   });

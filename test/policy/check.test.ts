@@ -47,7 +47,7 @@ describe('check: CEL against the declared variables', () => {
 
   it("checks a budget's when against the principal only", () => {
     expect(checkExpression("request.tier == 'premium'", 'budget', [])[0]!.message).toBe("unknown variable request; a budget's when sees principal");
-    expect(checkExpression("'x' in principal.grups", 'budget', [])[0]!.message).toBe('unknown field grups on principal; known: user, teams, costCenter, groups, roles, authMethod, actors; did you mean groups?');
+    expect(checkExpression("'x' in principal.grups", 'budget', [])[0]!.message).toBe('unknown field grups on principal; known: user, teams, costCenter, groups, roles, authMethod, actors, app; did you mean groups?');
   });
 
   it('passes the expressions tollgate ships', () => {
