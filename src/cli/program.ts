@@ -10,6 +10,7 @@ import { Command, Option } from 'commander';
 import { shown } from '../config/env.js';
 import { url } from '../config/envValues.js';
 import { withConfigFile } from '../config/file.js';
+import { GatewayError } from '../errors.js';
 import { VERSION } from '../main.js';
 import { CliError, EXIT } from './exit.js';
 
@@ -40,7 +41,10 @@ export function commandEnv(cmd: Command, env: NodeJS.ProcessEnv): NodeJS.Process
  * on stdio instead (the older spelling of `tollgate stdio`).
  */
 export function withDefaultCommand(argv: string[]): string[] {
-  const first = argv[0];
+  // The global --config may come before a command (`tollgate --config prod.yaml check`).
+  let at = 0;
+  while (argv[at] === '--config' || argv[at]?.startsWith('--config=')) at += argv[at] === '--config' ? 2 : 1;
+  const first = argv[at];
   if (first !== undefined && !first.startsWith('-')) return argv;
   if (argv.some((a) => ['-h', '--help', '-v', '--version'].includes(a))) return argv;
   if (argv.includes('--stdio')) return ['stdio', ...argv.filter((a) => a !== '--stdio')];
@@ -73,7 +77,8 @@ function serveOptions(cmd: Command, http: boolean): Command {
   if (http) cmd.option('--host <addr>', 'HTTP bind address (TOLLGATE_HOST; default 127.0.0.1)').option('--port <n>', 'HTTP port, 0 for any free one (TOLLGATE_PORT; default 8787)');
   cmd
     .option(...REDIS)
-    .option(...DATA_DIR)
+    // stdio keeps nothing unless told where: one caller, started afresh by its assistant.
+    .option(DATA_DIR[0], http ? DATA_DIR[1] : "the embedded store's journal directory (TOLLGATE_DATA_DIR; default: none, usage kept in memory)")
     .option('--events <file>', 'decision events as JSON lines (TOLLGATE_EVENTS_FILE; default stderr)')
     .option('--no-watch', 'do not reload the policy when its file changes or on SIGHUP (TOLLGATE_POLICY_WATCH=0)')
     .option('--shutdown-timeout <ms>', 'on SIGTERM/SIGINT, how long calls in flight may take before exiting anyway (TOLLGATE_SHUTDOWN_TIMEOUT_MS; default 10000)');
@@ -211,7 +216,13 @@ function addUsage(program: Command, done: Done, env: NodeJS.ProcessEnv): void {
     .addHelpText('after', '\nshow, top, adjust and credit read the shared Redis store; export, report and refusals read the decision events of the journal or event logs.');
   const run = async (verb: string, files: string[], opts: Record<string, unknown>, cmd: Command) => {
     const { usageCommand } = await import('../admin/cli.js');
-    done({ out: await usageCommand(verb, flagNames(opts), files, commandEnv(cmd, env)), code: EXIT.ok });
+    try {
+      done({ out: await usageCommand(verb, flagNames(opts), files, commandEnv(cmd, env)), code: EXIT.ok });
+    } catch (err) {
+      // The usage commands refuse a missing or bad option as INVALID_REQUEST: the command line is wrong (exit 2).
+      if (err instanceof GatewayError && err.code === 'INVALID_REQUEST') throw new CliError(`${err.code}: ${err.message}`);
+      throw err;
+    }
   };
   const ledger = (name: string, description: string, isDefault = false) =>
     usage

@@ -64,6 +64,14 @@ describe('tollgate --help', () => {
     expect(withDefaultCommand(['--stdio', '--policy', 'p.yaml'])).toEqual(['stdio', '--policy', 'p.yaml']);
     expect(withDefaultCommand(['--help'])).toEqual(['--help']);
     expect(withDefaultCommand(['check', 'p.yaml'])).toEqual(['check', 'p.yaml']);
+    expect(withDefaultCommand(['--config', 'c.yaml', '--port', '0'])).toEqual(['serve', '--config', 'c.yaml', '--port', '0']);
+  });
+
+  it('runs the command that follows the global --config, rather than serving', async () => {
+    expect(withDefaultCommand(['--config', 'c.yaml', 'check'])).toEqual(['--config', 'c.yaml', 'check']);
+    expect(withDefaultCommand(['--config=c.yaml', 'check'])).toEqual(['--config=c.yaml', 'check']);
+    // check runs, with the configuration file given: it is the one to say the file is missing.
+    await expect(runInProcess(['--config', 'no-such-config.yaml', 'check', 'policy/default.yaml'])).rejects.toThrow('no-such-config.yaml: no such file (given by --config)');
   });
 });
 
@@ -77,6 +85,12 @@ describe('the tollgate process', () => {
     const keys = run('keys', '--help');
     expect(keys.status).toBe(0);
     expect(keys.stdout).toContain('issue [options]');
+  });
+
+  it('exits 2 on a bad option value of a usage command, as on any other command line fault', () => {
+    const r = run('usage', 'report', '--by', 'nope', '--data-dir', 'none');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('tollgate: INVALID_REQUEST: --by must be one of team, cost-center, user, model, tier, got nope');
   });
 
   it('exits 2 on an unknown command, naming the closest one', () => {
