@@ -8,25 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { check } from '../../src/cli/policyCommands.js';
-import { parsePolicy, PolicyError, type PolicyIssue } from '../../src/policy/load.js';
+import { parsePolicy } from '../../src/policy/load.js';
+import { DEMO_HEAD, policyRefusal } from '../fixtures/policies.js';
 
-const HEAD = `version: 1
-providers:
-  demo: { kind: demo }
-tiers:
-  premium: [demo/large]
-  economy: [demo/small]
-`;
-
-function refusal(load: () => unknown): PolicyIssue[] {
-  try {
-    load();
-  } catch (err) {
-    expect(err).toBeInstanceOf(PolicyError);
-    return (err as PolicyError).issues;
-  }
-  throw new Error('policy unexpectedly valid');
-}
+const HEAD = DEMO_HEAD;
+const refusal = policyRefusal;
 
 describe('tollgate check on a rate limit', () => {
   it("names a rate limit's misspelt principal field at its file:line:col and exits 1", () => {

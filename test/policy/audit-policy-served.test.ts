@@ -8,26 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseServedPolicy } from '../../src/cli/servedPolicy.js';
-import { PolicyError, type Policy, type PolicyIssue } from '../../src/policy/load.js';
+import type { Policy, PolicyIssue } from '../../src/policy/load.js';
 import { watchPolicy } from '../../src/policy/reload.js';
+import { DEMO_HEAD, policyRefusal } from '../fixtures/policies.js';
 
-const HEAD = `version: 1
-providers:
-  demo: { kind: demo }
-tiers:
-  premium: [demo/large]
-  economy: [demo/small]
-`;
-
-function refusal(load: () => unknown): PolicyIssue[] {
-  try {
-    load();
-  } catch (err) {
-    expect(err).toBeInstanceOf(PolicyError);
-    return (err as PolicyError).issues;
-  }
-  throw new Error('policy unexpectedly valid');
-}
+const HEAD = DEMO_HEAD;
+const refusal = policyRefusal;
 
 const CAP_TYPO = `${HEAD}rules:\n  - id: contractors-economy\n    when: "'contractors' in principal.group"\n    effect: cap_tier\n    tier: economy\n`;
 
