@@ -230,8 +230,10 @@ describe('tollgate usage (operator commands)', () => {
       expect(credit.status).toBe(0);
       expect(JSON.parse(credit.stdout)[0]).toMatchObject({ subject: 'alice', used: aliceUsed - 1000, remaining: 100000 - aliceUsed + 1000 });
 
+      // A budget the policy does not declare is a bad value on the command line (cli.md: exit 2).
       const bad = run('adjust', '--budget', 'nope', '--subject', 'alice', '--amount', '5');
-      expect(bad.status).toBe(1);
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toContain('INVALID_REQUEST: No budget "nope" in the policy');
       const debit = run('adjust', '--budget', 'utc-weekly', '--subject', 'alice', '--amount=-5');
       expect(JSON.parse(debit.stdout)[0]).toMatchObject({ budgetId: 'utc-weekly', used: aliceUsed - 5 });
       expect(bad.stderr).toContain('INVALID_REQUEST: No budget "nope" in the policy');
