@@ -26,10 +26,11 @@ export const unset: Neutral = (value) =>
  * present, not null, not an empty list (SDKs send `tools: []`), not a neutral value.
  */
 export function unhonouredField(body: Record<string, unknown>, fields: Readonly<Record<string, Neutral>>): string | undefined {
-  for (const [key, neutral] of Object.entries(fields)) {
-    if (!Object.hasOwn(body, key)) continue;
+  // The body's few keys looked up in the table, rather than the table's many in the body: this runs on every call.
+  for (const key in body) {
+    if (!Object.hasOwn(body, key) || !Object.hasOwn(fields, key)) continue;
     const v = body[key];
-    if (v === undefined || v === null || (Array.isArray(v) && v.length === 0) || neutral(v)) continue;
+    if (v === undefined || v === null || (Array.isArray(v) && v.length === 0) || fields[key]!(v)) continue;
     return key;
   }
   return undefined;
