@@ -4,6 +4,7 @@
  * for; a value that changes nothing (a sampling parameter at its default, `store: false`) is taken
  * as if it were absent.
  */
+import { GatewayError } from '../errors.js';
 
 /** The values of a field that change nothing, so are taken as absent (null and an empty list always are). */
 export type Neutral = (value: unknown) => boolean;
@@ -34,4 +35,19 @@ export function unhonouredField(body: Record<string, unknown>, fields: Readonly<
     return key;
   }
   return undefined;
+}
+
+/**
+ * Refuses the first field of `object` (at `path` in the body) that tollgate would drop with a
+ * difference, as INVALID_REQUEST naming it; `refusal` makes the error in the wire's own way (the
+ * OpenAI endpoints also name the field as `param`).
+ */
+export function refuseUnhonoured(
+  object: Record<string, unknown>,
+  fields: Readonly<Record<string, Neutral>>,
+  path = '',
+  refusal: (message: string, param: string) => GatewayError = (message) => new GatewayError('INVALID_REQUEST', message),
+): void {
+  const key = unhonouredField(object, fields);
+  if (key !== undefined) throw refusal(`Invalid request: ${path}${key} is not supported by tollgate.`, `${path}${key}`);
 }

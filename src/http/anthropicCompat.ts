@@ -8,7 +8,7 @@
 import type { Request } from 'express';
 import { z } from 'zod';
 import { PART_SEPARATOR, textArgument, type CompleteArgs } from '../call/request.js';
-import { never, only, unhonouredField, unset, type Neutral } from '../call/unhonoured.js';
+import { never, only, refuseUnhonoured, unset, type Neutral } from '../call/unhonoured.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { bearerToken, type CompatCall, type WireCodec } from './compat.js';
@@ -56,12 +56,6 @@ const UNSUPPORTED: Readonly<Record<string, Neutral>> = {
   fallbacks: never,
   fallback_credit_token: never,
 };
-
-/** Refuses the first field of `object` (at `path` in the body) that tollgate would drop with a difference. */
-function refuseUnhonoured(object: Record<string, unknown>, unsupported: Readonly<Record<string, Neutral>>, path = ''): void {
-  const key = unhonouredField(object, unsupported);
-  if (key !== undefined) throw new GatewayError('INVALID_REQUEST', `Invalid request: ${path}${key} is not supported by tollgate.`);
-}
 
 /** Validates a Messages API body and turns it into wire-neutral `complete` arguments. */
 export function decodeMessagesRequest(raw: unknown): CompleteArgs {

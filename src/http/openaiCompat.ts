@@ -7,7 +7,7 @@
 import type { Response } from 'express';
 import { z } from 'zod';
 import { PART_SEPARATOR, textArgument, type CompleteArgs } from '../call/request.js';
-import { never, only, unhonouredField, unset, type Neutral } from '../call/unhonoured.js';
+import { never, only, refuseUnhonoured, unset, type Neutral } from '../call/unhonoured.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { openaiRateLimitHeaders } from './rateLimitHeaders.js';
@@ -84,14 +84,8 @@ export function parseOpenAIBody<S extends z.ZodType>(schema: S, raw: unknown, un
     const param = issue.path.join('.') || null;
     throw invalidRequest(`Invalid request: ${param ?? '(body)'}: ${issue.message}`, param);
   }
-  refuseUnhonoured(parsed.data as Record<string, unknown>, unsupported);
+  refuseUnhonoured(parsed.data as Record<string, unknown>, unsupported, '', invalidRequest);
   return parsed.data;
-}
-
-/** Refuses the first field of `object` (at `path` in the body) that tollgate would drop with a difference. */
-export function refuseUnhonoured(object: Record<string, unknown>, unsupported: Readonly<Record<string, Neutral>>, path = ''): void {
-  const key = unhonouredField(object, unsupported);
-  if (key !== undefined) throw invalidRequest(`Invalid request: ${path}${key} is not supported by tollgate.`, `${path}${key}`);
 }
 
 /** Validates a Chat Completions body and turns it into wire-neutral `complete` arguments. */
@@ -99,7 +93,7 @@ export function decodeChatRequest(raw: unknown): CompleteArgs {
   const body = parseOpenAIBody(chatRequest, raw, UNSUPPORTED);
   // Tool calls, a refusal or an audio answer in the history would be dropped on the way to the
   // provider, changing the conversation.
-  body.messages.forEach((m, i) => refuseUnhonoured(m, UNSUPPORTED_IN_MESSAGE, `messages.${i}.`));
+  body.messages.forEach((m, i) => refuseUnhonoured(m, UNSUPPORTED_IN_MESSAGE, `messages.${i}.`, invalidRequest));
   const text = (c: z.infer<typeof chatMessage>['content']) => (typeof c === 'string' ? c : (c ?? []).map((p) => p.text).join(PART_SEPARATOR));
   // A user or assistant message's parts stay parts (the call core joins them where a provider has none).
   const content = (c: z.infer<typeof chatMessage>['content']) => (Array.isArray(c) && c.length > 0 ? c.map((p) => ({ type: 'text' as const, text: p.text })) : text(c));

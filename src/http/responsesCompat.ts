@@ -8,10 +8,10 @@
  */
 import { z } from 'zod';
 import { textArgument, type CompleteArgs } from '../call/request.js';
-import { never, only, type Neutral } from '../call/unhonoured.js';
+import { never, only, refuseUnhonoured, type Neutral } from '../call/unhonoured.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { bearerToken, type CompatCall, type SseSend, type WireCodec } from './compat.js';
-import { invalidRequest, openaiError, parseOpenAIBody, refuseUnhonoured } from './openaiCompat.js';
+import { invalidRequest, openaiError, parseOpenAIBody } from './openaiCompat.js';
 import { openaiRateLimitHeaders } from './rateLimitHeaders.js';
 
 const textPart = z.looseObject({ type: z.enum(['input_text', 'output_text']), text: z.string() });
@@ -59,7 +59,7 @@ const UNSUPPORTED_IN_TEXT: Readonly<Record<string, Neutral>> = { verbosity: neve
 /** Validates a Responses body and turns it into wire-neutral `complete` arguments. */
 export function decodeResponsesRequest(raw: unknown): CompleteArgs {
   const body = parseOpenAIBody(responsesRequest, raw, UNSUPPORTED);
-  if (body.text) refuseUnhonoured(body.text, UNSUPPORTED_IN_TEXT, 'text.');
+  if (body.text) refuseUnhonoured(body.text, UNSUPPORTED_IN_TEXT, 'text.', invalidRequest);
   // Parts of one message are separate pieces of text: kept as parts (the call core joins them on a
   // line break where a provider has none), so content rules read each seam between them.
   const pieces = (c: z.infer<typeof messageItem>['content']) => (typeof c === 'string' ? [c] : c.map((p) => p.text));
