@@ -8,7 +8,7 @@ import type { Gateway } from '../gateway/gateway.js';
 import type { DecisionEvent } from '../metering/events.js';
 import { explainCall, explainRequest, formatExplanation } from '../policy/explain.js';
 import type { Policy } from '../policy/load.js';
-import type { BudgetConfig } from '../policy/schema.js';
+import { budgetScope } from '../policy/schema.js';
 import type { UsageMap } from '../policy/simulate.js';
 import type { Principal } from '../identity/principal.js';
 import { RedisQuotaStore } from '../quota/redis.js';
@@ -180,10 +180,8 @@ export interface BudgetLine extends UsageRow {
   risk: number;
 }
 
-/** Every scope a budget may have (a Record, so that a scope added to the schema must be added here). */
-const SCOPES: Record<BudgetConfig['scope'], true> = { user: true, team: true, costCenter: true, application: true, global: true };
-/** The scopes the budgets page filters by, as budgets name them. */
-export const BUDGET_SCOPES: readonly string[] = Object.keys(SCOPES);
+/** The scopes the budgets page filters by: every scope a budget may have, as the policy schema names them. */
+export const BUDGET_SCOPES: readonly string[] = budgetScope.options;
 
 /** Every budget line with usage in its current window, riskiest first; `scope` keeps one scope. */
 export async function budgetLines(src: ConsoleSources, scope?: string): Promise<BudgetLine[]> {

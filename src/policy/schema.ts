@@ -51,12 +51,15 @@ const windowSchema = z.union([
     .strict(),
 ]);
 
+/** What a budget is kept per (the console's budgets filter offers the same). */
+export const budgetScope = z.enum(['user', 'team', 'costCenter', 'application', 'global']);
+
 const budgetSchema = z
   .object({
     id,
     description: z.string().optional(),
     /** `application`: one line per application (a key issued with --app); a caller without one is not charged to it. */
-    scope: z.enum(['user', 'team', 'costCenter', 'application', 'global']),
+    scope: budgetScope,
     /** CEL over `principal`: the budget applies only where it is true. */
     when: z.string().optional(),
     /**
