@@ -8,8 +8,7 @@
  * serves: rules against principal, request, budgets and now; budgets' and rate limits' `when`
  * against principal.
  */
-import { readFileSync } from 'node:fs';
-import { checkPolicyText } from '../policy/check.js';
+import { checkPolicyText, loadCheckedPolicyFile } from '../policy/check.js';
 import { PolicyError, type Policy } from '../policy/load.js';
 
 /** Compiles policy text as the gateway serves it; throws PolicyError listing every issue. */
@@ -20,12 +19,4 @@ export function parseServedPolicy(text: string, source: string): Policy {
 }
 
 /** Reads and compiles the policy file the gateway serves; throws PolicyError listing every issue. */
-export function loadServedPolicy(path: string): Policy {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new PolicyError(path, [{ path: '', message: `cannot read policy file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
-  }
-  return parseServedPolicy(text, path);
-}
+export const loadServedPolicy = (path: string): Policy => loadCheckedPolicyFile(path);

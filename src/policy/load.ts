@@ -180,6 +180,7 @@ export function parsePolicy(text: string, source: string, opts: LoadOptions = {}
 
 function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], message: string) => void): Omit<Policy, 'source' | 'version'> {
   const tiers = Object.keys(config.tiers);
+  if (tiers.length === 0) at(['tiers'], 'declare at least one tier (a name and the models it serves)');
   const models = new Map<string, ModelInfo>();
   for (const [tier, refs] of Object.entries(config.tiers)) {
     refs.forEach((ref, i) => {
@@ -245,7 +246,8 @@ function compile(config: PolicyConfig, at: (path: readonly PropertyKey[], messag
   config.rules.forEach((r, i) => {
     if (seenRules.has(r.id)) at(['rules', i, 'id'], `duplicate rule id "${r.id}"`);
     seenRules.add(r.id);
-    if (r.tier && !tierModels.has(r.tier)) at(['rules', i, 'tier'], `tier "${r.tier}" is not declared under tiers`);
+    if (r.tier && r.effect !== 'cap_tier') at(['rules', i, 'tier'], `only a cap_tier rule takes a tier; a ${r.effect} rule ignores it (remove it, or make the rule cap_tier)`);
+    else if (r.tier && !tierModels.has(r.tier)) at(['rules', i, 'tier'], `tier "${r.tier}" is not declared under tiers`);
     const matches = celOrIssue(r.when, ['rules', i, 'when'], at);
     if (matches) rules.push({ config: r, matches });
   });

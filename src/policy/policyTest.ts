@@ -14,7 +14,8 @@ import { z } from 'zod';
 import type { Principal } from '../identity/principal.js';
 import { DEFAULT_MAX_TOKENS } from '../call/request.js';
 import type { Decision } from './decide.js';
-import { loadPolicyFile, PolicyError, type Policy } from './load.js';
+import { loadCheckedPolicyFile } from './check.js';
+import { PolicyError, type Policy } from './load.js';
 import { simulate } from './simulate.js';
 
 const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'an ISO 8601 time, e.g. 2026-11-25T10:00:00Z');
@@ -176,7 +177,7 @@ export function runPolicyTestFile(file: string, choice: PolicyChoice = {}): File
   try {
     const path = choice.override ?? (spec.policy !== undefined ? resolve(dirname(file), spec.policy) : choice.fallback);
     if (path === undefined) return { file, cases: [], error: 'the test file names no policy: add `policy: <file>` or pass --policy' };
-    policy = loadPolicyFile(resolve(path), { sources: { env: spec.env, readFile: (p) => readFileSync(p, 'utf8').replace(/\r?\n$/, '') } });
+    policy = loadCheckedPolicyFile(resolve(path), { sources: { env: spec.env, readFile: (p) => readFileSync(p, 'utf8').replace(/\r?\n$/, '') } });
   } catch (err) {
     return { file, cases: [], error: err instanceof PolicyError ? err.message : String(err) };
   }

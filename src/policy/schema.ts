@@ -34,7 +34,12 @@ const modelSchema = z
   .strict();
 
 const percent = z.union([
-  z.number().min(0).max(100),
+  z
+    .number()
+    .min(0)
+    .max(100)
+    // 0.2 looks like a fifth and would step calls down with 0.2 % left: a percentage under 1 is written with its sign.
+    .refine((n) => n === 0 || n >= 1, 'under 1, a bare number reads as a fraction but is taken as per cent: write "20%" for a fifth, "0.2%" for 0.2 per cent'),
   z.string().regex(/^(100(\.0+)?|\d{1,2}(\.\d+)?)%$/, 'a percentage from 0% to 100%, like "20%"').transform((s) => Number(s.slice(0, -1))),
 ]);
 
@@ -69,9 +74,20 @@ const budgetSchema = z
      */
     tiers: z.array(id).min(1).optional(),
     window: windowSchema,
+    /**
+     * The ledger counts dollars in millionths, and its sums stay exact below 2^53: so a dollar limit
+     * from 0.000001 to one billion, a token limit up to 10^15.
+     */
     limit: z.union([
-      z.object({ tokens: positiveInt }).strict(),
-      z.object({ usd: z.number().positive() }).strict(),
+      z.object({ tokens: positiveInt.max(1e15, 'at most 1000000000000000 (10^15 tokens)') }).strict(),
+      z
+        .object({
+          usd: z
+            .number()
+            .min(0.000001, 'a dollar limit is counted in millionths of a dollar: give at least 0.000001')
+            .max(1e9, 'at most 1000000000 (one billion dollars)'),
+        })
+        .strict(),
     ]),
     /** Under this share of the limit left, calls are served one tier down. */
     tierDown: z.object({ below: percent }).strict().optional(),

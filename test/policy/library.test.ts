@@ -97,7 +97,7 @@ cases:
   });
 
   it('reports a test file whose policy is invalid', () => {
-    writeFileSync(join(dir, 'broken.yaml'), 'version: 1\nproviders: {}\ntiers: {}\nrules:\n  - { id: r, when: "1 +", effect: deny }\n');
+    writeFileSync(join(dir, 'broken.yaml'), 'version: 1\nproviders: { demo: { kind: demo } }\ntiers: { economy: [demo/small] }\nrules:\n  - { id: r, when: "1 +", effect: deny }\n');
     writeFileSync(join(dir, 'broken.test.yaml'), 'policy: ./broken.yaml\ncases:\n  - { name: x, principal: { user: bob }, expect: { effect: allow } }\n');
     const r = runPolicyTestFile(join(dir, 'broken.test.yaml'));
     expect(r.cases).toEqual([]);

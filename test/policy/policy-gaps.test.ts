@@ -1,0 +1,75 @@
+/**
+ * Policies that loaded and then did something other than what their author wrote: no tier at all
+ * (every call then failed at run time), a dollar limit too small to count or too large to add up
+ * exactly, a `tierDown.below` of 0.2 read as 0.2 %, a `tier` on a deny rule that nothing reads, and
+ * a test file whose policy has a CEL typo (`test-policy` passed cases that `serve` refuses to load).
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parsePolicy } from '../../src/policy/load.js';
+import { runPolicyTestFile } from '../../src/policy/policyTest.js';
+import { DEMO_HEAD, policyRefusal } from '../fixtures/policies.js';
+
+const budget = (limit: string, extra = '') =>
+  `${DEMO_HEAD}budgets:\n  - id: monthly\n    scope: team\n    window: { calendar: month }\n    limit: ${limit}\n${extra}`;
+const messages = (text: string) => policyRefusal(() => parsePolicy(text, 'p.yaml')).map((i) => `${i.path}: ${i.message}`);
+
+describe('tiers', () => {
+  it('refuses a policy that declares no tier', () => {
+    expect(messages('version: 1\nproviders:\n  demo: { kind: demo }\ntiers: {}\n')).toEqual(['tiers: declare at least one tier (a name and the models it serves)']);
+  });
+});
+
+describe('budget limits', () => {
+  it('refuses a dollar limit below one micro-dollar, which the ledger would round to nothing', () => {
+    expect(messages(budget('{ usd: 0.0000004 }'))).toEqual(['budgets[0].limit.usd: a dollar limit is counted in millionths of a dollar: give at least 0.000001, got 4e-7']);
+  });
+
+  it('refuses limits whose sums would no longer be exact', () => {
+    expect(messages(budget('{ usd: 2000000000 }'))).toEqual(['budgets[0].limit.usd: at most 1000000000 (one billion dollars), got 2000000000']);
+    expect(messages(budget('{ tokens: 9000000000000000 }'))).toEqual(['budgets[0].limit.tokens: at most 1000000000000000 (10^15 tokens), got 9000000000000000']);
+  });
+
+  it('still takes the smallest and the largest limits it counts exactly', () => {
+    expect(parsePolicy(budget('{ usd: 0.000001 }'), 'p.yaml').budgets[0]!.limit).toBe(1);
+    expect(parsePolicy(budget('{ usd: 1000000000 }'), 'p.yaml').budgets[0]!.limit).toBe(1e15);
+    expect(parsePolicy(budget('{ tokens: 1000000000000000 }'), 'p.yaml').budgets[0]!.limit).toBe(1e15);
+  });
+});
+
+describe('tierDown.below', () => {
+  it('refuses a bare number between 0 and 1, which reads as a fraction but means per cent', () => {
+    expect(messages(budget('{ tokens: 1000 }', '    tierDown: { below: 0.2 }\n'))).toEqual([
+      'budgets[0].tierDown.below: under 1, a bare number reads as a fraction but is taken as per cent: write "20%" for a fifth, "0.2%" for 0.2 per cent, got 0.2',
+    ]);
+  });
+
+  it('takes 0, whole percentages, and any percentage written with its sign', () => {
+    for (const [below, pct] of [['0', 0], ['1', 1], ['12.5', 12.5], ['"0.2%"', 0.2], ['20%', 20]] as const) {
+      expect(parsePolicy(budget('{ tokens: 1000 }', `    tierDown: { below: ${below} }\n`), 'p.yaml').budgets[0]!.config.tierDown).toEqual({ below: pct });
+    }
+  });
+});
+
+describe('rules', () => {
+  it('refuses a tier on a rule that is not cap_tier, where nothing would read it', () => {
+    const text = `${DEMO_HEAD}rules:\n  - id: no-premium\n    when: "request.tier == 'premium'"\n    effect: deny\n    tier: economy\n`;
+    expect(messages(text)).toEqual(['rules[0].tier: only a cap_tier rule takes a tier; a deny rule ignores it (remove it, or make the rule cap_tier)']);
+  });
+});
+
+describe('test-policy', () => {
+  it('reports a CEL typo in the policy, as serve and check do, instead of running the cases', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-gaps-'));
+    writeFileSync(join(dir, 'p.yaml'), `${DEMO_HEAD}rules:\n  - id: bots\n    when: "principal.team == 'bots'"\n    effect: deny\n`);
+    writeFileSync(
+      join(dir, 'p.test.yaml'),
+      'policy: p.yaml\ncases:\n  - name: alice is served\n    principal: { user: alice }\n    request: { tier: economy }\n    expect: { effect: allow }\n',
+    );
+    const r = runPolicyTestFile(join(dir, 'p.test.yaml'));
+    expect(r.cases).toEqual([]);
+    expect(r.error).toMatch(/rules\[0\]\.when \(line 9, col 22\): unknown field team on principal; .*did you mean teams\?/);
+  });
+});
