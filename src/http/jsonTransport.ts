@@ -57,6 +57,8 @@ export function acceptPost(req: IncomingMessage, body: unknown): { messages: JSO
   if (!isJsonContentType(req.headers['content-type'])) {
     return { answer: errorAnswer(415, -32000, 'Unsupported Media Type: Content-Type must be application/json') };
   }
+  // JSON-RPC 2.0 answers an empty array with one Invalid Request; it is not a POST of no requests.
+  if (Array.isArray(body) && body.length === 0) return { answer: errorAnswer(400, -32600, 'Invalid Request: the batch is empty.') };
   if (Array.isArray(body) && body.length > MAX_BATCH_SIZE) {
     return { answer: errorAnswer(400, -32600, `Invalid Request: Batch must not exceed ${MAX_BATCH_SIZE} messages`) };
   }
@@ -97,7 +99,8 @@ export function writeAnswer(res: ServerResponse, answer: JsonAnswer): void {
 
 /**
  * One POST's worth of MCP: `deliver` hands its messages to the connected SDK Server, and `answer`
- * resolves with the HTTP answer once every request in it has its response (202 if it held none).
+ * resolves with the HTTP answer once every request in it has its response or was cancelled (202
+ * if none is left to answer).
  */
 export class JsonResponseTransport implements Transport {
   onclose?: () => void;
@@ -106,10 +109,18 @@ export class JsonResponseTransport implements Transport {
   sessionId?: string;
 
   private readonly responses = new Map<RequestId, JSONRPCMessage | undefined>();
+  /** Requests the client cancelled before their answer: MCP sends none, so none is waited for. */
+  private readonly cancelledIds = new Set<RequestId>();
   private finish!: (answer: JsonAnswer) => void;
   private closed = false;
-  /** The answer to write: every response in request order, one object for a single request. */
+  /**
+   * The answer to write: every response in request order, an array when the POST was a batch
+   * (JSON-RPC answers a batch with an array, even of one), else the one response.
+   */
   readonly answer = new Promise<JsonAnswer>((resolve) => (this.finish = resolve));
+
+  /** `batch`: whether the POST's body was a JSON-RPC batch (an array). */
+  constructor(private readonly batch = false) {}
 
   async start(): Promise<void> {}
 
@@ -118,7 +129,26 @@ export class JsonResponseTransport implements Transport {
     for (const m of messages) if (isJSONRPCRequest(m)) this.responses.set(m.id, undefined);
     const extra: MessageExtraInfo = { authInfo, requestInfo: { headers: req.headers } };
     for (const m of messages) this.onmessage?.(m, extra);
-    if (this.responses.size === 0) this.finish({ status: 202 });
+    this.settle();
+  }
+
+  /**
+   * The client cancelled request `id` (notifications/cancelled, already handed to the server):
+   * its answer is no longer waited for, and the others are sent without it.
+   */
+  cancelled(id: RequestId): void {
+    if (!this.responses.has(id) || this.responses.get(id) !== undefined) return;
+    this.responses.delete(id);
+    this.cancelledIds.add(id);
+    this.settle();
+  }
+
+  /** Finishes once no response is missing: 202 when there is none to send. */
+  private settle(): void {
+    const all = [...this.responses.values()];
+    if (all.some((r) => r === undefined)) return;
+    if (all.length === 0) this.finish({ status: 202 });
+    else this.finish({ status: 200, body: this.batch || all.length > 1 ? all : all[0] });
   }
 
   async send(message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
@@ -127,11 +157,11 @@ export class JsonResponseTransport implements Transport {
     // transport drops them too in this mode (a caller who wants progress asks for it and gets SSE).
     if (!isResponse) return;
     const id = message.id;
+    // An answer that crossed its cancellation: the client no longer reads it.
+    if (id !== undefined && this.cancelledIds.has(id)) return;
     if (this.closed || id === undefined || !this.responses.has(id)) throw new Error(`No connection established for request ID: ${String(id ?? options?.relatedRequestId)}`);
     this.responses.set(id, message);
-    const all = [...this.responses.values()];
-    if (all.some((r) => r === undefined)) return;
-    this.finish({ status: 200, body: all.length === 1 ? all[0] : all });
+    this.settle();
   }
 
   /** Ends the exchange; answers still missing are not coming (a no-op once the answer is settled). */

@@ -7,7 +7,7 @@
 import express, { type Request, type RequestHandler, type Response } from 'express';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isJsonContentType } from '@modelcontextprotocol/sdk/shared/mediaType.js';
-import { CancelledNotificationSchema, isJSONRPCRequest, type CancelledNotification, type JSONRPCMessage, type MessageExtraInfo } from '@modelcontextprotocol/sdk/types.js';
+import { CancelledNotificationSchema, isJSONRPCErrorResponse, isJSONRPCRequest, isJSONRPCResultResponse, type CancelledNotification, type JSONRPCMessage, type MessageExtraInfo } from '@modelcontextprotocol/sdk/types.js';
 import { GatewayError } from '../errors.js';
 import type { BudgetView } from '../call/budget.js';
 import type { EdgeAuthentication, Gateway } from '../gateway/gateway.js';
@@ -119,14 +119,33 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
     if (signal.aborted) return gone();
     const mcp = newServer(signal, toolCall && oneBody ? afterCall : undefined);
     server = mcp;
-    const transport = accepted ? new JsonResponseTransport() : new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: oneBody });
+    const transport = accepted ? new JsonResponseTransport(Array.isArray(req.body)) : new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: oneBody });
     await mcp.connect(transport);
     if (signal.aborted) {
       void mcp.close().catch(() => undefined);
       return gone();
     }
+    // A cancelled request gets no answer (MCP), so its POST must not wait for one: the JSON
+    // transport answers without it; a stream whose every request is answered or cancelled is ended
+    // by closing the pair, which ends the SDK transport's stream.
+    const answered = new Set<string | number>();
+    const cancelled = new Set<string | number>();
+    if (!(transport instanceof JsonResponseTransport)) {
+      const send = transport.send.bind(transport);
+      transport.send = (msg, options) => {
+        if ((isJSONRPCResultResponse(msg) || isJSONRPCErrorResponse(msg)) && msg.id !== undefined) answered.add(msg.id);
+        return send(msg, options);
+      };
+    }
     const inner = transport.onmessage;
-    receive = (msg) => inner?.(msg);
+    receive = (msg) => {
+      inner?.(msg);
+      const id = (msg as CancelledNotification).params.requestId;
+      if (id === undefined) return;
+      if (transport instanceof JsonResponseTransport) return transport.cancelled(id);
+      if (!answered.has(id)) cancelled.add(id);
+      if (cancelled.size > 0 && ids.every((i) => answered.has(i) || cancelled.has(i))) void mcp.close().catch(() => undefined);
+    };
     transport.onmessage = <T extends JSONRPCMessage>(msg: T, extra?: MessageExtraInfo) => {
       inner?.(msg, extra);
       if (!isJSONRPCRequest(msg)) return;

@@ -148,7 +148,17 @@ let sharedValidator: AjvJsonSchemaValidator | undefined;
 export function createMcpServer(opts: McpServerOptions): Server {
   sharedValidator ??= new AjvJsonSchemaValidator();
   const server = new Server({ name: 'tollgate', version: opts.version }, { capabilities: { tools: {} }, jsonSchemaValidator: sharedValidator });
-  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: TOOLS }));
+  server.setRequestHandler(ListToolsRequestSchema, async (req) => {
+    // Every tool fits one page, so no cursor is ever given out: one sent is not ours (MCP
+    // pagination: invalid cursors SHOULD get -32602), and serving the first page again would
+    // list the same tools twice to a client that follows it.
+    const cursor = req.params?.cursor;
+    if (cursor !== undefined) {
+      const named = cursor.length > 100 ? `${cursor.slice(0, 100)}… (${cursor.length} characters)` : cursor;
+      throw new McpError(ErrorCode.InvalidParams, `Invalid params: unknown cursor ${JSON.stringify(named)}; tools/list has one page, asked for without a cursor.`);
+    }
+    return { tools: TOOLS };
+  });
   server.setRequestHandler(callToolRequest, async (req, extra): Promise<CallToolResult> => {
     const params = req.params as CallToolParams;
     const name = params.name;
