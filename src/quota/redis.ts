@@ -883,7 +883,40 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     this.reportedDown = false;
     this.scripts.preload(node).catch((err: unknown) => this.log.warn({ err, event: 'quota_script_load_failed' }, 'could not preload quota scripts'));
     this.checkEvictionInBackground({ announce: true, node });
+    this.epochCheck().catch(() => undefined);
     if (this.replays.length > 0) this.flushInBackground();
+  }
+
+  /**
+   * Whether Redis still holds the ledger this store saw: `<prefix>{journal}:epoch` is set once (SET
+   * NX) by the first store that finds it missing, and read again on every reconnection. Found
+   * missing or changed, the keys it sat beside are gone too (Redis restarted without persistence,
+   * was flushed, evicted keys, or a replica without them took over): spent budgets count from zero,
+   * and nothing else would say so. Logged as `quota_store_emptied`; 'same' on the first reading.
+   */
+  epochCheck(): Promise<'same' | 'emptied'> {
+    this.epochChecking ??= this.readEpoch().finally(() => {
+      this.epochChecking = undefined;
+    });
+    return this.epochChecking;
+  }
+
+  private epoch: string | undefined;
+  private epochChecking: Promise<'same' | 'emptied'> | undefined;
+
+  private async readEpoch(): Promise<'same' | 'emptied'> {
+    const key = `${this.globalBase}:epoch`;
+    await this.scripts.ready();
+    await this.scripts.timed(this.client.set(key, `${new Date(this.now()).toISOString()} ${randomUUID()}`, { NX: true }));
+    const found = (await this.scripts.get(key)) ?? '';
+    const known = this.epoch;
+    this.epoch = found;
+    if (known === undefined || known === found) return 'same';
+    this.log.error(
+      { event: 'quota_store_emptied', key, was: known, now: found },
+      "Redis no longer holds the ledger it held (restarted without persistence, flushed, keys evicted, or a replica without them took over): usage spent in the current windows counts from zero again, reservations in flight are gone and the journal starts a new chain. Run Redis with AOF; charge the budgets concerned again with tollgate usage adjust.",
+    );
+    return 'emptied';
   }
 
   /**

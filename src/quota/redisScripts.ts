@@ -813,6 +813,37 @@ export const SHA256 = script('sha256', `return sha256(ARGV[1])`);
 /** Every script, loaded on each (re)connection so EVALSHA finds them even when an answer comes late. */
 export const ALL_SCRIPTS: readonly LuaScript[] = [RESERVE, DISPATCH, EXTEND, SETTLE, RELEASE, READ, SWEEP, CHAIN, ADJUST, DUE, INDEX, ALERT, ALERT_COUNT];
 
+/** A key of the ledger holds what the ledger never writes there: not an outage, the operator's to fix. */
+export class LedgerKeyError extends Error {
+  constructor(
+    /** The key at fault. */
+    readonly key: string,
+    message: string,
+    options: { cause: unknown },
+  ) {
+    super(message, options);
+    this.name = 'LedgerKeyError';
+  }
+}
+
+/**
+ * The type the ledger keeps at `key`, told by its name (docs/quota.md, "Keys"); undefined for a
+ * name it does not know. Markers first: their request id may end like any other key.
+ */
+export function ledgerKeyType(key: string): 'string' | 'hash' | 'zset' | 'stream' | undefined {
+  if (/(\}|:r):[se]:/.test(key) || /:u:-?\d+$/.test(key) || /:jh$/.test(key)) return 'string';
+  if (/:r(:[ip])?$/.test(key) || /:roll:\d{4}-\d{2}-\d{2}$/.test(key)) return 'hash';
+  if (/:r:x$/.test(key) || /\}:open$/.test(key)) return 'zset';
+  if (/:j$/.test(key)) return 'stream';
+  return undefined;
+}
+
+/** How a usage counter's value is not a whole number, for the error naming it; undefined when it is one. */
+function notWhole(value: string | null): string | undefined {
+  if (value === null || /^-?\d+$/.test(value)) return undefined;
+  return `holds ${JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value)}`;
+}
+
 /** Redis error replies that mean "not available now" rather than a bug in a script. */
 const UNAVAILABLE_REPLIES = new Set(['LOADING', 'BUSY', 'READONLY', 'MASTERDOWN', 'CLUSTERDOWN', 'TRYAGAIN', 'NOREPLICAS', 'OOM', 'MISCONF']);
 
@@ -828,6 +859,7 @@ function replyCode(err: unknown): string | undefined {
  */
 export function isOutage(err: unknown): boolean {
   if (err instanceof GatewayError) return err.code === 'QUOTA_STORE_UNAVAILABLE';
+  if (err instanceof LedgerKeyError) return false;
   const code = replyCode(err);
   return code === undefined || UNAVAILABLE_REPLIES.has(code);
 }
@@ -900,11 +932,50 @@ export class ScriptRunner {
     // A master that never saw the script (new after a failover, or restarted) answers NOSCRIPT;
     // EVAL, routed by the same first key, runs it there and caches it for the next EVALSHA.
     try {
-      return await this.timed(this.client.evalSha(script.sha, options));
+      try {
+        return await this.timed(this.client.evalSha(script.sha, options));
+      } catch (err) {
+        if (replyCode(err) !== 'NOSCRIPT') throw err;
+        return await this.timed(this.client.eval(script.source, options));
+      }
     } catch (err) {
-      if (replyCode(err) !== 'NOSCRIPT') throw err;
-      return await this.timed(this.client.eval(script.source, options));
+      throw isOutage(err) ? err : await this.clash(script, keys, err);
     }
+  }
+
+  /**
+   * A script's error as the operator can act on it: when a key it was given holds what the ledger
+   * never writes there (another application's key under the ledger's prefix, or a value edited by
+   * hand), Redis's reply names the script's line, not the key; this names the key. Looked up only
+   * on that error, key by key; anything else, or a lookup that fails, leaves the error as it was.
+   */
+  private async clash(script: LuaScript, keys: string[], err: unknown): Promise<unknown> {
+    const code = replyCode(err);
+    if (code !== 'WRONGTYPE' && !(code === 'ERR' && /not an integer/.test((err as Error).message))) return err;
+    try {
+      for (const key of new Set(keys)) {
+        const expected = ledgerKeyType(key);
+        if (expected === undefined) continue;
+        const type = String(await this.timed(this.client.type(key)));
+        const found =
+          type !== 'none' && type !== expected
+            ? `is a ${type}`
+            : type === 'string' && /:u:-?\d+$/.test(key)
+              ? notWhole(await this.get(key))
+              : undefined;
+        if (found === undefined) continue;
+        return new LedgerKeyError(
+          key,
+          `Redis key "${key}" ${found} where the quota ledger keeps a ${expected === 'string' && /:u:-?\d+$/.test(key) ? 'string holding a whole number' : expected} ` +
+            `(script ${script.name}): another application's key, or a hand edit, under the ledger's key prefix (TOLLGATE_KEY_PREFIX). ` +
+            'Move or delete that key, or give tollgate a prefix of its own.',
+          { cause: err },
+        );
+      }
+    } catch {
+      // The lookup failed too (the store went away meanwhile): Redis's own error says what it can.
+    }
+    return err;
   }
 
   /** The value of a plain string key, from whichever node holds it. */
