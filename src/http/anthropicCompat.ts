@@ -66,6 +66,7 @@ export function decodeMessagesRequest(raw: unknown): CompleteArgs {
   }
   const body = parsed.data;
   refuseUnhonoured(body, UNSUPPORTED);
+  refuseEmptyContent(body.messages);
   // Text blocks of a message or of the system prompt stay blocks (the call core joins them where a
   // provider has none, and the system prompt's with "\n"), so content rules read each seam.
   const text = (c: string | Array<{ text: string }>) => (typeof c === 'string' ? c : c.map((b) => b.text).join(PART_SEPARATOR));
@@ -77,6 +78,68 @@ export function decodeMessagesRequest(raw: unknown): CompleteArgs {
     max_tokens: body.max_tokens,
     temperature: body.temperature,
   };
+}
+
+/**
+ * Anthropic refuses an empty text block, and a message with no content but the last one when it is
+ * the assistant's (a prefill to continue). Sent on, either would come back from the provider as a
+ * 502 PROVIDER_ERROR for what is the caller's fault; refused here, it is Anthropic's own 400.
+ */
+function refuseEmptyContent(messages: ReadonlyArray<{ role: string; content: string | Array<{ text: string }> }>): void {
+  const refuse = (reason: string) => new GatewayError('INVALID_REQUEST', `Invalid request: ${reason}`);
+  if (messages.some((m) => Array.isArray(m.content) && m.content.some((b) => b.text === ''))) throw refuse('messages: text content blocks must be non-empty');
+  const empty = messages.findIndex((m, i) => m.content.length === 0 && !(m.role === 'assistant' && i === messages.length - 1));
+  if (empty >= 0) throw refuse(`messages.${empty}: all messages must have non-empty content except for the optional final assistant message`);
+}
+
+/**
+ * Betas (`anthropic-beta`) whose only effect is to admit request fields or content tollgate refuses
+ * on its own (tools, thinking, context management, MCP servers, documents, files, structured
+ * outputs, effort, skills), or a cache mark it takes without sending, or that name how the caller
+ * signs in to Anthropic: without those fields, dropping the beta changes nothing. Any other beta is
+ * refused by name, as an unhonoured field is: some change the answer or its price with no field at
+ * all (`context-1m-2025-08-07` widens the context window at a higher price, `output-128k-2025-02-19`
+ * raises the output cap), and a beta tollgate does not know may do either.
+ */
+const NEUTRAL_BETAS: ReadonlySet<string> = new Set([
+  'prompt-caching-2024-07-31',
+  'extended-cache-ttl-2025-04-11',
+  'token-counting-2024-11-01',
+  'oauth-2025-04-20',
+  'token-efficient-tools-2025-02-19',
+  'fine-grained-tool-streaming-2025-05-14',
+  'computer-use-2024-10-22',
+  'computer-use-2025-01-24',
+  'code-execution-2025-05-22',
+  'code-execution-2025-08-25',
+  'web-fetch-2025-09-10',
+  'interleaved-thinking-2025-05-14',
+  'adaptive-thinking-2026-01-28',
+  'prompt-caching-scope-2026-01-05',
+  'context-management-2025-06-27',
+  'mcp-client-2025-04-04',
+  'mcp-client-2025-11-20',
+  'pdfs-2024-09-25',
+  'files-api-2025-04-14',
+  'search-results-2025-06-09',
+  'structured-outputs-2025-11-13',
+  'effort-2025-11-24',
+  'skills-2025-10-02',
+]);
+
+/**
+ * The refusal of an `anthropic-beta` header naming a beta tollgate would drop with a difference
+ * (see NEUTRAL_BETAS), for the call's `rejected` so it is recorded as the caller's INVALID_REQUEST.
+ * The header is a comma-separated list, possibly sent more than once.
+ */
+export function unhonouredBeta(req: Request): GatewayError | undefined {
+  const header = req.headers['anthropic-beta'];
+  const betas = (Array.isArray(header) ? header : [header ?? '']).flatMap((h) => h.split(','));
+  for (const raw of betas) {
+    const beta = raw.trim();
+    if (beta && !NEUTRAL_BETAS.has(beta)) return new GatewayError('INVALID_REQUEST', `Invalid request: anthropic-beta ${beta.slice(0, 100)} is not supported by tollgate.`);
+  }
+  return undefined;
 }
 
 const ERROR_TYPES: Partial<Record<ErrorCode, string>> = {
@@ -120,6 +183,7 @@ export const anthropicCodec: WireCodec = {
   transport: 'anthropic',
   path: '/v1/messages',
   credentialOf,
+  rejected: unhonouredBeta,
   // Anthropic SDKs read `request-id`; the other endpoints use `x-request-id`. Both are sent.
   prepare: (res) => res.setHeader('request-id', res.locals.requestId as string),
   options: (body) => ({ stream: (body as { stream?: unknown } | null | undefined)?.stream === true, includeUsage: false }),

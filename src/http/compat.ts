@@ -37,6 +37,8 @@ export interface WireCodec {
   path: string;
   /** The credential as this API's clients send it. */
   credentialOf(req: Request): string | undefined;
+  /** A refusal the request's headers call for (Anthropic's `anthropic-beta`), recorded as the call's. */
+  rejected?(req: Request): GatewayError | undefined;
   /** Headers every answer carries (Anthropic SDKs read `request-id`). */
   prepare?(res: Response): void;
   /** Whether the body asks for a stream, and the codec's own options. Never throws: `decode` judges the body. */
@@ -140,7 +142,7 @@ export function compatRouter(gateway: Gateway, codec: WireCodec, json: RequestHa
         call.maxTokens = args.max_tokens ?? DEFAULT_MAX_TOKENS;
         return args;
       };
-      const args = { raw: req.body, decode, modelNamesTier: true, rejected: unreadBody(req) };
+      const args = { raw: req.body, decode, modelNamesTier: true, rejected: unreadBody(req) ?? codec.rejected?.(req) };
       if (stream) {
         await streamCall(res, gateway, codec, { credential, args, signal, edge, call });
         return;

@@ -50,7 +50,7 @@ const tollgateErrors: Pick<WireCodec, 'errorBody'> = { errorBody: (err) => ({ er
 interface DryRunRoute {
   path: string;
   transport: TransportName;
-  errors: Pick<WireCodec, 'errorBody' | 'statusOf' | 'prepare'>;
+  errors: Pick<WireCodec, 'errorBody' | 'statusOf' | 'prepare' | 'rejected'>;
   /** How the body becomes `complete` arguments (undefined: it already is them). */
   decode?: (raw: unknown) => CompleteArgs;
   run(gateway: Gateway, call: { credential: Credential; args: CallArguments; transport: TransportName; signal: AbortSignal; requestId: string }, res: Response): Promise<void>;
@@ -94,7 +94,7 @@ export function dryRunRouter(gateway: Gateway, json: RequestHandler, maxBodyByte
       const requestId = res.locals.requestId as string;
       try {
         const edge = await authenticate(req, res);
-        const args: CallArguments = { raw: req.body, decode: route.decode, modelNamesTier: true, rejected: unreadBody(req) };
+        const args: CallArguments = { raw: req.body, decode: route.decode, modelNamesTier: true, rejected: unreadBody(req) ?? route.errors.rejected?.(req) };
         await route.run(gateway, { credential: credentialFor(req, edge), args, transport: route.transport, signal: res.locals.signal as AbortSignal, requestId }, res);
       } catch (err) {
         renderCodecError(route.errors, gateway, res, asGatewayError(err));

@@ -4,6 +4,7 @@
  * `before_id`, `limit`) when the request carries `anthropic-version`, as the Anthropic SDK's
  * `models.list` sends. Tier names are listed as model ids too, since the compatible endpoints take
  * a tier in `model`. A tier a rule closes to this caller, and its models, are left out.
+ * GET /v1/models/{id} answers one entry of that list (the SDKs' `models.retrieve`), or 404.
  */
 import type { Request, Response, RequestHandler } from 'express';
 import { Router } from 'express';
@@ -41,6 +42,12 @@ export function modelsFor(gateway: Gateway, principal: Principal): Listed[] {
   return out;
 }
 
+/** One entry in the OpenAI shape. tollgate has no release dates to give: `created` is 0. */
+const openaiModel = (m: Listed) => ({ id: m.id, object: 'model', created: 0, owned_by: m.owner });
+
+/** One entry in the Anthropic shape. */
+const anthropicModel = (m: Listed) => ({ type: 'model', id: m.id, display_name: m.display, created_at: '1970-01-01T00:00:00Z', max_tokens: m.maxOutputTokens ?? null });
+
 /** The Anthropic list page: `limit` (1 to 1000, default 20) after `after_id` or before `before_id`. */
 function anthropicPage(items: Listed[], req: Request) {
   const q = req.query;
@@ -54,14 +61,22 @@ function anthropicPage(items: Listed[], req: Request) {
     from = Math.max(0, to - limit);
   }
   const page = items.slice(from, Math.min(to, from + limit));
-  const data = page.map((m) => ({ type: 'model', id: m.id, display_name: m.display, created_at: '1970-01-01T00:00:00Z', max_tokens: m.maxOutputTokens ?? null }));
+  const data = page.map(anthropicModel);
   return { data, has_more: typeof q.before_id === 'string' ? from > 0 : from + page.length < to, first_id: page[0]?.id ?? null, last_id: page.at(-1)?.id ?? null };
 }
 
-/** GET /v1/models in both shapes. */
-export function modelsRouter(gateway: Gateway): Router {
-  const router = Router();
-  const list: RequestHandler = async (req: Request, res: Response) => {
+/** The entry `id` names, or UNKNOWN_MODEL, answered 404 as a missing resource (openaiCodec would answer it 400). */
+function entry(items: Listed[], id: string): Listed {
+  const found = items.find((m) => m.id === id);
+  if (found) return found;
+  throw new GatewayError('UNKNOWN_MODEL', `Model ${JSON.stringify(id)} is not one this caller may use; GET /v1/models lists them.`, { model: id });
+}
+
+const notFound = (err: GatewayError) => (err.code === 'UNKNOWN_MODEL' ? 404 : err.status);
+
+/** A GET that answers from this caller's list, in the shape the request asks for (`anthropic-version`). */
+function fromList(gateway: Gateway, answer: (items: Listed[], req: Request, anthropic: boolean) => unknown): RequestHandler {
+  return async (req: Request, res: Response) => {
     markRecorded(res);
     const anthropic = req.headers['anthropic-version'] !== undefined;
     const codec = anthropic ? anthropicCodec : openaiCodec;
@@ -71,17 +86,27 @@ export function modelsRouter(gateway: Gateway): Router {
     try {
       const edge = await gateway.authenticate(secret ? { secret } : undefined, { transport: codec.transport, requestId });
       credential = { secret: secret!, verified: { policy: edge.policy, result: edge } };
-      const items = modelsFor(gateway, edge.principal);
-      if (anthropic) res.json(anthropicPage(items, req));
-      // The OpenAI list has no release dates to give: `created` is 0.
-      else res.json({ object: 'list', data: items.map((m) => ({ id: m.id, object: 'model', created: 0, owned_by: m.owner })) });
+      res.json(answer(modelsFor(gateway, edge.principal), req, anthropic));
     } catch (err) {
       const refusal = asGatewayError(err);
-      // Authentication records its own refusals; one after it (a bad `limit`) is recorded here, as the caller's.
+      // Authentication records its own refusals; one after it (a bad `limit`, an unknown id) is recorded here, as the caller's.
       if (credential) await gateway.refuse(refusal, { transport: codec.transport, credential, requestId });
-      renderCodecError(codec, gateway, res, refusal);
+      renderCodecError({ errorBody: codec.errorBody, statusOf: notFound }, gateway, res, refusal);
     }
   };
+}
+
+/** GET /v1/models and GET /v1/models/{id} in both shapes. */
+export function modelsRouter(gateway: Gateway): Router {
+  const router = Router();
+  const list = fromList(gateway, (items, req, anthropic) => (anthropic ? anthropicPage(items, req) : { object: 'list', data: items.map(openaiModel) }));
+  // A model ref holds a slash: the SDKs send it encoded (`demo%2Fmedium`, one segment), a hand-written
+  // URL may not (`demo/medium`, two), so the id is every segment after /v1/models/.
+  const one = fromList(gateway, (items, req, anthropic) => {
+    const found = entry(items, (req.params.id as string[]).join('/'));
+    return anthropic ? anthropicModel(found) : openaiModel(found);
+  });
   router.get('/v1/models', beginRequest(anthropicCodec), list);
+  router.get('/v1/models/*id', beginRequest(anthropicCodec), one);
   return router;
 }

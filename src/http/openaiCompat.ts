@@ -13,7 +13,12 @@ import type { CallResult } from '../gateway/gateway.js';
 import { openaiRateLimitHeaders } from './rateLimitHeaders.js';
 import { bearerToken, type CompatCall, type WireCodec } from './compat.js';
 
-const textPart = z.looseObject({ type: z.literal('text'), text: z.string() });
+/** An issue message for a `type` tollgate does not pass on, naming it and what does go through (zod's own when there is none). */
+export function notPassedOn(what: string, through: string) {
+  return (issue: { input?: unknown }) => (issue.input === undefined ? undefined : `${what} of type ${JSON.stringify(issue.input)} are not supported by tollgate; only ${through} go through.`);
+}
+
+const textPart = z.looseObject({ type: z.literal('text', { error: notPassedOn('content parts', 'text parts') }), text: z.string() });
 const chatMessage = z.looseObject({
   role: z.enum(['system', 'developer', 'user', 'assistant']),
   content: z.union([z.string(), z.array(textPart)]).nullable().optional(),
@@ -74,14 +79,31 @@ export function invalidRequest(message: string, param: string | null): GatewayEr
 }
 
 /**
+ * The issue to report of a value matching none of a union's forms (a string or a list of parts):
+ * inside the form the value has (a list whose part is of an unknown type names that part), or, when
+ * it has none of them, the types expected. Zod's own says only "Invalid input".
+ */
+function telling(issue: z.core.$ZodIssue): { path: PropertyKey[]; message: string } {
+  if (issue.code !== 'invalid_union' || issue.errors.length === 0) return issue;
+  const ofType = (branch: z.core.$ZodIssue[]) => branch.length === 1 && branch[0]!.code === 'invalid_type' && branch[0]!.path.length === 0;
+  const matched = issue.errors.find((branch) => branch.length > 0 && !ofType(branch));
+  if (matched) {
+    const inner = telling(matched[0]!);
+    return { path: [...issue.path, ...inner.path], message: inner.message };
+  }
+  const expected = issue.errors.map((branch) => (branch[0] as z.core.$ZodIssueInvalidType).expected);
+  return { path: issue.path, message: `Invalid input: expected ${expected.join(' or ')}` };
+}
+
+/**
  * Validates an OpenAI-style body against `schema` and refuses the fields tollgate cannot honour
  * (an empty list counts as absent: SDKs send `tools: []`). The first schema issue names the field.
  */
 export function parseOpenAIBody<S extends z.ZodType>(schema: S, raw: unknown, unsupported: Readonly<Record<string, Neutral>>): z.infer<S> {
   const parsed = schema.safeParse(raw ?? {});
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const param = issue.path.join('.') || null;
+    const issue = telling(parsed.error.issues[0]!);
+    const param = issue.path.map(String).join('.') || null;
     throw invalidRequest(`Invalid request: ${param ?? '(body)'}: ${issue.message}`, param);
   }
   refuseUnhonoured(parsed.data as Record<string, unknown>, unsupported, '', invalidRequest);
@@ -101,6 +123,11 @@ export function decodeChatRequest(raw: unknown): CompleteArgs {
   // parts) for content rules; the call core joins them with "\n".
   const system = body.messages.filter((m) => m.role === 'system' || m.role === 'developer').flatMap((m) => (Array.isArray(m.content) ? m.content.map((p) => p.text) : [text(m.content)]));
   const messages = body.messages.flatMap((m) => (m.role === 'user' || m.role === 'assistant' ? [{ role: m.role, content: content(m.content) }] : []));
+  if (messages.length === 0) throw invalidRequest('Invalid request: messages: at least one user or assistant message is required.', 'messages');
+  // OpenAI refuses both caps at once; two equal ones are one cap, two different ones leave the cap unknown.
+  if (body.max_tokens != null && body.max_completion_tokens != null && body.max_tokens !== body.max_completion_tokens) {
+    throw invalidRequest(`Invalid request: max_tokens: max_tokens (${body.max_tokens}) and max_completion_tokens (${body.max_completion_tokens}) differ; send one of them.`, 'max_tokens');
+  }
   return {
     messages,
     system: textArgument(system),

@@ -11,12 +11,12 @@ import { textArgument, type CompleteArgs } from '../call/request.js';
 import { never, only, refuseUnhonoured, type Neutral } from '../call/unhonoured.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { bearerToken, type CompatCall, type SseSend, type WireCodec } from './compat.js';
-import { invalidRequest, openaiError, parseOpenAIBody } from './openaiCompat.js';
+import { invalidRequest, notPassedOn, openaiError, parseOpenAIBody } from './openaiCompat.js';
 import { openaiRateLimitHeaders } from './rateLimitHeaders.js';
 
-const textPart = z.looseObject({ type: z.enum(['input_text', 'output_text']), text: z.string() });
+const textPart = z.looseObject({ type: z.enum(['input_text', 'output_text'], { error: notPassedOn('content parts', 'input_text and output_text parts') }), text: z.string() });
 const messageItem = z.looseObject({
-  type: z.literal('message').optional(),
+  type: z.literal('message', { error: notPassedOn('input items', 'message items') }).optional(),
   role: z.enum(['user', 'assistant', 'system', 'developer']),
   content: z.union([z.string(), z.array(textPart)]),
 });
@@ -171,9 +171,12 @@ export const responsesCodec: WireCodec = {
       emit(send, call, 'response.output_item.done', { output_index: 0, item: message(call, status, result.text) });
       emit(send, call, `response.${status}`, { response: response(call, result.model, result) });
     },
+    // The documented event has `code`, `message` and `param` at the top; OpenAI sends them in an
+    // `error` object too, which is what the openai SDKs read: without it `responses.stream()` ends
+    // its `finalResponse()` with the bare event instead of an APIError.
     error: (send, err, call) => {
       const e = openaiError(err);
-      emit(send, call, 'error', { code: e.code, message: e.message, param: e.param });
+      emit(send, call, 'error', { code: e.code, message: e.message, param: e.param, error: { type: e.type, code: e.code, message: e.message, param: e.param } });
     },
   },
 };
