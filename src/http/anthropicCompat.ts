@@ -151,6 +151,7 @@ const ERROR_TYPES: Partial<Record<ErrorCode, string>> = {
   RATE_LIMITED: 'rate_limit_error',
   INVALID_REQUEST: 'invalid_request_error',
   UNKNOWN_MODEL: 'not_found_error',
+  NOT_FOUND: 'not_found_error',
   PAYLOAD_TOO_LARGE: 'request_too_large',
   QUOTA_STORE_UNAVAILABLE: 'overloaded_error',
   AUTHZ_UNAVAILABLE: 'overloaded_error',

@@ -131,7 +131,9 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   app.all('/mcp', (_req, res) => {
     res.status(405).set('Allow', 'POST, DELETE').json({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed.' }, id: null });
   });
-  app.use(answerNotFound(metrics ? [...SERVED_ENDPOINTS, { methods: ['GET'], path: '/metrics' }] : SERVED_ENDPOINTS));
+  // Under /v1 the caller is an OpenAI or Anthropic client (the Anthropic SDK sends anthropic-version).
+  const wireOf = (req: Request) => (!req.path.startsWith('/v1/') || req.path.startsWith('/v1/tollgate/') ? undefined : req.headers['anthropic-version'] !== undefined ? anthropicCodec : openaiCodec);
+  app.use(answerNotFound(metrics ? [...SERVED_ENDPOINTS, { methods: ['GET'], path: '/metrics' }] : SERVED_ENDPOINTS, wireOf));
 
   app.use(async (err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const e = err as { type?: string };

@@ -3,8 +3,10 @@
  * and the nearest one when the path looks like a typo of it (`/v1/chat/completion` ->
  * `/v1/chat/completions`) or the path is served for another method.
  */
-import type { RequestHandler } from 'express';
+import { randomUUID } from 'node:crypto';
+import type { Request, RequestHandler } from 'express';
 import { GatewayError } from '../errors.js';
+import type { WireCodec } from './compat.js';
 import { sendError } from './respond.js';
 
 /** One endpoint of the HTTP edge, as the 404 lists it. */
@@ -21,6 +23,7 @@ export const SERVED_ENDPOINTS: readonly Endpoint[] = [
   { methods: ['POST'], path: '/v1/messages' },
   { methods: ['POST'], path: '/v1/messages/count_tokens' },
   { methods: ['GET'], path: '/v1/models' },
+  { methods: ['GET'], path: '/v1/models/{id}' },
   { methods: ['POST'], path: '/v1/tollgate/estimate' },
   { methods: ['GET'], path: '/.well-known/agent-card.json' },
   { methods: ['POST'], path: '/a2a' },
@@ -64,7 +67,20 @@ export function notFoundError(method: string, path: string, endpoints: readonly 
   });
 }
 
-/** The last handler of the app: NOT_FOUND naming the endpoint meant, in tollgate's error body. */
-export function answerNotFound(endpoints: readonly Endpoint[]): RequestHandler {
-  return (req, res) => sendError(res, notFoundError(req.method, req.path, endpoints));
+/**
+ * The last handler of the app: NOT_FOUND naming the endpoint meant. A request `wireOf` places on a
+ * compatible API (an SDK asking for `/v1/files`, say) is told in that API's error shape, with its
+ * request id headers, so the SDK raises its own NotFoundError; any other in tollgate's body.
+ */
+export function answerNotFound(endpoints: readonly Endpoint[], wireOf: (req: Request) => Pick<WireCodec, 'errorBody' | 'prepare'> | undefined = () => undefined): RequestHandler {
+  return (req, res) => {
+    const err = notFoundError(req.method, req.path, endpoints);
+    const wire = wireOf(req);
+    if (!wire) return sendError(res, err);
+    // Set before the answer, so that the recorded refusal carries it too.
+    res.locals.requestId ??= randomUUID();
+    res.setHeader('x-request-id', res.locals.requestId as string);
+    wire.prepare?.(res);
+    res.status(err.status).json(wire.errorBody(err, res));
+  };
 }

@@ -147,6 +147,7 @@ const ERROR_TYPES: Partial<Record<ErrorCode, string>> = {
   INVALID_REQUEST: 'invalid_request_error',
   UNKNOWN_MODEL: 'invalid_request_error',
   PAYLOAD_TOO_LARGE: 'invalid_request_error',
+  NOT_FOUND: 'invalid_request_error',
 };
 
 /**

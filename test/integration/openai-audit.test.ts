@@ -135,6 +135,34 @@ describe('the OpenAI-compatible endpoints with the openai SDK', () => {
       expect([r.choices[0]!.message.content, r.choices[0]!.finish_reason, r.usage!.completion_tokens]).toEqual(['[medium] You said: ', 'length', 3]);
     });
   });
+
+  describe('a path under /v1 that tollgate does not serve', () => {
+    it("answers in the wire's own error shape, so each SDK raises NotFoundError with its type, and records it", async () => {
+      const before = gw.events.length;
+      const openai = await failure(client(KEYS.alice).files.list());
+      expect(openai).toBeInstanceOf(OpenAI.NotFoundError);
+      expect(openai.type).toBe('invalid_request_error');
+      expect(openai.code).toBe('NOT_FOUND');
+      expect(openai.message).toContain('There is no GET /v1/files on this gateway.');
+      expect(openai.headers?.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+
+      const an = new Anthropic({ baseURL: gw.url, apiKey: KEYS.alice, maxRetries: 0 });
+      const anthropic = await an.messages.batches.list().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(anthropic).toBeInstanceOf(Anthropic.NotFoundError);
+      const body = (anthropic as InstanceType<typeof Anthropic.NotFoundError>).error as { type: string; error: { type: string; message: string } };
+      expect(body.type).toBe('error');
+      expect(body.error.type).toBe('not_found_error');
+      expect(body.error.message).toContain('There is no GET /v1/messages/batches on this gateway.');
+      expect((anthropic as InstanceType<typeof Anthropic.NotFoundError>).headers?.get('request-id')).toMatch(/^[0-9a-f-]{36}$/);
+
+      await gw.idle();
+      const refused = gw.events.slice(before).map((e) => e['error.code']);
+      expect(refused).toEqual(['NOT_FOUND', 'NOT_FOUND']);
+    });
+  });
 });
 
 describe('a Responses stream that fails after it began', () => {
