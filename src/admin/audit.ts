@@ -170,9 +170,10 @@ export function verifyJournalDir(dir: string, opts: AuditOptions = {}): AuditRep
 
 function verifyOnce(dir: string, opts: AuditOptions): AuditReport {
   // The head first: whatever is appended while the segments are read comes after it.
-  const head = journalHead(dir);
+  const { head, unreadable } = journalHead(dir);
   const report: AuditReport = { ok: true, dir, segments: [], entries: 0, firstSeq: 0, lastSeq: 0, head, snapshots: 0, charges: 0, otherEvents: 0, counters: [], lastAt: 0, notes: [] };
-  if (!head) report.notes.push('no head.json yet (nothing fsync\'d): a cut at the end of the journal cannot be told from its last entry');
+  if (unreadable) report.notes.push(`head.json cannot be read (${unreadable}): a cut at the end of the journal cannot be told from its last entry`);
+  else if (!head) report.notes.push('no head.json yet (nothing fsync\'d): a cut at the end of the journal cannot be told from its last entry');
 
   let clock = 0;
   const replay = new MemoryQuotaStore(() => clock, KEEP_RESERVATIONS);

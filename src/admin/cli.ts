@@ -50,6 +50,7 @@ import {
 } from './report.js';
 import { budgetsInStore, requireSamePolicy, requireSourceMatches } from './mismatch.js';
 import { decisionsOf } from './sources.js';
+import { isoTime } from './times.js';
 
 /** A Redis URL as messages show it: the password masked. */
 function maskPassword(url: string): string {
@@ -120,8 +121,7 @@ export async function usageCommand(verb: string, values: UsageValues, files: str
   const url = values.redis ?? settings.redisUrl;
   const clusterNodes = values.redis ? undefined : settings.redisClusterNodes;
   if (!url && !clusterNodes) throw new GatewayError('INVALID_REQUEST', 'tollgate usage reads the shared ledger: pass --redis <url> or set REDIS_URL or REDIS_CLUSTER_NODES.');
-  const now = values.now ? Date.parse(values.now) : Date.now();
-  if (Number.isNaN(now)) throw new GatewayError('INVALID_REQUEST', `--now ${values.now} is not an ISO date`);
+  const now = values.now ? isoTime('--now', values.now) : Date.now();
   // With a past --now the store acts at that time too, so an adjustment to a window that has ended
   // since (a correction of last week's usage, say) is made and kept as long as that window's counter
   // would be; on the real clock the script would take it as nothing, the window being over. Never a
@@ -199,12 +199,12 @@ function read(source: Source, env: NodeJS.ProcessEnv): Decisions {
   return decisionsOf(source, (message) => process.stderr.write(`tollgate: ${message}\n`), env);
 }
 
-/** --from and --to as epoch ms (`from` before `to`); each required unless `optional`. */
+/** --from and --to as epoch ms (`from` before `to`, each an ISO time: src/admin/times.ts); each required unless `optional`. */
 function timeRange(values: ExportValues, usage: string, optional = false): TimeRange {
   if (!optional && (!values.from || !values.to)) throw new GatewayError('INVALID_REQUEST', usage);
-  const from = values.from === undefined ? undefined : Date.parse(values.from);
-  const to = values.to === undefined ? undefined : Date.parse(values.to);
-  if (Number.isNaN(from) || Number.isNaN(to) || (from !== undefined && to !== undefined && from >= to)) {
+  const from = values.from === undefined ? undefined : isoTime('--from', values.from);
+  const to = values.to === undefined ? undefined : isoTime('--to', values.to);
+  if (from !== undefined && to !== undefined && from >= to) {
     throw new GatewayError('INVALID_REQUEST', `--from and --to must be ISO times with --from before --to, got ${values.from ?? '(none)'} and ${values.to ?? '(none)'}`);
   }
   return { from, to };
@@ -254,24 +254,33 @@ async function usageReport(values: UsageValues, files: string[], env: NodeJS.Pro
   return formatReport({ ...buildReport(rollups, by, window), charges }, format);
 }
 
-/** Days the store keeps rollups for by default (its rollup hashes live 400 days). */
-const REDIS_ROLLUP_DAYS = 400;
+/**
+ * Days of clock difference allowed between this machine and the gateways that wrote the rollups:
+ * a rollup hash lives its retention from its last write, and a gateway writes into the day its
+ * clock is on.
+ */
+const ROLLUP_SLACK_DAYS = 2;
 
 /**
  * The report from the Redis store's day rollups (the charges are not in them): --from and --to
- * widened to whole UTC days, the last 400 days without them.
+ * widened to whole UTC days, and narrowed to the days that can hold a rollup (the store keeps
+ * them TOLLGATE_ROLLUP_DAYS, 400 by default), which are all the days read without them. A range
+ * of centuries would otherwise read a hash for each of its days.
  */
 async function redisReport(url: string, env: NodeJS.ProcessEnv, range: TimeRange, by: ReportDimension, window: ReportWindow): Promise<UsageReport> {
   const { openRedisJournal, redisRollups } = await import('./redisJournal.js');
-  const to = range.to ?? Date.now();
-  const from = range.from ?? to - REDIS_ROLLUP_DAYS * 86_400_000;
-  const fromDay = dayOf(from);
-  const toDay = dayOf(to - 1);
+  const { rollupTtlMs } = settingsFromEnv(env);
+  const now = Date.now();
+  const kept = { from: now - rollupTtlMs - ROLLUP_SLACK_DAYS * 86_400_000, to: now + ROLLUP_SLACK_DAYS * 86_400_000 };
+  const fromDay = dayOf(Math.max(range.from ?? kept.from, kept.from));
+  const toDay = dayOf(Math.min((range.to ?? kept.to) - 1, kept.to));
   const store = openRedisJournal(url, env);
   try {
-    const report = buildReport(await redisRollups(store, fromDay, toDay, env), by, window);
+    const report = buildReport(fromDay <= toDay ? await redisRollups(store, fromDay, toDay, env) : [], by, window);
     const whole = (t: number | undefined) => t === undefined || t % 86_400_000 === 0;
-    if (!whole(range.from) || !whole(range.to)) report.notes.push(`The Redis rollups are per UTC day: this report covers the whole days ${fromDay} to ${toDay}.`);
+    const narrowed = (range.from !== undefined && range.from < kept.from) || (range.to !== undefined && range.to - 1 > kept.to);
+    if (narrowed) report.notes.push(`The Redis store keeps day rollups ${rollupTtlMs / 86_400_000} days: this report covers the days ${fromDay} to ${toDay}.`);
+    else if (!whole(range.from) || !whole(range.to)) report.notes.push(`The Redis rollups are per UTC day: this report covers the whole days ${fromDay} to ${toDay}.`);
     return report;
   } finally {
     await store.close();

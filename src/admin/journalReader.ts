@@ -5,6 +5,7 @@
  * (`tollgate audit verify`) and the usage sinks (`tollgate usage export|report|refusals`) read
  * through here, so they all see the same entries.
  */
+import { isUtf8 } from 'node:buffer';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GatewayError } from '../errors.js';
@@ -65,28 +66,49 @@ export function isEntry(v: unknown): v is JournalEntry {
   );
 }
 
+/** Where the first byte that is not UTF-8 lies in `line`, or -1 when it is all UTF-8. */
+function notUtf8At(line: Buffer): number {
+  if (isUtf8(line)) return -1;
+  // Decoding puts U+FFFD for a bad sequence: the first one the bytes do not spell out is it.
+  let at = 0;
+  for (const c of line.toString('utf8')) {
+    const cp = c.codePointAt(0)!;
+    if (cp === 0xfffd && !(line[at] === 0xef && line[at + 1] === 0xbf && line[at + 2] === 0xbd)) return at;
+    at += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+  }
+  return at;
+}
+
 function* segmentLines(file: string, name: string): Generator<JournalLine> {
-  const text = readFileSync(file, 'utf8');
-  const lines = text.split('\n');
-  // A whole file ends with a newline, leaving an empty last piece.
-  const whole = lines.at(-1) === '';
-  if (whole) lines.pop();
+  const bytes = readFileSync(file);
+  const lines: Buffer[] = [];
+  for (let start = 0; start < bytes.length; ) {
+    const end = bytes.indexOf(0x0a, start);
+    lines.push(bytes.subarray(start, end === -1 ? bytes.length : end));
+    start = end === -1 ? bytes.length : end + 1;
+  }
+  // A whole file ends with a newline.
+  const whole = bytes.length === 0 || bytes[bytes.length - 1] === 0x0a;
   for (let i = 0; i < lines.length; i++) {
     const raw = lines[i]!;
     const last = i === lines.length - 1;
     let parsed: unknown;
     let ok = true;
     try {
-      parsed = JSON.parse(raw);
+      parsed = JSON.parse(raw.toString('utf8'));
     } catch {
       ok = false;
     }
-    if (ok && isEntry(parsed) && (whole || !last)) {
+    const bad = notUtf8At(raw);
+    if (ok && bad === -1 && isEntry(parsed) && (whole || !last)) {
       yield { file: name, line: i + 1, entry: parsed };
       continue;
     }
-    // The store treats an unparseable last line as torn and drops it at its next start (readSegment).
-    if (last && (!ok || !whole)) yield { file: name, line: i + 1, problem: 'torn', detail: `its last line (${Buffer.byteLength(raw, 'utf8')} bytes) is not a whole entry` };
+    // What the store drops at its next start (readSegment) as torn: a last line that is not whole
+    // JSON, and a line that is not JSON followed only by a partial one.
+    const tail = last || (i === lines.length - 2 && !whole);
+    if (tail && (!ok || !whole)) yield { file: name, line: i + 1, problem: 'torn', detail: `its last line (${raw.length} bytes) is not a whole entry` };
+    else if (bad !== -1) yield { file: name, line: i + 1, problem: 'unreadable', detail: `the line holds bytes that are not UTF-8 (at byte ${bad} of the line); tollgate writes JSON text only` };
     else yield { file: name, line: i + 1, problem: 'unreadable', detail: ok ? 'the line is JSON but not a journal entry' : 'the line is not JSON' };
   }
 }
@@ -128,11 +150,16 @@ export function notAnEntry(dir: string, file: string, line: number, detail: stri
   return new GatewayError('INVALID_REQUEST', `the journal in ${dir} has a line that is not an entry (${file} line ${line}: ${detail}); run \`tollgate audit verify --data-dir ${dir}\``);
 }
 
-/** The journal's entries in order, throwing on a line that is not one (a torn last line of the current segment is skipped). */
-export function* journalEntries(dir: string): Generator<{ file: string; line: number; entry: JournalEntry }> {
+/**
+ * The journal's entries in order, throwing on a line that is not one. A torn last line of the
+ * current segment (being written, or cut by a crash: the store drops it at its next start) is
+ * skipped, and said through `warn`.
+ */
+export function* journalEntries(dir: string, warn?: (message: string) => void): Generator<{ file: string; line: number; entry: JournalEntry }> {
   for (const l of journalLines(dir)) {
     if ('entry' in l) yield l;
-    else if (l.problem === 'unreadable' || l.file !== CURRENT) throw notAnEntry(dir, l.file, l.line, l.detail);
+    else if (l.problem === 'unreadable' || (l.file !== CURRENT && l.file !== NEXT)) throw notAnEntry(dir, l.file, l.line, l.detail);
+    else warn?.(`${dir}: skipped ${l.file} line ${l.line}, a partial entry after the last whole one (being written, or cut by a crash; the gateway drops it at its next start)`);
   }
 }
 
@@ -144,13 +171,22 @@ export function* endedSegmentEntries(dir: string, name: string): Generator<Journ
   }
 }
 
-/** What the store last fsync'd: entries after it may still be only in the page cache. */
-export function journalHead(dir: string): { seq: number; link: string } | undefined {
+/**
+ * What the store last fsync'd (entries after it may still be only in the page cache): none before
+ * the first fsync, or why head.json cannot be read (it is written to a temporary file and renamed,
+ * without an fsync of its own, so a power loss may leave it empty).
+ */
+export function journalHead(dir: string): { head?: { seq: number; link: string }; unreadable?: string } {
+  let head: unknown;
   try {
-    return readHead(dir);
-  } catch {
-    return undefined;
+    head = readHead(dir);
+  } catch (err) {
+    return { unreadable: err instanceof SyntaxError ? 'it is not JSON' : ((err as NodeJS.ErrnoException).code ?? String(err)) };
   }
+  if (head === undefined) return {};
+  const h = head as { seq?: unknown; link?: unknown };
+  if (!Number.isSafeInteger(h.seq) || typeof h.link !== 'string') return { unreadable: "it does not name an entry's seq and link" };
+  return { head: { seq: h.seq as number, link: h.link } };
 }
 
 /** A decision as a sink reads it: the event, when it was committed, and the ledger lines it charged. */
@@ -189,9 +225,9 @@ export function decisionOfEntry(entry: JournalEntry): Decision | undefined {
   return { event, at: b.at, kind: b.kind, charges: charging ? chargesOfLines(b.lines, event) : [] };
 }
 
-/** The decision events of a journal directory: one per settle, recover, release and refuse entry that carries one. */
-export function* journalDecisions(dir: string): Generator<Decision> {
-  for (const { entry } of journalEntries(dir)) {
+/** The decision events of a journal directory: one per settle, recover, release and refuse entry that carries one; a torn last line skipped is said through `warn`. */
+export function* journalDecisions(dir: string, warn?: (message: string) => void): Generator<Decision> {
+  for (const { entry } of journalEntries(dir, warn)) {
     const d = decisionOfEntry(entry);
     if (d) yield d;
   }

@@ -22,6 +22,22 @@ import { requireSourceMatches } from './mismatch.js';
 
 const list = (v?: string) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
 
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+
+/** A control character shown as its escape (`\x1b`): a terminal acts on an escape sequence it prints, and a tab or line break splits the listing. */
+const printable = (s: string): string => s.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+
+/**
+ * Refuses a name holding a control character. The names of a key are printed in `keys list`, in
+ * the reports and in the logs, and carried by every decision event of its calls.
+ */
+function requirePrintable(flag: string, names: readonly (string | undefined)[] | undefined): void {
+  for (const name of names ?? []) {
+    const c = name?.match(CONTROL)?.[0];
+    if (c !== undefined) throw new GatewayError('INVALID_REQUEST', `${flag} "${printable(name!)}" holds a control character (${printable(c)}): names are printed in listings, reports and logs`);
+  }
+}
+
 /** The options of `tollgate keys`, as parsed. */
 export interface KeysValues {
   redis?: string;
@@ -88,6 +104,11 @@ export async function keysCommand(verb: string | undefined, values: KeysValues, 
         if (values.owner !== undefined && values.user !== undefined && values.owner !== values.user) throw new GatewayError('INVALID_REQUEST', `--user and --owner name different users. ${usage}`);
         const user = values.owner ?? values.user;
         if (!user) throw new GatewayError('INVALID_REQUEST', usage);
+        requirePrintable(values.owner !== undefined ? '--owner' : '--user', [user]);
+        requirePrintable('--teams', list(values.teams));
+        requirePrintable('--cost-center', [values['cost-center']]);
+        requirePrintable('--groups', list(values.groups));
+        requirePrintable('--roles', list(values.roles));
         const { key, record } = await keys.issue({
           id: values.id,
           user,
@@ -103,14 +124,21 @@ export async function keysCommand(verb: string | undefined, values: KeysValues, 
       }
       case 'revoke': {
         if (!values.id) throw new GatewayError('INVALID_REQUEST', 'usage: tollgate keys revoke --id <id>');
+        const asked = Date.now();
         const r = await keys.revoke(values.id);
-        return values.json ? `${JSON.stringify(r, null, 2)}\n` : `revoked ${r.id} (${r.user}) at ${r.revokedAt}; ${refusedWithin}\n`;
+        if (values.json) return `${JSON.stringify(r, null, 2)}\n`;
+        // Revoking a revoked key changes nothing: it keeps the time of its first revocation.
+        if (Date.parse(r.revokedAt!) < asked) return `${r.id} (${printable(r.user)}) was already revoked at ${r.revokedAt}\n`;
+        return `revoked ${r.id} (${printable(r.user)}) at ${r.revokedAt}; ${refusedWithin}\n`;
       }
       case 'list': {
         const all = await keys.list();
         if (values.json) return `${JSON.stringify(all, null, 2)}\n`;
         if (all.length === 0) return 'no issued keys\n';
-        return all.map((k) => `${k.id}\t${k.app ? `app=${k.app} owner=` : ''}${k.user}\tteams=${k.teams.join(',')}\tcostCenter=${k.costCenter ?? '-'}\t${k.revokedAt ? `revoked ${k.revokedAt}` : 'active'}`).join('\n') + '\n';
+        const row = (k: (typeof all)[number]) =>
+          `${k.id}\t${k.app ? `app=${k.app} owner=` : ''}${k.user}\tteams=${k.teams.join(',')}\tcostCenter=${k.costCenter ?? '-'}\t${k.revokedAt ? `revoked ${k.revokedAt}` : 'active'}`;
+        // Records written before names were checked (or into the store by other means) may hold control characters.
+        return all.map((k) => row({ ...k, id: printable(k.id), user: printable(k.user), teams: k.teams.map(printable), costCenter: k.costCenter && printable(k.costCenter) })).join('\n') + '\n';
       }
       default:
         throw new GatewayError('INVALID_REQUEST', `unknown keys command "${verb ?? ''}": issue, revoke or list`);

@@ -5,10 +5,10 @@
  */
 import { fileDecisions, journalDecisions, type Decision, type Source } from './journalReader.js';
 
-/** The decisions of `source`, each request once. */
+/** The decisions of `source`, each request once; what was skipped (a torn last line, a line of an event file that is not JSON) is said through `warn`. */
 export function decisionsOf(source: Source, warn: (message: string) => void, env: NodeJS.ProcessEnv): Iterable<Decision> | AsyncIterable<Decision> {
   if (source.kind === 'redis') return once(redisDecisionsOf(source.url, env));
-  return once(source.kind === 'journal' ? journalDecisions(source.dir) : fileDecisions(source.files, warn));
+  return once(source.kind === 'journal' ? journalDecisions(source.dir, warn) : fileDecisions(source.files, warn));
 }
 
 function once(all: Iterable<Decision>): Iterable<Decision>;
