@@ -209,6 +209,20 @@ export function buildProgram(reporter: Reporter, env: NodeJS.ProcessEnv = proces
 
 type Done = (r: Result) => void;
 
+/**
+ * Runs a command of the operator tools, which refuse a missing or bad option as INVALID_REQUEST:
+ * the command line is wrong (exit 2), not a failure found (exit 1, which `audit verify` gives a
+ * journal that fails its audit).
+ */
+async function usageErrors<T>(command: () => Promise<T>): Promise<T> {
+  try {
+    return await command();
+  } catch (err) {
+    if (err instanceof GatewayError && err.code === 'INVALID_REQUEST') throw new CliError(`${err.code}: ${err.message}`);
+    throw err;
+  }
+}
+
 function addUsage(program: Command, done: Done, env: NodeJS.ProcessEnv): void {
   const usage = program
     .command('usage')
@@ -216,13 +230,7 @@ function addUsage(program: Command, done: Done, env: NodeJS.ProcessEnv): void {
     .addHelpText('after', '\nshow, top, adjust and credit read the shared Redis store; export, report and refusals read the decision events of the journal or event logs.');
   const run = async (verb: string, files: string[], opts: Record<string, unknown>, cmd: Command) => {
     const { usageCommand } = await import('../admin/cli.js');
-    try {
-      done({ out: await usageCommand(verb, flagNames(opts), files, commandEnv(cmd, env)), code: EXIT.ok });
-    } catch (err) {
-      // The usage commands refuse a missing or bad option as INVALID_REQUEST: the command line is wrong (exit 2).
-      if (err instanceof GatewayError && err.code === 'INVALID_REQUEST') throw new CliError(`${err.code}: ${err.message}`);
-      throw err;
-    }
+    done({ out: await usageErrors(() => usageCommand(verb, flagNames(opts), files, commandEnv(cmd, env))), code: EXIT.ok });
   };
   const ledger = (name: string, description: string, isDefault = false) =>
     usage
@@ -294,7 +302,7 @@ function addAudit(program: Command, done: Done, env: NodeJS.ProcessEnv): void {
     .option(...JSON_OUT)
     .action(async (opts, cmd: Command) => {
       const { auditVerify } = await import('../admin/audit.js');
-      done(await auditVerify(flagNames(opts), commandEnv(cmd, env)));
+      done(await usageErrors(() => auditVerify(flagNames(opts), commandEnv(cmd, env))));
     });
 }
 
@@ -304,7 +312,7 @@ function addKeys(program: Command, done: Done, env: NodeJS.ProcessEnv): void {
     .description('issued API keys: in Redis with --redis or REDIS_URL (every replica sees them), else in the data directory');
   const run = async (verb: string, opts: Record<string, unknown>, cmd: Command) => {
     const { keysCommand } = await import('../admin/keys.js');
-    done({ out: await keysCommand(verb, flagNames(opts), commandEnv(cmd, env)), code: EXIT.ok });
+    done({ out: await usageErrors(() => keysCommand(verb, flagNames(opts), commandEnv(cmd, env))), code: EXIT.ok });
   };
   const store = (cmd: Command) => cmd.option(...REDIS).option(...DATA_DIR).option(...POLICY).option(...OTHER_BUDGETS).option(...JSON_OUT);
   store(keys.command('issue').description('issue a key; it is printed once, only its SHA-256 is stored'))

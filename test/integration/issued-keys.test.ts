@@ -95,7 +95,8 @@ describe('API keys issued into the shared store', () => {
   it('refuses to issue a second key under an id in use', { timeout: 60_000 }, async () => {
     expect((await cli('issue', '--user', 'eve', '--id', 'eve-1')).status).toBe(0);
     const again = await cli('issue', '--user', 'eve', '--id', 'eve-1');
-    expect(again.status).toBe(1);
+    // A value the command cannot take: nothing was done (exit 2).
+    expect(again.status).toBe(2);
     expect(again.stderr).toContain('INVALID_REQUEST: A key with id "eve-1" already exists');
   });
 });

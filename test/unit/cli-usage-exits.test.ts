@@ -1,0 +1,45 @@
+/**
+ * `audit` and `keys` end a wrong command line with exit 2, as every other command does: exit 1 from
+ * `audit verify` means the journal failed its audit, and a mistyped directory must not read as that.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { CliError } from '../../src/cli/exit.js';
+import { buildProgram, type Result } from '../../src/cli/program.js';
+
+/** Runs `args` as the tollgate command line; the CliError it ends with, or its result. */
+async function run(args: string[]): Promise<CliError | Result | undefined> {
+  let result: Result | undefined;
+  const program = buildProgram({ result: (r) => (result = r) }, {});
+  try {
+    await program.parseAsync(args, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CliError) return err;
+    throw err;
+  }
+  return result;
+}
+
+const exitOf = (r: CliError | Result | undefined) => (r instanceof CliError ? r.exitCode : r?.code);
+
+describe('usage errors of audit and keys', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-exits-'));
+
+  it('audit verify with both --data-dir and --redis exits 2', async () => {
+    expect(exitOf(await run(['audit', 'verify', '--data-dir', dir, '--redis', 'redis://127.0.0.1:1']))).toBe(2);
+  });
+
+  it('keys issue without --user, with an id tollgate does not take, and revoke of an unknown id exit 2', async () => {
+    const noUser = await run(['keys', 'issue', '--data-dir', dir]);
+    expect(exitOf(noUser)).toBe(2);
+    expect((noUser as CliError).message).toMatch(/^INVALID_REQUEST: usage: tollgate keys issue/);
+    expect(exitOf(await run(['keys', 'issue', '--data-dir', dir, '--user', 'ada', '--id', 'bad id']))).toBe(2);
+    expect(exitOf(await run(['keys', 'revoke', '--data-dir', dir, '--id', 'nope']))).toBe(2);
+  });
+
+  it('a command that runs still ends as it did: keys list exits 0', async () => {
+    expect(exitOf(await run(['keys', 'list', '--data-dir', dir]))).toBe(0);
+  });
+});
