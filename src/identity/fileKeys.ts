@@ -100,9 +100,14 @@ export class FileApiKeys implements ApiKeyResolver, KeyRegistry {
   async issue(req: IssueRequest): Promise<{ key: string; record: StoredKey }> {
     const { key, record } = mintKey(req, this.now());
     await this.look();
-    if (this.byId.has(record.id)) throw new GatewayError('INVALID_REQUEST', `A key with id "${record.id}" already exists; choose another id.`);
+    const taken = () => new GatewayError('INVALID_REQUEST', `A key with id "${record.id}" already exists; choose another id.`);
+    if (this.byId.has(record.id)) throw taken();
     this.append({ op: 'issue', ...record });
-    this.remember(record);
+    // Another issue of the id may have been appended since the look: the first line wins, so the
+    // key is ours only if the file, read again, gives the id our hash.
+    this.version = undefined;
+    await this.look();
+    if (this.byId.get(record.id)?.sha256 !== record.sha256) throw taken();
     return { key, record };
   }
 

@@ -43,6 +43,8 @@ function storeError(err: unknown): GatewayError {
 
 export class StoredApiKeys implements ApiKeyResolver, KeyRegistry {
   private readonly keyv: Keyv<StoredKey | string>;
+  private readonly adapter: KeyvRedis<StoredKey | string>;
+  private readonly claimPrefix: string;
   /** Answers of this replica, "no such key" included; none when cacheMs is 0. */
   private readonly cache?: TtlCache<{ entry: StoredKey | undefined }>;
   private readonly now: () => number;
@@ -56,6 +58,8 @@ export class StoredApiKeys implements ApiKeyResolver, KeyRegistry {
   constructor(opts: { url: string; prefix: string; cacheMs?: number; now?: () => number; commandTimeoutMs?: number }) {
     this.timeoutMs = opts.commandTimeoutMs ?? 1000;
     const adapter = new KeyvRedis<StoredKey | string>(opts.url, { throwOnErrors: true, throwOnConnectError: true, connectionTimeout: 2000 });
+    this.adapter = adapter;
+    this.claimPrefix = `${opts.prefix}apikeys-id:`;
     this.keyv = new Keyv<StoredKey | string>({ store: adapter, namespace: `${opts.prefix}apikeys`, throwOnErrors: true });
     this.keyv.on('error', () => {
       // Surfaced as thrown errors on the call that needed the store.
@@ -83,8 +87,14 @@ export class StoredApiKeys implements ApiKeyResolver, KeyRegistry {
   async issue(req: IssueRequest): Promise<{ key: string; record: StoredKey }> {
     const { key, record } = mintKey(req, this.now());
     const { id, sha256 } = record;
+    const taken = () => new GatewayError('INVALID_REQUEST', `A key with id "${id}" already exists; choose another id.`);
     try {
-      if (await this.timed(this.keyv.get(`id:${id}`))) throw new GatewayError('INVALID_REQUEST', `A key with id "${id}" already exists; revoke it or choose another id.`);
+      if (await this.timed(this.keyv.get(`id:${id}`))) throw taken();
+      // Claimed at once (SET NX), so that of two issues of one id at the same moment one fails
+      // rather than both writing: the id's entry would then name the second key and the first,
+      // already printed, would work and could not be revoked.
+      const client = await this.timed(this.adapter.getClient());
+      if ((await this.timed(client.set(`${this.claimPrefix}${id}`, sha256, { NX: true }))) !== 'OK') throw taken();
       await this.timed(this.keyv.set(`key:${sha256}`, record));
       await this.timed(this.keyv.set(`id:${id}`, sha256));
     } catch (err) {
