@@ -1,7 +1,8 @@
 /**
  * Sends fired alerts to webhooks: one POST per alert and webhook, retried with exponential backoff
- * (jittered, bounded by `attempts`) on a network error, a timeout, 408, 429 or 5xx; any other answer
- * but 2xx, a redirect included, fails at once (it will not change by asking again). A host off the
+ * (jittered, bounded by `attempts`) on a network error, a timeout, 408, 429 or 5xx, waiting at least
+ * what a Retry-After asks and at most `maxBackoffMs`; any other answer but 2xx, a redirect included
+ * (never followed), fails at once (it will not change by asking again). A host off the
  * egress allowlist is never contacted. Whatever the outcome, the journal gets an `alert` entry
  * saying `delivered` or `failed` (with the tries made and the last error).
  *
@@ -30,10 +31,28 @@ export interface DeliveryStats {
   pending: number;
 }
 
-type TryOutcome = { ok: true; status: number } | { ok: false; retry: boolean; error: string; status?: number };
+type TryOutcome = { ok: true; status: number } | { ok: false; retry: boolean; error: string; status?: number; retryAfterMs?: number };
 
 /** Statuses worth asking again: the receiver is busy or broken now, not refusing this alert. */
 const retryable = (status: number) => status === 408 || status === 429 || status >= 500;
+
+/** A Retry-After in whole seconds or as an HTTP date, in ms from now; undefined when absent or unreadable. */
+function retryAfter(value: string | null): number | undefined {
+  if (!value) return undefined;
+  const ms = /^\d+$/.test(value.trim()) ? Number(value) * 1000 : Date.parse(value) - Date.now();
+  return Number.isFinite(ms) && ms > 0 ? ms : undefined;
+}
+
+/**
+ * What went wrong on the network, from the error fetch wraps it in (`fetch failed` alone says
+ * nothing): the cause's code and message, e.g. `connect ECONNREFUSED 10.0.0.7:443`. It names a host
+ * and port at most, never the URL's path (a Slack webhook's path is its secret).
+ */
+function networkError(e: Error): string {
+  const cause = e.cause as { code?: unknown; message?: unknown } | undefined;
+  const detail = typeof cause?.message === 'string' && cause.message ? cause.message : typeof cause?.code === 'string' ? cause.code : undefined;
+  return detail ? `${e.name}: ${e.message} (${detail})` : `${e.name}: ${e.message}`;
+}
 
 export class Deliverer {
   private readonly running = new Set<Promise<void>>();
@@ -86,8 +105,10 @@ export class Deliverer {
         ? await this.attempt(alert, webhook, delivery.timeoutMs)
         : { ok: false, retry: false, error: `EGRESS_DENIED: ${new URL(webhook.url).host} is not on egress.allow; not contacted` };
       if (last.ok || !last.retry || tries >= delivery.attempts || this.closing) break;
-      const base = Math.min(delivery.maxBackoffMs, delivery.backoffMs * 2 ** (tries - 1));
-      await this.wait(Math.round(base * (1 + Math.random() * 0.2)));
+      // A receiver that says how long to leave it alone (429 or 503 with Retry-After) is believed,
+      // within maxBackoffMs: a retry is never further off than the policy allows.
+      const backoff = Math.round(delivery.backoffMs * 2 ** (tries - 1) * (1 + Math.random() * 0.2));
+      await this.wait(Math.min(delivery.maxBackoffMs, Math.max(backoff, last.retryAfterMs ?? 0)));
       if (this.closing) {
         last = { ok: false, retry: false, error: `the gateway shut down while retrying (last: ${last.error})` };
         break;
@@ -105,12 +126,15 @@ export class Deliverer {
         redirect: 'manual',
         signal: AbortSignal.timeout(timeoutMs),
       });
-      await res.arrayBuffer().catch(() => undefined);
+      // The status is the answer: the body is not read, so a receiver cannot hold a delivery or its
+      // memory by sending one that is large or never ends.
+      await res.body?.cancel().catch(() => undefined);
       if (res.status >= 200 && res.status < 300) return { ok: true, status: res.status };
-      return { ok: false, retry: retryable(res.status), error: `HTTP ${res.status}`, status: res.status };
+      const retryAfterMs = retryAfter(res.headers.get('retry-after'));
+      return { ok: false, retry: retryable(res.status), error: `HTTP ${res.status}`, status: res.status, ...(retryAfterMs === undefined ? {} : { retryAfterMs }) };
     } catch (err) {
       const e = err as Error;
-      return { ok: false, retry: true, error: e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : `${e.name}: ${e.message}` };
+      return { ok: false, retry: true, error: e.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : networkError(e) };
     }
   }
 

@@ -7,9 +7,11 @@
  * the ledger never depends on it. Batches leave when `batchSize` events are waiting or every
  * `flushIntervalMs`, one request at a time so events arrive in order. A failed batch (network
  * error, timeout, 408, 429, 5xx, or 401/403 while a token is being fixed) is retried with
- * exponential backoff until it is accepted; a 400 or 413 means Splunk will never take it, so it is
- * dropped and logged. Beyond `maxBuffer` events the oldest waiting ones are dropped, counted and
- * logged. `close` sends what is left, within a deadline.
+ * exponential backoff (or after what a Retry-After asks, up to `maxBackoffMs`) until it is accepted.
+ * A 413 (too large) sends the batch again as two halves, in order, down to single events; a 400, or
+ * a 413 for one event, means Splunk will never take it, so it is dropped, counted and logged. Beyond
+ * `maxBuffer` events the oldest waiting ones are dropped, counted and logged. `close` sends what is
+ * left within `closeTimeoutMs`, then abandons a request still unanswered.
  *
  * Delivery is at least once: if Splunk indexes a batch but the answer is lost, the batch is sent again.
  */
@@ -32,7 +34,9 @@ export interface SplunkHecOptions {
   backoffMs?: number;
   maxBackoffMs?: number;
   requestTimeoutMs?: number;
-  /** The policy's egress.allow: checked before every request leaves. */
+  /** How long `close` may take to send what is left; a request still unanswered then is abandoned. */
+  closeTimeoutMs?: number;
+  /** The policy's egress.allow at start-up: the collector must be on it (the SIEM does not follow a reload). */
   egressAllow: readonly string[];
   logger: Pick<Logger, 'warn' | 'error'>;
 }
@@ -41,7 +45,7 @@ export interface SiemStats {
   delivered: number;
   /** Dropped because the buffer was full (the oldest first). */
   dropped: number;
-  /** Dropped because the SIEM refused them for good (400, 413). */
+  /** Dropped because the SIEM refused them for good (400, or 413 for a single event). */
   rejected: number;
   buffered: number;
   failedRequests: number;
@@ -57,8 +61,14 @@ export function hecEndpoint(url: string): string {
   return u.toString();
 }
 
-/** Statuses after which the same batch will never be accepted. */
-const permanent = (status: number) => status === 400 || status === 413;
+/** A Retry-After in whole seconds or as an HTTP date, in ms from now; undefined when absent or unreadable. */
+function retryAfter(value: string | null): number | undefined {
+  if (!value) return undefined;
+  const ms = /^\d+$/.test(value.trim()) ? Number(value) * 1000 : Date.parse(value) - Date.now();
+  return Number.isFinite(ms) && ms > 0 ? ms : undefined;
+}
+
+type SendOutcome = { result: 'ok' | 'reject' | 'split' } | { result: 'retry'; retryAfterMs?: number };
 
 export function splunkHecSink(opts: SplunkHecOptions): EventSink & { stats(): SiemStats; flush(): Promise<void>; close(): Promise<void> } {
   const endpoint = hecEndpoint(opts.url);
@@ -68,23 +78,32 @@ export function splunkHecSink(opts: SplunkHecOptions): EventSink & { stats(): Si
   const flushIntervalMs = opts.flushIntervalMs ?? 1000;
   const backoffMs = opts.backoffMs ?? 250;
   const maxBackoffMs = opts.maxBackoffMs ?? 30_000;
+  const closeTimeoutMs = opts.closeTimeoutMs ?? 5000;
   const host = opts.host ?? hostname();
   const source = opts.source ?? 'tollgate';
   const sourcetype = opts.sourcetype ?? 'tollgate:decision';
 
   /** Serialized HEC objects waiting to leave, oldest first. */
   let buffer: string[] = [];
-  /** The batch being sent; it stays here until accepted, so it is neither lost nor reordered. */
-  let inflight: string[] = [];
+  /**
+   * Batches taken from the buffer and not yet accepted, oldest first: one, or the parts of one the
+   * SIEM found too large. The first is the one being sent; it stays until accepted, so it is
+   * neither lost nor reordered.
+   */
+  let inflight: string[][] = [];
   let sending: Promise<void> | undefined;
   let failures = 0;
   let retryAt = 0;
   let closed = false;
   let droppedSinceLog = 0;
+  /** Aborted at the shutdown deadline: a request the SIEM does not answer does not hold shutdown. */
+  const shutdown = new AbortController();
   const stats: SiemStats = { delivered: 0, dropped: 0, rejected: 0, buffered: 0, failedRequests: 0 };
 
   const timer = setInterval(() => void pump(), flushIntervalMs);
   timer.unref();
+
+  const inflightEvents = () => inflight.reduce((n, b) => n + b.length, 0);
 
   function wrap(event: DecisionEvent): string {
     const record: Record<string, unknown> = { time: Date.parse(event.time) / 1000, host, source, sourcetype, event };
@@ -92,28 +111,34 @@ export function splunkHecSink(opts: SplunkHecOptions): EventSink & { stats(): Si
     return JSON.stringify(record);
   }
 
-  async function send(batch: string[]): Promise<'ok' | 'retry' | 'reject'> {
+  async function send(batch: string[]): Promise<SendOutcome> {
     try {
       const res = await fetch(endpoint, {
         method: 'POST',
         headers: { authorization: `Splunk ${opts.token}`, 'content-type': 'application/json' },
         body: batch.join('\n'),
         redirect: 'manual',
-        signal: AbortSignal.timeout(opts.requestTimeoutMs ?? 10_000),
+        signal: AbortSignal.any([AbortSignal.timeout(opts.requestTimeoutMs ?? 10_000), shutdown.signal]),
       });
-      await res.arrayBuffer().catch(() => undefined);
-      if (res.ok) return 'ok';
+      // The status is the answer: the body is not read, so a collector cannot hold the sink or its
+      // memory by sending one that is large or never ends.
+      await res.body?.cancel().catch(() => undefined);
+      if (res.ok) return { result: 'ok' };
       stats.failedRequests++;
-      if (permanent(res.status)) {
+      // Too large (Splunk's max_content_length): the halves are sent instead, down to one event.
+      if (res.status === 413 && batch.length > 1) return { result: 'split' };
+      if (res.status === 400 || res.status === 413) {
         opts.logger.error({ event: 'siem_batch_rejected', status: res.status, events: batch.length }, 'the SIEM refused a batch of decision events; it is dropped');
-        return 'reject';
+        return { result: 'reject' };
       }
       opts.logger.warn({ event: 'siem_send_failed', status: res.status, events: batch.length, failures: failures + 1 }, 'SIEM send failed; will retry');
-      return 'retry';
+      return { result: 'retry', retryAfterMs: retryAfter(res.headers.get('retry-after')) };
     } catch (err) {
       stats.failedRequests++;
-      opts.logger.warn({ event: 'siem_send_failed', error: (err as Error).name, events: batch.length, failures: failures + 1 }, 'SIEM unreachable; will retry');
-      return 'retry';
+      if (!shutdown.signal.aborted) {
+        opts.logger.warn({ event: 'siem_send_failed', error: (err as Error).name, events: batch.length, failures: failures + 1 }, 'SIEM unreachable; will retry');
+      }
+      return { result: 'retry' };
     }
   }
 
@@ -123,25 +148,34 @@ export function splunkHecSink(opts: SplunkHecOptions): EventSink & { stats(): Si
     const run = (async () => {
       while (true) {
         if (!force && Date.now() < retryAt) return;
+        if (shutdown.signal.aborted) return;
         if (inflight.length === 0) {
           if (buffer.length === 0) return;
-          inflight = buffer.slice(0, batchSize);
-          buffer = buffer.slice(inflight.length);
+          inflight = [buffer.slice(0, batchSize)];
+          buffer = buffer.slice(inflight[0]!.length);
         }
-        const outcome = await send(inflight);
-        if (outcome === 'retry') {
+        const batch = inflight[0]!;
+        const outcome = await send(batch);
+        if (outcome.result === 'retry') {
           failures++;
-          retryAt = Date.now() + Math.min(maxBackoffMs, backoffMs * 2 ** (failures - 1));
+          // A collector that says how long to leave it alone is believed, within maxBackoffMs.
+          const wait = Math.max(backoffMs * 2 ** (failures - 1), outcome.retryAfterMs ?? 0);
+          retryAt = Date.now() + Math.min(maxBackoffMs, wait);
           if (!closed) setTimeout(() => void pump(), retryAt - Date.now()).unref();
           return;
         }
-        if (outcome === 'ok') stats.delivered += inflight.length;
-        else stats.rejected += inflight.length;
-        inflight = [];
+        if (outcome.result === 'split') {
+          const half = Math.ceil(batch.length / 2);
+          inflight.splice(0, 1, batch.slice(0, half), batch.slice(half));
+          continue;
+        }
+        if (outcome.result === 'ok') stats.delivered += batch.length;
+        else stats.rejected += batch.length;
+        inflight.shift();
         failures = 0;
         retryAt = 0;
         reportDrops();
-        if (!force && buffer.length < batchSize) return;
+        if (!force && inflight.length === 0 && buffer.length < batchSize) return;
       }
     })();
     // Cleared after the loop ends (which may be before `run` is even assigned when it ends at once).
@@ -164,7 +198,7 @@ export function splunkHecSink(opts: SplunkHecOptions): EventSink & { stats(): Si
     emit(event) {
       if (closed) return;
       buffer.push(wrap(event));
-      const over = buffer.length + inflight.length - maxBuffer;
+      const over = buffer.length + inflightEvents() - maxBuffer;
       if (over > 0) {
         // The oldest events not already in flight go first.
         const drop = Math.min(over, buffer.length);
@@ -182,18 +216,21 @@ export function splunkHecSink(opts: SplunkHecOptions): EventSink & { stats(): Si
       await pump(true);
     },
     stats() {
-      return { ...stats, buffered: buffer.length + inflight.length };
+      return { ...stats, buffered: buffer.length + inflightEvents() };
     },
     async close() {
       closed = true;
       clearInterval(timer);
-      const deadline = Date.now() + 5000;
+      const deadline = Date.now() + closeTimeoutMs;
+      const stop = setTimeout(() => shutdown.abort(), closeTimeoutMs);
       while ((buffer.length > 0 || inflight.length > 0) && Date.now() < deadline) {
         await pump(true);
         if (buffer.length > 0 || inflight.length > 0) await new Promise((r) => setTimeout(r, Math.min(backoffMs, Math.max(0, deadline - Date.now()))));
       }
+      clearTimeout(stop);
+      shutdown.abort();
       reportDrops();
-      const left = buffer.length + inflight.length;
+      const left = buffer.length + inflightEvents();
       if (left > 0) opts.logger.error({ event: 'siem_undelivered_at_shutdown', events: left }, 'decision events not delivered to the SIEM before shutdown');
     },
   };
