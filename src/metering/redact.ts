@@ -9,7 +9,7 @@
  *   normalised and decoded text), then by the few shapes below that it does not cover.
  */
 import { pino, type DestinationStream, type Logger } from 'pino';
-import { redactSecrets } from '../policy/content.js';
+import { PromptContent, normalizeText, redactSecrets } from '../policy/content.js';
 import type { Policy } from '../policy/load.js';
 
 export const REDACTED = '[REDACTED]';
@@ -84,9 +84,105 @@ const scrubbed = new WeakMap<readonly string[], Map<string, string>>();
 function scrub(text: string, known: readonly string[]): string {
   let out = text;
   for (const secret of known) if (secret.length >= 6) out = out.split(secret).join(REDACTED);
+  // A URL's host and path are public, whole words: only keys are looked for in pieces.
+  for (const secret of known) if (secret.length >= PIECE_SECRET_MIN && !URL_LIKE.test(secret)) out = withoutPieces(out, secret);
   out = redactSecrets(out, REDACTED);
   for (const [re, replacement] of PATTERNS) out = out.replace(re, replacement);
   return out;
+}
+
+/** Known secrets at least this long are also looked for in pieces: a provider error may quote a key cut short. */
+const PIECE_SECRET_MIN = 20;
+/** The pieces looked for; any run of the secret twice as long (less one) holds a whole one. */
+const PIECE_CHARS = 10;
+const URL_LIKE = /^[a-z][a-z0-9+.-]*:\/\//i;
+
+/**
+ * `text` with every run of at least PIECE_CHARS characters of `secret` replaced, so a key cut short
+ * ("Incorrect API key provided: sk-live-0123456789abcd...") leaves no more than a short fingerprint.
+ * Each aligned piece of the secret is looked for once, then widened as far as text and secret agree.
+ */
+function withoutPieces(text: string, secret: string): string {
+  const ranges: [number, number][] = [];
+  for (let at = 0; at + PIECE_CHARS <= secret.length; at += PIECE_CHARS) {
+    const piece = secret.slice(at, at + PIECE_CHARS);
+    for (let i = text.indexOf(piece); i >= 0; i = text.indexOf(piece, i + PIECE_CHARS)) {
+      let start = i;
+      let end = i + PIECE_CHARS;
+      while (start > 0 && at - (i - start) > 0 && text[start - 1] === secret[at - (i - start) - 1]) start--;
+      while (end < text.length && at + (end - i) < secret.length && text[end] === secret[at + (end - i)]) end++;
+      ranges.push([start, end]);
+    }
+  }
+  return ranges.length === 0 ? text : replaceRanges(text, ranges, REDACTED);
+}
+
+/** `text` with each range (at least one; merged where they overlap or touch) replaced by `replacement`. */
+function replaceRanges(text: string, ranges: [number, number][], replacement: string): string {
+  ranges.sort((a, b) => a[0] - b[0]);
+  let out = text.slice(0, ranges[0]![0]) + replacement;
+  let cur = ranges[0]![1];
+  for (const [s, e] of ranges.slice(1)) {
+    if (s > cur) out += text.slice(cur, s) + replacement;
+    cur = Math.max(cur, e);
+  }
+  return out + text.slice(cur);
+}
+
+/** Prompt text quoted in free text is looked for in runs of this many characters. */
+const QUOTE_CHARS = 12;
+/** What stands for prompt text quoted in free text. */
+export const PROMPT_QUOTED = '[PROMPT]';
+
+/**
+ * `text` with what it quotes of `sources` (the prompt's messages) replaced by `[PROMPT]`: a
+ * provider's error message may quote the request, which is not recorded unless prompts are logged.
+ * Every quote of 2 x QUOTE_CHARS - 1 characters or more is found (it holds an aligned run that the
+ * prompt holds), and widened as far as text and prompt agree; a shorter one may stay.
+ */
+export function withoutQuotes(text: string, sources: readonly string[]): string {
+  const ranges: [number, number][] = [];
+  for (let i = 0; i + QUOTE_CHARS <= text.length; i += QUOTE_CHARS) {
+    if (ranges.length > 0 && i < ranges.at(-1)![1]) continue;
+    const run = text.slice(i, i + QUOTE_CHARS);
+    for (const source of sources) {
+      const at = source.indexOf(run);
+      if (at < 0) continue;
+      let start = i;
+      let end = i + QUOTE_CHARS;
+      while (start > 0 && at - (i - start) > 0 && text[start - 1] === source[at - (i - start) - 1]) start--;
+      while (end < text.length && at + (end - i) < source.length && text[end] === source[at + (end - i)]) end++;
+      ranges.push([start, end]);
+      break;
+    }
+  }
+  return ranges.length === 0 ? text : replaceRanges(text, ranges, PROMPT_QUOTED);
+}
+
+/**
+ * A prompt's texts (system prompt, then each message) scrubbed as scrubSecrets scrubs one, and of
+ * what the content finder sees only across them: a credential cut in two between messages, which
+ * the content rules read whole (src/policy/content.ts), has both of its pieces replaced. A text
+ * with such a piece comes back normalised, as redactSecrets returns it.
+ */
+export function scrubPrompt(texts: readonly string[], known: readonly string[] = NO_SECRETS): string[] {
+  const findings = texts.length > 1 ? new PromptContent(texts).findings : [];
+  const out = [...texts];
+  if (findings.length > 0) {
+    const normalized = texts.map(normalizeText);
+    let offset = 0;
+    normalized.forEach((t, i) => {
+      const ranges: [number, number][] = [];
+      for (const f of findings) {
+        const start = Math.max(f.start, offset);
+        const end = Math.min(f.end, offset + t.length);
+        if (start < end) ranges.push([start - offset, end - offset]);
+      }
+      if (ranges.length > 0) out[i] = replaceRanges(t, ranges, REDACTED);
+      offset += t.length + 1; // the "\n" between texts
+    });
+  }
+  return out.map((t) => scrubSecrets(t, known));
 }
 
 /** Scrubs every string inside a JSON-like value (prompts are arrays of message objects). */

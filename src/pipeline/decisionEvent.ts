@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { GatewayError } from '../errors.js';
 import type { DecisionEvent } from '../metering/events.js';
-import { policySecrets, scrubSecrets, scrubValue } from '../metering/redact.js';
+import { policySecrets, scrubPrompt, scrubSecrets, withoutQuotes } from '../metering/redact.js';
 import { looksLikeJwt } from '../identity/jwt.js';
 import { outputCap } from '../policy/plan.js';
 import { callOutputCap, reservedInputTokens, type CallContext } from './context.js';
@@ -29,7 +29,9 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
     'policy.version': ctx.policy.version,
     'policy.rule_id': d?.ruleId,
     'policy.budget_id': d?.budgetId ?? (ctx.error?.details.budgetId as string | undefined),
-    reason: scrubText(ctx.error?.message ?? d?.reason, secrets),
+    // Cut twice: before the search for quotes, whose cost grows with the text (a provider may quote
+    // all of a long prompt), and after the scrub, which must see a credential whole to find it.
+    reason: bounded(scrubText(unquoted(ctx, bounded(ctx.error?.message ?? d?.reason, 2 * REASON_MAX_CHARS)), secrets)),
     'user.id': p?.user,
     'user.teams': p?.teams,
     'user.cost_center': p?.costCenter,
@@ -94,7 +96,7 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
   if (ctx.policy.config.metering.logPrompts) {
     // Logged on request only, and even then without the credentials a prompt may carry; a message
     // sent as parts is logged as its joined text.
-    if (ctx.request) event['gen_ai.prompt'] = scrubValue({ system: ctx.request.system, messages: ctx.request.messages.map(({ role, content }) => ({ role, content })) }, secrets);
+    if (ctx.request) event['gen_ai.prompt'] = loggedPrompt(ctx.request, secrets);
     event['gen_ai.completion'] = scrubText(ctx.served?.text, secrets);
   }
   return event;
@@ -113,6 +115,38 @@ function estimateOf(ctx: CallContext): NonNullable<DecisionEvent['tollgate.estim
     max_tokens: c && ctx.request ? Math.max(...c.models.map((m) => outputCap(ctx.request!.maxTokens, m, c.clamp))) : undefined,
     cost_usd: cost ? { min: cost.min / 1e6, max: cost.max / 1e6 } : undefined,
   };
+}
+
+/**
+ * The prompt as logged: its texts scrubbed together, so that a credential cut across two messages
+ * is scrubbed as the content rules see it, whole.
+ */
+function loggedPrompt(request: NonNullable<CallContext['request']>, secrets: readonly string[]): DecisionEvent['gen_ai.prompt'] {
+  const texts = scrubPrompt(promptTexts(request), secrets);
+  const first = request.system === undefined ? 0 : 1;
+  return { system: request.system === undefined ? undefined : texts[0], messages: request.messages.map(({ role }, i) => ({ role, content: texts[first + i] })) };
+}
+
+/**
+ * An error's message without what it quotes of the prompt (a provider's may quote the request),
+ * unless prompts are logged. A decision's own reason is tollgate's text: it is not searched.
+ */
+function unquoted(ctx: CallContext, reason: string | undefined): string | undefined {
+  if (reason === undefined || !ctx.error || !ctx.request || ctx.policy.config.metering.logPrompts) return reason;
+  return withoutQuotes(reason, promptTexts(ctx.request));
+}
+
+/** The system prompt, when there is one, then every message's text. */
+function promptTexts(request: NonNullable<CallContext['request']>): string[] {
+  const texts = request.messages.map((m) => m.content);
+  return request.system === undefined ? texts : [request.system, ...texts];
+}
+
+/** The longest reason an event keeps: a refusal's message may name a value the caller sent, of any length, and the journal keeps it. */
+const REASON_MAX_CHARS = 1000;
+
+function bounded(reason: string | undefined, max = REASON_MAX_CHARS): string | undefined {
+  return reason === undefined || reason.length <= max ? reason : `${reason.slice(0, max - 1)}…`;
 }
 
 function scrubText(text: string | undefined, secrets: readonly string[]): string | undefined {
