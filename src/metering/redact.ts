@@ -11,6 +11,7 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { PromptContent, normalizeText, redactSecrets } from '../policy/content.js';
 import type { Policy } from '../policy/load.js';
+import { PIECE_SECRET_MIN, replaceRanges, withoutPieces } from '../secretPieces.js';
 
 export const REDACTED = '[REDACTED]';
 
@@ -81,52 +82,16 @@ const SCRUBBED_MAX_ENTRIES = 1000;
 const scrubbed = new WeakMap<readonly string[], Map<string, string>>();
 
 /** The scrub itself (see scrubSecrets). */
+const URL_LIKE = /^[a-z][a-z0-9+.-]*:\/\//i;
+
 function scrub(text: string, known: readonly string[]): string {
   let out = text;
   for (const secret of known) if (secret.length >= 6) out = out.split(secret).join(REDACTED);
   // A URL's host and path are public, whole words: only keys are looked for in pieces.
-  for (const secret of known) if (secret.length >= PIECE_SECRET_MIN && !URL_LIKE.test(secret)) out = withoutPieces(out, secret);
+  for (const secret of known) if (secret.length >= PIECE_SECRET_MIN && !URL_LIKE.test(secret)) out = withoutPieces(out, secret, REDACTED);
   out = redactSecrets(out, REDACTED);
   for (const [re, replacement] of PATTERNS) out = out.replace(re, replacement);
   return out;
-}
-
-/** Known secrets at least this long are also looked for in pieces: a provider error may quote a key cut short. */
-const PIECE_SECRET_MIN = 20;
-/** The pieces looked for; any run of the secret twice as long (less one) holds a whole one. */
-const PIECE_CHARS = 10;
-const URL_LIKE = /^[a-z][a-z0-9+.-]*:\/\//i;
-
-/**
- * `text` with every run of at least PIECE_CHARS characters of `secret` replaced, so a key cut short
- * ("Incorrect API key provided: sk-live-0123456789abcd...") leaves no more than a short fingerprint.
- * Each aligned piece of the secret is looked for once, then widened as far as text and secret agree.
- */
-function withoutPieces(text: string, secret: string): string {
-  const ranges: [number, number][] = [];
-  for (let at = 0; at + PIECE_CHARS <= secret.length; at += PIECE_CHARS) {
-    const piece = secret.slice(at, at + PIECE_CHARS);
-    for (let i = text.indexOf(piece); i >= 0; i = text.indexOf(piece, i + PIECE_CHARS)) {
-      let start = i;
-      let end = i + PIECE_CHARS;
-      while (start > 0 && at - (i - start) > 0 && text[start - 1] === secret[at - (i - start) - 1]) start--;
-      while (end < text.length && at + (end - i) < secret.length && text[end] === secret[at + (end - i)]) end++;
-      ranges.push([start, end]);
-    }
-  }
-  return ranges.length === 0 ? text : replaceRanges(text, ranges, REDACTED);
-}
-
-/** `text` with each range (at least one; merged where they overlap or touch) replaced by `replacement`. */
-function replaceRanges(text: string, ranges: [number, number][], replacement: string): string {
-  ranges.sort((a, b) => a[0] - b[0]);
-  let out = text.slice(0, ranges[0]![0]) + replacement;
-  let cur = ranges[0]![1];
-  for (const [s, e] of ranges.slice(1)) {
-    if (s > cur) out += text.slice(cur, s) + replacement;
-    cur = Math.max(cur, e);
-  }
-  return out + text.slice(cur);
 }
 
 /** Prompt text quoted in free text is looked for in runs of this many characters. */

@@ -14,6 +14,7 @@ import { ProxyAgent } from 'undici';
 import { directMessagesClient, sdkMessagesClient, type MessagesClient } from './anthropicWire.js';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
 import type { CompletionRequest, CompletionResult, Provider, TextListener, Usage, ProviderBuildOptions } from './provider.js';
+import { withoutKey } from '../secretPieces.js';
 
 export type AnthropicConfig = Extract<ProviderConfig, { kind: 'anthropic' }>;
 
@@ -84,8 +85,8 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
 
   /** Keeps the key out of anything a caller or a log may see. */
   function redact(text: string): string {
-    // A key too short to be a secret (a test key) would only mangle the text.
-    return config.apiKey.length < 8 ? text : text.split(config.apiKey).join('[redacted]');
+    // Whole, and in pieces: an upstream's 401 may quote the key cut short.
+    return withoutKey(text, config.apiKey, '[redacted]');
   }
 
   function toGatewayError(err: unknown, signal: AbortSignal | undefined, usage?: Usage): GatewayError {

@@ -16,6 +16,7 @@ import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
 import { directChatClient, sdkChatClient, type ChatClient } from './openaiWire.js';
 import { boundOpenAIInput, countOpenAIInput, FRAMING, inputTokenBound, loadOpenAIVocabularies } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
+import { withoutKey } from '../secretPieces.js';
 
 export type OpenAIConfig = Extract<ProviderConfig, { kind: 'openai' }>;
 
@@ -112,8 +113,8 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
   }
 
   function redact(text: string): string {
-    // A key too short to be a secret (a test key) would only mangle the text.
-    return config.apiKey.length < 8 ? text : text.split(config.apiKey).join('[redacted]');
+    // Whole, and in pieces: an upstream's 401 may quote the key cut short.
+    return withoutKey(text, config.apiKey, '[redacted]');
   }
 
   function toGatewayError(err: unknown, signal: AbortSignal | undefined, usage?: Usage): GatewayError {

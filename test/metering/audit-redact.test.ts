@@ -94,14 +94,17 @@ apiKeys:
     expect(await journalText()).not.toContain('Initech');
   });
 
-  it('leaves out of the record a part of the provider key a provider error quotes', async () => {
+  it('leaves out of the caller\'s error and of the record a part of the provider key a provider error quotes', async () => {
     const url = await upstreamAnswering(401, ({ key }) => `Incorrect API key provided: ${key.slice(0, 30)}... You can find your API key at https://platform.openai.com.`);
     gw = await gatewayBefore(url);
     const res = await chat(gw, [{ role: 'user', content: 'hi' }]);
     expect(res.status).toBe(502);
+    const answer = await res.text();
+    expect(answer).toContain('Incorrect API key provided: [redacted]...');
+    expect(answer).not.toContain(PROVIDER_KEY.slice(0, 16));
     await gw.idle();
     const e = gw.events.at(-1)!;
-    expect(e.reason).toBe('Provider openai failed (HTTP 401 invalid_request_error): Incorrect API key provided: [REDACTED]... You can find your API key at https://platform.openai.com.');
+    expect(e.reason).toBe('Provider openai failed (HTTP 401 invalid_request_error): Incorrect API key provided: [redacted]... You can find your API key at https://platform.openai.com.');
     expect(await journalText()).toContain('Incorrect API key provided');
     expect(await journalText()).not.toContain(PROVIDER_KEY.slice(0, 16));
   });

@@ -17,6 +17,7 @@ const LAYERS: Record<string, number> = {
   ttlCache: 1,
   textCache: 1,
   signals: 1,
+  secretPieces: 1,
   providers: 2,
   quota: 2,
   identity: 3,
