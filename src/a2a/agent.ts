@@ -5,8 +5,8 @@
  * reply is a task whose artifact is the text; a refusal is a failed task whose status message
  * starts with the tollgate code and whose metadata carries the error.
  */
-import { AgentCard, Role, TaskState, type Message, type Part, type Task } from '@a2a-js/sdk';
-import type { AgentExecutionEvent, AgentExecutor, ExecutionEventBus, RequestContext, TaskStore, User } from '@a2a-js/sdk/server';
+import { AgentCard, Role, TaskState, type Message, type Part, type SendMessageRequest, type Task } from '@a2a-js/sdk';
+import type { AgentExecutionEvent, AgentExecutor, ExecutionEventBus, RequestContext, ServerCallContext, TaskStore, User } from '@a2a-js/sdk/server';
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -128,9 +128,22 @@ function agentMessage(text: string, taskId: string, contextId: string): Message 
 }
 
 /**
+ * The texts of a message's parts. A part of another kind (a file by `url` or `raw` bytes, `data`,
+ * or none A2A v1.0 knows, such as a v0.3 `file`) is refused naming it, as the other ways in refuse
+ * an image part: completing the text without it would answer another question than the one asked.
+ */
+function partTexts(parts: Part[]): string[] {
+  return parts.map((part, i) => {
+    if (part.content?.$case === 'text') return part.content.value;
+    const kind = part.content ? `${part.content.$case} parts are` : 'a part with none of text, raw, url or data is';
+    throw new GatewayError('INVALID_REQUEST', `message.parts.${i}: ${kind} not supported by tollgate; only text parts go through.`);
+  });
+}
+
+/**
  * The call's arguments from an A2A message: its text parts are the prompt, its metadata (or the
- * request's) the options. Read by the pipeline's validate step, so a message without text is
- * refused with an event like any other bad request.
+ * request's) the options. Read by the pipeline's validate step, so a message without text, or
+ * with a part that is not text, is refused with an event like any other bad request.
  */
 function completionArgs(ctx: RequestContext): CallArguments {
   return {
@@ -138,7 +151,7 @@ function completionArgs(ctx: RequestContext): CallArguments {
     modelNamesTier: true,
     decode: () => {
       const message = ctx.userMessage;
-      const texts = message.parts.flatMap((p) => (p.content?.$case === 'text' ? [p.content.value] : []));
+      const texts = partTexts(message.parts);
       if (!texts.join('').trim()) throw new GatewayError('INVALID_REQUEST', 'The message has no text part to complete.');
       const meta: Record<string, unknown> = { ...ctx.request.metadata, ...message.metadata };
       // Several text parts stay parts, so content rules read each seam between them.
@@ -248,13 +261,45 @@ function baseUrlOf(req: Request): string {
   return `${req.protocol}://${req.get('host')}`;
 }
 
+/**
+ * Why a message naming a task (`message.taskId`) may not continue it, if it may not. A task takes
+ * one message: tollgate never asks for more input, so a task is running or finished. The SDK
+ * refuses a message to a finished task (-32004) but runs one to a running task as a second call on
+ * it, charged again, racing the first for the task's state and leaving CancelTask waiting on the
+ * call it cannot abort; that message is refused the same way.
+ */
+async function stillRunning(tasks: TaskStore, params: SendMessageRequest, context: ServerCallContext): Promise<string | undefined> {
+  const taskId = params.message?.taskId;
+  const state = taskId ? (await tasks.load(taskId, context))?.status?.state : undefined;
+  if (state !== TaskState.TASK_STATE_SUBMITTED && state !== TaskState.TASK_STATE_WORKING) return undefined;
+  return `Task ${taskId} is still running: tollgate takes one message per task. Send the message without a taskId to start a new task.`;
+}
+
 /** The SDK's JSON-RPC handler over our executor; its server code is imported on first use or by `prepare`. */
 async function jsonRpc(gateway: Gateway, opts: A2AOptions): Promise<RequestHandler> {
-  const [{ DefaultRequestHandler, JsonRpcTransportHandler }, { jsonRpcHandler }] = await Promise.all([import('@a2a-js/sdk/server'), import('@a2a-js/sdk/server/express')]);
+  const [{ DefaultRequestHandler, JsonRpcTransportHandler }, { jsonRpcHandler }, { UnsupportedOperationError }] = await Promise.all([
+    import('@a2a-js/sdk/server'),
+    import('@a2a-js/sdk/server/express'),
+    import('@a2a-js/sdk/errors'),
+  ]);
   installSdkLog((error) => JsonRpcTransportHandler.mapToJSONRPCError(error));
   const warn = (message: string, fields?: Record<string, unknown>) => gateway.logger.warn({ ...fields, event: 'a2a_tasks' }, message);
   const tasks = opts.taskStore ?? new BoundedTaskStore(undefined, opts.dataDir ? { dir: opts.dataDir, warn } : undefined);
-  const handler = new DefaultRequestHandler(agentCard(gateway.policy, '', opts.version), tasks, new CompletionExecutor(gateway));
+  const refuseRunning = async (params: SendMessageRequest, context: ServerCallContext) => {
+    const running = await stillRunning(tasks, params, context);
+    if (running) throw new UnsupportedOperationError(running);
+  };
+  const handler = new (class OneMessagePerTask extends DefaultRequestHandler {
+    override async sendMessage(params: SendMessageRequest, context: ServerCallContext) {
+      await refuseRunning(params, context);
+      return super.sendMessage(params, context);
+    }
+
+    override async *sendMessageStream(params: SendMessageRequest, context: ServerCallContext) {
+      await refuseRunning(params, context);
+      yield* super.sendMessageStream(params, context);
+    }
+  })(agentCard(gateway.policy, '', opts.version), tasks, new CompletionExecutor(gateway));
   return jsonRpcHandler({
     requestHandler: handler,
     userBuilder: async (req) => {
