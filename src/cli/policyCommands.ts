@@ -3,13 +3,12 @@
  * two small helpers `hash-key` and `call` (a client of a running gateway).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseEnv } from '../config/env.js';
 import { settingsFrom } from '../main.js';
 import { didYouMean } from '../config/suggest.js';
 import { checkPolicyText } from '../policy/check.js';
-import type { Policy, PolicyIssue } from '../policy/load.js';
+import { readPolicyText, type Policy, type PolicyError, type PolicyIssue } from '../policy/load.js';
 import { CliError, EXIT } from './exit.js';
 import { loadServedPolicy } from './servedPolicy.js';
 
@@ -41,9 +40,9 @@ export function check(file: string | undefined, flags: { policy?: string }, env:
   const path = file ?? (flags.policy ? flags.policy : resolvePolicyPath(undefined, env));
   let text: string;
   try {
-    text = readFileSync(resolve(path), 'utf8');
+    text = readPolicyText(resolve(path));
   } catch (err) {
-    return { out: '', err: formatIssues(path, [{ path: '', message: `cannot read policy file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]), code: EXIT.failed };
+    return { out: '', err: formatIssues(path, (err as PolicyError).issues), code: EXIT.failed };
   }
   const { policy, errors, warnings } = checkPolicyText(text, resolve(path), { now });
   if (!policy) return { out: '', err: formatIssues(path, errors), code: EXIT.failed };

@@ -4,11 +4,10 @@
  * stop it serving: a shipped price the policy relies on that has not been confirmed for 90 days,
  * and a model it routes to that the provider has retired or retires within 60 days.
  */
-import { readFileSync } from 'node:fs';
 import { shippedPrice, priceAgeDays } from '../providers/prices.js';
 import type { BindingSources } from './bindings.js';
 import { checkPolicyCel } from './celCheck.js';
-import { parsePolicy, PolicyError, type LoadOptions, type Policy, type PolicyIssue } from './load.js';
+import { parsePolicy, PolicyError, readPolicyText, type LoadOptions, type Policy, type PolicyIssue } from './load.js';
 
 /** How old a shipped price may be before `check` warns about it. */
 export const PRICE_MAX_AGE_DAYS = 90;
@@ -106,13 +105,7 @@ export function checkPolicyText(text: string, source: string, opts: { sources?: 
  * PolicyError listing every issue.
  */
 export function loadCheckedPolicyFile(path: string, opts: LoadOptions = {}): Policy {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new PolicyError(path, [{ path: '', message: `cannot read policy file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
-  }
-  const { policy, errors } = checkPolicyText(text, path, opts);
+  const { policy, errors } = checkPolicyText(readPolicyText(path), path, opts);
   if (!policy) throw new PolicyError(path, errors);
   return policy;
 }

@@ -130,15 +130,18 @@ export interface LoadOptions {
   sources?: BindingSources;
 }
 
-/** Reads and compiles a policy file; throws PolicyError listing every issue. */
-export function loadPolicyFile(path: string, opts: LoadOptions = {}): Policy {
-  let text: string;
+/** A policy file's text; PolicyError when it cannot be read. */
+export function readPolicyText(path: string): string {
   try {
-    text = readFileSync(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch (err) {
     throw new PolicyError(path, [{ path: '', message: `cannot read policy file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }]);
   }
-  return parsePolicy(text, path, opts);
+}
+
+/** Reads and compiles a policy file; throws PolicyError listing every issue. */
+export function loadPolicyFile(path: string, opts: LoadOptions = {}): Policy {
+  return parsePolicy(readPolicyText(path), path, opts);
 }
 
 /** Compiles policy text; `source` names it in errors. */

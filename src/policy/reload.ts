@@ -12,10 +12,10 @@
  * ignored. SIGHUP always reloads, so rotated `${file:...}` or `${env:...}` secrets are re-read.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { parsePolicy, PolicyError, type Policy, type PolicyIssue } from './load.js';
+import { parsePolicy, PolicyError, readPolicyText, type Policy, type PolicyIssue } from './load.js';
 
 /** What a reload swaps the policy on: the Gateway. */
 export interface ReloadTarget {
@@ -105,9 +105,9 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
     const oldVersion = target.policy.version;
     let text: string;
     try {
-      text = readFileSync(path, 'utf8');
+      text = readPolicyText(path);
     } catch (err) {
-      const issues = [{ path: '', message: `cannot read policy file: ${(err as NodeJS.ErrnoException).code ?? String(err)}` }];
+      const issues = (err as PolicyError).issues;
       logger.error({ event: 'policy_reload_failed', trigger, policy: path, version: oldVersion, issues }, 'policy reload refused; the current policy stays');
       return { status: 'failed', version: oldVersion, issues };
     }
