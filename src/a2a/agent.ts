@@ -1,11 +1,13 @@
 /**
- * tollgate as an A2A v1.0 agent: an Agent Card at /.well-known/agent-card.json and JSON-RPC at
- * /a2a (SendMessage, SendStreamingMessage, GetTask, CancelTask). Each message is one completion
+ * tollgate as an A2A agent: an Agent Card at /.well-known/agent-card.json (card.ts) and JSON-RPC at
+ * /a2a, in A2A v1.0 (SendMessage, SendStreamingMessage, GetTask, CancelTask) and v0.3
+ * (message/send, message/stream, tasks/get, tasks/cancel), which the SDK translates to and from
+ * v1.0 around the same handler, executor and task store. Each message is one completion
  * through the same gateway as MCP, charged to the caller named by the bearer credential. The
  * reply is a task whose artifact is the text; a refusal is a failed task whose status message
  * starts with the tollgate code and whose metadata carries the error.
  */
-import { AgentCard, Role, TaskState, type Message, type Part, type SendMessageRequest, type Task } from '@a2a-js/sdk';
+import { Role, TaskState, type Message, type Part, type SendMessageRequest, type Task } from '@a2a-js/sdk';
 import type { AgentExecutionEvent, AgentExecutor, ExecutionEventBus, RequestContext, ServerCallContext, TaskStore, User } from '@a2a-js/sdk/server';
 import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { randomUUID } from 'node:crypto';
@@ -15,16 +17,12 @@ import { asGatewayError, GatewayError } from '../errors.js';
 import type { CallResult, Gateway } from '../gateway/gateway.js';
 import { ownerKey, type Principal } from '../identity/principal.js';
 import type { CallArguments, Credential } from '../pipeline/context.js';
-import type { Policy } from '../policy/load.js';
+import { A2A_PATH, agentCard, CARD_PATH, loadV03Card, RESULT_META_KEY, v03Card, v1Card } from './card.js';
 import { checkEnvelope } from './envelope.js';
 import { installSdkLog, withSdkLog, type SdkLogScope } from './sdkLog.js';
 import { BoundedTaskStore, ERROR_META_KEY } from './taskStore.js';
 
-/** Where the JSON-RPC endpoint is mounted. */
-export const A2A_PATH = '/a2a';
-/** Metadata keys on a task: the call's result, or the refusal. */
-export const RESULT_META_KEY = 'io.tollgate/result';
-export { ERROR_META_KEY };
+export { A2A_PATH, ERROR_META_KEY, RESULT_META_KEY };
 
 export interface A2AOptions {
   /** The app's bearer middleware for this transport: the same verifier, and so the same identities, as /mcp. */
@@ -66,50 +64,6 @@ class GatewayUser implements User {
   get userName(): string {
     return ownerKey(this.principal);
   }
-}
-
-/** The Agent Card for this gateway, served at `baseUrl`. */
-export function agentCard(policy: Policy, baseUrl: string, version: string): AgentCard {
-  const issuers = policy.config.identity.oidc.map((i) => i.issuer);
-  const securitySchemes: AgentCard['securitySchemes'] = {
-    bearer: {
-      scheme: {
-        $case: 'httpAuthSecurityScheme',
-        value: { scheme: 'Bearer', bearerFormat: '', description: 'A tollgate API key, or an access token from an issuer the gateway trusts.' },
-      },
-    },
-  };
-  if (issuers[0]) {
-    const url = `${issuers[0].replace(/\/$/, '')}/.well-known/openid-configuration`;
-    securitySchemes.oidc = { scheme: { $case: 'openIdConnectSecurityScheme', value: { openIdConnectUrl: url, description: 'Sign in with the company identity provider.' } } };
-  }
-  const text = ['text/plain'];
-  return {
-    name: 'tollgate',
-    description: 'Enterprise AI gateway: completes text with a governed model, charged to your budgets, stepped down a tier when a budget runs low and refused with the reason when a budget or policy says no.',
-    supportedInterfaces: [{ url: `${baseUrl}${A2A_PATH}`, protocolBinding: 'JSONRPC', tenant: '', protocolVersion: '1.0' }],
-    provider: undefined,
-    version,
-    capabilities: { streaming: true, pushNotifications: false, extensions: [], extendedAgentCard: false },
-    securitySchemes,
-    // Requirements are alternatives: any one scheme is enough.
-    securityRequirements: Object.keys(securitySchemes).map((name) => ({ schemes: { [name]: { list: [] } } })),
-    defaultInputModes: text,
-    defaultOutputModes: text,
-    skills: [
-      {
-        id: 'complete',
-        name: 'Complete with a governed model',
-        description: `The text parts of the message are the prompt. Optional message metadata: model (a model such as ${policy.config.tiers[policy.defaultTier]![0]} or a tier: ${policy.tiers.join(', ')}), tier, max_tokens, temperature, system. The reply is a task whose artifact is the text; its metadata "${RESULT_META_KEY}" has the model served, usage, cost and budgets left.`,
-        tags: ['completion', 'llm', 'governed'],
-        examples: ['Summarise this incident report in three bullet points.'],
-        inputModes: text,
-        outputModes: text,
-        securityRequirements: [],
-      },
-    ],
-    signatures: [],
-  };
 }
 
 /** Execution events as the SDK's `AgentEvent` factories build them (kept local so the SDK's server loads lazily). */
@@ -256,11 +210,6 @@ function sdkLogScope(parent: Logger, res: Response): SdkLogScope {
   };
 }
 
-/** The card's base URL: the address the caller used (Host is checked by the app before this). */
-function baseUrlOf(req: Request): string {
-  return `${req.protocol}://${req.get('host')}`;
-}
-
 /**
  * Why a message naming a task (`message.taskId`) may not continue it, if it may not. A task takes
  * one message: tollgate never asks for more input, so a task is running or finished. The SDK
@@ -302,6 +251,8 @@ async function jsonRpc(gateway: Gateway, opts: A2AOptions): Promise<RequestHandl
   })(agentCard(gateway.policy, '', opts.version), tasks, new CompletionExecutor(gateway));
   return jsonRpcHandler({
     requestHandler: handler,
+    // A request without A2A-Version, or with 0.3, is A2A v0.3: the SDK translates it to and from v1.0 around the same handler.
+    legacyCompat: { enabled: true },
     userBuilder: async (req) => {
       const caller = opts.callerOf(req);
       if (!caller) throw new GatewayError('AUTH_REQUIRED', 'No credential was presented; send an API key or token.');
@@ -312,8 +263,9 @@ async function jsonRpc(gateway: Gateway, opts: A2AOptions): Promise<RequestHandl
 
 /**
  * Serves the Agent Card (public) and the JSON-RPC endpoint (behind the app's bearer middleware).
- * `prepare` loads the SDK's server code now rather than on the first A2A request, whose load would
- * stall every call in flight (about 0.2 s); a server calls it before it listens (main.ts).
+ * `prepare` loads the SDK's server code (and its v0.3 card router) now rather than on the first A2A
+ * request, whose load would stall every call in flight (about 0.2 s); a server calls it before it
+ * listens (main.ts).
  */
 export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router & { prepare(): Promise<void> } {
   let rpc: Promise<RequestHandler> | undefined;
@@ -323,10 +275,9 @@ export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router & { prepar
     rpc.then((h) => withSdkLog(sdkLogScope(gateway.logger, res), () => h(req, res, next)), next);
   };
   const router = Router();
-  router.get('/.well-known/agent-card.json', (req, res) => {
-    res.setHeader('cache-control', 'public, max-age=300');
-    res.json(AgentCard.toJSON(agentCard(gateway.policy, baseUrlOf(req), opts.version)));
-  });
+  // The v0.3 card to a request without A2A-Version or asking for 0.3, else the v1.0 card (card.ts).
+  router.use(CARD_PATH, v03Card(gateway.policy, opts.version));
+  router.get(CARD_PATH, v1Card(gateway.policy, opts.version));
   // The request's id (its `x-request-id`, carried by its call's or its refusal's event and the SDK's log records) and its disconnect signal, before anything is awaited.
   const begin: RequestHandler = (_req, res, next) => {
     const id = randomUUID();
@@ -337,5 +288,5 @@ export function a2aRouter(gateway: Gateway, opts: A2AOptions): Router & { prepar
   };
   // A body that is not a JSON-RPC request, or names no A2A method, gets JSON-RPC's code rather than the SDK's -32602 (envelope.ts).
   router.use(A2A_PATH, begin, opts.requireAuth, opts.json, opts.unread, opts.rpcErrors, checkEnvelope, lazyRpc);
-  return Object.assign(router, { prepare: async () => void (await (rpc ??= jsonRpc(gateway, opts))) });
+  return Object.assign(router, { prepare: async () => void (await Promise.all([(rpc ??= jsonRpc(gateway, opts)), loadV03Card()])) });
 }

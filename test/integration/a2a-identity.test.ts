@@ -54,7 +54,7 @@ describe('A2A and compatible endpoints with OIDC tokens', () => {
   });
 
   it('declares the issuer as an OpenID Connect scheme on the Agent Card, as an alternative to bearer', async () => {
-    const card = await (await fetch(`${gw.url}/.well-known/agent-card.json`)).json();
+    const card = await (await fetch(`${gw.url}/.well-known/agent-card.json`, { headers: { 'a2a-version': '1.0' } })).json();
     expect(card.securitySchemes.oidc).toEqual({
       openIdConnectSecurityScheme: { openIdConnectUrl: `${idp.issuer}/.well-known/openid-configuration`, description: 'Sign in with the company identity provider.' },
     });

@@ -56,7 +56,7 @@ describe('the A2A SDK\'s console output', () => {
 
   it('logs a refusal as one debug record without a stack, and prints nothing', async () => {
     const before = log.entries.length;
-    expect((await post({ authorization: `Bearer ${KEYS.alice}` }, { jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message } })).error.code).toBe(-32009);
+    expect((await post({ authorization: `Bearer ${KEYS.alice}`, 'a2a-version': '2.0' }, { jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message } })).error.code).toBe(-32009);
     expect(log.entries.slice(before)).toEqual([
       expect.objectContaining({ level: 20, event: 'a2a_refused', rpcCode: -32009, error: 'VersionNotSupportedError', sdk: 'Unhandled error in JSON-RPC POST handler:' }),
     ]);

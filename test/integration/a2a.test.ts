@@ -56,11 +56,14 @@ describe('A2A agent with the A2A SDK client', () => {
 
   it('publishes an Agent Card with the completion skill, the JSON-RPC URL, protocol 1.0 and a bearer scheme', async () => {
     await start();
-    const res = await fetch(`${gw!.url}/.well-known/agent-card.json`);
+    const res = await fetch(`${gw!.url}/.well-known/agent-card.json`, { headers: { 'a2a-version': '1.0' } });
     expect(res.status).toBe(200);
     const card = await res.json();
     expect(card.name).toBe('tollgate');
-    expect(card.supportedInterfaces).toEqual([{ url: `${gw!.url}/a2a`, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }]);
+    expect(card.supportedInterfaces).toEqual([
+      { url: `${gw!.url}/a2a`, protocolBinding: 'JSONRPC', protocolVersion: '1.0' },
+      { url: `${gw!.url}/a2a`, protocolBinding: 'JSONRPC', protocolVersion: '0.3' },
+    ]);
     expect(card.capabilities).toEqual({ streaming: true, pushNotifications: false, extendedAgentCard: false });
     expect(card.securitySchemes).toEqual({
       bearer: { httpAuthSecurityScheme: { scheme: 'Bearer', description: 'A tollgate API key, or an access token from an issuer the gateway trusts.' } },
