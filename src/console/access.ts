@@ -5,7 +5,7 @@
  * decision event like any refused call). Two ways in: an API key declared under the policy's
  * `apiKeys` (keys issued at run time never open the console), or an ID token from the OIDC login
  * flow (oidc.ts). Roles are read again from the policy on every request, so a reload that takes a
- * role away, disables a key or removes it ends that admin's sign-in at once.
+ * role away, disables a key, removes it or gives its id a new secret ends that admin's sign-in at once.
  */
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway/gateway.js';
@@ -39,12 +39,15 @@ export function consoleEnabled(policy: Policy, host: string): boolean {
   return LOOPBACK.has(host) || /^127\./.test(host) || adminIdentityConfigured(policy);
 }
 
-/** The role a session holds under the policy serving now; none when it no longer holds one. */
+/**
+ * The role a session holds under the policy serving now; none when it no longer holds one, or when
+ * its API key's id now stands for another secret (a leaked key replaced under the same id).
+ */
 export function sessionRole(policy: Policy, s: ConsoleSession, now: number): ConsoleRole | undefined {
   if (s.expiresAt <= now) return undefined;
   if (s.via === 'api_key') {
     const key = [...policy.apiKeys.values()].find((k) => k.id === s.keyId);
-    if (!key || key.disabled || key.user !== s.user) return undefined;
+    if (!key || key.disabled || key.user !== s.user || !s.keyFingerprint || !key.sha256.startsWith(s.keyFingerprint)) return undefined;
     return roleOf(policy, key.roles);
   }
   const oidc = policy.config.console.oidc;
@@ -56,6 +59,8 @@ export function sessionRole(policy: Policy, s: ConsoleSession, now: number): Con
 export interface Admission {
   principal: Principal;
   role: ConsoleRole;
+  /** The API key's fingerprint (first 12 hex digits of its SHA-256); none for OIDC. */
+  keyFingerprint?: string;
 }
 
 /**
@@ -64,23 +69,26 @@ export interface Admission {
  */
 export async function admitApiKey(gateway: Gateway, key: string, requestId: string): Promise<Admission> {
   const { principal, policy } = await gateway.authenticate({ secret: key, only: 'api_key' }, { transport: 'console', requestId });
-  if (!policy.apiKeys.has(hashApiKey(key))) {
-    throw new GatewayError('FORBIDDEN', 'Only an API key declared in the policy (apiKeys) with an admin role opens the console; issued keys do not.');
+  const who = { user: principal.user, keyId: principal.credentialId };
+  const sha256 = hashApiKey(key);
+  if (!policy.apiKeys.has(sha256)) {
+    throw new GatewayError('FORBIDDEN', 'Only an API key declared in the policy (apiKeys) with an admin role opens the console; issued keys do not.', who);
   }
-  return { principal, role: admitted(policy, principal) };
+  return { principal, role: admitted(policy, principal, who), keyFingerprint: sha256.slice(0, 12) };
 }
 
 /** Proves an ID token from the login flow through the gateway (issuer, signature, audience, expiry, claims). */
 export async function admitIdToken(gateway: Gateway, token: string, requestId: string): Promise<Admission> {
   const { principal, policy } = await gateway.authenticate({ secret: token, only: 'jwt' }, { transport: 'console', requestId });
-  return { principal, role: admitted(policy, principal) };
+  return { principal, role: admitted(policy, principal, { user: principal.user, issuer: principal.credentialId }) };
 }
 
-function admitted(policy: Policy, p: Principal): ConsoleRole {
+/** The principal's console role; FORBIDDEN, with `who` in its details for the journal, when it holds none. */
+function admitted(policy: Policy, p: Principal, who: Record<string, string | undefined>): ConsoleRole {
   const role = roleOf(policy, p.roles);
   if (!role) {
     const { readWrite, readOnly } = policy.config.console.roles;
-    throw new GatewayError('FORBIDDEN', `${p.user} holds no console role (read-write: ${readWrite.join(', ') || 'none'}; read-only: ${readOnly.join(', ') || 'none'}).`);
+    throw new GatewayError('FORBIDDEN', `${p.user} holds no console role (read-write: ${readWrite.join(', ') || 'none'}; read-only: ${readOnly.join(', ') || 'none'}).`, who);
   }
   return role;
 }

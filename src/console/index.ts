@@ -4,12 +4,13 @@
  * the live ledger (data.ts); the only scripts are two static files (ours and uPlot's, from the
  * package), so the Content-Security-Policy allows no inline script or style at all.
  *
- * Every request to /console is either a sign-in step or needs a session (session.ts) whose role
- * is read again from the policy serving now (access.ts). Every action is journaled as a `console`
- * entry: page views, sign-ins (refused ones too), sign-outs, key issues and revocations, and
- * refusals (no CSRF token, a read-only admin trying to act). A mutating action is journaled before
- * it is carried out, and refused when the journal cannot take it. Every POST needs the session's
- * CSRF token and, when the browser sends one, an Origin of the console's own.
+ * Every request to /console is either a sign-in step or needs a session (session.ts), not signed
+ * out, whose role is read again from the policy serving now (access.ts). Every action is journaled
+ * as a `console` entry: page views, sign-ins (refused ones too, with who tried), sign-outs, key
+ * issues and revocations, and refusals (no CSRF token, a read-only admin trying to act). A mutating
+ * action is journaled before it is carried out, and refused when the journal cannot take it. Every
+ * POST needs the session's CSRF token and, when the browser sends one, an Origin of the console's
+ * own.
  */
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -23,9 +24,9 @@ import { packageRoot } from '../main.js';
 import { admitApiKey, admitIdToken, consoleEnabled, sessionRole, type Admission, type ConsoleRole } from './access.js';
 import { budgetLines, explainDecision, findDecision, overview, rangeOf, refusals, type ConsoleSources } from './data.js';
 import type { Viewer } from './html.js';
-import { checkNonce, redeemCode, startLogin, type PendingLogin, FLOW_TTL_MS } from './oidc.js';
+import { checkIdToken, redeemCode, startLogin, type PendingLogin, FLOW_TTL_MS } from './oidc.js';
 import { budgetsPage, errorPage, issuedKeyMessage, keysPage, loginPage, overviewPage, policyPage, refusalsPage, requestPage } from './pages.js';
-import { CookieSigner, cookiesOf, LOGIN_COOKIE, newNonce, OIDC_COOKIE, SESSION_COOKIE, setCookie, type ConsoleSession } from './session.js';
+import { CookieSigner, cookiesOf, EndedSessions, LOGIN_COOKIE, newNonce, OIDC_COOKIE, SESSION_COOKIE, setCookie, type ConsoleSession } from './session.js';
 
 export interface ConsoleOptions {
   gateway: Gateway;
@@ -65,6 +66,7 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
   const { gateway } = opts;
   const now = opts.now ?? Date.now;
   const signer = new CookieSigner(opts.sessionSecret);
+  const ended = new EndedSessions();
   const src: ConsoleSources = { gateway, keyPrefix: opts.keyPrefix, dataDir: opts.dataDir, now };
   const startedWith = { version: gateway.policy.version, at: new Date(now()).toISOString() };
   const router = express.Router();
@@ -121,17 +123,25 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
   const signIn = async (req: Request, res: Response, a: Admission, via: ConsoleSession['via']) => {
     const minutes = gateway.policy.config.console.sessionMinutes;
     const session: ConsoleSession = { user: a.principal.user, via, roles: a.principal.roles, expiresAt: now() + minutes * 60_000, nonce: newNonce() };
-    if (via === 'api_key') session.keyId = a.principal.credentialId;
-    else session.issuer = a.principal.credentialId;
+    if (via === 'api_key') {
+      session.keyId = a.principal.credentialId;
+      session.keyFingerprint = a.keyFingerprint;
+    } else session.issuer = a.principal.credentialId;
     (res.locals as Locals).console = { session, role: a.role, viewer: { user: session.user, role: a.role, csrf: '' } };
     await journal(req, { action: 'login', outcome: 'ok' });
     setCookie(res, SESSION_COOKIE, signer.seal('session', session), { maxAge: minutes * 60, sameSite: 'Lax', secure: secure(req) });
     res.redirect(303, '/console');
   };
 
-  const loginRefused = async (req: Request, res: Response, err: unknown) => {
+  /**
+   * A refused sign-in, journaled with who tried as far as it is known: how, the request id the
+   * identity pipeline's decision event carries, and the user and key or issuer of a credential it
+   * proved (an admin role or the key's place in the policy is what was missing).
+   */
+  const loginRefused = async (req: Request, res: Response, err: unknown, attempt: { via: ConsoleSession['via']; requestId?: string }) => {
     const e = err instanceof GatewayError ? err : new GatewayError('INTERNAL', 'The sign-in failed; see the gateway log.');
-    await journal(req, { action: 'login', outcome: 'refused', code: e.code, detail: e.message });
+    const who = Object.fromEntries(['user', 'keyId', 'issuer'].flatMap((k) => (typeof e.details[k] === 'string' ? [[k, e.details[k]]] : [])));
+    await journal(req, { action: 'login', outcome: 'refused', code: e.code, detail: e.message, ...attempt, ...who });
     markRecorded(res);
     const nonce = newNonce();
     setCookie(res, LOGIN_COOKIE, nonce, { maxAge: 3600, sameSite: 'Strict', secure: secure(req) });
@@ -144,11 +154,12 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
       return refuse(req, res, new GatewayError('FORBIDDEN', 'The sign-in form is stale or was not sent from this console (CSRF check); load the sign-in page again.'));
     }
     const key = typeof req.body?.key === 'string' ? req.body.key.trim() : '';
+    const requestId = randomUUID();
     try {
       if (!key) throw new GatewayError('AUTH_REQUIRED', 'Give an admin API key.');
-      await signIn(req, res, await admitApiKey(gateway, key, randomUUID()), 'api_key');
+      await signIn(req, res, await admitApiKey(gateway, key, requestId), 'api_key');
     } catch (err) {
-      await loginRefused(req, res, err);
+      await loginRefused(req, res, err, { via: 'api_key', requestId });
     }
   });
 
@@ -160,7 +171,7 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
       setCookie(res, OIDC_COOKIE, signer.seal('oidc', pending), { maxAge: FLOW_TTL_MS / 1000, sameSite: 'Lax', secure: secure(req) });
       res.redirect(302, location);
     } catch (err) {
-      await loginRefused(req, res, err);
+      await loginRefused(req, res, err, { via: 'oidc' });
     }
   });
 
@@ -168,6 +179,7 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
     const oidc = gateway.policy.config.console.oidc;
     const pending = signer.open<PendingLogin>('oidc', cookiesOf(req)[OIDC_COOKIE]);
     setCookie(res, OIDC_COOKIE, '', { maxAge: 0, sameSite: 'Lax', secure: secure(req) });
+    const requestId = randomUUID();
     try {
       if (!oidc) throw new GatewayError('NOT_FOUND', 'No OIDC sign-in is configured (console.oidc).');
       if (typeof req.query.error === 'string') throw new GatewayError('AUTH_INVALID', `The issuer refused the sign-in: ${req.query.error}.`);
@@ -177,11 +189,10 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
       }
       if (typeof code !== 'string' || !code) throw new GatewayError('AUTH_INVALID', 'The issuer sent no authorization code.');
       const idToken = await redeemCode(oidc, pending, code, now());
-      const admission = await admitIdToken(gateway, idToken, randomUUID());
-      checkNonce(idToken, pending);
-      await signIn(req, res, admission, 'oidc');
+      checkIdToken(idToken, oidc, pending);
+      await signIn(req, res, await admitIdToken(gateway, idToken, requestId), 'oidc');
     } catch (err) {
-      await loginRefused(req, res, err);
+      await loginRefused(req, res, err, { via: 'oidc', requestId });
     }
   });
 
@@ -189,7 +200,7 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
 
   router.use('/console', (req: Request, res: Response, next: NextFunction) => {
     const session = signer.open<ConsoleSession>('session', cookiesOf(req)[SESSION_COOKIE]);
-    const role = session ? sessionRole(gateway.policy, session, now()) : undefined;
+    const role = session && !ended.has(session) ? sessionRole(gateway.policy, session, now()) : undefined;
     // HEAD is a GET without its body (express serves it from the GET routes): safe, no token.
     const safe = req.method === 'GET' || req.method === 'HEAD';
     if (!session || !role) {
@@ -276,6 +287,7 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
   // ---- actions -------------------------------------------------------------------------------
 
   router.post('/console/logout', async (req, res) => {
+    ended.end((res.locals as Locals).console!.session, now());
     await journal(req, { action: 'logout', outcome: 'ok' });
     setCookie(res, SESSION_COOKIE, '', { maxAge: 0, sameSite: 'Lax', secure: secure(req) });
     res.redirect(303, '/console/login');

@@ -4,7 +4,8 @@
  * random state, nonce and code challenge; the verifier, state and nonce wait in a signed, HttpOnly
  * cookie (SameSite=Lax: the way back is a navigation from the issuer's site). The callback checks
  * the state, trades the code and verifier for tokens at the token endpoint, and hands the ID token
- * to the gateway's identity pipeline (access.ts), then checks the nonce.
+ * after checking it was made for this sign-in (issuer, client, nonce) to the gateway's identity
+ * pipeline (access.ts), which verifies it.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { decodeJwt } from 'jose';
@@ -97,7 +98,19 @@ export async function redeemCode(oidc: OidcConfig, pending: PendingLogin, code: 
   return answer.id_token;
 }
 
-/** Checks that a verified ID token carries the nonce this browser's flow sent. */
-export function checkNonce(idToken: string, pending: PendingLogin): void {
-  if (decodeJwt(idToken).nonce !== pending.nonce) throw new GatewayError('AUTH_INVALID', 'The ID token does not carry the nonce this sign-in sent.');
+/**
+ * Checks that an ID token was made for this sign-in (OpenID Connect Core 3.1.3.7): by the console's
+ * issuer, for the console's client (its `aud`, and `azp` when there are several audiences), with
+ * the nonce this browser's flow sent. The identity pipeline accepts every audience of the issuer's
+ * `identity.oidc` entry (the MCP resource too), so it cannot tell a console ID token from another.
+ * Run before the token is verified: a claim that fails here refuses the sign-in either way.
+ */
+export function checkIdToken(idToken: string, oidc: OidcConfig, pending: PendingLogin): void {
+  const claims = decodeJwt(idToken);
+  const audience = typeof claims.aud === 'string' ? [claims.aud] : (claims.aud ?? []);
+  const azpFits = claims.azp === undefined ? audience.length === 1 : claims.azp === oidc.clientId;
+  if (claims.iss !== oidc.issuer || !audience.includes(oidc.clientId) || !azpFits) {
+    throw new GatewayError('AUTH_INVALID', `The ID token was not made for this console (issuer ${oidc.issuer}, client ${oidc.clientId}).`);
+  }
+  if (claims.nonce !== pending.nonce) throw new GatewayError('AUTH_INVALID', 'The ID token does not carry the nonce this sign-in sent.');
 }

@@ -22,6 +22,8 @@ export interface ConsoleSession {
   /** How they signed in: an admin API key of the policy (its id in `keyId`), or OIDC (issuer in `issuer`). */
   via: 'api_key' | 'oidc';
   keyId?: string;
+  /** The key's fingerprint (first 12 hex digits of its SHA-256): a new secret under the same id ends the sign-in. */
+  keyFingerprint?: string;
   issuer?: string;
   /** Their roles at sign-in (OIDC); for an API key they are read from the policy on every request. */
   roles: string[];
@@ -83,6 +85,26 @@ function same(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
+/**
+ * Sign-ins ended by signing out, by their nonce, until they would have expired: a copy of the
+ * cookie sent after the sign-out is refused. Kept in this process only (replicas and other workers
+ * do not share it), so it ends the session everywhere only when one process serves the console.
+ */
+export class EndedSessions {
+  private readonly ended = new Map<string, number>();
+
+  /** Ends `s` from now on. */
+  end(s: ConsoleSession, now: number): void {
+    for (const [nonce, expiresAt] of this.ended) if (expiresAt <= now) this.ended.delete(nonce);
+    if (s.expiresAt > now) this.ended.set(s.nonce, s.expiresAt);
+  }
+
+  /** Whether `s` was signed out. */
+  has(s: ConsoleSession): boolean {
+    return this.ended.has(s.nonce);
+  }
+}
+
 /** 16 random bytes, base64url. */
 export function newNonce(): string {
   return randomBytes(16).toString('base64url');
@@ -103,7 +125,7 @@ export function cookiesOf(req: Request): Record<string, string> {
 export interface CookieOptions {
   /** Seconds; 0 deletes the cookie. */
   maxAge: number;
-  /** Strict for the session; Lax for the OIDC flow, whose callback is a navigation from the issuer. */
+  /** Lax for the session and the OIDC flow (the callback is a navigation from the issuer); Strict for the sign-in form's nonce. */
   sameSite: 'Strict' | 'Lax';
   secure: boolean;
 }
