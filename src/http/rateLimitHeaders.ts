@@ -44,6 +44,14 @@ export function retryHeaders(err: GatewayError): Record<string, string> {
   };
 }
 
+/**
+ * An ISO instant in whole seconds (Anthropic's RFC 3339 form), rounded up: a reset cut down to its
+ * second would send a client that waits for it back before the window has moved on.
+ */
+function wholeSecondAfter(iso: string): string {
+  return new Date(Math.ceil(Date.parse(iso) / 1000) * 1000).toISOString().replace(/\.000Z$/, 'Z');
+}
+
 /** OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for the limit that refused. */
 export function openaiRateLimitHeaders(err: GatewayError): Record<string, string> {
   const d = detailsOf(err);
@@ -66,6 +74,6 @@ export function anthropicRateLimitHeaders(err: GatewayError): Record<string, str
     ...retryHeaders(err),
     [`anthropic-ratelimit-${unit}-limit`]: String(d.limit),
     [`anthropic-ratelimit-${unit}-remaining`]: String(d.remaining),
-    [`anthropic-ratelimit-${unit}-reset`]: d.retryAt.replace(/\.\d{3}Z$/, 'Z'),
+    [`anthropic-ratelimit-${unit}-reset`]: wholeSecondAfter(d.retryAt),
   };
 }

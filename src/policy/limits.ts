@@ -152,10 +152,15 @@ export function applicableLimits(limits: readonly CompiledLimit[], principal: Pr
   return out;
 }
 
-/** The limit lines a candidate of `tier`, reserved on `model` first, is subject to. */
+/**
+ * The limit lines a candidate of `tier`, reserved on `model` first, is subject to, resolved at
+ * `now`, the moment of the reservation. The fixed lines were resolved when the call's limits were
+ * found (the decide step), maybe a bucket earlier: such a line reads a window that ends before the
+ * current bucket, so it misses what the current bucket holds and admits calls past the limit.
+ */
 export function candidateLimits(limits: ApplicableLimits, tier: string, model: string, now: number, prefix: string): LimitLine[] {
   const out: LimitLine[] = [];
-  for (const l of limits.fixed) if (limitCovers(l.limit, tier)) out.push(l);
+  for (const l of limits.fixed) if (limitCovers(l.limit, tier)) out.push(keptLimitLine(l.limit, l.subject, now, prefix));
   for (const limit of limits.perCandidate) {
     if (limitCovers(limit, tier)) out.push(keptLimitLine(limit, limit.config.scope === 'tier' ? tier : model, now, prefix));
   }
@@ -201,7 +206,7 @@ export function tooLargeForLimitError(line: LimitLine, requested: number, maxTok
   const fits = Math.max(0, maxTokens - (requested - line.limit.limit));
   return new GatewayError(
     'INVALID_REQUEST',
-    `Invalid arguments: max_tokens ${maxTokens} lets this call use up to ${requested} tokens, more than rate limit ${config.id} (${config.scope} ${line.subject}) allows in a ${line.spanMs === 1000 ? 'second' : 'minute'} (${line.limit.limit}); lower max_tokens to at most ${fits}.`,
+    `Invalid arguments: max_tokens ${maxTokens} lets this call use up to ${requested} tokens, more than rate limit ${config.id} (${config.scope} ${line.subject}) allows in a ${line.limit.spanMs === 1000 ? 'second' : 'minute'} (${line.limit.limit}); lower max_tokens to at most ${fits}.`,
     { limitId: config.id, scope: config.scope, subject: line.subject, kind: line.limit.kind, limit: line.limit.limit, requested },
   );
 }

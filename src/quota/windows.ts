@@ -140,20 +140,29 @@ function resolveRolling(spec: Extract<WindowSpec, { rolling: unknown }>, now: nu
   };
 }
 
+/**
+ * The length of a sliding window's bucket: rounded up, so that `buckets` of them cover at least
+ * `spanMs` when they do not divide it (60 buckets of a second are 17 ms, a window of 1,020 ms;
+ * rounded down they were 16 ms, a window of 960, and a limit of 5 a second admitted 10 within 961 ms).
+ */
+function slidingBucketMs(spanMs: number, buckets: number): number {
+  return Math.max(1, Math.ceil(spanMs / buckets));
+}
+
 /** The start of the bucket `now` falls in, for a sliding window of `buckets` over `spanMs`. */
 export function slidingBucketStart(spanMs: number, buckets: number, now: number): number {
-  const bucketMs = Math.max(1, Math.floor(spanMs / buckets));
+  const bucketMs = slidingBucketMs(spanMs, buckets);
   return Math.floor(now / bucketMs) * bucketMs;
 }
 
 /**
- * A sliding window of `buckets` buckets covering `spanMs` (rate limits): usage is the sum of the
- * buckets in range, the current one included. Bucket starts are multiples of the bucket length,
+ * A sliding window of `buckets` buckets covering `spanMs` (rate limits), or a little more when they
+ * do not divide it: usage is the sum of the buckets in range, the current one included. Bucket starts are multiples of the bucket length,
  * so every replica agrees on them. A bucket key lives a minute past the moment it leaves the
  * window, enough for replicas whose clocks differ a little.
  */
 export function resolveSliding(spanMs: number, buckets: number, now: number): ResolvedWindow & { bucketMs: number; spanMs: number } {
-  const bucketMs = Math.max(1, Math.floor(spanMs / buckets));
+  const bucketMs = slidingBucketMs(spanMs, buckets);
   const span = bucketMs * buckets;
   const current = slidingBucketStart(spanMs, buckets, now);
   const readStarts: number[] = [];
