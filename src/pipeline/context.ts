@@ -144,8 +144,11 @@ export interface CallContext {
   consumed?: { model: ModelInfo; usage: Usage }[];
   /** Amount charged to each line at settle, in the line's unit. */
   charged?: number[];
-  /** What was charged beyond the reservation on each line where the provider reported more than was reserved, in the line's unit. */
-  overrun?: { lineIndex: number; amount: number }[];
+  /**
+   * What was charged beyond the reservation on each budget or token limit line where the provider
+   * reported more than was reserved, in the line's unit (`micro_usd` or `tokens`).
+   */
+  overrun?: { budget: string; subject: string; amount: number; unit: 'micro_usd' | 'tokens' }[];
   costMicroUsd?: number;
   upstreamMs?: number;
   /** Set when the quota store failed during the call: refused (closed) or served on the local ledger (open). */

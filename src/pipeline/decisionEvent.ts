@@ -77,12 +77,7 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
     'tollgate.reserved_tokens': ctx.reservation && d && d.effect !== 'deny'
       ? { input: Math.max(...d.candidates.map((m) => reservedInputTokens(ctx, m))), output: Math.max(...d.candidates.map((m) => callOutputCap(ctx, m))) }
       : undefined,
-    'tollgate.overrun': ctx.overrun?.map((o) => ({
-      budget: ctx.lines[o.lineIndex]!.budget.config.id,
-      subject: ctx.lines[o.lineIndex]!.subject,
-      amount: o.amount,
-      unit: ctx.lines[o.lineIndex]!.budget.unit === 'usd' ? 'micro_usd' : 'tokens',
-    })),
+    'tollgate.overrun': ctx.overrun,
     'tollgate.cost_usd': (ctx.costMicroUsd ?? 0) / 1e6,
     'tollgate.attempts': ctx.attempts.map((a) => ({ model: a.model, provider: a.provider, ok: a.ok, error: a.errorCode, status: a.status, ms: a.ms })),
     'tollgate.latency_ms': now - ctx.startedAt,

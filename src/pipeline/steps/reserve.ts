@@ -1,6 +1,6 @@
 import { chargeLines } from '../../policy/budgets.js';
 import { costMicroUsd } from '../../providers/prices.js';
-import { candidateLimits, ledgerLine, limitAmount, retryAt, tooLargeForLimitError, type LimitLine } from '../../policy/limits.js';
+import { candidateLimits, ledgerLine, limitAmount, limitCharge, retryAt, tooLargeForLimitError, type LimitLine } from '../../policy/limits.js';
 import { assumptionBounds } from '../../policy/decide.js';
 import type { Policy } from '../../policy/load.js';
 import { admittedDecision, exhaustedDecision, exhaustedError, inputTokensFor, outputCap, planCandidates, reportedShortfall, reservedLines, shortfallIn, type Candidate, type ServedDecision, type Shortfall } from '../../policy/plan.js';
@@ -37,7 +37,7 @@ export function rateLimitedError(line: LimitLine, retryAt: number, remaining: nu
   const what =
     kind === 'concurrent'
       ? `${line.limit.limit} calls in flight`
-      : `${line.limit.limit} ${kind} per ${line.spanMs === 1000 ? 'second' : 'minute'}`;
+      : `${line.limit.limit} ${kind} per ${line.limit.spanMs === 1000 ? 'second' : 'minute'}`;
   return new GatewayError('RATE_LIMITED', `Rate limit ${config.id} (${config.scope} ${line.subject}) allows ${what}; try again in ${Math.ceil(retryAfterMs / 1000)} s.`, {
     limitId: config.id,
     scope: config.scope,
@@ -102,10 +102,11 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
     /** A token limit that refused a candidate it could never admit (its worst case is more than the limit). */
     let tooLarge: { line: LimitLine; requested: number } | undefined;
     let holder: QuotaStore | undefined;
-    const at = now();
     /** Reserves `candidate` on its lines and limits, all or none; `atMost` bounds the budget lines' states (`ReserveOptions.atMost`). */
     const attempt = async (candidate: Candidate, atMost?: number[]) => {
-      const limits = limited ? candidateLimits(ctx.limits, candidate.tier, candidate.models[0]!.ref, at, ledger.keyPrefix) : [];
+      // The limit lines of the moment of this attempt: a read, a decision again or a count of tokens
+      // before it may have taken the time of a bucket, and a line of an earlier bucket misses the current one.
+      const limits = limited ? candidateLimits(ctx.limits, candidate.tier, candidate.models[0]!.ref, now(), ledger.keyPrefix) : [];
       if (blocked.size > 0 && limits.some((l) => blocked.has(l.line.reservedKey))) return undefined;
       // Only the lines that cover the candidate's tier are reserved (and checked), limits with them.
       const lines = reservedLines(ctx.lines, candidate);
@@ -208,11 +209,21 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
       // and the decision event together (Ledger.commit).
       if (ctx.usage && (ctx.usage.inputTokens > 0 || ctx.usage.outputTokens > 0)) {
         ctx.charged = chargeLines(ctx.lines, ctx.usage, ctx.costMicroUsd ?? costMicroUsd((ctx.served?.model ?? ctx.reservation.model).price, ctx.usage), ctx.reservation.tier).map((l) => l.amount);
-        const overrun = overrunOf(ctx.reservation.amounts, ctx.charged);
+        const overrun = [
+          ...overrunOf(ctx.reservation.amounts, ctx.charged).map(({ lineIndex, amount }) => {
+            const l = ctx.lines[lineIndex]!;
+            return { budget: l.budget.config.id, subject: l.subject, amount, unit: l.budget.unit === 'usd' ? ('micro_usd' as const) : ('tokens' as const) };
+          }),
+          // A token limit is charged what was used too (the meter step), past its worst case when the provider reports more.
+          ...(ctx.reservation.limits ?? []).flatMap(({ line, amount }) => {
+            const excess = limitCharge(line.limit, ctx.usage, true) - amount;
+            return excess > 0 && line.limit.kind === 'tokens' ? [{ budget: line.limit.config.id, subject: line.subject, amount: excess, unit: 'tokens' as const }] : [];
+          }),
+        ];
         if (overrun.length > 0) {
           // Charged in full all the same: the provider billed it. The event, the metrics and my_budget say so.
           ctx.overrun = overrun;
-          ctx.log.warn({ event: 'budget_overrun', overrun: overrun.map((o) => ({ budget: ctx.lines[o.lineIndex]!.budget.config.id, subject: ctx.lines[o.lineIndex]!.subject, amount: o.amount })) }, 'the provider billed more than was reserved');
+          ctx.log.warn({ event: 'budget_overrun', overrun: overrun.map(({ budget, subject, amount }) => ({ budget, subject, amount })) }, 'the provider billed more than was reserved');
         }
       }
     }
