@@ -13,18 +13,12 @@ import { startFakeOpenAI } from '../../tools/fake-providers/openai.js';
 import type { FakeProviderServer } from '../../tools/fake-providers/types.js';
 import { fakeProvidersYaml, sha } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { rejection } from '../helpers/rejection.js';
 
 const KEY = 'key-anthropic-audit';
 const HELLO = [{ role: 'user' as const, content: 'Hello there' }];
 
-async function failure(p: Promise<unknown>): Promise<APIError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(APIError);
-  return err as APIError;
-}
+const failure = (p: Promise<unknown>) => rejection<APIError>(p, APIError);
 
 /** The `event:` names of an SSE body, in order, and each event's data. */
 function events(body: string): { event: string; data: Record<string, unknown> }[] {

@@ -4,6 +4,7 @@ import { applicableLines } from '../../src/policy/budgets.js';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { keyPrincipal } from '../helpers/principal.js';
+import { rejection } from '../helpers/rejection.js';
 
 const NOW = Date.parse('2026-11-25T10:00:00Z'); // a Wednesday; the weekly budget resets Monday 00:00 Paris
 
@@ -13,14 +14,7 @@ async function precharge(gw: TestGateway, key: string, amount: number): Promise<
   await g.store.settle(`seed-${key}-${amount}`, lines.map((l) => ({ ...l.line, amount })));
 }
 
-async function failure(p: Promise<unknown>): Promise<APIError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(APIError);
-  return err as APIError;
-}
+const failure = (p: Promise<unknown>) => rejection<APIError>(p, APIError);
 
 describe('Anthropic-compatible /v1/messages with @anthropic-ai/sdk', () => {
   let gw: TestGateway | undefined;

@@ -11,15 +11,9 @@ import { startFakeOpenAI } from '../../tools/fake-providers/openai.js';
 import type { FakeProviderServer } from '../../tools/fake-providers/types.js';
 import { KEYS, basicPolicy, sha } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { rejection } from '../helpers/rejection.js';
 
-async function failure(p: Promise<unknown>): Promise<APIError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(APIError);
-  return err as APIError;
-}
+const failure = (p: Promise<unknown>) => rejection<APIError>(p, APIError);
 
 describe('the OpenAI-compatible endpoints with the openai SDK', () => {
   let gw: TestGateway;
