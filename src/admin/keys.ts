@@ -19,13 +19,11 @@ import { StoredApiKeys } from '../identity/storedKeys.js';
 import { settingsFromEnv } from '../main.js';
 import { loadPolicyFile } from '../policy/load.js';
 import { requireSourceMatches } from './mismatch.js';
+import { printable } from './report.js';
 
 const list = (v?: string) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
 
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
-
-/** A control character shown as its escape (`\x1b`): a terminal acts on an escape sequence it prints, and a tab or line break splits the listing. */
-const printable = (s: string): string => s.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 /**
  * Refuses a name holding a control character. The names of a key are printed in `keys list`, in

@@ -240,7 +240,7 @@ export type OutputFormat = 'table' | 'csv' | 'json';
  * A control character shown as its escape (`\x1b`): cells carry what callers chose (a user id from
  * a token claim, the model name a caller sent), and a terminal acts on an escape sequence it prints.
  */
-const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+export const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 
 /** Columns padded to their widest cell; numbers right-aligned. */
 function table(head: string[], cells: string[][], numeric: (i: number) => boolean): string {

@@ -12,6 +12,7 @@
 import type { Logger } from 'pino';
 import type { AlertsConfig, WebhookConfig } from '../policy/alertsConfig.js';
 import { isEgressAllowed } from '../providers/egress.js';
+import { retryAfter } from '../metering/siem.js';
 import { webhookBody, type Alert } from './alert.js';
 
 /** Where deliveries journal their outcome. */
@@ -35,13 +36,6 @@ type TryOutcome = { ok: true; status: number } | { ok: false; retry: boolean; er
 
 /** Statuses worth asking again: the receiver is busy or broken now, not refusing this alert. */
 const retryable = (status: number) => status === 408 || status === 429 || status >= 500;
-
-/** A Retry-After in whole seconds or as an HTTP date, in ms from now; undefined when absent or unreadable. */
-function retryAfter(value: string | null): number | undefined {
-  if (!value) return undefined;
-  const ms = /^\d+$/.test(value.trim()) ? Number(value) * 1000 : Date.parse(value) - Date.now();
-  return Number.isFinite(ms) && ms > 0 ? ms : undefined;
-}
 
 /**
  * What went wrong on the network, from the error fetch wraps it in (`fetch failed` alone says

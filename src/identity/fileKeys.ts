@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { GatewayError } from '../errors.js';
 import type { ApiKeyConfig } from './config.js';
 import type { ApiKeyResolver } from './apiKey.js';
-import { mintKey, type IssueRequest, type KeyRegistry, type StoredKey } from './storedKeys.js';
+import { idTaken, mintKey, type IssueRequest, type KeyRegistry, type StoredKey } from './storedKeys.js';
 
 /** The file's name in the data directory. */
 export const KEYS_FILE = 'keys.jsonl';
@@ -100,14 +100,13 @@ export class FileApiKeys implements ApiKeyResolver, KeyRegistry {
   async issue(req: IssueRequest): Promise<{ key: string; record: StoredKey }> {
     const { key, record } = mintKey(req, this.now());
     await this.look();
-    const taken = () => new GatewayError('INVALID_REQUEST', `A key with id "${record.id}" already exists; choose another id.`);
-    if (this.byId.has(record.id)) throw taken();
+    if (this.byId.has(record.id)) throw idTaken(record.id);
     this.append({ op: 'issue', ...record });
     // Another issue of the id may have been appended since the look: the first line wins, so the
     // key is ours only if the file, read again, gives the id our hash.
     this.version = undefined;
     await this.look();
-    if (this.byId.get(record.id)?.sha256 !== record.sha256) throw taken();
+    if (this.byId.get(record.id)?.sha256 !== record.sha256) throw idTaken(record.id);
     return { key, record };
   }
 

@@ -36,6 +36,11 @@ export interface KeyRegistry {
   list(): Promise<StoredKey[]>;
 }
 
+/** The refusal of an issue under an id already issued (revoked or not: an id stays taken). */
+export function idTaken(id: string): GatewayError {
+  return new GatewayError('INVALID_REQUEST', `A key with id "${id}" already exists; choose another id.`);
+}
+
 function storeError(err: unknown): GatewayError {
   if (err instanceof GatewayError) return err;
   return new GatewayError('QUOTA_STORE_UNAVAILABLE', 'The shared store holding issued API keys is unreachable.', {}, { cause: err });
@@ -87,14 +92,13 @@ export class StoredApiKeys implements ApiKeyResolver, KeyRegistry {
   async issue(req: IssueRequest): Promise<{ key: string; record: StoredKey }> {
     const { key, record } = mintKey(req, this.now());
     const { id, sha256 } = record;
-    const taken = () => new GatewayError('INVALID_REQUEST', `A key with id "${id}" already exists; choose another id.`);
     try {
-      if (await this.timed(this.keyv.get(`id:${id}`))) throw taken();
+      if (await this.timed(this.keyv.get(`id:${id}`))) throw idTaken(id);
       // Claimed at once (SET NX), so that of two issues of one id at the same moment one fails
       // rather than both writing: the id's entry would then name the second key and the first,
       // already printed, would work and could not be revoked.
       const client = await this.timed(this.adapter.getClient());
-      if ((await this.timed(client.set(`${this.claimPrefix}${id}`, sha256, { NX: true }))) !== 'OK') throw taken();
+      if ((await this.timed(client.set(`${this.claimPrefix}${id}`, sha256, { NX: true }))) !== 'OK') throw idTaken(id);
       await this.timed(this.keyv.set(`key:${sha256}`, record));
       await this.timed(this.keyv.set(`id:${id}`, sha256));
     } catch (err) {

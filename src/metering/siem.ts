@@ -61,8 +61,8 @@ export function hecEndpoint(url: string): string {
   return u.toString();
 }
 
-/** A Retry-After in whole seconds or as an HTTP date, in ms from now; undefined when absent or unreadable. */
-function retryAfter(value: string | null): number | undefined {
+/** A Retry-After in whole seconds or as an HTTP date, in ms from now; undefined when absent or unreadable. Alert delivery reads it too. */
+export function retryAfter(value: string | null): number | undefined {
   if (!value) return undefined;
   const ms = /^\d+$/.test(value.trim()) ? Number(value) * 1000 : Date.parse(value) - Date.now();
   return Number.isFinite(ms) && ms > 0 ? ms : undefined;
