@@ -18,15 +18,21 @@ export function withoutPieces(text: string, secret: string, replacement: string)
   const ranges: [number, number][] = [];
   for (let at = 0; at + PIECE_CHARS <= secret.length; at += PIECE_CHARS) {
     const piece = secret.slice(at, at + PIECE_CHARS);
-    for (let i = text.indexOf(piece); i >= 0; i = text.indexOf(piece, i + PIECE_CHARS)) {
-      let start = i;
-      let end = i + PIECE_CHARS;
-      while (start > 0 && at - (i - start) > 0 && text[start - 1] === secret[at - (i - start) - 1]) start--;
-      while (end < text.length && at + (end - i) < secret.length && text[end] === secret[at + (end - i)]) end++;
-      ranges.push([start, end]);
-    }
+    for (let i = text.indexOf(piece); i >= 0; i = text.indexOf(piece, i + PIECE_CHARS)) ranges.push(widenMatch(text, i, secret, at, PIECE_CHARS));
   }
   return ranges.length === 0 ? text : replaceRanges(text, ranges, replacement);
+}
+
+/**
+ * The range of `text` around `text[i, i + n)`, which equals `other[at, at + n)`, widened both ways
+ * as far as the two texts agree.
+ */
+export function widenMatch(text: string, i: number, other: string, at: number, n: number): [number, number] {
+  let start = i;
+  let end = i + n;
+  while (start > 0 && at - (i - start) > 0 && text[start - 1] === other[at - (i - start) - 1]) start--;
+  while (end < text.length && at + (end - i) < other.length && text[end] === other[at + (end - i)]) end++;
+  return [start, end];
 }
 
 /** `text` with each range (at least one; merged where they overlap or touch) replaced by `replacement`. */

@@ -11,7 +11,7 @@
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { PromptContent, normalizeText, redactSecrets } from '../policy/content.js';
 import type { Policy } from '../policy/load.js';
-import { PIECE_SECRET_MIN, replaceRanges, withoutPieces } from '../secretPieces.js';
+import { PIECE_SECRET_MIN, replaceRanges, widenMatch, withoutPieces } from '../secretPieces.js';
 
 export const REDACTED = '[REDACTED]';
 
@@ -113,11 +113,7 @@ export function withoutQuotes(text: string, sources: readonly string[]): string 
     for (const source of sources) {
       const at = source.indexOf(run);
       if (at < 0) continue;
-      let start = i;
-      let end = i + QUOTE_CHARS;
-      while (start > 0 && at - (i - start) > 0 && text[start - 1] === source[at - (i - start) - 1]) start--;
-      while (end < text.length && at + (end - i) < source.length && text[end] === source[at + (end - i)]) end++;
-      ranges.push([start, end]);
+      ranges.push(widenMatch(text, i, source, at, QUOTE_CHARS));
       break;
     }
   }
