@@ -91,7 +91,8 @@ describe('Splunk HEC sink against a collector that misbehaves', () => {
     const sink = splunkHecSink({ url: hec.url, token: 't', batchSize: 8, flushIntervalMs: 60_000, egressAllow: ['127.0.0.1'], logger: log });
     cleanup.push(() => sink.close());
     for (let i = 0; i < 8; i++) sink.emit(event(i));
-    await until(() => hec.accepted.length === 8);
+    // The collector holds a batch before the sink has read its answer: wait for both sides.
+    await until(() => hec.accepted.length === 8 && sink.stats().delivered === 8);
     expect(hec.accepted).toEqual(ids(0, 8));
     expect(hec.requests.map((r) => r.ids.length)).toEqual([8, 4, 2, 2, 4, 2, 2]);
     expect(sink.stats()).toMatchObject({ delivered: 8, rejected: 0, dropped: 0, buffered: 0 });
