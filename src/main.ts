@@ -49,7 +49,7 @@ export interface Settings {
   /** Seed nodes of a Redis Cluster (`REDIS_CLUSTER_NODES`); when set, the ledger uses the cluster, not `redisUrl`. */
   redisClusterNodes?: string[];
   keyPrefix: string;
-  /** The embedded store's journal directory; none keeps nothing on disk. Ignored with Redis. */
+  /** The embedded store's journal directory; with Redis, where writes queued during an outage are kept (`redis-spill`). None keeps nothing on disk. */
   dataDir?: string;
   /** A Redis command without a reply after this long counts as a store outage. */
   storeTimeoutMs: number;
@@ -243,6 +243,7 @@ export async function createStore(settings: Settings, now?: () => number, logger
       commandTimeoutMs: settings.storeTimeoutMs,
       logger,
       settledMarkerMs: settings.settledMarkerMs,
+      spillDir: settings.dataDir === undefined ? undefined : join(settings.dataDir, 'redis-spill'),
       journal: { maxLen: settings.journalMaxLen, maxAgeMs: settings.journalMaxAgeMs, rollupTtlMs: settings.rollupTtlMs },
     });
   }

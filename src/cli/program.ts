@@ -78,7 +78,7 @@ function serveOptions(cmd: Command, http: boolean): Command {
   cmd
     .option(...REDIS)
     // stdio keeps nothing unless told where: one caller, started afresh by its assistant.
-    .option(DATA_DIR[0], http ? DATA_DIR[1] : "the embedded store's journal directory (TOLLGATE_DATA_DIR; default: none, usage kept in memory)")
+    .option(DATA_DIR[0], http ? "the embedded store's journal directory (with --redis: where writes queued in an outage are kept), or none (TOLLGATE_DATA_DIR; default ./tollgate-data)" : "the embedded store's journal directory (TOLLGATE_DATA_DIR; default: none, usage kept in memory)")
     .option('--events <file>', 'decision events as JSON lines (TOLLGATE_EVENTS_FILE; default stderr)')
     .option('--no-watch', 'do not reload the policy when its file changes or on SIGHUP (TOLLGATE_POLICY_WATCH=0)')
     .option('--shutdown-timeout <ms>', 'on SIGTERM/SIGINT, how long calls in flight may take before exiting anyway (TOLLGATE_SHUTDOWN_TIMEOUT_MS; default 10000)');

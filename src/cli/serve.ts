@@ -225,8 +225,9 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
       onReady: (url) => process.stderr.write(`tollgate ${VERSION} serving MCP at ${url}/mcp (policy ${settings.policyPath}, store redis, ${workers} workers)\n`),
     });
   }
-  // Without Redis, `serve` keeps its ledger in a journal under the working directory unless told otherwise.
-  if (!settings.redisUrl && !settings.redisClusterNodes && !flags.dataDir && env.TOLLGATE_DATA_DIR === undefined) settings.dataDir = resolve('tollgate-data');
+  // `serve` keeps its ledger in a journal under the working directory unless told otherwise; with
+  // Redis, only the writes an outage leaves queued (created when the first one is).
+  if (!flags.dataDir && env.TOLLGATE_DATA_DIR === undefined) settings.dataDir = resolve('tollgate-data');
   const policy = loadServedPolicy(settings.policyPath);
   refuseDemoKeysOnNetwork(policy, settings.http.host, flags.allowDemoKeysOnNetwork);
   const anonymousWarning = checkDevAnonymous(policy, settings.http.host, settings.devAnonymous);

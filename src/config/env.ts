@@ -100,8 +100,8 @@ export const envSchema = z.object({
   }),
   TOLLGATE_DATA_DIR: optional(text(), {
     type: 'path, or `none`',
-    unset: '`tollgate-data` under the working directory for `tollgate serve` without Redis; none for `stdio`',
-    description: 'Where the embedded store keeps its journal (`--data-dir`): budgets, open reservations and the hash chain survive a restart. `none` keeps nothing (state is lost on exit). Ignored with Redis.',
+    unset: '`tollgate-data` under the working directory for `tollgate serve`; none for `stdio`',
+    description: "Where the embedded store keeps its journal (`--data-dir`): budgets, open reservations and the hash chain survive a restart. With Redis, where the ledger writes queued during a Redis outage are kept (`redis-spill/`, made at the first one), so that a replica stopped or killed before Redis is back loses none: the next start on the directory writes them. `none` keeps nothing (state, or with Redis those queued writes, lost on exit).",
   }),
   TOLLGATE_EVENTS_FILE: optional(text(), { type: 'path', unset: 'stderr', description: 'Where decision events go, as JSON lines (`--events`).' }),
   TOLLGATE_SIEM_URL: optional(url(['http:', 'https:']), { type: '`http://` or `https://` URL', unset: 'no SIEM', description: 'Splunk HEC collector for decision events when the policy has no `metering.siem`.' }),

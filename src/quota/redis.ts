@@ -43,6 +43,7 @@ import { pino, type Logger } from 'pino';
 import type { EntryBody, EntryLine, JournalEntry } from './journal.js';
 import { createClusterClient, watchCluster, type NodeDefaults } from './redisCluster.js';
 import { evictionRisk, evictionState, type EvictionRisk } from './redisEviction.js';
+import { ReplaySpill } from './spill.js';
 import {
   dayOf,
   daysBetween,
@@ -149,6 +150,13 @@ export interface RedisQuotaStoreOptions {
    * own process makes. The gateways' sweeps close them instead. Default true.
    */
   recover?: boolean;
+  /**
+   * A directory where the writes queued during an outage are also kept on disk (src/quota/spill.ts),
+   * each synced before its caller goes on, so that a process that dies before Redis is back does not
+   * take them with it: the next store opened on the directory writes them. Files of processes
+   * still running are left alone. Default: none (the queue is in memory only).
+   */
+  spillDir?: string;
 }
 
 /** A ledger write the store could not make yet, kept for replay in order. */
@@ -239,6 +247,9 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private readonly maxReplays: number;
   private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>;
   private readonly replays: Replay[] = [];
+  /** The queue on disk, when `spillDir` is set; `spilled` numbers each queued write in it. */
+  private readonly spill: ReplaySpill<Replay> | undefined;
+  private readonly spilled = new WeakMap<Replay, number>();
   /** The reservations this replica made and has not closed, by request id. */
   private readonly held = new Map<string, Held>();
   private readonly markerMs: number;
@@ -288,6 +299,14 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     this.markerMs = opts.settledMarkerMs ?? SETTLED_MARKER_MS;
     if (!(Number.isSafeInteger(this.markerMs) && this.markerMs > 0 && this.markerMs <= SETTLED_MARKER_MS)) {
       throw new RangeError(`settledMarkerMs must be a whole number of milliseconds from 1 to ${SETTLED_MARKER_MS} (a day), got ${opts.settledMarkerMs}`);
+    }
+    if (opts.spillDir !== undefined) {
+      // Writes a process that stopped during an outage left on disk: queued first, written once
+      // Redis answers. Their first attempt may have landed before that process died, so each is
+      // replayed as a write whose reply was lost (its event goes to this process's listeners then).
+      const { spill, restored } = ReplaySpill.open<Replay>(opts.spillDir, this.log);
+      this.spill = spill;
+      for (const r of restored) this.enqueue({ ...r, lost: true });
     }
     // Never give up: back off to 2 s between attempts, with jitter so replicas do not stampede.
     const backoff = (attempt: number) => Math.min(50 * 2 ** attempt, 2000) + Math.floor(Math.random() * 100);
@@ -863,9 +882,10 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     this.closed = true;
     clearTimeout(this.sweepTimer);
     if (this.replays.length > 0 && this.scripts.isReady()) await this.flushReplays().catch(() => undefined);
-    if (this.replays.length > 0) {
+    if (this.replays.length > 0 && !this.spill?.writable) {
       this.log.error({ event: 'quota_replay_lost', pending: this.replays.length }, 'closing with ledger writes that could not be made');
     }
+    await this.spill?.close(this.replays.length);
     await this.sweeping?.catch(() => undefined);
     await this.scripts.stop();
   }
@@ -979,6 +999,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     if (!isOutage(done.err)) throw asStoreError(done.err);
     for (const r of done.rest) this.enqueue(r);
     this.log.warn({ err: done.err, requestId: w.requestId, event: `quota_${w.kind}_queued`, pending: this.replays.length }, `${w.kind} queued for replay`);
+    // The caller (a refusal about to be answered, say) goes on once the write is on disk.
+    await this.spill?.durable();
   }
 
   private async drain(): Promise<void> {
@@ -992,13 +1014,17 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         this.replaying = undefined;
       }
       if (done.event) this.emit(done.event);
-      if (done.err === undefined) continue;
-      if (isOutage(done.err)) {
+      if (done.err !== undefined && isOutage(done.err)) {
         this.replays.unshift(...done.rest);
+        for (const r of done.rest) this.spillAdd(r);
+        this.spillDone(next);
         throw asStoreError(done.err);
       }
+      this.spillDone(next);
+      if (done.err === undefined) continue;
       this.log.error({ err: done.err, requestId: next.requestId, event: 'quota_replay_failed' }, `${next.kind} replay failed and was dropped`);
     }
+    this.spill?.emptied();
   }
 
   /**
@@ -1297,14 +1323,25 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
 
   private enqueue(replay: Replay): void {
     this.replays.push(replay);
+    this.spillAdd(replay);
     if (this.replays.length > this.maxReplays) {
       const dropped = this.replays.shift()!;
+      this.spillDone(dropped);
       this.droppedReplays += 1;
       this.log.error(
         { event: 'quota_replay_overflow', requestId: dropped.requestId, kind: dropped.kind, dropped: this.droppedReplays, max: this.maxReplays },
         'replay queue full; oldest ledger write dropped',
       );
     }
+  }
+
+  private spillAdd(replay: Replay): void {
+    if (this.spill) this.spilled.set(replay, this.spill.add(replay));
+  }
+
+  private spillDone(replay: Replay): void {
+    const seq = this.spilled.get(replay);
+    if (seq !== undefined) this.spill!.done(seq);
   }
 
   private remember(requestId: string, held: Held): void {
