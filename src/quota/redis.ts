@@ -125,8 +125,14 @@ export interface RedisQuotaStoreOptions {
   now?: () => number;
   /** A command without a reply after this long fails as QUOTA_STORE_UNAVAILABLE. Default 1000. */
   commandTimeoutMs?: number;
-  /** Most writes (settlements, releases, refusals) kept for replay during an outage; the oldest is dropped beyond it. Default 10000. */
+  /**
+   * Most writes (settlements, releases, refusals) kept in memory for replay during an outage. Beyond
+   * it, with a spill (`spillDir`), further writes are kept on disk only, up to `maxSpilledReplays`;
+   * past both (or without a spill), the oldest in memory is dropped. Default 10000.
+   */
   maxPendingReplays?: number;
+  /** Most writes kept on disk only once the queue in memory is full (`spillDir`). Default 1,000,000. */
+  maxSpilledReplays?: number;
   /** Where connection changes, queued and dropped writes are reported. Default: stderr at info. */
   logger?: Pick<Logger, 'info' | 'warn' | 'error'>;
   /** Retention of the journal streams and rollups. Default: keep every entry. */
@@ -245,6 +251,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   /** Whether this store closes expired reservations (options.recover). */
   private readonly recovers: boolean;
   private readonly maxReplays: number;
+  private readonly maxSpilled: number;
   private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>;
   private readonly replays: Replay[] = [];
   /** The queue on disk, when `spillDir` is set; `spilled` numbers each queued write in it. */
@@ -286,6 +293,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     this.now = opts.now ?? Date.now;
     const timeoutMs = opts.commandTimeoutMs ?? 1000;
     this.maxReplays = opts.maxPendingReplays ?? 10_000;
+    this.maxSpilled = opts.maxSpilledReplays ?? 1_000_000;
     this.log = opts.logger ?? pino({ name: 'tollgate-quota', level: 'info' }, pino.destination({ dest: 2, sync: false }));
     this.globalBase = globalJournalBase(opts.prefix);
     this.openIndex = `${this.globalBase}:open`;
@@ -839,7 +847,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
 
   /** Writes queued (settlements, releases, refusals) waiting for the store to come back (one being written right now is not counted). */
   pendingReplays(): number {
-    return this.replays.length;
+    return this.replays.length + (this.spill?.overflowing ?? 0);
   }
 
   /**
@@ -881,11 +889,11 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.sweepTimer);
-    if (this.replays.length > 0 && this.scripts.isReady()) await this.flushReplays().catch(() => undefined);
-    if (this.replays.length > 0 && !this.spill?.writable) {
-      this.log.error({ event: 'quota_replay_lost', pending: this.replays.length }, 'closing with ledger writes that could not be made');
+    if (this.pendingReplays() > 0 && this.scripts.isReady()) await this.flushReplays().catch(() => undefined);
+    if (this.pendingReplays() > 0 && !this.spill?.writable) {
+      this.log.error({ event: 'quota_replay_lost', pending: this.pendingReplays() }, 'closing with ledger writes that could not be made');
     }
-    await this.spill?.close(this.replays.length);
+    await this.spill?.close(this.pendingReplays());
     await this.sweeping?.catch(() => undefined);
     await this.scripts.stop();
   }
@@ -904,7 +912,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     this.scripts.preload(node).catch((err: unknown) => this.log.warn({ err, event: 'quota_script_load_failed' }, 'could not preload quota scripts'));
     this.checkEvictionInBackground({ announce: true, node });
     this.epochCheck().catch(() => undefined);
-    if (this.replays.length > 0) this.flushInBackground();
+    if (this.pendingReplays() > 0) this.flushInBackground();
   }
 
   /**
@@ -998,14 +1006,24 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     if (done.err === undefined) return;
     if (!isOutage(done.err)) throw asStoreError(done.err);
     for (const r of done.rest) this.enqueue(r);
-    this.log.warn({ err: done.err, requestId: w.requestId, event: `quota_${w.kind}_queued`, pending: this.replays.length }, `${w.kind} queued for replay`);
+    this.log.warn({ err: done.err, requestId: w.requestId, event: `quota_${w.kind}_queued`, pending: this.pendingReplays() }, `${w.kind} queued for replay`);
     // The caller (a refusal about to be answered, say) goes on once the write is on disk.
     await this.spill?.durable();
   }
 
   private async drain(): Promise<void> {
     // Taken off the queue while in flight, so an overflow meanwhile drops a waiting entry, not this one.
-    for (let next = this.replays.shift(); next; next = this.replays.shift()) {
+    for (;;) {
+      let next = this.replays.shift();
+      if (!next && this.spill && this.spill.overflowing > 0) {
+        // The queue in memory is written: the writes kept on disk only come next, oldest first.
+        for (const { entry, seq } of await this.spill.takeOverflow(this.maxReplays)) {
+          this.replays.push(entry);
+          this.spilled.set(entry, seq);
+        }
+        next = this.replays.shift();
+      }
+      if (!next) break;
       this.replaying = next;
       let done: WriteOutcome;
       try {
@@ -1322,6 +1340,11 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   }
 
   private enqueue(replay: Replay): void {
+    // Beyond the bound in memory (or behind writes already there, to keep the order), on disk only.
+    if (this.spill && (this.spill.overflowing > 0 || this.replays.length >= this.maxReplays) && this.spill.canOverflow(this.maxSpilled)) {
+      this.spill.overflow(replay);
+      return;
+    }
     this.replays.push(replay);
     this.spillAdd(replay);
     if (this.replays.length > this.maxReplays) {
@@ -1372,7 +1395,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       throw err;
     }
     // A hung server that recovers never fires 'ready' again; the first answer is the cue to replay.
-    if (this.replays.length > 0 && !this.flushing && !this.closed) this.flushInBackground();
+    if (this.pendingReplays() > 0 && !this.flushing && !this.closed) this.flushInBackground();
     return reply;
   }
 

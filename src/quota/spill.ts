@@ -28,7 +28,14 @@ const FILE = /^spill-(\d+)-([0-9a-f]+)(?:-\d+)?\.ndjson$/;
 /** The tokens of the spills open in this process: a file of this pid with another token is a previous process's. */
 const OPEN_HERE = new Set<string>();
 
-type Op = { line: string; add: boolean } | { truncate: true };
+type Op = { line: string; add: boolean; overflow?: number } | { truncate: true };
+
+/** Where an entry kept on disk only (beyond the queue's bound in memory) is in the file. */
+interface OnDisk {
+  seq: number;
+  offset: number;
+  length: number;
+}
 
 export class ReplaySpill<T> {
   /** This process's file (created at the first entry). */
@@ -42,6 +49,11 @@ export class ReplaySpill<T> {
   /** Set once the file cannot be written: the queue is then kept in memory only, as without a spill. */
   private failed = false;
   private closed = false;
+  /** Bytes in the file (it only grows by appends, and is emptied whole). */
+  private size = 0;
+  /** Entries noted with `overflow` and not taken back yet, oldest first; `located` those already written. */
+  private overflowed = 0;
+  private readonly located: OnDisk[] = [];
 
   private constructor(
     private readonly dir: string,
@@ -109,6 +121,39 @@ export class ReplaySpill<T> {
     return seq;
   }
 
+  /**
+   * Keeps an entry on disk only: the queue in memory is full. `takeOverflow` brings such entries
+   * back, oldest first, once the queue has room again.
+   */
+  overflow(entry: T): void {
+    const seq = ++this.seq;
+    this.overflowed += 1;
+    this.push({ line: `${JSON.stringify({ s: seq, w: entry })}\n`, add: true, overflow: seq });
+  }
+
+  /** Entries kept on disk only, not yet taken back. */
+  get overflowing(): number {
+    return this.overflowed;
+  }
+
+  /** Whether `overflow` may take another entry (at most `max` on disk only). */
+  canOverflow(max: number): boolean {
+    return !this.failed && !this.closed && this.overflowed < max;
+  }
+
+  /** Up to `n` of the entries kept on disk only, oldest first, with their numbers (for `done`). */
+  async takeOverflow(n: number): Promise<{ entry: T; seq: number }[]> {
+    await this.durable();
+    const some = this.located.splice(0, Math.min(n, this.located.length));
+    if (some.length === 0 || !this.handle) return [];
+    const from = some[0]!.offset;
+    const last = some[some.length - 1]!;
+    const buf = Buffer.allocUnsafe(last.offset + last.length - from);
+    await this.handle.read(buf, 0, buf.length, from);
+    this.overflowed -= some.length;
+    return some.map((d) => ({ seq: d.seq, entry: (JSON.parse(buf.toString('utf8', d.offset - from, d.offset - from + d.length)) as { w: T }).w }));
+  }
+
   /** Notes that an entry left the queue (written, dropped, or replaced by what is left of it). */
   done(seq: number): void {
     this.push({ line: `{"d":${seq}}\n`, add: false });
@@ -173,7 +218,11 @@ export class ReplaySpill<T> {
       } catch (err) {
         this.failed = true;
         this.ops = [];
-        this.log.error({ err, file: this.file, event: 'quota_spill_failed' }, 'cannot write the replay spill; writes queued during this Redis outage are kept in memory only');
+        // Entries kept on disk only cannot be read back from a file that cannot be written.
+        const lost = this.overflowed;
+        this.overflowed = 0;
+        this.located.length = 0;
+        this.log.error({ err, file: this.file, lost, event: 'quota_spill_failed' }, 'cannot write the replay spill; writes queued during this Redis outage are kept in memory only');
       }
       for (const w of waiters) w();
     }
@@ -182,16 +231,22 @@ export class ReplaySpill<T> {
 
   private async apply(batch: Op[]): Promise<void> {
     let text = '';
+    let bytes = 0;
     let sync = false;
     for (const op of batch) {
       if ('truncate' in op) {
         if (text) await this.append(text);
         text = '';
+        bytes = 0;
         sync = false;
         await this.handle?.truncate(0);
+        this.size = 0;
         continue;
       }
+      const length = Buffer.byteLength(op.line);
+      if (op.overflow !== undefined) this.located.push({ seq: op.overflow, offset: this.size + bytes, length });
       text += op.line;
+      bytes += length;
       sync ||= op.add;
     }
     if (text) await this.append(text);
@@ -202,10 +257,12 @@ export class ReplaySpill<T> {
   private async append(text: string): Promise<void> {
     if (!this.handle) {
       mkdirSync(this.dir, { recursive: true });
-      this.handle = await open(this.file, 'a', 0o600);
+      // Read too: entries kept on disk only are read back from it.
+      this.handle = await open(this.file, 'a+', 0o600);
       syncDirectory(this.dir);
     }
-    await this.handle.write(text);
+    const { bytesWritten } = await this.handle.write(text);
+    this.size += bytesWritten;
   }
 
   /** The files taken over at open, once their entries are synced into this one. */

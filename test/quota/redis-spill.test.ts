@@ -22,9 +22,9 @@ describe('RedisQuotaStore with a replay spill', () => {
   let prefix: string;
   let dir: string;
   const stores: RedisQuotaStore[] = [];
-  const open = (spillDir = dir) => {
+  const open = (spillDir = dir, bounds: { maxPendingReplays?: number; maxSpilledReplays?: number } = {}) => {
     const { logger, entries } = captureLog();
-    const store = new RedisQuotaStore({ url: redis.url, prefix, commandTimeoutMs: 300, logger, spillDir, sweepIntervalMs: 0 });
+    const store = new RedisQuotaStore({ url: redis.url, prefix, commandTimeoutMs: 300, logger, spillDir, sweepIntervalMs: 0, ...bounds });
     stores.push(store);
     return { store, lines: () => entries };
   };
@@ -167,5 +167,55 @@ describe('RedisQuotaStore with a replay spill', () => {
     expect(lines().map((l) => l.event)).toContain('quota_spill_failed');
     await store.close();
     expect(lines().map((l) => l.event)).toContain('quota_replay_lost');
+  });
+
+  it('keeps writes beyond the bound of the queue in memory on disk, and writes them all, in order, once Redis is back', async () => {
+    const { store, lines } = open(dir, { maxPendingReplays: 3 });
+    const heard: unknown[] = [];
+    store.onEvent((e) => heard.push(e['request.id']));
+    await reachable(store);
+    await redis.kill();
+    const ids = Array.from({ length: 10 }, (_, i) => `r${i}`);
+    for (const id of ids) await store.record(event(id));
+    expect(store.pendingReplays()).toBe(10);
+    expect(store.droppedReplayCount()).toBe(0);
+    expect(pendingOnDisk()).toEqual(ids);
+    expect(lines().map((l) => l.event)).not.toContain('quota_replay_overflow');
+
+    await redis.restart();
+    await reachable(store);
+    await store.flushReplays();
+    expect(heard).toEqual(ids);
+    expect(store.pendingReplays()).toBe(0);
+    expect(pendingOnDisk()).toEqual([]);
+  });
+
+  it('hands writes kept on disk only to the next store when it closes first', async () => {
+    const first = open(dir, { maxPendingReplays: 2 });
+    await reachable(first.store);
+    await redis.kill();
+    const ids = Array.from({ length: 7 }, (_, i) => `r${i}`);
+    for (const id of ids) await first.store.record(event(id));
+    await first.store.close();
+    expect(first.lines().find((l) => l.event === 'quota_replay_spilled')).toMatchObject({ pending: 7 });
+
+    await redis.restart();
+    const second = open(dir, { maxPendingReplays: 2 });
+    const heard: unknown[] = [];
+    second.store.onEvent((e) => heard.push(e['request.id']));
+    expect(second.store.pendingReplays()).toBe(7);
+    await reachable(second.store);
+    await second.store.flushReplays();
+    expect(heard).toEqual(ids);
+  });
+
+  it('drops the oldest in memory, and says so, only past both bounds', async () => {
+    const { store, lines } = open(dir, { maxPendingReplays: 2, maxSpilledReplays: 3 });
+    await reachable(store);
+    await redis.kill();
+    for (let i = 0; i < 7; i++) await store.record(event(`r${i}`));
+    expect(store.pendingReplays()).toBe(5);
+    expect(store.droppedReplayCount()).toBe(2);
+    expect(lines().filter((l) => l.event === 'quota_replay_overflow').map((l) => l.requestId)).toEqual(['r0', 'r1']);
   });
 });
