@@ -66,6 +66,23 @@ export class Ledger {
     this.fallbackStore = new MemoryQuotaStore(this.now);
   }
 
+  /** How far the shared store's clock is ahead of `now` (ms), as last measured (`learnStoreTime`). */
+  private storeClockOffset = 0;
+
+  /**
+   * The clock rate limit lines are resolved by: `now` moved to the shared store's clock as far as
+   * measured, since a store with a clock of its own admits a line only within its bucket by that
+   * clock (LedgerLine.bucket, ClockSkewError).
+   */
+  limitNow(): number {
+    return this.now() + this.storeClockOffset;
+  }
+
+  /** A reservation sent at `sentAt` (by `now`) found the store's time to be `storeTime`: the offset is taken against the middle of the round trip. */
+  learnStoreTime(storeTime: number, sentAt: number): void {
+    this.storeClockOffset = Math.round(storeTime - (sentAt + this.now()) / 2);
+  }
+
   /** The budget lines that apply to `principal` under `policy` now. */
   linesFor(policy: Policy, principal: Principal): BudgetLine[] {
     return applicableLines(policy.budgets, principal, this.now(), this.keyPrefix, policy.config.applications.charge);

@@ -102,7 +102,7 @@ function keptBudgetLine(budget: CompiledBudget, subject: string, w: ResolvedWind
   const { usageKey, readKeys, reservedKey } = lineKeys(prefix, budgetId, subject, w.readStarts, w.start);
   // Written out, not spread: every budget's line then has the one shape (see lineAt in quota/store.ts).
   const head = lineHead({ budgetId, subject, usageKey, reservedKey });
-  const line: BudgetLine = { budget, subject, resetsAt: w.resetsAt, line: { budgetId, subject, limit: budget.limit, expiresAt: w.expiresAt, usageKey, readKeys, reservedKey, head } };
+  const line: BudgetLine = { budget, subject, resetsAt: w.resetsAt, line: { budgetId, subject, limit: budget.limit, expiresAt: w.expiresAt, usageKey, readKeys, reservedKey, head, bucket: undefined } };
   if (!found && lines.size >= LINES_KEPT) lines.delete(lines.keys().next().value!);
   lines.set(subject, { start: w.start, line });
   return line;

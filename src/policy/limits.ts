@@ -80,15 +80,16 @@ export function limitLine(limit: CompiledLimit, subject: string, now: number, pr
     return withAmounts({ limit, subject, readStarts: [], spanMs: 0, line: { budgetId: id, subject, limit: limit.limit, expiresAt: 0, ...keys } });
   }
   const w = resolveSliding(limit.spanMs, limit.buckets, now);
-  return withAmounts({ limit, subject, readStarts: w.readStarts, spanMs: w.spanMs, line: { budgetId: id, subject, limit: limit.limit, expiresAt: w.expiresAt, ...lineKeys(prefix, id, subject, w.readStarts, w.start) } });
+  const bucket = [w.start, w.start + w.bucketMs] as const;
+  return withAmounts({ limit, subject, readStarts: w.readStarts, spanMs: w.spanMs, line: { budgetId: id, subject, limit: limit.limit, expiresAt: w.expiresAt, ...lineKeys(prefix, id, subject, w.readStarts, w.start), bucket } });
 }
 
 function withAmounts(l: Omit<LimitLine, 'one' | 'zero'>): LimitLine {
   // Fields in the order of a budget's ledger line (src/policy/budgets.ts), written out rather than
   // spread (see lineAt in quota/store.ts), so the stores see one shape. The head goes on the line
   // too, so a token limit's line of any other amount (`ledgerLine`) carries it.
-  const { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey } = l.line;
-  const line = { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, head: lineHead(l.line) };
+  const { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, bucket } = l.line;
+  const line = { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, head: lineHead(l.line), bucket };
   const at = (amount: number): LedgerLine => {
     const priced = lineAt(line, amount);
     priced.text = lineText(priced);

@@ -79,7 +79,7 @@ import {
   type RedisConnection,
   type RedisNode,
 } from './redisScripts.js';
-import type { AlertLedger, DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOptions, ReserveOutcome } from './store.js';
+import { ClockSkewError, type AlertLedger, type DecisionRecord, type EventListener, type LedgerLine, type LineState, type QuotaStore, type ReserveOptions, type ReserveOutcome } from './store.js';
 
 export type { JournalVerifyReport } from './redisJournal.js';
 export type { RollupHash, UsageRollup } from './rollups.js';
@@ -252,6 +252,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private readonly recovers: boolean;
   private readonly maxReplays: number;
   private readonly maxSpilled: number;
+  /** Whether this store runs on the real clock (no `now` injected), which Redis's TIME can be compared with. */
+  private readonly ownClock: boolean;
   private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>;
   private readonly replays: Replay[] = [];
   /** The queue on disk, when `spillDir` is set; `spilled` numbers each queued write in it. */
@@ -291,6 +293,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
 
   constructor(opts: RedisQuotaStoreOptions) {
     this.now = opts.now ?? Date.now;
+    this.ownClock = opts.now === undefined;
     const timeoutMs = opts.commandTimeoutMs ?? 1000;
     this.maxReplays = opts.maxPendingReplays ?? 10_000;
     this.maxSpilled = opts.maxSpilledReplays ?? 1_000_000;
@@ -428,6 +431,9 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         keyList.push(this.markerKey(l.reservedKey, requestId));
         for (const k of l.readKeys) keyList.push(k);
         args.push(4 + l.readKeys.length, l.amount, checked ? checked[i]! : l.limit, info.lines[i]!, i === 0 ? info.amounts : '');
+        // A store on an injected clock (a test's) has no clock in common with Redis to check against.
+        if (l.bucket && this.ownClock) args.push(l.bucket[0], l.bucket[1]);
+        else args.push('', '');
       }
       return this.runLines(RESERVE, keyList, args);
     });
@@ -449,6 +455,15 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     }
     const states = settled.slice(0, groups.length).flatMap((r) => (r as PromiseFulfilledResult<unknown>).value as [number, number, number, number[]?][]);
     const heldNow = ordered.filter((_, i) => states[i]![0] === 1).map((l) => l.reservedKey);
+    const skewed = states.find((st) => st[0] === 5);
+    if (skewed) {
+      // Redis's time fell outside a line's bucket: nothing reserved there (on a cluster, other
+      // lines' scripts may have reserved, and give it back). The caller resolves its lines again
+      // at Redis's time.
+      await this.releaseLines(requestId, heldNow, undefined);
+      dropRecord();
+      throw new ClockSkewError(skewed[1]);
+    }
     if (states[0]![0] === 4) {
       // The profile is gone from R:p: the event's script reserved nothing (on a cluster the other
       // lines' scripts may have), so all is given back and the caller tries again with the text.

@@ -472,13 +472,17 @@ end
  * dispatching (1: the dispatch mark goes with the reservation, as DISPATCH would write it), the
  * profile's digest (empty when this script does not carry the call's event), the profile's text
  * (empty when the gateway wrote it already), then per line: key count, amount, limit, the line's
- * JSON, the lines' amounts (first line only; see recoveryInfo). With "index it", each reserved
+ * JSON, the lines' amounts (first line only; see recoveryInfo), and the start and end of the
+ * line's bucket (empty for a line without one: see LedgerLine.bucket). With "index it", each reserved
  * line's R is added to IDX (the lines with open reservations, scored by their latest expiry) for
  * the sweep. A profile sent is written to P (kept ${PROFILE_TTL_MS / 86_400_000} days from its last write) when the
  * reservation is made; one not sent must be there, else nothing is reserved and every line says 4.
  * Returns {per line {state, used, reserved[, values of the read keys when refused]}, events}: state
  * 1 reserved now, 2 already reserved or settled, 0 refused, 3 would fit but nothing was reserved
- * because another line said 0 or 2, 4 nothing reserved: the profile is not in P (send it).
+ * because another line said 0 or 2, 4 nothing reserved: the profile is not in P (send it), 5
+ * nothing reserved: a line's bucket does not hold Redis's time now, which every line then gives as
+ * its `used` (epoch ms). That check comes first, so a line is only ever charged in the bucket that
+ * is current by the one clock every replica's reservations on it meet: Redis's.
  */
 export const RESERVE = script(
   'reserve',
@@ -488,11 +492,21 @@ local id, expiry, index, idJson, dispatching = ARGV[5], ARGV[6], ARGV[7] == '1',
 local digest, profile = ARGV[10], ARGV[11]
 local out, taken, events, k, blocked = {}, {}, {}, 6, false
 local seen, settled
+for a = 12, #ARGV, 7 do
+  if ARGV[a + 5] ~= '' then
+    local t = redisTime(jr)
+    local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if ms < tonumber(ARGV[a + 5]) or ms >= tonumber(ARGV[a + 6]) then
+      for b = 12, #ARGV, 7 do out[#out + 1] = {5, ms, 0} end
+      return {out, events}
+    end
+  end
+end
 if digest ~= '' and profile == '' and redis.call('HEXISTS', KEYS[5], digest) == 0 then
-  for a = 12, #ARGV, 5 do out[#out + 1] = {4, 0, 0} end
+  for a = 12, #ARGV, 7 do out[#out + 1] = {4, 0, 0} end
   return {out, events}
 end
-for a = 12, #ARGV, 5 do
+for a = 12, #ARGV, 7 do
   local n, amount, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local res, exp, inf, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   purge(jr, res, exp, inf, events)

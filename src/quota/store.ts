@@ -35,6 +35,25 @@ export interface LedgerLine {
    * field before the amount must be this line's.
    */
   head?: string;
+  /**
+   * A rate limit's current bucket, [start, end) in epoch ms: the line charges the bucket starting at
+   * `start` and reads the window ending with it, so it is right only while the store's clock is in
+   * it. A store with a clock of its own (Redis's) refuses such a line outside it (ClockSkewError)
+   * rather than let a replica whose clock is off charge a bucket the others do not read yet.
+   */
+  bucket?: readonly [number, number];
+}
+
+/**
+ * A line's bucket is not current by the store's clock (`storeTime`, epoch ms): the caller's clock
+ * differs from the store's by more than what is left of the bucket. Nothing was reserved; the
+ * caller resolves its lines again at the store's time (`clockOffsetMs`) and retries.
+ */
+export class ClockSkewError extends Error {
+  constructor(readonly storeTime: number) {
+    super(`a rate limit's bucket is not the current one by the quota store's clock (${new Date(storeTime).toISOString()})`);
+    this.name = 'ClockSkewError';
+  }
 }
 
 /**
@@ -45,7 +64,7 @@ export interface LedgerLine {
  * misses its inline cache (issue 21). `text`, the JSON of one particular amount, is not carried over.
  */
 export function lineAt(line: Omit<LedgerLine, 'amount'>, amount: number): LedgerLine {
-  return { budgetId: line.budgetId, subject: line.subject, limit: line.limit, expiresAt: line.expiresAt, usageKey: line.usageKey, readKeys: line.readKeys, reservedKey: line.reservedKey, head: line.head, amount };
+  return { budgetId: line.budgetId, subject: line.subject, limit: line.limit, expiresAt: line.expiresAt, usageKey: line.usageKey, readKeys: line.readKeys, reservedKey: line.reservedKey, head: line.head, bucket: line.bucket, amount };
 }
 
 /** Used and reserved amounts of one budget line. */

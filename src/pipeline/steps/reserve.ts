@@ -6,7 +6,7 @@ import type { Policy } from '../../policy/load.js';
 import { admittedDecision, exhaustedDecision, exhaustedError, inputTokensFor, outputCap, planCandidates, reportedShortfall, reservedLines, shortfallIn, type Candidate, type ServedDecision, type Shortfall } from '../../policy/plan.js';
 import type { Provider } from '../../providers/provider.js';
 import { GatewayError } from '../../errors.js';
-import type { QuotaStore } from '../../quota/store.js';
+import { ClockSkewError, type QuotaStore } from '../../quota/store.js';
 import type { Middleware } from '../compose.js';
 import { admitted, type CallContext } from '../context.js';
 import type { Ledger } from '../ledger.js';
@@ -104,9 +104,24 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
     let holder: QuotaStore | undefined;
     /** Reserves `candidate` on its lines and limits, all or none; `atMost` bounds the budget lines' states (`ReserveOptions.atMost`). */
     const attempt = async (candidate: Candidate, atMost?: number[]) => {
+      // A store with a clock of its own refuses limit lines whose bucket is not current by it:
+      // measured, and the lines resolved again by it. Twice more at most (a bucket's edge between).
+      for (let tries = 1; ; tries++) {
+        const sentAt = now();
+        try {
+          return await attemptOnce(candidate, atMost);
+        } catch (err) {
+          if (!(err instanceof ClockSkewError)) throw err;
+          ledger.learnStoreTime(err.storeTime, sentAt);
+          ctx.log.warn({ event: 'store_clock_skew', offsetMs: ledger.limitNow() - now() }, "this replica's clock differs from the quota store's; rate limits follow the store's");
+          if (tries === 3) throw new GatewayError('QUOTA_STORE_UNAVAILABLE', "The quota store's clock and this gateway's disagree on a rate limit's current window; try again shortly.");
+        }
+      }
+    };
+    const attemptOnce = async (candidate: Candidate, atMost?: number[]) => {
       // The limit lines of the moment of this attempt: a read, a decision again or a count of tokens
       // before it may have taken the time of a bucket, and a line of an earlier bucket misses the current one.
-      const limits = limited ? candidateLimits(ctx.limits, candidate.tier, candidate.models[0]!.ref, now(), ledger.keyPrefix) : [];
+      const limits = limited ? candidateLimits(ctx.limits, candidate.tier, candidate.models[0]!.ref, ledger.limitNow(), ledger.keyPrefix) : [];
       if (blocked.size > 0 && limits.some((l) => blocked.has(l.line.reservedKey))) return undefined;
       // Only the lines that cover the candidate's tier are reserved (and checked), limits with them.
       const lines = reservedLines(ctx.lines, candidate);
@@ -177,7 +192,7 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
             tooLarge ??= { line: limit, requested: outcome.requested };
             continue;
           }
-          const retry = retryAt(limit, outcome, now());
+          const retry = retryAt(limit, outcome, ledger.limitNow());
           const remaining = Math.max(0, outcome.limit - outcome.used - outcome.reserved);
           if (!ctx.rateLimited || retry < ctx.rateLimited.retryAt) ctx.rateLimited = { line: limit, retryAt: retry, remaining };
         } else shortfalls.push(outcome);
@@ -186,7 +201,7 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
     if (!ctx.reservation || !holder) {
       // A limit that refused wins over a budget: once its window moves on, the call may be served.
       if (ctx.rateLimited) {
-        const err = rateLimitedError(ctx.rateLimited.line, ctx.rateLimited.retryAt, ctx.rateLimited.remaining, now());
+        const err = rateLimitedError(ctx.rateLimited.line, ctx.rateLimited.retryAt, ctx.rateLimited.remaining, ledger.limitNow());
         ctx.decision = { effect: 'deny', code: 'RATE_LIMITED', requestedTier: decided.requestedTier, requestedModel: decided.requestedModel, reason: err.message };
         throw err;
       }
