@@ -78,9 +78,17 @@ export class Ledger {
     return this.now() + this.storeClockOffset;
   }
 
-  /** A reservation sent at `sentAt` (by `now`) found the store's time to be `storeTime`: the offset is taken against the middle of the round trip. */
-  learnStoreTime(storeTime: number, sentAt: number): void {
-    this.storeClockOffset = Math.round(storeTime - (sentAt + this.now()) / 2);
+  /**
+   * A reservation sent at `sentAt` (by `now`) found the store's time to be `storeTime`: the offset
+   * is taken against the middle of the round trip. Returns the new offset when it moved by 10 ms or
+   * more (worth a log line; a reservation that merely crossed a bucket's edge on its way moves it by
+   * less), else undefined.
+   */
+  learnStoreTime(storeTime: number, sentAt: number): number | undefined {
+    const offset = Math.round(storeTime - (sentAt + this.now()) / 2);
+    const moved = Math.abs(offset - this.storeClockOffset) >= 10;
+    this.storeClockOffset = offset;
+    return moved ? offset : undefined;
   }
 
   /** The budget lines that apply to `principal` under `policy` now. */
@@ -90,7 +98,7 @@ export class Ledger {
 
   /** The rate limits and caps that apply to `principal` under `policy` now. */
   limitsFor(policy: Policy, principal: Principal): ApplicableLimits {
-    return applicableLimits(policy.rateLimits, principal, this.now(), this.keyPrefix);
+    return applicableLimits(policy.rateLimits, principal, this.limitNow(), this.keyPrefix);
   }
 
   /**

@@ -112,8 +112,8 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
           return await attemptOnce(candidate, atMost);
         } catch (err) {
           if (!(err instanceof ClockSkewError)) throw err;
-          ledger.learnStoreTime(err.storeTime, sentAt);
-          ctx.log.warn({ event: 'store_clock_skew', offsetMs: ledger.limitNow() - now() }, "this replica's clock differs from the quota store's; rate limits follow the store's");
+          const offsetMs = ledger.learnStoreTime(err.storeTime, sentAt);
+          if (offsetMs !== undefined) ctx.log.warn({ event: 'store_clock_skew', offsetMs }, "this replica's clock differs from the quota store's; rate limits follow the store's");
           if (tries === 3) throw new GatewayError('QUOTA_STORE_UNAVAILABLE', "The quota store's clock and this gateway's disagree on a rate limit's current window; try again shortly.");
         }
       }
