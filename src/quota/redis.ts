@@ -315,7 +315,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       // Writes a process that stopped during an outage left on disk: queued first, written once
       // Redis answers. Their first attempt may have landed before that process died, so each is
       // replayed as a write whose reply was lost (its event goes to this process's listeners then).
-      const { spill, restored } = ReplaySpill.open<Replay>(opts.spillDir, this.log);
+      const { spill, restored } = ReplaySpill.open<Replay>(opts.spillDir, opts.prefix, this.log);
       this.spill = spill;
       for (const r of restored) this.enqueue({ ...r, lost: true });
     }

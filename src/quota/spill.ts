@@ -8,14 +8,16 @@
  * per journaled request), so an entry written twice (its process died between the write and the
  * note that it was done) still counts once.
  *
- * One file per process: `spill-<pid>-<token>.ndjson`, JSON lines, `{"s":n,"w":…}` for an entry
+ * One file per process: `spill-<scope>-<pid>-<token>.ndjson`, JSON lines, `{"s":n,"w":…}` for an entry
  * added to the queue and `{"d":n}` for one that left it (written, or dropped). An entry is synced
  * to disk before `durable()` resolves; the notes that entries left are not (a lost note means one
  * more idempotent write). The file is emptied whenever the queue is. A file is taken over only when
  * the process that wrote it is gone: another live process's file (a `--workers` sibling on the same
- * directory) is left to it.
+ * directory) is left to it, and so is a file of another scope (`<scope>` is a digest of the store's
+ * key prefix: a gateway of another deployment, or a drill on its own prefix, sharing the directory
+ * must not write this one's entries into its ledger, nor hear their events).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -23,7 +25,7 @@ import type { Logger } from 'pino';
 
 type Log = Pick<Logger, 'info' | 'warn' | 'error'>;
 
-const FILE = /^spill-(\d+)-([0-9a-f]+)(?:-\d+)?\.ndjson$/;
+const FILE = /^spill-([0-9a-f]{12})-(\d+)-([0-9a-f]+)(?:-\d+)?\.ndjson$/;
 
 /** The tokens of the spills open in this process: a file of this pid with another token is a previous process's. */
 const OPEN_HERE = new Set<string>();
@@ -57,19 +59,22 @@ export class ReplaySpill<T> {
 
   private constructor(
     private readonly dir: string,
+    scope: string,
     private readonly log: Log,
   ) {
-    this.file = join(dir, `spill-${process.pid}-${this.token}.ndjson`);
+    this.file = join(dir, `spill-${scope}-${process.pid}-${this.token}.ndjson`);
     OPEN_HERE.add(this.token);
   }
 
   /**
-   * Opens this process's spill in `dir` and takes over the files of processes that are gone:
+   * Opens this process's spill in `dir` for a store whose keys start with `prefix`, and takes over
+   * the files that processes now gone wrote for the same prefix:
    * their unfinished entries, oldest file first, to be queued again (`restored`). Each restored
    * entry must be added to this spill (`add`); the files it came from are deleted once those are on disk.
    */
-  static open<T>(dir: string, log: Log): { spill: ReplaySpill<T>; restored: T[] } {
-    const spill = new ReplaySpill<T>(dir, log);
+  static open<T>(dir: string, prefix: string, log: Log): { spill: ReplaySpill<T>; restored: T[] } {
+    const scope = createHash('sha256').update(prefix).digest('hex').slice(0, 12);
+    const spill = new ReplaySpill<T>(dir, scope, log);
     let names: string[];
     try {
       names = readdirSync(dir);
@@ -79,7 +84,7 @@ export class ReplaySpill<T> {
     }
     const orphans = names.flatMap((name) => {
       const m = FILE.exec(name);
-      if (!m || alive(Number(m[1]), m[2]!)) return [];
+      if (!m || m[1] !== scope || alive(Number(m[2]), m[3]!)) return [];
       try {
         return [{ name, mtime: statSync(join(dir, name)).mtimeMs }];
       } catch {
@@ -91,7 +96,7 @@ export class ReplaySpill<T> {
     const taken: string[] = [];
     for (const { name } of orphans) {
       // Renamed into this process's name before it is read: of two processes starting at once, one takes it.
-      const claimed = join(dir, `spill-${process.pid}-${spill.token}-${taken.length + 1}.ndjson`);
+      const claimed = join(dir, `spill-${scope}-${process.pid}-${spill.token}-${taken.length + 1}.ndjson`);
       try {
         renameSync(join(dir, name), claimed);
       } catch {

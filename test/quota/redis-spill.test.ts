@@ -3,7 +3,8 @@
  * down are in the spill file before the write returns, a store opened later on the same directory
  * writes what an earlier one left, each once, and a store that is still open keeps its own file.
  */
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -45,6 +46,8 @@ describe('RedisQuotaStore with a replay spill', () => {
   };
   const files = () => readdirSync(dir).filter((f) => f.startsWith('spill-'));
   const pendingOnDisk = () => files().flatMap((f) => readSpill<{ requestId: string }>(readFileSync(join(dir, f), 'utf8')).entries.map((e) => e.requestId));
+  /** A file name as a process now gone (pid 999999) would have written it for `keyPrefix`. */
+  const orphan = (token: string, keyPrefix = prefix) => join(dir, `spill-${createHash('sha256').update(keyPrefix).digest('hex').slice(0, 12)}-999999-${token}.ndjson`);
   const event = (id: string): DecisionRecord => ({ 'request.id': id, outcome: 'refused' });
 
   beforeEach(async () => {
@@ -118,7 +121,7 @@ describe('RedisQuotaStore with a replay spill', () => {
     expect(pendingOnDisk()).toEqual([]);
 
     // Written again by a third store (as if the second had died before noting them done): counted once.
-    writeFileSync(join(dir, 'spill-999999-abcdef.ndjson'), `${JSON.stringify({ s: 1, w: { kind: 'settle', requestId: 'c1', lines: [line(25)], event: { 'request.id': 'c1', outcome: 'success' }, markerMs: 24 * HOUR, notAfter: Date.now() + HOUR } })}\n`);
+    writeFileSync(orphan('abcdef'), `${JSON.stringify({ s: 1, w: { kind: 'settle', requestId: 'c1', lines: [line(25)], event: { 'request.id': 'c1', outcome: 'success' }, markerMs: 24 * HOUR, notAfter: Date.now() + HOUR } })}\n`);
     const third = open();
     const heardAgain: unknown[] = [];
     third.store.onEvent((e) => heardAgain.push(e['request.id']));
@@ -143,7 +146,7 @@ describe('RedisQuotaStore with a replay spill', () => {
   it('skips a line cut short by a crash and writes the rest', async () => {
     const entry = (s: number, id: string) => JSON.stringify({ s, w: { kind: 'record', requestId: id, event: event(id) } });
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'spill-999999-0a0b0c.ndjson'), `${entry(1, 'r1')}\n${entry(2, 'r2')}\n{"d":1}\n${entry(3, 'r3').slice(0, 20)}`);
+    writeFileSync(orphan('0a0b0c'), `${entry(1, 'r1')}\n${entry(2, 'r2')}\n{"d":1}\n${entry(3, 'r3').slice(0, 20)}`);
     const { store, lines } = open();
     expect(store.pendingReplays()).toBe(1);
     expect(lines().find((l) => l.event === 'quota_spill_torn')).toMatchObject({ lines: 1 });
@@ -217,5 +220,16 @@ describe('RedisQuotaStore with a replay spill', () => {
     expect(store.pendingReplays()).toBe(5);
     expect(store.droppedReplayCount()).toBe(2);
     expect(lines().filter((l) => l.event === 'quota_replay_overflow').map((l) => l.requestId)).toEqual(['r0', 'r1']);
+  });
+
+  it('leaves a file written for another key prefix (another deployment, a drill) alone', async () => {
+    mkdirSync(dir, { recursive: true });
+    const foreign = orphan('0d0e0f', `${prefix}other:`);
+    writeFileSync(foreign, `${JSON.stringify({ s: 1, w: { kind: 'record', requestId: 'theirs', event: event('theirs') } })}\n`);
+    const { store } = open();
+    expect(store.pendingReplays()).toBe(0);
+    await reachable(store);
+    await store.close();
+    expect(existsSync(foreign)).toBe(true);
   });
 });

@@ -242,7 +242,8 @@ async function run(n: number): Promise<boolean> {
   const redis = values.store === 'redis';
   if (redis && !values.redis) throw new Error('--store redis needs --redis <url>');
   const prefix = `killdrill-${process.pid}-${n}-${randomUUID().slice(0, 8)}:`;
-  const env: Record<string, string> = redis ? { REDIS_URL: values.redis!, TOLLGATE_KEY_PREFIX: prefix } : { TOLLGATE_DATA_DIR: dataDir };
+  // With Redis the data directory only keeps writes an outage leaves queued: the run's own, not the working directory's.
+  const env: Record<string, string> = redis ? { REDIS_URL: values.redis!, TOLLGATE_KEY_PREFIX: prefix, TOLLGATE_DATA_DIR: dataDir } : { TOLLGATE_DATA_DIR: dataDir };
   const answered = new Set<string>();
   let gw = await startGateway(dir, 1, env);
   const eventFiles = [gw.events];
