@@ -70,9 +70,9 @@ export class Ledger {
   private storeClockOffset = 0;
 
   /**
-   * The clock rate limit lines are resolved by: `now` moved to the shared store's clock as far as
-   * measured, since a store with a clock of its own admits a line only within its bucket by that
-   * clock (LedgerLine.bucket, ClockSkewError).
+   * The clock ledger lines (rate limits, budgets) are resolved by: `now` moved to the shared store's
+   * clock as far as measured, since a store with a clock of its own admits a line only within its
+   * bucket by that clock (LedgerLine.bucket, ClockSkewError).
    */
   limitNow(): number {
     return this.now() + this.storeClockOffset;
@@ -91,9 +91,9 @@ export class Ledger {
     return moved ? offset : undefined;
   }
 
-  /** The budget lines that apply to `principal` under `policy` now. */
+  /** The budget lines that apply to `principal` under `policy` now (a rolling window's bucket by the store's clock, as a limit's). */
   linesFor(policy: Policy, principal: Principal): BudgetLine[] {
-    return applicableLines(policy.budgets, principal, this.now(), this.keyPrefix, policy.config.applications.charge);
+    return applicableLines(policy.budgets, principal, this.limitNow(), this.keyPrefix, policy.config.applications.charge);
   }
 
   /** The rate limits and caps that apply to `principal` under `policy` now. */

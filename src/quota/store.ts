@@ -36,7 +36,8 @@ export interface LedgerLine {
    */
   head?: string;
   /**
-   * A rate limit's current bucket, [start, end) in epoch ms: the line charges the bucket starting at
+   * A rate limit's or a rolling budget's current bucket, [start, end) in epoch ms (a calendar
+   * window's line has none): the line charges the bucket starting at
    * `start` and reads the window ending with it, so it is right only while the store's clock is in
    * it. A store with a clock of its own (Redis's) refuses such a line outside it (ClockSkewError)
    * rather than let a replica whose clock is off charge a bucket the others do not read yet.
@@ -51,7 +52,7 @@ export interface LedgerLine {
  */
 export class ClockSkewError extends Error {
   constructor(readonly storeTime: number) {
-    super(`a rate limit's bucket is not the current one by the quota store's clock (${new Date(storeTime).toISOString()})`);
+    super(`a line's bucket is not the current one by the quota store's clock (${new Date(storeTime).toISOString()})`);
     this.name = 'ClockSkewError';
   }
 }

@@ -1,10 +1,14 @@
 /**
- * Two replicas sharing Redis, one whose clock is a whole bucket ahead (5 s, against a per-minute
- * limit in 12 buckets of 5 s). The replica ahead charges the bucket its clock names, which the
- * other's window does not read yet: before Redis's clock decided which bucket is current, each
- * replica admitted the limit in full, 10 calls at one instant against 5 a minute. Now a line whose
- * bucket does not hold Redis's time is refused by the script, and the replica resolves its lines
- * again at Redis's time.
+ * Two replicas sharing Redis, one whose clock is a whole bucket ahead of the other's. The replica
+ * ahead charges the bucket its clock names, which the other's window does not read yet.
+ *
+ * - A rate limit (per minute, in 12 buckets of 5 s): before Redis's clock decided which bucket is
+ *   current, each replica admitted the limit in full, 10 calls at one instant against 5 a minute.
+ * - A rolling budget (an hour in 24 buckets of 150 s): the replica on time read a window without the
+ *   bucket the one ahead had spent the budget in, and served calls on a budget already spent.
+ *
+ * Now a line whose bucket does not hold Redis's time is refused by the script, and the replica
+ * resolves its lines again at Redis's time (a budget's lines read and decided again).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
@@ -16,7 +20,7 @@ import { sha } from '../fixtures/policies.js';
 import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
 
 const KEY = 'key-skew';
-const POLICY = `
+const policyWith = (limits: string) => `
 version: 1
 providers:
   demo: { kind: demo }
@@ -24,13 +28,27 @@ tiers:
   standard: [demo/medium]
 apiKeys:
   - { id: k-skew, sha256: ${sha(KEY)}, user: ada, teams: [research] }
+${limits}
+`;
+const RATE_LIMIT = policyWith(`
 rateLimits:
   - id: user-rpm
     scope: user
     requestsPerMinute: 5
-`;
+`);
+const ROLLING_BUCKET_MS = 150_000;
+/** `tiers` names the tiers the budget covers, so that calls are decided on budgets read rather than assumed untouched (decidableUnread). */
+const rollingBudget = (tiers: string) =>
+  policyWith(`
+budgets:
+  - id: ada-hourly
+    scope: user
+    window: { rolling: { hours: 1 }, buckets: 24 }
+    limit: { tokens: 120 }
+${tiers}
+`);
 
-describe('a rate limit on Redis when the clock of one replica is ahead', () => {
+describe('limits on Redis when the clock of one replica is a bucket off', () => {
   let redis: TestRedis;
   let prefix = uniquePrefix('skew');
   const runtimes: Runtime[] = [];
@@ -48,10 +66,10 @@ describe('a rate limit on Redis when the clock of one replica is ahead', () => {
   });
 
   /** A replica whose clock reads `aheadMs` past the machine's; its store runs on the real clock, as Redis does. */
-  const replica = async (aheadMs: number) => {
+  const replica = async (policy: string, aheadMs: number) => {
     const settings = { ...settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'silent' }), keyPrefix: prefix };
     const store = new RedisQuotaStore({ url: redis.url, prefix, sweepIntervalMs: 0, logger: { info() {}, warn() {}, error() {} } });
-    const rt = await buildRuntime(settings, { policy: parsePolicy(POLICY, 'skew.yaml'), store, sink: memorySink(), now: () => Date.now() + aheadMs });
+    const rt = await buildRuntime(settings, { policy: parsePolicy(policy, 'skew.yaml'), store, sink: memorySink(), now: () => Date.now() + aheadMs });
     runtimes.push(rt);
     return rt;
   };
@@ -64,19 +82,42 @@ describe('a rate limit on Redis when the clock of one replica is ahead', () => {
       return err instanceof GatewayError ? err.code : String(err);
     }
   };
+  /** Waits until `left` ms or more of the real clock's current bucket remain, so that the calls below fall in one bucket. */
+  const awayFromEdge = async (bucketMs: number, left: number) => {
+    while (bucketMs - (Date.now() % bucketMs) < left) await new Promise((r) => setTimeout(r, 50));
+  };
 
   it.each([
     { name: 'the one ahead first', first: 5000, second: 0 },
     { name: 'the one on time first, then one a bucket behind', first: 0, second: -5000 },
-  ])('admits 5 a minute across both, each charging the bucket Redis is in ($name)', { timeout: 30_000 }, async ({ first, second }) => {
-    const [a, b] = await Promise.all([replica(first), replica(second)]);
-    // Start just past a bucket edge, so that every call below falls in one bucket of the real clock.
-    while (Date.now() % 5000 > 1000) await new Promise((r) => setTimeout(r, 50));
+  ])('a rate limit admits 5 a minute across both, each charging the bucket Redis is in ($name)', { timeout: 30_000 }, async ({ first, second }) => {
+    const [a, b] = await Promise.all([replica(RATE_LIMIT, first), replica(RATE_LIMIT, second)]);
+    await awayFromEdge(5000, 4000);
     const results: string[] = [];
     for (let i = 0; i < 5; i++) results.push(await call(a));
     for (let i = 0; i < 5; i++) results.push(await call(b));
     expect(results.slice(0, 5)).toEqual(Array(5).fill('served'));
     expect(results.slice(5)).toEqual(Array(5).fill('RATE_LIMITED'));
+    await Promise.all(runtimes.map((r) => r.gateway.idle()));
+  });
+
+  it.each([
+    { name: 'the one ahead first', first: ROLLING_BUCKET_MS, second: 0, tiers: '' },
+    { name: 'the one on time first, then one a bucket behind', first: 0, second: -ROLLING_BUCKET_MS, tiers: '' },
+    { name: 'the one ahead first, budgets read', first: ROLLING_BUCKET_MS, second: 0, tiers: '    tiers: [standard]' },
+    { name: 'the one on time first, then one a bucket behind, budgets read', first: 0, second: -ROLLING_BUCKET_MS, tiers: '    tiers: [standard]' },
+  ])('a rolling budget spent on one replica is spent on the other ($name)', { timeout: 30_000 }, async ({ first, second, tiers }) => {
+    const policy = rollingBudget(tiers);
+    const [a, b] = await Promise.all([replica(policy, first), replica(policy, second)]);
+    await awayFromEdge(ROLLING_BUCKET_MS, 5000);
+    const onA: string[] = [];
+    while (onA.length < 30 && onA.at(-1) !== 'BUDGET_EXHAUSTED') onA.push(await call(a));
+    await a.gateway.idle();
+    expect(onA.at(-1)).toBe('BUDGET_EXHAUSTED');
+    // Every call before it served: none refused on the way to the store's clock.
+    expect(onA.length).toBeGreaterThan(2);
+    expect(onA.slice(0, -1)).toEqual(Array(onA.length - 1).fill('served'));
+    expect(await call(b)).toBe('BUDGET_EXHAUSTED');
     await Promise.all(runtimes.map((r) => r.gateway.idle()));
   });
 });

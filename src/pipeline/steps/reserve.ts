@@ -78,7 +78,7 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
   return async function reserve(ctx, next) {
     if (!ctx.decision || ctx.decision.effect === 'deny') throw new Error('reserve step ran without an allow decision');
     let decided: ServedDecision = ctx.decision;
-    const { request } = admitted(ctx);
+    const { principal, request } = admitted(ctx);
     let planInput = {
       policy: ctx.policy,
       decision: decided,
@@ -102,10 +102,19 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
     /** A token limit that refused a candidate it could never admit (its worst case is more than the limit). */
     let tooLarge: { line: LimitLine; requested: number } | undefined;
     let holder: QuotaStore | undefined;
-    /** Reserves `candidate` on its lines and limits, all or none; `atMost` bounds the budget lines' states (`ReserveOptions.atMost`). */
+    const skewed = () => new GatewayError('QUOTA_STORE_UNAVAILABLE', "The quota store's clock and this gateway's disagree on a limit's current window; try again shortly.");
+    /** How often the call's budget lines were resolved again at the store's clock. */
+    let budgetLinesMoved = 0;
+    /**
+     * Reserves `candidate` on its lines and limits, all or none; `atMost` bounds the budget lines'
+     * states (`ReserveOptions.atMost`). Undefined when a limit that already refused covers the
+     * candidate; 'moved' when the call's budget lines are of another bucket by the store's clock
+     * (a rolling window's): the call was decided on budgets of a window the store is not in, so it is
+     * read and decided again (`decideAgain`) before anything is reserved.
+     */
     const attempt = async (candidate: Candidate, atMost?: number[]) => {
-      // A store with a clock of its own refuses limit lines whose bucket is not current by it:
-      // measured, and the lines resolved again by it. Twice more at most (a bucket's edge between).
+      // A store with a clock of its own refuses lines whose bucket is not current by it: measured,
+      // and the lines resolved again by it. Twice more at most (a bucket's edge between).
       for (let tries = 1; ; tries++) {
         const sentAt = now();
         try {
@@ -113,10 +122,27 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
         } catch (err) {
           if (!(err instanceof ClockSkewError)) throw err;
           const offsetMs = ledger.learnStoreTime(err.storeTime, sentAt);
-          if (offsetMs !== undefined) ctx.log.warn({ event: 'store_clock_skew', offsetMs }, "this replica's clock differs from the quota store's; rate limits follow the store's");
-          if (tries === 3) throw new GatewayError('QUOTA_STORE_UNAVAILABLE', "The quota store's clock and this gateway's disagree on a rate limit's current window; try again shortly.");
+          if (offsetMs !== undefined) ctx.log.warn({ event: 'store_clock_skew', offsetMs }, "this replica's clock differs from the quota store's; rate limits and rolling budgets follow the store's");
+          if (tries === 3) throw skewed();
+          if (ctx.lines.some((l) => l.line.bucket)) {
+            const lines = ledger.linesFor(ctx.policy, principal);
+            if (lines.some((l, i) => l.line.usageKey !== ctx.lines[i]!.line.usageKey)) {
+              if (++budgetLinesMoved === 3) throw skewed();
+              ctx.lines = lines;
+              return 'moved' as const;
+            }
+          }
         }
       }
+    };
+    /** Reads the call's budgets and decides on them again, then figures the input and plans anew (a deny throws). */
+    const decideAgain = async () => {
+      ctx.reservation = undefined;
+      await readAndDecide(ctx, ledger, now);
+      await figureInput(ctx, { providerFor: opts.providerFor });
+      decided = ctx.decision as ServedDecision;
+      planInput = { policy: ctx.policy, decision: decided, request, budgets: ctx.budgets, estimatedInputTokens: ctx.estimatedInputTokens, inputTokens: ctx.inputTokens };
+      candidates = planCandidates(planInput);
     };
     const attemptOnce = async (candidate: Candidate, atMost?: number[]) => {
       // The limit lines of the moment of this attempt: a read, a decision again or a count of tokens
@@ -167,22 +193,22 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
         ctx.decision = undefined;
         throw err;
       }
-      if (made?.outcome.ok) {
+      if (typeof made === 'object' && made.outcome.ok) {
         const { states } = made.outcome;
         ctx.budgets = states ? ctx.lines.map((l, i) => budgetState(l, states[i]!.used, states[i]!.reserved)) : await readBudgets(ctx, ledger);
-      } else {
-        ctx.reservation = undefined;
-        await readAndDecide(ctx, ledger, now);
-        await figureInput(ctx, { providerFor: opts.providerFor });
-        decided = ctx.decision as ServedDecision;
-        planInput = { policy: ctx.policy, decision: decided, request, budgets: ctx.budgets, estimatedInputTokens: ctx.estimatedInputTokens, inputTokens: ctx.inputTokens };
-        candidates = planCandidates(planInput);
-      }
+      } else await decideAgain();
     }
     if (!ctx.reservation) {
-      for (const candidate of candidates) {
-        const made = await attempt(candidate);
+      for (let i = 0; i < candidates.length; i++) {
+        const made = await attempt(candidates[i]!);
         if (!made) continue;
+        if (made === 'moved') {
+          // Planned on budgets of a window the store is not in: from the first candidate of a new plan.
+          shortfalls.length = 0;
+          await decideAgain();
+          i = -1;
+          continue;
+        }
         const { outcome, limits } = made;
         if (outcome.ok) break;
         const limit = limits.find((l) => l.line.budgetId === outcome.budgetId && l.subject === outcome.subject);
