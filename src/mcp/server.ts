@@ -115,15 +115,17 @@ function ok(data: Record<string, unknown>, text: string): CallToolResult {
 
 /** On tools/call params whose `arguments` is not an object: the value sent, for the handler to refuse. */
 const REJECTED_ARGUMENTS = Symbol('rejectedArguments');
-type CallToolParams = CallToolRequest['params'] & { [REJECTED_ARGUMENTS]?: { value: unknown } };
+const INVALID_PARAMS = Symbol('invalidParams');
+type CallToolParams = CallToolRequest['params'] & { [REJECTED_ARGUMENTS]?: { value: unknown }; [INVALID_PARAMS]?: string };
 
 /**
- * tools/call as the SDK reads it, except for `arguments` that are not an object (a string, an
- * array, null): the SDK's own schema fails on them, which its Protocol answers with JSON-RPC
- * -32603 (an internal error, for a client's fault) and a dump of schema issues, and no call, so no
- * event. Here they are set aside under REJECTED_ARGUMENTS, and the handler refuses them as
- * INVALID_REQUEST through the pipeline, as it does any other bad argument. Params that fail
- * otherwise (no name) are left for the Server's own check, which answers -32602.
+ * tools/call as the SDK reads it, except for params it would refuse without a call, so without an
+ * event: its Protocol answers `arguments` that are not an object (a string, an array, null) with
+ * JSON-RPC -32603 (an internal error, for a client's fault), and params without a tool name with
+ * -32602, both with a multi-line dump of schema issues. Here such arguments are set aside under
+ * REJECTED_ARGUMENTS, and the handler refuses them as INVALID_REQUEST through the pipeline, as it
+ * does any other bad argument; params that fail otherwise are replaced by the first issue, under
+ * INVALID_PARAMS, which the handler records and answers -32602 in one line.
  */
 const callToolRequest = z.looseObject({
   method: z.literal('tools/call'),
@@ -133,7 +135,9 @@ const callToolRequest = z.looseObject({
       return { ...(params as object), arguments: undefined, [REJECTED_ARGUMENTS]: { value: args } };
     }
     const parsed = CallToolRequestParamsSchema.safeParse(params);
-    return parsed.success ? parsed.data : params;
+    if (parsed.success) return parsed.data;
+    const issue = parsed.error.issues[0]!;
+    return { name: '', [INVALID_PARAMS]: `${['params', ...issue.path.map(String)].join('.')}: ${issue.message}` };
   }),
 });
 
@@ -162,17 +166,22 @@ export function createMcpServer(opts: McpServerOptions): Server {
   server.setRequestHandler(callToolRequest, async (req, extra): Promise<CallToolResult> => {
     const params = req.params as CallToolParams;
     const name = params.name;
-    if (!TOOLS.some((t) => t.name === name)) {
-      // A refused call like any other: recorded as the caller's (the answer stays the protocol's -32602).
+    /** A refused call like any other: recorded as the caller's (the answer stays the protocol's -32602). */
+    const refuseParams = (reason: string, answer: string): never => {
       let credential: Credential | undefined;
       try {
         credential = opts.credentialFor(extra);
       } catch {
         credential = undefined;
       }
+      void opts.gateway.refuse(new GatewayError('INVALID_REQUEST', reason), { transport: opts.transport, credential });
+      throw new McpError(ErrorCode.InvalidParams, answer);
+    };
+    const invalid = params[INVALID_PARAMS];
+    if (invalid !== undefined) refuseParams(`Invalid tools/call params: ${invalid}.`, `Invalid params: ${invalid}`);
+    if (!TOOLS.some((t) => t.name === name)) {
       const named = name.length > 200 ? `${name.slice(0, 200)}… (${name.length} characters)` : name;
-      void opts.gateway.refuse(new GatewayError('INVALID_REQUEST', `Unknown tool: ${named}; the tools are ${TOOLS.map((t) => t.name).join(', ')}.`), { transport: opts.transport, credential });
-      throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${name}`);
+      refuseParams(`Unknown tool: ${named}; the tools are ${TOOLS.map((t) => t.name).join(', ')}.`, `Unknown tool: ${name}`);
     }
     const rejected = params[REJECTED_ARGUMENTS];
     // list_models and my_budget take no arguments and run no call: there is nothing to record.

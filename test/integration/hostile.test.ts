@@ -404,6 +404,28 @@ describe('tool arguments', () => {
     }
   });
 
+  it('answers tools/call params without a tool name with -32602 (not an internal error) in one line, and records the refusal as the caller\'s', async () => {
+    const session = await openSession();
+    const cases: [unknown, string][] = [
+      [undefined, 'params: '],
+      [{}, 'params.name: '],
+      [{ name: 5, arguments: { prompt: 'hi' } }, 'params.name: '],
+    ];
+    for (const [params, says] of cases) {
+      const before = gw.events.length;
+      const res = await post({ jsonrpc: '2.0', id: 12, method: 'tools/call', ...(params === undefined ? {} : { params }) }, session);
+      expect(res.status).toBe(200);
+      const [msg] = rpcMessages(res) as { error: { code: number; message: string } }[];
+      expect(msg!.error.code).toBe(-32602);
+      expect(msg!.error.message).toContain(`Invalid params: ${says}`);
+      expect(msg!.error.message).not.toContain('\n');
+      await waitFor(() => gw.events.length > before);
+      const events = gw.events.slice(before);
+      expect(events.map((e) => [e.transport, e['error.code'], e['user.id']])).toEqual([['http', 'INVALID_REQUEST', 'alice']]);
+      expect(String(events[0]!.reason)).toContain(`Invalid tools/call params: ${says}`);
+    }
+  });
+
   it('keeps a refusal\'s event small whatever the caller names: a model, tier or tool name of 100,000 characters', async () => {
     const long = 'm'.repeat(100_000);
     for (const args of [{ prompt: 'hi', model: long }, { prompt: 'hi', tier: long }]) {
@@ -474,15 +496,6 @@ describe('tool arguments', () => {
     for (const tool of ['list_models', 'my_budget']) {
       const [msg] = rpcMessages(await post(callTool(42, args, tool), session)) as { error: { code: number; message: string } }[];
       expect(msg!.error).toEqual({ code: -32602, message: 'MCP error -32602: Invalid params: tools/call arguments must be an object.' });
-    }
-  });
-
-  it('answers a tools/call without params, or with a name that is not a string, with -32602, not an internal error', async () => {
-    const session = await openSession();
-    for (const call of [{ jsonrpc: '2.0', id: 50, method: 'tools/call' }, { jsonrpc: '2.0', id: 51, method: 'tools/call', params: { name: 5, arguments: {} } }]) {
-      const [msg] = rpcMessages(await post(call, session)) as { error: { code: number; message: string } }[];
-      expect(msg!.error.code, JSON.stringify(call)).toBe(-32602);
-      expect(msg!.error.message).toMatch(/^MCP error -32602: Invalid tools\/call request: /);
     }
   });
 
