@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
-import { parsePolicy, PolicyError, readPolicyText, type Policy, type PolicyIssue } from './load.js';
+import { parsePolicy, PolicyError, readPolicyText, type CompiledBudget, type CompiledLimit, type Policy, type PolicyIssue } from './load.js';
 
 /** What a reload swaps the policy on: the Gateway. */
 export interface ReloadTarget {
@@ -73,6 +73,44 @@ export interface PolicyReloader {
 
 const hash = (text: string) => createHash('sha256').update(text).digest('hex');
 
+/** What a budget's counters hold: its unit over its window. */
+function budgetCounts(b: CompiledBudget): string {
+  const w = b.config.window;
+  const window = 'calendar' in w ? `calendar ${w.calendar} (${w.timezone})` : `rolling ${(w.rolling.days ?? 0) * 24 + (w.rolling.hours ?? 0)} h in ${w.buckets} buckets`;
+  return `${b.unit} over ${window}`;
+}
+
+/** What a rate limit's counters hold: its unit over its sliding window, or the calls in flight. */
+function limitCounts(l: CompiledLimit): string {
+  return l.kind === 'concurrent' ? 'calls in flight' : `${l.kind} over ${l.spanMs / 1000} s in ${l.buckets} buckets`;
+}
+
+/** A budget or rate limit kept under its id whose counters a new policy reads otherwise. */
+export type WindowChange = ({ budget: string } | { rateLimit: string }) & { from: string; to: string };
+
+/**
+ * Budgets and rate limits kept under their id whose window or unit `after` changes. Their counters
+ * are named by the id and each bucket's start, and hold the old unit: under a new window the count
+ * starts afresh (the new buckets do not read the old), and under a new unit the old count is read
+ * as the new unit. Changing only the amount keeps the count. Worth telling the operator who reloads.
+ */
+export function windowChanges(before: Policy, after: Policy): WindowChange[] {
+  const out: WindowChange[] = [];
+  const budgets = new Map(before.budgets.map((b) => [b.config.id, budgetCounts(b)]));
+  for (const b of after.budgets) {
+    const from = budgets.get(b.config.id);
+    const to = budgetCounts(b);
+    if (from !== undefined && from !== to) out.push({ budget: b.config.id, from, to });
+  }
+  const limits = new Map(before.rateLimits.map((l) => [l.config.id, limitCounts(l)]));
+  for (const l of after.rateLimits) {
+    const from = limits.get(l.config.id);
+    const to = limitCounts(l);
+    if (from !== undefined && from !== to) out.push({ rateLimit: l.config.id, from, to });
+  }
+  return out;
+}
+
 /** Starts watching `path` (and SIGHUP) and reloading `target`'s policy from it. */
 export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
   const { path, target, logger } = opts;
@@ -126,8 +164,12 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
       return { status: 'failed', version: oldVersion, issues };
     }
     lastRefused = undefined;
+    const changes = windowChanges(target.policy, next);
     target.replacePolicy(next);
     logger.info({ event: 'policy_reloaded', trigger, policy: path, oldVersion, newVersion: next.version }, 'policy reloaded');
+    if (changes.length > 0) {
+      logger.warn({ event: 'policy_window_changed', policy: path, newVersion: next.version, changes }, 'a reload changed the window or unit of budgets or rate limits kept under their id: their count starts afresh in the new window (or is read in the new unit)');
+    }
     return { status: 'reloaded', oldVersion, newVersion: next.version };
   }
 

@@ -75,6 +75,35 @@ describe('policy hot reload', () => {
     ]);
   });
 
+  it('warns, naming each budget and rate limit kept under its id whose window or unit it changes, that its count starts afresh', async () => {
+    const withLimits = (window: string, limit: string) =>
+      policyText(10_000).replace('window: { calendar: week, timezone: Europe/Paris }', window) +
+      `rateLimits:\n  - { id: user-rpm, scope: user, ${limit} }\n  - { id: user-cap, scope: user, concurrent: 4 }\n`;
+    const t = await start(withLimits('window: { calendar: week, timezone: Europe/Paris }', 'requestsPerMinute: 5'));
+    // The limit's number and the budget's amount change nothing counted: no warning.
+    t.reloader.reload('sighup');
+    writeFileSync(t.path, withLimits('window: { calendar: week, timezone: Europe/Paris }', 'requestsPerMinute: 9').replace('tokens: 10000', 'tokens: 500'));
+    expect(t.reloader.reload('sighup').status).toBe('reloaded');
+    expect(t.logs.filter((l) => l.event === 'policy_window_changed')).toEqual([]);
+    writeFileSync(t.path, withLimits('window: { rolling: { days: 7 }, buckets: 28 }', 'requestsPerMinute: 9, buckets: 6'));
+    expect(t.reloader.reload('sighup').status).toBe('reloaded');
+    expect(t.logs.filter((l) => l.event === 'policy_window_changed')).toEqual([
+      expect.objectContaining({
+        changes: [
+          { budget: 'user-weekly', from: 'tokens over calendar week (Europe/Paris)', to: 'tokens over rolling 168 h in 28 buckets' },
+          { rateLimit: 'user-rpm', from: 'requests over 60 s in 12 buckets', to: 'requests over 60 s in 6 buckets' },
+        ],
+      }),
+    ]);
+    // A budget counted in dollars under an id that counted tokens reads the tokens as dollars.
+    writeFileSync(t.path, withLimits('window: { rolling: { days: 7 }, buckets: 28 }', 'tokensPerMinute: 900, buckets: 6').replace('tokens: 10000', 'usd: 5'));
+    expect(t.reloader.reload('sighup').status).toBe('reloaded');
+    expect(t.logs.filter((l) => l.event === 'policy_window_changed').at(-1)!.changes).toEqual([
+      { budget: 'user-weekly', from: 'tokens over rolling 168 h in 28 buckets', to: 'usd over rolling 168 h in 28 buckets' },
+      { rateLimit: 'user-rpm', from: 'requests over 60 s in 6 buckets', to: 'tokens over 60 s in 6 buckets' },
+    ]);
+  });
+
   it('refuses an invalid file, keeps the old policy serving and logs every issue', async () => {
     const t = await start(V1);
     writeFileSync(t.path, V1.replace('tokens: 10000', 'tokens: -1').replace('timezone: Europe/Paris', 'timezone: Mars/Base'));
