@@ -180,6 +180,13 @@ export function issuedKeyMessage(key: string, record: StoredKey): Safe {
 }
 
 /** Policy: the version serving, its tiers, budgets and rules, and the reload history. */
+/** A reload's outcome for the history table: the versions, what a refusal found, or whose count a reload started afresh. */
+function reloadOutcome(r: ReloadRecord): string {
+  if (r.status !== 'reloaded') return `refused, ${r.oldVersion} kept: ${(r.issues ?? []).map((i) => `${i.path ? `${i.path}: ` : ''}${i.message}`).join('; ')}`;
+  const changed = (r.windowChanges ?? []).map((c) => `${'budget' in c ? `budget ${c.budget}` : `rate limit ${c.rateLimit}`}: ${c.from} → ${c.to}`);
+  return `${r.oldVersion} → ${r.newVersion}${changed.length > 0 ? `; counted afresh: ${changed.join('; ')}` : ''}`;
+}
+
 export function policyPage(viewer: Viewer, policy: Policy, startedWith: { version: string; at: string }, reloads: ReloadRecord[] | undefined): string {
   const c = policy.config;
   const tiers = table(
@@ -239,7 +246,7 @@ export function policyPage(viewer: Viewer, policy: Policy, startedWith: { versio
         [
           { head: 'time', cell: (r: ReloadRecord) => r.at },
           { head: 'trigger', cell: (r: ReloadRecord) => r.trigger },
-          { head: 'outcome', cell: (r: ReloadRecord) => (r.status === 'reloaded' ? `${r.oldVersion} → ${r.newVersion}` : `refused, ${r.oldVersion} kept: ${(r.issues ?? []).map((i) => `${i.path ? `${i.path}: ` : ''}${i.message}`).join('; ')}`), data: 'outcome' },
+          { head: 'outcome', cell: reloadOutcome, data: 'outcome' },
         ],
         [...reloads].reverse(),
       )

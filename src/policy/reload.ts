@@ -26,7 +26,7 @@ export interface ReloadTarget {
 export type ReloadTrigger = 'file' | 'sighup';
 
 export type ReloadOutcome =
-  | { status: 'reloaded'; oldVersion: string; newVersion: string }
+  | { status: 'reloaded'; oldVersion: string; newVersion: string; windowChanges?: WindowChange[] }
   | { status: 'unchanged'; version: string }
   | { status: 'failed'; version: string; issues: PolicyIssue[] };
 
@@ -56,6 +56,8 @@ export interface ReloadRecord {
   newVersion: string;
   /** Why a failed reload was refused. */
   issues?: PolicyIssue[];
+  /** Budgets and rate limits whose count a reload started afresh (`windowChanges`). */
+  windowChanges?: WindowChange[];
 }
 
 /** Reload attempts kept in memory for the console, newest last. */
@@ -133,6 +135,7 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
         oldVersion: failed ? outcome.version : outcome.oldVersion,
         newVersion: failed ? outcome.version : outcome.newVersion,
         ...(failed ? { issues: outcome.issues } : {}),
+        ...(outcome.status === 'reloaded' && outcome.windowChanges ? { windowChanges: outcome.windowChanges } : {}),
       });
       if (history.length > HISTORY_MAX) history.shift();
     }
@@ -169,6 +172,7 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
     logger.info({ event: 'policy_reloaded', trigger, policy: path, oldVersion, newVersion: next.version }, 'policy reloaded');
     if (changes.length > 0) {
       logger.warn({ event: 'policy_window_changed', policy: path, newVersion: next.version, changes }, 'a reload changed the window or unit of budgets or rate limits kept under their id: their count starts afresh in the new window (or is read in the new unit)');
+      return { status: 'reloaded', oldVersion, newVersion: next.version, windowChanges: changes };
     }
     return { status: 'reloaded', oldVersion, newVersion: next.version };
   }

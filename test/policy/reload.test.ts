@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { policyPage } from '../../src/console/pages.js';
 import type { Principal } from '../../src/identity/principal.js';
 import { buildRuntime, settingsFromEnv, type Runtime } from '../../src/main.js';
 import { memorySink } from '../../src/metering/sink.js';
@@ -95,6 +96,9 @@ describe('policy hot reload', () => {
         ],
       }),
     ]);
+    // The console's reload history says it too.
+    const page = policyPage({ user: 'ops', role: 'read-only', csrf: 'x' }, t.gateway.policy, { version: versionOf(V1), at: '' }, t.reloader.history());
+    expect(page).toContain('counted afresh: budget user-weekly: tokens over calendar week (Europe/Paris) → tokens over rolling 168 h in 28 buckets; rate limit user-rpm: requests over 60 s in 12 buckets → requests over 60 s in 6 buckets');
     // A budget counted in dollars under an id that counted tokens reads the tokens as dollars.
     writeFileSync(t.path, withLimits('window: { rolling: { days: 7 }, buckets: 28 }', 'tokensPerMinute: 900, buckets: 6').replace('tokens: 10000', 'usd: 5'));
     expect(t.reloader.reload('sighup').status).toBe('reloaded');
