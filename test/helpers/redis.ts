@@ -13,6 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { createClient } from '@keyv/redis';
+import { lineKeys } from '../../src/policy/budgets.js';
+import type { LedgerLine, QuotaStore } from '../../src/quota/store.js';
 
 export interface TestRedis {
   url: string;
@@ -267,5 +269,26 @@ export async function startPrivateCluster(masters = 3, opts: { replicas?: number
   } catch (err) {
     await stop();
     throw err;
+  }
+}
+
+const HOUR = 3_600_000;
+
+/** A ledger line of budget `weekly` for ada under `prefix`, on the current hour's counter (kept two hours). */
+export function hourLine(prefix: string, amount: number, limit: number): LedgerLine {
+  const start = Math.floor(Date.now() / HOUR) * HOUR;
+  return { budgetId: 'weekly', subject: 'ada', limit, amount, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, 'weekly', 'ada', [start], start) };
+}
+
+/** Reads `line` until `store` answers again (10 s at most), without opening a new store; resolves with what it read. */
+export async function untilReachable(store: QuotaStore, line: LedgerLine): Promise<{ used: number; reserved: number }[]> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      return await store.read([line]);
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 }

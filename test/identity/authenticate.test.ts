@@ -3,19 +3,14 @@ import { GatewayError } from '../../src/errors.js';
 import { Authenticator } from '../../src/identity/authenticate.js';
 import { policyApiKeys } from '../../src/identity/apiKey.js';
 import { parsePolicy, type Policy, type PolicyError } from '../../src/policy/load.js';
-import { KEYS, sha } from '../fixtures/policies.js';
+import { KEYS, STANDARD_HEAD, sha } from '../fixtures/policies.js';
 import { startTestIssuer, type TestIssuer } from '../helpers/jwks.js';
 
 const AUD = 'https://ai.example.test/mcp';
 
 function policy(identity: string): string {
   return `
-version: 1
-providers:
-  demo: { kind: demo }
-tiers:
-  standard: [demo/medium]
-apiKeys:
+${STANDARD_HEAD}apiKeys:
   - { id: k-alice, sha256: ${sha(KEYS.alice)}, user: alice, teams: [platform], costCenter: cc-1, groups: [employees], roles: [llm-user] }
   - { id: k-bob, sha256: ${sha(KEYS.bob)}, user: bob, disabled: true }
 ${identity}

@@ -16,17 +16,12 @@ import { buildRuntime, settingsFromEnv, type Runtime } from '../../src/main.js';
 import { memorySink } from '../../src/metering/sink.js';
 import { parsePolicy } from '../../src/policy/load.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
-import { sha } from '../fixtures/policies.js';
+import { STANDARD_HEAD, sha } from '../fixtures/policies.js';
 import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
 
 const KEY = 'key-skew';
 const policyWith = (limits: string) => `
-version: 1
-providers:
-  demo: { kind: demo }
-tiers:
-  standard: [demo/medium]
-apiKeys:
+${STANDARD_HEAD}apiKeys:
   - { id: k-skew, sha256: ${sha(KEY)}, user: ada, teams: [research] }
 ${limits}
 `;

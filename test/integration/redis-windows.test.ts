@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
-import { KEYS, sha } from '../fixtures/policies.js';
+import { KEYS, STANDARD_HEAD, sha } from '../fixtures/policies.js';
 import { connectHttp, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { heldProvider } from '../helpers/heldProvider.js';
 import { deleteKeys, startPrivateRedis, startRedis, uniquePrefix, type PrivateRedis, type TestRedis } from '../helpers/redis.js';
@@ -19,12 +19,7 @@ type Budget = { id: string; used: number; reserved: number; resetsAt: string };
 type ErrorMeta = { code: string; message: string };
 
 const policy = () => `
-version: 1
-providers:
-  demo: { kind: demo }
-tiers:
-  standard: [demo/medium]
-apiKeys:
+${STANDARD_HEAD}apiKeys:
   - { id: k-alice, sha256: ${sha(KEYS.alice)}, user: alice, teams: [platform], groups: [employees] }
   - { id: k-bob, sha256: ${sha(KEYS.bob)}, user: bob, teams: [platform], groups: [contractors] }
 budgets:

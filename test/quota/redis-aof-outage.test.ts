@@ -6,12 +6,10 @@
  */
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
-import { startPrivateRedis, uniquePrefix, type PrivateRedis } from '../helpers/redis.js';
+import { hourLine, startPrivateRedis, uniquePrefix, untilReachable, type PrivateRedis } from '../helpers/redis.js';
 
-const HOUR = 3600_000;
 /** Far longer than the test: a reservation that is still there at the end was pinned, not expired. */
 const TTL = 10 * 60_000;
 const silent = pino({ level: 'silent' });
@@ -25,21 +23,9 @@ describe('RedisQuotaStore when Redis is killed and restarted with its AOF', () =
     stores.push(store);
     return store;
   };
-  const line = (amount: number, limit = 1000): LedgerLine => {
-    const start = Math.floor(Date.now() / HOUR) * HOUR;
-    return { budgetId: 'weekly', subject: 'ada', limit, amount, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, 'weekly', 'ada', [start], start) };
-  };
-  const reachable = async (store: RedisQuotaStore) => {
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      try {
-        return await store.read([line(0)]);
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
-  };
+  const line = (amount: number, limit = 1000): LedgerLine => hourLine(prefix, amount, limit);
+  /** Waits until the store answers again, without opening a new store. */
+  const reachable = (store: RedisQuotaStore) => untilReachable(store, line(0));
 
   beforeEach(async () => {
     redis = await startPrivateRedis({ appendonly: true });

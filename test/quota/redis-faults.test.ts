@@ -5,13 +5,11 @@
  */
 import { createClient } from '@keyv/redis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
 import { captureLog } from '../helpers/log.js';
-import { startPrivateRedis, uniquePrefix, type PrivateRedis } from '../helpers/redis.js';
+import { hourLine, startPrivateRedis, uniquePrefix, untilReachable, type PrivateRedis } from '../helpers/redis.js';
 
-const HOUR = 3600_000;
 const TTL = 60_000;
 
 describe('RedisQuotaStore against faults of its Redis', () => {
@@ -30,22 +28,9 @@ describe('RedisQuotaStore against faults of its Redis', () => {
     stores.push(store);
     return store;
   };
-  const line = (amount: number, limit = 100): LedgerLine => {
-    const start = Math.floor(Date.now() / HOUR) * HOUR;
-    return { budgetId: 'weekly', subject: 'ada', limit, amount, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, 'weekly', 'ada', [start], start) };
-  };
-  /** Waits until the store answers again. */
-  const reachable = async (store: RedisQuotaStore) => {
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      try {
-        return await store.read([line(0)]);
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
-  };
+  const line = (amount: number, limit = 100): LedgerLine => hourLine(prefix, amount, limit);
+  /** Waits until the store answers again, without opening a new store. */
+  const reachable = (store: RedisQuotaStore) => untilReachable(store, line(0));
   const logged = async (event: string) => {
     const deadline = Date.now() + 5000;
     while (Date.now() < deadline) {

@@ -6,14 +6,12 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
 import { Ledger, RENEW_CHECK_MS } from '../../src/pipeline/ledger.js';
-import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import type { LedgerLine } from '../../src/quota/store.js';
-import { startPrivateRedis, uniquePrefix, type PrivateRedis } from '../helpers/redis.js';
+import { hourLine, startPrivateRedis, uniquePrefix, untilReachable, type PrivateRedis } from '../helpers/redis.js';
 import { captureLog } from '../helpers/log.js';
 import { journalOf } from './journal-helpers.js';
 
-const HOUR = 3600_000;
 const TTL = 60_000;
 
 async function rejection(p: Promise<unknown>): Promise<{ error: unknown; ms: number }> {
@@ -43,22 +41,9 @@ describe('RedisQuotaStore when Redis goes away', () => {
     stores.push(store);
     return store;
   };
-  const line = (amount: number, limit = 100): LedgerLine => {
-    const start = Math.floor(Date.now() / HOUR) * HOUR;
-    return { budgetId: 'weekly', subject: 'ada', limit, amount, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, 'weekly', 'ada', [start], start) };
-  };
+  const line = (amount: number, limit = 100): LedgerLine => hourLine(prefix, amount, limit);
   /** Waits until the store answers again, without opening a new store. */
-  const reachable = async (store: RedisQuotaStore) => {
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      try {
-        return await store.read([line(0)]);
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
-  };
+  const reachable = (store: RedisQuotaStore) => untilReachable(store, line(0));
 
   beforeEach(async () => {
     redis = await startPrivateRedis();

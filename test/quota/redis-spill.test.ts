@@ -8,12 +8,11 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import { readSpill } from '../../src/quota/spill.js';
 import type { DecisionRecord, LedgerLine } from '../../src/quota/store.js';
 import { captureLog } from '../helpers/log.js';
-import { startPrivateRedis, uniquePrefix, type PrivateRedis } from '../helpers/redis.js';
+import { hourLine, startPrivateRedis, uniquePrefix, untilReachable, type PrivateRedis } from '../helpers/redis.js';
 
 const HOUR = 3600_000;
 const TTL = 10 * 60_000;
@@ -29,21 +28,9 @@ describe('RedisQuotaStore with a replay spill', () => {
     stores.push(store);
     return { store, lines: () => entries };
   };
-  const line = (amount: number): LedgerLine => {
-    const start = Math.floor(Date.now() / HOUR) * HOUR;
-    return { budgetId: 'weekly', subject: 'ada', limit: 10_000, amount, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, 'weekly', 'ada', [start], start) };
-  };
-  const reachable = async (store: RedisQuotaStore) => {
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      try {
-        return await store.read([line(0)]);
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
-  };
+  const line = (amount: number): LedgerLine => hourLine(prefix, amount, 10_000);
+  /** Waits until the store answers again, without opening a new store. */
+  const reachable = (store: RedisQuotaStore) => untilReachable(store, line(0));
   const files = () => readdirSync(dir).filter((f) => f.startsWith('spill-'));
   const pendingOnDisk = () => files().flatMap((f) => readSpill<{ requestId: string }>(readFileSync(join(dir, f), 'utf8')).entries.map((e) => e.requestId));
   /** A file name as a process now gone (pid 999999) would have written it for `keyPrefix`. */
