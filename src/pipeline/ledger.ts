@@ -63,7 +63,8 @@ export class Ledger {
     this.keyPrefix = opts.keyPrefix;
     this.now = opts.now;
     this.logger = opts.logger;
-    this.fallbackStore = new MemoryQuotaStore(this.now);
+    // Lines are resolved at limitNow: the local ledger counts their windows by the same time.
+    this.fallbackStore = new MemoryQuotaStore(() => this.limitNow());
   }
 
   /** How far the shared store's clock is ahead of `now` (ms), as last measured (`learnStoreTime`). */
@@ -88,6 +89,7 @@ export class Ledger {
     const offset = Math.round(storeTime - (sentAt + this.now()) / 2);
     const moved = Math.abs(offset - this.storeClockOffset) >= 10;
     this.storeClockOffset = offset;
+    this.store.adoptClockOffset?.(offset);
     return moved ? offset : undefined;
   }
 

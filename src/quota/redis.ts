@@ -123,6 +123,12 @@ export interface RedisQuotaStoreOptions {
   prefix: string;
   /** The clock that decides reservation expiry; injectable for tests. */
   now?: () => number;
+  /**
+   * Whether a line's bucket is checked against Redis's TIME (LedgerLine.bucket, ClockSkewError).
+   * Default: when `now` is the real clock; a test whose injected clock stands for a machine's
+   * skewed clock (not for a time Redis never sees) turns it on.
+   */
+  checkBuckets?: boolean;
   /** A command without a reply after this long fails as QUOTA_STORE_UNAVAILABLE. Default 1000. */
   commandTimeoutMs?: number;
   /**
@@ -247,12 +253,15 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private readonly flatReplies: { hGetAll(key: string): Promise<string[]> };
   private readonly scripts: ScriptRunner;
   private readonly records: Keyv<string[]>;
-  private readonly now: () => number;
+  /** This process's clock (options.now). */
+  private readonly clock: () => number;
+  /** How far Redis's clock is ahead of `clock`, as the ledger last measured it (adoptClockOffset). */
+  private clockOffsetMs = 0;
   /** Whether this store closes expired reservations (options.recover). */
   private readonly recovers: boolean;
   private readonly maxReplays: number;
   private readonly maxSpilled: number;
-  /** Whether this store runs on the real clock (no `now` injected), which Redis's TIME can be compared with. */
+  /** Whether this store's clock is one Redis's TIME can be compared with (options.checkBuckets). */
   private readonly ownClock: boolean;
   private readonly log: Pick<Logger, 'info' | 'warn' | 'error'>;
   private readonly replays: Replay[] = [];
@@ -292,8 +301,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private evictionCheckFailed = false;
 
   constructor(opts: RedisQuotaStoreOptions) {
-    this.now = opts.now ?? Date.now;
-    this.ownClock = opts.now === undefined;
+    this.clock = opts.now ?? Date.now;
+    this.ownClock = opts.checkBuckets ?? opts.now === undefined;
     const timeoutMs = opts.commandTimeoutMs ?? 1000;
     this.maxReplays = opts.maxPendingReplays ?? 10_000;
     this.maxSpilled = opts.maxSpilledReplays ?? 1_000_000;
@@ -354,6 +363,15 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     this.recovers = opts.recover ?? true;
     const every = this.recovers ? (opts.sweepIntervalMs ?? 10_000) : 0;
     if (every > 0) this.scheduleSweep(every);
+  }
+
+  /** The time windows and expiries are counted in: this process's clock moved to Redis's as measured. */
+  private now(): number {
+    return this.clock() + this.clockOffsetMs;
+  }
+
+  adoptClockOffset(offsetMs: number): void {
+    if (this.ownClock) this.clockOffsetMs = offsetMs;
   }
 
   async reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord, opts: ReserveOptions = {}): Promise<ReserveOutcome> {

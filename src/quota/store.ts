@@ -133,6 +133,13 @@ export interface QuotaStore {
    */
   readonly guarded?: boolean;
   /**
+   * A store with a clock of its own (Redis's TIME) is `offsetMs` ahead of this process's clock, as
+   * the ledger measured it (Ledger.learnStoreTime). The ledger then resolves windows at the store's
+   * time, so the store counts the lifetimes of their counters, and reservations' expiries, by the
+   * same time: a counter's lifetime counted from a clock hours ahead was over before it began.
+   */
+  adoptClockOffset?(offsetMs: number): void;
+  /**
    * Atomically checks `used + reserved + amount <= limit` for every line and, only if all pass,
    * reserves every amount under `requestId` for `ttlMs`. Reserving the same request id twice is a no-op
    * that returns the first outcome's success. `meta` (who, which model) is kept with the

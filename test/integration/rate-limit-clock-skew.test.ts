@@ -60,11 +60,12 @@ describe('limits on Redis when the clock of one replica is a bucket off', () => 
     await redis.stop();
   });
 
-  /** A replica whose clock reads `aheadMs` past the machine's; its store runs on the real clock, as Redis does. */
+  /** A replica whose clock reads `aheadMs` past the machine's (its store's too); Redis's TIME is the machine's. */
   const replica = async (policy: string, aheadMs: number) => {
     const settings = { ...settingsFromEnv({ TOLLGATE_LOG_LEVEL: 'silent' }), keyPrefix: prefix };
-    const store = new RedisQuotaStore({ url: redis.url, prefix, sweepIntervalMs: 0, logger: { info() {}, warn() {}, error() {} } });
-    const rt = await buildRuntime(settings, { policy: parsePolicy(policy, 'skew.yaml'), store, sink: memorySink(), now: () => Date.now() + aheadMs });
+    const now = () => Date.now() + aheadMs;
+    const store = new RedisQuotaStore({ url: redis.url, prefix, sweepIntervalMs: 0, now, checkBuckets: true, logger: { info() {}, warn() {}, error() {} } });
+    const rt = await buildRuntime(settings, { policy: parsePolicy(policy, 'skew.yaml'), store, sink: memorySink(), now });
     runtimes.push(rt);
     return rt;
   };
@@ -93,6 +94,26 @@ describe('limits on Redis when the clock of one replica is a bucket off', () => 
     for (let i = 0; i < 5; i++) results.push(await call(b));
     expect(results.slice(0, 5)).toEqual(Array(5).fill('served'));
     expect(results.slice(5)).toEqual(Array(5).fill('RATE_LIMITED'));
+    await Promise.all(runtimes.map((r) => r.gateway.idle()));
+  });
+
+  // Lines resolved at Redis's time end at Redis's time: a charge's counter lifetime counted from the
+  // replica's own clock was gone before it began, and the replica's settled calls counted nowhere.
+  it.each([
+    { name: 'three hours ahead', aheadMs: 3 * 3_600_000 },
+    { name: 'three hours behind', aheadMs: -3 * 3_600_000 },
+  ])('a replica $name of Redis counts its calls: a rate limit admits 5 a minute, a rolling budget runs out', { timeout: 30_000 }, async ({ aheadMs }) => {
+    const limited = await replica(RATE_LIMIT, aheadMs);
+    await awayFromEdge(5000, 4000);
+    const results: string[] = [];
+    for (let i = 0; i < 7; i++) results.push(await call(limited));
+    expect(results).toEqual([...Array(5).fill('served'), 'RATE_LIMITED', 'RATE_LIMITED']);
+    const budgeted = await replica(rollingBudget(''), aheadMs);
+    await awayFromEdge(ROLLING_BUCKET_MS, 5000);
+    const spent: string[] = [];
+    while (spent.length < 30 && spent.at(-1) !== 'BUDGET_EXHAUSTED') spent.push(await call(budgeted));
+    expect(spent.at(-1)).toBe('BUDGET_EXHAUSTED');
+    expect(spent.slice(0, -1)).toEqual(Array(spent.length - 1).fill('served'));
     await Promise.all(runtimes.map((r) => r.gateway.idle()));
   });
 
