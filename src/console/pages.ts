@@ -179,7 +179,6 @@ export function issuedKeyMessage(key: string, record: StoredKey): Safe {
   return html`<section class="issued"><h2>Key ${record.id} issued for ${record.user}</h2><p>Copy the key now: it is shown this once and tollgate keeps only its SHA-256.</p><p><code id="new-key">${key}</code></p><p>Fingerprint <code>${fingerprint(record.sha256)}</code></p></section>`;
 }
 
-/** Policy: the version serving, its tiers, budgets and rules, and the reload history. */
 /** A reload's outcome for the history table: the versions, what a refusal found, or whose count a reload started afresh. */
 function reloadOutcome(r: ReloadRecord): string {
   if (r.status !== 'reloaded') return `refused, ${r.oldVersion} kept: ${(r.issues ?? []).map((i) => `${i.path ? `${i.path}: ` : ''}${i.message}`).join('; ')}`;
@@ -187,6 +186,7 @@ function reloadOutcome(r: ReloadRecord): string {
   return `${r.oldVersion} → ${r.newVersion}${changed.length > 0 ? `; counted afresh: ${changed.join('; ')}` : ''}`;
 }
 
+/** Policy: the version serving, its tiers, budgets and rules, and the reload history. */
 export function policyPage(viewer: Viewer, policy: Policy, startedWith: { version: string; at: string }, reloads: ReloadRecord[] | undefined): string {
   const c = policy.config;
   const tiers = table(

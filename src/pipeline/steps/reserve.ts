@@ -126,7 +126,7 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
           if (tries === 3) throw skewed();
           if (ctx.lines.some((l) => l.line.bucket)) {
             const lines = ledger.linesFor(ctx.policy, principal);
-            if (lines.some((l, i) => l.line.usageKey !== ctx.lines[i]!.line.usageKey)) {
+            if (lines.length !== ctx.lines.length || lines.some((l, i) => l.line.usageKey !== ctx.lines[i]!.line.usageKey)) {
               if (++budgetLinesMoved === 3) throw skewed();
               ctx.lines = lines;
               return 'moved' as const;
