@@ -418,12 +418,29 @@ local function purge(jr, res, exp, inf, events)
 end
 
 -- What KEYS[from] to KEYS[to] hold, as numbers (0 for a missing key), read in one MGET: a
--- per-minute limit reads 12 buckets, one command instead of 12.
+-- per-minute limit reads 12 buckets, one command instead of 12. A counter that holds no number,
+-- or a key of another type (MGET answers it as missing; one EXISTS tells them apart), is another
+-- application's key or a hand edit: the script fails, with the error the store names the key by,
+-- rather than read it as 0 and admit calls on a budget already spent.
 local function values(from, to)
   local out = {}
   if to < from then return out end
   local got = redis.call('MGET', unpack(KEYS, from, to))
-  for i = 1, #got do out[i] = tonumber(got[i]) or 0 end
+  local missing = 0
+  for i = 1, #got do
+    if got[i] then
+      out[i] = tonumber(got[i])
+      if not out[i] then error({err = 'ERR value is not an integer or out of range'}) end
+    else
+      out[i] = 0
+      missing = missing + 1
+    end
+  end
+  if missing > 0 and redis.call('EXISTS', unpack(KEYS, from, to)) > #got - missing then
+    for i = 1, #got do
+      if not got[i] then redis.call('GET', KEYS[from + i - 1]) end
+    end
+  end
   return out
 end
 

@@ -56,40 +56,43 @@ describe('RedisQuotaStore against faults of its Redis', () => {
     await Promise.all(servers.splice(0).map((r) => r.stop()));
   });
 
-  it("names the key when another application's hash sits on a budget's usage counter", async () => {
+  it("refuses a reservation, naming the key, when another application's hash sits on a budget's usage counter", async () => {
     const redis = await serve();
     const store = open(redis);
     const client = await raw(redis);
     try {
       await client.hSet(line(0).usageKey, 'owner', 'someone else');
-      expect(await store.reserve('c1', [line(10)], TTL)).toEqual({ ok: true });
-      const err = await store.settle('c1', [line(7)]).then(
-        () => undefined,
-        (e: unknown) => e as Error,
-      );
-      expect(err).toBeInstanceOf(Error);
-      expect(err!.message).toContain(`"${line(0).usageKey}" is a hash`);
-      expect(err!.message).toContain('a string');
-      expect(err!.message).toContain('TOLLGATE_KEY_PREFIX');
-      // Nothing was written and nothing was queued: the error is the operator's to fix, not an outage.
+      // Refused, not read as 0 (a counter read as 0 admits a spent budget again); the read says so too.
+      for (const attempt of [() => store.reserve('c1', [line(10)], TTL), () => store.read([line(0)])]) {
+        const err = await attempt().then(
+          () => undefined,
+          (e: unknown) => e as Error,
+        );
+        expect(err).toBeInstanceOf(Error);
+        expect(err!.message).toContain(`"${line(0).usageKey}" is a hash`);
+        expect(err!.message).toContain('a string');
+        expect(err!.message).toContain('TOLLGATE_KEY_PREFIX');
+      }
+      // Nothing was reserved or written and nothing was queued: the error is the operator's to fix, not an outage.
+      expect(await client.exists(line(0).reservedKey)).toBe(0);
       expect(store.pendingReplays()).toBe(0);
     } finally {
       client.destroy();
     }
   });
 
-  it('names a usage counter that holds something other than a whole number', async () => {
+  it('refuses a reservation on a usage counter that holds something other than a number, naming it', async () => {
     const redis = await serve();
     const store = open(redis);
     const client = await raw(redis);
     try {
       await client.set(line(0).usageKey, 'not a number');
-      expect(await store.reserve('c1', [line(10)], TTL)).toEqual({ ok: true });
-      const err = await store.settle('c1', [line(7)]).then(
+      const err = await store.reserve('c1', [line(10)], TTL).then(
         () => undefined,
         (e: unknown) => e as Error,
       );
       expect(err!.message).toContain(`"${line(0).usageKey}" holds "not a number"`);
+      expect(await client.exists(line(0).reservedKey)).toBe(0);
     } finally {
       client.destroy();
     }
