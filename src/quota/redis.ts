@@ -1076,6 +1076,9 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       this.log.error({ err: done.err, requestId: next.requestId, event: 'quota_replay_failed' }, `${next.kind} replay failed and was dropped`);
     }
     this.spill?.emptied();
+    // Once the writes are in Redis, the spill says so on disk before the flush is over: a process
+    // that stops now leaves nothing for the next start to write again.
+    await this.spill?.durable();
   }
 
   /**
