@@ -172,9 +172,8 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
     logger.info({ event: 'policy_reloaded', trigger, policy: path, oldVersion, newVersion: next.version }, 'policy reloaded');
     if (changes.length > 0) {
       logger.warn({ event: 'policy_window_changed', policy: path, newVersion: next.version, changes }, 'a reload changed the window or unit of budgets or rate limits kept under their id: their count starts afresh in the new window (or is read in the new unit)');
-      return { status: 'reloaded', oldVersion, newVersion: next.version, windowChanges: changes };
     }
-    return { status: 'reloaded', oldVersion, newVersion: next.version };
+    return { status: 'reloaded', oldVersion, newVersion: next.version, ...(changes.length > 0 ? { windowChanges: changes } : {}) };
   }
 
   function schedule(): void {

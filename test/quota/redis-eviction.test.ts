@@ -6,14 +6,10 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createClient } from '@keyv/redis';
-import { lineKeys } from '../../src/policy/budgets.js';
 import { RedisQuotaStore } from '../../src/quota/redis.js';
 import { evictionState } from '../../src/quota/redisEviction.js';
-import type { LedgerLine } from '../../src/quota/store.js';
 import { captureLog } from '../helpers/log.js';
-import { startPrivateRedis, uniquePrefix, type PrivateRedis } from '../helpers/redis.js';
-
-const HOUR = 3600_000;
+import { hourLine, startPrivateRedis, uniquePrefix, type PrivateRedis } from '../helpers/redis.js';
 
 describe('evictionState', () => {
   it('reads the policy, the memory limit and the evicted keys from INFO memory and INFO stats', () => {
@@ -45,10 +41,6 @@ describe('RedisQuotaStore on a Redis that evicts', () => {
     stores.push(store);
     return { store, log };
   };
-  const line = (prefix: string, amount: number, limit: number): LedgerLine => {
-    const start = Math.floor(Date.now() / HOUR) * HOUR;
-    return { budgetId: 'weekly', subject: 'ada', limit, amount, expiresAt: start + 2 * HOUR, ...lineKeys(prefix, 'weekly', 'ada', [start], start) };
-  };
   const logged = async (entries: Record<string, unknown>[], event: string) => {
     const deadline = Date.now() + 5000;
     while (Date.now() < deadline) {
@@ -73,14 +65,14 @@ describe('RedisQuotaStore on a Redis that evicts', () => {
     const redis = await serve(['--maxmemory', '4mb', '--maxmemory-policy', 'allkeys-lru', '--maxmemory-samples', '64']);
     const prefix = uniquePrefix('evict');
     const { store } = open(redis, prefix);
-    expect((await store.reserve('r1', [line(prefix, 90, 100)], 60_000)).ok).toBe(true);
-    await store.settle('r1', [line(prefix, 90, 100)]);
-    expect((await store.reserve('r2', [line(prefix, 50, 100)], 60_000)).ok).toBe(false);
+    expect((await store.reserve('r1', [hourLine(prefix, 90, 100)], 60_000)).ok).toBe(true);
+    await store.settle('r1', [hourLine(prefix, 90, 100)]);
+    expect((await store.reserve('r2', [hourLine(prefix, 50, 100)], 60_000)).ok).toBe(false);
     await new Promise((r) => setTimeout(r, 1100));
     await fill(redis.url, 8);
     // The counter that held 90 was the least recently used key: it is gone, and 50 more fit.
-    expect((await store.read([line(prefix, 0, 100)]))[0]!.used).toBe(0);
-    expect((await store.reserve('r3', [line(prefix, 50, 100)], 60_000)).ok).toBe(true);
+    expect((await store.read([hourLine(prefix, 0, 100)]))[0]!.used).toBe(0);
+    expect((await store.reserve('r3', [hourLine(prefix, 50, 100)], 60_000)).ok).toBe(true);
   });
 
   it('logs an error on connecting to a Redis with an eviction policy and a memory limit', async () => {
@@ -106,7 +98,7 @@ describe('RedisQuotaStore on a Redis that evicts', () => {
   it('says nothing on a Redis that never evicts', async () => {
     const redis = await serve(['--maxmemory', '64mb', '--maxmemory-policy', 'noeviction']);
     const { store, log } = open(redis, uniquePrefix('evict'));
-    await store.read([line('x:', 0, 1)]);
+    await store.read([hourLine('x:', 0, 1)]);
     expect((await store.evictionCheck()).risk).toBe('none');
     expect(log.entries.filter((e) => String(e.event).startsWith('quota_store_') && String(e.event).includes('evict'))).toEqual([]);
   });
