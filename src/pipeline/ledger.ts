@@ -67,30 +67,22 @@ export class Ledger {
     this.fallbackStore = new MemoryQuotaStore(() => this.limitNow());
   }
 
-  /** How far the shared store's clock is ahead of `now` (ms), as last measured (`learnStoreTime`). */
-  private storeClockOffset = 0;
-
   /**
-   * The clock ledger lines (rate limits, budgets) are resolved by: `now` moved to the shared store's
-   * clock as far as measured, since a store with a clock of its own admits a line only within its
-   * bucket by that clock (LedgerLine.bucket, ClockSkewError).
+   * The clock ledger lines (rate limits, budgets) are resolved by: the shared store's as far as it
+   * measured it (`now` plus QuotaStore.clockOffsetMs), since a store with a clock of its own admits
+   * a line only within its bucket by that clock (LedgerLine.bucket, ClockSkewError).
    */
   limitNow(): number {
-    return this.now() + this.storeClockOffset;
+    return this.now() + (this.store.clockOffsetMs?.() ?? 0);
   }
 
   /**
-   * A reservation sent at `sentAt` (by `now`) found the store's time to be `storeTime`: the offset
-   * is taken against the middle of the round trip. Returns the new offset when it moved by 10 ms or
-   * more (worth a log line; a reservation that merely crossed a bucket's edge on its way moves it by
-   * less), else undefined.
+   * A reservation sent at `sentAt` (by `now`) was refused by the store, whose time was `storeTime`:
+   * the store measures its clock's offset again (QuotaStore.learnTime). Returns the new offset when
+   * it moved by 10 ms or more, else undefined.
    */
   learnStoreTime(storeTime: number, sentAt: number): number | undefined {
-    const offset = Math.round(storeTime - (sentAt + this.now()) / 2);
-    const moved = Math.abs(offset - this.storeClockOffset) >= 10;
-    this.storeClockOffset = offset;
-    this.store.adoptClockOffset?.(offset);
-    return moved ? offset : undefined;
+    return this.store.learnTime?.(storeTime, sentAt, this.now());
   }
 
   /** The budget lines that apply to `principal` under `policy` now (a rolling window's bucket by the store's clock, as a limit's). */

@@ -255,8 +255,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private readonly records: Keyv<string[]>;
   /** This process's clock (options.now). */
   private readonly clock: () => number;
-  /** How far Redis's clock is ahead of `clock`, as the ledger last measured it (adoptClockOffset). */
-  private clockOffsetMs = 0;
+  /** How far Redis's clock is ahead of `clock`, as last measured (learnTime). */
+  private offsetMs = 0;
   /** Whether this store closes expired reservations (options.recover). */
   private readonly recovers: boolean;
   private readonly maxReplays: number;
@@ -367,11 +367,21 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
 
   /** The time windows and expiries are counted in: this process's clock moved to Redis's as measured. */
   private now(): number {
-    return this.clock() + this.clockOffsetMs;
+    return this.clock() + this.offsetMs;
   }
 
-  adoptClockOffset(offsetMs: number): void {
-    if (this.ownClock) this.clockOffsetMs = offsetMs;
+  clockOffsetMs(): number {
+    return this.offsetMs;
+  }
+
+  learnTime(storeTime: number, sentAt: number, receivedAt: number): number | undefined {
+    if (!this.ownClock) return undefined;
+    // Against the middle of the round trip; a reservation that merely crossed a bucket's edge on its
+    // way moves the offset by less than 10 ms.
+    const offset = Math.round(storeTime - (sentAt + receivedAt) / 2);
+    const moved = Math.abs(offset - this.offsetMs) >= 10;
+    this.offsetMs = offset;
+    return moved ? offset : undefined;
   }
 
   async reserve(requestId: string, lines: LedgerLine[], ttlMs: number, meta?: DecisionRecord, opts: ReserveOptions = {}): Promise<ReserveOutcome> {

@@ -133,12 +133,16 @@ export interface QuotaStore {
    */
   readonly guarded?: boolean;
   /**
-   * A store with a clock of its own (Redis's TIME) is `offsetMs` ahead of this process's clock, as
-   * the ledger measured it (Ledger.learnStoreTime). The ledger then resolves windows at the store's
-   * time, so the store counts the lifetimes of their counters, and reservations' expiries, by the
-   * same time: a counter's lifetime counted from a clock hours ahead was over before it began.
+   * A store with a clock of its own (Redis's TIME, against which `reserve` checks lines' buckets:
+   * ClockSkewError) owns how far that clock is ahead of this process's. `learnTime` measures it from
+   * a refused reservation sent at `sentAt` and answered at `receivedAt` (by this process's clock)
+   * that found the store's time to be `storeTime`, and returns the new offset when it moved by 10 ms
+   * or more (worth a log line), else undefined. The ledger resolves windows at this process's time
+   * plus `clockOffsetMs()`, and the store counts its counters' lifetimes and reservations' expiries
+   * by the same (a lifetime counted from a clock hours ahead was over before it began).
    */
-  adoptClockOffset?(offsetMs: number): void;
+  learnTime?(storeTime: number, sentAt: number, receivedAt: number): number | undefined;
+  clockOffsetMs?(): number;
   /**
    * Atomically checks `used + reserved + amount <= limit` for every line and, only if all pass,
    * reserves every amount under `requestId` for `ttlMs`. Reserving the same request id twice is a no-op
