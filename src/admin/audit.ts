@@ -117,6 +117,12 @@ function reservationDifference(replayed: Record<string, unknown>, stated: Record
 
 const fmtLines = (lines: { budget: string; subject: string; amount: number }[]) => (lines.length ? lines.map((l) => `${l.budget}/${l.subject} ${l.amount}`).join(', ') : 'nothing');
 
+/** The lines an event's `tollgate.charged` (by `budget`) or `tollgate.limits_charged` (by `limit`) claims. */
+function claimedLines(raw: unknown, id: 'budget' | 'limit'): { budget: string; subject: string; amount: number }[] {
+  if (!Array.isArray(raw)) return [];
+  return (raw as Record<string, unknown>[]).map((c) => ({ budget: String(c[id]), subject: String(c.subject), amount: Number(c.amount) }));
+}
+
 /** Check 3 on one entry: a charge carries its event with the same amounts; nothing else claims one. */
 function eventFault(e: JournalEntry, chargedAt: Map<string, number>): string | undefined {
   const b: EntryBody = e.body;
@@ -129,8 +135,9 @@ function eventFault(e: JournalEntry, chargedAt: Map<string, number>): string | u
     if (!event) return `entry ${e.seq} (${b.kind}) charges request ${b.id} without its decision event`;
     if (eventId !== b.id) return `entry ${e.seq} (${b.kind}) charges request ${b.id} but carries the event of request ${String(eventId)}`;
     const lines = (b.lines ?? []).map((l) => ({ budget: l.budgetId, subject: l.subject, amount: l.amount }));
-    const raw = event['tollgate.charged'];
-    const claimed = Array.isArray(raw) ? (raw as Record<string, unknown>[]).map((c) => ({ budget: String(c.budget), subject: String(c.subject), amount: Number(c.amount) })) : [];
+    // The event states the budgets' charges and, apart, the rate limits' (a recovery's event lists
+    // every line of the reservation under tollgate.charged): together, the entry's lines in order.
+    const claimed = [...claimedLines(event['tollgate.charged'], 'budget'), ...claimedLines(event['tollgate.limits_charged'], 'limit')];
     if (canonicalJson(lines) !== canonicalJson(claimed)) return `entry ${e.seq} (${b.kind}) charges ${fmtLines(lines)} but its event says it charged ${fmtLines(claimed)}`;
     const by = event['tollgate.settled_by'];
     if (by !== undefined && b.settledBy !== undefined && by !== b.settledBy) return `entry ${e.seq} was written by ${b.settledBy} but its event says settled_by ${String(by)}`;
@@ -138,11 +145,8 @@ function eventFault(e: JournalEntry, chargedAt: Map<string, number>): string | u
   }
   if ((b.kind === 'release' || b.kind === 'refuse') && event) {
     if (eventId !== b.id) return `entry ${e.seq} (${b.kind}) is for request ${b.id} but carries the event of request ${String(eventId)}`;
-    const raw = event['tollgate.charged'];
-    if (Array.isArray(raw) && raw.length > 0) {
-      const claimed = (raw as Record<string, unknown>[]).map((c) => ({ budget: String(c.budget), subject: String(c.subject), amount: Number(c.amount) }));
-      return `entry ${e.seq} (${b.kind}) charges nothing but its event says it charged ${fmtLines(claimed)}`;
-    }
+    const claimed = [...claimedLines(event['tollgate.charged'], 'budget'), ...claimedLines(event['tollgate.limits_charged'], 'limit')];
+    if (claimed.length > 0) return `entry ${e.seq} (${b.kind}) charges nothing but its event says it charged ${fmtLines(claimed)}`;
   }
   return undefined;
 }

@@ -47,6 +47,11 @@ export interface DecisionEvent {
   'tollgate.model.served'?: string;
   'tollgate.reserved'?: { budget: string; subject: string; amount: number }[];
   'tollgate.charged'?: { budget: string; subject: string; amount: number; unit: string }[];
+  /**
+   * What the settlement charged each rate limit line of the call, beside its budgets: a request
+   * (`requests`), its tokens (`tokens`), or 0 for a cap's slot given back (`calls_in_flight`).
+   */
+  'tollgate.limits_charged'?: { limit: string; subject: string; amount: number; unit: string }[];
   /** The provable upper bound on the input tokens (src/providers/estimate.ts). */
   'tollgate.estimated_input_tokens': number;
   /**

@@ -9,7 +9,12 @@ import type { DecisionEvent } from '../metering/events.js';
 import { policySecrets, scrubPrompt, scrubSecrets, withoutQuotes } from '../metering/redact.js';
 import { looksLikeJwt } from '../identity/jwt.js';
 import { outputCap } from '../policy/plan.js';
+import type { CompiledLimit } from '../policy/load.js';
 import { callOutputCap, reservedInputTokens, type CallContext } from './context.js';
+import { settlementOf } from './ledger.js';
+
+/** The unit a rate limit line is charged in, by the limit's kind. */
+const LIMIT_UNITS: Record<CompiledLimit['kind'], string> = { requests: 'requests', tokens: 'tokens', concurrent: 'calls_in_flight' };
 
 /** Builds the decision event from a finished call context. */
 export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
@@ -18,6 +23,7 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
   const requestedModel = d?.requestedModel ?? ctx.request?.model;
   const effect = d ? d.effect : 'error';
   const p = ctx.principal;
+  const settled = settlementOf(ctx);
   const event: DecisionEvent = {
     event: 'tollgate.decision',
     'request.id': ctx.id,
@@ -66,12 +72,18 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
         }
       : undefined,
     'tollgate.output_clamp': ctx.outputClamp ? { max_tokens: ctx.outputClamp.tokens, budget: ctx.outputClamp.budgetId } : undefined,
-    'tollgate.charged': ctx.charged?.map((amount, i) => ({
+    'tollgate.charged': settled?.budgets.map((amount, i) => ({
       budget: ctx.lines[i]!.budget.config.id,
       subject: ctx.lines[i]!.subject,
       amount,
       unit: ctx.lines[i]!.budget.unit === 'usd' ? 'micro_usd' : 'tokens',
     })),
+    'tollgate.limits_charged': settled?.limits.length
+      ? settled.limits.map((amount, i) => {
+          const l = ctx.reservation!.limits![i]!.line;
+          return { limit: l.limit.config.id, subject: l.subject, amount, unit: LIMIT_UNITS[l.limit.kind] };
+        })
+      : undefined,
     'tollgate.estimated_input_tokens': ctx.estimatedInputTokens,
     'tollgate.input_counted': ctx.inputTokens ? [...ctx.inputTokens].map(([model, tokens]) => ({ model, tokens, exact: ctx.inputCounted?.has(model) ?? false })) : undefined,
     'tollgate.reserved_tokens': ctx.reservation && d && d.effect !== 'deny'
@@ -83,7 +95,7 @@ export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
     'tollgate.latency_ms': now - ctx.startedAt,
     'tollgate.upstream_ms': ctx.upstreamMs,
     'tollgate.store_error': ctx.storeError,
-    'tollgate.settled_by': ctx.charged ? 'call' : undefined,
+    'tollgate.settled_by': settled ? 'call' : undefined,
     'tollgate.dry_run': ctx.purpose === 'estimate' || ctx.purpose === 'count_tokens' ? ctx.purpose : undefined,
     'tollgate.estimate': ctx.purpose === 'estimate' && !ctx.error && d ? estimateOf(ctx) : undefined,
     'tollgate.token_count': ctx.tokenCount ? { model: ctx.tokenCount.model.ref, tokens: ctx.tokenCount.tokens, exact: ctx.tokenCount.exact } : undefined,

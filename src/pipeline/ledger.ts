@@ -30,6 +30,29 @@ export function guardsOf(ctx: Pick<CallContext, 'lines' | 'limits'>): FailGuard[
   return [...ctx.lines.map((l) => l.budget), ...fixed.map((l) => l.limit), ...perCandidate];
 }
 
+/** What a finished call's settlement charges: each budget line, then each rate limit line of its reservation. */
+export interface Settlement {
+  budgets: number[];
+  limits: number[];
+}
+
+const NO_LIMITS: number[] = [];
+
+/**
+ * What the call is settled at, or undefined when it is released. Limit lines are charged with the
+ * budgets: a request once dispatched, the tokens used; a cap nothing (settling gives its slot
+ * back). A dispatched call that used nothing is still one request: it is settled at 0 on its
+ * budgets rather than released. The ledger writes these amounts and the decision event states
+ * them (`tollgate.charged`, `tollgate.limits_charged`), so the two cannot differ.
+ */
+export function settlementOf(ctx: Pick<CallContext, 'reservation' | 'attempts' | 'usage' | 'charged' | 'lines'>): Settlement | undefined {
+  const reserved = ctx.reservation?.limits;
+  const dispatched = ctx.attempts.length > 0;
+  const limits = reserved?.length ? reserved.map((l) => limitCharge(l.line.limit, ctx.usage, dispatched)) : NO_LIMITS;
+  const budgets = ctx.charged ?? (limits.some((a) => a > 0) ? ctx.lines.map(() => 0) : undefined);
+  return budgets && { budgets, limits };
+}
+
 export interface LedgerOptions {
   store: QuotaStore;
   /** Namespace of every ledger key, e.g. `tollgate:`. */
@@ -144,14 +167,9 @@ export class Ledger {
         return;
       }
       const local = holder === this.fallbackStore && this.store !== this.fallbackStore;
-      // Limit lines are charged with the budgets: a request once dispatched, the tokens used; a
-      // cap nothing (settling gives its slot back). A dispatched call that used nothing is still
-      // one request: it is settled at 0 on its budgets rather than released.
-      const dispatched = ctx.attempts.length > 0;
-      const limitLines = limits.map((l) => ledgerLine(l.line, limitCharge(l.line.limit, ctx.usage, dispatched)));
-      const charged = ctx.charged ?? (limitLines.some((l) => l.amount > 0) ? ctx.lines.map(() => 0) : undefined);
-      if (charged) {
-        const lines = [...ctx.lines.map((l, i) => lineAt(l.line, charged[i]!)), ...limitLines];
+      const settled = settlementOf(ctx);
+      if (settled) {
+        const lines = [...ctx.lines.map((l, i) => lineAt(l.line, settled.budgets[i]!)), ...limits.map((l, i) => ledgerLine(l.line, settled.limits[i]!))];
         if (local) await holder.settle(ctx.id, lines);
         await this.store.settle(ctx.id, lines, event);
       } else if (local) {

@@ -191,14 +191,17 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       let text = '';
       let input: InputCounts | undefined;
       let reportedOutput = 0;
-      let deltas = 0;
+      /** Whether message_delta brought the final output count. */
+      let final = false;
       let stop: Pick<CompletionResult, 'stopReason' | 'stopSequence'> = {};
       let stopped = false;
       let answered = false;
       let listenerError: unknown;
-      // Output is the larger of what Anthropic last reported and the deltas we saw, so a cut stream
-      // is never charged less than what reached the caller.
-      const consumed = (): Usage | undefined => input && usageOf(input, Math.max(reportedOutput, deltas));
+      // Output is what message_delta reported; before it (a cut stream), the larger of what
+      // message_start reported and the bound of the text that arrived (one token per UTF-8 byte, at
+      // most max_tokens), so a cut stream is never charged less than what reached the caller.
+      const consumed = (): Usage | undefined =>
+        input && usageOf(input, final ? reportedOutput : Math.max(reportedOutput, Math.min(req.maxTokens, Buffer.byteLength(text, 'utf8'))));
       const stalled = (): GatewayError =>
         upstreamError({ provider: name, network: true, type: 'timeout', message: `no stream event within ${config.timeoutMs} ms`, usage: consumed() });
 
@@ -219,7 +222,6 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
             // Events already buffered keep coming after an abort: their text reaches no one, their usage and stop count.
             if (idle.signal.aborted) continue;
             text += event.delta.text;
-            deltas += 1;
             try {
               onText(event.delta.text);
             } catch (err) {
@@ -229,6 +231,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
           } else if (event.type === 'message_delta') {
             if (event.delta.stop_reason) stop = stopOf(event.delta.stop_reason, event.delta.stop_sequence);
             reportedOutput = event.usage.output_tokens;
+            final = true;
             // The final event may restate input counts; a restated count wins over message_start's.
             if (input) {
               input = {

@@ -234,14 +234,14 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       checkNotAborted(req);
       let opened = false;
       let text = '';
-      let deltas = 0;
       let stopReason: string | undefined;
       let usage: Usage | undefined;
       let listenerError: unknown;
       // What was consumed so far: nothing before the stream opened; afterwards the input (as
-      // reported, else estimated) and one output token per delta received.
+      // reported, else bounded) and the output's bound: one token per UTF-8 byte received (a delta
+      // may carry many tokens), at most max_tokens.
       const partial = (): Usage | undefined =>
-        opened ? (usage ?? { inputTokens: unreportedInputTokens(req), outputTokens: deltas }) : undefined;
+        opened ? (usage ?? { inputTokens: unreportedInputTokens(req), outputTokens: Math.min(req.maxTokens, Buffer.byteLength(text, 'utf8')) }) : undefined;
       // Our own abort as well as the caller's: a listener that throws must not leave Bedrock generating.
       const ours = new AbortController();
       const abortSignal = req.signal ? AbortSignal.any([req.signal, ours.signal]) : ours.signal;
@@ -255,7 +255,6 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
             // Events already buffered keep coming after the caller gave up: their text reaches no one, their stop and usage count.
             if (req.signal?.aborted) continue;
             text += delta;
-            deltas++;
             try {
               onText(delta);
             } catch (err) {

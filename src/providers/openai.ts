@@ -213,15 +213,19 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
       checkEgress();
       let model = req.model;
       let text = '';
-      let deltas = 0;
+      /** UTF-8 bytes of deltas that came after an abort: generated, though they reached no one. */
+      let unsentBytes = 0;
       let finish: string | null | undefined;
       let reported: Usage | undefined;
       let started = false;
       let listenerError: unknown;
       const idle = idleGuard(config.timeoutMs, req.signal);
       let refused = false;
-      // Without a usage chunk, input is estimated from the prompt and output is one token per delta.
-      const consumed = (): Usage => reported ?? { inputTokens: unreportedInputTokens(req), outputTokens: deltas };
+      // Without a usage chunk (a server that ignores include_usage, a stream cut before its end),
+      // input is bounded from the prompt and output like a plain answer's: at most one token per
+      // UTF-8 byte of what arrived, and at most max_tokens (a delta may carry many tokens).
+      const consumed = (): Usage =>
+        reported ?? { inputTokens: unreportedInputTokens(req), outputTokens: Math.min(req.maxTokens, Buffer.byteLength(text, 'utf8') + unsentBytes) };
       const stalled = (): GatewayError =>
         upstreamError({ provider: name, network: true, type: 'timeout', message: `no stream chunk within ${config.timeoutMs} ms`, usage: consumed() });
 
@@ -243,9 +247,9 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
           // A refusal streams as `refusal` deltas: their text is the answer, as in a plain answer.
           const delta = choice.delta?.content || choice.delta?.refusal;
           // Chunks already buffered keep coming after an abort: their text reaches no one, their finish and usage count.
-          if (delta && !idle.signal.aborted) {
+          if (delta && idle.signal.aborted) unsentBytes += Buffer.byteLength(delta, 'utf8');
+          else if (delta) {
             text += delta;
-            deltas += 1;
             try {
               onText(delta);
             } catch (err) {

@@ -8,7 +8,7 @@ import { Role, TaskState, type Message } from '@a2a-js/sdk';
 import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory } from '@a2a-js/sdk/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeAnthropic } from '../../tools/fake-providers/anthropic.js';
-import { promptTokens, type FakeProviderServer } from '../../tools/fake-providers/types.js';
+import { promptTokens, replyWords, type FakeProviderServer } from '../../tools/fake-providers/types.js';
 import { sha } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { keyPrincipal } from '../helpers/principal.js';
@@ -94,10 +94,12 @@ describe('an A2A stream its client leaves once the text has begun', () => {
     expect(gw.events).toHaveLength(1);
     const input = promptTokens(undefined, [{ content: PROMPT }]);
     const e = gw.events[0]!;
-    expect(e).toMatchObject({ transport: 'a2a', outcome: 'failed', 'error.code': 'CANCELLED', 'gen_ai.usage.input_tokens': input, 'gen_ai.usage.output_tokens': 1 });
-    expect((e['tollgate.charged'] ?? []).reduce((n, c) => n + c.amount, 0)).toBe(input + 1);
+    // The output's bound before message_delta: one token per UTF-8 byte of the word that arrived.
+    const output = Buffer.byteLength(replyWords('anthropic', PROMPT, 40)[0]!);
+    expect(e).toMatchObject({ transport: 'a2a', outcome: 'failed', 'error.code': 'CANCELLED', 'gen_ai.usage.input_tokens': input, 'gen_ai.usage.output_tokens': output });
+    expect((e['tollgate.charged'] ?? []).reduce((n, c) => n + c.amount, 0)).toBe(input + output);
     const g = gw.runtime.gateway;
-    expect((await g.myBudget(keyPrincipal(g, KEY)))[0]).toMatchObject({ used: input + 1, reserved: 0 });
+    expect((await g.myBudget(keyPrincipal(g, KEY)))[0]).toMatchObject({ used: input + output, reserved: 0 });
     // The task says so too, for a caller who comes back for it.
     const task = await client.getTask({ tenant: '', id: taskId, historyLength: undefined });
     expect(task.status?.state).toBe(TaskState.TASK_STATE_CANCELED);

@@ -381,8 +381,10 @@ describe('a caller who leaves mid-call', () => {
       expect(await pending).toBeInstanceOf(Error);
       await until(() => fakes.anthropic.requests[0]?.aborted === true);
       const e = await theEvent();
-      expect(e).toMatchObject({ outcome: 'failed', 'error.code': 'CANCELLED', 'gen_ai.usage.input_tokens': promptTokens(undefined, [{ content: PROMPT }]), 'gen_ai.usage.output_tokens': 1 });
-      expect(chargedOf(e)).toBe(promptTokens(undefined, [{ content: PROMPT }]) + 1);
+      // The output's bound before message_delta: one token per UTF-8 byte of the word that arrived.
+      const output = Buffer.byteLength(replyWords('anthropic', PROMPT, MAX_TOKENS)[0]!);
+      expect(e).toMatchObject({ outcome: 'failed', 'error.code': 'CANCELLED', 'gen_ai.usage.input_tokens': promptTokens(undefined, [{ content: PROMPT }]), 'gen_ai.usage.output_tokens': output });
+      expect(chargedOf(e)).toBe(promptTokens(undefined, [{ content: PROMPT }]) + output);
       expect(await budget()).toMatchObject({ used: chargedOf(e), reserved: 0 });
     });
 
@@ -404,9 +406,11 @@ describe('a caller who leaves mid-call', () => {
       // The input reserved for the call (the bound here: it fits the budget, so nothing was counted).
       const bound = e['tollgate.reserved_tokens']!.input;
       expect(bound).toBeGreaterThan(0);
-      expect(e).toMatchObject({ outcome: 'failed', 'error.code': 'CANCELLED', 'gen_ai.usage.input_tokens': bound, 'gen_ai.usage.output_tokens': 1 });
-      expect(chargedOf(e)).toBe(bound + 1);
-      expect(await budget()).toMatchObject({ used: bound + 1, reserved: 0 });
+      // The output's: one token per UTF-8 byte of the word that arrived (a delta may carry many tokens).
+      const output = Buffer.byteLength(replyWords('openai', PROMPT, MAX_TOKENS)[0]!);
+      expect(e).toMatchObject({ outcome: 'failed', 'error.code': 'CANCELLED', 'gen_ai.usage.input_tokens': bound, 'gen_ai.usage.output_tokens': output });
+      expect(chargedOf(e)).toBe(bound + output);
+      expect(await budget()).toMatchObject({ used: bound + output, reserved: 0 });
     });
 
     it('a stream left after the provider answered its head but before any text, openai upstream: the input bound', async () => {

@@ -134,9 +134,11 @@ describe('tollgate in front of the real SDKs and their fakes', () => {
     const e = (r._meta as Record<string, ErrorMeta>)['io.tollgate/error']!;
     expect(e.code).toBe('PROVIDER_UNAVAILABLE');
     expect(bedrock.requests).toHaveLength(0);
-    // message_start reported the input; three text deltas arrived before the socket was cut.
-    expect(await budget()).toMatchObject({ used: input + 3, reserved: 0 });
-    expect(gw.events.at(-1)).toMatchObject({ 'gen_ai.usage.input_tokens': input, 'gen_ai.usage.output_tokens': 3 });
+    // message_start reported the input; three words arrived before the socket was cut, charged at
+    // their bound (one token per UTF-8 byte) since message_delta never came.
+    const output = Buffer.byteLength(replyWords('anthropic', prompt, 50).slice(0, 3).join(''));
+    expect(await budget()).toMatchObject({ used: input + output, reserved: 0 });
+    expect(gw.events.at(-1)).toMatchObject({ 'gen_ai.usage.input_tokens': input, 'gen_ai.usage.output_tokens': output });
   });
 
   it('aborts the upstream request when the MCP client cancels, and releases the reservation', async () => {

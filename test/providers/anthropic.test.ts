@@ -136,11 +136,14 @@ describe('Anthropic adapter specifics', () => {
     expect(err.details.upstreamType).toBe('overloaded_error');
   });
 
-  it('charges the cut stream with the input from message_start and every delta received', async () => {
+  it('charges the cut stream with the input from message_start and the bound of the text received', async () => {
     fake.failNext({ kind: 'cut', afterWords: 2 });
-    const err = await failure(createAnthropicProvider('anthropic', config(fake)).stream(request, () => {}));
+    const deltas: string[] = [];
+    const err = await failure(createAnthropicProvider('anthropic', config(fake)).stream(request, (d) => deltas.push(d)));
     expect(err.details.upstreamType).toBe('connection_lost');
-    expect(err.details.usage).toEqual({ inputTokens: 6, outputTokens: 2 });
+    // One token per UTF-8 byte of the two words that arrived (message_delta never came).
+    expect(err.details.usage).toEqual({ inputTokens: 6, outputTokens: Buffer.byteLength(deltas.join('')) });
+    expect(Buffer.byteLength(deltas.join(''))).toBe(15);
   });
 
   it('says CANCELLED and charges what streamed when the caller aborts midway', async () => {
@@ -153,7 +156,7 @@ describe('Anthropic adapter specifics', () => {
       }),
     );
     expect(err.code).toBe('CANCELLED');
-    expect(err.details.usage).toEqual({ inputTokens: 6, outputTokens: 2 });
+    expect(err.details.usage).toEqual({ inputTokens: 6, outputTokens: Buffer.byteLength(deltas.join('')) });
   });
 });
 
@@ -211,7 +214,8 @@ describe('Anthropic stream that stalls after the headers', () => {
       const err = await failure(provider.stream(request, () => {}));
       expect(err.code).toBe('PROVIDER_UNAVAILABLE');
       expect(err.details.upstreamType).toBe('timeout');
-      expect(err.details.usage).toEqual({ inputTokens: 9, outputTokens: 1 });
+      // 'Hel': 3 bytes, more than message_start's 1.
+      expect(err.details.usage).toEqual({ inputTokens: 9, outputTokens: 3 });
       await expect.poll(() => closed).toBe(true);
     } finally {
       server.closeAllConnections();

@@ -157,7 +157,7 @@ describe('Bedrock adapter specifics', () => {
     expect(err.details).toEqual({ provider: 'bedrock-eu', status: 503, upstreamType: 'ServiceUnavailableException' });
   });
 
-  it('charges the deltas received when an exception event arrives mid-stream', async () => {
+  it('charges the bound of the text received when an exception event arrives mid-stream', async () => {
     fake.failNextStreamWith({ type: 'throttlingException', message: 'Too many tokens, slow down.', afterWords: 2 });
     const deltas: string[] = [];
     const err = await rejection(provider().stream(request(), (d) => deltas.push(d)));
@@ -167,7 +167,8 @@ describe('Bedrock adapter specifics', () => {
       provider: 'bedrock-eu',
       status: 429,
       upstreamType: 'ThrottlingException',
-      usage: { inputTokens: unreportedInputTokens(request()), outputTokens: 2 },
+      // One token per UTF-8 byte of 'fake bedrock ' (Bedrock reports usage only at the end).
+      usage: { inputTokens: unreportedInputTokens(request()), outputTokens: 13 },
     });
     expect(err.message).toBe('Provider bedrock-eu failed (HTTP 429 ThrottlingException): Too many tokens, slow down.');
   });
@@ -179,7 +180,7 @@ describe('Bedrock adapter specifics', () => {
     expect(err.details.upstreamType).toBe('ModelStreamErrorException');
     expect(err.details.status).toBeUndefined();
     expect(err.message).toBe('Provider bedrock-eu failed (ModelStreamErrorException): The model stopped.');
-    expect(err.details.usage).toEqual({ inputTokens: unreportedInputTokens(request()), outputTokens: 1 });
+    expect(err.details.usage).toEqual({ inputTokens: unreportedInputTokens(request()), outputTokens: 'fake '.length });
   });
 
   it('closes the upstream stream when the caller cancels midway, saying it had answered (Bedrock reports usage only at the end; the pipeline charges the input bound and the text that went out)', async () => {

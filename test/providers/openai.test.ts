@@ -132,13 +132,14 @@ describe('OpenAI adapter specifics', () => {
     expect(fake.requests).toHaveLength(1);
   });
 
-  it('charges a cut stream with the bound on the prompt and one token per delta received', async () => {
+  it('charges a cut stream with the bound on the prompt and one token per UTF-8 byte received', async () => {
     fake.failNext({ kind: 'cut', afterWords: 2 });
     const err = await failure(createOpenAIProvider('openai', config(fake)).stream(request, () => {}));
     expect(err.code).toBe('PROVIDER_UNAVAILABLE');
     expect(err.details.upstreamType).toBe('connection_lost');
-    // "Answer in French." is 17 bytes, "Name a colour" 13: 30 + 2 x 4 per message + 3.
-    expect(err.details.usage).toEqual({ inputTokens: 41, outputTokens: 2 });
+    // "Answer in French." is 17 bytes, "Name a colour" 13: 30 + 2 x 4 per message + 3. Output: the
+    // two words that arrived, 12 bytes.
+    expect(err.details.usage).toEqual({ inputTokens: 41, outputTokens: 12 });
   });
 
   it('charges an unreported prompt at what admission reserved, else at its UTF-8 bytes plus 4 per message and 3', () => {
@@ -215,12 +216,49 @@ describe('OpenAI stream that stalls after the headers', () => {
       const err = await failure(provider.stream(request, () => {}));
       expect(err.code).toBe('PROVIDER_UNAVAILABLE');
       expect(err.details.upstreamType).toBe('timeout');
-      expect(err.details.usage).toEqual({ inputTokens: 41, outputTokens: 1 });
+      // 'Hel': 3 bytes.
+      expect(err.details.usage).toEqual({ inputTokens: 41, outputTokens: 3 });
       await expect.poll(() => closed).toBe(true);
     } finally {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
     }
+  });
+});
+
+describe('OpenAI-compatible stream that reports no usage', () => {
+  // Servers that ignore stream_options.include_usage (some OpenAI-compatible ones) finish without a
+  // usage chunk, and one chunk may carry many tokens: the output is charged at its bound, one token
+  // a UTF-8 byte up to max_tokens, as for a plain answer without usage, never at one a chunk.
+  async function streamOnce(chunks: string[], maxTokens: number) {
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (const [i, content] of chunks.entries()) {
+        const finish = i === chunks.length - 1 ? 'stop' : null;
+        const chunk = { id: 'c1', object: 'chat.completion.chunk', created: 1, model: MODEL, choices: [{ index: 0, delta: { content }, finish_reason: finish }] };
+        res.write(`data: ${JSON.stringify(chunk)}\n\n`);
+      }
+      res.end('data: [DONE]\n\n');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+      const provider = createOpenAIProvider('openai', { kind: 'openai', apiKey: KEY, baseUrl: url, timeoutMs: 1500, maxRetries: 0, client });
+      return await provider.stream({ ...request, maxTokens }, () => {});
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  }
+
+  it('charges a long chunk at its bytes, not as one token', async () => {
+    const result = await streamOnce(['x '.repeat(1000)], 5000);
+    expect(result.usage).toEqual({ inputTokens: 41, outputTokens: 2000 });
+  });
+
+  it('charges at most max_tokens', async () => {
+    const result = await streamOnce(['x '.repeat(1000), 'y'], 1000);
+    expect(result.usage).toEqual({ inputTokens: 41, outputTokens: 1000 });
   });
 });
 
@@ -239,7 +277,7 @@ describe('OpenAI error object in the middle of a stream', () => {
       const provider = createOpenAIProvider('openai', { kind: 'openai', apiKey: KEY, baseUrl: url, timeoutMs: 1500, maxRetries: 0, client });
       const err = await failure(provider.stream(request, () => {}));
       expect(err.code).toBe('PROVIDER_UNAVAILABLE');
-      expect(err.details).toEqual({ provider: 'openai', upstreamType: 'server_error', usage: { inputTokens: 41, outputTokens: 1 } });
+      expect(err.details).toEqual({ provider: 'openai', upstreamType: 'server_error', usage: { inputTokens: 41, outputTokens: 3 } });
     } finally {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));

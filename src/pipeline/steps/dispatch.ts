@@ -61,7 +61,8 @@ function reservationCovers(ctx: CallContext, model: ModelInfo): boolean {
  * A caller who leaves: before anything is sent, nothing is (and nothing is charged); while the
  * provider has not answered, its request is aborted and nothing is charged; once it had begun
  * answering, the call is charged what the provider reported, else the input reserved for it
- * (`reservedInputTokens`: the exact count or the bound) and the text that had arrived. A call the
+ * (`reservedInputTokens`: the exact count or the bound) and the bound of the text that had arrived
+ * (one token per UTF-8 byte, at most the output cap: a delta may carry many tokens). A call the
  * provider finished is served and charged in full, whenever the caller left (the adapters see to it).
  */
 export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallContext> {
@@ -91,14 +92,16 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
           // What an adapter charges for the input when the provider reports no usage.
           inputTokens: reservedInputTokens(ctx, model),
         };
-        // Text this attempt passed on to the caller.
+        // Text this attempt passed on to the caller: deltas, and their UTF-8 bytes.
         let deltas = 0;
+        let sentBytes = 0;
         try {
           const onText = ctx.onText;
           const result = onText
             ? await provider.stream(req, (d) => {
                 streamed = true;
                 deltas += 1;
+                sentBytes += Buffer.byteLength(d, 'utf8');
                 onText(d, model.ref);
               })
             : await provider.complete(req);
@@ -113,7 +116,7 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
           const left = ge.code === 'CANCELLED' || ctx.signal.aborted;
           // Left once the provider had begun answering: it bills the call, reported or not.
           const answered = ge.details.answered === true || deltas > 0;
-          const partial = (ge.details.usage as Usage | undefined) ?? (left && answered ? { inputTokens: req.inputTokens, outputTokens: deltas } : undefined);
+          const partial = (ge.details.usage as Usage | undefined) ?? (left && answered ? { inputTokens: req.inputTokens, outputTokens: Math.min(req.maxTokens, sentBytes) } : undefined);
           if (partial) consume(ctx, model, partial);
           ctx.attempts.push({
             model: model.ref,
