@@ -104,8 +104,9 @@ function keptBudgetLine(budget: CompiledBudget, subject: string, w: ResolvedWind
   const head = lineHead({ budgetId, subject, usageKey, reservedKey });
   // A rolling window's current bucket, checked against a store's own clock as a rate limit's is
   // (LedgerLine.bucket): a replica whose clock is off would charge a bucket the others do not read
-  // yet. A calendar window's counter holds every charge of its window whichever clock chose it.
-  const bucket = 'rolling' in budget.config.window ? ([w.start, w.start + (w.resetsAt - w.readStarts[0]!)] as const) : undefined;
+  // yet; it ends when the oldest bucket read drops out (resetsAt). A calendar window's counter
+  // holds every charge of its window whichever clock chose it.
+  const bucket = 'rolling' in budget.config.window ? ([w.start, w.resetsAt] as const) : undefined;
   const line: BudgetLine = { budget, subject, resetsAt: w.resetsAt, line: { budgetId, subject, limit: budget.limit, expiresAt: w.expiresAt, usageKey, readKeys, reservedKey, head, bucket } };
   if (!found && lines.size >= LINES_KEPT) lines.delete(lines.keys().next().value!);
   lines.set(subject, { start: w.start, line });

@@ -134,7 +134,8 @@ function resolveRolling(spec: Extract<WindowSpec, { rolling: unknown }>, now: nu
   for (let i = spec.buckets - 1; i >= 0; i--) readStarts.push(current - i * bucketMs);
   return {
     start: current,
-    resetsAt: readStarts[0]! + bucketMs,
+    // The oldest bucket read drops out when the current one ends.
+    resetsAt: current + bucketMs,
     readStarts,
     expiresAt: current + spanMs + EXPIRY_SLACK_MS,
   };
