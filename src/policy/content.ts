@@ -3,10 +3,12 @@
  *
  * A prompt is checked on text that the usual disguises do not change:
  * - `text`: every message, system prompt first, NFKC-normalised (fullwidth and other compatibility
- *   forms become ASCII) with format and default-ignorable characters removed (zero-width space and
- *   joiner, soft hyphen, BOM, bidi marks, variation selectors, tag characters), joined with "\n";
+ *   forms become ASCII) with the characters that show nothing removed (zero-width space and joiner,
+ *   soft hyphen, BOM, bidi marks, variation selectors, tag characters, control characters but tab,
+ *   the line breaks, VT and FF, the braille blank), joined with "\n";
  * - `compactText`: `text` with the messages glued end to end (a value cut across two messages reads
- *   whole) and runs of at least four spaced-out groups of equal size (1–8 characters, one case; the
+ *   whole; at each seam the two messages are also read glued alone, so that text after them does
+ *   not run into the value's end) and runs of at least four spaced-out groups of equal size (1–8 characters, one case; the
  *   last group may be shorter) glued together: `A K I A ...`, `AKIA BCDE FGHI ...`, `41 4b 49 41`;
  *   and a value hard-wrapped across one line break glued back (a base64 block at 76 columns);
  * - `decodedSpans`: base64, base64url and hex runs of `text` and `compactText` that decode to
@@ -106,12 +108,16 @@ function analysePart(raw: string): PartAnalysis {
   };
 }
 
-/** The text and the compact view around the seam after message `i`: `at` is the "\n" between, `cat` where the compact view glues. */
+/**
+ * The text and the compact view around the seam after message `i`: `at` is the "\n" between, `cat`
+ * where the compact view glues; `pair`, the compact views of the two messages alone glued.
+ */
 interface Seam {
   text: string;
   at: number;
   compact: string;
   cat: number;
+  pair: string;
 }
 
 function seamAfter(parts: readonly PartAnalysis[], i: number): Seam {
@@ -129,7 +135,14 @@ function seamAfter(parts: readonly PartAnalysis[], i: number): Seam {
   if (cleft.length > WINDOW) cleft = cleft.slice(-WINDOW).slice(fromWordStart(cleft.slice(-WINDOW)));
   if (right.length > WINDOW) right = right.slice(0, WINDOW).slice(0, toWordEnd(right.slice(0, WINDOW)));
   if (cright.length > WINDOW) cright = cright.slice(0, WINDOW).slice(0, toWordEnd(cright.slice(0, WINDOW)));
-  return { text: `${left}\n${right}`, at: left.length, compact: cleft + cright, cat: cleft.length };
+  // The compact view glues on the messages beyond as well (a value cut in three), where a value's
+  // end can run into the next message's first word ("...EXAMPLF" + "hi"), and its pattern wants a
+  // word boundary there: the two messages are also read glued alone.
+  let pleft = parts[i]!.compactTail;
+  let pright = parts[i + 1]!.compactHead;
+  if (parts[i]!.length > WINDOW) pleft = pleft.slice(fromWordStart(pleft));
+  if (parts[i + 1]!.length > WINDOW) pright = pright.slice(0, toWordEnd(pright));
+  return { text: `${left}\n${right}`, at: left.length, compact: cleft + cright, cat: cleft.length, pair: pleft + pright };
 }
 
 /** `s` without its first word when `s` was cut from a longer text, so a pattern does not see a word boundary the text has not. */
@@ -150,15 +163,20 @@ const toWordEnd = (s: string): number => {
  * the copy.
  */
 function analyseSeam(seam: Seam): Analysis {
-  const { text, at, compact, cat } = seam;
+  const { text, at, compact, cat, pair } = seam;
   const findings: SecretFinding[] = [];
   for (const f of scan(text)) findings.push({ kind: f.kind, start: f.start - at, end: f.end - at });
   // The compact view adds what only gluing shows (a value cut inside a token); a kind the text
   // window holds already is not placed again on the whole window.
   const inText = new Set(findings.map((f) => f.kind));
   const around = { start: -at, end: text.length - at };
-  for (const f of [...scan(compact), ...scanUppercased(compact, lowercaseWords(compact), (p) => p)]) {
-    if (!inText.has(f.kind)) findings.push({ kind: f.kind, ...around });
+  const glued = [...scan(compact), ...scanUppercased(compact, lowercaseWords(compact), (p) => p)];
+  if (pair !== compact) glued.push(...scan(pair), ...scanUppercased(pair, lowercaseWords(pair), (p) => p));
+  for (const f of glued) {
+    if (!inText.has(f.kind)) {
+      inText.add(f.kind);
+      findings.push({ kind: f.kind, ...around });
+    }
   }
   const decoder = new Decoder();
   decoder.scan(compact, () => [around.start, around.end], 1, true, (start, end) => start < cat && end > cat);
@@ -231,7 +249,7 @@ function analysePrompt(raw: readonly string[]): Analysis {
   }
   for (let i = 0; i + 1 < parts.length; i++) {
     const seam = seamAfter(parts, i);
-    add(SEAM_CACHE.get(`${seam.at},${seam.cat}\n${seam.text}\u0000${seam.compact}`, () => analyseSeam(seam)), seams[i]!);
+    add(SEAM_CACHE.get(`${seam.at},${seam.cat}\n${seam.text}\u0000${seam.compact}\u0000${seam.pair}`, () => analyseSeam(seam)), seams[i]!);
   }
   return out;
 }

@@ -104,6 +104,10 @@ describe('OpenAI Chat Completions: every text field is seen or not forwarded', (
     ['a key cut across two system messages', { messages: [{ role: 'system', content: `key ${AKEY.slice(0, 10)}` }, { role: 'system', content: `${AKEY.slice(10)} ok` }, user('hi')] }],
     ['a key cut across two system parts', { messages: [{ role: 'system', content: [{ type: 'text', text: `key ${AKEY.slice(0, 10)}` }, { type: 'text', text: `${AKEY.slice(10)} ok` }] }, user('hi')] }],
     ['a key cut across system and user', { messages: [{ role: 'system', content: `key ${AKEY.slice(0, 12)}` }, user(`${AKEY.slice(12)} ok`)] }],
+    // The pieces alone, a message after them: glued to it, the key's end ran into its first word.
+    ['a key cut across two bare system messages', { messages: [{ role: 'system', content: AKEY.slice(0, 10) }, { role: 'system', content: AKEY.slice(10) }, user('hi')] }],
+    ['a key with a NUL inside', { messages: [user(`deploy with ${AKEY.slice(0, 4)}\u0000${AKEY.slice(4)} please`)] }],
+    ['a key with an escape character inside', { messages: [user(`deploy with ${AKEY.slice(0, 8)}\u001b${AKEY.slice(8)} please`)] }],
   ])('refuses a key in %s', async (_field, body) => {
     await expectRefusedByRule(await chat(body));
   });
@@ -137,6 +141,7 @@ describe('OpenAI Responses: every text field is seen or not forwarded', () => {
     ['a system item', { input: [{ role: 'system', content: AKEY }, user('hi')] }],
     ['a key cut across two input_text parts', { input: [{ role: 'user', content: [{ type: 'input_text', text: `key ${AKEY.slice(0, 10)}` }, { type: 'input_text', text: `${AKEY.slice(10)} ok` }] }] }],
     ['a key cut across instructions and a system item', { instructions: `key ${AKEY.slice(0, 10)}`, input: [{ role: 'system', content: `${AKEY.slice(10)} ok` }, user('hi')] }],
+    ['a key cut across bare instructions and a system item', { instructions: AKEY.slice(0, 10), input: [{ role: 'system', content: AKEY.slice(10) }, user('hi')] }],
   ])('refuses a key in %s', async (_field, body) => {
     await expectRefusedByRule(await responses(body));
   });
@@ -165,6 +170,7 @@ describe('Anthropic Messages and count_tokens: every text field is seen or not f
     ['an assistant text block', { messages: [user('hi'), { role: 'assistant', content: [{ type: 'text', text: AKEY }] }, user('ok')] }],
     ['a key cut across two text blocks', { messages: [user([{ type: 'text', text: `key ${AKEY.slice(0, 10)}` }, { type: 'text', text: `${AKEY.slice(10)} ok` }])] }],
     ['a key cut across two system blocks', { system: [{ type: 'text', text: `key ${AKEY.slice(0, 10)}` }, { type: 'text', text: `${AKEY.slice(10)} ok` }], messages: [user('hi')] }],
+    ['a key cut across two bare system blocks', { system: [{ type: 'text', text: AKEY.slice(0, 10) }, { type: 'text', text: AKEY.slice(10) }], messages: [user('hi')] }],
   ];
   it.each(seen)('refuses a key in %s', async (_field, body) => {
     await expectRefusedByRule(await messages(body));
