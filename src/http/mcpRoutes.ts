@@ -130,24 +130,34 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
     // by closing the pair, which ends the SDK transport's stream.
     const answered = new Set<string | number>();
     const cancelled = new Set<string | number>();
+    const allDone = () => cancelled.size > 0 && ids.every((i) => answered.has(i) || cancelled.has(i));
     if (!(transport instanceof JsonResponseTransport)) {
       const send = transport.send.bind(transport);
-      transport.send = (msg, options) => {
-        if ((isJSONRPCResultResponse(msg) || isJSONRPCErrorResponse(msg)) && msg.id !== undefined) answered.add(msg.id);
-        return send(msg, options);
+      transport.send = async (msg, options) => {
+        const response = (isJSONRPCResultResponse(msg) || isJSONRPCErrorResponse(msg)) && msg.id !== undefined;
+        if (response) answered.add(msg.id!);
+        await send(msg, options);
+        // The last answer of a stream one of whose requests was cancelled before: nothing else comes.
+        if (response && allDone()) void mcp.close().catch(() => undefined);
       };
     }
     const inner = transport.onmessage;
+    /** Request `id` of this POST was cancelled (the server has the notification): no answer is waited for. */
+    const noteCancelled = (id: string | number) => {
+      if (transport instanceof JsonResponseTransport) return transport.cancelled(id);
+      if (!answered.has(id)) cancelled.add(id);
+      if (allDone()) void mcp.close().catch(() => undefined);
+    };
     receive = (msg) => {
       inner?.(msg);
       const id = (msg as CancelledNotification).params.requestId;
-      if (id === undefined) return;
-      if (transport instanceof JsonResponseTransport) return transport.cancelled(id);
-      if (!answered.has(id)) cancelled.add(id);
-      if (cancelled.size > 0 && ids.every((i) => answered.has(i) || cancelled.has(i))) void mcp.close().catch(() => undefined);
+      if (id !== undefined) noteCancelled(id);
     };
     transport.onmessage = <T extends JSONRPCMessage>(msg: T, extra?: MessageExtraInfo) => {
       inner?.(msg, extra);
+      // A cancellation in the same POST as its request (a batch): the same as one sent later.
+      const cancelledId = cancelledIn(msg);
+      if (cancelledId !== undefined && ids.includes(cancelledId)) return noteCancelled(cancelledId);
       if (!isJSONRPCRequest(msg)) return;
       delivered.add(msg.id);
       // A cancellation held for this request goes in right after it.
@@ -194,11 +204,11 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
         res.status(400).json({ jsonrpc: '2.0', error: { code: -32600, message: `Invalid Request: the request id ${JSON.stringify(repeated)} appears more than once in the batch` }, id: null });
         return;
       }
+      // Cancellations of requests of earlier POSTs; one of a request of this POST is its own (serve).
+      const own = requestIds(messages);
       for (const m of messages) {
-        if ((m as { method?: unknown } | null)?.method === 'notifications/cancelled' && CancelledNotificationSchema.safeParse(m).success) {
-          const { requestId, reason } = (m as CancelledNotification).params;
-          if (requestId !== undefined) sessions.cancel(session, requestId, reason);
-        }
+        const requestId = cancelledIn(m);
+        if (requestId !== undefined && !own.includes(requestId)) sessions.cancel(session, requestId, (m as CancelledNotification).params.reason);
       }
     } else {
       if (!isInitialize(req.body)) {
@@ -241,6 +251,12 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
   });
 
   return router;
+}
+
+/** The request id a valid notifications/cancelled names, else undefined. */
+function cancelledIn(m: unknown): string | number | undefined {
+  if ((m as { method?: unknown } | null)?.method !== 'notifications/cancelled' || !CancelledNotificationSchema.safeParse(m).success) return undefined;
+  return (m as CancelledNotification).params.requestId;
 }
 
 /** Whether any request of a POST asked for progress notifications (params._meta.progressToken). */

@@ -105,6 +105,34 @@ describe('a request the client cancels with notifications/cancelled', () => {
     expect(JSON.parse(res.text)).toEqual([{ jsonrpc: '2.0', id: 7, result: {} }]);
   });
 
+  // The cancellation in the same batch as its request: the POST hung, with a call of the batch
+  // charged and its answer never sent.
+  it('answers a batch that cancels one of its own requests, without a response for it', async () => {
+    const session = await openSession();
+    const res = await post([complete(11), ping(12), cancelled(11)], session);
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.text)).toEqual([{ jsonrpc: '2.0', id: 12, result: {} }]);
+    await gw.idle();
+    expect(gw.events.at(-1)).toMatchObject({ 'error.code': 'CANCELLED' });
+  });
+
+  it('ends with 202 a batch of a request and its cancellation', async () => {
+    const session = await openSession();
+    const before = gw.events.length;
+    const res = await post([complete(13), cancelled(13)], session);
+    expect([res.status, res.text]).toEqual([202, '']);
+    await gw.idle();
+    expect(gw.events.slice(before).map((e) => e['error.code'])).toEqual(['CANCELLED']);
+  });
+
+  it('ends a streamed batch that cancels one of its own requests, with the other answered', async () => {
+    const session = await openSession();
+    const res = await post([complete(14, { _meta: { progressToken: 'p14' } }), ping(15), cancelled(14)], session);
+    expect([res.status, res.headers['content-type']]).toEqual([200, 'text/event-stream']);
+    const answers = rpcMessages(res).filter((m) => (m as { id?: unknown }).id !== undefined);
+    expect(answers).toEqual([{ jsonrpc: '2.0', id: 15, result: {} }]);
+  });
+
   it('ends its SSE stream, with no response for it, when the call was streaming progress', async () => {
     const session = await openSession();
     const held = holdCalls();
