@@ -155,6 +155,7 @@ const ERROR_TYPES: Partial<Record<ErrorCode, string>> = {
   PAYLOAD_TOO_LARGE: 'request_too_large',
   QUOTA_STORE_UNAVAILABLE: 'overloaded_error',
   AUTHZ_UNAVAILABLE: 'overloaded_error',
+  GATEWAY_BUSY: 'overloaded_error',
 };
 
 /** Anthropic's error object; the tollgate code leads the message and is repeated in `details`. */

@@ -234,6 +234,17 @@ describe('MCP sessions on HTTP', () => {
     expect(await sessionCount(gw)).toBe(3);
   });
 
+  it('refuses an initialize past TOLLGATE_MAX_SESSIONS with 503, recorded as GATEWAY_BUSY for its caller', async () => {
+    const gw = await start({ TOLLGATE_MAX_SESSIONS: '1' });
+    await open(gw);
+    const res = await post(gw, INIT, { authorization: `Bearer ${KEYS.bob}` });
+    expect(res.status).toBe(503);
+    expect((await res.json()).error).toEqual({ code: -32000, message: 'Too many open sessions; try again later.' });
+    await gw.idle();
+    expect(gw.events.at(-1)).toMatchObject({ 'error.code': 'GATEWAY_BUSY', 'user.id': 'bob', outcome: 'failed' });
+    expect(await sessionCount(gw)).toBe(1);
+  });
+
   it('serves a session on any replica that shares TOLLGATE_SESSION_SECRET, and on no other', async () => {
     const a = await start({ TOLLGATE_SESSION_SECRET: SECRET });
     const b = await start({ TOLLGATE_SESSION_SECRET: SECRET });
