@@ -4,6 +4,7 @@
  * limit, plus /healthz and /metrics. Transport concerns only; every call goes to the gateway.
  */
 import { isUtf8 } from 'node:buffer';
+import { randomUUID } from 'node:crypto';
 import { IncomingMessage, ServerResponse, createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -26,7 +27,7 @@ import { responsesCodec } from './responsesCompat.js';
 import { mcpRouter } from './mcpRoutes.js';
 import { answerNotFound, SERVED_ENDPOINTS } from './notFound.js';
 import { isLoopbackHost, isLoopbackOrigin } from './loopback.js';
-import { sendError } from './respond.js';
+import { sendError, sendWireError } from './respond.js';
 import { SessionTable } from './sessions.js';
 
 export interface HttpOptions {
@@ -63,9 +64,35 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   app.set('etag', false);
   // First, so that a refusal by any middleware below (Host, Origin, JSON-RPC checks) is recorded.
   app.use(recordEdgeRefusals(gateway));
+  // Under /v1 the caller is an OpenAI or Anthropic client (the Anthropic SDK sends anthropic-version).
+  const wireOf = (req: Request) => (!req.path.startsWith('/v1/') || req.path.startsWith('/v1/tollgate/') ? undefined : req.headers['anthropic-version'] !== undefined ? anthropicCodec : openaiCodec);
+  /** An edge refusal: in the compatible API's shape under /v1 (its SDK raises its own error), else tollgate's; with a request id either way. */
+  const refuseAtEdge = (req: Request, res: Response, err: GatewayError) => {
+    const wire = wireOf(req);
+    if (wire) return sendWireError(res, wire, err);
+    res.setHeader('x-request-id', (res.locals.requestId ??= randomUUID()) as string);
+    sendError(res, err);
+  };
+
   const local = ['127.0.0.1', 'localhost', '::1'].includes(opts.host);
-  if (opts.allowedHosts?.length) app.use(hostHeaderValidation([...opts.allowedHosts, ...(local ? ['127.0.0.1', 'localhost', '[::1]'] : [])]));
-  else if (local) app.use(localhostHostValidation());
+  const hostCheck = opts.allowedHosts?.length ? hostHeaderValidation([...opts.allowedHosts, ...(local ? ['127.0.0.1', 'localhost', '[::1]'] : [])]) : local ? localhostHostValidation() : undefined;
+  if (hostCheck) {
+    app.use((req, res, next) => {
+      const wire = wireOf(req);
+      if (!wire) return hostCheck(req, res, next);
+      // The SDK's check answers in JSON-RPC (right for /mcp); a compatible API's caller gets its API's shape.
+      const json = res.json;
+      res.json = (body: unknown) => {
+        res.json = json;
+        sendWireError(res, wire, new GatewayError('FORBIDDEN', String((body as { error?: { message?: unknown } } | null)?.error?.message ?? 'Invalid Host')));
+        return res;
+      };
+      hostCheck(req, res, () => {
+        res.json = json;
+        next();
+      });
+    });
+  }
 
   // Protected resource metadata is public and CORS-enabled, so it is served before the Origin check.
   const edge = authEdge(gateway);
@@ -76,7 +103,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   app.use((req, res, next) => {
     const origin = req.headers.origin;
     if (origin && !(opts.allowedOrigins ?? []).includes(origin) && !(loopback && isLoopbackOrigin(origin))) {
-      sendError(res, new GatewayError('FORBIDDEN', `Origin ${origin} is not allowed to call this gateway.`));
+      refuseAtEdge(req, res, new GatewayError('FORBIDDEN', `Origin ${origin} is not allowed to call this gateway.`));
       return;
     }
     next();
@@ -131,8 +158,6 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   app.all('/mcp', (_req, res) => {
     res.status(405).set('Allow', 'POST, DELETE').json({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed.' }, id: null });
   });
-  // Under /v1 the caller is an OpenAI or Anthropic client (the Anthropic SDK sends anthropic-version).
-  const wireOf = (req: Request) => (!req.path.startsWith('/v1/') || req.path.startsWith('/v1/tollgate/') ? undefined : req.headers['anthropic-version'] !== undefined ? anthropicCodec : openaiCodec);
   app.use(answerNotFound(metrics ? [...SERVED_ENDPOINTS, { methods: ['GET'], path: '/metrics' }] : SERVED_ENDPOINTS, wireOf));
 
   app.use(async (err: unknown, req: Request, res: Response, _next: NextFunction) => {
@@ -158,6 +183,9 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
     listen(): Promise<{ server: HttpServer; url: string }> {
       return new Promise((resolve, reject) => {
         const server = expressServer(app);
+        // An Expect other than 100-continue: Node would answer 417 itself, before any route and
+        // with no event. RFC 9110 lets a server ignore it; the request is served as any other.
+        server.on('checkExpectation', app);
         server.once('error', reject);
         server.listen(opts.port, opts.host, () => {
           const { port } = server.address() as AddressInfo;

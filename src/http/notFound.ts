@@ -3,11 +3,10 @@
  * and the nearest one when the path looks like a typo of it (`/v1/chat/completion` ->
  * `/v1/chat/completions`) or the path is served for another method.
  */
-import { randomUUID } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
 import { GatewayError } from '../errors.js';
 import type { WireCodec } from './compat.js';
-import { sendError } from './respond.js';
+import { sendError, sendWireError } from './respond.js';
 
 /** One endpoint of the HTTP edge, as the 404 lists it. */
 export interface Endpoint {
@@ -77,10 +76,6 @@ export function answerNotFound(endpoints: readonly Endpoint[], wireOf: (req: Req
     const err = notFoundError(req.method, req.path, endpoints);
     const wire = wireOf(req);
     if (!wire) return sendError(res, err);
-    // Set before the answer, so that the recorded refusal carries it too.
-    res.locals.requestId ??= randomUUID();
-    res.setHeader('x-request-id', res.locals.requestId as string);
-    wire.prepare?.(res);
-    res.status(err.status).json(wire.errorBody(err, res));
+    sendWireError(res, wire, err);
   };
 }
