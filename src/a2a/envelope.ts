@@ -9,6 +9,8 @@
  * (`message/send`...) without an A2A-Version header or with 0.3, else v1.0 (`SendMessage`...).
  * A v1.0 method sent without the header is answered -32009, as before v0.3 was served: a v1.0
  * client that left the header out is told so, rather than that its method does not exist.
+ * A request without an id (a JSON-RPC notification) is refused -32600 too, with id null: the SDK
+ * ran it (a SendMessage was charged) and answered it anyway, where a notification gets no answer.
  * Everything else, and every request with well-formed params, is the SDK's to answer.
  */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
@@ -57,6 +59,8 @@ export function envelopeError(body: unknown, version?: string): { id: string | n
   if (!request || request.jsonrpc !== '2.0' || ('id' in request && !validId(request.id)) || typeof request.method !== 'string' || !request.method) {
     return { id, error: { code: -32600, message: 'Invalid Request: not a JSON-RPC 2.0 request object.' } };
   }
+  // A notification gets no answer (JSON-RPC), so a call in one would be run and charged for no one.
+  if (!('id' in request)) return { id: null, error: { code: -32600, message: 'Invalid Request: an A2A request needs an id (A2A has no notifications); nothing was run.' } };
   const method = request.method.slice(0, 100);
   if (!version && METHODS.has(request.method)) {
     const message = `Version not supported: ${method} is an A2A v1.0 method; send the header A2A-Version: 1.0 (without it, a request is read as A2A v0.3).`;

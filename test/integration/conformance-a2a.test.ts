@@ -48,6 +48,18 @@ describe('A2A JSON-RPC errors', () => {
     expect(await rpc([{ jsonrpc: '2.0', id: 6, method: 'GetTask', params: { id: 't' } }])).toEqual({ jsonrpc: '2.0', id: null, error: INVALID_REQUEST });
   });
 
+  // A2A requests carry an id; one without (a JSON-RPC notification) could get no answer, so it
+  // was run and charged with its result thrown away (the SDK answered it, id null, all the same).
+  it('refuses a SendMessage without an id (a notification) with -32600, runs nothing and records the refusal', async () => {
+    const before = gw.events.length;
+    const message = { messageId: 'n1', role: 'ROLE_USER', parts: [{ text: 'a notification' }] };
+    const reply = await rpc({ jsonrpc: '2.0', method: 'SendMessage', params: { message } });
+    expect(reply).toEqual({ jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: an A2A request needs an id (A2A has no notifications); nothing was run.' } });
+    await gw.idle();
+    const events = gw.events.slice(before);
+    expect(events.map((e) => [e['error.code'], e.outcome, e['tollgate.charged']])).toEqual([['INVALID_REQUEST', 'failed', undefined]]);
+  });
+
   it('answers an unknown method with -32601 whether or not it has params', async () => {
     expect((await rpc({ jsonrpc: '2.0', id: 7, method: 'DropTables' })).error?.code).toBe(-32601);
     expect((await rpc({ jsonrpc: '2.0', id: 8, method: 'message/send', params: {} })).error?.code).toBe(-32601);
