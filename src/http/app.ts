@@ -201,7 +201,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   };
 }
 
-/** The body parser's error type for a body that is not valid UTF-8 (read by bodyError in compat.ts). */
+/** The body parser's error type for a body that is not valid in its charset (read by bodyError in compat.ts). */
 const INVALID_UTF8 = 'encoding.invalid';
 
 /**
@@ -238,7 +238,29 @@ const JSON_CHARSETS = /^utf-(?:8|16|16le|16be|32|32le|32be)$/i;
  */
 function checkJsonEncoding(_req: unknown, _res: unknown, buf: Buffer, encoding: string): void {
   if (!JSON_CHARSETS.test(encoding)) throw Object.assign(new Error(`unsupported charset "${encoding.toUpperCase()}"`), { status: 415, type: 'charset.unsupported' });
-  if (/^utf-?8$/i.test(encoding) && !isUtf8(buf)) throw Object.assign(new Error('The request body is not valid UTF-8.'), { status: 400, type: INVALID_UTF8 });
+  if (/^utf-?8$/i.test(encoding) ? !isUtf8(buf) : !validWide(buf, encoding.toLowerCase())) {
+    throw Object.assign(new Error(`The request body is not valid ${encoding.toUpperCase()}.`), { status: 400, type: INVALID_UTF8 });
+  }
+}
+
+/**
+ * Whether a UTF-16 or UTF-32 body is whole code units, and UTF-16 without a lone surrogate: the
+ * decoder would drop a stray byte and pass a lone surrogate on, as it would replace bad UTF-8.
+ */
+function validWide(buf: Buffer, charset: string): boolean {
+  if (charset.startsWith('utf-32')) return buf.length % 4 === 0;
+  if (buf.length % 2 !== 0) return false;
+  // UTF-16 without a byte order mark is big-endian, as the body parser reads it.
+  const big = charset === 'utf-16be' || (charset === 'utf-16' && !(buf[0] === 0xff && buf[1] === 0xfe));
+  for (let i = 0; i < buf.length; i += 2) {
+    const unit = big ? buf.readUInt16BE(i) : buf.readUInt16LE(i);
+    if (unit < 0xd800 || unit > 0xdfff) continue;
+    if (unit > 0xdbff || i + 2 >= buf.length) return false;
+    const next = big ? buf.readUInt16BE(i + 2) : buf.readUInt16LE(i + 2);
+    if (next < 0xdc00 || next > 0xdfff) return false;
+    i += 2;
+  }
+  return true;
 }
 
 /**

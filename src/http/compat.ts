@@ -209,7 +209,7 @@ export function bodyError(err: unknown, maxBodyBytes: number): GatewayError {
   const e = err as { type?: string; status?: number; expose?: boolean; message?: string; body?: unknown };
   if (e.type === 'entity.too.large') return new GatewayError('PAYLOAD_TOO_LARGE', `The request body exceeds ${maxBodyBytes} bytes.`);
   if (e.type === 'entity.parse.failed') return new GatewayError('INVALID_REQUEST', parsesAsJson(e.body) ? 'The body must be a JSON object.' : 'The body is not valid JSON.');
-  if (e.type === 'encoding.invalid') return new GatewayError('INVALID_REQUEST', 'The request body is not valid UTF-8.');
+  if (e.type === 'encoding.invalid') return new GatewayError('INVALID_REQUEST', e.message ?? 'The request body is not valid UTF-8.');
   if (e.status && e.status >= 400 && e.status < 500) return new GatewayError('INVALID_REQUEST', `The request could not be read${e.expose && e.message ? `: ${e.message}` : ''}.`);
   return asGatewayError(err);
 }

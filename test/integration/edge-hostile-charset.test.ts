@@ -55,4 +55,21 @@ describe('the charset of a JSON body', () => {
     expect(res.status).toBe(200);
     expect(JSON.parse(res.text).choices[0].message.content).toBe(`[medium] You said: ${PROMPT}`);
   });
+
+  // As bytes that are not UTF-8 are refused rather than replaced: a stray byte was dropped and a
+  // lone surrogate passed on.
+  it.each([
+    ['a stray byte after UTF-16LE', 'utf-16le', () => Buffer.concat([Buffer.from(JSON.stringify(CHAT), 'utf16le'), Buffer.from([0x41])])],
+    // The code unit itself, not JSON's \ud800 escape (which any charset may carry).
+    ['a lone surrogate in UTF-16LE', 'utf-16le', () => Buffer.from(JSON.stringify({ ...CHAT, messages: [{ role: 'user', content: 'x@y' }] }).replace('@', '\ud800'), 'utf16le')],
+    ['UTF-32 cut short', 'utf-32le', () => Buffer.from([0x7b, 0, 0, 0, 0x7d, 0, 0])],
+  ] as const)('refuses %s with 400 INVALID_REQUEST, recorded as the caller\'s', async (_what, charset, body) => {
+    const before = gw.events.length;
+    const res = await chat(charset, body());
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.text)).toMatchObject({ error: { code: 'INVALID_REQUEST' } });
+    expect(JSON.parse(res.text).error.message).toContain(`The request body is not valid ${charset.toUpperCase()}.`);
+    await gw.idle();
+    expect(gw.events.slice(before).map((e) => [e['error.code'], e['user.id']])).toEqual([['INVALID_REQUEST', 'alice']]);
+  });
 });
