@@ -16,25 +16,14 @@ describe('normalised text', () => {
     expect(normalizeText('ﬁle\u00A0name')).toBe('file name');
   });
 
-  it('returns ASCII text as it is but for control characters, and normalises any text with one character outside ASCII', () => {
-    const invisible = /[\p{Cf}\p{Default_Ignorable_Code_Point}\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u2800]/gu;
-    const full = (s: string) => s.replace(invisible, '').normalize('NFKC').replace(invisible, '');
+  it('returns ASCII text as it is, and normalises any text with one character outside ASCII', () => {
+    const full = (s: string) => s.replace(/[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu, '').normalize('NFKC').replace(/[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu, '');
     const ascii = fc.string({ unit: fc.integer({ min: 0, max: 0x7f }).map((c) => String.fromCharCode(c)), maxLength: 80 });
     const any = fc.oneof(ascii, fc.string({ unit: 'binary', maxLength: 40 }), fc.string({ unit: fc.constantFrom('a', ' ', '\u0080', '\u00ad', '\u200b', '\ufb01', '\ud800', '\udfff', '\uff21'), maxLength: 20 }));
-    const controls = /[\x00-\x08\x0e-\x1f\x7f]/g;
-    fc.assert(fc.property(ascii, (s) => normalizeText(s) === s.replace(controls, '')));
-    fc.assert(fc.property(any, (s) => normalizeText(s) === (/[^\x00-\x7f]/.test(s) ? full(s) : s.replace(controls, ''))));
-    expect(normalizeText('AKIA\u00e9')).toBe('AKIA\u00e9');
+    fc.assert(fc.property(ascii, (s) => normalizeText(s) === s));
+    fc.assert(fc.property(any, (s) => normalizeText(s) === (/[^\x00-\x7f]/.test(s) ? full(s) : s)));
+    expect(normalizeText('AKIA\u0080')).toBe('AKIA\u0080');
     expect(normalizeText('AK\u00adIA')).toBe('AKIA');
-  });
-
-  it('removes control characters that show nothing (C0 but tab, line breaks, VT and FF; DEL; C1 but NEL) and the braille blank', () => {
-    for (const c of ['\u0000', '\u0001', '\u0007', '\b', '\u000e', '\u001b', '\u001f', '\u007f', '\u0080', '\u009b', '\u009f', '\u2800']) {
-      expect(normalizeText(`AK${c}IA`), JSON.stringify(c)).toBe('AKIA');
-      // A key with one inside is found, as with a zero-width space.
-      expect(contentOf({ messages: [{ content: `deploy with AKIA${c}Z3MBRXQ7LPDE4KTY please` }] }).secrets, JSON.stringify(c)).toHaveLength(1);
-    }
-    for (const c of ['\t', '\n', '\r', '\u000b', '\u000c', '\u0085']) expect(normalizeText(`AK${c}IA`)).toBe(`AK${c}IA`);
   });
 
   it('joins the system prompt and every message with a newline; rawText keeps them as sent', () => {
@@ -62,6 +51,15 @@ describe('a value cut across pieces, with more text after them', () => {
 
 describe('compact text', () => {
   const compact = (...parts: string[]) => new PromptContent(parts).compactText;
+
+  it('leaves control characters that show nothing out of the compact view (C0 but tab, line breaks, VT and FF; DEL; C1 but NEL) and the braille blank, so a key with one inside is found', () => {
+    for (const c of ['\u0000', '\u0001', '\u0007', '\b', '\u000e', '\u001b', '\u001f', '\u007f', '\u0080', '\u009b', '\u009f', '\u2800']) {
+      expect(new PromptContent([`deploy AK${c}IA${c}${c}Z3 now`]).compactText, JSON.stringify(c)).toBe('deploy AKIAZ3 now');
+      expect(contentOf({ messages: [{ content: `deploy with AKIA${c}Z3MBRXQ7LPDE4KTY please` }] }).secrets, JSON.stringify(c)).toHaveLength(1);
+      expect(contentOf({ messages: [{ content: `deploy with ÅKIA AKIA${c}Z3MBRXQ7LPDE4KTY please` }] }).secrets, JSON.stringify(c)).toHaveLength(1);
+    }
+    for (const c of ['\t', '\r', '\u000b', '\u000c', '\u0085']) expect(new PromptContent([`deploy AK${c}IA now`]).compactText).toBe(`deploy AK${c}IA now`);
+  });
 
   it('glues messages end to end', () => {
     expect(compact('deploy with AKIAZ3MBRX ', '\nQ7LPDE4KTY please')).toBe(`deploy with ${KEY} please`);

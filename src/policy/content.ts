@@ -3,12 +3,12 @@
  *
  * A prompt is checked on text that the usual disguises do not change:
  * - `text`: every message, system prompt first, NFKC-normalised (fullwidth and other compatibility
- *   forms become ASCII) with the characters that show nothing removed (zero-width space and joiner,
- *   soft hyphen, BOM, bidi marks, variation selectors, tag characters, control characters but tab,
- *   the line breaks, VT and FF, the braille blank), joined with "\n";
+ *   forms become ASCII) with format and default-ignorable characters removed (zero-width space and
+ *   joiner, soft hyphen, BOM, bidi marks, variation selectors, tag characters), joined with "\n";
  * - `compactText`: `text` with the messages glued end to end (a value cut across two messages reads
  *   whole; at each seam the two messages are also read glued alone, so that text after them does
- *   not run into the value's end) and runs of at least four spaced-out groups of equal size (1–8 characters, one case; the
+ *   not run into the value's end), control characters that show nothing left out (C0 but tab, the
+ *   line breaks, VT and FF; DEL; C1 but NEL; the braille blank), and runs of at least four spaced-out groups of equal size (1–8 characters, one case; the
  *   last group may be shorter) glued together: `A K I A ...`, `AKIA BCDE FGHI ...`, `41 4b 49 41`;
  *   and a value hard-wrapped across one line break glued back (a base64 block at 76 columns);
  * - `decodedSpans`: base64, base64url and hex runs of `text` and `compactText` that decode to

@@ -20,26 +20,16 @@ export const CONTENT_LIMITS = {
 } as const;
 
 
-/**
- * Characters that show nothing: format and default-ignorable ones (zero-width space and joiner,
- * soft hyphen, BOM, bidi marks, variation selectors, tag characters), control characters (C0 but
- * tab, the line breaks, VT and FF; DEL; C1 but NEL, a line break) and the braille blank.
- */
-const INVISIBLE = /[\p{Cf}\p{Default_Ignorable_Code_Point}\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u2800]/gu;
-/** The ASCII ones among them. */
-const ASCII_CONTROL = /[\x00-\x08\x0e-\x1f\x7f]/;
-const ASCII_CONTROLS = /[\x00-\x08\x0e-\x1f\x7f]/g;
+const INVISIBLE = /[\p{Cf}\p{Default_Ignorable_Code_Point}]/gu;
 
 /**
- * NFKC with the characters that show nothing removed. ASCII text is returned as is unless it holds
- * a control character: it is ASCII when its UTF-8 length is its length (any other code unit, a lone
- * surrogate's replacement included, takes two bytes or more), which Node counts several times
- * faster than a regex finds a character outside ASCII (issue 21: 0.03 against 0.11 to 0.20 ms on
- * 200 KB); the control check costs about 0.3 ms on 200 KB of new text (a message seen before is
- * not analysed again: src/textCache.ts).
+ * NFKC with format and default-ignorable characters removed. ASCII text is returned as is: it is
+ * ASCII when its UTF-8 length is its length (any other code unit, a lone surrogate's replacement
+ * included, takes two bytes or more), which Node counts several times faster than a regex finds a
+ * character outside ASCII (issue 21: 0.03 against 0.11 to 0.20 ms on 200 KB).
  */
 export function normalizeText(s: string): string {
-  if (Buffer.byteLength(s, 'utf8') === s.length) return ASCII_CONTROL.test(s) ? s.replace(ASCII_CONTROLS, '') : s;
+  if (Buffer.byteLength(s, 'utf8') === s.length) return s;
   return s.replace(INVISIBLE, '').normalize('NFKC').replace(INVISIBLE, '');
 }
 
@@ -68,6 +58,15 @@ const SEPARATOR = 16;
 const WORD_LIKE = 32;
 const charBits = (c: number): number => (c < 128 ? ASCII[c]! : c === 0xb7 || c === 0x2022 ? SEPARATOR : 0);
 
+
+/**
+ * Control characters that show nothing (C0 but tab, the line breaks, VT and FF; DEL; C1 but NEL, a
+ * line break) and the braille blank: the compact view leaves them out, so a value with one inside
+ * reads whole there (normalizeText already removes format and default-ignorable characters; these
+ * are found here, on the pass over every character the compact view makes anyway, rather than by
+ * one more pass over every text).
+ */
+const showsNothing = (c: number): boolean => (c < 32 ? c < 9 || c > 13 : c === 127 || (c >= 0x80 && c <= 0x9f && c !== 0x85) || c === 0x2800);
 
 /**
  * Gaps between spaced-out groups of `p[from, to)` to remove: at least MIN_GROUPS
@@ -113,6 +112,8 @@ function spacedGaps(p: string, from: number, to: number, words?: number[]): numb
     if (!(bits & SEPARATOR)) {
       if (n >= MIN_GROUPS) glueRuns(gs, ge, gc, n, gaps);
       n = 0;
+      // A character that shows nothing is left out of the compact view, as if it were not there.
+      if (showsNothing(p.charCodeAt(i))) gaps.push(i, i + 1);
     }
     i++;
   }
