@@ -21,7 +21,7 @@ export const ERROR_CODES = {
   QUOTA_STORE_UNAVAILABLE: { status: 503, summary: 'The shared quota store is unreachable and the budget fails closed.' },
   IDENTITY_UNAVAILABLE: { status: 503, summary: 'The OIDC issuer could not be reached to sign in to the console (discovery or token endpoint).' },
   AUTHZ_UNAVAILABLE: { status: 503, summary: 'The authorization service (OpenFGA) is unreachable and its check fails closed, or it rejected the check.' },
-  GATEWAY_BUSY: { status: 503, summary: 'The gateway holds as many MCP sessions as it is configured for (TOLLGATE_MAX_SESSIONS); try again later.' },
+  GATEWAY_BUSY: { status: 503, summary: 'The gateway holds as many MCP sessions as it is configured for (TOLLGATE_MAX_SESSIONS, or the caller\'s TOLLGATE_MAX_SESSIONS_PER_CALLER, each busy with a call); try again later.' },
   CANCELLED: { status: 499, summary: 'The caller cancelled the call; what was consumed is charged, the rest released.' },
   POLICY_INVALID: { status: 500, summary: 'The policy file failed validation; every error is listed with its path.' },
   EGRESS_DENIED: { status: 500, summary: 'A provider endpoint is not on the egress allowlist.' },

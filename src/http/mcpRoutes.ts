@@ -219,7 +219,7 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
       if (!session) {
         // A refusal like any other: one event, as the caller's (the edge's watch records only 4xx).
         markRecorded(res);
-        void gateway.refuse(new GatewayError('GATEWAY_BUSY', 'Too many open MCP sessions on this gateway; initialize was refused.'), { transport: 'http', credential: credentialOf(req) });
+        void gateway.refuse(new GatewayError('GATEWAY_BUSY', "No MCP session could be opened: the gateway's sessions (TOLLGATE_MAX_SESSIONS), or this caller's all busy with a call (TOLLGATE_MAX_SESSIONS_PER_CALLER), are in use; initialize was refused."), { transport: 'http', credential: credentialOf(req) });
         res.status(503).json({ jsonrpc: '2.0', error: { code: -32000, message: 'Too many open sessions; try again later.' }, id: null });
         return;
       }
