@@ -13,16 +13,10 @@ import { verifyJournalDir } from '../../src/admin/audit.js';
 import { buildRuntime, settingsFromEnv, type Runtime } from '../../src/main.js';
 import type { DecisionEvent } from '../../src/metering/events.js';
 import { parsePolicy } from '../../src/policy/load.js';
-import { KEYS, sha } from '../fixtures/policies.js';
+import { KEYS, STANDARD_HEAD, sha } from '../fixtures/policies.js';
 import { keyPrincipal } from '../helpers/principal.js';
 
-const POLICY = `
-version: 1
-providers:
-  demo: { kind: demo }
-tiers:
-  standard: [demo/medium]
-apiKeys:
+const POLICY = `${STANDARD_HEAD}apiKeys:
   - { id: k-alice, sha256: ${sha(KEYS.alice)}, user: alice, teams: [platform], costCenter: cc-1 }
 budgets:
   - { id: user-daily, scope: user, window: { calendar: day }, limit: { tokens: 100000 } }
