@@ -143,6 +143,17 @@ export class JsonResponseTransport implements Transport {
     this.settle();
   }
 
+  /**
+   * Request `response.id`, whose server dropped it (cancelled, so the SDK sends no answer), is
+   * answered with `response` instead: its client did not cancel it and waits for one.
+   */
+  answerInstead(response: JSONRPCMessage & { id: RequestId }): void {
+    if (!this.responses.has(response.id) || this.responses.get(response.id) !== undefined) return;
+    this.responses.set(response.id, response);
+    this.cancelledIds.add(response.id);
+    this.settle();
+  }
+
   /** Finishes once no response is missing: 202 when there is none to send. */
   private settle(): void {
     const all = [...this.responses.values()];

@@ -16,7 +16,7 @@ import { createMcpServer } from '../mcp/server.js';
 import { setBudgetHeaders, setHeaders, type BudgetHeaderReader } from './budgetHeaders.js';
 import { credentialOf } from './authMetadata.js';
 import { watchClose } from './compat.js';
-import type { Deliver, Session, SessionTable } from './sessions.js';
+import { SESSION_ENDED, type Deliver, type Session, type SessionTable } from './sessions.js';
 import { markRecorded, recordUnread } from './edgeRefusals.js';
 import { JsonResponseTransport, acceptPost, isInitialize, refuseProtocolVersion, writeAnswer } from './jsonTransport.js';
 import { sendError } from './respond.js';
@@ -150,8 +150,16 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
     };
     receive = (msg) => {
       inner?.(msg);
-      const id = (msg as CancelledNotification).params.requestId;
-      if (id !== undefined) noteCancelled(id);
+      const { requestId: id, reason } = (msg as CancelledNotification).params;
+      if (id === undefined) return;
+      // Ended with its session (a DELETE), not cancelled by its client, which still waits for an answer.
+      if (reason === SESSION_ENDED) {
+        const ended = { jsonrpc: '2.0' as const, id, error: { code: -32000, message: 'The session was ended (DELETE) before this request was answered; its call was cancelled.' } };
+        if (transport instanceof JsonResponseTransport) return transport.answerInstead(ended);
+        if (!answered.has(id)) void transport.send(ended).catch(() => undefined);
+        return;
+      }
+      noteCancelled(id);
     };
     transport.onmessage = <T extends JSONRPCMessage>(msg: T, extra?: MessageExtraInfo) => {
       inner?.(msg, extra);

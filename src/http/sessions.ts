@@ -42,6 +42,9 @@ export type Lookup = { session: Session } | { error: 'not_found' | 'forbidden' }
 const ID_PART = /^[A-Za-z0-9_-]{22}$/;
 const MAX_ENDED = 100_000;
 
+/** The reason of the cancellation a request in flight gets when its session is ended (DELETE). */
+export const SESSION_ENDED = 'session ended';
+
 export class SessionTable {
   private readonly sessions = new Map<string, Session>();
   /** The same sessions by owner, for the per-caller cap. */
@@ -132,7 +135,7 @@ export class SessionTable {
     if (!s) return;
     this.drop(s);
     this.remember(id, this.now());
-    for (const requestId of [...(s.inflight?.keys() ?? [])]) this.cancel(s, requestId, 'session ended');
+    for (const requestId of [...(s.inflight?.keys() ?? [])]) this.cancel(s, requestId, SESSION_ENDED);
   }
 
   private remember(id: string, at: number): void {

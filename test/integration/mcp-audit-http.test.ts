@@ -7,6 +7,7 @@
  * where the official client never sends what is checked, the official client elsewhere.
  */
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
@@ -131,6 +132,53 @@ describe('a request the client cancels with notifications/cancelled', () => {
     expect([res.status, res.headers['content-type']]).toEqual([200, 'text/event-stream']);
     const answers = rpcMessages(res).filter((m) => (m as { id?: unknown }).id !== undefined);
     expect(answers).toEqual([{ jsonrpc: '2.0', id: 15, result: {} }]);
+  });
+
+  // A DELETE of the session is not the client cancelling the request: its client still waits for
+  // an answer, and got a 202 with none (the official client then waited for its own timeout).
+  it('answers a request whose session is ended by DELETE with a JSON-RPC error, the call recorded CANCELLED', async () => {
+    const session = await openSession();
+    const held = holdCalls();
+    const before = gw.events.length;
+    const answer = post(complete(16), session);
+    await held.arrived;
+    const ended = await sendRaw(gw.mcpUrl, { method: 'DELETE', headers: { authorization: `Bearer ${KEYS.alice}`, ...session } }, 5000);
+    expect(ended.status).toBe(200);
+    held.release();
+    const res = await answer;
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.text)).toEqual({ jsonrpc: '2.0', id: 16, error: { code: -32000, message: 'The session was ended (DELETE) before this request was answered; its call was cancelled.' } });
+    await gw.idle();
+    expect(gw.events.slice(before).map((e) => e['error.code'])).toEqual(['CANCELLED']);
+  });
+
+  it('rejects the official client\'s pending callTool at once when it ends its session', async () => {
+    const client = await connectHttp(gw.mcpUrl, KEYS.alice);
+    const held = holdCalls();
+    const pending = client.callTool({ name: 'complete', arguments: { prompt: 'held', max_tokens: 5 } }).catch((e: unknown) => e);
+    await held.arrived;
+    const started = Date.now();
+    await (client.transport as StreamableHTTPClientTransport).terminateSession();
+    held.release();
+    const err = await pending;
+    expect(err).toBeInstanceOf(McpError);
+    expect((err as McpError).message).toContain('The session was ended (DELETE) before this request was answered');
+    expect(Date.now() - started).toBeLessThan(5000);
+    await client.close();
+  });
+
+  it('ends a progress stream whose session is ended by DELETE with that error', async () => {
+    const session = await openSession();
+    const held = holdCalls();
+    const answer = post(complete(17, { _meta: { progressToken: 'p17' } }), session);
+    await held.arrived;
+    expect((await sendRaw(gw.mcpUrl, { method: 'DELETE', headers: { authorization: `Bearer ${KEYS.alice}`, ...session } }, 5000)).status).toBe(200);
+    held.release();
+    const res = await answer;
+    expect([res.status, res.headers['content-type']]).toEqual([200, 'text/event-stream']);
+    expect(rpcMessages(res).filter((m) => (m as { id?: unknown }).id === 17)).toEqual([
+      { jsonrpc: '2.0', id: 17, error: { code: -32000, message: 'The session was ended (DELETE) before this request was answered; its call was cancelled.' } },
+    ]);
   });
 
   it('ends its SSE stream, with no response for it, when the call was streaming progress', async () => {
