@@ -24,7 +24,17 @@ export const priceSchema = z
     outputPerMTok: z.number().nonnegative(),
     cachedInputPerMTok: z.number().nonnegative().optional(),
   })
-  .strict();
+  .strict()
+  // Admission reserves a call's input at the input price: cache reads priced above it would charge past it.
+  .superRefine((p, ctx) => {
+    if (p.cachedInputPerMTok !== undefined && p.cachedInputPerMTok > p.inputPerMTok) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cachedInputPerMTok'],
+        message: `a cached-input price above the input price (${p.cachedInputPerMTok} > ${p.inputPerMTok}): admission reserves input at the input price, so cache reads could charge past a budget`,
+      });
+    }
+  });
 
 const modelSchema = z
   .object({

@@ -230,10 +230,13 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
             }
           } else if (event.type === 'message_delta') {
             if (event.delta.stop_reason) stop = stopOf(event.delta.stop_reason, event.delta.stop_sequence);
-            reportedOutput = event.usage.output_tokens;
-            final = true;
+            // A look-alike server may leave usage out: the output is then charged at its bound.
+            if (typeof event.usage?.output_tokens === 'number') {
+              reportedOutput = event.usage.output_tokens;
+              final = true;
+            }
             // The final event may restate input counts; a restated count wins over message_start's.
-            if (input) {
+            if (input && event.usage) {
               input = {
                 input_tokens: event.usage.input_tokens ?? input.input_tokens,
                 cache_read_input_tokens: event.usage.cache_read_input_tokens ?? input.cache_read_input_tokens,

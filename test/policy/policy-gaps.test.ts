@@ -22,6 +22,19 @@ describe('tiers', () => {
   });
 });
 
+describe('model prices', () => {
+  // Admission reserves input at the input price; a cache-read price above it let a truthful provider
+  // (its cache reads within the reserved input) charge 112 micro-dollars a call where 1 was
+  // reserved, and 120 concurrent calls spend 13,440 of a 12,345 micro-dollar budget.
+  it('refuses a cached-input price above the input price', () => {
+    const priced = (price: string) => `${DEMO_HEAD}models:\n  demo/large: { price: ${price} }\n`;
+    expect(messages(priced('{ inputPerMTok: 1, outputPerMTok: 2, cachedInputPerMTok: 1.5 }'))).toEqual([
+      'models.demo/large.price.cachedInputPerMTok: a cached-input price above the input price (1.5 > 1): admission reserves input at the input price, so cache reads could charge past a budget',
+    ]);
+    expect(parsePolicy(priced('{ inputPerMTok: 1, outputPerMTok: 2, cachedInputPerMTok: 1 }'), 'p.yaml')).toBeDefined();
+  });
+});
+
 describe('budget limits', () => {
   it('refuses a dollar limit below one micro-dollar, which the ledger would round to nothing', () => {
     expect(messages(budget('{ usd: 0.0000004 }'))).toEqual(['budgets[0].limit.usd: a dollar limit is counted in millionths of a dollar: give at least 0.000001, got 4e-7']);

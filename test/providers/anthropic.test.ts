@@ -224,6 +224,35 @@ describe('Anthropic stream that stalls after the headers', () => {
   });
 });
 
+describe('Anthropic-compatible stream whose message_delta has no usage', () => {
+  it('serves the answer and charges the output at its bound, where a TypeError failed the call', async () => {
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const start = { type: 'message', id: 'msg_1', role: 'assistant', model: MODEL, content: [], stop_reason: null, stop_sequence: null };
+      const frame = (type: string, data: object) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`);
+      frame('message_start', { message: { ...start, usage: { input_tokens: 9, output_tokens: 1 } } });
+      frame('content_block_start', { index: 0, content_block: { type: 'text', text: '' } });
+      frame('content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'Hello there' } });
+      frame('content_block_stop', { index: 0 });
+      frame('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null } });
+      frame('message_stop', {});
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const provider = createAnthropicProvider('anthropic', { kind: 'anthropic', apiKey: KEY, baseUrl: url, timeoutMs: 1500, maxRetries: 0, client });
+      const result = await provider.stream(request, () => {});
+      expect(result.text).toBe('Hello there');
+      // 'Hello there': 11 bytes, more than message_start's 1.
+      expect(result.usage).toEqual({ inputTokens: 9, outputTokens: 11 });
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
 describe('Anthropic error event in the middle of a stream', () => {
   it('fails over on overloaded_error as it would on a 529, charging what arrived', async () => {
     // Anthropic can answer 200 and then send `event: error`; no fake fault produces that.
