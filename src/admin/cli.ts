@@ -50,7 +50,7 @@ import {
 } from './report.js';
 import { budgetsInStore, requireSamePolicy, requireSourceMatches } from './mismatch.js';
 import { decisionsOf } from './sources.js';
-import { isoTime } from './times.js';
+import { isoTime } from '../isoTime.js';
 
 /** A Redis URL as messages show it: the password masked. */
 function maskPassword(url: string): string {
@@ -199,7 +199,7 @@ function read(source: Source, env: NodeJS.ProcessEnv): Decisions {
   return decisionsOf(source, (message) => process.stderr.write(`tollgate: ${message}\n`), env);
 }
 
-/** --from and --to as epoch ms (`from` before `to`, each an ISO time: src/admin/times.ts); each required unless `optional`. */
+/** --from and --to as epoch ms (`from` before `to`, each an ISO time: src/isoTime.ts); each required unless `optional`. */
 function timeRange(values: ExportValues, usage: string, optional = false): TimeRange {
   if (!optional && (!values.from || !values.to)) throw new GatewayError('INVALID_REQUEST', usage);
   const from = values.from === undefined ? undefined : isoTime('--from', values.from);

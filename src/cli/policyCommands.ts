@@ -8,7 +8,9 @@ import { parseEnv } from '../config/env.js';
 import { settingsFrom } from '../main.js';
 import { didYouMean } from '../config/suggest.js';
 import { checkPolicyText } from '../policy/check.js';
+import { undeclaredUsage } from '../policy/simulate.js';
 import { readPolicyText, type Policy, type PolicyError, type PolicyIssue } from '../policy/load.js';
+import { isoTime } from '../isoTime.js';
 import { CliError, EXIT } from './exit.js';
 import { loadServedPolicy } from './servedPolicy.js';
 
@@ -72,24 +74,23 @@ export interface ExplainFlags {
   now?: string;
 }
 
-/**
- * Each `--usage` key (`budget` or `budget@subject`) must name a budget or rate limit of the policy:
- * a misspelt one would be ignored, and the report would show that budget untouched.
- */
+/** Each `--usage` key must name a budget or rate limit of the policy (undeclaredUsage). */
 function requireDeclaredLines(policy: Policy, keys: string[]): void {
-  const ids = [...policy.budgets.map((b) => b.config.id), ...policy.rateLimits.map((l) => l.config.id)];
-  for (const key of keys) {
-    const id = key.split('@')[0]!;
-    if (ids.includes(id)) continue;
-    throw new CliError(`--usage ${id}: the policy declares no such budget or rate limit${didYouMean(id, ids)} (it declares ${ids.join(', ') || 'none'})`);
-  }
+  const missing = undeclaredUsage(policy, keys);
+  if (!missing) return;
+  const { id, declared } = missing;
+  throw new CliError(`--usage ${id}: the policy declares no such budget or rate limit${didYouMean(id, declared)} (it declares ${declared.join(', ') || 'none'})`);
 }
 
 /** `tollgate explain`: the decision for one call, what decided it and what would change it. */
 export async function explain(flags: ExplainFlags, env: NodeJS.ProcessEnv): Promise<Outcome> {
   const { explainCall, explainRequest, formatExplanation, parseUsageArg, principalFromArg } = await import('../policy/explain.js');
-  const now = flags.now ? Date.parse(flags.now) : Date.now();
-  if (Number.isNaN(now)) throw new CliError(`--now ${flags.now} is not an ISO 8601 time`);
+  let now = Date.now();
+  try {
+    if (flags.now) now = isoTime('--now', flags.now);
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
   const maxTokens = flags.maxTokens !== undefined ? Number(flags.maxTokens) : undefined;
   if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens > 0)) throw new CliError('--max-tokens must be a positive integer');
   const policy = loadServedPolicy(resolvePolicyPath(flags.policy, env));

@@ -16,9 +16,18 @@ import { DEFAULT_MAX_TOKENS } from '../call/request.js';
 import type { Decision } from './decide.js';
 import { loadCheckedPolicyFile } from './check.js';
 import { PolicyError, type Policy } from './load.js';
-import { simulate } from './simulate.js';
+import { simulate, undeclaredUsage } from './simulate.js';
+import { didYouMean } from '../config/suggest.js';
+import { isoTime as readIsoTime } from '../isoTime.js';
 
-const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'an ISO 8601 time, e.g. 2026-11-25T10:00:00Z');
+/** A time as every command reads one (src/isoTime.ts): with its zone, a day of the calendar. */
+const isoTime = z.string().superRefine((s, ctx) => {
+  try {
+    readIsoTime('', s);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message.trim() });
+  }
+});
 
 /** A principal as tests and `tollgate explain --as` give it. */
 export const principalInputSchema = z
@@ -130,7 +139,7 @@ export function runCase(policy: Policy, c: PolicyTestCase, defaultNow: string): 
       principal,
       request: { messages: c.request.messages ?? [{ role: 'user', content: c.request.prompt }], system: c.request.system, tier: c.request.tier, model: c.request.model, maxTokens: c.request.maxTokens },
       usage: c.usage,
-      now: Date.parse(c.now ?? defaultNow),
+      now: readIsoTime('now', c.now ?? defaultNow),
     });
     observed = observe(decision);
   } catch (err) {
@@ -180,6 +189,13 @@ export function runPolicyTestFile(file: string, choice: PolicyChoice = {}): File
     policy = loadCheckedPolicyFile(resolve(path), { sources: { env: spec.env, readFile: (p) => readFileSync(p, 'utf8').replace(/\r?\n$/, '') } });
   } catch (err) {
     return { file, cases: [], error: err instanceof PolicyError ? err.message : String(err) };
+  }
+  // Usage of a budget the policy does not have would be ignored: a typo would pass a case untested.
+  for (const [i, c] of spec.cases.entries()) {
+    const missing = undeclaredUsage(policy, Object.keys(c.usage));
+    if (!missing) continue;
+    const { id, declared } = missing;
+    return { file, policy, cases: [], error: `invalid test file: cases.${i}.usage: the policy declares no budget or rate limit ${id}${didYouMean(id, declared)} (it declares ${declared.join(', ') || 'none'})` };
   }
   return { file, policy, cases: spec.cases.map((c) => runCase(policy, c, spec.now)) };
 }

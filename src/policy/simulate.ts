@@ -110,6 +110,20 @@ function rateLimited(decided: Extract<Decision, { effect: 'allow' | 'tier_down' 
   };
 }
 
+/**
+ * The first usage key (`budget` or `budget@subject`) that names no budget or rate limit of
+ * `policy`, with the ids it declares: usage given for it would be ignored, so a misspelt id would
+ * leave that budget untouched and the decision would not be the one asked about.
+ */
+export function undeclaredUsage(policy: Policy, keys: Iterable<string>): { id: string; declared: string[] } | undefined {
+  const declared = [...policy.budgets.map((b) => b.config.id), ...policy.rateLimits.map((l) => l.config.id)];
+  for (const key of keys) {
+    const id = key.split('@')[0]!;
+    if (!declared.includes(id)) return { id, declared };
+  }
+  return undefined;
+}
+
 /** Decides one call and tries the planner's candidates against the usage given. */
 export function simulate(input: SimulateInput): Simulation {
   const { policy, request } = input;

@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { check } from '../../src/cli/policyCommands.js';
+import { check, explain } from '../../src/cli/policyCommands.js';
 import { checkExpression } from '../../src/policy/celCheck.js';
 import { SHIPPED_PRICES } from '../../src/providers/prices.js';
 
@@ -175,5 +175,14 @@ ${declared}tiers:
       expect(SHIPPED_PRICES[`${ref.split('/')[0]}/${row.successor}`], ref).toBeDefined();
       expect(SHIPPED_PRICES[`${ref.split('/')[0]}/${row.successor}`]!.retires, ref).toBeUndefined();
     }
+  });
+});
+
+describe('explain --now', () => {
+  // Read by Date.parse, a time without a zone was the machine's local time (a policy with office
+  // hours allowed the call under TZ=UTC and denied it under Asia/Kolkata), and 0 or 2026-02-30 passed.
+  it.each(['2026-12-07T08:30:00', '2026-02-30T10:00:00Z', '0'])('refuses %s, as the reading commands do', async (now) => {
+    const flags = { policy: 'policy/library/contractors-economy.yaml', as: '{"user":"bob","groups":["contractors"]}', tier: 'premium', now };
+    await expect(explain(flags, {})).rejects.toThrow(new RegExp(`^--now ${now} (has no time zone|is not)`));
   });
 });

@@ -86,3 +86,28 @@ describe('test-policy', () => {
     expect(r.error).toMatch(/rules\[0\]\.when \(line 9, col 22\): unknown field team on principal; .*did you mean teams\?/);
   });
 });
+
+describe('policy test files that would test nothing, or not the same on every machine', () => {
+  const run = (cases: string) => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-ptest-'));
+    writeFileSync(join(dir, 'p.yaml'), budget('{ tokens: 1000 }'));
+    writeFileSync(join(dir, 'p.test.yaml'), `policy: p.yaml\ncases:\n${cases}`);
+    return runPolicyTestFile(join(dir, 'p.test.yaml'));
+  };
+  const exhausted = (usage: string, now = '') =>
+    `  - name: spent\n    principal: { user: alice, teams: [t] }\n    request: { tier: economy }\n${now}    usage: { ${usage}: { used: 1000 } }\n    expect: { effect: allow }\n`;
+
+  it('refuses usage of a budget the policy does not have, which was ignored (a typo passed the case)', () => {
+    const r = run(exhausted('monthy'));
+    expect(r.cases).toEqual([]);
+    expect(r.error).toBe('invalid test file: cases.0.usage: the policy declares no budget or rate limit monthy; did you mean monthly? (it declares monthly)');
+    // The budget spelt right: the case runs, and fails as it should.
+    expect(run(exhausted('monthly')).cases.map((c) => c.passed)).toEqual([false]);
+  });
+
+  it.each(['2026-12-07T08:30:00', '2026-02-30T10:00:00Z', '0'])('refuses a now of %s: no zone, a day not in the calendar, not a time', (now) => {
+    const r = run(exhausted('monthly', `    now: "${now}"\n`));
+    expect(r.cases).toEqual([]);
+    expect(r.error).toContain('invalid test file: cases.0.now:');
+  });
+});
