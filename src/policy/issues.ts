@@ -102,6 +102,9 @@ export function describeIssue(issue: z.core.$ZodIssue): string {
       const known = knownKeysAt(at);
       return issue.keys
         .map((k) => {
+          // A key the mapping knows, refused beside another one: the choices exclude each other
+          // (a budget's limit in tokens or usd, not both).
+          if (known.includes(k)) return `${k} cannot be given with ${known.filter((o) => o !== k).join(' or ')}: give one of ${known.join(', ')}`;
           const hint = closest(k, known);
           return `unknown key ${k}${hint ? `; did you mean ${hint}?` : ''}${known.length ? ` (known: ${known.join(', ')})` : ''}`;
         })

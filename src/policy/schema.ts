@@ -18,11 +18,18 @@ export { apiKeySchema, providerSchema, type ApiKeyConfig, type ProviderConfig };
 
 
 
+/**
+ * Dollars per million tokens, up to a million (a dollar a token; the dearest model priced today is
+ * under a thousand): past it a call's cost is no longer a number the ledger and the reports count
+ * exactly in micro-dollars (a mistyped 1e300 was served and reported as `6e+294.240960`).
+ */
+const perMTok = z.number().nonnegative().max(1e6, 'at most 1000000 dollars per million tokens');
+
 export const priceSchema = z
   .object({
-    inputPerMTok: z.number().nonnegative(),
-    outputPerMTok: z.number().nonnegative(),
-    cachedInputPerMTok: z.number().nonnegative().optional(),
+    inputPerMTok: perMTok,
+    outputPerMTok: perMTok,
+    cachedInputPerMTok: perMTok.optional(),
   })
   .strict()
   // Admission reserves a call's input at the input price: cache reads priced above it would charge past it.

@@ -33,6 +33,12 @@ describe('model prices', () => {
     ]);
     expect(parsePolicy(priced('{ inputPerMTok: 1, outputPerMTok: 2, cachedInputPerMTok: 1 }'), 'p.yaml')).toBeDefined();
   });
+
+  it('refuses a price past a million dollars per million tokens, whose costs no report could count', () => {
+    const priced = (price: string) => `${DEMO_HEAD}models:\n  demo/large: { price: ${price} }\n`;
+    expect(messages(priced('{ inputPerMTok: 1e300, outputPerMTok: 2 }'))).toEqual(['models.demo/large.price.inputPerMTok: at most 1000000 dollars per million tokens, got 1e+300']);
+    expect(parsePolicy(priced('{ inputPerMTok: 1000000, outputPerMTok: 600 }'), 'p.yaml')).toBeDefined();
+  });
 });
 
 describe('budget limits', () => {
@@ -43,6 +49,10 @@ describe('budget limits', () => {
   it('refuses limits whose sums would no longer be exact', () => {
     expect(messages(budget('{ usd: 2000000000 }'))).toEqual(['budgets[0].limit.usd: at most 1000000000 (one billion dollars), got 2000000000']);
     expect(messages(budget('{ tokens: 9000000000000000 }'))).toEqual(['budgets[0].limit.tokens: at most 1000000000000000 (10^15 tokens), got 9000000000000000']);
+  });
+
+  it('says a limit in both units gives one unit too many, where it said "unknown key usd; did you mean usd?"', () => {
+    expect(messages(budget('{ usd: 5, tokens: 10 }'))).toEqual(['budgets[0].limit.usd: usd cannot be given with tokens: give one of tokens, usd']);
   });
 
   it('still takes the smallest and the largest limits it counts exactly', () => {
