@@ -56,7 +56,7 @@ export function overviewPage(viewer: Viewer, o: Overview): string {
 }
 
 function amount(unit: string, n: number): string {
-  return unit === 'usd' ? `$${n.toFixed(4)}` : String(Math.round(n));
+  return unit === 'usd' ? `$${n.toFixed(6)}` : String(Math.round(n));
 }
 
 /** Budgets: every line with usage in its window, riskiest first. */
@@ -74,7 +74,7 @@ export function budgetsPage(viewer: Viewer, lines: BudgetLine[], scope: string |
       { head: 'remaining', cell: (l: BudgetLine) => amount(l.unit, l.remaining), numeric: true, data: 'remaining' },
       { head: 'limit', cell: (l: BudgetLine) => amount(l.unit, l.limit), numeric: true, data: 'limit' },
       { head: 'resets', cell: (l: BudgetLine) => l.resetsAt, data: 'resets' },
-      { head: 'burn / hour', cell: (l: BudgetLine) => (l.unit === 'usd' ? `$${l.burnPerHour.toFixed(4)}` : num(l.burnPerHour, 1)), numeric: true, data: 'burn' },
+      { head: 'burn / hour', cell: (l: BudgetLine) => (l.unit === 'usd' ? `$${l.burnPerHour.toFixed(6)}` : num(l.burnPerHour, 1)), numeric: true, data: 'burn' },
       { head: 'runs out', cell: (l: BudgetLine) => l.exhaustsAt ?? 'not before the reset', data: 'exhausts' },
       { head: 'risk', cell: (l: BudgetLine) => `${Math.round(l.risk * 100)} %`, numeric: true, data: 'risk' },
     ],

@@ -135,6 +135,13 @@ describe('console on the embedded journal', () => {
     const cookie = await signInWithKey(gw.url, 'admin-key');
     const page = await (await fetch(`${gw.url}/console/budgets?scope=team`, { headers: { cookie } })).text();
     expect(page.match(/data-key="([^"]+)"/g)!.sort()).toEqual(['data-key="team-usd|data"', 'data-key="team-usd|platform"']);
+    // Dollars to the micro-dollar, as the reports print them: at four decimals a line's few
+    // micro-dollars of spend showed as $0.0000.
+    const used = /data-key="team-usd\|platform"><td[^>]*>[^<]*<\/td><td[^>]*>[^<]*<\/td><td[^>]*>[^<]*<\/td><td class="num" data-field="used">\$(\d+\.\d+)<\/td>/.exec(page)?.[1];
+    expect(used).toMatch(/^\d+\.\d{6}$/);
+    const ledger = (await gw.runtime.gateway.myBudget({ user: 'alice', teams: ['platform'], groups: [], roles: [], authMethod: 'api_key' })).find((b) => b.id === 'team-usd');
+    expect(Number(used)).toBe(ledger!.used);
+    expect(Number(used)).toBeGreaterThan(0);
   });
 
   it('reads the role again from the policy serving now: a reload that takes it away ends the sign-in', async () => {
