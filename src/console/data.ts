@@ -310,5 +310,9 @@ export async function explainDecision(src: ConsoleSources, policy: Policy, e: De
   }
   const named = e['tollgate.provider.requested'] ? e['gen_ai.request.model'] : undefined;
   const request = explainRequest({ tier: named ? undefined : e['tollgate.tier.requested'], model: named, maxTokens: e['gen_ai.request.max_tokens'] });
-  return formatExplanation(explainCall({ policy, principal, request, usage: usage as UsageMap, now: src.now() }));
+  // The prompt is not kept: the call is explained with the input it was reserved with.
+  const counted = e['tollgate.input_counted']?.filter((c) => c.exact);
+  const inputTokens = counted?.length ? new Map(counted.map((c) => [c.model, c.tokens] as const)) : undefined;
+  const estimatedInputTokens = e['tollgate.estimated_input_tokens'] || undefined;
+  return formatExplanation(explainCall({ policy, principal, request, usage: usage as UsageMap, now: src.now(), inputTokens, estimatedInputTokens }));
 }

@@ -39,6 +39,11 @@ export interface SimulateInput {
    * the simulation reserves the bound, as a call does when the bound fits or no count can be made.
    */
   inputTokens?: ReadonlyMap<string, number>;
+  /**
+   * The input bound a recorded call was reserved with (its decision event's), instead of the bound
+   * of `request`'s text: a call whose prompt was not kept is explained with its own input.
+   */
+  estimatedInputTokens?: number;
 }
 
 export interface Simulation {
@@ -128,7 +133,7 @@ export function undeclaredUsage(policy: Policy, keys: Iterable<string>): { id: s
 export function simulate(input: SimulateInput): Simulation {
   const { policy, request } = input;
   const budgets = budgetStates(policy, input.principal, input.now, input.usage);
-  const estimatedInputTokens = inputTokenBound(request);
+  const estimatedInputTokens = input.estimatedInputTokens ?? inputTokenBound(request);
   const decided = decide({ policy, principal: input.principal, request, estimatedInputTokens, budgets, now: input.now });
   const base = { decided, budgets, estimatedInputTokens };
   if (decided.effect === 'deny') return { ...base, decision: decided };
@@ -148,7 +153,8 @@ export function simulate(input: SimulateInput): Simulation {
   if (toCount.length > 0) {
     // The demo provider's count is its own pure rule: counted here as the pipeline would.
     const demo = toCount.filter((m) => policy.config.providers[m.provider]?.kind === 'demo' && !counts?.has(m.ref));
-    if (demo.length > 0) counts = new Map([...(counts ?? []), ...demo.map((m) => [m.ref, demoInputTokens(request)] as const)]);
+    const demoCount = input.estimatedInputTokens ?? demoInputTokens(request);
+    if (demo.length > 0) counts = new Map([...(counts ?? []), ...demo.map((m) => [m.ref, demoCount] as const)]);
   }
   const plan = counts && toCount.length > 0 ? { ...bounded, inputTokens: counts } : bounded;
   const shortfalls: Shortfall[] = [];
