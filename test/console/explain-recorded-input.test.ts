@@ -6,26 +6,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { explainDecision } from '../../src/console/data.js';
-import { KEYS, sha } from '../fixtures/policies.js';
+import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { keyPrincipal } from '../helpers/principal.js';
 
-const POLICY = `
-version: 1
-providers:
-  demo: { kind: demo }
-tiers:
-  premium: [demo/large]
-  standard: [demo/medium]
-apiKeys:
-  - { id: k-alice, sha256: ${sha(KEYS.alice)}, user: alice, teams: [platform] }
-budgets:
-  - { id: user-weekly, scope: user, window: { calendar: week }, limit: { tokens: 3000 }, tierDown: { below: 50% } }
-`;
 
 let gw: TestGateway;
 beforeAll(async () => {
-  gw = await startTestGateway(POLICY);
+  gw = await startTestGateway(basicPolicy({ userTokens: 3000, tierDownBelow: 50 }));
 });
 afterAll(() => gw.close());
 
