@@ -18,6 +18,7 @@ const LAYERS: Record<string, number> = {
   textCache: 1,
   signals: 1,
   secretPieces: 1,
+  isoTime: 1,
   providers: 2,
   quota: 2,
   identity: 3,
