@@ -1,8 +1,9 @@
 /**
  * The times operators give commands and policy tests (`--from`, `--to`, `--now`, a test case's
- * `now`), read one way on every machine: an ISO 8601 date (midnight UTC, as the reports' periods are) or a date and time with its
- * zone. `Date.parse` alone would take a time without a zone in the zone of the machine the command
- * runs on, take `0` for the year 2000, and roll 2026-02-30 over to March 2nd.
+ * `now`), read one way on every machine: an ISO 8601 date (midnight UTC, as the reports' periods
+ * are) or a date and time with its zone. `Date.parse` alone would take a time without a zone in the
+ * zone of the machine the command runs on, take `0` for the year 2000, and roll 2026-02-30 over to
+ * March 2nd.
  */
 import { GatewayError } from './errors.js';
 

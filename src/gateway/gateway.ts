@@ -124,7 +124,7 @@ export class Gateway {
     this.ledger = new Ledger({ store: opts.store, keyPrefix: opts.keyPrefix ?? 'tollgate:', now: this.now, logger: opts.logger });
     // The event log, SIEM and metrics hear of a decision once the journal holds it.
     opts.store.onEvent((event) => opts.sink.emit(event as unknown as DecisionEvent));
-    const metered = meter({ commit: (ctx, event) => this.ledger.commit(ctx, event), now: this.now, background: (work) => this.ledger.track(work) });
+    const metered = meter({ commit: (ctx, event, settled) => this.ledger.commit(ctx, event, settled), now: this.now, background: (work) => this.ledger.track(work) });
     const anonymousAs = opts.devAnonymous;
     const authenticated = authenticate({
       authenticatorFor: (p) => this.runtime.authenticatorFor(p),

@@ -207,13 +207,13 @@ export function mcpRouter(gateway: Gateway, opts: McpRouteOptions): express.Rout
       }
       // Answers are matched to requests by id: two requests with one id in a batch would both run
       // (and a call be charged) while only one answer could come back.
-      const repeated = repeatedId(messages);
+      const own = requestIds(messages);
+      const repeated = repeatedId(own);
       if (repeated !== undefined) {
         res.status(400).json({ jsonrpc: '2.0', error: { code: -32600, message: `Invalid Request: the request id ${JSON.stringify(repeated)} appears more than once in the batch` }, id: null });
         return;
       }
       // Cancellations of requests of earlier POSTs; one of a request of this POST is its own (serve).
-      const own = requestIds(messages);
       for (const m of messages) {
         const requestId = cancelledIn(m);
         if (requestId !== undefined && !own.includes(requestId)) sessions.cancel(session, requestId, (m as CancelledNotification).params.reason);
@@ -278,10 +278,10 @@ function wantsProgress(messages: unknown[]): boolean {
   });
 }
 
-/** The first request id that a POST's requests use more than once, if any. */
-function repeatedId(messages: unknown[]): string | number | undefined {
+/** The first of a POST's request ids (requestIds) used more than once, if any. */
+function repeatedId(ids: (string | number)[]): string | number | undefined {
   const seen = new Set<string | number>();
-  for (const id of requestIds(messages)) {
+  for (const id of ids) {
     if (seen.has(id)) return id;
     seen.add(id);
   }

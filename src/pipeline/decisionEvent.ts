@@ -11,19 +11,21 @@ import { looksLikeJwt } from '../identity/jwt.js';
 import { outputCap } from '../policy/plan.js';
 import type { CompiledLimit } from '../policy/load.js';
 import { callOutputCap, reservedInputTokens, type CallContext } from './context.js';
-import { settlementOf } from './ledger.js';
+import type { Settlement } from './ledger.js';
 
 /** The unit a rate limit line is charged in, by the limit's kind. */
 const LIMIT_UNITS: Record<CompiledLimit['kind'], string> = { requests: 'requests', tokens: 'tokens', concurrent: 'calls_in_flight' };
 
-/** Builds the decision event from a finished call context. */
-export function decisionEvent(ctx: CallContext, now: number): DecisionEvent {
+/**
+ * Builds the decision event from a finished call context and what it is settled at (settlementOf,
+ * which the ledger writes the same amounts from), undefined when it is released.
+ */
+export function decisionEvent(ctx: CallContext, now: number, settled: Settlement | undefined): DecisionEvent {
   const secrets = policySecrets(ctx.policy);
   const d = ctx.decision;
   const requestedModel = d?.requestedModel ?? ctx.request?.model;
   const effect = d ? d.effect : 'error';
   const p = ctx.principal;
-  const settled = settlementOf(ctx);
   const event: DecisionEvent = {
     event: 'tollgate.decision',
     'request.id': ctx.id,

@@ -153,12 +153,13 @@ export class Ledger {
 
   /**
    * Commits a finished call to the journal: the charge with its decision event in one write (a
-   * settlement), or the release with its event, or the event alone when nothing was reserved. A
-   * call served fail-open on the local ledger is charged there and to the shared store, which
-   * keeps the settlement (event included) for replay until it is back. Never rejects: a write the
-   * store cannot make now is kept by the store for replay, and logged.
+   * settlement at `settled`, settlementOf's amounts, which the event states), or the release with
+   * its event, or the event alone when nothing was reserved. A call served fail-open on the local
+   * ledger is charged there and to the shared store, which keeps the settlement (event included)
+   * for replay until it is back. Never rejects: a write the store cannot make now is kept by the
+   * store for replay, and logged.
    */
-  async commit(ctx: CallContext, event: DecisionRecord): Promise<void> {
+  async commit(ctx: CallContext, event: DecisionRecord, settled: Settlement | undefined): Promise<void> {
     try {
       const holder = ctx.reservation?.store;
       const limits = ctx.reservation?.limits ?? [];
@@ -167,7 +168,6 @@ export class Ledger {
         return;
       }
       const local = holder === this.fallbackStore && this.store !== this.fallbackStore;
-      const settled = settlementOf(ctx);
       if (settled) {
         const lines = [...ctx.lines.map((l, i) => lineAt(l.line, settled.budgets[i]!)), ...limits.map((l, i) => ledgerLine(l.line, settled.limits[i]!))];
         if (local) await holder.settle(ctx.id, lines);

@@ -8,8 +8,9 @@
  * - `compactText`: `text` with the messages glued end to end (a value cut across two messages reads
  *   whole; at each seam the two messages are also read glued alone, so that text after them does
  *   not run into the value's end), control characters that show nothing left out (C0 but tab, the
- *   line breaks, VT and FF; DEL; C1 but NEL; the braille blank), and runs of at least four spaced-out groups of equal size (1–8 characters, one case; the
- *   last group may be shorter) glued together: `A K I A ...`, `AKIA BCDE FGHI ...`, `41 4b 49 41`;
+ *   line breaks, VT and FF; DEL; C1 but NEL; the braille blank), and runs of at least four
+ *   spaced-out groups of equal size (1–8 characters, one case; the last group may be shorter)
+ *   glued together: `A K I A ...`, `AKIA BCDE FGHI ...`, `41 4b 49 41`;
  *   and a value hard-wrapped across one line break glued back (a base64 block at 76 columns);
  * - `decodedSpans`: base64, base64url and hex runs of `text` and `compactText` that decode to
  *   readable UTF-8 text, and escaped runs (`%NN`, `\xNN`, `\uNNNN`, `\/`, `&#NN;`, `&#xNN;` among

@@ -10,6 +10,7 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
+import { outputTokenBound } from './estimate.js';
 import { ProxyAgent } from 'undici';
 import { directMessagesClient, sdkMessagesClient, type MessagesClient } from './anthropicWire.js';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
@@ -201,7 +202,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       // message_start reported and the bound of the text that arrived (one token per UTF-8 byte, at
       // most max_tokens), so a cut stream is never charged less than what reached the caller.
       const consumed = (): Usage | undefined =>
-        input && usageOf(input, final ? reportedOutput : Math.max(reportedOutput, Math.min(req.maxTokens, Buffer.byteLength(text, 'utf8'))));
+        input && usageOf(input, final ? reportedOutput : Math.max(reportedOutput, outputTokenBound(text, req.maxTokens)));
       const stalled = (): GatewayError =>
         upstreamError({ provider: name, network: true, type: 'timeout', message: `no stream event within ${config.timeoutMs} ms`, usage: consumed() });
 

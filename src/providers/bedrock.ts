@@ -32,7 +32,7 @@ import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
 import { headGuard } from './fetchSdk.js';
-import { FRAMING, inputTokenBound } from './estimate.js';
+import { FRAMING, inputTokenBound, outputTokenBound } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type BedrockConfig = Extract<ProviderConfig, { kind: 'bedrock' }>;
@@ -241,7 +241,7 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       // reported, else bounded) and the output's bound: one token per UTF-8 byte received (a delta
       // may carry many tokens), at most max_tokens.
       const partial = (): Usage | undefined =>
-        opened ? (usage ?? { inputTokens: unreportedInputTokens(req), outputTokens: Math.min(req.maxTokens, Buffer.byteLength(text, 'utf8')) }) : undefined;
+        opened ? (usage ?? { inputTokens: unreportedInputTokens(req), outputTokens: outputTokenBound(text, req.maxTokens) }) : undefined;
       // Our own abort as well as the caller's: a listener that throws must not leave Bedrock generating.
       const ours = new AbortController();
       const abortSignal = req.signal ? AbortSignal.any([req.signal, ours.signal]) : ours.signal;

@@ -87,6 +87,15 @@ export function inputTokenBound(p: PromptParts, framing: Framing = WIDEST_FRAMIN
 }
 
 /**
+ * The bound on output a provider did not report (no usage, or a stream cut before its usage): one
+ * token per UTF-8 byte of the text that arrived, plus `moreBytes` (text that arrived but was not
+ * kept), and at most `maxTokens`. Never one token per delta: a delta may carry many tokens.
+ */
+export function outputTokenBound(text: string, maxTokens: number, moreBytes = 0): number {
+  return Math.min(maxTokens, utf8Bytes(text) + moreBytes);
+}
+
+/**
  * The encoding of an OpenAI model id, from OpenAI's model families (tiktoken's model table):
  * o200k_base for GPT-4o, GPT-4.1, GPT-4.5, GPT-5, the o-series and gpt-oss; cl100k_base for GPT-4
  * and GPT-3.5. Undefined for any other id (an OpenAI-compatible server's Llama, an Azure deployment

@@ -14,7 +14,7 @@ import { cancelledError, upstreamError } from './errors.js';
 import { ProxyAgent } from 'undici';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
 import { directChatClient, sdkChatClient, type ChatClient } from './openaiWire.js';
-import { boundOpenAIInput, countOpenAIInput, FRAMING, inputTokenBound, loadOpenAIVocabularies } from './estimate.js';
+import { boundOpenAIInput, countOpenAIInput, FRAMING, inputTokenBound, loadOpenAIVocabularies, outputTokenBound, utf8Bytes } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 import { withoutKey } from '../secretPieces.js';
 
@@ -203,7 +203,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
         usage: completion.usage
           ? usageOf(completion.usage)
           : // Without usage the output is bounded like the input: at most one token per UTF-8 byte.
-            { inputTokens: unreportedInputTokens(req), outputTokens: Math.max(1, Math.min(req.maxTokens, Buffer.byteLength(text, 'utf8'))) },
+            { inputTokens: unreportedInputTokens(req), outputTokens: Math.max(1, outputTokenBound(text, req.maxTokens)) },
         stopReason: stopReasonOf(choice.finish_reason, choice.message.refusal),
       };
     },
@@ -225,7 +225,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
       // input is bounded from the prompt and output like a plain answer's: at most one token per
       // UTF-8 byte of what arrived, and at most max_tokens (a delta may carry many tokens).
       const consumed = (): Usage =>
-        reported ?? { inputTokens: unreportedInputTokens(req), outputTokens: Math.min(req.maxTokens, Buffer.byteLength(text, 'utf8') + unsentBytes) };
+        reported ?? { inputTokens: unreportedInputTokens(req), outputTokens: outputTokenBound(text, req.maxTokens, unsentBytes) };
       const stalled = (): GatewayError =>
         upstreamError({ provider: name, network: true, type: 'timeout', message: `no stream chunk within ${config.timeoutMs} ms`, usage: consumed() });
 
@@ -247,7 +247,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
           // A refusal streams as `refusal` deltas: their text is the answer, as in a plain answer.
           const delta = choice.delta?.content || choice.delta?.refusal;
           // Chunks already buffered keep coming after an abort: their text reaches no one, their finish and usage count.
-          if (delta && idle.signal.aborted) unsentBytes += Buffer.byteLength(delta, 'utf8');
+          if (delta && idle.signal.aborted) unsentBytes += utf8Bytes(delta);
           else if (delta) {
             text += delta;
             try {

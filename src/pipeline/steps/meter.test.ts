@@ -32,7 +32,7 @@ function metered() {
   const events: DecisionRecord[] = [];
   store.onEvent((event) => events.push(event));
   const background: Promise<void>[] = [];
-  const step = meter({ commit: (ctx, event) => ledger.commit(ctx, event), now: clock, background: (work) => void background.push(work) });
+  const step = meter({ commit: (ctx, event, settled) => ledger.commit(ctx, event, settled), now: clock, background: (work) => void background.push(work) });
   /** The steps below the meter as the pipeline runs them: decide and reserve, then `served` (what dispatch would leave). */
   const below = (ctx: CallContext, served: () => void = () => {}) =>
     compose<CallContext>([enforcePolicy({ ledger, now: clock }), reserveAndSettle({ ledger, providerFor: () => undefined }), async () => served()])(ctx);

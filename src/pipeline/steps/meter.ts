@@ -1,12 +1,13 @@
 import { asGatewayError } from '../../errors.js';
 import type { DecisionRecord } from '../../quota/store.js';
 import { decisionEvent } from '../decisionEvent.js';
+import { settlementOf, type Settlement } from '../ledger.js';
 import type { Middleware } from '../compose.js';
 import type { CallContext } from '../context.js';
 
 export interface MeterStepOptions {
   /** Writes the call's outcome to the journal: its charge (or release) and its decision event, together. Never rejects. */
-  commit: (ctx: CallContext, event: DecisionRecord) => Promise<void>;
+  commit: (ctx: CallContext, event: DecisionRecord, settled: Settlement | undefined) => Promise<void>;
   now: () => number;
   /** Takes work that finishes a call after its answer: the gateway waits for it before closing. */
   background: (work: Promise<void>) => void;
@@ -32,7 +33,9 @@ export function meter(opts: MeterStepOptions): Middleware<CallContext> {
     } finally {
       // An authentication at the edge that succeeded is not a decision; the call it admits records one.
       if (ctx.purpose !== 'authenticate' || ctx.error) {
-        const writing = opts.commit(ctx, decisionEvent(ctx, opts.now()) as unknown as DecisionRecord);
+        // Settled at amounts made once, for the event and for the ledger's lines.
+        const settled = settlementOf(ctx);
+        const writing = opts.commit(ctx, decisionEvent(ctx, opts.now(), settled) as unknown as DecisionRecord, settled);
         if (ctx.reservation?.store && !ctx.policy.config.limits.settleBeforeReply) opts.background(writing);
         else await writing;
       }
