@@ -12,9 +12,13 @@ import { JwtVerifier } from '../../src/identity/jwt.js';
 import { startTestIssuer, type TestIssuer } from '../helpers/jwks.js';
 
 const AUD = 'https://ai.example.test/mcp';
-/** Longer than the verifier waits for keys: every fetch of a slowed issuer fails. */
-const FETCH_TIMEOUT_MS = 100;
-const SLOW_MS = 400;
+/**
+ * How long the verifier waits for keys, long enough that an issuer answering at once is never
+ * timed out on a loaded machine (at 100 ms the first, unslowed fetch timed out once with two test
+ * files running at a time); a slowed issuer answers well after it, so its every fetch fails.
+ */
+const FETCH_TIMEOUT_MS = 1000;
+const SLOW_MS = 2500;
 
 async function rejection(p: Promise<unknown>): Promise<string> {
   const err = await p.then(
