@@ -103,22 +103,34 @@ const unreadRules = new WeakMap<Policy, boolean>();
  * bounds to the store, which checks them atomically with the reservation (`ReserveOptions.atMost`).
  */
 export function assumptionBounds(policy: Policy, decision: Extract<Decision, { effect: 'allow' | 'tier_down' }>, budgets: readonly BudgetState[]): number[] {
-  const stepsDown = policy.tiers.indexOf(decision.tier) < policy.tiers.length - 1;
+  const held = thresholdBounds(policy, decision, budgets);
+  // Exhausted when limit - held <= 0.
+  return budgets.map((b, i) => Math.min(Math.ceil(b.budget.limit) - 1, held[i]!));
+}
+
+/**
+ * For a decision `decide` made on `budgets`, read or assumed, the most each line's used + reserved
+ * may be for the decision's tier to stand against the lines' tier-down thresholds: where a line
+ * covering the tier steps calls down under a threshold and a tier below is left, the largest amount
+ * held at which `decide` finds the line at or above it; Infinity elsewhere, and on every line when
+ * the decision was already stepped down by a threshold (`decide` steps one tier at most). Calls
+ * decided on one read at once each find the line above its threshold; checked with the reservation,
+ * the bound makes every call served on the tier one that found it so when its reservation was made.
+ */
+export function thresholdBounds(policy: Policy, decision: Extract<Decision, { effect: 'allow' | 'tier_down' }>, budgets: readonly BudgetState[]): number[] {
+  const stepsDown = decision.budgetId === undefined && policy.tiers.indexOf(decision.tier) < policy.tiers.length - 1;
   return budgets.map((b) => {
-    const { limit } = b.budget;
-    // Exhausted when limit - held <= 0.
-    let most = Math.ceil(limit) - 1;
     const below = b.budget.config.tierDown?.below;
-    if (below !== undefined && stepsDown && covers(b.budget, decision.tier)) {
-      const pct = (held: number) => remainingPct({ budget: b.budget, subject: b.subject, used: held, reserved: 0, resetsAt: b.resetsAt });
-      // The largest held amount whose remaining share is not under the threshold: remainingPct
-      // falls as held grows, so step from the arithmetic guess to the exact boundary.
-      let held = Math.floor(limit - (limit * below) / 100);
-      while (held >= 0 && pct(held) < below) held -= 1;
-      while (held + 1 <= most && pct(held + 1) >= below) held += 1;
-      most = Math.min(most, held);
-    }
-    return most;
+    if (below === undefined || !stepsDown || !covers(b.budget, decision.tier)) return Infinity;
+    const { limit } = b.budget;
+    const pct = (held: number) => remainingPct({ budget: b.budget, subject: b.subject, used: held, reserved: 0, resetsAt: b.resetsAt });
+    // The largest held amount whose remaining share is not under the threshold: remainingPct
+    // falls as held grows, so step from the arithmetic guess to the exact boundary.
+    const most = Math.ceil(limit) - 1;
+    let held = Math.floor(limit - (limit * below) / 100);
+    while (held >= 0 && pct(held) < below) held -= 1;
+    while (held + 1 <= most && pct(held + 1) >= below) held += 1;
+    return held;
   });
 }
 

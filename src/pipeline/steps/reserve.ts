@@ -1,7 +1,7 @@
 import { chargeLines } from '../../policy/budgets.js';
 import { costMicroUsd } from '../../providers/prices.js';
 import { candidateLimits, ledgerLine, limitAmount, limitCharge, retryAt, tooLargeForLimitError, type LimitLine } from '../../policy/limits.js';
-import { assumptionBounds } from '../../policy/decide.js';
+import { assumptionBounds, thresholdBounds } from '../../policy/decide.js';
 import type { Policy } from '../../policy/load.js';
 import { admittedDecision, exhaustedDecision, exhaustedError, inputTokensFor, outputCap, planCandidates, reportedShortfall, reservedLines, shortfallIn, type Candidate, type ServedDecision, type Shortfall } from '../../policy/plan.js';
 import type { Provider } from '../../providers/provider.js';
@@ -164,7 +164,8 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
         holder = s;
         // The dispatch step follows at once (nothing but local code between them): a store may write
         // the dispatch mark with the reservation instead of in a round trip of its own.
-        return s.reserve(ctx.id, lines, ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref), atMost ? { dispatching: true, atMost } : { dispatching: true });
+        const opts = atMost ? { dispatching: true, atMost: candidate.lines.map((i) => atMost[i]!) } : { dispatching: true };
+        return s.reserve(ctx.id, lines, ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref), opts);
       });
       if (outcome.ok) {
         ctx.decision = admittedDecision(decided, candidate, shortfalls[0]);
@@ -199,8 +200,14 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
       } else await decideAgain();
     }
     if (!ctx.reservation) {
+      /** How often the decided tier's threshold moved between a read and the reservation. */
+      let thresholdMoved = 0;
       for (let i = 0; i < candidates.length; i++) {
-        const made = await attempt(candidates[i]!);
+        // The decided tier is reserved only if every threshold that let it stand still does: calls
+        // decided on one read at once must not all find the budget above it (`thresholdBounds`).
+        const bounds = i === 0 ? thresholdBounds(ctx.policy, decided, ctx.budgets) : undefined;
+        const bounded = bounds?.some((b) => b !== Infinity) ? bounds : undefined;
+        const made = await attempt(candidates[i]!, bounded);
         if (!made) continue;
         if (made === 'moved') {
           // Planned on budgets of a window the store is not in: from the first candidate of a new plan.
@@ -211,6 +218,14 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
         }
         const { outcome, limits } = made;
         if (outcome.ok) break;
+        if (bounded && outcome.used + outcome.reserved + outcome.requested <= outcome.limit && ++thresholdMoved < 3) {
+          // Refused by a threshold, not the limit: other calls took the budget under it since the
+          // read. Decided again on what the budget holds now, the call steps down and says why.
+          shortfalls.length = 0;
+          await decideAgain();
+          i = -1;
+          continue;
+        }
         const limit = limits.find((l) => l.line.budgetId === outcome.budgetId && l.subject === outcome.subject);
         if (limit) {
           blocked.add(limit.line.reservedKey);
