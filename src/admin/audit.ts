@@ -135,8 +135,9 @@ function eventFault(e: JournalEntry, chargedAt: Map<string, number>): string | u
     if (!event) return `entry ${e.seq} (${b.kind}) charges request ${b.id} without its decision event`;
     if (eventId !== b.id) return `entry ${e.seq} (${b.kind}) charges request ${b.id} but carries the event of request ${String(eventId)}`;
     const lines = (b.lines ?? []).map((l) => ({ budget: l.budgetId, subject: l.subject, amount: l.amount }));
-    // The event states the budgets' charges and, apart, the rate limits' (a recovery's event lists
-    // every line of the reservation under tollgate.charged): together, the entry's lines in order.
+    // The event states the budgets' charges and, apart, the rate limits' (a recovery's event written
+    // before its reservation's meta named the limits lists every line under tollgate.charged):
+    // together, the entry's lines in order.
     const claimed = [...claimedLines(event['tollgate.charged'], 'budget'), ...claimedLines(event['tollgate.limits_charged'], 'limit')];
     if (canonicalJson(lines) !== canonicalJson(claimed)) return `entry ${e.seq} (${b.kind}) charges ${fmtLines(lines)} but its event says it charged ${fmtLines(claimed)}`;
     const by = event['tollgate.settled_by'];

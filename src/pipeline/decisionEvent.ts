@@ -9,12 +9,11 @@ import type { DecisionEvent } from '../metering/events.js';
 import { policySecrets, scrubPrompt, scrubSecrets, withoutQuotes } from '../metering/redact.js';
 import { looksLikeJwt } from '../identity/jwt.js';
 import { outputCap } from '../policy/plan.js';
-import type { CompiledLimit } from '../policy/load.js';
+import { LIMIT_UNITS } from '../policy/limits.js';
 import { callOutputCap, reservedInputTokens, type CallContext } from './context.js';
 import type { Settlement } from './ledger.js';
 
 /** The unit a rate limit line is charged in, by the limit's kind. */
-const LIMIT_UNITS: Record<CompiledLimit['kind'], string> = { requests: 'requests', tokens: 'tokens', concurrent: 'calls_in_flight' };
 
 /**
  * Builds the decision event from a finished call context and what it is settled at (settlementOf,

@@ -173,6 +173,9 @@ export function limitAmount(limit: CompiledLimit, worstCaseTokens: number): numb
   return limit.kind === 'tokens' ? worstCaseTokens : 1;
 }
 
+/** The unit each kind of limit is charged in, as decision events state it (`tollgate.limits_charged`). */
+export const LIMIT_UNITS: Record<CompiledLimit['kind'], string> = { requests: 'requests', tokens: 'tokens', concurrent: 'calls_in_flight' };
+
 /** What a finished call is charged on a limit line: 1 request once dispatched, the tokens it used, nothing for a cap. */
 export function limitCharge(limit: CompiledLimit, usage: Usage | undefined, dispatched: boolean): number {
   if (limit.kind === 'requests') return dispatched ? 1 : 0;

@@ -245,7 +245,10 @@ const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : und
 export function recoveryEvent(id: string, r: RecoveredReservation, at: number, cause: RecoveryCause = 'expired'): Record<string, unknown> {
   const meta = r.meta ?? {};
   const units = (meta.units ?? {}) as Record<string, unknown>;
+  const limitUnits = limitUnitsOf(meta);
   const reasons = RECOVERY_REASONS[cause];
+  const budgetLines = r.lines.filter((l) => !limitUnits.has(l.budgetId));
+  const limitLines = r.lines.filter((l) => limitUnits.has(l.budgetId));
   return {
     event: 'tollgate.decision',
     'request.id': id,
@@ -265,13 +268,25 @@ export function recoveryEvent(id: string, r: RecoveredReservation, at: number, c
     'gen_ai.usage.output_tokens': 0,
     'tollgate.tier.served': r.dispatched ? str(meta.tier) : undefined,
     'tollgate.model.served': r.dispatched ? str(meta.model) : undefined,
-    'tollgate.charged': r.dispatched ? r.lines.map((l) => ({ budget: l.budgetId, subject: l.subject, amount: l.amount, unit: str(units[l.budgetId]) ?? 'tokens' })) : undefined,
+    'tollgate.charged': r.dispatched ? budgetLines.map((l) => ({ budget: l.budgetId, subject: l.subject, amount: l.amount, unit: str(units[l.budgetId]) ?? 'tokens' })) : undefined,
+    'tollgate.limits_charged': r.dispatched && limitLines.length > 0 ? limitLines.map((l) => ({ limit: l.budgetId, subject: l.subject, amount: l.amount, unit: limitUnits.get(l.budgetId) })) : undefined,
     'tollgate.estimated_input_tokens': 0,
     'tollgate.cost_usd': 0,
     'tollgate.attempts': [],
     'tollgate.latency_ms': 0,
     'tollgate.settled_by': 'recovery',
   };
+}
+
+/**
+ * The rate limits of a reservation's meta, by id, with the unit each is charged in (`requests`,
+ * `tokens`, `calls_in_flight`): its lines are the limits', the rest the budgets'. Reservations
+ * made before meta named them have none: every line is then listed as a budget's.
+ */
+export function limitUnitsOf(meta: Record<string, unknown>): Map<string, string> {
+  const limits = meta.limits;
+  if (limits === null || typeof limits !== 'object') return new Map();
+  return new Map(Object.entries(limits as Record<string, unknown>).filter((e): e is [string, string] => typeof e[1] === 'string'));
 }
 
 /** The string teams of a reservation's meta, if it names any. */

@@ -13,7 +13,7 @@
  */
 import { hash } from 'node:crypto';
 import { encodeDimension, rollupFields, rollupWho, ROLLUP_VERSION_FIELD } from './rollups.js';
-import { bodyHash, eventJson, GENESIS, teamsOf, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
+import { bodyHash, eventJson, GENESIS, limitUnitsOf, teamsOf, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
 import type { DecisionRecord } from './store.js';
 
 /** The stream, its head and its rollup hashes, all in one slot. */
@@ -151,7 +151,7 @@ export interface RecoveryInfo {
   lines: string[];
   /** The event's static parts, kept once per line and digest in R:p of the first line. */
   profile: RecoveryProfile;
-  /** Each line's reserved amount, in line order, comma-separated: the per-call part of the event. */
+  /** Each line's reserved amount, comma-separated, in the order of the profile's slots (budget lines, then limit lines): the per-call part of the event. */
   amounts: string;
 }
 
@@ -163,27 +163,34 @@ const profiles = new Map<string, RecoveryProfile>();
  * the line that carries the call's event (the first in reservedKey order) adds `\n~1\n<digest>\n<amounts>`,
  * the digest naming the profile in R:p: the event's parts, one a line, as JSON fragments (empty when
  * absent): transport, policy version, user, teams, cost centre, model, tier, the charged list (an
- * AMOUNT_SLOT for each amount), and the rollup dimensions of the recovered and of the released
- * event. JSON never holds a raw newline, so the parts split cleanly. The Lua (`recover` in
+ * AMOUNT_SLOT for each amount), the rollup dimensions of the recovered and of the released event,
+ * and, when the reservation holds rate-limit lines (`meta.limits`), their limits_charged list
+ * (slots again; the amounts list the budgets' lines first, then the limits'). JSON never holds a raw newline, so the parts split cleanly. The Lua (`recover` in
  * redisScripts.ts) builds the `recover` or `release` body from these and hashes it. A profile is
  * built once per distinct input and kept (up to 10,000, oldest dropped first).
  */
 export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefined): RecoveryInfo {
   const m = meta ?? {};
   const units = (m.units ?? {}) as Record<string, unknown>;
+  const limitUnits = limitUnitsOf(m);
+  // The amounts go in the order of the profile's slots: the budgets' lines, then the limits'.
   let amounts = '';
+  let limitAmounts = '';
   const texts: string[] = [];
   const input: unknown[] = [m.transport, m.policyVersion, m.user, m.teams, m.costCenter, m.model, m.tier];
   for (let i = 0; i < lines.length; i++) {
     const l = lines[i]!;
     texts.push(lineText(l));
-    amounts += i > 0 ? `,${l.amount}` : String(l.amount);
-    input.push(l.budgetId, l.subject, units[l.budgetId]);
+    const unit = limitUnits.get(l.budgetId);
+    if (unit === undefined) amounts += amounts === '' ? String(l.amount) : `,${l.amount}`;
+    else limitAmounts += `,${l.amount}`;
+    input.push(l.budgetId, l.subject, units[l.budgetId], unit);
   }
+  if (limitAmounts !== '') amounts = amounts === '' ? limitAmounts.slice(1) : amounts + limitAmounts;
   const key = JSON.stringify(input);
   let profile = profiles.get(key);
   if (!profile) {
-    const text = profileText(lines, m, units);
+    const text = profileText(lines, m, units, limitUnits);
     profile = { text, digest: hash('sha1', text) };
     if (profiles.size >= MAX_PROFILES) profiles.delete(profiles.keys().next().value!);
     profiles.set(key, profile);
@@ -191,17 +198,24 @@ export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefine
   return { lines: texts, profile, amounts };
 }
 
-function profileText(lines: EntryLine[], m: DecisionRecord, units: Record<string, unknown>): string {
+function profileText(lines: EntryLine[], m: DecisionRecord, units: Record<string, unknown>, limitUnits: Map<string, string>): string {
   const teams = teamsOf(m);
   let charged = '[';
+  let limits = '';
   for (const x of lines) {
+    const unit = limitUnits.get(x.budgetId);
+    if (unit !== undefined) {
+      limits += `${limits === '' ? '[' : ','}{"amount":${AMOUNT_SLOT},"limit":${JSON.stringify(x.budgetId)},"subject":${JSON.stringify(x.subject)},"unit":${JSON.stringify(unit)}}`;
+      continue;
+    }
     if (charged.length > 1) charged += ',';
     charged += `{"amount":${AMOUNT_SLOT},"budget":${JSON.stringify(x.budgetId)},"subject":${JSON.stringify(x.subject)},"unit":${JSON.stringify(str(units[x.budgetId]) ?? 'tokens')}}`;
   }
   charged += ']';
+  if (limits !== '') limits += ']';
   // The recovered event names the model and tier served; the released one the model asked for and no tier.
   const dims = `${rollupWho(str(m.user), teams, str(m.costCenter))}|${encodeDimension(str(m.model))}`;
-  return [
+  const parts = [
     frag(str(m.transport) ?? 'unknown'),
     frag(str(m.policyVersion) ?? 'unknown'),
     frag(str(m.user)),
@@ -212,7 +226,11 @@ function profileText(lines: EntryLine[], m: DecisionRecord, units: Record<string
     charged,
     `${dims}|${encodeDimension(str(m.tier))}`,
     `${dims}|`,
-  ].join('\n');
+  ];
+  // The limits' list, when the call had any, after the parts profiles first had: the Lua finds
+  // them where it always did, and a profile without limits is the one earlier versions wrote.
+  if (limits !== '') parts.push(limits);
+  return parts.join('\n');
 }
 
 /** The rollup dimensions of an event recovered without its profile (no user, teams, cost centre, model or tier). */

@@ -252,6 +252,7 @@ local function recoveryEvent(i, dispatched, now)
   kv('tollgate.cost_usd', '0')
   kv('tollgate.estimated_input_tokens', '0')
   kv('tollgate.latency_ms', '0')
+  if dispatched and i[15] then kv('tollgate.limits_charged', i[15]) end
   if dispatched then kv('tollgate.model.served', i[10]) end
   kv('tollgate.settled_by', '"recovery"')
   if dispatched then kv('tollgate.tier.served', i[11]) end
@@ -290,7 +291,8 @@ end
 -- recoveryInfo in redisJournal.ts writes), or, written before profiles, the parts themselves, one
 -- a line. i below: usageKey, usage expiry, id JSON, line JSON, then the parts: transport, policy
 -- version, user, teams, cost centre, model, tier, charged, rollup dimensions recovered, rollup
--- dimensions released. A profile gone from R:p (Redis lost it) leaves an event without the caller,
+-- dimensions released, and, for a reservation with rate-limit lines, the limits charged (its slots
+-- filled after the charged list's, as recoveryInfo orders the amounts). A profile gone from R:p (Redis lost it) leaves an event without the caller,
 -- model, tier and charged list: transport and policy version 'unknown', the rollups under no name.
 local function recover(jr, res, id, amount, info, dispatched, events)
   local p = lines(info)
@@ -303,6 +305,7 @@ local function recover(jr, res, id, amount, info, dispatched, events)
       for a in string.gmatch(p[5], '[^,]+') do amounts[#amounts + 1] = a end
       local q = lines(profile)
       q[8] = (string.gsub(q[8], '\\1', function() n = n + 1 return amounts[n] end))
+      if q[11] then q[11] = (string.gsub(q[11], '\\1', function() n = n + 1 return amounts[n] end)) end
       for x = 1, #q do i[#i + 1] = q[x] end
     else
       local none = {'"unknown"', '"unknown"', '', '', '', '', '', '', ${JSON.stringify(NO_PROFILE_DIMS)}, ${JSON.stringify(NO_PROFILE_DIMS)}}

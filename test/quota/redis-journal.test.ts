@@ -117,10 +117,18 @@ describe('RedisQuotaStore journal (single node)', () => {
     const seen: Promise<number>[] = [];
     // What the stream holds at the moment the listener runs (a command sent then runs after the script).
     store.onEvent(() => void seen.push(suite.raw.xLen(stream())));
+    // Each length is read before the next write is sent: read on another connection, it could
+    // otherwise run after that write too (it did once, on a loaded machine: [2, 2]).
+    const heardBy = async (n: number) => {
+      for (let i = 0; seen.length < n && i < 500; i++) await new Promise((r) => setTimeout(r, 2));
+      expect(seen).toHaveLength(n);
+      return seen[n - 1]!;
+    };
     await store.reserve('c1', [line('alpha', 40)], TTL);
     await store.settle('c1', [line('alpha', 10)], callEvent('c1'));
+    expect(await heardBy(1)).toBe(1);
     await store.record(callEvent('c2', { outcome: 'refused', 'error.code': 'BUDGET_EXHAUSTED' }));
-    expect(await Promise.all(seen)).toEqual([1, 2]);
+    expect(await heardBy(2)).toBe(2);
   });
 
   it('writes the event log line with the very text the journal stored for the event', async () => {
@@ -185,6 +193,32 @@ describe('RedisQuotaStore journal (single node)', () => {
     ]);
     expect(heard).toHaveLength(1);
     expect((await a.verify()).ok).toBe(true);
+  });
+
+  it("lists a recovered reservation's rate-limit lines under tollgate.limits_charged, in their units, apart from its budgets", async () => {
+    const store = open();
+    const heard: DecisionRecord[] = [];
+    store.onEvent((e) => heard.push(e));
+    // 'zeta' (a budget in micro-dollars) sorts after the limits: the event's lists do not follow the key order.
+    const [budget, rpm, tpm, cap, usd] = [line('alpha', 40), line('rpm', 1), line('tpm', 90), line('cap', 1), line('zeta', 700)];
+    const meta = { user: 'ada', model: 'openai/gpt-5-mini', tier: 'standard', transport: 'http', units: { alpha: 'tokens', zeta: 'micro_usd' }, limits: { rpm: 'requests', tpm: 'tokens', cap: 'calls_in_flight' } };
+    await store.reserve('c1', [budget, usd, rpm, tpm, cap], 1000, meta, { dispatching: true });
+    clock += 1001;
+    await store.sweep();
+    expect(heard).toHaveLength(1);
+    expect(heard[0]!['tollgate.charged']).toEqual([
+      { budget: 'alpha', subject: 'ada', amount: 40, unit: 'tokens' },
+      { budget: 'zeta', subject: 'ada', amount: 700, unit: 'micro_usd' },
+    ]);
+    expect(heard[0]!['tollgate.limits_charged']).toEqual([
+      { limit: 'cap', subject: 'ada', amount: 1, unit: 'calls_in_flight' },
+      { limit: 'rpm', subject: 'ada', amount: 1, unit: 'requests' },
+      { limit: 'tpm', subject: 'ada', amount: 90, unit: 'tokens' },
+    ]);
+    // The Lua builds the event recoveryEvent() describes, to the byte (lines in the store's order).
+    const ordered = [budget, cap, rpm, tpm, usd].map(entryLine);
+    expect(canonicalJson(heard[0])).toBe(canonicalJson(recoveryEvent('c1', { lines: ordered, meta, dispatched: true }, clock)));
+    expect((await store.verify()).ok).toBe(true);
   });
 
   it('releases an expired reservation that never reached a provider, with a release entry and a failed event', async () => {

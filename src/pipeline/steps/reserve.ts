@@ -1,6 +1,6 @@
 import { chargeLines } from '../../policy/budgets.js';
 import { costMicroUsd } from '../../providers/prices.js';
-import { candidateLimits, ledgerLine, limitAmount, limitCharge, retryAt, tooLargeForLimitError, type LimitLine } from '../../policy/limits.js';
+import { candidateLimits, ledgerLine, LIMIT_UNITS, limitAmount, limitCharge, retryAt, tooLargeForLimitError, type LimitLine } from '../../policy/limits.js';
 import { assumptionBounds, thresholdBounds } from '../../policy/decide.js';
 import type { Policy } from '../../policy/load.js';
 import { admittedDecision, exhaustedDecision, exhaustedError, inputTokensFor, outputCap, planCandidates, reportedShortfall, reservedLines, shortfallIn, type Candidate, type ServedDecision, type Shortfall } from '../../policy/plan.js';
@@ -20,11 +20,17 @@ export interface ReserveStepOptions {
   providerFor: (policy: Policy, name: string) => Provider | undefined;
 }
 
-/** Who and what a reservation is for, kept with it so that a recovery can say whom it charged. */
-function reservationMeta(ctx: CallContext, tier: string, model: string): Record<string, unknown> {
+/**
+ * Who and what a reservation is for, kept with it so that a recovery can say whom it charged: the
+ * budgets' units, and the rate limits held with it (`limits`, each with its unit), whose lines a
+ * recovery's event lists apart (tollgate.limits_charged).
+ */
+function reservationMeta(ctx: CallContext, tier: string, model: string, held: readonly { line: LimitLine }[]): Record<string, unknown> {
   const p = ctx.principal;
   const units = Object.fromEntries(ctx.lines.map((l) => [l.budget.config.id, l.budget.unit === 'usd' ? 'micro_usd' : 'tokens']));
-  return { transport: ctx.transport, user: p?.user, teams: p?.teams, costCenter: p?.costCenter, tier, model, policyVersion: ctx.policy.version, units };
+  const meta: Record<string, unknown> = { transport: ctx.transport, user: p?.user, teams: p?.teams, costCenter: p?.costCenter, tier, model, policyVersion: ctx.policy.version, units };
+  if (held.length > 0) meta.limits = Object.fromEntries(held.map(({ line }) => [line.limit.config.id, LIMIT_UNITS[line.limit.kind]]));
+  return meta;
 }
 
 /** The refusal of a call a rate limit or cap stopped: which limit, whose, and when to try again. */
@@ -165,7 +171,7 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
         // The dispatch step follows at once (nothing but local code between them): a store may write
         // the dispatch mark with the reservation instead of in a round trip of its own.
         const opts = atMost ? { dispatching: true, atMost: candidate.lines.map((i) => atMost[i]!) } : { dispatching: true };
-        return s.reserve(ctx.id, lines, ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref), opts);
+        return s.reserve(ctx.id, lines, ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref, held), opts);
       });
       if (outcome.ok) {
         ctx.decision = admittedDecision(decided, candidate, shortfalls[0]);
