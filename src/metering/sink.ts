@@ -1,6 +1,12 @@
 /**
  * The default event sink: one JSON line per decision, to stderr or a file, through pino's
- * asynchronous destination (sonic-boom). Never stdout, which belongs to the MCP stdio transport.
+ * destination (sonic-boom). Never stdout, which belongs to the MCP stdio transport. A file is
+ * written synchronously: each event is in the file (the kernel's) when `emit` returns, so a
+ * process killed at once loses none the journal holds (an asynchronous writer kept a burst's
+ * events in its buffer: a probe killed after 1.2 s found 29 events in the journal and 5 in the
+ * log). Writing each line at once also cost less than buffering them: 5-6 µs of CPU an event
+ * against 10-13 for the asynchronous writer, 50,000 1.4 KB lines in a burst. stderr stays
+ * asynchronous: a slow reader at the other end of a pipe must not stall the calls.
  * Lines keep the pino shape (`"level":30` first) so log shippers treat them like the gateway's
  * other logs, but are serialised with JSON.stringify: a decision event is a plain object of
  * strings, numbers and arrays, and pino's own serialiser cost several times more per event.
@@ -11,7 +17,7 @@ import type { DecisionEvent, EventSink } from './events.js';
 
 /** Opens a JSON-lines sink on a file path, or stderr when no path is given. */
 export function pinoSink(path?: string): EventSink {
-  const dest = path ? pino.destination({ dest: path, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: false });
+  const dest = path ? pino.destination({ dest: path, mkdir: true, sync: true }) : pino.destination({ dest: 2, sync: false });
   return {
     emit(event: DecisionEvent) {
       // The text the Redis journal stored for this event, when it stored one: serialised once.
@@ -28,7 +34,7 @@ export function pinoSink(path?: string): EventSink {
         }
         return;
       }
-      // Ending a file waits for it to open and for every pending write before closing it.
+      // Every write is made already: close the file.
       await new Promise<void>((resolve) => {
         dest.once('close', () => resolve());
         dest.end();
