@@ -58,7 +58,9 @@ export function decisionEvent(ctx: CallContext, now: number, settled: Settlement
     'gen_ai.usage.cached_input_tokens': ctx.usage?.cachedInputTokens,
     'tollgate.tier.requested': d?.requestedTier,
     'tollgate.tier.served': d && d.effect !== 'deny' ? (ctx.reservation?.tier ?? d.tier) : undefined,
-    'tollgate.model.served': ctx.served?.model.ref,
+    // A call cut off after its provider began answering (the caller left, the stream broke) was
+    // served in part and is charged for that model: every report puts its cost under it.
+    'tollgate.model.served': ctx.served?.model.ref ?? ctx.consumed?.at(-1)?.model.ref,
     'tollgate.reserved': ctx.reservation?.amounts.length
       ? ctx.lines.map((l, i) => ({ budget: l.budget.config.id, subject: l.subject, amount: ctx.reservation!.amounts[i]! }))
       : undefined,

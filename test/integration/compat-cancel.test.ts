@@ -384,6 +384,8 @@ describe('a caller who leaves mid-call', () => {
       // The output's bound before message_delta: one token per UTF-8 byte of the word that arrived.
       const output = Buffer.byteLength(replyWords('anthropic', PROMPT, MAX_TOKENS)[0]!);
       expect(e).toMatchObject({ outcome: 'failed', 'error.code': 'CANCELLED', 'gen_ai.usage.input_tokens': promptTokens(undefined, [{ content: PROMPT }]), 'gen_ai.usage.output_tokens': output });
+      // Served in part, and charged for that model: reports put its cost under it, not under no model.
+      expect(e['tollgate.model.served']).toBe('anthropic/claude-sonnet-4-5');
       expect(chargedOf(e)).toBe(promptTokens(undefined, [{ content: PROMPT }]) + output);
       expect(await budget()).toMatchObject({ used: chargedOf(e), reserved: 0 });
     });
@@ -409,6 +411,7 @@ describe('a caller who leaves mid-call', () => {
       // The output's: one token per UTF-8 byte of the word that arrived (a delta may carry many tokens).
       const output = Buffer.byteLength(replyWords('openai', PROMPT, MAX_TOKENS)[0]!);
       expect(e).toMatchObject({ outcome: 'failed', 'error.code': 'CANCELLED', 'gen_ai.usage.input_tokens': bound, 'gen_ai.usage.output_tokens': output });
+      expect(e['tollgate.model.served']).toBe('openai/gpt-5-mini');
       expect(chargedOf(e)).toBe(bound + output);
       expect(await budget()).toMatchObject({ used: bound + output, reserved: 0 });
     });
