@@ -217,7 +217,7 @@ function verifyOnce(dir: string, opts: AuditOptions): AuditReport {
     }
 
     // 1. The chain, one entry at a time (the head is checked at its own seq and at the end).
-    const chain = verifyChain([e], { prev, seq: expected, head: head && e.seq === head.seq ? head : undefined });
+    const chain = verifyChain([l.text === undefined ? e : { ...e, text: l.text }], { prev, seq: expected, head: head && e.seq === head.seq ? head : undefined });
     if (chain) return fail({ seq: chain.seq, check: 'chain', reason: chain.reason, ...at });
     prev = e.link;
     expected = e.seq + 1;

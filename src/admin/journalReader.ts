@@ -20,7 +20,11 @@ const ENDED = /^journal-\d{12}\.jsonl$/;
 
 /** One line of a segment: an entry, or a line that is not one. */
 export type JournalLine =
-  | { file: string; line: number; entry: JournalEntry }
+  /**
+   * `text`: for an entry of format 2, the body as the line holds it (what `h` hashes), or, when the
+   * line is not in the form the gateway writes, the whole line (which then hashes to nothing).
+   */
+  | { file: string; line: number; entry: JournalEntry; text?: string }
   /** `torn`: the segment's last line is not whole JSON (being written, or cut by a crash); `unreadable`: a line before it is not an entry. */
   | { file: string; line: number; problem: 'torn' | 'unreadable'; detail: string };
 
@@ -79,6 +83,18 @@ function notUtf8At(line: Buffer): number {
   return at;
 }
 
+/**
+ * The body of a format-2 line as its bytes hold it: after the fields the gateway writes before it,
+ * in its order and form (chainedLine), up to the closing brace. `h` is the hash of these bytes, so
+ * a change that parsing the line would hide (a key repeated, a space, another escape) is seen. A
+ * line not in that form gives itself whole, which no `h` matches.
+ */
+function bodyText(raw: Buffer, e: JournalEntry): string {
+  const head = `{"seq":${e.seq},"v":2,"h":"${e.h}","prev":"${e.prev}","link":"${e.link}","body":`;
+  const text = raw.toString('utf8');
+  return text.startsWith(head) && text.endsWith('}') ? text.slice(head.length, -1) : text;
+}
+
 function* segmentLines(file: string, name: string): Generator<JournalLine> {
   const bytes = readFileSync(file);
   const lines: Buffer[] = [];
@@ -101,7 +117,7 @@ function* segmentLines(file: string, name: string): Generator<JournalLine> {
     }
     const bad = notUtf8At(raw);
     if (ok && bad === -1 && isEntry(parsed) && (whole || !last)) {
-      yield { file: name, line: i + 1, entry: parsed };
+      yield parsed.v === 2 ? { file: name, line: i + 1, entry: parsed, text: bodyText(raw, parsed) } : { file: name, line: i + 1, entry: parsed };
       continue;
     }
     // What the store drops at its next start (readSegment) as torn: a last line that is not whole

@@ -222,6 +222,20 @@ describe('audit verify: the chain', () => {
     );
   });
 
+  it('fails at a line whose text was changed where parsing it back does not show (a duplicate key, a space)', () => {
+    const file = join(dir, 'journal-000000000001.jsonl');
+    const lines = readFileSync(file, 'utf8').split('\n');
+    const at = lines.findIndex((l) => l.includes('"kind":"settle"') && l.includes('"user.id":"alice"'));
+    expect(at).toBeGreaterThan(0);
+    const untouched = lines.join('\n');
+    // A second user.id before the real one: JSON.parse keeps the last, so the parsed body is unchanged.
+    lines[at] = lines[at]!.replace('"user.id":"alice"', '"user.id":"mallory","user.id":"alice"');
+    writeFileSync(file, lines.join('\n'));
+    expect(fault()).toMatchObject({ seq: at + 1, check: 'chain', reason: `entry ${at + 1} was altered: its body does not hash to its h` });
+    writeFileSync(file, untouched.replace('"kind":"settle"', '"kind": "settle"'));
+    expect(fault()).toMatchObject({ check: 'chain', reason: expect.stringContaining('was altered') });
+  });
+
   it('fails where an entry was deleted', () => {
     const [ended] = segments();
     writeSegment(ended!.name, ended!.entries.filter((e) => e.seq !== 8));
