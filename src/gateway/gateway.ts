@@ -24,7 +24,7 @@ import type { Provider, StopReason, Usage } from '../providers/provider.js';
 import type { ProviderBuildOptions } from '../providers/registry.js';
 import type { QuotaStore } from '../quota/store.js';
 import { compose, type Middleware } from '../pipeline/compose.js';
-import type { CallArguments, CallContext, CallPurpose, Credential, TransportName } from '../pipeline/context.js';
+import type { CallArguments, CallContext, CallPurpose, Credential, DryRun, TransportName } from '../pipeline/context.js';
 import { Ledger } from '../pipeline/ledger.js';
 import { authenticate } from '../pipeline/steps/authenticate.js';
 import { checkRelationships } from '../pipeline/steps/authorize.js';
@@ -246,8 +246,9 @@ export class Gateway {
    * a refusal is recorded as a decision event, a success is not. Throws AUTH_REQUIRED,
    * AUTH_INVALID or FORBIDDEN.
    */
-  async authenticate(credential: Credential | undefined, call: { transport: TransportName; requestId?: string }): Promise<EdgeAuthentication> {
+  async authenticate(credential: Credential | undefined, call: { transport: TransportName; requestId?: string; dryRun?: DryRun }): Promise<EdgeAuthentication> {
     const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential, args: { raw: undefined }, signal: NOT_CANCELLED }, 'authenticate');
+    if (call.dryRun) ctx.authenticatesFor = call.dryRun;
     await this.identify(ctx);
     return { principal: ctx.principal!, expiresAt: ctx.credentialExpiresAt, policy: ctx.policy };
   }
@@ -336,6 +337,7 @@ class Call implements CallContext {
   declare readonly id: string;
   declare readonly transport: TransportName;
   declare readonly purpose: CallPurpose;
+  declare authenticatesFor?: DryRun;
   declare readonly startedAt: number;
   declare readonly policy: Policy;
   declare readonly credential?: Credential;

@@ -15,7 +15,7 @@ import { Router, type NextFunction, type Request, type RequestHandler, type Resp
 import { DEFAULT_MAX_TOKENS, type CompleteArgs } from '../call/request.js';
 import { asGatewayError, type GatewayError } from '../errors.js';
 import type { EdgeAuthentication, Gateway } from '../gateway/gateway.js';
-import type { CallArguments, Credential, TransportName } from '../pipeline/context.js';
+import type { CallArguments, Credential, DryRun, TransportName } from '../pipeline/context.js';
 import { anthropicCodec, decodeMessagesRequest } from './anthropicCompat.js';
 import { bearerChallenge } from './authMetadata.js';
 import { abortOnClose, bodyError, isFinal, unreadBody, type WireCodec } from './compat.js';
@@ -49,6 +49,7 @@ const tollgateErrors: Pick<WireCodec, 'errorBody'> = { errorBody: (err) => ({ er
 
 interface DryRunRoute {
   path: string;
+  dryRun: DryRun;
   transport: TransportName;
   errors: Pick<WireCodec, 'errorBody' | 'statusOf' | 'prepare' | 'rejected'>;
   /** How the body becomes `complete` arguments (undefined: it already is them). */
@@ -59,6 +60,7 @@ interface DryRunRoute {
 const ROUTES: DryRunRoute[] = [
   {
     path: ESTIMATE_PATH,
+    dryRun: 'estimate',
     transport: 'http',
     errors: tollgateErrors,
     async run(gateway, call, res) {
@@ -67,6 +69,7 @@ const ROUTES: DryRunRoute[] = [
   },
   {
     path: COUNT_TOKENS_PATH,
+    dryRun: 'count_tokens',
     transport: 'anthropic',
     errors: anthropicCodec,
     // Anthropic's count takes no max_tokens; a call's default stands in for the rules that read it.
@@ -86,7 +89,7 @@ export function dryRunRouter(gateway: Gateway, json: RequestHandler, maxBodyByte
   for (const route of ROUTES) {
     const authenticate = (req: Request, res: Response): Promise<EdgeAuthentication> => {
       const secret = anthropicCodec.credentialOf(req);
-      return gateway.authenticate(secret ? { secret } : undefined, { transport: route.transport, requestId: res.locals.requestId as string });
+      return gateway.authenticate(secret ? { secret } : undefined, { transport: route.transport, requestId: res.locals.requestId as string, dryRun: route.dryRun });
     };
     const credentialFor = (req: Request, edge: EdgeAuthentication): Credential => ({ secret: anthropicCodec.credentialOf(req)!, verified: { policy: edge.policy, result: edge } });
     router.post(route.path, beginRequest(route.errors), json, async (req, res) => {

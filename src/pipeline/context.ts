@@ -79,6 +79,12 @@ export interface CallContext {
   readonly id: string;
   readonly transport: TransportName;
   readonly purpose: CallPurpose;
+  /**
+   * For an authentication at the edge of a dry-run route (`purpose` authenticate): the dry run it
+   * admits, whose refusal its event is (`tollgate.dry_run`), so that reports and refusal alerts,
+   * which leave dry runs out, leave it out too.
+   */
+  authenticatesFor?: DryRun;
   readonly startedAt: number;
   /** The policy as it was when the call started; a hot reload does not change it mid-call. */
   readonly policy: Policy;

@@ -99,7 +99,7 @@ export function decisionEvent(ctx: CallContext, now: number, settled: Settlement
     'tollgate.upstream_ms': ctx.upstreamMs,
     'tollgate.store_error': ctx.storeError,
     'tollgate.settled_by': settled ? 'call' : undefined,
-    'tollgate.dry_run': ctx.purpose === 'estimate' || ctx.purpose === 'count_tokens' ? ctx.purpose : undefined,
+    'tollgate.dry_run': ctx.purpose === 'estimate' || ctx.purpose === 'count_tokens' ? ctx.purpose : ctx.authenticatesFor,
     'tollgate.estimate': ctx.purpose === 'estimate' && !ctx.error && d ? estimateOf(ctx) : undefined,
     'tollgate.token_count': ctx.tokenCount ? { model: ctx.tokenCount.model.ref, tokens: ctx.tokenCount.tokens, exact: ctx.tokenCount.exact } : undefined,
   };

@@ -100,6 +100,19 @@ describe('POST /v1/messages/count_tokens', () => {
     expect(gw.events.at(-1)).toMatchObject({ 'tollgate.dry_run': 'count_tokens', effect: 'deny', outcome: 'refused', 'error.code': 'POLICY_DENIED', 'policy.rule_id': 'contractors-no-premium' });
   });
 
+  it('records a count refused for its key as a dry run, which reports and refusal alerts leave out', async () => {
+    const err = await anthropic('not-a-key')
+      .messages.countTokens({ model: 'standard', messages: [{ role: 'user', content: 'hi' }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Anthropic.AuthenticationError);
+    await gw.idle();
+    expect(gw.events.at(-1)).toMatchObject({ 'tollgate.dry_run': 'count_tokens', outcome: 'refused', 'error.code': 'AUTH_INVALID', transport: 'anthropic' });
+    const res = await fetch(`${gw.url}/v1/tollgate/estimate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'hi' }) });
+    expect(res.status).toBe(401);
+    await gw.idle();
+    expect(gw.events.at(-1)).toMatchObject({ 'tollgate.dry_run': 'estimate', outcome: 'refused', 'error.code': 'AUTH_REQUIRED', transport: 'http' });
+  });
+
   it('refuses a body that is not a Messages body with 400', async () => {
     const err = await anthropic(KEYS.carol)
       .messages.countTokens({ model: 'standard', messages: [] })
