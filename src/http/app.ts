@@ -130,7 +130,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   const parseJson = express.json({ limit: opts.maxBodyBytes, type: ['application/json', 'application/*+json'], verify: checkJsonEncoding });
   // A route's body parser; a caller gone mid-body is recorded as CANCELLED, as the caller whose
   // credential `secretOf` reads (on /mcp and A2A, the one the edge verified before the body).
-  const json = (secretOf?: (req: Request) => string | undefined) => cancelOnLeave(gateway, parseJson, secretOf);
+  const json = (secretOf?: (req: Request) => string | undefined) => cancelOnLeave(gateway, parseJson, opts.maxBodyBytes, secretOf);
 
   app.use(mcpRouter(gateway, { requireAuth: edge.requireAuth('http'), json: json(), sessions, budgetReader, version: opts.version }));
 

@@ -105,14 +105,44 @@ export function recordUnread(gateway: Gateway): RequestHandler {
  * else the one `secretOf` reads, authenticated here as the route would have (a bad one is then
  * recorded as that refusal instead). Every other outcome of the parser goes on to the route.
  */
-export function cancelOnLeave(gateway: Gateway, parse: RequestHandler, secretOf?: (req: Request) => string | undefined): RequestHandler {
+export function cancelOnLeave(gateway: Gateway, parse: RequestHandler, maxBodyBytes: number, secretOf?: (req: Request) => string | undefined): RequestHandler {
   return function readBody(req: Request, res: Response, next: NextFunction) {
+    let done = false;
+    let seen = 0;
+    const finish = (err?: unknown) => {
+      if (done) return;
+      done = true;
+      req.off('data', count);
+      next(err);
+    };
+    // A body over the limit is refused as soon as that shows (its Content-Length, or the bytes that
+    // came), not once the rest has come: the parser reads a refused body to its end before it
+    // answers, and a caller that stops sending would hold the connection until the server's request
+    // timeout. The rest is not read: the connection closes after the answer.
+    const tooLarge = () => {
+      res.setHeader('Connection', 'close');
+      finish(Object.assign(new Error('request entity too large'), { type: 'entity.too.large', status: 413 }));
+    };
+    function count(chunk: Buffer): void {
+      seen += chunk.length;
+      if (seen > maxBodyBytes) tooLarge();
+    }
+    if (Number(req.headers['content-length']) > maxBodyBytes) {
+      tooLarge();
+      return;
+    }
     void parse(req, res, (err?: unknown) => {
-      if ((err as { type?: unknown } | undefined)?.type !== 'request.aborted' || res.locals.refusalRecorded) return next(err);
+      if (done) return;
+      if ((err as { type?: unknown } | undefined)?.type !== 'request.aborted' || res.locals.refusalRecorded) return finish(err);
+      done = true;
+      req.off('data', count);
       markRecorded(res);
       res.destroy();
       void recordLeft(gateway, req, res.locals.requestId as string | undefined, secretOf);
     });
+    // Counted beside the parser's own reading (which it began in `parse`): a parser that took no
+    // body (another content type, none sent) has called back already.
+    if (!done) req.on('data', count);
   };
 }
 

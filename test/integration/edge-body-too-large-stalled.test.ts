@@ -1,0 +1,67 @@
+/**
+ * A body over the size limit is refused with 413 PAYLOAD_TOO_LARGE as soon as the gateway can tell
+ * (a Content-Length over it, or more bytes than it arrived), not once the caller has sent the
+ * rest: a caller that declared 2 MB and stopped after 19 bytes held its connection until Node's
+ * request timeout (300 s), then got 408 INVALID_REQUEST and left two events for one request. One
+ * event, with the caller's identity, and the connection closed after the answer.
+ */
+import { connect, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KEYS, basicPolicy } from '../fixtures/policies.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+
+const LIMIT = 64 * 1024;
+
+/** Writes `head` and `body` on a fresh connection and resolves with what came back once the server closes it (or after `ms`). */
+function stalled(url: string, head: string, body: Buffer | string, ms = 10_000): Promise<{ text: string; closed: boolean; ms: number }> {
+  const { hostname, port } = new URL(url);
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const socket: Socket = connect(Number(port), hostname);
+    let text = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ text, closed: false, ms: Date.now() - started });
+    }, ms);
+    socket.on('data', (d: Buffer) => (text += d.toString('utf8')));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve({ text, closed: true, ms: Date.now() - started });
+    });
+    socket.write(head);
+    socket.write(body);
+    // Nothing more is sent, and the socket is not ended: the caller stalls.
+  });
+}
+
+describe('a body over the limit that never finishes arriving', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startTestGateway(basicPolicy(), { maxBodyBytes: LIMIT });
+  });
+  afterAll(() => gw.close());
+
+  const head = (extra: string) =>
+    `POST /v1/chat/completions HTTP/1.1\r\nHost: ${new URL(gw.url).host}\r\nAuthorization: Bearer ${KEYS.alice}\r\nContent-Type: application/json\r\n${extra}\r\n`;
+
+  it('is refused at once when its Content-Length is over the limit', { timeout: 30_000 }, async () => {
+    const before = gw.events.length;
+    const r = await stalled(gw.url, head(`Content-Length: ${2 * 1024 * 1024}\r\n`), '{"model":"standard",');
+    expect(r.text).toMatch(/^HTTP\/1\.1 413 /);
+    expect(r.text.toLowerCase()).toContain('payload_too_large');
+    expect(r.closed).toBe(true);
+    await gw.idle();
+    expect(gw.events.slice(before)).toEqual([expect.objectContaining({ 'error.code': 'PAYLOAD_TOO_LARGE', 'user.id': 'alice', transport: 'openai' })]);
+  });
+
+  it('is refused once its chunks pass the limit, though the caller stops before the end', { timeout: 30_000 }, async () => {
+    const before = gw.events.length;
+    const chunk = Buffer.from(`{"model":"standard","pad":"${'x'.repeat(LIMIT + 100)}`);
+    const r = await stalled(gw.url, head('Transfer-Encoding: chunked\r\n'), Buffer.concat([Buffer.from(`${chunk.length.toString(16)}\r\n`), chunk, Buffer.from('\r\n')]));
+    expect(r.text).toMatch(/^HTTP\/1\.1 413 /);
+    expect(r.closed).toBe(true);
+    await gw.idle();
+    expect(gw.events.slice(before)).toEqual([expect.objectContaining({ 'error.code': 'PAYLOAD_TOO_LARGE', 'user.id': 'alice', transport: 'openai' })]);
+  });
+});
