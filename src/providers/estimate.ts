@@ -18,6 +18,7 @@
  */
 import { TextCache } from '../textCache.js';
 import { tokenBounder, tokenCounter, type EncodingName } from './tokenizer.js';
+import type { Usage } from './provider.js';
 
 /** The prompt parts that are billed as input; a message sent as text parts has them in `parts`. */
 export interface PromptParts {
@@ -93,6 +94,30 @@ export function inputTokenBound(p: PromptParts, framing: Framing = WIDEST_FRAMIN
  */
 export function outputTokenBound(text: string, maxTokens: number, moreBytes = 0): number {
   return Math.min(maxTokens, utf8Bytes(text) + moreBytes);
+}
+
+/**
+ * The most tokens one figure of a provider's usage is charged: more than any budget holds, and
+ * small enough that its cost at the highest price a policy accepts ($1,000,000 per million tokens)
+ * is a safe integer of micro-dollars.
+ */
+export const MAX_USAGE_TOKENS = 2 ** 31 - 1;
+
+/**
+ * Usage as a provider reported it, made chargeable: a figure is a claim from the wire (an
+ * OpenAI-compatible server may send any JSON), so one that is not a number of tokens at least 0
+ * (negative, not a number, absent) is taken as not reported and charged at its bound (`inputBound`,
+ * `outputBound`: what the call reserved, what arrived); a fraction is rounded up; a figure past
+ * MAX_USAGE_TOKENS is charged that. Cached input is kept only as a valid part of the input.
+ */
+export function chargeableUsage(reported: Usage, inputBound: number, outputBound: number): Usage {
+  const figure = (v: unknown, bound: number) => (typeof v === 'number' && v >= 0 ? Math.min(MAX_USAGE_TOKENS, Math.ceil(v)) : bound);
+  const { inputTokens, outputTokens, cachedInputTokens } = reported;
+  if (Number.isSafeInteger(inputTokens) && inputTokens >= 0 && inputTokens <= MAX_USAGE_TOKENS && Number.isSafeInteger(outputTokens) && outputTokens >= 0 && outputTokens <= MAX_USAGE_TOKENS && (cachedInputTokens === undefined || (Number.isSafeInteger(cachedInputTokens) && cachedInputTokens >= 0 && cachedInputTokens <= inputTokens))) return reported;
+  const usage: Usage = { inputTokens: figure(inputTokens, inputBound), outputTokens: figure(outputTokens, outputBound) };
+  const cached = figure(cachedInputTokens, 0);
+  if (cached > 0) usage.cachedInputTokens = Math.min(cached, usage.inputTokens);
+  return usage;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { asGatewayError, GatewayError, isRetryable } from '../../errors.js';
 import { chargeLines } from '../../policy/budgets.js';
 import { limitCharge } from '../../policy/limits.js';
+import { chargeableUsage, outputTokenBound } from '../../providers/estimate.js';
 import { costOfParts } from '../../providers/prices.js';
 import type { ModelInfo } from '../../policy/load.js';
 import type { Policy } from '../../policy/load.js';
@@ -106,17 +107,21 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
               })
             : await provider.complete(req);
           ctx.attempts.push({ model: model.ref, provider: provider.name, ok: true, ms: opts.now() - t0 });
+          const usage = chargeableUsage(result.usage, req.inputTokens, outputTokenBound(result.text, req.maxTokens));
           // A provider that names no stop reason is read by its output: at the cap it was cut.
-          const stopReason = result.stopReason ?? (result.usage.outputTokens >= req.maxTokens ? 'max_tokens' : 'end_turn');
+          const stopReason = result.stopReason ?? (usage.outputTokens >= req.maxTokens ? 'max_tokens' : 'end_turn');
           ctx.served = { model, responseModel: result.model, text: result.text, stopReason, ...(result.stopSequence ? { stopSequence: result.stopSequence } : {}) };
-          consume(ctx, model, result.usage);
+          consume(ctx, model, usage);
           return;
         } catch (err) {
           const ge = asGatewayError(err);
           const left = ge.code === 'CANCELLED' || ctx.signal.aborted;
           // Left once the provider had begun answering: it bills the call, reported or not.
           const answered = ge.details.answered === true || deltas > 0;
-          const partial = (ge.details.usage as Usage | undefined) ?? (left && answered ? { inputTokens: req.inputTokens, outputTokens: Math.min(req.maxTokens, sentBytes) } : undefined);
+          const reported = ge.details.usage as Usage | undefined;
+          const partial = reported
+            ? chargeableUsage(reported, req.inputTokens, Math.min(req.maxTokens, sentBytes))
+            : left && answered ? { inputTokens: req.inputTokens, outputTokens: Math.min(req.maxTokens, sentBytes) } : undefined;
           if (partial) consume(ctx, model, partial);
           ctx.attempts.push({
             model: model.ref,

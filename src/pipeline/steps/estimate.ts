@@ -2,6 +2,7 @@ import { GatewayError } from '../../errors.js';
 import type { Policy } from '../../policy/load.js';
 import { modelsToCount } from '../../policy/plan.js';
 import type { ModelInfo } from '../../policy/load.js';
+import { MAX_USAGE_TOKENS } from '../../providers/estimate.js';
 import type { Provider } from '../../providers/provider.js';
 import type { Middleware } from '../compose.js';
 import { admitted, type CallContext } from '../context.js';
@@ -57,9 +58,11 @@ export async function figureInput(ctx: CallContext, opts: EstimateStepOptions): 
               figures.set(model.ref, figure.tokens);
               if (figure.exact) counted.add(model.ref);
             } else {
-              const n = await provider?.countTokens?.(req);
+              const n: unknown = await provider?.countTokens?.(req);
               if (n === undefined) return;
-              figures.set(model.ref, n);
+              // A count from the wire that is not a number of tokens would lower the reservation: the bound stands.
+              if (typeof n !== 'number' || !(n >= 0) || n > MAX_USAGE_TOKENS) throw new Error(`the provider counted ${JSON.stringify(n)} tokens`);
+              figures.set(model.ref, Math.ceil(n));
               counted.add(model.ref);
             }
           } catch (err) {
