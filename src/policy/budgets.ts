@@ -83,7 +83,7 @@ export function applicableLines(budgets: readonly CompiledBudget[], principal: P
 /** Subjects whose lines a budget keeps per key prefix; past it the oldest kept goes. */
 const LINES_KEPT = 10_000;
 /** Each budget's lines by key prefix, then subject, with the window start they were made for. */
-const kept = new WeakMap<CompiledBudget, Map<string, Map<string, { start: number; line: BudgetLine }>>>();
+const kept = new WeakMap<CompiledBudget, Map<string, Map<string, { start: number; end: number; line: BudgetLine }>>>();
 
 /**
  * A budget's line for `subject`, reused while the window (a rolling window's current bucket) is the
@@ -97,7 +97,7 @@ function keptBudgetLine(budget: CompiledBudget, subject: string, w: ResolvedWind
   let lines = byPrefix.get(prefix);
   if (!lines) byPrefix.set(prefix, (lines = new Map()));
   const found = lines.get(subject);
-  if (found && found.start === w.start && found.line.resetsAt === w.resetsAt && found.line.line.expiresAt === w.expiresAt) return found.line;
+  if (found && found.start === w.start && found.end === w.resetsAt && found.line.line.expiresAt === w.expiresAt) return found.line;
   const budgetId = budget.config.id;
   const { usageKey, readKeys, reservedKey } = lineKeys(prefix, budgetId, subject, w.readStarts, w.start);
   // Written out, not spread: every budget's line then has the one shape (see lineAt in quota/store.ts).
@@ -106,10 +106,15 @@ function keptBudgetLine(budget: CompiledBudget, subject: string, w: ResolvedWind
   // (LedgerLine.bucket): a replica whose clock is off would charge a bucket the others do not read
   // yet; it ends when the oldest bucket read drops out (resetsAt). A calendar window's counter
   // holds every charge of its window whichever clock chose it.
-  const bucket = 'rolling' in budget.config.window ? ([w.start, w.resetsAt] as const) : undefined;
-  const line: BudgetLine = { budget, subject, resetsAt: w.resetsAt, line: { budgetId, subject, limit: budget.limit, expiresAt: w.expiresAt, usageKey, readKeys, reservedKey, head, bucket } };
+  const rolling = 'rolling' in budget.config.window;
+  const bucket = rolling ? ([w.start, w.resetsAt] as const) : undefined;
+  // What a rolling budget holds now has left its window once the current bucket has: the time it
+  // is whole again, said as its reset (the oldest bucket leaving frees only what that one holds,
+  // often nothing: a caller told that time was refused again).
+  const resetsAt = rolling ? w.start + (w.resetsAt - w.start) * w.readStarts.length : w.resetsAt;
+  const line: BudgetLine = { budget, subject, resetsAt, line: { budgetId, subject, limit: budget.limit, expiresAt: w.expiresAt, usageKey, readKeys, reservedKey, head, bucket } };
   if (!found && lines.size >= LINES_KEPT) lines.delete(lines.keys().next().value!);
-  lines.set(subject, { start: w.start, line });
+  lines.set(subject, { start: w.start, end: w.resetsAt, line });
   return line;
 }
 
