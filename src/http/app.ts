@@ -20,7 +20,7 @@ import { authEdge, credentialOf } from './authMetadata.js';
 import { BudgetHeaderReader } from './budgetHeaders.js';
 import { bodyError, compatRouter } from './compat.js';
 import { dryRunRouter } from './dryRuns.js';
-import { cancelOnLeave, markRecorded, recordEdgeRefusals, recordRpcErrors, recordUnparseable, recordUnread } from './edgeRefusals.js';
+import { cancelOnLeave, markRecorded, recordEdgeRefusals, recordRpcErrors, recordUnparseable, recordUnparseableRequest, recordUnread, requestOn } from './edgeRefusals.js';
 import { modelsRouter } from './models.js';
 import { openaiCodec } from './openaiCompat.js';
 import { responsesCodec } from './responsesCompat.js';
@@ -193,8 +193,13 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
           resolve({ server, url: `http://${host}:${port}` });
         });
         server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-          const status = answerUnparseableRequest(err, socket);
-          if (status !== undefined) recordUnparseable(gateway, status);
+          // A request whose headers were read (a route has begun it): refused as that request, once.
+          const current = requestOn(socket);
+          const requestId = current ? ((current.res.locals.requestId as string | undefined) ?? (current.res.locals.requestId = randomUUID())) : undefined;
+          const status = answerUnparseableRequest(err, socket, requestId);
+          if (status === undefined) return;
+          if (current) recordUnparseableRequest(gateway, current.req, current.res, status, requestId!);
+          else recordUnparseable(gateway, status);
         });
       });
     },
@@ -267,7 +272,7 @@ function validWide(buf: Buffer, charset: string): boolean {
  * Requests Node cannot parse (CR or LF inside a header, oversized headers, conflicting framing) never
  * reach express. Node's default answer is a bare 400/431; this one carries a code in the usual body.
  */
-function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex): number | undefined {
+function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex, requestId?: string): number | undefined {
   // Bytes already written on this connection belong to an earlier response: hang up rather than
   // splice an error into it, as Node itself does.
   const written = (socket as Duplex & { bytesWritten?: number }).bytesWritten ?? 0;
@@ -285,6 +290,7 @@ function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex): n
         ? ['408 Request Timeout', 'The request was not received in time.']
         : ['400 Bad Request', 'The request is not valid HTTP/1.1.'];
   const body = JSON.stringify({ error: new GatewayError('INVALID_REQUEST', message).toJSON() });
-  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  const id = requestId ? `x-request-id: ${requestId}\r\n` : '';
+  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${id}Connection: close\r\n\r\n${body}`);
   return Number(status.slice(0, 3));
 }

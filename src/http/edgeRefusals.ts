@@ -62,6 +62,7 @@ function describe(status: number, method: string, path: string): string {
  */
 export function recordEdgeRefusals(gateway: Gateway): RequestHandler {
   return function edgeRefusals(req: Request, res: Response, next: NextFunction) {
+    requests.set(req.socket, { req, res });
     res.once('finish', () => {
       const status = res.statusCode;
       if (status < 400 || status >= 500 || res.locals.refusalRecorded) return;
@@ -74,10 +75,42 @@ export function recordEdgeRefusals(gateway: Gateway): RequestHandler {
   };
 }
 
+/** Why the edge refused a request Node could not parse, by the status it answered. */
+function unparseableWhy(status: number): string {
+  if (status === 408) return 'the request did not arrive in time';
+  if (status === 431) return 'its headers are too large';
+  return 'the request is not valid HTTP/1.1';
+}
+
 /** Records a request Node could not parse as HTTP (it never reaches express), answered with `status`. */
 export function recordUnparseable(gateway: Gateway, status: number): void {
-  const refusal = new GatewayError(edgeCode(status, false), `Refused at the HTTP edge: ${status} ${STATUS_CODES[status] ?? ''} (the request is not valid HTTP/1.1).`, { status });
+  const refusal = new GatewayError(edgeCode(status, false), `Refused at the HTTP edge: ${status} ${STATUS_CODES[status] ?? ''} (${unparseableWhy(status)}).`, { status });
   void gateway.refuse(refusal, { transport: 'http' });
+}
+
+/** The request each connection is serving (its latest), set before any route runs: `requestOn`. */
+const requests = new WeakMap<object, { req: Request; res: Response }>();
+
+/** The request a connection is serving, if its response has not finished (a fault Node finds in its bytes is that request's). */
+export function requestOn(socket: object): { req: Request; res: Response } | undefined {
+  const current = requests.get(socket);
+  return current && !current.res.writableFinished ? current : undefined;
+}
+
+/**
+ * Records a refusal the edge made of a request a route had begun (its headers were read; its body
+ * breaks HTTP/1.1 framing, or did not arrive in time): one event, as whatever credential it
+ * presented, under the request id its answer names. The route, which sees its caller "leave",
+ * records nothing more (`res.locals.edgeFault`); it recorded a CANCELLED that did not happen too.
+ */
+export function recordUnparseableRequest(gateway: Gateway, req: Request, res: Response, status: number, requestId: string): void {
+  markRecorded(res);
+  res.locals.edgeFault = status;
+  const path = req.originalUrl.split('?')[0]!;
+  const to = path.length > 120 ? `${path.slice(0, 120)}...` : path;
+  const credential = credentialOf(req) ?? presented(req);
+  const refusal = new GatewayError(edgeCode(status, credential !== undefined), `Refused at the HTTP edge while its request to ${to} was read: ${status} ${STATUS_CODES[status] ?? ''} (${unparseableWhy(status)}).`, { status });
+  void gateway.refuse(refusal, { transport: transportOf(path), credential, requestId });
 }
 
 /**
@@ -109,6 +142,8 @@ export function cancelOnLeave(gateway: Gateway, parse: RequestHandler, maxBodyBy
   return function readBody(req: Request, res: Response, next: NextFunction) {
     let done = false;
     let seen = 0;
+    // Refused at the edge already (its body broke HTTP framing before this route reached it): over.
+    if (res.locals.edgeFault !== undefined) return;
     const finish = (err?: unknown) => {
       if (done) return;
       done = true;
@@ -133,6 +168,12 @@ export function cancelOnLeave(gateway: Gateway, parse: RequestHandler, maxBodyBy
     }
     void parse(req, res, (err?: unknown) => {
       if (done) return;
+      if (res.locals.edgeFault !== undefined) {
+        // The edge answered and recorded it while the body was read.
+        done = true;
+        req.off('data', count);
+        return;
+      }
       if ((err as { type?: unknown } | undefined)?.type !== 'request.aborted' || res.locals.refusalRecorded) return finish(err);
       done = true;
       req.off('data', count);

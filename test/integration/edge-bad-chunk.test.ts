@@ -1,0 +1,50 @@
+/**
+ * A request whose headers reached a route but whose body breaks HTTP/1.1 framing (a chunk size
+ * that is not hex) is one refusal: one event, INVALID_REQUEST, on the route's transport, with the
+ * credential it presented, named by the answer's x-request-id. It was two: the edge's
+ * INVALID_REQUEST, and the route's CANCELLED, "the caller disconnected", though the caller had not.
+ */
+import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { KEYS, basicPolicy } from '../fixtures/policies.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+
+function send(url: string, bytes: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = connect(Number(port), hostname);
+    let text = '';
+    const timer = setTimeout(() => socket.destroy(), 10_000);
+    socket.on('data', (d: Buffer) => (text += d.toString('utf8')));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(text);
+    });
+    socket.write(bytes);
+  });
+}
+
+describe('a body that breaks HTTP/1.1 framing after its headers reached a route', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startTestGateway(basicPolicy());
+  });
+  afterAll(() => gw.close());
+
+  it.each([
+    ['a chunk size that is not hex', 'zz\r\n{"model":"standard"}\r\n0\r\n\r\n'],
+    ['a chunk longer than its size', '3\r\n{"model":"standard"}\r\n0\r\n\r\n'],
+  ])('%s is one INVALID_REQUEST event', async (_what, body) => {
+    const before = gw.events.length;
+    const head = `POST /v1/chat/completions HTTP/1.1\r\nHost: ${new URL(gw.url).host}\r\nAuthorization: Bearer ${KEYS.alice}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`;
+    const answer = await send(gw.url, head + body);
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    await gw.idle();
+    // Give a second event, if one were coming, the time to come.
+    await new Promise((r) => setTimeout(r, 200));
+    const events = gw.events.slice(before);
+    expect(events).toEqual([expect.objectContaining({ 'error.code': 'INVALID_REQUEST', transport: 'openai', reason: expect.stringContaining('/v1/chat/completions') })]);
+    expect(answer.toLowerCase()).toContain(`x-request-id: ${String(events[0]!['request.id'])}`);
+  });
+});
