@@ -20,7 +20,7 @@ import { authEdge, credentialOf } from './authMetadata.js';
 import { BudgetHeaderReader } from './budgetHeaders.js';
 import { bodyError, compatRouter } from './compat.js';
 import { dryRunRouter } from './dryRuns.js';
-import { cancelOnLeave, markRecorded, recordEdgeRefusals, recordRpcErrors, recordUnparseable, recordUnparseableRequest, recordUnread, requestOn } from './edgeRefusals.js';
+import { answerable, cancelOnLeave, markRecorded, recordEdgeRefusals, recordRpcErrors, recordUnparseable, recordUnparseableRequest, recordUnread, requestOn } from './edgeRefusals.js';
 import { modelsRouter } from './models.js';
 import { openaiCodec } from './openaiCompat.js';
 import { responsesCodec } from './responsesCompat.js';
@@ -196,7 +196,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
           // A request whose headers were read (a route has begun it): refused as that request, once.
           const current = requestOn(socket);
           const requestId = current ? ((current.res.locals.requestId as string | undefined) ?? (current.res.locals.requestId = randomUUID())) : undefined;
-          const status = answerUnparseableRequest(err, socket, requestId);
+          const status = answerUnparseableRequest(err, socket, answerable(socket), requestId);
           if (status === undefined) return;
           if (current) recordUnparseableRequest(gateway, current.req, current.res, status, requestId!);
           else recordUnparseable(gateway, status);
@@ -272,14 +272,12 @@ function validWide(buf: Buffer, charset: string): boolean {
  * Requests Node cannot parse (CR or LF inside a header, oversized headers, conflicting framing) never
  * reach express. Node's default answer is a bare 400/431; this one carries a code in the usual body.
  */
-function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex, requestId?: string): number | undefined {
-  // Bytes already written on this connection belong to an earlier response: hang up rather than
-  // splice an error into it, as Node itself does.
-  const written = (socket as Duplex & { bytesWritten?: number }).bytesWritten ?? 0;
+function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex, answerable: boolean, requestId?: string): number | undefined {
   // HPE_INVALID_EOF_STATE: the client closed its side mid-request (it left while its body was
   // sent, say). That is a caller leaving, not bytes that are not HTTP: no one reads an answer, and
   // the request, if it reached a route, is recorded there (as CANCELLED).
-  if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable || written > 0) {
+  // Not writable: answered already (a second fault in the bytes that followed the first) or gone.
+  if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable) {
     socket.destroy();
     return undefined;
   }
@@ -289,6 +287,14 @@ function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex, re
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? ['408 Request Timeout', 'The request was not received in time.']
         : ['400 Bad Request', 'The request is not valid HTTP/1.1.'];
+  // A response of this connection is being written (a pipelined request's): hang up rather than
+  // splice an answer into it, as Node itself does; the refusal is recorded all the same. Bytes
+  // written before, by responses that have closed, are no reason not to answer (a kept-alive
+  // connection's second request was hung up on and left no event).
+  if (!answerable) {
+    socket.destroy();
+    return Number(status.slice(0, 3));
+  }
   const body = JSON.stringify({ error: new GatewayError('INVALID_REQUEST', message).toJSON() });
   const id = requestId ? `x-request-id: ${requestId}\r\n` : '';
   socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${id}Connection: close\r\n\r\n${body}`);

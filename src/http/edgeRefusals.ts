@@ -62,7 +62,15 @@ function describe(status: number, method: string, path: string): string {
  */
 export function recordEdgeRefusals(gateway: Gateway): RequestHandler {
   return function edgeRefusals(req: Request, res: Response, next: NextFunction) {
-    requests.set(req.socket, { req, res });
+    const state = requests.get(req.socket);
+    if (state) {
+      state.req = req;
+      state.res = res;
+      state.open += 1;
+    } else requests.set(req.socket, { req, res, open: 1 });
+    res.once('close', () => {
+      requests.get(req.socket)!.open -= 1;
+    });
     res.once('finish', () => {
       const status = res.statusCode;
       if (status < 400 || status >= 500 || res.locals.refusalRecorded) return;
@@ -88,13 +96,24 @@ export function recordUnparseable(gateway: Gateway, status: number): void {
   void gateway.refuse(refusal, { transport: 'http' });
 }
 
-/** The request each connection is serving (its latest), set before any route runs: `requestOn`. */
-const requests = new WeakMap<object, { req: Request; res: Response }>();
+/** Per connection: the latest request it carried (set before any route runs) and how many of its responses are open. */
+const requests = new WeakMap<object, { req: Request; res: Response; open: number }>();
 
 /** The request a connection is serving, if its response has not finished (a fault Node finds in its bytes is that request's). */
 export function requestOn(socket: object): { req: Request; res: Response } | undefined {
   const current = requests.get(socket);
   return current && !current.res.writableFinished ? current : undefined;
+}
+
+/**
+ * Whether an answer written on the connection now would stand alone: no response of it is being
+ * written (every earlier one has closed, and the current one, if any, has not begun). Otherwise
+ * the edge hangs up rather than splice an answer into a response.
+ */
+export function answerable(socket: object): boolean {
+  const state = requests.get(socket);
+  if (!state || state.open === 0) return true;
+  return state.open === 1 && !state.res.writableFinished && !state.res.headersSent;
 }
 
 /**

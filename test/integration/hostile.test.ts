@@ -563,7 +563,7 @@ describe('header injection and malformed HTTP', () => {
     expect(raw).toMatch(/\r\nConnection: close\r\n/i);
   });
 
-  it('hangs up, without a second status line, on a malformed request after an answered one on the same connection', async () => {
+  it('answers a malformed request after an answered one on the same connection, as on a fresh one (no response is being written)', async () => {
     const { connect } = await import('node:net');
     const socket = connect(Number(port()), '127.0.0.1');
     socket.on('error', () => undefined);
@@ -574,7 +574,7 @@ describe('header injection and malformed HTTP', () => {
     await firstAnswer;
     socket.write(get('X-Note: a\rb\r\n'));
     await closed;
-    expect(raw.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200']);
+    expect(raw.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 400']);
   });
 
   it('answers headers over the size limit with 431', async () => {
