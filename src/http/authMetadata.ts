@@ -76,11 +76,16 @@ function verifierFor(gateway: Gateway, transport: TransportName, requestId: stri
  * every refused request leaves an event. What the client sees is still the SDK's answer.
  */
 function recordUnreadableHeader(gateway: Gateway, transport: TransportName, header: string | undefined, requestId: string | undefined): void {
-  if (header) {
-    const [type, token] = header.split(' ');
-    if (type!.toLowerCase() === 'bearer' && token) return;
+  if (!header) {
+    gateway.authenticate(undefined, { transport, requestId }).catch(() => undefined);
+    return;
   }
-  gateway.authenticate(header ? { secret: header } : undefined, { transport, requestId }).catch(() => undefined);
+  const [type, token] = header.split(' ');
+  if (type!.toLowerCase() === 'bearer' && token) return;
+  // Refused for its form, whatever it holds: authenticating it would find a valid key sent without
+  // its scheme, a success that records nothing, and the SDK would then refuse it unrecorded.
+  const refusal = new GatewayError('AUTH_INVALID', 'The Authorization header must be "Bearer <API key or token>".');
+  void gateway.refuse(refusal, { transport, credential: { secret: header }, requestId });
 }
 
 /**

@@ -15,7 +15,11 @@ import type { Principal } from './principal.js';
 /** A verified token: who it names, until when, and the delegation chain it carries. */
 export interface VerifiedToken {
   principal: Principal;
-  /** `exp`, in seconds since the epoch. */
+  /**
+   * When the gateway stops accepting the token, in seconds since the epoch: `exp` plus the issuer's
+   * clock tolerance, as the signature check reads it (every way in then agrees: /v1 refused a token
+   * 5 s past `exp` that the check had accepted, and the MCP bearer guard refused it unrecorded).
+   */
   expiresAt: number;
   /** Current actor first; empty when the token is not delegated. */
   actors: Actor[];
@@ -97,7 +101,7 @@ export class JwtVerifier {
     }
     return {
       principal: principalFromClaims(payload, trusted.config.claims, trusted.config.issuer),
-      expiresAt: payload.exp!,
+      expiresAt: payload.exp! + trusted.config.clockToleranceSeconds,
       actors: actorChain(payload),
       issuer: trusted.config.issuer,
     };

@@ -89,7 +89,7 @@ identity:
     const token = await idp.sign({ sub: 'alice', aud: AUD, groups: ['/employees'], exp, act: { sub: 'svc-7f3a', client_id: 'planner-app' } });
     expect(await withOidc.authenticate(token)).toEqual({
       principal: { user: 'alice', teams: ['employees'], groups: ['employees'], roles: [], authMethod: 'jwt', credentialId: idp.issuer, actors: ['svc-7f3a'] },
-      expiresAt: exp,
+      expiresAt: exp + 30, // exp and the default clock tolerance
     });
   });
 

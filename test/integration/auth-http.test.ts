@@ -156,4 +156,24 @@ describe('MCP authorization on the HTTP transport', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('mcp-session-id')).toBeTruthy();
   });
+
+  it('records a refusal of an Authorization header without the Bearer scheme, though the key in it is valid', async () => {
+    const before = gw.events.length;
+    const res = await post(gw, { authorization: AGENT_KEY });
+    expect(res.status).toBe(401);
+    await gw.idle();
+    expect(gw.events.slice(before)).toEqual([expect.objectContaining({ outcome: 'refused', 'error.code': 'AUTH_INVALID', transport: 'http' })]);
+  });
+
+  it('accepts a token expired within the clock tolerance (30 s) as /v1 does, and records one expired past it', async () => {
+    const fresh = await tokenFor('alice', { exp: idp.nowS() - 5 });
+    const res = await post(gw, { authorization: `Bearer ${fresh}` });
+    expect(res.status).toBe(200);
+    const before = gw.events.length;
+    const stale = await tokenFor('alice', { exp: idp.nowS() - 60 });
+    const refused = await post(gw, { authorization: `Bearer ${stale}` });
+    expect(refused.status).toBe(401);
+    await gw.idle();
+    expect(gw.events.slice(before)).toEqual([expect.objectContaining({ outcome: 'refused', 'error.code': 'AUTH_INVALID' })]);
+  });
 });

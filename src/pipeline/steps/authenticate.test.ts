@@ -189,7 +189,7 @@ describe('authenticate step', () => {
       const next = recordingNext(seenBy(ctx));
       await step(ctx, next);
       expect(next.calls).toEqual([
-        { principal: { user: 'dana', teams: ['employees'], groups: ['employees'], roles: [], authMethod: 'jwt', credentialId: idp.issuer }, credentialExpiresAt: exp },
+        { principal: { user: 'dana', teams: ['employees'], groups: ['employees'], roles: [], authMethod: 'jwt', credentialId: idp.issuer }, credentialExpiresAt: exp + 30 }, // exp and the default clock tolerance
       ]);
     });
 
