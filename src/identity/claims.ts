@@ -144,12 +144,13 @@ export function actorChain(payload: JWTPayload): Actor[] {
 }
 
 /** Maps verified claims to a Principal. Throws AUTH_INVALID when the user claim is missing. */
-export function principalFromClaims(payload: JWTPayload, mapping: ClaimsConfig, issuer: string): Principal {
+export function principalFromClaims(payload: JWTPayload, mapping: ClaimsConfig, issuer: string, userPrefix = ''): Principal {
   const claims = payload as Record<string, unknown>;
-  const user = readClaim(claims, mapping.user);
-  if (typeof user !== 'string' || user === '') {
+  const named = readClaim(claims, mapping.user);
+  if (typeof named !== 'string' || named === '') {
     throw new GatewayError('AUTH_INVALID', `The token has no ${mapping.user} claim to identify the user.`);
   }
+  const user = userPrefix + named;
   const costCenter = mapping.costCenter ? claimValues(claims, mapping.costCenter)[0] : undefined;
   const actors = actorChain(payload).map((a) => a.id);
   const principal: Principal = {

@@ -112,6 +112,12 @@ const issuerSchema = z
      */
     jwksCooldownSeconds: z.number().int().min(0).default(30),
     claims: claimsSchema.default({ user: 'sub', teams: 'groups', groups: 'groups', groupPath: 'last', roles: { realm: true, clients: [] } }),
+    /**
+     * Put before the user its tokens name (`partner:` makes `alice` `partner:alice`): budgets,
+     * limits and rules are keyed by the user, so two issuers naming a user alike name one user
+     * unless their prefixes differ (`tollgate check` warns).
+     */
+    userPrefix: z.string().max(64).default(''),
   })
   .strict();
 export type IssuerConfig = z.infer<typeof issuerSchema>;

@@ -100,7 +100,7 @@ export class JwtVerifier {
       throw explain(err, trusted);
     }
     return {
-      principal: principalFromClaims(payload, trusted.config.claims, trusted.config.issuer),
+      principal: principalFromClaims(payload, trusted.config.claims, trusted.config.issuer, trusted.config.userPrefix),
       expiresAt: payload.exp! + trusted.config.clockToleranceSeconds,
       actors: actorChain(payload),
       issuer: trusted.config.issuer,

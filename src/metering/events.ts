@@ -26,6 +26,8 @@ export interface DecisionEvent {
   'user.app'?: string;
   'user.groups'?: string[];
   'auth.method'?: string;
+  /** Which credential identified the caller: an API key's id, a token's issuer (users two issuers name alike are told apart here). */
+  'auth.credential.id'?: string;
   /** For a caller who was not identified: what they presented (`api_key`, `jwt` or `none`)... */
   'auth.credential.kind'?: 'api_key' | 'jwt' | 'none';
   /** ...and the first 12 hex digits of its SHA-256, to correlate refusals; never the credential. */

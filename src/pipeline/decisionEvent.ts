@@ -45,6 +45,7 @@ export function decisionEvent(ctx: CallContext, now: number, settled: Settlement
     'user.app': p?.app,
     'user.groups': p?.groups,
     'auth.method': p?.authMethod,
+    'auth.credential.id': p?.credentialId,
     'actor.chain': p?.actors,
     ...(p ? {} : credentialOf(ctx)),
     'gen_ai.operation.name': 'chat',

@@ -17,9 +17,10 @@ export const RETIREMENT_NOTICE_DAYS = 60;
 /**
  * A warning's stable code: `PRICE_UNCHECKED` (a shipped price not confirmed for 90 days),
  * `MODEL_RETIRED` (the provider no longer serves a model the policy routes to),
- * `MODEL_RETIRING` (it stops within RETIREMENT_NOTICE_DAYS).
+ * `MODEL_RETIRING` (it stops within RETIREMENT_NOTICE_DAYS), `USERS_SHARED` (two OIDC issuers
+ * whose users are named alike: one user for budgets, limits and rules).
  */
-export type CheckWarningCode = 'PRICE_UNCHECKED' | 'MODEL_RETIRED' | 'MODEL_RETIRING';
+export type CheckWarningCode = 'PRICE_UNCHECKED' | 'MODEL_RETIRED' | 'MODEL_RETIRING' | 'USERS_SHARED';
 
 export interface CheckWarning {
   code: CheckWarningCode;
@@ -53,6 +54,28 @@ export function stalePrices(policy: Policy, now: number): CheckWarning[] {
       message:
         `the shipped price of ${model.ref} was last checked on ${row.checked} (${age} days ago, against ${row.how}; source ${row.source}): ` +
         `confirm it there and declare models."${model.ref}".price, or update src/providers/prices.ts`,
+    });
+  }
+  return out;
+}
+
+/**
+ * OIDC issuers whose tokens name users alike (the same `userPrefix`, none by default): a user one
+ * names is, for budgets, limits and rules, the user the other names the same, so a second (say a
+ * partner's) identity provider can spend an employee's budget. Deliberate when both serve the same
+ * people (an IdP migration); a warning, not an error.
+ */
+export function sharedUsers(policy: Policy): CheckWarning[] {
+  const out: CheckWarning[] = [];
+  const issuers = policy.config.identity.oidc;
+  for (let i = 1; i < issuers.length; i++) {
+    const earlier = issuers.slice(0, i).find((e) => e.userPrefix === issuers[i]!.userPrefix);
+    if (!earlier) continue;
+    out.push({
+      code: 'USERS_SHARED',
+      message:
+        `identity.oidc[${i}] (${issuers[i]!.issuer}) names users as ${earlier.issuer} does (userPrefix "${earlier.userPrefix}"): a user named the same by both is one user ` +
+        'for budgets, limits and rules; give one of them a userPrefix unless they serve the same people',
     });
   }
   return out;
@@ -97,7 +120,7 @@ export function checkPolicyText(text: string, source: string, opts: { sources?: 
   const errors = checkPolicyCel(policy, text);
   if (errors.length > 0) return { errors, warnings: [] };
   const now = opts.now ?? Date.now();
-  return { policy, errors: [], warnings: [...retiringModels(policy, now), ...stalePrices(policy, now)] };
+  return { policy, errors: [], warnings: [...retiringModels(policy, now), ...stalePrices(policy, now), ...sharedUsers(policy)] };
 }
 
 /**

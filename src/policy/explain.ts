@@ -258,7 +258,7 @@ function principalFromToken(policy: Policy, token: string): Principal {
   }
   const issuer = policy.config.identity.oidc.find((i) => i.issuer === payload.iss);
   if (!issuer) throw new GatewayError('AUTH_INVALID', `--as: the token's issuer ${String(payload.iss)} is not listed under identity.oidc in this policy.`);
-  return principalFromClaims(payload, issuer.claims, issuer.issuer);
+  return principalFromClaims(payload, issuer.claims, issuer.issuer, issuer.userPrefix);
 }
 
 /** `--usage employee-weekly=1640000,team_monthly@data=12000`: used amounts (tokens, or USD for dollar budgets). */

@@ -52,6 +52,7 @@ describe('decision events', () => {
       'user.cost_center': 'cc-1',
       'user.groups': ['employees'],
       'auth.method': 'api_key',
+      'auth.credential.id': 'k-alice',
       'gen_ai.operation.name': 'chat',
       'gen_ai.provider.name': 'demo',
       'gen_ai.response.model': 'medium',
