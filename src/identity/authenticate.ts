@@ -11,6 +11,19 @@ import type { IdentityConfig } from './config.js';
 import { JwtVerifier, looksLikeJwt } from './jwt.js';
 import type { Principal } from './principal.js';
 
+const refusedPrincipals = new WeakMap<GatewayError, Principal>();
+
+/**
+ * The caller a FORBIDDEN refusal was made of, when its credential was proved first (a required role
+ * or group missing, an actor not allowed): its event records that user and actor chain, not an
+ * unidentified caller.
+ */
+export function refusedPrincipal(err: unknown): Principal | undefined {
+  if (!(err instanceof GatewayError)) return undefined;
+  // stdio restates a refusal with the variable's name, the original as its cause.
+  return refusedPrincipals.get(err) ?? (err.cause instanceof GatewayError ? refusedPrincipals.get(err.cause) : undefined);
+}
+
 export interface Authenticated {
   principal: Principal;
   /** Seconds since the epoch after which the credential must be presented again; none for API keys. */
@@ -49,7 +62,13 @@ export class Authenticator {
   /** Proves who presents `credential`. Throws AUTH_INVALID (unknown/bad) or FORBIDDEN (not allowed). */
   async authenticate(credential: string, opts: AuthenticateOptions = {}): Promise<Authenticated> {
     const result = await this.identify(credential, opts);
-    this.authorize(result.principal, result.actors);
+    try {
+      this.authorize(result.principal, result.actors);
+    } catch (err) {
+      // Proved, then refused: whom the credential proved is known and is what the refusal records.
+      if (err instanceof GatewayError) refusedPrincipals.set(err, result.principal);
+      throw err;
+    }
     return { principal: result.principal, expiresAt: result.expiresAt };
   }
 
@@ -66,7 +85,12 @@ export class Authenticator {
 
   /** Checks a principal that presented no credential (--dev-anonymous) against the gateway-wide rights. Throws FORBIDDEN. */
   admit(p: Principal): Principal {
-    this.authorize(p, []);
+    try {
+      this.authorize(p, []);
+    } catch (err) {
+      if (err instanceof GatewayError) refusedPrincipals.set(err, p);
+      throw err;
+    }
     return p;
   }
 

@@ -141,14 +141,27 @@ describe('MCP authorization on the HTTP transport', () => {
     await Promise.all([delegated.close(), dave.close(), agent.close()]);
   });
 
-  it('refuses an actor that may not act for users with 403 naming it', async () => {
+  it('refuses an actor that may not act for users with 403 naming it, recorded as the user and actor the token proved', async () => {
     const token = await tokenFor('dave', { act: { sub: 'rogue-agent' } });
+    const before = gw.events.length;
     const res = await post(gw, { authorization: `Bearer ${token}` });
     expect(res.status).toBe(403);
     expect(await res.json()).toEqual({
       error: 'insufficient_scope',
       error_description: 'Actor rogue-agent may not act on behalf of users (not in identity.delegation.allowedActors).',
     });
+    await gw.idle();
+    // The signature was verified: who it names and who acts are known, not an unidentified caller.
+    expect(gw.events.slice(before)).toEqual([expect.objectContaining({ 'error.code': 'FORBIDDEN', 'user.id': 'dave', 'actor.chain': ['rogue-agent'], 'auth.credential.id': idp.issuer })]);
+  });
+
+  it('records a caller refused for a missing role as the user the token proved', async () => {
+    const token = await idp.sign({ sub: 'id-erin', aud: RESOURCE, preferred_username: 'erin', realm_access: { roles: [] } });
+    const before = gw.events.length;
+    const res = await post(gw, { authorization: `Bearer ${token}` });
+    expect(res.status).toBe(403);
+    await gw.idle();
+    expect(gw.events.slice(before)).toEqual([expect.objectContaining({ 'error.code': 'FORBIDDEN', 'user.id': 'erin' })]);
   });
 
   it('still accepts API keys next to tokens', async () => {

@@ -1,5 +1,5 @@
 import { GatewayError } from '../../errors.js';
-import type { Authenticated, Authenticator } from '../../identity/authenticate.js';
+import { refusedPrincipal, type Authenticated, type Authenticator } from '../../identity/authenticate.js';
 import type { Principal } from '../../identity/principal.js';
 import type { Policy } from '../../policy/load.js';
 import type { Middleware } from '../compose.js';
@@ -28,11 +28,25 @@ export function authenticate(opts: AuthenticateStepOptions): Middleware<CallCont
       const credential = ctx.credential;
       // An anonymous edge verification carries no secret: it is resolved again under this call's policy.
       if (!credential?.secret) {
-        ctx.principal = anonymousCaller(ctx.policy, opts);
+        try {
+          ctx.principal = anonymousCaller(ctx.policy, opts);
+        } catch (err) {
+          const declared = refusedPrincipal(err);
+          if (declared) ctx.principal = declared;
+          throw err;
+        }
         await next();
         return;
       }
-      const result = await prove(credential, ctx.policy, opts);
+      let result: Authenticated;
+      try {
+        result = await prove(credential, ctx.policy, opts);
+      } catch (err) {
+        // Refused after the credential was proved: the event records whom it proved.
+        const proved = refusedPrincipal(err);
+        if (proved) ctx.principal = proved;
+        throw err;
+      }
       let principal = result.principal;
       if (credential.source === 'TOLLGATE_API_KEY') {
         // A copy whose one changed field it already has (see test/unit/hidden-classes.test.ts).
