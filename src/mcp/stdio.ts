@@ -30,9 +30,10 @@ export async function stdioPrincipal(gateway: Gateway, env: NodeJS.ProcessEnv): 
   const key = env.TOLLGATE_API_KEY;
   const token = env.TOLLGATE_TOKEN;
   if (key && token) {
-    // Refused before either is tried, so it is not clear whom to record: recorded as a credential-less refusal.
+    // Refused before either is tried, so it is not clear whom to record: recorded with no caller,
+    // and with the refusal the caller is told (authenticating nothing would record AUTH_REQUIRED).
     const err = new GatewayError('AUTH_INVALID', 'Both TOLLGATE_API_KEY and TOLLGATE_TOKEN are set: set only one, so it is clear who is charged.');
-    await gateway.complete({ transport: 'stdio', credential: undefined, args: { raw: undefined, rejected: err } }).catch(() => undefined);
+    await gateway.refuse(err, { transport: 'stdio' });
     throw err;
   }
   if (!key && !token) {

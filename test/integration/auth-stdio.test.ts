@@ -102,6 +102,13 @@ describe('stdio credentials from the environment', () => {
     expect(refusals(events)).toEqual([['stdio', 'AUTH_INVALID', 'TOLLGATE_TOKEN was rejected: The token has expired.', 'jwt']]);
   });
 
+  it.concurrent('exits 3 when both TOLLGATE_API_KEY and TOLLGATE_TOKEN are set, and records the refusal it reports', async () => {
+    const events = join(dir, 'both.jsonl');
+    const message = 'Both TOLLGATE_API_KEY and TOLLGATE_TOKEN are set: set only one, so it is clear who is charged.';
+    expect(await runStdio(policyPath, { TOLLGATE_API_KEY: 'key-frank', TOLLGATE_TOKEN: 'a.b.c' }, events)).toEqual({ code: 3, stdout: '', stderr: `tollgate: AUTH_INVALID: ${message}\n` });
+    expect(refusals(events)).toEqual([['stdio', 'AUTH_INVALID', message, 'none']]);
+  });
+
   it.concurrent('exits 3 when neither TOLLGATE_API_KEY nor TOLLGATE_TOKEN is set', async () => {
     const events = join(dir, 'none.jsonl');
     expect(await runStdio(policyPath, {}, events)).toEqual({
