@@ -77,7 +77,14 @@ export function decodeResponsesRequest(raw: unknown): CompleteArgs {
 }
 
 /** Cut at the output cap, as the provider reported it (its finish reason, mapped to the gateway's stop reason). */
-const cut = (result: CallResult, _call: CompatCall) => result.stopReason === 'max_tokens';
+/**
+ * Why an answer is incomplete, as the Responses API says it: cut at the output cap
+ * (`max_output_tokens`), or stopped or withheld by the provider's safety system (`content_filter`,
+ * as Chat Completions' finish_reason says it); undefined for a finished answer.
+ */
+const incompleteReason = (result: CallResult): 'max_output_tokens' | 'content_filter' | undefined =>
+  result.stopReason === 'max_tokens' ? 'max_output_tokens' : result.stopReason === 'refusal' ? 'content_filter' : undefined;
+const cut = (result: CallResult, _call: CompatCall) => incompleteReason(result) !== undefined;
 
 function usageOf(result: CallResult) {
   const { inputTokens, outputTokens, cachedInputTokens } = result.usage;
@@ -105,7 +112,7 @@ function response(call: CompatCall, model: string, result?: CallResult) {
     created_at: call.created,
     status: result === undefined ? 'in_progress' : incomplete ? 'incomplete' : 'completed',
     error: null,
-    incomplete_details: incomplete ? { reason: 'max_output_tokens' } : null,
+    incomplete_details: incomplete ? { reason: incompleteReason(result) } : null,
     instructions: null,
     max_output_tokens: call.maxTokens,
     model,

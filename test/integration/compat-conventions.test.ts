@@ -223,6 +223,21 @@ describe('compat conventions through the fakes', () => {
       const final = await an.messages.stream({ model: 'gpt', max_tokens: 50, messages: [{ role: 'user', content: 'alpha' }] }).finalMessage();
       expect(final.stop_reason).toBe('refusal');
     });
+
+    it('the Responses endpoint answers incomplete for a cut and content_filter for a refusal, plain and streamed', async () => {
+      const cut = await oa.responses.create({ model: 'claude', input: 'alpha beta gamma', max_output_tokens: 2 });
+      expect([cut.status, cut.incomplete_details]).toEqual(['incomplete', { reason: 'max_output_tokens' }]);
+      anthropic.failNext({ kind: 'stop', reason: 'refusal', afterWords: 1 });
+      const refused = await oa.responses.create({ model: 'claude', input: 'alpha', max_output_tokens: 50 });
+      expect([refused.status, refused.incomplete_details, refused.output[0]!.type === 'message' && refused.output[0]!.status]).toEqual(['incomplete', { reason: 'content_filter' }, 'incomplete']);
+      openai.failNext({ kind: 'stop', reason: 'refusal', afterWords: 1 });
+      const stream = oa.responses.stream({ model: 'gpt', input: 'alpha', max_output_tokens: 50 });
+      const types: string[] = [];
+      for await (const e of stream) types.push(e.type);
+      const final = await stream.finalResponse();
+      expect([final.status, final.incomplete_details]).toEqual(['incomplete', { reason: 'content_filter' }]);
+      expect(types.at(-1)).toBe('response.incomplete');
+    });
   });
 
   describe("a provider's refusal that retrying will not fix", () => {
