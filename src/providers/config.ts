@@ -47,7 +47,8 @@ export const providerSchema = z.discriminatedUnion('kind', [
   z
     .object({
       kind: z.literal('bedrock'),
-      region: z.string().min(1),
+      // Part of the endpoint's host name (bedrock-runtime.<region>.amazonaws.com).
+      region: z.string().refine((r) => /^[a-z0-9]+(?:-[a-z0-9]+)*$/.test(r), { error: 'a region name such as us-east-1 (lower-case letters, digits and hyphens)' }),
       accessKeyId: z.string().optional(),
       secretAccessKey: z.string().optional(),
       sessionToken: z.string().optional(),

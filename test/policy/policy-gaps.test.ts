@@ -41,6 +41,18 @@ describe('model prices', () => {
   });
 });
 
+describe('provider settings', () => {
+  // A region is part of the endpoint's host name: "127.0.0.1:42202/" made the SDK throw TypeError:
+  // Invalid URL out of `tollgate check` and `serve`, a stack trace instead of the policy's path.
+  it('refuses a Bedrock region that is not a region name, at its path', () => {
+    const bedrock = (region: string) => `version: 1\nproviders:\n  br: { kind: bedrock, region: "${region}" }\nmodels:\n  br/m: { price: { inputPerMTok: 1, outputPerMTok: 1 } }\ntiers: { t: [br/m] }\negress: { allow: ['bedrock-runtime.eu-central-1.amazonaws.com'] }\n`;
+    for (const region of ['127.0.0.1:42202/', 'us-east-1.evil.example', 'US EAST']) {
+      expect(messages(bedrock(region))).toEqual([`providers.br.region: a region name such as us-east-1 (lower-case letters, digits and hyphens), got "${region}"`]);
+    }
+    expect(parsePolicy(bedrock('eu-central-1'), 'p.yaml')).toBeDefined();
+  });
+});
+
 describe('budget limits', () => {
   it('refuses a dollar limit below one micro-dollar, which the ledger would round to nothing', () => {
     expect(messages(budget('{ usd: 0.0000004 }'))).toEqual(['budgets[0].limit.usd: a dollar limit is counted in millionths of a dollar: give at least 0.000001, got 4e-7']);
