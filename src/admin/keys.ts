@@ -107,6 +107,10 @@ export async function keysCommand(verb: string | undefined, values: KeysValues, 
         requirePrintable('--cost-center', [values['cost-center']]);
         requirePrintable('--groups', list(values.groups));
         requirePrintable('--roles', list(values.roles));
+        // An id is a key's name in listings, the console, events and revoke: one the policy's own keys use would name two keys.
+        if (values.id !== undefined && [...policy.apiKeys.values()].some((k) => k.id === values.id)) {
+          throw new GatewayError('INVALID_REQUEST', `The policy declares an API key with id ${JSON.stringify(values.id)}; choose another id.`);
+        }
         const { key, record } = await keys.issue({
           id: values.id,
           user,

@@ -42,6 +42,12 @@ describe('keys issue', () => {
     expect(await refusal(keys('issue', { user: 'ada', roles: 'admin\u0085' }))).toMatch(/^--roles "admin\\x85" holds a control character/);
   });
 
+  it("refuses an id the policy's own keys use, which listings, the console and revoke could not tell apart", async () => {
+    // The embedded default policy declares demo-alice.
+    expect(await refusal(keys('issue', { user: 'mallory', id: 'demo-alice' }))).toBe('The policy declares an API key with id "demo-alice"; choose another id.');
+    expect(await keys('list', {})).toBe('no issued keys\n');
+  });
+
   it('issues a key to names a spreadsheet would run, which the CSV writers neutralise', async () => {
     const issued = JSON.parse(await keys('issue', { user: '=HYPERLINK("x")', teams: '+data,@ops', json: true })) as { user: string; teams: string[] };
     expect([issued.user, issued.teams]).toEqual(['=HYPERLINK("x")', ['+data', '@ops']]);
