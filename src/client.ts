@@ -59,7 +59,7 @@ function summary(s: Record<string, unknown>): string {
     `-- served by ${String(s.model)} (tier ${String(s.tier)}), ${usage.inputTokens} in / ${usage.outputTokens} out, $${Number(s.costUsd).toFixed(6)}`,
   ];
   for (const b of budgets) {
-    const fmt = (n: number) => (b.unit === 'usd' ? `$${n.toFixed(4)}` : `${n} tokens`);
+    const fmt = (n: number) => (b.unit === 'usd' ? `$${n.toFixed(6)}` : `${n} tokens`);
     lines.push(`-- budget ${b.id} (${b.subject}): ${fmt(b.remaining)} of ${fmt(b.limit)} left, resets ${b.resetsAt}`);
   }
   return lines.join('\n');

@@ -60,7 +60,8 @@ import { adjustUsage, topConsumers, usageRows, type UsageRow } from './usage.js'
 
 function table(rows: UsageRow[]): string {
   if (rows.length === 0) return 'no usage in the current window\n';
-  const fmt = (r: UsageRow, n: number) => (r.unit === 'usd' ? `$${n.toFixed(4)}` : String(n));
+  // To the micro-dollar, the ledger's unit, as the reports and the console print it.
+  const fmt = (r: UsageRow, n: number) => (r.unit === 'usd' ? `$${n.toFixed(6)}` : String(n));
   const lines = rows.map((r) => [r.budgetId, r.scope, r.subject, fmt(r, r.used), fmt(r, r.reserved), fmt(r, r.remaining), fmt(r, r.limit), r.resetsAt]);
   const head = ['budget', 'scope', 'subject', 'used', 'reserved', 'remaining', 'limit', 'resets'];
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
