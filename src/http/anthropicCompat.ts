@@ -12,9 +12,10 @@ import { never, only, refuseUnhonoured, unset, type Neutral } from '../call/unho
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { bearerToken, type CompatCall, type WireCodec } from './compat.js';
+import { notPassedOn, telling } from './openaiCompat.js';
 import { anthropicRateLimitHeaders } from './rateLimitHeaders.js';
 
-const textBlock = z.looseObject({ type: z.literal('text'), text: z.string() });
+const textBlock = z.looseObject({ type: z.literal('text', { error: notPassedOn('content blocks', 'text blocks') }), text: z.string() });
 const messagesRequest = z.looseObject({
   model: z.string().min(1),
   max_tokens: z.number().int().positive(),
@@ -61,8 +62,9 @@ const UNSUPPORTED: Readonly<Record<string, Neutral>> = {
 export function decodeMessagesRequest(raw: unknown): CompleteArgs {
   const parsed = messagesRequest.safeParse(raw ?? {});
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new GatewayError('INVALID_REQUEST', `Invalid request: ${issue.path.join('.') || '(body)'}: ${issue.message}`);
+    // Inside the form the value has: a list of blocks with one of another type names that block.
+    const issue = telling(parsed.error.issues[0]!);
+    throw new GatewayError('INVALID_REQUEST', `Invalid request: ${issue.path.map(String).join('.') || '(body)'}: ${issue.message}`);
   }
   const body = parsed.data;
   refuseUnhonoured(body, UNSUPPORTED);

@@ -83,7 +83,7 @@ export function invalidRequest(message: string, param: string | null): GatewayEr
  * inside the form the value has (a list whose part is of an unknown type names that part), or, when
  * it has none of them, the types expected. Zod's own says only "Invalid input".
  */
-function telling(issue: z.core.$ZodIssue): { path: PropertyKey[]; message: string } {
+export function telling(issue: z.core.$ZodIssue): { path: PropertyKey[]; message: string } {
   if (issue.code !== 'invalid_union' || issue.errors.length === 0) return issue;
   const ofType = (branch: z.core.$ZodIssue[]) => branch.length === 1 && branch[0]!.code === 'invalid_type' && branch[0]!.path.length === 0;
   const matched = issue.errors.find((branch) => branch.length > 0 && !ofType(branch));

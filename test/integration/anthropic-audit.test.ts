@@ -124,6 +124,23 @@ apiKeys:
       expect(anthropic.counts.received).toBe(0);
     });
 
+    it.each([
+      ['an image block', 'messages.0.content.1.type', [{ type: 'text', text: 'what is this?' }, { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } }], 'image'],
+      ['a document block', 'messages.0.content.0.type', [{ type: 'document', source: { type: 'text', media_type: 'text/plain', data: 'x' } }], 'document'],
+      ['a tool_result block', 'messages.0.content.0.type', [{ type: 'tool_result', tool_use_id: 't', content: 'x' }], 'tool_result'],
+    ])('refuses %s naming the block and its type', async (_name, path, content, type) => {
+      const err = await failure(an.messages.create({ model: 'claude', max_tokens: 20, messages: [{ role: 'user', content: content as never }] }));
+      expect(err.status).toBe(400);
+      expect((err.error as { error: { message: string } }).error.message).toBe(
+        `INVALID_REQUEST: Invalid request: ${path}: content blocks of type "${type}" are not supported by tollgate; only text blocks go through.`,
+      );
+      const count = await failure(an.messages.countTokens({ model: 'claude', messages: [{ role: 'user', content: content as never }] }));
+      expect((count.error as { error: { message: string } }).error.message).toContain(`content blocks of type "${type}"`);
+      const system = await failure(an.messages.create({ model: 'claude', max_tokens: 20, system: content as never, messages: HELLO }));
+      expect((system.error as { error: { message: string } }).error.message).toContain(`system.${path.slice('messages.0.content.'.length)}: content blocks of type "${type}"`);
+      expect(anthropic.counts.received).toBe(0);
+    });
+
     it('takes an empty final assistant message, the prefill Anthropic allows', async () => {
       const r = await an.messages.create({ model: 'gpt', max_tokens: 20, messages: [...HELLO, { role: 'assistant', content: '' }] });
       expect(r.stop_reason).toBe('end_turn');
