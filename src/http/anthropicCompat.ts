@@ -23,6 +23,8 @@ const messagesRequest = z.looseObject({
   system: z.union([z.string(), z.array(textBlock)]).optional(),
   temperature: z.number().min(0).max(1).optional(),
   stream: z.boolean().optional(),
+  // Taken and not sent on, but of the type the API gives it.
+  metadata: z.looseObject({ user_id: z.string().nullish() }).nullish(),
 });
 
 /**

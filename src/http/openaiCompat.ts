@@ -19,14 +19,29 @@ export function notPassedOn(what: string, through: string) {
 }
 
 const textPart = z.looseObject({ type: z.literal('text', { error: notPassedOn('content parts', 'text parts') }), text: z.string() });
-const chatMessage = z.looseObject({
-  role: z.enum(['system', 'developer', 'user', 'assistant']),
-  content: z.union([z.string(), z.array(textPart)]).nullable().optional(),
-});
+const chatMessage = z
+  .looseObject({
+    role: z.enum(['system', 'developer', 'user', 'assistant']),
+    content: z.union([z.string(), z.array(textPart)]).nullable().optional(),
+    name: z.string().optional(),
+  })
+  .superRefine((m, ctx) => {
+    // Only an assistant's message may be without content (OpenAI's rule): any other is refused as OpenAI refuses it.
+    if (m.role === 'assistant') return;
+    if (m.content === null || m.content === undefined) ctx.addIssue({ code: 'custom', path: ['content'], message: `a ${m.role} message needs content: a string or a list of parts` });
+    else if (Array.isArray(m.content) && m.content.length === 0) ctx.addIssue({ code: 'custom', path: ['content'], message: 'an empty list of parts; give at least one' });
+  });
+
+/** OpenAI's `metadata`: a map of strings to strings (taken, not sent on). */
+export const stringMap = z.record(z.string(), z.string());
 
 const chatRequest = z.looseObject({
   model: z.string().min(1),
   messages: z.array(chatMessage).min(1),
+  // Taken and not sent on, but of the types the API gives them.
+  user: z.string().nullish(),
+  metadata: stringMap.nullish(),
+  parallel_tool_calls: z.boolean().nullish(),
   max_tokens: z.number().int().positive().nullish(),
   max_completion_tokens: z.number().int().positive().nullish(),
   temperature: z.number().min(0).max(2).nullish(),

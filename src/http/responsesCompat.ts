@@ -11,7 +11,7 @@ import { textArgument, type CompleteArgs } from '../call/request.js';
 import { never, only, refuseUnhonoured, type Neutral } from '../call/unhonoured.js';
 import type { CallResult } from '../gateway/gateway.js';
 import { bearerToken, type CompatCall, type SseSend, type WireCodec } from './compat.js';
-import { invalidRequest, notPassedOn, openaiError, parseOpenAIBody } from './openaiCompat.js';
+import { invalidRequest, notPassedOn, openaiError, parseOpenAIBody, stringMap } from './openaiCompat.js';
 import { openaiRateLimitHeaders } from './rateLimitHeaders.js';
 
 const textPart = z.looseObject({ type: z.enum(['input_text', 'output_text'], { error: notPassedOn('content parts', 'input_text and output_text parts') }), text: z.string() });
@@ -29,6 +29,10 @@ const responsesRequest = z.looseObject({
   temperature: z.number().min(0).max(2).nullish(),
   stream: z.boolean().nullish(),
   text: z.looseObject({ format: z.looseObject({ type: z.literal('text') }).optional() }).nullish(),
+  // Taken and not sent on, but of the types the API gives them.
+  store: z.boolean().nullish(),
+  user: z.string().nullish(),
+  metadata: stringMap.nullish(),
 });
 
 /**
