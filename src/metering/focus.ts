@@ -111,7 +111,11 @@ export function aggregateUsage(events: Iterable<DecisionEvent>, filter: ExportFi
     if (filter.user !== undefined && user !== filter.user) continue;
     if (filter.team !== undefined && !teams.includes(filter.team)) continue;
     if (filter.costCenter !== undefined && costCenter !== filter.costCenter) continue;
-    const { start, end } = periodOf(t, g);
+    // The part of the period inside the window: two adjacent exports that cut a day between them
+    // each claim their own part of it, not both the whole day.
+    const period = periodOf(t, g);
+    const start = Number.isFinite(filter.from) && filter.from > period.start.getTime() ? new Date(filter.from) : period.start;
+    const end = Number.isFinite(filter.to) && filter.to < period.end.getTime() ? new Date(filter.to) : period.end;
     const tier = e['tollgate.tier.served'] ?? '';
     const provider = e['gen_ai.provider.name'] ?? model.slice(0, model.indexOf('/'));
     const key = JSON.stringify([start.getTime(), model, tier, user, teams, costCenter]);

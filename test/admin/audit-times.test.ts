@@ -72,7 +72,8 @@ describe('usage export --from/--to', () => {
 
   it('reads an offset as its instant: 11:00+01:00 is the call\'s 10:00 UTC', async () => {
     const csv = await exported('2026-11-25T11:00:00+01:00', '2026-11-25T11:00:00.001+01:00');
-    expect(csv.split('\n')[1]).toBe('2026-11-25T00:00:00.000Z,2026-11-26T00:00:00.000Z,alice,,,demo,demo/medium,standard,1,3,4,0,0.000100');
+    // The row's period is the part of the day inside the window asked for.
+    expect(csv.split('\n')[1]).toBe('2026-11-25T10:00:00.000Z,2026-11-25T10:00:00.001Z,alice,,,demo,demo/medium,standard,1,3,4,0,0.000100');
     expect(await exported('2026-11-25T10:00:00.001Z', '2026-11-26')).toBe('period_start,period_end,user,teams,cost_center,provider,model,tier,requests,input_tokens,output_tokens,cached_input_tokens,cost_usd\n');
   });
 

@@ -125,6 +125,20 @@ describe('usage export (CSV and FOCUS 1.2)', () => {
     expect(fromEvents).toBe(132 + 420 + 21 + 69 + 66 + 81); // the six served calls, in micro-dollars
   });
 
+  it('gives a row of an export window that cuts a day only the part of the day inside the window, so adjacent exports do not overlap', () => {
+    const events = parseEventLines(gw.events.map((e) => JSON.stringify(e)).join('\n')).events;
+    const HOUR = 3_600_000;
+    const inside = toFocusRows(aggregateUsage(events, { from: DAY1 - HOUR, to: DAY1 + HOUR }));
+    expect(inside.length).toBeGreaterThan(0);
+    for (const r of inside) expect([r.ChargePeriodStart, r.ChargePeriodEnd]).toEqual([new Date(DAY1 - HOUR).toISOString(), new Date(DAY1 + HOUR).toISOString()]);
+    // The day's export still gives the whole day, with the same charges.
+    const day = DAY1 - (DAY1 % 86_400_000);
+    const whole = toFocusRows(aggregateUsage(events, { from: day, to: day + 86_400_000 }));
+    expect(whole.every((r) => r.ChargePeriodStart === new Date(day).toISOString() && r.ChargePeriodEnd === new Date(day + 86_400_000).toISOString())).toBe(true);
+    const sum = (rows: typeof whole) => rows.reduce((n, r) => n + micro(r.BilledCost as string), 0);
+    expect(sum(inside)).toBe(sum(whole));
+  });
+
   it('totals the tokens and dollars the ledger charged each budget', () => {
     const tagOf = (r: FocusRow) => JSON.parse(r.Tags as string) as { user: string; team: string; costCenter: string };
     const tokens = (pick: (r: FocusRow) => boolean) => rows.filter(pick).reduce((n, r) => n + (r.x_InputTokens as number) + (r.x_OutputTokens as number), 0);
