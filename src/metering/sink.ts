@@ -4,9 +4,9 @@
  * written synchronously: each event is in the file (the kernel's) when `emit` returns, so a
  * process killed at once loses none the journal holds (an asynchronous writer kept a burst's
  * events in its buffer: a probe killed after 1.2 s found 29 events in the journal and 5 in the
- * log). Writing each line at once also cost less than buffering them: 5-6 µs of CPU an event
- * against 10-13 for the asynchronous writer, 50,000 1.4 KB lines in a burst. stderr stays
- * asynchronous: a slow reader at the other end of a pipe must not stall the calls.
+ * log). Writing each line at once also cost less than buffering them in a burst (`npm run
+ * bench:eventsink`, docs/benchmarks.md "Event log writer"). stderr stays asynchronous: a slow
+ * reader at the other end of a pipe must not stall the calls.
  * Lines keep the pino shape (`"level":30` first) so log shippers treat them like the gateway's
  * other logs, but are serialised with JSON.stringify: a decision event is a plain object of
  * strings, numbers and arrays, and pino's own serialiser cost several times more per event.
