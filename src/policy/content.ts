@@ -113,7 +113,7 @@ function analysePart(raw: string): PartAnalysis {
  * The text and the compact view around the seam after message `i`: `at` is the "\n" between, `cat`
  * where the compact view glues; `pair`, the compact views of the two messages alone glued.
  */
-interface Seam {
+export interface Seam {
   text: string;
   at: number;
   compact: string;
@@ -121,29 +121,76 @@ interface Seam {
   pair: string;
 }
 
-function seamAfter(parts: readonly PartAnalysis[], i: number): Seam {
-  // A message shorter than WINDOW is whole in its head and tail: the window reaches past it.
-  let left = parts[i]!.tail;
-  let cleft = parts[i]!.compactTail;
-  for (let j = i - 1; j >= 0 && left.length < WINDOW; j--) left = `${parts[j]!.tail}\n${left}`;
-  for (let j = i - 1; j >= 0 && cleft.length < WINDOW; j--) cleft = parts[j]!.compactTail + cleft;
-  let right = parts[i + 1]!.head;
-  let cright = parts[i + 1]!.compactHead;
-  for (let j = i + 2; j < parts.length && right.length < WINDOW; j++) right = `${right}\n${parts[j]!.head}`;
-  for (let j = i + 2; j < parts.length && cright.length < WINDOW; j++) cright += parts[j]!.compactHead;
-  // Where a window was cut out of a longer text, it starts and ends at a word boundary.
-  if (left.length > WINDOW) left = left.slice(-WINDOW).slice(fromWordStart(left.slice(-WINDOW)));
-  if (cleft.length > WINDOW) cleft = cleft.slice(-WINDOW).slice(fromWordStart(cleft.slice(-WINDOW)));
-  if (right.length > WINDOW) right = right.slice(0, WINDOW).slice(0, toWordEnd(right.slice(0, WINDOW)));
-  if (cright.length > WINDOW) cright = cright.slice(0, WINDOW).slice(0, toWordEnd(cright.slice(0, WINDOW)));
-  // The compact view glues on the messages beyond as well (a value cut in three), where a value's
-  // end can run into the next message's first word ("...EXAMPLF" + "hi"), and its pattern wants a
-  // word boundary there: the two messages are also read glued alone.
-  let pleft = parts[i]!.compactTail;
-  let pright = parts[i + 1]!.compactHead;
-  if (parts[i]!.length > WINDOW) pleft = pleft.slice(fromWordStart(pleft));
-  if (parts[i + 1]!.length > WINDOW) pright = pright.slice(0, toWordEnd(pright));
-  return { text: `${left}\n${right}`, at: left.length, compact: cleft + cright, cat: cleft.length, pair: pleft + pright };
+/** The ends of a message the seams beside it read. */
+export type PartEnds = Pick<PartAnalysis, 'length' | 'head' | 'tail' | 'compactHead' | 'compactTail'>;
+
+/** One side's ends of every message joined once, with where each lies, so a seam's window is a slice. */
+interface Joined {
+  text: string;
+  starts: number[];
+  ends: number[];
+  /** Positions where an end starts (left sides) or ends (right sides): a window cut there is cut between messages, not inside a word. */
+  edges: Set<number>;
+}
+
+function joined(pieces: readonly string[], sep: string, edge: 'start' | 'end'): Joined {
+  const text = pieces.join(sep);
+  const starts: number[] = [];
+  const ends: number[] = [];
+  let at = 0;
+  for (const p of pieces) {
+    starts.push(at);
+    at += p.length;
+    ends.push(at);
+    at += sep.length;
+  }
+  return { text, starts, ends, edges: new Set(edge === 'start' ? starts : ends) };
+}
+
+/**
+ * The seams of a prompt's messages: for the seam after message `i`, the text and compact view
+ * reaching up to WINDOW characters either side (through as many short messages as it takes).
+ * Each window is a slice of its side's ends joined once, so a prompt of many short messages costs
+ * a slice a seam, not a string built from every message within WINDOW of it (25,001 one-character
+ * messages took 4.3 s, mostly building and hashing those strings). A window cut out of a longer
+ * text starts and ends at a word boundary; one that ends where a message does is not cut.
+ * test/unit/content-seams.test.ts holds the windows equal to the message-by-message construction.
+ */
+export function seamsOf(parts: readonly PartEnds[]): Seam[] {
+  const tails = joined(parts.map((p) => p.tail), '\n', 'start');
+  const heads = joined(parts.map((p) => p.head), '\n', 'end');
+  const ctails = joined(parts.map((p) => p.compactTail), '', 'start');
+  const cheads = joined(parts.map((p) => p.compactHead), '', 'end');
+  const before = (side: Joined, i: number): string => {
+    const end = side.ends[i]!;
+    const from = end - WINDOW;
+    if (from <= 0) return side.text.slice(0, end);
+    const s = side.text.slice(from, end);
+    return side.edges.has(from) ? s : s.slice(fromWordStart(s));
+  };
+  const after = (side: Joined, i: number): string => {
+    const start = side.starts[i]!;
+    const to = start + WINDOW;
+    if (to >= side.text.length) return side.text.slice(start);
+    const s = side.text.slice(start, to);
+    return side.edges.has(to) ? s : s.slice(0, toWordEnd(s));
+  };
+  const seams: Seam[] = [];
+  for (let i = 0; i + 1 < parts.length; i++) {
+    const left = before(tails, i);
+    const right = after(heads, i + 1);
+    const cleft = before(ctails, i);
+    const cright = after(cheads, i + 1);
+    // The compact view glues on the messages beyond as well (a value cut in three), where a value's
+    // end can run into the next message's first word ("...EXAMPLF" + "hi"), and its pattern wants a
+    // word boundary there: the two messages are also read glued alone.
+    let pleft = parts[i]!.compactTail;
+    let pright = parts[i + 1]!.compactHead;
+    if (parts[i]!.length > WINDOW) pleft = pleft.slice(fromWordStart(pleft));
+    if (parts[i + 1]!.length > WINDOW) pright = pright.slice(0, toWordEnd(pright));
+    seams.push({ text: `${left}\n${right}`, at: left.length, compact: cleft + cright, cat: cleft.length, pair: pleft + pright });
+  }
+  return seams;
 }
 
 /** `s` without its first word when `s` was cut from a longer text, so a pattern does not see a word boundary the text has not. */
@@ -248,8 +295,9 @@ function analysePrompt(raw: readonly string[]): Analysis {
     seams.push(offset); // the "\n" after message i
     offset += 1;
   }
-  for (let i = 0; i + 1 < parts.length; i++) {
-    const seam = seamAfter(parts, i);
+  const windows = parts.length > 1 ? seamsOf(parts) : [];
+  for (let i = 0; i < windows.length; i++) {
+    const seam = windows[i]!;
     add(SEAM_CACHE.get(`${seam.at},${seam.cat}\n${seam.text}\u0000${seam.compact}\u0000${seam.pair}`, () => analyseSeam(seam)), seams[i]!);
   }
   return out;
