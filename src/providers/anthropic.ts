@@ -10,7 +10,7 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
-import { outputTokenBound } from './estimate.js';
+import { outputTokenBound, sumOfCounts } from './estimate.js';
 import { ProxyAgent } from 'undici';
 import { directMessagesClient, sdkMessagesClient, type MessagesClient } from './anthropicWire.js';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
@@ -173,13 +173,16 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
         upstream.stop();
       }
       // The SDK returns whatever parsed; a proxy or a look-alike server may send another shape.
-      if (typeof message !== 'object' || message === null || !Array.isArray(message.content) || typeof message.usage?.input_tokens !== 'number') {
+      if (typeof message !== 'object' || message === null || !Array.isArray(message.content)) {
         throw malformed('the answer is not a Messages API message');
       }
+      // Usage that is missing or not counts is charged at its bounds (chargeableUsage), not refused:
+      // the provider did the work and bills it.
+      const reported: Partial<InputCounts> & { output_tokens?: unknown } = typeof message.usage === 'object' && message.usage !== null ? message.usage : {};
       return {
         text: message.content.map((b) => (b.type === 'text' ? b.text : '')).join(''),
         model: message.model,
-        usage: usageOf(message.usage, message.usage.output_tokens),
+        usage: usageOf(reported as InputCounts, reported.output_tokens as number),
         ...stopOf(message.stop_reason, message.stop_sequence),
       };
     },
@@ -308,11 +311,12 @@ interface InputCounts {
 /** Anthropic reports cache reads and writes apart from `input_tokens`; tollgate counts them as input. */
 /** Usage as Anthropic bills it: cache reads and writes are input tokens too. */
 function usageOf(u: InputCounts, outputTokens: number): Usage {
-  const cached = u.cache_read_input_tokens ?? 0;
+  // Figures from the wire: one that is not a count makes the input not reported (chargeableUsage).
   const usage: Usage = {
-    inputTokens: u.input_tokens + cached + (u.cache_creation_input_tokens ?? 0),
+    inputTokens: sumOfCounts(u.input_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens),
     outputTokens,
   };
-  if (cached > 0) usage.cachedInputTokens = cached;
+  const cached = u.cache_read_input_tokens;
+  if (typeof cached === 'number' && cached > 0 && Number.isFinite(usage.inputTokens)) usage.cachedInputTokens = cached;
   return usage;
 }

@@ -32,7 +32,7 @@ import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { cancelledError, upstreamError } from './errors.js';
 import { headGuard } from './fetchSdk.js';
-import { FRAMING, inputTokenBound, outputTokenBound } from './estimate.js';
+import { FRAMING, inputTokenBound, outputTokenBound, sumOfCounts } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type BedrockConfig = Extract<ProviderConfig, { kind: 'bedrock' }>;
@@ -69,9 +69,10 @@ export function unreportedInputTokens(req: Pick<CompletionRequest, 'system' | 'm
 
 function toUsage(u: TokenUsage | undefined): Usage | undefined {
   if (u?.inputTokens === undefined || u.outputTokens === undefined) return undefined;
-  const read = u.cacheReadInputTokens ?? 0;
-  const usage: Usage = { inputTokens: u.inputTokens + read + (u.cacheWriteInputTokens ?? 0), outputTokens: u.outputTokens };
-  if (read > 0) usage.cachedInputTokens = read;
+  // Figures from the wire: one that is not a count makes the input not reported (chargeableUsage).
+  const usage: Usage = { inputTokens: sumOfCounts(u.inputTokens, u.cacheReadInputTokens, u.cacheWriteInputTokens), outputTokens: u.outputTokens };
+  const read = u.cacheReadInputTokens;
+  if (typeof read === 'number' && read > 0 && Number.isFinite(usage.inputTokens)) usage.cachedInputTokens = read;
   return usage;
 }
 

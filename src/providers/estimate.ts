@@ -121,6 +121,22 @@ export function chargeableUsage(reported: Usage, inputBound: number, outputBound
 }
 
 /**
+ * The sum of a provider's usage figures that make up one count (Anthropic's and Bedrock's input:
+ * uncached, cache reads and cache writes), or NaN, which `chargeableUsage` charges as not reported,
+ * when one given is not a number of tokens at least 0: summed first, a negative cache figure could
+ * cancel the input out (input 1,000 and cache writes -1,000 charged nothing).
+ */
+export function sumOfCounts(...figures: unknown[]): number {
+  let sum = 0;
+  for (const f of figures) {
+    if (f === undefined || f === null) continue;
+    if (typeof f !== 'number' || !(f >= 0) || f > MAX_USAGE_TOKENS) return Number.NaN;
+    sum += f;
+  }
+  return sum;
+}
+
+/**
  * The encoding of an OpenAI model id, from OpenAI's model families (tiktoken's model table):
  * o200k_base for GPT-4o, GPT-4.1, GPT-4.5, GPT-5, the o-series and gpt-oss; cl100k_base for GPT-4
  * and GPT-3.5. Undefined for any other id (an OpenAI-compatible server's Llama, an Azure deployment

@@ -124,3 +124,57 @@ describe.each(['memory', 'redis'] as const)('usage a provider reports that is no
     expect(charges.every((a) => Number.isSafeInteger(a) && a >= 0)).toBe(true);
   });
 });
+
+/** An Anthropic-compatible server answering each message with the next usage of `usages`. */
+async function startLyingAnthropic(usages: unknown[]): Promise<{ url: string; server: Server }> {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      const usage = usages.shift();
+      res.writeHead(200, { 'content-type': 'application/json' }).end(
+        JSON.stringify({ id: 'msg_lying', type: 'message', role: 'assistant', model: 'lying-claude', content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn', stop_sequence: null, usage }),
+      );
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
+}
+
+describe('usage an Anthropic-compatible provider reports that is not a token count', () => {
+  let gw: TestGateway;
+  let provider: { url: string; server: Server };
+  const usages: unknown[] = [];
+  beforeAll(async () => {
+    provider = await startLyingAnthropic(usages);
+    gw = await startTestGateway(
+      policy(provider.url).replace('lying: { kind: openai, apiKey: sk-test, baseUrl: "' + provider.url + '", maxRetries: 0 }', 'lying: { kind: anthropic, apiKey: sk-ant-test, baseUrl: "' + provider.url + '", maxRetries: 0 }'),
+    );
+  });
+  afterAll(async () => {
+    await gw.close();
+    provider.server.close();
+  });
+
+  const call = async (usage: unknown) => {
+    usages.push(usage);
+    const before = gw.events.length;
+    const client = new OpenAI({ apiKey: KEYS.alice, baseURL: `${gw.url}/v1`, maxRetries: 0 });
+    await client.chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'hello' }], max_tokens: 50 });
+    await gw.idle();
+    const events = gw.events.slice(before);
+    expect(events).toHaveLength(1);
+    const event = events[0]!;
+    return { event, bound: (event['tollgate.reserved_tokens'] as { input: number }).input, input: event['gen_ai.usage.input_tokens'] as number };
+  };
+
+  it.each([
+    ['a negative cache-creation count', { input_tokens: 1000, output_tokens: 5, cache_creation_input_tokens: -1000 }],
+    ['a negative cache-read count', { input_tokens: 1000, output_tokens: 5, cache_read_input_tokens: -900 }],
+    ['counts that cancel out', { input_tokens: -1e308, output_tokens: 5, cache_read_input_tokens: 1e308 }],
+    ['counts that are strings', { input_tokens: '10', output_tokens: '10' }],
+  ])('charges the input of %s as not reported (its bound), and serves the call', async (_what, usage) => {
+    const { bound, input } = await call(usage);
+    expect(input).toBe(bound);
+    expect(bound).toBeGreaterThan(0);
+  });
+});
