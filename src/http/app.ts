@@ -5,7 +5,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
-import { IncomingMessage, ServerResponse, createServer, type Server as HttpServer } from 'node:http';
+import { IncomingMessage, STATUS_CODES, ServerResponse, createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
@@ -20,7 +20,7 @@ import { authEdge, credentialOf } from './authMetadata.js';
 import { BudgetHeaderReader } from './budgetHeaders.js';
 import { bodyError, compatRouter } from './compat.js';
 import { dryRunRouter } from './dryRuns.js';
-import { answerable, cancelOnLeave, markRecorded, recordEdgeRefusals, recordRpcErrors, recordUnparseable, recordUnparseableRequest, recordUnread, requestOn } from './edgeRefusals.js';
+import { cancelOnLeave, connectionOf, markRecorded, recordEdgeRefusals, recordRpcErrors, recordUnparseable, recordUnparseableRequest, recordUnread } from './edgeRefusals.js';
 import { modelsRouter } from './models.js';
 import { openaiCodec } from './openaiCompat.js';
 import { responsesCodec } from './responsesCompat.js';
@@ -192,15 +192,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
           const host = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
           resolve({ server, url: `http://${host}:${port}` });
         });
-        server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-          // A request whose headers were read (a route has begun it): refused as that request, once.
-          const current = requestOn(socket);
-          const requestId = current ? ((current.res.locals.requestId as string | undefined) ?? (current.res.locals.requestId = randomUUID())) : undefined;
-          const status = answerUnparseableRequest(err, socket, answerable(socket), requestId);
-          if (status === undefined) return;
-          if (current) recordUnparseableRequest(gateway, current.req, current.res, status, requestId!);
-          else recordUnparseable(gateway, status);
-        });
+        server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => refuseUnparseable(gateway, err, socket));
       });
     },
   };
@@ -269,34 +261,56 @@ function validWide(buf: Buffer, charset: string): boolean {
 }
 
 /**
- * Requests Node cannot parse (CR or LF inside a header, oversized headers, conflicting framing) never
- * reach express. Node's default answer is a bare 400/431; this one carries a code in the usual body.
+ * Requests Node cannot parse (CR or LF inside a header, oversized headers, conflicting framing, a
+ * broken chunked body) never reach express, or reach it only in part. Node's default answer is a
+ * bare 400/431; this one carries a code in the usual body, and each such fault is one refusal:
+ * - in the body of the connection's latest request, which a route has begun: that request's
+ *   refusal, under its request id and as its caller (recordUnparseableRequest), answered now; if
+ *   its response is under way or done already (an early 401), the edge hangs up and records nothing
+ *   more;
+ * - in the bytes after a whole request (a new request's): a refusal of its own, answered once every
+ *   response of the connection has been written (the requests before it are answered first), then
+ *   the connection closes.
+ * A client that closed its side mid-request (HPE_INVALID_EOF_STATE, ECONNRESET) is leaving: no
+ * answer, and the request, if a route had it, is recorded there (CANCELLED). Once a connection's
+ * bytes were found broken, Node reports each later read of it again: those are ignored.
  */
-function answerUnparseableRequest(err: NodeJS.ErrnoException, socket: Duplex, answerable: boolean, requestId?: string): number | undefined {
-  // HPE_INVALID_EOF_STATE: the client closed its side mid-request (it left while its body was
-  // sent, say). That is a caller leaving, not bytes that are not HTTP: no one reads an answer, and
-  // the request, if it reached a route, is recorded there (as CANCELLED).
-  // Not writable: answered already (a second fault in the bytes that followed the first) or gone.
+function refuseUnparseable(gateway: Gateway, err: NodeJS.ErrnoException, socket: Duplex): void {
+  const c = connectionOf(socket);
+  if (c?.faulted) return;
+  if (c) c.faulted = true;
   if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable) {
     socket.destroy();
-    return undefined;
+    return;
   }
   const [status, message] =
     err.code === 'HPE_HEADER_OVERFLOW'
-      ? ['431 Request Header Fields Too Large', 'The request headers are too large.']
+      ? ([431, 'The request headers are too large.'] as const)
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? ['408 Request Timeout', 'The request was not received in time.']
-        : ['400 Bad Request', 'The request is not valid HTTP/1.1.'];
-  // A response of this connection is being written (a pipelined request's): hang up rather than
-  // splice an answer into it, as Node itself does; the refusal is recorded all the same. Bytes
-  // written before, by responses that have closed, are no reason not to answer (a kept-alive
-  // connection's second request was hung up on and left no event).
-  if (!answerable) {
-    socket.destroy();
-    return Number(status.slice(0, 3));
+        ? ([408, 'The request was not received in time.'] as const)
+        : ([400, 'The request is not valid HTTP/1.1.'] as const);
+  const answer = (requestId?: string) => {
+    if (!socket.writable) return;
+    const body = JSON.stringify({ error: new GatewayError('INVALID_REQUEST', message).toJSON() });
+    const id = requestId ? `x-request-id: ${requestId}\r\n` : '';
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${id}Connection: close\r\n\r\n${body}`);
+  };
+  if (c && !c.req.complete) {
+    // The latest request's body broke. Answered already (an early refusal): that was its answer.
+    if (c.res.headersSent || c.res.writableFinished) {
+      socket.destroy();
+      return;
+    }
+    const requestId = (c.res.locals.requestId as string | undefined) ?? (c.res.locals.requestId = randomUUID());
+    recordUnparseableRequest(gateway, c.req, c.res, status, requestId);
+    // Its response is the one not begun; earlier ones of the connection still being written
+    // (pipelining) must not have an answer spliced into them.
+    if (c.open <= 1) answer(requestId);
+    else socket.destroy();
+    return;
   }
-  const body = JSON.stringify({ error: new GatewayError('INVALID_REQUEST', message).toJSON() });
-  const id = requestId ? `x-request-id: ${requestId}\r\n` : '';
-  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${id}Connection: close\r\n\r\n${body}`);
-  return Number(status.slice(0, 3));
+  recordUnparseable(gateway, status);
+  if (!c || c.open === 0) answer();
+  // After the responses of the requests before it, in order: the latest closes last.
+  else c.res.once('close', () => answer());
 }

@@ -62,14 +62,16 @@ function describe(status: number, method: string, path: string): string {
  */
 export function recordEdgeRefusals(gateway: Gateway): RequestHandler {
   return function edgeRefusals(req: Request, res: Response, next: NextFunction) {
-    const state = requests.get(req.socket);
-    if (state) {
-      state.req = req;
-      state.res = res;
-      state.open += 1;
-    } else requests.set(req.socket, { req, res, open: 1 });
+    const c = connections.get(req.socket);
+    // Behind a response that closes the connection: never answered, so not run (closeAfter).
+    if (c?.closedBy) return;
+    if (c) {
+      c.req = req;
+      c.res = res;
+      c.open += 1;
+    } else connections.set(req.socket, { req, res, open: 1 });
     res.once('close', () => {
-      requests.get(req.socket)!.open -= 1;
+      connections.get(req.socket)!.open -= 1;
     });
     res.once('finish', () => {
       const status = res.statusCode;
@@ -96,24 +98,41 @@ export function recordUnparseable(gateway: Gateway, status: number): void {
   void gateway.refuse(refusal, { transport: 'http' });
 }
 
-/** Per connection: the latest request it carried (set before any route runs) and how many of its responses are open. */
-const requests = new WeakMap<object, { req: Request; res: Response; open: number }>();
+/** A connection's state at the edge, set before any route runs. */
+interface Connection {
+  /** The latest request it carried, and its response. */
+  req: Request;
+  res: Response;
+  /** Its responses not yet closed. */
+  open: number;
+  /** The response after which it closes (`closeAfter`): requests pipelined behind it are not run. */
+  closedBy?: Response;
+  /** Node found bytes on it that are not HTTP: the edge has dealt with it, and ignores more. */
+  faulted?: boolean;
+}
 
-/** The request a connection is serving, if its response has not finished (a fault Node finds in its bytes is that request's). */
-export function requestOn(socket: object): { req: Request; res: Response } | undefined {
-  const current = requests.get(socket);
-  return current && !current.res.writableFinished ? current : undefined;
+const connections = new WeakMap<object, Connection>();
+
+/** The edge's state of a connection that has carried a request. */
+export function connectionOf(socket: object): Connection | undefined {
+  return connections.get(socket);
 }
 
 /**
- * Whether an answer written on the connection now would stand alone: no response of it is being
- * written (every earlier one has closed, and the current one, if any, has not begun). Otherwise
- * the edge hangs up rather than splice an answer into a response.
+ * Closes the connection once `res` is written (`Connection: close`), and runs no request pipelined
+ * behind it: it would be served and charged, and its answer never sent (a client may then retry it,
+ * RFC 9112 9.3.2, and pay twice).
  */
-export function answerable(socket: object): boolean {
-  const state = requests.get(socket);
-  if (!state || state.open === 0) return true;
-  return state.open === 1 && !state.res.writableFinished && !state.res.headersSent;
+export function closeAfter(req: Request, res: Response): void {
+  res.setHeader('Connection', 'close');
+  const c = connections.get(req.socket);
+  if (c && !c.closedBy) c.closedBy = res;
+}
+
+/** Whether this request came on its connection behind a response that closes it. */
+function behindClose(req: Request, res: Response): boolean {
+  const closedBy = connections.get(req.socket)?.closedBy;
+  return closedBy !== undefined && closedBy !== res;
 }
 
 /**
@@ -127,9 +146,16 @@ export function recordUnparseableRequest(gateway: Gateway, req: Request, res: Re
   res.locals.edgeFault = status;
   const path = req.originalUrl.split('?')[0]!;
   const to = path.length > 120 ? `${path.slice(0, 120)}...` : path;
-  const credential = credentialOf(req) ?? presented(req);
-  const refusal = new GatewayError(edgeCode(status, credential !== undefined), `Refused at the HTTP edge while its request to ${to} was read: ${status} ${STATUS_CODES[status] ?? ''} (${unparseableWhy(status)}).`, { status });
-  void gateway.refuse(refusal, { transport: transportOf(path), credential, requestId });
+  const refusal = new GatewayError(edgeCode(status, req.headers.authorization !== undefined || req.headers['x-api-key'] !== undefined), `Refused at the HTTP edge while its request to ${to} was read: ${status} ${STATUS_CODES[status] ?? ''} (${unparseableWhy(status)}).`, { status });
+  void recordAsCaller(gateway, req, requestId, presentedSecret, refusal);
+}
+
+/** The secret a request presents on any way in: `x-api-key` when it sends no Authorization, else the header's bearer token. */
+function presentedSecret(req: Request): string | undefined {
+  const key = req.headers['x-api-key'];
+  if (!req.headers.authorization && typeof key === 'string' && key) return key;
+  const header = req.headers.authorization;
+  return typeof header === 'string' && header ? secretOfHeader(header) : undefined;
 }
 
 /**
@@ -161,8 +187,9 @@ export function cancelOnLeave(gateway: Gateway, parse: RequestHandler, maxBodyBy
   return function readBody(req: Request, res: Response, next: NextFunction) {
     let done = false;
     let seen = 0;
-    // Refused at the edge already (its body broke HTTP framing before this route reached it): over.
-    if (res.locals.edgeFault !== undefined) return;
+    // Refused at the edge already (its body broke HTTP framing before this route reached it), or
+    // behind a response that closes the connection (pipelined after a 413): over, not run.
+    if (res.locals.edgeFault !== undefined || behindClose(req, res)) return;
     const finish = (err?: unknown) => {
       if (done) return;
       done = true;
@@ -174,7 +201,7 @@ export function cancelOnLeave(gateway: Gateway, parse: RequestHandler, maxBodyBy
     // answers, and a caller that stops sending would hold the connection until the server's request
     // timeout. The rest is not read: the connection closes after the answer.
     const tooLarge = () => {
-      res.setHeader('Connection', 'close');
+      closeAfter(req, res);
       finish(Object.assign(new Error('request entity too large'), { type: 'entity.too.large', status: 413 }));
     };
     function count(chunk: Buffer): void {
@@ -207,6 +234,17 @@ export function cancelOnLeave(gateway: Gateway, parse: RequestHandler, maxBodyBy
 }
 
 async function recordLeft(gateway: Gateway, req: Request, requestId: string | undefined, secretOf?: (req: Request) => string | undefined): Promise<void> {
+  const path = req.originalUrl.split('?')[0]!;
+  const refusal = new GatewayError('CANCELLED', `The caller disconnected while its request to ${path.length > 120 ? `${path.slice(0, 120)}...` : path} was read.`);
+  await recordAsCaller(gateway, req, requestId, secretOf, refusal);
+}
+
+/**
+ * Records `refusal` of a request no route will judge as the caller it presents: verified at the
+ * edge already (/mcp, /a2a), else authenticated now with what `secretOf` reads (a credential that
+ * is refused is recorded by that authentication instead: one event either way).
+ */
+async function recordAsCaller(gateway: Gateway, req: Request, requestId: string | undefined, secretOf: ((req: Request) => string | undefined) | undefined, refusal: GatewayError): Promise<void> {
   const transport = transportOf(req.originalUrl);
   let credential = credentialOf(req);
   if (!credential && secretOf) {
@@ -219,8 +257,6 @@ async function recordLeft(gateway: Gateway, req: Request, requestId: string | un
       return;
     }
   }
-  const path = req.originalUrl.split('?')[0]!;
-  const refusal = new GatewayError('CANCELLED', `The caller disconnected while its request to ${path.length > 120 ? `${path.slice(0, 120)}...` : path} was read.`);
   await gateway.refuse(refusal, { transport, credential: credential ?? presented(req), requestId });
 }
 
