@@ -159,6 +159,9 @@ export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireA
         serveAnonymous(gateway, transport, req, res, next);
         return;
       }
+      // `Bearer` then one or more spaces (RFC 9110, 11.4), as the /v1 routes read it; the SDK's guard splits on one.
+      const spaced = req.headers.authorization?.match(/^bearer +([^ ]+)$/i);
+      if (spaced) req.headers.authorization = `Bearer ${spaced[1]}`;
       recordUnreadableHeader(gateway, transport, req.headers.authorization, requestId);
       const guard =
         requestId === undefined

@@ -72,6 +72,21 @@ export function isFinal(err: GatewayError): boolean {
 }
 
 /** The bearer token of an `Authorization` header, if it holds one. */
+/**
+ * The credential a request presents, read with `secretOf` (the codec's), marked malformed when it
+ * came in an Authorization header that is not `Bearer <credential>`: the MCP and A2A routes refuse
+ * such a header (the MCP SDK's bearer guard), and so do these, with AUTH_INVALID, recorded.
+ */
+export function presentedCredential(req: Request, secretOf: (req: Request) => string | undefined): Credential | undefined {
+  const secret = secretOf(req);
+  if (!secret) return undefined;
+  const header = req.headers.authorization;
+  if (typeof header === 'string' && header !== '' && !/^bearer +[^ ]+$/i.test(header)) {
+    return { secret, malformed: 'The Authorization header must be "Bearer <API key or token>".' };
+  }
+  return { secret };
+}
+
 export function bearerToken(req: Request): string | undefined {
   const header = req.headers.authorization;
   if (!header) return undefined;
@@ -130,11 +145,11 @@ export function compatRouter(gateway: Gateway, codec: WireCodec, json: RequestHa
     markRecorded(res);
     const requestId = res.locals.requestId as string;
     const signal = res.locals.signal as AbortSignal;
-    const secret = codec.credentialOf(req);
+    const presented = presentedCredential(req, codec.credentialOf);
     let edge: EdgeAuthentication | undefined;
     try {
-      edge = await gateway.authenticate(secret ? { secret } : undefined, { transport: codec.transport, requestId });
-      const credential: Credential = { secret: secret!, verified: { policy: edge.policy, result: edge } };
+      edge = await gateway.authenticate(presented, { transport: codec.transport, requestId });
+      const credential: Credential = { secret: presented!.secret, verified: { policy: edge.policy, result: edge } };
       const { stream, includeUsage } = codec.options(req.body);
       const call: CompatCall = { requestId, created: Math.floor(Date.now() / 1000), maxTokens: DEFAULT_MAX_TOKENS, includeUsage };
       const decode = (raw: unknown) => {
@@ -166,13 +181,13 @@ export function compatRouter(gateway: Gateway, codec: WireCodec, json: RequestHa
       return;
     }
     markRecorded(res);
-    const secret = codec.credentialOf(req);
+    const presented = presentedCredential(req, codec.credentialOf);
     const requestId = res.locals.requestId as string | undefined;
     let edge: EdgeAuthentication | undefined;
     try {
-      edge = await gateway.authenticate(secret ? { secret } : undefined, { transport: codec.transport, requestId });
+      edge = await gateway.authenticate(presented, { transport: codec.transport, requestId });
       const rejected = bodyError(err, maxBodyBytes);
-      await gateway.complete({ credential: { secret: secret!, verified: { policy: edge.policy, result: edge } }, args: { raw: undefined, rejected }, transport: codec.transport, requestId });
+      await gateway.complete({ credential: { secret: presented!.secret, verified: { policy: edge.policy, result: edge } }, args: { raw: undefined, rejected }, transport: codec.transport, requestId });
     } catch (refusal) {
       await refusalHeaders(res, gateway, edge);
       renderError(codec, gateway, res, asGatewayError(refusal));

@@ -18,7 +18,7 @@ import type { EdgeAuthentication, Gateway } from '../gateway/gateway.js';
 import type { CallArguments, Credential, DryRun, TransportName } from '../pipeline/context.js';
 import { anthropicCodec, decodeMessagesRequest } from './anthropicCompat.js';
 import { bearerChallenge } from './authMetadata.js';
-import { abortOnClose, bodyError, isFinal, unreadBody, type WireCodec } from './compat.js';
+import { abortOnClose, bodyError, isFinal, presentedCredential, unreadBody, type WireCodec } from './compat.js';
 import { markRecorded } from './edgeRefusals.js';
 
 export const ESTIMATE_PATH = '/v1/tollgate/estimate';
@@ -88,8 +88,7 @@ export function dryRunRouter(gateway: Gateway, json: RequestHandler, maxBodyByte
   const router = Router();
   for (const route of ROUTES) {
     const authenticate = (req: Request, res: Response): Promise<EdgeAuthentication> => {
-      const secret = anthropicCodec.credentialOf(req);
-      return gateway.authenticate(secret ? { secret } : undefined, { transport: route.transport, requestId: res.locals.requestId as string, dryRun: route.dryRun });
+      return gateway.authenticate(presentedCredential(req, anthropicCodec.credentialOf), { transport: route.transport, requestId: res.locals.requestId as string, dryRun: route.dryRun });
     };
     const credentialFor = (req: Request, edge: EdgeAuthentication): Credential => ({ secret: anthropicCodec.credentialOf(req)!, verified: { policy: edge.policy, result: edge } });
     router.post(route.path, beginRequest(route.errors), json, async (req, res) => {

@@ -13,6 +13,7 @@ import type { Gateway } from '../gateway/gateway.js';
 import type { Principal } from '../identity/principal.js';
 import type { Credential } from '../pipeline/context.js';
 import { anthropicCodec } from './anthropicCompat.js';
+import { presentedCredential } from './compat.js';
 import { markRecorded } from './edgeRefusals.js';
 import { openaiCodec } from './openaiCompat.js';
 import { beginRequest, renderCodecError } from './dryRuns.js';
@@ -80,12 +81,12 @@ function fromList(gateway: Gateway, answer: (items: Listed[], req: Request, anth
     markRecorded(res);
     const anthropic = req.headers['anthropic-version'] !== undefined;
     const codec = anthropic ? anthropicCodec : openaiCodec;
-    const secret = anthropicCodec.credentialOf(req);
+    const presented = presentedCredential(req, anthropicCodec.credentialOf);
     const requestId = res.locals.requestId as string;
     let credential: Credential | undefined;
     try {
-      const edge = await gateway.authenticate(secret ? { secret } : undefined, { transport: codec.transport, requestId });
-      credential = { secret: secret!, verified: { policy: edge.policy, result: edge } };
+      const edge = await gateway.authenticate(presented, { transport: codec.transport, requestId });
+      credential = { secret: presented!.secret, verified: { policy: edge.policy, result: edge } };
       res.json(answer(modelsFor(gateway, edge.principal), req, anthropic));
     } catch (err) {
       const refusal = asGatewayError(err);

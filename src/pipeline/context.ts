@@ -39,6 +39,8 @@ export interface Credential {
   source?: 'TOLLGATE_API_KEY' | 'TOLLGATE_TOKEN';
   /** An edge verification of this same credential; reused only under the same policy snapshot and before it expires. */
   verified?: { policy: Policy; result: Authenticated };
+  /** Why the header it came in is not one a credential is read from (no Bearer scheme): refused AUTH_INVALID, whatever it holds. */
+  malformed?: string;
 }
 
 /** What a call asks for before validation: the transport's arguments and how to read them. */

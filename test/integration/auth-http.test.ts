@@ -170,12 +170,27 @@ describe('MCP authorization on the HTTP transport', () => {
     expect(res.headers.get('mcp-session-id')).toBeTruthy();
   });
 
-  it('records a refusal of an Authorization header without the Bearer scheme, though the key in it is valid', async () => {
+  it('records a refusal of an Authorization header without the Bearer scheme, though the key in it is valid, on /mcp and /v1 alike', async () => {
     const before = gw.events.length;
     const res = await post(gw, { authorization: AGENT_KEY });
     expect(res.status).toBe(401);
+    const chat = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: AGENT_KEY, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'standard', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    expect(chat.status).toBe(401);
+    expect(((await chat.json()) as { error: { message: string } }).error.message).toContain('The Authorization header must be "Bearer <API key or token>".');
     await gw.idle();
-    expect(gw.events.slice(before)).toEqual([expect.objectContaining({ outcome: 'refused', 'error.code': 'AUTH_INVALID', transport: 'http' })]);
+    expect(gw.events.slice(before)).toEqual([
+      expect.objectContaining({ outcome: 'refused', 'error.code': 'AUTH_INVALID', transport: 'http' }),
+      expect.objectContaining({ outcome: 'refused', 'error.code': 'AUTH_INVALID', transport: 'openai' }),
+    ]);
+  });
+
+  it('reads "Bearer" followed by more than one space on /mcp as /v1 does (RFC 9110)', async () => {
+    const res = await post(gw, { authorization: `Bearer   ${AGENT_KEY}` });
+    expect(res.status).toBe(200);
   });
 
   it('accepts a token expired within the clock tolerance (30 s) as /v1 does, and records one expired past it', async () => {

@@ -57,7 +57,7 @@ describe('requests pipelined on one connection with edge refusals among them', (
     return `POST /v1/chat/completions HTTP/1.1\r\nHost: ${host}\r\nAuthorization: Bearer ${KEYS.alice}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
   };
   /** Events as [outcome, code, transport], in a fixed order (a call's event follows its answer, after an edge refusal's). */
-  const summary = (events: Record<string, unknown>[]) => events.map((e) => [String(e.outcome), String(e['error.code'] ?? '-'), String(e.transport)]).sort();
+  const summary = (events: readonly { outcome: string; 'error.code'?: string; transport: string }[]) => events.map((e) => [e.outcome, e['error.code'] ?? '-', e.transport]).sort();
   const settled = async (before: number) => {
     await gw.idle();
     await new Promise((r) => setTimeout(r, 300));

@@ -67,6 +67,7 @@ function anonymousCaller(policy: Policy, opts: AuthenticateStepOptions): Princip
 }
 
 async function prove(credential: Credential, policy: Policy, opts: AuthenticateStepOptions): Promise<Authenticated> {
+  if (credential.malformed) throw new GatewayError('AUTH_INVALID', credential.malformed);
   const nowS = opts.now() / 1000;
   const prior = credential.verified;
   if (prior && prior.policy === policy) {
