@@ -65,3 +65,25 @@ describe('a body over the limit that never finishes arriving', () => {
     expect(gw.events.slice(before)).toEqual([expect.objectContaining({ 'error.code': 'PAYLOAD_TOO_LARGE', 'user.id': 'alice', transport: 'openai' })]);
   });
 });
+
+describe('a compressed body that inflates past the limit and never finishes arriving', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startTestGateway(basicPolicy(), { maxBodyBytes: LIMIT });
+  });
+  afterAll(() => gw.close());
+
+  it('is refused 413 once what it inflates to passes the limit, and the connection closes', { timeout: 30_000 }, async () => {
+    const { gzipSync } = await import('node:zlib');
+    const whole = gzipSync(Buffer.from(`{"model":"standard","pad":"${'x'.repeat(LIMIT * 4)}"}`));
+    // All but its last bytes: the part sent inflates past the limit; the rest never comes.
+    const sent = whole.subarray(0, whole.length - 8);
+    const before = gw.events.length;
+    const head = `POST /v1/chat/completions HTTP/1.1\r\nHost: ${new URL(gw.url).host}\r\nAuthorization: Bearer ${KEYS.alice}\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: ${whole.length}\r\n\r\n`;
+    const r = await stalled(gw.url, head, sent);
+    expect(r.text).toMatch(/^HTTP\/1\.1 413 /);
+    expect(r.closed).toBe(true);
+    await gw.idle();
+    expect(gw.events.slice(before)).toEqual([expect.objectContaining({ 'error.code': 'PAYLOAD_TOO_LARGE', 'user.id': 'alice' })]);
+  });
+});
