@@ -149,7 +149,8 @@ export function compatRouter(gateway: Gateway, codec: WireCodec, json: RequestHa
     let edge: EdgeAuthentication | undefined;
     try {
       edge = await gateway.authenticate(presented, { transport: codec.transport, requestId });
-      const credential: Credential = { secret: presented!.secret, verified: { policy: edge.policy, result: edge } };
+      // None presented under --dev-anonymous: the edge's verification names the principal.
+      const credential: Credential = { secret: presented?.secret as string, verified: { policy: edge.policy, result: edge } };
       const { stream, includeUsage } = codec.options(req.body);
       const call: CompatCall = { requestId, created: Math.floor(Date.now() / 1000), maxTokens: DEFAULT_MAX_TOKENS, includeUsage };
       const decode = (raw: unknown) => {
@@ -187,7 +188,7 @@ export function compatRouter(gateway: Gateway, codec: WireCodec, json: RequestHa
     try {
       edge = await gateway.authenticate(presented, { transport: codec.transport, requestId });
       const rejected = bodyError(err, maxBodyBytes);
-      await gateway.complete({ credential: { secret: presented!.secret, verified: { policy: edge.policy, result: edge } }, args: { raw: undefined, rejected }, transport: codec.transport, requestId });
+      await gateway.complete({ credential: { secret: presented?.secret as string, verified: { policy: edge.policy, result: edge } }, args: { raw: undefined, rejected }, transport: codec.transport, requestId });
     } catch (refusal) {
       await refusalHeaders(res, gateway, edge);
       renderError(codec, gateway, res, asGatewayError(refusal));

@@ -86,7 +86,7 @@ function fromList(gateway: Gateway, answer: (items: Listed[], req: Request, anth
     let credential: Credential | undefined;
     try {
       const edge = await gateway.authenticate(presented, { transport: codec.transport, requestId });
-      credential = { secret: presented!.secret, verified: { policy: edge.policy, result: edge } };
+      credential = { secret: presented?.secret as string, verified: { policy: edge.policy, result: edge } };
       res.json(answer(modelsFor(gateway, edge.principal), req, anthropic));
     } catch (err) {
       const refusal = asGatewayError(err);
