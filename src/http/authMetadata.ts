@@ -121,6 +121,14 @@ export function credentialOf(req: Request): Credential | undefined {
   return { secret: req.auth.token, verified: { policy: edge.policy, result: edge } };
 }
 
+/** `Bearer <credential>`, the whole header: the scheme in any case, one or more spaces after it (RFC 9110, 11.4). */
+const BEARER_HEADER = /^bearer +([^ ]+)$/i;
+
+/** The credential of an Authorization header in the Bearer form, undefined for a header in any other form (or none). */
+export function bearerCredential(header: string | undefined): string | undefined {
+  return header === undefined ? undefined : BEARER_HEADER.exec(header)?.[1];
+}
+
 /** Serves the protected resource metadata (root and path-suffixed forms) and guards the routes of each transport. */
 export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireAuth: (transport: TransportName) => RequestHandler } {
   const routers = new WeakMap<Policy, Router>();
@@ -159,9 +167,9 @@ export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireA
         serveAnonymous(gateway, transport, req, res, next);
         return;
       }
-      // `Bearer` then one or more spaces (RFC 9110, 11.4), as the /v1 routes read it; the SDK's guard splits on one.
-      const spaced = req.headers.authorization?.match(/^bearer +([^ ]+)$/i);
-      if (spaced) req.headers.authorization = `Bearer ${spaced[1]}`;
+      // `Bearer` then one or more spaces, as the /v1 routes read it; the SDK's guard splits on one.
+      const bearer = bearerCredential(req.headers.authorization);
+      if (bearer !== undefined) req.headers.authorization = `Bearer ${bearer}`;
       recordUnreadableHeader(gateway, transport, req.headers.authorization, requestId);
       const guard =
         requestId === undefined

@@ -13,7 +13,7 @@ import { DEFAULT_MAX_TOKENS } from '../call/request.js';
 import { asGatewayError, GatewayError } from '../errors.js';
 import type { CallResult, EdgeAuthentication, Gateway } from '../gateway/gateway.js';
 import type { Credential } from '../pipeline/context.js';
-import { bearerChallenge } from './authMetadata.js';
+import { bearerChallenge, bearerCredential } from './authMetadata.js';
 import { readBudgetHeaders, setBudgetHeaders, setHeaders } from './budgetHeaders.js';
 import { markRecorded, secretOfHeader } from './edgeRefusals.js';
 
@@ -81,7 +81,7 @@ export function presentedCredential(req: Request, secretOf: (req: Request) => st
   const secret = secretOf(req);
   if (!secret) return undefined;
   const header = req.headers.authorization;
-  if (typeof header === 'string' && header !== '' && !/^bearer +[^ ]+$/i.test(header)) {
+  if (header !== undefined && header !== '' && bearerCredential(header) === undefined) {
     return { secret, malformed: 'The Authorization header must be "Bearer <API key or token>".' };
   }
   return { secret };

@@ -194,11 +194,12 @@ export function seamsOf(parts: readonly PartEnds[]): Seam[] {
 }
 
 /** `s` without its first word when `s` was cut from a longer text, so a pattern does not see a word boundary the text has not. */
-const fromWordStart = (s: string): number => {
+export const fromWordStart = (s: string): number => {
   const i = s.search(/\s/);
   return i < 0 || i > 64 ? 0 : i + 1;
 };
-const toWordEnd = (s: string): number => {
+/** Where to end `s` when it was cut from a longer text: at its last space or line break, when one lies within 64 characters of the end. */
+export const toWordEnd = (s: string): number => {
   const i = Math.max(s.lastIndexOf(' ', s.length - 1), s.lastIndexOf('\n', s.length - 1));
   return i < s.length - 64 ? s.length : i;
 };

@@ -7,17 +7,8 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { seamsOf, type PartEnds, type Seam } from '../../src/policy/content.js';
+import { fromWordStart, seamsOf, toWordEnd, type PartEnds, type Seam } from '../../src/policy/content.js';
 import { WINDOW } from '../../src/policy/contentView.js';
-
-const fromWordStart = (s: string): number => {
-  const i = s.search(/\s/);
-  return i < 0 || i > 64 ? 0 : i + 1;
-};
-const toWordEnd = (s: string): number => {
-  const i = Math.max(s.lastIndexOf(' ', s.length - 1), s.lastIndexOf('\n', s.length - 1));
-  return i < s.length - 64 ? s.length : i;
-};
 
 /** The construction seamsOf replaced, message by message. */
 function reference(parts: readonly PartEnds[], i: number): Seam {
