@@ -103,6 +103,16 @@ export function outputTokenBound(text: string, maxTokens: number, moreBytes = 0)
  */
 export const MAX_USAGE_TOKENS = 2 ** 31 - 1;
 
+/** A figure that reads as a number of tokens: a number at least 0 (charged rounded up, at most MAX_USAGE_TOKENS). */
+function isFigure(v: unknown): v is number {
+  return typeof v === 'number' && v >= 0;
+}
+
+/** A figure charged as it was reported: a whole number of tokens up to MAX_USAGE_TOKENS. */
+function isWholeCount(v: unknown): v is number {
+  return isFigure(v) && Number.isInteger(v) && v <= MAX_USAGE_TOKENS;
+}
+
 /**
  * Usage as a provider reported it, made chargeable: a figure is a claim from the wire (an
  * OpenAI-compatible server may send any JSON), so one that is not a number of tokens at least 0
@@ -111,9 +121,9 @@ export const MAX_USAGE_TOKENS = 2 ** 31 - 1;
  * MAX_USAGE_TOKENS is charged that. Cached input is kept only as a valid part of the input.
  */
 export function chargeableUsage(reported: Usage, inputBound: number, outputBound: number): Usage {
-  const figure = (v: unknown, bound: number) => (typeof v === 'number' && v >= 0 ? Math.min(MAX_USAGE_TOKENS, Math.ceil(v)) : bound);
+  const figure = (v: unknown, bound: number) => (isFigure(v) ? Math.min(MAX_USAGE_TOKENS, Math.ceil(v)) : bound);
   const { inputTokens, outputTokens, cachedInputTokens } = reported;
-  if (Number.isSafeInteger(inputTokens) && inputTokens >= 0 && inputTokens <= MAX_USAGE_TOKENS && Number.isSafeInteger(outputTokens) && outputTokens >= 0 && outputTokens <= MAX_USAGE_TOKENS && (cachedInputTokens === undefined || (Number.isSafeInteger(cachedInputTokens) && cachedInputTokens >= 0 && cachedInputTokens <= inputTokens))) return reported;
+  if (isWholeCount(inputTokens) && isWholeCount(outputTokens) && (cachedInputTokens === undefined || (isWholeCount(cachedInputTokens) && cachedInputTokens <= inputTokens))) return reported;
   const usage: Usage = { inputTokens: figure(inputTokens, inputBound), outputTokens: figure(outputTokens, outputBound) };
   const cached = figure(cachedInputTokens, 0);
   if (cached > 0) usage.cachedInputTokens = Math.min(cached, usage.inputTokens);
@@ -130,7 +140,7 @@ export function sumOfCounts(...figures: unknown[]): number {
   let sum = 0;
   for (const f of figures) {
     if (f === undefined || f === null) continue;
-    if (typeof f !== 'number' || !(f >= 0) || f > MAX_USAGE_TOKENS) return Number.NaN;
+    if (!isFigure(f)) return Number.NaN;
     sum += f;
   }
   return sum;

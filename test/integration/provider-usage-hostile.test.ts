@@ -17,32 +17,31 @@ import { KEYS, sha } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { deleteKeys, startRedis, uniquePrefix, type TestRedis } from '../helpers/redis.js';
 
-/** An OpenAI-compatible server answering each chat completion with the next usage of `usages`. */
-async function startLyingProvider(usages: unknown[]): Promise<{ url: string; server: Server }> {
+/** A provider answering each call with `answer(the next usage of usages)`, as JSON. */
+async function startLyingProvider(usages: unknown[], answer: (usage: unknown) => object): Promise<{ url: string; server: Server }> {
   const server = createServer((req, res) => {
     req.resume();
-    req.on('end', () => {
-      const usage = usages.shift();
-      res.writeHead(200, { 'content-type': 'application/json' }).end(
-        JSON.stringify({
-          id: 'chatcmpl-lying',
-          object: 'chat.completion',
-          created: Math.floor(Date.now() / 1000),
-          model: 'lying-model',
-          choices: [{ index: 0, message: { role: 'assistant', content: 'ok', refusal: null }, logprobs: null, finish_reason: 'stop' }],
-          usage,
-        }),
-      );
-    });
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer(usages.shift()))));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, server };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
 }
+
+const chatCompletion = (usage: unknown) => ({
+  id: 'chatcmpl-lying',
+  object: 'chat.completion',
+  created: Math.floor(Date.now() / 1000),
+  model: 'lying-model',
+  choices: [{ index: 0, message: { role: 'assistant', content: 'ok', refusal: null }, logprobs: null, finish_reason: 'stop' }],
+  usage,
+});
+
+const anthropicMessage = (usage: unknown) => ({ id: 'msg_lying', type: 'message', role: 'assistant', model: 'lying-claude', content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn', stop_sequence: null, usage });
 
 const policy = (url: string) => `
 version: 1
 providers:
-  lying: { kind: openai, apiKey: sk-test, baseUrl: "${url}", maxRetries: 0 }
+  lying: { kind: openai, apiKey: sk-test, baseUrl: "${url}/v1", maxRetries: 0 }
 egress: { allow: ["127.0.0.1"] }
 models:
   lying/m: { price: { inputPerMTok: 1, outputPerMTok: 1 } }
@@ -63,7 +62,7 @@ describe.each(['memory', 'redis'] as const)('usage a provider reports that is no
   let provider: { url: string; server: Server };
   const usages: unknown[] = [];
   beforeAll(async () => {
-    provider = await startLyingProvider(usages);
+    provider = await startLyingProvider(usages, chatCompletion);
     let store: QuotaStore | undefined;
     if (kind === 'redis') {
       redis = await startRedis();
@@ -125,30 +124,13 @@ describe.each(['memory', 'redis'] as const)('usage a provider reports that is no
   });
 });
 
-/** An Anthropic-compatible server answering each message with the next usage of `usages`. */
-async function startLyingAnthropic(usages: unknown[]): Promise<{ url: string; server: Server }> {
-  const server = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      const usage = usages.shift();
-      res.writeHead(200, { 'content-type': 'application/json' }).end(
-        JSON.stringify({ id: 'msg_lying', type: 'message', role: 'assistant', model: 'lying-claude', content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn', stop_sequence: null, usage }),
-      );
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
-}
-
 describe('usage an Anthropic-compatible provider reports that is not a token count', () => {
   let gw: TestGateway;
   let provider: { url: string; server: Server };
   const usages: unknown[] = [];
   beforeAll(async () => {
-    provider = await startLyingAnthropic(usages);
-    gw = await startTestGateway(
-      policy(provider.url).replace('lying: { kind: openai, apiKey: sk-test, baseUrl: "' + provider.url + '", maxRetries: 0 }', 'lying: { kind: anthropic, apiKey: sk-ant-test, baseUrl: "' + provider.url + '", maxRetries: 0 }'),
-    );
+    provider = await startLyingProvider(usages, anthropicMessage);
+    gw = await startTestGateway(policy(provider.url).replace(`kind: openai, apiKey: sk-test, baseUrl: "${provider.url}/v1"`, `kind: anthropic, apiKey: sk-ant-test, baseUrl: "${provider.url}"`));
   });
   afterAll(async () => {
     await gw.close();
@@ -176,5 +158,11 @@ describe('usage an Anthropic-compatible provider reports that is not a token cou
     const { bound, input } = await call(usage);
     expect(input).toBe(bound);
     expect(bound).toBeGreaterThan(0);
+  });
+
+  it('charges an input past 2^31-1 tokens in full as an overrun, as on the OpenAI wire', async () => {
+    const { event, input } = await call({ input_tokens: 3e9, output_tokens: 5 });
+    expect(input).toBe(2 ** 31 - 1);
+    expect(event['tollgate.overrun']).toBeDefined();
   });
 });
