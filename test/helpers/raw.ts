@@ -64,6 +64,40 @@ export function sendOnSocket(baseUrl: string, payload: string | Buffer, timeoutM
   });
 }
 
+/**
+ * Writes `pieces` on one fresh connection (`gapMs` apart; the socket is never ended, so a caller
+ * that stops sending stalls) and resolves with everything read, once the server closes the
+ * connection (`closed`) or after `timeoutMs`, when it is destroyed. Never rejects: a test of a
+ * stalled caller asserts on `closed` and `ms`.
+ */
+export function exchangeOnSocket(baseUrl: string, pieces: Array<string | Buffer>, opts: { gapMs?: number; timeoutMs?: number } = {}): Promise<{ text: string; closed: boolean; ms: number }> {
+  const url = new URL(baseUrl);
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const socket = connect(Number(url.port), url.hostname);
+    const parts: Buffer[] = [];
+    const finish = (closed: boolean) => resolve({ text: Buffer.concat(parts).toString('utf8'), closed, ms: Date.now() - started });
+    const timer = setTimeout(() => {
+      socket.removeAllListeners('close');
+      socket.destroy();
+      finish(false);
+    }, opts.timeoutMs ?? 10_000);
+    socket.on('data', (d: Buffer) => parts.push(d));
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      finish(true);
+    });
+    void (async () => {
+      for (const piece of pieces) {
+        if (socket.destroyed) return;
+        socket.write(piece);
+        if (opts.gapMs) await new Promise((r) => setTimeout(r, opts.gapMs));
+      }
+    })();
+  });
+}
+
 /** Status and JSON body of a raw HTTP/1.1 response text. */
 export function parseRawResponse(raw: string): { status: number; headers: string; body: unknown } {
   const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(raw)?.[1] ?? 0);

@@ -8,22 +8,9 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { exchangeOnSocket } from '../helpers/raw.js';
 
-function send(url: string, bytes: string): Promise<string> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect(Number(port), hostname);
-    let text = '';
-    const timer = setTimeout(() => socket.destroy(), 10_000);
-    socket.on('data', (d: Buffer) => (text += d.toString('utf8')));
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve(text);
-    });
-    socket.write(bytes);
-  });
-}
+const send = async (url: string, bytes: string) => (await exchangeOnSocket(url, [bytes])).text;
 
 describe('a body that breaks HTTP/1.1 framing after its headers reached a route', () => {
   let gw: TestGateway;

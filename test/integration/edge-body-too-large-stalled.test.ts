@@ -5,35 +5,15 @@
  * request timeout (300 s), then got 408 INVALID_REQUEST and left two events for one request. One
  * event, with the caller's identity, and the connection closed after the answer.
  */
-import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { exchangeOnSocket } from '../helpers/raw.js';
 
 const LIMIT = 64 * 1024;
 
-/** Writes `head` and `body` on a fresh connection and resolves with what came back once the server closes it (or after `ms`). */
-function stalled(url: string, head: string, body: Buffer | string, ms = 10_000): Promise<{ text: string; closed: boolean; ms: number }> {
-  const { hostname, port } = new URL(url);
-  const started = Date.now();
-  return new Promise((resolve) => {
-    const socket: Socket = connect(Number(port), hostname);
-    let text = '';
-    const timer = setTimeout(() => {
-      socket.destroy();
-      resolve({ text, closed: false, ms: Date.now() - started });
-    }, ms);
-    socket.on('data', (d: Buffer) => (text += d.toString('utf8')));
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve({ text, closed: true, ms: Date.now() - started });
-    });
-    socket.write(head);
-    socket.write(body);
-    // Nothing more is sent, and the socket is not ended: the caller stalls.
-  });
-}
+/** Writes `head` and `body` on a fresh connection, then nothing more: what came back once the server closed it (or after `ms`). */
+const stalled = (url: string, head: string, body: Buffer | string, ms = 10_000) => exchangeOnSocket(url, [head, body], { timeoutMs: ms });
 
 describe('a body over the limit that never finishes arriving', () => {
   let gw: TestGateway;

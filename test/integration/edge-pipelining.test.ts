@@ -6,35 +6,15 @@
  * one a CANCELLED); a broken body after an early 401 got a second answer and event; a broken body
  * on /v1 was recorded without the caller its valid key named.
  */
-import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy } from '../fixtures/policies.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { exchangeOnSocket } from '../helpers/raw.js';
 
 const LIMIT = 4096;
 
-/** Writes `bytes` (pieces written `gapMs` apart) on one connection; resolves with all it read once the server closes it. */
-function exchange(url: string, pieces: string[], gapMs = 0, ms = 10_000): Promise<string> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect(Number(port), hostname);
-    let text = '';
-    const timer = setTimeout(() => socket.destroy(), ms);
-    socket.on('data', (d: Buffer) => (text += d.toString('utf8')));
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve(text);
-    });
-    void (async () => {
-      for (const p of pieces) {
-        if (socket.destroyed) return;
-        socket.write(p);
-        if (gapMs) await new Promise((r) => setTimeout(r, gapMs));
-      }
-    })();
-  });
-}
+/** Writes `pieces` (`gapMs` apart) on one connection; resolves with all it read once the server closes it. */
+const exchange = async (url: string, pieces: string[], gapMs = 0, ms = 10_000) => (await exchangeOnSocket(url, pieces, { gapMs, timeoutMs: ms })).text;
 
 const statuses = (answer: string) => [...answer.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1]));
 
