@@ -132,7 +132,7 @@ export class Gateway {
       ...(anonymousAs ? { anonymous: (p: Policy) => anonymousPrincipal(p.apiKeys.values(), anonymousAs) } : {}),
     });
     this.identify = compose<CallContext>([metered, authenticated]);
-    // A refusal at the edge is attributed when the caller was already authenticated there; it never proves a credential anew.
+    // A refusal at the edge is attributed to the caller it proved there, or proves now (refuse: quietly, its own code kept).
     const attributed: Middleware<CallContext> = (ctx, next) => (ctx.credential?.verified ? authenticated(ctx, next) : next());
     this.record = compose<CallContext>([metered, attributed, validate()]);
     const providerFor = (policy: Policy, name: string) => this.runtime.providerFor(policy, name);
@@ -255,16 +255,33 @@ export class Gateway {
 
   /**
    * Records a refusal the edge made before a call could be formed (malformed HTTP or JSON-RPC, a
-   * Host or Origin refused, an unknown session): one decision event with the refusal's code. The
-   * caller is not authenticated for it: it is recorded as the principal an earlier edge
-   * verification found (`credential.verified`), else as unknown with what it presented
-   * fingerprinted. `logged`: the fault behind an INTERNAL refusal is in the log already, with its
-   * stack, so it is not logged again. Never throws.
+   * Host or Origin refused, an unknown path or session): one decision event with the refusal's
+   * code, as the principal an earlier edge verification found (`credential.verified`), else as the
+   * caller the presented credential proves now (`attribute`), else as unknown with what it
+   * presented fingerprinted. `logged`: the fault behind an INTERNAL refusal is in the log already,
+   * with its stack, so it is not logged again. Never throws.
    */
   async refuse(refusal: GatewayError, call: { transport: TransportName; credential?: Credential; requestId?: string; logged?: boolean }): Promise<void> {
     const args = { raw: undefined, rejected: refusal, rejectedLogged: call.logged };
-    const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential: call.credential, args, signal: NOT_CANCELLED }, 'complete');
+    const presented = call.credential;
+    const credential = presented?.secret && !presented.verified && !presented.malformed ? await this.attribute(presented) : presented;
+    const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential, args, signal: NOT_CANCELLED }, 'complete');
     await this.record(ctx).catch(() => undefined);
+  }
+
+  /**
+   * A credential an edge refusal presented, proved quietly: the refusal keeps its own code and
+   * answer, and is recorded as whom the credential names; one that proves no one (unknown, expired,
+   * refused) is returned as it came and recorded by its fingerprint. Nothing else is recorded.
+   */
+  private async attribute(credential: Credential): Promise<Credential> {
+    const policy = this.runtime.policy;
+    try {
+      const result = await this.runtime.authenticatorFor(policy).authenticate(credential.secret, credential.only ? { only: credential.only } : {});
+      return { secret: credential.secret, verified: { policy, result } };
+    } catch {
+      return credential;
+    }
   }
 
   /** The tiers and models this caller may use now, with prices (per million tokens, USD). */

@@ -27,11 +27,10 @@ export function edgeCode(status: number, credentialSent: boolean): ErrorCode {
   return 'INVALID_REQUEST';
 }
 
-/** The credential an edge refusal records (fingerprinted in the event, never stored). */
-function presented(req: Pick<Request, 'headers'>): { secret: string } | undefined {
-  const header = req.headers.authorization;
-  if (typeof header !== 'string' || !header) return undefined;
-  return { secret: secretOfHeader(header) };
+/** The credential an edge refusal records: its caller when it proves one (Gateway.refuse), else fingerprinted; never stored. */
+function presented(req: Request): { secret: string } | undefined {
+  const secret = presentedSecret(req);
+  return secret === undefined ? undefined : { secret };
 }
 
 /** `Bearer <token>`: the scheme in any case, one or more spaces after it (RFC 9110, 11.4). */

@@ -753,8 +753,9 @@ describe('a tollgate serve process under hostile input', () => {
       ['refused', 'FORBIDDEN', 'http'], // Host not allowed
       ['refused', 'FORBIDDEN', 'http'], // Origin not allowed
     ]);
-    // Who sent them is recorded where the edge knew it (after authentication), never the key itself.
-    expect(events.filter((e) => e['user.id'] === 'alice').length).toBe(4);
+    // Who sent them is recorded wherever the key was presented (the Origin refusal too, though no
+    // route authenticated it; not the Host one, sent without it), never the key itself.
+    expect(events.filter((e) => e['user.id'] === 'alice').length).toBe(5);
     expect(JSON.stringify(events)).not.toContain(KEYS.alice);
   });
 
