@@ -36,7 +36,7 @@
  * with other text between the pieces, and a format neither secretlint nor the three shapes know.
  */
 import { TextCache } from '../textCache.js';
-import { CONTENT_LIMITS, Decoder, WINDOW, buildCompact, compactWindows, normalizeText, type DecodedSpan } from './contentView.js';
+import { CONTENT_LIMITS, Decoder, WINDOW, buildCompact, compactWindows, normalizeText, toCompact, type DecodedSpan } from './contentView.js';
 import { lowercaseWords, scan, scanUppercased, type SecretFinding } from './secretPatterns.js';
 
 export { CONTENT_LIMITS, normalizeText } from './contentView.js';
@@ -66,20 +66,34 @@ interface PartAnalysis extends Analysis {
 /** A copy that does not keep the string it was cut from alive (V8 slices point into their parent). */
 const own = (s: string): string => (s.length < 16 ? s : Buffer.from(s, 'utf16le').toString('utf16le'));
 
-/** Findings in decoded spans, one scan over all of them (a blank line between), at each span's range. */
+/**
+ * Findings in decoded spans, at each span's range: one scan over all of them (a blank line between),
+ * and one over their compact views with the uppercase pass, as plain text gets, since what an
+ * encoding hides may be disguised as well (base64 of a lowercased key, "%20" between its groups,
+ * "\u000a" inside it).
+ */
 function spanFindings(spans: readonly DecodedSpan[]): SecretFinding[] {
   if (spans.length === 0) return [];
   let joined = '';
+  let compact = '';
   const starts: number[] = [];
+  const compactStarts: number[] = [];
   for (const s of spans) {
     starts.push(joined.length);
     joined += `${s.text}\n\n`;
+    compactStarts.push(compact.length);
+    compact += `${buildCompact([s.text]).compact}\n\n`;
   }
-  return scan(joined).map((f) => {
-    let i = starts.length - 1;
-    while (i > 0 && starts[i]! > f.start) i--;
+  const placed = (at: readonly number[]) => (f: SecretFinding): SecretFinding => {
+    let i = at.length - 1;
+    while (i > 0 && at[i]! > f.start) i--;
     return { kind: f.kind, start: spans[i]!.start, end: spans[i]!.end };
-  });
+  };
+  const findings = scan(joined).map(placed(starts));
+  const disguised = compact === joined ? [] : scan(compact);
+  disguised.push(...scanUppercased(compact, lowercaseWords(compact), (p) => p));
+  for (const f of disguised) findings.push(placed(compactStarts)(f));
+  return findings;
 }
 
 /** One message on its own: its text, its compact view around what was glued, and its decoded runs. */
@@ -229,6 +243,22 @@ function analyseSeam(seam: Seam): Analysis {
   }
   const decoder = new Decoder();
   decoder.scan(compact, () => [around.start, around.end], 1, true, (start, end) => start < cat && end > cat);
+  // A value spaced out in groups and cut at the seam ("AKIA Z3MB " and "RXQ7 TLWU VY2P", or inside a
+  // group: "AKIA Z3" and "MB RXQ7 ..."): each side has too few groups to glue alone, so neither
+  // compact view holds it glued. The text window compacted as one piece does, read with the line
+  // break between the messages and without it; what crosses the seam there counts.
+  for (const [whole, cut] of [[text, at], [text.slice(0, at) + text.slice(at + 1), at]] as const) {
+    const across = buildCompact([whole]);
+    if (across.compact === whole || across.compact === compact) continue;
+    for (const f of [...scan(across.compact), ...scanUppercased(across.compact, lowercaseWords(across.compact), (p) => p)]) {
+      if (!inText.has(f.kind)) {
+        inText.add(f.kind);
+        findings.push({ kind: f.kind, ...around });
+      }
+    }
+    const wat = toCompact(across.segments, cut);
+    decoder.scan(across.compact, () => [around.start, around.end], 1, true, (start, end) => start < wat && end > wat);
+  }
   findings.push(...spanFindings(decoder.spans));
   return { findings, spans: decoder.spans, truncated: decoder.truncated };
 }

@@ -57,6 +57,15 @@ const SEPARATOR = 16;
 /** Set on a group that reads as a word of prose. */
 const WORD_LIKE = 32;
 const charBits = (c: number): number => (c < 128 ? ASCII[c]! : c === 0xb7 || c === 0x2022 ? SEPARATOR : 0);
+/**
+ * charBits of `p[i]`, where an `=` with a letter or digit right after it is neither a group
+ * character nor a separator: base64 padding only ends a group, so such an `=` is an assignment
+ * ("k=AKIA Z3MB ..."), and the groups after it are read apart from the word before it.
+ */
+const bitsAt = (p: string, i: number, to: number): number => {
+  const c = p.charCodeAt(i);
+  return c === 61 && i + 1 < to && ASCII[p.charCodeAt(i + 1)]! & 7 ? 0 : charBits(c);
+};
 
 
 /**
@@ -83,7 +92,7 @@ function spacedGaps(p: string, from: number, to: number, words?: number[]): numb
   let n = 0;
   let i = from;
   while (i < to) {
-    let bits = charBits(p.charCodeAt(i));
+    let bits = bitsAt(p, i, to);
     if (bits & GROUP) {
       const start = i;
       let cls = 0;
@@ -93,7 +102,7 @@ function spacedGaps(p: string, from: number, to: number, words?: number[]): numb
         cls |= bits;
         if (i > start && bits !== 2) wordLike = false;
         i++;
-      } while (i < to && (bits = charBits(p.charCodeAt(i))) & GROUP);
+      } while (i < to && (bits = bitsAt(p, i, to)) & GROUP);
       if (wordLike && (i - start > 1 || cls === 2)) cls |= WORD_LIKE;
       if (n === gs.length) {
         const [s2, e2, c2] = [new Int32Array(n * 2), new Int32Array(n * 2), new Uint8Array(n * 2)];
@@ -314,6 +323,20 @@ export function compactWindows(compact: string, segments: Segments): { view: str
 }
 
 /** Maps a compact offset to the text offset of the same character. */
+/** Where text offset `pos` lies in the compact view: in a gap that was removed, where the gap was. */
+export function toCompact(segments: Segments, pos: number): number {
+  const { c, t, n } = segments;
+  if (c.length === 0) return pos;
+  let lo = 0;
+  let hi = t.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (t[mid]! <= pos) lo = mid;
+    else hi = mid - 1;
+  }
+  return c[lo]! + Math.max(0, Math.min(pos - t[lo]!, n[lo]!));
+}
+
 function toText(segments: Segments, pos: number): number {
   const { c, t, n } = segments;
   if (c.length === 0) return pos;

@@ -148,6 +148,14 @@ export function lowercaseWords(source: string): number[] {
   return out;
 }
 
+/**
+ * An identifier of words, camelCase or PascalCase ("asiaPacificCountries", "AidaMarketingList"):
+ * letters only, each word after the first a capital and two or more lowercase letters. Uppercased,
+ * such a name can read as a key ("ASIAPACIFICCOUNTRIES"), which a key with its case changed
+ * (lowercased, or case alternating letter by letter) never looks like.
+ */
+const IDENTIFIER_OF_WORDS = /^(?:[a-z]+|[A-Z][a-z]{2,})(?:[A-Z][a-z]{2,})+$/;
+
 /** Findings of the uppercase-alphabet rules in the words of `source` at `found` (start, end pairs), uppercased. */
 export function scanUppercased(source: string, found: readonly number[], at: (pos: number) => number): SecretFinding[] {
   const words: { at: number; src: number; len: number }[] = [];
@@ -155,6 +163,7 @@ export function scanUppercased(source: string, found: readonly number[], at: (po
   let size = 0;
   for (let k = 0; k < found.length; k += 2) {
     const word = source.slice(found[k], found[k + 1]);
+    if (IDENTIFIER_OF_WORDS.test(word)) continue;
     words.push({ at: size, src: found[k]!, len: word.length });
     pieces.push(word.toUpperCase());
     size += word.length + 1;
