@@ -15,26 +15,12 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GatewayError } from '../errors.js';
 import { FileApiKeys } from '../identity/fileKeys.js';
-import { StoredApiKeys } from '../identity/storedKeys.js';
+import { StoredApiKeys, checkIssue, printable, type IssueRequest } from '../identity/storedKeys.js';
 import { settingsFromEnv } from '../main.js';
 import { loadPolicyFile } from '../policy/load.js';
 import { requireSourceMatches } from './mismatch.js';
-import { printable } from './report.js';
 
 const list = (v?: string) => (v ? v.split(',').map((s) => s.trim()).filter(Boolean) : undefined);
-
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
-
-/**
- * Refuses a name holding a control character. The names of a key are printed in `keys list`, in
- * the reports and in the logs, and carried by every decision event of its calls.
- */
-function requirePrintable(flag: string, names: readonly (string | undefined)[] | undefined): void {
-  for (const name of names ?? []) {
-    const c = name?.match(CONTROL)?.[0];
-    if (c !== undefined) throw new GatewayError('INVALID_REQUEST', `${flag} "${printable(name!)}" holds a control character (${printable(c)}): names are printed in listings, reports and logs`);
-  }
-}
 
 /** The options of `tollgate keys`, as parsed. */
 export interface KeysValues {
@@ -102,16 +88,7 @@ export async function keysCommand(verb: string | undefined, values: KeysValues, 
         if (values.owner !== undefined && values.user !== undefined && values.owner !== values.user) throw new GatewayError('INVALID_REQUEST', `--user and --owner name different users. ${usage}`);
         const user = values.owner ?? values.user;
         if (!user) throw new GatewayError('INVALID_REQUEST', usage);
-        requirePrintable(values.owner !== undefined ? '--owner' : '--user', [user]);
-        requirePrintable('--teams', list(values.teams));
-        requirePrintable('--cost-center', [values['cost-center']]);
-        requirePrintable('--groups', list(values.groups));
-        requirePrintable('--roles', list(values.roles));
-        // An id is a key's name in listings, the console, events and revoke: one the policy's own keys use would name two keys.
-        if (values.id !== undefined && [...policy.apiKeys.values()].some((k) => k.id === values.id)) {
-          throw new GatewayError('INVALID_REQUEST', `The policy declares an API key with id ${JSON.stringify(values.id)}; choose another id.`);
-        }
-        const { key, record } = await keys.issue({
+        const request: IssueRequest = {
           id: values.id,
           user,
           app: values.app,
@@ -119,7 +96,10 @@ export async function keysCommand(verb: string | undefined, values: KeysValues, 
           costCenter: values['cost-center'],
           groups: list(values.groups),
           roles: list(values.roles),
-        });
+        };
+        const flags: Record<keyof IssueRequest, string> = { id: '--id', user: values.owner !== undefined ? '--owner' : '--user', app: '--app', teams: '--teams', costCenter: '--cost-center', groups: '--groups', roles: '--roles' };
+        checkIssue(request, [...policy.apiKeys.values()].map((k) => k.id), (field) => flags[field]);
+        const { key, record } = await keys.issue(request);
         if (values.json) return `${JSON.stringify({ key, ...record }, null, 2)}\n`;
         const whose = record.app ? `application ${record.app} (owner ${record.user})` : record.user;
         return `${key}\n# id ${record.id} for ${whose}; shown once, store it now. Revoke with: tollgate keys revoke --id ${record.id}\n`;

@@ -10,6 +10,7 @@
  * event file, its start plus its latency). A user in several teams is one row under the set of
  * their teams; `--by team` counts that call under each of them, while the total counts it once.
  */
+import { printable } from '../identity/storedKeys.js';
 import type { DecisionEvent } from '../metering/events.js';
 import { formatMicroUsd } from '../metering/focus.js';
 import { addEventRollup, type UsageFigures, type UsageRollup } from '../quota/rollups.js';
@@ -240,7 +241,8 @@ export type OutputFormat = 'table' | 'csv' | 'json';
  * A control character shown as its escape (`\x1b`): cells carry what callers chose (a user id from
  * a token claim, the model name a caller sent), and a terminal acts on an escape sequence it prints.
  */
-export const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+/** Names with their control characters shown as `\xNN` (one rule with `tollgate keys`: identity/storedKeys.ts). */
+export { printable };
 
 /** Columns padded to their widest cell; numbers right-aligned. */
 function table(head: string[], cells: string[][], numeric: (i: number) => boolean): string {

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { GatewayError } from '../errors.js';
 import type { Gateway } from '../gateway/gateway.js';
+import { checkIssue, type IssueRequest } from '../identity/storedKeys.js';
 import type { ReloadRecord } from '../policy/reload.js';
 import { markRecorded } from '../http/edgeRefusals.js';
 import { packageRoot } from '../main.js';
@@ -326,14 +327,16 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
         const consoleRoles = gateway.policy.config.console.roles;
         const admin = roles.filter((r) => consoleRoles.readWrite.includes(r) || consoleRoles.readOnly.includes(r));
         if (admin.length) throw new GatewayError('INVALID_REQUEST', `Issued keys cannot carry console roles (${admin.join(', ')}): admin keys are declared in the policy.`);
-        const { key, record } = await gateway.keyRegistry!.issue({
+        const request: IssueRequest = {
           id: typeof b.id === 'string' && b.id.trim() ? b.id.trim() : undefined,
           user,
           teams: list(b.teams),
           costCenter: typeof b.costCenter === 'string' && b.costCenter.trim() ? b.costCenter.trim() : undefined,
           groups: list(b.groups),
           roles,
-        });
+        };
+        checkIssue(request, [...gateway.policy.apiKeys.values()].map((k) => k.id), (field) => field);
+        const { key, record } = await gateway.keyRegistry!.issue(request);
         await journal(req, { action: 'key_issue', outcome: 'ok', keyId: record.id, keyUser: record.user, fingerprint: record.sha256.slice(0, 12) });
         res.type('html').send(keysPage(s.viewer, [...gateway.policy.apiKeys.values()], await gateway.keyRegistry!.list(), issuedKeyMessage(key, record)));
       },

@@ -36,6 +36,39 @@ export interface KeyRegistry {
   list(): Promise<StoredKey[]>;
 }
 
+/** A name with its control characters shown as `\xNN`, for listings, reports and messages. */
+export const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * The checks every way of issuing a key makes (`tollgate keys issue`, the console's form) before
+ * the registry's: no name holds a control character (a key's names are printed in listings,
+ * reports and logs, and carried by every decision event of its calls), and the id is not one of the
+ * policy's own keys (it would name two keys in listings, the console, events and revoke). `label`
+ * names a field as the caller wrote it (`--teams`, `teams`).
+ */
+export function checkIssue(req: IssueRequest, policyKeyIds: Iterable<string>, label: (field: keyof IssueRequest) => string): void {
+  const fields: [keyof IssueRequest, readonly (string | undefined)[] | undefined][] = [
+    ['user', [req.user]],
+    ['app', [req.app]],
+    ['id', [req.id]],
+    ['teams', req.teams],
+    ['costCenter', [req.costCenter]],
+    ['groups', req.groups],
+    ['roles', req.roles],
+  ];
+  for (const [field, names] of fields) {
+    for (const name of names ?? []) {
+      const c = name?.match(CONTROL)?.[0];
+      if (c !== undefined) throw new GatewayError('INVALID_REQUEST', `${label(field)} "${printable(name!)}" holds a control character (${printable(c)}): names are printed in listings, reports and logs`);
+    }
+  }
+  if (req.id !== undefined && [...policyKeyIds].includes(req.id)) {
+    throw new GatewayError('INVALID_REQUEST', `The policy declares an API key with id ${JSON.stringify(req.id)}; choose another id.`);
+  }
+}
+
 /** The refusal of an issue under an id already issued (revoked or not: an id stays taken). */
 export function idTaken(id: string): GatewayError {
   return new GatewayError('INVALID_REQUEST', `A key with id "${id}" already exists; choose another id.`);

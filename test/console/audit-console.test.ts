@@ -242,3 +242,38 @@ describe('console sign-in trace', () => {
     expect(last).toMatchObject({ outcome: 'refused', code: 'FORBIDDEN', via: 'oidc', user: 'mallory', issuer: issuer.issuer });
   });
 });
+
+describe('console key issue', () => {
+  /** Posts the key form as the signed-in admin; returns the status and the page. */
+  async function issue(fields: Record<string, string>): Promise<{ status: number; page: string }> {
+    const cookie = await signIn();
+    const form = await (await fetch(`${gw.url}/console/keys`, { headers: { cookie } })).text();
+    const csrf = /name="_csrf" value="([^"]+)"/.exec(form)![1]!;
+    const res = await fetch(`${gw.url}/console/keys`, { method: 'POST', redirect: 'manual', headers: { cookie, origin: gw.url, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ _csrf: csrf, ...fields }) });
+    return { status: res.status, page: await res.text() };
+  }
+
+  // Found by a probe: the form issued what `tollgate keys issue` refuses, so an issued key's events
+  // and the console's own entries named the policy's admin key, and terminal escapes reached listings.
+  it('refuses an id one of the policy keys uses, as the CLI does', async () => {
+    const { status, page } = await issue({ user: 'zed', id: 'admin' });
+    expect(status).toBe(400);
+    expect(page).toContain('The policy declares an API key with id &quot;admin&quot;; choose another id.');
+  });
+
+  it.each([
+    ['user', { user: 'a\u001b[31mred' }, 'user &quot;a\\x1b[31mred&quot; holds a control character (\\x1b)'],
+    ['teams', { user: 'zed', teams: 'core,t\tx' }, 'teams &quot;t\\x09x&quot; holds a control character (\\x09)'],
+    ['cost centre', { user: 'zed', costCenter: 'cc\n1' }, 'costCenter &quot;cc\\x0a1&quot; holds a control character (\\x0a)'],
+  ])('refuses a control character in the %s, as the CLI does', async (_what, fields, message) => {
+    const { status, page } = await issue(fields);
+    expect(status).toBe(400);
+    expect(page).toContain(message);
+  });
+
+  it('still issues a key with printable names and an id of its own', async () => {
+    const { status, page } = await issue({ user: 'zed', id: 'k-zed', teams: 'core' });
+    expect(status).toBe(200);
+    expect(page).toContain('k-zed');
+  });
+});
