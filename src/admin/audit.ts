@@ -11,8 +11,9 @@
  *    entries before it add up to, so a tampered snapshot or a charge missing from the record
  *    shows; the charges are summed per usage counter (budget, subject and window);
  * 3. events: every settle and recover entry carries its decision event, for its request, saying it
- *    charged exactly the entry's lines; no request is charged twice; and no event of a release or
- *    a refusal claims a charge.
+ *    charged exactly the entry's lines; a settle's event names a caller each budget line belongs
+ *    to, and the tokens and cost its token and dollar lines were charged; no request is charged
+ *    twice; and no event of a release or a refusal claims a charge.
  * The first entry that fails any check is named, with its segment file and line.
  */
 import { resolve } from 'node:path';
@@ -123,6 +124,36 @@ function claimedLines(raw: unknown, id: 'budget' | 'limit'): { budget: string; s
   return (raw as Record<string, unknown>[]).map((c) => ({ budget: String(c[id]), subject: String(c.subject), amount: Number(c.amount) }));
 }
 
+/**
+ * Check 3 on a settle's event, which the call wrote from what it knew (a recovery's states only the
+ * reservation): each budget line it charges is one of its caller's (the user, a team, the cost
+ * centre, the application, or global), a token line is charged the tokens the event says the call
+ * used or nothing (a tier the budget does not cover), and a dollar line its cost or nothing. A
+ * journal chained again after its events were edited (another user, more tokens, a higher cost)
+ * fails here, since the charges, which the ledger check holds to the snapshots, did not change.
+ */
+function settledEventFault(event: Record<string, unknown>): string | undefined {
+  const text = (v: unknown) => (typeof v === 'string' ? [v] : []);
+  const teams = Array.isArray(event['user.teams']) ? (event['user.teams'] as unknown[]).flatMap(text) : [];
+  const caller = new Set(['*', ...text(event['user.id']), ...teams, ...text(event['user.cost_center']), ...text(event['user.app'])]);
+  const tokens = event['gen_ai.usage.input_tokens'];
+  const output = event['gen_ai.usage.output_tokens'];
+  const used = typeof tokens === 'number' && typeof output === 'number' ? tokens + output : undefined;
+  const cost = typeof event['tollgate.cost_usd'] === 'number' ? Math.round(event['tollgate.cost_usd'] * 1e6) : undefined;
+  const charged = Array.isArray(event['tollgate.charged']) ? (event['tollgate.charged'] as Record<string, unknown>[]) : [];
+  for (const c of charged) {
+    const line = `${String(c.budget)}/${String(c.subject)}`;
+    if (typeof event['user.id'] === 'string' && !caller.has(String(c.subject))) {
+      const who = [`user ${String(event['user.id'])}`, teams.length ? `teams ${teams.join(', ')}` : '', ...text(event['user.cost_center']).map((cc) => `cost centre ${cc}`), ...text(event['user.app']).map((a) => `application ${a}`)];
+      return `charges ${line}, a subject its event's caller is not (${who.filter(Boolean).join(', ')})`;
+    }
+    if (c.amount === 0) continue;
+    if (c.unit === 'tokens' && used !== undefined && c.amount !== used) return `charges ${line} ${String(c.amount)} tokens but its event says the call used ${used} tokens`;
+    if (c.unit === 'micro_usd' && cost !== undefined && c.amount !== cost) return `charges ${line} ${String(c.amount)} micro-dollars but its event says the call cost ${cost} micro-dollars`;
+  }
+  return undefined;
+}
+
 /** Check 3 on one entry: a charge carries its event with the same amounts; nothing else claims one. */
 function eventFault(e: JournalEntry, chargedAt: Map<string, number>): string | undefined {
   const b: EntryBody = e.body;
@@ -142,6 +173,8 @@ function eventFault(e: JournalEntry, chargedAt: Map<string, number>): string | u
     if (canonicalJson(lines) !== canonicalJson(claimed)) return `entry ${e.seq} (${b.kind}) charges ${fmtLines(lines)} but its event says it charged ${fmtLines(claimed)}`;
     const by = event['tollgate.settled_by'];
     if (by !== undefined && b.settledBy !== undefined && by !== b.settledBy) return `entry ${e.seq} was written by ${b.settledBy} but its event says settled_by ${String(by)}`;
+    const disagrees = b.kind === 'settle' ? settledEventFault(event) : undefined;
+    if (disagrees) return `entry ${e.seq} (settle) ${disagrees}`;
     return undefined;
   }
   if ((b.kind === 'release' || b.kind === 'refuse') && event) {

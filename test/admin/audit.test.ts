@@ -40,6 +40,10 @@ function event(id: string, user: string, outcome: 'success' | 'refused' | 'faile
     'user.teams': ['platform'],
     'tollgate.charged': charged?.map((l) => ({ budget: l.budgetId, subject: l.subject, amount: l.amount, unit: 'tokens' })),
     'tollgate.settled_by': charged ? 'call' : undefined,
+    // What the call used: every token line of a call is charged its tokens in and out.
+    'gen_ai.usage.input_tokens': charged ? charged[0]!.amount - 2 : 0,
+    'gen_ai.usage.output_tokens': charged ? 2 : 0,
+    'tollgate.cost_usd': 0,
   };
 }
 
@@ -361,6 +365,36 @@ describe('audit verify: an event for every charge (a journal chained again after
         '',
       ].join('\n'),
     );
+  });
+
+  // Found by a probe: a journal chained again after its events were edited (another user, a
+  // million output tokens, $1,000) verified, and the usage report and exports showed the forgery.
+  const editEvent = (id: string, edit: (ev: Record<string, unknown>) => void) =>
+    reseal((all) =>
+      all.map((x) => {
+        if (!(x.body.kind === 'settle' && x.body.id === id)) return x;
+        const ev = structuredClone(x.body.event!) as Record<string, unknown>;
+        edit(ev);
+        return { ...x, body: { ...x.body, event: ev } };
+      }),
+    );
+
+  it('fails at a charge whose event names another caller than the lines it charges', () => {
+    editEvent('b2', (ev) => (ev['user.id'] = 'mallory'));
+    expect(fault()).toMatchObject({ seq: 16, check: 'events', reason: 'entry 16 (settle) charges user-weekly/bob, a subject its event\'s caller is not (user mallory, teams platform)' });
+  });
+
+  it('fails at a charge whose event says the call used other tokens than its token lines were charged', () => {
+    editEvent('b2', (ev) => (ev['gen_ai.usage.output_tokens'] = 1_000_000));
+    expect(fault()).toMatchObject({ seq: 16, check: 'events', reason: 'entry 16 (settle) charges user-weekly/bob 8 tokens but its event says the call used 1000006 tokens' });
+  });
+
+  it('fails at a charge whose event states another cost than its dollar lines were charged', () => {
+    editEvent('b2', (ev) => {
+      (ev['tollgate.charged'] as { unit: string }[])[0]!.unit = 'micro_usd';
+      ev['tollgate.cost_usd'] = 1000;
+    });
+    expect(fault()).toMatchObject({ seq: 16, check: 'events', reason: 'entry 16 (settle) charges user-weekly/bob 8 micro-dollars but its event says the call cost 1000000000 micro-dollars' });
   });
 
   it('fails at a charge without its event', () => {
