@@ -22,8 +22,9 @@ import { GatewayError } from '../errors.js';
 import { settingsFromEnv } from '../main.js';
 import { loadPolicyFile } from '../policy/load.js';
 import { canonicalJson, verifyChain, type EntryBody, type JournalEntry } from '../quota/journal.js';
+import { journalHead } from '../quota/journalFiles.js';
 import { MemoryQuotaStore, type JournalWriter } from '../quota/memory.js';
-import { defaultDataDir, endedSegmentNames, journalHead, journalLines, requireJournalDir } from './journalReader.js';
+import { defaultDataDir, endedSegmentNames, journalLines, requireJournalDir } from './journalReader.js';
 import { budgetsInStore, requireSamePolicy } from './mismatch.js';
 
 /** Which check an entry failed. */

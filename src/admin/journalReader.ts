@@ -11,7 +11,6 @@ import { join } from 'node:path';
 import { GatewayError } from '../errors.js';
 import { parseEventLines } from '../metering/focus.js';
 import type { DecisionEvent } from '../metering/events.js';
-import { readHead } from '../quota/journalFiles.js';
 import type { EntryBody, EntryKind, EntryLine, JournalEntry } from '../quota/journal.js';
 
 const CURRENT = 'journal.jsonl';
@@ -185,24 +184,6 @@ export function* endedSegmentEntries(dir: string, name: string): Generator<Journ
     if ('entry' in l) yield l.entry;
     else throw notAnEntry(dir, l.file, l.line, l.detail);
   }
-}
-
-/**
- * What the store last fsync'd (entries after it may still be only in the page cache): none before
- * the first fsync, or why head.json cannot be read (it is written to a temporary file and renamed,
- * without an fsync of its own, so a power loss may leave it empty).
- */
-export function journalHead(dir: string): { head?: { seq: number; link: string }; unreadable?: string } {
-  let head: unknown;
-  try {
-    head = readHead(dir);
-  } catch (err) {
-    return { unreadable: err instanceof SyntaxError ? 'it is not JSON' : ((err as NodeJS.ErrnoException).code ?? String(err)) };
-  }
-  if (head === undefined) return {};
-  const h = head as { seq?: unknown; link?: unknown };
-  if (!Number.isSafeInteger(h.seq) || typeof h.link !== 'string') return { unreadable: "it does not name an entry's seq and link" };
-  return { head: { seq: h.seq as number, link: h.link } };
 }
 
 /** A decision as a sink reads it: the event, when it was committed, and the ledger lines it charged. */

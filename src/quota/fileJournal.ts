@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { GatewayError } from '../errors.js';
 import { chainedLine, GENESIS, type EntryBody, type JournalEntry } from './journal.js';
-import { CURRENT, HEAD, LOCK, NEXT, readSegment, segmentFiles, segmentName, takeLock } from './journalFiles.js';
+import { CURRENT, HEAD, journalHead, LOCK, missingAtStart, NEXT, readSegment, segmentFiles, segmentName, takeLock } from './journalFiles.js';
 
 export { readHead, readSegment, segmentFiles, segmentName } from './journalFiles.js';
 
@@ -127,7 +127,12 @@ export class FileJournal {
     this.headSeq = 0;
   }
 
-  /** Opens (or creates) the journal in `opts.dir`, finishing an interrupted segment change and dropping a torn last line. */
+  /**
+   * Opens (or creates) the journal in `opts.dir`, finishing an interrupted segment change and
+   * dropping a torn last line. Throws, before it cuts or writes the journal or its head, when the
+   * files lack an entry head.json names or have a gap (`missingAtStart`): serving on the rest would
+   * undercount, and the next head would hide the loss.
+   */
   static open(opts: FileJournalOptions): OpenedJournal {
     const { dir } = opts;
     mkdirSync(dir, { recursive: true });
@@ -139,32 +144,27 @@ export class FileJournal {
       if (existsSync(current)) rmSync(next);
       else renameSync(next, current);
     }
-    let entries: JournalEntry[] = [];
-    if (existsSync(current)) {
-      const read = readSegment(current);
-      entries = read.entries;
-      if (read.torn) {
-        opts.warn?.('journal: dropped a torn last line (the process died while writing it)', { file: current, keptBytes: read.goodBytes });
-        const fd = openSync(current, 'r+');
-        ftruncateSync(fd, read.goodBytes);
-        closeSync(fd);
-      }
-    }
-    let seq = 0;
-    let link = GENESIS;
-    const last = entries.at(-1);
-    if (last) {
-      seq = last.seq;
-      link = last.link;
-    } else {
-      // An empty current segment continues the chain of the last ended one.
+    const read = existsSync(current) ? readSegment(current) : { entries: [], goodBytes: 0, torn: false };
+    const entries = read.entries;
+    // An empty current segment continues the chain of the last ended one.
+    let tail = entries.at(-1);
+    if (!tail) {
       const ended = segmentFiles(dir).filter((f) => !f.endsWith(CURRENT));
-      const tail = ended.length ? readSegment(ended.at(-1)!).entries.at(-1) : undefined;
-      if (tail) {
-        seq = tail.seq;
-        link = tail.link;
-      }
+      tail = ended.length ? readSegment(ended.at(-1)!).entries.at(-1) : undefined;
     }
+    // Checked before anything is cut or written: a refused start leaves the files and the head as they were.
+    const { head, unreadable } = journalHead(dir);
+    if (unreadable) opts.warn?.(`journal: head.json cannot be read (${unreadable}); the journal is not checked against it at this start`, { dir });
+    const missing = missingAtStart(dir, head, entries, tail, read.torn);
+    if (missing) throw new Error(missing);
+    if (read.torn) {
+      opts.warn?.('journal: dropped a torn last line (the process died while writing it)', { file: current, keptBytes: read.goodBytes });
+      const fd = openSync(current, 'r+');
+      ftruncateSync(fd, read.goodBytes);
+      closeSync(fd);
+    }
+    const seq = tail?.seq ?? 0;
+    const link = tail?.link ?? GENESIS;
     const fd = openSync(current, 'a');
     const now = opts.now ?? Date.now;
     const first = entries[0];

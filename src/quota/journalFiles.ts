@@ -5,7 +5,8 @@
  * - `journal.jsonl`: the current segment, one chained entry a line;
  * - `journal-<first seq>.jsonl`: ended segments, sortable by the seq they start at;
  * - `journal.next`: the next segment while a segment change is under way;
- * - `head.json`: the last entry fsync'd (seq and link), to catch a truncated tail;
+ * - `head.json`: the last entry fsync'd (seq and link), to catch a truncated tail (a start checks
+ *   the files against it, `missingAtStart`; so does `tollgate audit verify`);
  * - `journal.lock`: the pid of the process that owns the directory.
  */
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -60,6 +61,62 @@ export function readHead(dir: string): { seq: number; link: string } | undefined
   const file = join(dir, HEAD);
   if (!existsSync(file)) return undefined;
   return JSON.parse(readFileSync(file, 'utf8')) as { seq: number; link: string };
+}
+
+/**
+ * What the store last fsync'd (entries after it may still be only in the page cache): none before
+ * the first fsync, or why head.json cannot be read (it is written to a temporary file and renamed,
+ * without an fsync of its own, so a power loss may leave it empty).
+ */
+export function journalHead(dir: string): { head?: { seq: number; link: string }; unreadable?: string } {
+  let head: unknown;
+  try {
+    head = readHead(dir);
+  } catch (err) {
+    return { unreadable: err instanceof SyntaxError ? 'it is not JSON' : ((err as NodeJS.ErrnoException).code ?? String(err)) };
+  }
+  if (head === undefined) return {};
+  const h = head as { seq?: unknown; link?: unknown };
+  if (!Number.isSafeInteger(h.seq) || typeof h.link !== 'string') return { unreadable: "it does not name an entry's seq and link" };
+  return { head: { seq: h.seq as number, link: h.link } };
+}
+
+/**
+ * What a start finds missing from the journal in `dir`, or undefined: a gap in the seqs of the
+ * current segment's whole entries (`entries`), or, against the head, an entry it names that the
+ * files no longer hold (the current segment's last, or when it is empty the ended segments' last,
+ * `tail`), or another entry at its seq. The head is written only after the fsync that covers the
+ * entry it names, so that entry was on disk: a torn line after the last whole entry is one the
+ * process died writing only when the head does not name it. Entries after the head (a kill
+ * between fsyncs) are fine. The text says what is missing and what the operator can do.
+ */
+export function missingAtStart(dir: string, head: { seq: number; link: string } | undefined, entries: JournalEntry[], tail: JournalEntry | undefined, torn: boolean): string | undefined {
+  const verify = `\`tollgate audit verify --data-dir ${dir}\``;
+  for (let i = 1; i < entries.length; i++) {
+    const before = entries[i - 1]!.seq;
+    const seq = entries[i]!.seq;
+    if (seq !== before + 1) return `entry ${before + 1} is missing from ${CURRENT} (entry ${seq} follows entry ${before}): it was cut out or the file was pieced together. Restore the journal from a copy that holds it; ${verify} names the first entry that fails.`;
+  }
+  if (!head) return undefined;
+  const last = entries.at(-1) ?? tail;
+  const lastSeq = last?.seq ?? 0;
+  if (head.seq > lastSeq) {
+    const one = head.seq === lastSeq + 1;
+    return (
+      `the journal ends at entry ${lastSeq}${torn ? ' and a torn line' : ''} but head.json says entry ${head.seq} was written and fsync'd: ${one ? `entry ${head.seq} is` : `entries ${lastSeq + 1} to ${head.seq} are`} missing (cut, emptied or deleted, or restored from an older copy). ` +
+      `Restore the journal from a copy that holds ${one ? 'it' : 'them'}; ${verify} says what the files hold. ` +
+      `To start on what is left, losing what ${one ? 'it' : 'those entries'} charged, move head.json aside first.`
+    );
+  }
+  const first = entries[0]?.seq ?? lastSeq;
+  const named = head.seq >= first ? (entries.length > 0 ? entries[head.seq - first] : tail) : undefined;
+  if (named && named.link !== head.link) {
+    return (
+      `entry ${head.seq} is not the entry head.json names (its link differs): the journal was replaced, or restored from a copy that went on differently. ` +
+      `Restore the journal that head.json belongs to; ${verify} says what the files hold. To start on the journal as it is, move head.json aside first.`
+    );
+  }
+  return undefined;
 }
 
 /** One process owns a journal directory; a lock left by a process that is gone is taken over. */

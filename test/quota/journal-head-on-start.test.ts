@@ -1,0 +1,179 @@
+/**
+ * A start checks the embedded journal against head.json, the last entry the store fsync'd: when
+ * the head names an entry the files no longer hold (the tail cut, the file emptied or deleted, an
+ * older copy restored), another entry at its seq, or the seqs have a gap, the store refuses to
+ * open and leaves head.json as it was, so `tollgate audit verify` still sees what is missing. What
+ * a crash leaves (a torn line the head does not name, a head behind the file) starts as before, and
+ * so does a journal without a head.
+ */
+import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { verifyJournalDir } from '../../src/admin/audit.js';
+import { GatewayError } from '../../src/errors.js';
+import { createStore, settingsFromEnv } from '../../src/main.js';
+import { FileJournal, readHead, readSegment, segmentFiles } from '../../src/quota/fileJournal.js';
+import { MemoryQuotaStore } from '../../src/quota/memory.js';
+import type { LedgerLine } from '../../src/quota/store.js';
+
+const NOW = Date.parse('2026-11-25T10:00:00Z');
+const DAY = 86_400_000;
+
+function line(amount: number): LedgerLine {
+  const tag = 't:{weekly|alice}';
+  return { budgetId: 'weekly', subject: 'alice', usageKey: `${tag}:u:1`, readKeys: [`${tag}:u:1`], reservedKey: `${tag}:r`, limit: 1000, amount, expiresAt: NOW + 7 * DAY };
+}
+
+let dir: string;
+let clock = NOW;
+const now = () => clock;
+const current = () => join(dir, 'journal.jsonl');
+const head = () => join(dir, 'head.json');
+
+/** A store on the journal in `dir`, as `tollgate serve` builds it. */
+function open(warnings: string[] = []) {
+  const { journal, replay } = FileJournal.open({ dir, now, warn: (m) => warnings.push(m) });
+  const store = new MemoryQuotaStore(now, journal);
+  store.restore(replay);
+  journal.snapshotSource = () => store.snapshot();
+  return { store, journal };
+}
+
+/** Three calls of 10 tokens, each a reserve and a settle with its event (entries 1 to 6), closed: head.json names entry 6. */
+async function threeCalls(): Promise<void> {
+  const { store, journal } = open();
+  for (const id of ['a', 'b', 'c']) {
+    await store.reserve(id, [line(100)], 60_000, {}, { dispatching: true });
+    await store.settle(id, [line(10)], { 'request.id': id, 'tollgate.charged': [{ budget: 'weekly', subject: 'alice', amount: 10, unit: 'tokens' }], 'tollgate.settled_by': 'call' });
+  }
+  await journal.close();
+}
+
+function keepLines(n: number): void {
+  const lines = readFileSync(current(), 'utf8').split('\n');
+  writeFileSync(current(), lines.slice(0, n).map((l) => `${l}\n`).join(''));
+}
+
+function refusal(): Error {
+  try {
+    open();
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('the journal opened');
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'tollgate-head-start-'));
+  clock = NOW;
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('a start checks the journal against head.json', () => {
+  it('refuses a journal whose last whole entries were cut, and leaves head.json naming them', async () => {
+    await threeCalls();
+    const named = readFileSync(head(), 'utf8');
+    keepLines(2);
+    expect(refusal().message).toBe(
+      `the journal ends at entry 2 but head.json says entry 6 was written and fsync'd: entries 3 to 6 are missing (cut, emptied or deleted, or restored from an older copy). ` +
+        `Restore the journal from a copy that holds them; \`tollgate audit verify --data-dir ${dir}\` says what the files hold. ` +
+        `To start on what is left, losing what those entries charged, move head.json aside first.`,
+    );
+    expect(readFileSync(head(), 'utf8')).toBe(named);
+    expect(readSegment(current()).entries.map((e) => e.seq)).toEqual([1, 2]);
+    expect(verifyJournalDir(dir).fault?.reason).toBe("the journal ends at entry 2 but head.json says entry 6 was written: entries were removed from the end");
+  });
+
+  it('refuses an emptied journal, and a deleted one, while head.json names entries', async () => {
+    await threeCalls();
+    truncateSync(current(), 0);
+    expect(refusal().message).toMatch(/^the journal ends at entry 0 but head\.json says entry 6 was written and fsync'd: entries 1 to 6 are missing/);
+    rmSync(current());
+    expect(refusal().message).toMatch(/^the journal ends at entry 0 but head\.json says entry 6 was written and fsync'd: entries 1 to 6 are missing/);
+    expect(readHead(dir)?.seq).toBe(6);
+  });
+
+  it('refuses to carry the chain on from an ended segment when the current one was deleted', async () => {
+    await threeCalls();
+    clock = NOW + DAY;
+    const next = open();
+    await next.store.reserve('d', [line(100)], 60_000, {}, { dispatching: true });
+    await next.journal.close();
+    expect(segmentFiles(dir).map((f) => readSegment(f).entries.map((e) => e.seq))).toEqual([[1, 2, 3, 4, 5, 6], [7, 8]]);
+    rmSync(current());
+    expect(refusal().message).toMatch(/^the journal ends at entry 6 but head\.json says entry 8 was written and fsync'd: entries 7 to 8 are missing/);
+  });
+
+  it('refuses a torn last line that head.json names as fsync\'d, and does not cut it', async () => {
+    await threeCalls();
+    const size = readFileSync(current()).length;
+    truncateSync(current(), size - 20);
+    expect(refusal().message).toMatch(/^the journal ends at entry 5 and a torn line but head\.json says entry 6 was written and fsync'd: entry 6 is missing/);
+    expect(readFileSync(current()).length).toBe(size - 20);
+  });
+
+  it('refuses a journal with an entry missing from the middle', async () => {
+    await threeCalls();
+    const lines = readFileSync(current(), 'utf8').split('\n');
+    writeFileSync(current(), [...lines.slice(0, 3), ...lines.slice(4)].join('\n'));
+    expect(refusal().message).toBe(
+      `entry 4 is missing from journal.jsonl (entry 5 follows entry 3): it was cut out or the file was pieced together. ` +
+        `Restore the journal from a copy that holds it; \`tollgate audit verify --data-dir ${dir}\` names the first entry that fails.`,
+    );
+  });
+
+  it('refuses a journal whose entry at the head\'s seq is not the one head.json names', async () => {
+    await threeCalls();
+    writeFileSync(head(), JSON.stringify({ seq: 4, link: 'f'.repeat(40) }));
+    expect(refusal().message).toMatch(/^entry 4 is not the entry head\.json names \(its link differs\): the journal was replaced, or restored from a copy that went on differently\. Restore/);
+  });
+
+  it('says so through the gateway\'s store, naming the data directory', async () => {
+    await threeCalls();
+    keepLines(2);
+    const err = await createStore(settingsFromEnv({ TOLLGATE_DATA_DIR: dir })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(GatewayError);
+    expect((err as GatewayError).code).toBe('QUOTA_STORE_UNAVAILABLE');
+    expect((err as GatewayError).message).toMatch(new RegExp(`^The journal in ${dir} cannot be opened: the journal ends at entry 2 but head\\.json says entry 6`));
+  });
+
+  it('starts on what is left once head.json is moved aside, and writes a new head', async () => {
+    await threeCalls();
+    keepLines(2);
+    renameSync(head(), join(dir, 'head.json.cut'));
+    const { store, journal } = open();
+    expect(await store.read([line(0)])).toEqual([{ used: 10, reserved: 0 }]);
+    await journal.close();
+    expect(readHead(dir)?.seq).toBe(2);
+  });
+
+  it('drops a torn last line that head.json does not name, as a crash mid-write leaves it', async () => {
+    await threeCalls();
+    appendFileSync(current(), '{"seq":7,"v":2,"h":"ab');
+    const warnings: string[] = [];
+    const { store, journal } = open(warnings);
+    expect(await store.read([line(0)])).toEqual([{ used: 30, reserved: 0 }]);
+    expect(warnings).toEqual(['journal: dropped a torn last line (the process died while writing it)']);
+    await journal.close();
+  });
+
+  it('starts when head.json is behind the file, as a kill between fsyncs leaves it', async () => {
+    await threeCalls();
+    const fourth = readSegment(current()).entries[3]!;
+    writeFileSync(head(), JSON.stringify({ seq: 4, link: fourth.link }));
+    const { store, journal } = open();
+    expect(await store.read([line(0)])).toEqual([{ used: 30, reserved: 0 }]);
+    await journal.close();
+  });
+
+  it('starts when head.json cannot be read (a power loss can leave it empty), saying so', async () => {
+    await threeCalls();
+    writeFileSync(head(), '');
+    const warnings: string[] = [];
+    const { store, journal } = open(warnings);
+    expect(await store.read([line(0)])).toEqual([{ used: 30, reserved: 0 }]);
+    expect(warnings).toEqual(['journal: head.json cannot be read (it is not JSON); the journal is not checked against it at this start']);
+    await journal.close();
+  });
+});
