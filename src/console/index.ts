@@ -266,6 +266,7 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
   router.get(
     '/console/requests/:id',
     view(async (req, s) => {
+      queryOf(req, []);
       const d = await findDecision(src, String(req.params.id));
       if (!d) throw new GatewayError('NOT_FOUND', `The journal holds no decision for request ${req.params.id}.`);
       const policy = gateway.policy;
@@ -278,11 +279,17 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
   );
   router.get(
     '/console/keys',
-    view(async (_req, s) => keysPage(s.viewer, [...gateway.policy.apiKeys.values()], await gateway.keyRegistry?.list())),
+    view(async (req, s) => {
+      queryOf(req, []);
+      return keysPage(s.viewer, [...gateway.policy.apiKeys.values()], await gateway.keyRegistry?.list());
+    }),
   );
   router.get(
     '/console/policy',
-    view(async (_req, s) => policyPage(s.viewer, gateway.policy, startedWith, opts.reloads?.())),
+    view(async (req, s) => {
+      queryOf(req, []);
+      return policyPage(s.viewer, gateway.policy, startedWith, opts.reloads?.());
+    }),
   );
 
   // ---- actions -------------------------------------------------------------------------------
@@ -372,7 +379,7 @@ function queryOf<K extends string>(req: Request, names: readonly K[]): Partial<R
   const out: Partial<Record<K, string>> = {};
   for (const [name, value] of Object.entries(req.query)) {
     if (!(names as readonly string[]).includes(name)) {
-      throw new GatewayError('INVALID_REQUEST', `This page takes no parameter ${name} (it takes ${names.join(', ')}).`);
+      throw new GatewayError('INVALID_REQUEST', `This page takes no parameter ${name} (${names.length ? `it takes ${names.join(', ')}` : 'it takes none'}).`);
     }
     if (typeof value !== 'string') throw new GatewayError('INVALID_REQUEST', `The parameter ${name} must be given once, as plain text.`);
     if (value !== '') out[name as K] = value;

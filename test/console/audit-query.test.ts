@@ -83,6 +83,10 @@ describe('console query parameters', () => {
       message: 'This page takes no parameter team (it takes window, from, to).',
     });
     expect(await get('/console/budgets?user=alice')).toMatchObject({ status: 400, code: 'INVALID_REQUEST', message: 'This page takes no parameter user (it takes scope).' });
+    // Found by a probe: these pages showed everything to a filter they do not take.
+    for (const path of ['/console/keys?user=bob', '/console/policy?team=data', '/console/requests/some-id?team=data']) {
+      expect(await get(path), path).toMatchObject({ status: 400, code: 'INVALID_REQUEST', message: expect.stringMatching(/^This page takes no parameter (user|team) \(it takes none\)\.$/) });
+    }
   });
 
   it('refuses a parameter given twice or as a structure', async () => {
