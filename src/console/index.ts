@@ -202,6 +202,9 @@ export function consoleRoutes(opts: ConsoleOptions): RequestHandler {
   router.use('/console', (req: Request, res: Response, next: NextFunction) => {
     const session = signer.open<ConsoleSession>('session', cookiesOf(req)[SESSION_COOKIE]);
     const role = session && !ended.has(session) ? sessionRole(gateway.policy, session, now()) : undefined;
+    // A session the policy no longer grants a role (its role removed, its key replaced) is ended,
+    // not only refused: putting the role back does not let the same cookie in again.
+    if (session && !role && session.expiresAt > now() && !ended.has(session)) ended.end(session, now());
     // HEAD is a GET without its body (express serves it from the GET routes): safe, no token.
     const safe = req.method === 'GET' || req.method === 'HEAD';
     if (!session || !role) {

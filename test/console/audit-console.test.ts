@@ -186,6 +186,21 @@ describe('console sessions', () => {
     }
   });
 
+  // Found by a probe: the check was made afresh on each request, so putting the role back let
+  // the same cookie in again without a sign-in, where docs/console.md says the sign-in ends.
+  it('keeps a session ended by the removal of its role ended when the role comes back', async () => {
+    const cookie = await signIn();
+    const before = gw.runtime.gateway.policy;
+    try {
+      gw.runtime.gateway.replacePolicy(parsePolicy(policyText(issuer.issuer).replace('roles: [tollgate-admin]', 'roles: []'), 'p.yaml'));
+      expect(await overviewWith(cookie)).toEqual([303, '/console/login']);
+    } finally {
+      gw.runtime.gateway.replacePolicy(before);
+    }
+    expect(await overviewWith(cookie)).toEqual([303, '/console/login']);
+    expect(await overviewWith(await signIn())).toEqual([200, null]);
+  });
+
   it('gives a new session cookie, and a new CSRF token, at each sign-in', async () => {
     const [a, b] = [await signIn(), await signIn()];
     expect(a).not.toBe(b);
