@@ -159,8 +159,9 @@ export async function usageCommand(verb: string, values: UsageValues, files: str
         if (!values.budget || values.subject === undefined || values.amount === undefined) {
           throw new GatewayError('INVALID_REQUEST', `usage: tollgate usage ${verb} --budget <id> --subject <subject> --amount <n>`);
         }
+        // Decimal only: Number() also reads "0x10", "1e3" and "" (as 16, 1000 and 0).
+        if (!/^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$/.test(values.amount)) throw new GatewayError('INVALID_REQUEST', `--amount must be a decimal number in the budget's unit (tokens, or USD), got ${JSON.stringify(values.amount)}`);
         const amount = Number(values.amount);
-        if (!Number.isFinite(amount)) throw new GatewayError('INVALID_REQUEST', `--amount must be a number, got ${values.amount}`);
         const delta = verb === 'credit' ? -amount : amount;
         return out([await adjustUsage(policy, store, settings.keyPrefix, now, values.budget, values.subject, delta)]);
       }
