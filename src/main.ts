@@ -213,8 +213,11 @@ export async function buildRuntime(settings: Settings, opts: BuildOptions = {}):
       logger.info({ event: 'started', policy: policy.source, policyVersion: policy.version, store: store.kind, dataDir, ...fields }, 'tollgate ready');
     },
     async close() {
-      // Alerts are evaluated and their deliveries ended while the store can still journal them.
-      await gateway.idle();
+      // Calls still in the pipeline are cut (a shutdown waits for them first, up to its deadline);
+      // every call's charge and event is written, and alerts evaluated and their deliveries ended,
+      // while the store can still journal them.
+      gateway.cutCalls();
+      await gateway.settled();
       await alerts?.close();
       await gateway.close();
       await sink.close?.();
@@ -327,14 +330,23 @@ export interface ShutdownOptions {
 }
 
 /**
+ * How long calls cut at a shutdown's deadline have to end CANCELLED and be recorded (their aborts
+ * reach the provider, their releases the store) before the process exits anyway.
+ */
+export const CUT_GRACE_MS = 1000;
+
+/**
  * A process's shutdown, bounded by a deadline (issue 16: a replica with Redis unreachable was still
- * alive 20 minutes after SIGTERM). `run` drains the transport (no new connections, the calls in
- * flight finish), then closes the runtime (pending ledger writes, the store connections, the event
- * sinks), and resolves with the exit code: 0 when all of it finished in time and no settlement is
- * left unwritten, else 1, once the deadline has passed at the latest. Every settlement left
- * unwritten gets an error line naming its request id and amounts (`shutdown_unsettled`), for an
- * operator or a later recovery to charge. `force` is for a second signal: it logs the same and
- * returns the code to exit with at once. Neither exits the process itself.
+ * alive 20 minutes after SIGTERM). `run` drains the transport (no new connections, the requests in
+ * flight answered), waits for every call still in the pipeline (an A2A task running after its
+ * answer, a stdio call whose client left) to be committed, then closes the runtime (pending ledger
+ * writes, the store connections, the event sinks), and resolves with the exit code: 0 when all of
+ * it finished in time and nothing is left unsettled, else 1. At the deadline the calls still in the
+ * pipeline are cut: each ends CANCELLED, charged what it consumed, with its event, within
+ * CUT_GRACE_MS more at most. Every settlement left unwritten gets an error line naming its request
+ * id and amounts (`shutdown_unsettled`), and every call still open one naming its request id
+ * (`shutdown_call_open`), for an operator or a later recovery to charge. `force` is for a second
+ * signal: it logs the same and returns the code to exit with at once. Neither exits the process itself.
  */
 export class Shutdown {
   private running: Promise<number> | undefined;
@@ -372,31 +384,22 @@ export class Shutdown {
       `shutting down (${reason}): no new connections; calls in flight and ledger writes have ${deadlineMs} ms`,
     );
     const work = (async () => {
-      this.step = 'waiting for the calls in flight';
+      this.step = 'waiting for the requests in flight';
       await this.opts.drain();
+      this.step = 'waiting for the calls in the pipeline';
+      await runtime.gateway.settled();
       this.step = 'closing the gateway (ledger writes, store connections, event sinks)';
       await runtime.close();
       this.step = 'done';
     })();
-    const finished = work.then(() => 'done' as const);
-    // A step that fails after the deadline has nobody left to tell.
-    finished.catch(() => undefined);
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<'deadline'>((resolve) => (timer = setTimeout(() => resolve('deadline'), deadlineMs)));
-    let outcome: 'done' | 'deadline' | 'failed';
-    try {
-      outcome = await Promise.race([finished, expired]);
-    } catch (err) {
-      log.error({ err, event: 'shutdown_failed', step: this.step }, `shutdown failed while ${this.step}`);
-      outcome = 'failed';
-    } finally {
-      clearTimeout(timer);
-    }
+    let outcome = await this.finishedWithin(work, deadlineMs);
     if (outcome === 'deadline') {
       log.error(
         { event: 'shutdown_deadline', deadlineMs, step: this.step, ...this.status() },
-        `shutdown did not finish within ${deadlineMs} ms (still ${this.step}); exiting with that work unfinished`,
+        `shutdown did not finish within ${deadlineMs} ms (still ${this.step}); cutting the calls in flight and exiting with that work unfinished`,
       );
+      // Cut, a call is answered CANCELLED and recorded at what it consumed, rather than left to a recovery.
+      if (runtime.gateway.cutCalls() > 0 && (await this.finishedWithin(work, CUT_GRACE_MS)) === 'failed') outcome = 'failed';
     }
     const unsettled = this.reportUnsettled();
     const code = outcome === 'done' && unsettled === 0 ? 0 : 1;
@@ -404,13 +407,35 @@ export class Shutdown {
     return code;
   }
 
-  private status() {
-    return { inFlightRequests: this.opts.inFlight(), finishingCalls: this.opts.runtime.gateway.finishingCalls };
+  /** Whether `work` finished within `ms`, failed (logged), or is still running. */
+  private async finishedWithin(work: Promise<void>, ms: number): Promise<'done' | 'deadline' | 'failed'> {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'deadline'>((resolve) => (timer = setTimeout(() => resolve('deadline'), ms)));
+    try {
+      return await Promise.race([work.then(() => 'done' as const), expired]);
+    } catch (err) {
+      this.opts.runtime.logger.error({ err, event: 'shutdown_failed', step: this.step }, `shutdown failed while ${this.step}`);
+      return 'failed';
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
-  /** One error line per settlement this process holds unwritten; returns how many. */
+  private status() {
+    const { gateway } = this.opts.runtime;
+    return { inFlightRequests: this.opts.inFlight(), runningCalls: gateway.runningCalls, finishingCalls: gateway.finishingCalls };
+  }
+
+  /** One error line per settlement this process holds unwritten, and per call still in the pipeline; returns how many. */
   private reportUnsettled(): number {
     const { runtime } = this.opts;
+    const open = runtime.gateway.runningIds();
+    for (const requestId of open) {
+      runtime.logger.error(
+        { event: 'shutdown_call_open', requestId, store: runtime.gateway.store.kind },
+        `request ${requestId} was still in the pipeline at exit: its reservation is left for recovery to close (charged at the reservation if it reached its provider)`,
+      );
+    }
     const unsettled = runtime.unsettled();
     for (const u of unsettled) {
       const amounts = u.lines.map((l) => `${l.budgetId}/${l.subject} ${l.amount}`).join(', ');
@@ -419,6 +444,6 @@ export class Shutdown {
         `request ${u.requestId} left unsettled at exit (its charge never reached the ${runtime.gateway.store.kind} ledger): ${amounts}`,
       );
     }
-    return unsettled.length;
+    return open.length + unsettled.length;
   }
 }

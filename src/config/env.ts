@@ -96,7 +96,7 @@ export const envSchema = z.object({
     type: 'integer ≥ 0 (milliseconds)',
     default: '10000',
     description:
-      'On SIGTERM or SIGINT, how long the calls in flight and their ledger writes may take before the process exits anyway, with code 1 and every settlement it could not write logged (`--shutdown-timeout`; 0: do not wait). A second signal exits at once.',
+      'On SIGTERM or SIGINT, how long the calls in flight (an A2A task running after its answer included) and their ledger writes may take; then the calls still running are cut and recorded CANCELLED (up to 1 s more) and the process exits anyway, with code 1 and every settlement it could not write logged (`--shutdown-timeout`; 0: do not wait). A second signal exits at once.',
   }),
   TOLLGATE_DATA_DIR: optional(text(), {
     type: 'path, or `none`',

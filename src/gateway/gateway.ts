@@ -36,6 +36,7 @@ import { meter } from '../pipeline/steps/meter.js';
 import { reserveAndSettle } from '../pipeline/steps/reserve.js';
 import { predictAdmission } from '../pipeline/steps/predict.js';
 import { validate } from '../pipeline/steps/validate.js';
+import { eitherSignal } from '../signals.js';
 import { estimateResult, tokenCountResult, type EstimateResult, type TokenCountResult } from './dryRun.js';
 import { PolicyRuntime } from './policyRuntime.js';
 
@@ -45,6 +46,9 @@ import { PolicyRuntime } from './policyRuntime.js';
  * controller made per request. A call that reaches a provider always gets a signal of its own.
  */
 const NOT_CANCELLED: AbortSignal = new AbortController().signal;
+
+/** What cuts a call that cannot be cut short (an edge authentication, a refusal recorded): nothing. */
+const UNCUT = (): void => undefined;
 
 export type { BudgetView, EstimateResult, TokenCountResult };
 
@@ -194,8 +198,7 @@ export class Gateway {
 
   /** Runs one completion through the pipeline. Throws GatewayError on refusal or failure; either way one decision event is recorded. */
   async complete(call: CallRequest): Promise<CallResult> {
-    const ctx = this.context(call, 'complete');
-    await this.run(ctx);
+    const ctx = await this.running(call, 'complete', this.run);
     const d = ctx.decision;
     if (!d || d.effect === 'deny' || !ctx.served || !ctx.usage) throw new GatewayError('INTERNAL', 'pipeline finished without a result');
     ctx.head?.();
@@ -222,8 +225,7 @@ export class Gateway {
    * (authentication, invalid arguments, authorization, an unreachable store).
    */
   async estimate(call: CallRequest): Promise<EstimateResult> {
-    const ctx = this.context(call, 'estimate');
-    await this.estimateRun(ctx);
+    const ctx = await this.running(call, 'estimate', this.estimateRun);
     if (!ctx.decision || !ctx.request) throw new GatewayError('INTERNAL', 'estimate finished without a decision');
     return estimateResult(ctx);
   }
@@ -234,8 +236,7 @@ export class Gateway {
    * instead of reserved. Journaled as a `count_tokens` decision event that charges nothing.
    */
   async countTokens(call: CallRequest): Promise<TokenCountResult> {
-    const ctx = this.context(call, 'count_tokens');
-    await this.countRun(ctx);
+    const ctx = await this.running(call, 'count_tokens', this.countRun);
     if (!ctx.tokenCount) throw new GatewayError('INTERNAL', 'count finished without a count');
     return tokenCountResult(ctx);
   }
@@ -247,9 +248,9 @@ export class Gateway {
    * AUTH_INVALID or FORBIDDEN.
    */
   async authenticate(credential: Credential | undefined, call: { transport: TransportName; requestId?: string; dryRun?: DryRun }): Promise<EdgeAuthentication> {
-    const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential, args: { raw: undefined }, signal: NOT_CANCELLED }, 'authenticate');
+    const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential, args: { raw: undefined } }, 'authenticate', NOT_CANCELLED);
     if (call.dryRun) ctx.authenticatesFor = call.dryRun;
-    await this.identify(ctx);
+    await this.enter(ctx, this.identify(ctx), UNCUT);
     return { principal: ctx.principal!, expiresAt: ctx.credentialExpiresAt, policy: ctx.policy };
   }
 
@@ -265,8 +266,8 @@ export class Gateway {
     const args = { raw: undefined, rejected: refusal, rejectedLogged: call.logged };
     const presented = call.credential;
     const credential = presented?.secret && !presented.verified && !presented.malformed ? await this.attribute(presented) : presented;
-    const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential, args, signal: NOT_CANCELLED }, 'complete');
-    await this.record(ctx).catch(() => undefined);
+    const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential, args }, 'complete', NOT_CANCELLED);
+    await this.enter(ctx, this.record(ctx), UNCUT).catch(() => undefined);
   }
 
   /**
@@ -326,19 +327,62 @@ export class Gateway {
     return this.ledger.idle();
   }
 
+  /**
+   * Resolves once every call started so far is committed: the calls still in the pipeline (at their
+   * provider, an A2A task running after its answer, a stdio call whose client left) and those
+   * answered (`idle`). A shutdown waits for it, up to its deadline, before closing the store.
+   */
+  settled(): Promise<void> {
+    return this.ledger.settled();
+  }
+
+  /** Aborts every call in the pipeline: each ends CANCELLED, charged what it consumed, with its event. Returns how many. */
+  cutCalls(): number {
+    return this.ledger.cutCalls();
+  }
+
   /** Calls whose ledger write or decision event is still on its way. */
   get finishingCalls(): number {
     return this.ledger.finishingCalls;
   }
 
+  /** Calls in the pipeline: started and not yet committed. */
+  get runningCalls(): number {
+    return this.ledger.runningCalls;
+  }
+
+  /** The request ids of the calls in the pipeline. */
+  runningIds(): string[] {
+    return this.ledger.runningIds();
+  }
+
+  /** Closes the ledger and the issued keys, once the calls still in the pipeline are cut and committed. */
   async close(): Promise<void> {
-    await this.ledger.idle();
+    this.ledger.cutCalls();
+    await this.ledger.settled();
     await this.opts.issuedKeys?.close?.();
     await this.ledger.close();
   }
 
-  private context(call: CallRequest, purpose: CallPurpose): Call & CallContext {
-    return new Call(call, purpose, this.now(), this.runtime.policy, this.opts.logger);
+  private context(call: CallRequest, purpose: CallPurpose, signal: AbortSignal): Call & CallContext {
+    return new Call(call, purpose, this.now(), this.runtime.policy, this.opts.logger, signal);
+  }
+
+  /**
+   * A call that may reach a provider, run through `pipeline` under a signal of its own: the caller's
+   * (a transport's cancellation) or the gateway's cut at a shutdown's deadline (`cutCalls`).
+   */
+  private async running(call: CallRequest, purpose: CallPurpose, pipeline: (ctx: CallContext) => Promise<void>): Promise<Call & CallContext> {
+    const cut = new AbortController();
+    const ctx = this.context(call, purpose, call.signal ? eitherSignal(call.signal, cut.signal) : cut.signal);
+    await this.enter(ctx, pipeline(ctx), (reason) => cut.abort(reason));
+    return ctx;
+  }
+
+  /** Counts the call's run with the ledger until it is committed, so that a shutdown waits for it; returns the run. */
+  private enter(ctx: CallContext, run: Promise<void>, cut: (reason: GatewayError) => void): Promise<void> {
+    this.ledger.enter(ctx.id, run, cut);
+    return run;
   }
 }
 
@@ -374,7 +418,7 @@ class Call implements CallContext {
   readonly #parent: Logger;
   #log: Logger | undefined;
 
-  constructor(call: CallRequest, purpose: CallPurpose, startedAt: number, policy: Policy, parent: Logger) {
+  constructor(call: CallRequest, purpose: CallPurpose, startedAt: number, policy: Policy, parent: Logger, signal: AbortSignal) {
     this.id = call.requestId ?? randomUUID();
     this.transport = call.transport;
     this.purpose = purpose;
@@ -387,7 +431,7 @@ class Call implements CallContext {
       this.credential = call.credential;
       this.args = call.args;
     }
-    this.signal = call.signal ?? new AbortController().signal;
+    this.signal = signal;
     this.head = undefined;
     this.onText = call.onHead ? this.headFirst(call.onHead, call.onText) : call.onText;
     this.estimatedInputTokens = 0;

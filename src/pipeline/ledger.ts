@@ -77,6 +77,8 @@ export class Ledger {
   private readonly logger: Logger;
   /** Ledger writes and decision events of calls already answered (limits.settleBeforeReply: false). */
   private readonly finishing = new Set<Promise<void>>();
+  /** Calls in the pipeline, from its start until committed or handed to `track`: each with its request id and what cuts it short. */
+  private readonly running = new Map<Promise<void>, { requestId: string; cut: (reason: GatewayError) => void }>();
   /** Reservations of calls in flight, by request id: renewed while their calls run (`hold`). */
   private readonly inFlight = new Map<string, { store: QuotaStore; ttlMs: number; renewedAt: number; failed?: boolean }>();
   private renewTimer: NodeJS.Timeout | undefined;
@@ -244,9 +246,33 @@ export class Ledger {
     void done.finally(() => this.finishing.delete(done));
   }
 
+  /**
+   * Counts a call from the start of its pipeline (`run`) until it settles, by which time its commit
+   * is written or handed to `track`: `settled` waits for it, `cutCalls` aborts it with `cut`.
+   */
+  enter(requestId: string, run: Promise<void>, cut: (reason: GatewayError) => void): void {
+    const done = run.catch(() => undefined);
+    this.running.set(done, { requestId, cut });
+    void done.finally(() => this.running.delete(done));
+  }
+
+  /**
+   * Aborts every call in the pipeline (a shutdown past its deadline): each ends CANCELLED, charged
+   * what it consumed and released of the rest, with its decision event. Returns how many.
+   */
+  cutCalls(): number {
+    for (const { cut } of this.running.values()) cut(new GatewayError('CANCELLED', 'The gateway shut down before the call finished.'));
+    return this.running.size;
+  }
+
   /** Resolves once every call answered so far has its charge written (or queued) and its event emitted. */
   async idle(): Promise<void> {
     while (this.finishing.size > 0) await Promise.all(this.finishing);
+  }
+
+  /** Resolves once every call started so far is committed: those in the pipeline, and those answered (`idle`). */
+  async settled(): Promise<void> {
+    while (this.running.size > 0 || this.finishing.size > 0) await Promise.all([...this.running.keys(), ...this.finishing]);
   }
 
   /** Calls whose ledger write or decision event is still on its way. */
@@ -254,10 +280,22 @@ export class Ledger {
     return this.finishing.size;
   }
 
+  /** Calls in the pipeline: started, not yet committed. */
+  get runningCalls(): number {
+    return this.running.size;
+  }
+
+  /** The request ids of the calls in the pipeline. */
+  runningIds(): string[] {
+    return [...this.running.values()].map((r) => r.requestId);
+  }
+
+  /** Closes the store, once the calls in the pipeline are cut (a shutdown waited for them first) and committed. */
   async close(): Promise<void> {
+    this.cutCalls();
+    await this.settled();
     if (this.renewTimer) clearInterval(this.renewTimer);
     this.renewTimer = undefined;
-    await this.idle();
     await this.store.close();
     await this.fallbackStore.close();
   }

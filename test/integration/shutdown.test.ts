@@ -17,18 +17,34 @@
  * process's exit); the time bounds are generous ceilings, not sleeps.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { Client as StdioClient, type Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { createClient } from '@keyv/redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { KEYS, basicPolicy, sha } from '../fixtures/policies.js';
 import { connectHttp } from '../helpers/gateway.js';
 import { spawnGateway, type GatewayProcess } from '../helpers/process.js';
 import { readHead, readSegment, segmentFiles } from '../../src/quota/fileJournal.js';
 import { startPrivateRedis, uniquePrefix, type PrivateRedis } from '../helpers/redis.js';
+
+/** The reservation keys under `prefix` (a line's `…:r`, `…:r:x`, `…:r:i`). */
+async function reservationKeys(url: string, prefix: string): Promise<string[]> {
+  const client = createClient({ url });
+  client.on('error', () => {});
+  await client.connect();
+  const found: string[] = [];
+  try {
+    for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: 500 })) found.push(...keys.filter((k) => /:r(:x|:i)?$/.test(k)));
+  } finally {
+    client.destroy();
+  }
+  return found;
+}
 
 type LogLine = Record<string, unknown> & { event?: string; level?: number };
 type Usage = { inputTokens: number; outputTokens: number };
@@ -87,29 +103,37 @@ async function logged(child: ChildProcess, stderr: () => string, match: (l: LogL
  * call it has received has been reserved and dispatched, and stays in flight until `release`.
  */
 async function startHeldProvider() {
-  const held: ServerResponse[] = [];
+  const held: { res: ServerResponse; stream: boolean }[] = [];
   let releasing = false;
   let arrived = 0;
   const waiters: { n: number; resolve: () => void }[] = [];
-  const answer = (res: ServerResponse) => {
+  const text = 'held and released';
+  const usage = { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 };
+  // A streamed call (an A2A task's) is answered with the chunks of the same text, its usage in the last.
+  const answer = ({ res, stream }: { res: ServerResponse; stream: boolean }) => {
     if (res.destroyed) return;
-    const body = {
-      id: 'chatcmpl-held',
-      object: 'chat.completion',
-      created: Math.floor(Date.now() / 1000),
-      model: 'held-model',
-      choices: [{ index: 0, message: { role: 'assistant', content: 'held and released', refusal: null }, logprobs: null, finish_reason: 'stop' }],
-      usage: { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 },
-    };
+    const head = { id: 'chatcmpl-held', created: Math.floor(Date.now() / 1000), model: 'held-model' };
+    if (stream) {
+      const chunks = [
+        { ...head, object: 'chat.completion.chunk', choices: [{ index: 0, delta: { role: 'assistant', content: text }, logprobs: null, finish_reason: null }] },
+        { ...head, object: 'chat.completion.chunk', choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: 'stop' }] },
+        { ...head, object: 'chat.completion.chunk', choices: [], usage },
+      ];
+      res.writeHead(200, { 'content-type': 'text/event-stream' }).end(`${chunks.map((c) => `data: ${JSON.stringify(c)}\n\n`).join('')}data: [DONE]\n\n`);
+      return;
+    }
+    const body = { ...head, object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, logprobs: null, finish_reason: 'stop' }], usage };
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
   };
   const server = createServer((req, res) => {
-    req.resume();
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
     req.on('end', () => {
       arrived += 1;
       for (const w of waiters.filter((w) => arrived >= w.n)) w.resolve();
-      if (releasing) answer(res);
-      else held.push(res);
+      const call = { res, stream: (JSON.parse(body) as { stream?: boolean }).stream === true };
+      if (releasing) answer(call);
+      else held.push(call);
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -121,10 +145,10 @@ async function startHeldProvider() {
     /** Answers the calls held so far, and every later one at once. */
     release() {
       releasing = true;
-      for (const res of held.splice(0)) answer(res);
+      for (const call of held.splice(0)) answer(call);
     },
     close: () => {
-      for (const res of held.splice(0)) res.destroy();
+      for (const { res } of held.splice(0)) res.destroy();
       server.closeAllConnections();
       return new Promise<void>((r) => server.close(() => r()));
     },
@@ -316,7 +340,7 @@ describe('shutdown within a deadline', () => {
     expect(existsSync(join(dataDir, 'journal.lock'))).toBe(false);
   });
 
-  it('embedded store: a call cut off at the deadline stays in the journal, and the next start charges it at its reservation', { timeout: 120_000 }, async () => {
+  it('embedded store: a call still at its provider at the deadline is cut, recorded CANCELLED and released; the next start has nothing to recover', { timeout: 120_000 }, async () => {
     provider = await startHeldProvider();
     const policyFile = join(dir, 'embedded.yaml');
     writeFileSync(policyFile, heldPolicy(provider));
@@ -332,17 +356,76 @@ describe('shutdown within a deadline', () => {
     first.child.kill('SIGTERM');
     const exit = await exitWithin(first.child, 1500 + 3000, first.stderr);
     expect(exit).toMatchObject({ code: 1, signal: null });
-    expect(logLines(first.stderr()).find((l) => l.event === 'shutdown_deadline')).toMatchObject({ inFlightRequests: 1 });
-    // Nothing is queued in process with the embedded store: every write is in the journal already.
-    expect(logLines(first.stderr()).filter((l) => l.event === 'shutdown_unsettled')).toEqual([]);
+    expect(logLines(first.stderr()).find((l) => l.event === 'shutdown_deadline')).toMatchObject({ inFlightRequests: 1, runningCalls: 1 });
+    expect(logLines(first.stderr()).find((l) => l.event === 'shutdown_complete')).toMatchObject({ code: 1, unsettled: 0 });
+    expect(logLines(first.stderr()).filter((l) => l.event === 'shutdown_unsettled' || l.event === 'settle_failed')).toEqual([]);
+    // The provider had not answered: nothing is charged, and the reservation is released with the call's one event.
+    expect(first.events()).toEqual([
+      expect.objectContaining({ outcome: 'failed', 'error.code': 'CANCELLED', reason: 'The gateway shut down before the call finished.', 'gen_ai.usage.input_tokens': 0, 'tollgate.cost_usd': 0 }),
+    ]);
+    expect(segmentFiles(dataDir).flatMap((f) => readSegment(f).entries).map((e) => e.body.kind)).toEqual(['reserve', 'release']);
     await call;
 
     const second = await start(2);
     procs.push(second.child);
-    const [recovered] = await logged(second.child, second.stderr, (l) => l.event === 'journal_recovered');
-    expect(recovered).toMatchObject({ charged: [expect.any(String)], released: [] });
-    const [event] = await second.eventsWhen(1);
-    expect(event).toMatchObject({ 'request.id': (recovered!.charged as string[])[0], 'tollgate.settled_by': 'recovery' });
+    await second.stop();
+    expect(logLines(second.stderr()).some((l) => l.event === 'journal_recovered')).toBe(false);
+    expect(second.events()).toEqual([]);
+  });
+
+  /** A v0.3 `message/send` that asks not to wait (`configuration.blocking: false`): answered `submitted` while its call goes on. */
+  const sendInBackground = async (g: GatewayProcess) => {
+    const res = await fetch(g.mcpUrl.replace(/\/mcp$/, '/a2a'), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${KEYS.alice}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        jsonrpc: '2.0',
+        id: 1,
+        method: 'message/send',
+        params: { configuration: { blocking: false }, message: { kind: 'message', messageId: 'm-1', role: 'user', parts: [{ kind: 'text', text: 'hello' }], metadata: { max_tokens: 50 } } },
+      }),
+    });
+    return ((await res.json()) as { result: { status: { state: string } } }).result;
+  };
+
+  it('A2A: a task still running after its answer (blocking: false) finishes and is charged before exiting 0', { timeout: 120_000 }, async () => {
+    provider = await startHeldProvider();
+    const policyFile = join(dir, 'a2a.yaml');
+    writeFileSync(policyFile, heldPolicy(provider));
+    const dataDir = join(dir, 'a2a-data');
+    const g = await spawnGateway({ policyFile, eventsFile: join(dir, 'a2a.jsonl'), env: { TOLLGATE_DATA_DIR: dataDir, TOLLGATE_LOG_LEVEL: 'info', TOLLGATE_SHUTDOWN_TIMEOUT_MS: '60000' }, startTimeoutMs: 60_000 });
+    procs.push(g.child);
+    expect((await sendInBackground(g)).status.state).toBe('submitted');
+    await provider.received();
+
+    g.child.kill('SIGTERM');
+    // Its HTTP request is answered: only the pipeline knows of the call.
+    expect((await logged(g.child, g.stderr, isShutdownStart))[0]).toMatchObject({ inFlightRequests: 0, runningCalls: 1 });
+    provider.release();
+    const exit = await exitWithin(g.child, 30_000, g.stderr);
+    expect(exit).toMatchObject({ code: 0, signal: null });
+    expect(logLines(g.stderr()).find((l) => l.event === 'shutdown_complete')).toMatchObject({ code: 0, unsettled: 0 });
+    expect(g.events()).toEqual([expect.objectContaining({ transport: 'a2a', outcome: 'success', 'tollgate.charged': [expect.objectContaining({ budget: 'user-weekly', amount: 10 })] })]);
+    // Settled in the journal: no reservation is left for a recovery to charge.
+    expect(segmentFiles(dataDir).flatMap((f) => readSegment(f).entries).map((e) => e.body.kind)).toEqual(['reserve', 'settle']);
+  });
+
+  it('A2A: a task still running after its answer is cut at the deadline, recorded CANCELLED and released, exit 1', { timeout: 120_000 }, async () => {
+    const deadlineMs = 1500;
+    const prefix = uniquePrefix('shutdown-a2a');
+    const g = await serveHeld({ TOLLGATE_SHUTDOWN_TIMEOUT_MS: String(deadlineMs), TOLLGATE_KEY_PREFIX: prefix });
+    expect((await sendInBackground(g)).status.state).toBe('submitted');
+    await provider!.received();
+
+    g.child.kill('SIGTERM');
+    const exit = await exitWithin(g.child, deadlineMs + 3000, g.stderr);
+    expect(exit).toMatchObject({ code: 1, signal: null });
+    expect(logLines(g.stderr()).find((l) => l.event === 'shutdown_deadline')).toMatchObject({ inFlightRequests: 0, runningCalls: 1 });
+    expect(g.events()).toEqual([
+      expect.objectContaining({ transport: 'a2a', outcome: 'failed', 'error.code': 'CANCELLED', reason: 'The gateway shut down before the call finished.', 'gen_ai.usage.input_tokens': 0, 'tollgate.cost_usd': 0 }),
+    ]);
+    // Released in Redis: a line's reservation keys go once they hold nothing.
+    expect(await reservationKeys(redis!.url, prefix)).toEqual([]);
   });
 
   for (const [signal, code] of [
@@ -399,6 +482,34 @@ describe('shutdown within a deadline', () => {
     // The worker holding the call says so as it goes.
     expect(logLines(g.stderr()).filter((l) => l.event === 'shutdown_forced').map((l) => l.inFlightRequests)).toContain(1);
     await call;
+  });
+
+  it('stdio: a client that closes mid-call gets the call cancelled and recorded before the journal closes', { timeout: 120_000 }, async () => {
+    provider = await startHeldProvider();
+    const policyFile = join(dir, 'stdio-close.yaml');
+    writeFileSync(policyFile, heldPolicy(provider));
+    const eventsFile = join(dir, 'stdio-close.jsonl');
+    const transport = new StdioClientTransport({
+      command: process.execPath,
+      args: ['--import', 'tsx', 'src/cli.ts', 'stdio', '--policy', policyFile, '--data-dir', join(dir, 'stdio-close-data')],
+      env: { PATH: process.env.PATH ?? '', TOLLGATE_API_KEY: KEYS.alice, TOLLGATE_LOG_LEVEL: 'info', TOLLGATE_EVENTS_FILE: eventsFile, TOLLGATE_SHUTDOWN_TIMEOUT_MS: '60000' },
+      stderr: 'pipe',
+    });
+    let stderr = '';
+    transport.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const client = new StdioClient({ name: 'drill', version: '1' });
+    await client.connect(transport);
+    const call = complete(client).catch((err: unknown) => err);
+    await provider.received();
+
+    // Closes stdin and waits for the process to exit (the SDK sends SIGTERM after 2 s).
+    await client.close();
+    await call;
+    const lines = logLines(stderr);
+    expect(lines.find((l) => l.event === 'shutdown_complete')).toMatchObject({ code: 0, unsettled: 0 });
+    expect(lines.filter((l) => l.event === 'settle_failed' || l.event === 'shutdown_forced')).toEqual([]);
+    const events = readFileSync(eventsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.event === 'tollgate.decision');
+    expect(events).toEqual([expect.objectContaining({ transport: 'stdio', outcome: 'failed', 'error.code': 'CANCELLED', 'gen_ai.usage.input_tokens': 0, 'tollgate.cost_usd': 0 })]);
   });
 
   it('stdio: SIGTERM answers the call in flight, then exits 0', { timeout: 120_000 }, async () => {

@@ -33,7 +33,9 @@ function consume(ctx: CallContext, model: ModelInfo, usage: Usage): void {
   ctx.costMicroUsd = costOfParts(ctx.consumed.map((c) => ({ price: c.model.price, usage: c.usage })));
 }
 
-const cancelled = () => new GatewayError('CANCELLED', 'The call was cancelled by the caller.');
+/** The call's cancellation: the reason it was aborted with when that is one (a shutdown's cut), else the caller's leaving. */
+const cancelled = (signal: AbortSignal) =>
+  signal.reason instanceof GatewayError && signal.reason.code === 'CANCELLED' ? signal.reason : new GatewayError('CANCELLED', 'The call was cancelled by the caller.');
 
 /**
  * Whether the call's reservation still covers an attempt on `model`: what the failed attempts
@@ -73,7 +75,7 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
     const { request } = admitted(ctx);
     // Gone already: no byte leaves and the call is released. (Both stores took the dispatch mark with
     // the reservation, so a crash before that release is charged by recovery: docs/journal.md.)
-    if (ctx.signal.aborted) throw cancelled();
+    if (ctx.signal.aborted) throw cancelled(ctx.signal);
     const started = opts.now();
     let streamed = false;
     // From here a process crash leaves a call the provider may bill: recovery charges it at its reservation.
@@ -132,7 +134,7 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
             reason: ge.message,
             ms: opts.now() - t0,
           });
-          if (left) throw cancelled();
+          if (left) throw cancelled(ctx.signal);
           if (!isRetryable(ge) || streamed) throw ge;
           // Charged for this attempt already: fail over only within what was reserved.
           const following = chosen[chosen.indexOf(model) + 1];
