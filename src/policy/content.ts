@@ -133,6 +133,9 @@ export interface Seam {
   compact: string;
   cat: number;
   pair: string;
+  /** The text window with the messages glued without the line breaks between them, the seam at `gat`. */
+  glued: string;
+  gat: number;
 }
 
 /** The ends of a message the seams beside it read. */
@@ -175,6 +178,8 @@ export function seamsOf(parts: readonly PartEnds[]): Seam[] {
   const heads = joined(parts.map((p) => p.head), '\n', 'end');
   const ctails = joined(parts.map((p) => p.compactTail), '', 'start');
   const cheads = joined(parts.map((p) => p.compactHead), '', 'end');
+  const gtails = joined(parts.map((p) => p.tail), '', 'start');
+  const gheads = joined(parts.map((p) => p.head), '', 'end');
   const before = (side: Joined, i: number): string => {
     const end = side.ends[i]!;
     const from = end - WINDOW;
@@ -202,7 +207,8 @@ export function seamsOf(parts: readonly PartEnds[]): Seam[] {
     let pright = parts[i + 1]!.compactHead;
     if (parts[i]!.length > WINDOW) pleft = pleft.slice(fromWordStart(pleft));
     if (parts[i + 1]!.length > WINDOW) pright = pright.slice(0, toWordEnd(pright));
-    seams.push({ text: `${left}\n${right}`, at: left.length, compact: cleft + cright, cat: cleft.length, pair: pleft + pright });
+    const gleft = before(gtails, i);
+    seams.push({ text: `${left}\n${right}`, at: left.length, compact: cleft + cright, cat: cleft.length, pair: pleft + pright, glued: gleft + after(gheads, i + 1), gat: gleft.length });
   }
   return seams;
 }
@@ -243,11 +249,11 @@ function analyseSeam(seam: Seam): Analysis {
   }
   const decoder = new Decoder();
   decoder.scan(compact, () => [around.start, around.end], 1, true, (start, end) => start < cat && end > cat);
-  // A value spaced out in groups and cut at the seam ("AKIA Z3MB " and "RXQ7 TLWU VY2P", or inside a
-  // group: "AKIA Z3" and "MB RXQ7 ..."): each side has too few groups to glue alone, so neither
-  // compact view holds it glued. The text window compacted as one piece does, read with the line
-  // break between the messages and without it; what crosses the seam there counts.
-  for (const [whole, cut] of [[text, at], [text.slice(0, at) + text.slice(at + 1), at]] as const) {
+  // A value spaced out in groups and cut at the seam ("AKIA Z3MB " and "RXQ7 TLWU VY2P", or inside
+  // groups: "AKIA Z3", "MB RX" and "Q7 TLWU VY2P"): each side has too few groups to glue alone, so
+  // neither compact view holds it glued. The text window compacted as one piece does, read with the
+  // line breaks between the messages and without them; what crosses the seam there counts.
+  for (const [whole, cut] of [[text, at], [seam.glued, seam.gat]] as const) {
     const across = buildCompact([whole]);
     if (across.compact === whole || across.compact === compact) continue;
     for (const f of [...scan(across.compact), ...scanUppercased(across.compact, lowercaseWords(across.compact), (p) => p)]) {
@@ -329,7 +335,7 @@ function analysePrompt(raw: readonly string[]): Analysis {
   const windows = parts.length > 1 ? seamsOf(parts) : [];
   for (let i = 0; i < windows.length; i++) {
     const seam = windows[i]!;
-    add(SEAM_CACHE.get(`${seam.at},${seam.cat}\n${seam.text}\u0000${seam.compact}\u0000${seam.pair}`, () => analyseSeam(seam)), seams[i]!);
+    add(SEAM_CACHE.get(`${seam.at},${seam.cat},${seam.gat}\n${seam.text}\u0000${seam.compact}\u0000${seam.pair}\u0000${seam.glued}`, () => analyseSeam(seam)), seams[i]!);
   }
   return out;
 }

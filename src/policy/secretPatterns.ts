@@ -150,11 +150,14 @@ export function lowercaseWords(source: string): number[] {
 
 /**
  * An identifier of words, camelCase or PascalCase ("asiaPacificCountries", "AidaMarketingList"):
- * letters only, each word after the first a capital and two or more lowercase letters. Uppercased,
- * such a name can read as a key ("ASIAPACIFICCOUNTRIES"), which a key with its case changed
- * (lowercased, or case alternating letter by letter) never looks like.
+ * letters only, each word after the first a capital and two or more lowercase letters, every word
+ * holding a vowel. Uppercased, such a name can read as a key ("ASIAPACIFICCOUNTRIES"); a key
+ * lowercased, or its case alternating letter by letter, never looks like one, and a key written
+ * as one on purpose needs letters that make a word of every piece (a deliberate disguise, which
+ * docs/policy.md lists among what content rules do not catch).
  */
 const IDENTIFIER_OF_WORDS = /^(?:[a-z]+|[A-Z][a-z]{2,})(?:[A-Z][a-z]{2,})+$/;
+const isIdentifierOfWords = (word: string): boolean => IDENTIFIER_OF_WORDS.test(word) && word.split(/(?=[A-Z])/).every((piece) => /[aeiouy]/i.test(piece));
 
 /** Findings of the uppercase-alphabet rules in the words of `source` at `found` (start, end pairs), uppercased. */
 export function scanUppercased(source: string, found: readonly number[], at: (pos: number) => number): SecretFinding[] {
@@ -163,7 +166,7 @@ export function scanUppercased(source: string, found: readonly number[], at: (po
   let size = 0;
   for (let k = 0; k < found.length; k += 2) {
     const word = source.slice(found[k], found[k + 1]);
-    if (IDENTIFIER_OF_WORDS.test(word)) continue;
+    if (isIdentifierOfWords(word)) continue;
     words.push({ at: size, src: found[k]!, len: word.length });
     pieces.push(word.toUpperCase());
     size += word.length + 1;

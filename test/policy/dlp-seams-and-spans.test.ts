@@ -31,6 +31,15 @@ describe('a spaced-out value cut across two messages', () => {
     expect(secrets(...parts)).toEqual(['aws']);
   });
 
+  // Found by a re-probe: the window read without the break removed only the one at the seam.
+  it.each([
+    ['cut inside groups at two seams', ['AKIA Z3', 'MB RX', 'Q7 TLWU VY2P']],
+    ['cut inside a group with an empty message between', ['AKIA Z3', '', 'MB RXQ7 TLWU VY2P']],
+    ['dashes, three parts', ['AKIA-Z3', 'MB-RX', 'Q7-TLWU-VY2P']],
+  ])('is found: %s', (_what, parts) => {
+    expect(secrets(...parts)).toEqual(['aws']);
+  });
+
   it('is found one part on each side of many short messages', () => {
     expect(secrets('hello', 'AKIA Z3MB', 'RXQ7 TLWU VY2P', 'bye')).toEqual(['aws']);
   });
@@ -65,6 +74,13 @@ describe('identifiers that only look like a key once uppercased', () => {
     expect(secrets('const asiaPacific', 'Customers = 1')).toEqual([]);
   });
 
+  // Found by a re-probe: a key written as an identifier of words passed once the rule above came
+  // in; a word of the rule must read as one (a vowel), which a key's letters rarely give every piece.
+  it('a key written as camelCase with a piece that is no word is still found', () => {
+    expect(secrets('my key akiaQwerTyuiOpasDfgh ok')).toEqual(['aws']);
+    expect(secrets('temp creds AsiaBcdeFghjKlmnPqrs')).toEqual(['aws']);
+  });
+
   it('a lowercased or case-alternated key is still found', () => {
     expect(secrets(`key ${KEY.toLowerCase()}`)).toEqual(['aws']);
     expect(secrets(`key ${[...KEY].map((c, i) => (i % 2 ? c.toLowerCase() : c)).join('')}`)).toEqual(['aws']);
@@ -76,6 +92,22 @@ const awsKey = fc
   .tuple(fc.constantFrom('AKIA', 'ASIA'), fc.array(fc.constantFrom(...BASE32), { minLength: 16, maxLength: 16 }))
   .map(([prefix, rest]) => prefix + rest.join(''))
   .filter((k) => k !== 'AKIAIOSFODNN7EXAMPLE');
+
+describe('every spaced-out key cut at two places across three messages', () => {
+  it('is found', () => {
+    fc.assert(
+      fc.property(awsKey, fc.integer({ min: 1, max: 6 }), fc.constantFrom(' ', '-', ' - ', '.', ', '), fc.nat(), fc.nat(), fc.boolean(), (key, size, sep, c1, c2, empty) => {
+        const spaced = key.match(new RegExp(`.{1,${size}}`, 'g'))!.join(sep);
+        const [a, b] = [1 + (c1 % (spaced.length - 2)), 1 + (c2 % (spaced.length - 2))].sort((x, y) => x - y);
+        const at = [a!, a === b ? b! + 1 : b!];
+        const parts = [`the key is ${spaced.slice(0, at[0])}`, spaced.slice(at[0], at[1]), `${spaced.slice(at[1])} thanks`];
+        if (empty) parts.splice(1, 0, '');
+        expect(secrets(...parts)).toEqual(['aws']);
+      }),
+      { numRuns: 400 },
+    );
+  });
+});
 
 describe('every spaced-out key cut anywhere across two messages', () => {
   it('is found', () => {

@@ -16,6 +16,12 @@ function reference(parts: readonly PartEnds[], i: number): Seam {
   let cleft = parts[i]!.compactTail;
   for (let j = i - 1; j >= 0 && left.length < WINDOW; j--) left = `${parts[j]!.tail}\n${left}`;
   for (let j = i - 1; j >= 0 && cleft.length < WINDOW; j--) cleft = parts[j]!.compactTail + cleft;
+  let gleft = parts[i]!.tail;
+  for (let j = i - 1; j >= 0 && gleft.length < WINDOW; j--) gleft = parts[j]!.tail + gleft;
+  if (gleft.length > WINDOW) gleft = gleft.slice(-WINDOW).slice(fromWordStart(gleft.slice(-WINDOW)));
+  let gright = parts[i + 1]!.head;
+  for (let j = i + 2; j < parts.length && gright.length < WINDOW; j++) gright += parts[j]!.head;
+  if (gright.length > WINDOW) gright = gright.slice(0, WINDOW).slice(0, toWordEnd(gright.slice(0, WINDOW)));
   let right = parts[i + 1]!.head;
   let cright = parts[i + 1]!.compactHead;
   for (let j = i + 2; j < parts.length && right.length < WINDOW; j++) right = `${right}\n${parts[j]!.head}`;
@@ -28,7 +34,7 @@ function reference(parts: readonly PartEnds[], i: number): Seam {
   let pright = parts[i + 1]!.compactHead;
   if (parts[i]!.length > WINDOW) pleft = pleft.slice(fromWordStart(pleft));
   if (parts[i + 1]!.length > WINDOW) pright = pright.slice(0, toWordEnd(pright));
-  return { text: `${left}\n${right}`, at: left.length, compact: cleft + cright, cat: cleft.length, pair: pleft + pright };
+  return { text: `${left}\n${right}`, at: left.length, compact: cleft + cright, cat: cleft.length, pair: pleft + pright, glued: gleft + gright, gat: gleft.length };
 }
 
 /** A message's ends as analysePart keeps them; its compact view here is its text without blanks. */
