@@ -125,18 +125,34 @@ function claimedLines(raw: unknown, id: 'budget' | 'limit'): { budget: string; s
   return (raw as Record<string, unknown>[]).map((c) => ({ budget: String(c[id]), subject: String(c.subject), amount: Number(c.amount) }));
 }
 
+/** Budgets by id with their scope (the policy's), and the reservation each open request holds. */
+interface EventContext {
+  scopes?: ReadonlyMap<string, string>;
+  reserved: Map<string, { seq: number; lines: Set<string> }>;
+}
+
 /**
  * Check 3 on a settle's event, which the call wrote from what it knew (a recovery's states only the
- * reservation): each budget line it charges is one of its caller's (the user, a team, the cost
- * centre, the application, or global), a token line is charged the tokens the event says the call
- * used or nothing (a tier the budget does not cover), and a dollar line its cost or nothing. A
- * journal chained again after its events were edited (another user, more tokens, a higher cost)
- * fails here, since the charges, which the ledger check holds to the snapshots, did not change.
+ * reservation): its user and figures are of their types; each budget line it charges is its
+ * caller's in the budget's scope (a user budget's line the event's user, a team budget's one of its
+ * teams, and so on; a budget the policy no longer declares, any of them), a token line is charged
+ * the tokens the event says the call used or nothing (a tier the budget does not cover), and a
+ * dollar line its cost or nothing. A journal chained again after its events were edited (another
+ * user, more tokens, a higher cost) fails here, since the charges, which the ledger check holds to
+ * the snapshots, did not change.
  */
-function settledEventFault(event: Record<string, unknown>): string | undefined {
+function settledEventFault(event: Record<string, unknown>, scopes: ReadonlyMap<string, string> | undefined): string | undefined {
+  if (event['user.id'] !== undefined && typeof event['user.id'] !== 'string') return 'has an event whose user.id is not a string';
+  for (const field of ['gen_ai.usage.input_tokens', 'gen_ai.usage.output_tokens', 'tollgate.cost_usd']) {
+    if (event[field] !== undefined && typeof event[field] !== 'number') return `has an event whose ${field} is not a number`;
+  }
   const text = (v: unknown) => (typeof v === 'string' ? [v] : []);
+  const user = text(event['user.id']);
   const teams = Array.isArray(event['user.teams']) ? (event['user.teams'] as unknown[]).flatMap(text) : [];
-  const caller = new Set(['*', ...text(event['user.id']), ...teams, ...text(event['user.cost_center']), ...text(event['user.app'])]);
+  const costCenter = text(event['user.cost_center']);
+  const app = text(event['user.app']);
+  const byScope: Record<string, string[]> = { user, team: teams, costCenter, application: app, global: ['*'] };
+  const caller = new Set(['*', ...user, ...teams, ...costCenter, ...app]);
   const tokens = event['gen_ai.usage.input_tokens'];
   const output = event['gen_ai.usage.output_tokens'];
   const used = typeof tokens === 'number' && typeof output === 'number' ? tokens + output : undefined;
@@ -144,8 +160,14 @@ function settledEventFault(event: Record<string, unknown>): string | undefined {
   const charged = Array.isArray(event['tollgate.charged']) ? (event['tollgate.charged'] as Record<string, unknown>[]) : [];
   for (const c of charged) {
     const line = `${String(c.budget)}/${String(c.subject)}`;
-    if (typeof event['user.id'] === 'string' && !caller.has(String(c.subject))) {
-      const who = [`user ${String(event['user.id'])}`, teams.length ? `teams ${teams.join(', ')}` : '', ...text(event['user.cost_center']).map((cc) => `cost centre ${cc}`), ...text(event['user.app']).map((a) => `application ${a}`)];
+    const subject = String(c.subject);
+    const scope = scopes?.get(String(c.budget));
+    if (user.length > 0 && scope !== undefined && scope in byScope && !byScope[scope]!.includes(subject)) {
+      const named = scope === 'user' ? `user is ${user[0]}` : scope === 'team' ? `teams are ${teams.join(', ') || 'none'}` : scope === 'costCenter' ? `cost centre is ${costCenter[0] ?? 'none'}` : scope === 'application' ? `application is ${app[0] ?? 'none'}` : 'scope is global';
+      return `charges ${line}, a ${scope} budget, but its event's ${named}`;
+    }
+    if (user.length > 0 && scope === undefined && !caller.has(subject)) {
+      const who = [`user ${user[0]}`, teams.length ? `teams ${teams.join(', ')}` : '', ...costCenter.map((cc) => `cost centre ${cc}`), ...app.map((a) => `application ${a}`)];
       return `charges ${line}, a subject its event's caller is not (${who.filter(Boolean).join(', ')})`;
     }
     if (c.amount === 0) continue;
@@ -156,10 +178,20 @@ function settledEventFault(event: Record<string, unknown>): string | undefined {
 }
 
 /** Check 3 on one entry: a charge carries its event with the same amounts; nothing else claims one. */
-function eventFault(e: JournalEntry, chargedAt: Map<string, number>): string | undefined {
+function eventFault(e: JournalEntry, chargedAt: Map<string, number>, ctx: EventContext): string | undefined {
   const b: EntryBody = e.body;
   const event = b.event;
   const eventId = event?.['request.id'];
+  if (b.kind === 'reserve') ctx.reserved.set(b.id, { seq: e.seq, lines: new Set((b.lines ?? []).map((l) => `${l.budgetId}|${l.subject}`)) });
+  if (b.kind === 'settle' || b.kind === 'recover' || b.kind === 'release') {
+    // A charge goes to the lines its reservation holds (a line of a tier the budget does not cover
+    // is reserved nothing, left out of the reserve entry, and charged 0): one moved to another
+    // subject, its event edited to match, is not the call's.
+    const held = ctx.reserved.get(b.id);
+    ctx.reserved.delete(b.id);
+    const stray = held && (b.lines ?? []).find((l) => l.amount > 0 && !held.lines.has(`${l.budgetId}|${l.subject}`));
+    if (held && stray) return `entry ${e.seq} (${b.kind}) charges ${stray.budgetId}/${stray.subject}, which its reservation (entry ${held.seq}) does not hold`;
+  }
   if (b.kind === 'settle' || b.kind === 'recover') {
     const earlier = chargedAt.get(b.id);
     if (earlier !== undefined) return `entry ${e.seq} charges request ${b.id} a second time (entry ${earlier} charged it)`;
@@ -174,7 +206,7 @@ function eventFault(e: JournalEntry, chargedAt: Map<string, number>): string | u
     if (canonicalJson(lines) !== canonicalJson(claimed)) return `entry ${e.seq} (${b.kind}) charges ${fmtLines(lines)} but its event says it charged ${fmtLines(claimed)}`;
     const by = event['tollgate.settled_by'];
     if (by !== undefined && b.settledBy !== undefined && by !== b.settledBy) return `entry ${e.seq} was written by ${b.settledBy} but its event says settled_by ${String(by)}`;
-    const disagrees = b.kind === 'settle' ? settledEventFault(event) : undefined;
+    const disagrees = b.kind === 'settle' ? settledEventFault(event, ctx.scopes) : undefined;
     if (disagrees) return `entry ${e.seq} (settle) ${disagrees}`;
     return undefined;
   }
@@ -193,6 +225,8 @@ export interface AuditOptions {
    * journal that does not start at entry 1 fails there.
    */
   trimmed?: boolean;
+  /** The policy's budgets by id with their scope: a settle's event is then held to each line's scope. */
+  scopes?: ReadonlyMap<string, string>;
 }
 
 /**
@@ -218,6 +252,7 @@ function verifyOnce(dir: string, opts: AuditOptions): AuditReport {
   const replay = new MemoryQuotaStore(() => clock, KEEP_RESERVATIONS);
   const counters = new Map<string, CounterTotal>();
   const chargedAt = new Map<string, number>();
+  const events: EventContext = { scopes: opts.scopes, reserved: new Map() };
   let prev: string | undefined;
   let expected = 1;
 
@@ -257,7 +292,7 @@ function verifyOnce(dir: string, opts: AuditOptions): AuditReport {
     expected = e.seq + 1;
 
     // 3. The event of each charge, and no charge claimed elsewhere.
-    const wrong = eventFault(e, chargedAt);
+    const wrong = eventFault(e, chargedAt, events);
     if (wrong) return fail({ seq: e.seq, check: 'events', reason: wrong, ...at });
     const b = e.body;
     if (b.kind === 'settle' || b.kind === 'recover') report.charges += 1;
@@ -383,7 +418,8 @@ export async function auditVerify(values: AuditValues, env: NodeJS.ProcessEnv): 
     }
   }
   const dir = values['data-dir'] ?? defaultDataDir(env);
-  const report = verifyJournalDir(dir, { trimmed: values.trimmed });
+  const policy = loadPolicyFile(policyPath);
+  const report = verifyJournalDir(dir, { trimmed: values.trimmed, scopes: new Map(policy.budgets.map((b) => [b.config.id, b.config.scope])) });
   if (report.ok) samePolicy(report.counters.filter((c) => c.expiresAt > report.lastAt).map((c) => c.budgetId), `The journal in ${dir}`);
   return { out: values.json ? `${JSON.stringify(report, null, 2)}\n` : formatAudit(report), code: report.ok ? 0 : 1 };
 }

@@ -397,6 +397,44 @@ describe('audit verify: an event for every charge (a journal chained again after
     expect(fault()).toMatchObject({ seq: 16, check: 'events', reason: 'entry 16 (settle) charges user-weekly/bob 8 micro-dollars but its event says the call cost 1000000000 micro-dollars' });
   });
 
+  // Found by a re-probe of the check above: the caller was one set of names, so a team named like
+  // the charged user passed; figures that are not numbers, and a charge moved to another subject
+  // with its event, were not checked at all.
+  const SCOPES = { scopes: new Map([['user-weekly', 'user'], ['team-daily', 'team']]) };
+
+  it('fails at a user line whose event names another user, even with a team of that name', () => {
+    editEvent('b2', (ev) => {
+      ev['user.id'] = 'mallory';
+      ev['user.teams'] = ['platform', 'bob'];
+    });
+    expect(verifyJournalDir(dir, SCOPES).fault).toMatchObject({ seq: 16, check: 'events', reason: "entry 16 (settle) charges user-weekly/bob, a user budget, but its event's user is mallory" });
+  });
+
+  it('fails at an event whose user or figures are not what they must be', () => {
+    editEvent('b2', (ev) => (ev['user.id'] = 31337));
+    expect(fault()).toMatchObject({ seq: 16, check: 'events', reason: 'entry 16 (settle) has an event whose user.id is not a string' });
+  });
+
+  it('fails at an event whose figures are not numbers', () => {
+    editEvent('b2', (ev) => (ev['gen_ai.usage.output_tokens'] = '1000000'));
+    expect(fault()).toMatchObject({ seq: 16, check: 'events', reason: 'entry 16 (settle) has an event whose gen_ai.usage.output_tokens is not a number' });
+  });
+
+  it('fails at a charge moved with its event to a subject its reservation did not hold', () => {
+    reseal((all) =>
+      all.map((x) => {
+        if (!(x.body.kind === 'settle' && x.body.id === 'a2')) return x;
+        const body = structuredClone(x.body);
+        body.lines = body.lines!.map((l) => (l.budgetId === 'user-weekly' ? { ...l, subject: 'bob', usageKey: l.usageKey.replace('alice', 'bob'), reservedKey: l.reservedKey.replace('alice', 'bob') } : l));
+        const ev = body.event as Record<string, unknown>;
+        ev['user.id'] = 'bob';
+        (ev['tollgate.charged'] as { subject: string }[])[0]!.subject = 'bob';
+        return { ...x, body };
+      }),
+    );
+    expect(fault()).toMatchObject({ seq: 6, check: 'events', reason: 'entry 6 (settle) charges user-weekly/bob, which its reservation (entry 4) does not hold' });
+  });
+
   it('fails at a charge without its event', () => {
     reseal((all) => all.map((x) => (x.body.kind === 'recover' ? { ...x, body: { ...x.body, event: undefined } } : x)));
     expect(fault()).toMatchObject({ seq: 19, check: 'events', reason: 'entry 19 (recover) charges request c2 without its decision event' });
