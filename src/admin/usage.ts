@@ -112,13 +112,13 @@ export async function adjustUsage(
   const [budget] = budgetsFor(policy, budgetId);
   const delta = budget!.unit === 'usd' ? Math.round(amount * 1e6) : amount;
   if (!Number.isSafeInteger(delta) || delta === 0) {
-    throw new GatewayError('INVALID_REQUEST', `An adjustment must be a non-zero ${budget!.unit === 'usd' ? 'amount in USD' : 'whole number of tokens'}, got ${amount}.`);
+    throw new GatewayError('INVALID_REQUEST', `An adjustment must be a non-zero ${budget!.unit === 'usd' ? 'amount in USD, to the micro-dollar' : 'whole number of tokens'}, got ${amount}.`);
   }
   // An adjustment corrects usage within a window; one past the whole limit is a typo's extra digits
   // (a credit of 100,000,000 on a 100,000-token budget), and more room is the policy's limit to give.
   if (Math.abs(delta) > budget!.limit) {
     const limit = budget!.unit === 'usd' ? `${budget!.limit / 1e6} USD` : `${budget!.limit} tokens`;
-    throw new GatewayError('INVALID_REQUEST', `--amount ${Math.abs(amount)} moves usage by more than budget ${budgetId}'s whole limit (${limit}); to give more room, raise the limit in the policy.`);
+    throw new GatewayError('INVALID_REQUEST', `An adjustment of ${amount} moves usage by more than budget ${budgetId}'s whole limit (${limit}); to give more room, raise the limit in the policy.`);
   }
   const w = resolveWindow(budget!.config.window, now);
   const keys = lineKeys(prefix, budgetId, subject, w.readStarts, w.start);

@@ -156,6 +156,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
 
   // Keep these after every route: what no route answered gets a code rather than express's HTML page.
   app.all('/mcp', (_req, res) => {
+    res.setHeader('x-request-id', (res.locals.requestId ??= randomUUID()) as string);
     res.status(405).set('Allow', 'POST, DELETE').json({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed.' }, id: null });
   });
   app.use(answerNotFound(metrics ? [...SERVED_ENDPOINTS, { methods: ['GET'], path: '/metrics' }] : SERVED_ENDPOINTS, wireOf));

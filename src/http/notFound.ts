@@ -3,6 +3,7 @@
  * and the nearest one when the path looks like a typo of it (`/v1/chat/completion` ->
  * `/v1/chat/completions`) or the path is served for another method.
  */
+import { randomUUID } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
 import { GatewayError } from '../errors.js';
 import type { WireCodec } from './compat.js';
@@ -75,7 +76,9 @@ export function answerNotFound(endpoints: readonly Endpoint[], wireOf: (req: Req
   return (req, res) => {
     const err = notFoundError(req.method, req.path, endpoints);
     const wire = wireOf(req);
-    if (!wire) return sendError(res, err);
-    sendWireError(res, wire, err);
+    if (wire) return sendWireError(res, wire, err);
+    // The id its event is recorded under (edgeRefusals), so the caller can name it.
+    res.setHeader('x-request-id', (res.locals.requestId ??= randomUUID()) as string);
+    sendError(res, err);
   };
 }

@@ -44,8 +44,8 @@ describe('usage adjust and credit amounts', () => {
   });
 
   it('refuses an adjustment or a credit larger than the budget\'s whole limit', async () => {
-    await expect(adjust('credit', 'user-tokens', '100000000')).rejects.toThrow('--amount 100000000 moves usage by more than budget user-tokens\'s whole limit (100000 tokens)');
-    await expect(adjust('adjust', 'team-usd', '50.01')).rejects.toThrow('--amount 50.01 moves usage by more than budget team-usd\'s whole limit (50 USD)');
+    await expect(adjust('credit', 'user-tokens', '100000000')).rejects.toThrow('An adjustment of -100000000 moves usage by more than budget user-tokens\'s whole limit (100000 tokens)');
+    await expect(adjust('adjust', 'team-usd', '50.01')).rejects.toThrow('An adjustment of 50.01 moves usage by more than budget team-usd\'s whole limit (50 USD)');
   });
 
   it('applies decimal amounts within the limit', async () => {

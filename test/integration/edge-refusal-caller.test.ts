@@ -21,7 +21,7 @@ describe('a refusal at the edge before authentication', () => {
     const before = gw.events.length;
     const res = await sendRaw(gw.url, req);
     await gw.idle();
-    return { status: res.status, events: gw.events.slice(before) };
+    return { status: res.status, events: gw.events.slice(before), requestId: res.headers['x-request-id'] };
   };
   const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
 
@@ -30,9 +30,11 @@ describe('a refusal at the edge before authentication', () => {
     ['a method /mcp does not serve', { method: 'PUT', path: '/mcp', body: '{}', headers: { 'content-type': 'application/json' } }, 405, 'INVALID_REQUEST'],
     ['a refused Origin', { method: 'POST', path: '/v1/chat/completions', body: '{}', headers: { 'content-type': 'application/json', origin: 'https://evil.example' } }, 403, 'FORBIDDEN'],
   ] as const)('%s is recorded as the user the key names', async (_what, req, status, code) => {
-    const { status: got, events } = await refused({ ...req, headers: { ...('headers' in req ? req.headers : {}), ...bearer(KEYS.alice) } });
+    const { status: got, events, requestId } = await refused({ ...req, headers: { ...('headers' in req ? req.headers : {}), ...bearer(KEYS.alice) } });
     expect(got).toBe(status);
     expect(events.map((e) => [e['error.code'], e['user.id'], e['auth.credential.id']])).toEqual([[code, 'alice', 'k-alice']]);
+    // The answer names the event it left.
+    expect(requestId).toBe(events[0]!['request.id']);
   });
 
   it('an x-api-key is read as on the Anthropic route', async () => {
