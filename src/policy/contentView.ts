@@ -334,32 +334,32 @@ export function compactWindows(compact: string, segments: Segments): { view: str
   return { view, at };
 }
 
-/** Maps a compact offset to the text offset of the same character. */
+/** The index of the last of the ascending offsets `xs` at or before `pos` (0 when none is). */
+function lastAtOrBefore(xs: readonly number[], pos: number): number {
+  let lo = 0;
+  let hi = xs.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (xs[mid]! <= pos) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 /** Where text offset `pos` lies in the compact view: in a gap that was removed, where the gap was. */
 export function toCompact(segments: Segments, pos: number): number {
   const { c, t, n } = segments;
   if (c.length === 0) return pos;
-  let lo = 0;
-  let hi = t.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (t[mid]! <= pos) lo = mid;
-    else hi = mid - 1;
-  }
-  return c[lo]! + Math.max(0, Math.min(pos - t[lo]!, n[lo]!));
+  const k = lastAtOrBefore(t, pos);
+  return c[k]! + Math.max(0, Math.min(pos - t[k]!, n[k]!));
 }
 
+/** Maps a compact offset to the text offset of the same character. */
 function toText(segments: Segments, pos: number): number {
   const { c, t, n } = segments;
   if (c.length === 0) return pos;
-  let lo = 0;
-  let hi = c.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >> 1;
-    if (c[mid]! <= pos) lo = mid;
-    else hi = mid - 1;
-  }
-  return t[lo]! + Math.min(pos - c[lo]!, n[lo]!);
+  const k = lastAtOrBefore(c, pos);
+  return t[k]! + Math.min(pos - c[k]!, n[k]!);
 }
 
 // ---------------------------------------------------------------------------------------------
