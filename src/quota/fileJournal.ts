@@ -355,20 +355,27 @@ export class FileJournal {
     const firstSeq = this.seq + 1;
     const { entry: snapshot, line } = chainedLine(firstSeq, this.link, { kind: 'snapshot', id: `snapshot-${firstSeq}`, at, state });
     try {
+      // The ended segment is named by its own first seq (known, not read back from the file); a
+      // file of that name is never replaced.
+      if (existsSync(join(dir, segmentName(this.firstSeq ?? firstSeq)))) throw new Error(`${segmentName(this.firstSeq ?? firstSeq)} exists already`);
       fdatasyncSync(this.fd);
       const nextFd = openSync(join(dir, NEXT), 'w');
       try {
-        writeSync(nextFd, line);
+        // The whole snapshot or no segment change: a write the disk cuts short is a failed one.
+        for (let done = 0; done < line.length; ) {
+          const n = this.writeBytes(nextFd, line, done, line.length - done);
+          if (n <= 0) throw new Error(`the snapshot could not be written whole (${done} of ${line.length} bytes)`);
+          done += n;
+        }
         fdatasyncSync(nextFd);
       } finally {
         closeSync(nextFd);
       }
     } catch (err) {
       rmSync(join(dir, NEXT), { force: true });
-      this.opts.warn?.('journal: fsync failed at a segment change; the segment goes on, the next append tries again', { err: String(err) });
+      this.opts.warn?.('journal: a segment change failed (its snapshot could not be written and fsync\'d); the segment goes on, the next append tries again', { err: String(err) });
       return;
     }
-    // The ended segment is named by its own first seq (known, not read back from the file).
     const endedFirst = this.firstSeq ?? firstSeq;
     if (this.fsyncing) this.retired.push(this.fd);
     else closeSync(this.fd);

@@ -77,7 +77,7 @@ export function journalHead(dir: string): { head?: { seq: number; link: string }
   }
   if (head === undefined) return {};
   const h = head as { seq?: unknown; link?: unknown };
-  if (!Number.isSafeInteger(h.seq) || typeof h.link !== 'string') return { unreadable: "it does not name an entry's seq and link" };
+  if (!Number.isSafeInteger(h.seq) || (h.seq as number) < 1 || typeof h.link !== 'string') return { unreadable: "it does not name an entry's seq and link" };
   return { head: { seq: h.seq as number, link: h.link } };
 }
 
@@ -95,7 +95,19 @@ export function missingAtStart(dir: string, head: { seq: number; link: string } 
   for (let i = 1; i < entries.length; i++) {
     const before = entries[i - 1]!.seq;
     const seq = entries[i]!.seq;
+    if (seq <= before) return `entry ${seq} appears again after entry ${before} in ${CURRENT}: the file was pieced together. Restore the journal from a copy; ${verify} names the first entry that fails.`;
     if (seq !== before + 1) return `entry ${before + 1} is missing from ${CURRENT} (entry ${seq} follows entry ${before}): it was cut out or the file was pieced together. Restore the journal from a copy that holds it; ${verify} names the first entry that fails.`;
+  }
+  // The ended segments come before the current one, which a segment change always opens with its
+  // snapshot: a current segment missing or empty beside them, or older than one of them, was not
+  // left by a crash (a copy restored, a file deleted), and starting on it would lose what they hold.
+  const ended = readdirSync(dir).filter((f) => /^journal-\d{12}\.jsonl$/.test(f)).sort();
+  const lastEnded = ended.at(-1);
+  if (lastEnded !== undefined && entries.length === 0) {
+    return `${CURRENT} is missing or empty beside the ended segments (the last ends at entry ${tail?.seq ?? 0}): a segment change always leaves it its opening snapshot. Restore ${CURRENT} from a copy; ${verify} says what the files hold.`;
+  }
+  if (lastEnded !== undefined && Number(lastEnded.slice(8, 20)) >= entries[0]!.seq) {
+    return `${lastEnded}, an ended segment, starts at entry ${Number(lastEnded.slice(8, 20))}, after entry ${entries[0]!.seq}, where ${CURRENT} starts: ${CURRENT} is older than the segments beside it (restored from an older copy). Restore the ${CURRENT} that goes with them; ${verify} says what the files hold.`;
   }
   if (!head) return undefined;
   const last = entries.at(-1) ?? tail;

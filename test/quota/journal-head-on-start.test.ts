@@ -6,7 +6,7 @@
  * a crash leaves (a torn line the head does not name, a head behind the file) starts as before, and
  * so does a journal without a head.
  */
-import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, readFileSync, renameSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -102,7 +102,7 @@ describe('a start checks the journal against head.json', () => {
     await next.journal.close();
     expect(segmentFiles(dir).map((f) => readSegment(f).entries.map((e) => e.seq))).toEqual([[1, 2, 3, 4, 5, 6], [7, 8]]);
     rmSync(current());
-    expect(refusal().message).toMatch(/^the journal ends at entry 6 but head\.json says entry 8 was written and fsync'd: entries 7 to 8 are missing/);
+    expect(refusal().message).toMatch(/^journal\.jsonl is missing or empty beside the ended segments \(the last ends at entry 6\)/);
   });
 
   it('refuses a torn last line that head.json names as fsync\'d, and does not cut it', async () => {
@@ -175,5 +175,81 @@ describe('a start checks the journal against head.json', () => {
     expect(await store.read([line(0)])).toEqual([{ used: 30, reserved: 0 }]);
     expect(warnings).toEqual(['journal: head.json cannot be read (it is not JSON); the journal is not checked against it at this start']);
     await journal.close();
+  });
+});
+
+// Found by a re-probe of the start check.
+describe('segment changes and the ended segments', () => {
+  it('does not take a snapshot the disk cut short as the new segment: the segment goes on, and the journal starts again', async () => {
+    await threeCalls();
+    // The next segment's snapshot gets 100 bytes in, then the disk is full; the current segment's
+    // writes (on the fd written first) go through.
+    let currentFd: number | undefined;
+    const write = (fd: number, data: Buffer, offset: number, length: number): number => {
+      currentFd ??= fd;
+      if (fd === currentFd) return writeSync(fd, data, offset, length);
+      if (offset > 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      return Math.min(length, 100);
+    };
+    const opened = FileJournal.open({ dir, now, write });
+    const store = new MemoryQuotaStore(now, opened.journal);
+    store.restore(opened.replay);
+    opened.journal.snapshotSource = () => store.snapshot();
+    await store.reserve('c2', [line(100)], 60_000, {}, { dispatching: true });
+    await store.release('c2', { 'request.id': 'c2' });
+    clock = NOW + DAY;
+    await store.reserve('d', [line(100)], 60_000, {}, { dispatching: true });
+    await store.settle('d', [line(10)], { 'request.id': 'd', 'tollgate.charged': [{ budget: 'weekly', subject: 'alice', amount: 10, unit: 'tokens' }], 'tollgate.settled_by': 'call' });
+    await opened.journal.close();
+    expect(segmentFiles(dir)).toEqual([current()]);
+    const { store: again, journal } = open();
+    expect(await again.read([line(0)])).toEqual([{ used: 40, reserved: 0 }]);
+    await journal.close();
+    expect(verifyJournalDir(dir).ok).toBe(true);
+  });
+
+  it('refuses a current segment older than an ended one (restored from a copy beside newer segments)', async () => {
+    await threeCalls();
+    const older = readFileSync(current());
+    const olderHead = readFileSync(head());
+    for (const day of [1, 2]) {
+      clock = NOW + day * DAY;
+      const next = open();
+      await next.store.reserve(`d${day}`, [line(100)], 60_000, {}, { dispatching: true });
+      await next.journal.close();
+    }
+    const ended = segmentFiles(dir).filter((f) => f !== current());
+    expect(ended).toHaveLength(2);
+    writeFileSync(current(), older);
+    writeFileSync(head(), olderHead);
+    expect(refusal().message).toMatch(/^journal-0+7\.jsonl, an ended segment, starts at entry 7, after entry 1, where journal\.jsonl starts: journal\.jsonl is older than the segments beside it \(restored from an older copy\)\. Restore/);
+    expect(segmentFiles(dir).filter((f) => f !== current())).toEqual(ended);
+  });
+
+  it('refuses ended segments with no current one beside them, whatever head.json names', async () => {
+    await threeCalls();
+    clock = NOW + DAY;
+    const next = open();
+    await next.store.reserve('d', [line(100)], 60_000, {}, { dispatching: true });
+    await next.journal.close();
+    writeFileSync(head(), JSON.stringify({ seq: 6, link: readSegment(segmentFiles(dir)[0]!).entries[5]!.link }));
+    rmSync(current());
+    expect(refusal().message).toMatch(/^journal\.jsonl is missing or empty beside the ended segments \(the last ends at entry 6\): a segment change always leaves it its opening snapshot\. Restore/);
+  });
+
+  it('takes a head naming no entry (seq 0 or below) as unreadable, saying so', async () => {
+    await threeCalls();
+    writeFileSync(head(), JSON.stringify({ seq: 0, link: '0'.repeat(40) }));
+    const warnings: string[] = [];
+    const { journal } = open(warnings);
+    expect(warnings).toEqual(["journal: head.json cannot be read (it does not name an entry's seq and link); the journal is not checked against it at this start"]);
+    await journal.close();
+  });
+
+  it('names a line repeated as such, not as a missing entry', async () => {
+    await threeCalls();
+    const lines = readFileSync(current(), 'utf8').split('\n').filter(Boolean);
+    writeFileSync(current(), [...lines, lines.at(-1)!].map((l) => `${l}\n`).join(''));
+    expect(refusal().message).toMatch(/^entry 6 appears again after entry 6 in journal\.jsonl: the file was pieced together\. Restore/);
   });
 });
