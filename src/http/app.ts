@@ -27,7 +27,7 @@ import { responsesCodec } from './responsesCompat.js';
 import { mcpRouter } from './mcpRoutes.js';
 import { answerNotFound, SERVED_ENDPOINTS } from './notFound.js';
 import { isLoopbackHost, isLoopbackOrigin } from './loopback.js';
-import { sendError, sendWireError } from './respond.js';
+import { nameResponse, sendError, sendRefusal, sendWireError } from './respond.js';
 import { SessionTable } from './sessions.js';
 
 export interface HttpOptions {
@@ -67,12 +67,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
   // Under /v1 the caller is an OpenAI or Anthropic client (the Anthropic SDK sends anthropic-version).
   const wireOf = (req: Request) => (!req.path.startsWith('/v1/') || req.path.startsWith('/v1/tollgate/') ? undefined : req.headers['anthropic-version'] !== undefined ? anthropicCodec : openaiCodec);
   /** An edge refusal: in the compatible API's shape under /v1 (its SDK raises its own error), else tollgate's; with a request id either way. */
-  const refuseAtEdge = (req: Request, res: Response, err: GatewayError) => {
-    const wire = wireOf(req);
-    if (wire) return sendWireError(res, wire, err);
-    res.setHeader('x-request-id', (res.locals.requestId ??= randomUUID()) as string);
-    sendError(res, err);
-  };
+  const refuseAtEdge = (req: Request, res: Response, err: GatewayError) => sendRefusal(res, wireOf(req), err);
 
   const local = ['127.0.0.1', 'localhost', '::1'].includes(opts.host);
   const hostCheck = opts.allowedHosts?.length ? hostHeaderValidation([...opts.allowedHosts, ...(local ? ['127.0.0.1', 'localhost', '[::1]'] : [])]) : local ? localhostHostValidation() : undefined;
@@ -156,7 +151,7 @@ export function createHttpApp(gateway: Gateway, opts: HttpOptions, metrics?: Gat
 
   // Keep these after every route: what no route answered gets a code rather than express's HTML page.
   app.all('/mcp', (_req, res) => {
-    res.setHeader('x-request-id', (res.locals.requestId ??= randomUUID()) as string);
+    nameResponse(res);
     res.status(405).set('Allow', 'POST, DELETE').json({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed.' }, id: null });
   });
   app.use(answerNotFound(metrics ? [...SERVED_ENDPOINTS, { methods: ['GET'], path: '/metrics' }] : SERVED_ENDPOINTS, wireOf));

@@ -3,11 +3,10 @@
  * and the nearest one when the path looks like a typo of it (`/v1/chat/completion` ->
  * `/v1/chat/completions`) or the path is served for another method.
  */
-import { randomUUID } from 'node:crypto';
 import type { Request, RequestHandler } from 'express';
 import { GatewayError } from '../errors.js';
 import type { WireCodec } from './compat.js';
-import { sendError, sendWireError } from './respond.js';
+import { sendRefusal } from './respond.js';
 
 /** One endpoint of the HTTP edge, as the 404 lists it. */
 export interface Endpoint {
@@ -74,11 +73,6 @@ export function notFoundError(method: string, path: string, endpoints: readonly 
  */
 export function answerNotFound(endpoints: readonly Endpoint[], wireOf: (req: Request) => Pick<WireCodec, 'errorBody' | 'prepare'> | undefined = () => undefined): RequestHandler {
   return (req, res) => {
-    const err = notFoundError(req.method, req.path, endpoints);
-    const wire = wireOf(req);
-    if (wire) return sendWireError(res, wire, err);
-    // The id its event is recorded under (edgeRefusals), so the caller can name it.
-    res.setHeader('x-request-id', (res.locals.requestId ??= randomUUID()) as string);
-    sendError(res, err);
+    sendRefusal(res, wireOf(req), notFoundError(req.method, req.path, endpoints));
   };
 }

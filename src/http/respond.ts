@@ -7,6 +7,16 @@ import type { Response } from 'express';
 import type { GatewayError } from '../errors.js';
 import type { WireCodec } from './compat.js';
 
+/**
+ * The response's request id, made now if no step made one, and sent as `x-request-id`: a refusal
+ * recorded after the answer (edgeRefusals) carries the same id, so the caller can name its event.
+ */
+export function nameResponse(res: Response): string {
+  const id = (res.locals.requestId ??= randomUUID()) as string;
+  res.setHeader('x-request-id', id);
+  return id;
+}
+
 export function sendError(res: Response, err: GatewayError): void {
   res.status(err.status).json({ error: err.toJSON() });
 }
@@ -17,8 +27,14 @@ export function sendError(res: Response, err: GatewayError): void {
  * carries the same id.
  */
 export function sendWireError(res: Response, wire: Pick<WireCodec, 'errorBody' | 'prepare'>, err: GatewayError): void {
-  res.locals.requestId ??= randomUUID();
-  res.setHeader('x-request-id', res.locals.requestId as string);
+  nameResponse(res);
   wire.prepare?.(res);
   res.status(err.status).json(wire.errorBody(err, res));
+}
+
+/** A refusal before any route: in a compatible API's shape when the caller is one (`wire`), else tollgate's; named either way (nameResponse). */
+export function sendRefusal(res: Response, wire: Pick<WireCodec, 'errorBody' | 'prepare'> | undefined, err: GatewayError): void {
+  if (wire) return sendWireError(res, wire, err);
+  nameResponse(res);
+  sendError(res, err);
 }
