@@ -239,14 +239,16 @@ function analyseSeam(seam: Seam): Analysis {
   // window holds already is not placed again on the whole window.
   const inText = new Set(findings.map((f) => f.kind));
   const around = { start: -at, end: text.length - at };
-  const glued = [...scan(compact), ...scanUppercased(compact, lowercaseWords(compact), (p) => p)];
-  if (pair !== compact) glued.push(...scan(pair), ...scanUppercased(pair, lowercaseWords(pair), (p) => p));
-  for (const f of glued) {
-    if (!inText.has(f.kind)) {
-      inText.add(f.kind);
-      findings.push({ kind: f.kind, ...around });
+  const onWindow = (glued: string): void => {
+    for (const f of [...scan(glued), ...scanUppercased(glued, lowercaseWords(glued), (p) => p)]) {
+      if (!inText.has(f.kind)) {
+        inText.add(f.kind);
+        findings.push({ kind: f.kind, ...around });
+      }
     }
-  }
+  };
+  onWindow(compact);
+  if (pair !== compact) onWindow(pair);
   const decoder = new Decoder();
   decoder.scan(compact, () => [around.start, around.end], 1, true, (start, end) => start < cat && end > cat);
   // A value spaced out in groups and cut at the seam ("AKIA Z3MB " and "RXQ7 TLWU VY2P", or inside
@@ -256,12 +258,7 @@ function analyseSeam(seam: Seam): Analysis {
   for (const [whole, cut] of [[text, at], [seam.glued, seam.gat]] as const) {
     const across = buildCompact([whole]);
     if (across.compact === whole || across.compact === compact) continue;
-    for (const f of [...scan(across.compact), ...scanUppercased(across.compact, lowercaseWords(across.compact), (p) => p)]) {
-      if (!inText.has(f.kind)) {
-        inText.add(f.kind);
-        findings.push({ kind: f.kind, ...around });
-      }
-    }
+    onWindow(across.compact);
     const wat = toCompact(across.segments, cut);
     decoder.scan(across.compact, () => [around.start, around.end], 1, true, (start, end) => start < wat && end > wat);
   }
