@@ -91,7 +91,10 @@ function spanFindings(spans: readonly DecodedSpan[]): SecretFinding[] {
   };
   const findings = scan(joined).map(placed(starts));
   const disguised = compact === joined ? [] : scan(compact);
-  disguised.push(...scanUppercased(compact, lowercaseWords(compact), (p) => p));
+  // Uppercased, only what can be a key id: AWS issues them in base32 (A to Z, 2 to 7), and decoded
+  // prose glued in the compact view reads as one ("Akia 10000 10000 script" as AKIA1000010000SCRIPT).
+  const base32Id = (f: SecretFinding) => f.end - f.start !== 20 || /^.{4}[A-Z2-7]{16}$/.test(compact.slice(f.start, f.end).toUpperCase());
+  disguised.push(...scanUppercased(compact, lowercaseWords(compact), (p) => p).filter(base32Id));
   for (const f of disguised) findings.push(placed(compactStarts)(f));
   return findings;
 }

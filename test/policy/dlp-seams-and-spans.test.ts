@@ -60,6 +60,13 @@ describe('an encoded run whose decoded text is disguised', () => {
   });
 });
 
+describe('decoded prose that only looks like a key once glued and uppercased', () => {
+  // Found by the benign-prompt property of dlp-disguises.test.ts in a CI run.
+  it('is not a secret: a key id holds none of 0, 1, 8, 9', () => {
+    expect(secrets('the the the "Ak\\u0069\\u0061 10000 10000 scr\\u0069pt" the AKIA the')).toEqual([]);
+  });
+});
+
 describe('identifiers that only look like a key once uppercased', () => {
   it.each([
     'Write a SQL view named asiaPacificCountries that lists our APAC markets.',
