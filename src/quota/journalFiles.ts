@@ -88,7 +88,8 @@ export function journalHead(dir: string): { head?: { seq: number; link: string }
  * `tail`), or another entry at its seq. The head is written only after the fsync that covers the
  * entry it names, so that entry was on disk: a torn line after the last whole entry is one the
  * process died writing only when the head does not name it. Entries after the head (a kill
- * between fsyncs) are fine. The text says what is missing and what the operator can do.
+ * between fsyncs) are fine. Whatever the head says, the current segment must open with entry 1 or
+ * a snapshot, and not be missing or older beside ended segments. The text says what is missing and what the operator can do.
  */
 export function missingAtStart(dir: string, head: { seq: number; link: string } | undefined, entries: JournalEntry[], tail: JournalEntry | undefined, torn: boolean): string | undefined {
   const verify = `\`tollgate audit verify --data-dir ${dir}\``;
@@ -108,6 +109,12 @@ export function missingAtStart(dir: string, head: { seq: number; link: string } 
   }
   if (lastEnded !== undefined && Number(lastEnded.slice(8, 20)) >= entries[0]!.seq) {
     return `${lastEnded}, an ended segment, starts at entry ${Number(lastEnded.slice(8, 20))}, after entry ${entries[0]!.seq}, where ${CURRENT} starts: ${CURRENT} is older than the segments beside it (restored from an older copy). Restore the ${CURRENT} that goes with them; ${verify} says what the files hold.`;
+  }
+  // A segment opens with entry 1 or with its snapshot, which the counters are replayed from: one
+  // that opens with anything else had its first lines cut, and what they charged would be lost.
+  const opening = entries[0];
+  if (opening && opening.seq !== 1 && opening.body.kind !== 'snapshot') {
+    return `${CURRENT} starts at entry ${opening.seq}, which is not a segment's opening snapshot: the entries before it were cut (the counters they charged would be lost). Restore ${CURRENT} from a copy that holds its first lines; ${verify} says what the files hold.`;
   }
   if (!head) return undefined;
   const last = entries.at(-1) ?? tail;

@@ -246,6 +246,45 @@ describe('segment changes and the ended segments', () => {
     await journal.close();
   });
 
+  it('refuses a first segment whose opening entries were cut, whatever head.json names', async () => {
+    await threeCalls();
+    const lines = readFileSync(current(), 'utf8').split('\n').filter(Boolean);
+    writeFileSync(current(), lines.slice(2).map((l) => `${l}\n`).join(''));
+    rmSync(head());
+    expect(refusal().message).toMatch(
+      /^journal\.jsonl starts at entry 3, which is not a segment's opening snapshot: the entries before it were cut \(the counters they charged would be lost\)\. Restore/,
+    );
+  });
+
+  it('refuses a current segment whose opening snapshot was cut after a segment change', async () => {
+    await threeCalls();
+    clock = NOW + DAY;
+    const next = open();
+    for (const id of ['d', 'e']) await next.store.reserve(id, [line(100)], 60_000, {}, { dispatching: true });
+    await next.journal.close();
+    const lines = readFileSync(current(), 'utf8').split('\n').filter(Boolean);
+    expect(JSON.parse(lines[0]!).body.kind).toBe('snapshot');
+    writeFileSync(current(), lines.slice(1).map((l) => `${l}\n`).join(''));
+    expect(refusal().message).toMatch(/^journal\.jsonl starts at entry 8, which is not a segment's opening snapshot: the entries before it were cut/);
+    // Without the snapshot a start would hold the reservations only, not the 30 tokens charged before.
+    writeFileSync(current(), lines.map((l) => `${l}\n`).join(''));
+    const { store, journal } = open();
+    expect(await store.read([line(0)])).toEqual([{ used: 30, reserved: 200 }]);
+    await journal.close();
+  });
+
+  it('starts on a current segment that opens with its snapshot once the ended ones are archived', async () => {
+    await threeCalls();
+    clock = NOW + DAY;
+    const next = open();
+    await next.store.reserve('d', [line(100)], 60_000, {}, { dispatching: true });
+    await next.journal.close();
+    for (const f of segmentFiles(dir).filter((f) => f !== current())) rmSync(f);
+    const { store, journal } = open();
+    expect(await store.read([line(0)])).toEqual([{ used: 30, reserved: 100 }]);
+    await journal.close();
+  });
+
   it('names a line repeated as such, not as a missing entry', async () => {
     await threeCalls();
     const lines = readFileSync(current(), 'utf8').split('\n').filter(Boolean);
