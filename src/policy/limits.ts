@@ -19,6 +19,7 @@ import { GatewayError } from '../errors.js';
 import { principalView, type Principal } from '../identity/principal.js';
 import type { Usage } from '../providers/provider.js';
 import { lineHead, lineText } from '../quota/redisJournal.js';
+import { CAP_UNIT } from '../quota/journal.js';
 import { lineAt, type LedgerLine, type ReserveOutcome } from '../quota/store.js';
 import { resolveSliding, slidingBucketStart } from '../quota/windows.js';
 import { lineKeys, principalSubjects } from './budgets.js';
@@ -174,7 +175,7 @@ export function limitAmount(limit: CompiledLimit, worstCaseTokens: number): numb
 }
 
 /** The unit each kind of limit is charged in, as decision events state it (`tollgate.limits_charged`). */
-export const LIMIT_UNITS: Record<CompiledLimit['kind'], string> = { requests: 'requests', tokens: 'tokens', concurrent: 'calls_in_flight' };
+export const LIMIT_UNITS: Record<CompiledLimit['kind'], string> = { requests: 'requests', tokens: 'tokens', concurrent: CAP_UNIT };
 
 /** What a finished call is charged on a limit line: 1 request once dispatched, the tokens it used, nothing for a cap. */
 export function limitCharge(limit: CompiledLimit, usage: Usage | undefined, dispatched: boolean): number {

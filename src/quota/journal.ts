@@ -269,7 +269,7 @@ export function recoveryEvent(id: string, r: RecoveredReservation, at: number, c
     'tollgate.tier.served': r.dispatched ? str(meta.tier) : undefined,
     'tollgate.model.served': r.dispatched ? str(meta.model) : undefined,
     'tollgate.charged': r.dispatched ? budgetLines.map((l) => ({ budget: l.budgetId, subject: l.subject, amount: l.amount, unit: str(units[l.budgetId]) ?? 'tokens' })) : undefined,
-    'tollgate.limits_charged': r.dispatched && limitLines.length > 0 ? limitLines.map((l) => ({ limit: l.budgetId, subject: l.subject, amount: l.amount, unit: limitUnits.get(l.budgetId) })) : undefined,
+    'tollgate.limits_charged': r.dispatched && limitLines.length > 0 ? limitLines.map((l) => limitCharged(l, limitUnits.get(l.budgetId)!)) : undefined,
     'tollgate.estimated_input_tokens': 0,
     'tollgate.cost_usd': 0,
     'tollgate.attempts': [],
@@ -277,6 +277,26 @@ export function recoveryEvent(id: string, r: RecoveredReservation, at: number, c
     'tollgate.settled_by': 'recovery',
   };
 }
+
+/**
+ * A recovered limit line as a call's event lists it: a cap's slot is given back, so it charged
+ * nothing (0 `calls_in_flight`, as a settle lists it); a rate limit keeps what it reserved.
+ */
+function limitCharged(l: EntryLine, unit: string): Record<string, unknown> {
+  return { limit: l.budgetId, subject: l.subject, amount: unit === CAP_UNIT ? 0 : l.amount, unit };
+}
+
+/**
+ * The lines a recovery charges: those reserved, but a cap's at 0, its slot given back as a settle
+ * gives it (the entry then lists what its event lists).
+ */
+export function recoveredLines(lines: EntryLine[], meta: Record<string, unknown> | undefined): EntryLine[] {
+  const units = limitUnitsOf(meta ?? {});
+  return lines.some((l) => units.get(l.budgetId) === CAP_UNIT) ? lines.map((l) => (units.get(l.budgetId) === CAP_UNIT ? { ...l, amount: 0 } : l)) : lines;
+}
+
+/** The unit of a concurrency cap's line (LIMIT_UNITS in policy/limits.ts): its slot, never a charge. */
+export const CAP_UNIT = 'calls_in_flight';
 
 /**
  * The rate limits of a reservation's meta, by id, with the unit each is charged in (`requests`,

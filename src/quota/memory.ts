@@ -1,4 +1,4 @@
-import type { EntryBody, EntryLine, JournalEntry } from './journal.js';
+import { recoveredLines, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
 import type { AlertLedger, DecisionRecord, EventListener, LedgerLine, LineState, QuotaStore, ReserveOptions, ReserveOutcome } from './store.js';
 
 interface Reservation {
@@ -269,9 +269,10 @@ export class MemoryQuotaStore implements QuotaStore, AlertLedger {
       const event = eventFor(id, r);
       let written: boolean;
       if (r.dispatched) {
-        written = this.keep({ kind: 'recover', id, at: this.now(), lines: r.lines, settledBy: 'recovery', event });
-        this.applyCharge(id, r.lines);
-        report.charged.push({ id, lines: r.lines });
+        const lines = recoveredLines(r.lines, r.meta);
+        written = this.keep({ kind: 'recover', id, at: this.now(), lines, settledBy: 'recovery', event });
+        this.applyCharge(id, lines);
+        report.charged.push({ id, lines });
       } else {
         written = this.keep({ kind: 'release', id, at: this.now(), event });
         this.drop(id);

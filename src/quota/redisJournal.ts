@@ -13,7 +13,7 @@
  */
 import { hash } from 'node:crypto';
 import { encodeDimension, rollupFields, rollupWho, ROLLUP_VERSION_FIELD } from './rollups.js';
-import { bodyHash, eventJson, GENESIS, limitUnitsOf, teamsOf, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
+import { bodyHash, CAP_UNIT, eventJson, GENESIS, limitUnitsOf, teamsOf, verifyChain, type ChainFault, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
 import type { DecisionRecord } from './store.js';
 
 /** The stream, its head and its rollup hashes, all in one slot. */
@@ -180,10 +180,11 @@ export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefine
   const input: unknown[] = [m.transport, m.policyVersion, m.user, m.teams, m.costCenter, m.model, m.tier];
   for (let i = 0; i < lines.length; i++) {
     const l = lines[i]!;
-    texts.push(lineText(l));
     const unit = limitUnits.get(l.budgetId);
+    // A cap's slot is given back by recovery as by a settle: its line is listed at 0.
+    texts.push(unit === CAP_UNIT ? lineText({ ...l, amount: 0, text: undefined }) : lineText(l));
     if (unit === undefined) amounts += amounts === '' ? String(l.amount) : `,${l.amount}`;
-    else limitAmounts += `,${l.amount}`;
+    else limitAmounts += unit === CAP_UNIT ? ',0' : `,${l.amount}`;
     input.push(l.budgetId, l.subject, units[l.budgetId], unit);
   }
   if (limitAmounts !== '') amounts = amounts === '' ? limitAmounts.slice(1) : amounts + limitAmounts;

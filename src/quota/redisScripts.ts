@@ -318,7 +318,9 @@ local function recover(jr, res, id, amount, info, dispatched, events)
   if #i > 4 then ev = recoveryEvent(i, dispatched, jr.now) end
   local evPart = ev ~= '' and (',"event":' .. ev) or ''
   if dispatched then
-    charge(i[1], tonumber(amount), i[2] - jr.now)
+    -- The amount its entry lists (a cap's line 0: its slot is given back, recoveryInfo), which is
+    -- the reservation's on every other line.
+    charge(i[1], tonumber(line.amount) or tonumber(amount), i[2] - jr.now)
     -- The marker is '<journal base>:s:<id>': the call's own on a single node, the line's on a
     -- cluster (R:j is the line's journal there). Kept a day: the longest the store lets a settle
     -- come after its reservation (settledMarkerMs).

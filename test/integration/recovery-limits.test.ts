@@ -71,7 +71,7 @@ describe('recovery of a call killed at its provider, with rate limits', () => {
     ]);
     const limits = event!['tollgate.limits_charged'] as { limit: string; subject: string; unit: string; amount: number }[];
     expect(limits.map((l) => [l.limit, l.subject, l.unit, l.amount]).sort()).toEqual([
-      ['user-in-flight', 'alice', 'calls_in_flight', 1],
+      ['user-in-flight', 'alice', 'calls_in_flight', 0],
       ['user-rpm', 'alice', 'requests', 1],
       ['user-tpm', 'alice', 'tokens', charged.find((l) => l.budget === 'user-weekly')!.amount],
     ]);

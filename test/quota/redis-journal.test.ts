@@ -211,7 +211,7 @@ describe('RedisQuotaStore journal (single node)', () => {
       { budget: 'zeta', subject: 'ada', amount: 700, unit: 'micro_usd' },
     ]);
     expect(heard[0]!['tollgate.limits_charged']).toEqual([
-      { limit: 'cap', subject: 'ada', amount: 1, unit: 'calls_in_flight' },
+      { limit: 'cap', subject: 'ada', amount: 0, unit: 'calls_in_flight' },
       { limit: 'rpm', subject: 'ada', amount: 1, unit: 'requests' },
       { limit: 'tpm', subject: 'ada', amount: 90, unit: 'tokens' },
     ]);
