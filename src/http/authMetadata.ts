@@ -71,21 +71,28 @@ function verifierFor(gateway: Gateway, transport: TransportName, requestId: stri
 }
 
 /**
- * The SDK's bearer middleware refuses a missing or malformed Authorization header before asking
- * the verifier; this records that refusal through the gateway first (same test as the SDK's), so
- * every refused request leaves an event. What the client sees is still the SDK's answer.
+ * The SDK's bearer middleware refuses a missing Authorization header before asking the verifier;
+ * this records that refusal through the gateway first, so it leaves an event. What the client sees
+ * is still the SDK's answer.
  */
-function recordUnreadableHeader(gateway: Gateway, transport: TransportName, header: string | undefined, requestId: string | undefined): void {
-  if (!header) {
-    gateway.authenticate(undefined, { transport, requestId }).catch(() => undefined);
-    return;
-  }
-  const [type, token] = header.split(' ');
-  if (type!.toLowerCase() === 'bearer' && token) return;
-  // Refused for its form, whatever it holds: authenticating it would find a valid key sent without
-  // its scheme, a success that records nothing, and the SDK would then refuse it unrecorded.
-  const refusal = new GatewayError('AUTH_INVALID', 'The Authorization header must be "Bearer <API key or token>".');
-  void gateway.refuse(refusal, { transport, credential: { secret: header }, requestId });
+function recordMissingHeader(gateway: Gateway, transport: TransportName, requestId: string | undefined): void {
+  gateway.authenticate(undefined, { transport, requestId }).catch(() => undefined);
+}
+
+const MALFORMED = 'The Authorization header must be "Bearer <API key or token>".';
+
+/**
+ * Refuses an Authorization header that is not `Bearer <credential>` (no scheme, another scheme, or
+ * more after the credential), whatever it holds, as the /v1 routes do: AUTH_INVALID, answered as
+ * the SDK's guard answers an invalid token, and recorded by the fingerprint of what it presented.
+ * The SDK's guard itself splits on one space and would take `Bearer <key> <more>` as the key; and
+ * authenticating a bare key would record its owner for a request nobody proved to be theirs.
+ */
+function refuseMalformedHeader(gateway: Gateway, transport: TransportName, header: string, requestId: string | undefined, res: Response): void {
+  const refusal = new GatewayError('AUTH_INVALID', MALFORMED);
+  res.locals.refusalRecorded = true;
+  void gateway.refuse(refusal, { transport, credential: { secret: secretOfHeader(header), malformed: MALFORMED }, requestId });
+  res.status(401).set('WWW-Authenticate', bearerChallenge(gateway.policy, refusal)).json({ error: 'invalid_token', error_description: MALFORMED });
 }
 
 /**
@@ -129,6 +136,14 @@ export function bearerCredential(header: string | undefined): string | undefined
   return header === undefined ? undefined : BEARER_HEADER.exec(header)?.[1];
 }
 
+/** `Bearer <token>` at the header's start, whatever follows it. */
+const BEARER_START = /^bearer +([^ ]+)/i;
+
+/** The secret an Authorization header presents, for the record: its bearer token, else the header as sent. */
+export function secretOfHeader(header: string): string {
+  return BEARER_START.exec(header)?.[1] ?? header;
+}
+
 /** Serves the protected resource metadata (root and path-suffixed forms) and guards the routes of each transport. */
 export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireAuth: (transport: TransportName) => RequestHandler } {
   const routers = new WeakMap<Policy, Router>();
@@ -167,10 +182,16 @@ export function authEdge(gateway: Gateway): { metadata: RequestHandler; requireA
         serveAnonymous(gateway, transport, req, res, next);
         return;
       }
-      // `Bearer` then one or more spaces, as the /v1 routes read it; the SDK's guard splits on one.
-      const bearer = bearerCredential(req.headers.authorization);
-      if (bearer !== undefined) req.headers.authorization = `Bearer ${bearer}`;
-      recordUnreadableHeader(gateway, transport, req.headers.authorization, requestId);
+      const header = req.headers.authorization;
+      if (header) {
+        // `Bearer` then one or more spaces, as the /v1 routes read it; the SDK's guard splits on one.
+        const bearer = bearerCredential(header);
+        if (bearer === undefined) {
+          refuseMalformedHeader(gateway, transport, header, requestId, res);
+          return;
+        }
+        req.headers.authorization = `Bearer ${bearer}`;
+      } else recordMissingHeader(gateway, transport, requestId);
       const guard =
         requestId === undefined
           ? cached.guard

@@ -13,9 +13,9 @@ import { DEFAULT_MAX_TOKENS } from '../call/request.js';
 import { asGatewayError, GatewayError } from '../errors.js';
 import type { CallResult, EdgeAuthentication, Gateway } from '../gateway/gateway.js';
 import type { Credential } from '../pipeline/context.js';
-import { bearerChallenge, bearerCredential } from './authMetadata.js';
+import { bearerChallenge, bearerCredential, secretOfHeader } from './authMetadata.js';
 import { readBudgetHeaders, setBudgetHeaders, setHeaders } from './budgetHeaders.js';
-import { markRecorded, secretOfHeader } from './edgeRefusals.js';
+import { markRecorded } from './edgeRefusals.js';
 
 /** What a codec's renderers know about the call besides its result. */
 export interface CompatCall {

@@ -11,7 +11,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import type { Gateway } from '../gateway/gateway.js';
 import type { TransportName } from '../pipeline/context.js';
-import { credentialOf } from './authMetadata.js';
+import { credentialOf, secretOfHeader } from './authMetadata.js';
 
 /** Marks a response whose refusal, if any, the gateway records itself. */
 export function markRecorded(res: Response): void {
@@ -33,13 +33,6 @@ function presented(req: Request): { secret: string } | undefined {
   return secret === undefined ? undefined : { secret };
 }
 
-/** `Bearer <token>`: the scheme in any case, one or more spaces after it (RFC 9110, 11.4). */
-const BEARER = /^bearer +([^ ]+)/i;
-
-/** The secret an Authorization header presents: its bearer token, else the header as sent. */
-export function secretOfHeader(header: string): string {
-  return BEARER.exec(header)?.[1] ?? header;
-}
 
 function transportOf(path: string): TransportName {
   if (path.startsWith('/v1/chat/completions') || path.startsWith('/v1/responses')) return 'openai';

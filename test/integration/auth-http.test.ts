@@ -188,6 +188,37 @@ describe('MCP authorization on the HTTP transport', () => {
     ]);
   });
 
+  it('refuses "Bearer <key> <more>" and a bare key alike on /mcp, /a2a and /v1, each recorded by fingerprint, not as the key\'s owner', async () => {
+    const a2a = { jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message: { messageId: 'm1', role: 'ROLE_USER', parts: [{ text: 'hi' }] } } };
+    const chat = { model: 'standard', messages: [{ role: 'user', content: 'hi' }] };
+    for (const authorization of [`Bearer ${AGENT_KEY} extra`, AGENT_KEY]) {
+      const before = gw.events.length;
+      const answers = [];
+      for (const [path, body] of [['/mcp', INIT], ['/a2a', a2a], ['/v1/chat/completions', chat]] as const) {
+        const res = await fetch(`${gw.url}${path}`, {
+          method: 'POST',
+          headers: { authorization, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'a2a-version': '1.0' },
+          body: JSON.stringify(body),
+        });
+        answers.push([path, res.status, await res.text()]);
+      }
+      expect(answers.map(([path, status]) => [path, status])).toEqual([
+        ['/mcp', 401],
+        ['/a2a', 401],
+        ['/v1/chat/completions', 401],
+      ]);
+      for (const [, , text] of answers) expect(text).toContain('The Authorization header must be \\"Bearer <API key or token>\\".');
+      await gw.idle();
+      const events = gw.events.slice(before);
+      expect(events.map((e) => [e.transport, e.outcome, e['error.code'], e['user.id'], e['auth.credential.id']])).toEqual([
+        ['http', 'refused', 'AUTH_INVALID', undefined, undefined],
+        ['a2a', 'refused', 'AUTH_INVALID', undefined, undefined],
+        ['openai', 'refused', 'AUTH_INVALID', undefined, undefined],
+      ]);
+      for (const e of events) expect(e['auth.credential.fingerprint']).toMatch(/^[0-9a-f]+$/);
+    }
+  });
+
   it('reads "Bearer" followed by more than one space on /mcp as /v1 does (RFC 9110)', async () => {
     const res = await post(gw, { authorization: `Bearer   ${AGENT_KEY}` });
     expect(res.status).toBe(200);
