@@ -200,6 +200,8 @@ const DEFAULT_ROLLUP_TTL_MS = 400 * 86_400_000;
 const UNINDEXED_MAX = 100_000;
 /** Lines the sweep visits per pass at most. */
 const SWEEP_BATCH = 200;
+/** How often writes queued in an outage are tried again while nothing else cues a replay. */
+const REPLAY_RETRY_MS = 1_000;
 
 /** How many written profiles a store remembers, and for how long (R:p keeps them 2 days: PROFILE_TTL_MS). */
 const PROFILES_REMEMBERED = 10_000;
@@ -292,6 +294,8 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private readonly rollupTtlMs: number;
   private readonly journalOptions: RedisJournalOptions;
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** While writes wait for replay: the next try (see retryReplays). */
+  private replayTimer: NodeJS.Timeout | undefined;
   /** Lines whose indexing failed (cluster), with their latest expiry: the next sweep indexes them. */
   private readonly unindexed = new Map<string, number>();
   private sweeping: Promise<{ lines: number; closed: number }> | undefined;
@@ -932,6 +936,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.sweepTimer);
+    clearTimeout(this.replayTimer);
     if (this.pendingReplays() > 0 && this.scripts.isReady()) await this.flushReplays().catch(() => undefined);
     if (this.pendingReplays() > 0 && !this.spill?.writable) {
       this.log.error({ event: 'quota_replay_lost', pending: this.pendingReplays() }, 'closing with ledger writes that could not be made');
@@ -1050,6 +1055,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     if (!isOutage(done.err)) throw asStoreError(done.err);
     for (const r of done.rest) this.enqueue(r);
     this.log.warn({ err: done.err, requestId: w.requestId, event: `quota_${w.kind}_queued`, pending: this.pendingReplays() }, `${w.kind} queued for replay`);
+    this.retryReplays();
     // The caller (a refusal about to be answered, say) goes on once the write is on disk.
     await this.spill?.durable();
   }
@@ -1443,6 +1449,26 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
     // A hung server that recovers never fires 'ready' again; the first answer is the cue to replay.
     if (this.pendingReplays() > 0 && !this.flushing && !this.closed) this.flushInBackground();
     return reply;
+  }
+
+  /**
+   * While writes wait, tries them again every REPLAY_RETRY_MS: a dropped connection that comes
+   * back replays at 'ready', but a hung server that recovers fires nothing, and an idle gateway
+   * makes no call whose answer would be the cue (its queued events would reach the journal only
+   * at the next call or at shutdown). A try that finds Redis still hung fails at the command
+   * timeout, quietly: the outage was logged when the writes were queued.
+   */
+  private retryReplays(): void {
+    if (this.replayTimer || this.closed) return;
+    this.replayTimer = setTimeout(() => {
+      this.replayTimer = undefined;
+      if (this.closed || this.pendingReplays() === 0) return;
+      const pass = this.flushing || !this.scripts.isReady() ? Promise.resolve() : this.flushReplays();
+      pass.catch(() => undefined).finally(() => {
+        if (this.pendingReplays() > 0) this.retryReplays();
+      });
+    }, REPLAY_RETRY_MS);
+    this.replayTimer.unref();
   }
 
   private flushInBackground(): void {

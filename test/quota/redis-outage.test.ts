@@ -178,6 +178,25 @@ describe('RedisQuotaStore when Redis goes away', () => {
     expect(await store.read([line(0)])).toEqual([{ used: 25, reserved: 0 }]);
   });
 
+  it('writes what it queued while a server hung once the server answers again, with no call to cue it', async () => {
+    const store = open();
+    const heard: unknown[] = [];
+    store.onEvent((e) => heard.push(e['request.id']));
+    expect(await store.reserve('r1', [line(40)], TTL)).toEqual({ ok: true });
+    redis.freeze();
+    await store.record({ 'request.id': 'x1', outcome: 'refused', 'error.code': 'BUDGET_EXHAUSTED' });
+    await store.settle('r1', [line(25)], { 'request.id': 'r1', outcome: 'success' });
+    expect(store.pendingReplays()).toBe(2);
+    // A hung server that thaws fires no reconnection; an idle gateway makes no call whose answer
+    // would be the cue: the store tries again by itself.
+    redis.thaw();
+    const deadline = Date.now() + 10_000;
+    while (store.pendingReplays() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(store.pendingReplays()).toBe(0);
+    expect(heard).toEqual(['x1', 'r1']);
+    expect(await store.read([line(0)])).toEqual([{ used: 25, reserved: 0 }]);
+  });
+
   it('fails each command sent to a hung server at its own deadline: never before the timeout, at most a watchdog tick after it', async () => {
     const store = open();
     await reachable(store);
