@@ -106,8 +106,18 @@ export async function explain(flags: ExplainFlags, env: NodeJS.ProcessEnv): Prom
   return { out: formatExplanation(report), code: EXIT.ok };
 }
 
-/** `tollgate hash-key <key>`: the sha256 to put under apiKeys[].sha256. */
+/** What an API key may hold: visible ASCII, which an HTTP header carries byte for byte and `Bearer <key>` reads whole. */
+const SENDABLE_KEY = /^[\x21-\x7e]+$/;
+
+/**
+ * `tollgate hash-key <key>`: the sha256 to put under apiKeys[].sha256. A key outside visible ASCII
+ * is refused: the gateway reads a header's bytes as Latin-1, so a client sending the key as UTF-8
+ * would present another string than the one hashed here, and a space ends the credential.
+ */
 export function hashKey(key: string): Outcome {
+  if (!SENDABLE_KEY.test(key)) {
+    throw new CliError('INVALID_REQUEST: an API key must be visible ASCII characters (no spaces, control or non-ASCII characters): HTTP clients send anything else as other bytes than tollgate hashes, so the key would never authenticate');
+  }
   return { out: `${createHash('sha256').update(key, 'utf8').digest('hex')}\n`, code: EXIT.ok };
 }
 

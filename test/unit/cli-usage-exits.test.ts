@@ -39,6 +39,17 @@ describe('usage errors of audit and keys', () => {
     expect(exitOf(await run(['keys', 'revoke', '--data-dir', dir, '--id', 'nope']))).toBe(2);
   });
 
+  it('hash-key refuses a key an HTTP client cannot send as it hashes it (outside printable ASCII, or with a space), exit 2', async () => {
+    for (const key of ['clé-secrète-123', 'key with space', 'tab\tkey', '']) {
+      const r = await run(['hash-key', key]);
+      expect(exitOf(r)).toBe(2);
+      expect((r as CliError).message).toMatch(/^INVALID_REQUEST: /);
+    }
+    const ok = await run(['hash-key', 'sk-Ab0_~!']);
+    expect(exitOf(ok)).toBe(0);
+    expect((ok as Result).out).toMatch(/^[0-9a-f]{64}\n$/);
+  });
+
   it('a command that runs still ends as it did: keys list exits 0', async () => {
     expect(exitOf(await run(['keys', 'list', '--data-dir', dir]))).toBe(0);
   });
