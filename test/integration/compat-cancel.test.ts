@@ -279,7 +279,11 @@ describe('a caller who leaves mid-call', () => {
         const session = kind.startsWith('mcp') ? await openMcpSession(gw!.url, await token()) : undefined;
         idp.setJwksDelay(400);
         const ac = new AbortController();
+        const fetches = idp.jwksFetches;
         const pending = send(kind, { base: gw!.url, token: await token(), tier: 'claude', prompt: PROMPT, maxTokens: MAX_TOKENS, session, signal: ac.signal }).catch((e: unknown) => e);
+        // Left once the gateway is fetching the keys (jwksCacheSeconds: 0), not after a fixed time: on
+        // a loaded machine the request may not have reached the gateway 50 ms after it was sent.
+        await until(() => idp.jwksFetches > fetches, 10_000);
         await sleep(50);
         ac.abort();
         expect(await pending).toBeInstanceOf(Error);
