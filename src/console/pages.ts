@@ -179,11 +179,12 @@ export function issuedKeyMessage(key: string, record: StoredKey): Safe {
   return html`<section class="issued"><h2>Key ${record.id} issued for ${record.user}</h2><p>Copy the key now: it is shown this once and tollgate keeps only its SHA-256.</p><p><code id="new-key">${key}</code></p><p>Fingerprint <code>${fingerprint(record.sha256)}</code></p></section>`;
 }
 
-/** A reload's outcome for the history table: the versions, what a refusal found, or whose count a reload started afresh. */
+/** A reload's outcome for the history table: the versions, what a refusal found, whose count a reload started afresh, what it removed. */
 function reloadOutcome(r: ReloadRecord): string {
   if (r.status !== 'reloaded') return `refused, ${r.oldVersion} kept: ${(r.issues ?? []).map((i) => `${i.path ? `${i.path}: ` : ''}${i.message}`).join('; ')}`;
   const changed = (r.windowChanges ?? []).map((c) => `${'budget' in c ? `budget ${c.budget}` : `rate limit ${c.rateLimit}`}: ${c.from} → ${c.to}`);
-  return `${r.oldVersion} → ${r.newVersion}${changed.length > 0 ? `; counted afresh: ${changed.join('; ')}` : ''}`;
+  const removed = (r.removed ?? []).map((c) => ('budget' in c ? `budget ${c.budget}` : `rate limit ${c.rateLimit}`));
+  return `${r.oldVersion} → ${r.newVersion}${changed.length > 0 ? `; counted afresh: ${changed.join('; ')}` : ''}${removed.length > 0 ? `; removed: ${removed.join(', ')}` : ''}`;
 }
 
 /** Policy: the version serving, its tiers, budgets and rules, and the reload history. */

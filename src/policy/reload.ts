@@ -26,7 +26,7 @@ export interface ReloadTarget {
 export type ReloadTrigger = 'file' | 'sighup';
 
 export type ReloadOutcome =
-  | { status: 'reloaded'; oldVersion: string; newVersion: string; windowChanges?: WindowChange[] }
+  | { status: 'reloaded'; oldVersion: string; newVersion: string; windowChanges?: WindowChange[]; removed?: RemovedId[] }
   | { status: 'unchanged'; version: string }
   | { status: 'failed'; version: string; issues: PolicyIssue[] };
 
@@ -58,6 +58,8 @@ export interface ReloadRecord {
   issues?: PolicyIssue[];
   /** Budgets and rate limits whose count a reload started afresh (`windowChanges`). */
   windowChanges?: WindowChange[];
+  /** Budgets and rate limits a reload removed or renamed (`removedIds`). */
+  removed?: RemovedId[];
 }
 
 /** Reload attempts kept in memory for the console, newest last. */
@@ -113,6 +115,24 @@ export function windowChanges(before: Policy, after: Policy): WindowChange[] {
   return out;
 }
 
+/** A budget or rate limit the policy before a reload declared and the new one does not. */
+export type RemovedId = { budget: string } | { rateLimit: string };
+
+/**
+ * Budgets and rate limits `before` declares and `after` does not (removed, or renamed: a new id
+ * counts from zero). Their counters stay in the store until their windows end, and a start checks
+ * the store against its policy: on `after`, it refuses (exit 4) while they hold usage, so a restart
+ * after such a reload fails until then unless it is given --allow-other-budgets. Worth telling.
+ */
+export function removedIds(before: Policy, after: Policy): RemovedId[] {
+  const budgets = new Set(after.budgets.map((b) => b.config.id));
+  const limits = new Set(after.rateLimits.map((l) => l.config.id));
+  return [
+    ...before.budgets.filter((b) => !budgets.has(b.config.id)).map((b) => ({ budget: b.config.id })),
+    ...before.rateLimits.filter((l) => !limits.has(l.config.id)).map((l) => ({ rateLimit: l.config.id })),
+  ];
+}
+
 /** Starts watching `path` (and SIGHUP) and reloading `target`'s policy from it. */
 export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
   const { path, target, logger } = opts;
@@ -136,6 +156,7 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
         newVersion: failed ? outcome.version : outcome.newVersion,
         ...(failed ? { issues: outcome.issues } : {}),
         ...(outcome.status === 'reloaded' && outcome.windowChanges ? { windowChanges: outcome.windowChanges } : {}),
+        ...(outcome.status === 'reloaded' && outcome.removed ? { removed: outcome.removed } : {}),
       });
       if (history.length > HISTORY_MAX) history.shift();
     }
@@ -168,12 +189,19 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
     }
     lastRefused = undefined;
     const changes = windowChanges(target.policy, next);
+    const removed = removedIds(target.policy, next);
     target.replacePolicy(next);
     logger.info({ event: 'policy_reloaded', trigger, policy: path, oldVersion, newVersion: next.version }, 'policy reloaded');
     if (changes.length > 0) {
       logger.warn({ event: 'policy_window_changed', policy: path, newVersion: next.version, changes }, 'a reload changed the window or unit of budgets or rate limits kept under their id: their count starts afresh in the new window (or is read in the new unit)');
     }
-    return { status: 'reloaded', oldVersion, newVersion: next.version, ...(changes.length > 0 ? { windowChanges: changes } : {}) };
+    if (removed.length > 0) {
+      logger.warn(
+        { event: 'policy_ids_removed', policy: path, newVersion: next.version, removed },
+        'a reload removed or renamed budgets or rate limits: their counters stay in the store until their windows end (a renamed one counts from zero under its new id), and while they hold usage a start on this policy refuses the store (exit 4) unless given --allow-other-budgets',
+      );
+    }
+    return { status: 'reloaded', oldVersion, newVersion: next.version, ...(changes.length > 0 ? { windowChanges: changes } : {}), ...(removed.length > 0 ? { removed } : {}) };
   }
 
   function schedule(): void {

@@ -108,6 +108,25 @@ describe('policy hot reload', () => {
     ]);
   });
 
+  it('warns, naming each budget and rate limit it removes or renames, that a restart on it refuses the store while they hold usage', async () => {
+    const withLimit = (text: string) => `${text}rateLimits:\n  - { id: user-rpm, scope: user, requestsPerMinute: 5 }\n`;
+    const t = await start(withLimit(V1));
+    await t.gateway.complete({ principal: alice, transport: 'cli', request: ask });
+    // Renamed: user-weekly is gone, user-weekly-v2 counts from zero; the limit is dropped.
+    writeFileSync(t.path, V1.replace('id: user-weekly', 'id: user-weekly-v2'));
+    expect(t.reloader.reload('sighup').status).toBe('reloaded');
+    expect(t.logs.filter((l) => l.event === 'policy_ids_removed')).toEqual([
+      expect.objectContaining({ level: 40, removed: [{ budget: 'user-weekly' }, { rateLimit: 'user-rpm' }] }),
+    ]);
+    expect(t.logs.find((l) => l.event === 'policy_ids_removed')!.msg).toMatch(/--allow-other-budgets/);
+    const page = policyPage({ user: 'ops', role: 'read-only', csrf: 'x' }, t.gateway.policy, { version: versionOf(V1), at: '' }, t.reloader.history());
+    expect(page).toContain('removed: budget user-weekly, rate limit user-rpm');
+    // Nothing removed, nothing said.
+    writeFileSync(t.path, V2.replace('id: user-weekly', 'id: user-weekly-v2'));
+    expect(t.reloader.reload('sighup').status).toBe('reloaded');
+    expect(t.logs.filter((l) => l.event === 'policy_ids_removed')).toHaveLength(1);
+  });
+
   it('refuses an invalid file, keeps the old policy serving and logs every issue', async () => {
     const t = await start(V1);
     writeFileSync(t.path, V1.replace('tokens: 10000', 'tokens: -1').replace('timezone: Europe/Paris', 'timezone: Mars/Base'));
