@@ -26,6 +26,7 @@ import { GatewayError } from '../errors.js';
 import { settingsFromEnv } from '../main.js';
 import { loadPolicyFile } from '../policy/load.js';
 import { aggregateUsage, toFocusRows, type Granularity } from '../metering/focus.js';
+import type { DecisionEvent } from '../metering/events.js';
 import { RedisQuotaStore } from '../quota/redis.js';
 import { focusExportCsv, usageExportCsv } from './csv.js';
 import { defaultDataDir, sourceFrom, type Source, type SourceOptions } from './journalReader.js';
@@ -227,13 +228,16 @@ async function exportUsage(values: UsageValues, files: string[], env: NodeJS.Pro
   const granularity = (values.granularity ?? 'day') as Granularity;
   if (granularity !== 'day' && granularity !== 'month') throw new GatewayError('INVALID_REQUEST', `--granularity must be day or month, got ${values.granularity}`);
   const source = await checkedSource(values, files, env);
-  // The events of the window (a little wider: an event's time is its call's start), then grouped.
+  // The events committed in the window (the time the report counts them at too), then grouped.
   const events = [];
+  const committed = new Map<DecisionEvent, number>();
   for await (const d of read(source, env)) {
-    const t = Date.parse(d.event.time);
-    if (t >= from! && t < to!) events.push(d.event);
+    if (d.at >= from! && d.at < to!) {
+      events.push(d.event);
+      committed.set(d.event, d.at);
+    }
   }
-  const groups = aggregateUsage(events, { from: from!, to: to!, granularity, user: values.user, team: values.team, costCenter: values['cost-center'] });
+  const groups = aggregateUsage(events, { from: from!, to: to!, granularity, user: values.user, team: values.team, costCenter: values['cost-center'] }, (e) => committed.get(e)!);
   if (format === 'focus') {
     const rows = toFocusRows(groups);
     return values.json ? `${JSON.stringify(rows, null, 2)}\n` : focusExportCsv(rows);

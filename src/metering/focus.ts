@@ -86,18 +86,26 @@ function chargedModel(e: DecisionEvent): string | undefined {
   return e['tollgate.model.served'] ?? e['tollgate.attempts'].at(-1)?.model;
 }
 
+/** When an event's call was committed, as an event alone tells it: its start plus its latency. */
+export function committedAt(e: DecisionEvent): number {
+  const latency = e['tollgate.latency_ms'];
+  return Date.parse(e.time) + (typeof latency === 'number' && Number.isFinite(latency) ? latency : 0);
+}
+
 /**
- * Aggregates the events with charged usage inside the window. An event seen twice (the same
- * request id in two files) counts once. A refused call reached no provider and costs nothing: it
- * is left out, whatever its event says.
+ * Aggregates the events with charged usage inside the window, each in the period it was committed
+ * in (`atOf`: the journal entry's time where there is one, else `committedAt`), as the usage report,
+ * the ledger and the rollups count it: a call started before midnight and answered after it is the
+ * next day's. An event seen twice (the same request id in two files) counts once. A refused call
+ * reached no provider and costs nothing: it is left out, whatever its event says.
  */
-export function aggregateUsage(events: Iterable<DecisionEvent>, filter: ExportFilter): UsageGroup[] {
+export function aggregateUsage(events: Iterable<DecisionEvent>, filter: ExportFilter, atOf: (e: DecisionEvent) => number = committedAt): UsageGroup[] {
   const g = filter.granularity ?? 'day';
   const seen = new Set<string>();
   const groups = new Map<string, UsageGroup>();
   for (const e of events) {
     if (e.outcome === 'refused' || e['tollgate.dry_run'] !== undefined) continue;
-    const t = Date.parse(e.time);
+    const t = atOf(e);
     if (!(t >= filter.from && t < filter.to)) continue;
     const input = e['gen_ai.usage.input_tokens'];
     const output = e['gen_ai.usage.output_tokens'];
