@@ -29,7 +29,7 @@ import { aggregateUsage, toFocusRows, type Granularity } from '../metering/focus
 import type { DecisionEvent } from '../metering/events.js';
 import { RedisQuotaStore } from '../quota/redis.js';
 import { focusExportCsv, usageExportCsv } from './csv.js';
-import { defaultDataDir, sourceFrom, type Source, type SourceOptions } from './journalReader.js';
+import { defaultDataDir, sourceFrom, type HeldFrom, type Source, type SourceOptions } from './journalReader.js';
 import {
   buildReport,
   dayOf,
@@ -95,6 +95,7 @@ export async function runUsageCommand(argv: string[], env: NodeJS.ProcessEnv): P
       by: { type: 'string' },
       window: { type: 'string' },
       'allow-other-budgets': { type: 'boolean' },
+      trimmed: { type: 'boolean' },
     },
   });
   const [verb = 'show', ...files] = positionals;
@@ -185,6 +186,8 @@ interface ExportValues extends SourceOptions {
   json?: boolean;
   by?: string;
   window?: string;
+  /** Read a journal trimmed by retention or archived after --from as it is (requireHeldFrom). */
+  trimmed?: boolean;
 }
 
 /** The source the options name, once it is known to hold the data of the policy they resolve (src/admin/mismatch.ts). */
@@ -198,8 +201,9 @@ async function checkedSource(values: UsageValues, files: string[], env: NodeJS.P
 }
 
 /** Decisions of the source, with lines that are not JSON in event files reported on stderr. */
-function read(source: Source, env: NodeJS.ProcessEnv): Decisions {
-  return decisionsOf(source, (message) => process.stderr.write(`tollgate: ${message}\n`), env);
+/** The decisions of `source`; a journal trimmed or archived after `from` is refused unless --trimmed (requireHeldFrom). */
+function read(source: Source, env: NodeJS.ProcessEnv, held?: HeldFrom): Decisions {
+  return decisionsOf(source, (message) => process.stderr.write(`tollgate: ${message}\n`), env, held);
 }
 
 /** --from and --to as epoch ms (`from` before `to`, each an ISO time: src/isoTime.ts); each required unless `optional`. */
@@ -231,7 +235,7 @@ async function exportUsage(values: UsageValues, files: string[], env: NodeJS.Pro
   // The events committed in the window (the time the report counts them at too), then grouped.
   const events = [];
   const committed = new Map<DecisionEvent, number>();
-  for await (const d of read(source, env)) {
+  for await (const d of read(source, env, { from, trimmed: values.trimmed })) {
     if (d.at >= from! && d.at < to!) {
       events.push(d.event);
       committed.set(d.event, d.at);
@@ -256,7 +260,7 @@ async function usageReport(values: UsageValues, files: string[], env: NodeJS.Pro
   const format = outputFormat(values.format, values.json);
   const source = await checkedSource(values, files, env);
   if (source.kind === 'redis') return formatReport(await redisReport(source.url, env, range, by, window), format);
-  const { rollups, charges } = await rollupDecisions(read(source, env), range);
+  const { rollups, charges } = await rollupDecisions(read(source, env, { from: range.from, trimmed: values.trimmed }), range);
   return formatReport({ ...buildReport(rollups, by, window), charges }, format);
 }
 
@@ -304,5 +308,5 @@ async function refusals(values: UsageValues, files: string[], env: NodeJS.Proces
   }
   const format = outputFormat(values.format, values.json);
   const source = await checkedSource(values, files, env);
-  return formatRefusals(await refusalReport(read(source, env), by, range), by, format);
+  return formatRefusals(await refusalReport(read(source, env, { from: range.from, trimmed: values.trimmed }), by, range), by, format);
 }

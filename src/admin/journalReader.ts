@@ -223,11 +223,35 @@ export function decisionOfEntry(entry: JournalEntry): Decision | undefined {
 }
 
 /** The decision events of a journal directory: one per settle, recover, release and refuse entry that carries one; a torn last line skipped is said through `warn`. */
-export function* journalDecisions(dir: string, warn?: (message: string) => void): Generator<Decision> {
+export function* journalDecisions(dir: string, warn?: (message: string) => void, held?: HeldFrom): Generator<Decision> {
+  let first = true;
   for (const { entry } of journalEntries(dir, warn)) {
+    if (first) requireHeldFrom(entry, held, `The journal in ${dir}`);
+    first = false;
     const d = decisionOfEntry(entry);
     if (d) yield d;
   }
+}
+
+/** What a reading asks a journal to hold: everything from `from` on, unless `trimmed` (--trimmed) takes what it holds. */
+export interface HeldFrom {
+  from?: number;
+  trimmed?: boolean;
+}
+
+/**
+ * Throws INVALID_REQUEST when a journal's first entry (`first`: of its first segment, or of a Redis
+ * stream) is not entry 1 and comes after the reading's `from`: the entries before it were trimmed
+ * by retention or archived, and a reading from `from` would look whole while missing them.
+ */
+export function requireHeldFrom(first: JournalEntry, held: HeldFrom | undefined, where: string): void {
+  if (!held || held.trimmed || held.from === undefined || first.seq <= 1 || !(first.body.at > held.from)) return;
+  const since = new Date(first.body.at).toISOString();
+  throw new GatewayError(
+    'INVALID_REQUEST',
+    `${where} starts at entry ${first.seq}, written ${since}: the entries before it were trimmed by retention or archived, so it does not hold what came between ${new Date(held.from).toISOString()} and then. ` +
+      `Read from ${since} on (--from), read an archived copy, or pass --trimmed to read what it holds.`,
+  );
 }
 
 /** The decision events of event log files (JSON lines; other log lines skipped, lines that are not JSON reported through `warn`). */

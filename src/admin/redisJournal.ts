@@ -11,7 +11,7 @@ import type { DecisionEvent } from '../metering/events.js';
 import { RedisQuotaStore, type JournalVerifyReport } from '../quota/redis.js';
 import type { UsageRollup } from '../quota/rollups.js';
 import type { EntryKind } from '../quota/journal.js';
-import type { Decision } from './journalReader.js';
+import { requireHeldFrom, type Decision, type HeldFrom } from './journalReader.js';
 
 /** `--redis <url>` names one node; several comma-separated URLs name nodes of a Redis Cluster. */
 export function openRedisJournal(target: string, env: NodeJS.ProcessEnv): RedisQuotaStore {
@@ -50,8 +50,13 @@ const CARRIES_EVENT: ReadonlySet<EntryKind> = new Set(['settle', 'recover', 'rel
  * an entry per line, the event going with the first, so each event is read once; `charges` is
  * left empty (the charges of a call may sit in several streams).
  */
-export async function* redisDecisions(store: RedisQuotaStore): AsyncGenerator<Decision> {
-  for await (const { entry } of store.journalEntries()) {
+export async function* redisDecisions(store: RedisQuotaStore, held?: HeldFrom): AsyncGenerator<Decision> {
+  const streams = new Set<string>();
+  for await (const { stream, entry } of store.journalEntries()) {
+    if (!streams.has(stream)) {
+      streams.add(stream);
+      requireHeldFrom(entry, held, `The Redis journal stream ${stream}`);
+    }
     const b = entry.body;
     if (!b || !CARRIES_EVENT.has(b.kind) || !b.event) continue;
     yield { event: b.event as unknown as DecisionEvent, at: b.at, kind: b.kind, charges: [] };

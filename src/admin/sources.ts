@@ -3,12 +3,12 @@
  * see journalReader.ts) or the Redis journal (paged from its streams, see redisJournal.ts); each
  * request once, the first time its id is seen.
  */
-import { fileDecisions, journalDecisions, type Decision, type Source } from './journalReader.js';
+import { fileDecisions, journalDecisions, type Decision, type HeldFrom, type Source } from './journalReader.js';
 
 /** The decisions of `source`, each request once; what was skipped (a torn last line, a line of an event file that is not JSON) is said through `warn`. */
-export function decisionsOf(source: Source, warn: (message: string) => void, env: NodeJS.ProcessEnv): Iterable<Decision> | AsyncIterable<Decision> {
-  if (source.kind === 'redis') return once(redisDecisionsOf(source.url, env));
-  return once(source.kind === 'journal' ? journalDecisions(source.dir, warn) : fileDecisions(source.files, warn));
+export function decisionsOf(source: Source, warn: (message: string) => void, env: NodeJS.ProcessEnv, held?: HeldFrom): Iterable<Decision> | AsyncIterable<Decision> {
+  if (source.kind === 'redis') return once(redisDecisionsOf(source.url, env, held));
+  return once(source.kind === 'journal' ? journalDecisions(source.dir, warn, held) : fileDecisions(source.files, warn));
 }
 
 function once(all: Iterable<Decision>): Iterable<Decision>;
@@ -31,11 +31,11 @@ function once(all: Iterable<Decision> | AsyncIterable<Decision>): Iterable<Decis
   })();
 }
 
-async function* redisDecisionsOf(url: string, env: NodeJS.ProcessEnv): AsyncGenerator<Decision> {
+async function* redisDecisionsOf(url: string, env: NodeJS.ProcessEnv, held: HeldFrom | undefined): AsyncGenerator<Decision> {
   const { openRedisJournal, redisDecisions } = await import('./redisJournal.js');
   const store = openRedisJournal(url, env);
   try {
-    yield* redisDecisions(store);
+    yield* redisDecisions(store, held);
   } finally {
     await store.close();
   }

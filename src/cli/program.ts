@@ -69,7 +69,8 @@ function storeSource(cmd: Command): Command {
     .option(...REDIS)
     .option('--events <file...>', 'decision event logs (JSON lines) instead of a journal')
     .option(...POLICY)
-    .option(...OTHER_BUDGETS);
+    .option(...OTHER_BUDGETS)
+    .option('--trimmed', 'read a journal whose first entries were trimmed by retention or archived after --from as it is (refused otherwise)');
 }
 
 function serveOptions(cmd: Command, http: boolean): Command {
