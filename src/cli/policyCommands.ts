@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { parseEnv } from '../config/env.js';
+import { GatewayError } from '../errors.js';
 import { settingsFrom } from '../main.js';
 import { didYouMean } from '../config/suggest.js';
 import { checkPolicyText } from '../policy/check.js';
@@ -82,6 +83,19 @@ function requireDeclaredLines(policy: Policy, keys: string[]): void {
   throw new CliError(`--usage ${id}: the policy declares no such budget or rate limit${didYouMean(id, declared)} (it declares ${declared.join(', ') || 'none'})`);
 }
 
+/**
+ * A flag's value read by `read`: refused (INVALID_REQUEST, or for --as a key or token the policy
+ * does not take, AUTH_INVALID), it is a bad command line (exit 2), not a failure found.
+ */
+function badValue<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    if (err instanceof GatewayError && (err.code === 'INVALID_REQUEST' || err.code === 'AUTH_INVALID')) throw new CliError(`${err.code}: ${err.message}`);
+    throw err;
+  }
+}
+
 /** `tollgate explain`: the decision for one call, what decided it and what would change it. */
 export async function explain(flags: ExplainFlags, env: NodeJS.ProcessEnv): Promise<Outcome> {
   const { explainCall, explainRequest, formatExplanation, parseUsageArg, principalFromArg } = await import('../policy/explain.js');
@@ -91,14 +105,14 @@ export async function explain(flags: ExplainFlags, env: NodeJS.ProcessEnv): Prom
   } catch (err) {
     throw new CliError((err as Error).message);
   }
+  if (flags.maxTokens !== undefined && !/^[1-9][0-9]*$/.test(flags.maxTokens)) throw new CliError('--max-tokens must be a positive integer, in decimal');
   const maxTokens = flags.maxTokens !== undefined ? Number(flags.maxTokens) : undefined;
-  if (maxTokens !== undefined && !(Number.isInteger(maxTokens) && maxTokens > 0)) throw new CliError('--max-tokens must be a positive integer');
   const policy = loadServedPolicy(resolvePolicyPath(flags.policy, env));
-  const usage = flags.usage ? parseUsageArg(flags.usage) : {};
+  const usage = flags.usage ? badValue(() => parseUsageArg(flags.usage!)) : {};
   requireDeclaredLines(policy, Object.keys(usage));
   const report = explainCall({
     policy,
-    principal: principalFromArg(policy, flags.as),
+    principal: badValue(() => principalFromArg(policy, flags.as)),
     request: explainRequest({ tier: flags.tier, model: flags.model, prompt: flags.prompt, maxTokens }),
     usage,
     now,

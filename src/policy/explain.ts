@@ -267,10 +267,12 @@ export function parseUsageArg(arg: string): UsageMap {
   const out: Record<string, { used: number }> = Object.create(null);
   for (const part of arg.split(',').map((s) => s.trim()).filter(Boolean)) {
     const eq = part.lastIndexOf('=');
-    const used = Number(part.slice(eq + 1));
-    if (eq <= 0 || part.slice(eq + 1).trim() === '' || !Number.isFinite(used) || used < 0) {
-      throw new GatewayError('INVALID_REQUEST', `--usage: "${part}" is not budgetId=amount (a number, tokens or USD)`);
+    const amount = part.slice(eq + 1).trim();
+    // Decimal only: Number() would read 0x10 as 16 and 1e3 as 1000.
+    if (eq <= 0 || !/^[0-9]+(\.[0-9]+)?$/.test(amount)) {
+      throw new GatewayError('INVALID_REQUEST', `--usage: "${part}" is not budgetId=amount (a decimal number, tokens or USD)`);
     }
+    const used = Number(amount);
     out[part.slice(0, eq)] = { used };
   }
   return out;

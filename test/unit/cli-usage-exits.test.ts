@@ -50,6 +50,23 @@ describe('usage errors of audit and keys', () => {
     expect((ok as Result).out).toMatch(/^[0-9a-f]{64}\n$/);
   });
 
+  it('explain ends every bad command-line value with exit 2, and takes numbers in decimal only', async () => {
+    const as = '{"user":"ada"}';
+    for (const args of [
+      ['--as', as, '--usage', 'employee-weekly=abc'],
+      ['--as', as, '--usage', 'employee-weekly=0x10'],
+      ['--as', as, '--usage', 'employee-weekly=1e3'],
+      ['--as', '{"user":1}'],
+      ['--as', 'not json {'],
+      ['--as', as, '--max-tokens', '1e3'],
+      ['--as', as, '--max-tokens', '0x10'],
+    ]) {
+      const r = await run(['explain', ...args]);
+      expect([args.join(' '), exitOf(r)]).toEqual([args.join(' '), 2]);
+    }
+    expect(exitOf(await run(['explain', '--as', as, '--max-tokens', '100', '--usage', 'employee-weekly=12.5']))).toBe(0);
+  });
+
   it('a command that runs still ends as it did: keys list exits 0', async () => {
     expect(exitOf(await run(['keys', 'list', '--data-dir', dir]))).toBe(0);
   });
