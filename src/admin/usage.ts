@@ -5,6 +5,7 @@
  */
 import { GatewayError } from '../errors.js';
 import { lineKeys } from '../policy/budgets.js';
+import { MICRO_USD } from '../policy/schema.js';
 import type { CompiledBudget, Policy } from '../policy/load.js';
 import type { RedisQuotaStore } from '../quota/redis.js';
 import { resolveWindow } from '../quota/windows.js';
@@ -111,7 +112,8 @@ export async function adjustUsage(
 ): Promise<UsageRow> {
   const [budget] = budgetsFor(policy, budgetId);
   const delta = budget!.unit === 'usd' ? Math.round(amount * 1e6) : amount;
-  if (!Number.isSafeInteger(delta) || delta === 0) {
+  // A finer dollar amount would be rounded to a micro-dollar it does not say.
+  if (!Number.isSafeInteger(delta) || delta === 0 || (budget!.unit === 'usd' && !MICRO_USD.test(String(Math.abs(amount))))) {
     throw new GatewayError('INVALID_REQUEST', `An adjustment must be a non-zero ${budget!.unit === 'usd' ? 'amount in USD, to the micro-dollar' : 'whole number of tokens'}, got ${amount}.`);
   }
   // An adjustment corrects usage within a window; one past the whole limit is a typo's extra digits

@@ -76,6 +76,9 @@ const windowSchema = z.union([
 /** What a budget is kept per (the console's budgets filter offers the same). */
 export const budgetScope = z.enum(['user', 'team', 'costCenter', 'application', 'global']);
 
+/** A dollar amount the ledger holds exactly: at most six decimal places (whole micro-dollars). */
+export const MICRO_USD = /^[0-9]+(\.[0-9]{1,6})?$/;
+
 const budgetSchema = z
   .object({
     id,
@@ -102,7 +105,8 @@ const budgetSchema = z
           usd: z
             .number()
             .min(0.000001, 'a dollar limit is counted in millionths of a dollar: give at least 0.000001')
-            .max(1e9, 'at most 1000000000 (one billion dollars)'),
+            .max(1e9, 'at most 1000000000 (one billion dollars)')
+            .refine((usd) => usd < 0.000001 || MICRO_USD.test(String(usd)), 'a dollar limit is counted in millionths of a dollar: give at most 6 decimal places'),
         })
         .strict(),
     ]),

@@ -48,6 +48,10 @@ describe('usage adjust and credit amounts', () => {
     await expect(adjust('adjust', 'team-usd', '50.01')).rejects.toThrow('An adjustment of 50.01 moves usage by more than budget team-usd\'s whole limit (50 USD)');
   });
 
+  it('refuses a dollar amount finer than a micro-dollar, which the ledger would round', async () => {
+    await expect(adjust('adjust', 'team-usd', '0.0000015')).rejects.toThrow('An adjustment must be a non-zero amount in USD, to the micro-dollar, got 0.0000015.');
+  });
+
   it('applies decimal amounts within the limit', async () => {
     expect(JSON.parse(await adjust('adjust', 'user-tokens', '16'))[0]).toMatchObject({ subject: 'bob', used: 16 });
     expect(JSON.parse(await adjust('credit', 'user-tokens', '6'))[0]).toMatchObject({ subject: 'bob', used: 10 });

@@ -58,6 +58,11 @@ describe('budget limits', () => {
     expect(messages(budget('{ usd: 0.0000004 }'))).toEqual(['budgets[0].limit.usd: a dollar limit is counted in millionths of a dollar: give at least 0.000001, got 4e-7']);
   });
 
+  it('refuses a dollar limit finer than a micro-dollar, which the ledger would round', () => {
+    expect(messages(budget('{ usd: 1.0000005 }'))).toEqual(['budgets[0].limit.usd: a dollar limit is counted in millionths of a dollar: give at most 6 decimal places, got 1.0000005']);
+    expect(parsePolicy(budget('{ usd: 12.345678 }'), 'p.yaml')).toBeDefined();
+  });
+
   it('refuses limits whose sums would no longer be exact', () => {
     expect(messages(budget('{ usd: 2000000000 }'))).toEqual(['budgets[0].limit.usd: at most 1000000000 (one billion dollars), got 2000000000']);
     expect(messages(budget('{ tokens: 9000000000000000 }'))).toEqual(['budgets[0].limit.tokens: at most 1000000000000000 (10^15 tokens), got 9000000000000000']);
