@@ -292,7 +292,14 @@ function limitCharged(l: EntryLine, unit: string): Record<string, unknown> {
  */
 export function recoveredLines(lines: EntryLine[], meta: Record<string, unknown> | undefined): EntryLine[] {
   const units = limitUnitsOf(meta ?? {});
-  return lines.some((l) => units.get(l.budgetId) === CAP_UNIT) ? lines.map((l) => (units.get(l.budgetId) === CAP_UNIT ? { ...l, amount: 0 } : l)) : lines;
+  if (!lines.some((l) => units.get(l.budgetId) === CAP_UNIT)) return lines;
+  return lines.map((l) => {
+    if (units.get(l.budgetId) !== CAP_UNIT) return l;
+    // A copy whose field changes keeps the line's hidden class (test/unit/hidden-classes.test.ts).
+    const slot = { ...l };
+    slot.amount = 0;
+    return slot;
+  });
 }
 
 /** The unit of a concurrency cap's line (LIMIT_UNITS in policy/limits.ts): its slot, never a charge. */

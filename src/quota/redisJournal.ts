@@ -93,6 +93,11 @@ export function lineText(l: EntryLine & { text?: string; head?: string }): strin
   return `${l.head ?? lineHead(l)}${jsonNum(l.amount)},"expiresAt":${jsonNum(l.expiresAt)}}`;
 }
 
+/** A line's JSON at another amount than its own (its text, if it has one, holds its own). */
+function lineTextAt(l: EntryLine & { head?: string }, amount: number): string {
+  return `${l.head ?? lineHead(l)}${jsonNum(amount)},"expiresAt":${jsonNum(l.expiresAt)}}`;
+}
+
 /**
  * A line's JSON up to its amount: the same for every call on the line in one window, so the lines
  * calls share (a budget's, src/policy/budgets.ts, and a rate limit's, src/policy/limits.ts) are
@@ -182,7 +187,7 @@ export function recoveryInfo(lines: EntryLine[], meta: DecisionRecord | undefine
     const l = lines[i]!;
     const unit = limitUnits.get(l.budgetId);
     // A cap's slot is given back by recovery as by a settle: its line is listed at 0.
-    texts.push(unit === CAP_UNIT ? lineText({ ...l, amount: 0, text: undefined }) : lineText(l));
+    texts.push(unit === CAP_UNIT ? lineTextAt(l, 0) : lineText(l));
     if (unit === undefined) amounts += amounts === '' ? String(l.amount) : `,${l.amount}`;
     else limitAmounts += unit === CAP_UNIT ? ',0' : `,${l.amount}`;
     input.push(l.budgetId, l.subject, units[l.budgetId], unit);
