@@ -9,7 +9,7 @@ import Anthropic, { type ClientOptions } from '@anthropic-ai/sdk';
 import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
-import { cancelledError, upstreamError } from './errors.js';
+import { afterAnswer, cancelledError, upstreamError } from './errors.js';
 import { outputTokenBound, sumOfCounts } from './estimate.js';
 import { ProxyAgent } from 'undici';
 import { directMessagesClient, sdkMessagesClient, type MessagesClient } from './anthropicWire.js';
@@ -167,14 +167,15 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
         message = await messages.create(params(req), upstream.signal, upstream.answered);
       } catch (err) {
         if (!(err instanceof GatewayError) && req.signal?.aborted) throw cancelledError(name, undefined, upstream.wasAnswered);
-        if (!(err instanceof GatewayError) && upstream.signal.aborted) throw bodyTimeout(err);
-        throw toGatewayError(err, undefined);
+        const failure = !(err instanceof GatewayError) && upstream.signal.aborted ? bodyTimeout(err) : toGatewayError(err, undefined);
+        // After the head the answer had been generated whole: the provider bills it (dispatch charges its bound).
+        throw upstream.wasAnswered ? afterAnswer(failure) : failure;
       } finally {
         upstream.stop();
       }
       // The SDK returns whatever parsed; a proxy or a look-alike server may send another shape.
       if (typeof message !== 'object' || message === null || !Array.isArray(message.content)) {
-        throw malformed('the answer is not a Messages API message');
+        throw afterAnswer(malformed('the answer is not a Messages API message'));
       }
       // Usage that is missing or not counts is charged at its bounds (chargeableUsage), not refused:
       // the provider did the work and bills it.

@@ -30,7 +30,7 @@ import { messageParts } from '../call/request.js';
 import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
-import { cancelledError, upstreamError } from './errors.js';
+import { afterAnswer, cancelledError, upstreamError } from './errors.js';
 import { headGuard } from './fetchSdk.js';
 import { FRAMING, inputTokenBound, outputTokenBound, sumOfCounts } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
@@ -198,11 +198,13 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       // A caller who leaves aborts the request until the answer's head arrives; after it, the body is read anyway.
       const upstream = headGuard(req.signal, config.timeoutMs);
       const command = new ConverseCommand(converseInput(req));
-      // Below the deserializer: the raw response, its head in and its body not yet read.
+      // Below the deserializer: the raw response, its head in and its body not yet read. Only a 2xx
+      // head is an answer the provider bills; an error status is read as such.
       command.middlewareStack.add(
         (next) => async (args) => {
           const raw = await next(args);
-          upstream.answered();
+          const status = (raw.response as { statusCode?: number } | undefined)?.statusCode;
+          if (status !== undefined && status >= 200 && status < 300) upstream.answered();
           return raw;
         },
         { step: 'deserialize', priority: 'low', name: 'tollgateAnswered' },
@@ -213,16 +215,19 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       } catch (err) {
         // No usage on a failed Converse call: Bedrock reports usage only inside a whole answer.
         if (!(err instanceof GatewayError) && req.signal?.aborted) throw cancelledError(name, undefined, upstream.wasAnswered);
-        if (!(err instanceof GatewayError) && upstream.signal.aborted) {
-          throw upstreamError({ provider: name, network: true, type: 'timeout', message: `the answer's body did not arrive within ${config.timeoutMs} ms` }, err);
-        }
-        throw fail(err, req);
+        const failure =
+          !(err instanceof GatewayError) && upstream.signal.aborted
+            ? upstreamError({ provider: name, network: true, type: 'timeout', message: `the answer's body did not arrive within ${config.timeoutMs} ms` }, err)
+            : fail(err, req);
+        // After the head the answer had been generated whole: Bedrock bills it (dispatch charges its bound).
+        throw upstream.wasAnswered ? afterAnswer(failure) : failure;
       } finally {
         upstream.stop();
       }
       const usage = toUsage(out.usage);
       const blocks = out.output?.message?.content;
-      if (!blocks || !usage) throw fail(new Error('the Converse answer has no output message or usage'), req);
+      // Charged what it reported, else (dispatch) its bound: the answer came, whatever its shape.
+      if (!blocks || !usage) throw afterAnswer(fail(new Error('the Converse answer has no output message or usage'), req, usage));
       return {
         text: blocks.map((b) => b.text ?? '').join(''),
         model: req.model,

@@ -23,6 +23,12 @@ export interface UpstreamFailure {
   usage?: Usage;
   /** A timeout or connection failure rather than an answer. */
   network?: boolean;
+  /**
+   * The provider's 2xx head had arrived before the failure (a plain answer's body cut, stalled or
+   * not an answer): the provider did the work and bills it. Without `usage` the pipeline charges
+   * the attempt its bound (dispatch.ts).
+   */
+  answered?: boolean;
 }
 
 export function upstreamError(f: UpstreamFailure, cause?: unknown): GatewayError {
@@ -32,6 +38,7 @@ export function upstreamError(f: UpstreamFailure, cause?: unknown): GatewayError
   if (f.status !== undefined) details.status = f.status;
   if (f.type) details.upstreamType = f.type;
   if (f.usage) details.usage = f.usage;
+  if (f.answered) details.answered = true;
   return new GatewayError(
     retryable ? 'PROVIDER_UNAVAILABLE' : 'PROVIDER_ERROR',
     `Provider ${f.provider} failed (${what}): ${f.message.slice(0, 300)}`,
@@ -51,4 +58,13 @@ export function cancelledError(provider: string, usage?: Usage, answered = false
   if (usage) details.usage = usage;
   if (answered) details.answered = true;
   return new GatewayError('CANCELLED', 'The call was cancelled by the caller.', details);
+}
+
+/**
+ * `err` as a failure after the provider's 2xx head had arrived (UpstreamFailure.answered): an
+ * adapter's mapping of what went wrong with the body, marked as a call the provider bills.
+ */
+export function afterAnswer(err: GatewayError): GatewayError {
+  if (err.details.answered === true) return err;
+  return new GatewayError(err.code, err.message, { ...err.details, answered: true }, { cause: err.cause });
 }

@@ -10,7 +10,7 @@ import OpenAI, { type ClientOptions as OpenAIClientOptions } from 'openai';
 import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
-import { cancelledError, upstreamError } from './errors.js';
+import { afterAnswer, cancelledError, upstreamError } from './errors.js';
 import { ProxyAgent } from 'undici';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
 import { directChatClient, sdkChatClient, type ChatClient } from './openaiWire.js';
@@ -185,15 +185,16 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
         completion = await chat.complete(params(req), upstream.signal, upstream.answered);
       } catch (err) {
         if (!(err instanceof GatewayError) && req.signal?.aborted) throw cancelledError(name, undefined, upstream.wasAnswered);
-        if (!(err instanceof GatewayError) && upstream.signal.aborted) throw bodyTimeout(err);
-        throw toGatewayError(err, undefined);
+        const failure = !(err instanceof GatewayError) && upstream.signal.aborted ? bodyTimeout(err) : toGatewayError(err, undefined);
+        // After the head the answer had been generated whole: the provider bills it (dispatch charges its bound).
+        throw upstream.wasAnswered ? afterAnswer(failure) : failure;
       } finally {
         upstream.stop();
       }
       // The SDK returns whatever parsed; a proxy or a look-alike server may send another shape.
       const choice = typeof completion === 'object' && completion !== null && Array.isArray(completion.choices) ? completion.choices[0] : undefined;
       if (!choice || typeof choice.message !== 'object') {
-        throw upstreamError({ provider: name, network: true, type: 'malformed_response', message: 'the answer is not a chat completion' });
+        throw upstreamError({ provider: name, network: true, type: 'malformed_response', message: 'the answer is not a chat completion', answered: true });
       }
       // A refusal comes as `refusal` with no content: its text is the answer.
       const text = choice.message.content ?? choice.message.refusal ?? '';

@@ -57,7 +57,9 @@ export type TextListener = (delta: string) => void;
  * A model backend. Errors are thrown as GatewayError: PROVIDER_UNAVAILABLE for what another
  * provider or a retry may fix (429, 5xx, timeout, cut stream), PROVIDER_ERROR otherwise,
  * CANCELLED when the signal aborted. When tokens were consumed before the failure, the error's
- * details carry `usage` so the pipeline charges what was used.
+ * details carry `usage` so the pipeline charges what was used; when the provider's 2xx head had
+ * arrived and it reported nothing (a plain answer's body cut, stalled or not an answer), they say
+ * `answered`, and the pipeline charges the attempt its bound.
  */
 export interface Provider {
   /** The provider's name in the policy (`anthropic`, `openai`, `demo`, ...). */

@@ -140,6 +140,24 @@ export function providerContract(setup: ContractSetup): void {
       expect(err.message).toContain(provider.name);
     });
 
+    it.each([
+      ['cut after its head', (f: FakeProviderServer) => f.failNext({ kind: 'cut', afterWords: 0 })],
+      ['not valid JSON', (f: FakeProviderServer) => f.failNext({ kind: 'malformed' })],
+      ['well-formed JSON that is not an answer', (f: FakeProviderServer) => f.failNext({ kind: 'misshapen' })],
+    ])('says a plain answer whose 200 head arrived was answered when its body is %s, so the pipeline charges it', async (_what, fault) => {
+      fault(fake);
+      const err = await rejection(provider.complete(request()));
+      expect(err.code).toBe('PROVIDER_UNAVAILABLE');
+      expect(err.details.answered).toBe(true);
+    });
+
+    it('says nothing was answered when the upstream refused before its head', async () => {
+      fake.failNext({ kind: 'status', status: 503 });
+      const err = await rejection(provider.complete(request()));
+      expect(err.details.answered).toBeUndefined();
+      expect(err.details.usage).toBeUndefined();
+    });
+
     it('reports a malformed stream event as a clear provider error', async () => {
       fake.failNext({ kind: 'malformed' });
       const err = await rejection(provider.stream(request(), () => {}));

@@ -4,7 +4,7 @@
  * deterministic token rules of types.ts so tests can assert usage exactly.
  */
 import type { ServerResponse } from 'node:http';
-import { bearerToken, openEventStream, sendJson, sendJsonAnswer, sendMalformedJson, startFakeHttpServer, writeFlushed, type FakeCall } from './http.js';
+import { bearerToken, openEventStream, sendCutJson, sendJson, sendJsonAnswer, sendMalformedJson, startFakeHttpServer, writeFlushed, type FakeCall } from './http.js';
 import { billedInputTokens, type FakeBilling } from './billing.js';
 import { countWords, replyWords, type FakeProviderServer } from './types.js';
 
@@ -130,24 +130,19 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
 
     if (!body.stream) {
       if (fault?.kind === 'malformed') return sendMalformedJson(res, headers);
-      if (fault?.kind === 'cut') {
-        res.writeHead(200, { 'content-type': 'application/json', ...headers });
-        return call.cut();
-      }
-      return sendJsonAnswer(
-        call,
-        {
-          id,
-          type: 'message',
-          role: 'assistant',
-          model: body.model,
-          content: [{ type: 'text', text: words.join('') }],
-          stop_reason: stopReason,
-          stop_sequence: stopSequence,
-          usage: { ...usageIn, output_tokens: words.length, service_tier: 'standard' },
-        },
-        headers,
-      );
+      if (fault?.kind === 'misshapen') return sendJson(res, 200, { type: 'message', content: words.join('') }, headers);
+      const answer = {
+        id,
+        type: 'message',
+        role: 'assistant',
+        model: body.model,
+        content: [{ type: 'text', text: words.join('') }],
+        stop_reason: stopReason,
+        stop_sequence: stopSequence,
+        usage: { ...usageIn, output_tokens: words.length, service_tier: 'standard' },
+      };
+      if (fault?.kind === 'cut') return sendCutJson(call, answer, headers);
+      return sendJsonAnswer(call, answer, headers);
     }
 
     openEventStream(res, headers);

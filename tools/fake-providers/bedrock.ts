@@ -221,6 +221,7 @@ export async function startFakeBedrock(opts: { latencyMs?: number; billing?: Fak
     if (!streamed) {
       res.writeHead(200, { 'content-type': 'application/json', 'x-amzn-requestid': requestId });
       if (fault?.kind === 'malformed') return void res.end('{"output": {"message": <html>not json', () => (rec.completed = true));
+      if (fault?.kind === 'misshapen') return void res.end(JSON.stringify({ output: {}, stopReason, metrics }), () => (rec.completed = true));
       const body = JSON.stringify({
         output: { message: { role: 'assistant', content: [{ text: words.join('') }] } },
         stopReason,

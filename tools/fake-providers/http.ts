@@ -228,6 +228,16 @@ export async function sendJsonAnswer(call: FakeCall, body: unknown, headers: Rec
   if (await call.endPause()) call.res.end(text);
 }
 
+/**
+ * Answers 200 with the head of a JSON body and the first half of its bytes, then destroys the
+ * connection (a plain call's `cut` fault): the provider answered, and the body never arrived whole.
+ */
+export async function sendCutJson(call: FakeCall, body: unknown, headers: Record<string, string> = {}): Promise<void> {
+  const text = JSON.stringify(body);
+  call.res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  if (await writeFlushed(call.res, text.slice(0, Math.floor(text.length / 2)))) await call.cut();
+}
+
 /** Answers 200 with a body that claims to be JSON and is not (the `malformed` fault). */
 export function sendMalformedJson(res: ServerResponse, headers: Record<string, string> = {}): void {
   const text = '{"id": "truncated-by-a-misbehaving-proxy", "content": [';

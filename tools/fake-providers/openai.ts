@@ -5,7 +5,7 @@
  * (vLLM, Ollama), which speak the same wire format.
  */
 import type { ServerResponse } from 'node:http';
-import { bearerToken, openEventStream, sendJson, sendJsonAnswer, sendMalformedJson, startFakeHttpServer, writeFlushed, type FakeCall } from './http.js';
+import { bearerToken, openEventStream, sendCutJson, sendJson, sendJsonAnswer, sendMalformedJson, startFakeHttpServer, writeFlushed, type FakeCall } from './http.js';
 import { billedInputTokens, type FakeBilling } from './billing.js';
 import { countWords, replyWords, type FakeProviderServer } from './types.js';
 
@@ -106,31 +106,26 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
 
     if (!body.stream) {
       if (fault?.kind === 'malformed') return sendMalformedJson(res, headers);
-      if (fault?.kind === 'cut') {
-        res.writeHead(200, { 'content-type': 'application/json', ...headers });
-        return call.cut();
-      }
-      return sendJsonAnswer(
-        call,
-        {
-          id,
-          object: 'chat.completion',
-          created,
-          model: body.model,
-          choices: [
-            {
-              index: 0,
-              message: { role: 'assistant', content: words.join(''), refusal: null, annotations: [] },
-              logprobs: null,
-              finish_reason: finishReason,
-            },
-          ],
-          usage,
-          service_tier: 'default',
-          system_fingerprint: null,
-        },
-        headers,
-      );
+      if (fault?.kind === 'misshapen') return sendJson(res, 200, { choices: 'nope' }, headers);
+      const answer = {
+        id,
+        object: 'chat.completion',
+        created,
+        model: body.model,
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content: words.join(''), refusal: null, annotations: [] },
+            logprobs: null,
+            finish_reason: finishReason,
+          },
+        ],
+        usage,
+        service_tier: 'default',
+        system_fingerprint: null,
+      };
+      if (fault?.kind === 'cut') return sendCutJson(call, answer, headers);
+      return sendJsonAnswer(call, answer, headers);
     }
 
     const includeUsage = body.stream_options?.include_usage === true;

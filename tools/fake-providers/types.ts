@@ -15,10 +15,20 @@ export type FakeFault =
   | { kind: 'status'; status: number }
   /** Accept the request and never answer, until the client aborts or the server closes. */
   | { kind: 'hang' }
-  /** Stream `afterWords` words of the reply, then destroy the socket (streamed calls only). */
+  /**
+   * Streamed: send `afterWords` words of the reply, then destroy the socket. Plain: send the 200
+   * head (Bedrock: and half the JSON body), then destroy the socket.
+   */
   | { kind: 'cut'; afterWords: number }
   /** Answer 200 with a body that is not valid JSON (or, streamed, a garbage event). */
   | { kind: 'malformed' }
+  /**
+   * Plain calls only: answer 200 with well-formed JSON that is not the API's answer, as a
+   * look-alike server or a proxy may (OpenAI `{"choices":"nope"}`, Anthropic a `message` whose
+   * content is a string, Bedrock a Converse answer with neither output message nor usage). No
+   * usage a client could read comes with it.
+   */
+  | { kind: 'misshapen' }
   /**
    * Answer normally but end after `afterWords` reply words as the provider ends an answer at a stop
    * sequence (`sequence`, default "###") or on a refusal, in its own words: Anthropic

@@ -276,6 +276,21 @@ describe('dispatch step', () => {
     expect(openai.counts).toEqual({ received: 1, completed: 1, aborted: 0 });
   });
 
+  it('charges a plain call whose caller left after its head and whose body was then cut its input reserved and its output cap', async () => {
+    // The head and half the body arrive at once, the connection drops 100 ms later; the caller leaves in between.
+    openai.failNext({ kind: 'cut', afterWords: 0 });
+    const caller = new AbortController();
+    const ctx = await reserved({}, { signal: caller.signal });
+    const running = refusal(dispatch(ctx, recordingNext()));
+    while (openai.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    caller.abort();
+    expect((await running).code).toBe('CANCELLED');
+    // Generated whole before its head: the bound reserved for the input (54) and the output cap (50).
+    expect(ctx.usage).toEqual({ inputTokens: 54, outputTokens: 50 });
+    expect(ctx.served).toBeUndefined();
+  });
+
   it('streams text to the caller as it arrives, with the model serving it', async () => {
     const deltas: [string, string][] = [];
     const ctx = await reserved({ tier: 'economy' }, { onText: (delta, ref) => void deltas.push([delta, ref]) });

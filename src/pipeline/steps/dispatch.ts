@@ -67,6 +67,9 @@ function reservationCovers(ctx: CallContext, model: ModelInfo): boolean {
  * (`reservedInputTokens`: the exact count or the bound) and the bound of the text that had arrived
  * (one token per UTF-8 byte, at most the output cap: a delta may carry many tokens). A call the
  * provider finished is served and charged in full, whenever the caller left (the adapters see to it).
+ * A plain answer whose 2xx head had arrived and whose body failed (cut, stalled, not an answer),
+ * the caller there or not, is charged what the provider reported, else the input reserved for it
+ * and the output cap: it was generated whole before its head.
  */
 export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallContext> {
   return async function dispatch(ctx) {
@@ -95,11 +98,11 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
           // What an adapter charges for the input when the provider reports no usage.
           inputTokens: reservedInputTokens(ctx, model),
         };
+        const onText = ctx.onText;
         // Text this attempt passed on to the caller: deltas, and their UTF-8 bytes.
         let deltas = 0;
         let sentBytes = 0;
         try {
-          const onText = ctx.onText;
           const result = onText
             ? await provider.stream(req, (d) => {
                 streamed = true;
@@ -118,12 +121,15 @@ export function dispatchToProvider(opts: DispatchStepOptions): Middleware<CallCo
         } catch (err) {
           const ge = asGatewayError(err);
           const left = ge.code === 'CANCELLED' || ctx.signal.aborted;
-          // Left once the provider had begun answering: it bills the call, reported or not.
+          // Failed or left once the provider had begun answering: it bills the call, reported or not.
           const answered = ge.details.answered === true || deltas > 0;
           const reported = ge.details.usage as Usage | undefined;
+          // Unreported output: a stream's, the text that went out; a plain answer's, the cap, as
+          // it was generated whole before its head (nothing of it was read).
+          const outputBound = onText ? Math.min(req.maxTokens, sentBytes) : req.maxTokens;
           const partial = reported
-            ? chargeableUsage(reported, req.inputTokens, Math.min(req.maxTokens, sentBytes))
-            : left && answered ? { inputTokens: req.inputTokens, outputTokens: Math.min(req.maxTokens, sentBytes) } : undefined;
+            ? chargeableUsage(reported, req.inputTokens, outputBound)
+            : answered ? { inputTokens: req.inputTokens, outputTokens: outputBound } : undefined;
           if (partial) consume(ctx, model, partial);
           ctx.attempts.push({
             model: model.ref,
