@@ -10,7 +10,7 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { afterAnswer, cancelledError, upstreamError } from './errors.js';
-import { outputTokenBound, sumOfCounts } from './estimate.js';
+import { FRAMING, inputTokenBound, outputTokenBound, sumOfCounts } from './estimate.js';
 import { ProxyAgent } from 'undici';
 import { directMessagesClient, sdkMessagesClient, type MessagesClient } from './anthropicWire.js';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
@@ -38,6 +38,15 @@ const STATUS_OF_TYPE: Record<string, number> = {
 };
 
 type MessageParams = Anthropic.MessageCreateParamsNonStreaming;
+
+/**
+ * Input tokens charged for a prompt whose count Anthropic never reported (a stream without
+ * message_start): what admission reserved for it when the pipeline says so (an exact count or the
+ * bound), else the bound of estimate.ts under Anthropic's framing.
+ */
+function unreportedInputTokens(req: Pick<CompletionRequest, 'system' | 'messages' | 'inputTokens'>): number {
+  return req.inputTokens ?? inputTokenBound(req, FRAMING.anthropic);
+}
 
 /**
  * An Anthropic provider for one policy entry. SDK retries follow `maxRetries` (the pipeline's own
@@ -205,8 +214,13 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       // Output is what message_delta reported; before it (a cut stream), the larger of what
       // message_start reported and the bound of the text that arrived (one token per UTF-8 byte, at
       // most max_tokens), so a cut stream is never charged less than what reached the caller.
-      const consumed = (): Usage | undefined =>
-        input && usageOf(input, final ? reportedOutput : Math.max(reportedOutput, outputTokenBound(text, req.maxTokens)));
+      // Without message_start (a look-alike server) nothing reported is trusted: the input is
+      // charged at what admission reserved for it, the output at least at the bound of the text.
+      const consumed = (): Usage => {
+        const bound = Math.max(reportedOutput, outputTokenBound(text, req.maxTokens));
+        if (!input) return { inputTokens: unreportedInputTokens(req), outputTokens: bound };
+        return usageOf(input, final ? reportedOutput : bound);
+      };
       const stalled = (): GatewayError =>
         upstreamError({ provider: name, network: true, type: 'timeout', message: `no stream event within ${config.timeoutMs} ms`, usage: consumed() });
 
@@ -255,12 +269,12 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       } catch (err) {
         if (err === listenerError) throw err;
         if (req.signal?.aborted && !(err instanceof GatewayError)) {
-          const usage = consumed();
-          if (stopped && usage) return { text, model, usage, ...stop };
-          throw cancelledError(name, usage, answered);
+          if (stopped && input) return { text, model, usage: consumed(), ...stop };
+          // What the provider reported; without message_start the pipeline charges the bound.
+          throw cancelledError(name, input && consumed(), answered);
         }
         if (idle.fired) throw stalled();
-        throw toGatewayError(err, req.signal, consumed());
+        throw toGatewayError(err, req.signal, answered ? consumed() : undefined);
       } finally {
         idle.stop();
       }
@@ -268,16 +282,17 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       // finished (message_stop) answered the call, whenever the caller left; otherwise it is charged
       // what it reported (the pipeline adds the input bound when that is nothing).
       if (req.signal?.aborted) {
-        const usage = consumed();
-        if (stopped && usage) return { text, model, usage, ...stop };
-        throw cancelledError(name, usage, true);
+        if (stopped && input) return { text, model, usage: consumed(), ...stop };
+        throw cancelledError(name, input && consumed(), true);
       }
       if (idle.fired) throw stalled();
-      const usage = consumed();
-      if (!stopped || !usage) {
-        throw upstreamError({ provider: name, network: true, type: 'stream_incomplete', message: 'the stream ended before message_stop', usage });
+      if (!input) {
+        throw upstreamError({ provider: name, network: true, type: 'stream_incomplete', message: 'the stream had no message_start', usage: consumed() });
       }
-      return { text, model, usage, ...stop };
+      if (!stopped) {
+        throw upstreamError({ provider: name, network: true, type: 'stream_incomplete', message: 'the stream ended before message_stop', usage: consumed() });
+      }
+      return { text, model, usage: consumed(), ...stop };
     },
   };
 }

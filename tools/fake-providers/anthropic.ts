@@ -148,7 +148,7 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
     openEventStream(res, headers);
     const frame = (event: string, data: unknown): Promise<boolean> => writeFlushed(res, `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     const message = { id, type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, stop_sequence: null };
-    await frame('message_start', { type: 'message_start', message: { ...message, usage: { ...usageIn, output_tokens: 1, service_tier: 'standard' } } });
+    if (fault?.kind !== 'noMessageStart') await frame('message_start', { type: 'message_start', message: { ...message, usage: { ...usageIn, output_tokens: 1, service_tier: 'standard' } } });
     await frame('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
     await frame('ping', { type: 'ping' });
     if (fault?.kind === 'malformed') {

@@ -30,6 +30,11 @@ export type FakeFault =
    */
   | { kind: 'misshapen' }
   /**
+   * Streamed, Anthropic only: the stream leaves out `message_start` (and with it the input count),
+   * as a look-alike server may; every other event comes as usual, `message_stop` included.
+   */
+  | { kind: 'noMessageStart' }
+  /**
    * Answer normally but end after `afterWords` reply words as the provider ends an answer at a stop
    * sequence (`sequence`, default "###") or on a refusal, in its own words: Anthropic
    * `stop_sequence` (naming it) / `refusal`, OpenAI `stop` / `content_filter`, Bedrock
