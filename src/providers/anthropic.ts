@@ -235,8 +235,10 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
           idle.touch();
           if (event.type === 'message_start') {
             model = event.message.model;
-            input = event.message.usage;
-            reportedOutput = event.message.usage.output_tokens;
+            // A look-alike server may leave usage out: its input is then not reported (usageOf).
+            const usage: Partial<Anthropic.Usage> = event.message.usage ?? {};
+            input = usage as InputCounts;
+            if (typeof usage.output_tokens === 'number') reportedOutput = usage.output_tokens;
           } else if (event.type === 'content_block_delta' && event.delta.type === 'text_delta') {
             // Events already buffered keep coming after an abort: their text reaches no one, their usage and stop count.
             if (idle.signal.aborted) continue;

@@ -132,13 +132,17 @@ export function chargeableUsage(reported: Usage, inputBound: number, outputBound
 
 /**
  * The sum of a provider's usage figures that make up one count (Anthropic's and Bedrock's input:
- * uncached, cache reads and cache writes), or NaN, which `chargeableUsage` charges as not reported,
- * when one given is not a number of tokens at least 0: summed first, a negative cache figure could
- * cancel the input out (input 1,000 and cache writes -1,000 charged nothing).
+ * `main`, the uncached input, and `parts`, cache reads and cache writes), or NaN, which
+ * `chargeableUsage` charges as not reported (its bound), when one given is not a number of tokens
+ * at least 0: summed first, a negative cache figure could cancel the input out (input 1,000 and
+ * cache writes -1,000 charged nothing). An absent part (undefined or null) is 0, as a provider
+ * leaves out a cache it did not use; an absent `main` is not reported, as OpenAI's absent
+ * `prompt_tokens` is (one predicate, `isFigure`, for both): read as 0, it charged the input nothing.
  */
-export function sumOfCounts(...figures: unknown[]): number {
-  let sum = 0;
-  for (const f of figures) {
+export function sumOfCounts(main: unknown, ...parts: unknown[]): number {
+  if (!isFigure(main)) return Number.NaN;
+  let sum = main;
+  for (const f of parts) {
     if (f === undefined || f === null) continue;
     if (!isFigure(f)) return Number.NaN;
     sum += f;

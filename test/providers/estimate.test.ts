@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { countTokens as o200kCount } from 'gpt-tokenizer/encoding/o200k_base';
 import { countTokens as cl100kCount } from 'gpt-tokenizer/encoding/cl100k_base';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { boundOpenAIInput, countInput, countOpenAIInput, FRAMING, framingFor, inputTokenBound, openAIBoundCaches, openAIEncoding, WIDEST_FRAMING } from '../../src/providers/estimate.js';
+import { boundOpenAIInput, chargeableUsage, countInput, countOpenAIInput, FRAMING, framingFor, inputTokenBound, openAIBoundCaches, openAIEncoding, sumOfCounts, WIDEST_FRAMING } from '../../src/providers/estimate.js';
 import { tokenBounder, tokenCounter } from '../../src/providers/tokenizer.js';
 import { asciiPieceEnd } from '../../src/providers/asciiPieces.js';
 import o200kEncoding from 'gpt-tokenizer/encoding/o200k_base';
@@ -289,5 +289,19 @@ describe('the OpenAI count', () => {
     expect(await countOpenAIInput(prompt, 'gpt-5')).toBe(expected);
     expect(await countInput(prompt, 'o200k_base', FRAMING.openai)).toBe(expected);
     expect(await countOpenAIInput(prompt, 'llama3')).toBeUndefined();
+  });
+});
+
+describe('an input count summed from its parts (Anthropic, Bedrock)', () => {
+  it('reads an absent main figure as not reported, charged at the bound as OpenAI reads an absent prompt_tokens', () => {
+    expect(sumOfCounts(undefined, 5, 0)).toBeNaN();
+    expect(sumOfCounts(null)).toBeNaN();
+    expect(chargeableUsage({ inputTokens: sumOfCounts(undefined), outputTokens: 2 }, 57, 9)).toEqual({ inputTokens: 57, outputTokens: 2 });
+    expect(chargeableUsage({ inputTokens: undefined as unknown as number, outputTokens: 2 }, 57, 9)).toEqual({ inputTokens: 57, outputTokens: 2 });
+  });
+
+  it('reads absent cache figures as 0', () => {
+    expect(sumOfCounts(10, undefined, null)).toBe(10);
+    expect(sumOfCounts(10, 5, 3)).toBe(18);
   });
 });

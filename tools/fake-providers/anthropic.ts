@@ -124,7 +124,10 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
     const stopSequence = stop?.reason === 'stop_sequence' ? (stop.sequence ?? '###') : null;
     const promptWords = await inputOf(body);
     const cacheRead = Math.min(opts.cacheReadTokens ?? 0, promptWords);
-    const usageIn = { input_tokens: promptWords - cacheRead, cache_creation_input_tokens: 0, cache_read_input_tokens: cacheRead };
+    const leftOut = fault?.kind === 'leaveOutUsage' ? fault.what : undefined;
+    const usageIn = { ...(leftOut ? {} : { input_tokens: promptWords - cacheRead }), cache_creation_input_tokens: 0, cache_read_input_tokens: cacheRead };
+    /** `usage` as sent: none when the fault leaves it all out. */
+    const withUsage = (usage: object): { usage?: object } => (leftOut === 'all' ? {} : { usage });
     const id = `msg_fake${String(n).padStart(6, '0')}`;
     const headers = { 'request-id': requestId };
 
@@ -139,7 +142,7 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
         content: [{ type: 'text', text: words.join('') }],
         stop_reason: stopReason,
         stop_sequence: stopSequence,
-        usage: { ...usageIn, output_tokens: words.length, service_tier: 'standard' },
+        ...withUsage({ ...usageIn, output_tokens: words.length, service_tier: 'standard' }),
       };
       if (fault?.kind === 'cut') return sendCutJson(call, answer, headers);
       return sendJsonAnswer(call, answer, headers);
@@ -148,7 +151,7 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
     openEventStream(res, headers);
     const frame = (event: string, data: unknown): Promise<boolean> => writeFlushed(res, `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     const message = { id, type: 'message', role: 'assistant', model: body.model, content: [], stop_reason: null, stop_sequence: null };
-    if (fault?.kind !== 'noMessageStart') await frame('message_start', { type: 'message_start', message: { ...message, usage: { ...usageIn, output_tokens: 1, service_tier: 'standard' } } });
+    if (fault?.kind !== 'noMessageStart') await frame('message_start', { type: 'message_start', message: { ...message, ...withUsage({ ...usageIn, output_tokens: 1, service_tier: 'standard' }) } });
     await frame('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
     await frame('ping', { type: 'ping' });
     if (fault?.kind === 'malformed') {
@@ -165,7 +168,7 @@ export async function startFakeAnthropic(opts: FakeAnthropicOptions = {}): Promi
     await frame('message_delta', {
       type: 'message_delta',
       delta: { stop_reason: stopReason, stop_sequence: stopSequence },
-      usage: { output_tokens: words.length },
+      ...withUsage({ output_tokens: words.length }),
     });
     await frame('message_stop', { type: 'message_stop' });
     if (await call.endPause()) res.end();

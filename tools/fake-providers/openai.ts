@@ -93,8 +93,9 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
       opts.billing === 'bpe'
         ? await billedInputTokens('openai', 'bpe', { messages: body.messages.map((m) => ({ content: textOf(m.content) })) })
         : body.messages.reduce((sum, m) => sum + countWords(textOf(m.content)), 0);
+    const leftOut = fault?.kind === 'leaveOutUsage' ? fault.what : undefined;
     const usage = {
-      prompt_tokens: promptTokens,
+      ...(leftOut ? {} : { prompt_tokens: promptTokens }),
       completion_tokens: words.length,
       total_tokens: promptTokens + words.length,
       prompt_tokens_details: { cached_tokens: Math.min(opts.cachedTokens ?? 0, promptTokens), audio_tokens: 0 },
@@ -120,7 +121,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
             finish_reason: finishReason,
           },
         ],
-        usage,
+        ...(leftOut === 'all' ? {} : { usage }),
         service_tier: 'default',
         system_fingerprint: null,
       };
@@ -160,7 +161,7 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
     }
     if (fault?.kind === 'cut') return call.cut();
     await chunk([delta({}, finishReason)]);
-    if (includeUsage) await chunk([], { usage });
+    if (includeUsage && leftOut !== 'all') await chunk([], { usage });
     await writeFlushed(res, 'data: [DONE]\n\n');
     if (await call.endPause()) res.end();
   }

@@ -35,6 +35,13 @@ export type FakeFault =
    */
   | { kind: 'noMessageStart' }
   /**
+   * Anthropic and OpenAI: answer as usual but leave usage out, as a look-alike server may. `input`:
+   * the main input figure (Anthropic `input_tokens` of a plain answer and of message_start, OpenAI
+   * `prompt_tokens`); `all`: every usage object (Anthropic's plain answer, message_start and
+   * message_delta; OpenAI's plain answer and its usage chunk).
+   */
+  | { kind: 'leaveOutUsage'; what: 'input' | 'all' }
+  /**
    * Answer normally but end after `afterWords` reply words as the provider ends an answer at a stop
    * sequence (`sequence`, default "###") or on a refusal, in its own words: Anthropic
    * `stop_sequence` (naming it) / `refusal`, OpenAI `stop` / `content_filter`, Bedrock
