@@ -108,8 +108,13 @@ function chatMessage(m: { role: 'user' | 'assistant'; content: string | { text: 
   return parts.length === 1 ? { role: m.role, content: parts[0]! } : { role: m.role, content: parts.join(PART_SEPARATOR), parts };
 }
 
-/** Validates completion arguments against the schema and the policy's limits; throws INVALID_REQUEST naming each bad field. */
-export function parseCompleteArgs(raw: unknown, limits: RequestLimits): CompletionInput {
+/**
+ * Validates completion arguments against the schema and the policy's limits; throws INVALID_REQUEST
+ * naming each bad field. `outputCapField` is the name the caller's API gave `max_tokens`
+ * (`max_completion_tokens`, `max_output_tokens`), so a cap over the ceiling is refused in the
+ * caller's words.
+ */
+export function parseCompleteArgs(raw: unknown, limits: RequestLimits, outputCapField = 'max_tokens'): CompletionInput {
   const parsed = completeArgs.safeParse(raw ?? {});
   if (!parsed.success) {
     const fields = parsed.error.issues.map((i) => `${i.path.join('.') || '(arguments)'}: ${i.message}`);
@@ -120,8 +125,8 @@ export function parseCompleteArgs(raw: unknown, limits: RequestLimits): Completi
   if (a.messages && a.prompt) throw new GatewayError('INVALID_REQUEST', 'Invalid arguments: give messages or prompt, not both.', { issues: ['prompt: conflicts with messages'] });
   const maxTokens = a.max_tokens ?? DEFAULT_MAX_TOKENS;
   if (maxTokens > limits.maxTokensCeiling) {
-    throw new GatewayError('INVALID_REQUEST', `Invalid arguments: max_tokens ${maxTokens} exceeds the gateway ceiling of ${limits.maxTokensCeiling}.`, {
-      issues: [`max_tokens: at most ${limits.maxTokensCeiling}`],
+    throw new GatewayError('INVALID_REQUEST', `Invalid arguments: ${outputCapField} ${maxTokens} exceeds the gateway ceiling of ${limits.maxTokensCeiling}.`, {
+      issues: [`${outputCapField}: at most ${limits.maxTokensCeiling}`],
     });
   }
   const messages: ChatMessage[] = a.messages?.map(chatMessage) ?? [{ role: 'user' as const, content: a.prompt! }];

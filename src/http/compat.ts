@@ -45,6 +45,8 @@ export interface WireCodec {
   options(body: unknown): { stream: boolean; includeUsage: boolean };
   /** The body as wire-neutral `complete` arguments; throws INVALID_REQUEST naming the field. */
   decode(body: unknown): CompleteArgs;
+  /** The field of the body that holds the output cap (`max_tokens` when absent). Never throws. */
+  outputCapField?(body: unknown): string;
   render(res: Response, result: CallResult, call: CompatCall): void;
   /** The error body (status set by the route). */
   errorBody(err: GatewayError, res: Response): unknown;
@@ -158,7 +160,7 @@ export function compatRouter(gateway: Gateway, codec: WireCodec, json: RequestHa
         call.maxTokens = args.max_tokens ?? DEFAULT_MAX_TOKENS;
         return args;
       };
-      const args = { raw: req.body, decode, modelNamesTier: true, rejected: unreadBody(req) ?? codec.rejected?.(req) };
+      const args = { raw: req.body, decode, modelNamesTier: true, outputCapField: codec.outputCapField?.(req.body), rejected: unreadBody(req) ?? codec.rejected?.(req) };
       if (stream) {
         await streamCall(res, gateway, codec, { credential, args, signal, edge, call });
         return;
@@ -232,7 +234,7 @@ export function bodyError(err: unknown, maxBodyBytes: number): GatewayError {
 
 interface StreamInput {
   credential: Credential;
-  args: { raw: unknown; decode: (raw: unknown) => CompleteArgs; modelNamesTier: boolean; rejected?: GatewayError };
+  args: { raw: unknown; decode: (raw: unknown) => CompleteArgs; modelNamesTier: boolean; outputCapField?: string; rejected?: GatewayError };
   signal: AbortSignal;
   edge: EdgeAuthentication;
   call: CompatCall;

@@ -231,6 +231,8 @@ export const openaiCodec: WireCodec = {
     return { stream: b?.stream === true, includeUsage: b?.stream_options?.include_usage === true };
   },
   decode: decodeChatRequest,
+  // The cap's newer field when the caller sent it (decodeChatRequest takes it first).
+  outputCapField: (body) => ((body as { max_completion_tokens?: unknown } | null | undefined)?.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens'),
   render(res: Response, result, call) {
     res.json({
       id: `chatcmpl-${call.requestId}`,

@@ -162,6 +162,7 @@ export const responsesCodec: WireCodec = {
   credentialOf: bearerToken,
   options: (body) => ({ stream: (body as { stream?: unknown } | null | undefined)?.stream === true, includeUsage: false }),
   decode: decodeResponsesRequest,
+  outputCapField: () => 'max_output_tokens',
   render(res, result, call) {
     res.json(response(call, result.model, result));
   },

@@ -51,6 +51,8 @@ export interface CallArguments {
   decode?: (raw: unknown) => unknown;
   /** The API's `model` field may name a tier (OpenAI/Anthropic-compatible endpoints, A2A). */
   modelNamesTier?: boolean;
+  /** The name the caller's API gave the output cap (`max_tokens` when unset), for a refusal that names it. */
+  outputCapField?: string;
   /** A refusal the transport met before the arguments could be read (body too large, not JSON). */
   rejected?: GatewayError;
   /** The fault behind an INTERNAL `rejected` is in the log already (the A2A SDK's, with its stack): the meter does not log it again. */

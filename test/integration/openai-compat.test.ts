@@ -186,7 +186,11 @@ describe('OpenAI-compatible /v1/chat/completions with the openai SDK', () => {
     expect([unknown.status, unknown.code, unknown.param]).toEqual([400, 'UNKNOWN_MODEL', 'model']);
     const big = await failure(openai.chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 1_000_000 }));
     expect([big.status, big.code]).toEqual([400, 'INVALID_REQUEST']);
-    expect(big.message).toContain('exceeds the gateway ceiling');
+    expect(big.message).toBe('400 INVALID_REQUEST: Invalid arguments: max_tokens 1000000 exceeds the gateway ceiling of 32768.');
+    // Named as the caller sent it: the cap's newer field.
+    const bigCompletion = await failure(openai.chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], max_completion_tokens: 1e9 }));
+    expect([bigCompletion.status, bigCompletion.code]).toEqual([400, 'INVALID_REQUEST']);
+    expect(bigCompletion.message).toBe('400 INVALID_REQUEST: Invalid arguments: max_completion_tokens 1000000000 exceeds the gateway ceiling of 32768.');
     const stop = await failure(openai.chat.completions.create({ model: 'standard', messages: [{ role: 'user', content: 'Hello' }], stop: ['\n'] }));
     expect([stop.status, stop.code, stop.param, stop.message]).toEqual([400, 'INVALID_REQUEST', 'stop', '400 INVALID_REQUEST: Invalid request: stop is not supported by tollgate.']);
   });

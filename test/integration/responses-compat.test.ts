@@ -54,6 +54,14 @@ describe('OpenAI Responses API subset at /v1/responses', () => {
     expect(full.output_text).toBe('[small] You said: alpha beta\ngamma delta');
   });
 
+  it('refuses a max_output_tokens over the ceiling naming max_output_tokens', async () => {
+    const err = (await client(KEYS.alice)
+      .responses.create({ model: 'standard', input: 'Hello', max_output_tokens: 1e9 })
+      .then(() => undefined, (e: unknown) => e)) as APIError;
+    expect(err).toBeInstanceOf(APIError);
+    expect([err.status, err.code, err.message]).toEqual([400, 'INVALID_REQUEST', '400 INVALID_REQUEST: Invalid arguments: max_output_tokens 1000000000 exceeds the gateway ceiling of 32768.']);
+  });
+
   it('streams the Responses event sequence, text deltas and the completed response with usage', async () => {
     const stream = await client(KEYS.alice).responses.create({ model: 'standard', input: 'Hello there', stream: true });
     const events = [];

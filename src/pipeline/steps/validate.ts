@@ -24,7 +24,7 @@ export function validate(): Middleware<CallContext> {
 export function readArguments(args: CallArguments, policy: Policy) {
   if (args.rejected) throw args.rejected;
   const neutral = args.decode ? args.decode(args.raw) : args.raw;
-  const request = parseCompleteArgs(neutral, policy.config.limits);
+  const request = parseCompleteArgs(neutral, policy.config.limits, args.outputCapField);
   // An API whose one `model` field may name a tier: a tier name selects the tier.
   if (args.modelNamesTier && request.model !== undefined && policy.hasTier(request.model)) {
     // A copy whose existing fields change: `{ ...request, tier, model }` would be the same object,
