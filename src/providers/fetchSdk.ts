@@ -126,7 +126,11 @@ function webBody(body: Readable, signal: AbortSignal | undefined): ReadableStrea
  * `touch` (every chunk) only notes the time: one timer runs, and when it fires it aborts if nothing
  * came for `ms`, else waits the rest. (A timer cleared and set again on every chunk cost a timer a
  * chunk; issue 21.) The caller's abort is forwarded to the same controller rather than joined to it
- * by a third signal.
+ * by a third signal. Before the first `touch` (the stream's head read), the abort waits
+ * ANSWER_GRACE_MS and the next poll for I/O, as a plain request's does (headGuard): a head already
+ * on the wire when the caller left is read, and the call charged as begun, not thrown away unread
+ * (a busy loop, a burst or a cold start, left such calls CANCELLED at nothing while the provider
+ * billed them). After it, the abort is forwarded at once.
  */
 export function idleGuard(ms: number, outer: AbortSignal | undefined) {
   const controller = new AbortController();
@@ -143,7 +147,13 @@ export function idleGuard(ms: number, outer: AbortSignal | undefined) {
     fired = true;
     controller.abort();
   };
-  const forward = (): void => controller.abort(outer!.reason);
+  let grace: NodeJS.Timeout | undefined;
+  let begun = false;
+  const forward = (): void => {
+    if (begun) controller.abort(outer!.reason);
+    // Timers run before the poll for I/O: the abort then waits for the turn's I/O to be read first.
+    else grace = setTimeout(() => setImmediate(() => controller.abort(outer!.reason)), ANSWER_GRACE_MS);
+  };
   if (outer?.aborted) controller.abort(outer.reason);
   else outer?.addEventListener('abort', forward, { once: true });
   return {
@@ -153,11 +163,13 @@ export function idleGuard(ms: number, outer: AbortSignal | undefined) {
       return fired;
     },
     touch(): void {
+      begun = true;
       last = performance.now();
       timer ??= setTimeout(check, ms);
     },
     stop(): void {
       clearTimeout(timer);
+      clearTimeout(grace);
       timer = undefined;
       outer?.removeEventListener('abort', forward);
     },

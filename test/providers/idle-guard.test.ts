@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { idleGuard } from '../../src/providers/fetchSdk.js';
+import { ANSWER_GRACE_MS, idleGuard } from '../../src/providers/fetchSdk.js';
 
 /**
  * The guard that aborts a stream gone quiet midway (a stalled stream would otherwise hold its
@@ -45,6 +45,19 @@ describe('idleGuard', () => {
     caller.abort(reason);
     expect(idle.signal.aborted).toBe(true);
     expect(idle.signal.reason).toBe(reason);
+    expect(idle.fired).toBe(false);
+    idle.stop();
+  });
+
+  it("waits ANSWER_GRACE_MS and the next poll before forwarding an abort that comes before the stream's head was read", () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'performance'] });
+    const caller = new AbortController();
+    const idle = idleGuard(1_000, caller.signal);
+    caller.abort();
+    expect(idle.signal.aborted).toBe(false);
+    vi.advanceTimersByTime(ANSWER_GRACE_MS);
+    vi.runOnlyPendingTimers();
+    expect(idle.signal.aborted).toBe(true);
     expect(idle.fired).toBe(false);
     idle.stop();
   });
