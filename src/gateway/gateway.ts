@@ -251,7 +251,8 @@ export class Gateway {
     const ctx = this.context({ transport: call.transport, requestId: call.requestId, credential, args: { raw: undefined } }, 'authenticate', NOT_CANCELLED);
     if (call.dryRun) ctx.authenticatesFor = call.dryRun;
     await this.enter(ctx, this.identify(ctx), UNCUT);
-    return { principal: ctx.principal!, expiresAt: ctx.credentialExpiresAt, policy: ctx.policy };
+    const { principal, credentialExpiresAt: expiresAt, credentialRevocable: revocable, policy } = ctx;
+    return revocable ? { principal: principal!, revocable, policy } : { principal: principal!, expiresAt, policy };
   }
 
   /**

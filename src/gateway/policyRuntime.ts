@@ -5,7 +5,6 @@
  */
 import { policyApiKeys, type ApiKeyResolver } from '../identity/apiKey.js';
 import { Authenticator } from '../identity/authenticate.js';
-import { chainResolvers } from '../identity/storedKeys.js';
 import type { Policy } from '../policy/load.js';
 import type { Provider } from '../providers/provider.js';
 import { createProvider, type ProviderBuildOptions } from '../providers/registry.js';
@@ -74,9 +73,7 @@ export class PolicyRuntime {
   authenticatorFor(policy: Policy): Authenticator {
     let authn = this.authenticators.get(policy);
     if (!authn) {
-      const own = policyApiKeys(policy.apiKeys);
-      const issued = this.opts.issuedKeys;
-      authn = new Authenticator(policy.config.identity, { now: this.opts.now, apiKeys: issued ? chainResolvers(own, issued) : own });
+      authn = new Authenticator(policy.config.identity, { now: this.opts.now, apiKeys: policyApiKeys(policy.apiKeys), issuedKeys: this.opts.issuedKeys });
       this.authenticators.set(policy, authn);
     }
     return authn;

@@ -28,6 +28,13 @@ export interface Authenticated {
   principal: Principal;
   /** Seconds since the epoch after which the credential must be presented again; none for API keys. */
   expiresAt?: number;
+  /**
+   * A key issued at run time: a revocation can end it at any moment, so a verification of it holds
+   * for the call it was made for, not for a session (the key store's lookup cache bounds how long a
+   * revocation goes unseen). Keys the policy lists and tokens are not: they end with the policy
+   * snapshot or at `expiresAt`.
+   */
+  revocable?: true;
 }
 
 export interface AuthenticateOptions {
@@ -36,8 +43,10 @@ export interface AuthenticateOptions {
 }
 
 export interface AuthenticatorOptions {
-  /** Where API key hashes are looked up: the policy's `apiKeys`, then any issued at run time. */
+  /** The policy's `apiKeys`, looked up first: an issued key cannot shadow one. */
   apiKeys: ApiKeyResolver;
+  /** Keys issued at run time (`tollgate keys`), looked up after the policy's. */
+  issuedKeys?: ApiKeyResolver;
   now?: () => number;
 }
 
@@ -49,6 +58,7 @@ const UNKNOWN_KEY = 'The API key is not recognised (unknown, revoked or disabled
  */
 export class Authenticator {
   private readonly apiKeys: ApiKeyResolver;
+  private readonly issuedKeys?: ApiKeyResolver;
   private readonly jwt: JwtVerifier;
 
   constructor(
@@ -56,6 +66,7 @@ export class Authenticator {
     opts: AuthenticatorOptions,
   ) {
     this.apiKeys = opts.apiKeys;
+    this.issuedKeys = opts.issuedKeys;
     this.jwt = new JwtVerifier(identity, { now: opts.now });
   }
 
@@ -69,13 +80,18 @@ export class Authenticator {
       if (err instanceof GatewayError) refusedPrincipals.set(err, result.principal);
       throw err;
     }
-    return { principal: result.principal, expiresAt: result.expiresAt };
+    const { principal, expiresAt, revocable } = result;
+    return revocable ? { principal, revocable } : { principal, expiresAt };
   }
 
   private async identify(credential: string, opts: AuthenticateOptions): Promise<Authenticated & { actors: Actor[] }> {
     if (opts.only !== 'jwt') {
-      const entry = await this.apiKeys.resolve(hashApiKey(credential));
-      if (entry && !entry.disabled) return { principal: principalFromApiKey(entry), actors: [] };
+      const hash = hashApiKey(credential);
+      const own = await this.apiKeys.resolve(hash);
+      if (own && !own.disabled) return { principal: principalFromApiKey(own), actors: [] };
+      const issued = own ? undefined : await this.issuedKeys?.resolve(hash);
+      if (issued && !issued.disabled) return { principal: principalFromApiKey(issued), actors: [], revocable: true };
+      const entry = own ?? issued;
       if (entry || opts.only === 'api_key' || !this.jwt.enabled || !looksLikeJwt(credential)) throw new GatewayError('AUTH_INVALID', UNKNOWN_KEY);
     }
     if (!this.jwt.enabled) throw new GatewayError('AUTH_INVALID', 'No OIDC issuer is configured (identity.oidc), so tokens cannot be verified.');

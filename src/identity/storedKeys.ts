@@ -214,16 +214,3 @@ export function mintKey(req: IssueRequest, nowMs: number): { key: string; record
   };
   return { key, record };
 }
-
-/** Policy keys first, then issued keys: a key listed in the policy cannot be shadowed by the store. */
-export function chainResolvers(...resolvers: ApiKeyResolver[]): ApiKeyResolver {
-  return {
-    async resolve(hash) {
-      for (const r of resolvers) {
-        const entry = await r.resolve(hash);
-        if (entry) return entry;
-      }
-      return undefined;
-    },
-  };
-}

@@ -3,7 +3,7 @@
  * comes from the environment and is verified before serving: a missing or bad one is recorded as a
  * refusal and ends the process with a clear message on stderr. Every call then hands the same
  * credential to the gateway, which authenticates it under the call's policy snapshot (an expired
- * token is refused). Nothing but the transport writes to stdout.
+ * token is refused, a revoked issued key too). Nothing but the transport writes to stdout.
  */
 import { PassThrough } from 'node:stream';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
@@ -43,6 +43,10 @@ export async function stdioPrincipal(gateway: Gateway, env: NodeJS.ProcessEnv): 
   const credential: Credential = key ? { secret: key, only: 'api_key', source: 'TOLLGATE_API_KEY' } : { secret: token!, only: 'jwt', source: 'TOLLGATE_TOKEN' };
   const edge = await gateway.authenticate(credential, { transport: 'stdio' });
   const principal = key ? { ...edge.principal, authMethod: 'stdio_env' as const } : edge.principal;
+  // The check at start stands for the session unless a revocation can end the key (one issued at
+  // run time): such a key is looked up again on each call, through the key store's cache, so that
+  // a revocation reaches this session within the bound it reaches every HTTP caller.
+  if (edge.revocable) return { principal, credential };
   return { principal, credential: { ...credential, verified: { policy: edge.policy, result: edge } } };
 }
 

@@ -37,7 +37,10 @@ export interface Credential {
   only?: 'api_key' | 'jwt';
   /** Where the caller put it (an environment variable), named in refusals; stdio API keys authenticate as `stdio_env`. */
   source?: 'TOLLGATE_API_KEY' | 'TOLLGATE_TOKEN';
-  /** An edge verification of this same credential; reused only under the same policy snapshot and before it expires. */
+  /**
+   * An edge verification of this same credential; reused only under the same policy snapshot and
+   * before it expires. Not kept beyond one call for a revocable (issued) key: stdio looks it up again.
+   */
   verified?: { policy: Policy; result: Authenticated };
   /** Why the header it came in is not one a credential is read from (no Bearer scheme): refused AUTH_INVALID, whatever it holds. */
   malformed?: string;
@@ -98,6 +101,8 @@ export interface CallContext {
   principal?: Principal;
   /** When the credential stops being valid, seconds since the epoch. */
   credentialExpiresAt?: number;
+  /** Set when the credential is a key issued at run time, which a revocation can end (Authenticated.revocable). */
+  credentialRevocable?: true;
   /** Set by the transport; the validate step turns it into `request`. */
   readonly args?: CallArguments;
   /** Set by the validate step (or by an in-process caller). */

@@ -55,6 +55,7 @@ export function authenticate(opts: AuthenticateStepOptions): Middleware<CallCont
       }
       ctx.principal = principal;
       ctx.credentialExpiresAt = result.expiresAt;
+      if (result.revocable) ctx.credentialRevocable = true;
     }
     await next();
   };
