@@ -18,6 +18,18 @@ export function hashApiKey(key: string): string {
   return hash('sha256', key, 'hex');
 }
 
+/** What `tollgate keys` issues (mintKey): `tg_` and 24 random bytes in base64url, so never a `.` as in a JWT. */
+const ISSUED_KEY = /^tg_[A-Za-z0-9_-]{32}$/;
+
+/**
+ * True when `credential` has the shape of a key `tollgate keys` issues. Anything else cannot be an
+ * issued key, so the key store is not asked about it: a token or a mistyped key is answered
+ * without waiting on a store that may not be answering.
+ */
+export function couldBeIssuedKey(credential: string): boolean {
+  return ISSUED_KEY.test(credential);
+}
+
 /** The keys listed in the policy file, by hash (`Policy.apiKeys`). */
 export function policyApiKeys(keys: ReadonlyMap<string, ApiKeyConfig>): ApiKeyResolver {
   return { resolve: (hash) => keys.get(hash) };

@@ -5,7 +5,7 @@
  * acting agent is allowed to act for users. Transports map AUTH_* to 401 and FORBIDDEN to 403.
  */
 import { GatewayError } from '../errors.js';
-import { hashApiKey, principalFromApiKey, type ApiKeyResolver } from './apiKey.js';
+import { couldBeIssuedKey, hashApiKey, principalFromApiKey, type ApiKeyResolver } from './apiKey.js';
 import type { Actor } from './claims.js';
 import type { IdentityConfig } from './config.js';
 import { JwtVerifier, looksLikeJwt } from './jwt.js';
@@ -89,7 +89,9 @@ export class Authenticator {
       const hash = hashApiKey(credential);
       const own = await this.apiKeys.resolve(hash);
       if (own && !own.disabled) return { principal: principalFromApiKey(own), actors: [] };
-      const issued = own ? undefined : await this.issuedKeys?.resolve(hash);
+      // Only a credential shaped as an issued key is looked up in the key store: a token, or any
+      // other value, is answered without waiting on a store that may not be answering.
+      const issued = own || !couldBeIssuedKey(credential) ? undefined : await this.issuedKeys?.resolve(hash);
       if (issued && !issued.disabled) return { principal: principalFromApiKey(issued), actors: [], revocable: true };
       const entry = own ?? issued;
       if (entry || opts.only === 'api_key' || !this.jwt.enabled || !looksLikeJwt(credential)) throw new GatewayError('AUTH_INVALID', UNKNOWN_KEY);

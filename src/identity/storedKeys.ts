@@ -195,6 +195,7 @@ export class StoredApiKeys implements ApiKeyResolver, KeyRegistry {
 
 /** A new random key for `req` and its record (the key's SHA-256, never the key), created at `nowMs`. */
 export function mintKey(req: IssueRequest, nowMs: number): { key: string; record: StoredKey } {
+  // The shape couldBeIssuedKey (apiKey.ts) tests for: a key of another shape is never looked up.
   const key = `tg_${randomBytes(24).toString('base64url')}`;
   const sha256 = hashApiKey(key);
   const id = req.id ?? `key-${sha256.slice(0, 12)}`;
