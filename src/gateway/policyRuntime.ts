@@ -1,10 +1,11 @@
 /**
  * The policy a gateway runs under now, and what is built once per policy: its providers and its
- * authenticator (JWKS caches, API key resolvers). A call takes a snapshot when it starts and looks
+ * authenticator (API key resolvers). The issuers' fetched keys are kept across policies. A call takes a snapshot when it starts and looks
  * everything up by that snapshot, so a hot reload never changes a call midway.
  */
 import { policyApiKeys, type ApiKeyResolver } from '../identity/apiKey.js';
 import { Authenticator } from '../identity/authenticate.js';
+import { IssuerKeySets } from '../identity/jwt.js';
 import type { Policy } from '../policy/load.js';
 import type { Provider } from '../providers/provider.js';
 import { createProvider, type ProviderBuildOptions } from '../providers/registry.js';
@@ -20,6 +21,8 @@ export class PolicyRuntime {
   private current: Policy;
   private readonly providers = new WeakMap<Policy, Map<string, Provider>>();
   private readonly authenticators = new WeakMap<Policy, Authenticator>();
+  /** The issuers' fetched keys, kept across reloads that leave an issuer's fetching settings alone. */
+  private readonly keySets = new IssuerKeySets();
 
   constructor(
     policy: Policy,
@@ -38,6 +41,7 @@ export class PolicyRuntime {
   replace(policy: Policy, providers?: Map<string, Provider>): void {
     this.providers.set(policy, providers ?? buildProviders(policy, this.opts.providerOptions));
     this.current = policy;
+    this.keySets.retain(policy.config.identity);
   }
 
   /** The provider named `name` as built for `policy`. */
@@ -73,7 +77,7 @@ export class PolicyRuntime {
   authenticatorFor(policy: Policy): Authenticator {
     let authn = this.authenticators.get(policy);
     if (!authn) {
-      authn = new Authenticator(policy.config.identity, { now: this.opts.now, apiKeys: policyApiKeys(policy.apiKeys), issuedKeys: this.opts.issuedKeys });
+      authn = new Authenticator(policy.config.identity, { now: this.opts.now, apiKeys: policyApiKeys(policy.apiKeys), issuedKeys: this.opts.issuedKeys, keySets: this.keySets });
       this.authenticators.set(policy, authn);
     }
     return authn;

@@ -8,7 +8,7 @@ import { GatewayError } from '../errors.js';
 import { couldBeIssuedKey, hashApiKey, principalFromApiKey, type ApiKeyResolver } from './apiKey.js';
 import type { Actor } from './claims.js';
 import type { IdentityConfig } from './config.js';
-import { JwtVerifier, looksLikeJwt } from './jwt.js';
+import { JwtVerifier, looksLikeJwt, type IssuerKeySets } from './jwt.js';
 import type { Principal } from './principal.js';
 
 const refusedPrincipals = new WeakMap<GatewayError, Principal>();
@@ -47,14 +47,16 @@ export interface AuthenticatorOptions {
   apiKeys: ApiKeyResolver;
   /** Keys issued at run time (`tollgate keys`), looked up after the policy's. */
   issuedKeys?: ApiKeyResolver;
+  /** The issuers' fetched keys, shared with the authenticators of earlier policies (kept across a reload). */
+  keySets?: IssuerKeySets;
   now?: () => number;
 }
 
 const UNKNOWN_KEY = 'The API key is not recognised (unknown, revoked or disabled).';
 
 /**
- * Authenticates credentials under one policy's identity section. Build one per policy: it holds
- * the JWKS caches.
+ * Authenticates credentials under one policy's identity section. Build one per policy; the JWKS
+ * caches it reads are those of `keySets` when given, which outlive it.
  */
 export class Authenticator {
   private readonly apiKeys: ApiKeyResolver;
@@ -67,7 +69,7 @@ export class Authenticator {
   ) {
     this.apiKeys = opts.apiKeys;
     this.issuedKeys = opts.issuedKeys;
-    this.jwt = new JwtVerifier(identity, { now: opts.now });
+    this.jwt = new JwtVerifier(identity, { now: opts.now, keySets: opts.keySets });
   }
 
   /** Proves who presents `credential`. Throws AUTH_INVALID (unknown/bad) or FORBIDDEN (not allowed). */

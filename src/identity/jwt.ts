@@ -31,15 +31,52 @@ export interface JwtVerifierOptions {
   now?: () => number;
   /** Timeout for fetching discovery documents and key sets. */
   fetchTimeoutMs?: number;
+  /** Where each issuer's fetched keys are kept; share one between the verifiers of successive policies. */
+  keySets?: IssuerKeySets;
+}
+
+/** One issuer's signing keys as fetched: the key getter, a discovery under way, the last one that failed. */
+interface KeySource {
+  keys?: JWTVerifyGetKey;
+  pending?: Promise<JWTVerifyGetKey>;
+  /** The last discovery that failed, and when (wall time): the answer until the cooldown has passed. */
+  discoveryFailure?: { at: number; error: unknown };
 }
 
 interface TrustedIssuer {
   config: IssuerConfig;
   audience: string[];
-  keys?: JWTVerifyGetKey;
-  pending?: Promise<JWTVerifyGetKey>;
-  /** The last discovery that failed, and when (wall time): the answer until the cooldown has passed. */
-  discoveryFailure?: { at: number; error: unknown };
+  source: KeySource;
+}
+
+/** What decides how an issuer's keys are fetched and kept: a source is reused only while these are unchanged. */
+const fetchedBy = (c: IssuerConfig): string => JSON.stringify([c.issuer, c.jwksUri ?? null, c.jwksCacheSeconds, c.jwksCooldownSeconds]);
+
+/**
+ * The keys fetched from each issuer, with their cache age and cooldowns, kept across policy
+ * reloads: a reload that leaves an issuer's fetching settings alone keeps what was fetched (the
+ * keys still expire after `jwksCacheSeconds`), so that an edit made while the identity provider is
+ * down does not refuse every token those keys verify. A reload that changes them starts afresh.
+ */
+export class IssuerKeySets {
+  private sources = new Map<string, KeySource>();
+
+  /** The source for `config`'s issuer, made on first use. */
+  sourceFor(config: IssuerConfig): KeySource {
+    const id = fetchedBy(config);
+    let source = this.sources.get(id);
+    if (!source) {
+      source = {};
+      this.sources.set(id, source);
+    }
+    return source;
+  }
+
+  /** Drops the sources of issuers `identity` does not list as they are; verifiers made before keep theirs. */
+  retain(identity: IdentityConfig): void {
+    const kept = new Set(identity.oidc.map(fetchedBy));
+    for (const id of this.sources.keys()) if (!kept.has(id)) this.sources.delete(id);
+  }
 }
 
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
@@ -62,9 +99,10 @@ export class JwtVerifier {
   constructor(config: IdentityConfig, opts: JwtVerifierOptions = {}) {
     this.now = opts.now ?? Date.now;
     this.fetchTimeoutMs = opts.fetchTimeoutMs ?? 5000;
+    const keySets = opts.keySets ?? new IssuerKeySets();
     for (const iss of config.oidc) {
       const aud = iss.audience ?? config.resource!;
-      this.issuers.set(iss.issuer, { config: iss, audience: Array.isArray(aud) ? aud : [aud] });
+      this.issuers.set(iss.issuer, { config: iss, audience: Array.isArray(aud) ? aud : [aud], source: keySets.sourceFor(iss) });
     }
   }
 
@@ -107,18 +145,18 @@ export class JwtVerifier {
     };
   }
 
-  private async keysOf(t: TrustedIssuer): Promise<JWTVerifyGetKey> {
+  private async keysOf({ config, source: t }: TrustedIssuer): Promise<JWTVerifyGetKey> {
     if (t.keys) return t.keys;
     // A discovery that failed is not tried again before the cooldown has passed, as for the keys
     // (jwks.ts): tokens naming an issuer that is down must not each send it a request.
     const failed = t.discoveryFailure;
-    if (failed && Date.now() < failed.at + t.config.jwksCooldownSeconds * 1000) throw failed.error;
+    if (failed && Date.now() < failed.at + config.jwksCooldownSeconds * 1000) throw failed.error;
     // One discovery at a time per issuer.
-    t.pending ??= this.jwksUri(t.config)
+    t.pending ??= this.jwksUri(config)
       .then((uri) =>
         remoteKeySet(new URL(uri), {
-          cacheMaxAgeMs: t.config.jwksCacheSeconds * 1000,
-          cooldownMs: t.config.jwksCooldownSeconds * 1000,
+          cacheMaxAgeMs: config.jwksCacheSeconds * 1000,
+          cooldownMs: config.jwksCooldownSeconds * 1000,
           timeoutMs: this.fetchTimeoutMs,
         }),
       )
