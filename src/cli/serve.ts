@@ -11,7 +11,7 @@ import { parseEnv, type Env } from '../config/env.js';
 import { GatewayError } from '../errors.js';
 import { isLoopbackHost } from '../http/loopback.js';
 import { anonymousPrincipal } from '../identity/devAnonymous.js';
-import { buildRuntime, settingsFrom, Shutdown, startHttp, VERSION, type Settings } from '../main.js';
+import { buildRuntime, settingsFrom, Shutdown, startHttp, VERSION, type Runtime, type Settings } from '../main.js';
 import { serveStdio, stdioPrincipal } from '../mcp/stdio.js';
 import type { Policy } from '../policy/load.js';
 import { watchPolicy } from '../policy/reload.js';
@@ -113,6 +113,20 @@ async function requireStoreOfPolicy(policy: Policy, settings: Settings, allow: b
   } finally {
     await opened?.close();
   }
+}
+
+/**
+ * Refuses to serve (exit 2, the runtime closed) a policy with an `apiKeys` id that a key issued at
+ * run time holds (Gateway.vet): the two keys would share the id in events and rate-limit lines.
+ */
+async function refuseIssuedKeyIds(runtime: Runtime, policy: Policy): Promise<void> {
+  const issues = await runtime.gateway.vet(policy).catch(async (err: unknown) => {
+    await runtime.close();
+    throw err;
+  });
+  if (issues.length === 0) return;
+  await runtime.close();
+  throw new CliError(`refusing to serve the policy ${policy.source}: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`, EXIT.usage);
 }
 
 /** Settings from the environment with the flags applied over them. */
@@ -238,6 +252,7 @@ export async function serve(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
       throw err;
     });
   }
+  await refuseIssuedKeyIds(runtime, policy);
   if (isWorker()) runtime.metrics.text = workerMetrics(runtime.metrics.registry);
   const reloader = watch ? watchPolicy({ path: settings.policyPath, target: runtime.gateway, logger: runtime.logger, parse: parseServedPolicy }) : undefined;
   const { consoleRoutes } = await import('../console/index.js');
@@ -276,7 +291,9 @@ export async function stdio(flags: ServeFlags, processEnv: NodeJS.ProcessEnv): P
   settings.devAnonymous = undefined;
   requireWritableEvents(settings.eventsFile);
   const watch = flags.watch !== false && env.TOLLGATE_POLICY_WATCH;
-  const runtime = await buildRuntime(settings, { policy: loadServedPolicy(settings.policyPath) });
+  const policy = loadServedPolicy(settings.policyPath);
+  const runtime = await buildRuntime(settings, { policy });
+  await refuseIssuedKeyIds(runtime, policy);
   let principal;
   try {
     principal = await stdioPrincipal(runtime.gateway, processEnv);

@@ -19,7 +19,7 @@ import { anonymousPrincipal } from '../identity/devAnonymous.js';
 import type { Principal } from '../identity/principal.js';
 import type { DecisionEvent, EventSink } from '../metering/events.js';
 import { decide } from '../policy/decide.js';
-import type { Policy } from '../policy/load.js';
+import type { Policy, PolicyIssue } from '../policy/load.js';
 import type { Provider, StopReason, Usage } from '../providers/provider.js';
 import type { ProviderBuildOptions } from '../providers/registry.js';
 import type { QuotaStore } from '../quota/store.js';
@@ -185,6 +185,26 @@ export class Gateway {
     // What the new policy's providers load (a vocabulary it names for the first time) is loaded now
     // rather than midway through its first call.
     void this.prepare(policy);
+  }
+
+  /**
+   * What refuses `policy` here although its file is valid: each `apiKeys` id that a key issued at
+   * run time already holds (revoked or not: an id stays taken). The two would share the id in
+   * events, listings and `scope: key` rate-limit lines (`key:<id>`) though they are different keys.
+   * `tollgate keys issue` refuses an id the policy has; this is the other way round, checked at
+   * start and on each reload. Rejects (QUOTA_STORE_UNAVAILABLE) when the issued keys cannot be listed.
+   */
+  async vet(policy: Policy): Promise<PolicyIssue[]> {
+    const registry = this.keyRegistry;
+    if (!registry || policy.config.apiKeys.length === 0) return [];
+    const issued = new Set((await registry.list()).map((k) => k.id));
+    const issues: PolicyIssue[] = [];
+    policy.config.apiKeys.forEach((k, i) => {
+      if (issued.has(k.id)) {
+        issues.push({ path: `apiKeys[${i}].id`, message: `API key id "${k.id}" is held by a key issued with tollgate keys (tollgate keys list); give the policy's key another id` });
+      }
+    });
+    return issues;
   }
 
   /**

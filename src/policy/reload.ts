@@ -21,6 +21,12 @@ import { parsePolicy, PolicyError, readPolicyText, type CompiledBudget, type Com
 export interface ReloadTarget {
   readonly policy: Policy;
   replacePolicy(policy: Policy): void;
+  /**
+   * What refuses a valid policy given what the target holds beyond the file (an `apiKeys` id a key
+   * issued at run time holds): its issues, none when it may serve. Rejects when it cannot tell (a
+   * store not answering); the reload is then refused too.
+   */
+  vet?(policy: Policy): Promise<PolicyIssue[]>;
 }
 
 export type ReloadTrigger = 'file' | 'sighup';
@@ -66,8 +72,8 @@ export interface ReloadRecord {
 const HISTORY_MAX = 50;
 
 export interface PolicyReloader {
-  /** Re-reads the file now and swaps the policy in if it is valid. */
-  reload(trigger: ReloadTrigger): ReloadOutcome;
+  /** Re-reads the file now and swaps the policy in if it is valid; one reload at a time, in the order asked. */
+  reload(trigger: ReloadTrigger): Promise<ReloadOutcome>;
   /** The last reload attempts that reloaded or failed (unchanged files are left out), oldest first. */
   history(): ReloadRecord[];
   /** The function registered for SIGHUP. */
@@ -143,9 +149,15 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
   let timer: NodeJS.Timeout | undefined;
   let watcher: FSWatcher | undefined;
   const history: ReloadRecord[] = [];
+  let queue: Promise<unknown> = Promise.resolve();
 
-  function reload(trigger: ReloadTrigger): ReloadOutcome {
-    const outcome = attempt(trigger);
+  function reload(trigger: ReloadTrigger): Promise<ReloadOutcome> {
+    const run = queue.then(() => attempt(trigger)).then((outcome) => record(trigger, outcome));
+    queue = run.catch(() => undefined);
+    return run;
+  }
+
+  function record(trigger: ReloadTrigger, outcome: ReloadOutcome): ReloadOutcome {
     if (outcome.status !== 'unchanged') {
       const failed = outcome.status === 'failed';
       history.push({
@@ -163,7 +175,7 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
     return outcome;
   }
 
-  function attempt(trigger: ReloadTrigger): ReloadOutcome {
+  async function attempt(trigger: ReloadTrigger): Promise<ReloadOutcome> {
     const oldVersion = target.policy.version;
     let text: string;
     try {
@@ -187,6 +199,20 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
       logger.error({ event: 'policy_reload_failed', trigger, policy: path, version: oldVersion, issues }, 'policy reload refused; the current policy stays');
       return { status: 'failed', version: oldVersion, issues };
     }
+    let vetted: PolicyIssue[];
+    try {
+      vetted = (await target.vet?.(next)) ?? [];
+    } catch (err) {
+      // Not known to be wrong, only not checked: the same text is tried again on its next change event.
+      const issues = [{ path: '', message: `cannot check the policy against the keys issued at run time: ${(err as Error).message}` }];
+      logger.error({ event: 'policy_reload_failed', trigger, policy: path, version: oldVersion, issues }, 'policy reload refused; the current policy stays');
+      return { status: 'failed', version: oldVersion, issues };
+    }
+    if (vetted.length > 0) {
+      lastRefused = textHash;
+      logger.error({ event: 'policy_reload_failed', trigger, policy: path, version: oldVersion, issues: vetted }, 'policy reload refused; the current policy stays');
+      return { status: 'failed', version: oldVersion, issues: vetted };
+    }
     lastRefused = undefined;
     const changes = windowChanges(target.policy, next);
     const removed = removedIds(target.policy, next);
@@ -208,7 +234,7 @@ export function watchPolicy(opts: PolicyReloaderOptions): PolicyReloader {
     if (timer) clearTimeout(timer);
     timer = setTimeout(() => {
       timer = undefined;
-      reload('file');
+      void reload('file');
     }, debounceMs);
     timer.unref();
   }

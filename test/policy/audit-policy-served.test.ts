@@ -48,7 +48,7 @@ describe('a policy served as tollgate check judges it', () => {
     ]);
   });
 
-  it('keeps the serving policy when a hot reload brings a rule reading request.teir, and logs why', () => {
+  it('keeps the serving policy when a hot reload brings a rule reading request.teir, and logs why', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tollgate-audit-'));
     const path = join(dir, 'policy.yaml');
     const good = `${HEAD}rules:\n  - { id: no-premium, when: "request.tier == 'premium'", effect: deny }\n`;
@@ -59,7 +59,7 @@ describe('a policy served as tollgate check judges it', () => {
     const logger = { info() {}, warn() {}, debug() {}, error: (fields: Record<string, unknown>) => void errors.push(fields) };
     const reloader = watchPolicy({ path, target, logger, watchFile: false, signals: null, parse: parseServedPolicy });
     writeFileSync(path, good.replace('request.tier', 'request.teir'));
-    const outcome = reloader.reload('sighup');
+    const outcome = await reloader.reload('sighup');
     reloader.close();
     expect(outcome.status).toBe('failed');
     expect(target.policy.version).toBe(before);

@@ -38,6 +38,9 @@ afterEach(async () => {
   runtime = undefined;
 });
 
+/** A reload runs after the checks it awaits (Gateway.vet): lets one set off by a timer or a signal finish. */
+const reloadsDone = () => new Promise((r) => setImmediate(r));
+
 async function start(text: string, opts: { watchFile?: boolean; signals?: EventEmitter } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-reload-'));
   const path = join(dir, 'policy.yaml');
@@ -82,12 +85,12 @@ describe('policy hot reload', () => {
       `rateLimits:\n  - { id: user-rpm, scope: user, ${limit} }\n  - { id: user-cap, scope: user, concurrent: 4 }\n`;
     const t = await start(withLimits('window: { calendar: week, timezone: Europe/Paris }', 'requestsPerMinute: 5'));
     // The limit's number and the budget's amount change nothing counted: no warning.
-    t.reloader.reload('sighup');
+    await t.reloader.reload('sighup');
     writeFileSync(t.path, withLimits('window: { calendar: week, timezone: Europe/Paris }', 'requestsPerMinute: 9').replace('tokens: 10000', 'tokens: 500'));
-    expect(t.reloader.reload('sighup').status).toBe('reloaded');
+    expect((await t.reloader.reload('sighup')).status).toBe('reloaded');
     expect(t.logs.filter((l) => l.event === 'policy_window_changed')).toEqual([]);
     writeFileSync(t.path, withLimits('window: { rolling: { days: 7 }, buckets: 28 }', 'requestsPerMinute: 9, buckets: 6'));
-    expect(t.reloader.reload('sighup').status).toBe('reloaded');
+    expect((await t.reloader.reload('sighup')).status).toBe('reloaded');
     expect(t.logs.filter((l) => l.event === 'policy_window_changed')).toEqual([
       expect.objectContaining({
         changes: [
@@ -101,7 +104,7 @@ describe('policy hot reload', () => {
     expect(page).toContain('counted afresh: budget user-weekly: tokens over calendar week (Europe/Paris) → tokens over rolling 168 h in 28 buckets; rate limit user-rpm: requests over 60 s in 12 buckets → requests over 60 s in 6 buckets');
     // A budget counted in dollars under an id that counted tokens reads the tokens as dollars.
     writeFileSync(t.path, withLimits('window: { rolling: { days: 7 }, buckets: 28 }', 'tokensPerMinute: 900, buckets: 6').replace('tokens: 10000', 'usd: 5'));
-    expect(t.reloader.reload('sighup').status).toBe('reloaded');
+    expect((await t.reloader.reload('sighup')).status).toBe('reloaded');
     expect(t.logs.filter((l) => l.event === 'policy_window_changed').at(-1)!.changes).toEqual([
       { budget: 'user-weekly', from: 'tokens over rolling 168 h in 28 buckets', to: 'usd over rolling 168 h in 28 buckets' },
       { rateLimit: 'user-rpm', from: 'requests over 60 s in 6 buckets', to: 'tokens over 60 s in 6 buckets' },
@@ -175,6 +178,7 @@ describe('policy hot reload', () => {
       writeFileSync(join(t.dir, 'marker'), '');
       await delivered('marker');
       vi.runOnlyPendingTimers();
+      await reloadsDone();
       expect(t.logs).toEqual([]);
       expect(t.gateway.policy.version).toBe(versionOf(V2));
 
@@ -183,6 +187,7 @@ describe('policy hot reload', () => {
       writeFileSync(t.path, V3);
       await delivered('policy.yaml');
       vi.runOnlyPendingTimers();
+      await reloadsDone();
       expect(t.logs).toEqual([expect.objectContaining({ event: 'policy_reloaded', trigger: 'file', oldVersion: versionOf(V2), newVersion: versionOf(V3) })]);
     } finally {
       events.close();
@@ -196,12 +201,14 @@ describe('policy hot reload', () => {
     expect(t.gateway.policy.version).toBe(versionOf(V1));
 
     signals.emit('SIGHUP');
+    await reloadsDone();
     expect(t.gateway.policy.version).toBe(versionOf(V2));
     expect(t.logs.at(-1)).toMatchObject({ event: 'policy_reloaded', trigger: 'sighup', oldVersion: versionOf(V1), newVersion: versionOf(V2) });
 
     t.reloader.onSighup();
+    await reloadsDone();
     expect(t.logs.at(-1)).toMatchObject({ event: 'policy_reloaded', trigger: 'sighup', oldVersion: versionOf(V2), newVersion: versionOf(V2) });
-    expect(t.reloader.reload('sighup')).toEqual({ status: 'reloaded', oldVersion: versionOf(V2), newVersion: versionOf(V2) });
+    expect(await t.reloader.reload('sighup')).toEqual({ status: 'reloaded', oldVersion: versionOf(V2), newVersion: versionOf(V2) });
 
     t.reloader.close();
     expect(signals.listenerCount('SIGHUP')).toBe(0);
@@ -215,7 +222,7 @@ describe('policy hot reload', () => {
     const inFlight = t.gateway.complete({ principal: alice, transport: 'cli', request: ask });
     await held.arrived;
     writeFileSync(t.path, V2);
-    expect(t.reloader.reload('file')).toEqual({ status: 'reloaded', oldVersion: versionOf(V1), newVersion: versionOf(V2) });
+    expect(await t.reloader.reload('file')).toEqual({ status: 'reloaded', oldVersion: versionOf(V1), newVersion: versionOf(V2) });
     held.release();
 
     const first = await inFlight;
@@ -227,17 +234,17 @@ describe('policy hot reload', () => {
   it('reports a missing file as a refused reload', async () => {
     const t = await start(V1, { watchFile: false });
     renameSync(t.path, join(t.dir, 'moved.yaml'));
-    expect(t.reloader.reload('sighup')).toEqual({ status: 'failed', version: versionOf(V1), issues: [{ path: '', message: 'cannot read policy file: ENOENT' }] });
+    expect(await t.reloader.reload('sighup')).toEqual({ status: 'failed', version: versionOf(V1), issues: [{ path: '', message: 'cannot read policy file: ENOENT' }] });
     expect(t.gateway.policy.version).toBe(versionOf(V1));
   });
 
   it('keeps a history of reloads and refused reloads for the console, leaving out unchanged files', async () => {
     const t = await start(V1, { watchFile: false });
-    expect(t.reloader.reload('file')).toEqual({ status: 'unchanged', version: versionOf(V1) });
+    expect(await t.reloader.reload('file')).toEqual({ status: 'unchanged', version: versionOf(V1) });
     writeFileSync(t.path, V2);
-    t.reloader.reload('file');
+    await t.reloader.reload('file');
     writeFileSync(t.path, 'version: 2\n');
-    t.reloader.reload('sighup');
+    await t.reloader.reload('sighup');
     expect(t.reloader.history().map(({ at, issues, ...r }) => ({ ...r, at: typeof at, issues: issues?.length }))).toEqual([
       { at: 'string', trigger: 'file', status: 'reloaded', oldVersion: versionOf(V1), newVersion: versionOf(V2), issues: undefined },
       { at: 'string', trigger: 'sighup', status: 'failed', oldVersion: versionOf(V2), newVersion: versionOf(V2), issues: 3 },
