@@ -117,7 +117,7 @@ describe('policy hot reload', () => {
     await t.gateway.complete({ principal: alice, transport: 'cli', request: ask });
     // Renamed: user-weekly is gone, user-weekly-v2 counts from zero; the limit is dropped.
     writeFileSync(t.path, V1.replace('id: user-weekly', 'id: user-weekly-v2'));
-    expect(t.reloader.reload('sighup').status).toBe('reloaded');
+    expect((await t.reloader.reload('sighup')).status).toBe('reloaded');
     expect(t.logs.filter((l) => l.event === 'policy_ids_removed')).toEqual([
       expect.objectContaining({ level: 40, removed: [{ budget: 'user-weekly' }, { rateLimit: 'user-rpm' }] }),
     ]);
@@ -126,7 +126,7 @@ describe('policy hot reload', () => {
     expect(page).toContain('removed: budget user-weekly, rate limit user-rpm');
     // Nothing removed, nothing said.
     writeFileSync(t.path, V2.replace('id: user-weekly', 'id: user-weekly-v2'));
-    expect(t.reloader.reload('sighup').status).toBe('reloaded');
+    expect((await t.reloader.reload('sighup')).status).toBe('reloaded');
     expect(t.logs.filter((l) => l.event === 'policy_ids_removed')).toHaveLength(1);
   });
 
