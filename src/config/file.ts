@@ -95,8 +95,14 @@ export function readConfigFile(file: string): Partial<Record<EnvName, string>> {
   }
   const out: Partial<Record<EnvName, string>> = {};
   const problems: string[] = [];
+  // A variable with a key of its own is set there (a path under env would be read against the
+  // working directory, not the file, and could disagree with the key); TOLLGATE_CONFIG picks the file.
+  const keyOf = new Map<string, string>(Object.entries(CONFIG_KEYS).map(([key, name]) => [name, key]));
   for (const [name, value] of Object.entries(result.data.env ?? {})) {
-    if (!known.has(name)) problems.push(`env.${name}: not a variable tollgate reads${didYouMean(name, known)} (see docs/environment.md)`);
+    const key = keyOf.get(name);
+    if (key !== undefined) problems.push(`env.${name}: set it with the key ${key}${PATH_KEYS.has(key) ? ' (a path there is relative to this file)' : ''}`);
+    else if (name === 'TOLLGATE_CONFIG') problems.push(`env.${name}: a configuration file cannot name another; give it with --config or TOLLGATE_CONFIG`);
+    else if (!known.has(name)) problems.push(`env.${name}: not a variable tollgate reads${didYouMean(name, known)} (see docs/environment.md)`);
     else out[name as EnvName] = value;
   }
   if (problems.length) throw new ConfigFileError(file, problems);

@@ -33,6 +33,18 @@ describe('tollgate.yaml', () => {
     expect(() => withConfigFile({}, bad, dir)).toThrow(new ConfigFileError(bad, ['unknown key polcy; did you mean policy?; known: policy, dataDir, redis, redisClusterNodes, keyPrefix, host, port, events, workers, logLevel, env']));
   });
 
+  it('refuses under env a variable with a key of its own, and TOLLGATE_CONFIG, which would be read otherwise than the file says', () => {
+    const bad = join(dir, 'env-keys.yaml');
+    writeFileSync(bad, 'policy: p.yaml\nenv:\n  TOLLGATE_POLICY: other.yaml\n  TOLLGATE_DATA_DIR: data\n  TOLLGATE_CONFIG: more.yaml\n');
+    expect(() => withConfigFile({}, bad, dir)).toThrow(
+      new ConfigFileError(bad, [
+        'env.TOLLGATE_POLICY: set it with the key policy (a path there is relative to this file)',
+        'env.TOLLGATE_DATA_DIR: set it with the key dataDir (a path there is relative to this file)',
+        'env.TOLLGATE_CONFIG: a configuration file cannot name another; give it with --config or TOLLGATE_CONFIG',
+      ]),
+    );
+  });
+
   it('refuses a file named by --config or TOLLGATE_CONFIG that does not exist', () => {
     expect(() => withConfigFile({ TOLLGATE_CONFIG: 'nope.yaml' }, undefined, dir)).toThrow('no such file (given by TOLLGATE_CONFIG)');
   });
