@@ -143,12 +143,20 @@ export function actorChain(payload: JWTPayload): Actor[] {
   return chain;
 }
 
+/** Control characters (C0, DEL, C1) and the bidirectional embeddings, overrides and isolates. */
+export const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
+
 /** Maps verified claims to a Principal. Throws AUTH_INVALID when the user claim is missing. */
 export function principalFromClaims(payload: JWTPayload, mapping: ClaimsConfig, issuer: string, userPrefix = ''): Principal {
   const claims = payload as Record<string, unknown>;
   const named = readClaim(claims, mapping.user);
   if (typeof named !== 'string' || named === '') {
     throw new GatewayError('AUTH_INVALID', `The token has no ${mapping.user} claim to identify the user.`);
+  }
+  // A user's name is printed in events, reports and the console: no control characters, and no
+  // bidirectional overrides, which reorder what follows them on screen (as for issued keys' names).
+  if (UNPRINTABLE.test(named)) {
+    throw new GatewayError('AUTH_INVALID', `The token's ${mapping.user} claim holds a control or bidirectional-override character; it cannot name a user.`);
   }
   const user = userPrefix + named;
   const costCenter = mapping.costCenter ? claimValues(claims, mapping.costCenter)[0] : undefined;

@@ -137,12 +137,27 @@ export class JwtVerifier {
     } catch (err) {
       throw explain(err, trusted);
     }
+    const principal = principalFromClaims(payload, trusted.config.claims, trusted.config.issuer, trusted.config.userPrefix);
+    this.requireOwnNamespace(principal.user, trusted.config);
     return {
-      principal: principalFromClaims(payload, trusted.config.claims, trusted.config.issuer, trusted.config.userPrefix),
+      principal,
       expiresAt: payload.exp! + trusted.config.clockToleranceSeconds,
       actors: actorChain(payload),
       issuer: trusted.config.issuer,
     };
+  }
+
+  /**
+   * An issuer names users in its own namespace: a user whose name begins with a longer userPrefix
+   * of another issuer (an unprefixed IdP's `partner:alice`, where the partner's issuer has
+   * `userPrefix: partner:`) would be, for budgets, limits and rules, that issuer's user. Refused.
+   */
+  private requireOwnNamespace(user: string, config: TrustedIssuer['config']): void {
+    for (const other of this.issuers.values()) {
+      const prefix = other.config.userPrefix;
+      if (other.config === config || prefix.length <= config.userPrefix.length || !user.startsWith(prefix)) continue;
+      throw new GatewayError('AUTH_INVALID', `The token names the user ${user}, which begins with ${prefix}, the userPrefix of the issuer ${other.config.issuer}: an issuer cannot name another's users.`);
+    }
   }
 
   private async keysOf({ config, source: t }: TrustedIssuer): Promise<JWTVerifyGetKey> {

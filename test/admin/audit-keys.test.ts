@@ -42,6 +42,12 @@ describe('keys issue', () => {
     expect(await refusal(keys('issue', { user: 'ada', roles: 'admin\u0085' }))).toMatch(/^--roles "admin\\x85" holds a control character/);
   });
 
+  it('refuses a name holding a bidirectional override, and a blank one', async () => {
+    expect(await refusal(keys('issue', { user: 'eve\u202egnp.exe' }))).toBe('--user "eve\\u202egnp.exe" holds a control character (\\u202e): names are printed in listings, reports and logs');
+    expect(await refusal(keys('issue', { user: ' ' }))).toBe('--user is blank: a name must hold more than spaces');
+    expect(await keys('list', {})).toBe('no issued keys\n');
+  });
+
   it("refuses an id the policy's own keys use, which listings, the console and revoke could not tell apart", async () => {
     // The embedded default policy declares demo-alice.
     expect(await refusal(keys('issue', { user: 'mallory', id: 'demo-alice' }))).toBe('The policy declares an API key with id "demo-alice"; choose another id.');

@@ -58,6 +58,22 @@ describe('users of two identity providers', () => {
     expect(fromKey).toMatchObject({ 'user.id': 'alice', 'auth.method': 'api_key', 'auth.credential.id': 'k-alice' });
   });
 
+  it("refuses a token whose user name begins with another issuer's prefix, or holds a control or bidi character", async () => {
+    const client = (token: string) => new OpenAI({ apiKey: token, baseURL: `${gw.url}/v1`, maxRetries: 0 });
+    const ask = { model: 'standard', messages: [{ role: 'user' as const, content: 'hi' }], max_tokens: 10 };
+    for (const name of ['partner:alice', 'ali\u0000ce', 'ali\u202ece']) {
+      const before = gw.events.length;
+      const err = await client(await a.sign({ sub: 'a-2', aud: AUD, preferred_username: name })).chat.completions.create(ask).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OpenAI.AuthenticationError);
+      await gw.idle();
+      expect(gw.events.slice(before)).toEqual([expect.objectContaining({ outcome: 'refused', 'error.code': 'AUTH_INVALID' })]);
+      expect(gw.events.at(-1)!['user.id']).toBeUndefined();
+    }
+    // The prefixed issuer's own partner:alice is served as before.
+    const ok = await client(await b.sign({ sub: 'b-2', aud: AUD, preferred_username: 'alice' })).chat.completions.create(ask);
+    expect(ok.choices[0]!.message.content).toBeTruthy();
+  });
+
   it('is warned about by check when two issuers share a prefix', () => {
     const shared = checkPolicyText(policy(a, b, ''), 'p.yaml');
     expect(shared.errors).toEqual([]);
