@@ -82,15 +82,32 @@ export function limitLine(limit: CompiledLimit, subject: string, now: number, pr
   }
   const w = resolveSliding(limit.spanMs, limit.buckets, now);
   const bucket = [w.start, w.start + w.bucketMs] as const;
-  return withAmounts({ limit, subject, readStarts: w.readStarts, spanMs: w.spanMs, line: { budgetId: id, subject, limit: limit.limit, expiresAt: w.expiresAt, ...lineKeys(prefix, id, subject, w.readStarts, w.start), bucket } });
+  const late = Math.min(limit.buckets, Math.ceil(LATE_MS / w.bucketMs));
+  const lateStarts = Array.from({ length: late }, (_, j) => w.start + (j + 1) * w.bucketMs);
+  const lateKeys = lineKeys(prefix, id, subject, lateStarts, w.start).readKeys;
+  return withAmounts({ limit, subject, readStarts: w.readStarts, spanMs: w.spanMs, line: { budgetId: id, subject, limit: limit.limit, expiresAt: w.expiresAt, ...lineKeys(prefix, id, subject, w.readStarts, w.start), bucket, lateKeys } });
+}
+
+/**
+ * How late a reservation may reach Redis after its limit lines were resolved and still be charged
+ * in the bucket Redis's clock is in (LedgerLine.lateKeys): a loaded event loop delays a command by
+ * up to hundreds of ms (85 ms typical, 278 ms at worst on a 2-core machine under load), more than a
+ * per-second limit's 100 ms bucket. Later than that, the line is refused as skewed and resolved again.
+ */
+export const LATE_MS = 500;
+
+/** `l` resolved `late` buckets after its own: the line a reservation the store charged that late settles on. */
+export function laterLimitLine(l: LimitLine, late: number, prefix: string): LimitLine {
+  const [start, end] = l.line.bucket!;
+  return keptLimitLine(l.limit, l.subject, start + late * (end - start), prefix);
 }
 
 function withAmounts(l: Omit<LimitLine, 'one' | 'zero'>): LimitLine {
   // Fields in the order of a budget's ledger line (src/policy/budgets.ts), written out rather than
   // spread (see lineAt in quota/store.ts), so the stores see one shape. The head goes on the line
   // too, so a token limit's line of any other amount (`ledgerLine`) carries it.
-  const { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, bucket } = l.line;
-  const line = { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, head: lineHead(l.line), bucket };
+  const { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, bucket, lateKeys } = l.line;
+  const line = { budgetId, subject, limit, expiresAt, usageKey, readKeys, reservedKey, head: lineHead(l.line), bucket, lateKeys };
   const at = (amount: number): LedgerLine => {
     const priced = lineAt(line, amount);
     priced.text = lineText(priced);

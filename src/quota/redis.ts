@@ -247,6 +247,9 @@ function pushReservationKeys(out: string[], r: string): void {
 }
 
 /** The QuotaStore shared by every replica; see the design notes at the top of this file. */
+/** A line without late keys (LedgerLine.lateKeys). */
+const NO_KEYS: readonly string[] = [];
+
 export class RedisQuotaStore implements QuotaStore, AlertLedger {
   readonly kind = 'redis';
   readonly guarded: boolean = true;
@@ -257,8 +260,13 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
   private readonly records: Keyv<string[]>;
   /** This process's clock (options.now). */
   private readonly clock: () => number;
-  /** How far Redis's clock is ahead of `clock`, as last measured (learnTime). */
+  /** How far Redis's clock is ahead of `clock`, as far as measured (learnTime): always within `offsetBounds` once measured. */
   private offsetMs = 0;
+  /**
+   * What the measurements prove about that offset, [lowest, highest] in ms: the intersection of every
+   * measurement's range since the clocks last stepped apart (learnTime).
+   */
+  private offsetBounds: [number, number] | undefined;
   /** Whether this store closes expired reservations (options.recover). */
   private readonly recovers: boolean;
   private readonly maxReplays: number;
@@ -380,9 +388,22 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
 
   learnTime(storeTime: number, sentAt: number, receivedAt: number): number | undefined {
     if (!this.ownClock) return undefined;
-    // Against the middle of the round trip; a reservation that merely crossed a bucket's edge on its
-    // way moves the offset by less than 10 ms.
-    const offset = Math.round(storeTime - (sentAt + receivedAt) / 2);
+    // Redis read its TIME somewhere between sentAt and receivedAt, so the offset lies within
+    // [storeTime - receivedAt, storeTime - sentAt] (a millisecond wider each side: both clocks are
+    // read in whole ms). Under a loaded event loop that range is hundreds of ms wide: its middle
+    // is no estimate (it once moved the offset by ±350 ms with no skew at all, and every call's
+    // lines then named a bucket Redis was not in). The ranges of successive measurements are
+    // intersected, so the narrowest (lowest round trip) bounds the offset and a wider one never
+    // loosens it; a range that misses the bounds means the clocks stepped apart, and it starts anew.
+    const lo = storeTime - receivedAt - 1;
+    const hi = storeTime - sentAt + 1;
+    const bounds = this.offsetBounds;
+    this.offsetBounds = bounds && lo <= bounds[1] && hi >= bounds[0] ? [Math.max(lo, bounds[0]), Math.min(hi, bounds[1])] : [lo, hi];
+    const [low, high] = this.offsetBounds;
+    // An offset the bounds still allow stays: a disagreement within the measurement's uncertainty is
+    // a bucket's edge crossed on the way, not skew. One they exclude moves to their middle.
+    if (this.offsetMs >= low && this.offsetMs <= high) return undefined;
+    const offset = Math.round((low + high) / 2);
     const moved = Math.abs(offset - this.offsetMs) >= 10;
     this.offsetMs = offset;
     return moved ? offset : undefined;
@@ -462,10 +483,12 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         pushReservationKeys(keyList, l.reservedKey);
         keyList.push(this.markerKey(l.reservedKey, requestId));
         for (const k of l.readKeys) keyList.push(k);
-        args.push(4 + l.readKeys.length, l.amount, checked ? checked[i]! : l.limit, info.lines[i]!, i === 0 ? info.amounts : '');
         // A store on an injected clock (a test's) has no clock in common with Redis to check against.
-        if (l.bucket && this.ownClock) args.push(l.bucket[0], l.bucket[1]);
-        else args.push('', '');
+        const late = l.bucket && this.ownClock ? (l.lateKeys ?? NO_KEYS) : NO_KEYS;
+        for (const k of late) keyList.push(k);
+        args.push(4 + l.readKeys.length + late.length, l.amount, checked ? checked[i]! : l.limit, info.lines[i]!, i === 0 ? info.amounts : '');
+        if (l.bucket && this.ownClock) args.push(l.bucket[0], l.bucket[1], late.length);
+        else args.push('', '', 0);
       }
       return this.runLines(RESERVE, keyList, args);
     });
@@ -485,7 +508,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       dropRecord();
       throw asStoreError(failed.reason);
     }
-    const states = settled.slice(0, groups.length).flatMap((r) => (r as PromiseFulfilledResult<unknown>).value as [number, number, number, number[]?][]);
+    const states = settled.slice(0, groups.length).flatMap((r) => (r as PromiseFulfilledResult<unknown>).value as [number, number, number, number[]?, number?][]);
     const heldNow = ordered.filter((_, i) => states[i]![0] === 1).map((l) => l.reservedKey);
     const skewed = states.find((st) => st[0] === 5);
     if (skewed) {
@@ -527,17 +550,25 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         if (states[i]![0] === 0 && lines.indexOf(ordered[i]!) < lines.indexOf(ordered[first]!)) first = i;
       }
       const line = ordered[first]!;
-      const [, used, reserved, buckets] = states[first]!;
-      return { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount, buckets: buckets ?? [] };
+      const [, used, reserved, buckets, late] = states[first]!;
+      const refusal: ReserveOutcome = { ok: false, budgetId: line.budgetId, subject: line.subject, used, reserved, limit: line.limit, requested: line.amount, buckets: buckets ?? [] };
+      if (late) refusal.late = late;
+      return refusal;
     }
     this.remember(requestId, { keys, at: now, ttlMs, marked: opts.dispatching === true });
-    if (!given) return { ok: true };
+    let late: number[] | undefined;
+    states.forEach((st, i) => {
+      if (!st[4]) return;
+      late ??= new Array<number>(lines.length).fill(0);
+      late[lines.indexOf(ordered[i]!)] = st[4];
+    });
+    if (!given) return late ? { ok: true, late } : { ok: true };
     // The states the script found, before its reservation, in the caller's order.
     const before: LineState[] = new Array(lines.length);
     given.forEach((at, i) => {
       before[at] = { used: states[i]![1], reserved: states[i]![2] };
     });
-    return { ok: true, states: before };
+    return late ? { ok: true, states: before, late } : { ok: true, states: before };
   }
 
   /**

@@ -485,17 +485,38 @@ end
 `;
 
 /**
+ * The line JSON `text` (lineText) moved `by` ms later: its usage key `from` becomes `to`, its expiresAt
+ * as much later. Nil when the text does not name `from` as written (a key JSON escapes).
+ */
+const LATER_LINE = `
+local function laterLine(text, from, to, by)
+  local s, e = string.find(text, '"usageKey":"' .. from .. '"', 1, true)
+  if not s then return nil end
+  text = string.sub(text, 1, s - 1) .. '"usageKey":"' .. to .. '"' .. string.sub(text, e + 1)
+  local _, x = string.find(text, ',"expiresAt":', 1, true)
+  if not x then return nil end
+  local num = string.match(text, '^%-?%d+', x + 1)
+  if not num then return nil end
+  return string.sub(text, 1, x) .. string.format('%.0f', tonumber(num) + by) .. string.sub(text, x + 1 + #num)
+end
+`;
+
+/**
  * Reserves on several lines at once, all or none. No journal entry: a reservation is journaled by
  * the entry that closes it (the call's settle or release, or recovery's recover or release, which
  * carries the line at its reserved amount), so a call costs one entry, not two.
  * KEYS: J, JH, ROLL, IDX, P (R:p of the first line: the recovery profiles), then per line: R, R:x,
- * R:i, R:s:<id>, readKeys...
+ * R:i, R:s:<id>, readKeys..., late keys...
  * ARGV: journal args (4), requestId, reservation expiry, index it (1/0), request id JSON,
  * dispatching (1: the dispatch mark goes with the reservation, as DISPATCH would write it), the
  * profile's digest (empty when this script does not carry the call's event), the profile's text
  * (empty when the gateway wrote it already), then per line: key count, amount, limit, the line's
- * JSON, the lines' amounts (first line only; see recoveryInfo), and the start and end of the
- * line's bucket (empty for a line without one: see LedgerLine.bucket). With "index it", each reserved
+ * JSON, the lines' amounts (first line only; see recoveryInfo), the start and end of the
+ * line's bucket (empty for a line without one: see LedgerLine.bucket) and how many late keys it
+ * has (LedgerLine.lateKeys). A line whose bucket Redis's time has passed, by no more buckets than it
+ * has late keys, reads the window ending with Redis's bucket and is charged there: its JSON in R:i
+ * (what recovery charges) names that bucket's key, and its reply says how many buckets late it is
+ * (below). With "index it", each reserved
  * line's R is added to IDX (the lines with open reservations, scored by their latest expiry) for
  * the sweep. A profile sent is written to P (kept ${PROFILE_TTL_MS / 86_400_000} days from its last write) when the
  * reservation is made; one not sent must be there, else nothing is reserved and every line says 4.
@@ -504,33 +525,48 @@ end
  * because another line said 0 or 2, 4 nothing reserved: the profile is not in P (send it), 5
  * nothing reserved: a line's bucket does not hold Redis's time now, which every line then gives as
  * its `used` (epoch ms). That check comes first, so a line is only ever charged in the bucket that
- * is current by the one clock every replica's reservations on it meet: Redis's.
+ * is current by the one clock every replica's reservations on it meet: Redis's. A line charged in a
+ * later bucket than its own adds the read keys' values (or nothing) and the number of buckets.
  */
 export const RESERVE = script(
   'reserve',
-  `
+  `${LATER_LINE}
 local jr = journal(KEYS, ARGV)
 local id, expiry, index, idJson, dispatching = ARGV[5], ARGV[6], ARGV[7] == '1', ARGV[8], ARGV[9] == '1'
 local digest, profile = ARGV[10], ARGV[11]
 local out, taken, events, k, blocked = {}, {}, {}, 6, false
 local seen, settled
-for a = 12, #ARGV, 7 do
+-- How many buckets past its own each line is charged in (0 for a line without a bucket), and its
+-- JSON then (naming that bucket).
+local late, texts, kk = {}, {}, 6
+for a = 12, #ARGV, 8 do
+  late[a], texts[a] = 0, ARGV[a + 3]
   if ARGV[a + 5] ~= '' then
     local t = redisTime(jr)
     local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    if ms < tonumber(ARGV[a + 5]) or ms >= tonumber(ARGV[a + 6]) then
-      for b = 12, #ARGV, 7 do out[#out + 1] = {5, ms, 0} end
+    local start, stop, spare = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+    if ms >= stop then late[a] = math.floor((ms - start) / (stop - start)) end
+    if ms >= start and late[a] > 0 and late[a] <= spare then
+      local own = kk + tonumber(ARGV[a]) - 1 - spare
+      texts[a] = laterLine(ARGV[a + 3], KEYS[own], KEYS[own + late[a]], late[a] * (stop - start))
+    end
+    if ms < start or late[a] > spare or not texts[a] then
+      for b = 12, #ARGV, 8 do out[#out + 1] = {5, ms, 0} end
       return {out, events}
     end
   end
+  kk = kk + tonumber(ARGV[a])
 end
 if digest ~= '' and profile == '' and redis.call('HEXISTS', KEYS[5], digest) == 0 then
-  for a = 12, #ARGV, 7 do out[#out + 1] = {4, 0, 0} end
+  for a = 12, #ARGV, 8 do out[#out + 1] = {4, 0, 0} end
   return {out, events}
 end
-for a = 12, #ARGV, 7 do
+for a = 12, #ARGV, 8 do
   local n, amount, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local res, exp, inf, marker = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  -- The window read ends with the bucket Redis's time is in: the line's own, or one of its late
+  -- keys (the last ARGV[a + 7] of its keys).
+  local spare, shift, text = tonumber(ARGV[a + 7]) or 0, late[a], texts[a]
   purge(jr, res, exp, inf, events)
   local state, used, reserved, count = 3, 0, 0, 0
   local vals
@@ -543,7 +579,7 @@ for a = 12, #ARGV, 7 do
   if not got or got[1] then
     state = 2
   else
-    vals = values(k + 4, k + n - 1)
+    vals = values(k + 4 + shift, k + n - 1 - spare + shift)
     for _, v in ipairs(vals) do used = used + v end
     reserved, count = tallied(res, got[2])
     if used + reserved + amount > limit then state = 0 end
@@ -552,7 +588,11 @@ for a = 12, #ARGV, 7 do
   out[#out + 1] = {state, used, reserved}
   -- A refusal also says what each read key holds (a rate limit's retry time comes from them).
   if state == 0 then out[#out][4] = vals end
-  local info = ARGV[a + 3] .. '\\n' .. idJson
+  if shift > 0 then
+    out[#out][4] = out[#out][4] or {}
+    out[#out][5] = shift
+  end
+  local info = text .. '\\n' .. idJson
   if ARGV[a + 4] ~= '' then info = info .. '\\n${PROFILE_FORMAT}\\n' .. digest .. '\\n' .. ARGV[a + 4] end
   taken[#taken + 1] = {res, exp, inf, ARGV[a + 1], info, reserved + amount, count + 1}
   k = k + n

@@ -43,6 +43,14 @@ export interface LedgerLine {
    * rather than let a replica whose clock is off charge a bucket the others do not read yet.
    */
   bucket?: readonly [number, number];
+  /**
+   * With a bucket: the usage keys of the buckets right after it, in order. A reservation reaches
+   * the store some time after its line was resolved (under a loaded event loop, hundreds of ms:
+   * more than a per-second limit's bucket); when the store's clock has passed the line's bucket by
+   * no more buckets than these, the store charges the bucket its clock is in and reads the window
+   * ending there (ReserveOutcome `late`), rather than refuse the line as skewed.
+   */
+  lateKeys?: readonly string[];
 }
 
 /**
@@ -65,7 +73,7 @@ export class ClockSkewError extends Error {
  * misses its inline cache (issue 21). `text`, the JSON of one particular amount, is not carried over.
  */
 export function lineAt(line: Omit<LedgerLine, 'amount'>, amount: number): LedgerLine {
-  return { budgetId: line.budgetId, subject: line.subject, limit: line.limit, expiresAt: line.expiresAt, usageKey: line.usageKey, readKeys: line.readKeys, reservedKey: line.reservedKey, head: line.head, bucket: line.bucket, amount };
+  return { budgetId: line.budgetId, subject: line.subject, limit: line.limit, expiresAt: line.expiresAt, usageKey: line.usageKey, readKeys: line.readKeys, reservedKey: line.reservedKey, head: line.head, bucket: line.bucket, lateKeys: line.lateKeys, amount };
 }
 
 /** Used and reserved amounts of one budget line. */
@@ -83,6 +91,11 @@ export type ReserveOutcome =
        * and made now (not on the no-op of a repeat).
        */
       states?: LineState[];
+      /**
+       * Per line, in the order given, how many buckets after its own the line was charged in
+       * (LedgerLine.lateKeys): settle it at that bucket. Absent when every line was charged in its own.
+       */
+      late?: number[];
     }
   | {
       ok: false;
@@ -94,6 +107,8 @@ export type ReserveOutcome =
       requested: number;
       /** What each of the refusing line's `readKeys` holds, in order (a rate limit's retry time is worked out from them). */
       buckets?: number[];
+      /** How many buckets after its own the refusing line was checked in (LedgerLine.lateKeys): `buckets` are that window's. */
+      late?: number;
     };
 
 /** A decision event as the journal holds it: opaque to the store, committed with the ledger change it explains. */
@@ -136,8 +151,9 @@ export interface QuotaStore {
    * A store with a clock of its own (Redis's TIME, against which `reserve` checks lines' buckets:
    * ClockSkewError) owns how far that clock is ahead of this process's. `learnTime` measures it from
    * a refused reservation sent at `sentAt` and answered at `receivedAt` (by this process's clock)
-   * that found the store's time to be `storeTime`, and returns the new offset when it moved by 10 ms
-   * or more (worth a log line), else undefined. The ledger resolves windows at this process's time
+   * that found the store's time to be `storeTime` (which proves the offset within [storeTime -
+   * receivedAt, storeTime - sentAt]; the offset moves only when what was measured excludes it), and
+   * returns the new offset when it moved by 10 ms or more (worth a log line), else undefined. The ledger resolves windows at this process's time
    * plus `clockOffsetMs()`, and the store counts its counters' lifetimes and reservations' expiries
    * by the same (a lifetime counted from a clock hours ahead was over before it began).
    */

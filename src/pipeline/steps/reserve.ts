@@ -1,6 +1,6 @@
 import { chargeLines } from '../../policy/budgets.js';
 import { costMicroUsd } from '../../providers/prices.js';
-import { candidateLimits, ledgerLine, LIMIT_UNITS, limitAmount, limitCharge, retryAt, tooLargeForLimitError, type LimitLine } from '../../policy/limits.js';
+import { candidateLimits, laterLimitLine, ledgerLine, LIMIT_UNITS, limitAmount, limitCharge, retryAt, tooLargeForLimitError, type LimitLine } from '../../policy/limits.js';
 import { assumptionBounds, thresholdBounds } from '../../policy/decide.js';
 import type { Policy } from '../../policy/load.js';
 import { admittedDecision, exhaustedDecision, exhaustedError, inputTokensFor, outputCap, planCandidates, reportedShortfall, reservedLines, shortfallIn, type Candidate, type ServedDecision, type Shortfall } from '../../policy/plan.js';
@@ -157,6 +157,7 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
       if (blocked.size > 0 && limits.some((l) => blocked.has(l.line.reservedKey))) return undefined;
       // Only the lines that cover the candidate's tier are reserved (and checked), limits with them.
       const lines = reservedLines(ctx.lines, candidate);
+      const budgetCount = lines.length;
       const held: { line: LimitLine; amount: number }[] = [];
       // The worst case in tokens is worked out only for a token limit: requests and caps take 1.
       let worstTokens = -1;
@@ -174,6 +175,10 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
         return s.reserve(ctx.id, lines, ttlMs, reservationMeta(ctx, candidate.tier, candidate.models[0]!.ref, held), opts);
       });
       if (outcome.ok) {
+        // A line the store charged in a bucket after its own (it reached the store late) settles there.
+        outcome.late?.forEach((late, i) => {
+          if (late > 0 && i >= budgetCount) held[i - budgetCount]!.line = laterLimitLine(held[i - budgetCount]!.line, late, ledger.keyPrefix);
+        });
         ctx.decision = admittedDecision(decided, candidate, shortfalls[0]);
         ctx.outputClamp = candidate.clamp;
         ctx.reservation = { model: candidate.models[0]!, tier: candidate.tier, amounts: candidate.amounts, ...(held.length > 0 ? { limits: held } : {}) };
@@ -239,7 +244,8 @@ export function reserveAndSettle(opts: ReserveStepOptions): Middleware<CallConte
             tooLarge ??= { line: limit, requested: outcome.requested };
             continue;
           }
-          const retry = retryAt(limit, outcome, ledger.limitNow());
+          // A refusal in a bucket after the line's own gives that bucket's window.
+          const retry = retryAt(outcome.late ? laterLimitLine(limit, outcome.late, ledger.keyPrefix) : limit, outcome, ledger.limitNow());
           const remaining = Math.max(0, outcome.limit - outcome.used - outcome.reserved);
           if (!ctx.rateLimited || retry < ctx.rateLimited.retryAt) ctx.rateLimited = { line: limit, retryAt: retry, remaining };
         } else shortfalls.push(outcome);
