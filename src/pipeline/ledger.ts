@@ -225,8 +225,14 @@ export class Ledger {
       held.renewedAt = now;
       this.track(
         held.store.extend!(id, held.ttlMs).then(
-          () => {
+          (renewed) => {
             held.failed = false;
+            if (renewed && renewed.reasserted > 0) {
+              this.logger.warn(
+                { event: 'reservation_reasserted', requestId: id, lines: renewed.reasserted },
+                "a call in flight had its cap slot closed by expiry while the store was unreachable; its slot is held again",
+              );
+            }
           },
           (err: unknown) => {
             held.renewedAt = before;

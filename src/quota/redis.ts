@@ -40,7 +40,7 @@
 import { randomUUID } from 'node:crypto';
 import KeyvRedis, { Keyv, createClient } from '@keyv/redis';
 import { pino, type Logger } from 'pino';
-import type { EntryBody, EntryLine, JournalEntry } from './journal.js';
+import { CAP_UNIT, limitUnitsOf, type EntryBody, type EntryLine, type JournalEntry } from './journal.js';
 import { createClusterClient, watchCluster, type NodeDefaults } from './redisCluster.js';
 import { evictionRisk, evictionState, type EvictionRisk } from './redisEviction.js';
 import { ReplaySpill } from './spill.js';
@@ -219,6 +219,8 @@ interface Held {
   ttlMs: number;
   /** Reserved with `dispatching`, and dispatch() not called since: it has nothing to write. */
   marked: boolean;
+  /** The R of each cap line (a reservation that is the count) with its amount: a renewal makes it again if it is gone (EXTEND). */
+  caps?: Map<string, number>;
 }
 
 function byReservedKey<T extends { reservedKey: string }>(a: T, b: T): number {
@@ -247,6 +249,14 @@ function pushReservationKeys(out: string[], r: string): void {
 }
 
 /** The QuotaStore shared by every replica; see the design notes at the top of this file. */
+/** The cap lines among `lines` (by the reservation's meta: limits.<id> is the cap unit), by R, with their amounts. */
+function capsOf(lines: readonly LedgerLine[], meta: DecisionRecord | undefined): Map<string, number> | undefined {
+  const units = limitUnitsOf(meta ?? {});
+  let caps: Map<string, number> | undefined;
+  for (const l of lines) if (units.get(l.budgetId) === CAP_UNIT && l.amount > 0) (caps ??= new Map()).set(l.reservedKey, l.amount);
+  return caps;
+}
+
 /** A line without late keys (LedgerLine.lateKeys). */
 const NO_KEYS: readonly string[] = [];
 
@@ -555,7 +565,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
       if (late) refusal.late = late;
       return refusal;
     }
-    this.remember(requestId, { keys, at: now, ttlMs, marked: opts.dispatching === true });
+    this.remember(requestId, { keys, at: now, ttlMs, marked: opts.dispatching === true, caps: capsOf(ordered, meta) });
     let late: number[] | undefined;
     states.forEach((st, i) => {
       if (!st[4]) return;
@@ -597,17 +607,29 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
    * release it. A settle may then come `ttlMs` plus the marker slack after the renewal, not the
    * reservation (settleWindow): recovery cannot close the reservation before it expires.
    */
-  async extend(requestId: string, ttlMs: number): Promise<void> {
+  async extend(requestId: string, ttlMs: number): Promise<{ reasserted: number }> {
     const now = this.now();
     const expiresAt = now + ttlMs;
     try {
       await this.scripts.ready();
       const held = this.held.get(requestId);
       const keys = held?.keys ?? (await this.scripts.timed(this.records.get(recordKey(requestId)))) ?? [];
-      if (keys.length === 0) return;
+      if (keys.length === 0) return { reasserted: 0 };
       const index = this.linePerScript ? [] : [this.openIndex];
-      await Promise.all([
-        ...this.groups(keys).map((group) => this.run(EXTEND, [...group.flatMap(reservationKeys), ...index], [requestId, expiresAt, now, this.linePerScript ? 0 : 1])),
+      // A cap's line this replica reserved is made again if it is gone (known only to the replica that holds the call).
+      const caps = held?.caps;
+      const [replies] = await Promise.all([
+        Promise.all(
+          this.groups(keys).map((group) =>
+            this.run(EXTEND, [...group.flatMap((r) => [...reservationKeys(r), this.markerKey(r, requestId)]), ...index], [
+              requestId,
+              expiresAt,
+              now,
+              this.linePerScript ? 0 : 1,
+              ...group.map((r) => String(caps?.get(r) ?? '')),
+            ]),
+          ),
+        ),
         this.writeRecord(requestId, keys, ttlMs),
         ...(this.linePerScript ? [this.index(keys, expiresAt)] : []),
       ]);
@@ -615,6 +637,7 @@ export class RedisQuotaStore implements QuotaStore, AlertLedger {
         held.at = now;
         held.ttlMs = ttlMs;
       }
+      return { reasserted: (replies as [number, number][]).reduce((n, r) => n + Number(r[1] ?? 0), 0) };
     } catch (err) {
       throw asStoreError(err);
     }

@@ -646,28 +646,42 @@ return marked
 
 /**
  * Renews a request's reservation on several lines: its expiry in R:x moves to ARGV[2] (never
- * back), and the line's keys live at least an hour past it, as after a reservation. A line that no
- * longer holds the request (settled, released, closed by recovery) is left alone: nothing is
- * reserved again. No purge and no entry: a renewal changes no amount. KEYS: per line R, R:x, R:i,
- * then, when ARGV[4] is '1', the sweep's index (on a cluster the index lives in another slot and
- * the gateway renews it in a call of its own). ARGV: requestId, expiry, now, index it (1/0); each
- * renewed line's R is then scored in the index by the new expiry. Returns how many lines were renewed.
+ * back), and the line's keys live at least an hour past it, as after a reservation. No purge and
+ * no entry: a renewal changes no amount. A line that no longer holds the request is left alone,
+ * unless its ARGV amount is given (a cap's line: its reservation is the count, and the call is
+ * still running) and the call has not settled itself (its marker is not 'c'): then it closed by
+ * expiry while its replica could not reach Redis (recovery gave the slot back, charging 0), and
+ * the reservation is made again at that amount, with no check, so that new calls see the slot
+ * taken. It has no R:i: nothing to recover, and the call's settle drops it (SETTLE).
+ * KEYS: per line R, R:x, R:i, R:s:<id> (the settled marker), then, when ARGV[4] is '1', the sweep's
+ * index (on a cluster the index lives in another slot and the gateway renews it in a call of its
+ * own). ARGV: requestId, expiry, now, index it (1/0), then per line the amount to make again (empty:
+ * never); each renewed line's R is then scored in the index by the new expiry. Returns {lines
+ * renewed, of them made again}.
  */
 export const EXTEND = script(
   'extend',
   `
 local id, expiry, now, index = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
-local last, renewed = #KEYS, 0
+local last, renewed, again = #KEYS, 0, 0
 if index then last = last - 1 end
-for k = 1, last, 3 do
-  if redis.call('HEXISTS', KEYS[k], id) == 1 then
+for k = 1, last, 4 do
+  local held = redis.call('HEXISTS', KEYS[k], id) == 1
+  local amount = ARGV[4 + (k + 3) / 4]
+  if not held and amount ~= '' and redis.call('GET', KEYS[k + 3]) ~= 'c' then
+    local sum, count = tallied(KEYS[k], redis.call('HGET', KEYS[k], '='))
+    redis.call('HSET', KEYS[k], id, amount, '=', tally(sum + tonumber(amount), count + 1))
+    held = true
+    again = again + 1
+  end
+  if held then
     redis.call('ZADD', KEYS[k + 1], 'GT', expiry, id)
     extend(KEYS[k], KEYS[k + 1], KEYS[k + 2], now, tonumber(expiry))
     if index then redis.call('ZADD', KEYS[#KEYS], 'GT', expiry, KEYS[k]) end
     renewed = renewed + 1
   end
 end
-return renewed
+return {renewed, again}
 `,
 );
 
@@ -701,9 +715,12 @@ for a = first, #ARGV, 3 do
   end
   if by then
     -- 'c': this call's own settle wrote the marker (so its entry, with the event, is journaled):
-    -- a replay whose first reply was lost. Anything else: recovery settled it.
+    -- a replay whose first reply was lost. Anything else: recovery settled it. A reservation
+    -- without R:i is one a renewal made again after that recovery (EXTEND: a cap's slot, charged
+    -- nothing): the call has ended, so its slot is given back; one with R:i is recovery's to close.
     out[#out + 1] = by == 'c' and 3 or 0
     done = done + 1
+    if redis.call('HEXISTS', KEYS[k + 2], id) == 0 then drop(KEYS[k], KEYS[k + 1], KEYS[k + 2], id) end
   else
     out[#out + 1] = 2
     free = free + 1

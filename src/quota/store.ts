@@ -178,8 +178,12 @@ export interface QuotaStore {
    * gateway renews the reservations of its calls in flight with it, so a call that runs longer than
    * its TTL (a long stream) keeps what it reserved, a cap's slot included; only a replica that is
    * gone stops renewing. A store whose reservations never lapse under a live process may leave it out.
+   * A cap's line (a reservation that is the count) that closed by expiry while its replica could not
+   * reach the store (an outage longer than what was left of its TTL) is made again, unchecked: the
+   * call is still running, so new calls must see its slot taken. `reasserted` counts such lines.
+   * Other lines are not: recovery charged them at their reservation, which keeps them counted.
    */
-  extend?(requestId: string, ttlMs: number): Promise<void>;
+  extend?(requestId: string, ttlMs: number): Promise<{ reasserted: number } | void>;
   /**
    * Drops the reservation of `requestId` and adds each line's `amount` (actual usage) to its usageKey,
    * and commits `event` with the charge in the same atomic write. Settling a request id that was
