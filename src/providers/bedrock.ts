@@ -31,7 +31,7 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { afterAnswer, cancelledError, upstreamError } from './errors.js';
-import { headGuard } from './fetchSdk.js';
+import { headGuard, streamAbort } from './fetchSdk.js';
 import { FRAMING, inputTokenBound, outputTokenBound, sumOfCounts } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
@@ -249,11 +249,14 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       const partial = (): Usage | undefined =>
         opened ? (usage ?? { inputTokens: unreportedInputTokens(req), outputTokens: outputTokenBound(text, req.maxTokens) }) : undefined;
       // Our own abort as well as the caller's: a listener that throws must not leave Bedrock generating.
+      // The caller's reaches a stream not yet opened a moment late, so a head on the wire is read (streamAbort).
       const ours = new AbortController();
-      const abortSignal = req.signal ? AbortSignal.any([req.signal, ours.signal]) : ours.signal;
+      const caller = streamAbort(req.signal);
+      const abortSignal = AbortSignal.any([caller.signal, ours.signal]);
       try {
         const out = await client.send(new ConverseStreamCommand(converseInput(req)), { abortSignal });
         opened = true;
+        caller.begin();
         if (!out.stream) throw new Error('the ConverseStream answer has no event stream');
         for await (const event of out.stream) {
           const delta = event.contentBlockDelta?.delta?.text;
@@ -281,6 +284,8 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
           throw cancelledError(name, usage, opened);
         }
         throw fail(err, req, partial());
+      } finally {
+        caller.stop();
       }
       // A provider that had finished answered the call, whenever the caller left; otherwise it is
       // charged what it reported (the pipeline adds the input bound when that is nothing).

@@ -147,15 +147,7 @@ export function idleGuard(ms: number, outer: AbortSignal | undefined) {
     fired = true;
     controller.abort();
   };
-  let grace: NodeJS.Timeout | undefined;
-  let begun = false;
-  const forward = (): void => {
-    if (begun) controller.abort(outer!.reason);
-    // Timers run before the poll for I/O: the abort then waits for the turn's I/O to be read first.
-    else grace = setTimeout(() => setImmediate(() => controller.abort(outer!.reason)), ANSWER_GRACE_MS);
-  };
-  if (outer?.aborted) controller.abort(outer.reason);
-  else outer?.addEventListener('abort', forward, { once: true });
+  const caller = streamAbort(outer, controller);
   return {
     signal: controller.signal,
     /** Whether the stream went quiet (not whether the caller left). */
@@ -163,15 +155,14 @@ export function idleGuard(ms: number, outer: AbortSignal | undefined) {
       return fired;
     },
     touch(): void {
-      begun = true;
+      caller.begin();
       last = performance.now();
       timer ??= setTimeout(check, ms);
     },
     stop(): void {
       clearTimeout(timer);
-      clearTimeout(grace);
       timer = undefined;
-      outer?.removeEventListener('abort', forward);
+      caller.stop();
     },
   };
 }
@@ -182,6 +173,33 @@ export function idleGuard(ms: number, outer: AbortSignal | undefined) {
  * away. The provider works on for at most this long when it had not answered.
  */
 export const ANSWER_GRACE_MS = 20;
+
+/**
+ * The caller's abort forwarded to a stream's request (`controller`, a new one by default; idleGuard
+ * passes its own): ANSWER_GRACE_MS and a poll for I/O late until `begin()` (the stream's head read),
+ * at once after, so a head already on the wire when the caller left is read, not thrown away.
+ */
+export function streamAbort(outer: AbortSignal | undefined, controller = new AbortController()) {
+  let begun = false;
+  let grace: NodeJS.Timeout | undefined;
+  const forward = (): void => {
+    if (begun) controller.abort(outer!.reason);
+    // Timers run before the poll for I/O: the abort then waits for the turn's I/O to be read first.
+    else grace = setTimeout(() => setImmediate(() => controller.abort(outer!.reason)), ANSWER_GRACE_MS);
+  };
+  if (outer?.aborted) controller.abort(outer.reason);
+  else outer?.addEventListener('abort', forward, { once: true });
+  return {
+    signal: controller.signal,
+    begin(): void {
+      begun = true;
+    },
+    stop(): void {
+      clearTimeout(grace);
+      outer?.removeEventListener('abort', forward);
+    },
+  };
+}
 
 /**
  * The signal for a request answered in one body (no stream). The caller's abort reaches the

@@ -8,27 +8,32 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeAnthropic } from '../../tools/fake-providers/anthropic.js';
+import { startFakeBedrock } from '../../tools/fake-providers/bedrock.js';
 import { startFakeOpenAI } from '../../tools/fake-providers/openai.js';
 import type { FakeProviderServer } from '../../tools/fake-providers/types.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 
-const fakes: Record<'openai' | 'anthropic', FakeProviderServer> = {} as never;
+type Upstream = 'openai' | 'anthropic' | 'bedrock';
+const fakes: Record<Upstream, Pick<FakeProviderServer, 'requests' | 'setWordDelay' | 'close' | 'url'>> = {} as never;
 let gw: TestGateway;
 
 beforeAll(async () => {
-  [fakes.openai, fakes.anthropic] = await Promise.all([startFakeOpenAI(), startFakeAnthropic()]);
+  [fakes.openai, fakes.anthropic, fakes.bedrock] = await Promise.all([startFakeOpenAI(), startFakeAnthropic(), startFakeBedrock()]);
   gw = await startTestGateway(`
 version: 1
 providers:
   anthropic: { kind: anthropic, apiKey: sk-ant-test, baseUrl: "${fakes.anthropic.url}", timeoutMs: 30000 }
   openai: { kind: openai, apiKey: sk-test, baseUrl: "${fakes.openai.url}", timeoutMs: 30000 }
+  bedrock: { kind: bedrock, region: us-east-1, accessKeyId: AKIDTEST, secretAccessKey: secret, baseUrl: "${fakes.bedrock.url}", timeoutMs: 30000 }
 egress: { allow: ["127.0.0.1"] }
 models:
   anthropic/claude-sonnet-4-5: { price: { inputPerMTok: 3, outputPerMTok: 15 } }
   openai/gpt-5-mini: { price: { inputPerMTok: 0.25, outputPerMTok: 2 } }
+  bedrock/anthropic.claude-sonnet-4-5-v1:0: { price: { inputPerMTok: 3, outputPerMTok: 15 } }
 tiers:
   claude: [anthropic/claude-sonnet-4-5]
   gpt: [openai/gpt-5-mini]
+  bedrock: [bedrock/anthropic.claude-sonnet-4-5-v1:0]
 defaultTier: gpt
 budgets:
   - { id: user-weekly, scope: user, window: { calendar: week }, limit: { tokens: 1000000 } }
@@ -40,7 +45,8 @@ afterAll(async () => {
 });
 
 describe('a caller who leaves with the stream head unread', () => {
-  for (const upstream of ['openai', 'anthropic'] as const) {
+  const tierOf: Record<Upstream, string> = { openai: 'gpt', anthropic: 'claude', bedrock: 'bedrock' };
+  for (const upstream of ['openai', 'anthropic', 'bedrock'] as const) {
     it(`is charged for the ${upstream} stream the provider had begun`, async () => {
       const fake = fakes[upstream];
       // The head and first chunk go out at once; the words would take minutes.
@@ -52,7 +58,7 @@ describe('a caller who leaves with the stream head unread', () => {
         .complete({
           principal: { user: 'alice', teams: [], groups: [], roles: [], authMethod: 'api_key' },
           transport: 'openai',
-          request: { messages: [{ role: 'user', content: 'Summarise the incident report' }], tier: upstream === 'openai' ? 'gpt' : 'claude', maxTokens: 40 },
+          request: { messages: [{ role: 'user', content: 'Summarise the incident report' }], tier: tierOf[upstream], maxTokens: 40 },
           signal: ac.signal,
           onText: () => undefined,
         })
