@@ -77,7 +77,13 @@ export class PolicyRuntime {
   authenticatorFor(policy: Policy): Authenticator {
     let authn = this.authenticators.get(policy);
     if (!authn) {
-      authn = new Authenticator(policy.config.identity, { now: this.opts.now, apiKeys: policyApiKeys(policy.apiKeys), issuedKeys: this.opts.issuedKeys, keySets: this.keySets });
+      authn = new Authenticator(policy.config.identity, {
+        now: this.opts.now,
+        apiKeys: policyApiKeys(policy.apiKeys),
+        issuedKeys: this.opts.issuedKeys,
+        policyKeyIds: new Set(policy.config.apiKeys.map((k) => k.id)),
+        keySets: this.keySets,
+      });
       this.authenticators.set(policy, authn);
     }
     return authn;

@@ -47,6 +47,8 @@ export interface AuthenticatorOptions {
   apiKeys: ApiKeyResolver;
   /** Keys issued at run time (`tollgate keys`), looked up after the policy's. */
   issuedKeys?: ApiKeyResolver;
+  /** The ids of the policy's `apiKeys`: an issued key holding one of them is refused (an id names one key). */
+  policyKeyIds?: ReadonlySet<string>;
   /** The issuers' fetched keys, shared with the authenticators of earlier policies (kept across a reload). */
   keySets?: IssuerKeySets;
   now?: () => number;
@@ -61,6 +63,7 @@ const UNKNOWN_KEY = 'The API key is not recognised (unknown, revoked or disabled
 export class Authenticator {
   private readonly apiKeys: ApiKeyResolver;
   private readonly issuedKeys?: ApiKeyResolver;
+  private readonly policyKeyIds?: ReadonlySet<string>;
   private readonly jwt: JwtVerifier;
 
   constructor(
@@ -69,6 +72,7 @@ export class Authenticator {
   ) {
     this.apiKeys = opts.apiKeys;
     this.issuedKeys = opts.issuedKeys;
+    this.policyKeyIds = opts.policyKeyIds;
     this.jwt = new JwtVerifier(identity, { now: opts.now, keySets: opts.keySets });
   }
 
@@ -94,7 +98,14 @@ export class Authenticator {
       // Only a credential shaped as an issued key is looked up in the key store: a token, or any
       // other value, is answered without waiting on a store that may not be answering.
       const issued = own || !couldBeIssuedKey(credential) ? undefined : await this.issuedKeys?.resolve(hash);
-      if (issued && !issued.disabled) return { principal: principalFromApiKey(issued), actors: [], revocable: true };
+      if (issued && !issued.disabled) {
+        // A policy taken while the issued keys could not be listed may have given its own key this
+        // id: the two would share it in events and `scope: key` lines. The policy's key keeps it.
+        if (this.policyKeyIds?.has(issued.id)) {
+          throw new GatewayError('AUTH_INVALID', `This key's id ${JSON.stringify(issued.id)} is also the id of an API key in the policy, and an id names one key: revoke it and issue another with tollgate keys issue.`);
+        }
+        return { principal: principalFromApiKey(issued), actors: [], revocable: true };
+      }
       const entry = own ?? issued;
       if (entry || opts.only === 'api_key' || !this.jwt.enabled || !looksLikeJwt(credential)) throw new GatewayError('AUTH_INVALID', UNKNOWN_KEY);
     }
