@@ -140,7 +140,7 @@ const rateLimitSchema = z
     requestsPerSecond: positiveInt.optional(),
     requestsPerMinute: positiveInt.optional(),
     /** Input plus output tokens: the worst case is reserved at admission, the actual usage settled. */
-    tokensPerMinute: positiveInt.optional(),
+    tokensPerMinute: positiveInt.max(1e15, 'at most 1000000000000000 (10^15 tokens)').optional(),
     /** Calls in flight at once. */
     concurrent: positiveInt.optional(),
     /** Buckets of the sliding window (default 10 for a second, 12 for a minute); more is finer and costs a key each. */

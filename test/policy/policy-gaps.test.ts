@@ -63,6 +63,12 @@ describe('budget limits', () => {
     expect(parsePolicy(budget('{ usd: 12.345678 }'), 'p.yaml')).toBeDefined();
   });
 
+  it('refuses a token rate limit above 10^15, as a token budget', () => {
+    const limit = (n: string) => `${DEMO_HEAD}rateLimits:\n  - { id: tpm, scope: user, tokensPerMinute: ${n} }\n`;
+    expect(messages(limit('9007199254740991'))).toEqual(['rateLimits[0].tokensPerMinute: at most 1000000000000000 (10^15 tokens), got 9007199254740991']);
+    expect(parsePolicy(limit('1000000000000000'), 'p.yaml')).toBeDefined();
+  });
+
   it('refuses limits whose sums would no longer be exact', () => {
     expect(messages(budget('{ usd: 2000000000 }'))).toEqual(['budgets[0].limit.usd: at most 1000000000 (one billion dollars), got 2000000000']);
     expect(messages(budget('{ tokens: 9000000000000000 }'))).toEqual(['budgets[0].limit.tokens: at most 1000000000000000 (10^15 tokens), got 9000000000000000']);
