@@ -81,6 +81,30 @@ export function sharedUsers(policy: Policy): CheckWarning[] {
   return out;
 }
 
+/** `remainingPct` compared with a number literal: `budgets.x.remainingPct < 0.2`, its operator and number. */
+const PCT_COMPARED = /remainingPct\s*(?:<=?|>=?|==|!=)\s*(\d*\.\d+|\d+)/g;
+
+/**
+ * Rules comparing a budget's `remainingPct`, a per cent (0 to 100), with a number between 0 and 1
+ * exclusive: almost always a fraction meant as a share (`< 0.2` for 20 % left), which fires only
+ * under 0.2 % left. A warning, as `tierDown.below: 0.2` is an error: a rule may mean it.
+ */
+export function percentAsFraction(policy: Policy): CheckWarning[] {
+  const out: CheckWarning[] = [];
+  policy.config.rules.forEach((rule, i) => {
+    for (const m of rule.when.matchAll(PCT_COMPARED)) {
+      const n = Number(m[1]);
+      if (n > 0 && n < 1) {
+        out.push({
+          code: 'PERCENT_AS_FRACTION',
+          message: `rules[${i}] (${rule.id}) compares remainingPct, a per cent from 0 to 100, with ${m[1]}: that is ${m[1]} % left, not ${n * 100} %; write ${n * 100}.0 if a share was meant`,
+        });
+      }
+    }
+  });
+  return out;
+}
+
 /**
  * The models `policy` routes to whose shipped row says the provider retires them on or before
  * RETIREMENT_NOTICE_DAYS after `now`, whatever price the policy declares: a declared price does not
@@ -120,7 +144,7 @@ export function checkPolicyText(text: string, source: string, opts: { sources?: 
   const errors = checkPolicyCel(policy, text);
   if (errors.length > 0) return { errors, warnings: [] };
   const now = opts.now ?? Date.now();
-  return { policy, errors: [], warnings: [...retiringModels(policy, now), ...stalePrices(policy, now), ...sharedUsers(policy)] };
+  return { policy, errors: [], warnings: [...retiringModels(policy, now), ...stalePrices(policy, now), ...sharedUsers(policy), ...percentAsFraction(policy)] };
 }
 
 /**

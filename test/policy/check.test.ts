@@ -57,6 +57,18 @@ describe('check: CEL against the declared variables', () => {
   });
 });
 
+describe('check: a per cent written as a fraction', () => {
+  it('warns about a rule comparing remainingPct with a number between 0 and 1, and passes the library\'s form', () => {
+    const rule = (when: string) =>
+      `${HEAD}budgets:\n  - { id: team_monthly, scope: team, window: { calendar: month }, limit: { tokens: 1000 } }\nrules:\n  - { id: ladder, when: "has(budgets.team_monthly) && ${when}", effect: cap_tier, tier: standard }\n`;
+    const fraction = checkText('fraction.yaml', rule('budgets.team_monthly.remainingPct < 0.2'));
+    expect(fraction.code).toBe(0);
+    expect(fraction.err ?? '').toContain('PERCENT_AS_FRACTION');
+    expect(fraction.err ?? '').toContain('rules[0] (ladder) compares remainingPct, a per cent from 0 to 100, with 0.2: that is 0.2 % left, not 20 %; write 20.0 if a share was meant');
+    expect(checkText('percent.yaml', rule('budgets.team_monthly.remainingPct < 20.0')).err ?? '').not.toContain('PERCENT_AS_FRACTION');
+  });
+});
+
 describe('check: configuration errors', () => {
   it('renders the path, the type expected, the value received, and the key meant', () => {
     const r = checkText(
