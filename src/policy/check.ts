@@ -20,7 +20,7 @@ export const RETIREMENT_NOTICE_DAYS = 60;
  * `MODEL_RETIRING` (it stops within RETIREMENT_NOTICE_DAYS), `USERS_SHARED` (two OIDC issuers
  * whose users are named alike: one user for budgets, limits and rules).
  */
-export type CheckWarningCode = 'PRICE_UNCHECKED' | 'MODEL_RETIRED' | 'MODEL_RETIRING' | 'USERS_SHARED';
+export type CheckWarningCode = 'PRICE_UNCHECKED' | 'MODEL_RETIRED' | 'MODEL_RETIRING' | 'USERS_SHARED' | 'PERCENT_AS_FRACTION';
 
 export interface CheckWarning {
   code: CheckWarningCode;
