@@ -77,6 +77,17 @@ function toUsage(u: TokenUsage | undefined): Usage | undefined {
 }
 
 /**
+ * A failure after the answer's 2xx head, carried past the SDK's retry strategy: no code, status or
+ * cause it would read as transient (the failure itself is `failure`, not `cause`, which it reads too).
+ */
+class AnsweredFailure extends Error {
+  constructor(readonly failure: unknown) {
+    super('the answer failed after its head');
+    this.name = 'AnsweredFailure';
+  }
+}
+
+/**
  * Bedrock's stop reason in the gateway's words: it spells end_turn, max_tokens and stop_sequence
  * the same; content_filtered and guardrail_intervened are refusals; a context window reached is a
  * cut; a tool-use turn (never asked for) a finished one.
@@ -209,10 +220,23 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
         },
         { step: 'deserialize', priority: 'low', name: 'tollgateAnswered' },
       );
+      // Inside the SDK's retry loop, above the deserializer: a body that failed after a 2xx head is
+      // an answer Bedrock bills, and is not sent again (a retry would be billed too, and charged once).
+      command.middlewareStack.add(
+        (next) => async (args) => {
+          try {
+            return await next(args);
+          } catch (err) {
+            throw upstream.wasAnswered ? new AnsweredFailure(err) : err;
+          }
+        },
+        { step: 'finalizeRequest', priority: 'low', name: 'tollgateNoRetryAfterAnswer' },
+      );
       let out;
       try {
         out = await client.send(command, { abortSignal: upstream.signal });
-      } catch (err) {
+      } catch (thrown) {
+        const err = thrown instanceof AnsweredFailure ? thrown.failure : thrown;
         // No usage on a failed Converse call: Bedrock reports usage only inside a whole answer.
         if (!(err instanceof GatewayError) && req.signal?.aborted) throw cancelledError(name, undefined, upstream.wasAnswered);
         const failure =

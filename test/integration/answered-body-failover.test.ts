@@ -30,18 +30,18 @@ const RESERVED = BOUND + MAX_TOKENS;
 
 const START: Record<Kind, () => Promise<FakeProviderServer>> = { openai: startFakeOpenAI, anthropic: startFakeAnthropic, bedrock: startFakeBedrock };
 
-const provider = (kind: Kind, url: string): string =>
+const provider = (kind: Kind, url: string, retries = 0): string =>
   kind === 'openai'
-    ? `{ kind: openai, apiKey: sk-test, baseUrl: "${url}", countTokens: false, maxRetries: 0, timeoutMs: ${TIMEOUT_MS} }`
+    ? `{ kind: openai, apiKey: sk-test, baseUrl: "${url}", countTokens: false, maxRetries: ${retries}, timeoutMs: ${TIMEOUT_MS} }`
     : kind === 'anthropic'
-      ? `{ kind: anthropic, apiKey: sk-ant-test, baseUrl: "${url}", maxRetries: 0, timeoutMs: ${TIMEOUT_MS} }`
-      : `{ kind: bedrock, region: us-east-1, accessKeyId: AKIDTEST, secretAccessKey: secret, baseUrl: "${url}", maxRetries: 0, timeoutMs: ${TIMEOUT_MS} }`;
+      ? `{ kind: anthropic, apiKey: sk-ant-test, baseUrl: "${url}", maxRetries: ${retries}, timeoutMs: ${TIMEOUT_MS} }`
+      : `{ kind: bedrock, region: us-east-1, accessKeyId: AKIDTEST, secretAccessKey: secret, baseUrl: "${url}", maxRetries: ${retries}, timeoutMs: ${TIMEOUT_MS} }`;
 
-const policy = (kind: Kind, primary: FakeProviderServer, backup: FakeProviderServer) => `
+const policy = (kind: Kind, primary: FakeProviderServer, backup: FakeProviderServer, retries = 0) => `
 version: 1
 providers:
-  primary: ${provider(kind, primary.url)}
-  backup: ${provider(kind, backup.url)}
+  primary: ${provider(kind, primary.url, retries)}
+  backup: ${provider(kind, backup.url, retries)}
 egress: { allow: ["127.0.0.1"] }
 models:
   primary/m: { price: { inputPerMTok: 1, outputPerMTok: 1 } }
@@ -99,6 +99,16 @@ describe.each(['openai', 'anthropic', 'bedrock'] as const)('a plain answer whose
     expect(event['tollgate.charged']).toEqual([{ budget: 'user-weekly', subject: 'abe', amount: RESERVED, unit: 'tokens' }]);
     expect(event['tollgate.overrun']).toBeUndefined();
     expect(event['tollgate.attempts'].map((a) => [a.model, a.ok])).toEqual([['primary/m', false]]);
+  });
+
+  it('is not sent again by an SDK that retries (maxRetries: 2) once its head had arrived: one request, one charge', async () => {
+    await gw.close();
+    gw = await startTestGateway(policy(kind, primary, backup, 2));
+    primary.failNext({ kind: 'cut', afterWords: 0 });
+    const { err, event } = await call();
+    expect(err?.status).toBe(502);
+    expect([primary.counts.received, backup.counts.received]).toEqual([1, 0]);
+    expect(event['tollgate.charged']).toEqual([{ budget: 'user-weekly', subject: 'abe', amount: RESERVED, unit: 'tokens' }]);
   });
 
   it('still fails over when the first attempt was refused before its head (a 503)', async () => {
