@@ -32,7 +32,7 @@ import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { afterAnswer, cancelledError, upstreamError } from './errors.js';
 import { headGuard, streamAbort } from './fetchSdk.js';
-import { FRAMING, inputTokenBound, outputTokenBound, sumOfCounts } from './estimate.js';
+import { atLeastOutput, FRAMING, inputTokenBound, outputTokenBound, sumOfCounts } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type BedrockConfig = Extract<ProviderConfig, { kind: 'bedrock' }>;
@@ -270,8 +270,15 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       // What was consumed so far: nothing before the stream opened; afterwards the input (as
       // reported, else bounded) and the output's bound: one token per UTF-8 byte received (a delta
       // may carry many tokens), at most max_tokens.
-      const partial = (): Usage | undefined =>
-        opened ? (usage ?? { inputTokens: unreportedInputTokens(req), outputTokens: outputTokenBound(text, req.maxTokens) }) : undefined;
+      // A usage figure before messageStop (a look-alike server's early metadata) is not the last word
+      // on the output: the text that arrived is charged at least its bound.
+      let usageFinal = false;
+      const partial = (): Usage | undefined => {
+        if (!opened) return undefined;
+        const bound = outputTokenBound(text, req.maxTokens);
+        if (!usage) return { inputTokens: unreportedInputTokens(req), outputTokens: bound };
+        return usageFinal ? usage : atLeastOutput(usage, bound);
+      };
       // Our own abort as well as the caller's: a listener that throws must not leave Bedrock generating.
       // The caller's reaches a stream not yet opened a moment late, so a head on the wire is read (streamAbort).
       const ours = new AbortController();
@@ -299,13 +306,14 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
             stopReason = event.messageStop.stopReason;
           } else if (event.metadata) {
             usage = toUsage(event.metadata.usage);
+            usageFinal = stopReason !== undefined;
           }
         }
       } catch (err) {
         if (listenerError !== undefined && err === listenerError) throw err;
         if (req.signal?.aborted && !(err instanceof GatewayError)) {
-          if (stopReason !== undefined && usage !== undefined) return { text, model: req.model, usage, stopReason: stopReasonOf(stopReason) };
-          throw cancelledError(name, usage, opened);
+          if (stopReason !== undefined && usage !== undefined) return { text, model: req.model, usage: partial()!, stopReason: stopReasonOf(stopReason) };
+          throw cancelledError(name, usage && partial(), opened);
         }
         throw fail(err, req, partial());
       } finally {
@@ -313,11 +321,11 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       }
       // A provider that had finished answered the call, whenever the caller left; otherwise it is
       // charged what it reported (the pipeline adds the input bound when that is nothing).
-      if (req.signal?.aborted && (stopReason === undefined || usage === undefined)) throw cancelledError(name, usage, true);
+      if (req.signal?.aborted && (stopReason === undefined || usage === undefined)) throw cancelledError(name, usage && partial(), true);
       if (stopReason === undefined || usage === undefined) {
         throw upstreamError({ provider: name, network: true, type: 'IncompleteStream', message: 'the stream ended before its messageStop and metadata events', usage: partial() });
       }
-      return { text, model: req.model, usage, stopReason: stopReasonOf(stopReason) };
+      return { text, model: req.model, usage: partial()!, stopReason: stopReasonOf(stopReason) };
     },
   };
 }

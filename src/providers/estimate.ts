@@ -88,6 +88,19 @@ export function inputTokenBound(p: PromptParts, framing: Framing = WIDEST_FRAMIN
 }
 
 /**
+ * `usage` with its output raised to at least `bound`: what a stream cut short is charged when a
+ * figure came before its end (a look-alike server's early usage): the text that arrived is charged
+ * at least its bound. A new object (fields written out, not spread: one hidden class); `usage` as
+ * it is when its output is not below.
+ */
+export function atLeastOutput(usage: Usage, bound: number): Usage {
+  if (usage.outputTokens >= bound) return usage;
+  const raised: Usage = { inputTokens: usage.inputTokens, outputTokens: bound };
+  if (usage.cachedInputTokens !== undefined) raised.cachedInputTokens = usage.cachedInputTokens;
+  return raised;
+}
+
+/**
  * The bound on output a provider did not report (no usage, or a stream cut before its usage): one
  * token per UTF-8 byte of the text that arrived, plus `moreBytes` (text that arrived but was not
  * kept), and at most `maxTokens`. Never one token per delta: a delta may carry many tokens.

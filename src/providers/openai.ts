@@ -14,7 +14,7 @@ import { afterAnswer, cancelledError, upstreamError } from './errors.js';
 import { ProxyAgent } from 'undici';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
 import { directChatClient, sdkChatClient, type ChatClient } from './openaiWire.js';
-import { boundOpenAIInput, countOpenAIInput, FRAMING, inputTokenBound, loadOpenAIVocabularies, outputTokenBound, utf8Bytes } from './estimate.js';
+import { atLeastOutput, boundOpenAIInput, countOpenAIInput, FRAMING, inputTokenBound, loadOpenAIVocabularies, outputTokenBound, utf8Bytes } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 import { withoutKey } from '../secretPieces.js';
 
@@ -225,8 +225,14 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
       // Without a usage chunk (a server that ignores include_usage, a stream cut before its end),
       // input is bounded from the prompt and output like a plain answer's: at most one token per
       // UTF-8 byte of what arrived, and at most max_tokens (a delta may carry many tokens).
-      const consumed = (): Usage =>
-        reported ?? { inputTokens: unreportedInputTokens(req), outputTokens: outputTokenBound(text, req.maxTokens, unsentBytes) };
+      // A figure that came before the finish (a look-alike server's early usage) is not the last word
+      // on the output: the text that arrived is charged at least its bound.
+      let reportedFinal = false;
+      const consumed = (): Usage => {
+        const bound = outputTokenBound(text, req.maxTokens, unsentBytes);
+        if (!reported) return { inputTokens: unreportedInputTokens(req), outputTokens: bound };
+        return reportedFinal ? reported : atLeastOutput(reported, bound);
+      };
       const stalled = (): GatewayError =>
         upstreamError({ provider: name, network: true, type: 'timeout', message: `no stream chunk within ${config.timeoutMs} ms`, usage: consumed() });
 
@@ -242,8 +248,11 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
         for await (const chunk of chunks) {
           idle.touch();
           if (chunk.model) model = chunk.model;
-          if (chunk.usage) reported = usageOf(chunk.usage);
           const choice = chunk.choices?.[0];
+          if (chunk.usage) {
+            reported = usageOf(chunk.usage);
+            reportedFinal = Boolean(finish || choice?.finish_reason);
+          }
           if (!choice) continue;
           // A refusal streams as `refusal` deltas: their text is the answer, as in a plain answer.
           const delta = choice.delta?.content || choice.delta?.refusal;
@@ -265,7 +274,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
         if (err === listenerError) throw err;
         if (req.signal?.aborted && !(err instanceof GatewayError)) {
           if (finish) return { text, model, usage: consumed(), stopReason: stopReasonOf(finish, refused ? 'refusal' : null) };
-          throw cancelledError(name, reported, started);
+          throw cancelledError(name, reported && consumed(), started);
         }
         if (idle.fired) throw stalled();
         throw toGatewayError(err, req.signal, started ? consumed() : undefined);
@@ -277,7 +286,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
       // reported (the pipeline adds the input bound when that is nothing).
       if (req.signal?.aborted) {
         if (finish) return { text, model, usage: consumed(), stopReason: stopReasonOf(finish, refused ? 'refusal' : null) };
-        throw cancelledError(name, reported, true);
+        throw cancelledError(name, reported && consumed(), true);
       }
       if (idle.fired) throw stalled();
       if (!finish) {

@@ -241,6 +241,7 @@ export async function startFakeBedrock(opts: { latencyMs?: number; billing?: Fak
 
     res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream', 'x-amzn-requestid': requestId });
     await write(res, frame('messageStart', { role: 'assistant' }));
+    if (fault?.kind === 'cut' && fault.earlyUsage) await write(res, frame('metadata', { usage: { inputTokens: 1, outputTokens: 1, totalTokens: 2 }, metrics }));
     if (fault?.kind === 'malformed') {
       await write(res, frame('contentBlockDelta', undefined, '{"contentBlockIndex":0,"delta":{"text": not json'));
       return void res.end(() => (rec.completed = true));

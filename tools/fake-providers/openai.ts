@@ -149,7 +149,8 @@ export async function startFakeOpenAI(opts: FakeOpenAIOptions = {}): Promise<Fak
       );
     const delta = (d: Record<string, unknown>, finish: string | null = null): unknown => ({ index: 0, delta: d, logprobs: null, finish_reason: finish });
 
-    await chunk([delta({ role: 'assistant', content: '', refusal: null })]);
+    const early = fault?.kind === 'cut' && fault.earlyUsage ? { usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } } : {};
+    await chunk([delta({ role: 'assistant', content: '', refusal: null })], early);
     if (fault?.kind === 'malformed') {
       await writeFlushed(res, 'data: {"id":"chatcmpl-broken","object":"chat.completion.chunk","choices":[{\n\n');
       res.end();

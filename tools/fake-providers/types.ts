@@ -17,9 +17,11 @@ export type FakeFault =
   | { kind: 'hang' }
   /**
    * Streamed: send `afterWords` words of the reply, then destroy the socket. Plain: send the 200
-   * head (Bedrock: and half the JSON body), then destroy the socket.
+   * head (Bedrock: and half the JSON body), then destroy the socket. `earlyUsage` (streamed, OpenAI
+   * and Bedrock): a usage of 1 in / 1 out comes first (OpenAI in the first chunk, Bedrock as a
+   * metadata event after messageStart), as a look-alike server may, before the words.
    */
-  | { kind: 'cut'; afterWords: number }
+  | { kind: 'cut'; afterWords: number; earlyUsage?: boolean }
   /** Answer 200 with a body that is not valid JSON (or, streamed, a garbage event). */
   | { kind: 'malformed' }
   /**
