@@ -67,10 +67,11 @@ export function unreportedInputTokens(req: Pick<CompletionRequest, 'system' | 'm
   return req.inputTokens ?? inputTokenBound(req, FRAMING.bedrock);
 }
 
-function toUsage(u: TokenUsage | undefined): Usage | undefined {
-  if (u?.inputTokens === undefined || u.outputTokens === undefined) return undefined;
-  // Figures from the wire: one that is not a count makes the input not reported (chargeableUsage).
-  const usage: Usage = { inputTokens: sumOfCounts(u.inputTokens, u.cacheReadInputTokens, u.cacheWriteInputTokens), outputTokens: u.outputTokens };
+function toUsage(u: TokenUsage | undefined): Usage {
+  // Figures from the wire: one absent or not a count is not reported (NaN), and chargeableUsage
+  // charges it at its bound; an answer whose text came whole is served, not failed, for it.
+  if (u === undefined || u === null) return { inputTokens: Number.NaN, outputTokens: Number.NaN };
+  const usage: Usage = { inputTokens: sumOfCounts(u.inputTokens, u.cacheReadInputTokens, u.cacheWriteInputTokens), outputTokens: u.outputTokens ?? Number.NaN };
   const read = u.cacheReadInputTokens;
   if (typeof read === 'number' && read > 0 && Number.isFinite(usage.inputTokens)) usage.cachedInputTokens = read;
   return usage;
@@ -251,7 +252,7 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       const usage = toUsage(out.usage);
       const blocks = out.output?.message?.content;
       // Charged what it reported, else (dispatch) its bound: the answer came, whatever its shape.
-      if (!blocks || !usage) throw afterAnswer(fail(new Error('the Converse answer has no output message or usage'), req, usage));
+      if (!blocks) throw afterAnswer(fail(new Error('the Converse answer has no output message'), req, out.usage ? usage : undefined));
       return {
         text: blocks.map((b) => b.text ?? '').join(''),
         model: req.model,

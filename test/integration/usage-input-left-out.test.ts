@@ -9,6 +9,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inputTokenBound } from '../../src/providers/estimate.js';
 import { startFakeAnthropic } from '../../tools/fake-providers/anthropic.js';
+import { startFakeBedrock } from '../../tools/fake-providers/bedrock.js';
 import { startFakeOpenAI } from '../../tools/fake-providers/openai.js';
 import { replyWords, type FakeProviderServer } from '../../tools/fake-providers/types.js';
 import { sha } from '../fixtures/policies.js';
@@ -20,10 +21,16 @@ const MAX_TOKENS = 100;
 /** What admission reserves for the input: the byte bound (no counting). */
 const BOUND = inputTokenBound({ messages: [{ content: PROMPT }] });
 
-const policy = (kind: 'anthropic' | 'openai', fake: FakeProviderServer) => `
+const UP = {
+  anthropic: (url: string) => `{ kind: anthropic, apiKey: sk-ant-test, baseUrl: "${url}", maxRetries: 0 }`,
+  openai: (url: string) => `{ kind: openai, apiKey: sk-test, baseUrl: "${url}", countTokens: false, maxRetries: 0 }`,
+  bedrock: (url: string) => `{ kind: bedrock, region: us-east-1, accessKeyId: AKIDTEST, secretAccessKey: secret, baseUrl: "${url}", maxRetries: 0 }`,
+};
+
+const policy = (kind: keyof typeof UP, fake: FakeProviderServer) => `
 version: 1
 providers:
-  up: ${kind === 'anthropic' ? `{ kind: anthropic, apiKey: sk-ant-test, baseUrl: "${fake.url}", maxRetries: 0 }` : `{ kind: openai, apiKey: sk-test, baseUrl: "${fake.url}", countTokens: false, maxRetries: 0 }`}
+  up: ${UP[kind](fake.url)}
 egress: { allow: ["127.0.0.1"] }
 models:
   up/m: { price: { inputPerMTok: 1, outputPerMTok: 1 } }
@@ -35,11 +42,11 @@ budgets:
   - { id: user-weekly, scope: user, window: { calendar: week, timezone: UTC }, limit: { tokens: 100000 } }
 `;
 
-describe.each(['anthropic', 'openai'] as const)('usage without its input figure, %s wire', (kind) => {
+describe.each(['anthropic', 'openai', 'bedrock'] as const)('usage without its input figure, %s wire', (kind) => {
   let fake: FakeProviderServer;
   let gw: TestGateway;
   beforeAll(async () => {
-    fake = kind === 'anthropic' ? await startFakeAnthropic() : await startFakeOpenAI();
+    fake = await { anthropic: startFakeAnthropic, openai: startFakeOpenAI, bedrock: startFakeBedrock }[kind]();
     gw = await startTestGateway(policy(kind, fake));
   });
   afterAll(async () => {

@@ -209,8 +209,9 @@ export async function startFakeBedrock(opts: { latencyMs?: number; billing?: Fak
     const words = replyWords('bedrock', lastUser, Math.min(call.maxTokens, stop?.afterWords ?? Number.MAX_SAFE_INTEGER));
     const stopReason = stop ? (stop.reason === 'refusal' ? 'content_filtered' : 'stop_sequence') : words.length >= call.maxTokens ? 'max_tokens' : 'end_turn';
     const cached = cache.readTokens + cache.writeTokens;
-    const usage = {
-      inputTokens: inputTokens - cached,
+    const leftOut = fault?.kind === 'leaveOutUsage' ? fault.what : undefined;
+    const usage = leftOut === 'all' ? undefined : {
+      ...(leftOut ? {} : { inputTokens: inputTokens - cached }),
       outputTokens: words.length,
       totalTokens: inputTokens + words.length,
       ...(cached > 0 ? { cacheReadInputTokens: cache.readTokens, cacheWriteInputTokens: cache.writeTokens } : {}),

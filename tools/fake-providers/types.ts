@@ -37,10 +37,10 @@ export type FakeFault =
    */
   | { kind: 'noMessageStart' }
   /**
-   * Anthropic and OpenAI: answer as usual but leave usage out, as a look-alike server may. `input`:
-   * the main input figure (Anthropic `input_tokens` of a plain answer and of message_start, OpenAI
-   * `prompt_tokens`); `all`: every usage object (Anthropic's plain answer, message_start and
-   * message_delta; OpenAI's plain answer and its usage chunk).
+   * Answer as usual but leave usage out, as a look-alike server may. `input`: the main input figure
+   * (Anthropic `input_tokens` of a plain answer and of message_start, OpenAI `prompt_tokens`,
+   * Bedrock `inputTokens`); `all`: every usage object (Anthropic's plain answer, message_start and
+   * message_delta; OpenAI's plain answer and its usage chunk; Bedrock's answer and metadata event).
    */
   | { kind: 'leaveOutUsage'; what: 'input' | 'all' }
   /**
