@@ -486,13 +486,15 @@ end
 
 /**
  * The line JSON `text` (lineText) moved `by` ms later: its usage key `from` becomes `to`, its expiresAt
- * as much later. Nil when the text does not name `from` as written (a key JSON escapes).
+ * as much later. The keys are found and written as JSON writes them (a backslash or quote of the key
+ * prefix escaped; lineKeys URI-encodes subjects, and ids take neither). Nil when the text does not name `from`.
  */
 const LATER_LINE = `
+local function jsonEsc(k) return (string.gsub(k, '[\\\\"]', '\\\\%0')) end
 local function laterLine(text, from, to, by)
-  local s, e = string.find(text, '"usageKey":"' .. from .. '"', 1, true)
+  local s, e = string.find(text, '"usageKey":"' .. jsonEsc(from) .. '"', 1, true)
   if not s then return nil end
-  text = string.sub(text, 1, s - 1) .. '"usageKey":"' .. to .. '"' .. string.sub(text, e + 1)
+  text = string.sub(text, 1, s - 1) .. '"usageKey":"' .. jsonEsc(to) .. '"' .. string.sub(text, e + 1)
   local _, x = string.find(text, ',"expiresAt":', 1, true)
   if not x then return nil end
   local num = string.match(text, '^%-?%d+', x + 1)

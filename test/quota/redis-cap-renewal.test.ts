@@ -50,7 +50,9 @@ describe('a cap slot on Redis after an outage longer than its reservation TTL', 
 
       // Back: replica B's script touches the line first and closes the expired reservation.
       expect(await untilReachable(b, cap.one)).toEqual([{ used: 0, reserved: 0 }]);
-      // A's next renewal finds the call's slot gone and takes it again.
+      // A's next renewal finds the call's slot gone and takes it again (once A has reconnected too:
+      // its reads see the slot B closed, and do not touch the reservation).
+      await untilReachable(a, cap.zero);
       const renewed = await a.extend('held-1', 3000);
       const refused = await b.reserve('b-1', [cap.one], 3000, meta, { dispatching: true });
       expect(refused).toMatchObject({ ok: false, budgetId: 'user-cap', reserved: 1, limit: 1 });
