@@ -92,7 +92,19 @@ function refuseMalformedHeader(gateway: Gateway, transport: TransportName, heade
   const refusal = new GatewayError('AUTH_INVALID', MALFORMED);
   res.locals.refusalRecorded = true;
   void gateway.refuse(refusal, { transport, credential: { secret: secretOfHeader(header), malformed: MALFORMED }, requestId });
-  res.status(401).set('WWW-Authenticate', bearerChallenge(gateway.policy, refusal)).json({ error: 'invalid_token', error_description: MALFORMED });
+  sendBearerRefusal(res, gateway.policy, refusal);
+}
+
+/**
+ * A refusal answered as the SDK's bearer guard answers one: 401 `invalid_token`, or 403
+ * `insufficient_scope` for FORBIDDEN, with its challenge and the refusal's message.
+ */
+function sendBearerRefusal(res: Response, policy: Policy, refusal: GatewayError): void {
+  const forbidden = refusal.code === 'FORBIDDEN';
+  res
+    .status(forbidden ? 403 : 401)
+    .set('WWW-Authenticate', bearerChallenge(policy, refusal))
+    .json({ error: forbidden ? 'insufficient_scope' : 'invalid_token', error_description: refusal.message });
 }
 
 /**
@@ -109,9 +121,7 @@ function serveAnonymous(gateway: Gateway, transport: TransportName, req: Request
       next();
     },
     (err: unknown) => {
-      const refusal = err instanceof GatewayError ? err : new GatewayError('INTERNAL', 'The caller could not be identified.');
-      const body = { error: refusal.code === 'FORBIDDEN' ? 'insufficient_scope' : 'invalid_token', error_description: refusal.message };
-      res.status(refusal.code === 'FORBIDDEN' ? 403 : 401).set('WWW-Authenticate', bearerChallenge(gateway.policy, refusal)).json(body);
+      sendBearerRefusal(res, gateway.policy, err instanceof GatewayError ? err : new GatewayError('INTERNAL', 'The caller could not be identified.'));
     },
   );
 }

@@ -143,7 +143,7 @@ export function actorChain(payload: JWTPayload): Actor[] {
   return chain;
 }
 
-/** Control characters (C0, DEL, C1) and the bidirectional embeddings, overrides and isolates. */
+/** Control characters (C0, DEL, C1) and the bidirectional embeddings, overrides and isolates: what no name (a token's user, an issued key's names) may hold. */
 export const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
 
 /** Maps verified claims to a Principal. Throws AUTH_INVALID when the user claim is missing. */

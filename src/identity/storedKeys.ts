@@ -12,6 +12,7 @@ import { GatewayError } from '../errors.js';
 import { TtlCache } from '../ttlCache.js';
 import type { ApiKeyConfig } from './config.js';
 import { hashApiKey, type ApiKeyResolver } from './apiKey.js';
+import { UNPRINTABLE } from './claims.js';
 
 export interface StoredKey extends ApiKeyConfig {
   createdAt: string;
@@ -36,15 +37,15 @@ export interface KeyRegistry {
   list(): Promise<StoredKey[]>;
 }
 
+const UNPRINTABLE_ALL = new RegExp(UNPRINTABLE.source, 'g');
+
 /** A name with its control and bidirectional-override characters shown as `\xNN` / `\uNNNN`, for listings, reports and messages. */
 export const printable = (s: string): string =>
-  s.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => {
+  s.replace(UNPRINTABLE_ALL, (c) => {
     const n = c.charCodeAt(0);
     return n > 0xff ? `\\u${n.toString(16).padStart(4, '0')}` : `\\x${n.toString(16).padStart(2, '0')}`;
   });
 
-/** Control characters, and the bidirectional overrides that reorder what follows them on screen. */
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
 
 /**
  * The checks every way of issuing a key makes (`tollgate keys issue`, the console's form) before
@@ -65,7 +66,7 @@ export function checkIssue(req: IssueRequest, policyKeyIds: Iterable<string>, la
   ];
   for (const [field, names] of fields) {
     for (const name of names ?? []) {
-      const c = name?.match(CONTROL)?.[0];
+      const c = name?.match(UNPRINTABLE)?.[0];
       if (c !== undefined) throw new GatewayError('INVALID_REQUEST', `${label(field)} "${printable(name!)}" holds a control character (${printable(c)}): names are printed in listings, reports and logs`);
       if (name !== undefined && name.trim() === '') throw new GatewayError('INVALID_REQUEST', `${label(field)} is blank: a name must hold more than spaces`);
     }
