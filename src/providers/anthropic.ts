@@ -10,7 +10,7 @@ import { GatewayError } from '../errors.js';
 import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { afterAnswer, cancelledError, upstreamError } from './errors.js';
-import { FRAMING, inputTokenBound, outputTokenBound, sumOfCounts } from './estimate.js';
+import { FRAMING, outputTokenBound, sumOfCounts, unreportedInputTokens } from './estimate.js';
 import { ProxyAgent } from 'undici';
 import { directMessagesClient, sdkMessagesClient, type MessagesClient } from './anthropicWire.js';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
@@ -38,15 +38,6 @@ const STATUS_OF_TYPE: Record<string, number> = {
 };
 
 type MessageParams = Anthropic.MessageCreateParamsNonStreaming;
-
-/**
- * Input tokens charged for a prompt whose count Anthropic never reported (a stream without
- * message_start): what admission reserved for it when the pipeline says so (an exact count or the
- * bound), else the bound of estimate.ts under Anthropic's framing.
- */
-function unreportedInputTokens(req: Pick<CompletionRequest, 'system' | 'messages' | 'inputTokens'>): number {
-  return req.inputTokens ?? inputTokenBound(req, FRAMING.anthropic);
-}
 
 /**
  * An Anthropic provider for one policy entry. SDK retries follow `maxRetries` (the pipeline's own
@@ -218,7 +209,7 @@ export function createAnthropicProvider(name: string, config: AnthropicConfig, o
       // charged at what admission reserved for it, the output at least at the bound of the text.
       const consumed = (): Usage => {
         const bound = Math.max(reportedOutput, outputTokenBound(text, req.maxTokens));
-        if (!input) return { inputTokens: unreportedInputTokens(req), outputTokens: bound };
+        if (!input) return { inputTokens: unreportedInputTokens(req, FRAMING.anthropic), outputTokens: bound };
         return usageOf(input, final ? reportedOutput : bound);
       };
       const stalled = (): GatewayError =>

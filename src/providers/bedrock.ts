@@ -32,7 +32,7 @@ import type { ProviderConfig } from './config.js';
 import { assertEgress, providerEndpoint } from './egress.js';
 import { afterAnswer, cancelledError, upstreamError } from './errors.js';
 import { headGuard, streamAbort } from './fetchSdk.js';
-import { atLeastOutput, FRAMING, inputTokenBound, outputTokenBound, sumOfCounts } from './estimate.js';
+import { atLeastOutput, FRAMING, outputTokenBound, sumOfCounts, unreportedInputTokens } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 
 export type BedrockConfig = Extract<ProviderConfig, { kind: 'bedrock' }>;
@@ -57,15 +57,6 @@ const STATUS_OF: Record<string, number> = {
 
 /** Socket-level failures: the upstream never answered, or stopped answering. */
 const NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ERR_STREAM_PREMATURE_CLOSE']);
-
-/**
- * Input tokens charged for a stream that failed before Bedrock's metadata event told the real
- * count: what admission reserved for it when the pipeline says so (an exact count or the bound),
- * else the bound of estimate.ts under Bedrock's framing. Never less than Bedrock can have billed.
- */
-export function unreportedInputTokens(req: Pick<CompletionRequest, 'system' | 'messages' | 'inputTokens'>): number {
-  return req.inputTokens ?? inputTokenBound(req, FRAMING.bedrock);
-}
 
 function toUsage(u: TokenUsage | undefined): Usage {
   // Figures from the wire: one absent or not a count is not reported (NaN), and chargeableUsage
@@ -277,7 +268,7 @@ export function createBedrockProvider(name: string, config: BedrockConfig, opts:
       const partial = (): Usage | undefined => {
         if (!opened) return undefined;
         const bound = outputTokenBound(text, req.maxTokens);
-        if (!usage) return { inputTokens: unreportedInputTokens(req), outputTokens: bound };
+        if (!usage) return { inputTokens: unreportedInputTokens(req, FRAMING.bedrock), outputTokens: bound };
         return usageFinal ? usage : atLeastOutput(usage, bound);
       };
       // Our own abort as well as the caller's: a listener that throws must not leave Bedrock generating.

@@ -18,7 +18,7 @@
  */
 import { TextCache } from '../textCache.js';
 import { tokenBounder, tokenCounter, type EncodingName } from './tokenizer.js';
-import type { Usage } from './provider.js';
+import type { CompletionRequest, Usage } from './provider.js';
 
 /** The prompt parts that are billed as input; a message sent as text parts has them in `parts`. */
 export interface PromptParts {
@@ -78,6 +78,17 @@ export function promptTexts(p: PromptParts): string[] {
 /** UTF-8 bytes of a text as sent (a lone surrogate goes out as U+FFFD, 3 bytes, and is counted so). */
 export function utf8Bytes(text: string): number {
   return Buffer.byteLength(text, 'utf8');
+}
+
+/**
+ * Input tokens charged for a prompt whose count the provider never reported (a cut stream, a
+ * server ignoring `stream_options`, a stream without message_start or metadata): what admission
+ * reserved for it when the pipeline says so (`inputTokens`: an exact count or the bound), else the
+ * bound under the provider's `framing`. Never less than the provider can have billed; a reported
+ * count always wins.
+ */
+export function unreportedInputTokens(req: Pick<CompletionRequest, 'system' | 'messages' | 'inputTokens'>, framing: Framing): number {
+  return req.inputTokens ?? inputTokenBound(req, framing);
 }
 
 /** The provable upper bound on the input tokens of `p` under `framing` (see the module comment). */

@@ -14,23 +14,13 @@ import { afterAnswer, cancelledError, upstreamError } from './errors.js';
 import { ProxyAgent } from 'undici';
 import { headGuard, idleGuard, sdkTransport } from './fetchSdk.js';
 import { directChatClient, sdkChatClient, type ChatClient } from './openaiWire.js';
-import { atLeastOutput, boundOpenAIInput, countOpenAIInput, FRAMING, inputTokenBound, loadOpenAIVocabularies, outputTokenBound, utf8Bytes } from './estimate.js';
+import { atLeastOutput, boundOpenAIInput, countOpenAIInput, FRAMING, loadOpenAIVocabularies, outputTokenBound, unreportedInputTokens, utf8Bytes } from './estimate.js';
 import type { CompletionRequest, CompletionResult, Provider, StopReason, TextListener, Usage, ProviderBuildOptions } from './provider.js';
 import { withoutKey } from '../secretPieces.js';
 
 export type OpenAIConfig = Extract<ProviderConfig, { kind: 'openai' }>;
 
 type ChatParams = OpenAI.Chat.ChatCompletionCreateParamsNonStreaming;
-
-/**
- * Input tokens charged for a prompt whose usage the server never reported (a cut stream, a server
- * ignoring `stream_options`): what admission reserved for it when the pipeline says so (an exact
- * count or the bound), else the bound of estimate.ts under OpenAI's framing. Never less than the
- * provider can have billed; a reported count always wins.
- */
-export function unreportedInputTokens(req: Pick<CompletionRequest, 'system' | 'messages' | 'inputTokens'>): number {
-  return req.inputTokens ?? inputTokenBound(req, FRAMING.openai);
-}
 
 /**
  * The output cap fields to send. `max_completion_tokens` is what OpenAI documents today: `max_tokens`
@@ -204,7 +194,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
         usage: completion.usage
           ? usageOf(completion.usage)
           : // Without usage the output is bounded like the input: at most one token per UTF-8 byte.
-            { inputTokens: unreportedInputTokens(req), outputTokens: Math.max(1, outputTokenBound(text, req.maxTokens)) },
+            { inputTokens: unreportedInputTokens(req, FRAMING.openai), outputTokens: Math.max(1, outputTokenBound(text, req.maxTokens)) },
         stopReason: stopReasonOf(choice.finish_reason, choice.message.refusal),
       };
     },
@@ -230,7 +220,7 @@ export function createOpenAIProvider(name: string, config: OpenAIConfig, opts: P
       let reportedFinal = false;
       const consumed = (): Usage => {
         const bound = outputTokenBound(text, req.maxTokens, unsentBytes);
-        if (!reported) return { inputTokens: unreportedInputTokens(req), outputTokens: bound };
+        if (!reported) return { inputTokens: unreportedInputTokens(req, FRAMING.openai), outputTokens: bound };
         return reportedFinal ? reported : atLeastOutput(reported, bound);
       };
       const stalled = (): GatewayError =>

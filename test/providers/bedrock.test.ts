@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
-import { createBedrockProvider, proxyAgents, unreportedInputTokens, type BedrockConfig } from '../../src/providers/bedrock.js';
+import { createBedrockProvider, proxyAgents, type BedrockConfig } from '../../src/providers/bedrock.js';
+import { FRAMING, unreportedInputTokens } from '../../src/providers/estimate.js';
 import type { CompletionRequest } from '../../src/providers/provider.js';
 import { startFakeBedrock, type FakeBedrockServer } from '../../tools/fake-providers/bedrock.js';
 import { promptTokens, replyWords } from '../../tools/fake-providers/types.js';
@@ -168,7 +169,7 @@ describe('Bedrock adapter specifics', () => {
       status: 429,
       upstreamType: 'ThrottlingException',
       // One token per UTF-8 byte of 'fake bedrock ' (Bedrock reports usage only at the end).
-      usage: { inputTokens: unreportedInputTokens(request()), outputTokens: 13 },
+      usage: { inputTokens: unreportedInputTokens(request(), FRAMING.bedrock), outputTokens: 13 },
     });
     expect(err.message).toBe('Provider bedrock-eu failed (HTTP 429 ThrottlingException): Too many tokens, slow down.');
   });
@@ -180,7 +181,7 @@ describe('Bedrock adapter specifics', () => {
     expect(err.details.upstreamType).toBe('ModelStreamErrorException');
     expect(err.details.status).toBeUndefined();
     expect(err.message).toBe('Provider bedrock-eu failed (ModelStreamErrorException): The model stopped.');
-    expect(err.details.usage).toEqual({ inputTokens: unreportedInputTokens(request()), outputTokens: 'fake '.length });
+    expect(err.details.usage).toEqual({ inputTokens: unreportedInputTokens(request(), FRAMING.bedrock), outputTokens: 'fake '.length });
   });
 
   it('closes the upstream stream when the caller cancels midway, saying it had answered (Bedrock reports usage only at the end; the pipeline charges the input bound and the text that went out)', async () => {
@@ -219,7 +220,7 @@ describe('Bedrock adapter specifics', () => {
     expect(err.details).toEqual({
       provider: 'bedrock-eu',
       upstreamType: 'timeout',
-      usage: { inputTokens: unreportedInputTokens(request()), outputTokens: 0 },
+      usage: { inputTokens: unreportedInputTokens(request(), FRAMING.bedrock), outputTokens: 0 },
     });
     await until(() => fake.requests[0]!.aborted);
   });
@@ -239,8 +240,8 @@ describe('Bedrock adapter specifics', () => {
 
   it('charges the input of a failed stream at what admission reserved, else at the bound (UTF-8 bytes plus 8 per message and 16)', () => {
     // 'You are terse.' 14 bytes, 'Hello there' 11, 'Hi.' 3, 'Name three rivers' 17: 45 + 4 x 8 + 16.
-    expect(unreportedInputTokens(request())).toBe(93);
-    expect(unreportedInputTokens(request({ inputTokens: 21 }))).toBe(21);
+    expect(unreportedInputTokens(request(), FRAMING.bedrock)).toBe(93);
+    expect(unreportedInputTokens(request({ inputTokens: 21 }), FRAMING.bedrock)).toBe(21);
   });
 
   it('answers the same for a model id with several colons', async () => {

@@ -2,7 +2,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/errors.js';
-import { createOpenAIProvider, outputCapFields, unreportedInputTokens, type OpenAIConfig } from '../../src/providers/openai.js';
+import { createOpenAIProvider, outputCapFields, type OpenAIConfig } from '../../src/providers/openai.js';
+import { FRAMING, unreportedInputTokens } from '../../src/providers/estimate.js';
 import type { CompletionRequest } from '../../src/providers/provider.js';
 import { createProvider } from '../../src/providers/registry.js';
 import { startFakeProxy } from '../../tools/fake-providers/http.js';
@@ -143,9 +144,9 @@ describe('OpenAI adapter specifics', () => {
   });
 
   it('charges an unreported prompt at what admission reserved, else at its UTF-8 bytes plus 4 per message and 3', () => {
-    expect(unreportedInputTokens({ system: 'Answer in French.', messages: [{ role: 'user', content: 'Name a colour' }] })).toBe(41);
-    expect(unreportedInputTokens({ messages: [{ role: 'user', content: '' }] })).toBe(7);
-    expect(unreportedInputTokens({ messages: [{ role: 'user', content: 'Name a colour' }], inputTokens: 9 })).toBe(9);
+    expect(unreportedInputTokens({ system: 'Answer in French.', messages: [{ role: 'user', content: 'Name a colour' }] }, FRAMING.openai)).toBe(41);
+    expect(unreportedInputTokens({ messages: [{ role: 'user', content: '' }] }, FRAMING.openai)).toBe(7);
+    expect(unreportedInputTokens({ messages: [{ role: 'user', content: 'Name a colour' }], inputTokens: 9 }, FRAMING.openai)).toBe(9);
   });
 
   it('says CANCELLED when the caller aborts midway, answered and with no usage of its own making (the pipeline charges the input bound and the text that went out)', async () => {
